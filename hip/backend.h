@@ -1,0 +1,60 @@
+// The contract between the C ABI layer (validation + dispatch, pybind_free_api/) and the
+// backends: the CPU one in pybind_free_api/src/cpu_*.cpp and the GPU one in hip/.
+// Plain C++ host types only, so it compiles with or without a GPU compiler.
+// By the time a backend sees a problem, every argument has been validated.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+#include "gatednorm.h"
+
+namespace gn {
+
+// A [T, H, D] view of rows with strides in elements; D is contiguous.
+struct RowsView {
+    char *data = nullptr;  // byte_offset already applied; nullptr for an absent gate
+    int dtype = 0;         // gn::Dtype
+    int64_t stride_t = 0;
+    int64_t stride_h = 0;
+};
+
+struct RmsnormGatedProblem {
+    int64_t tokens = 0, heads = 0, dim = 0;  // T, H, D
+    RowsView x, z, out;
+    const void *weight = nullptr;
+    int weight_dtype = 0;
+    bool norm_before_gate = true;
+    int activation = 0;  // gn::Activation
+    float eps = 1e-6f;
+    float weight_offset = 0.0f;
+    int device_id = 0;
+};
+
+// Sets this thread's last-error message (printf-style) and returns status, so that
+// backends can `return fail(STATUS, "...")`.
+gatednorm_status fail(gatednorm_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+gatednorm_status cpu_rmsnorm_gated(const RmsnormGatedProblem &p);
+
+// GPU backend.  Built from hip/ when a GPU toolchain is present, otherwise from a stub
+// that answers GATEDNORM_STATUS_NO_DEVICE.  gpu_platform() is the DLPack device type the
+// backend serves (CUDA or ROCM), or 0 for none.
+int gpu_platform();
+const char *gpu_build_info();
+gatednorm_status gpu_device_count(int32_t *count);
+gatednorm_status gpu_device_name(int32_t device_id, char *name, size_t capacity);
+gatednorm_status gpu_pointer_device(const void *ptr, gatednorm_device *device);
+gatednorm_status gpu_malloc(int32_t device_id, size_t bytes, void **ptr);
+gatednorm_status gpu_free(int32_t device_id, void *ptr);
+gatednorm_status gpu_memcpy(void *dst, const void *src, size_t bytes, void *stream);
+gatednorm_status gpu_memset(void *dst, int32_t value, size_t bytes, void *stream);
+gatednorm_status gpu_stream_create(int32_t device_id, void **stream);
+gatednorm_status gpu_stream_synchronize(void *stream);
+gatednorm_status gpu_stream_destroy(void *stream);
+gatednorm_status gpu_device_synchronize(int32_t device_id);
+gatednorm_status gpu_rmsnorm_gated(const RmsnormGatedProblem &p, void *stream);
+
+}  // namespace gn

@@ -1,0 +1,82 @@
+// Every rounding rule of gatednorm, defined once, shared by the CPU backend (plain C++)
+// and the GPU kernels (HIP/CUDA).  Values of 16-bit and 8-bit formats travel as raw bits,
+// so both sides run the very same code and agree bit for bit wherever the fp32 math does.
+#pragma once
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define GN_HD __host__ __device__ __forceinline__
+#else
+#define GN_HD inline
+#endif
+
+namespace gn {
+
+// Storage formats of activations and weights (ops.md: bf16 / fp16 / fp32, independently).
+enum Dtype : int { kBF16 = 0, kF16 = 1, kF32 = 2 };
+
+GN_HD int dtype_size(int dt) { return dt == kF32 ? 4 : 2; }
+
+GN_HD uint32_t f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+GN_HD float f32_from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+// bf16 -> fp32 is exact.
+GN_HD float bf16_to_f32(uint16_t h) { return f32_from_bits(uint32_t(h) << 16); }
+
+// fp32 -> bf16, round to nearest even.  NaN stays NaN (quiet, sign kept); overflow -> inf.
+GN_HD uint16_t f32_to_bf16(float f) {
+    uint32_t u = f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x0040u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return uint16_t(u >> 16);
+}
+
+// fp16 -> fp32 is exact; subnormals are scaled by 2^-24, which is exact in fp32.
+GN_HD float f16_to_f32(uint16_t h) {
+    uint32_t sign = uint32_t(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t mant = h & 0x3ffu;
+    if (exp == 0x1fu) return f32_from_bits(sign | 0x7f800000u | (mant << 13));
+    if (exp == 0) return f32_from_bits(sign | f32_bits(float(mant) * 5.9604644775390625e-8f));
+    return f32_from_bits(sign | ((exp + 112u) << 23) | (mant << 13));
+}
+
+// fp32 -> fp16, round to nearest even, overflow -> inf, NaN -> quiet NaN.
+GN_HD uint16_t f32_to_f16(float f) {
+    uint32_t u = f32_bits(f);
+    uint16_t sign = uint16_t((u >> 16) & 0x8000u);
+    u &= 0x7fffffffu;
+    if (u >= 0x7f800000u) return uint16_t(sign | (u > 0x7f800000u ? 0x7e00u | ((u >> 13) & 0x1ffu) : 0x7c00u));
+    if (u >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to >= 65520: inf
+    if (u < 0x38800000u) {
+        // Result is subnormal (or zero): the fp32 adder does the RNE for us when the value
+        // is added to 0.5, whose ulp (2^-24) is exactly fp16's subnormal quantum.
+        float r = f32_from_bits(u) + 0.5f;
+        return uint16_t(sign | uint16_t(f32_bits(r) - 0x3f000000u));
+    }
+    uint32_t odd = (u >> 13) & 1u;
+    u += 0xc8000fffu + odd;  // rebias exponent (127 -> 15) and add the RNE half-ulp
+    return uint16_t(sign | uint16_t(u >> 13));
+}
+
+GN_HD float load_as_f32(const void *p, int dt) {
+    if (dt == kF32) return *static_cast<const float *>(p);
+    uint16_t h = *static_cast<const uint16_t *>(p);
+    return dt == kBF16 ? bf16_to_f32(h) : f16_to_f32(h);
+}
+
+GN_HD void store_from_f32(void *p, int dt, float v) {
+    if (dt == kF32) { *static_cast<float *>(p) = v; return; }
+    *static_cast<uint16_t *>(p) = dt == kBF16 ? f32_to_bf16(v) : f32_to_f16(v);
+}
+
+// Gate activations (ops.md §1).  exp(-z) overflowing to inf gives silu(-big) = -0,
+// sigmoid(-big) = 0, as the limits say.
+enum Activation : int { kSilu = 0, kSigmoid = 1 };
+
+GN_HD float sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
+GN_HD float activate(float z, int act) { return act == kSigmoid ? sigmoid(z) : z * sigmoid(z); }
+
+}  // namespace gn

@@ -1,0 +1,70 @@
+// The one place where HIP meets CUDA.  Kernels are written against the small HIP subset
+// below; under nvcc each name maps onto its CUDA twin, under hipcc it is HIP itself.
+// Keep this list short: every name a kernel or launcher uses must appear here.
+//
+//   runtime: hipError_t hipSuccess hipGetErrorString hipGetLastError hipStream_t
+//            hipGetDeviceCount hipGetDevice hipSetDevice hipDeviceGetAttribute
+//            hipDeviceAttributeMultiprocessorCount hipDeviceProp_t hipGetDeviceProperties
+//            hipMalloc hipFree hipMemcpyAsync hipMemcpyDefault hipMemsetAsync
+//            hipStreamCreateWithFlags hipStreamNonBlocking hipStreamSynchronize
+//            hipStreamDestroy hipDeviceSynchronize hipPointerGetAttributes
+//            hipPointerAttribute_t hipMemoryType{Host,Device,Managed,Unregistered}
+//            hipOccupancyMaxActiveBlocksPerMultiprocessor
+//   device:  gn_shfl_xor (shuffle within groups of `width` <= 32 lanes, all lanes active)
+//
+// No code depends on the warp width (64 on CDNA, 32 on RDNA and NVIDIA): reductions work
+// in groups of at most 32 lanes, which divides both.
+#pragma once
+
+#if defined(__NVCC__) || (defined(__CUDACC__) && !defined(__HIP__))
+#include <cuda_runtime.h>
+
+#define GN_PLATFORM_CUDA 1
+#define GN_PLATFORM_NAME "cuda"
+
+using hipError_t = cudaError_t;
+using hipStream_t = cudaStream_t;
+using hipDeviceProp_t = cudaDeviceProp;
+using hipPointerAttribute_t = cudaPointerAttributes;
+#define hipSuccess cudaSuccess
+#define hipGetErrorString cudaGetErrorString
+#define hipGetLastError cudaGetLastError
+#define hipGetDeviceCount cudaGetDeviceCount
+#define hipGetDevice cudaGetDevice
+#define hipSetDevice cudaSetDevice
+#define hipDeviceGetAttribute cudaDeviceGetAttribute
+#define hipDeviceAttributeMultiprocessorCount cudaDevAttrMultiProcessorCount
+#define hipGetDeviceProperties cudaGetDeviceProperties
+#define hipMalloc cudaMalloc
+#define hipFree cudaFree
+#define hipMemcpyAsync cudaMemcpyAsync
+#define hipMemcpyDefault cudaMemcpyDefault
+#define hipMemsetAsync cudaMemsetAsync
+#define hipStreamCreateWithFlags cudaStreamCreateWithFlags
+#define hipStreamNonBlocking cudaStreamNonBlocking
+#define hipStreamSynchronize cudaStreamSynchronize
+#define hipStreamDestroy cudaStreamDestroy
+#define hipDeviceSynchronize cudaDeviceSynchronize
+#define hipPointerGetAttributes cudaPointerGetAttributes
+#define hipMemoryTypeHost cudaMemoryTypeHost
+#define hipMemoryTypeDevice cudaMemoryTypeDevice
+#define hipMemoryTypeManaged cudaMemoryTypeManaged
+#define hipMemoryTypeUnregistered cudaMemoryTypeUnregistered
+#define hipOccupancyMaxActiveBlocksPerMultiprocessor cudaOccupancyMaxActiveBlocksPerMultiprocessor
+#define GN_POINTER_MEMORY_TYPE(attr) ((attr).type)
+
+__device__ __forceinline__ float gn_shfl_xor(float v, int lane_mask, int width) {
+    return __shfl_xor_sync(0xffffffffu, v, lane_mask, width);
+}
+
+#else  // HIP (AMD)
+#include <hip/hip_runtime.h>
+
+#define GN_PLATFORM_HIP 1
+#define GN_PLATFORM_NAME "hip"
+#define GN_POINTER_MEMORY_TYPE(attr) ((attr).type)
+
+__device__ __forceinline__ float gn_shfl_xor(float v, int lane_mask, int width) {
+    return __shfl_xor(v, lane_mask, width);
+}
+#endif

@@ -1,0 +1,219 @@
+// Gated RMSNorm kernels (ops.md §1).  Two kernels:
+//  - vec: rows of D = 8k elements with 16-byte aligned rows; a team of TPR lanes owns a row,
+//    each lane CPT chunks of 8 elements held in registers, so x and z are read once and
+//    out written once with 16-byte accesses.  x, z share a dtype known at compile time,
+//    out's dtype too; the weight dtype is resolved once per thread at preload.
+//  - generic: any D, alignment and dtype mix; 32 lanes per row, two passes over the row
+//    (the second one hits cache).  The slow path that keeps every input legal.
+// Both loop over rows with a trip count uniform across the block so that every lane of a
+// team reaches the shuffles (no early exits before a collective).
+#pragma once
+#include "numerics.h"
+#include "port.h"
+
+namespace gn {
+
+constexpr int kBlockThreads = 256;
+constexpr int kGenericTeamLanes = 32;  // <= 32: a team never straddles warps
+constexpr int kGenericTeams = kBlockThreads / kGenericTeamLanes;
+
+struct RmsnormGatedArgs {
+    const char *x;
+    const char *z;  // nullptr: no gate
+    char *out;
+    const void *weight;
+    int64_t x_st, x_sh, z_st, z_sh, o_st, o_sh;  // byte strides
+    int32_t rows;                                // T * H (< 2^31, checked by the launcher)
+    int32_t heads;
+    int32_t dim;
+    int32_t x_dtype, z_dtype, out_dtype, weight_dtype;
+    int32_t norm_before_gate;
+    int32_t activation;
+    float eps;
+    float weight_offset;
+    float inv_dim;
+};
+
+// ---- 8-element vector loads/stores of raw bits (16 bytes for 16-bit types, 32 for fp32).
+template <int DT>
+__device__ __forceinline__ void load8(const char *p, float (&v)[8]) {
+    if constexpr (DT == kF32) {
+        const float4 a = reinterpret_cast<const float4 *>(p)[0];
+        const float4 b = reinterpret_cast<const float4 *>(p)[1];
+        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+        v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+    } else {
+        const uint4 r = *reinterpret_cast<const uint4 *>(p);
+        const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            if constexpr (DT == kBF16) {
+                v[2 * i] = f32_from_bits(w[i] << 16);
+                v[2 * i + 1] = f32_from_bits(w[i] & 0xffff0000u);
+            } else {
+                v[2 * i] = f16_to_f32(uint16_t(w[i] & 0xffffu));
+                v[2 * i + 1] = f16_to_f32(uint16_t(w[i] >> 16));
+            }
+        }
+    }
+}
+
+template <int DT>
+__device__ __forceinline__ void store8(char *p, const float (&v)[8]) {
+    if constexpr (DT == kF32) {
+        reinterpret_cast<float4 *>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+        reinterpret_cast<float4 *>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+    } else {
+        uint32_t w[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const uint32_t lo = DT == kBF16 ? f32_to_bf16(v[2 * i]) : f32_to_f16(v[2 * i]);
+            const uint32_t hi = DT == kBF16 ? f32_to_bf16(v[2 * i + 1]) : f32_to_f16(v[2 * i + 1]);
+            w[i] = lo | (hi << 16);
+        }
+        *reinterpret_cast<uint4 *>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+}
+
+// Sum over a team of TPR consecutive lanes.  Teams of up to 32 lanes reduce with shuffles:
+// 32 divides every warp width (32 on NVIDIA and RDNA, 64 on CDNA), so such a team never
+// straddles warps and nothing here depends on the actual width.  A wider team is the whole
+// block: 32-lane groups reduce by shuffle, then meet in shared memory.
+constexpr int kShuffleGroup = 32;
+
+template <int TPR>
+__device__ __forceinline__ float team_sum(float v) {
+    if constexpr (TPR <= kShuffleGroup) {
+#pragma unroll
+        for (int m = TPR / 2; m > 0; m >>= 1) v += gn_shfl_xor(v, m, TPR);
+        return v;
+    } else {
+        static_assert(TPR == kBlockThreads, "a team wider than 32 lanes is the whole block");
+        constexpr int kGroups = kBlockThreads / kShuffleGroup;
+        __shared__ float partial[kGroups];
+        v = team_sum<kShuffleGroup>(v);
+        if (threadIdx.x % kShuffleGroup == 0) partial[threadIdx.x / kShuffleGroup] = v;
+        __syncthreads();
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kGroups; ++i) s += partial[i];
+        __syncthreads();  // partial[] is rewritten by the next row
+        return s;
+    }
+}
+
+__device__ __forceinline__ void row_offsets(const RmsnormGatedArgs &a, int32_t row, int64_t &xo,
+                                            int64_t &zo, int64_t &oo) {
+    const uint32_t t = uint32_t(row) / uint32_t(a.heads);
+    const uint32_t h = uint32_t(row) - t * uint32_t(a.heads);
+    xo = int64_t(t) * a.x_st + int64_t(h) * a.x_sh;
+    zo = int64_t(t) * a.z_st + int64_t(h) * a.z_sh;
+    oo = int64_t(t) * a.o_st + int64_t(h) * a.o_sh;
+}
+
+template <int XDT, int ODT, int TPR, int CPT>
+__global__ void __launch_bounds__(kBlockThreads) rmsnorm_gated_vec_kernel(const RmsnormGatedArgs a) {
+    constexpr int kTeams = kBlockThreads / TPR;
+    constexpr int kXBytes = XDT == kF32 ? 4 : 2;
+    constexpr int kOBytes = ODT == kF32 ? 4 : 2;
+    const int lane = threadIdx.x % TPR;
+    const int team = threadIdx.x / TPR;
+    const bool has_z = a.z != nullptr;
+
+    float w[CPT][8];
+#pragma unroll
+    for (int j = 0; j < CPT; ++j) {
+        const int col = (lane + j * TPR) * 8;
+#pragma unroll
+        for (int k = 0; k < 8; ++k)
+            w[j][k] = col < a.dim ? load_as_f32(static_cast<const char *>(a.weight) + (col + k) * dtype_size(a.weight_dtype), a.weight_dtype) + a.weight_offset : 0.0f;
+    }
+
+    for (int32_t base = blockIdx.x * kTeams; base < a.rows; base += gridDim.x * kTeams) {
+        const int32_t row = base + team;
+        const bool row_ok = row < a.rows;
+        int64_t xo = 0, zo = 0, oo = 0;
+        if (row_ok) row_offsets(a, row, xo, zo, oo);
+
+        float u[CPT][8], g[CPT][8];
+#pragma unroll
+        for (int j = 0; j < CPT; ++j) {
+            const int col = (lane + j * TPR) * 8;
+            const bool ok = row_ok && col < a.dim;
+#pragma unroll
+            for (int k = 0; k < 8; ++k) u[j][k] = g[j][k] = 0.0f;
+            if (ok) load8<XDT>(a.x + xo + int64_t(col) * kXBytes, u[j]);
+            if (ok && has_z) load8<XDT>(a.z + zo + int64_t(col) * kXBytes, g[j]);
+        }
+
+        float ss = 0.0f;
+#pragma unroll
+        for (int j = 0; j < CPT; ++j) {
+#pragma unroll
+            for (int k = 0; k < 8; ++k) {
+                if (has_z) {
+                    g[j][k] = activate(g[j][k], a.activation);
+                    if (!a.norm_before_gate) u[j][k] *= g[j][k];
+                }
+                ss += u[j][k] * u[j][k];
+            }
+        }
+        ss = team_sum<TPR>(ss);
+        const float rstd = rsqrtf(ss * a.inv_dim + a.eps);
+        const bool gate_after = has_z && a.norm_before_gate;
+
+#pragma unroll
+        for (int j = 0; j < CPT; ++j) {
+            const int col = (lane + j * TPR) * 8;
+            if (!row_ok || col >= a.dim) continue;
+            float y[8];
+#pragma unroll
+            for (int k = 0; k < 8; ++k) {
+                y[k] = u[j][k] * rstd * w[j][k];
+                if (gate_after) y[k] *= g[j][k];
+            }
+            store8<ODT>(a.out + oo + int64_t(col) * kOBytes, y);
+        }
+    }
+}
+
+__global__ void __launch_bounds__(kBlockThreads) rmsnorm_gated_generic_kernel(const RmsnormGatedArgs a) {
+    constexpr int kTeam = kGenericTeamLanes;
+    constexpr int kTeams = kGenericTeams;
+    const int lane = threadIdx.x % kTeam;
+    const int team = threadIdx.x / kTeam;
+    const bool has_z = a.z != nullptr;
+    const bool gate_before = has_z && !a.norm_before_gate;
+    const bool gate_after = has_z && a.norm_before_gate;
+    const int xs = dtype_size(a.x_dtype), zs = dtype_size(a.z_dtype), os = dtype_size(a.out_dtype);
+    const int ws = dtype_size(a.weight_dtype);
+
+    for (int32_t base = blockIdx.x * kTeams; base < a.rows; base += gridDim.x * kTeams) {
+        const int32_t row = base + team;
+        const bool row_ok = row < a.rows;
+        int64_t xo = 0, zo = 0, oo = 0;
+        if (row_ok) row_offsets(a, row, xo, zo, oo);
+
+        float ss = 0.0f;
+        if (row_ok) {
+            for (int c = lane; c < a.dim; c += kTeam) {
+                float u = load_as_f32(a.x + xo + int64_t(c) * xs, a.x_dtype);
+                if (gate_before) u *= activate(load_as_f32(a.z + zo + int64_t(c) * zs, a.z_dtype), a.activation);
+                ss += u * u;
+            }
+        }
+        ss = team_sum<kTeam>(ss);
+        const float rstd = rsqrtf(ss * a.inv_dim + a.eps);
+        if (!row_ok) continue;
+        for (int c = lane; c < a.dim; c += kTeam) {
+            float u = load_as_f32(a.x + xo + int64_t(c) * xs, a.x_dtype);
+            float g = has_z ? activate(load_as_f32(a.z + zo + int64_t(c) * zs, a.z_dtype), a.activation) : 1.0f;
+            if (gate_before) u *= g;
+            float y = u * rstd * (load_as_f32(static_cast<const char *>(a.weight) + int64_t(c) * ws, a.weight_dtype) + a.weight_offset);
+            if (gate_after) y *= g;
+            store_from_f32(a.out + oo + int64_t(c) * os, a.out_dtype, y);
+        }
+    }
+}
+
+}  // namespace gn

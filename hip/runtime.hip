@@ -1,0 +1,152 @@
+// GPU side of the runtime helpers of gatednorm.h (device count/name, memory, streams).
+#include <stdio.h>
+#include <string.h>
+
+#include "backend.h"
+#include "device_guard.h"
+
+#ifndef GN_GPU_TARGETS
+#define GN_GPU_TARGETS "?"
+#endif
+
+namespace gn {
+
+namespace {
+constexpr int kMaxDevices = 64;
+int g_sm_count[kMaxDevices];  // 0 = not asked yet; racing writers store the same value
+}  // namespace
+
+int gpu_platform() {
+#if defined(GN_PLATFORM_CUDA)
+    return GATEDNORM_DEVICE_TYPE_CUDA;
+#else
+    return GATEDNORM_DEVICE_TYPE_ROCM;
+#endif
+}
+
+const char *gpu_build_info() {
+    static char info[160];
+    if (!info[0]) {
+#if defined(GN_PLATFORM_CUDA)
+        snprintf(info, sizeof info, "cuda %d.%d (%s)", __CUDACC_VER_MAJOR__, __CUDACC_VER_MINOR__, GN_GPU_TARGETS);
+#else
+        snprintf(info, sizeof info, "hip %d.%d (%s)", HIP_VERSION_MAJOR, HIP_VERSION_MINOR, GN_GPU_TARGETS);
+#endif
+    }
+    return info;
+}
+
+int multiprocessor_count(int device_id) {
+    if (device_id < 0 || device_id >= kMaxDevices) return 1;
+    int n = g_sm_count[device_id];
+    if (n == 0) {
+        if (hipDeviceGetAttribute(&n, hipDeviceAttributeMultiprocessorCount, device_id) != hipSuccess || n < 1) {
+            (void)hipGetLastError();
+            n = 1;
+        }
+        g_sm_count[device_id] = n;
+    }
+    return n;
+}
+
+gatednorm_status gpu_device_count(int32_t *count) {
+    int n = 0;
+    if (hipGetDeviceCount(&n) != hipSuccess) {  // no driver or no device: zero GPUs, not an error
+        (void)hipGetLastError();
+        n = 0;
+    }
+    *count = n;
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status gpu_device_name(int32_t device_id, char *name, size_t capacity) {
+    hipDeviceProp_t prop;
+    const hipError_t err = hipGetDeviceProperties(&prop, device_id);
+    if (err != hipSuccess) return runtime_fail(err, "device_id");
+    snprintf(name, capacity, "%s", prop.name);
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status gpu_pointer_device(const void *ptr, gatednorm_device *device) {
+    device->device_type = GATEDNORM_DEVICE_TYPE_CPU;
+    device->device_id = 0;
+    hipPointerAttribute_t attr;
+    memset(&attr, 0, sizeof attr);
+    if (hipPointerGetAttributes(&attr, ptr) != hipSuccess) {  // unknown to the runtime: host memory
+        (void)hipGetLastError();
+        return GATEDNORM_STATUS_SUCCESS;
+    }
+    switch (GN_POINTER_MEMORY_TYPE(attr)) {
+        case hipMemoryTypeDevice:
+            device->device_type = gpu_platform();
+            device->device_id = attr.device;
+            break;
+        case hipMemoryTypeManaged:
+            device->device_type = gpu_platform() == GATEDNORM_DEVICE_TYPE_CUDA ? GATEDNORM_DEVICE_TYPE_CUDA_MANAGED : GATEDNORM_DEVICE_TYPE_ROCM;
+            device->device_id = attr.device;
+            break;
+        case hipMemoryTypeHost:
+            device->device_type = gpu_platform() == GATEDNORM_DEVICE_TYPE_CUDA ? GATEDNORM_DEVICE_TYPE_CUDA_HOST : GATEDNORM_DEVICE_TYPE_ROCM_HOST;
+            break;
+        default:
+            break;
+    }
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status gpu_malloc(int32_t device_id, size_t bytes, void **ptr) {
+    DeviceGuard guard(device_id);
+    if (!guard.ok()) return guard.status();
+    const hipError_t err = hipMalloc(ptr, bytes);
+    if (err != hipSuccess) {
+        (void)hipGetLastError();
+        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "bytes: could not allocate %zu bytes on device %d: %s", bytes, device_id, hipGetErrorString(err));
+    }
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status gpu_free(int32_t device_id, void *ptr) {
+    DeviceGuard guard(device_id);
+    if (!guard.ok()) return guard.status();
+    const hipError_t err = hipFree(ptr);
+    return err == hipSuccess ? GATEDNORM_STATUS_SUCCESS : runtime_fail(err, "free");
+}
+
+gatednorm_status gpu_memcpy(void *dst, const void *src, size_t bytes, void *stream) {
+    const hipError_t err = hipMemcpyAsync(dst, src, bytes, hipMemcpyDefault, static_cast<hipStream_t>(stream));
+    return err == hipSuccess ? GATEDNORM_STATUS_SUCCESS : runtime_fail(err, "memcpy");
+}
+
+gatednorm_status gpu_memset(void *dst, int32_t value, size_t bytes, void *stream) {
+    const hipError_t err = hipMemsetAsync(dst, value, bytes, static_cast<hipStream_t>(stream));
+    return err == hipSuccess ? GATEDNORM_STATUS_SUCCESS : runtime_fail(err, "memset");
+}
+
+gatednorm_status gpu_stream_create(int32_t device_id, void **stream) {
+    DeviceGuard guard(device_id);
+    if (!guard.ok()) return guard.status();
+    hipStream_t s = nullptr;
+    const hipError_t err = hipStreamCreateWithFlags(&s, hipStreamNonBlocking);
+    if (err != hipSuccess) return runtime_fail(err, "stream_create");
+    *stream = s;
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status gpu_stream_synchronize(void *stream) {
+    const hipError_t err = hipStreamSynchronize(static_cast<hipStream_t>(stream));
+    return err == hipSuccess ? GATEDNORM_STATUS_SUCCESS : runtime_fail(err, "stream_synchronize");
+}
+
+gatednorm_status gpu_stream_destroy(void *stream) {
+    const hipError_t err = hipStreamDestroy(static_cast<hipStream_t>(stream));
+    return err == hipSuccess ? GATEDNORM_STATUS_SUCCESS : runtime_fail(err, "stream_destroy");
+}
+
+gatednorm_status gpu_device_synchronize(int32_t device_id) {
+    DeviceGuard guard(device_id);
+    if (!guard.ok()) return guard.status();
+    const hipError_t err = hipDeviceSynchronize();
+    return err == hipSuccess ? GATEDNORM_STATUS_SUCCESS : runtime_fail(err, "device_synchronize");
+}
+
+}  // namespace gn

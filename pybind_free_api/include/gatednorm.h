@@ -1,0 +1,153 @@
+/* gatednorm: fused norm / quant kernels for hybrid-attention LLMs, plain C ABI.
+ *
+ * Rules this header keeps so that the Python layer can feed it to cffi unchanged
+ * (after dropping preprocessor lines other than integer #defines):
+ *   - C99, includes only <stddef.h> and <stdint.h>; no GPU runtime types (streams are void *).
+ *   - every prototype is one GATEDNORM_API line; every #define is an integer literal.
+ *   - enum values are explicit, prefixed with their enum's name, and only ever grow.
+ * Every call returns gatednorm_status (0 = success, negative = error).  A call that fails
+ * writes nothing; gatednorm_last_error() says what was wrong, naming the argument. */
+#ifndef GATEDNORM_H_
+#define GATEDNORM_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  define GATEDNORM_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#  define GATEDNORM_API __attribute__((visibility("default")))
+#else
+#  define GATEDNORM_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define GATEDNORM_VERSION_MAJOR 0
+#define GATEDNORM_VERSION_MINOR 1
+#define GATEDNORM_VERSION_PATCH 0
+
+/* Fixed capacity of a tensor descriptor, so no pointer lifetimes cross the ABI. */
+#define GATEDNORM_MAX_DIMS 8
+
+/* ---------------------------------------------------------------------------- status */
+typedef enum gatednorm_status {
+    GATEDNORM_STATUS_SUCCESS = 0,
+    GATEDNORM_STATUS_INVALID_ARGUMENT = -1, /* bad shape, dtype, stride, pointer, option */
+    GATEDNORM_STATUS_UNSUPPORTED = -2,      /* valid request this build cannot serve */
+    GATEDNORM_STATUS_NO_DEVICE = -3,        /* no GPU backend built, or no such device */
+    GATEDNORM_STATUS_DEVICE_ERROR = -4,     /* the GPU runtime reported an error */
+    GATEDNORM_STATUS_OUT_OF_MEMORY = -5,
+    GATEDNORM_STATUS_INTERNAL = -6
+} gatednorm_status;
+
+/* Static text for a status code ("invalid argument", ...). */
+GATEDNORM_API const char *gatednorm_status_string(gatednorm_status status);
+/* Thread-local message of this thread's last failed call; "" if none failed yet. */
+GATEDNORM_API const char *gatednorm_last_error(void);
+
+/* --------------------------------------------------------------------------- version */
+/* (major << 16) | (minor << 8) | patch of the loaded library. */
+GATEDNORM_API uint32_t gatednorm_version(void);
+/* Backend, GPU targets and compiler the library was built with, e.g.
+ * "gatednorm 0.1.0; cpu; cuda 13.0 (80;90a); gcc 12.2.0". */
+GATEDNORM_API const char *gatednorm_build_info(void);
+
+/* ---------------------------------------------------------------- tensor descriptor */
+/* Device codes are DLPack's DLDeviceType values. */
+typedef enum gatednorm_device_type {
+    GATEDNORM_DEVICE_TYPE_CPU = 1,
+    GATEDNORM_DEVICE_TYPE_CUDA = 2,
+    GATEDNORM_DEVICE_TYPE_CUDA_HOST = 3,
+    GATEDNORM_DEVICE_TYPE_ROCM = 10,
+    GATEDNORM_DEVICE_TYPE_ROCM_HOST = 11,
+    GATEDNORM_DEVICE_TYPE_CUDA_MANAGED = 13
+} gatednorm_device_type;
+
+/* dtype codes are DLPack's DLDataTypeCode values. */
+typedef enum gatednorm_dtype_code {
+    GATEDNORM_DTYPE_CODE_INT = 0,
+    GATEDNORM_DTYPE_CODE_UINT = 1,
+    GATEDNORM_DTYPE_CODE_FLOAT = 2,
+    GATEDNORM_DTYPE_CODE_BFLOAT = 4,
+    GATEDNORM_DTYPE_CODE_FLOAT8_E4M3FN = 10,
+    GATEDNORM_DTYPE_CODE_FLOAT8_E4M3FNUZ = 11,
+    GATEDNORM_DTYPE_CODE_FLOAT8_E8M0FNU = 14
+} gatednorm_dtype_code;
+
+typedef struct gatednorm_device {
+    int32_t device_type; /* gatednorm_device_type */
+    int32_t device_id;
+} gatednorm_device;
+
+typedef struct gatednorm_dtype {
+    uint8_t code;   /* gatednorm_dtype_code */
+    uint8_t bits;
+    uint16_t lanes; /* always 1 */
+} gatednorm_dtype;
+
+/* DLTensor's field order and meaning, with shape/strides held inline.
+ * strides are in ELEMENTS (as DLPack's); the element at index i is at
+ * (char *)data + byte_offset + sizeof(elem) * sum_k i[k] * strides[k]. */
+typedef struct gatednorm_tensor {
+    void *data;
+    gatednorm_device device;
+    int32_t ndim;
+    gatednorm_dtype dtype;
+    int64_t shape[GATEDNORM_MAX_DIMS];
+    int64_t strides[GATEDNORM_MAX_DIMS];
+    uint64_t byte_offset;
+} gatednorm_tensor;
+
+/* ------------------------------------------------------------------ runtime helpers */
+/* So that a caller needs nothing but this library.  device_type CPU uses host memory,
+ * which lets the same code run on a machine with no GPU. */
+GATEDNORM_API gatednorm_status gatednorm_device_count(int32_t *count);
+GATEDNORM_API gatednorm_status gatednorm_device_name(int32_t device_id, char *name, size_t capacity);
+/* Which device a pointer lives on (CPU for host memory the GPU runtime does not know). */
+GATEDNORM_API gatednorm_status gatednorm_pointer_device(const void *ptr, gatednorm_device *device);
+GATEDNORM_API gatednorm_status gatednorm_malloc(gatednorm_device device, size_t bytes, void **ptr);
+GATEDNORM_API gatednorm_status gatednorm_free(gatednorm_device device, void *ptr);
+/* Copies between any two of host and device memory; async on stream when the copy
+ * touches a device (NULL = the default stream), synchronous on the host otherwise. */
+GATEDNORM_API gatednorm_status gatednorm_memcpy(void *dst, const void *src, size_t bytes, void *stream);
+GATEDNORM_API gatednorm_status gatednorm_memset(void *dst, int32_t value, size_t bytes, void *stream);
+GATEDNORM_API gatednorm_status gatednorm_stream_create(int32_t device_id, void **stream);
+GATEDNORM_API gatednorm_status gatednorm_stream_synchronize(void *stream);
+GATEDNORM_API gatednorm_status gatednorm_stream_destroy(void *stream);
+GATEDNORM_API gatednorm_status gatednorm_device_synchronize(int32_t device_id);
+
+/* ---------------------------------------------------------- §1 gated RMSNorm (RMSNormGated) */
+typedef enum gatednorm_activation {
+    GATEDNORM_ACTIVATION_SILU = 0,
+    GATEDNORM_ACTIVATION_SIGMOID = 1
+} gatednorm_activation;
+
+/* Options.  Always start from gatednorm_rmsnorm_gated_params_default(): struct_size lets
+ * later versions append fields without breaking callers built against this header. */
+typedef struct gatednorm_rmsnorm_gated_params {
+    uint32_t struct_size;     /* sizeof(gatednorm_rmsnorm_gated_params) */
+    int32_t norm_before_gate; /* 1: y = norm(x) * act(z) (Qwen3-Next, FLA); 0: y = norm(x * act(z)) (Mamba2) */
+    int32_t activation;       /* gatednorm_activation */
+    float eps;                /* inside the sqrt; default 1e-6 */
+    float weight_offset;      /* y uses (weight + weight_offset); 1 for zero-centred "1 + w" weights */
+    int64_t group_size;       /* 0: the norm runs over the last dim; G > 0: a 2-D [T, H*G] input is viewed as [T, H, G] */
+} gatednorm_rmsnorm_gated_params;
+
+GATEDNORM_API gatednorm_rmsnorm_gated_params gatednorm_rmsnorm_gated_params_default(void);
+
+/* out = RMSNormGated(x, z) over rows of D contiguous elements.
+ * x, out: [T, H, D] or [N, D] (or [T, H*G] with params->group_size = G), bf16/fp16/fp32,
+ *         any token/head strides, last dim contiguous.  out may alias x exactly (in place).
+ * z:      NULL (plain RMSNorm) or the same shape as x, any of the three dtypes.
+ * weight: [D], any of the three dtypes, contiguous.
+ * Runs on the device of the tensors (all must match); asynchronous on stream for a GPU. */
+GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated(const gatednorm_tensor *x, const gatednorm_tensor *z, const gatednorm_tensor *weight, const gatednorm_tensor *out, const gatednorm_rmsnorm_gated_params *params, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GATEDNORM_H_ */

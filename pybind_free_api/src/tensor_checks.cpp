@@ -1,0 +1,139 @@
+#include "tensor_checks.h"
+
+#include "numerics.h"
+
+#include <algorithm>
+#include <utility>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+namespace gn {
+
+bool is_host_device(int32_t device_type) {
+    return device_type == GATEDNORM_DEVICE_TYPE_CPU || device_type == GATEDNORM_DEVICE_TYPE_CUDA_HOST ||
+           device_type == GATEDNORM_DEVICE_TYPE_ROCM_HOST;
+}
+
+std::string device_name(const gatednorm_device &d) {
+    char buf[48];
+    switch (d.device_type) {
+        case GATEDNORM_DEVICE_TYPE_CPU: return "cpu";
+        case GATEDNORM_DEVICE_TYPE_CUDA_HOST: return "cuda_host";
+        case GATEDNORM_DEVICE_TYPE_ROCM_HOST: return "rocm_host";
+        case GATEDNORM_DEVICE_TYPE_CUDA: snprintf(buf, sizeof buf, "cuda:%d", d.device_id); return buf;
+        case GATEDNORM_DEVICE_TYPE_ROCM: snprintf(buf, sizeof buf, "rocm:%d", d.device_id); return buf;
+        case GATEDNORM_DEVICE_TYPE_CUDA_MANAGED: snprintf(buf, sizeof buf, "cuda_managed:%d", d.device_id); return buf;
+    }
+    snprintf(buf, sizeof buf, "device type %d:%d", d.device_type, d.device_id);
+    return buf;
+}
+
+std::string dtype_name(const gatednorm_dtype &dt) {
+    const char *base = nullptr;
+    switch (dt.code) {
+        case GATEDNORM_DTYPE_CODE_INT: base = "int"; break;
+        case GATEDNORM_DTYPE_CODE_UINT: base = "uint"; break;
+        case GATEDNORM_DTYPE_CODE_FLOAT: base = "float"; break;
+        case GATEDNORM_DTYPE_CODE_BFLOAT: base = "bfloat"; break;
+        case GATEDNORM_DTYPE_CODE_FLOAT8_E4M3FN: return "float8_e4m3fn";
+        case GATEDNORM_DTYPE_CODE_FLOAT8_E4M3FNUZ: return "float8_e4m3fnuz";
+        case GATEDNORM_DTYPE_CODE_FLOAT8_E8M0FNU: return "float8_e8m0fnu";
+    }
+    char buf[48];
+    if (base) snprintf(buf, sizeof buf, "%s%d", base, dt.bits);
+    else snprintf(buf, sizeof buf, "dtype code %d bits %d", dt.code, dt.bits);
+    if (dt.lanes != 1) snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "x%d", dt.lanes);
+    return buf;
+}
+
+int64_t element_count(const gatednorm_tensor &t) {
+    int64_t n = 1;
+    for (int i = 0; i < t.ndim; ++i) n *= t.shape[i];
+    return n;
+}
+
+gatednorm_status check_descriptor(const gatednorm_tensor *t, const char *name) {
+    if (!t) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: descriptor is NULL", name);
+    if (t->ndim < 0 || t->ndim > GATEDNORM_MAX_DIMS)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: ndim %d outside 0..%d", name, t->ndim, GATEDNORM_MAX_DIMS);
+    for (int i = 0; i < t->ndim; ++i)
+        if (t->shape[i] < 0) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: shape[%d] is negative (%lld)", name, i, (long long)t->shape[i]);
+    if (t->dtype.lanes != 1)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: dtype lanes must be 1, got %d", name, t->dtype.lanes);
+    if (!t->data && element_count(*t) > 0) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: data pointer is NULL", name);
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status float_dtype(const gatednorm_tensor &t, const char *name, int *dtype) {
+    const gatednorm_dtype &d = t.dtype;
+    if (d.code == GATEDNORM_DTYPE_CODE_BFLOAT && d.bits == 16) *dtype = kBF16;
+    else if (d.code == GATEDNORM_DTYPE_CODE_FLOAT && d.bits == 16) *dtype = kF16;
+    else if (d.code == GATEDNORM_DTYPE_CODE_FLOAT && d.bits == 32) *dtype = kF32;
+    else
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: dtype %s not supported; expected bfloat16, float16 or float32", name,
+                    dtype_name(d).c_str());
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status check_same_device(const gatednorm_tensor &t, const char *name, const gatednorm_tensor &ref, const char *ref_name) {
+    const bool both_host = is_host_device(t.device.device_type) && is_host_device(ref.device.device_type);
+    if (both_host) return GATEDNORM_STATUS_SUCCESS;
+    if (t.device.device_type != ref.device.device_type || t.device.device_id != ref.device.device_id)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: on %s, but %s is on %s", name, device_name(t.device).c_str(), ref_name,
+                    device_name(ref.device).c_str());
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status check_no_self_overlap(const gatednorm_tensor &t, const char *name) {
+    // Dims of size > 1 sorted by |stride|: each stride must clear the span of the ones below.
+    int order[GATEDNORM_MAX_DIMS];
+    int n = 0;
+    for (int i = 0; i < t.ndim; ++i)
+        if (t.shape[i] > 1) order[n++] = i;
+    if (element_count(t) == 0) return GATEDNORM_STATUS_SUCCESS;
+    for (int k = 1; k < n; ++k)  // insertion sort by |stride|; n <= GATEDNORM_MAX_DIMS
+        for (int j = k; j > 0 && std::llabs(t.strides[order[j]]) < std::llabs(t.strides[order[j - 1]]); --j)
+            std::swap(order[j], order[j - 1]);
+    int64_t span = 1;  // elements covered by the dims below
+    for (int k = 0; k < n; ++k) {
+        const int i = order[k];
+        const int64_t s = std::llabs(t.strides[i]);
+        if (s < span)
+            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: strides make elements overlap (dim %d has stride %lld, needs >= %lld)", name,
+                        i, (long long)t.strides[i], (long long)span);
+        span = s * (t.shape[i] - 1) + span;
+    }
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+namespace {
+struct Extent {
+    uintptr_t lo, hi;  // [lo, hi)
+};
+Extent extent(const gatednorm_tensor &t) {
+    const int64_t es = std::max<int64_t>(1, t.dtype.bits / 8);
+    int64_t lo = 0, hi = 0;
+    for (int i = 0; i < t.ndim; ++i) {
+        const int64_t reach = (t.shape[i] - 1) * t.strides[i];
+        if (reach < 0) lo += reach; else hi += reach;
+    }
+    const uintptr_t base = reinterpret_cast<uintptr_t>(data_ptr(t));
+    return {base + lo * es, base + (hi + 1) * es};
+}
+}  // namespace
+
+bool memory_overlaps(const gatednorm_tensor &a, const gatednorm_tensor &b) {
+    if (element_count(a) == 0 || element_count(b) == 0) return false;
+    const Extent ea = extent(a), eb = extent(b);
+    return ea.lo < eb.hi && eb.lo < ea.hi;
+}
+
+bool same_view(const gatednorm_tensor &a, const gatednorm_tensor &b) {
+    if (data_ptr(a) != data_ptr(b) || a.ndim != b.ndim || a.dtype.code != b.dtype.code || a.dtype.bits != b.dtype.bits) return false;
+    for (int i = 0; i < a.ndim; ++i)
+        if (a.shape[i] != b.shape[i] || (a.shape[i] > 1 && a.strides[i] != b.strides[i])) return false;
+    return true;
+}
+
+}  // namespace gn

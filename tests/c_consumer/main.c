@@ -1,0 +1,85 @@
+/* Calls gatednorm_rmsnorm_gated on the CPU backend through the installed C ABI and checks
+ * the result against a double-precision evaluation of ops.md §1 written out here, plus the
+ * error path: a bad call must fail, name the argument and leave the output untouched. */
+#include <gatednorm.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+enum { T = 3, H = 2, D = 16 };
+
+static gatednorm_tensor f32_tensor(float *data, int ndim, const int64_t *shape) {
+    gatednorm_tensor t;
+    memset(&t, 0, sizeof t);
+    t.data = data;
+    t.device.device_type = GATEDNORM_DEVICE_TYPE_CPU;
+    t.ndim = ndim;
+    t.dtype.code = GATEDNORM_DTYPE_CODE_FLOAT;
+    t.dtype.bits = 32;
+    t.dtype.lanes = 1;
+    int64_t stride = 1;
+    for (int i = ndim - 1; i >= 0; --i) {
+        t.shape[i] = shape[i];
+        t.strides[i] = stride;
+        stride *= shape[i];
+    }
+    return t;
+}
+
+static double silu(double v) { return v / (1.0 + exp(-v)); }
+
+int main(void) {
+    static float x[T * H * D], z[T * H * D], w[D], out[T * H * D];
+    unsigned seed = 12345u;
+    for (int i = 0; i < T * H * D; ++i) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = (float)((seed >> 8) % 2001) / 500.0f - 2.0f;
+        seed = seed * 1664525u + 1013904223u;
+        z[i] = (float)((seed >> 8) % 2001) / 500.0f - 2.0f;
+    }
+    for (int i = 0; i < D; ++i) w[i] = 0.5f + 0.05f * (float)i;
+    for (int i = 0; i < T * H * D; ++i) out[i] = NAN; /* poison: every element must be written */
+
+    const int64_t shape3[3] = {T, H, D}, shape1[1] = {D};
+    gatednorm_tensor tx = f32_tensor(x, 3, shape3), tz = f32_tensor(z, 3, shape3);
+    gatednorm_tensor tw = f32_tensor(w, 1, shape1), to = f32_tensor(out, 3, shape3);
+    gatednorm_rmsnorm_gated_params params = gatednorm_rmsnorm_gated_params_default();
+
+    printf("%s\n", gatednorm_build_info());
+    gatednorm_status st = gatednorm_rmsnorm_gated(&tx, &tz, &tw, &to, &params, NULL);
+    if (st != GATEDNORM_STATUS_SUCCESS) {
+        printf("FAIL: %s: %s\n", gatednorm_status_string(st), gatednorm_last_error());
+        return 1;
+    }
+    double worst = 0.0;
+    for (int r = 0; r < T * H; ++r) {
+        double ss = 0.0;
+        for (int c = 0; c < D; ++c) ss += (double)x[r * D + c] * x[r * D + c];
+        const double rstd = 1.0 / sqrt(ss / D + params.eps);
+        for (int c = 0; c < D; ++c) {
+            const double ref = x[r * D + c] * rstd * w[c] * silu(z[r * D + c]);
+            const double err = fabs(out[r * D + c] - ref) / (fabs(ref) + 1e-6);
+            if (!(err <= worst)) worst = err; /* NaN lands here too */
+        }
+    }
+    printf("max relative error vs double reference: %.3g\n", worst);
+    if (!(worst < 1e-5)) {
+        printf("FAIL: result differs from the reference\n");
+        return 1;
+    }
+
+    /* A wrong weight shape must be refused, named, and must not touch out. */
+    float snapshot[T * H * D];
+    memcpy(snapshot, out, sizeof out);
+    tw.shape[0] = D - 1;
+    st = gatednorm_rmsnorm_gated(&tx, &tz, &tw, &to, &params, NULL);
+    if (st != GATEDNORM_STATUS_INVALID_ARGUMENT || strncmp(gatednorm_last_error(), "weight:", 7) != 0 ||
+        memcmp(snapshot, out, sizeof out) != 0) {
+        printf("FAIL: bad weight shape gave status %d, message '%s'\n", (int)st, gatednorm_last_error());
+        return 1;
+    }
+    printf("bad input refused: %s\n", gatednorm_last_error());
+    printf("PASS\n");
+    return 0;
+}
