@@ -50,11 +50,16 @@ int multiprocessor_count(int device_id) {
 }
 
 gatednorm_status gpu_device_count(int32_t *count) {
-    int n = 0;
-    if (hipGetDeviceCount(&n) != hipSuccess) {  // no driver or no device: zero GPUs, not an error
-        (void)hipGetLastError();
-        n = 0;
-    }
+    // Asked once: the visible set is fixed when the runtime starts, and every op checks
+    // its device against it, so this sits on the hot path.
+    static const int n = [] {
+        int c = 0;
+        if (hipGetDeviceCount(&c) != hipSuccess) {  // no driver or no device: zero GPUs, not an error
+            (void)hipGetLastError();
+            c = 0;
+        }
+        return c;
+    }();
     *count = n;
     return GATEDNORM_STATUS_SUCCESS;
 }

@@ -102,8 +102,14 @@ typedef struct gatednorm_tensor {
 } gatednorm_tensor;
 
 /* ------------------------------------------------------------------ runtime helpers */
-/* So that a caller needs nothing but this library.  device_type CPU uses host memory,
- * which lets the same code run on a machine with no GPU. */
+/* So that a caller needs nothing but this library.
+ * Streams are the GPU runtime's handles (cudaStream_t / hipStream_t) passed as void *;
+ * NULL is the default (legacy) stream, and the runtime's special handles (e.g. CUDA's
+ * per-thread default stream, 2) are passed through as the runtime accepts them.
+ * Memory: gatednorm_malloc/free take device type CPU (64-byte aligned host memory, so the
+ * same code runs on a machine with no GPU) or gatednorm_gpu_device_type(). */
+/* DLPack device type the GPU backend serves: CUDA (2), ROCM (10), or 0 for a CPU-only build. */
+GATEDNORM_API int32_t gatednorm_gpu_device_type(void);
 GATEDNORM_API gatednorm_status gatednorm_device_count(int32_t *count);
 GATEDNORM_API gatednorm_status gatednorm_device_name(int32_t device_id, char *name, size_t capacity);
 /* Which device a pointer lives on (CPU for host memory the GPU runtime does not know). */

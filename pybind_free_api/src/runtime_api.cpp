@@ -30,6 +30,8 @@ gatednorm_status check_gpu_device(int32_t device_id) {
 
 extern "C" {
 
+GATEDNORM_API int32_t gatednorm_gpu_device_type(void) { return gpu_platform(); }
+
 GATEDNORM_API gatednorm_status gatednorm_device_count(int32_t *count) {
     if (!count) return null_arg("count");
     return gpu_device_count(count);

@@ -1,0 +1,64 @@
+"""gatednorm: fused norm / quant kernels for hybrid-attention LLMs, from any array library.
+
+    >>> import numpy as np, gatednorm
+    >>> x = np.random.randn(4, 2, 128).astype(np.float32); z = np.random.randn(4, 2, 128).astype(np.float32)
+    >>> y = gatednorm.rmsnorm_gated(x, z, np.ones(128, np.float32))
+    >>> bool(gatednorm.reference.compare(y, gatednorm.reference.rmsnorm_gated(x, z, np.ones(128))))
+    True
+
+The library (libgatednorm, a plain C ABI) is loaded with cffi on first use: from
+``$GATEDNORM_LIBRARY`` if set, else from this package's ``lib/`` folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path as _Path
+
+from . import reference
+from ._array import DeviceArray, from_pointer
+from ._ffi import GatedNormError
+from ._runtime import Stream, build_info, device_count, device_name, synchronize, version
+from .ops import rmsnorm_gated
+
+__all__ = [
+    "rmsnorm_gated",
+    "DeviceArray",
+    "from_pointer",
+    "GatedNormError",
+    "reference",
+    "version",
+    "build_info",
+    "device_count",
+    "device_name",
+    "synchronize",
+    "Stream",
+    "cmake_dir",
+    "get_include",
+    "get_library",
+]
+
+__version__ = "0.1.0"
+
+
+def _pkg() -> _Path:
+    from ._ffi import package_dir
+
+    return package_dir()
+
+
+def cmake_dir() -> str:
+    """Folder holding gatednormConfig.cmake, for ``-Dgatednorm_DIR=...`` /
+    ``CMAKE_PREFIX_PATH``: the package's ``lib/cmake/gatednorm``."""
+    return str(_pkg() / "lib" / "cmake" / "gatednorm")
+
+
+def get_include() -> str:
+    """Folder holding gatednorm.h (the package's ``include``)."""
+    return str(_pkg() / "include")
+
+
+def get_library() -> str:
+    """Path of the libgatednorm shared library this package loads."""
+    from ._ffi import library_path
+
+    return library_path()

@@ -1,0 +1,400 @@
+"""gatednorm.DeviceArray: an n-d array in memory from the library's own allocator.
+
+It gives numpy users the GPU path with no other package, and is also what
+``gatednorm.from_pointer`` returns (then as a non-owning view of foreign memory).
+It exports ``__dlpack__``/``__dlpack_device__`` and, for GPU memory,
+``__cuda_array_interface__`` (v3), so CuPy / PyTorch / JAX / numba / numpy can read it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _dlpack, _dtypes, _ffi, _runtime
+from ._ffi import argument_error, check, ffi
+from ._runtime import CPU, HOST_TYPES
+
+__all__ = ["DeviceArray", "from_pointer"]
+
+
+class _Allocation:
+    """Owns one gatednorm_malloc() block; frees it when the last array using it goes."""
+
+    __slots__ = ("ptr", "device_type", "device_id", "nbytes", "__weakref__")
+
+    def __init__(self, device_type: int, device_id: int, nbytes: int):
+        lib = _ffi.lib()
+        p = ffi.new("void **")
+        self.ptr = 0
+        check(lib.gatednorm_malloc(_runtime.make_device(device_type, device_id), max(int(nbytes), 1), p),
+              "gatednorm_malloc")
+        self.ptr = int(ffi.cast("uintptr_t", p[0]))
+        self.device_type, self.device_id, self.nbytes = device_type, device_id, nbytes
+
+    def __del__(self):
+        ptr, self.ptr = self.ptr, 0
+        lib = _ffi._lib
+        if ptr and lib is not None:
+            try:
+                lib.gatednorm_free(_runtime.make_device(self.device_type, self.device_id), ffi.cast("void *", ptr))
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
+
+
+def _contiguous_strides(shape) -> tuple:
+    st, acc = [], 1
+    for n in reversed(shape):
+        st.append(acc)
+        acc *= max(int(n), 1)
+    return tuple(reversed(st))
+
+
+def _norm_shape(shape) -> tuple:
+    if isinstance(shape, (int, np.integer)):
+        shape = (shape,)
+    shape = tuple(int(n) for n in shape)
+    if any(n < 0 for n in shape):
+        raise argument_error("shape: negative extent in %s" % (shape,))
+    return shape
+
+
+class DeviceArray:
+    """An n-d array in memory from ``gatednorm_malloc`` on any device (CPU included).
+
+    ``DeviceArray(shape, dtype, device=None)`` allocates uninitialized memory; ``device`` is
+    'cpu', 'cuda:N' (or 'gpu:N', 'rocm:N', an int N), a (device_type, device_id) pair or a
+    gatednorm_device; None means GPU 0 when there is one, else the CPU.
+
+    Slicing with ints and slices gives views.  ``strides`` are in bytes, as numpy's;
+    ``element_strides`` in elements, as DLPack's.
+    """
+
+    __slots__ = ("_ptr", "_shape", "_estrides", "_dtype", "_dl", "_devtype", "_devid", "_base",
+                 "_t", "_stream", "__weakref__")
+
+    def __init__(self, shape, dtype=np.float32, device=None):
+        shape = _norm_shape(shape)
+        dt = _dtypes.to_numpy_dtype(dtype)
+        devtype, devid = _runtime.parse_device(device)
+        alloc = _Allocation(devtype, devid, math.prod(shape) * dt.itemsize)
+        self._init(alloc.ptr, shape, _contiguous_strides(shape), dt, devtype, devid, alloc)
+
+    def _init(self, ptr, shape, estrides, dt, devtype, devid, base):
+        self._ptr = ptr
+        self._shape = shape
+        self._estrides = estrides
+        self._dtype = dt
+        self._dl = _dtypes.NP_TO_DL.get(dt)
+        if self._dl is None:
+            raise argument_error("dtype: %s has no DLPack code" % dt)
+        self._devtype = devtype
+        self._devid = devid
+        self._base = base
+        self._t = None  # cached gatednorm_tensor (metadata never changes)
+        # Stream of the last library op that wrote this array (0: the default stream), or
+        # None when no such write is pending.  Used to order exports and host copies.
+        self._stream = None
+
+    @classmethod
+    def _view(cls, ptr, shape, estrides, dt, devtype, devid, base):
+        self = cls.__new__(cls)
+        self._init(ptr, shape, estrides, dt, devtype, devid, base)
+        return self
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def empty(cls, shape, dtype=np.float32, device=None) -> "DeviceArray":
+        return cls(shape, dtype, device)
+
+    @classmethod
+    def zeros(cls, shape, dtype=np.float32, device=None) -> "DeviceArray":
+        a = cls(shape, dtype, device)
+        a._memset(0)
+        return a
+
+    @classmethod
+    def from_numpy(cls, arr, device=None) -> "DeviceArray":
+        """A contiguous copy of a numpy array (bf16/fp8 through ml_dtypes) on ``device``."""
+        arr = np.ascontiguousarray(arr)
+        a = cls(arr.shape, arr.dtype, device)
+        a._copy_in_contiguous(arr)
+        return a
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def shape(self) -> tuple:
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shape)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self._shape)
+
+    @property
+    def itemsize(self) -> int:
+        return self._dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self._dtype.itemsize
+
+    @property
+    def strides(self) -> tuple:
+        """Strides in bytes (numpy convention)."""
+        return tuple(s * self._dtype.itemsize for s in self._estrides)
+
+    @property
+    def element_strides(self) -> tuple:
+        """Strides in elements (DLPack / gatednorm_tensor convention)."""
+        return self._estrides
+
+    @property
+    def data_ptr(self) -> int:
+        """Address of element [0, 0, ...]."""
+        return self._ptr
+
+    @property
+    def base(self):
+        """The DeviceArray (or other object) this view was made over with from_pointer(...,
+        owner=...), else None."""
+        b = self._base
+        return None if isinstance(b, _Allocation) else b
+
+    @property
+    def device(self) -> str:
+        return _runtime.device_str(self._devtype, self._devid)
+
+    @property
+    def device_type(self) -> int:
+        return self._devtype
+
+    @property
+    def device_id(self) -> int:
+        return self._devid
+
+    @property
+    def is_contiguous(self) -> bool:
+        return all(n <= 1 or s == c for n, s, c in zip(self._shape, self._estrides, _contiguous_strides(self._shape)))
+
+    def __len__(self):
+        if not self._shape:
+            raise TypeError("len() of a 0-d DeviceArray")
+        return self._shape[0]
+
+    def __repr__(self):
+        return "DeviceArray(shape=%s, dtype=%s, device=%r%s)" % (
+            self._shape, self._dtype.name, self.device, "" if self.is_contiguous else ", strides=%s" % (self.strides,))
+
+    # ------------------------------------------------------------------ views
+    def __getitem__(self, key) -> "DeviceArray":
+        if not isinstance(key, tuple):
+            key = (key,)
+        if any(k is Ellipsis for k in key):
+            i = key.index(Ellipsis)
+            key = key[:i] + (slice(None),) * (len(self._shape) - len(key) + 1) + key[i + 1:]
+        if len(key) > len(self._shape):
+            raise IndexError("too many indices for a %d-d DeviceArray" % len(self._shape))
+        ptr, shape, strides = self._ptr, [], []
+        isz = self._dtype.itemsize
+        for d, (n, s) in enumerate(zip(self._shape, self._estrides)):
+            k = key[d] if d < len(key) else slice(None)
+            if isinstance(k, slice):
+                start, stop, step = k.indices(n)
+                m = len(range(start, stop, step))
+                if m:
+                    ptr += start * s * isz
+                shape.append(m)
+                strides.append(s * step)
+            else:
+                i = int(k)
+                if i < -n or i >= n:
+                    raise IndexError("index %d is out of bounds for axis %d with size %d" % (i, d, n))
+                ptr += (i % n) * s * isz
+        return DeviceArray._view(ptr, tuple(shape), tuple(strides), self._dtype, self._devtype, self._devid,
+                                 self._base)
+
+    def view(self, shape=None, dtype=None, element_strides=None) -> "DeviceArray":
+        """Reinterpret this array's memory (no checks beyond sizes; use with care)."""
+        dt = self._dtype if dtype is None else _dtypes.to_numpy_dtype(dtype)
+        shape = self._shape if shape is None else _norm_shape(shape)
+        if element_strides is None:
+            if not self.is_contiguous:
+                raise ValueError("view(): give element_strides for a non-contiguous array")
+            if math.prod(shape) * dt.itemsize != self.nbytes:
+                raise ValueError("view(): %s x %s does not cover %d bytes" % (shape, dt, self.nbytes))
+            element_strides = _contiguous_strides(shape)
+        return DeviceArray._view(self._ptr, shape, tuple(int(s) for s in element_strides), dt, self._devtype,
+                                 self._devid, self._base)
+
+    def reshape(self, *shape) -> "DeviceArray":
+        if len(shape) == 1 and not isinstance(shape[0], int):
+            shape = shape[0]
+        shape = list(shape)
+        if -1 in shape:
+            i = shape.index(-1)
+            rest = math.prod(n for j, n in enumerate(shape) if j != i)
+            shape[i] = self.size // max(rest, 1)
+        return self.view(tuple(shape))
+
+    # ------------------------------------------------------------------ host transfers
+    def _span(self):
+        """(first byte address, byte length, byte offset of element 0 in the span)."""
+        isz = self._dtype.itemsize
+        if any(n == 0 for n in self._shape):
+            return self._ptr, 0, 0
+        lo = sum(min(0, (n - 1) * s) for n, s in zip(self._shape, self._estrides))
+        hi = sum(max(0, (n - 1) * s) for n, s in zip(self._shape, self._estrides))
+        return self._ptr + lo * isz, (hi - lo + 1) * isz, -lo * isz
+
+    def _memcpy(self, dst: int, src: int, nbytes: int):
+        if nbytes:
+            lib = _ffi.lib()
+            check(lib.gatednorm_memcpy(ffi.cast("void *", dst), ffi.cast("void *", src), nbytes, ffi.NULL),
+                  "gatednorm_memcpy")
+            if self._devtype not in HOST_TYPES:
+                check(lib.gatednorm_stream_synchronize(ffi.NULL), "gatednorm_stream_synchronize")
+
+    def _wait_writer(self):
+        # Work the library queued on a non-default stream must finish before we copy on the
+        # default stream.
+        if self._stream and self._devtype not in HOST_TYPES:
+            _runtime.synchronize(self._stream)
+        self._stream = None  # the copy below runs on the default stream, after the rest
+
+    def _read_span(self):
+        start, nbytes, off = self._span()
+        buf = np.empty(nbytes, np.uint8)
+        self._wait_writer()
+        self._memcpy(buf.ctypes.data, start, nbytes)
+        return buf, off
+
+    def numpy(self) -> np.ndarray:
+        """A host numpy copy (waits for the copy)."""
+        if self.is_contiguous:
+            out = np.empty(self._shape, self._dtype)
+            self._wait_writer()
+            self._memcpy(out.ctypes.data, self._ptr, out.nbytes)
+            return out
+        buf, off = self._read_span()
+        view = np.lib.stride_tricks.as_strided(buf.view(self._dtype)[off // self._dtype.itemsize:], self._shape,
+                                               self.strides)
+        return view.copy()
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
+    def _copy_in_contiguous(self, arr: np.ndarray):
+        self._wait_writer()
+        self._memcpy(self._ptr, arr.ctypes.data, arr.nbytes)
+
+    def copy_(self, src) -> "DeviceArray":
+        """Write a host array (broadcast to this shape, cast to this dtype) into this array."""
+        src = np.broadcast_to(np.asarray(src).astype(self._dtype, copy=False), self._shape)
+        if self.is_contiguous:
+            self._copy_in_contiguous(np.ascontiguousarray(src))
+            return self
+        # Read-modify-write of the byte span the view covers (elements between the view's
+        # elements are written back unchanged).
+        buf, off = self._read_span()
+        view = np.lib.stride_tricks.as_strided(buf.view(self._dtype)[off // self._dtype.itemsize:], self._shape,
+                                               self.strides)
+        view[...] = src
+        start, nbytes, _ = self._span()
+        self._memcpy(start, buf.ctypes.data, nbytes)
+        return self
+
+    def fill_(self, value) -> "DeviceArray":
+        """Set every element to ``value`` (e.g. float('nan') to poison an output)."""
+        return self.copy_(np.asarray(value))
+
+    def _memset(self, byte: int):
+        lib = _ffi.lib()
+        check(lib.gatednorm_memset(ffi.cast("void *", self._ptr), int(byte), self.nbytes, ffi.NULL), "gatednorm_memset")
+        if self._devtype not in HOST_TYPES:
+            check(lib.gatednorm_stream_synchronize(ffi.NULL), "gatednorm_stream_synchronize")
+
+    # ------------------------------------------------------------------ exports
+    def __dlpack_device__(self) -> tuple:
+        return (self._devtype, self._devid)
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        if dl_device is not None and tuple(int(v) for v in dl_device) != (self._devtype, self._devid):
+            raise BufferError("DeviceArray on %s cannot be exported to device %s" % (self.device, dl_device))
+        if copy:
+            raise BufferError("DeviceArray.__dlpack__: copy=True is not supported")
+        if (stream is not None and stream != -1 and self._stream is not None and self._devtype not in HOST_TYPES
+                and _consumer_stream(stream, self._devtype) != self._stream):
+            # The consumer reads on another stream than the last write: without events in
+            # the C ABI, wait for that write on the host.
+            _runtime.synchronize(self._stream)
+            self._stream = None
+        versioned = max_version is not None and int(max_version[0]) >= 1
+        return _dlpack.export(self, self._ptr, self._devtype, self._devid, self._shape, self._estrides,
+                              self._dl[0], self._dl[1], versioned)
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        if self._devtype in (CPU,):
+            raise AttributeError("__cuda_array_interface__: this DeviceArray is in host memory (device 'cpu'); "
+                                 "use __dlpack__ or numpy()")
+        return {
+            "shape": self._shape,
+            "typestr": self._dtype.str,
+            "descr": [("", self._dtype.str)],
+            "data": (self._ptr, False),
+            "strides": None if self.is_contiguous else self.strides,
+            "version": 3,
+            # the stream of the last pending library write (1: the legacy default stream);
+            # None: nothing to wait for
+            "stream": None if self._stream is None else (self._stream or 1),
+        }
+
+
+def _consumer_stream(stream, devtype) -> int:
+    s = int(stream)
+    if devtype != _runtime.ROCM and s == 1:  # CUDA legacy default stream
+        return 0
+    return s
+
+
+def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> DeviceArray:
+    """A non-owning DeviceArray over memory at address ``ptr``.
+
+    ``ptr``: an int, or anything int() accepts (hip-python ``Pointer``, ...); the object is
+    kept alive by the view.  ``strides`` are in ELEMENTS (None: C-contiguous).  ``device``:
+    as for DeviceArray, or None to ask the library where ``ptr`` lives (a NULL pointer is
+    taken as CPU, and the ops will then reject it by name).
+    """
+    if isinstance(ptr, int):
+        addr = ptr
+    else:
+        try:
+            addr = int(ptr)
+        except (TypeError, ValueError):
+            v = getattr(ptr, "value", None)  # ctypes.c_void_p
+            if v is None and ptr is not None and not hasattr(ptr, "value"):
+                raise argument_error("ptr: cannot get an address from %s" % type(ptr).__name__) from None
+            addr = int(v or 0)
+    shape = _norm_shape(shape)
+    dt = _dtypes.to_numpy_dtype(dtype)
+    if strides is None:
+        estrides = _contiguous_strides(shape)
+    else:
+        estrides = tuple(int(s) for s in strides)
+        if len(estrides) != len(shape):
+            raise argument_error("strides: %d strides for %d dims" % (len(estrides), len(shape)))
+    if device is None:
+        devtype, devid = _runtime.pointer_device(addr) if addr else (CPU, 0)
+    else:
+        devtype, devid = _runtime.parse_device(device)
+    return DeviceArray._view(addr, shape, estrides, dt, devtype, devid, owner if owner is not None else ptr)

@@ -1,0 +1,207 @@
+"""DLPack capsules: consuming (``__dlpack__`` of other libraries) and producing (DeviceArray).
+
+A separate, small cffi cdef describes DLPack's structs (v1.x; DLManagedTensor and
+DLManagedTensorVersioned).  Capsules are handled through ``ctypes.pythonapi`` (the Python C
+API must be called with the GIL held, which cffi's ABI-mode calls would release).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import cffi
+
+dlffi = cffi.FFI()
+dlffi.cdef(
+    """
+    typedef struct { int32_t device_type; int32_t device_id; } DLDevice;
+    typedef struct { uint8_t code; uint8_t bits; uint16_t lanes; } DLDataType;
+    typedef struct {
+        void *data;
+        DLDevice device;
+        int32_t ndim;
+        DLDataType dtype;
+        int64_t *shape;
+        int64_t *strides;
+        uint64_t byte_offset;
+    } DLTensor;
+    typedef struct DLManagedTensor {
+        DLTensor dl_tensor;
+        void *manager_ctx;
+        void (*deleter)(struct DLManagedTensor *self);
+    } DLManagedTensor;
+    typedef struct { uint32_t major; uint32_t minor; } DLPackVersion;
+    typedef struct DLManagedTensorVersioned {
+        DLPackVersion version;
+        void *manager_ctx;
+        void (*deleter)(struct DLManagedTensorVersioned *self);
+        uint64_t flags;
+        DLTensor dl_tensor;
+    } DLManagedTensorVersioned;
+    """
+)
+
+DLPACK_MAJOR, DLPACK_MINOR = 1, 0
+_DLT_PTR = dlffi.typeof("DLTensor *")
+_VERSIONED_OFFSET = dlffi.offsetof("DLManagedTensorVersioned", "dl_tensor")
+assert dlffi.offsetof("DLManagedTensor", "dl_tensor") == 0
+#: DLTensor's data, device, ndim and dtype: laid out as gatednorm_tensor's first fields
+HEAD_BYTES = dlffi.offsetof("DLTensor", "shape")
+FLAG_READ_ONLY = 1 << 0
+FLAG_IS_COPIED = 1 << 1
+
+# Capsule names.  PyCapsule keeps a borrowed pointer to its name, so these buffers are kept
+# alive for the life of the process (module globals that are never rebound).
+_NAMES = {}
+for _n in ("dltensor", "dltensor_versioned", "used_dltensor", "used_dltensor_versioned"):
+    _NAMES[_n] = ctypes.create_string_buffer(_n.encode())
+_N_LEGACY = _NAMES["dltensor"]
+_N_VERSIONED = _NAMES["dltensor_versioned"]
+_N_USED = _NAMES["used_dltensor"]
+_N_USED_VERSIONED = _NAMES["used_dltensor_versioned"]
+
+_api = ctypes.pythonapi
+_c_int, _c_void_p, _py_object, _c_char_p = ctypes.c_int, ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p
+_PyCapsule_IsValid = ctypes.PYFUNCTYPE(_c_int, _py_object, _c_void_p)(("PyCapsule_IsValid", _api))
+_PyCapsule_GetPointer = ctypes.PYFUNCTYPE(_c_void_p, _py_object, _c_void_p)(("PyCapsule_GetPointer", _api))
+_PyCapsule_SetName = ctypes.PYFUNCTYPE(_c_int, _py_object, _c_void_p)(("PyCapsule_SetName", _api))
+_PyCapsule_New = ctypes.PYFUNCTYPE(_py_object, _c_void_p, _c_void_p, _c_void_p)(("PyCapsule_New", _api))
+# Variants taking the capsule as a raw address: used inside the capsule destructor, where the
+# object is being deallocated and must not be INCREF'd.
+_raw_IsValid = ctypes.PYFUNCTYPE(_c_int, _c_void_p, _c_void_p)(("PyCapsule_IsValid", _api))
+_raw_GetPointer = ctypes.PYFUNCTYPE(_c_void_p, _c_void_p, _c_void_p)(("PyCapsule_GetPointer", _api))
+
+_ADDR_LEGACY = ctypes.addressof(_N_LEGACY)
+_ADDR_VERSIONED = ctypes.addressof(_N_VERSIONED)
+_ADDR_USED = ctypes.addressof(_N_USED)
+_ADDR_USED_VERSIONED = ctypes.addressof(_N_USED_VERSIONED)
+
+
+# ============================================================================== consuming
+class Imported:
+    """A consumed DLPack capsule: ``t`` is a ``DLTensor *`` to its tensor, ``managed`` the
+    DLManagedTensor(Versioned) *; call release() when done."""
+
+    __slots__ = ("managed", "t", "versioned", "flags")
+
+    def __init__(self, managed, t, versioned, flags):
+        self.managed = managed
+        self.t = t
+        self.versioned = versioned
+        self.flags = flags
+
+    def release(self):
+        m = self.managed
+        if m is not None:
+            self.managed = None
+            d = m.deleter
+            if d != dlffi.NULL:
+                d(m)
+
+
+def consume(capsule) -> Imported:
+    """Take ownership of a ``dltensor``/``dltensor_versioned`` capsule (renaming it ``used_*``
+    so its destructor no longer frees it).  Raises ValueError for anything else."""
+    if _PyCapsule_IsValid(capsule, _ADDR_VERSIONED):
+        p = _PyCapsule_GetPointer(capsule, _ADDR_VERSIONED)
+        _PyCapsule_SetName(capsule, _ADDR_USED_VERSIONED)
+        m = dlffi.cast("DLManagedTensorVersioned *", p)
+        imp = Imported(m, dlffi.cast(_DLT_PTR, p + _VERSIONED_OFFSET), True, m.flags)
+        if m.version.major != DLPACK_MAJOR:
+            major = m.version.major
+            imp.release()
+            raise ValueError("DLPack major version %d is not supported (need %d)" % (major, DLPACK_MAJOR))
+        return imp
+    if _PyCapsule_IsValid(capsule, _ADDR_LEGACY):
+        p = _PyCapsule_GetPointer(capsule, _ADDR_LEGACY)
+        _PyCapsule_SetName(capsule, _ADDR_USED)
+        return Imported(dlffi.cast("DLManagedTensor *", p), dlffi.cast(_DLT_PTR, p), False, 0)
+    if type(capsule).__name__ == "PyCapsule":
+        raise ValueError("__dlpack__ returned a capsule that is already consumed or not a DLPack tensor")
+    raise ValueError("__dlpack__ returned %s, not a PyCapsule" % type(capsule).__name__)
+
+
+# ============================================================================== producing
+_exported: dict = {}  # address of the managed struct -> keep-alive tuple
+_exported_lock = threading.Lock()
+
+
+def _addr(p) -> int:
+    return int(dlffi.cast("uintptr_t", p))
+
+
+@dlffi.callback("void(DLManagedTensor *)")
+def _deleter_legacy(p):  # called by the consumer when it is done with the tensor
+    try:
+        with _exported_lock:
+            _exported.pop(_addr(p), None)
+    except Exception:  # pragma: no cover - never raise into C
+        pass
+
+
+@dlffi.callback("void(DLManagedTensorVersioned *)")
+def _deleter_versioned(p):
+    try:
+        with _exported_lock:
+            _exported.pop(_addr(p), None)
+    except Exception:  # pragma: no cover
+        pass
+
+
+@dlffi.callback("void(void *)")
+def _capsule_destructor(cap):
+    """PyCapsule destructor: frees the tensor only if no consumer took it (name unchanged)."""
+    try:
+        cap = _addr(cap)  # ctypes wants an int, not a cffi pointer
+        for name in (_ADDR_LEGACY, _ADDR_VERSIONED):
+            if _raw_IsValid(cap, name):
+                p = _raw_GetPointer(cap, name)
+                with _exported_lock:
+                    _exported.pop(p, None)
+                return
+    except Exception:  # pragma: no cover
+        pass
+
+
+_DESTRUCTOR_ADDR = _addr(_capsule_destructor)
+
+
+def export(owner, data: int, device_type: int, device_id: int, shape, strides, code: int, bits: int,
+           versioned: bool, read_only: bool = False):
+    """A new DLPack capsule viewing memory kept alive by ``owner`` (strides in elements)."""
+    ndim = len(shape)
+    shp = dlffi.new("int64_t[]", list(shape) or [0])
+    std = dlffi.new("int64_t[]", list(strides) or [0])
+    if versioned:
+        m = dlffi.new("DLManagedTensorVersioned *")
+        m.version.major, m.version.minor = DLPACK_MAJOR, DLPACK_MINOR
+        m.deleter = _deleter_versioned
+        m.flags = FLAG_READ_ONLY if read_only else 0
+        name = _ADDR_VERSIONED
+    else:
+        m = dlffi.new("DLManagedTensor *")
+        m.deleter = _deleter_legacy
+        name = _ADDR_LEGACY
+    t = m.dl_tensor
+    t.data = dlffi.cast("void *", data)
+    t.device.device_type, t.device.device_id = device_type, device_id
+    t.ndim = ndim
+    t.dtype.code, t.dtype.bits, t.dtype.lanes = code, bits, 1
+    t.shape = shp
+    t.strides = std
+    t.byte_offset = 0
+    addr = _addr(m)
+    with _exported_lock:
+        _exported[addr] = (m, shp, std, owner)
+    try:
+        return _PyCapsule_New(addr, name, _DESTRUCTOR_ADDR)
+    except BaseException:
+        with _exported_lock:
+            _exported.pop(addr, None)
+        raise
+
+
+def live_exports() -> int:
+    """Number of exported tensors not yet released (for tests)."""
+    return len(_exported)

@@ -1,0 +1,254 @@
+"""cffi (ABI mode) binding of libgatednorm.
+
+The cdef is produced from the public header ``gatednorm.h`` itself, never from a hand-kept
+copy: comments are stripped, every preprocessor line is dropped except ``#define NAME
+<integer literal>``, everything inside ``#ifdef __cplusplus ... #endif`` is dropped, and the
+``GATEDNORM_API`` export macro is removed.
+
+Both the header parse and the ``dlopen`` are lazy (first use), so ``import gatednorm`` works
+without the library (e.g. for ``gatednorm cmake-dir``).
+
+Header:  ``gatednorm/include/gatednorm.h`` inside the installed package, else
+         ``<repo>/pybind_free_api/include/gatednorm.h`` (source checkout).
+Library: ``$GATEDNORM_LIBRARY`` if set, else ``gatednorm/lib/libgatednorm.so*`` inside the
+         package.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import threading
+from pathlib import Path
+
+import cffi
+
+__all__ = [
+    "ffi",
+    "load",
+    "lib",
+    "GatedNormError",
+    "check",
+    "raise_error",
+    "header_path",
+    "library_path",
+    "cdef_from_header",
+    "package_dir",
+]
+
+ffi = cffi.FFI()
+_lib = None  # the dlopen()ed library once loaded; hot paths read this global directly
+_lock = threading.Lock()
+_cdef_done = False
+
+
+def package_dir() -> Path:
+    """Directory of the installed ``gatednorm`` package."""
+    try:
+        from importlib.resources import files
+
+        return Path(str(files("gatednorm")))
+    except Exception:  # pragma: no cover - importlib.resources always works for a real package
+        return Path(__file__).resolve().parent
+
+
+# --------------------------------------------------------------------------------- errors
+class GatedNormError(Exception):
+    """An error reported by libgatednorm (or by the Python layer while converting arguments).
+
+    ``status`` is the library's ``gatednorm_status`` code (negative); ``message`` is the
+    library's own ``gatednorm_last_error()`` text, which names the offending argument.
+    """
+
+    def __init__(self, status: int, message: str, function: str | None = None):
+        self.status = int(status)
+        self.message = message
+        self.function = function
+        super().__init__(self._format())
+
+    @property
+    def status_name(self) -> str:
+        return _STATUS_NAMES.get(self.status, "unknown status %d" % self.status)
+
+    def _format(self) -> str:
+        where = "%s: " % self.function if self.function else ""
+        msg = self.message or self.status_name
+        return "%s%s [%s]" % (where, msg, self.status_name)
+
+
+# Python-side names for the status codes (kept only for messages; the values come from the
+# header once it is loaded, see _refresh_status_names()).
+_STATUS_NAMES = {
+    -1: "invalid argument",
+    -2: "unsupported",
+    -3: "no device",
+    -4: "device error",
+    -5: "out of memory",
+    -6: "internal error",
+}
+INVALID_ARGUMENT = -1
+
+
+def raise_error(status: int, function: str | None = None):
+    """Raise GatedNormError for a failed call, carrying the library's last-error message."""
+    msg = ""
+    if _lib is not None:
+        try:
+            msg = ffi.string(_lib.gatednorm_last_error()).decode("utf-8", "replace")
+        except Exception:  # pragma: no cover
+            msg = ""
+    raise GatedNormError(status, msg, function)
+
+
+def check(status: int, function: str | None = None) -> None:
+    """Raise GatedNormError if ``status`` is not GATEDNORM_STATUS_SUCCESS (0)."""
+    if status:
+        raise_error(status, function)
+
+
+def argument_error(message: str, status: int = INVALID_ARGUMENT) -> GatedNormError:
+    """A GatedNormError raised by the Python layer while converting an argument."""
+    return GatedNormError(status, message)
+
+
+# ------------------------------------------------------------------------- header / cdef
+def header_path() -> Path:
+    """Path of gatednorm.h: inside the installed package, else the source checkout's."""
+    candidates = [
+        package_dir() / "include" / "gatednorm.h",
+        Path(__file__).resolve().parents[2] / "pybind_free_api" / "include" / "gatednorm.h",
+    ]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise GatedNormError(
+        -3,
+        "cannot find gatednorm.h (looked in: %s); reinstall the gatednorm package"
+        % ", ".join(str(c) for c in candidates),
+    )
+
+
+_COMMENT_RE = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
+_INT_DEFINE_RE = re.compile(
+    r"^\s*#\s*define\s+([A-Za-z_]\w*)\s+\(?\s*(-?\s*(?:0[xX][0-9a-fA-F]+|\d+))[uUlL]*\s*\)?\s*$"
+)
+_PP_RE = re.compile(r"^\s*#\s*(\w+)(.*)$")
+
+
+def cdef_from_header(text: str) -> str:
+    """Turn the text of gatednorm.h into a cffi cdef (see the module docstring)."""
+    # Comments may hold '#'-lines or span lines: drop them first (keeping line breaks).
+    text = _COMMENT_RE.sub(lambda m: "\n" * m.group(0).count("\n") if m.group(0).startswith("/*") else "", text)
+    # Join backslash-continued lines so multi-line macros are one preprocessor line.
+    text = re.sub(r"\\\n", " ", text)
+    out = []
+    cplusplus_depth = 0  # > 0 while inside #ifdef __cplusplus ... #endif (nesting counted)
+    for line in text.split("\n"):
+        m = _PP_RE.match(line)
+        if m:
+            directive, rest = m.group(1), m.group(2).strip()
+            if cplusplus_depth:
+                if directive in ("if", "ifdef", "ifndef"):
+                    cplusplus_depth += 1
+                elif directive == "endif":
+                    cplusplus_depth -= 1
+                continue
+            if directive == "ifdef" and rest == "__cplusplus" or (
+                directive == "if" and re.fullmatch(r"defined\s*\(?\s*__cplusplus\s*\)?", rest)
+            ):
+                cplusplus_depth = 1
+                continue
+            d = _INT_DEFINE_RE.match(line)
+            if directive == "define" and d:
+                out.append("#define %s %s" % (d.group(1), d.group(2).replace(" ", "")))
+            continue
+        if cplusplus_depth:
+            continue
+        out.append(re.sub(r"\bGATEDNORM_API\b", "", line))
+    return "\n".join(out)
+
+
+def _ensure_cdef() -> None:
+    global _cdef_done
+    if not _cdef_done:
+        ffi.cdef(cdef_from_header(header_path().read_text()))
+        _cdef_done = True
+
+
+# ------------------------------------------------------------------------------- library
+def _library_candidates(d: Path):
+    names = sorted(glob.glob(str(d / "libgatednorm.so*")), key=lambda p: (len(p), p))
+    names += sorted(glob.glob(str(d / "libgatednorm*.dylib")))
+    names += sorted(glob.glob(str(d / "gatednorm*.dll")))
+    return names
+
+
+def library_path() -> str:
+    """Path of libgatednorm: $GATEDNORM_LIBRARY, else the copy bundled in the package."""
+    env = os.environ.get("GATEDNORM_LIBRARY")
+    if env:
+        if not os.path.exists(env):
+            raise GatedNormError(-3, "GATEDNORM_LIBRARY=%s does not exist" % env)
+        return env
+    for d in (package_dir() / "lib", package_dir()):
+        found = _library_candidates(d)
+        if found:
+            return found[0]
+    raise GatedNormError(
+        -3,
+        "cannot find libgatednorm.so in %s; install the gatednorm package, or set "
+        "GATEDNORM_LIBRARY=/path/to/libgatednorm.so" % (package_dir() / "lib"),
+    )
+
+
+def load():
+    """dlopen libgatednorm once (thread-safe) and return the cffi library object."""
+    global _lib
+    if _lib is not None:
+        return _lib
+    with _lock:
+        if _lib is not None:
+            return _lib
+        _ensure_cdef()
+        path = library_path()
+        try:
+            lib_ = ffi.dlopen(path)
+        except OSError as e:
+            raise GatedNormError(-3, "cannot load %s: %s" % (path, e)) from None
+        hdr_major = lib_.GATEDNORM_VERSION_MAJOR
+        try:
+            v = int(lib_.gatednorm_version())
+        except AttributeError as e:  # symbol missing: not a gatednorm library
+            raise GatedNormError(-3, "%s is not a gatednorm library: %s" % (path, e)) from None
+        if (v >> 16) != hdr_major:
+            raise GatedNormError(
+                -2,
+                "%s is gatednorm %d.%d.%d but the header of this package is major version %d"
+                % (path, v >> 16, (v >> 8) & 0xFF, v & 0xFF, hdr_major),
+            )
+        _lib = lib_
+        _refresh_status_names()
+        return _lib
+
+
+def lib():
+    """The loaded cffi library (loads it on first use)."""
+    return _lib if _lib is not None else load()
+
+
+def _refresh_status_names() -> None:
+    for name in dir(_lib):
+        if name.startswith("GATEDNORM_STATUS_") and name != "GATEDNORM_STATUS_SUCCESS":
+            code = int(getattr(_lib, name))
+            try:
+                text = ffi.string(_lib.gatednorm_status_string(code)).decode()
+            except Exception:  # pragma: no cover
+                text = name[len("GATEDNORM_STATUS_"):].lower().replace("_", " ")
+            _STATUS_NAMES[code] = text
+
+
+def loaded_library_path() -> str | None:
+    """Path the library was loaded from (None before load())."""
+    return library_path() if _lib is not None else None
+

@@ -1,0 +1,175 @@
+"""Library info and runtime helpers (devices, streams) on top of the C ABI."""
+
+from __future__ import annotations
+
+import re
+
+from . import _ffi
+from ._ffi import GatedNormError, argument_error, check, ffi
+
+CPU = 1
+CUDA = 2
+CUDA_HOST = 3
+ROCM = 10
+ROCM_HOST = 11
+CUDA_MANAGED = 13
+#: device types whose memory lives on the host for gatednorm's purposes
+HOST_TYPES = (CPU, CUDA_HOST, ROCM_HOST)
+_TYPE_NAMES = {CPU: "cpu", CUDA: "cuda", CUDA_HOST: "cuda_host", ROCM: "rocm", ROCM_HOST: "rocm_host",
+               CUDA_MANAGED: "cuda_managed"}
+
+
+def version() -> str:
+    """Version of the loaded library, 'major.minor.patch'."""
+    v = int(_ffi.lib().gatednorm_version())
+    return "%d.%d.%d" % (v >> 16, (v >> 8) & 0xFF, v & 0xFF)
+
+
+def build_info() -> str:
+    """Backend, GPU targets and compiler the library was built with."""
+    return ffi.string(_ffi.lib().gatednorm_build_info()).decode("utf-8", "replace")
+
+
+_device_count = None
+
+
+def device_count(refresh: bool = False) -> int:
+    """Number of GPUs the library's GPU backend sees (0 without a GPU backend or GPU)."""
+    global _device_count
+    if _device_count is None or refresh:
+        lib = _ffi.lib()
+        n = ffi.new("int32_t *")
+        st = lib.gatednorm_device_count(n)
+        if st == lib.GATEDNORM_STATUS_NO_DEVICE:
+            _device_count = 0
+        else:
+            check(st, "gatednorm_device_count")
+            _device_count = int(n[0])
+    return _device_count
+
+
+def device_name(device_id: int = 0) -> str:
+    buf = ffi.new("char[]", 256)
+    check(_ffi.lib().gatednorm_device_name(int(device_id), buf, 256), "gatednorm_device_name")
+    return ffi.string(buf).decode("utf-8", "replace")
+
+
+def gpu_device_type() -> int | None:
+    """DLPack device type of this build's GPUs (CUDA=2 or ROCM=10); None without GPUs."""
+    if device_count() == 0:
+        return None
+    return int(_ffi.lib().gatednorm_gpu_device_type()) or None
+
+
+def make_device(device_type: int, device_id: int):
+    """A gatednorm_device struct (cdata, by value)."""
+    d = ffi.new("gatednorm_device *")
+    d.device_type, d.device_id = device_type, device_id
+    return d[0]
+
+
+def pointer_device(ptr: int) -> tuple:
+    """(device_type, device_id) that the library says ``ptr`` lives on."""
+    lib = _ffi.lib()
+    d = ffi.new("gatednorm_device *")
+    check(lib.gatednorm_pointer_device(ffi.cast("void *", ptr), d), "gatednorm_pointer_device")
+    return (int(d.device_type), int(d.device_id))
+
+
+def device_str(device_type: int, device_id: int) -> str:
+    if device_type == CPU:
+        return "cpu"
+    return "%s:%d" % (_TYPE_NAMES.get(device_type, "dev%d" % device_type), device_id)
+
+
+def parse_device(device, name: str = "device") -> tuple:
+    """(device_type, device_id) for 'cpu', 'cuda:N', 'gpu:N', 'rocm:N', 'hip:N', an int N
+    (GPU N), a (type, id) tuple, a gatednorm_device cdata, a torch.device, or an object with
+    ``__dlpack_device__``.  None means GPU 0 if there is one, else the CPU."""
+    if device is None:
+        return (gpu_device_type(), 0) if device_count() > 0 else (CPU, 0)
+    if isinstance(device, int) and not isinstance(device, bool):
+        return (_require_gpu(name), device)
+    if isinstance(device, tuple) and len(device) == 2:
+        return (int(device[0]), int(device[1]))
+    if isinstance(device, ffi.CData):
+        return (int(device.device_type), int(device.device_id))
+    if hasattr(device, "__dlpack_device__"):
+        t, i = device.__dlpack_device__()
+        return (int(t), int(i))
+    s = str(device).strip().lower()  # torch.device prints as 'cuda:0' / 'cpu'
+    m = re.fullmatch(r"(cpu|cuda|gpu|rocm|hip)(?::(\d+))?", s)
+    if not m:
+        raise argument_error("%s: expected 'cpu', 'cuda:N', an int or a (type, id) pair, got %r" % (name, device))
+    if m.group(1) == "cpu":
+        return (CPU, 0)
+    return (_require_gpu(name), int(m.group(2) or 0))
+
+
+def _require_gpu(name: str) -> int:
+    t = gpu_device_type()
+    if t is None:
+        raise GatedNormError(-3, "%s: no GPU available (this library: %s)" % (name, build_info()))
+    return t
+
+
+# --------------------------------------------------------------------------------- streams
+def stream_handle(stream) -> int:
+    """Integer handle of a stream given as an int, a torch.cuda.Stream (``cuda_stream``), a
+    cupy Stream (``ptr``), an object with ``__cuda_stream__()``, or anything int() accepts
+    (hip-python's hipStream_t, ctypes.c_void_p via .value)."""
+    if stream is None:
+        return 0
+    if type(stream) is int:
+        return stream
+    h = getattr(stream, "cuda_stream", None)
+    if h is not None:
+        return int(h)
+    h = getattr(stream, "__cuda_stream__", None)
+    if h is not None:
+        v = h()
+        return int(v[1]) if isinstance(v, tuple) else int(v)
+    h = getattr(stream, "ptr", None)
+    if isinstance(h, int):
+        return h
+    if hasattr(stream, "value") and not hasattr(stream, "__int__"):  # ctypes.c_void_p
+        return int(stream.value or 0)
+    try:
+        return int(stream)
+    except (TypeError, ValueError):
+        raise argument_error("stream: cannot get a stream handle from %s" % type(stream).__name__) from None
+
+
+def synchronize(stream=None) -> None:
+    """Wait for all work on ``stream`` (None: the default stream)."""
+    check(_ffi.lib().gatednorm_stream_synchronize(ffi.cast("void *", stream_handle(stream))),
+          "gatednorm_stream_synchronize")
+
+
+def device_synchronize(device_id: int = 0) -> None:
+    check(_ffi.lib().gatednorm_device_synchronize(int(device_id)), "gatednorm_device_synchronize")
+
+
+class Stream:
+    """A stream created by the library on GPU ``device_id``; int(stream) is its handle."""
+
+    def __init__(self, device_id: int = 0):
+        lib = _ffi.lib()
+        p = ffi.new("void **")
+        check(lib.gatednorm_stream_create(int(device_id), p), "gatednorm_stream_create")
+        self._h = int(ffi.cast("uintptr_t", p[0]))
+        self.device_id = device_id
+
+    def __int__(self):
+        return self._h
+
+    def synchronize(self):
+        synchronize(self._h)
+
+    def __del__(self):
+        h, self._h = getattr(self, "_h", 0), 0
+        if h and _ffi._lib is not None:
+            try:
+                _ffi._lib.gatednorm_stream_destroy(ffi.cast("void *", h))
+            except Exception:  # pragma: no cover
+                pass

@@ -1,0 +1,281 @@
+"""Command line: ``gatednorm <command>`` (also ``python -m gatednorm``).
+
+  info        version, build info, backends, visible devices
+  check       run every op on every available backend against gatednorm.reference
+  cmake-dir   print the folder holding gatednormConfig.cmake
+  bench       time ops (provided by gatednorm.bench, see below)
+
+Hook for ``bench``: the module ``gatednorm.bench`` provides either
+``add_arguments(parser)`` + ``main(args) -> int`` (the ``bench`` subparser is created here,
+filled by add_arguments, and runs main), or ``add_parser(subparsers)``, which registers the
+``bench`` subcommand itself (``p.set_defaults(func=run)``, ``run(args) -> int`` the exit
+code).  Without the module, ``bench`` reports that it is unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+import numpy as np
+
+__all__ = ["main", "check_cases", "run_check"]
+
+
+# ----------------------------------------------------------------------------------- info
+def _cmd_info(args) -> int:
+    import gatednorm
+    from . import _ffi, _runtime
+
+    print("gatednorm (python) %s" % gatednorm.__version__)
+    try:
+        _ffi.load()
+    except gatednorm.GatedNormError as e:
+        print("library:    not loaded: %s" % e)
+        return 1
+    print("library:    %s" % _ffi.library_path())
+    print("version:    %s" % gatednorm.version())
+    print("build:      %s" % gatednorm.build_info())
+    print("header:     %s" % _ffi.header_path())
+    n = gatednorm.device_count()
+    gpu = _runtime.gpu_device_type()
+    backends = ["cpu"] + (["%s (%d device%s)" % (_runtime._TYPE_NAMES.get(gpu, "gpu"), n, "" if n == 1 else "s")]
+                          if n else [])
+    print("backends:   %s" % ", ".join(backends))
+    print("devices:")
+    print("  cpu        host memory (CPU backend)")
+    for i in range(n):
+        try:
+            name = gatednorm.device_name(i)
+        except gatednorm.GatedNormError as e:
+            name = "? (%s)" % e
+        print("  gpu:%-6d %s" % (i, name))
+    print("cmake dir:  %s" % gatednorm.cmake_dir())
+    print("include:    %s" % gatednorm.get_include())
+    return 0
+
+
+def _cmd_cmake_dir(args) -> int:
+    import gatednorm
+
+    print(gatednorm.cmake_dir())
+    return 0
+
+
+# ----------------------------------------------------------------------------------- check
+class _Case:
+    def __init__(self, name, shape=(17, 4, 128), x="bf16", z="bf16", w="bf16", out=None, gate="before",
+                 activation="silu", weight_offset=0.0, group_size=None, strided_z=False, strided_out=False,
+                 strided_x=False, inplace=False):
+        self.name, self.shape = name, shape
+        self.x, self.z, self.w, self.out = x, z, w, out or x
+        self.gate, self.activation, self.weight_offset = gate, activation, weight_offset
+        self.group_size = group_size
+        self.strided_z, self.strided_out, self.strided_x, self.inplace = strided_z, strided_out, strided_x, inplace
+
+
+def check_cases() -> list:
+    """The cases ``gatednorm check`` runs (dtypes, gate orders, activations, no gate, odd
+    sizes, 2-D/3-D/grouped views, strided inputs/outputs, in place)."""
+    C = _Case
+    return [
+        C("bf16 norm*silu(z)       [17,4,128]"),
+        C("bf16 norm(x*silu(z))    [17,4,128]", gate="after"),
+        C("bf16 norm*sigmoid(z)    [17,4,128]", activation="sigmoid"),
+        C("bf16 norm(x*sigmoid(z)) [17,4,128]", gate="after", activation="sigmoid"),
+        C("fp16                    [17,4,128]", x="fp16", z="fp16", w="fp16"),
+        C("fp32                    [17,4,128]", x="fp32", z="fp32", w="fp32"),
+        C("bf16 x,z fp32 w -> bf16 [17,4,128]", w="fp32"),
+        C("fp32 x bf16 z -> fp16   [17,4,128]", x="fp32", z="bf16", w="fp32", out="fp16"),
+        C("bf16 -> fp32 out        [17,4,128]", out="fp32"),
+        C("no gate bf16            [17,4,128]", gate="none"),
+        C("no gate fp32            [33,96]", shape=(33, 96), x="fp32", w="fp32", gate="none"),
+        C("1 + w (offset 1)        [17,4,128]", weight_offset=1.0),
+        C("odd D=7, T=3            [3,5,7]", shape=(3, 5, 7)),
+        C("D=1, T=1                [1,1,1]", shape=(1, 1, 1), x="fp32", z="fp32", w="fp32"),
+        C("D=1000                  [5,2,1000]", shape=(5, 2, 1000), w="fp32"),
+        C("2-D rows                [1000,64]", shape=(1000, 64)),
+        C("group_size=128          [9,4*128]", shape=(9, 512), group_size=128),
+        C("strided z (qkvz slice)  [17,4,128]", strided_z=True),
+        C("strided x, z, out       [17,4,128]", strided_x=True, strided_z=True, strided_out=True, gate="after"),
+        C("in place (out is x)     [17,4,128]", inplace=True),
+    ]
+
+
+def _wide_view(rng, shape, dtype, extra_cols, col0, fill=None):
+    """A [.., last] view that is a column slice of a wider [T, ...] buffer (like z inside a
+    fused qkvz projection): returns (view, base)."""
+    from .testing import randn
+
+    T, rest = shape[0], shape[1:]
+    inner = int(np.prod(rest))
+    base = randn(rng, (T, inner + extra_cols), dtype) if fill is None else np.full((T, inner + extra_cols), fill, dtype)
+    view = base[:, col0:col0 + inner].reshape((T,) + tuple(rest))
+    assert not view.flags.c_contiguous
+    return view, base
+
+
+def run_case(case, backend: str, seed: int = 0):
+    """Run one case on ``backend`` ('cpu', 'gpu:N'); returns (ok, detail)."""
+    import gatednorm
+    from . import _dtypes
+    from .testing import mirror, poison_value, randn, to_numpy
+
+    rng = np.random.default_rng(seed)
+    dx, dz, dw, do = (_dtypes.to_numpy_dtype(d) for d in (case.x, case.z, case.w, case.out))
+    D = case.group_size or case.shape[-1]
+    if case.strided_x:
+        x, xbase = _wide_view(rng, case.shape, dx, 64, 32)
+    else:
+        x, xbase = randn(rng, case.shape, dx), None
+    z = zbase = None
+    if case.gate != "none":
+        if case.strided_z:
+            z, zbase = _wide_view(rng, case.shape, dz, 3 * int(np.prod(case.shape[1:])), 2 * int(np.prod(case.shape[1:])))
+        else:
+            z = randn(rng, case.shape, dz, scale=2.0)
+    w = randn(rng, (D,), dw, scale=0.5, shift=0.0 if case.weight_offset else 1.0)
+    kw = dict(norm_before_gate=case.gate != "after", activation=case.activation, weight_offset=case.weight_offset,
+              group_size=case.group_size)
+    ref = gatednorm.reference.rmsnorm_gated(x, z, w, **kw)
+    pv = poison_value(do)
+    if case.inplace:
+        out_np, obase = x, xbase
+        assert dx == do
+    elif case.strided_out:
+        out_np, obase = _wide_view(rng, case.shape, do, 16, 8, fill=pv)
+    else:
+        out_np, obase = np.full(case.shape, pv, do), None
+    be = "numpy" if backend == "cpu" else backend  # CPU through numpy; GPUs through DeviceArray
+    dev = lambda a, b: None if a is None else mirror(a, b, be)  # noqa: E731
+    xd, zd, wd = dev(x, xbase), dev(z, zbase), dev(w, None)
+    outd = xd if case.inplace else dev(out_np, obase)
+    res = gatednorm.rmsnorm_gated(xd, zd, wd, out=outd, **kw)
+    if res is not outd:
+        return False, "returned a different object than out"
+    got = to_numpy(outd)
+    cmp = gatednorm.reference.compare(got, ref, do)
+    if not cmp.ok:
+        return False, repr(cmp)
+    if case.strided_out:  # elements of the wider buffer outside the view stay poisoned
+        full = obase if be == "numpy" else outd.base.numpy()
+        mask = np.ones(full.shape, bool)
+        mask[:, 8:8 + int(np.prod(case.shape[1:]))] = False
+        if not np.all(np.isnan(full[mask].astype(np.float32))):
+            return False, "wrote outside the out view"
+    return True, "max %.2f ulp" % cmp.max_ulp
+
+
+def run_check(backends=None, verbose=False, stream=None) -> int:
+    """Run check_cases() on each backend; print a table; return the number of failures."""
+    from .testing import available_backends
+
+    stream = stream or sys.stdout
+
+    backends = backends or available_backends()
+    cases = check_cases()
+    w0 = max(len(c.name) for c in cases)
+    colw = 18
+    print("%-*s  %s" % (w0, "case", "  ".join("%-*s" % (colw, b) for b in backends)), file=stream)
+    print("-" * (w0 + (colw + 2) * len(backends)), file=stream)
+    failures, details = 0, []
+    for c in cases:
+        cells = []
+        for b in backends:
+            try:
+                ok, detail = run_case(c, b)
+            except Exception as e:  # a crash is a failure, with its message
+                ok, detail = False, "%s: %s" % (type(e).__name__, e)
+                if verbose:
+                    detail += "\n" + traceback.format_exc()
+            failures += not ok
+            cells.append(("pass " + detail.replace("max ", "")) if ok else "FAIL")
+            if not ok:
+                details.append("%s [%s]: %s" % (c.name.split("  ")[0].strip(), b, detail))
+        print("%-*s  %s" % (w0, c.name, "  ".join("%-*s" % (colw, s[:colw]) for s in cells)), file=stream)
+    total = len(cases) * len(backends)
+    print("-" * (w0 + (colw + 2) * len(backends)), file=stream)
+    print("%d/%d passed on %s" % (total - failures, total, ", ".join(backends)), file=stream)
+    for d in details:
+        print("  " + d, file=stream)
+    return failures
+
+
+def _cmd_check(args) -> int:
+    import gatednorm
+    from .testing import available_backends
+
+    try:
+        avail = available_backends()
+    except gatednorm.GatedNormError as e:
+        print("gatednorm check: %s" % e, file=sys.stderr)
+        return 2
+    if args.backend == "all":
+        backends = avail
+    elif args.backend == "gpu":
+        backends = [b for b in avail if b != "cpu"]
+        if not backends:
+            print("gatednorm check: no GPU visible (%s)" % gatednorm.build_info(), file=sys.stderr)
+            return 2
+    else:
+        backends = [args.backend]
+    print("gatednorm %s: %s" % (gatednorm.version(), gatednorm.build_info()))
+    return 1 if run_check(backends, verbose=args.verbose) else 0
+
+
+# ----------------------------------------------------------------------------------- bench
+def _add_bench(sub) -> None:
+    err = None
+    try:
+        from . import bench  # the benchmarking module; optional here
+    except ImportError as e:
+        bench, err = None, e
+    if bench is not None and hasattr(bench, "add_parser"):
+        bench.add_parser(sub)  # registers "bench" itself
+        return
+    help_ = "time ops against installed peers (performance.md protocol)"
+    if bench is not None and hasattr(bench, "add_arguments") and hasattr(bench, "main"):
+        p = sub.add_parser("bench", help=help_, description=(bench.__doc__ or "").strip().split("\n")[0])
+        bench.add_arguments(p)
+        p.set_defaults(func=bench.main)
+        return
+    p = sub.add_parser("bench", help=help_ + " (not available in this install)")
+    p.set_defaults(func=lambda args: _bench_missing(err))
+
+
+def _bench_missing(err) -> int:
+    print("gatednorm bench: not available (%s)" % (err or "gatednorm.bench has no add_parser()"), file=sys.stderr)
+    return 2
+
+
+# ----------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gatednorm", description="gatednorm: fused norm/quant GPU kernels, C ABI.")
+    sub = ap.add_subparsers(dest="command", metavar="command")
+    p = sub.add_parser("info", help="version, build info, backends and devices")
+    p.set_defaults(func=_cmd_info)
+    p = sub.add_parser("check", help="run every op on every backend against the float64 reference")
+    p.add_argument("--backend", default="all", help="'all' (default), 'cpu', 'gpu' or 'gpu:N'")
+    p.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of crashed cases")
+    p.set_defaults(func=_cmd_check)
+    p = sub.add_parser("cmake-dir", help="print the folder holding gatednormConfig.cmake")
+    p.set_defaults(func=_cmd_cmake_dir)
+    _add_bench(sub)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not getattr(args, "func", None):
+        ap.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # pragma: no cover
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""float64 numpy reference implementations of every op: the oracle of the tests and of
+``gatednorm check``.  Inputs are upcast exactly from their dtype (bf16/fp8 via ml_dtypes);
+the math is done in float64 and the result is returned in float64 (no output rounding).
+
+Also here: the comparison rule the project uses (``tolerance`` / ``compare``): an output
+must lie within half an ulp of its dtype around the float64 value, plus a relative 2e-5 for
+the fp32 arithmetic before the single rounding, plus a tiny absolute term for subnormals.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import _dtypes
+
+__all__ = ["rmsnorm_gated", "silu", "sigmoid", "as_float64", "ulp", "tolerance", "compare", "Comparison"]
+
+
+def as_float64(a):
+    """float64 numpy copy of an array (numpy incl. ml_dtypes, gatednorm.DeviceArray, or
+    anything np.asarray accepts); None stays None."""
+    if a is None:
+        return None
+    if not isinstance(a, np.ndarray) and hasattr(a, "numpy") and hasattr(a, "__dlpack__"):
+        try:
+            a = a.numpy()
+        except Exception:
+            a = np.from_dlpack(a)
+    return np.asarray(a).astype(np.float64)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)) in float64, without overflow warnings."""
+    z = np.asarray(z, np.float64)
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+def silu(z: np.ndarray) -> np.ndarray:
+    """z * sigmoid(z) in float64."""
+    z = np.asarray(z, np.float64)
+    return z * sigmoid(z)
+
+
+_ACTS = {"silu": silu, "swish": silu, "sigmoid": sigmoid, 0: silu, 1: sigmoid}
+
+
+def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, activation="silu",
+                  weight_offset=0.0, group_size=None, out=None, out_dtype=None, stream=None):
+    """float64 reference of gatednorm.rmsnorm_gated (same arguments; ``out``, ``out_dtype``
+    and ``stream`` are accepted and ignored).  Returns a float64 array of x's shape::
+
+        act(z) = silu(z) = z * sigmoid(z)        (or sigmoid(z))
+        u      = x if norm_before_gate else x * act(z)
+        y      = u / sqrt(mean_D(u^2) + eps) * (weight + weight_offset)
+        y      = y * act(z)     if norm_before_gate and z is given
+
+    ``eps`` and ``weight_offset`` are first rounded to fp32, as the C ABI stores them.
+    """
+    if weight is None:
+        raise ValueError("weight: required")
+    act = _ACTS.get(activation)
+    if act is None:
+        raise ValueError("activation: expected 'silu' or 'sigmoid', got %r" % (activation,))
+    x64 = as_float64(x)
+    shape = x64.shape
+    if group_size:
+        g = int(group_size)
+        if x64.ndim != 2 or shape[-1] % g:
+            raise ValueError("group_size: %d does not divide the last dim of a 2-D x %s" % (g, shape))
+        x64 = x64.reshape(shape[0], shape[1] // g, g)
+    a = None
+    if z is not None:
+        z64 = as_float64(z)
+        if z64.shape != shape:
+            raise ValueError("z: shape %s differs from x's %s" % (z64.shape, shape))
+        a = act(z64.reshape(x64.shape))
+    w = as_float64(weight) + float(np.float32(weight_offset))
+    if w.shape != (x64.shape[-1],):
+        raise ValueError("weight: expected shape (%d,), got %s" % (x64.shape[-1], w.shape))
+    u = x64 * a if (a is not None and not norm_before_gate) else x64
+    ms = np.mean(u * u, axis=-1, keepdims=True)
+    y = u / np.sqrt(ms + float(np.float32(eps))) * w
+    if a is not None and norm_before_gate:
+        y = y * a
+    return y.reshape(shape)
+
+
+# --------------------------------------------------------------------------- comparison
+_FORMATS = {  # dtype: (explicit mantissa bits, minimum normal exponent)
+    _dtypes.bfloat16: (7, -126),
+    _dtypes.float16: (10, -14),
+    _dtypes.float32: (23, -126),
+    np.dtype(np.float64): (52, -1022),
+}
+DEFAULT_RTOL = 2e-5
+DEFAULT_ATOL = 2.0 ** -126  # fp32's smallest normal: covers flushed fp32 subnormals
+
+
+def ulp(ref, dtype) -> np.ndarray:
+    """Spacing of ``dtype`` (bf16/fp16/fp32) at the magnitude of ``ref`` (subnormals included)."""
+    mant, emin = _FORMATS[_dtypes.to_numpy_dtype(dtype)]
+    r = np.abs(np.asarray(ref, np.float64))
+    with np.errstate(divide="ignore"):
+        e = np.floor(np.log2(np.where(r > 0, r, 1.0)))
+    e = np.where(r > 0, np.maximum(e, emin), emin)
+    return np.ldexp(1.0, (e - mant).astype(np.int64))
+
+
+def tolerance(ref, dtype, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) -> np.ndarray:
+    """Allowed |out - ref|: 0.5 * ulp_dtype(ref) + rtol * |ref| + atol (a single rounding
+    of an fp32 computation)."""
+    r = np.asarray(ref, np.float64)
+    return 0.5 * ulp(r, dtype) + rtol * np.abs(r) + atol
+
+
+class Comparison:
+    """Result of compare(): ``ok``, ``n_bad``, ``n_nan`` (unwritten/NaN outputs), ``max_ulp``
+    (worst |out - ref| in ulps of the output dtype) and a description of the worst element."""
+
+    def __init__(self, ok, n_bad, n_nan, max_ulp, worst, size):
+        self.ok, self.n_bad, self.n_nan, self.max_ulp, self.worst, self.size = ok, n_bad, n_nan, max_ulp, worst, size
+
+    def __bool__(self):
+        return self.ok
+
+    def __repr__(self):
+        return ("Comparison(ok=%s, bad=%d/%d, nan=%d, max_ulp=%.3g%s)"
+                % (self.ok, self.n_bad, self.size, self.n_nan, self.max_ulp, ", worst=" + self.worst if self.worst else ""))
+
+
+def compare(out, ref, dtype=None, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) -> Comparison:
+    """Check ``out`` (any dtype, numpy) against the float64 ``ref`` with tolerance(); NaNs
+    in ``out`` where ``ref`` is finite count as failures (poisoned, unwritten elements)."""
+    out = np.asarray(out)
+    dtype = out.dtype if dtype is None else _dtypes.to_numpy_dtype(dtype)
+    o = out.astype(np.float64)
+    r = np.asarray(ref, np.float64)
+    if o.shape != r.shape:
+        return Comparison(False, o.size, 0, math.inf, "shape %s != reference %s" % (o.shape, r.shape), o.size)
+    err = np.abs(o - r)
+    tol = tolerance(r, dtype, rtol, atol)
+    bad = ~(err <= tol) & ~(np.isnan(o) & np.isnan(r))  # NaN in both: propagated, fine
+    n_nan = int(np.count_nonzero(np.isnan(o) & ~np.isnan(r)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ulps = np.where(np.isnan(err), np.inf, err / ulp(r, dtype))
+    n_bad = int(np.count_nonzero(bad))
+    worst = ""
+    if n_bad:
+        i = np.unravel_index(int(np.argmax(np.where(bad, ulps, -1))), r.shape)
+        worst = "at %s: out=%r ref=%r (%.3g ulp)" % (tuple(int(k) for k in i), float(o[i]), float(r[i]), float(ulps[i]))
+    max_ulp = float(np.max(ulps)) if ulps.size else 0.0
+    return Comparison(n_bad == 0, n_bad, n_nan, max_ulp, worst, o.size)

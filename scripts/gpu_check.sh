@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# One call on an H100/H200 host with no network: build for sm_90a, install, read the
+# compiler's resource report and SASS, run the GPU tests, `gatednorm check`, the C consumer
+# and the benchmark, and write the report to OUTDIR (at most 8 files, for the device tool).
+#
+#   bash scripts/gpu_check.sh OUTDIR [--quick] [--bench-args "..."]
+#
+# Python packages the host lacks (cffi, pycparser, fla-core, einops, gemlite) come as
+# wheels in .whl/ (../shared/tools/offline_wheels.sh .whl), installed to /tmp/site.
+set -uo pipefail
+out=${1:?usage: scripts/gpu_check.sh OUTDIR [--quick] [--bench-args ARGS]}
+shift
+quick=""
+bench_args=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick="--quick" ;;
+    --bench-args) bench_args="$2"; shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+exec > >(tee "$out/gpu_check.log") 2>&1
+export PYTHONUNBUFFERED=1
+results=()
+step() { echo; echo "=================== $*"; }
+record() { results+=("$1: $2"); }
+
+step "machine"
+date -u
+echo "commit ${GATEDNORM_COMMIT:-$(git log -1 --format=%h 2>/dev/null || echo unknown)}"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
+nvcc --version | tail -2
+python3 --version
+
+step "wheels"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD/.whl/src${PYTHONPATH:+:$PYTHONPATH}
+fi
+
+step "build + install for sm_90a (pip, no network)"
+t0=$(date +%s)
+if GATEDNORM_GPU=CUDA CMAKE_ARGS="-DCMAKE_CUDA_ARCHITECTURES=90a" \
+   python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/gn . ; then
+  record build "ok ($(( $(date +%s) - t0 )) s)"
+else
+  record build FAIL
+  printf '%s\n' "${results[@]}"
+  exit 1
+fi
+export PYTHONPATH=/tmp/gn:$PYTHONPATH
+python3 -m gatednorm info
+
+step "resource usage and SASS of libgatednorm"
+lib=$(ls /tmp/gn/gatednorm/lib/libgatednorm.so.*.*.* | head -n 1)
+{
+  echo "# cuobjdump --dump-resource-usage $lib"
+  cuobjdump --dump-resource-usage "$lib" | grep -E "Function|REG" | paste - - | \
+    sed -E 's/.*Function ([^ :]+):.*REG:([0-9]+) STACK:([0-9]+) SHARED:([0-9]+) LOCAL:([0-9]+).*/REG \2 STACK \3 SHARED \4 LOCAL \5  \1/'
+  echo
+  echo "# instruction mix per kernel (memory, shuffles, local memory)"
+  cuobjdump --dump-sass "$lib" | awk '/Function :/{fn=$3} /LDG|STG|LDL|STL|SHFL|MUFU/{match($0,/(LDG|STG|LDL|STL|SHFL|MUFU)[.A-Z0-9_]*/); c[fn" "substr($0,RSTART,RLENGTH)]++} END{for(k in c) print c[k], k}' | sort -k2,2 -k3,3
+  echo
+  echo "# SASS of the hot instantiation: bf16 in/out, 16 lanes x 1 chunk (D = 128)"
+  cuobjdump --dump-sass "$lib" | awk '/Function : _ZN2gn24rmsnorm_gated_vec_kernelILi0ELi0ELi16ELi1EEEvNS_16RmsnormGatedArgsE/{f=1} f&&/Function :/&&!/ILi0ELi0ELi16ELi1E/{f=0} f'
+} > "$out/sass.txt" 2>&1
+grep -E "^REG" "$out/sass.txt" | awk '{print $2}' | sort -n | uniq -c | sed 's/^/registers: /'
+if grep -qE "STACK [1-9]|LOCAL [1-9]| (LDL|STL)" "$out/sass.txt"; then record sass "local memory used (see sass.txt)"; else record sass "no stack, no local memory"; fi
+
+step "pytest (GPU tests included)"
+if python3 -m pytest -q -p no:cacheprovider -rs tests 2>&1 | tee "$out/pytest.log"; then record pytest ok; else record pytest FAIL; fi
+tail -n 1 "$out/pytest.log"
+
+step "gatednorm check"
+if python3 -m gatednorm check; then record check ok; else record check FAIL; fi
+
+step "C consumer (find_package + CTest)"
+if cmake -S tests/c_consumer -B /tmp/c_consumer -Dgatednorm_DIR="$(python3 -m gatednorm cmake-dir)" >/dev/null && \
+   cmake --build /tmp/c_consumer >/dev/null && ctest --test-dir /tmp/c_consumer --output-on-failure; then
+  record c_consumer ok
+else
+  record c_consumer FAIL
+fi
+
+step "benchmark"
+# shellcheck disable=SC2086
+if python3 -m gatednorm bench $quick $bench_args --json "$out/bench.json" --plot "$out/bench.png" > "$out/bench.md"; then
+  record bench ok
+else
+  record bench "FAIL (result check or crash)"
+fi
+
+step "summary"
+{
+  echo "# gpu_check $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  echo "commit ${GATEDNORM_COMMIT:-$(git log -1 --format=%h 2>/dev/null || echo unknown)}"
+  echo
+  printf -- '- %s\n' "${results[@]}"
+  echo
+  cat "$out/bench.md"
+} > "$out/report.md"
+cat "$out/report.md"
+for r in "${results[@]}"; do case "$r" in *FAIL*) exit 1 ;; esac; done
+exit 0

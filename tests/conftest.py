@@ -1,0 +1,105 @@
+"""Shared fixtures for the gatednorm test-suite.
+
+The suite tests the installed package (scripts/run_tests.sh installs it first); from a
+source checkout without an install, ``<repo>/python`` is put on the path instead.  The
+library is found the way users find it: $GATEDNORM_LIBRARY, else the copy inside the
+installed package.  A missing library is an error, never a silent skip.
+
+Backends: "cpu" (numpy arrays straight into the CPU backend) always runs; "cpu-devicearray"
+runs the same cases through gatednorm.DeviceArray in host memory (the code path the GPU
+uses, minus the GPU); "gpu" runs them through DeviceArray on GPU 0 and is skipped when the
+library sees no GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+try:
+    import gatednorm  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+    import gatednorm  # noqa: F401
+
+from gatednorm import _ffi
+from gatednorm.testing import mirror
+
+
+def pytest_report_header(config):
+    try:
+        _ffi.load()
+        return "gatednorm: %s (%s); %d GPU(s); package %s" % (
+            _ffi.library_path(), gatednorm.build_info(), gatednorm.device_count(), Path(gatednorm.__file__).parent)
+    except Exception as e:  # reported again, as an error, by the session fixture
+        return "gatednorm: library not loadable: %s" % e
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _library_loaded():
+    try:
+        _ffi.load()
+    except gatednorm.GatedNormError as e:
+        pytest.exit("gatednorm tests need libgatednorm: %s (GATEDNORM_LIBRARY=%s)"
+                    % (e, os.environ.get("GATEDNORM_LIBRARY")), returncode=3)
+
+
+def gpu_count() -> int:
+    try:
+        return gatednorm.device_count()
+    except Exception:
+        return 0
+
+
+BACKENDS = ["cpu", "cpu-devicearray", "gpu"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    if request.param == "gpu" and gpu_count() == 0:
+        pytest.skip("no GPU visible to libgatednorm (%s)" % gatednorm.build_info())
+    return request.param
+
+
+@pytest.fixture
+def requires_gpu():
+    if gpu_count() == 0:
+        pytest.skip("no GPU visible to libgatednorm")
+
+
+class Backend:
+    """Moves numpy inputs to a backend with the same layout, and results back."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._mirror = {"cpu": "numpy", "cpu-devicearray": "cpu", "gpu": "gpu:0"}[name]
+
+    def put(self, view, base=None):
+        """``view`` (a numpy array, possibly a strided view of ``base``) on this backend."""
+        return None if view is None else mirror(view, base, self._mirror)
+
+    @staticmethod
+    def get(a) -> np.ndarray:
+        return a if isinstance(a, np.ndarray) else a.numpy()
+
+    @staticmethod
+    def get_base(a, base) -> np.ndarray:
+        """The whole buffer a strided output view lives in, as numpy."""
+        return base if isinstance(a, np.ndarray) else a.base.numpy()
+
+
+@pytest.fixture
+def be(backend) -> Backend:
+    return Backend(backend)
+
+
+@pytest.fixture
+def rng(request):
+    # A per-test seed derived from the test id: reproducible, and different per case.
+    import zlib
+
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))

@@ -1,0 +1,635 @@
+"""Array adapters on the CPU (numpy, DLPack import/export, CUDA Array Interface dicts over
+host memory, raw pointers, hip-python types) and, when installed and a GPU is present,
+torch / CuPy / JAX."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import importlib.util
+import sys
+import weakref
+
+import numpy as np
+import pytest
+
+import gatednorm
+from gatednorm import DeviceArray, GatedNormError, _adapters, _dlpack, _dtypes, from_pointer, reference
+from gatednorm._runtime import stream_handle
+
+NAN = float("nan")
+SHAPE = (6, 3, 40)
+
+
+@pytest.fixture
+def xzw(rng):
+    x = rng.standard_normal(SHAPE).astype(np.float32)
+    z = rng.standard_normal(SHAPE).astype(np.float32)
+    w = (rng.standard_normal(SHAPE[-1]) * 0.5 + 1).astype(np.float32)
+    return x, z, w
+
+
+def check_result(out, x, z, w, **kw):
+    got = out if isinstance(out, np.ndarray) else out.numpy()
+    assert not np.isnan(got.astype(np.float32)).any()
+    cmp = reference.compare(got, reference.rmsnorm_gated(x, z, w, **kw), got.dtype)
+    assert cmp.ok, cmp
+
+
+# ================================================================================ numpy
+@pytest.mark.parametrize("dt", ["bf16", "fp16", "fp32"])
+def test_numpy_dtypes(rng, dt):
+    d = _dtypes.to_numpy_dtype(dt)
+    x = rng.standard_normal(SHAPE).astype(d)
+    z = rng.standard_normal(SHAPE).astype(d)
+    w = np.ones(SHAPE[-1], d)
+    out = np.full(SHAPE, NAN, d)
+    assert gatednorm.rmsnorm_gated(x, z, w, out=out) is out
+    check_result(out, x, z, w)
+
+
+def test_numpy_subclass_and_array_interface_object(xzw):
+    x, z, w = xzw
+
+    class Sub(np.ndarray):
+        pass
+
+    class HostIface:  # only __array_interface__
+        def __init__(self, a):
+            self.a = a
+            self.__array_interface__ = a.__array_interface__
+
+    out = np.full(SHAPE, NAN, np.float32)
+    gatednorm.rmsnorm_gated(x.view(Sub), HostIface(z), w, out=HostIface(out))
+    check_result(out, x, z, w)
+
+
+# ================================================================================ DLPack import
+class DLPackOnly:
+    """Exposes nothing but __dlpack__ / __dlpack_device__ of the wrapped array, recording
+    how it was called.  legacy=True: a pre-1.0 producer (no max_version keyword)."""
+
+    def __init__(self, a, legacy=False):
+        self.a, self.legacy, self.calls = a, legacy, []
+
+    def __dlpack__(self, *args, **kw):
+        self.calls.append(kw)
+        if self.legacy and "max_version" in kw:
+            raise TypeError("__dlpack__() got an unexpected keyword argument 'max_version'")
+        return self.a.__dlpack__(*args, **kw)
+
+    def __dlpack_device__(self):
+        return self.a.__dlpack_device__()
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_dlpack_import_numpy(xzw, legacy):
+    x, z, w = xzw
+    out = np.full(SHAPE, NAN, np.float32)
+    args = [DLPackOnly(a, legacy) for a in (x, z, w, out)]
+    refcounts = [sys.getrefcount(a) for a in (x, z, w, out)]
+    assert gatednorm.rmsnorm_gated(*args[:3], out=args[3]) is args[3]
+    check_result(out, x, z, w)
+    for p in args:
+        assert p.calls[0] == {"stream": None, "max_version": (1, 0)}  # host device: no stream
+        if legacy:
+            assert p.calls[1] == {} and len(p.calls) == 2
+        else:
+            assert len(p.calls) == 1
+    gc.collect()
+    # every consumed capsule was released (numpy's deleter drops its reference)
+    assert [sys.getrefcount(a) for a in (x, z, w, out)] == refcounts
+
+
+@pytest.mark.parametrize("dt", ["bf16", "fp16", "fp32"])
+@pytest.mark.parametrize("legacy", [False, True])
+def test_dlpack_import_devicearray(rng, dt, legacy):
+    d = _dtypes.to_numpy_dtype(dt)
+    x = rng.standard_normal(SHAPE).astype(d)
+    z = rng.standard_normal(SHAPE).astype(d)
+    w = np.ones(SHAPE[-1], d)
+    live = _dlpack.live_exports()
+    dev = [DeviceArray.from_numpy(a, device="cpu") for a in (x, z, w, np.full(SHAPE, NAN, d))]
+    out = dev[3]
+    gatednorm.rmsnorm_gated(*(DLPackOnly(a, legacy) for a in dev[:3]), out=DLPackOnly(out, legacy))
+    check_result(out, x, z, w)
+    assert _dlpack.live_exports() == live  # the deleters ran
+
+
+def test_dlpack_strided_view(rng):
+    x = rng.standard_normal((5, 2, 64)).astype(np.float32)
+    xb = DeviceArray.from_numpy(np.concatenate([x, x], axis=-1), device="cpu")
+    xv = xb[:, :, 64:]  # head stride 128 elements
+    w = np.ones(64, np.float32)
+    y = gatednorm.rmsnorm_gated(DLPackOnly(xv), None, w, out=np.full(x.shape, NAN, np.float32))
+    check_result(y, x, None, w)
+
+
+def test_dlpack_read_only_out(xzw):
+    x, z, w = xzw
+    ro = np.full(SHAPE, NAN, np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(x, z, w, out=DLPackOnly(ro))
+    assert ei.value.message.startswith("out:")
+    assert np.isnan(ro).all()
+
+
+def test_dlpack_read_only_input_is_fine(xzw):
+    x, z, w = xzw
+    xr = x.copy()
+    xr.flags.writeable = False
+    check_result(gatednorm.rmsnorm_gated(DLPackOnly(xr), z, w), x, z, w)
+
+
+class FakeGPUProducer:
+    """Says it lives on a GPU; records the stream it is asked for, then refuses."""
+
+    def __init__(self, device=(2, 0)):
+        self.device, self.streams = device, []
+
+    def __dlpack_device__(self):
+        return self.device
+
+    def __dlpack__(self, *, stream=None, max_version=None, **kw):
+        self.streams.append(stream)
+        raise BufferError("fake producer")
+
+
+@pytest.mark.parametrize("device,stream,expected", [
+    ((2, 0), None, 1),        # CUDA: default stream is passed as 1 (legacy), never 0
+    ((2, 0), 0, 1),
+    ((2, 0), 12345, 12345),
+    ((13, 0), None, 1),       # CUDA managed: same rules
+    ((10, 0), None, 0),       # ROCm: 0 is the default stream
+    ((10, 0), 777, 777),
+])
+def test_dlpack_stream_argument(xzw, device, stream, expected):
+    _, _, w = xzw
+    p = FakeGPUProducer(device)
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(p, None, w, stream=stream)
+    assert p.streams == [expected]
+    assert ei.value.message.startswith("x:") and "fake producer" in ei.value.message
+
+
+def test_dlpack_consumed_capsule_is_rejected(xzw):
+    x, z, w = xzw
+    cap = x.__dlpack__()
+
+    class Same:
+        def __dlpack__(self, **kw):
+            return cap
+
+        def __dlpack_device__(self):
+            return (1, 0)
+
+    gatednorm.rmsnorm_gated(Same(), None, w)  # first use consumes it
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(Same(), None, w)
+    assert ei.value.message.startswith("x:")
+
+
+def test_dlpack_preferred_over_cai(xzw):
+    x, z, w = xzw
+
+    class Both(DLPackOnly):
+        @property
+        def __cuda_array_interface__(self):
+            raise AssertionError("CAI must not be used when DLPack is available")
+
+    p = Both(x)
+    check_result(gatednorm.rmsnorm_gated(p, z, w, stream=0), x, z, w)
+    assert p.calls
+
+
+# ================================================================================ DeviceArray export
+@pytest.mark.parametrize("dt", [np.float16, np.float32, np.uint8, np.int32])
+def test_devicearray_to_numpy_from_dlpack(rng, dt):
+    a = (rng.standard_normal((4, 5, 6)) * 10).astype(dt)
+    da = DeviceArray.from_numpy(a, device="cpu")
+    b = np.from_dlpack(da)
+    assert b.dtype == a.dtype and b.shape == a.shape and np.array_equal(b, a)
+    # a view of the same memory, not a copy
+    assert b.__array_interface__["data"][0] == da.data_ptr
+    # strided views
+    v = da[1:, ::2, 1::3]
+    assert np.array_equal(np.from_dlpack(v), a[1:, ::2, 1::3])
+    assert np.array_equal(np.from_dlpack(da[:, -1]), a[:, -1])
+
+
+@pytest.mark.parametrize("dt", ["bf16", "fp16", "fp32", "float8_e4m3fn", "float8_e4m3fnuz", "e8m0", "uint8", "int32"])
+@pytest.mark.parametrize("versioned", [False, True])
+def test_devicearray_capsule_contents(rng, dt, versioned):
+    d = _dtypes.to_numpy_dtype(dt)
+    a = rng.standard_normal((3, 8)).astype(np.float32).astype(d)
+    da = DeviceArray.from_numpy(a, device="cpu")[:, 2:7]
+    live = _dlpack.live_exports()
+    cap = da.__dlpack__(max_version=(1, 0) if versioned else None)
+    imp = _dlpack.consume(cap)
+    try:
+        t = imp.t
+        assert imp.versioned == versioned
+        assert (t.dtype.code, t.dtype.bits, t.dtype.lanes) == (*_dtypes.NP_TO_DL[d], 1)
+        assert (t.device.device_type, t.device.device_id) == (1, 0)
+        assert t.ndim == 2 and list(t.shape[0:2]) == [3, 5] and list(t.strides[0:2]) == [8, 1]
+        assert int(_dlpack.dlffi.cast("uintptr_t", t.data)) + t.byte_offset == da.data_ptr
+        if versioned:
+            assert imp.flags & _dlpack.FLAG_READ_ONLY == 0
+            assert (imp.managed.version.major, imp.managed.version.minor) == (1, 0)
+    finally:
+        imp.release()
+    assert _dlpack.live_exports() == live
+    del cap
+
+
+def test_devicearray_capsule_lifetime():
+    live = _dlpack.live_exports()
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    da = DeviceArray.from_numpy(a, device="cpu")
+    caps = [da.__dlpack__(), da.__dlpack__(max_version=(1, 0)), da.__dlpack__(max_version=(0, 8))]
+    assert [str(c).split('"')[1] for c in caps] == ["dltensor", "dltensor_versioned", "dltensor"]
+    assert _dlpack.live_exports() == live + 3
+    del caps  # never consumed: the capsule destructor frees them
+    gc.collect()
+    assert _dlpack.live_exports() == live
+    # consumed: the consumer's array keeps the memory alive after the DeviceArray is gone
+    b = np.from_dlpack(da)
+    ref = weakref.ref(da._base)
+    del da
+    gc.collect()
+    assert ref() is not None and np.array_equal(b, a)
+    del b
+    gc.collect()
+    assert ref() is None and _dlpack.live_exports() == live
+
+
+def test_devicearray_dlpack_options():
+    da = DeviceArray.from_numpy(np.zeros(4, np.float32), device="cpu")
+    assert da.__dlpack_device__() == (1, 0)
+    with pytest.raises(BufferError):
+        da.__dlpack__(dl_device=(2, 0))
+    with pytest.raises(BufferError):
+        da.__dlpack__(copy=True)
+    assert np.from_dlpack(da, device="cpu").shape == (4,)
+
+
+def test_devicearray_cpu_has_no_cuda_array_interface():
+    da = DeviceArray.from_numpy(np.zeros(4, np.float32), device="cpu")
+    assert not hasattr(da, "__cuda_array_interface__")
+    with pytest.raises(AttributeError):
+        da.__cuda_array_interface__
+
+
+def test_devicearray_gpu_cuda_array_interface(requires_gpu):
+    a = np.arange(24, dtype=np.float16).reshape(2, 3, 4)
+    da = DeviceArray.from_numpy(a, device="cuda:0")
+    cai = da.__cuda_array_interface__
+    assert cai["version"] == 3 and cai["shape"] == (2, 3, 4) and cai["typestr"] == "<f2"
+    assert cai["data"] == (da.data_ptr, False) and cai["strides"] is None
+    v = da[:, 1:, ::2]
+    assert v.__cuda_array_interface__["strides"] == v.strides
+    # a CAI consumer (ours) reads it back correctly
+
+    class CAIOnly:
+        def __init__(self, a):
+            self.__cuda_array_interface__ = a.__cuda_array_interface__
+
+    u = da[:, 1:]  # token stride 12 elements, last dim contiguous
+    assert u.__cuda_array_interface__["strides"] == (24, 8, 2)
+    y = gatednorm.rmsnorm_gated(CAIOnly(u), None, DeviceArray.from_numpy(np.ones(4, np.float16), device="cuda:0"))
+    assert isinstance(y, DeviceArray) and y.device == "cuda:0"
+    check_result(y, a[:, 1:], None, np.ones(4, np.float16))
+
+
+# ================================================================================ DeviceArray API
+@pytest.mark.parametrize("dt", ["bf16", "fp16", "fp32", "float8_e4m3fn", "uint8", "int32"])
+def test_devicearray_roundtrip(rng, dt):
+    d = _dtypes.to_numpy_dtype(dt)
+    a = rng.standard_normal((7, 3, 5)).astype(np.float32).astype(d)
+    da = DeviceArray.from_numpy(a, device="cpu")
+    assert da.shape == a.shape and da.dtype == d and da.ndim == 3 and da.size == a.size
+    assert da.strides == a.strides and da.element_strides == (15, 5, 1) and da.nbytes == a.nbytes
+    assert da.device == "cpu" and (da.device_type, da.device_id) == (1, 0) and len(da) == 7
+    assert da.numpy().tobytes() == a.tobytes()
+    assert np.asarray(da).tobytes() == a.tobytes()
+
+
+def test_devicearray_views_and_writes(rng):
+    a = rng.standard_normal((6, 4, 10)).astype(np.float32)
+    da = DeviceArray.from_numpy(a, device="cpu")
+    for key in [(slice(1, 5),), (2,), (slice(None), 1, slice(2, 9, 3)), (Ellipsis, 3),
+                (slice(None, None, -2), slice(None), slice(-4, None)), (-1, Ellipsis)]:
+        assert np.array_equal(da[key].numpy(), a[key]), key
+    v = da[:, 1:3, ::2]
+    v.fill_(7.0)
+    a[:, 1:3, ::2] = 7.0
+    assert np.array_equal(da.numpy(), a)  # only the view's elements changed
+    src = rng.standard_normal(v.shape).astype(np.float32)
+    v.copy_(src)
+    a[:, 1:3, ::2] = src
+    assert np.array_equal(da.numpy(), a)
+    assert np.array_equal(DeviceArray.zeros((3, 2), "bf16", device="cpu").numpy().astype(np.float32), np.zeros((3, 2)))
+    assert np.array_equal(da.reshape(-1, 10).numpy(), a.reshape(-1, 10))
+    with pytest.raises(IndexError):
+        da[6]
+
+
+def test_devicearray_memory_is_freed_with_last_view():
+    da = DeviceArray((1000,), np.float32, device="cpu")
+    ref = weakref.ref(da._base)
+    v = da[10:20]
+    del da
+    gc.collect()
+    assert ref() is not None  # the view keeps the allocation
+    del v
+    gc.collect()
+    assert ref() is None
+
+
+def test_devicearray_device_parsing():
+    assert DeviceArray((2,), "fp32", device=(1, 0)).device == "cpu"
+    assert DeviceArray((2,), "fp32", device="CPU").device == "cpu"
+    if gatednorm.device_count() == 0:
+        assert DeviceArray((2,), "fp32").device == "cpu"  # default: GPU 0 if any, else CPU
+        for dev in ("cuda:0", 0, "gpu"):
+            with pytest.raises(GatedNormError):
+                DeviceArray((2,), "fp32", device=dev)
+    with pytest.raises(GatedNormError) as ei:
+        DeviceArray((2,), "fp32", device="tpu:0")
+    assert ei.value.message.startswith("device:")
+
+
+# ================================================================================ CUDA Array Interface
+class CAIDict:
+    """An object carrying a CUDA Array Interface v3 dict (instance attribute, as hip-python
+    does) over host memory."""
+
+    def __init__(self, a, **override):
+        d = {"shape": a.shape, "typestr": a.dtype.str, "data": (a.__array_interface__["data"][0], False),
+             "strides": None if a.flags.c_contiguous else a.strides, "version": 3, "stream": None}
+        d.update(override)
+        self.__cuda_array_interface__ = d
+        self.keep = a
+
+
+class CAIProperty:
+    def __init__(self, a):
+        self.a = a
+
+    @property
+    def __cuda_array_interface__(self):
+        a = self.a
+        return {"shape": a.shape, "typestr": a.dtype.str, "data": (a.ctypes.data, False),
+                "strides": a.strides, "version": 3}
+
+
+@pytest.mark.parametrize("cls", [CAIDict, CAIProperty])
+@pytest.mark.parametrize("dt", [np.float16, np.float32])
+def test_cai_host_memory(rng, cls, dt):
+    x = rng.standard_normal(SHAPE).astype(dt)
+    zb = rng.standard_normal((SHAPE[0], SHAPE[1], 2 * SHAPE[2])).astype(dt)
+    z = zb[:, :, SHAPE[2]:]  # strided: explicit byte strides
+    w = np.ones(SHAPE[-1], dt)
+    out = np.full(SHAPE, NAN, dt)
+    gatednorm.rmsnorm_gated(cls(x), cls(z), cls(w), out=cls(out))
+    check_result(out, x, z, w)
+
+
+def test_cai_errors(xzw):
+    x, z, w = xzw
+    cases = [
+        ("x", dict(x=CAIDict(x.view(np.uint16).view("V2")))),          # '<V2': bf16? ambiguous
+        ("x", dict(x=CAIDict(x, mask=object()))),
+        ("x", dict(x=CAIDict(x, strides=(3, 7, 1)))),                   # bytes not a multiple of 4
+        ("out", dict(out=CAIDict(np.full(SHAPE, NAN, np.float32), data=(x.ctypes.data, True)))),
+        ("z", dict(z=CAIDict(z, typestr="not-a-type"))),
+        ("weight", dict(weight=CAIDict(w, data=None))),
+    ]
+    for name, over in cases:
+        a = dict(x=x, z=z, weight=w, out=None)
+        a.update(over)
+        with pytest.raises(GatedNormError) as ei:
+            gatednorm.rmsnorm_gated(a["x"], a["z"], a["weight"], out=a["out"])
+        assert ei.value.message.startswith(name + ":"), ei.value.message
+
+
+def test_cai_null_pointer(xzw):
+    x, z, w = xzw
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(CAIDict(x, data=(0, False)), z, w)
+    assert ei.value.message.startswith("x:")
+
+
+def test_cai_stream_resolution(xzw):
+    x, _, _ = xzw
+    for cai_stream, expected in [(None, 0), (1, 0), (2, 2), (0xABC0, 0xABC0)]:
+        obj = CAIDict(x, stream=cai_stream)
+        kind = _adapters.kind_of(obj)
+        assert kind == _adapters.CAI
+        s, cai = _adapters.resolve_stream(None, obj, kind)
+        assert s == expected and cai is obj.__cuda_array_interface__
+        # an explicit stream wins
+        assert _adapters.resolve_stream(0x5550, obj, kind)[0] == 0x5550
+    assert _adapters.resolve_stream(None, x, _adapters.kind_of(x)) == (0, None)
+
+
+# ================================================================================ streams
+def test_stream_handles():
+    class TorchLike:
+        cuda_stream = 0x1000
+
+    class CupyLike:
+        ptr = 0x2000
+
+    class Protocol:
+        def __cuda_stream__(self):
+            return (0, 0x3000)
+
+    class IntLike:
+        def __int__(self):
+            return 0x4000
+
+    assert stream_handle(None) == 0
+    assert stream_handle(0x10) == 0x10
+    assert stream_handle(TorchLike()) == 0x1000
+    assert stream_handle(CupyLike()) == 0x2000
+    assert stream_handle(Protocol()) == 0x3000
+    assert stream_handle(IntLike()) == 0x4000
+    assert stream_handle(ctypes.c_void_p(0x5000)) == 0x5000
+    with pytest.raises(GatedNormError):
+        stream_handle("stream")
+
+
+def test_gpu_library_stream(requires_gpu, rng):
+    """A call on a library-created stream; numpy() waits for that stream's work."""
+    T, H, D = 2048, 16, 128
+    x = rng.standard_normal((T, H, D)).astype(np.float32)
+    w = np.ones(D, np.float32)
+    s = gatednorm.Stream(0)
+    assert int(s) != 0
+    xd, wd = DeviceArray.from_numpy(x, device=0), DeviceArray.from_numpy(w, device=0)
+    out = DeviceArray((T, H, D), "bf16", device=0)
+    out.fill_(NAN)
+    assert gatednorm.rmsnorm_gated(xd, None, wd, out=out, stream=s) is out
+    check_result(out.numpy(), x, None, w)
+    out2 = DeviceArray((T, H, D), "bf16", device=0)
+    gatednorm.rmsnorm_gated(xd, None, wd, out=out2, stream=s)
+    s.synchronize()
+    check_result(out2.numpy(), x, None, w)
+
+
+def test_explicit_default_stream_on_cpu(xzw):
+    x, z, w = xzw
+    for s in (None, 0):
+        check_result(gatednorm.rmsnorm_gated(x, z, w, stream=s), x, z, w)
+
+
+# ================================================================================ raw pointers
+def test_from_pointer(xzw):
+    x, z, w = xzw
+    out = np.full(SHAPE, NAN, np.float32)
+    px = from_pointer(x.ctypes.data, x.shape, np.float32)
+    assert px.device == "cpu" and px.shape == SHAPE and px.dtype == np.float32
+    res = gatednorm.rmsnorm_gated(px, from_pointer(ctypes.c_void_p(z.ctypes.data), SHAPE, "fp32"),
+                                  from_pointer(w.ctypes.data, w.shape, "float32"),
+                                  out=from_pointer(out.ctypes.data, SHAPE, np.float32, device="cpu"))
+    assert isinstance(res, DeviceArray)
+    check_result(out, x, z, w)
+
+
+def test_from_pointer_strided(rng):
+    T, H, D = 4, 3, 32
+    zb = rng.standard_normal((T, 4 * H * D)).astype(np.float16)
+    z = zb[:, H * D:2 * H * D].reshape(T, H, D)
+    x = rng.standard_normal((T, H, D)).astype(np.float16)
+    w = np.ones(D, np.float16)
+    pz = from_pointer(z.__array_interface__["data"][0], (T, H, D), np.float16, strides=(4 * H * D, D, 1), owner=zb)
+    assert pz.base is zb and np.array_equal(pz.numpy(), z)
+    check_result(gatednorm.rmsnorm_gated(x, pz, w), x, z, w)
+    with pytest.raises(GatedNormError) as ei:
+        from_pointer(x.ctypes.data, (T, H, D), np.float16, strides=(1, 1))
+    assert ei.value.message.startswith("strides:")
+
+
+# ================================================================================ hip-python
+@pytest.fixture
+def hip():
+    try:
+        import hip._util.types as t
+    except Exception as e:  # pragma: no cover
+        pytest.skip("hip-python is not importable: %s" % e)
+    return t
+
+
+def _hip_devicearray(t, a):
+    d = t.DeviceArray(a)  # wraps the host buffer; CAI v3 after configure()
+    d.configure(_force=True, shape=a.shape, typestr=a.dtype.str, itemsize=a.dtype.itemsize)
+    return d
+
+
+def test_hip_python_devicearray(hip, rng):
+    x = rng.standard_normal(SHAPE).astype(np.float16)
+    z = rng.standard_normal(SHAPE).astype(np.float16)
+    w = np.ones(SHAPE[-1], np.float32)
+    out = np.full(SHAPE, NAN, np.float16)
+    hx, hz, hw, ho = (_hip_devicearray(hip, a) for a in (x, z, w, out))
+    assert _adapters.kind_of(hx) == _adapters.CAI
+    assert gatednorm.rmsnorm_gated(hx, hz, hw, out=ho) is ho
+    check_result(out, x, z, w)
+
+
+def test_hip_python_pointer(hip, xzw):
+    x, z, w = xzw
+    out = np.full(SHAPE, NAN, np.float32)
+    px = hip.Pointer(x)
+    v = from_pointer(px, SHAPE, np.float32)
+    assert v.base is px and v.data_ptr == x.ctypes.data
+    gatednorm.rmsnorm_gated(v, from_pointer(hip.Pointer(z), SHAPE, "fp32"), w,
+                            out=from_pointer(hip.Pointer(out), SHAPE, "fp32"))
+    check_result(out, x, z, w)
+
+
+def test_hip_python_stream_handle(hip):
+    try:
+        from hip import hip as hiprt
+
+        s = hiprt.hipStream_t.fromObj(0x7000)
+    except Exception as e:  # pragma: no cover
+        pytest.skip("cannot build a hipStream_t here: %s" % e)
+    assert stream_handle(s) == 0x7000
+
+
+# ================================================================================ GPU frameworks
+def _gpu_framework(name):
+    if importlib.util.find_spec(name) is None:
+        pytest.skip("%s is not installed" % name)
+    if gatednorm.device_count() == 0:
+        pytest.skip("no GPU visible to libgatednorm")
+    return __import__(name)
+
+
+@pytest.mark.parametrize("dt", ["bfloat16", "float16", "float32"])
+def test_torch(dt):
+    torch = _gpu_framework("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no GPU")
+    tdt = getattr(torch, dt)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(9, 4, 128, device="cuda", dtype=tdt, generator=g)
+    qkvz = torch.randn(9, 4 * 4 * 128, device="cuda", dtype=tdt, generator=g)
+    z = qkvz[:, 3 * 512:].view(9, 4, 128)
+    w = torch.rand(128, device="cuda", dtype=torch.float32, generator=g) + 0.5
+    s = torch.cuda.Stream()
+    with torch.cuda.stream(s):  # launched on torch's current stream
+        y = gatednorm.rmsnorm_gated(x, z, w)
+    s.synchronize()
+    assert isinstance(y, torch.Tensor) and y.dtype == tdt and y.device == x.device
+    np_ = lambda t: t.float().cpu().numpy()  # noqa: E731
+    cmp = reference.compare(np_(y), reference.rmsnorm_gated(np_(x), np_(z), np_(w)), dt)
+    assert cmp.ok, cmp
+    # DeviceArray <-> torch through DLPack
+    da = DeviceArray.from_numpy(np.arange(6, dtype=np.float32), device="cuda:0")
+    assert torch.from_dlpack(da).cpu().tolist() == list(range(6))
+    # a DeviceArray written on a library stream, read by torch on its own stream
+    xs = DeviceArray.from_numpy(np_(x).astype(_dtypes.to_numpy_dtype(dt)), device=0)
+    big = DeviceArray(x.shape, dt, device=0)
+    gs = gatednorm.Stream(0)
+    gatednorm.rmsnorm_gated(xs, None, DeviceArray.from_numpy(np_(w), device=0), out=big, stream=gs)
+    tb = torch.from_dlpack(big)  # must wait for gs before torch reads
+    cmp = reference.compare(np_(tb), reference.rmsnorm_gated(np_(x), None, np_(w)), dt)
+    assert cmp.ok, cmp
+    # out=None with a torch dtype / a numpy-style dtype name
+    assert gatednorm.rmsnorm_gated(x, z, w, out_dtype=torch.float32).dtype == torch.float32
+    assert gatednorm.rmsnorm_gated(x, z, w, out_dtype="fp16").dtype == torch.float16
+
+
+def test_cupy():
+    cp = _gpu_framework("cupy")
+    x = cp.random.standard_normal((9, 4, 64), dtype=cp.float32).astype(cp.float16)
+    z = cp.random.standard_normal((9, 4, 64), dtype=cp.float32).astype(cp.float16)
+    w = cp.ones(64, dtype=cp.float32)
+    out = cp.full(x.shape, cp.nan, dtype=cp.float16)
+    assert gatednorm.rmsnorm_gated(x, z, w, out=out) is out
+    cmp = reference.compare(cp.asnumpy(out), reference.rmsnorm_gated(cp.asnumpy(x), cp.asnumpy(z), cp.asnumpy(w)),
+                            np.float16)
+    assert cmp.ok, cmp
+    y = gatednorm.rmsnorm_gated(x, z, w)  # default out: a DeviceArray on x's GPU
+    assert isinstance(y, DeviceArray) and np.array_equal(y.numpy(), cp.asnumpy(out))
+    assert cp.array_equal(cp.asarray(y), out)  # exported through __cuda_array_interface__
+    assert cp.array_equal(cp.from_dlpack(y), out)
+
+
+def test_jax():
+    jax = _gpu_framework("jax")
+    if not any(d.platform == "gpu" for d in jax.devices()):
+        pytest.skip("jax sees no GPU")
+    rng = np.random.default_rng(0)
+    x, z = (rng.standard_normal((5, 2, 64)).astype(np.float32) for _ in range(2))
+    w = np.ones(64, np.float32)
+    jx, jz, jw = (jax.device_put(a) for a in (x, z, w))
+    y = gatednorm.rmsnorm_gated(jx, jz, jw)  # jax arrays are immutable: out is a DeviceArray
+    jax.block_until_ready(jx)
+    assert isinstance(y, DeviceArray)
+    check_result(y, x, z, w)
+    assert np.array_equal(np.asarray(jax.dlpack.from_dlpack(y)), y.numpy())

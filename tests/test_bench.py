@@ -1,0 +1,36 @@
+"""The benchmark harness runs end to end (CPU backend without a GPU; a one-shape GPU run
+with a GPU) and reports a checked, timed result for gatednorm beside its peers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def test_bench_cli_writes_checked_figures(tmp_path):
+    path = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "gatednorm", "bench", "--quick", "--tokens", "1,32", "--heads", "24",
+         "--variants", "bf16", "--json", str(path)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(path.read_text())
+    assert report["rows"], "no shapes were timed"
+    for row in report["rows"]:
+        assert row["ours_ok"], row            # checked against the reference before timing
+        assert row["ours_s"] > 0 and row["ours_GBps"] > 0
+        for peer in report["peers"]:          # each peer is timed or reported missing
+            assert row.get(f"{peer}_s") is not None or peer in report["missing"] or row.get(f"{peer}_error")
+    assert "ours us" in proc.stdout           # the table is printed
+
+
+def test_bench_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    from gatednorm import bench
+
+    report = bench.run(quick=True, variants=("bf16",), tokens=(1,), heads=(24,))
+    bench.plot(report, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000

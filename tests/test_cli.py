@@ -1,0 +1,103 @@
+"""The command line: info, check (and that check detects failures), cmake-dir, bench hook."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gatednorm
+from gatednorm import cli
+
+
+def test_info(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert gatednorm.version() in out and gatednorm.build_info() in out
+    assert "backends:" in out and "cpu" in out
+    for i in range(gatednorm.device_count()):
+        assert gatednorm.device_name(i) in out
+
+
+def test_check_cpu(capsys):
+    assert cli.main(["check", "--backend", "cpu"]) == 0
+    out = capsys.readouterr().out
+    n = len(cli.check_cases())
+    assert "%d/%d passed" % (n, n) in out and "FAIL" not in out
+
+
+def test_check_reports_failures(monkeypatch, capsys):
+    real = gatednorm.rmsnorm_gated
+
+    def off_by_a_bit(*args, **kw):  # a kernel with a wrong eps
+        kw["eps"] = 0.5
+        return real(*args, **kw)
+
+    monkeypatch.setattr(gatednorm, "rmsnorm_gated", off_by_a_bit)
+    assert cli.main(["check", "--backend", "cpu"]) != 0
+    out = capsys.readouterr().out
+    assert "FAIL" in out
+
+
+def test_check_reports_unwritten_outputs(monkeypatch, capsys):
+    def writes_nothing(x, z=None, weight=None, *, out=None, **kw):
+        return out
+
+    monkeypatch.setattr(gatednorm, "rmsnorm_gated", writes_nothing)
+    assert cli.main(["check", "--backend", "cpu"]) != 0
+    assert "nan=" in capsys.readouterr().out
+
+
+def test_check_gpu_backends(requires_gpu, capsys):
+    assert cli.main(["check", "--backend", "gpu"]) == 0
+
+
+def test_cmake_dir(capsys):
+    assert cli.main(["cmake-dir"]) == 0
+    assert capsys.readouterr().out.strip() == gatednorm.cmake_dir()
+
+
+def test_bench_hook(capsys):
+    parser = cli.build_parser()
+    sub = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"][0]
+    assert {"info", "check", "cmake-dir", "bench"} <= set(sub.choices)
+    try:
+        import gatednorm.bench as bench
+    except ImportError:
+        assert cli.main(["bench"]) == 2
+        assert "not available" in capsys.readouterr().err
+        return
+    # the subcommand is wired to the module: --help lists its options
+    with pytest.raises(SystemExit) as ei:
+        cli.main(["bench", "--help"])
+    assert ei.value.code == 0
+    helptext = capsys.readouterr().out
+    if hasattr(bench, "add_arguments"):
+        probe = cli.argparse.ArgumentParser()
+        bench.add_arguments(probe)
+        for a in probe._actions:
+            for opt in a.option_strings:
+                assert opt in helptext
+
+
+def test_bench_hook_without_module(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gatednorm.bench", None)  # import fails
+    monkeypatch.delattr(gatednorm, "bench", raising=False)
+    assert cli.main(["bench"]) == 2
+    assert "not available" in capsys.readouterr().err
+
+
+def test_no_command_prints_help(capsys):
+    assert cli.main([]) == 2
+    assert "usage" in capsys.readouterr().out
+
+
+def test_python_dash_m():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(gatednorm.__file__).parents[1])] + sys.path))
+    r = subprocess.run([sys.executable, "-m", "gatednorm", "info"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert gatednorm.version() in r.stdout

@@ -1,0 +1,249 @@
+"""Bad inputs: each call raises GatedNormError whose message names the argument, and the
+(NaN-poisoned) output is left bit-identical."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import gatednorm
+from gatednorm import GatedNormError, _dtypes, from_pointer
+
+NAN = float("nan")
+T, H, D = 5, 3, 32
+
+
+def _inputs(rng, dt=np.float32):
+    x = rng.standard_normal((T, H, D)).astype(dt)
+    z = rng.standard_normal((T, H, D)).astype(dt)
+    w = rng.standard_normal(D).astype(dt)
+    return x, z, w
+
+
+def subject(e: GatedNormError) -> str:
+    """The argument a message is about: the text before its first ':' ("x: expected ...",
+    "params.activation: ...")."""
+    return e.message.split(":", 1)[0].strip()
+
+
+def assert_names(e: GatedNormError, name: str, anywhere: bool = False):
+    assert e.status < 0
+    assert e.message, "no message"
+    if anywhere:
+        assert re.search(r"\b%s\b" % re.escape(name), e.message), e.message
+    else:
+        s = subject(e)
+        assert s == name or s.endswith("." + name), "message does not name %r: %s" % (name, e.message)
+    assert e.message in str(e)
+
+
+def expect_error(be, name, x, z, w, out, anywhere=False, out_base=None, **kw):
+    """Run with a poisoned out on backend ``be``; expect an error naming ``name``; check the
+    out buffer is bit-identical."""
+    xb = be.put(x) if isinstance(x, np.ndarray) else x
+    zb = be.put(z) if isinstance(z, np.ndarray) else z
+    wb = be.put(w) if isinstance(w, np.ndarray) else w
+    ob = be.put(out, out_base) if isinstance(out, np.ndarray) else out
+    readable = ob is not None and (isinstance(ob, np.ndarray) or ob.data_ptr != 0)
+    before = be.get(ob).tobytes() if readable else None
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(xb, zb, wb, out=ob, **kw)
+    assert_names(ei.value, name, anywhere)
+    if readable:
+        assert be.get(ob).tobytes() == before, "out was modified by a failed call"
+    return ei.value
+
+
+def poisoned(shape, dt=np.float32):
+    return np.full(shape, NAN, dt)
+
+
+# ------------------------------------------------------------------------------ shapes
+@pytest.mark.parametrize("shape", [(D,), (2, T, H, D), (1, 1, 1, 1, D)])
+def test_wrong_rank_x(be, rng, shape):
+    x = rng.standard_normal(shape).astype(np.float32)
+    expect_error(be, "x", x, None, np.ones(D, np.float32), poisoned(shape))
+
+
+def test_z_shape_mismatch(be, rng):
+    x, z, w = _inputs(rng)
+    expect_error(be, "z", x, z[:, :2], w, poisoned(x.shape))
+
+
+def test_z_rank_mismatch(be, rng):
+    x, z, w = _inputs(rng)
+    expect_error(be, "z", x, z.reshape(T * H, D), w, poisoned(x.shape))
+
+
+@pytest.mark.parametrize("wshape", [(D - 1,), (D + 8,), (1, D), (2, D)])
+def test_weight_shape(be, rng, wshape):
+    x, z, _ = _inputs(rng)
+    expect_error(be, "weight", x, z, np.ones(wshape, np.float32), poisoned(x.shape))
+
+
+@pytest.mark.parametrize("oshape", [(T, H, D - 1), (T + 1, H, D), (T * H, D)])
+def test_out_shape(be, rng, oshape):
+    x, z, w = _inputs(rng)
+    expect_error(be, "out", x, z, w, poisoned(oshape))
+
+
+def test_group_size_not_dividing(be, rng):
+    x = rng.standard_normal((T, 3 * D)).astype(np.float32)
+    expect_error(be, "group_size", x, None, np.ones(D, np.float32), poisoned(x.shape), anywhere=True,
+                 group_size=D - 2)
+
+
+def test_too_many_dims(rng):
+    x = np.zeros((1,) * 9 + (4,), np.float32)
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(x, None, np.ones(4, np.float32))
+    assert_names(ei.value, "x")
+
+
+# ------------------------------------------------------------------------------ strides
+def test_non_contiguous_last_dim(be, rng):
+    x, z, w = _inputs(rng)
+    xs = np.repeat(x, 2, axis=-1)[..., ::2]  # last-dim stride 2
+    zs = np.repeat(z, 2, axis=-1)[..., ::2]
+    out = poisoned((T, H, 2 * D))
+    expect_error(be, "x", xs, z, w, poisoned(x.shape))
+    expect_error(be, "z", x, zs, w, poisoned(x.shape))
+    expect_error(be, "out", x, z, w, out[..., ::2], out_base=out)
+
+
+def test_non_contiguous_weight(be, rng):
+    x, z, w = _inputs(rng)
+    w2 = np.repeat(w, 2)[::2]
+    expect_error(be, "weight", x, z, w2, poisoned(x.shape))
+
+
+# ------------------------------------------------------------------------------ dtypes
+@pytest.mark.parametrize("bad", [np.int32, np.float64, np.uint8, "float8_e4m3fn"])
+@pytest.mark.parametrize("arg", ["x", "z", "weight", "out"])
+def test_unsupported_dtype(be, rng, arg, bad):
+    x, z, w = _inputs(rng)
+    out = poisoned(x.shape)
+    bad = _dtypes.to_numpy_dtype(bad)
+    a = dict(x=x, z=z, weight=w, out=out)
+    a[arg] = (np.ones(out.shape) if arg == "out" else a[arg]).astype(bad)
+    expect_error(be, arg, a["x"], a["z"], a["weight"], a["out"])
+
+
+def test_non_native_byte_order(rng):
+    x, z, w = _inputs(rng)
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(x.astype(">f4"), z, w)
+    assert_names(ei.value, "x")
+
+
+# ------------------------------------------------------------------------------ pointers
+@pytest.mark.parametrize("arg", ["x", "z", "weight", "out"])
+def test_null_data(be, rng, arg):
+    x, z, w = _inputs(rng)
+    out = poisoned(x.shape)
+    a = dict(x=x, z=z, weight=w, out=out)
+    a[arg] = from_pointer(0, a[arg].shape, np.float32)
+    expect_error(be, arg, a["x"], a["z"], a["weight"], a["out"])
+
+
+def test_bare_int_pointer_is_rejected(rng):
+    x, z, w = _inputs(rng)
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(x.ctypes.data, z, w)
+    assert_names(ei.value, "x")
+    assert "from_pointer" in ei.value.message
+
+
+@pytest.mark.parametrize("arg", ["x", "z", "weight", "out"])
+def test_not_an_array(rng, arg):
+    x, z, w = _inputs(rng)
+    a = dict(x=x, z=z, weight=w, out=poisoned(x.shape))
+    a[arg] = [[1.0, 2.0]]
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(a["x"], a["z"], a["weight"], out=a["out"])
+    assert_names(ei.value, arg)
+
+
+def test_read_only_out(rng):
+    x, z, w = _inputs(rng)
+    out = poisoned(x.shape)
+    out.flags.writeable = False
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(x, z, w, out=out)
+    assert_names(ei.value, "out")
+    assert np.isnan(out).all()
+
+
+def test_read_only_inputs_are_fine(rng):
+    x, z, w = _inputs(rng)
+    for a in (x, z, w):
+        a.flags.writeable = False
+    y = gatednorm.rmsnorm_gated(x, z, w)
+    assert gatednorm.reference.compare(y, gatednorm.reference.rmsnorm_gated(x, z, w)).ok
+
+
+# ------------------------------------------------------------------------------ options
+def test_missing_weight(be, rng):
+    x, z, _ = _inputs(rng)
+    expect_error(be, "weight", x, z, None, poisoned(x.shape))
+
+
+@pytest.mark.parametrize("act", ["relu", "", None, 2, -1, 1.5])
+def test_bad_activation(be, rng, act):
+    x, z, w = _inputs(rng)
+    expect_error(be, "activation", x, z, w, poisoned(x.shape), activation=act)
+
+
+@pytest.mark.parametrize("eps", [-1.0, float("nan"), float("inf"), "small"])
+def test_bad_eps(be, rng, eps):
+    x, z, w = _inputs(rng)
+    expect_error(be, "eps", x, z, w, poisoned(x.shape), eps=eps)
+
+
+@pytest.mark.parametrize("g", [-4, "x"])
+def test_bad_group_size_value(be, rng, g):
+    x = rng.standard_normal((T, 2 * D)).astype(np.float32)
+    expect_error(be, "group_size", x, None, np.ones(D, np.float32), poisoned(x.shape), anywhere=True, group_size=g)
+
+
+def test_out_dtype_mismatch(rng):
+    x, z, w = _inputs(rng)
+    out = poisoned(x.shape)
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(x, z, w, out=out, out_dtype="bf16")
+    assert_names(ei.value, "out_dtype")
+    assert np.isnan(out).all()
+
+
+def test_bad_stream_object(rng):
+    x, z, w = _inputs(rng)
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(x, z, w, stream=object())
+    assert_names(ei.value, "stream")
+
+
+# ------------------------------------------------------------------------------ devices
+@pytest.mark.parametrize("arg", ["z", "weight", "out"])
+def test_mixed_devices(requires_gpu, rng, arg):
+    from conftest import Backend
+
+    gpu = Backend("gpu")
+    x, z, w = _inputs(rng)
+    a = dict(x=gpu.put(x), z=gpu.put(z), weight=gpu.put(w), out=gpu.put(poisoned(x.shape)))
+    host = poisoned(x.shape) if arg == "out" else dict(z=z, weight=w)[arg]
+    a[arg] = host  # numpy (CPU) among GPU arrays
+    before = Backend.get(a["out"]).tobytes()
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(a["x"], a["z"], a["weight"], out=a["out"])
+    assert_names(ei.value, arg, anywhere=True)
+    assert Backend.get(a["out"]).tobytes() == before
+
+
+def test_gpu_device_without_gpu():
+    if gatednorm.device_count() > 0:
+        pytest.skip("a GPU is present")
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.DeviceArray((4,), np.float32, device="cuda:0")
+    assert "device" in ei.value.message

@@ -1,0 +1,187 @@
+"""The cffi binding: the cdef comes from gatednorm.h itself; library lookup; errors;
+version/info helpers."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gatednorm
+from gatednorm import GatedNormError, _ffi
+
+
+def header_text() -> str:
+    return _ffi.header_path().read_text()
+
+
+def test_cdef_from_real_header():
+    cdef = _ffi.cdef_from_header(header_text())
+    for line in cdef.splitlines():
+        if line.lstrip().startswith("#"):
+            assert re.fullmatch(r"#define [A-Z_0-9]+ -?(0x[0-9a-fA-F]+|\d+)", line.strip()), line
+    assert "GATEDNORM_API" not in cdef and "extern" not in cdef and "__cplusplus" not in cdef
+    assert "/*" not in cdef
+
+
+def test_every_prototype_is_bound():
+    lib = _ffi.lib()
+    text = header_text()
+    names = re.findall(r"^GATEDNORM_API\b[^(]*?\b(gatednorm_\w+)\s*\(", text, re.M)
+    assert len(names) >= 15 and "gatednorm_rmsnorm_gated" in names
+    for n in names:
+        assert callable(getattr(lib, n)), n
+    # every integer #define of the header is a constant of the binding
+    for name, value in re.findall(r"^#define (GATEDNORM_\w+) (\d+)\s*$", text, re.M):
+        assert getattr(lib, name) == int(value)
+    # the descriptor has DLPack's layout with inline shape/strides
+    assert _ffi.ffi.sizeof("gatednorm_tensor") == 8 + 8 + 4 + 4 + 2 * 8 * lib.GATEDNORM_MAX_DIMS + 8
+
+
+def test_cdef_preprocessor_rules():
+    text = r"""
+#ifndef X_H
+#define X_H
+#include <stdint.h>
+#if defined(_WIN32)
+#  define X_API __declspec(dllexport)
+#else
+#  define X_API
+#endif
+#ifdef __cplusplus
+extern "C" {
+#  if 1
+int not_c(void);
+#  endif
+#endif
+#define X_ONE 1
+#define X_HEX 0x10u
+#define X_NEG (-3)
+#define X_STR "text"
+#define X_MULTI \
+   (1 + 2)
+/* #define X_COMMENTED 5 */
+typedef struct { int32_t a[X_ONE]; } x_t; // trailing comment
+GATEDNORM_API int x_fn(const x_t *p);
+#ifdef __cplusplus
+}
+#endif
+#endif
+"""
+    cdef = _ffi.cdef_from_header(text)
+    lines = [l.strip() for l in cdef.splitlines() if l.strip()]
+    assert "#define X_ONE 1" in lines and "#define X_HEX 0x10" in lines and "#define X_NEG -3" in lines
+    for k in ("X_STR", "X_MULTI", "X_COMMENTED", "X_API", "not_c", "extern", "#include", "X_H", "GATEDNORM_API",
+              "comment"):
+        assert not re.search(r"%s\b" % k, cdef), k
+    assert "int x_fn(const x_t *p);" in cdef.replace("  ", " ").replace(" int", "int")
+    import cffi
+
+    f = cffi.FFI()
+    f.cdef(cdef)  # valid cffi input
+    assert f.sizeof("x_t") == 4
+
+
+def test_header_lookup_prefers_installed(monkeypatch, tmp_path):
+    pkg = tmp_path / "gatednorm"
+    (pkg / "include").mkdir(parents=True)
+    (pkg / "include" / "gatednorm.h").write_text("/* installed */")
+    monkeypatch.setattr(_ffi, "package_dir", lambda: pkg)
+    assert _ffi.header_path() == pkg / "include" / "gatednorm.h"
+
+
+def test_library_lookup(monkeypatch, tmp_path):
+    pkg = tmp_path / "gatednorm"
+    (pkg / "lib").mkdir(parents=True)
+    monkeypatch.setattr(_ffi, "package_dir", lambda: pkg)
+    monkeypatch.delenv("GATEDNORM_LIBRARY", raising=False)
+    with pytest.raises(GatedNormError) as ei:
+        _ffi.library_path()
+    assert "GATEDNORM_LIBRARY" in ei.value.message
+    for n in ("libgatednorm.so.0.1.0", "libgatednorm.so.0", "libgatednorm.so"):
+        (pkg / "lib" / n).write_text("")
+    assert _ffi.library_path() == str(pkg / "lib" / "libgatednorm.so")
+    monkeypatch.setenv("GATEDNORM_LIBRARY", str(tmp_path / "nope.so"))
+    with pytest.raises(GatedNormError) as ei:
+        _ffi.library_path()
+    assert "nope.so" in ei.value.message
+
+
+def _subprocess(code: str, env_update: dict):
+    env = dict(os.environ, **env_update)
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(gatednorm.__file__).parents[1])] + sys.path)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_import_is_lazy_and_missing_library_is_clear():
+    code = ("import gatednorm, numpy as np\n"
+            "print('imported')\n"
+            "print(gatednorm.cmake_dir())\n"
+            "try:\n"
+            "    gatednorm.rmsnorm_gated(np.zeros((1, 4), np.float32), None, np.ones(4, np.float32))\n"
+            "except gatednorm.GatedNormError as e:\n"
+            "    print('ERR', e)\n")
+    r = _subprocess(code, {"GATEDNORM_LIBRARY": "/nonexistent/libgatednorm.so"})
+    assert r.returncode == 0, r.stderr
+    assert "imported" in r.stdout and "ERR" in r.stdout and "/nonexistent/libgatednorm.so" in r.stdout
+
+
+def test_error_carries_library_message():
+    lib = _ffi.lib()
+    buf = _ffi.ffi.new("char[]", 64)
+    st = lib.gatednorm_device_name(12345, buf, 64)
+    assert st < 0
+    with pytest.raises(GatedNormError) as ei:
+        _ffi.check(st, "gatednorm_device_name")
+    e = ei.value
+    assert e.status == st and e.message == _ffi.ffi.string(lib.gatednorm_last_error()).decode()
+    assert e.message and e.status_name == _ffi.ffi.string(lib.gatednorm_status_string(st)).decode()
+    assert "gatednorm_device_name" in str(e)
+    _ffi.check(0)  # success: no exception
+
+
+def test_op_error_is_gatednorm_error_with_status():
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(np.zeros((2, 3, 4), np.float32), None, np.ones(5, np.float32))
+    assert ei.value.status == _ffi.lib().GATEDNORM_STATUS_INVALID_ARGUMENT
+    assert isinstance(ei.value, Exception)
+
+
+def test_version_and_info():
+    lib = _ffi.lib()
+    v = gatednorm.version()
+    assert v == "%d.%d.%d" % (lib.GATEDNORM_VERSION_MAJOR, lib.GATEDNORM_VERSION_MINOR, lib.GATEDNORM_VERSION_PATCH)
+    info = gatednorm.build_info()
+    assert info.startswith("gatednorm " + v) and "cpu" in info
+    n = gatednorm.device_count()
+    assert isinstance(n, int) and n >= 0
+    for i in range(n):
+        assert gatednorm.device_name(i)
+
+
+def test_package_paths():
+    pkg = Path(gatednorm.__file__).parent
+    assert Path(gatednorm.cmake_dir()) == pkg / "lib" / "cmake" / "gatednorm"
+    assert Path(gatednorm.get_include()) == pkg / "include"
+    if (pkg / "include" / "gatednorm.h").exists():  # installed package: the header ships with it
+        assert _ffi.header_path() == pkg / "include" / "gatednorm.h"
+        assert (Path(gatednorm.cmake_dir()) / "gatednormConfig.cmake").exists()
+
+
+def test_params_default_comes_from_library():
+    p = _ffi.lib().gatednorm_rmsnorm_gated_params_default()
+    assert p.struct_size == _ffi.ffi.sizeof("gatednorm_rmsnorm_gated_params")
+    assert p.norm_before_gate == 1 and p.activation == 0 and p.group_size == 0
+    assert p.eps == pytest.approx(1e-6) and p.weight_offset == 0.0
+
+
+def test_pointer_device_of_host_memory():
+    from gatednorm._runtime import pointer_device
+
+    a = np.zeros(16, np.float32)
+    assert pointer_device(a.ctypes.data) == (1, 0)

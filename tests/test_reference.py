@@ -1,0 +1,113 @@
+"""The oracle itself: gatednorm.reference against independent per-row arithmetic and the
+properties of the spec, and the comparison rule (it must reject one-ulp errors)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from gatednorm import _dtypes, reference
+
+
+def _row_by_row(x, z, w, eps, nbg, act, off):
+    """Plain-Python (math module) gated RMSNorm of one row, straight from ops.md §1."""
+    a = None
+    if z is not None:
+        if act == "silu":
+            a = [v / (1.0 + math.exp(-v)) for v in z]
+        else:
+            a = [1.0 / (1.0 + math.exp(-v)) for v in z]
+    u = list(x) if (a is None or nbg) else [xi * ai for xi, ai in zip(x, a)]
+    rstd = 1.0 / math.sqrt(sum(v * v for v in u) / len(u) + eps)
+    y = [ui * rstd * (wi + off) for ui, wi in zip(u, w)]
+    if a is not None and nbg:
+        y = [yi * ai for yi, ai in zip(y, a)]
+    return y
+
+
+@pytest.mark.parametrize("nbg", [True, False])
+@pytest.mark.parametrize("act", ["silu", "sigmoid"])
+@pytest.mark.parametrize("gate", [True, False])
+def test_matches_row_by_row(rng, nbg, act, gate):
+    x = rng.standard_normal((3, 2, 9)).astype(np.float32)
+    z = rng.standard_normal((3, 2, 9)).astype(np.float32) * 3 if gate else None
+    w = rng.standard_normal(9).astype(np.float32)
+    eps, off = 0.25, 0.5  # representable in fp32: no rounding of the options
+    y = reference.rmsnorm_gated(x, z, w, eps=eps, norm_before_gate=nbg, activation=act, weight_offset=off)
+    assert y.dtype == np.float64 and y.shape == x.shape
+    for t in range(3):
+        for h in range(2):
+            expect = _row_by_row(x[t, h].astype(float), None if z is None else z[t, h].astype(float),
+                                 w.astype(float), eps, nbg, act, off)
+            np.testing.assert_allclose(y[t, h], expect, rtol=1e-13, atol=1e-15)
+
+
+def test_bf16_inputs_upcast_exactly(rng):
+    xb = rng.standard_normal((4, 16)).astype(_dtypes.bfloat16)
+    w = np.ones(16, np.float32)
+    a = reference.rmsnorm_gated(xb, None, w)
+    b = reference.rmsnorm_gated(xb.astype(np.float64), None, w)
+    assert np.array_equal(a, b)
+
+
+def test_group_size_view(rng):
+    x = rng.standard_normal((5, 3 * 8))
+    z = rng.standard_normal((5, 3 * 8))
+    w = rng.standard_normal(8)
+    a = reference.rmsnorm_gated(x, z, w, group_size=8)
+    b = reference.rmsnorm_gated(x.reshape(5, 3, 8), z.reshape(5, 3, 8), w).reshape(5, 24)
+    assert np.array_equal(a, b)
+
+
+def test_plain_rmsnorm_has_unit_rms(rng):
+    x = rng.standard_normal((7, 64)) * 5
+    y = reference.rmsnorm_gated(x, None, np.ones(64), eps=0.0)
+    np.testing.assert_allclose(np.sqrt(np.mean(y * y, axis=-1)), 1.0, rtol=1e-12)
+
+
+def test_silu_extremes():
+    z = np.array([-1000.0, -50.0, 0.0, 50.0, 1000.0])
+    s = reference.silu(z)
+    assert np.all(np.isfinite(s)) and s[2] == 0 and s[-1] == 1000.0 and abs(s[0]) < 1e-300
+
+
+def test_ulp():
+    bf, f16, f32 = _dtypes.bfloat16, _dtypes.float16, _dtypes.float32
+    assert reference.ulp(1.0, bf) == 2.0 ** -7
+    assert reference.ulp(1.5, f16) == 2.0 ** -10
+    assert reference.ulp(-3.0, f32) == 2.0 ** -22
+    assert reference.ulp(0.0, f16) == 2.0 ** -24           # fp16 subnormal spacing
+    assert reference.ulp(1e-6, f16) == 2.0 ** -24
+    assert reference.ulp(2.0 ** -130, f32) == 2.0 ** -149  # fp32 subnormal spacing
+    for dt in (bf, f16, f32):  # agrees with numpy's spacing for normal values
+        for v in (0.3, 7.0, 1234.5):
+            assert reference.ulp(v, dt) == float(np.spacing(np.array(v, dt)).astype(np.float64)) or dt == bf
+
+
+@pytest.mark.parametrize("dt", ["bf16", "fp16", "fp32"])
+def test_compare_accepts_rounding_rejects_one_ulp(rng, dt):
+    d = _dtypes.to_numpy_dtype(dt)
+    ref = rng.standard_normal(1000) * 3
+    rounded = ref.astype(np.float32).astype(d)  # single(ish) rounding: accepted
+    assert reference.compare(rounded, ref, d).ok
+    # one element off by one ulp (bf16/fp16), or by 2e-5 relative plus one ulp (fp32, whose
+    # tolerance is dominated by the fp32 arithmetic term): rejected, and located
+    bad = rounded.astype(np.float64)
+    step = reference.ulp(bad[123], d) + (2 * reference.DEFAULT_RTOL * abs(bad[123]) if dt == "fp32" else 0)
+    bad[123] += step if bad[123] >= ref[123] else -step  # away from the reference
+    c = reference.compare(bad.astype(d), ref, d)
+    assert not c.ok and c.n_bad >= 1 and "(123,)" in c.worst
+    # a poisoned (unwritten) element: rejected and counted
+    nanned = rounded.copy()
+    nanned[7] = np.nan
+    c = reference.compare(nanned, ref, d)
+    assert not c.ok and c.n_nan == 1
+    # shape mismatch
+    assert not reference.compare(rounded[:10], ref, d).ok
+
+
+def test_compare_nan_in_both_is_fine():
+    ref = np.array([1.0, np.nan])
+    assert reference.compare(np.array([1.0, np.nan], np.float32), ref).ok

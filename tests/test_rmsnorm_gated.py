@@ -1,0 +1,268 @@
+"""gatednorm.rmsnorm_gated against the float64 reference, on every backend.
+
+Every output is poisoned with NaN first; every element must be written and lie within
+reference.tolerance(): 0.5 ulp of the output dtype + 2e-5 relative (one rounding of an fp32
+computation) + a tiny absolute term for subnormals.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import gatednorm
+from gatednorm import _dtypes, reference
+from gatednorm.testing import randn
+
+DT = {"bf16": _dtypes.bfloat16, "fp16": _dtypes.float16, "fp32": _dtypes.float32}
+NAN = float("nan")
+
+
+def make_inputs(rng, shape, xd, zd, wd, *, gate="before", weight_offset=0.0, group_size=None, xscale=1.0):
+    D = group_size or shape[-1]
+    x = randn(rng, shape, DT[xd], scale=xscale)
+    z = None if gate == "none" else randn(rng, shape, DT[zd], scale=2.0)
+    # weights around 1 (or around 0 for zero-centred "1 + w" weights), sign changes included
+    w = randn(rng, (D,), DT[wd], scale=0.5, shift=0.0 if weight_offset else 1.0)
+    return x, z, w
+
+
+def opts(gate="before", activation="silu", weight_offset=0.0, group_size=None, eps=1e-6):
+    return dict(norm_before_gate=gate != "after", activation=activation, weight_offset=weight_offset,
+                group_size=group_size, eps=eps)
+
+
+def run_and_check(be, x, z, w, od, kw, *, out=None, out_base=None):
+    """Run on backend ``be`` with a NaN-poisoned out (or the given one); check against the
+    reference; return the numpy result."""
+    ref = reference.rmsnorm_gated(x, z, w, **kw)
+    if out is None:
+        out = np.full(x.shape, NAN, DT[od] if isinstance(od, str) else od)
+    outb = be.put(out, out_base)
+    res = gatednorm.rmsnorm_gated(be.put(x), be.put(z), be.put(w), out=outb, **kw)
+    assert res is outb
+    got = be.get(outb)
+    assert got.shape == x.shape and got.dtype == out.dtype
+    assert not np.isnan(got.astype(np.float32)).any(), "outputs left unwritten (still NaN)"
+    cmp = reference.compare(got, ref, got.dtype)
+    assert cmp.ok, cmp
+    return got
+
+
+# ------------------------------------------------------------------------------ dtypes
+@pytest.mark.parametrize("gate", ["before", "after"])
+@pytest.mark.parametrize("xd,zd,wd,od", list(itertools.product(DT, DT, DT, DT)))
+def test_dtype_combinations(be, rng, xd, zd, wd, od, gate):
+    x, z, w = make_inputs(rng, (5, 3, 96), xd, zd, wd, gate=gate)
+    run_and_check(be, x, z, w, od, opts(gate))
+
+
+# ------------------------------------------------------------------------------ sizes
+SIZES_D = [1, 7, 64, 96, 128, 256, 1000]
+SIZES_T = [1, 3, 17, 1000]
+
+
+@pytest.mark.parametrize("cfg", ["bf16", "fp32"])
+@pytest.mark.parametrize("gate", ["before", "after", "none"])
+@pytest.mark.parametrize("T", SIZES_T)
+@pytest.mark.parametrize("D", SIZES_D)
+def test_sizes(be, rng, D, T, gate, cfg):
+    H = 3 if T * D <= 20000 else 1
+    xd, wd, od = ("bf16", "fp32", "bf16") if cfg == "bf16" else ("fp32", "fp32", "fp32")
+    x, z, w = make_inputs(rng, (T, H, D), xd, xd, wd, gate=gate)
+    run_and_check(be, x, z, w, od, opts(gate))
+
+
+# ------------------------------------------------------------------------------ options
+@pytest.mark.parametrize("dt", list(DT))
+@pytest.mark.parametrize("gate", ["before", "after"])
+@pytest.mark.parametrize("shape", [(17, 4, 128), (3, 7)])
+def test_sigmoid(be, rng, shape, gate, dt):
+    x, z, w = make_inputs(rng, shape, dt, dt, dt, gate=gate)
+    run_and_check(be, x, z, w, dt, opts(gate, activation="sigmoid"))
+
+
+def test_activations_differ(rng):
+    """silu and sigmoid (and the two gate orders) must give different results: the
+    option reaches the kernel."""
+    x, z, w = make_inputs(rng, (4, 2, 32), "fp32", "fp32", "fp32")
+    ys = [gatednorm.rmsnorm_gated(x, z, w, **opts(g, activation=a)) for g in ("before", "after")
+          for a in ("silu", "sigmoid")]
+    for a, b in itertools.combinations(ys, 2):
+        assert not np.allclose(a, b)
+
+
+@pytest.mark.parametrize("gate", ["before", "after", "none"])
+@pytest.mark.parametrize("dt", ["bf16", "fp32"])
+def test_weight_offset(be, rng, gate, dt):
+    x, z, w = make_inputs(rng, (9, 2, 128), dt, dt, dt, gate=gate, weight_offset=1.0)
+    got = run_and_check(be, x, z, w, dt, opts(gate, weight_offset=1.0))
+    ref0 = reference.rmsnorm_gated(x, z, w, **opts(gate))  # without the offset: must differ
+    assert not reference.compare(got, ref0, DT[dt]).ok
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-6, 1e-2])
+def test_eps(be, rng, eps):
+    # small inputs, so that eps is a large part of mean(x^2)
+    x, z, w = make_inputs(rng, (6, 2, 64), "fp32", "fp32", "fp32", xscale=0.03)
+    run_and_check(be, x, z, w, "fp32", opts(eps=eps))
+
+
+def test_zero_rows_input(be, rng):
+    # x = 0: rstd = 1/sqrt(eps) stays finite and the output is exactly 0
+    x = np.zeros((3, 2, 16), _dtypes.float32)
+    _, z, w = make_inputs(rng, (3, 2, 16), "fp32", "fp32", "fp32")
+    got = run_and_check(be, x, z, w, "fp32", opts())
+    assert np.all(got == 0)
+
+
+def test_nan_propagates(be, rng):
+    x, z, w = make_inputs(rng, (4, 3, 32), "fp32", "fp32", "fp32")
+    x[2, 1, 5] = np.nan
+    ref = reference.rmsnorm_gated(x, z, w)
+    out = be.put(np.full(x.shape, NAN, np.float32))
+    got = be.get(gatednorm.rmsnorm_gated(be.put(x), be.put(z), be.put(w), out=out))
+    assert np.isnan(got[2, 1]).all()  # the NaN row is NaN, not clamped
+    mask = np.ones(x.shape[:2], bool)
+    mask[2, 1] = False
+    assert reference.compare(got[mask], ref[mask], np.float32).ok
+
+
+def test_deterministic(be, rng):
+    x, z, w = make_inputs(rng, (33, 4, 128), "bf16", "bf16", "fp32")
+    a = be.get(gatednorm.rmsnorm_gated(be.put(x), be.put(z), be.put(w), out=be.put(np.full(x.shape, NAN, x.dtype))))
+    b = be.get(gatednorm.rmsnorm_gated(be.put(x), be.put(z), be.put(w), out=be.put(np.full(x.shape, NAN, x.dtype))))
+    assert a.tobytes() == b.tobytes()
+
+
+# ------------------------------------------------------------------------------ views
+@pytest.mark.parametrize("gate", ["before", "after", "none"])
+def test_2d_is_3d_with_one_head(be, rng, gate):
+    """[N, D] is [N, 1, D]; and a [T, H, D] input gives the rows of [T*H, D]."""
+    x, z, w = make_inputs(rng, (7, 5, 64), "bf16", "bf16", "fp32", gate=gate)
+    y3 = run_and_check(be, x, z, w, "bf16", opts(gate))
+    z2 = None if z is None else z.reshape(35, 64)
+    y2 = run_and_check(be, x.reshape(35, 64), z2, w, "bf16", opts(gate))
+    assert y2.tobytes() == y3.reshape(35, 64).tobytes()
+
+
+@pytest.mark.parametrize("gate", ["before", "after"])
+@pytest.mark.parametrize("D", [64, 128])
+def test_group_size(be, rng, gate, D):
+    T, H = 11, 4
+    x, z, w = make_inputs(rng, (T, H * D), "bf16", "bf16", "bf16", gate=gate, group_size=D)
+    y = run_and_check(be, x, z, w, "bf16", opts(gate, group_size=D))
+    y3 = run_and_check(be, x.reshape(T, H, D), z.reshape(T, H, D), w, "bf16", opts(gate))
+    assert y.tobytes() == y3.tobytes()
+
+
+def _column_slice(rng, T, inner, extra, col0, dtype, fill=None):
+    """(view [T, inner], base [T, inner + extra]): a column slice of a wider buffer."""
+    if fill is None:
+        base = randn(rng, (T, inner + extra), dtype)
+    else:
+        base = np.full((T, inner + extra), fill, dtype)
+    return base[:, col0:col0 + inner], base
+
+
+@pytest.mark.parametrize("gate", ["before", "after"])
+@pytest.mark.parametrize("dt", ["bf16", "fp32"])
+def test_strided_qkvz(be, rng, gate, dt):
+    """z as a column slice of a fused qkvz projection, x with a head stride of 2*D, out as a
+    column slice of a wider buffer: results correct, and the rest of out's buffer untouched."""
+    T, H, D = 19, 4, 128
+    d = DT[dt]
+    qkvz = randn(rng, (T, 4 * H * D), d, scale=2.0)
+    z = qkvz[:, 3 * H * D:].reshape(T, H, D)  # token stride 4HD, head stride D
+    xb = randn(rng, (T, H, 2 * D), d)
+    x = xb[:, :, D:]  # head stride 2D
+    w = randn(rng, (D,), d, scale=0.5, shift=1.0)
+    ob = np.full((T, H * D + 40), NAN, d)
+    out = ob[:, 24:24 + H * D].reshape(T, H, D)
+    assert not (x.flags.c_contiguous or z.flags.c_contiguous or out.flags.c_contiguous)
+    kw = opts(gate)
+    ref = reference.rmsnorm_gated(x, z, w, **kw)
+    xdev, zdev, wdev = be.put(x, xb), be.put(z, qkvz), be.put(w)
+    odev = be.put(out, ob)
+    assert gatednorm.rmsnorm_gated(xdev, zdev, wdev, out=odev, **kw) is odev
+    got = be.get(odev)
+    assert not np.isnan(got.astype(np.float32)).any()
+    assert reference.compare(got, ref, d).ok
+    full = be.get_base(odev, ob).astype(np.float32)
+    assert np.isnan(full[:, :24]).all() and np.isnan(full[:, 24 + H * D:]).all(), "wrote outside out"
+
+
+@pytest.mark.parametrize("gate", ["before", "after"])
+def test_strided_2d_group_size(be, rng, gate):
+    """The GDN layout: 2-D [T, H*D] x and z column slices with group_size = D."""
+    T, H, D = 8, 3, 128
+    x, xb = _column_slice(rng, T, H * D, 3 * H * D, H * D, _dtypes.bfloat16)
+    z, zb = _column_slice(rng, T, H * D, 2 * H * D, 2 * H * D, _dtypes.bfloat16)
+    w = randn(rng, (D,), _dtypes.float32, scale=0.5, shift=1.0)
+    out, ob = _column_slice(rng, T, H * D, 8, 8, _dtypes.bfloat16, fill=NAN)
+    kw = opts(gate, group_size=D)
+    ref = reference.rmsnorm_gated(x, z, w, **kw)
+    odev = be.put(out, ob)
+    gatednorm.rmsnorm_gated(be.put(x, xb), be.put(z, zb), be.put(w), out=odev, **kw)
+    got = be.get(odev)
+    assert not np.isnan(got.astype(np.float32)).any()
+    assert reference.compare(got, ref, _dtypes.bfloat16).ok
+    full = be.get_base(odev, ob).astype(np.float32)
+    assert np.isnan(full[:, :8]).all()
+
+
+@pytest.mark.parametrize("gate", ["before", "after", "none"])
+@pytest.mark.parametrize("dt", ["bf16", "fp16", "fp32"])
+def test_in_place(be, rng, gate, dt):
+    x, z, w = make_inputs(rng, (13, 4, 96), dt, dt, "fp32", gate=gate)
+    kw = opts(gate)
+    ref = reference.rmsnorm_gated(x, z, w, **kw)
+    xdev = be.put(x)
+    assert gatednorm.rmsnorm_gated(xdev, be.put(z), be.put(w), out=xdev, **kw) is xdev
+    got = be.get(xdev)
+    assert reference.compare(got, ref, DT[dt]).ok
+
+
+def test_in_place_strided(be, rng):
+    T, H, D = 6, 2, 64
+    xb = randn(rng, (T, H, 3 * D), _dtypes.bfloat16)
+    x = xb[:, :, D:2 * D]
+    _, z, w = make_inputs(rng, (T, H, D), "bf16", "bf16", "bf16")
+    ref = reference.rmsnorm_gated(x, z, w)
+    before = xb.copy()
+    xdev = be.put(x, xb)
+    gatednorm.rmsnorm_gated(xdev, be.put(z), be.put(w), out=xdev)
+    assert reference.compare(be.get(xdev), ref, _dtypes.bfloat16).ok
+    full = be.get_base(xdev, xb)
+    for sl in (slice(0, D), slice(2 * D, 3 * D)):  # neighbours of the view are untouched
+        assert full[:, :, sl].tobytes() == before[:, :, sl].tobytes()
+
+
+# ------------------------------------------------------------------------------ default out
+@pytest.mark.parametrize("dt", list(DT))
+def test_default_out_numpy(rng, dt):
+    x, z, w = make_inputs(rng, (5, 2, 32), dt, dt, "fp32")
+    y = gatednorm.rmsnorm_gated(x, z, w)
+    assert isinstance(y, np.ndarray) and y.dtype == DT[dt] and y.shape == x.shape
+    assert reference.compare(y, reference.rmsnorm_gated(x, z, w), DT[dt]).ok
+
+
+@pytest.mark.parametrize("od", ["bf16", "fp16", np.float32, "float32"])
+def test_out_dtype(rng, od):
+    x, z, w = make_inputs(rng, (5, 2, 32), "bf16", "bf16", "fp32")
+    y = gatednorm.rmsnorm_gated(x, z, w, out_dtype=od)
+    assert y.dtype == _dtypes.to_numpy_dtype(od)
+    assert reference.compare(y, reference.rmsnorm_gated(x, z, w), y.dtype).ok
+
+
+def test_default_out_devicearray(be, rng):
+    if be.name == "cpu":
+        pytest.skip("numpy inputs give numpy outputs (test_default_out_numpy)")
+    x, z, w = make_inputs(rng, (5, 2, 32), "bf16", "bf16", "fp32")
+    xd = be.put(x)
+    y = gatednorm.rmsnorm_gated(xd, be.put(z), be.put(w), out_dtype="fp32")
+    assert isinstance(y, gatednorm.DeviceArray)
+    assert y.device == xd.device and y.dtype == np.float32 and y.shape == x.shape
+    assert reference.compare(y.numpy(), reference.rmsnorm_gated(x, z, w), np.float32).ok
