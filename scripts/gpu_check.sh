@@ -87,7 +87,7 @@ fi
 
 step "benchmark"
 # shellcheck disable=SC2086
-if python3 -m gatednorm bench $quick $bench_args --json "$out/bench.json" --plot "$out/bench.png" > "$out/bench.md"; then
+if python3 -m gatednorm bench $quick $bench_args --json "$out/bench.json" --plot "$out/bench.png" | tee "$out/bench.md"; then
   record bench ok
 else
   record bench "FAIL (result check or crash)"

@@ -16,6 +16,7 @@ import json
 import math
 import platform
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -404,7 +405,12 @@ def run(quick=False, variants=VARIANTS, tokens=None, heads=None, peers=PEERS):
     for variant in variants:
         for H in heads or GPU_HEADS:
             for T in tokens or GPU_TOKENS:
-                report["rows"].append(gpu.bench_shape(gatednorm, variant, T, H, peers))
+                t0 = time.perf_counter()
+                row = gpu.bench_shape(gatednorm, variant, T, H, peers)
+                report["rows"].append(row)
+                # progress on stderr, so a run cut short still shows what it measured
+                print(f"[bench {time.perf_counter() - t0:5.1f}s] {variant} T={T} H={H}: ours {_fmt_us(row['ours_s'])} us "
+                      + " ".join(f"{p} {_fmt_us(row.get(p + '_s'))}" for p in peers), file=sys.stderr, flush=True)
     report["host_latency"] = gpu.host_latency(gatednorm)
     return report
 
