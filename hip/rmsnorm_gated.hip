@@ -10,10 +10,16 @@ namespace {
 // Largest row the register-resident vec kernel holds: 256 lanes x 4 chunks x 8 elements.
 constexpr int kVecMaxDim = kBlockThreads * 4 * 8;
 
+// Rows a team keeps in flight per iteration: two when a lane holds one 16-byte chunk of a
+// 16-bit row (short rows, e.g. D = 128); one when its chunk of an fp32 row is already 32
+// bytes or it holds four chunks (two would spill).
+template <int XDT, int CPT>
+constexpr int kRowsPerIteration = CPT == 1 && XDT != kF32 ? 2 : 1;
+
 bool aligned16(const void *p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 bool vec_path_ok(const RmsnormGatedProblem &p) {
-    if (p.dim % 8 != 0 || p.dim > kVecMaxDim) return false;
+    if (p.dim % 8 != 0 || p.dim > kVecMaxDim || !aligned16(p.weight)) return false;
     if (p.z.data && p.z.dtype != p.x.dtype) return false;
     const RowsView *views[3] = {&p.x, &p.z, &p.out};
     for (const RowsView *v : views) {
@@ -41,9 +47,10 @@ unsigned grid_for(Kernel kernel, int device_id, int64_t blocks_needed) {
 
 template <int XDT, int ODT, int TPR, int CPT>
 void launch_vec(const RmsnormGatedArgs &a, int device_id, hipStream_t stream) {
-    auto kernel = rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT>;
-    constexpr int kTeams = kBlockThreads / TPR;
-    const unsigned grid = grid_for(kernel, device_id, (int64_t(a.rows) + kTeams - 1) / kTeams);
+    constexpr int R = kRowsPerIteration<XDT, CPT>;
+    auto kernel = rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, R>;
+    constexpr int kRowsPerBlock = kBlockThreads / TPR * R;
+    const unsigned grid = grid_for(kernel, device_id, (int64_t(a.rows) + kRowsPerBlock - 1) / kRowsPerBlock);
     kernel<<<grid, kBlockThreads, 0, stream>>>(a);
 }
 

@@ -66,12 +66,42 @@ __device__ __forceinline__ void store8(char *p, const float (&v)[8]) {
     } else {
         uint32_t w[4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const uint32_t lo = DT == kBF16 ? f32_to_bf16(v[2 * i]) : f32_to_f16(v[2 * i]);
-            const uint32_t hi = DT == kBF16 ? f32_to_bf16(v[2 * i + 1]) : f32_to_f16(v[2 * i + 1]);
-            w[i] = lo | (hi << 16);
-        }
+        for (int i = 0; i < 4; ++i) w[i] = DT == kBF16 ? pack_bf16x2(v[2 * i], v[2 * i + 1]) : pack_f16x2(v[2 * i], v[2 * i + 1]);
         *reinterpret_cast<uint4 *>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+    }
+}
+
+// The weight's dtype is known only at run time.  Its 8-element chunk is loaded once per
+// thread as raw bits (16 bytes, or 32 for fp32) with no use in the branch, so the load
+// does not stall the thread before the first row's loads are issued; it is widened per row.
+struct RawChunk {
+    uint4 lo, hi;  // hi only for fp32
+};
+
+__device__ __forceinline__ RawChunk load_raw_chunk(const char *p, int dt) {
+    RawChunk r;
+    r.lo = reinterpret_cast<const uint4 *>(p)[0];
+    r.hi = dt == kF32 ? reinterpret_cast<const uint4 *>(p)[1] : make_uint4(0, 0, 0, 0);
+    return r;
+}
+
+__device__ __forceinline__ void widen_chunk(const RawChunk &r, int dt, float offset, float (&v)[8]) {
+    const uint32_t w[8] = {r.lo.x, r.lo.y, r.lo.z, r.lo.w, r.hi.x, r.hi.y, r.hi.z, r.hi.w};
+    if (dt == kF32) {
+#pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] = f32_from_bits(w[k]) + offset;
+    } else if (dt == kBF16) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            v[2 * i] = f32_from_bits(w[i] << 16) + offset;
+            v[2 * i + 1] = f32_from_bits(w[i] & 0xffff0000u) + offset;
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            v[2 * i] = f16_to_f32(uint16_t(w[i] & 0xffffu)) + offset;
+            v[2 * i + 1] = f16_to_f32(uint16_t(w[i] >> 16)) + offset;
+        }
     }
 }
 
@@ -111,68 +141,95 @@ __device__ __forceinline__ void row_offsets(const RmsnormGatedArgs &a, int32_t r
     oo = int64_t(t) * a.o_st + int64_t(h) * a.o_sh;
 }
 
-template <int XDT, int ODT, int TPR, int CPT>
-__global__ void __launch_bounds__(kBlockThreads) rmsnorm_gated_vec_kernel(const RmsnormGatedArgs a) {
+// Resident blocks per multiprocessor the register budget must allow (256 threads each),
+// by the 16-byte loads of x a lane keeps in flight: one keeps 6 blocks (40 registers),
+// two (two rows, or an fp32 chunk) keep 4 (64); four-chunk rows (D > 256) need ~190
+// registers and run one block, which still keeps 256 x 4 x 32 bytes in flight per SM.
+template <int XDT, int CPT, int R>
+constexpr int kMinBlocksPerSM = [] {
+    constexpr int loads = R * CPT * (XDT == kF32 ? 2 : 1);
+    return loads == 1 ? 6 : loads == 2 ? 4 : 1;
+}();
+
+// R rows per team per iteration: all of their loads are issued before any is used, so a
+// thread keeps R x CPT x 32 bytes in flight.
+template <int XDT, int ODT, int TPR, int CPT, int R>
+__global__ void __launch_bounds__(kBlockThreads, (kMinBlocksPerSM<XDT, CPT, R>)) rmsnorm_gated_vec_kernel(const RmsnormGatedArgs a) {
     constexpr int kTeams = kBlockThreads / TPR;
     constexpr int kXBytes = XDT == kF32 ? 4 : 2;
     constexpr int kOBytes = ODT == kF32 ? 4 : 2;
     const int lane = threadIdx.x % TPR;
     const int team = threadIdx.x / TPR;
     const bool has_z = a.z != nullptr;
+    const int wbytes = dtype_size(a.weight_dtype);
 
-    float w[CPT][8];
+    RawChunk wraw[CPT];
 #pragma unroll
     for (int j = 0; j < CPT; ++j) {
         const int col = (lane + j * TPR) * 8;
-#pragma unroll
-        for (int k = 0; k < 8; ++k)
-            w[j][k] = col < a.dim ? load_as_f32(static_cast<const char *>(a.weight) + (col + k) * dtype_size(a.weight_dtype), a.weight_dtype) + a.weight_offset : 0.0f;
+        if (col < a.dim) wraw[j] = load_raw_chunk(static_cast<const char *>(a.weight) + col * wbytes, a.weight_dtype);
     }
 
-    for (int32_t base = blockIdx.x * kTeams; base < a.rows; base += gridDim.x * kTeams) {
-        const int32_t row = base + team;
-        const bool row_ok = row < a.rows;
-        int64_t xo = 0, zo = 0, oo = 0;
-        if (row_ok) row_offsets(a, row, xo, zo, oo);
-
-        float u[CPT][8], g[CPT][8];
+    for (int32_t base = blockIdx.x * kTeams * R; base < a.rows; base += gridDim.x * kTeams * R) {
+        float u[R][CPT][8], g[R][CPT][8];
+        int64_t oo[R];
+        bool row_ok[R];
 #pragma unroll
-        for (int j = 0; j < CPT; ++j) {
-            const int col = (lane + j * TPR) * 8;
-            const bool ok = row_ok && col < a.dim;
+        for (int r = 0; r < R; ++r) {
+            const int32_t row = base + r * kTeams + team;  // neighbouring teams: neighbouring rows
+            row_ok[r] = row < a.rows;
+            int64_t xo = 0, zo = 0;
+            oo[r] = 0;
+            if (row_ok[r]) row_offsets(a, row, xo, zo, oo[r]);
 #pragma unroll
-            for (int k = 0; k < 8; ++k) u[j][k] = g[j][k] = 0.0f;
-            if (ok) load8<XDT>(a.x + xo + int64_t(col) * kXBytes, u[j]);
-            if (ok && has_z) load8<XDT>(a.z + zo + int64_t(col) * kXBytes, g[j]);
-        }
-
-        float ss = 0.0f;
+            for (int j = 0; j < CPT; ++j) {
+                const int col = (lane + j * TPR) * 8;
+                const bool ok = row_ok[r] && col < a.dim;
 #pragma unroll
-        for (int j = 0; j < CPT; ++j) {
-#pragma unroll
-            for (int k = 0; k < 8; ++k) {
-                if (has_z) {
-                    g[j][k] = activate(g[j][k], a.activation);
-                    if (!a.norm_before_gate) u[j][k] *= g[j][k];
-                }
-                ss += u[j][k] * u[j][k];
+                for (int k = 0; k < 8; ++k) u[r][j][k] = g[r][j][k] = 0.0f;
+                if (ok) load8<XDT>(a.x + xo + int64_t(col) * kXBytes, u[r][j]);
+                if (ok && has_z) load8<XDT>(a.z + zo + int64_t(col) * kXBytes, g[r][j]);
             }
         }
-        ss = team_sum<TPR>(ss);
-        const float rstd = rsqrtf(ss * a.inv_dim + a.eps);
+
+        float ss[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            ss[r] = 0.0f;
+#pragma unroll
+            for (int j = 0; j < CPT; ++j) {
+#pragma unroll
+                for (int k = 0; k < 8; ++k) {
+                    if (has_z) {
+                        g[r][j][k] = activate(g[r][j][k], a.activation);
+                        if (!a.norm_before_gate) u[r][j][k] *= g[r][j][k];
+                    }
+                    ss[r] += u[r][j][k] * u[r][j][k];
+                }
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r) ss[r] = team_sum<TPR>(ss[r]);
         const bool gate_after = has_z && a.norm_before_gate;
 
 #pragma unroll
         for (int j = 0; j < CPT; ++j) {
             const int col = (lane + j * TPR) * 8;
-            if (!row_ok || col >= a.dim) continue;
-            float y[8];
+            if (col >= a.dim) continue;
+            float w[8];
+            widen_chunk(wraw[j], a.weight_dtype, a.weight_offset, w);
 #pragma unroll
-            for (int k = 0; k < 8; ++k) {
-                y[k] = u[j][k] * rstd * w[j][k];
-                if (gate_after) y[k] *= g[j][k];
+            for (int r = 0; r < R; ++r) {
+                if (!row_ok[r]) continue;
+                const float rstd = rsqrtf(ss[r] * a.inv_dim + a.eps);
+                float y[8];
+#pragma unroll
+                for (int k = 0; k < 8; ++k) {
+                    y[k] = u[r][j][k] * rstd * w[k];
+                    if (gate_after) y[k] *= g[r][j][k];
+                }
+                store8<ODT>(a.out + oo[r] + int64_t(col) * kOBytes, y);
             }
-            store8<ODT>(a.out + oo + int64_t(col) * kOBytes, y);
         }
     }
 }

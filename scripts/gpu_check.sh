@@ -3,7 +3,8 @@
 # compiler's resource report and SASS, run the GPU tests, `gatednorm check`, the C consumer
 # and the benchmark, and write the report to OUTDIR (at most 8 files, for the device tool).
 #
-#   bash scripts/gpu_check.sh OUTDIR [--quick] [--bench-args "..."]
+#   bash scripts/gpu_check.sh OUTDIR [--quick] [--tune] [--bench-args "..."]
+#   --tune also builds and runs scripts/tune_rmsnorm_gated.cu (launch-shape A/B)
 #
 # Python packages the host lacks (cffi, pycparser, fla-core, einops, gemlite) come as
 # wheels in .whl/ (../shared/tools/offline_wheels.sh .whl), installed to /tmp/site.
@@ -11,10 +12,12 @@ set -uo pipefail
 out=${1:?usage: scripts/gpu_check.sh OUTDIR [--quick] [--bench-args ARGS]}
 shift
 quick=""
+tune=""
 bench_args=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="--quick" ;;
+    --tune) tune=1 ;;
     --bench-args) bench_args="$2"; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -69,6 +72,12 @@ lib=$(ls /tmp/gn/gatednorm/lib/libgatednorm.so.*.*.* | head -n 1)
 } > "$out/sass.txt" 2>&1
 grep -E "^REG" "$out/sass.txt" | awk '{print $2}' | sort -n | uniq -c | sed 's/^/registers: /'
 if grep -qE "STACK [1-9]|LOCAL [1-9]| (LDL|STL)" "$out/sass.txt"; then record sass "local memory used (see sass.txt)"; else record sass "no stack, no local memory"; fi
+
+if [ -n "$tune" ]; then
+  step "launch-shape A/B (scripts/tune_rmsnorm_gated.cu)"
+  if nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include -Ipybind_free_api/src \
+       scripts/tune_rmsnorm_gated.cu -o /tmp/tune && /tmp/tune | tee "$out/tune.txt"; then record tune ok; else record tune FAIL; fi
+fi
 
 step "pytest (GPU tests included)"
 if python3 -m pytest -q -p no:cacheprovider -rs tests 2>&1 | tee "$out/pytest.log"; then record pytest ok; else record pytest FAIL; fi
