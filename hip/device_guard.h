@@ -1,5 +1,5 @@
 // Small host-side helpers the GPU launchers share: make a tensor's device current for the
-// duration of a call, turn runtime errors into statuses, and cache per-device facts.
+// duration of a call, and turn runtime errors into statuses.
 #pragma once
 #include "backend.h"
 #include "port.h"
@@ -41,8 +41,5 @@ class DeviceGuard {
     bool switched_ = false;
     gatednorm_status status_ = GATEDNORM_STATUS_SUCCESS;
 };
-
-// Multiprocessor (CU) count of a device, asked once per device.
-int multiprocessor_count(int device_id);
 
 }  // namespace gn

@@ -3,13 +3,11 @@
 // Keep this list short: every name a kernel or launcher uses must appear here.
 //
 //   runtime: hipError_t hipSuccess hipGetErrorString hipGetLastError hipStream_t
-//            hipGetDeviceCount hipGetDevice hipSetDevice hipDeviceGetAttribute
-//            hipDeviceAttributeMultiprocessorCount hipDeviceProp_t hipGetDeviceProperties
+//            hipGetDeviceCount hipGetDevice hipSetDevice hipDeviceProp_t hipGetDeviceProperties
 //            hipMalloc hipFree hipMemcpyAsync hipMemcpyDefault hipMemsetAsync
 //            hipStreamCreateWithFlags hipStreamNonBlocking hipStreamSynchronize
 //            hipStreamDestroy hipDeviceSynchronize hipPointerGetAttributes
 //            hipPointerAttribute_t hipMemoryType{Host,Device,Managed,Unregistered}
-//            hipOccupancyMaxActiveBlocksPerMultiprocessor
 //   device:  gn_shfl_xor (shuffle within groups of `width` <= 32 lanes, all lanes active)
 //
 // No code depends on the warp width (64 on CDNA, 32 on RDNA and NVIDIA): reductions work
@@ -32,8 +30,6 @@ using hipPointerAttribute_t = cudaPointerAttributes;
 #define hipGetDeviceCount cudaGetDeviceCount
 #define hipGetDevice cudaGetDevice
 #define hipSetDevice cudaSetDevice
-#define hipDeviceGetAttribute cudaDeviceGetAttribute
-#define hipDeviceAttributeMultiprocessorCount cudaDevAttrMultiProcessorCount
 #define hipGetDeviceProperties cudaGetDeviceProperties
 #define hipMalloc cudaMalloc
 #define hipFree cudaFree
@@ -50,7 +46,6 @@ using hipPointerAttribute_t = cudaPointerAttributes;
 #define hipMemoryTypeDevice cudaMemoryTypeDevice
 #define hipMemoryTypeManaged cudaMemoryTypeManaged
 #define hipMemoryTypeUnregistered cudaMemoryTypeUnregistered
-#define hipOccupancyMaxActiveBlocksPerMultiprocessor cudaOccupancyMaxActiveBlocksPerMultiprocessor
 #define GN_POINTER_MEMORY_TYPE(attr) ((attr).type)
 
 __device__ __forceinline__ float gn_shfl_xor(float v, int lane_mask, int width) {

@@ -142,19 +142,22 @@ __device__ __forceinline__ void row_offsets(const RmsnormGatedArgs &a, int32_t r
 }
 
 // Resident blocks per multiprocessor the register budget must allow (256 threads each),
-// by the 16-byte loads of x a lane keeps in flight: one keeps 6 blocks (40 registers),
-// two (two rows, or an fp32 chunk) keep 4 (64); four-chunk rows (D > 256) need ~190
-// registers and run one block, which still keeps 256 x 4 x 32 bytes in flight per SM.
+// by the 16-byte loads of x a lane keeps in flight: one keeps 5 blocks (51 registers; at 6
+// the 40-register cap spills 4-8 bytes), two (two rows, or an fp32 chunk) keep 4 (64);
+// four-chunk rows (D > 256) need ~190 registers and run one block, which still keeps
+// 256 x 4 x 32 bytes in flight per SM.
 template <int XDT, int CPT, int R>
 constexpr int kMinBlocksPerSM = [] {
     constexpr int loads = R * CPT * (XDT == kF32 ? 2 : 1);
-    return loads == 1 ? 6 : loads == 2 ? 4 : 1;
+    return loads == 1 ? 5 : loads == 2 ? 4 : 1;
 }();
 
 // R rows per team per iteration: all of their loads are issued before any is used, so a
-// thread keeps R x CPT x 32 bytes in flight.
-template <int XDT, int ODT, int TPR, int CPT, int R>
-__global__ void __launch_bounds__(kBlockThreads, (kMinBlocksPerSM<XDT, CPT, R>)) rmsnorm_gated_vec_kernel(const RmsnormGatedArgs a) {
+// thread keeps R x CPT x 32 bytes in flight.  The library launches R = 1 (one row per team,
+// a block per 256 / TPR rows); R and MIN_BLOCKS stay parameters for
+// scripts/tune_rmsnorm_gated.cu, which measured R = 2 and 4 slower on the H100 (NOTES.md).
+template <int XDT, int ODT, int TPR, int CPT, int R = 1, int MIN_BLOCKS = kMinBlocksPerSM<XDT, CPT, R>>
+__global__ void __launch_bounds__(kBlockThreads, MIN_BLOCKS) rmsnorm_gated_vec_kernel(const RmsnormGatedArgs a) {
     constexpr int kTeams = kBlockThreads / TPR;
     constexpr int kXBytes = XDT == kF32 ? 4 : 2;
     constexpr int kOBytes = ODT == kF32 ? 4 : 2;

@@ -11,11 +11,6 @@
 
 namespace gn {
 
-namespace {
-constexpr int kMaxDevices = 64;
-int g_sm_count[kMaxDevices];  // 0 = not asked yet; racing writers store the same value
-}  // namespace
-
 int gpu_platform() {
 #if defined(GN_PLATFORM_CUDA)
     return GATEDNORM_DEVICE_TYPE_CUDA;
@@ -34,19 +29,6 @@ const char *gpu_build_info() {
 #endif
     }
     return info;
-}
-
-int multiprocessor_count(int device_id) {
-    if (device_id < 0 || device_id >= kMaxDevices) return 1;
-    int n = g_sm_count[device_id];
-    if (n == 0) {
-        if (hipDeviceGetAttribute(&n, hipDeviceAttributeMultiprocessorCount, device_id) != hipSuccess || n < 1) {
-            (void)hipGetLastError();
-            n = 1;
-        }
-        g_sm_count[device_id] = n;
-    }
-    return n;
 }
 
 gatednorm_status gpu_device_count(int32_t *count) {

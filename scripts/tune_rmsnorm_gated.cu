@@ -1,6 +1,7 @@
-// A/B of the gated RMSNorm vec kernel's launch shapes on one GPU, for NOTES.md: rows per
-// team iteration R in {1, 2, 4} x grid {persistent (SMs x resident blocks), one pass (a
-// block per row group)}, bf16 [T, H, 128] with a bf16 gate and weight.  Timed as the
+// A/B of the gated RMSNorm vec kernel's shapes on one GPU, for NOTES.md, bf16 [T, H, 128]
+// with a bf16 gate and weight, one-pass grids: the library's choice (16 lanes x 1 chunk,
+// one row per team, 5 blocks/SM) against 6 and 8 blocks/SM (40/32-register caps), two rows per team,
+// and 8 lanes x 2 chunks.  (Run 2 measured R in {1, 2, 4} x persistent/one-pass grids.)  Timed as the
 // benchmark does: a CUDA graph of >= 20 launches over rotated input copies (>= 2x L2 per
 // replay where the shape is small), median of 20 replays.  Not part of the library.
 //
@@ -31,14 +32,15 @@ struct Set {
     char *x, *z, *out;
 };
 
-template <int R>
-float time_variant(const std::vector<Set> &sets, const void *w, int T, int H, bool persistent, int sms) {
-    auto kernel = rmsnorm_gated_vec_kernel<kBF16, kBF16, TPR, 1, R>;
+template <int LANES, int CPT, int R, int MINB>
+float time_variant(const std::vector<Set> &sets, const void *w, int T, int H, const char *name) {
+    auto kernel = rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, CPT, R, MINB>;
     int per_sm = 0;
     CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kBlockThreads, 0));
-    const int rows = T * H, rows_per_block = kBlockThreads / TPR * R;
-    const long need = (rows + rows_per_block - 1) / rows_per_block;
-    const unsigned grid = unsigned(persistent ? std::min<long>(need, long(sms) * per_sm) : need);
+    cudaFuncAttributes attr;
+    CHECK(cudaFuncGetAttributes(&attr, kernel));
+    const int rows = T * H, rows_per_block = kBlockThreads / LANES * R;
+    const unsigned grid = unsigned((rows + rows_per_block - 1) / rows_per_block);
     RmsnormGatedArgs a{};
     a.weight = w;
     a.x_st = a.z_st = a.o_st = int64_t(H) * D * 2;
@@ -85,13 +87,13 @@ float time_variant(const std::vector<Set> &sets, const void *w, int T, int H, bo
     CHECK(cudaGraphExecDestroy(ge));
     CHECK(cudaGraphDestroy(g));
     CHECK(cudaStreamDestroy(s));
-    printf("  R=%d %-10s grid %6u (%d/SM): %8.2f us\n", R, persistent ? "persistent" : "one-pass", grid, per_sm, ts[ts.size() / 2]);
+    printf("  %-34s grid %6u, %3d regs, %d blocks/SM, %3d B local: %8.2f us\n", name, grid, attr.numRegs, per_sm,
+           int(attr.localSizeBytes), ts[ts.size() / 2]);
     return ts[ts.size() / 2];
 }
 
 int main() {
-    int sms = 0, l2 = 0;
-    CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    int l2 = 0;
     CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0));
     std::mt19937 rng(1);
     std::normal_distribution<float> nd;
@@ -116,11 +118,11 @@ int main() {
             CHECK(cudaMemcpy(st.z, host.data(), n * 2, cudaMemcpyHostToDevice));
         }
         printf("bf16 [%d, %d, 128]: %.1f MB per call, %d rotated sets\n", T, H, bytes / 1e6, nsets);
-        for (bool persistent : {true, false}) {
-            time_variant<1>(sets, w, T, H, persistent, sms);
-            time_variant<2>(sets, w, T, H, persistent, sms);
-            time_variant<4>(sets, w, T, H, persistent, sms);
-        }
+        time_variant<TPR, 1, 1, 5>(sets, w, T, H, "16 lanes x 1 chunk, 1 row (library)");
+        time_variant<TPR, 1, 1, 6>(sets, w, T, H, "16 lanes x 1 chunk, 1 row, 6 blk/SM");
+        time_variant<TPR, 1, 1, 8>(sets, w, T, H, "16 lanes x 1 chunk, 1 row, 8 blk/SM");
+        time_variant<TPR, 1, 2, 4>(sets, w, T, H, "16 lanes x 1 chunk, 2 rows");
+        time_variant<8, 2, 1, 4>(sets, w, T, H, "8 lanes x 2 chunks, 1 row");
         for (auto &st : sets) {
             CHECK(cudaFree(st.x));
             CHECK(cudaFree(st.z));

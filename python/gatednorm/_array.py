@@ -69,6 +69,10 @@ class DeviceArray:
 
     Slicing with ints and slices gives views.  ``strides`` are in bytes, as numpy's;
     ``element_strides`` in elements, as DLPack's.
+
+    The memory is freed (``cudaFree`` / ``hipFree``) when the last view goes.  Keep arrays
+    alive across a CUDA/HIP graph capture: a free during a capture invalidates it (call
+    ``gc.collect()`` before capturing if unreachable arrays may be pending).
     """
 
     __slots__ = ("_ptr", "_shape", "_estrides", "_dtype", "_dl", "_devtype", "_devid", "_base",

@@ -12,6 +12,7 @@ against a numpy composition, so the harness itself runs everywhere.
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import json
 import math
 import platform
@@ -177,9 +178,16 @@ class _Gpu:
         torch.cuda.current_stream().wait_stream(stream)
         torch.cuda.synchronize()
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, stream=stream):
-            for i in range(calls):
-                fns[i % len(fns)]()
+        # No garbage collection inside the capture: a finalizer that frees device memory
+        # (an unreachable DeviceArray's cudaFree) would invalidate it (seen in run 2).
+        gc.collect()
+        gc.disable()
+        try:
+            with torch.cuda.graph(g, stream=stream):
+                for i in range(calls):
+                    fns[i % len(fns)]()
+        finally:
+            gc.enable()
         g.replay()
         torch.cuda.synchronize()
         times = []
