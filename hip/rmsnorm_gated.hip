@@ -80,6 +80,12 @@ RmsnormGatedArgs make_args(const RmsnormGatedProblem &p) {
     a.eps = p.eps;
     a.weight_offset = p.weight_offset;
     a.inv_dim = 1.0f / float(p.dim);
+    // Rows r of [T, H] sit at r * stride_h when stride_t == H * stride_h (or H == 1).
+    auto flat = [&](const RowsView &v) { return !v.data || p.heads == 1 || v.stride_t == p.heads * v.stride_h; };
+    a.flat_rows = flat(p.x) && flat(p.z) && flat(p.out);
+    a.x_sr = p.heads == 1 ? a.x_st : a.x_sh;
+    a.z_sr = p.heads == 1 ? a.z_st : a.z_sh;
+    a.o_sr = p.heads == 1 ? a.o_st : a.o_sh;
     return a;
 }
 

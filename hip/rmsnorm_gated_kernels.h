@@ -5,8 +5,8 @@
 //    out's dtype too; the weight dtype is resolved once per thread at preload.
 //  - generic: any D, alignment and dtype mix; 32 lanes per row, two passes over the row
 //    (the second one hits cache).  The slow path that keeps every input legal.
-// Both loop over rows with a trip count uniform across the block so that every lane of a
-// team reaches the shuffles (no early exits before a collective).
+// Both are one-pass: the grid has a team per row, and no lane exits before the team's
+// shuffles (rows past the end take part with zeros).
 #pragma once
 #include "numerics.h"
 #include "port.h"
@@ -23,6 +23,8 @@ struct RmsnormGatedArgs {
     char *out;
     const void *weight;
     int64_t x_st, x_sh, z_st, z_sh, o_st, o_sh;  // byte strides
+    int64_t x_sr, z_sr, o_sr;                    // byte stride of a row, when flat_rows
+    int32_t flat_rows;  // every tensor's row r sits at r * stride: no division by H needed
     int32_t rows;                                // T * H (< 2^31, checked by the launcher)
     int32_t heads;
     int32_t dim;
@@ -71,9 +73,9 @@ __device__ __forceinline__ void store8(char *p, const float (&v)[8]) {
     }
 }
 
-// The weight's dtype is known only at run time.  Its 8-element chunk is loaded once per
-// thread as raw bits (16 bytes, or 32 for fp32) with no use in the branch, so the load
-// does not stall the thread before the first row's loads are issued; it is widened per row.
+// The weight's dtype is known only at run time.  Its 8-element chunk is loaded as raw bits
+// (16 bytes, or 32 for fp32) with no use in the branch, and widened only where it is used,
+// so the load overlaps the row's loads instead of stalling the thread before them.
 struct RawChunk {
     uint4 lo, hi;  // hi only for fp32
 };
@@ -134,6 +136,12 @@ __device__ __forceinline__ float team_sum(float v) {
 
 __device__ __forceinline__ void row_offsets(const RmsnormGatedArgs &a, int32_t row, int64_t &xo,
                                             int64_t &zo, int64_t &oo) {
+    if (a.flat_rows) {  // contiguous [T, H] rows: the common case, and the latency-critical one
+        xo = int64_t(row) * a.x_sr;
+        zo = int64_t(row) * a.z_sr;
+        oo = int64_t(row) * a.o_sr;
+        return;
+    }
     const uint32_t t = uint32_t(row) / uint32_t(a.heads);
     const uint32_t h = uint32_t(row) - t * uint32_t(a.heads);
     xo = int64_t(t) * a.x_st + int64_t(h) * a.x_sh;
@@ -142,20 +150,21 @@ __device__ __forceinline__ void row_offsets(const RmsnormGatedArgs &a, int32_t r
 }
 
 // Resident blocks per multiprocessor the register budget must allow (256 threads each),
-// by the 16-byte loads of x a lane keeps in flight: one keeps 5 blocks (51 registers; at 6
-// the 40-register cap spills 4-8 bytes), two (two rows, or an fp32 chunk) keep 4 (64);
-// four-chunk rows (D > 256) need ~190 registers and run one block, which still keeps
-// 256 x 4 x 32 bytes in flight per SM.
+// by the 16-byte loads of x a lane keeps in flight: one keeps 6 blocks (40 registers; the
+// kernel needs 39), two (two rows, or an fp32 chunk) keep 4 (64), four-chunk rows
+// (D > 256, ~115 registers) keep 2.  8 blocks (32 registers) spilled and ran up to 50%
+// slower in run 3's A/B.
 template <int XDT, int CPT, int R>
 constexpr int kMinBlocksPerSM = [] {
     constexpr int loads = R * CPT * (XDT == kF32 ? 2 : 1);
-    return loads == 1 ? 5 : loads == 2 ? 4 : 1;
+    return loads == 1 ? 6 : loads == 2 ? 4 : 2;
 }();
 
-// R rows per team per iteration: all of their loads are issued before any is used, so a
-// thread keeps R x CPT x 32 bytes in flight.  The library launches R = 1 (one row per team,
-// a block per 256 / TPR rows); R and MIN_BLOCKS stay parameters for
-// scripts/tune_rmsnorm_gated.cu, which measured R = 2 and 4 slower on the H100 (NOTES.md).
+// A team owns R rows (the library launches R = 1: a block per 256 / TPR rows, no loop,
+// so nothing is loop-invariant for the compiler to hoist in front of the row's loads).
+// All loads of x and z are issued first, then the weight's raw bits, which are widened
+// only where they are used: a thread waits on DRAM once.  R and MIN_BLOCKS stay
+// parameters for scripts/tune_rmsnorm_gated.cu (R = 2 and 4 measured slower, NOTES.md).
 template <int XDT, int ODT, int TPR, int CPT, int R = 1, int MIN_BLOCKS = kMinBlocksPerSM<XDT, CPT, R>>
 __global__ void __launch_bounds__(kBlockThreads, MIN_BLOCKS) rmsnorm_gated_vec_kernel(const RmsnormGatedArgs a) {
     constexpr int kTeams = kBlockThreads / TPR;
@@ -164,115 +173,108 @@ __global__ void __launch_bounds__(kBlockThreads, MIN_BLOCKS) rmsnorm_gated_vec_k
     const int lane = threadIdx.x % TPR;
     const int team = threadIdx.x / TPR;
     const bool has_z = a.z != nullptr;
-    const int wbytes = dtype_size(a.weight_dtype);
+    const int32_t base = blockIdx.x * kTeams * R;
 
+    float u[R][CPT][8], g[R][CPT][8];
+    int64_t oo[R];
+    bool row_ok[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const int32_t row = base + r * kTeams + team;  // neighbouring teams: neighbouring rows
+        row_ok[r] = row < a.rows;
+        int64_t xo = 0, zo = 0;
+        oo[r] = 0;
+        if (row_ok[r]) row_offsets(a, row, xo, zo, oo[r]);
+#pragma unroll
+        for (int j = 0; j < CPT; ++j) {
+            const int col = (lane + j * TPR) * 8;
+            const bool ok = row_ok[r] && col < a.dim;
+#pragma unroll
+            for (int k = 0; k < 8; ++k) u[r][j][k] = g[r][j][k] = 0.0f;
+            if (ok) load8<XDT>(a.x + xo + int64_t(col) * kXBytes, u[r][j]);
+            if (ok && has_z) load8<XDT>(a.z + zo + int64_t(col) * kXBytes, g[r][j]);
+        }
+    }
     RawChunk wraw[CPT];
+    const int wbytes = dtype_size(a.weight_dtype);
 #pragma unroll
     for (int j = 0; j < CPT; ++j) {
         const int col = (lane + j * TPR) * 8;
         if (col < a.dim) wraw[j] = load_raw_chunk(static_cast<const char *>(a.weight) + col * wbytes, a.weight_dtype);
     }
 
-    for (int32_t base = blockIdx.x * kTeams * R; base < a.rows; base += gridDim.x * kTeams * R) {
-        float u[R][CPT][8], g[R][CPT][8];
-        int64_t oo[R];
-        bool row_ok[R];
+    float ss[R];
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-            const int32_t row = base + r * kTeams + team;  // neighbouring teams: neighbouring rows
-            row_ok[r] = row < a.rows;
-            int64_t xo = 0, zo = 0;
-            oo[r] = 0;
-            if (row_ok[r]) row_offsets(a, row, xo, zo, oo[r]);
-#pragma unroll
-            for (int j = 0; j < CPT; ++j) {
-                const int col = (lane + j * TPR) * 8;
-                const bool ok = row_ok[r] && col < a.dim;
-#pragma unroll
-                for (int k = 0; k < 8; ++k) u[r][j][k] = g[r][j][k] = 0.0f;
-                if (ok) load8<XDT>(a.x + xo + int64_t(col) * kXBytes, u[r][j]);
-                if (ok && has_z) load8<XDT>(a.z + zo + int64_t(col) * kXBytes, g[r][j]);
-            }
-        }
-
-        float ss[R];
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-            ss[r] = 0.0f;
-#pragma unroll
-            for (int j = 0; j < CPT; ++j) {
-#pragma unroll
-                for (int k = 0; k < 8; ++k) {
-                    if (has_z) {
-                        g[r][j][k] = activate(g[r][j][k], a.activation);
-                        if (!a.norm_before_gate) u[r][j][k] *= g[r][j][k];
-                    }
-                    ss[r] += u[r][j][k] * u[r][j][k];
-                }
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < R; ++r) ss[r] = team_sum<TPR>(ss[r]);
-        const bool gate_after = has_z && a.norm_before_gate;
-
+    for (int r = 0; r < R; ++r) {
+        ss[r] = 0.0f;
 #pragma unroll
         for (int j = 0; j < CPT; ++j) {
-            const int col = (lane + j * TPR) * 8;
-            if (col >= a.dim) continue;
-            float w[8];
-            widen_chunk(wraw[j], a.weight_dtype, a.weight_offset, w);
 #pragma unroll
-            for (int r = 0; r < R; ++r) {
-                if (!row_ok[r]) continue;
-                const float rstd = rsqrtf(ss[r] * a.inv_dim + a.eps);
-                float y[8];
-#pragma unroll
-                for (int k = 0; k < 8; ++k) {
-                    y[k] = u[r][j][k] * rstd * w[k];
-                    if (gate_after) y[k] *= g[r][j][k];
+            for (int k = 0; k < 8; ++k) {
+                if (has_z) {
+                    g[r][j][k] = activate(g[r][j][k], a.activation);
+                    if (!a.norm_before_gate) u[r][j][k] *= g[r][j][k];
                 }
-                store8<ODT>(a.out + oo[r] + int64_t(col) * kOBytes, y);
+                ss[r] += u[r][j][k] * u[r][j][k];
             }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) ss[r] = team_sum<TPR>(ss[r]);
+    const bool gate_after = has_z && a.norm_before_gate;
+
+#pragma unroll
+    for (int j = 0; j < CPT; ++j) {
+        const int col = (lane + j * TPR) * 8;
+        if (col >= a.dim) continue;
+        float w[8];
+        widen_chunk(wraw[j], a.weight_dtype, a.weight_offset, w);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            if (!row_ok[r]) continue;
+            const float rstd = rsqrtf(ss[r] * a.inv_dim + a.eps);
+            float y[8];
+#pragma unroll
+            for (int k = 0; k < 8; ++k) {
+                y[k] = u[r][j][k] * rstd * w[k];
+                if (gate_after) y[k] *= g[r][j][k];
+            }
+            store8<ODT>(a.out + oo[r] + int64_t(col) * kOBytes, y);
         }
     }
 }
 
 __global__ void __launch_bounds__(kBlockThreads) rmsnorm_gated_generic_kernel(const RmsnormGatedArgs a) {
     constexpr int kTeam = kGenericTeamLanes;
-    constexpr int kTeams = kGenericTeams;
     const int lane = threadIdx.x % kTeam;
-    const int team = threadIdx.x / kTeam;
+    const int32_t row = blockIdx.x * kGenericTeams + threadIdx.x / kTeam;  // one row per team
+    const bool row_ok = row < a.rows;
     const bool has_z = a.z != nullptr;
     const bool gate_before = has_z && !a.norm_before_gate;
     const bool gate_after = has_z && a.norm_before_gate;
     const int xs = dtype_size(a.x_dtype), zs = dtype_size(a.z_dtype), os = dtype_size(a.out_dtype);
     const int ws = dtype_size(a.weight_dtype);
+    int64_t xo = 0, zo = 0, oo = 0;
+    if (row_ok) row_offsets(a, row, xo, zo, oo);
 
-    for (int32_t base = blockIdx.x * kTeams; base < a.rows; base += gridDim.x * kTeams) {
-        const int32_t row = base + team;
-        const bool row_ok = row < a.rows;
-        int64_t xo = 0, zo = 0, oo = 0;
-        if (row_ok) row_offsets(a, row, xo, zo, oo);
-
-        float ss = 0.0f;
-        if (row_ok) {
-            for (int c = lane; c < a.dim; c += kTeam) {
-                float u = load_as_f32(a.x + xo + int64_t(c) * xs, a.x_dtype);
-                if (gate_before) u *= activate(load_as_f32(a.z + zo + int64_t(c) * zs, a.z_dtype), a.activation);
-                ss += u * u;
-            }
-        }
-        ss = team_sum<kTeam>(ss);
-        const float rstd = rsqrtf(ss * a.inv_dim + a.eps);
-        if (!row_ok) continue;
+    float ss = 0.0f;
+    if (row_ok) {
         for (int c = lane; c < a.dim; c += kTeam) {
             float u = load_as_f32(a.x + xo + int64_t(c) * xs, a.x_dtype);
-            float g = has_z ? activate(load_as_f32(a.z + zo + int64_t(c) * zs, a.z_dtype), a.activation) : 1.0f;
-            if (gate_before) u *= g;
-            float y = u * rstd * (load_as_f32(static_cast<const char *>(a.weight) + int64_t(c) * ws, a.weight_dtype) + a.weight_offset);
-            if (gate_after) y *= g;
-            store_from_f32(a.out + oo + int64_t(c) * os, a.out_dtype, y);
+            if (gate_before) u *= activate(load_as_f32(a.z + zo + int64_t(c) * zs, a.z_dtype), a.activation);
+            ss += u * u;
         }
+    }
+    ss = team_sum<kTeam>(ss);  // every lane of the team reaches the shuffles
+    if (!row_ok) return;
+    const float rstd = rsqrtf(ss * a.inv_dim + a.eps);
+    for (int c = lane; c < a.dim; c += kTeam) {
+        float u = load_as_f32(a.x + xo + int64_t(c) * xs, a.x_dtype);
+        float g = has_z ? activate(load_as_f32(a.z + zo + int64_t(c) * zs, a.z_dtype), a.activation) : 1.0f;
+        if (gate_before) u *= g;
+        float y = u * rstd * (load_as_f32(static_cast<const char *>(a.weight) + int64_t(c) * ws, a.weight_dtype) + a.weight_offset);
+        if (gate_after) y *= g;
+        store_from_f32(a.out + oo + int64_t(c) * os, a.out_dtype, y);
     }
 }
 
