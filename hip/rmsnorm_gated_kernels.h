@@ -113,15 +113,15 @@ __device__ __forceinline__ void widen_chunk(const RawChunk &r, int dt, float off
 // block: 32-lane groups reduce by shuffle, then meet in shared memory.
 constexpr int kShuffleGroup = 32;
 
-template <int TPR>
+template <int TPR, int BLOCK = kBlockThreads>
 __device__ __forceinline__ float team_sum(float v) {
     if constexpr (TPR <= kShuffleGroup) {
 #pragma unroll
         for (int m = TPR / 2; m > 0; m >>= 1) v += gn_shfl_xor(v, m, TPR);
         return v;
     } else {
-        static_assert(TPR == kBlockThreads, "a team wider than 32 lanes is the whole block");
-        constexpr int kGroups = kBlockThreads / kShuffleGroup;
+        static_assert(TPR == BLOCK, "a team wider than 32 lanes is the whole block");
+        constexpr int kGroups = BLOCK / kShuffleGroup;
         __shared__ float partial[kGroups];
         v = team_sum<kShuffleGroup>(v);
         if (threadIdx.x % kShuffleGroup == 0) partial[threadIdx.x / kShuffleGroup] = v;
@@ -164,10 +164,12 @@ constexpr int kMinBlocksPerSM = [] {
 // so nothing is loop-invariant for the compiler to hoist in front of the row's loads).
 // All loads of x and z are issued first, then the weight's raw bits, which are widened
 // only where they are used: a thread waits on DRAM once.  R and MIN_BLOCKS stay
-// parameters for scripts/tune_rmsnorm_gated.cu (R = 2 and 4 measured slower, NOTES.md).
-template <int XDT, int ODT, int TPR, int CPT, int R = 1, int MIN_BLOCKS = kMinBlocksPerSM<XDT, CPT, R>>
-__global__ void __launch_bounds__(kBlockThreads, MIN_BLOCKS) rmsnorm_gated_vec_kernel(const RmsnormGatedArgs a) {
-    constexpr int kTeams = kBlockThreads / TPR;
+// parameters for scripts/tune_rmsnorm_gated.cu (R = 2 and 4 measured slower, NOTES.md), as
+// is the block size BLOCK (MIN_BLOCKS counts blocks of 256 threads' worth of registers).
+template <int XDT, int ODT, int TPR, int CPT, int R = 1, int MIN_BLOCKS = kMinBlocksPerSM<XDT, CPT, R>,
+          int BLOCK = kBlockThreads>
+__global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rmsnorm_gated_vec_kernel(const RmsnormGatedArgs a) {
+    constexpr int kTeams = BLOCK / TPR;
     constexpr int kXBytes = XDT == kF32 ? 4 : 2;
     constexpr int kOBytes = ODT == kF32 ? 4 : 2;
     const int lane = threadIdx.x % TPR;
@@ -220,7 +222,7 @@ __global__ void __launch_bounds__(kBlockThreads, MIN_BLOCKS) rmsnorm_gated_vec_k
         }
     }
 #pragma unroll
-    for (int r = 0; r < R; ++r) ss[r] = team_sum<TPR>(ss[r]);
+    for (int r = 0; r < R; ++r) ss[r] = team_sum<TPR, BLOCK>(ss[r]);
     const bool gate_after = has_z && a.norm_before_gate;
 
 #pragma unroll

@@ -68,7 +68,7 @@ lib=$(ls /tmp/gn/gatednorm/lib/libgatednorm.so.*.*.* | head -n 1)
   cuobjdump --dump-sass "$lib" | awk '/Function :/{fn=$3} /LDG|STG|LDL|STL|SHFL|MUFU/{match($0,/(LDG|STG|LDL|STL|SHFL|MUFU)[.A-Z0-9_]*/); c[fn" "substr($0,RSTART,RLENGTH)]++} END{for(k in c) print c[k], k}' | sort -k2,2 -k3,3
   echo
   echo "# SASS of the hot instantiation: bf16 in/out, 16 lanes x 1 chunk (D = 128)"
-  cuobjdump --dump-sass "$lib" | awk '/Function : _ZN2gn24rmsnorm_gated_vec_kernelILi0ELi0ELi16ELi1ELi1ELi6EEEvNS_16RmsnormGatedArgsE/{f=1} f&&/Function :/&&!/ILi0ELi0ELi16ELi1ELi1ELi6E/{f=0} f'
+  cuobjdump --dump-sass "$lib" | awk '/Function : /{f=0} /Function : _ZN2gn24rmsnorm_gated_vec_kernelILi0ELi0ELi16ELi1E/{f=1} f'
 } > "$out/sass.txt" 2>&1
 grep -E "^REG" "$out/sass.txt" | awk '{print $2}' | sort -n | uniq -c | sed 's/^/registers: /'
 if grep -qE "STACK [1-9]|LOCAL [1-9]| (LDL|STL)" "$out/sass.txt"; then record sass "local memory used (see sass.txt)"; else record sass "no stack, no local memory"; fi

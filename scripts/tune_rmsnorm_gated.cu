@@ -1,7 +1,8 @@
 // A/B of the gated RMSNorm vec kernel's shapes on one GPU, for NOTES.md, bf16 [T, H, 128]
 // with a bf16 gate and weight, one-pass grids: the library's choice (16 lanes x 1 chunk,
-// one row per team, 6 blocks/SM) against 5 and 8 blocks/SM (48/32-register caps), two rows per team,
-// and 8 lanes x 2 chunks.  (Run 2 measured R in {1, 2, 4} x persistent/one-pass grids.)  Timed as the
+// one row per team, 256-thread blocks, 6 blocks/SM) against 64/128/512-thread blocks,
+// 8 blocks/SM and 8 lanes x 2 chunks.  (Runs 2-4 measured R in {1, 2, 4}, persistent vs
+// one-pass grids and 5/6/8 blocks/SM: NOTES.md.)  Timed as the
 // benchmark does: a CUDA graph of >= 20 launches over rotated input copies (>= 2x L2 per
 // replay where the shape is small), median of 20 replays.  Not part of the library.
 //
@@ -32,14 +33,14 @@ struct Set {
     char *x, *z, *out;
 };
 
-template <int LANES, int CPT, int R, int MINB>
+template <int LANES, int CPT, int R, int MINB, int BLOCK = kBlockThreads>
 float time_variant(const std::vector<Set> &sets, const void *w, int T, int H, const char *name) {
-    auto kernel = rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, CPT, R, MINB>;
+    auto kernel = rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, CPT, R, MINB, BLOCK>;
     int per_sm = 0;
-    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kBlockThreads, 0));
+    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, BLOCK, 0));
     cudaFuncAttributes attr;
     CHECK(cudaFuncGetAttributes(&attr, kernel));
-    const int rows = T * H, rows_per_block = kBlockThreads / LANES * R;
+    const int rows = T * H, rows_per_block = BLOCK / LANES * R;
     const unsigned grid = unsigned((rows + rows_per_block - 1) / rows_per_block);
     RmsnormGatedArgs a{};
     a.weight = w;
@@ -66,7 +67,7 @@ float time_variant(const std::vector<Set> &sets, const void *w, int T, int H, co
         a.x = st.x;
         a.z = st.z;
         a.out = st.out;
-        kernel<<<grid, kBlockThreads, 0, s>>>(a);
+        kernel<<<grid, BLOCK, 0, s>>>(a);
     }
     CHECK(cudaStreamEndCapture(s, &g));
     CHECK(cudaGraphInstantiate(&ge, g, 0));
@@ -121,9 +122,10 @@ int main() {
         }
         printf("bf16 [%d, %d, 128]: %.1f MB per call, %d rotated sets\n", T, H, bytes / 1e6, nsets);
         time_variant<TPR, 1, 1, 6>(sets, w, T, H, "16 lanes x 1 chunk, 1 row (library)");
-        time_variant<TPR, 1, 1, 5>(sets, w, T, H, "16 lanes x 1 chunk, 1 row, 5 blk/SM");
-        time_variant<TPR, 1, 1, 8>(sets, w, T, H, "16 lanes x 1 chunk, 1 row, 8 blk/SM");
-        time_variant<TPR, 1, 2, 4>(sets, w, T, H, "16 lanes x 1 chunk, 2 rows");
+        time_variant<TPR, 1, 1, 6, 64>(sets, w, T, H, "16 lanes x 1 chunk, 64-thread blocks");
+        time_variant<TPR, 1, 1, 6, 128>(sets, w, T, H, "16 lanes x 1 chunk, 128-thread blocks");
+        time_variant<TPR, 1, 1, 6, 512>(sets, w, T, H, "16 lanes x 1 chunk, 512-thread blocks");
+        time_variant<TPR, 1, 1, 8>(sets, w, T, H, "16 lanes x 1 chunk, 8 blk/SM (32 regs)");
         time_variant<8, 2, 1, 4>(sets, w, T, H, "8 lanes x 2 chunks, 1 row");
         for (auto &st : sets) {
             CHECK(cudaFree(st.x));

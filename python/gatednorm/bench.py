@@ -247,8 +247,9 @@ class _Gpu:
         del sets
         return row
 
-    def host_latency(self, gatednorm, n=2000):
-        """Python-side seconds per call of gatednorm.rmsnorm_gated (no sync inside the loop)."""
+    def host_latency(self, gatednorm, n=400, repeats=7):
+        """Python-side seconds per call of gatednorm.rmsnorm_gated (no sync inside the loop):
+        the median of `repeats` loops of `n` calls (host timings swing between runs)."""
         torch = self.torch
         gen = torch.Generator(device=self.dev)
         gen.manual_seed(7)
@@ -259,12 +260,14 @@ class _Gpu:
         def loop(fn):
             fn()
             torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            t1 = time.perf_counter()
-            torch.cuda.synchronize()
-            return (t1 - t0) / n
+            per_call = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                per_call.append((time.perf_counter() - t0) / n)
+                torch.cuda.synchronize()
+            return float(np.median(per_call))
 
         res["ours_torch_tensors_s"] = loop(lambda: gatednorm.rmsnorm_gated(x, z, w, eps=EPS, out=out, stream=s))
         dx, dz, dw = (gatednorm.DeviceArray.from_numpy(t.float().cpu().numpy().astype(bfloat16), device=self.dev.index) for t in (x, z, w))
