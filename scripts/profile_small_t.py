@@ -1,0 +1,34 @@
+"""Profile target for Nsight Compute: gatednorm's gated RMSNorm and FLA's rms_norm_gated on
+the same bf16 [T, H, 128] inputs (default T = 128, H = 32), a few calls each, so that
+`ncu --kernel-name regex:... --launch-skip 2 --launch-count 1` can pick one warm launch of
+either.  Used by NOTES.md's small-T investigation; not part of the library.
+
+    python3 scripts/profile_small_t.py [T] [H]
+"""
+import sys
+
+import torch
+
+import gatednorm
+
+T = int(sys.argv[1]) if len(sys.argv) > 1 else 128
+H = int(sys.argv[2]) if len(sys.argv) > 2 else 32
+D = 128
+g = torch.Generator(device="cuda").manual_seed(0)
+x = torch.randn(T, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
+z = torch.randn(T, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
+w = (1 + 0.1 * torch.randn(D, device="cuda", generator=g)).to(torch.bfloat16)
+out = torch.empty_like(x)
+s = torch.cuda.current_stream()
+for _ in range(4):
+    gatednorm.rmsnorm_gated(x, z, w, eps=1e-6, out=out, stream=s)
+try:
+    from fla.modules.norm.fused_norm_gate import rms_norm_gated
+
+    with torch.inference_mode():
+        for _ in range(4):
+            rms_norm_gated(x, z, w, None, activation="swish", eps=1e-6)
+except ImportError as e:
+    print("fla missing:", e)
+torch.cuda.synchronize()
+print("done", T, H)
