@@ -1,7 +1,8 @@
 """Profile target for Nsight Compute: gatednorm's gated RMSNorm and FLA's rms_norm_gated on
-the same bf16 [T, H, 128] inputs (default T = 128, H = 32), a few calls each, so that
-`ncu --kernel-name regex:... --launch-skip 2 --launch-count 1` can pick one warm launch of
-either.  Used by NOTES.md's small-T investigation; not part of the library.
+the same bf16 [T, H, 128] inputs (default T = 128, H = 32): both are warmed up (FLA
+autotunes on its first call), then one call of each runs between cudaProfilerStart/Stop,
+for `ncu --profile-from-start off`.  Used by NOTES.md's small-T investigation; not part
+of the library.
 
     python3 scripts/profile_small_t.py [T] [H]
 """
@@ -20,15 +21,21 @@ z = torch.randn(T, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
 w = (1 + 0.1 * torch.randn(D, device="cuda", generator=g)).to(torch.bfloat16)
 out = torch.empty_like(x)
 s = torch.cuda.current_stream()
-for _ in range(4):
-    gatednorm.rmsnorm_gated(x, z, w, eps=1e-6, out=out, stream=s)
+calls = [lambda: gatednorm.rmsnorm_gated(x, z, w, eps=1e-6, out=out, stream=s)]
 try:
     from fla.modules.norm.fused_norm_gate import rms_norm_gated
 
-    with torch.inference_mode():
-        for _ in range(4):
-            rms_norm_gated(x, z, w, None, activation="swish", eps=1e-6)
+    calls.append(lambda: rms_norm_gated(x, z, w, None, activation="swish", eps=1e-6))
 except ImportError as e:
     print("fla missing:", e)
-torch.cuda.synchronize()
+with torch.inference_mode():
+    for f in calls:
+        for _ in range(4):
+            f()
+    torch.cuda.synchronize()
+    torch.cuda.profiler.start()
+    for f in calls:
+        f()
+    torch.cuda.synchronize()
+    torch.cuda.profiler.stop()
 print("done", T, H)
