@@ -29,14 +29,29 @@ bool vec_path_ok(const RmsnormGatedProblem &p) {
 // (the block scheduler overlaps one block's tail with the next one's loads).
 unsigned grid_for(int64_t rows, int64_t rows_per_block) { return unsigned((rows + rows_per_block - 1) / rows_per_block); }
 
-template <int XDT, int ODT, int TPR, int CPT>
+template <int XDT, int ODT, int TPR, int CPT, int VEC = 8>
 void launch_vec(const RmsnormGatedArgs &a, hipStream_t stream) {
-    rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT><<<grid_for(a.rows, kBlockThreads / TPR), kBlockThreads, 0, stream>>>(a);
+    rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, 1, kMinBlocksPerSM<XDT, CPT, 1>, kBlockThreads, VEC>
+        <<<grid_for(a.rows, kBlockThreads / TPR), kBlockThreads, 0, stream>>>(a);
 }
+
+// Up to this many rows of D <= 128, lanes take 4-element chunks (8-byte loads of 16-bit
+// data): twice the threads of 8-element chunks.  Small problems are latency-bound, and more
+// resident threads with less work each hide it better (ncu at T = 128, H = 32: FLA's
+// 4-element programs ran at twice our achieved occupancy, NOTES.md run 6).
+constexpr int kSmallRows = 32768;
 
 // Team shape from the number of 8-element chunks in a row.
 template <int XDT, int ODT>
 void launch_vec_shape(const RmsnormGatedArgs &a, hipStream_t stream) {
+    if (a.dim <= 128 && a.rows <= kSmallRows) {
+        const int chunks4 = a.dim / 4;
+        if (chunks4 <= 4) launch_vec<XDT, ODT, 4, 1, 4>(a, stream);
+        else if (chunks4 <= 8) launch_vec<XDT, ODT, 8, 1, 4>(a, stream);
+        else if (chunks4 <= 16) launch_vec<XDT, ODT, 16, 1, 4>(a, stream);
+        else launch_vec<XDT, ODT, 32, 1, 4>(a, stream);
+        return;
+    }
     const int chunks = a.dim / 8;
     if (chunks <= 4) launch_vec<XDT, ODT, 4, 1>(a, stream);
     else if (chunks <= 8) launch_vec<XDT, ODT, 8, 1>(a, stream);

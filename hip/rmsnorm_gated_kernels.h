@@ -36,75 +36,90 @@ struct RmsnormGatedArgs {
     float inv_dim;
 };
 
-// ---- 8-element vector loads/stores of raw bits (16 bytes for 16-bit types, 32 for fp32).
-template <int DT>
-__device__ __forceinline__ void load8(const char *p, float (&v)[8]) {
-    if constexpr (DT == kF32) {
-        const float4 a = reinterpret_cast<const float4 *>(p)[0];
-        const float4 b = reinterpret_cast<const float4 *>(p)[1];
-        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
-        v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+// ---- Chunks of VEC = 4 or 8 elements moved as raw 32-bit words with the widest access that
+// fits: 8, 16 or 32 bytes (uint2, uint4, 2 x uint4).
+template <int N>
+__device__ __forceinline__ void load_words(const char *p, uint32_t (&w)[N]) {
+    static_assert(N == 2 || N % 4 == 0, "8, 16 or 32 bytes");
+    if constexpr (N == 2) {
+        const uint2 a = *reinterpret_cast<const uint2 *>(p);
+        w[0] = a.x; w[1] = a.y;
     } else {
-        const uint4 r = *reinterpret_cast<const uint4 *>(p);
-        const uint32_t w[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            if constexpr (DT == kBF16) {
-                v[2 * i] = f32_from_bits(w[i] << 16);
-                v[2 * i + 1] = f32_from_bits(w[i] & 0xffff0000u);
-            } else {
-                v[2 * i] = f16_to_f32(uint16_t(w[i] & 0xffffu));
-                v[2 * i + 1] = f16_to_f32(uint16_t(w[i] >> 16));
-            }
+        for (int i = 0; i < N / 4; ++i) {
+            const uint4 a = reinterpret_cast<const uint4 *>(p)[i];
+            w[4 * i] = a.x; w[4 * i + 1] = a.y; w[4 * i + 2] = a.z; w[4 * i + 3] = a.w;
         }
     }
 }
 
-template <int DT>
-__device__ __forceinline__ void store8(char *p, const float (&v)[8]) {
-    if constexpr (DT == kF32) {
-        reinterpret_cast<float4 *>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
-        reinterpret_cast<float4 *>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+template <int N>
+__device__ __forceinline__ void store_words(char *p, const uint32_t (&w)[N]) {
+    static_assert(N == 2 || N % 4 == 0, "8, 16 or 32 bytes");
+    if constexpr (N == 2) {
+        *reinterpret_cast<uint2 *>(p) = make_uint2(w[0], w[1]);
     } else {
-        uint32_t w[4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) w[i] = DT == kBF16 ? pack_bf16x2(v[2 * i], v[2 * i + 1]) : pack_f16x2(v[2 * i], v[2 * i + 1]);
-        *reinterpret_cast<uint4 *>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+        for (int i = 0; i < N / 4; ++i) reinterpret_cast<uint4 *>(p)[i] = make_uint4(w[4 * i], w[4 * i + 1], w[4 * i + 2], w[4 * i + 3]);
     }
 }
 
-// The weight's dtype is known only at run time.  Its 8-element chunk is loaded as raw bits
-// (16 bytes, or 32 for fp32) with no use in the branch, and widened only where it is used,
-// so the load overlaps the row's loads instead of stalling the thread before them.
+// Element k of words holding dtype dt (k is a compile-time index after unrolling).
+__device__ __forceinline__ float word_element(const uint32_t *w, int k, int dt) {
+    if (dt == kF32) return f32_from_bits(w[k]);
+    const uint32_t word = w[k / 2];
+    if (dt == kBF16) return f32_from_bits(k & 1 ? word & 0xffff0000u : word << 16);
+    return f16_to_f32(uint16_t(k & 1 ? word >> 16 : word & 0xffffu));
+}
+
+template <int DT, int VEC>
+constexpr int kWords = VEC * (DT == kF32 ? 4 : 2) / 4;
+
+template <int DT, int VEC>
+__device__ __forceinline__ void load_vec(const char *p, float (&v)[VEC]) {
+    uint32_t w[kWords<DT, VEC>];
+    load_words(p, w);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) v[k] = word_element(w, k, DT);
+}
+
+template <int DT, int VEC>
+__device__ __forceinline__ void store_vec(char *p, const float (&v)[VEC]) {
+    uint32_t w[kWords<DT, VEC>];
+#pragma unroll
+    for (int i = 0; i < kWords<DT, VEC>; ++i) {
+        if constexpr (DT == kF32) w[i] = f32_bits(v[i]);
+        else w[i] = DT == kBF16 ? pack_bf16x2(v[2 * i], v[2 * i + 1]) : pack_f16x2(v[2 * i], v[2 * i + 1]);
+    }
+    store_words(p, w);
+}
+
+// The weight's dtype is known only at run time.  Its chunk is loaded as raw words with no
+// use in the branch, and widened only where it is used, so the load overlaps the row's
+// loads instead of stalling the thread before them.
+template <int VEC>
 struct RawChunk {
-    uint4 lo, hi;  // hi only for fp32
+    uint32_t w[VEC];  // all VEC words for fp32, the first VEC / 2 for 16-bit types
 };
 
-__device__ __forceinline__ RawChunk load_raw_chunk(const char *p, int dt) {
-    RawChunk r;
-    r.lo = reinterpret_cast<const uint4 *>(p)[0];
-    r.hi = dt == kF32 ? reinterpret_cast<const uint4 *>(p)[1] : make_uint4(0, 0, 0, 0);
+template <int VEC>
+__device__ __forceinline__ RawChunk<VEC> load_raw_chunk(const char *p, int dt) {
+    RawChunk<VEC> r;
+    if (dt == kF32) {
+        load_words(p, r.w);
+    } else {
+        uint32_t h[VEC / 2];
+        load_words(p, h);
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) r.w[i] = i < VEC / 2 ? h[i] : 0u;
+    }
     return r;
 }
 
-__device__ __forceinline__ void widen_chunk(const RawChunk &r, int dt, float offset, float (&v)[8]) {
-    const uint32_t w[8] = {r.lo.x, r.lo.y, r.lo.z, r.lo.w, r.hi.x, r.hi.y, r.hi.z, r.hi.w};
-    if (dt == kF32) {
+template <int VEC>
+__device__ __forceinline__ void widen_chunk(const RawChunk<VEC> &r, int dt, float offset, float (&v)[VEC]) {
 #pragma unroll
-        for (int k = 0; k < 8; ++k) v[k] = f32_from_bits(w[k]) + offset;
-    } else if (dt == kBF16) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            v[2 * i] = f32_from_bits(w[i] << 16) + offset;
-            v[2 * i + 1] = f32_from_bits(w[i] & 0xffff0000u) + offset;
-        }
-    } else {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            v[2 * i] = f16_to_f32(uint16_t(w[i] & 0xffffu)) + offset;
-            v[2 * i + 1] = f16_to_f32(uint16_t(w[i] >> 16)) + offset;
-        }
-    }
+    for (int k = 0; k < VEC; ++k) v[k] = word_element(r.w, k, dt) + offset;
 }
 
 // Sum over a team of TPR consecutive lanes.  Teams of up to 32 lanes reduce with shuffles:
@@ -167,7 +182,7 @@ constexpr int kMinBlocksPerSM = [] {
 // parameters for scripts/tune_rmsnorm_gated.cu (R = 2 and 4 measured slower, NOTES.md), as
 // is the block size BLOCK (MIN_BLOCKS counts blocks of 256 threads' worth of registers).
 template <int XDT, int ODT, int TPR, int CPT, int R = 1, int MIN_BLOCKS = kMinBlocksPerSM<XDT, CPT, R>,
-          int BLOCK = kBlockThreads>
+          int BLOCK = kBlockThreads, int VEC = 8>
 __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rmsnorm_gated_vec_kernel(const RmsnormGatedArgs a) {
     constexpr int kTeams = BLOCK / TPR;
     constexpr int kXBytes = XDT == kF32 ? 4 : 2;
@@ -177,7 +192,7 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rms
     const bool has_z = a.z != nullptr;
     const int32_t base = blockIdx.x * kTeams * R;
 
-    float u[R][CPT][8], g[R][CPT][8];
+    float u[R][CPT][VEC], g[R][CPT][VEC];
     int64_t oo[R];
     bool row_ok[R];
 #pragma unroll
@@ -189,20 +204,20 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rms
         if (row_ok[r]) row_offsets(a, row, xo, zo, oo[r]);
 #pragma unroll
         for (int j = 0; j < CPT; ++j) {
-            const int col = (lane + j * TPR) * 8;
+            const int col = (lane + j * TPR) * VEC;
             const bool ok = row_ok[r] && col < a.dim;
 #pragma unroll
-            for (int k = 0; k < 8; ++k) u[r][j][k] = g[r][j][k] = 0.0f;
-            if (ok) load8<XDT>(a.x + xo + int64_t(col) * kXBytes, u[r][j]);
-            if (ok && has_z) load8<XDT>(a.z + zo + int64_t(col) * kXBytes, g[r][j]);
+            for (int k = 0; k < VEC; ++k) u[r][j][k] = g[r][j][k] = 0.0f;
+            if (ok) load_vec<XDT, VEC>(a.x + xo + int64_t(col) * kXBytes, u[r][j]);
+            if (ok && has_z) load_vec<XDT, VEC>(a.z + zo + int64_t(col) * kXBytes, g[r][j]);
         }
     }
-    RawChunk wraw[CPT];
+    RawChunk<VEC> wraw[CPT];
     const int wbytes = dtype_size(a.weight_dtype);
 #pragma unroll
     for (int j = 0; j < CPT; ++j) {
-        const int col = (lane + j * TPR) * 8;
-        if (col < a.dim) wraw[j] = load_raw_chunk(static_cast<const char *>(a.weight) + col * wbytes, a.weight_dtype);
+        const int col = (lane + j * TPR) * VEC;
+        if (col < a.dim) wraw[j] = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * wbytes, a.weight_dtype);
     }
 
     float ss[R];
@@ -212,7 +227,7 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rms
 #pragma unroll
         for (int j = 0; j < CPT; ++j) {
 #pragma unroll
-            for (int k = 0; k < 8; ++k) {
+            for (int k = 0; k < VEC; ++k) {
                 if (has_z) {
                     g[r][j][k] = activate(g[r][j][k], a.activation);
                     if (!a.norm_before_gate) u[r][j][k] *= g[r][j][k];
@@ -227,21 +242,21 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rms
 
 #pragma unroll
     for (int j = 0; j < CPT; ++j) {
-        const int col = (lane + j * TPR) * 8;
+        const int col = (lane + j * TPR) * VEC;
         if (col >= a.dim) continue;
-        float w[8];
+        float w[VEC];
         widen_chunk(wraw[j], a.weight_dtype, a.weight_offset, w);
 #pragma unroll
         for (int r = 0; r < R; ++r) {
             if (!row_ok[r]) continue;
             const float rstd = rsqrtf(ss[r] * a.inv_dim + a.eps);
-            float y[8];
+            float y[VEC];
 #pragma unroll
-            for (int k = 0; k < 8; ++k) {
+            for (int k = 0; k < VEC; ++k) {
                 y[k] = u[r][j][k] * rstd * w[k];
                 if (gate_after) y[k] *= g[r][j][k];
             }
-            store8<ODT>(a.out + oo[r] + int64_t(col) * kOBytes, y);
+            store_vec<ODT, VEC>(a.out + oo[r] + int64_t(col) * kOBytes, y);
         }
     }
 }

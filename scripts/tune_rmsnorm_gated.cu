@@ -1,8 +1,8 @@
 // A/B of the gated RMSNorm vec kernel's shapes on one GPU, for NOTES.md, bf16 [T, H, 128]
-// with a bf16 gate and weight, one-pass grids: the library's choice (16 lanes x 1 chunk,
-// one row per team, 256-thread blocks, 6 blocks/SM) against 64/128/512-thread blocks,
-// 8 blocks/SM and 8 lanes x 2 chunks.  (Runs 2-4 measured R in {1, 2, 4}, persistent vs
-// one-pass grids and 5/6/8 blocks/SM: NOTES.md.)  Timed as the
+// with a bf16 gate and weight, one-pass grids: 16 lanes x 8-element chunks (kernel v4, the
+// library's choice above 32k rows) against 32 lanes x 4-element chunks (its choice up to
+// 32k rows), also with 512-thread blocks and 8 blocks/SM.  (Runs 2-5 measured rows per
+// team, persistent grids, blocks per SM and block sizes: NOTES.md.)  Timed as the
 // benchmark does: a CUDA graph of >= 20 launches over rotated input copies (>= 2x L2 per
 // replay where the shape is small), median of 20 replays.  Not part of the library.
 //
@@ -33,9 +33,9 @@ struct Set {
     char *x, *z, *out;
 };
 
-template <int LANES, int CPT, int R, int MINB, int BLOCK = kBlockThreads>
+template <int LANES, int CPT, int R, int MINB, int BLOCK = kBlockThreads, int VEC = 8>
 float time_variant(const std::vector<Set> &sets, const void *w, int T, int H, const char *name) {
-    auto kernel = rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, CPT, R, MINB, BLOCK>;
+    auto kernel = rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, CPT, R, MINB, BLOCK, VEC>;
     int per_sm = 0;
     CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, BLOCK, 0));
     cudaFuncAttributes attr;
@@ -121,12 +121,10 @@ int main() {
             CHECK(cudaMemcpy(st.z, host.data(), n * 2, cudaMemcpyHostToDevice));
         }
         printf("bf16 [%d, %d, 128]: %.1f MB per call, %d rotated sets\n", T, H, bytes / 1e6, nsets);
-        time_variant<TPR, 1, 1, 6>(sets, w, T, H, "16 lanes x 1 chunk, 1 row (library)");
-        time_variant<TPR, 1, 1, 6, 64>(sets, w, T, H, "16 lanes x 1 chunk, 64-thread blocks");
-        time_variant<TPR, 1, 1, 6, 128>(sets, w, T, H, "16 lanes x 1 chunk, 128-thread blocks");
-        time_variant<TPR, 1, 1, 6, 512>(sets, w, T, H, "16 lanes x 1 chunk, 512-thread blocks");
-        time_variant<TPR, 1, 1, 8>(sets, w, T, H, "16 lanes x 1 chunk, 8 blk/SM (32 regs)");
-        time_variant<8, 2, 1, 4>(sets, w, T, H, "8 lanes x 2 chunks, 1 row");
+        time_variant<TPR, 1, 1, 6>(sets, w, T, H, "16 lanes x 8 elements (v4)");
+        time_variant<32, 1, 1, 6, 256, 4>(sets, w, T, H, "32 lanes x 4 elements");
+        time_variant<32, 1, 1, 6, 512, 4>(sets, w, T, H, "32 lanes x 4 elements, 512-thr blocks");
+        time_variant<32, 1, 1, 8, 256, 4>(sets, w, T, H, "32 lanes x 4 elements, 8 blk/SM");
         for (auto &st : sets) {
             CHECK(cudaFree(st.x));
             CHECK(cudaFree(st.z));
