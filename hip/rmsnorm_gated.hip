@@ -109,8 +109,9 @@ RmsnormGatedArgs make_args(const RmsnormGatedProblem &p) {
 }  // namespace
 
 gatednorm_status gpu_rmsnorm_gated(const RmsnormGatedProblem &p, void *stream_ptr) {
-    if (p.tokens * p.heads >= (int64_t(1) << 31) || p.dim >= (int64_t(1) << 31))
-        return fail(GATEDNORM_STATUS_UNSUPPORTED, "x: %lld rows of %lld; the GPU kernels take fewer than 2^31 of each",
+    // Rows are indexed in int32 and the generic kernel strides its int32 column index by 32.
+    if (p.tokens * p.heads >= (int64_t(1) << 31) || p.dim > (int64_t(1) << 30))
+        return fail(GATEDNORM_STATUS_UNSUPPORTED, "x: %lld rows of %lld; the GPU kernels take fewer than 2^31 rows of at most 2^30",
                     (long long)(p.tokens * p.heads), (long long)p.dim);
     if (p.tokens * p.heads == 0) return GATEDNORM_STATUS_SUCCESS;
     DeviceGuard guard(p.device_id);

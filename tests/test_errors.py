@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gatednorm
-from gatednorm import GatedNormError, _dtypes, from_pointer
+from gatednorm import GatedNormError, _dtypes, from_pointer, reference
 
 NAN = float("nan")
 T, H, D = 5, 3, 32
@@ -247,3 +247,96 @@ def test_gpu_device_without_gpu():
     with pytest.raises(GatedNormError) as ei:
         gatednorm.DeviceArray((4,), np.float32, device="cuda:0")
     assert "device" in ei.value.message
+
+
+# ------------------------------------------------- sizes, strides and pointers at the limits
+# Descriptors no array library would build, handed to the C ABI directly: the library's own
+# validation is what must refuse them (and write nothing).
+def _desc(ptr, shape, strides, bits=32):
+    from gatednorm._ffi import ffi
+
+    t = ffi.new("gatednorm_tensor *")
+    t.data = ffi.cast("void *", ptr)
+    t.device.device_type, t.device.device_id = 1, 0
+    t.ndim = len(shape)
+    t.dtype.code, t.dtype.bits, t.dtype.lanes = 2, bits, 1
+    for i, (n, st) in enumerate(zip(shape, strides)):
+        t.shape[i], t.strides[i] = n, st
+    return t
+
+
+def _c_call(x, w, out, **params):
+    from gatednorm._ffi import ffi
+
+    lib = gatednorm._ffi.lib()
+    p = ffi.new("gatednorm_rmsnorm_gated_params *", lib.gatednorm_rmsnorm_gated_params_default())
+    for k, v in params.items():
+        setattr(p, k, v)
+    st = lib.gatednorm_rmsnorm_gated(x, ffi.NULL, w, out, p, ffi.NULL)
+    return st, ffi.string(lib.gatednorm_last_error()).decode()
+
+
+def test_shape_past_int64_is_refused():
+    """2^61 x 8 elements wraps int64 to 0: must not pass as "empty" with a NULL pointer."""
+    w = np.ones(8, np.float32)
+    st, msg = _c_call(_desc(0, (2 ** 61, 8), (8, 1)), _desc(w.ctypes.data, (8,), (1,)), _desc(0, (2 ** 61, 8), (8, 1)))
+    assert st < 0 and msg.startswith("x:"), msg
+
+
+def test_strides_past_int64_are_refused(rng):
+    """A token stride of 2^62 fp32 elements wraps the byte extent to 0: refused, out untouched."""
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    w, o = np.ones(8, np.float32), poisoned((16,))
+    st, msg = _c_call(_desc(x.ctypes.data, (2, 8), (8, 1)), _desc(w.ctypes.data, (8,), (1,)),
+                      _desc(o.ctypes.data, (2, 8), (2 ** 62, 1)))
+    assert st < 0 and msg.startswith("out:"), msg
+    assert np.isnan(o).all()
+
+
+def test_misaligned_pointer():
+    buf, o = np.zeros(64, np.float32), poisoned((4, 8))
+    w = np.ones(8, np.float32)
+    st, msg = _c_call(_desc(buf.ctypes.data + 1, (4, 8), (8, 1)), _desc(w.ctypes.data, (8,), (1,)),
+                      _desc(o.ctypes.data, (4, 8), (8, 1)))
+    assert st < 0 and msg.startswith("x:") and "aligned" in msg, msg
+    assert np.isnan(o).all()
+
+
+@pytest.mark.parametrize("shape", [(16,), (2, 2, 2, 8)])
+def test_group_size_wrong_rank(rng, shape):
+    x, o, w = rng.standard_normal(shape).astype(np.float32), poisoned(shape), np.ones(8, np.float32)
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(x, None, w, out=o, group_size=8)
+    assert_names(ei.value, "x")
+    assert np.isnan(o).all()
+
+
+def test_out_partly_overlapping_x(rng):
+    """out shifted by one row inside x's buffer: refused (only an exact alias is in place)."""
+    xb = rng.standard_normal((T + 1, H, D)).astype(np.float32)
+    before = xb.tobytes()
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(xb[:T], None, np.ones(D, np.float32), out=xb[1:])
+    assert_names(ei.value, "out")
+    assert xb.tobytes() == before
+
+
+def test_out_rows_overlapping_each_other(rng):
+    """A zero token stride would make every token write the same row."""
+    x, w, o = rng.standard_normal((T, H, D)).astype(np.float32), np.ones(D, np.float32), poisoned((H, D))
+    st, msg = _c_call(_desc(x.ctypes.data, (T, H, D), (H * D, D, 1)), _desc(w.ctypes.data, (D,), (1,)),
+                      _desc(o.ctypes.data, (T, H, D), (0, D, 1)))
+    assert st < 0 and msg.startswith("out:") and "overlap" in msg, msg
+    assert np.isnan(o).all()
+
+
+def test_byte_offset_is_honoured(rng):
+    """The descriptor's byte_offset moves the data start (DLPack semantics)."""
+    x, w = rng.standard_normal((3, 8)).astype(np.float32), np.ones(8, np.float32)
+    xb = np.concatenate([np.full(4, 7.0, np.float32), x.ravel()])
+    o = poisoned((3, 8))
+    tx = _desc(xb.ctypes.data, (3, 8), (8, 1))
+    tx.byte_offset = 16
+    st, msg = _c_call(tx, _desc(w.ctypes.data, (8,), (1,)), _desc(o.ctypes.data, (3, 8), (8, 1)))
+    assert st == 0, msg
+    assert reference.compare(o, reference.rmsnorm_gated(x, None, w), np.float32).ok

@@ -266,3 +266,39 @@ def test_default_out_devicearray(be, rng):
     assert isinstance(y, gatednorm.DeviceArray)
     assert y.device == xd.device and y.dtype == np.float32 and y.shape == x.shape
     assert reference.compare(y.numpy(), reference.rmsnorm_gated(x, z, w), np.float32).ok
+
+
+# ------------------------------------------------------------- every kernel path on the GPU
+# The GPU launcher picks among: 4-element chunks (D <= 128, <= 8192 rows), 8-element chunks
+# (D <= 128 above that, and D <= 256), four chunks per lane (D <= 1024), a whole-block team
+# (D <= 8192), and the generic two-pass kernel (D > 8192, D % 8 != 0, rows not 16-byte
+# aligned, z dtype != x dtype).  Each shape below lands on one of them (on the CPU backend
+# they are plain cases).
+@pytest.mark.parametrize("shape", [(1024, 16, 128), (3, 2, 2048), (2, 1, 8200)],
+                         ids=["8-element-chunks-16k-rows", "whole-block-team", "generic-D8200"])
+def test_kernel_paths(be, rng, shape):
+    x, z, w = make_inputs(rng, shape, "bf16", "bf16", "fp32")
+    run_and_check(be, x, z, w, "bf16", opts("after"))
+
+
+def test_rows_not_16_byte_aligned(be, rng):
+    """D = 128 rows starting 8 bytes into a buffer take the generic kernel, correctly."""
+    T, H, D = 9, 4, 128
+    xb = randn(rng, (T * H * D + 4,), DT["bf16"])
+    x = xb[4:].reshape(T, H, D)
+    z = randn(rng, (T, H, D), DT["bf16"], scale=2.0)
+    w = randn(rng, (D,), DT["bf16"], scale=0.5, shift=1.0)
+    kw = opts("after")
+    ref = reference.rmsnorm_gated(x, z, w, **kw)
+    res = gatednorm.rmsnorm_gated(be.put(x, xb), be.put(z), be.put(w), out=be.put(np.full(x.shape, NAN, DT["bf16"])), **kw)
+    assert reference.compare(be.get(res), ref, DT["bf16"]).ok
+
+
+def test_negative_strides(rng):
+    """Reversed views (numpy, negative strides) for inputs and output."""
+    x, z, w = make_inputs(rng, (6, 3, 64), "fp32", "fp32", "fp32")
+    xr, zr = x[::-1, ::-1], z[::-1]
+    ob = np.full(x.shape, NAN, np.float32)
+    out = ob[::-1]
+    gatednorm.rmsnorm_gated(xr, zr, w, out=out)
+    assert reference.compare(out, reference.rmsnorm_gated(xr, zr, w), np.float32).ok

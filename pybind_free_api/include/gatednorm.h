@@ -146,7 +146,10 @@ GATEDNORM_API gatednorm_rmsnorm_gated_params gatednorm_rmsnorm_gated_params_defa
 
 /* out = RMSNormGated(x, z) over rows of D contiguous elements.
  * x, out: [T, H, D] or [N, D] (or [T, H*G] with params->group_size = G), bf16/fp16/fp32,
- *         any token/head strides, last dim contiguous.  out may alias x exactly (in place).
+ *         any token/head strides, last dim contiguous, data aligned to the element size.
+ *         out may be exactly x or z (same address, dtype, shape and strides: in place); any
+ *         other overlap of out with an input's address range is rejected, even where the
+ *         rows themselves would not intersect.
  * z:      NULL (plain RMSNorm) or the same shape as x, any of the three dtypes.
  * weight: [D], any of the three dtypes, contiguous.
  * Runs on the device of the tensors (all must match); asynchronous on stream for a GPU. */

@@ -3,6 +3,8 @@
 #include <math.h>
 #include <string.h>
 
+#include <new>
+
 #include "backend.h"
 #include "tensor_checks.h"
 
@@ -38,6 +40,9 @@ gatednorm_status rows_view(const gatednorm_tensor &t, const char *name, int64_t 
             group = 0;  // already [T, H, G]
         } else if (t.ndim == 3) {
             return invalid("%s: group_size %lld does not match head_dim %lld of a 3-D tensor", name, group, t.shape[2]);
+        } else {
+            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: group_size needs a 2-D [T, H*G] or 3-D [T, H, G] tensor, got %d dims",
+                        name, t.ndim);
         }
     }
     if (group == 0) {
@@ -115,8 +120,9 @@ GATEDNORM_API gatednorm_rmsnorm_gated_params gatednorm_rmsnorm_gated_params_defa
     return p;
 }
 
-GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated(const gatednorm_tensor *x, const gatednorm_tensor *z, const gatednorm_tensor *weight,
-                                                       const gatednorm_tensor *out, const gatednorm_rmsnorm_gated_params *params, void *stream) {
+namespace {
+gatednorm_status rmsnorm_gated_checked(const gatednorm_tensor *x, const gatednorm_tensor *z, const gatednorm_tensor *weight,
+                                       const gatednorm_tensor *out, const gatednorm_rmsnorm_gated_params *params, void *stream) {
     gatednorm_rmsnorm_gated_params prm;
     GN_TRY(read_params(params, &prm));
     GN_TRY(check_descriptor(x, "x"));
@@ -160,6 +166,7 @@ GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated(const gatednorm_tensor *x
     p.weight_offset = prm.weight_offset;
     p.device_id = x->device.device_id;
     if (!z) p.z = RowsView{};
+    if (p.tokens * p.heads == 0) return GATEDNORM_STATUS_SUCCESS;  // validated, nothing to write
 
     if (is_host_device(x->device.device_type)) return cpu_rmsnorm_gated(p);
     const int platform = gpu_platform();
@@ -172,6 +179,18 @@ GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated(const gatednorm_tensor *x
     if (p.device_id < 0 || p.device_id >= count)
         return fail(GATEDNORM_STATUS_NO_DEVICE, "x: on %s, but %d GPU(s) are visible", device_name(x->device).c_str(), count);
     return gpu_rmsnorm_gated(p, stream);
+}
+}  // namespace
+
+GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated(const gatednorm_tensor *x, const gatednorm_tensor *z, const gatednorm_tensor *weight,
+                                                       const gatednorm_tensor *out, const gatednorm_rmsnorm_gated_params *params, void *stream) {
+    try {  // no C++ exception may cross the C ABI
+        return rmsnorm_gated_checked(x, z, weight, out, params, stream);
+    } catch (const std::bad_alloc &) {
+        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "rmsnorm_gated: out of host memory");
+    } catch (...) {
+        return fail(GATEDNORM_STATUS_INTERNAL, "rmsnorm_gated: unexpected C++ exception");
+    }
 }
 
 }  // extern "C"

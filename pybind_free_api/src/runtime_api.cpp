@@ -1,4 +1,5 @@
 // Runtime helpers of gatednorm.h: route each request to host memory or the GPU backend.
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,6 +53,8 @@ GATEDNORM_API gatednorm_status gatednorm_pointer_device(const void *ptr, gatedno
 GATEDNORM_API gatednorm_status gatednorm_malloc(gatednorm_device device, size_t bytes, void **ptr) {
     if (!ptr) return null_arg("ptr");
     if (device.device_type == GATEDNORM_DEVICE_TYPE_CPU) {
+        if (bytes > SIZE_MAX - kHostAlignment)
+            return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "bytes: %zu bytes of host memory cannot be allocated", bytes);
         const size_t rounded = (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
         void *p = aligned_alloc(kHostAlignment, rounded ? rounded : kHostAlignment);
         if (!p) return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "bytes: could not allocate %zu bytes of host memory", bytes);

@@ -3,6 +3,8 @@
 #include "numerics.h"
 
 #include <algorithm>
+#include <climits>
+#include <stdint.h>
 #include <utility>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,11 +59,31 @@ gatednorm_status check_descriptor(const gatednorm_tensor *t, const char *name) {
     if (!t) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: descriptor is NULL", name);
     if (t->ndim < 0 || t->ndim > GATEDNORM_MAX_DIMS)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: ndim %d outside 0..%d", name, t->ndim, GATEDNORM_MAX_DIMS);
-    for (int i = 0; i < t->ndim; ++i)
-        if (t->shape[i] < 0) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: shape[%d] is negative (%lld)", name, i, (long long)t->shape[i]);
     if (t->dtype.lanes != 1)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: dtype lanes must be 1, got %d", name, t->dtype.lanes);
-    if (!t->data && element_count(*t) > 0) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: data pointer is NULL", name);
+    // Every later size, extent and offset computation relies on these fitting in int64.
+    int64_t count = 1;
+    for (int i = 0; i < t->ndim; ++i) {
+        if (t->shape[i] < 0) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: shape[%d] is negative (%lld)", name, i, (long long)t->shape[i]);
+        if (__builtin_mul_overflow(count, t->shape[i], &count))
+            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: shape has more than 2^63 elements", name);
+    }
+    if (count == 0) return GATEDNORM_STATUS_SUCCESS;
+    const int64_t elem = t->dtype.bits % 8 == 0 && t->dtype.bits ? t->dtype.bits / 8 : 1;
+    int64_t span = 0;  // elements between the first and the last addressed one
+    for (int i = 0; i < t->ndim; ++i) {
+        int64_t reach;
+        if (t->strides[i] == INT64_MIN || __builtin_mul_overflow(t->shape[i] - 1, std::llabs(t->strides[i]), &reach) ||
+            __builtin_add_overflow(span, reach, &span))
+            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: strides reach beyond 2^63 elements", name);
+    }
+    int64_t bytes;
+    if (__builtin_add_overflow(span, int64_t(1), &span) || __builtin_mul_overflow(span, elem, &bytes))
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: strides reach beyond 2^63 bytes", name);
+    if (!t->data) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: data pointer is NULL", name);
+    if (reinterpret_cast<uintptr_t>(data_ptr(*t)) % uint64_t(elem) != 0)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: data pointer %p (with byte_offset %llu) is not aligned to its %lld-byte elements",
+                    name, t->data, (unsigned long long)t->byte_offset, (long long)elem);
     return GATEDNORM_STATUS_SUCCESS;
 }
 

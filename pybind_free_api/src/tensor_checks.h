@@ -11,7 +11,8 @@ bool is_host_device(int32_t device_type);
 std::string device_name(const gatednorm_device &d);
 std::string dtype_name(const gatednorm_dtype &dt);
 
-// Non-null descriptor, sane ndim/shape/lanes, non-null data unless empty.
+// Non-null descriptor, sane ndim/shape/lanes; element count and byte extent fit in int64;
+// unless empty: non-null data aligned to the element size.
 gatednorm_status check_descriptor(const gatednorm_tensor *t, const char *name);
 
 // bf16 / fp16 / fp32 -> gn::Dtype, else an error naming the argument.
