@@ -7,14 +7,18 @@ from __future__ import annotations
 import ctypes
 import gc
 import importlib.util
+import os
+import subprocess
 import sys
+import textwrap
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import gatednorm
-from gatednorm import DeviceArray, GatedNormError, _adapters, _dlpack, _dtypes, from_pointer, reference
+from gatednorm import DeviceArray, GatedNormError, _adapters, _dlpack, _dtypes, _ffi, _runtime, from_pointer, reference
 from gatednorm._runtime import stream_handle
 
 NAN = float("nan")
@@ -264,6 +268,41 @@ def test_devicearray_capsule_lifetime():
     assert ref() is None and _dlpack.live_exports() == live
 
 
+def test_devicearray_export_chain_release_does_not_deadlock():
+    """Dropping the last consumer of an export whose owner is a view kept alive by another
+    consumed export: the first deleter frees the owner, which runs the second deleter from
+    inside the first.  Both must not take a non-reentrant lock held around the free."""
+    script = textwrap.dedent("""
+        import numpy as np
+        from gatednorm import DeviceArray, _dlpack, from_pointer
+        live = _dlpack.live_exports()
+        da = DeviceArray.from_numpy(np.arange(4, dtype=np.float32), device="cpu")
+        n = np.from_dlpack(da)                                         # export 1, owner da
+        v = from_pointer(n.ctypes.data, n.shape, n.dtype, owner=n)     # a view kept alive by n
+        del n, da
+        m = np.from_dlpack(v)                                          # export 2, owner v
+        del v
+        del m            # deleter 2 -> frees v -> frees n -> deleter 1, nested
+        db = DeviceArray.from_numpy(np.arange(2, dtype=np.float32), device="cpu")
+        n2 = np.from_dlpack(db)                                        # export 3, owner db
+        w = from_pointer(n2.ctypes.data, n2.shape, n2.dtype, owner=n2)
+        del n2, db
+        c = w.__dlpack__()                                             # export 4, never consumed
+        del w
+        del c            # capsule destructor 4 -> frees w -> frees n2 -> deleter 3, nested
+        assert _dlpack.live_exports() == live, (_dlpack.live_exports(), live)
+        print("released")
+    """)
+    env = dict(os.environ, GATEDNORM_LIBRARY=_ffi.library_path(),
+               PYTHONPATH=os.pathsep.join([str(Path(gatednorm.__file__).resolve().parents[1]),
+                                           os.environ.get("PYTHONPATH", "")]))
+    try:
+        r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("releasing a chain of DLPack exports deadlocked")
+    assert r.returncode == 0 and "released" in r.stdout, r.stdout + r.stderr
+
+
 def test_devicearray_dlpack_options():
     da = DeviceArray.from_numpy(np.zeros(4, np.float32), device="cpu")
     assert da.__dlpack_device__() == (1, 0)
@@ -279,6 +318,27 @@ def test_devicearray_cpu_has_no_cuda_array_interface():
     assert not hasattr(da, "__cuda_array_interface__")
     with pytest.raises(AttributeError):
         da.__cuda_array_interface__
+
+
+@pytest.mark.parametrize("dt", ["bf16", "float8_e4m3fn", "float8_e4m3fnuz", "e8m0", "fp16", "fp32", "int32"])
+def test_devicearray_cuda_array_interface_only_for_exact_typestrs(dt):
+    """bf16 / fp8 have no typestr of their own ('<V2' / '|V1' would be read as raw bytes):
+    no __cuda_array_interface__ then, so that consumers fall back to DLPack."""
+    d = _dtypes.to_numpy_dtype(dt)
+    da = fake_gpu(DeviceArray.from_numpy(np.zeros((2, 3), d), device="cpu"))
+    if d.kind == "V":
+        assert not hasattr(da, "__cuda_array_interface__")
+        with pytest.raises(AttributeError, match="DLPack|__dlpack__"):
+            da.__cuda_array_interface__
+        cap = da.__dlpack__()  # DLPack still works
+        del cap
+    else:
+        cai = da.__cuda_array_interface__
+        assert np.dtype(cai["typestr"]) == d and cai["shape"] == (2, 3) and cai["stream"] is None
+        da._stream = 0x1230
+        assert da[1:].__cuda_array_interface__["stream"] == 0x1230
+        da._stream = 0
+        assert da.__cuda_array_interface__["stream"] == 1  # the legacy default stream
 
 
 def test_devicearray_gpu_cuda_array_interface(requires_gpu):
@@ -300,6 +360,8 @@ def test_devicearray_gpu_cuda_array_interface(requires_gpu):
     y = gatednorm.rmsnorm_gated(CAIOnly(u), None, DeviceArray.from_numpy(np.ones(4, np.float16), device="cuda:0"))
     assert isinstance(y, DeviceArray) and y.device == "cuda:0"
     check_result(y, a[:, 1:], None, np.ones(4, np.float16))
+    # bf16: no exact typestr, so no CAI (consumers use DLPack)
+    assert not hasattr(DeviceArray((2, 4), "bf16", device="cuda:0"), "__cuda_array_interface__")
 
 
 # ================================================================================ DeviceArray API
@@ -396,6 +458,20 @@ def test_cai_host_memory(rng, cls, dt):
     check_result(out, x, z, w)
 
 
+def test_cai_list_shape(xzw):
+    """CAI v3 allows any sequence for shape/strides (numba and others give lists)."""
+    x, z, w = xzw
+    zb = np.concatenate([z, z], axis=-1)[:, :, SHAPE[2]:]  # strided, strides as a list too
+    out = np.full(SHAPE, NAN, np.float32)
+    args = [CAIDict(x, shape=list(x.shape), strides=None), CAIDict(zb, shape=list(zb.shape), strides=list(zb.strides)),
+            CAIDict(w, shape=[SHAPE[-1]], strides=None)]
+    assert gatednorm.rmsnorm_gated(*args, out=CAIDict(out, shape=list(SHAPE), strides=None)) is not None
+    check_result(out, x, zb, w)
+    y = gatednorm.rmsnorm_gated(*args)  # out=None: allocated from x's (list) shape
+    assert isinstance(y, DeviceArray) and y.shape == SHAPE
+    check_result(y, x, zb, w)
+
+
 def test_cai_errors(xzw):
     x, z, w = xzw
     cases = [
@@ -483,6 +559,96 @@ def test_explicit_default_stream_on_cpu(xzw):
     x, z, w = xzw
     for s in (None, 0):
         check_result(gatednorm.rmsnorm_gated(x, z, w, stream=s), x, z, w)
+
+
+# ------------------------------------------------------------- DeviceArray stream ordering
+# The library's streams are non-blocking: a DeviceArray written by an op on stream s1 must
+# be waited for before it is read on any other stream (an op input, an export, a host copy).
+# On the CPU the waits are observed through a mocked _runtime.synchronize, on arrays in host
+# memory labelled as CUDA memory (fake_gpu).
+def fake_gpu(a: DeviceArray) -> DeviceArray:
+    a._devtype = _runtime.CUDA
+    a._t = None
+    return a
+
+
+@pytest.fixture
+def syncs(monkeypatch):
+    calls = []
+    monkeypatch.setattr(_runtime, "synchronize", lambda s=None: calls.append(s))
+    return calls
+
+
+@pytest.mark.parametrize("pending, stream, waits", [
+    (0x1111, None, True),     # None: the consumer uses the (legacy) default stream
+    (0x1111, 1, True),        # 1: CUDA's legacy default stream
+    (0x1111, 2, True),        # 2: the per-thread default stream
+    (0x1111, 0x2222, True),
+    (0x1111, 0x1111, False),  # the consumer reads on the writing stream: ordered already
+    (0x1111, -1, False),      # -1: the consumer asks for no synchronization
+    (0, None, False),         # written on the default stream, read on it
+    (0, 1, False),
+    (None, None, False),      # nothing pending
+])
+def test_devicearray_dlpack_waits_for_pending_write(syncs, pending, stream, waits):
+    b = fake_gpu(DeviceArray.from_numpy(np.zeros((4, 8), np.float32), device="cpu"))
+    b._stream = pending
+    cap = b[1:].__dlpack__(stream=stream)  # through a view: the state is the allocation's
+    assert syncs == ([pending] if waits else [])
+    assert b._stream == (None if waits else pending)
+    del cap
+
+
+def test_devicearray_input_waits_for_pending_write(syncs):
+    b = fake_gpu(DeviceArray.from_numpy(np.zeros((4, 8), np.float32), device="cpu"))
+    b._stream = 0x1111  # as after rmsnorm_gated(..., out=b, stream=0x1111)
+    # read on the writing stream: stream order suffices
+    _adapters.convert(b, "x", 0x1111, [], False)
+    assert syncs == [] and b._stream == 0x1111
+    # read on another stream (a view of b, as an op input): wait, as for a CAI producer
+    _adapters.convert(b[:, :4], "x", 0x2222, [], False)
+    assert syncs == [0x1111] and b._stream is None
+    # written on another stream than a pending write: wait for it, then the new write pends
+    b._stream = 0x1111
+    _adapters.convert(b, "out", 0x2222, [], True)
+    assert syncs == [0x1111, 0x1111] and b._stream == 0x2222
+    # a pending write on the default stream, read on a library stream
+    b._stream = 0
+    _adapters.convert(b, "z", 0x3333, [], False)
+    assert syncs == [0x1111, 0x1111, 0] and b._stream is None
+    # host memory: nothing to wait for, whatever the record says
+    h = DeviceArray.from_numpy(np.zeros(8, np.float32), device="cpu")
+    h._stream = 0x1111
+    _adapters.convert(h, "weight", 0x2222, [], False)
+    assert syncs == [0x1111, 0x1111, 0] and h._stream is None
+
+
+def test_devicearray_views_share_pending_write(syncs):
+    a = DeviceArray.zeros((4, 8), np.float32, device="cpu")
+    assert a[1:]._stream is None
+    a._stream = 0x1111
+    assert a[1:]._stream == a.view()._stream == a.reshape(32)._stream == 0x1111
+    assert from_pointer(a.data_ptr, a.shape, a.dtype, device="cpu", owner=a)._stream == 0x1111
+    assert from_pointer(a.data_ptr, a.shape, a.dtype, device="cpu")._stream is None  # no owner: its own
+    a._stream = None
+    # an op writing a view (of a from_pointer view of a) records its stream for all of them
+    v = from_pointer(a.data_ptr, a.shape, a.dtype, device="cpu", owner=a)
+    x, w = np.ones((3, 8), np.float32), np.ones(8, np.float32)
+    gatednorm.rmsnorm_gated(x, None, w, out=v[1:], stream=0x2222)
+    assert a._stream == v._stream == v[1:]._stream == a[:1]._stream == 0x2222
+    assert syncs == []
+    # host copies of the parent and of a view wait for it
+    fake_gpu(a)
+    got = a.numpy()
+    assert syncs == [0x2222] and a._stream is None and v._stream is None
+    check_result(got[1:], x, None, w)
+    a._stream = 0x3333
+    u = a[1:, ::2]  # a strided view: the copy goes through its byte span
+    u.numpy()
+    assert syncs == [0x2222, 0x3333] and a._stream is None
+    a._stream = 0x4444
+    a[2].copy_(np.zeros(8, np.float32))  # writes from the host wait too
+    assert syncs == [0x2222, 0x3333, 0x4444] and a._stream is None
 
 
 # ================================================================================ raw pointers

@@ -81,9 +81,21 @@ def test_ulp():
     assert reference.ulp(0.0, f16) == 2.0 ** -24           # fp16 subnormal spacing
     assert reference.ulp(1e-6, f16) == 2.0 ** -24
     assert reference.ulp(2.0 ** -130, f32) == 2.0 ** -149  # fp32 subnormal spacing
-    for dt in (bf, f16, f32):  # agrees with numpy's spacing for normal values
-        for v in (0.3, 7.0, 1234.5):
-            assert reference.ulp(v, dt) == float(np.spacing(np.array(v, dt)).astype(np.float64)) or dt == bf
+    for dt in (bf, f16, f32):  # agrees with the gap to the next value up, for normal values
+        for v in (0.3, 7.0, 1234.5, 0.75, 3e4):
+            assert reference.ulp(v, dt) == _gap_above(v, dt), (dt, v)
+            assert reference.ulp(-v, dt) == _gap_above(v, dt), (dt, v)
+            if dt != bf:  # numpy's spacing (ml_dtypes' bf16 may not implement it)
+                assert reference.ulp(v, dt) == float(np.spacing(np.array(v, dt)).astype(np.float64))
+
+
+def _gap_above(v, dt):
+    """Distance from ``v`` rounded to ``dt`` to the next larger ``dt`` value, found by
+    incrementing the bit pattern (independent of reference.ulp's exponent arithmetic)."""
+    a = np.array(v, dt)
+    bits = a.view({2: np.uint16, 4: np.uint32}[a.itemsize])
+    up = (bits + bits.dtype.type(1)).view(dt)
+    return float(up.astype(np.float64)) - float(a.astype(np.float64))
 
 
 @pytest.mark.parametrize("dt", ["bf16", "fp16", "fp32"])

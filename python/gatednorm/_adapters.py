@@ -127,8 +127,9 @@ def _byte_to_elem_strides(name, strides, itemsize):
 _contig_cache: dict = {}
 
 
-def _contig(shape):
-    """C-contiguous strides (elements) of ``shape`` (cached: shapes repeat call to call)."""
+def _contig(shape: tuple):
+    """C-contiguous strides (elements) of the tuple ``shape`` (cached: shapes repeat call to
+    call)."""
     st = _contig_cache.get(shape)
     if st is None:
         acc, lst = 1, []
@@ -139,10 +140,7 @@ def _contig(shape):
         st = tuple(lst)
         if len(_contig_cache) > 4096:
             _contig_cache.clear()
-        try:
-            _contig_cache[shape] = st
-        except TypeError:  # unhashable shape (a list from a CAI dict)
-            pass
+        _contig_cache[shape] = st
     return st
 
 
@@ -298,7 +296,7 @@ def _from_cai(x, name, s, hold, writable, cai=None):
     try:
         if cai is None:
             cai = x.__cuda_array_interface__
-        shape = cai["shape"]
+        shape = tuple(cai["shape"])  # a list is allowed; the strides cache wants a tuple
         ptr, ro = cai["data"]
         typestr = cai["typestr"]
     except (AttributeError, KeyError, TypeError, ValueError) as e:
@@ -332,6 +330,17 @@ def _from_cai(x, name, s, hold, writable, cai=None):
 
 
 # ------------------------------------------------------------------------------- own
+def _wait_pending(a: DeviceArray, sync) -> None:
+    """``a``'s memory has a pending library write on another stream than the launch stream:
+    wait for it on the host (the C ABI has no events; the library's streams are non-blocking,
+    so stream order alone would not do)."""
+    ps = sync.stream
+    if ps is not None:
+        if a._devtype not in _runtime.HOST_TYPES:
+            _runtime.synchronize(ps)
+        sync.stream = None
+
+
 def own_tensor(a: DeviceArray):
     t = a._t
     if t is None:
@@ -351,8 +360,12 @@ def convert(x, name: str, s: int, hold: list, writable: bool, kind: int | None =
         kind = kind_of(x)
     if kind == OWN:
         t = x._t or own_tensor(x)
+        sync = x._sync
+        ps = sync.stream
+        if ps is not None and ps != s:  # written on another stream and not yet waited for
+            _wait_pending(x, sync)
         if writable:
-            x._stream = s
+            sync.stream = s
         return t
     if kind == NUMPY:
         return _from_numpy(x, name, hold, writable)

@@ -19,12 +19,31 @@ from ._runtime import CPU, HOST_TYPES
 __all__ = ["DeviceArray", "from_pointer"]
 
 
-class _Allocation:
+class _Pending:
+    """Write-ordering state shared by every DeviceArray over one block of memory (the
+    allocation and all its views, or a from_pointer view and its views).
+
+    ``stream``: the stream of the last library op that wrote any of these arrays and has not
+    been waited for (0: the default stream), or None when no such write is pending.  The
+    library's own streams are non-blocking, so a read on another stream (an op input, an
+    export, a host copy on the default stream) must first wait for that stream.  Keeping one
+    stream per block is enough: an op that writes on another stream waits for the pending
+    one first (see _adapters.convert), so at most one stream has pending writes.
+    """
+
+    __slots__ = ("stream",)
+
+    def __init__(self):
+        self.stream = None
+
+
+class _Allocation(_Pending):
     """Owns one gatednorm_malloc() block; frees it when the last array using it goes."""
 
     __slots__ = ("ptr", "device_type", "device_id", "nbytes", "__weakref__")
 
     def __init__(self, device_type: int, device_id: int, nbytes: int):
+        self.stream = None
         lib = _ffi.lib()
         p = ffi.new("void **")
         self.ptr = 0
@@ -70,22 +89,28 @@ class DeviceArray:
     Slicing with ints and slices gives views.  ``strides`` are in bytes, as numpy's;
     ``element_strides`` in elements, as DLPack's.
 
+    Stream ordering: an op writing the array (or any view of its memory) on a stream is
+    waited for, on the host, before the memory is read on another stream: as an op input,
+    through ``__dlpack__`` (``stream=None`` meaning the default stream) or by a host copy.
+    ``__cuda_array_interface__`` reports the pending stream instead, and is absent for
+    dtypes without an exact typestr (bf16, fp8): use DLPack for those.
+
     The memory is freed (``cudaFree`` / ``hipFree``) when the last view goes.  Keep arrays
     alive across a CUDA/HIP graph capture: a free during a capture invalidates it (call
     ``gc.collect()`` before capturing if unreachable arrays may be pending).
     """
 
     __slots__ = ("_ptr", "_shape", "_estrides", "_dtype", "_dl", "_devtype", "_devid", "_base",
-                 "_t", "_stream", "__weakref__")
+                 "_t", "_sync", "__weakref__")
 
     def __init__(self, shape, dtype=np.float32, device=None):
         shape = _norm_shape(shape)
         dt = _dtypes.to_numpy_dtype(dtype)
         devtype, devid = _runtime.parse_device(device)
         alloc = _Allocation(devtype, devid, math.prod(shape) * dt.itemsize)
-        self._init(alloc.ptr, shape, _contiguous_strides(shape), dt, devtype, devid, alloc)
+        self._init(alloc.ptr, shape, _contiguous_strides(shape), dt, devtype, devid, alloc, alloc)
 
-    def _init(self, ptr, shape, estrides, dt, devtype, devid, base):
+    def _init(self, ptr, shape, estrides, dt, devtype, devid, base, sync):
         self._ptr = ptr
         self._shape = shape
         self._estrides = estrides
@@ -97,15 +122,25 @@ class DeviceArray:
         self._devid = devid
         self._base = base
         self._t = None  # cached gatednorm_tensor (metadata never changes)
-        # Stream of the last library op that wrote this array (0: the default stream), or
-        # None when no such write is pending.  Used to order exports and host copies.
-        self._stream = None
+        # The pending-write state (a _Pending) of the memory block, shared with every other
+        # view of it.  Used to order op inputs, exports and host copies after library writes.
+        self._sync = sync
 
     @classmethod
-    def _view(cls, ptr, shape, estrides, dt, devtype, devid, base):
+    def _view(cls, ptr, shape, estrides, dt, devtype, devid, base, sync):
         self = cls.__new__(cls)
-        self._init(ptr, shape, estrides, dt, devtype, devid, base)
+        self._init(ptr, shape, estrides, dt, devtype, devid, base, sync)
         return self
+
+    @property
+    def _stream(self):
+        """Stream of the last pending library write to this array's memory block (0: the
+        default stream), or None: shared by all views of the block."""
+        return self._sync.stream
+
+    @_stream.setter
+    def _stream(self, s):
+        self._sync.stream = s
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -224,7 +259,7 @@ class DeviceArray:
                     raise IndexError("index %d is out of bounds for axis %d with size %d" % (i, d, n))
                 ptr += (i % n) * s * isz
         return DeviceArray._view(ptr, tuple(shape), tuple(strides), self._dtype, self._devtype, self._devid,
-                                 self._base)
+                                 self._base, self._sync)
 
     def view(self, shape=None, dtype=None, element_strides=None) -> "DeviceArray":
         """Reinterpret this array's memory (no checks beyond sizes; use with care)."""
@@ -237,7 +272,7 @@ class DeviceArray:
                 raise ValueError("view(): %s x %s does not cover %d bytes" % (shape, dt, self.nbytes))
             element_strides = _contiguous_strides(shape)
         return DeviceArray._view(self._ptr, shape, tuple(int(s) for s in element_strides), dt, self._devtype,
-                                 self._devid, self._base)
+                                 self._devid, self._base, self._sync)
 
     def reshape(self, *shape) -> "DeviceArray":
         if len(shape) == 1 and not isinstance(shape[0], int):
@@ -269,10 +304,13 @@ class DeviceArray:
 
     def _wait_writer(self):
         # Work the library queued on a non-default stream must finish before we copy on the
-        # default stream.
-        if self._stream and self._devtype not in HOST_TYPES:
-            _runtime.synchronize(self._stream)
-        self._stream = None  # the copy below runs on the default stream, after the rest
+        # default stream (which does not wait for the library's non-blocking streams).
+        sync = self._sync
+        ps = sync.stream
+        if ps is not None:
+            if ps and self._devtype not in HOST_TYPES:
+                _runtime.synchronize(ps)
+            sync.stream = None  # the copy that follows runs on the default stream, after the rest
 
     def _read_span(self):
         start, nbytes, off = self._span()
@@ -322,6 +360,7 @@ class DeviceArray:
         return self.copy_(np.asarray(value))
 
     def _memset(self, byte: int):
+        self._wait_writer()
         lib = _ffi.lib()
         check(lib.gatednorm_memset(ffi.cast("void *", self._ptr), int(byte), self.nbytes, ffi.NULL), "gatednorm_memset")
         if self._devtype not in HOST_TYPES:
@@ -336,12 +375,17 @@ class DeviceArray:
             raise BufferError("DeviceArray on %s cannot be exported to device %s" % (self.device, dl_device))
         if copy:
             raise BufferError("DeviceArray.__dlpack__: copy=True is not supported")
-        if (stream is not None and stream != -1 and self._stream is not None and self._devtype not in HOST_TYPES
-                and _consumer_stream(stream, self._devtype) != self._stream):
-            # The consumer reads on another stream than the last write: without events in
-            # the C ABI, wait for that write on the host.
-            _runtime.synchronize(self._stream)
-            self._stream = None
+        sync = self._sync
+        ps = sync.stream
+        if ps is not None and stream != -1 and self._devtype not in HOST_TYPES:
+            # DLPack: stream=None means the consumer uses the legacy default stream (CUDA)
+            # or the default stream (ROCm): our stream 0.  If the consumer reads on another
+            # stream than the last write, wait for that write on the host (the C ABI has no
+            # events); the library's streams are non-blocking, so even the default stream
+            # does not wait for them.
+            if (0 if stream is None else _consumer_stream(stream, self._devtype)) != ps:
+                _runtime.synchronize(ps)
+                sync.stream = None
         versioned = max_version is not None and int(max_version[0]) >= 1
         return _dlpack.export(self, self._ptr, self._devtype, self._devid, self._shape, self._estrides,
                               self._dl[0], self._dl[1], versioned)
@@ -351,17 +395,30 @@ class DeviceArray:
         if self._devtype in (CPU,):
             raise AttributeError("__cuda_array_interface__: this DeviceArray is in host memory (device 'cpu'); "
                                  "use __dlpack__ or numpy()")
+        typestr = self._dtype.str
+        if typestr not in _EXACT_TYPESTRS:
+            if np.dtype(typestr) != self._dtype:
+                # bf16 ('<V2'), fp8 ('|V1'): a typestr would say "raw bytes", and a consumer
+                # would read them as such.  No interface: consumers fall back to DLPack.
+                raise AttributeError("__cuda_array_interface__: dtype %s has no exact typestr; use __dlpack__"
+                                     % self._dtype.name)
+            _EXACT_TYPESTRS.add(typestr)
+        stream = self._sync.stream
         return {
             "shape": self._shape,
-            "typestr": self._dtype.str,
-            "descr": [("", self._dtype.str)],
+            "typestr": typestr,
+            "descr": [("", typestr)],
             "data": (self._ptr, False),
             "strides": None if self.is_contiguous else self.strides,
             "version": 3,
             # the stream of the last pending library write (1: the legacy default stream);
             # None: nothing to wait for
-            "stream": None if self._stream is None else (self._stream or 1),
+            "stream": None if stream is None else (stream or 1),
         }
+
+
+#: typestrs that np.dtype() maps back to the same dtype (checked once per typestr)
+_EXACT_TYPESTRS: set = set()
 
 
 def _consumer_stream(stream, devtype) -> int:
@@ -377,7 +434,9 @@ def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> De
     ``ptr``: an int, or anything int() accepts (hip-python ``Pointer``, ...); the object is
     kept alive by the view.  ``strides`` are in ELEMENTS (None: C-contiguous).  ``device``:
     as for DeviceArray, or None to ask the library where ``ptr`` lives (a NULL pointer is
-    taken as CPU, and the ops will then reject it by name).
+    taken as CPU, and the ops will then reject it by name).  With a DeviceArray ``owner``,
+    the view shares that array's stream ordering: library writes through either are waited
+    for before the other is read on another stream or copied to the host.
     """
     if isinstance(ptr, int):
         addr = ptr
@@ -401,4 +460,7 @@ def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> De
         devtype, devid = _runtime.pointer_device(addr) if addr else (CPU, 0)
     else:
         devtype, devid = _runtime.parse_device(device)
-    return DeviceArray._view(addr, shape, estrides, dt, devtype, devid, owner if owner is not None else ptr)
+    # A view kept alive by a DeviceArray is (part of) that array's memory: share its
+    # pending-write state, so that writes through either are waited for by both.
+    sync = owner._sync if isinstance(owner, DeviceArray) else _Pending()
+    return DeviceArray._view(addr, shape, estrides, dt, devtype, devid, owner if owner is not None else ptr, sync)

@@ -123,7 +123,11 @@ def consume(capsule) -> Imported:
 
 
 # ============================================================================== producing
-_exported: dict = {}  # address of the managed struct -> keep-alive tuple
+# address of the managed struct -> keep-alive tuple (struct, shape, strides, owner)
+_exported: dict = {}
+# Guards _exported.  Never hold it while a keep-alive tuple may be freed: dropping the owner
+# can free another exported tensor (an owner that is itself a view of a consumed export),
+# whose deleter or capsule destructor then takes this lock again on the same thread.
 _exported_lock = threading.Lock()
 
 
@@ -131,11 +135,18 @@ def _addr(p) -> int:
     return int(dlffi.cast("uintptr_t", p))
 
 
+def _forget(addr: int) -> None:
+    """Drop the keep-alive tuple of an exported tensor.  The tuple is popped under the lock
+    and released after it (releasing it may re-enter _forget: see _exported_lock)."""
+    with _exported_lock:
+        item = _exported.pop(addr, None)
+    del item  # the owner may go here, with the lock free
+
+
 @dlffi.callback("void(DLManagedTensor *)")
 def _deleter_legacy(p):  # called by the consumer when it is done with the tensor
     try:
-        with _exported_lock:
-            _exported.pop(_addr(p), None)
+        _forget(_addr(p))
     except Exception:  # pragma: no cover - never raise into C
         pass
 
@@ -143,8 +154,7 @@ def _deleter_legacy(p):  # called by the consumer when it is done with the tenso
 @dlffi.callback("void(DLManagedTensorVersioned *)")
 def _deleter_versioned(p):
     try:
-        with _exported_lock:
-            _exported.pop(_addr(p), None)
+        _forget(_addr(p))
     except Exception:  # pragma: no cover
         pass
 
@@ -156,9 +166,7 @@ def _capsule_destructor(cap):
         cap = _addr(cap)  # ctypes wants an int, not a cffi pointer
         for name in (_ADDR_LEGACY, _ADDR_VERSIONED):
             if _raw_IsValid(cap, name):
-                p = _raw_GetPointer(cap, name)
-                with _exported_lock:
-                    _exported.pop(p, None)
+                _forget(_raw_GetPointer(cap, name))
                 return
     except Exception:  # pragma: no cover
         pass
@@ -197,8 +205,7 @@ def export(owner, data: int, device_type: int, device_id: int, shape, strides, c
     try:
         return _PyCapsule_New(addr, name, _DESTRUCTOR_ADDR)
     except BaseException:
-        with _exported_lock:
-            _exported.pop(addr, None)
+        _forget(addr)
         raise
 
 
