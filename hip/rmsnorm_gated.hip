@@ -43,7 +43,8 @@ void launch_vec(const RmsnormGatedArgs &a, hipStream_t stream) {
 // up (10.68 vs 11.16 us at 32k); the switch sits between, untested there.
 constexpr int kSmallRows = 8192;
 
-// Team shape from the number of 8-element chunks in a row.
+// Chunk size and team shape from D and the row count: 4-element chunks for short rows of
+// small problems, else 8-element chunks, 1 or 4 per lane, teams of 4..256 lanes.
 template <int XDT, int ODT>
 void launch_vec_shape(const RmsnormGatedArgs &a, hipStream_t stream) {
     if (a.dim <= 128 && a.rows <= kSmallRows) {
