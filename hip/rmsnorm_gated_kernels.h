@@ -1,8 +1,9 @@
 // Gated RMSNorm kernels (ops.md §1).  Two kernels:
 //  - vec: rows of D = 8k elements with 16-byte aligned rows; a team of TPR lanes owns a row,
 //    each lane CPT chunks of VEC = 8 (or 4, for small problems) elements held in registers,
-//    so x and z are read once and out written once with 16- (or 8-) byte accesses.  x, z share a dtype known at compile time,
-//    out's dtype too; the weight dtype is resolved once per thread at preload.
+//    so x and z are read once and out written once with 16- (or 8-) byte accesses.  x and z
+//    share a dtype known at compile time, out's too; the weight's (run time) is widened at
+//    its use.
 //  - generic: any D, alignment and dtype mix; 32 lanes per row, two passes over the row
 //    (the second one hits cache).  The slow path that keeps every input legal.
 // Both are one-pass: the grid has a team per row, and no lane exits before the team's
