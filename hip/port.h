@@ -9,6 +9,7 @@
 //            hipStreamDestroy hipDeviceSynchronize hipPointerGetAttributes
 //            hipPointerAttribute_t hipMemoryType{Host,Device,Managed,Unregistered}
 //   device:  gn_shfl_xor (shuffle within groups of `width` <= 32 lanes, all lanes active)
+//            gn_wait_prior_grid, gn_allow_next_grid (programmatic dependent launch, below)
 //
 // No code depends on the warp width (64 on CDNA, 32 on RDNA and NVIDIA): reductions work
 // in groups of at most 32 lanes, which divides both.
@@ -52,6 +53,22 @@ __device__ __forceinline__ float gn_shfl_xor(float v, int lane_mask, int width) 
     return __shfl_xor_sync(0xffffffffu, v, lane_mask, width);
 }
 
+// Programmatic dependent launch (Hopper and later): a kernel launched with the
+// programmatic-stream-serialization attribute may start while the previous kernel on its
+// stream is still running, so it must wait for that grid (and its memory) before touching
+// global memory; allowing the next grid early lets its launch overlap this one's tail.
+// Both are no-ops when the kernel was launched without the attribute, and on older GPUs.
+__device__ __forceinline__ void gn_wait_prior_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void gn_allow_next_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 #else  // HIP (AMD)
 #include <hip/hip_runtime.h>
 
@@ -62,4 +79,7 @@ __device__ __forceinline__ float gn_shfl_xor(float v, int lane_mask, int width) 
 __device__ __forceinline__ float gn_shfl_xor(float v, int lane_mask, int width) {
     return __shfl_xor(v, lane_mask, width);
 }
+// No programmatic dependent launch on AMD: stream order alone.
+__device__ __forceinline__ void gn_wait_prior_grid() {}
+__device__ __forceinline__ void gn_allow_next_grid() {}
 #endif

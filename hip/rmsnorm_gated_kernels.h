@@ -192,6 +192,8 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rms
     const int team = threadIdx.x / TPR;
     const bool has_z = a.z != nullptr;
     const int32_t base = blockIdx.x * kTeams * R;
+    gn_wait_prior_grid();
+    gn_allow_next_grid();
 
     float u[R][CPT][VEC], g[R][CPT][VEC];
     int64_t oo[R];
@@ -274,6 +276,8 @@ __global__ void __launch_bounds__(kBlockThreads) rmsnorm_gated_generic_kernel(co
     const int ws = dtype_size(a.weight_dtype);
     int64_t xo = 0, zo = 0, oo = 0;
     if (row_ok) row_offsets(a, row, xo, zo, oo);
+    gn_wait_prior_grid();
+    gn_allow_next_grid();
 
     float ss = 0.0f;
     if (row_ok) {

@@ -37,6 +37,7 @@ echo "commit ${GATEDNORM_COMMIT:-$(git log -1 --format=%h 2>/dev/null || echo un
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv
 nvcc --version | tail -2
 python3 --version
+echo "profilers: $(command -v nsys || echo no nsys) $(command -v ncu || echo no ncu)"
 
 step "wheels"
 if [ -d .whl ]; then

@@ -1,10 +1,11 @@
-// A/B of the gated RMSNorm vec kernel's shapes on one GPU, for NOTES.md, bf16 [T, H, 128]
-// with a bf16 gate and weight, one-pass grids: 16 lanes x 8-element chunks (kernel v4, the
-// library's choice above 32k rows) against 32 lanes x 4-element chunks (its choice up to
-// 32k rows), also with 512-thread blocks and 8 blocks/SM.  (Runs 2-5 measured rows per
-// team, persistent grids, blocks per SM and block sizes: NOTES.md.)  Timed as the
-// benchmark does: a CUDA graph of >= 20 launches over rotated input copies (>= 2x L2 per
-// replay where the shape is small), median of 20 replays.  Not part of the library.
+// A/B of the gated RMSNorm vec kernel's launch shapes on one GPU, for NOTES.md: bf16
+// [T, H, 128] with a bf16 gate and weight, one-pass grids, each variant timed as the
+// benchmark times the library: a CUDA graph of >= 20 launches over rotated input copies
+// (>= 2x L2 per replay where the shape is small) writing one output buffer, median of 20
+// replays.  Variants: 4-element chunks (32 lanes per row) and 8-element chunks (16 lanes)
+// in blocks of 64..1024 threads, each also launched with programmatic dependent launch
+// (PDL), and an empty kernel: the floor a graph of dependent launches puts under any call.
+// Not part of the library.
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include \
 //        -Ipybind_free_api/src scripts/tune_rmsnorm_gated.cu -o /tmp/tune && /tmp/tune
@@ -27,23 +28,40 @@
     } while (0)
 
 using namespace gn;
-constexpr int D = 128, TPR = 16;
+constexpr int D = 128;
 
 struct Set {
-    char *x, *z, *out;
+    char *x, *z;
 };
 
-template <int LANES, int CPT, int R, int MINB, int BLOCK = kBlockThreads, int VEC = 8>
-float time_variant(const std::vector<Set> &sets, const void *w, int T, int H, const char *name) {
-    auto kernel = rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, CPT, R, MINB, BLOCK, VEC>;
-    int per_sm = 0;
-    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, BLOCK, 0));
+__global__ void empty_kernel(const RmsnormGatedArgs a) {
+    gn_wait_prior_grid();
+    gn_allow_next_grid();
+    if (a.rows < 0) a.out[0] = 0;  // never true: keeps the argument live
+}
+
+struct Variant {
+    const char *name;
+    void (*kernel)(const RmsnormGatedArgs);
+    int block, rows_per_block;
+};
+
+template <int LANES, int VEC, int BLOCK>
+Variant vec_variant(const char *name) {
+    constexpr int kMinBlocks = VEC == 4 ? 8 : 6;  // the library's: 27-28 / 39 registers
+    return {name, rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, 1, 1, kMinBlocks, BLOCK, VEC>, BLOCK, BLOCK / LANES};
+}
+
+float time_variant(const Variant &v, bool pdl, const std::vector<Set> &sets, char *out, const void *w, int T, int H) {
     cudaFuncAttributes attr;
-    CHECK(cudaFuncGetAttributes(&attr, kernel));
-    const int rows = T * H, rows_per_block = BLOCK / LANES * R;
-    const unsigned grid = unsigned((rows + rows_per_block - 1) / rows_per_block);
+    CHECK(cudaFuncGetAttributes(&attr, v.kernel));
+    int per_sm = 0;
+    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, v.kernel, v.block, 0));
+    const int rows = T * H;
+    const unsigned grid = unsigned((rows + v.rows_per_block - 1) / v.rows_per_block);
     RmsnormGatedArgs a{};
     a.weight = w;
+    a.out = out;
     a.x_st = a.z_st = a.o_st = int64_t(H) * D * 2;
     a.x_sh = a.z_sh = a.o_sh = D * 2;
     a.x_sr = a.z_sr = a.o_sr = D * 2;
@@ -58,16 +76,23 @@ float time_variant(const std::vector<Set> &sets, const void *w, int T, int H, co
     a.inv_dim = 1.0f / D;
     cudaStream_t s;
     CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    cudaLaunchAttribute attr_pdl{};
+    attr_pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr_pdl.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(v.block);
+    cfg.stream = s;
+    cfg.attrs = pdl ? &attr_pdl : nullptr;
+    cfg.numAttrs = pdl ? 1 : 0;
     const int calls = std::max<int>(20, int(sets.size()));
     cudaGraph_t g;
     cudaGraphExec_t ge;
     CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
     for (int i = 0; i < calls; ++i) {
-        const Set &st = sets[i % sets.size()];
-        a.x = st.x;
-        a.z = st.z;
-        a.out = st.out;
-        kernel<<<grid, BLOCK, 0, s>>>(a);
+        a.x = sets[i % sets.size()].x;
+        a.z = sets[i % sets.size()].z;
+        CHECK(cudaLaunchKernelEx(&cfg, v.kernel, a));
     }
     CHECK(cudaStreamEndCapture(s, &g));
     CHECK(cudaGraphInstantiate(&ge, g, 0));
@@ -87,11 +112,13 @@ float time_variant(const std::vector<Set> &sets, const void *w, int T, int H, co
         ts.push_back(ms * 1000.0f / calls);
     }
     std::sort(ts.begin(), ts.end());
+    CHECK(cudaEventDestroy(e0));
+    CHECK(cudaEventDestroy(e1));
     CHECK(cudaGraphExecDestroy(ge));
     CHECK(cudaGraphDestroy(g));
     CHECK(cudaStreamDestroy(s));
-    printf("  %-34s grid %6u, %3d regs, %d blocks/SM, %3d B local: %8.2f us\n", name, grid, attr.numRegs, per_sm,
-           int(attr.localSizeBytes), ts[ts.size() / 2]);
+    printf("  %-30s %-4s grid %6u, %2d regs, %2d blocks/SM: %8.2f us\n", v.name, pdl ? "PDL" : "", grid, attr.numRegs,
+           per_sm, ts[ts.size() / 2]);
     return ts[ts.size() / 2];
 }
 
@@ -105,7 +132,18 @@ int main() {
     void *w;
     CHECK(cudaMalloc(&w, D * 2));
     CHECK(cudaMemcpy(w, wh.data(), D * 2, cudaMemcpyHostToDevice));
-    const int shapes[][2] = {{1, 32}, {128, 32}, {1024, 32}, {4096, 24}, {4096, 32}, {16384, 32}};
+    const Variant variants[] = {
+        {"empty kernel", empty_kernel, 256, 8},
+        vec_variant<32, 4, 64>("4 elements, 64-thread blocks"),
+        vec_variant<32, 4, 128>("4 elements, 128-thread blocks"),
+        vec_variant<32, 4, 256>("4 elements, 256-thread blocks"),
+        vec_variant<32, 4, 512>("4 elements, 512-thread blocks"),
+        vec_variant<32, 4, 1024>("4 elements, 1024-thread blocks"),
+        vec_variant<16, 8, 128>("8 elements, 128-thread blocks"),
+        vec_variant<16, 8, 256>("8 elements, 256-thread blocks"),
+        vec_variant<16, 8, 512>("8 elements, 512-thread blocks"),
+    };
+    const int shapes[][2] = {{1, 32}, {32, 32}, {128, 24}, {128, 32}, {1024, 24}, {1024, 32}, {4096, 24}, {4096, 32}};
     for (auto &sh : shapes) {
         const int T = sh[0], H = sh[1];
         const size_t n = size_t(T) * H * D, bytes = 3 * n * 2;
@@ -115,21 +153,20 @@ int main() {
         for (auto &st : sets) {
             CHECK(cudaMalloc(&st.x, n * 2));
             CHECK(cudaMalloc(&st.z, n * 2));
-            CHECK(cudaMalloc(&st.out, n * 2));
             for (auto &v : host) v = f32_to_bf16(nd(rng));
             CHECK(cudaMemcpy(st.x, host.data(), n * 2, cudaMemcpyHostToDevice));
             CHECK(cudaMemcpy(st.z, host.data(), n * 2, cudaMemcpyHostToDevice));
         }
-        printf("bf16 [%d, %d, 128]: %.1f MB per call, %d rotated sets\n", T, H, bytes / 1e6, nsets);
-        time_variant<TPR, 1, 1, 6>(sets, w, T, H, "16 lanes x 8 elements (v4)");
-        time_variant<32, 1, 1, 6, 256, 4>(sets, w, T, H, "32 lanes x 4 elements");
-        time_variant<32, 1, 1, 6, 512, 4>(sets, w, T, H, "32 lanes x 4 elements, 512-thr blocks");
-        time_variant<32, 1, 1, 8, 256, 4>(sets, w, T, H, "32 lanes x 4 elements, 8 blk/SM");
+        char *out;
+        CHECK(cudaMalloc(&out, n * 2));
+        printf("bf16 [%d, %d, 128]: %.2f MB per call, %d rotated input sets, one output\n", T, H, bytes / 1e6, nsets);
+        for (const Variant &v : variants)
+            for (bool pdl : {false, true}) time_variant(v, pdl, sets, out, w, T, H);
         for (auto &st : sets) {
             CHECK(cudaFree(st.x));
             CHECK(cudaFree(st.z));
-            CHECK(cudaFree(st.out));
         }
+        CHECK(cudaFree(out));
     }
     return 0;
 }

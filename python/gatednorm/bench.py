@@ -100,6 +100,17 @@ class _Gpu:
             missing["fla_rmsnorm_fn"] = f"fla-core not importable: {type(e).__name__}: {e}"
         return peers, missing
 
+    def peer_configs(self):
+        """The launch configurations FLA's autotuner settled on, by its cache key: its key
+        buckets rows by 64k, so the config tuned on the first small shape serves them all."""
+        try:
+            from fla.modules.norm import fused_norm_gate
+
+            cache = getattr(fused_norm_gate.layer_norm_gated_fwd_kernel, "cache", {})
+            return {"fla_rms_norm_gated": {str(k): str(v) for k, v in cache.items()}}
+        except Exception as e:  # fla missing, or an autotuner without .cache
+            return {"fla_rms_norm_gated": f"unavailable: {type(e).__name__}"}
+
     # -- ceilings
     def _event_median(self, fn, reps=10):
         torch = self.torch
@@ -350,6 +361,8 @@ def render_table(report) -> str:
                 lines.append(f"peer {p} disagrees with the reference at {r['variant']} T={r['T']} H={r['H']}: {r[f'{p}_check_ulps']:.2f} ulp")
             if r.get(f"{p}_error"):
                 lines.append(f"peer {p} failed at {r['variant']} T={r['T']} H={r['H']}: {r[f'{p}_error']}")
+    for p, cfg in report.get("peer_configs", {}).items():
+        lines.append(f"{p} launch configs (autotuned): {cfg}")
     if "host_latency" in report:
         lines.append("host-call latency (Python, per call): " + ", ".join(f"{k[:-2]} {v * 1e6:.1f} us" for k, v in report["host_latency"].items()))
     return "\n".join(lines)
@@ -427,6 +440,7 @@ def run(quick=False, variants=VARIANTS, tokens=None, heads=None, peers=PEERS):
                 # progress on stderr, so a run cut short still shows what it measured
                 print(f"[bench {time.perf_counter() - t0:5.1f}s] {variant} T={T} H={H}: ours {_fmt_us(row['ours_s'])} us "
                       + " ".join(f"{p} {_fmt_us(row.get(p + '_s'))}" for p in peers), file=sys.stderr, flush=True)
+    report["peer_configs"] = gpu.peer_configs()
     report["host_latency"] = gpu.host_latency(gatednorm)
     return report
 
