@@ -3,8 +3,11 @@
 # compiler's resource report and SASS, run the GPU tests, `gatednorm check`, the C consumer
 # and the benchmark, and write the report to OUTDIR (at most 8 files, for the device tool).
 #
-#   bash scripts/gpu_check.sh OUTDIR [--quick] [--tune] [--bench-args "..."]
-#   --tune also builds and runs scripts/tune_rmsnorm_gated.cu (launch-shape A/B)
+#   bash scripts/gpu_check.sh OUTDIR [--quick] [--tune] [--bench-args "..."] [--skip STEPS]
+#                                    [--profile "T:H ..."]
+#   --tune     also builds and runs scripts/tune_rmsnorm_gated.cu (launch-shape A/B)
+#   --skip     comma list of steps not to run: pytest, check, c_consumer, bench
+#   --profile  Nsight Compute on ours and FLA at each T:H (scripts/profile_small_t.py), to ncu.txt
 #
 # Python packages the host lacks (cffi, pycparser, fla-core, einops, gemlite) come as
 # wheels in .whl/ (../shared/tools/offline_wheels.sh .whl), installed to /tmp/site.
@@ -14,11 +17,15 @@ shift
 quick=""
 tune=""
 bench_args=""
+skip=""
+profile=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="--quick" ;;
     --tune) tune=1 ;;
     --bench-args) bench_args="$2"; shift ;;
+    --skip) skip=",$2,"; shift ;;
+    --profile) profile="$2"; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -80,15 +87,34 @@ if [ -n "$tune" ]; then
        scripts/tune_rmsnorm_gated.cu -o /tmp/tune && /tmp/tune | tee "$out/tune.txt"; then record tune ok; else record tune FAIL; fi
 fi
 
+skipped() { case "$skip" in *",$1,"*) record "$1" skipped; return 0 ;; esac; return 1; }
+
+if [ -n "$profile" ]; then
+  step "Nsight Compute: ours and FLA (scripts/profile_small_t.py)"
+  metrics=gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread
+  metrics=$metrics,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed
+  metrics=$metrics,sm__warps_active.avg.pct_of_peak_sustained_active,lts__t_sector_hit_rate.pct
+  metrics=$metrics,smsp__average_warp_latency_issue_stalled_long_scoreboard.ratio,sm__ctas_launched.sum
+  for shape in $profile; do
+    echo "### T:H = $shape" >> "$out/ncu.txt"
+    ncu --clock-control none --profile-from-start off --metrics "$metrics" \
+      python3 scripts/profile_small_t.py "${shape%%:*}" "${shape##*:}" >> "$out/ncu.txt" 2>&1 || record profile FAIL
+  done
+  grep -E "^###|gn::|layer_norm|duration|grid_size|block_size|registers|dram__|warps_active|hit_rate|long_score|ctas" "$out/ncu.txt" | head -n 200
+fi
+
 step "pytest (GPU tests included)"
-if python3 -m pytest -q -p no:cacheprovider -rs tests 2>&1 | tee "$out/pytest.log"; then record pytest ok; else record pytest FAIL; fi
-tail -n 1 "$out/pytest.log"
+if skipped pytest; then :
+elif python3 -m pytest -q -p no:cacheprovider -rs tests 2>&1 | tee "$out/pytest.log"; then record pytest ok; else record pytest FAIL; fi
+[ -f "$out/pytest.log" ] && tail -n 1 "$out/pytest.log"
 
 step "gatednorm check"
-if python3 -m gatednorm check; then record check ok; else record check FAIL; fi
+if skipped check; then :
+elif python3 -m gatednorm check; then record check ok; else record check FAIL; fi
 
 step "C consumer (find_package + CTest)"
-if cmake -S tests/c_consumer -B /tmp/c_consumer -Dgatednorm_DIR="$(python3 -m gatednorm cmake-dir)" >/dev/null && \
+if skipped c_consumer; then :
+elif cmake -S tests/c_consumer -B /tmp/c_consumer -Dgatednorm_DIR="$(python3 -m gatednorm cmake-dir)" >/dev/null && \
    cmake --build /tmp/c_consumer >/dev/null && ctest --test-dir /tmp/c_consumer --output-on-failure; then
   record c_consumer ok
 else
@@ -97,7 +123,8 @@ fi
 
 step "benchmark"
 # shellcheck disable=SC2086
-if python3 -m gatednorm bench $quick $bench_args --json "$out/bench.json" --plot "$out/bench.png" | tee "$out/bench.md"; then
+if skipped bench; then :
+elif python3 -m gatednorm bench $quick $bench_args --json "$out/bench.json" --plot "$out/bench.png" | tee "$out/bench.md"; then
   record bench ok
 else
   record bench "FAIL (result check or crash)"
@@ -112,7 +139,7 @@ step "summary"
   echo
   printf -- '- %s\n' "${results[@]}"
   echo
-  cat "$out/bench.md"
+  [ -f "$out/bench.md" ] && cat "$out/bench.md"
 } > "$out/report.md"
 cat "$out/report.md"
 for r in "${results[@]}"; do case "$r" in *FAIL*) exit 1 ;; esac; done

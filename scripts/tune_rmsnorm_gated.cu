@@ -4,7 +4,8 @@
 // (>= 2x L2 per replay where the shape is small) writing one output buffer, median of 20
 // replays.  Variants: 4-element chunks (32 lanes per row) and 8-element chunks (16 lanes)
 // in blocks of 64..1024 threads, each also launched with programmatic dependent launch
-// (PDL), and an empty kernel: the floor a graph of dependent launches puts under any call.
+// (PDL), and an empty kernel: the floor a graph of dependent launches puts under any call;
+// the library's two shapes also with a weight per input set.
 // Not part of the library.
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include \
@@ -31,7 +32,7 @@ using namespace gn;
 constexpr int D = 128;
 
 struct Set {
-    char *x, *z;
+    char *x, *z, *w;  // w: each set's own weight copy, for the rotated-weight rows
 };
 
 __global__ void empty_kernel(const RmsnormGatedArgs a) {
@@ -40,19 +41,25 @@ __global__ void empty_kernel(const RmsnormGatedArgs a) {
     if (a.rows < 0) a.out[0] = 0;  // never true: keeps the argument live
 }
 
+__global__ void empty_kernel_no_hooks(const RmsnormGatedArgs a) {
+    if (a.rows < 0) a.out[0] = 0;
+}
+
 struct Variant {
     const char *name;
     void (*kernel)(const RmsnormGatedArgs);
     int block, rows_per_block;
 };
 
-template <int LANES, int VEC, int BLOCK>
+template <int LANES, int VEC, int BLOCK, int R = 1, int MINB = kMinBlocksPerSM<kBF16, 1, R>>
 Variant vec_variant(const char *name) {
-    constexpr int kMinBlocks = VEC == 4 ? 8 : 6;  // the library's: 27-28 / 39 registers
-    return {name, rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, 1, 1, kMinBlocks, BLOCK, VEC>, BLOCK, BLOCK / LANES};
+    return {name, rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, 1, R, MINB, BLOCK, VEC>, BLOCK, BLOCK / LANES * R};
 }
 
-float time_variant(const Variant &v, bool pdl, const std::vector<Set> &sets, char *out, const void *w, int T, int H) {
+// rotate_w: each call reads its set's own weight (as the benchmark, where every input set
+// has one, and an engine, where every layer does) instead of one L2-resident copy.
+float time_variant(const Variant &v, bool pdl, bool rotate_w, const std::vector<Set> &sets, char *out, const void *w,
+                   int T, int H) {
     cudaFuncAttributes attr;
     CHECK(cudaFuncGetAttributes(&attr, v.kernel));
     int per_sm = 0;
@@ -92,6 +99,7 @@ float time_variant(const Variant &v, bool pdl, const std::vector<Set> &sets, cha
     for (int i = 0; i < calls; ++i) {
         a.x = sets[i % sets.size()].x;
         a.z = sets[i % sets.size()].z;
+        a.weight = rotate_w ? sets[i % sets.size()].w : w;
         CHECK(cudaLaunchKernelEx(&cfg, v.kernel, a));
     }
     CHECK(cudaStreamEndCapture(s, &g));
@@ -117,8 +125,8 @@ float time_variant(const Variant &v, bool pdl, const std::vector<Set> &sets, cha
     CHECK(cudaGraphExecDestroy(ge));
     CHECK(cudaGraphDestroy(g));
     CHECK(cudaStreamDestroy(s));
-    printf("  %-30s %-4s grid %6u, %2d regs, %2d blocks/SM: %8.2f us\n", v.name, pdl ? "PDL" : "", grid, attr.numRegs,
-           per_sm, ts[ts.size() / 2]);
+    printf("  %-34s %-3s %-3s grid %6u, %3d regs, %2d blocks/SM: %8.2f us\n", v.name, pdl ? "PDL" : "",
+           rotate_w ? "w~" : "", grid, attr.numRegs, per_sm, ts[ts.size() / 2]);
     return ts[ts.size() / 2];
 }
 
@@ -132,18 +140,21 @@ int main() {
     void *w;
     CHECK(cudaMalloc(&w, D * 2));
     CHECK(cudaMemcpy(w, wh.data(), D * 2, cudaMemcpyHostToDevice));
+    // Run 8 covered 64..1024-thread blocks (256 best for 4 elements, 128-256 for 8); here
+    // rows per team R (fewer blocks: run 8's empty kernel cost ~1.2 ns per block).
     const Variant variants[] = {
         {"empty kernel", empty_kernel, 256, 8},
-        vec_variant<32, 4, 64>("4 elements, 64-thread blocks"),
-        vec_variant<32, 4, 128>("4 elements, 128-thread blocks"),
-        vec_variant<32, 4, 256>("4 elements, 256-thread blocks"),
-        vec_variant<32, 4, 512>("4 elements, 512-thread blocks"),
-        vec_variant<32, 4, 1024>("4 elements, 1024-thread blocks"),
-        vec_variant<16, 8, 128>("8 elements, 128-thread blocks"),
-        vec_variant<16, 8, 256>("8 elements, 256-thread blocks"),
-        vec_variant<16, 8, 512>("8 elements, 512-thread blocks"),
+        {"empty kernel, no PDL hooks", empty_kernel_no_hooks, 256, 8},
+        vec_variant<32, 4, 256>("4 el, 256 thr, R 1 (library <= 8k)"),
+        vec_variant<32, 4, 256, 2, 6>("4 el, 256 thr, R 2"),
+        vec_variant<32, 4, 256, 4, 4>("4 el, 256 thr, R 4"),
+        vec_variant<16, 8, 128>("8 el, 128 thr, R 1"),
+        vec_variant<16, 8, 256>("8 el, 256 thr, R 1 (library > 8k)"),
+        vec_variant<16, 8, 256, 2>("8 el, 256 thr, R 2"),
+        vec_variant<16, 8, 256, 4>("8 el, 256 thr, R 4"),
+        vec_variant<16, 8, 128, 2>("8 el, 128 thr, R 2"),
     };
-    const int shapes[][2] = {{1, 32}, {32, 32}, {128, 24}, {128, 32}, {1024, 24}, {1024, 32}, {4096, 24}, {4096, 32}};
+    const int shapes[][2] = {{1, 32}, {128, 24}, {128, 32}, {1024, 24}, {1024, 32}, {4096, 32}, {16384, 32}};
     for (auto &sh : shapes) {
         const int T = sh[0], H = sh[1];
         const size_t n = size_t(T) * H * D, bytes = 3 * n * 2;
@@ -156,15 +167,19 @@ int main() {
             for (auto &v : host) v = f32_to_bf16(nd(rng));
             CHECK(cudaMemcpy(st.x, host.data(), n * 2, cudaMemcpyHostToDevice));
             CHECK(cudaMemcpy(st.z, host.data(), n * 2, cudaMemcpyHostToDevice));
+            CHECK(cudaMalloc(&st.w, D * 2));
+            CHECK(cudaMemcpy(st.w, wh.data(), D * 2, cudaMemcpyHostToDevice));
         }
         char *out;
         CHECK(cudaMalloc(&out, n * 2));
         printf("bf16 [%d, %d, 128]: %.2f MB per call, %d rotated input sets, one output\n", T, H, bytes / 1e6, nsets);
         for (const Variant &v : variants)
-            for (bool pdl : {false, true}) time_variant(v, pdl, sets, out, w, T, H);
+            for (bool pdl : {false, true}) time_variant(v, pdl, false, sets, out, w, T, H);
+        for (int i = 2; i <= 6; i += 4) time_variant(variants[i], false, true, sets, out, w, T, H);
         for (auto &st : sets) {
             CHECK(cudaFree(st.x));
             CHECK(cudaFree(st.z));
+            CHECK(cudaFree(st.w));
         }
         CHECK(cudaFree(out));
     }

@@ -106,8 +106,10 @@ class _Gpu:
         try:
             from fla.modules.norm import fused_norm_gate
 
-            cache = getattr(fused_norm_gate.layer_norm_gated_fwd_kernel, "cache", {})
-            return {"fla_rms_norm_gated": {str(k): str(v) for k, v in cache.items()}}
+            fn = fused_norm_gate.layer_norm_gated_fwd_kernel
+            while not hasattr(fn, "cache") and hasattr(fn, "fn"):  # heuristics wrap the autotuner
+                fn = fn.fn
+            return {"fla_rms_norm_gated": {str(k): str(v) for k, v in getattr(fn, "cache", {}).items()}}
         except Exception as e:  # fla missing, or an autotuner without .cache
             return {"fla_rms_norm_gated": f"unavailable: {type(e).__name__}"}
 
