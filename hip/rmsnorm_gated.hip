@@ -31,8 +31,7 @@ unsigned grid_for(int64_t rows, int64_t rows_per_block) { return unsigned((rows 
 
 template <int XDT, int ODT, int TPR, int CPT, int VEC = 8>
 void launch_vec(const RmsnormGatedArgs &a, hipStream_t stream) {
-    rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, 1, kMinBlocksPerSM<XDT, CPT, 1>, kBlockThreads, VEC>
-        <<<grid_for(a.rows, kBlockThreads / TPR), kBlockThreads, 0, stream>>>(a);
+    rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, VEC><<<grid_for(a.rows, kBlockThreads / TPR), kBlockThreads, 0, stream>>>(a);
 }
 
 // Up to this many rows of D <= 128, lanes take 4-element chunks (8-byte loads of 16-bit
@@ -126,7 +125,7 @@ gatednorm_status gpu_rmsnorm_gated(const RmsnormGatedProblem &p, void *stream_pt
             default: launch_vec_out<kF32>(a, stream); break;
         }
     } else {
-        rmsnorm_gated_generic_kernel<<<grid_for(a.rows, kGenericTeams), kBlockThreads, 0, stream>>>(a);
+        rmsnorm_gated_generic_kernel<><<<grid_for(a.rows, kGenericTeams), kBlockThreads, 0, stream>>>(a);
     }
     return check_launch("rmsnorm_gated");
 }

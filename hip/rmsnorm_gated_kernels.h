@@ -167,53 +167,54 @@ __device__ __forceinline__ void row_offsets(const RmsnormGatedArgs &a, int32_t r
 
 // Resident blocks per multiprocessor the register budget must allow (256 threads each),
 // by the 16-byte loads of x a lane keeps in flight: one keeps 6 blocks (40 registers; the
-// kernel needs 39), two (two rows, or an fp32 chunk) keep 4 (64), four-chunk rows
-// (D > 256, ~115 registers) keep 2.  8 blocks (32 registers) spilled and ran up to 50%
-// slower in run 3's A/B.
-template <int XDT, int CPT, int R>
+// kernel needs 39), two (an fp32 chunk) keep 4 (64), four-chunk rows (D > 256, ~115
+// registers) keep 2.  8 blocks (32 registers) spilled and ran up to 50% slower in run 3.
+template <int XDT, int CPT>
 constexpr int kMinBlocksPerSM = [] {
-    constexpr int loads = R * CPT * (XDT == kF32 ? 2 : 1);
+    constexpr int loads = CPT * (XDT == kF32 ? 2 : 1);
     return loads == 1 ? 6 : loads == 2 ? 4 : 2;
 }();
 
-// A team owns R rows (the library launches R = 1: a block per 256 / TPR rows, no loop,
-// so nothing is loop-invariant for the compiler to hoist in front of the row's loads).
-// All loads of x and z are issued first, then the weight's raw bits, which are widened
-// only where they are used: a thread waits on DRAM once.  R and MIN_BLOCKS stay
-// parameters for scripts/tune_rmsnorm_gated.cu (R = 2 and 4 measured slower, NOTES.md), as
-// is the block size BLOCK (MIN_BLOCKS counts blocks of 256 threads' worth of registers).
-template <int XDT, int ODT, int TPR, int CPT, int R = 1, int MIN_BLOCKS = kMinBlocksPerSM<XDT, CPT, R>,
-          int BLOCK = kBlockThreads, int VEC = 8>
+// Launch variants of the vec kernel, as compile-time flags.
+enum VecFlags : int {
+    kLateGate = 1,  // with norm_before_gate, load z after the row's sum instead of with x
+    kPdl = 2,       // launched with programmatic dependent launch: wait for the prior grid
+};
+
+// A team of TPR lanes owns one row (a block holds BLOCK / TPR rows, no loop: nothing is
+// loop-invariant for the compiler to hoist in front of the row's loads; 2 and 4 rows per
+// team measured slower, runs 3 and 9).  x (and z, unless kLateGate defers it) is loaded
+// first, then the weight's raw bits, widened only where they are used: a thread waits on
+// DRAM once, or twice with kLateGate.  BLOCK and MIN_BLOCKS stay parameters for
+// scripts/tune_rmsnorm_gated.cu (MIN_BLOCKS counts blocks of 256 threads' worth of registers).
+template <int XDT, int ODT, int TPR, int CPT, int VEC, int FLAGS = 0, int BLOCK = kBlockThreads,
+          int MIN_BLOCKS = kMinBlocksPerSM<XDT, CPT>>
 __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rmsnorm_gated_vec_kernel(const RmsnormGatedArgs a) {
-    constexpr int kTeams = BLOCK / TPR;
     constexpr int kXBytes = XDT == kF32 ? 4 : 2;
     constexpr int kOBytes = ODT == kF32 ? 4 : 2;
+    constexpr bool kLate = (FLAGS & kLateGate) != 0;
     const int lane = threadIdx.x % TPR;
-    const int team = threadIdx.x / TPR;
+    const int32_t row = blockIdx.x * (BLOCK / TPR) + threadIdx.x / TPR;  // neighbouring teams: neighbouring rows
+    const bool row_ok = row < a.rows;
     const bool has_z = a.z != nullptr;
-    const int32_t base = blockIdx.x * kTeams * R;
-    gn_wait_prior_grid();
-    gn_allow_next_grid();
+    const bool gate_first = has_z && !a.norm_before_gate;  // the gate enters the sum (Mamba2)
+    const bool gate_after = has_z && a.norm_before_gate;
+    int64_t xo = 0, zo = 0, oo = 0;
+    if (row_ok) row_offsets(a, row, xo, zo, oo);
+    if constexpr ((FLAGS & kPdl) != 0) {
+        gn_wait_prior_grid();
+        gn_allow_next_grid();
+    }
 
-    float u[R][CPT][VEC], g[R][CPT][VEC];
-    int64_t oo[R];
-    bool row_ok[R];
+    float u[CPT][VEC], g[CPT][VEC];
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-        const int32_t row = base + r * kTeams + team;  // neighbouring teams: neighbouring rows
-        row_ok[r] = row < a.rows;
-        int64_t xo = 0, zo = 0;
-        oo[r] = 0;
-        if (row_ok[r]) row_offsets(a, row, xo, zo, oo[r]);
+    for (int j = 0; j < CPT; ++j) {
+        const int col = (lane + j * TPR) * VEC;
+        const bool ok = row_ok && col < a.dim;
 #pragma unroll
-        for (int j = 0; j < CPT; ++j) {
-            const int col = (lane + j * TPR) * VEC;
-            const bool ok = row_ok[r] && col < a.dim;
-#pragma unroll
-            for (int k = 0; k < VEC; ++k) u[r][j][k] = g[r][j][k] = 0.0f;
-            if (ok) load_vec<XDT, VEC>(a.x + xo + int64_t(col) * kXBytes, u[r][j]);
-            if (ok && has_z) load_vec<XDT, VEC>(a.z + zo + int64_t(col) * kXBytes, g[r][j]);
-        }
+        for (int k = 0; k < VEC; ++k) u[j][k] = g[j][k] = 0.0f;
+        if (ok) load_vec<XDT, VEC>(a.x + xo + int64_t(col) * kXBytes, u[j]);
+        if (ok && (gate_first || (gate_after && !kLate))) load_vec<XDT, VEC>(a.z + zo + int64_t(col) * kXBytes, g[j]);
     }
     RawChunk<VEC> wraw[CPT];
     const int wbytes = dtype_size(a.weight_dtype);
@@ -223,47 +224,42 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rms
         if (col < a.dim) wraw[j] = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * wbytes, a.weight_dtype);
     }
 
-    float ss[R];
+    float ss = 0.0f;
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-        ss[r] = 0.0f;
+    for (int j = 0; j < CPT; ++j) {
 #pragma unroll
-        for (int j = 0; j < CPT; ++j) {
-#pragma unroll
-            for (int k = 0; k < VEC; ++k) {
-                if (has_z) {
-                    g[r][j][k] = activate(g[r][j][k], a.activation);
-                    if (!a.norm_before_gate) u[r][j][k] *= g[r][j][k];
-                }
-                ss[r] += u[r][j][k] * u[r][j][k];
-            }
+        for (int k = 0; k < VEC; ++k) {
+            if (gate_first) u[j][k] *= activate(g[j][k], a.activation);
+            ss += u[j][k] * u[j][k];
         }
     }
+    ss = team_sum<TPR, BLOCK>(ss);
+    if (!row_ok) return;  // after the team's shuffles
+    const float rstd = rsqrtf(ss * a.inv_dim + a.eps);
+    if (kLate && gate_after) {
 #pragma unroll
-    for (int r = 0; r < R; ++r) ss[r] = team_sum<TPR, BLOCK>(ss[r]);
-    const bool gate_after = has_z && a.norm_before_gate;
+        for (int j = 0; j < CPT; ++j) {
+            const int col = (lane + j * TPR) * VEC;
+            if (col < a.dim) load_vec<XDT, VEC>(a.z + zo + int64_t(col) * kXBytes, g[j]);
+        }
+    }
 
 #pragma unroll
     for (int j = 0; j < CPT; ++j) {
         const int col = (lane + j * TPR) * VEC;
         if (col >= a.dim) continue;
-        float w[VEC];
+        float w[VEC], y[VEC];
         widen_chunk(wraw[j], a.weight_dtype, a.weight_offset, w);
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-            if (!row_ok[r]) continue;
-            const float rstd = rsqrtf(ss[r] * a.inv_dim + a.eps);
-            float y[VEC];
-#pragma unroll
-            for (int k = 0; k < VEC; ++k) {
-                y[k] = u[r][j][k] * rstd * w[k];
-                if (gate_after) y[k] *= g[r][j][k];
-            }
-            store_vec<ODT, VEC>(a.out + oo[r] + int64_t(col) * kOBytes, y);
+        for (int k = 0; k < VEC; ++k) {
+            y[k] = u[j][k] * rstd * w[k];
+            if (gate_after) y[k] *= activate(g[j][k], a.activation);
         }
+        store_vec<ODT, VEC>(a.out + oo + int64_t(col) * kOBytes, y);
     }
 }
 
+template <int FLAGS = 0>
 __global__ void __launch_bounds__(kBlockThreads) rmsnorm_gated_generic_kernel(const RmsnormGatedArgs a) {
     constexpr int kTeam = kGenericTeamLanes;
     const int lane = threadIdx.x % kTeam;
@@ -276,8 +272,10 @@ __global__ void __launch_bounds__(kBlockThreads) rmsnorm_gated_generic_kernel(co
     const int ws = dtype_size(a.weight_dtype);
     int64_t xo = 0, zo = 0, oo = 0;
     if (row_ok) row_offsets(a, row, xo, zo, oo);
-    gn_wait_prior_grid();
-    gn_allow_next_grid();
+    if constexpr ((FLAGS & kPdl) != 0) {
+        gn_wait_prior_grid();
+        gn_allow_next_grid();
+    }
 
     float ss = 0.0f;
     if (row_ok) {

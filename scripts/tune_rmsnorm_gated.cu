@@ -2,16 +2,17 @@
 // [T, H, 128] with a bf16 gate and weight, one-pass grids, each variant timed as the
 // benchmark times the library: a CUDA graph of >= 20 launches over rotated input copies
 // (>= 2x L2 per replay where the shape is small) writing one output buffer, median of 20
-// replays.  Variants: 4-element chunks (32 lanes per row) and 8-element chunks (16 lanes)
-// in blocks of 64..1024 threads, each also launched with programmatic dependent launch
-// (PDL), and an empty kernel: the floor a graph of dependent launches puts under any call;
-// the library's two shapes also with a weight per input set.
+// replays.  Variants: 4-element chunks (32 lanes per row) and 8-element chunks (16 lanes),
+// the gate loaded with x or after the row's sum, with and without programmatic dependent
+// launch (PDL), and an empty kernel: the floor a graph of dependent launches puts under any call.
+// Every call reads its input set's own weight, as in the benchmark.
 // Not part of the library.
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include \
 //        -Ipybind_free_api/src scripts/tune_rmsnorm_gated.cu -o /tmp/tune && /tmp/tune
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <algorithm>
 #include <random>
@@ -51,13 +52,11 @@ struct Variant {
     int block, rows_per_block;
 };
 
-template <int LANES, int VEC, int BLOCK, int R = 1, int MINB = kMinBlocksPerSM<kBF16, 1, R>>
+template <int LANES, int VEC, int BLOCK, int FLAGS = 0>
 Variant vec_variant(const char *name) {
-    return {name, rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, 1, R, MINB, BLOCK, VEC>, BLOCK, BLOCK / LANES * R};
+    return {name, rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, 1, VEC, FLAGS, BLOCK>, BLOCK, BLOCK / LANES};
 }
 
-// rotate_w: each call reads its set's own weight (as the benchmark, where every input set
-// has one, and an engine, where every layer does) instead of one L2-resident copy.
 float time_variant(const Variant &v, bool pdl, bool rotate_w, const std::vector<Set> &sets, char *out, const void *w,
                    int T, int H) {
     cudaFuncAttributes attr;
@@ -140,19 +139,22 @@ int main() {
     void *w;
     CHECK(cudaMalloc(&w, D * 2));
     CHECK(cudaMemcpy(w, wh.data(), D * 2, cudaMemcpyHostToDevice));
-    // Run 8 covered 64..1024-thread blocks (256 best for 4 elements, 128-256 for 8); here
-    // rows per team R (fewer blocks: run 8's empty kernel cost ~1.2 ns per block).
+    // Run 8 covered 64..1024-thread blocks (256 best for 4 elements, 128-256 for 8), run 9
+    // rows per team (1 best).  Here: z loaded after the row's sum (as FLA's kernel does),
+    // and the PDL hooks compiled in (kPdl) whether or not the launch uses PDL.
     const Variant variants[] = {
         {"empty kernel", empty_kernel, 256, 8},
         {"empty kernel, no PDL hooks", empty_kernel_no_hooks, 256, 8},
-        vec_variant<32, 4, 256>("4 el, 256 thr, R 1 (library <= 8k)"),
-        vec_variant<32, 4, 256, 2, 6>("4 el, 256 thr, R 2"),
-        vec_variant<32, 4, 256, 4, 4>("4 el, 256 thr, R 4"),
-        vec_variant<16, 8, 128>("8 el, 128 thr, R 1"),
-        vec_variant<16, 8, 256>("8 el, 256 thr, R 1 (library > 8k)"),
-        vec_variant<16, 8, 256, 2>("8 el, 256 thr, R 2"),
-        vec_variant<16, 8, 256, 4>("8 el, 256 thr, R 4"),
-        vec_variant<16, 8, 128, 2>("8 el, 128 thr, R 2"),
+        vec_variant<32, 4, 256>("4 el, 256 thr (library <= 8k)"),
+        vec_variant<32, 4, 256, kLateGate>("4 el, 256 thr, late z"),
+        vec_variant<32, 4, 256, kPdl>("4 el, 256 thr, hooks"),
+        vec_variant<32, 4, 256, kLateGate | kPdl>("4 el, 256 thr, late z, hooks"),
+        vec_variant<16, 8, 128>("8 el, 128 thr"),
+        vec_variant<16, 8, 128, kLateGate>("8 el, 128 thr, late z"),
+        vec_variant<16, 8, 256>("8 el, 256 thr (library > 8k)"),
+        vec_variant<16, 8, 256, kLateGate>("8 el, 256 thr, late z"),
+        vec_variant<16, 8, 256, kPdl>("8 el, 256 thr, hooks"),
+        vec_variant<16, 8, 256, kLateGate | kPdl>("8 el, 256 thr, late z, hooks"),
     };
     const int shapes[][2] = {{1, 32}, {128, 24}, {128, 32}, {1024, 24}, {1024, 32}, {4096, 32}, {16384, 32}};
     for (auto &sh : shapes) {
@@ -173,9 +175,11 @@ int main() {
         char *out;
         CHECK(cudaMalloc(&out, n * 2));
         printf("bf16 [%d, %d, 128]: %.2f MB per call, %d rotated input sets, one output\n", T, H, bytes / 1e6, nsets);
-        for (const Variant &v : variants)
-            for (bool pdl : {false, true}) time_variant(v, pdl, false, sets, out, w, T, H);
-        for (int i = 2; i <= 6; i += 4) time_variant(variants[i], false, true, sets, out, w, T, H);
+        // PDL launches only for kernels that wait for the prior grid (the empty ones, "hooks").
+        for (const Variant &v : variants) {
+            time_variant(v, false, true, sets, out, w, T, H);
+            if (strstr(v.name, "empty") || strstr(v.name, "hooks")) time_variant(v, true, true, sets, out, w, T, H);
+        }
         for (auto &st : sets) {
             CHECK(cudaFree(st.x));
             CHECK(cudaFree(st.z));
