@@ -33,6 +33,11 @@ GPU_HEADS = (24, 32)
 CPU_TOKENS = (1, 32, 128)
 VARIANTS = ("bf16", "strided_z", "fp32_weight")
 PEERS = ("eager", "compile", "fla_rms_norm_gated", "fla_rmsnorm_fn")
+# How ours is called: "out" writes one preallocated buffer; "alloc" lets the op allocate its
+# output inside the graph (from the graph's pool, the same block every call, exactly as the
+# peers get theirs).  The first mode is the table's "ours"; the others get their own columns.
+OURS_MODES = ("out",)
+ALL_OURS_MODES = ("out", "alloc")
 MAX_ROTATION = 4096      # copies of a tiny working set; beyond this launch cost dominates anyway
 CHECK_ROWS = 1024        # rows compared with the reference per implementation and shape
 MIN_CALLS_PER_GRAPH = 20
@@ -215,7 +220,7 @@ class _Gpu:
         del g
         return float(np.median(times))
 
-    def bench_shape(self, gatednorm, variant, T, H, peers_wanted):
+    def bench_shape(self, gatednorm, variant, T, H, peers_wanted, ours_modes=OURS_MODES):
         torch = self.torch
         D = HEAD_DIM
         gen = torch.Generator(device=self.dev)
@@ -236,11 +241,14 @@ class _Gpu:
         # the graph's memory pool and land in the same block every call (an engine's
         # allocator does the same layer after layer).  Rotating only our output (run 1-2)
         # charged us DRAM writes that the peers' L2-resident outputs were spared.
-        def ours_fn(s):
+        def ours_fn(s, mode):
             x, z, w, _ = s
+            if mode == "alloc":
+                return lambda: gatednorm.rmsnorm_gated(x, z, w, eps=EPS, stream=torch.cuda.current_stream())
             return lambda: gatednorm.rmsnorm_gated(x, z, w, eps=EPS, out=out, stream=torch.cuda.current_stream())
 
-        row["ours_s"] = self.time_graph([ours_fn(s) for s in sets])
+        for i, mode in enumerate(ours_modes):
+            row["ours_s" if i == 0 else f"ours_{mode}_s"] = self.time_graph([ours_fn(s, mode) for s in sets])
         row["ours_GBps"] = bytes_moved / row["ours_s"] / 1e9
         for name in peers_wanted:
             if name not in self.peers:
@@ -344,13 +352,15 @@ def render_table(report) -> str:
         c = report["ceilings"]
         lines.append(f"device: {report['device']}  copy ceiling: {c['copy_GBps']:.0f} GB/s  "
                      f"bf16 GEMM ceiling: {c['gemm_TFLOPs']:.0f} TFLOP/s  commit {report['commit']}  {report['date']}")
-    head = ["variant", "T", "H", "ours us", *[f"{p} us" for p in peers], "ours GB/s", "of copy", *[f"x vs {p}" for p in peers], "check"]
+    extra = report.get("ours_modes", ["out"])[1:]
+    head = ["variant", "T", "H", "ours us", *[f"ours[{m}] us" for m in extra], *[f"{p} us" for p in peers], "ours GB/s", "of copy", *[f"x vs {p}" for p in peers], "check"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     copy = report.get("ceilings", {}).get("copy_GBps")
     for r in rows:
         frac = f"{r['ours_GBps'] / copy:.0%}" if copy else "-"
-        cells = [r["variant"], str(r["T"]), str(r["H"]), _fmt_us(r["ours_s"]), *[_fmt_us(r.get(f"{p}_s")) for p in peers],
+        cells = [r["variant"], str(r["T"]), str(r["H"]), _fmt_us(r["ours_s"]), *[_fmt_us(r.get(f"ours_{m}_s")) for m in extra],
+                 *[_fmt_us(r.get(f"{p}_s")) for p in peers],
                  f"{r['ours_GBps']:.0f}", frac,
                  *[("-" if _speedup(r["ours_s"], r.get(f"{p}_s")) is None else f"{_speedup(r['ours_s'], r[f'{p}_s']):.2f}") for p in peers],
                  ("ok" if r["ours_ok"] else "FAIL") + f" ({r['ours_check_ulps']:.2f} ulp)"]
@@ -413,7 +423,7 @@ def plot(report, path):
     fig.savefig(path, dpi=110)
 
 
-def run(quick=False, variants=VARIANTS, tokens=None, heads=None, peers=PEERS):
+def run(quick=False, variants=VARIANTS, tokens=None, heads=None, peers=PEERS, ours_modes=OURS_MODES):
     """Run the benchmark; returns the report dict (see render_table for its shape)."""
     import gatednorm
 
@@ -431,16 +441,18 @@ def run(quick=False, variants=VARIANTS, tokens=None, heads=None, peers=PEERS):
         return {**base, **_bench_cpu(gatednorm, quick, tokens, heads)}
     gpu = _Gpu(torch, quick)
     report = {**base, "mode": "gpu", "device": gpu.device_name, "l2_bytes": gpu.l2_bytes, "sm_count": gpu.sm_count,
-              "peers": list(peers), "missing": {p: gpu.missing[p] for p in peers if p in gpu.missing},
+              "peers": list(peers), "ours_modes": list(ours_modes),
+              "missing": {p: gpu.missing[p] for p in peers if p in gpu.missing},
               "ceilings": gpu.ceilings(), "rows": []}
     for variant in variants:
         for H in heads or GPU_HEADS:
             for T in tokens or GPU_TOKENS:
                 t0 = time.perf_counter()
-                row = gpu.bench_shape(gatednorm, variant, T, H, peers)
+                row = gpu.bench_shape(gatednorm, variant, T, H, peers, ours_modes)
                 report["rows"].append(row)
                 # progress on stderr, so a run cut short still shows what it measured
                 print(f"[bench {time.perf_counter() - t0:5.1f}s] {variant} T={T} H={H}: ours {_fmt_us(row['ours_s'])} us "
+                      + " ".join(f"ours[{m}] {_fmt_us(row.get(f'ours_{m}_s'))}" for m in ours_modes[1:]) + " "
                       + " ".join(f"{p} {_fmt_us(row.get(p + '_s'))}" for p in peers), file=sys.stderr, flush=True)
     report["peer_configs"] = gpu.peer_configs()
     report["host_latency"] = gpu.host_latency(gatednorm)
@@ -454,11 +466,18 @@ def add_arguments(parser):
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {VARIANTS}")
     parser.add_argument("--tokens", help="comma list of T (default: performance.md's shapes)")
     parser.add_argument("--heads", help="comma list of H (default: 24,32)")
+    parser.add_argument("--ours-modes", default=",".join(OURS_MODES),
+                        help=f"comma list of {ALL_OURS_MODES}: how ours is called; the first is the table's 'ours'")
 
 
 def main(args) -> int:
     ints = lambda s: tuple(int(v) for v in s.split(",")) if s else None  # noqa: E731
-    report = run(quick=args.quick, variants=tuple(args.variants.split(",")), tokens=ints(args.tokens), heads=ints(args.heads))
+    modes = tuple(args.ours_modes.split(","))
+    bad = [m for m in modes if m not in ALL_OURS_MODES]
+    if bad or not modes:
+        raise SystemExit(f"--ours-modes: expected a comma list of {ALL_OURS_MODES}, got {args.ours_modes!r}")
+    report = run(quick=args.quick, variants=tuple(args.variants.split(",")), tokens=ints(args.tokens), heads=ints(args.heads),
+                 ours_modes=modes)
     print(render_table(report))
     if args.json:
         with open(args.json, "w") as f:
