@@ -27,6 +27,7 @@ struct RmsnormGatedProblem {
     float eps = 1e-6f;
     float weight_offset = 0.0f;
     int device_id = 0;
+    bool pdl = false;  // programmatic dependent launch, where the GPU has it
 };
 
 // Sets this thread's last-error message (printf-style) and returns status, so that

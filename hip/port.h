@@ -10,6 +10,7 @@
 //            hipPointerAttribute_t hipMemoryType{Host,Device,Managed,Unregistered}
 //   device:  gn_shfl_xor (shuffle within groups of `width` <= 32 lanes, all lanes active)
 //            gn_wait_prior_grid, gn_allow_next_grid (programmatic dependent launch, below)
+//   launch:  gn_device_has_pdl, gn_launch_pdl (CUDA only: GN_HAS_PDL)
 //
 // No code depends on the warp width (64 on CDNA, 32 on RDNA and NVIDIA): reductions work
 // in groups of at most 32 lanes, which divides both.
@@ -17,6 +18,8 @@
 
 #if defined(__NVCC__) || (defined(__CUDACC__) && !defined(__HIP__))
 #include <cuda_runtime.h>
+
+#include <atomic>
 
 #define GN_PLATFORM_CUDA 1
 #define GN_PLATFORM_NAME "cuda"
@@ -67,6 +70,39 @@ __device__ __forceinline__ void gn_allow_next_grid() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
+}
+
+#define GN_HAS_PDL 1
+// Whether device can launch with PDL (compute capability >= 9.0), asked once per device.
+inline bool gn_device_has_pdl(int device) {
+    constexpr int kCached = 64;
+    static std::atomic<int> major[kCached] = {};  // 0: not asked yet
+    if (device < 0 || device >= kCached) return false;
+    int m = major[device].load(std::memory_order_relaxed);
+    if (m == 0) {
+        if (cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return false;
+        }
+        major[device].store(m, std::memory_order_relaxed);
+    }
+    return m >= 9;
+}
+
+// kernel<<<grid, block, 0, stream>>>(args) with the programmatic-stream-serialization
+// attribute; kernel must wait for the prior grid (gn_wait_prior_grid) before touching memory.
+template <class Args>
+cudaError_t gn_launch_pdl(void (*kernel)(Args), unsigned grid, unsigned block, cudaStream_t stream, const Args &args) {
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(block);
+    cfg.stream = stream;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, kernel, args);
 }
 
 #else  // HIP (AMD)

@@ -29,9 +29,35 @@ bool vec_path_ok(const RmsnormGatedProblem &p) {
 // (the block scheduler overlaps one block's tail with the next one's loads).
 unsigned grid_for(int64_t rows, int64_t rows_per_block) { return unsigned((rows + rows_per_block - 1) / rows_per_block); }
 
+// Where and how to launch: the stream, and whether with programmatic dependent launch.
+struct Launch {
+    hipStream_t stream;
+    bool pdl;  // only set where the device has it (gn_device_has_pdl)
+};
+
+// The flags of the kernels launched with PDL: the kPdl build, which waits for the prior
+// grid.  Platforms without PDL never launch them, so they compile nothing extra.
+#if defined(GN_HAS_PDL)
+constexpr int kPdlFlags = kPdl;
+#else
+constexpr int kPdlFlags = 0;
+#endif
+
+template <class PlainKernel, class PdlKernel>
+hipError_t launch(PlainKernel plain, PdlKernel with_pdl, unsigned grid, const RmsnormGatedArgs &a, const Launch &l) {
+#if defined(GN_HAS_PDL)
+    if (l.pdl) return gn_launch_pdl(with_pdl, grid, kBlockThreads, l.stream, a);
+#else
+    (void)with_pdl;
+#endif
+    plain<<<grid, kBlockThreads, 0, l.stream>>>(a);
+    return hipSuccess;
+}
+
 template <int XDT, int ODT, int TPR, int CPT, int VEC = 8>
-void launch_vec(const RmsnormGatedArgs &a, hipStream_t stream) {
-    rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, VEC><<<grid_for(a.rows, kBlockThreads / TPR), kBlockThreads, 0, stream>>>(a);
+hipError_t launch_vec(const RmsnormGatedArgs &a, const Launch &l) {
+    return launch(rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, VEC>, rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, VEC, kPdlFlags>,
+                  grid_for(a.rows, kBlockThreads / TPR), a, l);
 }
 
 // Up to this many rows of D <= 128, lanes take 4-element chunks (8-byte loads of 16-bit
@@ -45,30 +71,29 @@ constexpr int kSmallRows = 8192;
 // Chunk size and team shape from D and the row count: 4-element chunks for short rows of
 // small problems, else 8-element chunks, 1 or 4 per lane, teams of 4..256 lanes.
 template <int XDT, int ODT>
-void launch_vec_shape(const RmsnormGatedArgs &a, hipStream_t stream) {
+hipError_t launch_vec_shape(const RmsnormGatedArgs &a, const Launch &l) {
     if (a.dim <= 128 && a.rows <= kSmallRows) {
         const int chunks4 = a.dim / 4;
-        if (chunks4 <= 4) launch_vec<XDT, ODT, 4, 1, 4>(a, stream);
-        else if (chunks4 <= 8) launch_vec<XDT, ODT, 8, 1, 4>(a, stream);
-        else if (chunks4 <= 16) launch_vec<XDT, ODT, 16, 1, 4>(a, stream);
-        else launch_vec<XDT, ODT, 32, 1, 4>(a, stream);
-        return;
+        if (chunks4 <= 4) return launch_vec<XDT, ODT, 4, 1, 4>(a, l);
+        else if (chunks4 <= 8) return launch_vec<XDT, ODT, 8, 1, 4>(a, l);
+        else if (chunks4 <= 16) return launch_vec<XDT, ODT, 16, 1, 4>(a, l);
+        else return launch_vec<XDT, ODT, 32, 1, 4>(a, l);
     }
     const int chunks = a.dim / 8;
-    if (chunks <= 4) launch_vec<XDT, ODT, 4, 1>(a, stream);
-    else if (chunks <= 8) launch_vec<XDT, ODT, 8, 1>(a, stream);
-    else if (chunks <= 16) launch_vec<XDT, ODT, 16, 1>(a, stream);
-    else if (chunks <= 32) launch_vec<XDT, ODT, 32, 1>(a, stream);
-    else if (chunks <= 32 * 4) launch_vec<XDT, ODT, 32, 4>(a, stream);
-    else launch_vec<XDT, ODT, kBlockThreads, 4>(a, stream);
+    if (chunks <= 4) return launch_vec<XDT, ODT, 4, 1>(a, l);
+    else if (chunks <= 8) return launch_vec<XDT, ODT, 8, 1>(a, l);
+    else if (chunks <= 16) return launch_vec<XDT, ODT, 16, 1>(a, l);
+    else if (chunks <= 32) return launch_vec<XDT, ODT, 32, 1>(a, l);
+    else if (chunks <= 32 * 4) return launch_vec<XDT, ODT, 32, 4>(a, l);
+    else return launch_vec<XDT, ODT, kBlockThreads, 4>(a, l);
 }
 
 template <int XDT>
-void launch_vec_out(const RmsnormGatedArgs &a, hipStream_t stream) {
+hipError_t launch_vec_out(const RmsnormGatedArgs &a, const Launch &l) {
     switch (a.out_dtype) {
-        case kBF16: return launch_vec_shape<XDT, kBF16>(a, stream);
-        case kF16: return launch_vec_shape<XDT, kF16>(a, stream);
-        default: return launch_vec_shape<XDT, kF32>(a, stream);
+        case kBF16: return launch_vec_shape<XDT, kBF16>(a, l);
+        case kF16: return launch_vec_shape<XDT, kF16>(a, l);
+        default: return launch_vec_shape<XDT, kF32>(a, l);
     }
 }
 
@@ -117,16 +142,22 @@ gatednorm_status gpu_rmsnorm_gated(const RmsnormGatedProblem &p, void *stream_pt
     DeviceGuard guard(p.device_id);
     if (!guard.ok()) return guard.status();
     const RmsnormGatedArgs a = make_args(p);
-    hipStream_t stream = static_cast<hipStream_t>(stream_ptr);
+#if defined(GN_HAS_PDL)
+    const Launch l{static_cast<hipStream_t>(stream_ptr), p.pdl && gn_device_has_pdl(p.device_id)};
+#else
+    const Launch l{static_cast<hipStream_t>(stream_ptr), false};
+#endif
+    hipError_t err;
     if (vec_path_ok(p)) {
         switch (a.x_dtype) {
-            case kBF16: launch_vec_out<kBF16>(a, stream); break;
-            case kF16: launch_vec_out<kF16>(a, stream); break;
-            default: launch_vec_out<kF32>(a, stream); break;
+            case kBF16: err = launch_vec_out<kBF16>(a, l); break;
+            case kF16: err = launch_vec_out<kF16>(a, l); break;
+            default: err = launch_vec_out<kF32>(a, l); break;
         }
     } else {
-        rmsnorm_gated_generic_kernel<><<<grid_for(a.rows, kGenericTeams), kBlockThreads, 0, stream>>>(a);
+        err = launch(rmsnorm_gated_generic_kernel<>, rmsnorm_gated_generic_kernel<kPdlFlags>, grid_for(a.rows, kGenericTeams), a, l);
     }
+    if (err != hipSuccess) return runtime_fail(err, "rmsnorm_gated launch");
     return check_launch("rmsnorm_gated");
 }
 

@@ -65,11 +65,12 @@ __device__ __forceinline__ void store_words(char *p, const uint32_t (&w)[N]) {
     }
 }
 
-// Element k of words holding dtype dt (k is a compile-time index after unrolling).
-__device__ __forceinline__ float word_element(const uint32_t *w, int k, int dt) {
-    if (dt == kF32) return f32_from_bits(w[k]);
+// Element k of words holding dtype DT (k is a compile-time index after unrolling).
+template <int DT>
+__device__ __forceinline__ float word_element(const uint32_t *w, int k) {
+    if constexpr (DT == kF32) return f32_from_bits(w[k]);
     const uint32_t word = w[k / 2];
-    if (dt == kBF16) return f32_from_bits(k & 1 ? word & 0xffff0000u : word << 16);
+    if constexpr (DT == kBF16) return f32_from_bits(k & 1 ? word & 0xffff0000u : word << 16);
     return f16_to_f32(uint16_t(k & 1 ? word >> 16 : word & 0xffffu));
 }
 
@@ -81,7 +82,7 @@ __device__ __forceinline__ void load_vec(const char *p, float (&v)[VEC]) {
     uint32_t w[kWords<DT, VEC>];
     load_words(p, w);
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) v[k] = word_element(w, k, DT);
+    for (int k = 0; k < VEC; ++k) v[k] = word_element<DT>(w, k);
 }
 
 template <int DT, int VEC>
@@ -117,10 +118,10 @@ __device__ __forceinline__ RawChunk<VEC> load_raw_chunk(const char *p, int dt) {
     return r;
 }
 
-template <int VEC>
-__device__ __forceinline__ void widen_chunk(const RawChunk<VEC> &r, int dt, float offset, float (&v)[VEC]) {
+template <int DT, int VEC>
+__device__ __forceinline__ void widen_chunk(const RawChunk<VEC> &r, float offset, float (&v)[VEC]) {
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) v[k] = word_element(r.w, k, dt) + offset;
+    for (int k = 0; k < VEC; ++k) v[k] = word_element<DT>(r.w, k) + offset;
 }
 
 // Sum over a team of TPR consecutive lanes.  Teams of up to 32 lanes reduce with shuffles:
@@ -181,6 +182,31 @@ enum VecFlags : int {
     kPdl = 2,       // launched with programmatic dependent launch: wait for the prior grid
 };
 
+// The row's epilogue, y = u * rstd * (w + offset) [* act(z)], with the weight's dtype and the
+// gate's presence fixed: the kernel branches on them once, around straight-line code.  A branch per element
+// serialized the exponentials and conversions that a latency-bound call waits on (33
+// branches in the 8-element kernel's SASS before, run 11).  Chunks widen one at a time,
+// so the weight never occupies CPT x VEC registers.
+template <int ODT, int WDT, bool GATE, int TPR, int CPT, int VEC>
+__device__ __forceinline__ void store_row(char *out, int lane, int dim, float rstd, float offset, int act,
+                                          const float (&u)[CPT][VEC], const float (&g)[CPT][VEC],
+                                          const RawChunk<VEC> (&wraw)[CPT]) {
+    constexpr int kOBytes = ODT == kF32 ? 4 : 2;
+#pragma unroll
+    for (int j = 0; j < CPT; ++j) {
+        const int col = (lane + j * TPR) * VEC;
+        if (col >= dim) continue;
+        float w[VEC], y[VEC];
+        widen_chunk<WDT>(wraw[j], offset, w);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) {
+            y[k] = u[j][k] * rstd * w[k];
+            if constexpr (GATE) y[k] *= activate(g[j][k], act);
+        }
+        store_vec<ODT, VEC>(out + int64_t(col) * kOBytes, y);
+    }
+}
+
 // A team of TPR lanes owns one row (a block holds BLOCK / TPR rows, no loop: nothing is
 // loop-invariant for the compiler to hoist in front of the row's loads; 2 and 4 rows per
 // team measured slower, runs 3 and 9).  x (and z, unless kLateGate defers it) is loaded
@@ -191,7 +217,6 @@ template <int XDT, int ODT, int TPR, int CPT, int VEC, int FLAGS = 0, int BLOCK 
           int MIN_BLOCKS = kMinBlocksPerSM<XDT, CPT>>
 __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rmsnorm_gated_vec_kernel(const RmsnormGatedArgs a) {
     constexpr int kXBytes = XDT == kF32 ? 4 : 2;
-    constexpr int kOBytes = ODT == kF32 ? 4 : 2;
     constexpr bool kLate = (FLAGS & kLateGate) != 0;
     const int lane = threadIdx.x % TPR;
     const int32_t row = blockIdx.x * (BLOCK / TPR) + threadIdx.x / TPR;  // neighbouring teams: neighbouring rows
@@ -221,18 +246,23 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rms
 #pragma unroll
     for (int j = 0; j < CPT; ++j) {
         const int col = (lane + j * TPR) * VEC;
+        wraw[j] = {};
         if (col < a.dim) wraw[j] = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * wbytes, a.weight_dtype);
     }
 
+    // Run-time choices branch once around straight-line element loops, so the conversions
+    // and exponentials of a chunk issue back to back once its data arrives.
+    if (gate_first) {
+#pragma unroll
+        for (int j = 0; j < CPT; ++j)
+#pragma unroll
+            for (int k = 0; k < VEC; ++k) u[j][k] *= activate(g[j][k], a.activation);
+    }
     float ss = 0.0f;
 #pragma unroll
-    for (int j = 0; j < CPT; ++j) {
+    for (int j = 0; j < CPT; ++j)
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-            if (gate_first) u[j][k] *= activate(g[j][k], a.activation);
-            ss += u[j][k] * u[j][k];
-        }
-    }
+        for (int k = 0; k < VEC; ++k) ss += u[j][k] * u[j][k];
     ss = team_sum<TPR, BLOCK>(ss);
     if (!row_ok) return;  // after the team's shuffles
     const float rstd = rsqrtf(ss * a.inv_dim + a.eps);
@@ -244,18 +274,17 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rms
         }
     }
 
-#pragma unroll
-    for (int j = 0; j < CPT; ++j) {
-        const int col = (lane + j * TPR) * VEC;
-        if (col >= a.dim) continue;
-        float w[VEC], y[VEC];
-        widen_chunk(wraw[j], a.weight_dtype, a.weight_offset, w);
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) {
-            y[k] = u[j][k] * rstd * w[k];
-            if (gate_after) y[k] *= activate(g[j][k], a.activation);
-        }
-        store_vec<ODT, VEC>(a.out + oo + int64_t(col) * kOBytes, y);
+    char *out = a.out + oo;
+    const float off = a.weight_offset;
+    const int act = a.activation;
+    if (gate_after) {
+        if (a.weight_dtype == kBF16) store_row<ODT, kBF16, true, TPR>(out, lane, a.dim, rstd, off, act, u, g, wraw);
+        else if (a.weight_dtype == kF16) store_row<ODT, kF16, true, TPR>(out, lane, a.dim, rstd, off, act, u, g, wraw);
+        else store_row<ODT, kF32, true, TPR>(out, lane, a.dim, rstd, off, act, u, g, wraw);
+    } else {
+        if (a.weight_dtype == kBF16) store_row<ODT, kBF16, false, TPR>(out, lane, a.dim, rstd, off, act, u, g, wraw);
+        else if (a.weight_dtype == kF16) store_row<ODT, kF16, false, TPR>(out, lane, a.dim, rstd, off, act, u, g, wraw);
+        else store_row<ODT, kF32, false, TPR>(out, lane, a.dim, rstd, off, act, u, g, wraw);
     }
 }
 

@@ -340,3 +340,33 @@ def test_byte_offset_is_honoured(rng):
     st, msg = _c_call(tx, _desc(w.ctypes.data, (8,), (1,)), _desc(o.ctypes.data, (3, 8), (8, 1)))
     assert st == 0, msg
     assert reference.compare(o, reference.rmsnorm_gated(x, None, w), np.float32).ok
+
+
+def _small_call(rng, **params):
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    w, o = np.ones(8, np.float32), poisoned((4, 8))
+    st, msg = _c_call(_desc(x.ctypes.data, (4, 8), (8, 1)), _desc(w.ctypes.data, (8,), (1,)),
+                      _desc(o.ctypes.data, (4, 8), (8, 1)), **params)
+    return st, msg, o
+
+
+@pytest.mark.parametrize("pdl", [2, -1])
+def test_bad_pdl(rng, pdl):
+    st, msg, o = _small_call(rng, pdl=pdl)
+    assert st < 0 and msg.startswith("params.pdl:"), msg
+    assert np.isnan(o).all()
+
+
+def test_params_of_the_first_layout_are_accepted(rng):
+    """A caller built against the first params layout (up to group_size) passes a smaller
+    struct_size: accepted, and the fields past it (pdl, here garbage) are not read."""
+    from gatednorm._ffi import ffi
+
+    v1 = gatednorm._ffi.lib().GATEDNORM_RMSNORM_GATED_PARAMS_V1_SIZE
+    assert v1 == ffi.offsetof("gatednorm_rmsnorm_gated_params", "pdl") < ffi.sizeof("gatednorm_rmsnorm_gated_params")
+    st, msg, o = _small_call(rng, struct_size=v1, pdl=77)
+    assert st == 0, msg
+    assert not np.isnan(o).any()
+    st, msg, o = _small_call(rng, struct_size=v1 - 1)
+    assert st < 0 and msg.startswith("params:"), msg
+    assert np.isnan(o).all()

@@ -1,6 +1,7 @@
 // gatednorm_rmsnorm_gated: validate every argument, build the [T, H, D] problem, dispatch
 // to the backend that owns the tensors' device.  Nothing is touched before validation ends.
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 #include <new>
@@ -74,14 +75,19 @@ gatednorm_status same_rows_shape(const int64_t got[3], const int64_t want[3], co
     return GATEDNORM_STATUS_SUCCESS;
 }
 
+static_assert(offsetof(gatednorm_rmsnorm_gated_params, pdl) == GATEDNORM_RMSNORM_GATED_PARAMS_V1_SIZE,
+              "fields of the first params layout must not move");
+
 gatednorm_status read_params(const gatednorm_rmsnorm_gated_params *in, gatednorm_rmsnorm_gated_params *p) {
     *p = gatednorm_rmsnorm_gated_params_default();
     if (in) {
-        // The first release's struct is the smallest a caller can hand us.
-        if (in->struct_size < sizeof(gatednorm_rmsnorm_gated_params))
+        // The first layout is the smallest a caller can hand us; fields past a caller's
+        // struct_size keep their defaults, bytes past ours (a newer caller) are not read.
+        if (in->struct_size < GATEDNORM_RMSNORM_GATED_PARAMS_V1_SIZE)
             return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
                         "params: struct_size %u is too small; start from gatednorm_rmsnorm_gated_params_default()", in->struct_size);
-        memcpy(p, in, sizeof *p);
+        memcpy(p, in, in->struct_size < sizeof *p ? in->struct_size : sizeof *p);
+        p->struct_size = sizeof *p;
     }
     if (p->norm_before_gate != 0 && p->norm_before_gate != 1)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.norm_before_gate: expected 0 or 1, got %d", p->norm_before_gate);
@@ -93,6 +99,8 @@ gatednorm_status read_params(const gatednorm_rmsnorm_gated_params *in, gatednorm
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.weight_offset: expected a finite value, got %g", double(p->weight_offset));
     if (p->group_size < 0)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.group_size: expected >= 0, got %lld", (long long)p->group_size);
+    if (p->pdl != 0 && p->pdl != 1)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.pdl: expected 0 or 1, got %d", p->pdl);
     return GATEDNORM_STATUS_SUCCESS;
 }
 
@@ -117,6 +125,7 @@ GATEDNORM_API gatednorm_rmsnorm_gated_params gatednorm_rmsnorm_gated_params_defa
     p.eps = 1e-6f;
     p.weight_offset = 0.0f;
     p.group_size = 0;
+    p.pdl = 0;
     return p;
 }
 
@@ -165,6 +174,7 @@ gatednorm_status rmsnorm_gated_checked(const gatednorm_tensor *x, const gatednor
     p.eps = prm.eps;
     p.weight_offset = prm.weight_offset;
     p.device_id = x->device.device_id;
+    p.pdl = prm.pdl != 0;
     if (!z) p.z = RowsView{};
     if (p.tokens * p.heads == 0) return GATEDNORM_STATUS_SUCCESS;  // validated, nothing to write
 

@@ -64,7 +64,7 @@ def _alloc_like(x, kind, tx, out_dtype):
 
 
 def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, activation="silu",
-                  weight_offset=0.0, group_size=None, out=None, out_dtype=None, stream=None):
+                  weight_offset=0.0, group_size=None, out=None, out_dtype=None, stream=None, pdl=False):
     """Gated RMSNorm (RMSNormGated of Qwen3-Next / Qwen3.5 GDN layers, Mamba2)::
 
         act(z) = silu(z) = z * sigmoid(z)        (or sigmoid(z): activation="sigmoid")
@@ -98,6 +98,11 @@ def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, ac
             anything with ``__cuda_stream__``).  Default: torch's current stream for torch
             tensors, else the ``stream`` of x's ``__cuda_array_interface__``, else the
             default stream.  GPU calls are asynchronous.
+        pdl: launch with programmatic dependent launch (CUDA, compute capability >= 9.0):
+            the kernel may start while the previous kernel on the stream finishes and waits
+            for it before touching memory, and lets the next PDL-launched kernel start
+            early.  Saves ~0.2-0.4 us per call between PDL-aware kernels, in CUDA graphs too.
+            No effect on the CPU, AMD or older GPUs.
 
     Returns:
         ``out``.
@@ -135,6 +140,7 @@ def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, ac
             _rms_defaults = lib.gatednorm_rmsnorm_gated_params_default()
         p = ffi.new("gatednorm_rmsnorm_gated_params *", _rms_defaults)
         p.norm_before_gate = 1 if norm_before_gate else 0
+        p.pdl = 1 if pdl else 0
         try:
             p.activation = act
             p.eps = eps
