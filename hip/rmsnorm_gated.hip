@@ -112,6 +112,7 @@ RmsnormGatedArgs make_args(const RmsnormGatedProblem &p) {
     a.o_sh = p.out.stride_h * os;
     a.rows = int32_t(p.tokens * p.heads);
     a.heads = int32_t(p.heads);
+    a.heads_div = make_fast_div(uint32_t(p.heads));
     a.dim = int32_t(p.dim);
     a.x_dtype = p.x.dtype;
     a.z_dtype = p.z.dtype;

@@ -9,6 +9,7 @@
 // Both are one-pass: the grid has a team per row, and no lane exits before the team's
 // shuffles (rows past the end take part with zeros).
 #pragma once
+#include "fast_div.h"
 #include "numerics.h"
 #include "port.h"
 
@@ -28,6 +29,7 @@ struct RmsnormGatedArgs {
     int32_t flat_rows;  // every tensor's row r sits at r * stride: no division by H needed
     int32_t rows;                                // T * H (< 2^31, checked by the launcher)
     int32_t heads;
+    FastDiv heads_div;  // row / heads, for rows that are not flat
     int32_t dim;
     int32_t x_dtype, z_dtype, out_dtype, weight_dtype;
     int32_t norm_before_gate;
@@ -151,19 +153,18 @@ __device__ __forceinline__ float team_sum(float v) {
     }
 }
 
-__device__ __forceinline__ void row_offsets(const RmsnormGatedArgs &a, int32_t row, int64_t &xo,
-                                            int64_t &zo, int64_t &oo) {
-    if (a.flat_rows) {  // contiguous [T, H] rows: the common case, and the latency-critical one
-        xo = int64_t(row) * a.x_sr;
-        zo = int64_t(row) * a.z_sr;
-        oo = int64_t(row) * a.o_sr;
-        return;
-    }
-    const uint32_t t = uint32_t(row) / uint32_t(a.heads);
+// Byte offsets of row (t, h) in x, z and out.
+struct RowOffsets {
+    int64_t x, z, out;
+};
+
+__device__ __forceinline__ RowOffsets row_offsets(const RmsnormGatedArgs &a, int32_t row) {
+    if (a.flat_rows)  // contiguous [T, H] rows: the common case, and the latency-critical one
+        return {int64_t(row) * a.x_sr, int64_t(row) * a.z_sr, int64_t(row) * a.o_sr};
+    const uint32_t t = fast_div(uint32_t(row), a.heads_div);
     const uint32_t h = uint32_t(row) - t * uint32_t(a.heads);
-    xo = int64_t(t) * a.x_st + int64_t(h) * a.x_sh;
-    zo = int64_t(t) * a.z_st + int64_t(h) * a.z_sh;
-    oo = int64_t(t) * a.o_st + int64_t(h) * a.o_sh;
+    return {int64_t(t) * a.x_st + int64_t(h) * a.x_sh, int64_t(t) * a.z_st + int64_t(h) * a.z_sh,
+            int64_t(t) * a.o_st + int64_t(h) * a.o_sh};
 }
 
 // Resident blocks per multiprocessor the register budget must allow (256 threads each),
@@ -207,41 +208,33 @@ __device__ __forceinline__ void store_row(char *out, int lane, int dim, float rs
     }
 }
 
-// A team of TPR lanes owns one row (a block holds BLOCK / TPR rows, no loop: nothing is
-// loop-invariant for the compiler to hoist in front of the row's loads; 2 and 4 rows per
-// team measured slower, runs 3 and 9).  x (and z, unless kLateGate defers it) is loaded
-// first, then the weight's raw bits, widened only where they are used: a thread waits on
-// DRAM once, or twice with kLateGate.  BLOCK and MIN_BLOCKS stay parameters for
-// scripts/tune_rmsnorm_gated.cu (MIN_BLOCKS counts blocks of 256 threads' worth of registers).
-template <int XDT, int ODT, int TPR, int CPT, int VEC, int FLAGS = 0, int BLOCK = kBlockThreads,
-          int MIN_BLOCKS = kMinBlocksPerSM<XDT, CPT>>
-__global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rmsnorm_gated_vec_kernel(const RmsnormGatedArgs a) {
-    constexpr int kXBytes = XDT == kF32 ? 4 : 2;
-    constexpr bool kLate = (FLAGS & kLateGate) != 0;
-    const int lane = threadIdx.x % TPR;
-    const int32_t row = blockIdx.x * (BLOCK / TPR) + threadIdx.x / TPR;  // neighbouring teams: neighbouring rows
-    const bool row_ok = row < a.rows;
-    const bool has_z = a.z != nullptr;
-    const bool gate_first = has_z && !a.norm_before_gate;  // the gate enters the sum (Mamba2)
-    const bool gate_after = has_z && a.norm_before_gate;
-    int64_t xo = 0, zo = 0, oo = 0;
-    if (row_ok) row_offsets(a, row, xo, zo, oo);
-    if constexpr ((FLAGS & kPdl) != 0) {
-        gn_wait_prior_grid();
-        gn_allow_next_grid();
-    }
+// A lane's share of one row: CPT chunks of x (and of z, when it is loaded with x) as raw
+// words, widened only where they are used, so that the streaming kernel can hold the next
+// row's words in registers while it works on this row.  Rows past the end and columns past
+// D stay zero words (0.0f in every dtype).
+template <int XDT, int CPT, int VEC>
+struct LaneRow {
+    uint32_t x[CPT][kWords<XDT, VEC>];
+    uint32_t z[CPT][kWords<XDT, VEC>];
+};
 
-    float u[CPT][VEC], g[CPT][VEC];
+template <int XDT, int TPR, int CPT, int VEC>
+__device__ __forceinline__ void load_lane_row(const RmsnormGatedArgs &a, const RowOffsets &o, int lane, bool row_ok,
+                                              bool with_z, LaneRow<XDT, CPT, VEC> &r) {
+    constexpr int kXBytes = XDT == kF32 ? 4 : 2;
 #pragma unroll
     for (int j = 0; j < CPT; ++j) {
         const int col = (lane + j * TPR) * VEC;
         const bool ok = row_ok && col < a.dim;
 #pragma unroll
-        for (int k = 0; k < VEC; ++k) u[j][k] = g[j][k] = 0.0f;
-        if (ok) load_vec<XDT, VEC>(a.x + xo + int64_t(col) * kXBytes, u[j]);
-        if (ok && (gate_first || (gate_after && !kLate))) load_vec<XDT, VEC>(a.z + zo + int64_t(col) * kXBytes, g[j]);
+        for (int i = 0; i < kWords<XDT, VEC>; ++i) r.x[j][i] = r.z[j][i] = 0u;
+        if (ok) load_words(a.x + o.x + int64_t(col) * kXBytes, r.x[j]);
+        if (ok && with_z) load_words(a.z + o.z + int64_t(col) * kXBytes, r.z[j]);
     }
-    RawChunk<VEC> wraw[CPT];
+}
+
+template <int TPR, int CPT, int VEC>
+__device__ __forceinline__ void load_weight_chunks(const RmsnormGatedArgs &a, int lane, RawChunk<VEC> (&wraw)[CPT]) {
     const int wbytes = dtype_size(a.weight_dtype);
 #pragma unroll
     for (int j = 0; j < CPT; ++j) {
@@ -249,9 +242,35 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rms
         wraw[j] = {};
         if (col < a.dim) wraw[j] = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * wbytes, a.weight_dtype);
     }
+}
 
-    // Run-time choices branch once around straight-line element loops, so the conversions
-    // and exponentials of a chunk issue back to back once its data arrives.
+// Whether z travels with x (the pre-sum gate needs it for the sum; the post-sum one too,
+// unless kLateGate defers it past the sum).
+template <int FLAGS>
+__device__ __forceinline__ bool z_with_x(const RmsnormGatedArgs &a) {
+    return a.z != nullptr && (!a.norm_before_gate || (FLAGS & kLateGate) == 0);
+}
+
+// The row's sum of squares, rstd and epilogue for one lane.  Every lane of the team calls
+// it, rows past the end too (row_ok false, zero words): they take part in the team's
+// shuffles, then stop.  Run-time choices branch once around straight-line element loops,
+// so the conversions and exponentials of a chunk issue back to back once its data arrives.
+template <int XDT, int ODT, int TPR, int CPT, int VEC, int FLAGS, int BLOCK>
+__device__ __forceinline__ void finish_lane_row(const RmsnormGatedArgs &a, const LaneRow<XDT, CPT, VEC> &r,
+                                                const RowOffsets &o, int lane, bool row_ok,
+                                                const RawChunk<VEC> (&wraw)[CPT]) {
+    constexpr int kXBytes = XDT == kF32 ? 4 : 2;
+    const bool has_z = a.z != nullptr;
+    const bool gate_first = has_z && !a.norm_before_gate;  // the gate enters the sum (Mamba2)
+    const bool gate_after = has_z && a.norm_before_gate;
+    float u[CPT][VEC], g[CPT][VEC];
+#pragma unroll
+    for (int j = 0; j < CPT; ++j)
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) {
+            u[j][k] = word_element<XDT>(r.x[j], k);
+            g[j][k] = word_element<XDT>(r.z[j], k);
+        }
     if (gate_first) {
 #pragma unroll
         for (int j = 0; j < CPT; ++j)
@@ -266,15 +285,15 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rms
     ss = team_sum<TPR, BLOCK>(ss);
     if (!row_ok) return;  // after the team's shuffles
     const float rstd = rsqrtf(ss * a.inv_dim + a.eps);
-    if (kLate && gate_after) {
+    if ((FLAGS & kLateGate) != 0 && gate_after) {
 #pragma unroll
         for (int j = 0; j < CPT; ++j) {
             const int col = (lane + j * TPR) * VEC;
-            if (col < a.dim) load_vec<XDT, VEC>(a.z + zo + int64_t(col) * kXBytes, g[j]);
+            if (col < a.dim) load_vec<XDT, VEC>(a.z + o.z + int64_t(col) * kXBytes, g[j]);
         }
     }
 
-    char *out = a.out + oo;
+    char *out = a.out + o.out;
     const float off = a.weight_offset;
     const int act = a.activation;
     if (gate_after) {
@@ -285,6 +304,70 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rms
         if (a.weight_dtype == kBF16) store_row<ODT, kBF16, false, TPR>(out, lane, a.dim, rstd, off, act, u, g, wraw);
         else if (a.weight_dtype == kF16) store_row<ODT, kF16, false, TPR>(out, lane, a.dim, rstd, off, act, u, g, wraw);
         else store_row<ODT, kF32, false, TPR>(out, lane, a.dim, rstd, off, act, u, g, wraw);
+    }
+}
+
+// One pass: a team of TPR lanes owns one row (a block holds BLOCK / TPR rows, no loop:
+// nothing is loop-invariant for the compiler to hoist in front of the row's loads; 2 and 4
+// rows per team measured slower, runs 3 and 9).  x (and z, unless kLateGate defers it) is
+// loaded first, then the weight's raw bits, widened only where they are used: a thread
+// waits on DRAM once, or twice with kLateGate.  BLOCK and MIN_BLOCKS stay parameters for
+// scripts/tune_rmsnorm_gated.cu (MIN_BLOCKS counts blocks of 256 threads' worth of registers).
+template <int XDT, int ODT, int TPR, int CPT, int VEC, int FLAGS = 0, int BLOCK = kBlockThreads,
+          int MIN_BLOCKS = kMinBlocksPerSM<XDT, CPT>>
+__global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rmsnorm_gated_vec_kernel(const RmsnormGatedArgs a) {
+    const int lane = threadIdx.x % TPR;
+    const int32_t row = blockIdx.x * (BLOCK / TPR) + threadIdx.x / TPR;  // neighbouring teams: neighbouring rows
+    const bool row_ok = row < a.rows;
+    RowOffsets o{};
+    if (row_ok) o = row_offsets(a, row);
+    if constexpr ((FLAGS & kPdl) != 0) {
+        gn_wait_prior_grid();
+        gn_allow_next_grid();
+    }
+    LaneRow<XDT, CPT, VEC> r;
+    load_lane_row<XDT, TPR>(a, o, lane, row_ok, z_with_x<FLAGS>(a), r);
+    RawChunk<VEC> wraw[CPT];
+    load_weight_chunks<TPR>(a, lane, wraw);
+    finish_lane_row<XDT, ODT, TPR, CPT, VEC, FLAGS, BLOCK>(a, r, o, lane, row_ok, wraw);
+}
+
+// Streaming: a grid of a few blocks per multiprocessor walks the rows, each team loading
+// its next row before it finishes the current one, so every thread keeps a row's loads in
+// flight without waiting for the block scheduler to replace finished blocks (which one-pass
+// grids of tens of thousands of blocks do: ~0.6 ns of the whole GPU's time per block, run 13).
+// The trip count is block-uniform, so every lane reaches every shuffle and barrier.
+template <int XDT, int ODT, int TPR, int CPT, int VEC, int FLAGS = 0, int BLOCK = kBlockThreads,
+          int MIN_BLOCKS = kMinBlocksPerSM<XDT, 2 * CPT>>
+__global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rmsnorm_gated_stream_kernel(const RmsnormGatedArgs a) {
+    constexpr int kRowsPerBlock = BLOCK / TPR;
+    const int lane = threadIdx.x % TPR;
+    const int64_t step = int64_t(gridDim.x) * kRowsPerBlock;
+    const bool with_z = z_with_x<FLAGS>(a);
+    int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / TPR;
+    bool row_ok = row < a.rows;
+    RowOffsets o{};
+    if (row_ok) o = row_offsets(a, int32_t(row));
+    if constexpr ((FLAGS & kPdl) != 0) {
+        gn_wait_prior_grid();
+        gn_allow_next_grid();
+    }
+    LaneRow<XDT, CPT, VEC> cur;
+    load_lane_row<XDT, TPR>(a, o, lane, row_ok, with_z, cur);
+    RawChunk<VEC> wraw[CPT];
+    load_weight_chunks<TPR>(a, lane, wraw);
+    for (int64_t base = int64_t(blockIdx.x) * kRowsPerBlock; base < a.rows; base += step) {
+        const int64_t next = row + step;
+        const bool next_ok = next < a.rows;
+        RowOffsets no{};
+        if (next_ok) no = row_offsets(a, int32_t(next));
+        LaneRow<XDT, CPT, VEC> nxt;
+        load_lane_row<XDT, TPR>(a, no, lane, next_ok, with_z, nxt);
+        finish_lane_row<XDT, ODT, TPR, CPT, VEC, FLAGS, BLOCK>(a, cur, o, lane, row_ok, wraw);
+        cur = nxt;
+        o = no;
+        row = next;
+        row_ok = next_ok;
     }
 }
 
@@ -299,8 +382,9 @@ __global__ void __launch_bounds__(kBlockThreads) rmsnorm_gated_generic_kernel(co
     const bool gate_after = has_z && a.norm_before_gate;
     const int xs = dtype_size(a.x_dtype), zs = dtype_size(a.z_dtype), os = dtype_size(a.out_dtype);
     const int ws = dtype_size(a.weight_dtype);
-    int64_t xo = 0, zo = 0, oo = 0;
-    if (row_ok) row_offsets(a, row, xo, zo, oo);
+    RowOffsets o{};
+    if (row_ok) o = row_offsets(a, row);
+    const int64_t xo = o.x, zo = o.z, oo = o.out;
     if constexpr ((FLAGS & kPdl) != 0) {
         gn_wait_prior_grid();
         gn_allow_next_grid();

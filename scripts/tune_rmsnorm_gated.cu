@@ -2,9 +2,11 @@
 // [T, H, 128] with a bf16 gate and weight, one-pass grids, each variant timed as the
 // benchmark times the library: a CUDA graph of >= 20 launches over rotated input copies
 // (>= 2x L2 per replay where the shape is small) writing one output buffer, median of 20
-// replays.  Variants: 4-element chunks (32 lanes per row) and 8-element chunks (16 lanes),
-// the gate loaded with x or after the row's sum, with and without programmatic dependent
-// launch (PDL), and an empty kernel: the floor a graph of dependent launches puts under any call.
+// replays.  Variants: one-pass grids with 4- or 8-element chunks, 1, 2 or 4 chunks per lane,
+// the gate loaded with x or after the row's sum; streaming grids (a few blocks per SM
+// walking the rows, the next row's loads in flight); and an empty kernel: the floor a
+// graph of dependent launches puts under any call.  Shapes with a "z~" take z as a column
+// slice of a [T, 4 * H * D] qkvz projection (rows not flat: the row -> (t, h) split).
 // Every call reads its input set's own weight, as in the benchmark.
 // Not part of the library.
 //
@@ -50,30 +52,40 @@ struct Variant {
     const char *name;
     void (*kernel)(const RmsnormGatedArgs);
     int block, rows_per_block;
+    bool stream;  // grid: multiprocessors x resident blocks, capped by the rows
 };
 
-template <int LANES, int VEC, int BLOCK, int FLAGS = 0>
+template <int LANES, int VEC, int BLOCK, int CPT = 1, int FLAGS = 0>
 Variant vec_variant(const char *name) {
-    return {name, rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, 1, VEC, FLAGS, BLOCK>, BLOCK, BLOCK / LANES};
+    return {name, rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, CPT, VEC, FLAGS, BLOCK>, BLOCK, BLOCK / LANES, false};
+}
+
+template <int LANES, int VEC, int BLOCK, int CPT = 1, int FLAGS = 0>
+Variant stream_variant(const char *name) {
+    return {name, rmsnorm_gated_stream_kernel<kBF16, kBF16, LANES, CPT, VEC, FLAGS, BLOCK>, BLOCK, BLOCK / LANES, true};
 }
 
 float time_variant(const Variant &v, bool pdl, bool rotate_w, const std::vector<Set> &sets, char *out, const void *w,
-                   int T, int H) {
+                   int T, int H, bool strided_z) {
     cudaFuncAttributes attr;
     CHECK(cudaFuncGetAttributes(&attr, v.kernel));
-    int per_sm = 0;
+    int per_sm = 0, sms = 0;
     CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, v.kernel, v.block, 0));
+    CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     const int rows = T * H;
-    const unsigned grid = unsigned((rows + v.rows_per_block - 1) / v.rows_per_block);
+    unsigned grid = unsigned((rows + v.rows_per_block - 1) / v.rows_per_block);
+    if (v.stream) grid = std::min<unsigned>(grid, unsigned(sms * per_sm));
     RmsnormGatedArgs a{};
     a.weight = w;
     a.out = out;
-    a.x_st = a.z_st = a.o_st = int64_t(H) * D * 2;
+    a.x_st = a.o_st = int64_t(H) * D * 2;
+    a.z_st = int64_t(strided_z ? 4 : 1) * H * D * 2;
     a.x_sh = a.z_sh = a.o_sh = D * 2;
     a.x_sr = a.z_sr = a.o_sr = D * 2;
-    a.flat_rows = 1;
+    a.flat_rows = strided_z ? 0 : 1;
     a.rows = rows;
     a.heads = H;
+    a.heads_div = make_fast_div(uint32_t(H));
     a.dim = D;
     a.x_dtype = a.z_dtype = a.out_dtype = a.weight_dtype = kBF16;
     a.norm_before_gate = 1;
@@ -142,47 +154,53 @@ int main() {
     // Run 8 covered 64..1024-thread blocks (256 best for 4 elements, 128-256 for 8), run 9
     // rows per team (1 best).  Here: z loaded after the row's sum (as FLA's kernel does),
     // and the PDL hooks compiled in (kPdl) whether or not the launch uses PDL.
+    // Runs 8-12 (H100) settled block size, rows per team, PDL and the late gate for one-pass
+    // grids.  Run 13 (the first H200) put FLA 7-8% ahead from 24k rows up, with 16-32
+    // elements per thread where ours has 8: here, more chunks per lane and streaming grids.
     const Variant variants[] = {
-        {"empty kernel", empty_kernel, 256, 8},
-        {"empty kernel, no PDL hooks", empty_kernel_no_hooks, 256, 8},
+        {"empty kernel, no PDL hooks", empty_kernel_no_hooks, 256, 8, false},
         vec_variant<32, 4, 256>("4 el, 256 thr (library <= 8k)"),
-        vec_variant<32, 4, 256, kLateGate>("4 el, 256 thr, late z"),
-        vec_variant<32, 4, 256, kPdl>("4 el, 256 thr, hooks"),
-        vec_variant<32, 4, 256, kLateGate | kPdl>("4 el, 256 thr, late z, hooks"),
-        vec_variant<16, 8, 128>("8 el, 128 thr"),
-        vec_variant<16, 8, 128, kLateGate>("8 el, 128 thr, late z"),
         vec_variant<16, 8, 256>("8 el, 256 thr (library > 8k)"),
-        vec_variant<16, 8, 256, kLateGate>("8 el, 256 thr, late z"),
-        vec_variant<16, 8, 256, kPdl>("8 el, 256 thr, hooks"),
-        vec_variant<16, 8, 256, kLateGate | kPdl>("8 el, 256 thr, late z, hooks"),
+        vec_variant<16, 8, 128>("8 el, 128 thr"),
+        vec_variant<8, 8, 256, 2>("8 el x 2, 256 thr"),
+        vec_variant<8, 8, 256, 2, kLateGate>("8 el x 2, 256 thr, late z"),
+        vec_variant<4, 8, 256, 4>("8 el x 4, 256 thr"),
+        stream_variant<32, 4, 256>("stream 4 el, 256 thr"),
+        stream_variant<16, 8, 256>("stream 8 el, 256 thr"),
+        stream_variant<16, 8, 512>("stream 8 el, 512 thr"),
+        stream_variant<8, 8, 256, 2>("stream 8 el x 2, 256 thr"),
     };
-    const int shapes[][2] = {{1, 32}, {128, 24}, {128, 32}, {1024, 24}, {1024, 32}, {4096, 32}, {16384, 32}};
+    struct Shape {
+        int T, H;
+        bool strided_z;
+    };
+    const Shape shapes[] = {{1, 32, false},     {128, 32, false},   {1024, 24, false}, {1024, 32, false}, {4096, 24, false},
+                            {4096, 32, false},  {16384, 32, false}, {128, 32, true},   {1024, 32, true},  {4096, 32, true}};
     for (auto &sh : shapes) {
-        const int T = sh[0], H = sh[1];
+        const int T = sh.T, H = sh.H;
         const size_t n = size_t(T) * H * D, bytes = 3 * n * 2;
+        const size_t zn = sh.strided_z ? 4 * n : n;  // a qkvz row holds q, k, v and z
         const int nsets = int(std::min<size_t>(4096, std::max<size_t>(1, (2 * size_t(l2) + bytes - 1) / bytes)));
         std::vector<uint16_t> host(n);
         std::vector<Set> sets(nsets);
         for (auto &st : sets) {
             CHECK(cudaMalloc(&st.x, n * 2));
-            CHECK(cudaMalloc(&st.z, n * 2));
+            CHECK(cudaMalloc(&st.z, zn * 2));
             for (auto &v : host) v = f32_to_bf16(nd(rng));
             CHECK(cudaMemcpy(st.x, host.data(), n * 2, cudaMemcpyHostToDevice));
-            CHECK(cudaMemcpy(st.z, host.data(), n * 2, cudaMemcpyHostToDevice));
+            for (size_t off = 0; off < zn; off += n) CHECK(cudaMemcpy(st.z + off * 2, host.data(), n * 2, cudaMemcpyHostToDevice));
+            if (sh.strided_z) st.z += 3 * size_t(H) * D * 2;  // z's columns of the first row
             CHECK(cudaMalloc(&st.w, D * 2));
             CHECK(cudaMemcpy(st.w, wh.data(), D * 2, cudaMemcpyHostToDevice));
         }
         char *out;
         CHECK(cudaMalloc(&out, n * 2));
-        printf("bf16 [%d, %d, 128]: %.2f MB per call, %d rotated input sets, one output\n", T, H, bytes / 1e6, nsets);
-        // PDL launches only for kernels that wait for the prior grid (the empty ones, "hooks").
-        for (const Variant &v : variants) {
-            time_variant(v, false, true, sets, out, w, T, H);
-            if (strstr(v.name, "empty") || strstr(v.name, "hooks")) time_variant(v, true, true, sets, out, w, T, H);
-        }
+        printf("bf16 [%d, %d, 128]%s: %.2f MB per call, %d rotated input sets, one output\n", T, H,
+               sh.strided_z ? " z~" : "", bytes / 1e6, nsets);
+        for (const Variant &v : variants) time_variant(v, false, true, sets, out, w, T, H, sh.strided_z);
         for (auto &st : sets) {
             CHECK(cudaFree(st.x));
-            CHECK(cudaFree(st.z));
+            CHECK(cudaFree(st.z - (sh.strided_z ? 3 * size_t(H) * D * 2 : 0)));
             CHECK(cudaFree(st.w));
         }
         CHECK(cudaFree(out));

@@ -194,6 +194,25 @@ def test_strided_qkvz(be, rng, gate, dt):
     assert np.isnan(full[:, :24]).all() and np.isnan(full[:, 24 + H * D:]).all(), "wrote outside out"
 
 
+@pytest.mark.parametrize("T,H", [(5, 3), (1300, 7), (7, 24), (200, 48), (3, 65), (1, 100)])
+def test_strided_gate_head_counts(be, rng, T, H):
+    """Rows that are not flat (z a column slice of qkvz) are split into (t, h) on the GPU by a
+    multiply-high and a shift in place of a division by H: every head count, on both sides
+    of the 8192-row kernel switch, must put each row where it belongs."""
+    D = 128
+    qkvz = randn(rng, (T, 4 * H * D), _dtypes.bfloat16, scale=2.0)
+    z = qkvz[:, 3 * H * D:].reshape(T, H, D)
+    x = randn(rng, (T, H, D), _dtypes.bfloat16)
+    w = randn(rng, (D,), _dtypes.bfloat16, scale=0.5, shift=1.0)
+    kw = opts("before")
+    ref = reference.rmsnorm_gated(x, z, w, **kw)
+    odev = be.put(np.full(x.shape, NAN, _dtypes.bfloat16))
+    gatednorm.rmsnorm_gated(be.put(x), be.put(z, qkvz), be.put(w), out=odev, **kw)
+    got = be.get(odev)
+    assert not np.isnan(got.astype(np.float32)).any()
+    assert reference.compare(got, ref, _dtypes.bfloat16).ok
+
+
 @pytest.mark.parametrize("gate", ["before", "after"])
 def test_strided_2d_group_size(be, rng, gate):
     """The GDN layout: 2-D [T, H*D] x and z column slices with group_size = D."""
