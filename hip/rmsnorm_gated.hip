@@ -68,8 +68,14 @@ hipError_t launch_vec(const RmsnormGatedArgs &a, const Launch &l) {
 // up (10.68 vs 11.16 us at 32k); the switch sits between, untested there.
 constexpr int kSmallRows = 8192;
 
+// From this many rows of 64 < D <= 128, a lane takes two 8-element chunks (64 bytes of x
+// and z in flight instead of 32, half the blocks).  Run 14's A/B (H200, same process):
+// 94.9 vs 99.7 us at 524k rows, equal at 131k (26.3 vs 26.4), 10% slower at 32k rows.
+constexpr int kLargeRows = 1 << 17;
+
 // Chunk size and team shape from D and the row count: 4-element chunks for short rows of
-// small problems, else 8-element chunks, 1 or 4 per lane, teams of 4..256 lanes.
+// small problems, two 8-element chunks per lane for short rows of large ones, else
+// 8-element chunks, 1 or 4 per lane, teams of 4..256 lanes.
 template <int XDT, int ODT>
 hipError_t launch_vec_shape(const RmsnormGatedArgs &a, const Launch &l) {
     if (a.dim <= 128 && a.rows <= kSmallRows) {
@@ -80,6 +86,7 @@ hipError_t launch_vec_shape(const RmsnormGatedArgs &a, const Launch &l) {
         else return launch_vec<XDT, ODT, 32, 1, 4>(a, l);
     }
     const int chunks = a.dim / 8;
+    if (a.rows >= kLargeRows && chunks > 8 && chunks <= 16) return launch_vec<XDT, ODT, 8, 2>(a, l);
     if (chunks <= 4) return launch_vec<XDT, ODT, 4, 1>(a, l);
     else if (chunks <= 8) return launch_vec<XDT, ODT, 8, 1>(a, l);
     else if (chunks <= 16) return launch_vec<XDT, ODT, 16, 1>(a, l);

@@ -209,9 +209,8 @@ __device__ __forceinline__ void store_row(char *out, int lane, int dim, float rs
 }
 
 // A lane's share of one row: CPT chunks of x (and of z, when it is loaded with x) as raw
-// words, widened only where they are used, so that the streaming kernel can hold the next
-// row's words in registers while it works on this row.  Rows past the end and columns past
-// D stay zero words (0.0f in every dtype).
+// words, widened only where they are used.  Rows past the end and columns past D stay zero
+// words (0.0f in every dtype).
 template <int XDT, int CPT, int VEC>
 struct LaneRow {
     uint32_t x[CPT][kWords<XDT, VEC>];
@@ -330,45 +329,6 @@ __global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rms
     RawChunk<VEC> wraw[CPT];
     load_weight_chunks<TPR>(a, lane, wraw);
     finish_lane_row<XDT, ODT, TPR, CPT, VEC, FLAGS, BLOCK>(a, r, o, lane, row_ok, wraw);
-}
-
-// Streaming: a grid of a few blocks per multiprocessor walks the rows, each team loading
-// its next row before it finishes the current one, so every thread keeps a row's loads in
-// flight without waiting for the block scheduler to replace finished blocks (which one-pass
-// grids of tens of thousands of blocks do: ~0.6 ns of the whole GPU's time per block, run 13).
-// The trip count is block-uniform, so every lane reaches every shuffle and barrier.
-template <int XDT, int ODT, int TPR, int CPT, int VEC, int FLAGS = 0, int BLOCK = kBlockThreads,
-          int MIN_BLOCKS = kMinBlocksPerSM<XDT, 2 * CPT>>
-__global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rmsnorm_gated_stream_kernel(const RmsnormGatedArgs a) {
-    constexpr int kRowsPerBlock = BLOCK / TPR;
-    const int lane = threadIdx.x % TPR;
-    const int64_t step = int64_t(gridDim.x) * kRowsPerBlock;
-    const bool with_z = z_with_x<FLAGS>(a);
-    int64_t row = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / TPR;
-    bool row_ok = row < a.rows;
-    RowOffsets o{};
-    if (row_ok) o = row_offsets(a, int32_t(row));
-    if constexpr ((FLAGS & kPdl) != 0) {
-        gn_wait_prior_grid();
-        gn_allow_next_grid();
-    }
-    LaneRow<XDT, CPT, VEC> cur;
-    load_lane_row<XDT, TPR>(a, o, lane, row_ok, with_z, cur);
-    RawChunk<VEC> wraw[CPT];
-    load_weight_chunks<TPR>(a, lane, wraw);
-    for (int64_t base = int64_t(blockIdx.x) * kRowsPerBlock; base < a.rows; base += step) {
-        const int64_t next = row + step;
-        const bool next_ok = next < a.rows;
-        RowOffsets no{};
-        if (next_ok) no = row_offsets(a, int32_t(next));
-        LaneRow<XDT, CPT, VEC> nxt;
-        load_lane_row<XDT, TPR>(a, no, lane, next_ok, with_z, nxt);
-        finish_lane_row<XDT, ODT, TPR, CPT, VEC, FLAGS, BLOCK>(a, cur, o, lane, row_ok, wraw);
-        cur = nxt;
-        o = no;
-        row = next;
-        row_ok = next_ok;
-    }
 }
 
 template <int FLAGS = 0>

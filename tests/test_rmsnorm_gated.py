@@ -289,12 +289,14 @@ def test_default_out_devicearray(be, rng):
 
 # ------------------------------------------------------------- every kernel path on the GPU
 # The GPU launcher picks among: 4-element chunks (D <= 128, <= 8192 rows), 8-element chunks
-# (D <= 128 above that, and D <= 256), four chunks per lane (D <= 1024), a whole-block team
+# (D <= 128 above that, and D <= 256), two per lane (64 < D <= 128 from 2^17 rows), four
+# chunks per lane (D <= 1024), a whole-block team
 # (D <= 8192), and the generic two-pass kernel (D > 8192, D % 8 != 0, rows not 16-byte
 # aligned, z dtype != x dtype).  Each shape below lands on one of them (on the CPU backend
 # they are plain cases).
-@pytest.mark.parametrize("shape", [(1024, 16, 128), (3, 2, 2048), (2, 1, 8200)],
-                         ids=["8-element-chunks-16k-rows", "whole-block-team", "generic-D8200"])
+@pytest.mark.parametrize("shape", [(1024, 16, 128), (2048, 64, 128), (1366, 96, 96), (3, 2, 2048), (2, 1, 8200)],
+                         ids=["8-element-chunks-16k-rows", "two-chunks-128k-rows", "two-chunks-D96", "whole-block-team",
+                              "generic-D8200"])
 def test_kernel_paths(be, rng, shape):
     x, z, w = make_inputs(rng, shape, "bf16", "bf16", "fp32")
     run_and_check(be, x, z, w, "bf16", opts("after"))
