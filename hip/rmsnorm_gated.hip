@@ -44,20 +44,21 @@ constexpr int kPdlFlags = 0;
 #endif
 
 template <class PlainKernel, class PdlKernel>
-hipError_t launch(PlainKernel plain, PdlKernel with_pdl, unsigned grid, const RmsnormGatedArgs &a, const Launch &l) {
+hipError_t launch(PlainKernel plain, PdlKernel with_pdl, unsigned grid, unsigned block, const RmsnormGatedArgs &a,
+                  const Launch &l) {
 #if defined(GN_HAS_PDL)
-    if (l.pdl) return gn_launch_pdl(with_pdl, grid, kBlockThreads, l.stream, a);
+    if (l.pdl) return gn_launch_pdl(with_pdl, grid, block, l.stream, a);
 #else
     (void)with_pdl;
 #endif
-    plain<<<grid, kBlockThreads, 0, l.stream>>>(a);
+    plain<<<grid, block, 0, l.stream>>>(a);
     return hipSuccess;
 }
 
-template <int XDT, int ODT, int TPR, int CPT, int VEC = 8>
+template <int XDT, int ODT, int TPR, int CPT, int VEC = 8, int BLOCK = kBlockThreads>
 hipError_t launch_vec(const RmsnormGatedArgs &a, const Launch &l) {
-    return launch(rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, VEC>, rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, VEC, kPdlFlags>,
-                  grid_for(a.rows, kBlockThreads / TPR), a, l);
+    return launch(rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, VEC, 0, BLOCK>,
+                  rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, VEC, kPdlFlags, BLOCK>, grid_for(a.rows, BLOCK / TPR), BLOCK, a, l);
 }
 
 // Up to this many rows of D <= 128, lanes take 4-element chunks (8-byte loads of 16-bit
@@ -69,13 +70,17 @@ hipError_t launch_vec(const RmsnormGatedArgs &a, const Launch &l) {
 constexpr int kSmallRows = 8192;
 
 // From this many rows of 64 < D <= 128, a lane takes two 8-element chunks (64 bytes of x
-// and z in flight instead of 32, half the blocks).  Run 14's A/B (H200, same process):
-// 94.9 vs 99.7 us at 524k rows, equal at 131k (26.3 vs 26.4), 10% slower at 32k rows.
+// and z in flight instead of 32, half the blocks).  A/B on the H200, same process, runs 14
+// and 15: 94.7-94.9 vs 99.7-100.3 us at 524k rows, 71.6 vs 76.1 at 393k, 49.0 vs 51.3 at
+// 262k, equal at 98k-131k, 10% slower at 24k-32k rows.  Between the two switches one
+// 8-element chunk a lane, in blocks of 128 threads: 0.5-1.8% faster than 256 at every
+// shape from 24k to 131k rows in both runs (e.g. 20.02-20.11 vs 20.35-20.48 us at 98k).
 constexpr int kLargeRows = 1 << 17;
 
 // Chunk size and team shape from D and the row count: 4-element chunks for short rows of
-// small problems, two 8-element chunks per lane for short rows of large ones, else
-// 8-element chunks, 1 or 4 per lane, teams of 4..256 lanes.
+// small problems, then one 8-element chunk per lane (128-thread blocks for 64 < D <= 128),
+// two for short rows of large problems, else 8-element chunks, 1 or 4 per lane, teams of
+// 4..256 lanes.
 template <int XDT, int ODT>
 hipError_t launch_vec_shape(const RmsnormGatedArgs &a, const Launch &l) {
     if (a.dim <= 128 && a.rows <= kSmallRows) {
@@ -86,10 +91,12 @@ hipError_t launch_vec_shape(const RmsnormGatedArgs &a, const Launch &l) {
         else return launch_vec<XDT, ODT, 32, 1, 4>(a, l);
     }
     const int chunks = a.dim / 8;
-    if (a.rows >= kLargeRows && chunks > 8 && chunks <= 16) return launch_vec<XDT, ODT, 8, 2>(a, l);
+    if (chunks > 8 && chunks <= 16) {
+        if (a.rows >= kLargeRows) return launch_vec<XDT, ODT, 8, 2>(a, l);
+        return launch_vec<XDT, ODT, 16, 1, 8, 128>(a, l);
+    }
     if (chunks <= 4) return launch_vec<XDT, ODT, 4, 1>(a, l);
     else if (chunks <= 8) return launch_vec<XDT, ODT, 8, 1>(a, l);
-    else if (chunks <= 16) return launch_vec<XDT, ODT, 16, 1>(a, l);
     else if (chunks <= 32) return launch_vec<XDT, ODT, 32, 1>(a, l);
     else if (chunks <= 32 * 4) return launch_vec<XDT, ODT, 32, 4>(a, l);
     else return launch_vec<XDT, ODT, kBlockThreads, 4>(a, l);
@@ -163,7 +170,8 @@ gatednorm_status gpu_rmsnorm_gated(const RmsnormGatedProblem &p, void *stream_pt
             default: err = launch_vec_out<kF32>(a, l); break;
         }
     } else {
-        err = launch(rmsnorm_gated_generic_kernel<>, rmsnorm_gated_generic_kernel<kPdlFlags>, grid_for(a.rows, kGenericTeams), a, l);
+        err = launch(rmsnorm_gated_generic_kernel<>, rmsnorm_gated_generic_kernel<kPdlFlags>, grid_for(a.rows, kGenericTeams),
+                     kBlockThreads, a, l);
     }
     if (err != hipSuccess) return runtime_fail(err, "rmsnorm_gated launch");
     return check_launch("rmsnorm_gated");

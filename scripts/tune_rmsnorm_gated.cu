@@ -148,13 +148,14 @@ int main() {
     // and the PDL hooks compiled in (kPdl) whether or not the launch uses PDL.
     // Runs 8-12 (H100) settled block size, rows per team, PDL and the late gate for one-pass
     // grids.  Run 13 (the first H200) put FLA 7-8% ahead from 24k rows up, with 16-32
-    // elements per thread where ours had 8; run 14 found two chunks per lane 5% faster at
-    // 524k rows (the library's choice from 2^17 rows) and no gain anywhere else.
+    // elements per thread where ours had 8; runs 14-15 found two chunks per lane 5-6% faster
+    // from 262k rows (the library's choice from 2^17 rows) and 128-thread blocks 0.5-1.8%
+    // faster from 24k to 131k rows (the library's choice there).
     const Variant variants[] = {
         {"empty kernel, no PDL hooks", empty_kernel_no_hooks, 256, 8},
         vec_variant<32, 4, 256>("4 el, 256 thr (library <= 8k)"),
-        vec_variant<16, 8, 256>("8 el, 256 thr (library < 128k)"),
-        vec_variant<16, 8, 128>("8 el, 128 thr"),
+        vec_variant<16, 8, 256>("8 el, 256 thr"),
+        vec_variant<16, 8, 128>("8 el, 128 thr (library < 128k)"),
         vec_variant<8, 8, 256, 2>("8 el x 2, 256 thr (library)"),
         vec_variant<8, 8, 256, 2, kLateGate>("8 el x 2, 256 thr, late z"),
         vec_variant<4, 8, 256, 4>("8 el x 4, 256 thr"),
