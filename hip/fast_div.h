@@ -7,11 +7,7 @@
 #pragma once
 #include <stdint.h>
 
-#if defined(__CUDACC__) || defined(__HIPCC__)
-#define GN_FD_HD __host__ __device__ __forceinline__
-#else
-#define GN_FD_HD inline
-#endif
+#include "numerics.h"  // GN_HD
 
 namespace gn {
 
@@ -21,7 +17,7 @@ struct FastDiv {
 };
 
 // d in [1, 2^31].
-GN_FD_HD FastDiv make_fast_div(uint32_t d) {
+GN_HD FastDiv make_fast_div(uint32_t d) {
     uint32_t l = 0;
     while ((uint64_t(1) << l) < d) ++l;
     const uint64_t mul = ((uint64_t(1) << 32) * ((uint64_t(1) << l) - d)) / d + 1;
@@ -29,7 +25,7 @@ GN_FD_HD FastDiv make_fast_div(uint32_t d) {
 }
 
 // n / d for n < 2^31.
-GN_FD_HD uint32_t fast_div(uint32_t n, FastDiv f) {
+GN_HD uint32_t fast_div(uint32_t n, FastDiv f) {
 #if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
     const uint32_t hi = __umulhi(n, f.mul);
 #else

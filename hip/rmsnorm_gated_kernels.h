@@ -169,8 +169,8 @@ __device__ __forceinline__ RowOffsets row_offsets(const RmsnormGatedArgs &a, int
 
 // Resident blocks per multiprocessor the register budget must allow (256 threads each),
 // by the 16-byte loads of x a lane keeps in flight: one keeps 6 blocks (40 registers; the
-// kernel needs 39), two (an fp32 chunk) keep 4 (64), four-chunk rows (D > 256, ~115
-// registers) keep 2.  8 blocks (32 registers) spilled and ran up to 50% slower in run 3.
+// kernel needs 39), two (an fp32 chunk, or two 16-bit chunks) keep 4 (64), four (D > 256,
+// ~115 registers) keep 2.  8 blocks (32 registers) spilled and ran up to 50% slower in run 3.
 template <int XDT, int CPT>
 constexpr int kMinBlocksPerSM = [] {
     constexpr int loads = CPT * (XDT == kF32 ? 2 : 1);

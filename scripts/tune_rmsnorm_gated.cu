@@ -5,8 +5,9 @@
 // replays.  Variants: one-pass grids with 4- or 8-element chunks, 1, 2 or 4 chunks per lane,
 // the gate loaded with x or after the row's sum; and an empty kernel: the floor a graph of
 // dependent launches puts under any call.  (Run 14 also timed a streaming grid, SMs x
-// resident blocks walking the rows with the next row's loads in flight: never faster.)  Shapes with a "z~" take z as a column
-// slice of a [T, 4 * H * D] qkvz projection (rows not flat: the row -> (t, h) split).
+// resident blocks walking the rows with the next row's loads in flight: never faster.)
+// Shapes with a "z~" take z as a column slice of a [T, 4 * H * D] qkvz projection (rows not
+// flat: the row -> (t, h) split).
 // Every call reads its input set's own weight, as in the benchmark.
 // Not part of the library.
 //
@@ -14,7 +15,6 @@
 //        -Ipybind_free_api/src scripts/tune_rmsnorm_gated.cu -o /tmp/tune && /tmp/tune
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include <algorithm>
 #include <random>
@@ -37,12 +37,6 @@ constexpr int D = 128;
 struct Set {
     char *x, *z, *w;  // w: each set's own weight copy, for the rotated-weight rows
 };
-
-__global__ void empty_kernel(const RmsnormGatedArgs a) {
-    gn_wait_prior_grid();
-    gn_allow_next_grid();
-    if (a.rows < 0) a.out[0] = 0;  // never true: keeps the argument live
-}
 
 __global__ void empty_kernel_no_hooks(const RmsnormGatedArgs a) {
     if (a.rows < 0) a.out[0] = 0;
@@ -143,9 +137,6 @@ int main() {
     void *w;
     CHECK(cudaMalloc(&w, D * 2));
     CHECK(cudaMemcpy(w, wh.data(), D * 2, cudaMemcpyHostToDevice));
-    // Run 8 covered 64..1024-thread blocks (256 best for 4 elements, 128-256 for 8), run 9
-    // rows per team (1 best).  Here: z loaded after the row's sum (as FLA's kernel does),
-    // and the PDL hooks compiled in (kPdl) whether or not the launch uses PDL.
     // Runs 8-12 (H100) settled block size, rows per team, PDL and the late gate for one-pass
     // grids.  Run 13 (the first H200) put FLA 7-8% ahead from 24k rows up, with 16-32
     // elements per thread where ours had 8; runs 14-15 found two chunks per lane 5-6% faster
