@@ -9,6 +9,7 @@
 //            hipStreamDestroy hipDeviceSynchronize hipPointerGetAttributes
 //            hipPointerAttribute_t hipMemoryType{Host,Device,Managed,Unregistered}
 //   device:  gn_shfl_xor (shuffle within groups of `width` <= 32 lanes, all lanes active)
+//            GN_LAUNCH_BOUNDS (block size and the threads a multiprocessor must keep resident)
 //            gn_wait_prior_grid, gn_allow_next_grid (programmatic dependent launch, below)
 //   launch:  gn_device_has_pdl, gn_launch_pdl (CUDA only: GN_HAS_PDL)
 //
@@ -55,6 +56,10 @@ using hipPointerAttribute_t = cudaPointerAttributes;
 __device__ __forceinline__ float gn_shfl_xor(float v, int lane_mask, int width) {
     return __shfl_xor_sync(0xffffffffu, v, lane_mask, width);
 }
+
+// Launch bounds from the threads each multiprocessor must keep resident: CUDA's second
+// argument counts blocks per multiprocessor.
+#define GN_LAUNCH_BOUNDS(block, resident_threads) __launch_bounds__(block, (resident_threads) / (block))
 
 // Programmatic dependent launch (Hopper and later): a kernel launched with the
 // programmatic-stream-serialization attribute may start while the previous kernel on its
@@ -115,6 +120,10 @@ cudaError_t gn_launch_pdl(void (*kernel)(Args), unsigned grid, unsigned block, c
 __device__ __forceinline__ float gn_shfl_xor(float v, int lane_mask, int width) {
     return __shfl_xor(v, lane_mask, width);
 }
+// HIP reads __launch_bounds__'s second argument as waves per execution unit: on CDNA (4 SIMDs
+// of 64-lane waves per compute unit) resident threads / 256.  A blocks-per-multiprocessor
+// count there asked 128-thread blocks for 12 waves per SIMD, past the hardware's 8.
+#define GN_LAUNCH_BOUNDS(block, resident_threads) __launch_bounds__(block, (resident_threads) / 256)
 // No programmatic dependent launch on AMD: stream order alone.
 __device__ __forceinline__ void gn_wait_prior_grid() {}
 __device__ __forceinline__ void gn_allow_next_grid() {}

@@ -314,7 +314,7 @@ __device__ __forceinline__ void finish_lane_row(const RmsnormGatedArgs &a, const
 // scripts/tune_rmsnorm_gated.cu (MIN_BLOCKS counts blocks of 256 threads' worth of registers).
 template <int XDT, int ODT, int TPR, int CPT, int VEC, int FLAGS = 0, int BLOCK = kBlockThreads,
           int MIN_BLOCKS = kMinBlocksPerSM<XDT, CPT>>
-__global__ void __launch_bounds__(BLOCK, MIN_BLOCKS * kBlockThreads / BLOCK) rmsnorm_gated_vec_kernel(const RmsnormGatedArgs a) {
+__global__ void GN_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS * kBlockThreads) rmsnorm_gated_vec_kernel(const RmsnormGatedArgs a) {
     const int lane = threadIdx.x % TPR;
     const int32_t row = blockIdx.x * (BLOCK / TPR) + threadIdx.x / TPR;  // neighbouring teams: neighbouring rows
     const bool row_ok = row < a.rows;
