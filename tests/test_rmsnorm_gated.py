@@ -194,11 +194,12 @@ def test_strided_qkvz(be, rng, gate, dt):
     assert np.isnan(full[:, :24]).all() and np.isnan(full[:, 24 + H * D:]).all(), "wrote outside out"
 
 
-@pytest.mark.parametrize("T,H", [(5, 3), (1300, 7), (7, 24), (200, 48), (3, 65), (1, 100)])
+@pytest.mark.parametrize("T,H", [(5, 3), (1300, 7), (7, 24), (200, 48), (3, 65), (37, 100), (1366, 96)])
 def test_strided_gate_head_counts(be, rng, T, H):
     """Rows that are not flat (z a column slice of qkvz) are split into (t, h) on the GPU by a
     multiply-high and a shift in place of a division by H: every head count, on both sides
-    of the 8192-row kernel switch, must put each row where it belongs."""
+    of the 8192-row switch and past 2^17 rows, must put each row where it belongs (T > 1: with
+    one token every view is flat)."""
     D = 128
     qkvz = randn(rng, (T, 4 * H * D), _dtypes.bfloat16, scale=2.0)
     z = qkvz[:, 3 * H * D:].reshape(T, H, D)
@@ -294,9 +295,12 @@ def test_default_out_devicearray(be, rng):
 # (D <= 8192), and the generic two-pass kernel (D > 8192, D % 8 != 0, rows not 16-byte
 # aligned, z dtype != x dtype).  Each shape below lands on one of them (on the CPU backend
 # they are plain cases).
-@pytest.mark.parametrize("shape", [(1024, 16, 128), (2048, 64, 128), (1366, 96, 96), (3, 2, 2048), (2, 1, 8200)],
-                         ids=["8-element-chunks-16k-rows", "two-chunks-128k-rows", "two-chunks-D96", "whole-block-team",
-                              "generic-D8200"])
+# Row counts that leave the last block part-full (8 rows a block for one 8-element chunk,
+# 32 for two) send rows past the end through the team's shuffles.
+@pytest.mark.parametrize("shape", [(1024, 16, 128), (1025, 13, 128), (2048, 64, 128), (4370, 30, 128), (1366, 96, 96),
+                                   (3, 2, 2048), (2, 1, 8200)],
+                         ids=["8-element-chunks-16k-rows", "8-element-chunks-partial-block", "two-chunks-128k-rows",
+                              "two-chunks-partial-block", "two-chunks-D96", "whole-block-team", "generic-D8200"])
 def test_kernel_paths(be, rng, shape):
     x, z, w = make_inputs(rng, shape, "bf16", "bf16", "fp32")
     run_and_check(be, x, z, w, "bf16", opts("after"))

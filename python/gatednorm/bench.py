@@ -478,7 +478,7 @@ def run(quick=False, variants=VARIANTS, tokens=None, heads=None, peers=PEERS, ou
               "peers": list(peers), "ours_modes": list(ours_modes), "launch_guard": launch_guard, "warmup": warmup,
               "missing": {p: gpu.missing[p] for p in peers if p in gpu.missing},
               "ceilings": gpu.ceilings(), "rows": []}
-    if warmup:
+    if warmup and variants:
         # One untimed pass of the first shape.  The first shape a process timed came out
         # ~0.3 us faster for ours than the same kernel timed later (runs 8-16; run 16 showed
         # that it follows the position, not the variant), an outlier against the rest of the
