@@ -55,10 +55,14 @@ hipError_t launch(PlainKernel plain, PdlKernel with_pdl, unsigned grid, unsigned
     return hipSuccess;
 }
 
+// x and z are read once per call: their loads leave L1 and L2 to the output and the weight.
+constexpr int kVecFlags = kReadOnce;
+
 template <int XDT, int ODT, int TPR, int CPT, int VEC = 8, int BLOCK = kBlockThreads>
 hipError_t launch_vec(const RmsnormGatedArgs &a, const Launch &l) {
-    return launch(rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, VEC, 0, BLOCK>,
-                  rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, VEC, kPdlFlags, BLOCK>, grid_for(a.rows, BLOCK / TPR), BLOCK, a, l);
+    return launch(rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, VEC, kVecFlags, BLOCK>,
+                  rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, VEC, kVecFlags | kPdlFlags, BLOCK>,
+                  grid_for(a.rows, BLOCK / TPR), BLOCK, a, l);
 }
 
 // Up to this many rows of D <= 128, lanes take 4-element chunks (8-byte loads of 16-bit

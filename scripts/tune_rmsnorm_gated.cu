@@ -3,11 +3,12 @@
 // benchmark times the library: a CUDA graph of >= 20 launches over rotated input copies
 // (>= 2x L2 per replay where the shape is small) writing one output buffer, median of 20
 // replays.  Variants: one-pass grids with 4- or 8-element chunks, 1, 2 or 4 chunks per lane,
-// the gate loaded with x or after the row's sum; and an empty kernel: the floor a graph of
-// dependent launches puts under any call.  (Run 14 also timed a streaming grid, SMs x
-// resident blocks walking the rows with the next row's loads in flight: never faster.)
+// plain or read-once loads of x and z; and an empty kernel: the floor a graph of dependent
+// launches puts under any call.  (Run 14 also timed a streaming grid, SMs x resident blocks
+// walking the rows with the next row's loads in flight: never faster; runs 14-15 the gate
+// loaded after the row's sum: slower from 4k rows up.)
 // Shapes with a "z~" take z as a column slice of a [T, 4 * H * D] qkvz projection (rows not
-// flat: the row -> (t, h) split).
+// flat: the row -> (t, h) split); "out~" gives each input set its own output.
 // Every call reads its input set's own weight, as in the benchmark.
 // Not part of the library.
 //
@@ -36,6 +37,7 @@ constexpr int D = 128;
 
 struct Set {
     char *x, *z, *w;  // w: each set's own weight copy, as the benchmark rotates weights too
+    char *out;        // used by the shapes marked "out~" only: one output per set
 };
 
 __global__ void empty_kernel_no_hooks(const RmsnormGatedArgs a) {
@@ -48,12 +50,13 @@ struct Variant {
     int block, rows_per_block;
 };
 
-template <int LANES, int VEC, int BLOCK, int CPT = 1, int FLAGS = 0>
+template <int LANES, int VEC, int BLOCK, int CPT = 1, int FLAGS = 0, int MIN_BLOCKS = kMinBlocksPerSM<kBF16, CPT>>
 Variant vec_variant(const char *name) {
-    return {name, rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, CPT, VEC, FLAGS, BLOCK>, BLOCK, BLOCK / LANES};
+    return {name, rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, CPT, VEC, FLAGS, BLOCK, MIN_BLOCKS>, BLOCK, BLOCK / LANES};
 }
 
-float time_variant(const Variant &v, const std::vector<Set> &sets, char *out, int T, int H, bool strided_z) {
+float time_variant(const Variant &v, const std::vector<Set> &sets, char *out, int T, int H, bool strided_z,
+                   bool rotate_out) {
     cudaFuncAttributes attr;
     CHECK(cudaFuncGetAttributes(&attr, v.kernel));
     int per_sm = 0;
@@ -90,6 +93,7 @@ float time_variant(const Variant &v, const std::vector<Set> &sets, char *out, in
         a.x = sets[i % sets.size()].x;
         a.z = sets[i % sets.size()].z;
         a.weight = sets[i % sets.size()].w;
+        if (rotate_out) a.out = sets[i % sets.size()].out;
         CHECK(cudaLaunchKernelEx(&cfg, v.kernel, a));
     }
     CHECK(cudaStreamEndCapture(s, &g));
@@ -132,22 +136,30 @@ int main() {
     // elements per thread where ours had 8; runs 14-15 found two chunks per lane 5-6% faster
     // from 262k rows (the library's choice from 2^17 rows) and 128-thread blocks 0.5-1.8%
     // faster from 24k to 131k rows (the library's choice there).
+    // Run 17 adds read-once loads of x and z (kReadOnce: past L1, evict-first in L2; the
+    // library's choice from run 17), and 128-thread blocks held to 32 registers (16 per SM).
     const Variant variants[] = {
         {"empty kernel, no PDL hooks", empty_kernel_no_hooks, 256, 8},
-        vec_variant<32, 4, 256>("4 el, 256 thr (library <= 8k)"),
-        vec_variant<16, 8, 256>("8 el, 256 thr"),
-        vec_variant<16, 8, 128>("8 el, 128 thr (library < 128k)"),
-        vec_variant<8, 8, 256, 2>("8 el x 2, 256 thr (library)"),
-        vec_variant<8, 8, 256, 2, kLateGate>("8 el x 2, 256 thr, late z"),
-        vec_variant<4, 8, 256, 4>("8 el x 4, 256 thr"),
+        vec_variant<32, 4, 256>("4 el, 256 thr"),
+        vec_variant<32, 4, 256, 1, kReadOnce>("4 el, 256 thr, once (library <= 8k)"),
+        vec_variant<16, 8, 128>("8 el, 128 thr"),
+        vec_variant<16, 8, 128, 1, kReadOnce>("8 el, 128 thr, once (library < 128k)"),
+        vec_variant<16, 8, 128, 1, kReadOnce, 8>("8 el, 128 thr, once, 32 regs"),
+        vec_variant<8, 8, 256, 2>("8 el x 2, 256 thr"),
+        vec_variant<8, 8, 256, 2, kReadOnce>("8 el x 2, 256 thr, once (library)"),
+        vec_variant<4, 8, 256, 4, kReadOnce>("8 el x 4, 256 thr, once"),
     };
+    // "out~": every input set has its own output, as when the layer's output is not the
+    // block the previous call wrote (read-once loads cannot keep it in L2 then).
     struct Shape {
         int T, H;
-        bool strided_z;
+        bool strided_z, rotate_out;
     };
-    const Shape shapes[] = {{1, 32, false},     {128, 32, false},   {1024, 24, false}, {1024, 32, false},
-                            {4096, 24, false},  {4096, 32, false},  {8192, 32, false}, {16384, 24, false},
-                            {16384, 32, false}, {128, 32, true},    {1024, 32, true},  {4096, 32, true}};
+    const Shape shapes[] = {{1, 32, false, false},     {128, 32, false, false},  {1024, 24, false, false},
+                            {1024, 32, false, false},  {4096, 24, false, false}, {4096, 32, false, false},
+                            {8192, 32, false, false},  {16384, 24, false, false}, {16384, 32, false, false},
+                            {128, 32, true, false},    {1024, 32, true, false},  {4096, 32, true, false},
+                            {1024, 32, false, true},   {4096, 32, false, true}};
     for (auto &sh : shapes) {
         const int T = sh.T, H = sh.H;
         const size_t n = size_t(T) * H * D, bytes = 3 * n * 2;
@@ -164,16 +176,20 @@ int main() {
             if (sh.strided_z) st.z += 3 * size_t(H) * D * 2;  // z's columns of the first row
             CHECK(cudaMalloc(&st.w, D * 2));
             CHECK(cudaMemcpy(st.w, wh.data(), D * 2, cudaMemcpyHostToDevice));
+            st.out = nullptr;
+            if (sh.rotate_out) CHECK(cudaMalloc(&st.out, n * 2));
         }
         char *out;
         CHECK(cudaMalloc(&out, n * 2));
-        printf("bf16 [%d, %d, 128]%s: %.2f MB per call, %d rotated input sets, one output\n", T, H,
-               sh.strided_z ? " z~" : "", bytes / 1e6, nsets);
-        for (const Variant &v : variants) time_variant(v, sets, out, T, H, sh.strided_z);
+        printf("bf16 [%d, %d, 128]%s%s: %.2f MB per call, %d rotated input sets, %s\n", T, H,
+               sh.strided_z ? " z~" : "", sh.rotate_out ? " out~" : "", bytes / 1e6, nsets,
+               sh.rotate_out ? "one output per set" : "one output");
+        for (const Variant &v : variants) time_variant(v, sets, out, T, H, sh.strided_z, sh.rotate_out);
         for (auto &st : sets) {
             CHECK(cudaFree(st.x));
             CHECK(cudaFree(st.z - (sh.strided_z ? 3 * size_t(H) * D * 2 : 0)));
             CHECK(cudaFree(st.w));
+            if (st.out) CHECK(cudaFree(st.out));
         }
         CHECK(cudaFree(out));
     }
