@@ -11,7 +11,6 @@
 //   device:  gn_shfl_xor (shuffle within groups of `width` <= 32 lanes, all lanes active)
 //            GN_LAUNCH_BOUNDS (block size and the threads a multiprocessor must keep resident)
 //            gn_wait_prior_grid, gn_allow_next_grid (programmatic dependent launch, below)
-//            gn_load_once_b64, gn_load_once_b128 (predicated loads of data read once, below)
 //   launch:  gn_device_has_pdl, gn_launch_pdl (CUDA only: GN_HAS_PDL)
 //
 // No code depends on the warp width (64 on CDNA, 32 on RDNA and NVIDIA): reductions work
@@ -78,37 +77,6 @@ __device__ __forceinline__ void gn_allow_next_grid() {
 #endif
 }
 
-// Loads of data the kernel reads exactly once (a norm's x and gate): not kept in L1, and
-// first out of L2, so the lines the kernel writes (the next op's input) and whatever else
-// is hot stay there.  sm_90 takes an L2 priority on a 16-byte load only as a cache policy
-// (createpolicy; pure, so the compiler makes one per thread).  The load is predicated
-// inside the asm (zeros where !ok): a volatile asm behind a branch kept ptxas from
-// predicating it and cost a branch per load.  Volatile: no load may move above
-// gn_wait_prior_grid.
-__device__ __forceinline__ uint64_t gn_evict_first_policy() {
-    uint64_t p;
-    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
-    return p;
-}
-__device__ __forceinline__ uint2 gn_load_once_b64(const void *p, bool ok) {
-    uint2 r = make_uint2(0u, 0u);
-    asm volatile(
-        "{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %2, 0;\n\t"
-        "@q ld.global.L1::no_allocate.L2::cache_hint.v2.u32 {%0, %1}, [%3], %4;\n\t}"
-        : "+r"(r.x), "+r"(r.y)
-        : "r"(int(ok)), "l"(p), "l"(gn_evict_first_policy()));
-    return r;
-}
-__device__ __forceinline__ uint4 gn_load_once_b128(const void *p, bool ok) {
-    uint4 r = make_uint4(0u, 0u, 0u, 0u);
-    asm volatile(
-        "{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %4, 0;\n\t"
-        "@q ld.global.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%5], %6;\n\t}"
-        : "+r"(r.x), "+r"(r.y), "+r"(r.z), "+r"(r.w)
-        : "r"(int(ok)), "l"(p), "l"(gn_evict_first_policy()));
-    return r;
-}
-
 #define GN_HAS_PDL 1
 // Whether device can launch with PDL (compute capability >= 9.0), asked once per device.
 inline bool gn_device_has_pdl(int device) {
@@ -159,17 +127,4 @@ __device__ __forceinline__ float gn_shfl_xor(float v, int lane_mask, int width) 
 // No programmatic dependent launch on AMD: stream order alone.
 __device__ __forceinline__ void gn_wait_prior_grid() {}
 __device__ __forceinline__ void gn_allow_next_grid() {}
-// Loads of data read once (zeros where !ok): nontemporal (the "nt" bit on CDNA and RDNA), as the CUDA twins above.
-typedef unsigned int gn_u32x2 __attribute__((ext_vector_type(2)));
-typedef unsigned int gn_u32x4 __attribute__((ext_vector_type(4)));
-__device__ __forceinline__ uint2 gn_load_once_b64(const void *p, bool ok) {
-    if (!ok) return make_uint2(0u, 0u);
-    const gn_u32x2 v = __builtin_nontemporal_load(static_cast<const gn_u32x2 *>(p));
-    return make_uint2(v.x, v.y);
-}
-__device__ __forceinline__ uint4 gn_load_once_b128(const void *p, bool ok) {
-    if (!ok) return make_uint4(0u, 0u, 0u, 0u);
-    const gn_u32x4 v = __builtin_nontemporal_load(static_cast<const gn_u32x4 *>(p));
-    return make_uint4(v.x, v.y, v.z, v.w);
-}
 #endif

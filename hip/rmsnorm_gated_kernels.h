@@ -56,23 +56,6 @@ __device__ __forceinline__ void load_words(const char *p, uint32_t (&w)[N]) {
     }
 }
 
-// The same for data this kernel reads only once (x, z): past L1, first out of L2 (port.h);
-// zero words where !ok.
-template <int N>
-__device__ __forceinline__ void load_words_once(const char *p, bool ok, uint32_t (&w)[N]) {
-    static_assert(N == 2 || N % 4 == 0, "8, 16 or 32 bytes");
-    if constexpr (N == 2) {
-        const uint2 a = gn_load_once_b64(p, ok);
-        w[0] = a.x; w[1] = a.y;
-    } else {
-#pragma unroll
-        for (int i = 0; i < N / 4; ++i) {
-            const uint4 a = gn_load_once_b128(p + 16 * i, ok);
-            w[4 * i] = a.x; w[4 * i + 1] = a.y; w[4 * i + 2] = a.z; w[4 * i + 3] = a.w;
-        }
-    }
-}
-
 template <int N>
 __device__ __forceinline__ void store_words(char *p, const uint32_t (&w)[N]) {
     static_assert(N == 2 || N % 4 == 0, "8, 16 or 32 bytes");
@@ -198,7 +181,6 @@ constexpr int kMinBlocksPerSM = [] {
 enum VecFlags : int {
     kLateGate = 1,  // with norm_before_gate, load z after the row's sum instead of with x
     kPdl = 2,       // launched with programmatic dependent launch: wait for the prior grid
-    kReadOnce = 4,  // x and z loaded as read-once data (load_words' ONCE)
 };
 
 // The row's epilogue, y = u * rstd * (w + offset) [* act(z)], with the weight's dtype and the
@@ -235,7 +217,7 @@ struct LaneRow {
     uint32_t z[CPT][kWords<XDT, VEC>];
 };
 
-template <int XDT, int TPR, int CPT, int VEC, int FLAGS>
+template <int XDT, int TPR, int CPT, int VEC>
 __device__ __forceinline__ void load_lane_row(const RmsnormGatedArgs &a, const RowOffsets &o, int lane, bool row_ok,
                                               bool with_z, LaneRow<XDT, CPT, VEC> &r) {
     constexpr int kXBytes = XDT == kF32 ? 4 : 2;
@@ -243,16 +225,10 @@ __device__ __forceinline__ void load_lane_row(const RmsnormGatedArgs &a, const R
     for (int j = 0; j < CPT; ++j) {
         const int col = (lane + j * TPR) * VEC;
         const bool ok = row_ok && col < a.dim;
-        const char *xp = a.x + o.x + int64_t(col) * kXBytes, *zp = a.z + o.z + int64_t(col) * kXBytes;
-        if constexpr ((FLAGS & kReadOnce) != 0) {
-            load_words_once(xp, ok, r.x[j]);
-            load_words_once(zp, ok && with_z, r.z[j]);
-        } else {
 #pragma unroll
-            for (int i = 0; i < kWords<XDT, VEC>; ++i) r.x[j][i] = r.z[j][i] = 0u;
-            if (ok) load_words(xp, r.x[j]);
-            if (ok && with_z) load_words(zp, r.z[j]);
-        }
+        for (int i = 0; i < kWords<XDT, VEC>; ++i) r.x[j][i] = r.z[j][i] = 0u;
+        if (ok) load_words(a.x + o.x + int64_t(col) * kXBytes, r.x[j]);
+        if (ok && with_z) load_words(a.z + o.z + int64_t(col) * kXBytes, r.z[j]);
     }
 }
 
@@ -349,7 +325,7 @@ __global__ void GN_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS * kBlockThreads) rmsnorm_gate
         gn_allow_next_grid();
     }
     LaneRow<XDT, CPT, VEC> r;
-    load_lane_row<XDT, TPR, CPT, VEC, FLAGS>(a, o, lane, row_ok, z_with_x<FLAGS>(a), r);
+    load_lane_row<XDT, TPR>(a, o, lane, row_ok, z_with_x<FLAGS>(a), r);
     RawChunk<VEC> wraw[CPT];
     load_weight_chunks<TPR>(a, lane, wraw);
     finish_lane_row<XDT, ODT, TPR, CPT, VEC, FLAGS, BLOCK>(a, r, o, lane, row_ok, wraw);

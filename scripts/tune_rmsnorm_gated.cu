@@ -3,10 +3,11 @@
 // benchmark times the library: a CUDA graph of >= 20 launches over rotated input copies
 // (>= 2x L2 per replay where the shape is small) writing one output buffer, median of 20
 // replays.  Variants: one-pass grids with 4- or 8-element chunks, 1, 2 or 4 chunks per lane,
-// plain or read-once loads of x and z; and an empty kernel: the floor a graph of dependent
-// launches puts under any call.  (Run 14 also timed a streaming grid, SMs x resident blocks
-// walking the rows with the next row's loads in flight: never faster; runs 14-15 the gate
-// loaded after the row's sum: slower from 4k rows up.)
+// register budgets (resident blocks); and an empty kernel: the floor a graph of dependent
+// launches puts under any call.  Tried and dropped: a streaming grid, SMs x resident blocks
+// walking the rows with the next row's loads in flight (run 14: never faster); the gate
+// loaded after the row's sum (runs 14-15: slower from 4k rows up); x and z loaded past L1
+// and evict-first in L2 (run 17: 1-15% slower from 24k rows up, one output or one per set).
 // Shapes with a "z~" take z as a column slice of a [T, 4 * H * D] qkvz projection (rows not
 // flat: the row -> (t, h) split); "out~" gives each input set its own output.
 // Every call reads its input set's own weight, as in the benchmark.
@@ -136,21 +137,19 @@ int main() {
     // elements per thread where ours had 8; runs 14-15 found two chunks per lane 5-6% faster
     // from 262k rows (the library's choice from 2^17 rows) and 128-thread blocks 0.5-1.8%
     // faster from 24k to 131k rows (the library's choice there).
-    // Run 17 adds read-once loads of x and z (kReadOnce: past L1, evict-first in L2; the
-    // library's choice from run 17), and 128-thread blocks held to 32 registers (16 per SM).
+    // Run 17: with 8-element chunks in 128-thread blocks, 32 registers (16 blocks per SM, no
+    // spills) beat 40 (12) by 2-9% from 24k rows up; run 18 times that with plain loads (the
+    // library's choice from run 18).  Two chunks spill below 64 registers (48: 104 bytes).
     const Variant variants[] = {
         {"empty kernel, no PDL hooks", empty_kernel_no_hooks, 256, 8},
-        vec_variant<32, 4, 256>("4 el, 256 thr"),
-        vec_variant<32, 4, 256, 1, kReadOnce>("4 el, 256 thr, once (library <= 8k)"),
-        vec_variant<16, 8, 128>("8 el, 128 thr"),
-        vec_variant<16, 8, 128, 1, kReadOnce>("8 el, 128 thr, once (library < 128k)"),
-        vec_variant<16, 8, 128, 1, kReadOnce, 8>("8 el, 128 thr, once, 32 regs"),
-        vec_variant<8, 8, 256, 2>("8 el x 2, 256 thr"),
-        vec_variant<8, 8, 256, 2, kReadOnce>("8 el x 2, 256 thr, once (library)"),
-        vec_variant<4, 8, 256, 4, kReadOnce>("8 el x 4, 256 thr, once"),
+        vec_variant<32, 4, 256>("4 el, 256 thr (library <= 8k)"),
+        vec_variant<16, 8, 128, 1, 0, 6>("8 el, 128 thr, 40 regs"),
+        vec_variant<16, 8, 128, 1, 0, 8>("8 el, 128 thr, 32 regs (library < 128k)"),
+        vec_variant<16, 8, 256, 1, 0, 8>("8 el, 256 thr, 32 regs"),
+        vec_variant<8, 8, 256, 2>("8 el x 2, 256 thr, 64 regs (library)"),
     };
     // "out~": every input set has its own output, as when the layer's output is not the
-    // block the previous call wrote (read-once loads cannot keep it in L2 then).
+    // block the previous call wrote (none of it is in L2 then).
     struct Shape {
         int T, H;
         bool strided_z, rotate_out;
