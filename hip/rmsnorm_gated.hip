@@ -71,24 +71,24 @@ hipError_t launch_vec(const RmsnormGatedArgs &a, const Launch &l) {
 // up (10.68 vs 11.16 us at 32k); the switch sits between, untested there.
 constexpr int kSmallRows = 8192;
 
-// From this many rows of 64 < D <= 128, a lane takes two 8-element chunks (64 bytes of x
-// and z in flight instead of 32, half the blocks).  A/B on the H200, same process, runs 14
-// and 15: 94.7-94.9 vs 99.7-100.3 us at 524k rows, 71.6 vs 76.1 at 393k, 49.0 vs 51.3 at
-// 262k, equal at 98k-131k, 10% slower at 24k-32k rows.  Between the two switches one
-// 8-element chunk a lane, in blocks of 128 threads: 0.5-1.8% faster than 256 at every
-// shape from 24k to 131k rows in both runs (e.g. 20.02-20.11 vs 20.35-20.48 us at 98k).
+// Above kSmallRows with 64 < D <= 128, one 8-element chunk a lane in 128-thread blocks:
+// 0.5-1.8% faster than 256 at every shape from 24k to 131k rows (H200, runs 14 and 15).
+// Its register budget, for 16-bit x, by row count (run 18, same process): 40 registers (12
+// blocks per multiprocessor) up to kDenseRows, 1.1-1.5% faster than 32 at 24k-32k rows; 32
+// registers (16 blocks, no spills) from there, 3.5-5.3% faster than 40 at 98k-524k rows and
+// 1.8-1.9% faster than two 8-element chunks a lane at 393k-524k.  The switch sits between
+// 32k and 98k, untested there.
+constexpr int kDenseRows = 1 << 16;
+constexpr int kMinBlocksDense = 8;  // 256 threads' worth: 16 blocks of 128
+
+// fp32 x (two 16-byte loads a chunk, untested at 32 registers) keeps run 15's switch: two
+// 8-element chunks a lane from this many rows (49.0 vs 51.3 us at 262k bf16 rows there).
 constexpr int kLargeRows = 1 << 17;
 
-// Those 128-thread blocks with 16-bit x run on 32 registers: 16 blocks per multiprocessor
-// (8 x 256 threads' worth) instead of 12, no spills.  Run 17 (H200, read-once loads in both):
-// 2-9% faster than 40 registers from 24k rows up.  fp32 x keeps its default.
-template <int XDT>
-constexpr int kMinBlocks128 = XDT == kF32 ? kMinBlocksPerSM<XDT, 1> : 8;
-
 // Chunk size and team shape from D and the row count: 4-element chunks for short rows of
-// small problems, then one 8-element chunk per lane (128-thread blocks for 64 < D <= 128),
-// two for short rows of large problems, else 8-element chunks, 1 or 4 per lane, teams of
-// 4..256 lanes.
+// small problems, then one 8-element chunk per lane (128-thread blocks for 64 < D <= 128;
+// more of them resident for 16-bit x past kDenseRows, two chunks a lane for fp32 x past
+// kLargeRows), else 8-element chunks, 1 or 4 per lane, teams of 4..256 lanes.
 template <int XDT, int ODT>
 hipError_t launch_vec_shape(const RmsnormGatedArgs &a, const Launch &l) {
     if (a.dim <= 128 && a.rows <= kSmallRows) {
@@ -100,8 +100,12 @@ hipError_t launch_vec_shape(const RmsnormGatedArgs &a, const Launch &l) {
     }
     const int chunks = a.dim / 8;
     if (chunks > 8 && chunks <= 16) {
-        if (a.rows >= kLargeRows) return launch_vec<XDT, ODT, 8, 2>(a, l);
-        return launch_vec<XDT, ODT, 16, 1, 8, 128, kMinBlocks128<XDT>>(a, l);
+        if constexpr (XDT == kF32) {
+            if (a.rows >= kLargeRows) return launch_vec<XDT, ODT, 8, 2>(a, l);
+        } else {
+            if (a.rows >= kDenseRows) return launch_vec<XDT, ODT, 16, 1, 8, 128, kMinBlocksDense>(a, l);
+        }
+        return launch_vec<XDT, ODT, 16, 1, 8, 128>(a, l);
     }
     if (chunks <= 4) return launch_vec<XDT, ODT, 4, 1>(a, l);
     else if (chunks <= 8) return launch_vec<XDT, ODT, 8, 1>(a, l);

@@ -135,18 +135,19 @@ int main() {
     // Runs 8-12 (H100) settled block size, rows per team, PDL and the late gate for one-pass
     // grids.  Run 13 (the first H200) put FLA 7-8% ahead from 24k rows up, with 16-32
     // elements per thread where ours had 8; runs 14-15 found two chunks per lane 5-6% faster
-    // from 262k rows (the library's choice from 2^17 rows) and 128-thread blocks 0.5-1.8%
+    // from 262k rows (the library's choice from 2^17 rows until run 18, fp32 x since) and 128-thread blocks 0.5-1.8%
     // faster from 24k to 131k rows (the library's choice there).
     // Run 17: with 8-element chunks in 128-thread blocks, 32 registers (16 blocks per SM, no
-    // spills) beat 40 (12) by 2-9% from 24k rows up; run 18 times that with plain loads (the
-    // library's choice from run 18).  Two chunks spill below 64 registers (48: 104 bytes).
+    // spills) beat 40 (12) by 2-9% from 24k rows up; run 18 timed that with plain loads: 32
+    // registers win from 98k rows, 40 at 24k-32k (the library's switch: 2^16 rows, 16-bit x).
+    // Two chunks spill below 64 registers (48: 104 bytes).
     const Variant variants[] = {
         {"empty kernel, no PDL hooks", empty_kernel_no_hooks, 256, 8},
         vec_variant<32, 4, 256>("4 el, 256 thr (library <= 8k)"),
-        vec_variant<16, 8, 128, 1, 0, 6>("8 el, 128 thr, 40 regs"),
-        vec_variant<16, 8, 128, 1, 0, 8>("8 el, 128 thr, 32 regs (library < 128k)"),
+        vec_variant<16, 8, 128, 1, 0, 6>("8 el, 128 thr, 40 regs (library < 64k)"),
+        vec_variant<16, 8, 128, 1, 0, 8>("8 el, 128 thr, 32 regs (library >= 64k)"),
         vec_variant<16, 8, 256, 1, 0, 8>("8 el, 256 thr, 32 regs"),
-        vec_variant<8, 8, 256, 2>("8 el x 2, 256 thr, 64 regs (library)"),
+        vec_variant<8, 8, 256, 2>("8 el x 2, 256 thr, 64 regs (fp32 x >= 128k)"),
     };
     // "out~": every input set has its own output, as when the layer's output is not the
     // block the previous call wrote (none of it is in L2 then).

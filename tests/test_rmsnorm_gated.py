@@ -198,7 +198,7 @@ def test_strided_qkvz(be, rng, gate, dt):
 def test_strided_gate_head_counts(be, rng, T, H):
     """Rows that are not flat (z a column slice of qkvz) are split into (t, h) on the GPU by a
     multiply-high and a shift in place of a division by H: every head count, on both sides
-    of the 8192-row switch and past 2^17 rows, must put each row where it belongs (T > 1: with
+    of the 8192-row switch and past 2^16 rows, must put each row where it belongs (T > 1: with
     one token every view is flat)."""
     D = 128
     qkvz = randn(rng, (T, 4 * H * D), _dtypes.bfloat16, scale=2.0)
@@ -290,19 +290,23 @@ def test_default_out_devicearray(be, rng):
 
 # ------------------------------------------------------------- every kernel path on the GPU
 # The GPU launcher picks among: 4-element chunks (D <= 128, <= 8192 rows), 8-element chunks
-# (D <= 128 above that, and D <= 256), two per lane (64 < D <= 128 from 2^17 rows), four
-# chunks per lane (D <= 1024), a whole-block team
-# (D <= 8192), and the generic two-pass kernel (D > 8192, D % 8 != 0, rows not 16-byte
-# aligned, z dtype != x dtype).  Each shape below lands on one of them (on the CPU backend
-# they are plain cases).
+# (D <= 128 above that, with 16 resident blocks of 128 threads instead of 12 for 16-bit x from
+# 2^16 rows, and D <= 256), two per lane (fp32 x, 64 < D <= 128, from 2^17 rows), four
+# chunks per lane (D <= 1024), a whole-block team (D <= 8192), and the generic two-pass
+# kernel (D > 8192, D % 8 != 0, rows not 16-byte aligned, z dtype != x dtype).  Each shape
+# below lands on one of them (on the CPU backend they are plain cases).
 # Row counts that leave the last block part-full (8 rows a block for one 8-element chunk,
 # 32 for two) send rows past the end through the team's shuffles.
-@pytest.mark.parametrize("shape", [(1024, 16, 128), (1025, 13, 128), (2048, 64, 128), (4370, 30, 128), (1366, 96, 96),
-                                   (3, 2, 2048), (2, 1, 8200)],
-                         ids=["8-element-chunks-16k-rows", "8-element-chunks-partial-block", "two-chunks-128k-rows",
-                              "two-chunks-partial-block", "two-chunks-D96", "whole-block-team", "generic-D8200"])
-def test_kernel_paths(be, rng, shape):
-    x, z, w = make_inputs(rng, shape, "bf16", "bf16", "fp32")
+@pytest.mark.parametrize("shape,xd", [((1024, 16, 128), "bf16"), ((1025, 13, 128), "bf16"), ((2048, 32, 128), "fp16"),
+                                      ((2185, 30, 128), "bf16"), ((4370, 30, 128), "bf16"), ((1366, 96, 96), "bf16"),
+                                      ((2048, 64, 128), "fp32"), ((4370, 30, 128), "fp32"),
+                                      ((3, 2, 2048), "bf16"), ((2, 1, 8200), "bf16")],
+                         ids=["8-element-chunks-16k-rows", "8-element-chunks-partial-block", "dense-blocks-64k-rows-fp16",
+                              "dense-blocks-partial-block", "dense-blocks-131k-partial-block", "dense-blocks-D96",
+                              "two-chunks-fp32-128k-rows", "two-chunks-fp32-partial-block", "whole-block-team",
+                              "generic-D8200"])
+def test_kernel_paths(be, rng, shape, xd):
+    x, z, w = make_inputs(rng, shape, xd, xd, "fp32")
     run_and_check(be, x, z, w, "bf16", opts("after"))
 
 
