@@ -14,9 +14,10 @@
 // Not part of the library.
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include \
-//        -Ipybind_free_api/src scripts/tune_rmsnorm_gated.cu -o /tmp/tune && /tmp/tune
+//        -Ipybind_free_api/src scripts/tune_rmsnorm_gated.cu -o /tmp/tune && /tmp/tune [T:H ...]
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <algorithm>
 #include <random>
@@ -125,7 +126,17 @@ float time_variant(const Variant &v, const std::vector<Set> &sets, char *out, in
     return ts[ts.size() / 2];
 }
 
-int main() {
+// Shapes named on the command line as T:H (all of them when none is named).
+bool wanted(int argc, char **argv, int T, int H) {
+    if (argc < 2) return true;
+    char name[32];
+    snprintf(name, sizeof name, "%d:%d", T, H);
+    for (int i = 1; i < argc; ++i)
+        if (strcmp(argv[i], name) == 0) return true;
+    return false;
+}
+
+int main(int argc, char **argv) {
     int l2 = 0;
     CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, 0));
     std::mt19937 rng(1);
@@ -148,6 +159,9 @@ int main() {
         vec_variant<16, 8, 128, 1, 0, 8>("8 el, 128 thr, 32 regs (library >= 64k)"),
         vec_variant<16, 8, 256, 1, 0, 8>("8 el, 256 thr, 32 regs"),
         vec_variant<8, 8, 256, 2>("8 el x 2, 256 thr, 64 regs (fp32 x >= 128k)"),
+        vec_variant<16, 8, 128, 1, 0, 5>("8 el, 128 thr, 48 regs"),
+        vec_variant<16, 8, 64, 1, 0, 6>("8 el, 64 thr, 40 regs"),
+        vec_variant<8, 8, 128, 2>("8 el x 2, 128 thr, 64 regs (FLA's geometry)"),
     };
     // "out~": every input set has its own output, as when the layer's output is not the
     // block the previous call wrote (none of it is in L2 then).
@@ -161,6 +175,7 @@ int main() {
                             {128, 32, true, false},    {1024, 32, true, false},  {4096, 32, true, false},
                             {1024, 32, false, true},   {4096, 32, false, true}};
     for (auto &sh : shapes) {
+        if (!wanted(argc, argv, sh.T, sh.H)) continue;
         const int T = sh.T, H = sh.H;
         const size_t n = size_t(T) * H * D, bytes = 3 * n * 2;
         const size_t zn = sh.strided_z ? 4 * n : n;  // a qkvz row holds q, k, v and z
