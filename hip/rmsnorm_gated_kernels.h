@@ -167,10 +167,12 @@ __device__ __forceinline__ RowOffsets row_offsets(const RmsnormGatedArgs &a, int
             int64_t(t) * a.o_st + int64_t(h) * a.o_sh};
 }
 
-// Resident blocks per multiprocessor the register budget must allow (256 threads each),
-// by the 16-byte loads of x a lane keeps in flight: one keeps 6 blocks (40 registers; the
-// kernel needs 39), two (an fp32 chunk, or two 16-bit chunks) keep 4 (64), four (D > 256,
-// ~115 registers) keep 2.  8 blocks (32 registers) spilled and ran up to 50% slower in run 3.
+// The default register budget, as resident blocks of 256 threads per multiprocessor, by the
+// 16-byte loads of x a lane keeps in flight: one keeps 6 blocks (40 registers; the kernel
+// needs 39), two (an fp32 chunk, or two 16-bit chunks) keep 4 (64), four (two fp32 chunks,
+// or 16-bit chunks for D > 256, up to 128 registers) keep 2.  The run-3 kernel spilled at 8
+// blocks (32 registers) and ran up to 50% slower; today's one-chunk 16-bit kernel fits 32
+// without spills, which the launcher asks for past 2^16 rows (rmsnorm_gated.hip).
 template <int XDT, int CPT>
 constexpr int kMinBlocksPerSM = [] {
     constexpr int loads = CPT * (XDT == kF32 ? 2 : 1);
@@ -310,8 +312,9 @@ __device__ __forceinline__ void finish_lane_row(const RmsnormGatedArgs &a, const
 // nothing is loop-invariant for the compiler to hoist in front of the row's loads; 2 and 4
 // rows per team measured slower, runs 3 and 9).  x (and z, unless kLateGate defers it) is
 // loaded first, then the weight's raw bits, widened only where they are used: a thread
-// waits on DRAM once, or twice with kLateGate.  BLOCK and MIN_BLOCKS stay parameters for
-// scripts/tune_rmsnorm_gated.cu (MIN_BLOCKS counts blocks of 256 threads' worth of registers).
+// waits on DRAM once, or twice with kLateGate.  BLOCK and MIN_BLOCKS are chosen by the
+// launcher and by scripts/tune_rmsnorm_gated.cu (MIN_BLOCKS counts blocks of 256 threads'
+// worth of registers).
 template <int XDT, int ODT, int TPR, int CPT, int VEC, int FLAGS = 0, int BLOCK = kBlockThreads,
           int MIN_BLOCKS = kMinBlocksPerSM<XDT, CPT>>
 __global__ void GN_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS * kBlockThreads) rmsnorm_gated_vec_kernel(const RmsnormGatedArgs a) {

@@ -155,10 +155,10 @@ int main(int argc, char **argv) {
     const Variant variants[] = {
         {"empty kernel, no PDL hooks", empty_kernel_no_hooks, 256, 8},
         vec_variant<32, 4, 256>("4 el, 256 thr (library <= 8k)"),
-        vec_variant<16, 8, 128, 1, 0, 6>("8 el, 128 thr, 40 regs (library < 64k)"),
+        vec_variant<16, 8, 128, 1, 0, 6>("8 el, 128 thr, 40 regs (library 8k-64k)"),
         vec_variant<16, 8, 128, 1, 0, 8>("8 el, 128 thr, 32 regs (library >= 64k)"),
         vec_variant<16, 8, 256, 1, 0, 8>("8 el, 256 thr, 32 regs"),
-        vec_variant<8, 8, 256, 2>("8 el x 2, 256 thr, 64 regs (fp32 x >= 128k)"),
+        vec_variant<8, 8, 256, 2>("8 el x 2, 256 thr, 64 regs"),
         vec_variant<16, 8, 128, 1, 0, 5>("8 el, 128 thr, 48 regs"),
         vec_variant<16, 8, 64, 1, 0, 6>("8 el, 64 thr, 40 regs"),
         vec_variant<8, 8, 128, 2>("8 el x 2, 128 thr, 64 regs (FLA's geometry)"),

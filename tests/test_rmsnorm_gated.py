@@ -297,11 +297,13 @@ def test_default_out_devicearray(be, rng):
 # below lands on one of them (on the CPU backend they are plain cases).
 # Row counts that leave the last block part-full (8 rows a block for one 8-element chunk,
 # 32 for two) send rows past the end through the team's shuffles.
-@pytest.mark.parametrize("shape,xd", [((1024, 16, 128), "bf16"), ((1025, 13, 128), "bf16"), ((2048, 32, 128), "fp16"),
+@pytest.mark.parametrize("shape,xd", [((1024, 16, 128), "bf16"), ((1025, 13, 128), "bf16"), ((1025, 13, 128), "fp16"),
+                                      ((1024, 16, 128), "fp32"), ((2048, 32, 128), "fp16"),
                                       ((2185, 30, 128), "bf16"), ((4370, 30, 128), "bf16"), ((1366, 96, 96), "bf16"),
                                       ((2048, 64, 128), "fp32"), ((4370, 30, 128), "fp32"),
                                       ((3, 2, 2048), "bf16"), ((2, 1, 8200), "bf16")],
-                         ids=["8-element-chunks-16k-rows", "8-element-chunks-partial-block", "dense-blocks-64k-rows-fp16",
+                         ids=["8-element-chunks-16k-rows", "8-element-chunks-partial-block", "8-element-chunks-partial-block-fp16",
+                              "8-element-chunks-fp32", "dense-blocks-64k-rows-fp16",
                               "dense-blocks-partial-block", "dense-blocks-131k-partial-block", "dense-blocks-D96",
                               "two-chunks-fp32-128k-rows", "two-chunks-fp32-partial-block", "whole-block-team",
                               "generic-D8200"])
