@@ -481,8 +481,9 @@ def run(quick=False, variants=VARIANTS, tokens=None, heads=None, peers=PEERS, ou
     if warmup and variants:
         # One untimed pass of the first shape.  The first shape a process timed came out
         # ~0.3 us faster for ours than the same kernel timed later (runs 8-16; run 16 showed
-        # that it follows the position, not the variant), an outlier against the rest of the
-        # table.  Discarding one pass puts every reported row in the later state.
+        # that it follows the position, not the variant; run 19 that it is the process's first
+        # timed graph alone, at T = 1, whatever runs before or after), an outlier against the
+        # rest of the table.  Discarding one pass puts every reported row in the later state.
         gpu.bench_shape(gatednorm, variants[0], (tokens or GPU_TOKENS)[0], (heads or GPU_HEADS)[0], peers, ours_modes)
     for variant in variants:
         for H in heads or GPU_HEADS:
