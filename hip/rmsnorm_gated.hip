@@ -138,7 +138,6 @@ RmsnormGatedArgs make_args(const RmsnormGatedProblem &p) {
     a.o_sh = p.out.stride_h * os;
     a.rows = int32_t(p.tokens * p.heads);
     a.heads = int32_t(p.heads);
-    a.heads_div = make_fast_div(uint32_t(p.heads));
     a.dim = int32_t(p.dim);
     a.x_dtype = p.x.dtype;
     a.z_dtype = p.z.dtype;
@@ -152,6 +151,7 @@ RmsnormGatedArgs make_args(const RmsnormGatedProblem &p) {
     // Rows r of [T, H] sit at r * stride_h when stride_t == H * stride_h (or H == 1).
     auto flat = [&](const RowsView &v) { return !v.data || p.heads == 1 || v.stride_t == p.heads * v.stride_h; };
     a.flat_rows = flat(p.x) && flat(p.z) && flat(p.out);
+    if (!a.flat_rows) a.heads_div = make_fast_div(uint32_t(p.heads));  // read only for rows that are not flat
     a.x_sr = p.heads == 1 ? a.x_st : a.x_sh;
     a.z_sr = p.heads == 1 ? a.z_st : a.z_sh;
     a.o_sr = p.heads == 1 ? a.o_st : a.o_sh;

@@ -347,7 +347,6 @@ __global__ void __launch_bounds__(kBlockThreads) rmsnorm_gated_generic_kernel(co
     const int ws = dtype_size(a.weight_dtype);
     RowOffsets o{};
     if (row_ok) o = row_offsets(a, row);
-    const int64_t xo = o.x, zo = o.z, oo = o.out;
     if constexpr ((FLAGS & kPdl) != 0) {
         gn_wait_prior_grid();
         gn_allow_next_grid();
@@ -356,8 +355,8 @@ __global__ void __launch_bounds__(kBlockThreads) rmsnorm_gated_generic_kernel(co
     float ss = 0.0f;
     if (row_ok) {
         for (int c = lane; c < a.dim; c += kTeam) {
-            float u = load_as_f32(a.x + xo + int64_t(c) * xs, a.x_dtype);
-            if (gate_before) u *= activate(load_as_f32(a.z + zo + int64_t(c) * zs, a.z_dtype), a.activation);
+            float u = load_as_f32(a.x + o.x + int64_t(c) * xs, a.x_dtype);
+            if (gate_before) u *= activate(load_as_f32(a.z + o.z + int64_t(c) * zs, a.z_dtype), a.activation);
             ss += u * u;
         }
     }
@@ -365,12 +364,12 @@ __global__ void __launch_bounds__(kBlockThreads) rmsnorm_gated_generic_kernel(co
     if (!row_ok) return;
     const float rstd = rsqrtf(ss * a.inv_dim + a.eps);
     for (int c = lane; c < a.dim; c += kTeam) {
-        float u = load_as_f32(a.x + xo + int64_t(c) * xs, a.x_dtype);
-        float g = has_z ? activate(load_as_f32(a.z + zo + int64_t(c) * zs, a.z_dtype), a.activation) : 1.0f;
+        float u = load_as_f32(a.x + o.x + int64_t(c) * xs, a.x_dtype);
+        float g = has_z ? activate(load_as_f32(a.z + o.z + int64_t(c) * zs, a.z_dtype), a.activation) : 1.0f;
         if (gate_before) u *= g;
         float y = u * rstd * (load_as_f32(static_cast<const char *>(a.weight) + int64_t(c) * ws, a.weight_dtype) + a.weight_offset);
         if (gate_after) y *= g;
-        store_from_f32(a.out + oo + int64_t(c) * os, a.out_dtype, y);
+        store_from_f32(a.out + o.out + int64_t(c) * os, a.out_dtype, y);
     }
 }
 

@@ -7,7 +7,6 @@ DLPack.  Used by NOTES.md's investigation; not part of the library.
 
     python3 scripts/alloc_probe.py [T:H ...]      (default 1024:32 1024:24)
 """
-import math
 import sys
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 
 import gatednorm
 from gatednorm._dtypes import bfloat16
-from gatednorm.bench import EPS, HEAD_DIM, _Gpu
+from gatednorm.bench import HEAD_DIM, _Gpu
 
 
 def torch_sets(g, T, H, n, gen):
@@ -43,12 +42,11 @@ def main():
     rng = np.random.default_rng(2)
     g.bench_shape(gatednorm, "bf16", 1, 24, ["fla_rms_norm_gated"] if fla else [], ours_modes=("out",))  # warm-up, FLA's autotune
     for T, H in shapes:
-        n = math.ceil(2 * g.l2_bytes / (T * H * HEAD_DIM * 6))
+        n = g.rotation(T * H * HEAD_DIM * 6)
         out = torch.full((T, H, HEAD_DIM), float("nan"), device=g.dev, dtype=torch.bfloat16)
         cm, keep = cudamalloc_sets(g, T, H, n, rng)
         for label, sets in (("torch allocator", torch_sets(g, T, H, n, gen)), ("one cudaMalloc each", cm)):
-            s = torch.cuda.current_stream
-            ours = g.time_graph([(lambda x=x, z=z, w=w: gatednorm.rmsnorm_gated(x, z, w, eps=EPS, out=out, stream=s())) for x, z, w in sets])
+            ours = g.time_ours(gatednorm, sets, out)
             line = f"[{T}, {H}] {label:>20}: ours {ours * 1e6:.2f} us"
             if fla:
                 with torch.inference_mode():

@@ -8,12 +8,10 @@ against process state).  Used by NOTES.md's investigation; not part of the libra
 
     python3 scripts/bench_order_probe.py
 """
-import math
-
 import torch
 
 import gatednorm
-from gatednorm.bench import EPS, _Gpu
+from gatednorm.bench import HEAD_DIM, _Gpu
 
 SHAPES = ((1, 24), (1024, 32))
 
@@ -24,15 +22,12 @@ def main():
     gen.manual_seed(1)
 
     def sets_for(T, H):
-        n = math.ceil(2 * g.l2_bytes / (T * H * 128 * 6))
-        return [g.make_inputs("bf16", T, H, gen) for _ in range(min(n, 4096))]
+        return [g.make_inputs("bf16", T, H, gen) for _ in range(g.rotation(T * H * HEAD_DIM * 6))]
 
     early = {s: sets_for(*s) for s in SHAPES}
 
     def ours(sets):
-        out = sets[0][3]
-        s = torch.cuda.current_stream
-        return g.time_graph([(lambda x=x, z=z, w=w: gatednorm.rmsnorm_gated(x, z, w, eps=EPS, out=out, stream=s())) for x, z, w, _ in sets])
+        return g.time_ours(gatednorm, sets, sets[0][3])
 
     def report(step):
         cells = []

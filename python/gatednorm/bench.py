@@ -238,6 +238,27 @@ class _Gpu:
         del g
         return float(np.median(times))
 
+    def rotation(self, bytes_per_call):
+        """Input sets to rotate over so that a replay reads >= 2x L2 from memory."""
+        if bytes_per_call >= 2 * self.l2_bytes:
+            return 1
+        return min(MAX_ROTATION, math.ceil(2 * self.l2_bytes / bytes_per_call))
+
+    def time_ours(self, gatednorm, sets, out, mode="out"):
+        """time_graph of ours over the input sets ((x, z, w, ...) each), called as `mode` says.
+        Inputs rotate; the output is one buffer, as for the peers, whose outputs come from the
+        graph's memory pool and land in the same block every call (an engine's allocator does
+        the same layer after layer).  Rotating only our output (runs 1-2) charged us DRAM
+        writes that the peers' L2-resident outputs were spared."""
+        stream = self.torch.cuda.current_stream
+
+        def call(x, z, w):
+            if mode == "alloc":  # same kernel as "out", checked there
+                return lambda: gatednorm.rmsnorm_gated(x, z, w, eps=EPS, stream=stream())
+            return lambda: gatednorm.rmsnorm_gated(x, z, w, eps=EPS, out=out, stream=stream(), pdl=mode == "pdl")
+
+        return self.time_graph([call(*s[:3]) for s in sets])
+
     def _spin_cycles(self, seconds):
         """GPU clock cycles of torch.cuda._sleep spanning at least ``seconds`` (0: no spin API)."""
         if not hasattr(self.torch.cuda, "_sleep"):
@@ -250,7 +271,7 @@ class _Gpu:
         gen = torch.Generator(device=self.dev)
         gen.manual_seed(T * 1000 + H)
         bytes_moved = T * H * D * 2 * 3 + D * (4 if variant == "fp32_weight" else 2)
-        n_sets = 1 if bytes_moved >= 2 * self.l2_bytes else min(MAX_ROTATION, math.ceil(2 * self.l2_bytes / bytes_moved))
+        n_sets = self.rotation(bytes_moved)
         sets = [self.make_inputs(variant, T, H, gen) for _ in range(n_sets)]
         row = {"variant": variant, "T": T, "H": H, "D": D, "rows": T * H, "bytes": bytes_moved, "rotation": n_sets}
 
@@ -265,19 +286,8 @@ class _Gpu:
         row["ours_check_ulps"] = max(c[0] for c in checks)
         row["ours_ok"] = all(c[1] for c in checks)
 
-        # Inputs rotate; the output is one buffer, as for the peers, whose outputs come from
-        # the graph's memory pool and land in the same block every call (an engine's
-        # allocator does the same layer after layer).  Rotating only our output (run 1-2)
-        # charged us DRAM writes that the peers' L2-resident outputs were spared.
-        def ours_fn(s, mode):
-            x, z, w, _ = s
-            if mode == "alloc":  # same kernel as "out", checked there
-                return lambda: gatednorm.rmsnorm_gated(x, z, w, eps=EPS, stream=torch.cuda.current_stream())
-            pdl = mode == "pdl"
-            return lambda: gatednorm.rmsnorm_gated(x, z, w, eps=EPS, out=out, stream=torch.cuda.current_stream(), pdl=pdl)
-
         for i, mode in enumerate(ours_modes):
-            row["ours_s" if i == 0 else f"ours_{mode}_s"] = self.time_graph([ours_fn(s, mode) for s in sets])
+            row["ours_s" if i == 0 else f"ours_{mode}_s"] = self.time_ours(gatednorm, sets, out, mode)
         row["ours_GBps"] = bytes_moved / row["ours_s"] / 1e9
         for name in peers_wanted:
             if name not in self.peers:
