@@ -11,11 +11,15 @@
 //   device:  gn_shfl_xor (shuffle within groups of `width` <= 32 lanes, all lanes active)
 //            GN_LAUNCH_BOUNDS (block size and the threads a multiprocessor must keep resident)
 //            gn_wait_prior_grid, gn_allow_next_grid (programmatic dependent launch, below)
+//            gn_load_b128_hint, gn_store_b128_hint (16-byte accesses with a cache hint, below)
 //   launch:  gn_device_has_pdl, gn_launch_pdl (CUDA only: GN_HAS_PDL)
 //
 // No code depends on the warp width (64 on CDNA, 32 on RDNA and NVIDIA): reductions work
 // in groups of at most 32 lanes, which divides both.
 #pragma once
+
+// Cache hints of gn_load_b128_hint / gn_store_b128_hint.
+enum GnHint : int { kHintPrefetch256 = 1, kHintNc = 2, kHintKeepL2 = 3 };
 
 #if defined(__NVCC__) || (defined(__CUDACC__) && !defined(__HIP__))
 #include <cuda_runtime.h>
@@ -77,6 +81,31 @@ __device__ __forceinline__ void gn_allow_next_grid() {
 #endif
 }
 
+// 16-byte accesses with a cache hint, for the tuner's A/B of the vec kernel's flags
+// (rmsnorm_gated_kernels.h): the L2 prefetch-size hint (256 bytes per miss), the
+// non-coherent read-only path (ld.global.nc), and stores that L2 keeps last (an evict-last
+// policy).  Loads are predicated inside the asm (zeros where !ok), volatile so that none
+// moves above gn_wait_prior_grid.
+template <int HINT>
+__device__ __forceinline__ uint4 gn_load_b128_hint(const void *p, bool ok) {
+    static_assert(HINT == kHintPrefetch256 || HINT == kHintNc, "a load hint");
+    uint4 r = make_uint4(0u, 0u, 0u, 0u);
+    if constexpr (HINT == kHintPrefetch256)
+        asm volatile("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %4, 0;\n\t@q ld.global.L2::256B.v4.u32 {%0, %1, %2, %3}, [%5];\n\t}"
+                     : "+r"(r.x), "+r"(r.y), "+r"(r.z), "+r"(r.w) : "r"(int(ok)), "l"(p));
+    else
+        asm volatile("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %4, 0;\n\t@q ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%5];\n\t}"
+                     : "+r"(r.x), "+r"(r.y), "+r"(r.z), "+r"(r.w) : "r"(int(ok)), "l"(p));
+    return r;
+}
+template <int HINT>
+__device__ __forceinline__ void gn_store_b128_hint(void *p, uint4 v) {
+    static_assert(HINT == kHintKeepL2, "a store hint");
+    asm volatile("{\n\t.reg .b64 pol;\n\tcreatepolicy.fractional.L2::evict_last.b64 pol, 1.0;\n\t"
+                 "st.global.L2::cache_hint.v4.u32 [%0], {%1, %2, %3, %4}, pol;\n\t}"
+                 :: "l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w) : "memory");
+}
+
 #define GN_HAS_PDL 1
 // Whether device can launch with PDL (compute capability >= 9.0), asked once per device.
 inline bool gn_device_has_pdl(int device) {
@@ -127,4 +156,13 @@ __device__ __forceinline__ float gn_shfl_xor(float v, int lane_mask, int width) 
 // No programmatic dependent launch on AMD: stream order alone.
 __device__ __forceinline__ void gn_wait_prior_grid() {}
 __device__ __forceinline__ void gn_allow_next_grid() {}
+// Cache-hinted 16-byte accesses (CUDA twins above): plain accesses here.
+template <int HINT>
+__device__ __forceinline__ uint4 gn_load_b128_hint(const void *p, bool ok) {
+    return ok ? *static_cast<const uint4 *>(p) : make_uint4(0u, 0u, 0u, 0u);
+}
+template <int HINT>
+__device__ __forceinline__ void gn_store_b128_hint(void *p, uint4 v) {
+    *static_cast<uint4 *>(p) = v;
+}
 #endif

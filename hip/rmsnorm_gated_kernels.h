@@ -87,7 +87,7 @@ __device__ __forceinline__ void load_vec(const char *p, float (&v)[VEC]) {
     for (int k = 0; k < VEC; ++k) v[k] = word_element<DT>(w, k);
 }
 
-template <int DT, int VEC>
+template <int DT, int VEC, bool KEEP = false>
 __device__ __forceinline__ void store_vec(char *p, const float (&v)[VEC]) {
     uint32_t w[kWords<DT, VEC>];
 #pragma unroll
@@ -95,7 +95,8 @@ __device__ __forceinline__ void store_vec(char *p, const float (&v)[VEC]) {
         if constexpr (DT == kF32) w[i] = f32_bits(v[i]);
         else w[i] = DT == kBF16 ? pack_bf16x2(v[2 * i], v[2 * i + 1]) : pack_f16x2(v[2 * i], v[2 * i + 1]);
     }
-    store_words(p, w);
+    if constexpr (KEEP && kWords<DT, VEC> == 4) gn_store_b128_hint<kHintKeepL2>(p, make_uint4(w[0], w[1], w[2], w[3]));
+    else store_words(p, w);
 }
 
 // The weight's dtype is known only at run time.  Its chunk is loaded as raw words with no
@@ -181,16 +182,30 @@ constexpr int kMinBlocksPerSM = [] {
 
 // Launch variants of the vec kernel, as compile-time flags.
 enum VecFlags : int {
-    kLateGate = 1,  // with norm_before_gate, load z after the row's sum instead of with x
-    kPdl = 2,       // launched with programmatic dependent launch: wait for the prior grid
+    kLateGate = 1,     // with norm_before_gate, load z after the row's sum instead of with x
+    kPdl = 2,          // launched with programmatic dependent launch: wait for the prior grid
+    kLoadPrefetch = 4, // x and z: 16-byte loads with L2's 256-byte prefetch hint (tuner A/B)
+    kLoadNc = 8,       // x and z: 16-byte loads through the read-only path (tuner A/B)
+    kStoreKeep = 16,   // out: 16-byte stores that L2 evicts last (tuner A/B)
 };
+
+// The cache hint a flag set asks of the x / z loads (0: plain).
+template <int FLAGS>
+constexpr int kLoadHint = (FLAGS & kLoadPrefetch) ? kHintPrefetch256 : (FLAGS & kLoadNc) ? kHintNc : 0;
+
+// x / z words at p with the flags' load hint (zeros where !ok), for one 16-byte chunk.
+template <int FLAGS>
+__device__ __forceinline__ void load_hinted_words(const char *p, bool ok, uint32_t (&w)[4]) {
+    const uint4 a = gn_load_b128_hint<kLoadHint<FLAGS>>(p, ok);
+    w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w;
+}
 
 // The row's epilogue, y = u * rstd * (w + offset) [* act(z)], with the weight's dtype and the
 // gate's presence fixed: the kernel branches on them once, around straight-line code.  A branch per element
 // serialized the exponentials and conversions that a latency-bound call waits on (33
 // branches in the 8-element kernel's SASS before, run 11).  Chunks widen one at a time,
 // so the weight never occupies CPT x VEC registers.
-template <int ODT, int WDT, bool GATE, int TPR, int CPT, int VEC>
+template <int ODT, int WDT, bool GATE, int TPR, bool KEEP, int CPT, int VEC>
 __device__ __forceinline__ void store_row(char *out, int lane, int dim, float rstd, float offset, int act,
                                           const float (&u)[CPT][VEC], const float (&g)[CPT][VEC],
                                           const RawChunk<VEC> (&wraw)[CPT]) {
@@ -206,7 +221,7 @@ __device__ __forceinline__ void store_row(char *out, int lane, int dim, float rs
             y[k] = u[j][k] * rstd * w[k];
             if constexpr (GATE) y[k] *= activate(g[j][k], act);
         }
-        store_vec<ODT, VEC>(out + int64_t(col) * kOBytes, y);
+        store_vec<ODT, VEC, KEEP>(out + int64_t(col) * kOBytes, y);
     }
 }
 
@@ -219,7 +234,7 @@ struct LaneRow {
     uint32_t z[CPT][kWords<XDT, VEC>];
 };
 
-template <int XDT, int TPR, int CPT, int VEC>
+template <int XDT, int TPR, int CPT, int VEC, int FLAGS>
 __device__ __forceinline__ void load_lane_row(const RmsnormGatedArgs &a, const RowOffsets &o, int lane, bool row_ok,
                                               bool with_z, LaneRow<XDT, CPT, VEC> &r) {
     constexpr int kXBytes = XDT == kF32 ? 4 : 2;
@@ -227,10 +242,15 @@ __device__ __forceinline__ void load_lane_row(const RmsnormGatedArgs &a, const R
     for (int j = 0; j < CPT; ++j) {
         const int col = (lane + j * TPR) * VEC;
         const bool ok = row_ok && col < a.dim;
+        if constexpr (kLoadHint<FLAGS> != 0 && kWords<XDT, VEC> == 4) {
+            load_hinted_words<FLAGS>(a.x + o.x + int64_t(col) * kXBytes, ok, r.x[j]);
+            load_hinted_words<FLAGS>(a.z + o.z + int64_t(col) * kXBytes, ok && with_z, r.z[j]);
+        } else {
 #pragma unroll
-        for (int i = 0; i < kWords<XDT, VEC>; ++i) r.x[j][i] = r.z[j][i] = 0u;
-        if (ok) load_words(a.x + o.x + int64_t(col) * kXBytes, r.x[j]);
-        if (ok && with_z) load_words(a.z + o.z + int64_t(col) * kXBytes, r.z[j]);
+            for (int i = 0; i < kWords<XDT, VEC>; ++i) r.x[j][i] = r.z[j][i] = 0u;
+            if (ok) load_words(a.x + o.x + int64_t(col) * kXBytes, r.x[j]);
+            if (ok && with_z) load_words(a.z + o.z + int64_t(col) * kXBytes, r.z[j]);
+        }
     }
 }
 
@@ -295,16 +315,17 @@ __device__ __forceinline__ void finish_lane_row(const RmsnormGatedArgs &a, const
     }
 
     char *out = a.out + o.out;
+    constexpr bool kKeep = (FLAGS & kStoreKeep) != 0;
     const float off = a.weight_offset;
     const int act = a.activation;
     if (gate_after) {
-        if (a.weight_dtype == kBF16) store_row<ODT, kBF16, true, TPR>(out, lane, a.dim, rstd, off, act, u, g, wraw);
-        else if (a.weight_dtype == kF16) store_row<ODT, kF16, true, TPR>(out, lane, a.dim, rstd, off, act, u, g, wraw);
-        else store_row<ODT, kF32, true, TPR>(out, lane, a.dim, rstd, off, act, u, g, wraw);
+        if (a.weight_dtype == kBF16) store_row<ODT, kBF16, true, TPR, kKeep>(out, lane, a.dim, rstd, off, act, u, g, wraw);
+        else if (a.weight_dtype == kF16) store_row<ODT, kF16, true, TPR, kKeep>(out, lane, a.dim, rstd, off, act, u, g, wraw);
+        else store_row<ODT, kF32, true, TPR, kKeep>(out, lane, a.dim, rstd, off, act, u, g, wraw);
     } else {
-        if (a.weight_dtype == kBF16) store_row<ODT, kBF16, false, TPR>(out, lane, a.dim, rstd, off, act, u, g, wraw);
-        else if (a.weight_dtype == kF16) store_row<ODT, kF16, false, TPR>(out, lane, a.dim, rstd, off, act, u, g, wraw);
-        else store_row<ODT, kF32, false, TPR>(out, lane, a.dim, rstd, off, act, u, g, wraw);
+        if (a.weight_dtype == kBF16) store_row<ODT, kBF16, false, TPR, kKeep>(out, lane, a.dim, rstd, off, act, u, g, wraw);
+        else if (a.weight_dtype == kF16) store_row<ODT, kF16, false, TPR, kKeep>(out, lane, a.dim, rstd, off, act, u, g, wraw);
+        else store_row<ODT, kF32, false, TPR, kKeep>(out, lane, a.dim, rstd, off, act, u, g, wraw);
     }
 }
 
@@ -328,7 +349,7 @@ __global__ void GN_LAUNCH_BOUNDS(BLOCK, MIN_BLOCKS * kBlockThreads) rmsnorm_gate
         gn_allow_next_grid();
     }
     LaneRow<XDT, CPT, VEC> r;
-    load_lane_row<XDT, TPR>(a, o, lane, row_ok, z_with_x<FLAGS>(a), r);
+    load_lane_row<XDT, TPR, CPT, VEC, FLAGS>(a, o, lane, row_ok, z_with_x<FLAGS>(a), r);
     RawChunk<VEC> wraw[CPT];
     load_weight_chunks<TPR>(a, lane, wraw);
     finish_lane_row<XDT, ODT, TPR, CPT, VEC, FLAGS, BLOCK>(a, r, o, lane, row_ok, wraw);
