@@ -4,10 +4,17 @@
 # and the benchmark, and write the report to OUTDIR (at most 8 files, for the device tool).
 #
 #   bash scripts/gpu_check.sh OUTDIR [--quick] [--tune] [--bench-args "..."] [--skip STEPS]
-#                                    [--profile "T:H ..."]
-#   --tune     also builds and runs scripts/tune_rmsnorm_gated.cu (launch-shape A/B)
-#   --skip     comma list of steps not to run: pytest, check, c_consumer, bench
-#   --profile  Nsight Compute on ours and FLA at each T:H (scripts/profile_small_t.py), to ncu.txt
+#                                    [--profile "T:H ..."] [--alloc-probe "T:H ..."]
+#                                    [--extra-bench "..."]
+#   --tune         also builds and runs scripts/tune_rmsnorm_gated.cu (launch-shape A/B)
+#   --skip         comma list of steps not to run: pytest, check, c_consumer, bench
+#   --profile      Nsight Compute on ours and FLA at each T:H (scripts/profile_small_t.py), to ncu.txt
+#   --alloc-probe  scripts/alloc_probe.py at each T:H (torch-allocated against cudaMalloc'd
+#                  inputs, ours and FLA), into the log
+#   --extra-bench  a second `gatednorm bench` with these arguments after the first, into the
+#                  log
+# Files written: gpu_check.log, sass.txt, pytest.log, bench.{md,json,png}, report.md, and
+# tune.txt / ncu.txt with --tune / --profile (the device tool brings back at most 8).
 #
 # Python packages the host lacks (cffi, pycparser, fla-core, einops, gemlite) come as
 # wheels in .whl/ (../shared/tools/offline_wheels.sh .whl), installed to /tmp/site.
@@ -19,6 +26,8 @@ tune=""
 bench_args=""
 skip=""
 profile=""
+alloc_probe=""
+extra_bench=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="--quick" ;;
@@ -26,6 +35,8 @@ while [ $# -gt 0 ]; do
     --bench-args) bench_args="$2"; shift ;;
     --skip) skip=",$2,"; shift ;;
     --profile) profile="$2"; shift ;;
+    --alloc-probe) alloc_probe="$2"; shift ;;
+    --extra-bench) extra_bench="$2"; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -103,6 +114,12 @@ if [ -n "$profile" ]; then
   grep -E "^###|gn::|layer_norm|duration|grid_size|block_size|registers|dram__|warps_active|hit_rate|long_score|ctas" "$out/ncu.txt" | head -n 200
 fi
 
+if [ -n "$alloc_probe" ]; then
+  step "allocation probe: ours and FLA on torch-allocated and cudaMalloc'd inputs (scripts/alloc_probe.py)"
+  # shellcheck disable=SC2086
+  if python3 scripts/alloc_probe.py $alloc_probe; then record alloc_probe ok; else record alloc_probe FAIL; fi
+fi
+
 step "pytest (GPU tests included)"
 if skipped pytest; then :
 elif python3 -m pytest -q -p no:cacheprovider -rs tests 2>&1 | tee "$out/pytest.log"; then record pytest ok; else record pytest FAIL; fi
@@ -128,6 +145,12 @@ elif python3 -m gatednorm bench $quick $bench_args --json "$out/bench.json" --pl
   record bench ok
 else
   record bench "FAIL (result check or crash)"
+fi
+
+if [ -n "$extra_bench" ]; then
+  step "second benchmark: $extra_bench"
+  # shellcheck disable=SC2086
+  if python3 -m gatednorm bench $extra_bench; then record extra_bench ok; else record extra_bench FAIL; fi
 fi
 
 step "summary"

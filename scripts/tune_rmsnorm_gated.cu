@@ -154,14 +154,17 @@ int main(int argc, char **argv) {
     // Two chunks spill below 64 registers (48: 104 bytes).  Run 21: 48 registers, 64-thread
     // blocks, 256-thread blocks at 32 registers and FLA's geometry (two 8-element chunks a
     // lane, 16 rows per 128 threads) were never more than 0.3% faster at 24k-131k rows.
-    // Run 23: z after the sum, and the cache hints of port.h (x and z with L2's 256-byte
-    // prefetch, or through the read-only path; out kept last in L2), on the library's kernels.
+    // Run 23: z after the sum (FLA's order; its autotuner ran 16 rows per 256 threads, 8
+    // elements a thread, below 64k rows in run 20; at 32 registers it spills 60 bytes, so
+    // only at 40), and the cache hints of port.h (x and z with L2's 256-byte prefetch, or
+    // through the read-only path; out kept last in L2).
     const Variant variants[] = {
         {"empty kernel, no PDL hooks", empty_kernel_no_hooks, 256, 8},
         vec_variant<32, 4, 256>("4 el, 256 thr (library <= 8k)"),
         vec_variant<16, 8, 128, 1, 0, 6>("8 el, 128 thr, 40 regs (library 8k-64k)"),
         vec_variant<16, 8, 128, 1, 0, 8>("8 el, 128 thr, 32 regs (library >= 64k)"),
         vec_variant<16, 8, 128, 1, kLateGate, 6>("8 el, 128 thr, 40 regs, z after sum"),
+        vec_variant<16, 8, 256, 1, kLateGate, 6>("8 el, 256 thr, z after sum (FLA's run-20 pick)"),
         vec_variant<16, 8, 128, 1, kLoadPrefetch, 6>("8 el, 128 thr, 40 regs, L2::256B"),
         vec_variant<16, 8, 128, 1, kLoadNc, 6>("8 el, 128 thr, 40 regs, ld.nc"),
         vec_variant<16, 8, 128, 1, kStoreKeep, 6>("8 el, 128 thr, 40 regs, out evict-last"),
@@ -178,6 +181,7 @@ int main(int argc, char **argv) {
     const Shape shapes[] = {{1, 32, false, false},     {128, 32, false, false},  {1024, 24, false, false},
                             {1024, 32, false, false},  {4096, 24, false, false}, {4096, 32, false, false},
                             {8192, 32, false, false},  {16384, 24, false, false}, {16384, 32, false, false},
+                            {65536, 32, false, false},  // the issue's long prefill: 2M rows
                             {128, 32, true, false},    {1024, 32, true, false},  {4096, 32, true, false},
                             {1024, 32, false, true},   {4096, 32, false, true}};
     for (auto &sh : shapes) {
