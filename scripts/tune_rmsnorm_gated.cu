@@ -165,6 +165,7 @@ int main(int argc, char **argv) {
         vec_variant<16, 8, 128, 1, 0, 8>("8 el, 128 thr, 32 regs (library >= 64k)"),
         vec_variant<16, 8, 128, 1, kLateGate, 6>("8 el, 128 thr, 40 regs, z after sum"),
         vec_variant<16, 8, 256, 1, kLateGate, 6>("8 el, 256 thr, z after sum (FLA's run-20 pick)"),
+        vec_variant<16, 8, 128, 1, kLateGate | kLoadPrefetch, 6>("8 el, 128 thr, 40 regs, z after, x 256B"),
         vec_variant<16, 8, 128, 1, kLoadPrefetch, 6>("8 el, 128 thr, 40 regs, L2::256B"),
         vec_variant<16, 8, 128, 1, kLoadNc, 6>("8 el, 128 thr, 40 regs, ld.nc"),
         vec_variant<16, 8, 128, 1, kStoreKeep, 6>("8 el, 128 thr, 40 regs, out evict-last"),
