@@ -77,10 +77,11 @@ def test_z_rank_mismatch(be, rng):
     expect_error(be, "z", x, z.reshape(T * H, D), w, poisoned(x.shape))
 
 
-@pytest.mark.parametrize("wshape", [(D - 1,), (D + 8,), (1, D), (2, D)])
+@pytest.mark.parametrize("wshape", [(D - 1,), (D + 8,), (1, D), (2, D), ()])
 def test_weight_shape(be, rng, wshape):
     x, z, _ = _inputs(rng)
-    expect_error(be, "weight", x, z, np.ones(wshape, np.float32), poisoned(x.shape))
+    e = expect_error(be, "weight", x, z, np.ones(wshape, np.float32), poisoned(x.shape))
+    assert ("[%d]" % D) in e.message and ("got %d dims" % len(wshape) if len(wshape) != 1 else "got [%d]" % wshape[0]) in e.message, e.message
 
 
 @pytest.mark.parametrize("oshape", [(T, H, D - 1), (T + 1, H, D), (T * H, D)])
@@ -202,7 +203,26 @@ def test_bad_eps(be, rng, eps):
     expect_error(be, "eps", x, z, w, poisoned(x.shape), eps=eps)
 
 
-@pytest.mark.parametrize("g", [-4, "x"])
+@pytest.mark.parametrize("name,value", [("eps", None), ("weight_offset", None), ("weight_offset", float("nan")),
+                                        ("weight_offset", float("inf")), ("weight_offset", "one")])
+def test_bad_scalar_option(be, rng, name, value):
+    """None, NaN, inf or a string for a float option: an error naming the option."""
+    x, z, w = _inputs(rng)
+    expect_error(be, name, x, z, w, poisoned(x.shape), **{name: value})
+
+
+def test_out_overlapping_weight(rng):
+    """out may alias x or z (in place), never the weight it reads for every row."""
+    buf = rng.standard_normal((T, H, D)).astype(np.float32)
+    before = buf.tobytes()
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(rng.standard_normal((T, H, D)).astype(np.float32), None, buf[0, 0], out=buf)
+    assert_names(ei.value, "out")
+    assert "weight" in ei.value.message
+    assert buf.tobytes() == before
+
+
+@pytest.mark.parametrize("g", [-4, "x", True])
 def test_bad_group_size_value(be, rng, g):
     x = rng.standard_normal((T, 2 * D)).astype(np.float32)
     expect_error(be, "group_size", x, None, np.ones(D, np.float32), poisoned(x.shape), anywhere=True, group_size=g)
@@ -217,11 +237,24 @@ def test_out_dtype_mismatch(rng):
     assert np.isnan(out).all()
 
 
-def test_bad_stream_object(rng):
+@pytest.mark.parametrize("stream", [object(), 1.5, True, -1, 1 << 70])
+def test_bad_stream(rng, stream):
+    """Not a stream, a float or bool (int() would take them), or an int that is no pointer."""
+    x, z, w = _inputs(rng)
+    out = poisoned(x.shape)
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(x, z, w, out=out, stream=stream)
+    assert_names(ei.value, "stream")
+    assert np.isnan(out).all()
+
+
+@pytest.mark.parametrize("od", [np.int32, "uint8", "fp8_e4m3fn"])
+def test_new_out_of_unsupported_dtype(rng, od):
+    """out_dtype for a new output names out_dtype (not the out it would have allocated)."""
     x, z, w = _inputs(rng)
     with pytest.raises(GatedNormError) as ei:
-        gatednorm.rmsnorm_gated(x, z, w, stream=object())
-    assert_names(ei.value, "stream")
+        gatednorm.rmsnorm_gated(x, z, w, out_dtype=od)
+    assert_names(ei.value, "out_dtype")
 
 
 # ------------------------------------------------------------------------------ devices

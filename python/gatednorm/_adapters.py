@@ -391,7 +391,7 @@ def resolve_stream(stream, x, kind):
     the explicit ``stream``; else torch's current stream for a torch tensor; else the
     ``stream`` of x's __cuda_array_interface__; else 0 (the default stream)."""
     if stream is not None:
-        return (stream if type(stream) is int else _runtime.stream_handle(stream)), None
+        return _runtime.stream_handle(stream), None
     if kind == TORCH:
         return torch_stream(x), None
     if kind == CAI or kind == DLPACK_CAI:

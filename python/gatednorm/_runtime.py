@@ -121,23 +121,32 @@ def stream_handle(stream) -> int:
     if stream is None:
         return 0
     if type(stream) is int:
-        return stream
+        return checked_stream(stream)
+    if isinstance(stream, (bool, float)):  # int() would take them, silently
+        raise argument_error("stream: expected a stream object or an integer handle, got %r" % (stream,))
     h = getattr(stream, "cuda_stream", None)
     if h is not None:
-        return int(h)
+        return checked_stream(int(h))
     h = getattr(stream, "__cuda_stream__", None)
     if h is not None:
         v = h()
-        return int(v[1]) if isinstance(v, tuple) else int(v)
+        return checked_stream(int(v[1]) if isinstance(v, tuple) else int(v))
     h = getattr(stream, "ptr", None)
     if isinstance(h, int):
-        return h
+        return checked_stream(h)
     if hasattr(stream, "value") and not hasattr(stream, "__int__"):  # ctypes.c_void_p
-        return int(stream.value or 0)
+        return checked_stream(int(stream.value or 0))
     try:
-        return int(stream)
+        return checked_stream(int(stream))
     except (TypeError, ValueError):
         raise argument_error("stream: cannot get a stream handle from %s" % type(stream).__name__) from None
+
+
+def checked_stream(h: int) -> int:
+    """h, if it fits a pointer (a handle that does not would be truncated by the cast)."""
+    if 0 <= h < (1 << 64):
+        return h
+    raise argument_error("stream: handle %d is not a pointer value (0 <= handle < 2**64)" % h)
 
 
 def synchronize(stream=None) -> None:

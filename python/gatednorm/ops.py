@@ -24,12 +24,22 @@ def _out_dtype(out_dtype, name="out_dtype"):
         raise argument_error("%s: not a dtype: %r" % (name, out_dtype)) from None
 
 
+_OUT_DTYPES = (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32)
+
+
+def _check_new_out_dtype(out_dtype):
+    """Reject an out_dtype the op cannot write before an output is allocated for it."""
+    dt = _out_dtype(out_dtype)
+    if dt not in _OUT_DTYPES:
+        raise argument_error("out_dtype: %s; the output must be bf16, fp16 or fp32" % dt)
+
+
 def _param_error(e, **values):
     """Name the option that cffi could not store in the params struct."""
     p = ffi.new("gatednorm_rmsnorm_gated_params *")
     for name, v in values.items():
         try:
-            if v is not None:
+            if v is not None or name != "group_size":  # group_size=None means "the last dim"
                 setattr(p, name, v)
         except (TypeError, OverflowError) as err:
             return argument_error("%s: %s (got %r)" % (name, err, v))
@@ -127,6 +137,8 @@ def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, ac
         s, cai = resolve_stream(stream, x, kx)
         tx = convert(x, "x", s, hold, False, kx, cai)
         if out is None:
+            if out_dtype is not None:
+                _check_new_out_dtype(out_dtype)
             out = _alloc_like(x, kx, tx, out_dtype)
             to = convert(out, "out", s, hold, True)
         else:
@@ -145,6 +157,8 @@ def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, ac
             p.activation = act
             p.eps = eps
             p.weight_offset = weight_offset
+            if isinstance(group_size, bool):  # True would pass as a group of 1
+                raise argument_error("group_size: expected an int or None, got %r" % (group_size,))
             if group_size:
                 p.group_size = group_size
         except (TypeError, OverflowError) as e:
