@@ -22,8 +22,12 @@ def test_bench_cli_writes_checked_figures(tmp_path):
     for row in report["rows"]:
         assert row["ours_ok"], row            # checked against the reference before timing
         assert row["ours_s"] > 0 and row["ours_GBps"] > 0
-        for peer in report["peers"]:          # each peer is timed or reported missing
-            assert row.get(f"{peer}_s") is not None or peer in report["missing"] or row.get(f"{peer}_error")
+        for peer in report["peers"]:          # each installed peer is checked and timed
+            if peer in report["missing"]:
+                continue
+            assert not row.get(f"{peer}_error"), (peer, row)
+            assert row.get(f"{peer}_s") is not None, (peer, row)
+            assert row.get(f"{peer}_ok", True), (peer, row)
     assert "ours us" in proc.stdout           # the table is printed
 
 

@@ -30,6 +30,8 @@ def make_inputs(rng, shape, xd, zd, wd, *, gate="before", weight_offset=0.0, gro
 
 
 def opts(gate="before", activation="silu", weight_offset=0.0, group_size=None, eps=1e-6):
+    """Op options.  gate: "before" = norm_before_gate (the default: norm(x) * act(z), Qwen3-Next),
+    "after" = the gate enters the norm (norm(x * act(z)), Mamba2)."""
     return dict(norm_before_gate=gate != "after", activation=activation, weight_offset=weight_offset,
                 group_size=group_size, eps=eps)
 
@@ -307,9 +309,10 @@ def test_default_out_devicearray(be, rng):
                               "dense-blocks-partial-block", "dense-blocks-131k-partial-block", "dense-blocks-D96",
                               "two-chunks-fp32-128k-rows", "two-chunks-fp32-partial-block", "whole-block-team",
                               "generic-D8200"])
-def test_kernel_paths(be, rng, shape, xd):
-    x, z, w = make_inputs(rng, shape, xd, xd, "fp32")
-    run_and_check(be, x, z, w, "bf16", opts("after"))
+@pytest.mark.parametrize("gate", ["before", "after"])
+def test_kernel_paths(be, rng, shape, xd, gate):
+    x, z, w = make_inputs(rng, shape, xd, xd, "fp32", gate=gate)
+    run_and_check(be, x, z, w, "bf16", opts(gate))
 
 
 def test_rows_not_16_byte_aligned(be, rng):
