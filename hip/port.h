@@ -90,7 +90,14 @@ template <int HINT>
 __device__ __forceinline__ uint4 gn_load_b128_hint(const void *p, bool ok) {
     static_assert(HINT == kHintPrefetch256 || HINT == kHintNc, "a load hint");
     uint4 r = make_uint4(0u, 0u, 0u, 0u);
-    if constexpr (HINT == kHintPrefetch256)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    constexpr bool kPlain = HINT == kHintPrefetch256;  // the L2 prefetch hint is sm_80's
+#else
+    constexpr bool kPlain = false;
+#endif
+    if constexpr (kPlain) {
+        if (ok) r = *static_cast<const uint4 *>(p);
+    } else if constexpr (HINT == kHintPrefetch256)
         asm volatile("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %4, 0;\n\t@q ld.global.L2::256B.v4.u32 {%0, %1, %2, %3}, [%5];\n\t}"
                      : "+r"(r.x), "+r"(r.y), "+r"(r.z), "+r"(r.w) : "r"(int(ok)), "l"(p));
     else
@@ -101,9 +108,13 @@ __device__ __forceinline__ uint4 gn_load_b128_hint(const void *p, bool ok) {
 template <int HINT>
 __device__ __forceinline__ void gn_store_b128_hint(void *p, uint4 v) {
     static_assert(HINT == kHintKeepL2, "a store hint");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800  // cache policies are sm_80's
+    *static_cast<uint4 *>(p) = v;
+#else
     asm volatile("{\n\t.reg .b64 pol;\n\tcreatepolicy.fractional.L2::evict_last.b64 pol, 1.0;\n\t"
                  "st.global.L2::cache_hint.v4.u32 [%0], {%1, %2, %3, %4}, pol;\n\t}"
                  :: "l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w) : "memory");
+#endif
 }
 
 #define GN_HAS_PDL 1

@@ -95,7 +95,8 @@ __device__ __forceinline__ void store_vec(char *p, const float (&v)[VEC]) {
         if constexpr (DT == kF32) w[i] = f32_bits(v[i]);
         else w[i] = DT == kBF16 ? pack_bf16x2(v[2 * i], v[2 * i + 1]) : pack_f16x2(v[2 * i], v[2 * i + 1]);
     }
-    if constexpr (KEEP && kWords<DT, VEC> == 4) gn_store_b128_hint<kHintKeepL2>(p, make_uint4(w[0], w[1], w[2], w[3]));
+    static_assert(!KEEP || kWords<DT, VEC> == 4, "kept stores take chunks of one 16-byte access");
+    if constexpr (KEEP) gn_store_b128_hint<kHintKeepL2>(p, make_uint4(w[0], w[1], w[2], w[3]));
     else store_words(p, w);
 }
 
@@ -189,9 +190,14 @@ enum VecFlags : int {
     kStoreKeep = 16,   // out: 16-byte stores that L2 evicts last (tuner A/B)
 };
 
-// The cache hint a flag set asks of the x / z loads (0: plain).
+// The cache hint a flag set asks of the x / z loads (0: plain); at most one.  kLoadNc is
+// only for calls whose out aliases neither x nor z (the read-only path assumes the data does
+// not change during the kernel; the API allows out == x or out == z).
 template <int FLAGS>
-constexpr int kLoadHint = (FLAGS & kLoadPrefetch) ? kHintPrefetch256 : (FLAGS & kLoadNc) ? kHintNc : 0;
+constexpr int kLoadHint = [] {
+    static_assert((FLAGS & kLoadPrefetch) == 0 || (FLAGS & kLoadNc) == 0, "one load hint at a time");
+    return (FLAGS & kLoadPrefetch) ? int(kHintPrefetch256) : (FLAGS & kLoadNc) ? int(kHintNc) : 0;
+}();
 
 // x / z words at p with the flags' load hint (zeros where !ok), for one 16-byte chunk.
 template <int FLAGS>
@@ -242,9 +248,12 @@ __device__ __forceinline__ void load_lane_row(const RmsnormGatedArgs &a, const R
     for (int j = 0; j < CPT; ++j) {
         const int col = (lane + j * TPR) * VEC;
         const bool ok = row_ok && col < a.dim;
-        if constexpr (kLoadHint<FLAGS> != 0 && kWords<XDT, VEC> == 4) {
+        if constexpr (kLoadHint<FLAGS> != 0) {
+            static_assert(kWords<XDT, VEC> == 4, "load hints take chunks of one 16-byte access");
             load_hinted_words<FLAGS>(a.x + o.x + int64_t(col) * kXBytes, ok, r.x[j]);
-            load_hinted_words<FLAGS>(a.z + o.z + int64_t(col) * kXBytes, ok && with_z, r.z[j]);
+            // no pointer arithmetic on a null z: the address is x's where z is not loaded
+            const char *zp = with_z ? a.z + o.z + int64_t(col) * kXBytes : a.x;
+            load_hinted_words<FLAGS>(zp, ok && with_z, r.z[j]);
         } else {
 #pragma unroll
             for (int i = 0; i < kWords<XDT, VEC>; ++i) r.x[j][i] = r.z[j][i] = 0u;

@@ -11,10 +11,11 @@
 #   --profile      Nsight Compute on ours and FLA at each T:H (scripts/profile_small_t.py), to ncu.txt
 #   --alloc-probe  scripts/alloc_probe.py at each T:H (torch-allocated against cudaMalloc'd
 #                  inputs, ours and FLA), into the log
-#   --extra-bench  a second `gatednorm bench` with these arguments after the first, into the
-#                  log
-# Files written: gpu_check.log, sass.txt, pytest.log, bench.{md,json,png}, report.md, and
-# tune.txt / ncu.txt with --tune / --profile (the device tool brings back at most 8).
+#   --extra-bench  a second `gatednorm bench` with these arguments after the first (table in
+#                  the log, figures in bench_extra.json)
+# Files written: gpu_check.log, sass.txt, pytest.log (unless skipped), bench.{md,json,png},
+# report.md, and tune.txt / ncu.txt / bench_extra.json with --tune / --profile /
+# --extra-bench: the device tool brings back at most 8, so not all three with pytest.
 #
 # Python packages the host lacks (cffi, pycparser, fla-core, einops, gemlite) come as
 # wheels in .whl/ (../shared/tools/offline_wheels.sh .whl), installed to /tmp/site.
@@ -32,11 +33,11 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="--quick" ;;
     --tune) tune=1 ;;
-    --bench-args) bench_args="$2"; shift ;;
-    --skip) skip=",$2,"; shift ;;
-    --profile) profile="$2"; shift ;;
-    --alloc-probe) alloc_probe="$2"; shift ;;
-    --extra-bench) extra_bench="$2"; shift ;;
+    --bench-args) bench_args="${2:?--bench-args needs a value}"; shift ;;
+    --skip) skip=",${2:?--skip needs a value},"; shift ;;
+    --profile) profile="${2:?--profile needs a value}"; shift ;;
+    --alloc-probe) alloc_probe="${2:?--alloc-probe needs a value}"; shift ;;
+    --extra-bench) extra_bench="${2:?--extra-bench needs a value}"; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -150,7 +151,7 @@ fi
 if [ -n "$extra_bench" ]; then
   step "second benchmark: $extra_bench"
   # shellcheck disable=SC2086
-  if python3 -m gatednorm bench $extra_bench; then record extra_bench ok; else record extra_bench FAIL; fi
+  if python3 -m gatednorm bench $extra_bench --json "$out/bench_extra.json"; then record extra_bench ok; else record extra_bench FAIL; fi
 fi
 
 step "summary"

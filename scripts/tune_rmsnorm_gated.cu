@@ -1,13 +1,16 @@
-// A/B of the gated RMSNorm vec kernel's launch shapes on one GPU, for NOTES.md: bf16
-// [T, H, 128] with a bf16 gate and weight, one-pass grids, each variant timed as the
-// benchmark times the library: a CUDA graph of >= 20 launches over rotated input copies
-// (>= 2x L2 per replay where the shape is small) writing one output buffer, median of 20
-// replays.  Variants: one-pass grids with 4- or 8-element chunks, 1, 2 or 4 chunks per lane,
-// register budgets (resident blocks); and an empty kernel: the floor a graph of dependent
-// launches puts under any call.  Tried and dropped: a streaming grid, SMs x resident blocks
-// walking the rows with the next row's loads in flight (run 14: never faster); the gate
-// loaded after the row's sum (runs 14-15: slower from 4k rows up); x and z loaded past L1
-// and evict-first in L2 (run 17: 1-15% slower from 24k rows up, one output or one per set).
+// A/B of the gated RMSNorm vec kernel's launch shapes and access flags on one GPU, for
+// NOTES.md: bf16 [T, H, 128] with a bf16 gate and weight, one-pass grids, each variant timed
+// as the benchmark times the library: a CUDA graph of >= 20 launches over rotated input
+// copies (>= 2x L2 per replay where the shape is small) writing one output buffer, median of
+// 20 replays, in two passes (the second in reverse order).  Before it is timed, each
+// variant's result on a NaN-poisoned output is compared with the first variant's (within
+// 1 bf16 ulp, nothing unwritten); the exit status is 1 if any differs.  Variants: 4- or
+// 8-element chunks, block sizes, register budgets (resident blocks), the gate loaded after
+// the row's sum, cache hints; and an empty kernel: the floor a graph of dependent launches
+// puts under any call.  Tried and dropped: a streaming grid, SMs x resident blocks walking
+// the rows with the next row's loads in flight (run 14: never faster); two or four chunks a
+// lane below 2^17 rows (runs 14, 21); x and z loaded past L1 and evict-first in L2 (run 17:
+// 1-15% slower from 24k rows up, one output or one per set).
 // Shapes with a "z~" take z as a column slice of a [T, 4 * H * D] qkvz projection (rows not
 // flat: the row -> (t, h) split); "out~" gives each input set its own output.
 // Every call reads its input set's own weight, as in the benchmark.
@@ -50,15 +53,33 @@ struct Variant {
     const char *name;
     void (*kernel)(const RmsnormGatedArgs);
     int block, rows_per_block;
+    bool computes;  // writes the op's result (checked before it is timed)
 };
 
 template <int LANES, int VEC, int BLOCK, int CPT = 1, int FLAGS = 0, int MIN_BLOCKS = kMinBlocksPerSM<kBF16, CPT>>
 Variant vec_variant(const char *name) {
-    return {name, rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, CPT, VEC, FLAGS, BLOCK, MIN_BLOCKS>, BLOCK, BLOCK / LANES};
+    return {name, rmsnorm_gated_vec_kernel<kBF16, kBF16, LANES, CPT, VEC, FLAGS, BLOCK, MIN_BLOCKS>, BLOCK, BLOCK / LANES, true};
+}
+
+bool g_wrong = false;  // a variant's result differed from the reference: exit status 1
+
+// bf16 bits in an order where neighbouring values differ by 1 (NaN poison sorts far away).
+int ordered_bf16(uint16_t b) { return (b & 0x8000) ? -int(b & 0x7fff) : int(b); }
+
+// Largest difference in bf16 ulps between a variant's result and the reference (the first
+// variant's result for the shape: the library's kernels, tested against float64 by pytest);
+// -1 if any element is still the NaN poison.
+int max_ulps(const std::vector<uint16_t> &got, const std::vector<uint16_t> &ref) {
+    int worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+        if ((got[i] & 0x7fff) > 0x7f80) return -1;
+        worst = std::max(worst, std::abs(ordered_bf16(got[i]) - ordered_bf16(ref[i])));
+    }
+    return worst;
 }
 
 float time_variant(const Variant &v, const std::vector<Set> &sets, char *out, int T, int H, bool strided_z,
-                   bool rotate_out) {
+                   bool rotate_out, std::vector<uint16_t> &ref) {
     cudaFuncAttributes attr;
     CHECK(cudaFuncGetAttributes(&attr, v.kernel));
     int per_sm = 0;
@@ -87,6 +108,32 @@ float time_variant(const Variant &v, const std::vector<Set> &sets, char *out, in
     cfg.gridDim = dim3(grid);
     cfg.blockDim = dim3(v.block);
     cfg.stream = s;
+    // One call on set 0 into a NaN-poisoned output, checked against the reference (the sums
+    // of 4- and 8-element lanes round differently: 1 ulp is allowed, nothing unwritten).
+    char *out0 = rotate_out ? sets[0].out : out;
+    const size_t n = size_t(rows) * D;
+    CHECK(cudaMemset(out0, 0xff, n * 2));
+    a.x = sets[0].x;
+    a.z = sets[0].z;
+    a.weight = sets[0].w;
+    a.out = out0;
+    CHECK(cudaLaunchKernelEx(&cfg, v.kernel, a));
+    CHECK(cudaStreamSynchronize(s));
+    char verdict[48] = "";
+    if (v.computes) {
+        std::vector<uint16_t> got(n);
+        CHECK(cudaMemcpy(got.data(), out0, n * 2, cudaMemcpyDeviceToHost));
+        if (ref.empty()) {
+            ref.swap(got);
+            snprintf(verdict, sizeof verdict, "  (the reference)");
+        } else {
+            const int u = max_ulps(got, ref);
+            if (u < 0 || u > 1) g_wrong = true;
+            if (u < 0) snprintf(verdict, sizeof verdict, "  WRONG: outputs left unwritten");
+            else snprintf(verdict, sizeof verdict, u > 1 ? "  WRONG: %d ulps off" : "  (<= %d ulp)", u);
+        }
+    }
+    a.out = out;
     const int calls = std::max<int>(20, int(sets.size()));
     cudaGraph_t g;
     cudaGraphExec_t ge;
@@ -121,8 +168,10 @@ float time_variant(const Variant &v, const std::vector<Set> &sets, char *out, in
     CHECK(cudaGraphExecDestroy(ge));
     CHECK(cudaGraphDestroy(g));
     CHECK(cudaStreamDestroy(s));
-    printf("  %-34s grid %6u, %3d regs, %2d blocks/SM: %8.2f us\n", v.name, grid, attr.numRegs, per_sm,
-           ts[ts.size() / 2]);
+    // Lines an evict-last variant left behind go back to normal before the next variant.
+    CHECK(cudaCtxResetPersistingL2Cache());
+    printf("  %-44s grid %6u, %3d regs, %2d blocks/SM: %8.2f us%s\n", v.name, grid, attr.numRegs, per_sm,
+           ts[ts.size() / 2], verdict);
     return ts[ts.size() / 2];
 }
 
@@ -152,14 +201,14 @@ int main(int argc, char **argv) {
     // spills) beat 40 (12) by 2-9% from 24k rows up; run 18 timed that with plain loads: 32
     // registers win from 98k rows, 40 at 24k-32k (the library's switch: 2^16 rows, 16-bit x).
     // Two chunks spill below 64 registers (48: 104 bytes).  Run 21: 48 registers, 64-thread
-    // blocks, 256-thread blocks at 32 registers and FLA's geometry (two 8-element chunks a
-    // lane, 16 rows per 128 threads) were never more than 0.3% faster at 24k-131k rows.
+    // blocks, 256-thread blocks at 32 registers and two 8-element chunks a lane in 16-row
+    // 128-thread blocks (FLA's fp32-weight pick) were never more than 0.3% faster at 24k-131k rows.
     // Run 23: z after the sum (FLA's order; its autotuner ran 16 rows per 256 threads, 8
     // elements a thread, below 64k rows in run 20; at 32 registers it spills 60 bytes, so
     // only at 40), and the cache hints of port.h (x and z with L2's 256-byte prefetch, or
     // through the read-only path; out kept last in L2).
     const Variant variants[] = {
-        {"empty kernel, no PDL hooks", empty_kernel_no_hooks, 256, 8},
+        {"empty kernel, no PDL hooks", empty_kernel_no_hooks, 256, 8, false},
         vec_variant<32, 4, 256>("4 el, 256 thr (library <= 8k)"),
         vec_variant<16, 8, 128, 1, 0, 6>("8 el, 128 thr, 40 regs (library 8k-64k)"),
         vec_variant<16, 8, 128, 1, 0, 8>("8 el, 128 thr, 32 regs (library >= 64k)"),
@@ -210,9 +259,14 @@ int main(int argc, char **argv) {
         printf("bf16 [%d, %d, 128]%s%s: %.2f MB per call, %d rotated input sets, %s\n", T, H,
                sh.strided_z ? " z~" : "", sh.rotate_out ? " out~" : "", bytes / 1e6, nsets,
                sh.rotate_out ? "one output per set" : "one output");
-        for (int pass = 1; pass <= 2; ++pass) {  // twice, to show the spread between two timings of one variant
-            printf(" pass %d\n", pass);
-            for (const Variant &v : variants) time_variant(v, sets, out, T, H, sh.strided_z, sh.rotate_out);
+        // Twice, the second pass in reverse order: the spread between two timings of one
+        // variant, and whether a variant's figure depends on what ran before it.
+        std::vector<uint16_t> ref;
+        const int nv = int(sizeof variants / sizeof variants[0]);
+        for (int pass = 1; pass <= 2; ++pass) {
+            printf(" pass %d%s\n", pass, pass == 2 ? " (reverse order)" : "");
+            for (int i = 0; i < nv; ++i)
+                time_variant(variants[pass == 1 ? i : nv - 1 - i], sets, out, T, H, sh.strided_z, sh.rotate_out, ref);
         }
         for (auto &st : sets) {
             CHECK(cudaFree(st.x));
@@ -222,5 +276,6 @@ int main(int argc, char **argv) {
         }
         CHECK(cudaFree(out));
     }
-    return 0;
+    if (g_wrong) fprintf(stderr, "some variant computed a wrong result (WRONG above)\n");
+    return g_wrong ? 1 : 0;
 }
