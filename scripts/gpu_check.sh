@@ -74,7 +74,7 @@ else
   printf '%s\n' "${results[@]}"
   exit 1
 fi
-export PYTHONPATH=/tmp/gn:$PYTHONPATH
+export PYTHONPATH=/tmp/gn${PYTHONPATH:+:$PYTHONPATH}
 python3 -m gatednorm info
 
 step "resource usage and SASS of libgatednorm"

@@ -38,3 +38,17 @@ def test_bench_plot(tmp_path):
     report = bench.run(quick=True, variants=("bf16",), tokens=(1,), heads=(24,))
     bench.plot(report, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_bench_plot_without_matplotlib_says_so(tmp_path):
+    """--plot with no matplotlib: a one-line error naming the option, before any timing."""
+    try:
+        import matplotlib  # noqa: F401
+        pytest.skip("matplotlib is installed")
+    except ImportError:
+        pass
+    proc = subprocess.run([sys.executable, "-m", "gatednorm", "bench", "--quick", "--plot", str(tmp_path / "p.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "--plot: needs matplotlib" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert "ours us" not in proc.stdout  # nothing was timed

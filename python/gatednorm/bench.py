@@ -534,6 +534,11 @@ def main(args) -> int:
     bad = [m for m in modes if m not in ALL_OURS_MODES]
     if bad or not modes:
         raise SystemExit(f"--ours-modes: expected a comma list of {ALL_OURS_MODES}, got {args.ours_modes!r}")
+    if args.plot:  # before minutes of timing, not after
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SystemExit("--plot: needs matplotlib, which is not installed (pip install matplotlib)") from None
     report = run(quick=args.quick, variants=tuple(args.variants.split(",")), tokens=ints(args.tokens), heads=ints(args.heads),
                  ours_modes=modes, launch_guard=not args.no_launch_guard, warmup=not args.no_warmup)
     print(render_table(report))
