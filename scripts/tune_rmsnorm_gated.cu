@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "rmsnorm_gated_kernels.h"
@@ -78,6 +79,21 @@ int max_ulps(const std::vector<uint16_t> &got, const std::vector<uint16_t> &ref)
     return worst;
 }
 
+// The variant's result (n elements at out, on the device) against the shape's reference, as
+// a note for its line; the first result of a shape becomes the reference.
+std::string check_result(const char *out, size_t n, std::vector<uint16_t> &ref) {
+    std::vector<uint16_t> got(n);
+    CHECK(cudaMemcpy(got.data(), out, n * 2, cudaMemcpyDeviceToHost));
+    if (ref.empty()) {
+        ref.swap(got);
+        return "  (the reference)";
+    }
+    const int u = max_ulps(got, ref);
+    if (u < 0 || u > 1) g_wrong = true;
+    if (u < 0) return "  WRONG: outputs left unwritten";
+    return u > 1 ? "  WRONG: " + std::to_string(u) + " ulps off" : "  (<= " + std::to_string(u) + " ulp)";
+}
+
 float time_variant(const Variant &v, const std::vector<Set> &sets, char *out, int T, int H, bool strided_z,
                    bool rotate_out, std::vector<uint16_t> &ref) {
     cudaFuncAttributes attr;
@@ -87,7 +103,6 @@ float time_variant(const Variant &v, const std::vector<Set> &sets, char *out, in
     const int rows = T * H;
     const unsigned grid = unsigned((rows + v.rows_per_block - 1) / v.rows_per_block);
     RmsnormGatedArgs a{};
-    a.out = out;
     a.x_st = a.o_st = int64_t(H) * D * 2;
     a.z_st = int64_t(strided_z ? 4 : 1) * H * D * 2;
     a.x_sh = a.z_sh = a.o_sh = D * 2;
@@ -108,41 +123,27 @@ float time_variant(const Variant &v, const std::vector<Set> &sets, char *out, in
     cfg.gridDim = dim3(grid);
     cfg.blockDim = dim3(v.block);
     cfg.stream = s;
+    auto use_set = [&](size_t i) {  // call i reads input set i % sets (and writes its output for out~)
+        const Set &st = sets[i % sets.size()];
+        a.x = st.x;
+        a.z = st.z;
+        a.weight = st.w;
+        a.out = rotate_out ? st.out : out;
+    };
     // One call on set 0 into a NaN-poisoned output, checked against the reference (the sums
     // of 4- and 8-element lanes round differently: 1 ulp is allowed, nothing unwritten).
-    char *out0 = rotate_out ? sets[0].out : out;
+    use_set(0);
     const size_t n = size_t(rows) * D;
-    CHECK(cudaMemset(out0, 0xff, n * 2));
-    a.x = sets[0].x;
-    a.z = sets[0].z;
-    a.weight = sets[0].w;
-    a.out = out0;
+    CHECK(cudaMemset(a.out, 0xff, n * 2));
     CHECK(cudaLaunchKernelEx(&cfg, v.kernel, a));
     CHECK(cudaStreamSynchronize(s));
-    char verdict[48] = "";
-    if (v.computes) {
-        std::vector<uint16_t> got(n);
-        CHECK(cudaMemcpy(got.data(), out0, n * 2, cudaMemcpyDeviceToHost));
-        if (ref.empty()) {
-            ref.swap(got);
-            snprintf(verdict, sizeof verdict, "  (the reference)");
-        } else {
-            const int u = max_ulps(got, ref);
-            if (u < 0 || u > 1) g_wrong = true;
-            if (u < 0) snprintf(verdict, sizeof verdict, "  WRONG: outputs left unwritten");
-            else snprintf(verdict, sizeof verdict, u > 1 ? "  WRONG: %d ulps off" : "  (<= %d ulp)", u);
-        }
-    }
-    a.out = out;
+    const std::string verdict = v.computes ? check_result(a.out, n, ref) : "";
     const int calls = std::max<int>(20, int(sets.size()));
     cudaGraph_t g;
     cudaGraphExec_t ge;
     CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
     for (int i = 0; i < calls; ++i) {
-        a.x = sets[i % sets.size()].x;
-        a.z = sets[i % sets.size()].z;
-        a.weight = sets[i % sets.size()].w;
-        if (rotate_out) a.out = sets[i % sets.size()].out;
+        use_set(i);
         CHECK(cudaLaunchKernelEx(&cfg, v.kernel, a));
     }
     CHECK(cudaStreamEndCapture(s, &g));
@@ -171,7 +172,7 @@ float time_variant(const Variant &v, const std::vector<Set> &sets, char *out, in
     // Lines an evict-last variant left behind go back to normal before the next variant.
     CHECK(cudaCtxResetPersistingL2Cache());
     printf("  %-44s grid %6u, %3d regs, %2d blocks/SM: %8.2f us%s\n", v.name, grid, attr.numRegs, per_sm,
-           ts[ts.size() / 2], verdict);
+           ts[ts.size() / 2], verdict.c_str());
     return ts[ts.size() / 2];
 }
 

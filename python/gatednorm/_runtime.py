@@ -120,33 +120,32 @@ def stream_handle(stream) -> int:
     (hip-python's hipStream_t, ctypes.c_void_p via .value)."""
     if stream is None:
         return 0
-    if type(stream) is int:
-        return checked_stream(stream)
+    h = stream if type(stream) is int else _handle_of(stream)
+    if 0 <= h < (1 << 64):
+        return h
+    raise argument_error("stream: handle %d is not a pointer value (0 <= handle < 2**64)" % h)
+
+
+def _handle_of(stream) -> int:
+    """The integer a stream object stands for (range not yet checked)."""
     if isinstance(stream, (bool, float)):  # int() would take them, silently
         raise argument_error("stream: expected a stream object or an integer handle, got %r" % (stream,))
     h = getattr(stream, "cuda_stream", None)
     if h is not None:
-        return checked_stream(int(h))
+        return int(h)
     h = getattr(stream, "__cuda_stream__", None)
     if h is not None:
         v = h()
-        return checked_stream(int(v[1]) if isinstance(v, tuple) else int(v))
+        return int(v[1]) if isinstance(v, tuple) else int(v)
     h = getattr(stream, "ptr", None)
     if isinstance(h, int):
-        return checked_stream(h)
+        return h
     if hasattr(stream, "value") and not hasattr(stream, "__int__"):  # ctypes.c_void_p
-        return checked_stream(int(stream.value or 0))
+        return int(stream.value or 0)
     try:
-        return checked_stream(int(stream))
+        return int(stream)
     except (TypeError, ValueError):
         raise argument_error("stream: cannot get a stream handle from %s" % type(stream).__name__) from None
-
-
-def checked_stream(h: int) -> int:
-    """h, if it fits a pointer (a handle that does not would be truncated by the cast)."""
-    if 0 <= h < (1 << 64):
-        return h
-    raise argument_error("stream: handle %d is not a pointer value (0 <= handle < 2**64)" % h)
 
 
 def synchronize(stream=None) -> None:

@@ -238,6 +238,16 @@ class _Gpu:
         del g
         return float(np.median(times))
 
+    def check_ours(self, gatednorm, x, z, w, out, pdl=False):
+        """(max ulps, ok) of one call of ours into a NaN-poisoned out: sampled rows against
+        the reference, and no row left unwritten."""
+        torch = self.torch
+        out.fill_(float("nan"))
+        gatednorm.rmsnorm_gated(x, z, w, eps=EPS, out=out, stream=torch.cuda.current_stream(), pdl=pdl)
+        torch.cuda.synchronize()
+        ulps, ok = self.check(x, z, w, out, tight=True)
+        return ulps, ok and not bool(torch.isnan(out).any())
+
     def rotation(self, bytes_per_call):
         """Input sets to rotate over so that a replay reads >= 2x L2 from memory."""
         if bytes_per_call >= 2 * self.l2_bytes:
@@ -279,11 +289,7 @@ class _Gpu:
         x, z, w, out = sets[0]
         checks = []
         for pdl in sorted({m == "pdl" for m in ours_modes} | {False}):
-            out.fill_(float("nan"))
-            gatednorm.rmsnorm_gated(x, z, w, eps=EPS, out=out, stream=torch.cuda.current_stream(), pdl=pdl)
-            torch.cuda.synchronize()
-            ulps, ok = self.check(x, z, w, out, tight=True)  # sampled rows against the reference
-            checks.append((ulps, ok and not bool(torch.isnan(out).any())))  # and no row left unwritten
+            checks.append(self.check_ours(gatednorm, x, z, w, out, pdl))
         row["ours_check_ulps"] = max(c[0] for c in checks)
         row["ours_ok"] = all(c[1] for c in checks)
 

@@ -24,14 +24,7 @@ def _out_dtype(out_dtype, name="out_dtype"):
         raise argument_error("%s: not a dtype: %r" % (name, out_dtype)) from None
 
 
-_OUT_DTYPES = (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32)
-
-
-def _check_new_out_dtype(out_dtype):
-    """Reject an out_dtype the op cannot write before an output is allocated for it."""
-    dt = _out_dtype(out_dtype)
-    if dt not in _OUT_DTYPES:
-        raise argument_error("out_dtype: %s; the output must be bf16, fp16 or fp32" % dt)
+_OUT_DTYPES = (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32)  # what the op can write
 
 
 def _param_error(e, **values):
@@ -54,9 +47,11 @@ def _alloc_like(x, kind, tx, out_dtype):
         if dt is None:  # x has a dtype numpy does not know; the op will reject x by name
             dt = _dtypes.float32
     else:
+        dt = _out_dtype(out_dtype)
+        if dt not in _OUT_DTYPES:  # refused before anything is allocated for it
+            raise argument_error("out_dtype: %s; the output must be bf16, fp16 or fp32" % dt)
         if (kind == TORCH or hasattr(x, "new_empty")) and _dtypes._torch_dtype_name(out_dtype) is not None:
             return x.new_empty(tuple(x.shape), dtype=out_dtype)  # a torch dtype for a torch x
-        dt = _out_dtype(out_dtype)
     if kind == NUMPY:
         return np.empty(x.shape, dt)
     if kind == TORCH or hasattr(x, "new_empty"):
@@ -137,8 +132,6 @@ def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, ac
         s, cai = resolve_stream(stream, x, kx)
         tx = convert(x, "x", s, hold, False, kx, cai)
         if out is None:
-            if out_dtype is not None:
-                _check_new_out_dtype(out_dtype)
             out = _alloc_like(x, kx, tx, out_dtype)
             to = convert(out, "out", s, hold, True)
         else:
