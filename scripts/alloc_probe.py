@@ -57,6 +57,8 @@ def main():
                 line += f", FLA {peer * 1e6:.2f} us, ours/FLA {peer / ours:.3f}x"
             print(line, flush=True)
         del cm, keep
+    if fla:
+        print(f"FLA's autotuned configs in this process: {g.peer_configs()['fla_rms_norm_gated']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@
 // puts under any call.  Tried and dropped: a streaming grid, SMs x resident blocks walking
 // the rows with the next row's loads in flight (run 14: never faster); two or four chunks a
 // lane below 2^17 rows (runs 14, 21); x and z loaded past L1 and evict-first in L2 (run 17:
-// 1-15% slower from 24k rows up, one output or one per set).
+// 1-15% slower from 24k rows up, one output or one per set); FLA's 8 elements a thread in
+// 256-thread blocks with z loaded after the sum, and out kept last in L2 (run 23: 6-15% slower).
 // Shapes with a "z~" take z as a column slice of a [T, 4 * H * D] qkvz projection (rows not
 // flat: the row -> (t, h) split); "out~" gives each input set its own output.
 // Every call reads its input set's own weight, as in the benchmark.
@@ -205,22 +206,22 @@ int main(int argc, char **argv) {
     // blocks, 256-thread blocks at 32 registers and two 8-element chunks a lane in 16-row
     // 128-thread blocks (FLA's fp32-weight pick) were never more than 0.3% faster at 24k-131k rows.
     // Run 23: z after the sum (FLA's order; its autotuner ran 16 rows per 256 threads, 8
-    // elements a thread, below 64k rows in run 20; at 32 registers it spills 60 bytes, so
-    // only at 40), and the cache hints of port.h (x and z with L2's 256-byte prefetch, or
-    // through the read-only path; out kept last in L2).
+    // elements a thread, below 64k rows in run 20): 7% slower at 32k rows, 8-11% from 98k, in
+    // 256-thread blocks too (at 32 registers it spills 60 bytes).  Cache hints (port.h): x and
+    // z through the read-only path 1.0-1.4% faster everywhere (the library's choice at 8k-64k
+    // rows when out is neither x nor z), with L2's 256-byte prefetch 1.5-2% slower at 24k-32k
+    // rows and neutral from 98k, out kept last in L2 6-15% slower at 40 registers and neutral
+    // at 32.  Run 24: the read-only path at 32 registers, and 8-element chunks against 4 below
+    // 8k rows.
     const Variant variants[] = {
         {"empty kernel, no PDL hooks", empty_kernel_no_hooks, 256, 8, false},
         vec_variant<32, 4, 256>("4 el, 256 thr (library <= 8k)"),
-        vec_variant<16, 8, 128, 1, 0, 6>("8 el, 128 thr, 40 regs (library 8k-64k)"),
+        vec_variant<16, 8, 128, 1, kLoadNc, 6>("8 el, 128 thr, 40 regs, ld.nc (library 8k-64k)"),
+        vec_variant<16, 8, 128, 1, 0, 6>("8 el, 128 thr, 40 regs (8k-64k in place)"),
         vec_variant<16, 8, 128, 1, 0, 8>("8 el, 128 thr, 32 regs (library >= 64k)"),
+        vec_variant<16, 8, 128, 1, kLoadNc, 8>("8 el, 128 thr, 32 regs, ld.nc"),
         vec_variant<16, 8, 128, 1, kLateGate, 6>("8 el, 128 thr, 40 regs, z after sum"),
-        vec_variant<16, 8, 256, 1, kLateGate, 6>("8 el, 256 thr, z after sum (FLA's run-20 pick)"),
-        vec_variant<16, 8, 128, 1, kLateGate | kLoadPrefetch, 6>("8 el, 128 thr, 40 regs, z after, x 256B"),
         vec_variant<16, 8, 128, 1, kLoadPrefetch, 6>("8 el, 128 thr, 40 regs, L2::256B"),
-        vec_variant<16, 8, 128, 1, kLoadNc, 6>("8 el, 128 thr, 40 regs, ld.nc"),
-        vec_variant<16, 8, 128, 1, kStoreKeep, 6>("8 el, 128 thr, 40 regs, out evict-last"),
-        vec_variant<16, 8, 128, 1, kLoadPrefetch | kStoreKeep, 6>("8 el, 128 thr, 40 regs, 256B + keep"),
-        vec_variant<16, 8, 128, 1, kLoadPrefetch, 8>("8 el, 128 thr, 32 regs, L2::256B"),
         vec_variant<16, 8, 128, 1, kStoreKeep, 8>("8 el, 128 thr, 32 regs, out evict-last"),
     };
     // "out~": every input set has its own output, as when the layer's output is not the
@@ -229,7 +230,8 @@ int main(int argc, char **argv) {
         int T, H;
         bool strided_z, rotate_out;
     };
-    const Shape shapes[] = {{1, 32, false, false},     {128, 32, false, false},  {1024, 24, false, false},
+    const Shape shapes[] = {{1, 32, false, false},     {32, 32, false, false},   {128, 24, false, false},
+                            {128, 32, false, false},   {1024, 24, false, false},
                             {1024, 32, false, false},  {4096, 24, false, false}, {4096, 32, false, false},
                             {8192, 32, false, false},  {16384, 24, false, false}, {16384, 32, false, false},
                             {65536, 32, false, false},  // the issue's long prefill: 2M rows

@@ -249,6 +249,23 @@ def test_in_place(be, rng, gate, dt):
     assert reference.compare(got, ref, DT[dt]).ok
 
 
+@pytest.mark.parametrize("target", ["x", "z"])
+@pytest.mark.parametrize("gate", ["before", "after"])
+@pytest.mark.parametrize("shape", [(1024, 16, 128), (2185, 30, 128)], ids=["8-element-chunks-16k-rows", "dense-blocks-65k-rows"])
+def test_in_place_kernel_paths(be, rng, shape, gate, target):
+    """In place on the large-row kernels: with out distinct from x and z, those load through
+    the read-only path (ld.global.nc, which assumes nothing the kernel reads changes under it);
+    an out that is x or z must take the plain loads and still be right."""
+    x, z, w = make_inputs(rng, shape, "bf16", "bf16", "bf16", gate=gate)
+    kw = opts(gate)
+    ref = reference.rmsnorm_gated(x, z, w, **kw)
+    xdev, zdev = be.put(x), be.put(z)
+    out = xdev if target == "x" else zdev
+    assert gatednorm.rmsnorm_gated(xdev, zdev, be.put(w), out=out, **kw) is out
+    cmp = reference.compare(be.get(out), ref, DT["bf16"])
+    assert cmp.ok, cmp
+
+
 def test_in_place_strided(be, rng):
     T, H, D = 6, 2, 64
     xb = randn(rng, (T, H, 3 * D), _dtypes.bfloat16)
