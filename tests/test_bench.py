@@ -52,3 +52,37 @@ def test_bench_plot_without_matplotlib_says_so(tmp_path):
     assert proc.returncode != 0
     assert "--plot: needs matplotlib" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert "ours us" not in proc.stdout  # nothing was timed
+
+
+class _FakeAutotuner:
+    """Stands in for FLA's Triton autotuner: a cache of picks by key, and disk caching."""
+
+    def __init__(self):
+        self.cache = {"key-below-64k": "BT: 16, num_warps: 8"}
+        self.cache_results = True
+
+
+def test_retuned_peer_tunes_afresh_and_puts_the_users_pick_back(monkeypatch):
+    """The retuned FLA peer starts each shape from an empty autotuner cache with disk results
+    off, records the pick it made there, and leaves the plain peer's cache and flag as they
+    were, also when the peer raises."""
+    from gatednorm import bench
+
+    tuner = _FakeAutotuner()
+    monkeypatch.setattr(bench, "_fla_fwd_autotuner", lambda: tuner)
+    gpu = object.__new__(bench._Gpu)  # _peer_scope needs no device
+    row = {}
+    with gpu._peer_scope(bench.RETUNED_PEER, row):
+        assert tuner.cache == {} and tuner.cache_results is False
+        tuner.cache["key-below-64k"] = "BT: 32, num_warps: 4"  # what tuning on this shape stores
+    assert row[f"{bench.RETUNED_PEER}_config"] == "BT: 32, num_warps: 4"
+    assert tuner.cache == {"key-below-64k": "BT: 16, num_warps: 8"} and tuner.cache_results is True
+
+    with pytest.raises(RuntimeError):
+        with gpu._peer_scope(bench.RETUNED_PEER, {}):
+            tuner.cache["key-below-64k"] = "half-tuned"
+            raise RuntimeError("peer failed")
+    assert tuner.cache == {"key-below-64k": "BT: 16, num_warps: 8"} and tuner.cache_results is True
+
+    with gpu._peer_scope("fla_rms_norm_gated", row):  # the plain peer: nothing touched
+        assert tuner.cache == {"key-below-64k": "BT: 16, num_warps: 8"}
