@@ -5,12 +5,13 @@
 #
 #   bash scripts/gpu_check.sh OUTDIR [--quick] [--tune] [--bench-args "..."] [--skip STEPS]
 #                                    [--profile "T:H ..."] [--alloc-probe "T:H ..."]
-#                                    [--extra-bench "..."]
+#                                    [--extra-bench "..."] [--pytest-k EXPR]
 #   --tune         also builds and runs scripts/tune_rmsnorm_gated.cu (launch-shape A/B)
 #   --skip         comma list of steps not to run: pytest, check, c_consumer, bench
 #   --profile      Nsight Compute on ours and FLA at each T:H (scripts/profile_small_t.py), to ncu.txt
 #   --alloc-probe  scripts/alloc_probe.py at each T:H (torch-allocated against cudaMalloc'd
 #                  inputs, ours and FLA), into the log
+#   --pytest-k     run only the GPU tests pytest's -k EXPR selects
 #   --extra-bench  a second `gatednorm bench` with these arguments after the first (table in
 #                  the log, figures in bench_extra.json)
 # Files written: gpu_check.log, sass.txt, pytest.log (unless skipped), bench.{md,json,png},
@@ -29,6 +30,7 @@ skip=""
 profile=""
 alloc_probe=""
 extra_bench=""
+pytest_k=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="--quick" ;;
@@ -38,6 +40,7 @@ while [ $# -gt 0 ]; do
     --profile) profile="${2:?--profile needs a value}"; shift ;;
     --alloc-probe) alloc_probe="${2:?--alloc-probe needs a value}"; shift ;;
     --extra-bench) extra_bench="${2:?--extra-bench needs a value}"; shift ;;
+    --pytest-k) pytest_k="${2:?--pytest-k needs a value}"; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -123,7 +126,7 @@ fi
 
 step "pytest (GPU tests included)"
 if skipped pytest; then :
-elif python3 -m pytest -q -p no:cacheprovider -rs tests 2>&1 | tee "$out/pytest.log"; then record pytest ok; else record pytest FAIL; fi
+elif python3 -m pytest -q -p no:cacheprovider -rs ${pytest_k:+-k "$pytest_k"} tests 2>&1 | tee "$out/pytest.log"; then record pytest ok; else record pytest FAIL; fi
 [ -f "$out/pytest.log" ] && tail -n 1 "$out/pytest.log"
 
 step "gatednorm check"

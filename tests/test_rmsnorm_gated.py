@@ -253,9 +253,11 @@ def test_in_place(be, rng, gate, dt):
 @pytest.mark.parametrize("gate", ["before", "after"])
 @pytest.mark.parametrize("shape", [(1024, 16, 128), (2185, 30, 128)], ids=["8-element-chunks-16k-rows", "dense-blocks-65k-rows"])
 def test_in_place_kernel_paths(be, rng, shape, gate, target):
-    """In place on the large-row kernels: with out distinct from x and z, those load through
-    the read-only path (ld.global.nc, which assumes nothing the kernel reads changes under it);
-    an out that is x or z must take the plain loads and still be right."""
+    """In place on the large-row kernels, right in both gate orders with out = x and out = z.
+    (Below 2^16 rows an out distinct from x and z sends x and z through the read-only path,
+    ld.global.nc; in place keeps the plain loads.  Each element is read by the thread that
+    later writes it, before it does, so results cannot show which loads ran: this checks the
+    results, not the launcher's choice.)"""
     x, z, w = make_inputs(rng, shape, "bf16", "bf16", "bf16", gate=gate)
     kw = opts(gate)
     ref = reference.rmsnorm_gated(x, z, w, **kw)
@@ -332,6 +334,17 @@ def test_default_out_devicearray(be, rng):
 def test_kernel_paths(be, rng, shape, xd, gate):
     x, z, w = make_inputs(rng, shape, xd, xd, "fp32", gate=gate)
     run_and_check(be, x, z, w, "bf16", opts(gate))
+
+
+@pytest.mark.parametrize("od", ["bf16", "fp16", "fp32"])
+@pytest.mark.parametrize("gate", ["before", "after", "none"])
+@pytest.mark.parametrize("shape", [(1024, 16, 128), (1024, 16, 96)], ids=["D128", "D96"])
+def test_read_only_path(be, rng, shape, gate, od):
+    """The 8k-64k-row kernel that loads x and z through the read-only path (16-bit x, out
+    distinct from both): every output dtype, no gate (z's load predicated off), and D = 96
+    (a quarter of each row team's lanes past the end of the row)."""
+    x, z, w = make_inputs(rng, shape, "bf16", "bf16", "bf16", gate=gate)
+    run_and_check(be, x, z, w, od, opts(gate))
 
 
 def test_rows_not_16_byte_aligned(be, rng):
