@@ -179,10 +179,11 @@ gatednorm_status gpu_rmsnorm_gated(const RmsnormGatedProblem &p, void *stream_pt
     // (check_out_aliasing), so distinct addresses mean disjoint memory.
     const bool read_only = p.out.data != p.x.data && p.out.data != p.z.data;
 #if defined(GN_HAS_PDL)
-    const Launch l{static_cast<hipStream_t>(stream_ptr), p.pdl && gn_device_has_pdl(p.device_id), read_only};
+    const bool pdl = p.pdl && gn_device_has_pdl(p.device_id);
 #else
-    const Launch l{static_cast<hipStream_t>(stream_ptr), false, read_only};
+    const bool pdl = false;
 #endif
+    const Launch l{static_cast<hipStream_t>(stream_ptr), pdl, read_only};
     hipError_t err;
     if (vec_path_ok(p)) {
         switch (a.x_dtype) {
