@@ -61,10 +61,24 @@ def poisoned(shape, dt=np.float32):
 
 
 # ------------------------------------------------------------------------------ shapes
-@pytest.mark.parametrize("shape", [(D,), (2, T, H, D), (1, 1, 1, 1, D)])
-def test_wrong_rank_x(be, rng, shape):
-    x = rng.standard_normal(shape).astype(np.float32)
-    expect_error(be, "x", x, None, np.ones(D, np.float32), poisoned(shape))
+def test_scalar_x(be, rng):
+    x = np.float32(1.5).reshape(())
+    expect_error(be, "x", x, None, np.ones(1, np.float32), poisoned(()))
+
+
+@pytest.mark.parametrize("which", ["x", "out"])
+def test_leading_dims_that_do_not_reduce_to_tokens_heads(be, rng, which):
+    """Three leading dims whose strides merge nowhere cannot be one [tokens, heads] view."""
+    base = rng.standard_normal((3, 4, 5, D)).astype(np.float32)
+    odd = base.transpose(1, 0, 2, 3)  # [4, 3, 5, D]: dim 0 no longer merges with dim 1, nor dim 1 with 2
+    odd = odd[:, :, ::2]               # [4, 3, 3, D] with dim 2 strided twice
+    plain = np.ascontiguousarray(odd)
+    w = np.ones(D, np.float32)
+    if which == "x":
+        expect_error(be, "x", odd, None, w, poisoned(odd.shape))
+    else:
+        out_base = poisoned(base.shape)
+        expect_error(be, "out", plain, None, w, out_base.transpose(1, 0, 2, 3)[:, :, ::2], out_base=out_base)
 
 
 def test_z_shape_mismatch(be, rng):
@@ -302,11 +316,37 @@ def _c_call(x, w, out, **params):
     from gatednorm._ffi import ffi
 
     lib = gatednorm._ffi.lib()
-    p = ffi.new("gatednorm_rmsnorm_gated_params *", lib.gatednorm_rmsnorm_gated_params_default())
+    p = ffi.new("gatednorm_rmsnorm_gated_params *")
+    assert lib.gatednorm_rmsnorm_gated_params_init(p, ffi.sizeof(p[0])) == 0
     for k, v in params.items():
         setattr(p, k, v)
     st = lib.gatednorm_rmsnorm_gated(x, ffi.NULL, w, out, p, ffi.NULL)
     return st, ffi.string(lib.gatednorm_last_error()).decode()
+
+
+@pytest.mark.parametrize("offset", [1 << 63, (1 << 64) - 4, (1 << 64) - 64])
+def test_byte_offset_past_the_address_space_is_refused(offset):
+    """Regression: byte_offset = 2^63 passed validation and the CPU backend read through it."""
+    x, w, o = np.ones((2, 8), np.float32), np.ones(8, np.float32), poisoned((2, 8))
+    tx = _desc(x.ctypes.data, (2, 8), (8, 1))
+    tx.byte_offset = offset
+    st, msg = _c_call(tx, _desc(w.ctypes.data, (8,), (1,)), _desc(o.ctypes.data, (2, 8), (8, 1)))
+    assert st < 0 and msg.startswith("x:") and "byte_offset" in msg, msg
+    assert np.isnan(o).all()
+
+
+def test_negative_strides_below_address_zero_are_refused():
+    x, w, o = np.ones((2, 8), np.float32), np.ones(8, np.float32), poisoned((2, 8))
+    st, msg = _c_call(_desc(64, (1 << 40, 8), (-8, 1)), _desc(w.ctypes.data, (8,), (1,)), _desc(o.ctypes.data, (2, 8), (8, 1)))
+    assert st < 0 and msg.startswith("x:"), msg
+    assert np.isnan(o).all()
+
+
+def test_params_with_unknown_struct_size_are_refused(rng):
+    for size in (33, 36):
+        st, msg, o = _small_call(rng, struct_size=size)
+        assert st < 0 and msg.startswith("params:"), msg
+        assert np.isnan(o).all()
 
 
 def test_shape_past_int64_is_refused():
@@ -335,13 +375,13 @@ def test_misaligned_pointer():
     assert np.isnan(o).all()
 
 
-@pytest.mark.parametrize("shape", [(16,), (2, 2, 2, 8)])
-def test_group_size_wrong_rank(rng, shape):
-    x, o, w = rng.standard_normal(shape).astype(np.float32), poisoned(shape), np.ones(8, np.float32)
-    with pytest.raises(GatedNormError) as ei:
-        gatednorm.rmsnorm_gated(x, None, w, out=o, group_size=8)
-    assert_names(ei.value, "x")
-    assert np.isnan(o).all()
+@pytest.mark.parametrize("shape", [(16,), (2, 2, 2, 8), (3, 2, 16)])
+def test_group_size_views_the_last_dim_of_any_rank(rng, shape):
+    """group_size G views the last dim L as [L / G, G], whatever the rank (1-D and 4-D were
+    refused before leading dims were generalised)."""
+    x, o, w = rng.standard_normal(shape).astype(np.float32), poisoned(shape), rng.standard_normal(8).astype(np.float32)
+    gatednorm.rmsnorm_gated(x, None, w, out=o, group_size=8)
+    assert reference.compare(o, reference.rmsnorm_gated(x, None, w, group_size=8), np.float32)
 
 
 def test_out_partly_overlapping_x(rng):

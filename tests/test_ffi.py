@@ -173,11 +173,59 @@ def test_package_paths():
         assert (Path(gatednorm.cmake_dir()) / "gatednormConfig.cmake").exists()
 
 
-def test_params_default_comes_from_library():
-    p = _ffi.lib().gatednorm_rmsnorm_gated_params_default()
-    assert p.struct_size == _ffi.ffi.sizeof("gatednorm_rmsnorm_gated_params")
-    assert p.norm_before_gate == 1 and p.activation == 0 and p.group_size == 0
+def _init_params(size, slot=None, fill=0xAB):
+    """Calls params_init on a byte slot of `slot` bytes (default size + 16) filled with
+    `fill`; returns (status, message, the slot's bytes)."""
+    ffi, lib = _ffi.ffi, _ffi.lib()
+    buf = ffi.new("unsigned char[]", slot if slot is not None else size + 16)
+    ffi.memmove(buf, bytes([fill]) * len(buf), len(buf))
+    st = lib.gatednorm_rmsnorm_gated_params_init(ffi.cast("gatednorm_rmsnorm_gated_params *", buf), size)
+    return st, ffi.string(lib.gatednorm_last_error()).decode(), bytes(ffi.buffer(buf))
+
+
+def test_params_init_fills_defaults_through_the_pointer():
+    ffi = _ffi.ffi
+    size = ffi.sizeof("gatednorm_rmsnorm_gated_params")
+    st, msg, raw = _init_params(size)
+    assert st == 0, msg
+    p = ffi.new("gatednorm_rmsnorm_gated_params *")
+    ffi.memmove(p, raw[:size], size)
+    assert p.struct_size == size
+    assert p.norm_before_gate == 1 and p.activation == 0 and p.group_size == 0 and p.pdl == 0
     assert p.eps == pytest.approx(1e-6) and p.weight_offset == 0.0
+    assert raw[size:] == bytes([0xAB]) * 16  # nothing past the caller's size
+
+
+def test_params_init_of_the_first_layout_writes_only_its_bytes():
+    """Regression: the old by-value _default() wrote 40 bytes into a 32-byte caller's slot."""
+    v1 = _ffi.lib().GATEDNORM_RMSNORM_GATED_PARAMS_V1_SIZE
+    st, msg, raw = _init_params(v1)
+    assert st == 0, msg
+    assert int.from_bytes(raw[:4], "little") == v1
+    assert raw[v1:] == bytes([0xAB]) * 16
+
+
+@pytest.mark.parametrize("size", [0, 4, 31, 33, 39, 5000])
+def test_params_init_refuses_unknown_sizes_and_writes_nothing(size):
+    st, msg, raw = _init_params(size, slot=64)
+    assert st == _ffi.lib().GATEDNORM_STATUS_INVALID_ARGUMENT and msg.startswith("params:"), msg
+    assert raw == bytes([0xAB]) * 64
+
+
+def test_params_init_of_a_newer_caller_zeroes_the_fields_it_does_not_know():
+    ffi = _ffi.ffi
+    size = ffi.sizeof("gatednorm_rmsnorm_gated_params")
+    st, msg, raw = _init_params(size + 8)
+    assert st == 0, msg
+    assert int.from_bytes(raw[:4], "little") == size + 8
+    assert raw[size:size + 8] == bytes(8) and raw[size + 8:] == bytes([0xAB]) * 16
+
+
+def test_params_init_null():
+    lib = _ffi.lib()
+    st = lib.gatednorm_rmsnorm_gated_params_init(_ffi.ffi.NULL, 40)
+    assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT
+    assert _ffi.ffi.string(lib.gatednorm_last_error()).decode().startswith("params:")
 
 
 def test_pointer_device_of_host_memory():

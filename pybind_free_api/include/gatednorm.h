@@ -5,8 +5,30 @@
  *   - C99, includes only <stddef.h> and <stdint.h>; no GPU runtime types (streams are void *).
  *   - every prototype is one GATEDNORM_API line; every #define is an integer literal.
  *   - enum values are explicit, prefixed with their enum's name, and only ever grow.
- * Every call returns gatednorm_status (0 = success, negative = error).  A call that fails
- * writes nothing; gatednorm_last_error() says what was wrong, naming the argument. */
+ *
+ * Contract of every call:
+ *   - It returns gatednorm_status (0 = success, negative = error).  A call that fails writes
+ *     nothing (no output element, no caller struct); gatednorm_last_error() says what was
+ *     wrong, naming the argument ("x: ...", "params.eps: ...").
+ *   - Thread safety: calls may run concurrently from any number of threads, on the same or
+ *     different streams and devices; the library keeps no mutable state shared between
+ *     calls except what the GPU runtime itself keeps (the current device is restored on
+ *     return).  Two concurrent calls that write the same memory race, as any two kernels do.
+ *   - gatednorm_last_error() returns a thread-local buffer: valid until the next gatednorm
+ *     call on the same thread (which may overwrite it) or the thread's exit.  Copy it to keep it.
+ *   - Host tensors (device type CPU, CUDA_HOST, ROCM_HOST) run on the calling thread and are
+ *     complete when the call returns; `stream` is then ignored.  GPU tensors run
+ *     asynchronously on `stream` (NULL = the default stream); a call never synchronizes and
+ *     never allocates device memory.
+ *   - params == NULL means every option at its default.
+ *   - Options structs begin with uint32_t struct_size and are filled by
+ *     gatednorm_<op>_params_init(&p, sizeof p) through the caller's pointer (never returned
+ *     by value: a struct that grows would overrun the slot of a caller built against an older
+ *     header).  New fields are appended; the library accepts each struct_size it has known
+ *     (the first layout, each later one) and, from a newer caller, a larger one whose bytes
+ *     past the library's layout are all zero.
+ *   - Tensors are described by gatednorm_tensor (below).  A tensor's device picks the backend;
+ *     all tensors of one call must be on one device. */
 #ifndef GATEDNORM_H_
 #define GATEDNORM_H_
 
@@ -14,7 +36,11 @@
 #include <stdint.h>
 
 #if defined(_WIN32)
-#  define GATEDNORM_API __declspec(dllexport)
+#  if defined(GATEDNORM_BUILDING_LIBRARY)
+#    define GATEDNORM_API __declspec(dllexport)
+#  else
+#    define GATEDNORM_API __declspec(dllimport)
+#  endif
 #elif defined(__GNUC__)
 #  define GATEDNORM_API __attribute__((visibility("default")))
 #else
@@ -131,15 +157,14 @@ typedef enum gatednorm_activation {
     GATEDNORM_ACTIVATION_SIGMOID = 1
 } gatednorm_activation;
 
-/* Options.  Always start from gatednorm_rmsnorm_gated_params_default(): struct_size lets
- * later versions append fields without breaking callers built against this header. */
+/* Options; fill with gatednorm_rmsnorm_gated_params_init(&p, sizeof p), then set fields. */
 typedef struct gatednorm_rmsnorm_gated_params {
-    uint32_t struct_size;     /* sizeof(gatednorm_rmsnorm_gated_params) */
+    uint32_t struct_size;     /* set by _params_init: the size the caller's header knows */
     int32_t norm_before_gate; /* 1: y = norm(x) * act(z) (Qwen3-Next, FLA); 0: y = norm(x * act(z)) (Mamba2) */
     int32_t activation;       /* gatednorm_activation */
     float eps;                /* inside the sqrt; default 1e-6 */
     float weight_offset;      /* y uses (weight + weight_offset); 1 for zero-centred "1 + w" weights */
-    int64_t group_size;       /* 0: the norm runs over the last dim; G > 0: a 2-D [T, H*G] input is viewed as [T, H, G] */
+    int64_t group_size;       /* 0: the norm runs over the last dim L; G > 0: L is viewed as [L / G, G] */
     /* Fields after this line were added after the first layout; a caller built against the
      * first one passes a smaller struct_size and gets their defaults. */
     int32_t pdl;              /* 1: launch with programmatic dependent launch (CUDA, compute capability >= 9.0):
@@ -147,16 +172,24 @@ typedef struct gatednorm_rmsnorm_gated_params {
                                * for it before touching memory; it lets the next PDL-launched kernel start early.
                                * Saves ~0.2-0.4 us per call between PDL-aware kernels (NOTES.md).  No effect on
                                * the CPU, AMD, or older NVIDIA GPUs.  Default 0. */
+    int32_t reserved0;        /* padding made explicit; must be 0 */
 } gatednorm_rmsnorm_gated_params;
 
 /* struct_size of the first layout (up to group_size): still accepted. */
 #define GATEDNORM_RMSNORM_GATED_PARAMS_V1_SIZE 32u
 
-GATEDNORM_API gatednorm_rmsnorm_gated_params gatednorm_rmsnorm_gated_params_default(void);
+/* Writes the defaults into the caller's struct of `size` bytes (sizeof as the caller's
+ * header has it) and sets struct_size = size.  Fails, writing nothing, if params is NULL or
+ * size is no layout this library knows. */
+GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_params_init(gatednorm_rmsnorm_gated_params *params, size_t size);
 
-/* out = RMSNormGated(x, z) over rows of D contiguous elements.
- * x, out: [T, H, D] or [N, D] (or [T, H*G] with params->group_size = G), bf16/fp16/fp32,
- *         any token/head strides, last dim contiguous, data aligned to the element size.
+/* out = RMSNormGated(x, z) over rows of D contiguous elements (docs/ops.md, section 1).
+ * x, out: [..., D]: any number of leading dims (0 to 7) are rows, e.g. [T, H, D], [B, T, H, D],
+ *         [N, D] or [D]; with params->group_size = G the last dim L is viewed as [L / G, G]
+ *         (a [T, H*G] projection output normalized per head).  bf16/fp16/fp32; any strides on
+ *         the leading dims as long as they reduce to at most two (dims whose stride is the
+ *         next dim's extent times its stride merge into one); last dim contiguous; data
+ *         aligned to the element size.
  *         out may be exactly x or z (same address, dtype, shape and strides: in place); any
  *         other overlap of out with an input's address range is rejected, even where the
  *         rows themselves would not intersect.

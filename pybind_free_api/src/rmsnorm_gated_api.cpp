@@ -7,88 +7,32 @@
 #include <new>
 
 #include "backend.h"
+#include "params.h"
 #include "tensor_checks.h"
 
 using namespace gn;
 
 namespace {
 
-#define GN_TRY(expr)                                              \
-    do {                                                          \
-        const gatednorm_status gn_try_status_ = (expr);           \
-        if (gn_try_status_ != GATEDNORM_STATUS_SUCCESS) return gn_try_status_; \
-    } while (0)
-
-gatednorm_status invalid(const char *fmt, const char *name, long long a = 0, long long b = 0) {
-    return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, fmt, name, a, b);
-}
-
-// Reads x/z/out as rows [T, H, D]; `group` > 0 views a 2-D [T, H*G] tensor as [T, H, G].
-gatednorm_status rows_view(const gatednorm_tensor &t, const char *name, int64_t group, int64_t shape[3], RowsView *view) {
-    GN_TRY(float_dtype(t, name, &view->dtype));
-    int64_t last_stride = 0;
-    if (group > 0) {
-        if (t.ndim == 2) {
-            if (t.shape[1] % group != 0)
-                return invalid("%s: last dim %lld is not a multiple of group_size %lld", name, t.shape[1], group);
-            shape[0] = t.shape[0];
-            shape[1] = t.shape[1] / group;
-            shape[2] = group;
-            view->stride_t = t.strides[0];
-            view->stride_h = group * t.strides[1];
-            last_stride = t.strides[1];
-        } else if (t.ndim == 3 && t.shape[2] == group) {
-            group = 0;  // already [T, H, G]
-        } else if (t.ndim == 3) {
-            return invalid("%s: group_size %lld does not match head_dim %lld of a 3-D tensor", name, group, t.shape[2]);
-        } else {
-            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: group_size needs a 2-D [T, H*G] or 3-D [T, H, G] tensor, got %d dims",
-                        name, t.ndim);
-        }
-    }
-    if (group == 0) {
-        if (t.ndim == 3) {
-            shape[0] = t.shape[0]; shape[1] = t.shape[1]; shape[2] = t.shape[2];
-            view->stride_t = t.strides[0];
-            view->stride_h = t.strides[1];
-            last_stride = t.strides[2];
-        } else if (t.ndim == 2) {
-            shape[0] = t.shape[0]; shape[1] = 1; shape[2] = t.shape[1];
-            view->stride_t = t.strides[0];
-            view->stride_h = 0;
-            last_stride = t.strides[1];
-        } else {
-            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: expected 3 dims [tokens, heads, head_dim] or 2 dims [rows, dim], got %d", name, t.ndim);
-        }
-    }
-    if (shape[2] < 1) return invalid("%s: the normalized dim must be >= 1, got %lld", name, shape[2]);
-    if (last_stride != 1 && shape[2] > 1)
-        return invalid("%s: last dim must be contiguous (stride 1), got stride %lld", name, last_stride);
-    view->data = data_ptr(t);
-    return GATEDNORM_STATUS_SUCCESS;
-}
-
-gatednorm_status same_rows_shape(const int64_t got[3], const int64_t want[3], const char *name) {
-    if (got[0] != want[0] || got[1] != want[1] || got[2] != want[2])
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: shape [%lld, %lld, %lld] does not match x's [%lld, %lld, %lld]", name,
-                    (long long)got[0], (long long)got[1], (long long)got[2], (long long)want[0], (long long)want[1], (long long)want[2]);
-    return GATEDNORM_STATUS_SUCCESS;
-}
-
 static_assert(offsetof(gatednorm_rmsnorm_gated_params, pdl) == GATEDNORM_RMSNORM_GATED_PARAMS_V1_SIZE,
               "fields of the first params layout must not move");
 
+constexpr uint32_t kParamsSizes[] = {GATEDNORM_RMSNORM_GATED_PARAMS_V1_SIZE, sizeof(gatednorm_rmsnorm_gated_params)};
+const ParamsLayout kParams = {"params", "gatednorm_rmsnorm_gated_params_init", kParamsSizes, 2};
+
+gatednorm_rmsnorm_gated_params defaults() {
+    gatednorm_rmsnorm_gated_params p;
+    memset(&p, 0, sizeof p);
+    p.struct_size = sizeof p;
+    p.norm_before_gate = 1;
+    p.activation = GATEDNORM_ACTIVATION_SILU;
+    p.eps = 1e-6f;
+    return p;
+}
+
 gatednorm_status read_params(const gatednorm_rmsnorm_gated_params *in, gatednorm_rmsnorm_gated_params *p) {
-    *p = gatednorm_rmsnorm_gated_params_default();
-    if (in) {
-        // The first layout is the smallest a caller can hand us; fields past a caller's
-        // struct_size keep their defaults, bytes past ours (a newer caller) are not read.
-        if (in->struct_size < GATEDNORM_RMSNORM_GATED_PARAMS_V1_SIZE)
-            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
-                        "params: struct_size %u is too small; start from gatednorm_rmsnorm_gated_params_default()", in->struct_size);
-        memcpy(p, in, in->struct_size < sizeof *p ? in->struct_size : sizeof *p);
-        p->struct_size = sizeof *p;
-    }
+    *p = defaults();
+    GN_TRY(params_read(in, p, kParams));
     if (p->norm_before_gate != 0 && p->norm_before_gate != 1)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.norm_before_gate: expected 0 or 1, got %d", p->norm_before_gate);
     if (p->activation != GATEDNORM_ACTIVATION_SILU && p->activation != GATEDNORM_ACTIVATION_SIGMOID)
@@ -101,6 +45,8 @@ gatednorm_status read_params(const gatednorm_rmsnorm_gated_params *in, gatednorm
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.group_size: expected >= 0, got %lld", (long long)p->group_size);
     if (p->pdl != 0 && p->pdl != 1)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.pdl: expected 0 or 1, got %d", p->pdl);
+    if (p->reserved0 != 0)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.reserved0: must be 0, got %d", p->reserved0);
     return GATEDNORM_STATUS_SUCCESS;
 }
 
@@ -116,17 +62,9 @@ gatednorm_status check_out_aliasing(const gatednorm_tensor &out, const gatednorm
 
 extern "C" {
 
-GATEDNORM_API gatednorm_rmsnorm_gated_params gatednorm_rmsnorm_gated_params_default(void) {
-    gatednorm_rmsnorm_gated_params p;
-    memset(&p, 0, sizeof p);
-    p.struct_size = sizeof p;
-    p.norm_before_gate = 1;
-    p.activation = GATEDNORM_ACTIVATION_SILU;
-    p.eps = 1e-6f;
-    p.weight_offset = 0.0f;
-    p.group_size = 0;
-    p.pdl = 0;
-    return p;
+GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_params_init(gatednorm_rmsnorm_gated_params *params, size_t size) {
+    const gatednorm_rmsnorm_gated_params d = defaults();
+    return params_init(params, size, &d, kParams);
 }
 
 namespace {
@@ -140,24 +78,28 @@ gatednorm_status rmsnorm_gated_checked(const gatednorm_tensor *x, const gatednor
     GN_TRY(check_descriptor(out, "out"));
 
     RmsnormGatedProblem p;
-    int64_t xs[3], zs[3], os[3];
-    GN_TRY(rows_view(*x, "x", prm.group_size, xs, &p.x));
+    RowsShape xs, zs, os;
+    GN_TRY(float_dtype(*x, "x", &p.x.dtype));
+    GN_TRY(rows_shape(*x, "x", prm.group_size, &xs));
     if (z) {
-        GN_TRY(rows_view(*z, "z", prm.group_size, zs, &p.z));
-        GN_TRY(same_rows_shape(zs, xs, "z"));
+        GN_TRY(float_dtype(*z, "z", &p.z.dtype));
+        GN_TRY(rows_shape(*z, "z", prm.group_size, &zs));
+        GN_TRY(same_rows_shape(zs, "z", xs, "x"));
     }
-    GN_TRY(rows_view(*out, "out", prm.group_size, os, &p.out));
-    GN_TRY(same_rows_shape(os, xs, "out"));
+    GN_TRY(float_dtype(*out, "out", &p.out.dtype));
+    GN_TRY(rows_shape(*out, "out", prm.group_size, &os));
+    GN_TRY(same_rows_shape(os, "out", xs, "x"));
+    const int64_t D = xs.shape[xs.ndim - 1];
 
     GN_TRY(float_dtype(*weight, "weight", &p.weight_dtype));
     if (weight->ndim != 1)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: expected shape [%lld] (the normalized dim), got %d dims",
-                    (long long)xs[2], weight->ndim);
-    if (weight->shape[0] != xs[2])
+                    (long long)D, weight->ndim);
+    if (weight->shape[0] != D)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: expected shape [%lld] (the normalized dim), got [%lld]",
-                    (long long)xs[2], (long long)weight->shape[0]);
+                    (long long)D, (long long)weight->shape[0]);
     if (weight->shape[0] > 1 && weight->strides[0] != 1)
-        return invalid("%s: must be contiguous (stride 1), got stride %lld", "weight", weight->strides[0]);
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: must be contiguous (stride 1), got stride %lld", (long long)weight->strides[0]);
 
     if (z) GN_TRY(check_same_device(*z, "z", *x, "x"));
     GN_TRY(check_same_device(*weight, "weight", *x, "x"));
@@ -167,9 +109,24 @@ gatednorm_status rmsnorm_gated_checked(const gatednorm_tensor *x, const gatednor
     if (z) GN_TRY(check_out_aliasing(*out, *z, "z", true));
     GN_TRY(check_out_aliasing(*out, *weight, "weight", false));
 
-    p.tokens = xs[0];
-    p.heads = xs[1];
-    p.dim = xs[2];
+    RowsGeometry g;
+    const RowsShape *shapes[3] = {&xs, &os, &zs};
+    const char *names[3] = {"x", "out", "z"};
+    GN_TRY(collapse_rows(shapes, names, z ? 3 : 2, &g));
+    p.tokens = g.tokens;
+    p.heads = g.heads;
+    p.dim = g.dim;
+    p.x.data = data_ptr(*x);
+    p.x.stride_t = g.stride_t[0];
+    p.x.stride_h = g.stride_h[0];
+    p.out.data = data_ptr(*out);
+    p.out.stride_t = g.stride_t[1];
+    p.out.stride_h = g.stride_h[1];
+    if (z) {
+        p.z.data = data_ptr(*z);
+        p.z.stride_t = g.stride_t[2];
+        p.z.stride_h = g.stride_h[2];
+    }
     p.weight = data_ptr(*weight);
     p.norm_before_gate = prm.norm_before_gate != 0;
     p.activation = prm.activation;
@@ -177,7 +134,6 @@ gatednorm_status rmsnorm_gated_checked(const gatednorm_tensor *x, const gatednor
     p.weight_offset = prm.weight_offset;
     p.device_id = x->device.device_id;
     p.pdl = prm.pdl != 0;
-    if (!z) p.z = RowsView{};
     if (p.tokens * p.heads == 0) return GATEDNORM_STATUS_SUCCESS;  // validated, nothing to write
 
     if (is_host_device(x->device.device_type)) return cpu_rmsnorm_gated(p);

@@ -68,18 +68,32 @@ gatednorm_status check_descriptor(const gatednorm_tensor *t, const char *name) {
         if (__builtin_mul_overflow(count, t->shape[i], &count))
             return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: shape has more than 2^63 elements", name);
     }
+    // data + byte_offset, and every element the strides reach, must lie below 2^63: byte
+    // distances between them are then int64 (ptrdiff_t) values, no later pointer computation
+    // wraps, and a garbage offset cannot send a CPU read anywhere (no user-space address on a
+    // 64-bit host reaches 2^63).
+    const uintptr_t base = reinterpret_cast<uintptr_t>(t->data);
+    constexpr uintptr_t kAddressLimit = uintptr_t(INTPTR_MAX);
+    if (base > kAddressLimit || t->byte_offset > kAddressLimit - base)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: data %p + byte_offset %llu reaches past 2^63", name, t->data,
+                    (unsigned long long)t->byte_offset);
     if (count == 0) return GATEDNORM_STATUS_SUCCESS;
     const int64_t elem = t->dtype.bits % 8 == 0 && t->dtype.bits ? t->dtype.bits / 8 : 1;
-    int64_t span = 0;  // elements between the first and the last addressed one
+    int64_t below = 0, above = 0;  // elements reached before / after the first one
     for (int i = 0; i < t->ndim; ++i) {
         int64_t reach;
         if (t->strides[i] == INT64_MIN || __builtin_mul_overflow(t->shape[i] - 1, std::llabs(t->strides[i]), &reach) ||
-            __builtin_add_overflow(span, reach, &span))
+            __builtin_add_overflow(t->strides[i] < 0 ? below : above, reach, t->strides[i] < 0 ? &below : &above))
             return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: strides reach beyond 2^63 elements", name);
     }
-    int64_t bytes;
-    if (__builtin_add_overflow(span, int64_t(1), &span) || __builtin_mul_overflow(span, elem, &bytes))
+    int64_t bytes_below, bytes_above;
+    if (__builtin_add_overflow(above, int64_t(1), &above) || __builtin_mul_overflow(above, elem, &bytes_above) ||
+        __builtin_mul_overflow(below, elem, &bytes_below))
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: strides reach beyond 2^63 bytes", name);
+    const uintptr_t first = base + t->byte_offset;
+    if (uint64_t(bytes_below) > first || uint64_t(bytes_above) > kAddressLimit - first)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: data %p + byte_offset %llu with these strides reaches outside the address space",
+                    name, t->data, (unsigned long long)t->byte_offset);
     if (!t->data) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: data pointer is NULL", name);
     if (reinterpret_cast<uintptr_t>(data_ptr(*t)) % uint64_t(elem) != 0)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: data pointer %p (with byte_offset %llu) is not aligned to its %lld-byte elements",
@@ -156,6 +170,107 @@ bool same_view(const gatednorm_tensor &a, const gatednorm_tensor &b) {
     for (int i = 0; i < a.ndim; ++i)
         if (a.shape[i] != b.shape[i] || (a.shape[i] > 1 && a.strides[i] != b.strides[i])) return false;
     return true;
+}
+
+}  // namespace gn
+
+namespace gn {
+
+namespace {
+std::string dims_text(const int64_t *v, int n) {
+    std::string s = "[";
+    char buf[32];
+    for (int i = 0; i < n; ++i) {
+        snprintf(buf, sizeof buf, i ? ", %lld" : "%lld", (long long)v[i]);
+        s += buf;
+    }
+    return s + "]";
+}
+}  // namespace
+
+gatednorm_status rows_shape(const gatednorm_tensor &t, const char *name, int64_t group, RowsShape *out) {
+    if (t.ndim < 1)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: expected at least 1 dim [..., dim], got 0 (a scalar)", name);
+    const int lead = t.ndim - 1;
+    const int64_t L = t.shape[lead], ls = t.strides[lead];
+    for (int i = 0; i < lead; ++i) {
+        out->shape[i] = t.shape[i];
+        out->strides[i] = t.strides[i];
+    }
+    int n = lead;
+    if (group > 0 && L != group) {
+        if (L % group != 0)
+            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: last dim %lld is not a multiple of group_size %lld", name, (long long)L,
+                        (long long)group);
+        out->shape[n] = L / group;
+        out->strides[n] = group * ls;
+        ++n;
+        out->shape[n] = group;
+    } else {
+        out->shape[n] = L;
+    }
+    out->strides[n] = ls;
+    out->ndim = n + 1;
+    if (out->shape[n] < 1)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: the normalized dim must be >= 1, got %lld", name, (long long)out->shape[n]);
+    if (ls != 1 && out->shape[n] > 1)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: last dim must be contiguous (stride 1), got stride %lld", name, (long long)ls);
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status same_rows_shape(const RowsShape &got, const char *name, const RowsShape &want, const char *want_name) {
+    bool same = got.ndim == want.ndim;
+    for (int i = 0; same && i < got.ndim; ++i) same = got.shape[i] == want.shape[i];
+    if (same) return GATEDNORM_STATUS_SUCCESS;
+    return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: shape %s does not match %s's %s", name, dims_text(got.shape, got.ndim).c_str(),
+                want_name, dims_text(want.shape, want.ndim).c_str());
+}
+
+gatednorm_status collapse_rows(const RowsShape *const shapes[], const char *const names[], int n, RowsGeometry *g) {
+    const RowsShape &ref = *shapes[0];
+    const int lead = ref.ndim - 1;
+    int64_t ext[GATEDNORM_MAX_DIMS + 1];
+    int64_t st[4][GATEDNORM_MAX_DIMS + 1];
+    int m = 0;
+    for (int i = 0; i < lead; ++i) {
+        if (ref.shape[i] == 1) continue;  // a unit dim addresses nothing: its stride is free
+        ext[m] = ref.shape[i];
+        for (int k = 0; k < n; ++k) st[k][m] = shapes[k]->strides[i];
+        ++m;
+    }
+    while (m > 2) {
+        int at = -1;
+        for (int i = 0; i + 1 < m && at < 0; ++i) {
+            bool ok = true;
+            for (int k = 0; k < n && ok; ++k) ok = st[k][i] == ext[i + 1] * st[k][i + 1];
+            if (ok) at = i;
+        }
+        if (at < 0) {
+            int blame = 0;
+            for (int k = 0; k < n; ++k)
+                if (st[k][0] != ext[1] * st[k][1]) { blame = k; break; }
+            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
+                        "%s: leading dims %s with strides %s do not reduce to [tokens, heads]: at most two of them may have "
+                        "strides that do not merge (a dim merges with the next when its stride is the next dim's extent times "
+                        "its stride)",
+                        names[blame], dims_text(shapes[blame]->shape, lead).c_str(), dims_text(shapes[blame]->strides, lead).c_str());
+        }
+        ext[at] *= ext[at + 1];
+        for (int k = 0; k < n; ++k) st[k][at] = st[k][at + 1];
+        for (int i = at + 1; i + 1 < m; ++i) {
+            ext[i] = ext[i + 1];
+            for (int k = 0; k < n; ++k) st[k][i] = st[k][i + 1];
+        }
+        --m;
+    }
+    g->dim = ref.shape[lead];
+    g->tokens = m >= 1 ? ext[0] : 1;
+    g->heads = m >= 2 ? ext[1] : 1;
+    for (int k = 0; k < n; ++k) {
+        g->stride_t[k] = m >= 1 ? st[k][0] : 0;
+        g->stride_h[k] = m >= 2 ? st[k][1] : 0;
+    }
+    return GATEDNORM_STATUS_SUCCESS;
 }
 
 }  // namespace gn

@@ -5,6 +5,13 @@
 
 #include "backend.h"
 
+// Returns from the enclosing function with the status of a failed check.
+#define GN_TRY(expr)                                                            \
+    do {                                                                        \
+        const gatednorm_status gn_try_status_ = (expr);                         \
+        if (gn_try_status_ != GATEDNORM_STATUS_SUCCESS) return gn_try_status_;  \
+    } while (0)
+
 namespace gn {
 
 bool is_host_device(int32_t device_type);
@@ -32,5 +39,30 @@ gatednorm_status check_no_self_overlap(const gatednorm_tensor &t, const char *na
 bool memory_overlaps(const gatednorm_tensor &a, const gatednorm_tensor &b);
 // Same address, dtype, shape and strides: a legal in-place alias.
 bool same_view(const gatednorm_tensor &a, const gatednorm_tensor &b);
+
+}  // namespace gn
+
+namespace gn {
+
+// The logical dims of a [..., L] tensor whose rows are the last dim, with L viewed as
+// [L / G, G] when a group size G > 0 is given: what an op's shape checks compare.
+struct RowsShape {
+    int ndim = 0;  // leading dims + 1
+    int64_t shape[GATEDNORM_MAX_DIMS + 1] = {};
+    int64_t strides[GATEDNORM_MAX_DIMS + 1] = {};
+};
+
+// Logical dims of t (dtype not checked); the last must be contiguous.
+gatednorm_status rows_shape(const gatednorm_tensor &t, const char *name, int64_t group, RowsShape *out);
+// "z: shape [3, 2, 64] does not match x's [3, 2, 128]"
+gatednorm_status same_rows_shape(const RowsShape &got, const char *name, const RowsShape &want, const char *want_name);
+
+// Reduces the leading dims shared by `n` tensors of one logical shape to [tokens, heads]:
+// unit dims dropped, neighbours merged where every tensor's strides allow it.
+struct RowsGeometry {
+    int64_t tokens = 1, heads = 1, dim = 1;
+    int64_t stride_t[4] = {}, stride_h[4] = {};  // per tensor, in elements
+};
+gatednorm_status collapse_rows(const RowsShape *const shapes[], const char *const names[], int n, RowsGeometry *g);
 
 }  // namespace gn

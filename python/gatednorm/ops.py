@@ -142,7 +142,9 @@ def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, ac
         tz = ffi.NULL if z is None else convert(z, "z", s, hold, False)
         tw = convert(weight, "weight", s, hold, False)
         if _rms_defaults is None:
-            _rms_defaults = lib.gatednorm_rmsnorm_gated_params_default()
+            d = ffi.new("gatednorm_rmsnorm_gated_params *")
+            _ffi.check(lib.gatednorm_rmsnorm_gated_params_init(d, ffi.sizeof(d[0])), "gatednorm_rmsnorm_gated_params_init")
+            _rms_defaults = d[0]
         p = ffi.new("gatednorm_rmsnorm_gated_params *", _rms_defaults)
         p.norm_before_gate = 1 if norm_before_gate else 0
         p.pdl = 1 if pdl else 0

@@ -68,9 +68,9 @@ def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, ac
     shape = x64.shape
     if group_size:
         g = int(group_size)
-        if x64.ndim != 2 or shape[-1] % g:
-            raise ValueError("group_size: %d does not divide the last dim of a 2-D x %s" % (g, shape))
-        x64 = x64.reshape(shape[0], shape[1] // g, g)
+        if x64.ndim < 1 or shape[-1] % g:
+            raise ValueError("group_size: %d does not divide the last dim of x %s" % (g, shape))
+        x64 = x64.reshape(shape[:-1] + (shape[-1] // g, g))
     a = None
     if z is not None:
         z64 = as_float64(z)

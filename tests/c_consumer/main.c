@@ -44,7 +44,11 @@ int main(void) {
     const int64_t shape3[3] = {T, H, D}, shape1[1] = {D};
     gatednorm_tensor tx = f32_tensor(x, 3, shape3), tz = f32_tensor(z, 3, shape3);
     gatednorm_tensor tw = f32_tensor(w, 1, shape1), to = f32_tensor(out, 3, shape3);
-    gatednorm_rmsnorm_gated_params params = gatednorm_rmsnorm_gated_params_default();
+    gatednorm_rmsnorm_gated_params params;
+    if (gatednorm_rmsnorm_gated_params_init(&params, sizeof params) != GATEDNORM_STATUS_SUCCESS) {
+        printf("FAIL: params_init: %s\n", gatednorm_last_error());
+        return 1;
+    }
 
     printf("%s\n", gatednorm_build_info());
     gatednorm_status st = gatednorm_rmsnorm_gated(&tx, &tz, &tw, &to, &params, NULL);
