@@ -16,7 +16,7 @@ from pathlib import Path as _Path
 
 from . import reference
 from ._array import DeviceArray, from_pointer
-from ._ffi import GatedNormError
+from ._ffi import GatedNormError, InvalidArgumentError
 from ._runtime import Stream, build_info, device_count, device_name, synchronize, version
 from .ops import rmsnorm_gated
 
@@ -25,6 +25,7 @@ __all__ = [
     "DeviceArray",
     "from_pointer",
     "GatedNormError",
+    "InvalidArgumentError",
     "reference",
     "version",
     "build_info",
