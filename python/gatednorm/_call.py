@@ -50,6 +50,8 @@ NUMPY, OWN, TORCH, DLPACK, DLPACK_CAI, CAI, ARRAY_IFACE, PROBE = range(8)
 _DESC_BYTES = 160
 _PACK = tuple(struct.Struct("=QiiiBBH%dq%dx%dq%dxQ" % (n, 8 * (8 - n), n, 8 * (8 - n))) for n in range(MAX_DIMS + 1))
 _SLOTS = 16  # descriptor slots per thread: more than any op's argument count
+_INDICES = tuple(range(_SLOTS))
+_NULL = ffi.NULL
 
 
 def _check_layout():
@@ -192,7 +194,7 @@ def _from_numpy(a, name, writable, sc, i, s, hold):
             _fail(name, "numpy array is read-only")
         if a.flags.c_contiguous:
             raise argument_error("%s: the buffer of this numpy array cannot be read: %s" % (name, e)) from None
-        return _from_numpy_strided(a, name, sc, i)
+        return _from_numpy_strided(a, name)
     # A descriptor is a function of (address, shape, dtype) for a C-contiguous array: reuse
     # the one made for the same object last time if all three still agree (a recycled id
     # with the same three describes the same memory the same way).
@@ -212,14 +214,15 @@ def _from_numpy(a, name, writable, sc, i, s, hold):
     return t
 
 
-def _from_numpy_strided(a, name, sc, i):
+def _from_numpy_strided(a, name):
     dl = _NP_TO_DL.get(a.dtype)
     if dl is None:
         _fail(name, "numpy dtype %s has no DLPack equivalent" % a.dtype.str)
     shape = a.shape
-    _rank(name, len(shape)).pack_into(sc.mv, i * _DESC_BYTES, a.__array_interface__["data"][0], 1, 0, len(shape),
+    t = ffi.new(_TENSOR_PTR)
+    _rank(name, len(shape)).pack_into(ffi.buffer(t), 0, a.__array_interface__["data"][0], 1, 0, len(shape),
                                       dl[0], dl[1], 1, *shape, *_byte_to_elem_strides(name, a.strides, a.dtype.itemsize), 0)
-    return sc.ptrs[i]
+    return t
 
 
 _torch_state = None  # (dtype table, gpu device type, current-stream function)
@@ -301,9 +304,10 @@ def _from_dlpack(x, name, writable, sc, i, s, hold):
     shape = tuple(d.shape[0:nd]) if nd else ()
     estrides = _contig(shape) if (not nd or d.strides == ffi.NULL) else tuple(d.strides[0:nd])
     ptr = int(ffi.cast("uintptr_t", d.data))
-    pack.pack_into(sc.mv, i * _DESC_BYTES, ptr, d.device.device_type, d.device.device_id, nd, d.dtype.code,
+    t = ffi.new(_TENSOR_PTR)
+    pack.pack_into(ffi.buffer(t), 0, ptr, d.device.device_type, d.device.device_id, nd, d.dtype.code,
                    d.dtype.bits, 1, *shape, *estrides, d.byte_offset)
-    return sc.ptrs[i]
+    return t
 
 
 _typestr_cache: dict = {}
@@ -414,6 +418,7 @@ def _from_probe(x, name, writable, sc, i, s, hold):
 _ADAPTERS = {NUMPY: _from_numpy, OWN: _from_own, TORCH: _from_torch, DLPACK: _from_dlpack,
              DLPACK_CAI: _from_dlpack, CAI: _from_cai, ARRAY_IFACE: _from_array_iface, PROBE: _from_probe}
 _type_adapter: dict = {}  # type -> adapter function: one dict lookup per argument
+_SLOTTED = frozenset((_from_torch, _from_cai, _from_probe))  # adapters that pack into a scratch slot
 
 
 def _not_an_array(x, name, writable, sc, i, s, hold):
@@ -448,7 +453,9 @@ def release(hold) -> None:
 def convert(x, name: str, s: int, hold: list, writable: bool):
     """A new gatednorm_tensor * for array ``x`` (argument ``name``) launching on stream ``s``
     (the adapters outside an Entry call; the pointer stays valid while it is referenced)."""
-    sc = _Scratch() if _layout_checked else _scratch()
+    if not _layout_checked:
+        _scratch()  # checks the descriptor layout once
+    sc = _Scratch()
     t = _adapter_for(x)(x, name, writable, sc, 0, s, hold)
     if t is sc.ptrs[0]:
         t = ffi.new("gatednorm_tensor *", t[0])
@@ -501,6 +508,7 @@ class Entry:
         self.params_type = params_type
         self.names = tuple(names)
         self.writable = tuple(n in outputs for n in self.names)
+        self._out_index = tuple(j for j, n in enumerate(self.names) if n in outputs)
         self._fn = None
         self._defaults = None
         self._cache: dict = {}
@@ -538,40 +546,44 @@ class Entry:
         allocated like an earlier argument, once that one has been read) and returns the
         arrays of its ``outputs`` (given or new), in order."""
         fn = self._fn or self._load()
-        sc = getattr(_tls, "sc", None) or _scratch()
-        if sc.busy:  # re-entered from a producer's export: use fresh slots
-            sc = _Scratch()
+        if stream is not None:
+            s = _runtime.stream_handle(stream)
+        else:
+            k = _kind_cache.get(type(arrays[0]))
+            s = 0 if k == NUMPY or k == OWN else resolve_stream(None, arrays[0])[0]
+        sc = None  # this thread's descriptor slots, fetched when an adapter packs into one
         hold = []
-        results = []
-        sc.busy = True
+        args = []
+        made = None
+        get = _type_adapter.get
         try:
-            if stream is None:
-                s, _ = resolve_stream(None, arrays[0])
-            else:
-                s = _runtime.stream_handle(stream)
-            args = []
-            i = 0
-            for a in arrays:
+            for a, name, w, i in zip(arrays, self.names, self.writable, _INDICES):
                 if a is None:
-                    args.append(ffi.NULL)
-                else:
-                    if type(a) is New:
-                        a = a.make(arrays[a.like], args[a.like])
-                    f = _type_adapter.get(type(a)) or _adapter_for(a)
-                    args.append(f(a, self.names[i], self.writable[i], sc, i, s, hold))
-                if self.writable[i]:
-                    results.append(a)
-                i += 1
+                    args.append(_NULL)
+                    continue
+                if type(a) is New:
+                    a = a.make(arrays[a.like], args[a.like])
+                    made = made or list(arrays)
+                    made[i] = a
+                f = get(type(a)) or _adapter_for(a)
+                if sc is None and f in _SLOTTED:
+                    sc = getattr(_tls, "sc", None) or _scratch()
+                    if sc.busy:  # re-entered from a producer's export: fresh slots
+                        sc = _Scratch()
+                    sc.busy = True
+                args.append(f(a, name, w, sc, i, s, hold))
             if self.params_type is not None:
-                args.append(params if params is not None else ffi.NULL)
+                args.append(_NULL if params is None else params)
             st = fn(*args, _stream_ptrs.get(s) or _stream_ptr(s))
             if st:
                 _ffi.raise_error(st, self.short)
         finally:
-            sc.busy = False
+            if sc is not None:
+                sc.busy = False
             if hold:
                 release(hold)
-        return results
+        src = made or arrays
+        return [src[j] for j in self._out_index]
 
 
 class New:

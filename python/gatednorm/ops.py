@@ -13,6 +13,7 @@ __all__ = ["rmsnorm_gated"]
 _ACTIVATIONS = {"silu": 0, "swish": 0, "sigmoid": 1}
 _OUT_DTYPES = ("bfloat16", "float16", "float32")  # what the norm can write
 
+_params_cache: dict = {}  # option values -> params struct (see rmsnorm_gated)
 _RMSNORM_GATED = _call.Entry("gatednorm_rmsnorm_gated", "gatednorm_rmsnorm_gated_params",
                              ("x", "z", "weight", "out"), outputs=("out",))
 
@@ -70,13 +71,24 @@ def rmsnorm_gated(x, z, weight, *, eps=1e-6, norm_before_gate=True, activation="
     """
     if weight is None:
         raise argument_error("weight: required (the [D] norm weight); got None")
-    prm = _RMSNORM_GATED.params(
-        norm_before_gate=_call.flag("norm_before_gate", norm_before_gate),
-        activation=_call.choice("activation", activation, _ACTIVATIONS),
-        eps=_call.real("eps", eps),
-        weight_offset=_call.real("weight_offset", weight_offset),
-        group_size=0 if group_size is None else _call.integer("group_size", group_size),
-        pdl=_call.flag("pdl", pdl))
+    # Options of the usual types (bools, a str, floats, an int or None) hit a cache keyed on
+    # their values; anything else is checked (and then cached under its checked values).
+    key = (norm_before_gate, activation, eps, weight_offset, group_size, pdl)
+    prm = _params_cache.get(key)
+    if prm is None or not (type(norm_before_gate) is bool and type(eps) is float and type(pdl) is bool
+                           and type(weight_offset) is float):
+        prm = _RMSNORM_GATED.params(
+            norm_before_gate=_call.flag("norm_before_gate", norm_before_gate),
+            activation=_call.choice("activation", activation, _ACTIVATIONS),
+            eps=_call.real("eps", eps),
+            weight_offset=_call.real("weight_offset", weight_offset),
+            group_size=0 if group_size is None else _call.integer("group_size", group_size),
+            pdl=_call.flag("pdl", pdl))
+        if type(norm_before_gate) is bool and type(eps) is float and type(pdl) is bool and \
+                type(weight_offset) is float and type(activation) is str and (group_size is None or type(group_size) is int):
+            if len(_params_cache) > 64:
+                _params_cache.clear()
+            _params_cache[key] = prm
     if out is None:
         if out_dtype is not None:
             out_dtype = _call.dtype_arg(out_dtype, "out_dtype")
