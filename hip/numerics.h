@@ -23,7 +23,7 @@
 
 namespace gn {
 
-// Storage formats of activations and weights (ops.md: bf16 / fp16 / fp32, independently).
+// Storage formats of activations and weights (docs/ops.md: bf16 / fp16 / fp32, independently).
 enum Dtype : int { kBF16 = 0, kF16 = 1, kF32 = 2 };
 
 GN_HD int dtype_size(int dt) { return dt == kF32 ? 4 : 2; }
@@ -112,7 +112,7 @@ GN_HD void store_from_f32(void *p, int dt, float v) {
     *static_cast<uint16_t *>(p) = dt == kBF16 ? f32_to_bf16(v) : f32_to_f16(v);
 }
 
-// Gate activations (ops.md §1).  sigmoid(z) = (z >= 0 ? 1 : e) / (1 + e), e = exp(-|z|):
+// Gate activations (docs/ops.md section 1).  sigmoid(z) = (z >= 0 ? 1 : e) / (1 + e), e = exp(-|z|):
 // the denominator stays in [1, 2], so nothing overflows (sigmoid(-100) is e^-100, not a
 // 1/inf), NaN propagates, and the GPU may use its fast exponential and divide (ex2.approx
 // and rcp.approx: a few ulp, branch-free, ~10 instructions fewer per element than expf

@@ -151,7 +151,7 @@ GATEDNORM_API gatednorm_status gatednorm_stream_synchronize(void *stream);
 GATEDNORM_API gatednorm_status gatednorm_stream_destroy(void *stream);
 GATEDNORM_API gatednorm_status gatednorm_device_synchronize(int32_t device_id);
 
-/* ---------------------------------------------------------- §1 gated RMSNorm (RMSNormGated) */
+/* ------------------------------- gated RMSNorm (RMSNormGated), docs/ops.md section 1 */
 typedef enum gatednorm_activation {
     GATEDNORM_ACTIVATION_SILU = 0,
     GATEDNORM_ACTIVATION_SIGMOID = 1
