@@ -242,17 +242,12 @@ def _torch():
 def _from_torch(x, name, writable, sc, i, s, hold):
     table, gpu, _ = _torch_state or _torch()
     dl = table.get(x.dtype)
-    if dl is None:
+    dev = x.get_device()  # -1 on the CPU; one call instead of is_cuda + get_device
+    if dl is None or (dev < 0 and not x.is_cpu):  # other dtypes or devices: what DLPack says
         return _from_dlpack(x, name, writable, sc, i, s, hold)
-    if x.is_cuda:
-        devtype, devid = gpu, x.get_device()
-    elif x.is_cpu:
-        devtype, devid = 1, 0
-    else:  # other torch devices: whatever DLPack says
-        return _from_dlpack(x, name, writable, sc, i, s, hold)
-    nd = x.dim()
-    _rank(name, nd).pack_into(sc.mv, i * _DESC_BYTES, x.data_ptr(), devtype, devid, nd, dl[0], dl[1], 1,
-                              *x.shape, *x.stride(), 0)
+    shape = x.shape
+    _rank(name, len(shape)).pack_into(sc.mv, i * _DESC_BYTES, x.data_ptr(), gpu if dev >= 0 else 1, dev if dev >= 0 else 0,
+                                      len(shape), dl[0], dl[1], 1, *shape, *x.stride(), 0)
     return sc.ptrs[i]
 
 

@@ -72,11 +72,13 @@ def rmsnorm_gated(x, z, weight, *, eps=1e-6, norm_before_gate=True, activation="
     if weight is None:
         raise argument_error("weight: required (the [D] norm weight); got None")
     # Options of the usual types (bools, a str, floats, an int or None) hit a cache keyed on
-    # their values; anything else is checked (and then cached under its checked values).
+    # their values; the type test keeps 1.0 or 1 from passing as True (equal keys).
+    usual = (type(norm_before_gate) is bool and type(pdl) is bool and type(eps) is float
+             and type(weight_offset) is float and type(activation) is str
+             and (group_size is None or type(group_size) is int))
     key = (norm_before_gate, activation, eps, weight_offset, group_size, pdl)
-    prm = _params_cache.get(key)
-    if prm is None or not (type(norm_before_gate) is bool and type(eps) is float and type(pdl) is bool
-                           and type(weight_offset) is float):
+    prm = _params_cache.get(key) if usual else None
+    if prm is None:
         prm = _RMSNORM_GATED.params(
             norm_before_gate=_call.flag("norm_before_gate", norm_before_gate),
             activation=_call.choice("activation", activation, _ACTIVATIONS),
@@ -84,8 +86,7 @@ def rmsnorm_gated(x, z, weight, *, eps=1e-6, norm_before_gate=True, activation="
             weight_offset=_call.real("weight_offset", weight_offset),
             group_size=0 if group_size is None else _call.integer("group_size", group_size),
             pdl=_call.flag("pdl", pdl))
-        if type(norm_before_gate) is bool and type(eps) is float and type(pdl) is bool and \
-                type(weight_offset) is float and type(activation) is str and (group_size is None or type(group_size) is int):
+        if usual:
             if len(_params_cache) > 64:
                 _params_cache.clear()
             _params_cache[key] = prm
