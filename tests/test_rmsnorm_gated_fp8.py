@@ -353,8 +353,9 @@ def test_default_outputs_numpy(rng):
 
 
 def test_raw_uint8_q(be, rng):
+    """uint8 q takes the same codes as a float8 q (same backend: same kernel)."""
     x, z, w = make_inputs(rng, (3, 2, 128))
-    qref, _ = gatednorm.rmsnorm_gated_fp8(x, z, w)
+    qref, _, _ = run(be, x, z, w)
     q = be.put(np.full((3, 256), 0x7F, np.uint8))
     gatednorm.rmsnorm_gated_fp8(be.put(x), be.put(z), be.put(w), q=q, scales=be.put(np.full((3, 2), NAN, np.float32)))
     assert be.get(q).tobytes() == qref.tobytes()
