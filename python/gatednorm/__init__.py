@@ -19,9 +19,11 @@ from ._array import DeviceArray, from_pointer
 from ._ffi import GatedNormError, InvalidArgumentError
 from ._runtime import Stream, build_info, device_count, device_name, synchronize, version
 from .ops import rmsnorm_gated
+from .ops_fp8 import rmsnorm_gated_fp8
 
 __all__ = [
     "rmsnorm_gated",
+    "rmsnorm_gated_fp8",
     "DeviceArray",
     "from_pointer",
     "GatedNormError",
