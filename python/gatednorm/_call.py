@@ -528,7 +528,11 @@ class Entry:
             p = ffi.new(self.params_type + " *", self._defaults)
             for k, v in fields.items():
                 try:
-                    setattr(p, k, v)
+                    if "__" in k:  # a field of an embedded struct: quant__format -> p.quant.format
+                        head, _, tail = k.partition("__")
+                        setattr(getattr(p, head), tail, v)
+                    else:
+                        setattr(p, k, v)
                 except (TypeError, OverflowError) as e:
                     raise argument_error("%s: %s (got %r)" % (k, e, v)) from None
             if len(self._cache) > 256:
@@ -617,15 +621,13 @@ def _new_array(shape, dt, devtype, devid):
 
 # ------------------------------------------------------------------------- option checks
 def flag(name, v) -> int:
-    """1 / 0 for a bool (Python or numpy) or the ints 1 / 0; anything else is refused."""
+    """1 / 0 for a bool (Python or numpy); anything else (ints included) is refused."""
     if v is True:
         return 1
     if v is False:
         return 0
     if isinstance(v, np.bool_):
         return int(v)
-    if type(v) is int and v in (0, 1):
-        return v
     raise argument_error("%s: expected True or False, got %r" % (name, v))
 
 
@@ -674,6 +676,14 @@ def _describe(x):
                 t.device.device_type, t.device.device_id)
     finally:
         release(hold)
+
+
+def shape_of(x) -> tuple:
+    """x's shape (read through its adapter for producers without a ``shape``)."""
+    k = kind_of(x)
+    if k == NUMPY or k == OWN or k == TORCH:
+        return tuple(x.shape)
+    return _describe(x)[0]
 
 
 def dtype_of(x) -> np.dtype | None:

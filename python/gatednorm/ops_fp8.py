@@ -6,10 +6,9 @@ import sys
 
 import numpy as np
 
-from . import _dtypes, _ffi, _runtime
-from ._adapters import NUMPY, TORCH, convert, kind_of, release, resolve_stream
+from . import _call, _dtypes
 from ._array import DeviceArray, from_pointer
-from ._ffi import argument_error, ffi
+from ._ffi import argument_error
 
 __all__ = ["rmsnorm_gated_fp8"]
 
@@ -19,31 +18,8 @@ SCALE_FORMATS = {"fp32": 0, "ue8m0": 1, "e8m0": 2, "e8m0_packed": 3}
 SCALE_LAYOUTS = ("row", "col", "col_pad4")
 _Q_DTYPES = (_dtypes.float8_e4m3fn, _dtypes.float8_e4m3fnuz)
 _SCALE_DTYPES = (_dtypes.float32, _dtypes.float32, _dtypes.uint8, _dtypes.int32)
-_defaults = None  # gatednorm_rmsnorm_gated_fp8_params from the library, fetched once
-
-
-def _choice(name, v, table):
-    if isinstance(v, str) and v in table:
-        return table[v]
-    raise argument_error("%s: expected one of %s, got %r" % (name, ", ".join(repr(k) for k in table), v))
-
-
-def _flag(name, v):
-    if isinstance(v, (bool, np.bool_)):
-        return 1 if v else 0
-    raise argument_error("%s: expected True or False, got %r" % (name, v))
-
-
-def _real(name, v):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise argument_error("%s: expected a number, got %r" % (name, v))
-    return float(v)
-
-
-def _integer(name, v):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise argument_error("%s: expected an int, got %r" % (name, v))
-    return int(v)
+_ENTRY = _call.Entry("gatednorm_rmsnorm_gated_fp8", "gatednorm_rmsnorm_gated_fp8_params",
+                     ("x", "z", "weight", "q", "scales", "y"), outputs=("q", "scales", "y"))
 
 
 def _token_dims(shape, head_dim):
@@ -59,34 +35,18 @@ def _token_dims(shape, head_dim):
     return shape[:-1], shape[-1]
 
 
-def _empty(x, kind, tx, shape, dt):
-    """A new contiguous array of x's kind (numpy, torch, else DeviceArray) on x's device."""
-    if kind == NUMPY:
-        return np.empty(shape, dt)
-    if kind == TORCH or hasattr(x, "new_empty"):
-        torch = sys.modules.get("torch")
-        if torch is not None:
-            return x.new_empty(tuple(shape), dtype=_dtypes.to_torch_dtype(torch, dt))
-    devtype, devid = tx.device.device_type, tx.device.device_id
-    if devtype in _runtime.HOST_TYPES:
-        devtype, devid = _runtime.CPU, 0
-    else:
-        devtype = _runtime.gpu_device_type() or devtype
-    return DeviceArray(tuple(shape), dt, (devtype, devid))
-
-
-def _new_scales(x, kind, tx, tok, cols, dt, layout):
+def _new_scales(x, tok, cols, dt, layout):
     """scales [tok..., cols] in ``layout``: row-major, column-major ([cols, T] transposed), or
     column-major with T padded to a multiple of 4 (the first T columns of [cols, T_pad])."""
     T = int(np.prod(tok, dtype=np.int64)) if tok else 1
     if layout == "row":
-        return _empty(x, kind, tx, tuple(tok) + (cols,), dt)
+        return _call.empty_like(x, tuple(tok) + (cols,), dt)
     tp = (T + 3) // 4 * 4 if layout == "col_pad4" else T
-    base = _empty(x, kind, tx, (cols, tp), dt)
+    base = _call.empty_like(x, (cols, tp), dt)
     if isinstance(base, DeviceArray):
         return from_pointer(base.data_ptr, tuple(tok) + (cols,), dt, strides=_col_strides(tok, tp),
                             device=(base.device_type, base.device_id), owner=base)
-    v = base.T[:T] if kind == NUMPY else base.t()[:T]
+    v = base.T[:T] if isinstance(base, np.ndarray) else base.t()[:T]
     return v.reshape(tuple(tok) + (cols,))
 
 
@@ -98,7 +58,7 @@ def _col_strides(tok, tp):
     return tuple(reversed(st)) + (tp,)
 
 
-def rmsnorm_gated_fp8(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, activation="silu",
+def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activation="silu",
                       weight_offset=0.0, head_dim=None, group_size=128, fp8_format="e4m3fn", fp8_max=None,
                       amax_floor=1e-10, scale_format="fp32", scale_layout="row", quantize_rounded=False,
                       copy_dtype=None, q=None, scales=None, y=None, stream=None, pdl=False):
@@ -137,70 +97,40 @@ def rmsnorm_gated_fp8(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True
     Raises:
         GatedNormError: naming the bad argument; outputs are then left untouched.
     """
-    global _defaults
-    lib = _ffi._lib or _ffi.load()
     if weight is None:
         raise argument_error("weight: required (the [D] norm weight); got None")
-    act = _choice("activation", activation, _ACTIVATIONS)
-    fmt = _choice("fp8_format", fp8_format, FP8_FORMATS)
-    sfmt = _choice("scale_format", scale_format, SCALE_FORMATS)
     if scale_layout not in SCALE_LAYOUTS:
         raise argument_error("scale_layout: expected one of %s, got %r" % (", ".join(map(repr, SCALE_LAYOUTS)), scale_layout))
-    g = _integer("group_size", group_size)
-    hd = 0 if head_dim is None else _integer("head_dim", head_dim)
-    vals = dict(norm_before_gate=_flag("norm_before_gate", norm_before_gate), activation=act,
-                eps=_real("eps", eps), weight_offset=_real("weight_offset", weight_offset),
-                pdl=_flag("pdl", pdl), head_dim=hd)
-    qvals = dict(format=fmt, fp8_max=0.0 if fp8_max is None else _real("fp8_max", fp8_max),
-                 amax_floor=_real("amax_floor", amax_floor), scale_format=sfmt, group_size=g,
-                 quantize_rounded=_flag("quantize_rounded", quantize_rounded))
+    fmt = _call.choice("fp8_format", fp8_format, FP8_FORMATS)
+    sfmt = _call.choice("scale_format", scale_format, SCALE_FORMATS)
+    g = _call.integer("group_size", group_size)
+    hd = 0 if head_dim is None else _call.integer("head_dim", head_dim)
+    prm = _ENTRY.params(
+        norm_before_gate=_call.flag("norm_before_gate", norm_before_gate),
+        activation=_call.choice("activation", activation, _ACTIVATIONS),
+        eps=_call.real("eps", eps), weight_offset=_call.real("weight_offset", weight_offset),
+        pdl=_call.flag("pdl", pdl), head_dim=hd,
+        quant__format=fmt, quant__fp8_max=0.0 if fp8_max is None else _call.real("fp8_max", fp8_max),
+        quant__amax_floor=_call.real("amax_floor", amax_floor), quant__scale_format=sfmt, quant__group_size=g,
+        quant__quantize_rounded=_call.flag("quantize_rounded", quantize_rounded))
+    cdt = None
     if copy_dtype is not None:
-        try:
-            cdt = _dtypes.to_numpy_dtype(copy_dtype)
-        except TypeError:
-            raise argument_error("copy_dtype: not a dtype: %r" % (copy_dtype,)) from None
+        cdt = _call.dtype_arg(copy_dtype, "copy_dtype")
         if cdt not in (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32):
             raise argument_error("copy_dtype: %s; the copy must be bf16, fp16 or fp32" % cdt)
+        if y is not None and _call.dtype_of(y) != cdt:
+            raise argument_error("copy_dtype: %s does not match y's dtype %s" % (cdt, _call.dtype_of(y)))
     want_copy = copy_dtype is not None or y is not None
-    kx = kind_of(x)
-    hold = []
-    try:
-        s, cai = resolve_stream(stream, x, kx)
-        tx = convert(x, "x", s, hold, False, kx, cai)
-        shape = tuple(tx.shape[0:tx.ndim])
+    if q is None or scales is None or (want_copy and y is None):
+        shape = _call.shape_of(x)
         tok, row = _token_dims(shape, hd)
         if q is None:
-            q = _empty(x, kx, tx, tuple(tok) + (row,), _Q_DTYPES[fmt])
+            q = _call.empty_like(x, tuple(tok) + (row,), _Q_DTYPES[fmt])
         if scales is None:
             k = row // g if g > 0 else 0
             cols = (k + 3) // 4 if sfmt == 3 else k
-            scales = _new_scales(x, kx, tx, tok, cols, _SCALE_DTYPES[sfmt], scale_layout)
+            scales = _new_scales(x, tok, cols, _SCALE_DTYPES[sfmt], scale_layout)
         if want_copy and y is None:
-            y = _empty(x, kx, tx, shape, cdt)
-        tq = convert(q, "q", s, hold, True)
-        ts = convert(scales, "scales", s, hold, True)
-        ty = convert(y, "y", s, hold, True) if want_copy else ffi.NULL
-        if copy_dtype is not None and _dtypes.dl_dtype(cdt) != (ty.dtype.code, ty.dtype.bits):
-            raise argument_error("copy_dtype: %s does not match y's dtype %s" % (cdt, _dtypes.dl_name(ty.dtype.code, ty.dtype.bits)))
-        tz = ffi.NULL if z is None else convert(z, "z", s, hold, False)
-        tw = convert(weight, "weight", s, hold, False)
-        if _defaults is None:
-            d = ffi.new("gatednorm_rmsnorm_gated_fp8_params *")
-            _ffi.check(lib.gatednorm_rmsnorm_gated_fp8_params_init(d, ffi.sizeof(d[0])), "gatednorm_rmsnorm_gated_fp8_params_init")
-            _defaults = d[0]
-        p = ffi.new("gatednorm_rmsnorm_gated_fp8_params *", _defaults)
-        for name, v in list(vals.items()) + [("quant." + k, v) for k, v in qvals.items()]:
-            try:
-                if name.startswith("quant."):
-                    setattr(p.quant, name[6:], v)
-                else:
-                    setattr(p, name, v)
-            except (TypeError, OverflowError) as e:
-                raise argument_error("%s: %s (got %r)" % (name.replace("quant.", ""), e, v)) from None
-        st = lib.gatednorm_rmsnorm_gated_fp8(tx, tz, tw, tq, ts, ty, p, ffi.cast("void *", s) if s else ffi.NULL)
-        if st:
-            _ffi.raise_error(st, "rmsnorm_gated_fp8")
-    finally:
-        if hold:
-            release(hold)
+            y = _call.empty_like(x, shape, cdt)
+    _ENTRY(stream, x, z, weight, q, scales, y if want_copy else None, params=prm)
     return (q, scales, y) if want_copy else (q, scales)
