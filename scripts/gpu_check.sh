@@ -12,6 +12,8 @@
 #   --alloc-probe  scripts/alloc_probe.py at each T:H (torch-allocated against cudaMalloc'd
 #                  inputs, ours and FLA), into the log
 #   --pytest-k     run only the GPU tests pytest's -k EXPR selects
+#   --sanitize F   run the pytest files F (space-separated, GPU backend cases only) under
+#                  compute-sanitizer memcheck and racecheck, into sanitize.txt
 #   --extra-bench  a second `gatednorm bench` with these arguments after the first (table in
 #                  the log, figures in bench_extra.json)
 # Files written: gpu_check.log, sass.txt, pytest.log (unless skipped), bench.{md,json,png},
@@ -31,6 +33,7 @@ profile=""
 alloc_probe=""
 extra_bench=""
 pytest_k=""
+sanitize=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="--quick" ;;
@@ -41,6 +44,7 @@ while [ $# -gt 0 ]; do
     --alloc-probe) alloc_probe="${2:?--alloc-probe needs a value}"; shift ;;
     --extra-bench) extra_bench="${2:?--extra-bench needs a value}"; shift ;;
     --pytest-k) pytest_k="${2:?--pytest-k needs a value}"; shift ;;
+    --sanitize) sanitize="${2:?--sanitize needs a value}"; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -128,6 +132,20 @@ step "pytest (GPU tests included)"
 if skipped pytest; then :
 elif python3 -m pytest -q -p no:cacheprovider -rs ${pytest_k:+-k "$pytest_k"} tests 2>&1 | tee "$out/pytest.log"; then record pytest ok; else record pytest FAIL; fi
 [ -f "$out/pytest.log" ] && tail -n 1 "$out/pytest.log"
+
+if [ -n "$sanitize" ]; then
+  step "compute-sanitizer memcheck + racecheck: $sanitize (GPU cases)"
+  for tool in memcheck racecheck; do
+    # shellcheck disable=SC2086
+    if compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 20 \
+         python3 -m pytest -q -p no:cacheprovider -x -k gpu $sanitize >> "$out/sanitize.txt" 2>&1; then
+      record "sanitize_$tool" ok
+    else
+      record "sanitize_$tool" FAIL
+    fi
+    grep -E "ERROR SUMMARY|passed|failed" "$out/sanitize.txt" | tail -n 2
+  done
+fi
 
 step "gatednorm check"
 if skipped check; then :

@@ -44,6 +44,17 @@ def main():
         rows["ours DeviceArray"] = per_call(lambda: rn(dx, dz, dw, out=do))
         px, pz, pw, po = (gatednorm.from_pointer(t.data_ptr(), tuple(t.shape), "bf16", device=(2, 0)) for t in (x, z, w, o))
         rows["ours from_pointer"] = per_call(lambda: rn(px, pz, pw, out=po))
+        # The floor under any Python layer: the C entry alone on descriptors built once.
+        from gatednorm import _call
+        from gatednorm._ffi import ffi
+        lib = gatednorm._ffi.lib()
+        descs = [_call.convert(t, "x", 0, [], True) for t in (x, z, w, o)]
+        prm = gatednorm.ops._RMSNORM_GATED.params(norm_before_gate=1)
+        sp = ffi.cast("void *", torch.cuda.current_stream().cuda_stream)
+        fn = lib.gatednorm_rmsnorm_gated
+        rows["C entry only"] = per_call(lambda: fn(descs[0], descs[1], descs[2], descs[3], prm, sp))
+        E = gatednorm.ops._RMSNORM_GATED
+        rows["Entry (no wrapper)"] = per_call(lambda: E(None, x, z, w, o, params=prm))
         base = rows["torch.add(out=)"]
         print("pass %d" % rep)
         for k, v in rows.items():
