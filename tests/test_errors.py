@@ -443,3 +443,17 @@ def test_params_of_the_first_layout_are_accepted(rng):
     st, msg, o = _small_call(rng, struct_size=v1 - 1)
     assert st < 0 and msg.startswith("params:"), msg
     assert np.isnan(o).all()
+
+
+@pytest.mark.parametrize("call", ["gatednorm_stream_synchronize", "gatednorm_stream_destroy"])
+def test_stream_handle_without_a_gpu_backend_names_the_stream(call):
+    """Regression (fuzz_abi): on a build with no GPU backend a stream handle was refused with
+    "this build of gatednorm has no GPU backend", naming no argument."""
+    from gatednorm._ffi import ffi
+
+    lib = gatednorm._ffi.lib()
+    if lib.gatednorm_gpu_device_type() != 0:
+        pytest.skip("this build has a GPU backend")
+    st = getattr(lib, call)(ffi.cast("void *", 0x1234))
+    msg = ffi.string(lib.gatednorm_last_error()).decode()
+    assert st == lib.GATEDNORM_STATUS_NO_DEVICE and msg.startswith("stream:"), msg
