@@ -445,6 +445,19 @@ def test_params_of_the_first_layout_are_accepted(rng):
     assert np.isnan(o).all()
 
 
+def test_empty_call_on_a_device_this_build_cannot_run_is_refused():
+    """Regression (fuzz_abi): an empty call returned success on any device, even device type
+    99 or a GPU id past the visible ones; it fails like a non-empty call there."""
+    w = np.ones(8, np.float32)
+    gpu = gatednorm._ffi.lib().gatednorm_gpu_device_type() or 2
+    for dev in ((99, 0), (gpu, 1000)):
+        tx, tw, to = _desc(0, (0, 8), (8, 1)), _desc(w.ctypes.data, (8,), (1,)), _desc(0, (0, 8), (8, 1))
+        for t in (tx, tw, to):
+            t.device.device_type, t.device.device_id = dev
+        st, msg = _c_call(tx, tw, to)
+        assert st == gatednorm._ffi.lib().GATEDNORM_STATUS_NO_DEVICE and msg.startswith("x:"), (dev, msg)
+
+
 @pytest.mark.parametrize("call", ["gatednorm_stream_synchronize", "gatednorm_stream_destroy"])
 def test_stream_handle_without_a_gpu_backend_names_the_stream(call):
     """Regression (fuzz_abi): on a build with no GPU backend a stream handle was refused with
