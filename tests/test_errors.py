@@ -498,3 +498,30 @@ def test_bool_and_complex_are_named(dt, text):
     with pytest.raises(GatedNormError) as ei:
         gatednorm.rmsnorm_gated(x, None, np.ones(8, np.float32), out=poisoned((2, 8)))
     assert ei.value.message.startswith("x:") and text in ei.value.message, ei.value.message
+
+
+def test_empty_call_on_a_device_this_build_cannot_run_is_refused():
+    """Regression (fuzz_abi): an empty call returned success on any device, even device type
+    99 or a GPU id past the visible ones; it fails like a non-empty call there."""
+    w = np.ones(8, np.float32)
+    gpu = gatednorm._ffi.lib().gatednorm_gpu_device_type() or 2
+    for dev in ((99, 0), (gpu, 1000)):
+        tx, tw, to = _desc(0, (0, 8), (8, 1)), _desc(w.ctypes.data, (8,), (1,)), _desc(0, (0, 8), (8, 1))
+        for t in (tx, tw, to):
+            t.device.device_type, t.device.device_id = dev
+        st, msg = _c_call(tx, tw, to)
+        assert st == gatednorm._ffi.lib().GATEDNORM_STATUS_NO_DEVICE and msg.startswith("x:"), (dev, msg)
+
+
+@pytest.mark.parametrize("call", ["gatednorm_stream_synchronize", "gatednorm_stream_destroy"])
+def test_stream_handle_without_a_gpu_backend_names_the_stream(call):
+    """Regression (fuzz_abi): on a build with no GPU backend a stream handle was refused with
+    "this build of gatednorm has no GPU backend", naming no argument."""
+    from gatednorm._ffi import ffi
+
+    lib = gatednorm._ffi.lib()
+    if lib.gatednorm_gpu_device_type() != 0:
+        pytest.skip("this build has a GPU backend")
+    st = getattr(lib, call)(ffi.cast("void *", 0x1234))
+    msg = ffi.string(lib.gatednorm_last_error()).decode()
+    assert st == lib.GATEDNORM_STATUS_NO_DEVICE and msg.startswith("stream:"), msg

@@ -134,19 +134,23 @@ gatednorm_status rmsnorm_gated_checked(const gatednorm_tensor *x, const gatednor
     p.weight_offset = prm.weight_offset;
     p.device_id = x->device.device_id;
     p.pdl = prm.pdl != 0;
+    // The device is checked before the emptiness: an empty call on a device this build
+    // cannot run on fails like any other call there.
+    const bool host = is_host_device(x->device.device_type);
+    if (!host) {
+        const int platform = gpu_platform();
+        const bool ours = platform && (x->device.device_type == platform ||
+                                       (platform == GATEDNORM_DEVICE_TYPE_CUDA && x->device.device_type == GATEDNORM_DEVICE_TYPE_CUDA_MANAGED));
+        if (!ours)
+            return fail(GATEDNORM_STATUS_NO_DEVICE, "x: on %s, which this build cannot run on (%s)", device_name(x->device).c_str(),
+                        gpu_build_info());
+        int32_t count = 0;
+        gpu_device_count(&count);
+        if (p.device_id < 0 || p.device_id >= count)
+            return fail(GATEDNORM_STATUS_NO_DEVICE, "x: on %s, but %d GPU(s) are visible", device_name(x->device).c_str(), count);
+    }
     if (p.tokens * p.heads == 0) return GATEDNORM_STATUS_SUCCESS;  // validated, nothing to write
-
-    if (is_host_device(x->device.device_type)) return cpu_rmsnorm_gated(p);
-    const int platform = gpu_platform();
-    const bool ours = platform && (x->device.device_type == platform ||
-                                   (platform == GATEDNORM_DEVICE_TYPE_CUDA && x->device.device_type == GATEDNORM_DEVICE_TYPE_CUDA_MANAGED));
-    if (!ours)
-        return fail(GATEDNORM_STATUS_NO_DEVICE, "x: on %s, which this build cannot run on (%s)", device_name(x->device).c_str(), gpu_build_info());
-    int32_t count = 0;
-    gpu_device_count(&count);
-    if (p.device_id < 0 || p.device_id >= count)
-        return fail(GATEDNORM_STATUS_NO_DEVICE, "x: on %s, but %d GPU(s) are visible", device_name(x->device).c_str(), count);
-    return gpu_rmsnorm_gated(p, stream);
+    return host ? cpu_rmsnorm_gated(p) : gpu_rmsnorm_gated(p, stream);
 }
 }  // namespace
 

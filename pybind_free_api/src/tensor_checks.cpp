@@ -200,24 +200,25 @@ gatednorm_status rows_shape(const gatednorm_tensor &t, const char *name, int64_t
         out->shape[i] = t.shape[i];
         out->strides[i] = t.strides[i];
     }
+    const bool grouped = group > 0 && L != group;
+    if (grouped && L % group != 0)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: last dim %lld is not a multiple of group_size %lld", name, (long long)L,
+                    (long long)group);
+    const int64_t norm = grouped ? group : L;
+    if (norm < 1) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: the normalized dim must be >= 1, got %lld", name, (long long)norm);
+    if (ls != 1 && norm > 1)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: last dim must be contiguous (stride 1), got stride %lld", name, (long long)ls);
     int n = lead;
-    if (group > 0 && L != group) {
-        if (L % group != 0)
-            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: last dim %lld is not a multiple of group_size %lld", name, (long long)L,
-                        (long long)group);
+    if (grouped) {
+        // Checked first: group > 1 has ls == 1 and group == 1 is ls itself, so this cannot
+        // overflow (an empty tensor's stride may be anything: validation never bounded it).
         out->shape[n] = L / group;
         out->strides[n] = group * ls;
         ++n;
-        out->shape[n] = group;
-    } else {
-        out->shape[n] = L;
     }
+    out->shape[n] = norm;
     out->strides[n] = ls;
     out->ndim = n + 1;
-    if (out->shape[n] < 1)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: the normalized dim must be >= 1, got %lld", name, (long long)out->shape[n]);
-    if (ls != 1 && out->shape[n] > 1)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: last dim must be contiguous (stride 1), got stride %lld", name, (long long)ls);
     return GATEDNORM_STATUS_SUCCESS;
 }
 
@@ -241,24 +242,32 @@ gatednorm_status collapse_rows(const RowsShape *const shapes[], const char *cons
         for (int k = 0; k < n; ++k) st[k][m] = shapes[k]->strides[i];
         ++m;
     }
+    // An empty tensor's extents and strides are bounded by nothing (check_descriptor stops
+    // at a zero extent), so every product here is checked: one that overflows int64 cannot
+    // equal a stride, and a merged extent that does is an empty tensor's (saturated: the
+    // zero extent elsewhere still makes tokens * heads zero).
+    const auto merges = [&](int k, int i) {
+        int64_t p;
+        return !__builtin_mul_overflow(ext[i + 1], st[k][i + 1], &p) && st[k][i] == p;
+    };
     while (m > 2) {
         int at = -1;
         for (int i = 0; i + 1 < m && at < 0; ++i) {
             bool ok = true;
-            for (int k = 0; k < n && ok; ++k) ok = st[k][i] == ext[i + 1] * st[k][i + 1];
+            for (int k = 0; k < n && ok; ++k) ok = merges(k, i);
             if (ok) at = i;
         }
         if (at < 0) {
             int blame = 0;
             for (int k = 0; k < n; ++k)
-                if (st[k][0] != ext[1] * st[k][1]) { blame = k; break; }
+                if (!merges(k, 0)) { blame = k; break; }
             return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
                         "%s: leading dims %s with strides %s do not reduce to [tokens, heads]: at most two of them may have "
                         "strides that do not merge (a dim merges with the next when its stride is the next dim's extent times "
                         "its stride)",
                         names[blame], dims_text(shapes[blame]->shape, lead).c_str(), dims_text(shapes[blame]->strides, lead).c_str());
         }
-        ext[at] *= ext[at + 1];
+        if (__builtin_mul_overflow(ext[at], ext[at + 1], &ext[at])) ext[at] = INT64_MAX;
         for (int k = 0; k < n; ++k) st[k][at] = st[k][at + 1];
         for (int i = at + 1; i + 1 < m; ++i) {
             ext[i] = ext[i + 1];
