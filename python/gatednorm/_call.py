@@ -507,6 +507,7 @@ class Entry:
         self._fn = None
         self._defaults = None
         self._cache: dict = {}
+        self.call = self._compile()
 
     def _load(self):
         lib = _ffi.lib()
@@ -543,46 +544,77 @@ class Entry:
     def __call__(self, stream, *arrays, params=None):
         """Runs the entry on ``arrays`` (C order; None passes NULL; a ``New`` output is
         allocated like an earlier argument, once that one has been read) and returns the
-        arrays of its ``outputs`` (given or new), in order."""
-        fn = self._fn or self._load()
-        if stream is not None:
-            s = _runtime.stream_handle(stream)
-        else:
-            k = _kind_cache.get(type(arrays[0]))
-            s = 0 if k == NUMPY or k == OWN else resolve_stream(None, arrays[0])[0]
-        sc = None  # this thread's descriptor slots, fetched when an adapter packs into one
-        hold = []
-        args = []
-        made = None
-        get = _type_adapter.get
-        try:
-            for a, name, w, i in zip(arrays, self.names, self.writable, _INDICES):
-                if a is None:
-                    args.append(_NULL)
-                    continue
-                if type(a) is New:
-                    a = a.make(arrays[a.like], args[a.like])
-                    made = made or list(arrays)
-                    made[i] = a
-                f = get(type(a)) or _adapter_for(a)
-                if sc is None and f in _SLOTTED:
-                    sc = getattr(_tls, "sc", None) or _scratch()
-                    if sc.busy:  # re-entered from a producer's export: fresh slots
-                        sc = _Scratch()
-                    sc.busy = True
-                args.append(f(a, name, w, sc, i, s, hold))
-            if self.params_type is not None:
-                args.append(_NULL if params is None else params)
-            st = fn(*args, _stream_ptrs.get(s) or _stream_ptr(s))
-            if st:
-                _ffi.raise_error(st, self.short)
-        finally:
-            if sc is not None:
-                sc.busy = False
-            if hold:
-                release(hold)
-        src = made or arrays
-        return [src[j] for j in self._out_index]
+        arrays of its ``outputs`` (given or new), in order.  Wrappers call ``self.call``, the
+        same function compiled for this entry's argument list."""
+        return self.call(stream, *arrays, params=params)
+
+    def _compile(self):
+        """``self.call``: __call__ unrolled for this entry's arguments (host time per call is
+        what eager users pay on every layer: no loop, no per-argument tuple indexing).  Each
+        argument: None -> NULL; a DeviceArray -> its cached descriptor, after waiting for a
+        pending write on another stream; anything else -> its producer's adapter."""
+        n = len(self.names)
+        args = ", ".join("a%d" % i for i in range(n))
+        lines = ["def call(stream, %s, params=None):" % args,
+                 "    fn = E._fn or E._load()",
+                 "    if stream is None:",
+                 "        k = KINDS.get(type(a0))",
+                 "        s = 0 if k == NUMPY or k == OWN else resolve_stream(None, a0)[0]",
+                 "    else:",
+                 "        s = stream_handle(stream)",
+                 "    sc = None",
+                 "    hold = []",
+                 "    try:"]
+        for i, (name, w) in enumerate(zip(self.names, self.writable)):
+            prev_a = "(%s,)" % ", ".join("a%d" % j for j in range(i)) if i else "()"
+            prev_t = "(%s,)" % ", ".join("t%d" % j for j in range(i)) if i else "()"
+            lines += [
+                "        if a%d is None:" % i,
+                "            t%d = NULL" % i,
+                "        elif type(a%d) is DA:" % i,
+                "            t%d = a%d._t or own_tensor(a%d)" % (i, i, i),
+                "            sy = a%d._sync" % i,
+                "            if sy.stream is not None and sy.stream != s:",
+                "                wait_pending(a%d, sy)" % i]
+            if w:
+                lines += ["            sy.stream = s"]
+            lines += [
+                "        else:",
+                "            if type(a%d) is New:" % i,
+                "                a%d = a%d.make(%s[a%d.like], %s[a%d.like])" % (i, i, prev_a, i, prev_t, i),
+                "            f = ADAPTER(type(a%d)) or adapter_for(a%d)" % (i, i),
+                "            if sc is None and f in SLOTTED:",
+                "                sc = scratch_busy()",
+                "            t%d = f(a%d, %r, %r, sc, %d, s, hold)" % (i, i, name, w, i)]
+        targs = ", ".join("t%d" % i for i in range(n))
+        if self.params_type is not None:
+            targs += ", NULL if params is None else params"
+        lines += ["        st = fn(%s, STREAMS.get(s) or stream_ptr(s))" % targs,
+                  "    finally:",
+                  "        if sc is not None:",
+                  "            sc.busy = False",
+                  "        if hold:",
+                  "            release(hold)",
+                  "    if st:",
+                  "        raise_error(st, SHORT)",
+                  "    return [%s]" % ", ".join("a%d" % j for j in self._out_index)]
+        env = dict(E=self, KINDS=_kind_cache, NUMPY=NUMPY, OWN=OWN, resolve_stream=resolve_stream,
+                   stream_handle=_runtime.stream_handle, NULL=_NULL, DA=DeviceArray, own_tensor=own_tensor,
+                   wait_pending=_wait_pending, New=New, ADAPTER=_type_adapter.get, adapter_for=_adapter_for,
+                   SLOTTED=_SLOTTED, scratch_busy=_scratch_busy, STREAMS=_stream_ptrs, stream_ptr=_stream_ptr,
+                   release=release, raise_error=_ffi.raise_error, SHORT=self.short)
+        exec(compile("\n".join(lines), "<gatednorm entry %s>" % self.function, "exec"), env)
+        return env["call"]
+
+
+def _scratch_busy() -> _Scratch:
+    """This thread's descriptor slots, marked in use (fresh ones if a producer's export
+    re-entered the library while they were)."""
+    sc = getattr(_tls, "sc", None) or _scratch()
+    if sc.busy:
+        sc = _Scratch()
+    sc.busy = True
+    return sc
 
 
 class New:

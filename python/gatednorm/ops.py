@@ -95,9 +95,9 @@ def rmsnorm_gated(x, z, weight, *, eps=1e-6, norm_before_gate=True, activation="
             out_dtype = _call.dtype_arg(out_dtype, "out_dtype")
             if out_dtype.name not in _OUT_DTYPES:  # refused before anything is allocated for it
                 raise argument_error("out_dtype: %s; the output must be bf16, fp16 or fp32" % out_dtype)
-        return _RMSNORM_GATED(stream, x, z, weight, _call.New(out_dtype), params=prm)[0]
+        return _RMSNORM_GATED.call(stream, x, z, weight, _call.New(out_dtype), params=prm)[0]
     if out_dtype is not None and _call.dtype_arg(out_dtype, "out_dtype") != _call.dtype_of(out):
         raise argument_error("out_dtype: %s does not match out's dtype %s"
                              % (_call.dtype_arg(out_dtype, "out_dtype"), _call.dtype_of(out)))
-    _RMSNORM_GATED(stream, x, z, weight, out, params=prm)
+    _RMSNORM_GATED.call(stream, x, z, weight, out, params=prm)
     return out

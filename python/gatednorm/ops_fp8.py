@@ -132,5 +132,5 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
             scales = _new_scales(x, tok, cols, _SCALE_DTYPES[sfmt], scale_layout)
         if want_copy and y is None:
             y = _call.empty_like(x, shape, cdt)
-    _ENTRY(stream, x, z, weight, q, scales, y if want_copy else None, params=prm)
+    _ENTRY.call(stream, x, z, weight, q, scales, y if want_copy else None, params=prm)
     return (q, scales, y) if want_copy else (q, scales)
