@@ -19,9 +19,12 @@ from ._array import DeviceArray, from_pointer
 from ._ffi import GatedNormError
 from ._runtime import Stream, build_info, device_count, device_name, synchronize, version
 from .ops import rmsnorm_gated
+from .w4a16 import W4A16Weight, w4a16_matmul
 
 __all__ = [
     "rmsnorm_gated",
+    "W4A16Weight",
+    "w4a16_matmul",
     "DeviceArray",
     "from_pointer",
     "GatedNormError",
