@@ -38,7 +38,34 @@ gatednorm_status fail(gatednorm_status status, const char *fmt, ...)
 #endif
     ;
 
+// FP8 per-group quantization outputs (ops.md §2), as validated: what every op with an FP8
+// output hands its backend.
+struct QuantFp8Spec {
+    int format = 0;          // gn::Fp8Format
+    float fp8_max = 448.0f;  // resolved (never 0)
+    float amax_floor = 1e-10f;
+    int scale_format = 0;    // gn::ScaleFormat
+    int64_t group = 128;     // G
+    bool quantize_rounded = false;
+    char *q = nullptr;       // byte_offset applied
+    int64_t q_st = 0;        // token stride of q, in bytes (= elements); a token's row is contiguous
+    char *scales = nullptr;  // byte_offset applied
+    int64_t s_st = 0, s_sk = 0;  // token / group strides of scales in elements of the scale dtype
+                                 // (packed E8M0: in int32 words)
+    int64_t groups = 0;          // K = row / G
+};
+
+// Gated RMSNorm + FP8 quantization: §1's problem (out = the optional bf16/fp16/fp32 copy,
+// out.data == nullptr without one) plus the quant outputs.  Rows are [tokens, heads] as in
+// §1, with heads the H of the flattened token row [H * D].
+struct RmsnormGatedFp8Problem {
+    RmsnormGatedProblem norm;
+    QuantFp8Spec quant;
+    int round_dtype = 0;  // the dtype y is rounded to when quant.quantize_rounded
+};
+
 gatednorm_status cpu_rmsnorm_gated(const RmsnormGatedProblem &p);
+gatednorm_status cpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &p);
 
 // W4A16 (ops.md section 4, w4a16.md).  Shapes and strides validated; strides in elements.
 struct W4a16Weight {
@@ -107,5 +134,6 @@ gatednorm_status gpu_w4a16_target(int32_t device_id, int32_t *target);
 gatednorm_status gpu_w4a16_workspace_size(int32_t device_id, int64_t m, int64_t n, int64_t k, int64_t group, size_t *bytes);
 gatednorm_status gpu_w4a16_prepack(const W4a16PrepackProblem &p, void *stream);
 gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream);
+gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &p, void *stream);
 
 }  // namespace gn

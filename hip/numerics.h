@@ -23,7 +23,7 @@
 
 namespace gn {
 
-// Storage formats of activations and weights (ops.md: bf16 / fp16 / fp32, independently).
+// Storage formats of activations and weights (docs/ops.md: bf16 / fp16 / fp32, independently).
 enum Dtype : int { kBF16 = 0, kF16 = 1, kF32 = 2 };
 
 GN_HD int dtype_size(int dt) { return dt == kF32 ? 4 : 2; }
@@ -112,7 +112,7 @@ GN_HD void store_from_f32(void *p, int dt, float v) {
     *static_cast<uint16_t *>(p) = dt == kBF16 ? f32_to_bf16(v) : f32_to_f16(v);
 }
 
-// Gate activations (ops.md §1).  sigmoid(z) = (z >= 0 ? 1 : e) / (1 + e), e = exp(-|z|):
+// Gate activations (docs/ops.md section 1).  sigmoid(z) = (z >= 0 ? 1 : e) / (1 + e), e = exp(-|z|):
 // the denominator stays in [1, 2], so nothing overflows (sigmoid(-100) is e^-100, not a
 // 1/inf), NaN propagates, and the GPU may use its fast exponential and divide (ex2.approx
 // and rcp.approx: a few ulp, branch-free, ~10 instructions fewer per element than expf
@@ -132,6 +132,154 @@ GN_HD float sigmoid(float z) {
 }
 GN_HD float activate(float z, int act) { return act == kSigmoid ? sigmoid(z) : z * sigmoid(z); }
 
+
+// ---- FP8 (ops.md §2) ------------------------------------------------------------------
+// E4M3 in two flavours: fn (OCP; bias 7, max 448 = 0x7e, NaN 0x7f/0xff, has -0) and fnuz
+// (bias 8, max 240 = 0x7f, the only NaN is 0x80, so no negative zero).
+enum Fp8Format : int { kE4M3FN = 0, kE4M3FNUZ = 1 };
+// Scale storage (gatednorm_scale_format).
+enum ScaleFormat : int { kScaleF32 = 0, kScaleF32Ue8m0 = 1, kScaleE8m0 = 2, kScaleE8m0Packed = 3 };
+
+GN_HD float fp8_format_max(int fmt) { return fmt == kE4M3FNUZ ? 240.0f : 448.0f; }
+GN_HD uint8_t fp8_nan_code(int fmt) { return fmt == kE4M3FNUZ ? 0x80u : 0x7fu; }
+
+// The FP8 encoder: round to nearest even, saturating to +-fp8_max (<= the format's max, not
+// necessarily a code: the clamped value is then rounded like any other, and cannot round
+// past the format's max, which is a code).  NaN -> the format's NaN (0x7f for fn whatever
+// the sign, 0x80 for fnuz).  fnuz: a value rounding to zero is 0x00 (0x80 is its NaN).
+// ml_dtypes' float32 -> float8 conversion of the clamped value gives the same bits for every
+// non-NaN input (tests/test_rmsnorm_gated_fp8.py sweeps every finite bf16 value).
+GN_HD uint8_t fp8_encode(float v, int fmt, float fp8_max) {
+    const uint32_t u = f32_bits(v);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return fp8_nan_code(fmt);
+    const uint32_t sign = (u >> 24) & 0x80u;
+    const float a = fminf(f32_from_bits(u & 0x7fffffffu), fp8_max);
+    const bool fnuz = fmt == kE4M3FNUZ;
+    // Smallest normal: 2^-6 (fn) / 2^-7 (fnuz); below it codes step by the subnormal quantum
+    // 2^-9 / 2^-10, so code = rne(a / quantum), exact in fp32 (a power-of-two scaling, and
+    // rintf rounds half to even); 8 quanta is the smallest normal's code, 0x08, as it should.
+    uint32_t code;
+    if (a < (fnuz ? 0.0078125f : 0.015625f)) {
+        code = uint32_t(rintf(a * (fnuz ? 1024.0f : 512.0f)));
+    } else {
+        // RNE of fp32's 23 mantissa bits to 3, then the exponent rebiased from 127 to 7 / 8.
+        uint32_t b = f32_bits(a);
+        b += 0x7ffffu + ((b >> 20) & 1u);
+        code = (b >> 20) - ((fnuz ? 127u - 8u : 127u - 7u) << 3);
+    }
+    if (fnuz && code == 0) return 0;
+    return uint8_t(sign | code);
+}
+
+// FP8 code -> fp32, exact.
+GN_HD float fp8_decode(uint8_t c, int fmt) {
+    const bool fnuz = fmt == kE4M3FNUZ;
+    if (fnuz ? c == 0x80u : (c & 0x7fu) == 0x7fu) return f32_from_bits(0x7fc00000u);
+    const uint32_t e = (c >> 3) & 0xfu, m = c & 7u;
+    const float mag = e == 0 ? float(m) * (fnuz ? 0.0009765625f : 0.001953125f)
+                             : f32_from_bits(((e + (fnuz ? 119u : 120u)) << 23) | (m << 20));
+    return c & 0x80u ? -mag : mag;
+}
+
+// |v| as raw bits: for non-negative floats the unsigned order of the bits is the numeric
+// order, and every NaN lies above +inf, so an integer max over a group propagates a NaN (the
+// fp max would drop it: fmaxf(NaN, 1) = 1).  One instruction per element on a GPU.
+GN_HD uint32_t abs_bits(float v) { return f32_bits(v) & 0x7fffffffu; }
+
+// UE8M0: the smallest power of two >= s (s a positive normal float): add one to the exponent
+// when the mantissa is non-zero, then clear the mantissa.
+GN_HD float ue8m0_ceil(float s) {
+    uint32_t u = f32_bits(s);
+    if (u & 0x7fffffu) u = (u + 0x800000u) & 0xff800000u;
+    return f32_from_bits(u);
+}
+
+// The scale of a group from its amax (as abs_bits): max(amax, floor) / fp8_max, rounded up to
+// a power of two for UE8M0 formats; NaN when the group holds a NaN or an infinity, so that
+// the whole group's codes are NaN.  The division is IEEE (correctly rounded) on every side.
+GN_HD float fp8_group_scale(uint32_t amax_bits, float amax_floor, float fp8_max, bool ue8m0) {
+    if (amax_bits >= 0x7f800000u) return f32_from_bits(0x7fc00000u);
+    const float s = fmaxf(f32_from_bits(amax_bits), amax_floor) / fp8_max;
+    return ue8m0 ? ue8m0_ceil(s) : s;
+}
+
+// The E8M0 byte of a UE8M0 scale: its biased exponent (0xff, E8M0's NaN, for a NaN scale).
+GN_HD uint8_t e8m0_byte(float s) { return uint8_t(f32_bits(s) >> 23); }
+
+// Two finite values (|v| <= fp8_max is NOT required: they are clamped here) to two codes, lo
+// in bits 0-7: the shared encoder's result, through the hardware convert where the target has
+// one for this format.  Callers handle NaN (a NaN group's codes are written as the format's
+// NaN by the group epilogue, fp8_quant.h): the converts' NaN rules differ between targets, so
+// they never see one.  Checked equal to fp8_encode for every finite input:
+//  - NVIDIA sm_89+: cvt.rn.satfinite.e4m3x2.f32 is OCP E4M3 (fn) with RNE; the clamp to
+//    +-fp8_max comes first, so satfinite never acts; -0 and negative values rounding to zero
+//    give 0x80, as fp8_encode does for fn.
+//  - AMD gfx942 (fnuz) and gfx950 (OCP fn): v_cvt_pk_fp8_f32 (RNE).  On gfx942 a negative
+//    value rounding to zero may come back 0x80, fnuz's NaN: such bytes are mapped to 0x00.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+#define GN_HW_FP8_FN 1
+#elif defined(__HIP_DEVICE_COMPILE__) && defined(__gfx950__)
+#define GN_HW_FP8_FN 1
+#define GN_HW_FP8_AMD 1
+#elif defined(__HIP_DEVICE_COMPILE__) && defined(__gfx942__)
+#define GN_HW_FP8_FNUZ 1
+#define GN_HW_FP8_AMD 1
+#endif
+
+// Whether fp8_encode_x2 takes the hardware convert for fmt on this target.
+GN_HD constexpr bool fp8_hw_convert(int fmt) {
+#if defined(GN_HW_FP8_FN)
+    return fmt == kE4M3FN;
+#elif defined(GN_HW_FP8_FNUZ)
+    return fmt == kE4M3FNUZ;
+#else
+    (void)fmt;
+    return false;
+#endif
+}
+
+GN_HD uint32_t fp8_encode_x2(float lo, float hi, int fmt, float fp8_max) {
+#if defined(GN_HW_FP8_FN) || defined(GN_HW_FP8_FNUZ)
+    if (fp8_hw_convert(fmt)) {
+        lo = fminf(fmaxf(lo, -fp8_max), fp8_max);
+        hi = fminf(fmaxf(hi, -fp8_max), fp8_max);
+#if defined(__CUDA_ARCH__)
+        uint16_t r;
+        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
+        return r;
+#else
+        uint32_t r = uint32_t(__builtin_amdgcn_cvt_pk_fp8_f32(lo, hi, 0, false)) & 0xffffu;
+#if defined(GN_HW_FP8_FNUZ)
+        // bytes equal to 0x80 (a signed zero) -> 0x00: the carry of (byte & 0x7f) + 0x7f sets
+        // bit 7 exactly where the magnitude is non-zero, and only there the sign is kept.
+        const uint32_t nz = ((r & 0x7f7fu) + 0x7f7fu) & 0x8080u;
+        r &= nz | 0x7f7fu;
+#endif
+        return r;
+#endif
+    }
+#endif
+    return uint32_t(fp8_encode(lo, fmt, fp8_max)) | (uint32_t(fp8_encode(hi, fmt, fp8_max)) << 8);
+}
+
+
+// Stores group k's scale of the token whose scales start at `base` (byte address), in the
+// scale format's storage: fp32 at k * sk floats; an E8M0 byte at k * sk bytes; packed E8M0:
+// byte k % 4 of int32 word k / 4 (words sk apart; little endian, as every target is), and
+// the last group of a token zeroes the word's bytes past it, so every byte of q's scales is
+// written.  `groups` is the token's group count K.
+GN_HD void store_group_scale(char *base, int64_t sk, int fmt, int64_t k, int64_t groups, float s) {
+    if (fmt == kScaleF32 || fmt == kScaleF32Ue8m0) {
+        *reinterpret_cast<float *>(base + k * sk * 4) = s;
+    } else if (fmt == kScaleE8m0) {
+        *reinterpret_cast<uint8_t *>(base + k * sk) = e8m0_byte(s);
+    } else {
+        uint8_t *w = reinterpret_cast<uint8_t *>(base + (k / 4) * sk * 4);
+        w[k % 4] = e8m0_byte(s);
+        if (k == groups - 1)
+            for (int64_t b = k % 4 + 1; b < 4; ++b) w[b] = 0;
+    }
+}
 // ---------------------------------------------------------------- int4 weights (W4A16)
 // The unpack rule (docs/w4a16.md, "Plain"): two 4-bit codes 0..15 per byte along K, low
 // nibble first: byte b of a row holds k = 2b in bits 0-3 and k = 2b + 1 in bits 4-7.

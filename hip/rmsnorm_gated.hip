@@ -68,7 +68,7 @@ hipError_t launch_vec(const RmsnormGatedArgs &a, const Launch &l) {
 // Up to this many rows of D <= 128, lanes take 4-element chunks (8-byte loads of 16-bit
 // data): twice the threads of 8-element chunks.  Small problems are latency-bound, and more
 // resident threads with less work each hide it better (ncu at T = 128, H = 32: FLA's
-// 4-element programs ran at twice our achieved occupancy, NOTES.md run 6).  Run 7's A/B
+// 4-element programs ran at twice our achieved occupancy, docs/perf-log.md run 6).  Run 7's A/B
 // (H100): 4-element chunks win at 4k rows (3.17 vs 3.40 us), 8-element ones from 24k rows
 // up (10.68 vs 11.16 us at 32k); the switch sits between, untested there.
 constexpr int kSmallRows = 8192;

@@ -1,4 +1,4 @@
-// Gated RMSNorm kernels (ops.md §1).  Two kernels:
+// Gated RMSNorm kernels (docs/ops.md section 1).  Two kernels:
 //  - vec: rows of D = 8k elements with 16-byte aligned rows; a team of TPR lanes owns a row,
 //    each lane CPT chunks of VEC = 8 (or 4, for small problems) elements held in registers,
 //    so x and z are read once and out written once with 16- (or 8-) byte accesses.  x and z

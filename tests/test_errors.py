@@ -443,3 +443,58 @@ def test_params_of_the_first_layout_are_accepted(rng):
     st, msg, o = _small_call(rng, struct_size=v1 - 1)
     assert st < 0 and msg.startswith("params:"), msg
     assert np.isnan(o).all()
+
+
+# ------------------------------------------------------------------ Python option checks (#11)
+@pytest.mark.parametrize("kw, name", [
+    (dict(norm_before_gate="no"), "norm_before_gate"),
+    (dict(norm_before_gate=2), "norm_before_gate"),
+    (dict(eps=True), "eps"),
+    (dict(eps="1e-6"), "eps"),
+    (dict(weight_offset=None), "weight_offset"),
+    (dict(pdl="yes"), "pdl"),
+    (dict(activation="relu"), "activation"),
+    (dict(group_size=8.0), "group_size"),
+])
+def test_options_are_type_checked(rng, kw, name):
+    x, z, w = _inputs(rng)
+    o = poisoned(x.shape)
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(x, z, w, out=o, **kw)
+    assert ei.value.message.startswith(name + ":"), ei.value.message
+    assert isinstance(ei.value, ValueError)
+    assert np.isnan(o).all()
+
+
+def test_weight_is_a_required_argument(rng):
+    x, z, w = _inputs(rng)
+    with pytest.raises(TypeError):
+        gatednorm.rmsnorm_gated(x, w)  # the old signature took this as z = w, weight missing
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(x, z, None)
+    assert ei.value.message.startswith("weight:")
+
+
+def test_error_pickles():
+    import pickle
+
+    e = GatedNormError(-1, "x: bad", "rmsnorm_gated")
+    e2 = pickle.loads(pickle.dumps(e))
+    assert type(e2) is type(e) and isinstance(e2, ValueError)
+    assert (e2.status, e2.message, e2.function, str(e2)) == (e.status, e.message, e.function, str(e))
+    d = pickle.loads(pickle.dumps(GatedNormError(-4, "device error text")))
+    assert d.status == -4 and not isinstance(d, ValueError)
+
+
+def test_huge_devicearray_names_its_shape():
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.DeviceArray((1 << 62,), np.float32, device="cpu")
+    assert ei.value.message.startswith("shape:")
+
+
+@pytest.mark.parametrize("dt, text", [(np.bool_, "bool"), (np.complex64, "complex64")])
+def test_bool_and_complex_are_named(dt, text):
+    x = np.zeros((2, 8), dt)
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(x, None, np.ones(8, np.float32), out=poisoned((2, 8)))
+    assert ei.value.message.startswith("x:") and text in ei.value.message, ei.value.message

@@ -12,7 +12,7 @@ from gatednorm import _dtypes, reference
 
 
 def _row_by_row(x, z, w, eps, nbg, act, off):
-    """Plain-Python (math module) gated RMSNorm of one row, straight from ops.md §1."""
+    """Plain-Python (math module) gated RMSNorm of one row, straight from docs/ops.md section 1."""
     a = None
     if z is not None:
         if act == "silu":

@@ -405,3 +405,28 @@ def test_pdl_chain_reads_finished_outputs(be, rng, shape):
         assert not np.isnan(got.astype(np.float32)).any(), "link %d: outputs left unwritten" % i
         cmp = reference.compare(got, reference.rmsnorm_gated(inp, z, w, **kw), DT["bf16"])
         assert cmp.ok, "link %d: %s" % (i, cmp)
+
+
+# --------------------------------------------------------------- any number of leading dims
+@pytest.mark.parametrize("shape", [(128,), (3, 128), (2, 3, 4, 128), (2, 1, 3, 1, 2, 64), (1, 1, 1, 32)])
+def test_any_leading_dims(be, rng, shape):
+    """[D], [N, D], [B, T, H, D], ...: every leading dim is rows, as torch's rms_norm, FLA and
+    mamba accept."""
+    x = rng.standard_normal(shape).astype(DT["bf16"])
+    z = rng.standard_normal(shape).astype(DT["bf16"])
+    w = rng.standard_normal(shape[-1]).astype(np.float32)
+    out = be.put(np.full(shape, NAN, DT["bf16"]))
+    gatednorm.rmsnorm_gated(be.put(x), be.put(z), be.put(w), out=out)
+    assert reference.compare(be.get(out), reference.rmsnorm_gated(x, z, w), DT["bf16"])
+
+
+def test_four_dim_column_slice_gate(be, rng):
+    """z as a head-sliced [B, T, H, D] view of a fused projection: B and T merge, H keeps its stride."""
+    B, T, H, D = 2, 3, 4, 64
+    qkvz = rng.standard_normal((B, T, 2 * H * D)).astype(DT["bf16"])
+    z = qkvz[:, :, H * D:].reshape(B, T, H, D)
+    x = rng.standard_normal((B, T, H, D)).astype(DT["bf16"])
+    w = rng.standard_normal(D).astype(np.float32)
+    out = be.put(np.full(x.shape, NAN, DT["bf16"]))
+    gatednorm.rmsnorm_gated(be.put(x), be.put(z, qkvz), be.put(w), out=out)
+    assert reference.compare(be.get(out), reference.rmsnorm_gated(x, z, w), DT["bf16"])

@@ -151,7 +151,7 @@ GATEDNORM_API gatednorm_status gatednorm_stream_synchronize(void *stream);
 GATEDNORM_API gatednorm_status gatednorm_stream_destroy(void *stream);
 GATEDNORM_API gatednorm_status gatednorm_device_synchronize(int32_t device_id);
 
-/* ---------------------------------------------------------- §1 gated RMSNorm (RMSNormGated) */
+/* ------------------------------- gated RMSNorm (RMSNormGated), docs/ops.md section 1 */
 typedef enum gatednorm_activation {
     GATEDNORM_ACTIVATION_SILU = 0,
     GATEDNORM_ACTIVATION_SIGMOID = 1
@@ -198,6 +198,81 @@ GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_params_init(gatednorm_rms
  * Runs on the device of the tensors (all must match); asynchronous on stream for a GPU. */
 GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated(const gatednorm_tensor *x, const gatednorm_tensor *z, const gatednorm_tensor *weight, const gatednorm_tensor *out, const gatednorm_rmsnorm_gated_params *params, void *stream);
 
+
+/* ------------------------------------------ §2 gated RMSNorm + FP8 per-group quantization */
+/* FP8 encodings of q. */
+typedef enum gatednorm_fp8_format {
+    GATEDNORM_FP8_FORMAT_E4M3FN = 0,  /* OCP E4M3 (NVIDIA, MI350 gfx950): max 448, NaN 0x7f/0xff */
+    GATEDNORM_FP8_FORMAT_E4M3FNUZ = 1 /* MI300 gfx942: max 240, no negative zero (0x80 is NaN) */
+} gatednorm_fp8_format;
+
+/* How the per-group scales are stored. */
+typedef enum gatednorm_scale_format {
+    GATEDNORM_SCALE_FORMAT_FP32 = 0,        /* float32: max(amax, amax_floor) / fp8_max */
+    GATEDNORM_SCALE_FORMAT_FP32_UE8M0 = 1,  /* float32, rounded up to a power of two (UE8M0) */
+    GATEDNORM_SCALE_FORMAT_E8M0 = 2,        /* uint8 (or float8_e8m0fnu): the power of two's biased exponent
+                                             * byte (value 2^(e - 127); 0xff for a NaN scale) */
+    GATEDNORM_SCALE_FORMAT_E8M0_PACKED = 3  /* int32 (or uint32) words: E8M0 bytes of four consecutive groups
+                                             * of a token, group k in byte k % 4 of word k / 4 (little endian),
+                                             * bytes past the last group zero (DeepGEMM's layout) */
+} gatednorm_scale_format;
+
+/* The FP8 per-group quantization options, one block shared by every op with an FP8 output
+ * (docs/ops.md §2; §3's rmsnorm / add_rmsnorm and group_quant_fp8 embed the same block).
+ * The block's size is fixed; later options take its reserved words (zero = today's behaviour).
+ *   amax  = max |y| over a group of group_size consecutive elements of a token's row
+ *   scale = max(amax, amax_floor) / fp8_max            (fp32, correctly rounded divide)
+ *   scale = 2^ceil(log2(scale))                        for the UE8M0 scale formats
+ *   q     = fp8_rne_saturate(y * (1 / scale))          (1/scale: one correctly rounded fp32 reciprocal per
+ *                                                       group; exact for UE8M0 scales; saturation to +-fp8_max)
+ * A group holding a NaN or an infinity gets a NaN scale (E8M0 byte 0xff) and NaN codes. */
+typedef struct gatednorm_quant_fp8 {
+    int32_t format;           /* gatednorm_fp8_format; default E4M3FN */
+    float fp8_max;            /* largest code used; 0 (default): the format's max (448, 240); e.g. 224 for fnuz
+                               * on MI300 engines.  Must lie in [1, format max]. */
+    float amax_floor;         /* default 1e-10; finite, >= 1e-30 (so every scale is a normal fp32) */
+    int32_t scale_format;     /* gatednorm_scale_format; default FP32 */
+    int64_t group_size;       /* G; default 128.  G divides the token row H*D, and G divides D or D divides G */
+    int32_t quantize_rounded; /* 1: quantize y rounded to y_copy's dtype (x's dtype without a copy), as an
+                               * unfused norm -> bf16 -> quant pipeline does; 0 (default): the fp32 y */
+    int32_t reserved[3];      /* must be 0 */
+} gatednorm_quant_fp8;
+
+/* Options; fill with gatednorm_rmsnorm_gated_fp8_params_init(&p, sizeof p), then set fields. */
+typedef struct gatednorm_rmsnorm_gated_fp8_params {
+    uint32_t struct_size;     /* set by _params_init */
+    int32_t norm_before_gate; /* as gatednorm_rmsnorm_gated_params (default 1) */
+    int32_t activation;       /* gatednorm_activation (default SILU) */
+    float eps;                /* default 1e-6 */
+    float weight_offset;      /* default 0 */
+    int32_t pdl;              /* as gatednorm_rmsnorm_gated_params (default 0) */
+    int64_t head_dim;         /* D, the norm's row: 0 (default): x's last dim; > 0: x's last dim L is viewed as
+                               * [L / head_dim, head_dim] (a [T, H*D] projection output) */
+    gatednorm_quant_fp8 quant;
+} gatednorm_rmsnorm_gated_fp8_params;
+
+GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_fp8_params_init(gatednorm_rmsnorm_gated_fp8_params *params, size_t size);
+
+/* y = RMSNormGated(x, z) (section 1, in fp32, never rounded unless asked), quantized to FP8 per
+ * group of G elements of each token's flattened row [H*D]; one kernel launch for any
+ * combination of outputs.
+ * x, z, weight: as gatednorm_rmsnorm_gated (x [..., H, D], or [..., H*D] with head_dim; the
+ *         leading dims before H are tokens and must merge into one token dim).
+ * q:      [tokens..., H*D] (x's token dims, then the row), float8_e4m3fn / float8_e4m3fnuz
+ *         matching params->quant.format, or uint8 (raw codes); last dim contiguous, rows 1-byte aligned.
+ * scales: [tokens..., K], K = H*D / G (FP32, FP32_UE8M0: float32; E8M0: uint8 or float8_e8m0fnu) or
+ *         [tokens..., ceil(K / 4)] (E8M0_PACKED: int32 / uint32); ANY strides, so the layout is the
+ *         caller's: row-major [T, K], column-major (a transposed view of [K, T]), or column-major
+ *         with T padded (a view of the first T columns of [K, T_pad]).
+ * y_copy: NULL, or x's shape in bf16 / fp16 / fp32 (any token / head strides): y rounded once.
+ * No output may overlap an input or another output.  Asynchronous on stream for a GPU. */
+GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_fp8(const gatednorm_tensor *x, const gatednorm_tensor *z, const gatednorm_tensor *weight, const gatednorm_tensor *q, const gatednorm_tensor *scales, const gatednorm_tensor *y_copy, const gatednorm_rmsnorm_gated_fp8_params *params, void *stream);
+
+/* The library's FP8 encoder on the host (the one rule the CPU and GPU backends share):
+ * codes[i] = fp8_rne_saturate(values[i]) with saturation to +-fp8_max (0: the format's max),
+ * NaN -> NaN (0x7f for E4M3FN, 0x80 for E4M3FNUZ), -0 -> 0x00 for E4M3FNUZ.  For tests and for
+ * callers quantizing on the host. */
+GATEDNORM_API gatednorm_status gatednorm_fp8_encode(const float *values, uint8_t *codes, size_t count, int32_t format, float fp8_max);
 /* ------------------------------------------------------------ §4 W4A16 GEMM (int4 weights)
  * out[M, N] = a[M, K] @ dequant(W)[K, N] (+ bias[N])  (docs/ops.md section 4, docs/w4a16.md).
  *   dequant(W)[k, n] = w16 = RNE_dt((q[n, k] - z[n, k / G]) * RNE_dt(s[n, k / G])), dt = a's dtype:

@@ -15,7 +15,14 @@ gatednorm_status cpu_rmsnorm_gated(const RmsnormGatedProblem &p) {
     const int ws = dtype_size(p.weight_dtype);
     const bool has_z = p.z.data != nullptr;
 
-    std::vector<float> w(D), u(D), g(D);
+    // Per-thread row buffers that only ever grow: no heap traffic per call (host calls on
+    // tiny tensors are dominated by fixed costs).
+    thread_local std::vector<float> w, u, g;
+    if (w.size() < size_t(D)) {
+        w.resize(D);
+        u.resize(D);
+        g.resize(D);
+    }
     for (int64_t c = 0; c < D; ++c)
         w[c] = load_as_f32(static_cast<const char *>(p.weight) + c * ws, p.weight_dtype) + p.weight_offset;
 

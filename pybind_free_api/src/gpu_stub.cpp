@@ -28,4 +28,5 @@ gatednorm_status gpu_w4a16_target(int32_t, int32_t *) { return no_gpu(); }
 gatednorm_status gpu_w4a16_workspace_size(int32_t, int64_t, int64_t, int64_t, int64_t, size_t *) { return no_gpu(); }
 gatednorm_status gpu_w4a16_prepack(const W4a16PrepackProblem &, void *) { return no_gpu(); }
 gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &, void *) { return no_gpu(); }
+gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &, void *) { return no_gpu(); }
 }  // namespace gn

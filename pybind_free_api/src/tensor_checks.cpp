@@ -41,6 +41,9 @@ std::string dtype_name(const gatednorm_dtype &dt) {
         case GATEDNORM_DTYPE_CODE_FLOAT8_E4M3FN: return "float8_e4m3fn";
         case GATEDNORM_DTYPE_CODE_FLOAT8_E4M3FNUZ: return "float8_e4m3fnuz";
         case GATEDNORM_DTYPE_CODE_FLOAT8_E8M0FNU: return "float8_e8m0fnu";
+        case 3: return "opaque handle";  // DLPack's kDLOpaqueHandle
+        case 5: base = "complex"; break;  // DLPack's kDLComplex
+        case 6: if (dt.bits == 8 && dt.lanes == 1) return "bool"; base = "bool"; break;  // kDLBool
     }
     char buf[48];
     if (base) snprintf(buf, sizeof buf, "%s%d", base, dt.bits);

@@ -107,7 +107,10 @@ class DeviceArray:
         shape = _norm_shape(shape)
         dt = _dtypes.to_numpy_dtype(dtype)
         devtype, devid = _runtime.parse_device(device)
-        alloc = _Allocation(devtype, devid, math.prod(shape) * dt.itemsize)
+        nbytes = math.prod(shape) * dt.itemsize
+        if nbytes >= 1 << 63:
+            raise argument_error("shape: %s of %s is %d bytes, past what any device can hold" % (shape, dt, nbytes))
+        alloc = _Allocation(devtype, devid, nbytes)
         self._init(alloc.ptr, shape, _contiguous_strides(shape), dt, devtype, devid, alloc, alloc)
 
     def _init(self, ptr, shape, estrides, dt, devtype, devid, base, sync):

@@ -29,6 +29,7 @@ __all__ = [
     "load",
     "lib",
     "GatedNormError",
+    "InvalidArgumentError",
     "check",
     "raise_error",
     "header_path",
@@ -59,13 +60,23 @@ class GatedNormError(Exception):
 
     ``status`` is the library's ``gatednorm_status`` code (negative); ``message`` is the
     library's own ``gatednorm_last_error()`` text, which names the offending argument.
+    Bad arguments raise the subclass ``InvalidArgumentError``, which is also a
+    ``ValueError``.  Instances pickle (multiprocessing workers pass them back intact).
     """
+
+    def __new__(cls, status: int = -6, message: str = "", function: str | None = None):
+        if cls is GatedNormError and int(status) == INVALID_ARGUMENT:
+            cls = InvalidArgumentError
+        return super().__new__(cls)
 
     def __init__(self, status: int, message: str, function: str | None = None):
         self.status = int(status)
         self.message = message
         self.function = function
         super().__init__(self._format())
+
+    def __reduce__(self):
+        return (GatedNormError, (self.status, self.message, self.function))
 
     @property
     def status_name(self) -> str:
@@ -75,6 +86,10 @@ class GatedNormError(Exception):
         where = "%s: " % self.function if self.function else ""
         msg = self.message or self.status_name
         return "%s%s [%s]" % (where, msg, self.status_name)
+
+
+class InvalidArgumentError(GatedNormError, ValueError):
+    """A GatedNormError for a bad argument (status GATEDNORM_STATUS_INVALID_ARGUMENT)."""
 
 
 # Python-side names for the status codes (kept only for messages; the values come from the

@@ -1,74 +1,24 @@
-"""Pythonic ops over the C ABI (numpy-style signatures, ``out=`` arguments)."""
+"""Pythonic ops over the C ABI (numpy-style signatures, ``out=`` arguments).
+
+Each op is its signature, docstring, option checks and one call into the call layer
+(``_call``): the model every new op copies."""
 
 from __future__ import annotations
 
-import sys
-
-import numpy as np
-
-from . import _adapters, _dtypes, _ffi, _runtime
-from ._adapters import NUMPY, TORCH, convert, kind_of, release, resolve_stream
-from ._array import DeviceArray
-from ._ffi import argument_error, ffi
+from . import _call
+from ._ffi import argument_error
 
 __all__ = ["rmsnorm_gated"]
 
 _ACTIVATIONS = {"silu": 0, "swish": 0, "sigmoid": 1}
-_rms_defaults = None  # gatednorm_rmsnorm_gated_params from the library, fetched once
+_OUT_DTYPES = ("bfloat16", "float16", "float32")  # what the norm can write
+
+_params_cache: dict = {}  # option values -> params struct (see rmsnorm_gated)
+_RMSNORM_GATED = _call.Entry("gatednorm_rmsnorm_gated", "gatednorm_rmsnorm_gated_params",
+                             ("x", "z", "weight", "out"), outputs=("out",))
 
 
-def _out_dtype(out_dtype, name="out_dtype"):
-    try:
-        return _dtypes.to_numpy_dtype(out_dtype)
-    except TypeError:
-        raise argument_error("%s: not a dtype: %r" % (name, out_dtype)) from None
-
-
-_OUT_DTYPES = (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32)  # what the op can write
-
-
-def _param_error(e, **values):
-    """Name the option that cffi could not store in the params struct."""
-    p = ffi.new("gatednorm_rmsnorm_gated_params *")
-    for name, v in values.items():
-        try:
-            if v is not None or name != "group_size":  # group_size=None means "the last dim"
-                setattr(p, name, v)
-        except (TypeError, OverflowError) as err:
-            return argument_error("%s: %s (got %r)" % (name, err, v))
-    return argument_error(str(e))
-
-
-def _alloc_like(x, kind, tx, out_dtype):
-    """The default ``out``: same shape as x, contiguous, dtype out_dtype or x's, and of x's
-    kind: numpy for numpy, ``x.new_empty`` for torch, else a DeviceArray on x's device."""
-    if out_dtype is None:
-        dt = x.dtype if kind == NUMPY else _adapters.dtype_of(tx)
-        if dt is None:  # x has a dtype numpy does not know; the op will reject x by name
-            dt = _dtypes.float32
-    else:
-        dt = _out_dtype(out_dtype)
-        if dt not in _OUT_DTYPES:  # refused before anything is allocated for it
-            raise argument_error("out_dtype: %s; the output must be bf16, fp16 or fp32" % dt)
-        if (kind == TORCH or hasattr(x, "new_empty")) and _dtypes._torch_dtype_name(out_dtype) is not None:
-            return x.new_empty(tuple(x.shape), dtype=out_dtype)  # a torch dtype for a torch x
-    if kind == NUMPY:
-        return np.empty(x.shape, dt)
-    if kind == TORCH or hasattr(x, "new_empty"):
-        torch = sys.modules.get("torch")
-        if torch is not None:
-            return x.new_empty(tuple(x.shape), dtype=_dtypes.to_torch_dtype(torch, dt))
-    nd = tx.ndim
-    shape = tuple(tx.shape[0:nd])
-    devtype, devid = tx.device.device_type, tx.device.device_id
-    if devtype in _runtime.HOST_TYPES:
-        devtype, devid = _runtime.CPU, 0
-    else:  # e.g. CUDA-managed memory: allocate plain memory of the GPU backend
-        devtype = _runtime.gpu_device_type() or devtype
-    return DeviceArray(shape, dt, (devtype, devid))
-
-
-def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, activation="silu",
+def rmsnorm_gated(x, z, weight, *, eps=1e-6, norm_before_gate=True, activation="silu",
                   weight_offset=0.0, group_size=None, out=None, out_dtype=None, stream=None, pdl=False):
     """Gated RMSNorm (RMSNormGated of Qwen3-Next / Qwen3.5 GDN layers, Mamba2)::
 
@@ -83,8 +33,10 @@ def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, ac
     to the output dtype.  Without ``z`` it is plain RMSNorm.
 
     Args:
-        x: ``[T, H, D]`` or ``[N, D]`` (or ``[T, H*G]`` with ``group_size=G``), bf16 / fp16 /
-            fp32; any token/head strides, last dim contiguous.  Any array: numpy, anything
+        x: ``[..., D]``: any leading dims are rows (``[T, H, D]``, ``[B, T, H, D]``, ``[N, D]``,
+            ``[D]``); with ``group_size=G`` the last dim is viewed as ``[L / G, G]`` (a
+            ``[T, H*G]`` projection output).  bf16 / fp16 / fp32; any strides on the leading
+            dims that reduce to at most two ([tokens, heads]); last dim contiguous.  Any array: numpy, anything
             with ``__dlpack__`` or ``__cuda_array_interface__`` (torch, CuPy, JAX, numba,
             hip-python), a gatednorm.DeviceArray or gatednorm.from_pointer view.
         z: the gate, same shape as x, any of the three dtypes; None for plain RMSNorm.
@@ -94,7 +46,7 @@ def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, ac
         activation: "silu" or "sigmoid".
         weight_offset: the norm multiplies by ``weight + weight_offset`` (1.0 for
             zero-centred "1 + w" weights).
-        group_size: G to view a 2-D ``[T, H*G]`` x as ``[T, H, G]``; None: the last dim.
+        group_size: G to view the last dim L as ``[L / G, G]``; None: the last dim.
         out: the output (may be ``x`` itself: in place); same shape as x, any token/head
             strides.  None: a new array of x's kind (numpy for numpy, ``x.new_empty`` for
             torch, else a DeviceArray on x's device).
@@ -113,55 +65,39 @@ def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, ac
         ``out``.
 
     Raises:
-        GatedNormError: with the library's message naming the bad argument; ``out`` is then
-        left untouched.
+        GatedNormError: with the library's message naming the bad argument (an
+        ``InvalidArgumentError``, also a ``ValueError``, for bad arguments); ``out`` is
+        then left untouched.
     """
-    global _rms_defaults
-    lib = _ffi._lib or _ffi.load()
     if weight is None:
         raise argument_error("weight: required (the [D] norm weight); got None")
-    act = _ACTIVATIONS.get(activation)
-    if act is None:
-        if isinstance(activation, int) and not isinstance(activation, bool):
-            act = activation  # passed through: the library validates it
-        else:
-            raise argument_error("activation: expected 'silu' or 'sigmoid', got %r" % (activation,))
-    kx = kind_of(x)
-    hold = []
-    try:
-        s, cai = resolve_stream(stream, x, kx)
-        tx = convert(x, "x", s, hold, False, kx, cai)
-        if out is None:
-            out = _alloc_like(x, kx, tx, out_dtype)
-            to = convert(out, "out", s, hold, True)
-        else:
-            to = convert(out, "out", s, hold, True)
-            if out_dtype is not None and _dtypes.dl_dtype(_out_dtype(out_dtype)) != (to.dtype.code, to.dtype.bits):
-                raise argument_error("out_dtype: %s does not match out's dtype %s"
-                                     % (_out_dtype(out_dtype), _dtypes.dl_name(to.dtype.code, to.dtype.bits)))
-        tz = ffi.NULL if z is None else convert(z, "z", s, hold, False)
-        tw = convert(weight, "weight", s, hold, False)
-        if _rms_defaults is None:
-            d = ffi.new("gatednorm_rmsnorm_gated_params *")
-            _ffi.check(lib.gatednorm_rmsnorm_gated_params_init(d, ffi.sizeof(d[0])), "gatednorm_rmsnorm_gated_params_init")
-            _rms_defaults = d[0]
-        p = ffi.new("gatednorm_rmsnorm_gated_params *", _rms_defaults)
-        p.norm_before_gate = 1 if norm_before_gate else 0
-        p.pdl = 1 if pdl else 0
-        try:
-            p.activation = act
-            p.eps = eps
-            p.weight_offset = weight_offset
-            if isinstance(group_size, bool):  # True would pass as a group of 1
-                raise argument_error("group_size: expected an int or None, got %r" % (group_size,))
-            if group_size:
-                p.group_size = group_size
-        except (TypeError, OverflowError) as e:
-            raise _param_error(e, activation=act, eps=eps, weight_offset=weight_offset, group_size=group_size) from None
-        st = lib.gatednorm_rmsnorm_gated(tx, tz, tw, to, p, ffi.cast("void *", s) if s else ffi.NULL)
-        if st:
-            _ffi.raise_error(st, "rmsnorm_gated")
-    finally:
-        if hold:
-            release(hold)
+    # Options of the usual types (bools, a str, floats, an int or None) hit a cache keyed on
+    # their values; the type test keeps 1.0 or 1 from passing as True (equal keys).
+    usual = (type(norm_before_gate) is bool and type(pdl) is bool and type(eps) is float
+             and type(weight_offset) is float and type(activation) is str
+             and (group_size is None or type(group_size) is int))
+    key = (norm_before_gate, activation, eps, weight_offset, group_size, pdl)
+    prm = _params_cache.get(key) if usual else None
+    if prm is None:
+        prm = _RMSNORM_GATED.params(
+            norm_before_gate=_call.flag("norm_before_gate", norm_before_gate),
+            activation=_call.choice("activation", activation, _ACTIVATIONS),
+            eps=_call.real("eps", eps),
+            weight_offset=_call.real("weight_offset", weight_offset),
+            group_size=0 if group_size is None else _call.integer("group_size", group_size),
+            pdl=_call.flag("pdl", pdl))
+        if usual:
+            if len(_params_cache) > 64:
+                _params_cache.clear()
+            _params_cache[key] = prm
+    if out is None:
+        if out_dtype is not None:
+            out_dtype = _call.dtype_arg(out_dtype, "out_dtype")
+            if out_dtype.name not in _OUT_DTYPES:  # refused before anything is allocated for it
+                raise argument_error("out_dtype: %s; the output must be bf16, fp16 or fp32" % out_dtype)
+        return _RMSNORM_GATED(stream, x, z, weight, _call.New(out_dtype), params=prm)[0]
+    if out_dtype is not None and _call.dtype_arg(out_dtype, "out_dtype") != _call.dtype_of(out):
+        raise argument_error("out_dtype: %s does not match out's dtype %s"
+                             % (_call.dtype_arg(out_dtype, "out_dtype"), _call.dtype_of(out)))
+    _RMSNORM_GATED(stream, x, z, weight, out, params=prm)
     return out

@@ -15,8 +15,8 @@ import numpy as np
 
 from . import _dtypes
 
-__all__ = ["rmsnorm_gated", "silu", "sigmoid", "as_float64", "ulp", "tolerance", "compare", "Comparison",
-           "int4_unpack", "w4a16_dequantize", "w4a16_matmul", "w4a16_tolerance"]
+__all__ = ["rmsnorm_gated", "rmsnorm_gated_fp8", "fp8_group_quant", "fp8_max_of", "silu", "sigmoid", "as_float64", "ulp",
+           "tolerance", "compare", "Comparison", "int4_unpack", "w4a16_dequantize", "w4a16_matmul", "w4a16_tolerance"]
 
 
 def as_float64(a):
@@ -89,6 +89,65 @@ def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, ac
     return y.reshape(shape)
 
 
+# ------------------------------------------------------------------- FP8 group quantization
+_FP8 = {"e4m3fn": (_dtypes.float8_e4m3fn, 448.0), "e4m3fnuz": (_dtypes.float8_e4m3fnuz, 240.0)}
+_UE8M0 = {"fp32": False, "ue8m0": True, "e8m0": True, "e8m0_packed": True}
+
+
+def fp8_max_of(fp8_format="e4m3fn", fp8_max=None):
+    """The largest code used: fp8_max (rounded to fp32) or the format's max."""
+    return _FP8[fp8_format][1] if not fp8_max else float(np.float32(fp8_max))
+
+
+def fp8_group_quant(y, group_size=128, *, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32"):
+    """ops.md §2's quantization of ``y`` [..., R] (float64) over groups of group_size
+    consecutive elements of the last dim.  Returns (q, scales): q the ml_dtypes float8 array
+    of y's shape, quantized by ml_dtypes from float64 after clamping to +-fp8_max; scales
+    float64 [..., R / G] (powers of two for the UE8M0 formats; NaN for a group with a NaN or
+    an infinity, whose codes are then all NaN)."""
+    dt, _ = _FP8[fp8_format]
+    fmax = fp8_max_of(fp8_format, fp8_max)
+    y = np.asarray(y, np.float64)
+    shape = y.shape
+    g = int(group_size)
+    yg = y.reshape(shape[:-1] + (shape[-1] // g, g))
+    with np.errstate(invalid="ignore", over="ignore"):
+        amax = np.max(np.abs(yg), axis=-1)  # NaN propagates
+        scale = np.maximum(amax, float(np.float32(amax_floor))) / fmax
+        scale = np.where(np.isfinite(amax), scale, np.nan)
+        if _UE8M0[scale_format]:
+            scale = np.exp2(np.ceil(np.log2(scale)))
+        v = np.clip(yg / scale[..., None], -fmax, fmax)
+    v = np.where(np.isnan(scale)[..., None], np.nan, v)
+    return v.astype(dt).reshape(shape), scale
+
+
+def rmsnorm_gated_fp8(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, activation="silu",
+                      weight_offset=0.0, head_dim=None, group_size=128, fp8_format="e4m3fn", fp8_max=None,
+                      amax_floor=1e-10, scale_format="fp32", quantize_rounded=False, copy_dtype=None, **_ignored):
+    """float64 reference of gatednorm.rmsnorm_gated_fp8 (same options; output arrays, layouts
+    and stream are ignored).  Returns (q, scales, y): q [tokens..., H*D] as the ml_dtypes
+    float8 array, scales float64 [tokens..., K] (E8M0 formats as their power-of-two values),
+    y the float64 norm output of x's shape (unrounded).  With quantize_rounded, y is rounded
+    to copy_dtype (x's dtype without one) before it is quantized."""
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN / Inf rows propagate
+        y = rmsnorm_gated(x, z, weight, eps=eps, norm_before_gate=norm_before_gate, activation=activation,
+                          weight_offset=weight_offset, group_size=head_dim)
+    shape = y.shape
+    if head_dim and shape[-1] != head_dim:
+        tok, row = shape[:-1], shape[-1]
+    elif len(shape) >= 3:
+        tok, row = shape[:-2], shape[-2] * shape[-1]
+    else:
+        tok, row = shape[:-1], shape[-1]
+    yq = y
+    if quantize_rounded:
+        rdt = _dtypes.to_numpy_dtype(copy_dtype) if copy_dtype is not None else np.asarray(x).dtype
+        with np.errstate(over="ignore"):
+            yq = y.astype(rdt).astype(np.float64)
+    q, s = fp8_group_quant(yq.reshape(tuple(tok) + (row,)), group_size, fp8_format=fp8_format, fp8_max=fp8_max,
+                           amax_floor=amax_floor, scale_format=scale_format)
+    return q, s, y
 # ------------------------------------------------------------------------------ W4A16
 def int4_unpack(q) -> np.ndarray:
     """Plain codes ``q`` uint8 ``[N, K/2]`` (two per byte along K, low nibble first) ->
@@ -154,6 +213,8 @@ def w4a16_tolerance(a, q, scales, zeros, bias, out_dtype, ref=None) -> np.ndarra
 
 # --------------------------------------------------------------------------- comparison
 _FORMATS = {  # dtype: (explicit mantissa bits, minimum normal exponent)
+    _dtypes.float8_e4m3fn: (3, -6),
+    _dtypes.float8_e4m3fnuz: (3, -7),
     _dtypes.bfloat16: (7, -126),
     _dtypes.float16: (10, -14),
     _dtypes.float32: (23, -126),

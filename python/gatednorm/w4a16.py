@@ -19,8 +19,7 @@ import warnings
 
 import numpy as np
 
-from . import _dtypes, _ffi, _runtime
-from ._adapters import NUMPY, TORCH, convert, kind_of, release, resolve_stream
+from . import _call, _dtypes, _ffi, _runtime
 from ._array import DeviceArray
 from ._ffi import argument_error, ffi
 
@@ -31,6 +30,10 @@ PLAIN, TILED = 0, 1
 TARGETS = {"native": 0, "cuda_mma": 1, "amd_mfma": 2, "amd_wmma": 3}
 _W4DT = {_dtypes.bfloat16: 1, _dtypes.float16: 2}
 _AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # AWQ slot i holds column 8c + _AWQ_ORDER[i]
+_GEMM = _call.Entry("gatednorm_w4a16_gemm", "gatednorm_w4a16_params",
+                    ("a", "qweight", "scales", "zeros", "bias", "out", "workspace"), outputs=("out", "workspace"))
+_PREPACK = _call.Entry("gatednorm_w4a16_prepack", "gatednorm_w4a16_params",
+                       ("qweight", "scales", "zeros", "packed"), outputs=("packed",))
 
 
 # ---------------------------------------------------------------------------- int32 nibbles
@@ -313,27 +316,17 @@ class W4A16Weight:
         if dt not in _W4DT:
             raise argument_error("dtype: expected bfloat16 or float16 activations, got %s" % dt)
         lib = _ffi._lib or _ffi.load()
-        hold = []
-        try:
-            q = DeviceArray.from_numpy(self.q, device=dev)
-            s = DeviceArray.from_numpy(self.scales, device=dev)
-            z = None if self.zeros is None else DeviceArray.from_numpy(self.zeros, device=dev)
-            prm = _new_params(lib)
-            self._describe(prm)
-            prm.dtype = _W4DT[dt]
-            size = ffi.new("size_t *")
-            _ffi.check(lib.gatednorm_w4a16_prepacked_size(prm, size), "gatednorm_w4a16_prepacked_size")
-            packed = DeviceArray.empty((int(size[0]),), np.uint8, device=dev)
-            st, _ = resolve_stream(stream, q, kind_of(q))
-            tq, ts = convert(q, "qweight", st, hold, False), convert(s, "scales", st, hold, False)
-            tz = ffi.NULL if z is None else convert(z, "zeros", st, hold, False)
-            tp = convert(packed, "packed", st, hold, True)
-            _ffi.check(lib.gatednorm_w4a16_prepack(tq, ts, tz, tp, prm, ffi.cast("void *", st) if st else ffi.NULL),
-                       "gatednorm_w4a16_prepack")
-            _runtime.synchronize(st)  # the plain device copies are freed on return
-        finally:
-            if hold:
-                release(hold)
+        q = DeviceArray.from_numpy(self.q, device=dev)
+        s = DeviceArray.from_numpy(self.scales, device=dev)
+        z = None if self.zeros is None else DeviceArray.from_numpy(self.zeros, device=dev)
+        prm = _new_params(lib)
+        self._describe(prm)
+        prm.dtype = _W4DT[dt]
+        size = ffi.new("size_t *")
+        _ffi.check(lib.gatednorm_w4a16_prepacked_size(prm, size), "gatednorm_w4a16_prepacked_size")
+        packed = DeviceArray.empty((int(size[0]),), np.uint8, device=dev)
+        _PREPACK(stream, q, s, z, packed, params=prm)  # completes prm: layout, version, target
+        _runtime.synchronize(stream)  # the plain device copies are freed on return
         w = self._copy()
         w._packed, w._params, w.dtype = packed, prm, dt
         w.device = packed.device
@@ -351,16 +344,8 @@ class W4A16Weight:
         size = ffi.new("size_t *")
         _ffi.check(lib.gatednorm_w4a16_prepacked_size(prm, size), "gatednorm_w4a16_prepacked_size")
         packed = np.zeros(int(size[0]), np.uint8)
-        hold = []
-        try:
-            tq, ts = convert(self.q, "qweight", 0, hold, False), convert(self.scales, "scales", 0, hold, False)
-            tz = ffi.NULL if self.zeros is None else convert(self.zeros, "zeros", 0, hold, False)
-            tp = convert(packed, "packed", 0, hold, True)
-            prm.symmetric = -1
-            _ffi.check(lib.gatednorm_w4a16_prepack(tq, ts, tz, tp, prm, ffi.NULL), "gatednorm_w4a16_prepack")
-        finally:
-            if hold:
-                release(hold)
+        prm.symmetric = -1
+        _PREPACK(None, self.q, self.scales, self.zeros, packed, params=prm)
         w = self._copy()
         w._packed, w._params, w.dtype = packed, prm, dt
         return w
@@ -396,11 +381,12 @@ def _parse_device(device):
     raise argument_error("device: expected 'cpu' or a GPU ('cuda:0', 'gpu:0', an int), got %r" % (device,))
 
 
-def _apply_perm(a, w, kind):
+def _apply_perm(a, w):
     """a[:, w.perm] for numpy and torch activations (act-order weights)."""
-    if kind == NUMPY:
+    kind = _call.kind_of(a)
+    if kind == _call.NUMPY:
         return np.ascontiguousarray(a[:, w.perm])
-    if kind == TORCH or (hasattr(a, "index_select") and hasattr(a, "device")):
+    if kind == _call.TORCH:
         key = str(a.device)
         p = w._perm_dev.get(key)
         if p is None:
@@ -434,64 +420,19 @@ def w4a16_matmul(a, w, bias=None, out=None, *, out_dtype=None, workspace=None, s
     """
     if not isinstance(w, W4A16Weight):
         raise argument_error("w: expected a gatednorm.W4A16Weight, got %s" % type(w).__name__)
-    lib = _ffi._lib or _ffi.load()
-    ka = kind_of(a)
     if w.perm is not None:
-        a = _apply_perm(a, w, ka)
-    hold = []
-    try:
-        s, cai = resolve_stream(stream, a, ka)
-        ta = convert(a, "a", s, hold, False, ka, cai)
-        m = int(ta.shape[0]) if ta.ndim >= 1 else 0
-        if out is None:
-            dt = _dtypes.to_numpy_dtype(out_dtype) if out_dtype is not None else (
-                a.dtype if ka == NUMPY else _adapters_dtype(ta))
-            out = _alloc(a, ka, ta, (m, w.n), dt)
-        to = convert(out, "out", s, hold, True)
-        tb = ffi.NULL if bias is None else convert(bias, "bias", s, hold, False)
-        if w._packed is None:
-            prm = _new_params(lib)
-            tq = convert(w.q, "qweight", s, hold, False)
-            ts = convert(w.scales, "scales", s, hold, False)
-            tz = ffi.NULL if w.zeros is None else convert(w.zeros, "zeros", s, hold, False)
-        else:
-            prm = w._params
-            tq = convert(w._packed, "qweight", s, hold, False)
-            ts = tz = ffi.NULL
-        tw = ffi.NULL
-        if workspace is None and ta.device.device_type not in _runtime.HOST_TYPES:
-            need = ffi.new("size_t *")
-            dev = ffi.new("gatednorm_device *", (ta.device.device_type, ta.device.device_id))
-            _ffi.check(lib.gatednorm_w4a16_workspace_size(prm, m, dev[0], need), "gatednorm_w4a16_workspace_size")
-            if need[0]:
-                workspace = _alloc(a, ka, ta, (int(need[0]),), np.dtype(np.uint8))
-        if workspace is not None:
-            tw = convert(workspace, "workspace", s, hold, True)
-        st = lib.gatednorm_w4a16_gemm(ta, tq, ts, tz, tb, to, tw, prm, ffi.cast("void *", s) if s else ffi.NULL)
-        if st:
-            _ffi.raise_error(st, "w4a16_matmul")
-    finally:
-        if hold:
-            release(hold)
-    return out
-
-
-def _adapters_dtype(t):
-    from ._adapters import dtype_of
-
-    dt = dtype_of(t)
-    return dt if dt is not None else _dtypes.bfloat16
-
-
-def _alloc(a, kind, ta, shape, dt):
-    """A new contiguous array of a's kind on a's device."""
-    if kind == NUMPY:
-        return np.empty(shape, dt)
-    if kind == TORCH or hasattr(a, "new_empty"):
-        torch = sys.modules.get("torch")
-        if torch is not None:
-            return a.new_empty(shape, dtype=_dtypes.to_torch_dtype(torch, dt))
-    devtype, devid = ta.device.device_type, ta.device.device_id
-    if devtype in _runtime.HOST_TYPES:
-        devtype, devid = _runtime.CPU, 0
-    return DeviceArray(shape, dt, (devtype, devid))
+        a = _apply_perm(a, w)
+    m = int(_call.shape_of(a)[0]) if len(_call.shape_of(a)) == 2 else 0
+    if out is None:
+        out = _call.empty_like(a, (m, w.n), out_dtype)
+    if w._packed is None:
+        return _GEMM(stream, a, w.q, w.scales, w.zeros, bias, out, workspace, params=_GEMM.params())[0]
+    prm = w._params
+    if workspace is None and isinstance(w._packed, DeviceArray):
+        lib = _ffi._lib or _ffi.load()
+        need = ffi.new("size_t *")
+        dev = ffi.new("gatednorm_device *", (w._packed.device_type, w._packed.device_id))
+        _ffi.check(lib.gatednorm_w4a16_workspace_size(prm, m, dev[0], need), "gatednorm_w4a16_workspace_size")
+        if need[0]:
+            workspace = _call.empty_like(a, (int(need[0]),), np.uint8)
+    return _GEMM(stream, a, w._packed, None, None, bias, out, workspace, params=prm)[0]

@@ -1,5 +1,5 @@
 /* Calls gatednorm_rmsnorm_gated on the CPU backend through the installed C ABI and checks
- * the result against a double-precision evaluation of ops.md §1 written out here, plus the
+ * the result against a double-precision evaluation of docs/ops.md section 1 written out here, plus the
  * error path: a bad call must fail, name the argument and leave the output untouched. */
 #include <gatednorm.h>
 

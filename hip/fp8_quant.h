@@ -1,0 +1,69 @@
+// Device-side FP8 per-group quantization epilogue (ops.md §2), shared by every kernel with
+// FP8 outputs (gated RMSNorm + quant now; §3's rmsnorm / add_rmsnorm and group_quant_fp8).
+// The rules themselves (encoder, scale, UE8M0, scale storage) live in numerics.h, shared with
+// the CPU backend; this header adds the lane-level parts: the group amax reduced over the
+// lanes that hold the group, the codes of a lane's VEC values, the scale written by one lane.
+#pragma once
+#include "numerics.h"
+#include "port.h"
+
+namespace gn {
+
+// What a kernel needs of a QuantFp8Spec, in device-friendly form.
+struct Fp8QuantArgs {
+    char *q;              // byte_offset applied
+    char *scales;
+    int64_t q_st;         // bytes per token of q
+    int64_t s_st_bytes;   // bytes per token of scales
+    int64_t s_sk;         // group stride of scales, in elements of the scale storage (see store_group_scale)
+    int32_t group;        // G
+    int32_t groups;       // K
+    int32_t format;       // Fp8Format
+    int32_t scale_format; // ScaleFormat
+    float fp8_max;
+    float amax_floor;
+};
+
+// Max of raw |y| bits over aligned groups of `lanes` adjacent lanes (a power of two <= 32:
+// such a group never straddles a warp of 32 or 64 lanes, so nothing depends on the warp
+// width).  Every lane of the warp must call it with the same `lanes`.
+__device__ __forceinline__ uint32_t lanes_max_bits(uint32_t m, int lanes) {
+    for (int o = lanes >> 1; o > 0; o >>= 1) {
+        const uint32_t other = f32_bits(gn_shfl_xor(f32_from_bits(m), o, 32));
+        m = other > m ? other : m;
+    }
+    return m;
+}
+
+// The group's scale from the amax bits the lanes of the group agree on.
+__device__ __forceinline__ float group_scale(const Fp8QuantArgs &a, uint32_t amax_bits) {
+    return fp8_group_scale(amax_bits, a.amax_floor, a.fp8_max, a.scale_format != kScaleF32);
+}
+
+// Codes of VEC values (VEC % 4 == 0) into VEC / 4 words, byte i = value i.  A NaN scale (a
+// group with a NaN or an infinity) gives the format's NaN code everywhere: the one place
+// NaN reaches a code, so the hardware converts (fp8_encode_x2) only ever see finite values.
+template <int VEC>
+__device__ __forceinline__ void encode_codes(const Fp8QuantArgs &a, const float (&y)[VEC], float scale, uint32_t (&w)[VEC / 4]) {
+    static_assert(VEC % 4 == 0, "whole words of codes");
+    if (scale != scale) {
+        const uint32_t n = fp8_nan_code(a.format) * 0x01010101u;
+#pragma unroll
+        for (int i = 0; i < VEC / 4; ++i) w[i] = n;
+        return;
+    }
+    const float inv = 1.0f / scale;  // IEEE reciprocal, as the CPU's: one per group
+#pragma unroll
+    for (int i = 0; i < VEC / 4; ++i) {
+        const uint32_t lo = fp8_encode_x2(y[4 * i] * inv, y[4 * i + 1] * inv, a.format, a.fp8_max);
+        const uint32_t hi = fp8_encode_x2(y[4 * i + 2] * inv, y[4 * i + 3] * inv, a.format, a.fp8_max);
+        w[i] = lo | (hi << 16);
+    }
+}
+
+// The scale of group k of token t, stored by the one lane that owns the group's first element.
+__device__ __forceinline__ void store_scale(const Fp8QuantArgs &a, int64_t t, int64_t k, float scale) {
+    store_group_scale(a.scales + t * a.s_st_bytes, a.s_sk, a.scale_format, k, a.groups, scale);
+}
+
+}  // namespace gn

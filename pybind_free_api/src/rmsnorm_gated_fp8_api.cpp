@@ -1,0 +1,215 @@
+// gatednorm_rmsnorm_gated_fp8: validate every argument, build the [tokens, heads, D] problem
+// with its quant outputs, dispatch to the backend of the tensors' device.  Nothing is touched
+// before validation ends.
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <new>
+
+#include "backend.h"
+#include "numerics.h"
+#include "params.h"
+#include "quant_checks.h"
+#include "tensor_checks.h"
+
+using namespace gn;
+
+namespace {
+
+constexpr uint32_t kParamsSizes[] = {sizeof(gatednorm_rmsnorm_gated_fp8_params)};
+const ParamsLayout kParams = {"params", "gatednorm_rmsnorm_gated_fp8_params_init", kParamsSizes, 1};
+
+gatednorm_rmsnorm_gated_fp8_params defaults() {
+    gatednorm_rmsnorm_gated_fp8_params p;
+    memset(&p, 0, sizeof p);
+    p.struct_size = sizeof p;
+    p.norm_before_gate = 1;
+    p.activation = GATEDNORM_ACTIVATION_SILU;
+    p.eps = 1e-6f;
+    p.quant = quant_fp8_defaults();
+    return p;
+}
+
+gatednorm_status read_params(const gatednorm_rmsnorm_gated_fp8_params *in, gatednorm_rmsnorm_gated_fp8_params *p, QuantFp8Spec *q) {
+    *p = defaults();
+    GN_TRY(params_read(in, p, kParams));
+    if (p->norm_before_gate != 0 && p->norm_before_gate != 1)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.norm_before_gate: expected 0 or 1, got %d", p->norm_before_gate);
+    if (p->activation != GATEDNORM_ACTIVATION_SILU && p->activation != GATEDNORM_ACTIVATION_SIGMOID)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.activation: expected SILU (0) or SIGMOID (1), got %d", p->activation);
+    if (!(p->eps >= 0.0f) || isinf(p->eps))
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.eps: expected a finite value >= 0, got %g", double(p->eps));
+    if (!isfinite(p->weight_offset))
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.weight_offset: expected a finite value, got %g", double(p->weight_offset));
+    if (p->pdl != 0 && p->pdl != 1)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.pdl: expected 0 or 1, got %d", p->pdl);
+    if (p->head_dim < 0)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.head_dim: expected >= 0, got %lld", (long long)p->head_dim);
+    return read_quant_block(p->quant, q);
+}
+
+// Token dims of a rows shape [tokens..., H, D] (or [tokens..., D] with H = 1 when it has two
+// dims or fewer: [N, D] is N tokens of one head).
+TokenDims token_dims(const RowsShape &r, const char *name) {
+    TokenDims t;
+    t.name = name;
+    t.ndim = r.ndim >= 3 ? r.ndim - 2 : r.ndim - 1;
+    for (int i = 0; i < t.ndim; ++i) {
+        t.shape[i] = r.shape[i];
+        t.strides[i] = r.strides[i];
+    }
+    return t;
+}
+
+gatednorm_status rmsnorm_gated_fp8_checked(const gatednorm_tensor *x, const gatednorm_tensor *z, const gatednorm_tensor *weight,
+                                           const gatednorm_tensor *q, const gatednorm_tensor *scales, const gatednorm_tensor *y,
+                                           const gatednorm_rmsnorm_gated_fp8_params *params, void *stream) {
+    gatednorm_rmsnorm_gated_fp8_params prm;
+    RmsnormGatedFp8Problem pr;
+    QuantFp8Spec &qs = pr.quant;
+    RmsnormGatedProblem &p = pr.norm;
+    GN_TRY(read_params(params, &prm, &qs));
+    GN_TRY(check_descriptor(x, "x"));
+    if (z) GN_TRY(check_descriptor(z, "z"));
+    GN_TRY(check_descriptor(weight, "weight"));
+    GN_TRY(check_descriptor(q, "q"));
+    GN_TRY(check_descriptor(scales, "scales"));
+    if (y) GN_TRY(check_descriptor(y, "y_copy"));
+
+    RowsShape xs, zs, ys;
+    GN_TRY(float_dtype(*x, "x", &p.x.dtype));
+    GN_TRY(rows_shape(*x, "x", prm.head_dim, &xs));
+    if (z) {
+        GN_TRY(float_dtype(*z, "z", &p.z.dtype));
+        GN_TRY(rows_shape(*z, "z", prm.head_dim, &zs));
+        GN_TRY(same_rows_shape(zs, "z", xs, "x"));
+    }
+    if (y) {
+        GN_TRY(float_dtype(*y, "y_copy", &p.out.dtype));
+        GN_TRY(rows_shape(*y, "y_copy", prm.head_dim, &ys));
+        GN_TRY(same_rows_shape(ys, "y_copy", xs, "x"));
+    }
+    const int64_t D = xs.shape[xs.ndim - 1];
+    const int64_t H = xs.ndim >= 3 ? xs.shape[xs.ndim - 2] : 1;
+
+    GN_TRY(float_dtype(*weight, "weight", &p.weight_dtype));
+    if (weight->ndim != 1)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: expected shape [%lld] (the normalized dim), got %d dims",
+                    (long long)D, weight->ndim);
+    if (weight->shape[0] != D)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: expected shape [%lld] (the normalized dim), got [%lld]",
+                    (long long)D, (long long)weight->shape[0]);
+    if (weight->shape[0] > 1 && weight->strides[0] != 1)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: must be contiguous (stride 1), got stride %lld", (long long)weight->strides[0]);
+
+    const int64_t G = qs.group;
+    if (D % G != 0 && G % D != 0)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.quant.group_size: %lld must divide head_dim %lld or be a multiple of it",
+                    (long long)G, (long long)D);
+    const TokenDims xt = token_dims(xs, "x");
+    TokenDims qt, st;
+    GN_TRY(check_quant_outputs(*q, *scales, xt, H * D, &qs, &qt, &st));
+
+    const gatednorm_tensor *outs[3] = {q, scales, y};
+    const char *out_names[3] = {"q", "scales", "y_copy"};
+    for (int i = 0; i < 3; ++i)
+        if (outs[i]) GN_TRY(check_same_device(*outs[i], out_names[i], *x, "x"));
+    if (z) GN_TRY(check_same_device(*z, "z", *x, "x"));
+    GN_TRY(check_same_device(*weight, "weight", *x, "x"));
+    if (y) GN_TRY(check_no_self_overlap(*y, "y_copy"));
+    const gatednorm_tensor *ins[3] = {x, z, weight};
+    const char *in_names[3] = {"x", "z", "weight"};
+    for (int i = 0; i < 3; ++i) {
+        if (!outs[i]) continue;
+        for (int k = 0; k < 3; ++k)
+            if (ins[k]) GN_TRY(check_disjoint(*outs[i], out_names[i], *ins[k], in_names[k]));
+        for (int k = i + 1; k < 3; ++k)
+            if (outs[k]) GN_TRY(check_disjoint(*outs[i], out_names[i], *outs[k], out_names[k]));
+    }
+
+    // One token dim for every tensor; head strides from the rows shapes.
+    const TokenDims zt = z ? token_dims(zs, "z") : TokenDims(), yt = y ? token_dims(ys, "y_copy") : TokenDims();
+    const TokenDims *toks[5] = {&xt, &qt, &st, nullptr, nullptr};
+    int n = 3, zi = -1, yi = -1;
+    if (z) { zi = n; toks[n++] = &zt; }
+    if (y) { yi = n; toks[n++] = &yt; }
+    int64_t tstride[kMaxTokenTensors];
+    GN_TRY(collapse_tokens(toks, n, &p.tokens, tstride));
+    p.heads = H;
+    p.dim = D;
+    auto head_stride = [&](const RowsShape &r) { return r.ndim >= 3 && H > 1 ? r.strides[r.ndim - 2] : 0; };
+    p.x.data = data_ptr(*x);
+    p.x.stride_t = tstride[0];
+    p.x.stride_h = head_stride(xs);
+    if (z) {
+        p.z.data = data_ptr(*z);
+        p.z.stride_t = tstride[zi];
+        p.z.stride_h = head_stride(zs);
+    }
+    if (y) {
+        p.out.data = data_ptr(*y);
+        p.out.stride_t = tstride[yi];
+        p.out.stride_h = head_stride(ys);
+    }
+    qs.q_st = tstride[1];
+    qs.s_st = tstride[2];
+    p.weight = data_ptr(*weight);
+    p.norm_before_gate = prm.norm_before_gate != 0;
+    p.activation = prm.activation;
+    p.eps = prm.eps;
+    p.weight_offset = prm.weight_offset;
+    p.device_id = x->device.device_id;
+    p.pdl = prm.pdl != 0;
+    pr.round_dtype = y ? p.out.dtype : p.x.dtype;
+    if (p.tokens * p.heads * p.dim == 0) return GATEDNORM_STATUS_SUCCESS;  // validated, nothing to write
+
+    if (is_host_device(x->device.device_type)) return cpu_rmsnorm_gated_fp8(pr);
+    const int platform = gpu_platform();
+    const bool ours = platform && (x->device.device_type == platform ||
+                                   (platform == GATEDNORM_DEVICE_TYPE_CUDA && x->device.device_type == GATEDNORM_DEVICE_TYPE_CUDA_MANAGED));
+    if (!ours)
+        return fail(GATEDNORM_STATUS_NO_DEVICE, "x: on %s, which this build cannot run on (%s)", device_name(x->device).c_str(), gpu_build_info());
+    int32_t count = 0;
+    gpu_device_count(&count);
+    if (p.device_id < 0 || p.device_id >= count)
+        return fail(GATEDNORM_STATUS_NO_DEVICE, "x: on %s, but %d GPU(s) are visible", device_name(x->device).c_str(), count);
+    return gpu_rmsnorm_gated_fp8(pr, stream);
+}
+
+}  // namespace
+
+extern "C" {
+
+GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_fp8_params_init(gatednorm_rmsnorm_gated_fp8_params *params, size_t size) {
+    const gatednorm_rmsnorm_gated_fp8_params d = defaults();
+    return params_init(params, size, &d, kParams);
+}
+
+GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_fp8(const gatednorm_tensor *x, const gatednorm_tensor *z, const gatednorm_tensor *weight,
+                                                           const gatednorm_tensor *q, const gatednorm_tensor *scales, const gatednorm_tensor *y_copy,
+                                                           const gatednorm_rmsnorm_gated_fp8_params *params, void *stream) {
+    try {  // no C++ exception may cross the C ABI
+        return rmsnorm_gated_fp8_checked(x, z, weight, q, scales, y_copy, params, stream);
+    } catch (const std::bad_alloc &) {
+        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "rmsnorm_gated_fp8: out of host memory");
+    } catch (...) {
+        return fail(GATEDNORM_STATUS_INTERNAL, "rmsnorm_gated_fp8: unexpected C++ exception");
+    }
+}
+
+GATEDNORM_API gatednorm_status gatednorm_fp8_encode(const float *values, uint8_t *codes, size_t count, int32_t format, float fp8_max) {
+    if (format != GATEDNORM_FP8_FORMAT_E4M3FN && format != GATEDNORM_FP8_FORMAT_E4M3FNUZ)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "format: expected E4M3FN (0) or E4M3FNUZ (1), got %d", format);
+    const float fmax = fp8_format_max(format);
+    if (fp8_max != 0.0f && !(fp8_max >= 1.0f && fp8_max <= fmax))
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "fp8_max: expected 0 (the format's max) or a value in [1, %g], got %g", double(fmax),
+                    double(fp8_max));
+    if (count && !values) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "values: NULL");
+    if (count && !codes) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "codes: NULL");
+    const float m = fp8_max != 0.0f ? fp8_max : fmax;
+    for (size_t i = 0; i < count; ++i) codes[i] = fp8_encode(values[i], format, m);
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+}  // extern "C"

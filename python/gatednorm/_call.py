@@ -1,0 +1,718 @@
+"""The one call path from Python to the C ABI: every op's wrapper ends in one ``Entry`` call.
+
+An op wrapper is its signature, docstring, option checks and::
+
+    _ENTRY = _call.Entry("gatednorm_rmsnorm_gated", "gatednorm_rmsnorm_gated_params",
+                         ("x", "z", "weight", "out"), outputs=("out",))
+    prm = _ENTRY.params(eps=1e-6, ...)      # a params struct, cached per field values
+    _ENTRY(stream, x, z, weight, out, params=prm)
+
+``Entry.__call__`` resolves the launch stream once, then reads each array argument once,
+through the adapter of its producer kind, straight into the descriptor memory the C call
+reads: a per-thread block of ``gatednorm_tensor`` slots, each filled by one
+``struct.pack_into`` (numpy, torch, the CUDA Array Interface, DLPack), or the descriptor a
+``gatednorm.DeviceArray`` keeps cached.  No DLPack capsule is made for producers whose fields
+can be read directly (numpy, torch, DeviceArray, CAI); DLPack is the path for the rest (JAX,
+...).  ``None`` arguments pass NULL.  A failure raises ``GatedNormError`` (an
+``InvalidArgumentError``, also a ``ValueError``, for bad arguments) naming the argument; the
+C call then has written nothing.
+
+Producer kinds, decided once per Python type (``kind_of``):
+  * gatednorm.DeviceArray (and from_pointer views: raw pointers, hip-python ``Pointer``);
+  * numpy ndarrays (bf16/fp8 through ml_dtypes), host memory;
+  * torch.Tensor: data_ptr()/shape/stride()/dtype/device read directly;
+  * objects with ``__dlpack__``/``__dlpack_device__`` (exact dtype codes);
+  * objects with ``__cuda_array_interface__`` (v3: CuPy, numba, hip-python DeviceArray);
+  * other objects with ``__array_interface__`` (viewed through numpy).
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import sys
+import threading
+
+import numpy as np
+
+from . import _dlpack, _dtypes, _ffi, _runtime
+from ._array import DeviceArray
+from ._ffi import GatedNormError, argument_error, ffi
+
+__all__ = ["Entry", "New", "flag", "real", "integer", "choice", "empty_like", "kind_of", "resolve_stream", "convert"]
+
+MAX_DIMS = 8
+NUMPY, OWN, TORCH, DLPACK, DLPACK_CAI, CAI, ARRAY_IFACE, PROBE = range(8)
+
+# gatednorm_tensor as bytes: data, device (type, id), ndim, dtype (code, bits, lanes),
+# shape[8], strides[8], byte_offset; one Struct per rank writes a whole descriptor (unused
+# shape/stride entries zeroed).  Offsets are checked against the header on first use.
+_DESC_BYTES = 160
+_PACK = tuple(struct.Struct("=QiiiBBH%dq%dx%dq%dxQ" % (n, 8 * (8 - n), n, 8 * (8 - n))) for n in range(MAX_DIMS + 1))
+_SLOTS = 16  # descriptor slots per thread: more than any op's argument count
+_INDICES = tuple(range(_SLOTS))
+_NULL = ffi.NULL
+
+
+def _check_layout():
+    _ffi.lib()
+    want = {"data": 0, "device": 8, "ndim": 16, "dtype": 20, "shape": 24, "strides": 88, "byte_offset": 152}
+    got = {f: ffi.offsetof("gatednorm_tensor", f) for f in want}
+    if got != want or ffi.sizeof("gatednorm_tensor") != _DESC_BYTES:  # pragma: no cover - a header change
+        raise GatedNormError(-6, "gatednorm_tensor layout %s differs from the call layer's %s" % (got, want))
+
+
+class _Scratch:
+    """One thread's descriptor slots (cdata array, a writable view of its bytes, and a
+    pointer to each slot)."""
+
+    __slots__ = ("arr", "mv", "ptrs", "busy")
+
+    def __init__(self):
+        self.arr = ffi.new("gatednorm_tensor[%d]" % _SLOTS)
+        self.mv = memoryview(ffi.buffer(self.arr))
+        self.ptrs = tuple(self.arr + i for i in range(_SLOTS))
+        self.busy = False
+
+
+_tls = threading.local()
+_layout_checked = False
+
+
+def _scratch() -> _Scratch:
+    global _layout_checked
+    if not _layout_checked:
+        _check_layout()
+        _layout_checked = True
+    sc = _Scratch()
+    _tls.sc = sc
+    return sc
+
+
+def _fail(name, what):
+    raise argument_error("%s: %s" % (name, what))
+
+
+# ---------------------------------------------------------------------------- producer kinds
+_kind_cache: dict = {np.ndarray: NUMPY, DeviceArray: OWN}
+
+
+def _classify_type(tp) -> int:
+    if issubclass(tp, np.ndarray):
+        return NUMPY
+    if issubclass(tp, DeviceArray):
+        return OWN
+    torch = sys.modules.get("torch")
+    if torch is not None and issubclass(tp, torch.Tensor):
+        return TORCH
+    if hasattr(tp, "__dlpack__") and hasattr(tp, "__dlpack_device__"):
+        return DLPACK_CAI if hasattr(tp, "__cuda_array_interface__") else DLPACK
+    if hasattr(tp, "__cuda_array_interface__"):
+        return CAI
+    if hasattr(tp, "__array_interface__"):
+        return ARRAY_IFACE
+    # The protocols may live in the instance (hip-python's DeviceArray keeps its
+    # __cuda_array_interface__ in the instance __dict__): look at each instance.
+    return PROBE
+
+
+def kind_of(obj) -> int:
+    tp = type(obj)
+    k = _kind_cache.get(tp)
+    if k is None:
+        k = _kind_cache[tp] = _classify_type(tp)
+    if k == PROBE:
+        if hasattr(obj, "__dlpack__") and hasattr(obj, "__dlpack_device__"):
+            return DLPACK
+        if hasattr(obj, "__cuda_array_interface__"):
+            return CAI
+        if hasattr(obj, "__array_interface__"):
+            return ARRAY_IFACE
+    return k
+
+
+# ------------------------------------------------------------------------------ adapters
+# Each writes argument `name` into slot i of the scratch block and returns the pointer the C
+# call takes; `s` is the launch stream, `hold` collects what must outlive the C call.
+def _byte_to_elem_strides(name, strides, itemsize):
+    es = []
+    for st in strides:
+        q, r = divmod(st, itemsize)
+        if r:
+            _fail(name, "byte strides %s are not multiples of the element size %d" % (tuple(strides), itemsize))
+        es.append(q)
+    return es
+
+
+_contig_cache: dict = {}
+
+
+def _contig(shape: tuple):
+    """C-contiguous strides (elements) of ``shape``, cached: shapes repeat call to call."""
+    st = _contig_cache.get(shape)
+    if st is None:
+        acc, lst = 1, []
+        for n in reversed(shape):
+            lst.append(acc)
+            acc *= max(int(n), 1)
+        lst.reverse()
+        st = tuple(lst)
+        if len(_contig_cache) > 4096:
+            _contig_cache.clear()
+        _contig_cache[shape] = st
+    return st
+
+
+def _rank(name, nd):
+    if nd > MAX_DIMS:
+        _fail(name, "%d dims; at most %d are supported" % (nd, MAX_DIMS))
+    return _PACK[nd]
+
+
+_NP_TO_DL = _dtypes.NP_TO_DL
+
+
+_from_buffer = ffi._backend.from_buffer  # ffi.from_buffer without its Python wrapper
+_CHAR_ARRAY = None  # ffi.typeof("char[]") once the header is parsed
+_TENSOR_PTR = "gatednorm_tensor *"
+
+
+_np_descs: dict = {}  # id(array) -> (address cdata, shape, dtype, descriptor) of C-contiguous arrays
+
+
+def _from_numpy(a, name, writable, sc, i, s, hold):
+    global _CHAR_ARRAY
+    try:
+        # C-contiguous: the buffer protocol hands over the address (and refuses a read-only
+        # output) several times faster than __array_interface__ builds its dict.
+        buf = _from_buffer(_CHAR_ARRAY, a, writable)
+    except (ValueError, TypeError, BufferError) as e:
+        if _CHAR_ARRAY is None:
+            _CHAR_ARRAY = ffi.typeof("char[]")
+            return _from_numpy(a, name, writable, sc, i, s, hold)
+        if writable and not a.flags.writeable:
+            _fail(name, "numpy array is read-only")
+        if a.flags.c_contiguous:
+            raise argument_error("%s: the buffer of this numpy array cannot be read: %s" % (name, e)) from None
+        return _from_numpy_strided(a, name)
+    # A descriptor is a function of (address, shape, dtype) for a C-contiguous array: reuse
+    # the one made for the same object last time if all three still agree (a recycled id
+    # with the same three describes the same memory the same way).
+    d = _np_descs.get(id(a))
+    if d is not None and d[0] == buf and d[1] == a.shape and d[2] is a.dtype:
+        return d[3]
+    dl = _NP_TO_DL.get(a.dtype)
+    if dl is None:
+        _fail(name, "numpy dtype %s has no DLPack equivalent" % a.dtype.str)
+    shape = a.shape
+    t = ffi.new(_TENSOR_PTR)
+    _rank(name, len(shape)).pack_into(ffi.buffer(t), 0, 0, 1, 0, len(shape), dl[0], dl[1], 1, *shape, *_contig(shape), 0)
+    t.data = buf
+    if len(_np_descs) >= 1024:
+        _np_descs.clear()
+    _np_descs[id(a)] = (buf, shape, a.dtype, t)
+    return t
+
+
+def _from_numpy_strided(a, name):
+    dl = _NP_TO_DL.get(a.dtype)
+    if dl is None:
+        _fail(name, "numpy dtype %s has no DLPack equivalent" % a.dtype.str)
+    shape = a.shape
+    t = ffi.new(_TENSOR_PTR)
+    _rank(name, len(shape)).pack_into(ffi.buffer(t), 0, a.__array_interface__["data"][0], 1, 0, len(shape),
+                                      dl[0], dl[1], 1, *shape, *_byte_to_elem_strides(name, a.strides, a.dtype.itemsize), 0)
+    return t
+
+
+_torch_state = None  # (dtype table, gpu device type, current-stream function)
+
+
+def _torch():
+    global _torch_state
+    if _torch_state is None:
+        torch = sys.modules["torch"]
+        gpu = _runtime.ROCM if getattr(torch.version, "hip", None) else _runtime.CUDA
+        raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
+        cur = raw if raw is not None else (lambda i: torch.cuda.current_stream(i).cuda_stream)
+        _torch_state = (_dtypes.torch_dtype_table(torch), gpu, cur)
+    return _torch_state
+
+
+def _from_torch(x, name, writable, sc, i, s, hold):
+    table, gpu, _ = _torch_state or _torch()
+    dl = table.get(x.dtype)
+    dev = x.get_device()  # -1 on the CPU; one call instead of is_cuda + get_device
+    if dl is None or (dev < 0 and not x.is_cpu):  # other dtypes or devices: what DLPack says
+        return _from_dlpack(x, name, writable, sc, i, s, hold)
+    shape = x.shape
+    _rank(name, len(shape)).pack_into(sc.mv, i * _DESC_BYTES, x.data_ptr(), gpu if dev >= 0 else 1, dev if dev >= 0 else 0,
+                                      len(shape), dl[0], dl[1], 1, *shape, *x.stride(), 0)
+    return sc.ptrs[i]
+
+
+def torch_stream(x) -> int:
+    if x.is_cuda:
+        st = _torch_state or _torch()
+        return st[2](x.get_device())
+    return 0
+
+
+def _dlpack_stream_arg(devtype, s):
+    """The ``stream`` argument for a producer's __dlpack__: the consumer's (our launch)
+    stream, in DLPack's conventions (CUDA: 1 = legacy default, 0 is never passed;
+    ROCm: 0 = default stream; None for host devices)."""
+    if devtype == 2 or devtype == 13:
+        return s if s else 1
+    if devtype == 10:
+        return s
+    return None
+
+
+_READ_ONLY_OR_COPIED = _dlpack.FLAG_READ_ONLY | _dlpack.FLAG_IS_COPIED
+
+
+def _from_dlpack(x, name, writable, sc, i, s, hold):
+    try:
+        devtype = int(x.__dlpack_device__()[0])
+        sa = _dlpack_stream_arg(devtype, s)
+        try:
+            cap = x.__dlpack__(stream=sa, max_version=(1, 0))
+        except TypeError:  # producer predating DLPack 1.0's max_version
+            cap = x.__dlpack__(stream=sa) if sa is not None else x.__dlpack__()
+        imp = _dlpack.consume(cap)
+    except GatedNormError:
+        raise
+    except Exception as e:
+        raise argument_error("%s: DLPack export failed: %s: %s" % (name, type(e).__name__, e)) from e
+    hold.append(imp)
+    if writable and imp.flags & _READ_ONLY_OR_COPIED:
+        _fail(name, "the DLPack producer marked this tensor %s" % (
+            "read-only" if imp.flags & _dlpack.FLAG_READ_ONLY else "as a copy (writes would be lost)"))
+    d = imp.t
+    if d.dtype.lanes != 1:
+        _fail(name, "vector dtypes (lanes=%d) are not supported" % d.dtype.lanes)
+    nd = d.ndim
+    if nd < 0:
+        _fail(name, "%d dims" % nd)
+    pack = _rank(name, nd)
+    shape = tuple(d.shape[0:nd]) if nd else ()
+    estrides = _contig(shape) if (not nd or d.strides == ffi.NULL) else tuple(d.strides[0:nd])
+    ptr = int(ffi.cast("uintptr_t", d.data))
+    t = ffi.new(_TENSOR_PTR)
+    pack.pack_into(ffi.buffer(t), 0, ptr, d.device.device_type, d.device.device_id, nd, d.dtype.code,
+                   d.dtype.bits, 1, *shape, *estrides, d.byte_offset)
+    return t
+
+
+_typestr_cache: dict = {}
+
+
+def _typestr_dtype(name, typestr):
+    dt = _typestr_cache.get(typestr)
+    if dt is None:
+        try:
+            dt = np.dtype(typestr)
+        except TypeError:
+            _fail(name, "unknown __cuda_array_interface__ typestr %r" % (typestr,))
+        if dt.kind == "V":
+            _fail(name, "__cuda_array_interface__ typestr %r is ambiguous (bf16? fp8?); pass the array "
+                        "through DLPack or gatednorm.from_pointer(ptr, shape, dtype)" % (typestr,))
+        _typestr_cache[typestr] = dt
+    return dt
+
+
+def cai_stream(cai) -> int | None:
+    """Launch stream implied by a CAI ``stream`` entry (None if the producer gave none)."""
+    cs = cai.get("stream")
+    if cs is None:
+        return None
+    cs = int(cs)
+    return 0 if cs == 1 else cs  # 1: the legacy default stream == our NULL stream
+
+
+def _from_cai(x, name, writable, sc, i, s, hold, cai=None):
+    try:
+        if cai is None:
+            cai = x.__cuda_array_interface__
+        shape = tuple(cai["shape"])  # a list is allowed; the strides cache wants a tuple
+        ptr, ro = cai["data"]
+        typestr = cai["typestr"]
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise argument_error("%s: bad __cuda_array_interface__: %s" % (name, e)) from None
+    if cai.get("mask") is not None:
+        _fail(name, "masked arrays (__cuda_array_interface__ 'mask') are not supported")
+    if writable and ro:
+        _fail(name, "__cuda_array_interface__ marks this array read-only")
+    dt = _typestr_dtype(name, typestr)
+    dl = _NP_TO_DL.get(dt)
+    if dl is None:
+        _fail(name, "dtype %s has no DLPack equivalent" % dt)
+    strides = cai.get("strides")
+    pack = _rank(name, len(shape))
+    estrides = _contig(shape) if strides is None else _byte_to_elem_strides(name, strides, dt.itemsize)
+    devtype, devid = _runtime.pointer_device(ptr) if ptr else (1, 0)  # NULL: the op rejects it by name
+    pack.pack_into(sc.mv, i * _DESC_BYTES, ptr, devtype, devid, len(shape), dl[0], dl[1], 1, *shape, *estrides, 0)
+    # CAI v3: the consumer must order its work after the producer's stream.  Without an
+    # event API in the C ABI, a different stream is waited for on the host.
+    cs = cai_stream(cai)
+    if cs is not None and cs != s and devtype not in _runtime.HOST_TYPES:
+        _runtime.synchronize(cs)
+    hold.append(x)
+    return sc.ptrs[i]
+
+
+def _wait_pending(a: DeviceArray, sync) -> None:
+    """``a``'s memory has a pending library write on another stream than the launch stream:
+    wait for it on the host (the C ABI has no events; the library's streams are non-blocking,
+    so stream order alone would not do)."""
+    ps = sync.stream
+    if ps is not None:
+        if a._devtype not in _runtime.HOST_TYPES:
+            _runtime.synchronize(ps)
+        sync.stream = None
+
+
+def own_tensor(a: DeviceArray):
+    """The descriptor a DeviceArray keeps (its metadata never changes)."""
+    t = a._t
+    if t is None:
+        global _layout_checked
+        if not _layout_checked:
+            _check_layout()
+            _layout_checked = True
+        t = ffi.new("gatednorm_tensor *")
+        nd = len(a._shape)
+        _rank("array", nd).pack_into(ffi.buffer(t), 0, a._ptr, a._devtype, a._devid, nd, a._dl[0], a._dl[1], 1,
+                                     *a._shape, *a._estrides, 0)
+        a._t = t
+    return t
+
+
+def _from_own(x, name, writable, sc, i, s, hold):
+    t = x._t or own_tensor(x)
+    sync = x._sync
+    ps = sync.stream
+    if ps is not None and ps != s:  # written on another stream and not yet waited for
+        _wait_pending(x, sync)
+    if writable:
+        sync.stream = s
+    return t
+
+
+def _from_array_iface(x, name, writable, sc, i, s, hold):
+    a = np.asarray(x)
+    hold.append(a)
+    return _from_numpy(a, name, writable, sc, i, s, hold)
+
+
+def _from_probe(x, name, writable, sc, i, s, hold):
+    return _ADAPTERS[kind_of(x)](x, name, writable, sc, i, s, hold)
+
+
+_ADAPTERS = {NUMPY: _from_numpy, OWN: _from_own, TORCH: _from_torch, DLPACK: _from_dlpack,
+             DLPACK_CAI: _from_dlpack, CAI: _from_cai, ARRAY_IFACE: _from_array_iface, PROBE: _from_probe}
+_type_adapter: dict = {}  # type -> adapter function: one dict lookup per argument
+_SLOTTED = frozenset((_from_torch, _from_cai, _from_probe))  # adapters that pack into a scratch slot
+
+
+def _not_an_array(x, name, writable, sc, i, s, hold):
+    if isinstance(x, int) or hasattr(x, "__int__"):
+        _fail(name, "got a bare pointer (%s); wrap it with gatednorm.from_pointer(ptr, shape, dtype)"
+              % type(x).__name__)
+    _fail(name, "expected an array (numpy, DLPack, __cuda_array_interface__, gatednorm.DeviceArray), "
+                "got %s" % type(x).__name__)
+
+
+def _adapter_for(x):
+    tp = type(x)
+    f = _type_adapter.get(tp)
+    if f is None:
+        k = kind_of(x)
+        if k == PROBE and not (hasattr(x, "__dlpack__") or hasattr(x, "__cuda_array_interface__")
+                               or hasattr(x, "__array_interface__")):
+            return _not_an_array
+        f = _ADAPTERS[k]
+        if k != PROBE:
+            _type_adapter[tp] = f
+    return f
+
+
+def release(hold) -> None:
+    """Release every consumed DLPack tensor in ``hold`` (call once the library returned)."""
+    for h in hold:
+        if type(h) is _dlpack.Imported:
+            h.release()
+
+
+def convert(x, name: str, s: int, hold: list, writable: bool):
+    """A new gatednorm_tensor * for array ``x`` (argument ``name``) launching on stream ``s``
+    (the adapters outside an Entry call; the pointer stays valid while it is referenced)."""
+    if not _layout_checked:
+        _scratch()  # checks the descriptor layout once
+    sc = _Scratch()
+    t = _adapter_for(x)(x, name, writable, sc, 0, s, hold)
+    if t is sc.ptrs[0]:
+        t = ffi.new("gatednorm_tensor *", t[0])
+    return t
+
+
+# ------------------------------------------------------------------------------- streams
+def resolve_stream(stream, x, kind=None):
+    """(launch stream handle, CAI dict of x if read) for a call whose first array is x:
+    the explicit ``stream``; else torch's current stream for a torch tensor; else the
+    ``stream`` of x's __cuda_array_interface__; else 0 (the default stream)."""
+    if stream is not None:
+        return _runtime.stream_handle(stream), None
+    if kind is None:
+        kind = kind_of(x)
+    if kind == TORCH:
+        return torch_stream(x), None
+    if kind == CAI or kind == DLPACK_CAI:
+        try:
+            cai = x.__cuda_array_interface__
+        except Exception:
+            return 0, None
+        cs = cai_stream(cai)
+        return (cs or 0), (cai if kind == CAI else None)
+    return 0, None
+
+
+_stream_ptrs: dict = {0: ffi.NULL}
+
+
+def _stream_ptr(s):
+    p = _stream_ptrs.get(s)
+    if p is None:
+        if len(_stream_ptrs) > 256:
+            _stream_ptrs.clear()
+            _stream_ptrs[0] = ffi.NULL
+        p = _stream_ptrs[s] = ffi.cast("void *", s)
+    return p
+
+
+# --------------------------------------------------------------------------------- entry
+class Entry:
+    """One C entry point ``function(desc..., params, stream)``: ``names`` are its descriptor
+    arguments in order (as errors name them), ``outputs`` the ones it writes, ``params_type``
+    its options struct (None: the entry takes no params)."""
+
+    def __init__(self, function: str, params_type: str | None, names: tuple, outputs: tuple = ()):
+        self.function = function
+        self.short = function[len("gatednorm_"):] if function.startswith("gatednorm_") else function
+        self.params_type = params_type
+        self.names = tuple(names)
+        self.writable = tuple(n in outputs for n in self.names)
+        self._out_index = tuple(j for j, n in enumerate(self.names) if n in outputs)
+        self._fn = None
+        self._defaults = None
+        self._cache: dict = {}
+
+    def _load(self):
+        lib = _ffi.lib()
+        self._fn = getattr(lib, self.function)
+        if self.params_type is not None:
+            d = ffi.new(self.params_type + " *")
+            _ffi.check(getattr(lib, self.params_type + "_init")(d, ffi.sizeof(d[0])), self.params_type + "_init")
+            self._defaults = d[0]
+        return self._fn
+
+    def params(self, **fields):
+        """A params struct: the library's defaults with ``fields`` set (values already
+        checked by the wrapper), cached per field values (a wrapper's options repeat)."""
+        key = tuple(fields.items())
+        p = self._cache.get(key)
+        if p is None:
+            if self._fn is None:
+                self._load()
+            p = ffi.new(self.params_type + " *", self._defaults)
+            for k, v in fields.items():
+                try:
+                    if "__" in k:  # a field of an embedded struct: quant__format -> p.quant.format
+                        head, _, tail = k.partition("__")
+                        setattr(getattr(p, head), tail, v)
+                    else:
+                        setattr(p, k, v)
+                except (TypeError, OverflowError) as e:
+                    raise argument_error("%s: %s (got %r)" % (k, e, v)) from None
+            if len(self._cache) > 256:
+                self._cache.clear()
+            self._cache[key] = p
+        return p
+
+    def __call__(self, stream, *arrays, params=None):
+        """Runs the entry on ``arrays`` (C order; None passes NULL; a ``New`` output is
+        allocated like an earlier argument, once that one has been read) and returns the
+        arrays of its ``outputs`` (given or new), in order."""
+        fn = self._fn or self._load()
+        if stream is not None:
+            s = _runtime.stream_handle(stream)
+        else:
+            k = _kind_cache.get(type(arrays[0]))
+            s = 0 if k == NUMPY or k == OWN else resolve_stream(None, arrays[0])[0]
+        sc = None  # this thread's descriptor slots, fetched when an adapter packs into one
+        hold = []
+        args = []
+        made = None
+        get = _type_adapter.get
+        try:
+            for a, name, w, i in zip(arrays, self.names, self.writable, _INDICES):
+                if a is None:
+                    args.append(_NULL)
+                    continue
+                if type(a) is New:
+                    a = a.make(arrays[a.like], args[a.like])
+                    made = made or list(arrays)
+                    made[i] = a
+                f = get(type(a)) or _adapter_for(a)
+                if sc is None and f in _SLOTTED:
+                    sc = getattr(_tls, "sc", None) or _scratch()
+                    if sc.busy:  # re-entered from a producer's export: fresh slots
+                        sc = _Scratch()
+                    sc.busy = True
+                args.append(f(a, name, w, sc, i, s, hold))
+            if self.params_type is not None:
+                args.append(_NULL if params is None else params)
+            st = fn(*args, _stream_ptrs.get(s) or _stream_ptr(s))
+            if st:
+                _ffi.raise_error(st, self.short)
+        finally:
+            if sc is not None:
+                sc.busy = False
+            if hold:
+                release(hold)
+        src = made or arrays
+        return [src[j] for j in self._out_index]
+
+
+class New:
+    """An output for ``Entry.__call__`` to allocate: of the kind and device of argument
+    ``like`` (an index), with ``shape`` (None: like's) and ``dtype`` (a numpy dtype; None:
+    like's), made after ``like`` has been read, from what was read."""
+
+    __slots__ = ("shape", "dtype", "like")
+
+    def __init__(self, dtype=None, shape=None, like=0):
+        self.dtype, self.shape, self.like = dtype, shape, like
+
+    def make(self, src, desc):
+        k = kind_of(src)
+        shape = self.shape
+        dt = self.dtype
+        if k == NUMPY:
+            return np.empty(src.shape if shape is None else shape, src.dtype if dt is None else dt)
+        if k == TORCH:
+            return src.new_empty(tuple(src.shape) if shape is None else shape,
+                                 dtype=src.dtype if dt is None else _dtypes.to_torch_dtype(sys.modules["torch"], dt))
+        if shape is None:
+            shape = tuple(desc.shape[0:desc.ndim])
+        if dt is None:
+            dt = _dtypes.DL_TO_NP.get((desc.dtype.code, desc.dtype.bits), _dtypes.float32)
+        return _new_array(shape, dt, desc.device.device_type, desc.device.device_id)
+
+
+def _new_array(shape, dt, devtype, devid):
+    if devtype in _runtime.HOST_TYPES:
+        devtype, devid = _runtime.CPU, 0
+    else:  # e.g. CUDA-managed memory: plain memory of the GPU backend
+        devtype = _runtime.gpu_device_type() or devtype
+    return DeviceArray(shape, dt, (devtype, devid))
+
+
+# ------------------------------------------------------------------------- option checks
+def flag(name, v) -> int:
+    """1 / 0 for a bool (Python or numpy); anything else (ints included) is refused."""
+    if v is True:
+        return 1
+    if v is False:
+        return 0
+    if isinstance(v, np.bool_):
+        return int(v)
+    raise argument_error("%s: expected True or False, got %r" % (name, v))
+
+
+def real(name, v) -> float:
+    """A float from an int or float (numpy scalars too); bools, strings, None refused."""
+    if type(v) is float:
+        return v
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise argument_error("%s: expected a real number, got %r" % (name, v))
+    return float(v)
+
+
+def integer(name, v) -> int:
+    """An int (numpy integers too); bools, floats, strings, None refused."""
+    if type(v) is int:
+        return v
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise argument_error("%s: expected an integer, got %r" % (name, v))
+    return int(v)
+
+
+def choice(name, v, table: dict) -> int:
+    """table[v] for one of its (string) keys."""
+    try:
+        return table[v]
+    except (KeyError, TypeError):
+        raise argument_error("%s: expected one of %s, got %r" % (name, ", ".join(repr(k) for k in table), v)) from None
+
+
+# ------------------------------------------------------------------------ new outputs
+def dtype_arg(dtype, name):
+    try:
+        return _dtypes.to_numpy_dtype(dtype)
+    except TypeError:
+        raise argument_error("%s: not a dtype: %r" % (name, dtype)) from None
+
+
+def _describe(x):
+    """(shape, numpy dtype or None, device type, device id) of any array, read through its
+    adapter (for producers without numpy-like attributes)."""
+    hold = []
+    try:
+        t = convert(x, "x", 0, hold, False)
+        nd = t.ndim
+        return (tuple(t.shape[0:nd]), _dtypes.DL_TO_NP.get((t.dtype.code, t.dtype.bits)),
+                t.device.device_type, t.device.device_id)
+    finally:
+        release(hold)
+
+
+def shape_of(x) -> tuple:
+    """x's shape (read through its adapter for producers without a ``shape``)."""
+    k = kind_of(x)
+    if k == NUMPY or k == OWN or k == TORCH:
+        return tuple(x.shape)
+    return _describe(x)[0]
+
+
+def dtype_of(x) -> np.dtype | None:
+    """x's element type as a numpy dtype (None where numpy has none)."""
+    k = kind_of(x)
+    if k == NUMPY or k == OWN:
+        return x.dtype
+    if k == TORCH:
+        dl = (_torch_state or _torch())[0].get(x.dtype)
+        return _dtypes.DL_TO_NP.get(dl) if dl else None
+    return _describe(x)[1]
+
+
+def empty_like(x, shape=None, dtype=None, dtype_name="out_dtype"):
+    """A new uninitialised array of x's kind on x's device: numpy for numpy, ``x.new_empty``
+    for torch, else a DeviceArray.  ``shape`` None: x's; ``dtype`` None: x's (any dtype
+    numpy, ml_dtypes or torch names)."""
+    k = kind_of(x)
+    if k == NUMPY or k == TORCH or k == OWN:
+        xshape, xdt = tuple(x.shape), dtype_of(x)
+        devtype, devid = (x._devtype, x._devid) if k == OWN else (None, None)
+    else:
+        xshape, xdt, devtype, devid = _describe(x)
+    shape = xshape if shape is None else tuple(shape)
+    dt = xdt if dtype is None else dtype_arg(dtype, dtype_name)
+    if dt is None:  # x has a dtype numpy does not know; the op will reject x by name
+        dt = _dtypes.float32
+    if k == NUMPY:
+        return np.empty(shape, dt)
+    if k == TORCH:
+        return x.new_empty(shape, dtype=_dtypes.to_torch_dtype(sys.modules["torch"], dt))
+    return _new_array(shape, dt, devtype, devid)

@@ -1,0 +1,136 @@
+"""Ops with FP8 per-group outputs (docs/ops.md §2): ``rmsnorm_gated_fp8``."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from . import _call, _dtypes
+from ._array import DeviceArray, from_pointer
+from ._ffi import argument_error
+
+__all__ = ["rmsnorm_gated_fp8"]
+
+_ACTIVATIONS = {"silu": 0, "swish": 0, "sigmoid": 1}
+FP8_FORMATS = {"e4m3fn": 0, "e4m3fnuz": 1}
+SCALE_FORMATS = {"fp32": 0, "ue8m0": 1, "e8m0": 2, "e8m0_packed": 3}
+SCALE_LAYOUTS = ("row", "col", "col_pad4")
+_Q_DTYPES = (_dtypes.float8_e4m3fn, _dtypes.float8_e4m3fnuz)
+_SCALE_DTYPES = (_dtypes.float32, _dtypes.float32, _dtypes.uint8, _dtypes.int32)
+_ENTRY = _call.Entry("gatednorm_rmsnorm_gated_fp8", "gatednorm_rmsnorm_gated_fp8_params",
+                     ("x", "z", "weight", "q", "scales", "y"), outputs=("q", "scales", "y"))
+
+
+def _token_dims(shape, head_dim):
+    """(token dims, row length) of x as the C layer reads it: x [tokens..., H, D], [N, D]
+    (one head) or [D]; with head_dim the last dim is the row [H * D]."""
+    shape = tuple(int(s) for s in shape)
+    if not shape:
+        return (), 0
+    if head_dim and shape[-1] != head_dim:
+        return shape[:-1], shape[-1]
+    if len(shape) >= 3:
+        return shape[:-2], shape[-2] * shape[-1]
+    return shape[:-1], shape[-1]
+
+
+def _new_scales(x, tok, cols, dt, layout):
+    """scales [tok..., cols] in ``layout``: row-major, column-major ([cols, T] transposed), or
+    column-major with T padded to a multiple of 4 (the first T columns of [cols, T_pad])."""
+    T = int(np.prod(tok, dtype=np.int64)) if tok else 1
+    if layout == "row":
+        return _call.empty_like(x, tuple(tok) + (cols,), dt)
+    tp = (T + 3) // 4 * 4 if layout == "col_pad4" else T
+    base = _call.empty_like(x, (cols, tp), dt)
+    if isinstance(base, DeviceArray):
+        return from_pointer(base.data_ptr, tuple(tok) + (cols,), dt, strides=_col_strides(tok, tp),
+                            device=(base.device_type, base.device_id), owner=base)
+    v = base.T[:T] if isinstance(base, np.ndarray) else base.t()[:T]
+    return v.reshape(tuple(tok) + (cols,))
+
+
+def _col_strides(tok, tp):
+    st, acc = [], 1
+    for d in reversed(tok):
+        st.append(acc)
+        acc *= d
+    return tuple(reversed(st)) + (tp,)
+
+
+def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activation="silu",
+                      weight_offset=0.0, head_dim=None, group_size=128, fp8_format="e4m3fn", fp8_max=None,
+                      amax_floor=1e-10, scale_format="fp32", scale_layout="row", quantize_rounded=False,
+                      copy_dtype=None, q=None, scales=None, y=None, stream=None, pdl=False):
+    """Gated RMSNorm fused with FP8 per-group quantization (docs/ops.md §2)::
+
+        y      = rmsnorm_gated(x, z, weight)            (fp32, as gatednorm.rmsnorm_gated)
+        amax   = max |y| over each group of group_size consecutive elements of a token's row [H*D]
+        scale  = max(amax, amax_floor) / fp8_max        (2^ceil(log2(scale)) for UE8M0 formats)
+        q      = fp8_rne_saturate(y * (1 / scale))
+
+    One kernel launch computes q, scales and (if asked) y rounded once to bf16/fp16/fp32.
+    A group holding a NaN or an infinity gets a NaN scale (E8M0 byte 0xff) and NaN codes.
+
+    Args:
+        x, z, weight, eps, norm_before_gate, activation, weight_offset, stream, pdl: as
+            gatednorm.rmsnorm_gated.  x is ``[tokens..., H, D]``, ``[N, D]`` (one head) or,
+            with ``head_dim=D``, ``[tokens..., H*D]``.
+        group_size: G (default 128); divides H*D, and divides D or is a multiple of it.
+        fp8_format: "e4m3fn" (OCP: NVIDIA, MI350; max 448) or "e4m3fnuz" (MI300; max 240).
+        fp8_max: the largest code used (None: the format's max; 224 is common for fnuz).
+        amax_floor: lower bound of amax (an all-zero group gets scale amax_floor / fp8_max).
+        scale_format: "fp32", "ue8m0" (fp32 powers of two), "e8m0" (uint8 exponent bytes) or
+            "e8m0_packed" (int32 words of four exponent bytes, DeepGEMM's layout).
+        scale_layout: layout of a new ``scales``: "row" ``[T, K]``, "col" (a ``[T, K]`` view of
+            a column-major ``[K, T]`` buffer) or "col_pad4" (of ``[K, T_pad4]``).  Ignored when
+            ``scales`` is given (any strides work).
+        quantize_rounded: quantize y rounded to the copy's dtype (x's without a copy), as an
+            unfused norm -> bf16 -> quant pipeline does, bit for bit.
+        copy_dtype: also return y rounded to this dtype (bf16/fp16/fp32); implied by ``y``.
+        q, scales, y: outputs to write (new ones of x's kind when None).
+
+    Returns:
+        ``(q, scales)``, or ``(q, scales, y)`` when a copy is asked.  numpy inputs give
+        ml_dtypes float8 arrays; torch inputs torch float8 tensors.
+
+    Raises:
+        GatedNormError: naming the bad argument; outputs are then left untouched.
+    """
+    if weight is None:
+        raise argument_error("weight: required (the [D] norm weight); got None")
+    if scale_layout not in SCALE_LAYOUTS:
+        raise argument_error("scale_layout: expected one of %s, got %r" % (", ".join(map(repr, SCALE_LAYOUTS)), scale_layout))
+    fmt = _call.choice("fp8_format", fp8_format, FP8_FORMATS)
+    sfmt = _call.choice("scale_format", scale_format, SCALE_FORMATS)
+    g = _call.integer("group_size", group_size)
+    hd = 0 if head_dim is None else _call.integer("head_dim", head_dim)
+    prm = _ENTRY.params(
+        norm_before_gate=_call.flag("norm_before_gate", norm_before_gate),
+        activation=_call.choice("activation", activation, _ACTIVATIONS),
+        eps=_call.real("eps", eps), weight_offset=_call.real("weight_offset", weight_offset),
+        pdl=_call.flag("pdl", pdl), head_dim=hd,
+        quant__format=fmt, quant__fp8_max=0.0 if fp8_max is None else _call.real("fp8_max", fp8_max),
+        quant__amax_floor=_call.real("amax_floor", amax_floor), quant__scale_format=sfmt, quant__group_size=g,
+        quant__quantize_rounded=_call.flag("quantize_rounded", quantize_rounded))
+    cdt = None
+    if copy_dtype is not None:
+        cdt = _call.dtype_arg(copy_dtype, "copy_dtype")
+        if cdt not in (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32):
+            raise argument_error("copy_dtype: %s; the copy must be bf16, fp16 or fp32" % cdt)
+        if y is not None and _call.dtype_of(y) != cdt:
+            raise argument_error("copy_dtype: %s does not match y's dtype %s" % (cdt, _call.dtype_of(y)))
+    want_copy = copy_dtype is not None or y is not None
+    if q is None or scales is None or (want_copy and y is None):
+        shape = _call.shape_of(x)
+        tok, row = _token_dims(shape, hd)
+        if q is None:
+            q = _call.empty_like(x, tuple(tok) + (row,), _Q_DTYPES[fmt])
+        if scales is None:
+            k = row // g if g > 0 else 0
+            cols = (k + 3) // 4 if sfmt == 3 else k
+            scales = _new_scales(x, tok, cols, _SCALE_DTYPES[sfmt], scale_layout)
+        if want_copy and y is None:
+            y = _call.empty_like(x, shape, cdt)
+    _ENTRY(stream, x, z, weight, q, scales, y if want_copy else None, params=prm)
+    return (q, scales, y) if want_copy else (q, scales)
