@@ -67,6 +67,50 @@ struct RmsnormGatedFp8Problem {
 gatednorm_status cpu_rmsnorm_gated(const RmsnormGatedProblem &p);
 gatednorm_status cpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &p);
 
+// W4A16 (ops.md section 4, w4a16.md).  Shapes and strides validated; strides in elements.
+struct W4a16Weight {
+    int layout = 0;                    // gatednorm_w4a16_layout
+    int64_t n = 0, k = 0, group = 0;   // N, K, G (G = K: per-channel)
+    bool symmetric = false;
+    int dtype = 0;                     // TILED: gn::Dtype its scales are stored in
+    // PLAIN
+    const uint8_t *q = nullptr;        // [N, K/2]
+    int64_t q_sn = 0;
+    const void *s = nullptr;           // [N, K/G]
+    int s_dtype = 0;
+    int64_t s_sn = 0, s_sg = 0;
+    const uint8_t *z = nullptr;        // [N, K/G] or null
+    int64_t z_sn = 0, z_sg = 0;
+    // TILED
+    const uint8_t *tiled = nullptr;
+};
+
+struct W4a16GemmProblem {
+    int64_t m = 0;
+    const void *a = nullptr;           // [M, K]
+    int a_dtype = 0;                   // kBF16 / kF16
+    int64_t a_sm = 0;
+    W4a16Weight w;
+    const void *bias = nullptr;        // [N] or null
+    int bias_dtype = 0;
+    void *out = nullptr;               // [M, N]
+    int out_dtype = 0;
+    int64_t out_sm = 0;
+    void *workspace = nullptr;
+    size_t workspace_bytes = 0;
+    int device_id = 0;
+};
+
+struct W4a16PrepackProblem {
+    W4a16Weight w;                     // PLAIN
+    uint8_t *packed = nullptr;         // W4Tiled::total_bytes
+    int dtype = 0;                     // gn::Dtype of the stored scales
+    int device_id = 0;
+};
+
+gatednorm_status cpu_w4a16_gemm(const W4a16GemmProblem &p);
+gatednorm_status cpu_w4a16_prepack(const W4a16PrepackProblem &p);
+
 // GPU backend.  Built from hip/ when a GPU toolchain is present, otherwise from a stub
 // that answers GATEDNORM_STATUS_NO_DEVICE.  gpu_platform() is the DLPack device type the
 // backend serves (CUDA or ROCM), or 0 for none.
@@ -84,6 +128,12 @@ gatednorm_status gpu_stream_synchronize(void *stream);
 gatednorm_status gpu_stream_destroy(void *stream);
 gatednorm_status gpu_device_synchronize(int32_t device_id);
 gatednorm_status gpu_rmsnorm_gated(const RmsnormGatedProblem &p, void *stream);
+// The gatednorm_w4a16_target of a device (0 with a message when it has none).
+gatednorm_status gpu_w4a16_target(int32_t device_id, int32_t *target);
+// Workspace bytes of a GEMM of m rows on a device (the launcher's split-K choice).
+gatednorm_status gpu_w4a16_workspace_size(int32_t device_id, int64_t m, int64_t n, int64_t k, int64_t group, size_t *bytes);
+gatednorm_status gpu_w4a16_prepack(const W4a16PrepackProblem &p, void *stream);
+gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream);
 gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &p, void *stream);
 
 }  // namespace gn

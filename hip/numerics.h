@@ -280,5 +280,28 @@ GN_HD void store_group_scale(char *base, int64_t sk, int fmt, int64_t k, int64_t
             for (int64_t b = k % 4 + 1; b < 4; ++b) w[b] = 0;
     }
 }
+// ---------------------------------------------------------------- int4 weights (W4A16)
+// The unpack rule (docs/w4a16.md, "Plain"): two 4-bit codes 0..15 per byte along K, low
+// nibble first: byte b of a row holds k = 2b in bits 0-3 and k = 2b + 1 in bits 4-7.
+GN_HD int int4_code(const uint8_t *row, int64_t k) { return (row[k >> 1] >> ((k & 1) * 4)) & 0xf; }
+
+// The one rounding of W4A16 (ops.md section 4): a weight dequantizes to the 16-bit value
+//     w16 = RNE_dt((q - z) * s16),   s16 = RNE_dt(scale)  (the scale in the activations' dtype)
+// q - z is an exact integer in -15..15 and its product with a 16-bit value is exact in fp32,
+// so the conversion below is the only rounding; the GPU kernels reach the same bits with
+// packed 16-bit arithmetic (w4a16_kernels.h: the subtraction is exact, the multiply rounds
+// once).  The GEMM then accumulates a16 * w16 in fp32 and rounds once at the output.
+GN_HD uint16_t w4a16_scale_bits(float scale, int dt) { return dt == kBF16 ? f32_to_bf16(scale) : f32_to_f16(scale); }
+GN_HD float w4a16_half_to_f32(uint16_t h, int dt) { return dt == kBF16 ? bf16_to_f32(h) : f16_to_f32(h); }
+GN_HD uint16_t w4a16_dequant_bits(int q, int z, uint16_t s16, int dt) {
+    const float w = float(q - z) * w4a16_half_to_f32(s16, dt);
+    return dt == kBF16 ? f32_to_bf16(w) : f32_to_f16(w);
+}
+// Magic-number conversion: for a code q in 0..15, the 16-bit pattern (base | q) is exactly
+// base_value + q (bf16 128 + q: 0x4300, ulp 1 at 128; fp16 1024 + q: 0x6400, ulp 1 at
+// 1024), so (base | q) - (base | z) = q - z exactly in 16-bit arithmetic.
+GN_HD uint16_t int4_magic_base(int dt) { return dt == kBF16 ? uint16_t(0x4300) : uint16_t(0x6400); }
+// Zero points travel in the tiled layout as (base | z); z is its low nibble.
+GN_HD int int4_magic_code(uint16_t v) { return v & 0xf; }
 
 }  // namespace gn

@@ -12,6 +12,7 @@
 //            GN_LAUNCH_BOUNDS (block size and the threads a multiprocessor must keep resident)
 //            gn_wait_prior_grid, gn_allow_next_grid (programmatic dependent launch, below)
 //            gn_load_b128_hint, gn_store_b128_hint (16-byte accesses with a cache hint, below)
+//            gn_load_b128_stream (16-byte read-once load, predicated: W4A16 weights)
 //   launch:  gn_device_has_pdl, gn_launch_pdl (CUDA only: GN_HAS_PDL)
 //
 // No code depends on the warp width (64 on CDNA, 32 on RDNA and NVIDIA): reductions work
@@ -117,6 +118,20 @@ __device__ __forceinline__ void gn_store_b128_hint(void *p, uint4 v) {
 #endif
 }
 
+// A 16-byte load of data read once (streamed W4A16 weights): through the read-only path,
+// not kept in L1 (the activations the kernel re-reads stay there), L2's 256-byte prefetch.
+// Predicated inside the asm (zeros where !ok).  sm_80 and later; plain below.
+__device__ __forceinline__ uint4 gn_load_b128_stream(const void *p, bool ok) {
+    uint4 r = make_uint4(0u, 0u, 0u, 0u);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    if (ok) r = *static_cast<const uint4 *>(p);
+#else
+    asm volatile("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %4, 0;\n\t@q ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%5];\n\t}"
+                 : "+r"(r.x), "+r"(r.y), "+r"(r.z), "+r"(r.w) : "r"(int(ok)), "l"(p));
+#endif
+    return r;
+}
+
 #define GN_HAS_PDL 1
 // Whether device can launch with PDL (compute capability >= 9.0), asked once per device.
 inline bool gn_device_has_pdl(int device) {
@@ -175,5 +190,11 @@ __device__ __forceinline__ uint4 gn_load_b128_hint(const void *p, bool ok) {
 template <int HINT>
 __device__ __forceinline__ void gn_store_b128_hint(void *p, uint4 v) {
     *static_cast<uint4 *>(p) = v;
+}
+__device__ __forceinline__ uint4 gn_load_b128_stream(const void *p, bool ok) {
+    typedef unsigned int u32x4 __attribute__((ext_vector_type(4)));
+    if (!ok) return make_uint4(0u, 0u, 0u, 0u);
+    const u32x4 v = __builtin_nontemporal_load(static_cast<const u32x4 *>(p));
+    return make_uint4(v.x, v.y, v.z, v.w);
 }
 #endif

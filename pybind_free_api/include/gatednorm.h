@@ -273,6 +273,91 @@ GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_fp8(const gatednorm_tenso
  * NaN -> NaN (0x7f for E4M3FN, 0x80 for E4M3FNUZ), -0 -> 0x00 for E4M3FNUZ.  For tests and for
  * callers quantizing on the host. */
 GATEDNORM_API gatednorm_status gatednorm_fp8_encode(const float *values, uint8_t *codes, size_t count, int32_t format, float fp8_max);
+/* ------------------------------------------------------------ §4 W4A16 GEMM (int4 weights)
+ * out[M, N] = a[M, K] @ dequant(W)[K, N] (+ bias[N])  (docs/ops.md section 4, docs/w4a16.md).
+ *   dequant(W)[k, n] = w16 = RNE_dt((q[n, k] - z[n, k / G]) * RNE_dt(s[n, k / G])), dt = a's dtype:
+ *   the zero point is subtracted exactly, only the scale multiply rounds (once, to 16 bit);
+ *   the products a * w16 are summed in fp32 (any order) and the sum (+ bias, in fp32) is
+ *   rounded once to out's dtype.
+ * Two layouts of W:
+ *   PLAIN: qweight uint8 [N, K/2] (two codes 0..15 per byte along K, low nibble first),
+ *          scales [N, K/G] (bf16 / fp16 / fp32), zeros uint8 [N, K/G] (codes 0..15; only the
+ *          low nibble is read) or NULL (symmetric: z = 8).  Host tensors only: the CPU backend.
+ *   TILED: the kernels' own layout, one uint8 buffer made by gatednorm_w4a16_prepack from a
+ *          PLAIN weight (on a GPU for that GPU, or on the host for a named target), sized by
+ *          gatednorm_w4a16_prepacked_size, tagged (in params, which prepack completes) with the
+ *          layout version, the target and the activations' dtype.  GPU GEMMs take only TILED
+ *          weights made for their target; the CPU backend reads TILED weights of any target
+ *          (and PLAIN ones).  scales and zeros are then NULL. */
+typedef enum gatednorm_w4a16_layout {
+    GATEDNORM_W4A16_LAYOUT_PLAIN = 0,
+    GATEDNORM_W4A16_LAYOUT_TILED = 1
+} gatednorm_w4a16_layout;
+
+/* What a TILED weight was made for.  NATIVE (0) asks prepack for the device's own target. */
+typedef enum gatednorm_w4a16_target {
+    GATEDNORM_W4A16_TARGET_NATIVE = 0,
+    GATEDNORM_W4A16_TARGET_CUDA_MMA = 1, /* NVIDIA sm_80 and later: mma.sync m16n8k16 */
+    GATEDNORM_W4A16_TARGET_AMD_MFMA = 2, /* AMD CDNA (gfx90a, gfx942, gfx950): MFMA 16x16x16 */
+    GATEDNORM_W4A16_TARGET_AMD_WMMA = 3  /* AMD RDNA 3 / 3.5 (gfx11xx): WMMA 16x16x16 */
+} gatednorm_w4a16_target;
+
+typedef enum gatednorm_w4a16_dtype {
+    GATEDNORM_W4A16_DTYPE_UNSET = 0,
+    GATEDNORM_W4A16_DTYPE_BF16 = 1,
+    GATEDNORM_W4A16_DTYPE_F16 = 2
+} gatednorm_w4a16_dtype;
+
+/* The layout version this library writes and reads. */
+#define GATEDNORM_W4A16_TILED_VERSION 1
+
+/* Describes the weight; fill with gatednorm_w4a16_params_init(&p, sizeof p).  prepack fills in
+ * every field of a TILED weight; pass the same struct to the GEMM and the size queries. */
+typedef struct gatednorm_w4a16_params {
+    uint32_t struct_size;   /* set by _params_init */
+    int32_t layout;         /* gatednorm_w4a16_layout of `qweight`; default PLAIN */
+    int64_t n;              /* N, output features.  PLAIN: 0 = from qweight's shape (else must match) */
+    int64_t k;              /* K, input features.   PLAIN: 0 = from qweight's shape (else must match) */
+    int64_t group_size;     /* G (K % G == 0; G = K: per-channel).  PLAIN: 0 = from scales' shape.
+                             * TILED: a power of two >= 16, or K */
+    int32_t symmetric;      /* 1: no zero points (z = 8); 0: zeros given; -1 (default): from zeros (PLAIN) */
+    int32_t dtype;          /* gatednorm_w4a16_dtype: TILED: the activations' dtype its scales are stored in
+                             * (a must have it); prepack: required.  PLAIN: UNSET or a's dtype */
+    int32_t layout_version; /* TILED: GATEDNORM_W4A16_TILED_VERSION of the library that packed it */
+    int32_t target;         /* TILED: gatednorm_w4a16_target it was packed for */
+} gatednorm_w4a16_params;
+
+/* Writes the defaults (PLAIN, everything from the tensors) into the caller's struct of `size`
+ * bytes and sets struct_size = size.  Fails, writing nothing, for NULL or an unknown size. */
+GATEDNORM_API gatednorm_status gatednorm_w4a16_params_init(gatednorm_w4a16_params *params, size_t size);
+
+/* Bytes of the TILED buffer of params' n, k, group_size and symmetric (all required). */
+GATEDNORM_API gatednorm_status gatednorm_w4a16_prepacked_size(const gatednorm_w4a16_params *params, size_t *bytes);
+
+/* PLAIN (qweight, scales, zeros or NULL) -> TILED into `packed` (uint8, 1-D, contiguous, at least
+ * gatednorm_w4a16_prepacked_size bytes, 16-byte aligned).  On a GPU it runs asynchronously on
+ * stream and packs for that GPU (params->target NATIVE or the GPU's own); on the host it packs
+ * for params->target, which must then be named.  params->dtype must be BF16 or F16.  On success
+ * it writes n, k, group_size, symmetric, layout = TILED, layout_version and target into params
+ * (nothing on failure). */
+GATEDNORM_API gatednorm_status gatednorm_w4a16_prepack(const gatednorm_tensor *qweight, const gatednorm_tensor *scales, const gatednorm_tensor *zeros, const gatednorm_tensor *packed, gatednorm_w4a16_params *params, void *stream);
+
+/* Bytes of the workspace a GEMM of m rows with this weight needs on `device` (0: none; a
+ * NULL workspace is then fine).  Depends on the device (its multiprocessor count). */
+GATEDNORM_API gatednorm_status gatednorm_w4a16_workspace_size(const gatednorm_w4a16_params *params, int64_t m, gatednorm_device device, size_t *bytes);
+
+/* out = a @ dequant(W) (+ bias).
+ * a:         [M, K] bf16 / fp16, last dim contiguous, any row stride.  GPU: data and rows
+ *            16-byte aligned.
+ * qweight, scales, zeros: the weight in params->layout (see above).  GPU: TILED, 16-byte aligned.
+ * bias:      NULL or [N], bf16 / fp16 / fp32, contiguous.
+ * out:       [M, N] bf16 / fp16 / fp32, last dim contiguous, any row stride; overlaps no input.
+ * workspace: uint8 [bytes] (1-D, contiguous, 16-byte aligned) of at least
+ *            gatednorm_w4a16_workspace_size bytes, or NULL where that is 0.  Its contents need no
+ *            initialisation; two GEMMs in flight at once need two workspaces.
+ * GPU: asynchronous on stream; no allocation, no synchronization: safe to capture in a graph.
+ * The result does not depend on the run (fixed reduction order). */
+GATEDNORM_API gatednorm_status gatednorm_w4a16_gemm(const gatednorm_tensor *a, const gatednorm_tensor *qweight, const gatednorm_tensor *scales, const gatednorm_tensor *zeros, const gatednorm_tensor *bias, const gatednorm_tensor *out, const gatednorm_tensor *workspace, const gatednorm_w4a16_params *params, void *stream);
 
 #ifdef __cplusplus
 }

@@ -20,10 +20,13 @@ from ._ffi import GatedNormError, InvalidArgumentError
 from ._runtime import Stream, build_info, device_count, device_name, synchronize, version
 from .ops import rmsnorm_gated
 from .ops_fp8 import rmsnorm_gated_fp8
+from .w4a16 import W4A16Weight, w4a16_matmul
 
 __all__ = [
     "rmsnorm_gated",
     "rmsnorm_gated_fp8",
+    "W4A16Weight",
+    "w4a16_matmul",
     "DeviceArray",
     "from_pointer",
     "GatedNormError",

@@ -15,7 +15,8 @@ import numpy as np
 
 from . import _dtypes
 
-__all__ = ["rmsnorm_gated", "rmsnorm_gated_fp8", "fp8_group_quant", "fp8_max_of", "silu", "sigmoid", "as_float64", "ulp", "tolerance", "compare", "Comparison"]
+__all__ = ["rmsnorm_gated", "rmsnorm_gated_fp8", "fp8_group_quant", "fp8_max_of", "silu", "sigmoid", "as_float64", "ulp",
+           "tolerance", "compare", "Comparison", "int4_unpack", "w4a16_dequantize", "w4a16_matmul", "w4a16_tolerance"]
 
 
 def as_float64(a):
@@ -147,6 +148,67 @@ def rmsnorm_gated_fp8(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True
     q, s = fp8_group_quant(yq.reshape(tuple(tok) + (row,)), group_size, fp8_format=fp8_format, fp8_max=fp8_max,
                            amax_floor=amax_floor, scale_format=scale_format)
     return q, s, y
+# ------------------------------------------------------------------------------ W4A16
+def int4_unpack(q) -> np.ndarray:
+    """Plain codes ``q`` uint8 ``[N, K/2]`` (two per byte along K, low nibble first) ->
+    int64 ``[N, K]`` codes 0..15."""
+    q = np.asarray(q, np.uint8)
+    out = np.empty(q.shape[:-1] + (q.shape[-1] * 2,), np.int64)
+    out[..., 0::2] = q & 0xF
+    out[..., 1::2] = q >> 4
+    return out
+
+
+def w4a16_dequantize(q, scales, zeros=None, dtype="bfloat16") -> np.ndarray:
+    """The dequantized weight ``[K, N]`` as float64 holding 16-bit values::
+
+        w16[k, n] = RNE_dtype((q[n, k] - z[n, k // G]) * RNE_dtype(s[n, k // G]))
+
+    q: plain uint8 ``[N, K/2]``; scales ``[N, K/G]``; zeros uint8 ``[N, K/G]`` codes or None
+    (symmetric: z = 8); dtype: the activations' dtype (bf16 / fp16), in which the scale is
+    held and the product rounded once.  (q - z) * s16 is exact in float64, so its cast is
+    the one rounding."""
+    dt = _dtypes.to_numpy_dtype(dtype)
+    codes = int4_unpack(q)
+    n, k = codes.shape
+    s = np.asarray(scales)
+    g = k // s.shape[1]
+    s16 = np.asarray(s, np.float64).astype(np.float32).astype(dt).astype(np.float64) if s.dtype != dt \
+        else s.astype(np.float64)
+    z = np.full(s.shape, 8, np.int64) if zeros is None else (np.asarray(zeros).astype(np.int64) & 0xF)
+    w = (codes - np.repeat(z, g, axis=1)).astype(np.float64) * np.repeat(s16, g, axis=1)
+    return w.astype(np.float32).astype(dt).astype(np.float64).T
+
+
+def w4a16_matmul(a, q, scales, zeros=None, bias=None, dtype=None) -> np.ndarray:
+    """float64 reference of gatednorm.w4a16_matmul: ``a16 @ w16 (+ bias)`` in float64, no
+    output rounding.  a: ``[M, K]`` bf16/fp16 (its dtype is the dequantization dtype unless
+    ``dtype`` is given); q, scales, zeros: the plain weight (see w4a16_dequantize)."""
+    a = np.asarray(a)
+    dt = a.dtype if dtype is None else _dtypes.to_numpy_dtype(dtype)
+    w = w4a16_dequantize(q, scales, zeros, dt)
+    y = a.astype(np.float64) @ w
+    if bias is not None:
+        y = y + as_float64(bias)
+    return y
+
+
+def w4a16_tolerance(a, q, scales, zeros, bias, out_dtype, ref=None) -> np.ndarray:
+    """Allowed |out - ref| of a W4A16 GEMM (docs/w4a16.md, "Accuracy"): the fp32 sum of K
+    exact products a16 * w16 (plus at most 64 split-K partials and the bias), in any order,
+    with round-to-nearest or truncating additions (unit 2^-23), is within
+    E = (K + 64) * 2^-23 * (|a| @ |w16| + |bias|) of the exact sum; the output is then
+    rounded once: 0.5 ulp of out_dtype at |ref| + E."""
+    a = np.asarray(a)
+    w = w4a16_dequantize(q, scales, zeros, a.dtype)
+    k = w.shape[0]
+    mag = np.abs(a.astype(np.float64)) @ np.abs(w)
+    if bias is not None:
+        mag = mag + np.abs(as_float64(bias))
+    e = (k + 64) * 2.0 ** -23 * mag
+    if ref is None:
+        ref = w4a16_matmul(a, q, scales, zeros, bias)
+    return e + 0.5 * ulp(np.abs(ref) + e, out_dtype)
 
 
 # --------------------------------------------------------------------------- comparison

@@ -1,0 +1,237 @@
+// Launchers of the W4A16 kernels (w4a16_kernels.h): the device's target, the split-K plan
+// (which also sizes the caller's workspace), the prepack, the GEMM.
+#include <stdio.h>
+#include <string.h>
+
+#include <atomic>
+
+#include "backend.h"
+#include "device_guard.h"
+#include "w4a16_kernels.h"
+
+#define GN_W4_TRY(expr)                                                         \
+    do {                                                                        \
+        const gatednorm_status gn_w4_status_ = (expr);                          \
+        if (gn_w4_status_ != GATEDNORM_STATUS_SUCCESS) return gn_w4_status_;    \
+    } while (0)
+
+namespace gn {
+namespace {
+
+// Per-device facts asked once: multiprocessor count and W4A16 target (0: none).
+struct DeviceFacts {
+    int sms = 0;
+    int target = 0;
+    int wave = 32;
+    char arch[64] = {};
+};
+constexpr int kCachedDevices = 64;
+
+gatednorm_status device_facts(int device, DeviceFacts *f) {
+    static std::atomic<int> ready[kCachedDevices] = {};
+    static DeviceFacts facts[kCachedDevices];
+    if (device < 0 || device >= kCachedDevices) return fail(GATEDNORM_STATUS_NO_DEVICE, "device %d: out of range", device);
+    if (ready[device].load(std::memory_order_acquire)) {
+        *f = facts[device];
+        return GATEDNORM_STATUS_SUCCESS;
+    }
+    hipDeviceProp_t prop;
+    const hipError_t err = hipGetDeviceProperties(&prop, device);
+    if (err != hipSuccess) return runtime_fail(err, "device properties");
+    DeviceFacts d;
+    d.sms = prop.multiProcessorCount;
+    d.wave = prop.warpSize;
+#if defined(GN_PLATFORM_CUDA)
+    snprintf(d.arch, sizeof d.arch, "sm_%d%d", prop.major, prop.minor);
+    d.target = prop.major >= 8 ? GATEDNORM_W4A16_TARGET_CUDA_MMA : 0;
+#else
+    snprintf(d.arch, sizeof d.arch, "%s", prop.gcnArchName);
+    if (!strncmp(d.arch, "gfx90a", 6) || !strncmp(d.arch, "gfx908", 6) || !strncmp(d.arch, "gfx94", 5) || !strncmp(d.arch, "gfx95", 5))
+        d.target = GATEDNORM_W4A16_TARGET_AMD_MFMA;
+    else if (!strncmp(d.arch, "gfx11", 5))
+        d.target = GATEDNORM_W4A16_TARGET_AMD_WMMA;
+#endif
+    facts[device] = d;  // every thread writes the same values
+    ready[device].store(1, std::memory_order_release);
+    *f = d;
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+// How a GEMM is cut.  NVIDIA: M <= 16 takes the decode kernel (MT 8-row blocks, WN col tiles
+// a warp), else the 64 x 64 mma kernel.  AMD: 16-row blocks, one col tile a block.  Split-K
+// across blocks only when the blocks would leave multiprocessors idle: then each split
+// writes fp32 partials to the workspace and a second kernel sums them in split order.
+struct Plan {
+    bool decode = true;
+    int mt = 1, wn = 1, mblocks = 1, nsplit = 1;
+    int64_t ctas = 0;
+};
+constexpr int kDecodeMaxM = 16;
+constexpr int kMaxSplits = 16;
+
+Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
+    Plan pl;
+    const int64_t ntiles = (n + kW4TileN - 1) / kW4TileN, kchunks = (k + kW4TileK - 1) / kW4TileK;
+    int64_t chunks_per_split_min = 8;  // every warp of a split gets a chunk
+#if defined(GN_PLATFORM_CUDA)
+    if (m > kDecodeMaxM) {
+        pl.decode = false;
+        return pl;
+    }
+    pl.mt = m <= 8 ? 1 : 2;
+    pl.mblocks = int((m + 8 * pl.mt - 1) / (8 * pl.mt));
+    pl.wn = ntiles >= 8 * int64_t(f.sms) ? 2 : 1;  // very wide N: two col tiles a warp, fewer blocks
+#else
+    pl.mblocks = int((m + 15) / 16);
+    chunks_per_split_min = kW4AmdWaves;
+#endif
+    pl.ctas = (ntiles + pl.wn - 1) / pl.wn * pl.mblocks;
+    const int64_t want = 2 * int64_t(f.sms);  // two blocks a multiprocessor
+    if (pl.ctas < f.sms) {
+        int64_t s = (want + pl.ctas - 1) / pl.ctas;
+        s = s < kMaxSplits ? s : kMaxSplits;
+        const int64_t by_k = kchunks / chunks_per_split_min;
+        s = s < by_k ? s : by_k;
+        pl.nsplit = int(s > 1 ? s : 1);
+    }
+    return pl;
+}
+
+size_t workspace_bytes(const Plan &pl, int64_t m, int64_t n) { return pl.nsplit > 1 ? size_t(pl.nsplit) * size_t(m) * size_t(n) * 4 : 0; }
+
+gatednorm_status require_target(int device, DeviceFacts *f) {
+    const gatednorm_status st = device_facts(device, f);
+    if (st != GATEDNORM_STATUS_SUCCESS) return st;
+    if (!f->target)
+        return fail(GATEDNORM_STATUS_UNSUPPORTED, "GPU %d (%s): no W4A16 kernels for this architecture (NVIDIA sm_80+, AMD gfx90a/gfx942/gfx950/gfx11xx)",
+                    device, f->arch);
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+W4a16Args make_args(const W4a16GemmProblem &p, const W4Tiled &t) {
+    W4a16Args a;
+    a.w = p.w.tiled;
+    a.se = p.w.tiled + t.weight_bytes;
+    a.a = static_cast<const char *>(p.a);
+    a.a_sm = p.a_sm * 2;
+    a.bias = static_cast<const char *>(p.bias);
+    a.bias_dtype = p.bias_dtype;
+    a.out = static_cast<char *>(p.out);
+    a.o_sm = p.out_sm * dtype_size(p.out_dtype);
+    a.out_dtype = p.out_dtype;
+    a.ws = static_cast<float *>(p.workspace);
+    a.m = int32_t(p.m);
+    a.n = int32_t(t.n);
+    a.k = int32_t(t.k);
+    a.ntiles = int32_t(t.ntiles);
+    a.kchunks = int32_t(t.kchunks);
+    a.ngroups = int32_t(t.ngroups);
+    a.gshift = t.gshift;
+    return a;
+}
+
+#if defined(GN_PLATFORM_CUDA)
+constexpr int kDecodeBatch = 4;  // k chunks per batch of weight loads (U)
+
+template <int DT, bool ZP, int MT>
+void launch_decode(const W4a16Args &a, const Plan &pl, hipStream_t s) {
+    const dim3 grid(unsigned((a.ntiles + pl.wn - 1) / pl.wn), unsigned(pl.nsplit), unsigned(pl.mblocks));
+    if (pl.wn == 2) w4a16_decode_kernel<DT, ZP, MT, 2, kDecodeBatch / 2><<<grid, kW4DecodeThreads, 0, s>>>(a);
+    else w4a16_decode_kernel<DT, ZP, MT, 1, kDecodeBatch><<<grid, kW4DecodeThreads, 0, s>>>(a);
+}
+
+template <int DT, bool ZP>
+void launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s) {
+    if (!pl.decode) {
+        const dim3 grid(unsigned((a.ntiles + 3) / 4), unsigned((a.m + 63) / 64));
+        w4a16_mma_kernel<DT, ZP><<<grid, kW4MmaThreads, 0, s>>>(a);
+    } else if (pl.mt == 1) {
+        launch_decode<DT, ZP, 1>(a, pl, s);
+    } else {
+        launch_decode<DT, ZP, 2>(a, pl, s);
+    }
+}
+#else
+template <int DT, bool ZP>
+void launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s, int wave) {
+    const dim3 grid(unsigned(a.ntiles), unsigned(pl.nsplit), unsigned(pl.mblocks));
+    if (wave == 64) w4a16_amd_kernel<DT, ZP, 64><<<grid, kW4AmdWaves * 64, 0, s>>>(a);
+    else w4a16_amd_kernel<DT, ZP, 32><<<grid, kW4AmdWaves * 32, 0, s>>>(a);
+}
+#endif
+
+}  // namespace
+
+gatednorm_status gpu_w4a16_target(int32_t device_id, int32_t *target) {
+    DeviceFacts f;
+    GN_W4_TRY(require_target(device_id, &f));
+    *target = f.target;
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status gpu_w4a16_workspace_size(int32_t device_id, int64_t m, int64_t n, int64_t k, int64_t group, size_t *bytes) {
+    (void)group;
+    DeviceFacts f;
+    GN_W4_TRY(require_target(device_id, &f));
+    *bytes = workspace_bytes(make_plan(f, m, n, k), m, n);
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status gpu_w4a16_prepack(const W4a16PrepackProblem &p, void *stream) {
+    W4Tiled t;
+    w4_tiled_geometry(p.w.n, p.w.k, p.w.group, p.w.symmetric, &t);  // validated by the API
+    W4Plain w;
+    w.q = p.w.q;
+    w.q_sn = p.w.q_sn;
+    w.s = static_cast<const char *>(p.w.s);
+    w.s_dt = p.w.s_dtype;
+    w.s_sn = p.w.s_sn;
+    w.s_sg = p.w.s_sg;
+    w.z = p.w.z;
+    w.z_sn = p.w.z_sn;
+    w.z_sg = p.w.z_sg;
+    w.n = p.w.n;
+    w.k = p.w.k;
+    w.group = p.w.group;
+    DeviceGuard guard(p.device_id);
+    if (!guard.ok()) return guard.status();
+    const int64_t threads = t.ntiles * t.kchunks * 32 + t.ntiles * t.ngroups * 8;
+    constexpr int kBlock = 256;
+    const int64_t blocks = (threads + kBlock - 1) / kBlock;
+    if (blocks >= (int64_t(1) << 31)) return fail(GATEDNORM_STATUS_UNSUPPORTED, "qweight: too large to prepack in one launch");
+    w4a16_prepack_kernel<<<unsigned(blocks), kBlock, 0, static_cast<hipStream_t>(stream)>>>(w, t, p.packed, p.dtype);
+    return check_launch("w4a16_prepack");
+}
+
+gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
+    if (p.w.k % 16)
+        return fail(GATEDNORM_STATUS_UNSUPPORTED, "a: K = %lld; the GPU kernels read activations in 16-element pieces (K a multiple of 16)",
+                    (long long)p.w.k);
+    DeviceFacts f;
+    GN_W4_TRY(require_target(p.device_id, &f));
+    W4Tiled t;
+    w4_tiled_geometry(p.w.n, p.w.k, p.w.group, p.w.symmetric, &t);  // validated by the API
+    const Plan pl = make_plan(f, p.m, p.w.n, p.w.k);
+    if (workspace_bytes(pl, p.m, p.w.n) > p.workspace_bytes)
+        return fail(GATEDNORM_STATUS_INTERNAL, "workspace: the plan needs more than the size query said");
+    DeviceGuard guard(p.device_id);
+    if (!guard.ok()) return guard.status();
+    const W4a16Args a = make_args(p, t);
+    const hipStream_t s = static_cast<hipStream_t>(stream_ptr);
+    const bool zp = !p.w.symmetric;
+#if defined(GN_PLATFORM_CUDA)
+    if (p.a_dtype == kBF16) zp ? launch_gemm<kBF16, true>(a, pl, s) : launch_gemm<kBF16, false>(a, pl, s);
+    else zp ? launch_gemm<kF16, true>(a, pl, s) : launch_gemm<kF16, false>(a, pl, s);
+#else
+    if (p.a_dtype == kBF16) zp ? launch_gemm<kBF16, true>(a, pl, s, f.wave) : launch_gemm<kBF16, false>(a, pl, s, f.wave);
+    else zp ? launch_gemm<kF16, true>(a, pl, s, f.wave) : launch_gemm<kF16, false>(a, pl, s, f.wave);
+#endif
+    if (pl.nsplit > 1) {
+        constexpr int kBlock = 256;
+        const int64_t outs = p.m * p.w.n;
+        w4a16_splitk_reduce_kernel<<<unsigned((outs + kBlock - 1) / kBlock), kBlock, 0, s>>>(a, pl.nsplit);
+    }
+    return check_launch("w4a16_gemm");
+}
+
+}  // namespace gn

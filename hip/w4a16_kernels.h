@@ -1,0 +1,520 @@
+// W4A16 GEMM kernels over the tiled layout (w4a16_layout.h; docs/w4a16.md draws it).
+//
+//   NVIDIA (sm_80+):
+//     w4a16_decode_kernel  M <= 16: weight-streaming.  The weight tile is mma.m16n8k16's A
+//                          operand (16 columns x 16 k), the activations its B operand (k x
+//                          8 rows), so no tensor-core work is spent on absent rows beyond 8
+//                          (or 16).  Each lane streams 16-byte tiles of its warp's columns;
+//                          the 8 warps of a block split K and sum in shared memory in a fixed
+//                          order; split-K across blocks writes fp32 partials to the caller's
+//                          workspace and w4a16_splitk_reduce_kernel sums them in split order.
+//     w4a16_mma_kernel     M > 16: 64 x 64 output tiles, activations as the A operand and the
+//                          dequantized tile as B (correct; its speed is a later issue).
+//   AMD: w4a16_amd_kernel  one kernel for every M (16 rows a block): MFMA 16x16x16 on CDNA
+//                          (wave64), WMMA 16x16x16 on RDNA 3 (wave32), the weight tile as the
+//                          A operand again; dequantization in fp32 through numerics.h.
+//
+// Dequantization (ops.md section 4): the 16-bit pattern base | q is base + q exactly
+// (numerics.h int4_magic_base), so (base | q) - (base | z) = q - z is exact and the multiply
+// by the 16-bit scale is the only rounding: the same bits as w4a16_dequant_bits.
+#pragma once
+#include "numerics.h"
+#include "port.h"
+#include "w4a16_layout.h"
+
+namespace gn {
+
+struct W4a16Args {
+    const uint8_t *w = nullptr;    // tiled weights (tile (nt, kc) at (nt * kchunks + kc) * 512)
+    const uint8_t *se = nullptr;   // scale entries (w + weight_bytes)
+    const char *a = nullptr;       // [M, K] activations
+    int64_t a_sm = 0;              // row stride in bytes
+    const char *bias = nullptr;
+    int bias_dtype = 0;
+    char *out = nullptr;
+    int64_t o_sm = 0;              // row stride in bytes
+    int out_dtype = 0;
+    float *ws = nullptr;           // [nsplit, M, N] fp32 partials when nsplit > 1
+    int32_t m = 0, n = 0, k = 0;
+    int32_t ntiles = 0, kchunks = 0, ngroups = 0, gshift = 0;
+};
+
+// Chunks [lo, hi) of part `i` of `parts` of the range [lo0, hi0).
+__device__ __forceinline__ void w4_split_range(int lo0, int hi0, int i, int parts, int *lo, int *hi) {
+    const int per = (hi0 - lo0 + parts - 1) / parts;
+    *lo = min(hi0, lo0 + i * per);
+    *hi = min(hi0, *lo + per);
+}
+
+// The epilogue of one output: the fp32 sum (+ bias), rounded once; or the split's partial.
+__device__ __forceinline__ void w4_emit(const W4a16Args &p, int split, int nsplit, int m, int n, float acc) {
+    if (m >= p.m || n >= p.n) return;
+    if (nsplit > 1) {
+        p.ws[(int64_t(split) * p.m + m) * p.n + n] = acc;
+        return;
+    }
+    if (p.bias) acc += load_as_f32(p.bias + int64_t(n) * dtype_size(p.bias_dtype), p.bias_dtype);
+    store_from_f32(p.out + int64_t(m) * p.o_sm + int64_t(n) * dtype_size(p.out_dtype), p.out_dtype, acc);
+}
+
+// out[m, n] = sum over splits s (in order) of ws[s, m, n] (+ bias), rounded once.
+__global__ void w4a16_splitk_reduce_kernel(const W4a16Args p, int nsplit) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= int64_t(p.m) * p.n) return;
+    const int m = int(i / p.n), n = int(i % p.n);
+    float acc = 0.0f;
+    for (int s = 0; s < nsplit; ++s) acc += p.ws[(int64_t(s) * p.m + m) * p.n + n];
+    w4_emit(p, 0, 1, m, n, acc);
+}
+
+// Prepack: one thread per 16-byte lane block of a tile, then one per scale entry.
+__global__ void w4a16_prepack_kernel(const W4Plain w, const W4Tiled t, uint8_t *packed, int dt) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    const int64_t lanes = t.ntiles * t.kchunks * 32;
+    if (i < lanes) {
+        const int lane = int(i & 31);
+        const int64_t tile = i >> 5;
+        uint32_t words[4];
+        w4_pack_lane(w, t, tile / t.kchunks, tile % t.kchunks, lane, words);
+        *reinterpret_cast<uint4 *>(packed + i * 16) = make_uint4(words[0], words[1], words[2], words[3]);
+        return;
+    }
+    const int64_t e = i - lanes;
+    if (e >= t.ntiles * t.ngroups * 8) return;
+    uint16_t v[4];
+    const int g = int(e & 7);
+    const int64_t ng = e >> 3;
+    w4_pack_entry(w, t, ng / t.ngroups, ng % t.ngroups, g, dt, v);
+    uint8_t *dst = packed + t.weight_bytes + e * t.entry_bytes;
+    *reinterpret_cast<uint32_t *>(dst) = uint32_t(v[0]) | (uint32_t(v[1]) << 16);
+    if (t.entry_bytes == 8) *reinterpret_cast<uint32_t *>(dst + 4) = uint32_t(v[2]) | (uint32_t(v[3]) << 16);
+}
+
+#if defined(GN_PLATFORM_CUDA)
+// ------------------------------------------------------------------------------ NVIDIA
+// Packed 16-bit helpers (DT = kBF16 / kF16), all through fma.rn so that sm_80 has them:
+// x * 1 + y (exact for the integer difference) and x * s + (-0) (one rounding; -0 keeps
+// the sign of an exact zero product, as IEEE multiplication does).
+template <int DT>
+__device__ __forceinline__ uint32_t w4_fma2(uint32_t x, uint32_t y, uint32_t z) {
+    uint32_t r;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if constexpr (DT == kBF16) asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(x), "r"(y), "r"(z));
+    else asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(x), "r"(y), "r"(z));
+#else
+    (void)x; (void)y; (void)z;
+    r = 0;
+    __trap();  // never launched: the GEMM requires compute capability 8.0
+#endif
+    return r;
+}
+
+template <int DT>
+struct W4Consts {
+    static constexpr uint32_t kBase2 = DT == kBF16 ? 0x43004300u : 0x64006400u;  // (128, 128) / (1024, 1024)
+    static constexpr uint32_t kOne2 = DT == kBF16 ? 0x3f803f80u : 0x3c003c00u;   // (1, 1)
+    static constexpr uint32_t kNegZero2 = 0x80008000u;
+    static constexpr uint32_t kNegSym2 = kBase2 ^ 0x80008000u ^ 0x00080008u;     // -(base + 8): no zero points
+};
+
+// Two weights of one column: codes at bits 0-3 and 16-19 of `word` -> 16-bit w16 pair.
+// nzb2: -(base | z) in both halves; s2: the scale in both halves.
+template <int DT>
+__device__ __forceinline__ uint32_t w4_dequant2(uint32_t word, uint32_t nzb2, uint32_t s2) {
+    const uint32_t v = (word & 0x000f000fu) | W4Consts<DT>::kBase2;
+    const uint32_t d = w4_fma2<DT>(v, W4Consts<DT>::kOne2, nzb2);  // q - z, exact
+    return w4_fma2<DT>(d, s2, W4Consts<DT>::kNegZero2);            // (q - z) * s, one rounding
+}
+
+// D += A (16 x 16, row) * B (16 x 8, col), fp32 accumulation.
+template <int DT>
+__device__ __forceinline__ void w4_mma(float c[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if constexpr (DT == kBF16)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+    else
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+    (void)c; (void)a0; (void)a1; (void)a2; (void)a3; (void)b0; (void)b1;
+    __trap();
+#endif
+}
+
+// The scale entry of a thread for one (col tile, group): per-half scale and -(base | z)
+// pairs.  ZP: entry = {s_g, s_g8, zb_g, zb_g8} (8 bytes); else {s_g, s_g8} (4 bytes).
+template <int DT, bool ZP>
+struct W4Scale {
+    uint32_t raw_s = 0, raw_z = 0;
+    __device__ __forceinline__ void load(const W4a16Args &p, int ct, int gi, int g, bool ok) {
+        const int64_t e = (int64_t(ct) * p.ngroups + gi) * 8 + g;
+        if (!ok) return;
+        if constexpr (ZP) {
+            const uint2 v = __ldg(reinterpret_cast<const uint2 *>(p.se) + e);
+            raw_s = v.x;
+            raw_z = v.y;
+        } else {
+            raw_s = __ldg(reinterpret_cast<const uint32_t *>(p.se) + e);
+        }
+    }
+    __device__ __forceinline__ uint32_t s_lo() const { return __byte_perm(raw_s, 0, 0x1010); }
+    __device__ __forceinline__ uint32_t s_hi() const { return __byte_perm(raw_s, 0, 0x3232); }
+    __device__ __forceinline__ uint32_t nz_lo() const {
+        if constexpr (ZP) return __byte_perm(raw_z, 0, 0x1010) ^ 0x80008000u;
+        return W4Consts<DT>::kNegSym2;
+    }
+    __device__ __forceinline__ uint32_t nz_hi() const {
+        if constexpr (ZP) return __byte_perm(raw_z, 0, 0x3232) ^ 0x80008000u;
+        return W4Consts<DT>::kNegSym2;
+    }
+};
+
+__device__ __forceinline__ uint32_t w4_word(const uint4 &v, int j) { return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w; }
+
+// 16 activations of one row at k0 .. k0 + 15 (8 words), zeros for absent rows / k >= K.
+__device__ __forceinline__ void w4_load_act16(const W4a16Args &p, int row, int k0, uint32_t out[8]) {
+    uint4 lo = make_uint4(0u, 0u, 0u, 0u), hi = lo;
+    if (row < p.m && k0 < p.k) {
+        const uint4 *src = reinterpret_cast<const uint4 *>(p.a + int64_t(row) * p.a_sm + int64_t(k0) * 2);
+        lo = __ldg(src);
+        hi = __ldg(src + 1);
+    }
+    out[0] = lo.x; out[1] = lo.y; out[2] = lo.z; out[3] = lo.w;
+    out[4] = hi.x; out[5] = hi.y; out[6] = hi.z; out[7] = hi.w;
+}
+
+constexpr int kW4DecodeWarps = 8;
+constexpr int kW4DecodeThreads = kW4DecodeWarps * 32;
+
+// grid: (ceil(ntiles / WN), nsplit, ceil(M / (8 MT))).  MT: 8-row blocks of M (1 or 2);
+// WN: col tiles per warp; U: k chunks per batch of loads (double-buffered).
+template <int DT, bool ZP, int MT, int WN, int U>
+__global__ void __launch_bounds__(kW4DecodeThreads, 2) w4a16_decode_kernel(const W4a16Args p) {
+    __shared__ float red[kW4DecodeWarps][WN * MT * 4][32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int ct0 = blockIdx.x * WN;
+    const int split = blockIdx.y, nsplit = gridDim.y;
+    const int m0 = blockIdx.z * 8 * MT;
+    int c_lo, c_hi, w_lo, w_hi;
+    w4_split_range(0, p.kchunks, split, nsplit, &c_lo, &c_hi);
+    w4_split_range(c_lo, c_hi, warp, kW4DecodeWarps, &w_lo, &w_hi);
+
+    float acc[WN][MT][4];
+#pragma unroll
+    for (int i = 0; i < WN; ++i)
+#pragma unroll
+        for (int j = 0; j < MT; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
+
+    bool ct_ok[WN];
+    const uint8_t *wbase[WN];
+#pragma unroll
+    for (int i = 0; i < WN; ++i) {
+        ct_ok[i] = ct0 + i < p.ntiles;
+        wbase[i] = p.w + int64_t(ct0 + i) * p.kchunks * kW4TileBytes + lane * 16;
+    }
+
+    uint4 wq[U][WN];
+    W4Scale<DT, ZP> sc[U][WN];
+    auto load_batch = [&](int c) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int kc = c + u;
+            const int gi = (kc * kW4TileK + 16 * t) >> p.gshift;
+#pragma unroll
+            for (int i = 0; i < WN; ++i) {
+                const bool ok = kc < w_hi && ct_ok[i];
+                wq[u][i] = gn_load_b128_stream(wbase[i] + int64_t(kc) * kW4TileBytes, ok);
+                sc[u][i].load(p, ct0 + i, gi, g, ok);
+            }
+        }
+    };
+
+    if (w_lo < w_hi) load_batch(w_lo);
+    for (int c = w_lo; c < w_hi; c += U) {
+        uint4 cw[U][WN];
+        W4Scale<DT, ZP> cs[U][WN];
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+            for (int i = 0; i < WN; ++i) {
+                cw[u][i] = wq[u][i];
+                cs[u][i] = sc[u][i];
+            }
+        if (c + U < w_hi) load_batch(c + U);  // the next batch is in flight while this one computes
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int kc = c + u;
+            if (kc >= w_hi) break;
+            uint32_t act[MT][8];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) w4_load_act16(p, m0 + 8 * mt + g, kc * kW4TileK + 16 * t, act[mt]);
+#pragma unroll
+            for (int i = 0; i < WN; ++i) {
+                const uint32_t slo = cs[u][i].s_lo(), shi = cs[u][i].s_hi();
+                const uint32_t zlo = cs[u][i].nz_lo(), zhi = cs[u][i].nz_hi();
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const uint32_t word = w4_word(cw[u][i], j);
+                    const uint32_t a0 = w4_dequant2<DT>(word, zlo, slo);        // column g,     k + 0, 1
+                    const uint32_t a1 = w4_dequant2<DT>(word >> 4, zhi, shi);   // column g + 8, k + 0, 1
+                    const uint32_t a2 = w4_dequant2<DT>(word >> 8, zlo, slo);   // column g,     k + 2, 3
+                    const uint32_t a3 = w4_dequant2<DT>(word >> 12, zhi, shi);  // column g + 8, k + 2, 3
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) w4_mma<DT>(acc[i][mt], a0, a1, a2, a3, act[mt][2 * j], act[mt][2 * j + 1]);
+                }
+            }
+        }
+    }
+
+    // acc[i][mt][r] is out[m0 + 8 mt + 2 t + (r & 1), 16 (ct0 + i) + g + 8 (r >> 1)]
+#pragma unroll
+    for (int i = 0; i < WN; ++i)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) red[warp][(i * MT + mt) * 4 + r][lane] = acc[i][mt][r];
+    __syncthreads();
+    for (int e = threadIdx.x; e < WN * MT * 4 * 32; e += kW4DecodeThreads) {
+        const int idx = e >> 5, l = e & 31;
+        float s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kW4DecodeWarps; ++w) s += red[w][idx][l];  // fixed order
+        const int i = idx / (MT * 4), mt = (idx / 4) % MT, r = idx & 3;
+        const int n = 16 * (ct0 + i) + (l >> 2) + 8 * (r >> 1);
+        const int m = m0 + 8 * mt + 2 * (l & 3) + (r & 1);
+        w4_emit(p, split, nsplit, m, n, s);
+    }
+}
+
+// M > 16: a 64 x 64 output tile per 128-thread block, warps 2 x 2 of 32 x 32.
+constexpr int kW4MmaThreads = 128;
+template <int DT, bool ZP>
+__global__ void __launch_bounds__(kW4MmaThreads) w4a16_mma_kernel(const W4a16Args p) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int wm = warp >> 1, wn = warp & 1;
+    const int mbase = blockIdx.y * 64 + wm * 32;
+    const int ctbase = blockIdx.x * 4 + wn * 2;
+    float acc[2][2][2][4];  // [m16 tile][col tile][column half][fragment]
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int c = 0; c < 2; ++c)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) acc[i][c][h][0] = acc[i][c][h][1] = acc[i][c][h][2] = acc[i][c][h][3] = 0.0f;
+    for (int kc = 0; kc < p.kchunks; ++kc) {
+        const int k0 = kc * kW4TileK + 16 * t;
+        const int gi = k0 >> p.gshift;
+        uint4 wq[2];
+        W4Scale<DT, ZP> sc[2];
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+            const bool ok = ctbase + c < p.ntiles;
+            wq[c] = gn_load_b128_stream(p.w + (int64_t(ctbase + c) * p.kchunks + kc) * kW4TileBytes + lane * 16, ok);
+            sc[c].load(p, ctbase + c, gi, g, ok);
+        }
+        uint32_t act[2][2][8];  // [m16 tile][row g / g + 8][words]
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            w4_load_act16(p, mbase + 16 * i + g, k0, act[i][0]);
+            w4_load_act16(p, mbase + 16 * i + g + 8, k0, act[i][1]);
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            uint32_t b[2][4];
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+                const uint32_t word = w4_word(wq[c], j);
+                b[c][0] = w4_dequant2<DT>(word, sc[c].nz_lo(), sc[c].s_lo());
+                b[c][1] = w4_dequant2<DT>(word >> 4, sc[c].nz_hi(), sc[c].s_hi());
+                b[c][2] = w4_dequant2<DT>(word >> 8, sc[c].nz_lo(), sc[c].s_lo());
+                b[c][3] = w4_dequant2<DT>(word >> 12, sc[c].nz_hi(), sc[c].s_hi());
+            }
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                    const uint32_t a0 = act[i][0][2 * j], a1 = act[i][1][2 * j], a2 = act[i][0][2 * j + 1], a3 = act[i][1][2 * j + 1];
+                    w4_mma<DT>(acc[i][c][0], a0, a1, a2, a3, b[c][0], b[c][2]);  // columns g
+                    w4_mma<DT>(acc[i][c][1], a0, a1, a2, a3, b[c][1], b[c][3]);  // columns g + 8
+                }
+        }
+    }
+    // acc[i][c][h][r] is out[mbase + 16 i + g + 8 (r >> 1), 16 (ctbase + c) + 8 h + 2 t + (r & 1)]
+#pragma unroll
+    for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int c = 0; c < 2; ++c)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int r = 0; r < 4; ++r)
+                    w4_emit(p, 0, 1, mbase + 16 * i + g + 8 * (r >> 1), 16 * (ctbase + c) + 8 * h + 2 * t + (r & 1), acc[i][c][h][r]);
+}
+
+#else
+// --------------------------------------------------------------------------------- AMD
+#if defined(__gfx908__) || defined(__gfx90a__) || defined(__gfx940__) || defined(__gfx941__) || defined(__gfx942__) || defined(__gfx950__)
+#define GN_W4_MFMA 1
+#endif
+#if defined(__GFX11__)
+#define GN_W4_WMMA 1
+#endif
+
+typedef short gn_short4 __attribute__((ext_vector_type(4)));
+typedef _Float16 gn_half4 __attribute__((ext_vector_type(4)));
+typedef short gn_short16 __attribute__((ext_vector_type(16)));
+typedef _Float16 gn_half16 __attribute__((ext_vector_type(16)));
+typedef float gn_float4 __attribute__((ext_vector_type(4)));
+typedef float gn_float8 __attribute__((ext_vector_type(8)));
+
+// CDNA: D[16 x 16] += A[16 x 16] B[16 x 16]; lane l holds A[l % 16][4 (l / 16) + i],
+// B[4 (l / 16) + i][l % 16] (i = 0..3) and D[4 (l / 16) + i][l % 16].
+template <int DT>
+__device__ __forceinline__ gn_float4 w4_mfma(const uint16_t a[4], const uint16_t b[4], gn_float4 c) {
+#if defined(GN_W4_MFMA)
+    if constexpr (DT == kBF16) {
+        const gn_short4 va = {short(a[0]), short(a[1]), short(a[2]), short(a[3])};
+        const gn_short4 vb = {short(b[0]), short(b[1]), short(b[2]), short(b[3])};
+        return __builtin_amdgcn_mfma_f32_16x16x16bf16_1k(va, vb, c, 0, 0, 0);
+    } else {
+        gn_half4 va, vb;
+        for (int i = 0; i < 4; ++i) {
+            va[i] = __builtin_bit_cast(_Float16, a[i]);
+            vb[i] = __builtin_bit_cast(_Float16, b[i]);
+        }
+        return __builtin_amdgcn_mfma_f32_16x16x16f16(va, vb, c, 0, 0, 0);
+    }
+#else
+    (void)a; (void)b;
+    __builtin_trap();
+    return c;
+#endif
+}
+
+// RDNA 3: D[16 x 16] += A B; lane l holds A[l % 16][0..15], B[0..15][l % 16] (both halves of
+// the wave hold the same) and D[2 v + l / 16][l % 16], v = 0..7.
+template <int DT>
+__device__ __forceinline__ gn_float8 w4_wmma(const uint16_t a[16], const uint16_t b[16], gn_float8 c) {
+#if defined(GN_W4_WMMA)
+    if constexpr (DT == kBF16) {
+        gn_short16 va, vb;
+        for (int i = 0; i < 16; ++i) {
+            va[i] = short(a[i]);
+            vb[i] = short(b[i]);
+        }
+        return __builtin_amdgcn_wmma_f32_16x16x16_bf16_w32(va, vb, c);
+    } else {
+        gn_half16 va, vb;
+        for (int i = 0; i < 16; ++i) {
+            va[i] = __builtin_bit_cast(_Float16, a[i]);
+            vb[i] = __builtin_bit_cast(_Float16, b[i]);
+        }
+        return __builtin_amdgcn_wmma_f32_16x16x16_f16_w32(va, vb, c);
+    }
+#else
+    (void)a; (void)b;
+    __builtin_trap();
+    return c;
+#endif
+}
+
+__device__ __forceinline__ uint32_t w4_word(const uint4 &v, int j) { return j == 0 ? v.x : j == 1 ? v.y : j == 2 ? v.z : v.w; }
+
+// The code of column half h, k = 16 t + 4 j + s in a lane word j (w4_nibble_pos).
+__device__ __forceinline__ int w4_code(uint32_t word, int h, int s) { return (word >> (4 * w4_nibble_pos(h, s))) & 0xf; }
+
+// Scale (16-bit bits) and zero point of column n of col tile ct in group gi.
+template <bool ZP>
+__device__ __forceinline__ void w4_amd_scale(const W4a16Args &p, int ct, int gi, int col, uint16_t *s, int *z) {
+    const int g = col & 7, h = col >> 3;
+    const int64_t e = (int64_t(ct) * p.ngroups + gi) * 8 + g;
+    const uint16_t *ent = reinterpret_cast<const uint16_t *>(p.se + e * (ZP ? 8 : 4));
+    *s = ent[h];
+    *z = ZP ? int4_magic_code(ent[2 + h]) : 8;
+}
+
+// 4 consecutive activations of row `row` at k (zeros past M or K).
+__device__ __forceinline__ void w4_amd_act4(const W4a16Args &p, int row, int k, uint16_t out[4]) {
+    uint2 v = make_uint2(0u, 0u);
+    if (row < p.m && k < p.k) v = *reinterpret_cast<const uint2 *>(p.a + int64_t(row) * p.a_sm + int64_t(k) * 2);
+    out[0] = uint16_t(v.x); out[1] = uint16_t(v.x >> 16); out[2] = uint16_t(v.y); out[3] = uint16_t(v.y >> 16);
+}
+
+constexpr int kW4AmdWaves = 4;
+
+// grid: (ntiles, nsplit, ceil(M / 16)); block: 4 waves of the device's wave size.  Each wave
+// takes a quarter of the block's k chunks for 16 rows x 16 columns; the block sums its waves
+// in a fixed order.
+template <int DT, bool ZP, int WAVE>
+__global__ void __launch_bounds__(kW4AmdWaves * WAVE) w4a16_amd_kernel(const W4a16Args p) {
+    __shared__ float red[kW4AmdWaves][8][WAVE];
+    const int lane = threadIdx.x % WAVE, wave = threadIdx.x / WAVE;
+    const int r = lane & 15;
+    const int ct = blockIdx.x, split = blockIdx.y, nsplit = gridDim.y;
+    const int m0 = blockIdx.z * 16;
+    int c_lo, c_hi, w_lo, w_hi;
+    w4_split_range(0, p.kchunks, split, nsplit, &c_lo, &c_hi);
+    w4_split_range(c_lo, c_hi, wave, kW4AmdWaves, &w_lo, &w_hi);
+    const int h = r >> 3, g = r & 7;
+    const uint8_t *tiles = p.w + int64_t(ct) * p.kchunks * kW4TileBytes;
+    float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    if constexpr (WAVE == 64) {
+        // lane: column r of the tile, k = 16 q .. 16 q + 15 of each chunk (lane 4 g + q's bytes)
+        const int q = lane >> 4;
+        gn_float4 d = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int kc = w_lo; kc < w_hi; ++kc) {
+            const uint4 wv = gn_load_b128_stream(tiles + int64_t(kc) * kW4TileBytes + (4 * g + q) * 16, true);
+            const int k0 = kc * kW4TileK + 16 * q;
+            uint16_t s16;
+            int z;
+            w4_amd_scale<ZP>(p, ct, k0 >> p.gshift, r, &s16, &z);
+            for (int j = 0; j < 4; ++j) {
+                uint16_t a[4], b[4];
+                const uint32_t word = w4_word(wv, j);
+                for (int s = 0; s < 4; ++s) a[s] = w4a16_dequant_bits(w4_code(word, h, s), z, s16, DT);
+                w4_amd_act4(p, m0 + r, k0 + 4 * j, b);
+                d = w4_mfma<DT>(a, b, d);
+            }
+        }
+        for (int i = 0; i < 4; ++i) acc[i] = d[i];  // out[m0 + r, 16 ct + 4 q + i]
+    } else {
+        // lane: column r, all 64 k of each chunk (lanes 4 g + t of the tile); halves duplicate
+        gn_float8 d = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        for (int kc = w_lo; kc < w_hi; ++kc) {
+            uint4 wv[4];
+            uint16_t s16[4];
+            int z[4];
+            for (int t = 0; t < 4; ++t) {
+                wv[t] = gn_load_b128_stream(tiles + int64_t(kc) * kW4TileBytes + (4 * g + t) * 16, true);
+                w4_amd_scale<ZP>(p, ct, (kc * kW4TileK + 16 * t) >> p.gshift, r, &s16[t], &z[t]);
+            }
+            for (int j = 0; j < 4; ++j) {
+                uint16_t a[16], b[16];
+                for (int t = 0; t < 4; ++t) {
+                    const uint32_t word = w4_word(wv[t], j);
+                    for (int s = 0; s < 4; ++s) a[4 * t + s] = w4a16_dequant_bits(w4_code(word, h, s), z[t], s16[t], DT);
+                    w4_amd_act4(p, m0 + r, kc * kW4TileK + 16 * t + 4 * j, b + 4 * t);
+                }
+                d = w4_wmma<DT>(a, b, d);
+            }
+        }
+        for (int v = 0; v < 8; ++v) acc[v] = d[v];  // out[m0 + r, 16 ct + 2 v + lane / 16]
+    }
+    for (int v = 0; v < 8; ++v) red[wave][v][lane] = acc[v];
+    __syncthreads();
+    if (wave != 0) return;
+    for (int v = 0; v < (WAVE == 64 ? 4 : 8); ++v) {
+        float s = 0.0f;
+        for (int w = 0; w < kW4AmdWaves; ++w) s += red[w][v][lane];  // fixed order
+        const int n = 16 * ct + (WAVE == 64 ? 4 * (lane >> 4) + v : 2 * v + (lane >> 4));
+        w4_emit(p, split, nsplit, m0 + r, n, s);
+    }
+}
+#endif
+
+}  // namespace gn

@@ -1,0 +1,438 @@
+"""W4A16: int4 weights with 16-bit activations (docs/ops.md section 4, docs/w4a16.md).
+
+``W4A16Weight`` holds a weight in the *plain* layout (codes ``q`` uint8 ``[N, K/2]``, two per
+byte along K, low nibble first; ``scales [N, K/G]``; ``zeros`` uint8 ``[N, K/G]`` or None for
+symmetric weights) and, once moved to a GPU with ``.to(device)``, the kernels' *tiled*
+layout made there by ``gatednorm_w4a16_prepack``.  The importers are pure numpy: they turn
+each checkpoint format into the plain layout by that format's own dequantization formula.
+
+``w4a16_matmul(a, w)`` computes ``a @ dequant(W) (+ bias)``::
+
+    w16[k, n] = RNE_dt((q[n, k] - z[n, k // G]) * RNE_dt(s[n, k // G]))   dt = a's dtype
+    out[m, n] = RNE_out(sum_k a[m, k] * w16[k, n] (+ bias[n]))           fp32 sum, any order
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+
+from . import _call, _dtypes, _ffi, _runtime
+from ._array import DeviceArray
+from ._ffi import argument_error, ffi
+
+__all__ = ["W4A16Weight", "w4a16_matmul", "TARGETS"]
+
+PLAIN, TILED = 0, 1
+#: gatednorm_w4a16_target values by name
+TARGETS = {"native": 0, "cuda_mma": 1, "amd_mfma": 2, "amd_wmma": 3}
+_W4DT = {_dtypes.bfloat16: 1, _dtypes.float16: 2}
+_AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # AWQ slot i holds column 8c + _AWQ_ORDER[i]
+_GEMM = _call.Entry("gatednorm_w4a16_gemm", "gatednorm_w4a16_params",
+                    ("a", "qweight", "scales", "zeros", "bias", "out", "workspace"), outputs=("out", "workspace"))
+_PREPACK = _call.Entry("gatednorm_w4a16_prepack", "gatednorm_w4a16_params",
+                       ("qweight", "scales", "zeros", "packed"), outputs=("packed",))
+
+
+# ---------------------------------------------------------------------------- int32 nibbles
+def _unpack_int32(x, axis):
+    """Eight 4-bit slots of each int32 (slot i = bits 4i+3..4i) laid out along ``axis``
+    (slot-major inside each int32): [..., c, ...] -> [..., 8c + i, ...]."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "iu" or x.dtype.itemsize != 4:
+        raise ValueError("expected an int32 packed tensor, got dtype %s" % x.dtype)
+    u = x.view(np.uint32)
+    parts = [((u >> np.uint32(4 * i)) & np.uint32(0xF)).astype(np.uint8) for i in range(8)]
+    st = np.stack(parts, axis=axis + 1 if axis >= 0 else axis)  # [..., c, 8, ...]
+    shape = list(u.shape)
+    shape[axis] *= 8
+    return st.reshape(shape)
+
+
+def _pack_plain(codes):
+    """int codes [N, K] (0..15) -> plain uint8 [N, K/2], low nibble first."""
+    codes = np.asarray(codes, np.uint8)
+    if codes.shape[1] % 2:
+        raise ValueError("K = %d is odd; the plain layout packs two codes per byte" % codes.shape[1])
+    return (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
+
+
+def _np(x, name):
+    """numpy view of a host array (numpy, torch CPU, anything np.asarray takes)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch
+        t = x.detach().cpu()
+        if str(t.dtype) == "torch.bfloat16":
+            return t.view(__import__("torch").int16).numpy().view(_dtypes.bfloat16)
+        return t.numpy()
+    try:
+        return np.asarray(x)
+    except Exception as e:
+        raise ValueError("%s: not convertible to numpy (%s)" % (name, e)) from None
+
+
+def _scales(s, name):
+    s = _np(s, name)
+    if s.dtype not in (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32):
+        s = s.astype(np.float32)
+    return s
+
+
+class W4A16Weight:
+    """An int4 weight ``W [N, K]`` (N output features, K input features) for w4a16_matmul.
+
+    Build it with an importer (``from_float``, ``from_gptq``, ``from_awq``,
+    ``from_compressed_tensors``) or from plain tensors (``W4A16Weight(q, scales, zeros)``).
+    ``.to("cuda:0")`` (or any GPU device) returns a copy prepacked for that GPU.
+
+    Attributes: ``n``, ``k``, ``group_size``, ``symmetric``; ``q``, ``scales``, ``zeros``
+    (the plain layout, host numpy); ``perm`` (int64 ``[K]`` or None): for act-order GPTQ
+    weights, K was reordered at import and ``a[:, perm]`` is what the kernel multiplies
+    (w4a16_matmul applies it for numpy and torch activations); ``device`` ("cpu" or a GPU);
+    ``dtype`` (the activations' dtype a tiled weight was packed for).
+    """
+
+    def __init__(self, q, scales, zeros=None, *, perm=None):
+        q = _np(q, "q")
+        if q.dtype != np.uint8 or q.ndim != 2:
+            raise ValueError("q: expected uint8 [N, K/2], got %s %s" % (q.dtype, q.shape))
+        s = _scales(scales, "scales")
+        n, k = q.shape[0], 2 * q.shape[1]
+        if s.ndim != 2 or s.shape[0] != n or s.shape[1] < 1 or k % s.shape[1]:
+            raise ValueError("scales: expected [N, K/G] = [%d, K/G] with K/G dividing K = %d, got %s" % (n, k, s.shape))
+        if zeros is not None:
+            zeros = _np(zeros, "zeros")
+            if zeros.shape != s.shape:
+                raise ValueError("zeros: expected shape %s (as scales), got %s" % (s.shape, zeros.shape))
+            if zeros.dtype != np.uint8:
+                if np.any((zeros < 0) | (zeros > 15)):
+                    raise ValueError("zeros: codes must lie in 0..15")
+                zeros = zeros.astype(np.uint8)
+            elif np.any(zeros > 15):
+                raise ValueError("zeros: codes must lie in 0..15")
+        self.q = np.ascontiguousarray(q)
+        self.scales = np.ascontiguousarray(s)
+        self.zeros = None if zeros is None else np.ascontiguousarray(zeros)
+        self.n, self.k = n, k
+        self.group_size = k // s.shape[1]
+        self.symmetric = zeros is None
+        self.perm = None if perm is None else np.asarray(perm, np.int64)
+        self.device = "cpu"
+        self.dtype = None
+        self._packed = None   # tiled buffer (DeviceArray or numpy) once prepacked
+        self._params = None   # gatednorm_w4a16_params of the tiled buffer
+        self._perm_dev = {}   # device copies of perm (torch), by device
+
+    def __repr__(self):
+        return "W4A16Weight(N=%d, K=%d, group_size=%d, %s, %s%s%s)" % (
+            self.n, self.k, self.group_size, "symmetric" if self.symmetric else "asymmetric", self.device,
+            ", act-order" if self.perm is not None else "", ", tiled for %s" % self.dtype if self._packed is not None else "")
+
+    @property
+    def layout(self) -> str:
+        return "plain" if self._packed is None else "tiled"
+
+    # ------------------------------------------------------------------------- importers
+    @classmethod
+    def from_float(cls, w, group_size=128, symmetric=False):
+        """Round-to-nearest quantization of a float weight ``W [N, K]`` (numpy or torch CPU).
+
+        Per group of ``group_size`` consecutive k (``group_size=None`` or K: per-channel):
+        symmetric: ``s = absmax / 7``, ``q = clamp(round(w / s) + 8, 0, 15)``; asymmetric:
+        ``s = (max - min) / 15``, ``z = clamp(round(-min / s), 0, 15)``,
+        ``q = clamp(round(w / s) + z, 0, 15)``.  Scales are kept in float32 (the GEMM rounds
+        them to the activations' dtype)."""
+        w = _np(w, "W").astype(np.float64)
+        if w.ndim != 2:
+            raise ValueError("W: expected [N, K], got %d dims" % w.ndim)
+        n, k = w.shape
+        g = k if group_size in (None, 0) else int(group_size)
+        if g < 1 or k % g:
+            raise ValueError("group_size: %r does not divide K = %d" % (group_size, k))
+        wg = w.reshape(n, k // g, g)
+        if symmetric:
+            s = np.abs(wg).max(axis=2) / 7.0
+            s = np.where(s > 0, s, 1.0).astype(np.float32)
+            q = np.clip(np.rint(wg / s.astype(np.float64)[..., None]) + 8, 0, 15)
+            z = None
+        else:
+            lo, hi = wg.min(axis=2), wg.max(axis=2)
+            s = (hi - lo) / 15.0
+            s = np.where(s > 0, s, 1.0).astype(np.float32)
+            z = np.clip(np.rint(-lo / s.astype(np.float64)), 0, 15)
+            q = np.clip(np.rint(wg / s.astype(np.float64)[..., None]) + z[..., None], 0, 15)
+            z = z.astype(np.uint8)
+        return cls(_pack_plain(q.reshape(n, k).astype(np.uint8)), s, z)
+
+    @classmethod
+    def from_gptq(cls, qweight, qzeros, scales, g_idx=None, version=1, symmetric=None):
+        """A GPTQ checkpoint's tensors (AutoGPTQ / GPTQModel; w4a16.md's table).
+
+        qweight int32 ``[K/8, N]`` (slot i of row r holds k = 8r + i); qzeros int32
+        ``[K/G, N/8]`` (slot i of column c holds n = 8c + i); scales ``[K/G, N]``; g_idx int32
+        ``[K]`` or None.  Dequantization: ``(q - z) * s`` with
+
+        * ``version=1`` (AutoGPTQ and most GPTQ checkpoints): qzeros store ``z - 1``;
+        * ``version=2`` (GPTQModel's format): qzeros store ``z``.
+
+        The version is never guessed: pass what the checkpoint's ``quantize_config.json``
+        says (``checkpoint_format: gptq_v2`` means 2).  A v2 checkpoint labelled v1 is a known
+        trap, so two symptoms are checked: ``version=1`` decoding to a zero point of 16 (a
+        stored 15, which v1 never writes) raises ValueError suggesting ``version=2``; and
+        ``version=2`` decoding every zero point to 7 (v1's symmetric 0x77777777) warns that
+        the checkpoint is probably v1.  ``symmetric=True`` drops the zero points after
+        checking they are all 8 (None: keep them).
+
+        Act-order (``g_idx`` not ``k // G``): K is reordered at import so that each group is
+        contiguous; ``perm`` records the order (the kernel multiplies ``a[:, perm]``).  A
+        g_idx whose groups do not all have G members is rejected."""
+        if version not in (1, 2):
+            raise ValueError("version: expected 1 (AutoGPTQ, qzeros store z - 1) or 2 (GPTQModel, z), got %r" % (version,))
+        qw = _np(qweight, "qweight")
+        codes = _unpack_int32(qw, 0).T  # [N, K]
+        s = _scales(scales, "scales")
+        n, k = codes.shape
+        if s.ndim != 2 or s.shape[1] != n or k % s.shape[0]:
+            raise ValueError("scales: expected [K/G, N] = [K/G, %d] with K/G dividing K = %d, got %s" % (n, k, s.shape))
+        ng = s.shape[0]
+        g = k // ng
+        zs = _unpack_int32(_np(qzeros, "qzeros"), 1)  # [K/G, N (padded to 8)]
+        if zs.shape[0] != ng or zs.shape[1] < n:
+            raise ValueError("qzeros: expected [K/G, N/8] = [%d, %d], got %s" % (ng, (n + 7) // 8, np.shape(qzeros)))
+        z = zs[:, :n].astype(np.int64)
+        if version == 1:
+            z = z + 1
+            bad = int(np.count_nonzero(z > 15))
+            if bad:
+                raise ValueError("qzeros: version=1 decodes %d zero points to 16 (stored 15), which GPTQ v1 never writes; "
+                                 "this looks like a GPTQ v2 (GPTQModel) checkpoint labelled v1: pass version=2" % bad)
+        elif np.all(z == 7):
+            warnings.warn("from_gptq(version=2): every zero point is 7, as a symmetric GPTQ v1 checkpoint (qzeros "
+                          "0x77777777) reads under version=2; if it is v1, pass version=1", stacklevel=2)
+        perm = None
+        if g_idx is not None:
+            gi = _np(g_idx, "g_idx").astype(np.int64).reshape(-1)
+            if gi.shape[0] != k:
+                raise ValueError("g_idx: expected [K] = [%d], got %s" % (k, gi.shape))
+            if np.any((gi < 0) | (gi >= ng)):
+                raise ValueError("g_idx: group indices must lie in 0..%d" % (ng - 1))
+            if not np.array_equal(gi, np.arange(k) // g):
+                order = np.argsort(gi, kind="stable")
+                if not np.array_equal(gi[order], np.arange(k) // g):
+                    raise ValueError("g_idx: act-order groups must each hold G = %d input features; they do not" % g)
+                perm = order
+                codes = codes[:, order]
+        s_nk = np.ascontiguousarray(s.T)
+        z_nk = np.ascontiguousarray(z.T).astype(np.uint8)
+        if symmetric:
+            if not np.all(z_nk == 8):
+                raise ValueError("symmetric: True, but the zero points are not all 8")
+            z_nk = None
+        return cls(_pack_plain(codes), s_nk, z_nk, perm=perm)
+
+    @classmethod
+    def from_awq(cls, qweight, qzeros, scales):
+        """An AutoAWQ (GEMM) checkpoint's tensors: qweight int32 ``[K, N/8]`` and qzeros int32
+        ``[K/G, N/8]`` packed along N with slot i of column c holding n = 8c + [0, 2, 4, 6, 1,
+        3, 5, 7][i]; scales ``[K/G, N]``.  Dequantization ``(q - z) * s``, zeros stored raw."""
+        inv = np.argsort(np.array(_AWQ_ORDER))  # position of column offset j among the slots
+
+        def unpack(x, name):
+            u = _unpack_int32(_np(x, name), 1)  # [rows, 8c + i]
+            r, c8 = u.shape
+            return u.reshape(r, c8 // 8, 8)[:, :, inv].reshape(r, c8)
+
+        codes = unpack(qweight, "qweight")  # [K, N]
+        k, n = codes.shape
+        s = _scales(scales, "scales")
+        if s.ndim != 2 or s.shape[1] != n or k % s.shape[0]:
+            raise ValueError("scales: expected [K/G, N] = [K/G, %d], got %s" % (n, s.shape))
+        z = unpack(qzeros, "qzeros")
+        if z.shape != s.shape:
+            raise ValueError("qzeros: expected [K/G, N/8] = [%d, %d], got %s" % (s.shape[0], n // 8, np.shape(qzeros)))
+        return cls(_pack_plain(codes.T), np.ascontiguousarray(s.T), np.ascontiguousarray(z.T))
+
+    @classmethod
+    def from_compressed_tensors(cls, weight_packed, weight_scale, weight_zero_point=None, weight_shape=None):
+        """compressed-tensors ``pack-quantized`` int4 (e.g. RedHatAI ``*-quantized.w4a16``):
+        weight_packed int32 ``[N, ceil(K/8)]`` packed along K, sequential slots, each holding
+        the signed code + 8; weight_scale ``[N, K/G]``; weight_zero_point int32
+        ``[ceil(N/8), K/G]`` packed along N, also + 8 (None: symmetric); weight_shape
+        ``[N, K]``.  Dequantization ``(stored - zp_stored) * s`` (symmetric: ``(stored - 8) * s``)."""
+        if weight_shape is None:
+            raise ValueError("weight_shape: required ([N, K])")
+        n, k = (int(v) for v in np.asarray(_np(weight_shape, "weight_shape")).reshape(-1)[:2])
+        codes = _unpack_int32(_np(weight_packed, "weight_packed"), 1)
+        if codes.shape[0] != n or codes.shape[1] < k:
+            raise ValueError("weight_packed: expected [N, ceil(K/8)] = [%d, %d], got %s" % (n, (k + 7) // 8, np.shape(weight_packed)))
+        codes = codes[:, :k]
+        s = _scales(weight_scale, "weight_scale")
+        if s.ndim == 1:
+            s = s.reshape(n, 1)
+        z = None
+        if weight_zero_point is not None:
+            zp = _unpack_int32(_np(weight_zero_point, "weight_zero_point"), 0)  # [N (padded), K/G]
+            if zp.shape[0] < n or zp.shape[1] != s.shape[1]:
+                raise ValueError("weight_zero_point: expected [ceil(N/8), K/G] = [%d, %d], got %s"
+                                 % ((n + 7) // 8, s.shape[1], np.shape(weight_zero_point)))
+            z = np.ascontiguousarray(zp[:n])
+        return cls(_pack_plain(codes), s, z)
+
+    # ---------------------------------------------------------------------------- views
+    def to_plain(self):
+        """(q uint8 [N, K/2], scales [N, K/G], zeros uint8 [N, K/G] or None), host numpy,
+        in the weight's (possibly act-order-reordered) K order."""
+        return self.q, self.scales, self.zeros
+
+    def dequantize(self, dtype="bfloat16") -> np.ndarray:
+        """The dequantized weight ``[K, N]`` (float32 holding ``dtype`` values, the GEMM's
+        rounding rule), in the checkpoint's original K order (act-order undone), so that
+        ``a @ w.dequantize()`` is the GEMM's exact-math result."""
+        from .reference import w4a16_dequantize
+
+        w = w4a16_dequantize(self.q, self.scales, self.zeros, dtype).astype(np.float32)
+        if self.perm is not None:
+            out = np.empty_like(w)
+            out[self.perm] = w
+            w = out
+        return w
+
+    def _describe(self, params):
+        params.n, params.k, params.group_size = self.n, self.k, self.group_size
+        params.symmetric = 1 if self.symmetric else 0
+
+    def to(self, device, dtype="bfloat16", stream=None):
+        """This weight on ``device``: "cpu" (the plain layout; the CPU backend's), or a GPU
+        ("cuda:0", "rocm:1", "gpu:0", an int, a torch device), where it is prepacked into the
+        tiled layout for that GPU and activations of ``dtype`` (bf16 / fp16)."""
+        dev = _parse_device(device)
+        if dev is None:
+            w = self._copy()
+            return w
+        dt = _dtypes.to_numpy_dtype(dtype)
+        if dt not in _W4DT:
+            raise argument_error("dtype: expected bfloat16 or float16 activations, got %s" % dt)
+        lib = _ffi._lib or _ffi.load()
+        q = DeviceArray.from_numpy(self.q, device=dev)
+        s = DeviceArray.from_numpy(self.scales, device=dev)
+        z = None if self.zeros is None else DeviceArray.from_numpy(self.zeros, device=dev)
+        prm = _new_params(lib)
+        self._describe(prm)
+        prm.dtype = _W4DT[dt]
+        size = ffi.new("size_t *")
+        _ffi.check(lib.gatednorm_w4a16_prepacked_size(prm, size), "gatednorm_w4a16_prepacked_size")
+        packed = DeviceArray.empty((int(size[0]),), np.uint8, device=dev)
+        _PREPACK(stream, q, s, z, packed, params=prm)  # completes prm: layout, version, target
+        _runtime.synchronize(stream)  # the plain device copies are freed on return
+        w = self._copy()
+        w._packed, w._params, w.dtype = packed, prm, dt
+        w.device = packed.device
+        return w
+
+    def prepack_host(self, target="cuda_mma", dtype="bfloat16"):
+        """The tiled layout made on the host for ``target`` (a TARGETS name): a host weight
+        the CPU backend reads back (what the tests use to check the layout without a GPU)."""
+        dt = _dtypes.to_numpy_dtype(dtype)
+        lib = _ffi._lib or _ffi.load()
+        prm = _new_params(lib)
+        prm.dtype = _W4DT.get(dt, 0)
+        prm.target = TARGETS[target] if isinstance(target, str) else int(target)
+        self._describe(prm)
+        size = ffi.new("size_t *")
+        _ffi.check(lib.gatednorm_w4a16_prepacked_size(prm, size), "gatednorm_w4a16_prepacked_size")
+        packed = np.zeros(int(size[0]), np.uint8)
+        prm.symmetric = -1
+        _PREPACK(None, self.q, self.scales, self.zeros, packed, params=prm)
+        w = self._copy()
+        w._packed, w._params, w.dtype = packed, prm, dt
+        return w
+
+    def _copy(self):
+        w = object.__new__(W4A16Weight)
+        w.__dict__.update(self.__dict__)
+        w._perm_dev = {}
+        w._packed, w._params, w.dtype, w.device = None, None, None, "cpu"
+        return w
+
+
+def _new_params(lib):
+    p = ffi.new("gatednorm_w4a16_params *")
+    _ffi.check(lib.gatednorm_w4a16_params_init(p, ffi.sizeof(p[0])), "gatednorm_w4a16_params_init")
+    return p
+
+
+def _parse_device(device):
+    """None for the host, else a device spec DeviceArray accepts."""
+    if device is None:
+        return None
+    if isinstance(device, int) and not isinstance(device, bool):
+        return "gpu:%d" % device
+    s = str(device)
+    if s in ("cpu", "host"):
+        return None
+    if s in ("cuda", "gpu", "rocm", "hip"):
+        return "gpu:0"
+    name, _, idx = s.partition(":")
+    if name in ("cuda", "gpu", "rocm", "hip") and idx.isdigit():
+        return "gpu:%s" % idx
+    raise argument_error("device: expected 'cpu' or a GPU ('cuda:0', 'gpu:0', an int), got %r" % (device,))
+
+
+def _apply_perm(a, w):
+    """a[:, w.perm] for numpy and torch activations (act-order weights)."""
+    kind = _call.kind_of(a)
+    if kind == _call.NUMPY:
+        return np.ascontiguousarray(a[:, w.perm])
+    if kind == _call.TORCH:
+        key = str(a.device)
+        p = w._perm_dev.get(key)
+        if p is None:
+            torch = sys.modules["torch"]
+            p = w._perm_dev[key] = torch.as_tensor(w.perm, device=a.device)
+        return a.index_select(1, p)
+    raise argument_error("a: the weight is act-order (w.perm set); apply a[:, w.perm] to the activations first "
+                         "(w4a16_matmul does it for numpy and torch arrays only)")
+
+
+def w4a16_matmul(a, w, bias=None, out=None, *, out_dtype=None, workspace=None, stream=None):
+    """``out = a @ dequant(W) (+ bias)`` for a W4A16Weight ``w`` (docs/ops.md section 4)::
+
+        w16[k, n] = RNE_dt((q[n, k] - z[n, k // G]) * RNE_dt(s[n, k // G]))   dt = a's dtype
+        out[m, n] = RNE_out(sum_k a[m, k] * w16[k, n] + bias[n])             fp32 sum
+
+    Args:
+        a: ``[M, K]`` bf16 / fp16 (numpy on the host; any GPU array with a GPU weight).
+            GPU: 16-byte aligned rows.
+        w: W4A16Weight: plain (host) or tiled for a's GPU and dtype (``w.to(device, dtype)``).
+            Act-order weights: a's columns are permuted by ``w.perm`` here (numpy, torch).
+        bias: None or ``[N]`` bf16 / fp16 / fp32.
+        out: ``[M, N]`` bf16 / fp16 / fp32; None: a new array of a's kind and ``out_dtype``
+            (default a's dtype).
+        workspace: uint8 buffer of at least the size the library asks for (split-K partials;
+            needed for small N on a GPU); None: allocated here when needed.  Pass one to
+            capture the call in a CUDA/HIP graph.
+        stream: as for rmsnorm_gated.
+
+    Returns ``out``.  Raises GatedNormError naming the bad argument; ``out`` is then untouched.
+    """
+    if not isinstance(w, W4A16Weight):
+        raise argument_error("w: expected a gatednorm.W4A16Weight, got %s" % type(w).__name__)
+    if w.perm is not None:
+        a = _apply_perm(a, w)
+    m = int(_call.shape_of(a)[0]) if len(_call.shape_of(a)) == 2 else 0
+    if out is None:
+        out = _call.empty_like(a, (m, w.n), out_dtype)
+    if w._packed is None:
+        return _GEMM(stream, a, w.q, w.scales, w.zeros, bias, out, workspace, params=_GEMM.params())[0]
+    prm = w._params
+    if workspace is None and isinstance(w._packed, DeviceArray):
+        lib = _ffi._lib or _ffi.load()
+        need = ffi.new("size_t *")
+        dev = ffi.new("gatednorm_device *", (w._packed.device_type, w._packed.device_id))
+        _ffi.check(lib.gatednorm_w4a16_workspace_size(prm, m, dev[0], need), "gatednorm_w4a16_workspace_size")
+        if need[0]:
+            workspace = _call.empty_like(a, (int(need[0]),), np.uint8)
+    return _GEMM(stream, a, w._packed, None, None, bias, out, workspace, params=prm)[0]

@@ -1,0 +1,438 @@
+"""W4A16: importers against each checkpoint format's own dequantization formula, the GEMM
+against the float64 reference on every backend, the tiled layout against its documented
+byte map, and bad inputs.
+
+Backends: "cpu" (the plain layout, numpy arrays), "cpu-tiled" (the tiled layout made on the
+host for the CUDA target and read back by the CPU backend), "gpu" (prepacked on GPU 0,
+DeviceArray activations; skipped without a GPU).  Tolerance (docs/w4a16.md "Accuracy"):
+reference.w4a16_tolerance, derived from K and the output dtype's ulp.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import gatednorm
+from gatednorm import _dtypes, reference
+from gatednorm._ffi import ffi
+
+from conftest import gpu_count
+
+BF16, F16, F32 = _dtypes.bfloat16, _dtypes.float16, _dtypes.float32
+DT = {"bf16": BF16, "fp16": F16}
+AWQ_ORDER = [0, 2, 4, 6, 1, 3, 5, 7]
+
+
+# ------------------------------------------------------------------------ format builders
+def pack8(codes, axis):
+    """int codes (0..15) -> int32, eight per int32 along ``axis``, slot i = bits 4i..4i+3
+    holding index 8c + i (the formats' sequential packing)."""
+    c = np.moveaxis(np.asarray(codes, np.int64), axis, -1)
+    pad = (-c.shape[-1]) % 8
+    if pad:
+        c = np.concatenate([c, np.zeros(c.shape[:-1] + (pad,), np.int64)], axis=-1)
+    c = c.reshape(c.shape[:-1] + (c.shape[-1] // 8, 8))
+    v = np.zeros(c.shape[:-1], np.uint64)
+    for i in range(8):
+        v |= (c[..., i].astype(np.uint64) & 0xF) << np.uint64(4 * i)
+    return np.moveaxis(v.astype(np.uint32).view(np.int32), -1, axis)
+
+
+def rand_quant(rng, n, k, g, zlo=0, zhi=15, sdtype=F16):
+    """Codes q [N, K], zero points z [N, K/G], scales s [N, K/G] (positive and negative)."""
+    q = rng.integers(0, 16, (n, k))
+    z = rng.integers(zlo, zhi + 1, (n, k // g))
+    s = (rng.uniform(0.002, 0.05, (n, k // g)) * rng.choice([-1, 1], (n, k // g))).astype(sdtype)
+    return q, z, s
+
+
+def expected_w16(q, z, s, g, dtype):
+    """The format-independent truth: w16[k, n] = RNE_dt((q - z) * RNE_dt(s)), [K, N]."""
+    s16 = np.asarray(s, np.float32).astype(dtype).astype(np.float64)
+    zz = np.repeat(np.asarray(z, np.float64), g, axis=1)
+    w = (q - zz) * np.repeat(s16, g, axis=1)
+    return w.astype(np.float32).astype(dtype).astype(np.float32).T
+
+
+# ------------------------------------------------------------------------------ importers
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("version", [1, 2])
+def test_gptq(rng, version, dtype):
+    n, k, g = 24, 128, 32
+    q, z, s = rand_quant(rng, n, k, g, zlo=1 if version == 1 else 0)
+    qweight = pack8(q.T, 0)                                   # [K/8, N], slot i of row r: k = 8r + i
+    qzeros = pack8((z - 1 if version == 1 else z).T, 1)       # [K/G, N/8]: v1 stores z - 1
+    w = gatednorm.W4A16Weight.from_gptq(qweight, qzeros, s.T, version=version)
+    assert (w.n, w.k, w.group_size, w.symmetric, w.perm) == (n, k, g, False, None)
+    np.testing.assert_array_equal(w.dequantize(DT[dtype]), expected_w16(q, z, s, g, DT[dtype]))
+
+
+def test_gptq_v2_labelled_v1_is_caught(rng):
+    n, k, g = 16, 64, 32
+    q, z, s = rand_quant(rng, n, k, g)
+    z[3, 1] = 15  # a v2 checkpoint stores 15 for z = 15; v1 would read 16
+    with pytest.raises(ValueError, match="version=2"):
+        gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), pack8(z.T, 1), s.T, version=1)
+
+
+def test_gptq_v1_symmetric_read_as_v2_warns(rng):
+    n, k, g = 16, 64, 32
+    q, _, s = rand_quant(rng, n, k, g)
+    qzeros = np.full((k // g, n // 8), 0x77777777, np.int32)  # v1 symmetric: z - 1 = 7
+    with pytest.warns(UserWarning, match="version=1"):
+        gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), qzeros, s.T, version=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), qzeros, s.T, version=1, symmetric=True)
+    assert w.symmetric
+    np.testing.assert_array_equal(w.dequantize(BF16), expected_w16(q, np.full((n, k // g), 8), s, g, BF16))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_gptq_act_order(rng, version):
+    n, k, g = 16, 128, 32
+    q, z, s = rand_quant(rng, n, k, g, zlo=1)
+    g_idx = rng.permutation(np.arange(k) // g).astype(np.int32)  # each group: G features, scattered
+    qzeros = pack8((z - 1 if version == 1 else z).T, 1)
+    w = gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), qzeros, s.T, g_idx=g_idx, version=version)
+    assert w.perm is not None
+    # the format's formula in the checkpoint's own k order
+    s16 = s.astype(np.float32).astype(BF16).astype(np.float64)
+    want = ((q - z[:, g_idx]) * s16[:, g_idx]).astype(np.float32).astype(BF16).astype(np.float32).T
+    np.testing.assert_array_equal(w.dequantize(BF16), want)
+    a = rng.standard_normal((5, k)).astype(BF16)
+    got = gatednorm.w4a16_matmul(a, w, out_dtype=np.float32)
+    ref = a.astype(np.float64) @ want.astype(np.float64)
+    tol = reference.w4a16_tolerance(a[:, w.perm], w.q, w.scales, w.zeros, None, F32)
+    assert np.all(np.abs(got - ref) <= tol)
+    # a trivial g_idx is no reorder
+    w2 = gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), qzeros, s.T, g_idx=np.arange(k) // g, version=version)
+    assert w2.perm is None
+
+
+def test_gptq_act_order_uneven_groups_rejected(rng):
+    n, k, g = 16, 64, 32
+    q, z, s = rand_quant(rng, n, k, g, zlo=1)
+    g_idx = np.zeros(k, np.int32)
+    g_idx[:40] = 1  # 40 and 24 members
+    with pytest.raises(ValueError, match="g_idx"):
+        gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), pack8((z - 1).T, 1), s.T, g_idx=g_idx)
+
+
+def test_awq(rng):
+    n, k, g = 32, 128, 64
+    q, z, s = rand_quant(rng, n, k, g)
+
+    def awq_pack(x):  # x [rows, N]: slot i of column c holds n = 8c + AWQ_ORDER[i]
+        rows, cols = x.shape
+        out = np.zeros((rows, cols // 8), np.uint64)
+        for c in range(cols // 8):
+            for i in range(8):
+                out[:, c] |= x[:, 8 * c + AWQ_ORDER[i]].astype(np.uint64) << np.uint64(4 * i)
+        return out.astype(np.uint32).view(np.int32)
+
+    w = gatednorm.W4A16Weight.from_awq(awq_pack(q.T), awq_pack(z.T), s.T)
+    np.testing.assert_array_equal(w.dequantize(F16), expected_w16(q, z, s, g, F16))
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_compressed_tensors(rng, symmetric):
+    n, k, g = 20, 72, 24  # N and K not multiples of 8: packed with padding
+    q, z, s = rand_quant(rng, n, k, g, sdtype=BF16)
+    signed = q - 8                                             # the quantizer's signed codes
+    weight_packed = pack8(signed + 8, 1)                       # [N, ceil(K/8)], stored = signed + 8
+    zp = None if symmetric else pack8(z - 8 + 8, 0)            # [ceil(N/8), K/G], stored = z_signed + 8
+    w = gatednorm.W4A16Weight.from_compressed_tensors(weight_packed, s, zp, weight_shape=np.array([n, k]))
+    assert w.symmetric == symmetric and (w.n, w.k, w.group_size) == (n, k, g)
+    zz = np.full_like(z, 8) if symmetric else z
+    np.testing.assert_array_equal(w.dequantize(BF16), expected_w16(q, zz, s, g, BF16))
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("group_size", [32, None])
+def test_from_float(rng, symmetric, group_size):
+    W = rng.standard_normal((24, 128)).astype(np.float32)
+    w = gatednorm.W4A16Weight.from_float(W, group_size, symmetric)
+    g = group_size or 128
+    assert w.group_size == g and w.symmetric == symmetric
+    # round to nearest: within half a step of the float weight, plus the bf16 rounding of the
+    # scale (|q - z| <= 15 times half a bf16 ulp of s) and of the product (half an ulp)
+    deq = w.dequantize(BF16).T.astype(np.float64)
+    step = np.repeat(np.abs(w.scales.astype(np.float64)), g, axis=1)
+    assert np.all(np.abs(deq - W) <= 0.5 * step + 15 * 2.0 ** -9 * step + 2.0 ** -9 * np.abs(deq))
+    with pytest.raises(ValueError, match="group_size"):
+        gatednorm.W4A16Weight.from_float(W, 48)
+
+
+# ------------------------------------------------------------------ tiled layout vs docs
+def test_tiled_layout_matches_docs(rng):
+    """Decode a host-packed tiled buffer with numpy from docs/w4a16.md's byte map alone."""
+    n, k, g = 40, 192, 64  # N tail (40 = 2.5 col tiles), K = 3 chunks
+    W = rng.standard_normal((n, k)).astype(np.float32)
+    w = gatednorm.W4A16Weight.from_float(W, g, False)
+    t = w.prepack_host("cuda_mma", "bfloat16")
+    buf = t._packed
+    np_, kp = 48, 192
+    kc_n = kp // 64
+    codes = reference.int4_unpack(w.q)
+    for nn in range(np_):
+        for kk in range(kp):
+            nt, nl, kc, kl = nn // 16, nn % 16, kk // 64, kk % 64
+            gg, h, tt, j, s = nl & 7, nl >> 3, kl // 16, (kl % 16) // 4, kl % 4
+            p = h + 4 * (s & 1) + 2 * (s >> 1)
+            word = int.from_bytes(buf[(nt * kc_n + kc) * 512 + (4 * gg + tt) * 16 + 4 * j:][:4].tobytes(), "little")
+            code = (word >> (4 * p)) & 0xF
+            want = codes[nn, kk] if nn < n and kk < k else 8
+            assert code == want, (nn, kk)
+    weight_bytes = (np_ // 16) * kc_n * 512
+    ng = kp // g
+    for nn in range(np_):
+        for gi in range(ng):
+            off = weight_bytes + (((nn // 16) * ng + gi) * 8 + (nn % 16 & 7)) * 8
+            ent = buf[off:off + 8].view(np.uint16)
+            h = (nn % 16) >> 3
+            if nn < n:
+                assert ent[h] == np.float32(w.scales[nn, gi]).astype(BF16).view(np.uint16)
+                assert ent[2 + h] == (0x4300 | int(w.zeros[nn, gi]))
+            else:
+                assert ent[h] == 0 and ent[2 + h] == 0x4308
+    assert buf.nbytes == weight_bytes + (np_ // 16) * ng * 8 * 8
+
+
+# ----------------------------------------------------------------------------- the GEMM
+BACKENDS = ["cpu", "cpu-tiled", "gpu"]
+M_LIST = [1, 2, 7, 16, 33, 128, 300, 2048]
+GROUPS = [32, 64, 128, "channel"]
+
+
+@pytest.fixture(params=BACKENDS)
+def wbe(request):
+    if request.param == "gpu" and gpu_count() == 0:
+        pytest.skip("no GPU visible to libgatednorm (%s)" % gatednorm.build_info())
+    return request.param
+
+
+def place(wbe, w, dtype):
+    if wbe == "cpu":
+        return w
+    if wbe == "cpu-tiled":
+        return w.prepack_host("cuda_mma", dtype)
+    return w.to("gpu:0", dtype)
+
+
+def put(wbe, x):
+    if x is None or wbe != "gpu":
+        return x
+    return gatednorm.DeviceArray.from_numpy(x, device="gpu:0")
+
+
+def get(x):
+    return x if isinstance(x, np.ndarray) else x.numpy()
+
+
+def run_gemm(wbe, rng, m, n, k, g, symmetric, dtype, out_dtype=None, bias=False):
+    W = rng.standard_normal((n, k)).astype(np.float32)
+    w = gatednorm.W4A16Weight.from_float(W, None if g == "channel" else g, symmetric)
+    a = rng.standard_normal((m, k)).astype(DT[dtype])
+    b = rng.standard_normal(n).astype(np.float32) if bias else None
+    od = DT[dtype] if out_dtype is None else out_dtype
+    out = put(wbe, np.full((m, n), np.nan, od))
+    res = gatednorm.w4a16_matmul(put(wbe, a), place(wbe, w, DT[dtype]), put(wbe, b), out=out)
+    assert res is out
+    got = get(out)
+    assert not np.isnan(got.astype(np.float32)).any(), "outputs left unwritten (still NaN)"
+    ref = reference.w4a16_matmul(a, w.q, w.scales, w.zeros, b)
+    tol = reference.w4a16_tolerance(a, w.q, w.scales, w.zeros, b, od, ref)
+    err = np.abs(got.astype(np.float64) - ref)
+    assert np.all(err <= tol), "max err %g (tol there %g)" % (err.max(), tol.flat[np.argmax(err - tol)])
+    return got
+
+
+@pytest.mark.parametrize("m", M_LIST)
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
+@pytest.mark.parametrize("g", GROUPS)
+def test_gemm(wbe, rng, g, symmetric, dtype, m):
+    # CPU: small K/N so the suite stays fast; GPU: N with a tail and few col tiles (split-K)
+    n, k = (40, 256) if wbe != "gpu" else (200, 1024)
+    run_gemm(wbe, rng, m, n, k, g, symmetric, dtype)
+
+
+@pytest.mark.parametrize("m", [1, 16, 64])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_gemm_fp32_out_and_bias(wbe, rng, dtype, m):
+    """fp32 output: the tolerance is the accumulation bound alone, so a dequant off by one
+    16-bit rounding would show."""
+    n, k = (24, 512) if wbe != "gpu" else (4096, 4096)
+    run_gemm(wbe, rng, m, n, k, 128, False, dtype, out_dtype=F32, bias=True)
+
+
+@pytest.mark.parametrize("shape", [(1, 6144, 4096), (4, 4096, 12288), (16, 24576, 4096), (300, 1000, 512)])
+def test_gemm_gpu_shapes(rng, requires_gpu, shape):
+    m, n, k = shape
+    run_gemm("gpu", rng, m, n, k, 128, False, "bf16")
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("g", [32, "channel"])
+def test_dequant_bit_exact_through_identity(wbe, rng, g, dtype):
+    """a = I (K x K), fp32 out: every output is one product w16 * 1 plus zeros, exact in any
+    summation order, so out must equal the dequantized weight bit for bit."""
+    n, k = 48, 128
+    W = rng.standard_normal((n, k)).astype(np.float32) * 3
+    w = gatednorm.W4A16Weight.from_float(W, None if g == "channel" else g, False)
+    a = np.eye(k, dtype=np.float32).astype(DT[dtype])
+    out = put(wbe, np.full((k, n), np.nan, F32))
+    gatednorm.w4a16_matmul(put(wbe, a), place(wbe, w, DT[dtype]), out=out)
+    np.testing.assert_array_equal(get(out), w.dequantize(DT[dtype]))
+
+
+def test_deterministic(wbe, rng):
+    n, k = (40, 256) if wbe != "gpu" else (256, 8192)  # GPU: few col tiles, long K: split-K
+    W = rng.standard_normal((n, k)).astype(np.float32)
+    w = place(wbe, gatednorm.W4A16Weight.from_float(W, 128, False), BF16)
+    a = put(wbe, rng.standard_normal((3, k)).astype(BF16))
+    r1 = get(gatednorm.w4a16_matmul(a, w))
+    r2 = get(gatednorm.w4a16_matmul(a, w))
+    assert r1.tobytes() == r2.tobytes()
+    assert not np.isnan(r1.astype(np.float32)).any()
+
+
+# ------------------------------------------------------------------------------ bad input
+def _plain(rng, n=32, k=128, g=32, symmetric=False):
+    W = rng.standard_normal((n, k)).astype(np.float32)
+    return gatednorm.W4A16Weight.from_float(W, g, symmetric)
+
+
+def _expect_error(fn, match, *outs):
+    for o in outs:
+        o[...] = np.nan
+    with pytest.raises(gatednorm.GatedNormError, match=match):
+        fn()
+    for o in outs:
+        assert np.isnan(o.astype(np.float32)).all(), "a failed call wrote its output"
+
+
+def test_bad_scales_shape(rng):
+    w = _plain(rng)
+    a = rng.standard_normal((2, 128)).astype(BF16)
+    out = np.empty((2, 32), BF16)
+    bad = gatednorm.W4A16Weight.__new__(gatednorm.W4A16Weight)
+    bad.__dict__.update(w.__dict__)
+    bad.scales = np.ones((31, 4), np.float32)  # rows != N
+    _expect_error(lambda: gatednorm.w4a16_matmul(a, bad, out=out), "scales", out)
+    bad.scales = np.ones((32, 3), np.float32)  # 3 groups do not divide K = 128
+    _expect_error(lambda: gatednorm.w4a16_matmul(a, bad, out=out), "scales: 3 groups", out)
+
+
+def test_bad_k_and_shapes(rng):
+    w = _plain(rng)
+    out = np.empty((2, 32), BF16)
+    _expect_error(lambda: gatednorm.w4a16_matmul(rng.standard_normal((2, 96)).astype(BF16), w, out=out), "a: .*K = 96", out)
+    _expect_error(lambda: gatednorm.w4a16_matmul(rng.standard_normal((2, 128)).astype(np.float32), w, out=out), "a: dtype float32", out)
+    a = rng.standard_normal((2, 128)).astype(BF16)
+    bad_out = np.empty((2, 31), BF16)
+    _expect_error(lambda: gatednorm.w4a16_matmul(a, w, out=bad_out), "out: expected shape", bad_out)
+    _expect_error(lambda: gatednorm.w4a16_matmul(a, w, np.ones(31, np.float32), out=out), "bias", out)
+    with pytest.raises(gatednorm.GatedNormError, match="w: expected a gatednorm.W4A16Weight"):
+        gatednorm.w4a16_matmul(a, object())
+
+
+def test_k_not_multiple_of_group_rejected(rng):
+    w = _plain(rng)
+    # params.group_size that does not divide K, on the plain weight: named
+    a = rng.standard_normal((2, 128)).astype(BF16)
+    out = np.empty((2, 32), BF16)
+    t = w.prepack_host("cuda_mma", BF16)
+    bad = t.__class__.__new__(t.__class__)
+    bad.__dict__.update(t.__dict__)
+    bad._params = ffi.new("gatednorm_w4a16_params *", t._params[0])
+    bad._params.group_size = 48
+    _expect_error(lambda: gatednorm.w4a16_matmul(a, bad, out=out), "params.group_size: K = 128 is not a multiple of G = 48", out)
+    # a tiled layout cannot hold G = 24 (not a power of two): prepack names it
+    w24 = gatednorm.W4A16Weight.from_float(rng.standard_normal((16, 96)).astype(np.float32), 24, False)
+    with pytest.raises(gatednorm.GatedNormError, match="params.group_size: G = 24"):
+        w24.prepack_host("cuda_mma", BF16)
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("layout_version", 2, "params.layout_version: 2"),
+    ("target", 0, "params.target: NATIVE"),
+    ("dtype", 2, "a: dtype bfloat16, but the weight"),
+    ("symmetric", 1, "params.n|tiled weight|qweight"),
+    ("n", 64, "qweight: .* bytes"),
+])
+def test_tiled_tag_mismatch(rng, field, value, match):
+    w = _plain(rng).prepack_host("cuda_mma", BF16)
+    bad = w.__class__.__new__(w.__class__)
+    bad.__dict__.update(w.__dict__)
+    bad._params = ffi.new("gatednorm_w4a16_params *", w._params[0])
+    setattr(bad._params, field, value)
+    a = rng.standard_normal((2, 128)).astype(BF16)
+    out = np.empty((2, bad._params.n), BF16)
+    if field == "symmetric":  # a tiled buffer read with the other entry size: its size no longer matches
+        bad._params.symmetric = 1
+        ok = gatednorm.w4a16_matmul(a, bad, out=np.empty((2, 32), BF16))  # smaller need: reads, differently
+        assert not np.array_equal(ok, gatednorm.w4a16_matmul(a, w))
+        return
+    _expect_error(lambda: gatednorm.w4a16_matmul(a, bad, out=out), match, out)
+
+
+def test_misaligned_pointer(rng):
+    w = _plain(rng)
+    raw = np.zeros(2 * 128 * 2 + 1, np.uint8)
+    a = raw[1:].view(BF16).reshape(2, 128) if False else None  # numpy refuses a misaligned view; use from_pointer
+    buf = rng.standard_normal((2, 129)).astype(BF16)
+    a = gatednorm.from_pointer(buf.ctypes.data + 1, (2, 128), BF16, strides=(129, 1), device="cpu", owner=buf)
+    out = np.empty((2, 32), BF16)
+    _expect_error(lambda: gatednorm.w4a16_matmul(a, w, out=out), "a: data pointer .* not aligned", out)
+
+
+def test_prepack_errors(rng):
+    w = _plain(rng)
+    with pytest.raises(gatednorm.GatedNormError, match="params.target: NATIVE on the host"):
+        w.prepack_host(0, BF16)
+    with pytest.raises(gatednorm.GatedNormError, match="params.dtype: UNSET"):
+        w.prepack_host("cuda_mma", F32)
+
+
+def test_plain_weight_on_gpu_rejected(rng, requires_gpu):
+    w = _plain(rng)
+    a = gatednorm.DeviceArray.from_numpy(rng.standard_normal((2, 128)).astype(BF16), device="gpu:0")
+    with pytest.raises(gatednorm.GatedNormError, match="qweight: a PLAIN weight"):
+        gatednorm.w4a16_matmul(a, w)
+
+
+def test_gpu_target_and_alignment(rng, requires_gpu):
+    w = _plain(rng)
+    wt = w.to("gpu:0", BF16)
+    other = 2 if wt._params.target != 2 else 1
+    bad = wt.__class__.__new__(wt.__class__)
+    bad.__dict__.update(wt.__dict__)
+    bad._params = ffi.new("gatednorm_w4a16_params *", wt._params[0])
+    bad._params.target = other
+    host = rng.standard_normal((2, 136)).astype(BF16)
+    a_ok = gatednorm.DeviceArray.from_numpy(host[:, :128].copy(), device="gpu:0")
+    out = gatednorm.DeviceArray.from_numpy(np.full((2, 32), np.nan, BF16), device="gpu:0")
+    with pytest.raises(gatednorm.GatedNormError, match="params.target: the weight was packed for"):
+        gatednorm.w4a16_matmul(a_ok, bad, out=out)
+    # rows of 130 elements: not 16-byte aligned
+    dev = gatednorm.DeviceArray.from_numpy(rng.standard_normal((2, 130)).astype(BF16), device="gpu:0")
+    a_bad = dev[:, :128]
+    with pytest.raises(gatednorm.GatedNormError, match="a: the GPU GEMM reads rows in 16-byte pieces"):
+        gatednorm.w4a16_matmul(a_bad, wt, out=out)
+    assert np.isnan(out.numpy().astype(np.float32)).all()
+
+
+def test_gpu_workspace_too_small(rng, requires_gpu):
+    n, k = 64, 8192  # 4 col tiles: split-K needs a workspace
+    w = gatednorm.W4A16Weight.from_float(rng.standard_normal((n, k)).astype(np.float32), 128, False).to("gpu:0", BF16)
+    a = gatednorm.DeviceArray.from_numpy(rng.standard_normal((1, k)).astype(BF16), device="gpu:0")
+    out = gatednorm.DeviceArray.from_numpy(np.full((1, n), np.nan, BF16), device="gpu:0")
+    ws = gatednorm.DeviceArray.empty((4,), np.uint8, device="gpu:0")
+    with pytest.raises(gatednorm.GatedNormError, match="workspace: 4 bytes"):
+        gatednorm.w4a16_matmul(a, w, out=out, workspace=ws)
+    assert np.isnan(out.numpy().astype(np.float32)).all()
