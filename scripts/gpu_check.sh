@@ -12,8 +12,9 @@
 #   --alloc-probe  scripts/alloc_probe.py at each T:H (torch-allocated against cudaMalloc'd
 #                  inputs, ours and FLA), into the log
 #   --pytest-k     run only the GPU tests pytest's -k EXPR selects
-#   --sanitize F   run the pytest files F (space-separated, GPU backend cases only) under
-#                  compute-sanitizer memcheck and racecheck, into sanitize.txt
+#   --sanitize F   run the pytest files F (space-separated, GPU backend cases only; narrowed
+#                  further by $SANITIZE_K) under compute-sanitizer memcheck and racecheck,
+#                  each bounded by $SANITIZE_TIMEOUT seconds (240), into sanitize.txt
 #   --extra-bench  a second `gatednorm bench` with these arguments after the first (table in
 #                  the log, figures in bench_extra.json)
 # Files written: gpu_check.log, sass.txt, pytest.log (unless skipped), bench.{md,json,png},
@@ -137,8 +138,10 @@ if [ -n "$sanitize" ]; then
   step "compute-sanitizer memcheck + racecheck: $sanitize (GPU cases)"
   for tool in memcheck racecheck; do
     # shellcheck disable=SC2086
-    if compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 20 \
-         python3 -m pytest -q -p no:cacheprovider -x -k gpu $sanitize >> "$out/sanitize.txt" 2>&1; then
+    echo "### $tool" >> "$out/sanitize.txt"
+    # shellcheck disable=SC2086
+    if timeout "${SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 20 \
+         python3 -m pytest -q -p no:cacheprovider -x -k "gpu ${SANITIZE_K:+and ($SANITIZE_K)}" $sanitize >> "$out/sanitize.txt" 2>&1; then
       record "sanitize_$tool" ok
     else
       record "sanitize_$tool" FAIL
