@@ -25,4 +25,5 @@ gatednorm_status gpu_stream_destroy(void *) { return no_gpu(); }
 gatednorm_status gpu_device_synchronize(int32_t) { return no_gpu(); }
 gatednorm_status gpu_rmsnorm_gated(const RmsnormGatedProblem &, void *) { return no_gpu(); }
 gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &, void *) { return no_gpu(); }
+gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &, void *) { return no_gpu(); }
 }  // namespace gn
