@@ -64,7 +64,35 @@ struct RmsnormGatedFp8Problem {
     int round_dtype = 0;  // the dtype y is rounded to when quant.quantize_rounded
 };
 
+// RMSNorm / add-RMSNorm (ops.md §3), optionally with FP8 outputs; also the standalone group
+// quantization (normalize = false: y = x, no weight, no residual).  Rows are tokens of
+// `hidden` contiguous elements; strides in elements of each tensor's dtype.
+struct AddRmsnormProblem {
+    int64_t tokens = 0, hidden = 0;
+    const char *x = nullptr;
+    int x_dtype = 0;
+    int64_t x_st = 0;
+    const char *res = nullptr;  // residual, or nullptr
+    int res_dtype = 0;
+    int64_t res_st = 0;
+    char *res_out = nullptr;    // where r is stored (== res in place); nullptr without a residual
+    int64_t res_out_st = 0;
+    char *y = nullptr;          // or nullptr
+    int y_dtype = 0;
+    int64_t y_st = 0;
+    const void *weight = nullptr;
+    int weight_dtype = 0;
+    float eps = 1e-6f, weight_offset = 0.0f;
+    bool normalize = true;      // false: group_quant_fp8 (y = x)
+    bool has_quant = false;
+    QuantFp8Spec quant;
+    int round_dtype = 0;        // the dtype y is rounded to when quant.quantize_rounded
+    int device_id = 0;
+    bool pdl = false;
+};
+
 gatednorm_status cpu_rmsnorm_gated(const RmsnormGatedProblem &p);
+gatednorm_status cpu_add_rmsnorm(const AddRmsnormProblem &p);
 gatednorm_status cpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &p);
 
 // W4A16 (ops.md section 4, w4a16.md).  Shapes and strides validated; strides in elements.
@@ -135,5 +163,6 @@ gatednorm_status gpu_w4a16_workspace_size(int32_t device_id, int64_t m, int64_t 
 gatednorm_status gpu_w4a16_prepack(const W4a16PrepackProblem &p, void *stream);
 gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream);
 gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &p, void *stream);
+gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream);
 
 }  // namespace gn

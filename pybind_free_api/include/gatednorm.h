@@ -359,6 +359,49 @@ GATEDNORM_API gatednorm_status gatednorm_w4a16_workspace_size(const gatednorm_w4
  * The result does not depend on the run (fixed reduction order). */
 GATEDNORM_API gatednorm_status gatednorm_w4a16_gemm(const gatednorm_tensor *a, const gatednorm_tensor *qweight, const gatednorm_tensor *scales, const gatednorm_tensor *zeros, const gatednorm_tensor *bias, const gatednorm_tensor *out, const gatednorm_tensor *workspace, const gatednorm_w4a16_params *params, void *stream);
 
+/* ---------------------------------- §3 RMSNorm / fused add-RMSNorm (+ FP8 per-group quant) */
+/* Options; fill with gatednorm_add_rmsnorm_params_init(&p, sizeof p), then set fields. */
+typedef struct gatednorm_add_rmsnorm_params {
+    uint32_t struct_size;     /* set by _params_init */
+    float eps;                /* inside the sqrt; default 1e-6 */
+    float weight_offset;      /* y uses (weight + weight_offset); default 0 */
+    int32_t pdl;              /* as gatednorm_rmsnorm_gated_params (default 0) */
+    int32_t reserved[4];      /* must be 0 */
+    gatednorm_quant_fp8 quant; /* used when q is given; quantize_rounded rounds y to y's dtype (x's without y) */
+} gatednorm_add_rmsnorm_params;
+
+GATEDNORM_API gatednorm_status gatednorm_add_rmsnorm_params_init(gatednorm_add_rmsnorm_params *params, size_t size);
+
+/* RMSNorm over the last dim (hidden), optionally after a residual add (docs/ops.md §3):
+ *   r    = x + residual  in fp32, rounded to residual's dtype and stored (without residual: r = x)
+ *   y    = r_stored * 1/sqrt(mean(r_stored^2) + eps) * (weight + weight_offset)
+ * x:            [tokens..., hidden], bf16/fp16/fp32; leading dims any strides that merge into one token
+ *               dim; last dim contiguous.
+ * residual:     NULL, or x's shape, bf16/fp16/fp32.
+ * weight:       [hidden], bf16/fp16/fp32, contiguous.
+ * residual_out: NULL (with a residual: residual is updated in place), or x's shape in residual's
+ *               dtype (may be exactly residual: same view); must be NULL without a residual.
+ * y:            NULL, or x's shape, bf16/fp16/fp32; may be exactly x (in place).
+ * q, scales:    both NULL, or both given: FP8 codes of y per group of params->quant.group_size
+ *               elements of hidden, as gatednorm_rmsnorm_gated_fp8's q and scales (any scale strides).
+ * At least one of y and q.  No other overlaps between outputs and inputs or among outputs.
+ * Asynchronous on stream for a GPU. */
+GATEDNORM_API gatednorm_status gatednorm_add_rmsnorm(const gatednorm_tensor *x, const gatednorm_tensor *residual, const gatednorm_tensor *weight, const gatednorm_tensor *residual_out, const gatednorm_tensor *y, const gatednorm_tensor *q, const gatednorm_tensor *scales, const gatednorm_add_rmsnorm_params *params, void *stream);
+
+/* Options of gatednorm_group_quant_fp8; fill with gatednorm_group_quant_fp8_params_init. */
+typedef struct gatednorm_group_quant_fp8_params {
+    uint32_t struct_size;     /* set by _params_init */
+    int32_t pdl;              /* default 0 */
+    int32_t reserved[2];      /* must be 0 */
+    gatednorm_quant_fp8 quant; /* quantize_rounded has no effect (x already holds stored values) */
+} gatednorm_group_quant_fp8_params;
+
+GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8_params_init(gatednorm_group_quant_fp8_params *params, size_t size);
+
+/* §2's per-group FP8 quantization of an existing tensor x [tokens..., hidden] (bf16/fp16/fp32,
+ * last dim contiguous) into q [tokens..., hidden] and scales, as gatednorm_add_rmsnorm's. */
+GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8(const gatednorm_tensor *x, const gatednorm_tensor *q, const gatednorm_tensor *scales, const gatednorm_group_quant_fp8_params *params, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

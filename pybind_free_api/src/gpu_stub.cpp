@@ -30,4 +30,5 @@ gatednorm_status gpu_w4a16_target(int32_t, int32_t *) { return no_gpu("device");
 gatednorm_status gpu_w4a16_workspace_size(int32_t, int64_t, int64_t, int64_t, int64_t, size_t *) { return no_gpu("device"); }
 gatednorm_status gpu_w4a16_prepack(const W4a16PrepackProblem &, void *) { return no_gpu("qweight"); }
 gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &, void *) { return no_gpu("a"); }
+gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &, void *) { return no_gpu("x"); }
 }  // namespace gn

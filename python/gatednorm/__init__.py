@@ -19,7 +19,7 @@ from ._array import DeviceArray, from_pointer
 from ._ffi import GatedNormError, InvalidArgumentError
 from ._runtime import Stream, build_info, device_count, device_name, synchronize, version
 from .ops import rmsnorm_gated
-from .ops_fp8 import rmsnorm_gated_fp8
+from .ops_fp8 import NormOutputs, add_rmsnorm, group_quant_fp8, rmsnorm, rmsnorm_gated_fp8
 from .w4a16 import W4A16Weight, w4a16_matmul
 
 __all__ = [
@@ -27,6 +27,10 @@ __all__ = [
     "rmsnorm_gated_fp8",
     "W4A16Weight",
     "w4a16_matmul",
+    "add_rmsnorm",
+    "rmsnorm",
+    "group_quant_fp8",
+    "NormOutputs",
     "DeviceArray",
     "from_pointer",
     "GatedNormError",

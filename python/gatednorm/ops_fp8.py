@@ -1,7 +1,9 @@
-"""Ops with FP8 per-group outputs (docs/ops.md §2): ``rmsnorm_gated_fp8``."""
+"""Ops with FP8 per-group outputs (docs/ops.md §2, §3): ``rmsnorm_gated_fp8``, ``add_rmsnorm``,
+``rmsnorm``, ``group_quant_fp8``."""
 
 from __future__ import annotations
 
+import collections
 import sys
 
 import numpy as np
@@ -10,7 +12,7 @@ from . import _call, _dtypes
 from ._array import DeviceArray, from_pointer
 from ._ffi import argument_error
 
-__all__ = ["rmsnorm_gated_fp8"]
+__all__ = ["rmsnorm_gated_fp8", "add_rmsnorm", "rmsnorm", "group_quant_fp8", "NormOutputs"]
 
 _ACTIVATIONS = {"silu": 0, "swish": 0, "sigmoid": 1}
 FP8_FORMATS = {"e4m3fn": 0, "e4m3fnuz": 1}
@@ -134,3 +136,123 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
             y = _call.empty_like(x, shape, cdt)
     _ENTRY.call(stream, x, z, weight, q, scales, y if want_copy else None, params=prm)
     return (q, scales, y) if want_copy else (q, scales)
+
+
+# ------------------------------------------------------------ §3 RMSNorm / add-RMSNorm
+NormOutputs = collections.namedtuple("NormOutputs", ("y", "q", "scales", "residual"))
+NormOutputs.__doc__ = """What add_rmsnorm / rmsnorm return: ``y`` (None unless asked), ``q`` and
+``scales`` (None unless fp8), ``residual`` (the stored sum x + residual: residual_out, or the
+residual updated in place; None for rmsnorm)."""
+
+_ADD_ENTRY = _call.Entry("gatednorm_add_rmsnorm", "gatednorm_add_rmsnorm_params",
+                         ("x", "residual", "weight", "residual_out", "y", "q", "scales"),
+                         outputs=("residual", "residual_out", "y", "q", "scales"))
+_GQ_ENTRY = _call.Entry("gatednorm_group_quant_fp8", "gatednorm_group_quant_fp8_params", ("x", "q", "scales"),
+                        outputs=("q", "scales"))
+
+
+def _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded):
+    if scale_layout not in SCALE_LAYOUTS:
+        raise argument_error("scale_layout: expected one of %s, got %r" % (", ".join(map(repr, SCALE_LAYOUTS)), scale_layout))
+    fmt = _call.choice("fp8_format", fp8_format, FP8_FORMATS)
+    sfmt = _call.choice("scale_format", scale_format, SCALE_FORMATS)
+    g = _call.integer("group_size", group_size)
+    fields = dict(quant__format=fmt, quant__fp8_max=0.0 if fp8_max is None else _call.real("fp8_max", fp8_max),
+                  quant__amax_floor=_call.real("amax_floor", amax_floor), quant__scale_format=sfmt, quant__group_size=g,
+                  quant__quantize_rounded=_call.flag("quantize_rounded", quantize_rounded))
+    return fields, fmt, sfmt, g
+
+
+def _new_quant(x, q, scales, fmt, sfmt, g, scale_layout):
+    """New q [tokens..., hidden] and scales (in scale_layout) for x where not given."""
+    if q is None or scales is None:
+        shape = _call.shape_of(x)
+        tok, row = (tuple(shape[:-1]), int(shape[-1])) if shape else ((), 0)
+        if q is None:
+            q = _call.empty_like(x, tok + (row,), _Q_DTYPES[fmt])
+        if scales is None:
+            k = row // g if g > 0 else 0
+            cols = (k + 3) // 4 if sfmt == 3 else k
+            scales = _new_scales(x, tok, cols, _SCALE_DTYPES[sfmt], scale_layout)
+    return q, scales
+
+
+def add_rmsnorm(x, residual, weight, *, eps=1e-6, weight_offset=0.0, residual_out=None, y=True, y_dtype=None,
+                fp8=False, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32",
+                scale_layout="row", quantize_rounded=False, q=None, scales=None, y_out=None, stream=None, pdl=False):
+    """Fused add-RMSNorm (docs/ops.md §3), optionally with FP8 per-group outputs::
+
+        r  = x + residual     in fp32, rounded to residual's dtype and stored (residual_out, or
+                              residual in place when residual_out is None)
+        y  = r * 1/sqrt(mean(r^2) + eps) * (weight + weight_offset)     (r as stored)
+
+    Outputs, any non-empty combination, in one kernel launch: y (``y=True``, the default; in
+    ``y_dtype``, x's dtype by default; written into ``y_out`` when given, which may be x itself)
+    and FP8 codes ``q`` with ``scales`` (``fp8=True``, or implied by ``q`` / ``scales``) under
+    §2's rules over groups of ``group_size`` elements of hidden; the FP8 options are those of
+    gatednorm.rmsnorm_gated_fp8.  ``quantize_rounded`` quantizes y rounded to y's dtype (x's
+    without y), so q agrees bit for bit with an unfused norm -> quant pipeline.
+
+    x, residual: ``[tokens..., hidden]``, bf16/fp16/fp32, strided rows allowed (last dim
+    contiguous); weight ``[hidden]``, any float dtype.
+
+    Returns:
+        NormOutputs(y, q, scales, residual): what was not asked is None; ``residual`` is the
+        tensor the sum was stored in.
+
+    Raises:
+        GatedNormError: naming the bad argument; outputs are then left untouched.
+    """
+    return _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8, group_size, fp8_format, fp8_max,
+                 amax_floor, scale_format, scale_layout, quantize_rounded, q, scales, y_out, stream, pdl)
+
+
+def rmsnorm(x, weight, *, eps=1e-6, weight_offset=0.0, y=True, y_dtype=None, fp8=False, group_size=128,
+            fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32", scale_layout="row",
+            quantize_rounded=False, q=None, scales=None, y_out=None, stream=None, pdl=False):
+    """RMSNorm over the last dim (docs/ops.md §3 without a residual), optionally with FP8
+    per-group outputs: as add_rmsnorm without residual.  Returns NormOutputs (residual None)."""
+    return _norm(x, None, weight, eps, weight_offset, None, y, y_dtype, fp8, group_size, fp8_format, fp8_max,
+                 amax_floor, scale_format, scale_layout, quantize_rounded, q, scales, y_out, stream, pdl)
+
+
+def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8, group_size, fp8_format, fp8_max,
+          amax_floor, scale_format, scale_layout, quantize_rounded, q, scales, y_out, stream, pdl):
+    if weight is None:
+        raise argument_error("weight: required (the [hidden] norm weight); got None")
+    want_y = _call.flag("y", y) == 1 or y_out is not None
+    want_q = _call.flag("fp8", fp8) == 1 or q is not None or scales is not None
+    if not want_y and not want_q:
+        raise argument_error("y: no output requested (y=False without fp8=True)")
+    qf, fmt, sfmt, g = _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded)
+    prm = _ADD_ENTRY.params(eps=_call.real("eps", eps), weight_offset=_call.real("weight_offset", weight_offset),
+                            pdl=_call.flag("pdl", pdl), **qf)
+    ydt = None
+    if y_dtype is not None:
+        ydt = _call.dtype_arg(y_dtype, "y_dtype")
+        if ydt not in (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32):
+            raise argument_error("y_dtype: %s; y must be bf16, fp16 or fp32" % ydt)
+        if y_out is not None and _call.dtype_of(y_out) != ydt:
+            raise argument_error("y_dtype: %s does not match y_out's dtype %s" % (ydt, _call.dtype_of(y_out)))
+    if residual_out is not None and residual is None:
+        raise argument_error("residual_out: given without a residual (there is no sum to store)")
+    if want_y and y_out is None:
+        y_out = _call.empty_like(x, None, ydt, "y_dtype")
+    if want_q:
+        q, scales = _new_quant(x, q, scales, fmt, sfmt, g, scale_layout)
+    _ADD_ENTRY(stream, x, residual, weight, residual_out, y_out if want_y else None, q if want_q else None,
+               scales if want_q else None, params=prm)
+    res = None if residual is None else (residual if residual_out is None else residual_out)
+    return NormOutputs(y_out if want_y else None, q if want_q else None, scales if want_q else None, res)
+
+
+def group_quant_fp8(x, *, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32",
+                    scale_layout="row", q=None, scales=None, stream=None, pdl=False):
+    """§2's per-group FP8 quantization of an existing bf16/fp16/fp32 tensor x
+    ``[tokens..., hidden]`` (docs/ops.md §3, "Standalone group quantization"); options as
+    gatednorm.rmsnorm_gated_fp8.  Returns ``(q, scales)``."""
+    qf, fmt, sfmt, g = _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, False)
+    prm = _GQ_ENTRY.params(pdl=_call.flag("pdl", pdl), **qf)
+    q, scales = _new_quant(x, q, scales, fmt, sfmt, g, scale_layout)
+    _GQ_ENTRY(stream, x, q, scales, params=prm)
+    return q, scales

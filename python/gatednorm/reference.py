@@ -15,8 +15,9 @@ import numpy as np
 
 from . import _dtypes
 
-__all__ = ["rmsnorm_gated", "rmsnorm_gated_fp8", "fp8_group_quant", "fp8_max_of", "silu", "sigmoid", "as_float64", "ulp",
-           "tolerance", "compare", "Comparison", "int4_unpack", "w4a16_dequantize", "w4a16_matmul", "w4a16_tolerance"]
+__all__ = ["rmsnorm_gated", "rmsnorm_gated_fp8", "add_rmsnorm", "rmsnorm", "group_quant_fp8", "fp8_group_quant",
+           "fp8_max_of", "silu", "sigmoid", "as_float64", "ulp", "tolerance", "compare", "Comparison", "int4_unpack",
+           "w4a16_dequantize", "w4a16_matmul", "w4a16_tolerance"]
 
 
 def as_float64(a):
@@ -209,6 +210,56 @@ def w4a16_tolerance(a, q, scales, zeros, bias, out_dtype, ref=None) -> np.ndarra
     if ref is None:
         ref = w4a16_matmul(a, q, scales, zeros, bias)
     return e + 0.5 * ulp(np.abs(ref) + e, out_dtype)
+
+
+def _dtype_of(a):
+    return a.dtype if hasattr(a, "dtype") and isinstance(a.dtype, np.dtype) else np.asarray(a).dtype
+
+
+def add_rmsnorm(x, residual, weight, *, eps=1e-6, weight_offset=0.0, y_dtype=None, fp8=False, group_size=128,
+                fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32", quantize_rounded=False,
+                **_ignored):
+    """float64 reference of gatednorm.add_rmsnorm (docs/ops.md §3).  Returns a dict with
+    ``residual`` (the stored sum: x + residual added in fp32 and rounded to residual's dtype,
+    as that dtype; None without a residual), ``y`` (float64, unrounded, normalizing the stored
+    sum) and, with fp8, ``q`` (ml_dtypes float8) and ``scales`` (float64), quantizing y (rounded
+    to y_dtype, x's dtype by default, with quantize_rounded)."""
+    xdt = _dtype_of(x)
+    r_st = None
+    if residual is not None:
+        rdt = _dtype_of(residual)
+        with np.errstate(over="ignore", invalid="ignore"):
+            r32 = as_float64(x).astype(np.float32) + as_float64(residual).astype(np.float32)  # the fp32 add
+            r_st = r32.astype(rdt)
+        r = as_float64(r_st)
+    else:
+        r = as_float64(x)
+    w = as_float64(weight) + float(np.float32(weight_offset))
+    with np.errstate(invalid="ignore", over="ignore"):
+        ms = np.mean(r * r, axis=-1, keepdims=True)
+        y = r / np.sqrt(ms + float(np.float32(eps))) * w
+    out = {"residual": r_st, "y": y}
+    if fp8:
+        yq = y
+        if quantize_rounded:
+            rd = _dtypes.to_numpy_dtype(y_dtype) if y_dtype is not None else xdt
+            with np.errstate(over="ignore"):
+                yq = y.astype(rd).astype(np.float64)
+        out["q"], out["scales"] = fp8_group_quant(yq, group_size, fp8_format=fp8_format, fp8_max=fp8_max,
+                                                  amax_floor=amax_floor, scale_format=scale_format)
+    return out
+
+
+def rmsnorm(x, weight, **kw):
+    """float64 reference of gatednorm.rmsnorm: add_rmsnorm without a residual."""
+    return add_rmsnorm(x, None, weight, **kw)
+
+
+def group_quant_fp8(x, *, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32",
+                    **_ignored):
+    """float64 reference of gatednorm.group_quant_fp8: (q, scales) of fp8_group_quant on x."""
+    return fp8_group_quant(as_float64(x), group_size, fp8_format=fp8_format, fp8_max=fp8_max, amax_floor=amax_floor,
+                           scale_format=scale_format)
 
 
 # --------------------------------------------------------------------------- comparison

@@ -1,0 +1,308 @@
+// RMSNorm / fused add-RMSNorm with optional FP8 per-group outputs, and the standalone group
+// quantization (ops.md §3): launcher and kernels.  One block per token row.
+//  - row kernel (the fast path: 16-bit x, a residual of x's dtype or none, hidden % VEC == 0,
+//    256 <= hidden <= 16384, 16-byte aligned rows): hidden / VEC lanes, each holding VEC
+//    contiguous elements in registers (VEC = 8, one 16-byte load, up to 8192; VEC = 16 above),
+//    read once and written once.  The sum of squares reduces by xor-shuffles in groups of 32
+//    lanes (32 divides every warp width) and then across those groups in shared memory; a
+//    group of G elements is G / VEC adjacent lanes, so its amax is fp8_quant.h's lane
+//    reduction and never leaves registers.
+//  - generic kernel: any other size, dtype mix or alignment; 256 threads per row, the sum in
+//    one pass (which also stores the rounded residual), then groups handed to 32-lane teams
+//    that re-read the stored row (amax pass, then codes and y).
+#include "backend.h"
+#include "device_guard.h"
+#include "fp8_quant.h"
+#include "rmsnorm_gated_kernels.h"
+
+namespace gn {
+namespace {
+
+struct AddArgs {
+    const char *x, *res;
+    char *res_out, *y;
+    const void *weight;
+    int64_t x_st, res_st, res_out_st, y_st;  // bytes
+    Fp8QuantArgs qa;
+    int32_t hidden;
+    int32_t gl;  // row kernel: lanes per group
+    int32_t x_dtype, res_dtype, y_dtype, weight_dtype, round_dtype;
+    int32_t normalize, has_quant, quantize_rounded, pdl;
+    float eps, weight_offset, inv_hidden;
+};
+
+constexpr int kMaxRowThreads = 1024;
+constexpr int kGenericThreads = 256;
+
+__device__ __forceinline__ void pdl_entry(const AddArgs &a) {
+    if (a.pdl) {  // no-ops unless launched with the attribute; a uniform branch
+        gn_wait_prior_grid();
+        gn_allow_next_grid();
+    }
+}
+
+// v rounded to dtype dt and widened back (what a store and a re-read give): numerics.h's rules.
+__device__ __forceinline__ float round_to(float v, int dt) {
+    if (dt == kBF16) return bf16_to_f32(f32_to_bf16(v));
+    if (dt == kF16) return f16_to_f32(f32_to_f16(v));
+    return v;
+}
+
+// Sum over the block: xor-shuffles within groups of 32 lanes, then the groups' partials in
+// shared memory, added in a fixed order by every thread (so every lane gets the same sum).
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float partial[kMaxRowThreads / kShuffleGroup];
+    v = team_sum<kShuffleGroup>(v);
+    const int groups = (blockDim.x + kShuffleGroup - 1) / kShuffleGroup;
+    if (threadIdx.x % kShuffleGroup == 0) partial[threadIdx.x / kShuffleGroup] = v;
+    __syncthreads();
+    float s = 0.0f;
+    for (int i = 0; i < groups; ++i) s += partial[i];
+    return s;
+}
+
+template <int XDT, int VEC>
+__global__ void __launch_bounds__(kMaxRowThreads) add_rmsnorm_row_kernel(const AddArgs a) {
+    constexpr int W = VEC / 2;  // 32-bit words of a 16-bit chunk
+    const int64_t t = blockIdx.x;
+    const int col = threadIdx.x * VEC;
+    const bool ok = col < a.hidden;
+    pdl_entry(a);
+
+    uint32_t xw[W], rw[W];
+#pragma unroll
+    for (int i = 0; i < W; ++i) xw[i] = rw[i] = 0u;
+    if (ok) {
+        load_words(a.x + t * a.x_st + col * 2, xw);
+        if (a.res) load_words(a.res + t * a.res_st + col * 2, rw);
+    }
+    RawChunk<VEC> wraw{};
+    if (ok && a.normalize) wraw = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype), a.weight_dtype);
+
+    float r[VEC];
+    if (a.res) {  // r = x + residual in fp32, rounded to the residual's dtype (x's here), stored
+        uint32_t sw[W];
+#pragma unroll
+        for (int i = 0; i < W; ++i) {
+            const float lo = word_element<XDT>(xw, 2 * i) + word_element<XDT>(rw, 2 * i);
+            const float hi = word_element<XDT>(xw, 2 * i + 1) + word_element<XDT>(rw, 2 * i + 1);
+            sw[i] = XDT == kBF16 ? pack_bf16x2(lo, hi) : pack_f16x2(lo, hi);
+        }
+        if (ok) store_words(a.res_out + t * a.res_out_st + col * 2, sw);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) r[k] = word_element<XDT>(sw, k);  // the stored value
+    } else {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) r[k] = word_element<XDT>(xw, k);
+    }
+    float y[VEC];
+    if (a.normalize) {
+        float ss = 0.0f;
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) ss += r[k] * r[k];
+        const float rstd = rsqrtf(block_sum(ss) * a.inv_hidden + a.eps);
+        float w[VEC];
+        if (a.weight_dtype == kBF16) widen_chunk<kBF16>(wraw, a.weight_offset, w);
+        else if (a.weight_dtype == kF16) widen_chunk<kF16>(wraw, a.weight_offset, w);
+        else widen_chunk<kF32>(wraw, a.weight_offset, w);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) y[k] = r[k] * rstd * w[k];
+    } else {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) y[k] = r[k];
+    }
+    if (a.y && ok) {
+        char *yp = a.y + t * a.y_st + col * dtype_size(a.y_dtype);
+        if (a.y_dtype == kBF16) store_vec<kBF16, VEC>(yp, y);
+        else if (a.y_dtype == kF16) store_vec<kF16, VEC>(yp, y);
+        else store_vec<kF32, VEC>(yp, y);
+    }
+    if (!a.has_quant) return;
+    if (a.quantize_rounded) {  // the value an unfused pipeline stored and re-read
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) y[k] = round_to(y[k], a.round_dtype);
+    }
+    // Lanes past hidden hold y = 0 and take part in the shuffles (whole groups of them).
+    uint32_t m = 0;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) m = ok && abs_bits(y[k]) > m ? abs_bits(y[k]) : m;
+    m = lanes_max_bits(m, a.gl);
+    if (!ok) return;
+    const float scale = group_scale(a.qa, m);
+    uint32_t codes[VEC / 4];
+    encode_codes(a.qa, y, scale, codes);
+    char *qp = a.qa.q + t * a.qa.q_st + col;
+    if constexpr (VEC == 8) *reinterpret_cast<uint2 *>(qp) = make_uint2(codes[0], codes[1]);
+    else *reinterpret_cast<uint4 *>(qp) = make_uint4(codes[0], codes[1], codes[2], codes[3]);
+    if (col % a.qa.group == 0) store_scale(a.qa, t, col / a.qa.group, scale);
+}
+
+// ---- generic kernel
+// Element c of the stored row (the residual as stored, or x).
+__device__ __forceinline__ float stored_at(const AddArgs &a, int64_t t, int64_t c) {
+    if (a.res) return load_as_f32(a.res_out + t * a.res_out_st + c * dtype_size(a.res_dtype), a.res_dtype);
+    return load_as_f32(a.x + t * a.x_st + c * dtype_size(a.x_dtype), a.x_dtype);
+}
+
+__device__ __forceinline__ float y_at(const AddArgs &a, int64_t t, int64_t c, float rstd) {
+    const float r = stored_at(a, t, c);
+    if (!a.normalize) return r;
+    const float w = load_as_f32(static_cast<const char *>(a.weight) + c * dtype_size(a.weight_dtype), a.weight_dtype) + a.weight_offset;
+    return r * rstd * w;
+}
+
+__global__ void __launch_bounds__(kGenericThreads) add_rmsnorm_generic_kernel(const AddArgs a) {
+    const int64_t t = blockIdx.x;
+    const int64_t H = a.hidden;
+    pdl_entry(a);
+    float ss = 0.0f;
+    for (int64_t c = threadIdx.x; c < H; c += kGenericThreads) {
+        float v = load_as_f32(a.x + t * a.x_st + c * dtype_size(a.x_dtype), a.x_dtype);
+        if (a.res) {
+            const int rs = dtype_size(a.res_dtype);
+            v += load_as_f32(a.res + t * a.res_st + c * rs, a.res_dtype);
+            v = round_to(v, a.res_dtype);
+            store_from_f32(a.res_out + t * a.res_out_st + c * rs, a.res_dtype, v);
+        }
+        ss += v * v;
+    }
+    // The block sum's barrier also makes the stored residual visible to the whole block.
+    const float rstd = a.normalize ? rsqrtf(team_sum<kGenericThreads, kGenericThreads>(ss) * a.inv_hidden + a.eps) : 1.0f;
+    if (!a.normalize) __syncthreads();
+    const int ys = dtype_size(a.y_dtype);
+    if (!a.has_quant) {
+        for (int64_t c = threadIdx.x; c < H; c += kGenericThreads) store_from_f32(a.y + t * a.y_st + c * ys, a.y_dtype, y_at(a, t, c, rstd));
+        return;
+    }
+    const int lane = threadIdx.x % kShuffleGroup, team = threadIdx.x / kShuffleGroup;
+    const int64_t G = a.qa.group;
+    uint8_t *q = reinterpret_cast<uint8_t *>(a.qa.q + t * a.qa.q_st);
+    for (int64_t k = team; k < a.qa.groups; k += kGenericThreads / kShuffleGroup) {
+        uint32_t m = 0;
+        for (int64_t c = k * G + lane; c < (k + 1) * G; c += kShuffleGroup) {
+            float v = y_at(a, t, c, rstd);
+            if (a.quantize_rounded) v = round_to(v, a.round_dtype);
+            m = abs_bits(v) > m ? abs_bits(v) : m;
+        }
+        m = lanes_max_bits(m, kShuffleGroup);
+        const float s = group_scale(a.qa, m);
+        const bool nan = s != s;
+        const float inv = 1.0f / s;
+        for (int64_t c = k * G + lane; c < (k + 1) * G; c += kShuffleGroup) {
+            const float v = y_at(a, t, c, rstd);
+            if (a.y) store_from_f32(a.y + t * a.y_st + c * ys, a.y_dtype, v);
+            const float vq = a.quantize_rounded ? round_to(v, a.round_dtype) : v;
+            q[c] = nan ? fp8_nan_code(a.qa.format) : uint8_t(fp8_encode_x2(vq * inv, 0.0f, a.qa.format, a.qa.fp8_max));
+        }
+        if (lane == 0) store_scale(a.qa, t, k, s);
+    }
+}
+
+bool aligned(const void *p, unsigned n) { return (reinterpret_cast<uintptr_t>(p) & (n - 1)) == 0; }
+
+// The row kernel's VEC (8 or 16) for this problem, or 0 where only the generic kernel can take it.
+int row_vec(const AddRmsnormProblem &p) {
+    const int64_t H = p.hidden;
+    if (p.x_dtype == kF32 || (p.res && p.res_dtype != p.x_dtype)) return 0;
+    if (H < 256 || H > 16384) return 0;
+    const int vec = H <= 8192 ? 8 : 16;
+    if (H % vec) return 0;
+    if (!aligned(p.x, 16) || (p.x_st * 2) % 16) return 0;
+    if (p.res && (!aligned(p.res, 16) || (p.res_st * 2) % 16 || !aligned(p.res_out, 16) || (p.res_out_st * 2) % 16)) return 0;
+    if (p.y && (!aligned(p.y, 16) || (p.y_st * dtype_size(p.y_dtype)) % 16)) return 0;
+    if (p.normalize && !aligned(p.weight, 16)) return 0;
+    if (p.has_quant) {
+        const int64_t G = p.quant.group, gl = G / vec;
+        if (G % vec || gl > 32 || (gl & (gl - 1))) return 0;
+        if (!aligned(p.quant.q, vec) || p.quant.q_st % vec) return 0;
+    }
+    return vec;
+}
+
+AddArgs make_args(const AddRmsnormProblem &p, int vec) {
+    const QuantFp8Spec &qs = p.quant;
+    AddArgs a{};
+    a.x = p.x;
+    a.res = p.res;
+    a.res_out = p.res_out;
+    a.y = p.y;
+    a.weight = p.weight;
+    a.x_st = p.x_st * dtype_size(p.x_dtype);
+    a.res_st = p.res_st * dtype_size(p.res_dtype);
+    a.res_out_st = p.res_out_st * dtype_size(p.res_dtype);
+    a.y_st = p.y_st * dtype_size(p.y_dtype);
+    if (p.has_quant) {
+        a.qa.q = qs.q;
+        a.qa.scales = qs.scales;
+        a.qa.q_st = qs.q_st;
+        a.qa.s_st_bytes = qs.s_st * (qs.scale_format == kScaleE8m0 ? 1 : 4);
+        a.qa.s_sk = qs.s_sk;
+        a.qa.group = int32_t(qs.group);
+        a.qa.groups = int32_t(qs.groups);
+        a.qa.format = qs.format;
+        a.qa.scale_format = qs.scale_format;
+        a.qa.fp8_max = qs.fp8_max;
+        a.qa.amax_floor = qs.amax_floor;
+        a.gl = vec ? int32_t(qs.group / vec) : 1;
+    }
+    a.hidden = int32_t(p.hidden);
+    a.x_dtype = p.x_dtype;
+    a.res_dtype = p.res_dtype;
+    a.y_dtype = p.y_dtype;
+    a.weight_dtype = p.weight_dtype;
+    a.round_dtype = p.round_dtype;
+    a.normalize = p.normalize;
+    a.has_quant = p.has_quant;
+    a.quantize_rounded = p.has_quant && qs.quantize_rounded;
+    a.eps = p.eps;
+    a.weight_offset = p.weight_offset;
+    a.inv_hidden = 1.0f / float(p.hidden);
+    return a;
+}
+
+template <class Kernel>
+hipError_t launch(Kernel k, unsigned grid, unsigned block, const AddArgs &a, hipStream_t stream, bool pdl) {
+#if defined(GN_HAS_PDL)
+    if (pdl) return gn_launch_pdl(k, grid, block, stream, a);
+#else
+    (void)pdl;
+#endif
+    k<<<grid, block, 0, stream>>>(a);
+    return hipSuccess;
+}
+
+template <int XDT>
+hipError_t launch_row(const AddArgs &a, int vec, unsigned grid, hipStream_t s, bool pdl) {
+    const unsigned lanes = unsigned(a.hidden / vec);
+    const unsigned block = (lanes + kShuffleGroup - 1) / kShuffleGroup * kShuffleGroup;
+    if (vec == 8) return launch(add_rmsnorm_row_kernel<XDT, 8>, grid, block, a, s, pdl);
+    return launch(add_rmsnorm_row_kernel<XDT, 16>, grid, block, a, s, pdl);
+}
+
+}  // namespace
+
+gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
+    if (p.tokens >= (int64_t(1) << 31) || p.hidden > (int64_t(1) << 30) || p.quant.groups >= (int64_t(1) << 31))
+        return fail(GATEDNORM_STATUS_UNSUPPORTED, "x: %lld rows of %lld; the GPU kernels take fewer than 2^31 rows of at most 2^30",
+                    (long long)p.tokens, (long long)p.hidden);
+    if (p.tokens * p.hidden == 0) return GATEDNORM_STATUS_SUCCESS;
+    DeviceGuard guard(p.device_id);
+    if (!guard.ok()) return guard.status();
+#if defined(GN_HAS_PDL)
+    const bool pdl = p.pdl && gn_device_has_pdl(p.device_id);
+#else
+    const bool pdl = false;
+#endif
+    const hipStream_t s = static_cast<hipStream_t>(stream_ptr);
+    const int vec = row_vec(p);
+    AddArgs a = make_args(p, vec);
+    a.pdl = pdl;
+    const unsigned grid = unsigned(p.tokens);
+    hipError_t err;
+    if (vec) err = p.x_dtype == kBF16 ? launch_row<kBF16>(a, vec, grid, s, pdl) : launch_row<kF16>(a, vec, grid, s, pdl);
+    else err = launch(add_rmsnorm_generic_kernel, grid, kGenericThreads, a, s, pdl);
+    if (err != hipSuccess) return runtime_fail(err, p.normalize ? "add_rmsnorm launch" : "group_quant_fp8 launch");
+    return check_launch(p.normalize ? "add_rmsnorm" : "group_quant_fp8");
+}
+
+}  // namespace gn

@@ -1,0 +1,70 @@
+// CPU backend of RMSNorm / add-RMSNorm (ops.md §3) and of the standalone group quantization:
+// per token, r = x + residual in fp32 rounded to the residual's dtype and stored, the norm of
+// the stored value, then y and / or §2's group rule with the encoder and scale rules of
+// hip/numerics.h (the same ones cpu_rmsnorm_gated_fp8 uses).
+#include <math.h>
+
+#include <vector>
+
+#include "backend.h"
+#include "numerics.h"
+
+namespace gn {
+
+gatednorm_status cpu_add_rmsnorm(const AddRmsnormProblem &p) {
+    const int64_t H = p.hidden;
+    const QuantFp8Spec &qs = p.quant;
+    const int xs = dtype_size(p.x_dtype), rs = dtype_size(p.res_dtype), ys = dtype_size(p.y_dtype);
+    const bool ue8m0 = qs.scale_format != kScaleF32;
+    const int sbytes = qs.scale_format == kScaleE8m0 ? 1 : 4;
+
+    std::vector<float> w(H, 1.0f), r(H), y(H);
+    if (p.normalize) {
+        const int ws = dtype_size(p.weight_dtype);
+        for (int64_t c = 0; c < H; ++c)
+            w[c] = load_as_f32(static_cast<const char *>(p.weight) + c * ws, p.weight_dtype) + p.weight_offset;
+    }
+    for (int64_t t = 0; t < p.tokens; ++t) {
+        const char *x = p.x + t * p.x_st * xs;
+        double ss = 0.0;  // in double, as cpu_rmsnorm_gated
+        for (int64_t c = 0; c < H; ++c) {
+            float v = load_as_f32(x + c * xs, p.x_dtype);
+            if (p.res) {  // the sum rounded to the residual's dtype, stored, and re-read
+                char *ro = p.res_out + (t * p.res_out_st + c) * rs;
+                v += load_as_f32(p.res + (t * p.res_st + c) * rs, p.res_dtype);
+                store_from_f32(ro, p.res_dtype, v);
+                v = load_as_f32(ro, p.res_dtype);
+            }
+            r[c] = v;
+            ss += double(v) * double(v);
+        }
+        const float rstd = p.normalize ? 1.0f / sqrtf(float(ss / double(H)) + p.eps) : 1.0f;
+        char *yrow = p.y ? p.y + t * p.y_st * ys : nullptr;
+        for (int64_t c = 0; c < H; ++c) {
+            float v = p.normalize ? r[c] * rstd * w[c] : r[c];
+            if (yrow) store_from_f32(yrow + c * ys, p.y_dtype, v);
+            if (p.has_quant && qs.quantize_rounded) {  // the value an unfused pipeline stored and re-read
+                if (p.round_dtype == kBF16) v = bf16_to_f32(f32_to_bf16(v));
+                else if (p.round_dtype == kF16) v = f16_to_f32(f32_to_f16(v));
+            }
+            y[c] = v;
+        }
+        if (!p.has_quant) continue;
+        const int64_t G = qs.group;
+        uint8_t *qrow = reinterpret_cast<uint8_t *>(qs.q + t * qs.q_st);
+        char *srow = qs.scales + t * qs.s_st * sbytes;
+        for (int64_t k = 0; k < qs.groups; ++k) {
+            const float *yg = y.data() + k * G;
+            uint32_t amax = 0;
+            for (int64_t i = 0; i < G; ++i) amax = amax > abs_bits(yg[i]) ? amax : abs_bits(yg[i]);
+            const float s = fp8_group_scale(amax, qs.amax_floor, qs.fp8_max, ue8m0);
+            const float inv = 1.0f / s;
+            for (int64_t i = 0; i < G; ++i)
+                qrow[k * G + i] = isnan(s) ? fp8_nan_code(qs.format) : fp8_encode(yg[i] * inv, qs.format, qs.fp8_max);
+            store_group_scale(srow, qs.s_sk, qs.scale_format, k, qs.groups, s);
+        }
+    }
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+}  // namespace gn

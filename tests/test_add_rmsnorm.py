@@ -1,0 +1,258 @@
+"""gatednorm.add_rmsnorm / rmsnorm / group_quant_fp8 (docs/ops.md §3) against the float64
+reference, on every backend (conftest's ``be``).
+
+Every output is poisoned first (NaN, the format's NaN code, 0xff scale bytes); a separate
+residual_out too.  What is asserted:
+  - the stored residual is bit for bit the fp32 sum rounded to the residual's dtype;
+  - y within the project tolerance of the float64 norm of that stored value, and bit for bit
+    what rmsnorm (the same op without residual) gives on the stored residual;
+  - q and scales as in test_rmsnorm_gated_fp8 (half a quantum of clamp(y / s); scales within
+    fp32 rounding), and under quantize_rounded bit for bit the §2 rule applied to y;
+  - bad input names the argument and leaves every output (the residual too) untouched.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gatednorm
+from gatednorm import GatedNormError, _dtypes, reference
+from gatednorm.testing import randn
+from test_rmsnorm_gated_fp8 import DT, FP8, NAN_CODE, SCALE_DT, check_q, check_scales, encode_rule, new_scales, scale_values
+
+NAN = float("nan")
+
+
+def same_values(a, b):
+    return np.array_equal(np.asarray(a, np.float64), np.asarray(b, np.float64), equal_nan=True)
+
+
+def run(be, x, res, w, *, in_place=True, y=True, y_dtype=None, fp8=False, layout="row", x_base=None, res_base=None, **kw):
+    """Runs the op with poisoned outputs; checks everything against the reference; returns
+    (y, q, scale values, stored residual) as numpy (None where not asked)."""
+    fmt = kw.get("fp8_format", "e4m3fn")
+    sf = kw.get("scale_format", "fp32")
+    G = kw.get("group_size", 128)
+    ref = reference.add_rmsnorm(x, res, w, y_dtype=y_dtype, fp8=fp8, **kw)
+    ydt = DT[y_dtype] if y_dtype else x.dtype
+    tok, H = x.shape[:-1], x.shape[-1]
+    args = {}
+    if y:
+        args["y_out"] = be.put(np.full(x.shape, NAN, ydt))
+    if fp8:
+        K = H // G
+        cols = (K + 3) // 4 if sf == "e8m0_packed" else K
+        s0, sbase = new_scales(tok, cols, sf, layout)
+        args["q"] = be.put(np.full(x.shape, NAN_CODE[fmt], np.uint8).view(FP8[fmt]))
+        args["scales"] = be.put(s0, sbase)
+    resd = None if res is None else be.put(res, res_base)
+    if res is not None and not in_place:
+        args["residual_out"] = be.put(np.full(res.shape, NAN, res.dtype))
+    xd, wd = be.put(x, x_base), be.put(w)
+    if res is None:
+        out = gatednorm.rmsnorm(xd, wd, y=y, y_dtype=y_dtype, fp8=fp8, **args, **kw)
+    else:
+        out = gatednorm.add_rmsnorm(xd, resd, wd, y=y, y_dtype=y_dtype, fp8=fp8, **args, **kw)
+    r_st = None
+    if res is not None:
+        assert out.residual is (resd if in_place else args["residual_out"])
+        r_st = be.get(out.residual)
+        assert r_st.dtype == res.dtype and same_values(r_st, ref["residual"]), "stored residual differs from the fp32 sum rounded"
+    else:
+        assert out.residual is None
+    yv = None
+    if y:
+        assert out.y is args["y_out"]
+        yv = be.get(out.y)
+        cmp = reference.compare(yv, ref["y"], ydt)
+        assert cmp.ok, cmp
+    else:
+        assert out.y is None
+    q = s = None
+    if fp8:
+        assert out.q is args["q"] and out.scales is args["scales"]
+        q = be.get(out.q)
+        s_raw = be.get(out.scales)
+        K = H // G
+        s = scale_values(s_raw, sf, K).reshape(tuple(tok) + (K,))
+        yq, sr = ref["y"], ref["scales"]
+        if kw.get("quantize_rounded") and y:  # the op's own rounded y, bit for bit
+            want_q, want_s = encode_rule(yv.reshape(-1, H), G, fmt, kw.get("fp8_max"), kw.get("amax_floor", 1e-10), sf)
+            assert np.array_equal(q.view(np.uint8).reshape(-1, H), want_q)
+            assert same_values(s.reshape(-1, K).astype(np.float32), want_s)
+        if not kw.get("quantize_rounded"):
+            check_scales(s, sr, sf)
+            check_q(q, yq, s, fmt, kw.get("fp8_max"), G)
+        if sf == "e8m0_packed" and K % 4:
+            b = np.ascontiguousarray(s_raw).view(np.uint8).reshape(s_raw.shape[:-1] + (-1,))
+            assert not b[..., K:].any()
+    else:
+        assert out.q is None and out.scales is None
+    return yv, q, s, r_st
+
+
+def inputs(rng, shape, xd="bf16", rd="bf16", wd="fp32", residual=True):
+    x = randn(rng, shape, DT[xd])
+    r = randn(rng, shape, DT[rd], scale=3.0) if residual else None
+    w = randn(rng, (shape[-1],), DT[wd], scale=0.5, shift=1.0)
+    return x, r, w
+
+
+# hidden: fast-path sizes (GPU: row in registers) and odd ones (generic kernel)
+@pytest.mark.parametrize("H", [256, 2048, 4096, 5120, 7168, 100, 1000, 16392])
+@pytest.mark.parametrize("residual", [True, False])
+def test_hidden_sizes(be, rng, H, residual):
+    x, r, w = inputs(rng, (5, H), residual=residual)
+    G = 128 if H % 128 == 0 else (100 if H % 100 == 0 else 8)
+    run(be, x, r, w, fp8=True, group_size=G)
+
+
+@pytest.mark.parametrize("xd,rd,wd,yd", [("bf16", "bf16", "fp32", None), ("bf16", "bf16", "bf16", "fp32"), ("fp16", "fp16", "fp16", None),
+                                         ("fp32", "fp32", "fp32", "bf16"), ("bf16", "fp32", "fp32", "fp16"), ("fp16", "bf16", "fp32", None)])
+@pytest.mark.parametrize("in_place", [True, False])
+def test_dtypes_and_residual_out(be, rng, xd, rd, wd, yd, in_place):
+    x, r, w = inputs(rng, (7, 512), xd, rd, wd)
+    r0 = r.copy()
+    run(be, x, r, w, in_place=in_place, y_dtype=yd, fp8=True, weight_offset=0.5, eps=1e-5)
+    assert r.tobytes() == r0.tobytes() or be.name == "cpu" and in_place  # numpy in place: updated
+
+
+def test_in_place_numpy_updates_residual(rng):
+    x, r, w = inputs(rng, (3, 256))
+    want = reference.add_rmsnorm(x, r, w)["residual"]
+    out = gatednorm.add_rmsnorm(x, r, w)
+    assert out.residual is r and same_values(r, want)
+
+
+def test_y_in_place_over_x(be, rng):
+    """vLLM's fused_add_rms_norm: y written over x, the residual updated in place."""
+    x, r, w = inputs(rng, (6, 1024))
+    ref = reference.add_rmsnorm(x, r, w)
+    xd, rd = be.put(x), be.put(r)
+    out = gatednorm.add_rmsnorm(xd, rd, be.put(w), y_out=xd)
+    assert out.y is xd
+    assert reference.compare(be.get(xd), ref["y"], x.dtype).ok
+    assert same_values(be.get(rd), ref["residual"])
+
+
+@pytest.mark.parametrize("H", [256, 4096, 1000])
+def test_normalizes_the_stored_residual(be, rng, H):
+    """y equals what the unfused pipeline computes: add, round, store, then rmsnorm of it."""
+    x, r, w = inputs(rng, (9, H), "bf16", "bf16")
+    x *= 300  # sums that lose bits when rounded to bf16
+    y, _, _, r_st = run(be, x, r, w, in_place=False, y_dtype="fp32")
+    y2, _, _, _ = run(be, r_st, None, w, y_dtype="fp32")
+    assert y.tobytes() == y2.tobytes()
+    # and not the norm of the unrounded sum (the test can tell the two apart)
+    unrounded = x.astype(np.float64) + r.astype(np.float64)
+    wrong = unrounded / np.sqrt(np.mean(unrounded ** 2, -1, keepdims=True) + 1e-6) * w.astype(np.float64)
+    assert not reference.compare(y, wrong, np.float32).ok
+
+
+@pytest.mark.parametrize("yd", ["bf16", "fp16", None])
+@pytest.mark.parametrize("fmt", list(FP8))
+@pytest.mark.parametrize("sf", ["fp32", "ue8m0"])
+@pytest.mark.parametrize("H", [2048, 1000])
+def test_dual_outputs_bit_consistent(be, rng, yd, fmt, sf, H):
+    G = 128 if H % 128 == 0 else 40
+    x, r, w = inputs(rng, (11, H), "bf16", "bf16", "bf16")
+    x[3] *= 1e-3
+    run(be, x, r, w, y_dtype=yd, fp8=True, quantize_rounded=True, fp8_format=fmt, scale_format=sf, group_size=G)
+
+
+def test_quantize_rounded_without_y_rounds_to_x_dtype(be, rng):
+    x, r, w = inputs(rng, (5, 512), "fp16", "fp16")
+    _, q1, s1, _ = run(be, x, r, w, in_place=False, y_dtype="fp16", fp8=True, quantize_rounded=True)
+    _, q2, s2, _ = run(be, x, r, w, in_place=False, y=False, fp8=True, quantize_rounded=True)
+    assert q1.tobytes() == q2.tobytes() and s1.tobytes() == s2.tobytes()
+
+
+@pytest.mark.parametrize("sf", list(SCALE_DT))
+@pytest.mark.parametrize("layout", ["row", "col", "col_pad4"])
+def test_scale_formats_and_layouts(be, rng, sf, layout):
+    x, r, w = inputs(rng, (13, 1536))
+    run(be, x, r, w, fp8=True, y=False, scale_format=sf, layout=layout, fp8_format="e4m3fnuz", fp8_max=224.0)
+
+
+def test_strided_rows(be, rng):
+    T, H = 7, 2048
+    xb = randn(rng, (T, 3 * H), _dtypes.bfloat16)
+    rb = randn(rng, (T, 2 * H), _dtypes.bfloat16)
+    w = randn(rng, (H,), _dtypes.float32, shift=1.0)
+    x, r = xb[:, H:2 * H], rb[:, :H]
+    run(be, x, r, w, in_place=False, fp8=True, x_base=xb, res_base=rb)
+    run(be, x[1::2], r[::2][:3], w, fp8=True, x_base=xb, res_base=rb)
+
+
+def test_leading_dims(be, rng):
+    x, r, w = inputs(rng, (2, 3, 256))
+    run(be, x, r, w, fp8=True, scale_format="e8m0", layout="col")
+
+
+def test_zero_and_nan_rows(be, rng):
+    x, r, w = inputs(rng, (4, 512), "fp32", "fp32", "fp32")
+    x[1] = 0.0
+    r[1] = 0.0
+    x[2, 7] = np.nan
+    _, q, s, _ = run(be, x, r, w, fp8=True, amax_floor=1e-6)
+    assert (q.astype(np.float32)[1] == 0).all() and (s[1] == np.float32(np.float32(1e-6) / np.float32(448.0))).all()
+    assert np.isnan(s[2]).all() and not np.isnan(s[[0, 1, 3]]).any()
+    assert np.isnan(q.astype(np.float32)[2]).all()
+
+
+def test_group_quant_fp8(be, rng):
+    for xd, G, sf, layout in [("bf16", 128, "fp32", "row"), ("fp16", 64, "e8m0_packed", "col_pad4"), ("fp32", 100, "ue8m0", "col")]:
+        x = randn(rng, (9, 1000 if G == 100 else 1024), DT[xd])
+        x[2, 5] = np.nan
+        qr, sr = reference.group_quant_fp8(x, group_size=G, scale_format=sf)
+        K = x.shape[1] // G
+        cols = (K + 3) // 4 if sf == "e8m0_packed" else K
+        s0, sbase = new_scales((9,), cols, sf, layout)
+        qd = be.put(np.full(x.shape, 0x7F, np.uint8).view(FP8["e4m3fn"]))
+        sd = be.put(s0, sbase)
+        q, s = gatednorm.group_quant_fp8(be.put(x), group_size=G, scale_format=sf, q=qd, scales=sd)
+        assert q is qd and s is sd
+        sv = scale_values(be.get(sd), sf, K)
+        check_scales(sv, sr, sf)
+        check_q(be.get(qd), x.astype(np.float64), sv, "e4m3fn", None, G)
+    # new outputs
+    q, s = gatednorm.group_quant_fp8(be.put(x), group_size=G)
+    assert tuple(be.get(q).shape) == x.shape and tuple(be.get(s).shape) == (9, 10)
+
+
+# ------------------------------------------------------------------------- bad input
+def bad(fn, name, outs):
+    before = [o.tobytes() for o in outs]
+    with pytest.raises(GatedNormError) as e:
+        fn()
+    assert str(e.value).startswith(name + ":") or (name + ":") in str(e.value), str(e.value)
+    assert [o.tobytes() for o in outs] == before, "an output was written by a rejected call"
+
+
+def test_bad_inputs(rng):
+    x, r, w = inputs(rng, (4, 256))
+    y = np.full(x.shape, NAN, x.dtype)
+    ro = np.full(x.shape, NAN, r.dtype)
+    q = np.full(x.shape, 0x7F, np.uint8).view(FP8["e4m3fn"])
+    s = np.full((4, 2), NAN, np.float32)
+    outs = [r, y, ro, q, s]
+    A = gatednorm.add_rmsnorm
+    bad(lambda: A(x, r[:, :128], w, y_out=y), "residual", outs)
+    bad(lambda: A(x, r, w[:128], y_out=y), "weight", outs)
+    bad(lambda: A(x, r, w, y_out=y[:3]), "y", outs)
+    bad(lambda: A(x, r, w, y=False), "y", outs)
+    bad(lambda: A(x, r, w, q=q, scales=s, group_size=96, y=False), "params.quant.group_size", outs)
+    bad(lambda: A(x, r, w, q=q, scales=s[:, :1], y=False), "scales", outs)
+    bad(lambda: A(x, r, w, residual_out=r[::-1], y_out=y), "residual_out", outs)  # overlaps residual, not the same view
+    bad(lambda: A(x, r, w, residual_out=ro.astype(np.float32), y_out=y), "residual_out", outs)  # dtype
+    bad(lambda: A(x, r, w, residual_out=x, y_out=y), "residual_out", outs)  # overlaps x
+    bad(lambda: A(x, r, w, y_out=r), "residual", outs)  # y over the residual updated in place ("residual: overlaps y")
+    bad(lambda: A(x, r, w, q=q.view(np.uint16)[:, :128], scales=s, y=False), "q", outs)  # dtype
+    bad(lambda: A(x.astype(np.int32), r, w, y_out=y), "x", outs)
+    bad(lambda: A(x, r, w.astype(np.float64), y_out=y), "weight", outs)
+    bad(lambda: A(x, r, w, y_out=y, eps=-1.0), "params.eps", outs)
+    bad(lambda: A(x, r, w, q=q, scales=s, scale_format="e8m0", y=False), "scales", outs)
+    bad(lambda: gatednorm.rmsnorm(x, w, y=False), "y", outs)
+    bad(lambda: gatednorm.group_quant_fp8(x, q=q, scales=s, group_size=100), "params.quant.group_size", outs)
+    bad(lambda: gatednorm.group_quant_fp8(x, q=q[:2], scales=s), "q", outs)
