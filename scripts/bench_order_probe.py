@@ -11,9 +11,10 @@ against process state).  Used by NOTES.md's investigation; not part of the libra
 import torch
 
 import gatednorm
-from gatednorm.bench import HEAD_DIM, _Gpu
+from gatednorm.bench import OPS, _Gpu
 
 SHAPES = ((1, 24), (1024, 32))
+OP = OPS["rmsnorm_gated"]
 
 
 def main():
@@ -22,12 +23,12 @@ def main():
     gen.manual_seed(1)
 
     def sets_for(T, H):
-        return [g.make_inputs("bf16", T, H, gen) for _ in range(g.rotation(T * H * HEAD_DIM * 6))]
+        return [g.make_case(OP, "bf16", (T, H), gen) for _ in range(g.rotation(OP.bytes("bf16", (T, H))))]
 
     early = {s: sets_for(*s) for s in SHAPES}
 
     def ours(sets):
-        return g.time_ours(gatednorm, sets, sets[0][3])
+        return g.time_ours(gatednorm, OP, sets)  # writes the first set's out, as the bench does
 
     def report(step):
         cells = []
@@ -42,10 +43,10 @@ def main():
     g.ceilings()
     report("after ceilings")
     for peer in ("eager", "compile", "fla_rms_norm_gated", "fla_rmsnorm_fn"):
-        if peer in g.peers:
-            g.bench_shape(gatednorm, "bf16", 1, 24, [peer], ours_modes=("out",))
+        if peer in g.peers_of(OP)[0]:
+            g.bench_shape(gatednorm, OP, "bf16", (1, 24), [peer], ours_modes=("out",))
             report(f"after {peer}")
-    g.bench_shape(gatednorm, "bf16", 1024, 32, list(g.peers), ours_modes=("out",))
+    g.bench_shape(gatednorm, OP, "bf16", (1024, 32), list(g.peers_of(OP)[0]), ours_modes=("out",))
     report("after all peers at [1024,32]")
 
 

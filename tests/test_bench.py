@@ -1,13 +1,24 @@
 """The benchmark harness runs end to end (CPU backend without a GPU; a one-shape GPU run
-with a GPU) and reports a checked, timed result for gatednorm beside its peers."""
+with a GPU; the GPU code path on a numpy stand-in for torch and FLA anywhere) and reports a
+checked, timed result for gatednorm beside its peers, and the host-call latency beside its
+baselines.  Nothing here judges speed."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+FAKE_GPU = Path(__file__).parent / "fake_gpu"
+
+
+def _op_report(report, op="rmsnorm_gated"):
+    assert op in report["ops"], list(report["ops"])
+    return report["ops"][op]
 
 
 def test_bench_cli_writes_checked_figures(tmp_path):
@@ -18,24 +29,178 @@ def test_bench_cli_writes_checked_figures(tmp_path):
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(path.read_text())
-    assert report["rows"], "no shapes were timed"
-    for row in report["rows"]:
+    rep = _op_report(report)
+    assert rep["rows"], "no shapes were timed"
+    for row in rep["rows"]:
         assert row["ours_ok"], row            # checked against the reference before timing
         assert row["ours_s"] > 0 and row["ours_GBps"] > 0
-        for peer in report["peers"]:          # each installed peer is checked and timed
-            if peer in report["missing"]:
+        for peer in rep["peers"]:             # each installed peer is checked and timed
+            if peer in rep["missing"]:
                 continue
             assert not row.get(f"{peer}_error"), (peer, row)
             assert row.get(f"{peer}_s") is not None, (peer, row)
             assert row.get(f"{peer}_ok", True), (peer, row)
     assert "ours us" in proc.stdout           # the table is printed
+    assert "host-call latency" in proc.stdout  # and the host-call section after it
+    assert report["host_latency"]
+
+
+def _cpu_run(tmp_path, *args):
+    path = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "gatednorm", "bench", "--cpu", "--quick", *args, "--json", str(path)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc, json.loads(path.read_text())
+
+
+def test_cpu_mode_quick(tmp_path):
+    """CPU mode (forced with --cpu, so the same on a GPU host): the CPU backend beside the
+    numpy composition, with achieved GB/s and the speed-up, the issue's CPU targets printed,
+    the host-call section and the import time; exit 0 whatever the speed."""
+    from gatednorm import bench
+
+    proc, report = _cpu_run(tmp_path, "--op", "rmsnorm_gated", "--tokens", "1,32", "--heads", "24")
+    assert report["mode"] == "cpu" and report["ceilings"]["copy_GBps"] > 0
+    rep = _op_report(report)
+    assert rep["peers"] == ["numpy_eager"]
+    assert [(r["T"], r["H"]) for r in rep["rows"]] == [(1, 24), (32, 24)]
+    for row in rep["rows"]:
+        assert row["ours_ok"] and row["numpy_eager_ok"], row
+        assert row["ours_s"] > 0 and row["ours_GBps"] > 0 and row["numpy_eager_s"] > 0
+    lines = proc.stdout.splitlines()
+    col = [c.strip() for c in next(l for l in lines if l.startswith("| variant")).split("|")].index("ours GB/s")
+    assert all(float(l.split("|")[col]) > 0 for l in lines if l.startswith("| bf16"))  # GB/s printed, not 0
+    assert set(rep["missing"]) == set(bench.PEERS)  # the GPU peers are reported, not left out silently
+    # the #15 speed target's shape was not run here: said so, not failed
+    assert rep["targets"] and rep["targets"][0]["value"] is None and "not measured" in proc.stdout
+    kinds = {r["inputs"] for r in report["host_latency"]}
+    assert kinds == {"numpy", "device_array_cpu"}
+    assert report["import_s"] > 0 and "import gatednorm" in proc.stdout
+    assert "ours us" in proc.stdout and "host-call latency" in proc.stdout
+
+
+def test_cpu_quick_shapes_include_the_cpu_target():
+    """--quick in CPU mode times small shapes plus the one issue #15's >= 5x target is set on."""
+    from gatednorm import bench
+
+    op = bench.OPS["rmsnorm_gated"]
+    quick = op.shapes(gpu=False, quick=True, only={})
+    assert bench.CPU_TARGET_SHAPE in quick and max(T * H for T, H in quick if (T, H) != bench.CPU_TARGET_SHAPE) < 4096
+    assert bench.CPU_TARGET_SHAPE in op.shapes(gpu=False, quick=False, only={})
+    assert [t.shape for t in op.cpu_targets] == [bench.CPU_TARGET_SHAPE]
+
+
+def test_registry_declares_gated_rmsnorm_with_its_peers():
+    from gatednorm import bench
+
+    assert "rmsnorm_gated" in bench.OPS
+    op = bench.OPS["rmsnorm_gated"]
+    assert isinstance(op, bench.OpBench) and op.name == "rmsnorm_gated"
+    assert tuple(op.peers) == bench.PEERS  # eager, compile, FLA both ways, FLA rmsnorm_fn
+    assert list(op.cpu_peers) == ["numpy_eager"]
+    assert op.variants == bench.VARIANTS and op.ours_modes == bench.OURS_MODES
+    assert op.axes == ("T", "H")
+    # the GPU shapes are performance.md's, --quick or not
+    want = [(T, H) for H in bench.GPU_HEADS for T in bench.GPU_TOKENS]
+    assert op.shapes(gpu=True, quick=False, only={}) == want == op.shapes(gpu=True, quick=True, only={})
+    assert op.shapes(gpu=True, quick=False, only={"T": (1,)}) == [(1, 24), (1, 32)]
+    assert op.bytes("bf16", (1, 24)) == 24 * 128 * 6 + 256 and op.bytes("fp32_weight", (1, 24)) == 24 * 128 * 6 + 512
+    assert [o.name for o in bench.select_ops()] == list(bench.OPS)
+    assert bench.select_ops(["rmsnorm_gated"]) == [op]
+
+
+def test_unknown_op_is_a_clear_error():
+    from gatednorm import bench
+
+    with pytest.raises(ValueError, match="unknown op 'nope'.*rmsnorm_gated"):
+        bench.select_ops(["nope"])
+    proc = subprocess.run([sys.executable, "-m", "gatednorm", "bench", "--op", "nope"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "--op: unknown op 'nope'; declared ops: rmsnorm_gated" in proc.stderr and "Traceback" not in proc.stderr
+    assert "ours us" not in proc.stdout  # nothing was timed
+
+
+def test_host_section_rows(monkeypatch):
+    """--host alone: the host-call rows of each op, each with its baseline and ratio, the
+    issue's targets where it sets one; no table."""
+    from gatednorm import bench
+
+    monkeypatch.setattr(bench, "HOST_CALLS", 50)  # the protocol's 2000 x 7 is for figures, not tests
+    monkeypatch.setattr(bench, "HOST_REPEATS", 2)
+    monkeypatch.setattr(bench, "IMPORT_RUNS", 1)
+    report = bench.run(cpu=True, table=False)
+    assert report["ops"] == {} and "ceilings" not in report
+    rows = {r["inputs"]: r for r in report["host_latency"]}
+    assert set(rows) == {"numpy", "device_array_cpu"}
+    for r in rows.values():
+        assert r["op"] == "rmsnorm_gated" and r["ours_s"] > 0 and r["baseline_s"] > 0
+        assert r["ratio"] == pytest.approx(r["ours_s"] / r["baseline_s"])
+        assert r["baseline"] == "np.add(out=)" and r["arrays"] == "[1, 1, 8] bfloat16"
+        assert (r["calls"], r["repeats"]) == (50, 2)
+    assert rows["numpy"]["target"] == 6.0 and rows["numpy"]["pass"] in (True, False)
+    assert rows["device_array_cpu"]["target"] is None
+    text = bench.render_table(report)
+    assert "host-call latency" in text and "| variant |" not in text  # no timed table
+    assert "np.add(out=)" in text and "<= 6.0x" in text and "import gatednorm" in text
+
+
+def _fake_gpu_run(tmp_path, *args, env=None):
+    """gatednorm bench on its GPU path with the numpy stand-ins for torch and FLA."""
+    path = tmp_path / "bench.json"
+    pp = os.pathsep.join([str(FAKE_GPU)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    proc = subprocess.run([sys.executable, str(FAKE_GPU / "run_bench.py"), *args, "--json", str(path)],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": pp, **(env or {})})
+    report = json.loads(path.read_text()) if path.exists() else None
+    return proc, report
+
+
+def test_gpu_path_on_stand_ins(tmp_path):
+    """Every step of a GPU run on the stand-ins: ceilings, rotation, checks of ours in every
+    mode and of every peer (all five load: none missing), the retuned FLA peer holding each
+    shape's own pick while the plain one keeps its process's first pick, and the host-call
+    rows of every input kind with FLA's reference row."""
+    from gatednorm import bench
+
+    proc, report = _fake_gpu_run(tmp_path, "--quick", "--tokens", "1,32", "--heads", "24", "--ours-modes", "out,alloc,pdl")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert report["mode"] == "gpu" and report["ceilings"]["copy_GBps"] > 0
+    rep = _op_report(report)
+    assert rep["missing"] == {} and rep["peers"] == list(bench.PEERS)
+    assert [(r["variant"], r["T"]) for r in rep["rows"]] == [(v, T) for v in bench.VARIANTS for T in (1, 32)]
+    for row in rep["rows"]:
+        assert row["ours_ok"] and row["ours_s"] > 0 and row["ours_alloc_s"] > 0 and row["ours_pdl_s"] > 0, row
+        assert row["rotation"] > 1  # working sets under 2x the stand-in's 1 MiB L2 rotate
+        for peer in bench.PEERS:
+            assert row[f"{peer}_ok"] and row[f"{peer}_s"] > 0 and not row.get(f"{peer}_error"), (peer, row)
+        assert row[f"{bench.RETUNED_PEER}_config"].endswith(f"(tuned at rows={row['rows']})"), row
+    assert list(rep["peer_configs"]["fla_rms_norm_gated"].values()) == ["BT: 16, num_warps: 8 (tuned at rows=24)"]
+    rows = {r["inputs"]: r for r in report["host_latency"]}
+    assert set(rows) == {"torch_out", "torch_alloc", "device_array_gpu", "raw_pointer_gpu", "peer:eager",
+                         "peer:fla_rms_norm_gated", "numpy"}
+    for kind, target in bench.HOST_TARGETS.items():
+        assert rows[kind]["target"] == target and rows[kind]["ratio"] > 0
+    assert rows["torch_out"]["baseline"] == "torch.add(out=)" and rows["torch_out"]["arrays"] == "[1, 24, 128] bfloat16"
+    assert rows["numpy"]["baseline"] == "np.add(out=)"
+    assert "ours[pdl] us" in proc.stdout and "host-call latency" in proc.stdout
+
+
+@pytest.mark.parametrize("breakage, line", [("wrong", "peer fla_rms_norm_gated disagrees with the reference at bf16 T=1 H=24"),
+                                            ("raise", "peer fla_rmsnorm_fn failed at bf16 T=1 H=24: RuntimeError")])
+def test_installed_peer_that_miscomputes_or_raises_fails_the_bench(tmp_path, breakage, line):
+    proc, report = _fake_gpu_run(tmp_path, "--quick", "--tokens", "1", "--heads", "24", "--variants", "bf16",
+                                 env={"FAKE_FLA_BREAK": breakage})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert line in proc.stdout and "FAIL: peer" in proc.stderr
+    assert all(r["ours_ok"] for r in _op_report(report)["rows"])  # ours still checked and timed
 
 
 def test_bench_plot(tmp_path):
     pytest.importorskip("matplotlib")
     from gatednorm import bench
 
-    report = bench.run(quick=True, variants=("bf16",), tokens=(1,), heads=(24,))
+    report = bench.run(quick=True, variants=("bf16",), axes={"T": (1,), "H": (24,)}, host=False)
     bench.plot(report, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
 
@@ -62,11 +227,9 @@ class _FakeAutotuner:
         self.cache_results = True
 
 
-def _gpu_without_device(bench, tuner, monkeypatch):
+def _retuned_peer(bench, tuner, monkeypatch):
     monkeypatch.setattr(bench, "_fla_fwd_autotuner", lambda: tuner)
-    gpu = object.__new__(bench._Gpu)  # the retuning bookkeeping needs no device
-    gpu.retuned_picks = {}
-    return gpu
+    return bench._FlaRetunedPeer(fn=None)  # the retuning bookkeeping needs no device
 
 
 USERS_PICK = {"key-below-64k": "BT: 16, num_warps: 8"}
@@ -79,47 +242,72 @@ def test_retuned_peer_tunes_afresh_and_puts_the_users_pick_back(monkeypatch):
     from gatednorm import bench
 
     tuner = _FakeAutotuner()
-    gpu = _gpu_without_device(bench, tuner, monkeypatch)
+    peer = _retuned_peer(bench, tuner, monkeypatch)
     row = {"variant": "bf16", "T": 1024, "H": 32}
-    with gpu._peer_scope(bench.RETUNED_PEER, row):
+    key = ("bf16", 1024, 32)
+    with peer.scope(key, row):
         assert tuner.cache == {} and tuner.cache_results is False
         tuner.cache["key-below-64k"] = "BT: 32, num_warps: 4"  # what tuning on this shape stores
     assert row[f"{bench.RETUNED_PEER}_config"] == "BT: 32, num_warps: 4"
     assert tuner.cache == USERS_PICK and tuner.cache_results is True
 
     with pytest.raises(RuntimeError):
-        with gpu._peer_scope(bench.RETUNED_PEER, dict(row)):
+        with peer.scope(key, dict(row)):
             tuner.cache["key-below-64k"] = "half-tuned"
             raise RuntimeError("peer failed")
     assert tuner.cache == USERS_PICK and tuner.cache_results is True
 
-    with gpu._peer_scope("fla_rms_norm_gated", row):  # the plain peer: nothing touched
+    with bench._FlaPeer(None).scope(key, row):  # the plain peer: nothing touched
         assert tuner.cache == USERS_PICK
 
 
 def test_pretuned_picks_serve_their_own_shape(monkeypatch):
-    """pretune_fla tunes each shape from an empty cache before anything is timed and keeps
-    each shape's pick; the retuned peer then runs with its shape's pick (nothing left to
-    tune), and the plain peer's cache is back after both."""
+    """pretune tunes each shape from an empty cache before anything is timed and keeps each
+    shape's pick; the retuned peer then runs with its shape's pick (nothing left to tune),
+    and the plain peer's cache is back after both."""
     from gatednorm import bench
 
     tuner = _FakeAutotuner()
-    gpu = _gpu_without_device(bench, tuner, monkeypatch)
+    peer = _retuned_peer(bench, tuner, monkeypatch)
     seen = []
 
-    def first_call(variant, T, H):  # stands in for one FLA call: its autotuner tunes
+    def first_call(key):  # stands in for one FLA call: its autotuner tunes
+        variant, T, H = key
         seen.append((dict(tuner.cache), tuner.cache_results))
         tuner.cache["key-below-64k"] = f"pick for {variant} T={T} H={H}"
 
-    gpu._fla_first_call = first_call
-    shapes = [("bf16", 1, 24), ("bf16", 1024, 32)]
-    gpu.pretune_fla(shapes)
+    keys = [("bf16", 1, 24), ("bf16", 1024, 32)]
+    peer.pretune(keys, first_call)
     assert seen == [({}, False), ({}, False)]
-    assert gpu.retuned_picks == {s: {"key-below-64k": f"pick for {s[0]} T={s[1]} H={s[2]}"} for s in shapes}
+    assert peer.picks == {k: {"key-below-64k": f"pick for {k[0]} T={k[1]} H={k[2]}"} for k in keys}
     assert tuner.cache == USERS_PICK and tuner.cache_results is True
 
     row = {"variant": "bf16", "T": 1024, "H": 32}
-    with gpu._peer_scope(bench.RETUNED_PEER, row):
+    with peer.scope(("bf16", 1024, 32), row):
         assert tuner.cache == {"key-below-64k": "pick for bf16 T=1024 H=32"} and tuner.cache_results is False
     assert row[f"{bench.RETUNED_PEER}_config"] == "pick for bf16 T=1024 H=32"
     assert tuner.cache == USERS_PICK and tuner.cache_results is True
+
+
+def test_host_row_that_raises_is_reported_and_fails_the_bench(monkeypatch):
+    """A host-call row whose arrays or call raise: recorded in its row, printed, counted as a
+    failure, and the other rows still timed (a crash there must not lose the table)."""
+    from gatednorm import bench
+
+    monkeypatch.setattr(bench, "HOST_CALLS", 20)
+    monkeypatch.setattr(bench, "HOST_REPEATS", 1)
+    monkeypatch.setattr(bench, "IMPORT_RUNS", 1)
+    real = bench.RMSNormGatedBench.host_call
+
+    def host_call(self, gatednorm, case, with_out):
+        if isinstance(case["x"], gatednorm.DeviceArray):
+            raise RuntimeError("broken on purpose")
+        return real(self, gatednorm, case, with_out)
+
+    monkeypatch.setattr(bench.RMSNormGatedBench, "host_call", host_call)
+    report = bench.run(cpu=True, table=False)
+    rows = {r["inputs"]: r for r in report["host_latency"]}
+    assert rows["device_array_cpu"]["error"] == "RuntimeError: broken on purpose"
+    assert rows["numpy"]["ours_s"] > 0
+    assert bench.failures(report) == ["host-call row rmsnorm_gated DeviceArray cpu, out= raised: RuntimeError: broken on purpose"]
+    assert "| failed |" in bench.render_table(report)

@@ -9,17 +9,24 @@ each implementation writes one output buffer per shape (as a caching allocator h
 peers the same block every call); the timed span starts behind a GPU spin that outlasts the
 host's submission of the graph, so host speed is not timed; the first shape is run once
 untimed before the table; a peer that is not installed is reported as missing.  Host-call
-latency from Python is reported separately.  Without a GPU (or without PyTorch to drive
-graphs) it times the CPU backend against a numpy composition, so the harness itself runs
-everywhere.
+latency from Python is reported separately (``--host``: only that), each figure beside a
+baseline (``torch.add(out=)`` / ``np.add(out=)``) timed the same way on the same arrays.
+Without a GPU (or without PyTorch to drive graphs, or with ``--cpu``) it times the CPU
+backend against numpy compositions, so the harness itself runs everywhere.
+
+The harness (ceilings, graph timing, rotation, launch guard, warm-up, tables, JSON, plot,
+host-call loops) knows nothing about any op: each op is one ``OpBench`` declaration in
+``OPS`` (see there for what a declaration provides).  Gated RMSNorm is the first.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import gc
 import json
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -27,14 +34,201 @@ import time
 
 import numpy as np
 
-from . import reference
+from . import _dtypes, reference
 from ._dtypes import bfloat16
 
+# ------------------------------------------------------------------ harness constants
+MAX_ROTATION = 4096      # copies of a tiny working set; beyond this launch cost dominates anyway
+CHECK_ROWS = 1024        # rows compared with the reference per implementation and shape
+MIN_CALLS_PER_GRAPH = 20
+REPLAYS = 20
+COPY_ELEMS = {False: 512 << 20, True: 256 << 20}   # bf16 elements of the copy ceiling (by quick): 1 / 0.5 GiB
+GEMM_M = {False: 8192, True: 4096}                 # bf16 GEMM ceiling, M = N = K (by quick)
+CPU_COPY_BYTES = {False: 256 << 20, True: 64 << 20}  # numpy copy ceiling in CPU mode
+CPU_REPS = 7             # CPU mode: median of this many timed runs (5 for calls over CPU_SLOW_S)
+CPU_SLOW_S = 0.05
+CPU_MIN_RUN_S = 2e-3     # CPU mode: a timed run repeats a fast call until it lasts this long
+HOST_CALLS = 2000        # host-call latency: calls per timed loop ...
+HOST_REPEATS = 7         # ... loops per figure (median)
+HOST_BACKED_UP = 0.1     # a GPU row whose post-loop synchronize waits over this fraction of the loop is flagged
+IMPORT_RUNS = 3          # fresh interpreters timing `import gatednorm` (median)
+IMPORT_TARGET_S = 0.3    # issue #15
+# Host-call targets of issue #11, by input kind: ours / baseline at most this.
+HOST_TARGETS = {"torch_out": 1.0, "torch_alloc": 1.5, "device_array_gpu": 1.0, "numpy": 6.0}
+
+
+# ----------------------------------------------------------------------------- helpers
+def _git_commit() -> str:
+    """$GATEDNORM_COMMIT (set where the tree travels without .git), else git's HEAD."""
+    if os.environ.get("GATEDNORM_COMMIT"):
+        return os.environ["GATEDNORM_COMMIT"]
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def _speedup(ours, peer):
+    return None if (ours is None or peer is None) else peer / ours
+
+
+def _host_rows(a, rows, width, idx) -> np.ndarray:
+    """Rows ``idx`` of ``a`` viewed as [rows, width], as float32 numpy (torch or numpy)."""
+    if isinstance(a, np.ndarray):
+        return a.reshape(rows, width)[idx].astype(np.float32)
+    torch = sys.modules["torch"]
+    return a.reshape(rows, width).index_select(0, torch.as_tensor(idx, device=a.device)).float().cpu().numpy()
+
+
+def _host_array(a) -> np.ndarray:
+    """A whole (small) array as float32 numpy (torch or numpy)."""
+    if isinstance(a, np.ndarray):
+        return a.astype(np.float32)
+    return a.float().cpu().numpy()
+
+
+def _has_nan(a) -> bool:
+    if isinstance(a, np.ndarray):
+        return bool(np.isnan(a).any())
+    return bool(sys.modules["torch"].isnan(a).any())
+
+
+def _fill_nan(a) -> None:
+    if isinstance(a, np.ndarray):
+        a[...] = np.nan
+    else:
+        a.fill_(float("nan"))
+
+
+def _torch_from_numpy(torch, a: np.ndarray, dev):
+    """A torch copy of numpy array ``a`` on ``dev``, bit for bit (bf16 / fp8 through ml_dtypes
+    are carried as integers of their width and reinterpreted)."""
+    a = np.ascontiguousarray(a)
+    if a.dtype.isbuiltin == 1:  # numpy's own dtypes
+        return torch.from_numpy(a).to(dev)
+    carrier = {1: np.uint8, 2: np.int16, 4: np.int32}[a.dtype.itemsize]
+    return torch.from_numpy(a.view(carrier)).view(_dtypes.to_torch_dtype(torch, a.dtype)).to(dev)
+
+
+# -------------------------------------------------------------------- what an op declares
+class PeerMissing(Exception):
+    """Raised by a peer factory when the peer is not installed; its message says why and is
+    reported as the peer's "missing" line.  (Any other exception from a factory is reported
+    the same way, prefixed with its type; a peer that loads but then raises or miscomputes
+    is a failure of the bench, not a missing peer.)"""
+
+
+class Peer:
+    """A peer ready to time: ``fn(*op.peer_args(case))`` returns its result (a new array).
+    Hooks a peer may override (the defaults do nothing):
+
+    * ``pretune(keys, first_call)``: before anything is timed, with every (variant, *shape)
+      key that will be timed; ``first_call(key)`` runs the peer once on fresh inputs of it;
+    * ``scope(key, row)``: a context manager around one shape's check and timing of the
+      peer (it may add fields to ``row``);
+    * ``config()``: the launch configuration to report after the run (None: nothing).
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def pretune(self, keys, first_call) -> None:
+        pass
+
+    def scope(self, key, row):
+        return contextlib.nullcontext()
+
+    def config(self):
+        return None
+
+
+class CpuTarget:
+    """A CPU-mode target: ours at least ``min_speedup`` x faster than ``peer`` at
+    (variant, shape); ``source`` names the issue that sets it."""
+
+    def __init__(self, variant, shape, peer, min_speedup, source):
+        self.variant, self.shape, self.peer, self.min_speedup, self.source = variant, tuple(shape), peer, min_speedup, source
+
+
+class OpBench:
+    """One op's declaration for the harness (the contract is listed at ``OPS``).  The
+    defaults below suit an op whose outputs are floating point arrays in the case dict."""
+
+    name = ""
+    title = ""
+    axes: tuple = ()
+    axis_options: dict = {}
+    variants: tuple = ()
+    cpu_variants: tuple = ()
+    ours_modes: tuple = ("out",)
+    all_ours_modes: tuple = ("out",)
+    outputs: tuple = ("out",)
+    peers: dict = {}
+    cpu_peers: dict = {}
+    cpu_targets: tuple = ()
+    has_cpu = True
+    host_baseline: tuple = ()
+    host_peers: tuple = ()
+    plot_x = ""
+    plot_group = ""
+    size_field = ""
+    axis_labels: dict = {}
+
+    def available(self, gatednorm) -> bool:
+        return True
+
+    def shapes(self, gpu: bool, quick: bool, only: dict) -> list:
+        raise NotImplementedError
+
+    def make_inputs(self, torch, dev, variant, shape, gen) -> dict:
+        raise NotImplementedError
+
+    def make_numpy_inputs(self, variant, shape, rng) -> dict:
+        raise NotImplementedError
+
+    def row_fields(self, shape) -> dict:
+        return dict(zip(self.axes, shape))
+
+    def bytes(self, variant, shape) -> int:
+        raise NotImplementedError
+
+    def poison(self, case) -> None:
+        for k in self.outputs:
+            _fill_nan(case[k])
+
+    def result(self, case):
+        return case[self.outputs[0]]
+
+    def ours(self, gatednorm, case, mode="out", stream=None):
+        raise NotImplementedError
+
+    def checked_modes(self, modes) -> list:
+        return ["out"]
+
+    def check(self, case, result, ours: bool) -> tuple:
+        raise NotImplementedError
+
+    def peer_args(self, case) -> tuple:
+        raise NotImplementedError
+
+    def host_case(self, gpu: bool) -> dict:
+        raise NotImplementedError
+
+    def host_call(self, gatednorm, case, with_out: bool):
+        raise NotImplementedError
+
+    def plot_title(self, variant, group) -> str:
+        return f"{self.name} {variant} {self.plot_group}={group}"
+
+
+# ---------------------------------------------------------------------- gated RMSNorm
 EPS = 1e-6
 HEAD_DIM = 128
 GPU_TOKENS = (1, 32, 128, 1024, 4096, 16384)
 GPU_HEADS = (24, 32)
-CPU_TOKENS = (1, 32, 128)
+CPU_TOKENS = (1, 32, 128, 1024, 4096)
+CPU_TOKENS_QUICK = (1, 32)
+CPU_TARGET_SHAPE = (4096, 32)   # issue #15: >= 5x the numpy fp32 composition here (also run by --quick)
 VARIANTS = ("bf16", "strided_z", "fp32_weight")
 PEERS = ("eager", "compile", "fla_rms_norm_gated", "fla_rmsnorm_fn", "fla_rms_norm_gated_retuned")
 # fla_rms_norm_gated is FLA as a user's process gets it: its autotuner's key buckets rows by
@@ -51,27 +245,6 @@ RETUNED_PEER = "fla_rms_norm_gated_retuned"
 # table's "ours" (and the speed-ups); the others get their own columns.
 OURS_MODES = ("out", "pdl")
 ALL_OURS_MODES = ("out", "alloc", "pdl")
-MAX_ROTATION = 4096      # copies of a tiny working set; beyond this launch cost dominates anyway
-CHECK_ROWS = 1024        # rows compared with the reference per implementation and shape
-MIN_CALLS_PER_GRAPH = 20
-REPLAYS = 20
-
-
-# ----------------------------------------------------------------------------- helpers
-def _git_commit() -> str:
-    """$GATEDNORM_COMMIT (set where the tree travels without .git), else git's HEAD."""
-    import os
-
-    if os.environ.get("GATEDNORM_COMMIT"):
-        return os.environ["GATEDNORM_COMMIT"]
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5).stdout.strip() or "unknown"
-    except Exception:
-        return "unknown"
-
-
-def _speedup(ours, peer):
-    return None if (ours is None or peer is None) else peer / ours
 
 
 def _fla_fwd_autotuner():
@@ -86,71 +259,59 @@ def _fla_fwd_autotuner():
     return fn
 
 
-# ------------------------------------------------------------------------------ GPU mode
-class _Gpu:
-    """Everything that needs torch: inputs, peers, graph timing, ceilings."""
+def _torch_eager(torch):
+    F = torch.nn.functional
 
-    def __init__(self, torch, quick: bool, launch_guard: bool = True):
-        self.torch = torch
-        self.quick = quick
-        self.dev = torch.device("cuda", torch.cuda.current_device())
-        props = torch.cuda.get_device_properties(self.dev)
-        self.device_name = props.name
-        self.l2_bytes = int(getattr(props, "L2_cache_size", 50 << 20))
-        self.sm_count = props.multi_processor_count
-        # _sleep counts SM cycles; at the top clock it spins at least as long as asked.
-        self.max_clock_hz = float(getattr(props, "clock_rate", 2_000_000)) * 1e3
-        self.launch_guard = launch_guard
-        self.peers, self.missing = self._load_peers()
-        self.retuned_picks = {}  # (variant, T, H) -> FLA's autotuner cache after tuning on that shape
+    def eager(x, z, w):
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + EPS) * w.float()
+        return (y * F.silu(z.float())).to(x.dtype)
 
-    # -- peers
-    def _load_peers(self):
-        torch = self.torch
-        F = torch.nn.functional
-        peers, missing = {}, {}
+    return eager
 
-        def eager(x, z, w):
-            xf = x.float()
-            y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + EPS) * w.float()
-            return (y * F.silu(z.float())).to(x.dtype)
 
-        peers["eager"] = eager
+def _compile_peer(torch):
+    try:
+        return torch.compile(_torch_eager(torch), dynamic=True)
+    except Exception as e:  # pragma: no cover - depends on the machine
+        raise PeerMissing(f"torch.compile unavailable: {e}") from None
+
+
+def _fla_rms_norm_gated():
+    try:
+        from fla.modules.norm.fused_norm_gate import rms_norm_gated as fla_gated
+    except Exception as e:
+        raise PeerMissing(f"fla-core not importable: {type(e).__name__}: {e}") from None
+    return lambda x, z, w: fla_gated(x, z, w, None, activation="swish", eps=EPS)
+
+
+class _FlaPeer(Peer):
+    """FLA's rms_norm_gated as a process gets it; its config is what the autotuner settled on,
+    by the autotuner's key (rows bucketed by 64k: the T = 1 pick serves every smaller shape)."""
+
+    def config(self):
         try:
-            peers["compile"] = torch.compile(eager, dynamic=True)
-        except Exception as e:  # pragma: no cover - depends on the machine
-            missing["compile"] = f"torch.compile unavailable: {e}"
-        try:
-            from fla.modules.norm.fused_norm_gate import rms_norm_gated as fla_gated
+            return {str(k): str(v) for k, v in _fla_fwd_autotuner().cache.items()}
+        except Exception as e:  # an autotuner without .cache
+            return f"unavailable: {type(e).__name__}"
 
-            peers["fla_rms_norm_gated"] = lambda x, z, w: fla_gated(x, z, w, None, activation="swish", eps=EPS)
-            try:
-                _fla_fwd_autotuner()
-                peers[RETUNED_PEER] = peers["fla_rms_norm_gated"]  # retuned per shape: pretune_fla, _peer_scope
-            except Exception as e:
-                missing[RETUNED_PEER] = f"FLA's autotuner not reachable: {type(e).__name__}: {e}"
-        except Exception as e:
-            missing["fla_rms_norm_gated"] = missing[RETUNED_PEER] = f"fla-core not importable: {type(e).__name__}: {e}"
-        try:
-            from fla.modules.norm.layernorm_gated import rmsnorm_fn as fla_rmsnorm_fn
 
-            peers["fla_rmsnorm_fn"] = lambda x, z, w: fla_rmsnorm_fn(x, w, None, z=z, eps=EPS, norm_before_gate=True)
-        except Exception as e:
-            missing["fla_rmsnorm_fn"] = f"fla-core not importable: {type(e).__name__}: {e}"
-        return peers, missing
+class _FlaRetunedPeer(Peer):
+    """FLA's rms_norm_gated with its autotuner re-tuned on each shape: every shape's pick is
+    tuned before anything is timed (``pretune``: ~1 s of tuning per shape then never sits
+    between two timed shapes) and put in place around that shape's timing (``scope``); the
+    autotuner's cache and disk-cache flag are put back afterwards, so the plain peer keeps
+    the pick of its process's first call."""
 
-    def peer_configs(self):
-        """The launch configurations FLA's autotuner settled on, by its cache key: its key
-        buckets rows by 64k, so the config tuned on the first small shape serves them all."""
-        try:
-            return {"fla_rms_norm_gated": {str(k): str(v) for k, v in _fla_fwd_autotuner().cache.items()}}
-        except Exception as e:  # fla missing, or an autotuner without .cache
-            return {"fla_rms_norm_gated": f"unavailable: {type(e).__name__}"}
+    def __init__(self, fn, name=RETUNED_PEER):
+        super().__init__(fn)
+        self.name = name
+        self.picks = {}  # (variant, *shape) -> FLA's autotuner cache after tuning on that shape
 
     @contextlib.contextmanager
     def _retuning(self):
         """FLA's autotuner free to tune afresh (disk results off); its cache and flag as they
-        were afterwards, so the plain peer keeps the pick of its process's first call."""
+        were afterwards."""
         tuner = _fla_fwd_autotuner()
         saved, disk = dict(tuner.cache), getattr(tuner, "cache_results", None)
         if disk is not None:
@@ -163,36 +324,276 @@ class _Gpu:
             if disk is not None:
                 tuner.cache_results = disk
 
-    def _fla_first_call(self, variant, T, H):
-        """One call of FLA on fresh inputs of the shape (what makes its autotuner tune)."""
-        x, z, w, _ = self.make_inputs(variant, T, H, self._shape_generator(T, H))
-        with self.torch.inference_mode():
-            self.peers[RETUNED_PEER](x, z, w)
-        self.torch.cuda.synchronize()
-
-    def pretune_fla(self, shapes):
-        """Tune FLA's autotuner on each (variant, T, H) before anything is timed, keeping each
-        shape's pick for _peer_scope: ~1 s of tuning per shape then never sits between two
-        timed shapes."""
+    def pretune(self, keys, first_call):
         with self._retuning() as tuner:
-            for shape in shapes:
+            for key in keys:
                 tuner.cache.clear()
-                self._fla_first_call(*shape)
-                self.retuned_picks[shape] = dict(tuner.cache)
+                first_call(key)
+                self.picks[key] = dict(tuner.cache)
 
     @contextlib.contextmanager
-    def _peer_scope(self, name, row):
-        """Around one shape's check and timing of peer `name`.  For the retuned peer, FLA's
-        autotuner holds that shape's own pick (from pretune_fla, or tuned here on the first
-        call when the shape was not pretuned); the pick goes into the row."""
-        if name != RETUNED_PEER:
-            yield
-            return
+    def scope(self, key, row):
+        """FLA's autotuner holds this shape's own pick (from pretune, or tuned here on the
+        first call when the shape was not pretuned); the pick goes into the row."""
         with self._retuning() as tuner:
             tuner.cache.clear()
-            tuner.cache.update(self.retuned_picks.get((row["variant"], row["T"], row["H"]), {}))
+            tuner.cache.update(self.picks.get(key, {}))
             yield
-            row[f"{name}_config"] = "; ".join(str(v) for v in tuner.cache.values())
+            row[f"{self.name}_config"] = "; ".join(str(v) for v in tuner.cache.values())
+
+
+def _fla_retuned_peer(torch):
+    fn = _fla_rms_norm_gated()
+    try:
+        _fla_fwd_autotuner()
+    except Exception as e:
+        raise PeerMissing(f"FLA's autotuner not reachable: {type(e).__name__}: {e}") from None
+    return _FlaRetunedPeer(fn)
+
+
+def _fla_rmsnorm_fn(torch):
+    try:
+        from fla.modules.norm.layernorm_gated import rmsnorm_fn
+    except Exception as e:
+        raise PeerMissing(f"fla-core not importable: {type(e).__name__}: {e}") from None
+    return lambda x, z, w: rmsnorm_fn(x, w, None, z=z, eps=EPS, norm_before_gate=True)
+
+
+def _numpy_eager():
+    def numpy_eager(x, z, w):
+        xf, zf = x.astype(np.float32), z.astype(np.float32)
+        y = xf / np.sqrt((xf * xf).mean(-1, keepdims=True) + EPS) * w.astype(np.float32)
+        return (y * zf / (1 + np.exp(-zf))).astype(bfloat16)
+
+    return numpy_eager
+
+
+class RMSNormGatedBench(OpBench):
+    """Gated RMSNorm, bf16 ``[T, H, 128]`` (Qwen3-Next / Qwen3.5 GDN layers): norm(x) * silu(z)."""
+
+    name = "rmsnorm_gated"
+    title = "gated RMSNorm, bf16 [T, H, 128]: norm(x) * silu(z)"
+    axes = ("T", "H")
+    axis_options = {"T": ("--tokens", "comma list of T (default: performance.md's shapes)"),
+                    "H": ("--heads", "comma list of H (default: 24,32)")}
+    variants = VARIANTS
+    cpu_variants = ("bf16",)
+    ours_modes = OURS_MODES
+    all_ours_modes = ALL_OURS_MODES
+    outputs = ("out",)
+    peers = {"eager": lambda torch: _torch_eager(torch),
+             "compile": _compile_peer,
+             "fla_rms_norm_gated": lambda torch: _FlaPeer(_fla_rms_norm_gated()),
+             "fla_rmsnorm_fn": _fla_rmsnorm_fn,
+             RETUNED_PEER: _fla_retuned_peer}
+    cpu_peers = {"numpy_eager": _numpy_eager}
+    cpu_targets = (CpuTarget("bf16", CPU_TARGET_SHAPE, "numpy_eager", 5.0, "issue #15"),)
+    host_baseline = ("x", "z", "out")
+    host_peers = ("eager", "fla_rms_norm_gated")
+    plot_x, plot_group, size_field = "T", "H", "rows"
+    axis_labels = {"T": "tokens T", "rows": "rows T*H"}
+
+    def shapes(self, gpu, quick, only):
+        if gpu:
+            tokens, extra = GPU_TOKENS, ()
+        else:
+            tokens, extra = (CPU_TOKENS_QUICK, (CPU_TARGET_SHAPE,)) if quick else (CPU_TOKENS, ())
+        if only:
+            extra = ()
+        tokens, heads = only.get("T", tokens), only.get("H", GPU_HEADS)
+        shapes = [(T, H) for H in heads for T in tokens]
+        return shapes + [s for s in extra if s not in shapes]
+
+    def make_inputs(self, torch, dev, variant, shape, gen):
+        T, H = shape
+        D = HEAD_DIM
+        x = torch.randn(T, H, D, device=dev, dtype=torch.bfloat16, generator=gen)
+        if variant == "strided_z":
+            qkvz = torch.randn(T, 4 * H * D, device=dev, dtype=torch.bfloat16, generator=gen)
+            z = qkvz[:, 3 * H * D:].view(T, H, D)  # a column slice of the fused projection
+        else:
+            z = torch.randn(T, H, D, device=dev, dtype=torch.bfloat16, generator=gen)
+        wdt = torch.float32 if variant == "fp32_weight" else torch.bfloat16
+        w = (1.0 + 0.1 * torch.randn(D, device=dev, generator=gen)).to(wdt)
+        out = torch.full((T, H, D), float("nan"), device=dev, dtype=torch.bfloat16)  # poison
+        return {"x": x, "z": z, "w": w, "out": out}
+
+    def make_numpy_inputs(self, variant, shape, rng):
+        T, H = shape
+        D = HEAD_DIM
+        x = rng.standard_normal((T, H, D), dtype=np.float32).astype(bfloat16)
+        if variant == "strided_z":
+            qkvz = rng.standard_normal((T, 4 * H * D), dtype=np.float32).astype(bfloat16)
+            z = qkvz[:, 3 * H * D:].reshape(T, H, D)  # a view: the column slice of the fused projection
+        else:
+            z = rng.standard_normal((T, H, D), dtype=np.float32).astype(bfloat16)
+        w = (1.0 + 0.1 * rng.standard_normal(D)).astype(np.float32 if variant == "fp32_weight" else bfloat16)
+        return {"x": x, "z": z, "w": w, "out": np.full((T, H, D), np.nan, dtype=bfloat16)}
+
+    def row_fields(self, shape):
+        T, H = shape
+        return {"T": T, "H": H, "D": HEAD_DIM, "rows": T * H}
+
+    def bytes(self, variant, shape):
+        T, H = shape
+        return T * H * HEAD_DIM * 2 * 3 + HEAD_DIM * (4 if variant == "fp32_weight" else 2)
+
+    def ours(self, gatednorm, case, mode="out", stream=None):
+        x, z, w, out = case["x"], case["z"], case["w"], case["out"]
+        f = gatednorm.rmsnorm_gated
+        if stream is None:  # numpy / DeviceArray: the default stream
+            if mode == "alloc":
+                return lambda: f(x, z, w, eps=EPS)
+            return lambda: f(x, z, w, eps=EPS, out=out, pdl=mode == "pdl")
+        if mode == "alloc":  # same kernel as "out", checked there
+            return lambda: f(x, z, w, eps=EPS, stream=stream())
+        return lambda: f(x, z, w, eps=EPS, out=out, stream=stream(), pdl=mode == "pdl")
+
+    def checked_modes(self, modes):
+        return ["out"] + (["pdl"] if "pdl" in modes else [])  # each launch kind once
+
+    def check(self, case, result, ours):
+        """Up to CHECK_ROWS rows of ``result`` against the float64 reference.  Ours: the test
+        suite's bound (one rounding of an fp32 computation) and no row left unwritten (the
+        output was NaN-poisoned).  Peers may round at other points: within 2 bf16 ulps."""
+        x, z, w = case["x"], case["z"], case["w"]
+        T, H, D = x.shape
+        rows = T * H
+        gen = np.random.default_rng(rows)
+        idx = np.sort(gen.choice(rows, size=min(rows, CHECK_ROWS), replace=False))
+        xs, zs, ys = (_host_rows(a, rows, D, idx) for a in (x, z, result))
+        wdt = np.float32 if str(w.dtype).endswith("float32") else bfloat16
+        ref = reference.rmsnorm_gated(xs.astype(bfloat16), zs.astype(bfloat16), _host_array(w).astype(wdt), eps=EPS)
+        cmp = reference.compare(ys.astype(bfloat16), ref)
+        if ours:
+            return cmp.max_ulp, bool(cmp.ok) and not _has_nan(result)
+        return cmp.max_ulp, bool(cmp.max_ulp <= 2.0)
+
+    def peer_args(self, case):
+        return case["x"], case["z"], case["w"]
+
+    def host_case(self, gpu):
+        rng = np.random.default_rng(7)
+        shape = (1, 24, HEAD_DIM) if gpu else (1, 1, 8)
+        x, z = (rng.standard_normal(shape, dtype=np.float32).astype(bfloat16) for _ in range(2))
+        w = (1.0 + 0.1 * rng.standard_normal(shape[-1])).astype(bfloat16)
+        return {"x": x, "z": z, "w": w, "out": np.full(shape, np.nan, dtype=bfloat16)}
+
+    def host_call(self, gatednorm, case, with_out):
+        if with_out:
+            return functools.partial(gatednorm.rmsnorm_gated, case["x"], case["z"], case["w"], eps=EPS, out=case["out"])
+        return functools.partial(gatednorm.rmsnorm_gated, case["x"], case["z"], case["w"], eps=EPS)
+
+    def plot_title(self, variant, group):
+        return f"gated RMSNorm {variant} [T, {group}, {HEAD_DIM}]"
+
+
+# ------------------------------------------------------------------------ the registry
+#: The ops the bench knows, by name (``gatednorm bench --op NAME``; all available ones by
+#: default).  A new op adds one ``OpBench`` subclass instance here, and nothing else in this
+#: module changes.  It provides:
+#:
+#:   name, title            the --op name (JSON "op") and a line saying what it computes
+#:   axes, axis_options     its shape fields in table order (("T", "H")), each with a CLI flag
+#:                          (("--tokens", help)); ops sharing a flag share the axis name
+#:   shapes(gpu, quick, only)
+#:                          the shapes to time (tuples in axes order, in table order) on the
+#:                          GPU or in CPU mode, default or --quick; ``only`` maps axes given
+#:                          on the command line to their values
+#:   variants, cpu_variants the input variants (dtypes, layouts) timed by default on the GPU
+#:                          (the first is the plot's) and in CPU mode
+#:   make_inputs(torch, dev, variant, shape, gen)
+#:                          a case: dict of named torch CUDA tensors, inputs random from
+#:                          ``gen`` (never zeros), outputs NaN-poisoned (or otherwise poisoned)
+#:   make_numpy_inputs(variant, shape, rng)   the same case in numpy (CPU mode)
+#:   row_fields(shape)      the row's shape fields (axes and derived sizes, e.g. "rows")
+#:   bytes(variant, shape)  roofline bytes: each input read once, each output written once
+#:   outputs, poison(case), result(case)
+#:                          names of ours' outputs in a case; re-poison them; ours' result
+#:   ours(gatednorm, case, mode, stream)
+#:                          a no-argument, graph-capturable callable of ours in ``mode``
+#:                          (ours_modes: the default columns, all_ours_modes: accepted);
+#:                          ``stream`` a function giving the launch stream, or None (CPU)
+#:   checked_modes(modes)   the modes whose launch kind needs its own result check
+#:   check(case, result, ours)
+#:                          (max ulps, ok) against gatednorm.reference in float64; ours must
+#:                          meet the library's bound and have written every row; a peer its
+#:                          looser bound
+#:   peers, peer_args(case) name -> factory(torch) returning a callable or a Peer (raise
+#:                          PeerMissing when its package is absent); the positional arguments
+#:                          every peer takes from a case
+#:   cpu_peers, cpu_targets name -> factory() returning a numpy callable (CPU mode);
+#:                          CpuTarget speed-ups to print pass/fail
+#:   host_case(gpu), host_call(gatednorm, case, with_out), host_baseline, host_peers
+#:                          the host-call rows: a case of tiny numpy arrays (the harness
+#:                          moves it to torch / DeviceArray / from_pointer views), ours
+#:                          pre-bound on it (with or without out=), the names (a, b, out) of
+#:                          same-shape arrays for the add baseline, and peers to time too
+#:   plot_x, plot_group, size_field, axis_labels, plot_title(variant, group)
+#:                          the plot's time panels (x axis, one panel per group) and the
+#:                          bandwidth panel's x axis
+#:   has_cpu, available(gatednorm)
+#:                          whether CPU mode can run it; whether this install has the op
+OPS = {op.name: op for op in (RMSNormGatedBench(),)}
+
+
+def select_ops(names=None, gatednorm=None, cpu=False) -> list:
+    """The declarations named (all available ones for None); unknown names raise ValueError."""
+    if names:
+        unknown = [n for n in names if n not in OPS]
+        if unknown:
+            raise ValueError(f"unknown op {', '.join(map(repr, unknown))}; declared ops: {', '.join(OPS)}")
+        return [OPS[n] for n in names]
+    return [op for op in OPS.values() if (gatednorm is None or op.available(gatednorm)) and (op.has_cpu or not cpu)]
+
+
+# ------------------------------------------------------------------------------ GPU mode
+class _Gpu:
+    """Everything that needs torch: inputs, peers, graph timing, ceilings."""
+
+    def __init__(self, torch, quick: bool, launch_guard: bool = True):
+        self.torch = torch
+        self.quick = quick
+        self.dev = torch.device("cuda", torch.cuda.current_device())
+        self.array_device = f"cuda:{self.dev.index}"  # gatednorm.DeviceArray / from_pointer device
+        props = torch.cuda.get_device_properties(self.dev)
+        self.device_name = props.name
+        self.l2_bytes = int(getattr(props, "L2_cache_size", 50 << 20))
+        self.sm_count = props.multi_processor_count
+        # _sleep counts SM cycles; at the top clock it spins at least as long as asked.
+        self.max_clock_hz = float(getattr(props, "clock_rate", 2_000_000)) * 1e3
+        self.launch_guard = launch_guard
+        self._peers = {}  # op name -> (peers, missing)
+
+    # -- peers
+    def peers_of(self, op):
+        """(name -> Peer, name -> why missing) of op's declared peers, loaded once."""
+        if op.name not in self._peers:
+            peers, missing = {}, {}
+            for name, factory in op.peers.items():
+                try:
+                    p = factory(self.torch)
+                    peers[name] = p if isinstance(p, Peer) else Peer(p)
+                except PeerMissing as e:
+                    missing[name] = str(e)
+                except Exception as e:  # pragma: no cover - depends on the machine
+                    missing[name] = f"{type(e).__name__}: {e}"
+            self._peers[op.name] = (peers, missing)
+        return self._peers[op.name]
+
+    def _first_call(self, op, peer, key):
+        """One call of ``peer`` on fresh inputs of (variant, *shape) (what makes an autotuner tune)."""
+        case = op.make_inputs(self.torch, self.dev, key[0], key[1:], self._shape_generator(key[1:]))
+        with self.torch.inference_mode():
+            peer.fn(*op.peer_args(case))
+        self.torch.cuda.synchronize()
+
+    def pretune(self, op, names, keys):
+        peers = self.peers_of(op)[0]
+        for name in names:
+            if name in peers:
+                peer = peers[name]
+                peer.pretune(keys, lambda key, peer=peer: self._first_call(op, peer, key))
 
     # -- ceilings
     def _event_median(self, fn, reps=10):
@@ -211,13 +612,13 @@ class _Gpu:
 
     def ceilings(self):
         torch = self.torch
-        n = (256 << 20) if self.quick else (512 << 20)  # bf16 elements: 0.5 / 1 GiB
+        n = COPY_ELEMS[bool(self.quick)]
         src = torch.randn(n, device=self.dev, dtype=torch.bfloat16)
         dst = torch.empty_like(src)
         t_copy = self._event_median(lambda: torch.neg(src, out=dst))  # an elementwise kernel
         copy_bw = 2 * src.numel() * 2 / t_copy
         del src, dst
-        m = 4096 if self.quick else 8192
+        m = GEMM_M[bool(self.quick)]
         a = torch.randn(m, m, device=self.dev, dtype=torch.bfloat16)
         b = torch.randn(m, m, device=self.dev, dtype=torch.bfloat16)
         t_mm = self._event_median(lambda: torch.matmul(a, b))
@@ -226,45 +627,17 @@ class _Gpu:
         return {"copy_bytes": 4 * n, "copy_GBps": copy_bw / 1e9, "gemm_shape": m, "gemm_TFLOPs": 2 * m**3 / t_mm / 1e12}
 
     # -- inputs
-    def _shape_generator(self, T, H):
-        """The random generator of a shape's inputs, seeded by the shape."""
+    def _shape_generator(self, shape):
+        """The random generator of a shape's inputs, seeded by the shape ([T, H]: T*1000 + H)."""
+        seed = 0
+        for v in shape:
+            seed = seed * 1000 + int(v)
         gen = self.torch.Generator(device=self.dev)
-        gen.manual_seed(T * 1000 + H)
+        gen.manual_seed(seed)
         return gen
 
-    def make_inputs(self, variant, T, H, gen):
-        torch = self.torch
-        D = HEAD_DIM
-        x = torch.randn(T, H, D, device=self.dev, dtype=torch.bfloat16, generator=gen)
-        if variant == "strided_z":
-            qkvz = torch.randn(T, 4 * H * D, device=self.dev, dtype=torch.bfloat16, generator=gen)
-            z = qkvz[:, 3 * H * D:].view(T, H, D)  # a column slice of the fused projection
-        else:
-            z = torch.randn(T, H, D, device=self.dev, dtype=torch.bfloat16, generator=gen)
-        wdt = torch.float32 if variant == "fp32_weight" else torch.bfloat16
-        w = (1.0 + 0.1 * torch.randn(D, device=self.dev, generator=gen)).to(wdt)
-        out = torch.full((T, H, D), float("nan"), device=self.dev, dtype=torch.bfloat16)  # poison
-        return x, z, w, out
-
-    def check(self, x, z, w, y, tight: bool):
-        """Compare up to CHECK_ROWS rows of y with the float64 reference."""
-        torch = self.torch
-        T, H, D = x.shape
-        rows = T * H
-        gen = np.random.default_rng(rows)
-        idx = np.sort(gen.choice(rows, size=min(rows, CHECK_ROWS), replace=False))
-        sel = torch.as_tensor(idx, device=self.dev)
-
-        def rows_of(t):
-            return t.reshape(rows, D).index_select(0, sel).float().cpu().numpy()
-
-        xs, zs, ys = rows_of(x), rows_of(z), rows_of(y)
-        ref = reference.rmsnorm_gated(xs.astype(bfloat16), zs.astype(bfloat16), w.float().cpu().numpy().astype(
-            np.float32 if w.dtype == torch.float32 else bfloat16), eps=EPS)
-        cmp = reference.compare(ys.astype(bfloat16), ref)
-        # Ours: the test suite's bound (one rounding of an fp32 computation).  Peers may
-        # round at other points: they pass within 2 bf16 ulps.
-        return cmp.max_ulp, bool(cmp.ok if tight else cmp.max_ulp <= 2.0)
+    def make_case(self, op, variant, shape, gen):
+        return op.make_inputs(self.torch, self.dev, variant, tuple(shape), gen)
 
     # -- graph timing
     def time_graph(self, fns):
@@ -312,15 +685,14 @@ class _Gpu:
         del g
         return float(np.median(times))
 
-    def check_ours(self, gatednorm, x, z, w, out, pdl=False):
-        """(max ulps, ok) of one call of ours into a NaN-poisoned out: sampled rows against
-        the reference, and no row left unwritten."""
+    def check_ours(self, gatednorm, op, case, mode="out"):
+        """(max ulps, ok) of one call of ours in ``mode`` into poisoned outputs: sampled rows
+        against the reference, and no row left unwritten."""
         torch = self.torch
-        out.fill_(float("nan"))
-        gatednorm.rmsnorm_gated(x, z, w, eps=EPS, out=out, stream=torch.cuda.current_stream(), pdl=pdl)
+        op.poison(case)
+        op.ours(gatednorm, case, mode, stream=torch.cuda.current_stream)()
         torch.cuda.synchronize()
-        ulps, ok = self.check(x, z, w, out, tight=True)
-        return ulps, ok and not bool(torch.isnan(out).any())
+        return op.check(case, op.result(case), ours=True)
 
     def rotation(self, bytes_per_call):
         """Input sets to rotate over so that a replay reads >= 2x L2 from memory."""
@@ -328,20 +700,15 @@ class _Gpu:
             return 1
         return min(MAX_ROTATION, math.ceil(2 * self.l2_bytes / bytes_per_call))
 
-    def time_ours(self, gatednorm, sets, out, mode="out"):
-        """time_graph of ours over the input sets ((x, z, w, ...) each), called as `mode` says.
-        Inputs rotate; the output is one buffer, as for the peers, whose outputs come from the
-        graph's memory pool and land in the same block every call (an engine's allocator does
-        the same layer after layer).  Rotating only our output (runs 1-2) charged us DRAM
-        writes that the peers' L2-resident outputs were spared."""
+    def time_ours(self, gatednorm, op, sets, mode="out"):
+        """time_graph of ours over the input sets, called as `mode` says.  Inputs rotate; the
+        outputs are one set of buffers (the first set's), as for the peers, whose outputs come
+        from the graph's memory pool and land in the same block every call (an engine's
+        allocator does the same layer after layer).  Rotating only our output (runs 1-2)
+        charged us DRAM writes that the peers' L2-resident outputs were spared."""
+        outs = {k: sets[0][k] for k in op.outputs}
         stream = self.torch.cuda.current_stream
-
-        def call(x, z, w):
-            if mode == "alloc":  # same kernel as "out", checked there
-                return lambda: gatednorm.rmsnorm_gated(x, z, w, eps=EPS, stream=stream())
-            return lambda: gatednorm.rmsnorm_gated(x, z, w, eps=EPS, out=out, stream=stream(), pdl=mode == "pdl")
-
-        return self.time_graph([call(*s[:3]) for s in sets])
+        return self.time_graph([op.ours(gatednorm, {**s, **outs}, mode, stream=stream) for s in sets])
 
     def _spin_cycles(self, seconds):
         """GPU clock cycles of torch.cuda._sleep spanning at least ``seconds`` (0: no spin API)."""
@@ -349,113 +716,263 @@ class _Gpu:
             return 0
         return int(max(seconds, 20e-6) * self.max_clock_hz) + 1
 
-    def bench_shape(self, gatednorm, variant, T, H, peers_wanted, ours_modes=OURS_MODES):
+    def bench_shape(self, gatednorm, op, variant, shape, peers_wanted=None, ours_modes=None):
         torch = self.torch
-        D = HEAD_DIM
-        gen = self._shape_generator(T, H)
-        bytes_moved = T * H * D * 2 * 3 + D * (4 if variant == "fp32_weight" else 2)
+        shape = tuple(shape)
+        ours_modes = tuple(ours_modes or op.ours_modes)
+        peers = self.peers_of(op)[0]
+        peers_wanted = list(op.peers) if peers_wanted is None else list(peers_wanted)
+        gen = self._shape_generator(shape)
+        bytes_moved = op.bytes(variant, shape)
         n_sets = self.rotation(bytes_moved)
-        sets = [self.make_inputs(variant, T, H, gen) for _ in range(n_sets)]
-        row = {"variant": variant, "T": T, "H": H, "D": D, "rows": T * H, "bytes": bytes_moved, "rotation": n_sets}
+        sets = [self.make_case(op, variant, shape, gen) for _ in range(n_sets)]
+        row = {"variant": variant, **op.row_fields(shape), "bytes": bytes_moved, "rotation": n_sets}
 
         # ours: result check on the poisoned output (for each launch kind), then time
-        x, z, w, out = sets[0]
-        checks = []
-        for pdl in sorted({m == "pdl" for m in ours_modes} | {False}):
-            checks.append(self.check_ours(gatednorm, x, z, w, out, pdl))
+        case = sets[0]
+        checks = [self.check_ours(gatednorm, op, case, m) for m in op.checked_modes(ours_modes)]
         row["ours_check_ulps"] = max(c[0] for c in checks)
         row["ours_ok"] = all(c[1] for c in checks)
 
         for i, mode in enumerate(ours_modes):
-            row["ours_s" if i == 0 else f"ours_{mode}_s"] = self.time_ours(gatednorm, sets, out, mode)
+            row["ours_s" if i == 0 else f"ours_{mode}_s"] = self.time_ours(gatednorm, op, sets, mode)
         row["ours_GBps"] = bytes_moved / row["ours_s"] / 1e9
+        key = (variant, *shape)
         for name in peers_wanted:
-            if name not in self.peers:
+            if name not in peers:
                 row[f"{name}_s"] = None
                 continue
-            fn = self.peers[name]
+            peer = peers[name]
             try:
-                with self._peer_scope(name, row), torch.inference_mode():
-                    y = fn(x, z, w)
+                with peer.scope(key, row), torch.inference_mode():
+                    y = peer.fn(*op.peer_args(case))
                     torch.cuda.synchronize()
-                    pu, pok = self.check(x, z, w, y, tight=False)
+                    pu, pok = op.check(case, y, ours=False)
                     row[f"{name}_check_ulps"], row[f"{name}_ok"] = pu, pok
-                    row[f"{name}_s"] = self.time_graph([(lambda s=s: fn(s[0], s[1], s[2])) for s in sets])
-            except Exception as e:  # a peer that breaks is reported, not fatal
+                    row[f"{name}_s"] = self.time_graph([functools.partial(peer.fn, *op.peer_args(s)) for s in sets])
+            except Exception as e:  # a peer that breaks is reported (and fails the bench)
                 row[f"{name}_s"] = None
                 row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
         del sets
         return row
 
-    def host_latency(self, gatednorm, n=400, repeats=7):
-        """Python-side seconds per call of gatednorm.rmsnorm_gated (no sync inside the loop):
-        the median of `repeats` loops of `n` calls (host timings swing between runs)."""
+    # -- host-call latency
+    def host_rows(self, gatednorm, ops):
+        """Host-call latency rows of each op on the GPU (torch with and without out=,
+        DeviceArrays, from_pointer views, the op's host peers), each beside torch.add(out=)
+        on torch tensors of the same shape, then the numpy rows."""
         torch = self.torch
-        gen = torch.Generator(device=self.dev)
-        gen.manual_seed(7)
-        x, z, w, out = self.make_inputs("bf16", 1, 32, gen)
-        s = torch.cuda.current_stream()
-        res = {}
+        sync = torch.cuda.synchronize
+        dev = self.array_device
+        rows = []
+        for op in ops:
+            case = op.host_case(gpu=True)
+            desc = _arrays_desc(case[op.host_baseline[0]])
+            try:
+                tc = {k: _torch_from_numpy(torch, v, self.dev) for k, v in case.items()}
+            except Exception as e:
+                rows.append({"op": op.name, "inputs": "torch_setup", "label": "torch CUDA copies of the inputs",
+                             "arrays": desc, "baseline": "-", "target": None, "error": f"{type(e).__name__}: {e}"})
+                continue
+            a, b, o = (tc[k] for k in op.host_baseline)
+            base = functools.partial(torch.add, a, b, out=o)
+            row = functools.partial(_host_row, op, arrays=desc, baseline="torch.add(out=)", base=base, sync=sync)
 
-        def loop(fn):
-            fn()
-            torch.cuda.synchronize()
-            per_call = []
-            for _ in range(repeats):
+            def device_arrays(op=op, case=case):
+                arrays = {k: gatednorm.DeviceArray.from_numpy(v, device=dev) for k, v in case.items()}
+                sync()
+                return op.host_call(gatednorm, arrays, True)  # the callable holds the arrays for the row
+
+            def pointer_views(op=op, case=case, tc=tc):  # views made once, over the torch tensors' memory
+                return op.host_call(gatednorm, {k: gatednorm.from_pointer(t.data_ptr(), tuple(t.shape), case[k].dtype,
+                                                                          strides=tuple(t.stride()), device=dev)
+                                                for k, t in tc.items()}, True)
+
+            rows.append(row("torch_out", "torch CUDA, out=", lambda: op.host_call(gatednorm, tc, True),
+                            target=HOST_TARGETS["torch_out"]))
+            rows.append(row("torch_alloc", "torch CUDA, no out=", lambda: op.host_call(gatednorm, tc, False),
+                            target=HOST_TARGETS["torch_alloc"]))
+            rows.append(row("device_array_gpu", f"DeviceArray {dev}, out=", device_arrays, target=HOST_TARGETS["device_array_gpu"]))
+            rows.append(row("raw_pointer_gpu", f"from_pointer views {dev}, out=", pointer_views))
+            peers = self.peers_of(op)[0]
+            with torch.inference_mode():
+                for name in op.host_peers:
+                    if name in peers:
+                        rows.append(row(f"peer:{name}", f"peer {name} (torch CUDA)",
+                                        lambda fn=peers[name].fn: functools.partial(fn, *op.peer_args(tc))))
+        return rows + _cpu_host_rows(gatednorm, ops, device_arrays=False)
+
+
+# ------------------------------------------------------------------- host-call latency
+def _arrays_desc(a) -> str:
+    return f"[{', '.join(str(int(n)) for n in a.shape)}] {_dtypes.to_numpy_dtype(a.dtype).name}"
+
+
+def _host_loops(ours, base, sync, calls, repeats):
+    """Seconds per call of ``ours`` and ``base`` (no-argument callables, bound the same way):
+    the medians of ``repeats`` loops of ``calls`` calls each, the two alternating, each loop
+    between synchronizations that are not timed; also the median wait of the synchronize after
+    each loop of ours (GPU work backing up behind the host shows there)."""
+    for f in (ours, base):  # first calls fill caches (descriptors, params, kernels' first launch)
+        for _ in range(20):
+            f()
+    sync()
+    ours_t, base_t, waits = [], [], []
+    gc_on = gc.isenabled()
+    gc.disable()  # as timeit does: a collection inside one loop and not the other is noise
+    try:
+        for _ in range(repeats):
+            for f, acc in ((base, base_t), (ours, ours_t)):
+                sync()
                 t0 = time.perf_counter()
-                for _ in range(n):
-                    fn()
-                per_call.append((time.perf_counter() - t0) / n)
-                torch.cuda.synchronize()
-            return float(np.median(per_call))
+                for _ in range(calls):
+                    f()
+                t1 = time.perf_counter()
+                sync()
+                acc.append((t1 - t0) / calls)
+                if acc is ours_t:
+                    waits.append(time.perf_counter() - t1)
+    finally:
+        if gc_on:
+            gc.enable()
+    return float(np.median(ours_t)), float(np.median(base_t)), float(np.median(waits))
 
-        res["ours_torch_tensors_s"] = loop(lambda: gatednorm.rmsnorm_gated(x, z, w, eps=EPS, out=out, stream=s))
-        dx, dz, dw = (gatednorm.DeviceArray.from_numpy(t.float().cpu().numpy().astype(bfloat16), device=self.dev.index) for t in (x, z, w))
-        dout = gatednorm.DeviceArray.from_numpy(np.zeros((1, 32, HEAD_DIM), dtype=bfloat16), device=self.dev.index)
-        torch.cuda.synchronize()
-        res["ours_device_arrays_s"] = loop(lambda: gatednorm.rmsnorm_gated(dx, dz, dw, eps=EPS, out=dout))
-        with torch.inference_mode():
-            for name in ("eager", "fla_rms_norm_gated"):
-                if name in self.peers:
-                    fn = self.peers[name]
-                    res[f"{name}_s"] = loop(lambda: fn(x, z, w))
-        return res
+
+def _host_row(op, kind, label, make, *, arrays, baseline, base, sync, target=None):
+    """One host-call row: ``make()`` builds the arrays of this input kind and returns ours
+    pre-bound on them; that and the timing raising is recorded in the row (and fails the
+    bench) rather than losing the table printed after the run."""
+    calls, repeats = HOST_CALLS, HOST_REPEATS
+    row = {"op": op.name, "inputs": kind, "label": label, "arrays": arrays, "baseline": baseline, "target": target,
+           "calls": calls, "repeats": repeats}
+    try:
+        ours_s, base_s, wait_s = _host_loops(make(), base, sync, calls, repeats)
+    except Exception as e:
+        row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+        return row
+    ratio = ours_s / base_s
+    row.update({"ours_s": ours_s, "baseline_s": base_s, "ratio": ratio,
+                "pass": None if target is None else bool(ratio <= target), "sync_wait_s": wait_s,
+                "backed_up": bool(wait_s > HOST_BACKED_UP * ours_s * calls and wait_s > 100e-6)})
+    return row
+
+
+def _no_sync():
+    pass
+
+
+def _cpu_host_rows(gatednorm, ops, device_arrays=True):
+    """Host-call rows on host memory (CPU backend): numpy arrays with out= and, if asked, CPU
+    DeviceArrays, each beside np.add(out=) on the numpy arrays."""
+    rows = []
+    for op in ops:
+        if not op.has_cpu:
+            continue
+        case = op.host_case(gpu=False)
+        a, b, o = (case[k] for k in op.host_baseline)
+        base = functools.partial(np.add, a, b, out=o)
+        row = functools.partial(_host_row, op, arrays=_arrays_desc(a), baseline="np.add(out=)", base=base, sync=_no_sync)
+        rows.append(row("numpy", "numpy, out=", lambda: op.host_call(gatednorm, case, True), target=HOST_TARGETS["numpy"]))
+        if device_arrays:
+            rows.append(row("device_array_cpu", "DeviceArray cpu, out=", lambda: op.host_call(
+                gatednorm, {k: gatednorm.DeviceArray.from_numpy(v, device="cpu") for k, v in case.items()}, True)))
+    return rows
+
+
+def import_time(runs=None):
+    """Seconds of ``import gatednorm`` in a fresh interpreter (this one's environment): the
+    median of ``runs``; None (and the error) if it fails."""
+    code = "import time; t=time.perf_counter(); import gatednorm; print(time.perf_counter()-t)"
+    runs = runs or IMPORT_RUNS
+    ts = []
+    for _ in range(runs):
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        if p.returncode != 0:
+            return None, (p.stderr.strip().splitlines() or ["exit %d" % p.returncode])[-1]
+        ts.append(float(p.stdout.strip().splitlines()[-1]))
+    return float(np.median(ts)), None
 
 
 # ------------------------------------------------------------------------------ CPU mode
-def _bench_cpu(gatednorm, quick, tokens=None, heads=None):
-    rows = []
+def _cpu_time(fn):
+    """Seconds per call: the median of CPU_REPS runs (5 for calls over CPU_SLOW_S), each run
+    repeating a fast call until it lasts CPU_MIN_RUN_S."""
+    t0 = time.perf_counter()
+    fn()
+    one = time.perf_counter() - t0
+    k = max(1, int(CPU_MIN_RUN_S / max(one, 1e-9)))
+    reps = 5 if one > CPU_SLOW_S else CPU_REPS
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        for _ in range(k):
+            fn()
+        ts.append((time.perf_counter() - t0) / k)
+    return float(np.median(ts))
+
+
+def _cpu_ceilings(quick):
+    """A numpy copy (one thread) of a buffer well past the caches: bytes read + written."""
+    n = CPU_COPY_BYTES[bool(quick)] // 4
+    src = np.random.default_rng(1).standard_normal(n, dtype=np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    ts = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        ts.append(time.perf_counter() - t0)
+    return {"copy_bytes": 2 * src.nbytes, "copy_GBps": 2 * src.nbytes / float(np.median(ts)) / 1e9,
+            "copy_kind": "numpy copyto, one thread"}
+
+
+def _bench_cpu_op(gatednorm, op, quick, variants, axes, peers_wanted):
+    peers, missing = {}, {}
+    for name, factory in op.cpu_peers.items():
+        try:
+            peers[name] = factory()
+        except Exception as e:
+            missing[name] = str(e) if isinstance(e, PeerMissing) else f"{type(e).__name__}: {e}"
+    names = [p for p in op.cpu_peers if peers_wanted is None or p in peers_wanted]
     rng = np.random.default_rng(0)
-    for T in tokens or (CPU_TOKENS if not quick else CPU_TOKENS[:2]):
-        for H in heads or GPU_HEADS:
-            x = rng.standard_normal((T, H, HEAD_DIM)).astype(bfloat16)
-            z = rng.standard_normal((T, H, HEAD_DIM)).astype(bfloat16)
-            w = (1 + 0.1 * rng.standard_normal(HEAD_DIM)).astype(bfloat16)
-            out = np.full(x.shape, np.nan, dtype=bfloat16)
-            gatednorm.rmsnorm_gated(x, z, w, eps=EPS, out=out)
-            ref = reference.rmsnorm_gated(x, z, w, eps=EPS)
-            cmp = reference.compare(out, ref)
-
-            def numpy_eager():
-                xf, zf = x.astype(np.float32), z.astype(np.float32)
-                y = xf / np.sqrt((xf * xf).mean(-1, keepdims=True) + EPS) * w.astype(np.float32)
-                return (y * zf / (1 + np.exp(-zf))).astype(bfloat16)
-
-            def median_time(fn, reps=7):
-                ts = []
-                for _ in range(reps):
-                    t0 = time.perf_counter()
-                    fn()
-                    ts.append(time.perf_counter() - t0)
-                return float(np.median(ts))
-
-            ours = median_time(lambda: gatednorm.rmsnorm_gated(x, z, w, eps=EPS, out=out))
-            peer = median_time(numpy_eager)
-            rows.append({"variant": "bf16", "T": T, "H": H, "D": HEAD_DIM, "rows": T * H, "bytes": T * H * HEAD_DIM * 6,
-                         "ours_s": ours, "ours_check_ulps": cmp.max_ulp, "ours_ok": cmp.ok,
-                         "numpy_eager_s": peer, "ours_GBps": T * H * HEAD_DIM * 6 / ours / 1e9})
-    return {"mode": "cpu", "device": platform.processor() or platform.machine(), "rows": rows,
-            "peers": ["numpy_eager"], "missing": {p: "no GPU: peers need CUDA" for p in PEERS}}
+    rows = []
+    for variant in variants:
+        for shape in op.shapes(gpu=False, quick=quick, only=axes):
+            t0 = time.perf_counter()
+            case = op.make_numpy_inputs(variant, tuple(shape), rng)
+            bytes_moved = op.bytes(variant, shape)
+            row = {"variant": variant, **op.row_fields(shape), "bytes": bytes_moved, "rotation": 1}
+            op.poison(case)
+            call = op.ours(gatednorm, case, "out")
+            call()
+            row["ours_check_ulps"], row["ours_ok"] = op.check(case, op.result(case), ours=True)
+            row["ours_s"] = _cpu_time(call)
+            row["ours_GBps"] = bytes_moved / row["ours_s"] / 1e9
+            for name in names:
+                if name not in peers:
+                    row[f"{name}_s"] = None
+                    continue
+                fn = functools.partial(peers[name], *op.peer_args(case))
+                try:
+                    row[f"{name}_check_ulps"], row[f"{name}_ok"] = op.check(case, fn(), ours=False)
+                    row[f"{name}_s"] = _cpu_time(fn)
+                except Exception as e:
+                    row[f"{name}_s"] = None
+                    row[f"{name}_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+            rows.append(row)
+            del case
+            print(f"[bench {time.perf_counter() - t0:5.1f}s] {op.name} {variant} {_shape_str(op.axes, row)}: ours "
+                  f"{_fmt_us(row['ours_s'])} us " + " ".join(f"{p} {_fmt_us(row.get(p + '_s'))}" for p in names),
+                  file=sys.stderr, flush=True)
+    targets = []
+    for t in op.cpu_targets:
+        r = next((r for r in rows if r["variant"] == t.variant and tuple(r[a] for a in op.axes) == t.shape), None)
+        sp = None if r is None else _speedup(r["ours_s"], r.get(f"{t.peer}_s"))
+        targets.append({"what": f"ours >= {t.min_speedup:g}x {t.peer} at {t.variant} "
+                                + " ".join(f"{a}={v}" for a, v in zip(op.axes, t.shape)),
+                        "source": t.source, "value": sp, "pass": None if sp is None else bool(sp >= t.min_speedup)})
+    return {"op": op.name, "title": op.title, "axes": list(op.axes), "variants": list(variants), "peers": names,
+            "ours_modes": ["out"], "missing": missing, "rows": rows, "peer_configs": {}, "targets": targets}
 
 
 # ------------------------------------------------------------------------------- report
@@ -463,39 +980,96 @@ def _fmt_us(s):
     return "missing" if s is None else f"{s * 1e6:.2f}"
 
 
-def render_table(report) -> str:
-    rows = report["rows"]
-    peers = report["peers"]
+def _fmt_gbps(v):
+    return f"{v:.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def _shape_str(axes, row):
+    return " ".join(f"{a}={row[a]}" for a in axes)
+
+
+def _render_op(report, rep) -> list:
+    rows, peers, axes = rep["rows"], rep["peers"], rep["axes"]
     lines = []
-    if report["mode"] == "gpu":
-        c = report["ceilings"]
-        lines.append(f"device: {report['device']}  copy ceiling: {c['copy_GBps']:.0f} GB/s  "
-                     f"bf16 GEMM ceiling: {c['gemm_TFLOPs']:.0f} TFLOP/s  commit {report['commit']}  {report['date']}")
-    extra = report.get("ours_modes", ["out"])[1:]
-    head = ["variant", "T", "H", "ours us", *[f"ours[{m}] us" for m in extra], *[f"{p} us" for p in peers], "ours GB/s", "of copy", *[f"x vs {p}" for p in peers], "check"]
+    extra = rep.get("ours_modes", ["out"])[1:]
+    head = ["variant", *axes, "ours us", *[f"ours[{m}] us" for m in extra], *[f"{p} us" for p in peers], "ours GB/s", "of copy",
+            *[f"x vs {p}" for p in peers], "check"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     copy = report.get("ceilings", {}).get("copy_GBps")
     for r in rows:
         frac = f"{r['ours_GBps'] / copy:.0%}" if copy else "-"
-        cells = [r["variant"], str(r["T"]), str(r["H"]), _fmt_us(r["ours_s"]), *[_fmt_us(r.get(f"ours_{m}_s")) for m in extra],
+        cells = [r["variant"], *[str(r[a]) for a in axes], _fmt_us(r["ours_s"]), *[_fmt_us(r.get(f"ours_{m}_s")) for m in extra],
                  *[_fmt_us(r.get(f"{p}_s")) for p in peers],
-                 f"{r['ours_GBps']:.0f}", frac,
+                 _fmt_gbps(r["ours_GBps"]), frac,
                  *[("-" if _speedup(r["ours_s"], r.get(f"{p}_s")) is None else f"{_speedup(r['ours_s'], r[f'{p}_s']):.2f}") for p in peers],
                  ("ok" if r["ours_ok"] else "FAIL") + f" ({r['ours_check_ulps']:.2f} ulp)"]
         lines.append("| " + " | ".join(cells) + " |")
-    for p, why in report.get("missing", {}).items():
+    for p, why in rep.get("missing", {}).items():
         lines.append(f"missing peer {p}: {why}")
     for r in rows:
+        at = f"{r['variant']} " + " ".join(f"{a}={r[a]}" for a in axes)
         for p in peers:
             if r.get(f"{p}_ok") is False:
-                lines.append(f"peer {p} disagrees with the reference at {r['variant']} T={r['T']} H={r['H']}: {r[f'{p}_check_ulps']:.2f} ulp")
+                lines.append(f"peer {p} disagrees with the reference at {at}: {r[f'{p}_check_ulps']:.2f} ulp")
             if r.get(f"{p}_error"):
-                lines.append(f"peer {p} failed at {r['variant']} T={r['T']} H={r['H']}: {r[f'{p}_error']}")
-    for p, cfg in report.get("peer_configs", {}).items():
+                lines.append(f"peer {p} failed at {at}: {r[f'{p}_error']}")
+    for p, cfg in rep.get("peer_configs", {}).items():
         lines.append(f"{p} launch configs (autotuned): {cfg}")
-    if "host_latency" in report:
-        lines.append("host-call latency (Python, per call): " + ", ".join(f"{k[:-2]} {v * 1e6:.1f} us" for k, v in report["host_latency"].items()))
+    for t in rep.get("targets", []):
+        val = "not measured (shape not run)" if t["value"] is None else f"{t['value']:.2f}x: {'pass' if t['pass'] else 'FAIL'}"
+        lines.append(f"target ({t['source']}): {t['what']}: {val}")
+    return lines
+
+
+def render_host(report) -> list:
+    rows = report.get("host_latency") or []
+    lines = []
+    if rows:
+        lines.append(f"host-call latency (Python wall time per call: median of {rows[0]['repeats']} loops of "
+                     f"{rows[0]['calls']} calls, each beside its baseline on arrays of the same shape, same run, same loop):")
+        head = ["op", "inputs", "arrays", "ours us", "baseline", "baseline us", "ours / baseline", "target (issue #11)"]
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        for r in rows:
+            if r.get("error"):
+                lines.append("| " + " | ".join([r["op"], r["label"], r["arrays"], "failed", r["baseline"], "-", "-",
+                                                r["error"]]) + " |")
+                continue
+            tgt = "-" if r["target"] is None else f"<= {r['target']:.1f}x: {'pass' if r['pass'] else 'FAIL'}"
+            lines.append("| " + " | ".join([r["op"], r["label"], r["arrays"], f"{r['ours_s'] * 1e6:.2f}", r["baseline"],
+                                            f"{r['baseline_s'] * 1e6:.2f}", f"{r['ratio']:.2f}x", tgt]) + " |")
+        for r in rows:
+            if r.get("backed_up"):
+                lines.append(f"note: {r['op']} {r['label']}: the GPU was still busy {r['sync_wait_s'] * 1e6:.0f} us after "
+                             "the loop: its work backed up behind the host, so the figure may be GPU-bound")
+    if "import_s" in report:
+        s = report["import_s"]
+        if s is None:
+            lines.append(f"import gatednorm (fresh interpreter): failed: {report.get('import_error')}")
+        else:
+            lines.append(f"import gatednorm (fresh interpreter, median of {report.get('import_runs', IMPORT_RUNS)}): {s:.3f} s; "
+                         f"target (issue #15) <= {IMPORT_TARGET_S:g} s: {'pass' if s <= IMPORT_TARGET_S else 'FAIL'}")
+    return lines
+
+
+def render_table(report) -> str:
+    lines = []
+    c = report.get("ceilings")
+    if report["mode"] == "gpu" and c:
+        lines.append(f"device: {report['device']}  copy ceiling: {c['copy_GBps']:.0f} GB/s  "
+                     f"bf16 GEMM ceiling: {c['gemm_TFLOPs']:.0f} TFLOP/s  commit {report['commit']}  {report['date']}")
+    elif c:
+        lines.append(f"device: {report['device']} (CPU backend)  copy ceiling ({c['copy_kind']}): {c['copy_GBps']:.1f} GB/s  "
+                     f"commit {report['commit']}  {report['date']}")
+    else:  # host-call latency only
+        lines.append(f"device: {report['device']}  commit {report['commit']}  {report['date']}")
+    ops = report.get("ops", {})
+    for name, rep in ops.items():
+        if len(ops) > 1:
+            lines.append(f"## {name}: {rep['title']}")
+        lines.extend(_render_op(report, rep))
+    lines.extend(render_host(report))
     return "\n".join(lines)
 
 
@@ -505,127 +1079,256 @@ def plot(report, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in report["rows"] if r["variant"] == "bf16"]
-    heads = sorted({r["H"] for r in rows})
-    fig, axes = plt.subplots(1, len(heads) + 1, figsize=(6 * (len(heads) + 1), 4.5))
-    for ax, H in zip(axes, heads):
-        sub = [r for r in rows if r["H"] == H]
-        Ts = [r["T"] for r in sub]
-        ax.plot(Ts, [r["ours_s"] * 1e6 for r in sub], "o-", label="gatednorm", linewidth=2)
-        for m in report.get("ours_modes", ["out"])[1:]:
-            pts = [(r["T"], r[f"ours_{m}_s"] * 1e6) for r in sub if r.get(f"ours_{m}_s")]
-            if pts:
-                ax.plot(*zip(*pts), "o:", label=f"gatednorm [{m}]")
-        for p in report["peers"]:
-            pts = [(r["T"], r[f"{p}_s"] * 1e6) for r in sub if r.get(f"{p}_s")]
-            if pts:
-                ax.plot(*zip(*pts), ".--", label=p)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("tokens T")
-        ax.set_ylabel("GPU time per call (us)")
-        ax.set_title(f"gated RMSNorm bf16 [T, {H}, 128]")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    ax = axes[-1]
+    ops = [(OPS[n], rep) for n, rep in report.get("ops", {}).items() if n in OPS and rep["rows"]]
+    if not ops:
+        raise ValueError("plot: the report has no timed rows")
+    panels = []
+    for op, rep in ops:
+        main = rep["variants"][0] if rep.get("variants") else op.variants[0]
+        groups = sorted({r[op.plot_group] for r in rep["rows"] if r["variant"] == main})
+        panels.append((op, rep, main, groups))
+    ncols = max(len(g) for *_, g in panels) + 1
+    fig, axes = plt.subplots(len(panels), ncols, figsize=(6 * ncols, 4.5 * len(panels)), squeeze=False)
     copy = report.get("ceilings", {}).get("copy_GBps")
-    for variant in VARIANTS:
-        for H in heads:
-            sub = [r for r in report["rows"] if r["variant"] == variant and r["H"] == H]
-            if sub and copy:
-                ax.plot([r["rows"] for r in sub], [r["ours_GBps"] / copy for r in sub], "o-", label=f"{variant} H={H}")
-    ax.axhline(0.9, color="gray", linestyle=":", label="90% target")
-    ax.set_xscale("log")
-    ax.set_xlabel("rows T*H")
-    ax.set_ylabel("fraction of copy bandwidth")
-    ax.set_title("gatednorm achieved bandwidth")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    for row_axes, (op, rep, main, groups) in zip(axes, panels):
+        rows = [r for r in rep["rows"] if r["variant"] == main]
+        for ax, g in zip(row_axes, groups):
+            sub = [r for r in rows if r[op.plot_group] == g]
+            xs = [r[op.plot_x] for r in sub]
+            ax.plot(xs, [r["ours_s"] * 1e6 for r in sub], "o-", label="gatednorm", linewidth=2)
+            for m in rep.get("ours_modes", ["out"])[1:]:
+                pts = [(r[op.plot_x], r[f"ours_{m}_s"] * 1e6) for r in sub if r.get(f"ours_{m}_s")]
+                if pts:
+                    ax.plot(*zip(*pts), "o:", label=f"gatednorm [{m}]")
+            for p in rep["peers"]:
+                pts = [(r[op.plot_x], r[f"{p}_s"] * 1e6) for r in sub if r.get(f"{p}_s")]
+                if pts:
+                    ax.plot(*zip(*pts), ".--", label=p)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel(op.axis_labels.get(op.plot_x, op.plot_x))
+            ax.set_ylabel(("GPU" if report["mode"] == "gpu" else "CPU") + " time per call (us)")
+            ax.set_title(op.plot_title(main, g))
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+        ax = row_axes[len(groups)]
+        for variant in rep.get("variants") or op.variants:
+            for g in sorted({r[op.plot_group] for r in rep["rows"]}):
+                sub = [r for r in rep["rows"] if r["variant"] == variant and r[op.plot_group] == g]
+                if sub and copy:
+                    ax.plot([r[op.size_field] for r in sub], [r["ours_GBps"] / copy for r in sub], "o-",
+                            label=f"{variant} {op.plot_group}={g}")
+        ax.axhline(0.9, color="gray", linestyle=":", label="90% target")
+        ax.set_xscale("log")
+        ax.set_xlabel(op.axis_labels.get(op.size_field, op.size_field))
+        ax.set_ylabel("fraction of copy bandwidth")
+        ax.set_title(f"gatednorm achieved bandwidth ({op.name})")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        for ax in row_axes[len(groups) + 1:]:
+            ax.set_visible(False)
     fig.suptitle(f"{report['device']}, {report['date']}, commit {report['commit']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
-def run(quick=False, variants=VARIANTS, tokens=None, heads=None, peers=PEERS, ours_modes=OURS_MODES, launch_guard=True,
-        warmup=True):
-    """Run the benchmark; returns the report dict (see render_table for its shape)."""
+# --------------------------------------------------------------------------------- run
+def _gpu_torch(gatednorm):
+    """torch, if it can drive this library's GPU (CUDA available and a GPU the library sees)."""
+    if gatednorm.device_count() <= 0:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
+def run(ops=None, quick=False, variants=None, axes=None, peers=None, ours_modes=None, launch_guard=True,
+        warmup=True, cpu=False, host=True, table=True):
+    """Run the benchmark; returns the report dict (see render_table for its shape).
+
+    ops: names of declared ops (None: every available one); variants / ours_modes / peers:
+    the same for every op (None: each op's defaults; peers an op lacks are ignored); axes:
+    axis -> values overriding the ops' shape grids; cpu: CPU mode even with a GPU; host: the
+    host-call latency section; table: the timed table (False: host-call latency only)."""
     import gatednorm
 
+    axes = dict(axes or {})
     base = {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "commit": _git_commit(),
             "build_info": gatednorm.build_info()}
-    torch = None
-    if gatednorm.device_count() > 0:
-        try:
-            import torch as _torch
-
-            torch = _torch if _torch.cuda.is_available() else None
-        except ImportError:
-            torch = None
+    torch = None if cpu else _gpu_torch(gatednorm)
+    selected = select_ops(ops, gatednorm, cpu=torch is None)
+    report = dict(base)
     if torch is None:
-        return {**base, **_bench_cpu(gatednorm, quick, tokens, heads)}
-    gpu = _Gpu(torch, quick, launch_guard)
-    report = {**base, "mode": "gpu", "device": gpu.device_name, "l2_bytes": gpu.l2_bytes, "sm_count": gpu.sm_count,
-              "peers": list(peers), "ours_modes": list(ours_modes), "launch_guard": launch_guard, "warmup": warmup,
-              "missing": {p: gpu.missing[p] for p in peers if p in gpu.missing},
-              "ceilings": gpu.ceilings(), "rows": []}
-    if RETUNED_PEER in peers and RETUNED_PEER in gpu.peers:
-        gpu.pretune_fla([(v, T, H) for v in variants for H in heads or GPU_HEADS for T in tokens or GPU_TOKENS])
-    if warmup and variants:
+        why = "CPU mode (--cpu): peers need CUDA" if cpu else "no GPU: peers need CUDA"
+        report.update({"mode": "cpu", "device": platform.processor() or platform.machine(), "ops": {}})
+        if table:
+            report["ceilings"] = _cpu_ceilings(quick)
+            for op in selected:
+                vs = _variants_of(op, variants, op.cpu_variants)
+                if not op.has_cpu or not vs:
+                    print(f"bench: {op.name}: " + ("no CPU implementation" if vs else "none of the variants asked for")
+                          + "; not timed", file=sys.stderr)
+                    continue
+                rep = _bench_cpu_op(gatednorm, op, quick, vs, axes, peers)
+                rep["missing"] = {**{p: why for p in op.peers}, **rep["missing"]}
+                report["ops"][op.name] = rep
+        if host:
+            report["host_latency"] = _cpu_host_rows(gatednorm, selected)
+    else:
+        gpu = _Gpu(torch, quick, launch_guard)
+        report.update({"mode": "gpu", "device": gpu.device_name, "l2_bytes": gpu.l2_bytes, "sm_count": gpu.sm_count,
+                       "launch_guard": launch_guard, "warmup": warmup, "ops": {}})
+        if table:
+            report["ceilings"] = gpu.ceilings()
+            for op in selected:
+                vs = _variants_of(op, variants, op.variants)
+                if not vs:
+                    print(f"bench: {op.name}: none of the variants asked for; not timed", file=sys.stderr)
+                    continue
+                report["ops"][op.name] = _bench_gpu_op(gatednorm, gpu, op, vs, axes, peers, ours_modes, warmup)
+        if host:
+            report["host_latency"] = gpu.host_rows(gatednorm, selected)
+    if host:
+        report["import_runs"] = IMPORT_RUNS
+        report["import_s"], err = import_time()
+        if err:
+            report["import_error"] = err
+    return report
+
+
+def _variants_of(op, asked, default):
+    """The variants of ``asked`` that op declares (its ``default`` when none were asked for)."""
+    return tuple(v for v in asked if v in op.variants) if asked else tuple(default)
+
+
+def _bench_gpu_op(gatednorm, gpu, op, variants, axes, peers, ours_modes, warmup):
+    modes = tuple(ours_modes or op.ours_modes)
+    names = [p for p in op.peers if peers is None or p in peers]
+    shapes = op.shapes(gpu=True, quick=gpu.quick, only=axes)
+    loaded, missing = gpu.peers_of(op)
+    rep = {"op": op.name, "title": op.title, "axes": list(op.axes), "variants": list(variants), "peers": names,
+           "ours_modes": list(modes), "missing": {p: missing[p] for p in names if p in missing}, "rows": []}
+    gpu.pretune(op, names, [(v, *s) for v in variants for s in shapes])
+    if warmup and variants and shapes:
         # One untimed pass of the first shape.  The first shape a process timed came out
         # ~0.3 us faster for ours than the same kernel timed later (runs 8-16; run 16 showed
         # that it follows the position, not the variant; run 19 that it is the process's first
         # timed graph alone, at T = 1, whatever runs before or after), an outlier against the
         # rest of the table.  Discarding one pass puts every reported row in the later state.
-        gpu.bench_shape(gatednorm, variants[0], (tokens or GPU_TOKENS)[0], (heads or GPU_HEADS)[0], peers, ours_modes)
+        gpu.bench_shape(gatednorm, op, variants[0], shapes[0], names, modes)
     for variant in variants:
-        for H in heads or GPU_HEADS:
-            for T in tokens or GPU_TOKENS:
-                t0 = time.perf_counter()
-                row = gpu.bench_shape(gatednorm, variant, T, H, peers, ours_modes)
-                report["rows"].append(row)
-                # progress on stderr, so a run cut short still shows what it measured
-                print(f"[bench {time.perf_counter() - t0:5.1f}s] {variant} T={T} H={H}: ours {_fmt_us(row['ours_s'])} us "
-                      + " ".join(f"ours[{m}] {_fmt_us(row.get(f'ours_{m}_s'))}" for m in ours_modes[1:]) + " "
-                      + " ".join(f"{p} {_fmt_us(row.get(p + '_s'))}" for p in peers), file=sys.stderr, flush=True)
-    report["peer_configs"] = gpu.peer_configs()
-    report["host_latency"] = gpu.host_latency(gatednorm)
-    return report
+        for shape in shapes:
+            t0 = time.perf_counter()
+            row = gpu.bench_shape(gatednorm, op, variant, shape, names, modes)
+            rep["rows"].append(row)
+            # progress on stderr, so a run cut short still shows what it measured
+            print(f"[bench {time.perf_counter() - t0:5.1f}s] {variant} {_shape_str(op.axes, row)}: ours {_fmt_us(row['ours_s'])} us "
+                  + " ".join(f"ours[{m}] {_fmt_us(row.get(f'ours_{m}_s'))}" for m in modes[1:]) + " "
+                  + " ".join(f"{p} {_fmt_us(row.get(p + '_s'))}" for p in names), file=sys.stderr, flush=True)
+    rep["peer_configs"] = {n: c for n, p in loaded.items() if n in names and (c := p.config()) is not None}
+    return rep
+
+
+def failures(report) -> list:
+    """What makes the bench fail: ours or an installed peer disagreeing with the reference,
+    an installed peer raising, or a host-call row raising (speed never does)."""
+    out = []
+    for name, rep in report.get("ops", {}).items():
+        for r in rep["rows"]:
+            at = f"{name} {r['variant']} " + " ".join(f"{a}={r[a]}" for a in rep["axes"])
+            if not r["ours_ok"]:
+                out.append(f"ours disagrees with the reference at {at}")
+            for p in rep["peers"]:
+                if r.get(f"{p}_ok") is False or r.get(f"{p}_error"):
+                    out.append(f"peer {p} failed at {at}")
+    for r in report.get("host_latency") or []:
+        if r.get("error"):
+            out.append(f"host-call row {r['op']} {r['label']} raised: {r['error']}")
+    return out
+
+
+# --------------------------------------------------------------------------------- CLI
+def _axis_options():
+    """flag -> (axis, help), over every declared op (ops sharing a flag share its axis)."""
+    opts = {}
+    for op in OPS.values():
+        for axis, (flag, help_) in op.axis_options.items():
+            if flag in opts and opts[flag][0] != axis:
+                raise RuntimeError(f"{flag}: axis {opts[flag][0]!r} of one op, {axis!r} of {op.name}")
+            opts.setdefault(flag, (axis, help_))
+    return opts
 
 
 def add_arguments(parser):
+    parser.add_argument("--op", metavar="NAME[,NAME]",
+                        help=f"comma list of ops to time (declared: {', '.join(OPS)}; default: all available)")
     parser.add_argument("--json", metavar="PATH", help="write the raw figures as JSON")
-    parser.add_argument("--plot", metavar="PATH.png", help="draw time and bandwidth fraction against tokens")
+    parser.add_argument("--plot", metavar="PATH.png", help="draw time and bandwidth fraction against the op's size")
     parser.add_argument("--quick", action="store_true", help="smaller ceilings and fewer shapes (smoke run)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {VARIANTS}")
-    parser.add_argument("--tokens", help="comma list of T (default: performance.md's shapes)")
-    parser.add_argument("--heads", help="comma list of H (default: 24,32)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="CPU mode even with a GPU: the CPU backend against numpy compositions (what CI prints)")
+    parser.add_argument("--host", action="store_true",
+                        help="only the host-call latency from Python (each figure beside torch.add / np.add on the "
+                             "same arrays) and the import time; the normal output ends with the same section")
+    parser.add_argument("--variants", metavar="V[,V]",
+                        help="comma list of variants; each op times those it declares (default: each op's; "
+                                           + "; ".join(f"{op.name}: {','.join(op.variants)}" for op in OPS.values()) + ")")
+    for flag, (axis, help_) in _axis_options().items():
+        parser.add_argument(flag, dest=f"axis_{axis}", metavar=f"{axis}[,{axis}]", help=help_)
     parser.add_argument("--no-launch-guard", action="store_true",
                         help="time from the graph launch call, without first queueing a GPU spin that covers "
                              "the host's submission (for comparing with earlier runs)")
     parser.add_argument("--no-warmup", action="store_true",
                         help="report the first shape's first timing too, without an untimed pass of it before "
                              "the table (for comparing with runs up to 16)")
-    parser.add_argument("--ours-modes", default=",".join(OURS_MODES),
-                        help=f"comma list of {ALL_OURS_MODES}: how ours is called; the first is the table's 'ours'")
+    parser.add_argument("--ours-modes", metavar="MODE[,MODE]",
+                        help="comma list of how ours is called; the first is the table's 'ours' (default: each op's; "
+                             + "; ".join(f"{op.name}: {','.join(op.ours_modes)} of {','.join(op.all_ours_modes)}"
+                                         for op in OPS.values()) + ")")
 
 
 def main(args) -> int:
     ints = lambda s: tuple(int(v) for v in s.split(",")) if s else None  # noqa: E731
-    modes = tuple(args.ours_modes.split(","))
-    bad = [m for m in modes if m not in ALL_OURS_MODES]
-    if bad or not modes:
-        raise SystemExit(f"--ours-modes: expected a comma list of {ALL_OURS_MODES}, got {args.ours_modes!r}")
+    try:
+        ops = select_ops(args.op.split(",") if args.op else None)
+    except ValueError as e:
+        raise SystemExit(f"--op: {e}") from None
+    variants = tuple(args.variants.split(",")) if args.variants else None
+    modes = tuple(args.ours_modes.split(",")) if args.ours_modes else None
+    unknown = [v for v in variants or () if not any(v in op.variants for op in ops)]
+    if unknown:
+        raise SystemExit(f"--variants: {', '.join(unknown)} not declared by "
+                         + "; ".join(f"{op.name} ({', '.join(op.variants)})" for op in ops))
+    for op in ops:
+        if modes is not None and (not modes or [m for m in modes if m not in op.all_ours_modes]):
+            raise SystemExit(f"--ours-modes: expected a comma list of {op.all_ours_modes}, got {args.ours_modes!r}")
+    axes = {}
+    for flag, (axis, _) in _axis_options().items():
+        try:
+            v = ints(getattr(args, f"axis_{axis}", None))
+        except ValueError:
+            raise SystemExit(f"{flag}: expected a comma list of integers, got {getattr(args, f'axis_{axis}')!r}") from None
+        if v:
+            axes[axis] = v
+    if args.plot and args.host:
+        raise SystemExit("--plot: nothing to draw with --host (host-call latency only)")
     if args.plot:  # before minutes of timing, not after
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise SystemExit("--plot: needs matplotlib, which is not installed (pip install matplotlib)") from None
-    report = run(quick=args.quick, variants=tuple(args.variants.split(",")), tokens=ints(args.tokens), heads=ints(args.heads),
-                 ours_modes=modes, launch_guard=not args.no_launch_guard, warmup=not args.no_warmup)
+    report = run(ops=[op.name for op in ops] if args.op else None, quick=args.quick, variants=variants, axes=axes,
+                 ours_modes=modes, launch_guard=not args.no_launch_guard, warmup=not args.no_warmup, cpu=args.cpu,
+                 table=not args.host)
     print(render_table(report))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
     if args.plot:
         plot(report, args.plot)
-    return 0 if all(r["ours_ok"] for r in report["rows"]) else 1
+    bad = failures(report)
+    for line in bad:
+        print(f"FAIL: {line}", file=sys.stderr)
+    return 1 if bad else 0
