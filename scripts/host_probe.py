@@ -59,6 +59,26 @@ def main():
         print("pass %d" % rep)
         for k, v in rows.items():
             print("  %-22s %7.2f us  %5.2fx torch.add" % (k, v, v / base))
+    if "--attrs" in sys.argv:  # what reading one torch tensor costs, piece by piece
+        import timeit
+
+        from gatednorm import _call
+        sc = _call._scratch_busy()
+        table = _call._torch()[0]
+        TB = torch._C.TensorBase if hasattr(torch._C, "TensorBase") else torch._C._TensorBase
+        probes = {
+            "x.data_ptr()": lambda: x.data_ptr(), "x.shape": lambda: x.shape, "x.size()": lambda: x.size(),
+            "x.stride()": lambda: x.stride(), "x.dtype": lambda: x.dtype, "x.get_device()": lambda: x.get_device(),
+            "x.is_cuda": lambda: x.is_cuda, "x.dim()": lambda: x.dim(), "table.get(x.dtype)": lambda: table.get(x.dtype),
+            "TB.data_ptr(x)": lambda: TB.data_ptr(x), "TB.stride(x)": lambda: TB.stride(x),
+            "_from_torch": lambda: _call._from_torch(x, "x", False, sc, 0, 0, None),
+            "resolve_stream": lambda: _call.resolve_stream(None, x),
+            "empty lambda": lambda: None,
+        }
+        for k, f in probes.items():
+            t = min(timeit.repeat(f, number=20000, repeat=5)) / 20000 * 1e9
+            print("  %-22s %7.0f ns" % (k, t))
+        sc.busy = False
     if "--profile" in sys.argv:
         import cProfile
         import pstats

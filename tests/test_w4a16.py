@@ -402,8 +402,17 @@ def test_prepack_errors(rng):
 def test_plain_weight_on_gpu_rejected(rng, requires_gpu):
     w = _plain(rng)
     a = gatednorm.DeviceArray.from_numpy(rng.standard_normal((2, 128)).astype(BF16), device="gpu:0")
-    with pytest.raises(gatednorm.GatedNormError, match="qweight: a PLAIN weight"):
+    with pytest.raises(gatednorm.GatedNormError, match=r"w: a plain \(host\) weight, but a is on cuda:0; prepack"):
         gatednorm.w4a16_matmul(a, w)
+    # In the C ABI, a PLAIN weight in GPU memory is refused by layout, naming qweight.
+    qd = gatednorm.DeviceArray.from_numpy(w.q, device="gpu:0")
+    sd = gatednorm.DeviceArray.from_numpy(w.scales, device="gpu:0")
+    zd = None if w.zeros is None else gatednorm.DeviceArray.from_numpy(w.zeros, device="gpu:0")
+    out = gatednorm.DeviceArray.from_numpy(np.full((2, w.n), np.nan, BF16), device="gpu:0")
+    entry = gatednorm.w4a16._GEMM
+    with pytest.raises(gatednorm.GatedNormError, match="qweight: a PLAIN weight"):
+        entry(None, a, qd, sd, zd, None, out, None, params=entry.params())
+    assert np.isnan(out.numpy().astype(np.float32)).all()
 
 
 def test_gpu_target_and_alignment(rng, requires_gpu):

@@ -718,6 +718,22 @@ def shape_of(x) -> tuple:
     return _describe(x)[0]
 
 
+def device_of(x) -> tuple:
+    """(DLPack device type, id) of any array (host memory of any kind reads as (CPU, 0))."""
+    k = kind_of(x)
+    if k == NUMPY:
+        return (_runtime.CPU, 0)
+    if k == OWN:
+        t, i = x._devtype, x._devid
+    elif k == TORCH and x.is_cuda:
+        t, i = (_torch_state or _torch())[1], x.get_device()
+    elif k == TORCH and x.is_cpu:
+        t, i = _runtime.CPU, 0
+    else:
+        t, i = _describe(x)[2:]
+    return (_runtime.CPU, 0) if t in _runtime.HOST_TYPES else (t, i)
+
+
 def dtype_of(x) -> np.dtype | None:
     """x's element type as a numpy dtype (None where numpy has none)."""
     k = kind_of(x)

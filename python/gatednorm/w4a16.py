@@ -426,6 +426,10 @@ def w4a16_matmul(a, w, bias=None, out=None, *, out_dtype=None, workspace=None, s
     if out is None:
         out = _call.empty_like(a, (m, w.n), out_dtype)
     if w._packed is None:
+        dev = _call.device_of(a)
+        if dev[0] != _runtime.CPU:  # the C layer would say only that the devices differ
+            raise argument_error("w: a plain (host) weight, but a is on %s; prepack it for the GPU with "
+                                 "w.to(%r) first" % (_runtime.device_str(*dev), _runtime.device_str(*dev)))
         return _GEMM(stream, a, w.q, w.scales, w.zeros, bias, out, workspace, params=_GEMM.params())[0]
     prm = w._params
     if workspace is None and isinstance(w._packed, DeviceArray):
