@@ -508,6 +508,13 @@ _COMPILED = {}           # one torch.compile (dynamic shapes) per composition an
 def _compiled(torch, name, fn):
     """torch.compile(fn, dynamic=True), once per process and name (its warm-up is paid once)."""
     if name not in _COMPILED:
+        try:  # variants (want_y, strides, T = 1's specialization) recompile; never fall back to eager
+            cfg = torch._dynamo.config
+            for limit in ("recompile_limit", "cache_size_limit"):
+                if hasattr(cfg, limit):
+                    setattr(cfg, limit, max(int(getattr(cfg, limit)), 64))
+        except Exception:
+            pass
         try:
             _COMPILED[name] = torch.compile(fn, dynamic=True)
         except Exception as e:  # pragma: no cover - depends on the machine
