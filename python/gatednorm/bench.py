@@ -877,7 +877,14 @@ class RMSNormGatedFP8Bench(OpBench):
             _worst("row: <= 3.5 us for T <= 128", src, [r for r in row if r["T"] <= 128], _us, 3.5, higher=False,
                    fmt="{:.2f} us"),
         ]
-        return _variant_scaling(rows, "row", self.axes, src) + targets, []
+        by = {(r["T"], r["H"]): r for r in row}
+        notes = []
+        for v in self.variants[1:]:
+            cells = [f"T={r['T']} H={r['H']} {r['ours_s'] / (b['ours_s'] * r['bytes'] / b['bytes']):.3f}"
+                     for r in rows if r["variant"] == v and (b := by.get((r["T"], r["H"])))]
+            if cells:
+                notes.append(f"{v} time / (row time * {v} bytes / row bytes): " + ", ".join(cells))
+        return _variant_scaling(rows, "row", self.axes, src) + targets, notes
 
 
 # --------------------------------------------------------------------- add-RMSNorm (+ FP8)
