@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 FAKE_GPU = Path(__file__).parent / "fake_gpu"
@@ -129,7 +130,7 @@ def test_host_section_rows(monkeypatch):
     monkeypatch.setattr(bench, "HOST_CALLS", 50)  # the protocol's 2000 x 7 is for figures, not tests
     monkeypatch.setattr(bench, "HOST_REPEATS", 2)
     monkeypatch.setattr(bench, "IMPORT_RUNS", 1)
-    report = bench.run(cpu=True, table=False)
+    report = bench.run(ops=["rmsnorm_gated"], cpu=True, table=False)
     assert report["ops"] == {} and "ceilings" not in report
     rows = {r["inputs"]: r for r in report["host_latency"]}
     assert set(rows) == {"numpy", "device_array_cpu"}
@@ -163,7 +164,8 @@ def test_gpu_path_on_stand_ins(tmp_path):
     rows of every input kind with FLA's reference row."""
     from gatednorm import bench
 
-    proc, report = _fake_gpu_run(tmp_path, "--quick", "--tokens", "1,32", "--heads", "24", "--ours-modes", "out,alloc,pdl")
+    proc, report = _fake_gpu_run(tmp_path, "--quick", "--op", "rmsnorm_gated", "--tokens", "1,32", "--heads", "24",
+                                 "--ours-modes", "out,alloc,pdl")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert report["mode"] == "gpu" and report["ceilings"]["copy_GBps"] > 0
     rep = _op_report(report)
@@ -189,7 +191,8 @@ def test_gpu_path_on_stand_ins(tmp_path):
 @pytest.mark.parametrize("breakage, line", [("wrong", "peer fla_rms_norm_gated disagrees with the reference at bf16 T=1 H=24"),
                                             ("raise", "peer fla_rmsnorm_fn failed at bf16 T=1 H=24: RuntimeError")])
 def test_installed_peer_that_miscomputes_or_raises_fails_the_bench(tmp_path, breakage, line):
-    proc, report = _fake_gpu_run(tmp_path, "--quick", "--tokens", "1", "--heads", "24", "--variants", "bf16",
+    proc, report = _fake_gpu_run(tmp_path, "--quick", "--op", "rmsnorm_gated", "--tokens", "1", "--heads", "24",
+                                 "--variants", "bf16",
                                  env={"FAKE_FLA_BREAK": breakage})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert line in proc.stdout and "FAIL: peer" in proc.stderr
@@ -305,9 +308,103 @@ def test_host_row_that_raises_is_reported_and_fails_the_bench(monkeypatch):
         return real(self, gatednorm, case, with_out)
 
     monkeypatch.setattr(bench.RMSNormGatedBench, "host_call", host_call)
-    report = bench.run(cpu=True, table=False)
+    report = bench.run(ops=["rmsnorm_gated"], cpu=True, table=False)
     rows = {r["inputs"]: r for r in report["host_latency"]}
     assert rows["device_array_cpu"]["error"] == "RuntimeError: broken on purpose"
     assert rows["numpy"]["ours_s"] > 0
     assert bench.failures(report) == ["host-call row rmsnorm_gated DeviceArray cpu, out= raised: RuntimeError: broken on purpose"]
     assert "| failed |" in bench.render_table(report)
+
+
+# ------------------------------------------------------------ the FP8 / add-RMSNorm / W4A16 ops
+NEW_OPS = {  # op -> the stand-in run's shape flags (tiny shapes: the stand-in computes in numpy)
+    "rmsnorm_gated_fp8": ("--tokens", "1,32", "--heads", "24"),
+    "add_rmsnorm": ("--tokens", "1,16", "--hidden", "2048"),
+    "group_quant_fp8": ("--tokens", "1,16"),
+    "w4a16": ("--k", "256", "--n", "512", "--m", "1,4,16"),
+}
+
+
+def test_registry_declares_the_new_ops():
+    from gatednorm import bench
+
+    assert list(bench.OPS) == ["rmsnorm_gated", *NEW_OPS]
+    g = bench.OPS["rmsnorm_gated_fp8"]
+    assert g.variants == ("row", "col", "col_pad4", "ue8m0", "strided_z", "dual_bf16")
+    assert tuple(g.peers) == ("eager", "compile", "ours_unfused", "fla+compile_quant")
+    assert g.shapes(gpu=True, quick=False, only={}) == [(T, H) for H in (24, 32) for T in (1, 32, 128, 1024, 4096, 16384)]
+    n = 24 * 128
+    assert g.bytes("row", (1, 24)) == 2 * n * 2 + 256 + n + 4 * 24
+    assert g.bytes("ue8m0", (1, 24)) == 2 * n * 2 + 256 + n + 4 * 6
+    assert g.bytes("dual_bf16", (1, 24)) == g.bytes("row", (1, 24)) + 2 * n
+    a = bench.OPS["add_rmsnorm"]
+    assert a.variants == ("fp8_bf16", "plain", "rmsnorm") and tuple(a.peers) == ("eager", "compile", "liger")
+    assert a.shapes(gpu=True, quick=False, only={}) == [(T, h) for h in (2048, 4096, 5120, 7168)
+                                                         for T in (1, 16, 128, 1024, 8192, 32768)]
+    assert a.bytes("rmsnorm", (2, 2048)) == 2 * 4096 + 4096 + 2 * 4096
+    assert a.bytes("plain", (2, 2048)) == a.bytes("rmsnorm", (2, 2048)) + 4 * 4096
+    assert a.bytes("fp8_bf16", (2, 2048)) == a.bytes("plain", (2, 2048)) + 4096 + 4 * 2 * 16
+    q = bench.OPS["group_quant_fp8"]
+    assert q.shapes(gpu=True, quick=False, only={}) == [(T,) for T in (1, 128, 1024, 4096, 16384)]
+    w = bench.OPS["w4a16"]
+    assert tuple(w.peers) == ("tinygemm", "gemlite", "cublas_dense") and not w.has_cpu and w.cpu_skip
+    assert len(w.shapes(gpu=True, quick=False, only={})) == 4 * 7
+    assert w.shapes(gpu=True, quick=False, only={"K": (12288,), "M": (1,)}) == [(12288, 4096, 1)]
+    assert w.bytes("asym_bf16", (4096, 4096, 1)) == 4096 * 4096 // 2 + 4 * 4096 * 32
+    for op in bench.OPS.values():  # --quick is a subset of the full grid on the GPU
+        assert set(op.shapes(gpu=True, quick=True, only={})) <= set(op.shapes(gpu=True, quick=False, only={}))
+
+
+def test_cpu_mode_quick_times_the_new_ops(tmp_path):
+    """CPU mode times each new op against its numpy composition (checked first); w4a16 is
+    skipped with its reason."""
+    proc, report = _cpu_run(tmp_path)
+    assert set(report["ops"]) == {"rmsnorm_gated", "rmsnorm_gated_fp8", "add_rmsnorm", "group_quant_fp8"}
+    for name, rep in report["ops"].items():
+        assert rep["rows"], name
+        for row in rep["rows"]:
+            assert row["ours_ok"] and row["numpy_eager_ok"] and row["ours_s"] > 0, (name, row)
+    assert "bench: w4a16: the CPU backend is a correctness path" in proc.stderr
+
+
+@pytest.mark.parametrize("op", list(NEW_OPS))
+def test_new_op_gpu_path_on_stand_ins(tmp_path, op):
+    """Each new declaration on the GPU code path: every variant checked and timed, the peers
+    that load (the stand-ins lack liger, FLA's FP8 path is FLA's gated norm, tinygemm and
+    gemlite) checked, the issue's targets and the host-call rows printed."""
+    from gatednorm import bench
+
+    proc, report = _fake_gpu_run(tmp_path, "--quick", "--op", op, *NEW_OPS[op])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rep = _op_report(report, op)
+    decl = bench.OPS[op]
+    assert {r["variant"] for r in rep["rows"]} == set(decl.variants)
+    for row in rep["rows"]:
+        assert row["ours_ok"] and row["ours_s"] > 0, row
+        for peer in rep["peers"]:
+            if peer in rep["missing"]:
+                continue
+            assert row[f"{peer}_ok"] and row[f"{peer}_s"] > 0 and not row.get(f"{peer}_error"), (peer, row)
+    assert rep["targets"] and all(t["source"].startswith("issue #1") for t in rep["targets"])
+    assert "target (issue #1" in proc.stdout
+    if decl.has_host:
+        assert {r["op"] for r in report["host_latency"]} == {op}
+        assert not any(r.get("error") for r in report["host_latency"])
+    else:
+        assert not report["host_latency"]
+
+
+def test_add_rmsnorm_check_uses_the_residual_before_the_call():
+    """The residual is updated in place: ours is checked against the copy taken at creation
+    (poison puts it back), so a second call of ours still passes its check."""
+    import gatednorm
+    from gatednorm import bench
+
+    op = bench.OPS["add_rmsnorm"]
+    case = op.make_numpy_inputs("fp8_bf16", (4, 2048), np.random.default_rng(0))
+    for _ in range(2):
+        op.poison(case)
+        op.ours(gatednorm, case)()
+        assert op.check(case, op.result(case), ours=True)[1]
+    case["residual"][0, 0] += 1  # a residual the check was not told about fails it
+    assert not op.check(case, op.result(case), ours=True)[1]

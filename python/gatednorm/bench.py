@@ -167,6 +167,10 @@ class OpBench:
     cpu_peers: dict = {}
     cpu_targets: tuple = ()
     has_cpu = True
+    cpu_skip = ""            # why CPU mode does not time it (with has_cpu False)
+    has_host = True
+    host_targets = False     # whether issue #11's host-call targets apply (they are set on rmsnorm_gated)
+    host_skip = ""           # why it has no host-call rows (with has_host False)
     host_baseline: tuple = ()
     host_peers: tuple = ()
     plot_x = ""
@@ -219,6 +223,11 @@ class OpBench:
 
     def plot_title(self, variant, group) -> str:
         return f"{self.name} {variant} {self.plot_group}={group}"
+
+    def gpu_targets(self, rows, copy_GBps) -> tuple:
+        """(targets, notes) of a GPU run: target dicts (what, source, value, pass, and
+        optionally shown: the printed verdict) and lines to print after the table."""
+        return [], []
 
 
 # ---------------------------------------------------------------------- gated RMSNorm
@@ -389,6 +398,7 @@ class RMSNormGatedBench(OpBench):
     cpu_peers = {"numpy_eager": _numpy_eager}
     cpu_targets = (CpuTarget("bf16", CPU_TARGET_SHAPE, "numpy_eager", 5.0, "issue #15"),)
     host_baseline = ("x", "z", "out")
+    host_targets = True
     host_peers = ("eager", "fla_rms_norm_gated")
     plot_x, plot_group, size_field = "T", "H", "rows"
     axis_labels = {"T": "tokens T", "rows": "rows T*H"}
@@ -488,6 +498,986 @@ class RMSNormGatedBench(OpBench):
         return f"gated RMSNorm {variant} [T, {group}, {HEAD_DIM}]"
 
 
+# ------------------------------------------------------------ shared FP8 per-group pieces
+FP8_MAX = 448.0          # e4m3fn
+AMAX_FLOOR = 1e-10
+GROUP = 128
+_COMPILED = {}           # one torch.compile (dynamic shapes) per composition and process
+
+
+def _compiled(torch, name, fn):
+    """torch.compile(fn, dynamic=True), once per process and name (its warm-up is paid once)."""
+    if name not in _COMPILED:
+        try:  # variants (want_y, strides, T = 1's specialization) recompile; never fall back to eager
+            cfg = torch._dynamo.config
+            for limit in ("recompile_limit", "cache_size_limit"):
+                if hasattr(cfg, limit):
+                    setattr(cfg, limit, max(int(getattr(cfg, limit)), 64))
+        except Exception:
+            pass
+        try:
+            _COMPILED[name] = torch.compile(fn, dynamic=True)
+        except Exception as e:  # pragma: no cover - depends on the machine
+            raise PeerMissing(f"torch.compile unavailable: {e}") from None
+    return _COMPILED[name]
+
+
+def _torch_quant_fn(torch):
+    """The per-group quantization a user composes: fp32 math, amax per 128-group clamped at
+    1e-10, scale = amax / 448, q = (y / scale).clamp(+-448) as e4m3fn; row-major scales."""
+
+    def quant(y):
+        T, R = y.shape
+        yg = y.float().reshape(T, R // GROUP, GROUP)
+        scale = yg.abs().amax(-1, keepdim=True).clamp(min=AMAX_FLOOR) / FP8_MAX
+        q = (yg / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+        return q.reshape(T, R), scale.reshape(T, R // GROUP)
+
+    return quant
+
+
+def _np_quant(y):
+    """numpy float32 composition of _torch_quant_fn."""
+    T, R = y.shape
+    yg = y.astype(np.float32).reshape(T, R // GROUP, GROUP)
+    scale = np.maximum(np.abs(yg).max(-1, keepdims=True), np.float32(AMAX_FLOOR)) / np.float32(FP8_MAX)
+    q = np.clip(yg / scale, -FP8_MAX, FP8_MAX).astype(_dtypes.float8_e4m3fn)
+    return q.reshape(T, R), scale.reshape(T, R // GROUP)
+
+
+def _fetch(a, idx) -> np.ndarray:
+    """Rows ``idx`` of 2-D ``a`` (any strides) as numpy in a's own dtype (torch or numpy)."""
+    if isinstance(a, np.ndarray):
+        return np.array(a[idx])
+    torch = sys.modules["torch"]
+    ndt = _dtypes.to_numpy_dtype(a.dtype)
+    if ndt.isbuiltin != 1:  # bf16 / fp8: carried as integers of their width
+        a = a.view({1: torch.uint8, 2: torch.int16, 4: torch.int32}[ndt.itemsize])
+    t = a.index_select(0, torch.as_tensor(np.asarray(idx, np.int64), device=a.device)).cpu().numpy()
+    return t.view(ndt) if ndt.isbuiltin != 1 else t
+
+
+def _as2d(a, rows):
+    """a viewed as [rows, -1] without copying where possible (torch or numpy)."""
+    if len(a.shape) == 2:
+        return a
+    return a.reshape(rows, -1)
+
+
+def _decode_scales(s, k):
+    """Scale values float64 [n, k]: fp32 as is; E8M0 packed int32 words (four exponent bytes,
+    low byte first) as 2^(b - 127), byte 255 NaN."""
+    if s.dtype == np.int32:
+        b = s.view(np.uint8).reshape(s.shape[0], -1)[:, :k].astype(np.float64)
+        return np.where(b == 255, np.nan, np.exp2(b - 127.0))
+    return s.astype(np.float64)
+
+
+def _check_quant(q, s, y_ref, s_ref, ours):
+    """(max error in fp8 quanta, ok) of FP8 codes q [n, R] with scales s [n, K] (float64,
+    decoded) against the float64 y_ref and its reference scales s_ref: q * scale within one
+    e4m3 quantum (at y_ref / s_ref) of y_ref, scales equal to the reference's to fp32
+    rounding of an fp32 computation (<= 2^-20 relative), no NaN.  Peers (which may quantize a
+    bf16-rounded y): 2 quanta, scales within 2^-7."""
+    n, R = y_ref.shape
+    g = R // s_ref.shape[1]
+    sr = np.repeat(s_ref, g, axis=1)
+    qv = np.asarray(q).astype(np.float64)
+    quantum = reference.ulp(y_ref / sr, _dtypes.float8_e4m3fn) * sr
+    with np.errstate(invalid="ignore"):
+        err = np.abs(qv * np.repeat(s, g, axis=1) - y_ref) / quantum
+        srel = np.abs(s - s_ref) / s_ref
+    if np.isnan(err).any() or np.isnan(srel).any():
+        return float("nan"), False
+    worst = float(err.max()) if err.size else 0.0
+    ok = worst <= (1.0 if ours else 2.0) and float(srel.max(initial=0.0)) <= (2.0 ** -20 if ours else 2.0 ** -7)
+    return worst, bool(ok)
+
+
+def _sample(n, seed):
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(n, CHECK_ROWS), replace=False))
+
+
+def _any_nan(a) -> bool:
+    """Any NaN in a float / bf16 / fp8 array (torch or numpy)."""
+    if isinstance(a, np.ndarray):
+        return bool(np.isnan(a.astype(np.float32)).any())
+    return _has_nan(a.float())
+
+
+def _poison_q(q):
+    """Fill FP8 codes with NaN (0x7f) and fp32 / packed scales with NaN / 0xff bytes."""
+    if isinstance(q, np.ndarray):
+        q.view(np.uint8 if q.itemsize == 1 else np.int32)[...] = 0x7F if q.itemsize == 1 else -1
+    else:
+        torch = sys.modules["torch"]
+        q.view(torch.uint8 if q.element_size() == 1 else torch.int32).fill_(0x7F if q.element_size() == 1 else -1)
+
+
+def _poison_scales(s):
+    if str(s.dtype).endswith("float32"):
+        _fill_nan(s)
+    else:
+        _poison_q(s)
+
+
+def _worst(what, source, rows, metric, bound, higher=True, fmt="{:.2f}x"):
+    """A target over rows: the worst metric (lowest if higher is better) against bound."""
+    vals = [(v, r) for r in rows if (v := metric(r)) is not None]
+    if not vals:
+        return {"what": what, "source": source, "value": None, "pass": None}
+    v, r = (min if higher else max)(vals, key=lambda t: t[0])
+    ok = v >= bound if higher else v <= bound
+    at = " ".join(f"{k}={r[k]}" for k in ("variant", "T", "H", "hidden", "K", "N", "M") if k in r)
+    return {"what": what, "source": source, "value": v, "pass": bool(ok),
+            "shown": f"worst {fmt.format(v)} ({at}), {len(vals)} rows: {'pass' if ok else 'FAIL'}"}
+
+
+def _frac(copy):
+    return lambda r: r["ours_GBps"] / copy if copy else None
+
+
+def _vs(peer):
+    return lambda r: _speedup(r["ours_s"], r.get(f"{peer}_s"))
+
+
+def _us(r):
+    return r["ours_s"] * 1e6
+
+
+def _variant_scaling(rows, base, axes, source):
+    """Each variant's time against the base variant's at the same shape, scaled by the bytes
+    each moves (t_v / (t_base * bytes_v / bytes_base): <= 1.05 is the issue's 'within 5%')."""
+    by = {(r["variant"], *(r[a] for a in axes)): r for r in rows}
+    out = []
+    for v in dict.fromkeys(r["variant"] for r in rows):
+        if v == base:
+            continue
+
+        def ratio(r):
+            b = by.get((base, *(r[a] for a in axes)))
+            return None if b is None else r["ours_s"] / (b["ours_s"] * r["bytes"] / b["bytes"])
+
+        out.append(_worst(f"{v} within 5% of {base} time scaled by bytes (t / (t_{base} * bytes / bytes_{base}) <= 1.05)",
+                          source, [r for r in rows if r["variant"] == v], ratio, 1.05, higher=False))
+    return out
+
+
+# ------------------------------------------------------------------ gated RMSNorm + FP8
+FP8_VARIANTS = ("row", "col", "col_pad4", "ue8m0", "strided_z", "dual_bf16")
+FP8_GATED_PEERS = ("eager", "compile", "ours_unfused", "fla+compile_quant")
+FP8_GATED_QUICK_TOKENS = (1, 128, 1024, 4096)
+
+
+def _gated_fp8_eager(torch):
+    F = torch.nn.functional
+    quant = _torch_quant_fn(torch)
+
+    def eager(x, z, w, want_y):
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + EPS) * w.float() * F.silu(z.float())
+        q, s = quant(y.reshape(x.shape[0], -1))
+        return (q, s, y.to(torch.bfloat16)) if want_y else (q, s)
+
+    return eager
+
+
+def _gated_fp8_unfused(torch):
+    import gatednorm
+
+    def unfused(x, z, w, want_y):
+        y = gatednorm.rmsnorm_gated(x, z, w, eps=EPS)
+        q, s = gatednorm.group_quant_fp8(y.reshape(x.shape[0], -1), group_size=GROUP)
+        return (q, s, y) if want_y else (q, s)
+
+    return unfused
+
+
+def _gated_fp8_fla(torch):
+    fla = _fla_rms_norm_gated()
+    quant = _compiled(torch, "quant", _torch_quant_fn(torch))
+
+    def fla_quant(x, z, w, want_y):
+        y = fla(x, z, w)
+        q, s = quant(y.reshape(x.shape[0], -1))
+        return (q, s, y) if want_y else (q, s)
+
+    return fla_quant
+
+
+def _np_gated_fp8():
+    gated = _numpy_eager()
+
+    def numpy_eager(x, z, w, want_y):  # bf16 y quantized (the numpy composition is unfused)
+        y = gated(x, z, w)
+        q, s = _np_quant(y.reshape(x.shape[0], -1).astype(np.float32))
+        return (q, s, y) if want_y else (q, s)
+
+    return numpy_eager
+
+
+class RMSNormGatedFP8Bench(OpBench):
+    """Gated RMSNorm fused with FP8 (e4m3fn) per-group quantization, G = 128, bf16
+    ``[T, H, 128]`` x and z, bf16 weight: q and scales (and the bf16 copy in dual_bf16)."""
+
+    name = "rmsnorm_gated_fp8"
+    title = "gated RMSNorm + FP8 e4m3fn per-group quant (G=128), bf16 [T, H, 128] -> q, scales"
+    axes = ("T", "H")
+    axis_options = RMSNormGatedBench.axis_options
+    variants = FP8_VARIANTS
+    cpu_variants = ("row",)
+    ours_modes = ("out",)
+    all_ours_modes = ("out", "pdl")
+    outputs = ("q", "scales", "y")
+    peers = {"eager": lambda torch: _gated_fp8_eager(torch),
+             "compile": lambda torch: _compiled(torch, "gated_fp8", _gated_fp8_eager(torch)),
+             "ours_unfused": _gated_fp8_unfused,
+             "fla+compile_quant": _gated_fp8_fla}
+    cpu_peers = {"numpy_eager": _np_gated_fp8}
+    host_baseline = ("x", "z", "yb")
+    host_peers = ("eager",)
+    plot_x, plot_group, size_field = "T", "H", "rows"
+    axis_labels = {"T": "tokens T", "rows": "rows T*H"}
+
+    def shapes(self, gpu, quick, only):
+        if gpu:
+            tokens, heads = (FP8_GATED_QUICK_TOKENS, (32,)) if quick else (GPU_TOKENS, GPU_HEADS)
+        else:
+            tokens, heads = ((1, 32), (24,)) if quick else ((1, 32, 1024), (24, 32))
+        tokens, heads = only.get("T", tokens), only.get("H", heads)
+        return [(T, H) for H in heads for T in tokens]
+
+    @staticmethod
+    def _k(H, variant):
+        k = H * HEAD_DIM // GROUP
+        return (k + 3) // 4 if variant == "ue8m0" else k
+
+    def _scales(self, empty, variant, T, H, f32, i32):
+        k = self._k(H, variant)
+        if variant in ("col", "ue8m0"):
+            return empty((k, T), i32 if variant == "ue8m0" else f32).T
+        if variant == "col_pad4":
+            return empty((k, (T + 3) // 4 * 4), f32).T[:T]
+        return empty((T, k), f32)
+
+    def make_inputs(self, torch, dev, variant, shape, gen):
+        T, H = shape
+        D = HEAD_DIM
+        x = torch.randn(T, H, D, device=dev, dtype=torch.bfloat16, generator=gen)
+        if variant == "strided_z":
+            qkvz = torch.randn(T, 2 * H * D, device=dev, dtype=torch.bfloat16, generator=gen)
+            z = qkvz[:, H * D:].view(T, H, D)  # a column slice of a qkvz-like buffer
+        else:
+            z = torch.randn(T, H, D, device=dev, dtype=torch.bfloat16, generator=gen)
+        w = (1.0 + 0.1 * torch.randn(D, device=dev, generator=gen)).to(torch.bfloat16)
+        empty = lambda shp, dt: torch.empty(*shp, device=dev, dtype=dt)  # noqa: E731
+        scales = self._scales(empty, variant, T, H, torch.float32, torch.int32)
+        case = {"variant": variant, "x": x, "z": z, "w": w, "q": empty((T, H * D), torch.float8_e4m3fn),
+                "scales": scales, "y": empty((T, H, D), torch.bfloat16) if variant == "dual_bf16" else None}
+        self.poison(case)
+        return case
+
+    def make_numpy_inputs(self, variant, shape, rng):
+        T, H = shape
+        D = HEAD_DIM
+        x = rng.standard_normal((T, H, D), dtype=np.float32).astype(bfloat16)
+        if variant == "strided_z":
+            z = rng.standard_normal((T, 2 * H * D), dtype=np.float32).astype(bfloat16)[:, H * D:].reshape(T, H, D)
+        else:
+            z = rng.standard_normal((T, H, D), dtype=np.float32).astype(bfloat16)
+        w = (1.0 + 0.1 * rng.standard_normal(D)).astype(bfloat16)
+        scales = self._scales(lambda shp, dt: np.empty(shp, dt), variant, T, H, np.float32, np.int32)
+        return {"variant": variant, "x": x, "z": z, "w": w, "q": np.empty((T, H * D), _dtypes.float8_e4m3fn),
+                "scales": scales, "y": np.empty((T, H, D), bfloat16) if variant == "dual_bf16" else None}
+
+    def row_fields(self, shape):
+        T, H = shape
+        return {"T": T, "H": H, "D": HEAD_DIM, "rows": T * H}
+
+    def bytes(self, variant, shape):
+        T, H = shape
+        n = T * H * HEAD_DIM
+        b = 2 * n * 2 + 2 * HEAD_DIM + n + 4 * T * self._k(H, variant)  # x, z, w; q, scales
+        return b + (2 * n if variant == "dual_bf16" else 0)
+
+    def poison(self, case):
+        _poison_q(case["q"])
+        _poison_scales(case["scales"])
+        if case["y"] is not None:
+            _fill_nan(case["y"])
+
+    def result(self, case):
+        return (case["q"], case["scales"]) + ((case["y"],) if case["y"] is not None else ())
+
+    def ours(self, gatednorm, case, mode="out", stream=None):
+        x, z, w, q, s, y = (case[k] for k in ("x", "z", "w", "q", "scales", "y"))
+        kw = dict(eps=EPS, group_size=GROUP, q=q, scales=s, pdl=mode == "pdl",
+                  scale_format="e8m0_packed" if case["variant"] == "ue8m0" else "fp32")
+        if y is not None:
+            kw["y"] = y
+        f = gatednorm.rmsnorm_gated_fp8
+        if stream is None:
+            return lambda: f(x, z, w, **kw)
+        return lambda: f(x, z, w, stream=stream(), **kw)
+
+    def checked_modes(self, modes):
+        return ["out"] + (["pdl"] if "pdl" in modes else [])
+
+    def check(self, case, result, ours):
+        """Sampled tokens (<= CHECK_ROWS) against reference.rmsnorm_gated_fp8 (see
+        _check_quant); the bf16 copy within the library's bound (peers: 2 ulps).  Peers make
+        fp32 row-major scales in every variant and are checked against those."""
+        x, z, w = case["x"], case["z"], case["w"]
+        T, H, D = x.shape
+        idx = _sample(T, T * 1000 + H)
+        xs, zs = (_fetch(_as2d(a, T), idx).reshape(len(idx), H, D) for a in (x, z))
+        ue8m0 = ours and case["variant"] == "ue8m0"
+        q_ref, s_ref, y_ref = reference.rmsnorm_gated_fp8(xs, zs, _fetch(w.reshape(1, D), [0])[0], eps=EPS,
+                                                          group_size=GROUP, scale_format="e8m0_packed" if ue8m0 else "fp32")
+        k = H * D // GROUP
+        qs = _fetch(result[0], idx)
+        ss = _decode_scales(_fetch(result[1], idx), k)
+        worst, ok = _check_quant(qs, ss, y_ref.reshape(len(idx), -1), s_ref, ours)
+        if len(result) > 2 and case["y"] is not None:
+            cmp = reference.compare(_fetch(_as2d(result[2], T), idx).astype(bfloat16).reshape(y_ref.shape), y_ref)
+            ok = ok and (bool(cmp.ok) if ours else cmp.max_ulp <= 2.0)
+        if ours:
+            ok = ok and not _any_nan(result[0])
+        return worst, ok
+
+    def peer_args(self, case):
+        return case["x"], case["z"], case["w"], case.get("y") is not None
+
+    def host_case(self, gpu):
+        rng = np.random.default_rng(7)
+        shape = (1, 24, HEAD_DIM) if gpu else (1, 1, HEAD_DIM)
+        x, z = (rng.standard_normal(shape, dtype=np.float32).astype(bfloat16) for _ in range(2))
+        w = (1.0 + 0.1 * rng.standard_normal(shape[-1])).astype(bfloat16)
+        k = shape[1] * shape[2] // GROUP
+        return {"x": x, "z": z, "w": w, "yb": np.empty(shape, bfloat16),
+                "q": np.empty((1, shape[1] * shape[2]), _dtypes.float8_e4m3fn), "scales": np.empty((1, k), np.float32)}
+
+    def host_call(self, gatednorm, case, with_out):
+        f = functools.partial(gatednorm.rmsnorm_gated_fp8, case["x"], case["z"], case["w"], eps=EPS)
+        return functools.partial(f, q=case["q"], scales=case["scales"]) if with_out else f
+
+    def plot_title(self, variant, group):
+        return f"gated RMSNorm + FP8 {variant} [T, {group}, {HEAD_DIM}]"
+
+    def gpu_targets(self, rows, copy):
+        src = "issue #12"
+        row = [r for r in rows if r["variant"] == "row"]
+        big = [r for r in row if r["T"] >= 4096]
+        targets = [
+            _worst("row: >= 90% of the copy ceiling for T >= 4096", src, big, _frac(copy), 0.9, fmt="{:.0%}"),
+            _worst("row: >= 1.5x compile for T >= 4096", src, big, _vs("compile"), 1.5),
+            _worst("row: faster than compile at every T", src, row, _vs("compile"), 1.0),
+            _worst("row: >= 3x fla+compile_quant from T = 1024", src, [r for r in row if r["T"] >= 1024],
+                   _vs("fla+compile_quant"), 3.0),
+            _worst("row: <= 3.5 us for T <= 128", src, [r for r in row if r["T"] <= 128], _us, 3.5, higher=False,
+                   fmt="{:.2f} us"),
+        ]
+        by = {(r["T"], r["H"]): r for r in row}
+        notes = []
+        for v in self.variants[1:]:
+            cells = [f"T={r['T']} H={r['H']} {r['ours_s'] / (b['ours_s'] * r['bytes'] / b['bytes']):.3f}"
+                     for r in rows if r["variant"] == v and (b := by.get((r["T"], r["H"])))]
+            if cells:
+                notes.append(f"{v} time / (row time * {v} bytes / row bytes): " + ", ".join(cells))
+        return _variant_scaling(rows, "row", self.axes, src) + targets, notes
+
+
+# --------------------------------------------------------------------- add-RMSNorm (+ FP8)
+ADD_VARIANTS = ("fp8_bf16", "plain", "rmsnorm")
+ADD_HIDDEN = (2048, 4096, 5120, 7168)
+ADD_TOKENS = (1, 16, 128, 1024, 8192, 32768)
+ADD_QUICK = ((4096, 7168), (1, 16, 1024, 8192))
+ADD_PEERS = ("eager", "compile", "liger")
+
+
+def _add_eager(torch):
+    quant = _torch_quant_fn(torch)
+
+    def eager(x, r, w, variant):
+        s = x if r is None else (x.float() + r.float()).to(x.dtype)
+        sf = s.float()
+        y = sf * torch.rsqrt(sf.pow(2).mean(-1, keepdim=True) + EPS) * w.float()
+        yb = y.to(x.dtype)
+        if variant == "rmsnorm":
+            return (yb,)
+        if variant == "plain":
+            return yb, s
+        q, sc = quant(y)
+        return yb, s, q, sc
+
+    return eager
+
+
+def _liger(torch):
+    """liger-kernel 0.8.5's fused add-RMSNorm / RMSNorm forward (casting_mode "gemma": fp32
+    math throughout, as ours; out of place), plus the compiled quantization for fp8_bf16."""
+    try:
+        from liger_kernel.ops.fused_add_rms_norm import LigerFusedAddRMSNormFunction
+        from liger_kernel.ops.rms_norm import LigerRMSNormFunction
+    except Exception as e:
+        raise PeerMissing(f"liger-kernel not importable: {type(e).__name__}: {e}") from None
+    quant = _compiled(torch, "quant", _torch_quant_fn(torch))
+
+    def liger(x, r, w, variant):
+        if variant == "rmsnorm":
+            return (LigerRMSNormFunction.apply(x, w, EPS, 0.0, "gemma", True, None),)
+        y, s = LigerFusedAddRMSNormFunction.apply(x, r, w, EPS, 0.0, "gemma", False)
+        if variant == "plain":
+            return y, s
+        q, sc = quant(y)
+        return y, s, q, sc
+
+    return liger
+
+
+def _np_add():
+    def numpy_eager(x, r, w, variant):
+        s = x if r is None else (x.astype(np.float32) + r.astype(np.float32)).astype(x.dtype)
+        sf = s.astype(np.float32)
+        y = sf / np.sqrt((sf * sf).mean(-1, keepdims=True) + np.float32(EPS)) * w.astype(np.float32)
+        yb = y.astype(x.dtype)
+        if variant == "rmsnorm":
+            return (yb,)
+        if variant == "plain":
+            return yb, s
+        return (yb, s) + _np_quant(y)
+
+    return numpy_eager
+
+
+class AddRMSNormBench(OpBench):
+    """Fused add-RMSNorm, bf16 ``[T, hidden]`` x and residual (updated in place), bf16 weight.
+
+    The residual is updated in place on every call, so a timed graph replaying the call
+    drifts it: each rotated input set is seeded on its own (random N(0, 1) x and residual),
+    and the sum grows as a random walk (std ~ sqrt(calls), ~20 after the ~450 calls of one
+    timing of a large shape): finite in bf16, and the norm's cost does not depend on values.
+    The check of ours restores the residual from a copy first (poison) and checks the sum
+    against it; peers (out of place) are checked on the residual as they found it."""
+
+    name = "add_rmsnorm"
+    title = "add-RMSNorm, bf16 [T, hidden], residual in place (fp8_bf16: + FP8 G=128 q, col-major T-padded scales, bf16 y)"
+    axes = ("T", "hidden")
+    axis_options = {"T": RMSNormGatedBench.axis_options["T"],
+                    "hidden": ("--hidden", "comma list of hidden sizes (add_rmsnorm; default: 2048,4096,5120,7168)")}
+    variants = ADD_VARIANTS
+    cpu_variants = ("fp8_bf16", "plain")
+    ours_modes = ("out",)
+    all_ours_modes = ("out", "pdl")
+    outputs = ("y", "q", "scales")
+    peers = {"eager": lambda torch: _add_eager(torch),
+             "compile": lambda torch: _compiled(torch, "add_rmsnorm", _add_eager(torch)),
+             "liger": _liger}
+    cpu_peers = {"numpy_eager": _np_add}
+    host_baseline = ("x", "residual", "y")
+    host_peers = ("eager",)
+    plot_x, plot_group, size_field = "T", "hidden", "T"
+    axis_labels = {"T": "tokens T"}
+
+    def shapes(self, gpu, quick, only):
+        if gpu:
+            hidden, tokens = ADD_QUICK if quick else (ADD_HIDDEN, ADD_TOKENS)
+        else:
+            hidden, tokens = ((2048,), (1, 16)) if quick else ((2048, 4096), (1, 16, 1024))
+        tokens, hidden = only.get("T", tokens), only.get("hidden", hidden)
+        return [(T, h) for h in hidden for T in tokens]
+
+    def _case(self, variant, T, h, randn, empty, f32, bf16, fp8):
+        x = randn((T, h))
+        r = None if variant == "rmsnorm" else randn((T, h))
+        case = {"variant": variant, "x": x, "residual": r, "residual0": None if r is None else _clone(r),
+                "w": None, "y": empty((T, h), bf16), "q": None, "scales": None}
+        if variant == "fp8_bf16":
+            case["q"] = empty((T, h), fp8)
+            case["scales"] = empty((h // GROUP, (T + 3) // 4 * 4), f32).T[:T]
+        return case
+
+    def make_inputs(self, torch, dev, variant, shape, gen):
+        T, h = shape
+        randn = lambda shp: torch.randn(*shp, device=dev, dtype=torch.bfloat16, generator=gen)  # noqa: E731
+        empty = lambda shp, dt: torch.empty(*shp, device=dev, dtype=dt)  # noqa: E731
+        case = self._case(variant, T, h, randn, empty, torch.float32, torch.bfloat16, torch.float8_e4m3fn)
+        case["w"] = (1.0 + 0.1 * torch.randn(h, device=dev, generator=gen)).to(torch.bfloat16)
+        self.poison(case)
+        return case
+
+    def make_numpy_inputs(self, variant, shape, rng):
+        T, h = shape
+        randn = lambda shp: rng.standard_normal(shp, dtype=np.float32).astype(bfloat16)  # noqa: E731
+        case = self._case(variant, T, h, randn, np.empty, np.float32, bfloat16, _dtypes.float8_e4m3fn)
+        case["w"] = (1.0 + 0.1 * rng.standard_normal(h)).astype(bfloat16)
+        return case
+
+    def row_fields(self, shape):
+        T, h = shape
+        return {"T": T, "hidden": h}
+
+    def bytes(self, variant, shape):
+        T, h = shape
+        n = T * h
+        b = 2 * n + 2 * h + 2 * n  # x, weight; y
+        if variant != "rmsnorm":
+            b += 2 * n * 2  # residual read and written
+        if variant == "fp8_bf16":
+            b += n + 4 * T * (h // GROUP)
+        return b
+
+    def poison(self, case):
+        if case["residual"] is not None:  # the residual as generated (ours' check adds into it)
+            _copy_into(case["residual"], case["residual0"])
+        _fill_nan(case["y"])
+        if case["q"] is not None:
+            _poison_q(case["q"])
+            _fill_nan(case["scales"])
+
+    def result(self, case):
+        out = (case["y"],)
+        if case["residual"] is not None:
+            out += (case["residual"],)
+        if case["q"] is not None:
+            out += (case["q"], case["scales"])
+        return out
+
+    def ours(self, gatednorm, case, mode="out", stream=None):
+        x, r, w = case["x"], case["residual"], case["w"]
+        kw = dict(eps=EPS, y_out=case["y"], pdl=mode == "pdl")
+        if case["q"] is not None:
+            kw.update(fp8=True, group_size=GROUP, q=case["q"], scales=case["scales"])
+        f = functools.partial(gatednorm.rmsnorm, x, w) if r is None else functools.partial(gatednorm.add_rmsnorm, x, r, w)
+        if stream is None:
+            return lambda: f(**kw)
+        return lambda: f(stream=stream(), **kw)
+
+    def checked_modes(self, modes):
+        return ["out"] + (["pdl"] if "pdl" in modes else [])
+
+    def check(self, case, result, ours):
+        """Sampled rows against reference.add_rmsnorm: the stored sum exactly (peers: 1 ulp),
+        y within the library's bound (peers: 3 ulps: liger may normalize the unrounded fp32
+        sum), q / scales as _check_quant.  Ours' residual input is the copy taken before."""
+        x, w = case["x"], case["w"]
+        T, h = x.shape
+        idx = _sample(T, T * 10000 + h)
+        xs = _fetch(x, idx)
+        r_in = case["residual0"] if ours else case["residual"]
+        rs = None if r_in is None else _fetch(r_in, idx)
+        ref = reference.add_rmsnorm(xs, rs, _fetch(w.reshape(1, h), [0])[0], eps=EPS, fp8=case["q"] is not None,
+                                    group_size=GROUP)
+        ys = _fetch(result[0], idx)
+        cmp = reference.compare(ys.astype(bfloat16), ref["y"])
+        worst, ok = cmp.max_ulp, (bool(cmp.ok) if ours else cmp.max_ulp <= 3.0)
+        if rs is not None:
+            got = _fetch(result[1], idx).astype(np.float64)
+            want = ref["residual"].astype(np.float64)
+            diff = np.abs(got - want) / reference.ulp(want, bfloat16)
+            ok = ok and not np.isnan(diff).any() and float(diff.max(initial=0)) <= (0.0 if ours else 1.0)
+        if case["q"] is not None:
+            qw, qok = _check_quant(_fetch(result[-2], idx), _decode_scales(_fetch(result[-1], idx), h // GROUP),
+                                   ref["y"], ref["scales"], ours)
+            ok = ok and qok
+            worst = max(worst, qw) if qw == qw else float("nan")
+        if ours:
+            ok = ok and not _any_nan(result[0]) and (case["q"] is None or not _any_nan(result[-2]))
+        return worst, bool(ok)
+
+    def peer_args(self, case):
+        return case["x"], case["residual"], case["w"], case.get("variant", "fp8_bf16")  # host case: the headline
+
+    def host_case(self, gpu):
+        rng = np.random.default_rng(7)
+        h = 4096 if gpu else 256
+        x, r = (rng.standard_normal((1, h), dtype=np.float32).astype(bfloat16) for _ in range(2))
+        w = (1.0 + 0.1 * rng.standard_normal(h)).astype(bfloat16)
+        return {"x": x, "residual": r, "w": w, "y": np.empty((1, h), bfloat16),
+                "q": np.empty((1, h), _dtypes.float8_e4m3fn), "scales": np.empty((1, h // GROUP), np.float32)}
+
+    def host_call(self, gatednorm, case, with_out):
+        """The headline variant (fp8_bf16, row-major scales here), residual in place."""
+        f = functools.partial(gatednorm.add_rmsnorm, case["x"], case["residual"], case["w"], eps=EPS, fp8=True)
+        return functools.partial(f, y_out=case["y"], q=case["q"], scales=case["scales"]) if with_out else f
+
+    def plot_title(self, variant, group):
+        return f"add-RMSNorm {variant} [T, {group}]"
+
+    def gpu_targets(self, rows, copy):
+        src = "issue #13"
+        f8 = [r for r in rows if r["variant"] == "fp8_bf16" and r["hidden"] in (4096, 5120, 7168)]
+        other = [r for r in rows if r["variant"] in ("plain", "rmsnorm")]
+        return [
+            _worst("fp8_bf16 (hidden 4096/5120/7168): >= 85% of copy at T = 1024", src, [r for r in f8 if r["T"] == 1024],
+                   _frac(copy), 0.85, fmt="{:.0%}"),
+            _worst("fp8_bf16: >= 90% of copy from T = 8192", src, [r for r in f8 if r["T"] >= 8192], _frac(copy), 0.9,
+                   fmt="{:.0%}"),
+            _worst("fp8_bf16: >= 3x compile from T = 1024", src, [r for r in f8 if r["T"] >= 1024], _vs("compile"), 3.0),
+            _worst("fp8_bf16: faster than compile at every T", src, f8, _vs("compile"), 1.0),
+            _worst("fp8_bf16: faster than liger + compiled quant at every T", src, f8, _vs("liger"), 1.0),
+            _worst("fp8_bf16: <= 3.5 us for T <= 16", src, [r for r in f8 if r["T"] <= 16], _us, 3.5, higher=False,
+                   fmt="{:.2f} us"),
+            _worst("plain / rmsnorm: faster than liger everywhere", src, other, _vs("liger"), 1.0),
+            _worst("plain / rmsnorm: >= 95% of copy from T = 8192", src, [r for r in other if r["T"] >= 8192],
+                   _frac(copy), 0.95, fmt="{:.0%}"),
+        ], []
+
+
+def _clone(a):
+    return a.copy() if isinstance(a, np.ndarray) else a.clone()
+
+
+def _copy_into(dst, src):
+    if isinstance(dst, np.ndarray):
+        dst[...] = src
+    else:
+        dst.copy_(src)
+
+
+# ------------------------------------------------------------------- standalone group quant
+GQ_HIDDEN = 7168
+GQ_TOKENS = (1, 128, 1024, 4096, 16384)
+GQ_QUICK = (1, 1024, 4096)
+
+
+def _gq_eager(torch):
+    quant = _torch_quant_fn(torch)
+    return lambda x: quant(x)
+
+
+class GroupQuantBench(OpBench):
+    """Standalone FP8 per-group quantization of bf16 ``[T, 7168]``, G = 128, column-major scales."""
+
+    name = "group_quant_fp8"
+    title = "FP8 e4m3fn per-group quant (G=128) of bf16 [T, 7168], column-major fp32 scales"
+    axes = ("T",)
+    axis_options = {"T": RMSNormGatedBench.axis_options["T"]}
+    variants = ("col",)
+    cpu_variants = ("col",)
+    ours_modes = ("out",)
+    all_ours_modes = ("out", "pdl")
+    outputs = ("q", "scales")
+    peers = {"eager": lambda torch: _gq_eager(torch),
+             "compile": lambda torch: _compiled(torch, "quant", _torch_quant_fn(torch))}
+    cpu_peers = {"numpy_eager": lambda: _np_quant}
+    host_baseline = ("x", "x2", "o")
+    host_peers = ("eager",)
+    plot_x, plot_group, size_field = "T", "hidden", "T"
+    axis_labels = {"T": "tokens T"}
+
+    def shapes(self, gpu, quick, only):
+        tokens = (GQ_QUICK if quick else GQ_TOKENS) if gpu else ((1, 128) if quick else (1, 128, 1024))
+        return [(T,) for T in only.get("T", tokens)]
+
+    def row_fields(self, shape):
+        return {"T": shape[0], "hidden": GQ_HIDDEN}
+
+    def make_inputs(self, torch, dev, variant, shape, gen):
+        (T,) = shape
+        case = {"x": torch.randn(T, GQ_HIDDEN, device=dev, dtype=torch.bfloat16, generator=gen),
+                "q": torch.empty(T, GQ_HIDDEN, device=dev, dtype=torch.float8_e4m3fn),
+                "scales": torch.empty(GQ_HIDDEN // GROUP, T, device=dev, dtype=torch.float32).T}
+        self.poison(case)
+        return case
+
+    def make_numpy_inputs(self, variant, shape, rng):
+        (T,) = shape
+        return {"x": rng.standard_normal((T, GQ_HIDDEN), dtype=np.float32).astype(bfloat16),
+                "q": np.empty((T, GQ_HIDDEN), _dtypes.float8_e4m3fn),
+                "scales": np.empty((GQ_HIDDEN // GROUP, T), np.float32).T}
+
+    def bytes(self, variant, shape):
+        (T,) = shape
+        return 2 * T * GQ_HIDDEN + T * GQ_HIDDEN + 4 * T * (GQ_HIDDEN // GROUP)
+
+    def poison(self, case):
+        _poison_q(case["q"])
+        _fill_nan(case["scales"])
+
+    def result(self, case):
+        return case["q"], case["scales"]
+
+    def ours(self, gatednorm, case, mode="out", stream=None):
+        kw = dict(group_size=GROUP, q=case["q"], scales=case["scales"], pdl=mode == "pdl")
+        f = functools.partial(gatednorm.group_quant_fp8, case["x"])
+        if stream is None:
+            return lambda: f(**kw)
+        return lambda: f(stream=stream(), **kw)
+
+    def check(self, case, result, ours):
+        x = case["x"]
+        T = x.shape[0]
+        idx = _sample(T, T)
+        xs = _fetch(x, idx)
+        _, s_ref = reference.group_quant_fp8(xs, group_size=GROUP)
+        worst, ok = _check_quant(_fetch(result[0], idx), _decode_scales(_fetch(result[1], idx), GQ_HIDDEN // GROUP),
+                                 reference.as_float64(xs), s_ref, ours)
+        if ours:
+            ok = ok and not _any_nan(result[0])
+        return worst, ok
+
+    def peer_args(self, case):
+        return (case["x"],)
+
+    def host_case(self, gpu):
+        rng = np.random.default_rng(7)
+        h = GQ_HIDDEN if gpu else 256
+        x = rng.standard_normal((1, h), dtype=np.float32).astype(bfloat16)
+        return {"x": x, "x2": x.copy(), "o": np.empty((1, h), bfloat16),
+                "q": np.empty((1, h), _dtypes.float8_e4m3fn), "scales": np.empty((1, h // GROUP), np.float32)}
+
+    def host_call(self, gatednorm, case, with_out):
+        f = functools.partial(gatednorm.group_quant_fp8, case["x"], group_size=GROUP)
+        return functools.partial(f, q=case["q"], scales=case["scales"]) if with_out else f
+
+    def plot_title(self, variant, group):
+        return f"group_quant_fp8 [T, {GQ_HIDDEN}]"
+
+    def gpu_targets(self, rows, copy):
+        return [_worst(">= 90% of copy from T = 4096", "issue #13", [r for r in rows if r["T"] >= 4096],
+                       _frac(copy), 0.9, fmt="{:.0%}")], []
+
+
+# ---------------------------------------------------------------------------------- W4A16
+W4_SHAPES = ((4096, 6144), (4096, 4096), (4096, 24576), (12288, 4096))  # K x N
+W4_MS = (1, 4, 16, 64, 256, 1024, 4096)
+W4_QUICK = (((4096, 6144), (12288, 4096)), (1, 4, 16, 256))
+W4_CHECK_ROWS, W4_CHECK_COLS = 64, 256
+W4_PEER_REL = 0.02  # a peer's worst |out - ref| / max |ref| (the tolerance is ours' alone)
+
+
+class _W4Bundle:
+    """One rotated copy of a weight in every layout timed: ours (tiled, on the GPU), tinygemm's
+    int4pack, gemlite's A16W4 layer, and the dense bf16 [K, N] for cuBLAS (None where the peer
+    is missing)."""
+
+    def __init__(self, ours, tiny, gl, dense):
+        self.ours, self.tiny, self.gl, self.dense = ours, tiny, gl, dense
+
+
+def _tinygemm_pack(torch, q, z, s):
+    """tinygemm: [N, K/2] uint8 (high nibble first) -> int4pack, and [K/G, N, 2] scale/zero
+    with w = (q - 8) * s + zero, zero = (8 - z) * s (bf16)."""
+    packed = ((q[:, 0::2] << 4) | q[:, 1::2]).contiguous()
+    wq = torch.ops.aten._convert_weight_to_int4pack(packed, 8)
+    zero = ((8 - z.float()) * s.float()).to(torch.bfloat16)
+    return wq, torch.stack([s.t(), zero.t()], dim=2).contiguous()
+
+
+def _gemlite_layer(q, z, s):
+    from gemlite.helper import A16W4
+
+    n, k = q.shape
+    return A16W4(device="cuda").from_weights(q, s, z.to(s.dtype), None)
+
+
+def _w4_tinygemm(torch):
+    if not hasattr(torch.ops.aten, "_weight_int4pack_mm"):
+        raise PeerMissing("torch.ops.aten._weight_int4pack_mm not in this torch")
+
+    def tinygemm(a, b):
+        if b.tiny is None:
+            raise RuntimeError("tinygemm weight could not be built (see the w4a16 note)")
+        return torch.ops.aten._weight_int4pack_mm(a, b.tiny[0], GROUP, b.tiny[1])
+
+    return tinygemm
+
+
+def _w4_gemlite(torch):
+    try:
+        from gemlite.helper import A16W4  # noqa: F401
+    except Exception as e:
+        raise PeerMissing(f"gemlite not importable: {type(e).__name__}: {e}") from None
+
+    def gemlite(a, b):
+        if b.gl is None:
+            raise RuntimeError("gemlite layer could not be built (see the w4a16 note)")
+        return b.gl.forward(a)
+
+    return gemlite
+
+
+class W4A16Bench(OpBench):
+    """W4A16 GEMM ``out = a @ dequant(W)``: a bf16 ``[M, K]``, W int4 asym (G = 128, bf16 scales,
+    4-bit zeros) ``K x N``; ours with the tiled weight and a preallocated workspace.  The
+    roofline bytes are the weight's (codes + scales + zeros: K*N/2 + 4*N*K/G; "of copy" is the
+    weight bytes over the time against the copy ceiling); weights rotate over copies past 2x
+    L2, activations and outputs per set.  Each (K, N)'s weights are built once (host codes
+    from a seeded rng; the copies hold the same values in distinct memory) and reused across
+    M.  Peers: tinygemm (torch.ops.aten._weight_int4pack_mm), gemlite A16W4, cuBLAS dense bf16
+    (torch.matmul of the dequantized weight).  Ours' check: sampled rows x columns within
+    reference.w4a16_tolerance ("ulp" column: worst |err| / tolerance); peers: relative error
+    (worst |err| / max |ref|) <= 2%, printed for each peer after the table."""
+
+    name = "w4a16"
+    title = "W4A16 GEMM: bf16 a [M, K] @ int4 asym G=128 weight K x N -> bf16 [M, N]"
+    axes = ("K", "N", "M")
+    axis_options = {"K": ("--k", "comma list of K (w4a16; with --n: the default K x N pairs that match, else all pairs)"),
+                    "N": ("--n", "comma list of N (w4a16)"),
+                    "M": ("--m", "comma list of M (w4a16; default 1,4,16,64,256,1024,4096)")}
+    variants = ("asym_bf16",)
+    cpu_variants = ()
+    has_cpu = False
+    cpu_skip = "the CPU backend is a correctness path; its numpy composition (a dequantized K x N GEMM) is not timed"
+    has_host = False
+    host_skip = "w4a16: the weight is a W4A16Weight object, not an array the host-call rows can convert"
+    ours_modes = ("out",)
+    all_ours_modes = ("out",)
+    outputs = ("out",)
+    peers = {"tinygemm": _w4_tinygemm, "gemlite": _w4_gemlite, "cublas_dense": lambda torch: (lambda a, b: torch.matmul(a, b.dense))}
+    plot_x, plot_group, size_field = "M", "KxN", "M"
+    axis_labels = {"M": "tokens M"}
+
+    def __init__(self):
+        self._key = None    # (K, N) of the cached weights
+        self._host = None   # plain host weight: codes [N, K] uint8, packed [N, K/2], scales bf16, zeros uint8
+        self._bundles = []
+        self._gen = None
+        self._next = 0
+        self.notes = []
+
+    def shapes(self, gpu, quick, only):
+        pairs, ms = W4_QUICK if quick else (W4_SHAPES, W4_MS)
+        if "K" in only or "N" in only:
+            ks, ns = only.get("K", [k for k, _ in pairs]), only.get("N", [n for _, n in pairs])
+            pairs = [(k, n) for k, n in W4_SHAPES if k in ks and n in ns] or [(k, n) for k in ks for n in ns]
+        ms = only.get("M", ms)
+        return [(k, n, m) for k, n in pairs for m in ms]
+
+    def row_fields(self, shape):
+        K, N, M = shape
+        return {"K": K, "N": N, "M": M, "KxN": f"{K}x{N}"}
+
+    def bytes(self, variant, shape):
+        K, N, M = shape
+        return K * N // 2 + 4 * N * (K // GROUP)
+
+    def _host_weight(self, K, N):
+        rng = np.random.default_rng(K * 100000 + N)
+        q = rng.integers(0, 16, (N, K), dtype=np.uint8)
+        z = rng.integers(0, 16, (N, K // GROUP), dtype=np.uint8)
+        s = (rng.random((N, K // GROUP), dtype=np.float32) * 0.02 + 0.002).astype(bfloat16)
+        return {"q": q, "packed": np.ascontiguousarray(q[:, 0::2] | (q[:, 1::2] << 4)), "z": z, "s": s}
+
+    def _bundle(self, torch, dev):
+        import gatednorm
+
+        h = self._host
+        ours = gatednorm.W4A16Weight(h["packed"], h["s"].astype(np.float32), h["z"]).to(f"cuda:{dev.index or 0}", "bfloat16")
+        qt, zt = (torch.from_numpy(h[k]).to(dev) for k in ("q", "z"))
+        st = _torch_from_numpy(torch, h["s"], dev)
+        tiny = gl = None
+        try:
+            tiny = _tinygemm_pack(torch, qt, zt, st)
+        except Exception as e:  # reported once; the peer then fails its rows
+            self._note(f"tinygemm weight: {type(e).__name__}: {str(e)[:200]}")
+        try:
+            gl = _gemlite_layer(qt, zt, st)
+        except Exception as e:
+            self._note(f"gemlite layer: {type(e).__name__}: {str(e)[:200]}")
+        K = qt.shape[1]
+        w16 = ((qt.float() - zt.float().repeat_interleave(GROUP, 1)) * st.float().repeat_interleave(GROUP, 1)).to(torch.bfloat16)
+        return _W4Bundle(ours, tiny, gl, w16.t().contiguous())
+
+    def _note(self, line):
+        if line not in self.notes:
+            self.notes.append(line)
+
+    def make_inputs(self, torch, dev, variant, shape, gen):
+        """Bundle i of the shape's (K, N) for the i-th case made with this generator (the
+        harness makes a shape's rotated sets from one generator; a new one starts at 0)."""
+        K, N, M = shape
+        if self._key != (K, N):
+            self._key, self._bundles = (K, N), []
+            self._host = self._host_weight(K, N)
+            torch.cuda.empty_cache()
+        if gen is not self._gen:
+            self._gen, self._next = gen, 0
+        while len(self._bundles) <= self._next:
+            self._bundles.append(self._bundle(torch, dev))
+        b = self._bundles[self._next]
+        self._next += 1
+        a = torch.randn(M, K, device=dev, dtype=torch.bfloat16, generator=gen)
+        out = torch.full((M, N), float("nan"), device=dev, dtype=torch.bfloat16)
+        return {"a": a, "b": b, "out": out, "ws": self._workspace(torch, dev, b.ours, M)}
+
+    @staticmethod
+    def _workspace(torch, dev, w, m):
+        """The split-K workspace the library asks for at M (preallocated: graphs allocate nothing)."""
+        from . import _ffi
+        from ._array import DeviceArray
+
+        if not isinstance(w._packed, DeviceArray):
+            return None
+        lib = _ffi._lib or _ffi.load()
+        need = _ffi.ffi.new("size_t *")
+        d = _ffi.ffi.new("gatednorm_device *", (w._packed.device_type, w._packed.device_id))
+        _ffi.check(lib.gatednorm_w4a16_workspace_size(w._params, m, d[0], need), "gatednorm_w4a16_workspace_size")
+        return torch.empty(max(int(need[0]), 16), device=dev, dtype=torch.uint8) if need[0] else None
+
+    def ours(self, gatednorm, case, mode="out", stream=None):
+        a, w, out, ws = case["a"], case["b"].ours, case["out"], case["ws"]
+        if stream is None:
+            return lambda: gatednorm.w4a16_matmul(a, w, out=out, workspace=ws)
+        return lambda: gatednorm.w4a16_matmul(a, w, out=out, workspace=ws, stream=stream())
+
+    def check(self, case, result, ours):
+        a = case["a"]
+        M, K = a.shape
+        N = result.shape[1]
+        h = self._host
+        rows = _sample(M, M)[:W4_CHECK_ROWS]
+        cols = np.sort(np.random.default_rng(N).choice(N, size=min(N, W4_CHECK_COLS), replace=False))
+        a_s = _fetch(a, rows)
+        got = _fetch(result, rows)[:, cols].astype(np.float64)
+        q, s, z = h["packed"][cols], h["s"][cols], h["z"][cols]
+        ref = reference.w4a16_matmul(a_s, q, s, z)
+        err = np.abs(got - ref)
+        if ours:
+            tol = reference.w4a16_tolerance(a_s, q, s, z, None, bfloat16, ref)
+            worst = float(np.max(err / tol)) if err.size else 0.0
+            return worst, bool(worst <= 1.0 and not np.isnan(got).any() and not _any_nan(result))
+        rel = float(np.max(err) / max(np.max(np.abs(ref)), 1e-30))
+        return rel, bool(rel <= W4_PEER_REL)
+
+    def peer_args(self, case):
+        return case["a"], case["b"]
+
+    def gpu_targets(self, rows, copy):
+        src = "issue #14"
+        big = ((4096, 24576), (12288, 4096))
+        m1 = [r for r in rows if r["M"] == 1]
+        m16 = [r for r in rows if r["M"] == 16]
+        by = {(r["K"], r["N"], r["M"]): r for r in rows}
+
+        def m4_vs_m1(r):
+            b = by.get((r["K"], r["N"], 1))
+            return None if b is None else r["ours_s"] / b["ours_s"]
+
+        t = [_worst("M = 1: >= 80% of copy on the weight bytes (4096x24576, 12288x4096)", src,
+                    [r for r in m1 if (r["K"], r["N"]) in big], _frac(copy), 0.8, fmt="{:.0%}"),
+             _worst("M = 1: >= 65% of copy on the weight bytes (4096x6144, 4096x4096)", src,
+                    [r for r in m1 if (r["K"], r["N"]) not in big], _frac(copy), 0.65, fmt="{:.0%}"),
+             _worst("faster than tinygemm everywhere", src, rows, _vs("tinygemm"), 1.0),
+             _worst("faster than gemlite everywhere", src, rows, _vs("gemlite"), 1.0),
+             _worst("M = 16: >= 3x cuBLAS dense bf16", src, m16, _vs("cublas_dense"), 3.0),
+             _worst("M = 16: faster than tinygemm", src, m16, _vs("tinygemm"), 1.0),
+             _worst("M = 16: faster than gemlite", src, m16, _vs("gemlite"), 1.0),
+             _worst("M = 4 within 10% of M = 1 (t4 / t1 <= 1.10)", src, [r for r in rows if r["M"] == 4], m4_vs_m1,
+                    1.10, higher=False)]
+        notes = []
+        for p in self.peers:
+            errs = [(r[f"{p}_check_ulps"], r) for r in rows if r.get(f"{p}_check_ulps") is not None]
+            if errs:
+                e, r = max(errs, key=lambda v: v[0])
+                notes.append(f"accuracy vs float64: {p} worst relative error {e:.1e} (K={r['K']} N={r['N']} M={r['M']})")
+        errs = [r["ours_check_ulps"] for r in rows]
+        if errs:
+            notes.append(f"accuracy vs float64: ours worst |err| / tolerance {max(errs):.2f} (<= 1 passes)")
+        return t, notes + [f"w4a16 note: {n}" for n in self.notes]
+
+
 # ------------------------------------------------------------------------ the registry
 #: The ops the bench knows, by name (``gatednorm bench --op NAME``; all available ones by
 #: default).  A new op adds one ``OpBench`` subclass instance here, and nothing else in this
@@ -534,7 +1524,8 @@ class RMSNormGatedBench(OpBench):
 #:                          bandwidth panel's x axis
 #:   has_cpu, available(gatednorm)
 #:                          whether CPU mode can run it; whether this install has the op
-OPS = {op.name: op for op in (RMSNormGatedBench(),)}
+OPS = {op.name: op for op in (RMSNormGatedBench(), RMSNormGatedFP8Bench(), AddRMSNormBench(), GroupQuantBench(),
+                                W4A16Bench())}
 
 
 def select_ops(names=None, gatednorm=None, cpu=False) -> list:
@@ -544,7 +1535,7 @@ def select_ops(names=None, gatednorm=None, cpu=False) -> list:
         if unknown:
             raise ValueError(f"unknown op {', '.join(map(repr, unknown))}; declared ops: {', '.join(OPS)}")
         return [OPS[n] for n in names]
-    return [op for op in OPS.values() if (gatednorm is None or op.available(gatednorm)) and (op.has_cpu or not cpu)]
+    return [op for op in OPS.values() if gatednorm is None or op.available(gatednorm)]  # CPU mode says why it skips one
 
 
 # ------------------------------------------------------------------------------ GPU mode
@@ -766,6 +1757,8 @@ class _Gpu:
         dev = self.array_device
         rows = []
         for op in ops:
+            if not op.has_host:
+                continue
             case = op.host_case(gpu=True)
             desc = _arrays_desc(case[op.host_baseline[0]])
             try:
@@ -789,10 +1782,10 @@ class _Gpu:
                                                 for k, t in tc.items()}, True)
 
             rows.append(row("torch_out", "torch CUDA, out=", lambda: op.host_call(gatednorm, tc, True),
-                            target=HOST_TARGETS["torch_out"]))
+                            target=_host_target(op, "torch_out")))
             rows.append(row("torch_alloc", "torch CUDA, no out=", lambda: op.host_call(gatednorm, tc, False),
-                            target=HOST_TARGETS["torch_alloc"]))
-            rows.append(row("device_array_gpu", f"DeviceArray {dev}, out=", device_arrays, target=HOST_TARGETS["device_array_gpu"]))
+                            target=_host_target(op, "torch_alloc")))
+            rows.append(row("device_array_gpu", f"DeviceArray {dev}, out=", device_arrays, target=_host_target(op, "device_array_gpu")))
             rows.append(row("raw_pointer_gpu", f"from_pointer views {dev}, out=", pointer_views))
             peers = self.peers_of(op)[0]
             with torch.inference_mode():
@@ -857,6 +1850,11 @@ def _host_row(op, kind, label, make, *, arrays, baseline, base, sync, target=Non
     return row
 
 
+def _host_target(op, kind):
+    """Issue #11's host-call target of this input kind, for the ops it sets them on."""
+    return HOST_TARGETS[kind] if op.host_targets else None
+
+
 def _no_sync():
     pass
 
@@ -866,13 +1864,13 @@ def _cpu_host_rows(gatednorm, ops, device_arrays=True):
     DeviceArrays, each beside np.add(out=) on the numpy arrays."""
     rows = []
     for op in ops:
-        if not op.has_cpu:
+        if not op.has_cpu or not op.has_host:
             continue
         case = op.host_case(gpu=False)
         a, b, o = (case[k] for k in op.host_baseline)
         base = functools.partial(np.add, a, b, out=o)
         row = functools.partial(_host_row, op, arrays=_arrays_desc(a), baseline="np.add(out=)", base=base, sync=_no_sync)
-        rows.append(row("numpy", "numpy, out=", lambda: op.host_call(gatednorm, case, True), target=HOST_TARGETS["numpy"]))
+        rows.append(row("numpy", "numpy, out=", lambda: op.host_call(gatednorm, case, True), target=_host_target(op, "numpy")))
         if device_arrays:
             rows.append(row("device_array_cpu", "DeviceArray cpu, out=", lambda: op.host_call(
                 gatednorm, {k: gatednorm.DeviceArray.from_numpy(v, device="cpu") for k, v in case.items()}, True)))
@@ -1016,8 +2014,14 @@ def _render_op(report, rep) -> list:
                 lines.append(f"peer {p} failed at {at}: {r[f'{p}_error']}")
     for p, cfg in rep.get("peer_configs", {}).items():
         lines.append(f"{p} launch configs (autotuned): {cfg}")
+    lines.extend(rep.get("notes", []))
     for t in rep.get("targets", []):
-        val = "not measured (shape not run)" if t["value"] is None else f"{t['value']:.2f}x: {'pass' if t['pass'] else 'FAIL'}"
+        if t["value"] is None:
+            val = "not measured (shape not run)"
+        elif t.get("shown"):
+            val = t["shown"]
+        else:
+            val = f"{t['value']:.2f}x: {'pass' if t['pass'] else 'FAIL'}"
         lines.append(f"target ({t['source']}): {t['what']}: {val}")
     return lines
 
@@ -1168,8 +2172,9 @@ def run(ops=None, quick=False, variants=None, axes=None, peers=None, ours_modes=
             for op in selected:
                 vs = _variants_of(op, variants, op.cpu_variants)
                 if not op.has_cpu or not vs:
-                    print(f"bench: {op.name}: " + ("no CPU implementation" if vs else "none of the variants asked for")
-                          + "; not timed", file=sys.stderr)
+                    print(f"bench: {op.name}: " + ((op.cpu_skip or "no CPU implementation") if not op.has_cpu
+                                                   else "none of the variants asked for")
+                          + "; not timed in CPU mode", file=sys.stderr)
                     continue
                 rep = _bench_cpu_op(gatednorm, op, quick, vs, axes, peers)
                 rep["missing"] = {**{p: why for p in op.peers}, **rep["missing"]}
@@ -1187,7 +2192,9 @@ def run(ops=None, quick=False, variants=None, axes=None, peers=None, ours_modes=
                 if not vs:
                     print(f"bench: {op.name}: none of the variants asked for; not timed", file=sys.stderr)
                     continue
-                report["ops"][op.name] = _bench_gpu_op(gatednorm, gpu, op, vs, axes, peers, ours_modes, warmup)
+                rep = _bench_gpu_op(gatednorm, gpu, op, vs, axes, peers, ours_modes, warmup)
+                rep["targets"], rep["notes"] = op.gpu_targets(rep["rows"], report["ceilings"]["copy_GBps"])
+                report["ops"][op.name] = rep
         if host:
             report["host_latency"] = gpu.host_rows(gatednorm, selected)
     if host:

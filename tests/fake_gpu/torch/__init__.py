@@ -195,6 +195,23 @@ class Tensor:
             raise RuntimeError("view size is not compatible with input tensor's size and stride; use .reshape(...)") from None
         return Tensor(v, self._dev)
 
+    def element_size(self):
+        return self._a.itemsize
+
+    def t(self):
+        if self._a.ndim != 2:
+            raise RuntimeError("t() expects a tensor with <= 2 dimensions")
+        return Tensor(self._a.T, self._dev)
+
+    T = property(t)
+
+    def clone(self):
+        return Tensor(self._a.copy(), self._dev)
+
+    def copy_(self, src):
+        self._a[...] = src._a
+        return self
+
     def contiguous(self):
         return Tensor(np.ascontiguousarray(self._a), self._dev)
 
@@ -217,6 +234,18 @@ class Tensor:
 
     def mean(self, dim, keepdim=False):
         return _compute(lambda a: a.mean(dim, keepdims=keepdim), self)
+
+    def abs(self):
+        return _compute(np.abs, self)
+
+    def amax(self, dim, keepdim=False):
+        return _compute(lambda a: a.max(dim, keepdims=keepdim), self)
+
+    def clamp(self, min=None, max=None):  # noqa: A002 - torch's names
+        return _compute(lambda a: np.clip(a, min, max), self)
+
+    def repeat_interleave(self, n, dim):
+        return Tensor(np.repeat(self._a, n, axis=dim), self._dev)
 
     def any(self):
         return Tensor(np.asarray(builtins.bool(self._a.any())), self._dev)
