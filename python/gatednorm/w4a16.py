@@ -327,6 +327,10 @@ class W4A16Weight:
         packed = DeviceArray.empty((int(size[0]),), np.uint8, device=dev)
         _PREPACK(stream, q, s, z, packed, params=prm)  # completes prm: layout, version, target
         _runtime.synchronize(stream)  # the plain device copies are freed on return
+        # ... and the prepacked buffer is complete: it is no pending write any more, so a
+        # GEMM on another stream (a CUDA graph's capture stream too, where a host wait is
+        # illegal) reads it without waiting (run 29 found the capture refused).
+        packed._sync.stream = None
         w = self._copy()
         w._packed, w._params, w.dtype = packed, prm, dt
         w.device = packed.device
