@@ -117,15 +117,38 @@ GN_HD void store_from_f32(void *p, int dt, float v) {
 // 1/inf), NaN propagates, and the GPU may use its fast exponential and divide (ex2.approx
 // and rcp.approx: a few ulp, branch-free, ~10 instructions fewer per element than expf
 // and an IEEE divide, which matters in a kernel that streams 6 bytes per element).  The
-// CPU evaluates the same expression with libm; no two exp implementations are bit-exact.
+// CPU evaluates the same expression with host_exp_nonpos (below); no two exp
+// implementations are bit-exact.
 enum Activation : int { kSilu = 0, kSigmoid = 1 };
+
+// Host exp(x) for x <= 0 (sigmoid's argument), branch-free arithmetic only so that the
+// compiler vectorizes a loop of it (libm's expf is a call per element): Cephes' expf
+// (Cody-Waite reduction by ln 2, degree-6 polynomial, within 2 ulp of exp), the power of two
+// applied in two normal halves so that results down to the subnormal range are right.
+// exp(-inf) = 0, NaN stays NaN.
+GN_HD float host_exp_nonpos(float x) {
+    const float xc = x > -104.0f ? x : -104.0f;  // exp(-104) rounds to 0; NaN -> -104 (restored below)
+    const float nf = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
+    float r = xc - nf * 0.693359375f;
+    r = r - nf * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    const int32_t n = int32_t(nf), n1 = n / 2, n2 = n - n1;  // n in [-150, 0]
+    const float e = p * f32_from_bits(uint32_t(n1 + 127) << 23) * f32_from_bits(uint32_t(n2 + 127) << 23);
+    return x == x ? e : x;
+}
 
 GN_HD float sigmoid(float z) {
 #if defined(GN_DEVICE_PASS)
     const float e = __expf(-fabsf(z));
     const float r = __fdividef(1.0f, 1.0f + e);
 #else
-    const float e = expf(-fabsf(z));
+    const float e = host_exp_nonpos(-fabsf(z));
     const float r = 1.0f / (1.0f + e);
 #endif
     return z >= 0.0f ? r : e * r;

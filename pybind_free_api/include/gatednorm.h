@@ -16,10 +16,10 @@
  *     return).  Two concurrent calls that write the same memory race, as any two kernels do.
  *   - gatednorm_last_error() returns a thread-local buffer: valid until the next gatednorm
  *     call on the same thread (which may overwrite it) or the thread's exit.  Copy it to keep it.
- *   - Host tensors (device type CPU, CUDA_HOST, ROCM_HOST) run on the calling thread and are
- *     complete when the call returns; `stream` is then ignored.  GPU tensors run
- *     asynchronously on `stream` (NULL = the default stream); a call never synchronizes and
- *     never allocates device memory.
+ *   - Host tensors (device type CPU, CUDA_HOST, ROCM_HOST) run on the calling thread and the
+ *     library's CPU pool (gatednorm_set_num_threads) and are complete when the call returns;
+ *     `stream` is then ignored.  GPU tensors run asynchronously on `stream` (NULL = the
+ *     default stream); a call never synchronizes and never allocates device memory.
  *   - params == NULL means every option at its default.
  *   - Options structs begin with uint32_t struct_size and are filled by
  *     gatednorm_<op>_params_init(&p, sizeof p) through the caller's pointer (never returned
@@ -150,6 +150,12 @@ GATEDNORM_API gatednorm_status gatednorm_stream_create(int32_t device_id, void *
 GATEDNORM_API gatednorm_status gatednorm_stream_synchronize(void *stream);
 GATEDNORM_API gatednorm_status gatednorm_stream_destroy(void *stream);
 GATEDNORM_API gatednorm_status gatednorm_device_synchronize(int32_t device_id);
+/* Threads of the CPU backend (host tensors): a pool owned by the library, the calling thread
+ * included.  num_threads >= 1 sets it, 0 restores the default: $GATEDNORM_NUM_THREADS if set,
+ * else the cores this process may run on.  Small calls run on the calling thread alone.
+ * Results are bit-identical whatever the count. */
+GATEDNORM_API gatednorm_status gatednorm_set_num_threads(int32_t num_threads);
+GATEDNORM_API gatednorm_status gatednorm_get_num_threads(int32_t *num_threads);
 
 /* ------------------------------- gated RMSNorm (RMSNormGated), docs/ops.md section 1 */
 typedef enum gatednorm_activation {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "cpu_pool.h"
 #include "numerics.h"
 
 namespace gn {
@@ -18,13 +19,17 @@ gatednorm_status cpu_add_rmsnorm(const AddRmsnormProblem &p) {
     const bool ue8m0 = qs.scale_format != kScaleF32;
     const int sbytes = qs.scale_format == kScaleE8m0 ? 1 : 4;
 
-    std::vector<float> w(H, 1.0f), r(H), y(H);
+    std::vector<float> w(H, 1.0f);
     if (p.normalize) {
         const int ws = dtype_size(p.weight_dtype);
         for (int64_t c = 0; c < H; ++c)
             w[c] = load_as_f32(static_cast<const char *>(p.weight) + c * ws, p.weight_dtype) + p.weight_offset;
     }
-    for (int64_t t = 0; t < p.tokens; ++t) {
+    // Tokens split over the pool (cpu_pool.h); a token's row and groups stay on one thread.
+    auto tokens = [&](int64_t t0, int64_t t1) {
+    thread_local std::vector<float> r, y;
+    if (r.size() < size_t(H)) r.resize(size_t(H)), y.resize(size_t(H));
+    for (int64_t t = t0; t < t1; ++t) {
         const char *x = p.x + t * p.x_st * xs;
         double ss = 0.0;  // in double, as cpu_rmsnorm_gated
         for (int64_t c = 0; c < H; ++c) {
@@ -64,6 +69,8 @@ gatednorm_status cpu_add_rmsnorm(const AddRmsnormProblem &p) {
             store_group_scale(srow, qs.s_sk, qs.scale_format, k, qs.groups, s);
         }
     }
+    };
+    cpu_parallel_for(p.tokens, H * 4, tokens);
     return GATEDNORM_STATUS_SUCCESS;
 }
 

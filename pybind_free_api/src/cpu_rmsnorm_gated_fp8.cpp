@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "cpu_pool.h"
 #include "numerics.h"
 
 namespace gn {
@@ -19,11 +20,16 @@ gatednorm_status cpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr) {
     const bool ue8m0 = qs.scale_format != kScaleF32;
     const int sbytes = qs.scale_format == kScaleE8m0 ? 1 : 4;
 
-    std::vector<float> w(D), u(D), g(D), y(R);
+    std::vector<float> w(D);
     for (int64_t c = 0; c < D; ++c)
         w[c] = load_as_f32(static_cast<const char *>(p.weight) + c * ws, p.weight_dtype) + p.weight_offset;
 
-    for (int64_t t = 0; t < p.tokens; ++t) {
+    // Tokens split over the pool (cpu_pool.h); a token's rows and groups stay on one thread.
+    auto tokens = [&](int64_t t0, int64_t t1) {
+    thread_local std::vector<float> u, g, y;
+    if (u.size() < size_t(D)) u.resize(size_t(D)), g.resize(size_t(D));
+    if (y.size() < size_t(R)) y.resize(size_t(R));
+    for (int64_t t = t0; t < t1; ++t) {
         for (int64_t h = 0; h < H; ++h) {
             const char *x = p.x.data + (t * p.x.stride_t + h * p.x.stride_h) * xs;
             const char *z = has_z ? p.z.data + (t * p.z.stride_t + h * p.z.stride_h) * zs : nullptr;
@@ -64,7 +70,8 @@ gatednorm_status cpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr) {
             store_group_scale(srow, qs.s_sk, qs.scale_format, k, qs.groups, s);
         }
     }
-    (void)R;
+    };
+    cpu_parallel_for(p.tokens, R * (has_z ? 6 : 3), tokens);
     return GATEDNORM_STATUS_SUCCESS;
 }
 

@@ -118,7 +118,7 @@ class DeviceArray:
         self._shape = shape
         self._estrides = estrides
         self._dtype = dt
-        self._dl = _dtypes.NP_TO_DL.get(dt)
+        self._dl = _dtypes.dl_lookup(dt)
         if self._dl is None:
             raise argument_error("dtype: %s has no DLPack code" % dt)
         self._devtype = devtype

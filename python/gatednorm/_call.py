@@ -201,7 +201,7 @@ def _from_numpy(a, name, writable, sc, i, s, hold):
     d = _np_descs.get(id(a))
     if d is not None and d[0] == buf and d[1] == a.shape and d[2] is a.dtype:
         return d[3]
-    dl = _NP_TO_DL.get(a.dtype)
+    dl = _NP_TO_DL.get(a.dtype) or _dtypes.dl_lookup(a.dtype)
     if dl is None:
         _fail(name, "numpy dtype %s has no DLPack equivalent" % a.dtype.str)
     shape = a.shape
@@ -215,7 +215,7 @@ def _from_numpy(a, name, writable, sc, i, s, hold):
 
 
 def _from_numpy_strided(a, name):
-    dl = _NP_TO_DL.get(a.dtype)
+    dl = _NP_TO_DL.get(a.dtype) or _dtypes.dl_lookup(a.dtype)
     if dl is None:
         _fail(name, "numpy dtype %s has no DLPack equivalent" % a.dtype.str)
     shape = a.shape
@@ -345,7 +345,7 @@ def _from_cai(x, name, writable, sc, i, s, hold, cai=None):
     if writable and ro:
         _fail(name, "__cuda_array_interface__ marks this array read-only")
     dt = _typestr_dtype(name, typestr)
-    dl = _NP_TO_DL.get(dt)
+    dl = _NP_TO_DL.get(dt) or _dtypes.dl_lookup(dt)
     if dl is None:
         _fail(name, "dtype %s has no DLPack equivalent" % dt)
     strides = cai.get("strides")
@@ -639,7 +639,7 @@ class New:
         if shape is None:
             shape = tuple(desc.shape[0:desc.ndim])
         if dt is None:
-            dt = _dtypes.DL_TO_NP.get((desc.dtype.code, desc.dtype.bits), _dtypes.float32)
+            dt = _dtypes.np_of_dl((desc.dtype.code, desc.dtype.bits), _dtypes.float32)
         return _new_array(shape, dt, desc.device.device_type, desc.device.device_id)
 
 
@@ -704,7 +704,7 @@ def _describe(x):
     try:
         t = convert(x, "x", 0, hold, False)
         nd = t.ndim
-        return (tuple(t.shape[0:nd]), _dtypes.DL_TO_NP.get((t.dtype.code, t.dtype.bits)),
+        return (tuple(t.shape[0:nd]), _dtypes.np_of_dl((t.dtype.code, t.dtype.bits)),
                 t.device.device_type, t.device.device_id)
     finally:
         release(hold)
@@ -741,7 +741,7 @@ def dtype_of(x) -> np.dtype | None:
         return x.dtype
     if k == TORCH:
         dl = (_torch_state or _torch())[0].get(x.dtype)
-        return _dtypes.DL_TO_NP.get(dl) if dl else None
+        return _dtypes.np_of_dl(dl) if dl else None
     return _describe(x)[1]
 
 

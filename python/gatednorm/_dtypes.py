@@ -9,31 +9,29 @@ from __future__ import annotations
 
 import sys
 
-import ml_dtypes
 import numpy as np
 
 # DLPack type codes (== GATEDNORM_DTYPE_CODE_* where the header defines them).
 INT, UINT, FLOAT, OPAQUE_HANDLE, BFLOAT, COMPLEX, BOOL = 0, 1, 2, 3, 4, 5, 6
 FLOAT8_E4M3FN, FLOAT8_E4M3FNUZ, FLOAT8_E8M0FNU = 10, 11, 14
 
-bfloat16 = np.dtype(ml_dtypes.bfloat16)
+# ml_dtypes (bfloat16, float8_*) is imported on first need only (it costs ~1 s of import
+# time): a numpy array of those dtypes cannot exist before it is imported, so a lookup that
+# misses on one of its dtypes (dl_lookup) or a name / attribute that needs it loads it.
+_ML_NAMES = ("bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e8m0fnu")
+_ML_CODES = {"bfloat16": (BFLOAT, 16), "float8_e4m3fn": (FLOAT8_E4M3FN, 8),
+             "float8_e4m3fnuz": (FLOAT8_E4M3FNUZ, 8), "float8_e8m0fnu": (FLOAT8_E8M0FNU, 8)}
+_ml_loaded = False
 float16 = np.dtype(np.float16)
 float32 = np.dtype(np.float32)
-float8_e4m3fn = np.dtype(ml_dtypes.float8_e4m3fn)
-float8_e4m3fnuz = np.dtype(ml_dtypes.float8_e4m3fnuz)
-float8_e8m0fnu = np.dtype(ml_dtypes.float8_e8m0fnu)
 uint8 = np.dtype(np.uint8)
 int32 = np.dtype(np.int32)
 
 #: numpy dtype -> (DLPack code, bits)
 NP_TO_DL: dict = {
-    bfloat16: (BFLOAT, 16),
     float16: (FLOAT, 16),
     float32: (FLOAT, 32),
     np.dtype(np.float64): (FLOAT, 64),
-    float8_e4m3fn: (FLOAT8_E4M3FN, 8),
-    float8_e4m3fnuz: (FLOAT8_E4M3FNUZ, 8),
-    float8_e8m0fnu: (FLOAT8_E8M0FNU, 8),
     np.dtype(np.int8): (INT, 8),
     np.dtype(np.int16): (INT, 16),
     int32: (INT, 32),
@@ -53,14 +51,63 @@ DL_TO_NP: dict = {v: k for k, v in NP_TO_DL.items()}
 
 #: Short names accepted wherever a dtype is (out_dtype=..., DeviceArray(dtype=...)).
 _NAMES = {
-    "bf16": bfloat16, "bfloat16": bfloat16,
     "fp16": float16, "f16": float16, "half": float16, "float16": float16,
     "fp32": float32, "f32": float32, "float": float32, "float32": float32,
-    "fp8_e4m3fn": float8_e4m3fn, "float8_e4m3fn": float8_e4m3fn, "e4m3fn": float8_e4m3fn,
-    "fp8_e4m3fnuz": float8_e4m3fnuz, "float8_e4m3fnuz": float8_e4m3fnuz, "e4m3fnuz": float8_e4m3fnuz,
-    "e8m0": float8_e8m0fnu, "float8_e8m0fnu": float8_e8m0fnu, "ue8m0": float8_e8m0fnu,
     "uint8": uint8, "int32": int32,
 }
+_ML_ALIASES = {
+    "bf16": "bfloat16", "bfloat16": "bfloat16",
+    "fp8_e4m3fn": "float8_e4m3fn", "float8_e4m3fn": "float8_e4m3fn", "e4m3fn": "float8_e4m3fn",
+    "fp8_e4m3fnuz": "float8_e4m3fnuz", "float8_e4m3fnuz": "float8_e4m3fnuz", "e4m3fnuz": "float8_e4m3fnuz",
+    "e8m0": "float8_e8m0fnu", "float8_e8m0fnu": "float8_e8m0fnu", "ue8m0": "float8_e8m0fnu",
+}
+
+
+def load_ml_dtypes() -> None:
+    """Import ml_dtypes and add its dtypes to every table (once)."""
+    global _ml_loaded
+    if _ml_loaded:
+        return
+    import ml_dtypes
+
+    g = globals()
+    for name in _ML_NAMES:
+        dt = np.dtype(getattr(ml_dtypes, name))
+        g[name] = dt
+        NP_TO_DL[dt] = _ML_CODES[name]
+        DL_TO_NP[_ML_CODES[name]] = dt
+    for alias, name in _ML_ALIASES.items():
+        _NAMES[alias] = g[name]
+    _ml_loaded = True
+
+
+def __getattr__(name):  # bfloat16, float8_*: on first use
+    if name in _ML_NAMES:
+        load_ml_dtypes()
+        return globals()[name]
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+
+
+def _is_ml(dt) -> bool:
+    t = getattr(dt, "type", None)
+    return t is not None and (getattr(t, "__module__", "") or "").startswith("ml_dtypes")
+
+
+def dl_lookup(dt):
+    """NP_TO_DL.get(dt), loading ml_dtypes' entries when dt is one of its dtypes (the hot
+    paths call this only on a miss)."""
+    r = NP_TO_DL.get(dt)
+    if r is None and not _ml_loaded and _is_ml(dt):
+        load_ml_dtypes()
+        r = NP_TO_DL.get(dt)
+    return r
+
+
+def np_of_dl(key, default=None):
+    """DL_TO_NP.get(key, default), loading ml_dtypes for its (code, bits)."""
+    if key in _ML_CODES.values():
+        load_ml_dtypes()
+    return DL_TO_NP.get(key, default)
 
 _dtype_cache: dict = {}
 
@@ -82,8 +129,13 @@ def to_numpy_dtype(obj) -> np.dtype:
         pass
     name = _torch_dtype_name(obj)
     if name is not None:
+        if name in _ML_ALIASES:
+            load_ml_dtypes()
         dt = _NAMES.get(name) or np.dtype(name)
     elif isinstance(obj, str) and obj.lower() in _NAMES:
+        dt = _NAMES[obj.lower()]
+    elif isinstance(obj, str) and obj.lower() in _ML_ALIASES:
+        load_ml_dtypes()
         dt = _NAMES[obj.lower()]
     else:
         dt = np.dtype(obj)
@@ -97,21 +149,21 @@ def to_numpy_dtype(obj) -> np.dtype:
 def dl_dtype(obj) -> tuple:
     """(code, bits) of anything to_numpy_dtype() accepts."""
     dt = to_numpy_dtype(obj)
-    try:
-        return NP_TO_DL[dt]
-    except KeyError:
-        raise TypeError("dtype %s has no DLPack code" % dt) from None
+    r = dl_lookup(dt)
+    if r is None:
+        raise TypeError("dtype %s has no DLPack code" % dt)
+    return r
 
 
 def dl_to_numpy(code: int, bits: int) -> np.dtype:
-    try:
-        return DL_TO_NP[(code, bits)]
-    except KeyError:
-        raise TypeError("DLPack dtype (code=%d, bits=%d) has no numpy equivalent" % (code, bits)) from None
+    r = np_of_dl((code, bits))
+    if r is None:
+        raise TypeError("DLPack dtype (code=%d, bits=%d) has no numpy equivalent" % (code, bits))
+    return r
 
 
 def dl_name(code: int, bits: int) -> str:
-    dt = DL_TO_NP.get((code, bits))
+    dt = np_of_dl((code, bits))
     return dt.name if dt is not None else "dlpack(code=%d,bits=%d)" % (code, bits)
 
 
@@ -123,6 +175,7 @@ _TORCH_NAMES = {
 
 def torch_dtype_table(torch) -> dict:
     """torch.dtype -> (code, bits), for the dtypes this torch build has."""
+    load_ml_dtypes()
     table = {}
     for name in _TORCH_NAMES:
         tdt = getattr(torch, name, None)

@@ -18,8 +18,8 @@ _ACTIVATIONS = {"silu": 0, "swish": 0, "sigmoid": 1}
 FP8_FORMATS = {"e4m3fn": 0, "e4m3fnuz": 1}
 SCALE_FORMATS = {"fp32": 0, "ue8m0": 1, "e8m0": 2, "e8m0_packed": 3}
 SCALE_LAYOUTS = ("row", "col", "col_pad4")
-_Q_DTYPES = (_dtypes.float8_e4m3fn, _dtypes.float8_e4m3fnuz)
-_SCALE_DTYPES = (_dtypes.float32, _dtypes.float32, _dtypes.uint8, _dtypes.int32)
+_Q_NAMES = ("float8_e4m3fn", "float8_e4m3fnuz")  # through _dtypes on use: ml_dtypes loads lazily
+_SCALE_NAMES = ("float32", "float32", "uint8", "int32")
 _ENTRY = _call.Entry("gatednorm_rmsnorm_gated_fp8", "gatednorm_rmsnorm_gated_fp8_params",
                      ("x", "z", "weight", "q", "scales", "y"), outputs=("q", "scales", "y"))
 
@@ -127,11 +127,11 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
         shape = _call.shape_of(x)
         tok, row = _token_dims(shape, hd)
         if q is None:
-            q = _call.empty_like(x, tuple(tok) + (row,), _Q_DTYPES[fmt])
+            q = _call.empty_like(x, tuple(tok) + (row,), getattr(_dtypes, _Q_NAMES[fmt]))
         if scales is None:
             k = row // g if g > 0 else 0
             cols = (k + 3) // 4 if sfmt == 3 else k
-            scales = _new_scales(x, tok, cols, _SCALE_DTYPES[sfmt], scale_layout)
+            scales = _new_scales(x, tok, cols, getattr(_dtypes, _SCALE_NAMES[sfmt]), scale_layout)
         if want_copy and y is None:
             y = _call.empty_like(x, shape, cdt)
     _ENTRY.call(stream, x, z, weight, q, scales, y if want_copy else None, params=prm)
@@ -169,11 +169,11 @@ def _new_quant(x, q, scales, fmt, sfmt, g, scale_layout):
         shape = _call.shape_of(x)
         tok, row = (tuple(shape[:-1]), int(shape[-1])) if shape else ((), 0)
         if q is None:
-            q = _call.empty_like(x, tok + (row,), _Q_DTYPES[fmt])
+            q = _call.empty_like(x, tok + (row,), getattr(_dtypes, _Q_NAMES[fmt]))
         if scales is None:
             k = row // g if g > 0 else 0
             cols = (k + 3) // 4 if sfmt == 3 else k
-            scales = _new_scales(x, tok, cols, _SCALE_DTYPES[sfmt], scale_layout)
+            scales = _new_scales(x, tok, cols, getattr(_dtypes, _SCALE_NAMES[sfmt]), scale_layout)
     return q, scales
 
 

@@ -91,7 +91,7 @@ def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, ac
 
 
 # ------------------------------------------------------------------- FP8 group quantization
-_FP8 = {"e4m3fn": (_dtypes.float8_e4m3fn, 448.0), "e4m3fnuz": (_dtypes.float8_e4m3fnuz, 240.0)}
+_FP8 = {"e4m3fn": ("float8_e4m3fn", 448.0), "e4m3fnuz": ("float8_e4m3fnuz", 240.0)}  # ml_dtypes loads on use
 _UE8M0 = {"fp32": False, "ue8m0": True, "e8m0": True, "e8m0_packed": True}
 
 
@@ -106,7 +106,7 @@ def fp8_group_quant(y, group_size=128, *, fp8_format="e4m3fn", fp8_max=None, ama
     of y's shape, quantized by ml_dtypes from float64 after clamping to +-fp8_max; scales
     float64 [..., R / G] (powers of two for the UE8M0 formats; NaN for a group with a NaN or
     an infinity, whose codes are then all NaN)."""
-    dt, _ = _FP8[fp8_format]
+    dt = getattr(_dtypes, _FP8[fp8_format][0])
     fmax = fp8_max_of(fp8_format, fp8_max)
     y = np.asarray(y, np.float64)
     shape = y.shape
@@ -263,21 +263,31 @@ def group_quant_fp8(x, *, group_size=128, fp8_format="e4m3fn", fp8_max=None, ama
 
 
 # --------------------------------------------------------------------------- comparison
-_FORMATS = {  # dtype: (explicit mantissa bits, minimum normal exponent)
-    _dtypes.float8_e4m3fn: (3, -6),
-    _dtypes.float8_e4m3fnuz: (3, -7),
-    _dtypes.bfloat16: (7, -126),
-    _dtypes.float16: (10, -14),
-    _dtypes.float32: (23, -126),
-    np.dtype(np.float64): (52, -1022),
+_FORMAT_NAMES = {  # dtype name: (explicit mantissa bits, minimum normal exponent)
+    "float8_e4m3fn": (3, -6),
+    "float8_e4m3fnuz": (3, -7),
+    "bfloat16": (7, -126),
+    "float16": (10, -14),
+    "float32": (23, -126),
+    "float64": (52, -1022),
 }
+_formats_table = None
+
+
+def _formats() -> dict:
+    """dtype -> (mantissa bits, min normal exponent); built on first use (ml_dtypes loads then)."""
+    global _formats_table
+    if _formats_table is None:
+        _formats_table = {np.dtype(np.float64) if n == "float64" else getattr(_dtypes, n): v
+                          for n, v in _FORMAT_NAMES.items()}
+    return _formats_table
 DEFAULT_RTOL = 2e-5
 DEFAULT_ATOL = 2.0 ** -126  # fp32's smallest normal: covers flushed fp32 subnormals
 
 
 def ulp(ref, dtype) -> np.ndarray:
     """Spacing of ``dtype`` (bf16/fp16/fp32) at the magnitude of ``ref`` (subnormals included)."""
-    mant, emin = _FORMATS[_dtypes.to_numpy_dtype(dtype)]
+    mant, emin = _formats()[_dtypes.to_numpy_dtype(dtype)]
     r = np.abs(np.asarray(ref, np.float64))
     with np.errstate(divide="ignore"):
         e = np.floor(np.log2(np.where(r > 0, r, 1.0)))

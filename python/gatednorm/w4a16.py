@@ -28,7 +28,7 @@ __all__ = ["W4A16Weight", "w4a16_matmul", "TARGETS"]
 PLAIN, TILED = 0, 1
 #: gatednorm_w4a16_target values by name
 TARGETS = {"native": 0, "cuda_mma": 1, "amd_mfma": 2, "amd_wmma": 3}
-_W4DT = {_dtypes.bfloat16: 1, _dtypes.float16: 2}
+_W4DT_NAMES = {"bfloat16": 1, "float16": 2}  # keyed by name: ml_dtypes loads on use
 _AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # AWQ slot i holds column 8c + _AWQ_ORDER[i]
 _GEMM = _call.Entry("gatednorm_w4a16_gemm", "gatednorm_w4a16_params",
                     ("a", "qweight", "scales", "zeros", "bias", "out", "workspace"), outputs=("out", "workspace"))
@@ -313,7 +313,7 @@ class W4A16Weight:
             w = self._copy()
             return w
         dt = _dtypes.to_numpy_dtype(dtype)
-        if dt not in _W4DT:
+        if not dt.isnative or dt.name not in _W4DT_NAMES:
             raise argument_error("dtype: expected bfloat16 or float16 activations, got %s" % dt)
         lib = _ffi._lib or _ffi.load()
         q = DeviceArray.from_numpy(self.q, device=dev)
@@ -321,7 +321,7 @@ class W4A16Weight:
         z = None if self.zeros is None else DeviceArray.from_numpy(self.zeros, device=dev)
         prm = _new_params(lib)
         self._describe(prm)
-        prm.dtype = _W4DT[dt]
+        prm.dtype = _W4DT_NAMES[dt.name]
         size = ffi.new("size_t *")
         _ffi.check(lib.gatednorm_w4a16_prepacked_size(prm, size), "gatednorm_w4a16_prepacked_size")
         packed = DeviceArray.empty((int(size[0]),), np.uint8, device=dev)
@@ -342,7 +342,7 @@ class W4A16Weight:
         dt = _dtypes.to_numpy_dtype(dtype)
         lib = _ffi._lib or _ffi.load()
         prm = _new_params(lib)
-        prm.dtype = _W4DT.get(dt, 0)
+        prm.dtype = _W4DT_NAMES.get(dt.name, 0)
         prm.target = TARGETS[target] if isinstance(target, str) else int(target)
         self._describe(prm)
         size = ffi.new("size_t *")

@@ -1,0 +1,55 @@
+// Row loads and stores of the CPU backend: a contiguous row of bf16 / fp16 / fp32 to and
+// from fp32, one loop per dtype with the rounding rules of hip/numerics.h written so that
+// the compiler vectorizes them (bf16 <-> fp32 by integer shifts and a select, no branch).
+#pragma once
+#include <stdint.h>
+#include <string.h>
+
+#include "numerics.h"
+
+namespace gn {
+
+inline void load_row_f32(const char *src, int dt, int64_t n, float *dst) {
+    if (dt == kF32) {
+        memcpy(dst, src, size_t(n) * 4);
+    } else if (dt == kBF16) {
+        const uint16_t *s = reinterpret_cast<const uint16_t *>(src);
+        for (int64_t c = 0; c < n; ++c) dst[c] = f32_from_bits(uint32_t(s[c]) << 16);
+    } else {
+        const uint16_t *s = reinterpret_cast<const uint16_t *>(src);
+        for (int64_t c = 0; c < n; ++c) dst[c] = f16_to_f32(s[c]);
+    }
+}
+
+// f32_to_bf16 (round to nearest even, NaN quiet with its sign), as selects.
+inline uint16_t f32_to_bf16_select(float f) {
+    const uint32_t u = f32_bits(f);
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const uint32_t nan = (u >> 16) | 0x0040u;
+    return uint16_t((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+}
+
+inline void store_row_f32(char *dst, int dt, int64_t n, const float *src) {
+    if (dt == kF32) {
+        memcpy(dst, src, size_t(n) * 4);
+    } else if (dt == kBF16) {
+        uint16_t *d = reinterpret_cast<uint16_t *>(dst);
+        for (int64_t c = 0; c < n; ++c) d[c] = f32_to_bf16_select(src[c]);
+    } else {
+        uint16_t *d = reinterpret_cast<uint16_t *>(dst);
+        for (int64_t c = 0; c < n; ++c) d[c] = f32_to_f16(src[c]);
+    }
+}
+
+// sum of v[c]^2 in double, in 8 interleaved lanes combined by a fixed tree: the same order
+// for a row whatever thread computes it, and vectorizable (a sequential double sum is not).
+inline double sum_squares(const float *v, int64_t n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8)
+        for (int l = 0; l < 8; ++l) acc[l] += double(v[c + l]) * double(v[c + l]);
+    for (; c < n; ++c) acc[c & 7] += double(v[c]) * double(v[c]);
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+}  // namespace gn

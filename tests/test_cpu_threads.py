@@ -1,0 +1,95 @@
+"""The CPU backend's thread pool (pybind_free_api/src/cpu_pool.cpp): every op's outputs are
+bit-identical with 1 and N threads, whether the count comes from GATEDNORM_NUM_THREADS (read
+when the pool starts, here in fresh interpreters) or from gatednorm_set_num_threads."""
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gatednorm
+from gatednorm import _ffi
+
+# Shapes large enough that the pool splits them (cpu_pool.h: kCpuMinWorkPerThread), with
+# tails that do not divide evenly between threads.
+SCRIPT = r"""
+import hashlib, sys
+import numpy as np
+import ml_dtypes
+import gatednorm
+
+rng = np.random.default_rng(15)
+bf16 = ml_dtypes.bfloat16
+def arr(shape, dt=bf16, scale=2.0):
+    return (rng.standard_normal(shape) * scale).astype(dt)
+
+h = hashlib.sha256()
+def put(*xs):
+    for v in xs:
+        if v is not None:
+            h.update(np.ascontiguousarray(v).view(np.uint8).tobytes())
+
+T, H, D = 517, 7, 128
+x, z, w = arr((T, H, D)), arr((T, H, D), scale=6.0), arr((D,))
+for nbg in (True, False):
+    for act in ("silu", "sigmoid"):
+        put(gatednorm.rmsnorm_gated(x, z, w, norm_before_gate=nbg, activation=act))
+put(gatednorm.rmsnorm_gated(x, None, w))
+put(gatednorm.rmsnorm_gated(x.astype(np.float16), z.astype(np.float32), w, eps=1e-5))
+put(gatednorm.rmsnorm_gated(x.astype(np.float32), z, w.astype(np.float32)))
+put(*gatednorm.rmsnorm_gated_fp8(x, z, w, copy_dtype="bfloat16"))
+put(*gatednorm.rmsnorm_gated_fp8(x, z, w, scale_format="ue8m0", quantize_rounded=True))
+xs, res, ws = arr((T, 1024)), arr((T, 1024)), arr((1024,))
+put(*gatednorm.add_rmsnorm(xs, res.copy(), ws, fp8=True))
+put(*gatednorm.rmsnorm(xs, ws))
+put(*gatednorm.group_quant_fp8(xs))
+for M in (3, 67):
+    a = arr((M, 512), scale=1.0)
+    W = gatednorm.W4A16Weight.from_float(rng.standard_normal((384, 512)).astype(np.float32), group_size=128)
+    put(gatednorm.w4a16_matmul(a, W, bias=arr((384,))))
+print(h.hexdigest())
+"""
+
+
+def _digest(threads):
+    env = dict(os.environ, GATEDNORM_NUM_THREADS=str(threads))
+    r = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_outputs_identical_with_1_and_4_threads_env():
+    one = _digest(1)
+    assert one == _digest(4)
+    assert one == _digest(3)
+
+
+def _threads():
+    n = _ffi.ffi.new("int32_t *")
+    assert _ffi.lib().gatednorm_get_num_threads(n) == 0
+    return n[0]
+
+
+def test_set_num_threads_c_entry():
+    lib = _ffi.lib()
+    before = _threads()
+    try:
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((300, 16, 128)).astype(np.float32)
+        z = rng.standard_normal((300, 16, 128)).astype(np.float32)
+        w = rng.standard_normal(128).astype(np.float32)
+        outs = []
+        for n in (1, 2, 5):
+            assert lib.gatednorm_set_num_threads(n) == 0
+            assert _threads() == n
+            outs.append(gatednorm.rmsnorm_gated(x, z, w))
+        for o in outs[1:]:
+            assert o.tobytes() == outs[0].tobytes()
+        assert lib.gatednorm_set_num_threads(-1) != 0
+        assert _ffi.ffi.string(lib.gatednorm_last_error()).decode().startswith("num_threads:")
+        assert lib.gatednorm_set_num_threads(0) == 0
+        assert _threads() >= 1
+    finally:
+        lib.gatednorm_set_num_threads(before)
