@@ -297,3 +297,51 @@ def test_gpu_streams(requires_gpu, W):
                 for name, g, e in zip(("y", "q", "scales", "residual"), outs[r], want):
                     g = None if g is None else be.get(g)
                     assert bits_equal(g, e), "case %d rep %d rank %d: %s differs" % (case, rep, r, name)
+
+
+# ----------------------------------------------------------------------------- the C layer
+def test_c_comm_entry_points():
+    from gatednorm import _ffi
+    from gatednorm._ffi import ffi
+
+    lib = _ffi.lib()
+    cpu = ffi.new("gatednorm_device *", {"device_type": 1, "device_id": 0})[0]
+
+    def err(st, match):
+        assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT, st
+        msg = ffi.string(lib.gatednorm_last_error()).decode()
+        assert msg.startswith(match), msg
+
+    nb = ffi.new("size_t *")
+    err(lib.gatednorm_comm_buffer_size(9, 1024, nb), "world_size:")
+    err(lib.gatednorm_comm_buffer_size(2, 0, nb), "max_input_bytes:")
+    err(lib.gatednorm_comm_buffer_size(2, 1024, ffi.NULL), "bytes:")
+    assert lib.gatednorm_comm_buffer_size(2, 1000, nb) == 0
+    size = int(nb[0])
+    pp, h = ffi.new("void **"), ffi.new("uint8_t[64]")
+    err(lib.gatednorm_comm_buffer_alloc(cpu, 100, pp, h), "bytes:")
+    err(lib.gatednorm_comm_buffer_open(cpu, ffi.new("uint8_t[64]", b"nonsense"), pp), "handle:")
+    err(lib.gatednorm_comm_buffer_open(cpu, ffi.new("uint8_t[64]", b"/gatednorm.no.such"), pp), "handle:")
+    bufs = []
+    for _ in range(2):
+        assert lib.gatednorm_comm_buffer_alloc(cpu, size, pp, h) == 0
+        bufs.append(pp[0])
+    # the handle opens the same segment: a write through one mapping shows in the other
+    assert lib.gatednorm_comm_buffer_open(cpu, h, pp) == 0
+    ffi.cast("uint8_t *", bufs[1])[5000] = 77
+    assert ffi.cast("uint8_t *", pp[0])[5000] == 77
+    assert lib.gatednorm_comm_buffer_close(cpu, pp[0]) == 0
+    cp = ffi.new("gatednorm_comm **")
+    arr = ffi.new("void *[]", bufs)
+    err(lib.gatednorm_comm_create(2, 2, arr, size, cpu, cp), "rank:")
+    err(lib.gatednorm_comm_create(0, 2, ffi.new("void *[]", [bufs[0], bufs[0]]), size, cpu, cp), "buffers[1]:")
+    err(lib.gatednorm_comm_create(0, 2, arr, size + 256, cpu, cp), "buffers[0]:")
+    err(lib.gatednorm_comm_create(0, 2, ffi.new("void *[]", [bufs[0], ffi.NULL]), size, cpu, cp), "buffers[1]:")
+    assert lib.gatednorm_comm_create(0, 2, arr, size, cpu, cp) == 0
+    mb = ffi.new("size_t *")
+    assert lib.gatednorm_comm_max_input_bytes(cp[0], mb) == 0 and mb[0] >= 1000
+    x = ffi.new("gatednorm_tensor *")
+    err(lib.gatednorm_allreduce_add_rmsnorm(ffi.NULL, x, ffi.NULL, x, ffi.NULL, x, ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL), "comm:")
+    assert lib.gatednorm_comm_destroy(cp[0]) == 0
+    for b in bufs:
+        assert lib.gatednorm_comm_buffer_free(cpu, b) == 0
