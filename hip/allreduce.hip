@@ -113,7 +113,13 @@ gatednorm_status gpu_comm_buffer_alloc(int32_t device_id, size_t bytes, void **b
     DeviceGuard guard(device_id);
     if (!guard.ok()) return guard.status();
     void *p = nullptr;
+#if defined(GN_PLATFORM_HIP)
+    // Uncached (fine-grained) memory: peers on other GPUs see the flags and partials while
+    // the kernels run (coarse-grained hipMalloc memory is coherent only at kernel boundaries).
+    hipError_t err = hipExtMallocWithFlags(&p, bytes, hipDeviceMallocUncached);
+#else
     hipError_t err = hipMalloc(&p, bytes);
+#endif
     if (err != hipSuccess) {
         (void)hipGetLastError();
         return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "bytes: could not allocate %zu bytes on device %d: %s", bytes, device_id, hipGetErrorString(err));

@@ -9,7 +9,8 @@
 //            hipStreamDestroy hipDeviceSynchronize hipPointerGetAttributes
 //            hipPointerAttribute_t hipMemoryType{Host,Device,Managed,Unregistered}
 //            hipIpcMemHandle_t hipIpcGetMemHandle hipIpcOpenMemHandle hipIpcCloseMemHandle
-//            hipIpcMemLazyEnablePeerAccess (the all-reduce's peer buffers)
+//            hipIpcMemLazyEnablePeerAccess (the all-reduce's peer buffers; on HIP only,
+//            hipExtMallocWithFlags hipDeviceMallocUncached: fine-grained memory for them)
 //   device:  gn_shfl_xor (shuffle within groups of `width` <= 32 lanes, all lanes active)
 //            GN_LAUNCH_BOUNDS (block size and the threads a multiprocessor must keep resident)
 //            gn_wait_prior_grid, gn_allow_next_grid (programmatic dependent launch, below)
