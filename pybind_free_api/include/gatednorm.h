@@ -445,9 +445,11 @@ GATEDNORM_API gatednorm_status gatednorm_comm_destroy(gatednorm_comm *comm);
  * all-reduce, then gatednorm_add_rmsnorm). */
 GATEDNORM_API gatednorm_status gatednorm_comm_max_input_bytes(const gatednorm_comm *comm, size_t *bytes);
 
-/* The fused step on this rank: x is this rank's partial (contiguous [tokens..., hidden], bf16 /
- * fp16 / fp32, on the comm's device); every other argument and params exactly as
+/* The fused step on this rank: x is this rank's partial ([tokens..., hidden], bf16 / fp16 / fp32,
+ * as gatednorm_add_rmsnorm's x, on the comm's device; tokens * hidden * element size at most
+ * gatednorm_comm_max_input_bytes); every other argument and params exactly as
  * gatednorm_add_rmsnorm's, applied to the reduced x (y may be x).  params->pdl must be 0.
+ * GPU today: one-shot, two launches per rank (exchange + rank-order sum, then add_rmsnorm). 
  * GPU: asynchronous on stream, no allocation, no host synchronization; the epoch advances in
  * device memory, so the call can be captured in a graph and replayed.  Calls on one comm must
  * be ordered (one stream, or the host's call order on the CPU). */
