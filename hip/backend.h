@@ -165,4 +165,35 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream);
 gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &p, void *stream);
 gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream);
 
+// Fused all-reduce + add-RMSNorm (ops.md §5, docs/allreduce.md).  Each rank's buffer:
+//   [0, kCommFlags)                 header (CPU: magic and size, for unmapping)
+//   [kCommFlags, kCommHeader)       ready flags, one per block, kCommFlagStride bytes apart:
+//                                   the last epoch whose partial that block of this rank has
+//                                   written into its slot (only this rank writes them)
+//   kCommHeader + i * slot_bytes    slot i = 0, 1: the partial of epochs with epoch % 2 == i
+//   kCommHeader + 2 * slot_bytes    the reduced x (GPU; read back by this rank only)
+constexpr size_t kCommFlags = 4096;
+constexpr int kCommMaxBlocks = 64;
+constexpr size_t kCommFlagStride = 64;
+constexpr size_t kCommHeader = kCommFlags + kCommMaxBlocks * kCommFlagStride;
+constexpr size_t kCommSlotAlign = 256;
+constexpr int kCommMaxWorld = GATEDNORM_COMM_MAX_WORLD_SIZE;
+constexpr int kCommGpuBlocks = 16;  // fixed grid of the GPU exchange kernel (docs/allreduce.md)
+
+struct CommState {
+    int rank = 0, world = 0;
+    char *buffers[kCommMaxWorld] = {};
+    size_t buffer_bytes = 0, slot_bytes = 0;
+    gatednorm_device device{};
+};
+
+// p.x is this rank's partial; the backend reduces it with the peers' and runs add_rmsnorm on
+// the reduced x (contiguous, p.x_dtype).
+gatednorm_status cpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem p);
+gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem p, void *stream);
+// GPU buffers: zeroed device memory and its IPC handle; open / close a peer's.
+gatednorm_status gpu_comm_buffer_alloc(int32_t device_id, size_t bytes, void **buffer, uint8_t *handle);
+gatednorm_status gpu_comm_buffer_open(int32_t device_id, const uint8_t *handle, void **buffer);
+gatednorm_status gpu_comm_buffer_close(int32_t device_id, void *buffer);
+
 }  // namespace gn

@@ -8,6 +8,9 @@
 //            hipStreamCreateWithFlags hipStreamNonBlocking hipStreamSynchronize
 //            hipStreamDestroy hipDeviceSynchronize hipPointerGetAttributes
 //            hipPointerAttribute_t hipMemoryType{Host,Device,Managed,Unregistered}
+//            hipIpcMemHandle_t hipIpcGetMemHandle hipIpcOpenMemHandle hipIpcCloseMemHandle
+//            hipIpcMemLazyEnablePeerAccess (the all-reduce's peer buffers; on HIP only,
+//            hipExtMallocWithFlags hipDeviceMallocUncached: fine-grained memory for them)
 //   device:  gn_shfl_xor (shuffle within groups of `width` <= 32 lanes, all lanes active)
 //            GN_LAUNCH_BOUNDS (block size and the threads a multiprocessor must keep resident)
 //            gn_wait_prior_grid, gn_allow_next_grid (programmatic dependent launch, below)
@@ -57,6 +60,11 @@ using hipPointerAttribute_t = cudaPointerAttributes;
 #define hipMemoryTypeManaged cudaMemoryTypeManaged
 #define hipMemoryTypeUnregistered cudaMemoryTypeUnregistered
 #define GN_POINTER_MEMORY_TYPE(attr) ((attr).type)
+using hipIpcMemHandle_t = cudaIpcMemHandle_t;
+#define hipIpcGetMemHandle cudaIpcGetMemHandle
+#define hipIpcOpenMemHandle cudaIpcOpenMemHandle
+#define hipIpcCloseMemHandle cudaIpcCloseMemHandle
+#define hipIpcMemLazyEnablePeerAccess cudaIpcMemLazyEnablePeerAccess
 
 __device__ __forceinline__ float gn_shfl_xor(float v, int lane_mask, int width) {
     return __shfl_xor_sync(0xffffffffu, v, lane_mask, width);

@@ -408,6 +408,59 @@ GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8_params_init(gatednorm_g
  * last dim contiguous) into q [tokens..., hidden] and scales, as gatednorm_add_rmsnorm's. */
 GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8(const gatednorm_tensor *x, const gatednorm_tensor *q, const gatednorm_tensor *scales, const gatednorm_group_quant_fp8_params *params, void *stream);
 
+/* ------------------- §5 fused all-reduce + add-RMSNorm (+ FP8 quant), tensor parallel, one host */
+/* docs/allreduce.md has the protocol.  Every rank r of world_size W holds a partial x_r; every
+ * rank computes, bit for bit the same:
+ *   x = ((x_0 + x_1) + ...) + x_{W-1}    in fp32, fixed rank order, rounded to x's dtype (as an
+ *                                         unfused all-reduce would), then gatednorm_add_rmsnorm.
+ * Setup, once per rank:
+ *   1. bytes = gatednorm_comm_buffer_size(W, max_input_bytes)  (max_input_bytes: the largest
+ *      x of one call, tokens * hidden * element size; past it a call is refused).
+ *   2. gatednorm_comm_buffer_alloc(device, bytes, &mine, handle): the rank's own buffer, zeroed,
+ *      and GATEDNORM_COMM_HANDLE_BYTES bytes naming it (CPU: a POSIX shared-memory segment;
+ *      GPU: the runtime's IPC memory handle).
+ *   3. the caller all-gathers the handles among its processes, however it likes;
+ *   4. gatednorm_comm_buffer_open(device, handle_of_peer, &peer) for every other rank;
+ *   5. gatednorm_comm_create(rank, W, buffers (W pointers, in rank order, buffers[rank] = mine),
+ *      bytes, device, &comm).
+ * Ranks that share one address space (threads, or streams of one process on one GPU) skip the
+ * handles and pass the same W buffers to W comms.  Teardown: gatednorm_comm_destroy, then
+ * gatednorm_comm_buffer_close on each opened peer buffer, gatednorm_comm_buffer_free on one's own.
+ * Every rank must make the same sequence of calls with the same shapes and options; a call
+ * returns (CPU) or its kernels finish (GPU) only when every rank has made the matching call. */
+#define GATEDNORM_COMM_HANDLE_BYTES 64
+#define GATEDNORM_COMM_MAX_WORLD_SIZE 8
+
+typedef struct gatednorm_comm gatednorm_comm;
+
+/* Bytes of each rank's buffer for calls of up to max_input_bytes of x. */
+GATEDNORM_API gatednorm_status gatednorm_comm_buffer_size(int32_t world_size, size_t max_input_bytes, size_t *bytes);
+/* A rank's own buffer on device (CPU, or the GPU backend's device type), zeroed, and its handle. */
+GATEDNORM_API gatednorm_status gatednorm_comm_buffer_alloc(gatednorm_device device, size_t bytes, void **buffer, uint8_t *handle);
+/* Maps a peer's buffer from its handle into this process (GPU: onto device.device_id). */
+GATEDNORM_API gatednorm_status gatednorm_comm_buffer_open(gatednorm_device device, const uint8_t *handle, void **buffer);
+/* Unmaps a buffer from gatednorm_comm_buffer_open. */
+GATEDNORM_API gatednorm_status gatednorm_comm_buffer_close(gatednorm_device device, void *buffer);
+/* Frees a buffer from gatednorm_comm_buffer_alloc (CPU: also removes the segment's name). */
+GATEDNORM_API gatednorm_status gatednorm_comm_buffer_free(gatednorm_device device, void *buffer);
+/* A communicator for `rank` of world_size (2 .. GATEDNORM_COMM_MAX_WORLD_SIZE) over buffers[0..W)
+ * of buffer_bytes each.  Holds no resource but host memory; the buffers must outlive it. */
+GATEDNORM_API gatednorm_status gatednorm_comm_create(int32_t rank, int32_t world_size, void *const *buffers, size_t buffer_bytes, gatednorm_device device, gatednorm_comm **comm);
+GATEDNORM_API gatednorm_status gatednorm_comm_destroy(gatednorm_comm *comm);
+/* The largest x (bytes) one call serves; larger ones are refused (use the collective library's
+ * all-reduce, then gatednorm_add_rmsnorm). */
+GATEDNORM_API gatednorm_status gatednorm_comm_max_input_bytes(const gatednorm_comm *comm, size_t *bytes);
+
+/* The fused step on this rank: x is this rank's partial ([tokens..., hidden], bf16 / fp16 / fp32,
+ * as gatednorm_add_rmsnorm's x, on the comm's device; tokens * hidden * element size at most
+ * gatednorm_comm_max_input_bytes); every other argument and params exactly as
+ * gatednorm_add_rmsnorm's, applied to the reduced x (y may be x).  params->pdl must be 0.
+ * GPU today: one-shot, two launches per rank (exchange + rank-order sum, then add_rmsnorm). 
+ * GPU: asynchronous on stream, no allocation, no host synchronization; the epoch advances in
+ * device memory, so the call can be captured in a graph and replayed.  Calls on one comm must
+ * be ordered (one stream, or the host's call order on the CPU). */
+GATEDNORM_API gatednorm_status gatednorm_allreduce_add_rmsnorm(gatednorm_comm *comm, const gatednorm_tensor *x, const gatednorm_tensor *residual, const gatednorm_tensor *weight, const gatednorm_tensor *residual_out, const gatednorm_tensor *y, const gatednorm_tensor *q, const gatednorm_tensor *scales, const gatednorm_add_rmsnorm_params *params, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

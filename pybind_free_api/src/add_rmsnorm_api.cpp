@@ -13,6 +13,13 @@
 #include "quant_checks.h"
 #include "tensor_checks.h"
 
+namespace gn {
+// add_rmsnorm_problem: also what gatednorm_allreduce_add_rmsnorm validates with (comm_api.cpp).
+gatednorm_status add_rmsnorm_problem(const gatednorm_tensor *, const gatednorm_tensor *, const gatednorm_tensor *, const gatednorm_tensor *,
+                                     const gatednorm_tensor *, const gatednorm_tensor *, const gatednorm_tensor *,
+                                     const gatednorm_add_rmsnorm_params *, AddRmsnormProblem &);
+}  // namespace gn
+
 using namespace gn;
 
 namespace {
@@ -126,11 +133,12 @@ bool add_allowed(const Arg &o, const Arg &in) {
     return (res_pair || y_pair) && same_view(*o.t, *in.t);
 }
 
-gatednorm_status add_rmsnorm_checked(const gatednorm_tensor *x, const gatednorm_tensor *res, const gatednorm_tensor *weight,
+}  // namespace
+
+gatednorm_status gn::add_rmsnorm_problem(const gatednorm_tensor *x, const gatednorm_tensor *res, const gatednorm_tensor *weight,
                                      const gatednorm_tensor *res_out, const gatednorm_tensor *y, const gatednorm_tensor *q,
-                                     const gatednorm_tensor *scales, const gatednorm_add_rmsnorm_params *params, void *stream) {
+                                     const gatednorm_tensor *scales, const gatednorm_add_rmsnorm_params *params, AddRmsnormProblem &p) {
     gatednorm_add_rmsnorm_params prm = add_defaults();
-    AddRmsnormProblem p;
     GN_TRY(params_read(params, &prm, kAddParams));
     if (!(prm.eps >= 0.0f) || isinf(prm.eps))
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.eps: expected a finite value >= 0, got %g", double(prm.eps));
@@ -224,6 +232,16 @@ gatednorm_status add_rmsnorm_checked(const gatednorm_tensor *x, const gatednorm_
     p.round_dtype = y ? p.y_dtype : p.x_dtype;
     p.device_id = x->device.device_id;
     p.pdl = prm.pdl != 0;
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+namespace {
+
+gatednorm_status add_rmsnorm_checked(const gatednorm_tensor *x, const gatednorm_tensor *res, const gatednorm_tensor *weight,
+                                     const gatednorm_tensor *res_out, const gatednorm_tensor *y, const gatednorm_tensor *q,
+                                     const gatednorm_tensor *scales, const gatednorm_add_rmsnorm_params *params, void *stream) {
+    AddRmsnormProblem p;
+    GN_TRY(add_rmsnorm_problem(x, res, weight, res_out, y, q, scales, params, p));
     return dispatch(p, *x, stream);
 }
 

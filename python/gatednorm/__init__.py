@@ -21,6 +21,7 @@ from ._runtime import Stream, build_info, device_count, device_name, synchronize
 from .ops import rmsnorm_gated
 from .ops_fp8 import NormOutputs, add_rmsnorm, group_quant_fp8, rmsnorm, rmsnorm_gated_fp8
 from .w4a16 import W4A16Weight, w4a16_matmul
+from .allreduce import AllReduceGroup
 
 __all__ = [
     "rmsnorm_gated",
@@ -30,6 +31,7 @@ __all__ = [
     "add_rmsnorm",
     "rmsnorm",
     "group_quant_fp8",
+    "AllReduceGroup",
     "NormOutputs",
     "DeviceArray",
     "from_pointer",

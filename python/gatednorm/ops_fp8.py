@@ -217,7 +217,7 @@ def rmsnorm(x, weight, *, eps=1e-6, weight_offset=0.0, y=True, y_dtype=None, fp8
 
 
 def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8, group_size, fp8_format, fp8_max,
-          amax_floor, scale_format, scale_layout, quantize_rounded, q, scales, y_out, stream, pdl):
+          amax_floor, scale_format, scale_layout, quantize_rounded, q, scales, y_out, stream, pdl, entry=_ADD_ENTRY):
     if weight is None:
         raise argument_error("weight: required (the [hidden] norm weight); got None")
     want_y = _call.flag("y", y) == 1 or y_out is not None
@@ -225,8 +225,8 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
     if not want_y and not want_q:
         raise argument_error("y: no output requested (y=False without fp8=True)")
     qf, fmt, sfmt, g = _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded)
-    prm = _ADD_ENTRY.params(eps=_call.real("eps", eps), weight_offset=_call.real("weight_offset", weight_offset),
-                            pdl=_call.flag("pdl", pdl), **qf)
+    prm = entry.params(eps=_call.real("eps", eps), weight_offset=_call.real("weight_offset", weight_offset),
+                       pdl=_call.flag("pdl", pdl), **qf)
     ydt = None
     if y_dtype is not None:
         ydt = _call.dtype_arg(y_dtype, "y_dtype")
@@ -240,7 +240,7 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
         y_out = _call.empty_like(x, None, ydt, "y_dtype")
     if want_q:
         q, scales = _new_quant(x, q, scales, fmt, sfmt, g, scale_layout)
-    _ADD_ENTRY(stream, x, residual, weight, residual_out, y_out if want_y else None, q if want_q else None,
+    entry(stream, x, residual, weight, residual_out, y_out if want_y else None, q if want_q else None,
                scales if want_q else None, params=prm)
     res = None if residual is None else (residual if residual_out is None else residual_out)
     return NormOutputs(y_out if want_y else None, q if want_q else None, scales if want_q else None, res)

@@ -1,0 +1,275 @@
+// The communicator of the fused all-reduce + add-RMSNorm (ops.md §5, docs/allreduce.md):
+// per-rank buffers (CPU: POSIX shared memory; GPU: device memory and its IPC handle), the
+// comm object, and gatednorm_allreduce_add_rmsnorm's validation and dispatch.
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <errno.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <new>
+
+#include "backend.h"
+#include "numerics.h"
+#include "tensor_checks.h"
+
+namespace gn {
+gatednorm_status add_rmsnorm_problem(const gatednorm_tensor *, const gatednorm_tensor *, const gatednorm_tensor *, const gatednorm_tensor *,
+                                     const gatednorm_tensor *, const gatednorm_tensor *, const gatednorm_tensor *,
+                                     const gatednorm_add_rmsnorm_params *, AddRmsnormProblem &);
+}  // namespace gn
+
+struct gatednorm_comm {
+    gn::CommState state;
+};
+
+using namespace gn;
+
+namespace {
+
+constexpr uint64_t kMagic = 0x31304d4d4f434e47ull;  // "GNCOMM01"
+constexpr size_t kNameOffset = 16;                  // CPU header: magic, bytes, segment name
+
+gatednorm_status null_arg(const char *name) { return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: must not be NULL", name); }
+
+size_t round_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+// CPU (host) or the GPU backend's device type with a visible id.
+gatednorm_status check_device(const gatednorm_device &d, bool *host) {
+    if (d.device_type == GATEDNORM_DEVICE_TYPE_CPU) {
+        *host = true;
+        return GATEDNORM_STATUS_SUCCESS;
+    }
+    *host = false;
+    const int platform = gpu_platform();
+    if (!platform || d.device_type != platform)
+        return fail(GATEDNORM_STATUS_NO_DEVICE, "device: %s; expected cpu%s (%s)", device_name(d).c_str(),
+                    platform ? " or this build's GPU" : "", gpu_build_info());
+    int32_t count = 0;
+    gpu_device_count(&count);
+    if (d.device_id < 0 || d.device_id >= count)
+        return fail(GATEDNORM_STATUS_NO_DEVICE, "device: %s, but %d GPU(s) are visible", device_name(d).c_str(), count);
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status host_map(const char *name, bool create, size_t bytes, void **buffer) {
+    const int fd = shm_open(name, create ? O_RDWR | O_CREAT | O_EXCL : O_RDWR, 0600);
+    if (fd < 0) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "handle: shm_open(\"%s\") failed: %s", name, strerror(errno));
+    if (create && ftruncate(fd, off_t(bytes)) != 0) {
+        const int err = errno;
+        close(fd);
+        shm_unlink(name);
+        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "bytes: could not size shared memory \"%s\" to %zu bytes: %s", name, bytes, strerror(err));
+    }
+    if (!create) {
+        struct stat st;
+        if (fstat(fd, &st) != 0 || size_t(st.st_size) < kCommHeader) {
+            close(fd);
+            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "handle: shared memory \"%s\" is not a gatednorm comm buffer", name);
+        }
+        bytes = size_t(st.st_size);
+    }
+    void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    const int err = errno;
+    close(fd);
+    if (p == MAP_FAILED) {
+        if (create) shm_unlink(name);
+        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "bytes: mmap of %zu bytes of \"%s\" failed: %s", bytes, name, strerror(err));
+    }
+    if (!create && (static_cast<uint64_t *>(p)[0] != kMagic || static_cast<uint64_t *>(p)[1] != bytes)) {
+        munmap(p, bytes);
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "handle: shared memory \"%s\" is not a gatednorm comm buffer", name);
+    }
+    *buffer = p;
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status buffer_size(int32_t world, size_t max_input_bytes, size_t *bytes) {
+    if (!bytes) return null_arg("bytes");
+    if (world < 1 || world > kCommMaxWorld)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "world_size: expected 1 .. %d, got %d", kCommMaxWorld, world);
+    if (max_input_bytes == 0 || max_input_bytes > (size_t(1) << 40))
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "max_input_bytes: expected 1 .. 2^40, got %zu", max_input_bytes);
+    *bytes = kCommHeader + 3 * round_up(max_input_bytes, kCommSlotAlign);
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status buffer_alloc(gatednorm_device device, size_t bytes, void **buffer, uint8_t *handle) {
+    if (!buffer) return null_arg("buffer");
+    if (!handle) return null_arg("handle");
+    bool host;
+    GN_TRY(check_device(device, &host));
+    if (bytes < kCommHeader + 3 * kCommSlotAlign)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "bytes: %zu is below the smallest comm buffer (%zu); use gatednorm_comm_buffer_size",
+                    bytes, kCommHeader + 3 * kCommSlotAlign);
+    if (!host) return gpu_comm_buffer_alloc(device.device_id, bytes, buffer, handle);
+    static std::atomic<unsigned> counter{0};
+    char name[48];
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(name, sizeof name, "/gatednorm.%d.%u.%lx", int(getpid()), counter.fetch_add(1), (unsigned long)(ts.tv_nsec ^ ts.tv_sec));
+    void *p = nullptr;
+    GN_TRY(host_map(name, true, bytes, &p));  // ftruncate zero-fills
+    uint64_t *h = static_cast<uint64_t *>(p);
+    h[0] = kMagic;
+    h[1] = bytes;
+    memcpy(static_cast<char *>(p) + kNameOffset, name, sizeof name);
+    memset(handle, 0, GATEDNORM_COMM_HANDLE_BYTES);
+    memcpy(handle, name, strlen(name));
+    *buffer = p;
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status buffer_open(gatednorm_device device, const uint8_t *handle, void **buffer) {
+    if (!buffer) return null_arg("buffer");
+    if (!handle) return null_arg("handle");
+    bool host;
+    GN_TRY(check_device(device, &host));
+    if (!host) return gpu_comm_buffer_open(device.device_id, handle, buffer);
+    char name[GATEDNORM_COMM_HANDLE_BYTES + 1];
+    memcpy(name, handle, GATEDNORM_COMM_HANDLE_BYTES);
+    name[GATEDNORM_COMM_HANDLE_BYTES] = 0;
+    if (name[0] != '/' || strncmp(name, "/gatednorm.", 11) != 0)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "handle: not a handle of a CPU comm buffer (from gatednorm_comm_buffer_alloc)");
+    return host_map(name, false, 0, buffer);
+}
+
+gatednorm_status host_unmap(void *buffer, bool unlink) {
+    const uint64_t *h = static_cast<const uint64_t *>(buffer);
+    if (h[0] != kMagic) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffer: not a CPU comm buffer");
+    char name[48];
+    memcpy(name, static_cast<const char *>(buffer) + kNameOffset, sizeof name);
+    name[47] = 0;
+    const size_t bytes = h[1];
+    if (munmap(buffer, bytes) != 0) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffer: munmap failed: %s", strerror(errno));
+    if (unlink) shm_unlink(name);
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status buffer_release(gatednorm_device device, void *buffer, bool own) {
+    if (!buffer) return null_arg("buffer");
+    bool host;
+    GN_TRY(check_device(device, &host));
+    if (host) return host_unmap(buffer, own);
+    return own ? gpu_free(device.device_id, buffer) : gpu_comm_buffer_close(device.device_id, buffer);
+}
+
+gatednorm_status comm_create(int32_t rank, int32_t world, void *const *buffers, size_t bytes, gatednorm_device device, gatednorm_comm **comm) {
+    if (!comm) return null_arg("comm");
+    if (world < 1 || world > kCommMaxWorld)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "world_size: expected 1 .. %d, got %d", kCommMaxWorld, world);
+    if (rank < 0 || rank >= world) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "rank: expected 0 .. %d (world_size %d), got %d", world - 1, world, rank);
+    if (!buffers) return null_arg("buffers");
+    bool host;
+    GN_TRY(check_device(device, &host));
+    if (bytes < kCommHeader + 3 * kCommSlotAlign)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffer_bytes: %zu is below the smallest comm buffer (%zu)", bytes,
+                    kCommHeader + 3 * kCommSlotAlign);
+    for (int r = 0; r < world; ++r) {
+        if (!buffers[r]) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffers[%d]: must not be NULL", r);
+        if (reinterpret_cast<uintptr_t>(buffers[r]) % kCommSlotAlign)
+            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffers[%d]: must be %zu-byte aligned", r, kCommSlotAlign);
+        for (int k = 0; k < r; ++k)
+            if (buffers[k] == buffers[r]) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffers[%d]: the same buffer as buffers[%d]", r, k);
+        if (host) {
+            const uint64_t *h = static_cast<const uint64_t *>(buffers[r]);
+            if (h[0] != kMagic) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffers[%d]: not a CPU comm buffer (gatednorm_comm_buffer_alloc / _open)", r);
+            if (h[1] != bytes)
+                return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffers[%d]: %llu bytes, but buffer_bytes is %zu (every rank must use the same size)", r,
+                            (unsigned long long)h[1], bytes);
+        }
+    }
+    gatednorm_comm *c = new gatednorm_comm;
+    c->state.rank = rank;
+    c->state.world = world;
+    for (int r = 0; r < world; ++r) c->state.buffers[r] = static_cast<char *>(buffers[r]);
+    c->state.buffer_bytes = bytes;
+    c->state.slot_bytes = (bytes - kCommHeader) / 3 / kCommSlotAlign * kCommSlotAlign;
+    c->state.device = device;
+    *comm = c;
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status allreduce_checked(gatednorm_comm *comm, const gatednorm_tensor *x, const gatednorm_tensor *res, const gatednorm_tensor *weight,
+                                   const gatednorm_tensor *res_out, const gatednorm_tensor *y, const gatednorm_tensor *q,
+                                   const gatednorm_tensor *scales, const gatednorm_add_rmsnorm_params *params, void *stream) {
+    if (!comm) return null_arg("comm");
+    AddRmsnormProblem p;
+    GN_TRY(add_rmsnorm_problem(x, res, weight, res_out, y, q, scales, params, p));
+    if (p.pdl) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.pdl: must be 0 for the all-reduce (its flag protocol relies on stream order)");
+    const CommState &c = comm->state;
+    const bool comm_host = c.device.device_type == GATEDNORM_DEVICE_TYPE_CPU;
+    const bool x_host = is_host_device(x->device.device_type);
+    if (comm_host != x_host || (!comm_host && x->device.device_id != c.device.device_id))
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "x: on %s, but the communicator is on %s", device_name(x->device).c_str(),
+                    device_name(c.device).c_str());
+    const size_t need = size_t(p.tokens) * size_t(p.hidden) * size_t(dtype_size(p.x_dtype));
+    if (need > c.slot_bytes)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
+                    "x: %lld tokens x %lld of %s is %zu bytes, past this communicator's fused limit of %zu bytes "
+                    "(gatednorm_comm_buffer_size's max_input_bytes); use the collective library's all-reduce and gatednorm_add_rmsnorm",
+                    (long long)p.tokens, (long long)p.hidden, dtype_name(x->dtype).c_str(), need, c.slot_bytes);
+    if (need == 0) return GATEDNORM_STATUS_SUCCESS;  // every rank has the same shapes: none takes part
+    if (comm_host) return cpu_allreduce_add_rmsnorm(c, p);
+    return gpu_allreduce_add_rmsnorm(c, p, stream);
+}
+
+}  // namespace
+
+extern "C" {
+
+GATEDNORM_API gatednorm_status gatednorm_comm_buffer_size(int32_t world_size, size_t max_input_bytes, size_t *bytes) {
+    return buffer_size(world_size, max_input_bytes, bytes);
+}
+
+GATEDNORM_API gatednorm_status gatednorm_comm_buffer_alloc(gatednorm_device device, size_t bytes, void **buffer, uint8_t *handle) {
+    return buffer_alloc(device, bytes, buffer, handle);
+}
+
+GATEDNORM_API gatednorm_status gatednorm_comm_buffer_open(gatednorm_device device, const uint8_t *handle, void **buffer) {
+    return buffer_open(device, handle, buffer);
+}
+
+GATEDNORM_API gatednorm_status gatednorm_comm_buffer_close(gatednorm_device device, void *buffer) { return buffer_release(device, buffer, false); }
+
+GATEDNORM_API gatednorm_status gatednorm_comm_buffer_free(gatednorm_device device, void *buffer) { return buffer_release(device, buffer, true); }
+
+GATEDNORM_API gatednorm_status gatednorm_comm_create(int32_t rank, int32_t world_size, void *const *buffers, size_t buffer_bytes,
+                                                     gatednorm_device device, gatednorm_comm **comm) {
+    try {
+        return comm_create(rank, world_size, buffers, buffer_bytes, device, comm);
+    } catch (const std::bad_alloc &) {
+        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "comm_create: out of host memory");
+    }
+}
+
+GATEDNORM_API gatednorm_status gatednorm_comm_destroy(gatednorm_comm *comm) {
+    delete comm;
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+GATEDNORM_API gatednorm_status gatednorm_comm_max_input_bytes(const gatednorm_comm *comm, size_t *bytes) {
+    if (!comm) return null_arg("comm");
+    if (!bytes) return null_arg("bytes");
+    *bytes = comm->state.slot_bytes;
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+GATEDNORM_API gatednorm_status gatednorm_allreduce_add_rmsnorm(gatednorm_comm *comm, const gatednorm_tensor *x, const gatednorm_tensor *residual,
+                                                               const gatednorm_tensor *weight, const gatednorm_tensor *residual_out,
+                                                               const gatednorm_tensor *y, const gatednorm_tensor *q, const gatednorm_tensor *scales,
+                                                               const gatednorm_add_rmsnorm_params *params, void *stream) {
+    try {
+        return allreduce_checked(comm, x, residual, weight, residual_out, y, q, scales, params, stream);
+    } catch (const std::bad_alloc &) {
+        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "allreduce_add_rmsnorm: out of host memory");
+    } catch (...) {
+        return fail(GATEDNORM_STATUS_INTERNAL, "allreduce_add_rmsnorm: unexpected C++ exception");
+    }
+}
+
+}  // extern "C"

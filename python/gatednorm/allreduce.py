@@ -1,0 +1,207 @@
+"""Fused all-reduce + add-RMSNorm (+ FP8 per-group quant) for tensor parallelism on one host
+(docs/ops.md §5, docs/allreduce.md).
+
+Each rank (one process per GPU, or per CPU worker) builds an ``AllReduceGroup``; ``exchange``
+is any callable that all-gathers bytes among the ranks: ``exchange(b: bytes) -> list[bytes]``,
+the list ordered by rank (``torch.distributed.all_gather_object`` behind a lambda, a Pipe, a
+file, ...).  Then ``group.add_rmsnorm(x_partial, residual, weight, ...)`` on every rank gives,
+bit for bit on every rank::
+
+    x = ((x_0 + x_1) + ...) + x_{W-1}     fp32, rank order, rounded to x's dtype
+    gatednorm.add_rmsnorm(x, residual, weight, ...)
+
+``AllReduceGroup.in_process(world_size, device)`` builds the W groups of ranks that share one
+address space (threads on the CPU, streams of one process on one GPU): no handles exchanged.
+"""
+
+from __future__ import annotations
+
+import struct
+import weakref
+
+from . import _call, _dtypes, _ffi, _runtime
+from ._ffi import argument_error, check, ffi
+from .ops_fp8 import _ADD_ENTRY, _norm
+
+__all__ = ["AllReduceGroup"]
+
+_HANDLE = 64
+_MAX_WORLD = 8
+_HEADER = struct.Struct("<iiQ")  # rank, world_size, buffer bytes: checked against every peer's
+
+
+class _CommEntry(_call.Entry):
+    """gatednorm_allreduce_add_rmsnorm with this group's comm bound as its first argument."""
+
+    def __init__(self, comm):
+        self._comm = comm
+        super().__init__("gatednorm_allreduce_add_rmsnorm", "gatednorm_add_rmsnorm_params", _ADD_ENTRY.names,
+                         outputs=("residual", "residual_out", "y", "q", "scales"))
+
+    def _load(self):
+        raw = super()._load()
+        comm = self._comm
+        self._fn = lambda *a: raw(comm, *a)
+        return self._fn
+
+
+def _release(comm, device, own, peers):
+    lib = _ffi.lib()
+    if comm is not None:
+        lib.gatednorm_comm_destroy(comm)
+    for p in peers:
+        lib.gatednorm_comm_buffer_close(device, p)
+    if own is not None:
+        lib.gatednorm_comm_buffer_free(device, own)
+
+
+def _max_bytes(max_tokens, hidden, dtype):
+    mt = _call.integer("max_tokens", max_tokens)
+    h = _call.integer("hidden", hidden)
+    if mt < 1:
+        raise argument_error("max_tokens: expected >= 1, got %d" % mt)
+    if h < 1:
+        raise argument_error("hidden: expected >= 1, got %d" % h)
+    dt = _call.dtype_arg(dtype, "dtype")
+    if dt not in (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32):
+        raise argument_error("dtype: %s; the activations must be bf16, fp16 or fp32" % dt)
+    return mt * h * dt.itemsize
+
+
+class AllReduceGroup:
+    """One rank's communicator for ``add_rmsnorm`` over the sum of every rank's partial.
+
+    Args:
+        rank, world_size: this rank and the number of ranks (1 .. 8).
+        exchange: ``callable(bytes) -> list[bytes]`` all-gathering among the ranks (rank order);
+            called twice here (handles, then a barrier), never by add_rmsnorm.
+        device: "cpu" (POSIX shared memory between processes) or a GPU ("cuda:N"; IPC handles).
+        max_tokens, hidden, dtype: the largest x of one call (max_tokens * hidden elements of
+            dtype); larger calls are refused.  Every rank must pass the same.
+    """
+
+    def __init__(self, rank, world_size, exchange, device="cpu", *, max_tokens=128, hidden=8192, dtype="bfloat16",
+                 _shared=None):
+        w = _call.integer("world_size", world_size)
+        r = _call.integer("rank", rank)
+        if not 1 <= w <= _MAX_WORLD:
+            raise argument_error("world_size: expected 1 .. %d, got %d" % (_MAX_WORLD, w))
+        if not 0 <= r < w:
+            raise argument_error("rank: expected 0 .. %d (world_size %d), got %d" % (w - 1, w, r))
+        self.rank, self.world_size = r, w
+        lib = _ffi.lib()
+        dt, did = _runtime.parse_device(device)
+        self.device = (dt, did)
+        dev = _runtime.make_device(dt, did)
+        nbytes = ffi.new("size_t *")
+        check(lib.gatednorm_comm_buffer_size(w, _max_bytes(max_tokens, hidden, dtype), nbytes), "comm_buffer_size")
+        self.buffer_bytes = int(nbytes[0])
+        own, peers, comm = None, [], None
+        try:
+            if _shared is not None:  # in_process: the W buffers already exist
+                ptrs = _shared
+            else:
+                if not callable(exchange):
+                    raise argument_error("exchange: expected a callable bytes -> list[bytes], got %r" % type(exchange).__name__)
+                pp = ffi.new("void **")
+                handle = ffi.new("uint8_t[]", _HANDLE)
+                check(lib.gatednorm_comm_buffer_alloc(dev, self.buffer_bytes, pp, handle), "comm_buffer_alloc")
+                own = pp[0]
+                mine = _HEADER.pack(r, w, self.buffer_bytes) + bytes(ffi.buffer(handle, _HANDLE))
+                items = list(exchange(mine))
+                if len(items) != w:
+                    raise argument_error("exchange: returned %d items, expected world_size %d (do all ranks pass the same "
+                                         "world_size?)" % (len(items), w))
+                ptrs = []
+                for i, b in enumerate(items):
+                    b = bytes(b)
+                    if len(b) != _HEADER.size + _HANDLE:
+                        raise argument_error("exchange: item %d has %d bytes, expected %d" % (i, len(b), _HEADER.size + _HANDLE))
+                    pr, pw, pb = _HEADER.unpack_from(b)
+                    if pw != w:
+                        raise argument_error("world_size: %d on rank %d, but rank %d has %d" % (w, r, pr, pw))
+                    if pr != i:
+                        raise argument_error("exchange: item %d came from rank %d (the list must be ordered by rank)" % (i, pr))
+                    if pb != self.buffer_bytes:
+                        raise argument_error("max_tokens: max_tokens * hidden * dtype give %d buffer bytes on rank %d, "
+                                             "but %d on rank %d (every rank must pass the same)" % (self.buffer_bytes, r, pb, i))
+                    if i == r:
+                        ptrs.append(own)
+                        continue
+                    h = ffi.new("uint8_t[]", b[_HEADER.size:])
+                    check(lib.gatednorm_comm_buffer_open(dev, h, pp), "comm_buffer_open")
+                    peers.append(pp[0])
+                    ptrs.append(pp[0])
+            arr = ffi.new("void *[]", list(ptrs))
+            cp = ffi.new("gatednorm_comm **")
+            check(lib.gatednorm_comm_create(r, w, arr, self.buffer_bytes, dev, cp), "comm_create")
+            comm = cp[0]
+            if _shared is None:
+                exchange(b"")  # barrier: no rank frees its buffer before every peer has mapped it
+        except BaseException:
+            _release(comm, dev, own, peers)
+            raise
+        self._comm = comm
+        self._entry = _CommEntry(comm)
+        self._finalizer = weakref.finalize(self, _release, comm, dev, own, peers)
+        mb = ffi.new("size_t *")
+        check(lib.gatednorm_comm_max_input_bytes(comm, mb), "comm_max_input_bytes")
+        self.max_input_bytes = int(mb[0])
+
+    @classmethod
+    def in_process(cls, world_size, device="cpu", *, max_tokens=128, hidden=8192, dtype="bfloat16"):
+        """The ``world_size`` groups of ranks that share this process's address space (threads
+        on the CPU, streams on one GPU), over buffers allocated here (no IPC)."""
+        w = _call.integer("world_size", world_size)
+        if not 1 <= w <= _MAX_WORLD:
+            raise argument_error("world_size: expected 1 .. %d, got %d" % (_MAX_WORLD, w))
+        lib = _ffi.lib()  # parses the header too (make_device needs its types)
+        dt, did = _runtime.parse_device(device)
+        dev = _runtime.make_device(dt, did)
+        nbytes = ffi.new("size_t *")
+        check(lib.gatednorm_comm_buffer_size(w, _max_bytes(max_tokens, hidden, dtype), nbytes), "comm_buffer_size")
+        bufs = []
+        try:
+            for _ in range(w):
+                pp = ffi.new("void **")
+                handle = ffi.new("uint8_t[]", _HANDLE)
+                check(lib.gatednorm_comm_buffer_alloc(dev, int(nbytes[0]), pp, handle), "comm_buffer_alloc")
+                bufs.append(pp[0])
+            groups = [cls(r, w, None, (dt, did), max_tokens=max_tokens, hidden=hidden, dtype=dtype, _shared=bufs)
+                      for r in range(w)]
+        except BaseException:
+            for b in bufs:
+                lib.gatednorm_comm_buffer_free(dev, b)
+            raise
+        # The buffers go when the last group goes.
+        holder = _BufferOwner(dev, bufs)
+        for g in groups:
+            g._buffers = holder
+        return groups
+
+    def close(self):
+        """Frees the communicator now (also done when the group is collected)."""
+        self._finalizer()
+
+    def add_rmsnorm(self, x, residual, weight, *, eps=1e-6, weight_offset=0.0, residual_out=None, y=True, y_dtype=None,
+                    fp8=False, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32",
+                    scale_layout="row", quantize_rounded=False, q=None, scales=None, y_out=None, stream=None):
+        """gatednorm.add_rmsnorm of the sum of every rank's ``x`` (this rank's partial), with
+        the same arguments and NormOutputs.  Every rank must call it with the same shapes and
+        options; it returns (CPU) / its kernels finish (GPU) once every rank has called it."""
+        if not self._finalizer.alive:
+            raise argument_error("self: this AllReduceGroup is closed")
+        return _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8, group_size, fp8_format, fp8_max,
+                     amax_floor, scale_format, scale_layout, quantize_rounded, q, scales, y_out, stream, False,
+                     entry=self._entry)
+
+
+class _BufferOwner:
+    def __init__(self, dev, bufs):
+        self._finalizer = weakref.finalize(self, _free_all, dev, list(bufs))
+
+
+def _free_all(dev, bufs):
+    lib = _ffi.lib()
+    for b in bufs:
+        lib.gatednorm_comm_buffer_free(dev, b)

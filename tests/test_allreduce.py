@@ -1,0 +1,347 @@
+"""gatednorm.AllReduceGroup.add_rmsnorm (docs/ops.md §5, docs/allreduce.md).
+
+What is asserted, on every rank and bit for bit:
+  outputs (y, q, scales, the stored residual) == gatednorm.add_rmsnorm on
+  x = fp32 sum of the partials in rank order 0..W-1, rounded to x's dtype,
+with the library's own single-process add_rmsnorm (itself checked against the float64
+reference in test_add_rmsnorm.py); so every rank also equals every other rank.
+  - CPU backend, ranks as processes over POSIX shared memory (2 and 4 ranks), every output
+    combination of §3, each case called twice (the epoch advances, both slots are used);
+  - CPU backend, ranks as threads of one process sharing the buffers (AllReduceGroup.in_process);
+  - one GPU, ranks as streams of one process (skipped without a GPU);
+  - bad input names the argument.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import struct
+import threading
+
+import numpy as np
+import pytest
+
+import gatednorm
+from gatednorm import AllReduceGroup, GatedNormError, _dtypes
+from test_add_rmsnorm import same_values
+
+H = 256
+T = 5
+DTS = {"bf16": _dtypes.bfloat16, "fp16": _dtypes.float16, "fp32": _dtypes.float32}
+
+# (x dtype, residual dtype or None, options): every output combination of §3.
+CASES = [
+    ("bf16", "bf16", dict()),                                                   # y, residual in place
+    ("bf16", "bf16", dict(y=False, fp8=True)),                                  # q + fp32 scales only
+    ("bf16", "bf16", dict(fp8=True, y_dtype="fp32", out_of_place=True)),        # y fp32 + q, residual_out
+    ("bf16", "fp32", dict(fp8=True, scale_format="ue8m0", scale_layout="col")),
+    ("bf16", "bf16", dict(fp8=True, scale_format="e8m0", scale_layout="col_pad4", quantize_rounded=True)),
+    ("bf16", "bf16", dict(y=False, fp8=True, scale_format="e8m0_packed", scale_layout="col_pad4")),
+    ("fp16", "fp16", dict(fp8=True, fp8_format="e4m3fnuz", group_size=64)),
+    ("fp32", "fp32", dict(fp8=True, y_dtype="bf16")),
+    ("bf16", None, dict(fp8=True)),                                             # no residual: all-reduce + rmsnorm
+]
+REPS = 2
+
+
+def data(case, rep, rank, W):
+    xd, rd, _ = CASES[case]
+    g = np.random.default_rng(1000 * case + 10 * rep + rank)
+    x = (g.standard_normal((T, H)) * 2).astype(np.float32).astype(DTS[xd])
+    if rank == 0 and case == 0 and rep == 0:
+        x[1] = -0.0  # signed zeros through the sum
+    g = np.random.default_rng(1000 * case + 10 * rep + 99)
+    res = None if rd is None else g.standard_normal((T, H)).astype(np.float32).astype(DTS[rd])
+    w = (g.standard_normal(H) * 0.5 + 1).astype(np.float32)
+    return x, res, w
+
+
+def kwargs(case):
+    kw = dict(CASES[case][2])
+    kw.pop("out_of_place", None)
+    if "y_dtype" in kw:
+        kw["y_dtype"] = DTS[kw["y_dtype"]]
+    return kw
+
+
+def run_case(group, case, rep, rank, W, stream=None):
+    x, res, w = data(case, rep, rank, W)
+    kw = kwargs(case)
+    ro = np.full(res.shape, np.nan, res.dtype) if (CASES[case][2].get("out_of_place") and res is not None) else None
+    if res is None:
+        out = group.add_rmsnorm(x, None, w, **kw) if stream is None else None
+    else:
+        out = group.add_rmsnorm(x, res, w, residual_out=ro, **kw)
+    return tuple(None if a is None else np.asarray(a).copy() for a in out)
+
+
+def expected(case, rep, W):
+    parts = [data(case, rep, r, W) for r in range(W)]
+    acc = parts[0][0].astype(np.float32)
+    for p in parts[1:]:
+        acc = acc + p[0].astype(np.float32)
+    x = acc.astype(parts[0][0].dtype)
+    _, res, w = parts[0]
+    kw = kwargs(case)
+    if res is None:
+        out = gatednorm.rmsnorm(x, w, **kw)
+    else:
+        res = res.copy()
+        out = gatednorm.add_rmsnorm(x, res, w, **kw)
+    return tuple(None if a is None else np.asarray(a) for a in out)
+
+
+def bits_equal(a, b):
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a.view(np.uint8), b.view(np.uint8))
+
+
+def check(outs, W):
+    for case in range(len(CASES)):
+        for rep in range(REPS):
+            want = expected(case, rep, W)
+            for r in range(W):
+                got = outs[r][(case, rep)]
+                for name, g, e in zip(("y", "q", "scales", "residual"), got, want):
+                    assert bits_equal(g, e), "case %d rep %d rank %d: %s differs" % (case, rep, r, name)
+
+
+# ------------------------------------------------------------------- ranks as processes
+def _worker(rank, W, conn):
+    try:
+        def exchange(b):
+            conn.send(("x", b))
+            return conn.recv()
+
+        g = AllReduceGroup(rank, W, exchange, "cpu", max_tokens=T, hidden=H, dtype="float32")
+        outs = {}
+        for case in range(len(CASES)):
+            for rep in range(REPS):
+                outs[(case, rep)] = run_case(g, case, rep, rank, W)
+        g.close()
+        conn.send(("done", outs))
+    except BaseException as e:  # pragma: no cover - reported by the parent
+        conn.send(("error", repr(e)))
+
+
+def run_processes(W):
+    ctx = mp.get_context("fork")
+    pipes = [ctx.Pipe() for _ in range(W)]
+    procs = [ctx.Process(target=_worker, args=(r, W, pipes[r][1]), daemon=True) for r in range(W)]
+    for p in procs:
+        p.start()
+    outs = [None] * W
+    try:
+        while any(o is None for o in outs):
+            msgs = []
+            for r in range(W):
+                if outs[r] is not None:
+                    continue
+                if not pipes[r][0].poll(60):
+                    raise AssertionError("rank %d: no answer in 60 s" % r)
+                msgs.append((r, pipes[r][0].recv()))
+            kinds = {m[1][0] for m in msgs}
+            for r, (kind, payload) in msgs:
+                if kind == "error":
+                    raise AssertionError("rank %d: %s" % (r, payload))
+                if kind == "done":
+                    outs[r] = payload
+            if kinds == {"x"}:  # an all-gather round
+                items = [m[1][1] for m in sorted(msgs)]
+                for r, _ in msgs:
+                    pipes[r][0].send(items)
+            elif "x" in kinds:
+                raise AssertionError("ranks out of step: %s" % sorted(kinds))
+    finally:
+        for p in procs:
+            p.join(5)
+            if p.is_alive():
+                p.kill()
+    return outs
+
+
+@pytest.mark.parametrize("W", [2, 4])
+def test_processes_every_output(W):
+    check(run_processes(W), W)
+
+
+# --------------------------------------------------------------------- ranks as threads
+def test_threads_in_process():
+    W = 3
+    groups = AllReduceGroup.in_process(W, "cpu", max_tokens=T, hidden=H, dtype="float32")
+    outs = [dict() for _ in range(W)]
+    errs = []
+
+    def body(r):
+        try:
+            for case in range(len(CASES)):
+                for rep in range(REPS):
+                    outs[r][(case, rep)] = run_case(groups[r], case, rep, r, W)
+        except BaseException as e:  # pragma: no cover
+            errs.append(e)
+
+    th = [threading.Thread(target=body, args=(r,)) for r in range(W)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join(60)
+    assert not errs, errs
+    check(outs, W)
+
+
+def test_single_rank_is_add_rmsnorm():
+    (g,) = AllReduceGroup.in_process(1, "cpu", max_tokens=T, hidden=H)
+    x, res, w = data(0, 0, 0, 1)
+    got = g.add_rmsnorm(x, res.copy(), w, fp8=True)
+    want = gatednorm.add_rmsnorm(x, res.copy(), w, fp8=True)
+    for a, b in zip(got, want):
+        assert bits_equal(np.asarray(a), np.asarray(b))
+
+
+# ------------------------------------------------------------------------- bad input
+def bad(match, fn, *a, **kw):
+    with pytest.raises(GatedNormError) as e:
+        fn(*a, **kw)
+    assert match in str(e.value), str(e.value)
+    return e.value
+
+
+def test_bad_input():
+    g0, g1 = AllReduceGroup.in_process(2, "cpu", max_tokens=4, hidden=H)
+    x = np.ones((5, H), _dtypes.bfloat16)
+    res = np.zeros((5, H), _dtypes.bfloat16)
+    w = np.ones(H, np.float32)
+    e = bad("x: 5 tokens", g0.add_rmsnorm, x, res, w)
+    assert "fused limit" in str(e)
+    bad("x:", g0.add_rmsnorm, np.ones((2, H), np.int32), None, w)
+    bad("weight:", g0.add_rmsnorm, x[:2], res[:2], np.ones(H + 1, np.float32))
+    bad("y:", g0.add_rmsnorm, x[:2], res[:2], w, y=False)
+    bad("world_size", AllReduceGroup, 0, 9, lambda b: [b])
+    bad("rank", AllReduceGroup, 2, 2, lambda b: [b, b])
+    bad("exchange", AllReduceGroup, 0, 2, None)
+    # an exchange answering for a different number of ranks, or a peer of another world size
+    bad("exchange: returned 3 items", AllReduceGroup, 0, 2, lambda b: [b, b, b], max_tokens=4, hidden=H)
+    other = struct.pack("<iiQ", 1, 4, 0) + bytes(64)
+    bad("world_size: 2 on rank 0, but rank 1 has 4", AllReduceGroup, 0, 2, lambda b: [b, other], max_tokens=4, hidden=H)
+    bad("max_tokens", AllReduceGroup, 0, 2, lambda b: [b, struct.pack("<iiQ", 1, 2, 1) + b[16:]], max_tokens=4, hidden=H)
+    bad("dtype", AllReduceGroup, 0, 2, lambda b: [b, b], dtype="int32")
+    # the bad calls above took no part in the protocol: a good call still pairs up
+    outs = [None, None]
+
+    def body(r, g):
+        outs[r] = g.add_rmsnorm(x[:2], res[:2].copy(), w)
+
+    th = [threading.Thread(target=body, args=(r, g)) for r, g in enumerate((g0, g1))]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join(60)
+    assert same_values(outs[0].y, outs[1].y)
+    g0.close()
+    bad("closed", g0.add_rmsnorm, x[:2], res[:2], w)
+
+
+# ------------------------------------------------------------------ one GPU, ranks as streams
+def gpu_args(be, case, rep, r, W):
+    """Every tensor of rank r's call on the GPU, outputs poisoned: allocated before any rank
+    launches (an allocation or free that synchronizes the device between the W launches
+    would wait for a spinning kernel whose peers are not launched yet)."""
+    from test_rmsnorm_gated_fp8 import FP8, NAN_CODE, new_scales
+
+    x, res, w = data(case, rep, r, W)
+    kw = kwargs(case)
+    a = dict(x=be.put(x), residual=be.put(None if res is None else res.copy()), weight=be.put(w))
+    if CASES[case][2].get("out_of_place") and res is not None:
+        a["residual_out"] = be.put(np.full(res.shape, np.nan, res.dtype))
+    if kw.get("y", True):
+        a["y_out"] = be.put(np.full(x.shape, np.nan, kw.get("y_dtype", x.dtype)))
+    if kw.get("fp8"):
+        fmt, sf, G = kw.get("fp8_format", "e4m3fn"), kw.get("scale_format", "fp32"), kw.get("group_size", 128)
+        K = H // G
+        cols = (K + 3) // 4 if sf == "e8m0_packed" else K
+        s0, sbase = new_scales((T,), cols, sf, kw.get("scale_layout", "row"))
+        a["q"] = be.put(np.full(x.shape, NAN_CODE[fmt], np.uint8).view(FP8[fmt]))
+        a["scales"] = be.put(s0, sbase)
+    return a, kw
+
+
+@pytest.mark.parametrize("W", [2, 4])
+def test_gpu_streams(requires_gpu, W):
+    import gc
+
+    from conftest import Backend
+
+    be = Backend("gpu")
+    dev = (gatednorm._runtime.gpu_device_type(), 0)
+    groups = AllReduceGroup.in_process(W, dev, max_tokens=64, hidden=H, dtype="float32")
+    streams = [gatednorm.Stream(0) for _ in range(W)]
+    for case in range(len(CASES)):
+        for rep in range(REPS):
+            args = [gpu_args(be, case, rep, r, W) for r in range(W)]
+            gatednorm._runtime.device_synchronize(0)  # the uploads are done
+            gc.disable()  # no free between the launches
+            try:
+                outs = []
+                for r, (a, kw) in enumerate(args):
+                    a = dict(a)
+                    x, res, w = a.pop("x"), a.pop("residual"), a.pop("weight")
+                    outs.append(groups[r].add_rmsnorm(x, res, w, stream=streams[r], **a, **kw))
+            finally:
+                gc.enable()
+            for st in streams:
+                st.synchronize()
+            want = expected(case, rep, W)
+            for r in range(W):
+                for name, g, e in zip(("y", "q", "scales", "residual"), outs[r], want):
+                    g = None if g is None else be.get(g)
+                    assert bits_equal(g, e), "case %d rep %d rank %d: %s differs" % (case, rep, r, name)
+
+
+# ----------------------------------------------------------------------------- the C layer
+def test_c_comm_entry_points():
+    from gatednorm import _ffi
+    from gatednorm._ffi import ffi
+
+    lib = _ffi.lib()
+    cpu = ffi.new("gatednorm_device *", {"device_type": 1, "device_id": 0})[0]
+
+    def err(st, match):
+        assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT, st
+        msg = ffi.string(lib.gatednorm_last_error()).decode()
+        assert msg.startswith(match), msg
+
+    nb = ffi.new("size_t *")
+    err(lib.gatednorm_comm_buffer_size(9, 1024, nb), "world_size:")
+    err(lib.gatednorm_comm_buffer_size(2, 0, nb), "max_input_bytes:")
+    err(lib.gatednorm_comm_buffer_size(2, 1024, ffi.NULL), "bytes:")
+    assert lib.gatednorm_comm_buffer_size(2, 1000, nb) == 0
+    size = int(nb[0])
+    pp, h = ffi.new("void **"), ffi.new("uint8_t[64]")
+    err(lib.gatednorm_comm_buffer_alloc(cpu, 100, pp, h), "bytes:")
+    err(lib.gatednorm_comm_buffer_open(cpu, ffi.new("uint8_t[64]", b"nonsense"), pp), "handle:")
+    err(lib.gatednorm_comm_buffer_open(cpu, ffi.new("uint8_t[64]", b"/gatednorm.no.such"), pp), "handle:")
+    bufs = []
+    for _ in range(2):
+        assert lib.gatednorm_comm_buffer_alloc(cpu, size, pp, h) == 0
+        bufs.append(pp[0])
+    # the handle opens the same segment: a write through one mapping shows in the other
+    assert lib.gatednorm_comm_buffer_open(cpu, h, pp) == 0
+    ffi.cast("uint8_t *", bufs[1])[5000] = 77
+    assert ffi.cast("uint8_t *", pp[0])[5000] == 77
+    assert lib.gatednorm_comm_buffer_close(cpu, pp[0]) == 0
+    cp = ffi.new("gatednorm_comm **")
+    arr = ffi.new("void *[]", bufs)
+    err(lib.gatednorm_comm_create(2, 2, arr, size, cpu, cp), "rank:")
+    err(lib.gatednorm_comm_create(0, 2, ffi.new("void *[]", [bufs[0], bufs[0]]), size, cpu, cp), "buffers[1]:")
+    err(lib.gatednorm_comm_create(0, 2, arr, size + 256, cpu, cp), "buffers[0]:")
+    err(lib.gatednorm_comm_create(0, 2, ffi.new("void *[]", [bufs[0], ffi.NULL]), size, cpu, cp), "buffers[1]:")
+    assert lib.gatednorm_comm_create(0, 2, arr, size, cpu, cp) == 0
+    mb = ffi.new("size_t *")
+    assert lib.gatednorm_comm_max_input_bytes(cp[0], mb) == 0 and mb[0] >= 1000
+    x = ffi.new("gatednorm_tensor *")
+    err(lib.gatednorm_allreduce_add_rmsnorm(ffi.NULL, x, ffi.NULL, x, ffi.NULL, x, ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL), "comm:")
+    assert lib.gatednorm_comm_destroy(cp[0]) == 0
+    for b in bufs:
+        assert lib.gatednorm_comm_buffer_free(cpu, b) == 0
