@@ -167,9 +167,10 @@ gatednorm_status rmsnorm_gated_fp8_checked(const gatednorm_tensor *x, const gate
     p.device_id = x->device.device_id;
     p.pdl = prm.pdl != 0;
     pr.round_dtype = y ? p.out.dtype : p.x.dtype;
-    if (p.tokens * p.heads * p.dim == 0) return GATEDNORM_STATUS_SUCCESS;  // validated, nothing to write
-
-    if (is_host_device(x->device.device_type)) return cpu_rmsnorm_gated_fp8(pr);
+    // The device is validated before the empty check: an empty call on a device this build
+    // cannot run on is refused, as gatednorm_rmsnorm_gated does (ops.md "Empty input").
+    const bool empty = p.tokens * p.heads * p.dim == 0;
+    if (is_host_device(x->device.device_type)) return empty ? GATEDNORM_STATUS_SUCCESS : cpu_rmsnorm_gated_fp8(pr);
     const int platform = gpu_platform();
     const bool ours = platform && (x->device.device_type == platform ||
                                    (platform == GATEDNORM_DEVICE_TYPE_CUDA && x->device.device_type == GATEDNORM_DEVICE_TYPE_CUDA_MANAGED));
@@ -179,6 +180,7 @@ gatednorm_status rmsnorm_gated_fp8_checked(const gatednorm_tensor *x, const gate
     gpu_device_count(&count);
     if (p.device_id < 0 || p.device_id >= count)
         return fail(GATEDNORM_STATUS_NO_DEVICE, "x: on %s, but %d GPU(s) are visible", device_name(x->device).c_str(), count);
+    if (empty) return GATEDNORM_STATUS_SUCCESS;  // validated, nothing to write
     return gpu_rmsnorm_gated_fp8(pr, stream);
 }
 
