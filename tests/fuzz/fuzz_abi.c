@@ -2939,7 +2939,7 @@ static void w4_bad_field(rng_t *r, gatednorm_w4a16_params *p) {
 }
 
 enum { W_SIZE, W_FIELD, W_AF32, W_DTMIS, W_SSHAPE, W_ZSHAPE, W_OSHAPE, W_OVERLAP, W_KMIS, W_PN, W_PK, W_PG, W_SYM1, W_SYM0, W_TILEDS, W_WSDT,
-       W_BIASLEN, W_ASTRIDE, W_QDT, W_NULL, W_COUNT };
+       W_BIASLEN, W_ASTRIDE, W_QDT, W_NULL, W_DEVICE, W_COUNT };
 static int fuzz_w4a16_gemm(rng_t *r) {
     static tens_t A, QW, SC, ZE, BI, O, WS;
     nc_begin();
@@ -2964,7 +2964,8 @@ static int fuzz_w4a16_gemm(rng_t *r) {
     P.struct_size = sizeof P;
     P.symmetric = -1;
     int pnull = pct(r, 20) && (mut < 0 || mut == W_AF32 || mut == W_SSHAPE || mut == W_ZSHAPE || mut == W_OSHAPE || mut == W_OVERLAP ||
-                               mut == W_KMIS || mut == W_WSDT || mut == W_BIASLEN || mut == W_ASTRIDE || mut == W_QDT || mut == W_NULL);
+                               mut == W_KMIS || mut == W_WSDT || mut == W_BIASLEN || mut == W_ASTRIDE || mut == W_QDT || mut == W_NULL ||
+                               mut == W_DEVICE);
     if (pct(r, 40)) P.n = N;
     if (pct(r, 40)) P.k = K;
     if (pct(r, 40)) P.group_size = G;
@@ -3044,6 +3045,10 @@ static int fuzz_w4a16_gemm(rng_t *r) {
         nc_must(BIT(cn[j]), "a required descriptor NULL");
     }
 #define DW(T) ((T).present && &(T) != nul ? &(T).t : NULL)
+    if (mut == W_DEVICE) {
+        static const int dn[7] = {N_A, N_QWEIGHT, N_SCALES, N_ZEROS, N_BIAS, N_OUT, N_WORKSPACE};
+        mutate_devices(r, all, dn, 7);
+    }
     set_sentinel();
     bufs_snapshot();
     const gatednorm_status st = gatednorm_w4a16_gemm(DW(A), DW(QW), DW(SC), DW(ZE), DW(BI), DW(O), DW(WS), (const gatednorm_w4a16_params *)params, NULL);
