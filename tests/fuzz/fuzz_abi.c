@@ -1716,6 +1716,18 @@ static int talloc_overlap(rng_t *r, tens_t *A, tens_t *B) {
     tplace(r, B, b, start);
     return same_view(&A->t, &B->t) == 0;
 }
+/* Moves T (elements wider than a byte, not empty) into a buffer of its own at an address
+ * that is not a multiple of its element size; 0 if T does not qualify. */
+static uint64_t g_misaligned;
+static int misalign(rng_t *r, tens_t *T) {
+    const size_t n = tspan(T);
+    if (!T->present || T->elem < 2 || !n) return 0;
+    ++g_misaligned;
+    unsigned char *b = buf_new(n + 4);
+    for (size_t i = 0; i < n + 4; ++i) b[i] = (unsigned char)rnd(r);
+    tplace(r, T, b, 1 + (size_t)below(r, (uint64_t)T->elem - 1));
+    return 1;
+}
 static unsigned char *eaddr(const tens_t *T, const int64_t *idx) {
     return (unsigned char *)first_addr(&T->t) + offset_of(&T->t, idx) * T->elem;
 }
@@ -2361,7 +2373,7 @@ static void hidden_layout(rng_t *r, tens_t *T, int kind, int nt, const int64_t *
 }
 
 enum { AR_SIZE, AR_FIELD, AR_QFIELD, AR_QDT, AR_SDT, AR_GROUP, AR_NOOUT, AR_QNOS, AR_RO_NORES, AR_RO_DT, AR_Y_ON_RES, AR_RO_ON_X,
-       AR_OVERLAP, AR_NULL, AR_MERGE, AR_WEIGHT, AR_SSHAPE, AR_DEVICE, AR_COUNT };
+       AR_OVERLAP, AR_NULL, AR_MERGE, AR_WEIGHT, AR_SSHAPE, AR_DEVICE, AR_MISALIGN, AR_COUNT };
 static struct {
     uint64_t inplace_res, ro_same, ro_sep, y_on_x, with_q, y_only;
 } g_arstats;
@@ -2516,6 +2528,16 @@ static int fuzz_add_rmsnorm(rng_t *r) {
     }
     for (int k = 0; k < 7; ++k)
         if (own[k] && k != ov_a && k != ov_b) talloc(r, all[k]);
+    if (mut == AR_MISALIGN) { /* one tensor's data not aligned to its element size (with its aliases) */
+        static const int nm[7] = {N_X, N_RES, N_WEIGHT, N_RES_OUT, N_Y, N_Q, N_SCALES};
+        const int j = (int)below(r, 7);
+        if (own[j] && misalign(r, all[j])) {
+            nameset_t b = BIT(nm[j]);
+            if (j == 0) b |= (y_mode == 2 ? BIT(N_Y) : 0) | (ro_on_x ? BIT(N_RES_OUT) : 0);
+            if (j == 1) b |= (ro_mode == 1 ? BIT(N_RES_OUT) : 0) | (y_mode == 3 ? BIT(N_Y) : 0);
+            nc_must(b, "data not aligned to the element size");
+        }
+    }
     if (has_res && ro_mode == 1) RO = RS;
     if (ro_on_x) RO = X;
     if (y_mode == 2) Y = X;
@@ -2600,7 +2622,8 @@ static int fuzz_add_rmsnorm(rng_t *r) {
     return 1;
 }
 
-enum { GQ_SIZE, GQ_FIELD, GQ_QFIELD, GQ_QDT, GQ_SDT, GQ_GROUP, GQ_NULL, GQ_MERGE, GQ_OVERLAP, GQ_QSHAPE, GQ_SSHAPE, GQ_DEVICE, GQ_COUNT };
+enum { GQ_SIZE, GQ_FIELD, GQ_QFIELD, GQ_QDT, GQ_SDT, GQ_GROUP, GQ_NULL, GQ_MERGE, GQ_OVERLAP, GQ_QSHAPE, GQ_SSHAPE, GQ_DEVICE, GQ_MISALIGN,
+       GQ_COUNT };
 static int fuzz_group_quant(rng_t *r) {
     static tens_t X, Q, S;
     nc_begin();
@@ -2666,6 +2689,10 @@ static int fuzz_group_quant(rng_t *r) {
     }
     for (int k = 0; k < 3; ++k)
         if (k != ov_a && k != ov_b) talloc(r, all[k]);
+    if (mut == GQ_MISALIGN) {
+        const int j = pct(r, 50) ? 0 : 2;
+        if (misalign(r, all[j])) nc_must(BIT(j ? N_SCALES : N_X), "data not aligned to the element size");
+    }
     fill_float(r, &X, -8, 8, pct(r, 15));
     const tens_t *nul = NULL;
     if (mut == GQ_NULL) {
@@ -3518,6 +3545,7 @@ int main(int argc, char **argv) {
                (unsigned long long)g_f8stats.accepted_empty, (unsigned long long)g_arstats.inplace_res, (unsigned long long)g_arstats.ro_same,
                (unsigned long long)g_arstats.ro_sep, (unsigned long long)g_arstats.y_on_x, (unsigned long long)g_arstats.with_q,
                (unsigned long long)g_arstats.y_only);
+        printf("  misaligned tensors: %llu\n", (unsigned long long)g_misaligned);
         printf("  w4a16: %llu PLAIN and %llu TILED GEMMs, %llu outputs checked, worst error %.3g of the bound\n", (unsigned long long)g_wstats.plain_gemms,
                (unsigned long long)g_wstats.tiled_gemms, (unsigned long long)g_wstats.values, g_wstats.worst);
     }
