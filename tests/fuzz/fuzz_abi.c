@@ -2125,7 +2125,7 @@ static const nameset_t kQuantNames = BIT(N_PQ_FORMAT) | BIT(N_PQ_FMAX) | BIT(N_P
 
 /* ================================================ gatednorm_rmsnorm_gated_fp8 (ops.md §2) */
 enum { A8_SIZE, A8_FIELD, A8_QFIELD, A8_QDT, A8_SDT, A8_GROUP, A8_QSHAPE, A8_SSHAPE, A8_QSTRIDE, A8_OVERLAP, A8_YALIAS, A8_NULL, A8_MERGE,
-       A8_WEIGHT, A8_DEVICE, A8_COUNT };
+       A8_WEIGHT, A8_DEVICE, A8_MISALIGN, A8_COUNT };
 static struct {
     uint64_t accepted_empty, inplace_free, hd, ycopy;
 } g_f8stats;
@@ -2284,6 +2284,11 @@ static int fuzz_rmsnorm_gated_fp8(rng_t *r) {
         if (!pres[k] || k == ov_a || k == ov_b) continue;
         if (k == 5 && mut == A8_YALIAS && !empty) continue;
         talloc(r, all[k]);
+    }
+    if (mut == A8_MISALIGN) {
+        static const int nm[6] = {N_X, N_Z, N_WEIGHT, N_Q, N_SCALES, N_YCOPY};
+        const int j = (int)below(r, 6);
+        if (pres[j] && misalign(r, all[j])) nc_must(BIT(nm[j]), "data not aligned to the element size");
     }
     const int specials = pct(r, 15);
     fill_float(r, &X, -6, 6, specials);
