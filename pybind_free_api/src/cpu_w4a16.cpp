@@ -60,8 +60,11 @@ void dequantize(const W4a16Weight &w, int dt, std::vector<float> *out) {
             float *row = out->data() + n * K;
             const int h = int(n % kW4TileN) >> 3;
             for (int64_t k = 0; k < K; ++k) {
-                int shift;
-                const int q = (w.tiled[w4_code_offset(t, n, k, &shift)] >> shift) & 0xf;
+                // The offset first, then the shift it sets: in one expression GCC read `shift`
+                // before the call wrote it (found by tests/fuzz/fuzz_abi.c under UBSan).
+                int shift = 0;
+                const int64_t off = w4_code_offset(t, n, k, &shift);
+                const int q = (w.tiled[off] >> shift) & 0xf;
                 uint16_t e[4];
                 memcpy(e, w.tiled + w4_entry_offset(t, n, w4_group_of(t, k)), size_t(t.entry_bytes));
                 const int z = w.symmetric ? 8 : int4_magic_code(e[2 + h]);

@@ -50,11 +50,13 @@ gatednorm_status read_params(const gatednorm_rmsnorm_gated_fp8_params *in, gated
 }
 
 // Token dims of a rows shape [tokens..., H, D] (or [tokens..., D] with H = 1 when it has two
-// dims or fewer: [N, D] is N tokens of one head).
-TokenDims token_dims(const RowsShape &r, const char *name) {
+// dims or fewer: [N, D] is N tokens of one head).  `viewed`: the rows shape is x's last dim
+// viewed as [H, D] by head_dim, so its H is always a head dim: x [H*D] has no token dims (as
+// the Python layer's _token_dims reads it), not H tokens.
+TokenDims token_dims(const RowsShape &r, const char *name, bool viewed) {
     TokenDims t;
     t.name = name;
-    t.ndim = r.ndim >= 3 ? r.ndim - 2 : r.ndim - 1;
+    t.ndim = r.ndim >= 3 || viewed ? r.ndim - 2 : r.ndim - 1;
     for (int i = 0; i < t.ndim; ++i) {
         t.shape[i] = r.shape[i];
         t.strides[i] = r.strides[i];
@@ -91,7 +93,10 @@ gatednorm_status rmsnorm_gated_fp8_checked(const gatednorm_tensor *x, const gate
         GN_TRY(same_rows_shape(ys, "y_copy", xs, "x"));
     }
     const int64_t D = xs.shape[xs.ndim - 1];
-    const int64_t H = xs.ndim >= 3 ? xs.shape[xs.ndim - 2] : 1;
+    // head_dim split x's last dim into [H, D] (rows_shape leaves it whole when it is D)
+    const bool viewed = prm.head_dim > 0 && x->shape[x->ndim - 1] != prm.head_dim;
+    const bool has_heads = xs.ndim >= 3 || viewed;
+    const int64_t H = has_heads ? xs.shape[xs.ndim - 2] : 1;
 
     GN_TRY(float_dtype(*weight, "weight", &p.weight_dtype));
     if (weight->ndim != 1)
@@ -107,7 +112,7 @@ gatednorm_status rmsnorm_gated_fp8_checked(const gatednorm_tensor *x, const gate
     if (D % G != 0 && G % D != 0)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.quant.group_size: %lld must divide head_dim %lld or be a multiple of it",
                     (long long)G, (long long)D);
-    const TokenDims xt = token_dims(xs, "x");
+    const TokenDims xt = token_dims(xs, "x", viewed);
     TokenDims qt, st;
     GN_TRY(check_quant_outputs(*q, *scales, xt, H * D, &qs, &qt, &st));
 
@@ -129,7 +134,7 @@ gatednorm_status rmsnorm_gated_fp8_checked(const gatednorm_tensor *x, const gate
     }
 
     // One token dim for every tensor; head strides from the rows shapes.
-    const TokenDims zt = z ? token_dims(zs, "z") : TokenDims(), yt = y ? token_dims(ys, "y_copy") : TokenDims();
+    const TokenDims zt = z ? token_dims(zs, "z", viewed) : TokenDims(), yt = y ? token_dims(ys, "y_copy", viewed) : TokenDims();
     const TokenDims *toks[5] = {&xt, &qt, &st, nullptr, nullptr};
     int n = 3, zi = -1, yi = -1;
     if (z) { zi = n; toks[n++] = &zt; }
@@ -138,7 +143,7 @@ gatednorm_status rmsnorm_gated_fp8_checked(const gatednorm_tensor *x, const gate
     GN_TRY(collapse_tokens(toks, n, &p.tokens, tstride));
     p.heads = H;
     p.dim = D;
-    auto head_stride = [&](const RowsShape &r) { return r.ndim >= 3 && H > 1 ? r.strides[r.ndim - 2] : 0; };
+    auto head_stride = [&](const RowsShape &r) { return has_heads && H > 1 ? r.strides[r.ndim - 2] : 0; };
     p.x.data = data_ptr(*x);
     p.x.stride_t = tstride[0];
     p.x.stride_h = head_stride(xs);
@@ -162,9 +167,10 @@ gatednorm_status rmsnorm_gated_fp8_checked(const gatednorm_tensor *x, const gate
     p.device_id = x->device.device_id;
     p.pdl = prm.pdl != 0;
     pr.round_dtype = y ? p.out.dtype : p.x.dtype;
-    if (p.tokens * p.heads * p.dim == 0) return GATEDNORM_STATUS_SUCCESS;  // validated, nothing to write
-
-    if (is_host_device(x->device.device_type)) return cpu_rmsnorm_gated_fp8(pr);
+    // The device is validated before the empty check: an empty call on a device this build
+    // cannot run on is refused, as gatednorm_rmsnorm_gated does (ops.md "Empty input").
+    const bool empty = p.tokens * p.heads * p.dim == 0;
+    if (is_host_device(x->device.device_type)) return empty ? GATEDNORM_STATUS_SUCCESS : cpu_rmsnorm_gated_fp8(pr);
     const int platform = gpu_platform();
     const bool ours = platform && (x->device.device_type == platform ||
                                    (platform == GATEDNORM_DEVICE_TYPE_CUDA && x->device.device_type == GATEDNORM_DEVICE_TYPE_CUDA_MANAGED));
@@ -174,6 +180,7 @@ gatednorm_status rmsnorm_gated_fp8_checked(const gatednorm_tensor *x, const gate
     gpu_device_count(&count);
     if (p.device_id < 0 || p.device_id >= count)
         return fail(GATEDNORM_STATUS_NO_DEVICE, "x: on %s, but %d GPU(s) are visible", device_name(x->device).c_str(), count);
+    if (empty) return GATEDNORM_STATUS_SUCCESS;  // validated, nothing to write
     return gpu_rmsnorm_gated_fp8(pr, stream);
 }
 

@@ -22,6 +22,20 @@
  *     1/sqrt(mean(u^2) + eps), both gate orders, silu/sigmoid, weight_offset, group_size)
  *     to within fp32 evaluation (relative 2^-17) followed by rounding to out's dtype (so
  *     within an ulp of bf16/fp16 outputs, some 2^-17 of fp32 ones); in place too;
+ *   - the FP8 ops (gatednorm_rmsnorm_gated_fp8, gatednorm_add_rmsnorm, gatednorm_group_quant_fp8;
+ *     ops.md §2, §3): every scale against max(amax, amax_floor) / fp8_max over the interval of
+ *     fp32 y values the double reference allows (rounded up to a power of two for UE8M0; E8M0
+ *     bytes, packed words with zero tails; NaN for a group with a NaN / inf), every code
+ *     within the RNE-saturating encodings of that interval over the scale the call wrote
+ *     (group_quant_fp8, whose y is x exactly: bit for bit, with fp32's reciprocal); y /
+ *     y_copy as §1; add_rmsnorm's stored residual sum exactly; in place (residual, y = x),
+ *     residual_out = residual, optional outputs NULL; row / column-major / padded scale
+ *     strides; q / scales dtypes against the formats; params struct_size and fields;
+ *   - gatednorm_fp8_encode bit for bit; the newer _params_init defaults;
+ *   - W4A16 on the host: PLAIN GEMMs and prepack + TILED GEMMs against a double a @ dequant(W)
+ *     (+ bias) within reference.w4a16_tolerance's bound ((K + 64) 2^-23 (|a| @ |w16| + |bias|)
+ *     plus half an ulp of out); prepack completing params and writing only its size;
+ *     prepacked_size / workspace_size;
  *   - the runtime helpers do what the header says on host memory.
  * Input values stay where every fp32 intermediate is normal and finite (the contract computes
  * in fp32), plus NaN / inf / zeros.  Fixed cases (the defects the driver found) run first.
@@ -174,16 +188,29 @@ static void bufs_free(void) {
  * params fields (rmsnorm_gated_api.cpp's read_params).  Each entry point allows a subset. */
 enum {
     N_X, N_Z, N_WEIGHT, N_OUT, N_PARAMS, N_P_NBG, N_P_ACT, N_P_EPS, N_P_WOFF, N_P_GROUP, N_P_PDL, N_P_RES0,
-    N_COUNT, N_NAME, N_PTR, N_DEVICE, N_BYTES, N_DST, N_SRC, N_STREAM, N_DEVICE_ID, N_NAMES
+    N_COUNT, N_NAME, N_PTR, N_DEVICE, N_BYTES, N_DST, N_SRC, N_STREAM, N_DEVICE_ID,
+    /* the FP8 ops (ops.md §2, §3) */
+    N_RES, N_RES_OUT, N_Y, N_Q, N_SCALES, N_YCOPY, N_P_HEADDIM, N_P_RESV, N_PQ_FORMAT, N_PQ_FMAX, N_PQ_FLOOR, N_PQ_SFMT,
+    N_PQ_GROUP, N_PQ_QR, N_PQ_RESV, N_VALUES, N_CODES, N_FORMAT, N_FP8MAX,
+    /* W4A16 (ops.md §4) */
+    N_A, N_QWEIGHT, N_ZEROS, N_BIAS, N_PACKED, N_WORKSPACE, N_M, N_P_LAYOUT, N_P_N, N_P_K, N_P_SYM, N_P_DTYPE, N_P_LVER,
+    N_P_TARGET, N_NAMES
 };
 static const char *const kNames[N_NAMES] = {
     "x", "z", "weight", "out", "params", "params.norm_before_gate", "params.activation", "params.eps",
     "params.weight_offset", "params.group_size", "params.pdl", "params.reserved0",
-    "count", "name", "ptr", "device", "bytes", "dst", "src", "stream", "device_id"};
-#define BIT(n) (1u << (n))
+    "count", "name", "ptr", "device", "bytes", "dst", "src", "stream", "device_id",
+    "residual", "residual_out", "y", "q", "scales", "y_copy", "params.head_dim", "params.reserved[", "params.quant.format",
+    "params.quant.fp8_max", "params.quant.amax_floor", "params.quant.scale_format", "params.quant.group_size",
+    "params.quant.quantize_rounded", "params.quant.reserved[", "values", "codes", "format", "fp8_max",
+    "a", "qweight", "zeros", "bias", "packed", "workspace", "m", "params.layout", "params.n", "params.k", "params.symmetric",
+    "params.dtype", "params.layout_version", "params.target"};
+/* A name ending in '[' ("params.reserved[") matches "params.reserved[2]:" and the like. */
+typedef uint64_t nameset_t;
+#define BIT(n) ((nameset_t)1 << (n))
 #define PARAM_BITS (BIT(N_PARAMS) | BIT(N_P_NBG) | BIT(N_P_ACT) | BIT(N_P_EPS) | BIT(N_P_WOFF) | BIT(N_P_GROUP) | BIT(N_P_PDL) | BIT(N_P_RES0))
 
-static void names_text(unsigned set, char *out, size_t cap) {
+static void names_text(nameset_t set, char *out, size_t cap) {
     out[0] = 0;
     for (int i = 0; i < N_NAMES; ++i)
         if (set & BIT(i)) snprintf(out + strlen(out), cap - strlen(out), "%s%s", out[0] ? ", " : "", kNames[i]);
@@ -195,7 +222,14 @@ static int message_name(const char *msg) {
     size_t best_len = 0;
     for (int i = 0; i < N_NAMES; ++i) {
         const size_t n = strlen(kNames[i]);
-        if (strncmp(msg, kNames[i], n) == 0 && msg[n] == ':' && n > best_len) best = i, best_len = n;
+        if (strncmp(msg, kNames[i], n) != 0 || n <= best_len) continue;
+        if (kNames[i][n - 1] == '[') {
+            size_t j = n;
+            while (msg[j] >= '0' && msg[j] <= '9') ++j;
+            if (j > n && msg[j] == ']' && msg[j + 1] == ':') best = i, best_len = n;
+        } else if (msg[n] == ':') {
+            best = i, best_len = n;
+        }
     }
     return best;
 }
@@ -214,8 +248,8 @@ static void set_sentinel(void) {
 
 /* A rejected call: known status, a message of its own naming one of `allowed`, and (when
  * `blame` is not 0) one of `blame`. */
-static void check_rejection(gatednorm_status st, unsigned allowed, unsigned blame, const char *what) {
-    char set[512], buf[64];
+static void check_rejection(gatednorm_status st, nameset_t allowed, nameset_t blame, const char *what) {
+    char set[1536], buf[64];
     if (st >= 0) die("%s: status %d is not an error", what, (int)st);
     if (st < GATEDNORM_STATUS_INTERNAL) die("%s: status %d is no gatednorm_status", what, (int)st);
     const char *msg = gatednorm_last_error();
@@ -1553,10 +1587,1713 @@ static int fuzz_streams(rng_t *r) {
     return 1;
 }
 
+/* ============================== the FP8 ops and W4A16 (ops.md §2-§4): shared case state */
+/* One case of the newer entry points: its tensors (for the report on failure), what the
+ * contract says of it (must_reject with the names the call may blame, or open), notes. */
+enum { NT_MAX = 10 };
+static struct {
+    const char *tn[NT_MAX];
+    tens_t *T[NT_MAX];
+    int nt;
+    int must_reject, open, blame_any;
+    nameset_t blame;
+    char notes[1024];
+    char params[512];
+} NC;
+
+static void nc_begin(void);
+static void nc_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void nc_note(const char *fmt, ...) {
+    va_list ap;
+    const size_t n = strlen(NC.notes);
+    if (n + 2 >= sizeof NC.notes) return;
+    if (n) strcat(NC.notes, "; ");
+    va_start(ap, fmt);
+    vsnprintf(NC.notes + strlen(NC.notes), sizeof NC.notes - strlen(NC.notes), fmt, ap);
+    va_end(ap);
+}
+static void nc_must(nameset_t blame, const char *why) {
+    NC.must_reject = 1;
+    NC.blame |= blame;
+    nc_note("must reject: %s", why);
+}
+static void nc_open(nameset_t blame, const char *why) {
+    NC.open = 1;
+    NC.blame |= blame;
+    if (!blame) NC.blame_any = 1; /* a refusal may then name any argument */
+    nc_note("either way: %s", why);
+}
+static void nc_describe(void) {
+    for (int i = 0; i < NC.nt; ++i) describe_tensor(NC.tn[i], NC.T[i]);
+    fprintf(stderr, "  params: %s\n  notes: %s\n", NC.params[0] ? NC.params : "(none)", NC.notes[0] ? NC.notes : "(none)");
+}
+static void nc_begin(void) {
+    memset(&NC, 0, sizeof NC);
+    g_describe = nc_describe;
+}
+static void nc_tensor(const char *name, tens_t *T) {
+    if (NC.nt == NT_MAX) die("driver: too many tensors");
+    memset(T, 0, sizeof *T);
+    NC.tn[NC.nt] = name;
+    NC.T[NC.nt++] = T;
+}
+
+/* The outcome of a call against the expectation: 0 refused (checked), 1 accepted (the caller
+ * then verifies the outputs). */
+static int nc_outcome(gatednorm_status st, nameset_t allowed, const char *what) {
+    if (st != GATEDNORM_STATUS_SUCCESS) {
+        if (!NC.must_reject && !NC.open) die("%s refused a valid case (status %d): %s", what, (int)st, gatednorm_last_error());
+        check_rejection(st, allowed, NC.must_reject && !NC.blame_any ? NC.blame : 0, what);
+        bufs_check(what);
+        return 0;
+    }
+    if (NC.must_reject) die("%s accepted a case the contract refuses (%s)", what, NC.notes);
+    return 1;
+}
+
+/* ------------------------------------------------------------ tensors of any dtype */
+enum { K_U8 = 8, K_FN, K_FNUZ, K_E8, K_I32, K_U32, K_I8 }; /* kinds past DT_* */
+static gatednorm_dtype kind_dtype(int kind) {
+    gatednorm_dtype d;
+    d.lanes = 1;
+    switch (kind) {
+        case K_U8: d.code = GATEDNORM_DTYPE_CODE_UINT, d.bits = 8; break;
+        case K_I8: d.code = GATEDNORM_DTYPE_CODE_INT, d.bits = 8; break;
+        case K_FN: d.code = GATEDNORM_DTYPE_CODE_FLOAT8_E4M3FN, d.bits = 8; break;
+        case K_FNUZ: d.code = GATEDNORM_DTYPE_CODE_FLOAT8_E4M3FNUZ, d.bits = 8; break;
+        case K_E8: d.code = GATEDNORM_DTYPE_CODE_FLOAT8_E8M0FNU, d.bits = 8; break;
+        case K_I32: d.code = GATEDNORM_DTYPE_CODE_INT, d.bits = 32; break;
+        case K_U32: d.code = GATEDNORM_DTYPE_CODE_UINT, d.bits = 32; break;
+        default: return dtype_desc(kind);
+    }
+    return d;
+}
+static int kind_size(int kind) { return kind <= DT_F32 ? kDtSize[kind] : kind >= K_I32 && kind <= K_U32 ? 4 : 1; }
+
+static void tset(tens_t *T, int kind, int ndim, const int64_t *shape, const int64_t *strides) {
+    T->present = 1;
+    T->dt = kind;
+    T->elem = kind_size(kind);
+    memset(&T->t, 0, sizeof T->t);
+    T->t.dtype = kind_dtype(kind);
+    T->t.device.device_type = GATEDNORM_DEVICE_TYPE_CPU;
+    T->t.ndim = ndim;
+    for (int i = 0; i < ndim; ++i) T->t.shape[i] = shape[i], T->t.strides[i] = strides[i];
+    reach(T);
+}
+static size_t tspan(const tens_t *T) { return T->hi < T->lo ? 0 : (size_t)(T->hi - T->lo + 1) * (size_t)T->elem; }
+/* T's lowest reached byte at buf + pos; data / byte_offset split at random. */
+static void tplace(rng_t *r, tens_t *T, unsigned char *buf, size_t pos) {
+    unsigned char *first = buf + pos - T->lo * T->elem;
+    size_t off = 0;
+    if (pct(r, 25)) off = (size_t)T->elem * below(r, (uint64_t)(first - buf) / (uint64_t)T->elem + 1);
+    T->t.data = first - off;
+    T->t.byte_offset = off;
+    T->first = first;
+}
+static unsigned char *talloc(rng_t *r, tens_t *T) {
+    const size_t n = tspan(T);
+    unsigned char *b = buf_new(n);
+    for (size_t i = 0; i < n; ++i) b[i] = (unsigned char)rnd(r);
+    if (!n) {
+        T->t.data = pct(r, 30) ? NULL : b;
+        T->t.byte_offset = 0;
+        T->first = b;
+        return b;
+    }
+    tplace(r, T, b, 0);
+    return b;
+}
+/* A and B in one buffer, their byte ranges intersecting (both non-empty); 0 when that made
+ * them the same view (an in-place alias the op may allow), else 1. */
+static int talloc_overlap(rng_t *r, tens_t *A, tens_t *B) {
+    const size_t na = tspan(A), nb = tspan(B);
+    const size_t start = (size_t)below(r, (na - 1) / 4 + 1) * 4;
+    const size_t n = start + nb > na ? start + nb : na;
+    unsigned char *b = buf_new(n);
+    for (size_t i = 0; i < n; ++i) b[i] = (unsigned char)rnd(r);
+    tplace(r, A, b, 0);
+    tplace(r, B, b, start);
+    return same_view(&A->t, &B->t) == 0;
+}
+/* Moves T (elements wider than a byte, not empty) into a buffer of its own at an address
+ * that is not a multiple of its element size; 0 if T does not qualify. */
+static uint64_t g_misaligned;
+static int misalign(rng_t *r, tens_t *T) {
+    const size_t n = tspan(T);
+    if (!T->present || T->elem < 2 || !n) return 0;
+    ++g_misaligned;
+    unsigned char *b = buf_new(n + 4);
+    for (size_t i = 0; i < n + 4; ++i) b[i] = (unsigned char)rnd(r);
+    tplace(r, T, b, 1 + (size_t)below(r, (uint64_t)T->elem - 1));
+    return 1;
+}
+static unsigned char *eaddr(const tens_t *T, const int64_t *idx) {
+    return (unsigned char *)first_addr(&T->t) + offset_of(&T->t, idx) * T->elem;
+}
+static void fill_float(rng_t *r, const tens_t *T, int elo, int ehi, int specials) {
+    int ovf;
+    if (count_of(T->t.ndim, T->t.shape, &ovf) == 0) return;
+    int64_t idx[GATEDNORM_MAX_DIMS] = {0};
+    do encode(eaddr(T, idx), T->dt, input_value(r, T->dt, elo, ehi, specials));
+    while (next_index(T->t.ndim, T->t.shape, idx));
+}
+static double snap_at(const tens_t *T, const int64_t *idx) { return snap_value(eaddr(T, idx), T->dt); }
+
+/* Token dims: nt dims of ext[], row-major from the innermost token stride tbase (which clears
+ * the row), the block maybe reversed; unit dims may get any stride. */
+static void tok_strides(rng_t *r, int nt, const int64_t *ext, int64_t tbase, int64_t *strides) {
+    const int64_t sign = pct(r, 12) ? -1 : 1;
+    int64_t s = tbase;
+    int zero = 0;
+    for (int i = 0; i < nt; ++i) zero |= ext[i] == 0;
+    /* Empty: the merge rule taken literally (a dim outside a zero extent gets stride 0), or
+     * torch's contiguous strides (extents of 0 counted as 1), which that rule refuses where two
+     * token dims do not merge: the header leaves that open. */
+    const int torch = zero && pct(r, 30);
+    if (torch) nc_open(0, "an empty tensor with torch's contiguous strides");
+    for (int i = nt - 1; i >= 0; --i) {
+        strides[i] = sign * s;
+        s *= torch && !ext[i] ? 1 : ext[i];
+    }
+    for (int i = 0; i < nt; ++i)
+        if (ext[i] == 1 && pct(r, 25)) strides[i] = PICK(r, kFreeStrides);
+}
+/* Breaks the merge of two neighbouring non-unit token dims of T (first nt dims); 0 if T has
+ * fewer than two. */
+static int break_merge(tens_t *T, int nt) {
+    int a = -1;
+    int ovf;
+    if (count_of(T->t.ndim, T->t.shape, &ovf) == 0) return 0;
+    for (int i = 0; i < nt; ++i) {
+        if (T->t.shape[i] == 1) continue;
+        if (a >= 0) {
+            T->t.strides[a] *= 2;
+            reach(T);
+            return 1;
+        }
+        a = i;
+    }
+    return 0;
+}
+static int64_t pad(rng_t *r) { return pct(r, 65) ? 0 : between(r, 1, 9); }
+
+/* Device mutations: every tensor of the call on one device this build cannot run on (the
+ * call must refuse it naming x, empty or not: ops.md "every argument is still validated"),
+ * or one tensor (T[j], j > 0; T[0] is x) on such a device while the others are on the host
+ * (refused naming that tensor).  T[i] NULL: absent. */
+static void mutate_devices(rng_t *r, tens_t *const *T, const int *names, int n) {
+    const gatednorm_device d = bad_device(r);
+    if (pct(r, 50)) {
+        for (int i = 0; i < n; ++i)
+            if (T[i] && T[i]->present) T[i]->t.device = d;
+        nc_must(BIT(names[0]), "every tensor on a device this build cannot run on");
+        return;
+    }
+    int c[NT_MAX], m = 0;
+    for (int i = 1; i < n; ++i)
+        if (T[i] && T[i]->present) c[m++] = i;
+    if (!m) return;
+    const int j = c[below(r, (uint64_t)m)];
+    T[j]->t.device = d;
+    nc_must(BIT(names[j]), "one tensor on another device");
+}
+
+/* ------------------------------------------------------------- FP8 numbers (§2) */
+static double fp8_fmax(int fmt) { return fmt ? 240.0 : 448.0; }
+/* RNE to fp8 with saturation to +-fmax (|v| clamped first), v not NaN. */
+static double fp8_round(double v, int fmt, double fmax) {
+    const double a = fabs(v) < fmax ? fabs(v) : fmax;
+    return copysign(round_fmt(a, 4, fmt ? -7 : -6, 1e9), v);
+}
+static double fp8_dec(uint8_t c, int fmt) {
+    if (fmt ? c == 0x80 : (c & 0x7f) == 0x7f) return NAN;
+    const int e = (c >> 3) & 15, m = c & 7;
+    const double mag = e == 0 ? ldexp(m, fmt ? -10 : -9) : ldexp(8 + m, e - (fmt ? 8 : 7) - 3);
+    return c & 0x80 ? -mag : mag;
+}
+static int fp8_is_nan_code(uint8_t c, int fmt) { return fmt ? c == 0x80 : (c & 0x7f) == 0x7f; }
+/* fp8 code c is no NaN and its value lies in [lo, hi] (fnuz has one zero, 0x00: 0x80 is NaN). */
+static int fp8_code_ok(uint8_t c, int fmt, double lo, double hi) {
+    if (fp8_is_nan_code(c, fmt)) return 0;
+    const double v = fp8_dec(c, fmt);
+    if (v < lo || v > hi) return 0;
+    return 1;
+}
+static double pow2ceil(double s) {
+    int e;
+    const double m = frexp(s, &e);
+    return m == 0.5 ? s : ldexp(1.0, e);
+}
+
+typedef struct {
+    int32_t fmt;        /* 0 E4M3FN, 1 E4M3FNUZ */
+    float fmax_field;   /* as in the block (0: the format's) */
+    double fmax;        /* what applies */
+    float floor_;
+    int32_t sfmt;
+    int64_t G;
+    int32_t qr;
+} qopt_t;
+
+enum { QF_FORMAT, QF_FMAX, QF_FLOOR, QF_SFMT, QF_GROUP, QF_QR, QF_RESV, QF_COUNT };
+static const int kQfName[QF_COUNT] = {N_PQ_FORMAT, N_PQ_FMAX, N_PQ_FLOOR, N_PQ_SFMT, N_PQ_GROUP, N_PQ_QR, N_PQ_RESV};
+
+/* Options of a valid quant block with group G; defaults: the block's defaults. */
+static void quant_options(rng_t *r, qopt_t *o, int64_t G, int defaults) {
+    memset(o, 0, sizeof *o);
+    o->G = G;
+    o->floor_ = 1e-10f;
+    if (!defaults) {
+        o->fmt = pct(r, 50);
+        if (pct(r, 40)) {
+            const float fn[] = {448.0f, 224.0f, 1.0f, 100.5f, 300.0f, 16.0f, 447.0f}, fz[] = {240.0f, 224.0f, 1.0f, 100.5f, 16.0f, 239.0f};
+            o->fmax_field = o->fmt ? PICK(r, fz) : PICK(r, fn);
+        }
+        if (pct(r, 35)) {
+            const float fl[] = {1e-30f, 1e-4f, 0.25f, 8.0f, 3.0f};
+            o->floor_ = PICK(r, fl);
+        }
+        o->sfmt = (int32_t)below(r, 4);
+        o->qr = pct(r, 30);
+    }
+    o->fmax = o->fmax_field != 0.0f ? (double)o->fmax_field : fp8_fmax(o->fmt);
+}
+/* Writes the block; field f (QF_*, or -1) gets a value the block must refuse. */
+static void quant_block(rng_t *r, const qopt_t *o, int f, gatednorm_quant_fp8 *b) {
+    memset(b, 0, sizeof *b);
+    b->format = o->fmt;
+    b->fp8_max = o->fmax_field;
+    b->amax_floor = o->floor_;
+    b->scale_format = o->sfmt;
+    b->group_size = o->G;
+    b->quantize_rounded = o->qr;
+    switch (f) {
+        case QF_FORMAT: { static const int32_t v[] = {2, -1, 7, INT32_MIN}; b->format = PICK(r, v); break; }
+        case QF_FMAX: {
+            const float v[] = {0.5f, -1.0f, NAN, INFINITY, 1e-3f};
+            b->fp8_max = pct(r, 30) ? (o->fmt ? 241.0f : 449.0f) : PICK(r, v);
+            break;
+        }
+        case QF_FLOOR: { const float v[] = {0.0f, 1e-31f, NAN, INFINITY, -1e-10f, -INFINITY}; b->amax_floor = PICK(r, v); break; }
+        case QF_SFMT: { static const int32_t v[] = {4, -1, 100}; b->scale_format = PICK(r, v); break; }
+        case QF_GROUP: { const int64_t v[] = {0, -1, INT64_MIN, -o->G}; b->group_size = PICK(r, v); break; }
+        case QF_QR: { static const int32_t v[] = {2, -1}; b->quantize_rounded = PICK(r, v); break; }
+        case QF_RESV: b->reserved[below(r, 3)] = pct(r, 50) ? 1 : -7; break;
+        default: break;
+    }
+}
+static void quant_text(char *out, size_t cap, const gatednorm_quant_fp8 *b) {
+    snprintf(out, cap, "quant {format %d fp8_max %g amax_floor %g scale_format %d group_size %lld quantize_rounded %d reserved %d %d %d}",
+             b->format, (double)b->fp8_max, (double)b->amax_floor, b->scale_format, (long long)b->group_size, b->quantize_rounded,
+             b->reserved[0], b->reserved[1], b->reserved[2]);
+}
+
+/* A params struct of `full` bytes whose fields are in `fields`, handed over in a buffer of
+ * its own: struct_size the layout's (or larger with a zero tail), or (size_mut) a size the
+ * call must refuse. */
+static void *params_buffer(rng_t *r, const void *fields, size_t full, int size_mut) {
+    size_t size = full, len;
+    int tail = 0;
+    if (size_mut) {
+        const size_t bad[] = {0, 4, 8, full - 8, full - 4, full - 1, 4097, 5000};
+        if (pct(r, 60)) size = PICK(r, bad);
+        else size = full + (size_t)between(r, 1, 64), tail = 1;
+        nc_must(BIT(N_PARAMS), tail ? "params: struct_size past the layout with a non-zero byte there" : "params: struct_size no layout");
+    } else if (pct(r, 12)) {
+        size = full + (size_t)between(r, 1, 64);
+    }
+    len = size < 4 ? 4 : size;
+    unsigned char *b = buf_new(len);
+    memset(b, 0, len);
+    memcpy(b, fields, size < full ? size : full);
+    if (tail) b[full + below(r, size - full)] = (unsigned char)between(r, 1, 255);
+    const uint32_t ss = (uint32_t)size;
+    memcpy(b, &ss, 4);
+    return b;
+}
+
+/* The scales tensor [tok..., cols] of a token layout (tok dims ext[0..nt)): row-major (group
+ * fastest), column-major (tokens fastest; groups Tpad apart: T, T rounded up to 4, or more). */
+static void scales_layout(rng_t *r, tens_t *S, int kind, int nt, const int64_t *ext, int64_t cols) {
+    int64_t shape[GATEDNORM_MAX_DIMS], st[GATEDNORM_MAX_DIMS];
+    int64_t T = 1;
+    for (int i = 0; i < nt; ++i) shape[i] = ext[i], T *= ext[i];
+    shape[nt] = cols;
+    if (pct(r, 50)) { /* row-major */
+        st[nt] = cols > 1 || pct(r, 50) ? 1 : PICK(r, kFreeStrides);
+        tok_strides(r, nt, ext, cols + pad(r), st);
+        nc_note("scales row-major");
+    } else {
+        tok_strides(r, nt, ext, 1, st);
+        const int64_t Tp = pct(r, 40) ? T : pct(r, 60) ? (T + 3) / 4 * 4 : T + between(r, 1, 6);
+        st[nt] = cols > 1 ? (Tp ? Tp : 1) : PICK(r, kFreeStrides);
+        nc_note("scales column-major, groups %lld apart", (long long)st[nt]);
+    }
+    tset(S, kind, nt + 1, shape, st);
+}
+static int scale_kind(rng_t *r, int sfmt) {
+    switch (sfmt) {
+        case 0: case 1: return DT_F32;
+        case 2: return pct(r, 50) ? K_U8 : K_E8;
+        default: return pct(r, 50) ? K_I32 : K_U32;
+    }
+}
+static int wrong_scale_kind(rng_t *r, int sfmt) {
+    static const int k[] = {DT_F32, K_U8, K_E8, K_I32, K_U32, DT_BF16, DT_F16, K_I8, K_FN};
+    int v;
+    do v = PICK(r, k);
+    while ((sfmt <= 1 && v == DT_F32) || (sfmt == 2 && (v == K_U8 || v == K_E8)) || (sfmt == 3 && (v == K_I32 || v == K_U32)));
+    return v;
+}
+static int q_kind(rng_t *r, int fmt) { return pct(r, 30) ? K_U8 : fmt ? K_FNUZ : K_FN; }
+static int wrong_q_kind(rng_t *r, int fmt) {
+    static const int k[] = {K_FN, K_FNUZ, K_I8, DT_BF16, DT_F16, K_E8, K_I32};
+    int v;
+    do v = PICK(r, k);
+    while (v == (fmt ? K_FNUZ : K_FN));
+    return v;
+}
+
+/* Reads group k's scale of the token at tidx (nt token dims); marks its bytes as written. */
+static double read_scale(const tens_t *S, const int64_t *tidx, int nt, int sfmt, int64_t k, int64_t K) {
+    int64_t idx[GATEDNORM_MAX_DIMS];
+    for (int i = 0; i < nt; ++i) idx[i] = tidx[i];
+    idx[nt] = sfmt == 3 ? k / 4 : k;
+    unsigned char *a = eaddr(S, idx);
+    buf_allow(a, (size_t)S->elem);
+    if (sfmt <= 1) {
+        float f;
+        memcpy(&f, a, 4);
+        return f;
+    }
+    if (sfmt == 3) {
+        if (k / 4 == (K - 1) / 4)
+            for (int64_t b = (K - 1) % 4 + 1; b < 4; ++b)
+                if (a[b]) die("packed E8M0 scales: byte %lld of the last word is 0x%02x, not 0", (long long)b, a[b]);
+        a += k % 4;
+    }
+    return *a == 0xff ? NAN : ldexp(1.0, (int)*a - 127);
+}
+
+/* One token's groups: what the library's y may be, element by element ([ylo, yhi], or bad:
+ * NaN / inf, so the group's scale and codes are NaN), against its q row and scales.  exact:
+ * y is exactly known (ylo == yhi), so the codes are checked bit for bit. */
+static struct {
+    uint64_t groups, codes, nan_groups;
+} g_qstats;
+static void check_quant_token(const qopt_t *o, int64_t row, const double *ylo, const double *yhi, const unsigned char *bad, int exact,
+                              const tens_t *Q, const tens_t *S, const int64_t *tidx, int nt) {
+    const int64_t G = o->G, K = row / G;
+    int64_t qidx[GATEDNORM_MAX_DIMS];
+    for (int i = 0; i < nt; ++i) qidx[i] = tidx[i];
+    for (int64_t k = 0; k < K; ++k) {
+        int gbad = 0;
+        double alo = 0, ahi = 0;
+        for (int64_t i = k * G; i < (k + 1) * G; ++i) {
+            if (bad[i]) { gbad = 1; continue; }
+            const double l = ylo[i] <= 0 && yhi[i] >= 0 ? 0 : fmin(fabs(ylo[i]), fabs(yhi[i])), h = fmax(fabs(ylo[i]), fabs(yhi[i]));
+            if (l > alo) alo = l;
+            if (h > ahi) ahi = h;
+        }
+        const double s = read_scale(S, tidx, nt, o->sfmt, k, K);
+        ++g_qstats.groups;
+        if (gbad) {
+            ++g_qstats.nan_groups;
+            if (s == s) die("group %lld holds a NaN / inf, but its scale is %.9g, not NaN", (long long)k, s);
+            for (int64_t i = k * G; i < (k + 1) * G; ++i) {
+                qidx[nt] = i;
+                unsigned char *qa = eaddr(Q, qidx);
+                buf_allow(qa, 1);
+                if (!fp8_is_nan_code(*qa, o->fmt)) die("group %lld holds a NaN / inf, but q[%lld] is 0x%02x, not NaN", (long long)k, (long long)i, *qa);
+            }
+            continue;
+        }
+        const double fl = (double)o->floor_;
+        double slo = round_to((alo > fl ? alo : fl) / o->fmax, DT_F32), shi = round_to((ahi > fl ? ahi : fl) / o->fmax, DT_F32);
+        if (o->sfmt != 0) slo = pow2ceil(slo), shi = pow2ceil(shi);
+        if (!(s >= slo && s <= shi) || (o->sfmt != 0 && pow2ceil(s) != s))
+            die("group %lld: scale %.9g (format %d), but amax in [%.9g, %.9g], floor %g, fp8_max %g give [%.9g, %.9g]", (long long)k, s, o->sfmt,
+                alo, ahi, fl, o->fmax, slo, shi);
+        const double inv = round_to(1.0 / s, DT_F32);
+        for (int64_t i = k * G; i < (k + 1) * G; ++i) {
+            qidx[nt] = i;
+            unsigned char *qa = eaddr(Q, qidx);
+            buf_allow(qa, 1);
+            double lo, hi;
+            if (exact) {
+                lo = hi = fp8_round(round_to(ylo[i] * inv, DT_F32), o->fmt, o->fmax);
+            } else {
+                const double w = ldexp(1.0, -22);
+                const double vl = ylo[i] / s, vh = yhi[i] / s;
+                lo = fp8_round(vl - fabs(vl) * w, o->fmt, o->fmax);
+                hi = fp8_round(vh + fabs(vh) * w, o->fmt, o->fmax);
+            }
+            ++g_qstats.codes;
+            int ok = fp8_code_ok(*qa, o->fmt, lo, hi);
+            if (ok && exact && o->fmt == 0 && lo == 0) ok = !!(*qa & 0x80) == !!signbit(round_to(ylo[i] * inv, DT_F32));
+            if (!ok)
+                die("q[%lld] = 0x%02x (%.9g, format %d), but y in [%.9g, %.9g] over scale %.9g gives codes in [%.9g, %.9g]", (long long)i, *qa,
+                    fp8_dec(*qa, o->fmt), o->fmt, ylo[i], yhi[i], s, lo, hi);
+        }
+    }
+}
+
+/* [lo, hi] of the fp32 value of a y the double reference puts at yr (relative error 2^-17,
+ * the fp32 evaluation of §1), then rounded to dt (DT_F32: not rounded again). */
+static void y_interval(double yr, int dt, double *lo, double *hi) {
+    const double rel = ldexp(1.0, -17);
+    *lo = round_to(round_to(yr - fabs(yr) * rel, DT_F32), dt);
+    *hi = round_to(round_to(yr + fabs(yr) * rel, DT_F32), dt);
+}
+static void check_y_value(const unsigned char *addr, int dt, double yr, const char *what, int64_t i) {
+    const double got = decode(addr, dt);
+    buf_allow(addr, (size_t)kDtSize[dt]);
+    double lo = 0, hi = 0;
+    int ok;
+    if (yr != yr) ok = got != got;
+    else if (isinf(yr)) ok = got == yr;
+    else {
+        y_interval(yr, dt, &lo, &hi);
+        ok = got >= lo && got <= hi;
+    }
+    if (!ok) die("%s[%lld of the token row] = %.9g (%s), but the reference is %.9g (allowed [%.9g, %.9g])", what, (long long)i, got, kDtName[dt], yr, lo, hi);
+}
+
+/* The bounds of an element's y for the quantizer: bad when the reference is NaN / inf or
+ * rounds to inf (the group's scale is then NaN); *ambiguous when it may or may not round to
+ * inf (the token's quant outputs are then not checked). */
+static void y_bounds(double y, int dt, double *lo, double *hi, unsigned char *bad, int *ambiguous) {
+    *bad = !isfinite(y);
+    if (*bad) return;
+    y_interval(y, dt, lo, hi);
+    if (isinf(*lo) && isinf(*hi)) *bad = 1;
+    else if (isinf(*lo) || isinf(*hi)) *ambiguous = 1;
+}
+/* Marks a token's q and scales bytes as written, unchecked. */
+static uint64_t g_quant_unchecked;
+static void allow_quant_token(const qopt_t *o, int64_t row, const tens_t *Q, const tens_t *S, const int64_t *tidx, int nt) {
+    int64_t idx[GATEDNORM_MAX_DIMS];
+    const int64_t K = row / o->G;
+    for (int i = 0; i < nt; ++i) idx[i] = tidx[i];
+    for (int64_t i = 0; i < row; ++i) idx[nt] = i, buf_allow(eaddr(Q, idx), 1);
+    for (int64_t k = 0; k < (o->sfmt == 3 ? (K + 3) / 4 : K); ++k) idx[nt] = k, buf_allow(eaddr(S, idx), (size_t)S->elem);
+    ++g_quant_unchecked;
+}
+
+/* Token dims of a case: nt dims, at most ~max_tokens tokens, sometimes empty. */
+static int draw_tokens(rng_t *r, int64_t *ext, int64_t row, int *empty) {
+    static const int nts[] = {0, 1, 1, 1, 1, 2, 2, 2, 3, 3};
+    const int nt = PICK(r, nts);
+    for (int i = 0; i < nt; ++i) ext[i] = pct(r, 25) ? 1 : between(r, 2, 4);
+    for (;;) {
+        int64_t n = row;
+        int big[GATEDNORM_MAX_DIMS], nb = 0;
+        for (int i = 0; i < nt; ++i) {
+            n *= ext[i];
+            if (ext[i] > 1) big[nb++] = i;
+        }
+        if (n <= 6144 || !nb) break;
+        ext[big[below(r, (uint64_t)nb)]] = 1;
+    }
+    *empty = 0;
+    if (nt && pct(r, 4)) ext[below(r, (uint64_t)nt)] = 0, *empty = 1;
+    return nt;
+}
+static int64_t draw_row(rng_t *r) {
+    const int k = (int)below(r, 100);
+    if (k < 30) return between(r, 1, 16);
+    if (k < 80) return between(r, 17, 128);
+    return between(r, 129, 512);
+}
+/* A divisor of n, at random. */
+static int64_t divisor_of(rng_t *r, int64_t n) {
+    for (int tries = 0; tries < 8; ++tries) {
+        const int64_t d = between(r, 1, n);
+        if (n % d == 0) return d;
+    }
+    static const int64_t p2[] = {1, 2, 4, 8, 16, 32, 64, 128};
+    int64_t best = 1;
+    for (size_t i = 0; i < sizeof p2 / sizeof p2[0]; ++i)
+        if (n % p2[i] == 0 && pct(r, 70)) best = p2[i];
+    return best;
+}
+/* Walks a token multi-index (nt dims of ext); 0 when done. */
+static int next_token(int nt, const int64_t *ext, int64_t *tidx) { return nt ? next_index(nt, ext, tidx) : 0; }
+
+static const nameset_t kQuantNames = BIT(N_PQ_FORMAT) | BIT(N_PQ_FMAX) | BIT(N_PQ_FLOOR) | BIT(N_PQ_SFMT) | BIT(N_PQ_GROUP) | BIT(N_PQ_QR) | BIT(N_PQ_RESV);
+
+/* ================================================ gatednorm_rmsnorm_gated_fp8 (ops.md §2) */
+enum { A8_SIZE, A8_FIELD, A8_QFIELD, A8_QDT, A8_SDT, A8_GROUP, A8_QSHAPE, A8_SSHAPE, A8_QSTRIDE, A8_OVERLAP, A8_YALIAS, A8_NULL, A8_MERGE,
+       A8_WEIGHT, A8_DEVICE, A8_MISALIGN, A8_COUNT };
+static struct {
+    uint64_t accepted_empty, inplace_free, hd, ycopy;
+} g_f8stats;
+
+static int fuzz_rmsnorm_gated_fp8(rng_t *r) {
+    static tens_t X, Z, W, Q, S, Y;
+    nc_begin();
+    nc_tensor("x", &X), nc_tensor("z", &Z), nc_tensor("weight", &W), nc_tensor("q", &Q), nc_tensor("scales", &S), nc_tensor("y_copy", &Y);
+    const int mut = pct(r, 60) ? -1 : (int)below(r, A8_COUNT);
+    const int defaults = mut < 0 && pct(r, 6);
+
+    /* ---- shape: tokens, H heads of D */
+    int64_t D, H;
+    int hd;
+    if (defaults) { /* every option at its default: G = 128, no head_dim */
+        static const int64_t dh[][2] = {{128, 1}, {128, 2}, {256, 1}, {64, 2}, {64, 4}, {32, 4}, {128, 3}};
+        const int j = (int)below(r, 7);
+        D = dh[j][0], H = dh[j][1], hd = 0;
+    } else {
+        D = draw_row(r);
+        H = pct(r, 40) ? 1 : between(r, 2, 4);
+        hd = H > 1 && pct(r, 45); /* (with H = 1 head_dim views nothing: x's dims say where the heads are) */
+    }
+    int64_t ext[GATEDNORM_MAX_DIMS];
+    int empty;
+    int nt = draw_tokens(r, ext, H * D, &empty);
+    /* without head_dim the heads are a dim of x: [tok..., H, D], or [tok..., D] for one head
+     * with at most one token dim ([N, D] is N tokens) */
+    int hdim = hd ? 0 : H > 1 || nt >= 2 || (nt == 1 && pct(r, 30));
+    if (!hd && H > 1 && nt == 0) nt = 1, ext[0] = between(r, 1, 3);
+    const int64_t R = H * D;
+    const int xnd = nt + (hdim ? 2 : 1);
+    if (hd) g_f8stats.hd++;
+
+    /* ---- options */
+    qopt_t o;
+    int64_t G;
+    if (defaults) G = 128;
+    else if (pct(r, 50) || H == 1) G = divisor_of(r, D);
+    else G = D * divisor_of(r, H);
+    if (mut == A8_GROUP) {
+        G = R + between(r, 1, 5);
+        nc_must(BIT(N_PQ_GROUP), "group_size does not divide the row");
+    }
+    quant_options(r, &o, G, defaults);
+    gatednorm_rmsnorm_gated_fp8_params P;
+    memset(&P, 0, sizeof P);
+    P.struct_size = sizeof P;
+    P.norm_before_gate = defaults || pct(r, 70) ? 1 : 0;
+    P.activation = defaults || pct(r, 70) ? 0 : 1;
+    {
+        static const float eps_pool[] = {1e-6f, 1e-5f, 0.0f, 1e-12f, 1.0f, 0.5f};
+        static const float woff_pool[] = {0.0f, 0.0f, 1.0f, -1.0f, 0.5f, 1048576.0f};
+        P.eps = defaults || pct(r, 50) ? 1e-6f : PICK(r, eps_pool);
+        P.weight_offset = defaults || pct(r, 60) ? 0.0f : PICK(r, woff_pool);
+        P.pdl = !defaults && pct(r, 10);
+    }
+    P.head_dim = hd ? D : 0;
+    const int qf = mut == A8_QFIELD ? (int)below(r, QF_COUNT) : -1;
+    quant_block(r, &o, qf, &P.quant);
+    if (qf >= 0) nc_must(BIT(kQfName[qf]), "a quant field out of range");
+    if (mut == A8_FIELD) {
+        switch (below(r, 6)) {
+            case 0: P.norm_before_gate = pct(r, 50) ? 2 : -1; nc_must(BIT(N_P_NBG), "norm_before_gate"); break;
+            case 1: P.activation = pct(r, 50) ? 2 : -1; nc_must(BIT(N_P_ACT), "activation"); break;
+            case 2: { const float v[] = {-1e-6f, NAN, INFINITY}; P.eps = PICK(r, v); nc_must(BIT(N_P_EPS), "eps"); break; }
+            case 3: { const float v[] = {NAN, INFINITY, -INFINITY}; P.weight_offset = PICK(r, v); nc_must(BIT(N_P_WOFF), "weight_offset"); break; }
+            case 4: P.pdl = 2; nc_must(BIT(N_P_PDL), "pdl"); break;
+            default: P.head_dim = pct(r, 50) ? -1 : INT64_MIN; nc_must(BIT(N_P_HEADDIM), "head_dim < 0"); break;
+        }
+    }
+    const void *params = defaults && pct(r, 50) ? NULL : params_buffer(r, &P, sizeof P, mut == A8_SIZE);
+    {
+        char qt[256];
+        quant_text(qt, sizeof qt, &P.quant);
+        snprintf(NC.params, sizeof NC.params, "%s: norm_before_gate %d activation %d eps %g weight_offset %g pdl %d head_dim %lld %s",
+                 params ? "given" : "NULL", P.norm_before_gate, P.activation, (double)P.eps, (double)P.weight_offset, P.pdl, (long long)P.head_dim, qt);
+    }
+
+    /* ---- layouts */
+    const int zp = pct(r, 70), yp = pct(r, 35);
+    tens_t *const rowt[3] = {&X, &Z, &Y};
+    const int present[3] = {1, zp, yp};
+    for (int k = 0; k < 3; ++k) {
+        if (!present[k]) continue;
+        int64_t shape[GATEDNORM_MAX_DIMS], st[GATEDNORM_MAX_DIMS];
+        for (int i = 0; i < nt; ++i) shape[i] = ext[i];
+        int64_t span;
+        if (hd) {
+            shape[nt] = R, st[nt] = 1, span = R;
+        } else if (hdim) {
+            shape[nt] = H, shape[nt + 1] = D, st[nt + 1] = 1;
+            st[nt] = H > 1 ? D + pad(r) : pct(r, 30) ? PICK(r, kFreeStrides) : D;
+            span = H > 1 ? (H - 1) * st[nt] + D : D;
+        } else {
+            shape[nt] = D, st[nt] = 1, span = D;
+        }
+        tok_strides(r, nt, ext, span + pad(r), st);
+        tset(rowt[k], (int)below(r, DT_COUNT), xnd, shape, st);
+    }
+    {
+        const int64_t ws[1] = {D + (mut == A8_WEIGHT ? 1 : 0)}, wst[1] = {1};
+        tset(&W, (int)below(r, DT_COUNT), 1, ws, wst);
+        if (mut == A8_WEIGHT) nc_must(BIT(N_WEIGHT), "weight [D + 1]");
+    }
+    const int64_t K = R % G == 0 ? R / G : 1, cols = o.sfmt == 3 ? (K + 3) / 4 : K;
+    {
+        int64_t shape[GATEDNORM_MAX_DIMS], st[GATEDNORM_MAX_DIMS];
+        for (int i = 0; i < nt; ++i) shape[i] = ext[i];
+        shape[nt] = R + (mut == A8_QSHAPE ? 1 : 0);
+        st[nt] = mut == A8_QSTRIDE && R > 1 ? 2 : 1;
+        tok_strides(r, nt, ext, (shape[nt] - 1) * st[nt] + 1 + pad(r), st);
+        int qk = q_kind(r, o.fmt);
+        if (mut == A8_QDT) qk = wrong_q_kind(r, o.fmt), nc_must(BIT(N_Q), "q's dtype does not match the format");
+        if (mut == A8_QSHAPE) nc_must(BIT(N_Q), "q's row is one too long");
+        if (mut == A8_QSTRIDE && R > 1) nc_must(BIT(N_Q), "q's row not contiguous");
+        tset(&Q, qk, nt + 1, shape, st);
+    }
+    scales_layout(r, &S, mut == A8_SDT ? wrong_scale_kind(r, o.sfmt) : scale_kind(r, o.sfmt), nt, ext, cols + (mut == A8_SSHAPE ? 1 : 0));
+    if (mut == A8_SDT) nc_must(BIT(N_SCALES), "scales' dtype does not suit the scale format");
+    if (mut == A8_SSHAPE) nc_must(BIT(N_SCALES), "scales one column too many");
+    if (mut == A8_MERGE) {
+        tens_t *c[5] = {&X, &Q, &S, zp ? &Z : &X, yp ? &Y : &Q};
+        const char *cn[5] = {"x", "q", "scales", zp ? "z" : "x", yp ? "y_copy" : "q"};
+        const int j = (int)below(r, 5);
+        static const int cname[5] = {N_X, N_Q, N_SCALES, N_Z, N_YCOPY};
+        int bn = cname[j];
+        if (j == 3 && !zp) bn = N_X;
+        if (j == 4 && !yp) bn = N_Q;
+        if (break_merge(c[j], nt)) nc_must(BIT(bn), cn[j]);
+    }
+    if (mut == A8_YALIAS && yp && !empty) { /* y_copy exactly x (or z): an output on an input */
+        const int onz = zp && pct(r, 40);
+        Y = onz ? Z : X;
+        nc_must(BIT(N_YCOPY), onz ? "y_copy is z" : "y_copy is x");
+    }
+
+    /* ---- memory */
+    int ov_a = -1, ov_b = -1; /* indices into rowt-like list: 0 x 1 z 2 w 3 q 4 s 5 y */
+    tens_t *const all[6] = {&X, &Z, &W, &Q, &S, &Y};
+    const int pres[6] = {1, zp, 1, 1, 1, yp};
+    if (mut == A8_OVERLAP && !empty) {
+        static const int outs[3] = {3, 4, 5};
+        ov_a = outs[below(r, yp ? 3 : 2)];
+        do ov_b = (int)below(r, 6);
+        while (ov_b == ov_a || !pres[ov_b]);
+        if (tspan(all[ov_a]) && tspan(all[ov_b])) {
+            static const int nm[6] = {N_X, N_Z, N_WEIGHT, N_Q, N_SCALES, N_YCOPY};
+            if (talloc_overlap(r, all[ov_a], all[ov_b])) nc_must(BIT(nm[ov_a]) | (ov_b >= 3 ? BIT(nm[ov_b]) : 0), "an output overlaps another tensor");
+            else nc_open(0, "the overlap came out the same view");
+        } else {
+            ov_a = ov_b = -1;
+        }
+    }
+    for (int k = 0; k < 6; ++k) {
+        if (!pres[k] || k == ov_a || k == ov_b) continue;
+        if (k == 5 && mut == A8_YALIAS && !empty) continue;
+        talloc(r, all[k]);
+    }
+    if (mut == A8_MISALIGN) {
+        static const int nm[6] = {N_X, N_Z, N_WEIGHT, N_Q, N_SCALES, N_YCOPY};
+        const int j = (int)below(r, 6);
+        if (pres[j] && misalign(r, all[j])) nc_must(BIT(nm[j]), "data not aligned to the element size");
+    }
+    const int specials = pct(r, 15);
+    fill_float(r, &X, -6, 6, specials);
+    if (zp) fill_float(r, &Z, -6, 4, 0);
+    fill_float(r, &W, -3, 3, 0);
+
+
+    const tens_t *nul = NULL;
+    if (mut == A8_NULL) {
+        tens_t *const c[4] = {&X, &W, &Q, &S};
+        static const int cn[4] = {N_X, N_WEIGHT, N_Q, N_SCALES};
+        const int j = (int)below(r, 4);
+        nul = c[j];
+        nc_must(BIT(cn[j]), "a required descriptor NULL");
+    }
+#define D8(T) ((T).present && &(T) != nul ? &(T).t : NULL)
+    if (!zp) Z.present = 0;
+    if (!yp) Y.present = 0;
+    if (mut == A8_DEVICE) {
+        tens_t *const dt[6] = {&X, &Z, &W, &Q, &S, &Y};
+        static const int dn[6] = {N_X, N_Z, N_WEIGHT, N_Q, N_SCALES, N_YCOPY};
+        mutate_devices(r, dt, dn, 6);
+    }
+    set_sentinel();
+    bufs_snapshot();
+    const gatednorm_status st = gatednorm_rmsnorm_gated_fp8(D8(X), D8(Z), D8(W), D8(Q), D8(S), D8(Y), (const gatednorm_rmsnorm_gated_fp8_params *)params,
+                                                           pct(r, 30) ? garbage_stream(r) : NULL);
+#undef D8
+    const nameset_t allowed = BIT(N_X) | BIT(N_Z) | BIT(N_WEIGHT) | BIT(N_Q) | BIT(N_SCALES) | BIT(N_YCOPY) | BIT(N_PARAMS) | BIT(N_P_NBG) |
+                              BIT(N_P_ACT) | BIT(N_P_EPS) | BIT(N_P_WOFF) | BIT(N_P_PDL) | BIT(N_P_HEADDIM) | kQuantNames;
+    if (!nc_outcome(st, allowed, "gatednorm_rmsnorm_gated_fp8")) return 0;
+
+    /* ---- the reference */
+    if (empty) {
+        g_f8stats.accepted_empty++;
+        bufs_check("empty rmsnorm_gated_fp8");
+        return 1;
+    }
+    if (yp) g_f8stats.ycopy++;
+    static double u[8192], g[8192], ylo[8192], yhi[8192];
+    static unsigned char bad[8192];
+    const int rdt = yp ? Y.dt : X.dt;
+    int64_t tidx[GATEDNORM_MAX_DIMS] = {0}, idx[GATEDNORM_MAX_DIMS];
+    do {
+        for (int i = 0; i < nt; ++i) idx[i] = tidx[i];
+        int ambiguous = 0;
+        for (int64_t h = 0; h < H; ++h) {
+            double ss = 0;
+            for (int64_t c = 0; c < D; ++c) {
+                if (hd) idx[nt] = h * D + c;
+                else if (hdim) idx[nt] = h, idx[nt + 1] = c;
+                else idx[nt] = c;
+                const double xv = snap_at(&X, idx);
+                g[c] = zp ? act_ref(snap_at(&Z, idx), P.activation) : 1.0;
+                u[c] = zp && !P.norm_before_gate ? xv * g[c] : xv;
+                ss += u[c] * u[c];
+            }
+            const double rstd = 1.0 / sqrt(ss / (double)D + (double)P.eps);
+            for (int64_t c = 0; c < D; ++c) {
+                if (hd) idx[nt] = h * D + c;
+                else if (hdim) idx[nt] = h, idx[nt + 1] = c;
+                else idx[nt] = c;
+                const int64_t wi[1] = {c};
+                double y = u[c] * rstd * (snap_at(&W, wi) + (double)P.weight_offset);
+                if (zp && P.norm_before_gate) y *= g[c];
+                if (yp) check_y_value(eaddr(&Y, idx), Y.dt, y, "y_copy", h * D + c);
+                const int64_t e = h * D + c;
+                y_bounds(y, o.qr ? rdt : DT_F32, &ylo[e], &yhi[e], &bad[e], &ambiguous);
+            }
+        }
+        if (!ambiguous) check_quant_token(&o, R, ylo, yhi, bad, 0, &Q, &S, tidx, nt);
+        else allow_quant_token(&o, R, &Q, &S, tidx, nt);
+    } while (next_token(nt, ext, tidx));
+    bufs_check("rmsnorm_gated_fp8");
+    return 1;
+}
+
+/* ================================= gatednorm_add_rmsnorm / gatednorm_group_quant_fp8 (§3) */
+/* Tensors [tok..., hidden] with their own layouts (last dim contiguous). */
+static void hidden_layout(rng_t *r, tens_t *T, int kind, int nt, const int64_t *ext, int64_t Hd) {
+    int64_t shape[GATEDNORM_MAX_DIMS], st[GATEDNORM_MAX_DIMS];
+    for (int i = 0; i < nt; ++i) shape[i] = ext[i];
+    shape[nt] = Hd;
+    st[nt] = Hd > 1 || pct(r, 60) ? 1 : PICK(r, kFreeStrides);
+    tok_strides(r, nt, ext, Hd + pad(r), st);
+    tset(T, kind, nt + 1, shape, st);
+}
+
+enum { AR_SIZE, AR_FIELD, AR_QFIELD, AR_QDT, AR_SDT, AR_GROUP, AR_NOOUT, AR_QNOS, AR_RO_NORES, AR_RO_DT, AR_Y_ON_RES, AR_RO_ON_X,
+       AR_OVERLAP, AR_NULL, AR_MERGE, AR_WEIGHT, AR_SSHAPE, AR_DEVICE, AR_MISALIGN, AR_COUNT };
+static struct {
+    uint64_t inplace_res, ro_same, ro_sep, y_on_x, with_q, y_only;
+} g_arstats;
+
+static int fuzz_add_rmsnorm(rng_t *r) {
+    static tens_t X, RS, W, RO, Y, Q, S;
+    nc_begin();
+    nc_tensor("x", &X), nc_tensor("residual", &RS), nc_tensor("weight", &W), nc_tensor("residual_out", &RO), nc_tensor("y", &Y);
+    nc_tensor("q", &Q), nc_tensor("scales", &S);
+    const int mut = pct(r, 60) ? -1 : (int)below(r, AR_COUNT);
+    const int defaults = mut < 0 && pct(r, 6);
+    int64_t Hd = defaults ? 128 * between(r, 1, 3) : draw_row(r);
+    int64_t ext[GATEDNORM_MAX_DIMS];
+    int empty;
+    const int nt = draw_tokens(r, ext, Hd, &empty);
+
+    /* which tensors: residual (updated in place, into itself as residual_out, or into a
+     * residual_out of its own), y (its own, or x itself), q + scales */
+    int has_res = pct(r, 70), ro_mode = has_res ? (int)below(r, 3) : 0; /* 0 in place, 1 residual_out = residual, 2 separate */
+    int y_mode = pct(r, 25) ? 0 : pct(r, 75) ? 1 : 2;                    /* 0 none, 1 own, 2 = x */
+    int has_q = y_mode == 0 || pct(r, 50);
+    if (defaults) has_q = 1;
+    if (mut == AR_NOOUT) y_mode = 0, has_q = 0, nc_must(BIT(N_Y), "no output");
+    if (mut == AR_RO_NORES) has_res = 0, ro_mode = 2, nc_must(BIT(N_RES_OUT), "residual_out without a residual");
+    if ((mut == AR_RO_DT || mut == AR_RO_ON_X) && has_res) ro_mode = 2;
+    if (mut == AR_Y_ON_RES && has_res && y_mode == 0) y_mode = 1;
+    if (mut == AR_Y_ON_RES && has_res && ro_mode == 1) ro_mode = 0;
+
+    qopt_t o;
+    int64_t G = defaults ? 128 : divisor_of(r, Hd);
+    if (mut == AR_GROUP && has_q) {
+        G = pct(r, 50) ? Hd + between(r, 1, 4) : Hd > 2 ? between(r, 2, Hd - 1) : Hd + 1;
+        if (Hd % G) nc_must(BIT(N_PQ_GROUP), "group_size does not divide hidden");
+    }
+    quant_options(r, &o, G, defaults);
+    gatednorm_add_rmsnorm_params P;
+    memset(&P, 0, sizeof P);
+    P.struct_size = sizeof P;
+    {
+        static const float eps_pool[] = {1e-6f, 1e-5f, 0.0f, 1e-12f, 1.0f};
+        static const float woff_pool[] = {0.0f, 1.0f, -1.0f, 0.5f, 1048576.0f};
+        P.eps = defaults || pct(r, 50) ? 1e-6f : PICK(r, eps_pool);
+        P.weight_offset = defaults || pct(r, 60) ? 0.0f : PICK(r, woff_pool);
+        P.pdl = !defaults && pct(r, 10);
+    }
+    const int qf = mut == AR_QFIELD ? (int)below(r, QF_COUNT) : -1;
+    quant_block(r, &o, qf, &P.quant);
+    if (qf >= 0) {
+        if (has_q) nc_must(BIT(kQfName[qf]), "a quant field out of range");
+        else nc_open(BIT(kQfName[qf]), "a quant field out of range, no q");
+    }
+    if (mut == AR_FIELD) {
+        switch (below(r, 4)) {
+            case 0: { const float v[] = {-1e-6f, NAN, INFINITY}; P.eps = PICK(r, v); nc_must(BIT(N_P_EPS), "eps"); break; }
+            case 1: { const float v[] = {NAN, INFINITY, -INFINITY}; P.weight_offset = PICK(r, v); nc_must(BIT(N_P_WOFF), "weight_offset"); break; }
+            case 2: P.pdl = pct(r, 50) ? 2 : -1; nc_must(BIT(N_P_PDL), "pdl"); break;
+            default: P.reserved[below(r, 4)] = 1; nc_must(BIT(N_P_RESV), "reserved"); break;
+        }
+    }
+    const void *params = defaults && pct(r, 50) ? NULL : params_buffer(r, &P, sizeof P, mut == AR_SIZE);
+    {
+        char qt[256];
+        quant_text(qt, sizeof qt, &P.quant);
+        snprintf(NC.params, sizeof NC.params, "%s: eps %g weight_offset %g pdl %d reserved %d %d %d %d %s", params ? "given" : "NULL", (double)P.eps,
+                 (double)P.weight_offset, P.pdl, P.reserved[0], P.reserved[1], P.reserved[2], P.reserved[3], qt);
+    }
+
+    /* ---- layouts */
+    hidden_layout(r, &X, (int)below(r, DT_COUNT), nt, ext, Hd);
+    if (has_res) hidden_layout(r, &RS, (int)below(r, DT_COUNT), nt, ext, Hd);
+    const int ro_given = (has_res && ro_mode >= 1) || mut == AR_RO_NORES;
+    if (ro_given) {
+        if (has_res && ro_mode == 1) RO = RS;
+        else {
+            int kind = has_res ? RS.dt : (int)below(r, DT_COUNT);
+            if (mut == AR_RO_DT && has_res) {
+                kind = (kind + 1 + (int)below(r, 2)) % DT_COUNT;
+                nc_must(BIT(N_RES_OUT), "residual_out's dtype is not residual's");
+            }
+            hidden_layout(r, &RO, kind, nt, ext, Hd);
+        }
+    }
+    if (mut == AR_RO_ON_X && has_res && !empty) {
+        RO = X;
+        nc_must(BIT(N_RES_OUT), "residual_out is x");
+    }
+    if (y_mode == 1) hidden_layout(r, &Y, (int)below(r, DT_COUNT), nt, ext, Hd);
+    if (y_mode == 2) Y = X;
+    if (mut == AR_Y_ON_RES && has_res && !empty) {
+        Y = RS;
+        y_mode = 3;
+        nc_must(BIT(N_Y) | BIT(N_RES), "y is the residual");
+    }
+    {
+        const int64_t ws[1] = {Hd + (mut == AR_WEIGHT ? 1 : 0)}, wst[1] = {1};
+        tset(&W, (int)below(r, DT_COUNT), 1, ws, wst);
+        if (mut == AR_WEIGHT) nc_must(BIT(N_WEIGHT), "weight [hidden + 1]");
+    }
+    const int64_t K = Hd % G == 0 ? Hd / G : 1, cols = o.sfmt == 3 ? (K + 3) / 4 : K;
+    int q_given = has_q, s_given = has_q;
+    if (mut == AR_QNOS) {
+        if (pct(r, 50)) q_given = 1, s_given = 0;
+        else q_given = 0, s_given = 1;
+        nc_must(BIT(N_Q) | BIT(N_SCALES), "q without scales or scales without q");
+    }
+    if (q_given) {
+        int qk = q_kind(r, o.fmt);
+        if (mut == AR_QDT && has_q) qk = wrong_q_kind(r, o.fmt), nc_must(BIT(N_Q), "q's dtype does not match the format");
+        hidden_layout(r, &Q, qk, nt, ext, Hd);
+    }
+    if (s_given) {
+        int sk = scale_kind(r, o.sfmt);
+        if (mut == AR_SDT && has_q) sk = wrong_scale_kind(r, o.sfmt), nc_must(BIT(N_SCALES), "scales' dtype does not suit the scale format");
+        scales_layout(r, &S, sk, nt, ext, cols + (mut == AR_SSHAPE && has_q ? 1 : 0));
+        if (mut == AR_SSHAPE && has_q) nc_must(BIT(N_SCALES), "scales one column too many");
+    }
+    if (mut == AR_MERGE) {
+        tens_t *const c[5] = {&X, &RS, &Y, &Q, &S};
+        static const int cn[5] = {N_X, N_RES, N_Y, N_Q, N_SCALES};
+        const int j = (int)below(r, 5);
+        const int ok = j == 0 || (j == 1 && has_res && !(ro_mode == 1) && y_mode != 3) || (j == 2 && y_mode == 1) || (j >= 3 && has_q);
+        if (ok && break_merge(c[j], nt)) nc_must(BIT(cn[j]), "token dims do not merge");
+    }
+
+    /* ---- memory: x, residual, weight, residual_out, y, q, scales */
+    tens_t *const all[7] = {&X, &RS, &W, &RO, &Y, &Q, &S};
+    const int ro_on_x = mut == AR_RO_ON_X && has_res && !empty;
+    int own[7] = {1, has_res, 1, ro_given && !(has_res && ro_mode == 1) && !ro_on_x, y_mode == 1, q_given, s_given};
+    int ov_a = -1, ov_b = -1;
+    if (mut == AR_OVERLAP && !empty) {
+        int outs[5], no = 0;
+        for (int k = 3; k < 7; ++k)
+            if (own[k] && (k != 5 || has_q) && (k != 6 || has_q)) outs[no++] = k;
+        if (has_res && ro_mode == 0 && own[1]) outs[no++] = 1; /* the residual, updated in place */
+        if (no) {
+            ov_a = outs[below(r, (uint64_t)no)];
+            int cand[7], nc = 0;
+            for (int k = 0; k < 7; ++k)
+                if (own[k] && k != ov_a) cand[nc++] = k;
+            ov_b = cand[below(r, (uint64_t)nc)];
+            if (tspan(all[ov_a]) && tspan(all[ov_b])) {
+                static const int nm[7] = {N_X, N_RES, N_WEIGHT, N_RES_OUT, N_Y, N_Q, N_SCALES};
+                const int b_out = ov_b >= 3 || (ov_b == 1 && ro_mode == 0);
+                /* an output that is the same view as ov_b (residual_out = residual, y = x) meets it too */
+                const nameset_t alias = (ov_b == 1 && ro_mode == 1 ? BIT(N_RES_OUT) : 0) | (ov_b == 0 && y_mode == 2 ? BIT(N_Y) : 0);
+                if (talloc_overlap(r, all[ov_a], all[ov_b])) nc_must(BIT(nm[ov_a]) | (b_out ? BIT(nm[ov_b]) : 0) | alias, "an output overlaps another tensor");
+                else nc_open(0, "the overlap came out the same view");
+            } else {
+                ov_a = ov_b = -1;
+            }
+        }
+    }
+    for (int k = 0; k < 7; ++k)
+        if (own[k] && k != ov_a && k != ov_b) talloc(r, all[k]);
+    if (mut == AR_MISALIGN) { /* one tensor's data not aligned to its element size (with its aliases) */
+        static const int nm[7] = {N_X, N_RES, N_WEIGHT, N_RES_OUT, N_Y, N_Q, N_SCALES};
+        const int j = (int)below(r, 7);
+        if (own[j] && misalign(r, all[j])) {
+            nameset_t b = BIT(nm[j]);
+            if (j == 0) b |= (y_mode == 2 ? BIT(N_Y) : 0) | (ro_on_x ? BIT(N_RES_OUT) : 0);
+            if (j == 1) b |= (ro_mode == 1 ? BIT(N_RES_OUT) : 0) | (y_mode == 3 ? BIT(N_Y) : 0);
+            nc_must(b, "data not aligned to the element size");
+        }
+    }
+    if (has_res && ro_mode == 1) RO = RS;
+    if (ro_on_x) RO = X;
+    if (y_mode == 2) Y = X;
+    if (y_mode == 3) Y = RS;
+    const int specials = pct(r, 15);
+    fill_float(r, &X, -6, 6, specials);
+    if (has_res) fill_float(r, &RS, -6, 6, specials && pct(r, 50));
+    fill_float(r, &W, -3, 3, 0);
+
+    const tens_t *nul = NULL;
+    if (mut == AR_NULL) {
+        nul = pct(r, 50) ? &X : &W;
+        nc_must(nul == &X ? BIT(N_X) : BIT(N_WEIGHT), "a required descriptor NULL");
+    }
+    const gatednorm_tensor *dx = nul == &X ? NULL : &X.t, *dw = nul == &W ? NULL : &W.t;
+    const gatednorm_tensor *dres = has_res ? &RS.t : NULL, *dro = ro_given ? &RO.t : NULL, *dy = y_mode ? &Y.t : NULL;
+    const gatednorm_tensor *dq = q_given ? &Q.t : NULL, *ds = s_given ? &S.t : NULL;
+    if (!has_res) RS.present = 0;
+    if (!ro_given) RO.present = 0;
+    if (!y_mode) Y.present = 0;
+    if (!q_given) Q.present = 0;
+    if (!s_given) S.present = 0;
+    if (mut == AR_DEVICE) {
+        tens_t *const dt[7] = {&X, &RS, &W, &RO, &Y, &Q, &S};
+        static const int dn[7] = {N_X, N_RES, N_WEIGHT, N_RES_OUT, N_Y, N_Q, N_SCALES};
+        mutate_devices(r, dt, dn, 7);
+    }
+    set_sentinel();
+    bufs_snapshot();
+    const gatednorm_status st = gatednorm_add_rmsnorm(dx, dres, dw, dro, dy, dq, ds, (const gatednorm_add_rmsnorm_params *)params, NULL);
+    const nameset_t allowed = BIT(N_X) | BIT(N_RES) | BIT(N_WEIGHT) | BIT(N_RES_OUT) | BIT(N_Y) | BIT(N_Q) | BIT(N_SCALES) | BIT(N_PARAMS) |
+                              BIT(N_P_EPS) | BIT(N_P_WOFF) | BIT(N_P_PDL) | BIT(N_P_RESV) | kQuantNames;
+    if (!nc_outcome(st, allowed, "gatednorm_add_rmsnorm")) return 0;
+    if (empty) {
+        bufs_check("empty add_rmsnorm");
+        return 1;
+    }
+    if (has_res) ++*(ro_mode == 0 ? &g_arstats.inplace_res : ro_mode == 1 ? &g_arstats.ro_same : &g_arstats.ro_sep);
+    if (y_mode == 2) ++g_arstats.y_on_x;
+    if (has_q) ++g_arstats.with_q;
+    else ++g_arstats.y_only;
+
+    /* ---- the reference */
+    static double rv[8192], ylo[8192], yhi[8192];
+    static unsigned char bad[8192];
+    const tens_t *RW = has_res ? (ro_mode == 0 ? &RS : &RO) : NULL; /* where the sum goes */
+    const int rdt = y_mode ? Y.dt : X.dt;
+    int64_t tidx[GATEDNORM_MAX_DIMS] = {0}, idx[GATEDNORM_MAX_DIMS];
+    do {
+        for (int i = 0; i < nt; ++i) idx[i] = tidx[i];
+        double ss = 0;
+        int ambiguous = 0;
+        for (int64_t c = 0; c < Hd; ++c) {
+            idx[nt] = c;
+            double v = snap_at(&X, idx);
+            if (has_res) {
+                v = round_to(round_to(v + snap_at(&RS, idx), DT_F32), RS.dt);
+                unsigned char *a = eaddr(RW, idx);
+                const double got = decode(a, RW->dt);
+                buf_allow(a, (size_t)RW->elem);
+                if (!(got == v || (got != got && v != v)))
+                    die("%s[%lld of the token row] = %.9g, but x + residual rounded to %s is %.9g", ro_mode == 0 ? "residual" : "residual_out",
+                        (long long)c, got, kDtName[RS.dt], v);
+            }
+            rv[c] = v;
+            ss += v * v;
+        }
+        const double rstd = 1.0 / sqrt(ss / (double)Hd + (double)P.eps);
+        for (int64_t c = 0; c < Hd; ++c) {
+            idx[nt] = c;
+            const int64_t wi[1] = {c};
+            const double y = rv[c] * rstd * (snap_at(&W, wi) + (double)P.weight_offset);
+            if (y_mode) check_y_value(eaddr(&Y, idx), Y.dt, y, "y", c);
+            if (has_q) y_bounds(y, o.qr ? rdt : DT_F32, &ylo[c], &yhi[c], &bad[c], &ambiguous);
+        }
+        if (has_q) {
+            if (!ambiguous) check_quant_token(&o, Hd, ylo, yhi, bad, 0, &Q, &S, tidx, nt);
+            else allow_quant_token(&o, Hd, &Q, &S, tidx, nt);
+        }
+    } while (next_token(nt, ext, tidx));
+    bufs_check("add_rmsnorm");
+    return 1;
+}
+
+enum { GQ_SIZE, GQ_FIELD, GQ_QFIELD, GQ_QDT, GQ_SDT, GQ_GROUP, GQ_NULL, GQ_MERGE, GQ_OVERLAP, GQ_QSHAPE, GQ_SSHAPE, GQ_DEVICE, GQ_MISALIGN,
+       GQ_COUNT };
+static int fuzz_group_quant(rng_t *r) {
+    static tens_t X, Q, S;
+    nc_begin();
+    nc_tensor("x", &X), nc_tensor("q", &Q), nc_tensor("scales", &S);
+    const int mut = pct(r, 60) ? -1 : (int)below(r, GQ_COUNT);
+    const int defaults = mut < 0 && pct(r, 6);
+    const int64_t Hd = defaults ? 128 * between(r, 1, 3) : draw_row(r);
+    int64_t ext[GATEDNORM_MAX_DIMS];
+    int empty;
+    const int nt = draw_tokens(r, ext, Hd, &empty);
+    qopt_t o;
+    int64_t G = defaults ? 128 : divisor_of(r, Hd);
+    if (mut == GQ_GROUP) {
+        G = pct(r, 50) ? Hd + between(r, 1, 4) : Hd > 2 ? between(r, 2, Hd - 1) : Hd + 1;
+        if (Hd % G) nc_must(BIT(N_PQ_GROUP), "group_size does not divide hidden");
+    }
+    quant_options(r, &o, G, defaults);
+    gatednorm_group_quant_fp8_params P;
+    memset(&P, 0, sizeof P);
+    P.struct_size = sizeof P;
+    P.pdl = !defaults && pct(r, 10);
+    const int qf = mut == GQ_QFIELD ? (int)below(r, QF_COUNT) : -1;
+    quant_block(r, &o, qf, &P.quant);
+    if (qf >= 0) nc_must(BIT(kQfName[qf]), "a quant field out of range");
+    if (mut == GQ_FIELD) {
+        if (pct(r, 50)) P.pdl = 3, nc_must(BIT(N_P_PDL), "pdl");
+        else P.reserved[below(r, 2)] = -1, nc_must(BIT(N_P_RESV), "reserved");
+    }
+    const void *params = defaults && pct(r, 50) ? NULL : params_buffer(r, &P, sizeof P, mut == GQ_SIZE);
+    {
+        char qt[256];
+        quant_text(qt, sizeof qt, &P.quant);
+        snprintf(NC.params, sizeof NC.params, "%s: pdl %d reserved %d %d %s", params ? "given" : "NULL", P.pdl, P.reserved[0], P.reserved[1], qt);
+    }
+    hidden_layout(r, &X, (int)below(r, DT_COUNT), nt, ext, Hd);
+    const int64_t K = Hd % G == 0 ? Hd / G : 1, cols = o.sfmt == 3 ? (K + 3) / 4 : K;
+    {
+        int qk = q_kind(r, o.fmt);
+        if (mut == GQ_QDT) qk = wrong_q_kind(r, o.fmt), nc_must(BIT(N_Q), "q's dtype does not match the format");
+        hidden_layout(r, &Q, qk, nt, ext, Hd + (mut == GQ_QSHAPE ? 1 : 0));
+        if (mut == GQ_QSHAPE) nc_must(BIT(N_Q), "q's row one too long");
+    }
+    scales_layout(r, &S, mut == GQ_SDT ? wrong_scale_kind(r, o.sfmt) : scale_kind(r, o.sfmt), nt, ext, cols + (mut == GQ_SSHAPE ? 1 : 0));
+    if (mut == GQ_SDT) nc_must(BIT(N_SCALES), "scales' dtype does not suit the scale format");
+    if (mut == GQ_SSHAPE) nc_must(BIT(N_SCALES), "scales one column too many");
+    if (mut == GQ_MERGE) {
+        tens_t *const c[3] = {&X, &Q, &S};
+        static const int cn[3] = {N_X, N_Q, N_SCALES};
+        const int j = (int)below(r, 3);
+        if (break_merge(c[j], nt)) nc_must(BIT(cn[j]), "token dims do not merge");
+    }
+    tens_t *const all[3] = {&X, &Q, &S};
+    int ov_a = -1, ov_b = -1;
+    if (mut == GQ_OVERLAP && !empty) {
+        ov_a = 1 + (int)below(r, 2);
+        ov_b = ov_a == 1 ? (pct(r, 50) ? 0 : 2) : (pct(r, 50) ? 0 : 1);
+        if (tspan(all[ov_a]) && tspan(all[ov_b])) {
+            if (talloc_overlap(r, all[ov_a], all[ov_b])) nc_must(BIT(ov_a == 1 ? N_Q : N_SCALES) | (ov_b ? BIT(ov_b == 1 ? N_Q : N_SCALES) : 0), "an output overlaps another tensor");
+            else nc_open(0, "the overlap came out the same view");
+        } else {
+            ov_a = ov_b = -1;
+        }
+    }
+    for (int k = 0; k < 3; ++k)
+        if (k != ov_a && k != ov_b) talloc(r, all[k]);
+    if (mut == GQ_MISALIGN) {
+        const int j = pct(r, 50) ? 0 : 2;
+        if (misalign(r, all[j])) nc_must(BIT(j ? N_SCALES : N_X), "data not aligned to the element size");
+    }
+    fill_float(r, &X, -8, 8, pct(r, 15));
+    const tens_t *nul = NULL;
+    if (mut == GQ_NULL) {
+        static const int cn[3] = {N_X, N_Q, N_SCALES};
+        const int j = (int)below(r, 3);
+        nul = all[j];
+        nc_must(BIT(cn[j]), "a descriptor NULL");
+    }
+    if (mut == GQ_DEVICE) {
+        static const int dn[3] = {N_X, N_Q, N_SCALES};
+        mutate_devices(r, all, dn, 3);
+    }
+    set_sentinel();
+    bufs_snapshot();
+    const gatednorm_status st = gatednorm_group_quant_fp8(nul == &X ? NULL : &X.t, nul == &Q ? NULL : &Q.t, nul == &S ? NULL : &S.t,
+                                                          (const gatednorm_group_quant_fp8_params *)params, NULL);
+    if (!nc_outcome(st, BIT(N_X) | BIT(N_Q) | BIT(N_SCALES) | BIT(N_PARAMS) | BIT(N_P_PDL) | BIT(N_P_RESV) | kQuantNames, "gatednorm_group_quant_fp8"))
+        return 0;
+    if (!empty) {
+        static double yv[8192];
+        static unsigned char bad[8192];
+        int64_t tidx[GATEDNORM_MAX_DIMS] = {0}, idx[GATEDNORM_MAX_DIMS];
+        do {
+            for (int i = 0; i < nt; ++i) idx[i] = tidx[i];
+            for (int64_t c = 0; c < Hd; ++c) {
+                idx[nt] = c;
+                yv[c] = snap_at(&X, idx);
+                bad[c] = !isfinite(yv[c]);
+            }
+            check_quant_token(&o, Hd, yv, yv, bad, 1, &Q, &S, tidx, nt);
+        } while (next_token(nt, ext, tidx));
+    }
+    bufs_check("group_quant_fp8");
+    return 1;
+}
+
+/* ============================================================ gatednorm_fp8_encode */
+static int fuzz_fp8_encode(rng_t *r) {
+    nc_begin();
+    const size_t n = pct(r, 5) ? 0 : (size_t)between(r, 1, 300);
+    float *v = (float *)(void *)buf_new(n * 4);
+    uint8_t *c = buf_new(n);
+    for (size_t i = 0; i < n; ++i) {
+        float f;
+        if (pct(r, 25)) {
+            uint32_t u = (uint32_t)rnd(r);
+            memcpy(&f, &u, 4);
+        } else if (pct(r, 5)) {
+            const float sp[] = {NAN, -NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 448.0f, 464.0f, 240.0f, 248.0f, 0x1p-10f, 0x1p-11f, 0x3p-11f, 0x1p-7f};
+            f = PICK(r, sp);
+        } else {
+            f = (float)ldexp(1.0 + (double)below(r, 1u << 23) / (double)(1u << 23), (int)between(r, -14, 10));
+            if (pct(r, 50)) f = -f;
+        }
+        memcpy(&v[i], &f, 4);
+        c[i] = (uint8_t)rnd(r);
+    }
+    int32_t fmt = pct(r, 50);
+    float fmax = 0.0f;
+    if (pct(r, 40)) {
+        const float fn[] = {448.0f, 224.0f, 1.0f, 100.5f, 300.0f, 16.0f}, fz[] = {240.0f, 224.0f, 1.0f, 100.5f, 16.0f};
+        fmax = fmt ? PICK(r, fz) : PICK(r, fn);
+    }
+    const float *vp = v;
+    uint8_t *cp = c;
+    nameset_t blame = 0;
+    if (pct(r, 6)) { static const int32_t bf[] = {2, -1, 99}; fmt = PICK(r, bf); blame |= BIT(N_FORMAT); }
+    if (pct(r, 6)) { const float bm[] = {0.5f, 449.0f, NAN, -1.0f, INFINITY}; fmax = PICK(r, bm); if (fmt == 1 && fmax == 449.0f) fmax = 241.0f; blame |= BIT(N_FP8MAX); }
+    if (pct(r, 5)) { vp = NULL; if (n) blame |= BIT(N_VALUES); }
+    if (pct(r, 5)) { cp = NULL; if (n) blame |= BIT(N_CODES); }
+    if (blame) nc_must(blame, "a bad argument");
+    set_sentinel();
+    bufs_snapshot();
+    const gatednorm_status st = gatednorm_fp8_encode(vp, cp, n, fmt, fmax);
+    if (!nc_outcome(st, BIT(N_VALUES) | BIT(N_CODES) | BIT(N_FORMAT) | BIT(N_FP8MAX), "gatednorm_fp8_encode")) return 0;
+    const double m = fmax != 0.0f ? (double)fmax : fp8_fmax(fmt);
+    for (size_t i = 0; i < n; ++i) {
+        buf_allow(&c[i], 1);
+        const double x = v[i];
+        int ok;
+        if (x != x) ok = c[i] == (fmt ? 0x80 : 0x7f);
+        else {
+            const double want = fp8_round(x, fmt, m);
+            ok = fp8_code_ok(c[i], fmt, want, want);
+            if (ok && want == 0 && fmt == 0) ok = !!(c[i] & 0x80) == !!signbit(x);
+        }
+        if (!ok) die("fp8_encode(%.9g, format %d, fp8_max %g) = 0x%02x (%.9g), expected %.9g", x, fmt, (double)fmax, c[i], fp8_dec(c[i], fmt),
+                     x != x ? NAN : fp8_round(x, fmt, m));
+    }
+    bufs_check("fp8_encode");
+    return 1;
+}
+
+/* ===================================== the newer ops' _params_init (add, fp8, quant, w4a16) */
+static int fuzz_new_params_init(rng_t *r) {
+    nc_begin();
+    const int which = (int)below(r, 4);
+    static const size_t fulls[4] = {sizeof(gatednorm_rmsnorm_gated_fp8_params), sizeof(gatednorm_add_rmsnorm_params),
+                                    sizeof(gatednorm_group_quant_fp8_params), sizeof(gatednorm_w4a16_params)};
+    const size_t full = fulls[which], canary = 32;
+    const size_t sizes[] = {0, 1, 4, 8, 16, 24, 32, full - 8, full - 4, full - 1, full, full, full, full + 1, full + 8, 4096, 4097, 65536};
+    const size_t size = pct(r, 90) ? PICK(r, sizes) : (size_t)between(r, 0, 5000);
+    const int null = pct(r, 8);
+    unsigned char *b = buf_new(canary + size + canary);
+    for (size_t i = 0; i < canary + size + canary; ++i) b[i] = (unsigned char)rnd(r);
+    void *p = null ? NULL : b + canary;
+    int must = 0;
+    if (null || size < full) must = -1;
+    else if (size <= 4096) must = 1;
+    union {
+        gatednorm_rmsnorm_gated_fp8_params f;
+        gatednorm_add_rmsnorm_params a;
+        gatednorm_group_quant_fp8_params g;
+        gatednorm_w4a16_params w;
+        unsigned char bytes[1];
+    } want;
+    memset(&want, 0, sizeof want);
+    gatednorm_quant_fp8 qd;
+    memset(&qd, 0, sizeof qd);
+    qd.amax_floor = 1e-10f;
+    qd.group_size = 128;
+    gatednorm_status st;
+    static const char *const whats[4] = {"gatednorm_rmsnorm_gated_fp8_params_init", "gatednorm_add_rmsnorm_params_init",
+                                         "gatednorm_group_quant_fp8_params_init", "gatednorm_w4a16_params_init"};
+    const char *what = whats[which];
+    g_entry = what;
+    set_sentinel();
+    bufs_snapshot();
+    switch (which) {
+        case 0:
+            st = gatednorm_rmsnorm_gated_fp8_params_init((gatednorm_rmsnorm_gated_fp8_params *)p, size);
+            want.f.struct_size = (uint32_t)size, want.f.norm_before_gate = 1, want.f.eps = 1e-6f, want.f.quant = qd;
+            break;
+        case 1:
+            st = gatednorm_add_rmsnorm_params_init((gatednorm_add_rmsnorm_params *)p, size);
+            want.a.struct_size = (uint32_t)size, want.a.eps = 1e-6f, want.a.quant = qd;
+            break;
+        case 2:
+            st = gatednorm_group_quant_fp8_params_init((gatednorm_group_quant_fp8_params *)p, size);
+            want.g.struct_size = (uint32_t)size, want.g.quant = qd;
+            break;
+        default:
+            st = gatednorm_w4a16_params_init((gatednorm_w4a16_params *)p, size);
+            want.w.struct_size = (uint32_t)size, want.w.symmetric = -1;
+            break;
+    }
+    if (st != GATEDNORM_STATUS_SUCCESS) {
+        if (must == 1) die("refused size %zu: %s", size, gatednorm_last_error());
+        check_rejection(st, BIT(N_PARAMS), BIT(N_PARAMS), what);
+        bufs_check("refused params_init");
+        return 0;
+    }
+    if (must == -1) die("accepted %s with size %zu", null ? "NULL" : "a struct", size);
+    buf_allow(b + canary, size);
+    bufs_check("params_init (the bytes around the struct)");
+    if (memcmp(b + canary, want.bytes, full)) die("size %zu: the struct does not hold the defaults (padding zero)", size);
+    for (size_t i = full; i < size; ++i)
+        if (b[canary + i]) die("size %zu: byte %zu past the layout is 0x%02x, not 0", size, i, b[canary + i]);
+    return 1;
+}
+
+/* ======================================================= W4A16 (ops.md §4, docs/w4a16.md) */
+static unsigned char snap_byte(const unsigned char *addr) {
+    const buf_t *b = buf_of(addr);
+    if (!b) die("driver: an input byte lies outside every buffer");
+    return b->snap[addr - b->p];
+}
+static void bufs_reset_allow(void) {
+    for (int i = 0; i < g_nbufs; ++i) memset(g_bufs[i].may_change, 0, g_bufs[i].n ? g_bufs[i].n : 1);
+}
+static double ulp_of(double v, int dt) {
+    const int p = dt == DT_F32 ? 24 : dt == DT_F16 ? 11 : 8, emin = dt == DT_F16 ? -14 : -126;
+    int e;
+    if (v == 0) return ldexp(1.0, emin - (p - 1));
+    frexp(v, &e);
+    return ldexp(1.0, (e - 1 < emin ? emin : e - 1) - (p - 1));
+}
+static struct {
+    uint64_t values, tiled_gemms, plain_gemms;
+    double worst; /* largest |out - ref| / allowed */
+} g_wstats;
+
+/* out [M, N] of an accepted GEMM against the double reference a @ dequant(W) (+ bias), within
+ * reference.w4a16_tolerance's bound: E = (K + 64) 2^-23 (|a| @ |w16| + |bias|), plus half an ulp
+ * of out at |ref| + E.  The weight is read as PLAIN (qweight [N, K/2], scales, zeros). */
+static void check_w4a16(const tens_t *A, const tens_t *QW, const tens_t *SC, const tens_t *ZE, const tens_t *BI, const tens_t *O, int64_t M,
+                        int64_t N, int64_t K, int64_t G) {
+    static double w16[65536];
+    const int adt = A->dt;
+    if (N * K > 65536) die("driver: weight too large");
+    for (int64_t n = 0; n < N; ++n)
+        for (int64_t k = 0; k < K; ++k) {
+            const int64_t qi[2] = {n, k / 2}, gi[2] = {n, k / G};
+            const unsigned char qb = snap_byte(eaddr(QW, qi));
+            const int q = k % 2 ? qb >> 4 : qb & 15;
+            const int z = ZE ? snap_byte(eaddr(ZE, gi)) & 15 : 8;
+            const double s16 = round_to(snap_at(SC, gi), adt);
+            w16[n * K + k] = round_to((double)(q - z) * s16, adt);
+        }
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+            double sum = 0, mag = 0;
+            for (int64_t k = 0; k < K; ++k) {
+                const int64_t ai[2] = {m, k};
+                const double p = snap_at(A, ai) * w16[n * K + k];
+                sum += p;
+                mag += fabs(p);
+            }
+            if (BI) {
+                const int64_t bi[1] = {n};
+                const double b = snap_at(BI, bi);
+                sum += b;
+                mag += fabs(b);
+            }
+            const double E = (double)(K + 64) * ldexp(1.0, -23) * mag, tol = E + 0.5 * ulp_of(fabs(sum) + E, O->dt);
+            const int64_t oi[2] = {m, n};
+            unsigned char *oa = eaddr(O, oi);
+            buf_allow(oa, (size_t)O->elem);
+            const double got = decode(oa, O->dt);
+            ++g_wstats.values;
+            if (!(fabs(got - sum) <= tol))
+                die("out[%lld, %lld] = %.9g (%s), but a @ dequant(W) is %.9g (allowed +-%.3g; K %lld, G %lld, a %s)", (long long)m, (long long)n, got,
+                    kDtName[O->dt], sum, tol, (long long)K, (long long)G, kDtName[adt]);
+            if (tol > 0 && fabs(got - sum) / tol > g_wstats.worst) g_wstats.worst = fabs(got - sum) / tol;
+        }
+}
+
+/* A plain weight [N, K] with groups of G: qweight [N, K/2], scales [N, K/G] (row-major or
+ * transposed), zeros likewise or absent.  Values filled. */
+static void w4_matrix(rng_t *r, tens_t *T, int kind, int64_t rows, int64_t cols) {
+    const int64_t shape[2] = {rows, cols};
+    int64_t st[2];
+    if (pct(r, 60)) st[1] = 1, st[0] = cols + pad(r);
+    else st[0] = 1, st[1] = rows + pad(r);
+    if (rows == 1 && pct(r, 30)) st[0] = PICK(r, kFreeStrides);
+    if (cols == 1 && pct(r, 30)) st[1] = PICK(r, kFreeStrides);
+    tset(T, kind, 2, shape, st);
+}
+static void w4_rows(rng_t *r, tens_t *T, int kind, int64_t rows, int64_t cols, int lie_stride) {
+    const int64_t shape[2] = {rows, cols};
+    int64_t st[2] = {cols + pad(r), 1};
+    if (lie_stride && cols > 1) st[1] = 2, st[0] = 2 * cols + pad(r);
+    if (rows == 1 && pct(r, 30)) st[0] = PICK(r, kFreeStrides);
+    tset(T, kind, 2, shape, st);
+}
+static void fill_bytes_codes(rng_t *r, const tens_t *T) {
+    int64_t idx[2] = {0, 0};
+    int ovf;
+    if (count_of(T->t.ndim, T->t.shape, &ovf) == 0) return;
+    do *eaddr(T, idx) = (unsigned char)rnd(r);
+    while (next_index(T->t.ndim, T->t.shape, idx));
+}
+static void w4_params_text(const gatednorm_w4a16_params *p, int null) {
+    if (null) snprintf(NC.params, sizeof NC.params, "NULL");
+    else
+        snprintf(NC.params, sizeof NC.params, "layout %d n %lld k %lld group_size %lld symmetric %d dtype %d layout_version %d target %d", p->layout,
+                 (long long)p->n, (long long)p->k, (long long)p->group_size, p->symmetric, p->dtype, p->layout_version, p->target);
+}
+static const nameset_t kW4ParamNames = BIT(N_PARAMS) | BIT(N_P_LAYOUT) | BIT(N_P_N) | BIT(N_P_K) | BIT(N_P_GROUP) | BIT(N_P_SYM) | BIT(N_P_DTYPE) |
+                                       BIT(N_P_LVER) | BIT(N_P_TARGET);
+static void w4_bad_field(rng_t *r, gatednorm_w4a16_params *p) {
+    switch (below(r, 7)) {
+        case 0: p->layout = pct(r, 50) ? 2 : -1; nc_must(BIT(N_P_LAYOUT), "layout"); break;
+        case 1: p->n = -1; nc_must(BIT(N_P_N), "n < 0"); break;
+        case 2: p->k = INT64_MIN; nc_must(BIT(N_P_K), "k < 0"); break;
+        case 3: p->group_size = -4; nc_must(BIT(N_P_GROUP), "group_size < 0"); break;
+        case 4: p->symmetric = pct(r, 50) ? 2 : -2; nc_must(BIT(N_P_SYM), "symmetric"); break;
+        case 5: p->dtype = pct(r, 50) ? 3 : -1; nc_must(BIT(N_P_DTYPE), "dtype"); break;
+        default: p->target = pct(r, 50) ? 4 : -1; nc_must(BIT(N_P_TARGET), "target"); break;
+    }
+}
+
+enum { W_SIZE, W_FIELD, W_AF32, W_DTMIS, W_SSHAPE, W_ZSHAPE, W_OSHAPE, W_OVERLAP, W_KMIS, W_PN, W_PK, W_PG, W_SYM1, W_SYM0, W_TILEDS, W_WSDT,
+       W_BIASLEN, W_ASTRIDE, W_QDT, W_NULL, W_DEVICE, W_COUNT };
+static int fuzz_w4a16_gemm(rng_t *r) {
+    static tens_t A, QW, SC, ZE, BI, O, WS;
+    nc_begin();
+    nc_tensor("a", &A), nc_tensor("qweight", &QW), nc_tensor("scales", &SC), nc_tensor("zeros", &ZE), nc_tensor("bias", &BI);
+    nc_tensor("out", &O), nc_tensor("work", &WS);
+    const int mut = pct(r, 55) ? -1 : (int)below(r, W_COUNT);
+    const int64_t M = pct(r, 5) ? 0 : pct(r, 80) ? between(r, 1, 4) : between(r, 5, 12), N = pct(r, 70) ? between(r, 1, 12) : between(r, 13, 32);
+    static const int64_t gs[] = {2, 4, 8, 16, 32, 32, 64, 128};
+    const int64_t G = PICK(r, gs);
+    int64_t ng = between(r, 1, 6);
+    while (G * ng > 384) --ng;
+    const int64_t K = G * ng;
+    const int adt = pct(r, 50) ? DT_BF16 : DT_F16;
+    int has_z = pct(r, 60), has_b = pct(r, 40), has_ws = pct(r, 20);
+    if (mut == W_ZSHAPE || mut == W_SYM1) has_z = 1;
+    if (mut == W_SYM0) has_z = 0;
+    if (mut == W_WSDT) has_ws = 1;
+    if (mut == W_BIASLEN) has_b = 1;
+
+    gatednorm_w4a16_params P;
+    memset(&P, 0, sizeof P);
+    P.struct_size = sizeof P;
+    P.symmetric = -1;
+    int pnull = pct(r, 20) && (mut < 0 || mut == W_AF32 || mut == W_SSHAPE || mut == W_ZSHAPE || mut == W_OSHAPE || mut == W_OVERLAP ||
+                               mut == W_KMIS || mut == W_WSDT || mut == W_BIASLEN || mut == W_ASTRIDE || mut == W_QDT || mut == W_NULL ||
+                               mut == W_DEVICE);
+    if (pct(r, 40)) P.n = N;
+    if (pct(r, 40)) P.k = K;
+    if (pct(r, 40)) P.group_size = G;
+    if (pct(r, 40)) P.symmetric = has_z ? 0 : 1;
+    if (pct(r, 40)) P.dtype = adt == DT_BF16 ? GATEDNORM_W4A16_DTYPE_BF16 : GATEDNORM_W4A16_DTYPE_F16;
+    if (pct(r, 10)) P.target = (int32_t)between(r, 0, 3); /* ignored by a PLAIN GEMM */
+    if (mut == W_DTMIS) P.dtype = adt == DT_BF16 ? GATEDNORM_W4A16_DTYPE_F16 : GATEDNORM_W4A16_DTYPE_BF16, nc_must(BIT(N_A), "params.dtype is not a's");
+    if (mut == W_PN) P.n = N + between(r, 1, 3), nc_must(BIT(N_P_N), "params.n does not match qweight");
+    if (mut == W_PK) P.k = K + 2 * between(r, 1, 3), nc_must(BIT(N_P_K), "params.k does not match qweight");
+    if (mut == W_PG) P.group_size = G + between(r, 1, 3), nc_must(BIT(N_P_GROUP), "params.group_size does not match scales");
+    if (mut == W_SYM1) P.symmetric = 1, nc_must(BIT(N_ZEROS), "zeros given, symmetric = 1");
+    if (mut == W_SYM0) P.symmetric = 0, nc_must(BIT(N_ZEROS), "no zeros, symmetric = 0");
+    if (mut == W_TILEDS) {
+        P.layout = GATEDNORM_W4A16_LAYOUT_TILED, P.n = N, P.k = K, P.group_size = G, P.symmetric = has_z ? 0 : 1;
+        P.dtype = adt == DT_BF16 ? 1 : 2, P.layout_version = GATEDNORM_W4A16_TILED_VERSION, P.target = (int32_t)between(r, 1, 3);
+        nc_must(BIT(N_SCALES) | BIT(N_ZEROS), "a TILED weight with scales");
+    }
+    if (mut == W_FIELD) w4_bad_field(r, &P);
+    const void *params = pnull ? NULL : params_buffer(r, &P, sizeof P, mut == W_SIZE);
+    w4_params_text(&P, pnull);
+
+    {
+        const int64_t sh[2] = {M, K + (mut == W_KMIS ? 2 : 0)};
+        int64_t st[2] = {sh[1] + pad(r), 1};
+        if (mut == W_ASTRIDE && sh[1] > 1) st[1] = 2, st[0] = 2 * sh[1] + pad(r), nc_must(BIT(N_A), "a's last dim not contiguous");
+        if (M == 1 && pct(r, 30)) st[0] = PICK(r, kFreeStrides);
+        tset(&A, mut == W_AF32 ? DT_F32 : adt, 2, sh, st);
+        if (mut == W_AF32) nc_must(BIT(N_A), "a in fp32");
+        if (mut == W_KMIS) nc_must(BIT(N_A), "a's K is not the weight's");
+    }
+    w4_rows(r, &QW, mut == W_QDT ? K_I8 : K_U8, N, K / 2, 0);
+    if (mut == W_QDT) nc_must(BIT(N_QWEIGHT), "qweight int8");
+    w4_matrix(r, &SC, (int)below(r, DT_COUNT), N + (mut == W_SSHAPE ? 1 : 0), ng);
+    if (mut == W_SSHAPE) nc_must(BIT(N_SCALES), "scales [N + 1, K/G]");
+    if (has_z) w4_matrix(r, &ZE, K_U8, N, ng + (mut == W_ZSHAPE ? 1 : 0));
+    if (mut == W_ZSHAPE) nc_must(BIT(N_ZEROS), "zeros [N, K/G + 1]");
+    if (has_b) {
+        const int64_t sh[1] = {N + (mut == W_BIASLEN ? 1 : 0)}, st[1] = {1};
+        tset(&BI, (int)below(r, DT_COUNT), 1, sh, st);
+        if (mut == W_BIASLEN) nc_must(BIT(N_BIAS), "bias [N + 1]");
+    }
+    w4_rows(r, &O, (int)below(r, DT_COUNT), M, N + (mut == W_OSHAPE ? 1 : 0), 0);
+    if (mut == W_OSHAPE) nc_must(BIT(N_OUT), "out [M, N + 1]");
+    if (has_ws) {
+        const int64_t sh[1] = {between(r, 0, 64)}, st[1] = {1};
+        tset(&WS, mut == W_WSDT ? DT_F16 : K_U8, 1, sh, st);
+        if (mut == W_WSDT) nc_must(BIT(N_WORKSPACE), "workspace fp16");
+    }
+    tens_t *const all[7] = {&A, &QW, &SC, &ZE, &BI, &O, &WS};
+    int ov_a = -1, ov_b = -1;
+    if (mut == W_OVERLAP) {
+        ov_a = has_ws && pct(r, 30) ? 6 : 5;
+        do ov_b = (int)below(r, 7);
+        while (ov_b == ov_a || !all[ov_b]->present);
+        if (tspan(all[ov_a]) && tspan(all[ov_b])) {
+            nc_must(ov_a == 6 ? BIT(N_WORKSPACE) | (ov_b == 5 ? BIT(N_OUT) : 0) : BIT(N_OUT) | (ov_b == 6 ? BIT(N_WORKSPACE) : 0),
+                    "out or workspace overlaps another tensor");
+            talloc_overlap(r, all[ov_a], all[ov_b]);
+        } else {
+            ov_a = ov_b = -1;
+        }
+    }
+    for (int k = 0; k < 7; ++k)
+        if (all[k]->present && k != ov_a && k != ov_b) talloc(r, all[k]);
+    fill_float(r, &A, -4, 3, 0);
+    fill_bytes_codes(r, &QW);
+    fill_float(r, &SC, -8, -2, 0);
+    if (has_z) fill_bytes_codes(r, &ZE);
+    if (has_b) fill_float(r, &BI, -4, 4, 0);
+
+    const tens_t *nul = NULL;
+    if (mut == W_NULL) {
+        tens_t *const c[4] = {&A, &QW, &SC, &O};
+        static const int cn[4] = {N_A, N_QWEIGHT, N_SCALES, N_OUT};
+        const int j = (int)below(r, 4);
+        nul = c[j];
+        nc_must(BIT(cn[j]), "a required descriptor NULL");
+    }
+#define DW(T) ((T).present && &(T) != nul ? &(T).t : NULL)
+    if (mut == W_DEVICE) {
+        static const int dn[7] = {N_A, N_QWEIGHT, N_SCALES, N_ZEROS, N_BIAS, N_OUT, N_WORKSPACE};
+        mutate_devices(r, all, dn, 7);
+    }
+    set_sentinel();
+    bufs_snapshot();
+    const gatednorm_status st = gatednorm_w4a16_gemm(DW(A), DW(QW), DW(SC), DW(ZE), DW(BI), DW(O), DW(WS), (const gatednorm_w4a16_params *)params, NULL);
+#undef DW
+    const nameset_t allowed = BIT(N_A) | BIT(N_QWEIGHT) | BIT(N_SCALES) | BIT(N_ZEROS) | BIT(N_BIAS) | BIT(N_OUT) | BIT(N_WORKSPACE) | kW4ParamNames;
+    if (!nc_outcome(st, allowed, "gatednorm_w4a16_gemm")) return 0;
+    if (has_ws && tspan(&WS)) buf_allow(WS.first, tspan(&WS)); /* scratch: the GEMM may write it */
+    ++g_wstats.plain_gemms;
+    check_w4a16(&A, &QW, &SC, has_z ? &ZE : NULL, has_b ? &BI : NULL, &O, M, N, K, G);
+    bufs_check("w4a16_gemm");
+    return 1;
+}
+
+/* gatednorm_w4a16_prepack on the host, then a GEMM with the TILED weight it made: the same
+ * bound against the plain weight's reference. */
+enum { P_SIZE, P_FIELD, P_NATIVE, P_UNSET, P_SMALL, P_OVERLAP, P_LAYOUT, P_NULLP, P_BADG, P_PDT, P_COUNT };
+static int fuzz_w4a16_prepack(rng_t *r) {
+    static tens_t QW, SC, ZE, PK, A, BI, O;
+    nc_begin();
+    nc_tensor("qweight", &QW), nc_tensor("scales", &SC), nc_tensor("zeros", &ZE), nc_tensor("packed", &PK);
+    nc_tensor("a", &A), nc_tensor("bias", &BI), nc_tensor("out", &O);
+    const int mut = pct(r, 55) ? -1 : (int)below(r, P_COUNT);
+    const int64_t N = pct(r, 70) ? between(r, 1, 20) : between(r, 21, 40);
+    int64_t G, ng, K;
+    if (mut == P_BADG) {
+        static const int64_t bg[] = {2, 4, 6, 8, 12, 24, 48};
+        G = PICK(r, bg), ng = between(r, 2, 5), K = G * ng;
+        nc_must(BIT(N_P_GROUP), "a group size the tiled layout cannot hold");
+    } else if (pct(r, 25)) {
+        K = 2 * between(r, 1, 160), G = K, ng = 1; /* per channel */
+    } else {
+        static const int64_t gs[] = {16, 32, 64, 128};
+        G = PICK(r, gs), ng = between(r, 1, 4);
+        while (G * ng > 384) --ng;
+        K = G * ng;
+    }
+    const int has_z = pct(r, 60);
+    const int32_t dtype = pct(r, 50) ? GATEDNORM_W4A16_DTYPE_BF16 : GATEDNORM_W4A16_DTYPE_F16;
+    const int32_t target = (int32_t)between(r, 1, 3);
+    size_t need = 4096;
+    {
+        gatednorm_w4a16_params q;
+        if (gatednorm_w4a16_params_init(&q, sizeof q) != GATEDNORM_STATUS_SUCCESS) die("w4a16_params_init: %s", gatednorm_last_error());
+        q.n = N, q.k = K, q.group_size = G, q.symmetric = has_z ? 0 : 1;
+        const gatednorm_status st = gatednorm_w4a16_prepacked_size(&q, &need);
+        if ((st == GATEDNORM_STATUS_SUCCESS) == (mut == P_BADG)) die("prepacked_size of N %lld K %lld G %lld: status %d (%s)", (long long)N, (long long)K, (long long)G, (int)st, gatednorm_last_error());
+        if (st != GATEDNORM_STATUS_SUCCESS) need = 4096;
+    }
+    gatednorm_w4a16_params P;
+    memset(&P, 0, sizeof P);
+    P.struct_size = sizeof P;
+    P.symmetric = pct(r, 50) ? -1 : has_z ? 0 : 1;
+    P.dtype = dtype;
+    P.target = target;
+    if (pct(r, 40)) P.n = N;
+    if (pct(r, 40)) P.k = K;
+    if (pct(r, 40)) P.group_size = G;
+    if (mut == P_NATIVE) P.target = 0, nc_must(BIT(N_P_TARGET), "target NATIVE on the host");
+    if (mut == P_UNSET) P.dtype = 0, nc_must(BIT(N_P_DTYPE), "dtype UNSET");
+    if (mut == P_LAYOUT) P.layout = GATEDNORM_W4A16_LAYOUT_TILED, nc_must(BIT(N_P_LAYOUT), "prepack of a TILED weight");
+    if (mut == P_FIELD) w4_bad_field(r, &P);
+    if (mut == P_NULLP) nc_must(BIT(N_PARAMS), "params NULL");
+    gatednorm_w4a16_params *params = mut == P_NULLP ? NULL : (gatednorm_w4a16_params *)params_buffer(r, &P, sizeof P, mut == P_SIZE);
+    w4_params_text(&P, mut == P_NULLP);
+
+    w4_rows(r, &QW, K_U8, N, K / 2, 0);
+    w4_matrix(r, &SC, (int)below(r, DT_COUNT), N, ng);
+    if (has_z) w4_matrix(r, &ZE, K_U8, N, ng);
+    {
+        int64_t bytes = (int64_t)need + (pct(r, 30) ? between(r, 1, 40) : 0);
+        if (mut == P_SMALL) bytes = (int64_t)need - between(r, 1, (int64_t)need < 16 ? (int64_t)need : 16), nc_must(BIT(N_PACKED), "packed too small");
+        int64_t sh[2] = {bytes, 1}, st[2] = {1, 1};
+        int nd = 1, kind = K_U8;
+        if (mut == P_PDT) {
+            if (pct(r, 50)) kind = pct(r, 50) ? K_I8 : K_FN;
+            else nd = 2, st[0] = 1;
+            nc_must(BIT(N_PACKED), "packed no 1-D uint8 buffer");
+        }
+        tset(&PK, kind, nd, sh, st);
+    }
+    tens_t *const all[4] = {&QW, &SC, &ZE, &PK};
+    int ov_b = -1;
+    if (mut == P_OVERLAP) {
+        do ov_b = (int)below(r, 3);
+        while (!all[ov_b]->present);
+        if (talloc_overlap(r, &PK, all[ov_b])) nc_must(BIT(N_PACKED), "packed overlaps the plain weight");
+        else nc_open(0, "the overlap came out the same view");
+    }
+    for (int k = 0; k < 4; ++k)
+        if (all[k]->present && !(mut == P_OVERLAP && (k == 3 || k == ov_b))) talloc(r, all[k]);
+    fill_bytes_codes(r, &QW);
+    fill_float(r, &SC, -8, -2, 0);
+    if (has_z) fill_bytes_codes(r, &ZE);
+    set_sentinel();
+    bufs_snapshot();
+    gatednorm_status st = gatednorm_w4a16_prepack(&QW.t, &SC.t, has_z ? &ZE.t : NULL, &PK.t, params, NULL);
+    const nameset_t allowed = BIT(N_QWEIGHT) | BIT(N_SCALES) | BIT(N_ZEROS) | BIT(N_PACKED) | kW4ParamNames;
+    if (!nc_outcome(st, allowed, "gatednorm_w4a16_prepack")) return 0;
+    /* params completed, nothing else of it touched; packed written only within its size */
+    gatednorm_w4a16_params want = P;
+    want.layout = GATEDNORM_W4A16_LAYOUT_TILED, want.n = N, want.k = K, want.group_size = G, want.symmetric = has_z ? 0 : 1;
+    want.layout_version = GATEDNORM_W4A16_TILED_VERSION, want.target = target;
+    {
+        uint32_t ss;
+        memcpy(&ss, params, 4);
+        want.struct_size = ss;
+    }
+    buf_allow(params, sizeof P);
+    if (memcmp(params, &want, sizeof want)) {
+        gatednorm_w4a16_params got;
+        memcpy(&got, params, sizeof got);
+        die("prepack left params layout %d n %lld k %lld group_size %lld symmetric %d dtype %d layout_version %d target %d", got.layout,
+            (long long)got.n, (long long)got.k, (long long)got.group_size, got.symmetric, got.dtype, got.layout_version, got.target);
+    }
+    buf_allow(PK.first, need);
+    bufs_check("w4a16_prepack");
+
+    /* the TILED GEMM */
+    const int64_t M = pct(r, 5) ? 0 : between(r, 1, 5);
+    const int adt = dtype == GATEDNORM_W4A16_DTYPE_BF16 ? DT_BF16 : DT_F16;
+    {
+        const int64_t sh[2] = {M, K}, stA[2] = {K + pad(r), 1};
+        tset(&A, adt, 2, sh, stA);
+    }
+    const int has_b = pct(r, 40);
+    if (has_b) {
+        const int64_t sh[1] = {N}, stb[1] = {1};
+        tset(&BI, (int)below(r, DT_COUNT), 1, sh, stb);
+        talloc(r, &BI);
+        fill_float(r, &BI, -4, 4, 0);
+    }
+    w4_rows(r, &O, (int)below(r, DT_COUNT), M, N, 0);
+    talloc(r, &A);
+    talloc(r, &O);
+    fill_float(r, &A, -4, 3, 0);
+    bufs_reset_allow();
+    bufs_snapshot();
+    NC.must_reject = NC.open = 0;
+    st = gatednorm_w4a16_gemm(&A.t, &PK.t, NULL, NULL, has_b ? &BI.t : NULL, &O.t, NULL, params, NULL);
+    if (st != GATEDNORM_STATUS_SUCCESS) die("the GEMM with the weight prepack made refused it: %s", gatednorm_last_error());
+    ++g_wstats.tiled_gemms;
+    check_w4a16(&A, &QW, &SC, has_z ? &ZE : NULL, has_b ? &BI : NULL, &O, M, N, K, G);
+    bufs_check("w4a16_gemm (TILED)");
+    return 1;
+}
+
+/* gatednorm_w4a16_prepacked_size and gatednorm_w4a16_workspace_size */
+static int fuzz_w4a16_sizes(rng_t *r) {
+    nc_begin();
+    gatednorm_w4a16_params P;
+    memset(&P, 0, sizeof P);
+    P.struct_size = sizeof P;
+    P.symmetric = -1;
+    static const int64_t ns[] = {-1, 0, 1, 5, 16, 100, (int64_t)1 << 31, ((int64_t)1 << 31) - 1, INT64_MAX};
+    static const int64_t ks[] = {-2, 0, 1, 2, 3, 16, 17, 64, 128, 384, (int64_t)1 << 31, ((int64_t)1 << 31) - 2};
+    static const int64_t gs[] = {-1, 0, 1, 8, 16, 24, 32, 64, 128};
+    P.n = pct(r, 70) ? between(r, 1, 300) : PICK(r, ns);
+    P.k = pct(r, 70) ? 2 * between(r, 1, 256) : PICK(r, ks);
+    P.group_size = pct(r, 30) ? P.k : PICK(r, gs);
+    P.symmetric = (int32_t)between(r, -1, 1);
+    if (pct(r, 5)) P.symmetric = 2;
+    P.layout = pct(r, 50);
+    P.dtype = (int32_t)between(r, 0, 2);
+    P.target = (int32_t)between(r, 0, 3);
+    P.layout_version = pct(r, 50) ? 1 : 0;
+    const int fieldbad = P.n < 0 || P.k < 0 || P.group_size < 0 || P.symmetric < -1 || P.symmetric > 1;
+    const int size_mut = pct(r, 5);
+    void *params = pct(r, 5) ? NULL : params_buffer(r, &P, sizeof P, size_mut);
+    w4_params_text(&P, params == NULL);
+    size_t *bytes = pct(r, 5) ? NULL : (size_t *)(void *)buf_new(sizeof(size_t));
+    if (bytes) memset(bytes, 0xee, sizeof *bytes);
+    set_sentinel();
+    gatednorm_status st;
+    const char *what;
+    int must_ok;
+    if (pct(r, 50)) {
+        what = "gatednorm_w4a16_prepacked_size";
+        int tiled_ok = P.n >= 1 && P.k >= 2 && P.k % 2 == 0 && P.n < ((int64_t)1 << 31) && P.k < ((int64_t)1 << 31) && P.group_size >= 1 &&
+                       P.k % P.group_size == 0 && (P.symmetric == 0 || P.symmetric == 1) &&
+                       ((P.group_size >= 16 && (P.group_size & (P.group_size - 1)) == 0) || P.group_size == P.k);
+        must_ok = bytes && params && !size_mut && tiled_ok;
+        if (!must_ok) nc_must(bytes ? BIT(N_PARAMS) | kW4ParamNames : BIT(N_BYTES), "no tiled geometry");
+        bufs_snapshot();
+        st = gatednorm_w4a16_prepacked_size((const gatednorm_w4a16_params *)params, bytes);
+        if (!nc_outcome(st, BIT(N_BYTES) | kW4ParamNames, what)) return 0;
+        const size_t lo = (size_t)(P.n * P.k / 2) + (size_t)(P.n * (P.k / P.group_size)) * 2;
+        if (*bytes < lo || *bytes % 16) die("prepacked_size of N %lld K %lld G %lld: %zu bytes, fewer than the %zu the codes and scales take, or no multiple of 16",
+                                            (long long)P.n, (long long)P.k, (long long)P.group_size, *bytes, lo);
+        buf_allow(bytes, sizeof *bytes);
+    } else {
+        what = "gatednorm_w4a16_workspace_size";
+        static const int64_t ms[] = {-1, 0, 1, 7, 4096, INT64_MAX, INT64_MIN};
+        const int64_t m = PICK(r, ms);
+        gatednorm_device d = {GATEDNORM_DEVICE_TYPE_CPU, 0};
+        if (pct(r, 15)) d = bad_device(r);
+        else if (pct(r, 20)) d.device_type = GATEDNORM_DEVICE_TYPE_CUDA_HOST, d.device_id = (int32_t)between(r, -1, 3);
+        const int host = d.device_type == GATEDNORM_DEVICE_TYPE_CPU || d.device_type == GATEDNORM_DEVICE_TYPE_CUDA_HOST;
+        must_ok = bytes && params && !size_mut && !fieldbad && m >= 0 && P.n >= 1 && P.k >= 2 && P.group_size >= 1 && host;
+        if (!must_ok) nc_must(!bytes ? BIT(N_BYTES) : BIT(N_M) | BIT(N_DEVICE) | kW4ParamNames, "no workspace size");
+        bufs_snapshot();
+        st = gatednorm_w4a16_workspace_size((const gatednorm_w4a16_params *)params, m, d, bytes);
+        if (!nc_outcome(st, BIT(N_BYTES) | BIT(N_M) | BIT(N_DEVICE) | kW4ParamNames, what)) return 0;
+        if (*bytes != 0) die("workspace_size on the host: %zu bytes, not 0", *bytes);
+        buf_allow(bytes, sizeof *bytes);
+    }
+    bufs_check(what);
+    return 1;
+}
+
 /* ===================================================== fixed cases: what the fuzzer found */
 /* Run before the random cases on every run.  Without the library's fixes the first two are
- * signed overflows (undefined behaviour: the sanitizer build aborts), the last two fail the
- * checks. */
+ * signed overflows (undefined behaviour: the sanitizer build aborts), the others fail the
+ * checks (the W4A16 one: a UBSan report). */
 static gatednorm_tensor f32_desc(void *data, int ndim, const int64_t *shape, const int64_t *strides) {
     gatednorm_tensor t;
     memset(&t, 0, sizeof t);
@@ -1610,6 +3347,87 @@ static void fixed_cases(void) {
         if (st != GATEDNORM_STATUS_NO_DEVICE || strncmp(gatednorm_last_error(), "x:", 2))
             die("device %d:%d: status %d: %s", d.device_type, d.device_id, (int)st, gatednorm_last_error());
     }
+    /* rmsnorm_gated_fp8 with x [H*D] (no token dims) and head_dim D: the C layer took the H
+     * heads for tokens and wanted q [H, D] (so a group spanning heads was refused), where the
+     * header and the Python layer's _token_dims say q [H*D]. */
+    g_entry = "fixed case: rmsnorm_gated_fp8, 1-D x viewed by head_dim";
+    {
+        float x8[8] = {1, 1, 1, 1, 1, 1, 1, 1}, sc[1] = {0};
+        uint8_t q8[8] = {0};
+        const int64_t s8[1] = {8}, st1[1] = {1}, s4[1] = {4}, s1[1] = {1};
+        const gatednorm_tensor tx = f32_desc(x8, 1, s8, st1), tw4 = f32_desc(w, 1, s4, st1), ts = f32_desc(sc, 1, s1, st1);
+        gatednorm_tensor tq = f32_desc(q8, 1, s8, st1);
+        tq.dtype.code = GATEDNORM_DTYPE_CODE_UINT, tq.dtype.bits = 8;
+        gatednorm_rmsnorm_gated_fp8_params pf;
+        if (gatednorm_rmsnorm_gated_fp8_params_init(&pf, sizeof pf) != GATEDNORM_STATUS_SUCCESS) die("params_init: %s", gatednorm_last_error());
+        pf.head_dim = 4, pf.quant.group_size = 8, pf.eps = 0.0f;
+        st = gatednorm_rmsnorm_gated_fp8(&tx, NULL, &tw4, &tq, &ts, NULL, &pf, NULL);
+        if (st != GATEDNORM_STATUS_SUCCESS) die("refused: %s", gatednorm_last_error());
+        /* y = 1 everywhere: scale 1 / 448, every code 448 (0x7e) */
+        for (int i = 0; i < 8; ++i)
+            if (q8[i] != 0x7e) die("q[%d] = 0x%02x, not 0x7e", i, q8[i]);
+        if (sc[0] != 1.0f / 448.0f) die("scale %.9g, not 1/448", (double)sc[0]);
+    }
+    /* The CPU GEMM of a TILED weight read each code with a shift the compiler loaded before
+     * the call that sets it (UBSan: shift exponent too large), for this per-channel weight
+     * (K = 208, not a multiple of the 64-wide tile): it must equal the PLAIN GEMM bit for bit. */
+    g_entry = "fixed case: w4a16 TILED GEMM on the host equals the PLAIN one";
+    {
+        enum { N4 = 3, K4 = 208, M4 = 2 };
+        static uint8_t qw[N4 * K4 / 2], packed[1 << 16];
+        static uint16_t sc16[N4], a16[M4 * K4];
+        float o1[M4 * N4], o2[M4 * N4];
+        for (int i = 0; i < N4 * K4 / 2; ++i) qw[i] = (uint8_t)(i * 37 + 11);
+        for (int i = 0; i < N4; ++i) sc16[i] = (uint16_t)(0x3c00 - 0x400 * (i + 2)); /* fp16 2^-2 .. 2^-4 */
+        for (int i = 0; i < M4 * K4; ++i) a16[i] = (uint16_t)(0x3800 + (i * 13 % 512)); /* fp16 in [0.5, 1) */
+        gatednorm_tensor ta, tq, ts, tp, to1, to2;
+        const int64_t sa[2] = {M4, K4}, sta[2] = {K4, 1}, sq[2] = {N4, K4 / 2}, stq[2] = {K4 / 2, 1}, ss[2] = {N4, 1}, sts[2] = {1, 1};
+        const int64_t so[2] = {M4, N4}, sto[2] = {N4, 1};
+        ta = f32_desc(a16, 2, sa, sta), ta.dtype.bits = 16;
+        tq = f32_desc(qw, 2, sq, stq), tq.dtype.code = GATEDNORM_DTYPE_CODE_UINT, tq.dtype.bits = 8;
+        ts = f32_desc(sc16, 2, ss, sts), ts.dtype.bits = 16;
+        to1 = f32_desc(o1, 2, so, sto), to2 = f32_desc(o2, 2, so, sto);
+        gatednorm_w4a16_params pw;
+        if (gatednorm_w4a16_params_init(&pw, sizeof pw) != GATEDNORM_STATUS_SUCCESS) die("params_init: %s", gatednorm_last_error());
+        st = gatednorm_w4a16_gemm(&ta, &tq, &ts, NULL, NULL, &to1, NULL, &pw, NULL);
+        if (st != GATEDNORM_STATUS_SUCCESS) die("PLAIN GEMM refused: %s", gatednorm_last_error());
+        pw.dtype = GATEDNORM_W4A16_DTYPE_F16, pw.target = GATEDNORM_W4A16_TARGET_CUDA_MMA;
+        size_t need = 0;
+        pw.n = N4, pw.k = K4, pw.group_size = K4, pw.symmetric = 1;
+        if (gatednorm_w4a16_prepacked_size(&pw, &need) != GATEDNORM_STATUS_SUCCESS || need > sizeof packed) die("prepacked_size: %s", gatednorm_last_error());
+        const int64_t sp[1] = {(int64_t)need}, stp[1] = {1};
+        tp = f32_desc(packed, 1, sp, stp), tp.dtype.code = GATEDNORM_DTYPE_CODE_UINT, tp.dtype.bits = 8;
+        st = gatednorm_w4a16_prepack(&tq, &ts, NULL, &tp, &pw, NULL);
+        if (st != GATEDNORM_STATUS_SUCCESS) die("prepack refused: %s", gatednorm_last_error());
+        st = gatednorm_w4a16_gemm(&ta, &tp, NULL, NULL, NULL, &to2, NULL, &pw, NULL);
+        if (st != GATEDNORM_STATUS_SUCCESS) die("TILED GEMM refused: %s", gatednorm_last_error());
+        for (int i = 0; i < M4 * N4; ++i)
+            if (memcmp(&o1[i], &o2[i], 4)) die("out[%d]: TILED %.9g, PLAIN %.9g", i, (double)o2[i], (double)o1[i]);
+    }
+    /* The same for the FP8 ops: an empty call on a device this build cannot run on succeeded
+     * (the empty check came before the device check). */
+    g_entry = "fixed case: empty FP8 ops on a device this build cannot run on";
+    {
+        const int64_t shape[2] = {0, 8}, strides[2] = {8, 1}, sshape[2] = {0, 1}, sstrides[2] = {1, 1};
+        gatednorm_tensor tx = f32_desc(NULL, 2, shape, strides), tq = tx, ts = f32_desc(NULL, 2, sshape, sstrides), tw2 = tw;
+        tq.dtype.code = GATEDNORM_DTYPE_CODE_UINT, tq.dtype.bits = 8;
+        const gatednorm_device d = {12, 0};
+        tx.device = tq.device = ts.device = tw2.device = d;
+        gatednorm_group_quant_fp8_params pg;
+        gatednorm_add_rmsnorm_params pa;
+        gatednorm_rmsnorm_gated_fp8_params pf;
+        if (gatednorm_group_quant_fp8_params_init(&pg, sizeof pg) || gatednorm_add_rmsnorm_params_init(&pa, sizeof pa) ||
+            gatednorm_rmsnorm_gated_fp8_params_init(&pf, sizeof pf))
+            die("params_init: %s", gatednorm_last_error());
+        pg.quant.group_size = pa.quant.group_size = pf.quant.group_size = 8;
+        for (int k = 0; k < 3; ++k) {
+            st = k == 0 ? gatednorm_group_quant_fp8(&tx, &tq, &ts, &pg, NULL)
+                 : k == 1 ? gatednorm_add_rmsnorm(&tx, NULL, &tw2, NULL, NULL, &tq, &ts, &pa, NULL)
+                          : gatednorm_rmsnorm_gated_fp8(&tx, NULL, &tw2, &tq, &ts, NULL, &pf, NULL);
+            if (st != GATEDNORM_STATUS_NO_DEVICE || strncmp(gatednorm_last_error(), "x:", 2))
+                die("op %d: status %d: %s", k, (int)st, gatednorm_last_error());
+        }
+    }
     /* Stream calls with a handle on a build with no GPU backend: the message named nothing. */
     g_entry = "fixed case: stream handles on a CPU-only build";
     if (!g_gpu_type) {
@@ -1638,6 +3456,14 @@ typedef struct {
 static entry_t kEntries[] = {
     {"gatednorm_rmsnorm_gated", 64, fuzz_rmsnorm_gated, 0, 0},
     {"gatednorm_rmsnorm_gated_params_init", 8, fuzz_params_init, 0, 0},
+    {"gatednorm_rmsnorm_gated_fp8", 14, fuzz_rmsnorm_gated_fp8, 0, 0},
+    {"gatednorm_add_rmsnorm", 14, fuzz_add_rmsnorm, 0, 0},
+    {"gatednorm_group_quant_fp8", 10, fuzz_group_quant, 0, 0},
+    {"gatednorm_fp8_encode", 3, fuzz_fp8_encode, 0, 0},
+    {"gatednorm_*_params_init (fp8, add, quant, w4a16)", 4, fuzz_new_params_init, 0, 0},
+    {"gatednorm_w4a16_gemm (PLAIN)", 6, fuzz_w4a16_gemm, 0, 0},
+    {"gatednorm_w4a16_prepack + TILED gemm", 3, fuzz_w4a16_prepack, 0, 0},
+    {"gatednorm_w4a16_prepacked/workspace_size", 3, fuzz_w4a16_sizes, 0, 0},
     {"gatednorm_malloc/free", 6, fuzz_malloc_free, 0, 0},
     {"gatednorm_memcpy", 5, fuzz_memcpy, 0, 0},
     {"gatednorm_memset", 4, fuzz_memset, 0, 0},
@@ -1716,6 +3542,17 @@ int main(int argc, char **argv) {
                "place, %llu empty, %llu accepted where the contract leaves it open\n",
                (unsigned long long)g_rstats.values, g_rstats.worst_ulps[DT_BF16], g_rstats.worst_ulps[DT_F16], g_rstats.worst_ulps[DT_F32],
                (unsigned long long)g_rstats.inplace, (unsigned long long)g_rstats.empty, (unsigned long long)g_rstats.open_accepted);
+        printf("  fp8: %llu groups (%llu NaN) and %llu codes checked, %llu tokens unchecked (y at fp16's overflow); rmsnorm_gated_fp8: %llu with "
+               "head_dim, %llu with y_copy, %llu empty accepted; add_rmsnorm: residual in place %llu, into itself %llu, into residual_out %llu, "
+               "y on x %llu, with q %llu, y only %llu\n",
+               (unsigned long long)g_qstats.groups, (unsigned long long)g_qstats.nan_groups, (unsigned long long)g_qstats.codes,
+               (unsigned long long)g_quant_unchecked, (unsigned long long)g_f8stats.hd, (unsigned long long)g_f8stats.ycopy,
+               (unsigned long long)g_f8stats.accepted_empty, (unsigned long long)g_arstats.inplace_res, (unsigned long long)g_arstats.ro_same,
+               (unsigned long long)g_arstats.ro_sep, (unsigned long long)g_arstats.y_on_x, (unsigned long long)g_arstats.with_q,
+               (unsigned long long)g_arstats.y_only);
+        printf("  misaligned tensors: %llu\n", (unsigned long long)g_misaligned);
+        printf("  w4a16: %llu PLAIN and %llu TILED GEMMs, %llu outputs checked, worst error %.3g of the bound\n", (unsigned long long)g_wstats.plain_gemms,
+               (unsigned long long)g_wstats.tiled_gemms, (unsigned long long)g_wstats.values, g_wstats.worst);
     }
     printf("fuzz_abi: %llu cases (%llu accepted, %llu rejected), seed %llu: ok\n", (unsigned long long)n, (unsigned long long)accepted,
            (unsigned long long)rejected, (unsigned long long)g_seed);
