@@ -143,11 +143,7 @@ gatednorm_status gn::add_rmsnorm_problem(const gatednorm_tensor *x, const gatedn
                                      const gatednorm_tensor *scales, const gatednorm_add_rmsnorm_params *params, AddRmsnormProblem &p) {
     gatednorm_add_rmsnorm_params prm = add_defaults();
     GN_TRY(params_read(params, &prm, kAddParams));
-    if (!(prm.eps >= 0.0f) || isinf(prm.eps))
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.eps: expected a finite value >= 0, got %g", double(prm.eps));
-    if (!isfinite(prm.weight_offset))
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.weight_offset: expected a finite value, got %g", double(prm.weight_offset));
-    GN_TRY(check_pdl(prm.pdl));
+    GN_TRY(check_norm_options(prm.eps, prm.weight_offset, prm.pdl));
     GN_TRY(check_reserved(prm.reserved, 4));
     GN_TRY(read_quant_block(prm.quant, &p.quant));
 

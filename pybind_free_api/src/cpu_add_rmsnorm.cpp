@@ -8,6 +8,7 @@
 
 #include "backend.h"
 #include "cpu_pool.h"
+#include "cpu_quant.h"
 #include "numerics.h"
 
 namespace gn {
@@ -16,8 +17,6 @@ gatednorm_status cpu_add_rmsnorm(const AddRmsnormProblem &p) {
     const int64_t H = p.hidden;
     const QuantFp8Spec &qs = p.quant;
     const int xs = dtype_size(p.x_dtype), rs = dtype_size(p.res_dtype), ys = dtype_size(p.y_dtype);
-    const bool ue8m0 = qs.scale_format != kScaleF32;
-    const int sbytes = qs.scale_format == kScaleE8m0 ? 1 : 4;
 
     std::vector<float> w(H, 1.0f);
     if (p.normalize) {
@@ -55,19 +54,7 @@ gatednorm_status cpu_add_rmsnorm(const AddRmsnormProblem &p) {
             y[c] = v;
         }
         if (!p.has_quant) continue;
-        const int64_t G = qs.group;
-        uint8_t *qrow = reinterpret_cast<uint8_t *>(qs.q + t * qs.q_st);
-        char *srow = qs.scales + t * qs.s_st * sbytes;
-        for (int64_t k = 0; k < qs.groups; ++k) {
-            const float *yg = y.data() + k * G;
-            uint32_t amax = 0;
-            for (int64_t i = 0; i < G; ++i) amax = amax > abs_bits(yg[i]) ? amax : abs_bits(yg[i]);
-            const float s = fp8_group_scale(amax, qs.amax_floor, qs.fp8_max, ue8m0);
-            const float inv = 1.0f / s;
-            for (int64_t i = 0; i < G; ++i)
-                qrow[k * G + i] = isnan(s) ? fp8_nan_code(qs.format) : fp8_encode(yg[i] * inv, qs.format, qs.fp8_max);
-            store_group_scale(srow, qs.s_sk, qs.scale_format, k, qs.groups, s);
-        }
+        cpu_quantize_row(qs, t, y.data());
     }
     };
     cpu_parallel_for(p.tokens, H * 4, tokens);

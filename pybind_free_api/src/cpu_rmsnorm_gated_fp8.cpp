@@ -6,6 +6,7 @@
 
 #include "backend.h"
 #include "cpu_pool.h"
+#include "cpu_quant.h"
 #include "numerics.h"
 
 namespace gn {
@@ -13,12 +14,10 @@ namespace gn {
 gatednorm_status cpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr) {
     const RmsnormGatedProblem &p = pr.norm;
     const QuantFp8Spec &qs = pr.quant;
-    const int64_t D = p.dim, H = p.heads, R = H * D, G = qs.group;
+    const int64_t D = p.dim, H = p.heads, R = H * D;
     const int xs = dtype_size(p.x.dtype), zs = dtype_size(p.z.dtype), os = dtype_size(p.out.dtype);
     const int ws = dtype_size(p.weight_dtype);
     const bool has_z = p.z.data != nullptr, has_copy = p.out.data != nullptr;
-    const bool ue8m0 = qs.scale_format != kScaleF32;
-    const int sbytes = qs.scale_format == kScaleE8m0 ? 1 : 4;
 
     std::vector<float> w(D);
     for (int64_t c = 0; c < D; ++c)
@@ -57,18 +56,7 @@ gatednorm_status cpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr) {
                 yr[c] = v;
             }
         }
-        uint8_t *qrow = reinterpret_cast<uint8_t *>(qs.q + t * qs.q_st);
-        char *srow = qs.scales + t * qs.s_st * sbytes;
-        for (int64_t k = 0; k < qs.groups; ++k) {
-            const float *yg = y.data() + k * G;
-            uint32_t amax = 0;
-            for (int64_t i = 0; i < G; ++i) amax = amax > abs_bits(yg[i]) ? amax : abs_bits(yg[i]);
-            const float s = fp8_group_scale(amax, qs.amax_floor, qs.fp8_max, ue8m0);
-            const float inv = 1.0f / s;
-            for (int64_t i = 0; i < G; ++i)
-                qrow[k * G + i] = isnan(s) ? fp8_nan_code(qs.format) : fp8_encode(yg[i] * inv, qs.format, qs.fp8_max);
-            store_group_scale(srow, qs.s_sk, qs.scale_format, k, qs.groups, s);
-        }
+        cpu_quantize_row(qs, t, y.data());
     }
     };
     cpu_parallel_for(p.tokens, R * (has_z ? 6 : 3), tokens);

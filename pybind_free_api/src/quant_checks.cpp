@@ -52,17 +52,6 @@ gatednorm_status read_quant_block(const gatednorm_quant_fp8 &b, QuantFp8Spec *sp
     return GATEDNORM_STATUS_SUCCESS;
 }
 
-namespace {
-std::string dims(const int64_t *v, int n) {
-    std::string s = "[";
-    char buf[32];
-    for (int i = 0; i < n; ++i) {
-        snprintf(buf, sizeof buf, i ? ", %lld" : "%lld", (long long)v[i]);
-        s += buf;
-    }
-    return s + "]";
-}
-}  // namespace
 
 gatednorm_status collapse_tokens(const TokenDims *const t[], int n, int64_t *tokens, int64_t stride[]) {
     const TokenDims &ref = *t[0];
@@ -84,7 +73,7 @@ gatednorm_status collapse_tokens(const TokenDims *const t[], int n, int64_t *tok
                 return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
                             "%s: token dims %s with strides %s do not merge into one token dim (a dim merges with the next "
                             "when its stride is the next dim's extent times its stride)",
-                            t[k]->name, dims(t[k]->shape, t[k]->ndim).c_str(), dims(t[k]->strides, t[k]->ndim).c_str());
+                            t[k]->name, dims_text(t[k]->shape, t[k]->ndim).c_str(), dims_text(t[k]->strides, t[k]->ndim).c_str());
         ext[i - 1] *= ext[i];
         for (int k = 0; k < n; ++k) st[k][i - 1] = st[k][i];
         --m;
@@ -117,7 +106,7 @@ gatednorm_status check_quant_outputs(const gatednorm_tensor &q, const gatednorm_
     for (int i = 0; same && i < q.ndim; ++i) same = q.shape[i] == want_shape[i];
     if (!same)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "q: expected shape %s (x's token dims, then the row of heads * head_dim), got %s",
-                    dims(want_shape, tok.ndim + 1).c_str(), dims(q.shape, q.ndim).c_str());
+                    dims_text(want_shape, tok.ndim + 1).c_str(), dims_text(q.shape, q.ndim).c_str());
     if (row > 1 && q.strides[tok.ndim] != 1)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "q: last dim must be contiguous (stride 1), got stride %lld",
                     (long long)q.strides[tok.ndim]);
@@ -158,8 +147,8 @@ gatednorm_status check_quant_outputs(const gatednorm_tensor &q, const gatednorm_
     for (int i = 0; same && i < scales.ndim; ++i) same = scales.shape[i] == want_shape[i];
     if (!same)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "scales: expected shape %s (x's token dims, then %s%lld groups of %lld), got %s",
-                    dims(want_shape, tok.ndim + 1).c_str(), packed ? "4-group words of " : "", (long long)K, (long long)G,
-                    dims(scales.shape, scales.ndim).c_str());
+                    dims_text(want_shape, tok.ndim + 1).c_str(), packed ? "4-group words of " : "", (long long)K, (long long)G,
+                    dims_text(scales.shape, scales.ndim).c_str());
     GN_TRY(check_no_self_overlap(scales, "scales"));
 
     spec->q = data_ptr(q);

@@ -33,18 +33,10 @@ gatednorm_rmsnorm_gated_params defaults() {
 gatednorm_status read_params(const gatednorm_rmsnorm_gated_params *in, gatednorm_rmsnorm_gated_params *p) {
     *p = defaults();
     GN_TRY(params_read(in, p, kParams));
-    if (p->norm_before_gate != 0 && p->norm_before_gate != 1)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.norm_before_gate: expected 0 or 1, got %d", p->norm_before_gate);
-    if (p->activation != GATEDNORM_ACTIVATION_SILU && p->activation != GATEDNORM_ACTIVATION_SIGMOID)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.activation: expected SILU (0) or SIGMOID (1), got %d", p->activation);
-    if (!(p->eps >= 0.0f) || isinf(p->eps))
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.eps: expected a finite value >= 0, got %g", double(p->eps));
-    if (!isfinite(p->weight_offset))
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.weight_offset: expected a finite value, got %g", double(p->weight_offset));
+    GN_TRY(check_gate_options(p->norm_before_gate, p->activation));
+    GN_TRY(check_norm_options(p->eps, p->weight_offset, p->pdl));
     if (p->group_size < 0)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.group_size: expected >= 0, got %lld", (long long)p->group_size);
-    if (p->pdl != 0 && p->pdl != 1)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.pdl: expected 0 or 1, got %d", p->pdl);
     if (p->reserved0 != 0)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.reserved0: must be 0, got %d", p->reserved0);
     return GATEDNORM_STATUS_SUCCESS;

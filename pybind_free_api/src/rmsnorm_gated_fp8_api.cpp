@@ -34,16 +34,8 @@ gatednorm_rmsnorm_gated_fp8_params defaults() {
 gatednorm_status read_params(const gatednorm_rmsnorm_gated_fp8_params *in, gatednorm_rmsnorm_gated_fp8_params *p, QuantFp8Spec *q) {
     *p = defaults();
     GN_TRY(params_read(in, p, kParams));
-    if (p->norm_before_gate != 0 && p->norm_before_gate != 1)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.norm_before_gate: expected 0 or 1, got %d", p->norm_before_gate);
-    if (p->activation != GATEDNORM_ACTIVATION_SILU && p->activation != GATEDNORM_ACTIVATION_SIGMOID)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.activation: expected SILU (0) or SIGMOID (1), got %d", p->activation);
-    if (!(p->eps >= 0.0f) || isinf(p->eps))
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.eps: expected a finite value >= 0, got %g", double(p->eps));
-    if (!isfinite(p->weight_offset))
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.weight_offset: expected a finite value, got %g", double(p->weight_offset));
-    if (p->pdl != 0 && p->pdl != 1)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.pdl: expected 0 or 1, got %d", p->pdl);
+    GN_TRY(check_gate_options(p->norm_before_gate, p->activation));
+    GN_TRY(check_norm_options(p->eps, p->weight_offset, p->pdl));
     if (p->head_dim < 0)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.head_dim: expected >= 0, got %lld", (long long)p->head_dim);
     return read_quant_block(p->quant, q);

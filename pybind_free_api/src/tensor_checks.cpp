@@ -2,6 +2,8 @@
 
 #include "numerics.h"
 
+#include <math.h>
+
 #include <algorithm>
 #include <climits>
 #include <stdint.h>
@@ -179,7 +181,23 @@ bool same_view(const gatednorm_tensor &a, const gatednorm_tensor &b) {
 
 namespace gn {
 
-namespace {
+gatednorm_status check_norm_options(float eps, float weight_offset, int32_t pdl) {
+    if (!(eps >= 0.0f) || isinf(eps))
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.eps: expected a finite value >= 0, got %g", double(eps));
+    if (!isfinite(weight_offset))
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.weight_offset: expected a finite value, got %g", double(weight_offset));
+    if (pdl != 0 && pdl != 1) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.pdl: expected 0 or 1, got %d", pdl);
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status check_gate_options(int32_t norm_before_gate, int32_t activation) {
+    if (norm_before_gate != 0 && norm_before_gate != 1)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.norm_before_gate: expected 0 or 1, got %d", norm_before_gate);
+    if (activation != GATEDNORM_ACTIVATION_SILU && activation != GATEDNORM_ACTIVATION_SIGMOID)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.activation: expected SILU (0) or SIGMOID (1), got %d", activation);
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
 std::string dims_text(const int64_t *v, int n) {
     std::string s = "[";
     char buf[32];
@@ -189,7 +207,6 @@ std::string dims_text(const int64_t *v, int n) {
     }
     return s + "]";
 }
-}  // namespace
 
 gatednorm_status rows_shape(const gatednorm_tensor &t, const char *name, int64_t group, RowsShape *out) {
     if (t.ndim < 1)

@@ -17,6 +17,8 @@ namespace gn {
 bool is_host_device(int32_t device_type);
 std::string device_name(const gatednorm_device &d);
 std::string dtype_name(const gatednorm_dtype &dt);
+// "[3, 2, 128]": a shape or strides in messages.
+std::string dims_text(const int64_t *v, int n);
 
 // Non-null descriptor, sane ndim/shape/lanes; element count and byte extent fit in int64;
 // unless empty: non-null data aligned to the element size.
@@ -51,6 +53,12 @@ struct RowsShape {
     int64_t shape[GATEDNORM_MAX_DIMS + 1] = {};
     int64_t strides[GATEDNORM_MAX_DIMS + 1] = {};
 };
+
+// The norm options every norm entry's params carry (messages name params.<field>):
+// eps finite >= 0, weight_offset finite, pdl 0 or 1; with a gate (gated norms) also
+// norm_before_gate 0 or 1 and activation SILU or SIGMOID.
+gatednorm_status check_norm_options(float eps, float weight_offset, int32_t pdl);
+gatednorm_status check_gate_options(int32_t norm_before_gate, int32_t activation);
 
 // Logical dims of t (dtype not checked); the last must be contiguous.
 gatednorm_status rows_shape(const gatednorm_tensor &t, const char *name, int64_t group, RowsShape *out);
