@@ -525,3 +525,69 @@ def test_stream_handle_without_a_gpu_backend_names_the_stream(call):
     st = getattr(lib, call)(ffi.cast("void *", 0x1234))
     msg = ffi.string(lib.gatednorm_last_error()).decode()
     assert st == lib.GATEDNORM_STATUS_NO_DEVICE and msg.startswith("stream:"), msg
+
+
+def test_w4a16_plain_weight_past_2_31_is_refused():
+    """Regression (review): a broadcast qweight [2^32, 2^30] (strides 0, 1: no memory behind
+    it) passed validation and the CPU backend's N * K overflowed ("unexpected C++ exception")."""
+    from gatednorm._ffi import ffi
+
+    lib = gatednorm._ffi.lib()
+    qb, sb = np.zeros(16, np.uint8), np.ones(4, np.float32)
+    a, out = np.ones(16, np.float32), np.full(16, np.nan, np.float32)
+    q = _desc(qb.ctypes.data, (2 ** 32, 2 ** 30), (0, 1))
+    q.dtype.code, q.dtype.bits = 1, 8  # uint8
+    s = _desc(sb.ctypes.data, (2 ** 32, 1), (0, 0))
+    ta = _desc(a.ctypes.data, (1, 2 ** 31), (2 ** 31, 1), bits=16)  # validated, never read
+    ta.dtype.code = 4  # bfloat16
+    to = _desc(out.ctypes.data, (1, 2 ** 32), (2 ** 32, 1))
+    p = ffi.new("gatednorm_w4a16_params *")
+    assert lib.gatednorm_w4a16_params_init(p, ffi.sizeof(p[0])) == 0
+    st = lib.gatednorm_w4a16_gemm(ta, q, s, ffi.NULL, ffi.NULL, to, ffi.NULL, p, ffi.NULL)
+    msg = ffi.string(lib.gatednorm_last_error()).decode()
+    assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT and msg.startswith("qweight:") and "2^31" in msg, msg
+    assert np.isnan(out).all()
+
+
+def test_thread_count_in_a_forked_child_while_the_parent_runs_a_parallel_region():
+    """Regression (review): a child forked while another parent thread held the pool's
+    dispatch lock hung in gatednorm_get_num_threads (and in every host W4A16 GEMM)."""
+    import os
+    import threading
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    x = np.random.default_rng(0).standard_normal((8192, 1024)).astype(np.float32)
+    w = np.ones(1024, np.float32)
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            gatednorm.rmsnorm_gated(x, None, w)
+
+    th = threading.Thread(target=busy)
+    th.start()
+    try:
+        import time
+
+        time.sleep(0.05)
+        pid = os.fork()
+        if pid == 0:  # child: must answer, not hang on the parent's lock
+            import signal
+
+            signal.alarm(10)
+            try:
+                from gatednorm._ffi import ffi
+
+                n = ffi.new("int32_t *")
+                ok = gatednorm._ffi.lib().gatednorm_get_num_threads(n) == 0 and n[0] >= 1
+                y = gatednorm.rmsnorm_gated(x[:64], None, w)
+                ok = ok and bool(np.isfinite(y).all())
+            except BaseException:
+                ok = False
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        stop.set()
+        th.join()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status

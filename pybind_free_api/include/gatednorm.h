@@ -10,6 +10,9 @@
  *   - It returns gatednorm_status (0 = success, negative = error).  A call that fails writes
  *     nothing (no output element, no caller struct); gatednorm_last_error() says what was
  *     wrong, naming the argument ("x: ...", "params.eps: ...").
+ *     The one exception: a host (CPU backend) call that runs out of host memory part-way
+ *     (GATEDNORM_STATUS_OUT_OF_MEMORY from its worker threads) may have written some rows;
+ *     every argument check happens before any output is touched.
  *   - Thread safety: calls may run concurrently from any number of threads, on the same or
  *     different streams and devices; the library keeps no mutable state shared between
  *     calls except what the GPU runtime itself keeps (the current device is restored on
@@ -443,7 +446,7 @@ GATEDNORM_API gatednorm_status gatednorm_comm_buffer_open(gatednorm_device devic
 GATEDNORM_API gatednorm_status gatednorm_comm_buffer_close(gatednorm_device device, void *buffer);
 /* Frees a buffer from gatednorm_comm_buffer_alloc (CPU: also removes the segment's name). */
 GATEDNORM_API gatednorm_status gatednorm_comm_buffer_free(gatednorm_device device, void *buffer);
-/* A communicator for `rank` of world_size (2 .. GATEDNORM_COMM_MAX_WORLD_SIZE) over buffers[0..W)
+/* A communicator for `rank` of world_size (1 .. GATEDNORM_COMM_MAX_WORLD_SIZE; 1 is the plain op) over buffers[0..W)
  * of buffer_bytes each.  Holds no resource but host memory; the buffers must outlive it. */
 GATEDNORM_API gatednorm_status gatednorm_comm_create(int32_t rank, int32_t world_size, void *const *buffers, size_t buffer_bytes, gatednorm_device device, gatednorm_comm **comm);
 GATEDNORM_API gatednorm_status gatednorm_comm_destroy(gatednorm_comm *comm);

@@ -80,7 +80,7 @@ gatednorm_status dispatch(AddRmsnormProblem &p, const gatednorm_tensor &x, void 
     // The device is validated before the empty check: an empty call on a device this build
     // cannot run on is refused, as gatednorm_rmsnorm_gated does (ops.md "Empty input").
     const bool host = is_host_device(x.device.device_type);
-    if (host) return p.tokens * p.hidden == 0 ? GATEDNORM_STATUS_SUCCESS : cpu_add_rmsnorm(p);
+    if (host) return (p.tokens == 0 || p.hidden == 0) ? GATEDNORM_STATUS_SUCCESS : cpu_add_rmsnorm(p);
     const int platform = gpu_platform();
     const bool ours = platform && (x.device.device_type == platform ||
                                    (platform == GATEDNORM_DEVICE_TYPE_CUDA && x.device.device_type == GATEDNORM_DEVICE_TYPE_CUDA_MANAGED));
@@ -90,7 +90,7 @@ gatednorm_status dispatch(AddRmsnormProblem &p, const gatednorm_tensor &x, void 
     gpu_device_count(&count);
     if (p.device_id < 0 || p.device_id >= count)
         return fail(GATEDNORM_STATUS_NO_DEVICE, "x: on %s, but %d GPU(s) are visible", device_name(x.device).c_str(), count);
-    if (p.tokens * p.hidden == 0) return GATEDNORM_STATUS_SUCCESS;  // validated, nothing to write
+    if ((p.tokens == 0 || p.hidden == 0)) return GATEDNORM_STATUS_SUCCESS;  // validated, nothing to write
     return gpu_add_rmsnorm(p, stream);
 }
 

@@ -1,11 +1,14 @@
 // The CPU backend's thread pool (cpu_pool.h).
 #include "cpu_pool.h"
 
+#include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <exception>
+#include <new>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -36,19 +39,46 @@ int default_threads() {
     return n == 0 ? 1 : (n > unsigned(kMaxThreads) ? kMaxThreads : int(n));
 }
 
+void pool_after_fork();
+
 class Pool {
 public:
     ~Pool() { stop_workers(); }
 
+    Pool() {
+        // A forked child inherits the mutexes in whatever state a parent thread left them
+        // (one may be inside a parallel region) and none of the workers: start afresh.
+        pthread_atfork(nullptr, nullptr, [] { pool_after_fork(); });
+    }
+
+    // Lock-free: a host GEMM asks on every call, and a forked child must not wait on a
+    // mutex its parent's threads held.
     int threads() {
-        std::lock_guard<std::mutex> g(dispatch_);
-        return threads_locked();
+        int c = configured_.load(std::memory_order_relaxed);
+        if (c <= 0) {
+            c = default_threads();
+            configured_.store(c, std::memory_order_relaxed);
+        }
+        return c;
     }
 
     void set_threads(int n) {
         std::lock_guard<std::mutex> g(dispatch_);
         stop_workers();
-        configured_ = n;
+        configured_.store(n, std::memory_order_relaxed);
+    }
+
+    void after_fork() {
+        new (&dispatch_) std::mutex;
+        new (&m_) std::mutex;
+        new (&work_) std::condition_variable;
+        new (&idle_) std::condition_variable;
+        new std::vector<std::thread>(std::move(workers_));  // the parent's: never joined here
+        workers_.clear();
+        active_ = 0;
+        stop_ = false;
+        failure_ = nullptr;
+        owner_pid_ = getpid();
     }
 
     void run(int64_t n, int64_t cost, RangeFn fn, void *ctx) {
@@ -77,6 +107,16 @@ public:
         run_parts(job_);
         std::unique_lock<std::mutex> lk(m_);
         idle_.wait(lk, [&] { return done_.load(std::memory_order_acquire) == parts && active_ == 0; });
+        // A part that threw (out of host memory for its row buffers) was caught where it ran,
+        // so no worker died and every part finished before this frame (the job's context)
+        // unwinds; the first exception goes on to the entry point, which turns it into a
+        // status.  Parts that completed have written their rows (documented in the header).
+        if (failure_) {
+            std::exception_ptr e = failure_;
+            failure_ = nullptr;
+            lk.unlock();
+            std::rethrow_exception(e);
+        }
     }
 
 private:
@@ -86,10 +126,7 @@ private:
         int64_t n = 0, parts = 0;
     };
 
-    int threads_locked() {
-        if (configured_ <= 0) configured_ = default_threads();
-        return configured_;
-    }
+    int threads_locked() { return threads(); }
 
     bool ensure_workers(int want) {
         if (owner_pid_ != getpid()) {  // a forked child: the parent's workers do not exist here
@@ -127,7 +164,12 @@ private:
             const int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
             if (i >= j.parts) return;
             const int64_t b = j.n * i / j.parts, e = j.n * (i + 1) / j.parts;
-            j.fn(j.ctx, b, e);
+            try {
+                j.fn(j.ctx, b, e);
+            } catch (...) {
+                std::lock_guard<std::mutex> lk(m_);
+                if (!failure_) failure_ = std::current_exception();
+            }
             done_.fetch_add(1, std::memory_order_acq_rel);
         }
     }
@@ -166,7 +208,8 @@ private:
     uint64_t generation_ = 0;
     int active_ = 0;
     bool stop_ = false;
-    int configured_ = 0;
+    std::atomic<int> configured_{0};
+    std::exception_ptr failure_;  // the first part that threw in the current region (under m_)
     pid_t owner_pid_ = getpid();
 };
 
@@ -174,6 +217,8 @@ Pool &pool() {
     static Pool p;
     return p;
 }
+
+void pool_after_fork() { pool().after_fork(); }
 
 }  // namespace
 

@@ -68,13 +68,16 @@ gatednorm_status collapse_tokens(const TokenDims *const t[], int n, int64_t *tok
     // tensor, its stride is dim i's extent times dim i's stride.
     while (m > 1) {
         const int i = m - 1;
+        // Empty tensors reach here with unbounded extents and strides: an overflowing
+        // product is no stride, so it does not merge.
+        int64_t prod = 0;
         for (int k = 0; k < n; ++k)
-            if (st[k][i - 1] != ext[i] * st[k][i])
+            if (__builtin_mul_overflow(ext[i], st[k][i], &prod) || st[k][i - 1] != prod)
                 return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
                             "%s: token dims %s with strides %s do not merge into one token dim (a dim merges with the next "
                             "when its stride is the next dim's extent times its stride)",
                             t[k]->name, dims_text(t[k]->shape, t[k]->ndim).c_str(), dims_text(t[k]->strides, t[k]->ndim).c_str());
-        ext[i - 1] *= ext[i];
+        if (__builtin_mul_overflow(ext[i - 1], ext[i], &ext[i - 1])) ext[i - 1] = 0;  // only an empty tensor's: it stays empty
         for (int k = 0; k < n; ++k) st[k][i - 1] = st[k][i];
         --m;
     }

@@ -161,7 +161,7 @@ gatednorm_status rmsnorm_gated_fp8_checked(const gatednorm_tensor *x, const gate
     pr.round_dtype = y ? p.out.dtype : p.x.dtype;
     // The device is validated before the empty check: an empty call on a device this build
     // cannot run on is refused, as gatednorm_rmsnorm_gated does (ops.md "Empty input").
-    const bool empty = p.tokens * p.heads * p.dim == 0;
+    const bool empty = (p.tokens == 0 || p.heads == 0 || p.dim == 0);
     if (is_host_device(x->device.device_type)) return empty ? GATEDNORM_STATUS_SUCCESS : cpu_rmsnorm_gated_fp8(pr);
     const int platform = gpu_platform();
     const bool ours = platform && (x->device.device_type == platform ||

@@ -97,6 +97,10 @@ gatednorm_status plain_weight(const gatednorm_tensor *q, const gatednorm_tensor 
     if (q->ndim != 2) return invalid("qweight: expected 2 dims [N, K/2], got %d", q->ndim);
     const int64_t N = q->shape[0], K = 2 * q->shape[1];
     if (N < 1 || K < 2) return invalid("qweight: shape [%lld, %lld]; N and K/2 must be >= 1", (long long)N, (long long)q->shape[1]);
+    // The CPU backend dequantizes N x K fp32 values (a broadcast qweight can claim any N, K
+    // with no memory behind them): both below 2^31, as the TILED layout requires too.
+    if (N >= (int64_t(1) << 31) || K >= (int64_t(1) << 31))
+        return invalid("qweight: shape [%lld, %lld]; N and K must be below 2^31", (long long)N, (long long)q->shape[1]);
     if (q->shape[1] > 1 && q->strides[1] != 1) return invalid("qweight: last dim must be contiguous (stride 1), got stride %lld", (long long)q->strides[1]);
     if (prm.n && prm.n != N) return invalid("params.n: %lld, but qweight has N = %lld rows", (long long)prm.n, (long long)N);
     if (prm.k && prm.k != K) return invalid("params.k: %lld, but qweight [N, K/2] has K = %lld", (long long)prm.k, (long long)K);

@@ -210,7 +210,11 @@ def _from_numpy(a, name, writable, sc, i, s, hold):
     t.data = buf
     if len(_np_descs) >= 1024:
         _np_descs.clear()
-    _np_descs[id(a)] = (buf, shape, a.dtype, t)
+    # The entry keeps the address as a plain pointer, not `buf`: `buf` holds a buffer export
+    # that would pin the array (its memory, and resizes of its owner) for as long as the
+    # entry lives.  A recycled id with the same address, shape and dtype describes the same
+    # memory the same way, and writability is re-checked by from_buffer on every call.
+    _np_descs[id(a)] = (ffi.cast("void *", buf), shape, a.dtype, t)
     return t
 
 
@@ -333,13 +337,21 @@ def cai_stream(cai) -> int | None:
 
 def _from_cai(x, name, writable, sc, i, s, hold, cai=None):
     try:
-        if cai is None:
-            cai = x.__cuda_array_interface__
-        shape = tuple(cai["shape"])  # a list is allowed; the strides cache wants a tuple
-        ptr, ro = cai["data"]
-        typestr = cai["typestr"]
-    except (AttributeError, KeyError, TypeError, ValueError) as e:
-        raise argument_error("%s: bad __cuda_array_interface__: %s" % (name, e)) from None
+        return _from_cai_checked(x, name, writable, sc, i, s, hold, cai)
+    except GatedNormError:
+        raise
+    except Exception as e:  # a malformed interface: any field of any type
+        raise argument_error("%s: bad __cuda_array_interface__: %s: %s" % (name, type(e).__name__, e)) from None
+
+
+def _from_cai_checked(x, name, writable, sc, i, s, hold, cai):
+    if cai is None:
+        cai = x.__cuda_array_interface__
+    shape = tuple(cai["shape"])  # a list is allowed; the strides cache wants a tuple
+    ptr, ro = cai["data"]
+    typestr = cai["typestr"]
+    if not isinstance(typestr, str):
+        _fail(name, "__cuda_array_interface__ typestr must be a str, got %r" % (typestr,))
     if cai.get("mask") is not None:
         _fail(name, "masked arrays (__cuda_array_interface__ 'mask') are not supported")
     if writable and ro:
@@ -349,6 +361,8 @@ def _from_cai(x, name, writable, sc, i, s, hold, cai=None):
     if dl is None:
         _fail(name, "dtype %s has no DLPack equivalent" % dt)
     strides = cai.get("strides")
+    if strides is not None and len(strides) != len(shape):
+        _fail(name, "__cuda_array_interface__ has %d strides for %d dims" % (len(strides), len(shape)))
     pack = _rank(name, len(shape))
     estrides = _contig(shape) if strides is None else _byte_to_elem_strides(name, strides, dt.itemsize)
     devtype, devid = _runtime.pointer_device(ptr) if ptr else (1, 0)  # NULL: the op rejects it by name
@@ -357,6 +371,8 @@ def _from_cai(x, name, writable, sc, i, s, hold, cai=None):
     # event API in the C ABI, a different stream is waited for on the host.
     cs = cai_stream(cai)
     if cs is not None and cs != s and devtype not in _runtime.HOST_TYPES:
+        if not 0 <= cs < (1 << 64):
+            _fail(name, "__cuda_array_interface__ stream %d is not a stream handle" % cs)
         _runtime.synchronize(cs)
     hold.append(x)
     return sc.ptrs[i]
@@ -401,7 +417,10 @@ def _from_own(x, name, writable, sc, i, s, hold):
 
 
 def _from_array_iface(x, name, writable, sc, i, s, hold):
-    a = np.asarray(x)
+    try:
+        a = np.asarray(x)
+    except Exception as e:  # a malformed __array_interface__
+        raise argument_error("%s: bad __array_interface__: %s: %s" % (name, type(e).__name__, e)) from None
     hold.append(a)
     return _from_numpy(a, name, writable, sc, i, s, hold)
 
@@ -522,6 +541,8 @@ class Entry:
         """A params struct: the library's defaults with ``fields`` set (values already
         checked by the wrapper), cached per field values (a wrapper's options repeat)."""
         key = tuple(fields.items())
+        if any(type(v) is float and v == 0.0 for v in fields.values()):
+            key += tuple(math.copysign(1.0, v) for v in fields.values() if type(v) is float and v == 0.0)
         p = self._cache.get(key)
         if p is None:
             if self._fn is None:
@@ -565,6 +586,7 @@ class Entry:
                  "    sc = None",
                  "    hold = []",
                  "    try:"]
+        lines += ["        w%d = None" % i for i, w in enumerate(self.writable) if w]
         for i, (name, w) in enumerate(zip(self.names, self.writable)):
             prev_a = "(%s,)" % ", ".join("a%d" % j for j in range(i)) if i else "()"
             prev_t = "(%s,)" % ", ".join("t%d" % j for j in range(i)) if i else "()"
@@ -577,11 +599,11 @@ class Entry:
                 "            if sy.stream is not None and sy.stream != s:",
                 "                wait_pending(a%d, sy)" % i]
             if w:
-                lines += ["            sy.stream = s"]
+                lines += ["            w%d = sy" % i]
             lines += [
                 "        else:",
                 "            if type(a%d) is New:" % i,
-                "                a%d = a%d.make(%s[a%d.like], %s[a%d.like])" % (i, i, prev_a, i, prev_t, i),
+                "                a%d = a%d.make(%s[a%d.like], %s[a%d.like], E.names[a%d.like])" % (i, i, prev_a, i, prev_t, i, i),
                 "            f = ADAPTER(type(a%d)) or adapter_for(a%d)" % (i, i),
                 "            if sc is None and f in SLOTTED:",
                 "                sc = scratch_busy()",
@@ -596,7 +618,11 @@ class Entry:
                   "        if hold:",
                   "            release(hold)",
                   "    if st:",
-                  "        raise_error(st, SHORT)",
+                  "        raise_error(st, SHORT)"]
+        # A DeviceArray output records its pending write once the launch succeeded.
+        lines += ["    if w%d is not None:\n        w%d.stream = s" % (i, i) for i, w in enumerate(self.writable) if w]
+        lines += [
+
                   "    return [%s]" % ", ".join("a%d" % j for j in self._out_index)]
         env = dict(E=self, KINDS=_kind_cache, NUMPY=NUMPY, OWN=OWN, resolve_stream=resolve_stream,
                    stream_handle=_runtime.stream_handle, NULL=_NULL, DA=DeviceArray, own_tensor=own_tensor,
@@ -627,7 +653,9 @@ class New:
     def __init__(self, dtype=None, shape=None, like=0):
         self.dtype, self.shape, self.like = dtype, shape, like
 
-    def make(self, src, desc):
+    def make(self, src, desc, src_name="x"):
+        if src is None:  # nothing to allocate like: the argument is missing
+            raise argument_error("%s: required (an array); got None" % src_name)
         k = kind_of(src)
         shape = self.shape
         dt = self.dtype
@@ -669,7 +697,10 @@ def real(name, v) -> float:
         return v
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise argument_error("%s: expected a real number, got %r" % (name, v))
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:
+        raise argument_error("%s: %r is out of range" % (name, v)) from None
 
 
 def integer(name, v) -> int:
@@ -697,12 +728,12 @@ def dtype_arg(dtype, name):
         raise argument_error("%s: not a dtype: %r" % (name, dtype)) from None
 
 
-def _describe(x):
+def _describe(x, name="x"):
     """(shape, numpy dtype or None, device type, device id) of any array, read through its
-    adapter (for producers without numpy-like attributes)."""
+    adapter (for producers without numpy-like attributes); errors name ``name``."""
     hold = []
     try:
-        t = convert(x, "x", 0, hold, False)
+        t = convert(x, name, 0, hold, False)
         nd = t.ndim
         return (tuple(t.shape[0:nd]), _dtypes.np_of_dl((t.dtype.code, t.dtype.bits)),
                 t.device.device_type, t.device.device_id)
@@ -710,15 +741,15 @@ def _describe(x):
         release(hold)
 
 
-def shape_of(x) -> tuple:
+def shape_of(x, name="x") -> tuple:
     """x's shape (read through its adapter for producers without a ``shape``)."""
     k = kind_of(x)
     if k == NUMPY or k == OWN or k == TORCH:
         return tuple(x.shape)
-    return _describe(x)[0]
+    return _describe(x, name)[0]
 
 
-def device_of(x) -> tuple:
+def device_of(x, name="x") -> tuple:
     """(DLPack device type, id) of any array (host memory of any kind reads as (CPU, 0))."""
     k = kind_of(x)
     if k == NUMPY:
@@ -730,7 +761,7 @@ def device_of(x) -> tuple:
     elif k == TORCH and x.is_cpu:
         t, i = _runtime.CPU, 0
     else:
-        t, i = _describe(x)[2:]
+        t, i = _describe(x, name)[2:]
     return (_runtime.CPU, 0) if t in _runtime.HOST_TYPES else (t, i)
 
 
@@ -745,7 +776,7 @@ def dtype_of(x) -> np.dtype | None:
     return _describe(x)[1]
 
 
-def empty_like(x, shape=None, dtype=None, dtype_name="out_dtype"):
+def empty_like(x, shape=None, dtype=None, dtype_name="out_dtype", name="x"):
     """A new uninitialised array of x's kind on x's device: numpy for numpy, ``x.new_empty``
     for torch, else a DeviceArray.  ``shape`` None: x's; ``dtype`` None: x's (any dtype
     numpy, ml_dtypes or torch names)."""
@@ -754,7 +785,7 @@ def empty_like(x, shape=None, dtype=None, dtype_name="out_dtype"):
         xshape, xdt = tuple(x.shape), dtype_of(x)
         devtype, devid = (x._devtype, x._devid) if k == OWN else (None, None)
     else:
-        xshape, xdt, devtype, devid = _describe(x)
+        xshape, xdt, devtype, devid = _describe(x, name)
     shape = xshape if shape is None else tuple(shape)
     dt = xdt if dtype is None else dtype_arg(dtype, dtype_name)
     if dt is None:  # x has a dtype numpy does not know; the op will reject x by name

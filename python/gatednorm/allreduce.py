@@ -17,6 +17,7 @@ address space (threads on the CPU, streams of one process on one GPU): no handle
 from __future__ import annotations
 
 import struct
+import threading
 import weakref
 
 from . import _call, _dtypes, _ffi, _runtime
@@ -144,6 +145,7 @@ class AllReduceGroup:
         self._comm = comm
         self._entry = _CommEntry(comm)
         self._finalizer = weakref.finalize(self, _release, comm, dev, own, peers)
+        self._in_use = threading.Lock()  # close() waits for a call in flight
         mb = ffi.new("size_t *")
         check(lib.gatednorm_comm_max_input_bytes(comm, mb), "comm_max_input_bytes")
         self.max_input_bytes = int(mb[0])
@@ -180,8 +182,10 @@ class AllReduceGroup:
         return groups
 
     def close(self):
-        """Frees the communicator now (also done when the group is collected)."""
-        self._finalizer()
+        """Frees the communicator now (also done when the group is collected); waits for a
+        call in flight on another thread (the comm must not be freed under it)."""
+        with self._in_use:
+            self._finalizer()
 
     def add_rmsnorm(self, x, residual, weight, *, eps=1e-6, weight_offset=0.0, residual_out=None, y=True, y_dtype=None,
                     fp8=False, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32",
@@ -189,11 +193,12 @@ class AllReduceGroup:
         """gatednorm.add_rmsnorm of the sum of every rank's ``x`` (this rank's partial), with
         the same arguments and NormOutputs.  Every rank must call it with the same shapes and
         options; it returns (CPU) / its kernels finish (GPU) once every rank has called it."""
-        if not self._finalizer.alive:
-            raise argument_error("self: this AllReduceGroup is closed")
-        return _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8, group_size, fp8_format, fp8_max,
-                     amax_floor, scale_format, scale_layout, quantize_rounded, q, scales, y_out, stream, False,
-                     entry=self._entry)
+        with self._in_use:
+            if not self._finalizer.alive:
+                raise argument_error("self: this AllReduceGroup is closed")
+            return _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8, group_size, fp8_format,
+                         fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded, q, scales, y_out, stream, False,
+                         entry=self._entry)
 
 
 class _BufferOwner:

@@ -5,6 +5,8 @@ Each op is its signature, docstring, option checks and one call into the call la
 
 from __future__ import annotations
 
+from math import copysign
+
 from . import _call
 from ._ffi import argument_error
 
@@ -69,13 +71,16 @@ def rmsnorm_gated(x, z, weight, *, eps=1e-6, norm_before_gate=True, activation="
         ``InvalidArgumentError``, also a ``ValueError``, for bad arguments); ``out`` is
         then left untouched.
     """
+    if x is None:
+        raise argument_error("x: required (an array); got None")
     if weight is None:
         raise argument_error("weight: required (the [D] norm weight); got None")
     # Options of the usual types (bools, a str, floats, an int or None) hit a cache keyed on
     # their values; the type test keeps 1.0 or 1 from passing as True (equal keys).
     usual = (type(norm_before_gate) is bool and type(pdl) is bool and type(eps) is float
              and type(weight_offset) is float and type(activation) is str
-             and (group_size is None or type(group_size) is int))
+             and (group_size is None or type(group_size) is int)
+             and (weight_offset != 0.0 or copysign(1.0, weight_offset) > 0))  # -0.0 keys as 0.0
     key = (norm_before_gate, activation, eps, weight_offset, group_size, pdl)
     prm = _params_cache.get(key) if usual else None
     if prm is None:

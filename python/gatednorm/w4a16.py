@@ -426,11 +426,12 @@ def w4a16_matmul(a, w, bias=None, out=None, *, out_dtype=None, workspace=None, s
         raise argument_error("w: expected a gatednorm.W4A16Weight, got %s" % type(w).__name__)
     if w.perm is not None:
         a = _apply_perm(a, w)
-    m = int(_call.shape_of(a)[0]) if len(_call.shape_of(a)) == 2 else 0
+    a_shape = _call.shape_of(a, "a")
+    m = int(a_shape[0]) if len(a_shape) == 2 else 0
     if out is None:
-        out = _call.empty_like(a, (m, w.n), out_dtype)
+        out = _call.empty_like(a, (m, w.n), out_dtype, name="a")
     if w._packed is None:
-        dev = _call.device_of(a)
+        dev = _call.device_of(a, "a")
         if dev[0] != _runtime.CPU:  # the C layer would say only that the devices differ
             raise argument_error("w: a plain (host) weight, but a is on %s; prepack it for the GPU with "
                                  "w.to(%r) first" % (_runtime.device_str(*dev), _runtime.device_str(*dev)))
