@@ -63,15 +63,11 @@ __attribute__((always_inline)) inline void bf16_rows(const Bf16Rows &a, int64_t 
     }
 }
 
-// Compiled for AVX2 as well as the baseline, picked at load time (ifunc): no FMA either way
-// (-ffp-contract=off) and only IEEE operations, so both clones give the same bits.
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__ELF__) && !defined(GN_NO_CPU_CLONES)
-#define GN_CPU_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define GN_CPU_CLONES
-#endif
-
-GN_CPU_CLONES void bf16_rows_dispatch(const Bf16Rows &a, int act, bool nbg, int64_t r0, int64_t r1, float *u, float *g) {
+// Compiled three times: AVX-512 (512-bit vectors), AVX2 and the baseline, picked once by
+// what the CPU supports.  No FMA in any (-ffp-contract=off) and only IEEE operations, so all
+// give the same bits.
+__attribute__((always_inline)) inline void bf16_rows_any(const Bf16Rows &a, int act, bool nbg, int64_t r0, int64_t r1,
+                                                         float *u, float *g) {
     if (act == kSigmoid) {
         if (nbg) bf16_rows<kSigmoid, true>(a, r0, r1, u, g);
         else bf16_rows<kSigmoid, false>(a, r0, r1, u, g);
@@ -80,6 +76,35 @@ GN_CPU_CLONES void bf16_rows_dispatch(const Bf16Rows &a, int act, bool nbg, int6
         else bf16_rows<kSilu, false>(a, r0, r1, u, g);
     }
 }
+
+using Bf16RowsFn = void (*)(const Bf16Rows &, int, bool, int64_t, int64_t, float *, float *);
+
+void bf16_rows_base(const Bf16Rows &a, int act, bool nbg, int64_t r0, int64_t r1, float *u, float *g) {
+    bf16_rows_any(a, act, nbg, r0, r1, u, g);
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(GN_NO_CPU_CLONES)
+__attribute__((target("avx2")))
+void bf16_rows_avx2(const Bf16Rows &a, int act, bool nbg, int64_t r0, int64_t r1, float *u, float *g) {
+    bf16_rows_any(a, act, nbg, r0, r1, u, g);
+}
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512")))
+void bf16_rows_avx512(const Bf16Rows &a, int act, bool nbg, int64_t r0, int64_t r1, float *u, float *g) {
+    bf16_rows_any(a, act, nbg, r0, r1, u, g);
+}
+Bf16RowsFn pick_bf16_rows() {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq"))
+        return bf16_rows_avx512;
+    if (__builtin_cpu_supports("avx2")) return bf16_rows_avx2;
+    return bf16_rows_base;
+}
+#else
+Bf16RowsFn pick_bf16_rows() { return bf16_rows_base; }
+#endif
+
+const Bf16RowsFn bf16_rows_dispatch = pick_bf16_rows();
 
 }  // namespace
 
