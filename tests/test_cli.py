@@ -1,4 +1,4 @@
-"""The command line: info, check (and that check detects failures), cmake-dir, bench hook."""
+"""The command line: info, check (and that check detects failures), cmake-dir, pkgconfig-dir, bench hook."""
 
 from __future__ import annotations
 
@@ -60,10 +60,17 @@ def test_cmake_dir(capsys):
     assert capsys.readouterr().out.strip() == gatednorm.cmake_dir()
 
 
+def test_pkgconfig_dir(capsys):
+    assert cli.main(["pkgconfig-dir"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == gatednorm.pkgconfig_dir()
+    assert out == os.path.join(os.path.dirname(gatednorm.cmake_dir()), "pkgconfig")  # beside lib/cmake
+
+
 def test_bench_hook(capsys):
     parser = cli.build_parser()
     sub = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"][0]
-    assert {"info", "check", "cmake-dir", "bench"} <= set(sub.choices)
+    assert {"info", "check", "cmake-dir", "pkgconfig-dir", "bench"} <= set(sub.choices)
     try:
         import gatednorm.bench as bench
     except ImportError:

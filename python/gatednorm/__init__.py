@@ -45,6 +45,7 @@ __all__ = [
     "synchronize",
     "Stream",
     "cmake_dir",
+    "pkgconfig_dir",
     "get_include",
     "get_library",
 ]
@@ -62,6 +63,11 @@ def cmake_dir() -> str:
     """Folder holding gatednormConfig.cmake, for ``-Dgatednorm_DIR=...`` /
     ``CMAKE_PREFIX_PATH``: the package's ``lib/cmake/gatednorm``."""
     return str(_pkg() / "lib" / "cmake" / "gatednorm")
+
+
+def pkgconfig_dir() -> str:
+    """Folder holding gatednorm.pc, for ``PKG_CONFIG_PATH``: the package's ``lib/pkgconfig``."""
+    return str(_pkg() / "lib" / "pkgconfig")
 
 
 def get_include() -> str:

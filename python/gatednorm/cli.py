@@ -3,6 +3,7 @@
   info        version, build info, backends, visible devices
   check       run every op on every available backend against gatednorm.reference
   cmake-dir   print the folder holding gatednormConfig.cmake
+  pkgconfig-dir  print the folder holding gatednorm.pc (for PKG_CONFIG_PATH)
   bench       time ops (provided by gatednorm.bench, see below)
 
 Hook for ``bench``: the module ``gatednorm.bench`` provides either
@@ -52,6 +53,7 @@ def _cmd_info(args) -> int:
             name = "? (%s)" % e
         print("  gpu:%-6d %s" % (i, name))
     print("cmake dir:  %s" % gatednorm.cmake_dir())
+    print("pkg-config: %s" % gatednorm.pkgconfig_dir())
     print("include:    %s" % gatednorm.get_include())
     return 0
 
@@ -60,6 +62,13 @@ def _cmd_cmake_dir(args) -> int:
     import gatednorm
 
     print(gatednorm.cmake_dir())
+    return 0
+
+
+def _cmd_pkgconfig_dir(args) -> int:
+    import gatednorm
+
+    print(gatednorm.pkgconfig_dir())
     return 0
 
 
@@ -261,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_check)
     p = sub.add_parser("cmake-dir", help="print the folder holding gatednormConfig.cmake")
     p.set_defaults(func=_cmd_cmake_dir)
+    p = sub.add_parser("pkgconfig-dir", help="print the folder holding gatednorm.pc (for PKG_CONFIG_PATH)")
+    p.set_defaults(func=_cmd_pkgconfig_dir)
     _add_bench(sub)
     return ap
 
