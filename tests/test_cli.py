@@ -64,7 +64,7 @@ def test_pkgconfig_dir(capsys):
     assert cli.main(["pkgconfig-dir"]) == 0
     out = capsys.readouterr().out.strip()
     assert out == gatednorm.pkgconfig_dir()
-    assert out == os.path.join(os.path.dirname(gatednorm.cmake_dir()), "pkgconfig")  # beside lib/cmake
+    assert Path(out) == Path(gatednorm.cmake_dir()).parent.parent / "pkgconfig"  # lib/pkgconfig beside lib/cmake
 
 
 def test_bench_hook(capsys):
