@@ -18,6 +18,12 @@ def test_info(capsys):
     out = capsys.readouterr().out
     assert gatednorm.version() in out and gatednorm.build_info() in out
     assert "backends:" in out and "cpu" in out
+    # The GPU flavour (issue #15): the library's backend, and the wheel's _build.json if any.
+    flavour = {0: "OFF", 2: "CUDA", 10: "HIP"}[int(gatednorm._ffi.lib().gatednorm_gpu_device_type())]
+    assert "gpu build:  %s (library)" % flavour in out
+    wb = gatednorm.wheel_build()
+    if wb is not None:
+        assert wb["gpu"] in ("CUDA", "HIP", "OFF") and "wheel: gpu=%s" % wb["gpu"] in out
     for i in range(gatednorm.device_count()):
         assert gatednorm.device_name(i) in out
 

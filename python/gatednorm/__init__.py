@@ -46,6 +46,7 @@ __all__ = [
     "Stream",
     "cmake_dir",
     "pkgconfig_dir",
+    "wheel_build",
     "get_include",
     "get_library",
 ]
@@ -68,6 +69,19 @@ def cmake_dir() -> str:
 def pkgconfig_dir() -> str:
     """Folder holding gatednorm.pc, for ``PKG_CONFIG_PATH``: the package's ``lib/pkgconfig``."""
     return str(_pkg() / "lib" / "pkgconfig")
+
+
+def wheel_build():
+    """The GPU flavour a wheel was built with, from the ``gatednorm/_build.json`` CMake writes
+    into it: ``{"gpu": "CUDA" | "HIP" | "OFF", "targets": "90a,100a" | "gfx942,..." | "",
+    "version": ...}``; None where the package is not a wheel install (a source tree on
+    GATEDNORM_LIBRARY)."""
+    import json
+
+    try:
+        return json.loads((_pkg() / "_build.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def get_include() -> str:

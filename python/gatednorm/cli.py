@@ -38,6 +38,7 @@ def _cmd_info(args) -> int:
     print("library:    %s" % _ffi.library_path())
     print("version:    %s" % gatednorm.version())
     print("build:      %s" % gatednorm.build_info())
+    print("gpu build:  %s" % _gpu_flavour(gatednorm))
     print("header:     %s" % _ffi.header_path())
     n = gatednorm.device_count()
     gpu = _runtime.gpu_device_type()
@@ -56,6 +57,21 @@ def _cmd_info(args) -> int:
     print("pkg-config: %s" % gatednorm.pkgconfig_dir())
     print("include:    %s" % gatednorm.get_include())
     return 0
+
+
+_PLATFORMS = {0: "OFF", 2: "CUDA", 10: "HIP"}
+
+
+def _gpu_flavour(gatednorm) -> str:
+    """The loaded library's GPU backend (CUDA / HIP / OFF), and the wheel's _build.json when
+    there is one (it should agree: a mismatch means GATEDNORM_LIBRARY points elsewhere)."""
+    from . import _ffi
+
+    lib = _PLATFORMS.get(int(_ffi.lib().gatednorm_gpu_device_type()), "?")
+    wb = gatednorm.wheel_build()
+    if wb is None:
+        return "%s (library); no _build.json (not a wheel install)" % lib
+    return "%s (library); wheel: gpu=%s targets=%s" % (lib, wb.get("gpu", "?"), wb.get("targets") or "-")
 
 
 def _cmd_cmake_dir(args) -> int:
