@@ -1,23 +1,36 @@
 #!/usr/bin/env bash
 # Compile libgatednorm.so for the AMD GPUs users run (MI250 gfx90a, MI300X gfx942,
 # MI355X gfx950, Strix Halo gfx1151) with HIP 6.4 / clang 21 in the ROCm root of
-# ../shared/tools/rocm_chroot.sh, then check that a code object for every target is inside.
+# rocm_chroot.sh (found as below), then check that a code object for every target is inside.
 # Nothing here can run AMD code; this proves the HIP sources build for every target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 targets=${GATEDNORM_AMD_TARGETS:-gfx90a;gfx942;gfx950;gfx1151}
-# The ROCm root's tool: $ROCM_CHROOT, else the shared tree beside this checkout, else the
-# workplace's (a clone made elsewhere, e.g. under mktemp -d, has no ../shared).
+# The ROCm root's tool, found without an absolute path: $ROCM_CHROOT, else ../shared/tools
+# beside this checkout, else beside the main checkout of a git worktree (the common .git
+# directory's parent), else beside the repository a clone was made from (origin, when it is
+# a local path: a clone under mktemp -d has no ../shared of its own).  None: exit 2.
+helper=shared/tools/rocm_chroot.sh
 chroot_tool=${ROCM_CHROOT:-}
 if [ -z "$chroot_tool" ]; then
-  for c in ../shared/tools/rocm_chroot.sh /work/shared/tools/rocm_chroot.sh; do
+  cands=("../$helper")
+  common=$(git rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)
+  [ -n "$common" ] && cands+=("$(dirname "$(dirname "$common")")/$helper")
+  origin=$(git config --get remote.origin.url 2>/dev/null || true)
+  case "$origin" in
+    /*) cands+=("$(dirname "${origin%/}")/$helper") ;;
+    file://*) o=${origin#file://}; cands+=("$(dirname "${o%/}")/$helper") ;;
+  esac
+  for c in "${cands[@]}"; do
     if [ -x "$c" ]; then chroot_tool=$c; break; fi
   done
 fi
-if [ -z "$chroot_tool" ]; then
-  echo "FAIL: no rocm_chroot.sh (set ROCM_CHROOT, or keep ../shared/tools beside the checkout)" >&2
-  exit 1
+if [ -z "$chroot_tool" ] || [ ! -x "$chroot_tool" ]; then
+  echo "amd_compile: no ROCm chroot helper: set ROCM_CHROOT=/path/to/rocm_chroot.sh, or keep" >&2
+  echo "  ../$helper beside the checkout (looked at: ${ROCM_CHROOT:-${cands[*]}})" >&2
+  exit 2
 fi
+echo "== AMD compile (ROCm root of $chroot_tool)"
 rm -rf build-amd
 "$chroot_tool" "cmake -S . -B build-amd -DGATEDNORM_GPU=HIP -DCMAKE_HIP_ARCHITECTURES='$targets' >/dev/null && cmake --build build-amd -j2"
 lib=$(ls build-amd/libgatednorm.so.*.*.* | head -n 1)

@@ -1,4 +1,4 @@
-"""The command line: info, check (and that check detects failures), cmake-dir, bench hook."""
+"""The command line: info, check (and that check detects failures), cmake-dir, pkgconfig-dir, bench hook."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ def test_info(capsys):
     out = capsys.readouterr().out
     assert gatednorm.version() in out and gatednorm.build_info() in out
     assert "backends:" in out and "cpu" in out
+    # The GPU flavour (issue #15): the library's backend, and the wheel's _build.json if any.
+    flavour = {0: "OFF", 2: "CUDA", 10: "HIP"}[int(gatednorm._ffi.lib().gatednorm_gpu_device_type())]
+    assert "gpu build:  %s (library)" % flavour in out
+    wb = gatednorm.wheel_build()
+    if wb is not None:
+        assert wb["gpu"] in ("CUDA", "HIP", "OFF") and "wheel: gpu=%s" % wb["gpu"] in out
     for i in range(gatednorm.device_count()):
         assert gatednorm.device_name(i) in out
 
@@ -60,10 +66,17 @@ def test_cmake_dir(capsys):
     assert capsys.readouterr().out.strip() == gatednorm.cmake_dir()
 
 
+def test_pkgconfig_dir(capsys):
+    assert cli.main(["pkgconfig-dir"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out == gatednorm.pkgconfig_dir()
+    assert Path(out) == Path(gatednorm.cmake_dir()).parent.parent / "pkgconfig"  # lib/pkgconfig beside lib/cmake
+
+
 def test_bench_hook(capsys):
     parser = cli.build_parser()
     sub = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"][0]
-    assert {"info", "check", "cmake-dir", "bench"} <= set(sub.choices)
+    assert {"info", "check", "cmake-dir", "pkgconfig-dir", "bench"} <= set(sub.choices)
     try:
         import gatednorm.bench as bench
     except ImportError:

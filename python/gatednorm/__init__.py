@@ -45,6 +45,8 @@ __all__ = [
     "synchronize",
     "Stream",
     "cmake_dir",
+    "pkgconfig_dir",
+    "wheel_build",
     "get_include",
     "get_library",
 ]
@@ -62,6 +64,24 @@ def cmake_dir() -> str:
     """Folder holding gatednormConfig.cmake, for ``-Dgatednorm_DIR=...`` /
     ``CMAKE_PREFIX_PATH``: the package's ``lib/cmake/gatednorm``."""
     return str(_pkg() / "lib" / "cmake" / "gatednorm")
+
+
+def pkgconfig_dir() -> str:
+    """Folder holding gatednorm.pc, for ``PKG_CONFIG_PATH``: the package's ``lib/pkgconfig``."""
+    return str(_pkg() / "lib" / "pkgconfig")
+
+
+def wheel_build():
+    """The GPU flavour a wheel was built with, from the ``gatednorm/_build.json`` CMake writes
+    into it: ``{"gpu": "CUDA" | "HIP" | "OFF", "targets": "90a,100a" | "gfx942,..." | "",
+    "version": ...}``; None where the package is not a wheel install (a source tree on
+    GATEDNORM_LIBRARY)."""
+    import json
+
+    try:
+        return json.loads((_pkg() / "_build.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def get_include() -> str:

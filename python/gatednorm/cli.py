@@ -3,6 +3,7 @@
   info        version, build info, backends, visible devices
   check       run every op on every available backend against gatednorm.reference
   cmake-dir   print the folder holding gatednormConfig.cmake
+  pkgconfig-dir  print the folder holding gatednorm.pc (for PKG_CONFIG_PATH)
   bench       time ops (provided by gatednorm.bench, see below)
 
 Hook for ``bench``: the module ``gatednorm.bench`` provides either
@@ -37,6 +38,7 @@ def _cmd_info(args) -> int:
     print("library:    %s" % _ffi.library_path())
     print("version:    %s" % gatednorm.version())
     print("build:      %s" % gatednorm.build_info())
+    print("gpu build:  %s" % _gpu_flavour(gatednorm))
     print("header:     %s" % _ffi.header_path())
     n = gatednorm.device_count()
     gpu = _runtime.gpu_device_type()
@@ -52,14 +54,37 @@ def _cmd_info(args) -> int:
             name = "? (%s)" % e
         print("  gpu:%-6d %s" % (i, name))
     print("cmake dir:  %s" % gatednorm.cmake_dir())
+    print("pkg-config: %s" % gatednorm.pkgconfig_dir())
     print("include:    %s" % gatednorm.get_include())
     return 0
+
+
+_PLATFORMS = {0: "OFF", 2: "CUDA", 10: "HIP"}
+
+
+def _gpu_flavour(gatednorm) -> str:
+    """The loaded library's GPU backend (CUDA / HIP / OFF), and the wheel's _build.json when
+    there is one (it should agree: a mismatch means GATEDNORM_LIBRARY points elsewhere)."""
+    from . import _ffi
+
+    lib = _PLATFORMS.get(int(_ffi.lib().gatednorm_gpu_device_type()), "?")
+    wb = gatednorm.wheel_build()
+    if wb is None:
+        return "%s (library); no _build.json (not a wheel install)" % lib
+    return "%s (library); wheel: gpu=%s targets=%s" % (lib, wb.get("gpu", "?"), wb.get("targets") or "-")
 
 
 def _cmd_cmake_dir(args) -> int:
     import gatednorm
 
     print(gatednorm.cmake_dir())
+    return 0
+
+
+def _cmd_pkgconfig_dir(args) -> int:
+    import gatednorm
+
+    print(gatednorm.pkgconfig_dir())
     return 0
 
 
@@ -261,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_check)
     p = sub.add_parser("cmake-dir", help="print the folder holding gatednormConfig.cmake")
     p.set_defaults(func=_cmd_cmake_dir)
+    p = sub.add_parser("pkgconfig-dir", help="print the folder holding gatednorm.pc (for PKG_CONFIG_PATH)")
+    p.set_defaults(func=_cmd_pkgconfig_dir)
     _add_bench(sub)
     return ap
 
