@@ -233,3 +233,19 @@ def test_pointer_device_of_host_memory():
 
     a = np.zeros(16, np.float32)
     assert pointer_device(a.ctypes.data) == (1, 0)
+
+
+def test_installed_binding_is_prebuilt_when_its_module_is_there():
+    """A wheel carries gatednorm/_cffi_abi.py (cffi's out-of-line ABI module of the header,
+    python/gatednorm/_ffi_build.py): when it is there and matches the header, nothing parses
+    the header at run time; a module made from another header is not used."""
+    import zlib
+
+    mod = _ffi.package_dir() / "_cffi_abi.py"
+    if not mod.exists():
+        pytest.skip("no prebuilt binding module (a source checkout, or cffi missing at build time)")
+    data = _ffi.header_path().read_bytes()
+    from gatednorm import _cffi_abi
+
+    assert (_cffi_abi.HEADER_BYTES, _cffi_abi.HEADER_CRC32) == (len(data), zlib.crc32(data))
+    assert _ffi.PREBUILT and _ffi.ffi is _cffi_abi.ffi

@@ -172,7 +172,7 @@ def _rank(name, nd):
 _NP_TO_DL = _dtypes.NP_TO_DL
 
 
-_from_buffer = ffi._backend.from_buffer  # ffi.from_buffer without its Python wrapper
+_from_buffer = getattr(ffi, "_backend", ffi).from_buffer  # ffi.from_buffer without a Python wrapper (cffi.FFI has one)
 _CHAR_ARRAY = None  # ffi.typeof("char[]") once the header is parsed
 _TENSOR_PTR = "gatednorm_tensor *"
 

@@ -20,9 +20,9 @@ import glob
 import os
 import re
 import threading
+import zlib
 from pathlib import Path
 
-import cffi
 
 __all__ = [
     "ffi",
@@ -38,7 +38,23 @@ __all__ = [
     "package_dir",
 ]
 
-ffi = cffi.FFI()
+def _prebuilt_ffi():
+    """The FFI of ``gatednorm._cffi_abi`` (cffi's out-of-line ABI module, written at build time
+    from the installed header), if it was built from the very header next to it; else None
+    and the header is parsed on first use (a source checkout, or a header edited since)."""
+    try:
+        from . import _cffi_abi
+    except Exception:  # absent, or made by a cffi newer than this run time's backend
+        return None
+    try:
+        text = header_path().read_bytes()
+    except GatedNormError:
+        return None
+    if getattr(_cffi_abi, "HEADER_CRC32", None) != zlib.crc32(text) or getattr(_cffi_abi, "HEADER_BYTES", None) != len(text):
+        return None
+    return _cffi_abi.ffi
+
+
 _lib = None  # the dlopen()ed library once loaded; hot paths read this global directly
 _lock = threading.Lock()
 _cdef_done = False
@@ -144,44 +160,7 @@ def header_path() -> Path:
     )
 
 
-_COMMENT_RE = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
-_INT_DEFINE_RE = re.compile(
-    r"^\s*#\s*define\s+([A-Za-z_]\w*)\s+\(?\s*(-?\s*(?:0[xX][0-9a-fA-F]+|\d+))[uUlL]*\s*\)?\s*$"
-)
-_PP_RE = re.compile(r"^\s*#\s*(\w+)(.*)$")
-
-
-def cdef_from_header(text: str) -> str:
-    """Turn the text of gatednorm.h into a cffi cdef (see the module docstring)."""
-    # Comments may hold '#'-lines or span lines: drop them first (keeping line breaks).
-    text = _COMMENT_RE.sub(lambda m: "\n" * m.group(0).count("\n") if m.group(0).startswith("/*") else "", text)
-    # Join backslash-continued lines so multi-line macros are one preprocessor line.
-    text = re.sub(r"\\\n", " ", text)
-    out = []
-    cplusplus_depth = 0  # > 0 while inside #ifdef __cplusplus ... #endif (nesting counted)
-    for line in text.split("\n"):
-        m = _PP_RE.match(line)
-        if m:
-            directive, rest = m.group(1), m.group(2).strip()
-            if cplusplus_depth:
-                if directive in ("if", "ifdef", "ifndef"):
-                    cplusplus_depth += 1
-                elif directive == "endif":
-                    cplusplus_depth -= 1
-                continue
-            if directive == "ifdef" and rest == "__cplusplus" or (
-                directive == "if" and re.fullmatch(r"defined\s*\(?\s*__cplusplus\s*\)?", rest)
-            ):
-                cplusplus_depth = 1
-                continue
-            d = _INT_DEFINE_RE.match(line)
-            if directive == "define" and d:
-                out.append("#define %s %s" % (d.group(1), d.group(2).replace(" ", "")))
-            continue
-        if cplusplus_depth:
-            continue
-        out.append(re.sub(r"\bGATEDNORM_API\b", "", line))
-    return "\n".join(out)
+from ._cdef import cdef_from_header  # noqa: E402  (re-exported: the header's one parse rule)
 
 
 def _ensure_cdef() -> None:
@@ -189,6 +168,19 @@ def _ensure_cdef() -> None:
     if not _cdef_done:
         ffi.cdef(cdef_from_header(header_path().read_text()))
         _cdef_done = True
+
+
+# The FFI every module binds at import: the prebuilt one (no parse: ~60 ms saved on the first
+# call) when it matches the header, else a cffi.FFI whose cdef is parsed on first use.
+ffi = _prebuilt_ffi()
+if ffi is not None:
+    _cdef_done = True
+    PREBUILT = True
+else:
+    import cffi
+
+    ffi = cffi.FFI()
+    PREBUILT = False
 
 
 # ------------------------------------------------------------------------------- library
