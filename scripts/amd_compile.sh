@@ -18,8 +18,10 @@ if [ -z "$chroot_tool" ]; then
   [ -n "$common" ] && cands+=("$(dirname "$(dirname "$common")")/$helper")
   origin=$(git config --get remote.origin.url 2>/dev/null || true)
   case "$origin" in
-    /*) cands+=("$(dirname "${origin%/}")/$helper") ;;
-    file://*) o=${origin#file://}; cands+=("$(dirname "${o%/}")/$helper") ;;
+    file://*) origin=${origin#file://} ;;
+  esac
+  case "$origin" in  # a local path, normalized (`git clone . DIR` records ".../repo/.")
+    /*) if o=$(cd "$origin" 2>/dev/null && pwd -P); then cands+=("$(dirname "$o")/$helper"); fi ;;
   esac
   for c in "${cands[@]}"; do
     if [ -x "$c" ]; then chroot_tool=$c; break; fi
