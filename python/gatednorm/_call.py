@@ -274,9 +274,26 @@ def _dlpack_stream_arg(devtype, s):
 
 
 _READ_ONLY_OR_COPIED = _dlpack.FLAG_READ_ONLY | _dlpack.FLAG_IS_COPIED
+# Producers whose arrays are immutable but whose DLPack export does not say so: jax (0.4 to
+# 0.10 at least) hands out a legacy "dltensor" capsule, without DLPack 1.0's read-only flag,
+# even when asked for max_version=(1, 0); writing through it would change a value jax
+# treats as constant (and may share between arrays).  Keyed by type.
+_IMMUTABLE_MODULES = ("jax", "jaxlib")
+_immutable_cache: dict = {}
+
+
+def _immutable_producer(tp) -> bool:
+    r = _immutable_cache.get(tp)
+    if r is None:
+        r = _immutable_cache[tp] = any(
+            (getattr(b, "__module__", None) or "").split(".", 1)[0] in _IMMUTABLE_MODULES for b in tp.__mro__)
+    return r
 
 
 def _from_dlpack(x, name, writable, sc, i, s, hold):
+    if writable and _immutable_producer(type(x)):
+        _fail(name, "%s.%s arrays are immutable; pass a writable array (numpy, gatednorm.DeviceArray, ...) "
+                    "and convert it afterwards" % (type(x).__module__, type(x).__name__))
     try:
         devtype = int(x.__dlpack_device__()[0])
         sa = _dlpack_stream_arg(devtype, s)

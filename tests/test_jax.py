@@ -1,0 +1,144 @@
+"""JAX CPU arrays into gatednorm (issue #15): straight through DLPack, into ``out=`` of a
+numpy array / DeviceArray, refused as ``out=`` (jax arrays are immutable), and embedded in a
+``jax.jit``-compiled function through ``jax.pure_callback`` (the "non-PyTorch runtime" case).
+
+Runs on the CPU CI machine (jax comes with the ``test`` extra); skipped when jax is missing.
+Every output the test passes as ``out=`` is NaN-poisoned first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+jax = pytest.importorskip("jax")
+jnp = pytest.importorskip("jax.numpy")
+
+import gatednorm  # noqa: E402
+from gatednorm import DeviceArray, _dtypes, reference  # noqa: E402
+from gatednorm.testing import poison_value, randn  # noqa: E402
+
+DT = {"bf16": _dtypes.bfloat16, "fp32": _dtypes.float32}
+SHAPE = (4, 3, 64)  # [T, H, D]
+
+
+@pytest.fixture(autouse=True)
+def _jax_cpu():
+    with jax.default_device(jax.devices("cpu")[0]):
+        yield
+
+
+def inputs(rng, dt):
+    x = randn(rng, SHAPE, DT[dt])
+    z = randn(rng, SHAPE, DT[dt], scale=2.0)
+    w = randn(rng, SHAPE[-1:], DT[dt], scale=0.5, shift=1.0)
+    return x, z, w
+
+
+def to_jax(*arrays):
+    out = tuple(jnp.asarray(a) for a in arrays)
+    for a, j in zip(arrays, out):
+        assert j.dtype == a.dtype and j.shape == a.shape
+        assert j.devices() == {jax.devices("cpu")[0]}
+    return out
+
+
+def check(got, x, z, w, **kw):
+    got = np.asarray(got)
+    assert got.shape == x.shape and got.dtype == x.dtype
+    assert not np.isnan(got.astype(np.float32)).any(), "outputs left unwritten (still NaN)"
+    cmp = reference.compare(got, reference.rmsnorm_gated(x, z, w, **kw), got.dtype)
+    assert cmp.ok, cmp
+
+
+@pytest.mark.parametrize("dt", list(DT))
+def test_jax_inputs_new_output(rng, dt):
+    x, z, w = inputs(rng, dt)
+    jx, jz, jw = to_jax(x, z, w)
+    y = gatednorm.rmsnorm_gated(jx, jz, jw)  # not numpy: the new out is a DeviceArray on the CPU
+    assert isinstance(y, DeviceArray)
+    check(y.numpy(), x, z, w)
+    # and back into jax through DLPack
+    check(np.asarray(jax.dlpack.from_dlpack(y)), x, z, w)
+
+
+@pytest.mark.parametrize("dt", list(DT))
+@pytest.mark.parametrize("out_kind", ["numpy", "devicearray"])
+def test_jax_inputs_into_out(rng, dt, out_kind):
+    x, z, w = inputs(rng, dt)
+    jx, jz, jw = to_jax(x, z, w)
+    out = np.full(SHAPE, poison_value(DT[dt]), DT[dt])
+    if out_kind == "devicearray":
+        out = DeviceArray.from_numpy(out, device="cpu")
+    res = gatednorm.rmsnorm_gated(jx, jz, jw, out=out, norm_before_gate=False, activation="sigmoid")
+    assert res is out
+    check(out if out_kind == "numpy" else out.numpy(), x, z, w, norm_before_gate=False, activation="sigmoid")
+
+
+def test_jax_out_refused(rng):
+    """jax arrays are immutable: as ``out=`` one is refused, naming out, and left unwritten."""
+    x, z, w = inputs(rng, "fp32")
+    jx, jz, jw = to_jax(x, z, w)
+    jout = jnp.full(SHAPE, jnp.nan, jnp.float32)
+    before = np.array(jout)
+    with pytest.raises(gatednorm.GatedNormError, match=r"\bout\b"):
+        gatednorm.rmsnorm_gated(jx, jz, jw, out=jout)
+    assert np.array_equal(np.array(jout), before, equal_nan=True)
+    # in place on x (out=x) is refused the same way, x unchanged
+    with pytest.raises(gatednorm.GatedNormError, match=r"\bout\b"):
+        gatednorm.rmsnorm_gated(jx, jz, jw, out=jx)
+    assert np.array_equal(np.array(jx), x)
+
+
+def _gated_norm_callback(x, z, w):
+    """The host function jax calls: numpy arrays in, a numpy array out."""
+    return gatednorm.rmsnorm_gated(np.asarray(x), np.asarray(z), np.asarray(w))
+
+
+@pytest.mark.parametrize("dt", list(DT))
+def test_jit_pure_callback(rng, dt):
+    x, z, w = inputs(rng, dt)
+    jx, jz, jw = to_jax(x, z, w)
+
+    @jax.jit
+    def layer(x, z, w):
+        y = jax.pure_callback(_gated_norm_callback, jax.ShapeDtypeStruct(x.shape, x.dtype), x, z, w)
+        return y, y.astype(jnp.float32) * 2.0  # some jax work after the callback
+
+    y, y2 = layer(jx, jz, jw)
+    assert y.dtype == jx.dtype and y.shape == SHAPE
+    check(y, x, z, w)
+    np.testing.assert_array_equal(np.asarray(y2), np.asarray(y).astype(np.float32) * 2.0)
+    # the compiled function again, with other values (no retrace needed, same result checks)
+    x2 = randn(rng, SHAPE, DT[dt], scale=3.0)
+    y, _ = layer(jnp.asarray(x2), jz, jw)
+    check(y, x2, z, w)
+
+
+def _fp8_callback(x, z, w):
+    q, s = gatednorm.rmsnorm_gated_fp8(np.asarray(x), np.asarray(z), np.asarray(w), group_size=64)
+    return q, s
+
+
+def test_jit_pure_callback_fp8(rng):
+    x, z, w = inputs(rng, "bf16")
+    jx, jz, jw = to_jax(x, z, w)
+    T, H, D = SHAPE
+    K = H * D // 64
+
+    @jax.jit
+    def layer(x, z, w):
+        return jax.pure_callback(_fp8_callback, (jax.ShapeDtypeStruct((T, H * D), jnp.float8_e4m3fn),
+                                                 jax.ShapeDtypeStruct((T, K), jnp.float32)), x, z, w)
+
+    q, s = layer(jx, jz, jw)
+    assert q.dtype == jnp.float8_e4m3fn and q.shape == (T, H * D) and s.shape == (T, K)
+    _, sr, yr = reference.rmsnorm_gated_fp8(x, z, w, group_size=64)
+    q, s = np.asarray(q), np.asarray(s)
+    cmp = reference.compare(s, sr, np.float32)
+    assert cmp.ok, cmp
+    # codes within half a quantum of y / scale
+    y = yr.reshape(T, K, 64)
+    target = np.clip(y / s[..., None], -448, 448).reshape(T, H * D)
+    cmp = reference.compare(q.astype(np.float64), target, _dtypes.float8_e4m3fn)
+    assert cmp.ok, cmp
