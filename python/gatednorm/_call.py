@@ -628,7 +628,11 @@ class Entry:
         targs = ", ".join("t%d" % i for i in range(n))
         if self.params_type is not None:
             targs += ", NULL if params is None else params"
-        lines += ["        st = fn(%s, STREAMS.get(s) or stream_ptr(s))" % targs,
+        # STREAMS.get(0) is NULL, which is false: test for None, not truth.
+        lines += ["        sp = STREAMS.get(s)",
+                  "        if sp is None:",
+                  "            sp = stream_ptr(s)",
+                  "        st = fn(%s, sp)" % targs,
                   "    finally:",
                   "        if sc is not None:",
                   "            sc.busy = False",
