@@ -174,15 +174,7 @@ gatednorm_status gn::add_rmsnorm_problem(const gatednorm_tensor *x, const gatedn
                         dtype_name(res_out->dtype).c_str(), dtype_name(res->dtype).c_str());
     }
     if (y) GN_TRY(like_x(*y, "y", xs, &ys, &p.y_dtype));
-    GN_TRY(float_dtype(*weight, "weight", &p.weight_dtype));
-    if (weight->ndim != 1)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: expected shape [%lld] (hidden, x's last dim), got %d dims", (long long)H,
-                    weight->ndim);
-    if (weight->shape[0] != H)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: expected shape [%lld] (hidden, x's last dim), got [%lld]", (long long)H,
-                    (long long)weight->shape[0]);
-    if (H > 1 && weight->strides[0] != 1)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: must be contiguous (stride 1), got stride %lld", (long long)weight->strides[0]);
+    GN_TRY(check_norm_weight(*weight, H, "hidden, x's last dim", &p.weight_dtype));
 
     const TokenDims xt = token_dims(xs, "x");
     TokenDims rt, rot, yt, qt, st;
@@ -291,13 +283,7 @@ GATEDNORM_API gatednorm_status gatednorm_add_rmsnorm_params_init(gatednorm_add_r
 GATEDNORM_API gatednorm_status gatednorm_add_rmsnorm(const gatednorm_tensor *x, const gatednorm_tensor *residual, const gatednorm_tensor *weight,
                                                      const gatednorm_tensor *residual_out, const gatednorm_tensor *y, const gatednorm_tensor *q,
                                                      const gatednorm_tensor *scales, const gatednorm_add_rmsnorm_params *params, void *stream) {
-    try {  // no C++ exception may cross the C ABI
-        return add_rmsnorm_checked(x, residual, weight, residual_out, y, q, scales, params, stream);
-    } catch (const std::bad_alloc &) {
-        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "add_rmsnorm: out of host memory");
-    } catch (...) {
-        return fail(GATEDNORM_STATUS_INTERNAL, "add_rmsnorm: unexpected C++ exception");
-    }
+    return guarded("add_rmsnorm", [&] { return add_rmsnorm_checked(x, residual, weight, residual_out, y, q, scales, params, stream); });
 }
 
 GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8_params_init(gatednorm_group_quant_fp8_params *params, size_t size) {
@@ -307,13 +293,7 @@ GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8_params_init(gatednorm_g
 
 GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8(const gatednorm_tensor *x, const gatednorm_tensor *q, const gatednorm_tensor *scales,
                                                          const gatednorm_group_quant_fp8_params *params, void *stream) {
-    try {
-        return group_quant_checked(x, q, scales, params, stream);
-    } catch (const std::bad_alloc &) {
-        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "group_quant_fp8: out of host memory");
-    } catch (...) {
-        return fail(GATEDNORM_STATUS_INTERNAL, "group_quant_fp8: unexpected C++ exception");
-    }
+    return guarded("group_quant_fp8", [&] { return group_quant_checked(x, q, scales, params, stream); });
 }
 
 }  // extern "C"

@@ -227,24 +227,24 @@ GATEDNORM_API gatednorm_status gatednorm_comm_buffer_size(int32_t world_size, si
 }
 
 GATEDNORM_API gatednorm_status gatednorm_comm_buffer_alloc(gatednorm_device device, size_t bytes, void **buffer, uint8_t *handle) {
-    return buffer_alloc(device, bytes, buffer, handle);
+    return guarded("comm_buffer_alloc", [&] { return buffer_alloc(device, bytes, buffer, handle); });
 }
 
 GATEDNORM_API gatednorm_status gatednorm_comm_buffer_open(gatednorm_device device, const uint8_t *handle, void **buffer) {
-    return buffer_open(device, handle, buffer);
+    return guarded("comm_buffer_open", [&] { return buffer_open(device, handle, buffer); });
 }
 
-GATEDNORM_API gatednorm_status gatednorm_comm_buffer_close(gatednorm_device device, void *buffer) { return buffer_release(device, buffer, false); }
+GATEDNORM_API gatednorm_status gatednorm_comm_buffer_close(gatednorm_device device, void *buffer) {
+    return guarded("comm_buffer_close", [&] { return buffer_release(device, buffer, false); });
+}
 
-GATEDNORM_API gatednorm_status gatednorm_comm_buffer_free(gatednorm_device device, void *buffer) { return buffer_release(device, buffer, true); }
+GATEDNORM_API gatednorm_status gatednorm_comm_buffer_free(gatednorm_device device, void *buffer) {
+    return guarded("comm_buffer_free", [&] { return buffer_release(device, buffer, true); });
+}
 
 GATEDNORM_API gatednorm_status gatednorm_comm_create(int32_t rank, int32_t world_size, void *const *buffers, size_t buffer_bytes,
                                                      gatednorm_device device, gatednorm_comm **comm) {
-    try {
-        return comm_create(rank, world_size, buffers, buffer_bytes, device, comm);
-    } catch (const std::bad_alloc &) {
-        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "comm_create: out of host memory");
-    }
+    return guarded("comm_create", [&] { return comm_create(rank, world_size, buffers, buffer_bytes, device, comm); });
 }
 
 GATEDNORM_API gatednorm_status gatednorm_comm_destroy(gatednorm_comm *comm) {
@@ -263,13 +263,8 @@ GATEDNORM_API gatednorm_status gatednorm_allreduce_add_rmsnorm(gatednorm_comm *c
                                                                const gatednorm_tensor *weight, const gatednorm_tensor *residual_out,
                                                                const gatednorm_tensor *y, const gatednorm_tensor *q, const gatednorm_tensor *scales,
                                                                const gatednorm_add_rmsnorm_params *params, void *stream) {
-    try {
-        return allreduce_checked(comm, x, residual, weight, residual_out, y, q, scales, params, stream);
-    } catch (const std::bad_alloc &) {
-        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "allreduce_add_rmsnorm: out of host memory");
-    } catch (...) {
-        return fail(GATEDNORM_STATUS_INTERNAL, "allreduce_add_rmsnorm: unexpected C++ exception");
-    }
+    return guarded("allreduce_add_rmsnorm",
+                   [&] { return allreduce_checked(comm, x, residual, weight, residual_out, y, q, scales, params, stream); });
 }
 
 }  // extern "C"

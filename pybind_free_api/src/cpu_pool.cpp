@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "tensor_checks.h"
 
 namespace gn {
 
@@ -237,8 +238,10 @@ GATEDNORM_API gatednorm_status gatednorm_set_num_threads(int32_t num_threads) {
         return gn::fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
                         "num_threads: %d; must be >= 1, or 0 for the default (GATEDNORM_NUM_THREADS, else the cores)",
                         int(num_threads));
-    gn::cpu_set_num_threads(num_threads);
-    return GATEDNORM_STATUS_SUCCESS;
+    return gn::guarded("set_num_threads", [&] {  // joining the old workers can throw
+        gn::cpu_set_num_threads(num_threads);
+        return GATEDNORM_STATUS_SUCCESS;
+    });
 }
 
 GATEDNORM_API gatednorm_status gatednorm_get_num_threads(int32_t *num_threads) {

@@ -83,15 +83,7 @@ gatednorm_status rmsnorm_gated_checked(const gatednorm_tensor *x, const gatednor
     GN_TRY(same_rows_shape(os, "out", xs, "x"));
     const int64_t D = xs.shape[xs.ndim - 1];
 
-    GN_TRY(float_dtype(*weight, "weight", &p.weight_dtype));
-    if (weight->ndim != 1)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: expected shape [%lld] (the normalized dim), got %d dims",
-                    (long long)D, weight->ndim);
-    if (weight->shape[0] != D)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: expected shape [%lld] (the normalized dim), got [%lld]",
-                    (long long)D, (long long)weight->shape[0]);
-    if (weight->shape[0] > 1 && weight->strides[0] != 1)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: must be contiguous (stride 1), got stride %lld", (long long)weight->strides[0]);
+    GN_TRY(check_norm_weight(*weight, D, "the normalized dim", &p.weight_dtype));
 
     if (z) GN_TRY(check_same_device(*z, "z", *x, "x"));
     GN_TRY(check_same_device(*weight, "weight", *x, "x"));
@@ -148,13 +140,7 @@ gatednorm_status rmsnorm_gated_checked(const gatednorm_tensor *x, const gatednor
 
 GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated(const gatednorm_tensor *x, const gatednorm_tensor *z, const gatednorm_tensor *weight,
                                                        const gatednorm_tensor *out, const gatednorm_rmsnorm_gated_params *params, void *stream) {
-    try {  // no C++ exception may cross the C ABI
-        return rmsnorm_gated_checked(x, z, weight, out, params, stream);
-    } catch (const std::bad_alloc &) {
-        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "rmsnorm_gated: out of host memory");
-    } catch (...) {
-        return fail(GATEDNORM_STATUS_INTERNAL, "rmsnorm_gated: unexpected C++ exception");
-    }
+    return guarded("rmsnorm_gated", [&] { return rmsnorm_gated_checked(x, z, weight, out, params, stream); });
 }
 
 }  // extern "C"

@@ -90,15 +90,7 @@ gatednorm_status rmsnorm_gated_fp8_checked(const gatednorm_tensor *x, const gate
     const bool has_heads = xs.ndim >= 3 || viewed;
     const int64_t H = has_heads ? xs.shape[xs.ndim - 2] : 1;
 
-    GN_TRY(float_dtype(*weight, "weight", &p.weight_dtype));
-    if (weight->ndim != 1)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: expected shape [%lld] (the normalized dim), got %d dims",
-                    (long long)D, weight->ndim);
-    if (weight->shape[0] != D)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: expected shape [%lld] (the normalized dim), got [%lld]",
-                    (long long)D, (long long)weight->shape[0]);
-    if (weight->shape[0] > 1 && weight->strides[0] != 1)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: must be contiguous (stride 1), got stride %lld", (long long)weight->strides[0]);
+    GN_TRY(check_norm_weight(*weight, D, "the normalized dim", &p.weight_dtype));
 
     const int64_t G = qs.group;
     if (D % G != 0 && G % D != 0)
@@ -188,13 +180,7 @@ GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_fp8_params_init(gatednorm
 GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_fp8(const gatednorm_tensor *x, const gatednorm_tensor *z, const gatednorm_tensor *weight,
                                                            const gatednorm_tensor *q, const gatednorm_tensor *scales, const gatednorm_tensor *y_copy,
                                                            const gatednorm_rmsnorm_gated_fp8_params *params, void *stream) {
-    try {  // no C++ exception may cross the C ABI
-        return rmsnorm_gated_fp8_checked(x, z, weight, q, scales, y_copy, params, stream);
-    } catch (const std::bad_alloc &) {
-        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "rmsnorm_gated_fp8: out of host memory");
-    } catch (...) {
-        return fail(GATEDNORM_STATUS_INTERNAL, "rmsnorm_gated_fp8: unexpected C++ exception");
-    }
+    return guarded("rmsnorm_gated_fp8", [&] { return rmsnorm_gated_fp8_checked(x, z, weight, q, scales, y_copy, params, stream); });
 }
 
 GATEDNORM_API gatednorm_status gatednorm_fp8_encode(const float *values, uint8_t *codes, size_t count, int32_t format, float fp8_max) {

@@ -198,6 +198,18 @@ gatednorm_status check_gate_options(int32_t norm_before_gate, int32_t activation
     return GATEDNORM_STATUS_SUCCESS;
 }
 
+gatednorm_status check_norm_weight(const gatednorm_tensor &w, int64_t dim, const char *what, int *dtype) {
+    GN_TRY(float_dtype(w, "weight", dtype));
+    if (w.ndim != 1)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: expected shape [%lld] (%s), got %d dims", (long long)dim, what, w.ndim);
+    if (w.shape[0] != dim)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: expected shape [%lld] (%s), got [%lld]", (long long)dim, what,
+                    (long long)w.shape[0]);
+    if (w.shape[0] > 1 && w.strides[0] != 1)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "weight: must be contiguous (stride 1), got stride %lld", (long long)w.strides[0]);
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
 std::string dims_text(const int64_t *v, int n) {
     std::string s = "[";
     char buf[32];

@@ -1,6 +1,7 @@
 // Validation helpers shared by every op's entry point: each returns a status and, on
 // failure, a message that names the argument ("x: expected 2 or 3 dims, got 4").
 #pragma once
+#include <new>
 #include <string>
 
 #include "backend.h"
@@ -59,6 +60,23 @@ struct RowsShape {
 // norm_before_gate 0 or 1 and activation SILU or SIGMOID.
 gatednorm_status check_norm_options(float eps, float weight_offset, int32_t pdl);
 gatednorm_status check_gate_options(int32_t norm_before_gate, int32_t activation);
+
+// The norm weight: [dim] of a float dtype (into *dtype), contiguous; `what` names the dim
+// in messages ("the normalized dim", "hidden, x's last dim").
+gatednorm_status check_norm_weight(const gatednorm_tensor &w, int64_t dim, const char *what, int *dtype);
+
+// Runs an entry's checked body so that no C++ exception crosses the C ABI: out of host
+// memory and anything unexpected become statuses whose message starts with the op's name.
+template <class F>
+gatednorm_status guarded(const char *op, F &&f) {
+    try {
+        return f();
+    } catch (const std::bad_alloc &) {
+        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "%s: out of host memory", op);
+    } catch (...) {
+        return fail(GATEDNORM_STATUS_INTERNAL, "%s: unexpected C++ exception", op);
+    }
+}
 
 // Logical dims of t (dtype not checked); the last must be contiguous.
 gatednorm_status rows_shape(const gatednorm_tensor &t, const char *name, int64_t group, RowsShape *out);

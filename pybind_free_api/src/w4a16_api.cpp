@@ -337,17 +337,6 @@ gatednorm_status gemm_checked(const gatednorm_tensor *a, const gatednorm_tensor 
     return host ? cpu_w4a16_gemm(p) : gpu_w4a16_gemm(p, stream);
 }
 
-template <class F>
-gatednorm_status guarded(const char *op, F &&f) {
-    try {  // no C++ exception may cross the C ABI
-        return f();
-    } catch (const std::bad_alloc &) {
-        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "%s: out of host memory", op);
-    } catch (...) {
-        return fail(GATEDNORM_STATUS_INTERNAL, "%s: unexpected C++ exception", op);
-    }
-}
-
 }  // namespace
 
 extern "C" {
