@@ -31,8 +31,25 @@ def test_info(capsys):
 def test_check_cpu(capsys):
     assert cli.main(["check", "--backend", "cpu"]) == 0
     out = capsys.readouterr().out
-    n = len(cli.check_cases())
+    n = len(cli.check_cases()) + len(cli._op_cases())  # every op's case runs on the CPU
     assert "%d/%d passed" % (n, n) in out and "FAIL" not in out
+    for name, _ in cli._op_cases():
+        assert name in out
+
+
+@pytest.mark.parametrize("op", ["group_quant_fp8", "rmsnorm_gated_fp8"])
+def test_check_fails_a_wrong_fp8_op(monkeypatch, capsys, op):
+    """The other ops' cases can fail: a quantizer whose scales are 1% off is caught."""
+    real = getattr(gatednorm, op)
+
+    def off(*args, **kw):
+        q, s = real(*args, **kw)[:2]
+        s[...] = s * 1.01
+        return q, s
+
+    monkeypatch.setattr(gatednorm, op, off)
+    assert cli.main(["check", "--backend", "cpu"]) != 0
+    assert "FAIL" in capsys.readouterr().out
 
 
 def test_check_reports_failures(monkeypatch, capsys):

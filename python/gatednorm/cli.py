@@ -192,6 +192,108 @@ def run_case(case, backend: str, seed: int = 0):
     return True, "max %.2f ulp" % cmp.max_ulp
 
 
+# The other ops: one representative case each (their full sweeps are the pytest suite).
+def _fp8_close(q, s, y_ref, s_ref):
+    """(ok, detail): our scales within 2^-20 of the reference's, and q * s within one e4m3
+    quantum of the reference's dequantized value (codes may differ by one step only where
+    y / s sits on a rounding boundary)."""
+    s = np.asarray(s, np.float64)
+    if not np.allclose(s, s_ref, rtol=2.0 ** -20, atol=0):
+        return False, "scales differ from the reference by up to %.3g relative" % float(np.max(np.abs(s / s_ref - 1)))
+    G = y_ref.shape[-1] // s.shape[-1]
+    scale = np.repeat(s, G, axis=-1)
+    got = np.asarray(q).astype(np.float64) * scale
+    v = np.abs(y_ref / scale)
+    quantum = np.exp2(np.floor(np.log2(np.maximum(v, 2.0 ** -6))) - 3) * scale  # e4m3: 3 mantissa bits
+    err = np.abs(got - y_ref)
+    if not np.all(err <= quantum * (1 + 1e-6)):
+        return False, "q * scale off by %.2f quanta" % float(np.max(err / quantum))
+    return True, "max %.2f quanta" % float(np.max(err / quantum))
+
+
+def _op_cases():
+    import gatednorm
+    from . import _dtypes
+    from .testing import mirror, randn, to_numpy
+
+    bf16 = _dtypes.bfloat16
+
+    def put(a, backend):
+        return a if backend == "cpu" else mirror(a, None, backend)
+
+    def gated_fp8(backend, rng):
+        x, z = randn(rng, (17, 4, 128), bf16), randn(rng, (17, 4, 128), bf16, scale=2.0)
+        w = randn(rng, (128,), bf16, scale=0.5, shift=1.0)
+        q, sc = gatednorm.rmsnorm_gated_fp8(put(x, backend), put(z, backend), put(w, backend))
+        _, s_ref, y_ref = gatednorm.reference.rmsnorm_gated_fp8(x, z, w)
+        return _fp8_close(to_numpy(q), to_numpy(sc), y_ref.reshape(17, 512), s_ref)
+
+    def add_norm_fp8(backend, rng):
+        x, r = randn(rng, (9, 2048), bf16), randn(rng, (9, 2048), bf16)
+        w = randn(rng, (2048,), bf16, scale=0.5, shift=1.0)
+        rd = put(r.copy(), backend)
+        out = gatednorm.add_rmsnorm(put(x, backend), rd, put(w, backend), fp8=True)
+        ref = gatednorm.reference.add_rmsnorm(x, r, w, fp8=True)
+        if to_numpy(rd).tobytes() != ref["residual"].tobytes():
+            return False, "the stored residual differs from x + residual rounded once"
+        cmp = gatednorm.reference.compare(to_numpy(out.y), ref["y"], bf16)
+        if not cmp.ok:
+            return False, "y: %r" % cmp
+        return _fp8_close(to_numpy(out.q), to_numpy(out.scales), ref["y"], ref["scales"])
+
+    def group_quant(backend, rng):
+        x = randn(rng, (9, 1024), bf16, scale=3.0)
+        q, sc = gatednorm.group_quant_fp8(put(x, backend))
+        _, s_ref = gatednorm.reference.group_quant_fp8(x)
+        return _fp8_close(to_numpy(q), to_numpy(sc), x.astype(np.float64), s_ref)
+
+    def w4a16(backend, rng):
+        W = rng.standard_normal((96, 256)).astype(np.float32)
+        wt = gatednorm.W4A16Weight.from_float(W, 64, False)
+        a = randn(rng, (5, 256), bf16)
+        if backend != "cpu":
+            wt = wt.to(backend)
+        out = to_numpy(gatednorm.w4a16_matmul(put(a, backend), wt))
+        ref = gatednorm.reference.w4a16_matmul(a, wt.q, wt.scales, wt.zeros, dtype=bf16)
+        tol = gatednorm.reference.w4a16_tolerance(a, wt.q, wt.scales, wt.zeros, None, bf16, ref=ref)
+        err = np.abs(out.astype(np.float64) - ref)
+        if not np.all(err <= tol):
+            return False, "%.2f of the tolerance" % float(np.max(err / tol))
+        return True, "%.2f of the tolerance" % float(np.max(err / tol))
+
+    def allreduce(backend, rng):
+        import threading
+
+        if backend != "cpu":
+            return None, "cpu only here (ranks as streams: the test suite)"
+        W = 2
+        groups = gatednorm.AllReduceGroup.in_process(W, "cpu", max_tokens=16, hidden=256, dtype="bfloat16")
+        xs = [randn(rng, (5, 256), bf16) for _ in range(W)]
+        r, w = randn(rng, (5, 256), bf16), randn(rng, (256,), bf16, scale=0.5, shift=1.0)
+        rs = [r.copy() for _ in range(W)]
+        outs = [None] * W
+        th = [threading.Thread(target=lambda i=i: outs.__setitem__(i, groups[i].add_rmsnorm(xs[i], rs[i], w)))
+              for i in range(W)]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join(60)
+        x = (xs[0].astype(np.float32) + xs[1].astype(np.float32)).astype(bf16)  # rank order, rounded once
+        r2 = r.copy()
+        want = gatednorm.add_rmsnorm(x, r2, w)
+        for g in groups:
+            g.close()
+        same = all(o is not None and o.y.tobytes() == want.y.tobytes() for o in outs)
+        same = same and all(rr.tobytes() == r2.tobytes() for rr in rs)
+        return same, "ranks equal the unfused op bit for bit" if same else "a rank differs from the unfused op"
+
+    return [("rmsnorm_gated_fp8 e4m3fn G=128 [17,4,128]", gated_fp8),
+            ("add_rmsnorm + fp8 + bf16 [9,2048]", add_norm_fp8),
+            ("group_quant_fp8 G=128     [9,1024]", group_quant),
+            ("w4a16 G=64 asym bf16      [5,256]x[256,96]", w4a16),
+            ("allreduce + add_rmsnorm W=2 [5,256]", allreduce)]
+
+
 def run_check(backends=None, verbose=False, stream=None) -> int:
     """Run check_cases() on each backend; print a table; return the number of failures."""
     from .testing import available_backends
@@ -199,27 +301,33 @@ def run_check(backends=None, verbose=False, stream=None) -> int:
     stream = stream or sys.stdout
 
     backends = backends or available_backends()
-    cases = check_cases()
-    w0 = max(len(c.name) for c in cases)
+    # (name, run(backend) -> (ok, detail)): gated RMSNorm's sweep, then one case of each other op
+    # (ok None: not run on that backend, with the reason).
+    runs = [(c.name, (lambda b, c=c: run_case(c, b))) for c in check_cases()]
+    runs += [(name, (lambda b, f=f: f(b, np.random.default_rng(0)))) for name, f in _op_cases()]
+    w0 = max(len(name) for name, _ in runs)
     colw = 18
     print("%-*s  %s" % (w0, "case", "  ".join("%-*s" % (colw, b) for b in backends)), file=stream)
     print("-" * (w0 + (colw + 2) * len(backends)), file=stream)
-    failures, details = 0, []
-    for c in cases:
+    failures, details, total = 0, [], 0
+    for name, run in runs:
         cells = []
         for b in backends:
             try:
-                ok, detail = run_case(c, b)
+                ok, detail = run(b)
             except Exception as e:  # a crash is a failure, with its message
                 ok, detail = False, "%s: %s" % (type(e).__name__, e)
                 if verbose:
                     detail += "\n" + traceback.format_exc()
+            if ok is None:
+                cells.append("-")
+                continue
+            total += 1
             failures += not ok
             cells.append(("pass " + detail.replace("max ", "")) if ok else "FAIL")
             if not ok:
-                details.append("%s [%s]: %s" % (c.name.split("  ")[0].strip(), b, detail))
-        print("%-*s  %s" % (w0, c.name, "  ".join("%-*s" % (colw, s[:colw]) for s in cells)), file=stream)
-    total = len(cases) * len(backends)
+                details.append("%s [%s]: %s" % (name.split("  ")[0].strip(), b, detail))
+        print("%-*s  %s" % (w0, name, "  ".join("%-*s" % (colw, s[:colw]) for s in cells)), file=stream)
     print("-" * (w0 + (colw + 2) * len(backends)), file=stream)
     print("%d/%d passed on %s" % (total - failures, total, ", ".join(backends)), file=stream)
     for d in details:
