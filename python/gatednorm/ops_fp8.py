@@ -101,27 +101,14 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
     """
     if weight is None:
         raise argument_error("weight: required (the [D] norm weight); got None")
-    if scale_layout not in SCALE_LAYOUTS:
-        raise argument_error("scale_layout: expected one of %s, got %r" % (", ".join(map(repr, SCALE_LAYOUTS)), scale_layout))
-    fmt = _call.choice("fp8_format", fp8_format, FP8_FORMATS)
-    sfmt = _call.choice("scale_format", scale_format, SCALE_FORMATS)
-    g = _call.integer("group_size", group_size)
+    qf, fmt, sfmt, g = _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded)
     hd = 0 if head_dim is None else _call.integer("head_dim", head_dim)
     prm = _ENTRY.params(
         norm_before_gate=_call.flag("norm_before_gate", norm_before_gate),
         activation=_call.choice("activation", activation, _ACTIVATIONS),
         eps=_call.real("eps", eps), weight_offset=_call.real("weight_offset", weight_offset),
-        pdl=_call.flag("pdl", pdl), head_dim=hd,
-        quant__format=fmt, quant__fp8_max=0.0 if fp8_max is None else _call.real("fp8_max", fp8_max),
-        quant__amax_floor=_call.real("amax_floor", amax_floor), quant__scale_format=sfmt, quant__group_size=g,
-        quant__quantize_rounded=_call.flag("quantize_rounded", quantize_rounded))
-    cdt = None
-    if copy_dtype is not None:
-        cdt = _call.dtype_arg(copy_dtype, "copy_dtype")
-        if cdt not in (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32):
-            raise argument_error("copy_dtype: %s; the copy must be bf16, fp16 or fp32" % cdt)
-        if y is not None and _call.dtype_of(y) != cdt:
-            raise argument_error("copy_dtype: %s does not match y's dtype %s" % (cdt, _call.dtype_of(y)))
+        pdl=_call.flag("pdl", pdl), head_dim=hd, **qf)
+    cdt = _float_out_dtype(copy_dtype, "copy_dtype", "the copy", y, "y")
     want_copy = copy_dtype is not None or y is not None
     if q is None or scales is None or (want_copy and y is None):
         shape = _call.shape_of(x)
@@ -149,6 +136,19 @@ _ADD_ENTRY = _call.Entry("gatednorm_add_rmsnorm", "gatednorm_add_rmsnorm_params"
                          outputs=("residual", "residual_out", "y", "q", "scales"))
 _GQ_ENTRY = _call.Entry("gatednorm_group_quant_fp8", "gatednorm_group_quant_fp8_params", ("x", "q", "scales"),
                         outputs=("q", "scales"))
+
+
+def _float_out_dtype(dtype, name, what, given, given_name):
+    """The numpy dtype of an optional bf16/fp16/fp32 output (None: not given), checked
+    against that output (``given``) when the caller passed one too."""
+    if dtype is None:
+        return None
+    dt = _call.dtype_arg(dtype, name)
+    if dt not in (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32):
+        raise argument_error("%s: %s; %s must be bf16, fp16 or fp32" % (name, dt, what))
+    if given is not None and _call.dtype_of(given) != dt:
+        raise argument_error("%s: %s does not match %s's dtype %s" % (name, dt, given_name, _call.dtype_of(given)))
+    return dt
 
 
 def _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded):
@@ -227,13 +227,7 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
     qf, fmt, sfmt, g = _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded)
     prm = entry.params(eps=_call.real("eps", eps), weight_offset=_call.real("weight_offset", weight_offset),
                        pdl=_call.flag("pdl", pdl), **qf)
-    ydt = None
-    if y_dtype is not None:
-        ydt = _call.dtype_arg(y_dtype, "y_dtype")
-        if ydt not in (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32):
-            raise argument_error("y_dtype: %s; y must be bf16, fp16 or fp32" % ydt)
-        if y_out is not None and _call.dtype_of(y_out) != ydt:
-            raise argument_error("y_dtype: %s does not match y_out's dtype %s" % (ydt, _call.dtype_of(y_out)))
+    ydt = _float_out_dtype(y_dtype, "y_dtype", "y", y_out, "y_out")
     if residual_out is not None and residual is None:
         raise argument_error("residual_out: given without a residual (there is no sum to store)")
     if want_y and y_out is None:
