@@ -10,6 +10,9 @@
 //  - generic kernel: any other size, dtype mix or alignment; 256 threads per row, the sum in
 //    one pass (which also stores the rounded residual), then groups handed to 32-lane teams
 //    that re-read the stored row (amax pass, then codes and y).
+#include <stdlib.h>
+#include <string.h>
+
 #include "backend.h"
 #include "device_guard.h"
 #include "fp8_quant.h"
@@ -25,7 +28,8 @@ struct AddArgs {
     int64_t x_st, res_st, res_out_st, y_st;  // bytes
     Fp8QuantArgs qa;
     int32_t hidden;
-    int32_t gl;  // row kernel: lanes per group
+    int32_t gl;      // row kernel: lanes per group
+    int32_t g_log2;  // row kernel: log2(G)
     int32_t x_dtype, res_dtype, y_dtype, weight_dtype, round_dtype;
     int32_t normalize, has_quant, quantize_rounded, pdl;
     float eps, weight_offset, inv_hidden;
@@ -126,7 +130,7 @@ __global__ void __launch_bounds__(kMaxRowThreads) add_rmsnorm_row_kernel(const A
     uint32_t m = 0;
 #pragma unroll
     for (int k = 0; k < VEC; ++k) m = ok && abs_bits(y[k]) > m ? abs_bits(y[k]) : m;
-    m = lanes_max_bits(m, a.gl);
+    m = lanes_max_bits_upto<32>(m, a.gl);
     if (!ok) return;
     const float scale = group_scale(a.qa, m);
     uint32_t codes[VEC / 4];
@@ -134,7 +138,7 @@ __global__ void __launch_bounds__(kMaxRowThreads) add_rmsnorm_row_kernel(const A
     char *qp = a.qa.q + t * a.qa.q_st + col;
     if constexpr (VEC == 8) *reinterpret_cast<uint2 *>(qp) = make_uint2(codes[0], codes[1]);
     else *reinterpret_cast<uint4 *>(qp) = make_uint4(codes[0], codes[1], codes[2], codes[3]);
-    if (col % a.qa.group == 0) store_scale(a.qa, t, col / a.qa.group, scale);
+    if ((col & (a.qa.group - 1)) == 0) store_scale(a.qa, t, col >> a.g_log2, scale);  // G: a power of two here
 }
 
 // ---- generic kernel
@@ -201,11 +205,28 @@ __global__ void __launch_bounds__(kGenericThreads) add_rmsnorm_generic_kernel(co
 bool aligned(const void *p, unsigned n) { return (reinterpret_cast<uintptr_t>(p) & (n - 1)) == 0; }
 
 // The row kernel's VEC (8 or 16) for this problem, or 0 where only the generic kernel can take it.
+// 16 above 8192 (a block holds at most 1024 lanes), and from 2048 when only x is read (plain
+// RMSNorm, group quant): one 16-byte load a lane kept too few bytes in flight (run 29: plain
+// RMSNorm at 77% of the roofline where add-RMSNorm, two loads a lane, tied liger's kernel).
+// GATEDNORM_ROW_VEC (8 or 16) overrides the rule where legal: a temporary A/B switch for run 32.
+int preferred_vec(const AddRmsnormProblem &p) {
+    static const int forced = [] {
+        const char *v = getenv("GATEDNORM_ROW_VEC");
+        return v && (!strcmp(v, "8") || !strcmp(v, "16")) ? atoi(v) : 0;
+    }();
+    const int64_t H = p.hidden;
+    if (H > 8192) return 16;
+    const bool even16 = H % 16 == 0 && (!p.has_quant || p.quant.group % 16 == 0);
+    if (forced) return forced == 16 && !even16 ? 8 : forced;
+    const bool x_only = p.res == nullptr;
+    return x_only && H >= 2048 && even16 ? 16 : 8;
+}
+
 int row_vec(const AddRmsnormProblem &p) {
     const int64_t H = p.hidden;
     if (p.x_dtype == kF32 || (p.res && p.res_dtype != p.x_dtype)) return 0;
     if (H < 256 || H > 16384) return 0;
-    const int vec = H <= 8192 ? 8 : 16;
+    const int vec = preferred_vec(p);
     if (H % vec) return 0;
     if (!aligned(p.x, 16) || (p.x_st * 2) % 16) return 0;
     if (p.res && (!aligned(p.res, 16) || (p.res_st * 2) % 16 || !aligned(p.res_out, 16) || (p.res_out_st * 2) % 16)) return 0;
@@ -244,6 +265,7 @@ AddArgs make_args(const AddRmsnormProblem &p, int vec) {
         a.qa.fp8_max = qs.fp8_max;
         a.qa.amax_floor = qs.amax_floor;
         a.gl = vec ? int32_t(qs.group / vec) : 1;
+        while ((int64_t(1) << a.g_log2) < qs.group) ++a.g_log2;
     }
     a.hidden = int32_t(p.hidden);
     a.x_dtype = p.x_dtype;

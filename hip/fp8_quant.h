@@ -35,6 +35,19 @@ __device__ __forceinline__ uint32_t lanes_max_bits(uint32_t m, int lanes) {
     return m;
 }
 
+// The same with `lanes` (a power of two <= MAXL <= 32) known only at run time: every level
+// unrolled and predicated, so no loop counter or branch sits in the reduction chain.
+template <int MAXL>
+__device__ __forceinline__ uint32_t lanes_max_bits_upto(uint32_t m, int lanes) {
+    static_assert(MAXL <= 32 && (MAXL & (MAXL - 1)) == 0, "groups of <= 32 lanes");
+#pragma unroll
+    for (int o = MAXL / 2; o > 0; o >>= 1) {
+        const uint32_t other = f32_bits(gn_shfl_xor(f32_from_bits(m), o, 32));
+        if (o < lanes && other > m) m = other;
+    }
+    return m;
+}
+
 // The group's scale from the amax bits the lanes of the group agree on.
 __device__ __forceinline__ float group_scale(const Fp8QuantArgs &a, uint32_t amax_bits) {
     return fp8_group_scale(amax_bits, a.amax_floor, a.fp8_max, a.scale_format != kScaleF32);
@@ -53,11 +66,22 @@ __device__ __forceinline__ void encode_codes(const Fp8QuantArgs &a, const float 
         return;
     }
     const float inv = 1.0f / scale;  // IEEE reciprocal, as the CPU's: one per group
+    // The format's encoder chosen once for the lane, not per pair: inside the first branch
+    // fp8_encode_x2's own test folds to the hardware convert.
+    if (fp8_hw_convert(a.format)) {
 #pragma unroll
-    for (int i = 0; i < VEC / 4; ++i) {
-        const uint32_t lo = fp8_encode_x2(y[4 * i] * inv, y[4 * i + 1] * inv, a.format, a.fp8_max);
-        const uint32_t hi = fp8_encode_x2(y[4 * i + 2] * inv, y[4 * i + 3] * inv, a.format, a.fp8_max);
-        w[i] = lo | (hi << 16);
+        for (int i = 0; i < VEC / 4; ++i) {
+            const uint32_t lo = fp8_encode_x2(y[4 * i] * inv, y[4 * i + 1] * inv, a.format, a.fp8_max);
+            const uint32_t hi = fp8_encode_x2(y[4 * i + 2] * inv, y[4 * i + 3] * inv, a.format, a.fp8_max);
+            w[i] = lo | (hi << 16);
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < VEC / 4; ++i) {
+            const uint32_t lo = fp8_encode_x2(y[4 * i] * inv, y[4 * i + 1] * inv, a.format, a.fp8_max);
+            const uint32_t hi = fp8_encode_x2(y[4 * i + 2] * inv, y[4 * i + 3] * inv, a.format, a.fp8_max);
+            w[i] = lo | (hi << 16);
+        }
     }
 }
 

@@ -5,12 +5,20 @@
 //    spans heads, else 1; each head is LPR = next_pow2(D / 8) lanes, each lane one 16-byte
 //    chunk of x and z (8 elements) held in registers.  The row's sum of squares reduces over
 //    the head's LPR lanes, the group amax over the group's GL adjacent lanes (G / 8 when G
-//    divides D, the team when it spans heads): a few xor-shuffles in groups of <= 32 lanes,
-//    so no code depends on the warp width.  A lane writes 8 codes (one 8-byte store) and,
-//    when it owns a group's first element, the group's scale.
+//    divides D, the team when it spans heads): xor-shuffles in groups of <= 32 lanes, so no
+//    code depends on the warp width.  A lane writes 8 codes (one 8-byte store) and, when it
+//    owns a group's first element, the group's scale.
+//    Unlike the plain gated norm, the epilogue after the loads is long (two reductions, two
+//    IEEE divisions, the encode): run 29's one-row kernel reached ~47% of the roofline, its
+//    lanes waiting on their own chains with no loads in flight.  So on large grids a lane
+//    carries two rows (ROWS = 2): both rows' loads in flight at once and the two chains
+//    interleaved level by level.  The gate's place is compiled in (it decides which loads
+//    and exponentials exist).
 //  - generic kernel: every other shape and dtype mix; a team of 32 lanes per segment (a head
 //    when G <= D, the G / D heads of a group otherwise), passes over the segment through the
 //    cache (sum of squares, group amax, then y again to write).  Correct everywhere, slower.
+#include <stdlib.h>
+
 #include "backend.h"
 #include "device_guard.h"
 #include "fp8_quant.h"
@@ -31,10 +39,22 @@ struct Fp8Args {
     int32_t dim, heads, hpt;  // D, H, heads per segment
     int32_t lpr_log2;         // vec: lanes per head = 1 << lpr_log2
     int32_t gl;               // vec: lanes per group
+    int32_t groups_per_head;  // vec: D / G where G < D, else 0
+    int32_t g_log2;           // vec: log2(G) where G < D
+    int32_t hpt_log2;         // vec: log2(hpt)
     int32_t x_dtype, z_dtype, y_dtype, weight_dtype, round_dtype;
     int32_t norm_before_gate, activation, quantize_rounded, pdl;
     float eps, weight_offset, inv_dim;
 };
+
+// The vec kernel's block, and the threads a multiprocessor keeps resident by rows a lane
+// carries: 128-thread blocks at 32 registers (16 blocks, all a multiprocessor holds; no
+// spills) for one row, 64 (8 blocks) for two: 64 KB of loads in flight an SM either way.
+constexpr int kFp8Block = 128;
+template <int ROWS>
+constexpr int kFp8Resident = ROWS == 1 ? 16 * kFp8Block : 8 * kFp8Block;
+
+enum GatePlace : int { kGateNone = 0, kGateFirst = 1, kGateAfter = 2 };
 
 __device__ __forceinline__ void pdl_entry(const Fp8Args &a) {
     if (a.pdl) {  // no-ops unless launched with the attribute; a uniform branch
@@ -49,86 +69,170 @@ __device__ __forceinline__ uint32_t pack16(float lo, float hi, int dt) {
     return dt == kBF16 ? pack_bf16x2(lo, hi) : pack_f16x2(lo, hi);
 }
 
-template <int XDT, int TEAM>
-__global__ void __launch_bounds__(kBlockThreads) rmsnorm_gated_fp8_vec_kernel(const Fp8Args a) {
-    constexpr int VEC = 8;
-    const int lane = threadIdx.x % TEAM;
-    const int32_t team = blockIdx.x * (kBlockThreads / TEAM) + threadIdx.x / TEAM;
-    const bool team_ok = team < a.teams;
-    const int lpr = 1 << a.lpr_log2;
-    const int hh = lane >> a.lpr_log2, col = (lane & (lpr - 1)) * VEC;
-    const uint32_t t = a.segs == 1 ? uint32_t(team) : fast_div(uint32_t(team), a.segs_div);
-    const int h = (team - int32_t(t) * a.segs) * a.hpt + hh;
-    const bool ok = team_ok && col < a.dim;
-    pdl_entry(a);
+// The vec kernel's lane-level pieces.  TEAM is a compile-time bound on the lanes that meet
+// in a reduction (the head's LPR, the group's GL <= TEAM, both powers of two): every level
+// is unrolled and predicated, so no loop counter or branch sits in the reduction chain, the
+// longest dependent path of the kernel after the loads.
+template <int TEAM, int ROWS>
+__device__ __forceinline__ void sum_lanes(float (&v)[ROWS], int lanes) {
+#pragma unroll
+    for (int o = TEAM / 2; o > 0; o >>= 1)
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) {  // the rows' chains interleaved, level by level
+            const float other = gn_shfl_xor(v[r], o, 32);
+            if (o < lanes) v[r] += other;
+        }
+}
 
-    // x and z first (the DRAM round trip everything waits on), then the weight's raw bits.
-    uint32_t xw[4] = {0u, 0u, 0u, 0u}, zw[4] = {0u, 0u, 0u, 0u};
-    if (ok) {
-        load_words(a.x + int64_t(t) * a.x_st + int64_t(h) * a.x_sh + col * 2, xw);
-        if (a.z) load_words(a.z + int64_t(t) * a.z_st + int64_t(h) * a.z_sh + col * 2, zw);
-    }
-    RawChunk<VEC> wraw{};
-    if (ok) wraw = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype), a.weight_dtype);
+template <int TEAM, int ROWS>
+__device__ __forceinline__ void max_lanes(uint32_t (&m)[ROWS], int lanes) {
+#pragma unroll
+    for (int o = TEAM / 2; o > 0; o >>= 1)
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+            const uint32_t other = f32_bits(gn_shfl_xor(f32_from_bits(m[r]), o, 32));
+            if (o < lanes && other > m[r]) m[r] = other;
+        }
+}
 
-    const bool has_z = a.z != nullptr;
-    const bool gate_first = has_z && !a.norm_before_gate, gate_after = has_z && a.norm_before_gate;
-    float u[VEC], g[VEC];
+// y = u * rstd * w [* g] for one lane's chunk, with the gate's place fixed at compile time.
+template <int XDT, int GATE, int VEC>
+__device__ __forceinline__ void lane_y(const uint32_t (&xw)[4], const uint32_t (&zw)[4], const float (&w)[VEC], int act,
+                                       float rstd, float (&y)[VEC]) {
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
-        u[k] = word_element<XDT>(xw, k);
-        g[k] = has_z ? activate(word_element<XDT>(zw, k), a.activation) : 1.0f;
+        float u = word_element<XDT>(xw, k);
+        if constexpr (GATE == kGateFirst) u *= activate(word_element<XDT>(zw, k), act);
+        y[k] = u * rstd * w[k];
+        if constexpr (GATE == kGateAfter) y[k] *= activate(word_element<XDT>(zw, k), act);
     }
-    if (gate_first) {
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) u[k] *= g[k];
-    }
+}
+
+template <int XDT, int GATE, int VEC>
+__device__ __forceinline__ float lane_sumsq(const uint32_t (&xw)[4], const uint32_t (&zw)[4], int act) {
     float ss = 0.0f;
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) ss += u[k] * u[k];
-    for (int o = lpr >> 1; o > 0; o >>= 1) ss += gn_shfl_xor(ss, o, 32);  // the head's lanes
-    const float rstd = rsqrtf(ss * a.inv_dim + a.eps);
+    for (int k = 0; k < VEC; ++k) {
+        float u = word_element<XDT>(xw, k);
+        if constexpr (GATE == kGateFirst) u *= activate(word_element<XDT>(zw, k), act);
+        ss += u * u;
+    }
+    return ss;
+}
 
-    float w[VEC], y[VEC];
+// A lane of the vec kernel: ROWS teams (rows of TEAM lanes: HPT heads of one token) whose
+// loads are all issued before any is used, then whose epilogues run interleaved, so one
+// row's reduction chain issues while the other's waits.  A block is ROWS slabs of
+// kFp8Block / TEAM consecutive teams.
+template <int XDT, int TEAM, int ROWS, int GATE>
+__device__ __forceinline__ void fp8_vec_rows(const Fp8Args &a) {
+    constexpr int VEC = 8;
+    constexpr int kTeamsPerSlab = kFp8Block / TEAM;
+    const int lane = threadIdx.x % TEAM;
+    const int hh = lane >> a.lpr_log2, col = (lane & ((1 << a.lpr_log2) - 1)) * VEC;
+    const bool col_ok = col < a.dim;
+
+    int32_t t[ROWS], h[ROWS];
+    bool ok[ROWS];
+    uint32_t xw[ROWS][4], zw[ROWS][4];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+        // Teams past the end (the last block's) index as the last team, and write nothing.
+        const uint32_t team = (blockIdx.x * ROWS + r) * kTeamsPerSlab + threadIdx.x / TEAM;
+        ok[r] = team < uint32_t(a.teams) && col_ok;
+        const uint32_t tm = team < uint32_t(a.teams) ? team : uint32_t(a.teams - 1);
+        const uint32_t tt = a.segs == 1 ? tm : fast_div(tm, a.segs_div);
+        t[r] = int32_t(tt);
+        h[r] = int32_t(tm - tt * uint32_t(a.segs)) * a.hpt + hh;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) xw[r][i] = zw[r][i] = 0u;
+    }
+    pdl_entry(a);
+    // Every row's x and z first (the DRAM round trips everything waits on), then the
+    // weight's raw bits: the same chunk for every row of the lane.
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+        if (!ok[r]) continue;
+        load_words(a.x + int64_t(t[r]) * a.x_st + int64_t(h[r]) * a.x_sh + col * 2, xw[r]);
+        if constexpr (GATE != kGateNone) load_words(a.z + int64_t(t[r]) * a.z_st + int64_t(h[r]) * a.z_sh + col * 2, zw[r]);
+    }
+    RawChunk<VEC> wraw{};
+    if (col_ok) wraw = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype), a.weight_dtype);
+
+    const int act = a.activation;
+    float ss[ROWS];
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) ss[r] = lane_sumsq<XDT, GATE, VEC>(xw[r], zw[r], act);
+    sum_lanes<TEAM>(ss, 1 << a.lpr_log2);  // the head's lanes
+
+    float w[VEC];
     if (a.weight_dtype == kBF16) widen_chunk<kBF16>(wraw, a.weight_offset, w);
     else if (a.weight_dtype == kF16) widen_chunk<kF16>(wraw, a.weight_offset, w);
     else widen_chunk<kF32>(wraw, a.weight_offset, w);
+
+    float y[ROWS][VEC];
+    uint32_t m[ROWS];
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) {
-        y[k] = u[k] * rstd * w[k];
-        if (gate_after) y[k] *= g[k];
-    }
-    if (a.y || a.quantize_rounded) {
-        const int rdt = a.round_dtype;
-        uint32_t pw[4];
+    for (int r = 0; r < ROWS; ++r) {
+        lane_y<XDT, GATE>(xw[r], zw[r], w, act, rsqrtf(ss[r] * a.inv_dim + a.eps), y[r]);
+        if (a.y || a.quantize_rounded) {
+            // y rounded to a 16-bit dtype: the copy's bits, and (quantize_rounded) the value an
+            // unfused pipeline stores and re-reads.
+            const int rdt = a.round_dtype;
+            uint32_t pw[4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) pw[i] = pack16(y[2 * i], y[2 * i + 1], rdt);
-        if (a.y && ok) store_words(a.y + int64_t(t) * a.y_st + int64_t(h) * a.y_sh + col * 2, pw);
-        if (a.quantize_rounded) {
-            if (rdt == kBF16) {
+            for (int i = 0; i < 4; ++i) pw[i] = pack16(y[r][2 * i], y[r][2 * i + 1], rdt);
+            if (a.y && ok[r]) store_words(a.y + int64_t(t[r]) * a.y_st + int64_t(h[r]) * a.y_sh + col * 2, pw);
+            if (a.quantize_rounded) {
+                if (rdt == kBF16) {
 #pragma unroll
-                for (int k = 0; k < VEC; ++k) y[k] = word_element<kBF16>(pw, k);
-            } else {
+                    for (int k = 0; k < VEC; ++k) y[r][k] = word_element<kBF16>(pw, k);
+                } else {
 #pragma unroll
-                for (int k = 0; k < VEC; ++k) y[k] = word_element<kF16>(pw, k);
+                    for (int k = 0; k < VEC; ++k) y[r][k] = word_element<kF16>(pw, k);
+                }
             }
         }
-    }
-    // Lanes past D (and teams past the end) hold y = 0: they take part in the shuffles.
-    uint32_t m = 0;
+        // Lanes past D (and teams past the end) count as zeros in the shuffles.
+        m[r] = 0;
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) m = ok && abs_bits(y[k]) > m ? abs_bits(y[k]) : m;
-    m = lanes_max_bits(m, a.gl);
-    if (!ok) return;
-    const float scale = group_scale(a.qa, m);
-    uint32_t codes[2];
-    encode_codes(a.qa, y, scale, codes);
-    // Element of the token's row, in 32 bits (vec_team keeps rows under 2^31): a 64-bit
-    // division here costs each lane ~100 instructions, as much as the rest of its epilogue.
-    const uint32_t e = uint32_t(h) * uint32_t(a.dim) + uint32_t(col);
-    *reinterpret_cast<uint2 *>(a.qa.q + int64_t(t) * a.qa.q_st + e) = make_uint2(codes[0], codes[1]);
-    const uint32_t group = uint32_t(a.qa.group);
-    if (e % group == 0) store_scale(a.qa, t, e / group, scale);
+        for (int k = 0; k < VEC; ++k) m[r] = abs_bits(y[r][k]) > m[r] ? abs_bits(y[r][k]) : m[r];
+        if (!ok[r]) m[r] = 0;
+    }
+    max_lanes<TEAM>(m, a.gl);
+
+    // The group this lane's chunk lies in, and whether it holds the group's first element:
+    // shifts and one multiply (G is a power of two on this path).
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+        if (!ok[r]) continue;
+        const float scale = group_scale(a.qa, m[r]);
+        uint32_t codes[2];
+        encode_codes(a.qa, y[r], scale, codes);
+        const uint32_t e = uint32_t(h[r]) * uint32_t(a.dim) + uint32_t(col);  // element of the token's row
+        *reinterpret_cast<uint2 *>(a.qa.q + int64_t(t[r]) * a.qa.q_st + e) = make_uint2(codes[0], codes[1]);
+        // Group of the chunk, and whether it holds the group's first element: G < D is a power
+        // of two dividing D; G >= D spans a power-of-two count of whole heads.
+        uint32_t k;
+        bool first;
+        if (a.groups_per_head) {
+            k = uint32_t(h[r]) * uint32_t(a.groups_per_head) + (uint32_t(col) >> a.g_log2);
+            first = (col & (a.qa.group - 1)) == 0;
+        } else {
+            k = uint32_t(h[r]) >> a.hpt_log2;
+            first = col == 0 && (h[r] & (a.hpt - 1)) == 0;
+        }
+        if (first) store_scale(a.qa, t[r], k, scale);
+    }
+}
+
+template <int XDT, int TEAM, int ROWS>
+__global__ void GN_LAUNCH_BOUNDS(kFp8Block, kFp8Resident<ROWS>) rmsnorm_gated_fp8_vec_kernel(const Fp8Args a) {
+    // The gate's place is the one run-time choice worth a copy of the body: it decides
+    // which loads exist and where 8 exponentials sit.
+    if (a.z == nullptr) fp8_vec_rows<XDT, TEAM, ROWS, kGateNone>(a);
+    else if (a.norm_before_gate) fp8_vec_rows<XDT, TEAM, ROWS, kGateAfter>(a);
+    else fp8_vec_rows<XDT, TEAM, ROWS, kGateFirst>(a);
 }
 
 // ---- generic kernel
@@ -290,6 +394,9 @@ Fp8Args make_args(const RmsnormGatedFp8Problem &pr, int team) {
     a.segs_div = make_fast_div(uint32_t(a.segs));
     a.lpr_log2 = log2_ceil(p.dim / 8);
     a.gl = qs.group >= p.dim ? team : int32_t(qs.group / 8);
+    a.groups_per_head = qs.group < p.dim ? int32_t(p.dim / qs.group) : 0;
+    a.g_log2 = log2_ceil(qs.group);
+    a.hpt_log2 = log2_ceil(a.hpt);
     a.x_dtype = p.x.dtype;
     a.z_dtype = p.z.dtype;
     a.y_dtype = p.out.dtype;
@@ -305,22 +412,43 @@ Fp8Args make_args(const RmsnormGatedFp8Problem &pr, int team) {
 }
 
 template <class Kernel>
-hipError_t launch(Kernel k, unsigned grid, const Fp8Args &a, hipStream_t stream, bool pdl) {
+hipError_t launch(Kernel k, unsigned grid, unsigned block, const Fp8Args &a, hipStream_t stream, bool pdl) {
 #if defined(GN_HAS_PDL)
-    if (pdl) return gn_launch_pdl(k, grid, kBlockThreads, stream, a);
+    if (pdl) return gn_launch_pdl(k, grid, block, stream, a);
 #else
     (void)pdl;
 #endif
-    k<<<grid, kBlockThreads, 0, stream>>>(a);
+    k<<<grid, block, 0, stream>>>(a);
     return hipSuccess;
 }
 
+// Rows a lane carries: two once the grid of one-row blocks would fill the GPU several times
+// over (each lane then keeps twice the bytes in flight and overlaps two reduction chains);
+// one below, where the extra rows would only idle multiprocessors.
+// GATEDNORM_FP8_ROWS (1 or 2) overrides the rule: a temporary A/B switch for run 32.
+int fp8_rows(int64_t teams, int team, int sms) {
+    static const int forced = [] {
+        const char *v = getenv("GATEDNORM_FP8_ROWS");
+        return v && (v[0] == '1' || v[0] == '2') ? v[0] - '0' : 0;
+    }();
+    if (forced) return forced;
+    return teams * team >= int64_t(kFp8Block) * 12 * 2 * (sms > 0 ? sms : 132) ? 2 : 1;
+}
+
+template <int XDT, int TEAM>
+hipError_t launch_vec_team(const Fp8Args &a, int sms, hipStream_t s, bool pdl) {
+    const int rows = fp8_rows(a.teams, TEAM, sms);
+    const int64_t per_block = int64_t(rows) * (kFp8Block / TEAM);
+    const unsigned grid = unsigned((int64_t(a.teams) + per_block - 1) / per_block);
+    if (rows == 2) return launch(rmsnorm_gated_fp8_vec_kernel<XDT, TEAM, 2>, grid, kFp8Block, a, s, pdl);
+    return launch(rmsnorm_gated_fp8_vec_kernel<XDT, TEAM, 1>, grid, kFp8Block, a, s, pdl);
+}
+
 template <int XDT>
-hipError_t launch_vec(const Fp8Args &a, int team, hipStream_t s, bool pdl) {
-    const unsigned grid = unsigned((int64_t(a.teams) * team + kBlockThreads - 1) / kBlockThreads);
-    if (team == 8) return launch(rmsnorm_gated_fp8_vec_kernel<XDT, 8>, grid, a, s, pdl);
-    if (team == 16) return launch(rmsnorm_gated_fp8_vec_kernel<XDT, 16>, grid, a, s, pdl);
-    return launch(rmsnorm_gated_fp8_vec_kernel<XDT, 32>, grid, a, s, pdl);
+hipError_t launch_vec(const Fp8Args &a, int team, int sms, hipStream_t s, bool pdl) {
+    if (team == 8) return launch_vec_team<XDT, 8>(a, sms, s, pdl);
+    if (team == 16) return launch_vec_team<XDT, 16>(a, sms, s, pdl);
+    return launch_vec_team<XDT, 32>(a, sms, s, pdl);
 }
 
 }  // namespace
@@ -345,10 +473,11 @@ gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr, void *s
     a.pdl = pdl;
     hipError_t err;
     if (team) {
-        err = p.x.dtype == kBF16 ? launch_vec<kBF16>(a, team, s, pdl) : launch_vec<kF16>(a, team, s, pdl);
+        const int sms = multiprocessors(p.device_id);
+        err = p.x.dtype == kBF16 ? launch_vec<kBF16>(a, team, sms, s, pdl) : launch_vec<kF16>(a, team, sms, s, pdl);
     } else {
         const unsigned grid = unsigned((int64_t(a.teams) + kBlockThreads / kGenericLanes - 1) / (kBlockThreads / kGenericLanes));
-        err = launch(rmsnorm_gated_fp8_generic_kernel<>, grid, a, s, pdl);
+        err = launch(rmsnorm_gated_fp8_generic_kernel<>, grid, kBlockThreads, a, s, pdl);
     }
     if (err != hipSuccess) return runtime_fail(err, "rmsnorm_gated_fp8 launch");
     return check_launch("rmsnorm_gated_fp8");

@@ -241,6 +241,14 @@ def test_sizes_and_fp8_max(be, rng, T, fmt, fp8_max):
     assert np.nanmax(np.abs(q.astype(np.float32))) <= fmax
 
 
+@pytest.mark.parametrize("gate", GATES)
+def test_large_grid(be, rng, gate):
+    """Rows enough for the GPU vec kernel's two-rows-a-lane blocks (from 24 x 128 lanes an SM:
+    25344 rows of 16 lanes on a 132-SM H200), with the last block partly past the end."""
+    x, z, w = make_inputs(rng, (6337, 4, 128), "bf16", "bf16", gate != "none")
+    run(be, x, z, w, copy_dtype="bf16", **opts(gate))
+
+
 @pytest.mark.parametrize("copy", ["bf16", "fp16", "fp32"])
 @pytest.mark.parametrize("gate", GATES)
 def test_copy_output(be, rng, copy, gate):
