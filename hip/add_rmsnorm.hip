@@ -210,10 +210,8 @@ bool aligned(const void *p, unsigned n) { return (reinterpret_cast<uintptr_t>(p)
 // RMSNorm at 77% of the roofline where add-RMSNorm, two loads a lane, tied liger's kernel).
 // GATEDNORM_ROW_VEC (8 or 16) overrides the rule where legal: a temporary A/B switch for run 32.
 int preferred_vec(const AddRmsnormProblem &p) {
-    static const int forced = [] {
-        const char *v = getenv("GATEDNORM_ROW_VEC");
-        return v && (!strcmp(v, "8") || !strcmp(v, "16")) ? atoi(v) : 0;
-    }();
+    const char *v = getenv("GATEDNORM_ROW_VEC");  // read every call: the bench's modes set it
+    const int forced = v && (!strcmp(v, "8") || !strcmp(v, "16")) ? atoi(v) : 0;
     const int64_t H = p.hidden;
     if (H > 8192) return 16;
     const bool even16 = H % 16 == 0 && (!p.has_quant || p.quant.group % 16 == 0);

@@ -427,10 +427,8 @@ hipError_t launch(Kernel k, unsigned grid, unsigned block, const Fp8Args &a, hip
 // one below, where the extra rows would only idle multiprocessors.
 // GATEDNORM_FP8_ROWS (1 or 2) overrides the rule: a temporary A/B switch for run 32.
 int fp8_rows(int64_t teams, int team, int sms) {
-    static const int forced = [] {
-        const char *v = getenv("GATEDNORM_FP8_ROWS");
-        return v && (v[0] == '1' || v[0] == '2') ? v[0] - '0' : 0;
-    }();
+    const char *v = getenv("GATEDNORM_FP8_ROWS");  // read every call: the bench's modes set it
+    const int forced = v && (v[0] == '1' || v[0] == '2') ? v[0] - '0' : 0;
     if (forced) return forced;
     return teams * team >= int64_t(kFp8Block) * 12 * 2 * (sms > 0 ? sms : 132) ? 2 : 1;
 }

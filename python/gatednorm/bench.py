@@ -505,6 +505,25 @@ GROUP = 128
 _COMPILED = {}           # one torch.compile (dynamic shapes) per composition and process
 
 
+# Kernel-choice modes of ours (temporary, run 32's A/B): "rows1" / "rows2" force the gated
+# FP8 vec kernel's rows a lane, "vec8" / "vec16" the row kernel's VEC, through an environment
+# variable the launcher reads at each call.  The variable is set just before the call (a
+# graph captures the kernel chosen then) and cleared for every other mode.
+_KERNEL_ENV_MODES = {"rows1": "1", "rows2": "2", "vec8": "8", "vec16": "16"}
+
+
+def _with_kernel_env(name, mode, f):
+    value = _KERNEL_ENV_MODES.get(mode)
+
+    def call(*args, **kw):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+        return f(*args, **kw)
+    return call
+
+
 def _compiled(torch, name, fn):
     """torch.compile(fn, dynamic=True), once per process and name (its warm-up is paid once)."""
     if name not in _COMPILED:
@@ -727,7 +746,7 @@ class RMSNormGatedFP8Bench(OpBench):
     variants = FP8_VARIANTS
     cpu_variants = ("row",)
     ours_modes = ("out",)
-    all_ours_modes = ("out", "pdl")
+    all_ours_modes = ("out", "pdl", "rows1", "rows2")
     outputs = ("q", "scales", "y")
     peers = {"eager": lambda torch: _gated_fp8_eager(torch),
              "compile": lambda torch: _compiled(torch, "gated_fp8", _gated_fp8_eager(torch)),
@@ -815,13 +834,13 @@ class RMSNormGatedFP8Bench(OpBench):
                   scale_format="e8m0_packed" if case["variant"] == "ue8m0" else "fp32")
         if y is not None:
             kw["y"] = y
-        f = gatednorm.rmsnorm_gated_fp8
+        f = _with_kernel_env("GATEDNORM_FP8_ROWS", mode, gatednorm.rmsnorm_gated_fp8)
         if stream is None:
             return lambda: f(x, z, w, **kw)
         return lambda: f(x, z, w, stream=stream(), **kw)
 
     def checked_modes(self, modes):
-        return ["out"] + (["pdl"] if "pdl" in modes else [])
+        return ["out"] + [m for m in modes if m != "out"]
 
     def check(self, case, result, ours):
         """Sampled tokens (<= CHECK_ROWS) against reference.rmsnorm_gated_fp8 (see
@@ -968,7 +987,7 @@ class AddRMSNormBench(OpBench):
     variants = ADD_VARIANTS
     cpu_variants = ("fp8_bf16", "plain")
     ours_modes = ("out",)
-    all_ours_modes = ("out", "pdl")
+    all_ours_modes = ("out", "pdl", "vec8", "vec16")
     outputs = ("y", "q", "scales")
     peers = {"eager": lambda torch: _add_eager(torch),
              "compile": lambda torch: _compiled(torch, "add_rmsnorm", _add_eager(torch)),
@@ -1049,12 +1068,13 @@ class AddRMSNormBench(OpBench):
         if case["q"] is not None:
             kw.update(fp8=True, group_size=GROUP, q=case["q"], scales=case["scales"])
         f = functools.partial(gatednorm.rmsnorm, x, w) if r is None else functools.partial(gatednorm.add_rmsnorm, x, r, w)
+        f = _with_kernel_env("GATEDNORM_ROW_VEC", mode, f)
         if stream is None:
             return lambda: f(**kw)
         return lambda: f(stream=stream(), **kw)
 
     def checked_modes(self, modes):
-        return ["out"] + (["pdl"] if "pdl" in modes else [])
+        return ["out"] + [m for m in modes if m != "out"]
 
     def check(self, case, result, ours):
         """Sampled rows against reference.add_rmsnorm: the stored sum exactly (peers: 1 ulp),
@@ -1156,7 +1176,7 @@ class GroupQuantBench(OpBench):
     variants = ("col",)
     cpu_variants = ("col",)
     ours_modes = ("out",)
-    all_ours_modes = ("out", "pdl")
+    all_ours_modes = ("out", "pdl", "vec8", "vec16")
     outputs = ("q", "scales")
     peers = {"eager": lambda torch: _gq_eager(torch),
              "compile": lambda torch: _compiled(torch, "quant", _torch_quant_fn(torch))}
@@ -1200,10 +1220,13 @@ class GroupQuantBench(OpBench):
 
     def ours(self, gatednorm, case, mode="out", stream=None):
         kw = dict(group_size=GROUP, q=case["q"], scales=case["scales"], pdl=mode == "pdl")
-        f = functools.partial(gatednorm.group_quant_fp8, case["x"])
+        f = _with_kernel_env("GATEDNORM_ROW_VEC", mode, functools.partial(gatednorm.group_quant_fp8, case["x"]))
         if stream is None:
             return lambda: f(**kw)
         return lambda: f(stream=stream(), **kw)
+
+    def checked_modes(self, modes):
+        return ["out"] + [m for m in modes if m != "out"]
 
     def check(self, case, result, ours):
         x = case["x"]
