@@ -86,7 +86,8 @@ export PYTHONPATH=/tmp/gn${PYTHONPATH:+:$PYTHONPATH}
 python3 -m gatednorm info
 
 step "resource usage and SASS of libgatednorm"
-lib=$(ls /tmp/gn/gatednorm/lib/libgatednorm.so.*.*.* | head -n 1)
+lib=$(ls /tmp/gn/gatednorm/lib/libgatednorm.so.*.*.* 2>/dev/null | head -n 1)
+[ -n "$lib" ] || lib=/tmp/gn/gatednorm/lib/libgatednorm.so  # the wheel ships one file
 {
   echo "# cuobjdump --dump-resource-usage $lib"
   cuobjdump --dump-resource-usage "$lib" | grep -E "Function|REG" | paste - - | \
@@ -99,7 +100,8 @@ lib=$(ls /tmp/gn/gatednorm/lib/libgatednorm.so.*.*.* | head -n 1)
   cuobjdump --dump-sass "$lib" | awk '/Function : /{f=0} /Function : _ZN2gn24rmsnorm_gated_vec_kernelILi0ELi0ELi16ELi1E/{f=1} f'
 } > "$out/sass.txt" 2>&1
 grep -E "^REG" "$out/sass.txt" | awk '{print $2}' | sort -n | uniq -c | sed 's/^/registers: /'
-if grep -qE "STACK [1-9]|LOCAL [1-9]| (LDL|STL)" "$out/sass.txt"; then record sass "local memory used (see sass.txt)"; else record sass "no stack, no local memory"; fi
+if ! grep -qE "^REG" "$out/sass.txt"; then record sass "FAIL (no resource report: see sass.txt)"
+elif grep -qE "STACK [1-9]|LOCAL [1-9]| (LDL|STL)" "$out/sass.txt"; then record sass "local memory used (see sass.txt)"; else record sass "no stack, no local memory"; fi
 
 if [ -n "$tune" ]; then
   step "launch-shape A/B (scripts/tune_rmsnorm_gated.cu)"
