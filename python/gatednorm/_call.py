@@ -616,15 +616,13 @@ class Entry:
         lines += ["    if stream is None and %s:" % " and ".join("type(a%d) is NDARRAY" % i for i in range(n)),
                   "        try:"]
         for i, w in enumerate(self.writable):
-            lines += ["            b%d = FB(CA, a%d, %r)" % (i, i, w),
-                      "            d%d = NPD.get(b%d)" % (i, i)]
+            lines += ["            b%d = FB(CA, a%d, %r)" % (i, i, w)]
         lines += ["        except FB_ERRORS:",
                   "            pass",
                   "        else:"]
         for i, name in enumerate(self.names):
-            lines += ["            if d%d is not None and d%d[0] == a%d.shape and d%d[1] is a%d.dtype:" % (i, i, i, i, i),
-                      "                t%d = d%d[2]" % (i, i),
-                      "            else:",
+            lines += ["            sh, dt, t%d = NPD.get(b%d) or NP_MISS" % (i, i),
+                      "            if sh != a%d.shape or dt is not a%d.dtype:" % (i, i),
                       "                t%d = np_desc(a%d, %r, b%d)" % (i, i, name, i)]
         fast_args = ", ".join("t%d" % i for i in range(n))
         if self.params_type is not None:
@@ -710,7 +708,7 @@ class Entry:
                    SLOTTED=_SLOTTED, scratch_busy=_scratch_busy, STREAMS=_stream_ptrs, stream_ptr=_stream_ptr,
                    release=release, raise_error=_ffi.raise_error, SHORT=self.short,
                    NDARRAY=np.ndarray, FB=_from_buffer, CA=None, NPD=_np_descs, FB_ERRORS=_FB_ERRORS,
-                   from_numpy=_from_numpy, np_desc=_np_desc)
+                   from_numpy=_from_numpy, np_desc=_np_desc, NP_MISS=((), None, None))
         self._env = env
         exec(compile("\n".join(lines), "<gatednorm entry %s>" % self.function, "exec"), env)
         return env["call"]
