@@ -84,9 +84,8 @@ public:
 
     void run(int64_t n, int64_t cost, RangeFn fn, void *ctx) {
         if (n <= 0) return;
-        const double work = double(n) * double(cost < 1 ? 1 : cost);
-        const int64_t by_work = int64_t(work / double(kCpuMinWorkPerThread));
-        if (by_work < 2) return fn(ctx, 0, n);  // tiny: no thread is woken
+        if (cpu_work_is_tiny(n, cost)) return fn(ctx, 0, n);  // tiny: no thread is woken
+        const int64_t by_work = int64_t(double(n) * double(cost < 1 ? 1 : cost) / double(kCpuMinWorkPerThread));
         // One parallel region at a time; a second concurrent caller (or a nested call from
         // a worker) does its own work on its own thread.
         std::unique_lock<std::mutex> d(dispatch_, std::try_to_lock);

@@ -23,8 +23,16 @@ void cpu_parallel_for_impl(int64_t n, int64_t cost, RangeFn fn, void *ctx);
 
 constexpr int64_t kCpuMinWorkPerThread = int64_t(1) << 15;
 
+// Whether n items of `cost` are too little work to wake a thread: then cpu_parallel_for runs
+// them inline on the caller's thread, without entering the pool (a decode-sized call).
+inline bool cpu_work_is_tiny(int64_t n, int64_t cost) {
+    return double(n) * double(cost < 1 ? 1 : cost) < double(2 * kCpuMinWorkPerThread);
+}
+
 template <class F>
 void cpu_parallel_for(int64_t n, int64_t cost, F &&f) {
+    if (n <= 0) return;
+    if (cpu_work_is_tiny(n, cost)) return (void)f(int64_t(0), n);
     using Fn = typename std::remove_reference<F>::type;
     cpu_parallel_for_impl(n, cost, [](void *c, int64_t b, int64_t e) { (*static_cast<Fn *>(c))(b, e); },
                           const_cast<void *>(static_cast<const void *>(&f)));

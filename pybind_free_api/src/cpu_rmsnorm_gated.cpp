@@ -22,6 +22,10 @@ float *row_buffer(int which, int64_t n) {
     return buf[which].data();
 }
 
+// Rows up to this long keep their buffers (and the widened weight) on the stack: a small call
+// touches no heap and no thread-local storage.
+constexpr int64_t kStackRow = 512;
+
 // The common case, fused: x, z and out all bf16 (rows contiguous along D, as every row is).
 // Per element the same operations in the same order as the generic loop below (load, gate,
 // u * act(z) when gating first, the 8-lane double sum of squares, u * rstd * w * g, round
@@ -92,19 +96,22 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=51
 void bf16_rows_avx512(const Bf16Rows &a, int act, bool nbg, int64_t r0, int64_t r1, float *u, float *g) {
     bf16_rows_any(a, act, nbg, r0, r1, u, g);
 }
-Bf16RowsFn pick_bf16_rows() {
+// short_rows: for rows shorter than 16 elements, which the 512-bit clone would run in its
+// scalar remainder loops; the AVX2 clone covers 8 of them in one vector step.
+Bf16RowsFn pick_bf16_rows(bool short_rows) {
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq"))
+    if (!short_rows && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
         return bf16_rows_avx512;
     if (__builtin_cpu_supports("avx2")) return bf16_rows_avx2;
     return bf16_rows_base;
 }
 #else
-Bf16RowsFn pick_bf16_rows() { return bf16_rows_base; }
+Bf16RowsFn pick_bf16_rows(bool) { return bf16_rows_base; }
 #endif
 
-const Bf16RowsFn bf16_rows_dispatch = pick_bf16_rows();
+const Bf16RowsFn bf16_rows_dispatch = pick_bf16_rows(false);
+const Bf16RowsFn bf16_rows_dispatch_short = pick_bf16_rows(true);
 
 }  // namespace
 
@@ -114,8 +121,9 @@ gatednorm_status cpu_rmsnorm_gated(const RmsnormGatedProblem &p) {
     const int ws = dtype_size(p.weight_dtype);
     const bool has_z = p.z.data != nullptr;
 
-    std::vector<float> wv(static_cast<size_t>(D));
-    float *const w = wv.data();
+    float wstack[kStackRow];
+    std::vector<float> wv(static_cast<size_t>(D <= kStackRow ? 0 : D));
+    float *const w = D <= kStackRow ? wstack : wv.data();
     for (int64_t c = 0; c < D; ++c)
         w[c] = load_as_f32(static_cast<const char *>(p.weight) + c * ws, p.weight_dtype) + p.weight_offset;
 
@@ -126,14 +134,21 @@ gatednorm_status cpu_rmsnorm_gated(const RmsnormGatedProblem &p) {
         const int act = p.activation;
         const bool nbg = p.norm_before_gate;
         auto rows = [&](int64_t r0, int64_t r1) {
-            bf16_rows_dispatch(a, act, nbg, r0, r1, row_buffer(0, D), row_buffer(1, D));
+            if (D <= kStackRow) {
+                float u[kStackRow], g[kStackRow];
+                (D < 16 ? bf16_rows_dispatch_short : bf16_rows_dispatch)(a, act, nbg, r0, r1, u, g);
+            } else {
+                bf16_rows_dispatch(a, act, nbg, r0, r1, row_buffer(0, D), row_buffer(1, D));
+            }
         };
         cpu_parallel_for(p.tokens * H, D * 4, rows);
         return GATEDNORM_STATUS_SUCCESS;
     }
 
     auto rows = [&](int64_t r0, int64_t r1) {
-        float *u = row_buffer(0, D), *g = row_buffer(1, D), *y = row_buffer(2, D);
+        float us[kStackRow], gs[kStackRow], ys[kStackRow];
+        const bool small = D <= kStackRow;
+        float *u = small ? us : row_buffer(0, D), *g = small ? gs : row_buffer(1, D), *y = small ? ys : row_buffer(2, D);
         for (int64_t r = r0; r < r1; ++r) {
             const int64_t t = r / H, h = r % H;
             const char *x = p.x.data + (t * p.x.stride_t + h * p.x.stride_h) * xs;

@@ -60,10 +60,62 @@ GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_params_init(gatednorm_rms
 }
 
 namespace {
+// The fast path: host tensors, all row-major contiguous with x's shape, weight [D], no group
+// view (or one group of the whole last dim), out either x or z exactly or apart from every
+// input.  Fills *p as the full checks below would for these arguments (its rows as one
+// token dim: the CPU backend walks rows r at r * D either way) and returns true; false
+// (nothing decided) sends the call through the full checks.  Params are read first in both.
+bool contiguous_host_problem(const gatednorm_tensor *x, const gatednorm_tensor *z, const gatednorm_tensor *weight,
+                             const gatednorm_tensor *out, const gatednorm_rmsnorm_gated_params &prm, RmsnormGatedProblem *p) {
+    uintptr_t xl, xh, zl = 0, zh = 0, wl, wh, ol, oh;
+    if (!host_contiguous(x, &p->x.dtype, &xl, &xh) || !host_contiguous(out, &p->out.dtype, &ol, &oh) ||
+        !host_contiguous(weight, &p->weight_dtype, &wl, &wh) || (z && !host_contiguous(z, &p->z.dtype, &zl, &zh)))
+        return false;
+    const int nd = x->ndim;
+    if (out->ndim != nd || (z && z->ndim != nd) || weight->ndim != 1) return false;
+    for (int i = 0; i < nd; ++i)
+        if (out->shape[i] != x->shape[i] || (z && z->shape[i] != x->shape[i])) return false;
+    const int64_t D = x->shape[nd - 1];
+    if (weight->shape[0] != D || (prm.group_size != 0 && prm.group_size != D)) return false;
+    // out: the same view as x or z (same first byte and dtype: shapes and strides already
+    // agree), or disjoint from it; disjoint from the weight.
+    const auto apart = [&](uintptr_t lo, uintptr_t hi) { return oh <= lo || hi <= ol; };
+    if (!apart(xl, xh) && !(ol == xl && p->out.dtype == p->x.dtype)) return false;
+    if (z && !apart(zl, zh) && !(ol == zl && p->out.dtype == p->z.dtype)) return false;
+    if (!apart(wl, wh)) return false;
+    const int64_t rows = element_count(*x) / D;
+    p->tokens = rows;
+    p->heads = 1;
+    p->dim = D;
+    p->x.data = data_ptr(*x);
+    p->x.stride_t = D;
+    p->x.stride_h = 0;
+    p->out.data = data_ptr(*out);
+    p->out.stride_t = D;
+    p->out.stride_h = 0;
+    if (z) {
+        p->z.data = data_ptr(*z);
+        p->z.stride_t = D;
+        p->z.stride_h = 0;
+    }
+    p->weight = data_ptr(*weight);
+    p->norm_before_gate = prm.norm_before_gate != 0;
+    p->activation = prm.activation;
+    p->eps = prm.eps;
+    p->weight_offset = prm.weight_offset;
+    p->device_id = x->device.device_id;
+    p->pdl = prm.pdl != 0;
+    return true;
+}
+
 gatednorm_status rmsnorm_gated_checked(const gatednorm_tensor *x, const gatednorm_tensor *z, const gatednorm_tensor *weight,
                                        const gatednorm_tensor *out, const gatednorm_rmsnorm_gated_params *params, void *stream) {
     gatednorm_rmsnorm_gated_params prm;
     GN_TRY(read_params(params, &prm));
+    {
+        RmsnormGatedProblem fast;
+        if (contiguous_host_problem(x, z, weight, out, prm, &fast)) return cpu_rmsnorm_gated(fast);
+    }
     GN_TRY(check_descriptor(x, "x"));
     if (z) GN_TRY(check_descriptor(z, "z"));
     GN_TRY(check_descriptor(weight, "weight"));

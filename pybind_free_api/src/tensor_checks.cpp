@@ -106,6 +106,33 @@ gatednorm_status check_descriptor(const gatednorm_tensor *t, const char *name) {
     return GATEDNORM_STATUS_SUCCESS;
 }
 
+bool host_contiguous(const gatednorm_tensor *t, int *dtype, uintptr_t *lo, uintptr_t *hi) {
+    if (!t || !is_host_device(t->device.device_type) || t->ndim < 1 || t->ndim > GATEDNORM_MAX_DIMS || t->dtype.lanes != 1)
+        return false;
+    const gatednorm_dtype &d = t->dtype;
+    if (d.code == GATEDNORM_DTYPE_CODE_BFLOAT && d.bits == 16) *dtype = kBF16;
+    else if (d.code == GATEDNORM_DTYPE_CODE_FLOAT && d.bits == 16) *dtype = kF16;
+    else if (d.code == GATEDNORM_DTYPE_CODE_FLOAT && d.bits == 32) *dtype = kF32;
+    else return false;
+    int64_t count = 1;  // elements of the dims after i: the stride dim i must have
+    for (int i = t->ndim - 1; i >= 0; --i) {
+        const int64_t n = t->shape[i];
+        if (n < 1 || (n > 1 && t->strides[i] != count) || __builtin_mul_overflow(count, n, &count)) return false;
+    }
+    if (t->strides[t->ndim - 1] != 1) return false;  // rows_shape wants it even for a last dim of 1
+    const int64_t elem = d.bits / 8;
+    int64_t bytes;
+    constexpr uintptr_t kAddressLimit = uintptr_t(INTPTR_MAX);
+    const uintptr_t base = reinterpret_cast<uintptr_t>(t->data);
+    if (!t->data || __builtin_mul_overflow(count, elem, &bytes) || base > kAddressLimit || t->byte_offset > kAddressLimit - base)
+        return false;
+    const uintptr_t first = base + t->byte_offset;
+    if (uint64_t(bytes) > kAddressLimit - first || first % uint64_t(elem) != 0) return false;
+    *lo = first;
+    *hi = first + uint64_t(bytes);
+    return true;
+}
+
 gatednorm_status float_dtype(const gatednorm_tensor &t, const char *name, int *dtype) {
     const gatednorm_dtype &d = t.dtype;
     if (d.code == GATEDNORM_DTYPE_CODE_BFLOAT && d.bits == 16) *dtype = kBF16;

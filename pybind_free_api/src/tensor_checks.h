@@ -31,6 +31,15 @@ gatednorm_status float_dtype(const gatednorm_tensor &t, const char *name, int *d
 int64_t element_count(const gatednorm_tensor &t);
 inline char *data_ptr(const gatednorm_tensor &t) { return static_cast<char *>(t.data) + t.byte_offset; }
 
+// The common host case, checked in one pass (the fast path of an entry point): t is a
+// non-NULL descriptor of host memory, 1 to 8 dims, none empty, a float dtype (into *dtype),
+// row-major contiguous (every dim of extent > 1 has the stride of the dims after it), and its
+// bytes [*lo, *hi) lie below 2^63, non-NULL and aligned.  Everything check_descriptor,
+// float_dtype and rows_shape (no group) would accept, and nothing they would refuse; false
+// also for much they accept (strides, empty tensors, devices): the caller then runs the full
+// checks, which name what is wrong.
+bool host_contiguous(const gatednorm_tensor *t, int *dtype, uintptr_t *lo, uintptr_t *hi);
+
 // Same device as the reference tensor (host-like memory counts as one device).
 gatednorm_status check_same_device(const gatednorm_tensor &t, const char *name, const gatednorm_tensor &ref, const char *ref_name);
 
@@ -49,10 +58,12 @@ namespace gn {
 
 // The logical dims of a [..., L] tensor whose rows are the last dim, with L viewed as
 // [L / G, G] when a group size G > 0 is given: what an op's shape checks compare.
+// rows_shape fills the first ndim entries; nothing reads past them (left uninitialised: an
+// entry point holds several, and zeroing 152 bytes each cost more than all of its checks).
 struct RowsShape {
     int ndim = 0;  // leading dims + 1
-    int64_t shape[GATEDNORM_MAX_DIMS + 1] = {};
-    int64_t strides[GATEDNORM_MAX_DIMS + 1] = {};
+    int64_t shape[GATEDNORM_MAX_DIMS + 1];
+    int64_t strides[GATEDNORM_MAX_DIMS + 1];
 };
 
 // The norm options every norm entry's params carry (messages name params.<field>):

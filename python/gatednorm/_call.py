@@ -173,49 +173,59 @@ _NP_TO_DL = _dtypes.NP_TO_DL
 
 
 _from_buffer = getattr(ffi, "_backend", ffi).from_buffer  # ffi.from_buffer without a Python wrapper (cffi.FFI has one)
+_FB_ERRORS = (ValueError, TypeError, BufferError)  # what from_buffer raises for arrays it cannot export
 _CHAR_ARRAY = None  # ffi.typeof("char[]") once the header is parsed
 _TENSOR_PTR = "gatednorm_tensor *"
 
 
-_np_descs: dict = {}  # id(array) -> (address cdata, shape, dtype, descriptor) of C-contiguous arrays
-
-
-def _from_numpy(a, name, writable, sc, i, s, hold):
+def _char_array():
     global _CHAR_ARRAY
-    try:
-        # C-contiguous: the buffer protocol hands over the address (and refuses a read-only
-        # output) several times faster than __array_interface__ builds its dict.
-        buf = _from_buffer(_CHAR_ARRAY, a, writable)
-    except (ValueError, TypeError, BufferError) as e:
-        if _CHAR_ARRAY is None:
-            _CHAR_ARRAY = ffi.typeof("char[]")
-            return _from_numpy(a, name, writable, sc, i, s, hold)
-        if writable and not a.flags.writeable:
-            _fail(name, "numpy array is read-only")
-        if a.flags.c_contiguous:
-            raise argument_error("%s: the buffer of this numpy array cannot be read: %s" % (name, e)) from None
-        return _from_numpy_strided(a, name)
-    # A descriptor is a function of (address, shape, dtype) for a C-contiguous array: reuse
-    # the one made for the same object last time if all three still agree (a recycled id
-    # with the same three describes the same memory the same way).
-    d = _np_descs.get(id(a))
-    if d is not None and d[0] == buf and d[1] == a.shape and d[2] is a.dtype:
-        return d[3]
-    dl = _NP_TO_DL.get(a.dtype) or _dtypes.dl_lookup(a.dtype)
+    if _CHAR_ARRAY is None:
+        _CHAR_ARRAY = ffi.typeof("char[]")
+    return _CHAR_ARRAY
+
+
+# Descriptors of C-contiguous numpy arrays, keyed by address: address -> (shape, dtype,
+# descriptor).  A descriptor is a function of (address, shape, dtype) for a C-contiguous
+# array, so an entry is used only when all three, read from the array in the same call (the
+# address through the buffer protocol), equal its own.  A cdata key hashes and compares by
+# the address it points to, so the lookup takes the `char[]` buffer of this call as is; the
+# key kept is a plain `void *` (the buffer itself holds an export that would pin the
+# array).  Nothing is keyed by id(): ids are reused after GC.
+_np_descs: dict = {}
+
+
+def _np_desc(a, name, buf):
+    """The descriptor of C-contiguous numpy array ``a`` whose buffer (this call's) is ``buf``;
+    made and entered in ``_np_descs`` when that has none for this address, shape and dtype."""
+    shape, dt = a.shape, a.dtype
+    d = _np_descs.get(buf)
+    if d is not None and d[0] == shape and d[1] is dt:
+        return d[2]
+    dl = _NP_TO_DL.get(dt) or _dtypes.dl_lookup(dt)
     if dl is None:
-        _fail(name, "numpy dtype %s has no DLPack equivalent" % a.dtype.str)
-    shape = a.shape
+        _fail(name, "numpy dtype %s has no DLPack equivalent" % dt.str)
     t = ffi.new(_TENSOR_PTR)
     _rank(name, len(shape)).pack_into(ffi.buffer(t), 0, 0, 1, 0, len(shape), dl[0], dl[1], 1, *shape, *_contig(shape), 0)
     t.data = buf
     if len(_np_descs) >= 1024:
         _np_descs.clear()
-    # The entry keeps the address as a plain pointer, not `buf`: `buf` holds a buffer export
-    # that would pin the array (its memory, and resizes of its owner) for as long as the
-    # entry lives.  A recycled id with the same address, shape and dtype describes the same
-    # memory the same way, and writability is re-checked by from_buffer on every call.
-    _np_descs[id(a)] = (ffi.cast("void *", buf), shape, a.dtype, t)
+    _np_descs[ffi.cast("void *", buf)] = (shape, dt, t)
     return t
+
+
+def _from_numpy(a, name, writable, sc, i, s, hold):
+    try:
+        # C-contiguous: the buffer protocol hands over the address (and refuses a read-only
+        # output) several times faster than __array_interface__ builds its dict.
+        buf = _from_buffer(_CHAR_ARRAY or _char_array(), a, writable)
+    except _FB_ERRORS as e:
+        if writable and not a.flags.writeable:
+            _fail(name, "numpy array is read-only")
+        if a.flags.c_contiguous:
+            raise argument_error("%s: the buffer of this numpy array cannot be read: %s" % (name, e)) from None
+        return _from_numpy_strided(a, name)
+    return _np_desc(a, name, buf)
 
 
 def _from_numpy_strided(a, name):
@@ -547,6 +557,7 @@ class Entry:
 
     def _load(self):
         lib = _ffi.lib()
+        self._env["CA"] = _char_array()  # the compiled call's numpy path: set before _fn
         self._fn = getattr(lib, self.function)
         if self.params_type is not None:
             d = ffi.new(self.params_type + " *")
@@ -589,15 +600,44 @@ class Entry:
     def _compile(self):
         """``self.call``: __call__ unrolled for this entry's arguments (host time per call is
         what eager users pay on every layer: no loop, no per-argument tuple indexing).  Each
-        argument: None -> NULL; a DeviceArray -> its cached descriptor, after waiting for a
-        pending write on another stream; anything else -> its producer's adapter."""
+        argument: a numpy ndarray -> its buffer (this call's address, kept until the library
+        returned) and the descriptor made for that address, shape and dtype (``_np_descs``);
+        None -> NULL; a DeviceArray -> its cached descriptor, after waiting for a pending
+        write on another stream; anything else -> its producer's adapter."""
         n = len(self.names)
         args = ", ".join("a%d" % i for i in range(n))
         lines = ["def call(stream, %s, params=None):" % args,
-                 "    fn = E._fn or E._load()",
+                 "    fn = E._fn or E._load()"]
+        # Every argument a numpy ndarray on the default stream (the host call of a CPU
+        # user): no stream, scratch or hold.  Each buffer (this call's address; refused when
+        # not C-contiguous or, for an output, read-only) is kept until the library returned.
+        # Any buffer refused: the general path below, which reads the arguments again in
+        # order and names the one at fault.
+        lines += ["    if stream is None and %s:" % " and ".join("type(a%d) is NDARRAY" % i for i in range(n)),
+                  "        try:"]
+        for i, w in enumerate(self.writable):
+            lines += ["            b%d = FB(CA, a%d, %r)" % (i, i, w)]
+        lines += ["        except FB_ERRORS:",
+                  "            pass",
+                  "        else:"]
+        for i, name in enumerate(self.names):
+            lines += ["            sh, dt, t%d = NPD.get(b%d) or NP_MISS" % (i, i),
+                      "            if sh != a%d.shape or dt is not a%d.dtype:" % (i, i),
+                      "                t%d = np_desc(a%d, %r, b%d)" % (i, i, name, i)]
+        fast_args = ", ".join("t%d" % i for i in range(n))
+        if self.params_type is not None:
+            fast_args += ", NULL if params is None else params"
+        lines += ["            st = fn(%s, NULL)" % fast_args,
+                  "            if st:",
+                  "                raise_error(st, SHORT)",
+                  "            return [%s]" % ", ".join("a%d" % j for j in self._out_index)]
+        lines += ["    tp = type(a0)",
                  "    if stream is None:",
-                 "        k = KINDS.get(type(a0))",
-                 "        s = 0 if k == NUMPY or k == OWN else resolve_stream(None, a0)[0]",
+                 "        if tp is NDARRAY or tp is DA:",
+                 "            s = 0",
+                 "        else:",
+                 "            k = KINDS.get(tp)",
+                 "            s = 0 if k == NUMPY or k == OWN else resolve_stream(None, a0)[0]",
                  "    else:",
                  "        s = stream_handle(stream)",
                  "    sc = None",
@@ -607,10 +647,26 @@ class Entry:
         for i, (name, w) in enumerate(zip(self.names, self.writable)):
             prev_a = "(%s,)" % ", ".join("a%d" % j for j in range(i)) if i else "()"
             prev_t = "(%s,)" % ", ".join("t%d" % j for j in range(i)) if i else "()"
+            if i:
+                lines += ["        tp = type(a%d)" % i]
             lines += [
-                "        if a%d is None:" % i,
+                # numpy, inline: from_buffer refuses what is not C-contiguous (and, for an
+                # output, read-only); those go to the adapter, which names the argument.
+                "        if tp is NDARRAY:",
+                "            try:",
+                "                b%d = FB(CA, a%d, %r)" % (i, i, w),
+                "                d = NPD.get(b%d)" % i,
+                "            except FB_ERRORS:",
+                "                b%d = d = None" % i,
+                "            if d is not None and d[0] == a%d.shape and d[1] is a%d.dtype:" % (i, i),
+                "                t%d = d[2]" % i,
+                "            elif b%d is None:" % i,
+                "                t%d = from_numpy(a%d, %r, %r, sc, %d, s, hold)" % (i, i, name, w, i),
+                "            else:",
+                "                t%d = np_desc(a%d, %r, b%d)" % (i, i, name, i),
+                "        elif a%d is None:" % i,
                 "            t%d = NULL" % i,
-                "        elif type(a%d) is DA:" % i,
+                "        elif tp is DA:",
                 "            t%d = a%d._t or own_tensor(a%d)" % (i, i, i),
                 "            sy = a%d._sync" % i,
                 "            if sy.stream is not None and sy.stream != s:",
@@ -619,9 +675,10 @@ class Entry:
                 lines += ["            w%d = sy" % i]
             lines += [
                 "        else:",
-                "            if type(a%d) is New:" % i,
+                "            if tp is New:",
                 "                a%d = a%d.make(%s[a%d.like], %s[a%d.like], E.names[a%d.like])" % (i, i, prev_a, i, prev_t, i, i),
-                "            f = ADAPTER(type(a%d)) or adapter_for(a%d)" % (i, i),
+                "                tp = type(a%d)" % i,
+                "            f = ADAPTER(tp) or adapter_for(a%d)" % i,
                 "            if sc is None and f in SLOTTED:",
                 "                sc = scratch_busy()",
                 "            t%d = f(a%d, %r, %r, sc, %d, s, hold)" % (i, i, name, w, i)]
@@ -649,7 +706,10 @@ class Entry:
                    stream_handle=_runtime.stream_handle, NULL=_NULL, DA=DeviceArray, own_tensor=own_tensor,
                    wait_pending=_wait_pending, New=New, ADAPTER=_type_adapter.get, adapter_for=_adapter_for,
                    SLOTTED=_SLOTTED, scratch_busy=_scratch_busy, STREAMS=_stream_ptrs, stream_ptr=_stream_ptr,
-                   release=release, raise_error=_ffi.raise_error, SHORT=self.short)
+                   release=release, raise_error=_ffi.raise_error, SHORT=self.short,
+                   NDARRAY=np.ndarray, FB=_from_buffer, CA=None, NPD=_np_descs, FB_ERRORS=_FB_ERRORS,
+                   from_numpy=_from_numpy, np_desc=_np_desc, NP_MISS=((), None, None))
+        self._env = env
         exec(compile("\n".join(lines), "<gatednorm entry %s>" % self.function, "exec"), env)
         return env["call"]
 

@@ -16,12 +16,49 @@ _ACTIVATIONS = {"silu": 0, "swish": 0, "sigmoid": 1}
 _OUT_DTYPES = ("bfloat16", "float16", "float32")  # what the norm can write
 
 _params_cache: dict = {}  # option values -> params struct (see rmsnorm_gated)
+_eps_params: dict = {}  # eps (> 0) -> params struct with every other option at its default
 _RMSNORM_GATED = _call.Entry("gatednorm_rmsnorm_gated", "gatednorm_rmsnorm_gated_params",
                              ("x", "z", "weight", "out"), outputs=("out",))
+_CALL = _RMSNORM_GATED.call
+# The defaults as objects: `activation is _SILU` and `weight_offset is _ZERO` hold for an
+# option left at its default (and for the literal "silu", which Python interns), without a
+# comparison; any other value takes the general path.
+_SILU = "silu"
+_ZERO = 0.0
 
 
-def rmsnorm_gated(x, z, weight, *, eps=1e-6, norm_before_gate=True, activation="silu",
-                  weight_offset=0.0, group_size=None, out=None, out_dtype=None, stream=None, pdl=False):
+def _params(eps, norm_before_gate, activation, weight_offset, group_size, pdl):
+    """The params struct of these options (checked here), cached per option values."""
+    # Options of the usual types (bools, a str, floats, an int or None) hit a cache keyed on
+    # their values; the type test keeps 1.0 or 1 from passing as True (equal keys).
+    usual = (type(norm_before_gate) is bool and type(pdl) is bool and type(eps) is float
+             and type(weight_offset) is float and type(activation) is str
+             and (group_size is None or type(group_size) is int)
+             and (weight_offset != 0.0 or copysign(1.0, weight_offset) > 0))  # -0.0 keys as 0.0
+    key = (norm_before_gate, activation, eps, weight_offset, group_size, pdl)
+    prm = _params_cache.get(key) if usual else None
+    if prm is None:
+        prm = _RMSNORM_GATED.params(
+            norm_before_gate=_call.flag("norm_before_gate", norm_before_gate),
+            activation=_call.choice("activation", activation, _ACTIVATIONS),
+            eps=_call.real("eps", eps),
+            weight_offset=_call.real("weight_offset", weight_offset),
+            group_size=0 if group_size is None else _call.integer("group_size", group_size),
+            pdl=_call.flag("pdl", pdl))
+        if usual:
+            if len(_params_cache) > 64:
+                _params_cache.clear()
+            _params_cache[key] = prm
+    if (type(eps) is float and eps > 0.0 and norm_before_gate is True and activation is _SILU
+            and weight_offset is _ZERO and group_size is None and pdl is False):
+        if len(_eps_params) > 64:
+            _eps_params.clear()
+        _eps_params[eps] = prm  # > 0: no -0.0 / 0.0 or NaN key
+    return prm
+
+
+def rmsnorm_gated(x, z, weight, *, eps=1e-6, norm_before_gate=True, activation=_SILU,
+                  weight_offset=_ZERO, group_size=None, out=None, out_dtype=None, stream=None, pdl=False):
     """Gated RMSNorm (RMSNormGated of Qwen3-Next / Qwen3.5 GDN layers, Mamba2)::
 
         act(z) = silu(z) = z * sigmoid(z)        (or sigmoid(z): activation="sigmoid")
@@ -71,38 +108,23 @@ def rmsnorm_gated(x, z, weight, *, eps=1e-6, norm_before_gate=True, activation="
         ``InvalidArgumentError``, also a ``ValueError``, for bad arguments); ``out`` is
         then left untouched.
     """
-    if x is None:
-        raise argument_error("x: required (an array); got None")
-    if weight is None:
+    if x is None or weight is None:
+        if x is None:
+            raise argument_error("x: required (an array); got None")
         raise argument_error("weight: required (the [D] norm weight); got None")
-    # Options of the usual types (bools, a str, floats, an int or None) hit a cache keyed on
-    # their values; the type test keeps 1.0 or 1 from passing as True (equal keys).
-    usual = (type(norm_before_gate) is bool and type(pdl) is bool and type(eps) is float
-             and type(weight_offset) is float and type(activation) is str
-             and (group_size is None or type(group_size) is int)
-             and (weight_offset != 0.0 or copysign(1.0, weight_offset) > 0))  # -0.0 keys as 0.0
-    key = (norm_before_gate, activation, eps, weight_offset, group_size, pdl)
-    prm = _params_cache.get(key) if usual else None
-    if prm is None:
-        prm = _RMSNORM_GATED.params(
-            norm_before_gate=_call.flag("norm_before_gate", norm_before_gate),
-            activation=_call.choice("activation", activation, _ACTIVATIONS),
-            eps=_call.real("eps", eps),
-            weight_offset=_call.real("weight_offset", weight_offset),
-            group_size=0 if group_size is None else _call.integer("group_size", group_size),
-            pdl=_call.flag("pdl", pdl))
-        if usual:
-            if len(_params_cache) > 64:
-                _params_cache.clear()
-            _params_cache[key] = prm
+    # Every option but eps at its default (the usual call): one lookup keyed on eps.  A
+    # params struct is a non-NULL pointer, so true.
+    prm = (norm_before_gate is True and activation is _SILU and weight_offset is _ZERO and group_size is None
+           and pdl is False and type(eps) is float and _eps_params.get(eps)) \
+        or _params(eps, norm_before_gate, activation, weight_offset, group_size, pdl)
     if out is None:
         if out_dtype is not None:
             out_dtype = _call.dtype_arg(out_dtype, "out_dtype")
             if out_dtype.name not in _OUT_DTYPES:  # refused before anything is allocated for it
                 raise argument_error("out_dtype: %s; the output must be bf16, fp16 or fp32" % out_dtype)
-        return _RMSNORM_GATED.call(stream, x, z, weight, _call.New(out_dtype), params=prm)[0]
+        return _CALL(stream, x, z, weight, _call.New(out_dtype), prm)[0]
     if out_dtype is not None and _call.dtype_arg(out_dtype, "out_dtype") != _call.dtype_of(out):
         raise argument_error("out_dtype: %s does not match out's dtype %s"
                              % (_call.dtype_arg(out_dtype, "out_dtype"), _call.dtype_of(out)))
-    _RMSNORM_GATED.call(stream, x, z, weight, out, params=prm)
+    _CALL(stream, x, z, weight, out, prm)
     return out
