@@ -1,6 +1,7 @@
 // Launchers of the W4A16 kernels (w4a16_kernels.h): the device's target, the split-K plan
 // (which also sizes the caller's workspace), the prepack, the GEMM.
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <atomic>
@@ -58,19 +59,44 @@ gatednorm_status device_facts(int device, DeviceFacts *f) {
 }
 
 // How a GEMM is cut.  NVIDIA: M <= 16 takes the decode kernel (MT 8-row blocks, WN col tiles
-// a warp), else the 64 x 64 mma kernel.  AMD: 16-row blocks, one col tile a block.  Split-K
-// across blocks only when the blocks would leave multiprocessors idle: then each split
-// writes fp32 partials to the workspace and a second kernel sums them in split order.
+// a warp, activations staged in shared memory when a split's rows fit), else the 64 x 64 mma
+// kernel.  AMD: 16-row blocks, one col tile a block.  Split-K across blocks only when the
+// blocks would leave multiprocessors idle: then each split writes fp32 partials to the
+// workspace and a second kernel sums them in split order.  Splitting when blocks fill the
+// SMs once but not twice (N = 4096: 256 blocks on 132 SMs) buys nothing once a warp keeps
+// its whole share in flight (the decode ring) and costs the second launch.
 struct Plan {
     bool decode = true;
+    bool stage = false;  // decode: activations in shared memory (stage_bytes of dynamic smem)
     int mt = 1, wn = 1, mblocks = 1, nsplit = 1;
     int64_t ctas = 0;
+    int64_t stage_bytes = 0;
 };
 constexpr int kDecodeMaxM = 16;
 constexpr int kMaxSplits = 16;
+constexpr int64_t kSmemStatic = 48 * 1024;  // per block without an opt-in
+
+// Overrides for measuring plan choices (read once per process; never needed for
+// correctness): GATEDNORM_W4A16_SPLIT=n (decode / AMD split-K count, 1..64, still capped by
+// K), GATEDNORM_W4A16_WN=1|2 (decode col tiles a warp), GATEDNORM_W4A16_STAGE=0|1 (decode
+// activations staged in shared memory when they fit: 1, the default; 0 never).
+struct PlanEnv {
+    int split = 0, wn = 0, stage = 1;
+};
+const PlanEnv &plan_env() {
+    static const PlanEnv env = [] {
+        PlanEnv e;
+        if (const char *v = getenv("GATEDNORM_W4A16_SPLIT")) e.split = atoi(v) < 1 ? 0 : atoi(v) > 64 ? 64 : atoi(v);
+        if (const char *v = getenv("GATEDNORM_W4A16_WN")) e.wn = atoi(v) == 1 || atoi(v) == 2 ? atoi(v) : 0;
+        if (const char *v = getenv("GATEDNORM_W4A16_STAGE")) e.stage = atoi(v) != 0;
+        return e;
+    }();
+    return env;
+}
 
 Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     Plan pl;
+    const PlanEnv &env = plan_env();
     const int64_t ntiles = (n + kW4TileN - 1) / kW4TileN, kchunks = (k + kW4TileK - 1) / kW4TileK;
     int64_t chunks_per_split_min = 8;  // every warp of a split gets a chunk
 #if defined(GN_PLATFORM_CUDA)
@@ -81,19 +107,33 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     pl.mt = m <= 8 ? 1 : 2;
     pl.mblocks = int((m + 8 * pl.mt - 1) / (8 * pl.mt));
     pl.wn = ntiles >= 8 * int64_t(f.sms) ? 2 : 1;  // very wide N: two col tiles a warp, fewer blocks
+    if (env.wn) pl.wn = env.wn;
 #else
     pl.mblocks = int((m + 15) / 16);
     chunks_per_split_min = kW4AmdWaves;
 #endif
     pl.ctas = (ntiles + pl.wn - 1) / pl.wn * pl.mblocks;
     const int64_t want = 2 * int64_t(f.sms);  // two blocks a multiprocessor
-    if (pl.ctas < f.sms) {
-        int64_t s = (want + pl.ctas - 1) / pl.ctas;
+    int64_t s = 1;
+    if (env.split) {
+        s = env.split;
+    } else if (pl.ctas < f.sms) {
+        s = (want + pl.ctas - 1) / pl.ctas;
         s = s < kMaxSplits ? s : kMaxSplits;
         const int64_t by_k = kchunks / chunks_per_split_min;
         s = s < by_k ? s : by_k;
-        pl.nsplit = int(s > 1 ? s : 1);
     }
+    s = s < kchunks ? s : kchunks;
+    pl.nsplit = int(s > 1 ? s : 1);
+#if defined(GN_PLATFORM_CUDA)
+    // Activations of a split: rows x (its chunks x 64 + pad) bf16, beside the warps' reduction.
+    const int64_t per = (kchunks + pl.nsplit - 1) / pl.nsplit;
+    const int64_t rows = m < 8 * pl.mt ? m : 8 * pl.mt;
+    const int64_t red = int64_t(kW4DecodeWarps) * pl.wn * pl.mt * 4 * 32 * 4;
+    pl.stage_bytes = w4_stage_bytes(rows, per);
+    pl.stage = env.stage && pl.stage_bytes + red <= kSmemStatic;
+    if (!pl.stage) pl.stage_bytes = 0;
+#endif
     return pl;
 }
 
@@ -131,13 +171,18 @@ W4a16Args make_args(const W4a16GemmProblem &p, const W4Tiled &t) {
 }
 
 #if defined(GN_PLATFORM_CUDA)
-constexpr int kDecodeBatch = 4;  // k chunks per batch of weight loads (U)
+template <int DT, bool ZP, int MT, int WN>
+void launch_decode_wn(const W4a16Args &a, const Plan &pl, hipStream_t s) {
+    constexpr int R = kW4RingChunks / WN;  // R * WN chunks of 512 bytes in flight a warp
+    const dim3 grid(unsigned((a.ntiles + WN - 1) / WN), unsigned(pl.nsplit), unsigned(pl.mblocks));
+    if (pl.stage) w4a16_decode_kernel<DT, ZP, MT, WN, R, true><<<grid, kW4DecodeThreads, size_t(pl.stage_bytes), s>>>(a);
+    else w4a16_decode_kernel<DT, ZP, MT, WN, R, false><<<grid, kW4DecodeThreads, 0, s>>>(a);
+}
 
 template <int DT, bool ZP, int MT>
 void launch_decode(const W4a16Args &a, const Plan &pl, hipStream_t s) {
-    const dim3 grid(unsigned((a.ntiles + pl.wn - 1) / pl.wn), unsigned(pl.nsplit), unsigned(pl.mblocks));
-    if (pl.wn == 2) w4a16_decode_kernel<DT, ZP, MT, 2, kDecodeBatch / 2><<<grid, kW4DecodeThreads, 0, s>>>(a);
-    else w4a16_decode_kernel<DT, ZP, MT, 1, kDecodeBatch><<<grid, kW4DecodeThreads, 0, s>>>(a);
+    if (pl.wn == 2) launch_decode_wn<DT, ZP, MT, 2>(a, pl, s);
+    else launch_decode_wn<DT, ZP, MT, 1>(a, pl, s);
 }
 
 template <int DT, bool ZP>
