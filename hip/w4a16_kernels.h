@@ -196,9 +196,11 @@ constexpr int kW4ActPad = 8;      // elements past each staged activation row (1
 // so the 8 lanes of a 16-byte shared load phase (rows g, g + 1; t = 0..3) hit distinct banks.
 GN_HD int64_t w4_stage_bytes(int64_t rows, int64_t chunks) { return rows * (chunks * kW4TileK + kW4ActPad) * 2; }
 
-// grid: (ceil(ntiles / WN), nsplit, 1).  MT: 8-row blocks of M (1 or 2: M <= 16);
-// WN: col tiles per warp; R: k chunks per col tile in a warp's register ring; STAGE:
-// activations staged in shared memory once per block (else read from global per chunk).
+// grid: (ceil(ntiles / (WN CTN)), nsplit, 1); block: CTN groups of 8 warps.  MT: 8-row blocks
+// of M (1 or 2: M <= 16); WN: col tiles per warp; CTN: col groups a block (each its WN col
+// tiles, its 8 warps splitting K), sharing the staged activations; R: k chunks per col
+// tile in a warp's register ring; STAGE: activations staged in shared memory once per block
+// (else read from global per chunk).
 //
 // Each warp streams its share of the split's k chunks through a ring of R slots: the
 // prologue issues chunks 0 .. R-1, and each slot is refilled with chunk c + R right after
@@ -206,13 +208,14 @@ GN_HD int64_t w4_stage_bytes(int64_t rows, int64_t chunks) { return rows * (chun
 // The loop over a round of R chunks is unrolled, so every slot is a fixed register (no copy
 // waits for a pending load).  The activation staging runs after the prologue's loads are
 // issued, under their latency.
-template <int DT, bool ZP, int MT, int WN, int R, bool STAGE>
-__global__ void __launch_bounds__(kW4DecodeThreads, 2) w4a16_decode_kernel(const W4a16Args p) {
-    __shared__ float red[kW4DecodeWarps][WN * MT * 4][32];
+template <int DT, bool ZP, int MT, int WN, int R, bool STAGE, int CTN>
+__global__ void __launch_bounds__(kW4DecodeThreads * CTN, 2 / CTN) w4a16_decode_kernel(const W4a16Args p) {
+    constexpr int kThreads = kW4DecodeThreads * CTN;
+    __shared__ float red[kW4DecodeWarps * CTN][WN * MT * 4][32];
     extern __shared__ uint4 w4_act_stage[];  // STAGE: rows x row_u4 16-byte units
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) % kW4DecodeWarps, cg = (threadIdx.x >> 5) / kW4DecodeWarps;
     const int g = lane >> 2, t = lane & 3;
-    const int ct0 = blockIdx.x * WN;
+    const int ct0 = (blockIdx.x * CTN + cg) * WN;
     const int split = blockIdx.y, nsplit = gridDim.y;
     const int m0 = blockIdx.z * 8 * MT;
     int c_lo, c_hi, w_lo, w_hi;
@@ -253,12 +256,12 @@ __global__ void __launch_bounds__(kW4DecodeThreads, 2) w4a16_decode_kernel(const
         const int data_u4 = (c_hi - c_lo) * (kW4TileK / 8);
         const int total = rows * data_u4;
         constexpr int kUnroll = 4;  // loads in flight per thread before their stores
-        for (int e0 = threadIdx.x; e0 < total; e0 += kUnroll * kW4DecodeThreads) {
+        for (int e0 = threadIdx.x; e0 < total; e0 += kUnroll * kThreads) {
             uint4 v[kUnroll];
             int dst[kUnroll];
 #pragma unroll
             for (int u = 0; u < kUnroll; ++u) {
-                const int e = e0 + u * kW4DecodeThreads;
+                const int e = e0 + u * kThreads;
                 const int rr = e / data_u4, q = e - rr * data_u4;
                 const int k = c_lo * kW4TileK + q * 8;
                 v[u] = make_uint4(0u, 0u, 0u, 0u);
@@ -320,15 +323,15 @@ __global__ void __launch_bounds__(kW4DecodeThreads, 2) w4a16_decode_kernel(const
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int r = 0; r < 4; ++r) red[warp][(i * MT + mt) * 4 + r][lane] = acc[i][mt][r];
+            for (int r = 0; r < 4; ++r) red[cg * kW4DecodeWarps + warp][(i * MT + mt) * 4 + r][lane] = acc[i][mt][r];
     __syncthreads();
-    for (int e = threadIdx.x; e < WN * MT * 4 * 32; e += kW4DecodeThreads) {
-        const int idx = e >> 5, l = e & 31;
+    for (int e = threadIdx.x; e < CTN * WN * MT * 4 * 32; e += kThreads) {
+        const int c = e / (WN * MT * 4 * 32), idx = (e >> 5) % (WN * MT * 4), l = e & 31;
         float s = 0.0f;
 #pragma unroll
-        for (int w = 0; w < kW4DecodeWarps; ++w) s += red[w][idx][l];  // fixed order
+        for (int w = 0; w < kW4DecodeWarps; ++w) s += red[c * kW4DecodeWarps + w][idx][l];  // fixed order
         const int i = idx / (MT * 4), mt = (idx / 4) % MT, r = idx & 3;
-        const int n = 16 * (ct0 + i) + (l >> 2) + 8 * (r >> 1);
+        const int n = 16 * ((blockIdx.x * CTN + c) * WN + i) + (l >> 2) + 8 * (r >> 1);
         const int m = m0 + 8 * mt + 2 * (l & 3) + (r & 1);
         w4_emit(p, split, nsplit, m, n, s);
     }

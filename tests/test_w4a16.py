@@ -278,16 +278,20 @@ def test_gemm_gpu_shapes(rng, requires_gpu, shape):
 
 # The decode plan's paths on a GPU of ~132 SMs (H200; other counts reach the same kernels
 # with other splits), every M (M > 16 is the mma kernel): (n, k) ->
-#   split-K on, a warp's ring turning ~9 times with a tail, staged / unstaged activations by M;
+#   split-K on (16 splits of 69 chunks): a warp's ring turning twice with a tail;
 #   split-K off, 133 col tiles (the last half padding), 66 chunks: warps of 9 and 3 chunks
-#   (the ring turns twice, with a tail), staged at M <= 2, unstaged at M = 7, 16;
-#   two col tiles a warp (N >= 8 x SMs col tiles), an odd count (the last warp's second
-#   tile absent), 18 chunks: warps of 3 chunks and empty ones.
-PLAN_SHAPES = [(24, 70016), (2120, 4224), (16904, 1152)]
+#   (the ring turns twice, with a tail);
+#   two col groups a block (257 col tiles: the last block's second group absent, its first
+#   half padding) at M <= 8, two col tiles a warp at M = 16;
+#   two col tiles a warp and two col groups a block (N >= 8 x SMs col tiles), 1057 col tiles
+#   (the last block: one tile of four), 18 chunks: warps of 3 chunks and empty ones.
+# Activations are staged at every M <= 16 here (<= 150 KB of shared memory: the opt-in);
+# test_gemm_gpu_forced_plans turns staging off.
+PLAN_SHAPES = [(24, 70016), (2120, 4224), (4104, 4224), (16904, 1152)]
 
 
 @pytest.mark.parametrize("m", M_LIST)
-@pytest.mark.parametrize("shape", PLAN_SHAPES, ids=["split", "nosplit", "wn2"])
+@pytest.mark.parametrize("shape", PLAN_SHAPES, ids=["split", "nosplit", "ctn2", "wn2"])
 def test_gemm_gpu_plan_paths(rng, requires_gpu, shape, m):
     n, k = shape
     run_gemm("gpu", rng, m, n, k, 128, False, "bf16")
@@ -317,11 +321,14 @@ for m in (1, 2, 7, 16, 33):
 @pytest.mark.parametrize("env", [
     {"GATEDNORM_W4A16_SPLIT": "3", "GATEDNORM_W4A16_WN": "2", "GATEDNORM_W4A16_STAGE": "0"},
     {"GATEDNORM_W4A16_SPLIT": "5", "GATEDNORM_W4A16_WN": "1"},
-    {"GATEDNORM_W4A16_SPLIT": "1", "GATEDNORM_W4A16_WN": "2"},
-], ids=["split3-wn2-unstaged", "split5-staged", "nosplit-wn2-staged"])
+    {"GATEDNORM_W4A16_SPLIT": "1", "GATEDNORM_W4A16_WN": "2", "GATEDNORM_W4A16_CTN": "2"},
+    {"GATEDNORM_W4A16_STAGE": "0", "GATEDNORM_W4A16_CTN": "2"},
+    {"GATEDNORM_W4A16_STAGE": "0"},
+], ids=["split3-wn2-unstaged", "split5-staged", "nosplit-wn2-ctn2-staged", "ctn2-unstaged", "unstaged"])
 def test_gemm_gpu_forced_plans(requires_gpu, env):
     """The plan overrides (hip/w4a16.hip PlanEnv, read once per process, so a subprocess):
-    uneven split counts, two col tiles a warp at small N, staging off."""
+    uneven split counts, two col tiles a warp and two col groups a block at small N (absent
+    col groups), staging off."""
     import os
     import subprocess
     import sys
