@@ -4,8 +4,6 @@
 #include "backend.h"
 #include "port.h"
 
-#include <atomic>
-
 namespace gn {
 
 // Converts a runtime error into a status + message ("<what>: <runtime text>").
@@ -17,25 +15,6 @@ inline gatednorm_status runtime_fail(hipError_t err, const char *what) {
 inline gatednorm_status check_launch(const char *op) {
     const hipError_t err = hipGetLastError();
     return err == hipSuccess ? GATEDNORM_STATUS_SUCCESS : runtime_fail(err, op);
-}
-
-// The device's multiprocessor count, asked once per device (0 where it cannot be asked):
-// launchers size grids against it.
-inline int multiprocessors(int device) {
-    constexpr int kCached = 64;
-    static std::atomic<int> count[kCached] = {};  // 0: not asked yet
-    if (device < 0 || device >= kCached) return 0;
-    int n = count[device].load(std::memory_order_relaxed);
-    if (n == 0) {
-        hipDeviceProp_t prop;
-        if (hipGetDeviceProperties(&prop, device) != hipSuccess) {
-            (void)hipGetLastError();
-            return 0;
-        }
-        n = prop.multiProcessorCount;
-        count[device].store(n, std::memory_order_relaxed);
-    }
-    return n;
 }
 
 // Switches the current device only when it differs, and restores it on exit.

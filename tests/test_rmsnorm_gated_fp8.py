@@ -243,8 +243,8 @@ def test_sizes_and_fp8_max(be, rng, T, fmt, fp8_max):
 
 @pytest.mark.parametrize("gate", GATES)
 def test_large_grid(be, rng, gate):
-    """Rows enough for the GPU vec kernel's two-rows-a-lane blocks (from 24 x 128 lanes an SM:
-    25344 rows of 16 lanes on a 132-SM H200), with the last block partly past the end."""
+    """A grid of ~3200 vec-kernel blocks (25348 rows of 16 lanes): several waves on any GPU,
+    with the last block partly past the end."""
     x, z, w = make_inputs(rng, (6337, 4, 128), "bf16", "bf16", gate != "none")
     run(be, x, z, w, copy_dtype="bf16", **opts(gate))
 

@@ -505,11 +505,11 @@ GROUP = 128
 _COMPILED = {}           # one torch.compile (dynamic shapes) per composition and process
 
 
-# Kernel-choice modes of ours (temporary, run 32's A/B): "rows1" / "rows2" force the gated
-# FP8 vec kernel's rows a lane, "vec8" / "vec16" the row kernel's VEC, through an environment
+# Kernel-choice modes of ours (temporary A/B): "vec8" / "vec16" force the row kernel's VEC
+# (add_rmsnorm, rmsnorm, group_quant_fp8) through an environment
 # variable the launcher reads at each call.  The variable is set just before the call (a
 # graph captures the kernel chosen then) and cleared for every other mode.
-_KERNEL_ENV_MODES = {"rows1": "1", "rows2": "2", "vec8": "8", "vec16": "16"}
+_KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16"}
 
 
 def _with_kernel_env(name, mode, f):
@@ -746,7 +746,7 @@ class RMSNormGatedFP8Bench(OpBench):
     variants = FP8_VARIANTS
     cpu_variants = ("row",)
     ours_modes = ("out",)
-    all_ours_modes = ("out", "pdl", "rows1", "rows2")
+    all_ours_modes = ("out", "pdl")
     outputs = ("q", "scales", "y")
     peers = {"eager": lambda torch: _gated_fp8_eager(torch),
              "compile": lambda torch: _compiled(torch, "gated_fp8", _gated_fp8_eager(torch)),
@@ -834,7 +834,7 @@ class RMSNormGatedFP8Bench(OpBench):
                   scale_format="e8m0_packed" if case["variant"] == "ue8m0" else "fp32")
         if y is not None:
             kw["y"] = y
-        f = _with_kernel_env("GATEDNORM_FP8_ROWS", mode, gatednorm.rmsnorm_gated_fp8)
+        f = gatednorm.rmsnorm_gated_fp8
         if stream is None:
             return lambda: f(x, z, w, **kw)
         return lambda: f(x, z, w, stream=stream(), **kw)
