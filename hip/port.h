@@ -11,8 +11,6 @@
 //            hipIpcMemHandle_t hipIpcGetMemHandle hipIpcOpenMemHandle hipIpcCloseMemHandle
 //            hipIpcMemLazyEnablePeerAccess (the all-reduce's peer buffers; on HIP only,
 //            hipExtMallocWithFlags hipDeviceMallocUncached: fine-grained memory for them)
-//            hipFuncSetAttribute hipFuncAttributeMaxDynamicSharedMemorySize (dynamic shared
-//            memory past 48 KB: the W4A16 decode kernel's staged activations)
 //   device:  gn_shfl_xor (shuffle within groups of `width` <= 32 lanes, all lanes active)
 //            GN_LAUNCH_BOUNDS (block size and the threads a multiprocessor must keep resident)
 //            gn_wait_prior_grid, gn_allow_next_grid (programmatic dependent launch, below)
@@ -67,8 +65,6 @@ using hipIpcMemHandle_t = cudaIpcMemHandle_t;
 #define hipIpcOpenMemHandle cudaIpcOpenMemHandle
 #define hipIpcCloseMemHandle cudaIpcCloseMemHandle
 #define hipIpcMemLazyEnablePeerAccess cudaIpcMemLazyEnablePeerAccess
-#define hipFuncSetAttribute cudaFuncSetAttribute
-#define hipFuncAttributeMaxDynamicSharedMemorySize cudaFuncAttributeMaxDynamicSharedMemorySize
 
 __device__ __forceinline__ float gn_shfl_xor(float v, int lane_mask, int width) {
     return __shfl_xor_sync(0xffffffffu, v, lane_mask, width);

@@ -1,7 +1,6 @@
 // Launchers of the W4A16 kernels (w4a16_kernels.h): the device's target, the split-K plan
 // (which also sizes the caller's workspace), the prepack, the GEMM.
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <atomic>
@@ -23,7 +22,6 @@ namespace {
 struct DeviceFacts {
     int sms = 0;
     int target = 0;
-    int64_t smem_optin = 48 * 1024;  // shared memory a block may ask for (CUDA: opt-in maximum)
     int wave = 32;
     char arch[64] = {};
 };
@@ -46,7 +44,6 @@ gatednorm_status device_facts(int device, DeviceFacts *f) {
 #if defined(GN_PLATFORM_CUDA)
     snprintf(d.arch, sizeof d.arch, "sm_%d%d", prop.major, prop.minor);
     d.target = prop.major >= 8 ? GATEDNORM_W4A16_TARGET_CUDA_MMA : 0;
-    d.smem_optin = int64_t(prop.sharedMemPerBlockOptin);
 #else
     snprintf(d.arch, sizeof d.arch, "%s", prop.gcnArchName);
     if (!strncmp(d.arch, "gfx90a", 6) || !strncmp(d.arch, "gfx908", 6) || !strncmp(d.arch, "gfx94", 5) || !strncmp(d.arch, "gfx95", 5))
@@ -61,52 +58,19 @@ gatednorm_status device_facts(int device, DeviceFacts *f) {
 }
 
 // How a GEMM is cut.  NVIDIA: M <= 16 takes the decode kernel (MT 8-row blocks, WN col tiles
-// a warp, activations staged in shared memory when a split's rows fit in what a block may
-// opt into), else the 64 x 64 mma kernel.  AMD: 16-row blocks, one col tile a block.
-// Split-K across blocks only when the blocks would leave more than 1/16 of the
-// multiprocessors idle: then each split writes fp32 partials to the workspace and a second
-// kernel sums them in split order.  Splitting when blocks fill the SMs once but not twice
-// (N = 4096: 256 blocks on 132 SMs) buys nothing once a warp keeps its whole share in flight
-// (the decode ring) and costs the second launch.
-//
-// Every decode block reads all its split's activations (M rows x K: at M = 16, K = 4096,
-// 128 KB against 32 KB of one col tile's weights), so blocks take more columns while they
-// still cover the SMs: two col groups of 8 warps a block (CTN = 2, one 512-thread block an
-// SM, 16 warps as with two 256-thread blocks, one staging instead of two), and two col tiles
-// a warp for very wide N and, at 9..16 rows, whenever the blocks still cover the SMs.
+// a warp), else the 64 x 64 mma kernel.  AMD: 16-row blocks, one col tile a block.  Split-K
+// across blocks only when the blocks would leave multiprocessors idle: then each split
+// writes fp32 partials to the workspace and a second kernel sums them in split order.
 struct Plan {
     bool decode = true;
-    bool stage = false;  // decode: activations in shared memory (stage_bytes of dynamic smem)
-    int mt = 1, wn = 1, ctn = 1, mblocks = 1, nsplit = 1;
+    int mt = 1, wn = 1, mblocks = 1, nsplit = 1;
     int64_t ctas = 0;
-    int64_t stage_bytes = 0;
 };
 constexpr int kDecodeMaxM = 16;
 constexpr int kMaxSplits = 16;
 
-// Overrides for measuring plan choices (read once per process; never needed for
-// correctness): GATEDNORM_W4A16_SPLIT=n (decode / AMD split-K count, 1..64, still capped by
-// K), GATEDNORM_W4A16_WN=1|2 (decode col tiles a warp), GATEDNORM_W4A16_CTN=1|2 (decode col
-// groups a block), GATEDNORM_W4A16_STAGE=0|1 (decode activations staged in shared memory
-// when they fit: 1, the default; 0 never).
-struct PlanEnv {
-    int split = 0, wn = 0, ctn = 0, stage = 1;
-};
-const PlanEnv &plan_env() {
-    static const PlanEnv env = [] {
-        PlanEnv e;
-        if (const char *v = getenv("GATEDNORM_W4A16_SPLIT")) e.split = atoi(v) < 1 ? 0 : atoi(v) > 64 ? 64 : atoi(v);
-        if (const char *v = getenv("GATEDNORM_W4A16_WN")) e.wn = atoi(v) == 1 || atoi(v) == 2 ? atoi(v) : 0;
-        if (const char *v = getenv("GATEDNORM_W4A16_CTN")) e.ctn = atoi(v) == 1 || atoi(v) == 2 ? atoi(v) : 0;
-        if (const char *v = getenv("GATEDNORM_W4A16_STAGE")) e.stage = atoi(v) != 0;
-        return e;
-    }();
-    return env;
-}
-
 Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     Plan pl;
-    const PlanEnv &env = plan_env();
     const int64_t ntiles = (n + kW4TileN - 1) / kW4TileN, kchunks = (k + kW4TileK - 1) / kW4TileK;
     int64_t chunks_per_split_min = 8;  // every warp of a split gets a chunk
 #if defined(GN_PLATFORM_CUDA)
@@ -116,38 +80,20 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     }
     pl.mt = m <= 8 ? 1 : 2;
     pl.mblocks = int((m + 8 * pl.mt - 1) / (8 * pl.mt));
-    const int64_t fill = int64_t(f.sms) - f.sms / 16;  // blocks that count as covering the SMs
-    pl.wn = ntiles >= 8 * int64_t(f.sms) || (pl.mt == 2 && (ntiles + 1) / 2 >= fill) ? 2 : 1;
-    if (env.wn) pl.wn = env.wn;
-    pl.ctn = (ntiles + 2 * pl.wn - 1) / (2 * pl.wn) >= fill ? 2 : 1;
-    if (env.ctn) pl.ctn = env.ctn;
+    pl.wn = ntiles >= 8 * int64_t(f.sms) ? 2 : 1;  // very wide N: two col tiles a warp, fewer blocks
 #else
     pl.mblocks = int((m + 15) / 16);
     chunks_per_split_min = kW4AmdWaves;
-    const int64_t fill = f.sms;
 #endif
-    pl.ctas = (ntiles + pl.wn * pl.ctn - 1) / (pl.wn * pl.ctn) * pl.mblocks;
+    pl.ctas = (ntiles + pl.wn - 1) / pl.wn * pl.mblocks;
     const int64_t want = 2 * int64_t(f.sms);  // two blocks a multiprocessor
-    int64_t s = 1;
-    if (env.split) {
-        s = env.split;
-    } else if (pl.ctas < fill) {
-        s = (want + pl.ctas - 1) / pl.ctas;
+    if (pl.ctas < f.sms) {
+        int64_t s = (want + pl.ctas - 1) / pl.ctas;
         s = s < kMaxSplits ? s : kMaxSplits;
         const int64_t by_k = kchunks / chunks_per_split_min;
         s = s < by_k ? s : by_k;
+        pl.nsplit = int(s > 1 ? s : 1);
     }
-    s = s < kchunks ? s : kchunks;
-    pl.nsplit = int(s > 1 ? s : 1);
-#if defined(GN_PLATFORM_CUDA)
-    // Activations of a split: rows x (its chunks x 64 + pad) bf16, beside the warps' reduction.
-    const int64_t per = (kchunks + pl.nsplit - 1) / pl.nsplit;
-    const int64_t rows = m < 8 * pl.mt ? m : 8 * pl.mt;
-    const int64_t red = int64_t(kW4DecodeWarps) * pl.ctn * pl.wn * pl.mt * 4 * 32 * 4;
-    pl.stage_bytes = w4_stage_bytes(rows, per);
-    pl.stage = env.stage && pl.stage_bytes + red <= f.smem_optin;
-    if (!pl.stage) pl.stage_bytes = 0;
-#endif
     return pl;
 }
 
@@ -185,50 +131,25 @@ W4a16Args make_args(const W4a16GemmProblem &p, const W4Tiled &t) {
 }
 
 #if defined(GN_PLATFORM_CUDA)
-// Dynamic shared memory past 48 KB needs the kernel's opt-in, once per device and kernel
-// (`done`: one mask per kernel, devices 0..63; others ask every call): to the device's
-// maximum less the kernel's static reduction buffer.
-template <class Kernel>
-gatednorm_status allow_smem(Kernel *kernel, std::atomic<uint64_t> &done, int device, const DeviceFacts &f, int64_t static_bytes) {
-    const uint64_t bit = device >= 0 && device < 64 ? uint64_t(1) << device : 0;
-    if (bit && (done.load(std::memory_order_acquire) & bit)) return GATEDNORM_STATUS_SUCCESS;
-    const hipError_t err = hipFuncSetAttribute(kernel, hipFuncAttributeMaxDynamicSharedMemorySize, int(f.smem_optin - static_bytes));
-    if (err != hipSuccess) return runtime_fail(err, "w4a16 decode: shared memory opt-in");
-    done.fetch_or(bit, std::memory_order_acq_rel);
-    return GATEDNORM_STATUS_SUCCESS;
-}
-
-template <int DT, bool ZP, int MT, int WN, int CTN>
-gatednorm_status launch_decode_wn(const W4a16Args &a, const Plan &pl, hipStream_t s, int device, const DeviceFacts &f) {
-    constexpr int R = kW4RingChunks / WN;  // R * WN chunks of 512 bytes in flight a warp
-    const dim3 grid(unsigned((a.ntiles + WN * CTN - 1) / (WN * CTN)), unsigned(pl.nsplit), unsigned(pl.mblocks));
-    if (pl.stage) {
-        static std::atomic<uint64_t> opted_in{0};  // this instantiation's staged kernel, per device
-        auto *kernel = w4a16_decode_kernel<DT, ZP, MT, WN, R, true, CTN>;
-        constexpr int64_t red = int64_t(kW4DecodeWarps) * CTN * WN * MT * 4 * 32 * 4;
-        if (pl.stage_bytes + red > 48 * 1024) GN_W4_TRY(allow_smem(kernel, opted_in, device, f, red));
-        kernel<<<grid, kW4DecodeThreads * CTN, size_t(pl.stage_bytes), s>>>(a);
-    } else {
-        w4a16_decode_kernel<DT, ZP, MT, WN, R, false, CTN><<<grid, kW4DecodeThreads * CTN, 0, s>>>(a);
-    }
-    return GATEDNORM_STATUS_SUCCESS;
-}
+constexpr int kDecodeBatch = 4;  // k chunks per batch of weight loads (U)
 
 template <int DT, bool ZP, int MT>
-gatednorm_status launch_decode(const W4a16Args &a, const Plan &pl, hipStream_t s, int device, const DeviceFacts &f) {
-    if (pl.wn == 2) return pl.ctn == 2 ? launch_decode_wn<DT, ZP, MT, 2, 2>(a, pl, s, device, f) : launch_decode_wn<DT, ZP, MT, 2, 1>(a, pl, s, device, f);
-    return pl.ctn == 2 ? launch_decode_wn<DT, ZP, MT, 1, 2>(a, pl, s, device, f) : launch_decode_wn<DT, ZP, MT, 1, 1>(a, pl, s, device, f);
+void launch_decode(const W4a16Args &a, const Plan &pl, hipStream_t s) {
+    const dim3 grid(unsigned((a.ntiles + pl.wn - 1) / pl.wn), unsigned(pl.nsplit), unsigned(pl.mblocks));
+    if (pl.wn == 2) w4a16_decode_kernel<DT, ZP, MT, 2, kDecodeBatch / 2><<<grid, kW4DecodeThreads, 0, s>>>(a);
+    else w4a16_decode_kernel<DT, ZP, MT, 1, kDecodeBatch><<<grid, kW4DecodeThreads, 0, s>>>(a);
 }
 
 template <int DT, bool ZP>
-gatednorm_status launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s, int device, const DeviceFacts &f) {
+void launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     if (!pl.decode) {
         const dim3 grid(unsigned((a.ntiles + 3) / 4), unsigned((a.m + 63) / 64));
         w4a16_mma_kernel<DT, ZP><<<grid, kW4MmaThreads, 0, s>>>(a);
-        return GATEDNORM_STATUS_SUCCESS;
+    } else if (pl.mt == 1) {
+        launch_decode<DT, ZP, 1>(a, pl, s);
+    } else {
+        launch_decode<DT, ZP, 2>(a, pl, s);
     }
-    if (pl.mt == 1) return launch_decode<DT, ZP, 1>(a, pl, s, device, f);
-    return launch_decode<DT, ZP, 2>(a, pl, s, device, f);
 }
 #else
 template <int DT, bool ZP>
@@ -299,11 +220,8 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
     const hipStream_t s = static_cast<hipStream_t>(stream_ptr);
     const bool zp = !p.w.symmetric;
 #if defined(GN_PLATFORM_CUDA)
-    const int dev = p.device_id;
-    gatednorm_status st;
-    if (p.a_dtype == kBF16) st = zp ? launch_gemm<kBF16, true>(a, pl, s, dev, f) : launch_gemm<kBF16, false>(a, pl, s, dev, f);
-    else st = zp ? launch_gemm<kF16, true>(a, pl, s, dev, f) : launch_gemm<kF16, false>(a, pl, s, dev, f);
-    GN_W4_TRY(st);
+    if (p.a_dtype == kBF16) zp ? launch_gemm<kBF16, true>(a, pl, s) : launch_gemm<kBF16, false>(a, pl, s);
+    else zp ? launch_gemm<kF16, true>(a, pl, s) : launch_gemm<kF16, false>(a, pl, s);
 #else
     if (p.a_dtype == kBF16) zp ? launch_gemm<kBF16, true>(a, pl, s, f.wave) : launch_gemm<kBF16, false>(a, pl, s, f.wave);
     else zp ? launch_gemm<kF16, true>(a, pl, s, f.wave) : launch_gemm<kF16, false>(a, pl, s, f.wave);

@@ -188,34 +188,15 @@ __device__ __forceinline__ void w4_load_act16(const W4a16Args &p, int row, int k
 
 constexpr int kW4DecodeWarps = 8;
 constexpr int kW4DecodeThreads = kW4DecodeWarps * 32;
-constexpr int kW4RingChunks = 8;  // k chunks (of each col tile x WN) a warp keeps in flight
-constexpr int kW4ActPad = 8;      // elements past each staged activation row (16 bytes)
 
-// Staged activations (w4a16_decode_kernel's STAGE): `rows` rows of a split's k chunks in
-// dynamic shared memory, each row (chunks * 64 + 8) elements: an odd count of 16-byte units,
-// so the 8 lanes of a 16-byte shared load phase (rows g, g + 1; t = 0..3) hit distinct banks.
-GN_HD int64_t w4_stage_bytes(int64_t rows, int64_t chunks) { return rows * (chunks * kW4TileK + kW4ActPad) * 2; }
-
-// grid: (ceil(ntiles / (WN CTN)), nsplit, 1); block: CTN groups of 8 warps.  MT: 8-row blocks
-// of M (1 or 2: M <= 16); WN: col tiles per warp; CTN: col groups a block (each its WN col
-// tiles, its 8 warps splitting K), sharing the staged activations; R: k chunks per col
-// tile in a warp's register ring; STAGE: activations staged in shared memory once per block
-// (else read from global per chunk).
-//
-// Each warp streams its share of the split's k chunks through a ring of R slots: the
-// prologue issues chunks 0 .. R-1, and each slot is refilled with chunk c + R right after
-// chunk c is used, so R chunks of every col tile (R * WN * 512 bytes a warp) stay in flight.
-// The loop over a round of R chunks is unrolled, so every slot is a fixed register (no copy
-// waits for a pending load).  The activation staging runs after the prologue's loads are
-// issued, under their latency.
-template <int DT, bool ZP, int MT, int WN, int R, bool STAGE, int CTN>
-__global__ void __launch_bounds__(kW4DecodeThreads * CTN, 2 / CTN) w4a16_decode_kernel(const W4a16Args p) {
-    constexpr int kThreads = kW4DecodeThreads * CTN;
-    __shared__ float red[kW4DecodeWarps * CTN][WN * MT * 4][32];
-    extern __shared__ uint4 w4_act_stage[];  // STAGE: rows x row_u4 16-byte units
-    const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) % kW4DecodeWarps, cg = (threadIdx.x >> 5) / kW4DecodeWarps;
+// grid: (ceil(ntiles / WN), nsplit, ceil(M / (8 MT))).  MT: 8-row blocks of M (1 or 2);
+// WN: col tiles per warp; U: k chunks per batch of loads (double-buffered).
+template <int DT, bool ZP, int MT, int WN, int U>
+__global__ void __launch_bounds__(kW4DecodeThreads, 2) w4a16_decode_kernel(const W4a16Args p) {
+    __shared__ float red[kW4DecodeWarps][WN * MT * 4][32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
-    const int ct0 = (blockIdx.x * CTN + cg) * WN;
+    const int ct0 = blockIdx.x * WN;
     const int split = blockIdx.y, nsplit = gridDim.y;
     const int m0 = blockIdx.z * 8 * MT;
     int c_lo, c_hi, w_lo, w_hi;
@@ -236,83 +217,55 @@ __global__ void __launch_bounds__(kW4DecodeThreads * CTN, 2 / CTN) w4a16_decode_
         wbase[i] = p.w + int64_t(ct0 + i) * p.kchunks * kW4TileBytes + lane * 16;
     }
 
-    uint4 wq[R][WN];
-    W4Scale<DT, ZP> sc[R][WN];
-    auto load_chunk = [&](int r, int kc) {  // r: a compile-time slot once unrolled
-        const int gi = (kc * kW4TileK + 16 * t) >> p.gshift;
+    uint4 wq[U][WN];
+    W4Scale<DT, ZP> sc[U][WN];
+    auto load_batch = [&](int c) {
 #pragma unroll
-        for (int i = 0; i < WN; ++i) {
-            const bool ok = kc < w_hi && ct_ok[i];
-            wq[r][i] = gn_load_b128_stream(wbase[i] + int64_t(kc) * kW4TileBytes, ok);
-            sc[r][i].load(p, ct0 + i, gi, g, ok);
+        for (int u = 0; u < U; ++u) {
+            const int kc = c + u;
+            const int gi = (kc * kW4TileK + 16 * t) >> p.gshift;
+#pragma unroll
+            for (int i = 0; i < WN; ++i) {
+                const bool ok = kc < w_hi && ct_ok[i];
+                wq[u][i] = gn_load_b128_stream(wbase[i] + int64_t(kc) * kW4TileBytes, ok);
+                sc[u][i].load(p, ct0 + i, gi, g, ok);
+            }
         }
     };
-#pragma unroll
-    for (int r = 0; r < R; ++r) load_chunk(r, w_lo + r);
 
-    const int rows = min(8 * MT, p.m - m0);  // rows of this block present in a
-    const int row_u4 = ((c_hi - c_lo) * kW4TileK + kW4ActPad) / 8;
-    if constexpr (STAGE) {
-        const int data_u4 = (c_hi - c_lo) * (kW4TileK / 8);
-        const int total = rows * data_u4;
-        constexpr int kUnroll = 4;  // loads in flight per thread before their stores
-        for (int e0 = threadIdx.x; e0 < total; e0 += kUnroll * kThreads) {
-            uint4 v[kUnroll];
-            int dst[kUnroll];
+    if (w_lo < w_hi) load_batch(w_lo);
+    for (int c = w_lo; c < w_hi; c += U) {
+        uint4 cw[U][WN];
+        W4Scale<DT, ZP> cs[U][WN];
 #pragma unroll
-            for (int u = 0; u < kUnroll; ++u) {
-                const int e = e0 + u * kThreads;
-                const int rr = e / data_u4, q = e - rr * data_u4;
-                const int k = c_lo * kW4TileK + q * 8;
-                v[u] = make_uint4(0u, 0u, 0u, 0u);
-                dst[u] = e < total ? rr * row_u4 + q : -1;
-                if (e < total && k < p.k) v[u] = __ldg(reinterpret_cast<const uint4 *>(p.a + int64_t(m0 + rr) * p.a_sm + int64_t(k) * 2));
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+            for (int i = 0; i < WN; ++i) {
+                cw[u][i] = wq[u][i];
+                cs[u][i] = sc[u][i];
             }
+        if (c + U < w_hi) load_batch(c + U);  // the next batch is in flight while this one computes
 #pragma unroll
-            for (int u = 0; u < kUnroll; ++u)
-                if (dst[u] >= 0) w4_act_stage[dst[u]] = v[u];
-        }
-        __syncthreads();
-    }
-
-    for (int base = w_lo; base < w_hi; base += R) {
+        for (int u = 0; u < U; ++u) {
+            const int kc = c + u;
+            if (kc >= w_hi) break;
+            uint32_t act[MT][8];
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-            const int kc = base + r;
-            if (kc < w_hi) {
-                uint32_t act[MT][8];
+            for (int mt = 0; mt < MT; ++mt) w4_load_act16(p, m0 + 8 * mt + g, kc * kW4TileK + 16 * t, act[mt]);
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt) {
-                    if constexpr (STAGE) {
-                        const int row = 8 * mt + g;
-                        uint4 lo = make_uint4(0u, 0u, 0u, 0u), hi = lo;
-                        if (row < rows) {
-                            const uint4 *src = w4_act_stage + row * row_u4 + (kc - c_lo) * (kW4TileK / 8) + 2 * t;
-                            lo = src[0];
-                            hi = src[1];
-                        }
-                        act[mt][0] = lo.x; act[mt][1] = lo.y; act[mt][2] = lo.z; act[mt][3] = lo.w;
-                        act[mt][4] = hi.x; act[mt][5] = hi.y; act[mt][6] = hi.z; act[mt][7] = hi.w;
-                    } else {
-                        w4_load_act16(p, m0 + 8 * mt + g, kc * kW4TileK + 16 * t, act[mt]);
-                    }
+            for (int i = 0; i < WN; ++i) {
+                const uint32_t slo = cs[u][i].s_lo(), shi = cs[u][i].s_hi();
+                const uint32_t zlo = cs[u][i].nz_lo(), zhi = cs[u][i].nz_hi();
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const uint32_t word = w4_word(cw[u][i], j);
+                    const uint32_t a0 = w4_dequant2<DT>(word, zlo, slo);        // column g,     k + 0, 1
+                    const uint32_t a1 = w4_dequant2<DT>(word >> 4, zhi, shi);   // column g + 8, k + 0, 1
+                    const uint32_t a2 = w4_dequant2<DT>(word >> 8, zlo, slo);   // column g,     k + 2, 3
+                    const uint32_t a3 = w4_dequant2<DT>(word >> 12, zhi, shi);  // column g + 8, k + 2, 3
+#pragma unroll
+                    for (int mt = 0; mt < MT; ++mt) w4_mma<DT>(acc[i][mt], a0, a1, a2, a3, act[mt][2 * j], act[mt][2 * j + 1]);
                 }
-#pragma unroll
-                for (int i = 0; i < WN; ++i) {
-                    const uint32_t slo = sc[r][i].s_lo(), shi = sc[r][i].s_hi();
-                    const uint32_t zlo = sc[r][i].nz_lo(), zhi = sc[r][i].nz_hi();
-#pragma unroll
-                    for (int j = 0; j < 4; ++j) {
-                        const uint32_t word = w4_word(wq[r][i], j);
-                        const uint32_t a0 = w4_dequant2<DT>(word, zlo, slo);        // column g,     k + 0, 1
-                        const uint32_t a1 = w4_dequant2<DT>(word >> 4, zhi, shi);   // column g + 8, k + 0, 1
-                        const uint32_t a2 = w4_dequant2<DT>(word >> 8, zlo, slo);   // column g,     k + 2, 3
-                        const uint32_t a3 = w4_dequant2<DT>(word >> 12, zhi, shi);  // column g + 8, k + 2, 3
-#pragma unroll
-                        for (int mt = 0; mt < MT; ++mt) w4_mma<DT>(acc[i][mt], a0, a1, a2, a3, act[mt][2 * j], act[mt][2 * j + 1]);
-                    }
-                }
-                load_chunk(r, kc + R);  // refill the slot just used (predicated off past w_hi)
             }
         }
     }
@@ -323,15 +276,15 @@ __global__ void __launch_bounds__(kW4DecodeThreads * CTN, 2 / CTN) w4a16_decode_
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int r = 0; r < 4; ++r) red[cg * kW4DecodeWarps + warp][(i * MT + mt) * 4 + r][lane] = acc[i][mt][r];
+            for (int r = 0; r < 4; ++r) red[warp][(i * MT + mt) * 4 + r][lane] = acc[i][mt][r];
     __syncthreads();
-    for (int e = threadIdx.x; e < CTN * WN * MT * 4 * 32; e += kThreads) {
-        const int c = e / (WN * MT * 4 * 32), idx = (e >> 5) % (WN * MT * 4), l = e & 31;
+    for (int e = threadIdx.x; e < WN * MT * 4 * 32; e += kW4DecodeThreads) {
+        const int idx = e >> 5, l = e & 31;
         float s = 0.0f;
 #pragma unroll
-        for (int w = 0; w < kW4DecodeWarps; ++w) s += red[c * kW4DecodeWarps + w][idx][l];  // fixed order
+        for (int w = 0; w < kW4DecodeWarps; ++w) s += red[w][idx][l];  // fixed order
         const int i = idx / (MT * 4), mt = (idx / 4) % MT, r = idx & 3;
-        const int n = 16 * ((blockIdx.x * CTN + c) * WN + i) + (l >> 2) + 8 * (r >> 1);
+        const int n = 16 * (ct0 + i) + (l >> 2) + 8 * (r >> 1);
         const int m = m0 + 8 * mt + 2 * (l & 3) + (r & 1);
         w4_emit(p, split, nsplit, m, n, s);
     }
