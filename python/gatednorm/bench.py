@@ -1914,6 +1914,29 @@ def import_time(runs=None):
     return float(np.median(ts)), None
 
 
+def slowest_imports(n=5):
+    """The n top-level imports with the largest cumulative time under ``python -X importtime
+    -c 'import gatednorm'`` (a fresh interpreter), as "name seconds" strings: where an import
+    over its target goes."""
+    p = subprocess.run([sys.executable, "-X", "importtime", "-c", "import gatednorm"], capture_output=True, text=True,
+                       timeout=120)
+    rows = []
+    for line in p.stderr.splitlines():
+        parts = line.split("|")
+        if len(parts) != 3 or not line.startswith("import time:"):
+            continue
+        try:
+            cumulative = int(parts[1])
+        except ValueError:
+            continue
+        name = parts[2].rstrip()
+        depth = (len(name) - len(name.lstrip()) - 1) // 2  # "| name" at the top, two spaces a level
+        if depth > 1:  # top-level imports and their direct children
+            continue
+        rows.append((cumulative, name.strip()))
+    return [f"{name} {us / 1e6:.3f} s" for us, name in sorted(rows, reverse=True)[:n]]
+
+
 # ------------------------------------------------------------------------------ CPU mode
 def _cpu_time(fn):
     """Seconds per call: the median of CPU_REPS runs (5 for calls over CPU_SLOW_S), each run
@@ -2077,6 +2100,8 @@ def render_host(report) -> list:
         else:
             lines.append(f"import gatednorm (fresh interpreter, median of {report.get('import_runs', IMPORT_RUNS)}): {s:.3f} s; "
                          f"target (issue #15) <= {IMPORT_TARGET_S:g} s: {'pass' if s <= IMPORT_TARGET_S else 'FAIL'}")
+            if report.get("import_slowest"):
+                lines.append("slowest imports under it (cumulative): " + ", ".join(report["import_slowest"]))
     return lines
 
 
@@ -2225,6 +2250,8 @@ def run(ops=None, quick=False, variants=None, axes=None, peers=None, ours_modes=
         report["import_s"], err = import_time()
         if err:
             report["import_error"] = err
+        elif report["import_s"] > IMPORT_TARGET_S:
+            report["import_slowest"] = slowest_imports()
     return report
 
 

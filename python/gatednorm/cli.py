@@ -40,6 +40,7 @@ def _cmd_info(args) -> int:
     print("build:      %s" % gatednorm.build_info())
     print("gpu build:  %s" % _gpu_flavour(gatednorm))
     print("header:     %s" % _ffi.header_path())
+    print("ffi:        %s" % ("prebuilt gatednorm/_cffi_abi.py" if _ffi.PREBUILT else "the header parsed at run time (no prebuilt module, or it was built from another header)"))
     n = gatednorm.device_count()
     gpu = _runtime.gpu_device_type()
     backends = ["cpu"] + (["%s (%d device%s)" % (_runtime._TYPE_NAMES.get(gpu, "gpu"), n, "" if n == 1 else "s")]
