@@ -9,6 +9,8 @@ reference in test_add_rmsnorm.py); so every rank also equals every other rank.
     combination of §3, each case called twice (the epoch advances, both slots are used);
   - CPU backend, ranks as threads of one process sharing the buffers (AllReduceGroup.in_process);
   - one GPU, ranks as streams of one process (skipped without a GPU);
+  - the GPU exchange's 16-byte and 2-byte paths at W = 1, 3, 8 (x layouts that pick each; the
+    same cases on CPU threads);
   - bad input names the argument.
 """
 
@@ -303,6 +305,105 @@ def test_gpu_streams(requires_gpu, W):
                 for name, g, e in zip(("y", "q", "scales", "residual"), outs[r], want):
                     g = None if g is None else be.get(g)
                     assert bits_equal(g, e), "case %d rep %d rank %d: %s differs" % (case, rep, r, name)
+
+
+# ------------------------------------------- the exchange's 16-byte and 2-byte paths, every W
+# The GPU exchange moves rows 16 bytes at a time when x, its token stride and the row bytes
+# are 16-byte aligned, else 2 bytes at a time; it is compiled for each world size.  Each
+# layout below picks one path (the comment says which); T = 37 tokens gives block b of the
+# fixed 16-block grid tokens b, b + 16 and (b < 5) b + 32.  The CPU threads run the same
+# cases (the test's own check; the CPU has one path).
+PT = 37
+LAYOUTS = [  # (x dtype, hidden, padded row of x's buffer or None, element offset of x in it)
+    ("bf16", 256, None, 0),   # 16-byte path
+    ("fp32", 196, None, 0),   # 16-byte path (784-byte rows)
+    ("fp16", 200, None, 0),   # 16-byte path (400-byte rows)
+    ("bf16", 196, None, 0),   # 2-byte path: 392-byte rows
+    ("fp32", 197, None, 0),   # 2-byte path: 788-byte rows
+    ("bf16", 256, 264, 1),    # 2-byte path: x starts 2 bytes past a 16-byte boundary
+    ("bf16", 256, 260, 0),    # 2-byte path: 520-byte token stride
+]
+
+
+def layout_data(li, rank):
+    xd, h, padded, off = LAYOUTS[li]
+    g = np.random.default_rng(7000 + 100 * li + rank)
+    full = (g.standard_normal((PT, padded or h)) * 2).astype(np.float32).astype(DTS[xd])
+    x = full[:, off:off + h]
+    if rank == 0:
+        x[3] = -0.0  # signed zeros through the sum
+    g = np.random.default_rng(7000 + 100 * li + 99)
+    res = g.standard_normal((PT, h)).astype(np.float32).astype(DTS[xd])
+    w = (g.standard_normal(h) * 0.5 + 1).astype(np.float32)
+    return x, full, res, w
+
+
+def layout_expected(li, W, be=None):
+    parts = [layout_data(li, r) for r in range(W)]
+    acc = parts[0][0].astype(np.float32)
+    for p in parts[1:]:
+        acc = acc + p[0].astype(np.float32)
+    x = acc.astype(parts[0][0].dtype)
+    _, _, res, w = parts[0]
+    put = (lambda a: a) if be is None else be.put
+    get = (lambda a: np.asarray(a)) if be is None else be.get
+    out = gatednorm.add_rmsnorm(put(x), put(res.copy()), put(w))
+    return get(out.y), get(out.residual)
+
+
+@pytest.mark.parametrize("W", [1, 3, 8])
+def test_threads_layouts(W):
+    outs = {}
+    for li, (xd, h, _, _) in enumerate(LAYOUTS):
+        groups = AllReduceGroup.in_process(W, "cpu", max_tokens=PT, hidden=h, dtype="float32")
+        got = [None] * W
+
+        def body(r):
+            x, _, res, w = layout_data(li, r)
+            o = groups[r].add_rmsnorm(x, res.copy(), w)
+            got[r] = (np.asarray(o.y).copy(), np.asarray(o.residual).copy())
+
+        th = [threading.Thread(target=body, args=(r,)) for r in range(W)]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join(60)
+        outs[li] = got
+    for li in outs:
+        want = layout_expected(li, W)
+        for r in range(W):
+            for name, g, e in zip(("y", "residual"), outs[li][r], want):
+                assert bits_equal(g, e), "layout %d rank %d: %s differs" % (li, r, name)
+
+
+@pytest.mark.parametrize("W", [1, 3, 8])
+def test_gpu_streams_layouts(requires_gpu, W):
+    import gc
+
+    from conftest import Backend
+
+    be = Backend("gpu")
+    dev = (gatednorm._runtime.gpu_device_type(), 0)
+    streams = [gatednorm.Stream(0) for _ in range(W)]
+    for li, (xd, h, _, _) in enumerate(LAYOUTS):
+        groups = AllReduceGroup.in_process(W, dev, max_tokens=PT, hidden=h, dtype="float32")
+        for rep in range(REPS):  # both slots
+            args = []
+            for r in range(W):
+                x, full, res, w = layout_data(li, r)
+                args.append((be.put(x, full), be.put(res.copy()), be.put(w), be.put(np.full(x.shape, np.nan, x.dtype))))
+            gatednorm._runtime.device_synchronize(0)
+            gc.disable()  # no free between the launches
+            try:
+                outs = [groups[r].add_rmsnorm(x, res, w, y_out=yo, stream=streams[r]) for r, (x, res, w, yo) in enumerate(args)]
+            finally:
+                gc.enable()
+            for st in streams:
+                st.synchronize()
+            want = layout_expected(li, W, be)
+            for r in range(W):
+                for name, g, e in zip(("y", "residual"), (outs[r].y, outs[r].residual), want):
+                    assert bits_equal(be.get(g), e), "layout %d rep %d rank %d: %s differs" % (li, rep, r, name)
 
 
 # ----------------------------------------------------------------------------- the C layer
