@@ -1,22 +1,27 @@
 // Gated RMSNorm + FP8 per-group quantization (ops.md §2): launcher and kernels.
 //  - vec kernel (the fast path: 16-bit x, z of x's dtype or none, D % 8 == 0, D <= 256, 16-byte
 //    aligned rows, a 16-bit copy or none): one pass, nothing in shared memory.  A team of TEAM
-//    lanes (8, 16 or 32) owns HPT consecutive heads of one token, HPT = G / D when a group
-//    spans heads, else 1; each head is LPR = next_pow2(D / 8) lanes, each lane one 16-byte
-//    chunk of x and z (8 elements) held in registers.  The row's sum of squares reduces over
-//    the head's LPR lanes, the group amax over the group's GL adjacent lanes (G / 8 when G
-//    divides D, the team when it spans heads): xor-shuffles in groups of <= 32 lanes, so no
-//    code depends on the warp width.  A lane writes 8 codes (one 8-byte store) and, when it
-//    owns a group's first element, the group's scale.
+//    lanes (4 to 32) owns HPT consecutive heads of one token, HPT = G / D when a group spans
+//    heads, else 1; each head is LPR = next_pow2(D / E) lanes, each lane E = 8 or 16
+//    contiguous elements of x and z (one or two 16-byte chunks) held in registers.  The row's
+//    sum of squares reduces over the head's LPR lanes, the group amax over the group's GL
+//    adjacent lanes (G / E when G divides D, the team when it spans heads): xor-shuffles in
+//    groups of <= 32 lanes, so no code depends on the warp width.  A lane writes E codes (one
+//    8- or 16-byte store) and, when it owns a group's first element, the group's scale.
+//    E = 16 (D % 16 == 0, G % 16 == 0 below D, 16-byte aligned q rows) halves the lanes that
+//    run the fixed per-lane epilogue (shuffles, two IEEE divisions, index math, scale store);
+//    its sum of squares keeps the E = 8 kernel's order, so both give the same bits.
 //    Unlike the plain gated norm, the epilogue after the loads is long (two reductions, two
-//    IEEE divisions, the encode): run 29's one-row kernel reached ~47% of the roofline, its
-//    lanes waiting on their own chains with no loads in flight.  So on large grids a lane
-//    carries two rows (ROWS = 2): both rows' loads in flight at once and the two chains
-//    interleaved level by level.  The gate's place is compiled in (it decides which loads
-//    and exponentials exist).
+//    IEEE divisions, the encode).  Two rows a lane (ROWS = 2: both rows' loads in flight, the
+//    chains interleaved) measured no faster than one at full occupancy (run 33), so only one
+//    is built: the epilogue's instructions, not latency, are the cost, hence E = 16.  The
+//    gate's place is compiled in (it decides which loads and exponentials exist).
 //  - generic kernel: every other shape and dtype mix; a team of 32 lanes per segment (a head
 //    when G <= D, the G / D heads of a group otherwise), passes over the segment through the
 //    cache (sum of squares, group amax, then y again to write).  Correct everywhere, slower.
+#include <stdlib.h>
+#include <string.h>
+
 #include "backend.h"
 #include "device_guard.h"
 #include "fp8_quant.h"
@@ -45,12 +50,13 @@ struct Fp8Args {
     float eps, weight_offset, inv_dim;
 };
 
-// The vec kernel's block, and the threads a multiprocessor keeps resident by rows a lane
-// carries: 128-thread blocks at 32 registers (16 blocks, all a multiprocessor holds; no
-// spills) for one row, 64 (8 blocks) for two: 64 KB of loads in flight an SM either way.
+// The vec kernel's block, and the threads a multiprocessor keeps resident by the elements a
+// lane carries (ROWS x E): 128-thread blocks at 32 registers (16 blocks, all a multiprocessor
+// holds; no spills) for 8, 64 (8 blocks) for 16: 64 KB of x and z loads in flight an SM
+// either way.
 constexpr int kFp8Block = 128;
-template <int ROWS>
-constexpr int kFp8Resident = ROWS == 1 ? 16 * kFp8Block : 8 * kFp8Block;
+template <int ROWS, int E>
+constexpr int kFp8Resident = 16 * kFp8Block * 8 / (ROWS * E);
 
 enum GatePlace : int { kGateNone = 0, kGateFirst = 1, kGateAfter = 2 };
 
@@ -93,9 +99,44 @@ __device__ __forceinline__ void max_lanes(uint32_t (&m)[ROWS], int lanes) {
         }
 }
 
-// y = u * rstd * w [* g] for one lane's chunk, with the gate's place fixed at compile time.
+// The head's sum of squares when each lane holds two adjacent 8-element chunks (E = 16), in
+// the E = 8 kernel's order bit for bit.  That kernel's butterfly over the head's 2L chunks
+// (chunk c in lane c, offsets L down to 1) ends by adding the sum over the even chunks to
+// the sum over the odd ones; here lane j holds chunks 2j (a) and 2j + 1 (b), so those two
+// sums are butterflies over the lanes on a and on b, offsets L / 2 down to 1, and the head's
+// sum is their sum.  Two butterflies would double the shuffles, so the first level splits
+// the work: the lane with bit h = L / 2 clear keeps the even sum (its a plus its partner's
+// a) and hands its b over, its partner the odd sum; the levels below carry one value a lane,
+// and a last exchange at h adds the two sums (addition commutes: both lanes agree).  log2(2L)
+// shuffles, as many as the E = 8 kernel's lane does for half the elements.
+template <int TEAM, int ROWS>
+__device__ __forceinline__ void sum_lane_pairs(float (&a)[ROWS], const float (&b)[ROWS], int lanes, int lane) {
+    const int h = lanes >> 1;
+    if (h == 0) {  // one lane a head (D = 16): the E = 8 kernel's one level, chunk 0 + chunk 1
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) a[r] += b[r];
+        return;
+    }
+    const bool odd = (lane & h) != 0;
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+        const float keep = odd ? b[r] : a[r], give = odd ? a[r] : b[r];
+        a[r] = keep + gn_shfl_xor(give, h, 32);
+    }
+#pragma unroll
+    for (int o = TEAM / 4; o > 0; o >>= 1)  // h <= TEAM / 2: the levels below h
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+            const float other = gn_shfl_xor(a[r], o, 32);
+            if (o < h) a[r] += other;
+        }
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) a[r] += gn_shfl_xor(a[r], h, 32);
+}
+
+// y = u * rstd * w [* g] for one lane's elements, with the gate's place fixed at compile time.
 template <int XDT, int GATE, int VEC>
-__device__ __forceinline__ void lane_y(const uint32_t (&xw)[4], const uint32_t (&zw)[4], const float (&w)[VEC], int act,
+__device__ __forceinline__ void lane_y(const uint32_t (&xw)[VEC / 2], const uint32_t (&zw)[VEC / 2], const float (&w)[VEC], int act,
                                        float rstd, float (&y)[VEC]) {
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
@@ -106,11 +147,12 @@ __device__ __forceinline__ void lane_y(const uint32_t (&xw)[4], const uint32_t (
     }
 }
 
-template <int XDT, int GATE, int VEC>
-__device__ __forceinline__ float lane_sumsq(const uint32_t (&xw)[4], const uint32_t (&zw)[4], int act) {
+// The sum of squares of the lane's 8-element chunk starting at element K0, in element order.
+template <int XDT, int GATE, int K0, int N>
+__device__ __forceinline__ float lane_sumsq(const uint32_t (&xw)[N], const uint32_t (&zw)[N], int act) {
     float ss = 0.0f;
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) {
+    for (int k = K0; k < K0 + 8; ++k) {
         float u = word_element<XDT>(xw, k);
         if constexpr (GATE == kGateFirst) u *= activate(word_element<XDT>(zw, k), act);
         ss += u * u;
@@ -122,9 +164,10 @@ __device__ __forceinline__ float lane_sumsq(const uint32_t (&xw)[4], const uint3
 // loads are all issued before any is used, then whose epilogues run interleaved, so one
 // row's reduction chain issues while the other's waits.  A block is ROWS slabs of
 // kFp8Block / TEAM consecutive teams.
-template <int XDT, int TEAM, int ROWS, int GATE>
+template <int XDT, int TEAM, int ROWS, int GATE, int E>
 __device__ __forceinline__ void fp8_vec_rows(const Fp8Args &a) {
-    constexpr int VEC = 8;
+    static_assert(E == 8 || E == 16, "one or two 16-byte chunks a lane");
+    constexpr int VEC = E, NW = E / 2;  // elements and 32-bit words of x (z) a lane holds
     constexpr int kTeamsPerSlab = kFp8Block / TEAM;
     const int lane = threadIdx.x % TEAM;
     const int hh = lane >> a.lpr_log2, col = (lane & ((1 << a.lpr_log2) - 1)) * VEC;
@@ -132,7 +175,7 @@ __device__ __forceinline__ void fp8_vec_rows(const Fp8Args &a) {
 
     int32_t t[ROWS], h[ROWS];
     bool ok[ROWS];
-    uint32_t xw[ROWS][4], zw[ROWS][4];
+    uint32_t xw[ROWS][NW], zw[ROWS][NW];
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
         // Teams past the end (the last block's) index as the last team, and write nothing.
@@ -143,7 +186,7 @@ __device__ __forceinline__ void fp8_vec_rows(const Fp8Args &a) {
         t[r] = int32_t(tt);
         h[r] = int32_t(tm - tt * uint32_t(a.segs)) * a.hpt + hh;
 #pragma unroll
-        for (int i = 0; i < 4; ++i) xw[r][i] = zw[r][i] = 0u;
+        for (int i = 0; i < NW; ++i) xw[r][i] = zw[r][i] = 0u;
     }
     pdl_entry(a);
     // Every row's x and z first (the DRAM round trips everything waits on), then the
@@ -160,8 +203,15 @@ __device__ __forceinline__ void fp8_vec_rows(const Fp8Args &a) {
     const int act = a.activation;
     float ss[ROWS];
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) ss[r] = lane_sumsq<XDT, GATE, VEC>(xw[r], zw[r], act);
-    sum_lanes<TEAM>(ss, 1 << a.lpr_log2);  // the head's lanes
+    for (int r = 0; r < ROWS; ++r) ss[r] = lane_sumsq<XDT, GATE, 0>(xw[r], zw[r], act);
+    if constexpr (E == 8) {
+        sum_lanes<TEAM>(ss, 1 << a.lpr_log2);  // the head's lanes
+    } else {
+        float ss_hi[ROWS];  // the second chunk's
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) ss_hi[r] = lane_sumsq<XDT, GATE, 8>(xw[r], zw[r], act);
+        sum_lane_pairs<TEAM>(ss, ss_hi, 1 << a.lpr_log2, lane);
+    }
 
     float w[VEC];
     if (a.weight_dtype == kBF16) widen_chunk<kBF16>(wraw, a.weight_offset, w);
@@ -177,9 +227,9 @@ __device__ __forceinline__ void fp8_vec_rows(const Fp8Args &a) {
             // y rounded to a 16-bit dtype: the copy's bits, and (quantize_rounded) the value an
             // unfused pipeline stores and re-reads.
             const int rdt = a.round_dtype;
-            uint32_t pw[4];
+            uint32_t pw[NW];
 #pragma unroll
-            for (int i = 0; i < 4; ++i) pw[i] = pack16(y[r][2 * i], y[r][2 * i + 1], rdt);
+            for (int i = 0; i < NW; ++i) pw[i] = pack16(y[r][2 * i], y[r][2 * i + 1], rdt);
             if (a.y && ok[r]) store_words(a.y + int64_t(t[r]) * a.y_st + int64_t(h[r]) * a.y_sh + col * 2, pw);
             if (a.quantize_rounded) {
                 if (rdt == kBF16) {
@@ -205,10 +255,12 @@ __device__ __forceinline__ void fp8_vec_rows(const Fp8Args &a) {
     for (int r = 0; r < ROWS; ++r) {
         if (!ok[r]) continue;
         const float scale = group_scale(a.qa, m[r]);
-        uint32_t codes[2];
+        uint32_t codes[VEC / 4];
         encode_codes(a.qa, y[r], scale, codes);
         const uint32_t e = uint32_t(h[r]) * uint32_t(a.dim) + uint32_t(col);  // element of the token's row
-        *reinterpret_cast<uint2 *>(a.qa.q + int64_t(t[r]) * a.qa.q_st + e) = make_uint2(codes[0], codes[1]);
+        char *qp = a.qa.q + int64_t(t[r]) * a.qa.q_st + e;
+        if constexpr (E == 8) *reinterpret_cast<uint2 *>(qp) = make_uint2(codes[0], codes[1]);
+        else *reinterpret_cast<uint4 *>(qp) = make_uint4(codes[0], codes[1], codes[2], codes[3]);
         // Group of the chunk, and whether it holds the group's first element: G < D is a power
         // of two dividing D; G >= D spans a power-of-two count of whole heads.
         uint32_t k;
@@ -224,13 +276,13 @@ __device__ __forceinline__ void fp8_vec_rows(const Fp8Args &a) {
     }
 }
 
-template <int XDT, int TEAM, int ROWS>
-__global__ void GN_LAUNCH_BOUNDS(kFp8Block, kFp8Resident<ROWS>) rmsnorm_gated_fp8_vec_kernel(const Fp8Args a) {
+template <int XDT, int TEAM, int ROWS, int E>
+__global__ void GN_LAUNCH_BOUNDS(kFp8Block, (kFp8Resident<ROWS, E>)) rmsnorm_gated_fp8_vec_kernel(const Fp8Args a) {
     // The gate's place is the one run-time choice worth a copy of the body: it decides
-    // which loads exist and where 8 exponentials sit.
-    if (a.z == nullptr) fp8_vec_rows<XDT, TEAM, ROWS, kGateNone>(a);
-    else if (a.norm_before_gate) fp8_vec_rows<XDT, TEAM, ROWS, kGateAfter>(a);
-    else fp8_vec_rows<XDT, TEAM, ROWS, kGateFirst>(a);
+    // which loads exist and where E exponentials sit.
+    if (a.z == nullptr) fp8_vec_rows<XDT, TEAM, ROWS, kGateNone, E>(a);
+    else if (a.norm_before_gate) fp8_vec_rows<XDT, TEAM, ROWS, kGateAfter, E>(a);
+    else fp8_vec_rows<XDT, TEAM, ROWS, kGateFirst, E>(a);
 }
 
 // ---- generic kernel
@@ -333,7 +385,7 @@ int log2_ceil(int64_t v) {
     return l;
 }
 
-// The vec kernel's team (lanes) for this problem, or 0 where it cannot take it.
+// The vec kernel's team of 8-element lanes for this problem, or 0 where it cannot take it.
 int vec_team(const RmsnormGatedFp8Problem &pr) {
     const RmsnormGatedProblem &p = pr.norm;
     const int64_t D = p.dim, G = pr.quant.group;
@@ -358,7 +410,26 @@ int vec_team(const RmsnormGatedFp8Problem &pr) {
     return team == 8 || team == 16 || team == 32 ? team : 0;
 }
 
-Fp8Args make_args(const RmsnormGatedFp8Problem &pr, int team) {
+// The elements a vec-kernel lane owns, 8 or 16, for a problem vec_team takes.  16 takes the
+// same problems where D % 16 == 0, G % 16 == 0 when G < D (G / 16 lanes a group, a power of
+// two since G / 8 is) and q's rows are 16-byte aligned (one 16-byte store of codes a lane),
+// with half the lanes: the per-lane epilogue (group amax shuffles, the two IEEE divisions,
+// the encode's setup, index math, the scale store) then serves 16 elements instead of 8.
+// 16 is the default where legal: the hypothesis of the next run, where it must beat run 33's
+// 31.8 us at [4096, 32, 128] bf16, G = 128 (8 elements a lane, 66% of the copy roofline,
+// a tie with torch.compile).  GATEDNORM_FP8_LANE_ELEMS (8 or 16, read at each call: the
+// bench's e8 / e16 modes set it) forces either where legal: a TEMPORARY A/B switch, to go
+// with the losing variant once measured.
+int lane_elems(const RmsnormGatedFp8Problem &pr) {
+    const int64_t D = pr.norm.dim, G = pr.quant.group;
+    const bool legal16 = D % 16 == 0 && (G >= D || G % 16 == 0) && aligned(pr.quant.q, 16) && pr.quant.q_st % 16 == 0;
+    const char *v = getenv("GATEDNORM_FP8_LANE_ELEMS");
+    if (v && !strcmp(v, "8")) return 8;
+    return legal16 ? 16 : 8;
+}
+
+// team: the vec kernel's lanes (of `elems` elements each) a team, 0 for the generic kernel.
+Fp8Args make_args(const RmsnormGatedFp8Problem &pr, int team, int elems) {
     const RmsnormGatedProblem &p = pr.norm;
     const QuantFp8Spec &qs = pr.quant;
     Fp8Args a{};
@@ -390,8 +461,8 @@ Fp8Args make_args(const RmsnormGatedFp8Problem &pr, int team) {
     a.segs = a.heads / a.hpt;
     a.teams = int32_t(p.tokens * a.segs);
     a.segs_div = make_fast_div(uint32_t(a.segs));
-    a.lpr_log2 = log2_ceil(p.dim / 8);
-    a.gl = qs.group >= p.dim ? team : int32_t(qs.group / 8);
+    a.lpr_log2 = log2_ceil(p.dim / elems);
+    a.gl = qs.group >= p.dim ? team : int32_t(qs.group / elems);
     a.groups_per_head = qs.group < p.dim ? int32_t(p.dim / qs.group) : 0;
     a.g_log2 = log2_ceil(qs.group);
     a.hpt_log2 = log2_ceil(a.hpt);
@@ -420,21 +491,27 @@ hipError_t launch(Kernel k, unsigned grid, unsigned block, const Fp8Args &a, hip
     return hipSuccess;
 }
 
-template <int XDT, int TEAM>
+template <int XDT, int TEAM, int E>
 hipError_t launch_vec_team(const Fp8Args &a, hipStream_t s, bool pdl) {
     // One row a lane: two (ROWS = 2, 64 registers, both rows' loads in flight and their chains
     // interleaved) measured the same in run 33 (31.8 against 32.1 us at [4096, 32]), so
     // only ROWS = 1 is built; the kernel keeps the parameter for the next experiment.
     const int64_t per_block = kFp8Block / TEAM;
     const unsigned grid = unsigned((int64_t(a.teams) + per_block - 1) / per_block);
-    return launch(rmsnorm_gated_fp8_vec_kernel<XDT, TEAM, 1>, grid, kFp8Block, a, s, pdl);
+    return launch(rmsnorm_gated_fp8_vec_kernel<XDT, TEAM, 1, E>, grid, kFp8Block, a, s, pdl);
 }
 
+// team: lanes of `elems` elements (8: 8, 16 or 32 lanes; 16: half those, 4, 8 or 16).
 template <int XDT>
-hipError_t launch_vec(const Fp8Args &a, int team, hipStream_t s, bool pdl) {
-    if (team == 8) return launch_vec_team<XDT, 8>(a, s, pdl);
-    if (team == 16) return launch_vec_team<XDT, 16>(a, s, pdl);
-    return launch_vec_team<XDT, 32>(a, s, pdl);
+hipError_t launch_vec(const Fp8Args &a, int team, int elems, hipStream_t s, bool pdl) {
+    if (elems == 16) {
+        if (team == 4) return launch_vec_team<XDT, 4, 16>(a, s, pdl);
+        if (team == 8) return launch_vec_team<XDT, 8, 16>(a, s, pdl);
+        return launch_vec_team<XDT, 16, 16>(a, s, pdl);
+    }
+    if (team == 8) return launch_vec_team<XDT, 8, 8>(a, s, pdl);
+    if (team == 16) return launch_vec_team<XDT, 16, 8>(a, s, pdl);
+    return launch_vec_team<XDT, 32, 8>(a, s, pdl);
 }
 
 }  // namespace
@@ -454,12 +531,14 @@ gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr, void *s
     const bool pdl = false;
 #endif
     const hipStream_t s = static_cast<hipStream_t>(stream_ptr);
-    const int team = vec_team(pr);
-    Fp8Args a = make_args(pr, team);
+    const int team8 = vec_team(pr);
+    const int elems = team8 ? lane_elems(pr) : 8;
+    const int team = team8 * 8 / elems;
+    Fp8Args a = make_args(pr, team, elems);
     a.pdl = pdl;
     hipError_t err;
     if (team) {
-        err = p.x.dtype == kBF16 ? launch_vec<kBF16>(a, team, s, pdl) : launch_vec<kF16>(a, team, s, pdl);
+        err = p.x.dtype == kBF16 ? launch_vec<kBF16>(a, team, elems, s, pdl) : launch_vec<kF16>(a, team, elems, s, pdl);
     } else {
         const unsigned grid = unsigned((int64_t(a.teams) + kBlockThreads / kGenericLanes - 1) / (kBlockThreads / kGenericLanes));
         err = launch(rmsnorm_gated_fp8_generic_kernel<>, grid, kBlockThreads, a, s, pdl);

@@ -24,7 +24,7 @@ import pytest
 
 import gatednorm
 from gatednorm import GatedNormError, _dtypes, _ffi, reference
-from gatednorm.testing import randn
+from gatednorm.testing import mirror, randn
 
 DT = {"bf16": _dtypes.bfloat16, "fp16": _dtypes.float16, "fp32": _dtypes.float32}
 FP8 = {"e4m3fn": _dtypes.float8_e4m3fn, "e4m3fnuz": _dtypes.float8_e4m3fnuz}
@@ -222,14 +222,47 @@ def test_scale_formats_and_layouts(be, rng, sf, layout, T, H):
     run(be, x, z, w, layout=layout, scale_format=sf)
 
 
-# (D, G): G dividing D, D dividing G, and odd head dims (generic kernel on the GPU)
+# (D, G): G dividing D, D dividing G, and odd head dims (generic kernel on the GPU).  On the
+# GPU's vec kernel, 16 elements a lane where D % 16 == 0 and (G >= D or G % 16 == 0), else
+# 8: (128, 8) and (8, 128) take 8; (64, 64) and (16, 64) take its 4-lane teams, (16, 64) one
+# lane a head; (256, 512) is generic (a 64-lane team at 8 elements a lane).
 @pytest.mark.parametrize("D,G,H", [(128, 128, 4), (128, 64, 3), (128, 32, 2), (128, 16, 2), (128, 8, 1), (64, 128, 4),
                                    (128, 256, 4), (128, 512, 8), (32, 128, 8), (96, 32, 4), (96, 96, 3), (96, 192, 4),
-                                   (256, 128, 3), (200, 40, 2), (8, 128, 16), (1000, 125, 2), (512, 128, 2), (2048, 128, 1)])
+                                   (256, 128, 3), (200, 40, 2), (8, 128, 16), (1000, 125, 2), (512, 128, 2), (2048, 128, 1),
+                                   (256, 32, 3), (256, 64, 2), (256, 256, 3), (256, 512, 4), (64, 64, 3), (64, 32, 2),
+                                   (16, 64, 8), (40, 80, 4)])
 @pytest.mark.parametrize("sf", ["fp32", "e8m0_packed"])
 def test_group_sizes(be, rng, D, G, H, sf):
     x, z, w = make_inputs(rng, (9, H, D))
     run(be, x, z, w, group_size=G, scale_format=sf, layout="col")
+
+
+# TEMPORARY, with GATEDNORM_FP8_LANE_ELEMS (hip/rmsnorm_gated_fp8.hip's A/B switch): the vec
+# kernel's 8- and 16-element lanes give the same bits (the 16-element sum of squares keeps
+# the 8-element order), wherever both are legal and where 16 falls back to 8.
+AB_SHAPES = [(37, 3, 128, 128), (37, 4, 128, 64), (37, 4, 128, 32), (37, 2, 128, 16), (37, 4, 128, 256), (37, 8, 128, 512),
+             (37, 4, 64, 128), (37, 3, 64, 64), (37, 8, 16, 64), (37, 4, 96, 32), (37, 4, 96, 192), (37, 3, 256, 128),
+             (37, 2, 256, 32), (37, 2, 256, 256), (37, 4, 128, 8), (1001, 5, 128, 128)]
+
+
+@pytest.mark.parametrize("T,H,D,G", AB_SHAPES)
+@pytest.mark.parametrize("gate", GATES)
+@pytest.mark.parametrize("extra", ["plain", "copy_rounded_ue8m0", "fp16_inf"])
+def test_lane_elems_ab_bit_equal(requires_gpu, monkeypatch, rng, T, H, D, G, gate, extra):
+    xd, wd = ("fp16", "bf16") if extra == "fp16_inf" else ("bf16", "fp32")
+    x, z, w = make_inputs(rng, (T, H, D), xd, wd, gate != "none")
+    kw = opts(gate, group_size=G)
+    if extra == "copy_rounded_ue8m0":
+        kw.update(copy_dtype="bf16", quantize_rounded=True, scale_format="ue8m0")
+    if extra == "fp16_inf":
+        x[T // 2, H - 1, D // 2] = np.inf
+    outs = {}
+    for elems in ("8", "16"):
+        monkeypatch.setenv("GATEDNORM_FP8_LANE_ELEMS", elems)
+        gpu = [None if a is None else mirror(a, None, "gpu:0") for a in (x, z, w)]
+        res = gatednorm.rmsnorm_gated_fp8(*gpu, **kw)
+        outs[elems] = [r.numpy().tobytes() for r in res]
+    assert outs["8"] == outs["16"]
 
 
 @pytest.mark.parametrize("T", [1, 3, 17, 1000])

@@ -506,10 +506,11 @@ _COMPILED = {}           # one torch.compile (dynamic shapes) per composition an
 
 
 # Kernel-choice modes of ours (temporary A/B): "vec8" / "vec16" force the row kernel's VEC
-# (add_rmsnorm, rmsnorm, group_quant_fp8) through an environment
+# (add_rmsnorm, rmsnorm, group_quant_fp8), "e8" / "e16" the elements a lane of the gated FP8
+# vec kernel owns (rmsnorm_gated_fp8), through an environment
 # variable the launcher reads at each call.  The variable is set just before the call (a
 # graph captures the kernel chosen then) and cleared for every other mode.
-_KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16"}
+_KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "e8": "8", "e16": "16"}
 
 
 def _with_kernel_env(name, mode, f):
@@ -746,7 +747,7 @@ class RMSNormGatedFP8Bench(OpBench):
     variants = FP8_VARIANTS
     cpu_variants = ("row",)
     ours_modes = ("out",)
-    all_ours_modes = ("out", "pdl")
+    all_ours_modes = ("out", "pdl", "e8", "e16")
     outputs = ("q", "scales", "y")
     peers = {"eager": lambda torch: _gated_fp8_eager(torch),
              "compile": lambda torch: _compiled(torch, "gated_fp8", _gated_fp8_eager(torch)),
@@ -834,7 +835,7 @@ class RMSNormGatedFP8Bench(OpBench):
                   scale_format="e8m0_packed" if case["variant"] == "ue8m0" else "fp32")
         if y is not None:
             kw["y"] = y
-        f = gatednorm.rmsnorm_gated_fp8
+        f = _with_kernel_env("GATEDNORM_FP8_LANE_ELEMS", mode, gatednorm.rmsnorm_gated_fp8)
         if stream is None:
             return lambda: f(x, z, w, **kw)
         return lambda: f(x, z, w, stream=stream(), **kw)
