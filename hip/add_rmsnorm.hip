@@ -2,11 +2,12 @@
 // quantization (ops.md §3): launcher and kernels.  One block per token row.
 //  - row kernel (the fast path: 16-bit x, a residual of x's dtype or none, hidden % VEC == 0,
 //    256 <= hidden <= 16384, 16-byte aligned rows): hidden / VEC lanes, each holding VEC
-//    contiguous elements in registers (VEC = 8, one 16-byte load, up to 8192; VEC = 16 above),
-//    read once and written once.  The sum of squares reduces by xor-shuffles in groups of 32
-//    lanes (32 divides every warp width) and then across those groups in shared memory; a
-//    group of G elements is G / VEC adjacent lanes, so its amax is fp8_quant.h's lane
-//    reduction and never leaves registers.
+//    contiguous elements in registers (VEC = 8, one 16-byte load; VEC = 16 above 8192 and,
+//    without a residual, from 2048: preferred_vec), read once and written once.  The sum of
+//    squares reduces by xor-shuffles in groups of at most 32 lanes (32 divides every warp
+//    width) and then across 256-element spans in shared memory, in an order that does not
+//    depend on VEC (row_sum_squares); a group of G elements is G / VEC adjacent lanes, so
+//    its amax is fp8_quant.h's lane reduction and never leaves registers.
 //  - generic kernel: any other size, dtype mix or alignment; 256 threads per row, the sum in
 //    one pass (which also stores the rounded residual), then groups handed to 32-lane teams
 //    that re-read the stored row (amax pass, then codes and y).
@@ -52,16 +53,55 @@ __device__ __forceinline__ float round_to(float v, int dt) {
     return v;
 }
 
-// Sum over the block: xor-shuffles within groups of 32 lanes, then the groups' partials in
-// shared memory, added in a fixed order by every thread (so every lane gets the same sum).
-__device__ __forceinline__ float block_sum(float v) {
-    __shared__ float partial[kMaxRowThreads / kShuffleGroup];
-    v = team_sum<kShuffleGroup>(v);
-    const int groups = (blockDim.x + kShuffleGroup - 1) / kShuffleGroup;
-    if (threadIdx.x % kShuffleGroup == 0) partial[threadIdx.x / kShuffleGroup] = v;
-    __syncthreads();
+// The row's sum of squares, in one order whatever VEC is (so rmsnorm at VEC 16 gives the bits
+// add_rmsnorm gives at VEC 8 on the stored residual).  The order is VEC 8's tree, on 8-element
+// chunks: each chunk summed k = 0..7 (fmaf, no contraction left to the compiler); 32 chunks
+// (a 256-element span) by an xor butterfly over chunk positions, offsets 16, 8, 4, 2, 1; the
+// spans' partials added in order, by every thread, from shared memory.
+//  - VEC 8: a lane is a chunk, a span 32 lanes (xor-shuffles of width 32).
+//  - VEC 16: lane j holds chunks 2j (e) and 2j + 1 (o), a span is 16 lanes.  The levels 16, 8,
+//    4, 2 pair chunk p with p ^ m, the same parity in lane j ^ m / 2: shuffles at 8, 4, 2, 1 on
+//    e and o, each lane adding own + other exactly as VEC 8's lanes 2j and 2j + 1 do.  Level 1
+//    is e + o in the lane: VEC 8's lane 2j (the one that writes its span's partial when j = 0)
+//    adds own (chunk 2j) + other (2j + 1), the same operands in the same order.
+// Chunks past hidden hold +0 in both (H % 16 == 0 at VEC 16: a lane is all in or all out); only
+// the ceil(hidden / 256) spans are summed, so VEC 16's extra all-zero half-group never enters.
+// Shuffle groups of at most 32 lanes: 32 divides every warp width.
+constexpr int kChunk = 8;
+constexpr int kSpan = kChunk * kShuffleGroup;  // 256 elements
+constexpr int kMaxSpans = 16384 / kSpan;
+
+__device__ __forceinline__ float chunk_squares(const float *r) {
     float s = 0.0f;
-    for (int i = 0; i < groups; ++i) s += partial[i];
+#pragma unroll
+    for (int k = 0; k < kChunk; ++k) s = fmaf(r[k], r[k], s);
+    return s;
+}
+
+template <int VEC>
+__device__ __forceinline__ float row_sum_squares(const float (&r)[VEC], int hidden) {
+    static_assert(VEC == 8 || VEC == 16, "chunks of 8, one or two a lane");
+    constexpr int kLanes = kSpan / VEC;  // lanes of a span
+    __shared__ float partial[kMaxSpans];
+    float v;
+    if constexpr (VEC == 8) {
+        v = chunk_squares(r);
+#pragma unroll
+        for (int m = kLanes / 2; m > 0; m >>= 1) v += gn_shfl_xor(v, m, kLanes);
+    } else {
+        float e = chunk_squares(r), o = chunk_squares(r + kChunk);
+#pragma unroll
+        for (int m = kLanes / 2; m > 0; m >>= 1) {
+            e += gn_shfl_xor(e, m, kLanes);
+            o += gn_shfl_xor(o, m, kLanes);
+        }
+        v = e + o;
+    }
+    if (threadIdx.x % kLanes == 0) partial[threadIdx.x / kLanes] = v;
+    __syncthreads();
+    const int spans = (hidden + kSpan - 1) / kSpan;
+    float s = 0.0f;
+    for (int i = 0; i < spans; ++i) s += partial[i];
     return s;
 }
 
@@ -101,10 +141,7 @@ __global__ void __launch_bounds__(kMaxRowThreads) add_rmsnorm_row_kernel(const A
     }
     float y[VEC];
     if (a.normalize) {
-        float ss = 0.0f;
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) ss += r[k] * r[k];
-        const float rstd = rsqrtf(block_sum(ss) * a.inv_hidden + a.eps);
+        const float rstd = rsqrtf(fmaf(row_sum_squares<VEC>(r, a.hidden), a.inv_hidden, a.eps));
         float w[VEC];
         if (a.weight_dtype == kBF16) widen_chunk<kBF16>(wraw, a.weight_offset, w);
         else if (a.weight_dtype == kF16) widen_chunk<kF16>(wraw, a.weight_offset, w);
@@ -205,11 +242,13 @@ __global__ void __launch_bounds__(kGenericThreads) add_rmsnorm_generic_kernel(co
 bool aligned(const void *p, unsigned n) { return (reinterpret_cast<uintptr_t>(p) & (n - 1)) == 0; }
 
 // The row kernel's VEC (8 or 16) for this problem, or 0 where only the generic kernel can take it.
-// 16 above 8192 (a block holds at most 1024 lanes), and from 2048 for the group quant alone
-// (one 16-byte load a lane kept too few bytes in flight: run 33, [4096, 7168] 39.2 us at
-// VEC 8, 35.4 at 16).  Normalizing kernels keep VEC 8 up to 8192 for both rmsnorm and
-// add_rmsnorm: the sum of squares' order follows VEC, and add_rmsnorm must give the bits
-// rmsnorm gives on the stored residual (tests/test_add_rmsnorm.py).
+// 16 above 8192 (a block holds at most 1024 lanes), and from 2048 for one 16-bit input a row
+// (rmsnorm, the group quant): one 16-byte load a lane keeps too few bytes in flight (run 33,
+// group quant [4096, 7168] 39.2 us at VEC 8, 35.4 at 16; run 34, rmsnorm [8192, 4096] at 78%
+// of copy against add-RMSNorm's 96% with two loads a lane).  add_rmsnorm keeps VEC 8 up to
+// 8192 (four loads a lane at 16: registers).  The sum of squares' order does not depend on
+// VEC (row_sum_squares), so add_rmsnorm still gives the bits rmsnorm gives on the stored
+// residual (tests/test_add_rmsnorm.py).
 // GATEDNORM_ROW_VEC (8 or 16) overrides the rule where legal: a temporary A/B switch.
 int preferred_vec(const AddRmsnormProblem &p) {
     const char *v = getenv("GATEDNORM_ROW_VEC");  // read every call: the bench's modes set it
@@ -218,7 +257,7 @@ int preferred_vec(const AddRmsnormProblem &p) {
     if (H > 8192) return 16;
     const bool even16 = H % 16 == 0 && (!p.has_quant || p.quant.group % 16 == 0);
     if (forced) return forced == 16 && !even16 ? 8 : forced;
-    return !p.normalize && H >= 2048 && even16 ? 16 : 8;
+    return !p.res && H >= 2048 && even16 ? 16 : 8;
 }
 
 int row_vec(const AddRmsnormProblem &p) {

@@ -5,7 +5,8 @@ Every output is poisoned first (NaN, the format's NaN code, 0xff scale bytes); a
 residual_out too.  What is asserted:
   - the stored residual is bit for bit the fp32 sum rounded to the residual's dtype;
   - y within the project tolerance of the float64 norm of that stored value, and bit for bit
-    what rmsnorm (the same op without residual) gives on the stored residual;
+    what rmsnorm (the same op without residual) gives on the stored residual, whatever row
+    kernel VEC the GPU takes for either (GATEDNORM_ROW_VEC forces one);
   - q and scales as in test_rmsnorm_gated_fp8 (half a quantum of clamp(y / s); scales within
     fp32 rounding), and under quantize_rounded bit for bit the §2 rule applied to y;
   - bad input names the argument and leaves every output (the residual too) untouched.
@@ -148,6 +149,32 @@ def test_normalizes_the_stored_residual(be, rng, H):
     unrounded = x.astype(np.float64) + r.astype(np.float64)
     wrong = unrounded / np.sqrt(np.mean(unrounded ** 2, -1, keepdims=True) + 1e-6) * w.astype(np.float64)
     assert not reference.compare(y, wrong, np.float32).ok
+
+
+# GPU: the row kernel's VEC (8 or 16 elements a lane) changes no bit.  rmsnorm takes VEC 16
+# from hidden 2048, add_rmsnorm VEC 8 up to 8192, and the sum of squares has one order for
+# both (hip/add_rmsnorm.hip, row_sum_squares); GATEDNORM_ROW_VEC (read at each call) forces
+# either where legal (16 needs hidden % 16 == 0; above 8192 both are 16).  On the CPU
+# backends the variable changes nothing and the test checks the same equalities.
+@pytest.mark.parametrize("H", [2000, 2048, 4096, 5120, 7168, 12288])
+@pytest.mark.parametrize("fp8", [False, True])
+def test_row_vec_changes_no_bit(be, rng, monkeypatch, H, fp8):
+    x, r, w = inputs(rng, (9, H), "bf16", "bf16")
+    x *= 300  # sums that lose bits when rounded to bf16
+    kw = dict(fp8=True, quantize_rounded=True, group_size=128 if H % 128 == 0 else 16) if fp8 else dict(y_dtype="fp32")
+    got = {}
+    for vec in (None, "8", "16"):
+        if vec is None:
+            monkeypatch.delenv("GATEDNORM_ROW_VEC", raising=False)
+        else:
+            monkeypatch.setenv("GATEDNORM_ROW_VEC", vec)
+        y, q, s, r_st = run(be, x, r, w, in_place=False, **kw)
+        y2, q2, s2, _ = run(be, r_st, None, w, **kw)
+        assert y.tobytes() == y2.tobytes(), "add_rmsnorm's y is not rmsnorm's on the stored residual (GATEDNORM_ROW_VEC=%s)" % vec
+        if fp8:
+            assert q.tobytes() == q2.tobytes() and s.tobytes() == s2.tobytes()
+        got[vec] = (y.tobytes(), r_st.tobytes(), None if q is None else q.tobytes(), None if s is None else s.tobytes())
+    assert got["8"] == got[None] and got["16"] == got[None], "the forced VEC changed a bit"
 
 
 @pytest.mark.parametrize("yd", ["bf16", "fp16", None])
