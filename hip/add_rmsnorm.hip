@@ -260,22 +260,33 @@ int preferred_vec(const AddRmsnormProblem &p) {
     return !p.res && H >= 2048 && even16 ? 16 : 8;
 }
 
-int row_vec(const AddRmsnormProblem &p) {
+// Whether the row kernel can take this problem at `vec` elements a lane.
+bool row_kernel_fits(const AddRmsnormProblem &p, int vec) {
     const int64_t H = p.hidden;
-    if (p.x_dtype == kF32 || (p.res && p.res_dtype != p.x_dtype)) return 0;
-    if (H < 256 || H > 16384) return 0;
-    const int vec = preferred_vec(p);
-    if (H % vec) return 0;
-    if (!aligned(p.x, 16) || (p.x_st * 2) % 16) return 0;
-    if (p.res && (!aligned(p.res, 16) || (p.res_st * 2) % 16 || !aligned(p.res_out, 16) || (p.res_out_st * 2) % 16)) return 0;
-    if (p.y && (!aligned(p.y, 16) || (p.y_st * dtype_size(p.y_dtype)) % 16)) return 0;
-    if (p.normalize && !aligned(p.weight, 16)) return 0;
+    if (H % vec || H / vec > kMaxRowThreads) return false;
+    if (!aligned(p.x, 16) || (p.x_st * 2) % 16) return false;
+    if (p.res && (!aligned(p.res, 16) || (p.res_st * 2) % 16 || !aligned(p.res_out, 16) || (p.res_out_st * 2) % 16)) return false;
+    if (p.y && (!aligned(p.y, 16) || (p.y_st * dtype_size(p.y_dtype)) % 16)) return false;
+    if (p.normalize && !aligned(p.weight, 16)) return false;
     if (p.has_quant) {
         const int64_t G = p.quant.group, gl = G / vec;
-        if (G % vec || gl > 32 || (gl & (gl - 1))) return 0;
-        if (!aligned(p.quant.q, vec) || p.quant.q_st % vec) return 0;
+        if (G % vec || gl > 32 || (gl & (gl - 1))) return false;
+        if (!aligned(p.quant.q, vec) || p.quant.q_st % vec) return false;
     }
-    return vec;
+    return true;
+}
+
+// The preferred VEC, else the other one: the generic kernel sums squares in another order,
+// so a problem the row kernel can take at either width never leaves it (rmsnorm and
+// add_rmsnorm may prefer different widths; e.g. G = 512 fits only 16, 8-byte aligned q rows
+// only 8), and the two ops keep giving the same bits.
+int row_vec(const AddRmsnormProblem &p) {
+    if (p.x_dtype == kF32 || (p.res && p.res_dtype != p.x_dtype)) return 0;
+    if (p.hidden < 256 || p.hidden > 16384) return 0;
+    const int vec = preferred_vec(p);
+    if (row_kernel_fits(p, vec)) return vec;
+    const int other = vec == 16 ? 8 : 16;
+    return row_kernel_fits(p, other) ? other : 0;
 }
 
 AddArgs make_args(const AddRmsnormProblem &p, int vec) {

@@ -108,8 +108,10 @@ __device__ __forceinline__ void sum_rows_b128(const ExArgs &a, size_t slot, char
                 for (int k = 0; k < kN; ++k) acc[k] += lane_f32<DT>(v[r], k);
             uint32_t w[4];
 #pragma unroll
-            for (int j = 0; j < 4; ++j)
-                w[j] = kN == 4 ? round_bits<DT>(acc[j]) : round_bits<DT>(acc[2 * j]) | (round_bits<DT>(acc[2 * j + 1]) << 16);
+            for (int j = 0; j < 4; ++j) {
+                if constexpr (kN == 4) w[j] = round_bits<DT>(acc[j]);
+                else w[j] = round_bits<DT>(acc[2 * j]) | (round_bits<DT>(acc[2 * j + 1]) << 16);
+            }
             *reinterpret_cast<uint4 *>(red + off) = make_uint4(w[0], w[1], w[2], w[3]);
         }
     }

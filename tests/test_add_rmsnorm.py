@@ -159,9 +159,22 @@ def test_normalizes_the_stored_residual(be, rng, H):
 @pytest.mark.parametrize("H", [2000, 2048, 4096, 5120, 7168, 12288])
 @pytest.mark.parametrize("fp8", [False, True])
 def test_row_vec_changes_no_bit(be, rng, monkeypatch, H, fp8):
+    kw = dict(fp8=True, quantize_rounded=True, group_size=128 if H % 128 == 0 else 16) if fp8 else dict(y_dtype="fp32")
+    check_row_vec_changes_no_bit(be, rng, monkeypatch, H, kw)
+
+
+# G = 512: 64 lanes a group at VEC 8 (over the 32-lane limit), 32 at VEC 16, so whatever width
+# an op prefers, both must land on the row kernel at 16 (the generic kernel sums squares in
+# another order: a review found add_rmsnorm there while rmsnorm took the row kernel).
+@pytest.mark.parametrize("H", [2048, 4096])
+def test_row_vec_wide_group_no_bit(be, rng, monkeypatch, H):
+    check_row_vec_changes_no_bit(be, rng, monkeypatch, H, dict(fp8=True, group_size=512, y_dtype="fp32"))
+
+
+def check_row_vec_changes_no_bit(be, rng, monkeypatch, H, kw):
     x, r, w = inputs(rng, (9, H), "bf16", "bf16")
     x *= 300  # sums that lose bits when rounded to bf16
-    kw = dict(fp8=True, quantize_rounded=True, group_size=128 if H % 128 == 0 else 16) if fp8 else dict(y_dtype="fp32")
+    fp8 = kw.get("fp8", False)
     got = {}
     for vec in (None, "8", "16"):
         if vec is None:

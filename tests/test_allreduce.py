@@ -330,10 +330,12 @@ def layout_data(li, rank):
     g = np.random.default_rng(7000 + 100 * li + rank)
     full = (g.standard_normal((PT, padded or h)) * 2).astype(np.float32).astype(DTS[xd])
     x = full[:, off:off + h]
-    if rank == 0:
-        x[3] = -0.0  # signed zeros through the sum
+    # A row of -0 on every rank, and in the residual: the sum that starts from rank 0's value
+    # keeps -0 (the residual stored -0), one that starts from +0 would give +0.
+    x[3] = -0.0
     g = np.random.default_rng(7000 + 100 * li + 99)
     res = g.standard_normal((PT, h)).astype(np.float32).astype(DTS[xd])
+    res[3] = -0.0
     w = (g.standard_normal(h) * 0.5 + 1).astype(np.float32)
     return x, full, res, w
 

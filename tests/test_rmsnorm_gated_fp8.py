@@ -276,8 +276,8 @@ def test_sizes_and_fp8_max(be, rng, T, fmt, fp8_max):
 
 @pytest.mark.parametrize("gate", GATES)
 def test_large_grid(be, rng, gate):
-    """A grid of ~3200 vec-kernel blocks (25348 rows of 16 lanes): several waves on any GPU,
-    with the last block partly past the end."""
+    """A grid of many vec-kernel blocks (25348 heads: ~1600 blocks at 16 elements a lane, ~3200
+    at 8): several waves on any GPU, with the last block partly past the end."""
     x, z, w = make_inputs(rng, (6337, 4, 128), "bf16", "bf16", gate != "none")
     run(be, x, z, w, copy_dtype="bf16", **opts(gate))
 
