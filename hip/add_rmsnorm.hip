@@ -167,7 +167,7 @@ __global__ void __launch_bounds__(kMaxRowThreads) add_rmsnorm_row_kernel(const A
     uint32_t m = 0;
 #pragma unroll
     for (int k = 0; k < VEC; ++k) m = ok && abs_bits(y[k]) > m ? abs_bits(y[k]) : m;
-    m = lanes_max_bits_upto<32>(m, a.gl);
+    m = lanes_max_bits<kShuffleGroup>(m, a.gl);
     if (!ok) return;
     const float scale = group_scale(a.qa, m);
     uint32_t codes[VEC / 4];
@@ -225,7 +225,7 @@ __global__ void __launch_bounds__(kGenericThreads) add_rmsnorm_generic_kernel(co
             if (a.quantize_rounded) v = round_to(v, a.round_dtype);
             m = abs_bits(v) > m ? abs_bits(v) : m;
         }
-        m = lanes_max_bits(m, kShuffleGroup);
+        m = lanes_max_bits<kShuffleGroup>(m, kShuffleGroup);
         const float s = group_scale(a.qa, m);
         const bool nan = s != s;
         const float inv = 1.0f / s;

@@ -24,21 +24,13 @@ struct Fp8QuantArgs {
     float amax_floor;
 };
 
-// Max of raw |y| bits over aligned groups of `lanes` adjacent lanes (a power of two <= 32:
-// such a group never straddles a warp of 32 or 64 lanes, so nothing depends on the warp
-// width).  Every lane of the warp must call it with the same `lanes`.
-__device__ __forceinline__ uint32_t lanes_max_bits(uint32_t m, int lanes) {
-    for (int o = lanes >> 1; o > 0; o >>= 1) {
-        const uint32_t other = f32_bits(gn_shfl_xor(f32_from_bits(m), o, 32));
-        m = other > m ? other : m;
-    }
-    return m;
-}
-
-// The same with `lanes` (a power of two <= MAXL <= 32) known only at run time: every level
-// unrolled and predicated, so no loop counter or branch sits in the reduction chain.
+// Max of raw |y| bits over aligned groups of `lanes` adjacent lanes (a power of two <= MAXL
+// <= 32: such a group never straddles a warp of 32 or 64 lanes, so nothing depends on the
+// warp width).  Every lane of the warp must call it with the same `lanes`.  Every level up
+// to MAXL is unrolled and predicated, so no loop counter or branch sits in the reduction
+// chain when `lanes` is known only at run time.
 template <int MAXL>
-__device__ __forceinline__ uint32_t lanes_max_bits_upto(uint32_t m, int lanes) {
+__device__ __forceinline__ uint32_t lanes_max_bits(uint32_t m, int lanes) {
     static_assert(MAXL <= 32 && (MAXL & (MAXL - 1)) == 0, "groups of <= 32 lanes");
 #pragma unroll
     for (int o = MAXL / 2; o > 0; o >>= 1) {

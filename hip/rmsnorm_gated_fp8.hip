@@ -12,9 +12,9 @@
 //    run the fixed per-lane epilogue (shuffles, two IEEE divisions, index math, scale store);
 //    its sum of squares keeps the E = 8 kernel's order, so both give the same bits.
 //    Unlike the plain gated norm, the epilogue after the loads is long (two reductions, two
-//    IEEE divisions, the encode).  Two rows a lane (ROWS = 2: both rows' loads in flight, the
-//    chains interleaved) measured no faster than one at full occupancy (run 33), so only one
-//    is built: the epilogue's instructions, not latency, are the cost, hence E = 16.  The
+//    IEEE divisions, the encode).  Two rows a lane (both rows' loads in flight, the chains
+//    interleaved) measured no faster than one at full occupancy (run 33): the epilogue's
+//    instructions, not latency, are the cost, hence E = 16.  The
 //    gate's place is compiled in (it decides which loads and exponentials exist).
 //  - generic kernel: every other shape and dtype mix; a team of 32 lanes per segment (a head
 //    when G <= D, the G / D heads of a group otherwise), passes over the segment through the
@@ -51,12 +51,12 @@ struct Fp8Args {
 };
 
 // The vec kernel's block, and the threads a multiprocessor keeps resident by the elements a
-// lane carries (ROWS x E): 128-thread blocks at 32 registers (16 blocks, all a multiprocessor
+// lane carries (E): 128-thread blocks at 32 registers (16 blocks, all a multiprocessor
 // holds; no spills) for 8, 64 (8 blocks) for 16: 64 KB of x and z loads in flight an SM
 // either way.
 constexpr int kFp8Block = 128;
-template <int ROWS, int E>
-constexpr int kFp8Resident = 16 * kFp8Block * 8 / (ROWS * E);
+template <int E>
+constexpr int kFp8Resident = 16 * kFp8Block * 8 / E;
 
 enum GatePlace : int { kGateNone = 0, kGateFirst = 1, kGateAfter = 2 };
 
@@ -77,26 +77,14 @@ __device__ __forceinline__ uint32_t pack16(float lo, float hi, int dt) {
 // in a reduction (the head's LPR, the group's GL <= TEAM, both powers of two): every level
 // is unrolled and predicated, so no loop counter or branch sits in the reduction chain, the
 // longest dependent path of the kernel after the loads.
-template <int TEAM, int ROWS>
-__device__ __forceinline__ void sum_lanes(float (&v)[ROWS], int lanes) {
+template <int TEAM>
+__device__ __forceinline__ float sum_lanes(float v, int lanes) {
 #pragma unroll
-    for (int o = TEAM / 2; o > 0; o >>= 1)
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) {  // the rows' chains interleaved, level by level
-            const float other = gn_shfl_xor(v[r], o, 32);
-            if (o < lanes) v[r] += other;
-        }
-}
-
-template <int TEAM, int ROWS>
-__device__ __forceinline__ void max_lanes(uint32_t (&m)[ROWS], int lanes) {
-#pragma unroll
-    for (int o = TEAM / 2; o > 0; o >>= 1)
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-            const uint32_t other = f32_bits(gn_shfl_xor(f32_from_bits(m[r]), o, 32));
-            if (o < lanes && other > m[r]) m[r] = other;
-        }
+    for (int o = TEAM / 2; o > 0; o >>= 1) {
+        const float other = gn_shfl_xor(v, o, 32);
+        if (o < lanes) v += other;
+    }
+    return v;
 }
 
 // The head's sum of squares when each lane holds two adjacent 8-element chunks (E = 16), in
@@ -109,29 +97,19 @@ __device__ __forceinline__ void max_lanes(uint32_t (&m)[ROWS], int lanes) {
 // a) and hands its b over, its partner the odd sum; the levels below carry one value a lane,
 // and a last exchange at h adds the two sums (addition commutes: both lanes agree).  log2(2L)
 // shuffles, as many as the E = 8 kernel's lane does for half the elements.
-template <int TEAM, int ROWS>
-__device__ __forceinline__ void sum_lane_pairs(float (&a)[ROWS], const float (&b)[ROWS], int lanes, int lane) {
+template <int TEAM>
+__device__ __forceinline__ float sum_lane_pairs(float a, float b, int lanes, int lane) {
     const int h = lanes >> 1;
-    if (h == 0) {  // one lane a head (D = 16): the E = 8 kernel's one level, chunk 0 + chunk 1
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) a[r] += b[r];
-        return;
-    }
+    if (h == 0) return a + b;  // one lane a head (D = 16): the E = 8 kernel's one level, chunk 0 + chunk 1
     const bool odd = (lane & h) != 0;
+    const float keep = odd ? b : a, give = odd ? a : b;
+    a = keep + gn_shfl_xor(give, h, 32);
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-        const float keep = odd ? b[r] : a[r], give = odd ? a[r] : b[r];
-        a[r] = keep + gn_shfl_xor(give, h, 32);
+    for (int o = TEAM / 4; o > 0; o >>= 1) {  // h <= TEAM / 2: the levels below h
+        const float other = gn_shfl_xor(a, o, 32);
+        if (o < h) a += other;
     }
-#pragma unroll
-    for (int o = TEAM / 4; o > 0; o >>= 1)  // h <= TEAM / 2: the levels below h
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-            const float other = gn_shfl_xor(a[r], o, 32);
-            if (o < h) a[r] += other;
-        }
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) a[r] += gn_shfl_xor(a[r], h, 32);
+    return a + gn_shfl_xor(a, h, 32);
 }
 
 // y = u * rstd * w [* g] for one lane's elements, with the gate's place fixed at compile time.
@@ -160,129 +138,103 @@ __device__ __forceinline__ float lane_sumsq(const uint32_t (&xw)[N], const uint3
     return ss;
 }
 
-// A lane of the vec kernel: ROWS teams (rows of TEAM lanes: HPT heads of one token) whose
-// loads are all issued before any is used, then whose epilogues run interleaved, so one
-// row's reduction chain issues while the other's waits.  A block is ROWS slabs of
+// A lane of the vec kernel: one team (TEAM lanes: HPT heads of one token) of the block's
 // kFp8Block / TEAM consecutive teams.
-template <int XDT, int TEAM, int ROWS, int GATE, int E>
-__device__ __forceinline__ void fp8_vec_rows(const Fp8Args &a) {
+template <int XDT, int TEAM, int GATE, int E>
+__device__ __forceinline__ void fp8_vec_team(const Fp8Args &a) {
     static_assert(E == 8 || E == 16, "one or two 16-byte chunks a lane");
     constexpr int VEC = E, NW = E / 2;  // elements and 32-bit words of x (z) a lane holds
-    constexpr int kTeamsPerSlab = kFp8Block / TEAM;
+    constexpr int kTeamsPerBlock = kFp8Block / TEAM;
     const int lane = threadIdx.x % TEAM;
     const int hh = lane >> a.lpr_log2, col = (lane & ((1 << a.lpr_log2) - 1)) * VEC;
     const bool col_ok = col < a.dim;
 
-    int32_t t[ROWS], h[ROWS];
-    bool ok[ROWS];
-    uint32_t xw[ROWS][NW], zw[ROWS][NW];
+    // Teams past the end (the last block's) index as the last team, and write nothing.
+    const uint32_t team = blockIdx.x * kTeamsPerBlock + threadIdx.x / TEAM;
+    const bool ok = team < uint32_t(a.teams) && col_ok;
+    const uint32_t tm = team < uint32_t(a.teams) ? team : uint32_t(a.teams - 1);
+    const uint32_t tt = a.segs == 1 ? tm : fast_div(tm, a.segs_div);
+    const int32_t t = int32_t(tt);
+    const int32_t h = int32_t(tm - tt * uint32_t(a.segs)) * a.hpt + hh;
+    uint32_t xw[NW], zw[NW];
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-        // Teams past the end (the last block's) index as the last team, and write nothing.
-        const uint32_t team = (blockIdx.x * ROWS + r) * kTeamsPerSlab + threadIdx.x / TEAM;
-        ok[r] = team < uint32_t(a.teams) && col_ok;
-        const uint32_t tm = team < uint32_t(a.teams) ? team : uint32_t(a.teams - 1);
-        const uint32_t tt = a.segs == 1 ? tm : fast_div(tm, a.segs_div);
-        t[r] = int32_t(tt);
-        h[r] = int32_t(tm - tt * uint32_t(a.segs)) * a.hpt + hh;
-#pragma unroll
-        for (int i = 0; i < NW; ++i) xw[r][i] = zw[r][i] = 0u;
-    }
+    for (int i = 0; i < NW; ++i) xw[i] = zw[i] = 0u;
     pdl_entry(a);
-    // Every row's x and z first (the DRAM round trips everything waits on), then the
-    // weight's raw bits: the same chunk for every row of the lane.
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-        if (!ok[r]) continue;
-        load_words(a.x + int64_t(t[r]) * a.x_st + int64_t(h[r]) * a.x_sh + col * 2, xw[r]);
-        if constexpr (GATE != kGateNone) load_words(a.z + int64_t(t[r]) * a.z_st + int64_t(h[r]) * a.z_sh + col * 2, zw[r]);
+    // x and z first (the DRAM round trips everything waits on), then the weight's raw bits.
+    if (ok) {
+        load_words(a.x + int64_t(t) * a.x_st + int64_t(h) * a.x_sh + col * 2, xw);
+        if constexpr (GATE != kGateNone) load_words(a.z + int64_t(t) * a.z_st + int64_t(h) * a.z_sh + col * 2, zw);
     }
     RawChunk<VEC> wraw{};
     if (col_ok) wraw = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype), a.weight_dtype);
 
     const int act = a.activation;
-    float ss[ROWS];
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) ss[r] = lane_sumsq<XDT, GATE, 0>(xw[r], zw[r], act);
-    if constexpr (E == 8) {
-        sum_lanes<TEAM>(ss, 1 << a.lpr_log2);  // the head's lanes
-    } else {
-        float ss_hi[ROWS];  // the second chunk's
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) ss_hi[r] = lane_sumsq<XDT, GATE, 8>(xw[r], zw[r], act);
-        sum_lane_pairs<TEAM>(ss, ss_hi, 1 << a.lpr_log2, lane);
-    }
+    float ss = lane_sumsq<XDT, GATE, 0>(xw, zw, act);
+    if constexpr (E == 8) ss = sum_lanes<TEAM>(ss, 1 << a.lpr_log2);  // the head's lanes
+    else ss = sum_lane_pairs<TEAM>(ss, lane_sumsq<XDT, GATE, 8>(xw, zw, act), 1 << a.lpr_log2, lane);
 
     float w[VEC];
     if (a.weight_dtype == kBF16) widen_chunk<kBF16>(wraw, a.weight_offset, w);
     else if (a.weight_dtype == kF16) widen_chunk<kF16>(wraw, a.weight_offset, w);
     else widen_chunk<kF32>(wraw, a.weight_offset, w);
 
-    float y[ROWS][VEC];
-    uint32_t m[ROWS];
+    float y[VEC];
+    lane_y<XDT, GATE>(xw, zw, w, act, rsqrtf(ss * a.inv_dim + a.eps), y);
+    if (a.y || a.quantize_rounded) {
+        // y rounded to a 16-bit dtype: the copy's bits, and (quantize_rounded) the value an
+        // unfused pipeline stores and re-reads.
+        const int rdt = a.round_dtype;
+        uint32_t pw[NW];
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-        lane_y<XDT, GATE>(xw[r], zw[r], w, act, rsqrtf(ss[r] * a.inv_dim + a.eps), y[r]);
-        if (a.y || a.quantize_rounded) {
-            // y rounded to a 16-bit dtype: the copy's bits, and (quantize_rounded) the value an
-            // unfused pipeline stores and re-reads.
-            const int rdt = a.round_dtype;
-            uint32_t pw[NW];
+        for (int i = 0; i < NW; ++i) pw[i] = pack16(y[2 * i], y[2 * i + 1], rdt);
+        if (a.y && ok) store_words(a.y + int64_t(t) * a.y_st + int64_t(h) * a.y_sh + col * 2, pw);
+        if (a.quantize_rounded) {
+            if (rdt == kBF16) {
 #pragma unroll
-            for (int i = 0; i < NW; ++i) pw[i] = pack16(y[r][2 * i], y[r][2 * i + 1], rdt);
-            if (a.y && ok[r]) store_words(a.y + int64_t(t[r]) * a.y_st + int64_t(h[r]) * a.y_sh + col * 2, pw);
-            if (a.quantize_rounded) {
-                if (rdt == kBF16) {
+                for (int k = 0; k < VEC; ++k) y[k] = word_element<kBF16>(pw, k);
+            } else {
 #pragma unroll
-                    for (int k = 0; k < VEC; ++k) y[r][k] = word_element<kBF16>(pw, k);
-                } else {
-#pragma unroll
-                    for (int k = 0; k < VEC; ++k) y[r][k] = word_element<kF16>(pw, k);
-                }
+                for (int k = 0; k < VEC; ++k) y[k] = word_element<kF16>(pw, k);
             }
         }
-        // Lanes past D (and teams past the end) count as zeros in the shuffles.
-        m[r] = 0;
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) m[r] = abs_bits(y[r][k]) > m[r] ? abs_bits(y[r][k]) : m[r];
-        if (!ok[r]) m[r] = 0;
     }
-    max_lanes<TEAM>(m, a.gl);
+    // Lanes past D (and teams past the end) count as zeros in the group's amax.
+    uint32_t m = 0;
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) m = abs_bits(y[k]) > m ? abs_bits(y[k]) : m;
+    if (!ok) m = 0;
+    m = lanes_max_bits<TEAM>(m, a.gl);
+    if (!ok) return;
 
-    // The group this lane's chunk lies in, and whether it holds the group's first element:
-    // shifts and one multiply (G is a power of two on this path).
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-        if (!ok[r]) continue;
-        const float scale = group_scale(a.qa, m[r]);
-        uint32_t codes[VEC / 4];
-        encode_codes(a.qa, y[r], scale, codes);
-        const uint32_t e = uint32_t(h[r]) * uint32_t(a.dim) + uint32_t(col);  // element of the token's row
-        char *qp = a.qa.q + int64_t(t[r]) * a.qa.q_st + e;
-        if constexpr (E == 8) *reinterpret_cast<uint2 *>(qp) = make_uint2(codes[0], codes[1]);
-        else *reinterpret_cast<uint4 *>(qp) = make_uint4(codes[0], codes[1], codes[2], codes[3]);
-        // Group of the chunk, and whether it holds the group's first element: G < D is a power
-        // of two dividing D; G >= D spans a power-of-two count of whole heads.
-        uint32_t k;
-        bool first;
-        if (a.groups_per_head) {
-            k = uint32_t(h[r]) * uint32_t(a.groups_per_head) + (uint32_t(col) >> a.g_log2);
-            first = (col & (a.qa.group - 1)) == 0;
-        } else {
-            k = uint32_t(h[r]) >> a.hpt_log2;
-            first = col == 0 && (h[r] & (a.hpt - 1)) == 0;
-        }
-        if (first) store_scale(a.qa, t[r], k, scale);
+    const float scale = group_scale(a.qa, m);
+    uint32_t codes[VEC / 4];
+    encode_codes(a.qa, y, scale, codes);
+    const uint32_t e = uint32_t(h) * uint32_t(a.dim) + uint32_t(col);  // element of the token's row
+    char *qp = a.qa.q + int64_t(t) * a.qa.q_st + e;
+    if constexpr (E == 8) *reinterpret_cast<uint2 *>(qp) = make_uint2(codes[0], codes[1]);
+    else *reinterpret_cast<uint4 *>(qp) = make_uint4(codes[0], codes[1], codes[2], codes[3]);
+    // Group of the chunk, and whether it holds the group's first element (shifts and one
+    // multiply): G < D is a power of two dividing D; G >= D spans a power-of-two count of
+    // whole heads.
+    uint32_t k;
+    bool first;
+    if (a.groups_per_head) {
+        k = uint32_t(h) * uint32_t(a.groups_per_head) + (uint32_t(col) >> a.g_log2);
+        first = (col & (a.qa.group - 1)) == 0;
+    } else {
+        k = uint32_t(h) >> a.hpt_log2;
+        first = col == 0 && (h & (a.hpt - 1)) == 0;
     }
+    if (first) store_scale(a.qa, t, k, scale);
 }
 
-template <int XDT, int TEAM, int ROWS, int E>
-__global__ void GN_LAUNCH_BOUNDS(kFp8Block, (kFp8Resident<ROWS, E>)) rmsnorm_gated_fp8_vec_kernel(const Fp8Args a) {
+template <int XDT, int TEAM, int E>
+__global__ void GN_LAUNCH_BOUNDS(kFp8Block, kFp8Resident<E>) rmsnorm_gated_fp8_vec_kernel(const Fp8Args a) {
     // The gate's place is the one run-time choice worth a copy of the body: it decides
     // which loads exist and where E exponentials sit.
-    if (a.z == nullptr) fp8_vec_rows<XDT, TEAM, ROWS, kGateNone, E>(a);
-    else if (a.norm_before_gate) fp8_vec_rows<XDT, TEAM, ROWS, kGateAfter, E>(a);
-    else fp8_vec_rows<XDT, TEAM, ROWS, kGateFirst, E>(a);
+    if (a.z == nullptr) fp8_vec_team<XDT, TEAM, kGateNone, E>(a);
+    else if (a.norm_before_gate) fp8_vec_team<XDT, TEAM, kGateAfter, E>(a);
+    else fp8_vec_team<XDT, TEAM, kGateFirst, E>(a);
 }
 
 // ---- generic kernel
@@ -359,7 +311,7 @@ __global__ void __launch_bounds__(kBlockThreads) rmsnorm_gated_fp8_generic_kerne
     if (G <= D) {  // the segment is one head holding D / G groups
         const GenericRow r = generic_row(a, t, seg, lane);
         for (int64_t c0 = 0; c0 < D; c0 += G) {
-            const uint32_t m = lanes_max_bits(amax_of(a, r, c0, c0 + G, lane, 0u), kGenericLanes);
+            const uint32_t m = lanes_max_bits<kGenericLanes>(amax_of(a, r, c0, c0 + G, lane, 0u), kGenericLanes);
             const float s = group_scale(a.qa, m);
             write_codes(a, r, t, seg * D + c0, c0, c0 + G, lane, s);
             if (lane == 0) store_scale(a.qa, t, (seg * D + c0) / G, s);
@@ -367,7 +319,7 @@ __global__ void __launch_bounds__(kBlockThreads) rmsnorm_gated_fp8_generic_kerne
     } else {  // one group over hpt heads: amax over every head first, then the codes
         uint32_t m = 0;
         for (int hh = 0; hh < a.hpt; ++hh) m = amax_of(a, generic_row(a, t, seg * a.hpt + hh, lane), 0, D, lane, m);
-        m = lanes_max_bits(m, kGenericLanes);
+        m = lanes_max_bits<kGenericLanes>(m, kGenericLanes);
         const float s = group_scale(a.qa, m);
         for (int hh = 0; hh < a.hpt; ++hh) {
             const int64_t h = seg * a.hpt + hh;
@@ -493,12 +445,9 @@ hipError_t launch(Kernel k, unsigned grid, unsigned block, const Fp8Args &a, hip
 
 template <int XDT, int TEAM, int E>
 hipError_t launch_vec_team(const Fp8Args &a, hipStream_t s, bool pdl) {
-    // One row a lane: two (ROWS = 2, 64 registers, both rows' loads in flight and their chains
-    // interleaved) measured the same in run 33 (31.8 against 32.1 us at [4096, 32]), so
-    // only ROWS = 1 is built; the kernel keeps the parameter for the next experiment.
     const int64_t per_block = kFp8Block / TEAM;
     const unsigned grid = unsigned((int64_t(a.teams) + per_block - 1) / per_block);
-    return launch(rmsnorm_gated_fp8_vec_kernel<XDT, TEAM, 1, E>, grid, kFp8Block, a, s, pdl);
+    return launch(rmsnorm_gated_fp8_vec_kernel<XDT, TEAM, E>, grid, kFp8Block, a, s, pdl);
 }
 
 // team: lanes of `elems` elements (8: 8, 16 or 32 lanes; 16: half those, 4, 8 or 16).

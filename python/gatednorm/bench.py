@@ -207,7 +207,7 @@ class OpBench:
         raise NotImplementedError
 
     def checked_modes(self, modes) -> list:
-        return ["out"]
+        return ["out"] + [m for m in modes if m != "out"]  # every mode once
 
     def check(self, case, result, ours: bool) -> tuple:
         raise NotImplementedError
@@ -503,6 +503,14 @@ FP8_MAX = 448.0          # e4m3fn
 AMAX_FLOOR = 1e-10
 GROUP = 128
 _COMPILED = {}           # one torch.compile (dynamic shapes) per composition and process
+
+
+def _on_stream(f, stream, *args, **kw):
+    """A call of f(*args, **kw) for the timer: on the default stream where stream is None
+    (numpy / DeviceArray), else on the stream that stream() gives at each call."""
+    if stream is None:
+        return lambda: f(*args, **kw)
+    return lambda: f(*args, stream=stream(), **kw)
 
 
 # Kernel-choice modes of ours (temporary A/B): "vec8" / "vec16" force the row kernel's VEC
@@ -836,12 +844,7 @@ class RMSNormGatedFP8Bench(OpBench):
         if y is not None:
             kw["y"] = y
         f = _with_kernel_env("GATEDNORM_FP8_LANE_ELEMS", mode, gatednorm.rmsnorm_gated_fp8)
-        if stream is None:
-            return lambda: f(x, z, w, **kw)
-        return lambda: f(x, z, w, stream=stream(), **kw)
-
-    def checked_modes(self, modes):
-        return ["out"] + [m for m in modes if m != "out"]
+        return _on_stream(f, stream, x, z, w, **kw)
 
     def check(self, case, result, ours):
         """Sampled tokens (<= CHECK_ROWS) against reference.rmsnorm_gated_fp8 (see
@@ -1070,12 +1073,7 @@ class AddRMSNormBench(OpBench):
             kw.update(fp8=True, group_size=GROUP, q=case["q"], scales=case["scales"])
         f = functools.partial(gatednorm.rmsnorm, x, w) if r is None else functools.partial(gatednorm.add_rmsnorm, x, r, w)
         f = _with_kernel_env("GATEDNORM_ROW_VEC", mode, f)
-        if stream is None:
-            return lambda: f(**kw)
-        return lambda: f(stream=stream(), **kw)
-
-    def checked_modes(self, modes):
-        return ["out"] + [m for m in modes if m != "out"]
+        return _on_stream(f, stream, **kw)
 
     def check(self, case, result, ours):
         """Sampled rows against reference.add_rmsnorm: the stored sum exactly (peers: 1 ulp),
@@ -1222,12 +1220,7 @@ class GroupQuantBench(OpBench):
     def ours(self, gatednorm, case, mode="out", stream=None):
         kw = dict(group_size=GROUP, q=case["q"], scales=case["scales"], pdl=mode == "pdl")
         f = _with_kernel_env("GATEDNORM_ROW_VEC", mode, functools.partial(gatednorm.group_quant_fp8, case["x"]))
-        if stream is None:
-            return lambda: f(**kw)
-        return lambda: f(stream=stream(), **kw)
-
-    def checked_modes(self, modes):
-        return ["out"] + [m for m in modes if m != "out"]
+        return _on_stream(f, stream, **kw)
 
     def check(self, case, result, ours):
         x = case["x"]
@@ -1442,9 +1435,7 @@ class W4A16Bench(OpBench):
 
     def ours(self, gatednorm, case, mode="out", stream=None):
         a, w, out, ws = case["a"], case["b"].ours, case["out"], case["ws"]
-        if stream is None:
-            return lambda: gatednorm.w4a16_matmul(a, w, out=out, workspace=ws)
-        return lambda: gatednorm.w4a16_matmul(a, w, out=out, workspace=ws, stream=stream())
+        return _on_stream(gatednorm.w4a16_matmul, stream, a, w, out=out, workspace=ws)
 
     def check(self, case, result, ours):
         a = case["a"]

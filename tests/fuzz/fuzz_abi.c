@@ -395,13 +395,18 @@ typedef struct {
 } rcase_t;
 static rcase_t C;
 
+/* Appends "; " and the formatted text to the case notes in buf (cap bytes), while room is left. */
+static void append_note(char *buf, size_t cap, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
+static void append_note(char *buf, size_t cap, const char *fmt, va_list ap) {
+    const size_t n = strlen(buf);
+    if (n + 2 >= cap) return;
+    if (n) strcat(buf, "; ");
+    vsnprintf(buf + strlen(buf), cap - strlen(buf), fmt, ap);
+}
 static void note(const char *fmt, ...) {
     va_list ap;
-    const size_t n = strlen(C.notes);
-    if (n + 2 >= sizeof C.notes) return;
-    if (n) strcat(C.notes, "; ");
     va_start(ap, fmt);
-    vsnprintf(C.notes + strlen(C.notes), sizeof C.notes - strlen(C.notes), fmt, ap);
+    append_note(C.notes, sizeof C.notes, fmt, ap);
     va_end(ap);
 }
 static void must_reject(unsigned blame, const char *why) {
@@ -1605,11 +1610,8 @@ static void nc_begin(void);
 static void nc_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void nc_note(const char *fmt, ...) {
     va_list ap;
-    const size_t n = strlen(NC.notes);
-    if (n + 2 >= sizeof NC.notes) return;
-    if (n) strcat(NC.notes, "; ");
     va_start(ap, fmt);
-    vsnprintf(NC.notes + strlen(NC.notes), sizeof NC.notes - strlen(NC.notes), fmt, ap);
+    append_note(NC.notes, sizeof NC.notes, fmt, ap);
     va_end(ap);
 }
 static void nc_must(nameset_t blame, const char *why) {
