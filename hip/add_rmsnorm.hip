@@ -2,8 +2,9 @@
 // quantization (ops.md §3): launcher and kernels.  One block per token row.
 //  - row kernel (the fast path: 16-bit x, a residual of x's dtype or none, hidden % VEC == 0,
 //    256 <= hidden <= 16384, 16-byte aligned rows): hidden / VEC lanes, each holding VEC
-//    contiguous elements in registers (VEC = 8, one 16-byte load; VEC = 16 above 8192 and,
-//    without a residual, from 2048: preferred_vec), read once and written once.  The sum of
+//    contiguous elements in registers (VEC = 8, one 16-byte load; VEC = 16 above 8192 and
+//    from 256 rows where weight and copy share x's dtype: preferred_vec), read once and
+//    written once.  The sum of
 //    squares reduces by xor-shuffles in groups of at most 32 lanes (32 divides every warp
 //    width) and then across 256-element spans in shared memory, in an order that does not
 //    depend on VEC (row_sum_squares); a group of G elements is G / VEC adjacent lanes, so
@@ -71,25 +72,31 @@ constexpr int kChunk = 8;
 constexpr int kSpan = kChunk * kShuffleGroup;  // 256 elements
 constexpr int kMaxSpans = 16384 / kSpan;
 
-__device__ __forceinline__ float chunk_squares(const float *r) {
+// The chunk's elements are widened from their 16-bit words at each use: holding the row as
+// words, not floats, is what keeps VEC 16 at 32 registers.
+template <int XDT>
+__device__ __forceinline__ float chunk_squares(const uint32_t *words) {
     float s = 0.0f;
 #pragma unroll
-    for (int k = 0; k < kChunk; ++k) s = fmaf(r[k], r[k], s);
+    for (int k = 0; k < kChunk; ++k) {
+        const float v = word_element<XDT>(words, k);
+        s = fmaf(v, v, s);
+    }
     return s;
 }
 
-template <int VEC>
-__device__ __forceinline__ float row_sum_squares(const float (&r)[VEC], int hidden) {
+template <int XDT, int VEC>
+__device__ __forceinline__ float row_sum_squares(const uint32_t (&r)[VEC / 2], int hidden) {
     static_assert(VEC == 8 || VEC == 16, "chunks of 8, one or two a lane");
     constexpr int kLanes = kSpan / VEC;  // lanes of a span
     __shared__ float partial[kMaxSpans];
     float v;
     if constexpr (VEC == 8) {
-        v = chunk_squares(r);
+        v = chunk_squares<XDT>(r);
 #pragma unroll
         for (int m = kLanes / 2; m > 0; m >>= 1) v += gn_shfl_xor(v, m, kLanes);
     } else {
-        float e = chunk_squares(r), o = chunk_squares(r + kChunk);
+        float e = chunk_squares<XDT>(r), o = chunk_squares<XDT>(r + kChunk / 2);
 #pragma unroll
         for (int m = kLanes / 2; m > 0; m >>= 1) {
             e += gn_shfl_xor(e, m, kLanes);
@@ -105,60 +112,10 @@ __device__ __forceinline__ float row_sum_squares(const float (&r)[VEC], int hidd
     return s;
 }
 
-template <int XDT, int VEC>
-__global__ void __launch_bounds__(kMaxRowThreads) add_rmsnorm_row_kernel(const AddArgs a) {
-    constexpr int W = VEC / 2;  // 32-bit words of a 16-bit chunk
-    const int64_t t = blockIdx.x;
-    const int col = threadIdx.x * VEC;
-    const bool ok = col < a.hidden;
-    pdl_entry(a);
-
-    uint32_t xw[W], rw[W];
-#pragma unroll
-    for (int i = 0; i < W; ++i) xw[i] = rw[i] = 0u;
-    if (ok) {
-        load_words(a.x + t * a.x_st + col * 2, xw);
-        if (a.res) load_words(a.res + t * a.res_st + col * 2, rw);
-    }
-    RawChunk<VEC> wraw{};
-    if (ok && a.normalize) wraw = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype), a.weight_dtype);
-
-    float r[VEC];
-    if (a.res) {  // r = x + residual in fp32, rounded to the residual's dtype (x's here), stored
-        uint32_t sw[W];
-#pragma unroll
-        for (int i = 0; i < W; ++i) {
-            const float lo = word_element<XDT>(xw, 2 * i) + word_element<XDT>(rw, 2 * i);
-            const float hi = word_element<XDT>(xw, 2 * i + 1) + word_element<XDT>(rw, 2 * i + 1);
-            sw[i] = XDT == kBF16 ? pack_bf16x2(lo, hi) : pack_f16x2(lo, hi);
-        }
-        if (ok) store_words(a.res_out + t * a.res_out_st + col * 2, sw);
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) r[k] = word_element<XDT>(sw, k);  // the stored value
-    } else {
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) r[k] = word_element<XDT>(xw, k);
-    }
-    float y[VEC];
-    if (a.normalize) {
-        const float rstd = rsqrtf(fmaf(row_sum_squares<VEC>(r, a.hidden), a.inv_hidden, a.eps));
-        float w[VEC];
-        if (a.weight_dtype == kBF16) widen_chunk<kBF16>(wraw, a.weight_offset, w);
-        else if (a.weight_dtype == kF16) widen_chunk<kF16>(wraw, a.weight_offset, w);
-        else widen_chunk<kF32>(wraw, a.weight_offset, w);
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) y[k] = r[k] * rstd * w[k];
-    } else {
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) y[k] = r[k];
-    }
-    if (a.y && ok) {
-        char *yp = a.y + t * a.y_st + col * dtype_size(a.y_dtype);
-        if (a.y_dtype == kBF16) store_vec<kBF16, VEC>(yp, y);
-        else if (a.y_dtype == kF16) store_vec<kF16, VEC>(yp, y);
-        else store_vec<kF32, VEC>(yp, y);
-    }
-    if (!a.has_quant) return;
+// The FP8 outputs of a lane's VEC values y of row t: group amax over the group's lanes, codes,
+// and the scale from the group's first lane.  Every lane calls it (the shuffles need them).
+template <int VEC>
+__device__ __forceinline__ void quantize_chunk(const AddArgs &a, int64_t t, int col, bool ok, float (&y)[VEC]) {
     if (a.quantize_rounded) {  // the value an unfused pipeline stored and re-read
 #pragma unroll
         for (int k = 0; k < VEC; ++k) y[k] = round_to(y[k], a.round_dtype);
@@ -176,6 +133,83 @@ __global__ void __launch_bounds__(kMaxRowThreads) add_rmsnorm_row_kernel(const A
     if constexpr (VEC == 8) *reinterpret_cast<uint2 *>(qp) = make_uint2(codes[0], codes[1]);
     else *reinterpret_cast<uint4 *>(qp) = make_uint4(codes[0], codes[1], codes[2], codes[3]);
     if ((col & (a.qa.group - 1)) == 0) store_scale(a.qa, t, col >> a.g_log2, scale);  // G: a power of two here
+}
+
+// A lane's VEC weights as raw bits; SAME: a 16-bit weight of x's dtype (half the words).
+template <int VEC, bool SAME>
+__device__ __forceinline__ RawChunk<VEC> load_weight_chunk(const char *p, int dtype) {
+    if constexpr (!SAME) return load_raw_chunk<VEC>(p, dtype);
+    RawChunk<VEC> r{};
+    load_words(p, reinterpret_cast<uint32_t (&)[VEC / 2]>(r.w));
+    return r;
+}
+
+// RES (a residual is added), QUANT (FP8 outputs) and SAME (weight and copy of x's dtype) are
+// compiled in, and the row is held as its 16-bit words, widened at each use: every variant
+// then fits 32 registers at VEC 16 without spills (ptxas -v; it was 56 with run-time dtypes
+// and floats), so an SM holds 2048 lanes, twice VEC 8's bytes in flight.  MINB is the blocks
+// of kMaxRowThreads an SM must hold: 2 caps the registers at 32; VEC 16 with other dtypes
+// keeps MINB 1 (56 registers).
+template <int XDT, int VEC, bool RES, bool QUANT, bool SAME, int MINB>
+__global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, MINB * kMaxRowThreads) add_rmsnorm_row_kernel(const AddArgs a) {
+    constexpr int W = VEC / 2;  // 32-bit words of a 16-bit chunk
+    const int64_t t = blockIdx.x;
+    const int col = threadIdx.x * VEC;
+    const bool ok = col < a.hidden;
+    pdl_entry(a);
+
+    uint32_t xw[W], rw[W];
+#pragma unroll
+    for (int i = 0; i < W; ++i) xw[i] = rw[i] = 0u;
+    if (ok) {
+        load_words(a.x + t * a.x_st + col * 2, xw);
+        if constexpr (RES) load_words(a.res + t * a.res_st + col * 2, rw);
+    }
+    // The weight's raw bits, loaded beside x (one DRAM wait a thread) except in the 32-register
+    // build, where they would spill: there they are read after the row sum, from L2 (every
+    // row reads the same weight), which other resident blocks hide.
+    constexpr bool kLateWeight = MINB > 1 && VEC == 16;
+    RawChunk<VEC> wraw{};
+    const char *wp = static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype);
+    if (!kLateWeight && ok && a.normalize) wraw = load_weight_chunk<VEC, SAME>(wp, a.weight_dtype);
+
+    // The row as stored: x, or x + residual rounded to the residual's dtype (x's here).
+    uint32_t sw[W];
+    if constexpr (RES) {  // the sum in fp32, rounded, stored
+#pragma unroll
+        for (int i = 0; i < W; ++i) {
+            const float lo = word_element<XDT>(xw, 2 * i) + word_element<XDT>(rw, 2 * i);
+            const float hi = word_element<XDT>(xw, 2 * i + 1) + word_element<XDT>(rw, 2 * i + 1);
+            sw[i] = XDT == kBF16 ? pack_bf16x2(lo, hi) : pack_f16x2(lo, hi);
+        }
+        if (ok) store_words(a.res_out + t * a.res_out_st + col * 2, sw);
+    } else {
+#pragma unroll
+        for (int i = 0; i < W; ++i) sw[i] = xw[i];
+    }
+    float y[VEC];
+    if (a.normalize) {
+        const float rstd = rsqrtf(fmaf(row_sum_squares<XDT, VEC>(sw, a.hidden), a.inv_hidden, a.eps));
+        if (kLateWeight && ok) wraw = load_weight_chunk<VEC, SAME>(wp, a.weight_dtype);
+        float w[VEC];
+        if constexpr (SAME) widen_chunk<XDT>(wraw, a.weight_offset, w);
+        else if (a.weight_dtype == kBF16) widen_chunk<kBF16>(wraw, a.weight_offset, w);
+        else if (a.weight_dtype == kF16) widen_chunk<kF16>(wraw, a.weight_offset, w);
+        else widen_chunk<kF32>(wraw, a.weight_offset, w);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) y[k] = word_element<XDT>(sw, k) * rstd * w[k];
+    } else {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) y[k] = word_element<XDT>(sw, k);
+    }
+    if (a.y && ok) {
+        char *yp = a.y + t * a.y_st + col * dtype_size(a.y_dtype);
+        if constexpr (SAME) store_vec<XDT, VEC>(yp, y);
+        else if (a.y_dtype == kBF16) store_vec<kBF16, VEC>(yp, y);
+        else if (a.y_dtype == kF16) store_vec<kF16, VEC>(yp, y);
+        else store_vec<kF32, VEC>(yp, y);
+    }
+    if constexpr (QUANT) quantize_chunk<VEC>(a, t, col, ok, y);
 }
 
 // ---- generic kernel
@@ -242,14 +276,21 @@ __global__ void __launch_bounds__(kGenericThreads) add_rmsnorm_generic_kernel(co
 bool aligned(const void *p, unsigned n) { return (reinterpret_cast<uintptr_t>(p) & (n - 1)) == 0; }
 
 // The row kernel's VEC (8 or 16) for this problem, or 0 where only the generic kernel can take it.
-// 16 above 8192 (a block holds at most 1024 lanes), and from 2048 for one 16-bit input a row
-// (rmsnorm, the group quant): one 16-byte load a lane keeps too few bytes in flight (run 33,
-// group quant [4096, 7168] 39.2 us at VEC 8, 35.4 at 16; run 34, rmsnorm [8192, 4096] at 78%
-// of copy against add-RMSNorm's 96% with two loads a lane).  add_rmsnorm keeps VEC 8 up to
-// 8192 (four loads a lane at 16: registers).  The sum of squares' order does not depend on
+// 16 above 8192 (a block holds at most 1024 lanes).  Below, 16 where the 32-register build
+// takes the problem (weight and copy of x's dtype: same_dtypes) and there are enough rows to
+// fill the machine: one 16-byte load a lane at VEC 8 keeps too few bytes in flight (run 35,
+// rmsnorm [8192, 7168] 66% of copy at VEC 8, liger 94%), and VEC 16 at 56 registers only
+// halved the blocks an SM holds (no gain).  Small T keeps VEC 8: more lanes, and the weight
+// read beside x rather than after the row sum.  The sum of squares' order does not depend on
 // VEC (row_sum_squares), so add_rmsnorm still gives the bits rmsnorm gives on the stored
 // residual (tests/test_add_rmsnorm.py).
 // GATEDNORM_ROW_VEC (8 or 16) overrides the rule where legal: a temporary A/B switch.
+constexpr int64_t kVec16MinRows = 256;
+
+bool same_dtypes(const AddRmsnormProblem &p) {
+    return (!p.normalize || p.weight_dtype == p.x_dtype) && (!p.y || p.y_dtype == p.x_dtype);
+}
+
 int preferred_vec(const AddRmsnormProblem &p) {
     const char *v = getenv("GATEDNORM_ROW_VEC");  // read every call: the bench's modes set it
     const int forced = v && (!strcmp(v, "8") || !strcmp(v, "16")) ? atoi(v) : 0;
@@ -257,7 +298,7 @@ int preferred_vec(const AddRmsnormProblem &p) {
     if (H > 8192) return 16;
     const bool even16 = H % 16 == 0 && (!p.has_quant || p.quant.group % 16 == 0);
     if (forced) return forced == 16 && !even16 ? 8 : forced;
-    return !p.res && H >= 2048 && even16 ? 16 : 8;
+    return even16 && same_dtypes(p) && p.tokens >= kVec16MinRows ? 16 : 8;
 }
 
 // Whether the row kernel can take this problem at `vec` elements a lane.
@@ -342,12 +383,27 @@ hipError_t launch(Kernel k, unsigned grid, unsigned block, const AddArgs &a, hip
     return hipSuccess;
 }
 
-template <int XDT>
-hipError_t launch_row(const AddArgs &a, int vec, unsigned grid, hipStream_t s, bool pdl) {
-    const unsigned lanes = unsigned(a.hidden / vec);
+template <int XDT, int VEC, bool RES, bool QUANT>
+hipError_t launch_row_as(const AddArgs &a, bool same, unsigned grid, hipStream_t s, bool pdl) {
+    const unsigned lanes = unsigned(a.hidden / VEC);
     const unsigned block = (lanes + kShuffleGroup - 1) / kShuffleGroup * kShuffleGroup;
-    if (vec == 8) return launch(add_rmsnorm_row_kernel<XDT, 8>, grid, block, a, s, pdl);
-    return launch(add_rmsnorm_row_kernel<XDT, 16>, grid, block, a, s, pdl);
+    if constexpr (VEC == 8) {
+        return launch(add_rmsnorm_row_kernel<XDT, 8, RES, QUANT, false, 2>, grid, block, a, s, pdl);
+    } else {
+        if (same) return launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, true, 2>, grid, block, a, s, pdl);
+        return launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, false, 1>, grid, block, a, s, pdl);
+    }
+}
+
+template <int XDT, int VEC>
+hipError_t launch_row_vec(const AddArgs &a, bool same, unsigned grid, hipStream_t s, bool pdl) {
+    if (a.res) return a.has_quant ? launch_row_as<XDT, VEC, true, true>(a, same, grid, s, pdl) : launch_row_as<XDT, VEC, true, false>(a, same, grid, s, pdl);
+    return a.has_quant ? launch_row_as<XDT, VEC, false, true>(a, same, grid, s, pdl) : launch_row_as<XDT, VEC, false, false>(a, same, grid, s, pdl);
+}
+
+template <int XDT>
+hipError_t launch_row(const AddArgs &a, int vec, bool same, unsigned grid, hipStream_t s, bool pdl) {
+    return vec == 8 ? launch_row_vec<XDT, 8>(a, same, grid, s, pdl) : launch_row_vec<XDT, 16>(a, same, grid, s, pdl);
 }
 
 }  // namespace
@@ -370,7 +426,8 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
     a.pdl = pdl;
     const unsigned grid = unsigned(p.tokens);
     hipError_t err;
-    if (vec) err = p.x_dtype == kBF16 ? launch_row<kBF16>(a, vec, grid, s, pdl) : launch_row<kF16>(a, vec, grid, s, pdl);
+    const bool same = same_dtypes(p);
+    if (vec) err = p.x_dtype == kBF16 ? launch_row<kBF16>(a, vec, same, grid, s, pdl) : launch_row<kF16>(a, vec, same, grid, s, pdl);
     else err = launch(add_rmsnorm_generic_kernel, grid, kGenericThreads, a, s, pdl);
     if (err != hipSuccess) return runtime_fail(err, p.normalize ? "add_rmsnorm launch" : "group_quant_fp8 launch");
     return check_launch(p.normalize ? "add_rmsnorm" : "group_quant_fp8");

@@ -367,17 +367,21 @@ int vec_team(const RmsnormGatedFp8Problem &pr) {
 // two since G / 8 is) and q's rows are 16-byte aligned (one 16-byte store of codes a lane),
 // with half the lanes: the per-lane epilogue (group amax shuffles, the two IEEE divisions,
 // the encode's setup, index math, the scale store) then serves 16 elements instead of 8.
-// 16 is the default where legal: the hypothesis of the next run, where it must beat run 33's
-// 31.8 us at [4096, 32, 128] bf16, G = 128 (8 elements a lane, 66% of the copy roofline,
-// a tie with torch.compile).  GATEDNORM_FP8_LANE_ELEMS (8 or 16, read at each call: the
-// bench's e8 / e16 modes set it) forces either where legal: a TEMPORARY A/B switch, to go
-// with the losing variant once measured.
+// Run 35, [T, 32, 128] bf16, G = 128: 16 took T = 4096 from 32.2 to 28.0 us and T = 1024
+// from 9.9 to 9.2; 8 kept T = 1 at 2.59 against 2.79 (twice the lanes on a latency-bound
+// problem).  So 16 from kE16MinRows rows (a guess between T = 1 and 1024 at H = 32, for run
+// 36 to place).  GATEDNORM_FP8_LANE_ELEMS (8 or 16, read at each call: the bench's e8 / e16
+// modes set it) forces either where legal: a TEMPORARY A/B switch.
+constexpr int64_t kE16MinRows = 4096;
+
 int lane_elems(const RmsnormGatedFp8Problem &pr) {
     const int64_t D = pr.norm.dim, G = pr.quant.group;
     const bool legal16 = D % 16 == 0 && (G >= D || G % 16 == 0) && aligned(pr.quant.q, 16) && pr.quant.q_st % 16 == 0;
+    if (!legal16) return 8;
     const char *v = getenv("GATEDNORM_FP8_LANE_ELEMS");
     if (v && !strcmp(v, "8")) return 8;
-    return legal16 ? 16 : 8;
+    if (v && !strcmp(v, "16")) return 16;
+    return pr.norm.tokens * pr.norm.heads >= kE16MinRows ? 16 : 8;
 }
 
 // team: the vec kernel's lanes (of `elems` elements each) a team, 0 for the generic kernel.

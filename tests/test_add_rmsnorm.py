@@ -151,15 +151,18 @@ def test_normalizes_the_stored_residual(be, rng, H):
     assert not reference.compare(y, wrong, np.float32).ok
 
 
-# GPU: the row kernel's VEC (8 or 16 elements a lane) changes no bit.  rmsnorm takes VEC 16
-# from hidden 2048, add_rmsnorm VEC 8 up to 8192, and the sum of squares has one order for
-# both (hip/add_rmsnorm.hip, row_sum_squares); GATEDNORM_ROW_VEC (read at each call) forces
-# either where legal (16 needs hidden % 16 == 0; above 8192 both are 16).  On the CPU
-# backends the variable changes nothing and the test checks the same equalities.
+# GPU: the row kernel's VEC (8 or 16 elements a lane) changes no bit.  The GPU takes VEC 16
+# from 256 rows (9 rows here: VEC 8 unless forced) or above hidden 8192, and the sum of
+# squares has one order for both (hip/add_rmsnorm.hip, row_sum_squares); GATEDNORM_ROW_VEC
+# (read at each call) forces either where legal (16 needs hidden % 16 == 0).  VEC 16 has two
+# builds: weight and copy of x's dtype (32 registers, the weight read after the row sum) and
+# any other dtypes (the fp32 copy here).  On the CPU backends the variable changes nothing
+# and the test checks the same equalities.
 @pytest.mark.parametrize("H", [2000, 2048, 4096, 5120, 7168, 12288])
-@pytest.mark.parametrize("fp8", [False, True])
-def test_row_vec_changes_no_bit(be, rng, monkeypatch, H, fp8):
-    kw = dict(fp8=True, quantize_rounded=True, group_size=128 if H % 128 == 0 else 16) if fp8 else dict(y_dtype="fp32")
+@pytest.mark.parametrize("variant", ["fp32_copy", "bf16_copy", "fp8"])
+def test_row_vec_changes_no_bit(be, rng, monkeypatch, H, variant):
+    kw = {"fp32_copy": dict(y_dtype="fp32"), "bf16_copy": dict(y_dtype="bf16"),
+          "fp8": dict(fp8=True, quantize_rounded=True, group_size=128 if H % 128 == 0 else 16)}[variant]
     check_row_vec_changes_no_bit(be, rng, monkeypatch, H, kw)
 
 
@@ -172,7 +175,7 @@ def test_row_vec_wide_group_no_bit(be, rng, monkeypatch, H):
 
 
 def check_row_vec_changes_no_bit(be, rng, monkeypatch, H, kw):
-    x, r, w = inputs(rng, (9, H), "bf16", "bf16")
+    x, r, w = inputs(rng, (9, H), "bf16", "bf16", "bf16" if kw.get("y_dtype") == "bf16" else "fp32")
     x *= 300  # sums that lose bits when rounded to bf16
     fp8 = kw.get("fp8", False)
     got = {}
@@ -188,6 +191,19 @@ def check_row_vec_changes_no_bit(be, rng, monkeypatch, H, kw):
             assert q.tobytes() == q2.tobytes() and s.tobytes() == s2.tobytes()
         got[vec] = (y.tobytes(), r_st.tobytes(), None if q is None else q.tobytes(), None if s is None else s.tobytes())
     assert got["8"] == got[None] and got["16"] == got[None], "the forced VEC changed a bit"
+
+
+# The default path of large T on the GPU: from 256 rows the row kernel takes VEC 16, and with
+# weight and copy of x's dtype its 32-register build (the weight read after the row sum).
+# Against the reference, every output combination, fp16 and bf16.
+@pytest.mark.parametrize("H", [2048, 4096, 7168])
+@pytest.mark.parametrize("xd", ["bf16", "fp16"])
+@pytest.mark.parametrize("variant", ["rmsnorm", "add", "add_fp8_copy", "rmsnorm_fp8"])
+def test_many_rows_same_dtypes(be, rng, H, xd, variant):
+    x, r, w = inputs(rng, (300, H), xd, xd, xd, residual=variant.startswith("add"))
+    x[7] *= 1e3  # a row far from the others' scale
+    kw = dict(fp8=True, group_size=128) if "fp8" in variant else {}
+    run(be, x, r, w, in_place=False, y=variant != "rmsnorm_fp8", **kw)
 
 
 @pytest.mark.parametrize("yd", ["bf16", "fp16", None])
