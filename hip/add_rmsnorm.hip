@@ -2,8 +2,8 @@
 // quantization (ops.md §3): launcher and kernels.  One block per token row.
 //  - row kernel (the fast path: 16-bit x, a residual of x's dtype or none, hidden % VEC == 0,
 //    256 <= hidden <= 16384, 16-byte aligned rows): hidden / VEC lanes, each holding VEC
-//    contiguous elements in registers (VEC = 8, one 16-byte load; VEC = 16 above 8192 and
-//    from 256 rows where weight and copy share x's dtype: preferred_vec), read once and
+//    contiguous elements in registers (VEC = 8, one 16-byte load; VEC = 16 above 8192 and,
+//    where weight and copy share x's dtype, for many rows: preferred_vec), read once and
 //    written once.  The sum of
 //    squares reduces by xor-shuffles in groups of at most 32 lanes (32 divides every warp
 //    width) and then across 256-element spans in shared memory, in an order that does not
@@ -276,19 +276,31 @@ __global__ void __launch_bounds__(kGenericThreads) add_rmsnorm_generic_kernel(co
 bool aligned(const void *p, unsigned n) { return (reinterpret_cast<uintptr_t>(p) & (n - 1)) == 0; }
 
 // The row kernel's VEC (8 or 16) for this problem, or 0 where only the generic kernel can take it.
-// 16 above 8192 (a block holds at most 1024 lanes).  Below, 16 where the 32-register build
-// takes the problem (weight and copy of x's dtype: same_dtypes) and there are enough rows to
-// fill the machine: one 16-byte load a lane at VEC 8 keeps too few bytes in flight (run 35,
-// rmsnorm [8192, 7168] 66% of copy at VEC 8, liger 94%), and VEC 16 at 56 registers only
-// halved the blocks an SM holds (no gain).  Small T keeps VEC 8: more lanes, and the weight
-// read beside x rather than after the row sum.  The sum of squares' order does not depend on
-// VEC (row_sum_squares), so add_rmsnorm still gives the bits rmsnorm gives on the stored
-// residual (tests/test_add_rmsnorm.py).
+// 16 above 8192 (a block holds at most 1024 lanes).  Below, 16 only in the 32-register build
+// (weight and copy of x's dtype: same_dtypes; other dtypes take 56 registers at 16, which
+// halves the blocks an SM holds and gained nothing in run 35), and where run 36 measured it
+// faster (bf16, us, VEC 8 / VEC 16):
+//  - no residual (rmsnorm, group quant; one 16-byte load a lane at 8): hidden 4096 T = 1024
+//    6.37 / 6.59, T = 8192 40.6 / 35.0 (97% of copy); hidden 7168 T = 128 3.54 / 3.48,
+//    T = 1024 12.09 / 9.86, T = 8192 83.8 / 60.5; group quant [1024, 7168] 10.2 / 8.0.
+//    So 16 from 2048 rows, or from 128 above hidden 4096 (at 8, 896 lanes a block: two
+//    blocks an SM).
+//  - a residual (two loads a lane at 8 already): plain add-RMSNorm 8 is as fast or faster
+//    everywhere (hidden 4096 T = 8192 67.7 / 72.4); with FP8 outputs 16 wins above hidden
+//    4096 (7168: T = 1024 21.7 / 20.6, T = 8192 141.8 / 137.9; 4096: 11.8 / 13.0 at 1024).
+// Small T keeps 8: more lanes, and the weight read beside x rather than after the row sum.
+// The sum of squares' order does not depend on VEC (row_sum_squares), so add_rmsnorm still
+// gives the bits rmsnorm gives on the stored residual (tests/test_add_rmsnorm.py).
 // GATEDNORM_ROW_VEC (8 or 16) overrides the rule where legal: a temporary A/B switch.
-constexpr int64_t kVec16MinRows = 256;
-
 bool same_dtypes(const AddRmsnormProblem &p) {
     return (!p.normalize || p.weight_dtype == p.x_dtype) && (!p.y || p.y_dtype == p.x_dtype);
+}
+
+bool vec16_pays(const AddRmsnormProblem &p) {
+    if (!same_dtypes(p)) return false;
+    const bool wide = p.hidden > 4096;
+    if (!p.res) return p.tokens >= 2048 || (wide && p.tokens >= 128);
+    return p.has_quant && wide && p.tokens >= 128;
 }
 
 int preferred_vec(const AddRmsnormProblem &p) {
@@ -298,7 +310,7 @@ int preferred_vec(const AddRmsnormProblem &p) {
     if (H > 8192) return 16;
     const bool even16 = H % 16 == 0 && (!p.has_quant || p.quant.group % 16 == 0);
     if (forced) return forced == 16 && !even16 ? 8 : forced;
-    return even16 && same_dtypes(p) && p.tokens >= kVec16MinRows ? 16 : 8;
+    return even16 && vec16_pays(p) ? 16 : 8;
 }
 
 // Whether the row kernel can take this problem at `vec` elements a lane.

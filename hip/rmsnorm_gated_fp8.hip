@@ -367,12 +367,13 @@ int vec_team(const RmsnormGatedFp8Problem &pr) {
 // two since G / 8 is) and q's rows are 16-byte aligned (one 16-byte store of codes a lane),
 // with half the lanes: the per-lane epilogue (group amax shuffles, the two IEEE divisions,
 // the encode's setup, index math, the scale store) then serves 16 elements instead of 8.
-// Run 35, [T, 32, 128] bf16, G = 128: 16 took T = 4096 from 32.2 to 28.0 us and T = 1024
-// from 9.9 to 9.2; 8 kept T = 1 at 2.59 against 2.79 (twice the lanes on a latency-bound
-// problem).  So 16 from kE16MinRows rows (a guess between T = 1 and 1024 at H = 32, for run
-// 36 to place).  GATEDNORM_FP8_LANE_ELEMS (8 or 16, read at each call: the bench's e8 / e16
-// modes set it) forces either where legal: a TEMPORARY A/B switch.
-constexpr int64_t kE16MinRows = 4096;
+// Run 36, [T, 32, 128] bf16, G = 128, us, E = 8 / 16: T = 1 2.62 / 2.77, T = 32 2.95 / 3.00,
+// T = 128 3.50 / 3.64, T = 1024 9.97 / 9.12, T = 4096 32.6 / 28.3, T = 16384 120.3 / 101.2:
+// twice the lanes win while the problem is latency-bound, half the epilogues once it streams.
+// So 16 from kE16MinRows rows (T = 512 at H = 32).  GATEDNORM_FP8_LANE_ELEMS (8 or 16, read
+// at each call: the bench's e8 / e16 modes set it) forces either where legal: a TEMPORARY
+// A/B switch.
+constexpr int64_t kE16MinRows = 16384;
 
 int lane_elems(const RmsnormGatedFp8Problem &pr) {
     const int64_t D = pr.norm.dim, G = pr.quant.group;

@@ -152,12 +152,12 @@ def test_normalizes_the_stored_residual(be, rng, H):
 
 
 # GPU: the row kernel's VEC (8 or 16 elements a lane) changes no bit.  The GPU takes VEC 16
-# from 256 rows (9 rows here: VEC 8 unless forced) or above hidden 8192, and the sum of
-# squares has one order for both (hip/add_rmsnorm.hip, row_sum_squares); GATEDNORM_ROW_VEC
-# (read at each call) forces either where legal (16 needs hidden % 16 == 0).  VEC 16 has two
-# builds: weight and copy of x's dtype (32 registers, the weight read after the row sum) and
-# any other dtypes (the fp32 copy here).  On the CPU backends the variable changes nothing
-# and the test checks the same equalities.
+# above hidden 8192 and, for many rows, where it measured faster (hip/add_rmsnorm.hip,
+# preferred_vec; 9 rows here: VEC 8 unless forced); the sum of squares has one order for both
+# (row_sum_squares); GATEDNORM_ROW_VEC (read at each call) forces either where legal (16
+# needs hidden % 16 == 0).  VEC 16 has two builds: weight and copy of x's dtype (32
+# registers, the weight read after the row sum) and any other dtypes (the fp32 copy here).
+# On the CPU backends the variable changes nothing and the test checks the same equalities.
 @pytest.mark.parametrize("H", [2000, 2048, 4096, 5120, 7168, 12288])
 @pytest.mark.parametrize("variant", ["fp32_copy", "bf16_copy", "fp8"])
 def test_row_vec_changes_no_bit(be, rng, monkeypatch, H, variant):
@@ -193,13 +193,16 @@ def check_row_vec_changes_no_bit(be, rng, monkeypatch, H, kw):
     assert got["8"] == got[None] and got["16"] == got[None], "the forced VEC changed a bit"
 
 
-# The default path of large T on the GPU: from 256 rows the row kernel takes VEC 16, and with
-# weight and copy of x's dtype its 32-register build (the weight read after the row sum).
-# Against the reference, every output combination, fp16 and bf16.
+# Many rows with weight and copy of x's dtype: on the GPU the row kernel's 32-register VEC 16
+# build (the weight read after the row sum), by default (hidden 7168 from 128 rows, except
+# plain add-RMSNorm) or forced.  Against the reference, every output combination, fp16 and bf16.
 @pytest.mark.parametrize("H", [2048, 4096, 7168])
 @pytest.mark.parametrize("xd", ["bf16", "fp16"])
 @pytest.mark.parametrize("variant", ["rmsnorm", "add", "add_fp8_copy", "rmsnorm_fp8"])
-def test_many_rows_same_dtypes(be, rng, H, xd, variant):
+@pytest.mark.parametrize("vec", [None, "16"])
+def test_many_rows_same_dtypes(be, rng, monkeypatch, H, xd, variant, vec):
+    if vec:
+        monkeypatch.setenv("GATEDNORM_ROW_VEC", vec)
     x, r, w = inputs(rng, (300, H), xd, xd, xd, residual=variant.startswith("add"))
     x[7] *= 1e3  # a row far from the others' scale
     kw = dict(fp8=True, group_size=128) if "fp8" in variant else {}
