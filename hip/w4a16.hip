@@ -1,7 +1,6 @@
 // Launchers of the W4A16 kernels (w4a16_kernels.h): the device's target, the split-K plan
 // (which also sizes the caller's workspace), the prepack, the GEMM.
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <atomic>
@@ -88,18 +87,6 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
 #endif
     pl.ctas = (ntiles + pl.wn - 1) / pl.wn * pl.mblocks;
     const int64_t want = 2 * int64_t(f.sms);  // two blocks a multiprocessor
-    // GATEDNORM_W4_NSPLIT=S forces S splits (clamped as below): a TEMPORARY experiment knob
-    // (run 38: does more parallelism lift M = 1 off 31-54% of copy?), set for a whole process
-    // so that the workspace query and the call agree.
-    const char *forced = getenv("GATEDNORM_W4_NSPLIT");
-    if (forced && atoi(forced) >= 1) {
-        int64_t s = atoi(forced);
-        s = s < kMaxSplits ? s : kMaxSplits;
-        const int64_t by_k = kchunks / chunks_per_split_min;
-        s = s < by_k ? s : by_k;
-        pl.nsplit = int(s > 1 ? s : 1);
-        return pl;
-    }
     if (pl.ctas < f.sms) {
         int64_t s = (want + pl.ctas - 1) / pl.ctas;
         s = s < kMaxSplits ? s : kMaxSplits;
