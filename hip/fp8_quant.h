@@ -60,6 +60,17 @@ __device__ __forceinline__ void encode_codes(const Fp8QuantArgs &a, const float 
     const float inv = 1.0f / scale;  // IEEE reciprocal, as the CPU's: one per group
     // The format's encoder chosen once for the lane, not per pair: inside the first branch
     // fp8_encode_x2's own test folds to the hardware convert.
+#if defined(GN_FP8_FN_SATFINITE)
+    if (a.format == kE4M3FN && a.fp8_max == 448.0f) {  // the default: no clamp needed
+#pragma unroll
+        for (int i = 0; i < VEC / 4; ++i) {
+            const uint32_t lo = fp8_encode_x2_fn448(y[4 * i] * inv, y[4 * i + 1] * inv);
+            const uint32_t hi = fp8_encode_x2_fn448(y[4 * i + 2] * inv, y[4 * i + 3] * inv);
+            w[i] = lo | (hi << 16);
+        }
+        return;
+    }
+#endif
     if (fp8_hw_convert(a.format)) {
 #pragma unroll
         for (int i = 0; i < VEC / 4; ++i) {
