@@ -226,24 +226,59 @@ __device__ __forceinline__ float y_at(const AddArgs &a, int64_t t, int64_t c, fl
     return r * rstd * w;
 }
 
+// Element c of row t as the row kernel sees it: x, or x + residual rounded to the residual's
+// dtype (stored here, as the row kernel stores it).
+__device__ __forceinline__ float generic_stored(const AddArgs &a, int64_t t, int64_t c) {
+    float v = load_as_f32(a.x + t * a.x_st + c * dtype_size(a.x_dtype), a.x_dtype);
+    if (a.res) {
+        const int rs = dtype_size(a.res_dtype);
+        v += load_as_f32(a.res + t * a.res_st + c * rs, a.res_dtype);
+        v = round_to(v, a.res_dtype);
+        store_from_f32(a.res_out + t * a.res_out_st + c * rs, a.res_dtype, v);
+    }
+    return v;
+}
+
+// The row's sum of squares in row_sum_squares' order, for any hidden: 8-element chunks (past
+// hidden: +0), summed k = 0..7 by fmaf; a span of 32 chunks by the xor butterfly 16 .. 1 in
+// a 32-lane group; the spans' partials added in order from 0.  The block's 8 groups take 8
+// spans a round; every thread adds the round's partials to its running sum in span order.
+// So add_rmsnorm here gives the bits rmsnorm gives on the stored residual in the row kernel
+// (a misaligned input residual sends add_rmsnorm here while the stored one is aligned).
+// Also stores the residual (first pass over the row).
+__device__ float generic_sum_squares(const AddArgs &a, int64_t t) {
+    constexpr int kGroups = kGenericThreads / kShuffleGroup;
+    __shared__ float partial[kGroups];
+    const int64_t H = a.hidden;
+    const int lane = threadIdx.x % kShuffleGroup, group = threadIdx.x / kShuffleGroup;
+    const int64_t spans = (H + kSpan - 1) / kSpan;
+    float total = 0.0f;
+    for (int64_t r0 = 0; r0 < spans; r0 += kGroups) {
+        const int64_t c0 = (r0 + group) * kSpan + int64_t(lane) * kChunk;
+        float v = 0.0f;
+#pragma unroll
+        for (int k = 0; k < kChunk; ++k) {
+            const float e = c0 + k < H ? generic_stored(a, t, c0 + k) : 0.0f;
+            v = fmaf(e, e, v);
+        }
+#pragma unroll
+        for (int m = kShuffleGroup / 2; m > 0; m >>= 1) v += gn_shfl_xor(v, m, kShuffleGroup);
+        if (lane == 0) partial[group] = v;
+        __syncthreads();
+        const int n = spans - r0 < kGroups ? int(spans - r0) : kGroups;
+        for (int i = 0; i < n; ++i) total += partial[i];
+        __syncthreads();  // before the next round overwrites partial; also publishes the residual
+    }
+    return total;
+}
+
 __global__ void __launch_bounds__(kGenericThreads) add_rmsnorm_generic_kernel(const AddArgs a) {
     const int64_t t = blockIdx.x;
     const int64_t H = a.hidden;
     pdl_entry(a);
-    float ss = 0.0f;
-    for (int64_t c = threadIdx.x; c < H; c += kGenericThreads) {
-        float v = load_as_f32(a.x + t * a.x_st + c * dtype_size(a.x_dtype), a.x_dtype);
-        if (a.res) {
-            const int rs = dtype_size(a.res_dtype);
-            v += load_as_f32(a.res + t * a.res_st + c * rs, a.res_dtype);
-            v = round_to(v, a.res_dtype);
-            store_from_f32(a.res_out + t * a.res_out_st + c * rs, a.res_dtype, v);
-        }
-        ss += v * v;
-    }
-    // The block sum's barrier also makes the stored residual visible to the whole block.
-    const float rstd = a.normalize ? rsqrtf(team_sum<kGenericThreads, kGenericThreads>(ss) * a.inv_hidden + a.eps) : 1.0f;
-    if (!a.normalize) __syncthreads();
+    // Its barriers also make the stored residual visible to the whole block.
+    const float ss = generic_sum_squares(a, t);
+    const float rstd = a.normalize ? rsqrtf(fmaf(ss, a.inv_hidden, a.eps)) : 1.0f;
     const int ys = dtype_size(a.y_dtype);
     if (!a.has_quant) {
         for (int64_t c = threadIdx.x; c < H; c += kGenericThreads) store_from_f32(a.y + t * a.y_st + c * ys, a.y_dtype, y_at(a, t, c, rstd));
