@@ -453,6 +453,14 @@ hipError_t launch_row(const AddArgs &a, int vec, bool same, unsigned grid, hipSt
     return vec == 8 ? launch_row_vec<XDT, 8>(a, same, grid, s, pdl) : launch_row_vec<XDT, 16>(a, same, grid, s, pdl);
 }
 
+// gatednorm_last_kernel's name of the launch: op, kernel, VEC, the 56-register build.
+const char *kernel_name(bool normalize, int vec, bool same) {
+    static const char *const kNames[2][4] = {
+        {"group_quant_fp8.generic", "group_quant_fp8.row.vec8", "group_quant_fp8.row.vec16", "group_quant_fp8.row.vec16.dtypes"},
+        {"add_rmsnorm.generic", "add_rmsnorm.row.vec8", "add_rmsnorm.row.vec16", "add_rmsnorm.row.vec16.dtypes"}};
+    return kNames[normalize][vec == 0 ? 0 : vec == 8 ? 1 : same ? 2 : 3];
+}
+
 }  // namespace
 
 gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
@@ -477,7 +485,9 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
     if (vec) err = p.x_dtype == kBF16 ? launch_row<kBF16>(a, vec, same, grid, s, pdl) : launch_row<kF16>(a, vec, same, grid, s, pdl);
     else err = launch(add_rmsnorm_generic_kernel, grid, kGenericThreads, a, s, pdl);
     if (err != hipSuccess) return runtime_fail(err, p.normalize ? "add_rmsnorm launch" : "group_quant_fp8 launch");
-    return check_launch(p.normalize ? "add_rmsnorm" : "group_quant_fp8");
+    const gatednorm_status st = check_launch(p.normalize ? "add_rmsnorm" : "group_quant_fp8");
+    if (st == GATEDNORM_STATUS_SUCCESS) note_kernel(kernel_name(p.normalize, vec, same));
+    return st;
 }
 
 }  // namespace gn

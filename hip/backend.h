@@ -30,6 +30,9 @@ struct RmsnormGatedProblem {
     bool pdl = false;  // programmatic dependent launch, where the GPU has it
 };
 
+// Records the static name of the kernel this thread's call ran (gatednorm_last_kernel).
+void note_kernel(const char *name);
+
 // Sets this thread's last-error message (printf-style) and returns status, so that
 // backends can `return fail(STATUS, "...")`.
 gatednorm_status fail(gatednorm_status status, const char *fmt, ...)

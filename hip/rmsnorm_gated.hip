@@ -196,7 +196,9 @@ gatednorm_status gpu_rmsnorm_gated(const RmsnormGatedProblem &p, void *stream_pt
                      kBlockThreads, a, l);
     }
     if (err != hipSuccess) return runtime_fail(err, "rmsnorm_gated launch");
-    return check_launch("rmsnorm_gated");
+    const gatednorm_status st = check_launch("rmsnorm_gated");
+    if (st == GATEDNORM_STATUS_SUCCESS) note_kernel(vec_path_ok(p) ? "rmsnorm_gated.vec" : "rmsnorm_gated.generic");
+    return st;
 }
 
 }  // namespace gn

@@ -498,7 +498,10 @@ gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr, void *s
         err = launch(rmsnorm_gated_fp8_generic_kernel<>, grid, kBlockThreads, a, s, pdl);
     }
     if (err != hipSuccess) return runtime_fail(err, "rmsnorm_gated_fp8 launch");
-    return check_launch("rmsnorm_gated_fp8");
+    const gatednorm_status st = check_launch("rmsnorm_gated_fp8");
+    if (st == GATEDNORM_STATUS_SUCCESS)
+        note_kernel(!team ? "rmsnorm_gated_fp8.generic" : elems == 16 ? "rmsnorm_gated_fp8.vec.e16" : "rmsnorm_gated_fp8.vec.e8");
+    return st;
 }
 
 }  // namespace gn

@@ -231,7 +231,14 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
         const int64_t outs = p.m * p.w.n;
         w4a16_splitk_reduce_kernel<<<unsigned((outs + kBlock - 1) / kBlock), kBlock, 0, s>>>(a, pl.nsplit);
     }
-    return check_launch("w4a16_gemm");
+    const gatednorm_status st = check_launch("w4a16_gemm");
+#if defined(GN_PLATFORM_CUDA)
+    const char *name = !pl.decode ? "w4a16.mma" : pl.nsplit > 1 ? "w4a16.decode.splitk" : "w4a16.decode";
+#else
+    const char *name = pl.nsplit > 1 ? "w4a16.amd.splitk" : "w4a16.amd";
+#endif
+    if (st == GATEDNORM_STATUS_SUCCESS) note_kernel(name);
+    return st;
 }
 
 }  // namespace gn

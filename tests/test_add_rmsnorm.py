@@ -232,6 +232,50 @@ def test_misaligned_residual_same_bits(be, rng, H, T, fp8):
         assert q.tobytes() == q2.tobytes() and s.tobytes() == s2.tobytes()
 
 
+# Which kernel the size rules pick (hip/add_rmsnorm.hip, preferred_vec / row_vec), read back
+# through gatednorm.last_kernel(): "cpu" for host arrays; on the GPU the row kernel's VEC by
+# hidden, rows, residual, FP8 outputs and dtypes, the generic kernel where the row kernel
+# cannot go.  (op, T, hidden, residual, fp8, weight dtype, misaligned residual) -> GPU kernel.
+KERNEL_CHOICES = [
+    ("rmsnorm", 9, 4096, False, False, "bf16", False, "add_rmsnorm.row.vec8"),
+    ("rmsnorm", 2048, 4096, False, False, "bf16", False, "add_rmsnorm.row.vec16"),
+    ("rmsnorm", 2048, 4096, False, False, "fp32", False, "add_rmsnorm.row.vec8"),
+    ("rmsnorm", 128, 7168, False, False, "bf16", False, "add_rmsnorm.row.vec16"),
+    ("rmsnorm", 127, 7168, False, False, "bf16", False, "add_rmsnorm.row.vec8"),
+    ("rmsnorm", 9, 12288, False, False, "bf16", False, "add_rmsnorm.row.vec16"),
+    ("rmsnorm", 9, 12288, False, False, "fp32", False, "add_rmsnorm.row.vec16.dtypes"),
+    ("rmsnorm", 9, 20000, False, False, "bf16", False, "add_rmsnorm.generic"),
+    ("add", 2048, 4096, True, False, "bf16", False, "add_rmsnorm.row.vec8"),
+    ("add", 300, 4096, True, True, "bf16", False, "add_rmsnorm.row.vec8"),
+    ("add", 300, 7168, True, True, "bf16", False, "add_rmsnorm.row.vec16"),
+    ("add", 300, 7168, True, True, "bf16", True, "add_rmsnorm.generic"),
+    ("group_quant", 9, 7168, False, True, None, False, "group_quant_fp8.row.vec8"),
+    ("group_quant", 128, 7168, False, True, None, False, "group_quant_fp8.row.vec16"),
+]
+
+
+@pytest.mark.parametrize("op,T,H,res,fp8,wd,misaligned,gpu_kernel", KERNEL_CHOICES)
+def test_kernel_choice(be, rng, monkeypatch, op, T, H, res, fp8, wd, misaligned, gpu_kernel):
+    monkeypatch.delenv("GATEDNORM_ROW_VEC", raising=False)
+    x = randn(rng, (T, H), DT["bf16"])
+    kw = dict(group_size=128 if H % 128 == 0 else 16)
+    if op == "group_quant":
+        gatednorm.group_quant_fp8(be.put(x), **kw)
+    else:
+        w = be.put(randn(rng, (H,), DT[wd], shift=1.0))
+        if fp8:
+            kw["fp8"] = True
+        if res:
+            rb = randn(rng, (T, H + 1), DT["bf16"])
+            r = rb[:, 1:] if misaligned else np.ascontiguousarray(rb[:, :H])
+            gatednorm.add_rmsnorm(be.put(x), be.put(r, rb if misaligned else None), w, **kw)
+        else:
+            gatednorm.rmsnorm(be.put(x), w, **kw)
+    if be.name == "gpu":
+        gatednorm.synchronize()
+    assert gatednorm.last_kernel() == (gpu_kernel if be.name == "gpu" else "cpu")
+
+
 @pytest.mark.parametrize("yd", ["bf16", "fp16", None])
 @pytest.mark.parametrize("fmt", list(FP8))
 @pytest.mark.parametrize("sf", ["fp32", "ue8m0"])

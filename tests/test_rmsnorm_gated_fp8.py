@@ -265,6 +265,23 @@ def test_lane_elems_ab_bit_equal(requires_gpu, monkeypatch, rng, T, H, D, G, gat
     assert outs["8"] == outs["16"]
 
 
+# Which kernel the size rules pick (hip/rmsnorm_gated_fp8.hip, lane_elems), read back through
+# gatednorm.last_kernel(): "cpu" for host arrays; on the GPU 8 elements a lane below 16384
+# rows, 16 from there where legal (not at D = 72: D % 16 != 0), the generic kernel for an fp32 x.
+@pytest.mark.parametrize("T,H,D,xd,gpu_kernel", [(1, 32, 128, "bf16", "rmsnorm_gated_fp8.vec.e8"),
+                                                 (511, 32, 128, "bf16", "rmsnorm_gated_fp8.vec.e8"),
+                                                 (512, 32, 128, "bf16", "rmsnorm_gated_fp8.vec.e16"),
+                                                 (2048, 8, 72, "bf16", "rmsnorm_gated_fp8.vec.e8"),
+                                                 (4, 8, 128, "fp32", "rmsnorm_gated_fp8.generic")])
+def test_kernel_choice(be, rng, monkeypatch, T, H, D, xd, gpu_kernel):
+    monkeypatch.delenv("GATEDNORM_FP8_LANE_ELEMS", raising=False)
+    x, z, w = make_inputs(rng, (T, H, D), xd, "bf16")
+    gatednorm.rmsnorm_gated_fp8(be.put(x), be.put(z), be.put(w), group_size=72 if D == 72 else 128)
+    if be.name == "gpu":
+        gatednorm.synchronize()
+    assert gatednorm.last_kernel() == (gpu_kernel if be.name == "gpu" else "cpu")
+
+
 @pytest.mark.parametrize("T", [1, 3, 17, 1000])
 @pytest.mark.parametrize("fmt,fp8_max", [("e4m3fn", None), ("e4m3fnuz", None), ("e4m3fnuz", 224.0), ("e4m3fn", 300.0)])
 def test_sizes_and_fp8_max(be, rng, T, fmt, fp8_max):

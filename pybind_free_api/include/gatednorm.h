@@ -76,6 +76,11 @@ typedef enum gatednorm_status {
 GATEDNORM_API const char *gatednorm_status_string(gatednorm_status status);
 /* Thread-local message of this thread's last failed call; "" if none failed yet. */
 GATEDNORM_API const char *gatednorm_last_error(void);
+/* Debug aid: a static name of the kernel this thread's last call that did work ran
+ * ("add_rmsnorm.row.vec16", "rmsnorm_gated_fp8.vec.e8", ...; "cpu" for host tensors; "" before
+ * any).  Calls with nothing to do and failed calls leave it unchanged.  The names say which
+ * path the size rules chose, for tests and benchmarks; they are not a stable interface. */
+GATEDNORM_API const char *gatednorm_last_kernel(void);
 
 /* --------------------------------------------------------------------------- version */
 /* (major << 16) | (minor << 8) | patch of the loaded library. */

@@ -14,6 +14,7 @@
 namespace gn {
 
 gatednorm_status cpu_add_rmsnorm(const AddRmsnormProblem &p) {
+    note_kernel("cpu");
     const int64_t H = p.hidden;
     const QuantFp8Spec &qs = p.quant;
     const int xs = dtype_size(p.x_dtype), rs = dtype_size(p.res_dtype), ys = dtype_size(p.y_dtype);

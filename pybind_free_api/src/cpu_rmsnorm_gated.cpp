@@ -116,6 +116,7 @@ const Bf16RowsFn bf16_rows_dispatch_short = pick_bf16_rows(true);
 }  // namespace
 
 gatednorm_status cpu_rmsnorm_gated(const RmsnormGatedProblem &p) {
+    note_kernel("cpu");
     const int64_t D = p.dim, H = p.heads;
     const int xs = dtype_size(p.x.dtype), zs = dtype_size(p.z.dtype), os = dtype_size(p.out.dtype);
     const int ws = dtype_size(p.weight_dtype);

@@ -12,6 +12,7 @@
 namespace gn {
 
 gatednorm_status cpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr) {
+    note_kernel("cpu");
     const RmsnormGatedProblem &p = pr.norm;
     const QuantFp8Spec &qs = pr.quant;
     const int64_t D = p.dim, H = p.heads, R = H * D;

@@ -77,6 +77,7 @@ void dequantize(const W4a16Weight &w, int dt, std::vector<float> *out) {
 }  // namespace
 
 gatednorm_status cpu_w4a16_gemm(const W4a16GemmProblem &p) {
+    note_kernel("cpu");
     const int64_t N = p.w.n, K = p.w.k, M = p.m;
     const int dt = p.a_dtype;
     std::vector<float> w16;

@@ -6,6 +6,7 @@
 
 namespace {
 thread_local char g_last_error[512];
+thread_local const char *g_last_kernel = "";
 }
 
 namespace gn {
@@ -16,6 +17,8 @@ gatednorm_status fail(gatednorm_status status, const char *fmt, ...) {
     va_end(ap);
     return status;
 }
+
+void note_kernel(const char *name) { g_last_kernel = name; }
 }  // namespace gn
 
 extern "C" {
@@ -34,5 +37,7 @@ GATEDNORM_API const char *gatednorm_status_string(gatednorm_status status) {
 }
 
 GATEDNORM_API const char *gatednorm_last_error(void) { return g_last_error; }
+
+GATEDNORM_API const char *gatednorm_last_kernel(void) { return g_last_kernel; }
 
 }  // extern "C"

@@ -25,6 +25,13 @@ def version() -> str:
     return "%d.%d.%d" % (v >> 16, (v >> 8) & 0xFF, v & 0xFF)
 
 
+def last_kernel() -> str:
+    """Debug aid: the kernel this thread's last call that did work ran ("cpu" for host
+    arrays, e.g. "add_rmsnorm.row.vec16" on a GPU; "" before any): which path the library's
+    size rules chose.  The names are not a stable interface."""
+    return ffi.string(_ffi.lib().gatednorm_last_kernel()).decode("ascii")
+
+
 def build_info() -> str:
     """Backend, GPU targets and compiler the library was built with."""
     return ffi.string(_ffi.lib().gatednorm_build_info()).decode("utf-8", "replace")
