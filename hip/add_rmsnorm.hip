@@ -15,43 +15,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "add_rmsnorm_kernels.h"
 #include "backend.h"
 #include "device_guard.h"
-#include "fp8_quant.h"
-#include "rmsnorm_gated_kernels.h"
 
 namespace gn {
 namespace {
-
-struct AddArgs {
-    const char *x, *res;
-    char *res_out, *y;
-    const void *weight;
-    int64_t x_st, res_st, res_out_st, y_st;  // bytes
-    Fp8QuantArgs qa;
-    int32_t hidden;
-    int32_t gl;      // row kernel: lanes per group
-    int32_t g_log2;  // row kernel: log2(G)
-    int32_t x_dtype, res_dtype, y_dtype, weight_dtype, round_dtype;
-    int32_t normalize, has_quant, quantize_rounded, pdl;
-    float eps, weight_offset, inv_hidden;
-};
-
-constexpr int kMaxRowThreads = 1024;
-constexpr int kGenericThreads = 256;
 
 __device__ __forceinline__ void pdl_entry(const AddArgs &a) {
     if (a.pdl) {  // no-ops unless launched with the attribute; a uniform branch
         gn_wait_prior_grid();
         gn_allow_next_grid();
     }
-}
-
-// v rounded to dtype dt and widened back (what a store and a re-read give): numerics.h's rules.
-__device__ __forceinline__ float round_to(float v, int dt) {
-    if (dt == kBF16) return bf16_to_f32(f32_to_bf16(v));
-    if (dt == kF16) return f16_to_f32(f32_to_f16(v));
-    return v;
 }
 
 // The row's sum of squares, in one order whatever VEC is (so rmsnorm at VEC 16 gives the bits
@@ -68,9 +43,6 @@ __device__ __forceinline__ float round_to(float v, int dt) {
 // Chunks past hidden hold +0 in both (H % 16 == 0 at VEC 16: a lane is all in or all out); only
 // the ceil(hidden / 256) spans are summed, so VEC 16's extra all-zero half-group never enters.
 // Shuffle groups of at most 32 lanes: 32 divides every warp width.
-constexpr int kChunk = 8;
-constexpr int kSpan = kChunk * kShuffleGroup;  // 256 elements
-constexpr int kMaxSpans = 16384 / kSpan;
 
 // The chunk's elements are widened from their 16-bit words at each use: holding the row as
 // words, not floats, is what keeps VEC 16 at 32 registers.
@@ -213,99 +185,9 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, MINB * kMaxRowThreads) add_rmsn
 }
 
 // ---- generic kernel
-// Element c of the stored row (the residual as stored, or x).
-__device__ __forceinline__ float stored_at(const AddArgs &a, int64_t t, int64_t c) {
-    if (a.res) return load_as_f32(a.res_out + t * a.res_out_st + c * dtype_size(a.res_dtype), a.res_dtype);
-    return load_as_f32(a.x + t * a.x_st + c * dtype_size(a.x_dtype), a.x_dtype);
-}
-
-__device__ __forceinline__ float y_at(const AddArgs &a, int64_t t, int64_t c, float rstd) {
-    const float r = stored_at(a, t, c);
-    if (!a.normalize) return r;
-    const float w = load_as_f32(static_cast<const char *>(a.weight) + c * dtype_size(a.weight_dtype), a.weight_dtype) + a.weight_offset;
-    return r * rstd * w;
-}
-
-// Element c of row t as the row kernel sees it: x, or x + residual rounded to the residual's
-// dtype (stored here, as the row kernel stores it).
-__device__ __forceinline__ float generic_stored(const AddArgs &a, int64_t t, int64_t c) {
-    float v = load_as_f32(a.x + t * a.x_st + c * dtype_size(a.x_dtype), a.x_dtype);
-    if (a.res) {
-        const int rs = dtype_size(a.res_dtype);
-        v += load_as_f32(a.res + t * a.res_st + c * rs, a.res_dtype);
-        v = round_to(v, a.res_dtype);
-        store_from_f32(a.res_out + t * a.res_out_st + c * rs, a.res_dtype, v);
-    }
-    return v;
-}
-
-// The row's sum of squares in row_sum_squares' order, for any hidden: 8-element chunks (past
-// hidden: +0), summed k = 0..7 by fmaf; a span of 32 chunks by the xor butterfly 16 .. 1 in
-// a 32-lane group; the spans' partials added in order from 0.  The block's 8 groups take 8
-// spans a round; every thread adds the round's partials to its running sum in span order.
-// So add_rmsnorm here gives the bits rmsnorm gives on the stored residual in the row kernel
-// (a misaligned input residual sends add_rmsnorm here while the stored one is aligned).
-// Also stores the residual (first pass over the row).
-__device__ float generic_sum_squares(const AddArgs &a, int64_t t) {
-    constexpr int kGroups = kGenericThreads / kShuffleGroup;
-    __shared__ float partial[kGroups];
-    const int64_t H = a.hidden;
-    const int lane = threadIdx.x % kShuffleGroup, group = threadIdx.x / kShuffleGroup;
-    const int64_t spans = (H + kSpan - 1) / kSpan;
-    float total = 0.0f;
-    for (int64_t r0 = 0; r0 < spans; r0 += kGroups) {
-        const int64_t c0 = (r0 + group) * kSpan + int64_t(lane) * kChunk;
-        float v = 0.0f;
-#pragma unroll
-        for (int k = 0; k < kChunk; ++k) {
-            const float e = c0 + k < H ? generic_stored(a, t, c0 + k) : 0.0f;
-            v = fmaf(e, e, v);
-        }
-#pragma unroll
-        for (int m = kShuffleGroup / 2; m > 0; m >>= 1) v += gn_shfl_xor(v, m, kShuffleGroup);
-        if (lane == 0) partial[group] = v;
-        __syncthreads();
-        const int n = spans - r0 < kGroups ? int(spans - r0) : kGroups;
-        for (int i = 0; i < n; ++i) total += partial[i];
-        __syncthreads();  // before the next round overwrites partial; also publishes the residual
-    }
-    return total;
-}
-
 __global__ void __launch_bounds__(kGenericThreads) add_rmsnorm_generic_kernel(const AddArgs a) {
-    const int64_t t = blockIdx.x;
-    const int64_t H = a.hidden;
     pdl_entry(a);
-    // Its barriers also make the stored residual visible to the whole block.
-    const float ss = generic_sum_squares(a, t);
-    const float rstd = a.normalize ? rsqrtf(fmaf(ss, a.inv_hidden, a.eps)) : 1.0f;
-    const int ys = dtype_size(a.y_dtype);
-    if (!a.has_quant) {
-        for (int64_t c = threadIdx.x; c < H; c += kGenericThreads) store_from_f32(a.y + t * a.y_st + c * ys, a.y_dtype, y_at(a, t, c, rstd));
-        return;
-    }
-    const int lane = threadIdx.x % kShuffleGroup, team = threadIdx.x / kShuffleGroup;
-    const int64_t G = a.qa.group;
-    uint8_t *q = reinterpret_cast<uint8_t *>(a.qa.q + t * a.qa.q_st);
-    for (int64_t k = team; k < a.qa.groups; k += kGenericThreads / kShuffleGroup) {
-        uint32_t m = 0;
-        for (int64_t c = k * G + lane; c < (k + 1) * G; c += kShuffleGroup) {
-            float v = y_at(a, t, c, rstd);
-            if (a.quantize_rounded) v = round_to(v, a.round_dtype);
-            m = abs_bits(v) > m ? abs_bits(v) : m;
-        }
-        m = lanes_max_bits<kShuffleGroup>(m, kShuffleGroup);
-        const float s = group_scale(a.qa, m);
-        const bool nan = s != s;
-        const float inv = 1.0f / s;
-        for (int64_t c = k * G + lane; c < (k + 1) * G; c += kShuffleGroup) {
-            const float v = y_at(a, t, c, rstd);
-            if (a.y) store_from_f32(a.y + t * a.y_st + c * ys, a.y_dtype, v);
-            const float vq = a.quantize_rounded ? round_to(v, a.round_dtype) : v;
-            q[c] = nan ? fp8_nan_code(a.qa.format) : uint8_t(fp8_encode_x2(vq * inv, 0.0f, a.qa.format, a.qa.fp8_max));
-        }
-        if (lane == 0) store_scale(a.qa, t, k, s);
-    }
+    add_rmsnorm_generic_row(a, blockIdx.x);
 }
 
 bool aligned(const void *p, unsigned n) { return (reinterpret_cast<uintptr_t>(p) & (n - 1)) == 0; }
@@ -377,48 +259,6 @@ int row_vec(const AddRmsnormProblem &p) {
     return row_kernel_fits(p, other) ? other : 0;
 }
 
-AddArgs make_args(const AddRmsnormProblem &p, int vec) {
-    const QuantFp8Spec &qs = p.quant;
-    AddArgs a{};
-    a.x = p.x;
-    a.res = p.res;
-    a.res_out = p.res_out;
-    a.y = p.y;
-    a.weight = p.weight;
-    a.x_st = p.x_st * dtype_size(p.x_dtype);
-    a.res_st = p.res_st * dtype_size(p.res_dtype);
-    a.res_out_st = p.res_out_st * dtype_size(p.res_dtype);
-    a.y_st = p.y_st * dtype_size(p.y_dtype);
-    if (p.has_quant) {
-        a.qa.q = qs.q;
-        a.qa.scales = qs.scales;
-        a.qa.q_st = qs.q_st;
-        a.qa.s_st_bytes = qs.s_st * (qs.scale_format == kScaleE8m0 ? 1 : 4);
-        a.qa.s_sk = qs.s_sk;
-        a.qa.group = int32_t(qs.group);
-        a.qa.groups = int32_t(qs.groups);
-        a.qa.format = qs.format;
-        a.qa.scale_format = qs.scale_format;
-        a.qa.fp8_max = qs.fp8_max;
-        a.qa.amax_floor = qs.amax_floor;
-        a.gl = vec ? int32_t(qs.group / vec) : 1;
-        while ((int64_t(1) << a.g_log2) < qs.group) ++a.g_log2;
-    }
-    a.hidden = int32_t(p.hidden);
-    a.x_dtype = p.x_dtype;
-    a.res_dtype = p.res_dtype;
-    a.y_dtype = p.y_dtype;
-    a.weight_dtype = p.weight_dtype;
-    a.round_dtype = p.round_dtype;
-    a.normalize = p.normalize;
-    a.has_quant = p.has_quant;
-    a.quantize_rounded = p.has_quant && qs.quantize_rounded;
-    a.eps = p.eps;
-    a.weight_offset = p.weight_offset;
-    a.inv_hidden = 1.0f / float(p.hidden);
-    return a;
-}
-
 template <class Kernel>
 hipError_t launch(Kernel k, unsigned grid, unsigned block, const AddArgs &a, hipStream_t stream, bool pdl) {
 #if defined(GN_HAS_PDL)
@@ -463,6 +303,48 @@ const char *kernel_name(bool normalize, int vec, bool same) {
 
 }  // namespace
 
+AddArgs make_add_args(const AddRmsnormProblem &p, int vec) {
+    const QuantFp8Spec &qs = p.quant;
+    AddArgs a{};
+    a.x = p.x;
+    a.res = p.res;
+    a.res_out = p.res_out;
+    a.y = p.y;
+    a.weight = p.weight;
+    a.x_st = p.x_st * dtype_size(p.x_dtype);
+    a.res_st = p.res_st * dtype_size(p.res_dtype);
+    a.res_out_st = p.res_out_st * dtype_size(p.res_dtype);
+    a.y_st = p.y_st * dtype_size(p.y_dtype);
+    if (p.has_quant) {
+        a.qa.q = qs.q;
+        a.qa.scales = qs.scales;
+        a.qa.q_st = qs.q_st;
+        a.qa.s_st_bytes = qs.s_st * (qs.scale_format == kScaleE8m0 ? 1 : 4);
+        a.qa.s_sk = qs.s_sk;
+        a.qa.group = int32_t(qs.group);
+        a.qa.groups = int32_t(qs.groups);
+        a.qa.format = qs.format;
+        a.qa.scale_format = qs.scale_format;
+        a.qa.fp8_max = qs.fp8_max;
+        a.qa.amax_floor = qs.amax_floor;
+        a.gl = vec ? int32_t(qs.group / vec) : 1;
+        while ((int64_t(1) << a.g_log2) < qs.group) ++a.g_log2;
+    }
+    a.hidden = int32_t(p.hidden);
+    a.x_dtype = p.x_dtype;
+    a.res_dtype = p.res_dtype;
+    a.y_dtype = p.y_dtype;
+    a.weight_dtype = p.weight_dtype;
+    a.round_dtype = p.round_dtype;
+    a.normalize = p.normalize;
+    a.has_quant = p.has_quant;
+    a.quantize_rounded = p.has_quant && qs.quantize_rounded;
+    a.eps = p.eps;
+    a.weight_offset = p.weight_offset;
+    a.inv_hidden = 1.0f / float(p.hidden);
+    return a;
+}
+
 gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
     if (p.tokens >= (int64_t(1) << 31) || p.hidden > (int64_t(1) << 30) || p.quant.groups >= (int64_t(1) << 31))
         return fail(GATEDNORM_STATUS_UNSUPPORTED, "x: %lld rows of %lld; the GPU kernels take fewer than 2^31 rows of at most 2^30",
@@ -477,7 +359,7 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
 #endif
     const hipStream_t s = static_cast<hipStream_t>(stream_ptr);
     const int vec = row_vec(p);
-    AddArgs a = make_args(p, vec);
+    AddArgs a = make_add_args(p, vec);
     a.pdl = pdl;
     const unsigned grid = unsigned(p.tokens);
     hipError_t err;

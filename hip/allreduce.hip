@@ -6,13 +6,16 @@
 //    __syncthreads; the block sums its rows over the W slots in rank order in fp32 (peers'
 //    memory read with loads that bypass L1 (below), issued after that fence and barrier) and
 //    stores the sum rounded to x's dtype in the rank-local reduced region;
-//  then add_rmsnorm (add_rmsnorm.hip's kernels) reads the reduced region, on the same stream.
+//  then, up to kCommGpuBlocks tokens (one a block), the same block runs add_rmsnorm's generic
+//  row body (add_rmsnorm_kernels.h: the row kernel's sum order, so the unfused path's bits) on
+//  the row it reduced: one launch a rank; above, add_rmsnorm.hip's kernels read the reduced
+//  region in a second launch on the same stream.
 // Two slots suffice (cpu_allreduce.cpp has the argument): rank r writes slot e % 2 of block b
 // only after every peer's block b raised its flag to e - 1, so every peer has started its call
 // e - 1, and stream order finished its call e - 2 (hence no PDL here).  The grid is fixed, so
 // every block of every rank counts the same epochs whatever the token count.
 // The W exchange kernels of one call must be resident at once (they wait on each other): with
-// ranks as streams of one GPU that is W * kCommGpuBlocks blocks of 256 threads (128 at W = 8).
+// ranks as streams of one GPU that is W * kCommGpuBlocks blocks of 256 threads.
 //
 // The kernel is a template on the world size W (every legal one, 1 .. kCommMaxWorld) so that
 // the loops over ranks unroll and every peer pointer is a kernel parameter read at a constant
@@ -25,6 +28,7 @@
 // by numerics.h's f32_to_bf16 / f32_to_f16 (the CPU protocol's store_from_f32).
 #include <string.h>
 
+#include "add_rmsnorm_kernels.h"
 #include "backend.h"
 #include "device_guard.h"
 #include "numerics.h"
@@ -33,6 +37,7 @@ namespace gn {
 namespace {
 
 constexpr int kExThreads = 256;
+static_assert(kExThreads == kGenericThreads, "the fused path runs add_rmsnorm's generic body with the exchange's block");
 static_assert(kCommHeader % 16 == 0 && kCommSlotAlign % 16 == 0, "slots and the reduced region start 16-byte aligned");
 
 struct ExArgs {
@@ -44,6 +49,8 @@ struct ExArgs {
     int64_t row;     // bytes of a row
     size_t slot_bytes;
     int32_t hidden, dtype, rank;
+    int32_t fused;   // one-shot fused: the block normalizes the rows it reduced (norm's x: the reduced region)
+    AddArgs norm;
 };
 
 __device__ __forceinline__ float load_volatile(const char *p, int dt) {
@@ -170,6 +177,10 @@ __global__ void __launch_bounds__(kExThreads) allreduce_exchange_kernel(const Ex
             }
         }
     }
+    if (a.fused) {  // uniform: every thread of every block
+        __syncthreads();  // the rows this block reduced, visible to all its threads
+        for (int64_t t = b; t < a.tokens; t += gridDim.x) add_rmsnorm_generic_row(a.norm, t);
+    }
 }
 
 using ExKernel = void (*)(ExArgs);
@@ -220,13 +231,21 @@ gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
                      c.slot_bytes % 16 == 0;
     const ExKernel k = vec ? exchange_kernel<true>(c.world) : exchange_kernel<false>(c.world);
     if (!k) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "comm: world_size %d", c.world);
-    k<<<kCommGpuBlocks, kExThreads, 0, s>>>(a);
-    const gatednorm_status st = check_launch("allreduce exchange");
-    if (st != GATEDNORM_STATUS_SUCCESS) return st;
+    // The norm reads the reduced region (rank-local, x's dtype, rows of `hidden`).
     p.x = c.buffers[c.rank] + kCommHeader + 2 * c.slot_bytes;
     p.x_st = p.hidden;
     p.pdl = false;
-    return gpu_add_rmsnorm(p, stream_ptr);
+    // Up to one token a block: one launch, each block normalizing the row it reduced with
+    // add_rmsnorm's generic body (the row kernel's sum order, so the same bits as the
+    // unfused path).  More tokens: the row kernel's own launch after the exchange, which
+    // streams large T faster than 16 blocks of 256 threads would.
+    a.fused = p.tokens <= kCommGpuBlocks;
+    if (a.fused) a.norm = make_add_args(p, 0);
+    k<<<kCommGpuBlocks, kExThreads, 0, s>>>(a);
+    const gatednorm_status st = check_launch("allreduce exchange");
+    if (st != GATEDNORM_STATUS_SUCCESS || !a.fused) return st != GATEDNORM_STATUS_SUCCESS ? st : gpu_add_rmsnorm(p, stream_ptr);
+    note_kernel("allreduce.one_shot.fused");
+    return st;
 }
 
 gatednorm_status gpu_comm_buffer_alloc(int32_t device_id, size_t bytes, void **buffer, uint8_t *handle) {

@@ -4,8 +4,8 @@
 // the CPU backend; this header adds the lane-level parts: the group amax reduced over the
 // lanes that hold the group, the codes of a lane's VEC values, the scale written by one lane.
 #pragma once
+#include "port.h"  // first: under HIP it brings the runtime numerics.h's qualifiers need
 #include "numerics.h"
-#include "port.h"
 
 namespace gn {
 

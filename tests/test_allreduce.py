@@ -291,15 +291,19 @@ def test_gpu_streams(requires_gpu, W):
             gatednorm._runtime.device_synchronize(0)  # the uploads are done
             gc.disable()  # no free between the launches
             try:
-                outs = []
+                outs, kernels = [], []
                 for r, (a, kw) in enumerate(args):
                     a = dict(a)
                     x, res, w = a.pop("x"), a.pop("residual"), a.pop("weight")
                     outs.append(groups[r].add_rmsnorm(x, res, w, stream=streams[r], **a, **kw))
+                    kernels.append(gatednorm.last_kernel())
             finally:
                 gc.enable()
             for st in streams:
                 st.synchronize()
+            # T = 5 <= 16 tokens: one launch a rank, the exchange kernel normalizing its rows
+            # (asserted only once every rank launched: a rank alone would wait for its peers)
+            assert kernels == ["allreduce.one_shot.fused"] * W
             want = expected(case, rep, W, be)
             for r in range(W):
                 for name, g, e in zip(("y", "q", "scales", "residual"), outs[r], want):
@@ -398,6 +402,8 @@ def test_gpu_streams_layouts(requires_gpu, W):
             gc.disable()  # no free between the launches
             try:
                 outs = [groups[r].add_rmsnorm(x, res, w, y_out=yo, stream=streams[r]) for r, (x, res, w, yo) in enumerate(args)]
+                # T = 37 > 16 tokens: the exchange, then add_rmsnorm's own launch
+                assert gatednorm.last_kernel().startswith("add_rmsnorm.")
             finally:
                 gc.enable()
             for st in streams:
