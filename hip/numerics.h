@@ -234,9 +234,10 @@ GN_HD uint8_t e8m0_byte(float s) { return uint8_t(f32_bits(s) >> 23); }
 // one for this format.  Callers handle NaN (a NaN group's codes are written as the format's
 // NaN by the group epilogue, fp8_quant.h): the converts' NaN rules differ between targets, so
 // they never see one.  Checked equal to fp8_encode for every finite input:
-//  - NVIDIA sm_89+: cvt.rn.satfinite.e4m3x2.f32 is OCP E4M3 (fn) with RNE; the clamp to
-//    +-fp8_max comes first, so satfinite never acts; -0 and negative values rounding to zero
-//    give 0x80, as fp8_encode does for fn.
+//  - NVIDIA sm_89+: cvt.rn.satfinite.e4m3x2.f32 is OCP E4M3 (fn) with RNE; here the clamp to
+//    +-fp8_max comes first, so satfinite never acts (fp8_encode_x2_fn448 below leaves the
+//    clamp to satfinite at fp8_max = 448); -0 and negative values rounding to zero give 0x80,
+//    as fp8_encode does for fn.
 //  - AMD gfx942 (fnuz) and gfx950 (OCP fn): v_cvt_pk_fp8_f32 (RNE).  On gfx942 a negative
 //    value rounding to zero may come back 0x80, fnuz's NaN: such bytes are mapped to 0x00.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890

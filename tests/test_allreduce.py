@@ -315,9 +315,12 @@ def test_gpu_streams(requires_gpu, W):
 # The GPU exchange moves rows 16 bytes at a time when x, its token stride and the row bytes
 # are 16-byte aligned, else 2 bytes at a time; it is compiled for each world size.  Each
 # layout below picks one path (the comment says which); T = 37 tokens gives block b of the
-# fixed 16-block grid tokens b, b + 16 and (b < 5) b + 32.  The CPU threads run the same
-# cases (the test's own check; the CPU has one path).
+# fixed 16-block grid tokens b, b + 16 and (b < 5) b + 32, with add_rmsnorm's own launch after
+# the exchange; up to 16 tokens (GPU_TOKENS' 5 and 16) the exchange kernel normalizes its rows
+# itself (the fused one-launch path; 17: just past it).  The CPU threads run the same cases
+# at PT (the test's own check; the CPU has one path).
 PT = 37
+GPU_TOKENS = (5, 16, 17, 37)
 LAYOUTS = [  # (x dtype, hidden, padded row of x's buffer or None, element offset of x in it)
     ("bf16", 256, None, 0),   # 16-byte path
     ("fp32", 196, None, 0),   # 16-byte path (784-byte rows)
@@ -326,26 +329,28 @@ LAYOUTS = [  # (x dtype, hidden, padded row of x's buffer or None, element offse
     ("fp32", 197, None, 0),   # 2-byte path: 788-byte rows
     ("bf16", 256, 264, 1),    # 2-byte path: x starts 2 bytes past a 16-byte boundary
     ("bf16", 256, 260, 0),    # 2-byte path: 520-byte token stride
+    ("bf16", 2304, None, 0),  # 16-byte path; 9 spans of 256: two rounds of the generic row's sum
+    ("bf16", 2300, None, 0),  # 2-byte path (4600-byte rows), two rounds
 ]
 
 
-def layout_data(li, rank):
+def layout_data(li, rank, T=PT):
     xd, h, padded, off = LAYOUTS[li]
     g = np.random.default_rng(7000 + 100 * li + rank)
-    full = (g.standard_normal((PT, padded or h)) * 2).astype(np.float32).astype(DTS[xd])
+    full = (g.standard_normal((T, padded or h)) * 2).astype(np.float32).astype(DTS[xd])
     x = full[:, off:off + h]
     # A row of -0 on every rank, and in the residual: the sum that starts from rank 0's value
     # keeps -0 (the residual stored -0), one that starts from +0 would give +0.
     x[3] = -0.0
     g = np.random.default_rng(7000 + 100 * li + 99)
-    res = g.standard_normal((PT, h)).astype(np.float32).astype(DTS[xd])
+    res = g.standard_normal((T, h)).astype(np.float32).astype(DTS[xd])
     res[3] = -0.0
     w = (g.standard_normal(h) * 0.5 + 1).astype(np.float32)
     return x, full, res, w
 
 
-def layout_expected(li, W, be=None):
-    parts = [layout_data(li, r) for r in range(W)]
+def layout_expected(li, W, be=None, T=PT):
+    parts = [layout_data(li, r, T) for r in range(W)]
     acc = parts[0][0].astype(np.float32)
     for p in parts[1:]:
         acc = acc + p[0].astype(np.float32)
@@ -393,25 +398,27 @@ def test_gpu_streams_layouts(requires_gpu, W):
     streams = [gatednorm.Stream(0) for _ in range(W)]
     for li, (xd, h, _, _) in enumerate(LAYOUTS):
         groups = AllReduceGroup.in_process(W, dev, max_tokens=PT, hidden=h, dtype="float32")
-        for rep in range(REPS):  # both slots
-            args = []
-            for r in range(W):
-                x, full, res, w = layout_data(li, r)
-                args.append((be.put(x, full), be.put(res.copy()), be.put(w), be.put(np.full(x.shape, np.nan, x.dtype))))
-            gatednorm._runtime.device_synchronize(0)
-            gc.disable()  # no free between the launches
-            try:
-                outs = [groups[r].add_rmsnorm(x, res, w, y_out=yo, stream=streams[r]) for r, (x, res, w, yo) in enumerate(args)]
-                # T = 37 > 16 tokens: the exchange, then add_rmsnorm's own launch
-                assert gatednorm.last_kernel().startswith("add_rmsnorm.")
-            finally:
-                gc.enable()
-            for st in streams:
-                st.synchronize()
-            want = layout_expected(li, W, be)
-            for r in range(W):
-                for name, g, e in zip(("y", "residual"), (outs[r].y, outs[r].residual), want):
-                    assert bits_equal(be.get(g), e), "layout %d rep %d rank %d: %s differs" % (li, rep, r, name)
+        for T in GPU_TOKENS:
+            for rep in range(REPS):  # both slots
+                args = []
+                for r in range(W):
+                    x, full, res, w = layout_data(li, r, T)
+                    args.append((be.put(x, full), be.put(res.copy()), be.put(w), be.put(np.full(x.shape, np.nan, x.dtype))))
+                gatednorm._runtime.device_synchronize(0)
+                gc.disable()  # no free between the launches
+                try:
+                    outs = [groups[r].add_rmsnorm(x, res, w, y_out=yo, stream=streams[r]) for r, (x, res, w, yo) in enumerate(args)]
+                    kernel = gatednorm.last_kernel()  # rank W - 1's call
+                finally:
+                    gc.enable()
+                for st in streams:
+                    st.synchronize()
+                # up to 16 tokens one launch a rank; above, the exchange and add_rmsnorm's own
+                assert kernel == "allreduce.one_shot.fused" if T <= 16 else kernel.startswith("add_rmsnorm."), (T, kernel)
+                want = layout_expected(li, W, be, T)
+                for r in range(W):
+                    for name, g, e in zip(("y", "residual"), (outs[r].y, outs[r].residual), want):
+                        assert bits_equal(be.get(g), e), "layout %d T %d rep %d rank %d: %s differs" % (li, T, rep, r, name)
 
 
 # ----------------------------------------------------------------------------- the C layer
