@@ -1283,10 +1283,13 @@ def _tinygemm_pack(torch, q, z, s):
 
 
 def _gemlite_layer(q, z, s):
-    from gemlite.helper import A16W4
+    """gemlite's W4A16 layer of codes q [N, K] (uint8), zeros z and scales s [N, K/G]:
+    W = (q - z) * s.  gemlite 0.6 names it A16Wn (W_nbits=4); earlier releases A16W4."""
+    import gemlite.helper as gh
 
-    n, k = q.shape
-    return A16W4(device="cuda").from_weights(q, s, z.to(s.dtype), None)
+    if hasattr(gh, "A16Wn"):
+        return gh.A16Wn(device="cuda").from_weights(q, s, z.to(s.dtype), W_nbits=4, group_size=GROUP)
+    return gh.A16W4(device="cuda").from_weights(q, s, z.to(s.dtype), None)
 
 
 def _w4_tinygemm(torch):
@@ -1303,9 +1306,18 @@ def _w4_tinygemm(torch):
 
 def _w4_gemlite(torch):
     try:
-        from gemlite.helper import A16W4  # noqa: F401
+        import gemlite.helper as gh
     except Exception as e:
         raise PeerMissing(f"gemlite not importable: {type(e).__name__}: {e}") from None
+    if not (hasattr(gh, "A16Wn") or hasattr(gh, "A16W4")):
+        raise PeerMissing("gemlite.helper has neither A16Wn (0.6) nor A16W4 (earlier)")
+    try:  # a small layer built and run once: an API this code does not know is a missing peer
+        q = torch.randint(0, 16, (64, 2 * GROUP), dtype=torch.uint8, device="cuda")
+        zs = torch.full((64, 2), 8, dtype=torch.uint8, device="cuda")
+        sc = torch.full((64, 2), 0.01, dtype=torch.bfloat16, device="cuda")
+        _gemlite_layer(q, zs, sc).forward(torch.ones(1, 2 * GROUP, dtype=torch.bfloat16, device="cuda"))
+    except Exception as e:
+        raise PeerMissing(f"gemlite layer could not be built and run: {type(e).__name__}: {str(e)[:200]}") from None
 
     def gemlite(a, b):
         if b.gl is None:
@@ -1322,7 +1334,7 @@ class W4A16Bench(OpBench):
     weight bytes over the time against the copy ceiling); weights rotate over copies past 2x
     L2, activations and outputs per set.  Each (K, N)'s weights are built once (host codes
     from a seeded rng; the copies hold the same values in distinct memory) and reused across
-    M.  Peers: tinygemm (torch.ops.aten._weight_int4pack_mm), gemlite A16W4, cuBLAS dense bf16
+    M.  Peers: tinygemm (torch.ops.aten._weight_int4pack_mm), gemlite (A16Wn, 4-bit), cuBLAS dense bf16
     (torch.matmul of the dequantized weight).  Ours' check: sampled rows x columns within
     reference.w4a16_tolerance ("ulp" column: worst |err| / tolerance); peers: relative error
     (worst |err| / max |ref|) <= 2%, printed for each peer after the table."""
