@@ -22,7 +22,7 @@
 # --extra-bench: the device tool brings back at most 8, so not all three with pytest.
 #
 # Python packages the host lacks (cffi, pycparser, fla-core, einops, gemlite) come as
-# wheels in .whl/ (../shared/tools/offline_wheels.sh .whl), installed to /tmp/site.
+# wheels in .whl/ (collected by the workplace's offline_wheels.sh), installed to /tmp/site.
 set -uo pipefail
 out=${1:?usage: scripts/gpu_check.sh OUTDIR [--quick] [--bench-args ARGS]}
 shift
