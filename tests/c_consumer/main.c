@@ -56,6 +56,10 @@ int main(void) {
         printf("FAIL: %s: %s\n", gatednorm_status_string(st), gatednorm_last_error());
         return 1;
     }
+    if (strcmp(gatednorm_last_kernel(), "cpu") != 0) {  /* host tensors run on the CPU backend */
+        printf("FAIL: last_kernel '%s' after a host call\n", gatednorm_last_kernel());
+        return 1;
+    }
     double worst = 0.0;
     for (int r = 0; r < T * H; ++r) {
         double ss = 0.0;
