@@ -4,8 +4,7 @@
 //    256 <= hidden <= 16384, 16-byte aligned rows): hidden / VEC lanes, each holding VEC
 //    contiguous elements in registers (VEC = 8, one 16-byte load; VEC = 16 above 8192 and,
 //    where weight and copy share x's dtype, for many rows: preferred_vec), read once and
-//    written once.  The sum of
-//    squares reduces by xor-shuffles in groups of at most 32 lanes (32 divides every warp
+//    written once.  The sum of squares reduces by xor-shuffles in groups of at most 32 lanes (32 divides every warp
 //    width) and then across 256-element spans in shared memory, in an order that does not
 //    depend on VEC (row_sum_squares); a group of G elements is G / VEC adjacent lanes, so
 //    its amax is fp8_quant.h's lane reduction and never leaves registers.
@@ -64,17 +63,9 @@ __device__ __forceinline__ float row_sum_squares(const uint32_t (&r)[VEC / 2], i
     __shared__ float partial[kMaxSpans];
     float v;
     if constexpr (VEC == 8) {
-        v = chunk_squares<XDT>(r);
-#pragma unroll
-        for (int m = kLanes / 2; m > 0; m >>= 1) v += gn_shfl_xor(v, m, kLanes);
+        v = span_butterfly<kLanes>(chunk_squares<XDT>(r));
     } else {
-        float e = chunk_squares<XDT>(r), o = chunk_squares<XDT>(r + kChunk / 2);
-#pragma unroll
-        for (int m = kLanes / 2; m > 0; m >>= 1) {
-            e += gn_shfl_xor(e, m, kLanes);
-            o += gn_shfl_xor(o, m, kLanes);
-        }
-        v = e + o;
+        v = span_butterfly<kLanes>(chunk_squares<XDT>(r)) + span_butterfly<kLanes>(chunk_squares<XDT>(r + kChunk / 2));
     }
     if (threadIdx.x % kLanes == 0) partial[threadIdx.x / kLanes] = v;
     __syncthreads();
@@ -208,7 +199,6 @@ bool aligned(const void *p, unsigned n) { return (reinterpret_cast<uintptr_t>(p)
 // Small T keeps 8: more lanes, and the weight read beside x rather than after the row sum.
 // The sum of squares' order does not depend on VEC (row_sum_squares), so add_rmsnorm still
 // gives the bits rmsnorm gives on the stored residual (tests/test_add_rmsnorm.py).
-// GATEDNORM_ROW_VEC (8 or 16) overrides the rule where legal: a temporary A/B switch.
 bool same_dtypes(const AddRmsnormProblem &p) {
     return (!p.normalize || p.weight_dtype == p.x_dtype) && (!p.y || p.y_dtype == p.x_dtype);
 }
@@ -220,6 +210,8 @@ bool vec16_pays(const AddRmsnormProblem &p) {
     return p.has_quant && wide && p.tokens >= 128;
 }
 
+// GATEDNORM_ROW_VEC (8 or 16) overrides the rule where legal: the tests' and the bench's hook
+// to run both widths (both serve some shapes by default).
 int preferred_vec(const AddRmsnormProblem &p) {
     const char *v = getenv("GATEDNORM_ROW_VEC");  // read every call: the bench's modes set it
     const int forced = v && (!strcmp(v, "8") || !strcmp(v, "16")) ? atoi(v) : 0;

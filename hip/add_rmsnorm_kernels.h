@@ -39,6 +39,16 @@ constexpr int kChunk = 8;
 constexpr int kSpan = kChunk * kShuffleGroup;  // 256 elements
 constexpr int kMaxSpans = 16384 / kSpan;
 
+// A span's chunk sums combined by the xor butterfly over LANES adjacent lanes (offsets
+// LANES / 2 .. 1; every lane ends with the same bits, addition commutes): the one butterfly
+// the row kernel (32 lanes at VEC 8, 16 at VEC 16 on each half) and the generic body use.
+template <int LANES>
+__device__ __forceinline__ float span_butterfly(float v) {
+#pragma unroll
+    for (int m = LANES / 2; m > 0; m >>= 1) v += gn_shfl_xor(v, m, LANES);
+    return v;
+}
+
 // ---- the generic body
 // Element c of the stored row (the residual as stored, or x).
 __device__ __forceinline__ float stored_at(const AddArgs &a, int64_t t, int64_t c) {
@@ -88,8 +98,7 @@ __device__ __forceinline__ float generic_sum_squares(const AddArgs &a, int64_t t
             const float e = c0 + k < H ? generic_stored(a, t, c0 + k) : 0.0f;
             v = fmaf(e, e, v);
         }
-#pragma unroll
-        for (int m = kShuffleGroup / 2; m > 0; m >>= 1) v += gn_shfl_xor(v, m, kShuffleGroup);
+        v = span_butterfly<kShuffleGroup>(v);
         if (lane == 0) partial[group] = v;
         __syncthreads();
         const int n = spans - r0 < kGroups ? int(spans - r0) : kGroups;

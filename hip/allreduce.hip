@@ -243,7 +243,8 @@ gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
     if (a.fused) a.norm = make_add_args(p, 0);
     k<<<kCommGpuBlocks, kExThreads, 0, s>>>(a);
     const gatednorm_status st = check_launch("allreduce exchange");
-    if (st != GATEDNORM_STATUS_SUCCESS || !a.fused) return st != GATEDNORM_STATUS_SUCCESS ? st : gpu_add_rmsnorm(p, stream_ptr);
+    if (st != GATEDNORM_STATUS_SUCCESS) return st;
+    if (!a.fused) return gpu_add_rmsnorm(p, stream_ptr);
     note_kernel("allreduce.one_shot.fused");
     return st;
 }

@@ -58,34 +58,25 @@ __device__ __forceinline__ void encode_codes(const Fp8QuantArgs &a, const float 
         return;
     }
     const float inv = 1.0f / scale;  // IEEE reciprocal, as the CPU's: one per group
-    // The format's encoder chosen once for the lane, not per pair: inside the first branch
-    // fp8_encode_x2's own test folds to the hardware convert.
-#if defined(GN_FP8_FN_SATFINITE)
-    if (a.format == kE4M3FN && a.fp8_max == 448.0f) {  // the default: no clamp needed
+    const auto encode_all = [&](auto encode_pair) {
 #pragma unroll
         for (int i = 0; i < VEC / 4; ++i) {
-            const uint32_t lo = fp8_encode_x2_fn448(y[4 * i] * inv, y[4 * i + 1] * inv);
-            const uint32_t hi = fp8_encode_x2_fn448(y[4 * i + 2] * inv, y[4 * i + 3] * inv);
+            const uint32_t lo = encode_pair(y[4 * i] * inv, y[4 * i + 1] * inv);
+            const uint32_t hi = encode_pair(y[4 * i + 2] * inv, y[4 * i + 3] * inv);
             w[i] = lo | (hi << 16);
         }
+    };
+    // The format's encoder chosen once for the lane, not per pair: inside the hardware branch
+    // fp8_encode_x2's own test folds to the convert.
+#if defined(GN_FP8_FN_SATFINITE)
+    if (a.format == kE4M3FN && a.fp8_max == 448.0f) {  // the default: satfinite is the clamp
+        encode_all([](float lo, float hi) { return fp8_encode_x2_fn448(lo, hi); });
         return;
     }
 #endif
-    if (fp8_hw_convert(a.format)) {
-#pragma unroll
-        for (int i = 0; i < VEC / 4; ++i) {
-            const uint32_t lo = fp8_encode_x2(y[4 * i] * inv, y[4 * i + 1] * inv, a.format, a.fp8_max);
-            const uint32_t hi = fp8_encode_x2(y[4 * i + 2] * inv, y[4 * i + 3] * inv, a.format, a.fp8_max);
-            w[i] = lo | (hi << 16);
-        }
-    } else {
-#pragma unroll
-        for (int i = 0; i < VEC / 4; ++i) {
-            const uint32_t lo = fp8_encode_x2(y[4 * i] * inv, y[4 * i + 1] * inv, a.format, a.fp8_max);
-            const uint32_t hi = fp8_encode_x2(y[4 * i + 2] * inv, y[4 * i + 3] * inv, a.format, a.fp8_max);
-            w[i] = lo | (hi << 16);
-        }
-    }
+    const auto shared_encoder = [&](float lo, float hi) { return fp8_encode_x2(lo, hi, a.format, a.fp8_max); };
+    if (fp8_hw_convert(a.format)) encode_all(shared_encoder);
+    else encode_all(shared_encoder);
 }
 
 // The scale of group k of token t, stored by the one lane that owns the group's first element.

@@ -371,8 +371,8 @@ int vec_team(const RmsnormGatedFp8Problem &pr) {
 // T = 128 3.50 / 3.64, T = 1024 9.97 / 9.12, T = 4096 32.6 / 28.3, T = 16384 120.3 / 101.2:
 // twice the lanes win while the problem is latency-bound, half the epilogues once it streams.
 // So 16 from kE16MinRows rows (T = 512 at H = 32).  GATEDNORM_FP8_LANE_ELEMS (8 or 16, read
-// at each call: the bench's e8 / e16 modes set it) forces either where legal: a TEMPORARY
-// A/B switch.
+// at each call: the bench's e8 / e16 modes set it) forces either where legal: the tests' and
+// the bench's hook to run both widths.
 constexpr int64_t kE16MinRows = 16384;
 
 int lane_elems(const RmsnormGatedFp8Problem &pr) {

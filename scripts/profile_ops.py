@@ -5,7 +5,7 @@ report's kernels can be matched to cases in order.  Not part of the library.
 
     python3 scripts/profile_ops.py [CASE ...]      (default: every case)
 
-Cases (the kernel choice forced through the launchers' temporary A/B variables):
+Cases (the kernel choice forced through the launchers' width hooks):
     fp8_e8, fp8_e16     gated RMSNorm + FP8, bf16 [4096, 32, 128], G = 128, e4m3fn
     rms_vec8, rms_vec16 RMSNorm bf16 [8192, 4096]
     addq_vec8           add-RMSNorm + FP8 + bf16 copy [1024, 4096]

@@ -237,7 +237,7 @@ def test_group_sizes(be, rng, D, G, H, sf):
     run(be, x, z, w, group_size=G, scale_format=sf, layout="col")
 
 
-# TEMPORARY, with GATEDNORM_FP8_LANE_ELEMS (hip/rmsnorm_gated_fp8.hip's A/B switch): the vec
+# With GATEDNORM_FP8_LANE_ELEMS (hip/rmsnorm_gated_fp8.hip's hook forcing a width): the vec
 # kernel's 8- and 16-element lanes give the same bits (the 16-element sum of squares keeps
 # the 8-element order), wherever both are legal and where 16 falls back to 8.
 AB_SHAPES = [(37, 3, 128, 128), (37, 4, 128, 64), (37, 4, 128, 32), (37, 2, 128, 16), (37, 4, 128, 256), (37, 8, 128, 512),

@@ -513,7 +513,7 @@ def _on_stream(f, stream, *args, **kw):
     return lambda: f(*args, stream=stream(), **kw)
 
 
-# Kernel-choice modes of ours (temporary A/B): "vec8" / "vec16" force the row kernel's VEC
+# Kernel-choice modes of ours (the launchers' width hooks): "vec8" / "vec16" force the row kernel's VEC
 # (add_rmsnorm, rmsnorm, group_quant_fp8), "e8" / "e16" the elements a lane of the gated FP8
 # vec kernel owns (rmsnorm_gated_fp8), through an environment
 # variable the launcher reads at each call.  The variable is set just before the call (a
