@@ -80,7 +80,11 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     }
     pl.mt = m <= 8 ? 1 : 2;
     pl.mblocks = int((m + 8 * pl.mt - 1) / (8 * pl.mt));
-    pl.wn = ntiles >= 8 * int64_t(f.sms) ? 2 : 1;  // very wide N: two col tiles a warp, fewer blocks
+    // Two col tiles a warp once one a warp would need more than one wave of blocks (the
+    // kernel keeps kW4DecodeBlocksPerSm resident): runs 42-43 (scripts/tune_w4a16.cu), M = 1:
+    // 4096x6144 (384 col tiles) 10.8 -> 9.3 us, 4096x24576 27.6 -> 24.5; but 4096x4096 and
+    // 12288x4096 (256 col tiles, one wave either way) 6.4 -> 7.8 and 13.8 -> 18.4.
+    pl.wn = ntiles > int64_t(kW4DecodeBlocksPerSm) * f.sms ? 2 : 1;
 #else
     pl.mblocks = int((m + 15) / 16);
     chunks_per_split_min = kW4AmdWaves;

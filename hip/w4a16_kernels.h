@@ -188,11 +188,12 @@ __device__ __forceinline__ void w4_load_act16(const W4a16Args &p, int row, int k
 
 constexpr int kW4DecodeWarps = 8;
 constexpr int kW4DecodeThreads = kW4DecodeWarps * 32;
+constexpr int kW4DecodeBlocksPerSm = 2;  // the launch bound: registers for two blocks an SM
 
 // grid: (ceil(ntiles / WN), nsplit, ceil(M / (8 MT))).  MT: 8-row blocks of M (1 or 2);
 // WN: col tiles per warp; U: k chunks per batch of loads (double-buffered).
 template <int DT, bool ZP, int MT, int WN, int U>
-__global__ void __launch_bounds__(kW4DecodeThreads, 2) w4a16_decode_kernel(const W4a16Args p) {
+__global__ void __launch_bounds__(kW4DecodeThreads, kW4DecodeBlocksPerSm) w4a16_decode_kernel(const W4a16Args p) {
     __shared__ float red[kW4DecodeWarps][WN * MT * 4][32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;

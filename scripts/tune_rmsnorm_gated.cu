@@ -29,15 +29,8 @@
 #include <vector>
 
 #include "rmsnorm_gated_kernels.h"
+#include "tuner_check.h"
 
-#define CHECK(x)                                                                              \
-    do {                                                                                      \
-        cudaError_t e_ = (x);                                                                 \
-        if (e_ != cudaSuccess) {                                                              \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            exit(1);                                                                          \
-        }                                                                                     \
-    } while (0)
 
 using namespace gn;
 constexpr int D = 128;

@@ -277,16 +277,26 @@ def test_gemm_gpu_shapes(rng, requires_gpu, shape):
 
 
 # Shapes that reach the decode plan's other paths on a GPU of ~132 SMs (split-K on with a
-# K tail; no split with a partial last col tile; many col tiles of short K), every M
-# (M > 16 is the mma kernel).
-PLAN_SHAPES = [(24, 70016), (2120, 4224), (4104, 4224), (16904, 1152)]
+# K tail; no split with a partial last col tile; many col tiles of short K; two col tiles a
+# warp with K of two chunks, so six of a block's eight warps have no chunk), every M (M > 16
+# is the mma kernel).
+PLAN_SHAPES = [(24, 70016), (2120, 4224), (4104, 4224), (16904, 1152), (70016, 128)]
 
 
 @pytest.mark.parametrize("m", M_LIST)
-@pytest.mark.parametrize("shape", PLAN_SHAPES, ids=["split", "nosplit", "ctn2", "wn2"])
+@pytest.mark.parametrize("shape", PLAN_SHAPES, ids=["split", "nosplit", "ctn2", "wn2", "wn2_two_chunks"])
 def test_gemm_gpu_plan_paths(rng, requires_gpu, shape, m):
     n, k = shape
     run_gemm("gpu", rng, m, n, k, 128, False, "bf16")
+
+
+# Kernel names whose choice does not depend on the GPU's SM count (any GPU of < 500 SMs).
+@pytest.mark.parametrize("m, n, k, kernel", [(1, 64, 8192, "w4a16.decode.splitk"), (16, 64, 8192, "w4a16.decode.splitk"),
+                                             (1, 70016, 128, "w4a16.decode"), (9, 70016, 128, "w4a16.decode"),
+                                             (17, 64, 128, "w4a16.mma")])
+def test_gpu_kernel_choice(rng, requires_gpu, m, n, k, kernel):
+    run_gemm("gpu", rng, m, n, k, 128, False, "bf16")
+    assert gatednorm.last_kernel() == kernel
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])

@@ -1,0 +1,577 @@
+// A/B of W4A16 decode kernels on one GPU, for NOTES.md / docs/perf-log.md: the library's
+// register-batch decode kernel at its knobs (WN col tiles a warp, U chunks a batch), and the
+// streaming experiment of runs 40-42 (a cp.async ring a warp: STAGES chunks in flight, ks
+// warps a col tile, split-K across blocks) with its diagnostics: the same access pattern
+// with loads only (the memory system's ceiling for it) and compute only (the issue-bound
+// floor), at the issue's shapes, M = 1 and 16.  Each variant is timed as the benchmark
+// times the library: a CUDA graph of >= 20 launches over rotated
+// weight copies (>= 2x L2 per replay), median of 15 replays.  Before it is timed, each
+// variant's result (bf16, on a NaN-poisoned output) is compared with a naive reference
+// kernel that reads the tiled layout through w4a16_layout.h's own index functions (fp32
+// sums: a variant may differ by summation order only, so <= 2 bf16 ulps + 1e-3 absolute);
+// the exit status is 1 if any differs.  Weight bytes: codes + scale entries (what "% of
+// copy" counts), against a copy kernel's bandwidth (read + write) measured in the same run.
+// Not part of the library.
+//
+//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include \
+//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick]
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "tuner_check.h"
+#include "w4a16_kernels.h"
+
+
+using namespace gn;
+
+__device__ uint32_t hash32(uint64_t i) {
+    uint64_t x = i * 0x9E3779B97F4A7C15ull;
+    x ^= x >> 29;
+    x *= 0xBF58476D1CE4E5B9ull;
+    x ^= x >> 32;
+    return uint32_t(x);
+}
+
+// Random codes; scale entries {s_g, s_g8, base|z_g, base|z_g8} with s in [1/64, 1/8] (bf16).
+__global__ void fill_weight(uint8_t *w, W4Tiled t, uint64_t seed) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < t.weight_bytes / 4) {
+        reinterpret_cast<uint32_t *>(w)[i] = hash32(seed * 0x100000000ull + uint64_t(i));
+        return;
+    }
+    const int64_t e = i - t.weight_bytes / 4;  // one 8-byte entry each
+    if (e >= t.ntiles * t.ngroups * 8) return;
+    const uint32_t h = hash32(seed * 0x100000000ull + 0x80000000ull + uint64_t(e));
+    uint16_t v[4];
+    for (int hh = 0; hh < 2; ++hh) {
+        const float s = (1.0f + float((h >> (8 * hh)) & 7)) / 64.0f;
+        v[hh] = uint16_t(__float_as_uint(s) >> 16);
+        v[2 + hh] = uint16_t(int4_magic_base(kBF16) | ((h >> (16 + 4 * hh)) & 15));
+    }
+    uint32_t *dst = reinterpret_cast<uint32_t *>(w + t.weight_bytes + e * 8);
+    dst[0] = uint32_t(v[0]) | (uint32_t(v[1]) << 16);
+    dst[1] = uint32_t(v[2]) | (uint32_t(v[3]) << 16);
+}
+
+__global__ void fill_act(uint16_t *a, int64_t n) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n) a[i] = uint16_t(__float_as_uint((float(hash32(i + 7) & 0xffff) / 32768.0f) - 1.0f) >> 16);
+}
+
+// out[m, n] = sum_k a[m, k] * (q - z) * s, read through the layout's index functions.
+__global__ void reference_kernel(const uint8_t *w, W4Tiled t, const uint16_t *a, int m_rows, float *out) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= int64_t(m_rows) * t.n) return;
+    const int m = int(i / t.n), n = int(i % t.n);
+    float acc = 0.0f;
+    for (int64_t k = 0; k < t.k; ++k) {
+        int shift;
+        const int code = (w[w4_code_offset(t, n, k, &shift)] >> shift) & 15;
+        const uint16_t *ent = reinterpret_cast<const uint16_t *>(w + w4_entry_offset(t, n, w4_group_of(t, k)));
+        const int h = (n % kW4TileN) >> 3;
+        const float s = __uint_as_float(uint32_t(ent[h]) << 16);
+        const int z = int4_magic_code(ent[2 + h]);
+        // (q - z) * s is exact in bf16 here (s has 3 significant bits): no rounding rule needed
+        const float wv = float(code - z) * s;
+        acc += __uint_as_float(uint32_t(a[int64_t(m) * t.k + k]) << 16) * wv;
+    }
+    out[i] = acc;
+}
+
+__global__ void copy_kernel(const uint4 *src, uint4 *dst, int64_t n) {
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) dst[i] = src[i];
+}
+
+// ---- the streaming experiment (runs 40-42, not the library's): a warp streams one col
+// tile's chunks through a ring of cp.async stages in shared memory (weights, scales and
+// activations), ks warps a col tile splitting K.  Correct (every variant matched the
+// reference) but slower than the library's register-batch kernel at every shape and M.
+// cp.async (sm_80+): 16 or 8 bytes global -> shared, in flight without holding registers;
+// `bytes` < size zero-fills the rest (0: nothing is read).  .cg for the weights (read once:
+// L2 only), .ca for activations and scales (every warp of the GPU re-reads them: L1 keeps them).
+__device__ __forceinline__ uint32_t w4_smem_addr(const void *p) { return uint32_t(__cvta_generic_to_shared(p)); }
+__device__ __forceinline__ void w4_cp_async16_cg(void *dst, const void *src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(w4_smem_addr(dst)), "l"(src) : "memory");
+#else
+    (void)dst; (void)src;
+    __trap();
+#endif
+}
+template <int SIZE>
+__device__ __forceinline__ void w4_cp_async_ca(void *dst, const void *src, int bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" :: "r"(w4_smem_addr(dst)), "l"(src), "n"(SIZE), "r"(bytes) : "memory");
+#else
+    (void)dst; (void)src; (void)bytes;
+    __trap();
+#endif
+}
+__device__ __forceinline__ void w4_cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+template <int PENDING>
+__device__ __forceinline__ void w4_cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" :: "n"(PENDING) : "memory");
+#endif
+}
+
+constexpr int kW4StreamWarps = 8;
+constexpr int kW4StreamThreads = kW4StreamWarps * 32;
+
+// One stage of a warp's ring: everything one k chunk of one col tile needs, lane-major so
+// that every lane reads back only the bytes it copied itself (no warp sync: a lane's
+// cp.async.wait_group covers its own copies).  ROWS activation rows are staged (the
+// smallest power of two >= M); lane 4 g + t copies row g's k = 16 t .. 16 t + 15.
+template <bool ZP, int ROWS>
+struct W4Stage {
+    static constexpr int kEntry = ZP ? 8 : 4;
+    static constexpr int kWeights = 0, kScales = kW4TileBytes, kActs = kScales + 32 * kEntry;
+    static constexpr int kBytes = kActs + ROWS * kW4TileK * 2;
+};
+
+template <bool ZP, int ROWS, int STAGES>
+constexpr int w4_stream_smem_bytes() { return kW4StreamWarps * STAGES * W4Stage<ZP, ROWS>::kBytes; }
+
+// grid: (ceil(ntiles / (8 / ks)), nsplit); 8 warps a block, `ks` warps per col tile.  Each
+// warp streams its col tile's chunks of its K range through a ring of STAGES stages
+// (STAGES chunks in flight a warp, no registers held for them), so the bytes in flight an
+// SM scale with resident warps x STAGES rather than with the registers a warp can spare.
+// The ks partial sums of a col tile are added in warp order (deterministic), then either
+// rounded into out or, with split-K (nsplit > 1), written as the split's fp32 partial.
+template <int DT, bool ZP, int ROWS, int STAGES>
+__global__ void __launch_bounds__(kW4StreamThreads) w4a16_stream_kernel(const W4a16Args p, int ks) {
+    static_assert(ROWS == 1 || ROWS == 2 || ROWS == 4 || ROWS == 8 || ROWS == 16, "staged rows");
+    using Stage = W4Stage<ZP, ROWS>;
+    constexpr int MT = ROWS > 8 ? 2 : 1;  // 8-row halves of the mma's B operand
+    extern __shared__ __align__(16) uint8_t w4_ring[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int ct = blockIdx.x * (kW4StreamWarps / ks) + warp / ks, kpart = warp % ks;
+    const int split = blockIdx.y, nsplit = gridDim.y;
+    uint8_t *ring = w4_ring + warp * STAGES * Stage::kBytes;
+    int c_lo, c_hi, lo, hi;
+    w4_split_range(0, p.kchunks, split, nsplit, &c_lo, &c_hi);
+    w4_split_range(c_lo, c_hi, kpart, ks, &lo, &hi);
+    if (ct >= p.ntiles) hi = lo;  // past the last col tile: no chunks, but the block's sync below
+
+    const uint8_t *wsrc = p.w + int64_t(ct) * p.kchunks * kW4TileBytes + lane * 16;
+    const uint8_t *ssrc = p.se + (int64_t(ct) * p.ngroups * 8 + g) * Stage::kEntry;
+    auto issue = [&](int kc, uint8_t *st) {
+        const int k0 = kc * kW4TileK + 16 * t;
+        w4_cp_async16_cg(st + Stage::kWeights + lane * 16, wsrc + int64_t(kc) * kW4TileBytes);
+        w4_cp_async_ca<Stage::kEntry>(st + Stage::kScales + lane * Stage::kEntry,
+                                      ssrc + int64_t(k0 >> p.gshift) * 8 * Stage::kEntry, Stage::kEntry);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            const int r = g + 8 * mt;
+            if (r < ROWS) {  // absent rows and k >= K: zeros (a padded weight is 0, and 0 * NaN is not)
+                const bool real = r < p.m && k0 < p.k;
+                const char *src = p.a + (real ? int64_t(r) * p.a_sm + int64_t(k0) * 2 : 0);
+                uint8_t *dst = st + Stage::kActs + r * (kW4TileK * 2) + t * 32;
+                w4_cp_async_ca<16>(dst, src, real ? 16 : 0);
+                w4_cp_async_ca<16>(dst + 16, src + (real ? 16 : 0), real ? 16 : 0);
+            }
+        }
+    };
+
+    float acc[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+
+#pragma unroll
+    for (int s = 0; s < STAGES; ++s) {
+        if (lo + s < hi) issue(lo + s, ring + s * Stage::kBytes);
+        w4_cp_async_commit();  // empty groups keep the count uniform
+    }
+    int slot = 0;
+    for (int kc = lo; kc < hi; ++kc) {
+        w4_cp_async_wait<STAGES - 1>();  // chunk kc's group (the oldest) has landed
+        uint8_t *st = ring + slot * Stage::kBytes;
+        const uint4 wq = *reinterpret_cast<const uint4 *>(st + Stage::kWeights + lane * 16);
+        W4Scale<DT, ZP> sc;
+        if constexpr (ZP) {
+            const uint2 v = *reinterpret_cast<const uint2 *>(st + Stage::kScales + lane * 8);
+            sc.raw_s = v.x;
+            sc.raw_z = v.y;
+        } else {
+            sc.raw_s = *reinterpret_cast<const uint32_t *>(st + Stage::kScales + lane * 4);
+        }
+        uint32_t act[MT][8];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            const int r = g + 8 * mt;
+            uint4 a_lo = make_uint4(0u, 0u, 0u, 0u), a_hi = a_lo;
+            if (r < ROWS) {
+                const uint4 *src = reinterpret_cast<const uint4 *>(st + Stage::kActs + r * (kW4TileK * 2) + t * 32);
+                a_lo = src[0];
+                a_hi = src[1];
+            }
+            act[mt][0] = a_lo.x; act[mt][1] = a_lo.y; act[mt][2] = a_lo.z; act[mt][3] = a_lo.w;
+            act[mt][4] = a_hi.x; act[mt][5] = a_hi.y; act[mt][6] = a_hi.z; act[mt][7] = a_hi.w;
+        }
+        const uint32_t slo = sc.s_lo(), shi = sc.s_hi(), zlo = sc.nz_lo(), zhi = sc.nz_hi();
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const uint32_t word = w4_word(wq, j);
+            const uint32_t a0 = w4_dequant2<DT>(word, zlo, slo);        // column g,     k + 0, 1
+            const uint32_t a1 = w4_dequant2<DT>(word >> 4, zhi, shi);   // column g + 8, k + 0, 1
+            const uint32_t a2 = w4_dequant2<DT>(word >> 8, zlo, slo);   // column g,     k + 2, 3
+            const uint32_t a3 = w4_dequant2<DT>(word >> 12, zhi, shi);  // column g + 8, k + 2, 3
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) w4_mma<DT>(acc[mt], a0, a1, a2, a3, act[mt][2 * j], act[mt][2 * j + 1]);
+        }
+        // Refill this slot only after its values were consumed above (a lane reads only what it copied).
+        if (kc + STAGES < hi) issue(kc + STAGES, st);
+        w4_cp_async_commit();
+        slot = slot + 1 == STAGES ? 0 : slot + 1;
+    }
+    w4_cp_async_wait<0>();
+
+    // The warp's partial sums into its own ring (no other warp touches it), then the first
+    // warp of each col tile adds its ks warps' partials in warp order.
+    // acc[mt][r] is out[8 mt + 2 t + (r & 1), 16 ct + g + 8 (r >> 1)]
+    float *red = reinterpret_cast<float *>(ring);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) red[(mt * 4 + r) * 32 + lane] = acc[mt][r];
+    __syncthreads();
+    if (kpart != 0 || ct >= p.ntiles) return;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            float s = 0.0f;
+            for (int w = 0; w < ks; ++w)
+                s += reinterpret_cast<const float *>(w4_ring + (warp + w) * STAGES * Stage::kBytes)[(mt * 4 + r) * 32 + lane];
+            w4_emit(p, split, nsplit, 8 * mt + 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), s);
+        }
+}
+
+// ---- diagnostics of the streaming experiment
+// MODE 0: the streaming kernel's work; 1: loads only (the ring's words XORed, no dequant or
+// mma): the access pattern's own ceiling; 2: compute only (the first STAGES chunks loaded,
+// then every chunk computed from the ring without refills): the issue-bound floor.
+// INTERLEAVE: warp kpart takes chunks kpart, kpart + ks, ... (the block's in-flight chunks
+// one contiguous window) instead of a contiguous range a warp.
+template <int STAGES, int MODE, bool INTERLEAVE>
+__global__ void __launch_bounds__(kW4StreamThreads) diag_stream_kernel(const W4a16Args p, int ks) {
+    using Stage = W4Stage<true, 1>;
+    constexpr int DT = kBF16;
+    extern __shared__ __align__(16) uint8_t w4_ring[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int ct = blockIdx.x * (kW4StreamWarps / ks) + warp / ks, kpart = warp % ks;
+    uint8_t *ring = w4_ring + warp * STAGES * Stage::kBytes;
+    int lo, hi, step;
+    if (INTERLEAVE) {
+        lo = kpart;
+        hi = p.kchunks;
+        step = ks;
+    } else {
+        w4_split_range(0, p.kchunks, kpart, ks, &lo, &hi);
+        step = 1;
+    }
+    if (ct >= p.ntiles) hi = lo;
+    const uint8_t *wsrc = p.w + int64_t(ct) * p.kchunks * kW4TileBytes + lane * 16;
+    const uint8_t *ssrc = p.se + (int64_t(ct) * p.ngroups * 8 + g) * Stage::kEntry;
+    auto issue = [&](int kc, uint8_t *st) {
+        const int k0 = kc * kW4TileK + 16 * t;
+        w4_cp_async16_cg(st + Stage::kWeights + lane * 16, wsrc + int64_t(kc) * kW4TileBytes);
+        w4_cp_async_ca<Stage::kEntry>(st + Stage::kScales + lane * Stage::kEntry, ssrc + int64_t(k0 >> p.gshift) * 8 * Stage::kEntry, Stage::kEntry);
+        if (g == 0) {
+            const bool real = k0 < p.k;
+            const char *src = p.a + (real ? int64_t(k0) * 2 : 0);
+            uint8_t *dst = st + Stage::kActs + t * 32;
+            w4_cp_async_ca<16>(dst, src, real ? 16 : 0);
+            w4_cp_async_ca<16>(dst + 16, src + (real ? 16 : 0), real ? 16 : 0);
+        }
+    };
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    uint32_t x = 0;
+#pragma unroll
+    for (int s = 0; s < STAGES; ++s) {
+        if (lo + s * step < hi) issue(lo + s * step, ring + s * Stage::kBytes);
+        w4_cp_async_commit();
+    }
+    int slot = 0;
+    for (int kc = lo; kc < hi; kc += step) {
+        w4_cp_async_wait<STAGES - 1>();
+        uint8_t *st = ring + slot * Stage::kBytes;
+        const uint4 wq = *reinterpret_cast<const uint4 *>(st + Stage::kWeights + lane * 16);
+        if (MODE == 1) {
+            x ^= wq.x ^ wq.y ^ wq.z ^ wq.w;
+        } else {
+            W4Scale<DT, true> sc;
+            const uint2 v = *reinterpret_cast<const uint2 *>(st + Stage::kScales + lane * 8);
+            sc.raw_s = v.x;
+            sc.raw_z = v.y;
+            uint32_t act[8];
+            uint4 a_lo = make_uint4(0u, 0u, 0u, 0u), a_hi = a_lo;
+            if (g == 0) {
+                const uint4 *src = reinterpret_cast<const uint4 *>(st + Stage::kActs + t * 32);
+                a_lo = src[0];
+                a_hi = src[1];
+            }
+            act[0] = a_lo.x; act[1] = a_lo.y; act[2] = a_lo.z; act[3] = a_lo.w;
+            act[4] = a_hi.x; act[5] = a_hi.y; act[6] = a_hi.z; act[7] = a_hi.w;
+            const uint32_t slo = sc.s_lo(), shi = sc.s_hi(), zlo = sc.nz_lo(), zhi = sc.nz_hi();
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const uint32_t word = w4_word(wq, j);
+                const uint32_t a0 = w4_dequant2<DT>(word, zlo, slo);
+                const uint32_t a1 = w4_dequant2<DT>(word >> 4, zhi, shi);
+                const uint32_t a2 = w4_dequant2<DT>(word >> 8, zlo, slo);
+                const uint32_t a3 = w4_dequant2<DT>(word >> 12, zhi, shi);
+                w4_mma<DT>(acc, a0, a1, a2, a3, act[2 * j], act[2 * j + 1]);
+            }
+        }
+        if (MODE != 2 && kc + STAGES * step < hi) issue(kc + STAGES * step, st);
+        w4_cp_async_commit();
+        slot = slot + 1 == STAGES ? 0 : slot + 1;
+    }
+    w4_cp_async_wait<0>();
+    float *red = reinterpret_cast<float *>(ring);
+    for (int r = 0; r < 4; ++r) red[r * 32 + lane] = acc[r] + (MODE == 1 ? float(x & 1) : 0.0f);
+    __syncthreads();
+    if (kpart != 0 || ct >= p.ntiles) return;
+    for (int r = 0; r < 4; ++r) {
+        float s = 0.0f;
+        for (int w = 0; w < ks; ++w) s += reinterpret_cast<const float *>(w4_ring + (warp + w) * STAGES * Stage::kBytes)[r * 32 + lane];
+        w4_emit(p, 0, 1, 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), s);
+    }
+}
+
+// A variant: how to launch it for (args, ks), whether its result is the GEMM's (checked).
+struct Variant {
+    std::string name;
+    int ks;
+    bool checked;
+    std::function<void(const W4a16Args &, cudaStream_t)> launch;
+};
+
+template <typename K>
+std::function<void(const W4a16Args &, cudaStream_t)> stream_launch(K kernel, int smem, int ks, int nsplit, int ntiles, int m, int n) {
+    CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    const unsigned blocks = unsigned((ntiles + kW4StreamWarps / ks - 1) / (kW4StreamWarps / ks));
+    return [=](const W4a16Args &a, cudaStream_t s) {
+        kernel<<<dim3{blocks, unsigned(nsplit), 1u}, kW4StreamThreads, smem, s>>>(a, ks);
+        if (nsplit > 1) {
+            const int64_t outs = int64_t(m) * n;
+            w4a16_splitk_reduce_kernel<<<unsigned((outs + 255) / 256), 256, 0, s>>>(a, nsplit);
+        }
+    };
+}
+
+template <int ROWS, int S>
+void add_stream(std::vector<Variant> &vs, int ntiles, int m, int n, bool sweep_split) {
+    for (int ks = 1; ks <= kW4StreamWarps; ks *= 2)
+        for (int nsplit = 1; nsplit <= (sweep_split && ks == kW4StreamWarps ? 4 : 1); nsplit *= 2)
+            vs.push_back({"stream.S" + std::to_string(S) + (nsplit > 1 ? ".split" + std::to_string(nsplit) : ""), ks, true,
+                          stream_launch(w4a16_stream_kernel<kBF16, true, ROWS, S>, w4_stream_smem_bytes<true, ROWS, S>(), ks, nsplit,
+                                        ntiles, m, n)});
+}
+
+template <int S, int MODE, bool IL>
+void add_diag(std::vector<Variant> &vs, int ntiles, int m, int n, const char *what) {
+    for (int ks = 2; ks <= kW4StreamWarps; ks *= 2)
+        vs.push_back({std::string(what) + ".S" + std::to_string(S) + (IL ? ".il" : ""), ks, MODE == 0,
+                      stream_launch(diag_stream_kernel<S, MODE, IL>, w4_stream_smem_bytes<true, 1, S>(), ks, 1, ntiles, m, n)});
+}
+
+// The library's decode kernel at WN col tiles a warp and U chunks a batch (the library's plan:
+// WN = 2 from 8 x SMs col tiles with U = 2, else WN = 1 with U = 4; no split at these shapes).
+template <int MT, int WN, int U>
+void add_decode(std::vector<Variant> &vs, int ntiles) {
+    const unsigned blocks = unsigned((ntiles + WN - 1) / WN);
+    vs.push_back({"decode.WN" + std::to_string(WN) + ".U" + std::to_string(U), 0, true,
+                  [=](const W4a16Args &a, cudaStream_t s) { w4a16_decode_kernel<kBF16, true, MT, WN, U><<<blocks, kW4DecodeThreads, 0, s>>>(a); }});
+}
+
+bool g_wrong = false;
+
+float bf16_to_float(uint16_t b) {
+    const uint32_t u = uint32_t(b) << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+float median(std::vector<float> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+int main(int argc, char **argv) {
+    const bool quick = argc > 1 && !strcmp(argv[1], "quick");
+    cudaDeviceProp prop;
+    CHECK(cudaGetDeviceProperties(&prop, 0));
+    const int sms = prop.multiProcessorCount;
+    cudaStream_t s;
+    CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    cudaEvent_t e0, e1;
+    CHECK(cudaEventCreate(&e0));
+    CHECK(cudaEventCreate(&e1));
+
+    // Copy ceiling: 512 MiB read + 512 MiB written.
+    double copy_gbps = 0;
+    {
+        const int64_t n16 = (int64_t(512) << 20) / 16;
+        uint4 *a, *b;
+        CHECK(cudaMalloc(&a, n16 * 16));
+        CHECK(cudaMalloc(&b, n16 * 16));
+        CHECK(cudaMemset(a, 1, n16 * 16));
+        std::vector<float> ts;
+        for (int r = 0; r < 7; ++r) {
+            CHECK(cudaEventRecord(e0, s));
+            copy_kernel<<<sms * 8, 512, 0, s>>>(a, b, n16);
+            CHECK(cudaEventRecord(e1, s));
+            CHECK(cudaEventSynchronize(e1));
+            float ms;
+            CHECK(cudaEventElapsedTime(&ms, e0, e1));
+            ts.push_back(ms);
+        }
+        copy_gbps = 2.0 * n16 * 16 / (median(ts) * 1e-3) / 1e9;
+        CHECK(cudaFree(a));
+        CHECK(cudaFree(b));
+    }
+    printf("# %s, %d SMs, smem/SM %zu KB; copy kernel %.0f GB/s (read + write)\n", prop.name, sms,
+           prop.sharedMemPerMultiprocessor / 1024, copy_gbps);
+    printf("# K x N  M  variant  ks  us  GB/s  of-copy  check\n");
+
+    struct Shape { int k, n; };
+    const std::vector<Shape> shapes = {{4096, 4096}, {4096, 6144}, {4096, 24576}, {12288, 4096}};
+    const std::vector<int> ms = quick ? std::vector<int>{1} : std::vector<int>{1, 16};
+    for (const Shape sh : shapes) {
+        W4Tiled t;
+        w4_tiled_geometry(sh.n, sh.k, 128, false, &t);
+        const int64_t copies = std::max<int64_t>(2, (int64_t(2 * prop.l2CacheSize) + t.total_bytes - 1) / t.total_bytes + 1);
+        std::vector<uint8_t *> ws(copies);
+        for (int64_t c = 0; c < copies; ++c) {
+            CHECK(cudaMalloc(&ws[c], t.total_bytes));
+            const int64_t items = t.weight_bytes / 4 + t.ntiles * t.ngroups * 8;
+            fill_weight<<<unsigned((items + 255) / 256), 256, 0, s>>>(ws[c], t, uint64_t(c + 1));
+        }
+        for (const int m : ms) {
+            uint16_t *act;
+            float *ref, *wsp;
+            char *out;
+            CHECK(cudaMalloc(&act, size_t(m) * sh.k * 2));
+            CHECK(cudaMalloc(&ref, size_t(m) * sh.n * 4));
+            CHECK(cudaMalloc(&out, size_t(m) * sh.n * 2));
+            CHECK(cudaMalloc(&wsp, size_t(kW4StreamWarps) * 16 * m * sh.n * 4));
+            fill_act<<<unsigned((int64_t(m) * sh.k + 255) / 256), 256, 0, s>>>(act, int64_t(m) * sh.k);
+            reference_kernel<<<unsigned((int64_t(m) * sh.n + 127) / 128), 128, 0, s>>>(ws[0], t, act, m, ref);
+            std::vector<float> href(size_t(m) * sh.n);
+            CHECK(cudaMemcpyAsync(href.data(), ref, href.size() * 4, cudaMemcpyDeviceToHost, s));
+            CHECK(cudaStreamSynchronize(s));
+            std::vector<Variant> vs;
+            const int nt = int(t.ntiles);
+            if (m <= 8) {
+                add_decode<1, 1, 4>(vs, nt);
+                add_decode<1, 2, 2>(vs, nt);
+                add_decode<1, 1, 8>(vs, nt);
+                add_decode<1, 2, 4>(vs, nt);
+            } else {
+                add_decode<2, 1, 4>(vs, nt);
+                add_decode<2, 2, 2>(vs, nt);
+            }
+            if (m == 1) {
+                add_stream<1, 4>(vs, nt, m, sh.n, !quick);
+                add_stream<1, 8>(vs, nt, m, sh.n, false);
+                add_diag<4, 0, true>(vs, nt, m, sh.n, "full");
+                add_diag<8, 0, true>(vs, nt, m, sh.n, "full");
+                add_diag<4, 1, false>(vs, nt, m, sh.n, "loads");
+                add_diag<4, 1, true>(vs, nt, m, sh.n, "loads");
+                add_diag<8, 1, true>(vs, nt, m, sh.n, "loads");
+                add_diag<4, 2, false>(vs, nt, m, sh.n, "compute");
+            } else if (m <= 4) {
+                add_stream<4, 4>(vs, nt, m, sh.n, false);
+            } else {
+                add_stream<16, 4>(vs, nt, m, sh.n, false);
+                add_stream<16, 2>(vs, nt, m, sh.n, false);
+            }
+            for (const Variant &v : vs) {
+                W4a16Args a{};
+                a.a = reinterpret_cast<const char *>(act);
+                a.a_sm = int64_t(sh.k) * 2;
+                a.out = out;
+                a.o_sm = int64_t(sh.n) * 2;
+                a.out_dtype = kBF16;
+                a.ws = wsp;
+                a.m = m;
+                a.n = sh.n;
+                a.k = sh.k;
+                a.ntiles = int32_t(t.ntiles);
+                a.kchunks = int32_t(t.kchunks);
+                a.ngroups = int32_t(t.ngroups);
+                a.gshift = t.gshift;
+                auto launch = [&](int64_t c) {
+                    a.w = ws[c];
+                    a.se = ws[c] + t.weight_bytes;
+                    v.launch(a, s);
+                };
+                // check on copy 0
+                CHECK(cudaMemsetAsync(out, 0xff, size_t(m) * sh.n * 2, s));
+                launch(0);
+                CHECK(cudaGetLastError());
+                std::vector<uint16_t> got(size_t(m) * sh.n);
+                CHECK(cudaMemcpyAsync(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost, s));
+                CHECK(cudaStreamSynchronize(s));
+                double worst = 0;
+                bool bad = false;
+                for (size_t i = 0; i < got.size() && v.checked; ++i) {
+                    const float g = bf16_to_float(got[i]), r = href[i];
+                    if (!(std::fabs(g - r) <= 2.0f * 0.0078125f * std::fabs(r) + 1e-3f)) bad = true;
+                    worst = std::max(worst, double(std::fabs(g - r)));
+                }
+                if (bad) g_wrong = true;
+                // time: a graph of `calls` launches over the rotated copies
+                const int calls = int(std::max<int64_t>(20, copies));
+                cudaGraph_t graph;
+                cudaGraphExec_t exec;
+                CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+                for (int i = 0; i < calls; ++i) launch(i % copies);
+                CHECK(cudaStreamEndCapture(s, &graph));
+                CHECK(cudaGraphInstantiate(&exec, graph, 0));
+                CHECK(cudaGraphLaunch(exec, s));
+                std::vector<float> ts;
+                for (int r = 0; r < (quick ? 7 : 15); ++r) {
+                    CHECK(cudaEventRecord(e0, s));
+                    CHECK(cudaGraphLaunch(exec, s));
+                    CHECK(cudaEventRecord(e1, s));
+                    CHECK(cudaEventSynchronize(e1));
+                    float ms_;
+                    CHECK(cudaEventElapsedTime(&ms_, e0, e1));
+                    ts.push_back(ms_ * 1e3f / calls);
+                }
+                CHECK(cudaGraphExecDestroy(exec));
+                CHECK(cudaGraphDestroy(graph));
+                const float us = median(ts);
+                const double gbps = double(t.total_bytes) / (us * 1e-6) / 1e9;
+                printf("%dx%d  %d  %s  %d  %.2f  %.0f  %.0f%%  %s\n", sh.k, sh.n, m, v.name.c_str(), v.ks, us, gbps,
+                       100.0 * gbps / copy_gbps,
+                       !v.checked ? "(not the GEMM)" : bad ? ("WRONG (max abs diff " + std::to_string(worst) + ")").c_str() : "ok");
+                fflush(stdout);
+            }
+            CHECK(cudaFree(act));
+            CHECK(cudaFree(ref));
+            CHECK(cudaFree(out));
+            CHECK(cudaFree(wsp));
+        }
+        for (auto *w : ws) CHECK(cudaFree(w));
+    }
+    printf("# %s\n", g_wrong ? "SOME VARIANT WRONG" : "all variants agree with the reference");
+    return g_wrong ? 1 : 0;
+}
