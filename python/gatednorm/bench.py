@@ -168,6 +168,7 @@ class OpBench:
     cpu_targets: tuple = ()
     has_cpu = True
     cpu_skip = ""            # why CPU mode does not time it (with has_cpu False)
+    peer_check_unit = "ulp"  # what a peer's check value counts (the report's disagreement lines)
     has_host = True
     host_targets = False     # whether issue #11's host-call targets apply (they are set on rmsnorm_gated)
     host_skip = ""           # why it has no host-call rows (with has_host False)
@@ -1355,6 +1356,7 @@ class W4A16Bench(OpBench):
     all_ours_modes = ("out",)
     outputs = ("out",)
     peers = {"tinygemm": _w4_tinygemm, "gemlite": _w4_gemlite, "cublas_dense": lambda torch: (lambda a, b: torch.matmul(a, b.dense))}
+    peer_check_unit = f"relative error (max |err| / max |ref|; the bar is {W4_PEER_REL})"
     plot_x, plot_group, size_field = "M", "KxN", "M"
     axis_labels = {"M": "tokens M"}
 
@@ -2064,7 +2066,8 @@ def _render_op(report, rep) -> list:
         at = f"{r['variant']} " + " ".join(f"{a}={r[a]}" for a in axes)
         for p in peers:
             if r.get(f"{p}_ok") is False:
-                lines.append(f"peer {p} disagrees with the reference at {at}: {r[f'{p}_check_ulps']:.2f} ulp")
+                lines.append(f"peer {p} disagrees with the reference at {at}: {r[f'{p}_check_ulps']:.3g} "
+                             + rep.get("peer_check_unit", "ulp"))
             if r.get(f"{p}_error"):
                 lines.append(f"peer {p} failed at {at}: {r[f'{p}_error']}")
     for p, cfg in rep.get("peer_configs", {}).items():
@@ -2278,7 +2281,8 @@ def _bench_gpu_op(gatednorm, gpu, op, variants, axes, peers, ours_modes, warmup)
     shapes = op.shapes(gpu=True, quick=gpu.quick, only=axes)
     loaded, missing = gpu.peers_of(op)
     rep = {"op": op.name, "title": op.title, "axes": list(op.axes), "variants": list(variants), "peers": names,
-           "ours_modes": list(modes), "missing": {p: missing[p] for p in names if p in missing}, "rows": []}
+           "ours_modes": list(modes), "missing": {p: missing[p] for p in names if p in missing}, "rows": [],
+           "peer_check_unit": op.peer_check_unit}
     gpu.pretune(op, names, [(v, *s) for v in variants for s in shapes])
     if warmup and variants and shapes:
         # One untimed pass of the first shape.  The first shape a process timed came out
