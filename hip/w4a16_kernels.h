@@ -191,9 +191,13 @@ constexpr int kW4DecodeThreads = kW4DecodeWarps * 32;
 constexpr int kW4DecodeBlocksPerSm = 2;  // the launch bound: registers for two blocks an SM
 
 // grid: (ceil(ntiles / WN), nsplit, ceil(M / (8 MT))).  MT: 8-row blocks of M (1 or 2);
-// WN: col tiles per warp; U: k chunks per batch of loads (double-buffered).
-template <int DT, bool ZP, int MT, int WN, int U>
+// WN: col tiles per warp; U: k chunks per batch of loads (double-buffered); ACC: accumulator
+// sets (chunk u of a batch adds into set u % ACC, the sets summed in order at the end), so
+// that ACC mma chains run side by side (the library launches ACC = 1; scripts/tune_w4a16.cu
+// times more).
+template <int DT, bool ZP, int MT, int WN, int U, int ACC = 1>
 __global__ void __launch_bounds__(kW4DecodeThreads, kW4DecodeBlocksPerSm) w4a16_decode_kernel(const W4a16Args p) {
+    static_assert(U % ACC == 0, "every accumulator set takes the same chunks of a batch");
     __shared__ float red[kW4DecodeWarps][WN * MT * 4][32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
@@ -204,11 +208,13 @@ __global__ void __launch_bounds__(kW4DecodeThreads, kW4DecodeBlocksPerSm) w4a16_
     w4_split_range(0, p.kchunks, split, nsplit, &c_lo, &c_hi);
     w4_split_range(c_lo, c_hi, warp, kW4DecodeWarps, &w_lo, &w_hi);
 
-    float acc[WN][MT][4];
+    float accs[ACC][WN][MT][4];
 #pragma unroll
-    for (int i = 0; i < WN; ++i)
+    for (int a = 0; a < ACC; ++a)
 #pragma unroll
-        for (int j = 0; j < MT; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
+        for (int i = 0; i < WN; ++i)
+#pragma unroll
+            for (int j = 0; j < MT; ++j) accs[a][i][j][0] = accs[a][i][j][1] = accs[a][i][j][2] = accs[a][i][j][3] = 0.0f;
 
     bool ct_ok[WN];
     const uint8_t *wbase[WN];
@@ -265,11 +271,21 @@ __global__ void __launch_bounds__(kW4DecodeThreads, kW4DecodeBlocksPerSm) w4a16_
                     const uint32_t a2 = w4_dequant2<DT>(word >> 8, zlo, slo);   // column g,     k + 2, 3
                     const uint32_t a3 = w4_dequant2<DT>(word >> 12, zhi, shi);  // column g + 8, k + 2, 3
 #pragma unroll
-                    for (int mt = 0; mt < MT; ++mt) w4_mma<DT>(acc[i][mt], a0, a1, a2, a3, act[mt][2 * j], act[mt][2 * j + 1]);
+                    for (int mt = 0; mt < MT; ++mt)
+                        w4_mma<DT>(accs[u % ACC][i][mt], a0, a1, a2, a3, act[mt][2 * j], act[mt][2 * j + 1]);
                 }
             }
         }
     }
+    float (&acc)[WN][MT][4] = accs[0];
+#pragma unroll
+    for (int a = 1; a < ACC; ++a)
+#pragma unroll
+        for (int i = 0; i < WN; ++i)
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int r = 0; r < 4; ++r) acc[i][mt][r] += accs[a][i][mt][r];
 
     // acc[i][mt][r] is out[m0 + 8 mt + 2 t + (r & 1), 16 (ct0 + i) + g + 8 (r >> 1)]
 #pragma unroll

@@ -1,20 +1,20 @@
 // A/B of W4A16 decode kernels on one GPU, for NOTES.md / docs/perf-log.md: the library's
-// register-batch decode kernel at its knobs (WN col tiles a warp, U chunks a batch), and the
-// streaming experiment of runs 40-42 (a cp.async ring a warp: STAGES chunks in flight, ks
-// warps a col tile, split-K across blocks) with its diagnostics: the same access pattern
-// with loads only (the memory system's ceiling for it) and compute only (the issue-bound
-// floor), at the issue's shapes, M = 1 and 16.  Each variant is timed as the benchmark
-// times the library: a CUDA graph of >= 20 launches over rotated
-// weight copies (>= 2x L2 per replay), median of 15 replays.  Before it is timed, each
-// variant's result (bf16, on a NaN-poisoned output) is compared with a naive reference
-// kernel that reads the tiled layout through w4a16_layout.h's own index functions (fp32
-// sums: a variant may differ by summation order only, so <= 2 bf16 ulps + 1e-3 absolute);
-// the exit status is 1 if any differs.  Weight bytes: codes + scale entries (what "% of
-// copy" counts), against a copy kernel's bandwidth (read + write) measured in the same run.
-// Not part of the library.
+// register-batch decode kernel at its knobs (WN col tiles a warp, U chunks a batch, ACC
+// accumulator sets: independent mma chains), and the streaming experiment of runs 40-42 (a
+// cp.async ring a warp: STAGES chunks in flight, ks warps a col tile, split-K across blocks)
+// with its diagnostics: the same access pattern with loads only (the memory system's ceiling
+// for it) and compute only (the issue-bound floor), at the issue's shapes, M = 1 and 16. Each
+// variant is timed as the benchmark times the library: a CUDA graph of >= 20 launches over
+// rotated weight copies (>= 2x L2 per replay), median of 15 replays.  Before it is timed, each
+// variant's result (bf16, on a NaN-poisoned output) is compared with a naive reference kernel
+// that reads the tiled layout through w4a16_layout.h's own index functions (fp32 sums: a
+// variant may differ by summation order only, so <= 2 bf16 ulps + 1e-3 absolute); the exit
+// status is 1 if any differs.  Weight bytes: codes + scale entries (what "% of copy" counts),
+// against a copy kernel's bandwidth (read + write) measured in the same run. Not part of the
+// library.
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include \
-//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick]
+//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | only KxN M NAME KS]
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -390,13 +390,16 @@ void add_diag(std::vector<Variant> &vs, int ntiles, int m, int n, const char *wh
                       stream_launch(diag_stream_kernel<S, MODE, IL>, w4_stream_smem_bytes<true, 1, S>(), ks, 1, ntiles, m, n)});
 }
 
-// The library's decode kernel at WN col tiles a warp and U chunks a batch (the library's plan:
-// WN = 2 from 8 x SMs col tiles with U = 2, else WN = 1 with U = 4; no split at these shapes).
-template <int MT, int WN, int U>
+// The library's decode kernel at WN col tiles a warp, U chunks a batch and ACC accumulator
+// sets (the library's plan: WN = 2 from more col tiles than one wave of blocks with U = 2,
+// else WN = 1 with U = 4; ACC = 1; no split at these shapes).
+template <int MT, int WN, int U, int ACC = 1>
 void add_decode(std::vector<Variant> &vs, int ntiles) {
     const unsigned blocks = unsigned((ntiles + WN - 1) / WN);
-    vs.push_back({"decode.WN" + std::to_string(WN) + ".U" + std::to_string(U), 0, true,
-                  [=](const W4a16Args &a, cudaStream_t s) { w4a16_decode_kernel<kBF16, true, MT, WN, U><<<blocks, kW4DecodeThreads, 0, s>>>(a); }});
+    vs.push_back({"decode.WN" + std::to_string(WN) + ".U" + std::to_string(U) + (ACC > 1 ? ".A" + std::to_string(ACC) : ""), 0, true,
+                  [=](const W4a16Args &a, cudaStream_t s) {
+                      w4a16_decode_kernel<kBF16, true, MT, WN, U, ACC><<<blocks, kW4DecodeThreads, 0, s>>>(a);
+                  }});
 }
 
 bool g_wrong = false;
@@ -415,6 +418,13 @@ float median(std::vector<float> v) {
 
 int main(int argc, char **argv) {
     const bool quick = argc > 1 && !strcmp(argv[1], "quick");
+    // `only KxN M NAME KS`: that one variant, checked and launched once more untimed, for a
+    // profiler (ncu --kernel-name regex:... -c 1 /tmp/tune_w4 only 4096x24576 1 decode.WN2.U2 0)
+    const bool only = argc == 6 && !strcmp(argv[1], "only");
+    auto wanted = [&](int k, int n, int m, const Variant &v) {
+        return !only || (std::to_string(k) + "x" + std::to_string(n) == argv[2] && m == atoi(argv[3]) && v.name == argv[4] &&
+                         v.ks == atoi(argv[5]));
+    };
     cudaDeviceProp prop;
     CHECK(cudaGetDeviceProperties(&prop, 0));
     const int sms = prop.multiProcessorCount;
@@ -483,9 +493,15 @@ int main(int argc, char **argv) {
                 add_decode<1, 2, 2>(vs, nt);
                 add_decode<1, 1, 8>(vs, nt);
                 add_decode<1, 2, 4>(vs, nt);
+                add_decode<1, 1, 4, 2>(vs, nt);
+                add_decode<1, 1, 4, 4>(vs, nt);
+                add_decode<1, 2, 2, 2>(vs, nt);
+                add_decode<1, 2, 4, 2>(vs, nt);
             } else {
                 add_decode<2, 1, 4>(vs, nt);
                 add_decode<2, 2, 2>(vs, nt);
+                add_decode<2, 1, 4, 2>(vs, nt);
+                add_decode<2, 2, 2, 2>(vs, nt);
             }
             if (m == 1) {
                 add_stream<1, 4>(vs, nt, m, sh.n, !quick);
@@ -503,6 +519,7 @@ int main(int argc, char **argv) {
                 add_stream<16, 2>(vs, nt, m, sh.n, false);
             }
             for (const Variant &v : vs) {
+                if (!wanted(sh.k, sh.n, m, v)) continue;
                 W4a16Args a{};
                 a.a = reinterpret_cast<const char *>(act);
                 a.a_sm = int64_t(sh.k) * 2;
@@ -537,6 +554,12 @@ int main(int argc, char **argv) {
                     worst = std::max(worst, double(std::fabs(g - r)));
                 }
                 if (bad) g_wrong = true;
+                if (only) {
+                    launch(1);
+                    CHECK(cudaStreamSynchronize(s));
+                    printf("%dx%d  %d  %s  %d  launched for a profiler; check %s\n", sh.k, sh.n, m, v.name.c_str(), v.ks, bad ? "WRONG" : "ok");
+                    continue;
+                }
                 // time: a graph of `calls` launches over the rotated copies
                 const int calls = int(std::max<int64_t>(20, copies));
                 cudaGraph_t graph;
