@@ -1262,7 +1262,14 @@ W4_SHAPES = ((4096, 6144), (4096, 4096), (4096, 24576), (12288, 4096))  # K x N
 W4_MS = (1, 4, 16, 64, 256, 1024, 4096)
 W4_QUICK = (W4_SHAPES, (1, 4, 16, 256))  # every issue #14 shape: each target line gets its rows
 W4_CHECK_ROWS, W4_CHECK_COLS = 64, 256
-W4_PEER_REL = 0.02  # a peer's worst |out - ref| / max |ref| (the tolerance is ours' alone)
+# A peer's check: its worst |out - ref| / max |ref|.  Above W4_PEER_WIRING_REL it computes
+# something else (a layout or zero-point convention the bench got wrong): the bench fails.
+# Between W4_PEER_REL and that, it is a peer less accurate than a 16-bit GEMM should be (run
+# 41: gemlite, 2.7% at K = 12288, folds the zero point into a bias -z * s rounded to 16 bits,
+# the rounding this library's numerics rule avoids): reported beside its accuracy, not a
+# failure.  Ours is held to reference.w4a16_tolerance, never to these.
+W4_PEER_REL = 0.02
+W4_PEER_WIRING_REL = 0.25
 
 
 class _W4Bundle:
@@ -1356,7 +1363,7 @@ class W4A16Bench(OpBench):
     all_ours_modes = ("out",)
     outputs = ("out",)
     peers = {"tinygemm": _w4_tinygemm, "gemlite": _w4_gemlite, "cublas_dense": lambda torch: (lambda a, b: torch.matmul(a, b.dense))}
-    peer_check_unit = f"relative error (max |err| / max |ref|; the bar is {W4_PEER_REL})"
+    peer_check_unit = f"relative error (max |err| / max |ref|; above {W4_PEER_WIRING_REL}: not the same GEMM)"
     plot_x, plot_group, size_field = "M", "KxN", "M"
     axis_labels = {"M": "tokens M"}
 
@@ -1468,7 +1475,7 @@ class W4A16Bench(OpBench):
             worst = float(np.max(err / tol)) if err.size else 0.0
             return worst, bool(worst <= 1.0 and not np.isnan(got).any() and not _any_nan(result))
         rel = float(np.max(err) / max(np.max(np.abs(ref)), 1e-30))
-        return rel, bool(rel <= W4_PEER_REL)
+        return rel, bool(rel <= W4_PEER_WIRING_REL)
 
     def peer_args(self, case):
         return case["a"], case["b"]
@@ -1500,7 +1507,8 @@ class W4A16Bench(OpBench):
             errs = [(r[f"{p}_check_ulps"], r) for r in rows if r.get(f"{p}_check_ulps") is not None]
             if errs:
                 e, r = max(errs, key=lambda v: v[0])
-                notes.append(f"accuracy vs float64: {p} worst relative error {e:.1e} (K={r['K']} N={r['N']} M={r['M']})")
+                notes.append(f"accuracy vs float64: {p} worst relative error {e:.1e} (K={r['K']} N={r['N']} M={r['M']})"
+                             + (f"; above the {W4_PEER_REL:.0%} a 16-bit GEMM keeps" if e > W4_PEER_REL else ""))
         errs = [r["ours_check_ulps"] for r in rows]
         if errs:
             notes.append(f"accuracy vs float64: ours worst |err| / tolerance {max(errs):.2f} (<= 1 passes)")
