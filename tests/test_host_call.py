@@ -119,3 +119,21 @@ def test_in_place_and_strided(rng):
     out = np.full(x.shape, np.nan, BF16)
     gatednorm.rmsnorm_gated(x, wide, w, out=out)
     assert reference.compare(out, ref, BF16).ok
+
+
+def test_output_made_without_out(rng):
+    """Without out=: the output is made like x (numpy, x's shape, out_dtype or x's dtype) on
+    the all-numpy path and on the general path (a strided z), and an argument's error still
+    names it."""
+    x, z, w = _inputs(rng, (3, 8), BF16)
+    ref = reference.rmsnorm_gated(x, z, w)
+    for zz in (z, np.concatenate([z, z], axis=1)[:, :8]):  # contiguous z, then rows 16 apart
+        y = gatednorm.rmsnorm_gated(x, zz, w)
+        assert type(y) is np.ndarray and y.shape == x.shape and y.dtype == BF16
+        assert reference.compare(y, ref, BF16).ok
+        y32 = gatednorm.rmsnorm_gated(x, zz, w, out_dtype=np.float32)
+        assert y32.dtype == F32 and reference.compare(y32, ref, F32).ok
+    with pytest.raises(gatednorm.InvalidArgumentError, match="(^|: )weight: "):
+        gatednorm.rmsnorm_gated(x, z, w[:4])
+    with pytest.raises(gatednorm.InvalidArgumentError, match="(^|: )z: "):
+        gatednorm.rmsnorm_gated(x, z[:2], w)

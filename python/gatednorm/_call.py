@@ -33,6 +33,7 @@ import struct
 import sys
 import threading
 
+import _cffi_backend
 import numpy as np
 
 from . import _dlpack, _dtypes, _ffi, _runtime
@@ -79,11 +80,16 @@ _tls = threading.local()
 _layout_checked = False
 
 
-def _scratch() -> _Scratch:
+def _ensure_layout() -> None:
+    """Parses the header (loading the library) and checks the descriptor layout, once."""
     global _layout_checked
     if not _layout_checked:
         _check_layout()
         _layout_checked = True
+
+
+def _scratch() -> _Scratch:
+    _ensure_layout()
     sc = _Scratch()
     _tls.sc = sc
     return sc
@@ -172,17 +178,18 @@ def _rank(name, nd):
 _NP_TO_DL = _dtypes.NP_TO_DL
 
 
-_from_buffer = getattr(ffi, "_backend", ffi).from_buffer  # ffi.from_buffer without a Python wrapper (cffi.FFI has one)
+# An array's address, through the buffer protocol, as a `char[]` cdata (it compares, hashes
+# and converts to `void *` by address, like the header's ffi's cdata).  The cheapest forms
+# cffi has (~15 ns less per array than the FFI method with a ctype): for an input, the
+# from_buffer method of a C-level FFI (what a prebuilt _cffi_abi's ffi is; cffi.FFI wraps it
+# in Python) with the buffer alone; for an output, the module function with the ctype and
+# require_writable, which refuses a read-only buffer.
+_BUFFERS = _cffi_backend.FFI()
+_from_buffer = _BUFFERS.from_buffer  # (obj) or (ctype, obj, require_writable)
+_from_writable = _cffi_backend.from_buffer  # (ctype, obj, require_writable)
+_CHAR_ARRAY = _BUFFERS.typeof("char[]")  # a built-in type: no header needed
 _FB_ERRORS = (ValueError, TypeError, BufferError)  # what from_buffer raises for arrays it cannot export
-_CHAR_ARRAY = None  # ffi.typeof("char[]") once the header is parsed
 _TENSOR_PTR = "gatednorm_tensor *"
-
-
-def _char_array():
-    global _CHAR_ARRAY
-    if _CHAR_ARRAY is None:
-        _CHAR_ARRAY = ffi.typeof("char[]")
-    return _CHAR_ARRAY
 
 
 # Descriptors of C-contiguous numpy arrays, keyed by address: address -> (shape, dtype,
@@ -205,6 +212,7 @@ def _np_desc(a, name, buf):
     dl = _NP_TO_DL.get(dt) or _dtypes.dl_lookup(dt)
     if dl is None:
         _fail(name, "numpy dtype %s has no DLPack equivalent" % dt.str)
+    _ensure_layout()  # an Entry's numpy fast path can come here before the entry loaded
     t = ffi.new(_TENSOR_PTR)
     _rank(name, len(shape)).pack_into(ffi.buffer(t), 0, 0, 1, 0, len(shape), dl[0], dl[1], 1, *shape, *_contig(shape), 0)
     t.data = buf
@@ -218,7 +226,7 @@ def _from_numpy(a, name, writable, sc, i, s, hold):
     try:
         # C-contiguous: the buffer protocol hands over the address (and refuses a read-only
         # output) several times faster than __array_interface__ builds its dict.
-        buf = _from_buffer(_CHAR_ARRAY or _char_array(), a, writable)
+        buf = _from_buffer(_CHAR_ARRAY, a, writable)
     except _FB_ERRORS as e:
         if writable and not a.flags.writeable:
             _fail(name, "numpy array is read-only")
@@ -420,10 +428,7 @@ def own_tensor(a: DeviceArray):
     """The descriptor a DeviceArray keeps (its metadata never changes)."""
     t = a._t
     if t is None:
-        global _layout_checked
-        if not _layout_checked:
-            _check_layout()
-            _layout_checked = True
+        _ensure_layout()
         t = ffi.new("gatednorm_tensor *")
         nd = len(a._shape)
         _rank("array", nd).pack_into(ffi.buffer(t), 0, a._ptr, a._devtype, a._devid, nd, a._dl[0], a._dl[1], 1,
@@ -494,8 +499,7 @@ def release(hold) -> None:
 def convert(x, name: str, s: int, hold: list, writable: bool):
     """A new gatednorm_tensor * for array ``x`` (argument ``name``) launching on stream ``s``
     (the adapters outside an Entry call; the pointer stays valid while it is referenced)."""
-    if not _layout_checked:
-        _scratch()  # checks the descriptor layout once
+    _ensure_layout()
     sc = _Scratch()
     t = _adapter_for(x)(x, name, writable, sc, 0, s, hold)
     if t is sc.ptrs[0]:
@@ -556,14 +560,26 @@ class Entry:
         self.call = self._compile()
 
     def _load(self):
+        """The C function this entry calls (a subclass may bind arguments to it) and the
+        library's default params."""
         lib = _ffi.lib()
-        self._env["CA"] = _char_array()  # the compiled call's numpy path: set before _fn
         self._fn = getattr(lib, self.function)
         if self.params_type is not None:
             d = ffi.new(self.params_type + " *")
             _ffi.check(getattr(lib, self.params_type + "_init")(d, ffi.sizeof(d[0])), self.params_type + "_init")
             self._defaults = d[0]
         return self._fn
+
+    def _ready(self):
+        """The function to call, bound as the compiled call's ``FN`` (until then ``FN`` is
+        ``_first_call``)."""
+        fn = self._fn or self._load()
+        self._env["FN"] = fn
+        return fn
+
+    def _first_call(self, *args):
+        """``FN`` before the entry is loaded: loads it and makes the call."""
+        return self._ready()(*args)
 
     def params(self, **fields):
         """A params struct: the library's defaults with ``fields`` set (values already
@@ -594,8 +610,9 @@ class Entry:
         """Runs the entry on ``arrays`` (C order; None passes NULL; a ``New`` output is
         allocated like an earlier argument, once that one has been read) and returns the
         arrays of its ``outputs`` (given or new), in order.  Wrappers call ``self.call``, the
-        same function compiled for this entry's argument list."""
-        return self.call(stream, *arrays, params=params)
+        same function compiled for this entry's argument list, whose ``params`` is a params
+        struct or NULL (the library's defaults), never None."""
+        return self.call(stream, *arrays, params=_NULL if params is None else params)
 
     def _compile(self):
         """``self.call``: __call__ unrolled for this entry's arguments (host time per call is
@@ -603,34 +620,47 @@ class Entry:
         argument: a numpy ndarray -> its buffer (this call's address, kept until the library
         returned) and the descriptor made for that address, shape and dtype (``_np_descs``);
         None -> NULL; a DeviceArray -> its cached descriptor, after waiting for a pending
-        write on another stream; anything else -> its producer's adapter."""
+        write on another stream; anything else -> its producer's adapter.  All-numpy calls
+        on the default stream take a fast path (``call_new`` when outputs are to be made)."""
         n = len(self.names)
         args = ", ".join("a%d" % i for i in range(n))
-        lines = ["def call(stream, %s, params=None):" % args,
-                 "    fn = E._fn or E._load()"]
+        inputs = [i for i, w in enumerate(self.writable) if not w]
+        outputs = [i for i, w in enumerate(self.writable) if w]
+        fn_args = ", ".join("t%d" % i for i in range(n))
+        if self.params_type is not None:
+            fn_args += ", params"
+        ret = "return [%s]" % ", ".join("a%d" % j for j in self._out_index)
+        lines = ["def call(stream, %s, params=NULL):" % args]
         # Every argument a numpy ndarray on the default stream (the host call of a CPU
         # user): no stream, scratch or hold.  Each buffer (this call's address; refused when
         # not C-contiguous or, for an output, read-only) is kept until the library returned.
         # Any buffer refused: the general path below, which reads the arguments again in
         # order and names the one at fault.
-        lines += ["    if stream is None and %s:" % " and ".join("type(a%d) is NDARRAY" % i for i in range(n)),
-                  "        try:"]
+        lines += ["    if %s:" % " and ".join(["stream is None"] + ["type(a%d) is NDARRAY" % i for i in inputs])]
+        ind = "        "
+        if outputs:  # outputs tested apart: the `New` branch below costs an out= call nothing
+            lines += ["        if %s:" % " and ".join("type(a%d) is NDARRAY" % i for i in outputs)]
+            ind = "            "
+        lines += [ind + "try:"]
         for i, w in enumerate(self.writable):
-            lines += ["            b%d = FB(CA, a%d, %r)" % (i, i, w)]
-        lines += ["        except FB_ERRORS:",
-                  "            pass",
-                  "        else:"]
-        for i, name in enumerate(self.names):
-            lines += ["            sh, dt, t%d = NPD.get(b%d) or NP_MISS" % (i, i),
-                      "            if sh != a%d.shape or dt is not a%d.dtype:" % (i, i),
-                      "                t%d = np_desc(a%d, %r, b%d)" % (i, i, name, i)]
-        fast_args = ", ".join("t%d" % i for i in range(n))
-        if self.params_type is not None:
-            fast_args += ", NULL if params is None else params"
-        lines += ["            st = fn(%s, NULL)" % fast_args,
-                  "            if st:",
-                  "                raise_error(st, SHORT)",
-                  "            return [%s]" % ", ".join("a%d" % j for j in self._out_index)]
+            lines += [ind + "    b%d = %s" % (i, "FBW(CA, a%d, True)" % i if w else "FB(a%d)" % i)]
+        lines += [ind + "except FB_ERRORS:",
+                  ind + "    pass",
+                  ind + "else:"]
+        for i in range(n):
+            lines += self._np_desc_lines(ind + "    ", i)
+        lines += [ind + "    st = FN(%s, NULL)" % fn_args,
+                  ind + "    if st:",
+                  ind + "        raise_error(st, SHORT)",
+                  ind + "    " + ret]
+        if outputs:
+            # Outputs to allocate (New) among numpy outputs: call_new (None: the general path).
+            lines += ["        elif %s:" % " and ".join("(type(a%d) is NDARRAY or type(a%d) is New)" % (i, i)
+                                                         for i in outputs),
+                      "            made = call_new(%s, params)" % args,
+                      "            if made is not None:",
+                      "                return made"]
+        lines += ["    fn = E._fn or E._ready()"]  # before any descriptor: the header parsed
         lines += ["    tp = type(a0)",
                  "    if stream is None:",
                  "        if tp is NDARRAY or tp is DA:",
@@ -707,11 +737,51 @@ class Entry:
                    wait_pending=_wait_pending, New=New, ADAPTER=_type_adapter.get, adapter_for=_adapter_for,
                    SLOTTED=_SLOTTED, scratch_busy=_scratch_busy, STREAMS=_stream_ptrs, stream_ptr=_stream_ptr,
                    release=release, raise_error=_ffi.raise_error, SHORT=self.short,
-                   NDARRAY=np.ndarray, FB=_from_buffer, CA=None, NPD=_np_descs, FB_ERRORS=_FB_ERRORS,
-                   from_numpy=_from_numpy, np_desc=_np_desc, NP_MISS=((), None, None))
+                   NDARRAY=np.ndarray, FB=_from_buffer, FBW=_from_writable, FN=self._first_call, CA=_CHAR_ARRAY,
+                   NPD=_np_descs, FB_ERRORS=_FB_ERRORS,
+                   from_numpy=_from_numpy, np_desc=_np_desc)
         self._env = env
         exec(compile("\n".join(lines), "<gatednorm entry %s>" % self.function, "exec"), env)
+        if outputs:
+            exec(compile("\n".join(self._call_new_lines(fn_args, ret)), "<gatednorm entry %s>" % self.function,
+                         "exec"), env)
         return env["call"]
+
+    def _np_desc_lines(self, ind, i):
+        """Code setting ``t<i>``: the descriptor of numpy argument ``a<i>`` whose buffer is
+        ``b<i>`` (entered in ``_np_descs`` if it has none for this address, shape and dtype)."""
+        return [ind + "try:",
+                ind + "    sh, dt, t%d = NPD[b%d]" % (i, i),
+                ind + "except KeyError:",
+                ind + "    sh = dt = None",
+                ind + "if sh != a%d.shape or dt is not a%d.dtype:" % (i, i),
+                ind + "    t%d = np_desc(a%d, %r, b%d)" % (i, i, self.names[i], i)]
+
+    def _call_new_lines(self, fn_args, ret):
+        """``call_new``: the numpy fast path for a call whose inputs are numpy ndarrays and
+        whose outputs are numpy ndarrays or ``New`` (made as the general path makes them: numpy
+        arrays like their argument).  Arguments are read and made in order, as the general
+        path does, so the same error comes first; a buffer refused returns None (the caller
+        takes the general path, which makes its own outputs)."""
+        n = len(self.names)
+        lines = ["def call_new(%s, params):" % ", ".join("a%d" % i for i in range(n))]
+        for i, w in enumerate(self.writable):
+            if w:
+                prev_a = "(%s,)" % ", ".join("a%d" % j for j in range(i)) if i else "()"
+                prev_t = "(%s,)" % ", ".join("t%d" % j for j in range(i)) if i else "()"
+                lines += ["    if type(a%d) is New:" % i,
+                          "        a%d = a%d.make(%s[a%d.like], %s[a%d.like], E.names[a%d.like])"
+                          % (i, i, prev_a, i, prev_t, i, i)]
+            lines += ["    try:",
+                      "        b%d = %s" % (i, "FBW(CA, a%d, True)" % i if w else "FB(a%d)" % i),
+                      "    except FB_ERRORS:",
+                      "        return None"]
+            lines += self._np_desc_lines("    ", i)
+        lines += ["    st = FN(%s, NULL)" % fn_args,
+                  "    if st:",
+                  "        raise_error(st, SHORT)",
+                  "    " + ret]
+        return lines
 
 
 def _scratch_busy() -> _Scratch:

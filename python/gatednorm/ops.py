@@ -25,6 +25,7 @@ _CALL = _RMSNORM_GATED.call
 # comparison; any other value takes the general path.
 _SILU = "silu"
 _ZERO = 0.0
+_NEW_LIKE_X = _call.New()  # out=None, out_dtype=None: an output like x (the call layer never changes a New)
 
 
 def _params(eps, norm_before_gate, activation, weight_offset, group_size, pdl):
@@ -122,7 +123,7 @@ def rmsnorm_gated(x, z, weight, *, eps=1e-6, norm_before_gate=True, activation=_
             out_dtype = _call.dtype_arg(out_dtype, "out_dtype")
             if out_dtype.name not in _OUT_DTYPES:  # refused before anything is allocated for it
                 raise argument_error("out_dtype: %s; the output must be bf16, fp16 or fp32" % out_dtype)
-        return _CALL(stream, x, z, weight, _call.New(out_dtype), prm)[0]
+        return _CALL(stream, x, z, weight, _NEW_LIKE_X if out_dtype is None else _call.New(out_dtype), prm)[0]
     if out_dtype is not None and _call.dtype_arg(out_dtype, "out_dtype") != _call.dtype_of(out):
         raise argument_error("out_dtype: %s does not match out's dtype %s"
                              % (_call.dtype_arg(out_dtype, "out_dtype"), _call.dtype_of(out)))
