@@ -514,6 +514,28 @@ def test_bad_options(be, rng, opt, val, name):
     expect_error(be, name, x, z, w, q, s, **{opt: val})
 
 
+def test_options_memo_keeps_types_and_zero_signs(rng):
+    """The wrappers remember checked options by value and type: after a call with
+    quantize_rounded=True, quantize_rounded=1 is still refused (True == 1); after
+    weight_offset=0.0, weight_offset=-0.0 is its own option (w + -0.0 keeps a -0.0 weight's
+    sign: every y is then a zero of the other sign, so every code flips its sign bit)."""
+    x, z, w = make_inputs(rng, (2, 3, 128))
+    gatednorm.rmsnorm_gated_fp8(x, z, w, quantize_rounded=True)
+    with pytest.raises(gatednorm.InvalidArgumentError, match="quantize_rounded"):
+        gatednorm.rmsnorm_gated_fp8(x, z, w, quantize_rounded=1)
+    for call in (lambda **kw: gatednorm.rmsnorm_gated_fp8(x, z, w0, **kw)[0],
+                 lambda **kw: gatednorm.add_rmsnorm(x.reshape(2, 384), x.reshape(2, 384).copy(), w0_row, fp8=True, y=False,
+                                                    **kw).q):
+        w0 = np.full(128, -0.0, w.dtype)
+        w0_row = np.full(384, -0.0, w.dtype)
+        plus = call(weight_offset=0.0).view(np.uint8)
+        minus = call(weight_offset=-0.0).view(np.uint8)
+        assert (plus & 0x7F == 0).all() and (minus & 0x7F == 0).all()
+        assert ((plus ^ minus) == 0x80).all()
+    with pytest.raises(gatednorm.InvalidArgumentError, match="amax_floor"):
+        gatednorm.group_quant_fp8(x.reshape(6, 128), amax_floor=0.0)
+
+
 def test_fnuz_max_240(be, rng):
     x, z, w = make_inputs(rng, (5, 3, 128))
     q, s = _outs(fmt="e4m3fnuz")

@@ -830,6 +830,35 @@ def _new_array(shape, dt, devtype, devid):
     return DeviceArray(shape, dt, (devtype, devid))
 
 
+# ------------------------------------------------------------------------- option memos
+def options_key(opts: tuple, signed_zeros: tuple = ()):
+    """A dict key for a wrapper's raw option values, equal only for options of the same
+    values and types (True, 1 and 1.0 apart) and, for the floats in ``signed_zeros``, the same
+    sign (a -0.0 weight offset is not 0.0: w + -0.0 keeps a -0.0 weight's sign).  An
+    unhashable option makes the lookup raise TypeError: the wrapper then checks its options
+    the slow way, which names the bad one."""
+    return opts + tuple(map(type, opts)) + tuple(math.copysign(1.0, v) if type(v) is float else v for v in signed_zeros)
+
+
+def memo_get(memo: dict, key):
+    """memo[key], or None when absent or the key is unhashable (the caller checks the options)."""
+    try:
+        return memo.get(key)
+    except TypeError:
+        return None
+
+
+def memo_put(memo: dict, key, value):
+    """Remembers the checked options' value (bounded: a program's options repeat)."""
+    try:
+        if len(memo) > 64:
+            memo.clear()
+        memo[key] = value
+    except TypeError:
+        pass
+    return value
+
+
 # ------------------------------------------------------------------------- option checks
 def flag(name, v) -> int:
     """1 / 0 for a bool (Python or numpy); anything else (ints included) is refused."""

@@ -24,6 +24,43 @@ _ENTRY = _call.Entry("gatednorm_rmsnorm_gated_fp8", "gatednorm_rmsnorm_gated_fp8
                      ("x", "z", "weight", "q", "scales", "y"), outputs=("q", "scales", "y"))
 
 
+# Checked options -> what the wrappers derive from them (params struct, codes), keyed by
+# _call.options_key: a program calls with the same options every layer, and checking them
+# costs more than the rest of a host call.
+_GATED_OPTIONS: dict = {}
+_NORM_OPTIONS: dict = {}
+_GQ_OPTIONS: dict = {}
+
+
+def _gated_options(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded, head_dim,
+                   norm_before_gate, activation, eps, weight_offset, pdl):
+    """rmsnorm_gated_fp8's options checked (in this order: the first bad one is named):
+    (params, fp8 format code, scale format code, group size, head_dim)."""
+    qf, fmt, sfmt, g = _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded)
+    hd = 0 if head_dim is None else _call.integer("head_dim", head_dim)
+    prm = _ENTRY.params(
+        norm_before_gate=_call.flag("norm_before_gate", norm_before_gate),
+        activation=_call.choice("activation", activation, _ACTIVATIONS),
+        eps=_call.real("eps", eps), weight_offset=_call.real("weight_offset", weight_offset),
+        pdl=_call.flag("pdl", pdl), head_dim=hd, **qf)
+    return prm, fmt, sfmt, g, hd
+
+
+def _norm_options(entry, eps, weight_offset, pdl, group_size, fp8_format, fp8_max, amax_floor, scale_format,
+                  scale_layout, quantize_rounded):
+    """add_rmsnorm's / rmsnorm's options checked: (params, fp8 format code, scale format code, group size)."""
+    qf, fmt, sfmt, g = _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded)
+    prm = entry.params(eps=_call.real("eps", eps), weight_offset=_call.real("weight_offset", weight_offset),
+                       pdl=_call.flag("pdl", pdl), **qf)
+    return prm, fmt, sfmt, g
+
+
+def _gq_options(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, pdl):
+    """group_quant_fp8's options checked: (params, fp8 format code, scale format code, group size)."""
+    qf, fmt, sfmt, g = _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, False)
+    return _GQ_ENTRY.params(pdl=_call.flag("pdl", pdl), **qf), fmt, sfmt, g
+
+
 def _token_dims(shape, head_dim):
     """(token dims, row length) of x as the C layer reads it: x [tokens..., H, D], [N, D]
     (one head) or [D]; with head_dim the last dim is the row [H * D]."""
@@ -101,13 +138,10 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
     """
     if weight is None:
         raise argument_error("weight: required (the [D] norm weight); got None")
-    qf, fmt, sfmt, g = _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded)
-    hd = 0 if head_dim is None else _call.integer("head_dim", head_dim)
-    prm = _ENTRY.params(
-        norm_before_gate=_call.flag("norm_before_gate", norm_before_gate),
-        activation=_call.choice("activation", activation, _ACTIVATIONS),
-        eps=_call.real("eps", eps), weight_offset=_call.real("weight_offset", weight_offset),
-        pdl=_call.flag("pdl", pdl), head_dim=hd, **qf)
+    opts = (group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded, head_dim,
+            norm_before_gate, activation, eps, weight_offset, pdl)
+    key = _call.options_key(opts, (weight_offset, amax_floor))
+    prm, fmt, sfmt, g, hd = _call.memo_get(_GATED_OPTIONS, key) or _call.memo_put(_GATED_OPTIONS, key, _gated_options(*opts))
     cdt = _float_out_dtype(copy_dtype, "copy_dtype", "the copy", y, "y")
     want_copy = copy_dtype is not None or y is not None
     if q is None or scales is None or (want_copy and y is None):
@@ -224,9 +258,10 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
     want_q = _call.flag("fp8", fp8) == 1 or q is not None or scales is not None
     if not want_y and not want_q:
         raise argument_error("y: no output requested (y=False without fp8=True)")
-    qf, fmt, sfmt, g = _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded)
-    prm = entry.params(eps=_call.real("eps", eps), weight_offset=_call.real("weight_offset", weight_offset),
-                       pdl=_call.flag("pdl", pdl), **qf)
+    opts = (eps, weight_offset, pdl, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout,
+            quantize_rounded)
+    key = _call.options_key(opts, (weight_offset, amax_floor))
+    prm, fmt, sfmt, g = _call.memo_get(_NORM_OPTIONS, key) or _call.memo_put(_NORM_OPTIONS, key, _norm_options(entry, *opts))
     ydt = _float_out_dtype(y_dtype, "y_dtype", "y", y_out, "y_out")
     if residual_out is not None and residual is None:
         raise argument_error("residual_out: given without a residual (there is no sum to store)")
@@ -234,7 +269,7 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
         y_out = _call.empty_like(x, None, ydt, "y_dtype")
     if want_q:
         q, scales = _new_quant(x, q, scales, fmt, sfmt, g, scale_layout)
-    entry(stream, x, residual, weight, residual_out, y_out if want_y else None, q if want_q else None,
+    entry.call(stream, x, residual, weight, residual_out, y_out if want_y else None, q if want_q else None,
                scales if want_q else None, params=prm)
     res = None if residual is None else (residual if residual_out is None else residual_out)
     return NormOutputs(y_out if want_y else None, q if want_q else None, scales if want_q else None, res)
@@ -245,8 +280,9 @@ def group_quant_fp8(x, *, group_size=128, fp8_format="e4m3fn", fp8_max=None, ama
     """§2's per-group FP8 quantization of an existing bf16/fp16/fp32 tensor x
     ``[tokens..., hidden]`` (docs/ops.md §3, "Standalone group quantization"); options as
     gatednorm.rmsnorm_gated_fp8.  Returns ``(q, scales)``."""
-    qf, fmt, sfmt, g = _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, False)
-    prm = _GQ_ENTRY.params(pdl=_call.flag("pdl", pdl), **qf)
+    opts = (group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, pdl)
+    key = _call.options_key(opts, (amax_floor,))
+    prm, fmt, sfmt, g = _call.memo_get(_GQ_OPTIONS, key) or _call.memo_put(_GQ_OPTIONS, key, _gq_options(*opts))
     q, scales = _new_quant(x, q, scales, fmt, sfmt, g, scale_layout)
-    _GQ_ENTRY(stream, x, q, scales, params=prm)
+    _GQ_ENTRY.call(stream, x, q, scales, params=prm)
     return q, scales
