@@ -1,19 +1,30 @@
-// Fused all-reduce + add-RMSNorm (ops.md §5, docs/allreduce.md): GPU side.  One-shot:
+// Fused all-reduce + add-RMSNorm (ops.md §5, docs/allreduce.md): GPU side.
 //  exchange kernel (fixed grid of kCommGpuBlocks blocks; block b owns tokens b, b + grid, ...):
 //    e = own ready[b] + 1 (the epoch lives in device memory: graph replays advance it);
 //    copy this rank's rows into own slot e % 2; __syncthreads; thread 0: system fence, then
 //    ready[b] = e; thread 0 spins (volatile) until every peer's ready[b] >= e, then a fence;
 //    __syncthreads; the block sums its rows over the W slots in rank order in fp32 (peers'
 //    memory read with loads that bypass L1 (below), issued after that fence and barrier) and
-//    stores the sum rounded to x's dtype in the rank-local reduced region;
+//    stores the sum rounded to x's dtype in the rank's reduced region:
+//      one-shot: every column of its rows;
+//      two-shot (reduce-scatter + all-gather): only this rank's share of the columns (rank r:
+//      [r * n / W, (r + 1) * n / W) of n 16-byte units, or elements on the 2-byte path); then
+//      __syncthreads; thread 0: system fence, gathered[b] = e (the second flag of block b's
+//      line), spin until every peer's gathered[b] >= e, fence; __syncthreads; the block copies
+//      each peer's share of its rows from that peer's reduced region into its own (the same
+//      L1-bypassing loads), so its rows are whole again;
 //  then, up to kCommGpuBlocks tokens (one a block), the same block runs add_rmsnorm's generic
 //  row body (add_rmsnorm_kernels.h: the row kernel's sum order, so the unfused path's bits) on
-//  the row it reduced: one launch a rank; above, add_rmsnorm.hip's kernels read the reduced
-//  region in a second launch on the same stream.
+//  its row after a __syncthreads: one launch a rank; above, add_rmsnorm.hip's kernels read the
+//  reduced region in a second launch on the same stream.
 // Two slots suffice (cpu_allreduce.cpp has the argument): rank r writes slot e % 2 of block b
 // only after every peer's block b raised its flag to e - 1, so every peer has started its call
-// e - 1, and stream order finished its call e - 2 (hence no PDL here).  The grid is fixed, so
-// every block of every rank counts the same epochs whatever the token count.
+// e - 1, and stream order finished its call e - 2 (hence no PDL here).  The reduced region, read
+// by peers in a two-shot call, is reused one call on by the same argument: rank r writes it in
+// call e only after every peer's ready[b] reached e, so every peer started call e and stream
+// order finished its call e - 1 with that call's gather; within a call, r writes only the
+// peers' share columns of its region while they read only r's share columns of it.  The grid
+// is fixed, so every block of every rank counts the same epochs whatever the token count.
 // The W exchange kernels of one call must be resident at once (they wait on each other): with
 // ranks as streams of one GPU that is W * kCommGpuBlocks blocks of 256 threads.
 //
@@ -24,8 +35,11 @@
 // per peer per unit, 8 bf16 / fp16 or 4 fp32 values) when the launcher finds every row start
 // 16-byte aligned (x, its token stride, the row bytes; the buffers, slots and reduced region
 // are 256-byte aligned by construction), else in 2-byte units as before.  The arithmetic is
-// the same on both paths: rank 0's value, then + rank 1's, ... + rank W-1's in fp32, rounded
-// by numerics.h's f32_to_bf16 / f32_to_f16 (the CPU protocol's store_from_f32).
+// the same on both paths and both algorithms: rank 0's value, then + rank 1's, ... + rank
+// W-1's in fp32, rounded by numerics.h's f32_to_bf16 / f32_to_f16 (the CPU protocol's
+// store_from_f32); each element is summed by one rank, so every rank gets the same bits.
+// Two-shot is a run-time (block-uniform) flag, not a template argument: the sum is the same
+// code over a narrower column range, and the gather and second barrier are one branch.
 #include <string.h>
 
 #include "add_rmsnorm_kernels.h"
@@ -49,7 +63,8 @@ struct ExArgs {
     int64_t row;     // bytes of a row
     size_t slot_bytes;
     int32_t hidden, dtype, rank;
-    int32_t fused;   // one-shot fused: the block normalizes the rows it reduced (norm's x: the reduced region)
+    int32_t two_shot;  // reduce-scatter + all-gather (else one-shot)
+    int32_t fused;     // the block normalizes its rows once whole (norm's x: the reduced region)
     AddArgs norm;
 };
 
@@ -95,41 +110,136 @@ __device__ __forceinline__ uint32_t round_bits(float v) {  // numerics.h's round
     return f32_to_f16(v);
 }
 
-// Sum of the W slots of block b's tokens, 16 bytes a thread a step.
-template <int W, int DT>
-__device__ __forceinline__ void sum_rows_b128(const ExArgs &a, size_t slot, char *red) {
-    constexpr int kN = DT == kF32 ? 4 : 8;  // values per 16 bytes
-    const int64_t units = a.row / 16;
-    for (int64_t t = blockIdx.x; t < a.tokens; t += gridDim.x) {
-        for (int64_t i = threadIdx.x; i < units; i += blockDim.x) {
-            const int64_t off = t * a.row + i * 16;
-            uint4 v[W];
-#pragma unroll
-            for (int r = 0; r < W; ++r) v[r] = load_peer_b128(a.bufs[r] + slot + off);
-            float acc[kN];
-#pragma unroll
-            for (int k = 0; k < kN; ++k) acc[k] = lane_f32<DT>(v[0], k);  // rank 0's value itself: no 0 + x (keeps -0)
-#pragma unroll
-            for (int r = 1; r < W; ++r)
-#pragma unroll
-                for (int k = 0; k < kN; ++k) acc[k] += lane_f32<DT>(v[r], k);
-            uint32_t w[4];
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                if constexpr (kN == 4) w[j] = round_bits<DT>(acc[j]);
-                else w[j] = round_bits<DT>(acc[2 * j]) | (round_bits<DT>(acc[2 * j + 1]) << 16);
-            }
-            *reinterpret_cast<uint4 *>(red + off) = make_uint4(w[0], w[1], w[2], w[3]);
+// Rank q's share of n columns in a two-shot call: [share_begin<W>(q, n), share_begin<W>(q + 1, n)),
+// backend.h's comm_share_begin with W a constant (the division becomes a multiply).
+template <int W>
+__device__ __forceinline__ int64_t share_begin(int q, int64_t n) { return int64_t(q) * n / W; }
+
+// Calls f(t, i) once for every token t of this block (t = blockIdx.x, + gridDim.x, ...) and
+// every column i in [lo, lo + span), the (token, column) pairs dealt to the block's threads in
+// token-major order, so that a span narrower than the block (a two-shot share, a short row)
+// still keeps every thread busy.  32-bit counters: fewer than 2^31 tokens (the launcher's
+// limit) and columns of one row (< 2^31); one division a thread, then the loop steps
+// kExThreads pairs at a time with one carry.
+template <typename F>
+__device__ __forceinline__ void for_each_cell(int64_t tokens, int64_t lo, int64_t span, F &&f) {
+    if (span <= 0) return;
+    const uint32_t n = uint32_t(span), T = uint32_t(tokens);
+    const uint32_t dk = kExThreads / n, dj = kExThreads % n;
+    uint32_t j = threadIdx.x % n;
+    for (uint32_t t = blockIdx.x + threadIdx.x / n * gridDim.x; t < T;) {
+        f(int64_t(t), lo + j);
+        j += dj;
+        uint32_t k = dk;
+        if (j >= n) {
+            j -= n;
+            ++k;
         }
+        t += k * gridDim.x;
     }
 }
 
+// Sum of the W slots over columns [lo, lo + span) (16-byte units) of block b's tokens.
+template <int W, int DT>
+__device__ __forceinline__ void sum_rows_b128(const ExArgs &a, size_t slot, char *red, int64_t lo, int64_t span) {
+    constexpr int kN = DT == kF32 ? 4 : 8;  // values per 16 bytes
+    for_each_cell(a.tokens, lo, span, [&](int64_t t, int64_t i) {
+        const int64_t off = t * a.row + i * 16;
+        uint4 v[W];
+#pragma unroll
+        for (int r = 0; r < W; ++r) v[r] = load_peer_b128(a.bufs[r] + slot + off);
+        float acc[kN];
+#pragma unroll
+        for (int k = 0; k < kN; ++k) acc[k] = lane_f32<DT>(v[0], k);  // rank 0's value itself: no 0 + x (keeps -0)
+#pragma unroll
+        for (int r = 1; r < W; ++r)
+#pragma unroll
+            for (int k = 0; k < kN; ++k) acc[k] += lane_f32<DT>(v[r], k);
+        uint32_t w[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            if constexpr (kN == 4) w[j] = round_bits<DT>(acc[j]);
+            else w[j] = round_bits<DT>(acc[2 * j]) | (round_bits<DT>(acc[2 * j + 1]) << 16);
+        }
+        *reinterpret_cast<uint4 *>(red + off) = make_uint4(w[0], w[1], w[2], w[3]);
+    });
+}
+
+// The same over columns [lo, lo + span) that are elements (the 2-byte path).
+template <int W>
+__device__ __forceinline__ void sum_rows_elem(const ExArgs &a, size_t slot, char *red, int64_t lo, int64_t span) {
+    const int es = dtype_size(a.dtype);
+    for_each_cell(a.tokens, lo, span, [&](int64_t t, int64_t c) {
+        const int64_t off = t * a.row + c * es;
+        float acc = load_volatile(a.bufs[0] + slot + off, a.dtype);
+#pragma unroll
+        for (int r = 1; r < W; ++r) acc += load_volatile(a.bufs[r] + slot + off, a.dtype);
+        store_from_f32(red + off, a.dtype, acc);
+    });
+}
+
+template <typename U>
+__device__ __forceinline__ U load_peer(const char *p) {  // one column of a peer's reduced region
+    if constexpr (sizeof(U) == 16) return load_peer_b128(p);
+    else return *reinterpret_cast<const volatile U *>(p);  // the 2-byte path's coherent loads
+}
+
+// Two-shot all-gather: every peer's share of block b's tokens, from that peer's reduced region
+// into the same place of this rank's.  Columns of U (uint4: 16-byte units; uint16_t / uint32_t:
+// elements of the 2-byte path), n a row.  The shares differ by at most one column, so cell j of
+// the widest share reads column share_begin(q) + j of every peer q that has one: W - 1 loads
+// issued before the stores, as the sum does.  Column indices in 32 bits (n < 2^31), the W + 1
+// share bounds computed once.
+template <int W, typename U>
+__device__ __forceinline__ void gather_shares(const ExArgs &a, size_t red_at, int64_t n) {
+    char *red = a.own + red_at;
+    uint32_t begin[W + 1];
+#pragma unroll
+    for (int q = 0; q <= W; ++q) begin[q] = uint32_t(share_begin<W>(q, n));
+    for_each_cell(a.tokens, 0, (n + W - 1) / W, [&](int64_t t, int64_t j) {
+        const int64_t at = t * a.row;  // the token's row, from the start of a reduced region
+        U v[W];
+#pragma unroll
+        for (int q = 0; q < W; ++q) {
+            const uint32_t i = begin[q] + uint32_t(j);
+            if (q != a.rank && i < begin[q + 1]) v[q] = load_peer<U>(a.bufs[q] + red_at + at + i * sizeof(U));
+        }
+#pragma unroll
+        for (int q = 0; q < W; ++q) {
+            const uint32_t i = begin[q] + uint32_t(j);
+            if (q != a.rank && i < begin[q + 1]) *reinterpret_cast<U *>(red + at + i * sizeof(U)) = v[q];
+        }
+    });
+}
+
+// Thread 0's part of a cross-rank barrier on the flag at `at` in block b's flag line (0: ready,
+// kCommGatheredOffset: gathered), run between two __syncthreads of the caller: a system fence
+// (release: the block's writes, gathered by the first __syncthreads, are ordered before the
+// flag), flag = e, a spin (volatile loads) until every peer's same flag reaches e, then a
+// system fence (acquire), which the second __syncthreads hands to the block.
+template <int W>
+__device__ __forceinline__ void signal_and_wait(const ExArgs &a, int b, size_t at, uint64_t e) {
+    __threadfence_system();
+    *reinterpret_cast<volatile uint64_t *>(a.own + kCommFlags + b * kCommFlagStride + at) = e;
+#pragma unroll
+    for (int r = 0; r < W; ++r) {
+        if (r == a.rank) continue;
+        const volatile uint64_t *f = reinterpret_cast<const volatile uint64_t *>(a.bufs[r] + kCommFlags + b * kCommFlagStride + at);
+        while (*f < e) {
+        }
+    }
+    __threadfence_system();
+}
+
+// One block a multiprocessor is all the occupancy this kernel needs (a grid of kCommGpuBlocks;
+// W of them on one GPU with ranks as streams).  Under the plain bound ptxas spilled a few bytes
+// in several instantiations to fit 40 / 48 / 64 registers (occupancy steps); saying so lets it
+// take the registers instead (sm_90a: 48 to 90, no stack, docs/allreduce.md).
 template <int W, bool VEC>
-__global__ void __launch_bounds__(kExThreads) allreduce_exchange_kernel(const ExArgs a) {
+__global__ void GN_LAUNCH_BOUNDS(kExThreads, kExThreads) allreduce_exchange_kernel(const ExArgs a) {
     const int b = blockIdx.x;
     char *own = a.own;
-    volatile uint64_t *flag = reinterpret_cast<volatile uint64_t *>(own + kCommFlags + b * kCommFlagStride);
-    const uint64_t e = *flag + 1;
+    const uint64_t e = *reinterpret_cast<volatile uint64_t *>(own + kCommFlags + b * kCommFlagStride) + 1;  // ready[b] + 1
     const size_t slot = kCommHeader + (e & 1) * a.slot_bytes;
     if constexpr (VEC) {
         const int64_t units = a.row / 16;
@@ -147,38 +257,31 @@ __global__ void __launch_bounds__(kExThreads) allreduce_exchange_kernel(const Ex
         }
     }
     __syncthreads();  // every thread has read e and written its part
-    if (threadIdx.x == 0) {
-        __threadfence_system();
-        *flag = e;
-#pragma unroll
-        for (int r = 0; r < W; ++r) {
-            if (r == a.rank) continue;
-            const volatile uint64_t *f = reinterpret_cast<const volatile uint64_t *>(a.bufs[r] + kCommFlags + b * kCommFlagStride);
-            while (*f < e) {
-            }
-        }
-        __threadfence_system();
-    }
+    if (threadIdx.x == 0) signal_and_wait<W>(a, b, 0, e);  // ready[b]
     __syncthreads();
-    char *red = own + kCommHeader + 2 * a.slot_bytes;
+    const size_t red_at = kCommHeader + 2 * a.slot_bytes;
+    char *red = own + red_at;
+    // Columns: 16-byte units or elements.  One-shot sums them all, two-shot this rank's share.
+    const int64_t n = VEC ? a.row / 16 : a.hidden;
+    const int64_t lo = a.two_shot ? share_begin<W>(a.rank, n) : 0;
+    const int64_t span = (a.two_shot ? share_begin<W>(a.rank + 1, n) : n) - lo;
     if constexpr (VEC) {
-        if (a.dtype == kBF16) sum_rows_b128<W, kBF16>(a, slot, red);
-        else if (a.dtype == kF16) sum_rows_b128<W, kF16>(a, slot, red);
-        else sum_rows_b128<W, kF32>(a, slot, red);
+        if (a.dtype == kBF16) sum_rows_b128<W, kBF16>(a, slot, red, lo, span);
+        else if (a.dtype == kF16) sum_rows_b128<W, kF16>(a, slot, red, lo, span);
+        else sum_rows_b128<W, kF32>(a, slot, red, lo, span);
     } else {
-        const int es = dtype_size(a.dtype);
-        for (int64_t t = b; t < a.tokens; t += gridDim.x) {
-            for (int64_t c = threadIdx.x; c < a.hidden; c += blockDim.x) {
-                const int64_t off = t * a.row + c * es;
-                float acc = load_volatile(a.bufs[0] + slot + off, a.dtype);
-#pragma unroll
-                for (int r = 1; r < W; ++r) acc += load_volatile(a.bufs[r] + slot + off, a.dtype);
-                store_from_f32(red + off, a.dtype, acc);
-            }
-        }
+        sum_rows_elem<W>(a, slot, red, lo, span);
+    }
+    if (W > 1 && a.two_shot) {  // uniform: every thread of every block (W = 1 never runs two-shot: no peers)
+        __syncthreads();  // this block's share of its rows, stored by all its threads
+        if (threadIdx.x == 0) signal_and_wait<W>(a, b, kCommGatheredOffset, e);  // gathered[b]
+        __syncthreads();
+        if constexpr (VEC) gather_shares<W, uint4>(a, red_at, n);
+        else if (a.dtype == kF32) gather_shares<W, uint32_t>(a, red_at, n);
+        else gather_shares<W, uint16_t>(a, red_at, n);
     }
     if (a.fused) {  // uniform: every thread of every block
-        __syncthreads();  // the rows this block reduced, visible to all its threads
+        __syncthreads();  // the rows this block holds, whole and visible to all its threads
         for (int64_t t = b; t < a.tokens; t += gridDim.x) add_rmsnorm_generic_row(a.norm, t);
     }
 }
@@ -203,7 +306,7 @@ static_assert(kCommMaxWorld == 8, "exchange_kernel instantiates W = 1 .. kCommMa
 
 }  // namespace
 
-gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem p, void *stream_ptr) {
+gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem p, bool two_shot, void *stream_ptr) {
     if (p.tokens >= (int64_t(1) << 31) || p.hidden > (int64_t(1) << 30))
         return fail(GATEDNORM_STATUS_UNSUPPORTED, "x: %lld rows of %lld; the GPU kernels take fewer than 2^31 rows of at most 2^30",
                     (long long)p.tokens, (long long)p.hidden);
@@ -223,6 +326,7 @@ gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
     a.hidden = int32_t(p.hidden);
     a.dtype = p.x_dtype;
     a.rank = c.rank;
+    a.two_shot = two_shot;
     // 16-byte units when every row of x, of the slots and of the reduced region starts on a
     // 16-byte boundary: x and its token stride (when there is more than one token), the row
     // bytes (token t's row starts t * row into a slot); buffers are 256-byte aligned
@@ -235,17 +339,17 @@ gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
     p.x = c.buffers[c.rank] + kCommHeader + 2 * c.slot_bytes;
     p.x_st = p.hidden;
     p.pdl = false;
-    // Up to one token a block: one launch, each block normalizing the row it reduced with
-    // add_rmsnorm's generic body (the row kernel's sum order, so the same bits as the
-    // unfused path).  More tokens: the row kernel's own launch after the exchange, which
-    // streams large T faster than 16 blocks of 256 threads would.
+    // Up to one token a block: one launch, each block normalizing its row (reduced, or with
+    // two-shot gathered whole) with add_rmsnorm's generic body (the row kernel's sum order, so
+    // the same bits as the unfused path).  More tokens: the row kernel's own launch after the
+    // exchange, which streams large T faster than 16 blocks of 256 threads would.
     a.fused = p.tokens <= kCommGpuBlocks;
     if (a.fused) a.norm = make_add_args(p, 0);
     k<<<kCommGpuBlocks, kExThreads, 0, s>>>(a);
     const gatednorm_status st = check_launch("allreduce exchange");
     if (st != GATEDNORM_STATUS_SUCCESS) return st;
     if (!a.fused) return gpu_add_rmsnorm(p, stream_ptr);
-    note_kernel("allreduce.one_shot.fused");
+    note_kernel(two_shot ? "allreduce.two_shot.fused" : "allreduce.one_shot.fused");
     return st;
 }
 

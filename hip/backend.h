@@ -170,14 +170,26 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream);
 
 // Fused all-reduce + add-RMSNorm (ops.md §5, docs/allreduce.md).  Each rank's buffer:
 //   [0, kCommFlags)                 header (CPU: magic and size, for unmapping)
-//   [kCommFlags, kCommHeader)       ready flags, one per block, kCommFlagStride bytes apart:
-//                                   the last epoch whose partial that block of this rank has
-//                                   written into its slot (only this rank writes them)
+//   [kCommFlags, kCommHeader)       one flag line per block, kCommFlagStride bytes apart, two
+//                                   uint64 in it (only this rank writes them; peers read them):
+//                                     +0 ready: the last epoch whose partial that block of this
+//                                        rank has written into its slot;
+//                                     +kCommGatheredOffset gathered (two-shot): the last epoch
+//                                        whose share of the sum that block has written into
+//                                        this rank's reduced region (one-shot calls leave it
+//                                        behind; waits are ">= epoch", so a stale value only
+//                                        means "not yet")
 //   kCommHeader + i * slot_bytes    slot i = 0, 1: the partial of epochs with epoch % 2 == i
-//   kCommHeader + 2 * slot_bytes    the reduced x (GPU; read back by this rank only)
+//   kCommHeader + 2 * slot_bytes    the reduced x, rows as in the slots.  One-shot: this rank
+//                                   sums every column and alone reads it back.  Two-shot: this
+//                                   rank sums its share of the columns, peers read that share,
+//                                   and this rank copies the peers' shares in beside it.
+// The layout (and so gatednorm_comm_buffer_size) is the same for both algorithms.
 constexpr size_t kCommFlags = 4096;
 constexpr int kCommMaxBlocks = 64;
 constexpr size_t kCommFlagStride = 64;
+constexpr size_t kCommGatheredOffset = 8;
+static_assert(kCommGatheredOffset + 8 <= kCommFlagStride, "gathered shares the ready flag's line");
 constexpr size_t kCommHeader = kCommFlags + kCommMaxBlocks * kCommFlagStride;
 constexpr size_t kCommSlotAlign = 256;
 constexpr int kCommMaxWorld = GATEDNORM_COMM_MAX_WORLD_SIZE;
@@ -188,12 +200,19 @@ struct CommState {
     char *buffers[kCommMaxWorld] = {};
     size_t buffer_bytes = 0, slot_bytes = 0;
     gatednorm_device device{};
+    int algorithm = GATEDNORM_ALLREDUCE_ALGORITHM_AUTO;  // gatednorm_comm_set_algorithm's
 };
 
-// p.x is this rank's partial; the backend reduces it with the peers' and runs add_rmsnorm on
-// the reduced x (contiguous, p.x_dtype).
-gatednorm_status cpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem p);
-gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem p, void *stream);
+// The first column (element, or 16-byte unit on the GPU's 16-byte path) of rank q's share of
+// a row of n columns in a two-shot call: rank q reduces [comm_share_begin(q), comm_share_begin(q + 1)).
+// Contiguous, sizes floor or ceil of n / world (empty when n < world), covering [0, n).
+inline int64_t comm_share_begin(int q, int world, int64_t n) { return int64_t(q) * n / world; }
+
+// p.x is this rank's partial; the backend reduces it with the peers' (two_shot: reduce-scatter
+// then all-gather, else one-shot; comm_api.cpp chose, the same on every rank) and runs
+// add_rmsnorm on the reduced x (contiguous, p.x_dtype).
+gatednorm_status cpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem p, bool two_shot);
+gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem p, bool two_shot, void *stream);
 // GPU buffers: zeroed device memory and its IPC handle; open / close a peer's.
 gatednorm_status gpu_comm_buffer_alloc(int32_t device_id, size_t bytes, void **buffer, uint8_t *handle);
 gatednorm_status gpu_comm_buffer_open(int32_t device_id, const uint8_t *handle, void **buffer);

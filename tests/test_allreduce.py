@@ -10,7 +10,12 @@ reference in test_add_rmsnorm.py); so every rank also equals every other rank.
   - CPU backend, ranks as threads of one process sharing the buffers (AllReduceGroup.in_process);
   - one GPU, ranks as streams of one process (skipped without a GPU);
   - the GPU exchange's 16-byte and 2-byte paths at W = 1, 3, 8 (x layouts that pick each; the
-    same cases on CPU threads);
+    same cases on CPU threads, with rows that split unevenly among the ranks, and rows of
+    fewer columns than ranks);
+  - each of the above with the algorithm left to "auto" and forced to "two_shot"
+    (reduce-scatter + all-gather): the same bits either way;
+  - which algorithm "auto" runs (the CPU: the second flag in the buffers; the GPU's one-launch
+    path: gatednorm.last_kernel());
   - bad input names the argument.
 """
 
@@ -117,13 +122,13 @@ def check(outs, W):
 
 
 # ------------------------------------------------------------------- ranks as processes
-def _worker(rank, W, conn):
+def _worker(rank, W, algorithm, conn):
     try:
         def exchange(b):
             conn.send(("x", b))
             return conn.recv()
 
-        g = AllReduceGroup(rank, W, exchange, "cpu", max_tokens=T, hidden=H, dtype="float32")
+        g = AllReduceGroup(rank, W, exchange, "cpu", max_tokens=T, hidden=H, dtype="float32", algorithm=algorithm)
         outs = {}
         for case in range(len(CASES)):
             for rep in range(REPS):
@@ -134,10 +139,10 @@ def _worker(rank, W, conn):
         conn.send(("error", repr(e)))
 
 
-def run_processes(W):
+def run_processes(W, algorithm):
     ctx = mp.get_context("fork")
     pipes = [ctx.Pipe() for _ in range(W)]
-    procs = [ctx.Process(target=_worker, args=(r, W, pipes[r][1]), daemon=True) for r in range(W)]
+    procs = [ctx.Process(target=_worker, args=(r, W, algorithm, pipes[r][1]), daemon=True) for r in range(W)]
     for p in procs:
         p.start()
     outs = [None] * W
@@ -170,15 +175,21 @@ def run_processes(W):
     return outs
 
 
+# "auto" runs one-shot at these sizes (T = 5); "two_shot" forces the other protocol.
+ALGORITHMS = ["auto", "two_shot"]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("W", [2, 4])
-def test_processes_every_output(W):
-    check(run_processes(W), W)
+def test_processes_every_output(W, algorithm):
+    check(run_processes(W, algorithm), W)
 
 
 # --------------------------------------------------------------------- ranks as threads
-def test_threads_in_process():
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_threads_in_process(algorithm):
     W = 3
-    groups = AllReduceGroup.in_process(W, "cpu", max_tokens=T, hidden=H, dtype="float32")
+    groups = AllReduceGroup.in_process(W, "cpu", max_tokens=T, hidden=H, dtype="float32", algorithm=algorithm)
     outs = [dict() for _ in range(W)]
     errs = []
 
@@ -199,13 +210,91 @@ def test_threads_in_process():
     check(outs, W)
 
 
-def test_single_rank_is_add_rmsnorm():
-    (g,) = AllReduceGroup.in_process(1, "cpu", max_tokens=T, hidden=H)
+@pytest.mark.parametrize("algorithm", ["auto", "one_shot", "two_shot"])
+def test_single_rank_is_add_rmsnorm(algorithm):
+    (g,) = AllReduceGroup.in_process(1, "cpu", max_tokens=T, hidden=H, algorithm=algorithm)
     x, res, w = data(0, 0, 0, 1)
     got = g.add_rmsnorm(x, res.copy(), w, fp8=True)
     want = gatednorm.add_rmsnorm(x, res.copy(), w, fp8=True)
     for a, b in zip(got, want):
         assert bits_equal(np.asarray(a), np.asarray(b))
+
+
+# ------------------------------------------------------------- which algorithm "auto" runs
+def flag_words(groups):
+    """(ready, gathered) of block 0 in every rank's buffer: backend.h's layout, the flag lines
+    from byte 4096 (kCommFlags), gathered 8 bytes into the line (kCommGatheredOffset).  Only a
+    two-shot call advances gathered."""
+    from gatednorm._ffi import ffi
+
+    return [(int(ffi.cast("uint64_t *", b)[4096 // 8]), int(ffi.cast("uint64_t *", b)[4096 // 8 + 1])) for b in groups[0]._buffers.buffers]
+
+
+def run_threads(groups, tokens, hidden):
+    errs = []
+
+    def body(r):
+        try:
+            g = np.random.default_rng(r)
+            x = g.standard_normal((tokens, hidden)).astype(np.float32)
+            groups[r].add_rmsnorm(x, None, np.ones(hidden, np.float32))
+        except BaseException as e:  # pragma: no cover
+            errs.append(e)
+
+    th = [threading.Thread(target=body, args=(r,)) for r in range(len(groups))]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join(60)
+    assert not errs, errs
+
+
+# (W, algorithm, tokens, two-shot?): "auto" is two-shot from 4 ranks above 16 tokens
+# (kCommGpuBlocks), one-shot otherwise; a forced algorithm is kept, except at W = 1 (no peers).
+AUTO_RULE = [(4, "auto", 16, False), (4, "auto", 17, True), (8, "auto", 17, True), (3, "auto", 64, False),
+             (2, "auto", 64, False), (4, "one_shot", 64, False), (2, "two_shot", 1, True), (1, "two_shot", 17, False)]
+
+
+@pytest.mark.parametrize("W,algorithm,tokens,two", AUTO_RULE)
+def test_algorithm_choice(W, algorithm, tokens, two):
+    hidden = 64
+    groups = AllReduceGroup.in_process(W, "cpu", max_tokens=64, hidden=hidden, dtype="float32", algorithm=algorithm)
+    assert all(g.algorithm == algorithm for g in groups)
+    for call in (1, 2):
+        run_threads(groups, tokens, hidden)
+        assert flag_words(groups) == [(call, call if two else 0)] * W, (call, flag_words(groups))
+
+
+def test_algorithm_refused_keeps_the_comm():
+    """A refused gatednorm_comm_set_algorithm leaves the comm as it was: still two-shot."""
+    from gatednorm import _ffi
+
+    lib = _ffi.lib()
+    groups = AllReduceGroup.in_process(2, "cpu", max_tokens=4, hidden=64, dtype="float32", algorithm="two_shot")
+    for g in groups:
+        assert lib.gatednorm_comm_set_algorithm(g._comm, 3) == lib.GATEDNORM_STATUS_INVALID_ARGUMENT
+    run_threads(groups, 4, 64)
+    assert flag_words(groups) == [(1, 1)] * 2
+
+
+def test_algorithm_argument():
+    for bad_value in ("three_shot", "ONE_SHOT", 1, None):
+        bad("algorithm:", AllReduceGroup.in_process, 2, "cpu", algorithm=bad_value)
+        bad("algorithm:", AllReduceGroup, 0, 2, lambda b: [b, b], algorithm=bad_value)
+    # Ranks that disagree are refused when the group is built (a call would wait forever):
+    # rank 0 asks for two-shot, the other rank (its own buffer mapped twice) answers one-shot.
+    calls = []
+
+    def exchange(b):
+        calls.append(b)
+        if len(calls) == 1:  # the handles: rank 1's item names rank 1 and the same buffer
+            return [b, struct.pack("<iiQ", 1, 2, struct.unpack_from("<iiQ", b)[2]) + b[16:]]
+        return [b, bytes([1])]  # the barrier: each rank's algorithm
+
+    e = bad("algorithm: 'two_shot' on rank 0, but 'one_shot' on rank 1", AllReduceGroup, 0, 2, exchange, max_tokens=4, hidden=H,
+            algorithm="two_shot")
+    assert "every rank must pass the same" in str(e)
+    assert calls[1] == bytes([2])
 
 
 # ------------------------------------------------------------------------- bad input
@@ -275,15 +364,21 @@ def gpu_args(be, case, rep, r, W):
     return a, kw
 
 
+def fused_kernel(W, algorithm):
+    """The name the one-launch path (up to 16 tokens) notes: "auto" is one-shot there at every W."""
+    return "allreduce.two_shot.fused" if algorithm == "two_shot" and W > 1 else "allreduce.one_shot.fused"
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("W", [2, 4])
-def test_gpu_streams(requires_gpu, W):
+def test_gpu_streams(requires_gpu, W, algorithm):
     import gc
 
     from conftest import Backend
 
     be = Backend("gpu")
     dev = (gatednorm._runtime.gpu_device_type(), 0)
-    groups = AllReduceGroup.in_process(W, dev, max_tokens=64, hidden=H, dtype="float32")
+    groups = AllReduceGroup.in_process(W, dev, max_tokens=64, hidden=H, dtype="float32", algorithm=algorithm)
     streams = [gatednorm.Stream(0) for _ in range(W)]
     for case in range(len(CASES)):
         for rep in range(REPS):
@@ -301,9 +396,10 @@ def test_gpu_streams(requires_gpu, W):
                 gc.enable()
             for st in streams:
                 st.synchronize()
-            # T = 5 <= 16 tokens: one launch a rank, the exchange kernel normalizing its rows
-            # (asserted only once every rank launched: a rank alone would wait for its peers)
-            assert kernels == ["allreduce.one_shot.fused"] * W
+            # T = 5 <= 16 tokens: one launch a rank, the exchange kernel normalizing its rows, of
+            # the algorithm asked for ("auto": one-shot, even at W = 4) (asserted only once every
+            # rank launched: a rank alone would wait for its peers)
+            assert kernels == [fused_kernel(W, algorithm)] * W
             want = expected(case, rep, W, be)
             for r in range(W):
                 for name, g, e in zip(("y", "q", "scales", "residual"), outs[r], want):
@@ -331,7 +427,12 @@ LAYOUTS = [  # (x dtype, hidden, padded row of x's buffer or None, element offse
     ("bf16", 256, 260, 0),    # 2-byte path: 520-byte token stride
     ("bf16", 2304, None, 0),  # 16-byte path; 9 spans of 256: two rounds of the generic row's sum
     ("bf16", 2300, None, 0),  # 2-byte path (4600-byte rows), two rounds
+    ("bf16", 16, None, 0),    # 16-byte path, 2 units a row: two-shot at W = 3, 8 leaves ranks without a share
+    ("fp16", 5, None, 0),     # 2-byte path, 5 elements a row: fewer columns than 8 ranks
 ]
+# Two-shot splits each row's n columns (16-byte units on the GPU's 16-byte path, else elements)
+# into W contiguous shares, rank r's [r * n / W, (r + 1) * n / W): hidden 196, 197, 200, 2300
+# and the 2-unit and 5-element rows split unevenly at W = 3 and 8, some shares empty.
 
 
 def layout_data(li, rank, T=PT):
@@ -362,11 +463,12 @@ def layout_expected(li, W, be=None, T=PT):
     return get(out.y), get(out.residual)
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("W", [1, 3, 8])
-def test_threads_layouts(W):
+def test_threads_layouts(W, algorithm):
     outs = {}
     for li, (xd, h, _, _) in enumerate(LAYOUTS):
-        groups = AllReduceGroup.in_process(W, "cpu", max_tokens=PT, hidden=h, dtype="float32")
+        groups = AllReduceGroup.in_process(W, "cpu", max_tokens=PT, hidden=h, dtype="float32", algorithm=algorithm)
         got = [None] * W
 
         def body(r):
@@ -387,8 +489,9 @@ def test_threads_layouts(W):
                 assert bits_equal(g, e), "layout %d rank %d: %s differs" % (li, r, name)
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("W", [1, 3, 8])
-def test_gpu_streams_layouts(requires_gpu, W):
+def test_gpu_streams_layouts(requires_gpu, W, algorithm):
     import gc
 
     from conftest import Backend
@@ -397,7 +500,7 @@ def test_gpu_streams_layouts(requires_gpu, W):
     dev = (gatednorm._runtime.gpu_device_type(), 0)
     streams = [gatednorm.Stream(0) for _ in range(W)]
     for li, (xd, h, _, _) in enumerate(LAYOUTS):
-        groups = AllReduceGroup.in_process(W, dev, max_tokens=PT, hidden=h, dtype="float32")
+        groups = AllReduceGroup.in_process(W, dev, max_tokens=PT, hidden=h, dtype="float32", algorithm=algorithm)
         for T in GPU_TOKENS:
             for rep in range(REPS):  # both slots
                 args = []
@@ -413,8 +516,9 @@ def test_gpu_streams_layouts(requires_gpu, W):
                     gc.enable()
                 for st in streams:
                     st.synchronize()
-                # up to 16 tokens one launch a rank; above, the exchange and add_rmsnorm's own
-                assert kernel == "allreduce.one_shot.fused" if T <= 16 else kernel.startswith("add_rmsnorm."), (T, kernel)
+                # up to 16 tokens one launch a rank (of the algorithm asked for; "auto": one-shot);
+                # above, the exchange ("auto": two-shot at W = 8) and add_rmsnorm's own
+                assert kernel == fused_kernel(W, algorithm) if T <= 16 else kernel.startswith("add_rmsnorm."), (T, kernel)
                 want = layout_expected(li, W, be, T)
                 for r in range(W):
                     for name, g, e in zip(("y", "residual"), (outs[r].y, outs[r].residual), want):
@@ -464,6 +568,12 @@ def test_c_comm_entry_points():
     assert lib.gatednorm_comm_max_input_bytes(cp[0], mb) == 0 and mb[0] >= 1000
     x = ffi.new("gatednorm_tensor *")
     err(lib.gatednorm_allreduce_add_rmsnorm(ffi.NULL, x, ffi.NULL, x, ffi.NULL, x, ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL), "comm:")
+    err(lib.gatednorm_comm_set_algorithm(ffi.NULL, 0), "comm:")
+    for v in (-1, 3, (1 << 31) - 1, -(1 << 31)):
+        err(lib.gatednorm_comm_set_algorithm(cp[0], v), "algorithm:")
+        assert ("got %d" % v) in ffi.string(lib.gatednorm_last_error()).decode()
+    for v in (lib.GATEDNORM_ALLREDUCE_ALGORITHM_AUTO, lib.GATEDNORM_ALLREDUCE_ALGORITHM_ONE_SHOT, lib.GATEDNORM_ALLREDUCE_ALGORITHM_TWO_SHOT):
+        assert lib.gatednorm_comm_set_algorithm(cp[0], v) == 0
     assert lib.gatednorm_comm_destroy(cp[0]) == 0
     for b in bufs:
         assert lib.gatednorm_comm_buffer_free(cpu, b) == 0

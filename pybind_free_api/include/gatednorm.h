@@ -459,11 +459,34 @@ GATEDNORM_API gatednorm_status gatednorm_comm_destroy(gatednorm_comm *comm);
  * all-reduce, then gatednorm_add_rmsnorm). */
 GATEDNORM_API gatednorm_status gatednorm_comm_max_input_bytes(const gatednorm_comm *comm, size_t *bytes);
 
+/* How a comm's calls exchange the partials (docs/allreduce.md, "Protocol (two-shot)", "Choosing the
+ * algorithm").  The outputs are the same bits either way: each element is still summed by one rank
+ * in rank order. */
+typedef enum gatednorm_allreduce_algorithm {
+    GATEDNORM_ALLREDUCE_ALGORITHM_AUTO = 0,     /* the default: ONE_SHOT when world_size < 4 or tokens <= 16,
+                                                 * else TWO_SHOT.  Provisional: the switch-over has never been
+                                                 * measured (no machine with 4 or more GPUs has been lent). */
+    GATEDNORM_ALLREDUCE_ALGORITHM_ONE_SHOT = 1, /* every rank reads every peer's whole partial and sums every
+                                                 * row: (W - 1) * x's bytes read over the links, one barrier */
+    GATEDNORM_ALLREDUCE_ALGORITHM_TWO_SHOT = 2  /* reduce-scatter, then all-gather: each rank sums 1 / W of
+                                                 * every row's columns and copies the peers' sums of the rest:
+                                                 * 2 (W - 1) / W * x's bytes, two barriers */
+} gatednorm_allreduce_algorithm;
+
+/* Sets the algorithm (gatednorm_allreduce_algorithm) of comm's later calls; AUTO until set.
+ * Every rank must set the same before the same call: ranks on different algorithms wait on
+ * each other forever (a CPU rank gives up after 60 s; a GPU kernel does not).  With world_size
+ * 1 every algorithm is the same (there are no peers).  Not while a call on comm is running
+ * (calls on one comm are ordered anyway).  On error (comm NULL, algorithm not one of the
+ * enum's values) the comm is left as it was. */
+GATEDNORM_API gatednorm_status gatednorm_comm_set_algorithm(gatednorm_comm *comm, int32_t algorithm);
+
 /* The fused step on this rank: x is this rank's partial ([tokens..., hidden], bf16 / fp16 / fp32,
  * as gatednorm_add_rmsnorm's x, on the comm's device; tokens * hidden * element size at most
  * gatednorm_comm_max_input_bytes); every other argument and params exactly as
  * gatednorm_add_rmsnorm's, applied to the reduced x (y may be x).  params->pdl must be 0.
- * GPU today: one-shot, two launches per rank (exchange + rank-order sum, then add_rmsnorm). 
+ * GPU: one launch per rank up to 16 tokens (the exchange kernel normalizes the rows it holds),
+ * two above (the exchange, then add_rmsnorm's kernels on the reduced x); either algorithm.
  * GPU: asynchronous on stream, no allocation, no host synchronization; the epoch advances in
  * device memory, so the call can be captured in a graph and replayed.  Calls on one comm must
  * be ordered (one stream, or the host's call order on the CPU). */

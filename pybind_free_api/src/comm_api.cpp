@@ -194,6 +194,23 @@ gatednorm_status comm_create(int32_t rank, int32_t world, void *const *buffers, 
     return GATEDNORM_STATUS_SUCCESS;
 }
 
+// The algorithm of one call, from the comm's setting and the call's shape only, so that every
+// rank (same setting, same shapes: the callers' rule) picks the same one.  AUTO is provisional
+// (never measured: docs/allreduce.md, "Two-shot: when it pays"): two-shot reads 2 / W of
+// one-shot's bytes over the links but adds a second barrier and gives up the one-launch fusion,
+// so one-shot below 4 ranks (at W = 2 the bytes are the same; at 3 the saving, a third, is left
+// to a measurement) and up to kCommGpuBlocks tokens (one launch a rank does the exchange and the
+// norm, and so few rows are latency, not bytes); two-shot from 4 ranks above that.  World size
+// 1 has no peers: one-shot, whatever was set.
+bool two_shot(const CommState &c, int64_t tokens) {
+    if (c.world == 1) return false;
+    switch (c.algorithm) {
+        case GATEDNORM_ALLREDUCE_ALGORITHM_ONE_SHOT: return false;
+        case GATEDNORM_ALLREDUCE_ALGORITHM_TWO_SHOT: return true;
+        default: return c.world >= 4 && tokens > kCommGpuBlocks;
+    }
+}
+
 gatednorm_status allreduce_checked(gatednorm_comm *comm, const gatednorm_tensor *x, const gatednorm_tensor *res, const gatednorm_tensor *weight,
                                    const gatednorm_tensor *res_out, const gatednorm_tensor *y, const gatednorm_tensor *q,
                                    const gatednorm_tensor *scales, const gatednorm_add_rmsnorm_params *params, void *stream) {
@@ -214,8 +231,9 @@ gatednorm_status allreduce_checked(gatednorm_comm *comm, const gatednorm_tensor 
                     "(gatednorm_comm_buffer_size's max_input_bytes); use the collective library's all-reduce and gatednorm_add_rmsnorm",
                     (long long)p.tokens, (long long)p.hidden, dtype_name(x->dtype).c_str(), need, c.slot_bytes);
     if (need == 0) return GATEDNORM_STATUS_SUCCESS;  // every rank has the same shapes: none takes part
-    if (comm_host) return cpu_allreduce_add_rmsnorm(c, p);
-    return gpu_allreduce_add_rmsnorm(c, p, stream);
+    const bool two = two_shot(c, p.tokens);
+    if (comm_host) return cpu_allreduce_add_rmsnorm(c, p, two);
+    return gpu_allreduce_add_rmsnorm(c, p, two, stream);
 }
 
 }  // namespace
@@ -256,6 +274,15 @@ GATEDNORM_API gatednorm_status gatednorm_comm_max_input_bytes(const gatednorm_co
     if (!comm) return null_arg("comm");
     if (!bytes) return null_arg("bytes");
     *bytes = comm->state.slot_bytes;
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+GATEDNORM_API gatednorm_status gatednorm_comm_set_algorithm(gatednorm_comm *comm, int32_t algorithm) {
+    if (!comm) return null_arg("comm");
+    if (algorithm != GATEDNORM_ALLREDUCE_ALGORITHM_AUTO && algorithm != GATEDNORM_ALLREDUCE_ALGORITHM_ONE_SHOT &&
+        algorithm != GATEDNORM_ALLREDUCE_ALGORITHM_TWO_SHOT)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "algorithm: expected 0 (AUTO), 1 (ONE_SHOT) or 2 (TWO_SHOT), got %d", algorithm);
+    comm->state.algorithm = algorithm;
     return GATEDNORM_STATUS_SUCCESS;
 }
 

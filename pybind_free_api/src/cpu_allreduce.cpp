@@ -1,16 +1,26 @@
 // CPU backend of the fused all-reduce + add-RMSNorm (ops.md §5, docs/allreduce.md): the same
 // flag protocol as the GPU kernel, over host memory that the ranks share (POSIX shared memory
-// between processes, or one address space), with acquire / release atomics.
+// between processes, or one address space), with acquire / release atomics.  The CPU is one
+// block: it owns every token.
 //   e = own ready flag + 1; copy the partial into own slot e % 2; ready = e (release);
-//   wait until every peer's ready >= e (acquire); sum the W slots in rank order in fp32,
-//   round to x's dtype; then add_rmsnorm on that x.
+//   wait until every peer's ready >= e (acquire);
+//   one-shot: sum the W slots in rank order in fp32 over every column, round to x's dtype, into
+//     this rank's reduced region;
+//   two-shot: the same sum over this rank's share of the columns only (comm_share_begin), into
+//     the same place of its reduced region; gathered = e (release); wait until every peer's
+//     gathered >= e (acquire); copy each peer's share from its reduced region into this one's;
+//   then add_rmsnorm on the reduced region.
 // Two slots suffice: a rank writes slot e % 2 only after every peer's flag reached e - 1,
 // i.e. after every peer began call e - 1 and so finished reading the slots of call e - 2.
+// The reduced region is reused safely for the same reason one step on: a rank writes it in
+// call e only after every peer's ready reached e, i.e. every peer began call e and so finished
+// call e - 1, including its two-shot reads of this rank's region.  Within a two-shot call this
+// rank writes only the peers' share columns of its own region while the peers read only its
+// share columns of it: disjoint bytes.  Each element is still summed by exactly one rank, in
+// rank order, with the one-shot arithmetic, so both algorithms give the same bits.
 #include <sched.h>
 #include <string.h>
 #include <time.h>
-
-#include <vector>
 
 #include "backend.h"
 #include "numerics.h"
@@ -27,31 +37,24 @@ double now() {
 }
 
 uint64_t *ready_flag(char *buffer) { return reinterpret_cast<uint64_t *>(buffer + kCommFlags); }
+uint64_t *gathered_flag(char *buffer) { return reinterpret_cast<uint64_t *>(buffer + kCommFlags + kCommGatheredOffset); }
 
-}  // namespace
-
-gatednorm_status cpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem p) {
-    const int xs = dtype_size(p.x_dtype);
-    const size_t row = size_t(p.hidden) * xs;
-    const size_t n = size_t(p.tokens) * size_t(p.hidden);
-    uint64_t *own = ready_flag(c.buffers[c.rank]);
-    const uint64_t e = __atomic_load_n(own, __ATOMIC_RELAXED) + 1;
-    const size_t slot = kCommHeader + (e & 1) * c.slot_bytes;
-    char *mine = c.buffers[c.rank] + slot;
-    for (int64_t t = 0; t < p.tokens; ++t) memcpy(mine + t * row, p.x + t * p.x_st * xs, row);
-    __atomic_store_n(own, e, __ATOMIC_RELEASE);
-
+// Waits (acquire) until every peer's flag (flag_of(buffer)) reaches e: spinning, then yielding,
+// then sleeping; after kWaitSeconds on one peer it gives up naming it and `what`.
+template <typename FlagOf>
+gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, const char *what) {
     for (int r = 0; r < c.world; ++r) {
         if (r == c.rank) continue;
-        const uint64_t *f = ready_flag(c.buffers[r]);
+        const uint64_t *f = flag_of(c.buffers[r]);
         double start = 0.0;
         for (long spin = 0; __atomic_load_n(f, __ATOMIC_ACQUIRE) < e; ++spin) {
             if (spin < 64) continue;
             if (spin == 64) start = now();
             if ((spin & 255) == 0 && now() - start > kWaitSeconds)
                 return fail(GATEDNORM_STATUS_DEVICE_ERROR,
-                            "comm: rank %d waited %.0f s for rank %d's partial of call %llu (every rank must make the same calls); "
-                            "the communicator is unusable now", c.rank, kWaitSeconds, r, (unsigned long long)e);
+                            "comm: rank %d waited %.0f s for rank %d's %s of call %llu (every rank must make the same calls with the "
+                            "same algorithm); the communicator is unusable now",
+                            c.rank, kWaitSeconds, r, what, (unsigned long long)e);
             if (spin < 4096) sched_yield();
             else {
                 const timespec ns = {0, 20000};
@@ -59,15 +62,53 @@ gatednorm_status cpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
             }
         }
     }
+    return GATEDNORM_STATUS_SUCCESS;
+}
 
-    std::vector<char> red(n * xs);
+}  // namespace
+
+gatednorm_status cpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem p, bool two_shot) {
+    const int xs = dtype_size(p.x_dtype);
+    const size_t row = size_t(p.hidden) * xs;
+    char *buf = c.buffers[c.rank];
+    uint64_t *own = ready_flag(buf);
+    const uint64_t e = __atomic_load_n(own, __ATOMIC_RELAXED) + 1;
+    const size_t slot = kCommHeader + (e & 1) * c.slot_bytes;
+    const size_t red_at = kCommHeader + 2 * c.slot_bytes;  // the reduced region, rows as in the slots
+    char *mine = buf + slot;
+    for (int64_t t = 0; t < p.tokens; ++t) memcpy(mine + t * row, p.x + t * p.x_st * xs, row);
+    __atomic_store_n(own, e, __ATOMIC_RELEASE);
+    gatednorm_status st = wait_peers(c, ready_flag, e, "partial");
+    if (st != GATEDNORM_STATUS_SUCCESS) return st;
+
+    // One-shot: every column; two-shot: this rank's share.
+    const int64_t lo = two_shot ? comm_share_begin(c.rank, c.world, p.hidden) : 0;
+    const int64_t hi = two_shot ? comm_share_begin(c.rank + 1, c.world, p.hidden) : p.hidden;
+    char *red = buf + red_at;
     const char *s0 = c.buffers[0] + slot;
-    for (size_t i = 0; i < n; ++i) {
-        float acc = load_as_f32(s0 + i * xs, p.x_dtype);  // rank 0's value itself: no 0 + x (keeps -0)
-        for (int r = 1; r < c.world; ++r) acc += load_as_f32(c.buffers[r] + slot + i * xs, p.x_dtype);
-        store_from_f32(red.data() + i * xs, p.x_dtype, acc);
+    for (int64_t t = 0; t < p.tokens; ++t)
+        for (int64_t j = lo; j < hi; ++j) {
+            const size_t off = size_t(t) * row + size_t(j) * xs;
+            float acc = load_as_f32(s0 + off, p.x_dtype);  // rank 0's value itself: no 0 + x (keeps -0)
+            for (int r = 1; r < c.world; ++r) acc += load_as_f32(c.buffers[r] + slot + off, p.x_dtype);
+            store_from_f32(red + off, p.x_dtype, acc);
+        }
+    if (two_shot) {
+        __atomic_store_n(gathered_flag(buf), e, __ATOMIC_RELEASE);
+        st = wait_peers(c, gathered_flag, e, "reduced share");
+        if (st != GATEDNORM_STATUS_SUCCESS) return st;
+        for (int q = 0; q < c.world; ++q) {
+            if (q == c.rank) continue;
+            const int64_t qlo = comm_share_begin(q, c.world, p.hidden), qhi = comm_share_begin(q + 1, c.world, p.hidden);
+            if (qhi == qlo) continue;
+            const char *from = c.buffers[q] + red_at;
+            for (int64_t t = 0; t < p.tokens; ++t) {
+                const size_t off = size_t(t) * row + size_t(qlo) * xs;
+                memcpy(red + off, from + off, size_t(qhi - qlo) * xs);
+            }
+        }
     }
-    p.x = red.data();
+    p.x = red;
     p.x_st = p.hidden;
     return cpu_add_rmsnorm(p);
 }

@@ -31,7 +31,7 @@ gatednorm_status gpu_w4a16_workspace_size(int32_t, int64_t, int64_t, int64_t, in
 gatednorm_status gpu_w4a16_prepack(const W4a16PrepackProblem &, void *) { return no_gpu("qweight"); }
 gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &, void *) { return no_gpu("a"); }
 gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &, void *) { return no_gpu("x"); }
-gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &, AddRmsnormProblem, void *) { return no_gpu("x"); }
+gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &, AddRmsnormProblem, bool, void *) { return no_gpu("x"); }
 gatednorm_status gpu_comm_buffer_alloc(int32_t, size_t, void **, uint8_t *) { return no_gpu("device"); }
 gatednorm_status gpu_comm_buffer_open(int32_t, const uint8_t *, void **) { return no_gpu("device"); }
 gatednorm_status gpu_comm_buffer_close(int32_t, void *) { return no_gpu("device"); }

@@ -12,6 +12,11 @@ bit for bit on every rank::
 
 ``AllReduceGroup.in_process(world_size, device)`` builds the W groups of ranks that share one
 address space (threads on the CPU, streams of one process on one GPU): no handles exchanged.
+
+``algorithm`` ("auto", "one_shot", "two_shot"; gatednorm_comm_set_algorithm) picks how the sum
+is exchanged: one-shot (every rank reads every peer's whole partial) or two-shot
+(reduce-scatter, then all-gather); the outputs are the same bits either way.  "auto" takes
+two-shot from 4 ranks and more than 16 tokens, a provisional rule (docs/allreduce.md).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ __all__ = ["AllReduceGroup"]
 _HANDLE = 64
 _MAX_WORLD = 8
 _HEADER = struct.Struct("<iiQ")  # rank, world_size, buffer bytes: checked against every peer's
+# gatednorm_allreduce_algorithm's values by name.
+_ALGORITHMS = {"auto": 0, "one_shot": 1, "two_shot": 2}
 
 
 class _CommEntry(_call.Entry):
@@ -56,6 +63,12 @@ def _release(comm, device, own, peers):
         lib.gatednorm_comm_buffer_free(device, own)
 
 
+def _algorithm(algorithm):
+    if not isinstance(algorithm, str) or algorithm not in _ALGORITHMS:
+        raise argument_error("algorithm: expected one of %s, got %r" % (", ".join(repr(a) for a in _ALGORITHMS), algorithm))
+    return _ALGORITHMS[algorithm]
+
+
 def _max_bytes(max_tokens, hidden, dtype):
     mt = _call.integer("max_tokens", max_tokens)
     h = _call.integer("hidden", hidden)
@@ -79,10 +92,14 @@ class AllReduceGroup:
         device: "cpu" (POSIX shared memory between processes) or a GPU ("cuda:N"; IPC handles).
         max_tokens, hidden, dtype: the largest x of one call (max_tokens * hidden elements of
             dtype); larger calls are refused.  Every rank must pass the same.
+        algorithm: "auto" (default), "one_shot" or "two_shot" (see the module docstring).  Every
+            rank must pass the same (the barrier exchange checks it: ranks on different
+            algorithms would wait on each other forever).
     """
 
     def __init__(self, rank, world_size, exchange, device="cpu", *, max_tokens=128, hidden=8192, dtype="bfloat16",
-                 _shared=None):
+                 algorithm="auto", _shared=None):
+        alg = _algorithm(algorithm)
         w = _call.integer("world_size", world_size)
         r = _call.integer("rank", rank)
         if not 1 <= w <= _MAX_WORLD:
@@ -90,6 +107,7 @@ class AllReduceGroup:
         if not 0 <= r < w:
             raise argument_error("rank: expected 0 .. %d (world_size %d), got %d" % (w - 1, w, r))
         self.rank, self.world_size = r, w
+        self._algorithm = algorithm
         lib = _ffi.lib()
         dt, did = _runtime.parse_device(device)
         self.device = (dt, did)
@@ -137,8 +155,18 @@ class AllReduceGroup:
             cp = ffi.new("gatednorm_comm **")
             check(lib.gatednorm_comm_create(r, w, arr, self.buffer_bytes, dev, cp), "comm_create")
             comm = cp[0]
+            check(lib.gatednorm_comm_set_algorithm(comm, alg), "comm_set_algorithm")
             if _shared is None:
-                exchange(b"")  # barrier: no rank frees its buffer before every peer has mapped it
+                # barrier: no rank frees its buffer before every peer has mapped it; it carries
+                # each rank's algorithm, which must agree (every rank sees the same list, so all
+                # raise together)
+                mine = bytes([alg])
+                for i, b in enumerate(exchange(mine)):
+                    b = bytes(b)
+                    if b != mine:
+                        theirs = [k for k, v in _ALGORITHMS.items() if len(b) == 1 and b[0] == v]
+                        raise argument_error("algorithm: %r on rank %d, but %s on rank %d (every rank must pass the same)"
+                                             % (algorithm, r, repr(theirs[0]) if theirs else "barrier item %r" % b, i))
         except BaseException:
             _release(comm, dev, own, peers)
             raise
@@ -150,10 +178,17 @@ class AllReduceGroup:
         check(lib.gatednorm_comm_max_input_bytes(comm, mb), "comm_max_input_bytes")
         self.max_input_bytes = int(mb[0])
 
+    @property
+    def algorithm(self):
+        """The algorithm this group was built with ("auto", "one_shot" or "two_shot")."""
+        return self._algorithm
+
     @classmethod
-    def in_process(cls, world_size, device="cpu", *, max_tokens=128, hidden=8192, dtype="bfloat16"):
+    def in_process(cls, world_size, device="cpu", *, max_tokens=128, hidden=8192, dtype="bfloat16", algorithm="auto"):
         """The ``world_size`` groups of ranks that share this process's address space (threads
-        on the CPU, streams on one GPU), over buffers allocated here (no IPC)."""
+        on the CPU, streams on one GPU), over buffers allocated here (no IPC); every group with
+        ``algorithm``."""
+        _algorithm(algorithm)  # before anything is allocated
         w = _call.integer("world_size", world_size)
         if not 1 <= w <= _MAX_WORLD:
             raise argument_error("world_size: expected 1 .. %d, got %d" % (_MAX_WORLD, w))
@@ -169,7 +204,7 @@ class AllReduceGroup:
                 handle = ffi.new("uint8_t[]", _HANDLE)
                 check(lib.gatednorm_comm_buffer_alloc(dev, int(nbytes[0]), pp, handle), "comm_buffer_alloc")
                 bufs.append(pp[0])
-            groups = [cls(r, w, None, (dt, did), max_tokens=max_tokens, hidden=hidden, dtype=dtype, _shared=bufs)
+            groups = [cls(r, w, None, (dt, did), max_tokens=max_tokens, hidden=hidden, dtype=dtype, algorithm=algorithm, _shared=bufs)
                       for r in range(w)]
         except BaseException:
             for b in bufs:
@@ -203,6 +238,7 @@ class AllReduceGroup:
 
 class _BufferOwner:
     def __init__(self, dev, bufs):
+        self.buffers = list(bufs)  # rank order; the tests read the flags in them (backend.h's layout)
         self._finalizer = weakref.finalize(self, _free_all, dev, list(bufs))
 
 

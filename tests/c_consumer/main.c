@@ -88,6 +88,45 @@ int main(void) {
         return 1;
     }
     printf("bad input refused: %s\n", gatednorm_last_error());
+
+    /* The fused all-reduce's communicator (docs/allreduce.md) with one rank on the CPU, its
+     * algorithm forced to two-shot: with no peers the sum is x itself, so the call must equal
+     * gatednorm_add_rmsnorm bit for bit; an unknown algorithm is refused, naming it. */
+    {
+        const gatednorm_device cpu = {GATEDNORM_DEVICE_TYPE_CPU, 0};
+        const int64_t rows[2] = {T * H, D};
+        static float y1[T * H * D], y2[T * H * D];
+        gatednorm_tensor tx2 = f32_tensor(x, 2, rows), ty1 = f32_tensor(y1, 2, rows), ty2 = f32_tensor(y2, 2, rows);
+        size_t bytes = 0;
+        void *buffer = NULL;
+        uint8_t handle[GATEDNORM_COMM_HANDLE_BYTES];
+        gatednorm_comm *comm = NULL;
+        tw.shape[0] = D;
+        st = gatednorm_comm_buffer_size(1, sizeof x, &bytes);
+        if (st == GATEDNORM_STATUS_SUCCESS) st = gatednorm_comm_buffer_alloc(cpu, bytes, &buffer, handle);
+        if (st == GATEDNORM_STATUS_SUCCESS) st = gatednorm_comm_create(0, 1, &buffer, bytes, cpu, &comm);
+        if (st == GATEDNORM_STATUS_SUCCESS) st = gatednorm_comm_set_algorithm(comm, GATEDNORM_ALLREDUCE_ALGORITHM_TWO_SHOT);
+        if (st == GATEDNORM_STATUS_SUCCESS) st = gatednorm_allreduce_add_rmsnorm(comm, &tx2, NULL, &tw, NULL, &ty1, NULL, NULL, NULL, NULL);
+        if (st == GATEDNORM_STATUS_SUCCESS) st = gatednorm_add_rmsnorm(&tx2, NULL, &tw, NULL, &ty2, NULL, NULL, NULL, NULL);
+        if (st != GATEDNORM_STATUS_SUCCESS) {
+            printf("FAIL: all-reduce with one rank: %s: %s\n", gatednorm_status_string(st), gatednorm_last_error());
+            return 1;
+        }
+        if (memcmp(y1, y2, sizeof y1) != 0) {
+            printf("FAIL: the one-rank all-reduce differs from add_rmsnorm\n");
+            return 1;
+        }
+        st = gatednorm_comm_set_algorithm(comm, 7);
+        if (st != GATEDNORM_STATUS_INVALID_ARGUMENT || strncmp(gatednorm_last_error(), "algorithm:", 10) != 0) {
+            printf("FAIL: algorithm 7 gave status %d, message '%s'\n", (int)st, gatednorm_last_error());
+            return 1;
+        }
+        if (gatednorm_comm_destroy(comm) != GATEDNORM_STATUS_SUCCESS || gatednorm_comm_buffer_free(cpu, buffer) != GATEDNORM_STATUS_SUCCESS) {
+            printf("FAIL: comm teardown: %s\n", gatednorm_last_error());
+            return 1;
+        }
+        printf("one-rank all-reduce (two-shot) equals add_rmsnorm\n");
+    }
     printf("PASS\n");
     return 0;
 }

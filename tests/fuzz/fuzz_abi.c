@@ -36,7 +36,11 @@
  *     (+ bias) within reference.w4a16_tolerance's bound ((K + 64) 2^-23 (|a| @ |w16| + |bias|)
  *     plus half an ulp of out); prepack completing params and writing only its size;
  *     prepacked_size / workspace_size;
- *   - the runtime helpers do what the header says on host memory.
+ *   - the runtime helpers do what the header says on host memory;
+ *   - gatednorm_comm_set_algorithm on a one-rank CPU comm made for the case: every value of
+ *     gatednorm_allreduce_algorithm accepted, any other refused naming "algorithm", a NULL comm
+ *     naming "comm"; after either, the comm's all-reduce of one rank equals gatednorm_add_rmsnorm
+ *     bit for bit (a refused value left the comm as it was).
  * Input values stay where every fp32 intermediate is normal and finite (the contract computes
  * in fp32), plus NaN / inf / zeros.  Fixed cases (the defects the driver found) run first.
  * At the end: "fuzz_abi: N cases (A accepted, R rejected), seed S: ok".
@@ -194,7 +198,9 @@ enum {
     N_PQ_GROUP, N_PQ_QR, N_PQ_RESV, N_VALUES, N_CODES, N_FORMAT, N_FP8MAX,
     /* W4A16 (ops.md §4) */
     N_A, N_QWEIGHT, N_ZEROS, N_BIAS, N_PACKED, N_WORKSPACE, N_M, N_P_LAYOUT, N_P_N, N_P_K, N_P_SYM, N_P_DTYPE, N_P_LVER,
-    N_P_TARGET, N_NAMES
+    N_P_TARGET,
+    /* the all-reduce communicator (ops.md §5) */
+    N_COMM, N_ALGORITHM, N_NAMES
 };
 static const char *const kNames[N_NAMES] = {
     "x", "z", "weight", "out", "params", "params.norm_before_gate", "params.activation", "params.eps",
@@ -204,9 +210,9 @@ static const char *const kNames[N_NAMES] = {
     "params.quant.fp8_max", "params.quant.amax_floor", "params.quant.scale_format", "params.quant.group_size",
     "params.quant.quantize_rounded", "params.quant.reserved[", "values", "codes", "format", "fp8_max",
     "a", "qweight", "zeros", "bias", "packed", "workspace", "m", "params.layout", "params.n", "params.k", "params.symmetric",
-    "params.dtype", "params.layout_version", "params.target"};
+    "params.dtype", "params.layout_version", "params.target", "comm", "algorithm"};
 /* A name ending in '[' ("params.reserved[") matches "params.reserved[2]:" and the like. */
-typedef uint64_t nameset_t;
+typedef uint64_t nameset_t; /* N_NAMES <= 64 */
 #define BIT(n) ((nameset_t)1 << (n))
 #define PARAM_BITS (BIT(N_PARAMS) | BIT(N_P_NBG) | BIT(N_P_ACT) | BIT(N_P_EPS) | BIT(N_P_WOFF) | BIT(N_P_GROUP) | BIT(N_P_PDL) | BIT(N_P_RES0))
 
@@ -3442,6 +3448,54 @@ static void fixed_cases(void) {
     }
 }
 
+/* ======================================================== gatednorm_comm_set_algorithm */
+static int fuzz_comm_set_algorithm(rng_t *r) {
+    static const int32_t vals[] = {GATEDNORM_ALLREDUCE_ALGORITHM_AUTO, GATEDNORM_ALLREDUCE_ALGORITHM_ONE_SHOT,
+                                   GATEDNORM_ALLREDUCE_ALGORITHM_TWO_SHOT, -1, 3, 4, 255, 256, INT32_MIN, INT32_MAX};
+    const int32_t alg = pct(r, 80) ? PICK(r, vals) : (int32_t)rnd(r);
+    const int null = pct(r, 10);
+    const int valid = alg == GATEDNORM_ALLREDUCE_ALGORITHM_AUTO || alg == GATEDNORM_ALLREDUCE_ALGORITHM_ONE_SHOT ||
+                      alg == GATEDNORM_ALLREDUCE_ALGORITHM_TWO_SHOT;
+    enum { TT = 2, HH = 8 };
+    const gatednorm_device cpu = {GATEDNORM_DEVICE_TYPE_CPU, 0};
+    size_t bytes = 0;
+    void *mine = NULL;
+    uint8_t handle[GATEDNORM_COMM_HANDLE_BYTES];
+    gatednorm_comm *comm = NULL;
+    if (gatednorm_comm_buffer_size(1, TT * HH * sizeof(float), &bytes) != GATEDNORM_STATUS_SUCCESS ||
+        gatednorm_comm_buffer_alloc(cpu, bytes, &mine, handle) != GATEDNORM_STATUS_SUCCESS)
+        die("comm buffer: %s", gatednorm_last_error());
+    if (gatednorm_comm_create(0, 1, &mine, bytes, cpu, &comm) != GATEDNORM_STATUS_SUCCESS) die("comm_create: %s", gatednorm_last_error());
+    float *x = (float *)(void *)buf_new(TT * HH * sizeof(float)), *w = (float *)(void *)buf_new(HH * sizeof(float));
+    float *y = (float *)(void *)buf_new(TT * HH * sizeof(float)), *want = (float *)(void *)buf_new(TT * HH * sizeof(float));
+    for (int i = 0; i < TT * HH; ++i) x[i] = (float)input_value(r, DT_F32, -4, 2, 0), y[i] = NAN, want[i] = NAN;
+    for (int i = 0; i < HH; ++i) w[i] = (float)(0.5 + 0.125 * (double)below(r, 9));
+    set_sentinel();
+    bufs_snapshot();
+    gatednorm_status st = gatednorm_comm_set_algorithm(null ? NULL : comm, alg);
+    int accepted = 1;
+    if (st != GATEDNORM_STATUS_SUCCESS) {
+        if (!null && valid) die("refused algorithm %d: %s", (int)alg, gatednorm_last_error());
+        check_rejection(st, BIT(N_COMM) | BIT(N_ALGORITHM), null ? BIT(N_COMM) : BIT(N_ALGORITHM), "gatednorm_comm_set_algorithm");
+        bufs_check("refused comm_set_algorithm");
+        accepted = 0;
+    } else if (null || !valid) {
+        die("accepted comm %s, algorithm %d", null ? "NULL" : "(one rank)", (int)alg);
+    }
+    /* One rank: the sum is x itself, so the fused call is gatednorm_add_rmsnorm's, whatever the
+     * algorithm (world size 1 has no peers). */
+    const int64_t sx[2] = {TT, HH}, stx[2] = {HH, 1}, sw[1] = {HH}, stw[1] = {1};
+    const gatednorm_tensor tx = f32_desc(x, 2, sx, stx), tw = f32_desc(w, 1, sw, stw), ty = f32_desc(y, 2, sx, stx), tv = f32_desc(want, 2, sx, stx);
+    st = gatednorm_allreduce_add_rmsnorm(comm, &tx, NULL, &tw, NULL, &ty, NULL, NULL, NULL, NULL);
+    if (st != GATEDNORM_STATUS_SUCCESS) die("allreduce_add_rmsnorm after algorithm %d (%s): %s", (int)alg, accepted ? "set" : "refused",
+                                            gatednorm_last_error());
+    if (gatednorm_add_rmsnorm(&tx, NULL, &tw, NULL, &tv, NULL, NULL, NULL, NULL) != GATEDNORM_STATUS_SUCCESS) die("add_rmsnorm: %s", gatednorm_last_error());
+    if (memcmp(y, want, TT * HH * sizeof(float))) die("one rank's all-reduce differs from add_rmsnorm (algorithm %d)", (int)alg);
+    if (gatednorm_comm_destroy(comm) != GATEDNORM_STATUS_SUCCESS || gatednorm_comm_buffer_free(cpu, mine) != GATEDNORM_STATUS_SUCCESS)
+        die("comm teardown: %s", gatednorm_last_error());
+    return accepted;
+}
+
 /* ====================================================================== the table */
 typedef struct {
     const char *name;
@@ -3475,6 +3529,7 @@ static entry_t kEntries[] = {
     {"gatednorm_device_name", 2, fuzz_device_name, 0, 0},
     {"gatednorm_status_string", 1, fuzz_status_string, 0, 0},
     {"gatednorm_version/build_info", 1, fuzz_version, 0, 0},
+    {"gatednorm_comm_set_algorithm", 2, fuzz_comm_set_algorithm, 0, 0},
 };
 enum { N_ENTRIES = sizeof kEntries / sizeof kEntries[0] };
 
