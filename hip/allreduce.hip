@@ -64,6 +64,7 @@ struct ExArgs {
     size_t slot_bytes;
     int32_t hidden, dtype, rank;
     int32_t two_shot;  // reduce-scatter + all-gather (else one-shot)
+    int32_t copy16;    // x's rows start 16-byte aligned: the copy-in moves 16-byte units (VEC only)
     int32_t fused;     // the block normalizes its rows once whole (norm's x: the reduced region)
     AddArgs norm;
 };
@@ -241,7 +242,7 @@ __global__ void GN_LAUNCH_BOUNDS(kExThreads, kExThreads) allreduce_exchange_kern
     char *own = a.own;
     const uint64_t e = *reinterpret_cast<volatile uint64_t *>(own + kCommFlags + b * kCommFlagStride) + 1;  // ready[b] + 1
     const size_t slot = kCommHeader + (e & 1) * a.slot_bytes;
-    if constexpr (VEC) {
+    if (VEC && a.copy16) {  // uniform
         const int64_t units = a.row / 16;
         for (int64_t t = b; t < a.tokens; t += gridDim.x) {
             const uint4 *src = reinterpret_cast<const uint4 *>(a.x + t * a.x_st);
@@ -327,12 +328,15 @@ gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
     a.dtype = p.x_dtype;
     a.rank = c.rank;
     a.two_shot = two_shot;
-    // 16-byte units when every row of x, of the slots and of the reduced region starts on a
-    // 16-byte boundary: x and its token stride (when there is more than one token), the row
-    // bytes (token t's row starts t * row into a slot); buffers are 256-byte aligned
-    // (gatednorm_comm_create) and so are the slots (the static_assert above).
-    const bool vec = a.row % 16 == 0 && reinterpret_cast<uintptr_t>(a.x) % 16 == 0 && (a.tokens == 1 || a.x_st % 16 == 0) &&
-                     c.slot_bytes % 16 == 0;
+    // The sum and the gather move 16-byte units when every row of the slots and of the
+    // reduced region starts on a 16-byte boundary: the row bytes (token t's row starts t * row
+    // into a slot; buffers are 256-byte aligned by gatednorm_comm_create, and so are the slots,
+    // the static_assert above).  Only values every rank shares may decide it: two-shot splits
+    // a row into shares in those units, and a rank that counted elements while its peers
+    // counted 16-byte units would sum columns nobody gathers (x's own alignment differs from
+    // rank to rank).  x's alignment decides only this rank's copy-in width.
+    const bool vec = a.row % 16 == 0 && c.slot_bytes % 16 == 0;
+    a.copy16 = vec && reinterpret_cast<uintptr_t>(a.x) % 16 == 0 && (a.tokens == 1 || a.x_st % 16 == 0);
     const ExKernel k = vec ? exchange_kernel<true>(c.world) : exchange_kernel<false>(c.world);
     if (!k) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "comm: world_size %d", c.world);
     // The norm reads the reduced region (rank-local, x's dtype, rows of `hidden`).

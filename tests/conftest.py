@@ -20,6 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Before anything starts CUDA: the all-reduce tests run W ranks as W streams of one GPU whose
+# kernels wait on each other; with fewer hardware queues than streams (CUDA's default is 8),
+# one rank's second launch queued behind its own exchange could hold a peer's exchange back
+# (docs/allreduce.md, "Co-residency").  Real ranks on separate GPUs do not share queues.
+os.environ.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", "32")
+
 try:
     import gatednorm  # noqa: F401
 except ImportError:

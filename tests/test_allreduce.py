@@ -176,7 +176,8 @@ def run_processes(W, algorithm):
 
 
 # "auto" runs one-shot at these sizes (T = 5); "two_shot" forces the other protocol.
-ALGORITHMS = ["auto", "two_shot"]
+ALGORITHMS = ["auto", "two_shot"]  # the process tests: "auto" is one-shot below 4 ranks
+GPU_ALGORITHMS = ["auto", "one_shot", "two_shot"]  # "auto" is two-shot at W = 8 above 16 tokens
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
@@ -369,7 +370,7 @@ def fused_kernel(W, algorithm):
     return "allreduce.two_shot.fused" if algorithm == "two_shot" and W > 1 else "allreduce.one_shot.fused"
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", GPU_ALGORITHMS)
 @pytest.mark.parametrize("W", [2, 4])
 def test_gpu_streams(requires_gpu, W, algorithm):
     import gc
@@ -429,29 +430,37 @@ LAYOUTS = [  # (x dtype, hidden, padded row of x's buffer or None, element offse
     ("bf16", 2300, None, 0),  # 2-byte path (4600-byte rows), two rounds
     ("bf16", 16, None, 0),    # 16-byte path, 2 units a row: two-shot at W = 3, 8 leaves ranks without a share
     ("fp16", 5, None, 0),     # 2-byte path, 5 elements a row: fewer columns than 8 ranks
+    ("bf16", 256, 264, (0, 1)),  # 16-byte sum and gather; odd ranks' x 2 bytes off: their copy-in 2-byte
 ]
 # Two-shot splits each row's n columns (16-byte units on the GPU's 16-byte path, else elements)
 # into W contiguous shares, rank r's [r * n / W, (r + 1) * n / W): hidden 196, 197, 200, 2300
-# and the 2-unit and 5-element rows split unevenly at W = 3 and 8, some shares empty.
+# and the 2-unit and 5-element rows split unevenly at W = 3 and 8, some shares empty.  The
+# last layout gives ranks different x alignments: the units of the shares must not depend on
+# them (a rank counting elements while its peers count 16-byte units sums columns nobody
+# gathers), only the copy-in width may.
+# The data depends on (layout, rank, T, rep): a call that read a slot or reduced region left
+# by the previous call (a missing fence or barrier) would not find the right values there.
 
 
-def layout_data(li, rank, T=PT):
+def layout_data(li, rank, T=PT, rep=0):
     xd, h, padded, off = LAYOUTS[li]
-    g = np.random.default_rng(7000 + 100 * li + rank)
+    if isinstance(off, tuple):
+        off = off[rank % len(off)]
+    g = np.random.default_rng((7000 + 100 * li + rank, T, rep))
     full = (g.standard_normal((T, padded or h)) * 2).astype(np.float32).astype(DTS[xd])
     x = full[:, off:off + h]
     # A row of -0 on every rank, and in the residual: the sum that starts from rank 0's value
     # keeps -0 (the residual stored -0), one that starts from +0 would give +0.
     x[3] = -0.0
-    g = np.random.default_rng(7000 + 100 * li + 99)
+    g = np.random.default_rng((7000 + 100 * li + 99, T, rep))
     res = g.standard_normal((T, h)).astype(np.float32).astype(DTS[xd])
     res[3] = -0.0
     w = (g.standard_normal(h) * 0.5 + 1).astype(np.float32)
     return x, full, res, w
 
 
-def layout_expected(li, W, be=None, T=PT):
-    parts = [layout_data(li, r, T) for r in range(W)]
+def layout_expected(li, W, be=None, T=PT, rep=0):
+    parts = [layout_data(li, r, T, rep) for r in range(W)]
     acc = parts[0][0].astype(np.float32)
     for p in parts[1:]:
         acc = acc + p[0].astype(np.float32)
@@ -463,7 +472,7 @@ def layout_expected(li, W, be=None, T=PT):
     return get(out.y), get(out.residual)
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", GPU_ALGORITHMS)
 @pytest.mark.parametrize("W", [1, 3, 8])
 def test_threads_layouts(W, algorithm):
     outs = {}
@@ -489,7 +498,7 @@ def test_threads_layouts(W, algorithm):
                 assert bits_equal(g, e), "layout %d rank %d: %s differs" % (li, r, name)
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", GPU_ALGORITHMS)
 @pytest.mark.parametrize("W", [1, 3, 8])
 def test_gpu_streams_layouts(requires_gpu, W, algorithm):
     import gc
@@ -501,11 +510,13 @@ def test_gpu_streams_layouts(requires_gpu, W, algorithm):
     streams = [gatednorm.Stream(0) for _ in range(W)]
     for li, (xd, h, _, _) in enumerate(LAYOUTS):
         groups = AllReduceGroup.in_process(W, dev, max_tokens=PT, hidden=h, dtype="float32", algorithm=algorithm)
-        for T in GPU_TOKENS:
+        # T up then down on the same comm: "auto" at W = 8 alternates two-shot (T > 16) and
+        # one-shot calls over the same slots and reduced regions
+        for T in GPU_TOKENS + GPU_TOKENS[::-1]:
             for rep in range(REPS):  # both slots
                 args = []
                 for r in range(W):
-                    x, full, res, w = layout_data(li, r, T)
+                    x, full, res, w = layout_data(li, r, T, rep)
                     args.append((be.put(x, full), be.put(res.copy()), be.put(w), be.put(np.full(x.shape, np.nan, x.dtype))))
                 gatednorm._runtime.device_synchronize(0)
                 gc.disable()  # no free between the launches
@@ -519,7 +530,7 @@ def test_gpu_streams_layouts(requires_gpu, W, algorithm):
                 # up to 16 tokens one launch a rank (of the algorithm asked for; "auto": one-shot);
                 # above, the exchange ("auto": two-shot at W = 8) and add_rmsnorm's own
                 assert kernel == fused_kernel(W, algorithm) if T <= 16 else kernel.startswith("add_rmsnorm."), (T, kernel)
-                want = layout_expected(li, W, be, T)
+                want = layout_expected(li, W, be, T, rep)
                 for r in range(W):
                     for name, g, e in zip(("y", "residual"), (outs[r].y, outs[r].residual), want):
                         assert bits_equal(be.get(g), e), "layout %d T %d rep %d rank %d: %s differs" % (li, T, rep, r, name)
