@@ -357,6 +357,36 @@ gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
     return st;
 }
 
+gatednorm_status gpu_comm_check_residency(int32_t device_id, int32_t world, void *const *buffers) {
+    int sharing = 0;
+    for (int r = 0; r < world; ++r) {
+        gatednorm_device d;
+        if (gpu_pointer_device(buffers[r], &d) == GATEDNORM_STATUS_SUCCESS && d.device_type != GATEDNORM_DEVICE_TYPE_CPU &&
+            d.device_id == device_id)
+            ++sharing;
+    }
+    if (sharing < 2) return GATEDNORM_STATUS_SUCCESS;
+    DeviceGuard guard(device_id);
+    if (!guard.ok()) return guard.status();
+    hipDeviceProp_t prop;
+    hipError_t err = hipGetDeviceProperties(&prop, device_id);
+    if (err != hipSuccess) return runtime_fail(err, "device properties");
+    int per_sm = 1 << 30;  // the fewer of the two access widths' kernels (the 16-byte one holds more registers)
+    for (const ExKernel k : {exchange_kernel<true>(world), exchange_kernel<false>(world)}) {
+        int n = 0;
+        err = hipOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, kExThreads, 0);
+        if (err != hipSuccess) return runtime_fail(err, "exchange kernel occupancy");
+        per_sm = n < per_sm ? n : per_sm;
+    }
+    const int64_t fit = int64_t(per_sm) * prop.multiProcessorCount, need = int64_t(sharing) * kCommGpuBlocks;
+    if (fit < need)
+        return fail(GATEDNORM_STATUS_UNSUPPORTED,
+                    "buffers: %d ranks' buffers are on GPU %d, whose exchange kernels wait on each other and so must all be resident "
+                    "at once (%lld blocks of %d threads), but it holds %lld (%d a multiprocessor x %d); put fewer ranks on one GPU",
+                    sharing, device_id, (long long)need, kExThreads, (long long)fit, per_sm, prop.multiProcessorCount);
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
 gatednorm_status gpu_comm_buffer_alloc(int32_t device_id, size_t bytes, void **buffer, uint8_t *handle) {
     static_assert(sizeof(hipIpcMemHandle_t) == GATEDNORM_COMM_HANDLE_BYTES, "IPC handle size");
     DeviceGuard guard(device_id);

@@ -217,5 +217,9 @@ gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
 gatednorm_status gpu_comm_buffer_alloc(int32_t device_id, size_t bytes, void **buffer, uint8_t *handle);
 gatednorm_status gpu_comm_buffer_open(int32_t device_id, const uint8_t *handle, void **buffer);
 gatednorm_status gpu_comm_buffer_close(int32_t device_id, void *buffer);
+// Ranks whose buffers live on GPU device_id (ranks as streams of one process, or processes
+// sharing a GPU): their exchange kernels wait on each other, so all must be resident at once.
+// Refuses (naming buffers) when two or more share it and the device cannot hold their blocks.
+gatednorm_status gpu_comm_check_residency(int32_t device_id, int32_t world, void *const *buffers);
 
 }  // namespace gn

@@ -11,6 +11,7 @@
 //            hipIpcMemHandle_t hipIpcGetMemHandle hipIpcOpenMemHandle hipIpcCloseMemHandle
 //            hipIpcMemLazyEnablePeerAccess (the all-reduce's peer buffers; on HIP only,
 //            hipExtMallocWithFlags hipDeviceMallocUncached: fine-grained memory for them)
+//            hipOccupancyMaxActiveBlocksPerMultiprocessor (whether ranks sharing a GPU fit)
 //   device:  gn_shfl_xor (shuffle within groups of `width` <= 32 lanes, all lanes active)
 //            GN_LAUNCH_BOUNDS (block size and the threads a multiprocessor must keep resident)
 //            gn_wait_prior_grid, gn_allow_next_grid (programmatic dependent launch, below)
@@ -55,6 +56,7 @@ using hipPointerAttribute_t = cudaPointerAttributes;
 #define hipStreamDestroy cudaStreamDestroy
 #define hipDeviceSynchronize cudaDeviceSynchronize
 #define hipPointerGetAttributes cudaPointerGetAttributes
+#define hipOccupancyMaxActiveBlocksPerMultiprocessor cudaOccupancyMaxActiveBlocksPerMultiprocessor
 #define hipMemoryTypeHost cudaMemoryTypeHost
 #define hipMemoryTypeDevice cudaMemoryTypeDevice
 #define hipMemoryTypeManaged cudaMemoryTypeManaged

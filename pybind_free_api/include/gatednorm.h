@@ -452,7 +452,10 @@ GATEDNORM_API gatednorm_status gatednorm_comm_buffer_close(gatednorm_device devi
 /* Frees a buffer from gatednorm_comm_buffer_alloc (CPU: also removes the segment's name). */
 GATEDNORM_API gatednorm_status gatednorm_comm_buffer_free(gatednorm_device device, void *buffer);
 /* A communicator for `rank` of world_size (1 .. GATEDNORM_COMM_MAX_WORLD_SIZE; 1 is the plain op) over buffers[0..W)
- * of buffer_bytes each.  Holds no resource but host memory; the buffers must outlive it. */
+ * of buffer_bytes each.  Holds no resource but host memory; the buffers must outlive it.  GPU: when two or
+ * more of the buffers live on the comm's GPU (ranks as streams of one process, or processes sharing a GPU),
+ * their exchange kernels wait on each other and must all be resident at once; a GPU that cannot hold
+ * them is refused (GATEDNORM_STATUS_UNSUPPORTED naming buffers) rather than left to hang. */
 GATEDNORM_API gatednorm_status gatednorm_comm_create(int32_t rank, int32_t world_size, void *const *buffers, size_t buffer_bytes, gatednorm_device device, gatednorm_comm **comm);
 GATEDNORM_API gatednorm_status gatednorm_comm_destroy(gatednorm_comm *comm);
 /* The largest x (bytes) one call serves; larger ones are refused (use the collective library's

@@ -183,6 +183,7 @@ gatednorm_status comm_create(int32_t rank, int32_t world, void *const *buffers, 
                             (unsigned long long)h[1], bytes);
         }
     }
+    if (!host) GN_TRY(gpu_comm_check_residency(device.device_id, world, buffers));
     gatednorm_comm *c = new gatednorm_comm;
     c->state.rank = rank;
     c->state.world = world;

@@ -35,4 +35,5 @@ gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &, AddRmsnormProblem,
 gatednorm_status gpu_comm_buffer_alloc(int32_t, size_t, void **, uint8_t *) { return no_gpu("device"); }
 gatednorm_status gpu_comm_buffer_open(int32_t, const uint8_t *, void **) { return no_gpu("device"); }
 gatednorm_status gpu_comm_buffer_close(int32_t, void *) { return no_gpu("device"); }
+gatednorm_status gpu_comm_check_residency(int32_t, int32_t, void *const *) { return no_gpu("device"); }
 }  // namespace gn
