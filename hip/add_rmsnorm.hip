@@ -251,26 +251,15 @@ int row_vec(const AddRmsnormProblem &p) {
     return row_kernel_fits(p, other) ? other : 0;
 }
 
-template <class Kernel>
-hipError_t launch(Kernel k, unsigned grid, unsigned block, const AddArgs &a, hipStream_t stream, bool pdl) {
-#if defined(GN_HAS_PDL)
-    if (pdl) return gn_launch_pdl(k, grid, block, stream, a);
-#else
-    (void)pdl;
-#endif
-    k<<<grid, block, 0, stream>>>(a);
-    return hipSuccess;
-}
-
 template <int XDT, int VEC, bool RES, bool QUANT>
 hipError_t launch_row_as(const AddArgs &a, bool same, unsigned grid, hipStream_t s, bool pdl) {
     const unsigned lanes = unsigned(a.hidden / VEC);
     const unsigned block = (lanes + kShuffleGroup - 1) / kShuffleGroup * kShuffleGroup;
     if constexpr (VEC == 8) {
-        return launch(add_rmsnorm_row_kernel<XDT, 8, RES, QUANT, false, 2>, grid, block, a, s, pdl);
+        return gn_launch(add_rmsnorm_row_kernel<XDT, 8, RES, QUANT, false, 2>, grid, block, s, a, pdl);
     } else {
-        if (same) return launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, true, 2>, grid, block, a, s, pdl);
-        return launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, false, 1>, grid, block, a, s, pdl);
+        if (same) return gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, true, 2>, grid, block, s, a, pdl);
+        return gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, false, 1>, grid, block, s, a, pdl);
     }
 }
 
@@ -357,7 +346,7 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
     hipError_t err;
     const bool same = same_dtypes(p);
     if (vec) err = p.x_dtype == kBF16 ? launch_row<kBF16>(a, vec, same, grid, s, pdl) : launch_row<kF16>(a, vec, same, grid, s, pdl);
-    else err = launch(add_rmsnorm_generic_kernel, grid, kGenericThreads, a, s, pdl);
+    else err = gn_launch(add_rmsnorm_generic_kernel, grid, kGenericThreads, s, a, pdl);
     if (err != hipSuccess) return runtime_fail(err, p.normalize ? "add_rmsnorm launch" : "group_quant_fp8 launch");
     const gatednorm_status st = check_launch(p.normalize ? "add_rmsnorm" : "group_quant_fp8");
     if (st == GATEDNORM_STATUS_SUCCESS) note_kernel(kernel_name(p.normalize, vec, same));

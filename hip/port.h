@@ -17,7 +17,8 @@
 //            gn_wait_prior_grid, gn_allow_next_grid (programmatic dependent launch, below)
 //            gn_load_b128_hint, gn_store_b128_hint (16-byte accesses with a cache hint, below)
 //            gn_load_b128_stream (16-byte read-once load, predicated: W4A16 weights)
-//   launch:  gn_device_has_pdl, gn_launch_pdl (CUDA only: GN_HAS_PDL)
+//   launch:  gn_launch (plain, or PDL where asked for and available), gn_device_has_pdl,
+//            gn_launch_pdl (CUDA only: GN_HAS_PDL)
 //
 // No code depends on the warp width (64 on CDNA, 32 on RDNA and NVIDIA): reductions work
 // in groups of at most 32 lanes, which divides both.
@@ -208,3 +209,17 @@ __device__ __forceinline__ uint4 gn_load_b128_stream(const void *p, bool ok) {
     return make_uint4(v.x, v.y, v.z, v.w);
 }
 #endif
+
+// kernel<<<grid, block, 0, stream>>>(args), with programmatic dependent launch where asked
+// for and the platform has it (GN_HAS_PDL: gn_launch_pdl); a plain launch otherwise.  The
+// launch's own error comes back; a kernel's is for check_launch.
+template <class Args>
+hipError_t gn_launch(void (*kernel)(Args), unsigned grid, unsigned block, hipStream_t stream, const Args &args, bool pdl) {
+#if defined(GN_HAS_PDL)
+    if (pdl) return gn_launch_pdl(kernel, grid, block, stream, args);
+#else
+    (void)pdl;
+#endif
+    kernel<<<grid, block, 0, stream>>>(args);
+    return hipSuccess;
+}

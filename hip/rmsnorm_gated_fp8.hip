@@ -437,22 +437,11 @@ Fp8Args make_args(const RmsnormGatedFp8Problem &pr, int team, int elems) {
     return a;
 }
 
-template <class Kernel>
-hipError_t launch(Kernel k, unsigned grid, unsigned block, const Fp8Args &a, hipStream_t stream, bool pdl) {
-#if defined(GN_HAS_PDL)
-    if (pdl) return gn_launch_pdl(k, grid, block, stream, a);
-#else
-    (void)pdl;
-#endif
-    k<<<grid, block, 0, stream>>>(a);
-    return hipSuccess;
-}
-
 template <int XDT, int TEAM, int E>
 hipError_t launch_vec_team(const Fp8Args &a, hipStream_t s, bool pdl) {
     const int64_t per_block = kFp8Block / TEAM;
     const unsigned grid = unsigned((int64_t(a.teams) + per_block - 1) / per_block);
-    return launch(rmsnorm_gated_fp8_vec_kernel<XDT, TEAM, E>, grid, kFp8Block, a, s, pdl);
+    return gn_launch(rmsnorm_gated_fp8_vec_kernel<XDT, TEAM, E>, grid, kFp8Block, s, a, pdl);
 }
 
 // team: lanes of `elems` elements (8: 8, 16 or 32 lanes; 16: half those, 4, 8 or 16).
@@ -495,7 +484,7 @@ gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr, void *s
         err = p.x.dtype == kBF16 ? launch_vec<kBF16>(a, team, elems, s, pdl) : launch_vec<kF16>(a, team, elems, s, pdl);
     } else {
         const unsigned grid = unsigned((int64_t(a.teams) + kBlockThreads / kGenericLanes - 1) / (kBlockThreads / kGenericLanes));
-        err = launch(rmsnorm_gated_fp8_generic_kernel<>, grid, kBlockThreads, a, s, pdl);
+        err = gn_launch(rmsnorm_gated_fp8_generic_kernel<>, grid, kBlockThreads, s, a, pdl);
     }
     if (err != hipSuccess) return runtime_fail(err, "rmsnorm_gated_fp8 launch");
     const gatednorm_status st = check_launch("rmsnorm_gated_fp8");

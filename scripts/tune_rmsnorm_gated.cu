@@ -29,7 +29,7 @@
 #include <vector>
 
 #include "rmsnorm_gated_kernels.h"
-#include "tuner_check.h"
+#include "tuner_common.h"
 
 
 using namespace gn;
@@ -144,30 +144,15 @@ float time_variant(const Variant &v, const std::vector<Set> &sets, char *out, in
     CHECK(cudaGraphInstantiate(&ge, g, 0));
     CHECK(cudaGraphLaunch(ge, s));
     CHECK(cudaStreamSynchronize(s));
-    std::vector<float> ts;
-    cudaEvent_t e0, e1;
-    CHECK(cudaEventCreate(&e0));
-    CHECK(cudaEventCreate(&e1));
-    for (int r = 0; r < 20; ++r) {
-        CHECK(cudaEventRecord(e0, s));
-        CHECK(cudaGraphLaunch(ge, s));
-        CHECK(cudaEventRecord(e1, s));
-        CHECK(cudaEventSynchronize(e1));
-        float ms;
-        CHECK(cudaEventElapsedTime(&ms, e0, e1));
-        ts.push_back(ms * 1000.0f / calls);
-    }
-    std::sort(ts.begin(), ts.end());
-    CHECK(cudaEventDestroy(e0));
-    CHECK(cudaEventDestroy(e1));
+    const float us = graph_us_per_call(ge, s, 20, calls);
     CHECK(cudaGraphExecDestroy(ge));
     CHECK(cudaGraphDestroy(g));
     CHECK(cudaStreamDestroy(s));
     // Lines an evict-last variant left behind go back to normal before the next variant.
     CHECK(cudaCtxResetPersistingL2Cache());
-    printf("  %-44s grid %6u, %3d regs, %2d blocks/SM: %8.2f us%s\n", v.name, grid, attr.numRegs, per_sm,
-           ts[ts.size() / 2], verdict.c_str());
-    return ts[ts.size() / 2];
+    printf("  %-44s grid %6u, %3d regs, %2d blocks/SM: %8.2f us%s\n", v.name, grid, attr.numRegs, per_sm, us,
+           verdict.c_str());
+    return us;
 }
 
 // Shapes named on the command line as T:H (all of them when none is named).

@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "tuner_check.h"
+#include "tuner_common.h"
 #include "w4a16_kernels.h"
 
 
@@ -569,19 +569,9 @@ int main(int argc, char **argv) {
                 CHECK(cudaStreamEndCapture(s, &graph));
                 CHECK(cudaGraphInstantiate(&exec, graph, 0));
                 CHECK(cudaGraphLaunch(exec, s));
-                std::vector<float> ts;
-                for (int r = 0; r < (quick ? 7 : 15); ++r) {
-                    CHECK(cudaEventRecord(e0, s));
-                    CHECK(cudaGraphLaunch(exec, s));
-                    CHECK(cudaEventRecord(e1, s));
-                    CHECK(cudaEventSynchronize(e1));
-                    float ms_;
-                    CHECK(cudaEventElapsedTime(&ms_, e0, e1));
-                    ts.push_back(ms_ * 1e3f / calls);
-                }
+                const float us = graph_us_per_call(exec, s, quick ? 7 : 15, calls);
                 CHECK(cudaGraphExecDestroy(exec));
                 CHECK(cudaGraphDestroy(graph));
-                const float us = median(ts);
                 const double gbps = double(t.total_bytes) / (us * 1e-6) / 1e9;
                 printf("%dx%d  %d  %s  %d  %.2f  %.0f  %.0f%%  %s\n", sh.k, sh.n, m, v.name.c_str(), v.ks, us, gbps,
                        100.0 * gbps / copy_gbps,

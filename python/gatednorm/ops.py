@@ -5,8 +5,6 @@ Each op is its signature, docstring, option checks and one call into the call la
 
 from __future__ import annotations
 
-from math import copysign
-
 from . import _call
 from ._ffi import argument_error
 
@@ -15,7 +13,7 @@ __all__ = ["rmsnorm_gated"]
 _ACTIVATIONS = {"silu": 0, "swish": 0, "sigmoid": 1}
 _OUT_DTYPES = ("bfloat16", "float16", "float32")  # what the norm can write
 
-_params_cache: dict = {}  # option values -> params struct (see rmsnorm_gated)
+_params_cache: dict = {}  # _call.options_key of the options -> params struct (see _params)
 _eps_params: dict = {}  # eps (> 0) -> params struct with every other option at its default
 _RMSNORM_GATED = _call.Entry("gatednorm_rmsnorm_gated", "gatednorm_rmsnorm_gated_params",
                              ("x", "z", "weight", "out"), outputs=("out",))
@@ -28,33 +26,26 @@ _ZERO = 0.0
 _NEW_LIKE_X = _call.New()  # out=None, out_dtype=None: an output like x (the call layer never changes a New)
 
 
+def _checked_params(eps, norm_before_gate, activation, weight_offset, group_size, pdl):
+    """The params struct of these options, each checked (the first bad one is named)."""
+    return _RMSNORM_GATED.params(
+        norm_before_gate=_call.flag("norm_before_gate", norm_before_gate),
+        activation=_call.choice("activation", activation, _ACTIVATIONS),
+        eps=_call.real("eps", eps),
+        weight_offset=_call.real("weight_offset", weight_offset),
+        group_size=0 if group_size is None else _call.integer("group_size", group_size),
+        pdl=_call.flag("pdl", pdl))
+
+
 def _params(eps, norm_before_gate, activation, weight_offset, group_size, pdl):
-    """The params struct of these options (checked here), cached per option values."""
-    # Options of the usual types (bools, a str, floats, an int or None) hit a cache keyed on
-    # their values; the type test keeps 1.0 or 1 from passing as True (equal keys).
-    usual = (type(norm_before_gate) is bool and type(pdl) is bool and type(eps) is float
-             and type(weight_offset) is float and type(activation) is str
-             and (group_size is None or type(group_size) is int)
-             and (weight_offset != 0.0 or copysign(1.0, weight_offset) > 0))  # -0.0 keys as 0.0
-    key = (norm_before_gate, activation, eps, weight_offset, group_size, pdl)
-    prm = _params_cache.get(key) if usual else None
-    if prm is None:
-        prm = _RMSNORM_GATED.params(
-            norm_before_gate=_call.flag("norm_before_gate", norm_before_gate),
-            activation=_call.choice("activation", activation, _ACTIVATIONS),
-            eps=_call.real("eps", eps),
-            weight_offset=_call.real("weight_offset", weight_offset),
-            group_size=0 if group_size is None else _call.integer("group_size", group_size),
-            pdl=_call.flag("pdl", pdl))
-        if usual:
-            if len(_params_cache) > 64:
-                _params_cache.clear()
-            _params_cache[key] = prm
+    """The params struct of these options, remembered by their values and types
+    (_call.options_key: 1.0 or 1 never passes as True; a -0.0 weight offset is its own)."""
+    opts = (eps, norm_before_gate, activation, weight_offset, group_size, pdl)
+    key = _call.options_key(opts, (weight_offset,))
+    prm = _call.memo_get(_params_cache, key) or _call.memo_put(_params_cache, key, _checked_params(*opts))
     if (type(eps) is float and eps > 0.0 and norm_before_gate is True and activation is _SILU
             and weight_offset is _ZERO and group_size is None and pdl is False):
-        if len(_eps_params) > 64:
-            _eps_params.clear()
-        _eps_params[eps] = prm  # > 0: no -0.0 / 0.0 or NaN key
+        _call.memo_put(_eps_params, eps, prm)  # > 0: no -0.0 / 0.0 or NaN key
     return prm
 
 
