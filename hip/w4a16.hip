@@ -63,7 +63,7 @@ gatednorm_status device_facts(int device, DeviceFacts *f) {
 // writes fp32 partials to the workspace and a second kernel sums them in split order.
 struct Plan {
     bool decode = true;
-    int mt = 1, wn = 1, mblocks = 1, nsplit = 1;
+    int mt = 1, wn = 1, bps = kW4DecodeBlocksPerSm, mblocks = 1, nsplit = 1;
     int64_t ctas = 0;
 };
 constexpr int kDecodeMaxM = 16;
@@ -80,11 +80,22 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     }
     pl.mt = m <= 8 ? 1 : 2;
     pl.mblocks = int((m + 8 * pl.mt - 1) / (8 * pl.mt));
-    // Two col tiles a warp once one a warp would need more than one wave of blocks (the
-    // kernel keeps kW4DecodeBlocksPerSm resident): runs 42-43 (scripts/tune_w4a16.cu), M = 1:
-    // 4096x6144 (384 col tiles) 10.8 -> 9.3 us, 4096x24576 27.6 -> 24.5; but 4096x4096 and
-    // 12288x4096 (256 col tiles, one wave either way) 6.4 -> 7.8 and 13.8 -> 18.4.
-    pl.wn = ntiles > int64_t(kW4DecodeBlocksPerSm) * f.sms ? 2 : 1;
+    // Blocks of one col tile a warp while they fit one wave: two an SM in the 93-register
+    // build (U = 4), else three in the 80-register one (U = 2); past that, two col tiles a
+    // warp (U = 2; three blocks an SM at M <= 8, two above).  scripts/tune_w4a16.cu, run 45,
+    // us, M = 1 (M = 16), against the rule before (WN = 2 past one wave of two an SM):
+    // 4096x6144 (384 col tiles) 9.39 -> 7.94 (11.05 -> 9.56), 4096x24576 (1536) 24.41 -> 23.40
+    // (30.33: M = 16 unchanged, its three-an-SM build 34.04); 4096x4096 and 12288x4096 (256,
+    // one wave of two an SM) keep theirs, 6.34 and 13.83 (three an SM: 6.48, 14.23).
+    if (ntiles <= int64_t(kW4DecodeBlocksPerSm) * f.sms) {
+        pl.wn = 1;
+    } else if (ntiles <= int64_t(kW4DecodeBlocksPerSmLean) * f.sms) {
+        pl.wn = 1;
+        pl.bps = kW4DecodeBlocksPerSmLean;
+    } else {
+        pl.wn = 2;
+        pl.bps = pl.mt == 1 ? kW4DecodeBlocksPerSmLean : kW4DecodeBlocksPerSm;
+    }
 #else
     pl.mblocks = int((m + 15) / 16);
     chunks_per_split_min = kW4AmdWaves;
@@ -135,13 +146,20 @@ W4a16Args make_args(const W4a16GemmProblem &p, const W4Tiled &t) {
 }
 
 #if defined(GN_PLATFORM_CUDA)
-constexpr int kDecodeBatch = 4;  // k chunks per batch of weight loads (U)
-
+// The plan's decode build: (WN, U, blocks an SM) = (1, 4, 2), (1, 2, 3), (2, 2, 3) at MT 1
+// or (2, 2, 2) at MT 2 (make_plan says when each).
 template <int DT, bool ZP, int MT>
 void launch_decode(const W4a16Args &a, const Plan &pl, hipStream_t s) {
+    constexpr int kLean = kW4DecodeBlocksPerSmLean;
     const dim3 grid(unsigned((a.ntiles + pl.wn - 1) / pl.wn), unsigned(pl.nsplit), unsigned(pl.mblocks));
-    if (pl.wn == 2) w4a16_decode_kernel<DT, ZP, MT, 2, kDecodeBatch / 2><<<grid, kW4DecodeThreads, 0, s>>>(a);
-    else w4a16_decode_kernel<DT, ZP, MT, 1, kDecodeBatch><<<grid, kW4DecodeThreads, 0, s>>>(a);
+    if (pl.wn == 2) {
+        if constexpr (MT == 1) w4a16_decode_kernel<DT, ZP, MT, 2, 2, 1, kLean><<<grid, kW4DecodeThreads, 0, s>>>(a);
+        else w4a16_decode_kernel<DT, ZP, MT, 2, 2><<<grid, kW4DecodeThreads, 0, s>>>(a);
+    } else if (pl.bps == kLean) {
+        w4a16_decode_kernel<DT, ZP, MT, 1, 2, 1, kLean><<<grid, kW4DecodeThreads, 0, s>>>(a);
+    } else {
+        w4a16_decode_kernel<DT, ZP, MT, 1, 4><<<grid, kW4DecodeThreads, 0, s>>>(a);
+    }
 }
 
 template <int DT, bool ZP>

@@ -188,15 +188,16 @@ __device__ __forceinline__ void w4_load_act16(const W4a16Args &p, int row, int k
 
 constexpr int kW4DecodeWarps = 8;
 constexpr int kW4DecodeThreads = kW4DecodeWarps * 32;
-constexpr int kW4DecodeBlocksPerSm = 2;  // the launch bound: registers for two blocks an SM
+constexpr int kW4DecodeBlocksPerSm = 2;      // the launch bound: registers for two blocks an SM
+constexpr int kW4DecodeBlocksPerSmLean = 3;  // the 80-register builds (U = 2, no spills): three
 
 // grid: (ceil(ntiles / WN), nsplit, ceil(M / (8 MT))).  MT: 8-row blocks of M (1 or 2);
 // WN: col tiles per warp; U: k chunks per batch of loads (double-buffered); ACC: accumulator
 // sets (chunk u of a batch adds into set u % ACC, the sets summed in order at the end), so
 // that ACC mma chains run side by side (the library launches ACC = 1; scripts/tune_w4a16.cu
-// times more).
-template <int DT, bool ZP, int MT, int WN, int U, int ACC = 1>
-__global__ void __launch_bounds__(kW4DecodeThreads, kW4DecodeBlocksPerSm) w4a16_decode_kernel(const W4a16Args p) {
+// times more); BPS: the blocks an SM the launch bound asks registers for (the tuner times 3).
+template <int DT, bool ZP, int MT, int WN, int U, int ACC = 1, int BPS = kW4DecodeBlocksPerSm>
+__global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(const W4a16Args p) {
     static_assert(U % ACC == 0, "every accumulator set takes the same chunks of a batch");
     __shared__ float red[kW4DecodeWarps][WN * MT * 4][32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;

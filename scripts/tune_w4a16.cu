@@ -390,15 +390,20 @@ void add_diag(std::vector<Variant> &vs, int ntiles, int m, int n, const char *wh
                       stream_launch(diag_stream_kernel<S, MODE, IL>, w4_stream_smem_bytes<true, 1, S>(), ks, 1, ntiles, m, n)});
 }
 
-// The library's decode kernel at WN col tiles a warp, U chunks a batch and ACC accumulator
-// sets (the library's plan: WN = 2 from more col tiles than one wave of blocks with U = 2,
-// else WN = 1 with U = 4; ACC = 1; no split at these shapes).
-template <int MT, int WN, int U, int ACC = 1>
+// The library's decode kernel at WN col tiles a warp, U chunks a batch, ACC accumulator
+// sets and a launch bound of BPS blocks an SM (the library's plan, hip/w4a16.hip make_plan:
+// WN 1 U 4 BPS 2 while one wave of two an SM holds the col tiles, WN 1 U 2 BPS 3 while one
+// of three does, else WN 2 U 2, BPS 3 at M <= 8; ACC = 1; no split at these shapes).  Run
+// 44: ACC = 2 / 4 within 1% of ACC = 1 (the mma chains are not the limit); ncu: 93
+// registers hold 16 warps an SM, no eligible warp 37% of cycles.  Run 45: BPS 3 (80
+// registers) gave the plan's middle band.
+template <int MT, int WN, int U, int ACC = 1, int BPS = kW4DecodeBlocksPerSm>
 void add_decode(std::vector<Variant> &vs, int ntiles) {
     const unsigned blocks = unsigned((ntiles + WN - 1) / WN);
-    vs.push_back({"decode.WN" + std::to_string(WN) + ".U" + std::to_string(U) + (ACC > 1 ? ".A" + std::to_string(ACC) : ""), 0, true,
+    vs.push_back({"decode.WN" + std::to_string(WN) + ".U" + std::to_string(U) + (ACC > 1 ? ".A" + std::to_string(ACC) : "")
+                      + (BPS != kW4DecodeBlocksPerSm ? ".B" + std::to_string(BPS) : ""), 0, true,
                   [=](const W4a16Args &a, cudaStream_t s) {
-                      w4a16_decode_kernel<kBF16, true, MT, WN, U, ACC><<<blocks, kW4DecodeThreads, 0, s>>>(a);
+                      w4a16_decode_kernel<kBF16, true, MT, WN, U, ACC, BPS><<<blocks, kW4DecodeThreads, 0, s>>>(a);
                   }});
 }
 
@@ -493,15 +498,17 @@ int main(int argc, char **argv) {
                 add_decode<1, 2, 2>(vs, nt);
                 add_decode<1, 1, 8>(vs, nt);
                 add_decode<1, 2, 4>(vs, nt);
-                add_decode<1, 1, 4, 2>(vs, nt);
-                add_decode<1, 1, 4, 4>(vs, nt);
-                add_decode<1, 2, 2, 2>(vs, nt);
-                add_decode<1, 2, 4, 2>(vs, nt);
+                add_decode<1, 1, 4, 1, 3>(vs, nt);
+                add_decode<1, 2, 2, 1, 3>(vs, nt);
+                add_decode<1, 1, 2, 1, 3>(vs, nt);
+                add_decode<1, 1, 2, 1, 4>(vs, nt);
+                add_decode<1, 2, 2, 1, 4>(vs, nt);
             } else {
                 add_decode<2, 1, 4>(vs, nt);
                 add_decode<2, 2, 2>(vs, nt);
-                add_decode<2, 1, 4, 2>(vs, nt);
-                add_decode<2, 2, 2, 2>(vs, nt);
+                add_decode<2, 1, 4, 1, 3>(vs, nt);
+                add_decode<2, 2, 2, 1, 3>(vs, nt);
+                add_decode<2, 1, 2, 1, 3>(vs, nt);
             }
             if (m == 1) {
                 add_stream<1, 4>(vs, nt, m, sh.n, !quick);

@@ -278,13 +278,14 @@ def test_gemm_gpu_shapes(rng, requires_gpu, shape):
 
 # Shapes that reach the decode plan's other paths on a GPU of ~132 SMs (split-K on with a
 # K tail; no split with a partial last col tile; many col tiles of short K; two col tiles a
-# warp with K of two chunks, so six of a block's eight warps have no chunk), every M (M > 16
+# warp with K of two chunks, so six of a block's eight warps have no chunk; 313 col tiles,
+# the last partial: the three-blocks-an-SM build of one col tile a warp), every M (M > 16
 # is the mma kernel).
-PLAN_SHAPES = [(24, 70016), (2120, 4224), (4104, 4224), (16904, 1152), (70016, 128)]
+PLAN_SHAPES = [(24, 70016), (2120, 4224), (4104, 4224), (16904, 1152), (70016, 128), (5000, 1152)]
 
 
 @pytest.mark.parametrize("m", M_LIST)
-@pytest.mark.parametrize("shape", PLAN_SHAPES, ids=["split", "nosplit", "ctn2", "wn2", "wn2_two_chunks"])
+@pytest.mark.parametrize("shape", PLAN_SHAPES, ids=["split", "nosplit", "ctn2", "wn2", "wn2_two_chunks", "lean"])
 def test_gemm_gpu_plan_paths(rng, requires_gpu, shape, m):
     n, k = shape
     run_gemm("gpu", rng, m, n, k, 128, False, "bf16")
