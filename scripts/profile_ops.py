@@ -10,6 +10,11 @@ Cases (the kernel choice forced through the launchers' width hooks):
     rms_vec8, rms_vec16 RMSNorm bf16 [8192, 4096]
     addq_vec8           add-RMSNorm + FP8 + bf16 copy [1024, 4096]
     w4_m1, w4_m16       W4A16 G = 128 asym bf16, K x N = 4096 x 4096, M = 1 / 16
+    gated_t1            gated RMSNorm bf16 [1, 32, 128] (the decode step's norm)
+    fp8_t1              gated RMSNorm + FP8 (as fp8_e8) at [1, 32, 128]
+    compile_fp8_t1      the bench's torch.compile peer of fp8_t1 (its kernels, same shape)
+    rms_t1, add_t1, addq_t1   [1, 7168]: RMSNorm, add-RMSNorm, add-RMSNorm + FP8 + bf16 copy
+    liger_rms_t1, liger_add_t1  liger-kernel's RMSNorm / fused add-RMSNorm at [1, 7168]
 
 A suggested command (bounded, metrics that say whether a kernel waits on memory, on its
 own dependency chains, or on instruction issue):
@@ -50,6 +55,45 @@ def fp8_case(elems):
         os.environ["GATEDNORM_FP8_LANE_ELEMS"] = str(elems)
         gatednorm.rmsnorm_gated_fp8(x, z, w, group_size=128, q=q, scales=s)
     return call
+
+
+def fp8_t1_case(peer):
+    T, H, D = 1, 32, 128
+    x, z, w = randn(T, H, D), randn(T, H, D, scale=2.0), randn(D, scale=0.1) + 1
+    q = torch.empty(T, H * D, device=dev, dtype=torch.float8_e4m3fn)
+    s = torch.empty(T, H * D // 128, device=dev, dtype=torch.float32)
+    if peer:
+        from gatednorm import bench
+        f = bench._compiled(torch, "gated_fp8", bench._gated_fp8_eager(torch))
+        return lambda: f(x, z, w, False)
+    os.environ.pop("GATEDNORM_FP8_LANE_ELEMS", None)
+    return lambda: gatednorm.rmsnorm_gated_fp8(x, z, w, group_size=128, q=q, scales=s)
+
+
+def gated_t1_case():
+    x, z, w = randn(1, 32, 128), randn(1, 32, 128, scale=2.0), randn(128, scale=0.1) + 1
+    y = torch.empty_like(x)
+    return lambda: gatednorm.rmsnorm_gated(x, z, w, out=y)
+
+
+def t1_case(kind):
+    Hd = 7168
+    x, r, w = randn(1, Hd), randn(1, Hd), randn(Hd, scale=0.1) + 1
+    y = torch.empty(1, Hd, device=dev, dtype=torch.bfloat16)
+    q = torch.empty(1, Hd, device=dev, dtype=torch.float8_e4m3fn)
+    s = torch.empty(1, Hd // 128, device=dev, dtype=torch.float32)
+    os.environ.pop("GATEDNORM_ROW_VEC", None)
+    if kind == "rms":
+        return lambda: gatednorm.rmsnorm(x, w, y_out=y)
+    if kind == "add":
+        return lambda: gatednorm.add_rmsnorm(x, r, w, y_out=y)
+    if kind == "addq":
+        return lambda: gatednorm.add_rmsnorm(x, r, w, y_out=y, fp8=True, group_size=128, q=q, scales=s)
+    from liger_kernel.ops.fused_add_rms_norm import LigerFusedAddRMSNormFunction
+    from liger_kernel.ops.rms_norm import LigerRMSNormFunction
+    if kind == "liger_rms":
+        return lambda: LigerRMSNormFunction.apply(x, w, 1e-6, 0.0, "gemma", True, None)
+    return lambda: LigerFusedAddRMSNormFunction.apply(x, r, w, 1e-6, 0.0, "gemma", False)
 
 
 def rms_case(vec):
@@ -93,6 +137,9 @@ CASES = {
     "rms_vec8": lambda: rms_case(8), "rms_vec16": lambda: rms_case(16),
     "addq_vec8": lambda: addq_case(8),
     "w4_m1": lambda: w4_case(1), "w4_m16": lambda: w4_case(16),
+    "rms_t1": lambda: t1_case("rms"), "add_t1": lambda: t1_case("add"), "addq_t1": lambda: t1_case("addq"),
+    "liger_rms_t1": lambda: t1_case("liger_rms"), "liger_add_t1": lambda: t1_case("liger_add"),
+    "gated_t1": gated_t1_case, "fp8_t1": lambda: fp8_t1_case(False), "compile_fp8_t1": lambda: fp8_t1_case(True),
 }
 
 
