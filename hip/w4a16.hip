@@ -63,7 +63,8 @@ gatednorm_status device_facts(int device, DeviceFacts *f) {
 // writes fp32 partials to the workspace and a second kernel sums them in split order.
 struct Plan {
     bool decode = true;
-    int mt = 1, wn = 1, bps = kW4DecodeBlocksPerSm, mblocks = 1, nsplit = 1;
+    int mt = 1, wn = 1, mblocks = 1, nsplit = 1;
+    int bps = 0;  // NVIDIA decode: the build's launch bound in blocks an SM (launch_decode)
     int64_t ctas = 0;
 };
 constexpr int kDecodeMaxM = 16;
@@ -89,6 +90,7 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     // one wave of two an SM) keep theirs, 6.34 and 13.83 (three an SM: 6.48, 14.23).
     if (ntiles <= int64_t(kW4DecodeBlocksPerSm) * f.sms) {
         pl.wn = 1;
+        pl.bps = kW4DecodeBlocksPerSm;
     } else if (ntiles <= int64_t(kW4DecodeBlocksPerSmLean) * f.sms) {
         pl.wn = 1;
         pl.bps = kW4DecodeBlocksPerSmLean;
