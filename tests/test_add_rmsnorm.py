@@ -347,6 +347,24 @@ def test_group_quant_fp8(be, rng):
     assert tuple(be.get(q).shape) == x.shape and tuple(be.get(s).shape) == (9, 10)
 
 
+@pytest.mark.parametrize("shape", [(2, 0, 256), (0, 3, 256), (0, 256)])
+@pytest.mark.parametrize("layout,sf", [("row", "fp32"), ("col", "ue8m0"), ("col_pad4", "e8m0_packed")])
+def test_empty_token_dims(be, shape, layout, sf):
+    """No token at all, whatever the leading dims: each op returns outputs of the asked shapes
+    (the token-dim merge once refused [2, 0, D], which rmsnorm_gated accepts); argument
+    checks still run on an empty call."""
+    bf = DT["bf16"]
+    x, r, w = be.put(np.empty(shape, bf)), be.put(np.empty(shape, bf)), be.put(np.ones(256, bf))
+    lead, cols = shape[:-1], 1 if sf == "e8m0_packed" else 2
+    y, q, s, res = gatednorm.add_rmsnorm(x, r, w, fp8=True, scale_layout=layout, scale_format=sf)
+    assert [tuple(be.get(a).shape) for a in (y, q, s, res)] == [shape, shape, lead + (cols,), shape]
+    assert tuple(be.get(gatednorm.rmsnorm(x, w)[0]).shape) == shape
+    q, s = gatednorm.group_quant_fp8(x, scale_layout=layout, scale_format=sf)
+    assert (tuple(be.get(q).shape), tuple(be.get(s).shape)) == (shape, lead + (cols,))
+    with pytest.raises(GatedNormError, match="weight"):
+        gatednorm.add_rmsnorm(x, r, be.put(np.ones(255, bf)))
+
+
 # ------------------------------------------------------------------------- bad input
 def bad(fn, name, outs):
     before = [o.tobytes() for o in outs]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import gatednorm
-from gatednorm import _dtypes, reference
+from gatednorm import GatedNormError, _dtypes, reference
 from gatednorm.testing import randn
 
 DT = {"bf16": _dtypes.bfloat16, "fp16": _dtypes.float16, "fp32": _dtypes.float32}
@@ -418,6 +418,19 @@ def test_any_leading_dims(be, rng, shape):
     out = be.put(np.full(shape, NAN, DT["bf16"]))
     gatednorm.rmsnorm_gated(be.put(x), be.put(z), be.put(w), out=out)
     assert reference.compare(be.get(out), reference.rmsnorm_gated(x, z, w), DT["bf16"])
+
+
+def test_empty_rows_any_strides():
+    """Zero rows whatever the leading dims and strides: an empty tensor addresses nothing, so
+    neither the merge rule (three unmergeable dims here) nor the contiguity rule applies to
+    it; the weight is still checked."""
+    bf = DT["bf16"]
+    shape, strides = (2, 0, 3, 4, 8), (5, 7, 11, 13, 3)
+    x, z, o = (gatednorm.from_pointer(0, shape, bf, strides=strides, device="cpu") for _ in range(3))
+    w = np.ones(8, np.float32)
+    assert gatednorm.rmsnorm_gated(x, z, w, out=o) is o
+    with pytest.raises(GatedNormError, match="weight"):
+        gatednorm.rmsnorm_gated(x, z, np.ones(7, np.float32), out=o)
 
 
 def test_four_dim_column_slice_gate(be, rng):

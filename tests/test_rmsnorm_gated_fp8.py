@@ -565,6 +565,17 @@ def test_outputs_overlapping_inputs(rng, which):
     assert buf.tobytes() == before
 
 
+@pytest.mark.parametrize("shape", [(2, 0, 4, 128), (0, 3, 4, 128)])
+def test_empty_token_dims(be, shape):
+    """No token at all, whatever the leading dims: outputs of the asked shapes, as
+    rmsnorm_gated gives (the token-dim merge once refused [2, 0, H, D])."""
+    bf = DT["bf16"]
+    x, z, w = be.put(np.empty(shape, bf)), be.put(np.empty(shape, bf)), be.put(np.ones(128, bf))
+    q, s, y = gatednorm.rmsnorm_gated_fp8(x, z, w, group_size=128, scale_layout="col", copy_dtype="bfloat16")
+    lead = shape[:-2]
+    assert [tuple(be.get(a).shape) for a in (q, s, y)] == [lead + (512,), lead + (4,), shape]
+
+
 def test_bad_copy_shape(be, rng):
     x, z, w = make_inputs(rng, (5, 3, 128))
     q, s = _outs()

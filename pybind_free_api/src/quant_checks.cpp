@@ -60,6 +60,11 @@ gatednorm_status collapse_tokens(const TokenDims *const t[], int n, int64_t *tok
     int m = 0;
     for (int i = 0; i < ref.ndim; ++i) {
         if (ref.shape[i] == 1) continue;  // a unit dim addresses nothing
+        if (ref.shape[i] == 0) {  // no token at all: whatever the strides, nothing to address
+            *tokens = 0;
+            for (int k = 0; k < n; ++k) stride[k] = 0;
+            return GATEDNORM_STATUS_SUCCESS;
+        }
         ext[m] = ref.shape[i];
         for (int k = 0; k < n; ++k) st[k][m] = t[k]->strides[i];
         ++m;
@@ -68,7 +73,7 @@ gatednorm_status collapse_tokens(const TokenDims *const t[], int n, int64_t *tok
     // tensor, its stride is dim i's extent times dim i's stride.
     while (m > 1) {
         const int i = m - 1;
-        // Empty tensors reach here with unbounded extents and strides: an overflowing
+        // Extents and strides are bounded (an empty tensor returned above): an overflowing
         // product is no stride, so it does not merge.
         int64_t prod = 0;
         for (int k = 0; k < n; ++k)
@@ -77,7 +82,7 @@ gatednorm_status collapse_tokens(const TokenDims *const t[], int n, int64_t *tok
                             "%s: token dims %s with strides %s do not merge into one token dim (a dim merges with the next "
                             "when its stride is the next dim's extent times its stride)",
                             t[k]->name, dims_text(t[k]->shape, t[k]->ndim).c_str(), dims_text(t[k]->strides, t[k]->ndim).c_str());
-        if (__builtin_mul_overflow(ext[i - 1], ext[i], &ext[i - 1])) ext[i - 1] = 0;  // only an empty tensor's: it stays empty
+        if (__builtin_mul_overflow(ext[i - 1], ext[i], &ext[i - 1])) ext[i - 1] = 0;  // cannot happen: the tensors were checked
         for (int k = 0; k < n; ++k) st[k][i - 1] = st[k][i];
         --m;
     }
@@ -110,7 +115,7 @@ gatednorm_status check_quant_outputs(const gatednorm_tensor &q, const gatednorm_
     if (!same)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "q: expected shape %s (x's token dims, then the row of heads * head_dim), got %s",
                     dims_text(want_shape, tok.ndim + 1).c_str(), dims_text(q.shape, q.ndim).c_str());
-    if (row > 1 && q.strides[tok.ndim] != 1)
+    if (row > 1 && q.strides[tok.ndim] != 1 && element_count(q) != 0)  // an empty q's strides are free
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "q: last dim must be contiguous (stride 1), got stride %lld",
                     (long long)q.strides[tok.ndim]);
     GN_TRY(check_no_self_overlap(q, "q"));

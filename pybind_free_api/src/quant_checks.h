@@ -16,7 +16,8 @@ gatednorm_status read_quant_block(const gatednorm_quant_fp8 &b, QuantFp8Spec *sp
 // The token dims of a call: each tensor's leading dims up to (not including) its row dims,
 // all of one shape.  collapse_tokens merges them into one token dim (unit dims dropped,
 // neighbours merged where every tensor's strides allow) and fails, naming the tensor, where
-// they do not merge.
+// they do not merge; a zero extent among them is zero tokens whatever the strides (an empty
+// [2, 0, D] batch is accepted, as gatednorm_rmsnorm_gated accepts it).
 struct TokenDims {
     const char *name = nullptr;
     int ndim = 0;

@@ -251,7 +251,9 @@ gatednorm_status rows_shape(const gatednorm_tensor &t, const char *name, int64_t
     if (t.ndim < 1)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: expected at least 1 dim [..., dim], got 0 (a scalar)", name);
     const int lead = t.ndim - 1;
-    const int64_t L = t.shape[lead], ls = t.strides[lead];
+    // An empty tensor addresses nothing, so its strides are free (DLPack producers give them
+    // any values): its last dim is taken as contiguous.
+    const int64_t L = t.shape[lead], ls = element_count(t) == 0 ? 1 : t.strides[lead];
     for (int i = 0; i < lead; ++i) {
         out->shape[i] = t.shape[i];
         out->strides[i] = t.strides[i];
@@ -267,7 +269,7 @@ gatednorm_status rows_shape(const gatednorm_tensor &t, const char *name, int64_t
     int n = lead;
     if (grouped) {
         // Checked first: group > 1 has ls == 1 and group == 1 is ls itself, so this cannot
-        // overflow (an empty tensor's stride may be anything: validation never bounded it).
+        // overflow (an empty tensor's ls is 1 here, whatever its descriptor says).
         out->shape[n] = L / group;
         out->strides[n] = group * ls;
         ++n;
@@ -294,14 +296,20 @@ gatednorm_status collapse_rows(const RowsShape *const shapes[], const char *cons
     int m = 0;
     for (int i = 0; i < lead; ++i) {
         if (ref.shape[i] == 1) continue;  // a unit dim addresses nothing: its stride is free
+        if (ref.shape[i] == 0) {  // no row at all: whatever the strides, nothing to address
+            g->dim = ref.shape[lead];
+            g->tokens = 0;
+            g->heads = 1;
+            for (int k = 0; k < n; ++k) g->stride_t[k] = g->stride_h[k] = 0;
+            return GATEDNORM_STATUS_SUCCESS;
+        }
         ext[m] = ref.shape[i];
         for (int k = 0; k < n; ++k) st[k][m] = shapes[k]->strides[i];
         ++m;
     }
-    // An empty tensor's extents and strides are bounded by nothing (check_descriptor stops
-    // at a zero extent), so every product here is checked: one that overflows int64 cannot
-    // equal a stride, and a merged extent that does is an empty tensor's (saturated: the
-    // zero extent elsewhere still makes tokens * heads zero).
+    // Every product here is checked anyway (an empty tensor returned above, but a grouped
+    // row's dims come from the caller's descriptor): one that overflows int64 cannot equal a
+    // stride, and a merged extent that overflows saturates.
     const auto merges = [&](int k, int i) {
         int64_t p;
         return !__builtin_mul_overflow(ext[i + 1], st[k][i + 1], &p) && st[k][i] == p;

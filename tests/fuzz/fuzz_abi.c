@@ -963,7 +963,9 @@ static int fuzz_rmsnorm_gated(rng_t *r) {
         static const int64_t bad[] = {0, 2, -1, 3, -2};
         ls[v] = PICK(r, bad);
         C.T[v].shape_mutated = 1;
-        must_reject(BIT(kTName[v]), "last dim not contiguous");
+        /* an empty tensor addresses nothing: its strides are free (docs/c_abi.md) */
+        if (empty_lead || C.L == 0) note("empty: a last dim that is not contiguous is accepted");
+        else must_reject(BIT(kTName[v]), "last dim not contiguous");
     }
     for (int k = 0; k < T_COUNT; ++k) /* normalized extent 1: the last stride is free */
         if (ls[k] == 1 && k != T_W && norm_extent == 1 && pct(r, 30)) {
@@ -1227,9 +1229,8 @@ static int fuzz_rmsnorm_gated(rng_t *r) {
         if (same) {
             const gatednorm_tensor *ts[3] = {hx, ho, hz};
             if (runs_of(ts, Z->present ? 3 : 2, C.G) > 2) {
-                /* an empty tensor addresses nothing: whether its strides must still reduce is open */
-                if (is_empty(X)) open_case(BIT(N_X) | BIT(N_Z) | BIT(N_OUT), "empty; leading dims do not reduce to two");
-                else must_reject(BIT(N_X) | BIT(N_Z) | BIT(N_OUT), "leading dims do not reduce to two");
+                /* an empty tensor addresses nothing: its strides need not reduce (docs/c_abi.md) */
+                if (!is_empty(X)) must_reject(BIT(N_X) | BIT(N_Z) | BIT(N_OUT), "leading dims do not reduce to two");
             }
         }
         uintptr_t olo, ohi, ilo, ihi;
@@ -1756,10 +1757,9 @@ static void tok_strides(rng_t *r, int nt, const int64_t *ext, int64_t tbase, int
     int zero = 0;
     for (int i = 0; i < nt; ++i) zero |= ext[i] == 0;
     /* Empty: the merge rule taken literally (a dim outside a zero extent gets stride 0), or
-     * torch's contiguous strides (extents of 0 counted as 1), which that rule refuses where two
-     * token dims do not merge: the header leaves that open. */
+     * torch's contiguous strides (extents of 0 counted as 1), which do not merge: accepted
+     * either way, an empty tensor's strides being free (docs/c_abi.md). */
     const int torch = zero && pct(r, 30);
-    if (torch) nc_open(0, "an empty tensor with torch's contiguous strides");
     for (int i = nt - 1; i >= 0; --i) {
         strides[i] = sign * s;
         s *= torch && !ext[i] ? 1 : ext[i];
@@ -2249,7 +2249,7 @@ static int fuzz_rmsnorm_gated_fp8(rng_t *r) {
         int qk = q_kind(r, o.fmt);
         if (mut == A8_QDT) qk = wrong_q_kind(r, o.fmt), nc_must(BIT(N_Q), "q's dtype does not match the format");
         if (mut == A8_QSHAPE) nc_must(BIT(N_Q), "q's row is one too long");
-        if (mut == A8_QSTRIDE && R > 1) nc_must(BIT(N_Q), "q's row not contiguous");
+        if (mut == A8_QSTRIDE && R > 1 && !empty) nc_must(BIT(N_Q), "q's row not contiguous");
         tset(&Q, qk, nt + 1, shape, st);
     }
     scales_layout(r, &S, mut == A8_SDT ? wrong_scale_kind(r, o.sfmt) : scale_kind(r, o.sfmt), nt, ext, cols + (mut == A8_SSHAPE ? 1 : 0));
@@ -3331,7 +3331,9 @@ static void fixed_cases(void) {
         if (st != GATEDNORM_STATUS_SUCCESS) die("refused: %s", gatednorm_last_error());
     }
     /* An empty [0, 4] with group_size 2 and a last-dim stride of 2^62: the group view's
-     * stride 2 * 2^62 (rows_shape) was computed before the stride was refused. */
+     * stride 2 * 2^62 (rows_shape) was computed (signed overflow) before the stride was
+     * refused.  Since the fifth session an empty tensor's strides are free (docs/c_abi.md):
+     * the call is zero rows and succeeds, with no overflow on the way (UBSan watches). */
     g_entry = "fixed case: empty tensor, group view of a huge last-dim stride";
     {
         const int64_t shape[2] = {0, 4}, strides[2] = {4, (int64_t)1 << 62};
@@ -3341,8 +3343,7 @@ static void fixed_cases(void) {
         gatednorm_rmsnorm_gated_params pg = p;
         pg.group_size = 2;
         st = gatednorm_rmsnorm_gated(&tx, NULL, &tw2, &to, &pg, NULL);
-        if (st != GATEDNORM_STATUS_INVALID_ARGUMENT || strncmp(gatednorm_last_error(), "x:", 2) || !strstr(gatednorm_last_error(), "contiguous"))
-            die("status %d: %s", (int)st, gatednorm_last_error());
+        if (st != GATEDNORM_STATUS_SUCCESS) die("status %d: %s", (int)st, gatednorm_last_error());
     }
     /* An empty call on a device this build cannot run on used to succeed. */
     g_entry = "fixed case: empty call on a device this build cannot run on";
