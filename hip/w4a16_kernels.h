@@ -194,8 +194,9 @@ constexpr int kW4DecodeBlocksPerSmLean = 3;  // the 80-register builds (U = 2, n
 // grid: (ceil(ntiles / WN), nsplit, ceil(M / (8 MT))).  MT: 8-row blocks of M (1 or 2);
 // WN: col tiles per warp; U: k chunks per batch of loads (double-buffered); ACC: accumulator
 // sets (chunk u of a batch adds into set u % ACC, the sets summed in order at the end), so
-// that ACC mma chains run side by side (the library launches ACC = 1; scripts/tune_w4a16.cu
-// times more); BPS: the blocks an SM the launch bound asks registers for (the tuner times 3).
+// that ACC mma chains run side by side (the library launches ACC = 1: 2 and 4 were no faster,
+// run 44); BPS: the blocks an SM the launch bound asks registers for (2, or 3 for the
+// 80-register builds of hip/w4a16.hip's make_plan).
 template <int DT, bool ZP, int MT, int WN, int U, int ACC = 1, int BPS = kW4DecodeBlocksPerSm>
 __global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(const W4a16Args p) {
     static_assert(U % ACC == 0, "every accumulator set takes the same chunks of a batch");
