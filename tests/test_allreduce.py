@@ -187,28 +187,64 @@ def test_processes_every_output(W, algorithm):
 
 
 # --------------------------------------------------------------------- ranks as threads
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_threads_in_process(algorithm):
-    W = 3
-    groups = AllReduceGroup.in_process(W, "cpu", max_tokens=T, hidden=H, dtype="float32", algorithm=algorithm)
-    outs = [dict() for _ in range(W)]
+def in_threads(W, body):
+    """body(r) on W threads at once (each rank's call waits for its peers); re-raises what any
+    of them raised."""
     errs = []
 
-    def body(r):
+    def guarded(r):
         try:
-            for case in range(len(CASES)):
-                for rep in range(REPS):
-                    outs[r][(case, rep)] = run_case(groups[r], case, rep, r, W)
+            body(r)
         except BaseException as e:  # pragma: no cover
             errs.append(e)
 
-    th = [threading.Thread(target=body, args=(r,)) for r in range(W)]
+    th = [threading.Thread(target=guarded, args=(r,)) for r in range(W)]
     for t in th:
         t.start()
     for t in th:
         t.join(60)
     assert not errs, errs
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_threads_in_process(algorithm):
+    W = 3
+    groups = AllReduceGroup.in_process(W, "cpu", max_tokens=T, hidden=H, dtype="float32", algorithm=algorithm)
+    outs = [dict() for _ in range(W)]
+
+    def body(r):
+        for case in range(len(CASES)):
+            for rep in range(REPS):
+                outs[r][(case, rep)] = run_case(groups[r], case, rep, r, W)
+
+    in_threads(W, body)
     check(outs, W)
+
+
+@pytest.mark.parametrize("algorithm", ["one_shot", "two_shot"])
+def test_empty_call_keeps_ranks_in_step(algorithm):
+    """Zero tokens on every rank ([0, H] and [2, 0, H]: an empty batch has no rows whatever its
+    leading dims): outputs of that shape, and the next, non-empty call still pairs the ranks
+    (an empty call must leave the exchange's flags as it found them on every rank)."""
+    W = 2
+    groups = AllReduceGroup.in_process(W, "cpu", max_tokens=T, hidden=H, dtype="float32", algorithm=algorithm)
+    outs = [dict() for _ in range(W)]
+
+    def body(r):
+        for shape in ((0, H), (2, 0, H)):
+            x = np.zeros(shape, np.float32)
+            y, q, s, res = groups[r].add_rmsnorm(x, x.copy(), np.ones(H, np.float32), fp8=True)
+            outs[r][shape] = [a.shape for a in (y, q, s, res)]
+        outs[r][(0, 0)] = run_case(groups[r], 0, 0, r, W)
+
+    in_threads(W, body)
+    for r in range(W):
+        for shape in ((0, H), (2, 0, H)):
+            assert outs[r][shape] == [shape, shape, shape[:-1] + (H // 128,), shape]
+    want = expected(0, 0, W)
+    for r in range(W):
+        for name, g, e in zip(("y", "q", "scales", "residual"), outs[r][(0, 0)], want):
+            assert bits_equal(g, e), "rank %d: %s differs after the empty calls" % (r, name)
 
 
 @pytest.mark.parametrize("algorithm", ["auto", "one_shot", "two_shot"])
@@ -232,22 +268,11 @@ def flag_words(groups):
 
 
 def run_threads(groups, tokens, hidden):
-    errs = []
-
     def body(r):
-        try:
-            g = np.random.default_rng(r)
-            x = g.standard_normal((tokens, hidden)).astype(np.float32)
-            groups[r].add_rmsnorm(x, None, np.ones(hidden, np.float32))
-        except BaseException as e:  # pragma: no cover
-            errs.append(e)
+        x = np.random.default_rng(r).standard_normal((tokens, hidden)).astype(np.float32)
+        groups[r].add_rmsnorm(x, None, np.ones(hidden, np.float32))
 
-    th = [threading.Thread(target=body, args=(r,)) for r in range(len(groups))]
-    for t in th:
-        t.start()
-    for t in th:
-        t.join(60)
-    assert not errs, errs
+    in_threads(len(groups), body)
 
 
 # (W, algorithm, tokens, two-shot?): "auto" is two-shot from 4 ranks above 16 tokens
@@ -328,14 +353,10 @@ def test_bad_input():
     # the bad calls above took no part in the protocol: a good call still pairs up
     outs = [None, None]
 
-    def body(r, g):
-        outs[r] = g.add_rmsnorm(x[:2], res[:2].copy(), w)
+    def body(r):
+        outs[r] = (g0, g1)[r].add_rmsnorm(x[:2], res[:2].copy(), w)
 
-    th = [threading.Thread(target=body, args=(r, g)) for r, g in enumerate((g0, g1))]
-    for t in th:
-        t.start()
-    for t in th:
-        t.join(60)
+    in_threads(2, body)
     assert same_values(outs[0].y, outs[1].y)
     g0.close()
     bad("closed", g0.add_rmsnorm, x[:2], res[:2], w)
@@ -485,11 +506,7 @@ def test_threads_layouts(W, algorithm):
             o = groups[r].add_rmsnorm(x, res.copy(), w)
             got[r] = (np.asarray(o.y).copy(), np.asarray(o.residual).copy())
 
-        th = [threading.Thread(target=body, args=(r,)) for r in range(W)]
-        for t in th:
-            t.start()
-        for t in th:
-            t.join(60)
+        in_threads(W, body)
         outs[li] = got
     for li in outs:
         want = layout_expected(li, W)
