@@ -11,7 +11,7 @@ Cases (the kernel choice forced through the launchers' width hooks):
     addq_vec8           add-RMSNorm + FP8 + bf16 copy [1024, 4096]
     w4_m1, w4_m16       W4A16 G = 128 asym bf16, K x N = 4096 x 4096, M = 1 / 16
     gated_t1            gated RMSNorm bf16 [1, 32, 128] (the decode step's norm)
-    fp8_t1              gated RMSNorm + FP8 (as fp8_e8) at [1, 32, 128]
+    fp8_t1              gated RMSNorm + FP8 at [1, 32, 128] (E by the launcher's rule: 8 there)
     compile_fp8_t1      the bench's torch.compile peer of fp8_t1 (its kernels, same shape)
     rms_t1, add_t1, addq_t1   [1, 7168]: RMSNorm, add-RMSNorm, add-RMSNorm + FP8 + bf16 copy
     liger_rms_t1, liger_add_t1  liger-kernel's RMSNorm / fused add-RMSNorm at [1, 7168]
@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 import gatednorm
+from gatednorm import bench
 
 dev = "cuda"
 gen = torch.Generator(device=dev).manual_seed(0)
@@ -45,29 +46,23 @@ def randn(*shape, scale=1.0):
     return (scale * torch.randn(*shape, device=dev, generator=gen)).to(torch.bfloat16)
 
 
-def fp8_case(elems):
-    T, H, D = 4096, 32, 128
-    x, z, w = randn(T, H, D), randn(T, H, D, scale=2.0), randn(D, scale=0.1) + 1
-    q = torch.empty(T, H * D, device=dev, dtype=torch.float8_e4m3fn)
-    s = torch.empty(T, H * D // 128, device=dev, dtype=torch.float32)
-
-    def call():
-        os.environ["GATEDNORM_FP8_LANE_ELEMS"] = str(elems)
-        gatednorm.rmsnorm_gated_fp8(x, z, w, group_size=128, q=q, scales=s)
-    return call
-
-
-def fp8_t1_case(peer):
-    T, H, D = 1, 32, 128
+def fp8_case(elems, T=4096, peer=False):
+    """Ours with E = elems a lane (None: the launcher's rule), or the bench's torch.compile peer."""
+    H, D = 32, 128
     x, z, w = randn(T, H, D), randn(T, H, D, scale=2.0), randn(D, scale=0.1) + 1
     q = torch.empty(T, H * D, device=dev, dtype=torch.float8_e4m3fn)
     s = torch.empty(T, H * D // 128, device=dev, dtype=torch.float32)
     if peer:
-        from gatednorm import bench
         f = bench._compiled(torch, "gated_fp8", bench._gated_fp8_eager(torch))
         return lambda: f(x, z, w, False)
-    os.environ.pop("GATEDNORM_FP8_LANE_ELEMS", None)
-    return lambda: gatednorm.rmsnorm_gated_fp8(x, z, w, group_size=128, q=q, scales=s)
+
+    def call():
+        if elems is None:
+            os.environ.pop("GATEDNORM_FP8_LANE_ELEMS", None)
+        else:
+            os.environ["GATEDNORM_FP8_LANE_ELEMS"] = str(elems)
+        gatednorm.rmsnorm_gated_fp8(x, z, w, group_size=128, q=q, scales=s)
+    return call
 
 
 def gated_t1_case():
@@ -89,11 +84,10 @@ def t1_case(kind):
         return lambda: gatednorm.add_rmsnorm(x, r, w, y_out=y)
     if kind == "addq":
         return lambda: gatednorm.add_rmsnorm(x, r, w, y_out=y, fp8=True, group_size=128, q=q, scales=s)
-    from liger_kernel.ops.fused_add_rms_norm import LigerFusedAddRMSNormFunction
-    from liger_kernel.ops.rms_norm import LigerRMSNormFunction
+    liger = bench._liger(torch)  # the bench's peer, called as the bench calls it
     if kind == "liger_rms":
-        return lambda: LigerRMSNormFunction.apply(x, w, 1e-6, 0.0, "gemma", True, None)
-    return lambda: LigerFusedAddRMSNormFunction.apply(x, r, w, 1e-6, 0.0, "gemma", False)
+        return lambda: liger(x, None, w, "rmsnorm")
+    return lambda: liger(x, r, w, "plain")
 
 
 def rms_case(vec):
@@ -139,7 +133,7 @@ CASES = {
     "w4_m1": lambda: w4_case(1), "w4_m16": lambda: w4_case(16),
     "rms_t1": lambda: t1_case("rms"), "add_t1": lambda: t1_case("add"), "addq_t1": lambda: t1_case("addq"),
     "liger_rms_t1": lambda: t1_case("liger_rms"), "liger_add_t1": lambda: t1_case("liger_add"),
-    "gated_t1": gated_t1_case, "fp8_t1": lambda: fp8_t1_case(False), "compile_fp8_t1": lambda: fp8_t1_case(True),
+    "gated_t1": gated_t1_case, "fp8_t1": lambda: fp8_case(None, T=1), "compile_fp8_t1": lambda: fp8_case(None, T=1, peer=True),
 }
 
 

@@ -115,7 +115,7 @@ gatednorm_status check_quant_outputs(const gatednorm_tensor &q, const gatednorm_
     if (!same)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "q: expected shape %s (x's token dims, then the row of heads * head_dim), got %s",
                     dims_text(want_shape, tok.ndim + 1).c_str(), dims_text(q.shape, q.ndim).c_str());
-    if (row > 1 && q.strides[tok.ndim] != 1 && element_count(q) != 0)  // an empty q's strides are free
+    if (row > 1 && q.strides[tok.ndim] != 1 && !is_empty(q))
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "q: last dim must be contiguous (stride 1), got stride %lld",
                     (long long)q.strides[tok.ndim]);
     GN_TRY(check_no_self_overlap(q, "q"));

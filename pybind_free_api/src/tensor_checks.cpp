@@ -60,6 +60,12 @@ int64_t element_count(const gatednorm_tensor &t) {
     return n;
 }
 
+bool is_empty(const gatednorm_tensor &t) {
+    for (int i = 0; i < t.ndim; ++i)
+        if (t.shape[i] == 0) return true;
+    return false;
+}
+
 gatednorm_status check_descriptor(const gatednorm_tensor *t, const char *name) {
     if (!t) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: descriptor is NULL", name);
     if (t->ndim < 0 || t->ndim > GATEDNORM_MAX_DIMS)
@@ -159,7 +165,7 @@ gatednorm_status check_no_self_overlap(const gatednorm_tensor &t, const char *na
     int n = 0;
     for (int i = 0; i < t.ndim; ++i)
         if (t.shape[i] > 1) order[n++] = i;
-    if (element_count(t) == 0) return GATEDNORM_STATUS_SUCCESS;
+    if (is_empty(t)) return GATEDNORM_STATUS_SUCCESS;
     for (int k = 1; k < n; ++k)  // insertion sort by |stride|; n <= GATEDNORM_MAX_DIMS
         for (int j = k; j > 0 && std::llabs(t.strides[order[j]]) < std::llabs(t.strides[order[j - 1]]); --j)
             std::swap(order[j], order[j - 1]);
@@ -192,7 +198,7 @@ Extent extent(const gatednorm_tensor &t) {
 }  // namespace
 
 bool memory_overlaps(const gatednorm_tensor &a, const gatednorm_tensor &b) {
-    if (element_count(a) == 0 || element_count(b) == 0) return false;
+    if (is_empty(a) || is_empty(b)) return false;
     const Extent ea = extent(a), eb = extent(b);
     return ea.lo < eb.hi && eb.lo < ea.hi;
 }
@@ -251,9 +257,9 @@ gatednorm_status rows_shape(const gatednorm_tensor &t, const char *name, int64_t
     if (t.ndim < 1)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: expected at least 1 dim [..., dim], got 0 (a scalar)", name);
     const int lead = t.ndim - 1;
-    // An empty tensor addresses nothing, so its strides are free (DLPack producers give them
-    // any values): its last dim is taken as contiguous.
-    const int64_t L = t.shape[lead], ls = element_count(t) == 0 ? 1 : t.strides[lead];
+    // An empty tensor's last dim is taken as contiguous (is_empty: its strides are free;
+    // DLPack producers give them any values).
+    const int64_t L = t.shape[lead], ls = is_empty(t) ? 1 : t.strides[lead];
     for (int i = 0; i < lead; ++i) {
         out->shape[i] = t.shape[i];
         out->strides[i] = t.strides[i];

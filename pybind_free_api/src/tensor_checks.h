@@ -29,6 +29,9 @@ gatednorm_status check_descriptor(const gatednorm_tensor *t, const char *name);
 gatednorm_status float_dtype(const gatednorm_tensor &t, const char *name, int *dtype);
 
 int64_t element_count(const gatednorm_tensor &t);
+// Whether t has no element (an extent of 0; no product formed).  An empty tensor addresses
+// nothing, so its strides are free (docs/c_abi.md): no contiguity or merge rule applies to it.
+bool is_empty(const gatednorm_tensor &t);
 inline char *data_ptr(const gatednorm_tensor &t) { return static_cast<char *>(t.data) + t.byte_offset; }
 
 // The common host case, checked in one pass (the fast path of an entry point): t is a

@@ -26,7 +26,8 @@ _ENTRY = _call.Entry("gatednorm_rmsnorm_gated_fp8", "gatednorm_rmsnorm_gated_fp8
 
 # Checked options -> what the wrappers derive from them (params struct, codes), keyed by
 # _call.options_key: a program calls with the same options every layer, and checking them
-# costs more than the rest of a host call.
+# costs more than the rest of a host call.  _NORM_OPTIONS serves every entry _norm is given
+# (add_rmsnorm's and the all-reduce's): they read one params type, gatednorm_add_rmsnorm_params.
 _GATED_OPTIONS: dict = {}
 _NORM_OPTIONS: dict = {}
 _GQ_OPTIONS: dict = {}
