@@ -218,11 +218,17 @@ __global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(con
 #pragma unroll
             for (int j = 0; j < MT; ++j) accs[a][i][j][0] = accs[a][i][j][1] = accs[a][i][j][2] = accs[a][i][j][3] = 0.0f;
 
+    // Loads are predicated only on the col tile, and not at all at one col tile a warp (a
+    // predicated load needs its registers zeroed first: instructions in every chunk of the
+    // loop for what only tails need).  A chunk past the warp's range reads its last chunk
+    // again, which the compute loop never uses (it stops at w_hi).  Clamping the col tile too
+    // (its outputs are dropped by w4_emit) spilled the 80-register two-tile build, as did a
+    // double buffer without the register copy (two batches a loop turn: 8 more registers).
     bool ct_ok[WN];
     const uint8_t *wbase[WN];
 #pragma unroll
     for (int i = 0; i < WN; ++i) {
-        ct_ok[i] = ct0 + i < p.ntiles;
+        ct_ok[i] = WN == 1 || ct0 + i < p.ntiles;  // one col tile a warp: the grid has no extra block
         wbase[i] = p.w + int64_t(ct0 + i) * p.kchunks * kW4TileBytes + lane * 16;
     }
 
@@ -231,13 +237,12 @@ __global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(con
     auto load_batch = [&](int c) {
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-            const int kc = c + u;
+            const int kc = min(c + u, w_hi - 1);
             const int gi = (kc * kW4TileK + 16 * t) >> p.gshift;
 #pragma unroll
             for (int i = 0; i < WN; ++i) {
-                const bool ok = kc < w_hi && ct_ok[i];
-                wq[u][i] = gn_load_b128_stream(wbase[i] + int64_t(kc) * kW4TileBytes, ok);
-                sc[u][i].load(p, ct0 + i, gi, g, ok);
+                wq[u][i] = gn_load_b128_stream(wbase[i] + int64_t(kc) * kW4TileBytes, ct_ok[i]);
+                sc[u][i].load(p, ct0 + i, gi, g, ct_ok[i]);
             }
         }
     };

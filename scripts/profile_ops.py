@@ -5,6 +5,9 @@ report's kernels can be matched to cases in order.  Not part of the library.
 
     python3 scripts/profile_ops.py [CASE ...]      (default: every case)
 
+PROFILE_REPEAT=N profiles N back-to-back calls of each case (with `ncu --cache-control none`:
+the later ones as a warm loop runs them).
+
 Cases (the kernel choice forced through the launchers' width hooks):
     fp8_e8, fp8_e16     gated RMSNorm + FP8, bf16 [4096, 32, 128], G = 128, e4m3fn
     rms_vec8, rms_vec16 RMSNorm bf16 [8192, 4096]
@@ -147,10 +150,12 @@ def main(names):
             for _ in range(3):
                 f()
         torch.cuda.synchronize()
+        reps = int(os.environ.get("PROFILE_REPEAT", "1"))  # back-to-back calls profiled (warm loop)
         for name, f in calls:
             print("case", name, flush=True)
             torch.cuda.cudart().cudaProfilerStart()
-            f()
+            for _ in range(reps):
+                f()
             torch.cuda.synchronize()
             torch.cuda.cudart().cudaProfilerStop()
 

@@ -347,6 +347,29 @@ def test_group_quant_fp8(be, rng):
     assert tuple(be.get(q).shape) == x.shape and tuple(be.get(s).shape) == (9, 10)
 
 
+# group_quant_fp8 over more rows than the GPU holds blocks at once (a block a row), at VEC 8
+# and 16: every row's codes and column-major scales, a NaN row and a row of another scale
+# among them.
+@pytest.mark.parametrize("T,H,xd", [(1200, 7168, "bf16"), (4999, 1024, "fp16")])
+@pytest.mark.parametrize("vec", [None, "8"])
+def test_group_quant_many_rows(be, rng, monkeypatch, T, H, xd, vec):
+    if vec:
+        monkeypatch.setenv("GATEDNORM_ROW_VEC", vec)
+    G, sf = 128, "fp32"
+    x = randn(rng, (T, H), DT[xd])
+    x[T // 3] *= 300.0
+    x[T - 1, 7] = np.nan
+    _, sr = reference.group_quant_fp8(x, group_size=G, scale_format=sf)
+    K = H // G
+    s0, sbase = new_scales((T,), K, sf, "col")
+    qd = be.put(np.full(x.shape, 0x7F, np.uint8).view(FP8["e4m3fn"]))
+    sd = be.put(s0, sbase)
+    gatednorm.group_quant_fp8(be.put(x), group_size=G, scale_format=sf, q=qd, scales=sd)
+    sv = scale_values(be.get(sd), sf, K)
+    check_scales(sv, sr, sf)
+    check_q(be.get(qd), x.astype(np.float64), sv, "e4m3fn", None, G)
+
+
 @pytest.mark.parametrize("shape", [(2, 0, 256), (0, 3, 256), (0, 256)])
 @pytest.mark.parametrize("layout,sf", [("row", "fp32"), ("col", "ue8m0"), ("col_pad4", "e8m0_packed")])
 def test_empty_token_dims(be, shape, layout, sf):
