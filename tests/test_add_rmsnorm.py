@@ -327,21 +327,27 @@ def test_zero_and_nan_rows(be, rng):
     assert np.isnan(q.astype(np.float32)[2]).all()
 
 
+def check_group_quant(be, x, G, sf, layout):
+    """group_quant_fp8 of x into poisoned q and scales of the layout, checked against the
+    reference: scales within fp32 rounding, codes within half a quantum."""
+    _, sr = reference.group_quant_fp8(x, group_size=G, scale_format=sf)
+    K = x.shape[1] // G
+    cols = (K + 3) // 4 if sf == "e8m0_packed" else K
+    s0, sbase = new_scales((x.shape[0],), cols, sf, layout)
+    qd = be.put(np.full(x.shape, 0x7F, np.uint8).view(FP8["e4m3fn"]))
+    sd = be.put(s0, sbase)
+    q, s = gatednorm.group_quant_fp8(be.put(x), group_size=G, scale_format=sf, q=qd, scales=sd)
+    assert q is qd and s is sd
+    sv = scale_values(be.get(sd), sf, K)
+    check_scales(sv, sr, sf)
+    check_q(be.get(qd), x.astype(np.float64), sv, "e4m3fn", None, G)
+
+
 def test_group_quant_fp8(be, rng):
     for xd, G, sf, layout in [("bf16", 128, "fp32", "row"), ("fp16", 64, "e8m0_packed", "col_pad4"), ("fp32", 100, "ue8m0", "col")]:
         x = randn(rng, (9, 1000 if G == 100 else 1024), DT[xd])
         x[2, 5] = np.nan
-        qr, sr = reference.group_quant_fp8(x, group_size=G, scale_format=sf)
-        K = x.shape[1] // G
-        cols = (K + 3) // 4 if sf == "e8m0_packed" else K
-        s0, sbase = new_scales((9,), cols, sf, layout)
-        qd = be.put(np.full(x.shape, 0x7F, np.uint8).view(FP8["e4m3fn"]))
-        sd = be.put(s0, sbase)
-        q, s = gatednorm.group_quant_fp8(be.put(x), group_size=G, scale_format=sf, q=qd, scales=sd)
-        assert q is qd and s is sd
-        sv = scale_values(be.get(sd), sf, K)
-        check_scales(sv, sr, sf)
-        check_q(be.get(qd), x.astype(np.float64), sv, "e4m3fn", None, G)
+        check_group_quant(be, x, G, sf, layout)
     # new outputs
     q, s = gatednorm.group_quant_fp8(be.put(x), group_size=G)
     assert tuple(be.get(q).shape) == x.shape and tuple(be.get(s).shape) == (9, 10)
@@ -355,19 +361,10 @@ def test_group_quant_fp8(be, rng):
 def test_group_quant_many_rows(be, rng, monkeypatch, T, H, xd, vec):
     if vec:
         monkeypatch.setenv("GATEDNORM_ROW_VEC", vec)
-    G, sf = 128, "fp32"
     x = randn(rng, (T, H), DT[xd])
     x[T // 3] *= 300.0
     x[T - 1, 7] = np.nan
-    _, sr = reference.group_quant_fp8(x, group_size=G, scale_format=sf)
-    K = H // G
-    s0, sbase = new_scales((T,), K, sf, "col")
-    qd = be.put(np.full(x.shape, 0x7F, np.uint8).view(FP8["e4m3fn"]))
-    sd = be.put(s0, sbase)
-    gatednorm.group_quant_fp8(be.put(x), group_size=G, scale_format=sf, q=qd, scales=sd)
-    sv = scale_values(be.get(sd), sf, K)
-    check_scales(sv, sr, sf)
-    check_q(be.get(qd), x.astype(np.float64), sv, "e4m3fn", None, G)
+    check_group_quant(be, x, 128, "fp32", "col")
 
 
 @pytest.mark.parametrize("shape", [(2, 0, 256), (0, 3, 256), (0, 256)])

@@ -160,12 +160,12 @@ gatednorm_status check_same_device(const gatednorm_tensor &t, const char *name, 
 }
 
 gatednorm_status check_no_self_overlap(const gatednorm_tensor &t, const char *name) {
+    if (is_empty(t)) return GATEDNORM_STATUS_SUCCESS;
     // Dims of size > 1 sorted by |stride|: each stride must clear the span of the ones below.
     int order[GATEDNORM_MAX_DIMS];
     int n = 0;
     for (int i = 0; i < t.ndim; ++i)
         if (t.shape[i] > 1) order[n++] = i;
-    if (is_empty(t)) return GATEDNORM_STATUS_SUCCESS;
     for (int k = 1; k < n; ++k)  // insertion sort by |stride|; n <= GATEDNORM_MAX_DIMS
         for (int j = k; j > 0 && std::llabs(t.strides[order[j]]) < std::llabs(t.strides[order[j - 1]]); --j)
             std::swap(order[j], order[j - 1]);
