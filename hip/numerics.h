@@ -121,6 +121,31 @@ GN_HD void store_from_f32(void *p, int dt, float v) {
 // implementations are bit-exact.
 enum Activation : int { kSilu = 0, kSigmoid = 1 };
 
+#if defined(GN_DEVICE_PASS)
+// The special-function unit's 2^x and 1/x as single instructions (NVIDIA MUFU.EX2 /
+// MUFU.RCP, AMD v_exp_f32 / v_rcp_f32; a few ulp).  Flushing (ftz) forms: subnormal inputs
+// and results go to zero, which spares the range fix-ups the plain .approx forms wrap around
+// the instruction; the caller keeps arguments and results normal (sigmoid below).
+__device__ __forceinline__ float exp2_approx_ftz(float x) {
+#if defined(__CUDA_ARCH__)
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+#else
+    return __builtin_amdgcn_exp2f(x);
+#endif
+}
+__device__ __forceinline__ float rcp_approx_ftz(float x) {
+#if defined(__CUDA_ARCH__)
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+#else
+    return __builtin_amdgcn_rcpf(x);
+#endif
+}
+#endif
+
 // Host exp(x) for x <= 0 (sigmoid's argument), branch-free arithmetic only so that the
 // compiler vectorizes a loop of it (libm's expf is a call per element): Cephes' expf
 // (Cody-Waite reduction by ln 2, degree-6 polynomial, within 2 ulp of exp), the power of two
@@ -145,8 +170,14 @@ GN_HD float host_exp_nonpos(float x) {
 
 GN_HD float sigmoid(float z) {
 #if defined(GN_DEVICE_PASS)
-    const float e = __expf(-fabsf(z));
-    const float r = __fdividef(1.0f, 1.0f + e);
+    // e = h * h, h = 2^(-|z| log2(e) / 2): the flushing exp2 is one instruction, and h stays
+    // normal wherever e is normal or subnormal (|z| < 175), so the square (an ordinary,
+    // non-flushing multiply) gives e's subnormals as the plain exp2 does, with one multiply
+    // in place of its range fix-ups.  1 + e lies in [1, 2]: the flushing reciprocal is exact
+    // there to its few ulp.
+    const float h = exp2_approx_ftz(fabsf(z) * -0.72134752044448170f);  // log2(e) / 2
+    const float e = h * h;
+    const float r = rcp_approx_ftz(1.0f + e);
 #else
     const float e = host_exp_nonpos(-fabsf(z));
     const float r = 1.0f / (1.0f + e);

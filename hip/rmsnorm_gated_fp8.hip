@@ -2,15 +2,17 @@
 //  - vec kernel (the fast path: 16-bit x, z of x's dtype or none, D % 8 == 0, D <= 256, 16-byte
 //    aligned rows, a 16-bit copy or none): one pass, nothing in shared memory.  A team of TEAM
 //    lanes (4 to 32) owns HPT consecutive heads of one token, HPT = G / D when a group spans
-//    heads, else 1; each head is LPR = next_pow2(D / E) lanes, each lane E = 8 or 16
-//    contiguous elements of x and z (one or two 16-byte chunks) held in registers.  The row's
+//    heads, else 1; each head is LPR = next_pow2(D / E) lanes, each lane E = 4, 8 or 16
+//    contiguous elements of x and z (half, one or two 16-byte chunks) held in registers.  The row's
 //    sum of squares reduces over the head's LPR lanes, the group amax over the group's GL
 //    adjacent lanes (G / E when G divides D, the team when it spans heads): xor-shuffles in
 //    groups of <= 32 lanes, so no code depends on the warp width.  A lane writes E codes (one
 //    8- or 16-byte store) and, when it owns a group's first element, the group's scale.
 //    E = 16 (D % 16 == 0, G % 16 == 0 below D, 16-byte aligned q rows) halves the lanes that
 //    run the fixed per-lane epilogue (shuffles, two IEEE divisions, index math, scale store);
-//    its sum of squares keeps the E = 8 kernel's order, so both give the same bits.
+//    its sum of squares keeps the E = 8 kernel's order, so both give the same bits.  E = 4
+//    (few rows: twice the lanes, half the element work on each lane's dependent chain) keeps
+//    that order too.
 //    Unlike the plain gated norm, the epilogue after the loads is long (two reductions, two
 //    IEEE divisions, the encode).  Two rows a lane (both rows' loads in flight, the chains
 //    interleaved) measured no faster than one at full occupancy (run 33): the epilogue's
@@ -52,11 +54,11 @@ struct Fp8Args {
 
 // The vec kernel's block, and the threads a multiprocessor keeps resident by the elements a
 // lane carries (E): 128-thread blocks at 32 registers (16 blocks, all a multiprocessor
-// holds; no spills) for 8, 64 (8 blocks) for 16: 64 KB of x and z loads in flight an SM
-// either way.
+// holds; no spills) for 4 and 8, 64 (8 blocks) for 16: 64 KB of x and z loads in flight an
+// SM at 8 and 16.
 constexpr int kFp8Block = 128;
 template <int E>
-constexpr int kFp8Resident = 16 * kFp8Block * 8 / E;
+constexpr int kFp8Resident = 16 * kFp8Block * 8 / (E < 8 ? 8 : E);
 
 enum GatePlace : int { kGateNone = 0, kGateFirst = 1, kGateAfter = 2 };
 
@@ -77,10 +79,10 @@ __device__ __forceinline__ uint32_t pack16(float lo, float hi, int dt) {
 // in a reduction (the head's LPR, the group's GL <= TEAM, both powers of two): every level
 // is unrolled and predicated, so no loop counter or branch sits in the reduction chain, the
 // longest dependent path of the kernel after the loads.
-template <int TEAM>
+template <int TEAM, int MIN_OFFSET = 1>
 __device__ __forceinline__ float sum_lanes(float v, int lanes) {
 #pragma unroll
-    for (int o = TEAM / 2; o > 0; o >>= 1) {
+    for (int o = TEAM / 2; o >= MIN_OFFSET; o >>= 1) {
         const float other = gn_shfl_xor(v, o, 32);
         if (o < lanes) v += other;
     }
@@ -125,12 +127,12 @@ __device__ __forceinline__ void lane_y(const uint32_t (&xw)[VEC / 2], const uint
     }
 }
 
-// The sum of squares of the lane's 8-element chunk starting at element K0, in element order.
-template <int XDT, int GATE, int K0, int N>
-__device__ __forceinline__ float lane_sumsq(const uint32_t (&xw)[N], const uint32_t (&zw)[N], int act) {
-    float ss = 0.0f;
+// The sum of squares of the lane's CNT elements from element K0, in element order, added to
+// `ss` (another lane's partial sum of the same 8-element chunk where E = 4).
+template <int XDT, int GATE, int K0, int CNT, int N>
+__device__ __forceinline__ float lane_sumsq(const uint32_t (&xw)[N], const uint32_t (&zw)[N], int act, float ss) {
 #pragma unroll
-    for (int k = K0; k < K0 + 8; ++k) {
+    for (int k = K0; k < K0 + CNT; ++k) {
         float u = word_element<XDT>(xw, k);
         if constexpr (GATE == kGateFirst) u *= activate(word_element<XDT>(zw, k), act);
         ss += u * u;
@@ -142,7 +144,7 @@ __device__ __forceinline__ float lane_sumsq(const uint32_t (&xw)[N], const uint3
 // kFp8Block / TEAM consecutive teams.
 template <int XDT, int TEAM, int GATE, int E>
 __device__ __forceinline__ void fp8_vec_team(const Fp8Args &a) {
-    static_assert(E == 8 || E == 16, "one or two 16-byte chunks a lane");
+    static_assert(E == 4 || E == 8 || E == 16, "half, one or two 16-byte chunks a lane");
     constexpr int VEC = E, NW = E / 2;  // elements and 32-bit words of x (z) a lane holds
     constexpr int kTeamsPerBlock = kFp8Block / TEAM;
     const int lane = threadIdx.x % TEAM;
@@ -169,9 +171,22 @@ __device__ __forceinline__ void fp8_vec_team(const Fp8Args &a) {
     if (col_ok) wraw = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype), a.weight_dtype);
 
     const int act = a.activation;
-    float ss = lane_sumsq<XDT, GATE, 0>(xw, zw, act);
-    if constexpr (E == 8) ss = sum_lanes<TEAM>(ss, 1 << a.lpr_log2);  // the head's lanes
-    else ss = sum_lane_pairs<TEAM>(ss, lane_sumsq<XDT, GATE, 8>(xw, zw, act), 1 << a.lpr_log2, lane);
+    float ss;
+    if constexpr (E == 4) {
+        // Two lanes hold one 8-element chunk of the E = 8 kernel, the even lane its first
+        // half: the odd lane carries the even lane's partial sum on through its own four
+        // elements, in that kernel's order, and hands the chunk's sum back; the chunks then
+        // meet as there, at lane offsets twice as wide.  Same bits as E = 8 and 16.
+        const float half = lane_sumsq<XDT, GATE, 0, 4>(xw, zw, act, 0.0f);
+        const float chunk_in_odd = lane_sumsq<XDT, GATE, 0, 4>(xw, zw, act, gn_shfl_xor(half, 1, 32));
+        const float from_odd = gn_shfl_xor(chunk_in_odd, 1, 32);
+        ss = sum_lanes<TEAM, 2>(lane & 1 ? chunk_in_odd : from_odd, 1 << a.lpr_log2);
+    } else if constexpr (E == 8) {
+        ss = sum_lanes<TEAM>(lane_sumsq<XDT, GATE, 0, 8>(xw, zw, act, 0.0f), 1 << a.lpr_log2);  // the head's lanes
+    } else {
+        ss = sum_lane_pairs<TEAM>(lane_sumsq<XDT, GATE, 0, 8>(xw, zw, act, 0.0f), lane_sumsq<XDT, GATE, 8, 8>(xw, zw, act, 0.0f),
+                                  1 << a.lpr_log2, lane);
+    }
 
     float w[VEC];
     if (a.weight_dtype == kBF16) widen_chunk<kBF16>(wraw, a.weight_offset, w);
@@ -211,7 +226,8 @@ __device__ __forceinline__ void fp8_vec_team(const Fp8Args &a) {
     encode_codes(a.qa, y, scale, codes);
     const uint32_t e = uint32_t(h) * uint32_t(a.dim) + uint32_t(col);  // element of the token's row
     char *qp = a.qa.q + int64_t(t) * a.qa.q_st + e;
-    if constexpr (E == 8) *reinterpret_cast<uint2 *>(qp) = make_uint2(codes[0], codes[1]);
+    if constexpr (E == 4) *reinterpret_cast<uint32_t *>(qp) = codes[0];
+    else if constexpr (E == 8) *reinterpret_cast<uint2 *>(qp) = make_uint2(codes[0], codes[1]);
     else *reinterpret_cast<uint4 *>(qp) = make_uint4(codes[0], codes[1], codes[2], codes[3]);
     // Group of the chunk, and whether it holds the group's first element (shifts and one
     // multiply): G < D is a power of two dividing D; G >= D spans a power-of-two count of
@@ -370,19 +386,28 @@ int vec_team(const RmsnormGatedFp8Problem &pr) {
 // Run 36, [T, 32, 128] bf16, G = 128, us, E = 8 / 16: T = 1 2.62 / 2.77, T = 32 2.95 / 3.00,
 // T = 128 3.50 / 3.64, T = 1024 9.97 / 9.12, T = 4096 32.6 / 28.3, T = 16384 120.3 / 101.2:
 // twice the lanes win while the problem is latency-bound, half the epilogues once it streams.
-// So 16 from kE16MinRows rows (T = 512 at H = 32).  GATEDNORM_FP8_LANE_ELEMS (8 or 16, read
-// at each call: the bench's e8 / e16 modes set it) forces either where legal: the tests' and
-// the bench's hook to run both widths.
+// So 16 from kE16MinRows rows (T = 512 at H = 32).  Below kE4MaxRows rows, 4 elements a lane
+// where the team stays within 32 lanes (team8 <= 16: D <= 128 at G <= D): at a few hundred
+// warps the kernel is one dependent chain a lane, and half the elements halve the chain's
+// element work (two more shuffles carry the 8-element order of the sum of squares, so the
+// bits are those of E = 8).  Run 50, [T, 24, 128], us, E = 4 / 8: T = 1 2.27 / 2.44, T = 32
+// 2.60 / 2.71, T = 128 3.15 / 3.09.  GATEDNORM_FP8_LANE_ELEMS (4, 8 or 16, read at each
+// call: the bench's e4 / e8 / e16 modes set it) forces a width where legal: the tests' and
+// the bench's hook to run every width.
 constexpr int64_t kE16MinRows = 16384;
+constexpr int64_t kE4MaxRows = 2048;
 
-int lane_elems(const RmsnormGatedFp8Problem &pr) {
+int lane_elems(const RmsnormGatedFp8Problem &pr, int team8) {
     const int64_t D = pr.norm.dim, G = pr.quant.group;
     const bool legal16 = D % 16 == 0 && (G >= D || G % 16 == 0) && aligned(pr.quant.q, 16) && pr.quant.q_st % 16 == 0;
-    if (!legal16) return 8;
+    const bool legal4 = team8 <= 16;
     const char *v = getenv("GATEDNORM_FP8_LANE_ELEMS");
+    if (v && !strcmp(v, "4")) return legal4 ? 4 : 8;
     if (v && !strcmp(v, "8")) return 8;
-    if (v && !strcmp(v, "16")) return 16;
-    return pr.norm.tokens * pr.norm.heads >= kE16MinRows ? 16 : 8;
+    if (v && !strcmp(v, "16")) return legal16 ? 16 : 8;
+    const int64_t rows = pr.norm.tokens * pr.norm.heads;
+    if (rows < kE4MaxRows && legal4) return 4;
+    return rows >= kE16MinRows && legal16 ? 16 : 8;
 }
 
 // team: the vec kernel's lanes (of `elems` elements each) a team, 0 for the generic kernel.
@@ -444,9 +469,14 @@ hipError_t launch_vec_team(const Fp8Args &a, hipStream_t s, bool pdl) {
     return gn_launch(rmsnorm_gated_fp8_vec_kernel<XDT, TEAM, E>, grid, kFp8Block, s, a, pdl);
 }
 
-// team: lanes of `elems` elements (8: 8, 16 or 32 lanes; 16: half those, 4, 8 or 16).
+// team: lanes of `elems` elements (8: 8, 16 or 32 lanes; 16: half those, 4, 8 or 16; 4:
+// twice 8 or 16).
 template <int XDT>
 hipError_t launch_vec(const Fp8Args &a, int team, int elems, hipStream_t s, bool pdl) {
+    if (elems == 4) {
+        if (team == 16) return launch_vec_team<XDT, 16, 4>(a, s, pdl);
+        return launch_vec_team<XDT, 32, 4>(a, s, pdl);
+    }
     if (elems == 16) {
         if (team == 4) return launch_vec_team<XDT, 4, 16>(a, s, pdl);
         if (team == 8) return launch_vec_team<XDT, 8, 16>(a, s, pdl);
@@ -475,7 +505,7 @@ gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr, void *s
 #endif
     const hipStream_t s = static_cast<hipStream_t>(stream_ptr);
     const int team8 = vec_team(pr);
-    const int elems = team8 ? lane_elems(pr) : 8;
+    const int elems = team8 ? lane_elems(pr, team8) : 8;
     const int team = team8 * 8 / elems;
     Fp8Args a = make_args(pr, team, elems);
     a.pdl = pdl;
@@ -489,7 +519,10 @@ gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr, void *s
     if (err != hipSuccess) return runtime_fail(err, "rmsnorm_gated_fp8 launch");
     const gatednorm_status st = check_launch("rmsnorm_gated_fp8");
     if (st == GATEDNORM_STATUS_SUCCESS)
-        note_kernel(!team ? "rmsnorm_gated_fp8.generic" : elems == 16 ? "rmsnorm_gated_fp8.vec.e16" : "rmsnorm_gated_fp8.vec.e8");
+        note_kernel(!team                                 ? "rmsnorm_gated_fp8.generic"
+                    : elems == 16 ? "rmsnorm_gated_fp8.vec.e16"
+                    : elems == 8  ? "rmsnorm_gated_fp8.vec.e8"
+                                  : "rmsnorm_gated_fp8.vec.e4");
     return st;
 }
 

@@ -14,7 +14,7 @@ Cases (the kernel choice forced through the launchers' width hooks):
     addq_vec8           add-RMSNorm + FP8 + bf16 copy [1024, 4096]
     w4_m1, w4_m16       W4A16 G = 128 asym bf16, K x N = 4096 x 4096, M = 1 / 16
     gated_t1            gated RMSNorm bf16 [1, 32, 128] (the decode step's norm)
-    fp8_t1              gated RMSNorm + FP8 at [1, 32, 128] (E by the launcher's rule: 8 there)
+    fp8_t1, fp8_t1_e8   gated RMSNorm + FP8 at [1, 32, 128], E by the launcher's rule (4 there) / 8
     compile_fp8_t1      the bench's torch.compile peer of fp8_t1 (its kernels, same shape)
     rms_t1, add_t1, addq_t1   [1, 7168]: RMSNorm, add-RMSNorm, add-RMSNorm + FP8 + bf16 copy
     liger_rms_t1, liger_add_t1  liger-kernel's RMSNorm / fused add-RMSNorm at [1, 7168]
@@ -136,7 +136,7 @@ CASES = {
     "w4_m1": lambda: w4_case(1), "w4_m16": lambda: w4_case(16),
     "rms_t1": lambda: t1_case("rms"), "add_t1": lambda: t1_case("add"), "addq_t1": lambda: t1_case("addq"),
     "liger_rms_t1": lambda: t1_case("liger_rms"), "liger_add_t1": lambda: t1_case("liger_add"),
-    "gated_t1": gated_t1_case, "fp8_t1": lambda: fp8_case(None, T=1), "compile_fp8_t1": lambda: fp8_case(None, T=1, peer=True),
+    "gated_t1": gated_t1_case, "fp8_t1": lambda: fp8_case(None, T=1), "fp8_t1_e8": lambda: fp8_case(8, T=1), "compile_fp8_t1": lambda: fp8_case(None, T=1, peer=True),
 }
 
 

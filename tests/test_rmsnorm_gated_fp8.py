@@ -238,8 +238,8 @@ def test_group_sizes(be, rng, D, G, H, sf):
 
 
 # With GATEDNORM_FP8_LANE_ELEMS (hip/rmsnorm_gated_fp8.hip's hook forcing a width): the vec
-# kernel's 8- and 16-element lanes give the same bits (the 16-element sum of squares keeps
-# the 8-element order), wherever both are legal and where 16 falls back to 8.
+# kernel's 4-, 8- and 16-element lanes give the same bits (the 4- and 16-element sums of
+# squares keep the 8-element order), wherever they are legal and where 4 or 16 falls back to 8.
 AB_SHAPES = [(37, 3, 128, 128), (37, 4, 128, 64), (37, 4, 128, 32), (37, 2, 128, 16), (37, 4, 128, 256), (37, 8, 128, 512),
              (37, 4, 64, 128), (37, 3, 64, 64), (37, 8, 16, 64), (37, 4, 96, 32), (37, 4, 96, 192), (37, 3, 256, 128),
              (37, 2, 256, 32), (37, 2, 256, 256), (37, 4, 128, 8), (1001, 5, 128, 128)]
@@ -257,18 +257,22 @@ def test_lane_elems_ab_bit_equal(requires_gpu, monkeypatch, rng, T, H, D, G, gat
     if extra == "fp16_inf":
         x[T // 2, H - 1, D // 2] = np.inf
     outs = {}
-    for elems in ("8", "16"):
+    for elems in ("4", "8", "16"):
         monkeypatch.setenv("GATEDNORM_FP8_LANE_ELEMS", elems)
         gpu = [None if a is None else mirror(a, None, "gpu:0") for a in (x, z, w)]
         res = gatednorm.rmsnorm_gated_fp8(*gpu, **kw)
         outs[elems] = [r.numpy().tobytes() for r in res]
-    assert outs["8"] == outs["16"]
+    assert outs["4"] == outs["8"] == outs["16"]
 
 
 # Which kernel the size rules pick (hip/rmsnorm_gated_fp8.hip, lane_elems), read back through
-# gatednorm.last_kernel(): "cpu" for host arrays; on the GPU 8 elements a lane below 16384
-# rows, 16 from there where legal (not at D = 72: D % 16 != 0), the generic kernel for an fp32 x.
-@pytest.mark.parametrize("T,H,D,xd,gpu_kernel", [(1, 32, 128, "bf16", "rmsnorm_gated_fp8.vec.e8"),
+# gatednorm.last_kernel(): "cpu" for host arrays; on the GPU 4 elements a lane below 2048 rows
+# where a head takes at most 32 such lanes (not at D = 256), 8 up to 16384 rows, 16 from
+# there where legal (not at D = 72: D % 16 != 0), the generic kernel for an fp32 x.
+@pytest.mark.parametrize("T,H,D,xd,gpu_kernel", [(1, 32, 128, "bf16", "rmsnorm_gated_fp8.vec.e4"),
+                                                 (63, 32, 128, "bf16", "rmsnorm_gated_fp8.vec.e4"),
+                                                 (64, 32, 128, "bf16", "rmsnorm_gated_fp8.vec.e8"),
+                                                 (1, 4, 256, "bf16", "rmsnorm_gated_fp8.vec.e8"),
                                                  (511, 32, 128, "bf16", "rmsnorm_gated_fp8.vec.e8"),
                                                  (512, 32, 128, "bf16", "rmsnorm_gated_fp8.vec.e16"),
                                                  (2048, 8, 72, "bf16", "rmsnorm_gated_fp8.vec.e8"),
