@@ -331,14 +331,15 @@ def test_registry_declares_the_new_ops():
     assert list(bench.OPS) == ["rmsnorm_gated", *NEW_OPS]
     g = bench.OPS["rmsnorm_gated_fp8"]
     assert g.variants == ("row", "col", "col_pad4", "ue8m0", "strided_z", "dual_bf16")
-    assert tuple(g.peers) == ("eager", "compile", "ours_unfused", "fla+compile_quant")
+    assert tuple(g.peers) == bench.FP8_GATED_PEERS == ("eager", "compile", "compile_static", "ours_unfused", "fla+compile_quant")
     assert g.shapes(gpu=True, quick=False, only={}) == [(T, H) for H in (24, 32) for T in (1, 32, 128, 1024, 4096, 16384)]
     n = 24 * 128
     assert g.bytes("row", (1, 24)) == 2 * n * 2 + 256 + n + 4 * 24
     assert g.bytes("ue8m0", (1, 24)) == 2 * n * 2 + 256 + n + 4 * 6
     assert g.bytes("dual_bf16", (1, 24)) == g.bytes("row", (1, 24)) + 2 * n
     a = bench.OPS["add_rmsnorm"]
-    assert a.variants == ("fp8_bf16", "plain", "rmsnorm") and tuple(a.peers) == ("eager", "compile", "liger")
+    assert a.variants == ("fp8_bf16", "plain", "rmsnorm")
+    assert tuple(a.peers) == bench.ADD_PEERS == ("eager", "compile", "compile_static", "liger")
     assert a.shapes(gpu=True, quick=False, only={}) == [(T, h) for h in (2048, 4096, 5120, 7168)
                                                          for T in (1, 16, 128, 1024, 8192, 32768)]
     assert a.bytes("rmsnorm", (2, 2048)) == 2 * 4096 + 4096 + 2 * 4096
@@ -408,3 +409,14 @@ def test_add_rmsnorm_check_uses_the_residual_before_the_call():
         assert op.check(case, op.result(case), ours=True)[1]
     case["residual"][0, 0] += 1  # a residual the check was not told about fails it
     assert not op.check(case, op.result(case), ours=True)[1]
+
+
+def test_compile_targets_take_the_faster_compile():
+    """The issues' "x compile" targets are judged against the faster of the dynamic- and
+    static-shape torch.compile peers, whichever of them ran."""
+    from gatednorm import bench
+
+    assert bench._vs_compile({"ours_s": 0.5, "compile_s": 2.0, "compile_static_s": 1.0}) == 2.0
+    assert bench._vs_compile({"ours_s": 0.5, "compile_s": 1.0, "compile_static_s": 3.0}) == 2.0
+    assert bench._vs_compile({"ours_s": 0.5, "compile_static_s": 1.5}) == 3.0
+    assert bench._vs_compile({"ours_s": 0.5}) is None
