@@ -86,6 +86,29 @@ def test_sigmoid(be, rng, shape, gate, dt):
     run_and_check(be, x, z, w, dt, opts(gate, activation="sigmoid"))
 
 
+# Gate values far out on both sides, mixed within rows.  The GPU's sigmoid forms exp(-|z|) as
+# the square of a flushing exp2 of half the argument (hip/numerics.h), so exp(-|z|)'s
+# subnormals (|z| in (87, 103)) must survive it: silu(-88) = -88 e^-88 ~ -5e-37 is a normal
+# fp32 number, which a flushed exponential would give as 0 (off by far more than the rule's
+# 2^-126).  Large positive z saturates the sigmoid at 1.
+EXTREME_Z = (0.0, -0.0, 1.0, -1.0, 20.0, -20.0, 50.0, -50.0, 80.0, -80.0, 87.0, -87.0, 87.5, -87.5, 88.0, -88.0,
+             90.0, -90.0, 95.0, -95.0, 100.0, -100.0, 103.0, -103.0, 104.0, -104.0, 110.0, -110.0, 150.0, -150.0,
+             200.0, -200.0)
+
+
+@pytest.mark.parametrize("activation", ["silu", "sigmoid"])
+@pytest.mark.parametrize("gate", ["before", "after"])
+def test_gate_extremes(be, rng, gate, activation):
+    n = len(EXTREME_Z)
+    x, _, w = make_inputs(rng, (n, 2, n), "fp32", "fp32", "fp32")
+    rows = np.arange(n)[:, None, None] + np.arange(2)[None, :, None] + np.arange(n)[None, None, :]
+    z = np.asarray(EXTREME_Z, np.float32)[rows % n]  # every value in every column and row
+    got = run_and_check(be, x, z, w, "fp32", opts(gate, activation=activation))
+    if gate == "before" and activation == "silu":  # the subnormal exp(-|z|) reached the output
+        tiny = np.isin(z, np.float32([-88.0, -90.0, -95.0]))
+        assert np.all(got[tiny] != 0.0)
+
+
 def test_activations_differ(rng):
     """silu and sigmoid (and the two gate orders) must give different results: the
     option reaches the kernel."""
