@@ -420,3 +420,25 @@ def test_compile_targets_take_the_faster_compile():
     assert bench._vs_compile({"ours_s": 0.5, "compile_s": 1.0, "compile_static_s": 3.0}) == 2.0
     assert bench._vs_compile({"ours_s": 0.5, "compile_static_s": 1.5}) == 3.0
     assert bench._vs_compile({"ours_s": 0.5}) is None
+
+
+def test_compile_static_is_opt_in(tmp_path):
+    """The static-shape compile (a compile per shape and variant) runs only when asked for:
+    a default run leaves it out; --peers picks it, and the "x compile" targets then name both
+    compile peers they were judged against.  An unknown --peers name is refused."""
+    from gatednorm import bench
+
+    for name in ("rmsnorm_gated_fp8", "add_rmsnorm"):
+        assert bench.OPS[name].opt_in_peers == ("compile_static",)
+    flags = ("--quick", "--op", "rmsnorm_gated_fp8", "--variants", "row", *NEW_OPS["rmsnorm_gated_fp8"])
+    proc, report = _fake_gpu_run(tmp_path, *flags)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "compile_static" not in _op_report(report, "rmsnorm_gated_fp8")["peers"]
+    proc, report = _fake_gpu_run(tmp_path, *flags, "--peers", "compile,compile_static")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rep = _op_report(report, "rmsnorm_gated_fp8")
+    assert rep["peers"] == ["compile", "compile_static"]
+    if "compile_static" not in rep["missing"]:
+        assert "faster than compile or compile_static at every T" in proc.stdout
+    proc, _ = _fake_gpu_run(tmp_path, *flags, "--peers", "no_such_peer")
+    assert proc.returncode != 0 and "--peers: no_such_peer not declared" in proc.stderr
