@@ -7,7 +7,7 @@
 //    sum of squares reduces over the head's LPR lanes, the group amax over the group's GL
 //    adjacent lanes (G / E when G divides D, the team when it spans heads): xor-shuffles in
 //    groups of <= 32 lanes, so no code depends on the warp width.  A lane writes E codes (one
-//    8- or 16-byte store) and, when it owns a group's first element, the group's scale.
+//    4-, 8- or 16-byte store) and, when it owns a group's first element, the group's scale.
 //    E = 16 (D % 16 == 0, G % 16 == 0 below D, 16-byte aligned q rows) halves the lanes that
 //    run the fixed per-lane epilogue (shuffles, two IEEE divisions, index math, scale store);
 //    its sum of squares keeps the E = 8 kernel's order, so both give the same bits.  E = 4
