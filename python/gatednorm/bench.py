@@ -539,7 +539,8 @@ def _compiled(torch, name, fn, dynamic=True):
     """torch.compile(fn, dynamic=...), once per process, name and mode (its warm-up is paid
     once).  dynamic=True: one kernel for every T, tuned on the first shape it sees (so its
     speed depends on the order of shapes: runs 35 / 36 / 41 / 50); dynamic=False: a kernel
-    compiled and tuned for each shape (the opt-in "compile_static" peer).  Targets against compile take the faster of the two (_vs_compile)."""
+    compiled and tuned for each shape (the opt-in "compile_static" peer).  Targets against
+    compile take the faster of the two run (_vs_compile)."""
     name = (name, dynamic)
     if name not in _COMPILED:
         try:  # variants (want_y, strides, T = 1's specialization) recompile; never fall back to eager
