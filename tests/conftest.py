@@ -77,6 +77,20 @@ def requires_gpu():
         pytest.skip("no GPU visible to libgatednorm")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: needs a GPU (given to every test that takes requires_gpu)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test that needs the GPU through `requires_gpu` has no backend parameter, so no "gpu"
+    in its id: mark it "gpu", so that `-k "gpu and ..."` (gpu_check.sh's --pytest-k and
+    --sanitize) selects it beside the backends' GPU cases.  Run 50's selection missed the FP8
+    width A/B that way."""
+    for item in items:
+        if "requires_gpu" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.gpu)
+
+
 class Backend:
     """Moves numpy inputs to a backend with the same layout, and results back."""
 
