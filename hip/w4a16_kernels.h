@@ -222,8 +222,9 @@ __global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(con
     // predicated load needs its registers zeroed first: instructions in every chunk of the
     // loop for what only tails need).  A chunk past the warp's range reads its last chunk
     // again, which the compute loop never uses (it stops at w_hi).  Clamping the col tile too
-    // (its outputs are dropped by w4_emit) spilled the 80-register two-tile build, as did a
-    // double buffer without the register copy (two batches a loop turn: 8 more registers).
+    // (its outputs are dropped by w4_emit) spilled the 80-register two-tile build.  A double
+    // buffer without the register copy (two register sets in turn) fits the one-tile builds
+    // but ran 2-3% slower (run 51), so the copy stays.
     bool ct_ok[WN];
     const uint8_t *wbase[WN];
 #pragma unroll

@@ -676,15 +676,18 @@ def _vs(peer):
     return lambda r: _speedup(r["ours_s"], r.get(f"{peer}_s"))
 
 
+_COMPILE_PEERS = ("compile", "compile_static")  # torch.compile with dynamic / static shapes
+
+
 def _vs_compile(r):
     """Speedup over the faster of the dynamic- and static-shape torch.compile peers run."""
-    times = [t for t in (r.get("compile_s"), r.get("compile_static_s")) if t is not None]
+    times = [t for p in _COMPILE_PEERS if (t := r.get(f"{p}_s")) is not None]
     return _speedup(r["ours_s"], min(times) if times else None)
 
 
 def _compile_peers_run(rows) -> str:
     """Which torch.compile peers the "x compile" targets were judged against, for their label."""
-    ran = [p for p in ("compile", "compile_static") if any(r.get(f"{p}_s") is not None for r in rows)]
+    ran = [p for p in _COMPILE_PEERS if any(r.get(f"{p}_s") is not None for r in rows)]
     return " or ".join(ran) if ran else "compile"
 
 
