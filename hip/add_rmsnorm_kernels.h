@@ -21,6 +21,9 @@ struct AddArgs {
     int32_t x_dtype, res_dtype, y_dtype, weight_dtype, round_dtype;
     int32_t normalize, has_quant, quantize_rounded, pdl;
     float eps, weight_offset, inv_hidden;
+    int32_t flat_lanes;    // flat group-quant kernel: lanes of kFlatVec elements in all (< 2^31)
+    int32_t flat_lpr;      // ... and a row's lanes (hidden / kFlatVec)
+    FastDiv flat_lpr_div;
 };
 
 constexpr int kMaxRowThreads = 1024;

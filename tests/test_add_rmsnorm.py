@@ -249,8 +249,8 @@ KERNEL_CHOICES = [
     ("add", 300, 4096, True, True, "bf16", False, "add_rmsnorm.row.vec8"),
     ("add", 300, 7168, True, True, "bf16", False, "add_rmsnorm.row.vec16"),
     ("add", 300, 7168, True, True, "bf16", True, "add_rmsnorm.generic"),
-    ("group_quant", 9, 7168, False, True, None, False, "group_quant_fp8.row.vec8"),
-    ("group_quant", 128, 7168, False, True, None, False, "group_quant_fp8.row.vec16"),
+    ("group_quant", 9, 7168, False, True, None, False, "group_quant_fp8.flat"),
+    ("group_quant", 128, 7168, False, True, None, False, "group_quant_fp8.flat"),
 ]
 
 
@@ -353,11 +353,12 @@ def test_group_quant_fp8(be, rng):
     assert tuple(be.get(q).shape) == x.shape and tuple(be.get(s).shape) == (9, 10)
 
 
-# group_quant_fp8 over more rows than the GPU holds blocks at once (a block a row), at VEC 8
-# and 16: every row's codes and column-major scales, a NaN row and a row of another scale
-# among them.
-@pytest.mark.parametrize("T,H,xd", [(1200, 7168, "bf16"), (4999, 1024, "fp16")])
-@pytest.mark.parametrize("vec", [None, "8"])
+# group_quant_fp8 over more blocks than the GPU holds at once: the flat kernel (the default;
+# 4999 x 1024 leaves a partial last block) and the row kernel at VEC 8 and 16 (a block a
+# row, forced by the hook): every row's codes and column-major scales, a NaN row and a row of
+# another scale among them.
+@pytest.mark.parametrize("T,H,xd", [(1200, 7168, "bf16"), (4999, 1024, "fp16"), (333, 2176, "bf16")])
+@pytest.mark.parametrize("vec", [None, "8", "16"])
 def test_group_quant_many_rows(be, rng, monkeypatch, T, H, xd, vec):
     if vec:
         monkeypatch.setenv("GATEDNORM_ROW_VEC", vec)
