@@ -57,18 +57,40 @@ gatednorm_status device_facts(int device, DeviceFacts *f) {
     return GATEDNORM_STATUS_SUCCESS;
 }
 
-// How a GEMM is cut.  NVIDIA: M <= 16 takes the decode kernel (MT 8-row blocks, WN col tiles
-// a warp), else the 64 x 64 mma kernel.  AMD: 16-row blocks, one col tile a block.  Split-K
+// How a GEMM is cut.  NVIDIA: M <= 8 with K % 64 == 0 takes the gemv kernel, other M <= 16
+// the decode kernel (MT 8-row blocks, WN col tiles a warp), else the 64 x 64 mma kernel.
+// AMD: 16-row blocks, one col tile a block.  Split-K
 // across blocks only when the blocks would leave multiprocessors idle: then each split
 // writes fp32 partials to the workspace and a second kernel sums them in split order.
 struct Plan {
     bool decode = true;
+    bool gemv = false;  // NVIDIA, M <= 8 and K % 64 == 0: w4a16_gemv_kernel
     int mt = 1, wn = 1, mblocks = 1, nsplit = 1;
     int bps = 0;  // NVIDIA decode: the build's launch bound in blocks an SM (launch_decode)
+    int gemv_warps = 8;  // NVIDIA gemv: warps a block, all on one col tile
     int64_t ctas = 0;
 };
 constexpr int kDecodeMaxM = 16;
 constexpr int kMaxSplits = 16;
+
+// Split K across blocks when pl.ctas blocks leave multiprocessors idle: two blocks an SM,
+// at most kMaxSplits, every split at least `chunks_min` k chunks (a chunk for every warp).
+Plan split_k(Plan pl, const DeviceFacts &f, int64_t kchunks, int64_t chunks_min) {
+    const int64_t want = 2 * int64_t(f.sms);
+    if (pl.ctas < f.sms) {
+        int64_t s = (want + pl.ctas - 1) / pl.ctas;
+        s = s < kMaxSplits ? s : kMaxSplits;
+        const int64_t by_k = kchunks / chunks_min;
+        s = s < by_k ? s : by_k;
+        pl.nsplit = int(s > 1 ? s : 1);
+    }
+    return pl;
+}
+
+#if defined(GN_PLATFORM_CUDA)
+constexpr int kGemvWideWarps = 16;  // the few-col-tile build: 16 warps a block, two blocks an SM
+constexpr int kGemvBlocksPerSm = 4;  // the 8-warp build
+#endif
 
 Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     Plan pl;
@@ -81,6 +103,18 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     }
     pl.mt = m <= 8 ? 1 : 2;
     pl.mblocks = int((m + 8 * pl.mt - 1) / (8 * pl.mt));
+    if (m <= 8 && k % kW4TileK == 0) {
+        // The gemv kernel, one col tile a block.  While the col tiles fit one wave of two
+        // blocks an SM, 16 warps a block share the col tile's K (twice the warps, so twice
+        // the bytes in flight, with no second kernel); else 8, four blocks an SM.  U = 2 (59
+        // registers).  scripts/tune_w4a16.cu gemv, run 57, M = 1, us, the decode kernel's
+        // plan in the same process -> this rule: 4096x4096 6.26 -> 6.10, 12288x4096 13.63 ->
+        // 12.17, 4096x6144 7.67 -> 7.32, 4096x24576 23.19 -> 22.07.
+        pl.gemv = true;
+        pl.gemv_warps = ntiles <= int64_t(kW4DecodeBlocksPerSm) * f.sms ? kGemvWideWarps : kW4DecodeWarps;
+        pl.ctas = ntiles;
+        return split_k(pl, f, kchunks, pl.gemv_warps);
+    }
     // Blocks of one col tile a warp while they fit one wave: two an SM in the 93-register
     // build (U = 4), else three in the 80-register one (U = 2); past that, two col tiles a
     // warp (U = 2; three blocks an SM at M <= 8, two above).  scripts/tune_w4a16.cu, run 45,
@@ -103,15 +137,7 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     chunks_per_split_min = kW4AmdWaves;
 #endif
     pl.ctas = (ntiles + pl.wn - 1) / pl.wn * pl.mblocks;
-    const int64_t want = 2 * int64_t(f.sms);  // two blocks a multiprocessor
-    if (pl.ctas < f.sms) {
-        int64_t s = (want + pl.ctas - 1) / pl.ctas;
-        s = s < kMaxSplits ? s : kMaxSplits;
-        const int64_t by_k = kchunks / chunks_per_split_min;
-        s = s < by_k ? s : by_k;
-        pl.nsplit = int(s > 1 ? s : 1);
-    }
-    return pl;
+    return split_k(pl, f, kchunks, chunks_per_split_min);
 }
 
 size_t workspace_bytes(const Plan &pl, int64_t m, int64_t n) { return pl.nsplit > 1 ? size_t(pl.nsplit) * size_t(m) * size_t(n) * 4 : 0; }
@@ -166,7 +192,13 @@ void launch_decode(const W4a16Args &a, const Plan &pl, hipStream_t s) {
 
 template <int DT, bool ZP>
 void launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s) {
-    if (!pl.decode) {
+    if (pl.gemv) {
+        const dim3 grid(unsigned(pl.ctas), unsigned(pl.nsplit));
+        if (pl.gemv_warps == kGemvWideWarps)
+            w4a16_gemv_kernel<DT, ZP, kGemvWideWarps, 2, 2, kGemvWideWarps><<<grid, kGemvWideWarps * 32, 0, s>>>(a);
+        else
+            w4a16_gemv_kernel<DT, ZP, kW4DecodeWarps, 2, kGemvBlocksPerSm><<<grid, kW4DecodeThreads, 0, s>>>(a);
+    } else if (!pl.decode) {
         const dim3 grid(unsigned((a.ntiles + 3) / 4), unsigned((a.m + 63) / 64));
         w4a16_mma_kernel<DT, ZP><<<grid, kW4MmaThreads, 0, s>>>(a);
     } else if (pl.mt == 1) {
@@ -240,7 +272,8 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
         return fail(GATEDNORM_STATUS_INTERNAL, "workspace: the plan needs more than the size query said");
     DeviceGuard guard(p.device_id);
     if (!guard.ok()) return guard.status();
-    const W4a16Args a = make_args(p, t);
+    W4a16Args a = make_args(p, t);
+    a.split_chunks = int32_t((t.kchunks + pl.nsplit - 1) / pl.nsplit);
     const hipStream_t s = static_cast<hipStream_t>(stream_ptr);
     const bool zp = !p.w.symmetric;
 #if defined(GN_PLATFORM_CUDA)
@@ -257,7 +290,9 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
     }
     const gatednorm_status st = check_launch("w4a16_gemm");
 #if defined(GN_PLATFORM_CUDA)
-    const char *name = !pl.decode ? "w4a16.mma" : pl.nsplit > 1 ? "w4a16.decode.splitk" : "w4a16.decode";
+    const char *name = !pl.decode ? "w4a16.mma"
+                       : pl.gemv      ? (pl.nsplit > 1 ? "w4a16.gemv.splitk" : "w4a16.gemv")
+                       : pl.nsplit > 1 ? "w4a16.decode.splitk" : "w4a16.decode";
 #else
     const char *name = pl.nsplit > 1 ? "w4a16.amd.splitk" : "w4a16.amd";
 #endif

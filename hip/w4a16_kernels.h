@@ -1,7 +1,9 @@
 // W4A16 GEMM kernels over the tiled layout (w4a16_layout.h; docs/w4a16.md draws it).
 //
 //   NVIDIA (sm_80+):
-//     w4a16_decode_kernel  M <= 16: weight-streaming.  The weight tile is mma.m16n8k16's A
+//     w4a16_gemv_kernel    M <= 8, K % 64 == 0: the decode kernel's scheme without its
+//                          per-lane row and K guards, NW warps a block on one col tile.
+//     w4a16_decode_kernel  other M <= 16: weight-streaming.  The weight tile is mma.m16n8k16's A
 //                          operand (16 columns x 16 k), the activations its B operand (k x
 //                          8 rows), so no tensor-core work is spent on absent rows beyond 8
 //                          (or 16).  Each lane streams 16-byte tiles of its warp's columns;
@@ -37,6 +39,7 @@ struct W4a16Args {
     float *ws = nullptr;           // [nsplit, M, N] fp32 partials when nsplit > 1
     int32_t m = 0, n = 0, k = 0;
     int32_t ntiles = 0, kchunks = 0, ngroups = 0, gshift = 0;
+    int32_t split_chunks = 0;      // gemv: k chunks a split, ceil(kchunks / nsplit) (no division in the kernel)
 };
 
 // Chunks [lo, hi) of part `i` of `parts` of the range [lo0, hi0).
@@ -312,6 +315,96 @@ __global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(con
         const int n = 16 * (ct0 + i) + (l >> 2) + 8 * (r >> 1);
         const int m = m0 + 8 * mt + 2 * (l & 3) + (r & 1);
         w4_emit(p, split, nsplit, m, n, s);
+    }
+}
+
+// M <= 8 with K a multiple of 64 (run 56): the decode kernel without what only other
+// shapes need.  The activations come from row min(g, M - 1) unconditionally: the mma column
+// of an absent row computes a copy of row M - 1's sums, which w4_emit never writes, so the
+// loop has no per-lane branch and no zeroing; with no K tail every chunk is whole.  KS of a
+// block's NW warps share a col tile's K range (NW / KS col tiles a block; the library
+// launches KS = NW: 8, or 16 for few col tiles, which doubles the warps in flight), U chunks
+// a batch double-buffered in registers as above; 59 registers at U = 2 (the decode kernel's
+// build: 80), so four 8-warp blocks an SM fit.  Same numerics as w4a16_decode_kernel and, at
+// KS = NW = 8, the same summation order as it at MT = 1, WN = 1.
+template <int DT, bool ZP, int KS, int U, int BPS, int NW = kW4DecodeWarps>
+__global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_kernel(const W4a16Args p) {
+    static_assert(NW % KS == 0, "whole col tiles a block");
+    constexpr int kColTiles = NW / KS;
+    constexpr int kEntry = ZP ? 8 : 4;
+    __shared__ float red[NW][4][32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int ct = blockIdx.x * kColTiles + warp / KS, kpart = warp % KS;
+    const int split = blockIdx.y, nsplit = gridDim.y;
+    // The split's chunks as w4_split_range(0, kchunks, split, nsplit) gives them, from the
+    // host's ceil(kchunks / nsplit): a run-time division before the first load cost the
+    // library's build 2-5% against a copy without split-K (run 58).
+    const int c_lo = min(p.kchunks, split * p.split_chunks), c_hi = min(p.kchunks, c_lo + p.split_chunks);
+    int lo, hi;
+    w4_split_range(c_lo, c_hi, kpart, KS, &lo, &hi);
+    if (ct >= p.ntiles) hi = lo;  // past the last col tile: no chunks, but the block's sync below
+    const uint8_t *wb = p.w + int64_t(ct) * p.kchunks * kW4TileBytes + lane * 16;
+    const uint8_t *sb = p.se + (int64_t(ct) * p.ngroups * 8 + g) * kEntry;
+    const char *ab = p.a + int64_t(min(g, p.m - 1)) * p.a_sm + 32 * t;
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    uint4 wq[U];
+    W4Scale<DT, ZP> sq[U];
+    auto load_batch = [&](int c) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int kc = min(c + u, hi - 1);  // past the range: the last chunk again, never used
+            wq[u] = gn_load_b128_stream(wb + int64_t(kc) * kW4TileBytes, true);
+            const uint8_t *e = sb + int64_t((kc * kW4TileK + 16 * t) >> p.gshift) * (8 * kEntry);
+            if constexpr (ZP) {
+                const uint2 v = __ldg(reinterpret_cast<const uint2 *>(e));
+                sq[u].raw_s = v.x;
+                sq[u].raw_z = v.y;
+            } else {
+                sq[u].raw_s = __ldg(reinterpret_cast<const uint32_t *>(e));
+            }
+        }
+    };
+    if (lo < hi) load_batch(lo);
+    for (int c = lo; c < hi; c += U) {
+        uint4 cw[U];
+        W4Scale<DT, ZP> cs[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            cw[u] = wq[u];
+            cs[u] = sq[u];
+        }
+        if (c + U < hi) load_batch(c + U);  // the next batch is in flight while this one computes
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int kc = c + u;
+            if (kc >= hi) break;
+            const uint4 *asrc = reinterpret_cast<const uint4 *>(ab + int64_t(kc) * (kW4TileK * 2));
+            const uint4 alo = __ldg(asrc), ahi = __ldg(asrc + 1);
+            const uint32_t act[8] = {alo.x, alo.y, alo.z, alo.w, ahi.x, ahi.y, ahi.z, ahi.w};
+            const uint32_t slo = cs[u].s_lo(), shi = cs[u].s_hi(), zlo = cs[u].nz_lo(), zhi = cs[u].nz_hi();
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const uint32_t word = w4_word(cw[u], j);
+                const uint32_t a0 = w4_dequant2<DT>(word, zlo, slo);        // column g,     k + 0, 1
+                const uint32_t a1 = w4_dequant2<DT>(word >> 4, zhi, shi);   // column g + 8, k + 0, 1
+                const uint32_t a2 = w4_dequant2<DT>(word >> 8, zlo, slo);   // column g,     k + 2, 3
+                const uint32_t a3 = w4_dequant2<DT>(word >> 12, zhi, shi);  // column g + 8, k + 2, 3
+                w4_mma<DT>(acc, a0, a1, a2, a3, act[2 * j], act[2 * j + 1]);
+            }
+        }
+    }
+    // acc[r] is out[2 t + (r & 1), 16 ct + g + 8 (r >> 1)]; a col tile's KS warps added in order
+#pragma unroll
+    for (int r = 0; r < 4; ++r) red[warp][r][lane] = acc[r];
+    __syncthreads();
+    if (kpart != 0 || ct >= p.ntiles) return;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        float s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < KS; ++w) s += red[warp + w][r][lane];
+        w4_emit(p, split, nsplit, 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), s);
     }
 }
 

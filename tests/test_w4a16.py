@@ -292,12 +292,22 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, shape, m):
 
 
 # Kernel names whose choice does not depend on the GPU's SM count (any GPU of < 500 SMs).
-@pytest.mark.parametrize("m, n, k, kernel", [(1, 64, 8192, "w4a16.decode.splitk"), (16, 64, 8192, "w4a16.decode.splitk"),
-                                             (1, 70016, 128, "w4a16.decode"), (9, 70016, 128, "w4a16.decode"),
-                                             (17, 64, 128, "w4a16.mma")])
-def test_gpu_kernel_choice(rng, requires_gpu, m, n, k, kernel):
-    run_gemm("gpu", rng, m, n, k, 128, False, "bf16")
+# M <= 8 with K % 64 == 0 is the gemv kernel; a K tail (K % 64 = 32 at G = 32) or M > 8 the
+# decode kernel.
+@pytest.mark.parametrize("m, n, k, g, kernel", [(1, 64, 8192, 128, "w4a16.gemv.splitk"), (8, 64, 8192, 128, "w4a16.gemv.splitk"),
+                                                (16, 64, 8192, 128, "w4a16.decode.splitk"),
+                                                (1, 70016, 128, 128, "w4a16.gemv"), (9, 70016, 128, 128, "w4a16.decode"),
+                                                (1, 70016, 96, 32, "w4a16.decode"), (17, 64, 128, 128, "w4a16.mma")])
+def test_gpu_kernel_choice(rng, requires_gpu, m, n, k, g, kernel):
+    run_gemm("gpu", rng, m, n, k, g, False, "bf16")
     assert gatednorm.last_kernel() == kernel
+
+
+# K % 64 = 32 (G = 32): the decode kernel's K tail at M <= 8, beside the gemv kernel's M range.
+@pytest.mark.parametrize("m", [1, 7, 9])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_gemm_gpu_k_tail(rng, requires_gpu, dtype, m):
+    run_gemm("gpu", rng, m, 200, 1056, 32, False, dtype)
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
