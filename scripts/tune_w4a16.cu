@@ -11,10 +11,13 @@
 // variant may differ by summation order only, so <= 2 bf16 ulps + 1e-3 absolute); the exit
 // status is 1 if any differs.  Weight bytes: codes + scale entries (what "% of copy" counts),
 // against a copy kernel's bandwidth (read + write) measured in the same run. Not part of the
-// library.
+// library.  Modes (runs 56-59): `gemv` (M = 1: the library's w4a16_gemv_kernel at its block
+// sizes and with split-K, beside the decode kernel's builds), `gemv-modes` (three numerics
+// modes of a leaner decode loop: the library's, the scale after the mma, no dequantization),
+// `bulk` (the gemv loop fed by TMA bulk copies; slower).
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include \
-//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | only KxN M NAME KS]
+//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | gemv | gemv-modes | bulk | only KxN M NAME KS]
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -407,6 +410,261 @@ void add_decode(std::vector<Variant> &vs, int ntiles) {
                   }});
 }
 
+
+// ---- run 56: a leaner decode kernel for M <= 8 (K % 64 == 0), three numerics modes.
+// KS warps a col tile (8 / KS col tiles a block, each warp a contiguous K range: KS = 8 is
+// the library's one col tile a block), U chunks a batch, double-buffered in registers as the
+// library's.  Activations come from row min(g, M - 1) unconditionally: an absent row's
+// column of the mma computes a copy of row M - 1, which is never emitted, so the loop has
+// no per-lane branch and no zeroing.  MODE 0: the library's numerics (w16 = RNE((q - z) s)
+// is the mma operand); MODE 1: the scale after the mma (each chunk's four mmas on the exact
+// q - z into a zeroed set, then acc += s * set in fp32; needs G >= 64 so that a chunk lies in
+// one group: 16 packed multiplies a chunk become 4 FFMA); MODE 2: the floor, base | q as the
+// operand (one LOP3 a pair, no zero point, no scale: not the GEMM, unchecked).
+template <int MODE, int KS, int U, int BPS>
+__global__ void __launch_bounds__(256, BPS) gemv_kernel(const W4a16Args p) {
+    constexpr int DT = kBF16;
+    constexpr int CPB = 8 / KS;
+    __shared__ float red[8][4][32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int ct = blockIdx.x * CPB + warp / KS, kpart = warp % KS;
+    int lo, hi;
+    w4_split_range(0, p.kchunks, kpart, KS, &lo, &hi);
+    if (ct >= p.ntiles) hi = lo;
+    const uint8_t *wb = p.w + int64_t(ct) * p.kchunks * kW4TileBytes + lane * 16;
+    const uint8_t *sb = p.se + (int64_t(ct) * p.ngroups * 8 + g) * 8;
+    const char *ab = p.a + int64_t(min(g, p.m - 1)) * p.a_sm + 32 * t;
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    uint4 wq[U];
+    uint2 sq[U];
+    auto load_batch = [&](int c) {
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int kc = min(c + u, hi - 1);
+            wq[u] = gn_load_b128_stream(wb + int64_t(kc) * kW4TileBytes, true);
+            sq[u] = __ldg(reinterpret_cast<const uint2 *>(sb + int64_t((kc * kW4TileK + 16 * t) >> p.gshift) * 64));
+        }
+    };
+    if (lo < hi) load_batch(lo);
+    for (int c = lo; c < hi; c += U) {
+        uint4 cw[U];
+        uint2 cs[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            cw[u] = wq[u];
+            cs[u] = sq[u];
+        }
+        if (c + U < hi) load_batch(c + U);
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int kc = c + u;
+            if (kc >= hi) break;
+            const uint4 *asrc = reinterpret_cast<const uint4 *>(ab + int64_t(kc) * kW4TileK * 2);
+            const uint4 alo = __ldg(asrc), ahi = __ldg(asrc + 1);
+            const uint32_t act[8] = {alo.x, alo.y, alo.z, alo.w, ahi.x, ahi.y, ahi.z, ahi.w};
+            W4Scale<DT, true> sc;
+            sc.raw_s = cs[u].x;
+            sc.raw_z = cs[u].y;
+            const uint32_t slo = MODE == 0 ? sc.s_lo() : W4Consts<DT>::kOne2, shi = MODE == 0 ? sc.s_hi() : W4Consts<DT>::kOne2;
+            const uint32_t zlo = sc.nz_lo(), zhi = sc.nz_hi();
+            float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            float(&dst)[4] = MODE == 1 ? part : acc;
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                const uint32_t word = w4_word(cw[u], j);
+                uint32_t a0, a1, a2, a3;
+                if constexpr (MODE == 2) {
+                    a0 = (word & 0x000f000fu) | W4Consts<DT>::kBase2;
+                    a1 = ((word >> 4) & 0x000f000fu) | W4Consts<DT>::kBase2;
+                    a2 = ((word >> 8) & 0x000f000fu) | W4Consts<DT>::kBase2;
+                    a3 = ((word >> 12) & 0x000f000fu) | W4Consts<DT>::kBase2;
+                } else if constexpr (MODE == 1) {
+                    a0 = w4_fma2<DT>((word & 0x000f000fu) | W4Consts<DT>::kBase2, W4Consts<DT>::kOne2, zlo);
+                    a1 = w4_fma2<DT>(((word >> 4) & 0x000f000fu) | W4Consts<DT>::kBase2, W4Consts<DT>::kOne2, zhi);
+                    a2 = w4_fma2<DT>(((word >> 8) & 0x000f000fu) | W4Consts<DT>::kBase2, W4Consts<DT>::kOne2, zlo);
+                    a3 = w4_fma2<DT>(((word >> 12) & 0x000f000fu) | W4Consts<DT>::kBase2, W4Consts<DT>::kOne2, zhi);
+                } else {
+                    a0 = w4_dequant2<DT>(word, zlo, slo);
+                    a1 = w4_dequant2<DT>(word >> 4, zhi, shi);
+                    a2 = w4_dequant2<DT>(word >> 8, zlo, slo);
+                    a3 = w4_dequant2<DT>(word >> 12, zhi, shi);
+                }
+                w4_mma<DT>(dst, a0, a1, a2, a3, act[2 * j], act[2 * j + 1]);
+            }
+            if constexpr (MODE == 1) {
+                const float s0 = __uint_as_float(cs[u].x << 16), s1 = __uint_as_float(cs[u].x & 0xffff0000u);
+                acc[0] = fmaf(s0, part[0], acc[0]);
+                acc[1] = fmaf(s0, part[1], acc[1]);
+                acc[2] = fmaf(s1, part[2], acc[2]);
+                acc[3] = fmaf(s1, part[3], acc[3]);
+            }
+        }
+    }
+    // acc[r] is out[2 t + (r & 1), 16 ct + g + 8 (r >> 1)]; the KS warps of a col tile in order
+#pragma unroll
+    for (int r = 0; r < 4; ++r) red[warp][r][lane] = acc[r];
+    __syncthreads();
+    if (kpart != 0 || ct >= p.ntiles) return;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        float s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < KS; ++w) s += red[warp + w][r][lane];
+        w4_emit(p, 0, 1, 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), s);
+    }
+}
+template <int MODE, int KS, int U, int BPS>
+void add_gemv(std::vector<Variant> &vs, int ntiles) {
+    const unsigned blocks = unsigned((ntiles + 8 / KS - 1) / (8 / KS));
+    vs.push_back({"gemv.M" + std::to_string(MODE) + ".KS" + std::to_string(KS) + ".U" + std::to_string(U) + ".B" + std::to_string(BPS),
+                  0, MODE != 2, [=](const W4a16Args &a, cudaStream_t s) { gemv_kernel<MODE, KS, U, BPS><<<blocks, 256, 0, s>>>(a); }});
+}
+template <int MODE>
+void add_gemv_set(std::vector<Variant> &vs, int ntiles) {
+    add_gemv<MODE, 8, 2, 3>(vs, ntiles);
+    add_gemv<MODE, 8, 2, 4>(vs, ntiles);
+    add_gemv<MODE, 8, 4, 2>(vs, ntiles);
+    add_gemv<MODE, 8, 4, 3>(vs, ntiles);
+    add_gemv<MODE, 4, 2, 3>(vs, ntiles);
+    add_gemv<MODE, 4, 2, 4>(vs, ntiles);
+    add_gemv<MODE, 4, 4, 3>(vs, ntiles);
+    add_gemv<MODE, 2, 4, 3>(vs, ntiles);
+    add_gemv<MODE, 2, 2, 4>(vs, ntiles);
+}
+
+// The library's w4a16_gemv_kernel (run 56's mode 0) at NW warps a block, with split-K
+// across blocks (the library's reduce kernel after it) for few col tiles: more warps, more
+// bytes in flight an SM.
+template <int KS, int U, int BPS, int NW = kW4DecodeWarps>
+void add_lib_gemv(std::vector<Variant> &vs, int ntiles, int nsplit, int m, int n) {
+    const unsigned blocks = unsigned((ntiles + NW / KS - 1) / (NW / KS));
+    vs.push_back({"lib.gemv.KS" + std::to_string(KS) + ".U" + std::to_string(U) + ".B" + std::to_string(BPS) + ".NW" + std::to_string(NW)
+                      + (nsplit > 1 ? ".split" + std::to_string(nsplit) : ""), 0, true,
+                  [=](const W4a16Args &args, cudaStream_t s) {
+                      W4a16Args a = args;
+                      a.split_chunks = (a.kchunks + nsplit - 1) / nsplit;
+                      w4a16_gemv_kernel<kBF16, true, KS, U, BPS, NW><<<dim3{blocks, unsigned(nsplit), 1u}, NW * 32, 0, s>>>(a);
+                      if (nsplit > 1) {
+                          const int64_t outs = int64_t(m) * n;
+                          w4a16_splitk_reduce_kernel<<<unsigned((outs + 255) / 256), 256, 0, s>>>(a, nsplit);
+                      }
+                  }});
+}
+
+// ---- run 59: the gemv loop fed by bulk copies (sm_90 TMA, cp.async.bulk) into shared
+// memory.  Measured 15-50% slower than the gemv kernel at every shape (perf-log run 59): a
+// block computes only as its own stages land, so the whole-slab request buys bytes in
+// flight but not overlap.  Kept for the record and as a start for a ring of persistent
+// blocks.  The design: a block's whole col tile (its K slab: kchunks * 512 contiguous bytes, and its
+// scale entries) is requested at once by one thread, in STAGES pieces each with its own
+// mbarrier, so the bytes in flight an SM are the resident blocks' slabs (34 KB a block at
+// K = 4096) rather than two 512-byte chunks a warp.  Warp w takes chunks w, w + NW, ... (the
+// first stage feeds every warp first), waits on its chunk's stage, reads its 16 bytes and
+// the scale entry from shared memory, the activations as the gemv kernel does, and runs the
+// same dequantization and mma.  M <= 8, K % 64 == 0, no split-K; the slab must fit shared
+// memory (K <= ~24k).  Not the library's.
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return uint32_t(__cvta_generic_to_shared(p)); }
+template <int NW, int STAGES, int BPS>
+__global__ void __launch_bounds__(NW * 32, BPS) bulk_gemv_kernel(const W4a16Args p) {
+    constexpr int DT = kBF16;
+    extern __shared__ __align__(128) uint8_t slab[];
+    __shared__ __align__(8) uint64_t bar[STAGES];
+    __shared__ float red[NW][4][32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int ct = blockIdx.x;
+    const int chunks = p.kchunks;
+    const int per = (chunks + STAGES - 1) / STAGES;
+    const uint32_t wbytes = uint32_t(chunks) * kW4TileBytes, sbytes = uint32_t(p.ngroups) * 64;
+    const uint8_t *wsrc = p.w + int64_t(ct) * chunks * kW4TileBytes;
+    const uint8_t *ssrc = p.se + int64_t(ct) * p.ngroups * 64;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; ++s) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" :: "r"(smem_u32(&bar[s])));
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < STAGES; ++s) {
+            const int lo = s * per, hi = min(chunks, lo + per);
+            if (lo >= hi) break;
+            const uint32_t bytes = uint32_t(hi - lo) * kW4TileBytes + (s == 0 ? sbytes : 0u);
+            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(smem_u32(&bar[s])), "r"(bytes) : "memory");
+            if (s == 0)
+                asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                             :: "r"(smem_u32(slab + wbytes)), "l"(ssrc), "r"(sbytes), "r"(smem_u32(&bar[0])) : "memory");
+            asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                         :: "r"(smem_u32(slab + uint32_t(lo) * kW4TileBytes)), "l"(wsrc + int64_t(lo) * kW4TileBytes),
+                            "r"(uint32_t(hi - lo) * kW4TileBytes), "r"(smem_u32(&bar[s])) : "memory");
+        }
+    }
+#endif
+    const char *ab = p.a + int64_t(min(g, p.m - 1)) * p.a_sm + 32 * t;
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    // Every warp waits on stage 0 first: the scale entries arrive with it (run 59's 16-warp,
+    // 8-stage variant read them early in warps whose first chunk is in stage 1: one WRONG
+    // row; fixed after the run, not rerun).
+    int waited = -1;
+    for (int kc = warp; kc < chunks; kc += NW) {
+        if (waited < 0 && kc / per != 0) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+            uint32_t done = 0;
+            do {
+                asm volatile("{\n\t.reg .pred q;\n\tmbarrier.try_wait.parity.shared::cta.b64 q, [%1], 0;\n\tselp.u32 %0, 1, 0, q;\n\t}"
+                             : "=r"(done) : "r"(smem_u32(&bar[0])) : "memory");
+            } while (!done);
+#endif
+        }
+        const int st = kc / per;
+        if (st != waited) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+            uint32_t done = 0;
+            do {
+                asm volatile("{\n\t.reg .pred q;\n\tmbarrier.try_wait.parity.shared::cta.b64 q, [%1], 0;\n\tselp.u32 %0, 1, 0, q;\n\t}"
+                             : "=r"(done) : "r"(smem_u32(&bar[st])) : "memory");
+            } while (!done);
+#endif
+            waited = st;
+        }
+        const uint4 wv = *reinterpret_cast<const uint4 *>(slab + kc * kW4TileBytes + lane * 16);
+        const uint2 sv = *reinterpret_cast<const uint2 *>(slab + wbytes + ((kc * kW4TileK + 16 * t) >> p.gshift) * 64 + g * 8);
+        const uint4 *asrc = reinterpret_cast<const uint4 *>(ab + int64_t(kc) * (kW4TileK * 2));
+        const uint4 alo = __ldg(asrc), ahi = __ldg(asrc + 1);
+        const uint32_t act[8] = {alo.x, alo.y, alo.z, alo.w, ahi.x, ahi.y, ahi.z, ahi.w};
+        W4Scale<DT, true> sc;
+        sc.raw_s = sv.x;
+        sc.raw_z = sv.y;
+        const uint32_t slo = sc.s_lo(), shi = sc.s_hi(), zlo = sc.nz_lo(), zhi = sc.nz_hi();
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const uint32_t word = w4_word(wv, j);
+            w4_mma<DT>(acc, w4_dequant2<DT>(word, zlo, slo), w4_dequant2<DT>(word >> 4, zhi, shi), w4_dequant2<DT>(word >> 8, zlo, slo),
+                       w4_dequant2<DT>(word >> 12, zhi, shi), act[2 * j], act[2 * j + 1]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 4; ++r) red[warp][r][lane] = acc[r];
+    __syncthreads();
+    if (warp != 0) return;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        float s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < NW; ++w) s += red[w][r][lane];
+        w4_emit(p, 0, 1, 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), s);
+    }
+}
+template <int NW, int STAGES, int BPS>
+void add_bulk(std::vector<Variant> &vs, const W4Tiled &t) {
+    const int smem = int(t.kchunks * kW4TileBytes + t.ngroups * 64);
+    if (smem > 200 * 1024) return;
+    CHECK(cudaFuncSetAttribute(bulk_gemv_kernel<NW, STAGES, BPS>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    const unsigned blocks = unsigned(t.ntiles);
+    vs.push_back({"bulk.NW" + std::to_string(NW) + ".S" + std::to_string(STAGES) + ".B" + std::to_string(BPS), 0, true,
+                  [=](const W4a16Args &a, cudaStream_t s) { bulk_gemv_kernel<NW, STAGES, BPS><<<blocks, NW * 32, smem, s>>>(a); }});
+}
+
 bool g_wrong = false;
 
 float bf16_to_float(uint16_t b) {
@@ -423,6 +681,12 @@ float median(std::vector<float> v) {
 
 int main(int argc, char **argv) {
     const bool quick = argc > 1 && !strcmp(argv[1], "quick");
+    // `gemv`: M = 1 only, the library's decode variants beside its gemv kernel (lib.gemv.*:
+    // blocks, batches, split-K); `gemv-modes`: M = 1, run 56's three numerics modes (gemv.M*)
+    const bool gemv_modes = argc > 1 && !strcmp(argv[1], "gemv-modes");
+    const bool gemv = gemv_modes || (argc > 1 && !strcmp(argv[1], "gemv"));
+    // `bulk`: M = 1, the library's gemv builds beside run 59's bulk-copy (TMA) experiment
+    const bool bulk = argc > 1 && !strcmp(argv[1], "bulk");
     // `only KxN M NAME KS`: that one variant, checked and launched once more untimed, for a
     // profiler (ncu --kernel-name regex:... -c 1 /tmp/tune_w4 only 4096x24576 1 decode.WN2.U2 0)
     const bool only = argc == 6 && !strcmp(argv[1], "only");
@@ -467,7 +731,7 @@ int main(int argc, char **argv) {
 
     struct Shape { int k, n; };
     const std::vector<Shape> shapes = {{4096, 4096}, {4096, 6144}, {4096, 24576}, {12288, 4096}};
-    const std::vector<int> ms = quick ? std::vector<int>{1} : std::vector<int>{1, 16};
+    const std::vector<int> ms = quick || gemv || bulk ? std::vector<int>{1} : std::vector<int>{1, 16};
     for (const Shape sh : shapes) {
         W4Tiled t;
         w4_tiled_geometry(sh.n, sh.k, 128, false, &t);
@@ -493,7 +757,9 @@ int main(int argc, char **argv) {
             CHECK(cudaStreamSynchronize(s));
             std::vector<Variant> vs;
             const int nt = int(t.ntiles);
-            if (m <= 8) {
+            if (bulk) {
+                add_decode<1, 1, 4>(vs, nt);
+            } else if (m <= 8) {
                 add_decode<1, 1, 4>(vs, nt);
                 add_decode<1, 2, 2>(vs, nt);
                 add_decode<1, 1, 8>(vs, nt);
@@ -510,7 +776,32 @@ int main(int argc, char **argv) {
                 add_decode<2, 2, 2, 1, 3>(vs, nt);
                 add_decode<2, 1, 2, 1, 3>(vs, nt);
             }
-            if (m == 1) {
+            if (m <= 8 && gemv_modes) {
+                add_gemv_set<0>(vs, nt);
+                add_gemv_set<1>(vs, nt);
+                add_gemv_set<2>(vs, nt);
+            }
+            if (gemv_modes) {
+                add_diag<4, 2, false>(vs, nt, m, sh.n, "compute");
+            } else if (gemv) {
+                add_gemv<0, 8, 2, 4>(vs, nt);  // run 56's tuner copy of the 8-warp build
+                add_lib_gemv<8, 2, 4>(vs, nt, 1, m, sh.n);
+                add_lib_gemv<8, 4, 3>(vs, nt, 1, m, sh.n);
+                add_lib_gemv<8, 2, 4>(vs, nt, 2, m, sh.n);
+                add_lib_gemv<8, 2, 4>(vs, nt, 4, m, sh.n);
+                add_lib_gemv<16, 2, 2, 16>(vs, nt, 1, m, sh.n);
+                add_lib_gemv<16, 4, 1, 16>(vs, nt, 1, m, sh.n);
+                add_lib_gemv<8, 2, 2, 16>(vs, nt, 1, m, sh.n);
+                add_lib_gemv<4, 2, 3>(vs, nt, 1, m, sh.n);
+            } else if (bulk) {
+                add_lib_gemv<8, 2, 4>(vs, nt, 1, m, sh.n);
+                add_lib_gemv<16, 2, 2, 16>(vs, nt, 1, m, sh.n);
+                add_bulk<8, 4, 4>(vs, t);
+                add_bulk<8, 8, 4>(vs, t);
+                add_bulk<16, 4, 2>(vs, t);
+                add_bulk<16, 8, 2>(vs, t);
+                add_bulk<4, 4, 8>(vs, t);
+            } else if (m == 1) {
                 add_stream<1, 4>(vs, nt, m, sh.n, !quick);
                 add_stream<1, 8>(vs, nt, m, sh.n, false);
                 add_diag<4, 0, true>(vs, nt, m, sh.n, "full");
