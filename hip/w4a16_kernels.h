@@ -318,6 +318,27 @@ __global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(con
     }
 }
 
+// The end of a gemv-style kernel (every thread of the block calls it): warp `warp`'s mma
+// sums acc[r] = out[2 t + (r & 1), 16 ct + g + 8 (r >> 1)] (lane = 4 g + t) go to shared
+// memory, then the first warp of each col tile adds its KS warps' sums in warp order (the
+// same order every run) and emits them, or writes the split's partial.
+template <int NW, int KS>
+__device__ __forceinline__ void w4_gemv_finish(const W4a16Args &p, float (&red)[NW][4][32], const float (&acc)[4], int warp, int ct,
+                                               int kpart, int split, int nsplit) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) red[warp][r][lane] = acc[r];
+    __syncthreads();
+    if (kpart != 0 || ct >= p.ntiles) return;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+        float s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < KS; ++w) s += red[warp + w][r][lane];
+        w4_emit(p, split, nsplit, 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), s);
+    }
+}
+
 // M <= 8 with K a multiple of 64 (run 56): the decode kernel without what only other
 // shapes need.  The activations come from row min(g, M - 1) unconditionally: the mma column
 // of an absent row computes a copy of row M - 1's sums, which w4_emit never writes, so the
@@ -394,18 +415,7 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_kernel(const W4a16Arg
             }
         }
     }
-    // acc[r] is out[2 t + (r & 1), 16 ct + g + 8 (r >> 1)]; a col tile's KS warps added in order
-#pragma unroll
-    for (int r = 0; r < 4; ++r) red[warp][r][lane] = acc[r];
-    __syncthreads();
-    if (kpart != 0 || ct >= p.ntiles) return;
-#pragma unroll
-    for (int r = 0; r < 4; ++r) {
-        float s = 0.0f;
-#pragma unroll
-        for (int w = 0; w < KS; ++w) s += red[warp + w][r][lane];
-        w4_emit(p, split, nsplit, 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), s);
-    }
+    w4_gemv_finish<NW, KS>(p, red, acc, warp, ct, kpart, split, nsplit);
 }
 
 // M > 16: a 64 x 64 output tile per 128-thread block, warps 2 x 2 of 32 x 32.

@@ -501,18 +501,7 @@ __global__ void __launch_bounds__(256, BPS) gemv_kernel(const W4a16Args p) {
             }
         }
     }
-    // acc[r] is out[2 t + (r & 1), 16 ct + g + 8 (r >> 1)]; the KS warps of a col tile in order
-#pragma unroll
-    for (int r = 0; r < 4; ++r) red[warp][r][lane] = acc[r];
-    __syncthreads();
-    if (kpart != 0 || ct >= p.ntiles) return;
-#pragma unroll
-    for (int r = 0; r < 4; ++r) {
-        float s = 0.0f;
-#pragma unroll
-        for (int w = 0; w < KS; ++w) s += red[warp + w][r][lane];
-        w4_emit(p, 0, 1, 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), s);
-    }
+    w4_gemv_finish<8, KS>(p, red, acc, warp, ct, kpart, 0, 1);
 }
 template <int MODE, int KS, int U, int BPS>
 void add_gemv(std::vector<Variant> &vs, int ntiles) {
@@ -643,17 +632,7 @@ __global__ void __launch_bounds__(NW * 32, BPS) bulk_gemv_kernel(const W4a16Args
                        w4_dequant2<DT>(word >> 12, zhi, shi), act[2 * j], act[2 * j + 1]);
         }
     }
-#pragma unroll
-    for (int r = 0; r < 4; ++r) red[warp][r][lane] = acc[r];
-    __syncthreads();
-    if (warp != 0) return;
-#pragma unroll
-    for (int r = 0; r < 4; ++r) {
-        float s = 0.0f;
-#pragma unroll
-        for (int w = 0; w < NW; ++w) s += red[w][r][lane];
-        w4_emit(p, 0, 1, 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), s);
-    }
+    w4_gemv_finish<NW, NW>(p, red, acc, warp, ct, warp, 0, 1);
 }
 template <int NW, int STAGES, int BPS>
 void add_bulk(std::vector<Variant> &vs, const W4Tiled &t) {
