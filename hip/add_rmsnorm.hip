@@ -239,11 +239,16 @@ bool vec16_pays(const AddRmsnormProblem &p) {
     return p.has_quant && wide && p.tokens >= 128;
 }
 
-// GATEDNORM_ROW_VEC (8 or 16) overrides the rule where legal: the tests' and the bench's hook
-// to run both widths (both serve some shapes by default).
-int preferred_vec(const AddRmsnormProblem &p) {
-    const char *v = getenv("GATEDNORM_ROW_VEC");  // read every call: the bench's modes set it
-    const int forced = v && (!strcmp(v, "8") || !strcmp(v, "16")) ? atoi(v) : 0;
+// GATEDNORM_ROW_VEC (8 or 16; else 0): the tests' and the bench's hook to run the row kernel
+// at either width (both serve some shapes by default), read at every call (the bench's modes
+// set it).
+int forced_row_vec() {
+    const char *v = getenv("GATEDNORM_ROW_VEC");
+    return v && (!strcmp(v, "8") || !strcmp(v, "16")) ? atoi(v) : 0;
+}
+
+// The forced width overrides the rule where legal.
+int preferred_vec(const AddRmsnormProblem &p, int forced) {
     const int64_t H = p.hidden;
     if (H > 8192) return 16;
     const bool even16 = H % 16 == 0 && (!p.has_quant || p.quant.group % 16 == 0);
@@ -251,10 +256,11 @@ int preferred_vec(const AddRmsnormProblem &p) {
     return even16 && vec16_pays(p) ? 16 : 8;
 }
 
-// Whether the row kernel can take this problem at `vec` elements a lane.
-bool row_kernel_fits(const AddRmsnormProblem &p, int vec) {
-    const int64_t H = p.hidden;
-    if (H % vec || H / vec > kMaxRowThreads) return false;
+// Whether every lane's `vec`-element chunk can be read and written whole (16-bit rows and
+// outputs aligned, FP8 groups a power-of-two count of lanes <= 32): the row kernel's and the
+// flat kernel's layout rule.
+bool chunks_fit(const AddRmsnormProblem &p, int vec) {
+    if (p.hidden % vec) return false;
     if (!aligned(p.x, 16) || (p.x_st * 2) % 16) return false;
     if (p.res && (!aligned(p.res, 16) || (p.res_st * 2) % 16 || !aligned(p.res_out, 16) || (p.res_out_st * 2) % 16)) return false;
     if (p.y && (!aligned(p.y, 16) || (p.y_st * dtype_size(p.y_dtype)) % 16)) return false;
@@ -267,27 +273,24 @@ bool row_kernel_fits(const AddRmsnormProblem &p, int vec) {
     return true;
 }
 
-// Whether group_quant_fp8 takes the flat kernel: x 16-bit with 16-byte aligned rows, groups of
-// a power-of-two count of 16-element lanes (<= 32), q rows 16-byte aligned, fewer than 2^31
-// lanes.  GATEDNORM_ROW_VEC (8 or 16) keeps the row kernel (the tests' and bench's hook).
-bool flat_group_quant(const AddRmsnormProblem &p) {
-    if (p.normalize || p.res || p.y || !p.has_quant || p.x_dtype == kF32) return false;
-    const char *v = getenv("GATEDNORM_ROW_VEC");
-    if (v && (!strcmp(v, "8") || !strcmp(v, "16"))) return false;
-    const int64_t H = p.hidden, G = p.quant.group, gl = G / kFlatVec;
-    if (H % kFlatVec || G % kFlatVec || gl > 32 || (gl & (gl - 1))) return false;
-    if (!aligned(p.x, 16) || (p.x_st * 2) % 16 || !aligned(p.quant.q, 16) || p.quant.q_st % 16) return false;
-    return p.tokens * (H / kFlatVec) < (int64_t(1) << 31);
+// Whether the row kernel (a block a row) can take this problem at `vec` elements a lane.
+bool row_kernel_fits(const AddRmsnormProblem &p, int vec) { return p.hidden / vec <= kMaxRowThreads && chunks_fit(p, vec); }
+
+// Whether group_quant_fp8 takes the flat kernel: 16-bit x, the chunks of 16 elements fit,
+// fewer than 2^31 lanes, and no forced row width (which keeps the row kernel).
+bool flat_group_quant(const AddRmsnormProblem &p, int forced) {
+    if (p.normalize || p.res || p.y || !p.has_quant || p.x_dtype == kF32 || forced) return false;
+    return chunks_fit(p, kFlatVec) && p.tokens * (p.hidden / kFlatVec) < (int64_t(1) << 31);
 }
 
 // The preferred VEC, else the other one: the generic kernel sums squares in another order,
 // so a problem the row kernel can take at either width never leaves it (rmsnorm and
 // add_rmsnorm may prefer different widths; e.g. G = 512 fits only 16, 8-byte aligned q rows
 // only 8), and the two ops keep giving the same bits.
-int row_vec(const AddRmsnormProblem &p) {
+int row_vec(const AddRmsnormProblem &p, int forced) {
     if (p.x_dtype == kF32 || (p.res && p.res_dtype != p.x_dtype)) return 0;
     if (p.hidden < 256 || p.hidden > 16384) return 0;
-    const int vec = preferred_vec(p);
+    const int vec = preferred_vec(p, forced);
     if (row_kernel_fits(p, vec)) return vec;
     const int other = vec == 16 ? 8 : 16;
     return row_kernel_fits(p, other) ? other : 0;
@@ -381,7 +384,8 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
     const bool pdl = false;
 #endif
     const hipStream_t s = static_cast<hipStream_t>(stream_ptr);
-    if (flat_group_quant(p)) {
+    const int forced = forced_row_vec();
+    if (flat_group_quant(p, forced)) {
         AddArgs a = make_add_args(p, kFlatVec);
         a.pdl = pdl;
         a.flat_lpr = int32_t(p.hidden / kFlatVec);
@@ -395,7 +399,7 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
         if (st == GATEDNORM_STATUS_SUCCESS) note_kernel("group_quant_fp8.flat");
         return st;
     }
-    const int vec = row_vec(p);
+    const int vec = row_vec(p, forced);
     AddArgs a = make_add_args(p, vec);
     a.pdl = pdl;
     const unsigned grid = unsigned(p.tokens);

@@ -151,7 +151,7 @@ gatednorm_status require_target(int device, DeviceFacts *f) {
     return GATEDNORM_STATUS_SUCCESS;
 }
 
-W4a16Args make_args(const W4a16GemmProblem &p, const W4Tiled &t) {
+W4a16Args make_args(const W4a16GemmProblem &p, const W4Tiled &t, const Plan &pl) {
     W4a16Args a;
     a.w = p.w.tiled;
     a.se = p.w.tiled + t.weight_bytes;
@@ -170,6 +170,7 @@ W4a16Args make_args(const W4a16GemmProblem &p, const W4Tiled &t) {
     a.kchunks = int32_t(t.kchunks);
     a.ngroups = int32_t(t.ngroups);
     a.gshift = t.gshift;
+    a.split_chunks = int32_t((t.kchunks + pl.nsplit - 1) / pl.nsplit);
     return a;
 }
 
@@ -272,8 +273,7 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
         return fail(GATEDNORM_STATUS_INTERNAL, "workspace: the plan needs more than the size query said");
     DeviceGuard guard(p.device_id);
     if (!guard.ok()) return guard.status();
-    W4a16Args a = make_args(p, t);
-    a.split_chunks = int32_t((t.kchunks + pl.nsplit - 1) / pl.nsplit);
+    const W4a16Args a = make_args(p, t, pl);
     const hipStream_t s = static_cast<hipStream_t>(stream_ptr);
     const bool zp = !p.w.symmetric;
 #if defined(GN_PLATFORM_CUDA)

@@ -39,7 +39,7 @@ struct W4a16Args {
     float *ws = nullptr;           // [nsplit, M, N] fp32 partials when nsplit > 1
     int32_t m = 0, n = 0, k = 0;
     int32_t ntiles = 0, kchunks = 0, ngroups = 0, gshift = 0;
-    int32_t split_chunks = 0;      // gemv: k chunks a split, ceil(kchunks / nsplit) (no division in the kernel)
+    int32_t split_chunks = 0;      // k chunks a split-K part, ceil(kchunks / nsplit) (w4_split_chunks)
 };
 
 // Chunks [lo, hi) of part `i` of `parts` of the range [lo0, hi0).
@@ -47,6 +47,14 @@ __device__ __forceinline__ void w4_split_range(int lo0, int hi0, int i, int part
     const int per = (hi0 - lo0 + parts - 1) / parts;
     *lo = min(hi0, lo0 + i * per);
     *hi = min(hi0, *lo + per);
+}
+
+// The k chunks of split-K part `split`: w4_split_range(0, kchunks, split, nsplit), from the
+// host's ceil(kchunks / nsplit), so no kernel divides by the split count before its first
+// load (the division cost the gemv kernel 2-5%, run 58).
+__device__ __forceinline__ void w4_split_chunks(const W4a16Args &p, int split, int *lo, int *hi) {
+    *lo = min(p.kchunks, split * p.split_chunks);
+    *hi = min(p.kchunks, *lo + p.split_chunks);
 }
 
 // The epilogue of one output: the fp32 sum (+ bias), rounded once; or the split's partial.
@@ -152,16 +160,19 @@ __device__ __forceinline__ void w4_mma(float c[4], uint32_t a0, uint32_t a1, uin
 template <int DT, bool ZP>
 struct W4Scale {
     uint32_t raw_s = 0, raw_z = 0;
-    __device__ __forceinline__ void load(const W4a16Args &p, int ct, int gi, int g, bool ok) {
-        const int64_t e = (int64_t(ct) * p.ngroups + gi) * 8 + g;
-        if (!ok) return;
+    static constexpr int kEntryBytes = ZP ? 8 : 4;
+    // The entry at `entry` (an address in the scale area).
+    __device__ __forceinline__ void load_entry(const uint8_t *entry) {
         if constexpr (ZP) {
-            const uint2 v = __ldg(reinterpret_cast<const uint2 *>(p.se) + e);
+            const uint2 v = __ldg(reinterpret_cast<const uint2 *>(entry));
             raw_s = v.x;
             raw_z = v.y;
         } else {
-            raw_s = __ldg(reinterpret_cast<const uint32_t *>(p.se) + e);
+            raw_s = __ldg(reinterpret_cast<const uint32_t *>(entry));
         }
+    }
+    __device__ __forceinline__ void load(const W4a16Args &p, int ct, int gi, int g, bool ok) {
+        if (ok) load_entry(p.se + ((int64_t(ct) * p.ngroups + gi) * 8 + g) * kEntryBytes);
     }
     __device__ __forceinline__ uint32_t s_lo() const { return __byte_perm(raw_s, 0, 0x1010); }
     __device__ __forceinline__ uint32_t s_hi() const { return __byte_perm(raw_s, 0, 0x3232); }
@@ -210,7 +221,7 @@ __global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(con
     const int split = blockIdx.y, nsplit = gridDim.y;
     const int m0 = blockIdx.z * 8 * MT;
     int c_lo, c_hi, w_lo, w_hi;
-    w4_split_range(0, p.kchunks, split, nsplit, &c_lo, &c_hi);
+    w4_split_chunks(p, split, &c_lo, &c_hi);
     w4_split_range(c_lo, c_hi, warp, kW4DecodeWarps, &w_lo, &w_hi);
 
     float accs[ACC][WN][MT][4];
@@ -318,6 +329,25 @@ __global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(con
     }
 }
 
+// One k chunk of a lane of a gemv-style kernel (one 8-row block): its 16 weight bytes
+// dequantized with its scale entry, four mmas against its 16 activations at `act` (two
+// 16-byte loads through L1), accumulated into acc.
+template <int DT, bool ZP>
+__device__ __forceinline__ void w4_chunk_mma(float (&acc)[4], const uint4 &wq, const W4Scale<DT, ZP> &sc, const uint4 *act) {
+    const uint4 alo = __ldg(act), ahi = __ldg(act + 1);
+    const uint32_t b[8] = {alo.x, alo.y, alo.z, alo.w, ahi.x, ahi.y, ahi.z, ahi.w};
+    const uint32_t slo = sc.s_lo(), shi = sc.s_hi(), zlo = sc.nz_lo(), zhi = sc.nz_hi();
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const uint32_t word = w4_word(wq, j);
+        const uint32_t a0 = w4_dequant2<DT>(word, zlo, slo);        // column g,     k + 0, 1
+        const uint32_t a1 = w4_dequant2<DT>(word >> 4, zhi, shi);   // column g + 8, k + 0, 1
+        const uint32_t a2 = w4_dequant2<DT>(word >> 8, zlo, slo);   // column g,     k + 2, 3
+        const uint32_t a3 = w4_dequant2<DT>(word >> 12, zhi, shi);  // column g + 8, k + 2, 3
+        w4_mma<DT>(acc, a0, a1, a2, a3, b[2 * j], b[2 * j + 1]);
+    }
+}
+
 // The end of a gemv-style kernel (every thread of the block calls it): warp `warp`'s mma
 // sums acc[r] = out[2 t + (r & 1), 16 ct + g + 8 (r >> 1)] (lane = 4 g + t) go to shared
 // memory, then the first warp of each col tile adds its KS warps' sums in warp order (the
@@ -352,17 +382,14 @@ template <int DT, bool ZP, int KS, int U, int BPS, int NW = kW4DecodeWarps>
 __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_kernel(const W4a16Args p) {
     static_assert(NW % KS == 0, "whole col tiles a block");
     constexpr int kColTiles = NW / KS;
-    constexpr int kEntry = ZP ? 8 : 4;
+    constexpr int kEntry = W4Scale<DT, ZP>::kEntryBytes;
     __shared__ float red[NW][4][32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int ct = blockIdx.x * kColTiles + warp / KS, kpart = warp % KS;
     const int split = blockIdx.y, nsplit = gridDim.y;
-    // The split's chunks as w4_split_range(0, kchunks, split, nsplit) gives them, from the
-    // host's ceil(kchunks / nsplit): a run-time division before the first load cost the
-    // library's build 2-5% against a copy without split-K (run 58).
-    const int c_lo = min(p.kchunks, split * p.split_chunks), c_hi = min(p.kchunks, c_lo + p.split_chunks);
-    int lo, hi;
+    int c_lo, c_hi, lo, hi;
+    w4_split_chunks(p, split, &c_lo, &c_hi);
     w4_split_range(c_lo, c_hi, kpart, KS, &lo, &hi);
     if (ct >= p.ntiles) hi = lo;  // past the last col tile: no chunks, but the block's sync below
     const uint8_t *wb = p.w + int64_t(ct) * p.kchunks * kW4TileBytes + lane * 16;
@@ -376,14 +403,7 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_kernel(const W4a16Arg
         for (int u = 0; u < U; ++u) {
             const int kc = min(c + u, hi - 1);  // past the range: the last chunk again, never used
             wq[u] = gn_load_b128_stream(wb + int64_t(kc) * kW4TileBytes, true);
-            const uint8_t *e = sb + int64_t((kc * kW4TileK + 16 * t) >> p.gshift) * (8 * kEntry);
-            if constexpr (ZP) {
-                const uint2 v = __ldg(reinterpret_cast<const uint2 *>(e));
-                sq[u].raw_s = v.x;
-                sq[u].raw_z = v.y;
-            } else {
-                sq[u].raw_s = __ldg(reinterpret_cast<const uint32_t *>(e));
-            }
+            sq[u].load_entry(sb + int64_t((kc * kW4TileK + 16 * t) >> p.gshift) * (8 * kEntry));
         }
     };
     if (lo < hi) load_batch(lo);
@@ -400,19 +420,7 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_kernel(const W4a16Arg
         for (int u = 0; u < U; ++u) {
             const int kc = c + u;
             if (kc >= hi) break;
-            const uint4 *asrc = reinterpret_cast<const uint4 *>(ab + int64_t(kc) * (kW4TileK * 2));
-            const uint4 alo = __ldg(asrc), ahi = __ldg(asrc + 1);
-            const uint32_t act[8] = {alo.x, alo.y, alo.z, alo.w, ahi.x, ahi.y, ahi.z, ahi.w};
-            const uint32_t slo = cs[u].s_lo(), shi = cs[u].s_hi(), zlo = cs[u].nz_lo(), zhi = cs[u].nz_hi();
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                const uint32_t word = w4_word(cw[u], j);
-                const uint32_t a0 = w4_dequant2<DT>(word, zlo, slo);        // column g,     k + 0, 1
-                const uint32_t a1 = w4_dequant2<DT>(word >> 4, zhi, shi);   // column g + 8, k + 0, 1
-                const uint32_t a2 = w4_dequant2<DT>(word >> 8, zlo, slo);   // column g,     k + 2, 3
-                const uint32_t a3 = w4_dequant2<DT>(word >> 12, zhi, shi);  // column g + 8, k + 2, 3
-                w4_mma<DT>(acc, a0, a1, a2, a3, act[2 * j], act[2 * j + 1]);
-            }
+            w4_chunk_mma<DT, ZP>(acc, cw[u], cs[u], reinterpret_cast<const uint4 *>(ab + int64_t(kc) * (kW4TileK * 2)));
         }
     }
     w4_gemv_finish<NW, KS>(p, red, acc, warp, ct, kpart, split, nsplit);
@@ -586,7 +594,7 @@ __global__ void __launch_bounds__(kW4AmdWaves * WAVE) w4a16_amd_kernel(const W4a
     const int ct = blockIdx.x, split = blockIdx.y, nsplit = gridDim.y;
     const int m0 = blockIdx.z * 16;
     int c_lo, c_hi, w_lo, w_hi;
-    w4_split_range(0, p.kchunks, split, nsplit, &c_lo, &c_hi);
+    w4_split_chunks(p, split, &c_lo, &c_hi);
     w4_split_range(c_lo, c_hi, wave, kW4AmdWaves, &w_lo, &w_hi);
     const int h = r >> 3, g = r & 7;
     const uint8_t *tiles = p.w + int64_t(ct) * p.kchunks * kW4TileBytes;

@@ -618,19 +618,10 @@ __global__ void __launch_bounds__(NW * 32, BPS) bulk_gemv_kernel(const W4a16Args
         }
         const uint4 wv = *reinterpret_cast<const uint4 *>(slab + kc * kW4TileBytes + lane * 16);
         const uint2 sv = *reinterpret_cast<const uint2 *>(slab + wbytes + ((kc * kW4TileK + 16 * t) >> p.gshift) * 64 + g * 8);
-        const uint4 *asrc = reinterpret_cast<const uint4 *>(ab + int64_t(kc) * (kW4TileK * 2));
-        const uint4 alo = __ldg(asrc), ahi = __ldg(asrc + 1);
-        const uint32_t act[8] = {alo.x, alo.y, alo.z, alo.w, ahi.x, ahi.y, ahi.z, ahi.w};
         W4Scale<DT, true> sc;
         sc.raw_s = sv.x;
         sc.raw_z = sv.y;
-        const uint32_t slo = sc.s_lo(), shi = sc.s_hi(), zlo = sc.nz_lo(), zhi = sc.nz_hi();
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const uint32_t word = w4_word(wv, j);
-            w4_mma<DT>(acc, w4_dequant2<DT>(word, zlo, slo), w4_dequant2<DT>(word >> 4, zhi, shi), w4_dequant2<DT>(word >> 8, zlo, slo),
-                       w4_dequant2<DT>(word >> 12, zhi, shi), act[2 * j], act[2 * j + 1]);
-        }
+        w4_chunk_mma<DT, true>(acc, wv, sc, reinterpret_cast<const uint4 *>(ab + int64_t(kc) * (kW4TileK * 2)));
     }
     w4_gemv_finish<NW, NW>(p, red, acc, warp, ct, warp, 0, 1);
 }
@@ -811,6 +802,7 @@ int main(int argc, char **argv) {
                 a.kchunks = int32_t(t.kchunks);
                 a.ngroups = int32_t(t.ngroups);
                 a.gshift = t.gshift;
+                a.split_chunks = int32_t(t.kchunks);  // one split (a variant with more sets its own)
                 auto launch = [&](int64_t c) {
                     a.w = ws[c];
                     a.se = ws[c] + t.weight_bytes;
