@@ -14,10 +14,11 @@
 // library.  Modes (runs 56-59): `gemv` (M = 1: the library's w4a16_gemv_kernel at its block
 // sizes and with split-K, beside the decode kernel's builds), `gemv-modes` (three numerics
 // modes of a leaner decode loop: the library's, the scale after the mma, no dequantization),
-// `bulk` (the gemv loop fed by TMA bulk copies; slower).
+// `bulk` (the gemv loop fed by TMA bulk copies; slower), `ring` (run 60: the library's
+// w4a16_ring_kernel, a persistent grid streaming col tiles through bulk-copy stages).
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include \
-//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | gemv | gemv-modes | bulk | only KxN M NAME KS]
+//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | gemv | gemv-modes | bulk | ring | only KxN M NAME KS]
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -553,7 +554,6 @@ void add_lib_gemv(std::vector<Variant> &vs, int ntiles, int nsplit, int m, int n
 // the scale entry from shared memory, the activations as the gemv kernel does, and runs the
 // same dequantization and mma.  M <= 8, K % 64 == 0, no split-K; the slab must fit shared
 // memory (K <= ~24k).  Not the library's.
-__device__ __forceinline__ uint32_t smem_u32(const void *p) { return uint32_t(__cvta_generic_to_shared(p)); }
 template <int NW, int STAGES, int BPS>
 __global__ void __launch_bounds__(NW * 32, BPS) bulk_gemv_kernel(const W4a16Args p) {
     constexpr int DT = kBF16;
@@ -570,7 +570,7 @@ __global__ void __launch_bounds__(NW * 32, BPS) bulk_gemv_kernel(const W4a16Args
     const uint8_t *ssrc = p.se + int64_t(ct) * p.ngroups * 64;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     if (threadIdx.x == 0) {
-        for (int s = 0; s < STAGES; ++s) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" :: "r"(smem_u32(&bar[s])));
+        for (int s = 0; s < STAGES; ++s) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" :: "r"(w4_smem_u32(&bar[s])));
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
@@ -579,13 +579,13 @@ __global__ void __launch_bounds__(NW * 32, BPS) bulk_gemv_kernel(const W4a16Args
             const int lo = s * per, hi = min(chunks, lo + per);
             if (lo >= hi) break;
             const uint32_t bytes = uint32_t(hi - lo) * kW4TileBytes + (s == 0 ? sbytes : 0u);
-            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(smem_u32(&bar[s])), "r"(bytes) : "memory");
+            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(w4_smem_u32(&bar[s])), "r"(bytes) : "memory");
             if (s == 0)
                 asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-                             :: "r"(smem_u32(slab + wbytes)), "l"(ssrc), "r"(sbytes), "r"(smem_u32(&bar[0])) : "memory");
+                             :: "r"(w4_smem_u32(slab + wbytes)), "l"(ssrc), "r"(sbytes), "r"(w4_smem_u32(&bar[0])) : "memory");
             asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-                         :: "r"(smem_u32(slab + uint32_t(lo) * kW4TileBytes)), "l"(wsrc + int64_t(lo) * kW4TileBytes),
-                            "r"(uint32_t(hi - lo) * kW4TileBytes), "r"(smem_u32(&bar[s])) : "memory");
+                         :: "r"(w4_smem_u32(slab + uint32_t(lo) * kW4TileBytes)), "l"(wsrc + int64_t(lo) * kW4TileBytes),
+                            "r"(uint32_t(hi - lo) * kW4TileBytes), "r"(w4_smem_u32(&bar[s])) : "memory");
         }
     }
 #endif
@@ -601,7 +601,7 @@ __global__ void __launch_bounds__(NW * 32, BPS) bulk_gemv_kernel(const W4a16Args
             uint32_t done = 0;
             do {
                 asm volatile("{\n\t.reg .pred q;\n\tmbarrier.try_wait.parity.shared::cta.b64 q, [%1], 0;\n\tselp.u32 %0, 1, 0, q;\n\t}"
-                             : "=r"(done) : "r"(smem_u32(&bar[0])) : "memory");
+                             : "=r"(done) : "r"(w4_smem_u32(&bar[0])) : "memory");
             } while (!done);
 #endif
         }
@@ -611,7 +611,7 @@ __global__ void __launch_bounds__(NW * 32, BPS) bulk_gemv_kernel(const W4a16Args
             uint32_t done = 0;
             do {
                 asm volatile("{\n\t.reg .pred q;\n\tmbarrier.try_wait.parity.shared::cta.b64 q, [%1], 0;\n\tselp.u32 %0, 1, 0, q;\n\t}"
-                             : "=r"(done) : "r"(smem_u32(&bar[st])) : "memory");
+                             : "=r"(done) : "r"(w4_smem_u32(&bar[st])) : "memory");
             } while (!done);
 #endif
             waited = st;
@@ -633,6 +633,53 @@ void add_bulk(std::vector<Variant> &vs, const W4Tiled &t) {
     const unsigned blocks = unsigned(t.ntiles);
     vs.push_back({"bulk.NW" + std::to_string(NW) + ".S" + std::to_string(STAGES) + ".B" + std::to_string(BPS), 0, true,
                   [=](const W4a16Args &a, cudaStream_t s) { bulk_gemv_kernel<NW, STAGES, BPS><<<blocks, NW * 32, smem, s>>>(a); }});
+}
+
+// ---- run 60: the library's w4a16_ring_kernel (a persistent grid streaming col tiles
+// through a ring of bulk-copy stages) at its knobs, and its loads-only twin: the same
+// producer and ring, consumers that XOR their stage's words and arrive (no dequantization
+// or mma: the ring's ceiling, unchecked).  G = 128 asymmetric bf16 (the tuner's weights).
+template <int NW, int SC, int S, int BPS>
+__global__ void __launch_bounds__((NW + 1) * 32, BPS) ring_loads_kernel(const W4a16Args p, int stage_bytes) {
+    constexpr int kEntry = 8;
+    extern __shared__ __align__(128) uint8_t ring[];
+    __shared__ __align__(8) uint64_t full[S], empty[S];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    w4_ring_init<S>(full, empty, NW);
+    if (warp == NW) {
+        if (lane == 0) w4_ring_produce<SC, S, kEntry>(p, ring, stage_bytes, full, empty);
+        return;
+    }
+    const int g = lane >> 2;
+    uint32_t x = 0;
+    int i = 0;
+    for (int ct = blockIdx.x; ct < p.ntiles; ct += gridDim.x) {
+        for (int c0 = 0; c0 < p.kchunks; c0 += SC, ++i) {
+            const int s = i % S;
+            w4_mbar_wait(&full[s], (i / S) & 1);
+            const int nch = min(SC, p.kchunks - c0);
+            const uint8_t *st = ring + s * stage_bytes;
+            for (int j = warp; j < nch; j += NW) {
+                const uint4 wv = *reinterpret_cast<const uint4 *>(st + j * kW4TileBytes + lane * 16);
+                const uint2 sv = *reinterpret_cast<const uint2 *>(st + SC * kW4TileBytes + g * kEntry);
+                x ^= wv.x ^ wv.y ^ wv.z ^ wv.w ^ sv.x ^ sv.y;
+            }
+            __syncwarp();
+            if (lane == 0) w4_mbar_arrive(&empty[s]);
+        }
+    }
+    if (x == 0x12345679u) p.ws[threadIdx.x] = 1.0f;  // keeps the reads
+}
+template <int NW, int SC, int S, int BPS, bool LOADS = false, int MT = 1>
+void add_ring(std::vector<Variant> &vs, const W4Tiled &t, int sms) {
+    const int stage_bytes = w4_ring_stage_bytes(SC, t.gshift, t.entry_bytes);
+    const int smem = S * stage_bytes;
+    auto kernel = LOADS ? ring_loads_kernel<NW, SC, S, BPS> : w4a16_ring_kernel<kBF16, true, MT, NW, SC, S, BPS>;
+    CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    const unsigned blocks = unsigned(std::min<int64_t>(t.ntiles, int64_t(sms) * BPS));
+    vs.push_back({std::string(LOADS ? "ring-loads" : "lib.ring") + ".NW" + std::to_string(NW) + ".SC" + std::to_string(SC) + ".S" +
+                      std::to_string(S) + ".B" + std::to_string(BPS), 0, !LOADS,
+                  [=](const W4a16Args &a, cudaStream_t s) { kernel<<<blocks, (NW + 1) * 32, smem, s>>>(a, stage_bytes); }});
 }
 
 bool g_wrong = false;
@@ -657,6 +704,8 @@ int main(int argc, char **argv) {
     const bool gemv = gemv_modes || (argc > 1 && !strcmp(argv[1], "gemv"));
     // `bulk`: M = 1, the library's gemv builds beside run 59's bulk-copy (TMA) experiment
     const bool bulk = argc > 1 && !strcmp(argv[1], "bulk");
+    // `ring`: M = 1, the library's gemv builds beside run 60's persistent ring (and its loads only)
+    const bool ring = argc > 1 && !strcmp(argv[1], "ring");
     // `only KxN M NAME KS`: that one variant, checked and launched once more untimed, for a
     // profiler (ncu --kernel-name regex:... -c 1 /tmp/tune_w4 only 4096x24576 1 decode.WN2.U2 0)
     const bool only = argc == 6 && !strcmp(argv[1], "only");
@@ -727,7 +776,8 @@ int main(int argc, char **argv) {
             CHECK(cudaStreamSynchronize(s));
             std::vector<Variant> vs;
             const int nt = int(t.ntiles);
-            if (bulk) {
+            if (ring) {
+            } else if (bulk) {
                 add_decode<1, 1, 4>(vs, nt);
             } else if (m <= 8) {
                 add_decode<1, 1, 4>(vs, nt);
@@ -763,6 +813,25 @@ int main(int argc, char **argv) {
                 add_lib_gemv<16, 4, 1, 16>(vs, nt, 1, m, sh.n);
                 add_lib_gemv<8, 2, 2, 16>(vs, nt, 1, m, sh.n);
                 add_lib_gemv<4, 2, 3>(vs, nt, 1, m, sh.n);
+            } else if (ring && m > 8) {
+                add_decode<2, 1, 4>(vs, nt);
+                add_decode<2, 2, 2>(vs, nt);
+                add_decode<2, 1, 2, 1, 3>(vs, nt);
+                add_ring<16, 16, 8, 1, false, 2>(vs, t, sms);
+                add_ring<8, 8, 8, 2, false, 2>(vs, t, sms);
+                add_ring<16, 16, 12, 1, false, 2>(vs, t, sms);
+            } else if (ring) {
+                add_lib_gemv<8, 2, 4>(vs, nt, 1, m, sh.n);
+                add_lib_gemv<16, 2, 2, 16>(vs, nt, 1, m, sh.n);
+                add_ring<16, 16, 8, 1, true>(vs, t, sms);
+                add_ring<8, 8, 8, 2, true>(vs, t, sms);
+                add_ring<16, 16, 4, 1>(vs, t, sms);
+                add_ring<16, 16, 8, 1>(vs, t, sms);
+                add_ring<16, 16, 12, 1>(vs, t, sms);
+                add_ring<8, 16, 6, 1>(vs, t, sms);
+                add_ring<8, 8, 8, 2>(vs, t, sms);
+                add_ring<8, 8, 12, 2>(vs, t, sms);
+                add_ring<4, 8, 6, 3>(vs, t, sms);
             } else if (bulk) {
                 add_lib_gemv<8, 2, 4>(vs, nt, 1, m, sh.n);
                 add_lib_gemv<16, 2, 2, 16>(vs, nt, 1, m, sh.n);
