@@ -32,8 +32,8 @@ constexpr int kCachedDevices = 64;
 #if defined(GN_PLATFORM_CUDA)
 // The ring kernel's build (run 60): consumer warps, k chunks a stage, stages, blocks an SM.
 constexpr int kRingWarps = 16, kRingChunks = 16, kRingStages = 8, kRingBlocksPerSm = 1;
-template <int DT, bool ZP>
-void (*const ring_kernel)(const W4a16Args, int) = w4a16_ring_kernel<DT, ZP, 1, kRingWarps, kRingChunks, kRingStages, kRingBlocksPerSm>;
+template <int DT, bool ZP, int MT>
+void (*const ring_kernel)(const W4a16Args, int) = w4a16_ring_kernel<DT, ZP, MT, kRingWarps, kRingChunks, kRingStages, kRingBlocksPerSm>;
 
 // The ring kernel needs bulk copies and mbarriers (sm_90: below, its body traps) and up to
 // 96 KB of shared memory a block: compute capability 9.x with the library's sm_90 code
@@ -42,7 +42,7 @@ bool ring_runs_on(int device, int cc_major) {
     if (cc_major != 9) return false;
     DeviceGuard guard(device);
     cudaFuncAttributes attr;
-    return guard.ok() && cudaFuncGetAttributes(&attr, ring_kernel<kBF16, true>) == cudaSuccess && attr.binaryVersion >= 90;
+    return guard.ok() && cudaFuncGetAttributes(&attr, ring_kernel<kBF16, true, 1>) == cudaSuccess && attr.binaryVersion >= 90;
 }
 #endif
 
@@ -85,7 +85,7 @@ gatednorm_status device_facts(int device, DeviceFacts *f) {
 struct Plan {
     bool decode = true;
     bool gemv = false;  // NVIDIA, M <= 8 and K % 64 == 0: w4a16_gemv_kernel
-    bool ring = false;  // sm_90, M <= 8, K % 64 == 0, col tiles enough for a persistent grid: w4a16_ring_kernel
+    bool ring = false;  // sm_90, M <= 16 (mt 8-row blocks), K % 64 == 0: w4a16_ring_kernel
     int mt = 1, wn = 1, mblocks = 1, nsplit = 1;
     int bps = 0;  // NVIDIA decode: the build's launch bound in blocks an SM (launch_decode)
     int gemv_warps = 8;  // NVIDIA gemv: warps a block, all on one col tile
@@ -114,8 +114,9 @@ constexpr int kGemvBlocksPerSm = 4;  // the 8-warp build
 #endif
 
 // GATEDNORM_W4A16_KERNEL ("gemv" or "ring"; else none): the tests' and the bench's hook to
-// run either M <= 8 kernel where it is legal (both are correct for every such shape; the
-// plan's rule picks one), read at every call.
+// run, for M <= 16, the ring kernel where it is legal or the register-streaming kernels
+// ("gemv": the gemv kernel at M <= 8, the decode kernel above); both are correct for every
+// such shape and the plan's rule picks one.  Read at every call.
 enum ForcedKernel { kPlanRule = 0, kForceGemv = 1, kForceRing = 2 };
 ForcedKernel forced_kernel() {
     const char *v = getenv("GATEDNORM_W4A16_KERNEL");
@@ -124,11 +125,11 @@ ForcedKernel forced_kernel() {
 }
 
 #if defined(GN_PLATFORM_CUDA)
-// Whether the ring kernel serves an M <= 8, K % 64 == 0 GEMM of `ntiles` col tiles and
+// Whether the ring kernel serves an M <= 16, K % 64 == 0 GEMM of `ntiles` col tiles and
 // `kchunks` k chunks by the plan's rule.  Until run 60 measures it against the gemv kernel
 // the rule takes it nowhere: GATEDNORM_W4A16_KERNEL=ring selects it.
-bool ring_pays(const DeviceFacts &f, int64_t ntiles, int64_t kchunks) {
-    (void)f; (void)ntiles; (void)kchunks;
+bool ring_pays(const DeviceFacts &f, int64_t m, int64_t ntiles, int64_t kchunks) {
+    (void)f; (void)m; (void)ntiles; (void)kchunks;
     return false;
 }
 #endif
@@ -144,8 +145,8 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k, ForcedKern
     }
     pl.mt = m <= 8 ? 1 : 2;
     pl.mblocks = int((m + 8 * pl.mt - 1) / (8 * pl.mt));
-    const bool ring_legal = m <= 8 && k % kW4TileK == 0 && f.ring;
-    if (ring_legal && forced != kForceGemv && (forced == kForceRing || ring_pays(f, ntiles, kchunks))) {
+    const bool ring_legal = k % kW4TileK == 0 && f.ring;  // M <= 16 here
+    if (ring_legal && forced != kForceGemv && (forced == kForceRing || ring_pays(f, m, ntiles, kchunks))) {
         // The ring kernel (run 60): one persistent block an SM streaming its col tiles.
         pl.ring = true;
         pl.ctas = ntiles < int64_t(kRingBlocksPerSm) * f.sms ? ntiles : int64_t(kRingBlocksPerSm) * f.sms;
@@ -244,25 +245,25 @@ void launch_decode(const W4a16Args &a, const Plan &pl, hipStream_t s) {
 // device and build, to the largest ring (G = 16, asymmetric: 96 KB), so that no later call's
 // group size needs more (a function attribute is not a stream operation: allowed while a
 // graph is captured).
-template <int DT, bool ZP>
+template <int DT, bool ZP, int MT>
 gatednorm_status launch_ring(const W4a16Args &a, const Plan &pl, hipStream_t s, int device) {
     static std::atomic<uint64_t> ready_mask{0};
     constexpr int kEntry = W4Scale<DT, ZP>::kEntryBytes;
     const uint64_t bit = uint64_t(1) << device;  // device < kCachedDevices (device_facts)
     if (!(ready_mask.load(std::memory_order_acquire) & bit)) {
         const int most = kRingStages * w4_ring_stage_bytes(kRingChunks, 4, kEntry);  // G = 16: gshift 4
-        const cudaError_t err = cudaFuncSetAttribute(ring_kernel<DT, ZP>, cudaFuncAttributeMaxDynamicSharedMemorySize, most);
+        const cudaError_t err = cudaFuncSetAttribute(ring_kernel<DT, ZP, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, most);
         if (err != cudaSuccess) return runtime_fail(err, "w4a16 ring kernel: shared memory attribute");
         ready_mask.fetch_or(bit, std::memory_order_release);
     }
     const int stage_bytes = w4_ring_stage_bytes(kRingChunks, a.gshift, kEntry);
-    ring_kernel<DT, ZP><<<unsigned(pl.ctas), (kRingWarps + 1) * 32, kRingStages * stage_bytes, s>>>(a, stage_bytes);
+    ring_kernel<DT, ZP, MT><<<unsigned(pl.ctas), (kRingWarps + 1) * 32, kRingStages * stage_bytes, s>>>(a, stage_bytes);
     return GATEDNORM_STATUS_SUCCESS;
 }
 
 template <int DT, bool ZP>
 gatednorm_status launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s, int device) {
-    if (pl.ring) return launch_ring<DT, ZP>(a, pl, s, device);
+    if (pl.ring) return pl.mt == 1 ? launch_ring<DT, ZP, 1>(a, pl, s, device) : launch_ring<DT, ZP, 2>(a, pl, s, device);
     if (pl.gemv) {
         const dim3 grid(unsigned(pl.ctas), unsigned(pl.nsplit));
         if (pl.gemv_warps == kGemvWideWarps)

@@ -1,6 +1,8 @@
 // W4A16 GEMM kernels over the tiled layout (w4a16_layout.h; docs/w4a16.md draws it).
 //
 //   NVIDIA (sm_80+):
+//     w4a16_ring_kernel    sm_90, M <= 16, K % 64 == 0: a persistent grid streaming col tiles
+//                          through shared-memory stages filled by bulk copies (run 60).
 //     w4a16_gemv_kernel    M <= 8, K % 64 == 0: the decode kernel's scheme without its
 //                          per-lane row and K guards, NW warps a block on one col tile.
 //     w4a16_decode_kernel  other M <= 16: weight-streaming.  The weight tile is mma.m16n8k16's A
@@ -551,7 +553,7 @@ __device__ __forceinline__ void w4_ring_produce(const W4a16Args &p, uint8_t *rin
     }
 }
 
-// M <= 8 MT, K % 64 == 0 on sm_90 (run 60): a persistent grid (one or two blocks an SM) that
+// M <= 8 MT (MT 8-row blocks: 1 or 2), K % 64 == 0 on sm_90 (run 60): a persistent grid (one or two blocks an SM) that
 // streams col tiles through a ring of S shared-memory stages.  Lane 0 of warp NW (the
 // producer) walks the block's col tiles (blockIdx.x, + gridDim.x, ...) in pieces of SC k
 // chunks: the piece's weight tiles (SC x 512 contiguous bytes) and its groups' scale entries
