@@ -1,7 +1,6 @@
 // Launchers of the W4A16 kernels (w4a16_kernels.h): the device's target, the split-K plan
 // (which also sizes the caller's workspace), the prepack, the GEMM.
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <atomic>
@@ -24,27 +23,9 @@ struct DeviceFacts {
     int sms = 0;
     int target = 0;
     int wave = 32;
-    bool ring = false;  // NVIDIA: w4a16_ring_kernel runs here (ring_runs_on)
     char arch[64] = {};
 };
 constexpr int kCachedDevices = 64;
-
-#if defined(GN_PLATFORM_CUDA)
-// The ring kernel's build (run 60): consumer warps, k chunks a stage, stages, blocks an SM.
-constexpr int kRingWarps = 16, kRingChunks = 16, kRingStages = 8, kRingBlocksPerSm = 1;
-template <int DT, bool ZP, int MT>
-void (*const ring_kernel)(const W4a16Args, int) = w4a16_ring_kernel<DT, ZP, MT, kRingWarps, kRingChunks, kRingStages, kRingBlocksPerSm>;
-
-// The ring kernel needs bulk copies and mbarriers (sm_90: below, its body traps) and up to
-// 96 KB of shared memory a block: compute capability 9.x with the library's sm_90 code
-// loaded (a build for sm_80 alone runs its sm_80 code there).
-bool ring_runs_on(int device, int cc_major) {
-    if (cc_major != 9) return false;
-    DeviceGuard guard(device);
-    cudaFuncAttributes attr;
-    return guard.ok() && cudaFuncGetAttributes(&attr, ring_kernel<kBF16, true, 1>) == cudaSuccess && attr.binaryVersion >= 90;
-}
-#endif
 
 gatednorm_status device_facts(int device, DeviceFacts *f) {
     static std::atomic<int> ready[kCachedDevices] = {};
@@ -63,7 +44,6 @@ gatednorm_status device_facts(int device, DeviceFacts *f) {
 #if defined(GN_PLATFORM_CUDA)
     snprintf(d.arch, sizeof d.arch, "sm_%d%d", prop.major, prop.minor);
     d.target = prop.major >= 8 ? GATEDNORM_W4A16_TARGET_CUDA_MMA : 0;
-    d.ring = ring_runs_on(device, prop.major);
 #else
     snprintf(d.arch, sizeof d.arch, "%s", prop.gcnArchName);
     if (!strncmp(d.arch, "gfx90a", 6) || !strncmp(d.arch, "gfx908", 6) || !strncmp(d.arch, "gfx94", 5) || !strncmp(d.arch, "gfx95", 5))
@@ -85,7 +65,6 @@ gatednorm_status device_facts(int device, DeviceFacts *f) {
 struct Plan {
     bool decode = true;
     bool gemv = false;  // NVIDIA, M <= 8 and K % 64 == 0: w4a16_gemv_kernel
-    bool ring = false;  // sm_90, M <= 16 (mt 8-row blocks), K % 64 == 0: w4a16_ring_kernel
     int mt = 1, wn = 1, mblocks = 1, nsplit = 1;
     int bps = 0;  // NVIDIA decode: the build's launch bound in blocks an SM (launch_decode)
     int gemv_warps = 8;  // NVIDIA gemv: warps a block, all on one col tile
@@ -113,28 +92,7 @@ constexpr int kGemvWideWarps = 16;  // the few-col-tile build: 16 warps a block,
 constexpr int kGemvBlocksPerSm = 4;  // the 8-warp build
 #endif
 
-// GATEDNORM_W4A16_KERNEL ("gemv" or "ring"; else none): the tests' and the bench's hook to
-// run, for M <= 16, the ring kernel where it is legal or the register-streaming kernels
-// ("gemv": the gemv kernel at M <= 8, the decode kernel above); both are correct for every
-// such shape and the plan's rule picks one.  Read at every call.
-enum ForcedKernel { kPlanRule = 0, kForceGemv = 1, kForceRing = 2 };
-ForcedKernel forced_kernel() {
-    const char *v = getenv("GATEDNORM_W4A16_KERNEL");
-    if (!v) return kPlanRule;
-    return !strcmp(v, "gemv") ? kForceGemv : !strcmp(v, "ring") ? kForceRing : kPlanRule;
-}
-
-#if defined(GN_PLATFORM_CUDA)
-// Whether the ring kernel serves an M <= 16, K % 64 == 0 GEMM of `ntiles` col tiles and
-// `kchunks` k chunks by the plan's rule.  Until run 60 measures it against the gemv kernel
-// the rule takes it nowhere: GATEDNORM_W4A16_KERNEL=ring selects it.
-bool ring_pays(const DeviceFacts &f, int64_t m, int64_t ntiles, int64_t kchunks) {
-    (void)f; (void)m; (void)ntiles; (void)kchunks;
-    return false;
-}
-#endif
-
-Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k, ForcedKernel forced) {
+Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     Plan pl;
     const int64_t ntiles = (n + kW4TileN - 1) / kW4TileN, kchunks = (k + kW4TileK - 1) / kW4TileK;
     int64_t chunks_per_split_min = 8;  // every warp of a split gets a chunk
@@ -145,13 +103,6 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k, ForcedKern
     }
     pl.mt = m <= 8 ? 1 : 2;
     pl.mblocks = int((m + 8 * pl.mt - 1) / (8 * pl.mt));
-    const bool ring_legal = k % kW4TileK == 0 && f.ring;  // M <= 16 here
-    if (ring_legal && forced != kForceGemv && (forced == kForceRing || ring_pays(f, m, ntiles, kchunks))) {
-        // The ring kernel (run 60): one persistent block an SM streaming its col tiles.
-        pl.ring = true;
-        pl.ctas = ntiles < int64_t(kRingBlocksPerSm) * f.sms ? ntiles : int64_t(kRingBlocksPerSm) * f.sms;
-        return pl;
-    }
     if (m <= 8 && k % kW4TileK == 0) {
         // The gemv kernel, one col tile a block.  While the col tiles fit one wave of two
         // blocks an SM, 16 warps a block share the col tile's K (twice the warps, so twice
@@ -182,7 +133,6 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k, ForcedKern
         pl.bps = pl.mt == 1 ? kW4DecodeBlocksPerSmLean : kW4DecodeBlocksPerSm;
     }
 #else
-    (void)forced;  // one AMD kernel
     pl.mblocks = int((m + 15) / 16);
     chunks_per_split_min = kW4AmdWaves;
 #endif
@@ -241,29 +191,8 @@ void launch_decode(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     }
 }
 
-// Its shared memory passes the 48 KB a launch gets by default: the limit is raised once a
-// device and build, to the largest ring (G = 16, asymmetric: 96 KB), so that no later call's
-// group size needs more (a function attribute is not a stream operation: allowed while a
-// graph is captured).
-template <int DT, bool ZP, int MT>
-gatednorm_status launch_ring(const W4a16Args &a, const Plan &pl, hipStream_t s, int device) {
-    static std::atomic<uint64_t> ready_mask{0};
-    constexpr int kEntry = W4Scale<DT, ZP>::kEntryBytes;
-    const uint64_t bit = uint64_t(1) << device;  // device < kCachedDevices (device_facts)
-    if (!(ready_mask.load(std::memory_order_acquire) & bit)) {
-        const int most = kRingStages * w4_ring_stage_bytes(kRingChunks, 4, kEntry);  // G = 16: gshift 4
-        const cudaError_t err = cudaFuncSetAttribute(ring_kernel<DT, ZP, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize, most);
-        if (err != cudaSuccess) return runtime_fail(err, "w4a16 ring kernel: shared memory attribute");
-        ready_mask.fetch_or(bit, std::memory_order_release);
-    }
-    const int stage_bytes = w4_ring_stage_bytes(kRingChunks, a.gshift, kEntry);
-    ring_kernel<DT, ZP, MT><<<unsigned(pl.ctas), (kRingWarps + 1) * 32, kRingStages * stage_bytes, s>>>(a, stage_bytes);
-    return GATEDNORM_STATUS_SUCCESS;
-}
-
 template <int DT, bool ZP>
-gatednorm_status launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s, int device) {
-    if (pl.ring) return pl.mt == 1 ? launch_ring<DT, ZP, 1>(a, pl, s, device) : launch_ring<DT, ZP, 2>(a, pl, s, device);
+void launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     if (pl.gemv) {
         const dim3 grid(unsigned(pl.ctas), unsigned(pl.nsplit));
         if (pl.gemv_warps == kGemvWideWarps)
@@ -278,7 +207,6 @@ gatednorm_status launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s, 
     } else {
         launch_decode<DT, ZP, 2>(a, pl, s);
     }
-    return GATEDNORM_STATUS_SUCCESS;
 }
 #else
 template <int DT, bool ZP>
@@ -302,7 +230,7 @@ gatednorm_status gpu_w4a16_workspace_size(int32_t device_id, int64_t m, int64_t 
     (void)group;
     DeviceFacts f;
     GN_W4_TRY(require_target(device_id, &f));
-    *bytes = workspace_bytes(make_plan(f, m, n, k, forced_kernel()), m, n);
+    *bytes = workspace_bytes(make_plan(f, m, n, k), m, n);
     return GATEDNORM_STATUS_SUCCESS;
 }
 
@@ -340,7 +268,7 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
     GN_W4_TRY(require_target(p.device_id, &f));
     W4Tiled t;
     w4_tiled_geometry(p.w.n, p.w.k, p.w.group, p.w.symmetric, &t);  // validated by the API
-    const Plan pl = make_plan(f, p.m, p.w.n, p.w.k, forced_kernel());
+    const Plan pl = make_plan(f, p.m, p.w.n, p.w.k);
     if (workspace_bytes(pl, p.m, p.w.n) > p.workspace_bytes)
         return fail(GATEDNORM_STATUS_INTERNAL, "workspace: the plan needs more than the size query said");
     DeviceGuard guard(p.device_id);
@@ -349,10 +277,8 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
     const hipStream_t s = static_cast<hipStream_t>(stream_ptr);
     const bool zp = !p.w.symmetric;
 #if defined(GN_PLATFORM_CUDA)
-    const int dev = p.device_id;
-    const gatednorm_status launched = p.a_dtype == kBF16 ? (zp ? launch_gemm<kBF16, true>(a, pl, s, dev) : launch_gemm<kBF16, false>(a, pl, s, dev))
-                                                         : (zp ? launch_gemm<kF16, true>(a, pl, s, dev) : launch_gemm<kF16, false>(a, pl, s, dev));
-    if (launched != GATEDNORM_STATUS_SUCCESS) return launched;
+    if (p.a_dtype == kBF16) zp ? launch_gemm<kBF16, true>(a, pl, s) : launch_gemm<kBF16, false>(a, pl, s);
+    else zp ? launch_gemm<kF16, true>(a, pl, s) : launch_gemm<kF16, false>(a, pl, s);
 #else
     if (p.a_dtype == kBF16) zp ? launch_gemm<kBF16, true>(a, pl, s, f.wave) : launch_gemm<kBF16, false>(a, pl, s, f.wave);
     else zp ? launch_gemm<kF16, true>(a, pl, s, f.wave) : launch_gemm<kF16, false>(a, pl, s, f.wave);
@@ -365,7 +291,6 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
     const gatednorm_status st = check_launch("w4a16_gemm");
 #if defined(GN_PLATFORM_CUDA)
     const char *name = !pl.decode ? "w4a16.mma"
-                       : pl.ring      ? "w4a16.ring"
                        : pl.gemv      ? (pl.nsplit > 1 ? "w4a16.gemv.splitk" : "w4a16.gemv")
                        : pl.nsplit > 1 ? "w4a16.decode.splitk" : "w4a16.decode";
 #else

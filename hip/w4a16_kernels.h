@@ -1,8 +1,6 @@
 // W4A16 GEMM kernels over the tiled layout (w4a16_layout.h; docs/w4a16.md draws it).
 //
 //   NVIDIA (sm_80+):
-//     w4a16_ring_kernel    sm_90, M <= 16, K % 64 == 0: a persistent grid streaming col tiles
-//                          through shared-memory stages filled by bulk copies (run 60).
 //     w4a16_gemv_kernel    M <= 8, K % 64 == 0: the decode kernel's scheme without its
 //                          per-lane row and K guards, NW warps a block on one col tile.
 //     w4a16_decode_kernel  other M <= 16: weight-streaming.  The weight tile is mma.m16n8k16's A
@@ -173,16 +171,6 @@ struct W4Scale {
             raw_s = __ldg(reinterpret_cast<const uint32_t *>(entry));
         }
     }
-    // The same from shared memory (w4a16_ring_kernel's stages).
-    __device__ __forceinline__ void load_entry_shared(const uint8_t *entry) {
-        if constexpr (ZP) {
-            const uint2 v = *reinterpret_cast<const uint2 *>(entry);
-            raw_s = v.x;
-            raw_z = v.y;
-        } else {
-            raw_s = *reinterpret_cast<const uint32_t *>(entry);
-        }
-    }
     __device__ __forceinline__ void load(const W4a16Args &p, int ct, int gi, int g, bool ok) {
         if (ok) load_entry(p.se + ((int64_t(ct) * p.ngroups + gi) * 8 + g) * kEntryBytes);
     }
@@ -341,19 +329,13 @@ __global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(con
     }
 }
 
-// One k chunk of a lane of a gemv-style kernel: its 16 weight bytes dequantized with its
-// scale entry (once), four mmas for each of MT 8-row blocks against its 16 activations of
-// that block at act[mt] (two 16-byte loads through L1), accumulated into acc[mt];
-// w4_chunk_mma is the one-block form.
-template <int DT, bool ZP, int MT>
-__device__ __forceinline__ void w4_chunk_mma_rows(float (&acc)[MT][4], const uint4 &wq, const W4Scale<DT, ZP> &sc, const uint4 *const (&act)[MT]) {
-    uint32_t b[MT][8];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-        const uint4 alo = __ldg(act[mt]), ahi = __ldg(act[mt] + 1);
-        b[mt][0] = alo.x; b[mt][1] = alo.y; b[mt][2] = alo.z; b[mt][3] = alo.w;
-        b[mt][4] = ahi.x; b[mt][5] = ahi.y; b[mt][6] = ahi.z; b[mt][7] = ahi.w;
-    }
+// One k chunk of a lane of a gemv-style kernel (one 8-row block): its 16 weight bytes
+// dequantized with its scale entry, four mmas against its 16 activations at `act` (two
+// 16-byte loads through L1), accumulated into acc.
+template <int DT, bool ZP>
+__device__ __forceinline__ void w4_chunk_mma(float (&acc)[4], const uint4 &wq, const W4Scale<DT, ZP> &sc, const uint4 *act) {
+    const uint4 alo = __ldg(act), ahi = __ldg(act + 1);
+    const uint32_t b[8] = {alo.x, alo.y, alo.z, alo.w, ahi.x, ahi.y, ahi.z, ahi.w};
     const uint32_t slo = sc.s_lo(), shi = sc.s_hi(), zlo = sc.nz_lo(), zhi = sc.nz_hi();
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
@@ -362,14 +344,8 @@ __device__ __forceinline__ void w4_chunk_mma_rows(float (&acc)[MT][4], const uin
         const uint32_t a1 = w4_dequant2<DT>(word >> 4, zhi, shi);   // column g + 8, k + 0, 1
         const uint32_t a2 = w4_dequant2<DT>(word >> 8, zlo, slo);   // column g,     k + 2, 3
         const uint32_t a3 = w4_dequant2<DT>(word >> 12, zhi, shi);  // column g + 8, k + 2, 3
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) w4_mma<DT>(acc[mt], a0, a1, a2, a3, b[mt][2 * j], b[mt][2 * j + 1]);
+        w4_mma<DT>(acc, a0, a1, a2, a3, b[2 * j], b[2 * j + 1]);
     }
-}
-template <int DT, bool ZP>
-__device__ __forceinline__ void w4_chunk_mma(float (&acc)[4], const uint4 &wq, const W4Scale<DT, ZP> &sc, const uint4 *act) {
-    const uint4 *const rows[1] = {act};
-    w4_chunk_mma_rows<DT, ZP, 1>(*reinterpret_cast<float(*)[1][4]>(&acc), wq, sc, rows);
 }
 
 // The end of a gemv-style kernel (every thread of the block calls it): warp `warp`'s mma
@@ -448,180 +424,6 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_kernel(const W4a16Arg
         }
     }
     w4_gemv_finish<NW, KS>(p, red, acc, warp, ct, kpart, split, nsplit);
-}
-
-// sm_90 bulk copies (TMA) and mbarriers, for w4a16_ring_kernel; a trap below sm_90, where
-// the plan never launches it.
-__device__ __forceinline__ uint32_t w4_smem_u32(const void *ptr) { return uint32_t(__cvta_generic_to_shared(ptr)); }
-__device__ __forceinline__ void w4_mbar_init(uint64_t *bar, uint32_t count) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"(w4_smem_u32(bar)), "r"(count) : "memory");
-#else
-    (void)bar; (void)count;
-    __trap();
-#endif
-}
-__device__ __forceinline__ void w4_mbar_init_fence() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-#endif
-}
-// Wait until the barrier's phase `parity` has completed.
-__device__ __forceinline__ void w4_mbar_wait(uint64_t *bar, uint32_t parity) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    uint32_t done = 0;
-    do {
-        asm volatile("{\n\t.reg .pred q;\n\tmbarrier.try_wait.parity.shared::cta.b64 q, [%1], %2;\n\tselp.u32 %0, 1, 0, q;\n\t}"
-                     : "=r"(done) : "r"(w4_smem_u32(bar)), "r"(parity) : "memory");
-    } while (!done);
-#else
-    (void)bar; (void)parity;
-    __trap();
-#endif
-}
-__device__ __forceinline__ void w4_mbar_arrive(uint64_t *bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r"(w4_smem_u32(bar)) : "memory");
-#else
-    (void)bar;
-    __trap();
-#endif
-}
-// The producer's arrival: the phase completes when `bytes` more have landed.
-__device__ __forceinline__ void w4_mbar_expect(uint64_t *bar, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(w4_smem_u32(bar)), "r"(bytes) : "memory");
-#else
-    (void)bar; (void)bytes;
-    __trap();
-#endif
-}
-// `bytes` (a multiple of 16; both addresses 16-byte aligned) global -> shared, counted on bar.
-__device__ __forceinline__ void w4_bulk_copy(void *dst, const void *src, uint32_t bytes, uint64_t *bar) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
-                 :: "r"(w4_smem_u32(dst)), "l"(src), "r"(bytes), "r"(w4_smem_u32(bar)) : "memory");
-#else
-    (void)dst; (void)src; (void)bytes; (void)bar;
-    __trap();
-#endif
-}
-
-// The scale-entry bytes a ring stage of SC chunks holds: the groups its k range touches
-// (SC * 64 / G of them for a power-of-two G, one for per-channel; pieces start at multiples
-// of SC chunks, so a group of G > 64 k never straddles two pieces unaligned).
-GN_HD int w4_ring_stage_bytes(int sc_chunks, int gshift, int entry_bytes) {
-    const int64_t span = int64_t(sc_chunks) * kW4TileK;
-    const int64_t groups = gshift >= 31 ? 1 : (span >> gshift) > 0 ? (span >> gshift) : 1;
-    return int((sc_chunks * kW4TileBytes + groups * 8 * entry_bytes + 127) / 128 * 128);
-}
-
-// A ring's barriers (every thread of the block calls it): `full` completes when the
-// producer's bytes have landed, `empty` when the `consumers` warps have arrived.
-template <int S>
-__device__ __forceinline__ void w4_ring_init(uint64_t *full, uint64_t *empty, int consumers) {
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < S; ++s) {
-            w4_mbar_init(&full[s], 1);
-            w4_mbar_init(&empty[s], uint32_t(consumers));
-        }
-        w4_mbar_init_fence();
-    }
-    __syncthreads();
-}
-
-// The producer of a ring (lane 0 of the extra warp): the block's col tiles (blockIdx.x,
-// + gridDim.x, ...) in pieces of SC k chunks, piece i into stage i % S once the stage's
-// previous piece has been consumed (its `empty` barrier's phase (i / S - 1) complete): the
-// piece's weight tiles (contiguous) and its groups' scale entries (contiguous too) by two
-// bulk copies, both counted on the stage's `full` barrier.
-template <int SC, int S, int kEntry>
-__device__ __forceinline__ void w4_ring_produce(const W4a16Args &p, uint8_t *ring, int stage_bytes, uint64_t *full, uint64_t *empty) {
-    int i = 0;
-    for (int ct = blockIdx.x; ct < p.ntiles; ct += gridDim.x) {
-        for (int c0 = 0; c0 < p.kchunks; c0 += SC, ++i) {
-            const int s = i % S;
-            if (i >= S) w4_mbar_wait(&empty[s], ((i / S) - 1) & 1);
-            const int nch = min(SC, p.kchunks - c0);
-            const int gi_lo = (c0 * kW4TileK) >> p.gshift, gi_hi = ((c0 + nch) * kW4TileK - 1) >> p.gshift;
-            const uint32_t wbytes = uint32_t(nch) * kW4TileBytes, sbytes = uint32_t(gi_hi - gi_lo + 1) * 8 * kEntry;
-            uint8_t *stage = ring + s * stage_bytes;
-            w4_mbar_expect(&full[s], wbytes + sbytes);
-            w4_bulk_copy(stage + SC * kW4TileBytes, p.se + (int64_t(ct) * p.ngroups + gi_lo) * 8 * kEntry, sbytes, &full[s]);
-            w4_bulk_copy(stage, p.w + (int64_t(ct) * p.kchunks + c0) * kW4TileBytes, wbytes, &full[s]);
-        }
-    }
-}
-
-// M <= 8 MT (MT 8-row blocks: 1 or 2), K % 64 == 0 on sm_90 (run 60): a persistent grid (one or two blocks an SM) that
-// streams col tiles through a ring of S shared-memory stages.  Lane 0 of warp NW (the
-// producer) walks the block's col tiles (blockIdx.x, + gridDim.x, ...) in pieces of SC k
-// chunks: the piece's weight tiles (SC x 512 contiguous bytes) and its groups' scale entries
-// (contiguous too), two bulk copies completing on the stage's `full` barrier; a stage is
-// refilled once the NW consumer warps have arrived on its `empty` barrier.  So the next col
-// tile's bytes are in flight while this one computes, up to S x SC x 512 bytes a block,
-// with no register held for them and one instruction per copy (the register-batch kernels
-// keep 1 KB a warp in flight).  Consumer warp w takes chunks w, w + NW, ... of each piece,
-// reading its 16 weight bytes and scale entry from the stage and its activations through L1
-// (row min(g, M - 1), as the gemv kernel); at a col tile's end warp 0 adds the NW warps'
-// sums in warp order (named barrier 1; the sums double-buffered, so the other warps go on
-// to the next tile).  Same numerics as the gemv kernel; the summation order is fixed.
-template <int DT, bool ZP, int MT, int NW, int SC, int S, int BPS>
-__global__ void __launch_bounds__((NW + 1) * 32, BPS) w4a16_ring_kernel(const W4a16Args p, int stage_bytes) {
-    constexpr int kEntry = W4Scale<DT, ZP>::kEntryBytes;
-    extern __shared__ __align__(128) uint8_t w4_ring[];
-    __shared__ __align__(8) uint64_t full[S], empty[S];
-    __shared__ float red[2][NW][MT * 4][32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    w4_ring_init<S>(full, empty, NW);
-    if (warp == NW) {  // the producer
-        if (lane == 0) w4_ring_produce<SC, S, kEntry>(p, w4_ring, stage_bytes, full, empty);
-        return;
-    }
-    const int g = lane >> 2, t = lane & 3;
-    const char *ab[MT];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) ab[mt] = p.a + int64_t(min(8 * mt + g, p.m - 1)) * p.a_sm + 32 * t;
-    int i = 0, tile = 0;
-    for (int ct = blockIdx.x; ct < p.ntiles; ct += gridDim.x, ++tile) {
-        float acc[MT][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
-        for (int c0 = 0; c0 < p.kchunks; c0 += SC, ++i) {
-            const int s = i % S;
-            w4_mbar_wait(&full[s], (i / S) & 1);
-            const int nch = min(SC, p.kchunks - c0);
-            const int gi_lo = (c0 * kW4TileK) >> p.gshift;
-            const uint8_t *stage = w4_ring + s * stage_bytes;
-            for (int j = warp; j < nch; j += NW) {
-                const int kc = c0 + j;
-                W4Scale<DT, ZP> sc;
-                sc.load_entry_shared(stage + SC * kW4TileBytes + ((((kc * kW4TileK + 16 * t) >> p.gshift) - gi_lo) * 8 + g) * kEntry);
-                const uint4 wq = *reinterpret_cast<const uint4 *>(stage + j * kW4TileBytes + lane * 16);
-                const uint4 *act[MT];
-#pragma unroll
-                for (int mt = 0; mt < MT; ++mt) act[mt] = reinterpret_cast<const uint4 *>(ab[mt] + int64_t(kc) * (kW4TileK * 2));
-                w4_chunk_mma_rows<DT, ZP, MT>(acc, wq, sc, act);
-            }
-            __syncwarp();
-            if (lane == 0) w4_mbar_arrive(&empty[s]);  // this warp's reads of the stage are done
-        }
-        float(&sums)[NW][MT * 4][32] = red[tile & 1];
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-            for (int r = 0; r < 4; ++r) sums[warp][mt * 4 + r][lane] = acc[mt][r];
-        asm volatile("bar.sync 1, %0;" :: "n"(NW * 32) : "memory");  // the consumers only
-        if (warp == 0) {
-#pragma unroll
-            for (int e = 0; e < MT * 4; ++e) {
-                float sum = 0.0f;
-#pragma unroll
-                for (int w = 0; w < NW; ++w) sum += sums[w][e][lane];
-                w4_emit(p, 0, 1, 8 * (e >> 2) + 2 * t + (e & 1), 16 * ct + g + 8 * ((e & 3) >> 1), sum);
-            }
-        }
-    }
 }
 
 // M > 16: a 64 x 64 output tile per 128-thread block, warps 2 x 2 of 32 x 32.

@@ -14,8 +14,8 @@
 // library.  Modes (runs 56-59): `gemv` (M = 1: the library's w4a16_gemv_kernel at its block
 // sizes and with split-K, beside the decode kernel's builds), `gemv-modes` (three numerics
 // modes of a leaner decode loop: the library's, the scale after the mma, no dequantization),
-// `bulk` (the gemv loop fed by TMA bulk copies; slower), `ring` (run 60: the library's
-// w4a16_ring_kernel, a persistent grid streaming col tiles through bulk-copy stages).
+// `bulk` (the gemv loop fed by TMA bulk copies; slower), `ring` (run 60: a persistent grid
+// streaming col tiles through a ring of bulk-copy stages, and its loads only; slower).
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include \
 //        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | gemv | gemv-modes | bulk | ring | only KxN M NAME KS]
@@ -554,6 +554,7 @@ void add_lib_gemv(std::vector<Variant> &vs, int ntiles, int nsplit, int m, int n
 // the scale entry from shared memory, the activations as the gemv kernel does, and runs the
 // same dequantization and mma.  M <= 8, K % 64 == 0, no split-K; the slab must fit shared
 // memory (K <= ~24k).  Not the library's.
+__device__ __forceinline__ uint32_t w4_smem_u32(const void *ptr) { return uint32_t(__cvta_generic_to_shared(ptr)); }
 template <int NW, int STAGES, int BPS>
 __global__ void __launch_bounds__(NW * 32, BPS) bulk_gemv_kernel(const W4a16Args p) {
     constexpr int DT = kBF16;
@@ -635,10 +636,180 @@ void add_bulk(std::vector<Variant> &vs, const W4Tiled &t) {
                   [=](const W4a16Args &a, cudaStream_t s) { bulk_gemv_kernel<NW, STAGES, BPS><<<blocks, NW * 32, smem, s>>>(a); }});
 }
 
-// ---- run 60: the library's w4a16_ring_kernel (a persistent grid streaming col tiles
-// through a ring of bulk-copy stages) at its knobs, and its loads-only twin: the same
-// producer and ring, consumers that XOR their stage's words and arrive (no dequantization
-// or mma: the ring's ceiling, unchecked).  G = 128 asymmetric bf16 (the tuner's weights).
+// ---- run 60: the ring experiment.
+// sm_90 bulk copies (TMA) and mbarriers, for the ring kernels below (the tuner builds sm_90a only).
+__device__ __forceinline__ void w4_mbar_init(uint64_t *bar, uint32_t count) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r"(w4_smem_u32(bar)), "r"(count) : "memory");
+#else
+    (void)bar; (void)count;
+    __trap();
+#endif
+}
+__device__ __forceinline__ void w4_mbar_init_fence() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+#endif
+}
+// Wait until the barrier's phase `parity` has completed.
+__device__ __forceinline__ void w4_mbar_wait(uint64_t *bar, uint32_t parity) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint32_t done = 0;
+    do {
+        asm volatile("{\n\t.reg .pred q;\n\tmbarrier.try_wait.parity.shared::cta.b64 q, [%1], %2;\n\tselp.u32 %0, 1, 0, q;\n\t}"
+                     : "=r"(done) : "r"(w4_smem_u32(bar)), "r"(parity) : "memory");
+    } while (!done);
+#else
+    (void)bar; (void)parity;
+    __trap();
+#endif
+}
+__device__ __forceinline__ void w4_mbar_arrive(uint64_t *bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r"(w4_smem_u32(bar)) : "memory");
+#else
+    (void)bar;
+    __trap();
+#endif
+}
+// The producer's arrival: the phase completes when `bytes` more have landed.
+__device__ __forceinline__ void w4_mbar_expect(uint64_t *bar, uint32_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(w4_smem_u32(bar)), "r"(bytes) : "memory");
+#else
+    (void)bar; (void)bytes;
+    __trap();
+#endif
+}
+// `bytes` (a multiple of 16; both addresses 16-byte aligned) global -> shared, counted on bar.
+__device__ __forceinline__ void w4_bulk_copy(void *dst, const void *src, uint32_t bytes, uint64_t *bar) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 :: "r"(w4_smem_u32(dst)), "l"(src), "r"(bytes), "r"(w4_smem_u32(bar)) : "memory");
+#else
+    (void)dst; (void)src; (void)bytes; (void)bar;
+    __trap();
+#endif
+}
+
+// The scale-entry bytes a ring stage of SC chunks holds: the groups its k range touches
+// (SC * 64 / G of them for a power-of-two G, one for per-channel; pieces start at multiples
+// of SC chunks, so a group of G > 64 k never straddles two pieces unaligned).
+inline int w4_ring_stage_bytes(int sc_chunks, int gshift, int entry_bytes) {
+    const int64_t span = int64_t(sc_chunks) * kW4TileK;
+    const int64_t groups = gshift >= 31 ? 1 : (span >> gshift) > 0 ? (span >> gshift) : 1;
+    return int((sc_chunks * kW4TileBytes + groups * 8 * entry_bytes + 127) / 128 * 128);
+}
+
+// A ring's barriers (every thread of the block calls it): `full` completes when the
+// producer's bytes have landed, `empty` when the `consumers` warps have arrived.
+template <int S>
+__device__ __forceinline__ void w4_ring_init(uint64_t *full, uint64_t *empty, int consumers) {
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < S; ++s) {
+            w4_mbar_init(&full[s], 1);
+            w4_mbar_init(&empty[s], uint32_t(consumers));
+        }
+        w4_mbar_init_fence();
+    }
+    __syncthreads();
+}
+
+// The producer of a ring (lane 0 of the extra warp): the block's col tiles (blockIdx.x,
+// + gridDim.x, ...) in pieces of SC k chunks, piece i into stage i % S once the stage's
+// previous piece has been consumed (its `empty` barrier's phase (i / S - 1) complete): the
+// piece's weight tiles (contiguous) and its groups' scale entries (contiguous too) by two
+// bulk copies, both counted on the stage's `full` barrier.
+template <int SC, int S, int kEntry>
+__device__ __forceinline__ void w4_ring_produce(const W4a16Args &p, uint8_t *ring, int stage_bytes, uint64_t *full, uint64_t *empty) {
+    int i = 0;
+    for (int ct = blockIdx.x; ct < p.ntiles; ct += gridDim.x) {
+        for (int c0 = 0; c0 < p.kchunks; c0 += SC, ++i) {
+            const int s = i % S;
+            if (i >= S) w4_mbar_wait(&empty[s], ((i / S) - 1) & 1);
+            const int nch = min(SC, p.kchunks - c0);
+            const int gi_lo = (c0 * kW4TileK) >> p.gshift, gi_hi = ((c0 + nch) * kW4TileK - 1) >> p.gshift;
+            const uint32_t wbytes = uint32_t(nch) * kW4TileBytes, sbytes = uint32_t(gi_hi - gi_lo + 1) * 8 * kEntry;
+            uint8_t *stage = ring + s * stage_bytes;
+            w4_mbar_expect(&full[s], wbytes + sbytes);
+            w4_bulk_copy(stage + SC * kW4TileBytes, p.se + (int64_t(ct) * p.ngroups + gi_lo) * 8 * kEntry, sbytes, &full[s]);
+            w4_bulk_copy(stage, p.w + (int64_t(ct) * p.kchunks + c0) * kW4TileBytes, wbytes, &full[s]);
+        }
+    }
+}
+
+// Run 60's ring kernel (M <= 8, K % 64 == 0, sm_90; measured 20-50% slower than the
+// library's gemv kernel at every shape, withdrawn from the library, kept as the record): a
+// persistent grid streaming its col tiles (blockIdx.x, + gridDim.x, ...) through a ring of S
+// shared-memory stages.  Lane 0 of warp NW (the producer) fills a stage with a piece of SC
+// k chunks (weight tiles and the piece's groups' scale entries: two bulk copies counted on
+// the stage's `full` barrier) once the NW consumer warps have arrived on its `empty`
+// barrier; consumer warp w takes chunks w, w + NW, ... of a piece (weights and scale entry
+// from the stage, activations through L1 from row min(g, M - 1)), and at a col tile's end
+// warp 0 adds the NW warps' sums in warp order (named barrier 1, the sums double-buffered).
+template <int DT, bool ZP, int NW, int SC, int S, int BPS, int MT = 1>
+__global__ void __launch_bounds__((NW + 1) * 32, BPS) w4a16_ring_kernel(const W4a16Args p, int stage_bytes) {
+    constexpr int kEntry = W4Scale<DT, ZP>::kEntryBytes;
+    extern __shared__ __align__(128) uint8_t ring_stages[];
+    __shared__ __align__(8) uint64_t full[S], empty[S];
+    __shared__ float red[2][NW][MT * 4][32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    w4_ring_init<S>(full, empty, NW);
+    if (warp == NW) {  // the producer
+        if (lane == 0) w4_ring_produce<SC, S, kEntry>(p, ring_stages, stage_bytes, full, empty);
+        return;
+    }
+    const int g = lane >> 2, t = lane & 3;
+    const char *ab[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) ab[mt] = p.a + int64_t(min(8 * mt + g, p.m - 1)) * p.a_sm + 32 * t;
+    int i = 0, tile = 0;
+    for (int ct = blockIdx.x; ct < p.ntiles; ct += gridDim.x, ++tile) {
+        float acc[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+        for (int c0 = 0; c0 < p.kchunks; c0 += SC, ++i) {
+            const int s = i % S;
+            w4_mbar_wait(&full[s], (i / S) & 1);
+            const int nch = min(SC, p.kchunks - c0);
+            const int gi_lo = (c0 * kW4TileK) >> p.gshift;
+            const uint8_t *stage = ring_stages + s * stage_bytes;
+            for (int j = warp; j < nch; j += NW) {
+                const int kc = c0 + j;
+                static_assert(MT == 1 && ZP, "the tuner's build: one 8-row block, zero points");
+                const uint2 sv = *reinterpret_cast<const uint2 *>(
+                    stage + SC * kW4TileBytes + ((((kc * kW4TileK + 16 * t) >> p.gshift) - gi_lo) * 8 + g) * kEntry);
+                W4Scale<DT, ZP> sc;
+                sc.raw_s = sv.x;
+                sc.raw_z = sv.y;
+                const uint4 wq = *reinterpret_cast<const uint4 *>(stage + j * kW4TileBytes + lane * 16);
+                w4_chunk_mma<DT, ZP>(acc[0], wq, sc, reinterpret_cast<const uint4 *>(ab[0] + int64_t(kc) * (kW4TileK * 2)));
+            }
+            __syncwarp();
+            if (lane == 0) w4_mbar_arrive(&empty[s]);  // this warp's reads of the stage are done
+        }
+        float(&sums)[NW][MT * 4][32] = red[tile & 1];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) sums[warp][mt * 4 + r][lane] = acc[mt][r];
+        asm volatile("bar.sync 1, %0;" :: "n"(NW * 32) : "memory");  // the consumers only
+        if (warp == 0) {
+#pragma unroll
+            for (int e = 0; e < MT * 4; ++e) {
+                float sum = 0.0f;
+#pragma unroll
+                for (int w = 0; w < NW; ++w) sum += sums[w][e][lane];
+                w4_emit(p, 0, 1, 8 * (e >> 2) + 2 * t + (e & 1), 16 * ct + g + 8 * ((e & 3) >> 1), sum);
+            }
+        }
+    }
+}
+
+
+// The ring kernel at its knobs, and its loads-only twin: the same producer and ring,
+// consumers that XOR their stage's words and arrive (no dequantization or mma: the ring's
+// ceiling, unchecked).  G = 128 asymmetric bf16 (the tuner's weights).
 template <int NW, int SC, int S, int BPS>
 __global__ void __launch_bounds__((NW + 1) * 32, BPS) ring_loads_kernel(const W4a16Args p, int stage_bytes) {
     constexpr int kEntry = 8;
@@ -670,14 +841,14 @@ __global__ void __launch_bounds__((NW + 1) * 32, BPS) ring_loads_kernel(const W4
     }
     if (x == 0x12345679u) p.ws[threadIdx.x] = 1.0f;  // keeps the reads
 }
-template <int NW, int SC, int S, int BPS, bool LOADS = false, int MT = 1>
+template <int NW, int SC, int S, int BPS, bool LOADS = false>
 void add_ring(std::vector<Variant> &vs, const W4Tiled &t, int sms) {
     const int stage_bytes = w4_ring_stage_bytes(SC, t.gshift, t.entry_bytes);
     const int smem = S * stage_bytes;
-    auto kernel = LOADS ? ring_loads_kernel<NW, SC, S, BPS> : w4a16_ring_kernel<kBF16, true, MT, NW, SC, S, BPS>;
+    auto kernel = LOADS ? ring_loads_kernel<NW, SC, S, BPS> : w4a16_ring_kernel<kBF16, true, NW, SC, S, BPS>;
     CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     const unsigned blocks = unsigned(std::min<int64_t>(t.ntiles, int64_t(sms) * BPS));
-    vs.push_back({std::string(LOADS ? "ring-loads" : "lib.ring") + ".NW" + std::to_string(NW) + ".SC" + std::to_string(SC) + ".S" +
+    vs.push_back({std::string(LOADS ? "ring-loads" : "ring") + ".NW" + std::to_string(NW) + ".SC" + std::to_string(SC) + ".S" +
                       std::to_string(S) + ".B" + std::to_string(BPS), 0, !LOADS,
                   [=](const W4a16Args &a, cudaStream_t s) { kernel<<<blocks, (NW + 1) * 32, smem, s>>>(a, stage_bytes); }});
 }
@@ -750,7 +921,7 @@ int main(int argc, char **argv) {
 
     struct Shape { int k, n; };
     const std::vector<Shape> shapes = {{4096, 4096}, {4096, 6144}, {4096, 24576}, {12288, 4096}};
-    const std::vector<int> ms = quick || gemv || bulk ? std::vector<int>{1} : std::vector<int>{1, 16};
+    const std::vector<int> ms = quick || gemv || bulk || ring ? std::vector<int>{1} : std::vector<int>{1, 16};
     for (const Shape sh : shapes) {
         W4Tiled t;
         w4_tiled_geometry(sh.n, sh.k, 128, false, &t);
@@ -813,13 +984,6 @@ int main(int argc, char **argv) {
                 add_lib_gemv<16, 4, 1, 16>(vs, nt, 1, m, sh.n);
                 add_lib_gemv<8, 2, 2, 16>(vs, nt, 1, m, sh.n);
                 add_lib_gemv<4, 2, 3>(vs, nt, 1, m, sh.n);
-            } else if (ring && m > 8) {
-                add_decode<2, 1, 4>(vs, nt);
-                add_decode<2, 2, 2>(vs, nt);
-                add_decode<2, 1, 2, 1, 3>(vs, nt);
-                add_ring<16, 16, 8, 1, false, 2>(vs, t, sms);
-                add_ring<8, 8, 8, 2, false, 2>(vs, t, sms);
-                add_ring<16, 16, 12, 1, false, 2>(vs, t, sms);
             } else if (ring) {
                 add_lib_gemv<8, 2, 4>(vs, nt, 1, m, sh.n);
                 add_lib_gemv<16, 2, 2, 16>(vs, nt, 1, m, sh.n);

@@ -303,41 +303,6 @@ def test_gpu_kernel_choice(rng, requires_gpu, m, n, k, g, kernel):
     assert gatednorm.last_kernel() == kernel
 
 
-def _ring_capable():
-    """The ring kernel runs on compute capability 9.x (bulk copies, the sm_90 build); the
-    library does not report the capability, torch does (on the GPU host)."""
-    torch = pytest.importorskip("torch")
-    return torch.cuda.is_available() and torch.version.hip is None and torch.cuda.get_device_capability(0)[0] == 9
-
-
-def _streaming_kernel(m):
-    return "w4a16.gemv" if m <= 8 else "w4a16.decode"
-
-
-# GATEDNORM_W4A16_KERNEL forces, at M <= 16, the ring kernel where it is legal (sm_90;
-# elsewhere the register-streaming kernels stay) or the register-streaming kernels (the gemv
-# kernel at M <= 8, the decode kernel above) anywhere.
-@pytest.mark.parametrize("m", [1, 8, 16])
-@pytest.mark.parametrize("forced", ["ring", "gemv"])
-def test_gpu_kernel_forced(rng, requires_gpu, monkeypatch, forced, m):
-    monkeypatch.setenv("GATEDNORM_W4A16_KERNEL", forced)
-    run_gemm("gpu", rng, m, 70016, 1024, 128, False, "bf16")  # 4376 col tiles: 33 a block on 132 SMs
-    assert gatednorm.last_kernel() == ("w4a16.ring" if forced == "ring" and _ring_capable() else _streaming_kernel(m))
-
-
-# The ring kernel at every G, sym / asym, dtype, M (one 8-row block or two): 138 col tiles (the last partial) of 18 k
-# chunks (a stage of 16, then one of 2), and 13 col tiles of 16 (fewer blocks than SMs).
-@pytest.mark.parametrize("m", [1, 5, 8, 9, 16])
-@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
-@pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
-@pytest.mark.parametrize("g", GROUPS)
-@pytest.mark.parametrize("shape", [(2200, 1152), (200, 1024)], ids=["138x18", "13x16"])
-def test_gemm_gpu_ring(rng, requires_gpu, monkeypatch, shape, g, symmetric, dtype, m):
-    monkeypatch.setenv("GATEDNORM_W4A16_KERNEL", "ring")
-    run_gemm("gpu", rng, m, *shape, g, symmetric, dtype)
-    assert gatednorm.last_kernel() == ("w4a16.ring" if _ring_capable() else _streaming_kernel(m))
-
-
 # K % 64 = 32 (G = 32): the decode kernel's K tail at M <= 8, beside the gemv kernel's M range.
 @pytest.mark.parametrize("m", [1, 7, 9])
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])

@@ -520,7 +520,7 @@ def _on_stream(f, stream, *args, **kw):
 # vec kernel owns (rmsnorm_gated_fp8), through an environment
 # variable the launcher reads at each call.  The variable is set just before the call (a
 # graph captures the kernel chosen then) and cleared for every other mode.
-_KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "e4": "4", "e8": "8", "e16": "16", "gemv": "gemv", "ring": "ring"}
+_KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "e4": "4", "e8": "8", "e16": "16"}
 
 
 def _with_kernel_env(name, mode, f):
@@ -1287,10 +1287,6 @@ class GroupQuantBench(OpBench):
 # ---------------------------------------------------------------------------------- W4A16
 W4_SHAPES = ((4096, 6144), (4096, 4096), (4096, 24576), (12288, 4096))  # K x N
 W4_MS = (1, 4, 16, 64, 256, 1024, 4096)
-# The library's rule ("out") and its two M <= 8 kernels forced (GATEDNORM_W4A16_KERNEL: the
-# gemv kernel, or the ring kernel on sm_90), for an A/B in one process.
-W4_KERNEL_ENV = "GATEDNORM_W4A16_KERNEL"
-W4_MODES = ("out", "gemv", "ring")
 W4_QUICK = (W4_SHAPES, (1, 4, 16, 256))  # every issue #14 shape: each target line gets its rows
 W4_CHECK_ROWS, W4_CHECK_COLS = 64, 256
 # A peer's check: its worst |out - ref| / max |ref|.  Above W4_PEER_WIRING_REL it computes
@@ -1392,7 +1388,7 @@ class W4A16Bench(OpBench):
     has_host = False
     host_skip = "w4a16: the weight is a W4A16Weight object, not an array the host-call rows can convert"
     ours_modes = ("out",)
-    all_ours_modes = W4_MODES
+    all_ours_modes = ("out",)
     outputs = ("out",)
     peers = {"tinygemm": _w4_tinygemm, "gemlite": _w4_gemlite, "cublas_dense": lambda torch: (lambda a, b: torch.matmul(a, b.dense))}
     peer_check_unit = f"relative error (max |err| / max |ref|; above {W4_PEER_WIRING_REL}: not the same GEMM)"
@@ -1483,18 +1479,12 @@ class W4A16Bench(OpBench):
         lib = _ffi._lib or _ffi.load()
         need = _ffi.ffi.new("size_t *")
         d = _ffi.ffi.new("gatednorm_device *", (w._packed.device_type, w._packed.device_id))
-        most = 0
-        for mode in W4_MODES:  # the most any mode's plan asks for
-            _with_kernel_env(W4_KERNEL_ENV, mode, lambda: _ffi.check(
-                lib.gatednorm_w4a16_workspace_size(w._params, m, d[0], need), "gatednorm_w4a16_workspace_size"))()
-            most = max(most, int(need[0]))
-        os.environ.pop(W4_KERNEL_ENV, None)
-        return torch.empty(max(most, 16), device=dev, dtype=torch.uint8) if most else None
+        _ffi.check(lib.gatednorm_w4a16_workspace_size(w._params, m, d[0], need), "gatednorm_w4a16_workspace_size")
+        return torch.empty(max(int(need[0]), 16), device=dev, dtype=torch.uint8) if need[0] else None
 
     def ours(self, gatednorm, case, mode="out", stream=None):
         a, w, out, ws = case["a"], case["b"].ours, case["out"], case["ws"]
-        f = _with_kernel_env(W4_KERNEL_ENV, mode, gatednorm.w4a16_matmul)
-        return _on_stream(f, stream, a, w, out=out, workspace=ws)
+        return _on_stream(gatednorm.w4a16_matmul, stream, a, w, out=out, workspace=ws)
 
     def check(self, case, result, ours):
         a = case["a"]
