@@ -18,7 +18,7 @@
 // streaming col tiles through a ring of bulk-copy stages, and its loads only; slower).
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include \
-//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | gemv | gemv-modes | bulk | ring | only KxN M NAME KS]
+//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | gemv | gemv-modes | bulk | ring | only KxN M NAME KS [MODE]]
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -868,18 +868,20 @@ float median(std::vector<float> v) {
 }
 
 int main(int argc, char **argv) {
-    const bool quick = argc > 1 && !strcmp(argv[1], "quick");
+    // `only KxN M NAME KS [MODE]`: that one variant of MODE's set (below; default: the plain
+    // run's), checked and launched once more untimed, for a profiler (ncu --kernel-name
+    // regex:... -c 1 /tmp/tune_w4 only 4096x24576 1 ring.NW16.SC16.S8.B1 0 ring)
+    const bool only = (argc == 6 || argc == 7) && !strcmp(argv[1], "only");
+    const char *mode = only ? (argc == 7 ? argv[6] : "") : argc > 1 ? argv[1] : "";
+    const bool quick = !strcmp(mode, "quick");
     // `gemv`: M = 1 only, the library's decode variants beside its gemv kernel (lib.gemv.*:
     // blocks, batches, split-K); `gemv-modes`: M = 1, run 56's three numerics modes (gemv.M*)
-    const bool gemv_modes = argc > 1 && !strcmp(argv[1], "gemv-modes");
-    const bool gemv = gemv_modes || (argc > 1 && !strcmp(argv[1], "gemv"));
+    const bool gemv_modes = !strcmp(mode, "gemv-modes");
+    const bool gemv = gemv_modes || !strcmp(mode, "gemv");
     // `bulk`: M = 1, the library's gemv builds beside run 59's bulk-copy (TMA) experiment
-    const bool bulk = argc > 1 && !strcmp(argv[1], "bulk");
+    const bool bulk = !strcmp(mode, "bulk");
     // `ring`: M = 1, the library's gemv builds beside run 60's persistent ring (and its loads only)
-    const bool ring = argc > 1 && !strcmp(argv[1], "ring");
-    // `only KxN M NAME KS`: that one variant, checked and launched once more untimed, for a
-    // profiler (ncu --kernel-name regex:... -c 1 /tmp/tune_w4 only 4096x24576 1 decode.WN2.U2 0)
-    const bool only = argc == 6 && !strcmp(argv[1], "only");
+    const bool ring = !strcmp(mode, "ring");
     auto wanted = [&](int k, int n, int m, const Variant &v) {
         return !only || (std::to_string(k) + "x" + std::to_string(n) == argv[2] && m == atoi(argv[3]) && v.name == argv[4] &&
                          v.ks == atoi(argv[5]));
@@ -991,6 +993,8 @@ int main(int argc, char **argv) {
                 add_ring<8, 8, 8, 2, true>(vs, t, sms);
                 add_ring<16, 16, 4, 1>(vs, t, sms);
                 add_ring<16, 16, 8, 1>(vs, t, sms);
+                add_ring<16, 16, 6, 2>(vs, t, sms);  // run 61: 34 warps an SM
+                add_ring<24, 24, 5, 1>(vs, t, sms);
                 add_ring<16, 16, 12, 1>(vs, t, sms);
                 add_ring<8, 16, 6, 1>(vs, t, sms);
                 add_ring<8, 8, 8, 2>(vs, t, sms);
