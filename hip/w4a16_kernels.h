@@ -200,6 +200,33 @@ __device__ __forceinline__ void w4_load_act16(const W4a16Args &p, int row, int k
     out[4] = hi.x; out[5] = hi.y; out[6] = hi.z; out[7] = hi.w;
 }
 
+// One k chunk of a lane: its 16 weight bytes dequantized once with its scale entry, then
+// four mmas for each of MT 8-row blocks against that block's 16 activations (act[mt], the
+// B-operand words), accumulated into acc[mt].  Every NVIDIA decode-style kernel's inner step.
+template <int DT, bool ZP, int MT>
+__device__ __forceinline__ void w4_chunk_mma_rows(float (&acc)[MT][4], const uint4 &wq, const W4Scale<DT, ZP> &sc, const uint32_t (&act)[MT][8]) {
+    const uint32_t slo = sc.s_lo(), shi = sc.s_hi(), zlo = sc.nz_lo(), zhi = sc.nz_hi();
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        const uint32_t word = w4_word(wq, j);
+        const uint32_t a0 = w4_dequant2<DT>(word, zlo, slo);        // column g,     k + 0, 1
+        const uint32_t a1 = w4_dequant2<DT>(word >> 4, zhi, shi);   // column g + 8, k + 0, 1
+        const uint32_t a2 = w4_dequant2<DT>(word >> 8, zlo, slo);   // column g,     k + 2, 3
+        const uint32_t a3 = w4_dequant2<DT>(word >> 12, zhi, shi);  // column g + 8, k + 2, 3
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) w4_mma<DT>(acc[mt], a0, a1, a2, a3, act[mt][2 * j], act[mt][2 * j + 1]);
+    }
+}
+
+// The same for one 8-row block whose 16 activations are read at `act` (two 16-byte loads
+// through L1): the gemv kernels' step.
+template <int DT, bool ZP>
+__device__ __forceinline__ void w4_chunk_mma(float (&acc)[4], const uint4 &wq, const W4Scale<DT, ZP> &sc, const uint4 *act) {
+    const uint4 alo = __ldg(act), ahi = __ldg(act + 1);
+    const uint32_t b[1][8] = {{alo.x, alo.y, alo.z, alo.w, ahi.x, ahi.y, ahi.z, ahi.w}};
+    w4_chunk_mma_rows<DT, ZP, 1>(*reinterpret_cast<float(*)[1][4]>(&acc), wq, sc, b);
+}
+
 constexpr int kW4DecodeWarps = 8;
 constexpr int kW4DecodeThreads = kW4DecodeWarps * 32;
 constexpr int kW4DecodeBlocksPerSm = 2;      // the launch bound: registers for two blocks an SM
@@ -282,21 +309,7 @@ __global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(con
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) w4_load_act16(p, m0 + 8 * mt + g, kc * kW4TileK + 16 * t, act[mt]);
 #pragma unroll
-            for (int i = 0; i < WN; ++i) {
-                const uint32_t slo = cs[u][i].s_lo(), shi = cs[u][i].s_hi();
-                const uint32_t zlo = cs[u][i].nz_lo(), zhi = cs[u][i].nz_hi();
-#pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    const uint32_t word = w4_word(cw[u][i], j);
-                    const uint32_t a0 = w4_dequant2<DT>(word, zlo, slo);        // column g,     k + 0, 1
-                    const uint32_t a1 = w4_dequant2<DT>(word >> 4, zhi, shi);   // column g + 8, k + 0, 1
-                    const uint32_t a2 = w4_dequant2<DT>(word >> 8, zlo, slo);   // column g,     k + 2, 3
-                    const uint32_t a3 = w4_dequant2<DT>(word >> 12, zhi, shi);  // column g + 8, k + 2, 3
-#pragma unroll
-                    for (int mt = 0; mt < MT; ++mt)
-                        w4_mma<DT>(accs[u % ACC][i][mt], a0, a1, a2, a3, act[mt][2 * j], act[mt][2 * j + 1]);
-                }
-            }
+            for (int i = 0; i < WN; ++i) w4_chunk_mma_rows<DT, ZP, MT>(accs[u % ACC][i], cw[u][i], cs[u][i], act);
         }
     }
     float (&acc)[WN][MT][4] = accs[0];
@@ -329,24 +342,6 @@ __global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(con
     }
 }
 
-// One k chunk of a lane of a gemv-style kernel (one 8-row block): its 16 weight bytes
-// dequantized with its scale entry, four mmas against its 16 activations at `act` (two
-// 16-byte loads through L1), accumulated into acc.
-template <int DT, bool ZP>
-__device__ __forceinline__ void w4_chunk_mma(float (&acc)[4], const uint4 &wq, const W4Scale<DT, ZP> &sc, const uint4 *act) {
-    const uint4 alo = __ldg(act), ahi = __ldg(act + 1);
-    const uint32_t b[8] = {alo.x, alo.y, alo.z, alo.w, ahi.x, ahi.y, ahi.z, ahi.w};
-    const uint32_t slo = sc.s_lo(), shi = sc.s_hi(), zlo = sc.nz_lo(), zhi = sc.nz_hi();
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-        const uint32_t word = w4_word(wq, j);
-        const uint32_t a0 = w4_dequant2<DT>(word, zlo, slo);        // column g,     k + 0, 1
-        const uint32_t a1 = w4_dequant2<DT>(word >> 4, zhi, shi);   // column g + 8, k + 0, 1
-        const uint32_t a2 = w4_dequant2<DT>(word >> 8, zlo, slo);   // column g,     k + 2, 3
-        const uint32_t a3 = w4_dequant2<DT>(word >> 12, zhi, shi);  // column g + 8, k + 2, 3
-        w4_mma<DT>(acc, a0, a1, a2, a3, b[2 * j], b[2 * j + 1]);
-    }
-}
 
 // The end of a gemv-style kernel (every thread of the block calls it): warp `warp`'s mma
 // sums acc[r] = out[2 t + (r & 1), 16 ct + g + 8 (r >> 1)] (lane = 4 g + t) go to shared

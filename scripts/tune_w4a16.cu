@@ -224,17 +224,7 @@ __global__ void __launch_bounds__(kW4StreamThreads) w4a16_stream_kernel(const W4
             act[mt][0] = a_lo.x; act[mt][1] = a_lo.y; act[mt][2] = a_lo.z; act[mt][3] = a_lo.w;
             act[mt][4] = a_hi.x; act[mt][5] = a_hi.y; act[mt][6] = a_hi.z; act[mt][7] = a_hi.w;
         }
-        const uint32_t slo = sc.s_lo(), shi = sc.s_hi(), zlo = sc.nz_lo(), zhi = sc.nz_hi();
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const uint32_t word = w4_word(wq, j);
-            const uint32_t a0 = w4_dequant2<DT>(word, zlo, slo);        // column g,     k + 0, 1
-            const uint32_t a1 = w4_dequant2<DT>(word >> 4, zhi, shi);   // column g + 8, k + 0, 1
-            const uint32_t a2 = w4_dequant2<DT>(word >> 8, zlo, slo);   // column g,     k + 2, 3
-            const uint32_t a3 = w4_dequant2<DT>(word >> 12, zhi, shi);  // column g + 8, k + 2, 3
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt) w4_mma<DT>(acc[mt], a0, a1, a2, a3, act[mt][2 * j], act[mt][2 * j + 1]);
-        }
+        w4_chunk_mma_rows<DT, ZP, MT>(acc, wq, sc, act);
         // Refill this slot only after its values were consumed above (a lane reads only what it copied).
         if (kc + STAGES < hi) issue(kc + STAGES, st);
         w4_cp_async_commit();
@@ -747,12 +737,12 @@ __device__ __forceinline__ void w4_ring_produce(const W4a16Args &p, uint8_t *rin
 // barrier; consumer warp w takes chunks w, w + NW, ... of a piece (weights and scale entry
 // from the stage, activations through L1 from row min(g, M - 1)), and at a col tile's end
 // warp 0 adds the NW warps' sums in warp order (named barrier 1, the sums double-buffered).
-template <int DT, bool ZP, int NW, int SC, int S, int BPS, int MT = 1>
+template <int DT, bool ZP, int NW, int SC, int S, int BPS>
 __global__ void __launch_bounds__((NW + 1) * 32, BPS) w4a16_ring_kernel(const W4a16Args p, int stage_bytes) {
     constexpr int kEntry = W4Scale<DT, ZP>::kEntryBytes;
     extern __shared__ __align__(128) uint8_t ring_stages[];
     __shared__ __align__(8) uint64_t full[S], empty[S];
-    __shared__ float red[2][NW][MT * 4][32];
+    __shared__ float red[2][NW][4][32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     w4_ring_init<S>(full, empty, NW);
     if (warp == NW) {  // the producer
@@ -760,14 +750,10 @@ __global__ void __launch_bounds__((NW + 1) * 32, BPS) w4a16_ring_kernel(const W4
         return;
     }
     const int g = lane >> 2, t = lane & 3;
-    const char *ab[MT];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) ab[mt] = p.a + int64_t(min(8 * mt + g, p.m - 1)) * p.a_sm + 32 * t;
+    const char *ab = p.a + int64_t(min(g, p.m - 1)) * p.a_sm + 32 * t;
     int i = 0, tile = 0;
     for (int ct = blockIdx.x; ct < p.ntiles; ct += gridDim.x, ++tile) {
-        float acc[MT][4];
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         for (int c0 = 0; c0 < p.kchunks; c0 += SC, ++i) {
             const int s = i % S;
             w4_mbar_wait(&full[s], (i / S) & 1);
@@ -776,31 +762,29 @@ __global__ void __launch_bounds__((NW + 1) * 32, BPS) w4a16_ring_kernel(const W4
             const uint8_t *stage = ring_stages + s * stage_bytes;
             for (int j = warp; j < nch; j += NW) {
                 const int kc = c0 + j;
-                static_assert(MT == 1 && ZP, "the tuner's build: one 8-row block, zero points");
+                static_assert(ZP, "the tuner's weights have zero points");
                 const uint2 sv = *reinterpret_cast<const uint2 *>(
                     stage + SC * kW4TileBytes + ((((kc * kW4TileK + 16 * t) >> p.gshift) - gi_lo) * 8 + g) * kEntry);
                 W4Scale<DT, ZP> sc;
                 sc.raw_s = sv.x;
                 sc.raw_z = sv.y;
                 const uint4 wq = *reinterpret_cast<const uint4 *>(stage + j * kW4TileBytes + lane * 16);
-                w4_chunk_mma<DT, ZP>(acc[0], wq, sc, reinterpret_cast<const uint4 *>(ab[0] + int64_t(kc) * (kW4TileK * 2)));
+                w4_chunk_mma<DT, ZP>(acc, wq, sc, reinterpret_cast<const uint4 *>(ab + int64_t(kc) * (kW4TileK * 2)));
             }
             __syncwarp();
             if (lane == 0) w4_mbar_arrive(&empty[s]);  // this warp's reads of the stage are done
         }
-        float(&sums)[NW][MT * 4][32] = red[tile & 1];
+        float(&sums)[NW][4][32] = red[tile & 1];
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-            for (int r = 0; r < 4; ++r) sums[warp][mt * 4 + r][lane] = acc[mt][r];
+        for (int r = 0; r < 4; ++r) sums[warp][r][lane] = acc[r];
         asm volatile("bar.sync 1, %0;" :: "n"(NW * 32) : "memory");  // the consumers only
         if (warp == 0) {
 #pragma unroll
-            for (int e = 0; e < MT * 4; ++e) {
+            for (int r = 0; r < 4; ++r) {
                 float sum = 0.0f;
 #pragma unroll
-                for (int w = 0; w < NW; ++w) sum += sums[w][e][lane];
-                w4_emit(p, 0, 1, 8 * (e >> 2) + 2 * t + (e & 1), 16 * ct + g + 8 * ((e & 3) >> 1), sum);
+                for (int w = 0; w < NW; ++w) sum += sums[w][r][lane];
+                w4_emit(p, 0, 1, 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), sum);
             }
         }
     }
