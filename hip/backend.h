@@ -130,6 +130,7 @@ struct W4a16GemmProblem {
     void *workspace = nullptr;
     size_t workspace_bytes = 0;
     int device_id = 0;
+    bool pdl = false;                  // params.pdl (the GPU launcher honours it on CUDA >= 9.0)
 };
 
 struct W4a16PrepackProblem {

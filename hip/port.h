@@ -144,32 +144,22 @@ __device__ __forceinline__ uint4 gn_load_b128_stream(const void *p, bool ok) {
 }
 
 #define GN_HAS_PDL 1
-// Whether device can launch with PDL (compute capability >= 9.0), asked once per device.
-inline bool gn_device_has_pdl(int device) {
-    constexpr int kCached = 64;
-    static std::atomic<int> major[kCached] = {};  // 0: not asked yet
-    if (device < 0 || device >= kCached) return false;
-    int m = major[device].load(std::memory_order_relaxed);
-    if (m == 0) {
-        if (cudaDeviceGetAttribute(&m, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
-            (void)cudaGetLastError();
-            return false;
-        }
-        major[device].store(m, std::memory_order_relaxed);
-    }
-    return m >= 9;
-}
+// Whether kernels may be launched with PDL on `device` (the current device; asked once per
+// device, hip/runtime.hip): compute capability >= 9.0 and the code this build runs there
+// compiled for 9.0+ (griddepcontrol exists only there: a newer GPU that JIT-compiles the
+// build's compute_80 PTX would run kernels that never wait for the previous grid).
+bool gn_device_has_pdl(int device);
 
 // kernel<<<grid, block, 0, stream>>>(args) with the programmatic-stream-serialization
 // attribute; kernel must wait for the prior grid (gn_wait_prior_grid) before touching memory.
 template <class Args>
-cudaError_t gn_launch_pdl(void (*kernel)(Args), unsigned grid, unsigned block, cudaStream_t stream, const Args &args) {
+cudaError_t gn_launch_pdl(void (*kernel)(Args), dim3 grid, dim3 block, cudaStream_t stream, const Args &args) {
     cudaLaunchAttribute attr{};
     attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr.val.programmaticStreamSerializationAllowed = 1;
     cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(grid);
-    cfg.blockDim = dim3(block);
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
     cfg.stream = stream;
     cfg.attrs = &attr;
     cfg.numAttrs = 1;
@@ -214,7 +204,7 @@ __device__ __forceinline__ uint4 gn_load_b128_stream(const void *p, bool ok) {
 // for and the platform has it (GN_HAS_PDL: gn_launch_pdl); a plain launch otherwise.  The
 // launch's own error comes back; a kernel's is for check_launch.
 template <class Args>
-hipError_t gn_launch(void (*kernel)(Args), unsigned grid, unsigned block, hipStream_t stream, const Args &args, bool pdl) {
+hipError_t gn_launch(void (*kernel)(Args), dim3 grid, dim3 block, hipStream_t stream, const Args &args, bool pdl) {
 #if defined(GN_HAS_PDL)
     if (pdl) return gn_launch_pdl(kernel, grid, block, stream, args);
 #else

@@ -2,11 +2,36 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <atomic>
+
 #include "backend.h"
 #include "device_guard.h"
 
 #ifndef GN_GPU_TARGETS
 #define GN_GPU_TARGETS "?"
+#endif
+
+#if defined(GN_HAS_PDL)
+// Which code the runtime picked for this build on the current device: its PTX version says
+// whether the build's kernels there were compiled with griddepcontrol (90+) or not.
+__global__ void gn_pdl_probe_kernel() {}
+
+bool gn_device_has_pdl(int device) {
+    constexpr int kCached = 64;
+    static std::atomic<int> state[kCached] = {};  // 0: not asked yet, 1: no, 2: yes
+    if (device < 0 || device >= kCached) return false;
+    int s = state[device].load(std::memory_order_relaxed);
+    if (s == 0) {
+        int major = 0;
+        cudaFuncAttributes fa;
+        const bool yes = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9 &&
+                         cudaFuncGetAttributes(&fa, gn_pdl_probe_kernel) == cudaSuccess && fa.ptxVersion >= 90;
+        (void)cudaGetLastError();
+        s = yes ? 2 : 1;
+        state[device].store(s, std::memory_order_relaxed);
+    }
+    return s == 2;
+}
 #endif
 
 namespace gn {
@@ -30,6 +55,7 @@ const char *gpu_build_info() {
     }
     return info;
 }
+
 
 gatednorm_status gpu_device_count(int32_t *count) {
     // Asked once: the visible set is fixed when the runtime starts, and every op checks

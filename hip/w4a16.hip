@@ -109,7 +109,9 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
         // the bytes in flight, with no second kernel); else 8, four blocks an SM.  U = 2 (59
         // registers).  scripts/tune_w4a16.cu gemv, run 57, M = 1, us, the decode kernel's
         // plan in the same process -> this rule: 4096x4096 6.26 -> 6.10, 12288x4096 13.63 ->
-        // 12.17, 4096x6144 7.67 -> 7.32, 4096x24576 23.19 -> 22.07.
+        // 12.17, 4096x6144 7.67 -> 7.32, 4096x24576 23.19 -> 22.07.  Not for M 9..16: with
+        // two 8-row blocks sharing each dequantized chunk (64 registers) it ran 0-10% slower
+        // than the decode kernel there (run 63, M = 16).
         pl.gemv = true;
         pl.gemv_warps = ntiles <= int64_t(kW4DecodeBlocksPerSm) * f.sms ? kGemvWideWarps : kW4DecodeWarps;
         pl.ctas = ntiles;
@@ -177,43 +179,43 @@ W4a16Args make_args(const W4a16GemmProblem &p, const W4Tiled &t, const Plan &pl)
 #if defined(GN_PLATFORM_CUDA)
 // The plan's decode build: (WN, U, blocks an SM) = (1, 4, 2), (1, 2, 3), (2, 2, 3) at MT 1
 // or (2, 2, 2) at MT 2 (make_plan says when each).
+// Every GEMM kernel goes through gn_launch: with a.pdl, the programmatic-dependent-launch
+// attribute (the kernels' w4_pdl_* hooks); the launch's own error comes back.
 template <int DT, bool ZP, int MT>
-void launch_decode(const W4a16Args &a, const Plan &pl, hipStream_t s) {
+hipError_t launch_decode(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     constexpr int kLean = kW4DecodeBlocksPerSmLean;
     const dim3 grid(unsigned((a.ntiles + pl.wn - 1) / pl.wn), unsigned(pl.nsplit), unsigned(pl.mblocks));
+    const bool pdl = a.pdl != 0;
     if (pl.wn == 2) {
-        if constexpr (MT == 1) w4a16_decode_kernel<DT, ZP, MT, 2, 2, 1, kLean><<<grid, kW4DecodeThreads, 0, s>>>(a);
-        else w4a16_decode_kernel<DT, ZP, MT, 2, 2><<<grid, kW4DecodeThreads, 0, s>>>(a);
-    } else if (pl.bps == kLean) {
-        w4a16_decode_kernel<DT, ZP, MT, 1, 2, 1, kLean><<<grid, kW4DecodeThreads, 0, s>>>(a);
-    } else {
-        w4a16_decode_kernel<DT, ZP, MT, 1, 4><<<grid, kW4DecodeThreads, 0, s>>>(a);
+        if constexpr (MT == 1) return gn_launch(w4a16_decode_kernel<DT, ZP, MT, 2, 2, 1, kLean>, grid, kW4DecodeThreads, s, a, pdl);
+        else return gn_launch(w4a16_decode_kernel<DT, ZP, MT, 2, 2>, grid, kW4DecodeThreads, s, a, pdl);
     }
+    if (pl.bps == kLean) return gn_launch(w4a16_decode_kernel<DT, ZP, MT, 1, 2, 1, kLean>, grid, kW4DecodeThreads, s, a, pdl);
+    return gn_launch(w4a16_decode_kernel<DT, ZP, MT, 1, 4>, grid, kW4DecodeThreads, s, a, pdl);
 }
 
 template <int DT, bool ZP>
-void launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s) {
+hipError_t launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s) {
+    const bool pdl = a.pdl != 0;
     if (pl.gemv) {
         const dim3 grid(unsigned(pl.ctas), unsigned(pl.nsplit));
         if (pl.gemv_warps == kGemvWideWarps)
-            w4a16_gemv_kernel<DT, ZP, kGemvWideWarps, 2, 2, kGemvWideWarps><<<grid, kGemvWideWarps * 32, 0, s>>>(a);
-        else
-            w4a16_gemv_kernel<DT, ZP, kW4DecodeWarps, 2, kGemvBlocksPerSm><<<grid, kW4DecodeThreads, 0, s>>>(a);
-    } else if (!pl.decode) {
-        const dim3 grid(unsigned((a.ntiles + 3) / 4), unsigned((a.m + 63) / 64));
-        w4a16_mma_kernel<DT, ZP><<<grid, kW4MmaThreads, 0, s>>>(a);
-    } else if (pl.mt == 1) {
-        launch_decode<DT, ZP, 1>(a, pl, s);
-    } else {
-        launch_decode<DT, ZP, 2>(a, pl, s);
+            return gn_launch(w4a16_gemv_kernel<DT, ZP, kGemvWideWarps, 2, 2, kGemvWideWarps>, grid, kGemvWideWarps * 32, s, a, pdl);
+        return gn_launch(w4a16_gemv_kernel<DT, ZP, kW4DecodeWarps, 2, kGemvBlocksPerSm>, grid, kW4DecodeThreads, s, a, pdl);
     }
+    if (!pl.decode) {
+        const dim3 grid(unsigned((a.ntiles + 3) / 4), unsigned((a.m + 63) / 64));
+        return gn_launch(w4a16_mma_kernel<DT, ZP>, grid, kW4MmaThreads, s, a, pdl);
+    }
+    return pl.mt == 1 ? launch_decode<DT, ZP, 1>(a, pl, s) : launch_decode<DT, ZP, 2>(a, pl, s);
 }
 #else
 template <int DT, bool ZP>
-void launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s, int wave) {
+hipError_t launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s, int wave) {
     const dim3 grid(unsigned(a.ntiles), unsigned(pl.nsplit), unsigned(pl.mblocks));
     if (wave == 64) w4a16_amd_kernel<DT, ZP, 64><<<grid, kW4AmdWaves * 64, 0, s>>>(a);
     else w4a16_amd_kernel<DT, ZP, 32><<<grid, kW4AmdWaves * 32, 0, s>>>(a);
+    return hipSuccess;  // a launch error is for check_launch
 }
 #endif
 
@@ -273,16 +275,21 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
         return fail(GATEDNORM_STATUS_INTERNAL, "workspace: the plan needs more than the size query said");
     DeviceGuard guard(p.device_id);
     if (!guard.ok()) return guard.status();
-    const W4a16Args a = make_args(p, t, pl);
+    W4a16Args a = make_args(p, t, pl);
     const hipStream_t s = static_cast<hipStream_t>(stream_ptr);
     const bool zp = !p.w.symmetric;
-#if defined(GN_PLATFORM_CUDA)
-    if (p.a_dtype == kBF16) zp ? launch_gemm<kBF16, true>(a, pl, s) : launch_gemm<kBF16, false>(a, pl, s);
-    else zp ? launch_gemm<kF16, true>(a, pl, s) : launch_gemm<kF16, false>(a, pl, s);
-#else
-    if (p.a_dtype == kBF16) zp ? launch_gemm<kBF16, true>(a, pl, s, f.wave) : launch_gemm<kBF16, false>(a, pl, s, f.wave);
-    else zp ? launch_gemm<kF16, true>(a, pl, s, f.wave) : launch_gemm<kF16, false>(a, pl, s, f.wave);
+    hipError_t err;
+#if defined(GN_HAS_PDL)
+    a.pdl = p.pdl && gn_device_has_pdl(p.device_id);
 #endif
+#if defined(GN_PLATFORM_CUDA)
+    if (p.a_dtype == kBF16) err = zp ? launch_gemm<kBF16, true>(a, pl, s) : launch_gemm<kBF16, false>(a, pl, s);
+    else err = zp ? launch_gemm<kF16, true>(a, pl, s) : launch_gemm<kF16, false>(a, pl, s);
+#else
+    if (p.a_dtype == kBF16) err = zp ? launch_gemm<kBF16, true>(a, pl, s, f.wave) : launch_gemm<kBF16, false>(a, pl, s, f.wave);
+    else err = zp ? launch_gemm<kF16, true>(a, pl, s, f.wave) : launch_gemm<kF16, false>(a, pl, s, f.wave);
+#endif
+    if (err != hipSuccess) return runtime_fail(err, "w4a16_gemm launch");
     if (pl.nsplit > 1) {
         constexpr int kBlock = 256;
         const int64_t outs = p.m * p.w.n;

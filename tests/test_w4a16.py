@@ -335,6 +335,67 @@ def test_deterministic(wbe, rng):
     assert not np.isnan(r1.astype(np.float32)).any()
 
 
+# ------------------------------------------------ programmatic dependent launch (pdl=True)
+# Kernel paths of the first GEMM: gemv, gemv split-K, decode (M > 8; K tail at M <= 8 and
+# M > 8), mma (M > 16), gemv at many col tiles (several waves).
+PDL_CASES = [(1, 4096, 4096, 128), (1, 64, 8192, 128), (9, 4096, 4096, 128), (3, 4096, 4128, 32), (10, 4096, 4128, 32),
+             (33, 4096, 4096, 64), (4, 24576, 4096, 128)]
+
+
+@pytest.mark.parametrize("m, n, k, g", PDL_CASES)
+def test_gpu_pdl_chain_same_bits(rng, requires_gpu, m, n, k, g):
+    """pdl=True gives the bits pdl=False gives, on the same kernel; in a chain the second GEMM
+    (K = the first's N, 512 outputs) reads the first one's output, so a GEMM that read its
+    activations before the previous kernel finished would see the NaN poison.  Outputs are
+    preallocated: nothing between the launches synchronizes."""
+    n2 = 512
+    w = gatednorm.W4A16Weight.from_float(rng.standard_normal((n, k)).astype(np.float32), g, False).to("gpu:0", BF16)
+    w2 = gatednorm.W4A16Weight.from_float(rng.standard_normal((n2, n)).astype(np.float32) * 0.03, min(128, n), False).to("gpu:0", BF16)
+    a = put("gpu", rng.standard_normal((m, k)).astype(BF16))
+    outs = {}
+    for pdl in (False, True):
+        o1, o2 = put("gpu", np.full((m, n), np.nan, BF16)), put("gpu", np.full((m, n2), np.nan, BF16))
+        gatednorm.w4a16_matmul(a, w, out=o1, pdl=pdl)
+        first = gatednorm.last_kernel()
+        gatednorm.w4a16_matmul(o1, w2, out=o2, pdl=pdl)
+        outs[pdl] = (get(o1), get(o2), first, gatednorm.last_kernel())
+    (r1, r2, k1, k2), (p1, p2, q1, q2) = outs[False], outs[True]
+    assert (k1, k2) == (q1, q2)
+    assert not np.isnan(r2.astype(np.float32)).any()
+    assert r1.tobytes() == p1.tobytes() and r2.tobytes() == p2.tobytes()
+
+
+def test_pdl_flag_and_params(rng):
+    """pdl is a bool; params.pdl must be 0 or 1 and params.reserved0 0 (each named); the first
+    (48-byte) params layout is still read; the host backends ignore pdl (same bits)."""
+    w = _plain(rng)
+    wt = w.prepack_host("cuda_mma", BF16)
+    a = rng.standard_normal((3, 128)).astype(BF16)
+    ref = gatednorm.w4a16_matmul(a, wt)
+    np.testing.assert_array_equal(gatednorm.w4a16_matmul(a, wt, pdl=True), ref)
+    np.testing.assert_array_equal(gatednorm.w4a16_matmul(a, w, pdl=True), gatednorm.w4a16_matmul(a, w))
+    out = np.empty((3, 32), BF16)
+    _expect_error(lambda: gatednorm.w4a16_matmul(a, wt, out=out, pdl=1), "pdl: expected True or False", out)
+    for field, value, match in [("pdl", 2, "params.pdl: expected 0 or 1, got 2"), ("reserved0", 1, "params.reserved0: must be 0, got 1")]:
+        bad = wt.__class__.__new__(wt.__class__)
+        bad.__dict__.update(wt.__dict__)
+        bad._params = ffi.new("gatednorm_w4a16_params *", wt._params[0])
+        setattr(bad._params, field, value)
+        _expect_error(lambda: gatednorm.w4a16_matmul(a, bad, out=out), match, out)
+    v1 = gatednorm._ffi.lib().GATEDNORM_W4A16_PARAMS_V1_SIZE
+    assert v1 == 48 and ffi.offsetof("gatednorm_w4a16_params", "pdl") == v1
+    old = wt.__class__.__new__(wt.__class__)
+    old.__dict__.update(wt.__dict__)
+    old._params = ffi.new("gatednorm_w4a16_params *", wt._params[0])
+    old._params.struct_size = v1
+    old._params.pdl = 5  # past the caller's 48 bytes: never read
+    np.testing.assert_array_equal(gatednorm.w4a16_matmul(a, old), ref)
+    p = ffi.new("gatednorm_w4a16_params *")
+    p.pdl = 7
+    assert gatednorm._ffi.lib().gatednorm_w4a16_params_init(p, v1) == 0
+    assert p.struct_size == v1 and p.symmetric == -1 and p.pdl == 7  # nothing written past the 48 bytes
+
+
 # ------------------------------------------------------------------------------ bad input
 def _plain(rng, n=32, k=128, g=32, symmetric=False):
     W = rng.standard_normal((n, k)).astype(np.float32)

@@ -339,7 +339,19 @@ typedef struct gatednorm_w4a16_params {
                              * (a must have it); prepack: required.  PLAIN: UNSET or a's dtype */
     int32_t layout_version; /* TILED: GATEDNORM_W4A16_TILED_VERSION of the library that packed it */
     int32_t target;         /* TILED: gatednorm_w4a16_target it was packed for */
+    /* Fields after this line were added after the first layout (48 bytes,
+     * GATEDNORM_W4A16_PARAMS_V1_SIZE); a caller built against it gets their defaults. */
+    int32_t pdl;            /* GEMM: 1 = launch with programmatic dependent launch (CUDA, compute capability
+                             * >= 9.0): the kernel may start while the previous kernel on the stream finishes,
+                             * waits for it before touching memory, and lets the next PDL-launched kernel start
+                             * once its main loop is done.  Same results.  No effect on the CPU, AMD or older
+                             * NVIDIA GPUs, nor on prepack and the size queries (prepack keeps the value it is
+                             * given).  Default 0. */
+    int32_t reserved0;      /* padding made explicit; must be 0 */
 } gatednorm_w4a16_params;
+
+/* struct_size of the first layout (up to target): still accepted. */
+#define GATEDNORM_W4A16_PARAMS_V1_SIZE 48u
 
 /* Writes the defaults (PLAIN, everything from the tensors) into the caller's struct of `size`
  * bytes and sets struct_size = size.  Fails, writing nothing, for NULL or an unknown size. */

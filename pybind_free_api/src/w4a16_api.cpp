@@ -16,9 +16,10 @@ using namespace gn;
 
 namespace {
 
-static_assert(sizeof(gatednorm_w4a16_params) == 48, "the first W4A16 params layout is 48 bytes");
-constexpr uint32_t kParamsSizes[] = {sizeof(gatednorm_w4a16_params)};
-const ParamsLayout kParams = {"params", "gatednorm_w4a16_params_init", kParamsSizes, 1};
+static_assert(offsetof(gatednorm_w4a16_params, pdl) == GATEDNORM_W4A16_PARAMS_V1_SIZE, "fields of the first params layout must not move");
+static_assert(sizeof(gatednorm_w4a16_params) == 56, "the second W4A16 params layout (pdl) is 56 bytes");
+constexpr uint32_t kParamsSizes[] = {GATEDNORM_W4A16_PARAMS_V1_SIZE, sizeof(gatednorm_w4a16_params)};
+const ParamsLayout kParams = {"params", "gatednorm_w4a16_params_init", kParamsSizes, 2};
 
 gatednorm_w4a16_params defaults() {
     gatednorm_w4a16_params p;
@@ -53,6 +54,8 @@ gatednorm_status read_params(const gatednorm_w4a16_params *in, gatednorm_w4a16_p
         return invalid("params.dtype: expected UNSET (0), BF16 (1) or F16 (2), got %d", p->dtype);
     if (p->target < GATEDNORM_W4A16_TARGET_NATIVE || p->target > GATEDNORM_W4A16_TARGET_AMD_WMMA)
         return invalid("params.target: expected 0..3 (a gatednorm_w4a16_target), got %d", p->target);
+    if (p->pdl != 0 && p->pdl != 1) return invalid("params.pdl: expected 0 or 1, got %d", p->pdl);
+    if (p->reserved0 != 0) return invalid("params.reserved0: must be 0, got %d", p->reserved0);
     return GATEDNORM_STATUS_SUCCESS;
 }
 
@@ -333,6 +336,7 @@ gatednorm_status gemm_checked(const gatednorm_tensor *a, const gatednorm_tensor 
     p.out = data_ptr(*out);
     p.out_sm = out->strides[0];
     p.device_id = a->device.device_id;
+    p.pdl = prm.pdl != 0;
     if (M == 0) return GATEDNORM_STATUS_SUCCESS;  // validated, nothing to write
     return host ? cpu_w4a16_gemm(p) : gpu_w4a16_gemm(p, stream);
 }

@@ -1387,8 +1387,8 @@ class W4A16Bench(OpBench):
     cpu_skip = "the CPU backend is a correctness path; its numpy composition (a dequantized K x N GEMM) is not timed"
     has_host = False
     host_skip = "w4a16: the weight is a W4A16Weight object, not an array the host-call rows can convert"
-    ours_modes = ("out",)
-    all_ours_modes = ("out",)
+    ours_modes = ("out", "pdl")
+    all_ours_modes = ("out", "pdl")
     outputs = ("out",)
     peers = {"tinygemm": _w4_tinygemm, "gemlite": _w4_gemlite, "cublas_dense": lambda torch: (lambda a, b: torch.matmul(a, b.dense))}
     peer_check_unit = f"relative error (max |err| / max |ref|; above {W4_PEER_WIRING_REL}: not the same GEMM)"
@@ -1484,7 +1484,7 @@ class W4A16Bench(OpBench):
 
     def ours(self, gatednorm, case, mode="out", stream=None):
         a, w, out, ws = case["a"], case["b"].ours, case["out"], case["ws"]
-        return _on_stream(gatednorm.w4a16_matmul, stream, a, w, out=out, workspace=ws)
+        return _on_stream(gatednorm.w4a16_matmul, stream, a, w, out=out, workspace=ws, pdl=mode == "pdl")
 
     def check(self, case, result, ours):
         a = case["a"]

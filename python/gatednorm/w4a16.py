@@ -124,6 +124,7 @@ class W4A16Weight:
         self.dtype = None
         self._packed = None   # tiled buffer (DeviceArray or numpy) once prepacked
         self._params = None   # gatednorm_w4a16_params of the tiled buffer
+        self._params_pdl = None  # the same with pdl = 1 (made on the first pdl=True call)
         self._perm_dev = {}   # device copies of perm (torch), by device
 
     def __repr__(self):
@@ -359,6 +360,7 @@ class W4A16Weight:
         w.__dict__.update(self.__dict__)
         w._perm_dev = {}
         w._packed, w._params, w.dtype, w.device = None, None, None, "cpu"
+        w._params_pdl = None
         return w
 
 
@@ -401,7 +403,16 @@ def _apply_perm(a, w):
                          "(w4a16_matmul does it for numpy and torch arrays only)")
 
 
-def w4a16_matmul(a, w, bias=None, out=None, *, out_dtype=None, workspace=None, stream=None):
+def _pdl_params(w):
+    """w's tiled params with pdl = 1, made once per weight."""
+    p = ffi.new("gatednorm_w4a16_params *")
+    ffi.memmove(p, w._params, ffi.sizeof(p[0]))
+    p.pdl = 1
+    w._params_pdl = p
+    return p
+
+
+def w4a16_matmul(a, w, bias=None, out=None, *, out_dtype=None, workspace=None, stream=None, pdl=False):
     """``out = a @ dequant(W) (+ bias)`` for a W4A16Weight ``w`` (docs/ops.md section 4)::
 
         w16[k, n] = RNE_dt((q[n, k] - z[n, k // G]) * RNE_dt(s[n, k // G]))   dt = a's dtype
@@ -419,11 +430,15 @@ def w4a16_matmul(a, w, bias=None, out=None, *, out_dtype=None, workspace=None, s
             needed for small N on a GPU); None: allocated here when needed.  Pass one to
             capture the call in a CUDA/HIP graph.
         stream: as for rmsnorm_gated.
+        pdl: launch with programmatic dependent launch (CUDA, compute capability 9.0 and
+            newer; ignored elsewhere): the kernel may start while the previous kernel on the
+            stream finishes and waits for it before touching memory. Same results.
 
     Returns ``out``.  Raises GatedNormError naming the bad argument; ``out`` is then untouched.
     """
     if not isinstance(w, W4A16Weight):
         raise argument_error("w: expected a gatednorm.W4A16Weight, got %s" % type(w).__name__)
+    use_pdl = _call.flag("pdl", pdl)
     if w.perm is not None:
         a = _apply_perm(a, w)
     a_shape = _call.shape_of(a, "a")
@@ -436,7 +451,7 @@ def w4a16_matmul(a, w, bias=None, out=None, *, out_dtype=None, workspace=None, s
             raise argument_error("w: a plain (host) weight, but a is on %s; prepack it for the GPU with "
                                  "w.to(%r) first" % (_runtime.device_str(*dev), _runtime.device_str(*dev)))
         return _GEMM(stream, a, w.q, w.scales, w.zeros, bias, out, workspace, params=_GEMM.params())[0]
-    prm = w._params
+    prm = (w._params_pdl or _pdl_params(w)) if use_pdl else w._params
     if workspace is None and isinstance(w._packed, DeviceArray):
         lib = _ffi._lib or _ffi.load()
         need = ffi.new("size_t *")

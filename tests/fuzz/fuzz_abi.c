@@ -1900,13 +1900,21 @@ static void quant_text(char *out, size_t cap, const gatednorm_quant_fp8 *b) {
 /* A params struct of `full` bytes whose fields are in `fields`, handed over in a buffer of
  * its own: struct_size the layout's (or larger with a zero tail), or (size_mut) a size the
  * call must refuse. */
-static void *params_buffer(rng_t *r, const void *fields, size_t full, int size_mut) {
+static void *params_buffer_v1(rng_t *r, const void *fields, size_t full, int size_mut, size_t v1);
+static void *params_buffer(rng_t *r, const void *fields, size_t full, int size_mut) { return params_buffer_v1(r, fields, full, size_mut, 0); }
+/* The same for a struct whose older layout of v1 bytes is still read (0: none): a refused
+ * size is never v1. */
+static void *params_buffer_v1(rng_t *r, const void *fields, size_t full, int size_mut, size_t v1) {
     size_t size = full, len;
     int tail = 0;
     if (size_mut) {
         const size_t bad[] = {0, 4, 8, full - 8, full - 4, full - 1, 4097, 5000};
-        if (pct(r, 60)) size = PICK(r, bad);
-        else size = full + (size_t)between(r, 1, 64), tail = 1;
+        if (pct(r, 60)) {
+            size = PICK(r, bad);
+            if (v1 && size == v1) size = full - 1;
+        } else {
+            size = full + (size_t)between(r, 1, 64), tail = 1;
+        }
         nc_must(BIT(N_PARAMS), tail ? "params: struct_size past the layout with a non-zero byte there" : "params: struct_size no layout");
     } else if (pct(r, 12)) {
         size = full + (size_t)between(r, 1, 64);
@@ -2813,7 +2821,7 @@ static int fuzz_new_params_init(rng_t *r) {
     for (size_t i = 0; i < canary + size + canary; ++i) b[i] = (unsigned char)rnd(r);
     void *p = null ? NULL : b + canary;
     int must = 0;
-    if (null || size < full) must = -1;
+    if (null || (size < full && !(which == 3 && size == GATEDNORM_W4A16_PARAMS_V1_SIZE))) must = -1;
     else if (size <= 4096) must = 1;
     union {
         gatednorm_rmsnorm_gated_fp8_params f;
@@ -2861,7 +2869,7 @@ static int fuzz_new_params_init(rng_t *r) {
     if (must == -1) die("accepted %s with size %zu", null ? "NULL" : "a struct", size);
     buf_allow(b + canary, size);
     bufs_check("params_init (the bytes around the struct)");
-    if (memcmp(b + canary, want.bytes, full)) die("size %zu: the struct does not hold the defaults (padding zero)", size);
+    if (memcmp(b + canary, want.bytes, size < full ? size : full)) die("size %zu: the struct does not hold the defaults (padding zero)", size);
     for (size_t i = full; i < size; ++i)
         if (b[canary + i]) die("size %zu: byte %zu past the layout is 0x%02x, not 0", size, i, b[canary + i]);
     return 1;
@@ -2961,13 +2969,16 @@ static void fill_bytes_codes(rng_t *r, const tens_t *T) {
 static void w4_params_text(const gatednorm_w4a16_params *p, int null) {
     if (null) snprintf(NC.params, sizeof NC.params, "NULL");
     else
-        snprintf(NC.params, sizeof NC.params, "layout %d n %lld k %lld group_size %lld symmetric %d dtype %d layout_version %d target %d", p->layout,
-                 (long long)p->n, (long long)p->k, (long long)p->group_size, p->symmetric, p->dtype, p->layout_version, p->target);
+        snprintf(NC.params, sizeof NC.params, "layout %d n %lld k %lld group_size %lld symmetric %d dtype %d layout_version %d target %d pdl %d reserved0 %d",
+                 p->layout, (long long)p->n, (long long)p->k, (long long)p->group_size, p->symmetric, p->dtype, p->layout_version, p->target, p->pdl,
+                 p->reserved0);
 }
 static const nameset_t kW4ParamNames = BIT(N_PARAMS) | BIT(N_P_LAYOUT) | BIT(N_P_N) | BIT(N_P_K) | BIT(N_P_GROUP) | BIT(N_P_SYM) | BIT(N_P_DTYPE) |
-                                       BIT(N_P_LVER) | BIT(N_P_TARGET);
+                                       BIT(N_P_LVER) | BIT(N_P_TARGET) | BIT(N_P_PDL) | BIT(N_P_RES0);
 static void w4_bad_field(rng_t *r, gatednorm_w4a16_params *p) {
-    switch (below(r, 7)) {
+    switch (below(r, 9)) {
+        case 7: p->pdl = pct(r, 50) ? 2 : -1; nc_must(BIT(N_P_PDL), "pdl"); break;
+        case 8: p->reserved0 = (int32_t)between(r, 1, 9); nc_must(BIT(N_P_RES0), "reserved0"); break;
         case 0: p->layout = pct(r, 50) ? 2 : -1; nc_must(BIT(N_P_LAYOUT), "layout"); break;
         case 1: p->n = -1; nc_must(BIT(N_P_N), "n < 0"); break;
         case 2: p->k = INT64_MIN; nc_must(BIT(N_P_K), "k < 0"); break;
@@ -3023,8 +3034,19 @@ static int fuzz_w4a16_gemm(rng_t *r) {
         P.dtype = adt == DT_BF16 ? 1 : 2, P.layout_version = GATEDNORM_W4A16_TILED_VERSION, P.target = (int32_t)between(r, 1, 3);
         nc_must(BIT(N_SCALES) | BIT(N_ZEROS), "a TILED weight with scales");
     }
+    if (pct(r, 25)) P.pdl = 1; /* no effect on the host */
     if (mut == W_FIELD) w4_bad_field(r, &P);
-    const void *params = pnull ? NULL : params_buffer(r, &P, sizeof P, mut == W_SIZE);
+    /* The first (48-byte) layout now and then: pdl and reserved0 are then not read. */
+    const void *params = NULL;
+    if (!pnull && mut != W_FIELD && mut != W_SIZE && pct(r, 10)) {
+        unsigned char *b = buf_new(GATEDNORM_W4A16_PARAMS_V1_SIZE);
+        const uint32_t ss = GATEDNORM_W4A16_PARAMS_V1_SIZE;
+        memcpy(b, &P, GATEDNORM_W4A16_PARAMS_V1_SIZE);
+        memcpy(b, &ss, 4);
+        params = b;
+    } else if (!pnull) {
+        params = params_buffer_v1(r, &P, sizeof P, mut == W_SIZE, GATEDNORM_W4A16_PARAMS_V1_SIZE);
+    }
     w4_params_text(&P, pnull);
 
     {
@@ -3149,9 +3171,11 @@ static int fuzz_w4a16_prepack(rng_t *r) {
     if (mut == P_NATIVE) P.target = 0, nc_must(BIT(N_P_TARGET), "target NATIVE on the host");
     if (mut == P_UNSET) P.dtype = 0, nc_must(BIT(N_P_DTYPE), "dtype UNSET");
     if (mut == P_LAYOUT) P.layout = GATEDNORM_W4A16_LAYOUT_TILED, nc_must(BIT(N_P_LAYOUT), "prepack of a TILED weight");
+    if (pct(r, 25)) P.pdl = 1; /* no effect on prepack; kept as given */
     if (mut == P_FIELD) w4_bad_field(r, &P);
     if (mut == P_NULLP) nc_must(BIT(N_PARAMS), "params NULL");
-    gatednorm_w4a16_params *params = mut == P_NULLP ? NULL : (gatednorm_w4a16_params *)params_buffer(r, &P, sizeof P, mut == P_SIZE);
+    gatednorm_w4a16_params *params =
+        mut == P_NULLP ? NULL : (gatednorm_w4a16_params *)params_buffer_v1(r, &P, sizeof P, mut == P_SIZE, GATEDNORM_W4A16_PARAMS_V1_SIZE);
     w4_params_text(&P, mut == P_NULLP);
 
     w4_rows(r, &QW, K_U8, N, K / 2, 0);
@@ -3256,7 +3280,7 @@ static int fuzz_w4a16_sizes(rng_t *r) {
     P.layout_version = pct(r, 50) ? 1 : 0;
     const int fieldbad = P.n < 0 || P.k < 0 || P.group_size < 0 || P.symmetric < -1 || P.symmetric > 1;
     const int size_mut = pct(r, 5);
-    void *params = pct(r, 5) ? NULL : params_buffer(r, &P, sizeof P, size_mut);
+    void *params = pct(r, 5) ? NULL : params_buffer_v1(r, &P, sizeof P, size_mut, GATEDNORM_W4A16_PARAMS_V1_SIZE);
     w4_params_text(&P, params == NULL);
     size_t *bytes = pct(r, 5) ? NULL : (size_t *)(void *)buf_new(sizeof(size_t));
     if (bytes) memset(bytes, 0xee, sizeof *bytes);
