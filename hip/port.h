@@ -16,7 +16,8 @@
 //            GN_LAUNCH_BOUNDS (block size and the threads a multiprocessor must keep resident)
 //            gn_wait_prior_grid, gn_allow_next_grid (programmatic dependent launch, below)
 //            gn_load_b128_hint, gn_store_b128_hint (16-byte accesses with a cache hint, below)
-//            gn_load_b128_stream (16-byte read-once load, predicated: W4A16 weights)
+//            gn_load_b128_stream (16-byte read-once load, predicated: W4A16 weights),
+//            gn_load_b128_stream_all (the same unpredicated)
 //   launch:  gn_launch (plain, or PDL where asked for and available), gn_device_has_pdl,
 //            gn_launch_pdl (CUDA only: GN_HAS_PDL)
 //
@@ -129,6 +130,18 @@ __device__ __forceinline__ void gn_store_b128_hint(void *p, uint4 v) {
 #endif
 }
 
+// The same without a predicate, for loops whose every load is in range (no zeroing of the
+// destination first: run 65's lean gemv loop).
+__device__ __forceinline__ uint4 gn_load_b128_stream_all(const void *p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    return *static_cast<const uint4 *>(p);
+#else
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+#endif
+}
+
 // A 16-byte load of data read once (streamed W4A16 weights): through the read-only path,
 // not kept in L1 (the activations the kernel re-reads stay there), L2's 256-byte prefetch.
 // Predicated inside the asm (zeros where !ok).  sm_80 and later; plain below.
@@ -191,6 +204,11 @@ __device__ __forceinline__ uint4 gn_load_b128_hint(const void *p, bool ok) {
 template <int HINT>
 __device__ __forceinline__ void gn_store_b128_hint(void *p, uint4 v) {
     *static_cast<uint4 *>(p) = v;
+}
+__device__ __forceinline__ uint4 gn_load_b128_stream_all(const void *p) {
+    typedef unsigned int u32x4 __attribute__((ext_vector_type(4)));
+    const u32x4 v = __builtin_nontemporal_load(static_cast<const u32x4 *>(p));
+    return make_uint4(v.x, v.y, v.z, v.w);
 }
 __device__ __forceinline__ uint4 gn_load_b128_stream(const void *p, bool ok) {
     typedef unsigned int u32x4 __attribute__((ext_vector_type(4)));

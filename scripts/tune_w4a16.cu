@@ -514,60 +514,13 @@ void add_gemv_set(std::vector<Variant> &vs, int ntiles) {
     add_gemv<MODE, 2, 2, 4>(vs, ntiles);
 }
 
-// ---- run 65: a leaner gemv loop, for G = 128 and K ranges of whole groups a warp (the
-// host adds it only where kchunks % (2 NW) == 0): the library's numerics and chunk step, but
-// unpredicated weight loads from stepped pointers (no zeroing, no clamp, no per-chunk index
-// arithmetic), one scale entry a batch (a batch's two chunks lie in one 128-k group), and
-// activations read through a stepped pointer.  One col tile a block, NW warps splitting K.
-__device__ __forceinline__ uint4 lean_load_stream(const void *ptr) {
-    uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(ptr));
-    return r;
-}
-template <int NW, int BPS>
-__global__ void __launch_bounds__(NW * 32, BPS) lean_gemv_kernel(const W4a16Args p) {
-    constexpr int DT = kBF16;
-    __shared__ float red[NW][4][32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int g = lane >> 2, t = lane & 3;
-    const int ct = blockIdx.x;
-    int lo, hi;
-    w4_split_range(0, p.kchunks, warp, NW, &lo, &hi);
-    const int chunks = hi - lo;  // even, lo even (host's condition)
-    const uint8_t *wp = p.w + (int64_t(ct) * p.kchunks + lo) * kW4TileBytes + lane * 16;
-    const uint8_t *sp = p.se + ((int64_t(ct) * p.ngroups + (lo >> 1)) * 8 + g) * 8;  // G = 128: group kc / 2
-    const char *ap = p.a + int64_t(min(g, p.m - 1)) * p.a_sm + 32 * t + int64_t(lo) * (kW4TileK * 2);
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    uint4 w0 = make_uint4(0u, 0u, 0u, 0u), w1 = w0;
-    uint2 se = make_uint2(0u, 0u);
-    if (chunks > 0) {
-        w0 = lean_load_stream(wp);
-        w1 = lean_load_stream(wp + kW4TileBytes);
-        se = __ldg(reinterpret_cast<const uint2 *>(sp));
-    }
-    for (int i = 0; i < chunks; i += 2) {
-        const uint4 c0 = w0, c1 = w1;
-        W4Scale<DT, true> sc;
-        sc.raw_s = se.x;
-        sc.raw_z = se.y;
-        if (i + 2 < chunks) {  // the next batch in flight while this one computes
-            wp += 2 * kW4TileBytes;
-            sp += 64;
-            w0 = lean_load_stream(wp);
-            w1 = lean_load_stream(wp + kW4TileBytes);
-            se = __ldg(reinterpret_cast<const uint2 *>(sp));
-        }
-        w4_chunk_mma<DT, true>(acc, c0, sc, reinterpret_cast<const uint4 *>(ap));
-        w4_chunk_mma<DT, true>(acc, c1, sc, reinterpret_cast<const uint4 *>(ap + kW4TileK * 2));
-        ap += 2 * kW4TileK * 2;
-    }
-    w4_gemv_finish<NW, NW>(p, red, acc, warp, ct, warp, 0, 1);
-}
+// ---- run 65: the gemv loop on a diet (now the library's w4a16_gemv_lean_kernel, which
+// tells what it changes), G = 128, added only where kchunks % (2 NW) == 0.
 template <int NW, int BPS>
 void add_lean_gemv(std::vector<Variant> &vs, int ntiles, int kchunks, int group) {
     if (group != 128 || kchunks % (2 * NW)) return;
     vs.push_back({"lean.gemv.NW" + std::to_string(NW) + ".B" + std::to_string(BPS), 0, true,
-                  [=](const W4a16Args &a, cudaStream_t s) { lean_gemv_kernel<NW, BPS><<<unsigned(ntiles), NW * 32, 0, s>>>(a); }});
+                  [=](const W4a16Args &a, cudaStream_t s) { w4a16_gemv_lean_kernel<kBF16, true, NW, BPS><<<unsigned(ntiles), NW * 32, 0, s>>>(a); }});
 }
 
 // The library's w4a16_gemv_kernel (run 56's mode 0) at NW warps a block, with split-K

@@ -335,6 +335,43 @@ def test_deterministic(wbe, rng):
     assert not np.isnan(r1.astype(np.float32)).any()
 
 
+# The gemv kernel's lean loop (w4a16_gemv_lean_kernel: G = 128, one split, whole groups a
+# warp), reached only through GATEDNORM_W4A16_KERNEL=lean until a GPU run has tested it in the
+# library: the same K ranges and order as the gemv kernel, so the same bits.  N 4096 / 6144 at
+# K 4096 are 256 / 384 col tiles: the 16- and the 8-warp build on a GPU of ~132 SMs.
+@pytest.mark.parametrize("m", [1, 5, 8])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
+@pytest.mark.parametrize("n", [4096, 6144])
+def test_gpu_gemv_lean_same_bits(rng, requires_gpu, monkeypatch, n, symmetric, dtype, m):
+    k = 4096
+    monkeypatch.delenv("GATEDNORM_W4A16_KERNEL", raising=False)
+    w = gatednorm.W4A16Weight.from_float(rng.standard_normal((n, k)).astype(np.float32), 128, symmetric).to("gpu:0", DT[dtype])
+    a = put("gpu", rng.standard_normal((m, k)).astype(DT[dtype]))
+    want = get(gatednorm.w4a16_matmul(a, w))
+    assert gatednorm.last_kernel() == "w4a16.gemv"
+    monkeypatch.setenv("GATEDNORM_W4A16_KERNEL", "lean")
+    for pdl in (False, True):
+        out = put("gpu", np.full((m, n), np.nan, DT[dtype]))
+        gatednorm.w4a16_matmul(a, w, out=out, pdl=pdl)
+        assert gatednorm.last_kernel() == "w4a16.gemv.lean"
+        got = get(out)
+        assert not np.isnan(got.astype(np.float32)).any(), "outputs left unwritten (still NaN)"
+        assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("n, k, g, kernel", [(4096, 4096, 64, "w4a16.gemv"), (64, 8192, 128, "w4a16.gemv.splitk"),
+                                             (4096, 4224, 128, "w4a16.gemv"), (4096, 3072, 128, "w4a16.gemv"),
+                                             (6144, 1536, 128, "w4a16.gemv")])
+def test_gpu_gemv_lean_only_where_it_applies(rng, requires_gpu, monkeypatch, n, k, g, kernel):
+    """Forced where its conditions fail (G = 64; a split; K ranges not whole groups a warp:
+    66 chunks over 16 warps, and 48 / 24 chunks, whole ranges of 3 over the 16- / 8-warp
+    build), the gemv kernel runs, correctly."""
+    monkeypatch.setenv("GATEDNORM_W4A16_KERNEL", "lean")
+    run_gemm("gpu", rng, 1, n, k, g, False, "bf16")
+    assert gatednorm.last_kernel() == kernel
+
+
 # ------------------------------------------------ programmatic dependent launch (pdl=True)
 # Kernel paths of the first GEMM: gemv, gemv split-K, decode (M > 8; K tail at M <= 8 and
 # M > 8), mma (M > 16), gemv at many col tiles (several waves).
