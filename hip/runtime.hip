@@ -13,7 +13,8 @@
 
 #if defined(GN_HAS_PDL)
 // Which code the runtime picked for this build on the current device: its PTX version says
-// whether the build's kernels there were compiled with griddepcontrol (90+) or not.
+// whether the build's kernels there were compiled with griddepcontrol (90+) or not, and code
+// compiled for 9.0+ runs only on compute capability 9.0+, so it answers both questions.
 __global__ void gn_pdl_probe_kernel() {}
 
 bool gn_device_has_pdl(int device) {
@@ -22,10 +23,8 @@ bool gn_device_has_pdl(int device) {
     if (device < 0 || device >= kCached) return false;
     int s = state[device].load(std::memory_order_relaxed);
     if (s == 0) {
-        int major = 0;
         cudaFuncAttributes fa;
-        const bool yes = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9 &&
-                         cudaFuncGetAttributes(&fa, gn_pdl_probe_kernel) == cudaSuccess && fa.ptxVersion >= 90;
+        const bool yes = cudaFuncGetAttributes(&fa, gn_pdl_probe_kernel) == cudaSuccess && fa.ptxVersion >= 90;
         (void)cudaGetLastError();
         s = yes ? 2 : 1;
         state[device].store(s, std::memory_order_relaxed);
@@ -55,7 +54,6 @@ const char *gpu_build_info() {
     }
     return info;
 }
-
 
 gatednorm_status gpu_device_count(int32_t *count) {
     // Asked once: the visible set is fixed when the runtime starts, and every op checks

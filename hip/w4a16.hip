@@ -189,10 +189,10 @@ bool use_gemv_lean(const Plan &pl, const W4Tiled &t) {
     return v && !strcmp(v, "lean");
 }
 
-// The plan's decode build: (WN, U, blocks an SM) = (1, 4, 2), (1, 2, 3), (2, 2, 3) at MT 1
-// or (2, 2, 2) at MT 2 (make_plan says when each).
 // Every GEMM kernel goes through gn_launch: with a.pdl, the programmatic-dependent-launch
 // attribute (the kernels' w4_pdl_* hooks); the launch's own error comes back.
+// The plan's decode build: (WN, U, blocks an SM) = (1, 4, 2), (1, 2, 3), (2, 2, 3) at MT 1
+// or (2, 2, 2) at MT 2 (make_plan says when each).
 template <int DT, bool ZP, int MT>
 hipError_t launch_decode(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     constexpr int kLean = kW4DecodeBlocksPerSmLean;

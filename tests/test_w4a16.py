@@ -414,16 +414,12 @@ def test_pdl_flag_and_params(rng):
     out = np.empty((3, 32), BF16)
     _expect_error(lambda: gatednorm.w4a16_matmul(a, wt, out=out, pdl=1), "pdl: expected True or False", out)
     for field, value, match in [("pdl", 2, "params.pdl: expected 0 or 1, got 2"), ("reserved0", 1, "params.reserved0: must be 0, got 1")]:
-        bad = wt.__class__.__new__(wt.__class__)
-        bad.__dict__.update(wt.__dict__)
-        bad._params = ffi.new("gatednorm_w4a16_params *", wt._params[0])
+        bad = _with_own_params(wt)
         setattr(bad._params, field, value)
         _expect_error(lambda: gatednorm.w4a16_matmul(a, bad, out=out), match, out)
     v1 = gatednorm._ffi.lib().GATEDNORM_W4A16_PARAMS_V1_SIZE
     assert v1 == 48 and ffi.offsetof("gatednorm_w4a16_params", "pdl") == v1
-    old = wt.__class__.__new__(wt.__class__)
-    old.__dict__.update(wt.__dict__)
-    old._params = ffi.new("gatednorm_w4a16_params *", wt._params[0])
+    old = _with_own_params(wt)
     old._params.struct_size = v1
     old._params.pdl = 5  # past the caller's 48 bytes: never read
     np.testing.assert_array_equal(gatednorm.w4a16_matmul(a, old), ref)
@@ -437,6 +433,14 @@ def test_pdl_flag_and_params(rng):
 def _plain(rng, n=32, k=128, g=32, symmetric=False):
     W = rng.standard_normal((n, k)).astype(np.float32)
     return gatednorm.W4A16Weight.from_float(W, g, symmetric)
+
+
+def _with_own_params(w):
+    """A shallow copy of the tiled weight w with its own params struct, to alter."""
+    c = w.__class__.__new__(w.__class__)
+    c.__dict__.update(w.__dict__)
+    c._params = ffi.new("gatednorm_w4a16_params *", w._params[0])
+    return c
 
 
 def _expect_error(fn, match, *outs):
@@ -499,9 +503,7 @@ def test_k_not_multiple_of_group_rejected(rng):
 ])
 def test_tiled_tag_mismatch(rng, field, value, match):
     w = _plain(rng).prepack_host("cuda_mma", BF16)
-    bad = w.__class__.__new__(w.__class__)
-    bad.__dict__.update(w.__dict__)
-    bad._params = ffi.new("gatednorm_w4a16_params *", w._params[0])
+    bad = _with_own_params(w)
     setattr(bad._params, field, value)
     a = rng.standard_normal((2, 128)).astype(BF16)
     out = np.empty((2, bad._params.n), BF16)
