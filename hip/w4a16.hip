@@ -59,14 +59,15 @@ gatednorm_status device_facts(int device, DeviceFacts *f) {
 }
 
 // How a GEMM is cut.  NVIDIA: M <= 8 with K % 64 == 0 takes the gemv kernel, other M <= 16
-// the decode kernel (MT 8-row blocks, WN col tiles a warp), else the 64 x 64 mma kernel.
+// the decode kernel (MT 8-row blocks, WN col tiles a warp), else the 64 x 64 mma kernel; at
+// M <= 16 the gemv kernel's lean loop replaces either where use_gemv_lean says.
 // AMD: 16-row blocks, one col tile a block.  Split-K
 // across blocks only when the blocks would leave multiprocessors idle: then each split
 // writes fp32 partials to the workspace and a second kernel sums them in split order.
 struct Plan {
     bool decode = true;
     bool gemv = false;  // NVIDIA, M <= 8 and K % 64 == 0: w4a16_gemv_kernel
-    bool gemv_lean = false;  // its lean loop instead (w4a16_gemv_lean_kernel; forced only: use_gemv_lean)
+    bool gemv_lean = false;  // w4a16_gemv_lean_kernel (M <= 16: use_gemv_lean), MT = mt
     int mt = 1, wn = 1, mblocks = 1, nsplit = 1;
     int bps = 0;  // NVIDIA decode: the build's launch bound in blocks an SM (launch_decode)
     int gemv_warps = 8;  // NVIDIA gemv: warps a block, all on one col tile
@@ -94,6 +95,24 @@ constexpr int kGemvWideWarps = 16;  // the few-col-tile build: 16 warps a block,
 constexpr int kGemvBlocksPerSm = 4;  // the 8-warp build
 #endif
 
+#if defined(GN_PLATFORM_CUDA)
+// The gemv kernels' plan (M <= 8 with K % 64 == 0; the lean loop also at M 9..16): one col
+// tile a block.  While the col tiles fit one wave of two blocks an SM, 16 warps a block share
+// the col tile's K (twice the warps, so twice the bytes in flight, with no second kernel);
+// else 8, four blocks an SM.  U = 2 (59 registers).  scripts/tune_w4a16.cu gemv, run 57,
+// M = 1, us, the decode kernel's plan in the same process -> this rule: 4096x4096 6.26 ->
+// 6.10, 12288x4096 13.63 -> 12.17, 4096x6144 7.67 -> 7.32, 4096x24576 23.19 -> 22.07.  The
+// gemv kernel's own loop is not for M 9..16: with two 8-row blocks sharing each dequantized
+// chunk (64 registers) it ran 0-10% slower than the decode kernel there (run 63).
+Plan gemv_plan(const DeviceFacts &f, int64_t ntiles, int64_t kchunks) {
+    Plan pl;
+    pl.gemv = true;
+    pl.gemv_warps = ntiles <= int64_t(kW4DecodeBlocksPerSm) * f.sms ? kGemvWideWarps : kW4DecodeWarps;
+    pl.ctas = ntiles;
+    return split_k(pl, f, kchunks, pl.gemv_warps);
+}
+#endif
+
 Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     Plan pl;
     const int64_t ntiles = (n + kW4TileN - 1) / kW4TileN, kchunks = (k + kW4TileK - 1) / kW4TileK;
@@ -105,20 +124,7 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     }
     pl.mt = m <= 8 ? 1 : 2;
     pl.mblocks = int((m + 8 * pl.mt - 1) / (8 * pl.mt));
-    if (m <= 8 && k % kW4TileK == 0) {
-        // The gemv kernel, one col tile a block.  While the col tiles fit one wave of two
-        // blocks an SM, 16 warps a block share the col tile's K (twice the warps, so twice
-        // the bytes in flight, with no second kernel); else 8, four blocks an SM.  U = 2 (59
-        // registers).  scripts/tune_w4a16.cu gemv, run 57, M = 1, us, the decode kernel's
-        // plan in the same process -> this rule: 4096x4096 6.26 -> 6.10, 12288x4096 13.63 ->
-        // 12.17, 4096x6144 7.67 -> 7.32, 4096x24576 23.19 -> 22.07.  Not for M 9..16: with
-        // two 8-row blocks sharing each dequantized chunk (64 registers) it ran 0-10% slower
-        // than the decode kernel there (run 63, M = 16).
-        pl.gemv = true;
-        pl.gemv_warps = ntiles <= int64_t(kW4DecodeBlocksPerSm) * f.sms ? kGemvWideWarps : kW4DecodeWarps;
-        pl.ctas = ntiles;
-        return split_k(pl, f, kchunks, pl.gemv_warps);
-    }
+    if (m <= 8 && k % kW4TileK == 0) return gemv_plan(f, ntiles, kchunks);
     // Blocks of one col tile a warp while they fit one wave: two an SM in the 93-register
     // build (U = 4), else three in the 80-register one (U = 2); past that, two col tiles a
     // warp (U = 2; three blocks an SM at M <= 8, two above).  scripts/tune_w4a16.cu, run 45,
@@ -179,14 +185,31 @@ W4a16Args make_args(const W4a16GemmProblem &p, const W4Tiled &t, const Plan &pl)
 }
 
 #if defined(GN_PLATFORM_CUDA)
-// The gemv kernel's lean loop (w4a16_gemv_lean_kernel) where it applies: G = 128, one split,
-// and whole groups a warp (kchunks a multiple of 2 x the block's warps).  Taken only when
-// GATEDNORM_W4A16_KERNEL=lean (a test and bench hook read at each call) until a GPU run has
-// tested it inside the library; the tuner measured it 8.6-12.5% faster (run 65).
-bool use_gemv_lean(const Plan &pl, const W4Tiled &t) {
-    if (!pl.gemv || pl.nsplit != 1 || t.group != 128 || t.kchunks % (2 * pl.gemv_warps)) return false;
+// The gemv kernel's lean loop (w4a16_gemv_lean_kernel) where it applies: M <= 16 with K %
+// 64 == 0, G = 128, the gemv plan without a split, and whole groups a warp (kchunks a
+// multiple of 2 x the block's warps).  The tuner measured it 8.6-12.5% faster than the gemv
+// loop at M = 1 (run 65) and, with two 8-row blocks, 4-19% faster than the decode kernel at M
+// = 16 (run 66).  Its plan needs no workspace, so the size query's plan (make_plan, which
+// knows no G) still covers the call.  GATEDNORM_W4A16_KERNEL=gemv (a test and bench hook read
+// at each call, not API) keeps make_plan's kernel, so tests can compare the loops bit for bit.
+bool use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) {
+    if (m > kDecodeMaxM || t.group != 128 || t.k % kW4TileK) return false;
+    Plan lean = pl->gemv ? *pl : gemv_plan(f, t.ntiles, t.kchunks);
+    if (lean.nsplit != 1 || t.kchunks % (2 * lean.gemv_warps)) return false;
     const char *v = getenv("GATEDNORM_W4A16_KERNEL");
-    return v && !strcmp(v, "lean");
+    if (v && !strcmp(v, "gemv")) return false;
+    lean.gemv_lean = true;
+    lean.mt = m <= 8 ? 1 : 2;
+    *pl = lean;
+    return true;
+}
+
+template <int DT, bool ZP, int MT>
+hipError_t launch_gemv_lean(const W4a16Args &a, const Plan &pl, hipStream_t s) {
+    const dim3 grid(unsigned(pl.ctas));
+    if (pl.gemv_warps == kGemvWideWarps)
+        return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, MT, kGemvWideWarps, 2>, grid, kGemvWideWarps * 32, s, a, a.pdl != 0);
+    return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, MT, kW4DecodeWarps, kGemvBlocksPerSm>, grid, kW4DecodeThreads, s, a, a.pdl != 0);
 }
 
 // Every GEMM kernel goes through gn_launch: with a.pdl, the programmatic-dependent-launch
@@ -209,12 +232,7 @@ hipError_t launch_decode(const W4a16Args &a, const Plan &pl, hipStream_t s) {
 template <int DT, bool ZP>
 hipError_t launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     const bool pdl = a.pdl != 0;
-    if (pl.gemv_lean) {
-        const dim3 grid(unsigned(pl.ctas));
-        if (pl.gemv_warps == kGemvWideWarps)
-            return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, kGemvWideWarps, 2>, grid, kGemvWideWarps * 32, s, a, pdl);
-        return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, kW4DecodeWarps, kGemvBlocksPerSm>, grid, kW4DecodeThreads, s, a, pdl);
-    }
+    if (pl.gemv_lean) return pl.mt == 1 ? launch_gemv_lean<DT, ZP, 1>(a, pl, s) : launch_gemv_lean<DT, ZP, 2>(a, pl, s);
     if (pl.gemv) {
         const dim3 grid(unsigned(pl.ctas), unsigned(pl.nsplit));
         if (pl.gemv_warps == kGemvWideWarps)
@@ -290,7 +308,7 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
     w4_tiled_geometry(p.w.n, p.w.k, p.w.group, p.w.symmetric, &t);  // validated by the API
     Plan pl = make_plan(f, p.m, p.w.n, p.w.k);
 #if defined(GN_PLATFORM_CUDA)
-    pl.gemv_lean = use_gemv_lean(pl, t);
+    use_gemv_lean(&pl, f, p.m, t);
 #endif
     if (workspace_bytes(pl, p.m, p.w.n) > p.workspace_bytes)
         return fail(GATEDNORM_STATUS_INTERNAL, "workspace: the plan needs more than the size query said");

@@ -3,7 +3,8 @@
 //   NVIDIA (sm_80+):
 //     w4a16_gemv_kernel    M <= 8, K % 64 == 0: the decode kernel's scheme without its
 //                          per-lane row and K guards, NW warps a block on one col tile.
-//     w4a16_gemv_lean_kernel  the gemv kernel's loop on a diet for G = 128 (forced only, so far).
+//     w4a16_gemv_lean_kernel  M <= 16: the gemv kernel's loop on a diet, where G = 128, one
+//                          split and whole groups a warp (MT = 2 for M 9..16).
 //     w4a16_decode_kernel  other M <= 16: weight-streaming.  The weight tile is mma.m16n8k16's A
 //                          operand (16 columns x 16 k), the activations its B operand (k x
 //                          8 rows), so no tensor-core work is spent on absent rows beyond 8
@@ -451,13 +452,18 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_kernel(const W4a16Arg
 // ranges of whole groups a warp (kchunks a multiple of 2 NW: hip/w4a16.hip's use_gemv_lean):
 // unpredicated weight loads from stepped pointers (no zeroing, no clamp, no per-chunk index
 // arithmetic), one scale entry a batch (a batch's two chunks lie in one 128-k group),
-// activations through a stepped pointer.  One col tile a block, its K over the NW warps in
-// w4a16_gemv_kernel's ranges and order, so its sums are that kernel's bit for bit.  Reached
-// only through GATEDNORM_W4A16_KERNEL=lean until a GPU run has tested it in the library.
-template <int DT, bool ZP, int NW, int BPS>
+// activations through stepped pointers.  One col tile a block, its K over the NW warps in
+// w4a16_gemv_kernel's ranges and order, so at MT = 1 its sums are that kernel's bit for bit
+// (tests compare them through GATEDNORM_W4A16_KERNEL=gemv).  MT = 2 (M 9..16): two 8-row
+// blocks share each dequantized chunk, rows past M reading row M - 1 (never emitted); the
+// tuner measured it 4-19% faster than the decode kernel at M = 16 (run 66; the library 3-18%,
+// run 67).  An L2 prefetch hint 1-4 batches ahead moved it -4..+4% (run 67): not taken.  The
+// symmetric MT = 2 builds keep the next batch's scale entry in local memory (64 registers:
+// one STL and one LDL a batch, L1 hits).
+template <int DT, bool ZP, int MT, int NW, int BPS>
 __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a16Args p) {
     constexpr int kEntry = W4Scale<DT, ZP>::kEntryBytes;
-    __shared__ float red[NW][4][32];
+    __shared__ float red[NW][MT * 4][32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int ct = blockIdx.x;
@@ -467,8 +473,12 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a
     w4_pdl_wait(p);
     const uint8_t *wp = p.w + (int64_t(ct) * p.kchunks + lo) * kW4TileBytes + lane * 16;
     const uint8_t *sp = p.se + ((int64_t(ct) * p.ngroups + (lo >> 1)) * 8 + g) * kEntry;  // G = 128: chunk kc's group kc / 2
-    const char *ap = p.a + int64_t(min(g, p.m - 1)) * p.a_sm + 32 * t + int64_t(lo) * (kW4TileK * 2);
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const char *ap[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) ap[mt] = p.a + int64_t(min(8 * mt + g, p.m - 1)) * p.a_sm + 32 * t + int64_t(lo) * (kW4TileK * 2);
+    float acc[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
     uint4 w0 = make_uint4(0u, 0u, 0u, 0u), w1 = w0;
     W4Scale<DT, ZP> sq;
     if (chunks > 0) {
@@ -486,12 +496,39 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a
             w1 = gn_load_b128_stream_all(wp + kW4TileBytes);
             sq.load_entry(sp);
         }
-        w4_chunk_mma<DT, ZP>(acc, c0, sc, reinterpret_cast<const uint4 *>(ap));
-        w4_chunk_mma<DT, ZP>(acc, c1, sc, reinterpret_cast<const uint4 *>(ap + kW4TileK * 2));
-        ap += 2 * kW4TileK * 2;
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            uint32_t b[MT][8];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                const uint4 *src = reinterpret_cast<const uint4 *>(ap[mt] + u * (kW4TileK * 2));
+                const uint4 alo = __ldg(src), ahi = __ldg(src + 1);
+                b[mt][0] = alo.x, b[mt][1] = alo.y, b[mt][2] = alo.z, b[mt][3] = alo.w;
+                b[mt][4] = ahi.x, b[mt][5] = ahi.y, b[mt][6] = ahi.z, b[mt][7] = ahi.w;
+            }
+            w4_chunk_mma_rows<DT, ZP, MT>(acc, u == 0 ? c0 : c1, sc, b);
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) ap[mt] += 2 * kW4TileK * 2;
     }
     w4_pdl_release(p);
-    w4_gemv_finish<NW, NW>(p, red, acc, warp, ct, warp, 0, 1);
+    // acc[mt][r] is out[8 mt + 2 t + (r & 1), 16 ct + g + 8 (r >> 1)]; warp 0 adds the NW
+    // warps' sums in warp order, as w4_gemv_finish does
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) red[warp][4 * mt + r][lane] = acc[mt][r];
+    __syncthreads();
+    if (warp != 0) return;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            float sum = 0.0f;
+#pragma unroll
+            for (int w = 0; w < NW; ++w) sum += red[w][4 * mt + r][lane];
+            w4_emit(p, 0, 1, 8 * mt + 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), sum);
+        }
 }
 
 // M > 16: a 64 x 64 output tile per 128-thread block, warps 2 x 2 of 32 x 32.

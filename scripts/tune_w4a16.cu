@@ -13,8 +13,8 @@
 // against a copy kernel's bandwidth (read + write) measured in the same run. Not part of the
 // library.  Modes (runs 56-59): `gemv` (M = 1: the library's w4a16_gemv_kernel at its block
 // sizes and with split-K, beside the decode kernel's builds and run 65's leaner loop
-// `lean.gemv`), `lean` (M = 1 and 16: that loop widened to 4 chunks a batch and two 8-row
-// blocks, beside the decode builds), `gemv-modes` (three numerics
+// `lean.gemv`), `lean` (M = 1 and 16: the library's lean loop, two 8-row blocks at M = 16,
+// beside the gemv and decode builds), `gemv-modes` (three numerics
 // modes of a leaner decode loop: the library's, the scale after the mma, no dequantization),
 // `bulk` (the gemv loop fed by TMA bulk copies; slower), `ring` (run 60: a persistent grid
 // streaming col tiles through a ring of bulk-copy stages, and its loads only; slower).
@@ -516,97 +516,14 @@ void add_gemv_set(std::vector<Variant> &vs, int ntiles) {
 }
 
 // ---- run 65: the gemv loop on a diet (now the library's w4a16_gemv_lean_kernel, which
-// tells what it changes), G = 128, added only where kchunks % (2 NW) == 0.
-template <int NW, int BPS>
+// tells what it changes), G = 128, added only where kchunks % (2 NW) == 0; MT = 2 for M 9..16
+// (run 66).  Runs 66-67 also measured it widened to 4 chunks a batch: 0-29% slower at M = 1 and
+// 6-35% at M = 16; and with an L2 prefetch hint 1-4 batches ahead: -4..+4%; both gone.
+template <int MT, int NW, int BPS>
 void add_lean_gemv(std::vector<Variant> &vs, int ntiles, int kchunks, int group) {
     if (group != 128 || kchunks % (2 * NW)) return;
-    vs.push_back({"lean.gemv.NW" + std::to_string(NW) + ".B" + std::to_string(BPS), 0, true,
-                  [=](const W4a16Args &a, cudaStream_t s) { w4a16_gemv_lean_kernel<kBF16, true, NW, BPS><<<unsigned(ntiles), NW * 32, 0, s>>>(a); }});
-}
-
-// ---- the lean loop widened (mode `lean`, for the next run): U chunks a batch (2 or 4, one
-// scale entry per two chunks) and MT 8-row blocks (M <= 8 MT: M = 16 against the decode
-// kernel), one col tile a block, NW warps splitting K in the gemv kernel's ranges; added
-// only where kchunks % (U NW) == 0 at G = 128.  bf16, asymmetric.
-template <int MT, int NW, int U, int BPS>
-__global__ void __launch_bounds__(NW * 32, BPS) lean_mt_kernel(const W4a16Args p) {
-    constexpr int DT = kBF16;
-    constexpr int kEntry = 8;
-    static_assert(U % 2 == 0, "whole groups a batch");
-    __shared__ float red[NW][MT * 4][32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int g = lane >> 2, t = lane & 3;
-    const int ct = blockIdx.x;
-    int lo, hi;
-    w4_split_range(0, p.kchunks, warp, NW, &lo, &hi);
-    const int chunks = hi - lo;
-    const uint8_t *wp = p.w + (int64_t(ct) * p.kchunks + lo) * kW4TileBytes + lane * 16;
-    const uint8_t *sp = p.se + ((int64_t(ct) * p.ngroups + (lo >> 1)) * 8 + g) * kEntry;
-    const char *ap[MT];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) ap[mt] = p.a + int64_t(min(8 * mt + g, p.m - 1)) * p.a_sm + 32 * t + int64_t(lo) * (kW4TileK * 2);
-    float acc[MT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
-    uint4 wq[U];
-    W4Scale<DT, true> sq[U / 2];
-    if (chunks > 0) {
-#pragma unroll
-        for (int u = 0; u < U; ++u) wq[u] = gn_load_b128_stream_all(wp + u * kW4TileBytes);
-#pragma unroll
-        for (int j = 0; j < U / 2; ++j) sq[j].load_entry(sp + j * 8 * kEntry);
-    }
-    for (int i = 0; i < chunks; i += U) {
-        uint4 cw[U];
-        W4Scale<DT, true> cs[U / 2];
-#pragma unroll
-        for (int u = 0; u < U; ++u) cw[u] = wq[u];
-#pragma unroll
-        for (int j = 0; j < U / 2; ++j) cs[j] = sq[j];
-        if (i + U < chunks) {
-            wp += U * kW4TileBytes;
-            sp += (U / 2) * 8 * kEntry;
-#pragma unroll
-            for (int u = 0; u < U; ++u) wq[u] = gn_load_b128_stream_all(wp + u * kW4TileBytes);
-#pragma unroll
-            for (int j = 0; j < U / 2; ++j) sq[j].load_entry(sp + j * 8 * kEntry);
-        }
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-            uint32_t b[MT][8];
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-                const uint4 *src = reinterpret_cast<const uint4 *>(ap[mt] + u * (kW4TileK * 2));
-                const uint4 alo = __ldg(src), ahi = __ldg(src + 1);
-                b[mt][0] = alo.x; b[mt][1] = alo.y; b[mt][2] = alo.z; b[mt][3] = alo.w;
-                b[mt][4] = ahi.x; b[mt][5] = ahi.y; b[mt][6] = ahi.z; b[mt][7] = ahi.w;
-            }
-            w4_chunk_mma_rows<DT, true, MT>(acc, cw[u], cs[u / 2], b);
-        }
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) ap[mt] += U * (kW4TileK * 2);
-    }
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) red[warp][4 * mt + r][lane] = acc[mt][r];
-    __syncthreads();
-    if (warp != 0) return;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-            float sum = 0.0f;
-#pragma unroll
-            for (int w = 0; w < NW; ++w) sum += red[w][4 * mt + r][lane];
-            w4_emit(p, 0, 1, 8 * mt + 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), sum);
-        }
-}
-template <int MT, int NW, int U, int BPS>
-void add_lean_mt(std::vector<Variant> &vs, int ntiles, int kchunks, int group) {
-    if (group != 128 || kchunks % (U * NW)) return;
-    vs.push_back({"lean.MT" + std::to_string(MT) + ".NW" + std::to_string(NW) + ".U" + std::to_string(U) + ".B" + std::to_string(BPS), 0, true,
-                  [=](const W4a16Args &a, cudaStream_t s) { lean_mt_kernel<MT, NW, U, BPS><<<unsigned(ntiles), NW * 32, 0, s>>>(a); }});
+    vs.push_back({"lean.gemv.MT" + std::to_string(MT) + ".NW" + std::to_string(NW) + ".B" + std::to_string(BPS), 0, true,
+                  [=](const W4a16Args &a, cudaStream_t s) { w4a16_gemv_lean_kernel<kBF16, true, MT, NW, BPS><<<unsigned(ntiles), NW * 32, 0, s>>>(a); }});
 }
 
 // The library's w4a16_gemv_kernel (run 56's mode 0) at NW warps a block, with split-K
@@ -962,8 +879,8 @@ int main(int argc, char **argv) {
     const bool bulk = !strcmp(mode, "bulk");
     // `ring`: M = 1, the library's gemv builds beside run 60's persistent ring (and its loads only)
     const bool ring = !strcmp(mode, "ring");
-    // `lean`: M = 1 and 16, the library's gemv and lean kernels beside the lean loop widened
-    // (lean_mt_kernel: 4 chunks a batch; two 8-row blocks at M = 16) and the decode builds
+    // `lean`: M = 1 and 16, the library's gemv and lean kernels (MT = 2 at M = 16) beside
+    // the decode builds
     const bool lean = !strcmp(mode, "lean");
     auto wanted = [&](int k, int n, int m, const Variant &v) {
         return !only || (std::to_string(k) + "x" + std::to_string(n) == argv[2] && m == atoi(argv[3]) && v.name == argv[4] &&
@@ -1069,21 +986,18 @@ int main(int argc, char **argv) {
                 add_lib_gemv<16, 4, 1, 16>(vs, nt, 1, m, sh.n);
                 add_lib_gemv<8, 2, 2, 16>(vs, nt, 1, m, sh.n);
                 add_lib_gemv<4, 2, 3>(vs, nt, 1, m, sh.n);
-                add_lean_gemv<8, 4>(vs, nt, int(t.kchunks), int(t.group));
-                add_lean_gemv<16, 2>(vs, nt, int(t.kchunks), int(t.group));
+                add_lean_gemv<1, 8, 4>(vs, nt, int(t.kchunks), int(t.group));
+                add_lean_gemv<1, 16, 2>(vs, nt, int(t.kchunks), int(t.group));
             } else if (lean) {
                 const int kc = int(t.kchunks), gr = int(t.group);
                 if (m <= 8) {
                     add_lib_gemv<8, 2, 4>(vs, nt, 1, m, sh.n);
                     add_lib_gemv<16, 2, 2, 16>(vs, nt, 1, m, sh.n);
-                    add_lean_gemv<8, 4>(vs, nt, kc, gr);
-                    add_lean_gemv<16, 2>(vs, nt, kc, gr);
-                    add_lean_mt<1, 8, 4, 2>(vs, nt, kc, gr);
-                    add_lean_mt<1, 16, 4, 1>(vs, nt, kc, gr);
+                    add_lean_gemv<1, 8, 4>(vs, nt, kc, gr);
+                    add_lean_gemv<1, 16, 2>(vs, nt, kc, gr);
                 } else {
-                    add_lean_mt<2, 8, 2, 4>(vs, nt, kc, gr);
-                    add_lean_mt<2, 16, 2, 2>(vs, nt, kc, gr);
-                    add_lean_mt<2, 8, 4, 2>(vs, nt, kc, gr);
+                    add_lean_gemv<2, 8, 4>(vs, nt, kc, gr);
+                    add_lean_gemv<2, 16, 2>(vs, nt, kc, gr);
                 }
             } else if (ring) {
                 add_lib_gemv<8, 2, 4>(vs, nt, 1, m, sh.n);

@@ -279,13 +279,13 @@ def test_gemm_gpu_shapes(rng, requires_gpu, shape):
 # Shapes that reach the decode plan's other paths on a GPU of ~132 SMs (split-K on with a
 # K tail; no split with a partial last col tile; many col tiles of short K; two col tiles a
 # warp with K of two chunks, so six of a block's eight warps have no chunk; 313 col tiles,
-# the last partial: the three-blocks-an-SM build of one col tile a warp), every M (M > 16
-# is the mma kernel).
-PLAN_SHAPES = [(24, 70016), (2120, 4224), (4104, 4224), (16904, 1152), (70016, 128), (5000, 1152)]
+# the last partial: the three-blocks-an-SM build of one col tile a warp; the gemv kernels'
+# lean loop with a partial last col tile), every M (M > 16 is the mma kernel).
+PLAN_SHAPES = [(24, 70016), (2120, 4224), (4104, 4224), (16904, 1152), (70016, 128), (5000, 1152), (4100, 2048)]
 
 
 @pytest.mark.parametrize("m", M_LIST)
-@pytest.mark.parametrize("shape", PLAN_SHAPES, ids=["split", "nosplit", "ctn2", "wn2", "wn2_two_chunks", "lean"])
+@pytest.mark.parametrize("shape", PLAN_SHAPES, ids=["split", "nosplit", "ctn2", "wn2", "wn2_two_chunks", "lean3", "gemv_lean_ntail"])
 def test_gemm_gpu_plan_paths(rng, requires_gpu, shape, m):
     n, k = shape
     run_gemm("gpu", rng, m, n, k, 128, False, "bf16")
@@ -336,21 +336,21 @@ def test_deterministic(wbe, rng):
 
 
 # The gemv kernel's lean loop (w4a16_gemv_lean_kernel: G = 128, one split, whole groups a
-# warp), reached only through GATEDNORM_W4A16_KERNEL=lean until a GPU run has tested it in the
-# library: the same K ranges and order as the gemv kernel, so the same bits.  N 4096 / 6144 at
-# K 4096 are 256 / 384 col tiles: the 16- and the 8-warp build on a GPU of ~132 SMs.
+# warp), the library's choice where it applies; GATEDNORM_W4A16_KERNEL=gemv keeps the gemv
+# kernel's own loop: the same K ranges and order, so the same bits.  N 4096 / 6144 at K 4096
+# are 256 / 384 col tiles: the 16- and the 8-warp build on a GPU of ~132 SMs.
 @pytest.mark.parametrize("m", [1, 5, 8])
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 @pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
 @pytest.mark.parametrize("n", [4096, 6144])
 def test_gpu_gemv_lean_same_bits(rng, requires_gpu, monkeypatch, n, symmetric, dtype, m):
     k = 4096
-    monkeypatch.delenv("GATEDNORM_W4A16_KERNEL", raising=False)
+    monkeypatch.setenv("GATEDNORM_W4A16_KERNEL", "gemv")
     w = gatednorm.W4A16Weight.from_float(rng.standard_normal((n, k)).astype(np.float32), 128, symmetric).to("gpu:0", DT[dtype])
     a = put("gpu", rng.standard_normal((m, k)).astype(DT[dtype]))
     want = get(gatednorm.w4a16_matmul(a, w))
     assert gatednorm.last_kernel() == "w4a16.gemv"
-    monkeypatch.setenv("GATEDNORM_W4A16_KERNEL", "lean")
+    monkeypatch.delenv("GATEDNORM_W4A16_KERNEL")
     for pdl in (False, True):
         out = put("gpu", np.full((m, n), np.nan, DT[dtype]))
         gatednorm.w4a16_matmul(a, w, out=out, pdl=pdl)
@@ -362,21 +362,38 @@ def test_gpu_gemv_lean_same_bits(rng, requires_gpu, monkeypatch, n, symmetric, d
 
 @pytest.mark.parametrize("n, k, g, kernel", [(4096, 4096, 64, "w4a16.gemv"), (64, 8192, 128, "w4a16.gemv.splitk"),
                                              (4096, 4224, 128, "w4a16.gemv"), (4096, 3072, 128, "w4a16.gemv"),
-                                             (6144, 1536, 128, "w4a16.gemv")])
-def test_gpu_gemv_lean_only_where_it_applies(rng, requires_gpu, monkeypatch, n, k, g, kernel):
-    """Forced where its conditions fail (G = 64; a split; K ranges not whole groups a warp:
-    66 chunks over 16 warps, and 48 / 24 chunks, whole ranges of 3 over the 16- / 8-warp
-    build), the gemv kernel runs, correctly."""
-    monkeypatch.setenv("GATEDNORM_W4A16_KERNEL", "lean")
+                                             (6144, 1536, 128, "w4a16.gemv"), (4096, 4096, 128, "w4a16.gemv.lean")])
+def test_gpu_gemv_lean_where_it_applies(rng, requires_gpu, monkeypatch, n, k, g, kernel):
+    """The lean loop at a bench shape; where its conditions fail (G = 64; a split; K
+    ranges not whole groups a warp: 66 chunks over 16 warps, and 48 / 24 chunks, whole ranges
+    of 3 over the 16- / 8-warp build) the gemv kernel runs, correctly."""
+    monkeypatch.delenv("GATEDNORM_W4A16_KERNEL", raising=False)
     run_gemm("gpu", rng, 1, n, k, g, False, "bf16")
     assert gatednorm.last_kernel() == kernel
 
 
+@pytest.mark.parametrize("m", [9, 16])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
+@pytest.mark.parametrize("n", [4096, 6144])
+def test_gpu_gemv_lean_two_row_blocks(rng, requires_gpu, monkeypatch, n, symmetric, dtype, m):
+    """M 9..16: the lean loop with two 8-row blocks (rows past M read row M - 1 and are never
+    written), the 16- and the 8-warp build; with GATEDNORM_W4A16_KERNEL=gemv the decode kernel,
+    both against the reference."""
+    monkeypatch.delenv("GATEDNORM_W4A16_KERNEL", raising=False)
+    run_gemm("gpu", rng, m, n, 2048, 128, symmetric, dtype)
+    assert gatednorm.last_kernel() == "w4a16.gemv.lean"
+    monkeypatch.setenv("GATEDNORM_W4A16_KERNEL", "gemv")
+    run_gemm("gpu", rng, m, n, 2048, 128, symmetric, dtype)
+    assert gatednorm.last_kernel() == "w4a16.decode"
+
+
 # ------------------------------------------------ programmatic dependent launch (pdl=True)
-# Kernel paths of the first GEMM: gemv, gemv split-K, decode (M > 8; K tail at M <= 8 and
-# M > 8), mma (M > 16), gemv at many col tiles (several waves).
-PDL_CASES = [(1, 4096, 4096, 128), (1, 64, 8192, 128), (9, 4096, 4096, 128), (3, 4096, 4128, 32), (10, 4096, 4128, 32),
-             (33, 4096, 4096, 64), (4, 24576, 4096, 128)]
+# Kernel paths of the first GEMM: the lean loop (M <= 8, M 9..16, many col tiles: several
+# waves), gemv (G = 64; many col tiles), gemv split-K, decode (M > 8; K tail at M <= 8 and M
+# > 8), mma (M > 16).
+PDL_CASES = [(1, 4096, 4096, 128), (9, 4096, 4096, 128), (4, 24576, 4096, 128), (1, 4096, 4096, 64), (4, 24576, 4096, 64),
+             (1, 64, 8192, 128), (9, 4096, 4096, 64), (3, 4096, 4128, 32), (10, 4096, 4128, 32), (33, 4096, 4096, 64)]
 
 
 @pytest.mark.parametrize("m, n, k, g", PDL_CASES)

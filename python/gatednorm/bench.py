@@ -517,12 +517,11 @@ def _on_stream(f, stream, *args, **kw):
 
 # Kernel-choice modes of ours (the launchers' width hooks): "vec8" / "vec16" force the row kernel's VEC
 # (add_rmsnorm, rmsnorm, group_quant_fp8), "e4" / "e8" / "e16" the elements a lane of the gated FP8
-# vec kernel owns (rmsnorm_gated_fp8), "lean" the gemv kernel's lean loop where it applies (w4a16:
-# G = 128, M <= 8, no split, whole groups a warp; elsewhere the column times the usual kernel),
-# through an environment
-# variable the launcher reads at each call.  The variable is set just before the call (a
+# vec kernel owns (rmsnorm_gated_fp8), "gemv" the gemv kernel's own loop where the library takes
+# its lean loop (w4a16: G = 128, M <= 8, no split, whole groups a warp; elsewhere the column
+# times the usual kernel), through an environment variable the launcher reads at each call.  The variable is set just before the call (a
 # graph captures the kernel chosen then) and cleared for every other mode.
-_KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "e4": "4", "e8": "8", "e16": "16", "lean": "lean"}
+_KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "e4": "4", "e8": "8", "e16": "16", "gemv": "gemv"}
 
 
 def _with_kernel_env(name, mode, f):
@@ -1390,7 +1389,7 @@ class W4A16Bench(OpBench):
     has_host = False
     host_skip = "w4a16: the weight is a W4A16Weight object, not an array the host-call rows can convert"
     ours_modes = ("out", "pdl")
-    all_ours_modes = ("out", "pdl", "lean")
+    all_ours_modes = ("out", "pdl", "gemv")
     outputs = ("out",)
     peers = {"tinygemm": _w4_tinygemm, "gemlite": _w4_gemlite, "cublas_dense": lambda torch: (lambda a, b: torch.matmul(a, b.dense))}
     peer_check_unit = f"relative error (max |err| / max |ref|; above {W4_PEER_WIRING_REL}: not the same GEMM)"
