@@ -14,7 +14,7 @@
 // library.  Modes (runs 56-59): `gemv` (M = 1: the library's w4a16_gemv_kernel at its block
 // sizes and with split-K, beside the decode kernel's builds and run 65's leaner loop
 // `lean.gemv`), `lean` (M = 1 and 16: the library's lean loop, two 8-row blocks at M = 16,
-// beside the gemv and decode builds), `gemv-modes` (three numerics
+// and the same with its trip count compiled in, beside the gemv and decode builds), `gemv-modes` (three numerics
 // modes of a leaner decode loop: the library's, the scale after the mma, no dequantization),
 // `bulk` (the gemv loop fed by TMA bulk copies; slower), `ring` (run 60: a persistent grid
 // streaming col tiles through a ring of bulk-copy stages, and its loads only; slower).
@@ -526,6 +526,75 @@ void add_lean_gemv(std::vector<Variant> &vs, int ntiles, int kchunks, int group)
                   [=](const W4a16Args &a, cudaStream_t s) { w4a16_gemv_lean_kernel<kBF16, true, MT, NW, BPS><<<unsigned(ntiles), NW * 32, 0, s>>>(a); }});
 }
 
+// ---- the lean loop with its trip count known (mode `lean`, for the next run): each warp owns
+// exactly CPW chunks (kchunks == NW CPW), so the loop unrolls whole: every load an immediate
+// offset from three base pointers, no counter, no pointer increments, no register copies
+// between batches (run 69 counted ~12 of the loop's 100 instructions a chunk there).  The
+// same batches, order and bits as w4a16_gemv_lean_kernel; bf16, asymmetric.
+template <int MT, int NW, int BPS, int CPW>
+__global__ void __launch_bounds__(NW * 32, BPS) lean_full_kernel(const W4a16Args p) {
+    static_assert(CPW % 2 == 0, "whole groups a batch");
+    constexpr int DT = kBF16, kEntry = 8;
+    __shared__ float red[NW][MT * 4][32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int ct = blockIdx.x, lo = warp * CPW;
+    const uint8_t *wp = p.w + (int64_t(ct) * p.kchunks + lo) * kW4TileBytes + lane * 16;
+    const uint8_t *sp = p.se + ((int64_t(ct) * p.ngroups + (lo >> 1)) * 8 + g) * kEntry;
+    const char *ap[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) ap[mt] = p.a + int64_t(min(8 * mt + g, p.m - 1)) * p.a_sm + 32 * t + int64_t(lo) * (kW4TileK * 2);
+    float acc[MT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+    uint4 w0 = gn_load_b128_stream_all(wp), w1 = gn_load_b128_stream_all(wp + kW4TileBytes);
+    W4Scale<DT, true> sq;
+    sq.load_entry(sp);
+#pragma unroll
+    for (int i = 0; i < CPW; i += 2) {
+        const uint4 c0 = w0, c1 = w1;
+        const W4Scale<DT, true> sc = sq;
+        if (i + 2 < CPW) {
+            w0 = gn_load_b128_stream_all(wp + (i + 2) * kW4TileBytes);
+            w1 = gn_load_b128_stream_all(wp + (i + 3) * kW4TileBytes);
+            sq.load_entry(sp + ((i + 2) / 2) * 8 * kEntry);
+        }
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            uint32_t b[MT][8];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                const uint4 *src = reinterpret_cast<const uint4 *>(ap[mt] + (i + u) * (kW4TileK * 2));
+                const uint4 alo = __ldg(src), ahi = __ldg(src + 1);
+                b[mt][0] = alo.x, b[mt][1] = alo.y, b[mt][2] = alo.z, b[mt][3] = alo.w;
+                b[mt][4] = ahi.x, b[mt][5] = ahi.y, b[mt][6] = ahi.z, b[mt][7] = ahi.w;
+            }
+            w4_chunk_mma_rows<DT, true, MT>(acc, u == 0 ? c0 : c1, sc, b);
+        }
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) red[warp][4 * mt + r][lane] = acc[mt][r];
+    __syncthreads();
+    if (warp != 0) return;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            float sum = 0.0f;
+#pragma unroll
+            for (int w = 0; w < NW; ++w) sum += red[w][4 * mt + r][lane];
+            w4_emit(p, 0, 1, 8 * mt + 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), sum);
+        }
+}
+template <int MT, int NW, int BPS, int CPW>
+void add_lean_full(std::vector<Variant> &vs, int ntiles, int kchunks, int group) {
+    if (group != 128 || kchunks != NW * CPW) return;
+    vs.push_back({"lean.full.MT" + std::to_string(MT) + ".NW" + std::to_string(NW) + ".B" + std::to_string(BPS) + ".CPW" + std::to_string(CPW), 0,
+                  true, [=](const W4a16Args &a, cudaStream_t s) { lean_full_kernel<MT, NW, BPS, CPW><<<unsigned(ntiles), NW * 32, 0, s>>>(a); }});
+}
+
 // The library's w4a16_gemv_kernel (run 56's mode 0) at NW warps a block, with split-K
 // across blocks (the library's reduce kernel after it) for few col tiles: more warps, more
 // bytes in flight an SM.
@@ -995,9 +1064,16 @@ int main(int argc, char **argv) {
                     add_lib_gemv<16, 2, 2, 16>(vs, nt, 1, m, sh.n);
                     add_lean_gemv<1, 8, 4>(vs, nt, kc, gr);
                     add_lean_gemv<1, 16, 2>(vs, nt, kc, gr);
+                    add_lean_full<1, 8, 4, 8>(vs, nt, kc, gr);    // K 4096
+                    add_lean_full<1, 16, 2, 4>(vs, nt, kc, gr);   // K 4096
+                    add_lean_full<1, 16, 2, 12>(vs, nt, kc, gr);  // K 12288
+                    add_lean_full<1, 8, 4, 24>(vs, nt, kc, gr);   // K 12288
                 } else {
                     add_lean_gemv<2, 8, 4>(vs, nt, kc, gr);
                     add_lean_gemv<2, 16, 2>(vs, nt, kc, gr);
+                    add_lean_full<2, 8, 4, 8>(vs, nt, kc, gr);
+                    add_lean_full<2, 16, 2, 4>(vs, nt, kc, gr);
+                    add_lean_full<2, 16, 2, 12>(vs, nt, kc, gr);
                 }
             } else if (ring) {
                 add_lib_gemv<8, 2, 4>(vs, nt, 1, m, sh.n);
