@@ -66,7 +66,7 @@ gatednorm_status device_facts(int device, DeviceFacts *f) {
 // writes fp32 partials to the workspace and a second kernel sums them in split order.
 struct Plan {
     bool decode = true;
-    bool gemv = false;  // NVIDIA, M <= 8 and K % 64 == 0: w4a16_gemv_kernel
+    bool gemv = false;  // NVIDIA gemv_plan: w4a16_gemv_kernel at M <= 8 (K % 64 == 0), or the lean loop
     bool gemv_lean = false;  // w4a16_gemv_lean_kernel (M <= 16: use_gemv_lean), MT = mt
     int mt = 1, wn = 1, mblocks = 1, nsplit = 1;
     int bps = 0;  // NVIDIA decode: the build's launch bound in blocks an SM (launch_decode)
@@ -194,7 +194,7 @@ W4a16Args make_args(const W4a16GemmProblem &p, const W4Tiled &t, const Plan &pl)
 // at each call, not API) keeps make_plan's kernel, so tests can compare the loops bit for bit.
 bool use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) {
     if (m > kDecodeMaxM || t.group != 128 || t.k % kW4TileK) return false;
-    Plan lean = pl->gemv ? *pl : gemv_plan(f, t.ntiles, t.kchunks);
+    Plan lean = gemv_plan(f, t.ntiles, t.kchunks);  // make_plan's own at M <= 8
     if (lean.nsplit != 1 || t.kchunks % (2 * lean.gemv_warps)) return false;
     const char *v = getenv("GATEDNORM_W4A16_KERNEL");
     if (v && !strcmp(v, "gemv")) return false;

@@ -467,9 +467,9 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_kernel(const W4a16Arg
 // (tests compare them through GATEDNORM_W4A16_KERNEL=gemv).  MT = 2 (M 9..16): two 8-row
 // blocks share each dequantized chunk, rows past M reading row M - 1 (never emitted); the
 // tuner measured it 4-19% faster than the decode kernel at M = 16 (run 66; the library 3-18%,
-// run 67).  An L2 prefetch hint 1-4 batches ahead moved it -4..+4% (run 67): not taken.  The
-// symmetric MT = 2 builds keep the next batch's scale entry in local memory (64 registers:
-// one STL and one LDL a batch, L1 hits).
+// run 67).  An L2 prefetch hint 1-4 batches ahead moved it -4..+4% (run 67): not taken.
+// 56-64 registers, no spills (the symmetric MT = 2 builds spilled one register before
+// w4_mask_or's single LOP3).
 template <int DT, bool ZP, int MT, int NW, int BPS>
 __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a16Args p) {
     constexpr int kEntry = W4Scale<DT, ZP>::kEntryBytes;

@@ -285,7 +285,7 @@ PLAN_SHAPES = [(24, 70016), (2120, 4224), (4104, 4224), (16904, 1152), (70016, 1
 
 
 @pytest.mark.parametrize("m", M_LIST)
-@pytest.mark.parametrize("shape", PLAN_SHAPES, ids=["split", "nosplit", "ctn2", "wn2", "wn2_two_chunks", "lean3", "gemv_lean_ntail"])
+@pytest.mark.parametrize("shape", PLAN_SHAPES, ids=["split", "nosplit", "ctn2", "wn2", "wn2_two_chunks", "bps3", "gemv_lean_ntail"])
 def test_gemm_gpu_plan_paths(rng, requires_gpu, shape, m):
     n, k = shape
     run_gemm("gpu", rng, m, n, k, 128, False, "bf16")
@@ -378,31 +378,54 @@ def test_gpu_gemv_lean_where_it_applies(rng, requires_gpu, monkeypatch, n, k, g,
 @pytest.mark.parametrize("n", [4096, 6144])
 def test_gpu_gemv_lean_two_row_blocks(rng, requires_gpu, monkeypatch, n, symmetric, dtype, m):
     """M 9..16: the lean loop with two 8-row blocks (rows past M read row M - 1 and are never
-    written), the 16- and the 8-warp build; with GATEDNORM_W4A16_KERNEL=gemv the decode kernel,
-    both against the reference."""
-    monkeypatch.delenv("GATEDNORM_W4A16_KERNEL", raising=False)
-    run_gemm("gpu", rng, m, n, 2048, 128, symmetric, dtype)
-    assert gatednorm.last_kernel() == "w4a16.gemv.lean"
-    monkeypatch.setenv("GATEDNORM_W4A16_KERNEL", "gemv")
-    run_gemm("gpu", rng, m, n, 2048, 128, symmetric, dtype)
-    assert gatednorm.last_kernel() == "w4a16.decode"
+    written), the 16- and the 8-warp build (4 and 8 chunks a warp at K 4096: the batch loop
+    steps its pointers); with GATEDNORM_W4A16_KERNEL=gemv the decode kernel; both against the
+    reference.  At N 6144 (384 col tiles: the lean loop's 8-warp build and the decode kernel's
+    one col tile a warp, on GPUs of < 192 SMs) both split K over 8 warps alike and add in warp
+    order, so their bits agree too."""
+    k = 4096
+    w = gatednorm.W4A16Weight.from_float(rng.standard_normal((n, k)).astype(np.float32), 128, symmetric)
+    wg = w.to("gpu:0", DT[dtype])
+    a = rng.standard_normal((m, k)).astype(DT[dtype])
+    ag = put("gpu", a)
+    ref = reference.w4a16_matmul(a, w.q, w.scales, w.zeros, None)
+    tol = reference.w4a16_tolerance(a, w.q, w.scales, w.zeros, None, DT[dtype], ref)
+    got = {}
+    for hook, kernel in ((None, "w4a16.gemv.lean"), ("gemv", "w4a16.decode")):
+        if hook:
+            monkeypatch.setenv("GATEDNORM_W4A16_KERNEL", hook)
+        else:
+            monkeypatch.delenv("GATEDNORM_W4A16_KERNEL", raising=False)
+        out = put("gpu", np.full((m, n), np.nan, DT[dtype]))
+        gatednorm.w4a16_matmul(ag, wg, out=out)
+        assert gatednorm.last_kernel() == kernel
+        got[kernel] = get(out)
+        err = np.abs(got[kernel].astype(np.float64) - ref)
+        assert np.all(err <= tol), "%s: max err %g" % (kernel, err.max())
+    if n == 6144:
+        assert got["w4a16.gemv.lean"].tobytes() == got["w4a16.decode"].tobytes()
 
 
 # ------------------------------------------------ programmatic dependent launch (pdl=True)
-# Kernel paths of the first GEMM: the lean loop (M <= 8, M 9..16, many col tiles: several
-# waves), gemv (G = 64; many col tiles), gemv split-K, decode (M > 8; K tail at M <= 8 and M
-# > 8), mma (M > 16).
-PDL_CASES = [(1, 4096, 4096, 128), (9, 4096, 4096, 128), (4, 24576, 4096, 128), (1, 4096, 4096, 64), (4, 24576, 4096, 64),
-             (1, 64, 8192, 128), (9, 4096, 4096, 64), (3, 4096, 4128, 32), (10, 4096, 4128, 32), (33, 4096, 4096, 64)]
+# (m, n, k, g, n2, kernel of the first GEMM on a GPU of ~132 SMs, of the second or None): the
+# lean loop (M <= 8; M 9..16; many col tiles: several waves; a lean GEMM after a lean one),
+# gemv (G = 64; many col tiles), gemv split-K, decode (M > 8; K tail at M <= 8 and M > 8),
+# mma (M > 16).  The second GEMM (K = the first's N) has 512 outputs (few col tiles: a
+# split) unless n2 says otherwise.
+LEAN, GEMV, DECODE = "w4a16.gemv.lean", "w4a16.gemv", "w4a16.decode"
+PDL_CASES = [(1, 4096, 4096, 128, 512, LEAN, None), (9, 4096, 4096, 128, 512, LEAN, None), (4, 24576, 4096, 128, 512, LEAN, None),
+             (1, 4096, 4096, 128, 4096, LEAN, LEAN), (1, 4096, 4096, 64, 512, GEMV, None), (4, 24576, 4096, 64, 512, GEMV, None),
+             (1, 64, 8192, 128, 512, "w4a16.gemv.splitk", None), (9, 4096, 4096, 64, 512, DECODE, None),
+             (3, 4096, 4128, 32, 512, DECODE, None), (10, 4096, 4128, 32, 512, DECODE, None), (33, 4096, 4096, 64, 512, "w4a16.mma", None)]
 
 
-@pytest.mark.parametrize("m, n, k, g", PDL_CASES)
-def test_gpu_pdl_chain_same_bits(rng, requires_gpu, m, n, k, g):
+@pytest.mark.parametrize("m, n, k, g, n2, kernel1, kernel2", PDL_CASES)
+def test_gpu_pdl_chain_same_bits(rng, requires_gpu, monkeypatch, m, n, k, g, n2, kernel1, kernel2):
     """pdl=True gives the bits pdl=False gives, on the same kernel; in a chain the second GEMM
-    (K = the first's N, 512 outputs) reads the first one's output, so a GEMM that read its
-    activations before the previous kernel finished would see the NaN poison.  Outputs are
-    preallocated: nothing between the launches synchronizes."""
-    n2 = 512
+    reads the first one's output, so a GEMM that read its activations before the previous
+    kernel finished would see the NaN poison.  Outputs are preallocated: nothing between the
+    launches synchronizes."""
+    monkeypatch.delenv("GATEDNORM_W4A16_KERNEL", raising=False)
     w = gatednorm.W4A16Weight.from_float(rng.standard_normal((n, k)).astype(np.float32), g, False).to("gpu:0", BF16)
     w2 = gatednorm.W4A16Weight.from_float(rng.standard_normal((n2, n)).astype(np.float32) * 0.03, min(128, n), False).to("gpu:0", BF16)
     a = put("gpu", rng.standard_normal((m, k)).astype(BF16))
@@ -415,6 +438,7 @@ def test_gpu_pdl_chain_same_bits(rng, requires_gpu, m, n, k, g):
         outs[pdl] = (get(o1), get(o2), first, gatednorm.last_kernel())
     (r1, r2, k1, k2), (p1, p2, q1, q2) = outs[False], outs[True]
     assert (k1, k2) == (q1, q2)
+    assert k1 == kernel1 and (kernel2 is None or k2 == kernel2), (k1, k2)
     assert not np.isnan(r2.astype(np.float32)).any()
     assert r1.tobytes() == p1.tobytes() and r2.tobytes() == p2.tobytes()
 

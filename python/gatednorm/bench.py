@@ -517,10 +517,11 @@ def _on_stream(f, stream, *args, **kw):
 
 # Kernel-choice modes of ours (the launchers' width hooks): "vec8" / "vec16" force the row kernel's VEC
 # (add_rmsnorm, rmsnorm, group_quant_fp8), "e4" / "e8" / "e16" the elements a lane of the gated FP8
-# vec kernel owns (rmsnorm_gated_fp8), "gemv" the gemv kernel's own loop where the library takes
-# its lean loop (w4a16: G = 128, M <= 8, no split, whole groups a warp; elsewhere the column
-# times the usual kernel), through an environment variable the launcher reads at each call.  The variable is set just before the call (a
-# graph captures the kernel chosen then) and cleared for every other mode.
+# vec kernel owns (rmsnorm_gated_fp8), "gemv" the kernel the plan takes without the lean loop
+# (w4a16 where the lean loop applies, G = 128, M <= 16, no split, whole groups a warp: the gemv
+# kernel at M <= 8, the decode kernel at 9..16; elsewhere the column times the usual kernel),
+# through an environment variable the launcher reads at each call.  The variable is set just
+# before the call (a graph captures the kernel chosen then) and cleared for every other mode.
 _KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "e4": "4", "e8": "8", "e16": "16", "gemv": "gemv"}
 
 
