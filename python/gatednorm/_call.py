@@ -547,7 +547,7 @@ class Entry:
     arguments in order (as errors name them), ``outputs`` the ones it writes, ``params_type``
     its options struct (None: the entry takes no params)."""
 
-    def __init__(self, function: str, params_type: str | None, names: tuple, outputs: tuple = ()):
+    def __init__(self, function: str, params_type: str | None, names: tuple, outputs: tuple = (), compile_now: bool = False):
         self.function = function
         self.short = function[len("gatednorm_"):] if function.startswith("gatednorm_") else function
         self.params_type = params_type
@@ -557,7 +557,16 @@ class Entry:
         self._fn = None
         self._defaults = None
         self._cache: dict = {}
+        # Compiled at the first call, so `import gatednorm` pays only for the entries a wrapper
+        # binds at import (compile_now: ops.py keeps `call` in a global, saving the attribute
+        # lookup on the host path #11 measures).
+        self.call = self._compile() if compile_now else self._compile_and_call
+
+    def _compile_and_call(self, *args, **kw):
+        """``call`` until the first call: compiles it (``_compile``, a few ms an entry that
+        an import would pay for every op), puts it in its place and makes the call."""
         self.call = self._compile()
+        return self.call(*args, **kw)
 
     def _load(self):
         """The C function this entry calls (a subclass may bind arguments to it) and the
