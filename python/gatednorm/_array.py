@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from . import _dlpack, _dtypes, _ffi, _runtime
+from . import _dtypes, _ffi, _runtime
 from ._ffi import argument_error, check, ffi
 from ._runtime import CPU, HOST_TYPES
 
@@ -390,6 +390,8 @@ class DeviceArray:
                 _runtime.synchronize(ps)
                 sync.stream = None
         versioned = max_version is not None and int(max_version[0]) >= 1
+        from . import _dlpack  # its cffi cdef loads at the first export, not at import
+
         return _dlpack.export(self, self._ptr, self._devtype, self._devid, self._shape, self._estrides,
                               self._dl[0], self._dl[1], versioned)
 

@@ -36,7 +36,7 @@ import threading
 import _cffi_backend
 import numpy as np
 
-from . import _dlpack, _dtypes, _ffi, _runtime
+from . import _dtypes, _ffi, _runtime
 from ._array import DeviceArray
 from ._ffi import GatedNormError, argument_error, ffi
 
@@ -291,7 +291,18 @@ def _dlpack_stream_arg(devtype, s):
     return None
 
 
-_READ_ONLY_OR_COPIED = _dlpack.FLAG_READ_ONLY | _dlpack.FLAG_IS_COPIED
+# The DLPack module (its own cffi cdef) loads at the first DLPack argument: `import gatednorm`
+# does not parse it.  None until then, so no consumed capsule can exist before.
+_dlpack = None
+
+
+def _dlpack_module():
+    global _dlpack
+    if _dlpack is None:
+        from . import _dlpack as module
+
+        _dlpack = module
+    return _dlpack
 # Producers whose arrays are immutable but whose DLPack export does not say so: jax (0.4 to
 # 0.10 at least) hands out a legacy "dltensor" capsule, without DLPack 1.0's read-only flag,
 # even when asked for max_version=(1, 0); writing through it would change a value jax
@@ -319,13 +330,13 @@ def _from_dlpack(x, name, writable, sc, i, s, hold):
             cap = x.__dlpack__(stream=sa, max_version=(1, 0))
         except TypeError:  # producer predating DLPack 1.0's max_version
             cap = x.__dlpack__(stream=sa) if sa is not None else x.__dlpack__()
-        imp = _dlpack.consume(cap)
+        imp = _dlpack_module().consume(cap)
     except GatedNormError:
         raise
     except Exception as e:
         raise argument_error("%s: DLPack export failed: %s: %s" % (name, type(e).__name__, e)) from e
     hold.append(imp)
-    if writable and imp.flags & _READ_ONLY_OR_COPIED:
+    if writable and imp.flags & (_dlpack.FLAG_READ_ONLY | _dlpack.FLAG_IS_COPIED):
         _fail(name, "the DLPack producer marked this tensor %s" % (
             "read-only" if imp.flags & _dlpack.FLAG_READ_ONLY else "as a copy (writes would be lost)"))
     d = imp.t
@@ -491,8 +502,11 @@ def _adapter_for(x):
 
 def release(hold) -> None:
     """Release every consumed DLPack tensor in ``hold`` (call once the library returned)."""
+    if _dlpack is None:  # no DLPack argument yet in this process: nothing consumed
+        return
+    imported = _dlpack.Imported
     for h in hold:
-        if type(h) is _dlpack.Imported:
+        if type(h) is imported:
             h.release()
 
 
