@@ -457,6 +457,63 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_kernel(const W4a16Arg
     w4_gemv_finish<NW, KS>(p, red, acc, warp, ct, kpart, split, nsplit);
 }
 
+// The lean loop's streams for a warp whose K range starts at chunk lo of col tile ct: this
+// lane's 16 bytes of each weight chunk, its scale entries (G = 128: chunk kc's group kc / 2),
+// each 8-row block's activations (rows past M read row M - 1: their sums are never emitted);
+// and the accumulators, zeroed.
+template <int MT, int kEntry>
+__device__ __forceinline__ void w4_lean_start(const W4a16Args &p, int ct, int lo, const uint8_t *&wp, const uint8_t *&sp,
+                                              const char *(&ap)[MT], float (&acc)[MT][4]) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    wp = p.w + (int64_t(ct) * p.kchunks + lo) * kW4TileBytes + lane * 16;
+    sp = p.se + ((int64_t(ct) * p.ngroups + (lo >> 1)) * 8 + g) * kEntry;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+        ap[mt] = p.a + int64_t(min(8 * mt + g, p.m - 1)) * p.a_sm + 32 * t + int64_t(lo) * (kW4TileK * 2);
+        acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+    }
+}
+
+// One chunk of the lean loop: each of MT 8-row blocks' 16 activations at ap[mt] + offset
+// (two 16-byte loads through L1) against the chunk's weights, dequantized once.
+template <int DT, bool ZP, int MT>
+__device__ __forceinline__ void w4_lean_chunk(float (&acc)[MT][4], const uint4 &wq, const W4Scale<DT, ZP> &sc, const char *const (&ap)[MT],
+                                              int offset) {
+    uint32_t b[MT][8];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+        const uint4 *src = reinterpret_cast<const uint4 *>(ap[mt] + offset);
+        const uint4 alo = __ldg(src), ahi = __ldg(src + 1);
+        b[mt][0] = alo.x, b[mt][1] = alo.y, b[mt][2] = alo.z, b[mt][3] = alo.w;
+        b[mt][4] = ahi.x, b[mt][5] = ahi.y, b[mt][6] = ahi.z, b[mt][7] = ahi.w;
+    }
+    w4_chunk_mma_rows<DT, ZP, MT>(acc, wq, sc, b);
+}
+
+// The lean loop's end (every thread of the block calls it): acc[mt][r] is out[8 mt + 2 t +
+// (r & 1), 16 ct + g + 8 (r >> 1)]; warp 0 adds the NW warps' sums in warp order, as
+// w4_gemv_finish does, and emits them.
+template <int MT, int NW>
+__device__ __forceinline__ void w4_lean_finish(const W4a16Args &p, float (&red)[NW][MT * 4][32], const float (&acc)[MT][4], int warp,
+                                               int ct) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) red[warp][4 * mt + r][lane] = acc[mt][r];
+    __syncthreads();
+    if (warp != 0) return;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            float sum = 0.0f;
+#pragma unroll
+            for (int w = 0; w < NW; ++w) sum += red[w][4 * mt + r][lane];
+            w4_emit(p, 0, 1, 8 * mt + 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), sum);
+        }
+}
+
 // The gemv kernel's loop on a diet (run 65, the tuner's lean.gemv: 13.7% fewer instructions
 // a chunk, 8.6-12.5% faster at the bench's four shapes), for G = 128, one split, and K
 // ranges of whole groups a warp (kchunks a multiple of 2 NW: hip/w4a16.hip's use_gemv_lean):
@@ -474,21 +531,15 @@ template <int DT, bool ZP, int MT, int NW, int BPS>
 __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a16Args p) {
     constexpr int kEntry = W4Scale<DT, ZP>::kEntryBytes;
     __shared__ float red[NW][MT * 4][32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int g = lane >> 2, t = lane & 3;
-    const int ct = blockIdx.x;
+    const int warp = threadIdx.x >> 5, ct = blockIdx.x;
     int lo, hi;
     w4_split_range(0, p.kchunks, warp, NW, &lo, &hi);
     const int chunks = hi - lo;  // even, from an even lo (the host's condition)
     w4_pdl_wait(p);
-    const uint8_t *wp = p.w + (int64_t(ct) * p.kchunks + lo) * kW4TileBytes + lane * 16;
-    const uint8_t *sp = p.se + ((int64_t(ct) * p.ngroups + (lo >> 1)) * 8 + g) * kEntry;  // G = 128: chunk kc's group kc / 2
+    const uint8_t *wp, *sp;
     const char *ap[MT];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) ap[mt] = p.a + int64_t(min(8 * mt + g, p.m - 1)) * p.a_sm + 32 * t + int64_t(lo) * (kW4TileK * 2);
     float acc[MT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+    w4_lean_start<MT, kEntry>(p, ct, lo, wp, sp, ap, acc);
     uint4 w0 = make_uint4(0u, 0u, 0u, 0u), w1 = w0;
     W4Scale<DT, ZP> sq;
     if (chunks > 0) {
@@ -506,39 +557,13 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a
             w1 = gn_load_b128_stream_all(wp + kW4TileBytes);
             sq.load_entry(sp);
         }
-#pragma unroll
-        for (int u = 0; u < 2; ++u) {
-            uint32_t b[MT][8];
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-                const uint4 *src = reinterpret_cast<const uint4 *>(ap[mt] + u * (kW4TileK * 2));
-                const uint4 alo = __ldg(src), ahi = __ldg(src + 1);
-                b[mt][0] = alo.x, b[mt][1] = alo.y, b[mt][2] = alo.z, b[mt][3] = alo.w;
-                b[mt][4] = ahi.x, b[mt][5] = ahi.y, b[mt][6] = ahi.z, b[mt][7] = ahi.w;
-            }
-            w4_chunk_mma_rows<DT, ZP, MT>(acc, u == 0 ? c0 : c1, sc, b);
-        }
+        w4_lean_chunk<DT, ZP, MT>(acc, c0, sc, ap, 0);
+        w4_lean_chunk<DT, ZP, MT>(acc, c1, sc, ap, kW4TileK * 2);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) ap[mt] += 2 * kW4TileK * 2;
     }
     w4_pdl_release(p);
-    // acc[mt][r] is out[8 mt + 2 t + (r & 1), 16 ct + g + 8 (r >> 1)]; warp 0 adds the NW
-    // warps' sums in warp order, as w4_gemv_finish does
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) red[warp][4 * mt + r][lane] = acc[mt][r];
-    __syncthreads();
-    if (warp != 0) return;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-            float sum = 0.0f;
-#pragma unroll
-            for (int w = 0; w < NW; ++w) sum += red[w][4 * mt + r][lane];
-            w4_emit(p, 0, 1, 8 * mt + 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), sum);
-        }
+    w4_lean_finish<MT, NW>(p, red, acc, warp, ct);
 }
 
 // M > 16: a 64 x 64 output tile per 128-thread block, warps 2 x 2 of 32 x 32.

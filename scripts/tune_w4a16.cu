@@ -536,17 +536,12 @@ __global__ void __launch_bounds__(NW * 32, BPS) lean_full_kernel(const W4a16Args
     static_assert(CPW % 2 == 0, "whole groups a batch");
     constexpr int DT = kBF16, kEntry = 8;
     __shared__ float red[NW][MT * 4][32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int g = lane >> 2, t = lane & 3;
+    const int warp = threadIdx.x >> 5;
     const int ct = blockIdx.x, lo = warp * CPW;
-    const uint8_t *wp = p.w + (int64_t(ct) * p.kchunks + lo) * kW4TileBytes + lane * 16;
-    const uint8_t *sp = p.se + ((int64_t(ct) * p.ngroups + (lo >> 1)) * 8 + g) * kEntry;
+    const uint8_t *wp, *sp;
     const char *ap[MT];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) ap[mt] = p.a + int64_t(min(8 * mt + g, p.m - 1)) * p.a_sm + 32 * t + int64_t(lo) * (kW4TileK * 2);
     float acc[MT][4];
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+    w4_lean_start<MT, kEntry>(p, ct, lo, wp, sp, ap, acc);
     uint4 w0 = gn_load_b128_stream_all(wp), w1 = gn_load_b128_stream_all(wp + kW4TileBytes);
     W4Scale<DT, true> sq;
     sq.load_entry(sp);
@@ -559,34 +554,10 @@ __global__ void __launch_bounds__(NW * 32, BPS) lean_full_kernel(const W4a16Args
             w1 = gn_load_b128_stream_all(wp + (i + 3) * kW4TileBytes);
             sq.load_entry(sp + ((i + 2) / 2) * 8 * kEntry);
         }
-#pragma unroll
-        for (int u = 0; u < 2; ++u) {
-            uint32_t b[MT][8];
-#pragma unroll
-            for (int mt = 0; mt < MT; ++mt) {
-                const uint4 *src = reinterpret_cast<const uint4 *>(ap[mt] + (i + u) * (kW4TileK * 2));
-                const uint4 alo = __ldg(src), ahi = __ldg(src + 1);
-                b[mt][0] = alo.x, b[mt][1] = alo.y, b[mt][2] = alo.z, b[mt][3] = alo.w;
-                b[mt][4] = ahi.x, b[mt][5] = ahi.y, b[mt][6] = ahi.z, b[mt][7] = ahi.w;
-            }
-            w4_chunk_mma_rows<DT, true, MT>(acc, u == 0 ? c0 : c1, sc, b);
-        }
+        w4_lean_chunk<DT, true, MT>(acc, c0, sc, ap, i * (kW4TileK * 2));
+        w4_lean_chunk<DT, true, MT>(acc, c1, sc, ap, (i + 1) * (kW4TileK * 2));
     }
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) red[warp][4 * mt + r][lane] = acc[mt][r];
-    __syncthreads();
-    if (warp != 0) return;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-            float sum = 0.0f;
-#pragma unroll
-            for (int w = 0; w < NW; ++w) sum += red[w][4 * mt + r][lane];
-            w4_emit(p, 0, 1, 8 * mt + 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), sum);
-        }
+    w4_lean_finish<MT, NW>(p, red, acc, warp, ct);
 }
 template <int MT, int NW, int BPS, int CPW>
 void add_lean_full(std::vector<Variant> &vs, int ntiles, int kchunks, int group) {
