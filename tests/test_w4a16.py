@@ -286,9 +286,12 @@ PLAN_SHAPES = [(24, 70016), (2120, 4224), (4104, 4224), (16904, 1152), (70016, 1
 
 @pytest.mark.parametrize("m", M_LIST)
 @pytest.mark.parametrize("shape", PLAN_SHAPES, ids=["split", "nosplit", "ctn2", "wn2", "wn2_two_chunks", "bps3", "gemv_lean_ntail"])
-def test_gemm_gpu_plan_paths(rng, requires_gpu, shape, m):
+def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
+    monkeypatch.delenv("GATEDNORM_W4A16_KERNEL", raising=False)
     n, k = shape
     run_gemm("gpu", rng, m, n, k, 128, False, "bf16")
+    if shape == (4100, 2048) and m <= 16:  # 257 col tiles (the last partial), 2 chunks a warp
+        assert gatednorm.last_kernel() == "w4a16.gemv.lean"
 
 
 # Kernel names whose choice does not depend on the GPU's SM count (any GPU of < 500 SMs).
