@@ -185,23 +185,22 @@ W4a16Args make_args(const W4a16GemmProblem &p, const W4Tiled &t, const Plan &pl)
 }
 
 #if defined(GN_PLATFORM_CUDA)
-// The gemv kernel's lean loop (w4a16_gemv_lean_kernel) where it applies: M <= 16 with K %
-// 64 == 0, G = 128, the gemv plan without a split, and whole groups a warp (kchunks a
-// multiple of 2 x the block's warps).  The tuner measured it 8.6-12.5% faster than the gemv
-// loop at M = 1 (run 65) and, with two 8-row blocks, 4-19% faster than the decode kernel at M
-// = 16 (run 66).  Its plan needs no workspace, so the size query's plan (make_plan, which
-// knows no G) still covers the call.  GATEDNORM_W4A16_KERNEL=gemv (a test and bench hook read
+// *pl becomes the plan of the gemv kernel's lean loop (w4a16_gemv_lean_kernel) where that
+// applies: M <= 16 with K % 64 == 0, G = 128, the gemv plan without a split, and whole groups
+// a warp (kchunks a multiple of 2 x the block's warps).  6-10% faster than the gemv loop at
+// M = 1 (run 66) and, with two 8-row blocks, 3-18% faster than the decode kernel at M = 16
+// (run 67).  Its plan needs no workspace, so the size query's plan (make_plan, which knows
+// no G) still covers the call.  GATEDNORM_W4A16_KERNEL=gemv (a test and bench hook read
 // at each call, not API) keeps make_plan's kernel, so tests can compare the loops bit for bit.
-bool use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) {
-    if (m > kDecodeMaxM || t.group != 128 || t.k % kW4TileK) return false;
+void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) {
+    if (m > kDecodeMaxM || t.group != 128 || t.k % kW4TileK) return;
     Plan lean = gemv_plan(f, t.ntiles, t.kchunks);  // make_plan's own at M <= 8
-    if (lean.nsplit != 1 || t.kchunks % (2 * lean.gemv_warps)) return false;
+    if (lean.nsplit != 1 || t.kchunks % (2 * lean.gemv_warps)) return;
     const char *v = getenv("GATEDNORM_W4A16_KERNEL");
-    if (v && !strcmp(v, "gemv")) return false;
+    if (v && !strcmp(v, "gemv")) return;
     lean.gemv_lean = true;
     lean.mt = m <= 8 ? 1 : 2;
     *pl = lean;
-    return true;
 }
 
 template <int DT, bool ZP, int MT>

@@ -146,8 +146,6 @@ struct W4Consts {
     static constexpr uint32_t kNegSym2 = kBase2 ^ 0x80008000u ^ 0x00080008u;     // -(base + 8): no zero points
 };
 
-// Two weights of one column: codes at bits 0-3 and 16-19 of `word` -> 16-bit w16 pair.
-// nzb2: -(base | z) in both halves; s2: the scale in both halves.
 // (word & mask) | base as one LOP3.  Written as `&` then `|`, nvcc emitted two (SASS allows
 // one immediate an instruction, and ptxas did not put the other in a register): run 69's
 // Nsight count, 16 of the lean loop's 100 instructions a chunk.
@@ -158,6 +156,8 @@ __device__ __forceinline__ uint32_t w4_mask_or(uint32_t word) {
     return r;
 }
 
+// Two weights of one column: codes at bits 0-3 and 16-19 of `word` -> 16-bit w16 pair.
+// nzb2: -(base | z) in both halves; s2: the scale in both halves.
 template <int DT>
 __device__ __forceinline__ uint32_t w4_dequant2(uint32_t word, uint32_t nzb2, uint32_t s2) {
     const uint32_t v = w4_mask_or<0x000f000fu, W4Consts<DT>::kBase2>(word);
@@ -378,24 +378,34 @@ __global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(con
 
 
 // The end of a gemv-style kernel (every thread of the block calls it): warp `warp`'s mma
-// sums acc[r] = out[2 t + (r & 1), 16 ct + g + 8 (r >> 1)] (lane = 4 g + t) go to shared
-// memory, then the first warp of each col tile adds its KS warps' sums in warp order (the
-// same order every run) and emits them, or writes the split's partial.
-template <int NW, int KS>
-__device__ __forceinline__ void w4_gemv_finish(const W4a16Args &p, float (&red)[NW][4][32], const float (&acc)[4], int warp, int ct,
-                                               int kpart, int split, int nsplit) {
+// sums acc[mt][r] = out[8 mt + 2 t + (r & 1), 16 ct + g + 8 (r >> 1)] (lane = 4 g + t; MT
+// 8-row blocks) go to shared memory, then the first warp of each col tile adds its KS warps'
+// sums in warp order (the same order every run) and emits them, or writes the split's partial.
+template <int NW, int KS, int MT>
+__device__ __forceinline__ void w4_gemv_finish(const W4a16Args &p, float (&red)[NW][MT * 4][32], const float (&acc)[MT][4], int warp,
+                                               int ct, int kpart, int split, int nsplit) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
-    for (int r = 0; r < 4; ++r) red[warp][r][lane] = acc[r];
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) red[warp][4 * mt + r][lane] = acc[mt][r];
     __syncthreads();
     if (kpart != 0 || ct >= p.ntiles) return;
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-        float s = 0.0f;
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int w = 0; w < KS; ++w) s += red[warp + w][r][lane];
-        w4_emit(p, split, nsplit, 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), s);
-    }
+        for (int r = 0; r < 4; ++r) {
+            float s = 0.0f;
+#pragma unroll
+            for (int w = 0; w < KS; ++w) s += red[warp + w][4 * mt + r][lane];
+            w4_emit(p, split, nsplit, 8 * mt + 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), s);
+        }
+}
+// One 8-row block (the gemv kernel's float[4] sums).
+template <int NW, int KS>
+__device__ __forceinline__ void w4_gemv_finish(const W4a16Args &p, float (&red)[NW][4][32], const float (&acc)[4], int warp, int ct,
+                                               int kpart, int split, int nsplit) {
+    w4_gemv_finish<NW, KS, 1>(p, red, *reinterpret_cast<const float(*)[1][4]>(&acc), warp, ct, kpart, split, nsplit);
 }
 
 // M <= 8 with K a multiple of 64 (run 56): the decode kernel without what only other
@@ -490,30 +500,6 @@ __device__ __forceinline__ void w4_lean_chunk(float (&acc)[MT][4], const uint4 &
     w4_chunk_mma_rows<DT, ZP, MT>(acc, wq, sc, b);
 }
 
-// The lean loop's end (every thread of the block calls it): acc[mt][r] is out[8 mt + 2 t +
-// (r & 1), 16 ct + g + 8 (r >> 1)]; warp 0 adds the NW warps' sums in warp order, as
-// w4_gemv_finish does, and emits them.
-template <int MT, int NW>
-__device__ __forceinline__ void w4_lean_finish(const W4a16Args &p, float (&red)[NW][MT * 4][32], const float (&acc)[MT][4], int warp,
-                                               int ct) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) red[warp][4 * mt + r][lane] = acc[mt][r];
-    __syncthreads();
-    if (warp != 0) return;
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-            float sum = 0.0f;
-#pragma unroll
-            for (int w = 0; w < NW; ++w) sum += red[w][4 * mt + r][lane];
-            w4_emit(p, 0, 1, 8 * mt + 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), sum);
-        }
-}
-
 // The gemv kernel's loop on a diet (run 65, the tuner's lean.gemv: 13.7% fewer instructions
 // a chunk, 8.6-12.5% faster at the bench's four shapes), for G = 128, one split, and K
 // ranges of whole groups a warp (kchunks a multiple of 2 NW: hip/w4a16.hip's use_gemv_lean):
@@ -563,7 +549,7 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a
         for (int mt = 0; mt < MT; ++mt) ap[mt] += 2 * kW4TileK * 2;
     }
     w4_pdl_release(p);
-    w4_lean_finish<MT, NW>(p, red, acc, warp, ct);
+    w4_gemv_finish<NW, NW, MT>(p, red, acc, warp, ct, warp, 0, 1);
 }
 
 // M > 16: a 64 x 64 output tile per 128-thread block, warps 2 x 2 of 32 x 32.

@@ -557,7 +557,7 @@ __global__ void __launch_bounds__(NW * 32, BPS) lean_full_kernel(const W4a16Args
         w4_lean_chunk<DT, true, MT>(acc, c0, sc, ap, i * (kW4TileK * 2));
         w4_lean_chunk<DT, true, MT>(acc, c1, sc, ap, (i + 1) * (kW4TileK * 2));
     }
-    w4_lean_finish<MT, NW>(p, red, acc, warp, ct);
+    w4_gemv_finish<NW, NW, MT>(p, red, acc, warp, ct, warp, 0, 1);
 }
 template <int MT, int NW, int BPS, int CPW>
 void add_lean_full(std::vector<Variant> &vs, int ntiles, int kchunks, int group) {
