@@ -68,6 +68,7 @@ struct Plan {
     bool decode = true;
     bool gemv = false;  // NVIDIA gemv_plan: w4a16_gemv_kernel at M <= 8 (K % 64 == 0), or the lean loop
     bool gemv_lean = false;  // w4a16_gemv_lean_kernel (M <= 16: use_gemv_lean), MT = mt
+    int lean_cpw = 0;  // its chunks a warp where a build has them compiled in, else 0
     int mt = 1, wn = 1, mblocks = 1, nsplit = 1;
     int bps = 0;  // NVIDIA decode: the build's launch bound in blocks an SM (launch_decode)
     int gemv_warps = 8;  // NVIDIA gemv: warps a block, all on one col tile
@@ -190,8 +191,14 @@ W4a16Args make_args(const W4a16GemmProblem &p, const W4Tiled &t, const Plan &pl)
 // a warp (kchunks a multiple of 2 x the block's warps).  6-10% faster than the gemv loop at
 // M = 1 (run 66) and, with two 8-row blocks, 3-18% faster than the decode kernel at M = 16
 // (run 67).  Its plan needs no workspace, so the size query's plan (make_plan, which knows
-// no G) still covers the call.  GATEDNORM_W4A16_KERNEL=gemv (a test and bench hook read
-// at each call, not API) keeps make_plan's kernel, so tests can compare the loops bit for bit.
+// no G) still covers the call.  Where each warp's chunk count is one of kLeanCpw, the build
+// with that trip count compiled in (10-14% faster again at M = 1, run 71's tuner): K 4096,
+// 8192, 12288 and 16384 on the 16-warp build, 2048, 4096, 6144 and 8192 on the 8-warp one.
+// GATEDNORM_W4A16_KERNEL (a test and bench hook read at each call, not API): `gemv` keeps
+// make_plan's kernel, `lean` the lean loop's runtime trip count, so tests can compare the
+// loops bit for bit.
+constexpr int kLeanCpw[] = {4, 8, 12, 16};
+
 void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) {
     if (m > kDecodeMaxM || t.group != 128 || t.k % kW4TileK) return;
     Plan lean = gemv_plan(f, t.ntiles, t.kchunks);  // make_plan's own at M <= 8
@@ -200,15 +207,45 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
     if (v && !strcmp(v, "gemv")) return;
     lean.gemv_lean = true;
     lean.mt = m <= 8 ? 1 : 2;
+    const int64_t cpw = t.kchunks / lean.gemv_warps;
+    for (const int c : kLeanCpw)  // MT = 2 only at 8: its other builds spill at the 64-register bound
+        if (cpw == c && (lean.mt == 1 || c == 8) && !(v && !strcmp(v, "lean"))) lean.lean_cpw = c;
     *pl = lean;
+}
+
+// last_kernel()'s name of the lean loop: `.cpwN` where N chunks a warp are compiled in.
+const char *lean_kernel_name(int cpw) {
+    switch (cpw) {
+    case 4: return "w4a16.gemv.lean.cpw4";
+    case 8: return "w4a16.gemv.lean.cpw8";
+    case 12: return "w4a16.gemv.lean.cpw12";
+    case 16: return "w4a16.gemv.lean.cpw16";
+    default: return "w4a16.gemv.lean";
+    }
+}
+
+template <int DT, bool ZP, int MT, int CPW>
+hipError_t launch_gemv_lean(const W4a16Args &a, const Plan &pl, hipStream_t s) {
+    const dim3 grid(unsigned(pl.ctas));
+    if (pl.gemv_warps == kGemvWideWarps)
+        return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, MT, kGemvWideWarps, 2, CPW>, grid, kGemvWideWarps * 32, s, a, a.pdl != 0);
+    return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, MT, kW4DecodeWarps, kGemvBlocksPerSm, CPW>, grid, kW4DecodeThreads, s, a, a.pdl != 0);
 }
 
 template <int DT, bool ZP, int MT>
 hipError_t launch_gemv_lean(const W4a16Args &a, const Plan &pl, hipStream_t s) {
-    const dim3 grid(unsigned(pl.ctas));
-    if (pl.gemv_warps == kGemvWideWarps)
-        return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, MT, kGemvWideWarps, 2>, grid, kGemvWideWarps * 32, s, a, a.pdl != 0);
-    return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, MT, kW4DecodeWarps, kGemvBlocksPerSm>, grid, kW4DecodeThreads, s, a, a.pdl != 0);
+    static_assert(sizeof kLeanCpw / sizeof kLeanCpw[0] == 4, "one case a kLeanCpw entry");
+    if constexpr (MT == 1) {
+        switch (pl.lean_cpw) {
+        case kLeanCpw[0]: return launch_gemv_lean<DT, ZP, MT, kLeanCpw[0]>(a, pl, s);
+        case kLeanCpw[1]: return launch_gemv_lean<DT, ZP, MT, kLeanCpw[1]>(a, pl, s);
+        case kLeanCpw[2]: return launch_gemv_lean<DT, ZP, MT, kLeanCpw[2]>(a, pl, s);
+        case kLeanCpw[3]: return launch_gemv_lean<DT, ZP, MT, kLeanCpw[3]>(a, pl, s);
+        }
+    } else if (pl.lean_cpw == 8) {
+        return launch_gemv_lean<DT, ZP, MT, 8>(a, pl, s);
+    }
+    return launch_gemv_lean<DT, ZP, MT, 0>(a, pl, s);
 }
 
 // Every GEMM kernel goes through gn_launch: with a.pdl, the programmatic-dependent-launch
@@ -336,7 +373,7 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
     const gatednorm_status st = check_launch("w4a16_gemm");
 #if defined(GN_PLATFORM_CUDA)
     const char *name = !pl.decode     ? "w4a16.mma"
-                       : pl.gemv_lean ? "w4a16.gemv.lean"
+                       : pl.gemv_lean ? lean_kernel_name(pl.lean_cpw)
                        : pl.gemv      ? (pl.nsplit > 1 ? "w4a16.gemv.splitk" : "w4a16.gemv")
                        : pl.nsplit > 1 ? "w4a16.decode.splitk" : "w4a16.decode";
 #else

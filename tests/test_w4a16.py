@@ -340,32 +340,87 @@ def test_deterministic(wbe, rng):
 
 # The gemv kernel's lean loop (w4a16_gemv_lean_kernel: G = 128, one split, whole groups a
 # warp), the library's choice where it applies; GATEDNORM_W4A16_KERNEL=gemv keeps the gemv
-# kernel's own loop: the same K ranges and order, so the same bits.  N 4096 / 6144 at K 4096
-# are 256 / 384 col tiles: the 16- and the 8-warp build on a GPU of ~132 SMs.
+# kernel's own loop, =lean the lean loop's runtime trip count: the same K ranges and order, so
+# the same bits.  N 4096 / 6144 at K 4096 are 256 / 384 col tiles: the 16- and the 8-warp
+# build on a GPU of ~132 SMs, 4 and 8 chunks a warp, so the builds with that trip count
+# compiled in (last_kernel's `.cpw4` / `.cpw8`).
+LEAN = "w4a16.gemv.lean"
+
+
+def _gemm_with_hook(monkeypatch, hook, a, w, m, n, dtype, kernel, pdl=False):
+    """w4a16_matmul with GATEDNORM_W4A16_KERNEL=hook (None: unset) into a NaN-poisoned out;
+    asserts the kernel that ran and that every output was written; returns the output."""
+    if hook:
+        monkeypatch.setenv("GATEDNORM_W4A16_KERNEL", hook)
+    else:
+        monkeypatch.delenv("GATEDNORM_W4A16_KERNEL", raising=False)
+    out = put("gpu", np.full((m, n), np.nan, DT[dtype]))
+    gatednorm.w4a16_matmul(a, w, out=out, pdl=pdl)
+    assert gatednorm.last_kernel() == kernel
+    got = get(out)
+    assert not np.isnan(got.astype(np.float32)).any(), "outputs left unwritten (still NaN)"
+    return got
+
+
 @pytest.mark.parametrize("m", [1, 5, 8])
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 @pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
 @pytest.mark.parametrize("n", [4096, 6144])
 def test_gpu_gemv_lean_same_bits(rng, requires_gpu, monkeypatch, n, symmetric, dtype, m):
     k = 4096
-    monkeypatch.setenv("GATEDNORM_W4A16_KERNEL", "gemv")
     w = gatednorm.W4A16Weight.from_float(rng.standard_normal((n, k)).astype(np.float32), 128, symmetric).to("gpu:0", DT[dtype])
     a = put("gpu", rng.standard_normal((m, k)).astype(DT[dtype]))
+    monkeypatch.setenv("GATEDNORM_W4A16_KERNEL", "gemv")
     want = get(gatednorm.w4a16_matmul(a, w))
     assert gatednorm.last_kernel() == "w4a16.gemv"
-    monkeypatch.delenv("GATEDNORM_W4A16_KERNEL")
-    for pdl in (False, True):
-        out = put("gpu", np.full((m, n), np.nan, DT[dtype]))
-        gatednorm.w4a16_matmul(a, w, out=out, pdl=pdl)
-        assert gatednorm.last_kernel() == "w4a16.gemv.lean"
-        got = get(out)
-        assert not np.isnan(got.astype(np.float32)).any(), "outputs left unwritten (still NaN)"
-        assert got.tobytes() == want.tobytes()
+    for hook, kernel in (("lean", LEAN), (None, LEAN + (".cpw4" if n == 4096 else ".cpw8"))):
+        for pdl in (False, True):
+            got = _gemm_with_hook(monkeypatch, hook, a, w, m, n, dtype, kernel, pdl)
+            assert got.tobytes() == want.tobytes(), (kernel, pdl)
+
+
+def _rand_plain(rng, n, k, symmetric, g=128):
+    """A plain W4A16Weight of random codes (any byte is two valid codes), signed scales and
+    zero points, built without from_float's quantization (the big shapes stay quick)."""
+    q = rng.integers(0, 256, (n, k // 2), dtype=np.uint8)
+    s = (rng.uniform(0.002, 0.05, (n, k // g)) * rng.choice([-1, 1], (n, k // g))).astype(np.float32)
+    z = None if symmetric else rng.integers(0, 16, (n, k // g), dtype=np.uint8)
+    return gatednorm.W4A16Weight(q, s, z)
+
+
+# (N, K, chunks a warp): each trip count the lean loop has compiled in, on the 16-warp build
+# (N 4096: 256 col tiles) and the 8-warp one (N 6144), and a partial last col tile (N 4100);
+# on a GPU of ~132 SMs.  MT = 2 (M 9..16) has its count compiled in only at 8 (its other
+# builds spill at the 64-register bound): elsewhere M 9..16 runs the runtime count.
+LEAN_CPW_SHAPES = [(4096, 4096, 4), (4096, 8192, 8), (4096, 12288, 12), (4096, 16384, 16),
+                   (6144, 2048, 4), (6144, 4096, 8), (6144, 6144, 12), (6144, 8192, 16), (4100, 4096, 4)]
+
+
+@pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
+@pytest.mark.parametrize("n, k, cpw", LEAN_CPW_SHAPES)
+def test_gpu_gemv_lean_compiled_trip_count(rng, requires_gpu, monkeypatch, n, k, cpw, symmetric):
+    """The builds with the trip count compiled in give the runtime count's bits, at M 1, 8, 9
+    and 16 in bf16 and fp16, and agree with the float64 reference."""
+    w = _rand_plain(rng, n, k, symmetric)
+    for dtype in ("bf16", "fp16"):
+        wg = w.to("gpu:0", DT[dtype])
+        for m in (1, 8, 9, 16):
+            a = rng.standard_normal((m, k)).astype(DT[dtype])
+            ag = put("gpu", a)
+            fixed = LEAN + ".cpw%d" % cpw if m <= 8 or cpw == 8 else LEAN
+            runtime = _gemm_with_hook(monkeypatch, "lean", ag, wg, m, n, dtype, LEAN)
+            compiled = _gemm_with_hook(monkeypatch, None, ag, wg, m, n, dtype, fixed)
+            assert compiled.tobytes() == runtime.tobytes(), (dtype, m)
+            if m in (1, 16):
+                ref = reference.w4a16_matmul(a, w.q, w.scales, w.zeros, None)
+                tol = reference.w4a16_tolerance(a, w.q, w.scales, w.zeros, None, DT[dtype], ref)
+                err = np.abs(compiled.astype(np.float64) - ref)
+                assert np.all(err <= tol), "%s M %d: max err %g" % (dtype, m, err.max())
 
 
 @pytest.mark.parametrize("n, k, g, kernel", [(4096, 4096, 64, "w4a16.gemv"), (64, 8192, 128, "w4a16.gemv.splitk"),
                                              (4096, 4224, 128, "w4a16.gemv"), (4096, 3072, 128, "w4a16.gemv"),
-                                             (6144, 1536, 128, "w4a16.gemv"), (4096, 4096, 128, "w4a16.gemv.lean")])
+                                             (6144, 1536, 128, "w4a16.gemv"), (4096, 4096, 128, "w4a16.gemv.lean.cpw4")])
 def test_gpu_gemv_lean_where_it_applies(rng, requires_gpu, monkeypatch, n, k, g, kernel):
     """The lean loop at a bench shape; where its conditions fail (G = 64; a split; K
     ranges not whole groups a warp: 66 chunks over 16 warps, and 48 / 24 chunks, whole ranges
@@ -394,19 +449,12 @@ def test_gpu_gemv_lean_two_row_blocks(rng, requires_gpu, monkeypatch, n, symmetr
     ref = reference.w4a16_matmul(a, w.q, w.scales, w.zeros, None)
     tol = reference.w4a16_tolerance(a, w.q, w.scales, w.zeros, None, DT[dtype], ref)
     got = {}
-    for hook, kernel in ((None, "w4a16.gemv.lean"), ("gemv", "w4a16.decode")):
-        if hook:
-            monkeypatch.setenv("GATEDNORM_W4A16_KERNEL", hook)
-        else:
-            monkeypatch.delenv("GATEDNORM_W4A16_KERNEL", raising=False)
-        out = put("gpu", np.full((m, n), np.nan, DT[dtype]))
-        gatednorm.w4a16_matmul(ag, wg, out=out)
-        assert gatednorm.last_kernel() == kernel
-        got[kernel] = get(out)
+    for hook, kernel in ((None, LEAN + (".cpw8" if n == 6144 else "")), ("lean", LEAN), ("gemv", "w4a16.decode")):
+        got[kernel] = _gemm_with_hook(monkeypatch, hook, ag, wg, m, n, dtype, kernel)
         err = np.abs(got[kernel].astype(np.float64) - ref)
         assert np.all(err <= tol), "%s: max err %g" % (kernel, err.max())
     if n == 6144:
-        assert got["w4a16.gemv.lean"].tobytes() == got["w4a16.decode"].tobytes()
+        assert got[LEAN + ".cpw8"].tobytes() == got[LEAN].tobytes() == got["w4a16.decode"].tobytes()
 
 
 # ------------------------------------------------ programmatic dependent launch (pdl=True)
@@ -415,9 +463,10 @@ def test_gpu_gemv_lean_two_row_blocks(rng, requires_gpu, monkeypatch, n, symmetr
 # gemv (G = 64; many col tiles), gemv split-K, decode (M > 8; K tail at M <= 8 and M > 8),
 # mma (M > 16).  The second GEMM (K = the first's N) has 512 outputs (few col tiles: a
 # split) unless n2 says otherwise.
-LEAN, GEMV, DECODE = "w4a16.gemv.lean", "w4a16.gemv", "w4a16.decode"
-PDL_CASES = [(1, 4096, 4096, 128, 512, LEAN, None), (9, 4096, 4096, 128, 512, LEAN, None), (4, 24576, 4096, 128, 512, LEAN, None),
-             (1, 4096, 4096, 128, 4096, LEAN, LEAN), (1, 4096, 4096, 64, 512, GEMV, None), (4, 24576, 4096, 64, 512, GEMV, None),
+GEMV, DECODE, LEAN4, LEAN8, LEAN12 = "w4a16.gemv", "w4a16.decode", LEAN + ".cpw4", LEAN + ".cpw8", LEAN + ".cpw12"
+PDL_CASES = [(1, 4096, 4096, 128, 512, LEAN4, None), (9, 4096, 4096, 128, 512, LEAN, None), (4, 24576, 4096, 128, 512, LEAN8, None),
+             (12, 6144, 4096, 128, 512, LEAN8, None), (1, 4096, 12288, 128, 512, LEAN12, None),
+             (1, 4096, 4096, 128, 4096, LEAN4, LEAN4), (1, 4096, 4096, 64, 512, GEMV, None), (4, 24576, 4096, 64, 512, GEMV, None),
              (1, 64, 8192, 128, 512, "w4a16.gemv.splitk", None), (9, 4096, 4096, 64, 512, DECODE, None),
              (3, 4096, 4128, 32, 512, DECODE, None), (10, 4096, 4128, 32, 512, DECODE, None), (33, 4096, 4096, 64, 512, "w4a16.mma", None)]
 

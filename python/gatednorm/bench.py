@@ -520,9 +520,10 @@ def _on_stream(f, stream, *args, **kw):
 # vec kernel owns (rmsnorm_gated_fp8), "gemv" the kernel the plan takes without the lean loop
 # (w4a16 where the lean loop applies, G = 128, M <= 16, no split, whole groups a warp: the gemv
 # kernel at M <= 8, the decode kernel at 9..16; elsewhere the column times the usual kernel),
-# through an environment variable the launcher reads at each call.  The variable is set just
+# "lean" the lean loop with its runtime trip count where the plan takes a build with it compiled
+# in (w4a16), through an environment variable the launcher reads at each call.  The variable is set just
 # before the call (a graph captures the kernel chosen then) and cleared for every other mode.
-_KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "e4": "4", "e8": "8", "e16": "16", "gemv": "gemv"}
+_KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "e4": "4", "e8": "8", "e16": "16", "gemv": "gemv", "lean": "lean"}
 
 
 def _with_kernel_env(name, mode, f):
@@ -1390,7 +1391,7 @@ class W4A16Bench(OpBench):
     has_host = False
     host_skip = "w4a16: the weight is a W4A16Weight object, not an array the host-call rows can convert"
     ours_modes = ("out", "pdl")
-    all_ours_modes = ("out", "pdl", "gemv")
+    all_ours_modes = ("out", "pdl", "gemv", "lean")
     outputs = ("out",)
     peers = {"tinygemm": _w4_tinygemm, "gemlite": _w4_gemlite, "cublas_dense": lambda torch: (lambda a, b: torch.matmul(a, b.dense))}
     peer_check_unit = f"relative error (max |err| / max |ref|; above {W4_PEER_WIRING_REL}: not the same GEMM)"
