@@ -14,7 +14,8 @@
 // library.  Modes (runs 56-59): `gemv` (M = 1: the library's w4a16_gemv_kernel at its block
 // sizes and with split-K, beside the decode kernel's builds and run 65's leaner loop
 // `lean.gemv`), `lean` (M = 1 and 16: the library's lean loop, two 8-row blocks at M = 16,
-// and the same with its trip count compiled in, beside the gemv and decode builds), `gemv-modes` (three numerics
+// with its trip count at run time and compiled in, and with two col tiles a warp, beside
+// the gemv and decode builds), `gemv-modes` (three numerics
 // modes of a leaner decode loop: the library's, the scale after the mma, no dequantization),
 // `bulk` (the gemv loop fed by TMA bulk copies; slower), `ring` (run 60: a persistent grid
 // streaming col tiles through a ring of bulk-copy stages, and its loads only; slower).
@@ -535,6 +536,70 @@ void add_lean_full(std::vector<Variant> &vs, int ntiles, int kchunks, int group)
                   true, [=](const W4a16Args &a, cudaStream_t s) { w4a16_gemv_lean_kernel<kBF16, true, MT, NW, BPS, CPW><<<unsigned(ntiles), NW * 32, 0, s>>>(a); }});
 }
 
+// ---- two col tiles a warp in the lean loop (mode `lean`, for run 73): at M = 16 each col
+// tile's block re-reads all 16 activation rows of its K range (at 4096x24576 1536 col tiles x
+// 128 KB through L1 / L2 against 50 MB of weights; M = 16 costs 1.4x M = 1 where the loop's
+// instructions grow ~10%).  Here a warp streams col tiles 2b and 2b + 1 over the same K
+// range and dequantizes each against one load of the activations: half the activation
+// loads and wavefronts a weight byte, twice the weight registers in flight.  Trip count
+// compiled in (kchunks == NW CPW), even ntiles; bf16, asymmetric; same sums a col tile as the
+// library's lean kernel (same K ranges, order and reduction), so the reference check holds.
+template <int MT, int NW, int BPS, int CPW>
+__global__ void __launch_bounds__(NW * 32, BPS) lean_wn2_kernel(const W4a16Args p) {
+    constexpr int DT = kBF16, kEntry = W4Scale<DT, true>::kEntryBytes;
+    __shared__ float red[NW][MT * 4][32];
+    const int warp = threadIdx.x >> 5, ct0 = 2 * blockIdx.x, lo = warp * CPW;
+    const uint8_t *wp[2], *sp[2];
+    const char *ap[MT];
+    float acc[2][MT][4];
+    w4_lean_start<MT, kEntry>(p, ct0, lo, wp[0], sp[0], ap, acc[0]);
+    w4_lean_start<MT, kEntry>(p, ct0 + 1, lo, wp[1], sp[1], ap, acc[1]);
+    uint4 w[2][2];
+    W4Scale<DT, true> sq[2];
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+        w[c][0] = gn_load_b128_stream_all(wp[c]);
+        w[c][1] = gn_load_b128_stream_all(wp[c] + kW4TileBytes);
+        sq[c].load_entry(sp[c]);
+    }
+#pragma unroll
+    for (int i = 0; i < CPW; i += 2) {
+        uint4 cw[2][2];
+        W4Scale<DT, true> cs[2];
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+            cw[c][0] = w[c][0], cw[c][1] = w[c][1], cs[c] = sq[c];
+            if (i + 2 < CPW) {
+                w[c][0] = gn_load_b128_stream_all(wp[c] + (i + 2) * kW4TileBytes);
+                w[c][1] = gn_load_b128_stream_all(wp[c] + (i + 3) * kW4TileBytes);
+                sq[c].load_entry(sp[c] + (i + 2) / 2 * (8 * kEntry));
+            }
+        }
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            uint32_t b[MT][8];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                const uint4 *src = reinterpret_cast<const uint4 *>(ap[mt] + (i + h) * (kW4TileK * 2));
+                const uint4 alo = __ldg(src), ahi = __ldg(src + 1);
+                b[mt][0] = alo.x, b[mt][1] = alo.y, b[mt][2] = alo.z, b[mt][3] = alo.w;
+                b[mt][4] = ahi.x, b[mt][5] = ahi.y, b[mt][6] = ahi.z, b[mt][7] = ahi.w;
+            }
+#pragma unroll
+            for (int c = 0; c < 2; ++c) w4_chunk_mma_rows<DT, true, MT>(acc[c], cw[c][h], cs[c], b);
+        }
+    }
+    w4_gemv_finish<NW, NW, MT>(p, red, acc[0], warp, ct0, warp, 0, 1);
+    __syncthreads();  // red is reused for the second col tile
+    w4_gemv_finish<NW, NW, MT>(p, red, acc[1], warp, ct0 + 1, warp, 0, 1);
+}
+template <int MT, int NW, int BPS, int CPW>
+void add_lean_wn2(std::vector<Variant> &vs, int ntiles, int kchunks, int group) {
+    if (group != 128 || kchunks != NW * CPW || ntiles % 2) return;
+    vs.push_back({"lean.wn2.MT" + std::to_string(MT) + ".NW" + std::to_string(NW) + ".B" + std::to_string(BPS) + ".CPW" + std::to_string(CPW), 0,
+                  true, [=](const W4a16Args &a, cudaStream_t s) { lean_wn2_kernel<MT, NW, BPS, CPW><<<unsigned(ntiles / 2), NW * 32, 0, s>>>(a); }});
+}
+
 // The library's w4a16_gemv_kernel (run 56's mode 0) at NW warps a block, with split-K
 // across blocks (the library's reduce kernel after it) for few col tiles: more warps, more
 // bytes in flight an SM.
@@ -1008,12 +1073,19 @@ int main(int argc, char **argv) {
                     add_lean_full<1, 16, 2, 4>(vs, nt, kc, gr);   // K 4096
                     add_lean_full<1, 16, 2, 12>(vs, nt, kc, gr);  // K 12288
                     add_lean_full<1, 8, 4, 24>(vs, nt, kc, gr);   // K 12288
+                    add_lean_wn2<1, 8, 3, 8>(vs, nt, kc, gr);
+                    add_lean_wn2<1, 16, 1, 4>(vs, nt, kc, gr);
                 } else {
                     add_lean_gemv<2, 8, 4>(vs, nt, kc, gr);
                     add_lean_gemv<2, 16, 2>(vs, nt, kc, gr);
                     add_lean_full<2, 8, 4, 8>(vs, nt, kc, gr);
                     add_lean_full<2, 16, 2, 4>(vs, nt, kc, gr);
                     add_lean_full<2, 16, 2, 12>(vs, nt, kc, gr);
+                    add_lean_wn2<2, 8, 2, 8>(vs, nt, kc, gr);
+                    add_lean_wn2<2, 8, 3, 8>(vs, nt, kc, gr);
+                    add_lean_wn2<2, 16, 1, 4>(vs, nt, kc, gr);
+                    add_lean_wn2<2, 16, 1, 12>(vs, nt, kc, gr);
+                    add_lean_wn2<2, 8, 2, 24>(vs, nt, kc, gr);
                 }
             } else if (ring) {
                 add_lib_gemv<8, 2, 4>(vs, nt, 1, m, sh.n);
