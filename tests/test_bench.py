@@ -101,7 +101,7 @@ def test_registry_declares_gated_rmsnorm_with_its_peers():
     assert list(op.cpu_peers) == ["numpy_eager"]
     assert op.variants == bench.VARIANTS and op.ours_modes == bench.OURS_MODES
     assert op.axes == ("T", "H")
-    # the GPU shapes are performance.md's, --quick or not
+    # the GPU shapes are GPU_TOKENS x GPU_HEADS, --quick or not
     want = [(T, H) for H in bench.GPU_HEADS for T in bench.GPU_TOKENS]
     assert op.shapes(gpu=True, quick=False, only={}) == want == op.shapes(gpu=True, quick=True, only={})
     assert op.shapes(gpu=True, quick=False, only={"T": (1,)}) == [(1, 24), (1, 32)]

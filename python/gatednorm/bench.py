@@ -1,6 +1,6 @@
 """``gatednorm bench``: time gatednorm's ops beside the peers a user would pick instead.
 
-Protocol (design/performance.md): GPU time per call is the median over >= 15 replays of a
+Protocol (docs/bench.md): GPU time per call is the median over >= 15 replays of a
 CUDA graph holding >= 20 calls; the copy-bandwidth and dense-GEMM ceilings are measured in
 the same run; every implementation's result is checked against the float64 reference
 before it is timed; inputs are random (never zeros); input working sets smaller than 2x
@@ -385,7 +385,7 @@ class RMSNormGatedBench(OpBench):
     name = "rmsnorm_gated"
     title = "gated RMSNorm, bf16 [T, H, 128]: norm(x) * silu(z)"
     axes = ("T", "H")
-    axis_options = {"T": ("--tokens", "comma list of T (default: performance.md's shapes)"),
+    axis_options = {"T": ("--tokens", "comma list of T (default: %s)" % ",".join(map(str, GPU_TOKENS))),
                     "H": ("--heads", "comma list of H (default: 24,32)")}
     variants = VARIANTS
     cpu_variants = ("bf16",)
