@@ -557,7 +557,7 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a
             w4_lean_chunk<DT, ZP, MT>(acc, c0, sc, ap, i * (kW4TileK * 2));
             w4_lean_chunk<DT, ZP, MT>(acc, c1, sc, ap, (i + 1) * (kW4TileK * 2));
         }
-    } else {  // stepped pointers (one loop for both cases: nvcc 13 left MT = 1 rolled at CPW >= 8)
+    } else {  // stepped pointers (a separate loop: one loop for both, nvcc 13 left MT = 1 rolled at CPW >= 8)
         for (int i = 0; i < chunks; i += 2) {
             const uint4 c0 = w0, c1 = w1;
             const W4Scale<DT, ZP> sc = sq;

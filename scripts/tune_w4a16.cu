@@ -1082,7 +1082,6 @@ int main(int argc, char **argv) {
                     add_lean_full<2, 16, 2, 4>(vs, nt, kc, gr);
                     add_lean_full<2, 16, 2, 12>(vs, nt, kc, gr);
                     add_lean_wn2<2, 8, 2, 8>(vs, nt, kc, gr);
-                    add_lean_wn2<2, 8, 3, 8>(vs, nt, kc, gr);
                     add_lean_wn2<2, 16, 1, 4>(vs, nt, kc, gr);
                     add_lean_wn2<2, 16, 1, 12>(vs, nt, kc, gr);
                     add_lean_wn2<2, 8, 2, 24>(vs, nt, kc, gr);
