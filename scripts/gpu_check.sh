@@ -14,7 +14,8 @@
 #   --pytest-k     run only the GPU tests pytest's -k EXPR selects
 #   --sanitize F   run the pytest files F (space-separated, GPU backend cases only; narrowed
 #                  further by $SANITIZE_K) under compute-sanitizer memcheck and racecheck,
-#                  each bounded by $SANITIZE_TIMEOUT seconds (240), into sanitize.txt
+#                  each bounded by $SANITIZE_TIMEOUT seconds (240), into sanitize.txt; both
+#                  run in the background beside the pytest step, before the bench
 #   --extra-bench  a second `gatednorm bench` with these arguments after the first (table in
 #                  the log, figures in bench_extra.json)
 # Files written: gpu_check.log, sass.txt, pytest.log (unless skipped), bench.{md,json,png},
@@ -131,26 +132,31 @@ if [ -n "$alloc_probe" ]; then
   if python3 scripts/alloc_probe.py $alloc_probe; then record alloc_probe ok; else record alloc_probe FAIL; fi
 fi
 
+# The sanitizers and pytest run side by side (none of them is timed; the bench runs alone
+# after them): memcheck and racecheck are CPU-bound instrumentation, so the three together
+# take about as long as the slowest (run 72: 92 tests under each beside the W4A16 suite).
+sanitize_pids=()
+if [ -n "$sanitize" ]; then
+  step "compute-sanitizer memcheck + racecheck: $sanitize (GPU cases), in the background"
+  for tool in memcheck racecheck; do
+    # shellcheck disable=SC2086
+    timeout "${SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 20 \
+      python3 -m pytest -q -p no:cacheprovider -x -k "gpu ${SANITIZE_K:+and ($SANITIZE_K)}" $sanitize > "/tmp/gn_$tool.txt" 2>&1 &
+    sanitize_pids+=("$tool:$!")
+  done
+fi
+
 step "pytest (GPU tests included)"
 if skipped pytest; then :
 elif python3 -m pytest -q -p no:cacheprovider -rs ${pytest_k:+-k "$pytest_k"} tests 2>&1 | tee "$out/pytest.log"; then record pytest ok; else record pytest FAIL; fi
 [ -f "$out/pytest.log" ] && tail -n 1 "$out/pytest.log"
 
-if [ -n "$sanitize" ]; then
-  step "compute-sanitizer memcheck + racecheck: $sanitize (GPU cases)"
-  for tool in memcheck racecheck; do
-    # shellcheck disable=SC2086
-    echo "### $tool" >> "$out/sanitize.txt"
-    # shellcheck disable=SC2086
-    if timeout "${SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 20 \
-         python3 -m pytest -q -p no:cacheprovider -x -k "gpu ${SANITIZE_K:+and ($SANITIZE_K)}" $sanitize >> "$out/sanitize.txt" 2>&1; then
-      record "sanitize_$tool" ok
-    else
-      record "sanitize_$tool" FAIL
-    fi
-    grep -E "ERROR SUMMARY|passed|failed" "$out/sanitize.txt" | tail -n 2
-  done
-fi
+for entry in "${sanitize_pids[@]}"; do
+  tool=${entry%%:*}
+  if wait "${entry##*:}"; then record "sanitize_$tool" ok; else record "sanitize_$tool" FAIL; fi
+  { echo "### $tool"; cat "/tmp/gn_$tool.txt"; } >> "$out/sanitize.txt"
+  echo "$tool:"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|failed" "/tmp/gn_$tool.txt" | tail -n 2
+done
 
 step "gatednorm check"
 if skipped check; then :
