@@ -150,6 +150,7 @@ int gpu_platform();
 const char *gpu_build_info();
 gatednorm_status gpu_device_count(int32_t *count);
 gatednorm_status gpu_device_name(int32_t device_id, char *name, size_t capacity);
+gatednorm_status gpu_device_attribute(int32_t device_id, int32_t attribute, int64_t *value);  // attribute already checked
 gatednorm_status gpu_pointer_device(const void *ptr, gatednorm_device *device);
 gatednorm_status gpu_malloc(int32_t device_id, size_t bytes, void **ptr);
 gatednorm_status gpu_free(int32_t device_id, void *ptr);

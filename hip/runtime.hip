@@ -78,6 +78,16 @@ gatednorm_status gpu_device_name(int32_t device_id, char *name, size_t capacity)
     return GATEDNORM_STATUS_SUCCESS;
 }
 
+gatednorm_status gpu_device_attribute(int32_t device_id, int32_t attribute, int64_t *value) {
+    hipDeviceProp_t prop;
+    const hipError_t err = hipGetDeviceProperties(&prop, device_id);
+    if (err != hipSuccess) return runtime_fail(err, "device_id");
+    *value = attribute == GATEDNORM_DEVICE_ATTR_MULTIPROCESSORS ? prop.multiProcessorCount
+             : attribute == GATEDNORM_DEVICE_ATTR_WARP_SIZE     ? prop.warpSize
+                                                                : prop.l2CacheSize;
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
 gatednorm_status gpu_pointer_device(const void *ptr, gatednorm_device *device) {
     device->device_type = GATEDNORM_DEVICE_TYPE_CPU;
     device->device_id = 0;

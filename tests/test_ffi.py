@@ -164,6 +164,30 @@ def test_version_and_info():
         assert gatednorm.device_name(i)
 
 
+def test_device_attribute():
+    """Each attribute of each visible GPU is plausible (NVIDIA: warp 32; AMD: 32 or 64);
+    a bad attribute, device or NULL value is refused naming the argument, writing nothing."""
+    lib = _ffi.lib()
+    v = _ffi.ffi.new("int64_t *", -7)
+    for attr, name in [(0, "attribute"), (4, "attribute"), (-1, "attribute")]:
+        assert lib.gatednorm_device_attribute(0, attr, v) == lib.GATEDNORM_STATUS_INVALID_ARGUMENT
+        assert _ffi.ffi.string(lib.gatednorm_last_error()).decode().startswith(name + ":") and v[0] == -7
+    assert lib.gatednorm_device_attribute(0, 1, _ffi.ffi.NULL) == lib.GATEDNORM_STATUS_INVALID_ARGUMENT
+    assert _ffi.ffi.string(lib.gatednorm_last_error()).decode().startswith("value:")
+    n = gatednorm.device_count()
+    assert lib.gatednorm_device_attribute(n, 1, v) == lib.GATEDNORM_STATUS_NO_DEVICE and v[0] == -7
+    assert _ffi.ffi.string(lib.gatednorm_last_error()).decode().startswith("device_id:")
+    for i in range(n):
+        p = gatednorm.device_properties(i)
+        assert p["name"] == gatednorm.device_name(i)
+        assert 1 <= p["multiprocessors"] <= 4096
+        assert p["warp_size"] in ((32,) if gatednorm._runtime.gpu_device_type() == 2 else (32, 64))
+        assert p["l2_bytes"] >= 2**20
+    if n == 0:
+        with pytest.raises(GatedNormError, match="device_id"):
+            gatednorm.device_properties(0)
+
+
 def test_package_paths():
     pkg = Path(gatednorm.__file__).parent
     assert Path(gatednorm.cmake_dir()) == pkg / "lib" / "cmake" / "gatednorm"

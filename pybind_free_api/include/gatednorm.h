@@ -146,6 +146,14 @@ typedef struct gatednorm_tensor {
 GATEDNORM_API int32_t gatednorm_gpu_device_type(void);
 GATEDNORM_API gatednorm_status gatednorm_device_count(int32_t *count);
 GATEDNORM_API gatednorm_status gatednorm_device_name(int32_t device_id, char *name, size_t capacity);
+/* A GPU's properties that size rules read (the library's kernel choices depend on the
+ * multiprocessor count; a caller may size its own work by them). */
+typedef enum gatednorm_device_attr {
+    GATEDNORM_DEVICE_ATTR_MULTIPROCESSORS = 1, /* SMs (NVIDIA) or compute units (AMD) */
+    GATEDNORM_DEVICE_ATTR_WARP_SIZE = 2,       /* 32; 64 on AMD CDNA */
+    GATEDNORM_DEVICE_ATTR_L2_BYTES = 3         /* the L2 cache's size */
+} gatednorm_device_attr;
+GATEDNORM_API gatednorm_status gatednorm_device_attribute(int32_t device_id, int32_t attribute, int64_t *value);
 /* Which device a pointer lives on (CPU for host memory the GPU runtime does not know). */
 GATEDNORM_API gatednorm_status gatednorm_pointer_device(const void *ptr, gatednorm_device *device);
 GATEDNORM_API gatednorm_status gatednorm_malloc(gatednorm_device device, size_t bytes, void **ptr);

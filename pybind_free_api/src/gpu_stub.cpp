@@ -11,6 +11,7 @@ int gpu_platform() { return 0; }
 const char *gpu_build_info() { return "no gpu backend"; }
 gatednorm_status gpu_device_count(int32_t *count) { *count = 0; return GATEDNORM_STATUS_SUCCESS; }
 gatednorm_status gpu_device_name(int32_t, char *, size_t) { return no_gpu("device_id"); }
+gatednorm_status gpu_device_attribute(int32_t, int32_t, int64_t *) { return no_gpu("device_id"); }
 gatednorm_status gpu_pointer_device(const void *, gatednorm_device *device) {
     device->device_type = GATEDNORM_DEVICE_TYPE_CPU;
     device->device_id = 0;

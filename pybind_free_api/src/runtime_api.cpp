@@ -44,6 +44,14 @@ GATEDNORM_API gatednorm_status gatednorm_device_name(int32_t device_id, char *na
     return st != GATEDNORM_STATUS_SUCCESS ? st : gpu_device_name(device_id, name, capacity);
 }
 
+GATEDNORM_API gatednorm_status gatednorm_device_attribute(int32_t device_id, int32_t attribute, int64_t *value) {
+    if (!value) return null_arg("value");
+    if (attribute < GATEDNORM_DEVICE_ATTR_MULTIPROCESSORS || attribute > GATEDNORM_DEVICE_ATTR_L2_BYTES)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "attribute: %d is not a gatednorm_device_attr (1..3)", attribute);
+    const gatednorm_status st = check_gpu_device(device_id);
+    return st != GATEDNORM_STATUS_SUCCESS ? st : gpu_device_attribute(device_id, attribute, value);
+}
+
 GATEDNORM_API gatednorm_status gatednorm_pointer_device(const void *ptr, gatednorm_device *device) {
     if (!device) return null_arg("device");
     if (!ptr) return null_arg("ptr");

@@ -17,7 +17,7 @@ from pathlib import Path as _Path
 from . import reference
 from ._array import DeviceArray, from_pointer
 from ._ffi import GatedNormError, InvalidArgumentError
-from ._runtime import Stream, build_info, device_count, device_name, last_kernel, synchronize, version
+from ._runtime import Stream, build_info, device_count, device_name, device_properties, last_kernel, synchronize, version
 from .ops import rmsnorm_gated
 from .ops_fp8 import NormOutputs, add_rmsnorm, group_quant_fp8, rmsnorm, rmsnorm_gated_fp8
 from .w4a16 import W4A16Weight, w4a16_matmul
@@ -42,6 +42,7 @@ __all__ = [
     "build_info",
     "device_count",
     "device_name",
+    "device_properties",
     "synchronize",
     "last_kernel",
     "Stream",

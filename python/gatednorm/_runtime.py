@@ -61,6 +61,22 @@ def device_name(device_id: int = 0) -> str:
     return ffi.string(buf).decode("utf-8", "replace")
 
 
+_DEVICE_ATTRS = (("multiprocessors", "GATEDNORM_DEVICE_ATTR_MULTIPROCESSORS"), ("warp_size", "GATEDNORM_DEVICE_ATTR_WARP_SIZE"),
+                 ("l2_bytes", "GATEDNORM_DEVICE_ATTR_L2_BYTES"))
+
+
+def device_properties(device_id: int = 0) -> dict:
+    """GPU ``device_id``'s name and the properties the library's size rules read:
+    ``multiprocessors`` (SMs / compute units), ``warp_size``, ``l2_bytes``."""
+    lib = _ffi.lib()
+    v = ffi.new("int64_t *")
+    props = {"name": device_name(device_id)}
+    for key, attr in _DEVICE_ATTRS:
+        check(lib.gatednorm_device_attribute(int(device_id), getattr(lib, attr), v), "gatednorm_device_attribute")
+        props[key] = int(v[0])
+    return props
+
+
 def gpu_device_type() -> int | None:
     """DLPack device type of this build's GPUs (CUDA=2 or ROCM=10); None without GPUs."""
     if device_count() == 0:

@@ -50,7 +50,8 @@ def _cmd_info(args) -> int:
     print("  cpu        host memory (CPU backend)")
     for i in range(n):
         try:
-            name = gatednorm.device_name(i)
+            p = gatednorm.device_properties(i)
+            name = "%s (%d multiprocessors, warp %d, L2 %.0f MiB)" % (p["name"], p["multiprocessors"], p["warp_size"], p["l2_bytes"] / 2**20)
         except gatednorm.GatedNormError as e:
             name = "? (%s)" % e
         print("  gpu:%-6d %s" % (i, name))

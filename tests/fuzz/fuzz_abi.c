@@ -200,7 +200,9 @@ enum {
     N_A, N_QWEIGHT, N_ZEROS, N_BIAS, N_PACKED, N_WORKSPACE, N_M, N_P_LAYOUT, N_P_N, N_P_K, N_P_SYM, N_P_DTYPE, N_P_LVER,
     N_P_TARGET,
     /* the all-reduce communicator (ops.md §5) */
-    N_COMM, N_ALGORITHM, N_NAMES
+    N_COMM, N_ALGORITHM,
+    /* gatednorm_device_attribute */
+    N_ATTRIBUTE, N_VALUE, N_NAMES
 };
 static const char *const kNames[N_NAMES] = {
     "x", "z", "weight", "out", "params", "params.norm_before_gate", "params.activation", "params.eps",
@@ -210,7 +212,7 @@ static const char *const kNames[N_NAMES] = {
     "params.quant.fp8_max", "params.quant.amax_floor", "params.quant.scale_format", "params.quant.group_size",
     "params.quant.quantize_rounded", "params.quant.reserved[", "values", "codes", "format", "fp8_max",
     "a", "qweight", "zeros", "bias", "packed", "workspace", "m", "params.layout", "params.n", "params.k", "params.symmetric",
-    "params.dtype", "params.layout_version", "params.target", "comm", "algorithm"};
+    "params.dtype", "params.layout_version", "params.target", "comm", "algorithm", "attribute", "value"};
 /* A name ending in '[' ("params.reserved[") matches "params.reserved[2]:" and the like. */
 typedef uint64_t nameset_t; /* N_NAMES <= 64 */
 #define BIT(n) ((nameset_t)1 << (n))
@@ -1418,6 +1420,32 @@ static int fuzz_device_name(rng_t *r) {
     if (!memchr(name, 0, cap)) die("device name not terminated within its capacity");
     buf_allow(name, cap);
     bufs_check("device_name");
+    return 1;
+}
+
+static int fuzz_device_attribute(rng_t *r) {
+    static const int32_t ids[] = {-1, 0, 1, 7, 1000, INT32_MIN, INT32_MAX};
+    static const int32_t attrs[] = {INT32_MIN, -1, 0, GATEDNORM_DEVICE_ATTR_MULTIPROCESSORS, GATEDNORM_DEVICE_ATTR_WARP_SIZE,
+                                    GATEDNORM_DEVICE_ATTR_L2_BYTES, 4, INT32_MAX};
+    const int32_t id = PICK(r, ids), attr = PICK(r, attrs);
+    int64_t *value = pct(r, 15) ? NULL : (int64_t *)(void *)buf_new(sizeof(int64_t));
+    if (value) *value = (int64_t)rnd(r);
+    set_sentinel();
+    bufs_snapshot();
+    const gatednorm_status st = gatednorm_device_attribute(id, attr, value);
+    const int valid_id = id >= 0 && id < device_count();
+    const int valid_attr = attr >= GATEDNORM_DEVICE_ATTR_MULTIPROCESSORS && attr <= GATEDNORM_DEVICE_ATTR_L2_BYTES;
+    if (st != GATEDNORM_STATUS_SUCCESS) {
+        if (value && valid_id && valid_attr) die("refused device %d attribute %d: %s", id, attr, gatednorm_last_error());
+        check_rejection(st, BIT(N_VALUE) | BIT(N_ATTRIBUTE) | BIT(N_DEVICE_ID),
+                        !value ? BIT(N_VALUE) : !valid_attr ? BIT(N_ATTRIBUTE) : BIT(N_DEVICE_ID), "gatednorm_device_attribute");
+        bufs_check("refused device_attribute");
+        return 0;
+    }
+    if (!value || !valid_id || !valid_attr) die("accepted id %d, attribute %d, value %p", id, attr, (void *)value);
+    if (*value < 1) die("device %d attribute %d = %lld", id, attr, (long long)*value);
+    buf_allow(value, sizeof *value);
+    bufs_check("device_attribute");
     return 1;
 }
 
@@ -3552,6 +3580,7 @@ static entry_t kEntries[] = {
     {"gatednorm_pointer_device", 3, fuzz_pointer_device, 0, 0},
     {"gatednorm_device_count", 2, fuzz_device_count, 0, 0},
     {"gatednorm_device_name", 2, fuzz_device_name, 0, 0},
+    {"gatednorm_device_attribute", 2, fuzz_device_attribute, 0, 0},
     {"gatednorm_status_string", 1, fuzz_status_string, 0, 0},
     {"gatednorm_version/build_info", 1, fuzz_version, 0, 0},
     {"gatednorm_comm_set_algorithm", 2, fuzz_comm_set_algorithm, 0, 0},
