@@ -10,6 +10,7 @@ reference.w4a16_tolerance, derived from K and the output dtype's ulp.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -260,9 +261,17 @@ def nvidia_plan(nvidia_gpu):
         pytest.skip("asserts the NVIDIA W4A16 plan of a GPU of %d-%d SMs; this one has %d" % (NVIDIA_PLAN_SMS + (sms,)))
 
 
+@functools.lru_cache(maxsize=4)
+def _quantized(n, k, g, symmetric):
+    """from_float of a seeded random [N, K], one per shape and format: run_gemm's cases of one
+    shape (every M) share it, as the host-side quantization of the plan shapes' weights (up
+    to 19 M elements, ~1 s each) would otherwise repeat for each M."""
+    W = np.random.default_rng(n * 1000003 + k * 31 + (0 if g == "channel" else g) * 2 + symmetric).standard_normal((n, k))
+    return gatednorm.W4A16Weight.from_float(W.astype(np.float32), None if g == "channel" else g, symmetric)
+
+
 def run_gemm(wbe, rng, m, n, k, g, symmetric, dtype, out_dtype=None, bias=False):
-    W = rng.standard_normal((n, k)).astype(np.float32)
-    w = gatednorm.W4A16Weight.from_float(W, None if g == "channel" else g, symmetric)
+    w = _quantized(n, k, g, symmetric)
     a = rng.standard_normal((m, k)).astype(DT[dtype])
     b = rng.standard_normal(n).astype(np.float32) if bias else None
     od = DT[dtype] if out_dtype is None else out_dtype
