@@ -141,8 +141,8 @@ if [ -n "$sanitize" ]; then
   for tool in memcheck racecheck; do
     # shellcheck disable=SC2086
     timeout "${SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 20 \
-      python3 -m pytest -q -p no:cacheprovider -x -k "gpu ${SANITIZE_K:+and ($SANITIZE_K)}" $sanitize > "/tmp/gn_$tool.txt" 2>&1 &
-    sanitize_pids+=("$tool:$!")
+      python3 -m pytest -q -p no:cacheprovider -x -k "gpu ${SANITIZE_K:+and ($SANITIZE_K)}" $sanitize > "$out/sanitize_$tool.txt" 2>&1 &
+    sanitize_pids+=("$tool:$!")  # written under $out as it runs: a call cut short still brings it back
   done
 fi
 
@@ -151,11 +151,18 @@ if skipped pytest; then :
 elif python3 -m pytest -q -p no:cacheprovider -rs ${pytest_k:+-k "$pytest_k"} tests 2>&1 | tee "$out/pytest.log"; then record pytest ok; else record pytest FAIL; fi
 [ -f "$out/pytest.log" ] && tail -n 1 "$out/pytest.log"
 
-for entry in "${sanitize_pids[@]}"; do
+for entry in ${sanitize_pids[@]+"${sanitize_pids[@]}"}; do  # (an empty array under set -u: bash < 4.4)
   tool=${entry%%:*}
-  if wait "${entry##*:}"; then record "sanitize_$tool" ok; else record "sanitize_$tool" FAIL; fi
-  { echo "### $tool"; cat "/tmp/gn_$tool.txt"; } >> "$out/sanitize.txt"
-  echo "$tool:"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|failed" "/tmp/gn_$tool.txt" | tail -n 2
+  wait "${entry##*:}"
+  rc=$?
+  case $rc in
+    0) record "sanitize_$tool" ok ;;
+    124) record "sanitize_$tool" "FAIL (ran past SANITIZE_TIMEOUT, no verdict)" ;;
+    *) record "sanitize_$tool" "FAIL (exit $rc)" ;;
+  esac
+  # one file for both, as before (the device tool brings back at most 8)
+  { echo "### $tool"; cat "$out/sanitize_$tool.txt"; } >> "$out/sanitize.txt" && rm -f "$out/sanitize_$tool.txt"
+  echo "$tool:"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|failed" "$out/sanitize.txt" | tail -n 2
 done
 
 step "gatednorm check"
