@@ -4,6 +4,7 @@
 //
 //   runtime: hipError_t hipSuccess hipGetErrorString hipGetLastError hipStream_t
 //            hipGetDeviceCount hipGetDevice hipSetDevice hipDeviceProp_t hipGetDeviceProperties
+//            hipDeviceGetAttribute hipDeviceAttribute{MultiprocessorCount,WarpSize,L2CacheSize}
 //            hipMalloc hipFree hipMemcpyAsync hipMemcpyDefault hipMemsetAsync
 //            hipStreamCreateWithFlags hipStreamNonBlocking hipStreamSynchronize
 //            hipStreamDestroy hipDeviceSynchronize hipPointerGetAttributes
@@ -47,6 +48,10 @@ using hipPointerAttribute_t = cudaPointerAttributes;
 #define hipGetDevice cudaGetDevice
 #define hipSetDevice cudaSetDevice
 #define hipGetDeviceProperties cudaGetDeviceProperties
+#define hipDeviceGetAttribute cudaDeviceGetAttribute
+#define hipDeviceAttributeMultiprocessorCount cudaDevAttrMultiProcessorCount
+#define hipDeviceAttributeWarpSize cudaDevAttrWarpSize
+#define hipDeviceAttributeL2CacheSize cudaDevAttrL2CacheSize
 #define hipMalloc cudaMalloc
 #define hipFree cudaFree
 #define hipMemcpyAsync cudaMemcpyAsync

@@ -78,13 +78,15 @@ gatednorm_status gpu_device_name(int32_t device_id, char *name, size_t capacity)
     return GATEDNORM_STATUS_SUCCESS;
 }
 
+// One attribute query (not hipGetDeviceProperties, which fills the whole struct: ~ms on CUDA).
 gatednorm_status gpu_device_attribute(int32_t device_id, int32_t attribute, int64_t *value) {
-    hipDeviceProp_t prop;
-    const hipError_t err = hipGetDeviceProperties(&prop, device_id);
+    const auto which = attribute == GATEDNORM_DEVICE_ATTR_MULTIPROCESSORS ? hipDeviceAttributeMultiprocessorCount
+                       : attribute == GATEDNORM_DEVICE_ATTR_WARP_SIZE     ? hipDeviceAttributeWarpSize
+                                                                          : hipDeviceAttributeL2CacheSize;
+    int v = 0;
+    const hipError_t err = hipDeviceGetAttribute(&v, which, device_id);
     if (err != hipSuccess) return runtime_fail(err, "device_id");
-    *value = attribute == GATEDNORM_DEVICE_ATTR_MULTIPROCESSORS ? prop.multiProcessorCount
-             : attribute == GATEDNORM_DEVICE_ATTR_WARP_SIZE     ? prop.warpSize
-                                                                : prop.l2CacheSize;
+    *value = v;
     return GATEDNORM_STATUS_SUCCESS;
 }
 

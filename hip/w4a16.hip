@@ -198,6 +198,14 @@ W4a16Args make_args(const W4a16GemmProblem &p, const W4Tiled &t, const Plan &pl)
 // make_plan's kernel, `lean` the lean loop's runtime trip count, so tests can compare the
 // loops bit for bit.
 constexpr int kLeanCpw[] = {4, 8, 12, 16};
+// last_kernel()'s names of those builds (the runtime count's is "w4a16.gemv.lean")
+constexpr const char *kLeanNames[] = {"w4a16.gemv.lean.cpw4", "w4a16.gemv.lean.cpw8", "w4a16.gemv.lean.cpw12", "w4a16.gemv.lean.cpw16"};
+constexpr int kLeanCounts = int(sizeof kLeanCpw / sizeof kLeanCpw[0]);
+static_assert(sizeof kLeanNames / sizeof kLeanNames[0] == kLeanCounts, "a name a compiled count");
+
+// Whether a build with CPW compiled in exists at MT: MT = 2 only at 8 (its other counts
+// spill at the 64-register bound).  The plan and the launcher both ask this.
+constexpr bool lean_cpw_built(int mt, int cpw) { return mt == 1 || cpw == 8; }
 
 void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) {
     if (m > kDecodeMaxM || t.group != 128 || t.k % kW4TileK) return;
@@ -208,44 +216,37 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
     lean.gemv_lean = true;
     lean.mt = m <= 8 ? 1 : 2;
     const int64_t cpw = t.kchunks / lean.gemv_warps;
-    for (const int c : kLeanCpw)  // MT = 2 only at 8: its other builds spill at the 64-register bound
-        if (cpw == c && (lean.mt == 1 || c == 8) && !(v && !strcmp(v, "lean"))) lean.lean_cpw = c;
+    if (!(v && !strcmp(v, "lean")))
+        for (const int c : kLeanCpw)
+            if (cpw == c && lean_cpw_built(lean.mt, c)) lean.lean_cpw = c;
     *pl = lean;
 }
 
-// last_kernel()'s name of the lean loop: `.cpwN` where N chunks a warp are compiled in.
 const char *lean_kernel_name(int cpw) {
-    switch (cpw) {
-    case 4: return "w4a16.gemv.lean.cpw4";
-    case 8: return "w4a16.gemv.lean.cpw8";
-    case 12: return "w4a16.gemv.lean.cpw12";
-    case 16: return "w4a16.gemv.lean.cpw16";
-    default: return "w4a16.gemv.lean";
-    }
+    for (int i = 0; i < kLeanCounts; ++i)
+        if (kLeanCpw[i] == cpw) return kLeanNames[i];
+    return "w4a16.gemv.lean";
 }
 
 template <int DT, bool ZP, int MT, int CPW>
-hipError_t launch_gemv_lean(const W4a16Args &a, const Plan &pl, hipStream_t s) {
+hipError_t launch_gemv_lean_cpw(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     const dim3 grid(unsigned(pl.ctas));
     if (pl.gemv_warps == kGemvWideWarps)
         return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, MT, kGemvWideWarps, 2, CPW>, grid, kGemvWideWarps * 32, s, a, a.pdl != 0);
     return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, MT, kW4DecodeWarps, kGemvBlocksPerSm, CPW>, grid, kW4DecodeThreads, s, a, a.pdl != 0);
 }
 
-template <int DT, bool ZP, int MT>
+// The build of the plan's compiled count (kLeanCpw[I..], those lean_cpw_built), else the
+// runtime count's.
+template <int DT, bool ZP, int MT, int I = 0>
 hipError_t launch_gemv_lean(const W4a16Args &a, const Plan &pl, hipStream_t s) {
-    static_assert(sizeof kLeanCpw / sizeof kLeanCpw[0] == 4, "one case a kLeanCpw entry");
-    if constexpr (MT == 1) {
-        switch (pl.lean_cpw) {
-        case kLeanCpw[0]: return launch_gemv_lean<DT, ZP, MT, kLeanCpw[0]>(a, pl, s);
-        case kLeanCpw[1]: return launch_gemv_lean<DT, ZP, MT, kLeanCpw[1]>(a, pl, s);
-        case kLeanCpw[2]: return launch_gemv_lean<DT, ZP, MT, kLeanCpw[2]>(a, pl, s);
-        case kLeanCpw[3]: return launch_gemv_lean<DT, ZP, MT, kLeanCpw[3]>(a, pl, s);
-        }
-    } else if (pl.lean_cpw == 8) {
-        return launch_gemv_lean<DT, ZP, MT, 8>(a, pl, s);
+    if constexpr (I == kLeanCounts) {
+        return launch_gemv_lean_cpw<DT, ZP, MT, 0>(a, pl, s);
+    } else {
+        if constexpr (lean_cpw_built(MT, kLeanCpw[I]))
+            if (pl.lean_cpw == kLeanCpw[I]) return launch_gemv_lean_cpw<DT, ZP, MT, kLeanCpw[I]>(a, pl, s);
+        return launch_gemv_lean<DT, ZP, MT, I + 1>(a, pl, s);
     }
-    return launch_gemv_lean<DT, ZP, MT, 0>(a, pl, s);
 }
 
 // Every GEMM kernel goes through gn_launch: with a.pdl, the programmatic-dependent-launch

@@ -249,6 +249,12 @@ def _nvidia_sms():
     return gatednorm.device_properties(0)["multiprocessors"]
 
 
+def _in_nvidia_plan():
+    """GPU 0 is an NVIDIA GPU of the SM count the kernel-name shapes were chosen for."""
+    sms = _nvidia_sms()
+    return sms is not None and NVIDIA_PLAN_SMS[0] <= sms <= NVIDIA_PLAN_SMS[1]
+
+
 @pytest.fixture
 def nvidia_gpu(requires_gpu):
     if _nvidia_sms() is None:
@@ -257,9 +263,8 @@ def nvidia_gpu(requires_gpu):
 
 @pytest.fixture
 def nvidia_plan(nvidia_gpu):
-    sms = _nvidia_sms()
-    if not NVIDIA_PLAN_SMS[0] <= sms <= NVIDIA_PLAN_SMS[1]:
-        pytest.skip("asserts the NVIDIA W4A16 plan of a GPU of %d-%d SMs; this one has %d" % (NVIDIA_PLAN_SMS + (sms,)))
+    if not _in_nvidia_plan():
+        pytest.skip("asserts the NVIDIA W4A16 plan of a GPU of %d-%d SMs; this one has %d" % (NVIDIA_PLAN_SMS + (_nvidia_sms(),)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -327,9 +332,7 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
     monkeypatch.delenv("GATEDNORM_W4A16_KERNEL", raising=False)
     n, k = shape
     run_gemm("gpu", rng, m, n, k, 128, False, "bf16")
-    sms = _nvidia_sms()
-    in_plan = sms is not None and NVIDIA_PLAN_SMS[0] <= sms <= NVIDIA_PLAN_SMS[1]
-    if in_plan and shape == (4100, 2048) and m <= 16:  # 257 col tiles (the last partial), 2 chunks a warp
+    if _in_nvidia_plan() and shape == (4100, 2048) and m <= 16:  # 257 col tiles (the last partial), 2 chunks a warp
         assert gatednorm.last_kernel() == "w4a16.gemv.lean"
 
 
