@@ -21,7 +21,7 @@
 // streaming col tiles through a ring of bulk-copy stages, and its loads only; slower).
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include \
-//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | gemv | gemv-modes | bulk | ring | lean | only KxN M NAME KS [MODE]]
+//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | gemv | gemv-modes | bulk | ring | lean | lean-shape | only KxN M NAME KS [MODE]]
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -956,6 +956,9 @@ int main(int argc, char **argv) {
     // `lean`: M = 1 and 16, the library's gemv and lean kernels (MT = 2 at M = 16) beside
     // the decode builds
     const bool lean = !strcmp(mode, "lean");
+    // `lean-shape` (run 75): the compiled-count lean build with fewer warps a col tile (each
+    // owning more chunks: less prologue and epilogue a chunk) and other blocks an SM
+    const bool lean_shape = !strcmp(mode, "lean-shape");
     auto wanted = [&](int k, int n, int m, const Variant &v) {
         return !only || (std::to_string(k) + "x" + std::to_string(n) == argv[2] && m == atoi(argv[3]) && v.name == argv[4] &&
                          v.ks == atoi(argv[5]));
@@ -1023,7 +1026,7 @@ int main(int argc, char **argv) {
             CHECK(cudaStreamSynchronize(s));
             std::vector<Variant> vs;
             const int nt = int(t.ntiles);
-            if (ring) {
+            if (ring || lean_shape) {  // no decode builds beside them
             } else if (bulk) {
                 add_decode<1, 1, 4>(vs, nt);
             } else if (m <= 8) {
@@ -1062,6 +1065,25 @@ int main(int argc, char **argv) {
                 add_lib_gemv<4, 2, 3>(vs, nt, 1, m, sh.n);
                 add_lean_gemv<1, 8, 4>(vs, nt, int(t.kchunks), int(t.group));
                 add_lean_gemv<1, 16, 2>(vs, nt, int(t.kchunks), int(t.group));
+            } else if (lean_shape) {
+                const int kc = int(t.kchunks), gr = int(t.group);
+                if (m <= 8) {
+                    add_lean_full<1, 8, 4, 8>(vs, nt, kc, gr);    // K 4096: the library's
+                    add_lean_full<1, 4, 8, 16>(vs, nt, kc, gr);
+                    add_lean_full<1, 4, 6, 16>(vs, nt, kc, gr);
+                    add_lean_full<1, 16, 2, 12>(vs, nt, kc, gr);  // K 12288: the library's
+                    add_lean_full<1, 12, 3, 16>(vs, nt, kc, gr);
+                    add_lean_full<1, 12, 2, 16>(vs, nt, kc, gr);
+                    add_lean_full<1, 24, 1, 8>(vs, nt, kc, gr);
+                    add_lean_full<1, 6, 5, 32>(vs, nt, kc, gr);
+                } else {
+                    add_lean_full<2, 8, 4, 8>(vs, nt, kc, gr);    // K 4096: the library's
+                    add_lean_full<2, 4, 6, 16>(vs, nt, kc, gr);
+                    add_lean_full<2, 4, 8, 16>(vs, nt, kc, gr);
+                    add_lean_gemv<2, 16, 2>(vs, nt, kc, gr);      // K 12288: the library's
+                    add_lean_full<2, 12, 3, 16>(vs, nt, kc, gr);
+                    add_lean_full<2, 12, 2, 16>(vs, nt, kc, gr);
+                }
             } else if (lean) {
                 const int kc = int(t.kchunks), gr = int(t.group);
                 if (m <= 8) {
