@@ -213,12 +213,10 @@ def test_many_rows_same_dtypes(be, rng, monkeypatch, H, xd, variant, vec):
 # GPU's generic kernel, while rmsnorm of the stored (aligned) residual takes the row kernel:
 # the generic kernel sums squares in the row kernel's order (hip/add_rmsnorm.hip,
 # generic_sum_squares), so y, q and scales still agree bit for bit.
-@pytest.mark.parametrize("H", [2048, 7168, 16384, 20000])
-@pytest.mark.parametrize("T", [9, 300])
+# Many rows only at the smaller hidden sizes: the large rows are covered at T = 9.
+@pytest.mark.parametrize("T, H", [(9, 2048), (9, 7168), (9, 16384), (9, 20000), (300, 2048), (300, 7168)])
 @pytest.mark.parametrize("fp8", [False, True])
 def test_misaligned_residual_same_bits(be, rng, H, T, fp8):
-    if T == 300 and H > 8192:
-        pytest.skip("large rows: covered at T = 9")
     x, _, w = inputs(rng, (T, H), "bf16", "bf16", "bf16", residual=False)
     x *= 300  # sums that lose bits when rounded to bf16
     rb = randn(rng, (T, H + 1), DT["bf16"], scale=3.0)
