@@ -386,7 +386,7 @@ class RMSNormGatedBench(OpBench):
     title = "gated RMSNorm, bf16 [T, H, 128]: norm(x) * silu(z)"
     axes = ("T", "H")
     axis_options = {"T": ("--tokens", "comma list of T (default: %s)" % ",".join(map(str, GPU_TOKENS))),
-                    "H": ("--heads", "comma list of H (default: 24,32)")}
+                    "H": ("--heads", "comma list of H (default: %s)" % ",".join(map(str, GPU_HEADS)))}
     variants = VARIANTS
     cpu_variants = ("bf16",)
     ours_modes = OURS_MODES
@@ -1014,8 +1014,8 @@ class AddRMSNormBench(OpBench):
     name = "add_rmsnorm"
     title = "add-RMSNorm, bf16 [T, hidden], residual in place (fp8_bf16: + FP8 G=128 q, col-major T-padded scales, bf16 y)"
     axes = ("T", "hidden")
-    axis_options = {"T": RMSNormGatedBench.axis_options["T"],
-                    "hidden": ("--hidden", "comma list of hidden sizes (add_rmsnorm; default: 2048,4096,5120,7168)")}
+    axis_options = {"T": ("--tokens", "comma list of T (default: %s)" % ",".join(map(str, ADD_TOKENS))),
+                    "hidden": ("--hidden", "comma list of hidden sizes (add_rmsnorm; default: %s)" % ",".join(map(str, ADD_HIDDEN)))}
     variants = ADD_VARIANTS
     cpu_variants = ("fp8_bf16", "plain")
     ours_modes = ("out",)
@@ -1202,7 +1202,7 @@ class GroupQuantBench(OpBench):
     name = "group_quant_fp8"
     title = "FP8 e4m3fn per-group quant (G=128) of bf16 [T, 7168], column-major fp32 scales"
     axes = ("T",)
-    axis_options = {"T": RMSNormGatedBench.axis_options["T"]}
+    axis_options = {"T": ("--tokens", "comma list of T (default: %s)" % ",".join(map(str, GQ_TOKENS)))}
     variants = ("col",)
     cpu_variants = ("col",)
     ours_modes = ("out",)
@@ -2365,13 +2365,20 @@ def failures(report) -> list:
 
 # --------------------------------------------------------------------------------- CLI
 def _axis_options():
-    """flag -> (axis, help), over every declared op (ops sharing a flag share its axis)."""
-    opts = {}
+    """flag -> (axis, help), over every declared op (ops sharing a flag share its axis; where
+    their helps differ, as their defaults do, the help names each op's)."""
+    helps, axes = {}, {}
     for op in OPS.values():
         for axis, (flag, help_) in op.axis_options.items():
-            if flag in opts and opts[flag][0] != axis:
-                raise RuntimeError(f"{flag}: axis {opts[flag][0]!r} of one op, {axis!r} of {op.name}")
-            opts.setdefault(flag, (axis, help_))
+            if axes.setdefault(flag, axis) != axis:
+                raise RuntimeError(f"{flag}: axis {axes[flag]!r} of one op, {axis!r} of {op.name}")
+            helps.setdefault(flag, {}).setdefault(help_, []).append(op.name)
+    opts = {}
+    for flag, by_help in helps.items():
+        if len(by_help) == 1:
+            opts[flag] = (axes[flag], next(iter(by_help)))
+        else:
+            opts[flag] = (axes[flag], "; ".join(f"{', '.join(names)}: {h}" for h, names in by_help.items()))
     return opts
 
 
