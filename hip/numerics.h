@@ -241,11 +241,13 @@ GN_HD float fp8_decode(uint8_t c, int fmt) {
 GN_HD uint32_t abs_bits(float v) { return f32_bits(v) & 0x7fffffffu; }
 
 // UE8M0: the smallest power of two >= s (s a positive normal float): add one to the exponent
-// when the mantissa is non-zero, then clear the mantissa.
+// when the mantissa is non-zero, then clear the mantissa; at most 2^127 (E8M0 254), so a
+// finite group always gets a finite scale (above 2^127 only fp8_max < 2 and amax near fp32's
+// largest reach; its codes then saturate at +-fp8_max like any value past the format).
 GN_HD float ue8m0_ceil(float s) {
     uint32_t u = f32_bits(s);
     if (u & 0x7fffffu) u = (u + 0x800000u) & 0xff800000u;
-    return f32_from_bits(u);
+    return f32_from_bits(u < 0x7f800000u ? u : 0x7f000000u);
 }
 
 // The scale of a group from its amax (as abs_bits): max(amax, floor) / fp8_max, rounded up to

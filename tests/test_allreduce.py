@@ -554,6 +554,33 @@ def test_gpu_streams_layouts(requires_gpu, W, algorithm):
 
 
 # ----------------------------------------------------------------------------- the C layer
+@pytest.mark.parametrize("extra_tokens", [0, 1])
+def test_broadcast_x_past_the_fused_limit_is_refused_not_wrapped(extra_tokens):
+    """Regression: tokens x hidden x 4 bytes of a broadcast fp32 x (2^42 tokens of 2^20) wrapped
+    to 0 (the call returned success having done nothing) or, one token more, to 4 MiB, which
+    passed the fused limit and the CPU exchange copied 2^42 rows into the slot (SIGSEGV)."""
+    from gatednorm import _ffi
+    from gatednorm._ffi import ffi
+
+    lib = _ffi.lib()
+    H, T = 1 << 20, (1 << 42) + extra_tokens
+    (g,) = AllReduceGroup.in_process(1, "cpu", max_tokens=1, hidden=H, dtype="float32")  # a 4 MiB slot
+    x, w = np.zeros(H, np.float32), np.ones(H, np.float32)
+
+    from gatednorm.testing import host_descriptor as desc
+
+    tx = desc(x.ctypes.data, (T, H), (0, 1), 2, 32)  # broadcast: legal for an input
+    tw = desc(w.ctypes.data, (H,), (1,), 2, 32)
+    tq = desc(1 << 48, (T, H), (H, 1), 1, 8)  # never touched: validation must stop first
+    ts = desc((1 << 62) + (1 << 50), (T, 1), (1, 1), 1, 8)
+    p = ffi.new("gatednorm_add_rmsnorm_params *")
+    assert lib.gatednorm_add_rmsnorm_params_init(p, ffi.sizeof(p[0])) == 0
+    p.quant.group_size, p.quant.scale_format = H, 2  # E8M0 bytes
+    st = lib.gatednorm_allreduce_add_rmsnorm(g._comm, tx, ffi.NULL, tw, ffi.NULL, ffi.NULL, tq, ts, p, ffi.NULL)
+    msg = ffi.string(lib.gatednorm_last_error()).decode()
+    assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT and msg.startswith("x:") and "fused limit" in msg, (st, msg)
+
+
 def test_c_comm_entry_points():
     from gatednorm import _ffi
     from gatednorm._ffi import ffi

@@ -300,16 +300,9 @@ def test_gpu_device_without_gpu():
 # Descriptors no array library would build, handed to the C ABI directly: the library's own
 # validation is what must refuse them (and write nothing).
 def _desc(ptr, shape, strides, bits=32):
-    from gatednorm._ffi import ffi
+    from gatednorm.testing import host_descriptor
 
-    t = ffi.new("gatednorm_tensor *")
-    t.data = ffi.cast("void *", ptr)
-    t.device.device_type, t.device.device_id = 1, 0
-    t.ndim = len(shape)
-    t.dtype.code, t.dtype.bits, t.dtype.lanes = 2, bits, 1
-    for i, (n, st) in enumerate(zip(shape, strides)):
-        t.shape[i], t.strides[i] = n, st
-    return t
+    return host_descriptor(ptr, shape, strides, 2, bits)
 
 
 def _c_call(x, w, out, **params):

@@ -145,6 +145,16 @@ def test_error_carries_library_message():
     _ffi.check(0)  # success: no exception
 
 
+def test_device_name_names_the_argument_at_fault():
+    """A zero capacity was reported as "name: must not be NULL" with a name buffer given."""
+    lib = _ffi.lib()
+    buf = _ffi.ffi.new("char[]", 8)
+    assert lib.gatednorm_device_name(0, buf, 0) == lib.GATEDNORM_STATUS_INVALID_ARGUMENT
+    assert _ffi.ffi.string(lib.gatednorm_last_error()).decode().startswith("capacity:")
+    assert lib.gatednorm_device_name(0, _ffi.ffi.NULL, 8) == lib.GATEDNORM_STATUS_INVALID_ARGUMENT
+    assert _ffi.ffi.string(lib.gatednorm_last_error()).decode().startswith("name:")
+
+
 def test_op_error_is_gatednorm_error_with_status():
     with pytest.raises(GatedNormError) as ei:
         gatednorm.rmsnorm_gated(np.zeros((2, 3, 4), np.float32), None, np.ones(5, np.float32))

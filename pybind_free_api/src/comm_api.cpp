@@ -225,12 +225,16 @@ gatednorm_status allreduce_checked(gatednorm_comm *comm, const gatednorm_tensor 
     if (comm_host != x_host || (!comm_host && x->device.device_id != c.device.device_id))
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "x: on %s, but the communicator is on %s", device_name(x->device).c_str(),
                     device_name(c.device).c_str());
-    const size_t need = size_t(p.tokens) * size_t(p.hidden) * size_t(dtype_size(p.x_dtype));
-    if (need > c.slot_bytes)
+    // x's bytes, from dims that each fit but whose product need not (a broadcast x of 2^42
+    // tokens is a legal input): an overflowing product is past any limit, never wrapped.
+    size_t need = 0;
+    const bool past = __builtin_mul_overflow(size_t(p.tokens), size_t(p.hidden), &need) ||
+                      __builtin_mul_overflow(need, size_t(dtype_size(p.x_dtype)), &need) || need > c.slot_bytes;
+    if (past)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
-                    "x: %lld tokens x %lld of %s is %zu bytes, past this communicator's fused limit of %zu bytes "
+                    "x: %lld tokens x %lld of %s is past this communicator's fused limit of %zu bytes "
                     "(gatednorm_comm_buffer_size's max_input_bytes); use the collective library's all-reduce and gatednorm_add_rmsnorm",
-                    (long long)p.tokens, (long long)p.hidden, dtype_name(x->dtype).c_str(), need, c.slot_bytes);
+                    (long long)p.tokens, (long long)p.hidden, dtype_name(x->dtype).c_str(), c.slot_bytes);
     if (need == 0) return GATEDNORM_STATUS_SUCCESS;  // every rank has the same shapes: none takes part
     const bool two = two_shot(c, p.tokens);
     if (comm_host) return cpu_allreduce_add_rmsnorm(c, p, two);

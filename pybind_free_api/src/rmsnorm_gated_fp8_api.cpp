@@ -73,15 +73,15 @@ gatednorm_status rmsnorm_gated_fp8_checked(const gatednorm_tensor *x, const gate
 
     RowsShape xs, zs, ys;
     GN_TRY(float_dtype(*x, "x", &p.x.dtype));
-    GN_TRY(rows_shape(*x, "x", prm.head_dim, &xs));
+    GN_TRY(rows_shape(*x, "x", prm.head_dim, &xs, "head_dim"));
     if (z) {
         GN_TRY(float_dtype(*z, "z", &p.z.dtype));
-        GN_TRY(rows_shape(*z, "z", prm.head_dim, &zs));
+        GN_TRY(rows_shape(*z, "z", prm.head_dim, &zs, "head_dim"));
         GN_TRY(same_rows_shape(zs, "z", xs, "x"));
     }
     if (y) {
         GN_TRY(float_dtype(*y, "y_copy", &p.out.dtype));
-        GN_TRY(rows_shape(*y, "y_copy", prm.head_dim, &ys));
+        GN_TRY(rows_shape(*y, "y_copy", prm.head_dim, &ys, "head_dim"));
         GN_TRY(same_rows_shape(ys, "y_copy", xs, "x"));
     }
     const int64_t D = xs.shape[xs.ndim - 1];

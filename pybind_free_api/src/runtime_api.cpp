@@ -39,7 +39,8 @@ GATEDNORM_API gatednorm_status gatednorm_device_count(int32_t *count) {
 }
 
 GATEDNORM_API gatednorm_status gatednorm_device_name(int32_t device_id, char *name, size_t capacity) {
-    if (!name || capacity == 0) return null_arg("name");
+    if (!name) return null_arg("name");
+    if (capacity == 0) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "capacity: 0; the name needs room for at least its NUL");
     const gatednorm_status st = check_gpu_device(device_id);
     return st != GATEDNORM_STATUS_SUCCESS ? st : gpu_device_name(device_id, name, capacity);
 }

@@ -253,7 +253,7 @@ std::string dims_text(const int64_t *v, int n) {
     return s + "]";
 }
 
-gatednorm_status rows_shape(const gatednorm_tensor &t, const char *name, int64_t group, RowsShape *out) {
+gatednorm_status rows_shape(const gatednorm_tensor &t, const char *name, int64_t group, RowsShape *out, const char *group_name) {
     if (t.ndim < 1)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: expected at least 1 dim [..., dim], got 0 (a scalar)", name);
     const int lead = t.ndim - 1;
@@ -266,7 +266,7 @@ gatednorm_status rows_shape(const gatednorm_tensor &t, const char *name, int64_t
     }
     const bool grouped = group > 0 && L != group;
     if (grouped && L % group != 0)
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: last dim %lld is not a multiple of group_size %lld", name, (long long)L,
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: last dim %lld is not a multiple of %s %lld", name, (long long)L, group_name,
                     (long long)group);
     const int64_t norm = grouped ? group : L;
     if (norm < 1) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: the normalized dim must be >= 1, got %lld", name, (long long)norm);

@@ -2,6 +2,7 @@
 // failure, a message that names the argument ("x: expected 2 or 3 dims, got 4").
 #pragma once
 #include <new>
+#include <stdexcept>
 #include <string>
 
 #include "backend.h"
@@ -87,13 +88,16 @@ gatednorm_status guarded(const char *op, F &&f) {
         return f();
     } catch (const std::bad_alloc &) {
         return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "%s: out of host memory", op);
+    } catch (const std::length_error &) {  // a host buffer past what a container can size (N x K of 2^62)
+        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "%s: out of host memory (a buffer past the largest allocatable size)", op);
     } catch (...) {
         return fail(GATEDNORM_STATUS_INTERNAL, "%s: unexpected C++ exception", op);
     }
 }
 
 // Logical dims of t (dtype not checked); the last must be contiguous.
-gatednorm_status rows_shape(const gatednorm_tensor &t, const char *name, int64_t group, RowsShape *out);
+gatednorm_status rows_shape(const gatednorm_tensor &t, const char *name, int64_t group, RowsShape *out,
+                            const char *group_name = "group_size");  // the option that set group, for messages
 // "z: shape [3, 2, 64] does not match x's [3, 2, 128]"
 gatednorm_status same_rows_shape(const RowsShape &got, const char *name, const RowsShape &want, const char *want_name);
 

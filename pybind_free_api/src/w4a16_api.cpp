@@ -149,8 +149,8 @@ gatednorm_status tiled_params(const gatednorm_w4a16_params &prm, W4Tiled *t, con
     if (prm.n < 1) return invalid("params.n: %s needs N >= 1, got %lld", for_what, (long long)prm.n);
     if (prm.k < 2) return invalid("params.k: %s needs K >= 2, got %lld", for_what, (long long)prm.k);
     if (prm.k & 1) return invalid("params.k: K = %lld is odd; int4 weights pack two codes per byte along K", (long long)prm.k);
-    if (prm.n >= (int64_t(1) << 31) || prm.k >= (int64_t(1) << 31))
-        return invalid("params.n: N = %lld, K = %lld; each must be below 2^31", (long long)prm.n, (long long)prm.k);
+    if (prm.n >= (int64_t(1) << 31)) return invalid("params.n: N = %lld; must be below 2^31", (long long)prm.n);
+    if (prm.k >= (int64_t(1) << 31)) return invalid("params.k: K = %lld; must be below 2^31", (long long)prm.k);
     if (prm.group_size < 1) return invalid("params.group_size: %s needs G >= 1, got %lld", for_what, (long long)prm.group_size);
     if (prm.k % prm.group_size)
         return invalid("params.group_size: K = %lld is not a multiple of G = %lld", (long long)prm.k, (long long)prm.group_size);
@@ -219,8 +219,8 @@ gatednorm_status prepack_checked(const gatednorm_tensor *q, const gatednorm_tens
             return invalid("params.target: %s, but %s is a %s device; a GPU packs for itself (pack on the host for another target)",
                            target_name(target), device_name(q->device).c_str(), target_name(native));
         target = native;
-        if (!aligned16(data_ptr(*packed))) return invalid("packed: data %p is not 16-byte aligned", (void *)data_ptr(*packed));
     }
+    if (!aligned16(data_ptr(*packed))) return invalid("packed: data %p is not 16-byte aligned", (void *)data_ptr(*packed));
     p.packed = reinterpret_cast<uint8_t *>(data_ptr(*packed));
     p.dtype = dtype_code_of(prm.dtype);
     p.device_id = q->device.device_id;
@@ -247,7 +247,9 @@ gatednorm_status gemm_checked(const gatednorm_tensor *a, const gatednorm_tensor 
     GN_TRY(float_dtype(*a, "a", &adt));
     if (adt == kF32) return invalid("a: dtype float32; the W4A16 GEMM takes bfloat16 or float16 activations");
     if (a->ndim != 2) return invalid("a: expected 2 dims [M, K], got %d", a->ndim);
-    if (a->shape[1] > 1 && a->strides[1] != 1) return invalid("a: last dim must be contiguous (stride 1), got stride %lld", (long long)a->strides[1]);
+    // An empty a or out (M = 0) addresses nothing: its strides are free (docs/c_abi.md).
+    if (!is_empty(*a) && a->shape[1] > 1 && a->strides[1] != 1)
+        return invalid("a: last dim must be contiguous (stride 1), got stride %lld", (long long)a->strides[1]);
     if (prm.dtype != GATEDNORM_W4A16_DTYPE_UNSET && prm.dtype != w4dt_of(adt))
         return invalid("a: dtype %s, but the weight (params.dtype) is for %s activations", dtype_name(a->dtype).c_str(), w4dt_name(prm.dtype));
     W4Tiled t;
@@ -286,7 +288,8 @@ gatednorm_status gemm_checked(const gatednorm_tensor *a, const gatednorm_tensor 
     GN_TRY(check_descriptor(out, "out"));
     GN_TRY(float_dtype(*out, "out", &p.out_dtype));
     GN_TRY(check_matrix(*out, "out", M, N, "[M, N]"));
-    if (N > 1 && out->strides[1] != 1) return invalid("out: last dim must be contiguous (stride 1), got stride %lld", (long long)out->strides[1]);
+    if (!is_empty(*out) && N > 1 && out->strides[1] != 1)
+        return invalid("out: last dim must be contiguous (stride 1), got stride %lld", (long long)out->strides[1]);
     GN_TRY(check_no_self_overlap(*out, "out"));
 
     const gatednorm_tensor *inputs[] = {a, q, s, z, bias};
@@ -310,7 +313,7 @@ gatednorm_status gemm_checked(const gatednorm_tensor *a, const gatednorm_tensor 
             return invalid("params.target: the weight was packed for %s, but %s is a %s device; prepack it for this device",
                            target_name(prm.target), device_name(a->device).c_str(), target_name(native));
         if (!aligned16(p.w.tiled)) return invalid("qweight: data %p is not 16-byte aligned", (const void *)p.w.tiled);
-        if (!aligned16(data_ptr(*a)) || (a->strides[0] * 2) % 16)
+        if (M > 0 && (!aligned16(data_ptr(*a)) || (a->strides[0] * 2) % 16))
             return invalid("a: the GPU GEMM reads rows in 16-byte pieces: data %p and the row stride (%lld elements) must be 16-byte aligned",
                            (void *)data_ptr(*a), (long long)a->strides[0]);
         GN_TRY(gpu_w4a16_workspace_size(a->device.device_id, M, N, K, p.w.group, &ws_need));
@@ -375,9 +378,9 @@ GATEDNORM_API gatednorm_status gatednorm_w4a16_workspace_size(const gatednorm_w4
         gatednorm_w4a16_params prm;
         GN_TRY(read_params(params, &prm));
         if (m < 0) return invalid("m: expected >= 0, got %lld", (long long)m);
-        if (prm.n < 1 || prm.k < 2 || prm.group_size < 1)
-            return invalid("params.n: the workspace size needs n, k and group_size set (got %lld, %lld, %lld)", (long long)prm.n, (long long)prm.k,
-                           (long long)prm.group_size);
+        if (prm.n < 1) return invalid("params.n: the workspace size needs N >= 1, got %lld", (long long)prm.n);
+        if (prm.k < 2) return invalid("params.k: the workspace size needs K >= 2, got %lld", (long long)prm.k);
+        if (prm.group_size < 1) return invalid("params.group_size: the workspace size needs G >= 1, got %lld", (long long)prm.group_size);
         if (is_host_device(device.device_type)) {
             *bytes = 0;
             return GATEDNORM_STATUS_SUCCESS;

@@ -116,8 +116,8 @@ def fp8_group_quant(y, group_size=128, *, fp8_format="e4m3fn", fp8_max=None, ama
         amax = np.max(np.abs(yg), axis=-1)  # NaN propagates
         scale = np.maximum(amax, float(np.float32(amax_floor))) / fmax
         scale = np.where(np.isfinite(amax), scale, np.nan)
-        if _UE8M0[scale_format]:
-            scale = np.exp2(np.ceil(np.log2(scale)))
+        if _UE8M0[scale_format]:  # a power of two, at most 2^127 (E8M0's largest finite)
+            scale = np.minimum(np.exp2(np.ceil(np.log2(scale))), 2.0 ** 127)
         v = np.clip(yg / scale[..., None], -fmax, fmax)
     v = np.where(np.isnan(scale)[..., None], np.nan, v)
     return v.astype(dt).reshape(shape), scale

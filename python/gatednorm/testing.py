@@ -9,7 +9,23 @@ import numpy as np
 from . import _dtypes
 from ._array import DeviceArray, from_pointer
 
-__all__ = ["randn", "poison_value", "mirror", "to_numpy", "backend_device", "available_backends"]
+__all__ = ["randn", "poison_value", "mirror", "to_numpy", "backend_device", "available_backends", "host_descriptor"]
+
+
+def host_descriptor(ptr: int, shape, strides, code: int = 2, bits: int = 32):
+    """A raw ``gatednorm_tensor *`` on the host (DLPack dtype ``code`` / ``bits``; strides in
+    elements) at any address: descriptors no array library would build, for tests that hand
+    the C ABI sizes, strides and pointers at its limits."""
+    from ._ffi import ffi
+
+    t = ffi.new("gatednorm_tensor *")
+    t.data = ffi.cast("void *", ptr)
+    t.device.device_type, t.device.device_id = 1, 0
+    t.ndim = len(shape)
+    t.dtype.code, t.dtype.bits, t.dtype.lanes = code, bits, 1
+    for i, (n, st) in enumerate(zip(shape, strides)):
+        t.shape[i], t.strides[i] = n, st
+    return t
 
 
 def randn(rng: np.random.Generator, shape, dtype, scale: float = 1.0, shift: float = 0.0) -> np.ndarray:

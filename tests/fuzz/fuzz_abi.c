@@ -18,7 +18,7 @@
  *   - a call the contract says must be accepted is, and one it says must be refused is
  *     (naming the argument the case broke); cases the contract leaves open may go either way;
  *   - an accepted gatednorm_rmsnorm_gated writes exactly the bytes of out's elements, and each
- *     matches a double-precision reference of the op's formula (design/ops.md §1: rstd =
+ *     matches a double-precision reference of the op's formula (docs/ops.md §1: rstd =
  *     1/sqrt(mean(u^2) + eps), both gate orders, silu/sigmoid, weight_offset, group_size)
  *     to within fp32 evaluation (relative 2^-17) followed by rounding to out's dtype (so
  *     within an ulp of bf16/fp16 outputs, some 2^-17 of fp32 ones); in place too;
@@ -201,8 +201,8 @@ enum {
     N_P_TARGET,
     /* the all-reduce communicator (ops.md §5) */
     N_COMM, N_ALGORITHM,
-    /* gatednorm_device_attribute */
-    N_ATTRIBUTE, N_VALUE, N_NAMES
+    /* gatednorm_device_attribute, gatednorm_device_name, the pool, comm buffers */
+    N_ATTRIBUTE, N_VALUE, N_CAPACITY, N_NUM_THREADS, N_HANDLE, N_BUFFER, N_NAMES
 };
 static const char *const kNames[N_NAMES] = {
     "x", "z", "weight", "out", "params", "params.norm_before_gate", "params.activation", "params.eps",
@@ -212,7 +212,8 @@ static const char *const kNames[N_NAMES] = {
     "params.quant.fp8_max", "params.quant.amax_floor", "params.quant.scale_format", "params.quant.group_size",
     "params.quant.quantize_rounded", "params.quant.reserved[", "values", "codes", "format", "fp8_max",
     "a", "qweight", "zeros", "bias", "packed", "workspace", "m", "params.layout", "params.n", "params.k", "params.symmetric",
-    "params.dtype", "params.layout_version", "params.target", "comm", "algorithm", "attribute", "value"};
+    "params.dtype", "params.layout_version", "params.target", "comm", "algorithm", "attribute", "value", "capacity",
+    "num_threads", "handle", "buffer"};
 /* A name ending in '[' ("params.reserved[") matches "params.reserved[2]:" and the like. */
 typedef uint64_t nameset_t; /* N_NAMES <= 64 */
 #define BIT(n) ((nameset_t)1 << (n))
@@ -1411,8 +1412,8 @@ static int fuzz_device_name(rng_t *r) {
     const int valid_id = id >= 0 && id < device_count();
     if (st != GATEDNORM_STATUS_SUCCESS) {
         if (name && cap && valid_id) die("refused device %d: %s", id, gatednorm_last_error());
-        check_rejection(st, BIT(N_NAME) | BIT(N_DEVICE_ID), (!name || !cap) && valid_id ? BIT(N_NAME) : !valid_id && name && cap ? BIT(N_DEVICE_ID) : 0,
-                        "gatednorm_device_name");
+        check_rejection(st, BIT(N_NAME) | BIT(N_CAPACITY) | BIT(N_DEVICE_ID),
+                        !name ? BIT(N_NAME) : !cap ? BIT(N_CAPACITY) : !valid_id ? BIT(N_DEVICE_ID) : 0, "gatednorm_device_name");
         bufs_check("refused device_name");
         return 0;
     }
@@ -1856,10 +1857,11 @@ static int fp8_code_ok(uint8_t c, int fmt, double lo, double hi) {
     if (v < lo || v > hi) return 0;
     return 1;
 }
-static double pow2ceil(double s) {
+static double pow2ceil(double s) { /* UE8M0's rule: at most 2^127 (ops.md §2) */
     int e;
     const double m = frexp(s, &e);
-    return m == 0.5 ? s : ldexp(1.0, e);
+    const double c = m == 0.5 ? s : ldexp(1.0, e);
+    return c < ldexp(1.0, 127) ? c : ldexp(1.0, 127);
 }
 
 typedef struct {
@@ -3080,7 +3082,10 @@ static int fuzz_w4a16_gemm(rng_t *r) {
     {
         const int64_t sh[2] = {M, K + (mut == W_KMIS ? 2 : 0)};
         int64_t st[2] = {sh[1] + pad(r), 1};
-        if (mut == W_ASTRIDE && sh[1] > 1) st[1] = 2, st[0] = 2 * sh[1] + pad(r), nc_must(BIT(N_A), "a's last dim not contiguous");
+        if (mut == W_ASTRIDE && sh[1] > 1) { /* an empty a (M = 0) addresses nothing: its strides are free */
+            st[1] = 2, st[0] = 2 * sh[1] + pad(r);
+            if (M > 0) nc_must(BIT(N_A), "a's last dim not contiguous");
+        }
         if (M == 1 && pct(r, 30)) st[0] = PICK(r, kFreeStrides);
         tset(&A, mut == W_AF32 ? DT_F32 : adt, 2, sh, st);
         if (mut == W_AF32) nc_must(BIT(N_A), "a in fp32");
@@ -3549,6 +3554,92 @@ static int fuzz_comm_set_algorithm(rng_t *r) {
     return accepted;
 }
 
+/* ===================== the pool's size, gatednorm_last_kernel, comm buffer open / close / limit */
+static int fuzz_runtime_rest(rng_t *r) {
+    switch (below(r, 4)) {
+    case 0: { /* set_num_threads, then get_num_threads reads it back (0: the default) */
+        static const int32_t ns[] = {INT32_MIN, -7, -1, 0, 1, 2, 3, 5};
+        const int32_t n = pct(r, 1) ? INT32_MAX : PICK(r, ns);
+        set_sentinel();
+        gatednorm_status st = gatednorm_set_num_threads(n);
+        if (n < 0) {
+            check_rejection(st, BIT(N_NUM_THREADS), BIT(N_NUM_THREADS), "gatednorm_set_num_threads");
+        } else if (st != GATEDNORM_STATUS_SUCCESS) {
+            die("set_num_threads(%d): %s", (int)n, gatednorm_last_error());
+        }
+        int32_t *got = pct(r, 20) ? NULL : (int32_t *)(void *)buf_new(sizeof(int32_t));
+        if (got) *got = -12345;
+        set_sentinel();
+        bufs_snapshot();
+        st = gatednorm_get_num_threads(got);
+        if (!got) {
+            check_rejection(st, BIT(N_NUM_THREADS), BIT(N_NUM_THREADS), "gatednorm_get_num_threads");
+            bufs_check("refused get_num_threads");
+        } else if (st != GATEDNORM_STATUS_SUCCESS || *got < 1 || (n >= 1 && n <= 5 && *got != n)) {
+            die("get_num_threads after set %d: status %d, %d", (int)n, (int)st, (int)*got);
+        }
+        if (gatednorm_set_num_threads(0) != GATEDNORM_STATUS_SUCCESS) die("set_num_threads(0): %s", gatednorm_last_error());
+        return n >= 0 && got != NULL;
+    }
+    case 1: { /* last_kernel: a terminated string whatever ran before */
+        const char *k = gatednorm_last_kernel();
+        if (!k || strlen(k) > 256) die("gatednorm_last_kernel: %s", k ? "a string past 256 bytes" : "NULL");
+        return 1;
+    }
+    default: { /* a one-rank CPU comm: its limit, and its buffer opened again from its handle */
+        const gatednorm_device cpu = {GATEDNORM_DEVICE_TYPE_CPU, 0};
+        const size_t want = (size_t)between(r, 1, 1 << 16);
+        size_t bytes = 0, *limit = pct(r, 15) ? NULL : (size_t *)(void *)buf_new(sizeof(size_t));
+        void *mine = NULL, *opened = NULL, **out = pct(r, 15) ? NULL : &opened;
+        uint8_t handle[GATEDNORM_COMM_HANDLE_BYTES];
+        gatednorm_comm *comm = NULL;
+        if (gatednorm_comm_buffer_size(1, want, &bytes) != GATEDNORM_STATUS_SUCCESS ||
+            gatednorm_comm_buffer_alloc(cpu, bytes, &mine, handle) != GATEDNORM_STATUS_SUCCESS ||
+            gatednorm_comm_create(0, 1, &mine, bytes, cpu, &comm) != GATEDNORM_STATUS_SUCCESS)
+            die("one-rank comm: %s", gatednorm_last_error());
+        int accepted = 1;
+        const int null_comm = pct(r, 10);
+        set_sentinel();
+        gatednorm_status st = gatednorm_comm_max_input_bytes(null_comm ? NULL : comm, limit);
+        if (null_comm || !limit) {
+            check_rejection(st, BIT(N_COMM) | BIT(N_BYTES), null_comm ? BIT(N_COMM) : BIT(N_BYTES), "gatednorm_comm_max_input_bytes");
+            accepted = 0;
+        } else if (st != GATEDNORM_STATUS_SUCCESS || *limit < want) {
+            die("comm_max_input_bytes: status %d, %zu bytes for a buffer sized for %zu", (int)st, *limit, want);
+        }
+        /* open: the handle, a corrupted one, or none */
+        const int how = (int)below(r, 4); /* 0, 1: as made; 2: corrupted; 3: NULL */
+        uint8_t bad[GATEDNORM_COMM_HANDLE_BYTES];
+        memcpy(bad, handle, sizeof bad);
+        if (how == 2) bad[below(r, 8)] ^= (uint8_t)(1u + below(r, 255));
+        set_sentinel();
+        st = gatednorm_comm_buffer_open(cpu, how == 3 ? NULL : how == 2 ? bad : handle, out);
+        if (!out || how == 3) {
+            check_rejection(st, BIT(N_BUFFER) | BIT(N_HANDLE), !out ? BIT(N_BUFFER) : BIT(N_HANDLE), "gatednorm_comm_buffer_open");
+            accepted = 0;
+        } else if (how < 2 && st != GATEDNORM_STATUS_SUCCESS) {
+            die("comm_buffer_open of its own handle: %s", gatednorm_last_error());
+        } else if (st != GATEDNORM_STATUS_SUCCESS) {
+            check_rejection(st, BIT(N_HANDLE), BIT(N_HANDLE), "gatednorm_comm_buffer_open (corrupted handle)");
+            accepted = 0;
+        }
+        if (st == GATEDNORM_STATUS_SUCCESS) { /* the same segment: a byte written through one mapping shows in the other */
+            const size_t at = (size_t)between(r, 64, (int64_t)bytes - 1);
+            ((volatile uint8_t *)mine)[at] = 0xA5;
+            if (((volatile uint8_t *)opened)[at] != 0xA5) die("comm_buffer_open mapped another segment");
+            ((volatile uint8_t *)mine)[at] = 0;
+            if (gatednorm_comm_buffer_close(cpu, opened) != GATEDNORM_STATUS_SUCCESS) die("comm_buffer_close: %s", gatednorm_last_error());
+        }
+        set_sentinel();
+        st = gatednorm_comm_buffer_close(cpu, NULL);
+        check_rejection(st, BIT(N_BUFFER), BIT(N_BUFFER), "gatednorm_comm_buffer_close");
+        if (gatednorm_comm_destroy(comm) != GATEDNORM_STATUS_SUCCESS || gatednorm_comm_buffer_free(cpu, mine) != GATEDNORM_STATUS_SUCCESS)
+            die("comm teardown: %s", gatednorm_last_error());
+        return accepted;
+    }
+    }
+}
+
 /* ====================================================================== the table */
 typedef struct {
     const char *name;
@@ -3584,6 +3675,7 @@ static entry_t kEntries[] = {
     {"gatednorm_status_string", 1, fuzz_status_string, 0, 0},
     {"gatednorm_version/build_info", 1, fuzz_version, 0, 0},
     {"gatednorm_comm_set_algorithm", 2, fuzz_comm_set_algorithm, 0, 0},
+    {"gatednorm_*_num_threads, last_kernel, comm_buffer_open/close, comm_max_input_bytes", 2, fuzz_runtime_rest, 0, 0},
 };
 enum { N_ENTRIES = sizeof kEntries / sizeof kEntries[0] };
 
