@@ -351,6 +351,23 @@ def test_group_quant_fp8(be, rng):
     assert tuple(be.get(q).shape) == x.shape and tuple(be.get(s).shape) == (9, 10)
 
 
+@pytest.mark.parametrize("sf", ["ue8m0", "e8m0"])
+def test_ue8m0_scale_is_held_at_2_127(be, sf):
+    """Regression: with fp8_max < 2 a group near fp32's largest value rounded its UE8M0 scale up
+    to 2^128 = inf (E8M0 byte 255, the NaN scale) and its codes to 0.  The rule holds the scale
+    at 2^127 (ops.md §2), and the codes saturate at fp8_max, as the reference says."""
+    x = np.full((2, 64), 3e38, np.float32)
+    x[:, 32:] = 1.5  # a second, ordinary group
+    x[1, :32] *= -1
+    q, sc = gatednorm.group_quant_fp8(be.put(x), group_size=32, fp8_max=1.0, scale_format=sf)
+    qr, sr = reference.group_quant_fp8(x, group_size=32, fp8_max=1.0, scale_format=sf)
+    sv = scale_values(be.get(sc), sf, 2)
+    assert (sv[:, 0] == 2.0 ** 127).all() and (sr[:, 0] == 2.0 ** 127).all(), sv
+    assert np.array_equal(sv, sr)
+    qv = be.get(q).astype(np.float64)
+    assert np.array_equal(qv, qr.astype(np.float64)) and (np.abs(qv[:, :32]) == 1.0).all()
+
+
 # group_quant_fp8 over more blocks than the GPU holds at once: the flat kernel (the default;
 # 4999 x 1024 leaves a partial last block) and the row kernel at VEC 8 and 16 (a block a
 # row, forced by the hook): every row's codes and column-major scales, a NaN row and a row of
@@ -403,14 +420,14 @@ def test_bad_inputs(rng):
     A = gatednorm.add_rmsnorm
     bad(lambda: A(x, r[:, :128], w, y_out=y), "residual", outs)
     bad(lambda: A(x, r, w[:128], y_out=y), "weight", outs)
-    bad(lambda: A(x, r, w, y_out=y[:3]), "y", outs)
+    bad(lambda: A(x, r, w, y_out=y[:3]), "y_out", outs)
     bad(lambda: A(x, r, w, y=False), "y", outs)
     bad(lambda: A(x, r, w, q=q, scales=s, group_size=96, y=False), "params.quant.group_size", outs)
     bad(lambda: A(x, r, w, q=q, scales=s[:, :1], y=False), "scales", outs)
     bad(lambda: A(x, r, w, residual_out=r[::-1], y_out=y), "residual_out", outs)  # overlaps residual, not the same view
     bad(lambda: A(x, r, w, residual_out=ro.astype(np.float32), y_out=y), "residual_out", outs)  # dtype
     bad(lambda: A(x, r, w, residual_out=x, y_out=y), "residual_out", outs)  # overlaps x
-    bad(lambda: A(x, r, w, y_out=r), "residual", outs)  # y over the residual updated in place ("residual: overlaps y")
+    bad(lambda: A(x, r, w, y_out=r), "residual", outs)  # y_out over the residual updated in place ("residual: overlaps y_out")
     bad(lambda: A(x, r, w, q=q.view(np.uint16)[:, :128], scales=s, y=False), "q", outs)  # dtype
     bad(lambda: A(x.astype(np.int32), r, w, y_out=y), "x", outs)
     bad(lambda: A(x, r, w.astype(np.float64), y_out=y), "weight", outs)

@@ -508,7 +508,10 @@ def test_q_not_contiguous(rng):
     assert ei.value.message.startswith("q:")
 
 
-@pytest.mark.parametrize("opt,val,name", [("fp8_max", 449.0, "fp8_max"), ("fp8_max", 0.5, "fp8_max"), ("amax_floor", 0.0, "amax_floor"),
+@pytest.mark.parametrize("opt,val,name", [("fp8_max", 449.0, "fp8_max"), ("fp8_max", 0.5, "fp8_max"),
+                                          ("fp8_max", 1e-50, "fp8_max"),  # 0 in fp32 was read as "the format's max"
+                                          ("fp8_max", float("nan"), "fp8_max"),
+                                          ("amax_floor", 0.0, "amax_floor"),
                                           ("amax_floor", float("inf"), "amax_floor"), ("fp8_format", "e5m2", "fp8_format"),
                                           ("scale_format", "bf16", "scale_format"), ("quantize_rounded", 1, "quantize_rounded"),
                                           ("eps", -1.0, "eps"), ("scale_layout", "diag", "scale_layout")])
@@ -546,7 +549,7 @@ def test_fnuz_max_240(be, rng):
     expect_error(be, "fp8_max", x, z, w, q, s, fp8_format="e4m3fnuz", fp8_max=448.0)
 
 
-@pytest.mark.parametrize("which", ["q", "scales", "y_copy"])
+@pytest.mark.parametrize("which", ["q", "scales", "y"])
 def test_outputs_overlapping_inputs(rng, which):
     T, H, D = 4, 2, 128
     buf = randn(rng, (T * H * D * 2,), _dtypes.bfloat16)
@@ -583,7 +586,8 @@ def test_empty_token_dims(be, shape):
 def test_bad_copy_shape(be, rng):
     x, z, w = make_inputs(rng, (5, 3, 128))
     q, s = _outs()
-    expect_error(be, "y_copy", x, z, w, q, s, np.full((5, 3, 64), NAN, np.float32))
+    # the C argument is y_copy; the message names the wrapper's keyword, y
+    assert expect_error(be, "y", x, z, w, q, s, np.full((5, 3, 64), NAN, np.float32)).startswith("y: ")
 
 
 def test_token_dims_that_do_not_merge(rng):
@@ -620,3 +624,11 @@ def test_reserved_must_be_zero(rng):
     st = lib.gatednorm_rmsnorm_gated_fp8(t[0], ffi.NULL, t[1], t[2], t[3], ffi.NULL, p, ffi.NULL)
     assert st < 0 and ffi.string(lib.gatednorm_last_error()).startswith(b"params.quant.reserved[1]:")
     assert not q.any() and not s.any()
+
+
+def test_head_dim_not_dividing_names_head_dim(rng):
+    """The message named group_size (128 here) when head_dim (48) did not divide x's last dim."""
+    x = randn(rng, (5, 256), _dtypes.bfloat16)
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated_fp8(x, None, np.ones(48, np.float32), head_dim=48, group_size=48)
+    assert ei.value.message.startswith("x: last dim 256 is not a multiple of head_dim 48"), ei.value.message

@@ -19,6 +19,7 @@ import pytest
 import gatednorm
 from gatednorm import _dtypes, reference
 from gatednorm._ffi import ffi
+from gatednorm.testing import host_descriptor as _host_desc
 
 from conftest import gpu_count
 
@@ -728,3 +729,181 @@ def test_gpu_workspace_too_small(rng, requires_gpu):
     with pytest.raises(gatednorm.GatedNormError, match="workspace: 4 bytes"):
         gatednorm.w4a16_matmul(a, w, out=out, workspace=ws)
     assert np.isnan(out.numpy().astype(np.float32)).all()
+
+
+# ------------------------------------------------- the C entries at their limits (review of 2026-12-04)
+def _params(**fields):
+    lib = gatednorm._ffi.lib()
+    p = ffi.new("gatednorm_w4a16_params *")
+    assert lib.gatednorm_w4a16_params_init(p, ffi.sizeof(p[0])) == 0
+    for k, v in fields.items():
+        setattr(p, k, v)
+    return lib, p
+
+
+def _last_error(lib):
+    return ffi.string(lib.gatednorm_last_error()).decode()
+
+
+@pytest.mark.parametrize("fields,name", [
+    (dict(n=16, k=0, group_size=16), "params.k:"),
+    (dict(n=16, k=64, group_size=0), "params.group_size:"),
+    (dict(n=0, k=64, group_size=16), "params.n:"),
+])
+def test_workspace_size_names_the_field_at_fault(fields, name):
+    lib, p = _params(**fields)
+    cpu = ffi.new("gatednorm_device *", {"device_type": 1, "device_id": 0})[0]
+    nb = ffi.new("size_t *", 77)
+    assert lib.gatednorm_w4a16_workspace_size(p, 1, cpu, nb) == lib.GATEDNORM_STATUS_INVALID_ARGUMENT
+    assert _last_error(lib).startswith(name), _last_error(lib)
+    assert nb[0] == 77
+
+
+@pytest.mark.parametrize("n,k,name", [(16, 1 << 31, "params.k:"), (1 << 31, 64, "params.n:")])
+def test_prepacked_size_names_n_or_k_past_2_31(n, k, name):
+    lib, p = _params(n=n, k=k, group_size=16, symmetric=1, dtype=1, target=1)
+    nb = ffi.new("size_t *")
+    assert lib.gatednorm_w4a16_prepacked_size(p, nb) == lib.GATEDNORM_STATUS_INVALID_ARGUMENT
+    assert _last_error(lib).startswith(name), _last_error(lib)
+
+
+
+
+def test_plain_gemm_past_host_memory_is_out_of_memory():
+    """Regression: a broadcast PLAIN weight of N x K ~ 2^62 (each below 2^31) made the CPU
+    backend's buffer throw std::length_error, reported as INTERNAL naming nothing."""
+    lib, p = _params()
+    N, K = (1 << 31) - 1, (1 << 31) - 2
+    fake = 1 << 44  # never read: the size fails first
+    qw = _host_desc(fake, (N, K // 2), (0, 1), 1, 8)
+    sc = _host_desc(fake + (1 << 40), (N, 1), (0, 0), 2, 32)
+    ta = _host_desc(fake + (1 << 41), (1, K), (K, 1), 4, 16)  # a and out at fake addresses: never written
+    to = _host_desc(fake + (1 << 42), (1, N), (N, 1), 2, 32)
+    st = lib.gatednorm_w4a16_gemm(ta, qw, sc, ffi.NULL, ffi.NULL, to, ffi.NULL, p, ffi.NULL)
+    assert st == lib.GATEDNORM_STATUS_OUT_OF_MEMORY, (st, _last_error(lib))
+    assert _last_error(lib).startswith("w4a16_gemm: out of host memory"), _last_error(lib)
+
+
+def test_empty_a_and_out_strides_are_free(rng):
+    """M = 0: an empty a / out addresses nothing, so its strides are free (docs/c_abi.md)."""
+    w = _plain(rng)
+    lib, p = _params()
+    buf = np.zeros(64, BF16)
+    ta = _host_desc(buf.ctypes.data, (0, 128), (5, 3), 4, 16)
+    to = _host_desc(buf.ctypes.data, (0, 32), (7, 3), 4, 16)
+    tq = _host_desc(w.q.ctypes.data, w.q.shape, (w.q.shape[1], 1), 1, 8)
+    ts = _host_desc(w.scales.ctypes.data, w.scales.shape, (w.scales.shape[1], 1), 2, 32)
+    tz = _host_desc(w.zeros.ctypes.data, w.zeros.shape, (w.zeros.shape[1], 1), 1, 8)
+    st = lib.gatednorm_w4a16_gemm(ta, tq, ts, tz, ffi.NULL, to, ffi.NULL, p, ffi.NULL)
+    assert st == 0, _last_error(lib)
+
+
+def test_host_prepack_into_a_misaligned_buffer_is_refused(rng):
+    """The header asks a 16-byte aligned packed buffer; the host path wrote there unchecked."""
+    w = _plain(rng)
+    lib, p = _params(n=w.n, k=w.k, group_size=w.group_size, symmetric=0, dtype=1, target=1)
+    nb = ffi.new("size_t *")
+    assert lib.gatednorm_w4a16_prepacked_size(p, nb) == 0
+    raw = np.zeros(int(nb[0]) + 32, np.uint8)
+    off = (-raw.ctypes.data) % 16 + 1  # 1 byte past a 16-byte boundary
+    tq = _host_desc(w.q.ctypes.data, w.q.shape, (w.q.shape[1], 1), 1, 8)
+    ts = _host_desc(w.scales.ctypes.data, w.scales.shape, (w.scales.shape[1], 1), 2, 32)
+    tz = _host_desc(w.zeros.ctypes.data, w.zeros.shape, (w.zeros.shape[1], 1), 1, 8)
+    tp = _host_desc(raw.ctypes.data + off, (int(nb[0]),), (1,), 1, 8)
+    st = lib.gatednorm_w4a16_prepack(tq, ts, tz, tp, p, ffi.NULL)
+    assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT and _last_error(lib).startswith("packed:"), _last_error(lib)
+    assert not raw.any()
+
+
+# --------------------------------------------- the Python API at its edges (review of 2026-12-04)
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_from_float_group_of_one_sign_keeps_its_range(rng, sign):
+    """Regression: an asymmetric group whose values all had one sign clamped its zero point
+    to 0 / 15 and saturated its codes (values near 11 came back as 1).  The range now holds 0,
+    so every value is within half a step of its code (plus the bf16 rounding of s and of w16)."""
+    W = sign * (10.0 + rng.random((4, 64))).astype(np.float32)
+    W[1] = np.linspace(-3.0, 5.0, 64, dtype=np.float32)  # a row that straddles 0: unchanged rule
+    w = gatednorm.W4A16Weight.from_float(W, 32, symmetric=False)
+    deq = w.dequantize().T  # [N, K], bf16 values
+    g = W.reshape(4, 2, 32)
+    step = (np.maximum(g.max(axis=2), 0) - np.minimum(g.min(axis=2), 0)) / 15.0  # [N, groups]
+    bound = np.repeat(0.5 * step + 16 * step * 2.0 ** -8, 32, axis=1) + np.abs(W) * 2.0 ** -8
+    err = np.abs(deq.astype(np.float64) - W)
+    assert (err <= bound).all(), float((err / bound).max())
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_from_float_refuses_non_finite(rng, bad):
+    W = rng.standard_normal((8, 64)).astype(np.float32)
+    W[3, 5] = bad
+    for sym in (False, True):
+        with pytest.raises(gatednorm.InvalidArgumentError, match="W: holds NaN or Inf"):
+            gatednorm.W4A16Weight.from_float(W, 32, sym)
+
+
+def _act_order_weight(rng, n=16, k=64, g=32):
+    q, s, z = _plain(rng, n, k, g).to_plain()
+    return gatednorm.W4A16Weight(q, s, z, perm=rng.permutation(k))
+
+
+@pytest.mark.parametrize("shape", [(2, 72), (2, 56), (64,), (2, 1, 64)])
+def test_act_order_matmul_checks_a_before_permuting(rng, shape):
+    """Regression: a[:, perm] ran first, dropping extra columns silently or raising IndexError."""
+    w = _act_order_weight(rng)
+    a = rng.standard_normal(shape).astype(BF16)
+    out = np.empty((2, 16), BF16)
+    _expect_error(lambda: gatednorm.w4a16_matmul(a, w, out=out), r"a: expected \[M, K\] with K = 64", out)
+
+
+@pytest.mark.parametrize("perm,why", [
+    (np.zeros(64, np.int64), "duplicates"),
+    (np.arange(63), "short"),
+    (np.arange(1, 65), "out of range"),
+    (np.arange(64, dtype=np.float64), "float"),
+])
+def test_constructor_checks_perm(rng, perm, why):
+    q, s, z = _plain(rng, 16, 64).to_plain()
+    with pytest.raises(gatednorm.InvalidArgumentError, match=r"perm: expected a permutation of range\(K\)"):
+        gatednorm.W4A16Weight(q, s, z, perm=perm)
+
+
+def test_out_dtype_is_checked_against_out(rng):
+    w = _plain(rng)
+    a = rng.standard_normal((2, 128)).astype(BF16)
+    out = np.empty((2, 32), BF16)
+    _expect_error(lambda: gatednorm.w4a16_matmul(a, w, out=out, out_dtype="float32"), "out_dtype: float32 does not match", out)
+    with pytest.raises(gatednorm.InvalidArgumentError, match="out_dtype: int8"):
+        gatednorm.w4a16_matmul(a, w, out_dtype="int8")
+    assert gatednorm.w4a16_matmul(a, w, out_dtype="float32").dtype == np.float32
+
+
+def _gptq_parts(rng, n=16, k=64, g=32):
+    qweight = rng.integers(-2 ** 31, 2 ** 31, (k // 8, n), dtype=np.int64).astype(np.int32)
+    qzeros = np.full((k // g, (n + 7) // 8), 0x66666666, np.int32)
+    scales = rng.random((k // g, n)).astype(np.float32)
+    return qweight, qzeros, scales
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda p: gatednorm.W4A16Weight.from_gptq(p[0].astype(np.float32), p[1], p[2]), "qweight: expected an int32"),
+    (lambda p: gatednorm.W4A16Weight.from_gptq(p[0].reshape(-1), p[1], p[2]), "qweight: expected a 2-D"),
+    (lambda p: gatednorm.W4A16Weight.from_gptq(p[0], p[1].reshape(-1), p[2]), "qzeros: expected a 2-D"),
+    (lambda p: gatednorm.W4A16Weight.from_gptq(p[0], p[1], p[2], version=True), "version:"),
+    (lambda p: gatednorm.W4A16Weight.from_gptq(p[0], p[1], p[2], version=1.0), "version:"),
+    (lambda p: gatednorm.W4A16Weight.from_gptq(p[0], p[1], p[2], symmetric="yes"), "symmetric:"),
+    (lambda p: gatednorm.W4A16Weight.from_gptq(p[0], p[1], p[2], g_idx=np.zeros(64, np.float32)), "g_idx: expected integer"),
+    (lambda p: gatednorm.W4A16Weight.from_compressed_tensors(np.zeros((16, 8), np.int32), np.ones(3, np.float32),
+                                                             weight_shape=(16, 64)), "weight_scale: expected"),
+    (lambda p: gatednorm.W4A16Weight.from_compressed_tensors(np.zeros((16, 8), np.int32), np.ones((16, 2), np.float32),
+                                                             weight_shape=(16.5, 64)), "weight_shape: expected"),
+    (lambda p: gatednorm.W4A16Weight.from_float(np.ones((4, 64), np.float32), True), "group_size:"),
+    (lambda p: gatednorm.W4A16Weight.from_float(np.ones((4, 64), np.float32), 32.7), "group_size:"),
+    (lambda p: gatednorm.W4A16Weight.from_float(np.ones((4, 64), np.float32), "32"), "group_size:"),
+    (lambda p: gatednorm.W4A16Weight.from_float(np.ones((4, 64), np.float32), 32, "no"), "symmetric:"),
+    (lambda p: gatednorm.W4A16Weight(np.zeros((4, 32), np.uint8), np.ones((4, 2), np.float32), np.full((4, 2), 3.7)),
+     "zeros: expected integer codes"),
+    (lambda p: gatednorm.W4A16Weight.from_float(np.ones((4, 64), np.float32), 32).prepack_host("bogus"), "target:"),
+])
+def test_importer_errors_name_their_argument(rng, call, match):
+    with pytest.raises(gatednorm.InvalidArgumentError, match=match):
+        call(_gptq_parts(rng))

@@ -556,13 +556,27 @@ def _stream_ptr(s):
 
 
 # --------------------------------------------------------------------------------- entry
+def _renamer(c_names: dict):
+    """A message's C argument names (whole words, not field paths like params.y) replaced by
+    the wrapper's."""
+    import re
+
+    pattern = re.compile(r"(?<![\w.\[])(%s)(?![\w\[])" % "|".join(map(re.escape, c_names)))
+    return lambda msg: pattern.sub(lambda m: c_names[m.group(1)], msg)
+
+
 class Entry:
     """One C entry point ``function(desc..., params, stream)``: ``names`` are its descriptor
-    arguments in order (as errors name them), ``outputs`` the ones it writes, ``params_type``
-    its options struct (None: the entry takes no params)."""
+    arguments in order, as the wrapper's keywords name them (and errors do), ``outputs`` the
+    ones it writes, ``params_type`` its options struct (None: the entry takes no params);
+    ``c_names`` maps a C argument name to the wrapper's where they differ, so the library's
+    messages name what the caller passed ({"y_copy": "y"})."""
 
-    def __init__(self, function: str, params_type: str | None, names: tuple, outputs: tuple = (), compile_now: bool = False):
+    def __init__(self, function: str, params_type: str | None, names: tuple, outputs: tuple = (), compile_now: bool = False,
+                 c_names: dict | None = None):
         self.function = function
+        self.c_names = dict(c_names or {})
+        self._rename = _renamer(self.c_names) if self.c_names else None
         self.short = function[len("gatednorm_"):] if function.startswith("gatednorm_") else function
         self.params_type = params_type
         self.names = tuple(names)
@@ -575,6 +589,9 @@ class Entry:
         # binds at import (compile_now: ops.py keeps `call` in a global, saving the attribute
         # lookup on the host path #11 measures).
         self.call = self._compile() if compile_now else self._compile_and_call
+
+    def _raise_error(self, status, function):
+        _ffi.raise_error(status, function, self._rename)
 
     def _compile_and_call(self, *args, **kw):
         """``call`` until the first call: compiles it (``_compile``, a few ms an entry that
@@ -759,7 +776,7 @@ class Entry:
                    stream_handle=_runtime.stream_handle, NULL=_NULL, DA=DeviceArray, own_tensor=own_tensor,
                    wait_pending=_wait_pending, New=New, ADAPTER=_type_adapter.get, adapter_for=_adapter_for,
                    SLOTTED=_SLOTTED, scratch_busy=_scratch_busy, STREAMS=_stream_ptrs, stream_ptr=_stream_ptr,
-                   release=release, raise_error=_ffi.raise_error, SHORT=self.short,
+                   release=release, raise_error=self._raise_error, SHORT=self.short,
                    NDARRAY=np.ndarray, FB=_from_buffer, FBW=_from_writable, FN=self._first_call, CA=_CHAR_ARRAY,
                    NPD=_np_descs, FB_ERRORS=_FB_ERRORS,
                    from_numpy=_from_numpy, np_desc=_np_desc)

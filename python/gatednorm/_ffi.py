@@ -121,14 +121,17 @@ _STATUS_NAMES = {
 INVALID_ARGUMENT = -1
 
 
-def raise_error(status: int, function: str | None = None):
-    """Raise GatedNormError for a failed call, carrying the library's last-error message."""
+def raise_error(status: int, function: str | None = None, rename=None):
+    """Raise GatedNormError for a failed call, carrying the library's last-error message
+    (through ``rename``, where a wrapper's keywords differ from the C argument names)."""
     msg = ""
     if _lib is not None:
         try:
             msg = ffi.string(_lib.gatednorm_last_error()).decode("utf-8", "replace")
         except Exception:  # pragma: no cover
             msg = ""
+    if rename is not None:
+        msg = rename(msg)
     raise GatedNormError(status, msg, function)
 
 

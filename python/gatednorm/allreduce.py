@@ -44,7 +44,8 @@ class _CommEntry(_call.Entry):
     def __init__(self, comm):
         self._comm = comm
         super().__init__("gatednorm_allreduce_add_rmsnorm", "gatednorm_add_rmsnorm_params", _ADD_ENTRY.names,
-                         outputs=("residual", "residual_out", "y", "q", "scales"))
+                         outputs=("residual", "residual_out", "y_out", "q", "scales"),
+                         c_names=_ADD_ENTRY.c_names)
 
     def _load(self):
         raw = super()._load()

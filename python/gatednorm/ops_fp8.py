@@ -21,7 +21,7 @@ SCALE_LAYOUTS = ("row", "col", "col_pad4")
 _Q_NAMES = ("float8_e4m3fn", "float8_e4m3fnuz")  # through _dtypes on use: ml_dtypes loads lazily
 _SCALE_NAMES = ("float32", "float32", "uint8", "int32")
 _ENTRY = _call.Entry("gatednorm_rmsnorm_gated_fp8", "gatednorm_rmsnorm_gated_fp8_params",
-                     ("x", "z", "weight", "q", "scales", "y"), outputs=("q", "scales", "y"))
+                     ("x", "z", "weight", "q", "scales", "y"), outputs=("q", "scales", "y"), c_names={"y_copy": "y"})
 
 
 # Checked options -> what the wrappers derive from them (params struct, codes), keyed by
@@ -166,9 +166,10 @@ NormOutputs.__doc__ = """What add_rmsnorm / rmsnorm return: ``y`` (None unless a
 ``scales`` (None unless fp8), ``residual`` (the stored sum x + residual: residual_out, or the
 residual updated in place; None for rmsnorm)."""
 
+# The wrappers' keyword for the C argument y is y_out (their y is the flag asking for it).
 _ADD_ENTRY = _call.Entry("gatednorm_add_rmsnorm", "gatednorm_add_rmsnorm_params",
-                         ("x", "residual", "weight", "residual_out", "y", "q", "scales"),
-                         outputs=("residual", "residual_out", "y", "q", "scales"))
+                         ("x", "residual", "weight", "residual_out", "y_out", "q", "scales"),
+                         outputs=("residual", "residual_out", "y_out", "q", "scales"), c_names={"y": "y_out"})
 _GQ_ENTRY = _call.Entry("gatednorm_group_quant_fp8", "gatednorm_group_quant_fp8_params", ("x", "q", "scales"),
                         outputs=("q", "scales"))
 
@@ -192,7 +193,14 @@ def _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, sca
     fmt = _call.choice("fp8_format", fp8_format, FP8_FORMATS)
     sfmt = _call.choice("scale_format", scale_format, SCALE_FORMATS)
     g = _call.integer("group_size", group_size)
-    fields = dict(quant__format=fmt, quant__fp8_max=0.0 if fp8_max is None else _call.real("fp8_max", fp8_max),
+    if fp8_max is not None:
+        fp8_max = _call.real("fp8_max", fp8_max)
+        # Checked here too: a value below fp32's range would store as 0, which the C layer
+        # reads as "the format's max" (as None, or an explicit 0, ask).
+        if not (fp8_max == 0.0 or fp8_max >= 1.0):
+            raise argument_error("fp8_max: expected None or 0 (the format's max) or a value in [1, the format's max], "
+                                 "got %r" % fp8_max)
+    fields = dict(quant__format=fmt, quant__fp8_max=0.0 if fp8_max is None else fp8_max,
                   quant__amax_floor=_call.real("amax_floor", amax_floor), quant__scale_format=sfmt, quant__group_size=g,
                   quant__quantize_rounded=_call.flag("quantize_rounded", quantize_rounded))
     return fields, fmt, sfmt, g

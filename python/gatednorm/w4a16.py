@@ -37,12 +37,14 @@ _PREPACK = _call.Entry("gatednorm_w4a16_prepack", "gatednorm_w4a16_params",
 
 
 # ---------------------------------------------------------------------------- int32 nibbles
-def _unpack_int32(x, axis):
-    """Eight 4-bit slots of each int32 (slot i = bits 4i+3..4i) laid out along ``axis``
-    (slot-major inside each int32): [..., c, ...] -> [..., 8c + i, ...]."""
+def _unpack_int32(x, axis, name):
+    """Eight 4-bit slots of each int32 (slot i = bits 4i+3..4i) of 2-D ``x`` laid out along
+    ``axis`` (slot-major inside each int32): [..., c, ...] -> [..., 8c + i, ...]."""
     x = np.asarray(x)
     if x.dtype.kind not in "iu" or x.dtype.itemsize != 4:
-        raise ValueError("expected an int32 packed tensor, got dtype %s" % x.dtype)
+        raise argument_error("%s: expected an int32 packed tensor, got dtype %s" % (name, x.dtype))
+    if x.ndim != 2:
+        raise argument_error("%s: expected a 2-D packed tensor, got %d dims" % (name, x.ndim))
     u = x.view(np.uint32)
     parts = [((u >> np.uint32(4 * i)) & np.uint32(0xF)).astype(np.uint8) for i in range(8)]
     st = np.stack(parts, axis=axis + 1 if axis >= 0 else axis)  # [..., c, 8, ...]
@@ -55,7 +57,7 @@ def _pack_plain(codes):
     """int codes [N, K] (0..15) -> plain uint8 [N, K/2], low nibble first."""
     codes = np.asarray(codes, np.uint8)
     if codes.shape[1] % 2:
-        raise ValueError("K = %d is odd; the plain layout packs two codes per byte" % codes.shape[1])
+        raise argument_error("K: %d is odd; the plain layout packs two codes per byte" % codes.shape[1])
     return (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
 
 
@@ -71,14 +73,35 @@ def _np(x, name):
     try:
         return np.asarray(x)
     except Exception as e:
-        raise ValueError("%s: not convertible to numpy (%s)" % (name, e)) from None
+        raise argument_error("%s: not convertible to numpy (%s)" % (name, e)) from None
 
 
 def _scales(s, name):
     s = _np(s, name)
     if s.dtype not in (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32):
+        if s.dtype.kind not in "fiu":
+            raise argument_error("%s: expected real scales, got dtype %s" % (name, s.dtype))
         s = s.astype(np.float32)
     return s
+
+
+def _codes(z, name):
+    """Zero-point codes 0..15 of an integer array as uint8 (floats are refused, not truncated)."""
+    if z.dtype.kind not in "iu":
+        raise argument_error("%s: expected integer codes 0..15, got dtype %s" % (name, z.dtype))
+    if z.size and (int(z.min()) < 0 or int(z.max()) > 15):
+        raise argument_error("%s: codes must lie in 0..15" % name)
+    return z.astype(np.uint8)
+
+
+def _group_size(group_size, k):
+    """G from a group_size argument (None or 0: per channel, G = K), checked to divide K."""
+    g = k if group_size is None else _call.integer("group_size", group_size)
+    if g == 0:
+        g = k
+    if g < 1 or k % g:
+        raise argument_error("group_size: %r does not divide K = %d" % (group_size, k))
+    return g
 
 
 class W4A16Weight:
@@ -98,21 +121,21 @@ class W4A16Weight:
     def __init__(self, q, scales, zeros=None, *, perm=None):
         q = _np(q, "q")
         if q.dtype != np.uint8 or q.ndim != 2:
-            raise ValueError("q: expected uint8 [N, K/2], got %s %s" % (q.dtype, q.shape))
+            raise argument_error("q: expected uint8 [N, K/2], got %s %s" % (q.dtype, q.shape))
         s = _scales(scales, "scales")
         n, k = q.shape[0], 2 * q.shape[1]
         if s.ndim != 2 or s.shape[0] != n or s.shape[1] < 1 or k % s.shape[1]:
-            raise ValueError("scales: expected [N, K/G] = [%d, K/G] with K/G dividing K = %d, got %s" % (n, k, s.shape))
+            raise argument_error("scales: expected [N, K/G] = [%d, K/G] with K/G dividing K = %d, got %s" % (n, k, s.shape))
         if zeros is not None:
             zeros = _np(zeros, "zeros")
             if zeros.shape != s.shape:
-                raise ValueError("zeros: expected shape %s (as scales), got %s" % (s.shape, zeros.shape))
-            if zeros.dtype != np.uint8:
-                if np.any((zeros < 0) | (zeros > 15)):
-                    raise ValueError("zeros: codes must lie in 0..15")
-                zeros = zeros.astype(np.uint8)
-            elif np.any(zeros > 15):
-                raise ValueError("zeros: codes must lie in 0..15")
+                raise argument_error("zeros: expected shape %s (as scales), got %s" % (s.shape, zeros.shape))
+            zeros = _codes(zeros, "zeros")
+        if perm is not None:
+            perm = _np(perm, "perm")
+            if perm.dtype.kind not in "iu" or perm.shape != (k,) or not np.array_equal(np.sort(perm), np.arange(k)):
+                raise argument_error("perm: expected a permutation of range(K) = range(%d) (int [K]), got %s %s"
+                                     % (k, perm.dtype, perm.shape))
         self.q = np.ascontiguousarray(q)
         self.scales = np.ascontiguousarray(s)
         self.zeros = None if zeros is None else np.ascontiguousarray(zeros)
@@ -142,17 +165,23 @@ class W4A16Weight:
         """Round-to-nearest quantization of a float weight ``W [N, K]`` (numpy or torch CPU).
 
         Per group of ``group_size`` consecutive k (``group_size=None`` or K: per-channel):
-        symmetric: ``s = absmax / 7``, ``q = clamp(round(w / s) + 8, 0, 15)``; asymmetric:
-        ``s = (max - min) / 15``, ``z = clamp(round(-min / s), 0, 15)``,
+        symmetric: ``s = absmax / 7``, ``q = clamp(round(w / s) + 8, 0, 15)``; asymmetric,
+        over the group's range widened to hold 0 (``lo = min(min, 0)``, ``hi = max(max, 0)``,
+        as GPTQ's quantizer does, so that the zero point is a code and a group of one sign
+        loses no range to clamping): ``s = (hi - lo) / 15``, ``z = round(-lo / s)``,
         ``q = clamp(round(w / s) + z, 0, 15)``.  Scales are kept in float32 (the GEMM rounds
-        them to the activations' dtype)."""
-        w = _np(w, "W").astype(np.float64)
+        them to the activations' dtype).  W must be finite."""
+        w = _np(w, "W")
+        if w.dtype.kind not in "fiu":
+            raise argument_error("W: expected a real [N, K] weight, got dtype %s" % w.dtype)
+        w = w.astype(np.float64)
         if w.ndim != 2:
-            raise ValueError("W: expected [N, K], got %d dims" % w.ndim)
+            raise argument_error("W: expected [N, K], got %d dims" % w.ndim)
+        symmetric = _call.flag("symmetric", symmetric) == 1
         n, k = w.shape
-        g = k if group_size in (None, 0) else int(group_size)
-        if g < 1 or k % g:
-            raise ValueError("group_size: %r does not divide K = %d" % (group_size, k))
+        g = _group_size(group_size, k)
+        if not np.isfinite(w).all():
+            raise argument_error("W: holds NaN or Inf; a scale cannot represent them")
         wg = w.reshape(n, k // g, g)
         if symmetric:
             s = np.abs(wg).max(axis=2) / 7.0
@@ -160,7 +189,7 @@ class W4A16Weight:
             q = np.clip(np.rint(wg / s.astype(np.float64)[..., None]) + 8, 0, 15)
             z = None
         else:
-            lo, hi = wg.min(axis=2), wg.max(axis=2)
+            lo, hi = np.minimum(wg.min(axis=2), 0.0), np.maximum(wg.max(axis=2), 0.0)
             s = (hi - lo) / 15.0
             s = np.where(s > 0, s, 1.0).astype(np.float32)
             z = np.clip(np.rint(-lo / s.astype(np.float64)), 0, 15)
@@ -190,47 +219,52 @@ class W4A16Weight:
         Act-order (``g_idx`` not ``k // G``): K is reordered at import so that each group is
         contiguous; ``perm`` records the order (the kernel multiplies ``a[:, perm]``).  A
         g_idx whose groups do not all have G members is rejected."""
-        if version not in (1, 2):
-            raise ValueError("version: expected 1 (AutoGPTQ, qzeros store z - 1) or 2 (GPTQModel, z), got %r" % (version,))
+        if isinstance(version, (bool, np.bool_)) or not isinstance(version, (int, np.integer)) or version not in (1, 2):
+            raise argument_error("version: expected 1 (AutoGPTQ, qzeros store z - 1) or 2 (GPTQModel, z), got %r" % (version,))
+        if symmetric is not None:
+            symmetric = _call.flag("symmetric", symmetric) == 1
         qw = _np(qweight, "qweight")
-        codes = _unpack_int32(qw, 0).T  # [N, K]
+        codes = _unpack_int32(qw, 0, "qweight").T  # [N, K]
         s = _scales(scales, "scales")
         n, k = codes.shape
-        if s.ndim != 2 or s.shape[1] != n or k % s.shape[0]:
-            raise ValueError("scales: expected [K/G, N] = [K/G, %d] with K/G dividing K = %d, got %s" % (n, k, s.shape))
+        if s.ndim != 2 or s.shape[1] != n or s.shape[0] < 1 or k % s.shape[0]:
+            raise argument_error("scales: expected [K/G, N] = [K/G, %d] with K/G dividing K = %d, got %s" % (n, k, s.shape))
         ng = s.shape[0]
         g = k // ng
-        zs = _unpack_int32(_np(qzeros, "qzeros"), 1)  # [K/G, N (padded to 8)]
+        zs = _unpack_int32(_np(qzeros, "qzeros"), 1, "qzeros")  # [K/G, N (padded to 8)]
         if zs.shape[0] != ng or zs.shape[1] < n:
-            raise ValueError("qzeros: expected [K/G, N/8] = [%d, %d], got %s" % (ng, (n + 7) // 8, np.shape(qzeros)))
+            raise argument_error("qzeros: expected [K/G, N/8] = [%d, %d], got %s" % (ng, (n + 7) // 8, np.shape(qzeros)))
         z = zs[:, :n].astype(np.int64)
         if version == 1:
             z = z + 1
             bad = int(np.count_nonzero(z > 15))
             if bad:
-                raise ValueError("qzeros: version=1 decodes %d zero points to 16 (stored 15), which GPTQ v1 never writes; "
+                raise argument_error("qzeros: version=1 decodes %d zero points to 16 (stored 15), which GPTQ v1 never writes; "
                                  "this looks like a GPTQ v2 (GPTQModel) checkpoint labelled v1: pass version=2" % bad)
         elif np.all(z == 7):
             warnings.warn("from_gptq(version=2): every zero point is 7, as a symmetric GPTQ v1 checkpoint (qzeros "
                           "0x77777777) reads under version=2; if it is v1, pass version=1", stacklevel=2)
         perm = None
         if g_idx is not None:
-            gi = _np(g_idx, "g_idx").astype(np.int64).reshape(-1)
+            gi = _np(g_idx, "g_idx")
+            if gi.dtype.kind not in "iu":
+                raise argument_error("g_idx: expected integer group indices, got dtype %s" % gi.dtype)
+            gi = gi.astype(np.int64).reshape(-1)
             if gi.shape[0] != k:
-                raise ValueError("g_idx: expected [K] = [%d], got %s" % (k, gi.shape))
+                raise argument_error("g_idx: expected [K] = [%d], got %s" % (k, gi.shape))
             if np.any((gi < 0) | (gi >= ng)):
-                raise ValueError("g_idx: group indices must lie in 0..%d" % (ng - 1))
+                raise argument_error("g_idx: group indices must lie in 0..%d" % (ng - 1))
             if not np.array_equal(gi, np.arange(k) // g):
                 order = np.argsort(gi, kind="stable")
                 if not np.array_equal(gi[order], np.arange(k) // g):
-                    raise ValueError("g_idx: act-order groups must each hold G = %d input features; they do not" % g)
+                    raise argument_error("g_idx: act-order groups must each hold G = %d input features; they do not" % g)
                 perm = order
                 codes = codes[:, order]
         s_nk = np.ascontiguousarray(s.T)
         z_nk = np.ascontiguousarray(z.T).astype(np.uint8)
         if symmetric:
             if not np.all(z_nk == 8):
-                raise ValueError("symmetric: True, but the zero points are not all 8")
+                raise argument_error("symmetric: True, but the zero points are not all 8")
             z_nk = None
         return cls(_pack_plain(codes), s_nk, z_nk, perm=perm)
 
@@ -242,18 +276,18 @@ class W4A16Weight:
         inv = np.argsort(np.array(_AWQ_ORDER))  # position of column offset j among the slots
 
         def unpack(x, name):
-            u = _unpack_int32(_np(x, name), 1)  # [rows, 8c + i]
+            u = _unpack_int32(_np(x, name), 1, name)  # [rows, 8c + i]
             r, c8 = u.shape
             return u.reshape(r, c8 // 8, 8)[:, :, inv].reshape(r, c8)
 
         codes = unpack(qweight, "qweight")  # [K, N]
         k, n = codes.shape
         s = _scales(scales, "scales")
-        if s.ndim != 2 or s.shape[1] != n or k % s.shape[0]:
-            raise ValueError("scales: expected [K/G, N] = [K/G, %d], got %s" % (n, s.shape))
+        if s.ndim != 2 or s.shape[1] != n or s.shape[0] < 1 or k % s.shape[0]:
+            raise argument_error("scales: expected [K/G, N] = [K/G, %d], got %s" % (n, s.shape))
         z = unpack(qzeros, "qzeros")
         if z.shape != s.shape:
-            raise ValueError("qzeros: expected [K/G, N/8] = [%d, %d], got %s" % (s.shape[0], n // 8, np.shape(qzeros)))
+            raise argument_error("qzeros: expected [K/G, N/8] = [%d, %d], got %s" % (s.shape[0], n // 8, np.shape(qzeros)))
         return cls(_pack_plain(codes.T), np.ascontiguousarray(s.T), np.ascontiguousarray(z.T))
 
     @classmethod
@@ -264,20 +298,25 @@ class W4A16Weight:
         ``[ceil(N/8), K/G]`` packed along N, also + 8 (None: symmetric); weight_shape
         ``[N, K]``.  Dequantization ``(stored - zp_stored) * s`` (symmetric: ``(stored - 8) * s``)."""
         if weight_shape is None:
-            raise ValueError("weight_shape: required ([N, K])")
-        n, k = (int(v) for v in np.asarray(_np(weight_shape, "weight_shape")).reshape(-1)[:2])
-        codes = _unpack_int32(_np(weight_packed, "weight_packed"), 1)
+            raise argument_error("weight_shape: required ([N, K])")
+        shp = np.asarray(_np(weight_shape, "weight_shape")).reshape(-1)
+        if shp.shape != (2,) or shp.dtype.kind not in "iu" or shp.min() < 1:
+            raise argument_error("weight_shape: expected [N, K] (two positive integers), got %r" % (weight_shape,))
+        n, k = (int(v) for v in shp)
+        codes = _unpack_int32(_np(weight_packed, "weight_packed"), 1, "weight_packed")
         if codes.shape[0] != n or codes.shape[1] < k:
-            raise ValueError("weight_packed: expected [N, ceil(K/8)] = [%d, %d], got %s" % (n, (k + 7) // 8, np.shape(weight_packed)))
+            raise argument_error("weight_packed: expected [N, ceil(K/8)] = [%d, %d], got %s" % (n, (k + 7) // 8, np.shape(weight_packed)))
         codes = codes[:, :k]
         s = _scales(weight_scale, "weight_scale")
-        if s.ndim == 1:
+        if s.ndim == 1 and s.shape[0] == n:  # one scale a row: per channel
             s = s.reshape(n, 1)
+        if s.ndim != 2 or s.shape[0] != n or s.shape[1] < 1 or k % s.shape[1]:
+            raise argument_error("weight_scale: expected [N, K/G] = [%d, K/G] with K/G dividing K = %d, got %s" % (n, k, s.shape))
         z = None
         if weight_zero_point is not None:
-            zp = _unpack_int32(_np(weight_zero_point, "weight_zero_point"), 0)  # [N (padded), K/G]
+            zp = _unpack_int32(_np(weight_zero_point, "weight_zero_point"), 0, "weight_zero_point")  # [N (padded), K/G]
             if zp.shape[0] < n or zp.shape[1] != s.shape[1]:
-                raise ValueError("weight_zero_point: expected [ceil(N/8), K/G] = [%d, %d], got %s"
+                raise argument_error("weight_zero_point: expected [ceil(N/8), K/G] = [%d, %d], got %s"
                                  % ((n + 7) // 8, s.shape[1], np.shape(weight_zero_point)))
             z = np.ascontiguousarray(zp[:n])
         return cls(_pack_plain(codes), s, z)
@@ -344,7 +383,7 @@ class W4A16Weight:
         lib = _ffi._lib or _ffi.load()
         prm = _new_params(lib)
         prm.dtype = _W4DT_NAMES.get(dt.name, 0)
-        prm.target = TARGETS[target] if isinstance(target, str) else int(target)
+        prm.target = _call.choice("target", target, TARGETS) if isinstance(target, str) else _call.integer("target", target)
         self._describe(prm)
         size = ffi.new("size_t *")
         _ffi.check(lib.gatednorm_w4a16_prepacked_size(prm, size), "gatednorm_w4a16_prepacked_size")
@@ -388,7 +427,11 @@ def _parse_device(device):
 
 
 def _apply_perm(a, w):
-    """a[:, w.perm] for numpy and torch activations (act-order weights)."""
+    """a[:, w.perm] for numpy and torch activations (act-order weights), after checking a is
+    [M, K]: an index would drop extra columns silently, or fail with an IndexError."""
+    shape = _call.shape_of(a, "a")
+    if len(shape) != 2 or int(shape[1]) != w.k:
+        raise argument_error("a: expected [M, K] with K = %d (the weight's), got shape %s" % (w.k, tuple(shape)))
     kind = _call.kind_of(a)
     if kind == _call.NUMPY:
         return np.ascontiguousarray(a[:, w.perm])
@@ -439,6 +482,12 @@ def w4a16_matmul(a, w, bias=None, out=None, *, out_dtype=None, workspace=None, s
     if not isinstance(w, W4A16Weight):
         raise argument_error("w: expected a gatednorm.W4A16Weight, got %s" % type(w).__name__)
     use_pdl = _call.flag("pdl", pdl)
+    if out_dtype is not None:
+        out_dtype = _call.dtype_arg(out_dtype, "out_dtype")
+        if out_dtype.name not in ("bfloat16", "float16", "float32"):  # refused before anything is allocated
+            raise argument_error("out_dtype: %s; the output must be bf16, fp16 or fp32" % out_dtype)
+        if out is not None and _call.dtype_of(out) != out_dtype:
+            raise argument_error("out_dtype: %s does not match out's dtype %s" % (out_dtype, _call.dtype_of(out)))
     if w.perm is not None:
         a = _apply_perm(a, w)
     a_shape = _call.shape_of(a, "a")
