@@ -23,7 +23,7 @@
 # --extra-bench: the device tool brings back at most 8, so not all three with pytest.
 #
 # Python packages the host lacks (cffi, pycparser, fla-core, einops, gemlite) come as
-# wheels in .whl/ (collected by the workplace's offline_wheels.sh), installed to /tmp/site.
+# wheels placed in .whl/ beforehand, installed to /tmp/site.
 set -uo pipefail
 out=${1:?usage: scripts/gpu_check.sh OUTDIR [--quick] [--bench-args ARGS]}
 shift

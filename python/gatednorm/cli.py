@@ -369,7 +369,7 @@ def _add_bench(sub) -> None:
     if bench is not None and hasattr(bench, "add_parser"):
         bench.add_parser(sub)  # registers "bench" itself
         return
-    help_ = "time ops against installed peers (protocol: NOTES.md; every run: docs/perf-log.md)"
+    help_ = "time ops against installed peers (protocol: docs/bench.md; every run: docs/perf-log.md)"
     if bench is not None and hasattr(bench, "add_arguments") and hasattr(bench, "main"):
         p = sub.add_parser("bench", help=help_, description=(bench.__doc__ or "").strip().split("\n")[0])
         bench.add_arguments(p)
