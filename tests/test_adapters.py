@@ -510,6 +510,87 @@ def test_cai_stream_resolution(xzw):
     assert _adapters.resolve_stream(None, x, _adapters.kind_of(x)) == (0, None)
 
 
+@pytest.mark.parametrize("bad", ["abc", object(), -5, 2 ** 70, 1.5, True])
+def test_cai_stream_entry_is_checked_and_named(xzw, bad):
+    """A producer's CAI 'stream' took int() outside any check: 'abc' raised a plain
+    ValueError, -5 / 2**70 / 1.5 were launched on; now refused as an explicit stream= is,
+    naming the array."""
+    x, z, w = xzw
+    out = np.full(SHAPE, NAN, np.float32)
+    with pytest.raises(gatednorm.InvalidArgumentError) as ei:
+        gatednorm.rmsnorm_gated(CAIDict(x, stream=bad), z, w, out=out)
+    assert ei.value.message.startswith("x:") and "stream" in ei.value.message, ei.value.message
+    assert np.isnan(out).all()
+
+
+class CountingCAI(CAIProperty):
+    reads = 0
+
+    @property
+    def __cuda_array_interface__(self):
+        CountingCAI.reads += 1
+        return CAIProperty.__cuda_array_interface__.fget(self)
+
+
+class CountingDLPack(DLPackOnly):
+    reads = 0
+
+    def __dlpack__(self, *args, **kw):
+        CountingDLPack.reads += 1
+        return super().__dlpack__(*args, **kw)
+
+
+@pytest.mark.parametrize("cls", [CountingCAI, CountingDLPack])
+def test_arrays_read_once_by_the_call_and_once_to_allocate(rng, cls):
+    """Each array is read once by the call layer (a CAI x was read twice: once for its stream);
+    a wrapper that makes outputs reads x once more for all of them (it read x once per output:
+    rmsnorm with fp8 5 times)."""
+    x = rng.standard_normal((4, 256)).astype(np.float32)
+    w = np.ones(256, np.float32)
+    z = rng.standard_normal((4, 256)).astype(np.float32)
+    cls.reads = 0
+    out = np.full((4, 256), NAN, np.float32)
+    gatednorm.rmsnorm_gated(cls(x), None, w, out=out)
+    assert cls.reads == 1, cls.reads
+    for call in (lambda a: gatednorm.rmsnorm(a, w, fp8=True), lambda a: gatednorm.group_quant_fp8(a),
+                 lambda a: gatednorm.rmsnorm_gated_fp8(a, z, w, copy_dtype="float32"),
+                 lambda a: gatednorm.add_rmsnorm(a, x.copy(), w, fp8=True)):
+        cls.reads = 0
+        call(cls(x))
+        assert cls.reads == 2, cls.reads
+
+
+def test_output_read_for_its_dtype_is_named(xzw):
+    """out's dtype read through its adapter failed naming x."""
+    x, z, w = xzw
+
+    class BadDL:
+        def __dlpack_device__(self):
+            return (1, 0)
+
+        def __dlpack__(self, **kw):
+            raise RuntimeError("boom")
+
+    for call, name in [(lambda: gatednorm.rmsnorm_gated(x, z, w, out=BadDL(), out_dtype=np.float32), "out"),
+                       (lambda: gatednorm.rmsnorm(x, w, y_out=BadDL(), y_dtype=np.float32), "y_out"),
+                       (lambda: gatednorm.rmsnorm_gated_fp8(x.reshape(6, 120)[:, :96], None, np.ones(96, np.float32),
+                                                            group_size=32, y=BadDL(), copy_dtype=np.float32), "y")]:
+        with pytest.raises(GatedNormError) as ei:
+            call()
+        assert ei.value.message.startswith(name + ":"), ei.value.message
+
+
+def test_masked_arrays_are_refused_by_name(xzw):
+    """A numpy masked array's mask was ignored (a CAI 'mask' is refused): both are refused."""
+    x, z, w = xzw
+    xm = np.ma.masked_array(x, mask=np.zeros(x.shape, bool))
+    with pytest.raises(gatednorm.InvalidArgumentError, match="x: numpy masked arrays are not supported"):
+        gatednorm.rmsnorm_gated(xm, z, w)
+    out = np.ma.masked_array(np.full(SHAPE, NAN, np.float32), mask=True)
+    with pytest.raises(gatednorm.InvalidArgumentError, match="out: numpy masked arrays"):
+        gatednorm.rmsnorm_gated(x, z, w, out=out)
+
+
 # ================================================================================ streams
 def test_stream_handles():
     class TorchLike:

@@ -43,7 +43,7 @@ from ._ffi import GatedNormError, argument_error, ffi
 __all__ = ["Entry", "New", "flag", "real", "integer", "choice", "empty_like", "kind_of", "resolve_stream", "convert"]
 
 MAX_DIMS = 8
-NUMPY, OWN, TORCH, DLPACK, DLPACK_CAI, CAI, ARRAY_IFACE, PROBE = range(8)
+NUMPY, OWN, TORCH, DLPACK, DLPACK_CAI, CAI, ARRAY_IFACE, PROBE, MASKED = range(9)
 
 # gatednorm_tensor as bytes: data, device (type, id), ndim, dtype (code, bits, lanes),
 # shape[8], strides[8], byte_offset; one Struct per rank writes a whole descriptor (unused
@@ -104,6 +104,8 @@ _kind_cache: dict = {np.ndarray: NUMPY, DeviceArray: OWN}
 
 
 def _classify_type(tp) -> int:
+    if issubclass(tp, np.ma.MaskedArray):
+        return MASKED  # its mask would be ignored: refused (CAI's 'mask' is refused too)
     if issubclass(tp, np.ndarray):
         return NUMPY
     if issubclass(tp, DeviceArray):
@@ -372,12 +374,17 @@ def _typestr_dtype(name, typestr):
     return dt
 
 
-def cai_stream(cai) -> int | None:
-    """Launch stream implied by a CAI ``stream`` entry (None if the producer gave none)."""
+def cai_stream(cai, name="x") -> int | None:
+    """Launch stream implied by a CAI ``stream`` entry (None if the producer gave none),
+    checked as an explicit ``stream=`` is (an integer handle, 0 <= h < 2**64)."""
     cs = cai.get("stream")
     if cs is None:
         return None
+    if type(cs) is not int and (isinstance(cs, (bool, np.bool_)) or not isinstance(cs, (int, np.integer))):
+        raise argument_error("%s: __cuda_array_interface__ stream %r is not an integer handle" % (name, cs))
     cs = int(cs)
+    if not 0 <= cs < (1 << 64):
+        raise argument_error("%s: __cuda_array_interface__ stream %d is not a pointer value (0 <= handle < 2**64)" % (name, cs))
     return 0 if cs == 1 else cs  # 1: the legacy default stream == our NULL stream
 
 
@@ -472,8 +479,13 @@ def _from_probe(x, name, writable, sc, i, s, hold):
     return _ADAPTERS[kind_of(x)](x, name, writable, sc, i, s, hold)
 
 
+def _from_masked(x, name, writable, sc, i, s, hold):
+    _fail(name, "numpy masked arrays are not supported (the mask would be ignored); pass x.data or x.filled(value)")
+
+
 _ADAPTERS = {NUMPY: _from_numpy, OWN: _from_own, TORCH: _from_torch, DLPACK: _from_dlpack,
-             DLPACK_CAI: _from_dlpack, CAI: _from_cai, ARRAY_IFACE: _from_array_iface, PROBE: _from_probe}
+             DLPACK_CAI: _from_dlpack, CAI: _from_cai, ARRAY_IFACE: _from_array_iface, PROBE: _from_probe,
+             MASKED: _from_masked}
 _type_adapter: dict = {}  # type -> adapter function: one dict lookup per argument
 _SLOTTED = frozenset((_from_torch, _from_cai, _from_probe))  # adapters that pack into a scratch slot
 
@@ -535,6 +547,7 @@ def resolve_stream(stream, x, kind=None):
     if kind == CAI or kind == DLPACK_CAI:
         try:
             cai = x.__cuda_array_interface__
+            cai.get  # noqa: B018 (not a dict: x's adapter names the malformed interface, not here)
         except Exception:
             return 0, None
         cs = cai_stream(cai)
@@ -702,12 +715,13 @@ class Entry:
                       "                return made"]
         lines += ["    fn = E._fn or E._ready()"]  # before any descriptor: the header parsed
         lines += ["    tp = type(a0)",
+                 "    cai0 = None",  # a CAI a0's dict, read once for its stream and once for its descriptor
                  "    if stream is None:",
                  "        if tp is NDARRAY or tp is DA:",
                  "            s = 0",
                  "        else:",
                  "            k = KINDS.get(tp)",
-                 "            s = 0 if k == NUMPY or k == OWN else resolve_stream(None, a0)[0]",
+                 "            s, cai0 = (0, None) if k == NUMPY or k == OWN else resolve_stream(None, a0)",
                  "    else:",
                  "        s = stream_handle(stream)",
                  "    sc = None",
@@ -750,8 +764,14 @@ class Entry:
                 "                tp = type(a%d)" % i,
                 "            f = ADAPTER(tp) or adapter_for(a%d)" % i,
                 "            if sc is None and f in SLOTTED:",
-                "                sc = scratch_busy()",
-                "            t%d = f(a%d, %r, %r, sc, %d, s, hold)" % (i, i, name, w, i)]
+                "                sc = scratch_busy()"]
+            if i == 0:
+                lines += ["            if cai0 is not None:",
+                          "                t0 = from_cai(a0, %r, %r, sc, 0, s, hold, cai0)" % (name, w),
+                          "            else:",
+                          "                t0 = f(a0, %r, %r, sc, 0, s, hold)" % (name, w)]
+            else:
+                lines += ["            t%d = f(a%d, %r, %r, sc, %d, s, hold)" % (i, i, name, w, i)]
         targs = ", ".join("t%d" % i for i in range(n))
         if self.params_type is not None:
             targs += ", NULL if params is None else params"
@@ -779,7 +799,7 @@ class Entry:
                    release=release, raise_error=self._raise_error, SHORT=self.short,
                    NDARRAY=np.ndarray, FB=_from_buffer, FBW=_from_writable, FN=self._first_call, CA=_CHAR_ARRAY,
                    NPD=_np_descs, FB_ERRORS=_FB_ERRORS,
-                   from_numpy=_from_numpy, np_desc=_np_desc)
+                   from_numpy=_from_numpy, np_desc=_np_desc, from_cai=_from_cai)
         self._env = env
         exec(compile("\n".join(lines), "<gatednorm entry %s>" % self.function, "exec"), env)
         if outputs:
@@ -961,8 +981,31 @@ def _describe(x, name="x"):
         release(hold)
 
 
+class _Described:
+    """What a wrapper needs of an array to allocate outputs like it (its shape, dtype and
+    device), read once: ``described`` gives it for producers read through an adapter, so a
+    wrapper that allocates several outputs reads such an array once before its Entry call
+    (which reads it once more), not once an output."""
+
+    __slots__ = ("shape", "dtype", "devtype", "devid")
+
+    def __init__(self, shape, dtype, devtype, devid):
+        self.shape, self.dtype, self.devtype, self.devid = shape, dtype, devtype, devid
+
+
+def described(x, name="x"):
+    """x itself where its fields read directly (numpy, torch, DeviceArray), else its
+    _Described: pass it to shape_of / dtype_of / device_of / empty_like in place of x."""
+    k = kind_of(x)
+    if k == NUMPY or k == OWN or k == TORCH:
+        return x
+    return _Described(*_describe(x, name))
+
+
 def shape_of(x, name="x") -> tuple:
     """x's shape (read through its adapter for producers without a ``shape``)."""
+    if type(x) is _Described:
+        return x.shape
     k = kind_of(x)
     if k == NUMPY or k == OWN or k == TORCH:
         return tuple(x.shape)
@@ -971,6 +1014,8 @@ def shape_of(x, name="x") -> tuple:
 
 def device_of(x, name="x") -> tuple:
     """(DLPack device type, id) of any array (host memory of any kind reads as (CPU, 0))."""
+    if type(x) is _Described:
+        return (_runtime.CPU, 0) if x.devtype in _runtime.HOST_TYPES else (x.devtype, x.devid)
     k = kind_of(x)
     if k == NUMPY:
         return (_runtime.CPU, 0)
@@ -985,27 +1030,32 @@ def device_of(x, name="x") -> tuple:
     return (_runtime.CPU, 0) if t in _runtime.HOST_TYPES else (t, i)
 
 
-def dtype_of(x) -> np.dtype | None:
-    """x's element type as a numpy dtype (None where numpy has none)."""
+def dtype_of(x, name="x") -> np.dtype | None:
+    """x's element type as a numpy dtype (None where numpy has none); errors name ``name``."""
+    if type(x) is _Described:
+        return x.dtype
     k = kind_of(x)
     if k == NUMPY or k == OWN:
         return x.dtype
     if k == TORCH:
         dl = (_torch_state or _torch())[0].get(x.dtype)
         return _dtypes.np_of_dl(dl) if dl else None
-    return _describe(x)[1]
+    return _describe(x, name)[1]
 
 
 def empty_like(x, shape=None, dtype=None, dtype_name="out_dtype", name="x"):
     """A new uninitialised array of x's kind on x's device: numpy for numpy, ``x.new_empty``
     for torch, else a DeviceArray.  ``shape`` None: x's; ``dtype`` None: x's (any dtype
     numpy, ml_dtypes or torch names)."""
-    k = kind_of(x)
-    if k == NUMPY or k == TORCH or k == OWN:
-        xshape, xdt = tuple(x.shape), dtype_of(x)
-        devtype, devid = (x._devtype, x._devid) if k == OWN else (None, None)
+    if type(x) is _Described:
+        k, xshape, xdt, devtype, devid = None, x.shape, x.dtype, x.devtype, x.devid
     else:
-        xshape, xdt, devtype, devid = _describe(x, name)
+        k = kind_of(x)
+        if k == NUMPY or k == TORCH or k == OWN:
+            xshape, xdt = tuple(x.shape), dtype_of(x)
+            devtype, devid = (x._devtype, x._devid) if k == OWN else (None, None)
+        else:
+            xshape, xdt, devtype, devid = _describe(x, name)
     shape = xshape if shape is None else tuple(shape)
     dt = xdt if dtype is None else dtype_arg(dtype, dtype_name)
     if dt is None:  # x has a dtype numpy does not know; the op will reject x by name

@@ -146,16 +146,17 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
     cdt = _float_out_dtype(copy_dtype, "copy_dtype", "the copy", y, "y")
     want_copy = copy_dtype is not None or y is not None
     if q is None or scales is None or (want_copy and y is None):
-        shape = _call.shape_of(x)
+        xd = _call.described(x)  # read once for every output made here
+        shape = _call.shape_of(xd)
         tok, row = _token_dims(shape, hd)
         if q is None:
-            q = _call.empty_like(x, tuple(tok) + (row,), getattr(_dtypes, _Q_NAMES[fmt]))
+            q = _call.empty_like(xd, tuple(tok) + (row,), getattr(_dtypes, _Q_NAMES[fmt]))
         if scales is None:
             k = row // g if g > 0 else 0
             cols = (k + 3) // 4 if sfmt == 3 else k
-            scales = _new_scales(x, tok, cols, getattr(_dtypes, _SCALE_NAMES[sfmt]), scale_layout)
+            scales = _new_scales(xd, tok, cols, getattr(_dtypes, _SCALE_NAMES[sfmt]), scale_layout)
         if want_copy and y is None:
-            y = _call.empty_like(x, shape, cdt)
+            y = _call.empty_like(xd, shape, cdt)
     _ENTRY.call(stream, x, z, weight, q, scales, y if want_copy else None, params=prm)
     return (q, scales, y) if want_copy else (q, scales)
 
@@ -182,8 +183,10 @@ def _float_out_dtype(dtype, name, what, given, given_name):
     dt = _call.dtype_arg(dtype, name)
     if dt not in (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32):
         raise argument_error("%s: %s; %s must be bf16, fp16 or fp32" % (name, dt, what))
-    if given is not None and _call.dtype_of(given) != dt:
-        raise argument_error("%s: %s does not match %s's dtype %s" % (name, dt, given_name, _call.dtype_of(given)))
+    if given is not None:
+        gdt = _call.dtype_of(given, given_name)
+        if gdt != dt:
+            raise argument_error("%s: %s does not match %s's dtype %s" % (name, dt, given_name, gdt))
     return dt
 
 
@@ -207,7 +210,8 @@ def _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, sca
 
 
 def _new_quant(x, q, scales, fmt, sfmt, g, scale_layout):
-    """New q [tokens..., hidden] and scales (in scale_layout) for x where not given."""
+    """New q [tokens..., hidden] and scales (in scale_layout) for x where not given (x: an
+    array or its _call.described)."""
     if q is None or scales is None:
         shape = _call.shape_of(x)
         tok, row = (tuple(shape[:-1]), int(shape[-1])) if shape else ((), 0)
@@ -274,10 +278,13 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
     ydt = _float_out_dtype(y_dtype, "y_dtype", "y", y_out, "y_out")
     if residual_out is not None and residual is None:
         raise argument_error("residual_out: given without a residual (there is no sum to store)")
+    xd = x
+    if (want_y and y_out is None) or (want_q and (q is None or scales is None)):
+        xd = _call.described(x)  # read once for every output made here
     if want_y and y_out is None:
-        y_out = _call.empty_like(x, None, ydt, "y_dtype")
+        y_out = _call.empty_like(xd, None, ydt, "y_dtype")
     if want_q:
-        q, scales = _new_quant(x, q, scales, fmt, sfmt, g, scale_layout)
+        q, scales = _new_quant(xd, q, scales, fmt, sfmt, g, scale_layout)
     entry.call(stream, x, residual, weight, residual_out, y_out if want_y else None, q if want_q else None,
                scales if want_q else None, params=prm)
     res = None if residual is None else (residual if residual_out is None else residual_out)
@@ -292,6 +299,6 @@ def group_quant_fp8(x, *, group_size=128, fp8_format="e4m3fn", fp8_max=None, ama
     opts = (group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, pdl)
     key = _call.options_key(opts, (amax_floor,))
     prm, fmt, sfmt, g = _call.memo_get(_GQ_OPTIONS, key) or _call.memo_put(_GQ_OPTIONS, key, _gq_options(*opts))
-    q, scales = _new_quant(x, q, scales, fmt, sfmt, g, scale_layout)
+    q, scales = _new_quant(_call.described(x) if q is None or scales is None else x, q, scales, fmt, sfmt, g, scale_layout)
     _GQ_ENTRY.call(stream, x, q, scales, params=prm)
     return q, scales

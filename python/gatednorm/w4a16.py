@@ -442,8 +442,9 @@ def _apply_perm(a, w):
             torch = sys.modules["torch"]
             p = w._perm_dev[key] = torch.as_tensor(w.perm, device=a.device)
         return a.index_select(1, p)
-    raise argument_error("a: the weight is act-order (w.perm set); apply a[:, w.perm] to the activations first "
-                         "(w4a16_matmul does it for numpy and torch arrays only)")
+    raise argument_error("a: the weight is act-order (w.perm set) and w4a16_matmul permutes numpy and torch "
+                         "activations only; permute a yourself (a[:, w.perm]) and multiply by the weight without its "
+                         "permutation, W4A16Weight(*w.to_plain())")
 
 
 def _pdl_params(w):
@@ -486,16 +487,19 @@ def w4a16_matmul(a, w, bias=None, out=None, *, out_dtype=None, workspace=None, s
         out_dtype = _call.dtype_arg(out_dtype, "out_dtype")
         if out_dtype.name not in ("bfloat16", "float16", "float32"):  # refused before anything is allocated
             raise argument_error("out_dtype: %s; the output must be bf16, fp16 or fp32" % out_dtype)
-        if out is not None and _call.dtype_of(out) != out_dtype:
-            raise argument_error("out_dtype: %s does not match out's dtype %s" % (out_dtype, _call.dtype_of(out)))
+        if out is not None:
+            given = _call.dtype_of(out, "out")
+            if given != out_dtype:
+                raise argument_error("out_dtype: %s does not match out's dtype %s" % (out_dtype, given))
+    ad = _call.described(a, "a")  # a itself for numpy / torch / DeviceArray; else read once here
     if w.perm is not None:
-        a = _apply_perm(a, w)
-    a_shape = _call.shape_of(a, "a")
+        a = ad = _apply_perm(ad, w)  # numpy and torch only (others are refused)
+    a_shape = _call.shape_of(ad, "a")
     m = int(a_shape[0]) if len(a_shape) == 2 else 0
     if out is None:
-        out = _call.empty_like(a, (m, w.n), out_dtype, name="a")
+        out = _call.empty_like(ad, (m, w.n), out_dtype, name="a")
     if w._packed is None:
-        dev = _call.device_of(a, "a")
+        dev = _call.device_of(ad, "a")
         if dev[0] != _runtime.CPU:  # the C layer would say only that the devices differ
             raise argument_error("w: a plain (host) weight, but a is on %s; prepack it for the GPU with "
                                  "w.to(%r) first" % (_runtime.device_str(*dev), _runtime.device_str(*dev)))
@@ -507,5 +511,5 @@ def w4a16_matmul(a, w, bias=None, out=None, *, out_dtype=None, workspace=None, s
         dev = ffi.new("gatednorm_device *", (w._packed.device_type, w._packed.device_id))
         _ffi.check(lib.gatednorm_w4a16_workspace_size(prm, m, dev[0], need), "gatednorm_w4a16_workspace_size")
         if need[0]:
-            workspace = _call.empty_like(a, (int(need[0]),), np.uint8)
+            workspace = _call.empty_like(ad, (int(need[0]),), np.uint8)
     return _GEMM(stream, a, w._packed, None, None, bias, out, workspace, params=prm)[0]
