@@ -203,12 +203,20 @@ struct CommState {
     size_t buffer_bytes = 0, slot_bytes = 0;
     gatednorm_device device{};
     int algorithm = GATEDNORM_ALLREDUCE_ALGORITHM_AUTO;  // gatednorm_comm_set_algorithm's
+    // Every gatednorm_allreduce_add_rmsnorm made on this comm, refused ones too: the CPU
+    // backend checks it (with the call's shapes) against every peer's, so that a call refused
+    // or made on one rank only is caught instead of pairing the ranks' later calls wrongly.
+    uint64_t calls = 0;
 };
 
 // The first column (element, or 16-byte unit on the GPU's 16-byte path) of rank q's share of
 // a row of n columns in a two-shot call: rank q reduces [comm_share_begin(q), comm_share_begin(q + 1)).
 // Contiguous, sizes floor or ceil of n / world (empty when n < world), covering [0, n).
 inline int64_t comm_share_begin(int q, int world, int64_t n) { return int64_t(q) * n / world; }
+
+// CPU comms: refuses a call once any rank found the ranks out of step (its mark in its own
+// buffer's header, which every peer reads).
+gatednorm_status cpu_comm_usable(const CommState &c);
 
 // p.x is this rank's partial; the backend reduces it with the peers' (two_shot: reduce-scatter
 // then all-gather, else one-shot; comm_api.cpp chose, the same on every rank) and runs

@@ -21,7 +21,9 @@ reference in test_add_rmsnorm.py); so every rank also equals every other rank.
 
 from __future__ import annotations
 
+import glob
 import multiprocessing as mp
+import os
 import struct
 import threading
 
@@ -139,10 +141,10 @@ def _worker(rank, W, algorithm, conn):
         conn.send(("error", repr(e)))
 
 
-def run_processes(W, algorithm):
+def run_processes(W, algorithm, target=None):
     ctx = mp.get_context("fork")
     pipes = [ctx.Pipe() for _ in range(W)]
-    procs = [ctx.Process(target=_worker, args=(r, W, algorithm, pipes[r][1]), daemon=True) for r in range(W)]
+    procs = [ctx.Process(target=target or _worker, args=(r, W, algorithm, pipes[r][1]), daemon=True) for r in range(W)]
     for p in procs:
         p.start()
     outs = [None] * W
@@ -184,6 +186,45 @@ GPU_ALGORITHMS = ["auto", "one_shot", "two_shot"]  # "auto" is two-shot at W = 8
 @pytest.mark.parametrize("W", [2, 4])
 def test_processes_every_output(W, algorithm):
     check(run_processes(W, algorithm), W)
+
+
+def _shm_names(pid):
+    return glob.glob("/dev/shm/gatednorm.%d.*" % pid)
+
+
+def _setup_only_worker(rank, W, algorithm, conn):
+    """Builds the group, reports its process's segment names, and leaves without closing it,
+    through os._exit (as a fork child does: no finalizer runs)."""
+    try:
+        def exchange(b):
+            conn.send(("x", b))
+            return conn.recv()
+
+        g = AllReduceGroup(rank, W, exchange, "cpu", max_tokens=T, hidden=H, dtype="float32", algorithm=algorithm)
+        conn.send(("done", (os.getpid(), _shm_names(os.getpid()), g.max_input_bytes)))
+    except BaseException as e:  # pragma: no cover - reported by the parent
+        conn.send(("error", repr(e)))
+    os._exit(0)
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory is not under /dev/shm here")
+def test_no_segment_name_outlives_setup():
+    """Regression: each rank's /dev/shm segment kept its name until close(), so a killed (or
+    os._exit-ed) process left it behind; the name now goes once every peer has mapped it."""
+    outs = run_processes(3, "auto", _setup_only_worker)
+    for pid, names, _ in outs:
+        assert names == [], names
+        assert _shm_names(pid) == []
+    before = set(_shm_names(os.getpid()))
+    groups = AllReduceGroup.in_process(3, "cpu", max_tokens=4, hidden=64, dtype="float32")
+    assert set(_shm_names(os.getpid())) == before
+    y = [None] * 3
+
+    def body(r):
+        y[r] = groups[r].add_rmsnorm(np.ones((2, 64), np.float32), np.zeros((2, 64), np.float32), np.ones(64, np.float32)).y
+
+    in_threads(3, body)  # the unlinked buffers still serve the exchange
+    assert all(same_values(v, y[0]) for v in y)
 
 
 # --------------------------------------------------------------------- ranks as threads
@@ -346,20 +387,88 @@ def test_bad_input():
     bad("exchange", AllReduceGroup, 0, 2, None)
     # an exchange answering for a different number of ranks, or a peer of another world size
     bad("exchange: returned 3 items", AllReduceGroup, 0, 2, lambda b: [b, b, b], max_tokens=4, hidden=H)
-    other = struct.pack("<iiQ", 1, 4, 0) + bytes(64)
-    bad("world_size: 2 on rank 0, but rank 1 has 4", AllReduceGroup, 0, 2, lambda b: [b, other], max_tokens=4, hidden=H)
-    bad("max_tokens", AllReduceGroup, 0, 2, lambda b: [b, struct.pack("<iiQ", 1, 2, 1) + b[16:]], max_tokens=4, hidden=H)
+    hdr = gatednorm.allreduce._HEADER
+
+    def peer(**kw):  # rank 1's exchange item as rank 0's with some fields changed
+        def exchange(b):
+            f = dict(zip(("rank", "world", "bytes", "max_tokens", "hidden", "isz"), hdr.unpack_from(b)), rank=1)
+            f.update(kw)
+            return [b, hdr.pack(*f.values()) + b[hdr.size:]]
+        return exchange
+
+    bad("world_size: 2 on rank 0, but rank 1 has 4", AllReduceGroup, 0, 2, peer(world=4), max_tokens=4, hidden=H)
+    bad("max_tokens: 4 on rank 0, but 8 on rank 1", AllReduceGroup, 0, 2, peer(max_tokens=8), max_tokens=4, hidden=H)
+    bad("hidden: %d on rank 0, but %d on rank 1" % (H, 2 * H), AllReduceGroup, 0, 2, peer(hidden=2 * H), max_tokens=4, hidden=H)
+    bad("dtype's bytes: 2 on rank 0, but 4 on rank 1", AllReduceGroup, 0, 2, peer(isz=4), max_tokens=4, hidden=H)
+    bad("exchange: item 1 has 80 bytes", AllReduceGroup, 0, 2, lambda b: [b, b[:16] + b[hdr.size:]], max_tokens=4, hidden=H)
     bad("dtype", AllReduceGroup, 0, 2, lambda b: [b, b], dtype="int32")
-    # the bad calls above took no part in the protocol: a good call still pairs up
+    # The calls above were refused on rank 0 only: the ranks are out of step (rank 1 made
+    # none of them), so the next call fails on both, naming it, and every later one is refused.
     outs = [None, None]
 
     def body(r):
-        outs[r] = (g0, g1)[r].add_rmsnorm(x[:2], res[:2].copy(), w)
+        try:
+            (g0, g1)[r].add_rmsnorm(x[:2], res[:2].copy(), w)
+        except GatedNormError as e:
+            outs[r] = e
 
     in_threads(2, body)
-    assert same_values(outs[0].y, outs[1].y)
+    for r in range(2):
+        assert isinstance(outs[r], GatedNormError) and "meets rank" in str(outs[r]), outs[r]
+    bad("comm: unusable", g1.add_rmsnorm, x[:2], res[:2], w)
     g0.close()
     bad("closed", g0.add_rmsnorm, x[:2], res[:2], w)
+
+
+def test_same_refused_call_on_every_rank_keeps_them_in_step():
+    """A call every rank makes and every rank refuses leaves them in step: the next pairs up."""
+    groups = AllReduceGroup.in_process(2, "cpu", max_tokens=4, hidden=H)
+    x, res, w = np.ones((2, H), _dtypes.bfloat16), np.zeros((2, H), _dtypes.bfloat16), np.ones(H, np.float32)
+    outs = [None, None]
+
+    def body(r):
+        with pytest.raises(GatedNormError, match="weight:"):
+            groups[r].add_rmsnorm(x, res.copy(), np.ones(H + 1, np.float32))
+        outs[r] = groups[r].add_rmsnorm(x, res.copy(), w)
+
+    in_threads(2, body)
+    assert same_values(outs[0].y, outs[1].y) and same_values(outs[0].residual, 2 * x)
+
+
+@pytest.mark.parametrize("how", ["refused", "tokens", "dtype", "empty"])
+def test_ranks_out_of_step_fail_together(how):
+    """Regression: a call refused (or empty, or of other shapes) on one rank only paired the
+    ranks' next calls wrongly with no error (rank 0 got its x plus rank 1's x of the call
+    before); now every rank's call fails naming the mismatch, and the comm refuses later calls."""
+    g = AllReduceGroup.in_process(2, "cpu", max_tokens=4, hidden=H, dtype="float32", algorithm="one_shot")
+    w = np.ones(H, np.float32)
+    errs = [None, None]
+
+    def call(r, x):
+        try:
+            return g[r].add_rmsnorm(x, np.zeros_like(x), w)
+        except GatedNormError as e:
+            errs[r] = e
+
+    def body(r):
+        x = np.full((4, H), 10.0 ** r, np.float32)
+        if r == 0 and how == "refused":
+            with pytest.raises(GatedNormError, match="weight:"):
+                g[0].add_rmsnorm(x, np.zeros_like(x), np.ones(H + 1, np.float32))
+        if r == 0 and how == "empty":
+            g[0].add_rmsnorm(x[:0], np.zeros_like(x[:0]), w)
+        if r == 0 and how == "tokens":
+            x = x[:2]
+        if r == 0 and how == "dtype":
+            call(r, x.astype(_dtypes.bfloat16))
+            return
+        call(r, x)
+
+    in_threads(2, body)  # "refused" / "empty": rank 0's second call meets rank 1's first, well before the 60 s wait
+    assert all(isinstance(e, GatedNormError) and "meets rank" in str(e) for e in errs), errs
+    for r in range(2):
+        with pytest.raises(GatedNormError, match="comm: unusable"):
+            g[r].add_rmsnorm(np.ones((1, H), np.float32), np.zeros((1, H), np.float32), w)
 
 
 # ------------------------------------------------------------------ one GPU, ranks as streams

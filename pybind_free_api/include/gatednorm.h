@@ -450,7 +450,10 @@ GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8(const gatednorm_tensor 
  *   3. the caller all-gathers the handles among its processes, however it likes;
  *   4. gatednorm_comm_buffer_open(device, handle_of_peer, &peer) for every other rank;
  *   5. gatednorm_comm_create(rank, W, buffers (W pointers, in rank order, buffers[rank] = mine),
- *      bytes, device, &comm).
+ *      bytes, device, &comm);
+ *   6. once every peer has opened it (a barrier), gatednorm_comm_buffer_unlink(device, mine), so
+ *      that no name of it outlives the processes however they end (CPU: a killed process
+ *      would leave its segment in /dev/shm).
  * Ranks that share one address space (threads, or streams of one process on one GPU) skip the
  * handles and pass the same W buffers to W comms.  Teardown: gatednorm_comm_destroy, then
  * gatednorm_comm_buffer_close on each opened peer buffer, gatednorm_comm_buffer_free on one's own.
@@ -467,6 +470,10 @@ GATEDNORM_API gatednorm_status gatednorm_comm_buffer_size(int32_t world_size, si
 GATEDNORM_API gatednorm_status gatednorm_comm_buffer_alloc(gatednorm_device device, size_t bytes, void **buffer, uint8_t *handle);
 /* Maps a peer's buffer from its handle into this process (GPU: onto device.device_id). */
 GATEDNORM_API gatednorm_status gatednorm_comm_buffer_open(gatednorm_device device, const uint8_t *handle, void **buffer);
+/* Removes the name of one's own buffer (CPU: its shared-memory segment's; GPU: nothing to do):
+ * it stays mapped and usable, and its handle opens nothing any more.  Idempotent; the buffer
+ * is still freed with gatednorm_comm_buffer_free. */
+GATEDNORM_API gatednorm_status gatednorm_comm_buffer_unlink(gatednorm_device device, void *buffer);
 /* Unmaps a buffer from gatednorm_comm_buffer_open. */
 GATEDNORM_API gatednorm_status gatednorm_comm_buffer_close(gatednorm_device device, void *buffer);
 /* Frees a buffer from gatednorm_comm_buffer_alloc (CPU: also removes the segment's name). */

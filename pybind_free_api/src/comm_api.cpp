@@ -150,6 +150,22 @@ gatednorm_status host_unmap(void *buffer, bool unlink) {
     return GATEDNORM_STATUS_SUCCESS;
 }
 
+// The segment's name goes; the mapping stays (host_unmap's unlink of a gone name is harmless).
+gatednorm_status buffer_unlink(gatednorm_device device, void *buffer) {
+    if (!buffer) return null_arg("buffer");
+    bool host;
+    GN_TRY(check_device(device, &host));
+    if (!host) return GATEDNORM_STATUS_SUCCESS;  // IPC handles name no file
+    const uint64_t *h = static_cast<const uint64_t *>(buffer);
+    if (h[0] != kMagic) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffer: not a CPU comm buffer");
+    char name[48];
+    memcpy(name, static_cast<const char *>(buffer) + kNameOffset, sizeof name);
+    name[47] = 0;
+    if (shm_unlink(name) != 0 && errno != ENOENT)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffer: shm_unlink(\"%s\") failed: %s", name, strerror(errno));
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
 gatednorm_status buffer_release(gatednorm_device device, void *buffer, bool own) {
     if (!buffer) return null_arg("buffer");
     bool host;
@@ -216,6 +232,8 @@ gatednorm_status allreduce_checked(gatednorm_comm *comm, const gatednorm_tensor 
                                    const gatednorm_tensor *res_out, const gatednorm_tensor *y, const gatednorm_tensor *q,
                                    const gatednorm_tensor *scales, const gatednorm_add_rmsnorm_params *params, void *stream) {
     if (!comm) return null_arg("comm");
+    ++comm->state.calls;  // before any check: a refused call counts (the CPU backend compares the counts)
+    if (comm->state.device.device_type == GATEDNORM_DEVICE_TYPE_CPU) GN_TRY(cpu_comm_usable(comm->state));
     AddRmsnormProblem p;
     GN_TRY(add_rmsnorm_problem(x, res, weight, res_out, y, q, scales, params, p));
     if (p.pdl) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.pdl: must be 0 for the all-reduce (its flag protocol relies on stream order)");
@@ -233,7 +251,7 @@ gatednorm_status allreduce_checked(gatednorm_comm *comm, const gatednorm_tensor 
     if (past)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
                     "x: %lld tokens x %lld of %s is past this communicator's fused limit of %zu bytes "
-                    "(gatednorm_comm_buffer_size's max_input_bytes); use the collective library's all-reduce and gatednorm_add_rmsnorm",
+                    "(gatednorm_comm_max_input_bytes); use the collective library's all-reduce and gatednorm_add_rmsnorm",
                     (long long)p.tokens, (long long)p.hidden, dtype_name(x->dtype).c_str(), c.slot_bytes);
     if (need == 0) return GATEDNORM_STATUS_SUCCESS;  // every rank has the same shapes: none takes part
     const bool two = two_shot(c, p.tokens);
@@ -255,6 +273,10 @@ GATEDNORM_API gatednorm_status gatednorm_comm_buffer_alloc(gatednorm_device devi
 
 GATEDNORM_API gatednorm_status gatednorm_comm_buffer_open(gatednorm_device device, const uint8_t *handle, void **buffer) {
     return guarded("comm_buffer_open", [&] { return buffer_open(device, handle, buffer); });
+}
+
+GATEDNORM_API gatednorm_status gatednorm_comm_buffer_unlink(gatednorm_device device, void *buffer) {
+    return guarded("comm_buffer_unlink", [&] { return buffer_unlink(device, buffer); });
 }
 
 GATEDNORM_API gatednorm_status gatednorm_comm_buffer_close(gatednorm_device device, void *buffer) {

@@ -18,6 +18,13 @@
 // rank writes only the peers' share columns of its own region while the peers read only its
 // share columns of it: disjoint bytes.  Each element is still summed by exactly one rank, in
 // rank order, with the one-shot arithmetic, so both algorithms give the same bits.
+// Out of step: before its ready flag each rank writes its call's signature (the comm's count
+// of calls made, refused ones too, the tokens, hidden, dtype and algorithm) into signature
+// slot e % 2 of its header, and after the acquire compares every peer's with its own (slot
+// e % 2 is rewritten only in call e + 2, which needs this rank's ready >= e + 1: the same
+// argument as the data slots').  A difference (a call refused or made on one rank only, or
+// with other shapes) fails the call on every rank, which also marks its header so that every
+// later call, on any rank, is refused; a timed-out wait marks it too.
 #include <sched.h>
 #include <string.h>
 #include <time.h>
@@ -37,6 +44,19 @@ double now() {
 }
 
 uint64_t *ready_flag(char *buffer) { return reinterpret_cast<uint64_t *>(buffer + kCommFlags); }
+
+// In the CPU header, past the magic, size and name (bytes 0-63): this rank's out-of-step mark
+// (the call count at which it found the ranks out of step; 0: never) and two call signatures.
+constexpr size_t kStepMark = 128, kStepSig = 192;
+constexpr int kSigWords = 4;
+static_assert(kStepSig + 2 * kSigWords * 8 <= kCommFlags, "the signatures fit the header");
+uint64_t *step_mark(char *buffer) { return reinterpret_cast<uint64_t *>(buffer + kStepMark); }
+uint64_t *signature(char *buffer, uint64_t e) { return reinterpret_cast<uint64_t *>(buffer + kStepSig) + (e & 1) * kSigWords; }
+
+void mark_out_of_step(const CommState &c) {
+    uint64_t *m = step_mark(c.buffers[c.rank]);
+    if (!__atomic_load_n(m, __ATOMIC_RELAXED)) __atomic_store_n(m, c.calls, __ATOMIC_RELEASE);
+}
 uint64_t *gathered_flag(char *buffer) { return reinterpret_cast<uint64_t *>(buffer + kCommFlags + kCommGatheredOffset); }
 
 // Waits (acquire) until every peer's flag (flag_of(buffer)) reaches e: spinning, then yielding,
@@ -50,11 +70,13 @@ gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, cons
         for (long spin = 0; __atomic_load_n(f, __ATOMIC_ACQUIRE) < e; ++spin) {
             if (spin < 64) continue;
             if (spin == 64) start = now();
-            if ((spin & 255) == 0 && now() - start > kWaitSeconds)
+            if ((spin & 255) == 0 && now() - start > kWaitSeconds) {
+                mark_out_of_step(c);
                 return fail(GATEDNORM_STATUS_DEVICE_ERROR,
                             "comm: rank %d waited %.0f s for rank %d's %s of call %llu (every rank must make the same calls with the "
                             "same algorithm); the communicator is unusable now",
                             c.rank, kWaitSeconds, r, what, (unsigned long long)e);
+            }
             if (spin < 4096) sched_yield();
             else {
                 const timespec ns = {0, 20000};
@@ -65,7 +87,38 @@ gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, cons
     return GATEDNORM_STATUS_SUCCESS;
 }
 
+// Every peer's signature of epoch e against this rank's (after the acquire of their ready).
+gatednorm_status check_in_step(const CommState &c, uint64_t e) {
+    const uint64_t *mine = signature(c.buffers[c.rank], e);
+    for (int r = 0; r < c.world; ++r) {
+        if (r == c.rank) continue;
+        const uint64_t *theirs = signature(c.buffers[r], e);
+        if (!memcmp(mine, theirs, kSigWords * 8)) continue;
+        mark_out_of_step(c);
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
+                    "comm: rank %d's call %llu (%lld tokens x %lld, dtype code %llu%s) meets rank %d's call %llu (%lld x %lld, "
+                    "dtype code %llu%s): every rank must make the same calls with the same shapes (one was refused or made on "
+                    "one rank only?); the communicator is unusable now",
+                    c.rank, (unsigned long long)mine[0], (long long)mine[1], (long long)mine[2], (unsigned long long)(mine[3] & 0xff),
+                    mine[3] >> 8 ? ", two-shot" : "", r, (unsigned long long)theirs[0], (long long)theirs[1], (long long)theirs[2],
+                    (unsigned long long)(theirs[3] & 0xff), theirs[3] >> 8 ? ", two-shot" : "");
+    }
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
 }  // namespace
+
+gatednorm_status cpu_comm_usable(const CommState &c) {
+    for (int r = 0; r < c.world; ++r) {
+        const uint64_t m = __atomic_load_n(step_mark(c.buffers[r]), __ATOMIC_ACQUIRE);
+        if (m)
+            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
+                        "comm: unusable: rank %d found the ranks out of step at its call %llu (a call refused, timed out or "
+                        "made on one rank only); make a new communicator",
+                        r, (unsigned long long)m);
+    }
+    return GATEDNORM_STATUS_SUCCESS;
+}
 
 gatednorm_status cpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem p, bool two_shot) {
     const int xs = dtype_size(p.x_dtype);
@@ -77,8 +130,15 @@ gatednorm_status cpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
     const size_t red_at = kCommHeader + 2 * c.slot_bytes;  // the reduced region, rows as in the slots
     char *mine = buf + slot;
     for (int64_t t = 0; t < p.tokens; ++t) memcpy(mine + t * row, p.x + t * p.x_st * xs, row);
-    __atomic_store_n(own, e, __ATOMIC_RELEASE);
+    uint64_t *sig = signature(buf, e);
+    sig[0] = c.calls;
+    sig[1] = uint64_t(p.tokens);
+    sig[2] = uint64_t(p.hidden);
+    sig[3] = uint64_t(p.x_dtype) | (uint64_t(two_shot) << 8);
+    __atomic_store_n(own, e, __ATOMIC_RELEASE);  // publishes the partial and the signature
     gatednorm_status st = wait_peers(c, ready_flag, e, "partial");
+    if (st != GATEDNORM_STATUS_SUCCESS) return st;
+    st = check_in_step(c, e);
     if (st != GATEDNORM_STATUS_SUCCESS) return st;
 
     // One-shot: every column; two-shot: this rank's share.

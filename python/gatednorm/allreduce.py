@@ -33,7 +33,7 @@ __all__ = ["AllReduceGroup"]
 
 _HANDLE = 64
 _MAX_WORLD = 8
-_HEADER = struct.Struct("<iiQ")  # rank, world_size, buffer bytes: checked against every peer's
+_HEADER = struct.Struct("<iiQqqi")  # rank, world_size, buffer bytes, max_tokens, hidden, dtype bytes: checked against every peer's
 # gatednorm_allreduce_algorithm's values by name.
 _ALGORITHMS = {"auto": 0, "one_shot": 1, "two_shot": 2}
 
@@ -70,7 +70,8 @@ def _algorithm(algorithm):
     return _ALGORITHMS[algorithm]
 
 
-def _max_bytes(max_tokens, hidden, dtype):
+def _sizes(max_tokens, hidden, dtype):
+    """(max_tokens, hidden, dtype's bytes), checked."""
     mt = _call.integer("max_tokens", max_tokens)
     h = _call.integer("hidden", hidden)
     if mt < 1:
@@ -80,7 +81,7 @@ def _max_bytes(max_tokens, hidden, dtype):
     dt = _call.dtype_arg(dtype, "dtype")
     if dt not in (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32):
         raise argument_error("dtype: %s; the activations must be bf16, fp16 or fp32" % dt)
-    return mt * h * dt.itemsize
+    return mt, h, dt.itemsize
 
 
 class AllReduceGroup:
@@ -114,7 +115,8 @@ class AllReduceGroup:
         self.device = (dt, did)
         dev = _runtime.make_device(dt, did)
         nbytes = ffi.new("size_t *")
-        check(lib.gatednorm_comm_buffer_size(w, _max_bytes(max_tokens, hidden, dtype), nbytes), "comm_buffer_size")
+        mt, hid, isz = _sizes(max_tokens, hidden, dtype)
+        check(lib.gatednorm_comm_buffer_size(w, mt * hid * isz, nbytes), "comm_buffer_size")
         self.buffer_bytes = int(nbytes[0])
         own, peers, comm = None, [], None
         try:
@@ -127,7 +129,7 @@ class AllReduceGroup:
                 handle = ffi.new("uint8_t[]", _HANDLE)
                 check(lib.gatednorm_comm_buffer_alloc(dev, self.buffer_bytes, pp, handle), "comm_buffer_alloc")
                 own = pp[0]
-                mine = _HEADER.pack(r, w, self.buffer_bytes) + bytes(ffi.buffer(handle, _HANDLE))
+                mine = _HEADER.pack(r, w, self.buffer_bytes, mt, hid, isz) + bytes(ffi.buffer(handle, _HANDLE))
                 items = list(exchange(mine))
                 if len(items) != w:
                     raise argument_error("exchange: returned %d items, expected world_size %d (do all ranks pass the same "
@@ -137,14 +139,18 @@ class AllReduceGroup:
                     b = bytes(b)
                     if len(b) != _HEADER.size + _HANDLE:
                         raise argument_error("exchange: item %d has %d bytes, expected %d" % (i, len(b), _HEADER.size + _HANDLE))
-                    pr, pw, pb = _HEADER.unpack_from(b)
+                    pr, pw, pb, pmt, ph, pisz = _HEADER.unpack_from(b)
                     if pw != w:
                         raise argument_error("world_size: %d on rank %d, but rank %d has %d" % (w, r, pr, pw))
                     if pr != i:
                         raise argument_error("exchange: item %d came from rank %d (the list must be ordered by rank)" % (i, pr))
-                    if pb != self.buffer_bytes:
-                        raise argument_error("max_tokens: max_tokens * hidden * dtype give %d buffer bytes on rank %d, "
-                                             "but %d on rank %d (every rank must pass the same)" % (self.buffer_bytes, r, pb, i))
+                    for what, mine_v, theirs in (("max_tokens", mt, pmt), ("hidden", hid, ph), ("dtype's bytes", isz, pisz)):
+                        if mine_v != theirs:
+                            raise argument_error("%s: %d on rank %d, but %d on rank %d (every rank must pass the same "
+                                                 "max_tokens, hidden and dtype)" % (what, mine_v, r, theirs, i))
+                    if pb != self.buffer_bytes:  # the same sizes give the same bytes: a different library
+                        raise argument_error("exchange: rank %d sized its buffer %d bytes, rank %d %d (the same library "
+                                             "on every rank?)" % (r, self.buffer_bytes, i, pb))
                     if i == r:
                         ptrs.append(own)
                         continue
@@ -168,6 +174,9 @@ class AllReduceGroup:
                         theirs = [k for k, v in _ALGORITHMS.items() if len(b) == 1 and b[0] == v]
                         raise argument_error("algorithm: %r on rank %d, but %s on rank %d (every rank must pass the same)"
                                              % (algorithm, r, repr(theirs[0]) if theirs else "barrier item %r" % b, i))
+                # every peer has mapped this buffer: its name may go, so that none outlives
+                # the processes however they end (a killed process left its /dev/shm segment)
+                check(lib.gatednorm_comm_buffer_unlink(dev, own), "comm_buffer_unlink")
         except BaseException:
             _release(comm, dev, own, peers)
             raise
@@ -197,7 +206,8 @@ class AllReduceGroup:
         dt, did = _runtime.parse_device(device)
         dev = _runtime.make_device(dt, did)
         nbytes = ffi.new("size_t *")
-        check(lib.gatednorm_comm_buffer_size(w, _max_bytes(max_tokens, hidden, dtype), nbytes), "comm_buffer_size")
+        mt, hid, isz = _sizes(max_tokens, hidden, dtype)
+        check(lib.gatednorm_comm_buffer_size(w, mt * hid * isz, nbytes), "comm_buffer_size")
         bufs = []
         try:
             for _ in range(w):
@@ -205,6 +215,7 @@ class AllReduceGroup:
                 handle = ffi.new("uint8_t[]", _HANDLE)
                 check(lib.gatednorm_comm_buffer_alloc(dev, int(nbytes[0]), pp, handle), "comm_buffer_alloc")
                 bufs.append(pp[0])
+                check(lib.gatednorm_comm_buffer_unlink(dev, pp[0]), "comm_buffer_unlink")  # no one opens it by name
             groups = [cls(r, w, None, (dt, did), max_tokens=max_tokens, hidden=hidden, dtype=dtype, algorithm=algorithm, _shared=bufs)
                       for r in range(w)]
         except BaseException:

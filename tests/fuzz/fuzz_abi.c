@@ -3633,6 +3633,16 @@ static int fuzz_runtime_rest(rng_t *r) {
         set_sentinel();
         st = gatednorm_comm_buffer_close(cpu, NULL);
         check_rejection(st, BIT(N_BUFFER), BIT(N_BUFFER), "gatednorm_comm_buffer_close");
+        /* unlink: the name goes (idempotent), the mapping stays; a second open finds nothing */
+        set_sentinel();
+        st = gatednorm_comm_buffer_unlink(cpu, NULL);
+        check_rejection(st, BIT(N_BUFFER), BIT(N_BUFFER), "gatednorm_comm_buffer_unlink");
+        for (int k = 0; k < 2; ++k)
+            if (gatednorm_comm_buffer_unlink(cpu, mine) != GATEDNORM_STATUS_SUCCESS) die("comm_buffer_unlink: %s", gatednorm_last_error());
+        ((volatile uint8_t *)mine)[bytes - 1] = 7; /* still mapped */
+        set_sentinel();
+        st = gatednorm_comm_buffer_open(cpu, handle, &opened);
+        check_rejection(st, BIT(N_HANDLE), BIT(N_HANDLE), "gatednorm_comm_buffer_open (unlinked)");
         if (gatednorm_comm_destroy(comm) != GATEDNORM_STATUS_SUCCESS || gatednorm_comm_buffer_free(cpu, mine) != GATEDNORM_STATUS_SUCCESS)
             die("comm teardown: %s", gatednorm_last_error());
         return accepted;
@@ -3675,7 +3685,7 @@ static entry_t kEntries[] = {
     {"gatednorm_status_string", 1, fuzz_status_string, 0, 0},
     {"gatednorm_version/build_info", 1, fuzz_version, 0, 0},
     {"gatednorm_comm_set_algorithm", 2, fuzz_comm_set_algorithm, 0, 0},
-    {"gatednorm_*_num_threads, last_kernel, comm_buffer_open/close, comm_max_input_bytes", 2, fuzz_runtime_rest, 0, 0},
+    {"gatednorm_*_num_threads, last_kernel, comm_buffer_open/close/unlink, comm_max_input_bytes", 2, fuzz_runtime_rest, 0, 0},
 };
 enum { N_ENTRIES = sizeof kEntries / sizeof kEntries[0] };
 
