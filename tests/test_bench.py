@@ -222,6 +222,28 @@ def test_bench_plot_without_matplotlib_says_so(tmp_path):
     assert "ours us" not in proc.stdout  # nothing was timed
 
 
+@pytest.mark.parametrize("where", ["no_folder", "a_folder"])
+def test_bench_json_path_checked_before_timing(tmp_path, where):
+    """--json at a path that cannot be written: a one-line error naming the option before any
+    timing (it failed after the whole run), and nothing created."""
+    path = tmp_path / "missing" / "r.json" if where == "no_folder" else tmp_path
+    proc = subprocess.run([sys.executable, "-m", "gatednorm", "bench", "--cpu", "--quick", "--json", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "--json: cannot write %s" % path in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert "ours us" not in proc.stdout and not (tmp_path / "missing").exists()
+
+
+def test_bench_writable_path(tmp_path):
+    from gatednorm import bench
+
+    assert bench._writable_path(str(tmp_path / "new.json"))
+    (tmp_path / "old.json").write_text("{}")
+    assert bench._writable_path(str(tmp_path / "old.json")) and (tmp_path / "old.json").read_text() == "{}"
+    assert not bench._writable_path(str(tmp_path))
+    assert not bench._writable_path(str(tmp_path / "no" / "x.json"))
+
+
 class _FakeAutotuner:
     """Stands in for FLA's Triton autotuner: a cache of picks by key, and disk caching."""
 

@@ -131,3 +131,53 @@ def test_python_dash_m():
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert gatednorm.version() in r.stdout
+
+
+def test_check_prints_whole_results(capsys):
+    """A result wider than its column is printed whole (it was cut at 18 characters)."""
+    assert cli.main(["check", "--backend", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "pass ranks equal the unfused op bit for bit" in out
+    assert "of the tolerance" in out
+
+
+def test_check_says_when_the_gpu_was_not_checked(capsys):
+    assert cli.main(["check"]) == 0
+    out = capsys.readouterr().out
+    if gatednorm.device_count() == 0:
+        assert "GPU backend not checked: " in out
+        why = "no GPU backend" if int(gatednorm._ffi.lib().gatednorm_gpu_device_type()) == 0 else "no GPU visible"
+        assert why in out
+    else:
+        assert "not checked" not in out and "gpu:0" in out
+
+
+@pytest.mark.parametrize("value", ["bogus", "gpu:", "gpu:x", "cpu0", "gpu:-1"])
+def test_check_refuses_an_unknown_backend_at_parse(value, capsys):
+    with pytest.raises(SystemExit) as ei:
+        cli.main(["check", "--backend", value])
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert "--backend" in err and repr(value) in err
+
+
+def test_check_accepts_backend_spellings():
+    for text, want in [("all", "all"), ("CPU", "cpu"), ("gpu", "gpu"), ("gpu:0", "gpu:0"), ("gpu:01", "gpu:1")]:
+        assert cli._backend_arg(text) == want
+
+
+@pytest.mark.parametrize("command", [["bench", "--cpu", "--quick"], ["check"], ["info"]])
+def test_a_library_that_cannot_load_is_a_message_not_a_traceback(tmp_path, command):
+    not_a_library = tmp_path / "libgatednorm.so"
+    not_a_library.write_text("not an ELF file")
+    env = dict(os.environ, GATEDNORM_LIBRARY=str(not_a_library),
+               PYTHONPATH=os.pathsep.join([str(Path(gatednorm.__file__).parents[1])] + sys.path))
+    r = subprocess.run([sys.executable, "-m", "gatednorm"] + command, capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert "Traceback" not in r.stderr + r.stdout
+    if command[0] == "info":  # info reports what it can without the library, and fails
+        assert r.returncode == 1 and "not loaded: cannot load %s" % not_a_library in r.stdout, r.stdout
+        return
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "gatednorm %s: cannot load %s" % (command[0], not_a_library) in r.stderr
+    assert "[library not loaded]" in r.stderr

@@ -283,3 +283,48 @@ def test_installed_binding_is_prebuilt_when_its_module_is_there():
 
     assert (_cffi_abi.HEADER_BYTES, _cffi_abi.HEADER_CRC32) == (len(data), zlib.crc32(data))
     assert _ffi.PREBUILT and _ffi.ffi is _cffi_abi.ffi
+
+
+@pytest.mark.parametrize("kind", ["missing", "not_elf", "other_library"])
+def test_load_failures_say_the_library_did_not_load(kind, tmp_path):
+    """Each way the library fails to load raises LibraryLoadError naming the path, labelled
+    as a load failure (it read "[no device]"), never a raw cffi / OSError traceback."""
+    path = {"missing": tmp_path / "nope.so", "not_elf": tmp_path / "libgatednorm.so"}.get(kind)
+    if kind == "not_elf":
+        path.write_text("not an ELF file")
+    if kind == "other_library":
+        import ctypes.util
+
+        libm = ctypes.util.find_library("m")
+        if libm is None:
+            pytest.skip("no libm to load on this platform")
+        path = libm
+    code = ("import gatednorm, numpy as np, pickle\n"
+            "try:\n"
+            "    gatednorm.rmsnorm_gated(np.ones((1, 4), np.float32), None, np.ones(4, np.float32))\n"
+            "except gatednorm.LibraryLoadError as e:\n"
+            "    e2 = pickle.loads(pickle.dumps(e))\n"
+            "    assert type(e2) is gatednorm.LibraryLoadError and str(e2) == str(e), (e2, e)\n"
+            "    print('ERR', e)\n")
+    r = _subprocess(code, {"GATEDNORM_LIBRARY": str(path)})
+    assert r.returncode == 0, r.stderr
+    assert "ERR " in r.stdout and str(path) in r.stdout and "[library not loaded]" in r.stdout, r.stdout
+    assert "[no device]" not in r.stdout
+
+
+def test_library_exports_only_the_c_abi():
+    """The shared library's dynamic symbol table holds gatednorm_* only (cmake/gatednorm.map):
+    a weak std::vector instance was exported, which a consumer's copy could be bound to."""
+    import shutil
+
+    nm = shutil.which("nm")
+    path = _ffi.library_path()
+    if nm is None or not sys.platform.startswith("linux"):
+        pytest.skip("needs binutils' nm on an ELF platform")
+    r = subprocess.run([nm, "-D", "--defined-only", path], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    names = [line.split()[-1] for line in r.stdout.splitlines() if line.strip()]
+    exported = sorted(n for n in names if not n.startswith("gatednorm_"))
+    assert exported == [], exported[:10]
+    declared = set(re.findall(r"^GATEDNORM_API\b[^(]*?\b(gatednorm_\w+)\s*\(", header_text(), re.M))
+    assert declared == set(names)

@@ -16,7 +16,7 @@ from pathlib import Path as _Path
 
 from . import reference
 from ._array import DeviceArray, from_pointer
-from ._ffi import GatedNormError, InvalidArgumentError
+from ._ffi import GatedNormError, InvalidArgumentError, LibraryLoadError
 from ._runtime import Stream, build_info, device_count, device_name, device_properties, last_kernel, synchronize, version
 from .ops import rmsnorm_gated
 from .ops_fp8 import NormOutputs, add_rmsnorm, group_quant_fp8, rmsnorm, rmsnorm_gated_fp8
@@ -37,6 +37,7 @@ __all__ = [
     "from_pointer",
     "GatedNormError",
     "InvalidArgumentError",
+    "LibraryLoadError",
     "reference",
     "version",
     "build_info",

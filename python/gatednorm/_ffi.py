@@ -92,7 +92,7 @@ class GatedNormError(Exception):
         super().__init__(self._format())
 
     def __reduce__(self):
-        return (GatedNormError, (self.status, self.message, self.function))
+        return (type(self), (self.status, self.message, self.function))
 
     @property
     def status_name(self) -> str:
@@ -106,6 +106,22 @@ class GatedNormError(Exception):
 
 class InvalidArgumentError(GatedNormError, ValueError):
     """A GatedNormError for a bad argument (status GATEDNORM_STATUS_INVALID_ARGUMENT)."""
+
+
+class LibraryLoadError(GatedNormError):
+    """libgatednorm could not be found or loaded (a missing file, not a gatednorm library,
+    another major version).  Its status is GATEDNORM_STATUS_NO_DEVICE's, the C enum's
+    nearest (nothing can run), but it says what failed."""
+
+    def __init__(self, message: str, status: int = -3, function: str | None = None):
+        super().__init__(status, message, function)
+
+    def __reduce__(self):
+        return (LibraryLoadError, (self.message, self.status, self.function))
+
+    @property
+    def status_name(self) -> str:
+        return "library not loaded"
 
 
 # Python-side names for the status codes (kept only for messages; the values come from the
@@ -199,17 +215,22 @@ def library_path() -> str:
     env = os.environ.get("GATEDNORM_LIBRARY")
     if env:
         if not os.path.exists(env):
-            raise GatedNormError(-3, "GATEDNORM_LIBRARY=%s does not exist" % env)
+            raise LibraryLoadError("GATEDNORM_LIBRARY=%s does not exist" % env)
         return env
     for d in (package_dir() / "lib", package_dir()):
         found = _library_candidates(d)
         if found:
             return found[0]
-    raise GatedNormError(
-        -3,
+    raise LibraryLoadError(
         "cannot find libgatednorm.so in %s; install the gatednorm package, or set "
         "GATEDNORM_LIBRARY=/path/to/libgatednorm.so" % (package_dir() / "lib"),
     )
+
+
+# What dlopen and a first symbol lookup raise for a file that is not (this) gatednorm: OSError
+# and AttributeError from cffi.FFI, the binding's own `error` type from a prebuilt module.
+_LOAD_ERRORS = tuple(e for e in (OSError, AttributeError, getattr(ffi, "error", None))
+                     if isinstance(e, type) and issubclass(e, BaseException))
 
 
 def load():
@@ -224,18 +245,18 @@ def load():
         path = library_path()
         try:
             lib_ = ffi.dlopen(path)
-        except OSError as e:
-            raise GatedNormError(-3, "cannot load %s: %s" % (path, e)) from None
+        except _LOAD_ERRORS as e:
+            raise LibraryLoadError("cannot load %s: %s" % (path, e)) from None
         hdr_major = lib_.GATEDNORM_VERSION_MAJOR
         try:
             v = int(lib_.gatednorm_version())
-        except AttributeError as e:  # symbol missing: not a gatednorm library
-            raise GatedNormError(-3, "%s is not a gatednorm library: %s" % (path, e)) from None
+        except _LOAD_ERRORS as e:  # symbol missing: not a gatednorm library
+            raise LibraryLoadError("%s is not a gatednorm library: %s" % (path, e)) from None
         if (v >> 16) != hdr_major:
-            raise GatedNormError(
-                -2,
+            raise LibraryLoadError(
                 "%s is gatednorm %d.%d.%d but the header of this package is major version %d"
                 % (path, v >> 16, (v >> 8) & 0xFF, v & 0xFF, hdr_major),
+                status=-2,
             )
         _lib = lib_
         _refresh_status_names()

@@ -2415,6 +2415,17 @@ def add_arguments(parser):
                                          for op in OPS.values()) + ")")
 
 
+def _writable_path(path: str) -> bool:
+    """Whether a file can be written at ``path``: an existing writable file, or a new name in
+    an existing writable folder."""
+    if os.path.isdir(path):
+        return False
+    if os.path.exists(path):
+        return os.access(path, os.W_OK)
+    folder = os.path.dirname(os.path.abspath(path))
+    return os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)
+
+
 def main(args) -> int:
     ints = lambda s: tuple(int(v) for v in s.split(",")) if s else None  # noqa: E731
     try:
@@ -2450,6 +2461,11 @@ def main(args) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise SystemExit("--plot: needs matplotlib, which is not installed (pip install matplotlib)") from None
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        # a path that cannot be written fails now, not after minutes of timing (nothing is
+        # created or truncated before the report exists)
+        if path and not _writable_path(path):
+            raise SystemExit(f"{flag}: cannot write {path} (no such folder, a folder, or no permission)")
     report = run(ops=[op.name for op in ops] if args.op else None, quick=args.quick, variants=variants, axes=axes,
                  peers=peers, ours_modes=modes, launch_guard=not args.no_launch_guard, warmup=not args.no_warmup, cpu=args.cpu,
                  table=not args.host)

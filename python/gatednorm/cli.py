@@ -329,7 +329,8 @@ def run_check(backends=None, verbose=False, stream=None) -> int:
             cells.append(("pass " + detail.replace("max ", "")) if ok else "FAIL")
             if not ok:
                 details.append("%s [%s]: %s" % (name.split("  ")[0].strip(), b, detail))
-        print("%-*s  %s" % (w0, name, "  ".join("%-*s" % (colw, s[:colw]) for s in cells)), file=stream)
+        # a cell wider than the column is printed whole (the detail is the result), the row shifts
+        print(("%-*s  %s" % (w0, name, "  ".join("%-*s" % (colw, s) for s in cells))).rstrip(), file=stream)
     print("-" * (w0 + (colw + 2) * len(backends)), file=stream)
     print("%d/%d passed on %s" % (total - failures, total, ", ".join(backends)), file=stream)
     for d in details:
@@ -356,7 +357,31 @@ def _cmd_check(args) -> int:
     else:
         backends = [args.backend]
     print("gatednorm %s: %s" % (gatednorm.version(), gatednorm.build_info()))
-    return 1 if run_check(backends, verbose=args.verbose) else 0
+    failures = run_check(backends, verbose=args.verbose)
+    if args.backend == "all" and backends == ["cpu"]:
+        # say what was not checked: "all" on a machine without a visible GPU is the CPU only
+        print("GPU backend not checked: %s" % _no_gpu_reason(gatednorm))
+    return 1 if failures else 0
+
+
+def _no_gpu_reason(gatednorm) -> str:
+    """Why `check` ran no GPU case: no GPU backend in this build, or none visible."""
+    from . import _ffi
+
+    info = gatednorm.build_info()
+    if int(_ffi.lib().gatednorm_gpu_device_type()) == 0:
+        return "this build has no GPU backend (%s)" % info
+    return "no GPU visible to this process (%s)" % info
+
+
+def _backend_arg(text: str) -> str:
+    """check --backend: 'all', 'cpu', 'gpu' or 'gpu:N', refused at parse time otherwise."""
+    t = text.strip().lower()
+    if t in ("all", "cpu", "gpu"):
+        return t
+    if t.startswith("gpu:") and t[4:].isdigit():
+        return "gpu:%d" % int(t[4:])
+    raise argparse.ArgumentTypeError("expected 'all', 'cpu', 'gpu' or 'gpu:N', got %r" % text)
 
 
 # ----------------------------------------------------------------------------------- bench
@@ -391,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="version, build info, backends and devices")
     p.set_defaults(func=_cmd_info)
     p = sub.add_parser("check", help="run every op on every backend against the float64 reference")
-    p.add_argument("--backend", default="all", help="'all' (default), 'cpu', 'gpu' or 'gpu:N'")
+    p.add_argument("--backend", default="all", type=_backend_arg, help="'all' (default), 'cpu', 'gpu' or 'gpu:N'")
     p.add_argument("-v", "--verbose", action="store_true", help="print tracebacks of crashed cases")
     p.set_defaults(func=_cmd_check)
     p = sub.add_parser("cmake-dir", help="print the folder holding gatednormConfig.cmake")
@@ -408,10 +433,15 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         ap.print_help()
         return 2
+    from ._ffi import GatedNormError
+
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # pragma: no cover
         return 0
+    except GatedNormError as e:  # the library missing or refusing: its message, not a traceback
+        print("gatednorm %s: %s" % (args.command, e), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
