@@ -60,24 +60,58 @@ def expected_w16(q, z, s, g, dtype):
 
 
 # ------------------------------------------------------------------------------ importers
+def gptq_v1_qzeros(z_kn):
+    """GPTQ v1 qzeros as GPTQModel writes them: the zero points packed (v2's int32s), then
+    0x11111111 subtracted from each int32, so a zero point of 0 borrows from the slot above."""
+    v2 = pack8(z_kn, 1).view(np.uint32).astype(np.int64)
+    return ((v2 - 0x11111111) % (1 << 32)).astype(np.uint32).view(np.int32)
+
+
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 @pytest.mark.parametrize("version", [1, 2])
 def test_gptq(rng, version, dtype):
     n, k, g = 24, 128, 32
-    q, z, s = rand_quant(rng, n, k, g, zlo=1 if version == 1 else 0)
+    q, z, s = rand_quant(rng, n, k, g, zlo=1)                 # no zero point of 0: every v1 slot is z - 1
     qweight = pack8(q.T, 0)                                   # [K/8, N], slot i of row r: k = 8r + i
     qzeros = pack8((z - 1 if version == 1 else z).T, 1)       # [K/G, N/8]: v1 stores z - 1
-    w = gatednorm.W4A16Weight.from_gptq(qweight, qzeros, s.T, version=version)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to warn about
+        w = gatednorm.W4A16Weight.from_gptq(qweight, qzeros, s.T, version=version)
     assert (w.n, w.k, w.group_size, w.symmetric, w.perm) == (n, k, g, False, None)
     np.testing.assert_array_equal(w.dequantize(DT[dtype]), expected_w16(q, z, s, g, DT[dtype]))
 
 
-def test_gptq_v2_labelled_v1_is_caught(rng):
+def test_gptq_v1_zero_point_0_borrows_word_wise(rng):
+    """A v1 zero point of 0, as GPTQModel writes it (whole-int32 subtraction: the slot holds
+    15 and the slot above is one lower), reads back exactly (it raised, saying version=2)."""
+    n, k, g = 24, 128, 32
+    q, z, s = rand_quant(rng, n, k, g, zlo=0)
+    z[:8, 0] = [0, 5, 8, 8, 8, 8, 8, 8]         # the int32 0x88888850 of v2, 0x7777773F in v1
+    z[8:16, 1] = [3, 0, 0, 15, 0, 1, 0, 0]      # chained borrows, and one out of the top slot
+    qzeros = gptq_v1_qzeros(z.T)
+    assert qzeros.view(np.uint32)[0, 0] == 0x7777773F
+    with pytest.warns(UserWarning, match="hold 15") as rec:
+        w = gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), qzeros, s.T, version=1)
+    assert len(rec) == 1
+    np.testing.assert_array_equal(w.to_plain()[2], z.astype(np.uint8))
+    np.testing.assert_array_equal(w.dequantize(BF16), expected_w16(q, z, s, g, BF16))
+
+
+def test_gptq_v2_labelled_v1_warns(rng):
+    """A v2 checkpoint read as v1: asymmetric with a stored 15 warns (naming version=2);
+    symmetric (0x88888888 -> every zero point 9) warns, and symmetric=True refuses it."""
     n, k, g = 16, 64, 32
     q, z, s = rand_quant(rng, n, k, g)
-    z[3, 1] = 15  # a v2 checkpoint stores 15 for z = 15; v1 would read 16
-    with pytest.raises(ValueError, match="version=2"):
+    z[3, 1] = 15  # v2 stores 15 for z = 15
+    with pytest.warns(UserWarning, match="version=2"):
         gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), pack8(z.T, 1), s.T, version=1)
+    sym_v2 = np.full((k // g, n // 8), 0x88888888, np.uint32).view(np.int32)
+    with pytest.warns(UserWarning, match="every zero point is 9.*version=2"):
+        gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), sym_v2, s.T, version=1)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="symmetric"):
+        gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), sym_v2, s.T, version=1, symmetric=True)
+    w = gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), sym_v2, s.T, version=2, symmetric=True)
+    np.testing.assert_array_equal(w.dequantize(BF16), expected_w16(q, np.full((n, k // g), 8), s, g, BF16))
 
 
 def test_gptq_v1_symmetric_read_as_v2_warns(rng):
@@ -151,6 +185,44 @@ def test_compressed_tensors(rng, symmetric):
     assert w.symmetric == symmetric and (w.n, w.k, w.group_size) == (n, k, g)
     zz = np.full_like(z, 8) if symmetric else z
     np.testing.assert_array_equal(w.dequantize(BF16), expected_w16(q, zz, s, g, BF16))
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_compressed_tensors_actorder_group(rng, symmetric):
+    """actorder=group: weights in the original column order, weight_g_idx mapping feature k
+    to its group: w[n, k] = (stored - zp[n, g_idx[k]]) * s[n, g_idx[k]] (it was ignored)."""
+    n, k, g = 12, 40, 8
+    q, z, s = rand_quant(rng, n, k, g, sdtype=BF16)
+    g_idx = rng.permutation(np.arange(k) // g).astype(np.int32)
+    zp = None if symmetric else pack8(z, 0)
+    w = gatednorm.W4A16Weight.from_compressed_tensors(pack8(q, 1), s, zp, weight_shape=[n, k], weight_g_idx=g_idx)
+    assert w.perm is not None
+    zz = np.full_like(z, 8) if symmetric else z
+    s16 = s.astype(np.float32).astype(BF16).astype(np.float64)
+    want = ((q - zz[:, g_idx]) * s16[:, g_idx]).astype(np.float32).astype(BF16).astype(np.float32).T
+    np.testing.assert_array_equal(w.dequantize(BF16), want)
+    a = rng.standard_normal((3, k)).astype(BF16)
+    got = gatednorm.w4a16_matmul(a, w, out_dtype=np.float32)
+    tol = reference.w4a16_tolerance(a[:, w.perm], w.q, w.scales, w.zeros, None, F32)
+    assert np.all(np.abs(got - a.astype(np.float64) @ want.astype(np.float64)) <= tol)
+    with pytest.raises(ValueError, match="weight_g_idx"):
+        gatednorm.W4A16Weight.from_compressed_tensors(pack8(q, 1), s, zp, weight_shape=[n, k],
+                                                      weight_g_idx=np.zeros(k, np.int32))
+
+
+def test_importers_refuse_wider_packed_tensors(rng):
+    """Packed tensors wider than the format's ceil(./8) (e.g. unpacked zero points) are
+    refused by name; they were sliced and read as garbage."""
+    n, k, g = 16, 64, 32
+    q, z, s = rand_quant(rng, n, k, g, zlo=1)
+    unpacked_zeros = z.T.astype(np.int32)  # [K/G, N], not [K/G, N/8]
+    with pytest.raises(ValueError, match="qzeros"):
+        gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), unpacked_zeros, s.T, version=2)
+    with pytest.raises(ValueError, match="weight_zero_point"):
+        gatednorm.W4A16Weight.from_compressed_tensors(pack8(q, 1), s, z.astype(np.int32), weight_shape=[n, k])
+    wide = np.concatenate([pack8(q, 1), pack8(q, 1)], axis=1)
+    with pytest.raises(ValueError, match="weight_packed"):
+        gatednorm.W4A16Weight.from_compressed_tensors(wide, s, None, weight_shape=[n, k])
 
 
 @pytest.mark.parametrize("symmetric", [False, True])

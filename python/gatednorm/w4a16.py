@@ -53,6 +53,30 @@ def _unpack_int32(x, axis, name):
     return st.reshape(shape)
 
 
+def _act_order(codes, g_idx, groups, name):
+    """Codes ``[N, K]`` with K reordered so that each group's features are contiguous, and the
+    order (None where ``g_idx`` is None or ``k // G``): act-order checkpoints (GPTQ desc_act,
+    compressed-tensors actorder=group) map feature k to group ``g_idx[k]``."""
+    if g_idx is None:
+        return codes, None
+    k = codes.shape[1]
+    g = k // groups
+    gi = _np(g_idx, name)
+    if gi.dtype.kind not in "iu":
+        raise argument_error("%s: expected integer group indices, got dtype %s" % (name, gi.dtype))
+    gi = gi.astype(np.int64).reshape(-1)
+    if gi.shape[0] != k:
+        raise argument_error("%s: expected [K] = [%d], got %s" % (name, k, gi.shape))
+    if np.any((gi < 0) | (gi >= groups)):
+        raise argument_error("%s: group indices must lie in 0..%d" % (name, groups - 1))
+    if np.array_equal(gi, np.arange(k) // g):
+        return codes, None
+    order = np.argsort(gi, kind="stable")
+    if not np.array_equal(gi[order], np.arange(k) // g):
+        raise argument_error("%s: act-order groups must each hold G = %d input features; they do not" % (name, g))
+    return codes[:, order], order
+
+
 def _pack_plain(codes):
     """int codes [N, K] (0..15) -> plain uint8 [N, K/2], low nibble first."""
     codes = np.asarray(codes, np.uint8)
@@ -199,28 +223,37 @@ class W4A16Weight:
 
     @classmethod
     def from_gptq(cls, qweight, qzeros, scales, g_idx=None, version=1, symmetric=None):
-        """A GPTQ checkpoint's tensors (AutoGPTQ / GPTQModel; w4a16.md's table).
+        """A GPTQ checkpoint's tensors (AutoGPTQ / GPTQModel / optimum; docs/ops.md section 4).
 
         qweight int32 ``[K/8, N]`` (slot i of row r holds k = 8r + i); qzeros int32
-        ``[K/G, N/8]`` (slot i of column c holds n = 8c + i); scales ``[K/G, N]``; g_idx int32
-        ``[K]`` or None.  Dequantization: ``(q - z) * s`` with
+        ``[K/G, ceil(N/8)]`` (slot i of column c holds n = 8c + i); scales ``[K/G, N]``; g_idx
+        int32 ``[K]`` or None.  Dequantization: ``(q - z) * s`` with
 
-        * ``version=1`` (AutoGPTQ and most GPTQ checkpoints): qzeros store ``z - 1``;
-        * ``version=2`` (GPTQModel's format): qzeros store ``z``.
+        * ``version=1`` (the default of AutoGPTQ and GPTQModel, and what most GPTQ checkpoints
+          hold): qzeros store ``z - 1``.  GPTQModel writes them by subtracting 0x11111111 from
+          each int32, so a zero point of 0 borrows from the slot above (that slot holds 15, the
+          next one is one lower); they are read back the same way (each int32 plus 0x11111111,
+          modulo 2^32), which inverts that writer exactly and equals ``stored + 1`` in every
+          slot wherever no slot of the int32 holds 15.  Readers that add 1 slot by slot (vLLM's
+          GPTQ kernels, AutoGPTQ) differ on such int32s, so a stored 15 warns.
+        * ``version=2`` (``checkpoint_format: gptq_v2``: GPTQModel with ``format="gptq_v2"``,
+          asymmetric optimum exports): qzeros store ``z``.
 
-        The version is never guessed: pass what the checkpoint's ``quantize_config.json``
-        says (``checkpoint_format: gptq_v2`` means 2).  A v2 checkpoint labelled v1 is a known
-        trap, so two symptoms are checked: ``version=1`` decoding to a zero point of 16 (a
-        stored 15, which v1 never writes) raises ValueError suggesting ``version=2``; and
-        ``version=2`` decoding every zero point to 7 (v1's symmetric 0x77777777) warns that
-        the checkpoint is probably v1.  ``symmetric=True`` drops the zero points after
-        checking they are all 8 (None: keep them).
+        The version is never guessed: pass ``2`` when the checkpoint's quantization config
+        (``quantize_config.json``, or ``quantization_config`` in ``config.json``) says
+        ``checkpoint_format: gptq_v2``, else ``1`` (vLLM's rule).  A checkpoint read under the
+        other version has every zero point off by one, so the symptoms that can be seen are
+        checked: ``version=1`` decoding every zero point to 9 (v2's symmetric 0x88888888) and
+        ``version=2`` decoding every one to 7 (v1's symmetric 0x77777777) warn.  For a
+        symmetric checkpoint pass ``symmetric=quantize_config["sym"]``: ``True`` requires every
+        zero point to be 8 (so a symmetric checkpoint under the wrong version raises) and drops
+        them; None keeps them.
 
         Act-order (``g_idx`` not ``k // G``): K is reordered at import so that each group is
         contiguous; ``perm`` records the order (the kernel multiplies ``a[:, perm]``).  A
         g_idx whose groups do not all have G members is rejected."""
         if isinstance(version, (bool, np.bool_)) or not isinstance(version, (int, np.integer)) or version not in (1, 2):
-            raise argument_error("version: expected 1 (AutoGPTQ, qzeros store z - 1) or 2 (GPTQModel, z), got %r" % (version,))
+            raise argument_error("version: expected 1 (qzeros store z - 1) or 2 (checkpoint_format gptq_v2: z), got %r" % (version,))
         if symmetric is not None:
             symmetric = _call.flag("symmetric", symmetric) == 1
         qw = _np(qweight, "qweight")
@@ -231,35 +264,30 @@ class W4A16Weight:
             raise argument_error("scales: expected [K/G, N] = [K/G, %d] with K/G dividing K = %d, got %s" % (n, k, s.shape))
         ng = s.shape[0]
         g = k // ng
-        zs = _unpack_int32(_np(qzeros, "qzeros"), 1, "qzeros")  # [K/G, N (padded to 8)]
-        if zs.shape[0] != ng or zs.shape[1] < n:
-            raise argument_error("qzeros: expected [K/G, N/8] = [%d, %d], got %s" % (ng, (n + 7) // 8, np.shape(qzeros)))
-        z = zs[:, :n].astype(np.int64)
+        qz = _np(qzeros, "qzeros")
+        zs = _unpack_int32(qz, 1, "qzeros")  # [K/G, N (padded to 8)]; checks dtype and rank
+        if zs.shape[0] != ng or zs.shape[1] != 8 * ((n + 7) // 8):
+            raise argument_error("qzeros: expected [K/G, ceil(N/8)] = [%d, %d], got %s" % (ng, (n + 7) // 8, np.shape(qzeros)))
         if version == 1:
-            z = z + 1
-            bad = int(np.count_nonzero(z > 15))
-            if bad:
-                raise argument_error("qzeros: version=1 decodes %d zero points to 16 (stored 15), which GPTQ v1 never writes; "
-                                 "this looks like a GPTQ v2 (GPTQModel) checkpoint labelled v1: pass version=2" % bad)
-        elif np.all(z == 7):
+            # z - 1 was written word-wise (a zero point of 0 borrows from the slot above):
+            # add 0x11111111 to each int32 the same way (uint32 arithmetic wraps modulo 2^32).
+            borrowed = int(np.count_nonzero(zs[:, :n] == 15))
+            zs = _unpack_int32(np.asarray(qz).view(np.uint32) + np.uint32(0x11111111), 1, "qzeros")
+            if borrowed:
+                warnings.warn("from_gptq(version=1): %d zero-point slots of qzeros hold 15, a zero point of 0 "
+                              "stored as z - 1 with a borrow from the slot above (GPTQModel's v1 writer); decoded "
+                              "word-wise, which inverts that writer, while readers adding 1 slot by slot (vLLM's "
+                              "GPTQ kernels, AutoGPTQ) read those int32s differently. If the checkpoint's "
+                              "checkpoint_format is gptq_v2, pass version=2" % borrowed, stacklevel=2)
+        z = zs[:, :n].astype(np.int64)
+        if version == 1 and np.all(z == 9):
+            warnings.warn("from_gptq(version=1): every zero point is 9, as a symmetric GPTQ v2 checkpoint (qzeros "
+                          "0x88888888) reads under version=1; if it is v2 (checkpoint_format gptq_v2), pass "
+                          "version=2", stacklevel=2)
+        elif version == 2 and np.all(z == 7):
             warnings.warn("from_gptq(version=2): every zero point is 7, as a symmetric GPTQ v1 checkpoint (qzeros "
                           "0x77777777) reads under version=2; if it is v1, pass version=1", stacklevel=2)
-        perm = None
-        if g_idx is not None:
-            gi = _np(g_idx, "g_idx")
-            if gi.dtype.kind not in "iu":
-                raise argument_error("g_idx: expected integer group indices, got dtype %s" % gi.dtype)
-            gi = gi.astype(np.int64).reshape(-1)
-            if gi.shape[0] != k:
-                raise argument_error("g_idx: expected [K] = [%d], got %s" % (k, gi.shape))
-            if np.any((gi < 0) | (gi >= ng)):
-                raise argument_error("g_idx: group indices must lie in 0..%d" % (ng - 1))
-            if not np.array_equal(gi, np.arange(k) // g):
-                order = np.argsort(gi, kind="stable")
-                if not np.array_equal(gi[order], np.arange(k) // g):
-                    raise argument_error("g_idx: act-order groups must each hold G = %d input features; they do not" % g)
-                perm = order
-                codes = codes[:, order]
+        codes, perm = _act_order(codes, g_idx, ng, "g_idx")
         s_nk = np.ascontiguousarray(s.T)
         z_nk = np.ascontiguousarray(z.T).astype(np.uint8)
         if symmetric:
@@ -291,12 +319,16 @@ class W4A16Weight:
         return cls(_pack_plain(codes.T), np.ascontiguousarray(s.T), np.ascontiguousarray(z.T))
 
     @classmethod
-    def from_compressed_tensors(cls, weight_packed, weight_scale, weight_zero_point=None, weight_shape=None):
+    def from_compressed_tensors(cls, weight_packed, weight_scale, weight_zero_point=None, weight_shape=None,
+                                weight_g_idx=None):
         """compressed-tensors ``pack-quantized`` int4 (e.g. RedHatAI ``*-quantized.w4a16``):
         weight_packed int32 ``[N, ceil(K/8)]`` packed along K, sequential slots, each holding
         the signed code + 8; weight_scale ``[N, K/G]``; weight_zero_point int32
         ``[ceil(N/8), K/G]`` packed along N, also + 8 (None: symmetric); weight_shape
-        ``[N, K]``.  Dequantization ``(stored - zp_stored) * s`` (symmetric: ``(stored - 8) * s``)."""
+        ``[N, K]``; weight_g_idx int32 ``[K]`` (``actorder: group`` checkpoints: feature k
+        belongs to group ``weight_g_idx[k]``; reordered at import as GPTQ act-order, see
+        from_gptq) or None.  Dequantization ``(stored - zp_stored) * s`` (symmetric:
+        ``(stored - 8) * s``)."""
         if weight_shape is None:
             raise argument_error("weight_shape: required ([N, K])")
         shp = np.asarray(_np(weight_shape, "weight_shape")).reshape(-1)
@@ -304,7 +336,7 @@ class W4A16Weight:
             raise argument_error("weight_shape: expected [N, K] (two positive integers), got %r" % (weight_shape,))
         n, k = (int(v) for v in shp)
         codes = _unpack_int32(_np(weight_packed, "weight_packed"), 1, "weight_packed")
-        if codes.shape[0] != n or codes.shape[1] < k:
+        if codes.shape != (n, 8 * ((k + 7) // 8)):
             raise argument_error("weight_packed: expected [N, ceil(K/8)] = [%d, %d], got %s" % (n, (k + 7) // 8, np.shape(weight_packed)))
         codes = codes[:, :k]
         s = _scales(weight_scale, "weight_scale")
@@ -315,11 +347,12 @@ class W4A16Weight:
         z = None
         if weight_zero_point is not None:
             zp = _unpack_int32(_np(weight_zero_point, "weight_zero_point"), 0, "weight_zero_point")  # [N (padded), K/G]
-            if zp.shape[0] < n or zp.shape[1] != s.shape[1]:
+            if zp.shape != (8 * ((n + 7) // 8), s.shape[1]):
                 raise argument_error("weight_zero_point: expected [ceil(N/8), K/G] = [%d, %d], got %s"
                                  % ((n + 7) // 8, s.shape[1], np.shape(weight_zero_point)))
             z = np.ascontiguousarray(zp[:n])
-        return cls(_pack_plain(codes), s, z)
+        codes, perm = _act_order(codes, weight_g_idx, s.shape[1], "weight_g_idx")
+        return cls(_pack_plain(codes), s, z, perm=perm)
 
     # ---------------------------------------------------------------------------- views
     def to_plain(self):
