@@ -394,7 +394,7 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
         const unsigned grid = unsigned((int64_t(a.flat_lanes) + kFlatBlock - 1) / kFlatBlock);
         const hipError_t err = p.x_dtype == kBF16 ? gn_launch(group_quant_flat_kernel<kBF16>, grid, kFlatBlock, s, a, pdl)
                                                   : gn_launch(group_quant_flat_kernel<kF16>, grid, kFlatBlock, s, a, pdl);
-        if (err != hipSuccess) return runtime_fail(err, "group_quant_fp8 launch");
+        if (err != hipSuccess) return launch_fail(err, "group_quant_fp8", "x");
         const gatednorm_status st = check_launch("group_quant_fp8");
         if (st == GATEDNORM_STATUS_SUCCESS) note_kernel("group_quant_fp8.flat");
         return st;
@@ -407,7 +407,7 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
     const bool same = same_dtypes(p);
     if (vec) err = p.x_dtype == kBF16 ? launch_row<kBF16>(a, vec, same, grid, s, pdl) : launch_row<kF16>(a, vec, same, grid, s, pdl);
     else err = gn_launch(add_rmsnorm_generic_kernel, grid, kGenericThreads, s, a, pdl);
-    if (err != hipSuccess) return runtime_fail(err, p.normalize ? "add_rmsnorm launch" : "group_quant_fp8 launch");
+    if (err != hipSuccess) return launch_fail(err, p.normalize ? "add_rmsnorm" : "group_quant_fp8", "x");
     const gatednorm_status st = check_launch(p.normalize ? "add_rmsnorm" : "group_quant_fp8");
     if (st == GATEDNORM_STATUS_SUCCESS) note_kernel(kernel_name(p.normalize, vec, same));
     return st;

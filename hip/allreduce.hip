@@ -403,7 +403,10 @@ gatednorm_status gpu_comm_buffer_alloc(int32_t device_id, size_t bytes, void **b
         (void)hipGetLastError();
         return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "bytes: could not allocate %zu bytes on device %d: %s", bytes, device_id, hipGetErrorString(err));
     }
+    // Zeroed (flags start at epoch 0), then the header every comm checks: magic and size.
+    const uint64_t header[2] = {kCommMagic, uint64_t(bytes)};
     err = hipMemsetAsync(p, 0, bytes, nullptr);
+    if (err == hipSuccess) err = hipMemcpyAsync(p, header, sizeof header, hipMemcpyDefault, nullptr);
     if (err == hipSuccess) err = hipStreamSynchronize(nullptr);
     hipIpcMemHandle_t h;
     if (err == hipSuccess) err = hipIpcGetMemHandle(&h, p);
@@ -414,6 +417,14 @@ gatednorm_status gpu_comm_buffer_alloc(int32_t device_id, size_t bytes, void **b
     memcpy(handle, &h, sizeof h);
     *buffer = p;
     return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status gpu_comm_buffer_header(int32_t device_id, const void *buffer, uint64_t header[2], const char *name) {
+    DeviceGuard guard(device_id);
+    if (!guard.ok()) return guard.status();
+    hipError_t err = hipMemcpyAsync(header, buffer, 2 * sizeof(uint64_t), hipMemcpyDefault, nullptr);
+    if (err == hipSuccess) err = hipStreamSynchronize(nullptr);
+    return err == hipSuccess ? GATEDNORM_STATUS_SUCCESS : runtime_fail(err, name);
 }
 
 gatednorm_status gpu_comm_buffer_open(int32_t device_id, const uint8_t *handle, void **buffer) {

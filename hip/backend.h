@@ -171,7 +171,9 @@ gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &p, void *st
 gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream);
 
 // Fused all-reduce + add-RMSNorm (ops.md §5, docs/allreduce.md).  Each rank's buffer:
-//   [0, kCommFlags)                 header (CPU: magic and size, for unmapping)
+//   [0, kCommFlags)                 header: magic and buffer bytes (uint64 each; every comm
+//                                   checks them on every rank's buffer); CPU: then the
+//                                   segment's name and the calls' signatures
 //   [kCommFlags, kCommHeader)       one flag line per block, kCommFlagStride bytes apart, two
 //                                   uint64 in it (only this rank writes them; peers read them):
 //                                     +0 ready: the last epoch whose partial that block of this
@@ -187,6 +189,7 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream);
 //                                   rank sums its share of the columns, peers read that share,
 //                                   and this rank copies the peers' shares in beside it.
 // The layout (and so gatednorm_comm_buffer_size) is the same for both algorithms.
+constexpr uint64_t kCommMagic = 0x31304d4d4f434e47ull;  // "GNCOMM01", the header's first uint64
 constexpr size_t kCommFlags = 4096;
 constexpr int kCommMaxBlocks = 64;
 constexpr size_t kCommFlagStride = 64;
@@ -223,8 +226,10 @@ gatednorm_status cpu_comm_usable(const CommState &c);
 // add_rmsnorm on the reduced x (contiguous, p.x_dtype).
 gatednorm_status cpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem p, bool two_shot);
 gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem p, bool two_shot, void *stream);
-// GPU buffers: zeroed device memory and its IPC handle; open / close a peer's.
+// GPU buffers: zeroed device memory but for the header's magic and size, and its IPC handle;
+// open / close a peer's; read a buffer's header (magic, bytes) to the host.
 gatednorm_status gpu_comm_buffer_alloc(int32_t device_id, size_t bytes, void **buffer, uint8_t *handle);
+gatednorm_status gpu_comm_buffer_header(int32_t device_id, const void *buffer, uint64_t header[2], const char *name);
 gatednorm_status gpu_comm_buffer_open(int32_t device_id, const uint8_t *handle, void **buffer);
 gatednorm_status gpu_comm_buffer_close(int32_t device_id, void *buffer);
 // Ranks whose buffers live on GPU device_id (ranks as streams of one process, or processes

@@ -12,6 +12,20 @@ inline gatednorm_status runtime_fail(hipError_t err, const char *what) {
     return fail(GATEDNORM_STATUS_DEVICE_ERROR, "%s: %s", what, hipGetErrorString(err));
 }
 
+// A launch's error as a status: one refused by gn_launch_fits (or by the runtime) as larger
+// than one launch takes is UNSUPPORTED naming `arg`, the argument whose size set the grid
+// (nothing was launched); any other a device error.
+inline gatednorm_status launch_fail(hipError_t err, const char *op, const char *arg) {
+    if (err == hipErrorInvalidConfiguration) {
+        (void)hipGetLastError();
+        return fail(GATEDNORM_STATUS_UNSUPPORTED,
+                    "%s: too large for one %s launch on this GPU (AMD: grid x block threads under 2^32 in each dimension; "
+                    "CUDA: 65535 blocks in y and z); split the call",
+                    arg, op);
+    }
+    return runtime_fail(err, op);
+}
+
 inline gatednorm_status check_launch(const char *op) {
     const hipError_t err = hipGetLastError();
     return err == hipSuccess ? GATEDNORM_STATUS_SUCCESS : runtime_fail(err, op);

@@ -55,6 +55,7 @@ using hipPointerAttribute_t = cudaPointerAttributes;
 #define hipMalloc cudaMalloc
 #define hipFree cudaFree
 #define hipMemcpyAsync cudaMemcpyAsync
+#define hipErrorInvalidConfiguration cudaErrorInvalidConfiguration
 #define hipMemcpyDefault cudaMemcpyDefault
 #define hipMemsetAsync cudaMemsetAsync
 #define hipStreamCreateWithFlags cudaStreamCreateWithFlags
@@ -223,11 +224,29 @@ __device__ __forceinline__ uint4 gn_load_b128_stream(const void *p, bool ok) {
 }
 #endif
 
+// Whether one launch of `grid` blocks of `block` threads is within what the platform takes.
+// AMD's dispatch packet counts each dimension's threads in 32 bits (grid x block <= 2^32 - 1;
+// runtimes before early 2026 wrapped a larger count, so a truncated grid ran and rows went
+// unwritten with no error, later ones refuse it); CUDA counts blocks, 2^31 - 1 in x and 65535
+// in y and z.  Every launcher asks before launching (gn_launch does), so a call past it is
+// refused with nothing written (launch_fail names the argument).
+inline bool gn_launch_fits(dim3 grid, dim3 block) {
+#if defined(GN_PLATFORM_HIP)
+    constexpr unsigned long long kMax = 0xFFFFFFFFull;
+    return (unsigned long long)grid.x * block.x <= kMax && (unsigned long long)grid.y * block.y <= kMax &&
+           (unsigned long long)grid.z * block.z <= kMax;
+#else
+    return grid.x <= 0x7FFFFFFFu && grid.y <= 65535u && grid.z <= 65535u;
+#endif
+}
+
 // kernel<<<grid, block, 0, stream>>>(args), with programmatic dependent launch where asked
 // for and the platform has it (GN_HAS_PDL: gn_launch_pdl); a plain launch otherwise.  The
-// launch's own error comes back; a kernel's is for check_launch.
+// launch's own error comes back (hipErrorInvalidConfiguration, launching nothing, where
+// gn_launch_fits says no); a kernel's is for check_launch.
 template <class Args>
 hipError_t gn_launch(void (*kernel)(Args), dim3 grid, dim3 block, hipStream_t stream, const Args &args, bool pdl) {
+    if (!gn_launch_fits(grid, block)) return hipErrorInvalidConfiguration;
 #if defined(GN_HAS_PDL)
     if (pdl) return gn_launch_pdl(kernel, grid, block, stream, args);
 #else

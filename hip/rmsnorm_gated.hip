@@ -48,6 +48,7 @@ constexpr int kPdlFlags = 0;
 template <class PlainKernel, class PdlKernel>
 hipError_t launch(PlainKernel plain, PdlKernel with_pdl, unsigned grid, unsigned block, const RmsnormGatedArgs &a,
                   const Launch &l) {
+    if (!gn_launch_fits(dim3(grid), dim3(block))) return hipErrorInvalidConfiguration;
 #if defined(GN_HAS_PDL)
     if (l.pdl) return gn_launch_pdl(with_pdl, grid, block, l.stream, a);
 #else
@@ -195,7 +196,7 @@ gatednorm_status gpu_rmsnorm_gated(const RmsnormGatedProblem &p, void *stream_pt
         err = launch(rmsnorm_gated_generic_kernel<>, rmsnorm_gated_generic_kernel<kPdlFlags>, grid_for(a.rows, kGenericTeams),
                      kBlockThreads, a, l);
     }
-    if (err != hipSuccess) return runtime_fail(err, "rmsnorm_gated launch");
+    if (err != hipSuccess) return launch_fail(err, "rmsnorm_gated", "x");
     const gatednorm_status st = check_launch("rmsnorm_gated");
     if (st == GATEDNORM_STATUS_SUCCESS) note_kernel(vec_path_ok(p) ? "rmsnorm_gated.vec" : "rmsnorm_gated.generic");
     return st;

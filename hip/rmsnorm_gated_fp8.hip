@@ -518,7 +518,7 @@ gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr, void *s
         const unsigned grid = unsigned((int64_t(a.teams) + kBlockThreads / kGenericLanes - 1) / (kBlockThreads / kGenericLanes));
         err = gn_launch(rmsnorm_gated_fp8_generic_kernel<>, grid, kBlockThreads, s, a, pdl);
     }
-    if (err != hipSuccess) return runtime_fail(err, "rmsnorm_gated_fp8 launch");
+    if (err != hipSuccess) return launch_fail(err, "rmsnorm_gated_fp8", "x");
     const gatednorm_status st = check_launch("rmsnorm_gated_fp8");
     if (st == GATEDNORM_STATUS_SUCCESS)
         note_kernel(!team                                 ? "rmsnorm_gated_fp8.generic"

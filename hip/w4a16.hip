@@ -286,11 +286,40 @@ hipError_t launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s) {
 template <int DT, bool ZP>
 hipError_t launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s, int wave) {
     const dim3 grid(unsigned(a.ntiles), unsigned(pl.nsplit), unsigned(pl.mblocks));
+    if (!gn_launch_fits(grid, dim3(kW4AmdWaves * wave))) return hipErrorInvalidConfiguration;
     if (wave == 64) w4a16_amd_kernel<DT, ZP, 64><<<grid, kW4AmdWaves * 64, 0, s>>>(a);
     else w4a16_amd_kernel<DT, ZP, 32><<<grid, kW4AmdWaves * 32, 0, s>>>(a);
     return hipSuccess;  // a launch error is for check_launch
 }
 #endif
+
+// Rows one launch covers.  The row blocks of the mma kernel (64 rows, CUDA) and of the AMD
+// kernel (16) sit in a grid dimension of at most 65535 blocks (CUDA's y; AMD's z); more rows
+// run as launches over windows of rows, each the GEMM of its rows (such M fill every
+// multiprocessor: their plans have no split-K, and a split-K plan is never windowed).  The decode and gemv kernels (CUDA, M <= 16)
+// take M whole.  GATEDNORM_W4A16_ROWS_PER_LAUNCH (a test hook, read only where M > 16; a
+// multiple of the row block) lowers the window, so tests cross window edges at small M.
+#if defined(GN_PLATFORM_CUDA)
+constexpr int64_t kW4RowBlock = 64;
+#else
+constexpr int64_t kW4RowBlock = 16;
+#endif
+constexpr int64_t kW4MaxRowsPerLaunch = 65535 * kW4RowBlock;
+
+int64_t rows_per_launch(const Plan &pl, int64_t m) {
+#if defined(GN_PLATFORM_CUDA)
+    if (pl.decode) return m;
+#endif
+    if (pl.nsplit > 1) return m;  // split-K plans are for few row blocks (one window)
+    int64_t rows = kW4MaxRowsPerLaunch;
+    if (m > kDecodeMaxM) {
+        if (const char *v = getenv("GATEDNORM_W4A16_ROWS_PER_LAUNCH")) {
+            const long long asked = atoll(v);
+            if (asked >= kW4RowBlock && asked % kW4RowBlock == 0 && asked < rows) rows = asked;
+        }
+    }
+    return rows;
+}
 
 }  // namespace
 
@@ -330,7 +359,8 @@ gatednorm_status gpu_w4a16_prepack(const W4a16PrepackProblem &p, void *stream) {
     const int64_t threads = t.ntiles * t.kchunks * 32 + t.ntiles * t.ngroups * 8;
     constexpr int kBlock = 256;
     const int64_t blocks = (threads + kBlock - 1) / kBlock;
-    if (blocks >= (int64_t(1) << 31)) return fail(GATEDNORM_STATUS_UNSUPPORTED, "qweight: too large to prepack in one launch");
+    if (blocks >= (int64_t(1) << 31) || !gn_launch_fits(dim3(unsigned(blocks)), dim3(kBlock)))
+        return fail(GATEDNORM_STATUS_UNSUPPORTED, "qweight: too large to prepack in one launch on this GPU");
     w4a16_prepack_kernel<<<unsigned(blocks), kBlock, 0, static_cast<hipStream_t>(stream)>>>(w, t, p.packed, p.dtype);
     return check_launch("w4a16_prepack");
 }
@@ -358,27 +388,40 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
 #if defined(GN_HAS_PDL)
     a.pdl = p.pdl && gn_device_has_pdl(p.device_id);
 #endif
+    const int64_t window = rows_per_launch(pl, p.m);
+    err = hipSuccess;
+    for (int64_t m0 = 0; m0 < p.m && err == hipSuccess; m0 += window) {
+        W4a16Args aw = a;  // rows m0 .. m0 + aw.m of a and out
+        aw.a += m0 * a.a_sm;
+        aw.out += m0 * a.o_sm;
+        aw.m = int32_t(p.m - m0 < window ? p.m - m0 : window);
 #if defined(GN_PLATFORM_CUDA)
-    if (p.a_dtype == kBF16) err = zp ? launch_gemm<kBF16, true>(a, pl, s) : launch_gemm<kBF16, false>(a, pl, s);
-    else err = zp ? launch_gemm<kF16, true>(a, pl, s) : launch_gemm<kF16, false>(a, pl, s);
+        if (p.a_dtype == kBF16) err = zp ? launch_gemm<kBF16, true>(aw, pl, s) : launch_gemm<kBF16, false>(aw, pl, s);
+        else err = zp ? launch_gemm<kF16, true>(aw, pl, s) : launch_gemm<kF16, false>(aw, pl, s);
 #else
-    if (p.a_dtype == kBF16) err = zp ? launch_gemm<kBF16, true>(a, pl, s, f.wave) : launch_gemm<kBF16, false>(a, pl, s, f.wave);
-    else err = zp ? launch_gemm<kF16, true>(a, pl, s, f.wave) : launch_gemm<kF16, false>(a, pl, s, f.wave);
+        Plan pw = pl;
+        pw.mblocks = int((aw.m + kW4RowBlock - 1) / kW4RowBlock);
+        if (p.a_dtype == kBF16) err = zp ? launch_gemm<kBF16, true>(aw, pw, s, f.wave) : launch_gemm<kBF16, false>(aw, pw, s, f.wave);
+        else err = zp ? launch_gemm<kF16, true>(aw, pw, s, f.wave) : launch_gemm<kF16, false>(aw, pw, s, f.wave);
 #endif
-    if (err != hipSuccess) return runtime_fail(err, "w4a16_gemm launch");
-    if (pl.nsplit > 1) {
+    }
+    if (err != hipSuccess) return launch_fail(err, "w4a16_gemm", "a");
+    if (pl.nsplit > 1) {  // M <= 16 or so: one window
         constexpr int kBlock = 256;
         const int64_t outs = p.m * p.w.n;
-        w4a16_splitk_reduce_kernel<<<unsigned((outs + kBlock - 1) / kBlock), kBlock, 0, s>>>(a, pl.nsplit);
+        const dim3 grid(unsigned((outs + kBlock - 1) / kBlock));
+        if (!gn_launch_fits(grid, dim3(kBlock))) return launch_fail(hipErrorInvalidConfiguration, "w4a16_gemm", "a");
+        w4a16_splitk_reduce_kernel<<<grid, kBlock, 0, s>>>(a, pl.nsplit);
     }
     const gatednorm_status st = check_launch("w4a16_gemm");
 #if defined(GN_PLATFORM_CUDA)
-    const char *name = !pl.decode     ? "w4a16.mma"
+    const bool windowed = window < p.m;  // last_kernel() says so: tests check the windows ran
+    const char *name = !pl.decode     ? (windowed ? "w4a16.mma.windowed" : "w4a16.mma")
                        : pl.gemv_lean ? lean_kernel_name(pl.lean_cpw)
                        : pl.gemv      ? (pl.nsplit > 1 ? "w4a16.gemv.splitk" : "w4a16.gemv")
                        : pl.nsplit > 1 ? "w4a16.decode.splitk" : "w4a16.decode";
 #else
-    const char *name = pl.nsplit > 1 ? "w4a16.amd.splitk" : "w4a16.amd";
+    const char *name = pl.nsplit > 1 ? "w4a16.amd.splitk" : window < p.m ? "w4a16.amd.windowed" : "w4a16.amd";
 #endif
     if (st == GATEDNORM_STATUS_SUCCESS) note_kernel(name);
     return st;

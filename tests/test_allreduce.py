@@ -741,3 +741,45 @@ def test_c_comm_entry_points():
     assert lib.gatednorm_comm_destroy(cp[0]) == 0
     for b in bufs:
         assert lib.gatednorm_comm_buffer_free(cpu, b) == 0
+
+
+def test_gpu_comm_create_checks_buffer_headers(requires_gpu):
+    """A GPU comm reads each buffer's header (magic, size) as the CPU one does: a buffer not
+    from gatednorm_comm_buffer_alloc, or buffer_bytes larger than the buffers (or ranks
+    disagreeing on it), is refused by name; the exchange wrote and read past the buffers."""
+    from gatednorm import _ffi
+    from gatednorm._ffi import ffi
+
+    lib = _ffi.lib()
+    dev = ffi.new("gatednorm_device *", {"device_type": gatednorm._runtime.gpu_device_type(), "device_id": 0})[0]
+
+    def err(st, match):
+        assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT, st
+        msg = ffi.string(lib.gatednorm_last_error()).decode()
+        assert msg.startswith(match), msg
+        return msg
+
+    nb = ffi.new("size_t *")
+    assert lib.gatednorm_comm_buffer_size(2, 1 << 20, nb) == 0
+    small = int(nb[0])
+    assert lib.gatednorm_comm_buffer_size(2, 64 << 20, nb) == 0
+    large = int(nb[0])
+    pp, h = ffi.new("void **"), ffi.new("uint8_t[64]")
+    bufs = []
+    for _ in range(2):
+        assert lib.gatednorm_comm_buffer_alloc(dev, small, pp, h) == 0
+        bufs.append(pp[0])
+    plain = gatednorm.DeviceArray.from_numpy(np.full(small + 256, 0x47, np.uint8), device="gpu:0")  # no header
+    plain_at = (plain.data_ptr() + 255) // 256 * 256  # aligned as comm buffers must be
+    cp = ffi.new("gatednorm_comm **")
+    try:
+        arr = ffi.new("void *[]", bufs)
+        msg = err(lib.gatednorm_comm_create(0, 2, arr, large, dev, cp), "buffers[0]:")
+        assert "%d bytes, but buffer_bytes is %d" % (small, large) in msg
+        foreign = ffi.new("void *[]", [bufs[0], ffi.cast("void *", plain_at)])
+        err(lib.gatednorm_comm_create(0, 2, foreign, small, dev, cp), "buffers[1]: not a GPU comm buffer")
+        assert lib.gatednorm_comm_create(0, 2, arr, small, dev, cp) == 0
+        assert lib.gatednorm_comm_destroy(cp[0]) == 0
+    finally:
+        for b in bufs:
+            assert lib.gatednorm_comm_buffer_free(dev, b) == 0

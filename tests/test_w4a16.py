@@ -421,6 +421,42 @@ def test_gpu_kernel_choice(rng, nvidia_gpu, m, n, k, g, kernel):
     assert gatednorm.last_kernel() == kernel
 
 
+# M past one launch: the row blocks of the large-M kernels sit in a grid dimension of at most
+# 65535 blocks (CUDA's mma kernel: 64 rows a block, grid y; AMD's: 16, grid z), so larger M runs
+# as launches over row windows.  GATEDNORM_W4A16_ROWS_PER_LAUNCH lowers the window (a test hook)
+# so that small M crosses window edges; each row's sums do not depend on the window.
+@pytest.mark.parametrize("m, window", [(65, 64), (300, 64), (300, 128), (1000, 320)])
+def test_gemm_gpu_row_windows(rng, requires_gpu, monkeypatch, m, window):
+    n, k = 200, 1024
+    monkeypatch.delenv("GATEDNORM_W4A16_ROWS_PER_LAUNCH", raising=False)
+    whole = run_gemm("gpu", np.random.default_rng(m), m, n, k, 128, False, "bf16")
+    assert not gatednorm.last_kernel().endswith(".windowed")
+    monkeypatch.setenv("GATEDNORM_W4A16_ROWS_PER_LAUNCH", str(window))
+    windowed = run_gemm("gpu", np.random.default_rng(m), m, n, k, 128, False, "bf16")
+    assert gatednorm.last_kernel().endswith(".windowed")  # the windows ran
+    np.testing.assert_array_equal(windowed.view(np.uint16), whole.view(np.uint16))
+
+
+def test_gemm_gpu_rows_past_one_grid_dimension(rng, requires_gpu):
+    """M = 65535 x 64 + 1: one row past what one launch of 64-row blocks holds in a grid
+    dimension of 65535 (a launch error, 'invalid configuration', before the windows)."""
+    m, n, k, g = 65535 * 64 + 1, 16, 64, 64
+    w = _quantized(n, k, g, False)
+    a = rng.standard_normal((m, k), dtype=np.float32).astype(BF16)
+    out = gatednorm.DeviceArray.from_numpy(np.full((m, n), np.nan, BF16), device="gpu:0")
+    gatednorm.w4a16_matmul(put("gpu", a), place("gpu", w, BF16), out=out)
+    assert gatednorm.last_kernel().endswith(".windowed")
+    got = out.numpy()
+    assert not np.isnan(got.astype(np.float32)).any(), "rows left unwritten (still NaN)"
+    edges = [0, 65535 * 16, 65535 * 64, m]  # the window edges of both platforms, and the ends
+    rows = np.unique(np.concatenate([np.arange(max(e - 40, 0), min(e + 40, m)) for e in edges]
+                                    + [rng.integers(0, m, 4000)]))
+    ref = reference.w4a16_matmul(a[rows], w.q, w.scales, w.zeros, None)
+    tol = reference.w4a16_tolerance(a[rows], w.q, w.scales, w.zeros, None, BF16, ref)
+    err = np.abs(got[rows].astype(np.float64) - ref)
+    assert np.all(err <= tol), "max err %g" % err.max()
+
+
 # K % 64 = 32 (G = 32): the decode kernel's K tail at M <= 8, beside the gemv kernel's M range.
 @pytest.mark.parametrize("m", [1, 7, 9])
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])

@@ -31,8 +31,8 @@ using namespace gn;
 
 namespace {
 
-constexpr uint64_t kMagic = 0x31304d4d4f434e47ull;  // "GNCOMM01"
-constexpr size_t kNameOffset = 16;                  // CPU header: magic, bytes, segment name
+constexpr uint64_t kMagic = kCommMagic;
+constexpr size_t kNameOffset = 16;  // CPU header: magic, bytes, segment name
 
 gatednorm_status null_arg(const char *name) { return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: must not be NULL", name); }
 
@@ -191,13 +191,20 @@ gatednorm_status comm_create(int32_t rank, int32_t world, void *const *buffers, 
             return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffers[%d]: must be %zu-byte aligned", r, kCommSlotAlign);
         for (int k = 0; k < r; ++k)
             if (buffers[k] == buffers[r]) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffers[%d]: the same buffer as buffers[%d]", r, k);
-        if (host) {
-            const uint64_t *h = static_cast<const uint64_t *>(buffers[r]);
-            if (h[0] != kMagic) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffers[%d]: not a CPU comm buffer (gatednorm_comm_buffer_alloc / _open)", r);
-            if (h[1] != bytes)
-                return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffers[%d]: %llu bytes, but buffer_bytes is %zu (every rank must use the same size)", r,
-                            (unsigned long long)h[1], bytes);
-        }
+        // Each buffer's header says what it is and how large (GPU: read from the device, once
+        // at setup): a smaller or foreign buffer, or ranks disagreeing on buffer_bytes, would
+        // have the exchange write and read past the buffers' ends.
+        uint64_t h[2];
+        char name[24];
+        snprintf(name, sizeof name, "buffers[%d]", r);
+        if (host) memcpy(h, buffers[r], sizeof h);
+        else GN_TRY(gpu_comm_buffer_header(device.device_id, buffers[r], h, name));
+        if (h[0] != kMagic)
+            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: not a %s comm buffer (gatednorm_comm_buffer_alloc / _open)", name,
+                        host ? "CPU" : "GPU");
+        if (h[1] != bytes)
+            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: %llu bytes, but buffer_bytes is %zu (every rank must use the same size)", name,
+                        (unsigned long long)h[1], bytes);
     }
     if (!host) GN_TRY(gpu_comm_check_residency(device.device_id, world, buffers));
     gatednorm_comm *c = new gatednorm_comm;

@@ -35,6 +35,7 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &, void *) { return no_
 gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &, AddRmsnormProblem, bool, void *) { return no_gpu("x"); }
 gatednorm_status gpu_comm_buffer_alloc(int32_t, size_t, void **, uint8_t *) { return no_gpu("device"); }
 gatednorm_status gpu_comm_buffer_open(int32_t, const uint8_t *, void **) { return no_gpu("device"); }
+gatednorm_status gpu_comm_buffer_header(int32_t, const void *, uint64_t *, const char *) { return no_gpu("device"); }
 gatednorm_status gpu_comm_buffer_close(int32_t, void *) { return no_gpu("device"); }
 gatednorm_status gpu_comm_check_residency(int32_t, int32_t, void *const *) { return no_gpu("device"); }
 }  // namespace gn
