@@ -20,7 +20,8 @@ import pytest
 import gatednorm
 from gatednorm import GatedNormError, _dtypes, reference
 from gatednorm.testing import randn
-from test_rmsnorm_gated_fp8 import DT, FP8, NAN_CODE, SCALE_DT, check_q, check_scales, encode_rule, new_scales, scale_values
+from test_rmsnorm_gated_fp8 import (DT, FP8, NAN_CODE, POISON_VALUE, SCALE_DT, check_q, check_scales, encode_rule, new_scales,
+                                    poison_codes, scale_values)
 
 NAN = float("nan")
 
@@ -40,16 +41,16 @@ def run(be, x, res, w, *, in_place=True, y=True, y_dtype=None, fp8=False, layout
     tok, H = x.shape[:-1], x.shape[-1]
     args = {}
     if y:
-        args["y_out"] = be.put(np.full(x.shape, NAN, ydt))
+        args["y_out"] = be.put(np.full(x.shape, POISON_VALUE, ydt))
     if fp8:
         K = H // G
         cols = (K + 3) // 4 if sf == "e8m0_packed" else K
         s0, sbase = new_scales(tok, cols, sf, layout)
-        args["q"] = be.put(np.full(x.shape, NAN_CODE[fmt], np.uint8).view(FP8[fmt]))
+        args["q"] = be.put(poison_codes(x.shape, fmt))
         args["scales"] = be.put(s0, sbase)
     resd = None if res is None else be.put(res, res_base)
     if res is not None and not in_place:
-        args["residual_out"] = be.put(np.full(res.shape, NAN, res.dtype))
+        args["residual_out"] = be.put(np.full(res.shape, POISON_VALUE, res.dtype))
     xd, wd = be.put(x, x_base), be.put(w)
     if res is None:
         out = gatednorm.rmsnorm(xd, wd, y=y, y_dtype=y_dtype, fp8=fp8, **args, **kw)
@@ -332,7 +333,7 @@ def check_group_quant(be, x, G, sf, layout):
     K = x.shape[1] // G
     cols = (K + 3) // 4 if sf == "e8m0_packed" else K
     s0, sbase = new_scales((x.shape[0],), cols, sf, layout)
-    qd = be.put(np.full(x.shape, 0x7F, np.uint8).view(FP8["e4m3fn"]))
+    qd = be.put(poison_codes(x.shape, "e4m3fn"))
     sd = be.put(s0, sbase)
     q, s = gatednorm.group_quant_fp8(be.put(x), group_size=G, scale_format=sf, q=qd, scales=sd)
     assert q is qd and s is sd

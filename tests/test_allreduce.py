@@ -76,7 +76,7 @@ def kwargs(case):
 def run_case(group, case, rep, rank, W, stream=None):
     x, res, w = data(case, rep, rank, W)
     kw = kwargs(case)
-    ro = np.full(res.shape, np.nan, res.dtype) if (CASES[case][2].get("out_of_place") and res is not None) else None
+    ro = np.full(res.shape, 7.0, res.dtype) if (CASES[case][2].get("out_of_place") and res is not None) else None  # poison
     if res is None:
         out = group.add_rmsnorm(x, None, w, **kw) if stream is None else None
     else:
@@ -443,12 +443,19 @@ def test_ranks_out_of_step_fail_together(how):
     g = AllReduceGroup.in_process(2, "cpu", max_tokens=4, hidden=H, dtype="float32", algorithm="one_shot")
     w = np.ones(H, np.float32)
     errs = [None, None]
+    kept = [[], []]  # per rank: each failed call's outputs left as they were
 
     def call(r, x):
+        # every output given, poisoned with finite values (the residual in place, random)
+        res = np.random.default_rng(r).standard_normal(x.shape).astype(x.dtype)
+        y, q = np.full(x.shape, 3.0, x.dtype), np.full(x.shape, 0x35, np.uint8).view(_dtypes.float8_e4m3fn)
+        scales = np.full(x.shape[:-1] + (H // 128,), 7.0, np.float32)
+        before = [a.tobytes() for a in (res, y, q, scales)]
         try:
-            return g[r].add_rmsnorm(x, np.zeros_like(x), w)
+            return g[r].add_rmsnorm(x, res, w, y_out=y, fp8=True, q=q, scales=scales)
         except GatedNormError as e:
             errs[r] = e
+            kept[r].append([a.tobytes() for a in (res, y, q, scales)] == before)
 
     def body(r):
         x = np.full((4, H), 10.0 ** r, np.float32)
@@ -466,9 +473,11 @@ def test_ranks_out_of_step_fail_together(how):
 
     in_threads(2, body)  # "refused" / "empty": rank 0's second call meets rank 1's first, well before the 60 s wait
     assert all(isinstance(e, GatedNormError) and "meets rank" in str(e) for e in errs), errs
+    assert kept == [[True], [True]], kept  # nothing written on either rank
     for r in range(2):
-        with pytest.raises(GatedNormError, match="comm: unusable"):
-            g[r].add_rmsnorm(np.ones((1, H), np.float32), np.zeros((1, H), np.float32), w)
+        errs[r] = None
+        call(r, np.ones((1, H), np.float32))
+        assert "comm: unusable" in str(errs[r]) and kept[r][-1], errs[r]
 
 
 # ------------------------------------------------------------------ one GPU, ranks as streams
@@ -476,21 +485,21 @@ def gpu_args(be, case, rep, r, W):
     """Every tensor of rank r's call on the GPU, outputs poisoned: allocated before any rank
     launches (an allocation or free that synchronizes the device between the W launches
     would wait for a spinning kernel whose peers are not launched yet)."""
-    from test_rmsnorm_gated_fp8 import FP8, NAN_CODE, new_scales
+    from test_rmsnorm_gated_fp8 import POISON_VALUE, new_scales, poison_codes
 
     x, res, w = data(case, rep, r, W)
     kw = kwargs(case)
     a = dict(x=be.put(x), residual=be.put(None if res is None else res.copy()), weight=be.put(w))
     if CASES[case][2].get("out_of_place") and res is not None:
-        a["residual_out"] = be.put(np.full(res.shape, np.nan, res.dtype))
+        a["residual_out"] = be.put(np.full(res.shape, POISON_VALUE, res.dtype))
     if kw.get("y", True):
-        a["y_out"] = be.put(np.full(x.shape, np.nan, kw.get("y_dtype", x.dtype)))
+        a["y_out"] = be.put(np.full(x.shape, POISON_VALUE, kw.get("y_dtype", x.dtype)))
     if kw.get("fp8"):
         fmt, sf, G = kw.get("fp8_format", "e4m3fn"), kw.get("scale_format", "fp32"), kw.get("group_size", 128)
         K = H // G
         cols = (K + 3) // 4 if sf == "e8m0_packed" else K
         s0, sbase = new_scales((T,), cols, sf, kw.get("scale_layout", "row"))
-        a["q"] = be.put(np.full(x.shape, NAN_CODE[fmt], np.uint8).view(FP8[fmt]))
+        a["q"] = be.put(poison_codes(x.shape, fmt))
         a["scales"] = be.put(s0, sbase)
     return a, kw
 
@@ -643,7 +652,7 @@ def test_gpu_streams_layouts(requires_gpu, W, algorithm):
                 args = []
                 for r in range(W):
                     x, full, res, w = layout_data(li, r, T, rep)
-                    args.append((be.put(x, full), be.put(res.copy()), be.put(w), be.put(np.full(x.shape, np.nan, x.dtype))))
+                    args.append((be.put(x, full), be.put(res.copy()), be.put(w), be.put(np.full(x.shape, 7.0, x.dtype))))  # poisoned y
                 gatednorm._runtime.device_synchronize(0)
                 gc.disable()  # no free between the launches
                 try:
@@ -770,7 +779,7 @@ def test_gpu_comm_create_checks_buffer_headers(requires_gpu):
         assert lib.gatednorm_comm_buffer_alloc(dev, small, pp, h) == 0
         bufs.append(pp[0])
     plain = gatednorm.DeviceArray.from_numpy(np.full(small + 256, 0x47, np.uint8), device="gpu:0")  # no header
-    plain_at = (plain.data_ptr() + 255) // 256 * 256  # aligned as comm buffers must be
+    plain_at = (plain.data_ptr + 255) // 256 * 256  # aligned as comm buffers must be
     cp = ffi.new("gatednorm_comm **")
     try:
         arr = ffi.new("void *[]", bufs)

@@ -147,7 +147,7 @@ def test_nan_propagates(be, rng):
     x, z, w = make_inputs(rng, (4, 3, 32), "fp32", "fp32", "fp32")
     x[2, 1, 5] = np.nan
     ref = reference.rmsnorm_gated(x, z, w)
-    out = be.put(np.full(x.shape, NAN, np.float32))
+    out = be.put(np.full(x.shape, 7.0, np.float32))  # finite poison: an unwritten NaN row must not pass
     got = be.get(gatednorm.rmsnorm_gated(be.put(x), be.put(z), be.put(w), out=out))
     assert np.isnan(got[2, 1]).all()  # the NaN row is NaN, not clamped
     mask = np.ones(x.shape[:2], bool)

@@ -31,6 +31,18 @@ FP8 = {"e4m3fn": _dtypes.float8_e4m3fn, "e4m3fnuz": _dtypes.float8_e4m3fnuz}
 NAN_CODE = {"e4m3fn": 0x7F, "e4m3fnuz": 0x80}
 SCALE_DT = {"fp32": np.float32, "ue8m0": np.float32, "e8m0": np.uint8, "e8m0_packed": np.int32}
 NAN = float("nan")
+# Outputs are poisoned before each run with values no correct result holds where it matters,
+# finite ones: a NaN group or row left unwritten must not read as the NaN it should hold.
+# Codes 0x35 (a finite code of both formats); scales 7.0 (no power of two: never a UE8M0
+# scale), E8M0 byte 0x85 (2^6, far above any scale of these tests' data); 16-bit / fp32
+# outputs 7.0 (far from any normalized value here).
+POISON_CODE = 0x35
+POISON_VALUE = 7.0
+POISON_E8M0 = 0x85
+
+
+def poison_codes(shape, fmt):
+    return np.full(shape, POISON_CODE, np.uint8).view(FP8[fmt])
 
 
 # ----------------------------------------------------------------------------- the encoder
@@ -103,8 +115,10 @@ def scale_values(s, scale_format, K):
 
 def poison_scales(shape, scale_format):
     if scale_format in ("fp32", "ue8m0"):
-        return np.full(shape, NAN, np.float32)
-    return np.full(shape, 0xFF, np.uint8) if scale_format == "e8m0" else np.full(shape, -1, np.int32)
+        return np.full(shape, POISON_VALUE, np.float32)
+    if scale_format == "e8m0":
+        return np.full(shape, POISON_E8M0, np.uint8)
+    return np.full(shape, POISON_E8M0 * 0x01010101, np.uint32).view(np.int32)
 
 
 def new_scales(tok, cols, scale_format, layout):
@@ -158,10 +172,10 @@ def run(be, x, z, w, *, layout="row", copy_dtype=None, x_base=None, z_base=None,
     tok, row = qr.shape[:-1], qr.shape[-1]
     K = row // G
     cols = (K + 3) // 4 if sf == "e8m0_packed" else K
-    q0 = np.full(qr.shape, NAN_CODE[fmt], np.uint8).view(FP8[fmt])
+    q0 = poison_codes(qr.shape, fmt)
     s0, sbase = new_scales(tok, cols, sf, layout)
     sbase_before = sbase.copy()
-    y0 = None if copy_dtype is None else np.full(x.shape, NAN, DT[copy_dtype])
+    y0 = None if copy_dtype is None else np.full(x.shape, POISON_VALUE, DT[copy_dtype])
     qd, sd = be.put(q0), be.put(s0, sbase)
     yd = None if y0 is None else be.put(y0)
     res = gatednorm.rmsnorm_gated_fp8(be.put(x, x_base), be.put(z, z_base), be.put(w), q=qd, scales=sd, y=yd, **kw)
@@ -179,7 +193,7 @@ def run(be, x, z, w, *, layout="row", copy_dtype=None, x_base=None, z_base=None,
         # a copy there is nothing to compare here: test_quantize_rounded_without_copy_...
         # compares such a call with one that has a copy.
         if y is None:
-            assert not np.isnan(s).all()
+            assert not (s == POISON_VALUE).all() and not (q.view(np.uint8) == POISON_CODE).all()  # written
             return q, s, None
         yq = y.astype(np.float64)
         _, sr = reference.fp8_group_quant(yq.reshape(tuple(tok) + (row,)), G, fp8_format=fmt, fp8_max=kw.get("fp8_max"),
