@@ -315,15 +315,34 @@ def test_leading_dims(be, rng):
     run(be, x, r, w, fp8=True, scale_format="e8m0", layout="col")
 
 
-def test_zero_and_nan_rows(be, rng):
-    x, r, w = inputs(rng, (4, 512), "fp32", "fp32", "fp32")
+@pytest.mark.parametrize("residual", [True, False])
+@pytest.mark.parametrize("H", [2048, 1000])
+def test_eps(be, rng, residual, H):
+    """eps read on every path (the row kernel at 2048, the generic one at 1000): small inputs,
+    where eps = 1e-2 is most of mean(x^2), match the reference and not the default eps."""
+    x, r, w = inputs(rng, (6, H), residual=residual)
+    x = (x.astype(np.float32) * 0.02).astype(x.dtype)
+    r = None if r is None else (r.astype(np.float32) * 0.01).astype(r.dtype)
+    G = 128 if H % 128 == 0 else 100
+    y, _, s, _ = run(be, x, None if r is None else r.copy(), w, fp8=True, group_size=G, eps=1e-2)
+    ref_default = reference.add_rmsnorm(x, r, w, fp8=True, group_size=G)
+    assert not reference.compare(y, ref_default["y"], y.dtype).ok
+    assert not np.allclose(s, ref_default["scales"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dt", ["fp32", "bf16"])
+def test_zero_and_nan_inf_rows(be, rng, bad, dt):
+    x, r, w = inputs(rng, (4, 512), dt, dt, "fp32")
     x[1] = 0.0
     r[1] = 0.0
-    x[2, 7] = np.nan
+    x[2, 7] = bad
     _, q, s, _ = run(be, x, r, w, fp8=True, amax_floor=1e-6)
     assert (q.astype(np.float32)[1] == 0).all() and (s[1] == np.float32(np.float32(1e-6) / np.float32(448.0))).all()
-    assert np.isnan(s[2]).all() and not np.isnan(s[[0, 1, 3]]).any()
-    assert np.isnan(q.astype(np.float32)[2]).all()
+    # an infinite element: rstd 0, that element NaN: every group of the row has a NaN scale
+    # only if NaN reached it, so ask the reference which groups are NaN
+    assert np.isnan(s[2]).any() and not np.isnan(s[[0, 1, 3]]).any()
+    assert np.isnan(q.astype(np.float32)[2].reshape(s.shape[1], -1)[np.isnan(s[2])]).all()
 
 
 def check_group_quant(be, x, G, sf, layout):
@@ -346,6 +365,8 @@ def test_group_quant_fp8(be, rng):
     for xd, G, sf, layout in [("bf16", 128, "fp32", "row"), ("fp16", 64, "e8m0_packed", "col_pad4"), ("fp32", 100, "ue8m0", "col")]:
         x = randn(rng, (9, 1000 if G == 100 else 1024), DT[xd])
         x[2, 5] = np.nan
+        x[4, 3 * G + 1] = np.inf  # an infinite element: its group's scale is NaN, as a NaN's
+        x[6, G - 1] = -np.inf
         check_group_quant(be, x, G, sf, layout)
     # new outputs
     q, s = gatednorm.group_quant_fp8(be.put(x), group_size=G)

@@ -49,6 +49,7 @@ CASES = [
     ("fp16", "fp16", dict(fp8=True, fp8_format="e4m3fnuz", group_size=64)),
     ("fp32", "fp32", dict(fp8=True, y_dtype="bf16")),
     ("bf16", None, dict(fp8=True)),                                             # no residual: all-reduce + rmsnorm
+    ("bf16", "bf16", dict(fp8=True, eps=4.0)),                                  # an eps as large as mean(x^2)
 ]
 REPS = 2
 

@@ -26,6 +26,8 @@ import gatednorm
 from gatednorm import GatedNormError, _dtypes, _ffi, reference
 from gatednorm.testing import mirror, randn
 
+from conftest import Backend
+
 DT = {"bf16": _dtypes.bfloat16, "fp16": _dtypes.float16, "fp32": _dtypes.float32}
 FP8 = {"e4m3fn": _dtypes.float8_e4m3fn, "e4m3fnuz": _dtypes.float8_e4m3fnuz}
 NAN_CODE = {"e4m3fn": 0x7F, "e4m3fnuz": 0x80}
@@ -271,11 +273,9 @@ def test_lane_elems_ab_bit_equal(requires_gpu, monkeypatch, rng, T, H, D, G, gat
     if extra == "fp16_inf":
         x[T // 2, H - 1, D // 2] = np.inf
     outs = {}
-    for elems in ("4", "8", "16"):
+    for elems in ("4", "8", "16"):  # each width's outputs poisoned and checked against the reference by run()
         monkeypatch.setenv("GATEDNORM_FP8_LANE_ELEMS", elems)
-        gpu = [None if a is None else mirror(a, None, "gpu:0") for a in (x, z, w)]
-        res = gatednorm.rmsnorm_gated_fp8(*gpu, **kw)
-        outs[elems] = [r.numpy().tobytes() for r in res]
+        outs[elems] = [None if r is None else r.tobytes() for r in run(Backend("gpu"), x, z, w, **kw)]
     assert outs["4"] == outs["8"] == outs["16"]
 
 
@@ -381,6 +381,16 @@ def test_all_zero_group(be, rng, fmt, sf):
     assert set(np.unique(codes)) <= ({0x00} if fmt == "e4m3fnuz" else {0x00, 0x80})
     if fmt == "e4m3fnuz":
         assert not np.any(q.view(np.uint8)[np.abs(q.astype(np.float32)) == 0] == 0x80)
+
+
+@pytest.mark.parametrize("xd", ["bf16", "fp32"])
+def test_eps(be, rng, xd):
+    """eps read by every path: small inputs, where eps = 1e-2 is most of mean(x^2), give the
+    reference's codes and scales, and not the default eps's."""
+    x, z, w = make_inputs(rng, (9, 4, 128), xd, xscale=0.03)
+    _, s, _ = run(be, x, z, w, eps=1e-2)
+    _, s_default, _ = reference.rmsnorm_gated_fp8(x, z, w)
+    assert not np.allclose(s, s_default.reshape(s.shape), rtol=1e-3)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

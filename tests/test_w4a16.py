@@ -176,7 +176,7 @@ def test_awq(rng):
 
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_compressed_tensors(rng, symmetric):
-    n, k, g = 20, 72, 24  # N and K not multiples of 8: packed with padding
+    n, k, g = 20, 36, 12  # N and K not multiples of 8: both packed with padding
     q, z, s = rand_quant(rng, n, k, g, sdtype=BF16)
     signed = q - 8                                             # the quantizer's signed codes
     weight_packed = pack8(signed + 8, 1)                       # [N, ceil(K/8)], stored = signed + 8
@@ -187,11 +187,30 @@ def test_compressed_tensors(rng, symmetric):
     np.testing.assert_array_equal(w.dequantize(BF16), expected_w16(q, zz, s, g, BF16))
 
 
+def test_plain_layout_nibble_order(wbe):
+    """The plain layout by hand, from its definition (docs/w4a16.md: q[n, k / 2], the low
+    nibble holds the even k): row 0's bytes 0x10, 0x32, ... hold codes 0, 1, 2, 3, ... along K.
+    Codes counted up along K, a zero point of 8 and unit scales make w[k, n] = code - 8; a
+    one-hot activation row reads one k of it on every backend."""
+    n, k, g = 3, 64, 32
+    codes = (np.arange(k)[None, :] + 5 * np.arange(n)[:, None]) % 16         # [N, K]
+    q = np.zeros((n, k // 2), np.uint8)
+    for kk in range(0, k, 2):
+        q[:, kk // 2] = codes[:, kk] | (codes[:, kk + 1] << 4)
+    assert q[0, 0] == 0x10 and q[0, 1] == 0x32
+    w = gatednorm.W4A16Weight(q, np.ones((n, k // g), np.float32), np.full((n, k // g), 8, np.uint8))
+    want = (codes - 8).T.astype(np.float32)                                  # [K, N]
+    np.testing.assert_array_equal(w.dequantize(BF16), want)
+    a = np.eye(k, dtype=np.float32)[[0, 1, 2, 37, 63]].astype(BF16)         # rows: k = 0, 1, 2, 37, 63
+    out = get(gatednorm.w4a16_matmul(put(wbe, a), place(wbe, w, BF16), out_dtype=np.float32))
+    np.testing.assert_array_equal(out, want[[0, 1, 2, 37, 63]])
+
+
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_compressed_tensors_actorder_group(rng, symmetric):
     """actorder=group: weights in the original column order, weight_g_idx mapping feature k
     to its group: w[n, k] = (stored - zp[n, g_idx[k]]) * s[n, g_idx[k]] (it was ignored)."""
-    n, k, g = 12, 40, 8
+    n, k, g = 12, 36, 12  # K not a multiple of 8: weight_packed padded
     q, z, s = rand_quant(rng, n, k, g, sdtype=BF16)
     g_idx = rng.permutation(np.arange(k) // g).astype(np.int32)
     zp = None if symmetric else pack8(z, 0)
@@ -237,6 +256,16 @@ def test_from_float(rng, symmetric, group_size):
     deq = w.dequantize(BF16).T.astype(np.float64)
     step = np.repeat(np.abs(w.scales.astype(np.float64)), g, axis=1)
     assert np.all(np.abs(deq - W) <= 0.5 * step + 15 * 2.0 ** -9 * step + 2.0 ** -9 * np.abs(deq))
+    # the scales and zero points are the documented ones (a scale twice as fine passes the
+    # bound above), from the group's values alone
+    Wg = W.astype(np.float64).reshape(W.shape[0], -1, g)
+    if symmetric:
+        want_s = np.abs(Wg).max(axis=2) / 7.0
+    else:
+        lo, hi = np.minimum(Wg.min(axis=2), 0.0), np.maximum(Wg.max(axis=2), 0.0)
+        want_s = (hi - lo) / 15.0
+        np.testing.assert_array_equal(w.zeros, np.rint(-lo / want_s.astype(np.float32).astype(np.float64)).astype(np.uint8))
+    np.testing.assert_array_equal(w.scales, want_s.astype(np.float32))
     with pytest.raises(ValueError, match="group_size"):
         gatednorm.W4A16Weight.from_float(W, 48)
 
