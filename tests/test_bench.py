@@ -196,7 +196,53 @@ def test_installed_peer_that_miscomputes_or_raises_fails_the_bench(tmp_path, bre
                                  env={"FAKE_FLA_BREAK": breakage})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert line in proc.stdout and "FAIL: peer" in proc.stderr
-    assert all(r["ours_ok"] for r in _op_report(report)["rows"])  # ours still checked and timed
+    rows = _op_report(report)["rows"]
+    assert all(r["ours_ok"] for r in rows)  # ours still checked and timed
+    peer = "fla_rms_norm_gated" if breakage == "wrong" else "fla_rmsnorm_fn"
+    assert all(r[f"{peer}_s"] is None for r in rows)  # a peer computing something else is not timed
+
+
+def test_target_needs_every_required_row():
+    """A target judged on fewer rows than the issue names is "incomplete" (pass None), never a
+    pass; with every required row it is judged; a missing peer time counts as missing."""
+    from gatednorm import bench
+
+    rows = [{"variant": "row", "T": t, "H": 24, "ours_s": 1e-6, "p_s": 2e-6} for t in (1, 128)]
+    need = bench._grid(T=(1, 32, 128), H=(24,))
+    t = bench._worst("x", "issue", rows, bench._vs("p"), 1.0, required=need)
+    assert t["pass"] is None and "incomplete, missing T=32 H=24" in t["shown"], t
+    rows.append({"variant": "row", "T": 32, "H": 24, "ours_s": 1e-6, "p_s": None})  # the peer missing there
+    assert bench._worst("x", "issue", rows, bench._vs("p"), 1.0, required=need)["pass"] is None
+    rows[-1]["p_s"] = 3e-6
+    t = bench._worst("x", "issue", rows, bench._vs("p"), 1.0, required=need)
+    assert t["pass"] is True and t["shown"].endswith("3 rows: pass"), t
+    rows[0]["p_s"] = 0.5e-6
+    assert bench._worst("x", "issue", rows, bench._vs("p"), 1.0, required=need)["pass"] is False
+
+
+def test_rotation_is_sized_on_the_inputs():
+    """Sets rotate so that a replay reads >= 2x L2 of inputs: outputs (one set of buffers)
+    and a pristine copy the timed call never reads do not count (they counted: 0.8-1.6x L2)."""
+    from gatednorm import bench
+
+    class T:  # a torch-like tensor of n bytes
+        def __init__(self, n):
+            self.n = n
+
+        def numel(self):
+            return self.n // 2
+
+        def element_size(self):
+            return 2
+
+    op = bench.OPS["add_rmsnorm"]
+    case = {"x": T(1000), "residual": T(1000), "residual0": T(1000), "w": T(100), "y": T(1000), "q": T(500),
+            "scales": T(40), "variant": "fp8_bf16"}
+    assert op.rotating_bytes(case, "fp8_bf16", (1, 500)) == 2100
+    gpu = bench._Gpu.__new__(bench._Gpu)
+    gpu.l2_bytes = 50 * 2100
+    assert gpu.rotation(2100) == 100 and gpu.rotation(10 ** 9) == 1 and gpu.rotation(1) == bench.MAX_ROTATION
+    assert bench.OPS["w4a16"].rotating_bytes({}, "asym", (4096, 4096, 1)) == bench.OPS["w4a16"].bytes("asym", (4096, 4096, 1))
 
 
 def test_bench_plot(tmp_path):
