@@ -45,17 +45,11 @@ constexpr int kPdlFlags = kPdl;
 constexpr int kPdlFlags = 0;
 #endif
 
-template <class PlainKernel, class PdlKernel>
-hipError_t launch(PlainKernel plain, PdlKernel with_pdl, unsigned grid, unsigned block, const RmsnormGatedArgs &a,
-                  const Launch &l) {
-    if (!gn_launch_fits(dim3(grid), dim3(block))) return hipErrorInvalidConfiguration;
-#if defined(GN_HAS_PDL)
-    if (l.pdl) return gn_launch_pdl(with_pdl, grid, block, l.stream, a);
-#else
-    (void)with_pdl;
-#endif
-    plain<<<grid, block, 0, l.stream>>>(a);
-    return hipSuccess;
+// The PDL build (which waits for the prior grid) where l.pdl, else the plain one, through
+// gn_launch (its launch-size check, its PDL attribute).
+template <class Kernel>
+hipError_t launch(Kernel plain, Kernel with_pdl, unsigned grid, unsigned block, const RmsnormGatedArgs &a, const Launch &l) {
+    return gn_launch(l.pdl ? with_pdl : plain, dim3(grid), dim3(block), l.stream, a, l.pdl);
 }
 
 template <int XDT, int ODT, int TPR, int CPT, int VEC = 8, int BLOCK = kBlockThreads,

@@ -286,18 +286,16 @@ hipError_t launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s) {
 template <int DT, bool ZP>
 hipError_t launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s, int wave) {
     const dim3 grid(unsigned(a.ntiles), unsigned(pl.nsplit), unsigned(pl.mblocks));
-    if (!gn_launch_fits(grid, dim3(kW4AmdWaves * wave))) return hipErrorInvalidConfiguration;
-    if (wave == 64) w4a16_amd_kernel<DT, ZP, 64><<<grid, kW4AmdWaves * 64, 0, s>>>(a);
-    else w4a16_amd_kernel<DT, ZP, 32><<<grid, kW4AmdWaves * 32, 0, s>>>(a);
-    return hipSuccess;  // a launch error is for check_launch
+    return gn_launch(wave == 64 ? w4a16_amd_kernel<DT, ZP, 64> : w4a16_amd_kernel<DT, ZP, 32>, grid, dim3(kW4AmdWaves * wave), s, a,
+                     false);
 }
 #endif
 
 // Rows one launch covers.  The row blocks of the mma kernel (64 rows, CUDA) and of the AMD
 // kernel (16) sit in a grid dimension of at most 65535 blocks (CUDA's y; AMD's z); more rows
 // run as launches over windows of rows, each the GEMM of its rows (such M fill every
-// multiprocessor: their plans have no split-K, and a split-K plan is never windowed).  The decode and gemv kernels (CUDA, M <= 16)
-// take M whole.  GATEDNORM_W4A16_ROWS_PER_LAUNCH (a test hook, read only where M > 16; a
+// multiprocessor: their plans have no split-K, and a split-K plan is never windowed).  The
+// decode and gemv kernels (CUDA, M <= 16) take M whole.  GATEDNORM_W4A16_ROWS_PER_LAUNCH (a test hook, read only where M > 16; a
 // multiple of the row block) lowers the window, so tests cross window edges at small M.
 #if defined(GN_PLATFORM_CUDA)
 constexpr int64_t kW4RowBlock = 64;
@@ -389,6 +387,7 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
     a.pdl = p.pdl && gn_device_has_pdl(p.device_id);
 #endif
     const int64_t window = rows_per_launch(pl, p.m);
+    const bool windowed = window < p.m;  // last_kernel() says so: tests check the windows ran
     err = hipSuccess;
     for (int64_t m0 = 0; m0 < p.m && err == hipSuccess; m0 += window) {
         W4a16Args aw = a;  // rows m0 .. m0 + aw.m of a and out
@@ -415,13 +414,12 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
     }
     const gatednorm_status st = check_launch("w4a16_gemm");
 #if defined(GN_PLATFORM_CUDA)
-    const bool windowed = window < p.m;  // last_kernel() says so: tests check the windows ran
     const char *name = !pl.decode     ? (windowed ? "w4a16.mma.windowed" : "w4a16.mma")
                        : pl.gemv_lean ? lean_kernel_name(pl.lean_cpw)
                        : pl.gemv      ? (pl.nsplit > 1 ? "w4a16.gemv.splitk" : "w4a16.gemv")
                        : pl.nsplit > 1 ? "w4a16.decode.splitk" : "w4a16.decode";
 #else
-    const char *name = pl.nsplit > 1 ? "w4a16.amd.splitk" : window < p.m ? "w4a16.amd.windowed" : "w4a16.amd";
+    const char *name = pl.nsplit > 1 ? "w4a16.amd.splitk" : windowed ? "w4a16.amd.windowed" : "w4a16.amd";
 #endif
     if (st == GATEDNORM_STATUS_SUCCESS) note_kernel(name);
     return st;

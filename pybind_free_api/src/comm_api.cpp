@@ -31,7 +31,6 @@ using namespace gn;
 
 namespace {
 
-constexpr uint64_t kMagic = kCommMagic;
 constexpr size_t kNameOffset = 16;  // CPU header: magic, bytes, segment name
 
 gatednorm_status null_arg(const char *name) { return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: must not be NULL", name); }
@@ -80,7 +79,7 @@ gatednorm_status host_map(const char *name, bool create, size_t bytes, void **bu
         if (create) shm_unlink(name);
         return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "bytes: mmap of %zu bytes of \"%s\" failed: %s", bytes, name, strerror(err));
     }
-    if (!create && (static_cast<uint64_t *>(p)[0] != kMagic || static_cast<uint64_t *>(p)[1] != bytes)) {
+    if (!create && (static_cast<uint64_t *>(p)[0] != kCommMagic || static_cast<uint64_t *>(p)[1] != bytes)) {
         munmap(p, bytes);
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "handle: shared memory \"%s\" is not a gatednorm comm buffer", name);
     }
@@ -115,7 +114,7 @@ gatednorm_status buffer_alloc(gatednorm_device device, size_t bytes, void **buff
     void *p = nullptr;
     GN_TRY(host_map(name, true, bytes, &p));  // ftruncate zero-fills
     uint64_t *h = static_cast<uint64_t *>(p);
-    h[0] = kMagic;
+    h[0] = kCommMagic;
     h[1] = bytes;
     memcpy(static_cast<char *>(p) + kNameOffset, name, sizeof name);
     memset(handle, 0, GATEDNORM_COMM_HANDLE_BYTES);
@@ -140,7 +139,7 @@ gatednorm_status buffer_open(gatednorm_device device, const uint8_t *handle, voi
 
 gatednorm_status host_unmap(void *buffer, bool unlink) {
     const uint64_t *h = static_cast<const uint64_t *>(buffer);
-    if (h[0] != kMagic) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffer: not a CPU comm buffer");
+    if (h[0] != kCommMagic) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffer: not a CPU comm buffer");
     char name[48];
     memcpy(name, static_cast<const char *>(buffer) + kNameOffset, sizeof name);
     name[47] = 0;
@@ -157,7 +156,7 @@ gatednorm_status buffer_unlink(gatednorm_device device, void *buffer) {
     GN_TRY(check_device(device, &host));
     if (!host) return GATEDNORM_STATUS_SUCCESS;  // IPC handles name no file
     const uint64_t *h = static_cast<const uint64_t *>(buffer);
-    if (h[0] != kMagic) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffer: not a CPU comm buffer");
+    if (h[0] != kCommMagic) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "buffer: not a CPU comm buffer");
     char name[48];
     memcpy(name, static_cast<const char *>(buffer) + kNameOffset, sizeof name);
     name[47] = 0;
@@ -199,7 +198,7 @@ gatednorm_status comm_create(int32_t rank, int32_t world, void *const *buffers, 
         snprintf(name, sizeof name, "buffers[%d]", r);
         if (host) memcpy(h, buffers[r], sizeof h);
         else GN_TRY(gpu_comm_buffer_header(device.device_id, buffers[r], h, name));
-        if (h[0] != kMagic)
+        if (h[0] != kCommMagic)
             return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: not a %s comm buffer (gatednorm_comm_buffer_alloc / _open)", name,
                         host ? "CPU" : "GPU");
         if (h[1] != bytes)

@@ -2184,6 +2184,8 @@ def _render_op(report, rep) -> list:
     for p, cfg in rep.get("peer_configs", {}).items():
         lines.append(f"{p} launch configs (autotuned): {cfg}")
     lines.extend(rep.get("notes", []))
+    mode = (rep.get("ours_modes") or ["out"])[0]
+    judged = "" if mode == "out" else f", ours called as {mode}"  # --ours-modes put another mode first
     for t in rep.get("targets", []):
         if t.get("shown"):
             val = t["shown"]
@@ -2191,8 +2193,6 @@ def _render_op(report, rep) -> list:
             val = "not measured (shape not run)"
         else:
             val = f"{t['value']:.2f}x: {'pass' if t['pass'] else 'FAIL'}"
-        mode = (rep.get("ours_modes") or ["out"])[0]
-        judged = "" if mode == "out" else f", ours called as {mode}"  # --ours-modes put another mode first
         lines.append(f"target ({t['source']}{judged}): {t['what']}: {val}")
     return lines
 
