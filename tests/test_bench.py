@@ -174,6 +174,7 @@ def test_gpu_path_on_stand_ins(tmp_path):
     for row in rep["rows"]:
         assert row["ours_ok"] and row["ours_s"] > 0 and row["ours_alloc_s"] > 0 and row["ours_pdl_s"] > 0, row
         assert row["rotation"] > 1  # working sets under 2x the stand-in's 1 MiB L2 rotate
+        assert row["copy_same_s"] > 0  # the copy of the op's own bytes, timed beside it
         for peer in bench.PEERS:
             assert row[f"{peer}_ok"] and row[f"{peer}_s"] > 0 and not row.get(f"{peer}_error"), (peer, row)
         assert row[f"{bench.RETUNED_PEER}_config"].endswith(f"(tuned at rows={row['rows']})"), row
@@ -186,6 +187,7 @@ def test_gpu_path_on_stand_ins(tmp_path):
     assert rows["torch_out"]["baseline"] == "torch.add(out=)" and rows["torch_out"]["arrays"] == "[1, 24, 128] bfloat16"
     assert rows["numpy"]["baseline"] == "np.add(out=)"
     assert "ours[pdl] us" in proc.stdout and "host-call latency" in proc.stdout
+    assert "| same-bytes copy us | of it |" in proc.stdout
 
 
 @pytest.mark.parametrize("breakage, line", [("wrong", "peer fla_rms_norm_gated disagrees with the reference at bf16 T=1 H=24"),

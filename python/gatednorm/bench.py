@@ -2,7 +2,8 @@
 
 Protocol (docs/bench.md): GPU time per call is the median over >= 15 replays of a
 CUDA graph holding >= 20 calls; the copy-bandwidth and dense-GEMM ceilings are measured in
-the same run; every implementation's result is checked against the float64 reference
+the same run, and beside each row a copy of the row's own bytes timed like the op (what
+a kernel that only streams reaches at that size); every implementation's result is checked against the float64 reference
 before it is timed (a peer that disagrees is not timed); inputs are random (never zeros);
 inputs smaller than 2x the L2 cache are rotated over enough copies (at most 4096) that a
 replay reads >= 2x L2 of inputs from memory, while each implementation writes one output
@@ -1676,6 +1677,7 @@ class _Gpu:
         self.max_clock_hz = float(getattr(props, "clock_rate", 2_000_000)) * 1e3
         self.launch_guard = launch_guard
         self._peers = {}  # op name -> (peers, missing)
+        self._copy_of = {}  # bytes -> time_copy_of's seconds
 
     # -- peers
     def peers_of(self, op):
@@ -1827,6 +1829,26 @@ class _Gpu:
             return 1
         return min(MAX_ROTATION, math.ceil(2 * self.l2_bytes / max(rotating_bytes, 1)))
 
+    def time_copy_of(self, nbytes):
+        """Median GPU seconds of an elementwise bf16 copy (``torch.neg``) moving ``nbytes``
+        (half read, half written), timed as the ops are: a graph of calls whose sources
+        rotate past 2x L2, one destination.  What a kernel that only streams reaches at this
+        size, its launch, first DRAM round trip and tail included (the >= 1 GiB copy ceiling
+        amortizes them away): the floor a roofline fraction of one op size is read against.
+        Remembered per size (variants and ops of equal bytes share it)."""
+        t = self._copy_of.get(nbytes)
+        if t is None:
+            torch = self.torch
+            elems = max(1, nbytes // 4)  # 2 bytes read + 2 written an element
+            stride = -(-elems // 128) * 128  # 256-byte aligned sources
+            n = self.rotation(2 * elems)
+            src = torch.randn(n * stride, device=self.dev, dtype=torch.bfloat16)
+            dst = torch.empty(elems, device=self.dev, dtype=torch.bfloat16)
+            t = self._copy_of[nbytes] = self.time_graph(
+                [functools.partial(torch.neg, src[i * stride:i * stride + elems], out=dst) for i in range(n)])
+            del src, dst
+        return t
+
     def time_ours(self, gatednorm, op, sets, mode="out"):
         """time_graph of ours over the input sets, called as `mode` says.  Inputs rotate; the
         outputs are one set of buffers (the first set's), as for the peers, whose outputs come
@@ -1865,6 +1887,7 @@ class _Gpu:
         for i, mode in enumerate(ours_modes):
             row["ours_s" if i == 0 else f"ours_{mode}_s"] = self.time_ours(gatednorm, op, sets, mode)
         row["ours_GBps"] = bytes_moved / row["ours_s"] / 1e9
+        row["copy_same_s"] = self.time_copy_of(bytes_moved)
         key = (variant, *shape)
         for name in peers_wanted:
             if name not in peers:
@@ -2158,8 +2181,9 @@ def _render_op(report, rep) -> list:
     rows, peers, axes = rep["rows"], rep["peers"], rep["axes"]
     lines = []
     extra = rep.get("ours_modes", ["out"])[1:]
+    same = any(r.get("copy_same_s") for r in rows)  # GPU rows: the copy of the same bytes beside the ceiling's
     head = ["variant", *axes, "ours us", *[f"ours[{m}] us" for m in extra], *[f"{p} us" for p in peers], "ours GB/s", "of copy",
-            *[f"x vs {p}" for p in peers], "check"]
+            *(["same-bytes copy us", "of it"] if same else []), *[f"x vs {p}" for p in peers], "check"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     copy = report.get("ceilings", {}).get("copy_GBps")
@@ -2168,6 +2192,8 @@ def _render_op(report, rep) -> list:
         cells = [r["variant"], *[str(r[a]) for a in axes], _fmt_us(r["ours_s"]), *[_fmt_us(r.get(f"ours_{m}_s")) for m in extra],
                  *[_fmt_us(r.get(f"{p}_s")) for p in peers],
                  _fmt_gbps(r["ours_GBps"]), frac,
+                 *([_fmt_us(r.get("copy_same_s")), f"{r['copy_same_s'] / r['ours_s']:.0%}" if r.get("copy_same_s") else "-"]
+                   if same else []),
                  *[("-" if _speedup(r["ours_s"], r.get(f"{p}_s")) is None else f"{_speedup(r['ours_s'], r[f'{p}_s']):.2f}") for p in peers],
                  ("ok" if r["ours_ok"] else "FAIL") + f" ({r['ours_check_ulps']:.2f} ulp)"]
         lines.append("| " + " | ".join(cells) + " |")
