@@ -222,6 +222,22 @@ def test_target_needs_every_required_row():
     assert bench._worst("x", "issue", rows, bench._vs("p"), 1.0, required=need)["pass"] is False
 
 
+def test_fraction_target_names_the_same_bytes_copy():
+    """A line on a fraction of the copy ceiling sets, beside its worst row, what a copy of
+    that row's own bytes reached (the same-bytes copy column); it is judged on ours alone."""
+    from gatednorm import bench
+
+    # 1 MB in 1 us is 1000 GB/s: 50% of a 2000 GB/s ceiling; its copy took 0.8 us (62.5%)
+    rows = [{"variant": "row", "T": 4096, "bytes": 10**6, "ours_s": 1e-6, "ours_GBps": 1000.0, "copy_same_s": 0.8e-6},
+            {"variant": "row", "T": 16384, "bytes": 4 * 10**6, "ours_s": 2e-6, "ours_GBps": 2000.0, "copy_same_s": 2e-6}]
+    t = bench._worst("x", "issue", rows, bench._frac(2000.0), 0.9, fmt="{:.0%}")
+    assert t["pass"] is False and t["value"] == 0.5, t
+    assert "worst 50% (variant=row T=4096), 2 rows (a copy of the same bytes there: 62%): FAIL" == t["shown"], t
+    del rows[0]["copy_same_s"]  # a CPU row, or one from before the column: nothing to set beside it
+    assert "copy of the same bytes" not in bench._worst("x", "issue", rows, bench._frac(2000.0), 0.9, fmt="{:.0%}")["shown"]
+    assert "copy of the same bytes" not in bench._worst("x", "issue", rows, bench._vs("p"), 1.0)["shown"]
+
+
 def test_rotation_is_sized_on_the_inputs():
     """Sets rotate so that a replay reads >= 2x L2 of inputs: outputs (one set of buffers)
     and a pristine copy the timed call never reads do not count (they counted: 0.8-1.6x L2)."""

@@ -697,6 +697,9 @@ def _worst(what, source, rows, metric, bound, higher=True, fmt="{:.2f}x", requir
     ok = v >= bound if higher else v <= bound
     at = " ".join(f"{k}={r[k]}" for k in _AT_KEYS if k in r)
     shown = f"worst {fmt.format(v)} ({at}), {len(vals)} rows"
+    ceiling = getattr(metric, "ceiling_GBps", None)  # a fraction of the copy ceiling (_frac)
+    if ceiling and r.get("copy_same_s"):
+        shown += f" (a copy of the same bytes there: {r['bytes'] / r['copy_same_s'] / 1e9 / ceiling:.0%})"
     if missing:
         miss = "; ".join(" ".join(f"{k}={x}" for k, x in q.items()) for q in missing[:4])
         more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
@@ -706,7 +709,13 @@ def _worst(what, source, rows, metric, bound, higher=True, fmt="{:.2f}x", requir
 
 
 def _frac(copy):
-    return lambda r: r["ours_GBps"] / copy if copy else None
+    """Ours as a fraction of the copy ceiling; the metric carries the ceiling, so a target
+    line can set the same-bytes copy's fraction beside its worst row."""
+    def frac(r):
+        return r["ours_GBps"] / copy if copy else None
+
+    frac.ceiling_GBps = copy
+    return frac
 
 
 def _vs(peer):
