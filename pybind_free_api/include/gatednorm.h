@@ -245,13 +245,14 @@ typedef enum gatednorm_scale_format {
  *   amax  = max |y| over a group of group_size consecutive elements of a token's row
  *   scale = max(amax, amax_floor) / fp8_max            (fp32, correctly rounded divide)
  *   scale = 2^ceil(log2(scale))                        for the UE8M0 scale formats
- *   q     = fp8_rne_saturate(y * (1 / scale))          (1/scale: one correctly rounded fp32 reciprocal per
- *                                                       group; exact for UE8M0 scales; saturation to +-fp8_max)
+ *   q     = fp8_rne(clamp(y * (1 / scale), +-fp8_max)) (1/scale: one correctly rounded fp32 reciprocal per
+ *                                                       group; exact for UE8M0 scales; the clamp first)
  * A group holding a NaN or an infinity gets a NaN scale (E8M0 byte 0xff) and NaN codes. */
 typedef struct gatednorm_quant_fp8 {
     int32_t format;           /* gatednorm_fp8_format; default E4M3FN */
-    float fp8_max;            /* largest code used; 0 (default): the format's max (448, 240); e.g. 224 for fnuz
-                               * on MI300 engines.  Must lie in [1, format max]. */
+    float fp8_max;            /* clamp bound before rounding; 0 (default): the format's max (448, 240); e.g. 224
+                               * for fnuz on MI300 engines.  Must lie in [1, format max]; one that is no FP8
+                               * value may round up to the next code (310 -> 320). */
     float amax_floor;         /* default 1e-10; finite, >= 1e-30 (so every scale is a normal fp32) */
     int32_t scale_format;     /* gatednorm_scale_format; default FP32 */
     int64_t group_size;       /* G; default 128.  G divides the token row H*D, and G divides D or D divides G */
@@ -291,7 +292,7 @@ GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_fp8_params_init(gatednorm
 GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_fp8(const gatednorm_tensor *x, const gatednorm_tensor *z, const gatednorm_tensor *weight, const gatednorm_tensor *q, const gatednorm_tensor *scales, const gatednorm_tensor *y_copy, const gatednorm_rmsnorm_gated_fp8_params *params, void *stream);
 
 /* The library's FP8 encoder on the host (the one rule the CPU and GPU backends share):
- * codes[i] = fp8_rne_saturate(values[i]) with saturation to +-fp8_max (0: the format's max),
+ * codes[i] = fp8_rne(clamp(values[i], +-fp8_max)) (fp8_max 0: the format's max),
  * NaN -> NaN (0x7f for E4M3FN, 0x80 for E4M3FNUZ), -0 -> 0x00 for E4M3FNUZ.  For tests and for
  * callers quantizing on the host. */
 GATEDNORM_API gatednorm_status gatednorm_fp8_encode(const float *values, uint8_t *codes, size_t count, int32_t format, float fp8_max);

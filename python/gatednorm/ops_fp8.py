@@ -118,7 +118,8 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
             with ``head_dim=D``, ``[tokens..., H*D]``.
         group_size: G (default 128); divides H*D, and divides D or is a multiple of it.
         fp8_format: "e4m3fn" (OCP: NVIDIA, MI350; max 448) or "e4m3fnuz" (MI300; max 240).
-        fp8_max: the largest code used (None: the format's max; 224 is common for fnuz).
+        fp8_max: values are clamped to +-fp8_max, then rounded (None: the format's max; 224 is
+            common for fnuz); one that is no FP8 value may round up to the next code.
         amax_floor: lower bound of amax (an all-zero group gets scale amax_floor / fp8_max).
         scale_format: "fp32", "ue8m0" (fp32 powers of two), "e8m0" (uint8 exponent bytes) or
             "e8m0_packed" (int32 words of four exponent bytes, DeepGEMM's layout).

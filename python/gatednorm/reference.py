@@ -97,7 +97,7 @@ _UE8M0 = {"fp32": False, "ue8m0": True, "e8m0": True, "e8m0_packed": True}
 
 
 def fp8_max_of(fp8_format="e4m3fn", fp8_max=None):
-    """The largest code used: fp8_max (rounded to fp32) or the format's max."""
+    """The clamp bound before rounding: fp8_max (rounded to fp32) or the format's max."""
     return _FP8[fp8_format][1] if not fp8_max else float(np.float32(fp8_max))
 
 
