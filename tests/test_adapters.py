@@ -880,3 +880,58 @@ def test_jax():
     assert isinstance(y, DeviceArray)
     check_result(y, x, z, w)
     assert np.array_equal(np.asarray(jax.dlpack.from_dlpack(y)), y.numpy())
+
+
+def test_device_array_and_pointer_misuse_is_refused_by_name():
+    """A review of 2026-12-04: from_pointer took addresses outside [0, 2^63) (numpy() then
+    segfaulted); view(element_strides=) checked neither the span nor the stride count (a
+    segfault, then a struct.error in an op); float extents and float / bool indices were
+    truncated; from_numpy made a 0-d array 1-d; copy=False copied silently; a (type, id)
+    device of strings or past 32 bits raised TypeError / OverflowError."""
+    def refused(match, f, *a, **kw):
+        with pytest.raises(GatedNormError) as ei:
+            f(*a, **kw)
+        assert ei.value.message.startswith(match), ei.value.message
+
+    for addr in (-8, 1 << 63, (1 << 64) + 64):
+        refused("ptr:", from_pointer, addr, (4,), "float32", device="cpu")
+    a = DeviceArray.from_numpy(np.arange(4, dtype=np.float32), device="cpu")
+    refused("shape:", a.view, (1 << 28,), element_strides=(1,))
+    refused("shape:", a.view, (2,), element_strides=(-1,))  # element 0 is the first byte: -1 is before it
+    refused("element_strides:", a.view, (2, 2), element_strides=(2,))
+    refused("element_strides:", a.view, (2,), element_strides=(1.5,))
+    assert np.array_equal(a.view((2,), element_strides=(3,)).numpy(), [0.0, 3.0])  # the last element: in
+    assert np.array_equal(a[::-1].view((2,), element_strides=(-3,)).numpy(), [3.0, 0.0])
+    refused("shape:", DeviceArray, (2.7,), device="cpu")
+    refused("shape:", DeviceArray, (True,), device="cpu")
+    refused("strides:", from_pointer, a.data_ptr if hasattr(a, "data_ptr") else a._ptr, (2,), "float32", strides=(2.0,),
+            device="cpu", owner=a)
+    for key in (1.5, True):
+        with pytest.raises(IndexError):
+            a[key]
+    assert DeviceArray.from_numpy(np.array(3.0, np.float32), device="cpu").numpy().shape == ()
+    with pytest.raises(ValueError, match="copy=False"):
+        np.asarray(a, copy=False)
+    refused("dtype:", DeviceArray, (2,), "nonsense", device="cpu")
+    refused("device:", DeviceArray, (2,), device=("cpu", 0))
+    refused("device:", DeviceArray, (2,), device=(1, 1 << 40))
+
+
+def test_concurrent_writes_to_interleaved_host_views_are_kept():
+    """Regression: copy_ into a strided view read, modified and wrote back the whole span, so
+    two threads filling the even and the odd columns undid each other's writes."""
+    import threading
+
+    b = DeviceArray.zeros((64, 512), device="cpu")
+
+    def fill(cols, base):
+        for i in range(1, 31):
+            b[:, cols].copy_(base + i)
+
+    ts = [threading.Thread(target=fill, args=(slice(k, None, 2), 1000 * k)) for k in (0, 1)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    n = b.numpy()
+    assert np.unique(n[:, 0::2]).tolist() == [30.0] and np.unique(n[:, 1::2]).tolist() == [1030.0]

@@ -421,6 +421,35 @@ def test_bad_input():
     bad("closed", g0.add_rmsnorm, x[:2], res[:2], w)
 
 
+def test_group_arguments_are_checked_by_name():
+    """A review of 2026-12-04: a short barrier list built a group (a rank could unlink its
+    buffer before a peer mapped it), non-bytes items and oversized max_tokens raised raw
+    TypeError / OverflowError; the group is a context manager that closes."""
+    hdr, first = gatednorm.allreduce._HEADER, []
+
+    def short_barrier(b):  # rank 1's item made from rank 0's (its own buffer); the barrier comes back short
+        first.append(b)
+        if len(first) > 1:
+            return [b]
+        f = dict(zip(("rank", "world", "bytes", "max_tokens", "hidden", "isz"), hdr.unpack_from(b)), rank=1)
+        return [b, hdr.pack(*f.values()) + b[hdr.size:]]
+
+    with pytest.raises(GatedNormError, match="exchange: returned 1 items, expected world_size 2"):
+        AllReduceGroup(0, 2, short_barrier, max_tokens=4, hidden=H)
+    with pytest.raises(GatedNormError, match="exchange: must return a list of bytes"):
+        AllReduceGroup(0, 2, lambda b: [b, None], max_tokens=4, hidden=H)
+    with pytest.raises(GatedNormError, match="max_tokens: .* past the 2\\^40 elements"):
+        AllReduceGroup(0, 2, lambda b: [b, b], max_tokens=1 << 62, hidden=8192)
+    with pytest.raises(GatedNormError, match="device: device type and id"):
+        AllReduceGroup(0, 1, lambda b: [b], device=(1, 1 << 40), max_tokens=4, hidden=H)
+    with AllReduceGroup.in_process(1, "cpu", max_tokens=4, hidden=H, dtype="float32")[0] as g:
+        x = np.ones((2, H), np.float32)
+        y = g.add_rmsnorm(x, None, np.ones(H, np.float32)).y  # rows of ones: 1 / sqrt(1 + eps)
+        assert np.allclose(y, 1 / np.sqrt(1 + 1e-6), rtol=1e-6, atol=0) and not np.allclose(y, 1.0, rtol=1e-7, atol=0)
+    with pytest.raises(GatedNormError, match="closed"):
+        g.add_rmsnorm(x, None, np.ones(H, np.float32))
+
+
 def test_same_refused_call_on_every_rank_keeps_them_in_step():
     """A call every rank makes and every rank refuses leaves them in step: the next pairs up."""
     groups = AllReduceGroup.in_process(2, "cpu", max_tokens=4, hidden=H)
@@ -436,11 +465,13 @@ def test_same_refused_call_on_every_rank_keeps_them_in_step():
     assert same_values(outs[0].y, outs[1].y) and same_values(outs[0].residual, 2 * x)
 
 
-@pytest.mark.parametrize("how", ["refused", "tokens", "dtype", "empty"])
+@pytest.mark.parametrize("how", ["refused", "refused_in_python", "bad_layout", "tokens", "dtype", "empty"])
 def test_ranks_out_of_step_fail_together(how):
     """Regression: a call refused (or empty, or of other shapes) on one rank only paired the
     ranks' next calls wrongly with no error (rank 0 got its x plus rank 1's x of the call
-    before); now every rank's call fails naming the mismatch, and the comm refuses later calls."""
+    before); now every rank's call fails naming the mismatch, and the comm refuses later calls.
+    A call the Python layer refuses before the library sees it ("refused_in_python",
+    "bad_layout") counts there too (it paired silently: a review of 2026-12-04)."""
     g = AllReduceGroup.in_process(2, "cpu", max_tokens=4, hidden=H, dtype="float32", algorithm="one_shot")
     w = np.ones(H, np.float32)
     errs = [None, None]
@@ -463,6 +494,12 @@ def test_ranks_out_of_step_fail_together(how):
         if r == 0 and how == "refused":
             with pytest.raises(GatedNormError, match="weight:"):
                 g[0].add_rmsnorm(x, np.zeros_like(x), np.ones(H + 1, np.float32))
+        if r == 0 and how == "refused_in_python":
+            with pytest.raises(GatedNormError, match="y: no output requested"):
+                g[0].add_rmsnorm(x, np.zeros_like(x), w, y=False)
+        if r == 0 and how == "bad_layout":
+            with pytest.raises(GatedNormError, match="scale_layout"):
+                g[0].add_rmsnorm(x, np.zeros_like(x), w, fp8=True, scale_layout="diagonal")
         if r == 0 and how == "empty":
             g[0].add_rmsnorm(x[:0], np.zeros_like(x[:0]), w)
         if r == 0 and how == "tokens":

@@ -70,12 +70,34 @@ def _contiguous_strides(shape) -> tuple:
     return tuple(reversed(st))
 
 
-def _norm_shape(shape) -> tuple:
-    if isinstance(shape, (int, np.integer)):
-        shape = (shape,)
-    shape = tuple(int(n) for n in shape)
+def _dtype_arg(dtype) -> np.dtype:
+    try:
+        return _dtypes.to_numpy_dtype(dtype)
+    except TypeError as e:
+        raise argument_error("dtype: %s" % e) from None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _int_tuple(values, name) -> tuple:
+    """An int or a sequence of ints (numpy integers too; bools and floats refused) as a tuple."""
+    if _is_int(values):
+        values = (values,)
+    try:
+        vals = tuple(values)
+    except TypeError:
+        raise argument_error("%s: expected an int or a sequence of ints, got %r" % (name, values)) from None
+    if not all(_is_int(v) for v in vals):
+        raise argument_error("%s: expected ints, got %r" % (name, values))
+    return tuple(int(v) for v in vals)
+
+
+def _norm_shape(shape, name="shape") -> tuple:
+    shape = _int_tuple(shape, name)
     if any(n < 0 for n in shape):
-        raise argument_error("shape: negative extent in %s" % (shape,))
+        raise argument_error("%s: negative extent in %s" % (name, shape))
     return shape
 
 
@@ -105,7 +127,7 @@ class DeviceArray:
 
     def __init__(self, shape, dtype=np.float32, device=None):
         shape = _norm_shape(shape)
-        dt = _dtypes.to_numpy_dtype(dtype)
+        dt = _dtype_arg(dtype)
         devtype, devid = _runtime.parse_device(device)
         nbytes = math.prod(shape) * dt.itemsize
         if nbytes >= 1 << 63:
@@ -159,7 +181,9 @@ class DeviceArray:
     @classmethod
     def from_numpy(cls, arr, device=None) -> "DeviceArray":
         """A contiguous copy of a numpy array (bf16/fp8 through ml_dtypes) on ``device``."""
-        arr = np.ascontiguousarray(arr)
+        arr = np.asarray(arr)
+        if not arr.flags.c_contiguous:  # (np.ascontiguousarray would make a 0-d array 1-d)
+            arr = arr.copy(order="C")
         a = cls(arr.shape, arr.dtype, device)
         a._copy_in_contiguous(arr)
         return a
@@ -257,6 +281,8 @@ class DeviceArray:
                 shape.append(m)
                 strides.append(s * step)
             else:
+                if not _is_int(k):  # as numpy: a float or a bool is no index here
+                    raise IndexError("only integers, slices and ... index a DeviceArray, got %r" % (k,))
                 i = int(k)
                 if i < -n or i >= n:
                     raise IndexError("index %d is out of bounds for axis %d with size %d" % (i, d, n))
@@ -265,20 +291,33 @@ class DeviceArray:
                                  self._base, self._sync)
 
     def view(self, shape=None, dtype=None, element_strides=None) -> "DeviceArray":
-        """Reinterpret this array's memory (no checks beyond sizes; use with care)."""
-        dt = self._dtype if dtype is None else _dtypes.to_numpy_dtype(dtype)
+        """Reinterpret this array's memory: element 0 at this array's, with ``shape``,
+        ``dtype`` and ``element_strides`` (None: C-contiguous, covering exactly this array's
+        bytes); every element of the view must lie within the bytes this array spans."""
+        dt = self._dtype if dtype is None else _dtype_arg(dtype)
         shape = self._shape if shape is None else _norm_shape(shape)
         if element_strides is None:
             if not self.is_contiguous:
-                raise ValueError("view(): give element_strides for a non-contiguous array")
+                raise argument_error("element_strides: required to view a non-contiguous array")
             if math.prod(shape) * dt.itemsize != self.nbytes:
-                raise ValueError("view(): %s x %s does not cover %d bytes" % (shape, dt, self.nbytes))
+                raise argument_error("shape: %s x %s does not cover this array's %d bytes" % (shape, dt, self.nbytes))
             element_strides = _contiguous_strides(shape)
-        return DeviceArray._view(self._ptr, shape, tuple(int(s) for s in element_strides), dt, self._devtype,
-                                 self._devid, self._base, self._sync)
+        strides = _int_tuple(element_strides, "element_strides")
+        if len(strides) != len(shape):
+            raise argument_error("element_strides: %d strides for %d dims" % (len(strides), len(shape)))
+        if math.prod(shape):
+            isz = dt.itemsize
+            lo = sum(min(0, (n - 1) * st) for n, st in zip(shape, strides)) * isz
+            hi = (sum(max(0, (n - 1) * st) for n, st in zip(shape, strides)) + 1) * isz
+            start, nbytes, _ = self._span()
+            if self._ptr + lo < start or self._ptr + hi > start + nbytes:
+                raise argument_error("shape: %s with element_strides %s of %s reaches bytes [%d, %d) of element 0, "
+                                     "outside this array's span [%d, %d)" % (shape, strides, dt, lo, hi,
+                                                                            start - self._ptr, start + nbytes - self._ptr))
+        return DeviceArray._view(self._ptr, shape, strides, dt, self._devtype, self._devid, self._base, self._sync)
 
     def reshape(self, *shape) -> "DeviceArray":
-        if len(shape) == 1 and not isinstance(shape[0], int):
+        if len(shape) == 1 and not _is_int(shape[0]):
             shape = shape[0]
         shape = list(shape)
         if -1 in shape:
@@ -335,6 +374,8 @@ class DeviceArray:
         return view.copy()
 
     def __array__(self, dtype=None, copy=None):
+        if copy is False:  # NumPy 2's protocol: refuse rather than copy silently
+            raise ValueError("DeviceArray: numpy arrays of it are always copies (copy=False cannot be honoured)")
         a = self.numpy()
         return a if dtype is None else a.astype(dtype)
 
@@ -348,8 +389,20 @@ class DeviceArray:
         if self.is_contiguous:
             self._copy_in_contiguous(np.ascontiguousarray(src))
             return self
-        # Read-modify-write of the byte span the view covers (elements between the view's
-        # elements are written back unchanged).
+        if self._devtype in HOST_TYPES:
+            # Host memory: write the view's elements in place, nothing between them (a
+            # read-modify-write of the span would undo a concurrent write to the elements
+            # between, e.g. another thread filling the odd columns while this fills the even).
+            start, nbytes, off = self._span()
+            self._wait_writer()
+            mem = np.frombuffer(ffi.buffer(ffi.cast("char *", start), nbytes), np.uint8)
+            view = np.lib.stride_tricks.as_strided(mem.view(self._dtype)[off // self._dtype.itemsize:], self._shape,
+                                                   self.strides)
+            view[...] = src
+            return self
+        # Device memory: a read-modify-write of the byte span the view covers (elements
+        # between the view's elements are written back unchanged; not safe against a
+        # concurrent write to those elements).
         buf, off = self._read_span()
         view = np.lib.stride_tricks.as_strided(buf.view(self._dtype)[off // self._dtype.itemsize:], self._shape,
                                                self.strides)
@@ -453,12 +506,14 @@ def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> De
             if v is None and ptr is not None and not hasattr(ptr, "value"):
                 raise argument_error("ptr: cannot get an address from %s" % type(ptr).__name__) from None
             addr = int(v or 0)
+    if not 0 <= addr < (1 << 63):
+        raise argument_error("ptr: address %d is outside [0, 2^63) (the C ABI takes addresses below 2^63)" % addr)
     shape = _norm_shape(shape)
-    dt = _dtypes.to_numpy_dtype(dtype)
+    dt = _dtype_arg(dtype)
     if strides is None:
         estrides = _contiguous_strides(shape)
     else:
-        estrides = tuple(int(s) for s in strides)
+        estrides = _int_tuple(strides, "strides")
         if len(estrides) != len(shape):
             raise argument_error("strides: %d strides for %d dims" % (len(estrides), len(shape)))
     if device is None:

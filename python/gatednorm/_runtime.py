@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import re
 
 from . import _ffi
@@ -114,7 +115,15 @@ def parse_device(device, name: str = "device") -> tuple:
     if isinstance(device, int) and not isinstance(device, bool):
         return (_require_gpu(name), device)
     if isinstance(device, tuple) and len(device) == 2:
-        return (int(device[0]), int(device[1]))
+        try:
+            if any(isinstance(v, bool) for v in device):
+                raise TypeError
+            t, i = operator.index(device[0]), operator.index(device[1])
+        except TypeError:
+            raise argument_error("%s: a (device_type, device_id) pair of ints, got %r" % (name, device)) from None
+        if not (0 <= t < 1 << 31 and 0 <= i < 1 << 31):
+            raise argument_error("%s: device type and id must lie in [0, 2^31), got %r" % (name, device))
+        return (t, i)
     if isinstance(device, ffi.CData):
         return (int(device.device_type), int(device.device_id))
     if hasattr(device, "__dlpack_device__"):

@@ -50,8 +50,15 @@ class _CommEntry(_call.Entry):
     def _load(self):
         raw = super()._load()
         comm = self._comm
-        self._fn = lambda *a: raw(comm, *a)
-        return self._fn
+
+        def fn(*a):
+            self.c_calls += 1  # what the library counted: add_rmsnorm pairs its own refusals with it
+            return raw(comm, *a)
+
+        self._fn = fn
+        return fn
+
+    c_calls = 0
 
 
 def _release(comm, device, own, peers):
@@ -70,6 +77,18 @@ def _algorithm(algorithm):
     return _ALGORITHMS[algorithm]
 
 
+def _exchanged(items, w):
+    """The list an ``exchange`` call returned, checked: world_size items of bytes."""
+    try:
+        items = [bytes(b) for b in items]
+    except TypeError as e:
+        raise argument_error("exchange: must return a list of bytes objects, one a rank: %s" % e) from None
+    if len(items) != w:
+        raise argument_error("exchange: returned %d items, expected world_size %d (do all ranks pass the same "
+                             "world_size?)" % (len(items), w))
+    return items
+
+
 def _sizes(max_tokens, hidden, dtype):
     """(max_tokens, hidden, dtype's bytes), checked."""
     mt = _call.integer("max_tokens", max_tokens)
@@ -78,6 +97,8 @@ def _sizes(max_tokens, hidden, dtype):
         raise argument_error("max_tokens: expected >= 1, got %d" % mt)
     if h < 1:
         raise argument_error("hidden: expected >= 1, got %d" % h)
+    if mt * h >= 1 << 40:  # 2^40 elements (a terabyte of bf16) is past any one host's buffers
+        raise argument_error("max_tokens: %d x hidden %d is past the 2^40 elements a communicator can size" % (mt, h))
     dt = _call.dtype_arg(dtype, "dtype")
     if dt not in (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32):
         raise argument_error("dtype: %s; the activations must be bf16, fp16 or fp32" % dt)
@@ -130,13 +151,9 @@ class AllReduceGroup:
                 check(lib.gatednorm_comm_buffer_alloc(dev, self.buffer_bytes, pp, handle), "comm_buffer_alloc")
                 own = pp[0]
                 mine = _HEADER.pack(r, w, self.buffer_bytes, mt, hid, isz) + bytes(ffi.buffer(handle, _HANDLE))
-                items = list(exchange(mine))
-                if len(items) != w:
-                    raise argument_error("exchange: returned %d items, expected world_size %d (do all ranks pass the same "
-                                         "world_size?)" % (len(items), w))
+                items = _exchanged(exchange(mine), w)
                 ptrs = []
                 for i, b in enumerate(items):
-                    b = bytes(b)
                     if len(b) != _HEADER.size + _HANDLE:
                         raise argument_error("exchange: item %d has %d bytes, expected %d" % (i, len(b), _HEADER.size + _HANDLE))
                     pr, pw, pb, pmt, ph, pisz = _HEADER.unpack_from(b)
@@ -168,14 +185,15 @@ class AllReduceGroup:
                 # each rank's algorithm, which must agree (every rank sees the same list, so all
                 # raise together)
                 mine = bytes([alg])
-                for i, b in enumerate(exchange(mine)):
-                    b = bytes(b)
+                items = _exchanged(exchange(mine), w)
+                for i, b in enumerate(items):
                     if b != mine:
                         theirs = [k for k, v in _ALGORITHMS.items() if len(b) == 1 and b[0] == v]
                         raise argument_error("algorithm: %r on rank %d, but %s on rank %d (every rank must pass the same)"
                                              % (algorithm, r, repr(theirs[0]) if theirs else "barrier item %r" % b, i))
-                # every peer has mapped this buffer: its name may go, so that none outlives
-                # the processes however they end (a killed process left its /dev/shm segment)
+                # every peer has mapped this buffer: its name may go, so that from here on none
+                # outlives the processes however they end (a killed process left its /dev/shm
+                # segment; one killed during the exchanges above still does: docs/allreduce.md)
                 check(lib.gatednorm_comm_buffer_unlink(dev, own), "comm_buffer_unlink")
         except BaseException:
             _release(comm, dev, own, peers)
@@ -243,9 +261,26 @@ class AllReduceGroup:
         with self._in_use:
             if not self._finalizer.alive:
                 raise argument_error("self: this AllReduceGroup is closed")
-            return _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8, group_size, fp8_format,
-                         fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded, q, scales, y_out, stream, False,
-                         entry=self._entry)
+            counted = self._entry.c_calls
+            try:
+                return _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8, group_size, fp8_format,
+                             fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded, q, scales, y_out, stream,
+                             False, entry=self._entry)
+            except Exception:
+                if self._entry.c_calls == counted:
+                    # Refused here, before the library saw the call: make it count there too (a
+                    # call with no x, refused and counted), or this rank's next call would meet
+                    # the peers' current one and be summed with it.
+                    n = _ffi.ffi.NULL
+                    _ffi.lib().gatednorm_allreduce_add_rmsnorm(self._comm, n, n, n, n, n, n, n, n, n)
+                raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
 
 class _BufferOwner:
