@@ -887,7 +887,8 @@ def test_device_array_and_pointer_misuse_is_refused_by_name():
     segfaulted); view(element_strides=) checked neither the span nor the stride count (a
     segfault, then a struct.error in an op); float extents and float / bool indices were
     truncated; from_numpy made a 0-d array 1-d; copy=False copied silently; a (type, id)
-    device of strings or past 32 bits raised TypeError / OverflowError."""
+    device of strings or past 32 bits raised TypeError / OverflowError; a 9-d DeviceArray
+    was named "array", not the argument."""
     def refused(match, f, *a, **kw):
         with pytest.raises(GatedNormError) as ei:
             f(*a, **kw)
@@ -913,6 +914,7 @@ def test_device_array_and_pointer_misuse_is_refused_by_name():
     with pytest.raises(ValueError, match="copy=False"):
         np.asarray(a, copy=False)
     refused("dtype:", DeviceArray, (2,), "nonsense", device="cpu")
+    refused("x:", gatednorm.rmsnorm, DeviceArray((1,) * 8 + (16,), device="cpu"), np.ones(16, np.float32))  # 9 dims
     refused("device:", DeviceArray, (2,), device=("cpu", 0))
     refused("device:", DeviceArray, (2,), device=(1, 1 << 40))
 

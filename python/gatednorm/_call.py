@@ -442,21 +442,21 @@ def _wait_pending(a: DeviceArray, sync) -> None:
         sync.stream = None
 
 
-def own_tensor(a: DeviceArray):
-    """The descriptor a DeviceArray keeps (its metadata never changes)."""
+def own_tensor(a: DeviceArray, name: str = "array"):
+    """The descriptor a DeviceArray keeps (its metadata never changes); errors name ``name``."""
     t = a._t
     if t is None:
         _ensure_layout()
         t = ffi.new("gatednorm_tensor *")
         nd = len(a._shape)
-        _rank("array", nd).pack_into(ffi.buffer(t), 0, a._ptr, a._devtype, a._devid, nd, a._dl[0], a._dl[1], 1,
+        _rank(name, nd).pack_into(ffi.buffer(t), 0, a._ptr, a._devtype, a._devid, nd, a._dl[0], a._dl[1], 1,
                                      *a._shape, *a._estrides, 0)
         a._t = t
     return t
 
 
 def _from_own(x, name, writable, sc, i, s, hold):
-    t = x._t or own_tensor(x)
+    t = x._t or own_tensor(x, name)
     sync = x._sync
     ps = sync.stream
     if ps is not None and ps != s:  # written on another stream and not yet waited for
@@ -751,7 +751,7 @@ class Entry:
                 "        elif a%d is None:" % i,
                 "            t%d = NULL" % i,
                 "        elif tp is DA:",
-                "            t%d = a%d._t or own_tensor(a%d)" % (i, i, i),
+                "            t%d = a%d._t or own_tensor(a%d, %r)" % (i, i, i, name),
                 "            sy = a%d._sync" % i,
                 "            if sy.stream is not None and sy.stream != s:",
                 "                wait_pending(a%d, sy)" % i]
