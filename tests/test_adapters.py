@@ -937,3 +937,30 @@ def test_concurrent_writes_to_interleaved_host_views_are_kept():
         t.join()
     n = b.numpy()
     assert np.unique(n[:, 0::2]).tolist() == [30.0] and np.unique(n[:, 1::2]).tolist() == [1030.0]
+
+
+def test_from_pointer_over_read_only_memory_is_read_only():
+    """Regression (review of 2026-12-04): a from_pointer view over a read-only buffer took
+    fill_ and served as an op's output, writing into immutable bytes, and exported writeable."""
+    src = np.frombuffer(bytes(range(64)), np.float32).reshape(1, 16)
+    before = src.tobytes()
+    v = from_pointer(src.ctypes.data, (1, 16), "float32", device="cpu", owner=src)
+    w = np.ones(16, np.float32)
+    for f in (lambda: v.fill_(5.0), lambda: v[0].copy_(3.0), lambda: v._memset(0),
+              lambda: from_pointer(src.ctypes.data, (16,), "float32", device="cpu", owner=v).fill_(1.0)):
+        with pytest.raises(GatedNormError, match="read-only"):
+            f()
+    for call in (lambda: gatednorm.rmsnorm(np.ones((1, 16), np.float32), w, y_out=v),
+                 lambda: gatednorm.rmsnorm_gated(np.ones((1, 16), np.float32), None, w, out=v)):
+        with pytest.raises(GatedNormError) as ei:
+            call()
+        assert "read-only memory cannot be an output" in ei.value.message
+    assert src.tobytes() == before
+    y = gatednorm.rmsnorm(v, w).y  # as an input it is fine
+    assert reference.compare(y, reference.rmsnorm(src, w)["y"])
+    assert not np.from_dlpack(v).flags.writeable
+    with pytest.raises(BufferError, match="max_version"):
+        v.__dlpack__()  # an unversioned capsule cannot say read-only
+    buf = np.zeros(16, np.float32)  # a writable owner: writes go through
+    from_pointer(buf.ctypes.data, (16,), "float32", device="cpu", owner=buf).fill_(2.0)
+    assert (buf == 2.0).all()

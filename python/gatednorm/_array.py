@@ -29,12 +29,16 @@ class _Pending:
     export, a host copy on the default stream) must first wait for that stream.  Keeping one
     stream per block is enough: an op that writes on another stream waits for the pending
     one first (see _adapters.convert), so at most one stream has pending writes.
+
+    ``readonly``: the memory must not be written (a from_pointer view over a read-only
+    buffer): ops refuse it as an output, copy_ / fill_ refuse, exports say so.
     """
 
-    __slots__ = ("stream",)
+    __slots__ = ("stream", "readonly")
 
-    def __init__(self):
+    def __init__(self, readonly=False):
         self.stream = None
+        self.readonly = readonly
 
 
 class _Allocation(_Pending):
@@ -44,6 +48,7 @@ class _Allocation(_Pending):
 
     def __init__(self, device_type: int, device_id: int, nbytes: int):
         self.stream = None
+        self.readonly = False
         lib = _ffi.lib()
         p = ffi.new("void **")
         self.ptr = 0
@@ -383,8 +388,14 @@ class DeviceArray:
         self._wait_writer()
         self._memcpy(self._ptr, arr.ctypes.data, arr.nbytes)
 
+    def _writable(self):
+        if self._sync.readonly:
+            raise argument_error("self: this DeviceArray is a view of read-only memory (from_pointer over a read-only "
+                                 "buffer); it cannot be written")
+
     def copy_(self, src) -> "DeviceArray":
         """Write a host array (broadcast to this shape, cast to this dtype) into this array."""
+        self._writable()
         src = np.broadcast_to(np.asarray(src).astype(self._dtype, copy=False), self._shape)
         if self.is_contiguous:
             self._copy_in_contiguous(np.ascontiguousarray(src))
@@ -416,6 +427,7 @@ class DeviceArray:
         return self.copy_(np.asarray(value))
 
     def _memset(self, byte: int):
+        self._writable()
         self._wait_writer()
         lib = _ffi.lib()
         check(lib.gatednorm_memset(ffi.cast("void *", self._ptr), int(byte), self.nbytes, ffi.NULL), "gatednorm_memset")
@@ -445,8 +457,12 @@ class DeviceArray:
         versioned = max_version is not None and int(max_version[0]) >= 1
         from . import _dlpack  # its cffi cdef loads at the first export, not at import
 
+        if sync.readonly and not versioned:
+            # an unversioned (DLPack 0.x) tensor has no read-only flag: its consumer would write
+            raise BufferError("DeviceArray over read-only memory: export it with max_version >= (1, 0), "
+                              "whose tensors carry the read-only flag")
         return _dlpack.export(self, self._ptr, self._devtype, self._devid, self._shape, self._estrides,
-                              self._dl[0], self._dl[1], versioned)
+                              self._dl[0], self._dl[1], versioned, sync.readonly)
 
     @property
     def __cuda_array_interface__(self) -> dict:
@@ -466,7 +482,7 @@ class DeviceArray:
             "shape": self._shape,
             "typestr": typestr,
             "descr": [("", typestr)],
-            "data": (self._ptr, False),
+            "data": (self._ptr, bool(self._sync.readonly)),
             "strides": None if self.is_contiguous else self.strides,
             "version": 3,
             # the stream of the last pending library write (1: the legacy default stream);
@@ -484,6 +500,18 @@ def _consumer_stream(stream, devtype) -> int:
     if devtype != _runtime.ROCM and s == 1:  # CUDA legacy default stream
         return 0
     return s
+
+
+def _is_readonly(owner) -> bool:
+    """Whether ``owner`` is a buffer that refuses writes (numpy's writeable flag, a
+    read-only memoryview, bytes)."""
+    if owner is None:
+        return False
+    if isinstance(owner, np.ndarray):
+        return not owner.flags.writeable
+    if isinstance(owner, (bytes, memoryview)):
+        return isinstance(owner, bytes) or owner.readonly
+    return False
 
 
 def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> DeviceArray:
@@ -521,6 +549,10 @@ def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> De
     else:
         devtype, devid = _runtime.parse_device(device)
     # A view kept alive by a DeviceArray is (part of) that array's memory: share its
-    # pending-write state, so that writes through either are waited for by both.
-    sync = owner._sync if isinstance(owner, DeviceArray) else _Pending()
+    # pending-write state, so that writes through either are waited for by both.  Over a
+    # read-only buffer (a numpy array or memoryview that refuses writes) the view is read-only.
+    if isinstance(owner, DeviceArray):
+        sync = owner._sync
+    else:
+        sync = _Pending(readonly=_is_readonly(owner))
     return DeviceArray._view(addr, shape, estrides, dt, devtype, devid, owner if owner is not None else ptr, sync)

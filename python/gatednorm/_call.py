@@ -455,9 +455,15 @@ def own_tensor(a: DeviceArray, name: str = "array"):
     return t
 
 
+def _read_only_output(name):
+    _fail(name, "a DeviceArray over read-only memory cannot be an output")
+
+
 def _from_own(x, name, writable, sc, i, s, hold):
     t = x._t or own_tensor(x, name)
     sync = x._sync
+    if writable and sync.readonly:
+        _read_only_output(name)
     ps = sync.stream
     if ps is not None and ps != s:  # written on another stream and not yet waited for
         _wait_pending(x, sync)
@@ -756,7 +762,9 @@ class Entry:
                 "            if sy.stream is not None and sy.stream != s:",
                 "                wait_pending(a%d, sy)" % i]
             if w:
-                lines += ["            w%d = sy" % i]
+                lines += ["            if sy.readonly:",
+                          "                read_only(%r)" % name,
+                          "            w%d = sy" % i]
             lines += [
                 "        else:",
                 "            if tp is New:",
@@ -799,7 +807,7 @@ class Entry:
                    release=release, raise_error=self._raise_error, SHORT=self.short,
                    NDARRAY=np.ndarray, FB=_from_buffer, FBW=_from_writable, FN=self._first_call, CA=_CHAR_ARRAY,
                    NPD=_np_descs, FB_ERRORS=_FB_ERRORS,
-                   from_numpy=_from_numpy, np_desc=_np_desc, from_cai=_from_cai)
+                   from_numpy=_from_numpy, np_desc=_np_desc, from_cai=_from_cai, read_only=_read_only_output)
         self._env = env
         exec(compile("\n".join(lines), "<gatednorm entry %s>" % self.function, "exec"), env)
         if outputs:
