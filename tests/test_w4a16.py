@@ -1044,3 +1044,35 @@ def _gptq_parts(rng, n=16, k=64, g=32):
 def test_importer_errors_name_their_argument(rng, call, match):
     with pytest.raises(gatednorm.InvalidArgumentError, match=match):
         call(_gptq_parts(rng))
+
+
+def test_weight_owns_its_arrays_and_checks_its_arguments():
+    """A review of 2026-12-04: a weight kept the caller's q / scales / perm by reference (NaN
+    written into the caller's scales reached the GEMM; a perm zeroed after the checks ran
+    silently) and to_plain handed its arrays out writable; from_float refused bf16 weights and
+    made NaN weights of finite ones past fp32's range; dequantize and .to("cpu") took any
+    dtype; an empty weight was accepted and refused later under another name."""
+    rng = np.random.default_rng(7)
+    n, k = 8, 64
+    q = rng.integers(0, 256, (n, k // 2), dtype=np.uint8)
+    s = rng.uniform(0.01, 0.1, (n, k // 32)).astype(np.float32)
+    perm = np.arange(k)[::-1].copy()
+    w = gatednorm.W4A16Weight(q, s, perm=perm)
+    before = w.dequantize()
+    q[:], s[:], perm[:] = 0, np.nan, 0
+    assert np.array_equal(w.dequantize(), before) and sorted(w.perm) == list(range(k))
+    for arr in w.to_plain()[:2] + (w.perm,):
+        with pytest.raises(ValueError):
+            arr[...] = 0
+    wf = gatednorm.W4A16Weight.from_float(rng.standard_normal((n, k)).astype(_dtypes.bfloat16), 32)
+    assert wf.group_size == 32
+    with pytest.raises(gatednorm.GatedNormError, match="W: a group's scale overflows"):
+        gatednorm.W4A16Weight.from_float(np.array([[1e40, 0.0]]), None)
+    for bad in (np.int8, "float32", "garbage"):
+        with pytest.raises(gatednorm.GatedNormError, match="dtype:"):
+            w.dequantize(bad)
+        with pytest.raises(gatednorm.GatedNormError, match="dtype:"):
+            w.to("cpu", bad)
+    for shape in ((4, 0), (0, 8)):
+        with pytest.raises(gatednorm.GatedNormError, match="q: expected uint8"):
+            gatednorm.W4A16Weight(np.zeros(shape, np.uint8), np.ones((shape[0], 1), np.float32))

@@ -109,6 +109,30 @@ def _scales(s, name):
     return s
 
 
+def _f32_scales(s):
+    """Scales as float32; one past its range becomes inf, which from_float then refuses by name."""
+    with np.errstate(over="ignore"):
+        return s.astype(np.float32)
+
+
+def _own(a):
+    """A read-only C-contiguous copy of ``a``."""
+    a = np.array(a, order="C", copy=True)
+    a.flags.writeable = False
+    return a
+
+
+def _act_dtype(dtype) -> np.dtype:
+    """The activations' dtype a weight is packed or dequantized for: bf16 or fp16."""
+    try:
+        dt = _dtypes.to_numpy_dtype(dtype)
+    except TypeError as e:
+        raise argument_error("dtype: %s" % e) from None
+    if not dt.isnative or dt.name not in _W4DT_NAMES:
+        raise argument_error("dtype: expected bfloat16 or float16 activations, got %s" % dt)
+    return dt
+
+
 def _codes(z, name):
     """Zero-point codes 0..15 of an integer array as uint8 (floats are refused, not truncated)."""
     if z.dtype.kind not in "iu":
@@ -148,6 +172,8 @@ class W4A16Weight:
             raise argument_error("q: expected uint8 [N, K/2], got %s %s" % (q.dtype, q.shape))
         s = _scales(scales, "scales")
         n, k = q.shape[0], 2 * q.shape[1]
+        if n < 1 or k < 1:
+            raise argument_error("q: expected uint8 [N, K/2] with N >= 1 and K/2 >= 1, got shape %s" % (q.shape,))
         if s.ndim != 2 or s.shape[0] != n or s.shape[1] < 1 or k % s.shape[1]:
             raise argument_error("scales: expected [N, K/G] = [%d, K/G] with K/G dividing K = %d, got %s" % (n, k, s.shape))
         if zeros is not None:
@@ -160,13 +186,15 @@ class W4A16Weight:
             if perm.dtype.kind not in "iu" or perm.shape != (k,) or not np.array_equal(np.sort(perm), np.arange(k)):
                 raise argument_error("perm: expected a permutation of range(K) = range(%d) (int [K]), got %s %s"
                                      % (k, perm.dtype, perm.shape))
-        self.q = np.ascontiguousarray(q)
-        self.scales = np.ascontiguousarray(s)
-        self.zeros = None if zeros is None else np.ascontiguousarray(zeros)
+        # The weight's own arrays: copies (the caller's arrays may change after the checks
+        # above), read-only (to_plain hands them out; copies of this weight share them).
+        self.q = _own(q)
+        self.scales = _own(s)
+        self.zeros = None if zeros is None else _own(zeros)
         self.n, self.k = n, k
         self.group_size = k // s.shape[1]
         self.symmetric = zeros is None
-        self.perm = None if perm is None else np.asarray(perm, np.int64)
+        self.perm = None if perm is None else _own(perm.astype(np.int64))
         self.device = "cpu"
         self.dtype = None
         self._packed = None   # tiled buffer (DeviceArray or numpy) once prepacked
@@ -196,7 +224,7 @@ class W4A16Weight:
         ``q = clamp(round(w / s) + z, 0, 15)``.  Scales are kept in float32 (the GEMM rounds
         them to the activations' dtype).  W must be finite."""
         w = _np(w, "W")
-        if w.dtype.kind not in "fiu":
+        if w.dtype.kind not in "fiu" and w.dtype != _dtypes.bfloat16:
             raise argument_error("W: expected a real [N, K] weight, got dtype %s" % w.dtype)
         w = w.astype(np.float64)
         if w.ndim != 2:
@@ -209,16 +237,19 @@ class W4A16Weight:
         wg = w.reshape(n, k // g, g)
         if symmetric:
             s = np.abs(wg).max(axis=2) / 7.0
-            s = np.where(s > 0, s, 1.0).astype(np.float32)
+            s = _f32_scales(np.where(s > 0, s, 1.0))
             q = np.clip(np.rint(wg / s.astype(np.float64)[..., None]) + 8, 0, 15)
             z = None
         else:
             lo, hi = np.minimum(wg.min(axis=2), 0.0), np.maximum(wg.max(axis=2), 0.0)
             s = (hi - lo) / 15.0
-            s = np.where(s > 0, s, 1.0).astype(np.float32)
+            s = _f32_scales(np.where(s > 0, s, 1.0))
             z = np.clip(np.rint(-lo / s.astype(np.float64)), 0, 15)
             q = np.clip(np.rint(wg / s.astype(np.float64)[..., None]) + z[..., None], 0, 15)
             z = z.astype(np.uint8)
+        if not np.isfinite(s).all():
+            raise argument_error("W: a group's scale overflows float32 (|W| up to %g): such weights have no W4A16 form"
+                                 % np.abs(w).max())
         return cls(_pack_plain(q.reshape(n, k).astype(np.uint8)), s, z)
 
     @classmethod
@@ -357,7 +388,8 @@ class W4A16Weight:
     # ---------------------------------------------------------------------------- views
     def to_plain(self):
         """(q uint8 [N, K/2], scales [N, K/G], zeros uint8 [N, K/G] or None), host numpy,
-        in the weight's (possibly act-order-reordered) K order."""
+        in the weight's (possibly act-order-reordered) K order: the weight's own arrays,
+        read-only (copy them to change them)."""
         return self.q, self.scales, self.zeros
 
     def dequantize(self, dtype="bfloat16") -> np.ndarray:
@@ -366,7 +398,7 @@ class W4A16Weight:
         ``a @ w.dequantize()`` is the GEMM's exact-math result."""
         from .reference import w4a16_dequantize
 
-        w = w4a16_dequantize(self.q, self.scales, self.zeros, dtype).astype(np.float32)
+        w = w4a16_dequantize(self.q, self.scales, self.zeros, _act_dtype(dtype)).astype(np.float32)
         if self.perm is not None:
             out = np.empty_like(w)
             out[self.perm] = w
@@ -382,12 +414,9 @@ class W4A16Weight:
         ("cuda:0", "rocm:1", "gpu:0", an int, a torch device), where it is prepacked into the
         tiled layout for that GPU and activations of ``dtype`` (bf16 / fp16)."""
         dev = _parse_device(device)
+        dt = _act_dtype(dtype)  # checked on the CPU too, where the plain layout serves both
         if dev is None:
-            w = self._copy()
-            return w
-        dt = _dtypes.to_numpy_dtype(dtype)
-        if not dt.isnative or dt.name not in _W4DT_NAMES:
-            raise argument_error("dtype: expected bfloat16 or float16 activations, got %s" % dt)
+            return self._copy()
         lib = _ffi._lib or _ffi.load()
         q = DeviceArray.from_numpy(self.q, device=dev)
         s = DeviceArray.from_numpy(self.scales, device=dev)
