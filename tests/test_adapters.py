@@ -964,3 +964,37 @@ def test_from_pointer_over_read_only_memory_is_read_only():
     buf = np.zeros(16, np.float32)  # a writable owner: writes go through
     from_pointer(buf.ctypes.data, (16,), "float32", device="cpu", owner=buf).fill_(2.0)
     assert (buf == 2.0).all()
+
+
+def test_malformed_producers_are_refused_naming_the_argument(xzw):
+    """A review of 2026-12-04: an object with __dlpack__ but no __dlpack_device__ recursed
+    until RecursionError; a bad CAI stream was blamed on x whatever argument carried it; an x
+    whose metadata could not make an output (out=None) was named "shape" / "device"; an
+    __array_interface__ mask was dropped silently."""
+    x, z, w = xzw
+
+    class OnlyDLPack:
+        def __init__(self, a):
+            self.a = a
+
+        def __dlpack__(self, **kw):
+            return self.a.__dlpack__(**kw)
+
+    class ArrayIface:
+        def __init__(self, a, **extra):
+            self.__array_interface__ = {**a.__array_interface__, **extra}
+            self.keep = a
+
+    def refused(match, *args, **kw):
+        with pytest.raises(GatedNormError) as ei:
+            gatednorm.rmsnorm_gated(*args, **kw)
+        assert ei.value.message.startswith(match), ei.value.message
+
+    refused("z: OnlyDLPack has __dlpack__ but no __dlpack_device__", x, OnlyDLPack(z), w)
+    refused("z: __cuda_array_interface__ stream", x, CAIDict(z, stream="abc"), w)
+    refused("x: __cuda_array_interface__ stream", CAIDict(x, stream="abc"), z, w)
+    refused("x: no output can be made like it", CAIDict(x, shape=(-4,) + x.shape[1:]), z, w)
+    refused("z: __array_interface__ with a mask", x, ArrayIface(z, mask=np.zeros(z.shape, bool)), w)
+    out = np.full(SHAPE, NAN, np.float32)
+    gatednorm.rmsnorm_gated(x, ArrayIface(z), w, out=out)  # the same interface without a mask: fine
+    check_result(out, x, z, w)

@@ -422,7 +422,7 @@ def _from_cai_checked(x, name, writable, sc, i, s, hold, cai):
     pack.pack_into(sc.mv, i * _DESC_BYTES, ptr, devtype, devid, len(shape), dl[0], dl[1], 1, *shape, *estrides, 0)
     # CAI v3: the consumer must order its work after the producer's stream.  Without an
     # event API in the C ABI, a different stream is waited for on the host.
-    cs = cai_stream(cai)
+    cs = cai_stream(cai, name)
     if cs is not None and cs != s and devtype not in _runtime.HOST_TYPES:
         if not 0 <= cs < (1 << 64):
             _fail(name, "__cuda_array_interface__ stream %d is not a stream handle" % cs)
@@ -473,6 +473,9 @@ def _from_own(x, name, writable, sc, i, s, hold):
 
 
 def _from_array_iface(x, name, writable, sc, i, s, hold):
+    iface = getattr(x, "__array_interface__", None)
+    if isinstance(iface, dict) and iface.get("mask") is not None:  # np.asarray would drop it
+        _fail(name, "__array_interface__ with a mask is not supported (the mask would be ignored)")
     try:
         a = np.asarray(x)
     except Exception as e:  # a malformed __array_interface__
@@ -482,7 +485,11 @@ def _from_array_iface(x, name, writable, sc, i, s, hold):
 
 
 def _from_probe(x, name, writable, sc, i, s, hold):
-    return _ADAPTERS[kind_of(x)](x, name, writable, sc, i, s, hold)
+    k = kind_of(x)
+    if k == PROBE:  # none of the protocols whole (e.g. __dlpack__ without __dlpack_device__)
+        _fail(name, "%s has __dlpack__ but no __dlpack_device__ (DLPack asks for both), and no array interface"
+              % type(x).__name__)
+    return _ADAPTERS[k](x, name, writable, sc, i, s, hold)
 
 
 def _from_masked(x, name, writable, sc, i, s, hold):
@@ -540,7 +547,7 @@ def convert(x, name: str, s: int, hold: list, writable: bool):
 
 
 # ------------------------------------------------------------------------------- streams
-def resolve_stream(stream, x, kind=None):
+def resolve_stream(stream, x, kind=None, name="x"):
     """(launch stream handle, CAI dict of x if read) for a call whose first array is x:
     the explicit ``stream``; else torch's current stream for a torch tensor; else the
     ``stream`` of x's __cuda_array_interface__; else 0 (the default stream)."""
@@ -556,7 +563,7 @@ def resolve_stream(stream, x, kind=None):
             cai.get  # noqa: B018 (not a dict: x's adapter names the malformed interface, not here)
         except Exception:
             return 0, None
-        cs = cai_stream(cai)
+        cs = cai_stream(cai, name)
         return (cs or 0), (cai if kind == CAI else None)
     return 0, None
 
@@ -727,7 +734,7 @@ class Entry:
                  "            s = 0",
                  "        else:",
                  "            k = KINDS.get(tp)",
-                 "            s, cai0 = (0, None) if k == NUMPY or k == OWN else resolve_stream(None, a0)",
+                 "            s, cai0 = (0, None) if k == NUMPY or k == OWN else resolve_stream(None, a0, None, %r)" % self.names[0],
                  "    else:",
                  "        s = stream_handle(stream)",
                  "    sc = None",
@@ -887,7 +894,10 @@ class New:
             shape = tuple(desc.shape[0:desc.ndim])
         if dt is None:
             dt = _dtypes.np_of_dl((desc.dtype.code, desc.dtype.bits), _dtypes.float32)
-        return _new_array(shape, dt, desc.device.device_type, desc.device.device_id)
+        try:
+            return _new_array(shape, dt, desc.device.device_type, desc.device.device_id)
+        except GatedNormError as e:  # x's metadata (shape, device) is what made it fail: name x
+            raise argument_error("%s: no output can be made like it: %s" % (src_name, e.message)) from None
 
 
 def _new_array(shape, dt, devtype, devid):
