@@ -295,8 +295,9 @@ hipError_t launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s, int wa
 // kernel (16) sit in a grid dimension of at most 65535 blocks (CUDA's y; AMD's z); more rows
 // run as launches over windows of rows, each the GEMM of its rows (such M fill every
 // multiprocessor: their plans have no split-K, and a split-K plan is never windowed).  The
-// decode and gemv kernels (CUDA, M <= 16) take M whole.  GATEDNORM_W4A16_ROWS_PER_LAUNCH (a test hook, read only where M > 16; a
-// multiple of the row block) lowers the window, so tests cross window edges at small M.
+// decode and gemv kernels (CUDA, M <= 16) take M whole.  GATEDNORM_W4A16_ROWS_PER_LAUNCH (a
+// test hook, read only where M > 16; a multiple of the row block) lowers the window, so
+// tests cross window edges at small M.
 #if defined(GN_PLATFORM_CUDA)
 constexpr int64_t kW4RowBlock = 64;
 #else

@@ -47,8 +47,7 @@ class _Allocation(_Pending):
     __slots__ = ("ptr", "device_type", "device_id", "nbytes", "__weakref__")
 
     def __init__(self, device_type: int, device_id: int, nbytes: int):
-        self.stream = None
-        self.readonly = False
+        super().__init__()
         lib = _ffi.lib()
         p = ffi.new("void **")
         self.ptr = 0
@@ -73,13 +72,6 @@ def _contiguous_strides(shape) -> tuple:
         st.append(acc)
         acc *= max(int(n), 1)
     return tuple(reversed(st))
-
-
-def _dtype_arg(dtype) -> np.dtype:
-    try:
-        return _dtypes.to_numpy_dtype(dtype)
-    except TypeError as e:
-        raise argument_error("dtype: %s" % e) from None
 
 
 def _is_int(v) -> bool:
@@ -132,7 +124,7 @@ class DeviceArray:
 
     def __init__(self, shape, dtype=np.float32, device=None):
         shape = _norm_shape(shape)
-        dt = _dtype_arg(dtype)
+        dt = _dtypes.dtype_arg(dtype, "dtype")
         devtype, devid = _runtime.parse_device(device)
         nbytes = math.prod(shape) * dt.itemsize
         if nbytes >= 1 << 63:
@@ -299,7 +291,7 @@ class DeviceArray:
         """Reinterpret this array's memory: element 0 at this array's, with ``shape``,
         ``dtype`` and ``element_strides`` (None: C-contiguous, covering exactly this array's
         bytes); every element of the view must lie within the bytes this array spans."""
-        dt = self._dtype if dtype is None else _dtype_arg(dtype)
+        dt = self._dtype if dtype is None else _dtypes.dtype_arg(dtype, "dtype")
         shape = self._shape if shape is None else _norm_shape(shape)
         if element_strides is None:
             if not self.is_contiguous:
@@ -373,10 +365,13 @@ class DeviceArray:
             self._wait_writer()
             self._memcpy(out.ctypes.data, self._ptr, out.nbytes)
             return out
-        buf, off = self._read_span()
-        view = np.lib.stride_tricks.as_strided(buf.view(self._dtype)[off // self._dtype.itemsize:], self._shape,
+        return self._elements(*self._read_span()).copy()
+
+    def _elements(self, span: np.ndarray, off: int) -> np.ndarray:
+        """This array's elements as a numpy view over ``span`` (uint8: the bytes of _span(),
+        element 0 at byte ``off``)."""
+        return np.lib.stride_tricks.as_strided(span.view(self._dtype)[off // self._dtype.itemsize:], self._shape,
                                                self.strides)
-        return view.copy()
 
     def __array__(self, dtype=None, copy=None):
         if copy is False:  # NumPy 2's protocol: refuse rather than copy silently
@@ -406,18 +401,13 @@ class DeviceArray:
             # between, e.g. another thread filling the odd columns while this fills the even).
             start, nbytes, off = self._span()
             self._wait_writer()
-            mem = np.frombuffer(ffi.buffer(ffi.cast("char *", start), nbytes), np.uint8)
-            view = np.lib.stride_tricks.as_strided(mem.view(self._dtype)[off // self._dtype.itemsize:], self._shape,
-                                                   self.strides)
-            view[...] = src
+            self._elements(np.frombuffer(ffi.buffer(ffi.cast("char *", start), nbytes), np.uint8), off)[...] = src
             return self
         # Device memory: a read-modify-write of the byte span the view covers (elements
         # between the view's elements are written back unchanged; not safe against a
         # concurrent write to those elements).
         buf, off = self._read_span()
-        view = np.lib.stride_tricks.as_strided(buf.view(self._dtype)[off // self._dtype.itemsize:], self._shape,
-                                               self.strides)
-        view[...] = src
+        self._elements(buf, off)[...] = src
         start, nbytes, _ = self._span()
         self._memcpy(start, buf.ctypes.data, nbytes)
         return self
@@ -505,13 +495,11 @@ def _consumer_stream(stream, devtype) -> int:
 def _is_readonly(owner) -> bool:
     """Whether ``owner`` is a buffer that refuses writes (numpy's writeable flag, a
     read-only memoryview, bytes)."""
-    if owner is None:
-        return False
     if isinstance(owner, np.ndarray):
         return not owner.flags.writeable
-    if isinstance(owner, (bytes, memoryview)):
-        return isinstance(owner, bytes) or owner.readonly
-    return False
+    if isinstance(owner, memoryview):
+        return owner.readonly
+    return isinstance(owner, bytes)
 
 
 def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> DeviceArray:
@@ -537,7 +525,7 @@ def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> De
     if not 0 <= addr < (1 << 63):
         raise argument_error("ptr: address %d is outside [0, 2^63) (the C ABI takes addresses below 2^63)" % addr)
     shape = _norm_shape(shape)
-    dt = _dtype_arg(dtype)
+    dt = _dtypes.dtype_arg(dtype, "dtype")
     if strides is None:
         estrides = _contiguous_strides(shape)
     else:

@@ -979,11 +979,7 @@ def choice(name, v, table: dict) -> int:
 
 
 # ------------------------------------------------------------------------ new outputs
-def dtype_arg(dtype, name):
-    try:
-        return _dtypes.to_numpy_dtype(dtype)
-    except TypeError:
-        raise argument_error("%s: not a dtype: %r" % (name, dtype)) from None
+dtype_arg = _dtypes.dtype_arg
 
 
 def _describe(x, name="x"):

@@ -192,3 +192,13 @@ def to_torch_dtype(torch, dt: np.dtype):
     if tdt is None:
         raise TypeError("torch has no dtype %s" % dt.name)
     return tdt
+
+
+def dtype_arg(dtype, name):
+    """``to_numpy_dtype(dtype)``, or an InvalidArgumentError naming ``name``."""
+    try:
+        return to_numpy_dtype(dtype)
+    except TypeError:
+        from ._ffi import argument_error
+
+        raise argument_error("%s: not a dtype: %r" % (name, dtype)) from None

@@ -3,8 +3,9 @@
 Protocol (docs/bench.md): GPU time per call is the median over >= 15 replays of a
 CUDA graph holding >= 20 calls; the copy-bandwidth and dense-GEMM ceilings are measured in
 the same run, and beside each row a copy of the row's own bytes timed like the op (what
-a kernel that only streams reaches at that size); every implementation's result is checked against the float64 reference
-before it is timed (a peer that disagrees is not timed); inputs are random (never zeros);
+a kernel that only streams reaches at that size); every implementation's result is checked
+against the float64 reference before it is timed (a peer that disagrees is not timed);
+inputs are random (never zeros);
 inputs smaller than 2x the L2 cache are rotated over enough copies (at most 4096) that a
 replay reads >= 2x L2 of inputs from memory, while each implementation writes one output
 buffer per shape (as a caching allocator hands the
@@ -1855,7 +1856,6 @@ class _Gpu:
             dst = torch.empty(elems, device=self.dev, dtype=torch.bfloat16)
             t = self._copy_of[nbytes] = self.time_graph(
                 [functools.partial(torch.neg, src[i * stride:i * stride + elems], out=dst) for i in range(n)])
-            del src, dst
         return t
 
     def time_ours(self, gatednorm, op, sets, mode="out"):

@@ -115,19 +115,16 @@ def _f32_scales(s):
         return s.astype(np.float32)
 
 
-def _own(a):
-    """A read-only C-contiguous copy of ``a``."""
-    a = np.array(a, order="C", copy=True)
+def _own(a, dtype=None):
+    """A read-only C-contiguous copy of ``a`` (as ``dtype`` if given)."""
+    a = np.array(a, dtype=dtype, order="C", copy=True)
     a.flags.writeable = False
     return a
 
 
 def _act_dtype(dtype) -> np.dtype:
     """The activations' dtype a weight is packed or dequantized for: bf16 or fp16."""
-    try:
-        dt = _dtypes.to_numpy_dtype(dtype)
-    except TypeError as e:
-        raise argument_error("dtype: %s" % e) from None
+    dt = _dtypes.dtype_arg(dtype, "dtype")
     if not dt.isnative or dt.name not in _W4DT_NAMES:
         raise argument_error("dtype: expected bfloat16 or float16 activations, got %s" % dt)
     return dt
@@ -194,7 +191,7 @@ class W4A16Weight:
         self.n, self.k = n, k
         self.group_size = k // s.shape[1]
         self.symmetric = zeros is None
-        self.perm = None if perm is None else _own(perm.astype(np.int64))
+        self.perm = None if perm is None else _own(perm, np.int64)
         self.device = "cpu"
         self.dtype = None
         self._packed = None   # tiled buffer (DeviceArray or numpy) once prepacked
