@@ -18,10 +18,11 @@
 // the gemv and decode builds), `gemv-modes` (three numerics
 // modes of a leaner decode loop: the library's, the scale after the mma, no dequantization),
 // `bulk` (the gemv loop fed by TMA bulk copies; slower), `ring` (run 60: a persistent grid
-// streaming col tiles through a ring of bulk-copy stages, and its loads only; slower).
+// streaming col tiles through a ring of bulk-copy stages, and its loads only; slower),
+// `persist` (run 90: the lean loop on a persistent grid prefetching across col tiles; even).
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include \
-//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | gemv | gemv-modes | bulk | ring | lean | lean-shape | only KxN M NAME KS [MODE]]
+//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | gemv | gemv-modes | bulk | ring | lean | lean-shape | persist | only KxN M NAME KS [MODE]]
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -593,6 +594,81 @@ __global__ void __launch_bounds__(NW * 32, BPS) lean_wn2_kernel(const W4a16Args 
     __syncthreads();  // red is reused for the second col tile
     w4_gemv_finish<NW, NW, MT>(p, red, acc[1], warp, ct0 + 1, warp, 0, 1);
 }
+// ---- a persistent lean loop (mode `persist`, run 90): GRID blocks (at most BPS an SM, all
+// resident) take col tiles ct, ct + GRID, ...; a warp's K range is the library's (CPW chunks
+// from warp x CPW), and the loads of the next col tile's first batch are issued before the
+// last batch of this one is computed, so a block's loads never stop at a col tile's end (the
+// library's one-tile blocks drain their loads before the reduction and a new block starts
+// cold).  Same K ranges, order and reduction a col tile as the library's lean kernel, so the
+// same sums; the reduction buffer alternates between two halves so that warp 0's reads of
+// tile i cannot meet another warp's writes of tile i + 2 (the barrier of tile i + 1 orders them).
+// SEL: the prefetch unconditional, from a selected address (the last col tile re-reads its own
+// first batch): which of the two forms ptxas fits without spills depends on the build.
+// Run 90: 0.4-0.8% faster at 4096x24576 M = 1 (three rounds of col tiles), 1-5% slower where
+// one round suffices, 10-22% slower at M = 16: not taken into the library.
+template <int MT, int NW, int BPS, int CPW, bool SEL>
+__global__ void __launch_bounds__(NW * 32, BPS) lean_persist_kernel(const W4a16Args p) {
+    constexpr int DT = kBF16, kEntry = W4Scale<DT, true>::kEntryBytes;
+    static_assert(CPW % 2 == 0, "whole 128-k groups a warp");
+    __shared__ float red[2][NW][MT * 4][32];
+    const int warp = threadIdx.x >> 5, lo = warp * CPW;
+    int ct = blockIdx.x;
+    if (ct >= p.ntiles) return;  // the whole block
+    const uint8_t *wp, *sp;
+    const char *ap[MT];
+    float acc[MT][4];
+    w4_lean_start<MT, kEntry>(p, ct, lo, wp, sp, ap, acc);
+    const int64_t wstep = int64_t(gridDim.x) * p.kchunks * kW4TileBytes, sstep = int64_t(gridDim.x) * p.ngroups * 8 * kEntry;
+    uint4 w0 = gn_load_b128_stream_all(wp), w1 = gn_load_b128_stream_all(wp + kW4TileBytes);
+    W4Scale<DT, true> sq;
+    sq.load_entry(sp);
+    for (int it = 0;; ++it) {
+        const bool more = ct + int(gridDim.x) < p.ntiles;
+        // The activation pointers laundered each col tile: otherwise nvcc hoists the CPW
+        // chunks' activation addresses (loop-invariant) out of the tile loop and spills them.
+        const char *apl[MT];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) asm volatile("mov.b64 %0, %1;" : "=l"(apl[mt]) : "l"(ap[mt]));
+#pragma unroll
+        for (int i = 0; i < CPW; i += 2) {
+            const uint4 c0 = w0, c1 = w1;
+            const W4Scale<DT, true> sc = sq;
+            if (i + 2 < CPW) {
+                w0 = gn_load_b128_stream_all(wp + (i + 2) * kW4TileBytes);
+                w1 = gn_load_b128_stream_all(wp + (i + 3) * kW4TileBytes);
+                sq.load_entry(sp + (i + 2) / 2 * (8 * kEntry));
+            } else if constexpr (SEL) {  // the next col tile's first batch (past the last: this one's again, unused)
+                const uint8_t *const wn = more ? wp + wstep : wp, *const sn = more ? sp + sstep : sp;
+                w0 = gn_load_b128_stream_all(wn);
+                w1 = gn_load_b128_stream_all(wn + kW4TileBytes);
+                sq.load_entry(sn);
+            } else if (more) {  // the next col tile's first batch
+                w0 = gn_load_b128_stream_all(wp + wstep);
+                w1 = gn_load_b128_stream_all(wp + wstep + kW4TileBytes);
+                sq.load_entry(sp + sstep);
+            }
+            w4_lean_chunk<DT, true, MT>(acc, c0, sc, apl, i * (kW4TileK * 2));
+            w4_lean_chunk<DT, true, MT>(acc, c1, sc, apl, (i + 1) * (kW4TileK * 2));
+        }
+        w4_gemv_finish<NW, NW, MT>(p, red[it & 1], acc, warp, ct, warp, 0, 1);
+        if (!more) break;
+        ct += int(gridDim.x);
+        wp += wstep;
+        sp += sstep;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
+    }
+}
+// GRID: the blocks launched (at most BPS x SMs, so that all are resident).
+template <int MT, int NW, int BPS, int CPW, bool SEL>
+void add_lean_persist(std::vector<Variant> &vs, int ntiles, int kchunks, int group, int grid) {
+    if (group != 128 || kchunks != NW * CPW || grid <= 0) return;
+    grid = std::min(grid, ntiles);
+    vs.push_back({"lean.persist.MT" + std::to_string(MT) + ".NW" + std::to_string(NW) + ".B" + std::to_string(BPS) + ".CPW" +
+                      std::to_string(CPW) + (SEL ? ".sel" : "") + ".G" + std::to_string(grid),
+                  0, true, [=](const W4a16Args &a, cudaStream_t s) { lean_persist_kernel<MT, NW, BPS, CPW, SEL><<<unsigned(grid), NW * 32, 0, s>>>(a); }});
+}
+
 template <int MT, int NW, int BPS, int CPW>
 void add_lean_wn2(std::vector<Variant> &vs, int ntiles, int kchunks, int group) {
     if (group != 128 || kchunks != NW * CPW || ntiles % 2) return;
@@ -959,6 +1035,9 @@ int main(int argc, char **argv) {
     // `lean-shape` (run 75): the compiled-count lean build with fewer warps a col tile (each
     // owning more chunks: less prologue and epilogue a chunk) and other blocks an SM
     const bool lean_shape = !strcmp(mode, "lean-shape");
+    // `persist` (run 90): the library's compiled-count lean builds beside a persistent grid of
+    // them that prefetches the next col tile's first batch across the reduction
+    const bool persist = !strcmp(mode, "persist");
     auto wanted = [&](int k, int n, int m, const Variant &v) {
         return !only || (std::to_string(k) + "x" + std::to_string(n) == argv[2] && m == atoi(argv[3]) && v.name == argv[4] &&
                          v.ks == atoi(argv[5]));
@@ -1026,7 +1105,7 @@ int main(int argc, char **argv) {
             CHECK(cudaStreamSynchronize(s));
             std::vector<Variant> vs;
             const int nt = int(t.ntiles);
-            if (ring || lean_shape) {  // no decode builds beside them
+            if (ring || lean_shape || persist) {  // no decode builds beside them
             } else if (bulk) {
                 add_decode<1, 1, 4>(vs, nt);
             } else if (m <= 8) {
@@ -1065,6 +1144,29 @@ int main(int argc, char **argv) {
                 add_lib_gemv<4, 2, 3>(vs, nt, 1, m, sh.n);
                 add_lean_gemv<1, 8, 4>(vs, nt, int(t.kchunks), int(t.group));
                 add_lean_gemv<1, 16, 2>(vs, nt, int(t.kchunks), int(t.group));
+            } else if (persist) {
+                const int kc = int(t.kchunks), gr = int(t.group);
+                // each col-tile count in as few equal rounds as the resident blocks allow
+                auto rounds_grid = [&](int slots) { const int r = (nt + slots - 1) / slots; return (nt + r - 1) / r; };
+                if (m <= 8) {
+                    add_lean_full<1, 8, 4, 8>(vs, nt, kc, gr);    // K 4096, > 4 x SMs col tiles: the library's
+                    add_lean_full<1, 16, 2, 4>(vs, nt, kc, gr);   // K 4096, fewer col tiles: the library's
+                    add_lean_full<1, 16, 2, 12>(vs, nt, kc, gr);  // K 12288: the library's
+                    // the forms ptxas fits in 64 registers without spills (nvcc 13.0)
+                    add_lean_persist<1, 8, 4, 8, true>(vs, nt, kc, gr, 4 * sms);
+                    add_lean_persist<1, 8, 4, 8, true>(vs, nt, kc, gr, rounds_grid(4 * sms));
+                    add_lean_persist<1, 8, 4, 8, true>(vs, nt, kc, gr, 2 * sms);
+                    add_lean_persist<1, 16, 2, 4, false>(vs, nt, kc, gr, 2 * sms);
+                    add_lean_persist<1, 16, 2, 4, false>(vs, nt, kc, gr, rounds_grid(2 * sms));
+                    add_lean_persist<1, 16, 2, 12, false>(vs, nt, kc, gr, 2 * sms);
+                } else {
+                    add_lean_full<2, 8, 4, 8>(vs, nt, kc, gr);
+                    add_lean_full<2, 16, 2, 4>(vs, nt, kc, gr);
+                    add_lean_gemv<2, 16, 2>(vs, nt, kc, gr);      // K 12288: the library's
+                    // MT 2: 16 bytes of spills in this form, more in the others
+                    add_lean_persist<2, 8, 4, 8, true>(vs, nt, kc, gr, 4 * sms);
+                    add_lean_persist<2, 8, 4, 8, true>(vs, nt, kc, gr, rounds_grid(4 * sms));
+                }
             } else if (lean_shape) {
                 const int kc = int(t.kchunks), gr = int(t.group);
                 if (m <= 8) {
