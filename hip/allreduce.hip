@@ -40,6 +40,7 @@
 // store_from_f32); each element is summed by one rank, so every rank gets the same bits.
 // Two-shot is a run-time (block-uniform) flag, not a template argument: the sum is the same
 // code over a narrower column range, and the gather and second barrier are one branch.
+#include <stdlib.h>
 #include <string.h>
 
 #include "add_rmsnorm_kernels.h"
@@ -218,6 +219,18 @@ __device__ __forceinline__ void gather_shares(const ExArgs &a, size_t red_at, in
 // (release: the block's writes, gathered by the first __syncthreads, are ordered before the
 // flag), flag = e, a spin (volatile loads) until every peer's same flag reaches e, then a
 // system fence (acquire), which the second __syncthreads hands to the block.
+// Every thread, before the __syncthreads ahead of a signal: its own writes released at system
+// scope.  CUDA needs nothing here (the barrier then thread 0's fence.sc orders the block's
+// writes before the flag: PTX fences are cumulative).  AMD: LLVM's lowering of a workgroup
+// barrier followed by one wave's system fence did not wait for the other waves' stores in
+// every mode (LLVM PRs 160501 / 161638 fixed it for GFX10+ in CU mode; gfx1151 runs in WGP
+// mode), so each wave waits for its own stores and writes them back first.
+__device__ __forceinline__ void release_own_writes() {
+#if defined(GN_PLATFORM_HIP)
+    __builtin_amdgcn_fence(__ATOMIC_RELEASE, "");
+#endif
+}
+
 template <int W>
 __device__ __forceinline__ void signal_and_wait(const ExArgs &a, int b, size_t at, uint64_t e) {
     __threadfence_system();
@@ -257,6 +270,7 @@ __global__ void GN_LAUNCH_BOUNDS(kExThreads, kExThreads) allreduce_exchange_kern
             for (int64_t i = threadIdx.x; i < units; i += blockDim.x) dst[i] = src[i];
         }
     }
+    release_own_writes();
     __syncthreads();  // every thread has read e and written its part
     if (threadIdx.x == 0) signal_and_wait<W>(a, b, 0, e);  // ready[b]
     __syncthreads();
@@ -274,6 +288,7 @@ __global__ void GN_LAUNCH_BOUNDS(kExThreads, kExThreads) allreduce_exchange_kern
         sum_rows_elem<W>(a, slot, red, lo, span);
     }
     if (W > 1 && a.two_shot) {  // uniform: every thread of every block (W = 1 never runs two-shot: no peers)
+        release_own_writes();
         __syncthreads();  // this block's share of its rows, stored by all its threads
         if (threadIdx.x == 0) signal_and_wait<W>(a, b, kCommGatheredOffset, e);  // gathered[b]
         __syncthreads();
@@ -378,6 +393,19 @@ gatednorm_status gpu_comm_check_residency(int32_t device_id, int32_t world, void
         if (err != hipSuccess) return runtime_fail(err, "exchange kernel occupancy");
         per_sm = n < per_sm ? n : per_sm;
     }
+#if defined(GN_PLATFORM_HIP)
+    // ROCm maps a process's streams onto GPU_MAX_HW_QUEUES hardware queues a device (default 4)
+    // and runs a queue's kernels in order: two ranks' streams on one queue would put one
+    // rank's exchange kernel behind another that waits for it.
+    const char *queues_env = getenv("GPU_MAX_HW_QUEUES");
+    const int queues = queues_env && atoi(queues_env) > 0 ? atoi(queues_env) : 4;
+    if (sharing > queues)
+        return fail(GATEDNORM_STATUS_UNSUPPORTED,
+                    "buffers: %d ranks' buffers are on GPU %d, whose exchange kernels wait on each other, but ROCm runs this "
+                    "process's streams on %d hardware queues (GPU_MAX_HW_QUEUES), so two ranks could share one and wait on each "
+                    "other forever; set GPU_MAX_HW_QUEUES to at least %d, or put fewer ranks on one GPU",
+                    sharing, device_id, queues, sharing + 1);
+#endif
     const int64_t fit = int64_t(per_sm) * prop.multiProcessorCount, need = int64_t(sharing) * kCommGpuBlocks;
     if (fit < need)
         return fail(GATEDNORM_STATUS_UNSUPPORTED,

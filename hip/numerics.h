@@ -171,7 +171,8 @@ GN_HD float host_exp_nonpos(float x) {
 GN_HD float sigmoid(float z) {
 #if defined(GN_DEVICE_PASS)
     // e = h * h, h = 2^(-|z| log2(e) / 2): the flushing exp2 is one instruction, and h stays
-    // normal wherever e is normal or subnormal (|z| < 175), so the square (an ordinary,
+    // normal wherever e is normal or subnormal (|z| < 103.97; h itself turns subnormal, and is
+    // flushed, only past |z| ~ 174.7, where e is 0 either way), so the square (an ordinary,
     // non-flushing multiply) gives e's subnormals as the plain exp2 does, with one multiply
     // in place of its range fix-ups.  1 + e lies in [1, 2]: the flushing reciprocal is exact
     // there to its few ulp.

@@ -47,7 +47,8 @@ gatednorm_status device_facts(int device, DeviceFacts *f) {
     d.target = prop.major >= 8 ? GATEDNORM_W4A16_TARGET_CUDA_MMA : 0;
 #else
     snprintf(d.arch, sizeof d.arch, "%s", prop.gcnArchName);
-    if (!strncmp(d.arch, "gfx90a", 6) || !strncmp(d.arch, "gfx908", 6) || !strncmp(d.arch, "gfx94", 5) || !strncmp(d.arch, "gfx95", 5))
+    // gfx908 (MI100) has no bf16 MFMA of the _1k form the kernel uses: no W4A16 target there.
+    if (!strncmp(d.arch, "gfx90a", 6) || !strncmp(d.arch, "gfx94", 5) || !strncmp(d.arch, "gfx95", 5))
         d.target = GATEDNORM_W4A16_TARGET_AMD_MFMA;
     else if (!strncmp(d.arch, "gfx11", 5))
         d.target = GATEDNORM_W4A16_TARGET_AMD_WMMA;

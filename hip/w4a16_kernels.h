@@ -648,7 +648,8 @@ __global__ void __launch_bounds__(kW4MmaThreads) w4a16_mma_kernel(const W4a16Arg
 
 #else
 // --------------------------------------------------------------------------------- AMD
-#if defined(__gfx908__) || defined(__gfx90a__) || defined(__gfx940__) || defined(__gfx941__) || defined(__gfx942__) || defined(__gfx950__)
+// CDNA 2 / 3 / 4 (the _1k bf16 MFMA; gfx908 lacks it: no W4A16 target there, see w4a16.hip).
+#if defined(__gfx90a__) || defined(__gfx940__) || defined(__gfx941__) || defined(__gfx942__) || defined(__gfx950__)
 #define GN_W4_MFMA 1
 #endif
 #if defined(__GFX11__)

@@ -25,6 +25,7 @@ import pytest
 # one rank's second launch queued behind its own exchange could hold a peer's exchange back
 # (docs/allreduce.md, "Co-residency").  Real ranks on separate GPUs do not share queues.
 os.environ.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", "32")
+os.environ.setdefault("GPU_MAX_HW_QUEUES", "16")  # ROCm's own (default 4): comm_create refuses W > it
 
 try:
     import gatednorm  # noqa: F401
