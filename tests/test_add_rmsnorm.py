@@ -444,7 +444,7 @@ def test_bad_inputs(rng):
     bad(lambda: A(x, r, w[:128], y_out=y), "weight", outs)
     bad(lambda: A(x, r, w, y_out=y[:3]), "y_out", outs)
     bad(lambda: A(x, r, w, y=False), "y", outs)
-    bad(lambda: A(x, r, w, q=q, scales=s, group_size=96, y=False), "params.quant.group_size", outs)
+    bad(lambda: A(x, r, w, q=q, scales=s, group_size=96, y=False), "group_size", outs)
     bad(lambda: A(x, r, w, q=q, scales=s[:, :1], y=False), "scales", outs)
     bad(lambda: A(x, r, w, residual_out=r[::-1], y_out=y), "residual_out", outs)  # overlaps residual, not the same view
     bad(lambda: A(x, r, w, residual_out=ro.astype(np.float32), y_out=y), "residual_out", outs)  # dtype
@@ -453,8 +453,8 @@ def test_bad_inputs(rng):
     bad(lambda: A(x, r, w, q=q.view(np.uint16)[:, :128], scales=s, y=False), "q", outs)  # dtype
     bad(lambda: A(x.astype(np.int32), r, w, y_out=y), "x", outs)
     bad(lambda: A(x, r, w.astype(np.float64), y_out=y), "weight", outs)
-    bad(lambda: A(x, r, w, y_out=y, eps=-1.0), "params.eps", outs)
+    bad(lambda: A(x, r, w, y_out=y, eps=-1.0), "eps", outs)  # the keyword, not the C field params.eps
     bad(lambda: A(x, r, w, q=q, scales=s, scale_format="e8m0", y=False), "scales", outs)
     bad(lambda: gatednorm.rmsnorm(x, w, y=False), "y", outs)
-    bad(lambda: gatednorm.group_quant_fp8(x, q=q, scales=s, group_size=100), "params.quant.group_size", outs)
+    bad(lambda: gatednorm.group_quant_fp8(x, q=q, scales=s, group_size=100), "group_size", outs)
     bad(lambda: gatednorm.group_quant_fp8(x, q=q[:2], scales=s), "q", outs)

@@ -152,6 +152,22 @@ def test_check_says_when_the_gpu_was_not_checked(capsys):
         assert "not checked" not in out and "gpu:0" in out
 
 
+def test_check_names_a_gpu_it_cannot_see(capsys):
+    """--backend gpu:N past the visible GPUs is refused as --backend gpu is without any (it ran
+    every case and printed a FAIL row and a traceback line for each)."""
+    n = gatednorm.device_count()
+    assert cli.main(["check", "--backend", "gpu:%d" % n]) == 2
+    cap = capsys.readouterr()
+    assert "gpu:%d is not visible" % n in cap.err
+    assert "FAIL" not in cap.out and "passed on" not in cap.out
+
+
+def test_check_header_names_the_version_once(capsys):
+    assert cli.main(["check", "--backend", "cpu"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.count("gatednorm %s" % gatednorm.version()) == 1, first
+
+
 @pytest.mark.parametrize("value", ["bogus", "gpu:", "gpu:x", "cpu0", "gpu:-1"])
 def test_check_refuses_an_unknown_backend_at_parse(value, capsys):
     with pytest.raises(SystemExit) as ei:

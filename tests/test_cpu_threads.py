@@ -93,3 +93,27 @@ def test_set_num_threads_c_entry():
         assert _threads() >= 1
     finally:
         lib.gatednorm_set_num_threads(before)
+
+
+def test_set_num_threads_from_python():
+    """gatednorm.set_num_threads / get_num_threads: the C entries for Python users (README named
+    only the C function and the environment variable); bad counts named, nothing changed."""
+    before = gatednorm.get_num_threads()
+    try:
+        rng = np.random.default_rng(1)
+        x = rng.standard_normal((300, 16, 128)).astype(np.float32)
+        w = rng.standard_normal(128).astype(np.float32)
+        gatednorm.set_num_threads(1)
+        assert gatednorm.get_num_threads() == 1
+        one = gatednorm.rmsnorm_gated(x, None, w)
+        gatednorm.set_num_threads(3)
+        assert gatednorm.get_num_threads() == 3
+        assert gatednorm.rmsnorm_gated(x, None, w).tobytes() == one.tobytes()
+        for bad in (-1, 2 ** 40, 1.5, True, "2", None):
+            with pytest.raises(gatednorm.InvalidArgumentError, match="num_threads"):
+                gatednorm.set_num_threads(bad)
+            assert gatednorm.get_num_threads() == 3
+        gatednorm.set_num_threads(0)
+        assert gatednorm.get_num_threads() >= 1
+    finally:
+        gatednorm.set_num_threads(before)

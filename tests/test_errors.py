@@ -584,3 +584,44 @@ def test_thread_count_in_a_forked_child_while_the_parent_runs_a_parallel_region(
         stop.set()
         th.join()
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def _option_cases():
+    bf = _dtypes.to_numpy_dtype("bfloat16")
+    x, w = np.ones((2, 256), bf), np.ones(256, bf)
+    x3, w3 = x.reshape(2, 2, 128), w[:128]
+    return [
+        ("rmsnorm", "eps", lambda: gatednorm.rmsnorm(x, w, eps=-1.0)),
+        ("add_rmsnorm", "eps", lambda: gatednorm.add_rmsnorm(x, x.copy(), w, eps=-1.0)),
+        ("rmsnorm", "group_size", lambda: gatednorm.rmsnorm(x, w, fp8=True, group_size=100)),
+        ("rmsnorm_gated", "eps", lambda: gatednorm.rmsnorm_gated(x, x, w, eps=float("nan"))),
+        ("rmsnorm_gated_fp8", "group_size", lambda: gatednorm.rmsnorm_gated_fp8(x, x, w, group_size=100)),
+        ("rmsnorm_gated_fp8", "fp8_max", lambda: gatednorm.rmsnorm_gated_fp8(x3, x3, w3, fp8_max=1000.0)),
+        ("group_quant_fp8", "group_size", lambda: gatednorm.group_quant_fp8(x, group_size=96)),
+    ]
+
+
+@pytest.mark.parametrize("op, keyword, call", _option_cases(), ids=lambda v: v if isinstance(v, str) else "")
+def test_option_errors_name_the_keyword_and_the_op(op, keyword, call):
+    """A bad option the library refuses is named by the wrapper's keyword (it was the C field,
+    params.eps / params.quant.group_size) under the op the caller called (rmsnorm's said
+    add_rmsnorm, whose C entry it shares)."""
+    with pytest.raises(GatedNormError) as e:
+        call()
+    msg = str(e.value)
+    assert msg.startswith("%s: %s:" % (op, keyword)), msg
+    assert "params." not in msg, msg
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda x, w: gatednorm.rmsnorm_gated(x, x, w, group_size=0), "group_size: expected None .* got 0"),
+    (lambda x, w: gatednorm.rmsnorm_gated(x, x, w, group_size=-128), "group_size: expected None .* got -128"),
+    (lambda x, w: gatednorm.rmsnorm_gated_fp8(x, x, w, head_dim=0), "head_dim: expected None .* got 0"),
+    (lambda x, w: gatednorm.W4A16Weight.from_float(np.ones((4, 64), np.float32), 0), "group_size: 0 does not divide"),
+])
+def test_zero_is_not_none(call, match):
+    """group_size / head_dim = 0 read as "none" (the C entries' 0) and from_float's as
+    per-channel, silently; None is the spelling of none, 0 is refused."""
+    x, w = np.ones((2, 256), np.float32), np.ones(256, np.float32)
+    with pytest.raises(gatednorm.InvalidArgumentError, match=match):
+        call(x, w)

@@ -816,8 +816,19 @@ def test_prepack_errors(rng):
     w = _plain(rng)
     with pytest.raises(gatednorm.GatedNormError, match="params.target: NATIVE on the host"):
         w.prepack_host(0, BF16)
-    with pytest.raises(gatednorm.GatedNormError, match="params.dtype: UNSET"):
+    # float32 activations: refused by the wrapper, naming its keyword ...
+    with pytest.raises(gatednorm.InvalidArgumentError, match="dtype: expected bfloat16 or float16 activations, got float32"):
         w.prepack_host("cuda_mma", F32)
+    # ... and by the C entry, which the wrapper no longer reaches with it
+    from gatednorm import w4a16 as w4
+
+    prm = w4._new_params(gatednorm._ffi.lib())
+    w._describe(prm)
+    prm.target, prm.symmetric = w4.TARGETS["cuda_mma"], -1
+    packed = np.zeros(1 << 16, np.uint8)
+    with pytest.raises(gatednorm.GatedNormError, match="params.dtype: UNSET"):
+        w4._PREPACK(None, w.q, w.scales, w.zeros, packed, params=prm)
+    assert not packed.any()
 
 
 def test_plain_weight_on_gpu_rejected(rng, requires_gpu):
@@ -1040,6 +1051,24 @@ def _gptq_parts(rng, n=16, k=64, g=32):
     (lambda p: gatednorm.W4A16Weight(np.zeros((4, 32), np.uint8), np.ones((4, 2), np.float32), np.full((4, 2), 3.7)),
      "zeros: expected integer codes"),
     (lambda p: gatednorm.W4A16Weight.from_float(np.ones((4, 64), np.float32), 32).prepack_host("bogus"), "target:"),
+    # (the new-user review of 2026-12-04) a transposed qweight was blamed on scales
+    (lambda p: gatednorm.W4A16Weight.from_gptq(np.ascontiguousarray(p[0].T), p[1], p[2]),
+     "qweight: holds N = 8 columns but scales .* have 16; is it transposed"),
+    (lambda p: gatednorm.W4A16Weight.from_awq(np.zeros((16, 8), np.int32), np.zeros((2, 1), np.int32),
+                                              np.ones((2, 16), np.float32)), "qweight: holds N = 64 columns"),
+    # non-finite or integer scales (a NaN scale made NaN outputs; int32 scales were converted)
+    (lambda p: gatednorm.W4A16Weight(np.zeros((4, 32), np.uint8), np.array([[1, np.nan]] * 4, np.float32)),
+     r"scales: scale at \(0, 1\) is nan"),
+    (lambda p: gatednorm.W4A16Weight.from_gptq(p[0], p[1], np.where(np.arange(16) == 3, np.inf, p[2]).astype(np.float32)),
+     r"scales: scale at \(0, 3\) is inf"),
+    (lambda p: gatednorm.W4A16Weight.from_gptq(p[0], p[1], np.full(p[2].shape, 1e39)), r"scales: .* is inf"),
+    (lambda p: gatednorm.W4A16Weight(np.zeros((4, 32), np.uint8), np.ones((4, 2), np.int32)),
+     "scales: expected floating-point scales"),
+    (lambda p: gatednorm.W4A16Weight.from_compressed_tensors(np.zeros((16, 8), np.int32), np.full((16, 2), np.nan, np.float32),
+                                                             weight_shape=(16, 64)), "weight_scale: scale at"),
+    # prepack_host named the C field (params.dtype: UNSET) for a dtype the activations cannot have
+    (lambda p: gatednorm.W4A16Weight.from_float(np.ones((4, 64), np.float32), 32).prepack_host(dtype="float32"),
+     "dtype: expected bfloat16 or float16 activations"),
 ])
 def test_importer_errors_name_their_argument(rng, call, match):
     with pytest.raises(gatednorm.InvalidArgumentError, match=match):

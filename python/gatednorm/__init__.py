@@ -17,7 +17,8 @@ from pathlib import Path as _Path
 from . import reference
 from ._array import DeviceArray, from_pointer
 from ._ffi import GatedNormError, InvalidArgumentError, LibraryLoadError
-from ._runtime import Stream, build_info, device_count, device_name, device_properties, last_kernel, synchronize, version
+from ._runtime import (Stream, build_info, device_count, device_name, device_properties, get_num_threads, last_kernel,
+                       set_num_threads, synchronize, version)
 from .ops import rmsnorm_gated
 from .ops_fp8 import NormOutputs, add_rmsnorm, group_quant_fp8, rmsnorm, rmsnorm_gated_fp8
 from .w4a16 import W4A16Weight, w4a16_matmul
@@ -46,6 +47,8 @@ __all__ = [
     "device_properties",
     "synchronize",
     "last_kernel",
+    "set_num_threads",
+    "get_num_threads",
     "Stream",
     "cmake_dir",
     "pkgconfig_dir",

@@ -582,13 +582,30 @@ def _stream_ptr(s):
 
 
 # --------------------------------------------------------------------------------- entry
-def _renamer(c_names: dict):
+def _renamer(c_names: dict, params_keywords: bool):
     """A message's C argument names (whole words, not field paths like params.y) replaced by
-    the wrapper's."""
+    the wrapper's; with ``params_keywords``, a params field path by the wrapper's keyword for
+    it (``params.eps`` -> ``eps``, ``params.quant.format`` -> ``fp8_format``): the norm ops'
+    options are keywords named as their fields."""
     import re
 
-    pattern = re.compile(r"(?<![\w.\[])(%s)(?![\w\[])" % "|".join(map(re.escape, c_names)))
-    return lambda msg: pattern.sub(lambda m: c_names[m.group(1)], msg)
+    subs = []
+    if params_keywords:
+        fields = re.compile(r"(?<![\w.\[])params\.(?:quant\.)?(\w+)")
+        subs.append(lambda msg: fields.sub(lambda m: _PARAM_KEYWORDS.get(m.group(1), m.group(1)), msg))
+    if c_names:
+        pattern = re.compile(r"(?<![\w.\[])(%s)(?![\w\[])" % "|".join(map(re.escape, c_names)))
+        subs.append(lambda msg: pattern.sub(lambda m: c_names[m.group(1)], msg))
+
+    def rename(msg):
+        for sub in subs:
+            msg = sub(msg)
+        return msg
+
+    return rename if subs else None
+
+
+_PARAM_KEYWORDS = {"format": "fp8_format"}  # params fields whose wrapper keyword has another name
 
 
 class Entry:
@@ -596,14 +613,17 @@ class Entry:
     arguments in order, as the wrapper's keywords name them (and errors do), ``outputs`` the
     ones it writes, ``params_type`` its options struct (None: the entry takes no params);
     ``c_names`` maps a C argument name to the wrapper's where they differ, so the library's
-    messages name what the caller passed ({"y_copy": "y"})."""
+    messages name what the caller passed ({"y_copy": "y"}); ``params_keywords``: the wrapper's
+    keywords are the params fields (the norm ops), so messages name ``eps``, not
+    ``params.eps``; ``label``: the op name errors start with (default: the C name without
+    ``gatednorm_``; rmsnorm calls add_rmsnorm's entry under its own)."""
 
     def __init__(self, function: str, params_type: str | None, names: tuple, outputs: tuple = (), compile_now: bool = False,
-                 c_names: dict | None = None):
+                 c_names: dict | None = None, params_keywords: bool = False, label: str | None = None):
         self.function = function
         self.c_names = dict(c_names or {})
-        self._rename = _renamer(self.c_names) if self.c_names else None
-        self.short = function[len("gatednorm_"):] if function.startswith("gatednorm_") else function
+        self._rename = _renamer(self.c_names, params_keywords)
+        self.short = label or (function[len("gatednorm_"):] if function.startswith("gatednorm_") else function)
         self.params_type = params_type
         self.names = tuple(names)
         self.writable = tuple(n in outputs for n in self.names)
@@ -968,6 +988,16 @@ def integer(name, v) -> int:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
         raise argument_error("%s: expected an integer, got %r" % (name, v))
     return int(v)
+
+
+def view_size(name, v) -> int:
+    """A size >= 1 viewing the last dim as [L / size, size], where None (the default) means
+    the last dim: the C entries' 0 for none is not taken from Python, where it read as a size
+    and silently meant none."""
+    g = integer(name, v)
+    if g < 1:
+        raise argument_error("%s: expected None (the last dim) or a size >= 1, got %d" % (name, g))
+    return g
 
 
 def choice(name, v, table: dict) -> int:

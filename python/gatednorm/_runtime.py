@@ -33,6 +33,25 @@ def last_kernel() -> str:
     return ffi.string(_ffi.lib().gatednorm_last_kernel()).decode("ascii")
 
 
+def set_num_threads(num_threads: int) -> None:
+    """Threads of the CPU backend (host arrays; the calling thread included): ``n >= 1`` sets
+    it, 0 restores the default ($GATEDNORM_NUM_THREADS if set, else the cores this process
+    may run on).  Results are bit-identical whatever the count."""
+    from . import _call
+
+    n = _call.integer("num_threads", num_threads)
+    if not 0 <= n < 2 ** 31:
+        raise _ffi.argument_error("num_threads: expected 0 (the default) or a count >= 1, got %d" % n)
+    check(_ffi.lib().gatednorm_set_num_threads(n), "set_num_threads")
+
+
+def get_num_threads() -> int:
+    """The CPU backend's thread count (set_num_threads)."""
+    n = ffi.new("int32_t *")
+    check(_ffi.lib().gatednorm_get_num_threads(n), "get_num_threads")
+    return int(n[0])
+
+
 def build_info() -> str:
     """Backend, GPU targets and compiler the library was built with."""
     return ffi.string(_ffi.lib().gatednorm_build_info()).decode("utf-8", "replace")

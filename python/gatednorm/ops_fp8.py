@@ -21,7 +21,8 @@ SCALE_LAYOUTS = ("row", "col", "col_pad4")
 _Q_NAMES = ("float8_e4m3fn", "float8_e4m3fnuz")  # through _dtypes on use: ml_dtypes loads lazily
 _SCALE_NAMES = ("float32", "float32", "uint8", "int32")
 _ENTRY = _call.Entry("gatednorm_rmsnorm_gated_fp8", "gatednorm_rmsnorm_gated_fp8_params",
-                     ("x", "z", "weight", "q", "scales", "y"), outputs=("q", "scales", "y"), c_names={"y_copy": "y"})
+                     ("x", "z", "weight", "q", "scales", "y"), outputs=("q", "scales", "y"), c_names={"y_copy": "y"},
+                     params_keywords=True)
 
 
 # Checked options -> what the wrappers derive from them (params struct, codes), keyed by
@@ -38,7 +39,7 @@ def _gated_options(group_size, fp8_format, fp8_max, amax_floor, scale_format, sc
     """rmsnorm_gated_fp8's options checked (in this order: the first bad one is named):
     (params, fp8 format code, scale format code, group size, head_dim)."""
     qf, fmt, sfmt, g = _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded)
-    hd = 0 if head_dim is None else _call.integer("head_dim", head_dim)
+    hd = 0 if head_dim is None else _call.view_size("head_dim", head_dim)
     prm = _ENTRY.params(
         norm_before_gate=_call.flag("norm_before_gate", norm_before_gate),
         activation=_call.choice("activation", activation, _ACTIVATIONS),
@@ -171,9 +172,15 @@ residual updated in place; None for rmsnorm)."""
 # The wrappers' keyword for the C argument y is y_out (their y is the flag asking for it).
 _ADD_ENTRY = _call.Entry("gatednorm_add_rmsnorm", "gatednorm_add_rmsnorm_params",
                          ("x", "residual", "weight", "residual_out", "y_out", "q", "scales"),
-                         outputs=("residual", "residual_out", "y_out", "q", "scales"), c_names={"y": "y_out"})
+                         outputs=("residual", "residual_out", "y_out", "q", "scales"), c_names={"y": "y_out"},
+                         params_keywords=True)
+# rmsnorm is add_rmsnorm without a residual; its errors say rmsnorm.
+_RMSNORM_ENTRY = _call.Entry("gatednorm_add_rmsnorm", "gatednorm_add_rmsnorm_params",
+                             ("x", "residual", "weight", "residual_out", "y_out", "q", "scales"),
+                             outputs=("residual", "residual_out", "y_out", "q", "scales"), c_names={"y": "y_out"},
+                             params_keywords=True, label="rmsnorm")
 _GQ_ENTRY = _call.Entry("gatednorm_group_quant_fp8", "gatednorm_group_quant_fp8_params", ("x", "q", "scales"),
-                        outputs=("q", "scales"))
+                        outputs=("q", "scales"), params_keywords=True)
 
 
 def _float_out_dtype(dtype, name, what, given, given_name):
@@ -261,7 +268,8 @@ def rmsnorm(x, weight, *, eps=1e-6, weight_offset=0.0, y=True, y_dtype=None, fp8
     """RMSNorm over the last dim (docs/ops.md §3 without a residual), optionally with FP8
     per-group outputs: as add_rmsnorm without residual.  Returns NormOutputs (residual None)."""
     return _norm(x, None, weight, eps, weight_offset, None, y, y_dtype, fp8, group_size, fp8_format, fp8_max,
-                 amax_floor, scale_format, scale_layout, quantize_rounded, q, scales, y_out, stream, pdl)
+                 amax_floor, scale_format, scale_layout, quantize_rounded, q, scales, y_out, stream, pdl,
+                 entry=_RMSNORM_ENTRY)
 
 
 def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8, group_size, fp8_format, fp8_max,

@@ -101,12 +101,26 @@ def _np(x, name):
 
 
 def _scales(s, name):
+    """Scales as given (bf16 / fp16 / fp32; float64 becomes fp32), every one finite: a NaN or
+    infinite scale is a damaged checkpoint, refused here rather than found as NaN outputs."""
     s = _np(s, name)
     if s.dtype not in (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32):
-        if s.dtype.kind not in "fiu":
-            raise argument_error("%s: expected real scales, got dtype %s" % (name, s.dtype))
-        s = s.astype(np.float32)
+        if s.dtype.kind != "f":
+            raise argument_error("%s: expected floating-point scales (bfloat16, float16, float32; float64 is converted), "
+                                 "got dtype %s" % (name, s.dtype))
+        s = _f32_scales(s)
+    if s.size and not np.isfinite(s.astype(np.float32)).all():
+        bad = np.argwhere(~np.isfinite(s.astype(np.float32)))[0]
+        raise argument_error("%s: scale at %s is %s: every scale must be finite (float32's range)"
+                             % (name, tuple(int(i) for i in bad), s[tuple(bad)]))
     return s
+
+
+def _same_n(qweight, n_codes, s, name):
+    """A packed weight whose N disagrees with its [K/G, N] scales: named (transposed, most often)."""
+    if s.ndim == 2 and s.shape[1] != n_codes:
+        raise argument_error("%s: holds N = %d columns but scales (%s, [K/G, N]) have %d; is it transposed?"
+                             % (name, n_codes, s.shape, s.shape[1]))
 
 
 def _f32_scales(s):
@@ -140,10 +154,9 @@ def _codes(z, name):
 
 
 def _group_size(group_size, k):
-    """G from a group_size argument (None or 0: per channel, G = K), checked to divide K."""
+    """G from a group_size argument (None: per channel, G = K), checked to divide K (0 is
+    refused: it read as per-channel, a meaning no other group_size gives it)."""
     g = k if group_size is None else _call.integer("group_size", group_size)
-    if g == 0:
-        g = k
     if g < 1 or k % g:
         raise argument_error("group_size: %r does not divide K = %d" % (group_size, k))
     return g
@@ -288,6 +301,7 @@ class W4A16Weight:
         codes = _unpack_int32(qw, 0, "qweight").T  # [N, K]
         s = _scales(scales, "scales")
         n, k = codes.shape
+        _same_n(qw, n, s, "qweight")
         if s.ndim != 2 or s.shape[1] != n or s.shape[0] < 1 or k % s.shape[0]:
             raise argument_error("scales: expected [K/G, N] = [K/G, %d] with K/G dividing K = %d, got %s" % (n, k, s.shape))
         ng = s.shape[0]
@@ -339,6 +353,7 @@ class W4A16Weight:
         codes = unpack(qweight, "qweight")  # [K, N]
         k, n = codes.shape
         s = _scales(scales, "scales")
+        _same_n(qweight, n, s, "qweight")
         if s.ndim != 2 or s.shape[1] != n or s.shape[0] < 1 or k % s.shape[0]:
             raise argument_error("scales: expected [K/G, N] = [K/G, %d], got %s" % (n, s.shape))
         z = unpack(qzeros, "qzeros")
@@ -438,10 +453,10 @@ class W4A16Weight:
     def prepack_host(self, target="cuda_mma", dtype="bfloat16"):
         """The tiled layout made on the host for ``target`` (a TARGETS name): a host weight
         the CPU backend reads back (what the tests use to check the layout without a GPU)."""
-        dt = _dtypes.to_numpy_dtype(dtype)
+        dt = _act_dtype(dtype)
         lib = _ffi._lib or _ffi.load()
         prm = _new_params(lib)
-        prm.dtype = _W4DT_NAMES.get(dt.name, 0)
+        prm.dtype = _W4DT_NAMES[dt.name]
         prm.target = _call.choice("target", target, TARGETS) if isinstance(target, str) else _call.integer("target", target)
         self._describe(prm)
         size = ffi.new("size_t *")
