@@ -438,6 +438,19 @@ def test_default_outputs_numpy(rng):
     assert y.dtype == _dtypes.bfloat16 and s.strides == (4, 20)  # [2, 5] column-major
 
 
+@pytest.mark.parametrize("norm_before_gate", [True, False])
+@pytest.mark.parametrize("copy_dtype", ["bf16", "fp16", "fp32"])
+def test_cpu_copy_is_rmsnorm_gated(rng, norm_before_gate, copy_dtype):
+    """On the CPU the copy is rmsnorm_gated's output bit for bit: both compute a row with
+    cpu_rows.h's gated_row_f32 (the FP8 backend had a loop of its own, summing squares in
+    another order, which could differ from it in a last bit)."""
+    x, z, w = make_inputs(rng, (7, 3, 256), xscale=3.0)
+    y = np.full(x.shape, 7.0, _dtypes.to_numpy_dtype(copy_dtype))
+    gatednorm.rmsnorm_gated_fp8(x, z, w, norm_before_gate=norm_before_gate, y=y)
+    ref = gatednorm.rmsnorm_gated(x, z, w, norm_before_gate=norm_before_gate, out_dtype=copy_dtype)
+    assert y.tobytes() == ref.tobytes()
+
+
 def test_raw_uint8_q(be, rng):
     """uint8 q takes the same codes as a float8 q (same backend: same kernel)."""
     x, z, w = make_inputs(rng, (3, 2, 128))

@@ -4,6 +4,7 @@
 #pragma once
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "backend.h"
 #include "numerics.h"
@@ -17,14 +18,20 @@ inline void cpu_quantize_row(const QuantFp8Spec &qs, int64_t t, const float *y) 
     const int64_t G = qs.group;
     uint8_t *qrow = reinterpret_cast<uint8_t *>(qs.q + t * qs.q_st);
     char *srow = qs.scales + t * qs.s_st * sbytes;
+    const int fmt = qs.format;
+    const float fp8_max = qs.fp8_max;
     for (int64_t k = 0; k < qs.groups; ++k) {
         const float *yg = y + k * G;
-        uint32_t amax = 0;
+        uint8_t *qg = qrow + k * G;
+        uint32_t amax = 0;  // loops without branches: the compiler vectorizes both
         for (int64_t i = 0; i < G; ++i) amax = amax > abs_bits(yg[i]) ? amax : abs_bits(yg[i]);
-        const float s = fp8_group_scale(amax, qs.amax_floor, qs.fp8_max, ue8m0);
-        const float inv = 1.0f / s;  // one IEEE reciprocal per group, as the kernels
-        for (int64_t i = 0; i < G; ++i)
-            qrow[k * G + i] = isnan(s) ? fp8_nan_code(qs.format) : fp8_encode(yg[i] * inv, qs.format, qs.fp8_max);
+        const float s = fp8_group_scale(amax, qs.amax_floor, fp8_max, ue8m0);
+        if (isnan(s)) {
+            memset(qg, fp8_nan_code(fmt), size_t(G));
+        } else {
+            const float inv = 1.0f / s;  // one IEEE reciprocal per group, as the kernels
+            for (int64_t i = 0; i < G; ++i) qg[i] = fp8_encode(yg[i] * inv, fmt, fp8_max);
+        }
         store_group_scale(srow, qs.s_sk, qs.scale_format, k, qs.groups, s);
     }
 }

@@ -153,27 +153,10 @@ gatednorm_status cpu_rmsnorm_gated(const RmsnormGatedProblem &p) {
         for (int64_t r = r0; r < r1; ++r) {
             const int64_t t = r / H, h = r % H;
             const char *x = p.x.data + (t * p.x.stride_t + h * p.x.stride_h) * xs;
-            char *out = p.out.data + (t * p.out.stride_t + h * p.out.stride_h) * os;
+            const char *z = has_z ? p.z.data + (t * p.z.stride_t + h * p.z.stride_h) * zs : nullptr;
             // The whole row is read before any of it is written: out may alias x or z.
-            load_row_f32(x, p.x.dtype, D, u);
-            if (has_z) {
-                load_row_f32(p.z.data + (t * p.z.stride_t + h * p.z.stride_h) * zs, p.z.dtype, D, g);
-                if (p.activation == kSigmoid)
-                    for (int64_t c = 0; c < D; ++c) g[c] = sigmoid(g[c]);
-                else
-                    for (int64_t c = 0; c < D; ++c) g[c] = g[c] * sigmoid(g[c]);
-                if (!p.norm_before_gate)
-                    for (int64_t c = 0; c < D; ++c) u[c] *= g[c];
-            }
-            // The sum of squares in double: a sequential fp32 sum over long rows would drift
-            // further from the reference than the GPU's tree reduction does.
-            const double ss = sum_squares(u, D);
-            const float rstd = 1.0f / sqrtf(float(ss / double(D)) + p.eps);
-            if (has_z && p.norm_before_gate)
-                for (int64_t c = 0; c < D; ++c) y[c] = u[c] * rstd * w[c] * g[c];
-            else
-                for (int64_t c = 0; c < D; ++c) y[c] = u[c] * rstd * w[c];
-            store_row_f32(out, p.out.dtype, D, y);
+            gated_row_f32(x, p.x.dtype, z, p.z.dtype, D, p.activation, p.norm_before_gate, w, p.eps, u, g, y);
+            store_row_f32(p.out.data + (t * p.out.stride_t + h * p.out.stride_h) * os, p.out.dtype, D, y);
         }
     };
     cpu_parallel_for(p.tokens * H, D * (has_z ? 4 : 1), rows);
