@@ -44,15 +44,21 @@ int gpu_platform() {
 }
 
 const char *gpu_build_info() {
-    static char info[160];
-    if (!info[0]) {
+    // Filled once by a static's initializer, which C++ runs in one thread while others wait
+    // (a buffer filled on first use, as before, could be read half-written by a second thread).
+    struct Text {
+        char s[160];
+    };
+    static const Text info = [] {
+        Text t{};
 #if defined(GN_PLATFORM_CUDA)
-        snprintf(info, sizeof info, "cuda %d.%d (%s)", __CUDACC_VER_MAJOR__, __CUDACC_VER_MINOR__, GN_GPU_TARGETS);
+        snprintf(t.s, sizeof t.s, "cuda %d.%d (%s)", __CUDACC_VER_MAJOR__, __CUDACC_VER_MINOR__, GN_GPU_TARGETS);
 #else
-        snprintf(info, sizeof info, "hip %d.%d (%s)", HIP_VERSION_MAJOR, HIP_VERSION_MINOR, GN_GPU_TARGETS);
+        snprintf(t.s, sizeof t.s, "hip %d.%d (%s)", HIP_VERSION_MAJOR, HIP_VERSION_MINOR, GN_GPU_TARGETS);
 #endif
-    }
-    return info;
+        return t;
+    }();
+    return info.s;
 }
 
 gatednorm_status gpu_device_count(int32_t *count) {

@@ -29,10 +29,12 @@ struct DeviceFacts {
 constexpr int kCachedDevices = 64;
 
 gatednorm_status device_facts(int device, DeviceFacts *f) {
+    // ready: 0 empty, 1 being filled by the thread that claimed it, 2 filled.  Only that thread
+    // writes the entry; others use their own copy of the facts until it is filled.
     static std::atomic<int> ready[kCachedDevices] = {};
     static DeviceFacts facts[kCachedDevices];
     if (device < 0 || device >= kCachedDevices) return fail(GATEDNORM_STATUS_NO_DEVICE, "device %d: out of range", device);
-    if (ready[device].load(std::memory_order_acquire)) {
+    if (ready[device].load(std::memory_order_acquire) == 2) {
         *f = facts[device];
         return GATEDNORM_STATUS_SUCCESS;
     }
@@ -53,8 +55,11 @@ gatednorm_status device_facts(int device, DeviceFacts *f) {
     else if (!strncmp(d.arch, "gfx11", 5))
         d.target = GATEDNORM_W4A16_TARGET_AMD_WMMA;
 #endif
-    facts[device] = d;  // every thread writes the same values
-    ready[device].store(1, std::memory_order_release);
+    int empty = 0;
+    if (ready[device].compare_exchange_strong(empty, 1, std::memory_order_acq_rel)) {
+        facts[device] = d;
+        ready[device].store(2, std::memory_order_release);
+    }
     *f = d;
     return GATEDNORM_STATUS_SUCCESS;
 }

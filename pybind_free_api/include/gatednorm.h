@@ -14,9 +14,16 @@
  *     (GATEDNORM_STATUS_OUT_OF_MEMORY from its worker threads) may have written some rows;
  *     every argument check happens before any output is touched.
  *   - Thread safety: calls may run concurrently from any number of threads, on the same or
- *     different streams and devices; the library keeps no mutable state shared between
- *     calls except what the GPU runtime itself keeps (the current device is restored on
- *     return).  Two concurrent calls that write the same memory race, as any two kernels do.
+ *     different streams and devices; the state calls share (the CPU pool, per-device facts
+ *     read once) is synchronized, and the current device is restored on return.  Two
+ *     concurrent calls that write the same memory race, as any two kernels do.
+ *   - The CPU pool serves one host call at a time: a host call arriving while another holds
+ *     it runs on its own thread alone (no queueing), so up to callers + pool - 1 threads run.
+ *     gatednorm_set_num_threads is process-wide, waits for a running parallel region, and
+ *     applies to later calls.  A forked child may call the library whatever its parent was
+ *     doing (it starts a fresh pool).  No call may still run when the process exits or the
+ *     library is unloaded (the pool is never destroyed, its workers simply end with the
+ *     process); each thread's row buffers only grow and live until the thread exits.
  *   - gatednorm_last_error() returns a thread-local buffer: valid until the next gatednorm
  *     call on the same thread (which may overwrite it) or the thread's exit.  Copy it to keep it.
  *   - Host tensors (device type CPU, CUDA_HOST, ROCM_HOST) run on the calling thread and the

@@ -57,8 +57,10 @@ public:
     int threads() {
         int c = configured_.load(std::memory_order_relaxed);
         if (c <= 0) {
-            c = default_threads();
-            configured_.store(c, std::memory_order_relaxed);
+            // The default replaces "unset" only if no set_threads landed meanwhile (a plain
+            // store overwrote one: set_num_threads(5) then read 2).
+            const int d = default_threads();
+            c = configured_.compare_exchange_strong(c, d, std::memory_order_relaxed) ? d : c;
         }
         return c;
     }
@@ -213,8 +215,11 @@ private:
     pid_t owner_pid_ = getpid();
 };
 
+// Never destroyed: a thread may still be inside a call when the process exits (Python
+// daemon threads, detached C++ threads), and a destructor joining the workers then raced
+// that call (ThreadSanitizer: a condition variable destroyed while notified, a use after free).
 Pool &pool() {
-    static Pool p;
+    static Pool &p = *new Pool;
     return p;
 }
 

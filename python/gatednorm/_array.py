@@ -112,7 +112,10 @@ class DeviceArray:
     waited for, on the host, before the memory is read on another stream: as an op input,
     through ``__dlpack__`` (``stream=None`` meaning the default stream) or by a host copy.
     ``__cuda_array_interface__`` reports the pending stream instead, and is absent for
-    dtypes without an exact typestr (bf16, fp8): use DLPack for those.
+    dtypes without an exact typestr (bf16, fp8): use DLPack for those.  This bookkeeping is
+    one record a memory block, kept without a lock: ops writing views of one block from
+    several Python threads at once, on different streams, are not ordered by it (one
+    thread's record can replace another's); synchronize such threads yourself.
 
     The memory is freed (``cudaFree`` / ``hipFree``) when the last view goes.  Keep arrays
     alive across a CUDA/HIP graph capture: a free during a capture invalidates it (call

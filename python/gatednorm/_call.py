@@ -582,6 +582,9 @@ def _stream_ptr(s):
 
 
 # --------------------------------------------------------------------------------- entry
+_COMPILE_LOCK = threading.Lock()  # Entry._compile_and_call: one compile an entry
+
+
 def _renamer(c_names: dict, params_keywords: bool):
     """A message's C argument names (whole words, not field paths like params.y) replaced by
     the wrapper's; with ``params_keywords``, a params field path by the wrapper's keyword for
@@ -630,6 +633,7 @@ class Entry:
         self._out_index = tuple(j for j, n in enumerate(self.names) if n in outputs)
         self._fn = None
         self._defaults = None
+        self._env = None  # the compiled call's globals (``_compile``)
         self._cache: dict = {}
         # Compiled at the first call, so `import gatednorm` pays only for the entries a wrapper
         # binds at import (compile_now: ops.py keeps `call` in a global, saving the attribute
@@ -641,20 +645,33 @@ class Entry:
 
     def _compile_and_call(self, *args, **kw):
         """``call`` until the first call: compiles it (``_compile``, a few ms an entry that
-        an import would pay for every op), puts it in its place and makes the call."""
-        self.call = self._compile()
+        an import would pay for every op), puts it in its place and makes the call.  Once:
+        threads making their first calls at once wait for the first one's compile (two
+        compiles left ``_env``, where ``_ready`` binds the C function, belonging to the call
+        not installed, which then went through ``_first_call`` on every call)."""
+        with _COMPILE_LOCK:
+            if self._env is None:
+                self.call = self._compile()
         return self.call(*args, **kw)
 
     def _load(self):
-        """The C function this entry calls (a subclass may bind arguments to it) and the
-        library's default params."""
+        """The C function this entry calls (``_bind`` may bind arguments to it) and the
+        library's default params.  ``_fn`` is published last: a thread that sees it set finds
+        the defaults set too (the ``_init`` call releases the GIL; ``params`` once copied
+        the defaults of a half-loaded entry: an all-zero struct, cached for good)."""
         lib = _ffi.lib()
-        self._fn = getattr(lib, self.function)
-        if self.params_type is not None:
+        if self.params_type is not None and self._defaults is None:
             d = ffi.new(self.params_type + " *")
             _ffi.check(getattr(lib, self.params_type + "_init")(d, ffi.sizeof(d[0])), self.params_type + "_init")
             self._defaults = d[0]
-        return self._fn
+        fn = self._bind(getattr(lib, self.function))
+        self._fn = fn
+        return fn
+
+    def _bind(self, raw):
+        """The function ``call`` makes from the library's ``raw`` one (a subclass binds
+        arguments here)."""
+        return raw
 
     def _ready(self):
         """The function to call, bound as the compiled call's ``FN`` (until then ``FN`` is

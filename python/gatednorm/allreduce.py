@@ -45,17 +45,15 @@ class _CommEntry(_call.Entry):
         self._comm = comm
         super().__init__("gatednorm_allreduce_add_rmsnorm", "gatednorm_add_rmsnorm_params", _ADD_ENTRY.names,
                          outputs=("residual", "residual_out", "y_out", "q", "scales"),
-                         c_names=_ADD_ENTRY.c_names)
+                         c_names=_ADD_ENTRY.c_names, params_keywords=True)
 
-    def _load(self):
-        raw = super()._load()
+    def _bind(self, raw):
         comm = self._comm
 
         def fn(*a):
             self.c_calls += 1  # what the library counted: add_rmsnorm pairs its own refusals with it
             return raw(comm, *a)
 
-        self._fn = fn
         return fn
 
     c_calls = 0
