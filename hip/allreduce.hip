@@ -396,10 +396,11 @@ gatednorm_status gpu_comm_check_residency(int32_t device_id, int32_t world, void
 #if defined(GN_PLATFORM_HIP)
     // ROCm maps a process's streams onto GPU_MAX_HW_QUEUES hardware queues a device (default 4)
     // and runs a queue's kernels in order: two ranks' streams on one queue would put one
-    // rank's exchange kernel behind another that waits for it.
+    // rank's exchange kernel behind another that waits for it.  One queue is left for the
+    // default stream (allocations, copies), so the ranks need one more queue than they are.
     const char *queues_env = getenv("GPU_MAX_HW_QUEUES");
     const int queues = queues_env && atoi(queues_env) > 0 ? atoi(queues_env) : 4;
-    if (sharing > queues)
+    if (sharing >= queues)
         return fail(GATEDNORM_STATUS_UNSUPPORTED,
                     "buffers: %d ranks' buffers are on GPU %d, whose exchange kernels wait on each other, but ROCm runs this "
                     "process's streams on %d hardware queues (GPU_MAX_HW_QUEUES), so two ranks could share one and wait on each "

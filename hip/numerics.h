@@ -213,7 +213,8 @@ GN_HD uint8_t fp8_encode(float v, int fmt, float fp8_max) {
     const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
     const uint32_t sign = (u >> 24) & 0x80u;
     const float mag = f32_from_bits(u & 0x7fffffffu);
-    const float a = mag > fp8_max ? fp8_max : mag;  // the clamp (a NaN's result is replaced below)
+    const float a = mag <= fp8_max ? mag : fp8_max;  // the clamp; NaN -> fp8_max (its result is replaced
+                                                     // below; a NaN here would reach the int conversion)
     const bool fnuz = fmt == kE4M3FNUZ;
     // Smallest normal: 2^-6 (fn) / 2^-7 (fnuz); below it codes step by the subnormal quantum
     // 2^-9 / 2^-10, so code = rne(a / quantum): a / quantum is exact (a power-of-two scaling)

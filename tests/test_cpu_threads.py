@@ -109,10 +109,12 @@ def test_set_num_threads_from_python():
         gatednorm.set_num_threads(3)
         assert gatednorm.get_num_threads() == 3
         assert gatednorm.rmsnorm_gated(x, None, w).tobytes() == one.tobytes()
-        for bad in (-1, 2 ** 40, 1.5, True, "2", None):
+        for bad in (-1, 257, 2 ** 40, 1.5, True, "2", None):
             with pytest.raises(gatednorm.InvalidArgumentError, match="num_threads"):
                 gatednorm.set_num_threads(bad)
             assert gatednorm.get_num_threads() == 3
+        gatednorm.set_num_threads(256)  # the pool's most
+        assert gatednorm.get_num_threads() == 256
         gatednorm.set_num_threads(0)
         assert gatednorm.get_num_threads() >= 1
     finally:

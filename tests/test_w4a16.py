@@ -1053,9 +1053,13 @@ def _gptq_parts(rng, n=16, k=64, g=32):
     (lambda p: gatednorm.W4A16Weight.from_float(np.ones((4, 64), np.float32), 32).prepack_host("bogus"), "target:"),
     # (the new-user review of 2026-12-04) a transposed qweight was blamed on scales
     (lambda p: gatednorm.W4A16Weight.from_gptq(np.ascontiguousarray(p[0].T), p[1], p[2]),
-     "qweight: holds N = 8 columns but scales .* have 16; is it transposed"),
-    (lambda p: gatednorm.W4A16Weight.from_awq(np.zeros((16, 8), np.int32), np.zeros((2, 1), np.int32),
-                                              np.ones((2, 16), np.float32)), "qweight: holds N = 64 columns"),
+     "qweight: holds N = 8 columns but scales .* have 16, the N it would hold transposed; is it transposed"),
+    (lambda p: gatednorm.W4A16Weight.from_awq(np.zeros((2, 16), np.int32), np.zeros((1, 2), np.int32),
+                                              np.ones((1, 16), np.float32)), "qweight: holds N = 128 columns .* is it transposed"),
+    # ... but a right qweight with wrong (here transposed) scales names the scales
+    (lambda p: gatednorm.W4A16Weight.from_gptq(p[0], p[1], np.ascontiguousarray(p[2].T)), r"scales: expected \[K/G, N\]"),
+    (lambda p: gatednorm.W4A16Weight.from_awq(np.zeros((16, 2), np.int32), np.zeros((2, 2), np.int32),
+                                              np.ones((16, 2), np.float32)), r"scales: expected \[K/G, N\]"),
     # non-finite or integer scales (a NaN scale made NaN outputs; int32 scales were converted)
     (lambda p: gatednorm.W4A16Weight(np.zeros((4, 32), np.uint8), np.array([[1, np.nan]] * 4, np.float32)),
      r"scales: scale at \(0, 1\) is nan"),

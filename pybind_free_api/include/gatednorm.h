@@ -21,9 +21,10 @@
  *     it runs on its own thread alone (no queueing), so up to callers + pool - 1 threads run.
  *     gatednorm_set_num_threads is process-wide, waits for a running parallel region, and
  *     applies to later calls.  A forked child may call the library whatever its parent was
- *     doing (it starts a fresh pool).  No call may still run when the process exits or the
- *     library is unloaded (the pool is never destroyed, its workers simply end with the
- *     process); each thread's row buffers only grow and live until the thread exits.
+ *     doing (it starts a fresh pool).  The pool is never destroyed: its workers end with the
+ *     process, and the library stays mapped after dlclose (linked -z nodelete on ELF), so
+ *     a call still running at exit is not cut from under.  Each thread's row buffers only
+ *     grow and live until the thread exits.  The pool holds at most 256 threads.
  *   - gatednorm_last_error() returns a thread-local buffer: valid until the next gatednorm
  *     call on the same thread (which may overwrite it) or the thread's exit.  Copy it to keep it.
  *   - Host tensors (device type CPU, CUDA_HOST, ROCM_HOST) run on the calling thread and the
@@ -174,8 +175,8 @@ GATEDNORM_API gatednorm_status gatednorm_stream_synchronize(void *stream);
 GATEDNORM_API gatednorm_status gatednorm_stream_destroy(void *stream);
 GATEDNORM_API gatednorm_status gatednorm_device_synchronize(int32_t device_id);
 /* Threads of the CPU backend (host tensors): a pool owned by the library, the calling thread
- * included.  num_threads >= 1 sets it, 0 restores the default: $GATEDNORM_NUM_THREADS if set,
- * else the cores this process may run on.  Small calls run on the calling thread alone.
+ * included.  num_threads >= 1 sets it (at most 256: larger counts are taken as 256), 0 restores
+ * the default: $GATEDNORM_NUM_THREADS if set, else the cores this process may run on.  Small calls run on the calling thread alone.
  * Results are bit-identical whatever the count. */
 GATEDNORM_API gatednorm_status gatednorm_set_num_threads(int32_t num_threads);
 GATEDNORM_API gatednorm_status gatednorm_get_num_threads(int32_t *num_threads);

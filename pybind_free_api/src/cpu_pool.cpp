@@ -44,8 +44,6 @@ void pool_after_fork();
 
 class Pool {
 public:
-    ~Pool() { stop_workers(); }
-
     Pool() {
         // A forked child inherits the mutexes in whatever state a parent thread left them
         // (one may be inside a parallel region) and none of the workers: start afresh.
@@ -218,6 +216,7 @@ private:
 // Never destroyed: a thread may still be inside a call when the process exits (Python
 // daemon threads, detached C++ threads), and a destructor joining the workers then raced
 // that call (ThreadSanitizer: a condition variable destroyed while notified, a use after free).
+// The library is linked -z nodelete, so dlclose never unmaps the code its workers wait in.
 Pool &pool() {
     static Pool &p = *new Pool;
     return p;

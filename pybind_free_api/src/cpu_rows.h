@@ -56,8 +56,9 @@ inline double sum_squares(const float *v, int64_t n) {
 // The gated norm's fp32 y of one row of D (docs/ops.md §1): x and z (nullptr: none) loaded,
 // the gate act(z), u = x or x * act(z), the sum of squares above, y = u * rstd * w [* act(z)],
 // every step a loop the compiler vectorizes.  u and g are scratch of D floats; w holds
-// weight + weight_offset.  cpu_rmsnorm_gated and cpu_rmsnorm_gated_fp8 both compute y here,
-// so a copy written beside the FP8 codes has rmsnorm_gated's bits.
+// weight + weight_offset.  cpu_rmsnorm_gated's general path and cpu_rmsnorm_gated_fp8 both
+// compute y here, and its all-bf16 path (bf16_rows) does the same operations in the same
+// order, so a copy written beside the FP8 codes has rmsnorm_gated's bits.
 inline void gated_row_f32(const char *x, int xdt, const char *z, int zdt, int64_t D, int act, bool norm_before_gate,
                           const float *w, float eps, float *u, float *g, float *y) {
     load_row_f32(x, xdt, D, u);

@@ -852,11 +852,11 @@ class Entry:
                    NDARRAY=np.ndarray, FB=_from_buffer, FBW=_from_writable, FN=self._first_call, CA=_CHAR_ARRAY,
                    NPD=_np_descs, FB_ERRORS=_FB_ERRORS,
                    from_numpy=_from_numpy, np_desc=_np_desc, from_cai=_from_cai, read_only=_read_only_output)
-        self._env = env
         exec(compile("\n".join(lines), "<gatednorm entry %s>" % self.function, "exec"), env)
         if outputs:
             exec(compile("\n".join(self._call_new_lines(fn_args, ret)), "<gatednorm entry %s>" % self.function,
                          "exec"), env)
+        self._env = env  # last: _compile_and_call takes a set _env for a finished compile
         return env["call"]
 
     def _np_desc_lines(self, ind, i):

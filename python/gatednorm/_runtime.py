@@ -33,15 +33,19 @@ def last_kernel() -> str:
     return ffi.string(_ffi.lib().gatednorm_last_kernel()).decode("ascii")
 
 
+_MAX_THREADS = 256  # the CPU pool's most (cpu_pool.cpp kMaxThreads; the C entry clamps to it)
+
+
 def set_num_threads(num_threads: int) -> None:
-    """Threads of the CPU backend (host arrays; the calling thread included): ``n >= 1`` sets
-    it, 0 restores the default ($GATEDNORM_NUM_THREADS if set, else the cores this process
-    may run on).  Results are bit-identical whatever the count."""
+    """Threads of the CPU backend (host arrays; the calling thread included): ``n`` in 1..256
+    sets it, 0 restores the default ($GATEDNORM_NUM_THREADS if set, else the cores this
+    process may run on, at most 256).  Results are bit-identical whatever the count."""
     from . import _call
 
     n = _call.integer("num_threads", num_threads)
-    if not 0 <= n < 2 ** 31:
-        raise _ffi.argument_error("num_threads: expected 0 (the default) or a count >= 1, got %d" % n)
+    if not 0 <= n <= _MAX_THREADS:
+        raise _ffi.argument_error("num_threads: expected 0 (the default) or a count in 1..%d (the pool's most), got %d"
+                                  % (_MAX_THREADS, n))
     check(_ffi.lib().gatednorm_set_num_threads(n), "set_num_threads")
 
 

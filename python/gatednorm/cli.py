@@ -352,9 +352,9 @@ def _cmd_check(args) -> int:
     elif args.backend == "gpu":
         backends = [b for b in avail if b != "cpu"]
         if not backends:
-            print("gatednorm check: no GPU visible (%s)" % gatednorm.build_info(), file=sys.stderr)
+            print("gatednorm check: %s" % _no_gpu_reason(gatednorm), file=sys.stderr)
             return 2
-    elif args.backend not in avail and args.backend != "cpu":  # gpu:N that this process cannot see
+    elif args.backend not in avail:  # gpu:N that this process cannot see ("cpu" always is)
         print("gatednorm check: %s is not visible: %s" % (args.backend, _no_gpu_reason(gatednorm) if avail == ["cpu"] else
                                                           "GPUs here: " + ", ".join(b for b in avail if b != "cpu")),
               file=sys.stderr)

@@ -170,15 +170,12 @@ NormOutputs.__doc__ = """What add_rmsnorm / rmsnorm return: ``y`` (None unless a
 residual updated in place; None for rmsnorm)."""
 
 # The wrappers' keyword for the C argument y is y_out (their y is the flag asking for it).
-_ADD_ENTRY = _call.Entry("gatednorm_add_rmsnorm", "gatednorm_add_rmsnorm_params",
-                         ("x", "residual", "weight", "residual_out", "y_out", "q", "scales"),
-                         outputs=("residual", "residual_out", "y_out", "q", "scales"), c_names={"y": "y_out"},
-                         params_keywords=True)
+_ADD_ARGS = dict(names=("x", "residual", "weight", "residual_out", "y_out", "q", "scales"),
+                 outputs=("residual", "residual_out", "y_out", "q", "scales"), c_names={"y": "y_out"},
+                 params_keywords=True)
+_ADD_ENTRY = _call.Entry("gatednorm_add_rmsnorm", "gatednorm_add_rmsnorm_params", **_ADD_ARGS)
 # rmsnorm is add_rmsnorm without a residual; its errors say rmsnorm.
-_RMSNORM_ENTRY = _call.Entry("gatednorm_add_rmsnorm", "gatednorm_add_rmsnorm_params",
-                             ("x", "residual", "weight", "residual_out", "y_out", "q", "scales"),
-                             outputs=("residual", "residual_out", "y_out", "q", "scales"), c_names={"y": "y_out"},
-                             params_keywords=True, label="rmsnorm")
+_RMSNORM_ENTRY = _call.Entry("gatednorm_add_rmsnorm", "gatednorm_add_rmsnorm_params", **_ADD_ARGS, label="rmsnorm")
 _GQ_ENTRY = _call.Entry("gatednorm_group_quant_fp8", "gatednorm_group_quant_fp8_params", ("x", "q", "scales"),
                         outputs=("q", "scales"), params_keywords=True)
 

@@ -109,18 +109,21 @@ def _scales(s, name):
             raise argument_error("%s: expected floating-point scales (bfloat16, float16, float32; float64 is converted), "
                                  "got dtype %s" % (name, s.dtype))
         s = _f32_scales(s)
-    if s.size and not np.isfinite(s.astype(np.float32)).all():
-        bad = np.argwhere(~np.isfinite(s.astype(np.float32)))[0]
+    finite = np.isfinite(s.astype(np.float32))
+    if not finite.all():
+        bad = np.argwhere(~finite)[0]
         raise argument_error("%s: scale at %s is %s: every scale must be finite (float32's range)"
                              % (name, tuple(int(i) for i in bad), s[tuple(bad)]))
     return s
 
 
-def _same_n(qweight, n_codes, s, name):
-    """A packed weight whose N disagrees with its [K/G, N] scales: named (transposed, most often)."""
-    if s.ndim == 2 and s.shape[1] != n_codes:
-        raise argument_error("%s: holds N = %d columns but scales (%s, [K/G, N]) have %d; is it transposed?"
-                             % (name, n_codes, s.shape, s.shape[1]))
+def _transposed(n_codes, n_if_transposed, s, name):
+    """A packed weight read as N = n_codes columns whose [K/G, N] scales have the N it would
+    hold transposed (``n_if_transposed``): named as the one at fault.  Any other mismatch of N
+    is the scales' (their own shape check names them)."""
+    if s.ndim == 2 and s.shape[1] != n_codes and s.shape[1] == n_if_transposed:
+        raise argument_error("%s: holds N = %d columns but scales (%s, [K/G, N]) have %d, the N it would hold "
+                             "transposed; is it transposed?" % (name, n_codes, s.shape, s.shape[1]))
 
 
 def _f32_scales(s):
@@ -301,7 +304,7 @@ class W4A16Weight:
         codes = _unpack_int32(qw, 0, "qweight").T  # [N, K]
         s = _scales(scales, "scales")
         n, k = codes.shape
-        _same_n(qw, n, s, "qweight")
+        _transposed(n, qw.shape[0] if qw.ndim == 2 else -1, s, "qweight")  # [N, K/8] given for [K/8, N]
         if s.ndim != 2 or s.shape[1] != n or s.shape[0] < 1 or k % s.shape[0]:
             raise argument_error("scales: expected [K/G, N] = [K/G, %d] with K/G dividing K = %d, got %s" % (n, k, s.shape))
         ng = s.shape[0]
@@ -353,7 +356,7 @@ class W4A16Weight:
         codes = unpack(qweight, "qweight")  # [K, N]
         k, n = codes.shape
         s = _scales(scales, "scales")
-        _same_n(qweight, n, s, "qweight")
+        _transposed(n, 8 * np.shape(qweight)[0], s, "qweight")  # [N/8, K] given for [K, N/8]
         if s.ndim != 2 or s.shape[1] != n or s.shape[0] < 1 or k % s.shape[0]:
             raise argument_error("scales: expected [K/G, N] = [K/G, %d], got %s" % (n, s.shape))
         z = unpack(qzeros, "qzeros")
