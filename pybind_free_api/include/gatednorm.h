@@ -390,8 +390,8 @@ GATEDNORM_API gatednorm_status gatednorm_w4a16_prepack(const gatednorm_tensor *q
 GATEDNORM_API gatednorm_status gatednorm_w4a16_workspace_size(const gatednorm_w4a16_params *params, int64_t m, gatednorm_device device, size_t *bytes);
 
 /* out = a @ dequant(W) (+ bias).
- * a:         [M, K] bf16 / fp16, last dim contiguous, any row stride.  GPU: data and rows
- *            16-byte aligned.
+ * a:         [M, K] bf16 / fp16, last dim contiguous, any row stride; M < 2^31.  GPU: data and
+ *            rows 16-byte aligned, K a multiple of 16 (else UNSUPPORTED).
  * qweight, scales, zeros: the weight in params->layout (see above).  GPU: TILED, 16-byte aligned.
  * bias:      NULL or [N], bf16 / fp16 / fp32, contiguous.
  * out:       [M, N] bf16 / fp16 / fp32, last dim contiguous, any row stride; overlaps no input.
