@@ -78,6 +78,23 @@ __device__ __forceinline__ float row_sum_squares(const uint32_t (&r)[VEC / 2], i
     return s;
 }
 
+// The same sum for a lane holding its 8 stored values as floats (an fp32 residual, VEC 8):
+// each chunk summed k = 0..7 by fmaf, then as row_sum_squares at VEC 8, so the same bits as
+// the generic kernel's sum of the same stored row.
+__device__ __forceinline__ float row_sum_squares_f32(const float (&r)[8], int hidden) {
+    __shared__ float partial[kMaxSpans];
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kChunk; ++k) s = fmaf(r[k], r[k], s);
+    const float v = span_butterfly<kShuffleGroup>(s);
+    if (threadIdx.x % kShuffleGroup == 0) partial[threadIdx.x / kShuffleGroup] = v;
+    __syncthreads();
+    const int spans = (hidden + kSpan - 1) / kSpan;
+    float total = 0.0f;
+    for (int i = 0; i < spans; ++i) total += partial[i];
+    return total;
+}
+
 // The FP8 outputs of a lane's VEC values y of row t: group amax over the group's lanes, codes,
 // and the scale from the group's first lane.  Every lane calls it (the shuffles need them).
 template <int VEC>
@@ -178,6 +195,52 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, MINB * kMaxRowThreads) add_rmsn
     if constexpr (QUANT) quantize_chunk<VEC>(a, t, col, ok, y);
 }
 
+// add_rmsnorm with an fp32 residual beside 16-bit x (an engine keeping its residual stream in
+// fp32): VEC 8, the stored row held as 8 floats (x + residual in fp32 is the stored value: no
+// rounding), the residual read and written as two 16-byte words a lane.  The generic kernel
+// took 3-5x this kernel's time per byte (run 95).  Same sum order, y and quantization as the
+// 16-bit row kernel, so add_rmsnorm's y is still rmsnorm's on the stored (fp32) residual.
+template <int XDT, bool QUANT>
+__global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, kMaxRowThreads) add_rmsnorm_row_res32_kernel(const AddArgs a) {
+    const int64_t t = blockIdx.x;
+    const int col = threadIdx.x * 8;
+    const bool ok = col < a.hidden;
+    pdl_entry(a);
+    uint32_t xw[4] = {0u, 0u, 0u, 0u};
+    float4 r0 = make_float4(0.f, 0.f, 0.f, 0.f), r1 = r0;
+    RawChunk<8> wraw{};
+    if (ok) {
+        load_words(a.x + t * a.x_st + col * 2, xw);
+        const float4 *rp = reinterpret_cast<const float4 *>(a.res + t * a.res_st + col * 4);
+        r0 = rp[0];
+        r1 = rp[1];
+        wraw = load_raw_chunk<8>(static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype), a.weight_dtype);
+    }
+    float r[8] = {r0.x, r0.y, r0.z, r0.w, r1.x, r1.y, r1.z, r1.w};
+#pragma unroll
+    for (int k = 0; k < 8; ++k) r[k] = word_element<XDT>(xw, k) + r[k];  // the fp32 sum is the stored value
+    if (ok) {
+        float4 *ro = reinterpret_cast<float4 *>(a.res_out + t * a.res_out_st + col * 4);
+        ro[0] = make_float4(r[0], r[1], r[2], r[3]);
+        ro[1] = make_float4(r[4], r[5], r[6], r[7]);
+    }
+    const float rstd = rsqrtf(fmaf(row_sum_squares_f32(r, a.hidden), a.inv_hidden, a.eps));
+    float w[8];
+    if (a.weight_dtype == kBF16) widen_chunk<kBF16>(wraw, a.weight_offset, w);
+    else if (a.weight_dtype == kF16) widen_chunk<kF16>(wraw, a.weight_offset, w);
+    else widen_chunk<kF32>(wraw, a.weight_offset, w);
+    float y[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) y[k] = r[k] * rstd * w[k];
+    if (a.y && ok) {
+        char *yp = a.y + t * a.y_st + col * dtype_size(a.y_dtype);
+        if (a.y_dtype == kBF16) store_vec<kBF16, 8>(yp, y);
+        else if (a.y_dtype == kF16) store_vec<kF16, 8>(yp, y);
+        else store_vec<kF32, 8>(yp, y);
+    }
+    if constexpr (QUANT) quantize_chunk<8>(a, t, col, ok, y);
+}
+
 // ---- flat group-quant kernel
 // group_quant_fp8 has no row reduction (y = x), so its lanes need not be laid out a block a
 // row: lane g of the grid takes elements [16 c, 16 c + 16) of row t (g = t * hidden / 16 +
@@ -269,6 +332,23 @@ bool chunks_fit(const AddRmsnormProblem &p, int vec) {
         const int64_t G = p.quant.group, gl = G / vec;
         if (G % vec || gl > 32 || (gl & (gl - 1))) return false;
         if (!aligned(p.quant.q, vec) || p.quant.q_st % vec) return false;
+    }
+    return true;
+}
+
+// Whether add_rmsnorm_row_res32_kernel takes the problem: an fp32 residual beside 16-bit x,
+// 256 <= hidden <= 8192 (8 elements a lane, a block a row), every row 16-byte aligned, FP8
+// groups a power-of-two count of <= 32 lanes with 8-byte aligned q rows.
+bool res32_row(const AddRmsnormProblem &p) {
+    if (!p.normalize || !p.res || p.res_dtype != kF32 || p.x_dtype == kF32) return false;
+    if (p.hidden < 256 || p.hidden > 8192 || p.hidden % 8) return false;
+    if (!aligned(p.x, 16) || (p.x_st * 2) % 16 || !aligned(p.weight, 16)) return false;
+    if (!aligned(p.res, 16) || (p.res_st * 4) % 16 || !aligned(p.res_out, 16) || (p.res_out_st * 4) % 16) return false;
+    if (p.y && (!aligned(p.y, 16) || (p.y_st * dtype_size(p.y_dtype)) % 16)) return false;
+    if (p.has_quant) {
+        const int64_t G = p.quant.group, gl = G / 8;
+        if (G % 8 || gl > 32 || (gl & (gl - 1))) return false;
+        if (!aligned(p.quant.q, 8) || p.quant.q_st % 8) return false;
     }
     return true;
 }
@@ -397,6 +477,22 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
         if (err != hipSuccess) return launch_fail(err, "group_quant_fp8", "x");
         const gatednorm_status st = check_launch("group_quant_fp8");
         if (st == GATEDNORM_STATUS_SUCCESS) note_kernel("group_quant_fp8.flat");
+        return st;
+    }
+    if (res32_row(p)) {
+        AddArgs a = make_add_args(p, 8);
+        a.pdl = pdl;
+        const unsigned block = unsigned((p.hidden / 8 + kShuffleGroup - 1) / kShuffleGroup * kShuffleGroup);
+        hipError_t err;
+        if (p.x_dtype == kBF16)
+            err = p.has_quant ? gn_launch(add_rmsnorm_row_res32_kernel<kBF16, true>, unsigned(p.tokens), block, s, a, pdl)
+                              : gn_launch(add_rmsnorm_row_res32_kernel<kBF16, false>, unsigned(p.tokens), block, s, a, pdl);
+        else
+            err = p.has_quant ? gn_launch(add_rmsnorm_row_res32_kernel<kF16, true>, unsigned(p.tokens), block, s, a, pdl)
+                              : gn_launch(add_rmsnorm_row_res32_kernel<kF16, false>, unsigned(p.tokens), block, s, a, pdl);
+        if (err != hipSuccess) return launch_fail(err, "add_rmsnorm", "x");
+        const gatednorm_status st = check_launch("add_rmsnorm");
+        if (st == GATEDNORM_STATUS_SUCCESS) note_kernel("add_rmsnorm.row.vec8.res32");
         return st;
     }
     const int vec = row_vec(p, forced);

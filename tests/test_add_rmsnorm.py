@@ -152,6 +152,29 @@ def test_normalizes_the_stored_residual(be, rng, H):
     assert not reference.compare(y, wrong, np.float32).ok
 
 
+# An fp32 residual beside 16-bit x (an engine keeping its residual stream in fp32): on the GPU
+# the row kernel's fp32-residual build up to hidden 8192 (run 95: the generic kernel took 3-5x
+# its time per byte), the generic kernel past it or for misaligned rows.  Either way the
+# stored residual is the fp32 sum, y is rmsnorm's of it bit for bit (the same sum order), and
+# everything matches the reference (run() checks the outputs).
+@pytest.mark.parametrize("H,T,xd,gpu_kernel", [(256, 3, "bf16", "add_rmsnorm.row.vec8.res32"),
+                                               (4096, 9, "bf16", "add_rmsnorm.row.vec8.res32"),
+                                               (4096, 300, "fp16", "add_rmsnorm.row.vec8.res32"),
+                                               (8192, 5, "bf16", "add_rmsnorm.row.vec8.res32"),
+                                               (8320, 5, "bf16", "add_rmsnorm.generic"),
+                                               (1000, 5, "bf16", "add_rmsnorm.generic")])
+@pytest.mark.parametrize("fp8", [False, True])
+def test_fp32_residual(be, rng, monkeypatch, H, T, xd, gpu_kernel, fp8):
+    monkeypatch.delenv("GATEDNORM_ROW_VEC", raising=False)
+    x, r, w = inputs(rng, (T, H), xd, "fp32", "bf16")
+    G = 128 if H % 128 == 0 else 8
+    y, _, _, r_st = run(be, x, r, w, in_place=False, y_dtype="fp32", fp8=fp8, group_size=G)
+    assert gatednorm.last_kernel() == (gpu_kernel if be.name == "gpu" else "cpu")
+    assert r_st.tobytes() == (x.astype(np.float32) + r).tobytes()
+    y2, _, _, _ = run(be, r_st, None, w, y_dtype="fp32")
+    assert y.tobytes() == y2.tobytes()
+
+
 # GPU: the row kernel's VEC (8 or 16 elements a lane) changes no bit.  The GPU takes VEC 16
 # above hidden 8192 and, for many rows, where it measured faster (hip/add_rmsnorm.hip,
 # preferred_vec; 9 rows here: VEC 8 unless forced); the sum of squares has one order for both
