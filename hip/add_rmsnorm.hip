@@ -8,6 +8,8 @@
 //    width) and then across 256-element spans in shared memory, in an order that does not
 //    depend on VEC (row_sum_squares); a group of G elements is G / VEC adjacent lanes, so
 //    its amax is fp8_quant.h's lane reduction and never leaves registers.
+//  - fp32-residual row kernel (add_rmsnorm with an fp32 residual beside 16-bit x, hidden
+//    256..8192, aligned rows): the row kernel's scheme at VEC 8 with the stored row as floats.
 //  - flat kernel (group_quant_fp8 only, where the row kernel's layout rules hold at 16
 //    elements a lane): no row sum, so no block a row; 256-lane blocks over all rows' lanes,
 //    the row kernel's quantize_chunk, the same bits (run 54: 2-3% faster from T = 1024).
