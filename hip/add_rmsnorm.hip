@@ -61,18 +61,12 @@ __device__ __forceinline__ float chunk_squares(const uint32_t *words) {
     return s;
 }
 
-template <int XDT, int VEC>
-__device__ __forceinline__ float row_sum_squares(const uint32_t (&r)[VEC / 2], int hidden) {
-    static_assert(VEC == 8 || VEC == 16, "chunks of 8, one or two a lane");
-    constexpr int kLanes = kSpan / VEC;  // lanes of a span
+// The spans' partials (each span's lanes hold its sum, `v`) added in span order, by every
+// thread: the last step of both row sums below.
+template <int LANES>
+__device__ __forceinline__ float sum_span_partials(float v, int hidden) {
     __shared__ float partial[kMaxSpans];
-    float v;
-    if constexpr (VEC == 8) {
-        v = span_butterfly<kLanes>(chunk_squares<XDT>(r));
-    } else {
-        v = span_butterfly<kLanes>(chunk_squares<XDT>(r)) + span_butterfly<kLanes>(chunk_squares<XDT>(r + kChunk / 2));
-    }
-    if (threadIdx.x % kLanes == 0) partial[threadIdx.x / kLanes] = v;
+    if (threadIdx.x % LANES == 0) partial[threadIdx.x / LANES] = v;
     __syncthreads();
     const int spans = (hidden + kSpan - 1) / kSpan;
     float s = 0.0f;
@@ -80,21 +74,27 @@ __device__ __forceinline__ float row_sum_squares(const uint32_t (&r)[VEC / 2], i
     return s;
 }
 
+template <int XDT, int VEC>
+__device__ __forceinline__ float row_sum_squares(const uint32_t (&r)[VEC / 2], int hidden) {
+    static_assert(VEC == 8 || VEC == 16, "chunks of 8, one or two a lane");
+    constexpr int kLanes = kSpan / VEC;  // lanes of a span
+    float v;
+    if constexpr (VEC == 8) {
+        v = span_butterfly<kLanes>(chunk_squares<XDT>(r));
+    } else {
+        v = span_butterfly<kLanes>(chunk_squares<XDT>(r)) + span_butterfly<kLanes>(chunk_squares<XDT>(r + kChunk / 2));
+    }
+    return sum_span_partials<kLanes>(v, hidden);
+}
+
 // The same sum for a lane holding its 8 stored values as floats (an fp32 residual, VEC 8):
 // each chunk summed k = 0..7 by fmaf, then as row_sum_squares at VEC 8, so the same bits as
 // the generic kernel's sum of the same stored row.
 __device__ __forceinline__ float row_sum_squares_f32(const float (&r)[8], int hidden) {
-    __shared__ float partial[kMaxSpans];
     float s = 0.0f;
 #pragma unroll
     for (int k = 0; k < kChunk; ++k) s = fmaf(r[k], r[k], s);
-    const float v = span_butterfly<kShuffleGroup>(s);
-    if (threadIdx.x % kShuffleGroup == 0) partial[threadIdx.x / kShuffleGroup] = v;
-    __syncthreads();
-    const int spans = (hidden + kSpan - 1) / kSpan;
-    float total = 0.0f;
-    for (int i = 0; i < spans; ++i) total += partial[i];
-    return total;
+    return sum_span_partials<kShuffleGroup>(span_butterfly<kShuffleGroup>(s), hidden);
 }
 
 // The FP8 outputs of a lane's VEC values y of row t: group amax over the group's lanes, codes,
@@ -178,9 +178,7 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, MINB * kMaxRowThreads) add_rmsn
         if (kLateWeight && ok) wraw = load_weight_chunk<VEC, SAME>(wp, a.weight_dtype);
         float w[VEC];
         if constexpr (SAME) widen_chunk<XDT>(wraw, a.weight_offset, w);
-        else if (a.weight_dtype == kBF16) widen_chunk<kBF16>(wraw, a.weight_offset, w);
-        else if (a.weight_dtype == kF16) widen_chunk<kF16>(wraw, a.weight_offset, w);
-        else widen_chunk<kF32>(wraw, a.weight_offset, w);
+        else widen_chunk_as(wraw, a.weight_dtype, a.weight_offset, w);
 #pragma unroll
         for (int k = 0; k < VEC; ++k) y[k] = word_element<XDT>(sw, k) * rstd * w[k];
     } else {
@@ -190,9 +188,7 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, MINB * kMaxRowThreads) add_rmsn
     if (a.y && ok) {
         char *yp = a.y + t * a.y_st + col * dtype_size(a.y_dtype);
         if constexpr (SAME) store_vec<XDT, VEC>(yp, y);
-        else if (a.y_dtype == kBF16) store_vec<kBF16, VEC>(yp, y);
-        else if (a.y_dtype == kF16) store_vec<kF16, VEC>(yp, y);
-        else store_vec<kF32, VEC>(yp, y);
+        else store_vec_as(yp, a.y_dtype, y);
     }
     if constexpr (QUANT) quantize_chunk<VEC>(a, t, col, ok, y);
 }
@@ -228,18 +224,11 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, kMaxRowThreads) add_rmsnorm_row
     }
     const float rstd = rsqrtf(fmaf(row_sum_squares_f32(r, a.hidden), a.inv_hidden, a.eps));
     float w[8];
-    if (a.weight_dtype == kBF16) widen_chunk<kBF16>(wraw, a.weight_offset, w);
-    else if (a.weight_dtype == kF16) widen_chunk<kF16>(wraw, a.weight_offset, w);
-    else widen_chunk<kF32>(wraw, a.weight_offset, w);
+    widen_chunk_as(wraw, a.weight_dtype, a.weight_offset, w);
     float y[8];
 #pragma unroll
     for (int k = 0; k < 8; ++k) y[k] = r[k] * rstd * w[k];
-    if (a.y && ok) {
-        char *yp = a.y + t * a.y_st + col * dtype_size(a.y_dtype);
-        if (a.y_dtype == kBF16) store_vec<kBF16, 8>(yp, y);
-        else if (a.y_dtype == kF16) store_vec<kF16, 8>(yp, y);
-        else store_vec<kF32, 8>(yp, y);
-    }
+    if (a.y && ok) store_vec_as(a.y + t * a.y_st + col * dtype_size(a.y_dtype), a.y_dtype, y);
     if constexpr (QUANT) quantize_chunk<8>(a, t, col, ok, y);
 }
 
@@ -327,7 +316,8 @@ int preferred_vec(const AddRmsnormProblem &p, int forced) {
 bool chunks_fit(const AddRmsnormProblem &p, int vec) {
     if (p.hidden % vec) return false;
     if (!aligned(p.x, 16) || (p.x_st * 2) % 16) return false;
-    if (p.res && (!aligned(p.res, 16) || (p.res_st * 2) % 16 || !aligned(p.res_out, 16) || (p.res_out_st * 2) % 16)) return false;
+    const int rs = dtype_size(p.res_dtype);  // 2, or 4 for the fp32-residual kernel
+    if (p.res && (!aligned(p.res, 16) || (p.res_st * rs) % 16 || !aligned(p.res_out, 16) || (p.res_out_st * rs) % 16)) return false;
     if (p.y && (!aligned(p.y, 16) || (p.y_st * dtype_size(p.y_dtype)) % 16)) return false;
     if (p.normalize && !aligned(p.weight, 16)) return false;
     if (p.has_quant) {
@@ -338,25 +328,14 @@ bool chunks_fit(const AddRmsnormProblem &p, int vec) {
     return true;
 }
 
-// Whether add_rmsnorm_row_res32_kernel takes the problem: an fp32 residual beside 16-bit x,
-// 256 <= hidden <= 8192 (8 elements a lane, a block a row), every row 16-byte aligned, FP8
-// groups a power-of-two count of <= 32 lanes with 8-byte aligned q rows.
-bool res32_row(const AddRmsnormProblem &p) {
-    if (!p.normalize || !p.res || p.res_dtype != kF32 || p.x_dtype == kF32) return false;
-    if (p.hidden < 256 || p.hidden > 8192 || p.hidden % 8) return false;
-    if (!aligned(p.x, 16) || (p.x_st * 2) % 16 || !aligned(p.weight, 16)) return false;
-    if (!aligned(p.res, 16) || (p.res_st * 4) % 16 || !aligned(p.res_out, 16) || (p.res_out_st * 4) % 16) return false;
-    if (p.y && (!aligned(p.y, 16) || (p.y_st * dtype_size(p.y_dtype)) % 16)) return false;
-    if (p.has_quant) {
-        const int64_t G = p.quant.group, gl = G / 8;
-        if (G % 8 || gl > 32 || (gl & (gl - 1))) return false;
-        if (!aligned(p.quant.q, 8) || p.quant.q_st % 8) return false;
-    }
-    return true;
-}
-
 // Whether the row kernel (a block a row) can take this problem at `vec` elements a lane.
 bool row_kernel_fits(const AddRmsnormProblem &p, int vec) { return p.hidden / vec <= kMaxRowThreads && chunks_fit(p, vec); }
+
+// Whether add_rmsnorm_row_res32_kernel takes the problem: an fp32 residual beside 16-bit x,
+// hidden >= 256, and the row kernel's layout rules at 8 elements a lane (so hidden <= 8192).
+bool res32_row(const AddRmsnormProblem &p) {
+    return p.normalize && p.res && p.res_dtype == kF32 && p.x_dtype != kF32 && p.hidden >= 256 && row_kernel_fits(p, 8);
+}
 
 // Whether group_quant_fp8 takes the flat kernel: 16-bit x, the chunks of 16 elements fit,
 // fewer than 2^31 lanes, and no forced row width (which keeps the row kernel).
@@ -394,6 +373,12 @@ template <int XDT, int VEC>
 hipError_t launch_row_vec(const AddArgs &a, bool same, unsigned grid, hipStream_t s, bool pdl) {
     if (a.res) return a.has_quant ? launch_row_as<XDT, VEC, true, true>(a, same, grid, s, pdl) : launch_row_as<XDT, VEC, true, false>(a, same, grid, s, pdl);
     return a.has_quant ? launch_row_as<XDT, VEC, false, true>(a, same, grid, s, pdl) : launch_row_as<XDT, VEC, false, false>(a, same, grid, s, pdl);
+}
+
+template <int XDT>
+hipError_t launch_row_res32(const AddArgs &a, unsigned grid, unsigned block, hipStream_t s, bool pdl) {
+    return a.has_quant ? gn_launch(add_rmsnorm_row_res32_kernel<XDT, true>, grid, block, s, a, pdl)
+                       : gn_launch(add_rmsnorm_row_res32_kernel<XDT, false>, grid, block, s, a, pdl);
 }
 
 template <int XDT>
@@ -485,13 +470,8 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
         AddArgs a = make_add_args(p, 8);
         a.pdl = pdl;
         const unsigned block = unsigned((p.hidden / 8 + kShuffleGroup - 1) / kShuffleGroup * kShuffleGroup);
-        hipError_t err;
-        if (p.x_dtype == kBF16)
-            err = p.has_quant ? gn_launch(add_rmsnorm_row_res32_kernel<kBF16, true>, unsigned(p.tokens), block, s, a, pdl)
-                              : gn_launch(add_rmsnorm_row_res32_kernel<kBF16, false>, unsigned(p.tokens), block, s, a, pdl);
-        else
-            err = p.has_quant ? gn_launch(add_rmsnorm_row_res32_kernel<kF16, true>, unsigned(p.tokens), block, s, a, pdl)
-                              : gn_launch(add_rmsnorm_row_res32_kernel<kF16, false>, unsigned(p.tokens), block, s, a, pdl);
+        const hipError_t err = p.x_dtype == kBF16 ? launch_row_res32<kBF16>(a, unsigned(p.tokens), block, s, pdl)
+                                                  : launch_row_res32<kF16>(a, unsigned(p.tokens), block, s, pdl);
         if (err != hipSuccess) return launch_fail(err, "add_rmsnorm", "x");
         const gatednorm_status st = check_launch("add_rmsnorm");
         if (st == GATEDNORM_STATUS_SUCCESS) note_kernel("add_rmsnorm.row.vec8.res32");

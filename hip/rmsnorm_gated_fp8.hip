@@ -191,9 +191,7 @@ __device__ __forceinline__ void fp8_vec_team(const Fp8Args &a) {
     }
 
     float w[VEC];
-    if (a.weight_dtype == kBF16) widen_chunk<kBF16>(wraw, a.weight_offset, w);
-    else if (a.weight_dtype == kF16) widen_chunk<kF16>(wraw, a.weight_offset, w);
-    else widen_chunk<kF32>(wraw, a.weight_offset, w);
+    widen_chunk_as(wraw, a.weight_dtype, a.weight_offset, w);
 
     float y[VEC];
     lane_y<XDT, GATE>(xw, zw, w, act, rsqrtf(ss * a.inv_dim + a.eps), y);

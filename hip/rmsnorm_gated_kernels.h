@@ -128,6 +128,22 @@ __device__ __forceinline__ void widen_chunk(const RawChunk<VEC> &r, float offset
     for (int k = 0; k < VEC; ++k) v[k] = word_element<DT>(r.w, k) + offset;
 }
 
+// The chunk widened by the weight's run-time dtype (a uniform branch).
+template <int VEC>
+__device__ __forceinline__ void widen_chunk_as(const RawChunk<VEC> &r, int dt, float offset, float (&v)[VEC]) {
+    if (dt == kBF16) widen_chunk<kBF16>(r, offset, v);
+    else if (dt == kF16) widen_chunk<kF16>(r, offset, v);
+    else widen_chunk<kF32>(r, offset, v);
+}
+
+// VEC values stored in an output's run-time dtype (a uniform branch).
+template <int VEC>
+__device__ __forceinline__ void store_vec_as(char *p, int dt, const float (&v)[VEC]) {
+    if (dt == kBF16) store_vec<kBF16, VEC>(p, v);
+    else if (dt == kF16) store_vec<kF16, VEC>(p, v);
+    else store_vec<kF32, VEC>(p, v);
+}
+
 // Sum over a team of TPR consecutive lanes.  Teams of up to 32 lanes reduce with shuffles:
 // 32 divides every warp width (32 on NVIDIA and RDNA, 64 on CDNA), so such a team never
 // straddles warps and nothing here depends on the actual width.  A wider team is the whole

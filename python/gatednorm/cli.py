@@ -361,19 +361,12 @@ def _cmd_check(args) -> int:
         return 2
     else:
         backends = [args.backend]
-    print("gatednorm %s; %s" % (gatednorm.version(), _build_info_rest(gatednorm)))
+    print(gatednorm.build_info())  # "gatednorm VERSION; backends; ...": the version once
     failures = run_check(backends, verbose=args.verbose)
     if args.backend == "all" and backends == ["cpu"]:
         # say what was not checked: "all" on a machine without a visible GPU is the CPU only
         print("GPU backend not checked: %s" % _no_gpu_reason(gatednorm))
     return 1 if failures else 0
-
-
-def _build_info_rest(gatednorm) -> str:
-    """build_info() without its leading "gatednorm VERSION" (check's header names the version)."""
-    info = gatednorm.build_info()
-    head = "gatednorm %s" % gatednorm.version()
-    return info[len(head):].lstrip("; ") if info.startswith(head) else info
 
 
 def _no_gpu_reason(gatednorm) -> str:
