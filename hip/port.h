@@ -195,10 +195,20 @@ cudaError_t gn_launch_pdl(void (*kernel)(Args), dim3 grid, dim3 block, cudaStrea
 __device__ __forceinline__ float gn_shfl_xor(float v, int lane_mask, int width) {
     return __shfl_xor(v, lane_mask, width);
 }
-// HIP reads __launch_bounds__'s second argument as waves per execution unit: on CDNA (4 SIMDs
-// of 64-lane waves per compute unit) resident threads / 256.  A blocks-per-multiprocessor
-// count there asked 128-thread blocks for 12 waves per SIMD, past the hardware's 8.
-#define GN_LAUNCH_BOUNDS(block, resident_threads) __launch_bounds__(block, (resident_threads) / 256)
+// HIP reads __launch_bounds__'s second argument as waves per execution unit (a SIMD; clang
+// turns it into amdgpu-waves-per-eu).  The unit a block runs on has 4 SIMDs on both AMD
+// families: a CDNA compute unit (64-lane waves: resident threads / 256) and, in the default
+// WGP mode, an RDNA work-group processor (32-lane waves: resident threads / 128).  A
+// blocks-per-multiprocessor count there asked 128-thread blocks for 12 waves per SIMD, past
+// CDNA's 8; dividing by 256 on RDNA asked half the waves meant.  RDNA is told by the device
+// pass's family macro (gfx10-12, compiled wave32, HIP's default there; clang deprecates the
+// wave-size macro); the host pass, which has none, never uses the bound.
+#if defined(__GFX10__) || defined(__GFX11__) || defined(__GFX12__)
+#define GN_WAVE_LANES 32
+#else
+#define GN_WAVE_LANES 64
+#endif
+#define GN_LAUNCH_BOUNDS(block, resident_threads) __launch_bounds__(block, (resident_threads) / (4 * GN_WAVE_LANES))
 // No programmatic dependent launch on AMD: stream order alone.
 __device__ __forceinline__ void gn_wait_prior_grid() {}
 __device__ __forceinline__ void gn_allow_next_grid() {}
