@@ -36,7 +36,7 @@ def run(be, x, res, w, *, in_place=True, y=True, y_dtype=None, fp8=False, layout
     fmt = kw.get("fp8_format", "e4m3fn")
     sf = kw.get("scale_format", "fp32")
     G = kw.get("group_size", 128)
-    ref = reference.add_rmsnorm(x, res, w, y_dtype=y_dtype, fp8=fp8, **kw)
+    ref = reference.add_rmsnorm(x, res, w, y=y, y_dtype=y_dtype, fp8=fp8, **kw)
     ydt = DT[y_dtype] if y_dtype else x.dtype
     tok, H = x.shape[:-1], x.shape[-1]
     args = {}
@@ -396,6 +396,22 @@ def test_group_quant_fp8(be, rng):
     assert tuple(be.get(q).shape) == x.shape and tuple(be.get(s).shape) == (9, 10)
 
 
+# A y past fp32's range (a huge weight): the library's fp32 y is infinite there, so the group
+# gets a NaN scale and NaN codes and the fp32 copy holds the infinity; the reference models
+# fp32's range (reference.fp32_range), so run() checks every output against it.  (It once
+# quantized the float64 y to finite codes.)
+@pytest.mark.parametrize("fmt", ["e4m3fn", "e4m3fnuz"])
+def test_y_past_fp32_range(be, rng, fmt):
+    x, _, _ = inputs(rng, (3, 256), "bf16", "bf16", "fp32", residual=False)
+    w = np.full(256, 2e38, np.float32)
+    w[128:] = 1.0  # the second group stays finite
+    x[1, 5] = -4.0 * np.abs(x[1]).max()  # an element whose y overflows to -inf
+    y, q, s, _ = run(be, x, None, w, y_dtype="fp32", fp8=True, fp8_format=fmt, group_size=128)
+    assert np.isinf(y[1, 5]) and y[1, 5] < 0
+    assert np.isnan(s[:, 0]).all() and np.isfinite(s[:, 1]).all(), s
+    assert (q.view(np.uint8)[:, :128] == NAN_CODE[fmt]).all()
+
+
 @pytest.mark.parametrize("sf", ["ue8m0", "e8m0"])
 def test_ue8m0_scale_is_held_at_2_127(be, sf):
     """Regression: with fp8_max < 2 a group near fp32's largest value rounded its UE8M0 scale up
@@ -481,3 +497,10 @@ def test_bad_inputs(rng):
     bad(lambda: gatednorm.rmsnorm(x, w, y=False), "y", outs)
     bad(lambda: gatednorm.group_quant_fp8(x, q=q, scales=s, group_size=100), "group_size", outs)
     bad(lambda: gatednorm.group_quant_fp8(x, q=q[:2], scales=s), "q", outs)
+    # y_dtype with y=False would be ignored (quantize_rounded then rounds to x's dtype): refused
+    bad(lambda: A(x, r, w, q=q, scales=s, y=False, y_dtype="float16", quantize_rounded=True), "y_dtype", outs)
+    # a float option's message shows the value as given, not %g's six digits (448.0001 -> 448)
+    before = [o.tobytes() for o in outs]
+    with pytest.raises(GatedNormError, match="got 448.000092"):
+        A(x, r, w, q=q, scales=s, y=False, fp8_max=448.0001)
+    assert [o.tobytes() for o in outs] == before

@@ -120,6 +120,22 @@ def test_compare_accepts_rounding_rejects_one_ulp(rng, dt):
     assert not reference.compare(rounded[:10], ref, d).ok
 
 
+def test_compare_infinite_reference_allows_only_itself():
+    # tolerance() is infinite at an infinite reference: compare once accepted any output there
+    inf = np.array([np.inf, -np.inf])
+    assert reference.compare(np.array([np.inf, -np.inf], np.float32), inf).ok
+    assert not reference.compare(np.array([5.0, -np.inf], np.float32), inf).ok
+    assert not reference.compare(np.array([-np.inf, np.inf], np.float32), inf).ok
+    assert not reference.compare(np.array([np.nan, -np.inf], np.float32), inf).ok
+
+
+def test_fp32_range():
+    y = np.array([1e39, -1e39, 3.4028234e38, 3.4028235e38 * (1 + 2.0 ** -24), 1.0, np.nan])
+    r = reference.fp32_range(y)
+    assert r[0] == np.inf and r[1] == -np.inf and r[2] == 3.4028234e38 and r[3] == np.inf
+    assert r[4] == 1.0 and np.isnan(r[5])
+
+
 def test_compare_nan_in_both_is_fine():
     ref = np.array([1.0, np.nan])
     assert reference.compare(np.array([1.0, np.nan], np.float32), ref).ok

@@ -26,12 +26,12 @@ gatednorm_status read_quant_block(const gatednorm_quant_fp8 &b, QuantFp8Spec *sp
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.quant.format: expected E4M3FN (0) or E4M3FNUZ (1), got %d", b.format);
     const float fmax = fp8_format_max(b.format);
     if (b.fp8_max != 0.0f && !(b.fp8_max >= 1.0f && b.fp8_max <= fmax))
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.quant.fp8_max: expected 0 (the format's max) or a value in [1, %g], got %g",
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.quant.fp8_max: expected 0 (the format's max) or a value in [1, %g], got %.9g",
                     double(fmax), double(b.fp8_max));
     // >= 1e-30: every scale (>= floor / 448) is then a normal fp32, whose UE8M0 rounding
     // and E8M0 exponent byte are plain bit operations.
     if (!(b.amax_floor >= 1e-30f) || isinf(b.amax_floor))
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.quant.amax_floor: expected a finite value >= 1e-30, got %g",
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.quant.amax_floor: expected a finite value >= 1e-30, got %.9g",
                     double(b.amax_floor));
     if (b.scale_format < GATEDNORM_SCALE_FORMAT_FP32 || b.scale_format > GATEDNORM_SCALE_FORMAT_E8M0_PACKED)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,

@@ -188,7 +188,7 @@ GATEDNORM_API gatednorm_status gatednorm_fp8_encode(const float *values, uint8_t
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "format: expected E4M3FN (0) or E4M3FNUZ (1), got %d", format);
     const float fmax = fp8_format_max(format);
     if (fp8_max != 0.0f && !(fp8_max >= 1.0f && fp8_max <= fmax))
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "fp8_max: expected 0 (the format's max) or a value in [1, %g], got %g", double(fmax),
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "fp8_max: expected 0 (the format's max) or a value in [1, %g], got %.9g", double(fmax),
                     double(fp8_max));
     if (count && !values) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "values: NULL");
     if (count && !codes) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "codes: NULL");

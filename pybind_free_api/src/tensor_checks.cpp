@@ -216,9 +216,9 @@ namespace gn {
 
 gatednorm_status check_norm_options(float eps, float weight_offset, int32_t pdl) {
     if (!(eps >= 0.0f) || isinf(eps))
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.eps: expected a finite value >= 0, got %g", double(eps));
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.eps: expected a finite value >= 0, got %.9g", double(eps));
     if (!isfinite(weight_offset))
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.weight_offset: expected a finite value, got %g", double(weight_offset));
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.weight_offset: expected a finite value, got %.9g", double(weight_offset));
     if (pdl != 0 && pdl != 1) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.pdl: expected 0 or 1, got %d", pdl);
     return GATEDNORM_STATUS_SUCCESS;
 }

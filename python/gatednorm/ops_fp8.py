@@ -282,6 +282,8 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
     key = _call.options_key(opts, (weight_offset, amax_floor))
     prm, fmt, sfmt, g = _call.memo_get(_NORM_OPTIONS, key) or _call.memo_put(_NORM_OPTIONS, key, _norm_options(entry, *opts))
     ydt = _float_out_dtype(y_dtype, "y_dtype", "y", y_out, "y_out")
+    if ydt is not None and not want_y:  # it would be ignored; quantize_rounded rounds to x's dtype then
+        raise argument_error("y_dtype: given with y=False (no y is written)")
     if residual_out is not None and residual is None:
         raise argument_error("residual_out: given without a residual (there is no sum to store)")
     xd = x

@@ -88,7 +88,16 @@ def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, ac
         y = u / np.sqrt(ms + float(np.float32(eps))) * w
     if a is not None and norm_before_gate:
         y = y * a
-    return y.reshape(shape)
+    return fp32_range(y).reshape(shape)
+
+
+def fp32_range(y):
+    """y as the library's fp32 arithmetic holds it: a value past fp32's range (after its round
+    to nearest) is an infinity of its sign, the rest unchanged (float64)."""
+    y = np.asarray(y, np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        over = np.isinf(y.astype(np.float32)) & np.isfinite(y)
+    return np.where(over, np.copysign(np.inf, y), y) if over.any() else y
 
 
 # ------------------------------------------------------------------- FP8 group quantization
@@ -126,12 +135,15 @@ def fp8_group_quant(y, group_size=128, *, fp8_format="e4m3fn", fp8_max=None, ama
 
 def rmsnorm_gated_fp8(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, activation="silu",
                       weight_offset=0.0, head_dim=None, group_size=128, fp8_format="e4m3fn", fp8_max=None,
-                      amax_floor=1e-10, scale_format="fp32", quantize_rounded=False, copy_dtype=None, **_ignored):
+                      amax_floor=1e-10, scale_format="fp32", quantize_rounded=False, copy_dtype=None, y=None,
+                      **_ignored):
     """float64 reference of gatednorm.rmsnorm_gated_fp8 (same options; output arrays, layouts
     and stream are ignored).  Returns (q, scales, y): q [tokens..., H*D] as the ml_dtypes
     float8 array, scales float64 [tokens..., K] (E8M0 formats as their power-of-two values),
     y the float64 norm output of x's shape (unrounded).  With quantize_rounded, y is rounded
-    to copy_dtype (x's dtype without one) before it is quantized."""
+    to the copy's dtype (copy_dtype, or that of the copy array ``y``; x's dtype without a copy)
+    before it is quantized."""
+    y_copy = y  # the copy array, when given; y is the norm's output below
     with np.errstate(invalid="ignore", over="ignore"):  # NaN / Inf rows propagate
         y = rmsnorm_gated(x, z, weight, eps=eps, norm_before_gate=norm_before_gate, activation=activation,
                           weight_offset=weight_offset, group_size=head_dim)
@@ -144,7 +156,10 @@ def rmsnorm_gated_fp8(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True
         tok, row = shape[:-1], shape[-1]
     yq = y
     if quantize_rounded:
-        rdt = _dtypes.to_numpy_dtype(copy_dtype) if copy_dtype is not None else np.asarray(x).dtype
+        if copy_dtype is not None:
+            rdt = _dtypes.to_numpy_dtype(copy_dtype)
+        else:
+            rdt = _dtype_of(y_copy if y_copy is not None else x)
         with np.errstate(over="ignore"):
             yq = y.astype(rdt).astype(np.float64)
     q, s = fp8_group_quant(yq.reshape(tuple(tok) + (row,)), group_size, fp8_format=fp8_format, fp8_max=fp8_max,
@@ -219,13 +234,15 @@ def _dtype_of(a):
 
 def add_rmsnorm(x, residual, weight, *, eps=1e-6, weight_offset=0.0, y_dtype=None, fp8=False, group_size=128,
                 fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32", quantize_rounded=False,
-                **_ignored):
+                y=True, y_out=None, **_ignored):
     """float64 reference of gatednorm.add_rmsnorm (docs/ops.md §3).  Returns a dict with
     ``residual`` (the stored sum: x + residual added in fp32 and rounded to residual's dtype,
     as that dtype; None without a residual), ``y`` (float64, unrounded, normalizing the stored
-    sum) and, with fp8, ``q`` (ml_dtypes float8) and ``scales`` (float64), quantizing y (rounded
-    to y_dtype, x's dtype by default, with quantize_rounded)."""
+    sum) and, with fp8, ``q`` (ml_dtypes float8) and ``scales`` (float64), quantizing y (rounded,
+    with quantize_rounded, to the dtype of y as written: y_out's, y_dtype's, x's by default;
+    x's when no y is written, ``y=False``).  y past fp32's range is infinite (fp32_range)."""
     xdt = _dtype_of(x)
+    y_written = y_out is not None or bool(y)  # the flag; y is the norm's output below
     r_st = None
     if residual is not None:
         rdt = _dtype_of(residual)
@@ -238,12 +255,15 @@ def add_rmsnorm(x, residual, weight, *, eps=1e-6, weight_offset=0.0, y_dtype=Non
     w = as_float64(weight) + float(np.float32(weight_offset))
     with np.errstate(invalid="ignore", over="ignore"):
         ms = np.mean(r * r, axis=-1, keepdims=True)
-        y = r / np.sqrt(ms + float(np.float32(eps))) * w
+        y = fp32_range(r / np.sqrt(ms + float(np.float32(eps))) * w)
     out = {"residual": r_st, "y": y}
     if fp8:
         yq = y
-        if quantize_rounded:
-            rd = _dtypes.to_numpy_dtype(y_dtype) if y_dtype is not None else xdt
+        if quantize_rounded:  # y's dtype where y is written, else x's (as the library)
+            if y_out is not None:
+                rd = _dtype_of(y_out)
+            else:
+                rd = _dtypes.to_numpy_dtype(y_dtype) if (y_written and y_dtype is not None) else xdt
             with np.errstate(over="ignore"):
                 yq = y.astype(rd).astype(np.float64)
         out["q"], out["scales"] = fp8_group_quant(yq, group_size, fp8_format=fp8_format, fp8_max=fp8_max,
@@ -290,6 +310,7 @@ def ulp(ref, dtype) -> np.ndarray:
     """Spacing of ``dtype`` (bf16/fp16/fp32) at the magnitude of ``ref`` (subnormals included)."""
     mant, emin = _formats()[_dtypes.to_numpy_dtype(dtype)]
     r = np.abs(np.asarray(ref, np.float64))
+    r = np.where(np.isfinite(r), r, 0.0)  # no spacing at an infinity or NaN: the smallest one stands in
     with np.errstate(divide="ignore"):
         e = np.floor(np.log2(np.where(r > 0, r, 1.0)))
     e = np.where(r > 0, np.maximum(e, emin), emin)
@@ -327,8 +348,9 @@ def compare(out, ref, dtype=None, rtol: float = DEFAULT_RTOL, atol: float = DEFA
     r = np.asarray(ref, np.float64)
     if o.shape != r.shape:
         return Comparison(False, o.size, 0, math.inf, "shape %s != reference %s" % (o.shape, r.shape), o.size)
-    err = np.abs(o - r)
-    tol = tolerance(r, dtype, rtol, atol)
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, judged below
+        err = np.abs(o - r)
+        tol = np.where(np.isinf(r), 0.0, tolerance(r, dtype, rtol, atol))  # an infinity allows only itself
     bad = ~(err <= tol) & ~(np.isnan(o) & np.isnan(r)) & ~(o == r)  # NaN in both, or the same infinity: fine
     n_nan = int(np.count_nonzero(np.isnan(o) & ~np.isnan(r)))
     with np.errstate(invalid="ignore", divide="ignore"):
