@@ -197,6 +197,11 @@ constexpr size_t kCommGatheredOffset = 8;
 static_assert(kCommGatheredOffset + 8 <= kCommFlagStride, "gathered shares the ready flag's line");
 constexpr size_t kCommHeader = kCommFlags + kCommMaxBlocks * kCommFlagStride;
 constexpr size_t kCommSlotAlign = 256;
+// CPU header, bytes 64-87: the pid of the process that made the buffer, the inode of its pid
+// namespace and its start time (0 where unknown), for the wait's check that a peer is alive.
+constexpr size_t kCommOwnerPid = 64;
+uint64_t comm_pid_namespace();  // this process's (cpu_allreduce.cpp), 0 where unknown
+bool comm_proc_stat(uint64_t pid, char *state, uint64_t *start_time);  // /proc/PID/stat's
 constexpr int kCommMaxWorld = GATEDNORM_COMM_MAX_WORLD_SIZE;
 constexpr int kCommGpuBlocks = 16;  // fixed grid of the GPU exchange kernel (docs/allreduce.md)
 

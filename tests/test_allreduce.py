@@ -26,6 +26,7 @@ import multiprocessing as mp
 import os
 import struct
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -226,6 +227,41 @@ def test_no_segment_name_outlives_setup():
 
     in_threads(3, body)  # the unlinked buffers still serve the exchange
     assert all(same_values(v, y[0]) for v in y)
+
+
+def _dead_peer_worker(rank, W, algorithm, conn):
+    """The last rank leaves right after setup (os._exit: as if killed); the others then call
+    and report how long the call took to fail, and how."""
+    try:
+        def exchange(b):
+            conn.send(("x", b))
+            return conn.recv()
+
+        g = AllReduceGroup(rank, W, exchange, "cpu", max_tokens=T, hidden=H, dtype="float32", algorithm=algorithm)
+        if rank == W - 1:
+            conn.send(("done", "left"))  # not None: run_processes waits for a non-None payload
+            os._exit(0)
+        time.sleep(0.2)  # the last rank is gone by now
+        t0 = time.perf_counter()
+        try:
+            g.add_rmsnorm(np.ones((2, H), np.float32), np.zeros((2, H), np.float32), np.ones(H, np.float32))
+            msg = None
+        except GatedNormError as e:
+            msg = str(e)
+        conn.send(("done", (time.perf_counter() - t0, msg)))
+    except BaseException as e:  # pragma: no cover - reported by the parent
+        conn.send(("error", repr(e)))
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_dead_peer_fails_the_call_at_once(algorithm):
+    """A peer process that has exited fails the others' call within ~10 ms of waiting, naming
+    it, instead of after the whole wait (60 s by default, GATEDNORM_COMM_TIMEOUT_S)."""
+    outs = run_processes(3, algorithm, _dead_peer_worker)
+    for r in (0, 1):
+        elapsed, msg = outs[r]
+        assert msg is not None and "rank 2's process" in msg and "has exited" in msg, msg
+        assert elapsed < 10.0, elapsed
 
 
 # --------------------------------------------------------------------- ranks as threads

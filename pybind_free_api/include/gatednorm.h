@@ -514,7 +514,8 @@ typedef enum gatednorm_allreduce_algorithm {
 
 /* Sets the algorithm (gatednorm_allreduce_algorithm) of comm's later calls; AUTO until set.
  * Every rank must set the same before the same call: ranks on different algorithms wait on
- * each other forever (a CPU rank gives up after 60 s; a GPU kernel does not).  With world_size
+ * each other forever (a CPU rank gives up after GATEDNORM_COMM_TIMEOUT_S, default 60 s, or
+ * once a peer's process has exited; a GPU kernel does not).  With world_size
  * 1 every algorithm is the same (there are no peers).  Not while a call on comm is running
  * (calls on one comm are ordered anyway).  On error (comm NULL, algorithm not one of the
  * enum's values) the comm is left as it was. */

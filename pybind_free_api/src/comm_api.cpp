@@ -117,6 +117,12 @@ gatednorm_status buffer_alloc(gatednorm_device device, size_t bytes, void **buff
     h[0] = kCommMagic;
     h[1] = bytes;
     memcpy(static_cast<char *>(p) + kNameOffset, name, sizeof name);
+    static_assert(kNameOffset + sizeof name <= kCommOwnerPid, "the name ends before the owner's pid");
+    h[kCommOwnerPid / 8] = uint64_t(getpid());
+    h[kCommOwnerPid / 8 + 1] = comm_pid_namespace();
+    char state = 0;
+    uint64_t start = 0;
+    h[kCommOwnerPid / 8 + 2] = comm_proc_stat(uint64_t(getpid()), &state, &start) ? start : 0;
     memset(handle, 0, GATEDNORM_COMM_HANDLE_BYTES);
     memcpy(handle, name, strlen(name));
     *buffer = p;

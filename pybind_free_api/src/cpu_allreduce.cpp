@@ -25,8 +25,12 @@
 // argument as the data slots').  A difference (a call refused or made on one rank only, or
 // with other shapes) fails the call on every rank, which also marks its header so that every
 // later call, on any rank, is refused; a timed-out wait marks it too.
+#include <errno.h>
 #include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "backend.h"
@@ -35,7 +39,17 @@
 namespace gn {
 namespace {
 
-constexpr double kWaitSeconds = 60.0;
+// How long a call waits for its peers in all (GATEDNORM_COMM_TIMEOUT_S, read once; default
+// 60 s): past it the call fails and the comm is unusable.  A peer whose process has exited
+// is found sooner (peer_exited).
+double wait_seconds() {
+    static const double s = [] {
+        const char *v = getenv("GATEDNORM_COMM_TIMEOUT_S");
+        const double t = v ? atof(v) : 0.0;
+        return t > 0.0 ? t : 60.0;
+    }();
+    return s;
+}
 
 double now() {
     timespec ts;
@@ -59,23 +73,54 @@ void mark_out_of_step(const CommState &c) {
 }
 uint64_t *gathered_flag(char *buffer) { return reinterpret_cast<uint64_t *>(buffer + kCommFlags + kCommGatheredOffset); }
 
+// Whether the process that made peer buffer b (its pid and start time in the header,
+// comm_api.cpp) has exited: gone from /proc, a zombie (an exited process its parent has not
+// reaped, which kill(pid, 0) would call alive), or its pid now another process's (another
+// start time).  Judged only where it shares this process's pid namespace (the header holds
+// that namespace's inode), since another namespace's pid names another process here.
+bool peer_exited(const char *b) {
+    const uint64_t *o = reinterpret_cast<const uint64_t *>(b + kCommOwnerPid);
+    const uint64_t pid = o[0], ns = o[1], start = o[2];
+    if (!pid || !ns || !start || ns != comm_pid_namespace()) return false;
+    char state = 0;
+    uint64_t t = 0;
+    if (!comm_proc_stat(pid, &state, &t)) return errno == ENOENT || errno == ESRCH;
+    return state == 'Z' || state == 'X' || t != start;
+}
+
 // Waits (acquire) until every peer's flag (flag_of(buffer)) reaches e: spinning, then yielding,
-// then sleeping; after kWaitSeconds on one peer it gives up naming it and `what`.
+// then sleeping.  It gives up, naming the peer and `what`, once the call's deadline (*deadline,
+// set at its first wait: wait_seconds() for the whole call, not each peer) has passed, or
+// at once when the peer's process has exited (checked every ~10 ms of waiting).
 template <typename FlagOf>
-gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, const char *what) {
+gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, const char *what, double *deadline) {
     for (int r = 0; r < c.world; ++r) {
         if (r == c.rank) continue;
         const uint64_t *f = flag_of(c.buffers[r]);
-        double start = 0.0;
+        double next_check = 0.0;
         for (long spin = 0; __atomic_load_n(f, __ATOMIC_ACQUIRE) < e; ++spin) {
             if (spin < 64) continue;
-            if (spin == 64) start = now();
-            if ((spin & 255) == 0 && now() - start > kWaitSeconds) {
-                mark_out_of_step(c);
-                return fail(GATEDNORM_STATUS_DEVICE_ERROR,
-                            "comm: rank %d waited %.0f s for rank %d's %s of call %llu (every rank must make the same calls with the "
-                            "same algorithm); the communicator is unusable now",
-                            c.rank, kWaitSeconds, r, what, (unsigned long long)e);
+            if ((spin & 255) == 0) {
+                const double t = now();
+                if (*deadline == 0.0) *deadline = t + wait_seconds();
+                if (t >= next_check) {
+                    next_check = t + 0.01;
+                    if (peer_exited(c.buffers[r]) && __atomic_load_n(f, __ATOMIC_ACQUIRE) < e) {
+                        mark_out_of_step(c);
+                        return fail(GATEDNORM_STATUS_DEVICE_ERROR,
+                                    "comm: rank %d's process (pid %llu) has exited before its %s of call %llu; the communicator "
+                                    "is unusable now (make a new one over new buffers)",
+                                    r, (unsigned long long)reinterpret_cast<const uint64_t *>(c.buffers[r] + kCommOwnerPid)[0], what,
+                                    (unsigned long long)e);
+                    }
+                }
+                if (t > *deadline) {
+                    mark_out_of_step(c);
+                    return fail(GATEDNORM_STATUS_DEVICE_ERROR,
+                                "comm: rank %d waited %.0f s for rank %d's %s of call %llu (every rank must make the same calls "
+                                "with the same algorithm; GATEDNORM_COMM_TIMEOUT_S sets the wait); the communicator is unusable now",
+                                c.rank, wait_seconds(), r, what, (unsigned long long)e);
+                }
             }
             if (spin < 4096) sched_yield();
             else {
@@ -108,13 +153,47 @@ gatednorm_status check_in_step(const CommState &c, uint64_t e) {
 
 }  // namespace
 
+uint64_t comm_pid_namespace() {
+    struct stat st;
+    return stat("/proc/self/ns/pid", &st) == 0 ? uint64_t(st.st_ino) : 0;
+}
+
+// /proc/PID/stat's state (field 3) and start time (field 22, clock ticks since boot); false
+// (errno set) where it cannot be read.  The fields are counted after the command's last ')'.
+bool comm_proc_stat(uint64_t pid, char *state, uint64_t *start_time) {
+    char path[48], text[1024];
+    snprintf(path, sizeof path, "/proc/%llu/stat", (unsigned long long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    const size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    const char *p = strrchr(text, ')');
+    if (!p || p[1] != ' ') {
+        errno = EINVAL;
+        return false;
+    }
+    p += 2;
+    *state = *p;
+    for (int field = 3; field < 22 && p; ++field) {  // to field 22
+        p = strchr(p, ' ');
+        if (p) ++p;
+    }
+    if (!p) {
+        errno = EINVAL;
+        return false;
+    }
+    *start_time = strtoull(p, nullptr, 10);
+    return true;
+}
+
 gatednorm_status cpu_comm_usable(const CommState &c) {
     for (int r = 0; r < c.world; ++r) {
         const uint64_t m = __atomic_load_n(step_mark(c.buffers[r]), __ATOMIC_ACQUIRE);
         if (m)
             return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
                         "comm: unusable: rank %d found the ranks out of step at its call %llu (a call refused, timed out or "
-                        "made on one rank only); make a new communicator",
+                        "made on one rank only); make a new communicator over new buffers",
                         r, (unsigned long long)m);
     }
     return GATEDNORM_STATUS_SUCCESS;
@@ -136,7 +215,8 @@ gatednorm_status cpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
     sig[2] = uint64_t(p.hidden);
     sig[3] = uint64_t(p.x_dtype) | (uint64_t(two_shot) << 8);
     __atomic_store_n(own, e, __ATOMIC_RELEASE);  // publishes the partial and the signature
-    gatednorm_status st = wait_peers(c, ready_flag, e, "partial");
+    double deadline = 0.0;  // the call's, set at its first wait
+    gatednorm_status st = wait_peers(c, ready_flag, e, "partial", &deadline);
     if (st != GATEDNORM_STATUS_SUCCESS) return st;
     st = check_in_step(c, e);
     if (st != GATEDNORM_STATUS_SUCCESS) return st;
@@ -155,7 +235,7 @@ gatednorm_status cpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
         }
     if (two_shot) {
         __atomic_store_n(gathered_flag(buf), e, __ATOMIC_RELEASE);
-        st = wait_peers(c, gathered_flag, e, "reduced share");
+        st = wait_peers(c, gathered_flag, e, "reduced share", &deadline);
         if (st != GATEDNORM_STATUS_SUCCESS) return st;
         for (int q = 0; q < c.world; ++q) {
             if (q == c.rank) continue;
