@@ -103,7 +103,7 @@ def test_library_lookup(monkeypatch, tmp_path):
     with pytest.raises(GatedNormError) as ei:
         _ffi.library_path()
     assert "GATEDNORM_LIBRARY" in ei.value.message
-    for n in ("libgatednorm.so.0.1.0", "libgatednorm.so.0", "libgatednorm.so"):
+    for n in ("libgatednorm.so.0.2.0", "libgatednorm.so.0", "libgatednorm.so"):
         (pkg / "lib" / n).write_text("")
     assert _ffi.library_path() == str(pkg / "lib" / "libgatednorm.so")
     monkeypatch.setenv("GATEDNORM_LIBRARY", str(tmp_path / "nope.so"))
@@ -172,6 +172,19 @@ def test_version_and_info():
     assert isinstance(n, int) and n >= 0
     for i in range(n):
         assert gatednorm.device_name(i)
+
+
+def test_versions_agree():
+    """One version in four places (CMake's project(), the header's macros, pyproject.toml, the
+    package's __version__): the loader compares the library's with the header's, so a bump
+    in one and not the others would refuse or mislabel a build."""
+    root = Path(__file__).resolve().parents[1]
+    cmake = re.search(r"project\(gatednorm VERSION (\d+\.\d+\.\d+)", (root / "CMakeLists.txt").read_text()).group(1)
+    hdr = (root / "pybind_free_api" / "include" / "gatednorm.h").read_text()
+    macros = ".".join(re.search(r"#define GATEDNORM_VERSION_%s (\d+)" % k, hdr).group(1) for k in ("MAJOR", "MINOR", "PATCH"))
+    proj = re.search(r'^version = "([^"]+)"', (root / "pyproject.toml").read_text(), re.M).group(1)
+    assert cmake == macros == proj == gatednorm.__version__, (cmake, macros, proj, gatednorm.__version__)
+    assert gatednorm.version() == cmake  # the library loaded here was built from this tree
 
 
 def test_device_attribute():

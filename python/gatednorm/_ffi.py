@@ -214,6 +214,9 @@ def library_path() -> str:
     """Path of libgatednorm: $GATEDNORM_LIBRARY, else the copy bundled in the package."""
     env = os.environ.get("GATEDNORM_LIBRARY")
     if env:
+        # absolute: dlopen of a bare name searches LD_LIBRARY_PATH and the system, not the
+        # directory the check below looked in (a relative path loaded another library)
+        env = os.path.abspath(env)
         if not os.path.exists(env):
             raise LibraryLoadError("GATEDNORM_LIBRARY=%s does not exist" % env)
         return env
@@ -247,15 +250,17 @@ def load():
             lib_ = ffi.dlopen(path)
         except _LOAD_ERRORS as e:
             raise LibraryLoadError("cannot load %s: %s" % (path, e)) from None
-        hdr_major = lib_.GATEDNORM_VERSION_MAJOR
+        hdr_major, hdr_minor = lib_.GATEDNORM_VERSION_MAJOR, lib_.GATEDNORM_VERSION_MINOR
         try:
             v = int(lib_.gatednorm_version())
         except _LOAD_ERRORS as e:  # symbol missing: not a gatednorm library
             raise LibraryLoadError("%s is not a gatednorm library: %s" % (path, e)) from None
-        if (v >> 16) != hdr_major:
+        # The same major, and at least this header's minor: an older library lacks entry
+        # points the package calls (each would fail on first use, naming no version).
+        if (v >> 16) != hdr_major or ((v >> 8) & 0xFF) < hdr_minor:
             raise LibraryLoadError(
-                "%s is gatednorm %d.%d.%d but the header of this package is major version %d"
-                % (path, v >> 16, (v >> 8) & 0xFF, v & 0xFF, hdr_major),
+                "%s is gatednorm %d.%d.%d but this package needs %d.%d or a later %d.x: rebuild or reinstall the library"
+                % (path, v >> 16, (v >> 8) & 0xFF, v & 0xFF, hdr_major, hdr_minor, hdr_major),
                 status=-2,
             )
         _lib = lib_
