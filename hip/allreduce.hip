@@ -468,7 +468,12 @@ gatednorm_status gpu_comm_buffer_open(int32_t device_id, const uint8_t *handle, 
 gatednorm_status gpu_comm_buffer_close(int32_t device_id, void *buffer) {
     DeviceGuard guard(device_id);
     if (!guard.ok()) return guard.status();
-    const hipError_t err = hipIpcCloseMemHandle(buffer);
+    // This process's kernels may still read the mapping (a call returns at its launch): wait
+    // for them before it goes.  Peers' reads of this rank's own buffer are the caller's
+    // barrier to wait for (gatednorm.h, teardown).
+    hipError_t err = hipDeviceSynchronize();
+    if (err != hipSuccess) return runtime_fail(err, "buffer");
+    err = hipIpcCloseMemHandle(buffer);
     return err == hipSuccess ? GATEDNORM_STATUS_SUCCESS : runtime_fail(err, "buffer");
 }
 

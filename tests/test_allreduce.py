@@ -137,7 +137,7 @@ def _worker(rank, W, algorithm, conn):
         for case in range(len(CASES)):
             for rep in range(REPS):
                 outs[(case, rep)] = run_case(g, case, rep, rank, W)
-        g.close()
+        g.close(exchange)  # the barrier close: every rank meets before the buffers go
         conn.send(("done", outs))
     except BaseException as e:  # pragma: no cover - reported by the parent
         conn.send(("error", repr(e)))

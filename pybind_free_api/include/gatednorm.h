@@ -464,8 +464,11 @@ GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8(const gatednorm_tensor 
  *      that no name of it outlives the processes however they end (CPU: a killed process
  *      would leave its segment in /dev/shm).
  * Ranks that share one address space (threads, or streams of one process on one GPU) skip the
- * handles and pass the same W buffers to W comms.  Teardown: gatednorm_comm_destroy, then
- * gatednorm_comm_buffer_close on each opened peer buffer, gatednorm_comm_buffer_free on one's own.
+ * handles and pass the same W buffers to W comms.  Teardown, once every rank's last call has
+ * finished (GPU: each rank synchronizes its device, then the ranks meet in a barrier: a peer's
+ * kernel may read this rank's buffer after this rank's own last call is done):
+ * gatednorm_comm_destroy, then gatednorm_comm_buffer_close on each opened peer buffer (it waits
+ * for this device's work first), gatednorm_comm_buffer_free on one's own.
  * Every rank must make the same sequence of calls with the same shapes and options; a call
  * returns (CPU) or its kernels finish (GPU) only when every rank has made the matching call. */
 #define GATEDNORM_COMM_HANDLE_BYTES 64
@@ -483,7 +486,7 @@ GATEDNORM_API gatednorm_status gatednorm_comm_buffer_open(gatednorm_device devic
  * it stays mapped and usable, and its handle opens nothing any more.  Idempotent; the buffer
  * is still freed with gatednorm_comm_buffer_free. */
 GATEDNORM_API gatednorm_status gatednorm_comm_buffer_unlink(gatednorm_device device, void *buffer);
-/* Unmaps a buffer from gatednorm_comm_buffer_open. */
+/* Unmaps a buffer from gatednorm_comm_buffer_open (GPU: after waiting for the device's work). */
 GATEDNORM_API gatednorm_status gatednorm_comm_buffer_close(gatednorm_device device, void *buffer);
 /* Frees a buffer from gatednorm_comm_buffer_alloc (CPU: also removes the segment's name). */
 GATEDNORM_API gatednorm_status gatednorm_comm_buffer_free(gatednorm_device device, void *buffer);

@@ -197,6 +197,8 @@ class AllReduceGroup:
             _release(comm, dev, own, peers)
             raise
         self._comm = comm
+        self._world = w
+        self._device_id = None if dt == lib.GATEDNORM_DEVICE_TYPE_CPU else int(did)
         self._entry = _CommEntry(comm)
         self._finalizer = weakref.finalize(self, _release, comm, dev, own, peers)
         self._in_use = threading.Lock()  # close() waits for a call in flight
@@ -244,10 +246,20 @@ class AllReduceGroup:
             g._buffers = holder
         return groups
 
-    def close(self):
+    def close(self, exchange=None):
         """Frees the communicator now (also done when the group is collected); waits for a
-        call in flight on another thread (the comm must not be freed under it)."""
+        call in flight on another thread (the comm must not be freed under it).
+
+        On a GPU a peer's kernel may still read this rank's buffer after this rank's own last
+        call returned: give ``exchange`` (the all-gather the group was built with, or any
+        barrier among the ranks) and close() first waits for this GPU's work, then for every
+        rank to reach this point, before it unmaps the peers' buffers and frees its own.
+        Without it, close only once the ranks have met after their last calls."""
         with self._in_use:
+            if exchange is not None and self._finalizer.alive:
+                if self._device_id is not None:
+                    _runtime.device_synchronize(self._device_id)
+                _exchanged(exchange(b"close"), self._world)
             self._finalizer()
 
     def add_rmsnorm(self, x, residual, weight, *, eps=1e-6, weight_offset=0.0, residual_out=None, y=True, y_dtype=None,
