@@ -67,8 +67,17 @@ struct ExArgs {
     int32_t two_shot;  // reduce-scatter + all-gather (else one-shot)
     int32_t copy16;    // x's rows start 16-byte aligned: the copy-in moves 16-byte units (VEC only)
     int32_t fused;     // the block normalizes its rows once whole (norm's x: the reduced region)
+    uint32_t *abort_word;    // host memory (CommState::abort_dev): why this rank gave up, 0 while it has not
+    uint64_t timeout_ticks;  // a wait longer than this (gn_wall_ticks) gives up
     AddArgs norm;
 };
+
+// A flag value no epoch reaches: a rank that gives up raises both its flags of the block's line
+// to it, so that a peer waiting for this rank passes its wait, sees it and gives up too (the
+// comm is unusable from then on: every later call is refused by the host, comm_usable).
+constexpr uint64_t kCommAbortEpoch = ~uint64_t(0);
+// The abort word: the reason (low byte) and the peer (next byte).
+constexpr uint32_t kAbortTimedOut = 1, kAbortPeerGaveUp = 2;
 
 __device__ __forceinline__ float load_volatile(const char *p, int dt) {
     if (dt == kF32) return *reinterpret_cast<const volatile float *>(p);
@@ -231,18 +240,48 @@ __device__ __forceinline__ void release_own_writes() {
 #endif
 }
 
+// Returns false where it gave up: a peer's flag did not reach e within a.timeout_ticks (a
+// lost, killed or out-of-step peer), or a peer had given up (kCommAbortEpoch).  Then it writes
+// the abort word, raises this rank's flags of the line to kCommAbortEpoch and the block skips
+// the rest of the call (its outputs are not written).  The clock is read once every 1024 spins.
 template <int W>
-__device__ __forceinline__ void signal_and_wait(const ExArgs &a, int b, size_t at, uint64_t e) {
+__device__ __forceinline__ bool signal_and_wait(const ExArgs &a, int b, size_t at, uint64_t e) {
     __threadfence_system();
-    *reinterpret_cast<volatile uint64_t *>(a.own + kCommFlags + b * kCommFlagStride + at) = e;
+    volatile uint64_t *line = reinterpret_cast<volatile uint64_t *>(a.own + kCommFlags + b * kCommFlagStride);
+    line[at / 8] = e;
+    const uint64_t start = gn_wall_ticks();
+    uint32_t why = 0;
 #pragma unroll
     for (int r = 0; r < W; ++r) {
-        if (r == a.rank) continue;
+        if (r == a.rank || why) continue;
         const volatile uint64_t *f = reinterpret_cast<const volatile uint64_t *>(a.bufs[r] + kCommFlags + b * kCommFlagStride + at);
-        while (*f < e) {
+        uint64_t v;
+        for (uint32_t spin = 1; (v = *f) < e; ++spin) {
+            if ((spin & 1023) == 0 && gn_wall_ticks() - start > a.timeout_ticks) {
+                why = kAbortTimedOut | uint32_t(r) << 8;
+                break;
+            }
         }
+        if (!why && v == kCommAbortEpoch) why = kAbortPeerGaveUp | uint32_t(r) << 8;
+    }
+    if (why) {
+        line[0] = kCommAbortEpoch;
+        line[kCommGatheredOffset / 8] = kCommAbortEpoch;
+        *reinterpret_cast<volatile uint32_t *>(a.abort_word) = why;
     }
     __threadfence_system();
+    return !why;
+}
+
+// Thread 0's signal_and_wait, its answer handed to the block (true: carry on).
+template <int W>
+__device__ __forceinline__ bool block_signal_and_wait(const ExArgs &a, int b, size_t at, uint64_t e) {
+    __shared__ int carry_on;
+    release_own_writes();
+    __syncthreads();  // every thread's writes of this step are done (and, HIP, released)
+    if (threadIdx.x == 0) carry_on = signal_and_wait<W>(a, b, at, e);
+    __syncthreads();
+    return carry_on != 0;
 }
 
 // One block a multiprocessor is all the occupancy this kernel needs (a grid of kCommGpuBlocks;
@@ -270,10 +309,7 @@ __global__ void GN_LAUNCH_BOUNDS(kExThreads, kExThreads) allreduce_exchange_kern
             for (int64_t i = threadIdx.x; i < units; i += blockDim.x) dst[i] = src[i];
         }
     }
-    release_own_writes();
-    __syncthreads();  // every thread has read e and written its part
-    if (threadIdx.x == 0) signal_and_wait<W>(a, b, 0, e);  // ready[b]
-    __syncthreads();
+    if (!block_signal_and_wait<W>(a, b, 0, e)) return;  // ready[b]; every thread has read e and written its part
     const size_t red_at = kCommHeader + 2 * a.slot_bytes;
     char *red = own + red_at;
     // Columns: 16-byte units or elements.  One-shot sums them all, two-shot this rank's share.
@@ -288,10 +324,8 @@ __global__ void GN_LAUNCH_BOUNDS(kExThreads, kExThreads) allreduce_exchange_kern
         sum_rows_elem<W>(a, slot, red, lo, span);
     }
     if (W > 1 && a.two_shot) {  // uniform: every thread of every block (W = 1 never runs two-shot: no peers)
-        release_own_writes();
-        __syncthreads();  // this block's share of its rows, stored by all its threads
-        if (threadIdx.x == 0) signal_and_wait<W>(a, b, kCommGatheredOffset, e);  // gathered[b]
-        __syncthreads();
+        // gathered[b], once this block's share of its rows is stored by all its threads
+        if (!block_signal_and_wait<W>(a, b, kCommGatheredOffset, e)) return;
         if constexpr (VEC) gather_shares<W, uint4>(a, red_at, n);
         else if (a.dtype == kF32) gather_shares<W, uint32_t>(a, red_at, n);
         else gather_shares<W, uint16_t>(a, red_at, n);
@@ -343,6 +377,8 @@ gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
     a.dtype = p.x_dtype;
     a.rank = c.rank;
     a.two_shot = two_shot;
+    a.abort_word = c.abort_dev;
+    a.timeout_ticks = c.timeout_ticks;
     // The sum and the gather move 16-byte units when every row of the slots and of the
     // reduced region starts on a 16-byte boundary: the row bytes (token t's row starts t * row
     // into a slot; buffers are 256-byte aligned by gatednorm_comm_create, and so are the slots,
@@ -414,6 +450,47 @@ gatednorm_status gpu_comm_check_residency(int32_t device_id, int32_t world, void
                     "at once (%lld blocks of %d threads), but it holds %lld (%d a multiprocessor x %d); put fewer ranks on one GPU",
                     sharing, device_id, (long long)need, kExThreads, (long long)fit, per_sm, prop.multiProcessorCount);
     return GATEDNORM_STATUS_SUCCESS;
+}
+
+gatednorm_status gpu_comm_abort_alloc(CommState &c) {
+    DeviceGuard guard(c.device.device_id);
+    if (!guard.ok()) return guard.status();
+    void *host = nullptr, *dev = nullptr;
+    hipError_t err = hipHostMalloc(&host, 64, hipHostMallocMapped);
+    if (err == hipSuccess) err = hipHostGetDevicePointer(&dev, host, 0);
+    if (err != hipSuccess) {
+        if (host) (void)hipHostFree(host);
+        return runtime_fail(err, "comm (its abort word)");
+    }
+    memset(host, 0, 64);
+    c.abort_host = static_cast<uint32_t *>(host);
+    c.abort_dev = static_cast<uint32_t *>(dev);
+    const double ticks = comm_wait_seconds() * gn_wall_tick_hz(c.device.device_id);
+    c.timeout_ticks = ticks < 1.8e19 ? uint64_t(ticks) : ~uint64_t(0);
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+void gpu_comm_abort_free(CommState &c) {
+    DeviceGuard guard(c.device.device_id);
+    (void)hipDeviceSynchronize();  // no kernel of this comm may still write the word
+    (void)hipHostFree(c.abort_host);
+    c.abort_host = c.abort_dev = nullptr;
+}
+
+gatednorm_status gpu_comm_usable(const CommState &c) {
+    const uint32_t why = *reinterpret_cast<const volatile uint32_t *>(c.abort_host);
+    if (!why) return GATEDNORM_STATUS_SUCCESS;
+    const int peer = int(why >> 8 & 0xff);
+    if ((why & 0xff) == kAbortTimedOut)
+        return fail(GATEDNORM_STATUS_DEVICE_ERROR,
+                    "comm: rank %d's exchange kernel waited %.0f s for rank %d (lost, killed, or out of step: every rank must make "
+                    "the same calls with the same algorithm; GATEDNORM_COMM_TIMEOUT_S sets the wait) and gave up without writing "
+                    "that call's outputs; the communicator is unusable now",
+                    c.rank, comm_wait_seconds(), peer);
+    return fail(GATEDNORM_STATUS_DEVICE_ERROR,
+                "comm: rank %d's exchange kernel found rank %d had given up waiting (see that rank's error) and gave up too, "
+                "without writing that call's outputs; the communicator is unusable now",
+                c.rank, peer);
 }
 
 gatednorm_status gpu_comm_buffer_alloc(int32_t device_id, size_t bytes, void **buffer, uint8_t *handle) {

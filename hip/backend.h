@@ -215,6 +215,10 @@ struct CommState {
     // backend checks it (with the call's shapes) against every peer's, so that a call refused
     // or made on one rank only is caught instead of pairing the ranks' later calls wrongly.
     uint64_t calls = 0;
+    // GPU comms: the abort word (host memory the exchange kernel writes, as the host and as the
+    // device address it) and the kernel's wait deadline in gn_wall_ticks; gpu_comm_abort_alloc.
+    uint32_t *abort_host = nullptr, *abort_dev = nullptr;
+    uint64_t timeout_ticks = 0;
 };
 
 // The first column (element, or 16-byte unit on the GPU's 16-byte path) of rank q's share of
@@ -241,5 +245,14 @@ gatednorm_status gpu_comm_buffer_close(int32_t device_id, void *buffer);
 // sharing a GPU): their exchange kernels wait on each other, so all must be resident at once.
 // Refuses (naming buffers) when two or more share it and the device cannot hold their blocks.
 gatednorm_status gpu_comm_check_residency(int32_t device_id, int32_t world, void *const *buffers);
+// A GPU comm's abort word (zeroed, mapped host memory) and deadline (comm_wait_seconds on the
+// device's clock); freed with the comm.  gpu_comm_usable: SUCCESS, or why an exchange kernel
+// gave up (the word it wrote), which makes the comm unusable.
+gatednorm_status gpu_comm_abort_alloc(CommState &c);
+void gpu_comm_abort_free(CommState &c);
+gatednorm_status gpu_comm_usable(const CommState &c);
+// How long an all-reduce call waits for its peers in all: GATEDNORM_COMM_TIMEOUT_S (read once
+// a process; default 60 s), on the CPU and the GPU.
+double comm_wait_seconds();
 
 }  // namespace gn

@@ -13,7 +13,11 @@
 //            hipIpcMemLazyEnablePeerAccess (the all-reduce's peer buffers; on HIP only,
 //            hipExtMallocWithFlags hipDeviceMallocUncached: fine-grained memory for them)
 //            hipOccupancyMaxActiveBlocksPerMultiprocessor (whether ranks sharing a GPU fit)
+//            hipHostMalloc hipHostMallocMapped hipHostGetDevicePointer hipHostFree (the
+//            all-reduce's abort word, host memory its kernel writes)
 //   device:  gn_shfl_xor (shuffle within groups of `width` <= 32 lanes, all lanes active)
+//            gn_wall_ticks (a constant-rate clock: the all-reduce's wait deadline; gn_wall_tick_hz
+//            on the host gives its rate)
 //            GN_LAUNCH_BOUNDS (block size and the threads a multiprocessor must keep resident)
 //            gn_wait_prior_grid, gn_allow_next_grid (programmatic dependent launch, below)
 //            gn_load_b128_hint, gn_store_b128_hint (16-byte accesses with a cache hint, below)
@@ -72,6 +76,10 @@ using hipPointerAttribute_t = cudaPointerAttributes;
 #define GN_POINTER_MEMORY_TYPE(attr) ((attr).type)
 using hipIpcMemHandle_t = cudaIpcMemHandle_t;
 #define hipIpcGetMemHandle cudaIpcGetMemHandle
+#define hipHostMalloc cudaHostAlloc
+#define hipHostMallocMapped cudaHostAllocMapped
+#define hipHostGetDevicePointer cudaHostGetDevicePointer
+#define hipHostFree cudaFreeHost
 #define hipIpcOpenMemHandle cudaIpcOpenMemHandle
 #define hipIpcCloseMemHandle cudaIpcCloseMemHandle
 #define hipIpcMemLazyEnablePeerAccess cudaIpcMemLazyEnablePeerAccess
@@ -99,6 +107,14 @@ __device__ __forceinline__ void gn_allow_next_grid() {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+
+// A clock that runs at a constant rate whatever the SM clock does: PTX's %globaltimer, in ns.
+__device__ __forceinline__ uint64_t gn_wall_ticks() {
+    uint64_t t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+inline double gn_wall_tick_hz(int /*device_id*/) { return 1e9; }
 
 // 16-byte accesses with a cache hint, for the tuner's A/B of the vec kernel's flags
 // (rmsnorm_gated_kernels.h): the L2 prefetch-size hint (256 bytes per miss), the
@@ -212,6 +228,14 @@ __device__ __forceinline__ float gn_shfl_xor(float v, int lane_mask, int width) 
 // No programmatic dependent launch on AMD: stream order alone.
 __device__ __forceinline__ void gn_wait_prior_grid() {}
 __device__ __forceinline__ void gn_allow_next_grid() {}
+// A clock that runs at a constant rate whatever the shader clock does: s_memrealtime, at the
+// device's wall-clock rate (hipDeviceAttributeWallClockRate, kHz; 100 MHz on CDNA).
+__device__ __forceinline__ uint64_t gn_wall_ticks() { return uint64_t(wall_clock64()); }
+inline double gn_wall_tick_hz(int device_id) {
+    int khz = 0;
+    if (hipDeviceGetAttribute(&khz, hipDeviceAttributeWallClockRate, device_id) != hipSuccess || khz <= 0) khz = 100000;
+    return 1e3 * khz;
+}
 // Cache-hinted 16-byte accesses (CUDA twins above): plain accesses here.
 template <int HINT>
 __device__ __forceinline__ uint4 gn_load_b128_hint(const void *p, bool ok) {

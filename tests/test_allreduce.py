@@ -21,10 +21,13 @@ reference in test_add_rmsnorm.py); so every rank also equals every other rank.
 
 from __future__ import annotations
 
+import ast
 import glob
 import multiprocessing as mp
 import os
 import struct
+import subprocess
+import sys
 import threading
 import time
 
@@ -297,6 +300,8 @@ def test_threads_in_process(algorithm):
 
     in_threads(W, body)
     check(outs, W)
+    for g in groups:
+        g.check()  # usable after all those calls
 
 
 @pytest.mark.parametrize("algorithm", ["one_shot", "two_shot"])
@@ -552,6 +557,8 @@ def test_ranks_out_of_step_fail_together(how):
         errs[r] = None
         call(r, np.ones((1, H), np.float32))
         assert "comm: unusable" in str(errs[r]) and kept[r][-1], errs[r]
+        with pytest.raises(GatedNormError, match="comm: unusable"):  # check() says the same
+            g[r].check()
 
 
 # ------------------------------------------------------------------ one GPU, ranks as streams
@@ -619,6 +626,53 @@ def test_gpu_streams(requires_gpu, W, algorithm):
                 for name, g, e in zip(("y", "q", "scales", "residual"), outs[r], want):
                     g = None if g is None else be.get(g)
                     assert bits_equal(g, e), "case %d rep %d rank %d: %s differs" % (case, rep, r, name)
+
+
+_LOST_PEER = r"""
+import sys, time
+import numpy as np
+import gatednorm
+from gatednorm import AllReduceGroup, GatedNormError
+dev = (gatednorm._runtime.gpu_device_type(), 0)
+g = AllReduceGroup.in_process(2, dev, max_tokens=4, hidden=256, dtype="float32")
+s = [gatednorm.Stream(0) for _ in range(2)]
+a = lambda v: gatednorm.DeviceArray.from_numpy(np.full((2, 256), v, np.float32), device=dev)
+x, r, w = a(1.0), a(0.0), gatednorm.DeviceArray.from_numpy(np.ones(256, np.float32), device=dev)
+gatednorm._runtime.device_synchronize(0)
+t0 = time.time()
+g[0].add_rmsnorm(x, r, w, stream=s[0])  # rank 1 never makes this call
+s[0].synchronize()
+waited = time.time() - t0
+def err(f):
+    try:
+        f()
+    except GatedNormError as e:
+        return str(e)
+    return None
+e0 = err(g[0].check)
+e0_call = err(lambda: g[0].add_rmsnorm(x, r, w, stream=s[0]))
+g[1].add_rmsnorm(x, r, w, stream=s[1])  # rank 1 late: sees rank 0 gave up, gives up at once
+t1 = time.time()
+s[1].synchronize()
+late = time.time() - t1
+e1 = err(g[1].check)
+print(repr((waited, late, e0, e0_call, e1)))
+"""
+
+
+def test_gpu_lost_peer_times_out(requires_gpu):
+    """A GPU exchange kernel whose peer never comes gives up after GATEDNORM_COMM_TIMEOUT_S (it
+    spun for ever), writes no outputs and makes the comm unusable: check() and every later call
+    name the peer; the peer, arriving late, finds it gave up and gives up at once."""
+    env = dict(os.environ, GATEDNORM_COMM_TIMEOUT_S="1")
+    out = subprocess.run([sys.executable, "-c", _LOST_PEER], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    waited, late, e0, e0_call, e1 = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    assert 0.9 < waited < 30, waited
+    assert late < 0.9, late
+    assert e0 and "waited 1 s for rank 1" in e0 and "unusable" in e0, e0
+    assert e0_call == e0
+    assert e1 and "found rank 0 had given up" in e1, e1
 
 
 # ------------------------------------------- the exchange's 16-byte and 2-byte paths, every W

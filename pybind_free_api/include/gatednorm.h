@@ -497,6 +497,12 @@ GATEDNORM_API gatednorm_status gatednorm_comm_buffer_free(gatednorm_device devic
  * them is refused (GATEDNORM_STATUS_UNSUPPORTED naming buffers) rather than left to hang. */
 GATEDNORM_API gatednorm_status gatednorm_comm_create(int32_t rank, int32_t world_size, void *const *buffers, size_t buffer_bytes, gatednorm_device device, gatednorm_comm **comm);
 GATEDNORM_API gatednorm_status gatednorm_comm_destroy(gatednorm_comm *comm);
+/* SUCCESS while comm is usable; else why not (a CPU rank found the ranks out of step or waited
+ * past GATEDNORM_COMM_TIMEOUT_S; a GPU exchange kernel waited that long for a peer, or saw a
+ * peer give up, and returned without its outputs), the same error every later call on comm
+ * returns.  A GPU kernel that gives up is only seen by the host after it ran: check here after
+ * synchronizing (e.g. after replaying a CUDA graph, whose calls check nothing). */
+GATEDNORM_API gatednorm_status gatednorm_comm_check(const gatednorm_comm *comm);
 /* The largest x (bytes) one call serves; larger ones are refused (use the collective library's
  * all-reduce, then gatednorm_add_rmsnorm). */
 GATEDNORM_API gatednorm_status gatednorm_comm_max_input_bytes(const gatednorm_comm *comm, size_t *bytes);
@@ -517,8 +523,8 @@ typedef enum gatednorm_allreduce_algorithm {
 
 /* Sets the algorithm (gatednorm_allreduce_algorithm) of comm's later calls; AUTO until set.
  * Every rank must set the same before the same call: ranks on different algorithms wait on
- * each other forever (a CPU rank gives up after GATEDNORM_COMM_TIMEOUT_S, default 60 s, or
- * once a peer's process has exited; a GPU kernel does not).  With world_size
+ * each other until GATEDNORM_COMM_TIMEOUT_S (default 60 s) has passed (a CPU rank gives up
+ * sooner once a peer's process has exited); then the comm is unusable (gatednorm_comm_check).  With world_size
  * 1 every algorithm is the same (there are no peers).  Not while a call on comm is running
  * (calls on one comm are ordered anyway).  On error (comm NULL, algorithm not one of the
  * enum's values) the comm is left as it was. */

@@ -213,12 +213,19 @@ gatednorm_status comm_create(int32_t rank, int32_t world, void *const *buffers, 
     }
     if (!host) GN_TRY(gpu_comm_check_residency(device.device_id, world, buffers));
     gatednorm_comm *c = new gatednorm_comm;
+    c->state.device = device;
+    if (!host) {
+        const gatednorm_status st = gpu_comm_abort_alloc(c->state);
+        if (st != GATEDNORM_STATUS_SUCCESS) {
+            delete c;
+            return st;
+        }
+    }
     c->state.rank = rank;
     c->state.world = world;
     for (int r = 0; r < world; ++r) c->state.buffers[r] = static_cast<char *>(buffers[r]);
     c->state.buffer_bytes = bytes;
     c->state.slot_bytes = (bytes - kCommHeader) / 3 / kCommSlotAlign * kCommSlotAlign;
-    c->state.device = device;
     *comm = c;
     return GATEDNORM_STATUS_SUCCESS;
 }
@@ -231,6 +238,12 @@ gatednorm_status comm_create(int32_t rank, int32_t world, void *const *buffers, 
 // to a measurement) and up to kCommGpuBlocks tokens (one launch a rank does the exchange and the
 // norm, and so few rows are latency, not bytes); two-shot from 4 ranks above that.  World size
 // 1 has no peers: one-shot, whatever was set.
+// SUCCESS, or why the comm is unusable: a CPU rank found the ranks out of step or timed out;
+// a GPU exchange kernel gave up waiting for a peer (its abort word).
+gatednorm_status comm_usable(const CommState &c) {
+    return c.device.device_type == GATEDNORM_DEVICE_TYPE_CPU ? cpu_comm_usable(c) : gpu_comm_usable(c);
+}
+
 bool two_shot(const CommState &c, int64_t tokens) {
     if (c.world == 1) return false;
     switch (c.algorithm) {
@@ -245,7 +258,7 @@ gatednorm_status allreduce_checked(gatednorm_comm *comm, const gatednorm_tensor 
                                    const gatednorm_tensor *scales, const gatednorm_add_rmsnorm_params *params, void *stream) {
     if (!comm) return null_arg("comm");
     ++comm->state.calls;  // before any check: a refused call counts (the CPU backend compares the counts)
-    if (comm->state.device.device_type == GATEDNORM_DEVICE_TYPE_CPU) GN_TRY(cpu_comm_usable(comm->state));
+    GN_TRY(comm_usable(comm->state));
     AddRmsnormProblem p;
     GN_TRY(add_rmsnorm_problem(x, res, weight, res_out, y, q, scales, params, p));
     if (p.pdl) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.pdl: must be 0 for the all-reduce (its flag protocol relies on stream order)");
@@ -305,8 +318,14 @@ GATEDNORM_API gatednorm_status gatednorm_comm_create(int32_t rank, int32_t world
 }
 
 GATEDNORM_API gatednorm_status gatednorm_comm_destroy(gatednorm_comm *comm) {
+    if (comm && comm->state.abort_host) gpu_comm_abort_free(comm->state);
     delete comm;
     return GATEDNORM_STATUS_SUCCESS;
+}
+
+GATEDNORM_API gatednorm_status gatednorm_comm_check(const gatednorm_comm *comm) {
+    if (!comm) return null_arg("comm");
+    return guarded("comm_check", [&] { return comm_usable(comm->state); });
 }
 
 GATEDNORM_API gatednorm_status gatednorm_comm_max_input_bytes(const gatednorm_comm *comm, size_t *bytes) {

@@ -39,17 +39,9 @@
 namespace gn {
 namespace {
 
-// How long a call waits for its peers in all (GATEDNORM_COMM_TIMEOUT_S, read once; default
-// 60 s): past it the call fails and the comm is unusable.  A peer whose process has exited
-// is found sooner (peer_exited).
-double wait_seconds() {
-    static const double s = [] {
-        const char *v = getenv("GATEDNORM_COMM_TIMEOUT_S");
-        const double t = v ? atof(v) : 0.0;
-        return t > 0.0 ? t : 60.0;
-    }();
-    return s;
-}
+// How long a call waits for its peers in all (comm_wait_seconds): past it the call fails and
+// the comm is unusable.  A peer whose process has exited is found sooner (peer_exited).
+double wait_seconds() { return comm_wait_seconds(); }
 
 double now() {
     timespec ts;
@@ -152,6 +144,15 @@ gatednorm_status check_in_step(const CommState &c, uint64_t e) {
 }
 
 }  // namespace
+
+double comm_wait_seconds() {
+    static const double s = [] {
+        const char *v = getenv("GATEDNORM_COMM_TIMEOUT_S");
+        const double t = v ? atof(v) : 0.0;
+        return t > 0.0 && t < 1e7 ? t : 60.0;
+    }();
+    return s;
+}
 
 uint64_t comm_pid_namespace() {
     struct stat st;

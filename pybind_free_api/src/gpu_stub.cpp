@@ -38,4 +38,7 @@ gatednorm_status gpu_comm_buffer_open(int32_t, const uint8_t *, void **) { retur
 gatednorm_status gpu_comm_buffer_header(int32_t, const void *, uint64_t *, const char *) { return no_gpu("device"); }
 gatednorm_status gpu_comm_buffer_close(int32_t, void *) { return no_gpu("device"); }
 gatednorm_status gpu_comm_check_residency(int32_t, int32_t, void *const *) { return no_gpu("device"); }
+gatednorm_status gpu_comm_abort_alloc(CommState &) { return no_gpu("device"); }
+void gpu_comm_abort_free(CommState &) {}
+gatednorm_status gpu_comm_usable(const CommState &) { return no_gpu("comm"); }
 }  // namespace gn

@@ -246,6 +246,18 @@ class AllReduceGroup:
             g._buffers = holder
         return groups
 
+    def check(self):
+        """Raises GatedNormError if this rank's communicator is unusable: a CPU rank found the
+        ranks out of step or waited past GATEDNORM_COMM_TIMEOUT_S (60 s by default); a GPU
+        exchange kernel waited that long for a peer, or saw a peer give up, and returned
+        without that call's outputs.  Every later call raises the same.  A GPU kernel's
+        giving up is seen after it ran: check after synchronizing, e.g. after replaying a
+        CUDA graph (whose replays check nothing)."""
+        with self._in_use:
+            if not self._finalizer.alive:
+                raise argument_error("self: this AllReduceGroup is closed")
+            check(_ffi.lib().gatednorm_comm_check(self._comm), "gatednorm_comm_check")
+
     def close(self, exchange=None):
         """Frees the communicator now (also done when the group is collected); waits for a
         call in flight on another thread (the comm must not be freed under it).

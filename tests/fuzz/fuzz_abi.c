@@ -40,7 +40,8 @@
  *   - gatednorm_comm_set_algorithm on a one-rank CPU comm made for the case: every value of
  *     gatednorm_allreduce_algorithm accepted, any other refused naming "algorithm", a NULL comm
  *     naming "comm"; after either, the comm's all-reduce of one rank equals gatednorm_add_rmsnorm
- *     bit for bit (a refused value left the comm as it was).
+ *     bit for bit (a refused value left the comm as it was), and gatednorm_comm_check says the
+ *     comm is usable (NULL: refused naming "comm").
  * Input values stay where every fp32 intermediate is normal and finite (the contract computes
  * in fp32), plus NaN / inf / zeros.  Fixed cases (the defects the driver found) run first.
  * At the end: "fuzz_abi: N cases (A accepted, R rejected), seed S: ok".
@@ -3549,6 +3550,9 @@ static int fuzz_comm_set_algorithm(rng_t *r) {
                                             gatednorm_last_error());
     if (gatednorm_add_rmsnorm(&tx, NULL, &tw, NULL, &tv, NULL, NULL, NULL, NULL) != GATEDNORM_STATUS_SUCCESS) die("add_rmsnorm: %s", gatednorm_last_error());
     if (memcmp(y, want, TT * HH * sizeof(float))) die("one rank's all-reduce differs from add_rmsnorm (algorithm %d)", (int)alg);
+    if (gatednorm_comm_check(comm) != GATEDNORM_STATUS_SUCCESS) die("comm_check of a usable comm: %s", gatednorm_last_error());
+    if (gatednorm_comm_check(NULL) == GATEDNORM_STATUS_SUCCESS || strncmp(gatednorm_last_error(), "comm:", 5))
+        die("comm_check(NULL): %s", gatednorm_last_error());
     if (gatednorm_comm_destroy(comm) != GATEDNORM_STATUS_SUCCESS || gatednorm_comm_buffer_free(cpu, mine) != GATEDNORM_STATUS_SUCCESS)
         die("comm teardown: %s", gatednorm_last_error());
     return accepted;
