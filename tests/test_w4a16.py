@@ -181,7 +181,8 @@ def test_compressed_tensors(rng, symmetric):
     signed = q - 8                                             # the quantizer's signed codes
     weight_packed = pack8(signed + 8, 1)                       # [N, ceil(K/8)], stored = signed + 8
     zp = None if symmetric else pack8(z - 8 + 8, 0)            # [ceil(N/8), K/G], stored = z_signed + 8
-    w = gatednorm.W4A16Weight.from_compressed_tensors(weight_packed, s, zp, weight_shape=np.array([n, k]))
+    # G = 12 is no power of two: the config's group_size names it (it is never guessed)
+    w = gatednorm.W4A16Weight.from_compressed_tensors(weight_packed, s, zp, weight_shape=np.array([n, k]), group_size=g)
     assert w.symmetric == symmetric and (w.n, w.k, w.group_size) == (n, k, g)
     zz = np.full_like(z, 8) if symmetric else z
     np.testing.assert_array_equal(w.dequantize(BF16), expected_w16(q, zz, s, g, BF16))
@@ -214,7 +215,8 @@ def test_compressed_tensors_actorder_group(rng, symmetric):
     q, z, s = rand_quant(rng, n, k, g, sdtype=BF16)
     g_idx = rng.permutation(np.arange(k) // g).astype(np.int32)
     zp = None if symmetric else pack8(z, 0)
-    w = gatednorm.W4A16Weight.from_compressed_tensors(pack8(q, 1), s, zp, weight_shape=[n, k], weight_g_idx=g_idx)
+    w = gatednorm.W4A16Weight.from_compressed_tensors(pack8(q, 1), s, zp, weight_shape=[n, k], weight_g_idx=g_idx,
+                                                      group_size=g)
     assert w.perm is not None
     zz = np.full_like(z, 8) if symmetric else z
     s16 = s.astype(np.float32).astype(BF16).astype(np.float64)
@@ -226,7 +228,38 @@ def test_compressed_tensors_actorder_group(rng, symmetric):
     assert np.all(np.abs(got - a.astype(np.float64) @ want.astype(np.float64)) <= tol)
     with pytest.raises(ValueError, match="weight_g_idx"):
         gatednorm.W4A16Weight.from_compressed_tensors(pack8(q, 1), s, zp, weight_shape=[n, k],
-                                                      weight_g_idx=np.zeros(k, np.int32))
+                                                      weight_g_idx=np.zeros(k, np.int32), group_size=g)
+
+
+def test_partial_last_group_is_never_read_as_another_group_size(rng):
+    """A checkpoint whose K is no multiple of its group size (K = 960 at G = 128, SmolLM2's
+    hidden size) has ceil(K/G) = 8 groups, the last partial; read as K / 8 = 120-wide groups it
+    misplaced 224 of every 1600 weights without a word (review).  Without group_size a G that
+    is not a power of two is refused; with the config's 128 the partial group is refused; a
+    real G = 120 passes when named; -1 means per channel; big-endian packed tensors read as
+    native ones."""
+    n, k = 16, 960
+    q, z, s = rand_quant(rng, n, k, 120)  # 8 groups of 120: the shapes of the 8 groups of 128
+    for f, args, kw in ((gatednorm.W4A16Weight.from_gptq, (pack8(q.T, 0), pack8(z.T, 1), s.T), dict(version=2)),
+                        (gatednorm.W4A16Weight.from_compressed_tensors, (pack8(q, 1), s, pack8(z, 0)),
+                         dict(weight_shape=[n, k]))):
+        with pytest.raises(ValueError, match="groups of 120.*pass group_size"):
+            f(*args, **kw)
+        with pytest.raises(ValueError, match="group_size: K = 960 is not a multiple of 128"):
+            f(*args, group_size=128, **kw)
+        w = f(*args, group_size=120, **kw)
+        np.testing.assert_array_equal(w.dequantize(BF16), expected_w16(q, z, s, 120, BF16))
+    q, z, s = rand_quant(rng, n, 256, 256)  # per channel, as configs write it: -1
+    w = gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), pack8(z.T, 1), s.T, version=2, group_size=-1)
+    assert w.group_size == 256
+    with pytest.raises(ValueError, match="scales: 1 groups, but K = 256 at group_size 128 has 2"):
+        gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), pack8(z.T, 1), s.T, version=2, group_size=128)
+    assert gatednorm.W4A16Weight.from_float(rng.standard_normal((4, 64)).astype(np.float32), group_size=-1).group_size == 64
+    with warnings.catch_warnings():  # version 1's word-wise decoding warns of slots holding 15 (random z here)
+        warnings.simplefilter("ignore")
+        be = gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0).astype(">i4"), pack8(z.T, 1).astype(">i4"), s.T, version=1)
+        ne = gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), pack8(z.T, 1), s.T, version=1)
+    np.testing.assert_array_equal(be.dequantize(BF16), ne.dequantize(BF16))
 
 
 def test_importers_refuse_wider_packed_tensors(rng):

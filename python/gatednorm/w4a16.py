@@ -37,10 +37,42 @@ _PREPACK = _call.Entry("gatednorm_w4a16_prepack", "gatednorm_w4a16_params",
 
 
 # ---------------------------------------------------------------------------- int32 nibbles
+def _native(x):
+    """x in this machine's byte order (a big-endian int32 array viewed as uint32 reads its
+    nibbles from the wrong bytes)."""
+    return x.astype(x.dtype.newbyteorder("="), copy=False) if x.dtype.byteorder not in "=|" else x
+
+
+def _checkpoint_groups(k, ngroups, group_size, name):
+    """G of a checkpoint whose scales hold ``ngroups`` groups over K, with the quantization
+    config's ``group_size`` when given (-1 or K: per channel).  Quantizers write ceil(K / G)
+    groups, a partial last one when G does not divide K, which this layout cannot hold: such a
+    weight is refused, never read with G = K / ngroups (K = 960 at G = 128 has 8 groups, which
+    read as G = 120 misplaced 224 of every 1600 weights).  Without group_size, a G that is not
+    a power of two (nor K) is refused, since no quantizer writes one unasked."""
+    if group_size is not None:
+        g = _call.integer("group_size", group_size)
+        g = k if g == -1 else g
+        if g < 1:
+            raise argument_error("group_size: expected a positive group size or -1 (per channel), got %r" % (group_size,))
+        if k % g:
+            raise argument_error("group_size: K = %d is not a multiple of %d: the checkpoint's last group is partial "
+                                 "(ceil(K/G) groups), which this library's layout cannot hold" % (k, g))
+        if ngroups != k // g:
+            raise argument_error("%s: %d groups, but K = %d at group_size %d has %d" % (name, ngroups, k, g, k // g))
+        return g
+    g = k // ngroups
+    if g != k and g & (g - 1):
+        raise argument_error("%s: %d groups over K = %d would be groups of %d, which no quantizer writes unasked (a K "
+                             "that is not a multiple of the group size leaves a partial last group); pass group_size= "
+                             "from the checkpoint's quantization config" % (name, ngroups, k, g))
+    return g
+
+
 def _unpack_int32(x, axis, name):
     """Eight 4-bit slots of each int32 (slot i = bits 4i+3..4i) of 2-D ``x`` laid out along
     ``axis`` (slot-major inside each int32): [..., c, ...] -> [..., 8c + i, ...]."""
-    x = np.asarray(x)
+    x = _native(np.asarray(x))
     if x.dtype.kind not in "iu" or x.dtype.itemsize != 4:
         raise argument_error("%s: expected an int32 packed tensor, got dtype %s" % (name, x.dtype))
     if x.ndim != 2:
@@ -160,6 +192,7 @@ def _group_size(group_size, k):
     """G from a group_size argument (None: per channel, G = K), checked to divide K (0 is
     refused: it read as per-channel, a meaning no other group_size gives it)."""
     g = k if group_size is None else _call.integer("group_size", group_size)
+    g = k if g == -1 else g  # -1: per channel, as GPTQ / AWQ configs write it
     if g < 1 or k % g:
         raise argument_error("group_size: %r does not divide K = %d" % (group_size, k))
     return g
@@ -266,7 +299,7 @@ class W4A16Weight:
         return cls(_pack_plain(q.reshape(n, k).astype(np.uint8)), s, z)
 
     @classmethod
-    def from_gptq(cls, qweight, qzeros, scales, g_idx=None, version=1, symmetric=None):
+    def from_gptq(cls, qweight, qzeros, scales, g_idx=None, version=1, symmetric=None, group_size=None):
         """A GPTQ checkpoint's tensors (AutoGPTQ / GPTQModel / optimum; docs/ops.md section 4).
 
         qweight int32 ``[K/8, N]`` (slot i of row r holds k = 8r + i); qzeros int32
@@ -295,7 +328,12 @@ class W4A16Weight:
 
         Act-order (``g_idx`` not ``k // G``): K is reordered at import so that each group is
         contiguous; ``perm`` records the order (the kernel multiplies ``a[:, perm]``).  A
-        g_idx whose groups do not all have G members is rejected."""
+        g_idx whose groups do not all have G members is rejected.
+
+        ``group_size`` (the config's; -1: per channel) checks the scales' group count against
+        it; without it G is K over that count, refused where it is not a power of two (a K
+        that is not a multiple of the group size leaves a partial last group, which this
+        layout cannot hold: such checkpoints are refused either way)."""
         if isinstance(version, (bool, np.bool_)) or not isinstance(version, (int, np.integer)) or version not in (1, 2):
             raise argument_error("version: expected 1 (qzeros store z - 1) or 2 (checkpoint_format gptq_v2: z), got %r" % (version,))
         if symmetric is not None:
@@ -308,8 +346,8 @@ class W4A16Weight:
         if s.ndim != 2 or s.shape[1] != n or s.shape[0] < 1 or k % s.shape[0]:
             raise argument_error("scales: expected [K/G, N] = [K/G, %d] with K/G dividing K = %d, got %s" % (n, k, s.shape))
         ng = s.shape[0]
-        g = k // ng
-        qz = _np(qzeros, "qzeros")
+        _checkpoint_groups(k, ng, group_size, "scales")
+        qz = _native(_np(qzeros, "qzeros"))
         zs = _unpack_int32(qz, 1, "qzeros")  # [K/G, N (padded to 8)]; checks dtype and rank
         if zs.shape[0] != ng or zs.shape[1] != 8 * ((n + 7) // 8):
             raise argument_error("qzeros: expected [K/G, ceil(N/8)] = [%d, %d], got %s" % (ng, (n + 7) // 8, np.shape(qzeros)))
@@ -342,10 +380,11 @@ class W4A16Weight:
         return cls(_pack_plain(codes), s_nk, z_nk, perm=perm)
 
     @classmethod
-    def from_awq(cls, qweight, qzeros, scales):
+    def from_awq(cls, qweight, qzeros, scales, group_size=None):
         """An AutoAWQ (GEMM) checkpoint's tensors: qweight int32 ``[K, N/8]`` and qzeros int32
         ``[K/G, N/8]`` packed along N with slot i of column c holding n = 8c + [0, 2, 4, 6, 1,
-        3, 5, 7][i]; scales ``[K/G, N]``.  Dequantization ``(q - z) * s``, zeros stored raw."""
+        3, 5, 7][i]; scales ``[K/G, N]``.  Dequantization ``(q - z) * s``, zeros stored raw.
+        ``group_size``: as from_gptq's."""
         inv = np.argsort(np.array(_AWQ_ORDER))  # position of column offset j among the slots
 
         def unpack(x, name):
@@ -359,6 +398,7 @@ class W4A16Weight:
         _transposed(n, 8 * np.shape(qweight)[0], s, "qweight")  # [N/8, K] given for [K, N/8]
         if s.ndim != 2 or s.shape[1] != n or s.shape[0] < 1 or k % s.shape[0]:
             raise argument_error("scales: expected [K/G, N] = [K/G, %d], got %s" % (n, s.shape))
+        _checkpoint_groups(k, s.shape[0], group_size, "scales")
         z = unpack(qzeros, "qzeros")
         if z.shape != s.shape:
             raise argument_error("qzeros: expected [K/G, N/8] = [%d, %d], got %s" % (s.shape[0], n // 8, np.shape(qzeros)))
@@ -366,7 +406,7 @@ class W4A16Weight:
 
     @classmethod
     def from_compressed_tensors(cls, weight_packed, weight_scale, weight_zero_point=None, weight_shape=None,
-                                weight_g_idx=None):
+                                weight_g_idx=None, group_size=None):
         """compressed-tensors ``pack-quantized`` int4 (e.g. RedHatAI ``*-quantized.w4a16``):
         weight_packed int32 ``[N, ceil(K/8)]`` packed along K, sequential slots, each holding
         the signed code + 8; weight_scale ``[N, K/G]``; weight_zero_point int32
@@ -374,7 +414,8 @@ class W4A16Weight:
         ``[N, K]``; weight_g_idx int32 ``[K]`` (``actorder: group`` checkpoints: feature k
         belongs to group ``weight_g_idx[k]``; reordered at import as GPTQ act-order, see
         from_gptq) or None.  Dequantization ``(stored - zp_stored) * s`` (symmetric:
-        ``(stored - 8) * s``)."""
+        ``(stored - 8) * s``).  ``group_size`` (the config's ``group_size``; -1 or None with
+        ``strategy: channel``): as from_gptq's."""
         if weight_shape is None:
             raise argument_error("weight_shape: required ([N, K])")
         shp = np.asarray(_np(weight_shape, "weight_shape")).reshape(-1)
@@ -390,6 +431,7 @@ class W4A16Weight:
             s = s.reshape(n, 1)
         if s.ndim != 2 or s.shape[0] != n or s.shape[1] < 1 or k % s.shape[1]:
             raise argument_error("weight_scale: expected [N, K/G] = [%d, K/G] with K/G dividing K = %d, got %s" % (n, k, s.shape))
+        _checkpoint_groups(k, s.shape[1], group_size, "weight_scale")
         z = None
         if weight_zero_point is not None:
             zp = _unpack_int32(_np(weight_zero_point, "weight_zero_point"), 0, "weight_zero_point")  # [N (padded), K/G]
