@@ -24,7 +24,8 @@ import pytest
 
 import gatednorm
 from gatednorm import GatedNormError, _dtypes, _ffi, reference
-from gatednorm.testing import mirror, randn
+from gatednorm.testing import (POISON_CODE, POISON_E8M0, POISON_VALUE, fp8_codes_ok, fp8_scales_ok, mirror, new_scales,  # noqa: F401
+                               poison_codes, poison_scales, randn, scale_values)
 
 from conftest import Backend
 
@@ -33,18 +34,7 @@ FP8 = {"e4m3fn": _dtypes.float8_e4m3fn, "e4m3fnuz": _dtypes.float8_e4m3fnuz}
 NAN_CODE = {"e4m3fn": 0x7F, "e4m3fnuz": 0x80}
 SCALE_DT = {"fp32": np.float32, "ue8m0": np.float32, "e8m0": np.uint8, "e8m0_packed": np.int32}
 NAN = float("nan")
-# Outputs are poisoned before each run with values no correct result holds where it matters,
-# finite ones: a NaN group or row left unwritten must not read as the NaN it should hold.
-# Codes 0x35 (a finite code of both formats); scales 7.0 (no power of two: never a UE8M0
-# scale), E8M0 byte 0x85 (2^6, far above any scale of these tests' data); 16-bit / fp32
-# outputs 7.0 (far from any normalized value here).
-POISON_CODE = 0x35
-POISON_VALUE = 7.0
-POISON_E8M0 = 0x85
-
-
-def poison_codes(shape, fmt):
-    return np.full(shape, POISON_CODE, np.uint8).view(FP8[fmt])
+# Poison values (finite, no correct result holds them): gatednorm.testing.
 
 
 # ----------------------------------------------------------------------------- the encoder
@@ -105,63 +95,21 @@ def make_inputs(rng, shape, xd="bf16", wd="fp32", gate=True, xscale=1.0):
     return x, z, w
 
 
-def scale_values(s, scale_format, K):
-    """float64 [T, K] scale values from the op's scales output (numpy)."""
-    s = np.asarray(s)
-    if scale_format in ("fp32", "ue8m0"):
-        return s.astype(np.float64)
-    b = s.view(np.uint8) if scale_format == "e8m0" else np.ascontiguousarray(s).view(np.uint8).reshape(s.shape[:-1] + (-1,))[..., :K]
-    v = np.exp2(b.astype(np.float64) - 127.0)
-    return np.where(b == 0xFF, np.nan, v)
 
 
-def poison_scales(shape, scale_format):
-    if scale_format in ("fp32", "ue8m0"):
-        return np.full(shape, POISON_VALUE, np.float32)
-    if scale_format == "e8m0":
-        return np.full(shape, POISON_E8M0, np.uint8)
-    return np.full(shape, POISON_E8M0 * 0x01010101, np.uint32).view(np.int32)
 
 
-def new_scales(tok, cols, scale_format, layout):
-    """A poisoned scales output in a layout: (view, base)."""
-    T = int(np.prod(tok)) if tok else 1
-    if layout == "row":
-        b = poison_scales(tuple(tok) + (cols,), scale_format)
-        return b, b
-    tp = (T + 3) // 4 * 4 if layout == "col_pad4" else T
-    b = poison_scales((cols, tp), scale_format)
-    return b.T[:T].reshape(tuple(tok) + (cols,)), b
 
 
 def check_scales(got, ref, scale_format):
-    nan = np.isnan(ref)
-    assert np.array_equal(np.isnan(got), nan), "NaN scales where the reference has none (or missing)"
-    g, r = got[~nan], ref[~nan]
-    if scale_format == "fp32":
-        cmp = reference.compare(g, r, np.float32)
-        assert cmp.ok, cmp
-        return
-    # powers of two: exactly the reference's, or its neighbour where the float64 value of
-    # max(amax, floor) / fp8_max lies within fp32 error of a power of two
-    up = np.exp2(np.ceil(np.log2(r)))
-    near = np.abs(np.log2(r) - np.round(np.log2(r))) < 3e-5
-    ok = (g == up) | (near & ((g == up / 2) | (g == up * 2)))
-    assert ok.all(), "scales %s != %s" % (g[~ok][:4], up[~ok][:4])
+    ok, detail = fp8_scales_ok(got, ref, scale_format)
+    assert ok, detail
 
 
 def check_q(q, y_ref, s_got, fmt, fp8_max, G):
     """q (fp8 numpy) within half a quantum of clamp(y / s) per element; NaN where s is NaN."""
-    T_K = s_got.shape
-    qg = q.astype(np.float64).reshape(T_K + (G,))
-    yg = y_ref.reshape(T_K + (G,))
-    nan = np.isnan(s_got)
-    assert np.isnan(qg[nan]).all(), "a NaN group's codes must be NaN"
-    fmax = reference.fp8_max_of(fmt, fp8_max)
-    with np.errstate(invalid="ignore"):
-        target = np.clip(yg / s_got[..., None], -fmax, fmax)
-    cmp = reference.compare(qg[~nan], target[~nan], FP8[fmt])
-    assert cmp.ok, cmp
+    ok, detail = fp8_codes_ok(q, y_ref, s_got, fmt, fp8_max, G)
+    assert ok, detail
 
 
 def run(be, x, z, w, *, layout="row", copy_dtype=None, x_base=None, z_base=None, **kw):

@@ -34,7 +34,7 @@ def _cmd_info(args) -> int:
         _ffi.load()
     except gatednorm.GatedNormError as e:
         print("library:    not loaded: %s" % e)
-        return 1
+        return 2  # as check: no library to speak of
     print("library:    %s" % _ffi.library_path())
     print("version:    %s" % gatednorm.version())
     print("build:      %s" % gatednorm.build_info())
@@ -194,106 +194,203 @@ def run_case(case, backend: str, seed: int = 0):
     return True, "max %.2f ulp" % cmp.max_ulp
 
 
-# The other ops: one representative case each (their full sweeps are the pytest suite).
-def _fp8_close(q, s, y_ref, s_ref):
-    """(ok, detail): our scales within 2^-20 of the reference's, and q * s within one e4m3
-    quantum of the reference's dequantized value (codes may differ by one step only where
-    y / s sits on a rounding boundary)."""
-    s = np.asarray(s, np.float64)
-    if not np.allclose(s, s_ref, rtol=2.0 ** -20, atol=0):
-        return False, "scales differ from the reference by up to %.3g relative" % float(np.max(np.abs(s / s_ref - 1)))
-    G = y_ref.shape[-1] // s.shape[-1]
-    scale = np.repeat(s, G, axis=-1)
-    got = np.asarray(q).astype(np.float64) * scale
-    v = np.abs(y_ref / scale)
-    quantum = np.exp2(np.floor(np.log2(np.maximum(v, 2.0 ** -6))) - 3) * scale  # e4m3: 3 mantissa bits
-    err = np.abs(got - y_ref)
-    if not np.all(err <= quantum * (1 + 1e-6)):
-        return False, "q * scale off by %.2f quanta" % float(np.max(err / quantum))
-    return True, "max %.2f quanta" % float(np.max(err / quantum))
+# The other ops: a few cases each over the options that change what a kernel writes (FP8
+# formats, scale formats and layouts, groups, gate orders, the copy and quantize_rounded,
+# in place / out of place, W4A16 symmetry, groups and M), outputs poisoned first, each output's
+# dtype and shape checked, q held to half an FP8 quantum as the test-suite holds it (their
+# full sweeps are the pytest suite).
+def _quant_ok(q, s_raw, y_target, s_ref, fmt, fp8_max, sf, G, shape):
+    """(ok, detail) of an op's FP8 outputs: q's dtype and shape, the scales by their format
+    (gatednorm.testing.fp8_scales_ok), the codes within half a quantum of clamp(y / s)."""
+    from . import _dtypes
+    from .testing import fp8_codes_ok, fp8_scales_ok, scale_values
+
+    want = getattr(_dtypes, "float8_" + fmt)
+    if q.dtype != want or q.shape != tuple(shape):
+        return False, "q: %s %s, expected %s %s" % (q.dtype, q.shape, np.dtype(want), tuple(shape))
+    K, T = shape[-1] // G, int(np.prod(shape[:-1]))
+    sv = scale_values(s_raw, sf, K).reshape(T, K)
+    ok, detail = fp8_scales_ok(sv, np.asarray(s_ref).reshape(T, K), sf)
+    if not ok:
+        return False, "scales: " + detail
+    ok, detail = fp8_codes_ok(q.reshape(T, -1), np.asarray(y_target).reshape(T, -1), sv, fmt, fp8_max, G)
+    return (True, "half a quantum") if ok else (False, "q: " + detail)
+
+
+def _same_array(got, want_dtype, want_shape, name):
+    got = np.asarray(got)
+    if got.dtype != want_dtype or got.shape != tuple(want_shape):
+        return "%s: %s %s, expected %s %s" % (name, got.dtype, got.shape, np.dtype(want_dtype), tuple(want_shape))
+    return None
 
 
 def _op_cases():
     import gatednorm
     from . import _dtypes
-    from .testing import mirror, randn, to_numpy
+    from .testing import POISON_VALUE, mirror, new_scales, poison_codes, randn, to_numpy
 
-    bf16 = _dtypes.bfloat16
+    bf16, f32 = _dtypes.bfloat16, np.float32
+    reference = gatednorm.reference
 
-    def put(a, backend):
-        return a if backend == "cpu" else mirror(a, None, backend)
+    def put(a, backend, base=None):
+        return a if backend == "cpu" else mirror(a, base, backend)
 
-    def gated_fp8(backend, rng):
-        x, z = randn(rng, (17, 4, 128), bf16), randn(rng, (17, 4, 128), bf16, scale=2.0)
-        w = randn(rng, (128,), bf16, scale=0.5, shift=1.0)
-        q, sc = gatednorm.rmsnorm_gated_fp8(put(x, backend), put(z, backend), put(w, backend))
-        _, s_ref, y_ref = gatednorm.reference.rmsnorm_gated_fp8(x, z, w)
-        return _fp8_close(to_numpy(q), to_numpy(sc), y_ref.reshape(17, 512), s_ref)
+    def scales_out(tok, K, sf, layout, backend):
+        view, base = new_scales(tok, (K + 3) // 4 if sf == "e8m0_packed" else K, sf, layout)
+        return put(view, backend, base)
 
-    def add_norm_fp8(backend, rng):
-        x, r = randn(rng, (9, 2048), bf16), randn(rng, (9, 2048), bf16)
-        w = randn(rng, (2048,), bf16, scale=0.5, shift=1.0)
-        rd = put(r.copy(), backend)
-        out = gatednorm.add_rmsnorm(put(x, backend), rd, put(w, backend), fp8=True)
-        ref = gatednorm.reference.add_rmsnorm(x, r, w, fp8=True)
-        if to_numpy(rd).tobytes() != ref["residual"].tobytes():
-            return False, "the stored residual differs from x + residual rounded once"
-        cmp = gatednorm.reference.compare(to_numpy(out.y), ref["y"], bf16)
-        if not cmp.ok:
-            return False, "y: %r" % cmp
-        return _fp8_close(to_numpy(out.q), to_numpy(out.scales), ref["y"], ref["scales"])
+    def gated_fp8(fmt="e4m3fn", fp8_max=None, sf="fp32", layout="row", G=128, gate="before", act="silu", offset=0.0,
+                  copy=None, rounded=False):
+        def run(backend, rng):
+            T, H, D = 17, 4, 128
+            x = randn(rng, (T, H, D), bf16)
+            z = None if gate == "none" else randn(rng, (T, H, D), bf16, scale=2.0)
+            w = randn(rng, (D,), bf16, scale=0.5, shift=0.0 if offset else 1.0)
+            kw = dict(norm_before_gate=gate != "after", activation=act, weight_offset=offset, group_size=G, fp8_format=fmt,
+                      fp8_max=fp8_max, scale_format=sf, quantize_rounded=rounded)
+            q = put(poison_codes((T, H * D), fmt), backend)
+            sc = scales_out((T,), H * D // G, sf, layout, backend)
+            yc = None if copy is None else put(np.full((T, H, D), POISON_VALUE, _dtypes.to_numpy_dtype(copy)), backend)
+            res = gatednorm.rmsnorm_gated_fp8(put(x, backend), None if z is None else put(z, backend), put(w, backend),
+                                              q=q, scales=sc, y=yc, **kw)
+            if res[0] is not q or res[1] is not sc or (copy is not None and res[2] is not yc):
+                return False, "returned other objects than the outputs given"
+            _, s_ref, y_ref = reference.rmsnorm_gated_fp8(x, z, w, copy_dtype=copy, **kw)
+            y_ref = y_ref.reshape(T, H * D)
+            if copy is not None:
+                cmp = reference.compare(to_numpy(yc).reshape(T, H * D), y_ref, copy)
+                if not cmp.ok:
+                    return False, "copy: %r" % cmp
+            target = y_ref.astype(_dtypes.to_numpy_dtype(copy or bf16)).astype(np.float64) if rounded else y_ref
+            return _quant_ok(to_numpy(q), to_numpy(sc), target, s_ref, fmt, fp8_max, sf, G, (T, H * D))
+        return run
 
-    def group_quant(backend, rng):
-        x = randn(rng, (9, 1024), bf16, scale=3.0)
-        q, sc = gatednorm.group_quant_fp8(put(x, backend))
-        _, s_ref = gatednorm.reference.group_quant_fp8(x)
-        return _fp8_close(to_numpy(q), to_numpy(sc), x.astype(np.float64), s_ref)
+    def add_norm(residual=True, in_place=True, fp8=True, y="bf16", fmt="e4m3fn", fp8_max=None, sf="fp32", layout="row",
+                 G=128, offset=0.0, rounded=False, eps=1e-6):
+        def run(backend, rng):
+            T, Hd = 9, 2048
+            x = randn(rng, (T, Hd), bf16)
+            r = randn(rng, (T, Hd), bf16, scale=3.0) if residual else None
+            w = randn(rng, (Hd,), bf16, scale=0.5, shift=0.0 if offset else 1.0)
+            kw = dict(eps=eps, weight_offset=offset)
+            if fp8:
+                kw.update(fp8=True, group_size=G, fp8_format=fmt, fp8_max=fp8_max, scale_format=sf, quantize_rounded=rounded)
+            args = {}
+            if y:
+                args["y_out"] = put(np.full((T, Hd), POISON_VALUE, _dtypes.to_numpy_dtype(y)), backend)
+            if fp8:
+                args["q"] = put(poison_codes((T, Hd), fmt), backend)
+                args["scales"] = scales_out((T,), Hd // G, sf, layout, backend)
+            rd = None if r is None else put(r.copy(), backend)
+            if residual and not in_place:
+                args["residual_out"] = put(np.full((T, Hd), POISON_VALUE, bf16), backend)
+            if residual:
+                out = gatednorm.add_rmsnorm(put(x, backend), rd, put(w, backend), y=bool(y), **args, **kw)
+            else:
+                out = gatednorm.rmsnorm(put(x, backend), put(w, backend), y=bool(y), **args, **kw)
+            ref = reference.add_rmsnorm(x, r, w, y=bool(y), y_dtype=y, **kw)
+            if residual:
+                stored = to_numpy(args["residual_out"] if not in_place else rd)
+                if not in_place and to_numpy(rd).tobytes() != r.tobytes():
+                    return False, "residual changed though residual_out was given"
+                if stored.tobytes() != ref["residual"].tobytes():
+                    return False, "the stored residual differs from x + residual rounded once"
+            if y:
+                yv = to_numpy(out.y)
+                bad = _same_array(yv, _dtypes.to_numpy_dtype(y), (T, Hd), "y")
+                if bad:
+                    return False, bad
+                cmp = reference.compare(yv, ref["y"], y)
+                if not cmp.ok:
+                    return False, "y: %r" % cmp
+            if not fp8:
+                return True, "y as the reference"
+            rdt = _dtypes.to_numpy_dtype(y) if y else bf16
+            target = ref["y"].astype(rdt).astype(np.float64) if rounded else ref["y"]
+            return _quant_ok(to_numpy(out.q), to_numpy(out.scales), target, ref["scales"], fmt, fp8_max, sf, G, (T, Hd))
+        return run
 
-    def w4a16(backend, rng):
-        W = rng.standard_normal((96, 256)).astype(np.float32)
-        wt = gatednorm.W4A16Weight.from_float(W, 64, False)
-        a = randn(rng, (5, 256), bf16)
-        if backend != "cpu":
-            wt = wt.to(backend)
-        out = to_numpy(gatednorm.w4a16_matmul(put(a, backend), wt))
-        ref = gatednorm.reference.w4a16_matmul(a, wt.q, wt.scales, wt.zeros, dtype=bf16)
-        tol = gatednorm.reference.w4a16_tolerance(a, wt.q, wt.scales, wt.zeros, None, bf16, ref=ref)
-        err = np.abs(out.astype(np.float64) - ref)
-        if not np.all(err <= tol):
-            return False, "%.2f of the tolerance" % float(np.max(err / tol))
-        return True, "%.2f of the tolerance" % float(np.max(err / tol))
+    def group_quant(fmt="e4m3fn", sf="fp32", layout="row", G=128):
+        def run(backend, rng):
+            x = randn(rng, (9, 1024), bf16, scale=3.0)
+            q = put(poison_codes((9, 1024), fmt), backend)
+            sc = scales_out((9,), 1024 // G, sf, layout, backend)
+            gatednorm.group_quant_fp8(put(x, backend), group_size=G, fp8_format=fmt, scale_format=sf, q=q, scales=sc)
+            _, s_ref = reference.group_quant_fp8(x, group_size=G, fp8_format=fmt, scale_format=sf)
+            return _quant_ok(to_numpy(q), to_numpy(sc), x.astype(np.float64), s_ref, fmt, None, sf, G, (9, 1024))
+        return run
 
-    def allreduce(backend, rng):
-        import threading
+    def w4a16(M, K, N, G, symmetric):
+        def run(backend, rng):
+            W = rng.standard_normal((N, K)).astype(np.float32)
+            wt = gatednorm.W4A16Weight.from_float(W, G, symmetric)
+            a = randn(rng, (M, K), bf16)
+            if backend != "cpu":
+                wt = wt.to(backend)
+            out = put(np.full((M, N), POISON_VALUE, bf16), backend)
+            gatednorm.w4a16_matmul(put(a, backend), wt, out=out)
+            got = to_numpy(out)
+            bad = _same_array(got, bf16, (M, N), "out")
+            if bad:
+                return False, bad
+            ref = reference.w4a16_matmul(a, wt.q, wt.scales, wt.zeros, dtype=bf16)
+            tol = reference.w4a16_tolerance(a, wt.q, wt.scales, wt.zeros, None, bf16, ref=ref)
+            err = np.abs(got.astype(np.float64) - ref)
+            ok = bool(np.all(err <= tol))  # NaN (unwritten) fails
+            return ok, "%.2f of the tolerance" % float(np.nanmax(err / tol))
+        return run
 
-        if backend != "cpu":
-            return None, "cpu only here (ranks as streams: the test suite)"
-        W = 2
-        groups = gatednorm.AllReduceGroup.in_process(W, "cpu", max_tokens=16, hidden=256, dtype="bfloat16")
-        xs = [randn(rng, (5, 256), bf16) for _ in range(W)]
-        r, w = randn(rng, (5, 256), bf16), randn(rng, (256,), bf16, scale=0.5, shift=1.0)
-        rs = [r.copy() for _ in range(W)]
-        outs = [None] * W
-        th = [threading.Thread(target=lambda i=i: outs.__setitem__(i, groups[i].add_rmsnorm(xs[i], rs[i], w)))
-              for i in range(W)]
-        for t in th:
-            t.start()
-        for t in th:
-            t.join(60)
-        x = (xs[0].astype(np.float32) + xs[1].astype(np.float32)).astype(bf16)  # rank order, rounded once
-        r2 = r.copy()
-        want = gatednorm.add_rmsnorm(x, r2, w)
-        for g in groups:
-            g.close()
-        same = all(o is not None and o.y.tobytes() == want.y.tobytes() for o in outs)
-        same = same and all(rr.tobytes() == r2.tobytes() for rr in rs)
-        return same, "ranks equal the unfused op bit for bit" if same else "a rank differs from the unfused op"
+    def allreduce(algorithm):
+        def run(backend, rng):
+            import threading
 
-    return [("rmsnorm_gated_fp8 e4m3fn G=128 [17,4,128]", gated_fp8),
-            ("add_rmsnorm + fp8 + bf16 [9,2048]", add_norm_fp8),
-            ("group_quant_fp8 G=128     [9,1024]", group_quant),
-            ("w4a16 G=64 asym bf16      [5,256]x[256,96]", w4a16),
-            ("allreduce + add_rmsnorm W=2 [5,256]", allreduce)]
+            if backend != "cpu":
+                return None, "cpu only here (ranks as streams: the test suite)"
+            W = 2
+            groups = gatednorm.AllReduceGroup.in_process(W, "cpu", max_tokens=16, hidden=256, dtype="bfloat16",
+                                                         algorithm=algorithm)
+            xs = [randn(rng, (5, 256), bf16) for _ in range(W)]
+            r, w = randn(rng, (5, 256), bf16), randn(rng, (256,), bf16, scale=0.5, shift=1.0)
+            rs = [r.copy() for _ in range(W)]
+            ys = [np.full((5, 256), POISON_VALUE, bf16) for _ in range(W)]
+            th = [threading.Thread(target=lambda i=i: groups[i].add_rmsnorm(xs[i], rs[i], w, y_out=ys[i])) for i in range(W)]
+            for t in th:
+                t.start()
+            for t in th:
+                t.join(60)
+            for g in groups:
+                g.close()
+            x = (xs[0].astype(np.float32) + xs[1].astype(np.float32)).astype(bf16)  # rank order, rounded once
+            ref = reference.add_rmsnorm(x, r, w)
+            for i in range(W):
+                if rs[i].tobytes() != ref["residual"].tobytes():
+                    return False, "rank %d's stored residual differs from the reference" % i
+                cmp = reference.compare(ys[i], ref["y"], bf16)
+                if not cmp.ok:
+                    return False, "rank %d's y: %r" % (i, cmp)
+            if ys[0].tobytes() != ys[1].tobytes():
+                return False, "the ranks' y differ"
+            return True, "ranks equal, as the reference"
+        return run
+
+    return [("rmsnorm_gated_fp8 e4m3fn G=128 row  [17,4,128]", gated_fp8()),
+            ("  fnuz 224 ue8m0 col, x*sigmoid(z), 1+w", gated_fp8(fmt="e4m3fnuz", fp8_max=224.0, sf="ue8m0", layout="col",
+                                                                gate="after", act="sigmoid", offset=1.0)),
+            ("  e8m0 col_pad4 G=64, bf16 copy, rounded", gated_fp8(sf="e8m0", layout="col_pad4", G=64, copy="bf16", rounded=True)),
+            ("  e8m0_packed G=256 (2 heads), no gate", gated_fp8(sf="e8m0_packed", layout="col_pad4", G=256, gate="none")),
+            ("add_rmsnorm in place + fp8 + bf16 [9,2048]", add_norm()),
+            ("  residual_out, fnuz ue8m0 col, 1+w, rounded", add_norm(in_place=False, fmt="e4m3fnuz", sf="ue8m0", layout="col",
+                                                                    offset=1.0, rounded=True)),
+            ("  y=False, e8m0_packed col_pad4 G=64, rounded", add_norm(y=None, sf="e8m0_packed", layout="col_pad4", G=64,
+                                                                     rounded=True)),
+            ("rmsnorm fp32 y, eps 1e-5        [9,2048]", add_norm(residual=False, fp8=False, y="fp32", eps=1e-5)),
+            ("group_quant_fp8 G=128 row       [9,1024]", group_quant()),
+            ("  fnuz e8m0_packed col_pad4 G=64", group_quant(fmt="e4m3fnuz", sf="e8m0_packed", layout="col_pad4", G=64)),
+            ("w4a16 G=64 asym   [5,256]x[256,96]", w4a16(5, 256, 96, 64, False)),
+            ("  G=128 sym       [1,512]x[512,64]", w4a16(1, 512, 64, 128, True)),
+            ("  per-channel asym [33,256]x[256,80]", w4a16(33, 256, 80, None, False)),
+            ("allreduce + add_rmsnorm W=2 one-shot [5,256]", allreduce("one_shot")),
+            ("  two-shot", allreduce("two_shot"))]
 
 
 def run_check(backends=None, verbose=False, stream=None) -> int:
@@ -361,7 +458,10 @@ def _cmd_check(args) -> int:
         return 2
     else:
         backends = [args.backend]
+    from . import _ffi
+
     print(gatednorm.build_info())  # "gatednorm VERSION; backends; ...": the version once
+    print("library: %s" % _ffi.library_path())  # which file was checked (a stray GATEDNORM_LIBRARY shows)
     failures = run_check(backends, verbose=args.verbose)
     if args.backend == "all" and backends == ["cpu"]:
         # say what was not checked: "all" on a machine without a visible GPU is the CPU only
