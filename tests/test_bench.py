@@ -122,6 +122,11 @@ def test_unknown_op_is_a_clear_error():
     assert proc.returncode != 0
     assert "--op: unknown op 'nope'; declared ops: rmsnorm_gated" in proc.stderr and "Traceback" not in proc.stderr
     assert "ours us" not in proc.stdout  # nothing was timed
+    for bad in ("-5", "0", "1,0"):  # -5 was a traceback, 0 accepted
+        proc = subprocess.run([sys.executable, "-m", "gatednorm", "bench", "--cpu", "--tokens=" + bad],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and "--tokens: expected positive integers" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and "ours us" not in proc.stdout
 
 
 def test_host_section_rows(monkeypatch):

@@ -2601,6 +2601,8 @@ def main(args) -> int:
             v = ints(getattr(args, f"axis_{axis}", None))
         except ValueError:
             raise SystemExit(f"{flag}: expected a comma list of integers, got {getattr(args, f'axis_{axis}')!r}") from None
+        if v and min(v) < 1:  # a shape of no (or negative) size: refused before any timing
+            raise SystemExit(f"{flag}: expected positive integers, got {getattr(args, f'axis_{axis}')!r}")
         if v:
             axes[axis] = v
     if args.plot and args.host:
