@@ -880,6 +880,40 @@ def test_c_comm_entry_points():
         assert lib.gatednorm_comm_buffer_free(cpu, b) == 0
 
 
+def test_buffers_out_of_rank_order_are_refused():
+    """A C caller's buffer list out of rank order (rank 2 passing [B, A, C]) paired the wrong
+    partials without a word (review); each comm now claims its own buffer for its rank and a
+    call checks every peer's claim: rank 2's call names buffers[0], and the comm is unusable."""
+    from gatednorm import _ffi
+    from gatednorm._ffi import ffi
+    from gatednorm.allreduce import _CommEntry
+
+    lib = _ffi.lib()
+    W = 3
+    groups = AllReduceGroup.in_process(W, "cpu", max_tokens=4, hidden=64, dtype="float32")
+    bufs = groups[0]._buffers.buffers
+    cpu = ffi.new("gatednorm_device *", {"device_type": lib.GATEDNORM_DEVICE_TYPE_CPU, "device_id": 0})[0]
+    cp = ffi.new("gatednorm_comm **")
+    assert lib.gatednorm_comm_create(2, W, ffi.new("void *[]", [bufs[1], bufs[0], bufs[2]]), groups[0].buffer_bytes, cpu, cp) == 0
+    g2 = groups[2]
+    old = g2._comm
+    g2._comm, g2._entry = cp[0], _CommEntry(cp[0])
+    errs = [None] * W
+
+    def body(r):
+        try:
+            groups[r].add_rmsnorm(np.ones((2, 64), np.float32), np.zeros((2, 64), np.float32), np.ones(64, np.float32))
+        except GatedNormError as e:
+            errs[r] = str(e)
+
+    in_threads(W, body)
+    assert errs[2] and "buffers[0]: rank 2's list puts there the buffer of another rank" in errs[2], errs
+    with pytest.raises(GatedNormError, match="unusable"):
+        groups[0].check()
+    g2._comm, g2._entry = old, _CommEntry(old)
+    lib.gatednorm_comm_destroy(cp[0])
+
+
 def test_gpu_comm_create_checks_buffer_headers(requires_gpu):
     """A GPU comm reads each buffer's header (magic, size) as the CPU one does: a buffer not
     from gatednorm_comm_buffer_alloc, or buffer_bytes larger than the buffers (or ranks

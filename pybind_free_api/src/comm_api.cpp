@@ -224,6 +224,8 @@ gatednorm_status comm_create(int32_t rank, int32_t world, void *const *buffers, 
     c->state.rank = rank;
     c->state.world = world;
     for (int r = 0; r < world; ++r) c->state.buffers[r] = static_cast<char *>(buffers[r]);
+    if (host)  // this rank's claim on its buffer, which every peer's call checks against its list
+        __atomic_store_n(reinterpret_cast<uint64_t *>(c->state.buffers[rank] + kCommOwnerRank), uint64_t(rank) + 1, __ATOMIC_RELEASE);
     c->state.buffer_bytes = bytes;
     c->state.slot_bytes = (bytes - kCommHeader) / 3 / kCommSlotAlign * kCommSlotAlign;
     *comm = c;

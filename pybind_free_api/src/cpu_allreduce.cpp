@@ -124,11 +124,21 @@ gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, cons
     return GATEDNORM_STATUS_SUCCESS;
 }
 
-// Every peer's signature of epoch e against this rank's (after the acquire of their ready).
+// Every peer's signature of epoch e against this rank's (after the acquire of their ready),
+// and every peer's buffer claimed by that peer's rank (a C caller's list out of rank order, or
+// a peer's buffer passed as one's own, would pair the wrong partials without a word).
 gatednorm_status check_in_step(const CommState &c, uint64_t e) {
     const uint64_t *mine = signature(c.buffers[c.rank], e);
     for (int r = 0; r < c.world; ++r) {
         if (r == c.rank) continue;
+        const uint64_t claimed = __atomic_load_n(reinterpret_cast<const uint64_t *>(c.buffers[r] + kCommOwnerRank), __ATOMIC_ACQUIRE);
+        if (claimed != uint64_t(r) + 1) {
+            mark_out_of_step(c);
+            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
+                        "buffers[%d]: rank %d's list puts there the buffer %s (every rank must pass the buffers in rank "
+                        "order, its own at its rank); the communicator is unusable now",
+                        r, c.rank, claimed ? "of another rank" : "no rank uses as its own");
+        }
         const uint64_t *theirs = signature(c.buffers[r], e);
         if (!memcmp(mine, theirs, kSigWords * 8)) continue;
         mark_out_of_step(c);
