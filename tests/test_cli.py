@@ -78,16 +78,33 @@ def test_check_gpu_backends(requires_gpu, capsys):
     assert cli.main(["check", "--backend", "gpu"]) == 0
 
 
+def test_version_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == "gatednorm (python) %s" % gatednorm.__version__
+
+
 def test_cmake_dir(capsys):
-    assert cli.main(["cmake-dir"]) == 0
-    assert capsys.readouterr().out.strip() == gatednorm.cmake_dir()
+    """An installed package prints its folder; a source tree on PYTHONPATH (no such folder)
+    says so and exits 2 (it printed a dead path with exit 0)."""
+    there = os.path.isdir(gatednorm.cmake_dir())
+    assert cli.main(["cmake-dir"]) == (0 if there else 2)
+    out = capsys.readouterr()
+    if there:
+        assert out.out.strip() == gatednorm.cmake_dir()
+    else:
+        assert out.out == "" and "no CMake package folder at %s" % gatednorm.cmake_dir() in out.err
 
 
 def test_pkgconfig_dir(capsys):
-    assert cli.main(["pkgconfig-dir"]) == 0
-    out = capsys.readouterr().out.strip()
-    assert out == gatednorm.pkgconfig_dir()
-    assert Path(out) == Path(gatednorm.cmake_dir()).parent.parent / "pkgconfig"  # lib/pkgconfig beside lib/cmake
+    there = os.path.isdir(gatednorm.pkgconfig_dir())
+    assert cli.main(["pkgconfig-dir"]) == (0 if there else 2)
+    out = capsys.readouterr()
+    if not there:
+        assert out.out == "" and "no pkg-config folder" in out.err
+    assert Path(gatednorm.pkgconfig_dir()) == Path(gatednorm.cmake_dir()).parent.parent / "pkgconfig"  # lib/pkgconfig beside lib/cmake
+    if there:
+        assert out.out.strip() == gatednorm.pkgconfig_dir()
 
 
 def test_bench_hook(capsys):

@@ -76,18 +76,29 @@ def _gpu_flavour(gatednorm) -> str:
     return "%s (library); wheel: gpu=%s targets=%s" % (lib, wb.get("gpu", "?"), wb.get("targets") or "-")
 
 
+def _print_dir(what, path) -> int:
+    """Print an installed package's folder; where it is not there (a source tree on
+    PYTHONPATH, no install), say so on stderr and exit 2 rather than print a dead path."""
+    import os
+
+    if not os.path.isdir(path):
+        print("gatednorm: no %s at %s (this package is not an installed one: pip install it, or use the "
+              "cmake --install prefix)" % (what, path), file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
 def _cmd_cmake_dir(args) -> int:
     import gatednorm
 
-    print(gatednorm.cmake_dir())
-    return 0
+    return _print_dir("CMake package folder", gatednorm.cmake_dir())
 
 
 def _cmd_pkgconfig_dir(args) -> int:
     import gatednorm
 
-    print(gatednorm.pkgconfig_dir())
-    return 0
+    return _print_dir("pkg-config folder", gatednorm.pkgconfig_dir())
 
 
 # ----------------------------------------------------------------------------------- check
@@ -516,7 +527,11 @@ def _bench_missing(err) -> int:
 
 # ----------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     ap = argparse.ArgumentParser(prog="gatednorm", description="gatednorm: fused norm/quant GPU kernels, C ABI.")
+    # the package's version without loading the library (`info` shows the library's)
+    ap.add_argument("--version", action="version", version="gatednorm (python) %s" % __version__)
     sub = ap.add_subparsers(dest="command", metavar="command")
     p = sub.add_parser("info", help="version, build info, backends and devices")
     p.set_defaults(func=_cmd_info)
