@@ -267,7 +267,10 @@ __device__ __forceinline__ bool signal_and_wait(const ExArgs &a, int b, size_t a
     if (why) {
         line[0] = kCommAbortEpoch;
         line[kCommGatheredOffset / 8] = kCommAbortEpoch;
-        *reinterpret_cast<volatile uint32_t *>(a.abort_word) = why;
+        // The first reason stays where blocks race: a timeout names the peer that was lost; a
+        // "peer gave up" is written only over nothing (a plain check, not an atomic: host memory).
+        volatile uint32_t *word = a.abort_word;
+        if ((why & 0xff) == kAbortTimedOut || *word == 0) *word = why;
     }
     __threadfence_system();
     return !why;
@@ -293,6 +296,11 @@ __global__ void GN_LAUNCH_BOUNDS(kExThreads, kExThreads) allreduce_exchange_kern
     const int b = blockIdx.x;
     char *own = a.own;
     const uint64_t e = *reinterpret_cast<volatile uint64_t *>(own + kCommFlags + b * kCommFlagStride) + 1;  // ready[b] + 1
+    // This block gave up in an earlier call (its flag is kCommAbortEpoch, so e wrapped to 0):
+    // the comm is dead; a kernel enqueued before the host saw it (or a graph replay) must
+    // neither wait (every flag would pass e = 0) nor write anything.  Uniform: every thread
+    // read the same flag, which only this block's thread 0 writes.
+    if (e == 0) return;
     const size_t slot = kCommHeader + (e & 1) * a.slot_bytes;
     if (VEC && a.copy16) {  // uniform
         const int64_t units = a.row / 16;
@@ -483,13 +491,15 @@ gatednorm_status gpu_comm_usable(const CommState &c) {
     const int peer = int(why >> 8 & 0xff);
     if ((why & 0xff) == kAbortTimedOut)
         return fail(GATEDNORM_STATUS_DEVICE_ERROR,
-                    "comm: rank %d's exchange kernel waited %.0f s for rank %d (lost, killed, or out of step: every rank must make "
-                    "the same calls with the same algorithm; GATEDNORM_COMM_TIMEOUT_S sets the wait) and gave up without writing "
-                    "that call's outputs; the communicator is unusable now",
+                    "comm: rank %d's exchange kernel waited %.3g s for rank %d (lost, killed, or out of step: every rank must make "
+                    "the same calls with the same algorithm; GATEDNORM_COMM_TIMEOUT_S sets the wait) and gave up: that call's "
+                    "outputs (and a residual updated in place) are not valid, nor are those of calls made since; the "
+                    "communicator is unusable now",
                     c.rank, comm_wait_seconds(), peer);
     return fail(GATEDNORM_STATUS_DEVICE_ERROR,
-                "comm: rank %d's exchange kernel found rank %d had given up waiting (see that rank's error) and gave up too, "
-                "without writing that call's outputs; the communicator is unusable now",
+                "comm: rank %d's exchange kernel found rank %d had given up waiting (see that rank's error) and gave up too: "
+                "that call's outputs (and a residual updated in place) are not valid, nor are those of calls made since; the "
+                "communicator is unusable now",
                 c.rank, peer);
 }
 

@@ -255,7 +255,7 @@ gatednorm_status gpu_comm_abort_alloc(CommState &c);
 void gpu_comm_abort_free(CommState &c);
 gatednorm_status gpu_comm_usable(const CommState &c);
 // How long an all-reduce call waits for its peers in all: GATEDNORM_COMM_TIMEOUT_S (read once
-// a process; default 60 s), on the CPU and the GPU.
+// a process; default 600 s), on the CPU and the GPU.
 double comm_wait_seconds();
 
 }  // namespace gn

@@ -470,7 +470,9 @@ GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8(const gatednorm_tensor 
  * gatednorm_comm_destroy, then gatednorm_comm_buffer_close on each opened peer buffer (it waits
  * for this device's work first), gatednorm_comm_buffer_free on one's own.
  * Every rank must make the same sequence of calls with the same shapes and options; a call
- * returns (CPU) or its kernels finish (GPU) only when every rank has made the matching call. */
+ * returns (CPU) or its kernels finish (GPU) only when every rank has made the matching call, or once a rank has
+ * waited GATEDNORM_COMM_TIMEOUT_S and given up (gatednorm_comm_check): then that call's outputs, a residual updated
+ * in place and the outputs of calls enqueued since are not valid, and the comm is unusable. */
 #define GATEDNORM_COMM_HANDLE_BYTES 64
 #define GATEDNORM_COMM_MAX_WORLD_SIZE 8
 
@@ -500,7 +502,7 @@ GATEDNORM_API gatednorm_status gatednorm_comm_create(int32_t rank, int32_t world
 GATEDNORM_API gatednorm_status gatednorm_comm_destroy(gatednorm_comm *comm);
 /* SUCCESS while comm is usable; else why not (a CPU rank found the ranks out of step or waited
  * past GATEDNORM_COMM_TIMEOUT_S; a GPU exchange kernel waited that long for a peer, or saw a
- * peer give up, and returned without its outputs), the same error every later call on comm
+ * peer give up, and returned, its call's outputs not valid), the same error every later call on comm
  * returns.  A GPU kernel that gives up is only seen by the host after it ran: check here after
  * synchronizing (e.g. after replaying a CUDA graph, whose calls check nothing). */
 GATEDNORM_API gatednorm_status gatednorm_comm_check(const gatednorm_comm *comm);
@@ -524,7 +526,7 @@ typedef enum gatednorm_allreduce_algorithm {
 
 /* Sets the algorithm (gatednorm_allreduce_algorithm) of comm's later calls; AUTO until set.
  * Every rank must set the same before the same call: ranks on different algorithms wait on
- * each other until GATEDNORM_COMM_TIMEOUT_S (default 60 s) has passed (a CPU rank gives up
+ * each other until GATEDNORM_COMM_TIMEOUT_S (default 600 s) has passed (a CPU rank gives up
  * sooner once a peer's process has exited); then the comm is unusable (gatednorm_comm_check).  With world_size
  * 1 every algorithm is the same (there are no peers).  Not while a call on comm is running
  * (calls on one comm are ordered anyway).  On error (comm NULL, algorithm not one of the

@@ -109,7 +109,7 @@ gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, cons
                 if (t > *deadline) {
                     mark_out_of_step(c);
                     return fail(GATEDNORM_STATUS_DEVICE_ERROR,
-                                "comm: rank %d waited %.0f s for rank %d's %s of call %llu (every rank must make the same calls "
+                                "comm: rank %d waited %.3g s for rank %d's %s of call %llu (every rank must make the same calls "
                                 "with the same algorithm; GATEDNORM_COMM_TIMEOUT_S sets the wait); the communicator is unusable now",
                                 c.rank, wait_seconds(), r, what, (unsigned long long)e);
                 }
@@ -159,7 +159,7 @@ double comm_wait_seconds() {
     static const double s = [] {
         const char *v = getenv("GATEDNORM_COMM_TIMEOUT_S");
         const double t = v ? atof(v) : 0.0;
-        return t > 0.0 && t < 1e7 ? t : 60.0;
+        return t > 0.0 && t < 1e7 ? t : 600.0;  // as PyTorch's collective watchdog: a slow rank is not a lost one
     }();
     return s;
 }
