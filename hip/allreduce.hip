@@ -40,6 +40,7 @@
 // store_from_f32); each element is summed by one rank, so every rank gets the same bits.
 // Two-shot is a run-time (block-uniform) flag, not a template argument: the sum is the same
 // code over a narrower column range, and the gather and second barrier are one branch.
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -489,18 +490,18 @@ gatednorm_status gpu_comm_usable(const CommState &c) {
     const uint32_t why = *reinterpret_cast<const volatile uint32_t *>(c.abort_host);
     if (!why) return GATEDNORM_STATUS_SUCCESS;
     const int peer = int(why >> 8 & 0xff);
+    char reason[256];
     if ((why & 0xff) == kAbortTimedOut)
-        return fail(GATEDNORM_STATUS_DEVICE_ERROR,
-                    "comm: rank %d's exchange kernel waited %.3g s for rank %d (lost, killed, or out of step: every rank must make "
-                    "the same calls with the same algorithm; GATEDNORM_COMM_TIMEOUT_S sets the wait) and gave up: that call's "
-                    "outputs (and a residual updated in place) are not valid, nor are those of calls made since; the "
-                    "communicator is unusable now",
-                    c.rank, comm_wait_seconds(), peer);
+        snprintf(reason, sizeof reason,
+                 "waited %.3g s for rank %d (lost, killed, or out of step: every rank must make the same calls with the same "
+                 "algorithm; GATEDNORM_COMM_TIMEOUT_S sets the wait) and gave up",
+                 comm_wait_seconds(), peer);
+    else
+        snprintf(reason, sizeof reason, "found rank %d had given up waiting (see that rank's error) and gave up too", peer);
     return fail(GATEDNORM_STATUS_DEVICE_ERROR,
-                "comm: rank %d's exchange kernel found rank %d had given up waiting (see that rank's error) and gave up too: "
-                "that call's outputs (and a residual updated in place) are not valid, nor are those of calls made since; the "
-                "communicator is unusable now",
-                c.rank, peer);
+                "comm: rank %d's exchange kernel %s: that call's outputs (and a residual updated in place) are not valid, nor "
+                "are those of calls made since; the communicator is unusable now",
+                c.rank, reason);
 }
 
 gatednorm_status gpu_comm_buffer_alloc(int32_t device_id, size_t bytes, void **buffer, uint8_t *handle) {

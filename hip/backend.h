@@ -197,14 +197,12 @@ constexpr size_t kCommGatheredOffset = 8;
 static_assert(kCommGatheredOffset + 8 <= kCommFlagStride, "gathered shares the ready flag's line");
 constexpr size_t kCommHeader = kCommFlags + kCommMaxBlocks * kCommFlagStride;
 constexpr size_t kCommSlotAlign = 256;
-// CPU header, bytes 64-87: the pid of the process that made the buffer, the inode of its pid
-// namespace and its start time (0 where unknown), for the wait's check that a peer is alive.
-constexpr size_t kCommOwnerPid = 64;
-// CPU header, bytes 88-95: rank + 1 of the comm that uses the buffer as its own (written by
-// gatednorm_comm_create): a peer's call checks that buffers[q] is rank q's (comm_api.cpp).
-constexpr size_t kCommOwnerRank = 88;
-uint64_t comm_pid_namespace();  // this process's (cpu_allreduce.cpp), 0 where unknown
-bool comm_proc_stat(uint64_t pid, char *state, uint64_t *start_time);  // /proc/PID/stat's
+// CPU buffers' header words past the magic, size and name (cpu_allreduce.cpp holds their
+// layout): the owner's process (pid, pid namespace, start time), stamped at alloc, which a
+// waiting peer reads to find an exited process; the rank that uses the buffer as its own,
+// claimed at comm_create, which every peer's call checks against its list.
+void cpu_comm_stamp_owner(char *buffer);
+void cpu_comm_claim(char *own, int rank);
 constexpr int kCommMaxWorld = GATEDNORM_COMM_MAX_WORLD_SIZE;
 constexpr int kCommGpuBlocks = 16;  // fixed grid of the GPU exchange kernel (docs/allreduce.md)
 

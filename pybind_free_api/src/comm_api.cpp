@@ -117,12 +117,8 @@ gatednorm_status buffer_alloc(gatednorm_device device, size_t bytes, void **buff
     h[0] = kCommMagic;
     h[1] = bytes;
     memcpy(static_cast<char *>(p) + kNameOffset, name, sizeof name);
-    static_assert(kNameOffset + sizeof name <= kCommOwnerPid, "the name ends before the owner's pid");
-    h[kCommOwnerPid / 8] = uint64_t(getpid());
-    h[kCommOwnerPid / 8 + 1] = comm_pid_namespace();
-    char state = 0;
-    uint64_t start = 0;
-    h[kCommOwnerPid / 8 + 2] = comm_proc_stat(uint64_t(getpid()), &state, &start) ? start : 0;
+    static_assert(kNameOffset + sizeof name <= 64, "the name ends where cpu_allreduce.cpp's header words begin");
+    cpu_comm_stamp_owner(static_cast<char *>(p));
     memset(handle, 0, GATEDNORM_COMM_HANDLE_BYTES);
     memcpy(handle, name, strlen(name));
     *buffer = p;
@@ -224,8 +220,7 @@ gatednorm_status comm_create(int32_t rank, int32_t world, void *const *buffers, 
     c->state.rank = rank;
     c->state.world = world;
     for (int r = 0; r < world; ++r) c->state.buffers[r] = static_cast<char *>(buffers[r]);
-    if (host)  // this rank's claim on its buffer, which every peer's call checks against its list
-        __atomic_store_n(reinterpret_cast<uint64_t *>(c->state.buffers[rank] + kCommOwnerRank), uint64_t(rank) + 1, __ATOMIC_RELEASE);
+    if (host) cpu_comm_claim(c->state.buffers[rank], rank);  // which every peer's call checks against its list
     c->state.buffer_bytes = bytes;
     c->state.slot_bytes = (bytes - kCommHeader) / 3 / kCommSlotAlign * kCommSlotAlign;
     *comm = c;

@@ -32,16 +32,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "numerics.h"
 
 namespace gn {
 namespace {
-
-// How long a call waits for its peers in all (comm_wait_seconds): past it the call fails and
-// the comm is unusable.  A peer whose process has exited is found sooner (peer_exited).
-double wait_seconds() { return comm_wait_seconds(); }
 
 double now() {
     timespec ts;
@@ -51,9 +48,12 @@ double now() {
 
 uint64_t *ready_flag(char *buffer) { return reinterpret_cast<uint64_t *>(buffer + kCommFlags); }
 
-// In the CPU header, past the magic, size and name (bytes 0-63): this rank's out-of-step mark
-// (the call count at which it found the ranks out of step; 0: never) and two call signatures.
-constexpr size_t kStepMark = 128, kStepSig = 192;
+// In the CPU header, past the magic, size and name (bytes 0-63): the owner's pid, pid-namespace
+// inode and start time (0 where unknown; cpu_comm_stamp_owner), rank + 1 of the comm that uses
+// the buffer as its own (cpu_comm_claim), this rank's out-of-step mark (the call count at which
+// it found the ranks out of step; 0: never) and two call signatures.
+constexpr size_t kOwnerPid = 64, kOwnerRank = 88, kStepMark = 128, kStepSig = 192;
+static_assert(kOwnerPid + 24 <= kOwnerRank && kOwnerRank + 8 <= kStepMark, "the header words do not overlap");
 constexpr int kSigWords = 4;
 static_assert(kStepSig + 2 * kSigWords * 8 <= kCommFlags, "the signatures fit the header");
 uint64_t *step_mark(char *buffer) { return reinterpret_cast<uint64_t *>(buffer + kStepMark); }
@@ -65,24 +65,62 @@ void mark_out_of_step(const CommState &c) {
 }
 uint64_t *gathered_flag(char *buffer) { return reinterpret_cast<uint64_t *>(buffer + kCommFlags + kCommGatheredOffset); }
 
+// This process's pid namespace (its inode; 0 where unknown), read once.
+uint64_t pid_namespace() {
+    static const uint64_t ns = [] {
+        struct stat st;
+        return stat("/proc/self/ns/pid", &st) == 0 ? uint64_t(st.st_ino) : uint64_t(0);
+    }();
+    return ns;
+}
+
+// /proc/PID/stat's state (field 3) and start time (field 22, clock ticks since boot); false
+// (errno set) where it cannot be read.  The fields are counted after the command's last ')'.
+bool proc_stat(uint64_t pid, char *state, uint64_t *start_time) {
+    char path[48], text[1024];
+    snprintf(path, sizeof path, "/proc/%llu/stat", (unsigned long long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    const size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = 0;
+    const char *p = strrchr(text, ')');
+    if (!p || p[1] != ' ') {
+        errno = EINVAL;
+        return false;
+    }
+    p += 2;
+    *state = *p;
+    for (int field = 3; field < 22 && p; ++field) {  // to field 22
+        p = strchr(p, ' ');
+        if (p) ++p;
+    }
+    if (!p) {
+        errno = EINVAL;
+        return false;
+    }
+    *start_time = strtoull(p, nullptr, 10);
+    return true;
+}
+
 // Whether the process that made peer buffer b (its pid and start time in the header,
-// comm_api.cpp) has exited: gone from /proc, a zombie (an exited process its parent has not
+// cpu_comm_stamp_owner) has exited: gone from /proc, a zombie (an exited process its parent has not
 // reaped, which kill(pid, 0) would call alive), or its pid now another process's (another
 // start time).  Judged only where it shares this process's pid namespace (the header holds
 // that namespace's inode), since another namespace's pid names another process here.
 bool peer_exited(const char *b) {
-    const uint64_t *o = reinterpret_cast<const uint64_t *>(b + kCommOwnerPid);
+    const uint64_t *o = reinterpret_cast<const uint64_t *>(b + kOwnerPid);
     const uint64_t pid = o[0], ns = o[1], start = o[2];
-    if (!pid || !ns || !start || ns != comm_pid_namespace()) return false;
+    if (!pid || !ns || !start || ns != pid_namespace()) return false;
     char state = 0;
     uint64_t t = 0;
-    if (!comm_proc_stat(pid, &state, &t)) return errno == ENOENT || errno == ESRCH;
+    if (!proc_stat(pid, &state, &t)) return errno == ENOENT || errno == ESRCH;
     return state == 'Z' || state == 'X' || t != start;
 }
 
 // Waits (acquire) until every peer's flag (flag_of(buffer)) reaches e: spinning, then yielding,
 // then sleeping.  It gives up, naming the peer and `what`, once the call's deadline (*deadline,
-// set at its first wait: wait_seconds() for the whole call, not each peer) has passed, or
+// set at its first wait: comm_wait_seconds() for the whole call, not each peer) has passed, or
 // at once when the peer's process has exited (checked every ~10 ms of waiting).
 template <typename FlagOf>
 gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, const char *what, double *deadline) {
@@ -94,7 +132,7 @@ gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, cons
             if (spin < 64) continue;
             if ((spin & 255) == 0) {
                 const double t = now();
-                if (*deadline == 0.0) *deadline = t + wait_seconds();
+                if (*deadline == 0.0) *deadline = t + comm_wait_seconds();
                 if (t >= next_check) {
                     next_check = t + 0.01;
                     if (peer_exited(c.buffers[r]) && __atomic_load_n(f, __ATOMIC_ACQUIRE) < e) {
@@ -102,7 +140,7 @@ gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, cons
                         return fail(GATEDNORM_STATUS_DEVICE_ERROR,
                                     "comm: rank %d's process (pid %llu) has exited before its %s of call %llu; the communicator "
                                     "is unusable now (make a new one over new buffers)",
-                                    r, (unsigned long long)reinterpret_cast<const uint64_t *>(c.buffers[r] + kCommOwnerPid)[0], what,
+                                    r, (unsigned long long)reinterpret_cast<const uint64_t *>(c.buffers[r] + kOwnerPid)[0], what,
                                     (unsigned long long)e);
                     }
                 }
@@ -111,7 +149,7 @@ gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, cons
                     return fail(GATEDNORM_STATUS_DEVICE_ERROR,
                                 "comm: rank %d waited %.3g s for rank %d's %s of call %llu (every rank must make the same calls "
                                 "with the same algorithm; GATEDNORM_COMM_TIMEOUT_S sets the wait); the communicator is unusable now",
-                                c.rank, wait_seconds(), r, what, (unsigned long long)e);
+                                c.rank, comm_wait_seconds(), r, what, (unsigned long long)e);
                 }
             }
             if (spin < 4096) sched_yield();
@@ -131,7 +169,7 @@ gatednorm_status check_in_step(const CommState &c, uint64_t e) {
     const uint64_t *mine = signature(c.buffers[c.rank], e);
     for (int r = 0; r < c.world; ++r) {
         if (r == c.rank) continue;
-        const uint64_t claimed = __atomic_load_n(reinterpret_cast<const uint64_t *>(c.buffers[r] + kCommOwnerRank), __ATOMIC_ACQUIRE);
+        const uint64_t claimed = __atomic_load_n(reinterpret_cast<const uint64_t *>(c.buffers[r] + kOwnerRank), __ATOMIC_ACQUIRE);
         if (claimed != uint64_t(r) + 1) {
             mark_out_of_step(c);
             return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
@@ -164,38 +202,17 @@ double comm_wait_seconds() {
     return s;
 }
 
-uint64_t comm_pid_namespace() {
-    struct stat st;
-    return stat("/proc/self/ns/pid", &st) == 0 ? uint64_t(st.st_ino) : 0;
+void cpu_comm_stamp_owner(char *buffer) {
+    uint64_t *h = reinterpret_cast<uint64_t *>(buffer + kOwnerPid);
+    char state = 0;
+    uint64_t start = 0;
+    h[0] = uint64_t(getpid());
+    h[1] = pid_namespace();
+    h[2] = proc_stat(h[0], &state, &start) ? start : 0;
 }
 
-// /proc/PID/stat's state (field 3) and start time (field 22, clock ticks since boot); false
-// (errno set) where it cannot be read.  The fields are counted after the command's last ')'.
-bool comm_proc_stat(uint64_t pid, char *state, uint64_t *start_time) {
-    char path[48], text[1024];
-    snprintf(path, sizeof path, "/proc/%llu/stat", (unsigned long long)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return false;
-    const size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = 0;
-    const char *p = strrchr(text, ')');
-    if (!p || p[1] != ' ') {
-        errno = EINVAL;
-        return false;
-    }
-    p += 2;
-    *state = *p;
-    for (int field = 3; field < 22 && p; ++field) {  // to field 22
-        p = strchr(p, ' ');
-        if (p) ++p;
-    }
-    if (!p) {
-        errno = EINVAL;
-        return false;
-    }
-    *start_time = strtoull(p, nullptr, 10);
-    return true;
+void cpu_comm_claim(char *own, int rank) {
+    __atomic_store_n(reinterpret_cast<uint64_t *>(own + kOwnerRank), uint64_t(rank) + 1, __ATOMIC_RELEASE);
 }
 
 gatednorm_status cpu_comm_usable(const CommState &c) {

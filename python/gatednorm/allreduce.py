@@ -197,8 +197,6 @@ class AllReduceGroup:
             _release(comm, dev, own, peers)
             raise
         self._comm = comm
-        self._world = w
-        self._device_id = None if dt == lib.GATEDNORM_DEVICE_TYPE_CPU else int(did)
         self._entry = _CommEntry(comm)
         self._finalizer = weakref.finalize(self, _release, comm, dev, own, peers)
         self._in_use = threading.Lock()  # close() waits for a call in flight
@@ -270,9 +268,10 @@ class AllReduceGroup:
         Without it, close only once the ranks have met after their last calls."""
         with self._in_use:
             if exchange is not None and self._finalizer.alive:
-                if self._device_id is not None:
-                    _runtime.device_synchronize(self._device_id)
-                _exchanged(exchange(b"close"), self._world)
+                device_type, device_id = self.device
+                if device_type != _ffi.lib().GATEDNORM_DEVICE_TYPE_CPU:
+                    _runtime.device_synchronize(device_id)
+                _exchanged(exchange(b"close"), self.world_size)
             self._finalizer()
 
     def add_rmsnorm(self, x, residual, weight, *, eps=1e-6, weight_offset=0.0, residual_out=None, y=True, y_dtype=None,

@@ -646,15 +646,15 @@ def _check_quant(q, s, y_ref, s_ref, ours):
     return worst, bool(ok)
 
 
-def _sample(n, seed):
-    return np.sort(np.random.default_rng(seed).choice(n, size=min(n, CHECK_ROWS), replace=False))
+def _sample(n, seed, k=CHECK_ROWS):
+    """min(n, k) of n indices drawn over all of them, sorted."""
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(n, k), replace=False))
 
 
 def _spread_rows(n, k, seed):
-    """About k of n row indices, sorted, drawn over all of them and the last one included (a
-    wrong result can sit in any row tile; taking the first k of _sample checked rows 0-63
-    only at M = 1024)."""
-    return np.union1d(np.random.default_rng(seed).choice(n, size=min(n, k), replace=False), [n - 1])
+    """_sample's rows with the last one included (a wrong result can sit in any row tile;
+    taking the first k of a larger sample checked rows 0-63 only at M = 1024)."""
+    return np.union1d(_sample(n, seed, k), [n - 1])
 
 
 def _any_nan(a) -> bool:
@@ -1576,7 +1576,7 @@ class W4A16Bench(OpBench):
         N = result.shape[1]
         h = self._host
         rows = _spread_rows(M, W4_CHECK_ROWS, M)
-        cols = np.sort(np.random.default_rng(N).choice(N, size=min(N, W4_CHECK_COLS), replace=False))
+        cols = _sample(N, N, W4_CHECK_COLS)
         a_s = _fetch(a, rows)
         got = _fetch(result, rows)[:, cols].astype(np.float64)
         q, s, z = h["packed"][cols], h["s"][cols], h["z"][cols]

@@ -242,7 +242,7 @@ def add_rmsnorm(x, residual, weight, *, eps=1e-6, weight_offset=0.0, y_dtype=Non
     with quantize_rounded, to the dtype of y as written: y_out's, y_dtype's, x's by default;
     x's when no y is written, ``y=False``).  y past fp32's range is infinite (fp32_range)."""
     xdt = _dtype_of(x)
-    y_written = y_out is not None or bool(y)  # the flag; y is the norm's output below
+    y_written = bool(y)  # the flag; y is the norm's output below
     r_st = None
     if residual is not None:
         rdt = _dtype_of(residual)
@@ -263,7 +263,7 @@ def add_rmsnorm(x, residual, weight, *, eps=1e-6, weight_offset=0.0, y_dtype=Non
             if y_out is not None:
                 rd = _dtype_of(y_out)
             else:
-                rd = _dtypes.to_numpy_dtype(y_dtype) if (y_written and y_dtype is not None) else xdt
+                rd = _dtypes.to_numpy_dtype(y_dtype) if y_written and y_dtype is not None else xdt
             with np.errstate(over="ignore"):
                 yq = y.astype(rd).astype(np.float64)
         out["q"], out["scales"] = fp8_group_quant(yq, group_size, fp8_format=fp8_format, fp8_max=fp8_max,
