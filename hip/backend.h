@@ -203,6 +203,8 @@ constexpr size_t kCommSlotAlign = 256;
 // claimed at comm_create, which every peer's call checks against its list.
 void cpu_comm_stamp_owner(char *buffer);
 void cpu_comm_claim(char *own, int rank);
+// Unlinks /dev/shm segments of exited creators (a rank killed during setup); each CPU alloc.
+void cpu_comm_remove_stale_segments();
 constexpr int kCommMaxWorld = GATEDNORM_COMM_MAX_WORLD_SIZE;
 constexpr int kCommGpuBlocks = 16;  // fixed grid of the GPU exchange kernel (docs/allreduce.md)
 

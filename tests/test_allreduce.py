@@ -232,6 +232,56 @@ def test_no_segment_name_outlives_setup():
     assert all(same_values(v, y[0]) for v in y)
 
 
+_ALLOC_AND_LEAVE = """
+import os, sys
+from gatednorm import _ffi
+from gatednorm._ffi import ffi
+lib = _ffi.lib()
+cpu = ffi.new("gatednorm_device *", {"device_type": lib.GATEDNORM_DEVICE_TYPE_CPU, "device_id": 0})[0]
+nb, pp, h = ffi.new("size_t *"), ffi.new("void **"), ffi.new("uint8_t[64]")
+assert lib.gatednorm_comm_buffer_size(2, 1024, nb) == 0
+assert lib.gatednorm_comm_buffer_alloc(cpu, nb[0], pp, h) == 0
+print(ffi.string(ffi.cast("char *", h)).decode(), flush=True)
+sys.stdin.readline()  # alive until the parent says
+os._exit(0)           # as if killed: no free, no unlink
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="POSIX shared memory is not under /dev/shm here")
+def test_alloc_removes_segments_of_exited_creators():
+    """A rank killed between its alloc and the unlink after setup left its segment in /dev/shm
+    for good (review); each CPU alloc now removes the segments whose creator has exited, and
+    keeps those of a live one."""
+    from gatednorm import _ffi
+    from gatednorm._ffi import ffi
+
+    def child():
+        p = subprocess.Popen([sys.executable, "-c", _ALLOC_AND_LEAVE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        path = "/dev/shm" + p.stdout.readline().strip()
+        assert os.path.exists(path), path
+        return p, path
+
+    lib = _ffi.lib()
+    cpu = ffi.new("gatednorm_device *", {"device_type": lib.GATEDNORM_DEVICE_TYPE_CPU, "device_id": 0})[0]
+    nb, pp, h = ffi.new("size_t *"), ffi.new("void **"), ffi.new("uint8_t[64]")
+    assert lib.gatednorm_comm_buffer_size(2, 1024, nb) == 0
+    gone, gone_path = child()
+    alive, alive_path = child()
+    gone.communicate("\n")  # exits without unlinking
+    assert gone.returncode == 0 and os.path.exists(gone_path)
+    try:
+        assert lib.gatednorm_comm_buffer_alloc(cpu, nb[0], pp, h) == 0
+        mine = "/dev/shm" + ffi.string(ffi.cast("char *", h)).decode()
+        assert not os.path.exists(gone_path)
+        assert os.path.exists(alive_path) and os.path.exists(mine)
+        assert lib.gatednorm_comm_buffer_free(cpu, pp[0]) == 0
+        assert not os.path.exists(mine)
+    finally:
+        alive.communicate("\n")
+        if os.path.exists(alive_path):
+            os.unlink(alive_path)
+
+
 def _dead_peer_worker(rank, W, algorithm, conn):
     """The last rank leaves right after setup (os._exit: as if killed); the others then call
     and report how long the call took to fail, and how."""

@@ -462,7 +462,9 @@ GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8(const gatednorm_tensor 
  *      bytes, device, &comm);
  *   6. once every peer has opened it (a barrier), gatednorm_comm_buffer_unlink(device, mine), so
  *      that no name of it outlives the processes however they end (CPU: a killed process
- *      would leave its segment in /dev/shm).
+ *      would leave its segment in /dev/shm; one killed before this step does, until the next
+ *      CPU gatednorm_comm_buffer_alloc of the same user on the host, which removes the
+ *      segments whose creating process has exited).
  * Ranks that share one address space (threads, or streams of one process on one GPU) skip the
  * handles and pass the same W buffers to W comms.  Teardown, once every rank's last call has
  * finished (GPU: each rank synchronizes its device, then the ranks meet in a barrier: a peer's

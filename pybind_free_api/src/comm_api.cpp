@@ -106,6 +106,7 @@ gatednorm_status buffer_alloc(gatednorm_device device, size_t bytes, void **buff
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "bytes: %zu is below the smallest comm buffer (%zu); use gatednorm_comm_buffer_size",
                     bytes, kCommHeader + 3 * kCommSlotAlign);
     if (!host) return gpu_comm_buffer_alloc(device.device_id, bytes, buffer, handle);
+    cpu_comm_remove_stale_segments();
     static std::atomic<unsigned> counter{0};
     char name[48];
     struct timespec ts;

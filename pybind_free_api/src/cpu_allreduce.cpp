@@ -25,11 +25,14 @@
 // argument as the data slots').  A difference (a call refused or made on one rank only, or
 // with other shapes) fails the call on every rank, which also marks its header so that every
 // later call, on any rank, is refused; a timed-out wait marks it too.
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -209,6 +212,33 @@ void cpu_comm_stamp_owner(char *buffer) {
     h[0] = uint64_t(getpid());
     h[1] = pid_namespace();
     h[2] = proc_stat(h[0], &state, &start) ? start : 0;
+}
+
+// A rank killed between its buffer's alloc and the unlink after setup leaves a named segment
+// that nothing frees.  Each CPU alloc removes this user's gatednorm segments whose creator
+// (stamped in the header) has exited, judged as a waiting peer judges it (peer_exited): an
+// unstamped header (one being made now), another pid namespace's or another user's segment
+// is left alone.  Any process that could still use such a segment has it mapped (the mapping
+// outlives the name); a new one could not join its comm, whose owner is gone.
+void cpu_comm_remove_stale_segments() {
+    DIR *dir = opendir("/dev/shm");  // where glibc's shm_open keeps its names
+    if (!dir) return;
+    const uid_t me = geteuid();
+    while (const dirent *entry = readdir(dir)) {
+        if (strncmp(entry->d_name, "gatednorm.", 10) != 0 || strlen(entry->d_name) > 46) continue;
+        char name[48];
+        snprintf(name, sizeof name, "/%s", entry->d_name);
+        const int fd = shm_open(name, O_RDONLY, 0);
+        if (fd < 0) continue;
+        uint64_t header[(kOwnerPid + 24) / 8];
+        struct stat st;
+        const bool stale = fstat(fd, &st) == 0 && st.st_uid == me && size_t(st.st_size) >= kCommHeader &&
+                           pread(fd, header, sizeof header, 0) == ssize_t(sizeof header) && header[0] == kCommMagic &&
+                           header[1] == uint64_t(st.st_size) && peer_exited(reinterpret_cast<const char *>(header));
+        close(fd);
+        if (stale) shm_unlink(name);
+    }
+    closedir(dir);
 }
 
 void cpu_comm_claim(char *own, int rank) {
