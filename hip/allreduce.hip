@@ -1,8 +1,9 @@
 // Fused all-reduce + add-RMSNorm (ops.md §5, docs/allreduce.md): GPU side.
 //  exchange kernel (fixed grid of kCommGpuBlocks blocks; block b owns tokens b, b + grid, ...):
-//    e = own ready[b] + 1 (the epoch lives in device memory: graph replays advance it);
+//    e = own ready[b]'s epoch + 1 (the epoch lives in device memory: graph replays advance it);
 //    copy this rank's rows into own slot e % 2; __syncthreads; thread 0: system fence, then
-//    ready[b] = e; thread 0 spins (volatile) until every peer's ready[b] >= e, then a fence;
+//    ready[b] = e and the call's tag (below); thread 0 spins (volatile) until every peer's
+//    ready[b] reaches epoch e, checks its tag, then a fence;
 //    __syncthreads; the block sums its rows over the W slots in rank order in fp32 (peers'
 //    memory read with loads that bypass L1 (below), issued after that fence and barrier) and
 //    stores the sum rounded to x's dtype in the rank's reduced region:
@@ -40,6 +41,15 @@
 // store_from_f32); each element is summed by one rank, so every rank gets the same bits.
 // Two-shot is a run-time (block-uniform) flag, not a template argument: the sum is the same
 // code over a narrower column range, and the gather and second barrier are one branch.
+// Out of step: a flag holds the epoch in its high 48 bits and a 16-bit tag of the call in its
+// low 16, a hash (host side, call_tag) of the comm's call count (refused calls too), tokens,
+// hidden, dtype, algorithm and the writing rank.  A waiter that finds a peer's flag at exactly
+// its epoch compares the peer's tag with the one its own call expects of that rank: a call
+// refused or made on one rank only, other shapes, or a buffer list out of rank order (the
+// flag in buffers[r] written by another rank) gives up as a lost peer does (the abort word,
+// "out of step"), caught with probability 1 - 2^-16 a call and again at every later call.  A
+// flag past the epoch needs no check: that peer passed its own wait of this call, which read
+// this rank's tag at this epoch and found it the same.  The check adds no memory traffic.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,15 +80,19 @@ struct ExArgs {
     int32_t fused;     // the block normalizes its rows once whole (norm's x: the reduced region)
     uint32_t *abort_word;    // host memory (CommState::abort_dev): why this rank gave up, 0 while it has not
     uint64_t timeout_ticks;  // a wait longer than this (gn_wall_ticks) gives up
+    uint16_t tags[kCommMaxWorld];  // the tag rank r's flags carry in this call (call_tag; tags[rank]: this rank's)
     AddArgs norm;
 };
 
-// A flag value no epoch reaches: a rank that gives up raises both its flags of the block's line
-// to it, so that a peer waiting for this rank passes its wait, sees it and gives up too (the
-// comm is unusable from then on: every later call is refused by the host, comm_usable).
-constexpr uint64_t kCommAbortEpoch = ~uint64_t(0);
+// A flag: epoch << kTagBits | tag.  kCommAbortFlag's epoch no call reaches: a rank that gives
+// up raises both its flags of the block's line to it, so that a peer waiting for this rank
+// passes its wait, sees it and gives up too (the comm is unusable from then on: every later
+// call is refused by the host, comm_usable).  48 bits of epoch last 89 years at 10^5 calls a
+// second.
+constexpr int kTagBits = 16;
+constexpr uint64_t kCommAbortFlag = ~uint64_t(0), kCommAbortEpoch = kCommAbortFlag >> kTagBits;
 // The abort word: the reason (low byte) and the peer (next byte).
-constexpr uint32_t kAbortTimedOut = 1, kAbortPeerGaveUp = 2;
+constexpr uint32_t kAbortTimedOut = 1, kAbortPeerGaveUp = 2, kAbortOutOfStep = 3;
 
 __device__ __forceinline__ float load_volatile(const char *p, int dt) {
     if (dt == kF32) return *reinterpret_cast<const volatile float *>(p);
@@ -241,15 +255,16 @@ __device__ __forceinline__ void release_own_writes() {
 #endif
 }
 
-// Returns false where it gave up: a peer's flag did not reach e within a.timeout_ticks (a
-// lost, killed or out-of-step peer), or a peer had given up (kCommAbortEpoch).  Then it writes
-// the abort word, raises this rank's flags of the line to kCommAbortEpoch and the block skips
-// the rest of the call (its outputs are not written).  The clock is read once every 1024 spins.
+// Returns false where it gave up: a peer's flag did not reach epoch e within a.timeout_ticks (a
+// lost, killed or out-of-step peer), a peer had given up (kCommAbortFlag), or a peer's flag at
+// epoch e carries another tag than this call expects of it (out of step).  Then it writes the
+// abort word, raises this rank's flags of the line to kCommAbortFlag and the block skips the
+// rest of the call (its outputs are not written).  The clock is read once every 1024 spins.
 template <int W>
 __device__ __forceinline__ bool signal_and_wait(const ExArgs &a, int b, size_t at, uint64_t e) {
     __threadfence_system();
     volatile uint64_t *line = reinterpret_cast<volatile uint64_t *>(a.own + kCommFlags + b * kCommFlagStride);
-    line[at / 8] = e;
+    line[at / 8] = e << kTagBits | a.tags[a.rank];
     const uint64_t start = gn_wall_ticks();
     uint32_t why = 0;
 #pragma unroll
@@ -257,21 +272,24 @@ __device__ __forceinline__ bool signal_and_wait(const ExArgs &a, int b, size_t a
         if (r == a.rank || why) continue;
         const volatile uint64_t *f = reinterpret_cast<const volatile uint64_t *>(a.bufs[r] + kCommFlags + b * kCommFlagStride + at);
         uint64_t v;
-        for (uint32_t spin = 1; (v = *f) < e; ++spin) {
+        for (uint32_t spin = 1; (v = *f) >> kTagBits < e; ++spin) {
             if ((spin & 1023) == 0 && gn_wall_ticks() - start > a.timeout_ticks) {
                 why = kAbortTimedOut | uint32_t(r) << 8;
                 break;
             }
         }
-        if (!why && v == kCommAbortEpoch) why = kAbortPeerGaveUp | uint32_t(r) << 8;
+        if (why) break;
+        if (v == kCommAbortFlag) why = kAbortPeerGaveUp | uint32_t(r) << 8;
+        else if (v >> kTagBits == e && uint16_t(v) != a.tags[r]) why = kAbortOutOfStep | uint32_t(r) << 8;
     }
     if (why) {
-        line[0] = kCommAbortEpoch;
-        line[kCommGatheredOffset / 8] = kCommAbortEpoch;
-        // The first reason stays where blocks race: a timeout names the peer that was lost; a
-        // "peer gave up" is written only over nothing (a plain check, not an atomic: host memory).
+        line[0] = kCommAbortFlag;
+        line[kCommGatheredOffset / 8] = kCommAbortFlag;
+        // The first reason stays where blocks race: a timeout or an out-of-step tag names the
+        // peer that caused it; a "peer gave up" is written only over nothing (a plain check, not
+        // an atomic: host memory).
         volatile uint32_t *word = a.abort_word;
-        if ((why & 0xff) == kAbortTimedOut || *word == 0) *word = why;
+        if ((why & 0xff) != kAbortPeerGaveUp || *word == 0) *word = why;
     }
     __threadfence_system();
     return !why;
@@ -296,12 +314,12 @@ template <int W, bool VEC>
 __global__ void GN_LAUNCH_BOUNDS(kExThreads, kExThreads) allreduce_exchange_kernel(const ExArgs a) {
     const int b = blockIdx.x;
     char *own = a.own;
-    const uint64_t e = *reinterpret_cast<volatile uint64_t *>(own + kCommFlags + b * kCommFlagStride) + 1;  // ready[b] + 1
-    // This block gave up in an earlier call (its flag is kCommAbortEpoch, so e wrapped to 0):
-    // the comm is dead; a kernel enqueued before the host saw it (or a graph replay) must
-    // neither wait (every flag would pass e = 0) nor write anything.  Uniform: every thread
-    // read the same flag, which only this block's thread 0 writes.
-    if (e == 0) return;
+    const uint64_t e = (*reinterpret_cast<volatile uint64_t *>(own + kCommFlags + b * kCommFlagStride) >> kTagBits) + 1;  // ready[b]'s epoch + 1
+    // This block gave up in an earlier call (its flag is kCommAbortFlag): the comm is dead; a
+    // kernel enqueued before the host saw it (or a graph replay) must neither wait nor write
+    // anything.  Uniform: every thread read the same flag, which only this block's thread 0
+    // writes.
+    if (e > kCommAbortEpoch) return;
     const size_t slot = kCommHeader + (e & 1) * a.slot_bytes;
     if (VEC && a.copy16) {  // uniform
         const int64_t units = a.row / 16;
@@ -347,6 +365,20 @@ __global__ void GN_LAUNCH_BOUNDS(kExThreads, kExThreads) allreduce_exchange_kern
 
 using ExKernel = void (*)(ExArgs);
 
+// The tag rank r's flags carry in this call (the kernel's out-of-step check): a hash of what
+// every rank's call must share (the comm's call count, refused calls included, tokens,
+// hidden, dtype, algorithm) and of r, the writer.  splitmix64's finalizer over each word.
+uint16_t call_tag(const CommState &c, const AddRmsnormProblem &p, bool two_shot, int r) {
+    uint64_t h = c.calls;
+    for (const uint64_t v : {uint64_t(p.tokens), uint64_t(p.hidden), uint64_t(p.x_dtype) | uint64_t(two_shot) << 8 | uint64_t(r) << 16}) {
+        h = (h ^ v) + 0x9e3779b97f4a7c15ull;
+        h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+        h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+        h ^= h >> 31;
+    }
+    return uint16_t(h >> 48);
+}
+
 template <bool VEC>
 ExKernel exchange_kernel(int world) {
     switch (world) {
@@ -388,6 +420,7 @@ gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
     a.two_shot = two_shot;
     a.abort_word = c.abort_dev;
     a.timeout_ticks = c.timeout_ticks;
+    for (int r = 0; r < c.world; ++r) a.tags[r] = call_tag(c, p, two_shot, r);
     // The sum and the gather move 16-byte units when every row of the slots and of the
     // reduced region starts on a 16-byte boundary: the row bytes (token t's row starts t * row
     // into a slot; buffers are 256-byte aligned by gatednorm_comm_create, and so are the slots,
@@ -490,12 +523,18 @@ gatednorm_status gpu_comm_usable(const CommState &c) {
     const uint32_t why = *reinterpret_cast<const volatile uint32_t *>(c.abort_host);
     if (!why) return GATEDNORM_STATUS_SUCCESS;
     const int peer = int(why >> 8 & 0xff);
-    char reason[256];
+    char reason[400];
     if ((why & 0xff) == kAbortTimedOut)
         snprintf(reason, sizeof reason,
                  "waited %.3g s for rank %d (lost, killed, or out of step: every rank must make the same calls with the same "
                  "algorithm; GATEDNORM_COMM_TIMEOUT_S sets the wait) and gave up",
                  comm_wait_seconds(), peer);
+    else if ((why & 0xff) == kAbortOutOfStep)
+        snprintf(reason, sizeof reason,
+                 "found rank %d's call not the same as its own (every rank must make the same calls, refused ones too, with "
+                 "the same tokens, hidden, dtype and algorithm, and pass the buffers in rank order: is buffers[%d] rank %d's "
+                 "own?) and gave up",
+                 peer, peer, peer);
     else
         snprintf(reason, sizeof reason, "found rank %d had given up waiting (see that rank's error) and gave up too", peer);
     return fail(GATEDNORM_STATUS_DEVICE_ERROR,

@@ -678,7 +678,18 @@ def test_gpu_streams(requires_gpu, W, algorithm):
                     assert bits_equal(g, e), "case %d rep %d rank %d: %s differs" % (case, rep, r, name)
 
 
-_LOST_PEER = r"""
+# Helpers of the GPU scripts below, run in a subprocess each (a hang times out, not the suite).
+_SCRIPT_HELPERS = r"""
+from gatednorm import GatedNormError
+def err(f):  # the message f raised, or None
+    try:
+        f()
+    except GatedNormError as e:
+        return str(e)
+    return None
+"""
+
+_LOST_PEER = _SCRIPT_HELPERS + r"""
 import sys, time
 import numpy as np
 import gatednorm
@@ -696,12 +707,6 @@ g[0].add_rmsnorm(x, r, w, y_out=y2, stream=s[0])  # enqueued before the host can
 s[0].synchronize()
 untouched = bool((y2.numpy() == 7.0).all()) and bool((r.numpy() == 0.0).all())
 waited = time.time() - t0
-def err(f):
-    try:
-        f()
-    except GatedNormError as e:
-        return str(e)
-    return None
 e0 = err(g[0].check)
 e0_call = err(lambda: g[0].add_rmsnorm(x, r, w, stream=s[0]))
 g[1].add_rmsnorm(x, r, w, stream=s[1])  # rank 1 late: sees rank 0 gave up, gives up at once
@@ -730,6 +735,81 @@ def test_gpu_lost_peer_times_out(requires_gpu):
     assert e0 and "waited 1 s for rank 1" in e0 and "unusable" in e0, e0
     assert e0_call and e0_call.split(": ", 1)[1] == e0.split(": ", 1)[1], (e0_call, e0)  # after the entry's name
     assert e1 and "found rank 0 had given up" in e1, e1
+
+
+_OUT_OF_STEP = _SCRIPT_HELPERS + r"""
+import gc, sys, time
+import numpy as np
+import gatednorm
+from gatednorm import AllReduceGroup, GatedNormError
+from gatednorm import _ffi
+from gatednorm._ffi import ffi
+from gatednorm.allreduce import _CommEntry
+how = sys.argv[1]
+W = 3 if how == "order" else 2
+dev = (gatednorm._runtime.gpu_device_type(), 0)
+g = AllReduceGroup.in_process(W, dev, max_tokens=4, hidden=256, dtype="float32")
+if how == "order":  # rank 2's list puts rank 1's buffer at 0 and rank 0's at 1
+    lib = _ffi.lib()
+    bufs = g[0]._buffers.buffers
+    cdev = ffi.new("gatednorm_device *", {"device_type": dev[0], "device_id": 0})[0]
+    cp = ffi.new("gatednorm_comm **")
+    assert lib.gatednorm_comm_create(2, W, ffi.new("void *[]", [bufs[1], bufs[0], bufs[2]]), g[0].buffer_bytes, cdev, cp) == 0
+    g[2]._comm, g[2]._entry = cp[0], _CommEntry(cp[0])
+s = [gatednorm.Stream(0) for _ in range(W)]
+a = lambda shape, v, dt=np.float32: gatednorm.DeviceArray.from_numpy(np.full(shape, v, dt), device=dev)
+w = a(256, 1.0)
+args = []
+for r in range(W):
+    t = 2 if how == "tokens" and r == 0 else 4
+    dt = gatednorm._dtypes.bfloat16 if how == "dtype" and r == 0 else np.float32
+    args.append((a((t, 256), 1.0 + r, dt), a((t, 256), 5.0, dt), a((t, 256), 7.0, dt)))
+if how == "refused":  # refused on rank 0 only: its next call is its second
+    try:
+        g[0].add_rmsnorm(args[0][0], args[0][1], a(257, 1.0), stream=s[0])
+    except GatedNormError:
+        pass
+    else:
+        raise AssertionError("not refused")
+if how == "empty":  # made on rank 0 only (no x: nothing launched, but counted)
+    g[0].add_rmsnorm(a((0, 256), 1.0), a((0, 256), 5.0), w, stream=s[0])
+gatednorm._runtime.device_synchronize(0)
+t0 = time.time()
+gc.disable()
+for r in range(W):
+    x, res, y = args[r]
+    g[r].add_rmsnorm(x, res, w, y_out=y, stream=s[r])
+gc.enable()
+for st in s:
+    st.synchronize()
+waited = time.time() - t0
+errs = [err(g[r].check) for r in range(W)]
+untouched = [bool((args[r][2].numpy().astype(np.float32) == 7.0).all()) and bool((args[r][1].numpy().astype(np.float32) == 5.0).all())
+             for r in range(W)]
+print(repr((waited, errs, untouched)))
+"""
+
+
+@pytest.mark.parametrize("how", ["refused", "empty", "tokens", "dtype", "order"])
+def test_gpu_out_of_step_is_caught(requires_gpu, how):
+    """Regression: the GPU exchange checked nothing, so a call refused or made on one rank only,
+    or of other shapes, or a C caller's buffer list out of rank order, paired the ranks' data
+    wrongly without a word (the CPU backend compares signatures).  Each flag now carries a tag
+    of the call and of its writer: the rank that finds a peer's tag wrong gives up at once
+    (well before the timeout) naming the peer, writes nothing, and its peers give up with it
+    (for "order", only rank 2's list is wrong: the others may finish that call)."""
+    env = dict(os.environ, GATEDNORM_COMM_TIMEOUT_S="20")
+    out = subprocess.run([sys.executable, "-c", _OUT_OF_STEP, how], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    waited, errs, untouched = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    assert waited < 5, waited  # found, not timed out
+    if how == "order":
+        assert errs[2] and "found rank 0's call not the same as its own" in errs[2] and "buffers[0]" in errs[2], errs
+        assert untouched[2], untouched
+        return
+    assert all(e and "unusable" in e for e in errs), errs
+    assert any("not the same as its own" in e for e in errs), errs
+    assert untouched == [True] * len(errs), untouched
 
 
 # ------------------------------------------- the exchange's 16-byte and 2-byte paths, every W

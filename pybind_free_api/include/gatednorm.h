@@ -496,7 +496,8 @@ GATEDNORM_API gatednorm_status gatednorm_comm_buffer_close(gatednorm_device devi
 GATEDNORM_API gatednorm_status gatednorm_comm_buffer_free(gatednorm_device device, void *buffer);
 /* A communicator for `rank` of world_size (1 .. GATEDNORM_COMM_MAX_WORLD_SIZE; 1 is the plain op) over buffers[0..W)
  * of buffer_bytes each, in rank order (CPU: each comm claims buffers[rank] for its rank and a call refuses a list
- * whose buffers[q] another rank claimed).  Holds no resource but host memory; the buffers must outlive it.  GPU: when two or
+ * whose buffers[q] another rank claimed; GPU: the exchange kernel finds it by the tag in each rank's flags and
+ * gives up, gatednorm_comm_check).  Holds no resource but host memory; the buffers must outlive it.  GPU: when two or
  * more of the buffers live on the comm's GPU (ranks as streams of one process, or processes sharing a GPU),
  * their exchange kernels wait on each other and must all be resident at once; a GPU that cannot hold
  * them is refused (GATEDNORM_STATUS_UNSUPPORTED naming buffers) rather than left to hang. */
