@@ -39,6 +39,7 @@ import numpy as np
 from . import _dtypes, _ffi, _runtime
 from ._array import DeviceArray
 from ._ffi import GatedNormError, argument_error, ffi
+from ._runtime import integer  # re-exported: the option checks' home is here
 
 __all__ = ["Entry", "New", "flag", "real", "integer", "choice", "empty_like", "kind_of", "resolve_stream", "convert"]
 
@@ -996,15 +997,6 @@ def real(name, v) -> float:
         return float(v)
     except OverflowError:
         raise argument_error("%s: %r is out of range" % (name, v)) from None
-
-
-def integer(name, v) -> int:
-    """An int (numpy integers too); bools, floats, strings, None refused."""
-    if type(v) is int:
-        return v
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise argument_error("%s: expected an integer, got %r" % (name, v))
-    return int(v)
 
 
 def view_size(name, v) -> int:

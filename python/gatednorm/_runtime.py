@@ -5,6 +5,8 @@ from __future__ import annotations
 import operator
 import re
 
+import numpy as np
+
 from . import _ffi
 from ._ffi import GatedNormError, argument_error, check, ffi
 
@@ -18,6 +20,16 @@ CUDA_MANAGED = 13
 HOST_TYPES = (CPU, CUDA_HOST, ROCM_HOST)
 _TYPE_NAMES = {CPU: "cpu", CUDA: "cuda", CUDA_HOST: "cuda_host", ROCM: "rocm", ROCM_HOST: "rocm_host",
                CUDA_MANAGED: "cuda_managed"}
+
+
+def integer(name, v) -> int:
+    """An int (numpy integers too); bools, floats, strings, None refused (the call layer's
+    option check, here because the runtime's own arguments need it too)."""
+    if type(v) is int:
+        return v
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise argument_error("%s: expected an integer, got %r" % (name, v))
+    return int(v)
 
 
 def version() -> str:
@@ -40,9 +52,7 @@ def set_num_threads(num_threads: int) -> None:
     """Threads of the CPU backend (host arrays; the calling thread included): ``n`` in 1..256
     sets it, 0 restores the default ($GATEDNORM_NUM_THREADS if set, else the cores this
     process may run on, at most 256).  Results are bit-identical whatever the count."""
-    from . import _call
-
-    n = _call.integer("num_threads", num_threads)
+    n = integer("num_threads", num_threads)
     if not 0 <= n <= _MAX_THREADS:
         raise _ffi.argument_error("num_threads: expected 0 (the default) or a count in 1..%d (the pool's most), got %d"
                                   % (_MAX_THREADS, n))
