@@ -66,8 +66,9 @@ __device__ __forceinline__ void encode_codes(const Fp8QuantArgs &a, const float 
             w[i] = lo | (hi << 16);
         }
     };
-    // The format's encoder chosen once for the lane, not per pair: inside the hardware branch
-    // fp8_encode_x2's own test folds to the convert.
+    // The format's encoder chosen once for the lane, not per pair: the two branches below make
+    // the same call on purpose, each compiled with fp8_hw_convert's answer known, so inside
+    // the hardware branch fp8_encode_x2's own test folds to the convert.
 #if defined(GN_FP8_FN_SATFINITE)
     if (a.format == kE4M3FN && a.fp8_max == 448.0f) {  // the default: satfinite is the clamp
         encode_all([](float lo, float hi) { return fp8_encode_x2_fn448(lo, hi); });

@@ -76,6 +76,50 @@ def test_encoder_random_fp32_and_specials(fmt, rng=np.random.default_rng(7)):
     assert list(nan) == [NAN_CODE[fmt]] * 2
 
 
+def _encoder_sweep(x_dtype, fp8_max):
+    """Values v with |v| <= fp8_max, every sign and exponent: for bf16 / fp16 every finite
+    value; for fp32 every top-11-bit mantissa with low 12 bits 0, 1, 0x7ff, 0x800, 0x801 or
+    0xfff (every rounding position of e4m3, normal or subnormal, its ties and their
+    neighbours: e4m3 keeps at most 3 mantissa bits, so bits 12-19 are covered whole)."""
+    if x_dtype == "fp32":
+        top = np.arange(1 << 20, dtype=np.uint32) << 12  # sign, exponent and 11 mantissa bits
+        bits = (top[:, None] | np.array([0, 1, 0x7FF, 0x800, 0x801, 0xFFF], np.uint32)).ravel()
+        v = bits.view(np.float32)
+    else:
+        v = np.arange(1 << 16, dtype=np.uint16).view(DT[x_dtype]).astype(np.float32)
+    v = v[np.isfinite(v)]
+    return v[np.abs(v) <= fp8_max]
+
+
+@pytest.mark.parametrize("x_dtype", ["bf16", "fp16", "fp32"])
+@pytest.mark.parametrize("fmt,fp8_max", [("e4m3fn", 448.0), ("e4m3fn", 300.0), ("e4m3fnuz", 240.0), ("e4m3fnuz", 224.0)])
+def test_encoder_sweep_on_every_backend(be, x_dtype, fmt, fp8_max):
+    """Each backend's FP8 encode of the kernels (on the GPU the hardware converts: satfinite at
+    448, clamp + cvt otherwise, the software rule for fnuz on NVIDIA) equals the shared rule
+    and ml_dtypes over _encoder_sweep: group_quant_fp8 with a group's largest element at
+    +fp8_max makes its scale fp8_max / fp8_max = 1 exactly, so every code is encode(v).
+    bf16 / fp16 x take the GPU's flat kernel, fp32 x the generic one."""
+    v = _encoder_sweep(x_dtype, fp8_max)
+    per_row, G = 8 * 127, 128
+    rows = -(-v.size // per_row)
+    vals = np.zeros(rows * per_row, np.float32)
+    vals[:v.size] = v
+    x = np.full((rows, 8, G), fp8_max, np.float32)
+    x[:, :, :G - 1] = vals.reshape(rows, 8, G - 1)
+    x = x.reshape(rows, 8 * G).astype(DT[x_dtype])
+    assert np.array_equal(x.astype(np.float32).reshape(rows, 8, G)[:, :, :G - 1].ravel()[:v.size], v)  # exact in x's dtype
+    qd = be.put(poison_codes((rows, 8 * G), fmt))
+    q, s = gatednorm.group_quant_fp8(be.put(x), group_size=G, fp8_format=fmt, fp8_max=fp8_max, q=qd)
+    assert (be.get(s) == 1.0).all()
+    got = be.get(q).view(np.uint8).reshape(rows, 8, G)
+    assert (got[:, :, G - 1] == encode(np.float32(fp8_max), fmt, fp8_max)).all()
+    got = got[:, :, :G - 1].ravel()[:v.size]
+    for name, want in (("the shared rule", encode(v, fmt, fp8_max)), ("ml_dtypes", ml_encode(v, fmt, fp8_max))):
+        bad = np.nonzero(got != want)[0]
+        assert bad.size == 0, "%s: %d mismatches vs %s, first %s" % (be.name, bad.size, name,
+                                                                     [(float(v[i]), hex(got[i]), hex(want[i])) for i in bad[:5]])
+
+
 def test_encoder_bad_arguments():
     lib = _ffi._lib or _ffi.load()
     v = np.ones(4, np.float32)

@@ -61,9 +61,9 @@ __attribute__((always_inline)) inline void bf16_rows(const Bf16Rows &a, int64_t 
         const double ss = sum_squares(u, D);
         const float rstd = 1.0f / sqrtf(float(ss / double(D)) + a.eps);
         if (NormBeforeGate)
-            for (int64_t c = 0; c < D; ++c) out[c] = f32_to_bf16_select(u[c] * rstd * w[c] * g[c]);
+            for (int64_t c = 0; c < D; ++c) out[c] = f32_to_bf16(u[c] * rstd * w[c] * g[c]);
         else
-            for (int64_t c = 0; c < D; ++c) out[c] = f32_to_bf16_select(u[c] * rstd * w[c]);
+            for (int64_t c = 0; c < D; ++c) out[c] = f32_to_bf16(u[c] * rstd * w[c]);
     }
 }
 

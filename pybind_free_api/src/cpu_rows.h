@@ -22,20 +22,12 @@ inline void load_row_f32(const char *src, int dt, int64_t n, float *dst) {
     }
 }
 
-// f32_to_bf16 (round to nearest even, NaN quiet with its sign), as selects.
-inline uint16_t f32_to_bf16_select(float f) {
-    const uint32_t u = f32_bits(f);
-    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const uint32_t nan = (u >> 16) | 0x0040u;
-    return uint16_t((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
-}
-
 inline void store_row_f32(char *dst, int dt, int64_t n, const float *src) {
     if (dt == kF32) {
         memcpy(dst, src, size_t(n) * 4);
     } else if (dt == kBF16) {
         uint16_t *d = reinterpret_cast<uint16_t *>(dst);
-        for (int64_t c = 0; c < n; ++c) d[c] = f32_to_bf16_select(src[c]);
+        for (int64_t c = 0; c < n; ++c) d[c] = f32_to_bf16(src[c]);
     } else {
         uint16_t *d = reinterpret_cast<uint16_t *>(dst);
         for (int64_t c = 0; c < n; ++c) d[c] = f32_to_f16(src[c]);
@@ -85,7 +77,7 @@ inline void gated_row_f32(const char *x, int xdt, const char *z, int zdt, int64_
 // pipeline stores and re-reads); fp32 leaves v as it is.
 inline void round_row_f32(int dt, int64_t n, float *v) {
     if (dt == kBF16)
-        for (int64_t c = 0; c < n; ++c) v[c] = bf16_to_f32(f32_to_bf16_select(v[c]));
+        for (int64_t c = 0; c < n; ++c) v[c] = bf16_to_f32(f32_to_bf16(v[c]));
     else if (dt == kF16)
         for (int64_t c = 0; c < n; ++c) v[c] = f16_to_f32(f32_to_f16(v[c]));
 }
