@@ -540,6 +540,55 @@ def test_dequant_bit_exact_through_identity(wbe, rng, g, dtype):
     np.testing.assert_array_equal(get(out), w.dequantize(DT[dtype]))
 
 
+def _dequant_sweep(dtype, symmetric, g, k, stride):
+    """A plain weight whose (scale, zero point) pairs are every `stride`-th finite scale of
+    `dtype` whose products with every code stay finite, times every zero point (8 only when
+    symmetric), each pair one group; the codes of a group run 0..15 (k % 16); and w16, the
+    dequantized weight by docs/w4a16.md's rule, computed here from that definition."""
+    dt = DT[dtype]
+    s = np.arange(0, 1 << 16, stride, dtype=np.uint32).astype(np.uint16).view(dt)
+    s = s[np.isfinite(s.astype(np.float32))].astype(np.float64)
+    s = s[np.abs(s) * 15 <= float(np.finfo(dt).max)]
+    zs = [8] if symmetric else list(range(16))
+    ps, pz = np.repeat(s, len(zs)), np.tile(np.array(zs, np.float64), s.size)
+    per_col = k // g
+    pad = -ps.size % per_col
+    ps, pz = np.concatenate([ps, ps[:pad]]), np.concatenate([pz, pz[:pad]])
+    n = ps.size // per_col
+    scales, zeros = ps.reshape(n, per_col).astype(dt), pz.reshape(n, per_col).astype(np.uint8)
+    codes = np.tile(np.arange(k) % 16, (n, 1)).astype(np.uint8)
+    q = (codes[:, 0::2] | codes[:, 1::2] << 4).astype(np.uint8)  # low nibble = even k
+    # (q - z) * s is exact in float64 (a 5-bit integer times an 11-bit mantissa): one rounding
+    w16 = ((codes - np.repeat(pz.reshape(n, per_col), g, axis=1)) * np.repeat(ps.reshape(n, per_col), g, axis=1))
+    w = gatednorm.W4A16Weight(q, scales, None if symmetric else zeros)
+    return w, w16.astype(np.float32).astype(dt)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("g,rows", [(32, 16), (32, 64), (128, 16), (128, 1)])
+def test_dequant_sweep_through_identity(wbe, dtype, symmetric, g, rows):
+    """Every finite scale (every 97th off the GPU) times every zero point and code, the
+    products finite: a = I (K x K) fed `rows` rows a call (16 / 1: the decode kernels, the
+    lean loop's at G = 128; 64: the tensor-core one), fp32 out, so each output is one w16 and
+    must equal it (the GPU's packed fma.rn rounding, its subnormal and largest scales, the
+    symmetric path's hard-coded 8, against the rule computed here; a review found only
+    scales of order 1 tested)."""
+    k = 128 if g == 128 else 64
+    w, w16 = _dequant_sweep(dtype, symmetric, g, k, 1 if wbe == "gpu" else 97)
+    placed = place(wbe, w, DT[dtype])
+    eye = np.eye(k, dtype=np.float32).astype(DT[dtype])
+    got = np.empty((k, w.n), F32)
+    for r0 in range(0, k, rows):
+        out = put(wbe, np.full((rows, w.n), np.nan, F32))
+        gatednorm.w4a16_matmul(put(wbe, eye[r0:r0 + rows]), placed, out=out)
+        got[r0:r0 + rows] = get(out)
+    want = w16.astype(np.float32).T
+    bad = np.argwhere(got != want)
+    assert bad.size == 0, "%d mismatches, first (k, n, got, want): %s" % (
+        len(bad), [(int(i), int(j), float(got[i, j]), float(want[i, j])) for i, j in bad[:5]])
+
+
 def test_deterministic(wbe, rng):
     n, k = (40, 256) if wbe != "gpu" else (256, 8192)  # GPU: few col tiles, long K: split-K
     W = rng.standard_normal((n, k)).astype(np.float32)
