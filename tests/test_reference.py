@@ -139,3 +139,42 @@ def test_fp32_range():
 def test_compare_nan_in_both_is_fine():
     ref = np.array([1.0, np.nan])
     assert reference.compare(np.array([1.0, np.nan], np.float32), ref).ok
+
+
+@pytest.mark.parametrize("fmt", ["e4m3fn", "e4m3fnuz"])
+@pytest.mark.parametrize("sf", ["fp32", "ue8m0"])
+def test_reference_codes_within_half_a_quantum(fmt, sf):
+    """The reference's own codes against its own scales by the rule the tests hold the
+    library to (fp8_codes_ok): a reference that scaled its codes wrongly was otherwise seen by
+    one test only (mutation review)."""
+    from gatednorm.testing import fp8_codes_ok
+
+    rng = np.random.default_rng(4)
+    y = rng.standard_normal((64, 512)) * 2.0 ** rng.integers(-8, 8, (64, 1))
+    q, s = reference.fp8_group_quant(y, 128, fp8_format=fmt, scale_format=sf)
+    ok, detail = fp8_codes_ok(q, y, s, fmt, None, 128)
+    assert ok, detail
+
+
+def test_reference_quantize_rounded():
+    """The reference's quantize_rounded quantizes y rounded to the copy's dtype (x's without
+    a copy) and so differs from the unrounded rule; tests replace it by the op's own copy, so
+    these branches were otherwise dead (mutation review)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((16, 4, 128)).astype(_dtypes.bfloat16)
+    z = rng.standard_normal((16, 4, 128)).astype(_dtypes.bfloat16)
+    w = np.ones(128, np.float32)
+    _, s0, _ = reference.rmsnorm_gated_fp8(x, z, w)
+    for cd in ("bf16", "fp16"):
+        q, s, y = reference.rmsnorm_gated_fp8(x, z, w, quantize_rounded=True, copy_dtype=cd)
+        yr = y.astype(_dtypes.to_numpy_dtype(cd)).astype(np.float64).reshape(16, 512)
+        q2, s2 = reference.fp8_group_quant(yr, 128)
+        assert np.array_equal(s, s2) and np.array_equal(q.view(np.uint8), q2.view(np.uint8))
+        assert not np.array_equal(s, s0)
+    xr = rng.standard_normal((16, 512)).astype(_dtypes.bfloat16)
+    for yd in ("bf16", "fp16"):
+        r = reference.add_rmsnorm(xr, None, np.ones(512, np.float32), fp8=True, quantize_rounded=True, y_dtype=yd)
+        q2, s2 = reference.fp8_group_quant(r["y"].astype(_dtypes.to_numpy_dtype(yd)).astype(np.float64), 128)
+        assert np.array_equal(r["scales"], s2) and np.array_equal(r["q"].view(np.uint8), q2.view(np.uint8))
+        plain = reference.add_rmsnorm(xr, None, np.ones(512, np.float32), fp8=True, y_dtype=yd)
+        assert not np.array_equal(r["scales"], plain["scales"])
