@@ -49,7 +49,11 @@
 // flag in buffers[r] written by another rank) gives up as a lost peer does (the abort word,
 // "out of step"), caught with probability 1 - 2^-16 a call and again at every later call.  A
 // flag past the epoch needs no check: that peer passed its own wait of this call, which read
-// this rank's tag at this epoch and found it the same.  The check adds no memory traffic.
+// this rank's tag at this epoch and found it the same (where every rank's buffer list is the
+// same; a list out of order on one rank is caught unless all 16 of its blocks lose that race).
+// The check adds no memory traffic.  What it cannot see: an extra call of the same shapes
+// launched on one rank only (its epoch and count move together), nor one rank replaying a
+// captured graph once more than its peers (a replay's tag is the capture's).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -285,11 +289,12 @@ __device__ __forceinline__ bool signal_and_wait(const ExArgs &a, int b, size_t a
     if (why) {
         line[0] = kCommAbortFlag;
         line[kCommGatheredOffset / 8] = kCommAbortFlag;
-        // The first reason stays where blocks race: a timeout or an out-of-step tag names the
-        // peer that caused it; a "peer gave up" is written only over nothing (a plain check, not
-        // an atomic: host memory).
+        // The first cause stays where blocks race (a plain check, not an atomic: host memory):
+        // a timeout or an out-of-step tag, naming the peer, is written over nothing or over a
+        // "peer gave up"; a "peer gave up" only over nothing.
         volatile uint32_t *word = a.abort_word;
-        if ((why & 0xff) != kAbortPeerGaveUp || *word == 0) *word = why;
+        const uint32_t had = *word;
+        if (had == 0 || ((had & 0xff) == kAbortPeerGaveUp && (why & 0xff) != kAbortPeerGaveUp)) *word = why;
     }
     __threadfence_system();
     return !why;
@@ -366,11 +371,14 @@ __global__ void GN_LAUNCH_BOUNDS(kExThreads, kExThreads) allreduce_exchange_kern
 using ExKernel = void (*)(ExArgs);
 
 // The tag rank r's flags carry in this call (the kernel's out-of-step check): a hash of what
-// every rank's call must share (the comm's call count, refused calls included, tokens,
-// hidden, dtype, algorithm) and of r, the writer.  splitmix64's finalizer over each word.
+// every rank's call must share (the comm's call count, refused calls and graph captures
+// included, tokens, hidden, dtype, algorithm, world size) and of r, the writer.  Each word
+// goes through splitmix64's finalizer before the next is folded in (folding the count and
+// the tokens together unmixed made (count, tokens) pairs of equal XOR collide: a review).
 uint16_t call_tag(const CommState &c, const AddRmsnormProblem &p, bool two_shot, int r) {
-    uint64_t h = c.calls;
-    for (const uint64_t v : {uint64_t(p.tokens), uint64_t(p.hidden), uint64_t(p.x_dtype) | uint64_t(two_shot) << 8 | uint64_t(r) << 16}) {
+    uint64_t h = 0;
+    for (const uint64_t v : {c.calls, uint64_t(p.tokens), uint64_t(p.hidden),
+                             uint64_t(p.x_dtype) | uint64_t(two_shot) << 8 | uint64_t(r) << 16 | uint64_t(c.world) << 24}) {
         h = (h ^ v) + 0x9e3779b97f4a7c15ull;
         h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
         h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;

@@ -177,7 +177,8 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream);
 //   [kCommFlags, kCommHeader)       one flag line per block, kCommFlagStride bytes apart, two
 //                                   uint64 in it (only this rank writes them; peers read them):
 //                                     +0 ready: the last epoch whose partial that block of this
-//                                        rank has written into its slot;
+//                                        rank has written into its slot (GPU: epoch << 16 |
+//                                        the call's tag, allreduce.hip);
 //                                     +kCommGatheredOffset gathered (two-shot): the last epoch
 //                                        whose share of the sum that block has written into
 //                                        this rank's reduced region (one-shot calls leave it
@@ -189,7 +190,9 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream);
 //                                   rank sums its share of the columns, peers read that share,
 //                                   and this rank copies the peers' shares in beside it.
 // The layout (and so gatednorm_comm_buffer_size) is the same for both algorithms.
-constexpr uint64_t kCommMagic = 0x31304d4d4f434e47ull;  // "GNCOMM01", the header's first uint64
+// "GNCOMM02", the header's first uint64; 02: the GPU flags' tag (a rank of an older library,
+// which read a tagged flag as an epoch far ahead, is refused at comm_create)
+constexpr uint64_t kCommMagic = 0x32304d4d4f434e47ull;
 constexpr size_t kCommFlags = 4096;
 constexpr int kCommMaxBlocks = 64;
 constexpr size_t kCommFlagStride = 64;

@@ -746,9 +746,9 @@ from gatednorm import _ffi
 from gatednorm._ffi import ffi
 from gatednorm.allreduce import _CommEntry
 how = sys.argv[1]
-W = 3 if how == "order" else 2
+W = {"order": 3, "two_shot": 4}.get(how, 2)
 dev = (gatednorm._runtime.gpu_device_type(), 0)
-g = AllReduceGroup.in_process(W, dev, max_tokens=4, hidden=256, dtype="float32")
+g = AllReduceGroup.in_process(W, dev, max_tokens=4, hidden=256, dtype="float32", algorithm="two_shot" if how == "two_shot" else "auto")
 if how == "order":  # rank 2's list puts rank 1's buffer at 0 and rank 0's at 1
     lib = _ffi.lib()
     bufs = g[0]._buffers.buffers
@@ -761,7 +761,7 @@ a = lambda shape, v, dt=np.float32: gatednorm.DeviceArray.from_numpy(np.full(sha
 w = a(256, 1.0)
 args = []
 for r in range(W):
-    t = 2 if how == "tokens" and r == 0 else 4
+    t = 2 if how in ("tokens", "two_shot") and r == 0 else 4
     dt = gatednorm._dtypes.bfloat16 if how == "dtype" and r == 0 else np.float32
     args.append((a((t, 256), 1.0 + r, dt), a((t, 256), 5.0, dt), a((t, 256), 7.0, dt)))
 if how == "refused":  # refused on rank 0 only: its next call is its second
@@ -790,12 +790,13 @@ print(repr((waited, errs, untouched)))
 """
 
 
-@pytest.mark.parametrize("how", ["refused", "empty", "tokens", "dtype", "order"])
+@pytest.mark.parametrize("how", ["refused", "empty", "tokens", "dtype", "order", "two_shot"])
 def test_gpu_out_of_step_is_caught(requires_gpu, how):
-    """Regression: the GPU exchange checked nothing, so a call refused or made on one rank only,
-    or of other shapes, or a C caller's buffer list out of rank order, paired the ranks' data
+    """Regression: the GPU exchange checked nothing, so a call refused or empty on one rank
+    only, or of other shapes, or a C caller's buffer list out of rank order, paired the ranks' data
     wrongly without a word (the CPU backend compares signatures).  Each flag now carries a tag
-    of the call and of its writer: the rank that finds a peer's tag wrong gives up at once
+    of the call and of its writer ("two_shot": other tokens on rank 0 of 4, reduce-scatter +
+    all-gather): the rank that finds a peer's tag wrong gives up at once
     (well before the timeout) naming the peer, writes nothing, and its peers give up with it
     (for "order", only rank 2's list is wrong: the others may finish that call)."""
     env = dict(os.environ, GATEDNORM_COMM_TIMEOUT_S="20")

@@ -474,7 +474,12 @@ GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8(const gatednorm_tensor 
  * Every rank must make the same sequence of calls with the same shapes and options; a call
  * returns (CPU) or its kernels finish (GPU) only when every rank has made the matching call, or once a rank has
  * waited GATEDNORM_COMM_TIMEOUT_S and given up (gatednorm_comm_check): then that call's outputs, a residual updated
- * in place and the outputs of calls enqueued since are not valid, and the comm is unusable. */
+ * in place and the outputs of calls enqueued since are not valid, and the comm is unusable.  Ranks out of step are
+ * found at once where the matched calls differ in the comm's call count (every call counts, refused and empty ones
+ * and graph captures too; the count belongs to the comm), tokens, hidden, dtype, algorithm or world size (CPU: the
+ * calls' signatures; GPU: a 16-bit tag in the exchange's flags, missing a difference once in 65536), with the same
+ * error; an extra call of the same shapes on one rank, or one more replay of a captured graph, cannot be told from
+ * a matching one. */
 #define GATEDNORM_COMM_HANDLE_BYTES 64
 #define GATEDNORM_COMM_MAX_WORLD_SIZE 8
 
@@ -496,16 +501,16 @@ GATEDNORM_API gatednorm_status gatednorm_comm_buffer_close(gatednorm_device devi
 GATEDNORM_API gatednorm_status gatednorm_comm_buffer_free(gatednorm_device device, void *buffer);
 /* A communicator for `rank` of world_size (1 .. GATEDNORM_COMM_MAX_WORLD_SIZE; 1 is the plain op) over buffers[0..W)
  * of buffer_bytes each, in rank order (CPU: each comm claims buffers[rank] for its rank and a call refuses a list
- * whose buffers[q] another rank claimed; GPU: the exchange kernel finds it by the tag in each rank's flags and
- * gives up, gatednorm_comm_check).  Holds no resource but host memory; the buffers must outlive it.  GPU: when two or
+ * whose buffers[q] another rank claimed; GPU: the exchange kernel finds a peer's flags carrying another rank's tag
+ * and gives up, gatednorm_comm_check; a list naming one buffer as two ranks' is found only by the timeout).  Holds no resource but host memory; the buffers must outlive it.  GPU: when two or
  * more of the buffers live on the comm's GPU (ranks as streams of one process, or processes sharing a GPU),
  * their exchange kernels wait on each other and must all be resident at once; a GPU that cannot hold
  * them is refused (GATEDNORM_STATUS_UNSUPPORTED naming buffers) rather than left to hang. */
 GATEDNORM_API gatednorm_status gatednorm_comm_create(int32_t rank, int32_t world_size, void *const *buffers, size_t buffer_bytes, gatednorm_device device, gatednorm_comm **comm);
 GATEDNORM_API gatednorm_status gatednorm_comm_destroy(gatednorm_comm *comm);
 /* SUCCESS while comm is usable; else why not (a CPU rank found the ranks out of step or waited
- * past GATEDNORM_COMM_TIMEOUT_S; a GPU exchange kernel waited that long for a peer, or saw a
- * peer give up, and returned, its call's outputs not valid), the same error every later call on comm
+ * past GATEDNORM_COMM_TIMEOUT_S; a GPU exchange kernel found a peer's call out of step, waited
+ * that long for a peer, or saw a peer give up, and returned, its call's outputs not valid), the same error every later call on comm
  * returns.  A GPU kernel that gives up is only seen by the host after it ran: check here after
  * synchronizing (e.g. after replaying a CUDA graph, whose calls check nothing). */
 GATEDNORM_API gatednorm_status gatednorm_comm_check(const gatednorm_comm *comm);
@@ -528,9 +533,9 @@ typedef enum gatednorm_allreduce_algorithm {
 } gatednorm_allreduce_algorithm;
 
 /* Sets the algorithm (gatednorm_allreduce_algorithm) of comm's later calls; AUTO until set.
- * Every rank must set the same before the same call: ranks on different algorithms wait on
- * each other until GATEDNORM_COMM_TIMEOUT_S (default 600 s) has passed (a CPU rank gives up
- * sooner once a peer's process has exited); then the comm is unusable (gatednorm_comm_check).  With world_size
+ * Every rank must set the same before the same call: ranks on different algorithms are found
+ * out of step at that call (the algorithm is part of its signature / tag, above) and the comm
+ * is unusable from then on (gatednorm_comm_check).  With world_size
  * 1 every algorithm is the same (there are no peers).  Not while a call on comm is running
  * (calls on one comm are ordered anyway).  On error (comm NULL, algorithm not one of the
  * enum's values) the comm is left as it was. */

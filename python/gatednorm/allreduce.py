@@ -247,7 +247,8 @@ class AllReduceGroup:
     def check(self):
         """Raises GatedNormError if this rank's communicator is unusable: a CPU rank found the
         ranks out of step or waited past GATEDNORM_COMM_TIMEOUT_S (600 s by default); a GPU
-        exchange kernel waited that long for a peer, or saw a peer give up, and returned (that
+        exchange kernel found a peer's call out of step (docs/allreduce.md), waited that long
+        for a peer, or saw a peer give up, and returned (that
         call's outputs, a residual updated in place, and those of calls made since, are not
         valid).  Every later call raises the same.  A GPU kernel's
         giving up is seen after it ran: check after synchronizing, e.g. after replaying a
