@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 import weakref
 from pathlib import Path
 
@@ -1014,3 +1015,90 @@ def test_malformed_producers_are_refused_naming_the_argument(xzw):
     out = np.full(SHAPE, NAN, np.float32)
     gatednorm.rmsnorm_gated(x, ArrayIface(z), w, out=out)  # the same interface without a mask: fine
     check_result(out, x, z, w)
+
+
+# ------------------------------------------------------------------ torch tensors on the CPU
+# torch is not a dependency: these run where it is installed (CI installs the CPU wheel for
+# them, .ci/run), on CPU tensors: the torch adapter, torch dtypes of new outputs (FP8 ones
+# included) and the autograd rule (a review found out= writes slipping past autograd).
+def _torch_cpu():
+    return pytest.importorskip("torch")
+
+
+def test_torch_cpu_every_op_matches_numpy(rng):
+    torch = _torch_cpu()
+    x = rng.standard_normal((5, 2, 128)).astype(_dtypes.bfloat16)
+    z = rng.standard_normal((5, 2, 128)).astype(_dtypes.bfloat16)
+    w = (rng.standard_normal(128) * 0.5 + 1).astype(np.float32)
+    tx, tz, tw = (torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16) if a.dtype == _dtypes.bfloat16
+                  else torch.from_numpy(a.copy()) for a in (x, z, w))
+    with torch.inference_mode():
+        y = gatednorm.rmsnorm_gated(tx, tz, tw)
+        assert isinstance(y, torch.Tensor) and y.dtype == torch.bfloat16 and y.shape == tx.shape
+        assert y.view(torch.int16).numpy().tobytes() == gatednorm.rmsnorm_gated(x, z, w).tobytes()
+        q, s = gatednorm.rmsnorm_gated_fp8(tx, tz, tw, scale_layout="col_pad4")
+        qn, sn = gatednorm.rmsnorm_gated_fp8(x, z, w)
+        assert q.dtype == torch.float8_e4m3fn and s.dtype == torch.float32 and s.stride() == (1, 8)
+        assert q.view(torch.uint8).numpy().tobytes() == qn.view(np.uint8).tobytes() and np.array_equal(s.numpy(), sn)
+        x2, r2 = tx.reshape(5, 256), tz.reshape(5, 256).clone()
+        out = gatednorm.add_rmsnorm(x2, r2, torch.ones(256), fp8=True, fp8_format="e4m3fnuz")
+        want = gatednorm.add_rmsnorm(x.reshape(5, 256), z.reshape(5, 256).copy(), np.ones(256, np.float32), fp8=True,
+                                     fp8_format="e4m3fnuz")
+        assert out.residual is r2 and out.q.dtype == torch.float8_e4m3fnuz
+        for got, exp in zip(out, want):
+            assert got.view(torch.uint8 if got.element_size() == 1 else torch.int16 if got.element_size() == 2
+                            else torch.int32).numpy().tobytes() == np.asarray(exp).tobytes()
+        # W4A16 with an act-order weight: torch activations permuted without a warning (torch
+        # warned that the weight's read-only permutation was made a tensor, review)
+        wq = gatednorm.W4A16Weight.from_float(rng.standard_normal((32, 256)).astype(np.float32), 32, False)
+        wq = gatednorm.W4A16Weight(*wq.to_plain(), perm=rng.permutation(256))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            o = gatednorm.w4a16_matmul(x2, wq)
+        assert o.view(torch.int16).numpy().tobytes() == gatednorm.w4a16_matmul(x.reshape(5, 256), wq).tobytes()
+
+
+def test_torch_cpu_outputs_under_autograd(rng):
+    """gatednorm records no autograd: with grad mode on, a tensor it would write that requires
+    grad is refused naming the argument, unwritten (the write slipped past autograd: wrong
+    gradients, silently; review); any other tensor it writes has its version counter bumped,
+    so a backward that saved it raises as after torch's own in-place ops; under no_grad both
+    are written as asked."""
+    torch = _torch_cpu()
+    x = torch.from_numpy(rng.standard_normal((4, 64)).astype(np.float32))
+    w = torch.ones(64)
+    a = torch.randn(4, 64, requires_grad=True)
+    h = a * 1.0  # a non-leaf that requires grad
+    for out, name in ((h, "out"), (a, "out")):
+        before = out.detach().clone()
+        with pytest.raises(gatednorm.GatedNormError, match=r"^out: a tensor that requires grad"):
+            gatednorm.rmsnorm_gated(x, None, w, out=out)
+        assert torch.equal(out.detach(), before)
+    r = torch.randn(4, 64, requires_grad=True) * 1.0
+    with pytest.raises(gatednorm.GatedNormError, match=r"^residual: a tensor that requires grad"):
+        gatednorm.add_rmsnorm(x, r, w)
+    # a tensor autograd saved (mul saves its other operand), then overwritten by gatednorm
+    c = torch.randn(4, 64)
+    loss = (a * c).sum()
+    v = c._version
+    gatednorm.rmsnorm_gated(x, None, w, out=c)
+    assert c._version > v
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+    with torch.no_grad():  # no autograd to protect: written as asked
+        y = gatednorm.rmsnorm_gated(x, None, w, out=a)
+    assert y is a and torch.equal(a.detach(), gatednorm.rmsnorm_gated(x, None, w))
+    assert not gatednorm.rmsnorm_gated(x, None, torch.ones(64, requires_grad=True)).requires_grad
+
+
+def test_torch_cpu_unreadable_layouts_and_fp8_names(rng):
+    """A sparse tensor raised torch's own RuntimeError, naming nothing; an FP8 dtype the op does
+    not take was named "dtype code 12 bits 8" (review): both name the argument and the thing."""
+    torch = _torch_cpu()
+    x = torch.randn(4, 64)
+    with pytest.raises(gatednorm.GatedNormError, match=r"^x: a torch tensor of layout torch.sparse_coo"):
+        gatednorm.rmsnorm_gated(x.to_sparse(), None, torch.ones(64))
+    q = torch.zeros(4, 128, dtype=torch.float8_e5m2)
+    with pytest.raises(gatednorm.GatedNormError, match=r"q: dtype float8_e5m2"):
+        gatednorm.group_quant_fp8(torch.randn(4, 128), q=q)
+

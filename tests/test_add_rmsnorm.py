@@ -426,6 +426,18 @@ def test_residual_store_is_rne_everywhere(be, rd):
     assert bad.size == 0, [(float(x[~nan][i]), hex(got.view(np.uint16)[~nan][i]), hex(want.view(np.uint16)[~nan][i])) for i in bad[:5]]
 
 
+def test_residual_out_takes_a_read_only_residual(rng):
+    """With residual_out the residual is read only, so a read-only array is taken (refused as
+    an output before, review); in place it is refused naming residual, nothing written."""
+    x, r, w = inputs(rng, (3, 256))
+    r.flags.writeable = False
+    want = reference.add_rmsnorm(x, r, w)
+    out = gatednorm.add_rmsnorm(x, r, w, residual_out=np.full(r.shape, POISON_VALUE, r.dtype))
+    assert same_values(out.residual, want["residual"]) and reference.compare(out.y, want["y"], x.dtype).ok
+    y = np.full(x.shape, POISON_VALUE, x.dtype)
+    bad(lambda: gatednorm.add_rmsnorm(x, r, w, y_out=y), "residual", [y])
+
+
 # A y past fp32's range (a huge weight): the library's fp32 y is infinite there, so the group
 # gets a NaN scale and NaN codes and the fp32 copy holds the infinity; the reference models
 # fp32's range (reference.fp32_range), so run() checks every output against it.  (It once

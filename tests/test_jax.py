@@ -90,6 +90,38 @@ def test_jax_out_refused(rng):
     assert np.array_equal(np.array(jx), x)
 
 
+def test_jax_residual_read_only_with_residual_out(rng):
+    """add_rmsnorm with residual_out reads the residual only: a jax residual is taken (it was
+    refused as immutable, review), and in place it is refused naming residual, unwritten."""
+    x = rng.standard_normal((4, 256)).astype(np.float32)
+    r = rng.standard_normal((4, 256)).astype(np.float32)
+    w = np.ones(256, np.float32)
+    jr = jnp.asarray(r)
+    out = gatednorm.add_rmsnorm(jnp.asarray(x), jr, w, residual_out=np.full_like(r, 7.0))
+    want = gatednorm.add_rmsnorm(x, r.copy(), w)
+    assert np.array_equal(out.residual, want.residual) and np.array_equal(np.asarray(out.y), np.asarray(want.y))
+    with pytest.raises(gatednorm.GatedNormError, match=r"^residual:"):
+        gatednorm.add_rmsnorm(jnp.asarray(x), jr, w)
+    assert np.array_equal(np.array(jr), r)
+
+
+def test_jax_tracer_is_refused_with_advice(rng):
+    """A jax array inside jax.jit is a tracer with no data: refused naming x and pointing to
+    jax.pure_callback (it said "has __dlpack__ but no __dlpack_device__", review)."""
+    x, z, w = inputs(rng, "fp32")
+    msgs = []
+
+    def f(a):
+        try:
+            gatednorm.rmsnorm_gated(a, np.asarray(z), np.asarray(w))
+        except gatednorm.GatedNormError as e:
+            msgs.append(str(e))
+        return a
+
+    jax.jit(f)(jnp.asarray(x))
+    assert msgs and msgs[0].startswith("x: a jax tracer") and "pure_callback" in msgs[0], msgs
+
+
 def _gated_norm_callback(x, z, w):
     """The host function jax calls: numpy arrays in, a numpy array out."""
     return gatednorm.rmsnorm_gated(np.asarray(x), np.asarray(z), np.asarray(w))

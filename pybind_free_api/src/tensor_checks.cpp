@@ -46,10 +46,19 @@ std::string dtype_name(const gatednorm_dtype &dt) {
         case 3: return "opaque handle";  // DLPack's kDLOpaqueHandle
         case 5: base = "complex"; break;  // DLPack's kDLComplex
         case 6: if (dt.bits == 8 && dt.lanes == 1) return "bool"; base = "bool"; break;  // kDLBool
+        // DLPack 1.1's other narrow floats, named as their producers name them
+        case 7: return "float8_e3m4";
+        case 8: return "float8_e4m3";
+        case 9: return "float8_e4m3b11fnuz";
+        case 12: return "float8_e5m2";
+        case 13: return "float8_e5m2fnuz";
+        case 15: return "float6_e2m3fn";
+        case 16: return "float6_e3m2fn";
+        case 17: return "float4_e2m1fn";
     }
     char buf[48];
     if (base) snprintf(buf, sizeof buf, "%s%d", base, dt.bits);
-    else snprintf(buf, sizeof buf, "dtype code %d bits %d", dt.code, dt.bits);
+    else snprintf(buf, sizeof buf, "DLPack code %d (%d bits)", dt.code, dt.bits);
     if (dt.lanes != 1) snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "x%d", dt.lanes);
     return buf;
 }

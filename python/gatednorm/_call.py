@@ -250,7 +250,7 @@ def _from_numpy_strided(a, name):
     return t
 
 
-_torch_state = None  # (dtype table, gpu device type, current-stream function)
+_torch_state = None  # (dtype table, gpu device type, current-stream function, is_grad_enabled, _increment_version)
 
 
 def _torch():
@@ -260,18 +260,39 @@ def _torch():
         gpu = _runtime.ROCM if getattr(torch.version, "hip", None) else _runtime.CUDA
         raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
         cur = raw if raw is not None else (lambda i: torch.cuda.current_stream(i).cuda_stream)
-        _torch_state = (_dtypes.torch_dtype_table(torch), gpu, cur)
+        _torch_state = (_dtypes.torch_dtype_table(torch), gpu, cur, torch._C.is_grad_enabled, torch._C._increment_version)
     return _torch_state
 
 
+def _torch_output_under_grad(x, name, bump):
+    """A tensor the call writes while torch records autograd: gatednorm has none, so one that
+    requires grad is refused (its graph would miss the write: wrong gradients, silently), and
+    any other has its version counter bumped, as torch's own in-place ops do, so a backward
+    that saved it raises instead of using the new values.  (Under no_grad / inference_mode
+    nothing is checked or bumped: a call's host time stays what #11 measures.)"""
+    if x.requires_grad:
+        _fail(name, "a tensor that requires grad, written with torch's grad mode on: gatednorm records no autograd "
+                    "(its outputs never require grad); call it under torch.no_grad() or torch.inference_mode(), "
+                    "or pass a tensor that does not require grad")
+    if not x.is_inference():
+        bump(x)
+
+
 def _from_torch(x, name, writable, sc, i, s, hold):
-    table, gpu, _ = _torch_state or _torch()
+    table, gpu, _, grad_on, bump = _torch_state or _torch()
+    if writable and grad_on():
+        _torch_output_under_grad(x, name, bump)
     dl = table.get(x.dtype)
     dev = x.get_device()  # -1 on the CPU; one call instead of is_cuda + get_device
     if dl is None or (dev < 0 and not x.is_cpu):  # other dtypes or devices: what DLPack says
         return _from_dlpack(x, name, writable, sc, i, s, hold)
     shape = x.shape
-    _rank(name, len(shape)).pack_into(sc.mv, i * _DESC_BYTES, x.data_ptr(), gpu if dev >= 0 else 1, dev if dev >= 0 else 0,
+    try:
+        ptr = x.data_ptr()
+    except RuntimeError as e:  # no strided storage (sparse, nested, ...): torch's own error names no argument
+        _fail(name, "a torch tensor of layout %s, whose data cannot be read as a strided array (%s)"
+              % (x.layout, str(e).split("\n")[0]))
+    _rank(name, len(shape)).pack_into(sc.mv, i * _DESC_BYTES, ptr, gpu if dev >= 0 else 1, dev if dev >= 0 else 0,
                                       len(shape), dl[0], dl[1], 1, *shape, *x.stride(), 0)
     return sc.ptrs[i]
 
@@ -488,8 +509,12 @@ def _from_array_iface(x, name, writable, sc, i, s, hold):
 def _from_probe(x, name, writable, sc, i, s, hold):
     k = kind_of(x)
     if k == PROBE:  # none of the protocols whole (e.g. __dlpack__ without __dlpack_device__)
+        tp = type(x)
+        if tp.__module__.split(".")[0] in _IMMUTABLE_MODULES and "Tracer" in tp.__name__:
+            _fail(name, "a jax tracer (%s): inside jax.jit, vmap or grad an array has no data yet; call gatednorm "
+                        "from jax.pure_callback (docs/ops.md, JAX)" % tp.__name__)
         _fail(name, "%s has __dlpack__ but no __dlpack_device__ (DLPack asks for both), and no array interface"
-              % type(x).__name__)
+              % tp.__name__)
     return _ADAPTERS[k](x, name, writable, sc, i, s, hold)
 
 
@@ -626,6 +651,8 @@ class Entry:
                  c_names: dict | None = None, params_keywords: bool = False, label: str | None = None):
         self.function = function
         self.c_names = dict(c_names or {})
+        self._params_keywords = params_keywords
+        self._variants: dict = {}
         self._rename = _renamer(self.c_names, params_keywords)
         self.short = label or (function[len("gatednorm_"):] if function.startswith("gatednorm_") else function)
         self.params_type = params_type
@@ -640,6 +667,19 @@ class Entry:
         # binds at import (compile_now: ops.py keeps `call` in a global, saving the attribute
         # lookup on the host path #11 measures).
         self.call = self._compile() if compile_now else self._compile_and_call
+
+    def with_outputs(self, outputs: tuple) -> "Entry":
+        """This entry with ``outputs`` as the arguments it writes (made once, then cached):
+        add_rmsnorm writes its residual only in place, so with residual_out given the
+        residual is read only, and may be read-only (a JAX array, a read-only numpy view)."""
+        e = self._variants.get(outputs)
+        if e is None:
+            e = self._variants[outputs] = self._variant(outputs)
+        return e
+
+    def _variant(self, outputs):
+        return Entry(self.function, self.params_type, self.names, outputs, c_names=self.c_names,
+                     params_keywords=self._params_keywords, label=self.short)
 
     def _raise_error(self, status, function):
         _ffi.raise_error(status, function, self._rename)

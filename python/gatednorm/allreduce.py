@@ -41,22 +41,27 @@ _ALGORITHMS = {"auto": 0, "one_shot": 1, "two_shot": 2}
 class _CommEntry(_call.Entry):
     """gatednorm_allreduce_add_rmsnorm with this group's comm bound as its first argument."""
 
-    def __init__(self, comm):
+    def __init__(self, comm, outputs=("residual", "residual_out", "y_out", "q", "scales"), counter=None):
         self._comm = comm
+        self._counter = counter or [0]  # shared with the with_outputs variants: one count a comm
         super().__init__("gatednorm_allreduce_add_rmsnorm", "gatednorm_add_rmsnorm_params", _ADD_ENTRY.names,
-                         outputs=("residual", "residual_out", "y_out", "q", "scales"),
-                         c_names=_ADD_ENTRY.c_names, params_keywords=True)
+                         outputs=outputs, c_names=_ADD_ENTRY.c_names, params_keywords=True)
+
+    def _variant(self, outputs):
+        return _CommEntry(self._comm, outputs, self._counter)
 
     def _bind(self, raw):
-        comm = self._comm
+        comm, counter = self._comm, self._counter
 
         def fn(*a):
-            self.c_calls += 1  # what the library counted: add_rmsnorm pairs its own refusals with it
+            counter[0] += 1  # what the library counted: add_rmsnorm pairs its own refusals with it
             return raw(comm, *a)
 
         return fn
 
-    c_calls = 0
+    @property
+    def c_calls(self):
+        return self._counter[0]
 
 
 def _release(comm, device, own, peers):

@@ -174,6 +174,8 @@ _ADD_ARGS = dict(names=("x", "residual", "weight", "residual_out", "y_out", "q",
                  outputs=("residual", "residual_out", "y_out", "q", "scales"), c_names={"y": "y_out"},
                  params_keywords=True)
 _ADD_ENTRY = _call.Entry("gatednorm_add_rmsnorm", "gatednorm_add_rmsnorm_params", **_ADD_ARGS)
+# With residual_out given the residual is an input only (Entry.with_outputs).
+_OUT_OF_PLACE_OUTPUTS = ("residual_out", "y_out", "q", "scales")
 # rmsnorm is add_rmsnorm without a residual; its errors say rmsnorm.
 _RMSNORM_ENTRY = _call.Entry("gatednorm_add_rmsnorm", "gatednorm_add_rmsnorm_params", **_ADD_ARGS, label="rmsnorm")
 _GQ_ENTRY = _call.Entry("gatednorm_group_quant_fp8", "gatednorm_group_quant_fp8_params", ("x", "q", "scales"),
@@ -284,8 +286,10 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
     ydt = _float_out_dtype(y_dtype, "y_dtype", "y", y_out, "y_out")
     if ydt is not None and not want_y:  # it would be ignored; quantize_rounded rounds to x's dtype then
         raise argument_error("y_dtype: given with y=False (no y is written)")
-    if residual_out is not None and residual is None:
-        raise argument_error("residual_out: given without a residual (there is no sum to store)")
+    if residual_out is not None:
+        if residual is None:
+            raise argument_error("residual_out: given without a residual (there is no sum to store)")
+        entry = entry.with_outputs(_OUT_OF_PLACE_OUTPUTS)
     xd = x
     if (want_y and y_out is None) or (want_q and (q is None or scales is None)):
         xd = _call.described(x)  # read once for every output made here

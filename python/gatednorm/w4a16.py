@@ -559,7 +559,8 @@ def _apply_perm(a, w):
         p = w._perm_dev.get(key)
         if p is None:
             torch = sys.modules["torch"]
-            p = w._perm_dev[key] = torch.as_tensor(w.perm, device=a.device)
+            # a copy: w.perm is read-only, which torch.as_tensor warns about (it cannot say so)
+            p = w._perm_dev[key] = torch.tensor(w.perm, device=a.device)
         return a.index_select(1, p)
     raise argument_error("a: the weight is act-order (w.perm set) and w4a16_matmul permutes numpy and torch "
                          "activations only; permute a yourself (a[:, w.perm]) and multiply by the weight without its "

@@ -30,8 +30,8 @@ def _parse_cuda_as_cpu(device, name="device"):
 
 
 _runtime.parse_device = _parse_cuda_as_cpu
-_table, _gpu_type, _current = _call._torch()
-_call._torch_state = (_table, _runtime.CPU, _current)  # torch "cuda" tensors run on the CPU backend
+_state = _call._torch()
+_call._torch_state = (_state[0], _runtime.CPU) + _state[2:]  # torch "cuda" tensors run on the CPU backend
 # W4A16Weight.to("cuda:N"): the weight stays plain, as the CPU backend's w4a16_matmul takes it
 gatednorm.W4A16Weight.to = lambda self, device, dtype="bfloat16", stream=None: self
 bench.COPY_ELEMS = {False: 1 << 16, True: 1 << 16}
