@@ -43,11 +43,11 @@
 // code over a narrower column range, and the gather and second barrier are one branch.
 // Out of step: a flag holds the epoch in its high 48 bits and a 16-bit tag of the call in its
 // low 16, a hash (host side, call_tag) of the comm's call count (refused calls too), tokens,
-// hidden, dtype, algorithm and the writing rank.  A waiter that finds a peer's flag at exactly
-// its epoch compares the peer's tag with the one its own call expects of that rank: a call
-// refused or made on one rank only, other shapes, or a buffer list out of rank order (the
-// flag in buffers[r] written by another rank) gives up as a lost peer does (the abort word,
-// "out of step"), caught with probability 1 - 2^-16 a call and again at every later call.  A
+// hidden, dtype, algorithm, world size and the writing rank.  A waiter that finds a peer's
+// flag at exactly its epoch compares the peer's tag with the one its own call expects of that
+// rank: a call refused or empty on one rank only, other shapes, or a buffer list out of rank
+// order (the flag in buffers[r] written by another rank) gives up as a lost peer does (the
+// abort word, "out of step"), caught with probability 1 - 2^-16 a call.  A
 // flag past the epoch needs no check: that peer passed its own wait of this call, which read
 // this rank's tag at this epoch and found it the same (where every rank's buffer list is the
 // same; a list out of order on one rank is caught unless all 16 of its blocks lose that race).

@@ -512,7 +512,7 @@ def _from_probe(x, name, writable, sc, i, s, hold):
         tp = type(x)
         if tp.__module__.split(".")[0] in _IMMUTABLE_MODULES and "Tracer" in tp.__name__:
             _fail(name, "a jax tracer (%s): inside jax.jit, vmap or grad an array has no data yet; call gatednorm "
-                        "from jax.pure_callback (docs/ops.md, JAX)" % tp.__name__)
+                        "from jax.pure_callback (docs/frameworks.md)" % tp.__name__)
         _fail(name, "%s has __dlpack__ but no __dlpack_device__ (DLPack asks for both), and no array interface"
               % tp.__name__)
     return _ADAPTERS[k](x, name, writable, sc, i, s, hold)
