@@ -1,6 +1,7 @@
 """The docs' CPU examples run as written: README.md's first Python block (a new user's first
 step; the review of 2026-12-04 found the README's one block unrunnable without a GPU and
-torch) and docs/allreduce.md's two-process AllReduceGroup."""
+torch), docs/allreduce.md's two-process AllReduceGroup and, where torch is installed,
+docs/frameworks.md's torch.compile recipe."""
 import os
 import re
 import subprocess
@@ -40,3 +41,17 @@ def test_allreduce_doc_example_runs(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(gatednorm.__file__).parents[1])] + sys.path))
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_frameworks_torch_cpu_compile_recipe_runs(tmp_path):
+    import pytest
+
+    pytest.importorskip("torch")
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "frameworks.md").read_text(), re.S)
+    assert blocks and "fullgraph=True" in blocks[0]
+    script = tmp_path / "frameworks_example.py"
+    script.write_text(blocks[0])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(gatednorm.__file__).parents[1])] + sys.path))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+
