@@ -32,26 +32,24 @@ def test_readme_cpu_example_runs():
     assert isinstance(env["y"], np.ndarray) and env["y"].shape == env["x"].shape
 
 
-def test_allreduce_doc_example_runs(tmp_path):
-    text = (ROOT / "docs" / "allreduce.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert blocks and "AllReduceGroup" in blocks[0]
-    script = tmp_path / "allreduce_example.py"
+def _run_first_block(doc, must_hold, tmp_path, timeout):
+    """Runs the first python block of docs/``doc`` as a script (the installed package first on
+    the path), after checking it holds ``must_hold``."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / doc).read_text(), re.S)
+    assert blocks and must_hold in blocks[0]
+    script = tmp_path / (doc.replace(".md", "_example.py"))
     script.write_text(blocks[0])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(gatednorm.__file__).parents[1])] + sys.path))
-    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=timeout)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_allreduce_doc_example_runs(tmp_path):
+    _run_first_block("allreduce.md", "AllReduceGroup", tmp_path, 120)
 
 
 def test_frameworks_torch_cpu_compile_recipe_runs(tmp_path):
     import pytest
 
     pytest.importorskip("torch")
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "frameworks.md").read_text(), re.S)
-    assert blocks and "fullgraph=True" in blocks[0]
-    script = tmp_path / "frameworks_example.py"
-    script.write_text(blocks[0])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(gatednorm.__file__).parents[1])] + sys.path))
-    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
-
+    _run_first_block("frameworks.md", "fullgraph=True", tmp_path, 600)
