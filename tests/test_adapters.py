@@ -1048,6 +1048,12 @@ def test_torch_cpu_every_op_matches_numpy(rng):
         for got, exp in zip(out, want):
             assert got.view(torch.uint8 if got.element_size() == 1 else torch.int16 if got.element_size() == 2
                             else torch.int32).numpy().tobytes() == np.asarray(exp).tobytes()
+        ry = gatednorm.rmsnorm(x2, torch.ones(256), y_dtype="fp32").y
+        assert np.array_equal(ry.numpy(), gatednorm.rmsnorm(x.reshape(5, 256), np.ones(256, np.float32), y_dtype="fp32").y)
+        gq, gs = gatednorm.group_quant_fp8(x2, scale_format="e8m0_packed", scale_layout="col_pad4")
+        nq, ns = gatednorm.group_quant_fp8(x.reshape(5, 256), scale_format="e8m0_packed", scale_layout="col_pad4")
+        assert gq.dtype == torch.float8_e4m3fn and gs.dtype == torch.int32
+        assert gq.view(torch.uint8).numpy().tobytes() == nq.view(np.uint8).tobytes() and np.array_equal(gs.numpy(), ns)
         # W4A16 with an act-order weight: torch activations permuted without a warning (torch
         # warned that the weight's read-only permutation was made a tensor, review)
         wq = gatednorm.W4A16Weight.from_float(rng.standard_normal((32, 256)).astype(np.float32), 32, False)

@@ -463,8 +463,8 @@ GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8(const gatednorm_tensor 
  *   6. once every peer has opened it (a barrier), gatednorm_comm_buffer_unlink(device, mine), so
  *      that no name of it outlives the processes however they end (CPU: a killed process
  *      would leave its segment in /dev/shm; one killed before this step does, until the next
- *      CPU gatednorm_comm_buffer_alloc of the same user on the host, which removes the
- *      segments whose creating process has exited).
+ *      CPU gatednorm_comm_buffer_alloc of the same user in the same pid namespace, which
+ *      removes this library version's segments whose creating process has exited).
  * Ranks that share one address space (threads, or streams of one process on one GPU) skip the
  * handles and pass the same W buffers to W comms.  Teardown, once every rank's last call has
  * finished (GPU: each rank synchronizes its device, then the ranks meet in a barrier: a peer's
@@ -476,10 +476,10 @@ GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8(const gatednorm_tensor 
  * waited GATEDNORM_COMM_TIMEOUT_S and given up (gatednorm_comm_check): then that call's outputs, a residual updated
  * in place and the outputs of calls enqueued since are not valid, and the comm is unusable.  Ranks out of step are
  * found at once where the matched calls differ in the comm's call count (every call counts, refused and empty ones
- * and graph captures too; the count belongs to the comm), tokens, hidden, dtype, algorithm or world size (CPU: the
- * calls' signatures; GPU: a 16-bit tag in the exchange's flags, missing a difference once in 65536), with the same
- * error; an extra call of the same shapes on one rank, or one more replay of a captured graph, cannot be told from
- * a matching one. */
+ * and graph captures too; the count belongs to the comm), tokens, hidden, dtype or algorithm (CPU: the calls'
+ * signatures, INVALID_ARGUMENT; GPU: a 16-bit tag in the exchange's flags, which holds the world size too and misses
+ * a difference once in 65536, DEVICE_ERROR), and the comm is unusable; an extra call of the same shapes on one rank,
+ * or one more replay of a captured graph, cannot be told from a matching one. */
 #define GATEDNORM_COMM_HANDLE_BYTES 64
 #define GATEDNORM_COMM_MAX_WORLD_SIZE 8
 

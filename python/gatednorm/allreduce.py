@@ -119,8 +119,8 @@ class AllReduceGroup:
         max_tokens, hidden, dtype: the largest x of one call (max_tokens * hidden elements of
             dtype); larger calls are refused.  Every rank must pass the same.
         algorithm: "auto" (default), "one_shot" or "two_shot" (see the module docstring).  Every
-            rank must pass the same (the barrier exchange checks it: ranks on different
-            algorithms would wait on each other forever).
+            rank must pass the same (the barrier exchange checks it; a C caller's ranks on
+            different algorithms are found out of step at their first call).
     """
 
     def __init__(self, rank, world_size, exchange, device="cpu", *, max_tokens=128, hidden=8192, dtype="bfloat16",
