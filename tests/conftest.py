@@ -26,6 +26,10 @@ import pytest
 # (docs/allreduce.md, "Co-residency").  Real ranks on separate GPUs do not share queues.
 os.environ.setdefault("CUDA_DEVICE_MAX_CONNECTIONS", "32")
 os.environ.setdefault("GPU_MAX_HW_QUEUES", "16")  # ROCm's own (default 4): comm_create refuses W > it
+# A GPU exchange kernel whose peers never come waits this long before giving up (600 s by
+# default): a test that hangs that way fails in 2 minutes, not 10.  The tests that time the
+# give-up set their own in a subprocess.
+os.environ.setdefault("GATEDNORM_COMM_TIMEOUT_S", "120")
 
 try:
     import gatednorm  # noqa: F401

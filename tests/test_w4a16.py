@@ -548,6 +548,7 @@ def test_dequant_bit_exact_through_identity(wbe, rng, g, dtype):
     np.testing.assert_array_equal(get(out), w.dequantize(DT[dtype]))
 
 
+@functools.lru_cache(maxsize=4)  # the cases of one (dtype, symmetric, g) share it (~2 s each on the GPU sizes)
 def _dequant_sweep(dtype, symmetric, g, k, stride):
     """A plain weight whose (scale, zero point) pairs are every `stride`-th finite scale of
     `dtype` whose products with every code stay finite, times every zero point (8 only when
@@ -577,8 +578,9 @@ def _dequant_sweep(dtype, symmetric, g, k, stride):
 @pytest.mark.parametrize("g,rows", [(32, 16), (32, 64), (128, 16), (128, 1)])
 def test_dequant_sweep_through_identity(wbe, dtype, symmetric, g, rows):
     """Every finite scale (every 97th off the GPU) times every zero point and code, the
-    products finite: a = I (K x K) fed `rows` rows a call (16 / 1: the decode kernels, the
-    lean loop's at G = 128; 64: the tensor-core one), fp32 out, so each output is one w16 and
+    products finite: a = I (K x K) fed `rows` rows a call (on the GPU 16: the decode kernel,
+    1: the gemv kernel, whose dequant helpers the lean loop shares; 64: the tensor-core one;
+    K = 64 / 128 is too short for the lean loop itself), fp32 out, so each output is one w16 and
     must equal it (the GPU's packed fma.rn rounding, its subnormal and largest scales, the
     symmetric path's hard-coded 8, against the rule computed here; a review found only
     scales of order 1 tested)."""
