@@ -260,7 +260,10 @@ def _torch():
         gpu = _runtime.ROCM if getattr(torch.version, "hip", None) else _runtime.CUDA
         raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
         cur = raw if raw is not None else (lambda i: torch.cuda.current_stream(i).cuda_stream)
-        _torch_state = (_dtypes.torch_dtype_table(torch), gpu, cur, torch._C.is_grad_enabled, torch._C._increment_version)
+        # _increment_version: torch's own hook (torch.autograd.graph.increment_version calls it);
+        # a torch without it gets no bump (the requires-grad refusal still holds)
+        bump = getattr(torch._C, "_increment_version", None) or (lambda t: None)
+        _torch_state = (_dtypes.torch_dtype_table(torch), gpu, cur, torch._C.is_grad_enabled, bump)
     return _torch_state
 
 
