@@ -1108,3 +1108,45 @@ def test_torch_cpu_unreadable_layouts_and_fp8_names(rng):
     with pytest.raises(gatednorm.GatedNormError, match=r"q: dtype float8_e5m2"):
         gatednorm.group_quant_fp8(torch.randn(4, 128), q=q)
 
+
+@pytest.mark.parametrize("case", ["rmsnorm_gated", "rmsnorm_gated_fp8", "rmsnorm", "add_rmsnorm", "group_quant_fp8"])
+def test_torch_cpu_custom_ops(rng, case):
+    """gatednorm.torch_ops: each custom op passes torch.library.opcheck (its schema, fake
+    implementation, dtypes, shapes and strides, the residual's mutation, against the real
+    call), and a fullgraph torch.compile of it gives the eager function's bits."""
+    torch = _torch_cpu()
+    import gatednorm.torch_ops  # noqa: F401  (registers torch.ops.gatednorm.*)
+
+    op = getattr(torch.ops.gatednorm, case)
+    x = torch.randn(5, 4, 128, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    z = torch.randn(5, 4, 128, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    w = torch.rand(128, generator=torch.Generator().manual_seed(3)) + 0.5
+    x2, w2 = x.reshape(5, 512), torch.rand(512, generator=torch.Generator().manual_seed(4)) + 0.5
+    cases = {
+        "rmsnorm_gated": [((x, z, w), dict(out_dtype=torch.float32)), ((x, None, w), dict(norm_before_gate=False))],
+        "rmsnorm_gated_fp8": [((x, z, w), dict(scale_layout="col_pad4")),
+                              ((x, z, w), dict(fp8_format="e4m3fnuz", scale_format="e8m0_packed", scale_layout="col"))],
+        "rmsnorm": [((x2, w2), dict(y_dtype=torch.float32)), ((x2, w2), dict(eps=1e-3))],
+        "add_rmsnorm": [((x2, z.reshape(5, 512).clone(), w2), dict()), ((x2, z.reshape(5, 512).clone(), w2), dict(y_dtype=torch.float16))],
+        "group_quant_fp8": [((x2,), dict(group_size=64, scale_format="ue8m0", scale_layout="col")), ((x2,), dict())],
+    }[case]
+
+    def bits(t):
+        return t.view(torch.uint8 if t.element_size() == 1 else torch.int16 if t.element_size() == 2 else torch.int32).clone()
+
+    with torch.no_grad():
+        for args, kw in cases:
+            torch.library.opcheck(op, tuple(a.clone() if a is not None else None for a in args), kw,
+                                  test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+            eager_args = [a.clone() if a is not None else None for a in args]
+            comp_args = [a.clone() if a is not None else None for a in args]
+            want = op(*eager_args, **kw)
+            torch._dynamo.reset()  # each case its own compile (one code object: the recompile limit)
+            got = torch.compile(lambda *a: op(*a, **kw), fullgraph=True, backend="aot_eager")(*comp_args)
+            want, got = (want,) if isinstance(want, torch.Tensor) else want, (got,) if isinstance(got, torch.Tensor) else got
+            for g, e in zip(got, want):
+                assert g.dtype == e.dtype and g.shape == e.shape and g.stride() == e.stride()
+                assert torch.equal(bits(g), bits(e))
+            for a, b in zip(comp_args, eager_args):  # add_rmsnorm's residual updated alike
+                assert a is None or torch.equal(bits(a), bits(b))
+
