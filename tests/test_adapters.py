@@ -1150,3 +1150,37 @@ def test_torch_cpu_custom_ops(rng, case):
             for a, b in zip(comp_args, eager_args):  # add_rmsnorm's residual updated alike
                 assert a is None or torch.equal(bits(a), bits(b))
 
+
+def test_torch_cpu_custom_ops_dynamic_tokens_and_parameters(rng):
+    """One fullgraph graph serves every token count (the FP8 fakes once turned T into a
+    constant: a recompile per T, a hard failure past 8 under fullgraph=True; review), and a
+    weight that is an nn.Parameter compiles without no_grad (the ops' outputs are marked
+    non-differentiable) while add_rmsnorm refuses a residual that requires grad, by name."""
+    torch = _torch_cpu()
+    import gatednorm.torch_ops  # noqa: F401
+
+    ops = torch.ops.gatednorm
+    w = torch.rand(128) + 0.5
+    torch._dynamo.reset()
+    f = torch.compile(lambda x, z: ops.rmsnorm_gated_fp8(x, z, w, scale_layout="col_pad4"), fullgraph=True,
+                      backend="aot_eager")
+    g = torch.compile(lambda x: ops.group_quant_fp8(x.reshape(x.shape[0], -1), scale_layout="col"), fullgraph=True,
+                      backend="aot_eager")
+    for T in range(1, 13):
+        x = torch.randn(T, 4, 128).to(torch.bfloat16)
+        z = torch.randn(T, 4, 128).to(torch.bfloat16)
+        q, s = f(x, z)
+        qe, se = gatednorm.rmsnorm_gated_fp8(x, z, w, scale_layout="col_pad4")
+        assert torch.equal(q.view(torch.uint8), qe.view(torch.uint8)) and torch.equal(s, se) and s.stride() == se.stride()
+        q, s = g(x)
+        qe, se = gatednorm.group_quant_fp8(x.reshape(T, -1), scale_layout="col")
+        assert torch.equal(q.view(torch.uint8), qe.view(torch.uint8)) and torch.equal(s, se) and s.stride() == se.stride()
+    p = torch.nn.Parameter(torch.ones(512))
+    x = torch.randn(5, 512)
+    torch._dynamo.reset()
+    y = torch.compile(lambda a: ops.rmsnorm(a, p), fullgraph=True, backend="aot_eager")(x)
+    assert not y.requires_grad and torch.equal(y, gatednorm.rmsnorm(x, p.detach()).y)
+    r = torch.randn(5, 512, requires_grad=True)
+    with pytest.raises(gatednorm.GatedNormError, match=r"^residual: a tensor that requires grad"):
+        ops.add_rmsnorm(x, r, p)
+

@@ -3,10 +3,11 @@ and ``torch.export``: ``import gatednorm.torch_ops`` (it needs torch; ``import g
 never imports it) registers
 
     torch.ops.gatednorm.rmsnorm_gated(x, z, weight, eps, norm_before_gate, activation,
-                                      weight_offset, out_dtype) -> y
+                                      weight_offset, group_size, out_dtype) -> y
     torch.ops.gatednorm.rmsnorm_gated_fp8(x, z, weight, eps, norm_before_gate, activation,
                                           weight_offset, group_size, fp8_format, fp8_max,
-                                          amax_floor, scale_format, scale_layout) -> (q, scales)
+                                          amax_floor, scale_format, scale_layout,
+                                          quantize_rounded) -> (q, scales)
     torch.ops.gatednorm.rmsnorm(x, weight, eps, weight_offset, y_dtype) -> y
     torch.ops.gatednorm.add_rmsnorm(x, residual, weight, eps, weight_offset, y_dtype) -> y
         (residual updated in place: the op declares it mutated)
@@ -15,13 +16,16 @@ never imports it) registers
 
 with the keyword defaults of the Python functions of the same names (docs/ops.md); each op
 is the Python function, and its fake implementation allocates what the function allocates
-(dtypes, shapes and the scale layouts' strides), so the compiler sees the op as one opaque
-node (docs/frameworks.md).  No autograd (as the functions: docs/frameworks.md).  W4A16
-(its weight is an object, not a tensor) and the all-reduce are not registered.
+(dtypes, shapes, symbolic token counts and the scale layouts' strides), so the compiler
+sees the op as one opaque node (docs/frameworks.md).  No autograd, as the functions: the
+outputs are marked non-differentiable (a weight that is an nn.Parameter compiles), and
+add_rmsnorm refuses a residual that requires grad under grad mode.  W4A16 (its weight is
+an object, not a tensor) and the all-reduce are not registered.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -34,26 +38,33 @@ _LIB = "gatednorm"
 Tensor = torch.Tensor
 
 
-def _fake_quant(x, tok, row, group_size, fp8_format, scale_format, scale_layout):
-    """What ops_fp8 allocates for q and scales (its own _new_scales, so the same strides)."""
-    fmt = ops_fp8.FP8_FORMATS[fp8_format]
-    sfmt = ops_fp8.SCALE_FORMATS[scale_format]
+def _fake_quant(x, tok, row, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout):
+    """What ops_fp8 allocates for q and scales (shapes may be SymInts: no int())."""
+    _, fmt, sfmt, _ = ops_fp8._quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, False)
     q = x.new_empty(tuple(tok) + (row,), dtype=_dtypes.to_torch_dtype(torch, getattr(_dtypes, ops_fp8._Q_NAMES[fmt])))
     k = row // group_size if group_size > 0 else 0
     cols = (k + 3) // 4 if sfmt == 3 else k
-    scales = ops_fp8._new_scales(x, tuple(tok), cols, getattr(_dtypes, ops_fp8._SCALE_NAMES[sfmt]), scale_layout)
-    return q, scales
+    sdt = _dtypes.to_torch_dtype(torch, getattr(_dtypes, ops_fp8._SCALE_NAMES[sfmt]))
+    tok = tuple(tok)
+    if scale_layout == "row":
+        return q, x.new_empty(tok + (cols,), dtype=sdt)
+    T = math.prod(tok)
+    tp = (T + 3) // 4 * 4 if scale_layout == "col_pad4" else T
+    base = x.new_empty((cols, tp), dtype=sdt)
+    return q, base.as_strided(tok + (cols,), ops_fp8._col_strides(tok, tp))
 
 
 @torch.library.custom_op(_LIB + "::rmsnorm_gated", mutates_args=())
 def rmsnorm_gated(x: Tensor, z: Optional[Tensor], weight: Tensor, eps: float = 1e-6, norm_before_gate: bool = True,
-                  activation: str = "silu", weight_offset: float = 0.0, out_dtype: Optional[torch.dtype] = None) -> Tensor:
+                  activation: str = "silu", weight_offset: float = 0.0, group_size: Optional[int] = None,
+                  out_dtype: Optional[torch.dtype] = None) -> Tensor:
     return ops.rmsnorm_gated(x, z, weight, eps=eps, norm_before_gate=norm_before_gate, activation=activation,
-                             weight_offset=weight_offset, out_dtype=out_dtype)
+                             weight_offset=weight_offset, group_size=group_size, out_dtype=out_dtype)
 
 
 @rmsnorm_gated.register_fake
-def _(x, z, weight, eps=1e-6, norm_before_gate=True, activation="silu", weight_offset=0.0, out_dtype=None):
+def _(x, z, weight, eps=1e-6, norm_before_gate=True, activation="silu", weight_offset=0.0, group_size=None,
+      out_dtype=None):
     return x.new_empty(x.shape, dtype=out_dtype or x.dtype)
 
 
@@ -61,19 +72,22 @@ def _(x, z, weight, eps=1e-6, norm_before_gate=True, activation="silu", weight_o
 def rmsnorm_gated_fp8(x: Tensor, z: Optional[Tensor], weight: Tensor, eps: float = 1e-6, norm_before_gate: bool = True,
                       activation: str = "silu", weight_offset: float = 0.0, group_size: int = 128,
                       fp8_format: str = "e4m3fn", fp8_max: Optional[float] = None, amax_floor: float = 1e-10,
-                      scale_format: str = "fp32", scale_layout: str = "row") -> tuple[Tensor, Tensor]:
+                      scale_format: str = "fp32", scale_layout: str = "row", quantize_rounded: bool = False
+                      ) -> tuple[Tensor, Tensor]:
     q, s = ops_fp8.rmsnorm_gated_fp8(x, z, weight, eps=eps, norm_before_gate=norm_before_gate, activation=activation,
                                      weight_offset=weight_offset, group_size=group_size, fp8_format=fp8_format,
                                      fp8_max=fp8_max, amax_floor=amax_floor, scale_format=scale_format,
-                                     scale_layout=scale_layout)
+                                     scale_layout=scale_layout, quantize_rounded=quantize_rounded)
     return q, s
 
 
 @rmsnorm_gated_fp8.register_fake
 def _(x, z, weight, eps=1e-6, norm_before_gate=True, activation="silu", weight_offset=0.0, group_size=128,
-      fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32", scale_layout="row"):
-    tok, row = ops_fp8._token_dims(tuple(x.shape), 0)
-    return _fake_quant(x, tok, row, group_size, fp8_format, scale_format, scale_layout)
+      fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32", scale_layout="row",
+      quantize_rounded=False):
+    shape = tuple(x.shape)
+    tok, row = (shape[:-2], shape[-2] * shape[-1]) if len(shape) >= 3 else (shape[:-1], shape[-1] if shape else 0)
+    return _fake_quant(x, tok, row, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout)
 
 
 @torch.library.custom_op(_LIB + "::rmsnorm", mutates_args=())
@@ -108,4 +122,37 @@ def group_quant_fp8(x: Tensor, group_size: int = 128, fp8_format: str = "e4m3fn"
 @group_quant_fp8.register_fake
 def _(x, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32", scale_layout="row"):
     shape = tuple(x.shape)
-    return _fake_quant(x, shape[:-1], shape[-1] if shape else 0, group_size, fp8_format, scale_format, scale_layout)
+    return _fake_quant(x, shape[:-1], shape[-1] if shape else 0, group_size, fp8_format, fp8_max, amax_floor, scale_format,
+                       scale_layout)
+
+
+def _no_grad_setup(ctx, inputs, output):
+    # As the functions: the outputs never require grad (so AOTAutograd traces no backward).
+    ctx.mark_non_differentiable(*(output if isinstance(output, tuple) else (output,)))
+
+
+def _no_backward(ctx, *grads):
+    raise RuntimeError("gatednorm ops record no autograd")
+
+
+for _op in (rmsnorm_gated, rmsnorm_gated_fp8, rmsnorm, group_quant_fp8):  # add_rmsnorm mutates: not allowed
+    _op.register_autograd(_no_backward, setup_context=_no_grad_setup)
+
+
+def _add_rmsnorm_autograd(x, residual, weight, eps=1e-6, weight_offset=0.0, y_dtype=None):
+    # add_rmsnorm mutates residual, so register_autograd refuses it: an Autograd kernel that
+    # refuses what the function refuses and otherwise returns an output that needs no grad.
+    if torch.is_grad_enabled() and residual.requires_grad:
+        from ._ffi import argument_error
+        raise argument_error("residual: a tensor that requires grad, written with torch's grad mode on: "
+                             "gatednorm records no autograd; call it under torch.no_grad() or torch.inference_mode()")
+    with _BELOW_AUTOGRAD():
+        return torch.ops.gatednorm.add_rmsnorm.default(x, residual, weight, eps, weight_offset, y_dtype)
+
+
+try:  # private hooks of torch 2.x; without them the default (an op that does not refuse) stays
+    _BELOW_AUTOGRAD = torch._C._AutoDispatchBelowAutograd
+    _IMPL = torch.library.Library(_LIB, "IMPL")
+    _IMPL.impl("add_rmsnorm", _add_rmsnorm_autograd, "Autograd", allow_override=True)
+except (AttributeError, RuntimeError, TypeError):  # pragma: no cover - another torch
+    pass
