@@ -6,10 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 targets=${GATEDNORM_AMD_TARGETS:-gfx90a;gfx942;gfx950;gfx1151}
-# The ROCm root's tool, found without an absolute path: $ROCM_CHROOT, else ../shared/tools
-# beside this checkout, else beside the main checkout of a git worktree (the common .git
-# directory's parent), else beside the repository a clone was made from (origin, when it is
-# a local path: a clone under mktemp -d has no ../shared of its own).  None: exit 2.
+# The ROCm root's tool: any executable that runs its one argument, a shell command, inside a
+# Linux root with HIP 6.4 (clang 21) and CMake, with this checkout as the working directory.
+# $ROCM_CHROOT names it; else the development machines' copy is looked for as
+# shared/tools/rocm_chroot.sh in the folder holding this checkout, the main checkout of a git
+# worktree (the common .git directory's parent) or the repository a local clone was made
+# from (a clone under mktemp -d has none beside it).  None: exit 2.
 helper=shared/tools/rocm_chroot.sh
 chroot_tool=${ROCM_CHROOT:-}
 if [ -z "$chroot_tool" ]; then
