@@ -42,7 +42,7 @@
 // Two-shot is a run-time (block-uniform) flag, not a template argument: the sum is the same
 // code over a narrower column range, and the gather and second barrier are one branch.
 // Out of step: a flag holds the epoch in its high 48 bits and a 16-bit tag of the call in its
-// low 16, a hash (host side, call_tag) of the comm's call count (refused calls too), tokens,
+// low 16, a hash (host side, call_tags) of the comm's call count (refused calls too), tokens,
 // hidden, dtype, algorithm, world size and the writing rank.  A waiter that finds a peer's
 // flag at exactly its epoch compares the peer's tag with the one its own call expects of that
 // rank: a call refused or empty on one rank only, other shapes, or a buffer list out of rank
@@ -84,7 +84,7 @@ struct ExArgs {
     int32_t fused;     // the block normalizes its rows once whole (norm's x: the reduced region)
     uint32_t *abort_word;    // host memory (CommState::abort_dev): why this rank gave up, 0 while it has not
     uint64_t timeout_ticks;  // a wait longer than this (gn_wall_ticks) gives up
-    uint16_t tags[kCommMaxWorld];  // the tag rank r's flags carry in this call (call_tag; tags[rank]: this rank's)
+    uint16_t tags[kCommMaxWorld];  // the tag rank r's flags carry in this call (call_tags; tags[rank]: this rank's)
     AddArgs norm;
 };
 
@@ -375,16 +375,18 @@ using ExKernel = void (*)(ExArgs);
 // included, tokens, hidden, dtype, algorithm, world size) and of r, the writer.  Each word
 // goes through splitmix64's finalizer before the next is folded in (folding the count and
 // the tokens together unmixed made (count, tokens) pairs of equal XOR collide: a review).
-uint16_t call_tag(const CommState &c, const AddRmsnormProblem &p, bool two_shot, int r) {
-    uint64_t h = 0;
-    for (const uint64_t v : {c.calls, uint64_t(p.tokens), uint64_t(p.hidden),
-                             uint64_t(p.x_dtype) | uint64_t(two_shot) << 8 | uint64_t(r) << 16 | uint64_t(c.world) << 24}) {
-        h = (h ^ v) + 0x9e3779b97f4a7c15ull;
-        h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
-        h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
-        h ^= h >> 31;
-    }
-    return uint16_t(h >> 48);
+uint64_t tag_fold(uint64_t h, uint64_t v) {
+    h = (h ^ v) + 0x9e3779b97f4a7c15ull;
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+    return h ^ (h >> 31);
+}
+
+// Every rank's tag of this call: the words all ranks share folded once, the writer's last.
+void call_tags(const CommState &c, const AddRmsnormProblem &p, bool two_shot, uint16_t *tags) {
+    const uint64_t shared = tag_fold(tag_fold(tag_fold(0, c.calls), uint64_t(p.tokens)), uint64_t(p.hidden));
+    const uint64_t last = uint64_t(p.x_dtype) | uint64_t(two_shot) << 8 | uint64_t(c.world) << 24;
+    for (int r = 0; r < c.world; ++r) tags[r] = uint16_t(tag_fold(shared, last | uint64_t(r) << 16) >> 48);
 }
 
 template <bool VEC>
@@ -428,7 +430,7 @@ gatednorm_status gpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
     a.two_shot = two_shot;
     a.abort_word = c.abort_dev;
     a.timeout_ticks = c.timeout_ticks;
-    for (int r = 0; r < c.world; ++r) a.tags[r] = call_tag(c, p, two_shot, r);
+    call_tags(c, p, two_shot, a.tags);
     // The sum and the gather move 16-byte units when every row of the slots and of the
     // reduced region starts on a 16-byte boundary: the row bytes (token t's row starts t * row
     // into a slot; buffers are 256-byte aligned by gatednorm_comm_create, and so are the slots,

@@ -1025,6 +1025,12 @@ def _torch_cpu():
     return pytest.importorskip("torch")
 
 
+def _torch_bits(t):
+    """t's bits as an integer tensor of its element size (compared exactly, NaN included)."""
+    torch = sys.modules["torch"]
+    return t.view({1: torch.uint8, 2: torch.int16, 4: torch.int32}[t.element_size()]).clone()
+
+
 def test_torch_cpu_every_op_matches_numpy(rng):
     torch = _torch_cpu()
     x = rng.standard_normal((5, 2, 128)).astype(_dtypes.bfloat16)
@@ -1046,8 +1052,7 @@ def test_torch_cpu_every_op_matches_numpy(rng):
                                      fp8_format="e4m3fnuz")
         assert out.residual is r2 and out.q.dtype == torch.float8_e4m3fnuz
         for got, exp in zip(out, want):
-            assert got.view(torch.uint8 if got.element_size() == 1 else torch.int16 if got.element_size() == 2
-                            else torch.int32).numpy().tobytes() == np.asarray(exp).tobytes()
+            assert _torch_bits(got).numpy().tobytes() == np.asarray(exp).tobytes()
         ry = gatednorm.rmsnorm(x2, torch.ones(256), y_dtype="fp32").y
         assert np.array_equal(ry.numpy(), gatednorm.rmsnorm(x.reshape(5, 256), np.ones(256, np.float32), y_dtype="fp32").y)
         gq, gs = gatednorm.group_quant_fp8(x2, scale_format="e8m0_packed", scale_layout="col_pad4")
@@ -1131,9 +1136,6 @@ def test_torch_cpu_custom_ops(rng, case):
         "group_quant_fp8": [((x2,), dict(group_size=64, scale_format="ue8m0", scale_layout="col")), ((x2,), dict())],
     }[case]
 
-    def bits(t):
-        return t.view(torch.uint8 if t.element_size() == 1 else torch.int16 if t.element_size() == 2 else torch.int32).clone()
-
     with torch.no_grad():
         for args, kw in cases:
             torch.library.opcheck(op, tuple(a.clone() if a is not None else None for a in args), kw,
@@ -1146,9 +1148,9 @@ def test_torch_cpu_custom_ops(rng, case):
             want, got = (want,) if isinstance(want, torch.Tensor) else want, (got,) if isinstance(got, torch.Tensor) else got
             for g, e in zip(got, want):
                 assert g.dtype == e.dtype and g.shape == e.shape and g.stride() == e.stride()
-                assert torch.equal(bits(g), bits(e))
+                assert torch.equal(_torch_bits(g), _torch_bits(e))
             for a, b in zip(comp_args, eager_args):  # add_rmsnorm's residual updated alike
-                assert a is None or torch.equal(bits(a), bits(b))
+                assert a is None or torch.equal(_torch_bits(a), _torch_bits(b))
 
 
 def test_torch_cpu_custom_ops_dynamic_tokens_and_parameters(rng):

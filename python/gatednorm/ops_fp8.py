@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import collections
+import math
 import sys
 
 import numpy as np
@@ -65,8 +66,9 @@ def _gq_options(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale
 
 def _token_dims(shape, head_dim):
     """(token dims, row length) of x as the C layer reads it: x [tokens..., H, D], [N, D]
-    (one head) or [D]; with head_dim the last dim is the row [H * D]."""
-    shape = tuple(int(s) for s in shape)
+    (one head) or [D]; with head_dim the last dim is the row [H * D].  Dims are used as given
+    (torch's symbolic sizes stay symbolic under torch.compile: torch_ops' fakes)."""
+    shape = tuple(shape)
     if not shape:
         return (), 0
     if head_dim and shape[-1] != head_dim:
@@ -79,7 +81,7 @@ def _token_dims(shape, head_dim):
 def _new_scales(x, tok, cols, dt, layout):
     """scales [tok..., cols] in ``layout``: row-major, column-major ([cols, T] transposed), or
     column-major with T padded to a multiple of 4 (the first T columns of [cols, T_pad])."""
-    T = int(np.prod(tok, dtype=np.int64)) if tok else 1
+    T = math.prod(tok)
     if layout == "row":
         return _call.empty_like(x, tuple(tok) + (cols,), dt)
     tp = (T + 3) // 4 * 4 if layout == "col_pad4" else T
@@ -150,13 +152,7 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
     if q is None or scales is None or (want_copy and y is None):
         xd = _call.described(x)  # read once for every output made here
         shape = _call.shape_of(xd)
-        tok, row = _token_dims(shape, hd)
-        if q is None:
-            q = _call.empty_like(xd, tuple(tok) + (row,), getattr(_dtypes, _Q_NAMES[fmt]))
-        if scales is None:
-            k = row // g if g > 0 else 0
-            cols = (k + 3) // 4 if sfmt == 3 else k
-            scales = _new_scales(xd, tok, cols, getattr(_dtypes, _SCALE_NAMES[sfmt]), scale_layout)
+        q, scales = _new_quant(xd, q, scales, fmt, sfmt, g, scale_layout, _token_dims(shape, hd))
         if want_copy and y is None:
             y = _call.empty_like(xd, shape, cdt)
     _ENTRY.call(stream, x, z, weight, q, scales, y if want_copy else None, params=prm)
@@ -216,12 +212,15 @@ def _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, sca
     return fields, fmt, sfmt, g
 
 
-def _new_quant(x, q, scales, fmt, sfmt, g, scale_layout):
-    """New q [tokens..., hidden] and scales (in scale_layout) for x where not given (x: an
-    array or its _call.described)."""
+def _new_quant(x, q, scales, fmt, sfmt, g, scale_layout, dims=None):
+    """New q [tokens..., row] and scales (in scale_layout) for x where not given (x: an array,
+    its _call.described or a torch fake tensor); dims: (token dims, row), by default x's
+    leading dims and last dim."""
     if q is None or scales is None:
-        shape = _call.shape_of(x)
-        tok, row = (tuple(shape[:-1]), int(shape[-1])) if shape else ((), 0)
+        if dims is None:
+            shape = _call.shape_of(x)
+            dims = (tuple(shape[:-1]), shape[-1]) if shape else ((), 0)
+        tok, row = dims
         if q is None:
             q = _call.empty_like(x, tok + (row,), getattr(_dtypes, _Q_NAMES[fmt]))
         if scales is None:

@@ -25,12 +25,11 @@ an object, not a tensor) and the all-reduce are not registered.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
 
-from . import _dtypes, ops, ops_fp8
+from . import ops, ops_fp8
 
 __all__ = ["rmsnorm_gated", "rmsnorm_gated_fp8", "rmsnorm", "add_rmsnorm", "group_quant_fp8"]
 
@@ -38,20 +37,11 @@ _LIB = "gatednorm"
 Tensor = torch.Tensor
 
 
-def _fake_quant(x, tok, row, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout):
-    """What ops_fp8 allocates for q and scales (shapes may be SymInts: no int())."""
-    _, fmt, sfmt, _ = ops_fp8._quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, False)
-    q = x.new_empty(tuple(tok) + (row,), dtype=_dtypes.to_torch_dtype(torch, getattr(_dtypes, ops_fp8._Q_NAMES[fmt])))
-    k = row // group_size if group_size > 0 else 0
-    cols = (k + 3) // 4 if sfmt == 3 else k
-    sdt = _dtypes.to_torch_dtype(torch, getattr(_dtypes, ops_fp8._SCALE_NAMES[sfmt]))
-    tok = tuple(tok)
-    if scale_layout == "row":
-        return q, x.new_empty(tok + (cols,), dtype=sdt)
-    T = math.prod(tok)
-    tp = (T + 3) // 4 * 4 if scale_layout == "col_pad4" else T
-    base = x.new_empty((cols, tp), dtype=sdt)
-    return q, base.as_strided(tok + (cols,), ops_fp8._col_strides(tok, tp))
+def _fake_quant(x, dims, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout):
+    """q and scales as the wrapper allocates them (its own code: the same dtypes, shapes and
+    strides; sizes may be symbolic), its options checked by its own rule."""
+    _, fmt, sfmt, g = ops_fp8._quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, False)
+    return ops_fp8._new_quant(x, None, None, fmt, sfmt, g, scale_layout, dims)
 
 
 @torch.library.custom_op(_LIB + "::rmsnorm_gated", mutates_args=())
@@ -85,9 +75,8 @@ def rmsnorm_gated_fp8(x: Tensor, z: Optional[Tensor], weight: Tensor, eps: float
 def _(x, z, weight, eps=1e-6, norm_before_gate=True, activation="silu", weight_offset=0.0, group_size=128,
       fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32", scale_layout="row",
       quantize_rounded=False):
-    shape = tuple(x.shape)
-    tok, row = (shape[:-2], shape[-2] * shape[-1]) if len(shape) >= 3 else (shape[:-1], shape[-1] if shape else 0)
-    return _fake_quant(x, tok, row, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout)
+    return _fake_quant(x, ops_fp8._token_dims(x.shape, 0), group_size, fp8_format, fp8_max, amax_floor, scale_format,
+                       scale_layout)
 
 
 @torch.library.custom_op(_LIB + "::rmsnorm", mutates_args=())
@@ -121,9 +110,7 @@ def group_quant_fp8(x: Tensor, group_size: int = 128, fp8_format: str = "e4m3fn"
 
 @group_quant_fp8.register_fake
 def _(x, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32", scale_layout="row"):
-    shape = tuple(x.shape)
-    return _fake_quant(x, shape[:-1], shape[-1] if shape else 0, group_size, fp8_format, fp8_max, amax_floor, scale_format,
-                       scale_layout)
+    return _fake_quant(x, None, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout)
 
 
 def _no_grad_setup(ctx, inputs, output):
