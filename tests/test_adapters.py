@@ -1114,7 +1114,9 @@ def test_torch_cpu_unreadable_layouts_and_fp8_names(rng):
         gatednorm.group_quant_fp8(torch.randn(4, 128), q=q)
 
 
-@pytest.mark.parametrize("case", ["rmsnorm_gated", "rmsnorm_gated_fp8", "rmsnorm", "add_rmsnorm", "group_quant_fp8"])
+@pytest.mark.parametrize("case", ["rmsnorm_gated", "rmsnorm_gated_fp8", "rmsnorm_gated_fp8_copy", "rmsnorm", "add_rmsnorm",
+                                  "rmsnorm_fp8", "rmsnorm_fp8_copy", "add_rmsnorm_fp8", "add_rmsnorm_fp8_copy",
+                                  "group_quant_fp8"])
 def test_torch_cpu_custom_ops(rng, case):
     """gatednorm.torch_ops: each custom op passes torch.library.opcheck (its schema, fake
     implementation, dtypes, shapes and strides, the residual's mutation, against the real
@@ -1131,8 +1133,19 @@ def test_torch_cpu_custom_ops(rng, case):
         "rmsnorm_gated": [((x, z, w), dict(out_dtype=torch.float32)), ((x, None, w), dict(norm_before_gate=False))],
         "rmsnorm_gated_fp8": [((x, z, w), dict(scale_layout="col_pad4")),
                               ((x, z, w), dict(fp8_format="e4m3fnuz", scale_format="e8m0_packed", scale_layout="col"))],
+        "rmsnorm_gated_fp8_copy": [((x, z, w), dict(scale_layout="col", copy_dtype=torch.float16)),
+                                   ((x2, z.reshape(5, 512), w), dict(head_dim=128, scale_format="ue8m0",
+                                                                      quantize_rounded=True))],
         "rmsnorm": [((x2, w2), dict(y_dtype=torch.float32)), ((x2, w2), dict(eps=1e-3))],
         "add_rmsnorm": [((x2, z.reshape(5, 512).clone(), w2), dict()), ((x2, z.reshape(5, 512).clone(), w2), dict(y_dtype=torch.float16))],
+        "rmsnorm_fp8": [((x2, w2), dict(scale_layout="col_pad4", scale_format="e8m0_packed")),
+                        ((x2, w2), dict(group_size=64, fp8_format="e4m3fnuz", fp8_max=224.0))],
+        "rmsnorm_fp8_copy": [((x2, w2), dict(y_dtype=torch.float32, scale_layout="col")),
+                             ((x2, w2), dict(quantize_rounded=True))],
+        "add_rmsnorm_fp8": [((x2, z.reshape(5, 512).clone(), w2), dict(scale_layout="col_pad4")),
+                            ((x2, z.reshape(5, 512).clone(), w2), dict(scale_format="e8m0", weight_offset=1.0))],
+        "add_rmsnorm_fp8_copy": [((x2, z.reshape(5, 512).clone(), w2), dict(quantize_rounded=True)),
+                                 ((x2, z.reshape(5, 512).clone(), w2), dict(y_dtype=torch.float16, scale_layout="col"))],
         "group_quant_fp8": [((x2,), dict(group_size=64, scale_format="ue8m0", scale_layout="col")), ((x2,), dict())],
     }[case]
 
@@ -1153,6 +1166,49 @@ def test_torch_cpu_custom_ops(rng, case):
                 assert a is None or torch.equal(_torch_bits(a), _torch_bits(b))
 
 
+def test_torch_cpu_custom_ops_return_the_functions_outputs(rng):
+    """Each op returns what its Python function returns from one call, in the function's
+    order and bits: (q, scales, y) for the gated copy, (y, q, scales) for the norms' copies
+    (a swapped pair of same-shaped outputs would pass opcheck); the add_rmsnorm ops leave
+    residual as the function does."""
+    torch = _torch_cpu()
+    import gatednorm.torch_ops  # noqa: F401
+
+    ops = torch.ops.gatednorm
+    g = torch.Generator().manual_seed(5)
+    x = (torch.randn(3, 2, 128, generator=g) * 3).to(torch.bfloat16)
+    z = torch.randn(3, 2, 128, generator=g).to(torch.bfloat16)
+    w = torch.rand(128, generator=g) + 0.5
+    r0 = torch.randn(3, 256, generator=g).to(torch.bfloat16)
+    w2 = torch.rand(256, generator=g) + 0.5
+
+    def same(got, want):
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype and a.shape == b.shape and a.stride() == b.stride()
+            assert torch.equal(_torch_bits(a), _torch_bits(b))
+
+    kw = dict(scale_layout="col", quantize_rounded=True)
+    same(ops.rmsnorm_gated_fp8_copy(x, z, w, copy_dtype=torch.float16, **kw),
+         gatednorm.rmsnorm_gated_fp8(x, z, w, copy_dtype=torch.float16, **kw))
+    x2 = x.reshape(3, 256)
+    for name, residual, y in (("rmsnorm_fp8", False, False), ("rmsnorm_fp8_copy", False, True),
+                              ("add_rmsnorm_fp8", True, False), ("add_rmsnorm_fp8_copy", True, True)):
+        extra = dict(y_dtype=torch.float32) if y else {}
+        r_op, r_fn = r0.clone(), r0.clone()
+        got = getattr(ops, name)(*((x2, r_op) if residual else (x2,)), w2, **kw, **extra)
+        fn = gatednorm.add_rmsnorm if residual else gatednorm.rmsnorm
+        want = fn(*((x2, r_fn) if residual else (x2,)), w2, fp8=True, y=y, **kw, **extra)
+        same(got, ((want.y,) if y else ()) + (want.q, want.scales))
+        assert torch.equal(_torch_bits(r_op), _torch_bits(r_fn)) and (not residual or not torch.equal(r_op, r0))
+    r = torch.randn(3, 256, requires_grad=True)
+    for name in ("add_rmsnorm_fp8", "add_rmsnorm_fp8_copy"):
+        with pytest.raises(gatednorm.GatedNormError, match=r"^residual: a tensor that requires grad"):
+            getattr(ops, name)(x2.float(), r, w2)
+    with pytest.raises(gatednorm.GatedNormError, match=r"copy_dtype"):
+        ops.rmsnorm_gated_fp8_copy(x, z, w, copy_dtype=torch.int8)
+
+
 def test_torch_cpu_custom_ops_dynamic_tokens_and_parameters(rng):
     """One fullgraph graph serves every token count (the FP8 fakes once turned T into a
     constant: a recompile per T, a hard failure past 8 under fullgraph=True; review), and a
@@ -1168,6 +1224,9 @@ def test_torch_cpu_custom_ops_dynamic_tokens_and_parameters(rng):
                       backend="aot_eager")
     g = torch.compile(lambda x: ops.group_quant_fp8(x.reshape(x.shape[0], -1), scale_layout="col"), fullgraph=True,
                       backend="aot_eager")
+    w2 = torch.rand(512) + 0.5
+    h = torch.compile(lambda x, r: ops.add_rmsnorm_fp8_copy(x.reshape(x.shape[0], -1), r, w2, scale_layout="col_pad4"),
+                      fullgraph=True, backend="aot_eager")
     for T in range(1, 13):
         x = torch.randn(T, 4, 128).to(torch.bfloat16)
         z = torch.randn(T, 4, 128).to(torch.bfloat16)
@@ -1177,6 +1236,11 @@ def test_torch_cpu_custom_ops_dynamic_tokens_and_parameters(rng):
         q, s = g(x)
         qe, se = gatednorm.group_quant_fp8(x.reshape(T, -1), scale_layout="col")
         assert torch.equal(q.view(torch.uint8), qe.view(torch.uint8)) and torch.equal(s, se) and s.stride() == se.stride()
+        r, re = z.reshape(T, -1).clone(), z.reshape(T, -1).clone()
+        y, q, s = h(x, r)
+        e = gatednorm.add_rmsnorm(x.reshape(T, -1), re, w2, fp8=True, scale_layout="col_pad4")
+        assert torch.equal(q.view(torch.uint8), e.q.view(torch.uint8)) and torch.equal(s, e.scales)
+        assert s.stride() == e.scales.stride() and torch.equal(y, e.y) and torch.equal(r, re)
     p = torch.nn.Parameter(torch.ones(512))
     x = torch.randn(5, 512)
     torch._dynamo.reset()

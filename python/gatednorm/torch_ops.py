@@ -7,20 +7,32 @@ never imports it) registers
     torch.ops.gatednorm.rmsnorm_gated_fp8(x, z, weight, eps, norm_before_gate, activation,
                                           weight_offset, group_size, fp8_format, fp8_max,
                                           amax_floor, scale_format, scale_layout,
-                                          quantize_rounded) -> (q, scales)
+                                          quantize_rounded, head_dim) -> (q, scales)
+    torch.ops.gatednorm.rmsnorm_gated_fp8_copy(... as rmsnorm_gated_fp8 ..., copy_dtype)
+                                          -> (q, scales, y)
     torch.ops.gatednorm.rmsnorm(x, weight, eps, weight_offset, y_dtype) -> y
     torch.ops.gatednorm.add_rmsnorm(x, residual, weight, eps, weight_offset, y_dtype) -> y
-        (residual updated in place: the op declares it mutated)
+    torch.ops.gatednorm.rmsnorm_fp8(x, weight, eps, weight_offset, group_size, fp8_format,
+                                    fp8_max, amax_floor, scale_format, scale_layout,
+                                    quantize_rounded) -> (q, scales)
+    torch.ops.gatednorm.rmsnorm_fp8_copy(... as rmsnorm_fp8 ..., y_dtype) -> (y, q, scales)
+    torch.ops.gatednorm.add_rmsnorm_fp8(x, residual, weight, ... as rmsnorm_fp8 ...) -> (q, scales)
+    torch.ops.gatednorm.add_rmsnorm_fp8_copy(... as add_rmsnorm_fp8 ..., y_dtype) -> (y, q, scales)
     torch.ops.gatednorm.group_quant_fp8(x, group_size, fp8_format, fp8_max, amax_floor,
                                         scale_format, scale_layout) -> (q, scales)
 
-with the keyword defaults of the Python functions of the same names (docs/ops.md); each op
-is the Python function, and its fake implementation allocates what the function allocates
-(dtypes, shapes, symbolic token counts and the scale layouts' strides), so the compiler
-sees the op as one opaque node (docs/frameworks.md).  No autograd, as the functions: the
-outputs are marked non-differentiable (a weight that is an nn.Parameter compiles), and
-add_rmsnorm refuses a residual that requires grad under grad mode.  W4A16 (its weight is
-an object, not a tensor) and the all-reduce are not registered.
+with the keyword defaults of the Python functions they call (docs/ops.md); the add_rmsnorm
+ops update ``residual`` in place and declare it mutated.  An op's outputs are fixed by its
+name (a custom op's schema cannot return an optional tensor), so each combination of outputs
+the Python functions make from one call is its own op, returning what the function returns
+in the function's order: ``rmsnorm_gated_fp8(copy_dtype=...)`` is ``(q, scales, y)``,
+``add_rmsnorm(fp8=True)`` is ``NormOutputs(y, q, scales, ...)``.  Each op is the Python
+function, and its fake implementation allocates what the function allocates (dtypes, shapes,
+symbolic token counts and the scale layouts' strides: the wrappers' own allocation code), so
+the compiler sees the op as one opaque node (docs/frameworks.md).  No autograd, as the
+functions: the outputs are marked non-differentiable (a weight that is an nn.Parameter
+compiles), and the add_rmsnorm ops refuse a residual that requires grad under grad mode.
+W4A16 (its weight is an object, not a tensor) and the all-reduce are not registered.
 """
 
 from __future__ import annotations
@@ -31,7 +43,8 @@ import torch
 
 from . import ops, ops_fp8
 
-__all__ = ["rmsnorm_gated", "rmsnorm_gated_fp8", "rmsnorm", "add_rmsnorm", "group_quant_fp8"]
+__all__ = ["rmsnorm_gated", "rmsnorm_gated_fp8", "rmsnorm_gated_fp8_copy", "rmsnorm", "add_rmsnorm", "rmsnorm_fp8",
+           "rmsnorm_fp8_copy", "add_rmsnorm_fp8", "add_rmsnorm_fp8_copy", "group_quant_fp8"]
 
 _LIB = "gatednorm"
 Tensor = torch.Tensor
@@ -44,6 +57,13 @@ def _fake_quant(x, dims, group_size, fp8_format, fp8_max, amax_floor, scale_form
     return ops_fp8._new_quant(x, None, None, fmt, sfmt, g, scale_layout, dims)
 
 
+def _fake_16(x, dtype):
+    # A bf16 / fp16 / fp32 output shaped as x (y, a copy), its dtype checked as the wrapper does.
+    dt = ops_fp8._float_out_dtype(dtype, "y_dtype", "y", None, None) if dtype is not None else None
+    return x.new_empty(x.shape, dtype=x.dtype if dt is None else dtype)
+
+
+# ------------------------------------------------------------ gated RMSNorm (docs/ops.md §1, §2)
 @torch.library.custom_op(_LIB + "::rmsnorm_gated", mutates_args=())
 def rmsnorm_gated(x: Tensor, z: Optional[Tensor], weight: Tensor, eps: float = 1e-6, norm_before_gate: bool = True,
                   activation: str = "silu", weight_offset: float = 0.0, group_size: Optional[int] = None,
@@ -62,23 +82,49 @@ def _(x, z, weight, eps=1e-6, norm_before_gate=True, activation="silu", weight_o
 def rmsnorm_gated_fp8(x: Tensor, z: Optional[Tensor], weight: Tensor, eps: float = 1e-6, norm_before_gate: bool = True,
                       activation: str = "silu", weight_offset: float = 0.0, group_size: int = 128,
                       fp8_format: str = "e4m3fn", fp8_max: Optional[float] = None, amax_floor: float = 1e-10,
-                      scale_format: str = "fp32", scale_layout: str = "row", quantize_rounded: bool = False
-                      ) -> tuple[Tensor, Tensor]:
+                      scale_format: str = "fp32", scale_layout: str = "row", quantize_rounded: bool = False,
+                      head_dim: Optional[int] = None) -> tuple[Tensor, Tensor]:
     q, s = ops_fp8.rmsnorm_gated_fp8(x, z, weight, eps=eps, norm_before_gate=norm_before_gate, activation=activation,
                                      weight_offset=weight_offset, group_size=group_size, fp8_format=fp8_format,
                                      fp8_max=fp8_max, amax_floor=amax_floor, scale_format=scale_format,
-                                     scale_layout=scale_layout, quantize_rounded=quantize_rounded)
+                                     scale_layout=scale_layout, quantize_rounded=quantize_rounded, head_dim=head_dim)
     return q, s
 
 
 @rmsnorm_gated_fp8.register_fake
 def _(x, z, weight, eps=1e-6, norm_before_gate=True, activation="silu", weight_offset=0.0, group_size=128,
       fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32", scale_layout="row",
-      quantize_rounded=False):
-    return _fake_quant(x, ops_fp8._token_dims(x.shape, 0), group_size, fp8_format, fp8_max, amax_floor, scale_format,
-                       scale_layout)
+      quantize_rounded=False, head_dim=None):
+    return _fake_quant(x, ops_fp8._token_dims(x.shape, head_dim), group_size, fp8_format, fp8_max, amax_floor,
+                       scale_format, scale_layout)
 
 
+@torch.library.custom_op(_LIB + "::rmsnorm_gated_fp8_copy", mutates_args=())
+def rmsnorm_gated_fp8_copy(x: Tensor, z: Optional[Tensor], weight: Tensor, eps: float = 1e-6,
+                           norm_before_gate: bool = True, activation: str = "silu", weight_offset: float = 0.0,
+                           group_size: int = 128, fp8_format: str = "e4m3fn", fp8_max: Optional[float] = None,
+                           amax_floor: float = 1e-10, scale_format: str = "fp32", scale_layout: str = "row",
+                           quantize_rounded: bool = False, head_dim: Optional[int] = None,
+                           copy_dtype: torch.dtype = torch.bfloat16) -> tuple[Tensor, Tensor, Tensor]:
+    q, s, y = ops_fp8.rmsnorm_gated_fp8(x, z, weight, eps=eps, norm_before_gate=norm_before_gate,
+                                        activation=activation, weight_offset=weight_offset, group_size=group_size,
+                                        fp8_format=fp8_format, fp8_max=fp8_max, amax_floor=amax_floor,
+                                        scale_format=scale_format, scale_layout=scale_layout,
+                                        quantize_rounded=quantize_rounded, head_dim=head_dim, copy_dtype=copy_dtype)
+    return q, s, y
+
+
+@rmsnorm_gated_fp8_copy.register_fake
+def _(x, z, weight, eps=1e-6, norm_before_gate=True, activation="silu", weight_offset=0.0, group_size=128,
+      fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32", scale_layout="row",
+      quantize_rounded=False, head_dim=None, copy_dtype=torch.bfloat16):
+    ops_fp8._float_out_dtype(copy_dtype, "copy_dtype", "the copy", None, None)
+    q, s = _fake_quant(x, ops_fp8._token_dims(x.shape, head_dim), group_size, fp8_format, fp8_max, amax_floor,
+                       scale_format, scale_layout)
+    return q, s, x.new_empty(x.shape, dtype=copy_dtype)
+
+
+# ------------------------------------------------------------ RMSNorm / add-RMSNorm (§3)
 @torch.library.custom_op(_LIB + "::rmsnorm", mutates_args=())
 def rmsnorm(x: Tensor, weight: Tensor, eps: float = 1e-6, weight_offset: float = 0.0,
             y_dtype: Optional[torch.dtype] = None) -> Tensor:
@@ -87,7 +133,7 @@ def rmsnorm(x: Tensor, weight: Tensor, eps: float = 1e-6, weight_offset: float =
 
 @rmsnorm.register_fake
 def _(x, weight, eps=1e-6, weight_offset=0.0, y_dtype=None):
-    return x.new_empty(x.shape, dtype=y_dtype or x.dtype)
+    return _fake_16(x, y_dtype)
 
 
 @torch.library.custom_op(_LIB + "::add_rmsnorm", mutates_args=("residual",))
@@ -98,9 +144,91 @@ def add_rmsnorm(x: Tensor, residual: Tensor, weight: Tensor, eps: float = 1e-6, 
 
 @add_rmsnorm.register_fake
 def _(x, residual, weight, eps=1e-6, weight_offset=0.0, y_dtype=None):
-    return x.new_empty(x.shape, dtype=y_dtype or x.dtype)
+    return _fake_16(x, y_dtype)
 
 
+def _norm_fp8(x, residual, weight, eps, weight_offset, group_size, fp8_format, fp8_max, amax_floor, scale_format,
+              scale_layout, quantize_rounded, y, y_dtype):
+    # One call of the Python function with fp8=True (and y when asked): its NormOutputs.
+    f = ops_fp8.rmsnorm if residual is None else ops_fp8.add_rmsnorm
+    args = (x,) if residual is None else (x, residual)
+    return f(*args, weight, eps=eps, weight_offset=weight_offset, y=y, y_dtype=y_dtype, fp8=True,
+             group_size=group_size, fp8_format=fp8_format, fp8_max=fp8_max, amax_floor=amax_floor,
+             scale_format=scale_format, scale_layout=scale_layout, quantize_rounded=quantize_rounded)
+
+
+@torch.library.custom_op(_LIB + "::rmsnorm_fp8", mutates_args=())
+def rmsnorm_fp8(x: Tensor, weight: Tensor, eps: float = 1e-6, weight_offset: float = 0.0, group_size: int = 128,
+                fp8_format: str = "e4m3fn", fp8_max: Optional[float] = None, amax_floor: float = 1e-10,
+                scale_format: str = "fp32", scale_layout: str = "row", quantize_rounded: bool = False
+                ) -> tuple[Tensor, Tensor]:
+    r = _norm_fp8(x, None, weight, eps, weight_offset, group_size, fp8_format, fp8_max, amax_floor, scale_format,
+                  scale_layout, quantize_rounded, False, None)
+    return r.q, r.scales
+
+
+@torch.library.custom_op(_LIB + "::rmsnorm_fp8_copy", mutates_args=())
+def rmsnorm_fp8_copy(x: Tensor, weight: Tensor, eps: float = 1e-6, weight_offset: float = 0.0, group_size: int = 128,
+                     fp8_format: str = "e4m3fn", fp8_max: Optional[float] = None, amax_floor: float = 1e-10,
+                     scale_format: str = "fp32", scale_layout: str = "row", quantize_rounded: bool = False,
+                     y_dtype: Optional[torch.dtype] = None) -> tuple[Tensor, Tensor, Tensor]:
+    r = _norm_fp8(x, None, weight, eps, weight_offset, group_size, fp8_format, fp8_max, amax_floor, scale_format,
+                  scale_layout, quantize_rounded, True, y_dtype)
+    return r.y, r.q, r.scales
+
+
+@torch.library.custom_op(_LIB + "::add_rmsnorm_fp8", mutates_args=("residual",))
+def add_rmsnorm_fp8(x: Tensor, residual: Tensor, weight: Tensor, eps: float = 1e-6, weight_offset: float = 0.0,
+                    group_size: int = 128, fp8_format: str = "e4m3fn", fp8_max: Optional[float] = None,
+                    amax_floor: float = 1e-10, scale_format: str = "fp32", scale_layout: str = "row",
+                    quantize_rounded: bool = False) -> tuple[Tensor, Tensor]:
+    r = _norm_fp8(x, residual, weight, eps, weight_offset, group_size, fp8_format, fp8_max, amax_floor, scale_format,
+                  scale_layout, quantize_rounded, False, None)
+    return r.q, r.scales
+
+
+@torch.library.custom_op(_LIB + "::add_rmsnorm_fp8_copy", mutates_args=("residual",))
+def add_rmsnorm_fp8_copy(x: Tensor, residual: Tensor, weight: Tensor, eps: float = 1e-6, weight_offset: float = 0.0,
+                         group_size: int = 128, fp8_format: str = "e4m3fn", fp8_max: Optional[float] = None,
+                         amax_floor: float = 1e-10, scale_format: str = "fp32", scale_layout: str = "row",
+                         quantize_rounded: bool = False, y_dtype: Optional[torch.dtype] = None
+                         ) -> tuple[Tensor, Tensor, Tensor]:
+    r = _norm_fp8(x, residual, weight, eps, weight_offset, group_size, fp8_format, fp8_max, amax_floor, scale_format,
+                  scale_layout, quantize_rounded, True, y_dtype)
+    return r.y, r.q, r.scales
+
+
+def _fake_norm_quant(x, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout):
+    return _fake_quant(x, None, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout)
+
+
+@rmsnorm_fp8.register_fake
+def _(x, weight, eps=1e-6, weight_offset=0.0, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10,
+      scale_format="fp32", scale_layout="row", quantize_rounded=False):
+    return _fake_norm_quant(x, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout)
+
+
+@rmsnorm_fp8_copy.register_fake
+def _(x, weight, eps=1e-6, weight_offset=0.0, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10,
+      scale_format="fp32", scale_layout="row", quantize_rounded=False, y_dtype=None):
+    y = _fake_16(x, y_dtype)
+    return (y,) + tuple(_fake_norm_quant(x, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout))
+
+
+@add_rmsnorm_fp8.register_fake
+def _(x, residual, weight, eps=1e-6, weight_offset=0.0, group_size=128, fp8_format="e4m3fn", fp8_max=None,
+      amax_floor=1e-10, scale_format="fp32", scale_layout="row", quantize_rounded=False):
+    return _fake_norm_quant(x, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout)
+
+
+@add_rmsnorm_fp8_copy.register_fake
+def _(x, residual, weight, eps=1e-6, weight_offset=0.0, group_size=128, fp8_format="e4m3fn", fp8_max=None,
+      amax_floor=1e-10, scale_format="fp32", scale_layout="row", quantize_rounded=False, y_dtype=None):
+    y = _fake_16(x, y_dtype)
+    return (y,) + tuple(_fake_norm_quant(x, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout))
+
+
+# ------------------------------------------------------------ group quant (§3)
 @torch.library.custom_op(_LIB + "::group_quant_fp8", mutates_args=())
 def group_quant_fp8(x: Tensor, group_size: int = 128, fp8_format: str = "e4m3fn", fp8_max: Optional[float] = None,
                     amax_floor: float = 1e-10, scale_format: str = "fp32", scale_layout: str = "row") -> tuple[Tensor, Tensor]:
@@ -113,6 +241,7 @@ def _(x, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, sc
     return _fake_quant(x, None, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout)
 
 
+# ------------------------------------------------------------ autograd: none, as the functions
 def _no_grad_setup(ctx, inputs, output):
     # As the functions: the outputs never require grad (so AOTAutograd traces no backward).
     ctx.mark_non_differentiable(*(output if isinstance(output, tuple) else (output,)))
@@ -122,24 +251,30 @@ def _no_backward(ctx, *grads):
     raise RuntimeError("gatednorm ops record no autograd")
 
 
-for _op in (rmsnorm_gated, rmsnorm_gated_fp8, rmsnorm, group_quant_fp8):  # add_rmsnorm mutates: not allowed
+for _op in (rmsnorm_gated, rmsnorm_gated_fp8, rmsnorm_gated_fp8_copy, rmsnorm, rmsnorm_fp8, rmsnorm_fp8_copy,
+            group_quant_fp8):  # the add_rmsnorm ops mutate: register_autograd refuses them (below)
     _op.register_autograd(_no_backward, setup_context=_no_grad_setup)
 
 
-def _add_rmsnorm_autograd(x, residual, weight, eps=1e-6, weight_offset=0.0, y_dtype=None):
-    # add_rmsnorm mutates residual, so register_autograd refuses it: an Autograd kernel that
-    # refuses what the function refuses and otherwise returns an output that needs no grad.
-    if torch.is_grad_enabled() and residual.requires_grad:
-        from ._ffi import argument_error
-        raise argument_error("residual: a tensor that requires grad, written with torch's grad mode on: "
-                             "gatednorm records no autograd; call it under torch.no_grad() or torch.inference_mode()")
-    with _BELOW_AUTOGRAD():
-        return torch.ops.gatednorm.add_rmsnorm.default(x, residual, weight, eps, weight_offset, y_dtype)
+def _refusing_autograd(name):
+    """An Autograd kernel for mutating op ``name`` (register_autograd refuses ops that mutate):
+    it refuses what the function refuses (a residual that requires grad, with grad mode on)
+    and otherwise runs the op below autograd, so its outputs need no grad."""
+    def kernel(x, residual, *args, **kwargs):
+        if torch.is_grad_enabled() and residual.requires_grad:
+            from ._ffi import argument_error
+            raise argument_error("residual: a tensor that requires grad, written with torch's grad mode on: "
+                                 "gatednorm records no autograd; call it under torch.no_grad() or "
+                                 "torch.inference_mode()")
+        with _BELOW_AUTOGRAD():
+            return getattr(torch.ops.gatednorm, name).default(x, residual, *args, **kwargs)
+    return kernel
 
 
 try:  # private hooks of torch 2.x; without them the default (an op that does not refuse) stays
     _BELOW_AUTOGRAD = torch._C._AutoDispatchBelowAutograd
     _IMPL = torch.library.Library(_LIB, "IMPL")
-    _IMPL.impl("add_rmsnorm", _add_rmsnorm_autograd, "Autograd", allow_override=True)
+    for _name in ("add_rmsnorm", "add_rmsnorm_fp8", "add_rmsnorm_fp8_copy"):
+        _IMPL.impl(_name, _refusing_autograd(_name), "Autograd", allow_override=True)
 except (AttributeError, RuntimeError, TypeError):  # pragma: no cover - another torch
     pass
