@@ -866,6 +866,41 @@ def test_torch(dt):
     assert gatednorm.rmsnorm_gated(x, z, w, out_dtype="fp16").dtype == torch.float16
 
 
+def test_torch_gpu_custom_ops():
+    """gatednorm.torch_ops on CUDA tensors: w4a16_matmul over a GPU weight's tiled buffer
+    (shared through DLPack) at M of each kernel (gemv / lean, decode, mma) and the FP8 norms'
+    copy ops, eager and under a fullgraph compile, give the Python functions' bits."""
+    torch = _gpu_framework("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no GPU")
+    import gatednorm.torch_ops as tops
+
+    rng = np.random.default_rng(7)
+    n, k = 256, 512
+    w = gatednorm.W4A16Weight.from_float(rng.standard_normal((n, k)).astype(np.float32), group_size=128).to("cuda:0")
+    args = tops.w4a16_args(w)
+    assert args[0].is_cuda and args[0].data_ptr() == w._packed.data_ptr and args[1] is None
+    op = torch.ops.gatednorm.w4a16_matmul
+    torch._dynamo.reset()
+    f = torch.compile(lambda a: op(a, *args), fullgraph=True, backend="aot_eager")
+    for m in (1, 16, 33):
+        a = torch.randn(m, k, device="cuda").to(torch.bfloat16)
+        want = gatednorm.w4a16_matmul(a, w)
+        assert torch.equal(op(a, *args), want) and torch.equal(f(a), want)
+    x = torch.randn(6, 512, device="cuda").to(torch.bfloat16)
+    r = torch.randn(6, 512, device="cuda").to(torch.bfloat16)
+    wn = torch.rand(512, device="cuda") + 0.5
+    r_op, r_fn = r.clone(), r.clone()
+    y, q, sc = torch.ops.gatednorm.add_rmsnorm_fp8_copy(x, r_op, wn, scale_layout="col_pad4")
+    e = gatednorm.add_rmsnorm(x, r_fn, wn, fp8=True, scale_layout="col_pad4")
+    assert torch.equal(y, e.y) and torch.equal(q.view(torch.uint8), e.q.view(torch.uint8))
+    assert torch.equal(sc, e.scales) and sc.stride() == e.scales.stride() and torch.equal(r_op, r_fn)
+    xg, zg = x.view(6, 4, 128), r.view(6, 4, 128)
+    q, sc, yc = torch.ops.gatednorm.rmsnorm_gated_fp8_copy(xg, zg, wn[:128])
+    qe, se, ye = gatednorm.rmsnorm_gated_fp8(xg, zg, wn[:128], copy_dtype=torch.bfloat16)
+    assert torch.equal(q.view(torch.uint8), qe.view(torch.uint8)) and torch.equal(sc, se) and torch.equal(yc, ye)
+
+
 def test_cupy():
     cp = _gpu_framework("cupy")
     x = cp.random.standard_normal((9, 4, 64), dtype=cp.float32).astype(cp.float16)
@@ -1207,6 +1242,52 @@ def test_torch_cpu_custom_ops_return_the_functions_outputs(rng):
             getattr(ops, name)(x2.float(), r, w2)
     with pytest.raises(gatednorm.GatedNormError, match=r"copy_dtype"):
         ops.rmsnorm_gated_fp8_copy(x, z, w, copy_dtype=torch.int8)
+
+
+def test_torch_cpu_w4a16_custom_op(rng):
+    """torch.ops.gatednorm.w4a16_matmul over w4a16_args of a plain weight (asym, sym,
+    act-order) and of a tiled one made on the host: opcheck, a fullgraph compile over several
+    M with one graph, and the bits of gatednorm.w4a16_matmul on the same numpy arrays; bad
+    meta and out_dtype named."""
+    torch = _torch_cpu()
+    import gatednorm.torch_ops as tops
+
+    n, k = 96, 256
+    w_f = rng.standard_normal((n, k)).astype(np.float32)
+    base = gatednorm.W4A16Weight.from_float(w_f, group_size=64)
+    weights = {"asym": base, "sym": gatednorm.W4A16Weight.from_float(w_f, group_size=128, symmetric=True),
+               "act_order": gatednorm.W4A16Weight(base.q, base.scales, base.zeros, perm=rng.permutation(k)),
+               "tiled": base.prepack_host("cuda_mma", "bfloat16")}
+    bias = rng.standard_normal(n).astype(np.float32)
+    op = torch.ops.gatednorm.w4a16_matmul
+    for name, w in weights.items():
+        args = tops.w4a16_args(w)
+        assert (args[3] is None) == (name != "act_order") and (args[1] is None) == (name == "tiled")
+        a_np = rng.standard_normal((5, k)).astype(_dtypes.bfloat16)
+        a = torch.from_numpy(a_np.view(np.int16).copy()).view(torch.bfloat16)
+        for kw in (dict(), dict(bias=torch.from_numpy(bias), out_dtype=torch.float32)):
+            torch.library.opcheck(op, (a,) + args, kw, test_utils=("test_schema", "test_faketensor",
+                                                                   "test_aot_dispatch_static"))
+            got = op(a, *args, **kw)
+            want = gatednorm.w4a16_matmul(a_np, w, bias if kw else None, out_dtype=np.float32 if kw else None)
+            assert got.shape == (5, n) and torch.equal(_torch_bits(got), _torch_bits(torch.from_numpy(
+                want.view(np.int16) if want.dtype.itemsize == 2 else want)))
+        torch._dynamo.reset()
+        f = torch.compile(lambda x: op(x, *args), fullgraph=True, backend="aot_eager")
+        for m in (1, 3, 7):
+            x = a[:m].clone()
+            assert torch.equal(_torch_bits(f(x)), _torch_bits(op(x, *args)))
+    args = tops.w4a16_args(base)
+    with pytest.raises(gatednorm.GatedNormError, match=r"^meta: expected 8 ints"):
+        op(a, *args[:4], args[4][:7])
+    with pytest.raises(gatednorm.GatedNormError, match=r"out_dtype"):
+        op(a, *args, out_dtype=torch.int32)
+    bad = list(args[4])
+    bad[0] = 1  # a plain weight's tensors labelled tiled: the C layer's layout checks refuse it
+    with pytest.raises(gatednorm.GatedNormError):
+        op(a, *args[:4], bad)
+    with pytest.raises(gatednorm.GatedNormError, match=r"^w: expected a gatednorm.W4A16Weight"):
+        tops.w4a16_args(w_f)
 
 
 def test_torch_cpu_custom_ops_dynamic_tokens_and_parameters(rng):

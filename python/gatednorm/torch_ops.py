@@ -20,6 +20,8 @@ never imports it) registers
     torch.ops.gatednorm.add_rmsnorm_fp8_copy(... as add_rmsnorm_fp8 ..., y_dtype) -> (y, q, scales)
     torch.ops.gatednorm.group_quant_fp8(x, group_size, fp8_format, fp8_max, amax_floor,
                                         scale_format, scale_layout) -> (q, scales)
+    torch.ops.gatednorm.w4a16_matmul(a, qweight, scales, zeros, perm, meta, bias, out_dtype) -> out
+        (the weight's parts from w4a16_args(w), below)
 
 with the keyword defaults of the Python functions they call (docs/ops.md); the add_rmsnorm
 ops update ``residual`` in place and declare it mutated.  An op's outputs are fixed by its
@@ -32,19 +34,21 @@ symbolic token counts and the scale layouts' strides: the wrappers' own allocati
 the compiler sees the op as one opaque node (docs/frameworks.md).  No autograd, as the
 functions: the outputs are marked non-differentiable (a weight that is an nn.Parameter
 compiles), and the add_rmsnorm ops refuse a residual that requires grad under grad mode.
-W4A16 (its weight is an object, not a tensor) and the all-reduce are not registered.
+The all-reduce is not registered.
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 
 from . import ops, ops_fp8
 
 __all__ = ["rmsnorm_gated", "rmsnorm_gated_fp8", "rmsnorm_gated_fp8_copy", "rmsnorm", "add_rmsnorm", "rmsnorm_fp8",
-           "rmsnorm_fp8_copy", "add_rmsnorm_fp8", "add_rmsnorm_fp8_copy", "group_quant_fp8"]
+           "rmsnorm_fp8_copy", "add_rmsnorm_fp8", "add_rmsnorm_fp8_copy", "group_quant_fp8",
+           "w4a16_matmul", "w4a16_args"]
 
 _LIB = "gatednorm"
 Tensor = torch.Tensor
@@ -241,6 +245,89 @@ def _(x, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, sc
     return _fake_quant(x, None, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout)
 
 
+# ------------------------------------------------------------ W4A16 (§4)
+# A custom op's arguments are tensors and scalars, so the op takes a W4A16Weight as the C
+# GEMM does: its (qweight, scales, zeros) in its layout, and the params fields as a list of
+# ints (layout, n, k, group_size, symmetric, dtype, layout_version, target), the C layer's
+# checks of layout, version and target included.  w4a16_args makes both from a weight.
+_W4A16_META = ("layout", "n", "k", "group_size", "symmetric", "dtype", "layout_version", "target")
+_W4A16_PARAMS: dict = {}
+
+
+def w4a16_args(w) -> tuple:
+    """``(qweight, scales, zeros, perm, meta)`` for ``torch.ops.gatednorm.w4a16_matmul(a, *args,
+    bias=None, out_dtype=None)`` from a ``gatednorm.W4A16Weight``: torch tensors on the
+    weight's device (a GPU weight's tiled buffer shared, not copied; a host weight's arrays
+    copied), None where the weight has none (zeros of a symmetric weight, perm unless
+    act-order; scales and zeros of a tiled weight), and ``meta``, the weight's params as ints.
+    Keep them (module buffers, say) for the weight's life."""
+    from . import w4a16
+
+    if not isinstance(w, w4a16.W4A16Weight):
+        from ._ffi import argument_error
+        raise argument_error("w: expected a gatednorm.W4A16Weight, got %s" % type(w).__name__)
+    if w._packed is None:
+        qweight, scales, zeros = (None if a is None else _host_tensor(a) for a in (w.q, w.scales, w.zeros))
+        meta = [w4a16.PLAIN, w.n, w.k, w.group_size, 1 if w.symmetric else 0, 0, 0, 0]
+        device = "cpu"
+    else:
+        packed = w._packed
+        qweight = _host_tensor(packed) if isinstance(packed, np.ndarray) else torch.from_dlpack(packed)
+        scales = zeros = None
+        meta = [int(getattr(w._params, f)) for f in _W4A16_META]
+        device = qweight.device
+    perm = None if w.perm is None else torch.tensor(w.perm, dtype=torch.int64, device=device)
+    return qweight, scales, zeros, perm, meta
+
+
+def _host_tensor(a):
+    # A torch copy of a host array (the weight's are read-only, which torch would warn of).
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(a.copy())
+
+
+def _w4a16_params(meta):
+    """gatednorm_w4a16_params holding ``meta`` (made once per distinct meta)."""
+    key = tuple(meta)
+    prm = _W4A16_PARAMS.get(key)
+    if prm is None:
+        from . import _call
+        from ._ffi import argument_error
+        from .w4a16 import _GEMM
+        if len(key) != len(_W4A16_META):
+            raise argument_error("meta: expected %d ints (%s; gatednorm.torch_ops.w4a16_args makes them), got %d"
+                                 % (len(_W4A16_META), ", ".join(_W4A16_META), len(key)))
+        prm = _GEMM.params(**{f: _call.integer("meta[%d] (%s)" % (i, f), v)
+                              for i, (f, v) in enumerate(zip(_W4A16_META, key))})
+        if len(_W4A16_PARAMS) >= 256:
+            _W4A16_PARAMS.clear()
+        _W4A16_PARAMS[key] = prm
+    return prm
+
+
+@torch.library.custom_op(_LIB + "::w4a16_matmul", mutates_args=())
+def w4a16_matmul(a: Tensor, qweight: Tensor, scales: Optional[Tensor], zeros: Optional[Tensor], perm: Optional[Tensor],
+                 meta: list[int], bias: Optional[Tensor] = None, out_dtype: Optional[torch.dtype] = None) -> Tensor:
+    from . import w4a16
+
+    prm = _w4a16_params(meta)
+    odt = ops_fp8._float_out_dtype(out_dtype, "out_dtype", "the output", None, None)
+    if perm is not None:  # act-order: a's columns in the weight's order, as gatednorm.w4a16_matmul does
+        if a.dim() != 2 or a.shape[1] != prm.k:
+            from ._ffi import argument_error
+            raise argument_error("a: expected [M, K] with K = %d (the weight's), got shape %s" % (prm.k, tuple(a.shape)))
+        a = a.index_select(1, perm)
+    return w4a16.gemm(a, a, prm.n, (qweight, scales, zeros), prm, bias, None, odt, None, None)
+
+
+@w4a16_matmul.register_fake
+def _(a, qweight, scales, zeros, perm, meta, bias=None, out_dtype=None):
+    prm = _w4a16_params(meta)
+    ops_fp8._float_out_dtype(out_dtype, "out_dtype", "the output", None, None)
+    return a.new_empty((a.shape[0], prm.n), dtype=out_dtype or a.dtype)
+
+
 # ------------------------------------------------------------ autograd: none, as the functions
 def _no_grad_setup(ctx, inputs, output):
     # As the functions: the outputs never require grad (so AOTAutograd traces no backward).
@@ -252,7 +339,7 @@ def _no_backward(ctx, *grads):
 
 
 for _op in (rmsnorm_gated, rmsnorm_gated_fp8, rmsnorm_gated_fp8_copy, rmsnorm, rmsnorm_fp8, rmsnorm_fp8_copy,
-            group_quant_fp8):  # the add_rmsnorm ops mutate: register_autograd refuses them (below)
+            group_quant_fp8, w4a16_matmul):  # the add_rmsnorm ops mutate: register_autograd refuses them (below)
     _op.register_autograd(_no_backward, setup_context=_no_grad_setup)
 
 

@@ -614,22 +614,32 @@ def w4a16_matmul(a, w, bias=None, out=None, *, out_dtype=None, workspace=None, s
     ad = _call.described(a, "a")  # a itself for numpy / torch / DeviceArray; else read once here
     if w.perm is not None:
         a = ad = _apply_perm(ad, w)  # numpy and torch only (others are refused)
-    a_shape = _call.shape_of(ad, "a")
-    m = int(a_shape[0]) if len(a_shape) == 2 else 0
-    if out is None:
-        out = _call.empty_like(ad, (m, w.n), out_dtype, name="a")
     if w._packed is None:
         dev = _call.device_of(ad, "a")
         if dev[0] != _runtime.CPU:  # the C layer would say only that the devices differ
             raise argument_error("w: a plain (host) weight, but a is on %s; prepack it for the GPU with "
                                  "w.to(%r) first" % (_runtime.device_str(*dev), _runtime.device_str(*dev)))
-        return _GEMM(stream, a, w.q, w.scales, w.zeros, bias, out, workspace, params=_GEMM.params())[0]
+        return gemm(a, ad, w.n, (w.q, w.scales, w.zeros), _GEMM.params(), bias, out, out_dtype, workspace, stream)
     prm = (w._params_pdl or _pdl_params(w)) if use_pdl else w._params
-    if workspace is None and isinstance(w._packed, DeviceArray):
-        lib = _ffi._lib or _ffi.load()
-        need = ffi.new("size_t *")
-        dev = ffi.new("gatednorm_device *", (w._packed.device_type, w._packed.device_id))
-        _ffi.check(lib.gatednorm_w4a16_workspace_size(prm, m, dev[0], need), "gatednorm_w4a16_workspace_size")
-        if need[0]:
-            workspace = _call.empty_like(ad, (int(need[0]),), np.uint8)
-    return _GEMM(stream, a, w._packed, None, None, bias, out, workspace, params=prm)[0]
+    return gemm(a, ad, w.n, (w._packed, None, None), prm, bias, out, out_dtype, workspace, stream)
+
+
+def gemm(a, ad, n, weight, prm, bias, out, out_dtype, workspace, stream):
+    """The GEMM once the weight is resolved to the C call's (qweight, scales, zeros) and params
+    (w4a16_matmul's and torch_ops' w4a16_matmul's one road): a new ``out`` [M, N] of a's kind
+    when None, the workspace a GPU weight needs when None, one C call.  ``ad``: a as
+    _call.described gives it."""
+    a_shape = _call.shape_of(ad, "a")
+    m = int(a_shape[0]) if len(a_shape) == 2 else 0
+    if out is None:
+        out = _call.empty_like(ad, (m, n), out_dtype, name="a")
+    if workspace is None and prm.layout == TILED:
+        dev = _call.device_of(weight[0], "qweight")
+        if dev[0] != _runtime.CPU:  # the host backend needs none
+            lib = _ffi._lib or _ffi.load()
+            need = ffi.new("size_t *")
+            device = ffi.new("gatednorm_device *", dev)
+            _ffi.check(lib.gatednorm_w4a16_workspace_size(prm, m, device[0], need), "gatednorm_w4a16_workspace_size")
+            if need[0]:
+                workspace = _call.empty_like(ad, (int(need[0]),), np.uint8)
+    return _GEMM(stream, a, *weight, bias, out, workspace, params=prm)[0]
