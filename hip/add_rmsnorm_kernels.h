@@ -136,13 +136,12 @@ __device__ __forceinline__ void add_rmsnorm_generic_row(const AddArgs &a, int64_
         }
         m = lanes_max_bits<kShuffleGroup>(m, kShuffleGroup);
         const float s = group_scale(a.qa, m);
-        const bool nan = s != s;
-        const float inv = 1.0f / s;
+        const Fp8GroupCodes codes(s);
         for (int64_t c = k * G + lane; c < (k + 1) * G; c += kShuffleGroup) {
             const float v = y_at(a, t, c, rstd);
             if (a.y) store_from_f32(a.y + t * a.y_st + c * ys, a.y_dtype, v);
             const float vq = a.quantize_rounded ? round_to(v, a.round_dtype) : v;
-            q[c] = nan ? fp8_nan_code(a.qa.format) : uint8_t(fp8_encode_x2(vq * inv, 0.0f, a.qa.format, a.qa.fp8_max));
+            q[c] = codes.code(vq, a.qa.format, a.qa.fp8_max);
         }
         if (lane == 0) store_scale(a.qa, t, k, s);
     }

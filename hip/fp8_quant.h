@@ -45,24 +45,23 @@ __device__ __forceinline__ float group_scale(const Fp8QuantArgs &a, uint32_t ama
     return fp8_group_scale(amax_bits, a.amax_floor, a.fp8_max, a.scale_format != kScaleF32);
 }
 
-// Codes of VEC values (VEC % 4 == 0) into VEC / 4 words, byte i = value i.  A NaN scale (a
-// group with a NaN or an infinity) gives the format's NaN code everywhere: the one place
-// NaN reaches a code, so the hardware converts (fp8_encode_x2) only ever see finite values.
+// Codes of VEC values (VEC % 4 == 0) into VEC / 4 words, byte i = value i, by numerics.h's
+// Fp8GroupCodes rule, two values a convert.
 template <int VEC>
 __device__ __forceinline__ void encode_codes(const Fp8QuantArgs &a, const float (&y)[VEC], float scale, uint32_t (&w)[VEC / 4]) {
     static_assert(VEC % 4 == 0, "whole words of codes");
-    if (scale != scale) {
+    if (scale != scale) {  // tested before the reciprocal is formed (run 37's PTX)
         const uint32_t n = fp8_nan_code(a.format) * 0x01010101u;
 #pragma unroll
         for (int i = 0; i < VEC / 4; ++i) w[i] = n;
         return;
     }
-    const float inv = 1.0f / scale;  // IEEE reciprocal, as the CPU's: one per group
+    const Fp8GroupCodes g(scale);
     const auto encode_all = [&](auto encode_pair) {
 #pragma unroll
         for (int i = 0; i < VEC / 4; ++i) {
-            const uint32_t lo = encode_pair(y[4 * i] * inv, y[4 * i + 1] * inv);
-            const uint32_t hi = encode_pair(y[4 * i + 2] * inv, y[4 * i + 3] * inv);
+            const uint32_t lo = encode_pair(g.scaled(y[4 * i]), g.scaled(y[4 * i + 1]));
+            const uint32_t hi = encode_pair(g.scaled(y[4 * i + 2]), g.scaled(y[4 * i + 3]));
             w[i] = lo | (hi << 16);
         }
     };

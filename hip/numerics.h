@@ -342,6 +342,26 @@ GN_HD uint32_t fp8_encode_x2(float lo, float hi, int fmt, float fp8_max) {
     return uint32_t(fp8_encode(lo, fmt, fp8_max)) | (uint32_t(fp8_encode(hi, fmt, fp8_max)) << 8);
 }
 
+// How a group's values become codes once its scale s is known (docs/ops.md §2), the one
+// statement of the rule for every backend: each value times the group's one IEEE reciprocal
+// 1 / s (a reciprocal a group, not a divide an element: y * (1 / s) and y / s differ in the
+// last bit, and every backend must agree), then the encoder; a NaN scale (a group holding a
+// NaN or an infinity) makes every code the format's NaN, the one place NaN reaches a code (so
+// the hardware converts behind fp8_encode_x2 only see finite values).  Users: the kernels'
+// group epilogues (fp8_quant.h's encode_codes, the generic kernels through code()) and the
+// CPU backend (cpu_quant.h, whose loop calls fp8_encode on scaled() to stay vectorized).
+struct Fp8GroupCodes {
+    float inv;  // 1 / s
+    bool nan;   // s is NaN
+    GN_HD static bool nan_scale(float s) { return s != s; }
+    GN_HD explicit Fp8GroupCodes(float s) : inv(1.0f / s), nan(nan_scale(s)) {}
+    GN_HD float scaled(float v) const { return v * inv; }
+    // One value's code, through the hardware convert where the target has one (fp8_encode_x2).
+    GN_HD uint8_t code(float v, int fmt, float fp8_max) const {
+        return nan ? fp8_nan_code(fmt) : uint8_t(fp8_encode_x2(scaled(v), 0.0f, fmt, fp8_max));
+    }
+};
+
 
 // Stores group k's scale of the token whose scales start at `base` (byte address), in the
 // scale format's storage: fp32 at k * sk floats; an E8M0 byte at k * sk bytes; packed E8M0:

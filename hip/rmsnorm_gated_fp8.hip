@@ -299,12 +299,11 @@ __device__ GenericRow generic_row(const Fp8Args &a, int64_t t, int64_t h, int la
 // Codes of elements [c0, c1) of row r (element e0 of the token's row at c0), its copy too.
 __device__ void write_codes(const Fp8Args &a, const GenericRow &r, int64_t t, int64_t e0, int64_t c0, int64_t c1, int lane, float scale) {
     uint8_t *q = reinterpret_cast<uint8_t *>(a.qa.q + t * a.qa.q_st);
-    const bool nan = scale != scale;
-    const float inv = 1.0f / scale;
+    const Fp8GroupCodes codes(scale);
     for (int64_t c = c0 + lane; c < c1; c += kGenericLanes) {
         const float v = y_at(a, r, c);
         if (r.y) store_from_f32(r.y + c * dtype_size(a.y_dtype), a.y_dtype, v);
-        q[e0 + c - c0] = nan ? fp8_nan_code(a.qa.format) : uint8_t(fp8_encode_x2(rounded(a, v) * inv, 0.0f, a.qa.format, a.qa.fp8_max));
+        q[e0 + c - c0] = codes.code(rounded(a, v), a.qa.format, a.qa.fp8_max);
     }
 }
 

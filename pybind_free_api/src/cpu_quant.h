@@ -26,11 +26,11 @@ inline void cpu_quantize_row(const QuantFp8Spec &qs, int64_t t, const float *y) 
         uint32_t amax = 0;  // loops without branches: the compiler vectorizes both
         for (int64_t i = 0; i < G; ++i) amax = amax > abs_bits(yg[i]) ? amax : abs_bits(yg[i]);
         const float s = fp8_group_scale(amax, qs.amax_floor, fp8_max, ue8m0);
-        if (isnan(s)) {
+        const Fp8GroupCodes codes(s);  // numerics.h's rule; fp8_encode inline keeps the loop vectorized
+        if (codes.nan) {
             memset(qg, fp8_nan_code(fmt), size_t(G));
         } else {
-            const float inv = 1.0f / s;  // one IEEE reciprocal per group, as the kernels
-            for (int64_t i = 0; i < G; ++i) qg[i] = fp8_encode(yg[i] * inv, fmt, fp8_max);
+            for (int64_t i = 0; i < G; ++i) qg[i] = fp8_encode(codes.scaled(yg[i]), fmt, fp8_max);
         }
         store_group_scale(srow, qs.s_sk, qs.scale_format, k, qs.groups, s);
     }
