@@ -1290,6 +1290,51 @@ def test_torch_cpu_w4a16_custom_op(rng):
         tops.w4a16_args(w_f)
 
 
+def test_torch_cpu_custom_ops_export_dynamic_tokens(rng):
+    """torch.export with a dynamic token count (the docs promise export): the col_pad4 fakes
+    once sliced [:T] from T_pad4 columns, a bound export cannot prove, so every dynamic export
+    through them was refused (review).  The exported program runs other token counts with the
+    eager ops' bits, add_rmsnorm's residual updated alike."""
+    torch = _torch_cpu()
+    import gatednorm.torch_ops as tops
+
+    ops = torch.ops.gatednorm
+    wq = gatednorm.W4A16Weight.from_float(rng.standard_normal((64, 256)).astype(np.float32), group_size=128)
+    qw, sc, zp, _, meta = tops.w4a16_args(wq)
+
+    class Layer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("qw", qw)
+            self.register_buffer("sc", sc)
+            self.register_buffer("zp", zp)
+            self.w1 = torch.nn.Parameter(torch.rand(256) + 0.5)
+            self.w2 = torch.nn.Parameter(torch.rand(128) + 0.5)
+
+        def forward(self, h, r, z):
+            y, q1, s1 = ops.add_rmsnorm_fp8_copy(h, r, self.w1, scale_layout="col_pad4")
+            q2, s2 = ops.rmsnorm_gated_fp8(y.view(-1, 2, 128), z, self.w2, scale_layout="col_pad4",
+                                           scale_format="e8m0_packed")
+            q3, s3 = ops.group_quant_fp8(y, scale_layout="col")
+            return ops.w4a16_matmul(y, self.qw, self.sc, self.zp, None, meta), q1, s1, q2, s2, q3, s3
+
+    def inputs(t):
+        g = torch.Generator().manual_seed(t)
+        return [torch.randn(*shape, generator=g).to(torch.bfloat16) for shape in ((t, 256), (t, 256), (t, 2, 128))]
+
+    m = Layer()
+    T = torch.export.Dim("T", min=1, max=4096)
+    with torch.no_grad():
+        ep = torch.export.export(m, tuple(inputs(4)), dynamic_shapes={"h": {0: T}, "r": {0: T}, "z": {0: T}})
+        for t in (1, 5, 9):
+            a, b = inputs(t), inputs(t)
+            got, want = ep.module()(*a), m(*b)
+            for g_, w_ in zip(got, want):
+                assert g_.dtype == w_.dtype and g_.shape == w_.shape and g_.stride() == w_.stride()
+                assert torch.equal(_torch_bits(g_), _torch_bits(w_))
+            assert torch.equal(_torch_bits(a[1]), _torch_bits(b[1])) and not torch.equal(a[1], inputs(t)[1])
+
+
 def test_torch_cpu_custom_ops_dynamic_tokens_and_parameters(rng):
     """One fullgraph graph serves every token count (the FP8 fakes once turned T into a
     constant: a recompile per T, a hard failure past 8 under fullgraph=True; review), and a

@@ -89,8 +89,11 @@ def _new_scales(x, tok, cols, dt, layout):
     if isinstance(base, DeviceArray):
         return from_pointer(base.data_ptr, tuple(tok) + (cols,), dt, strides=_col_strides(tok, tp),
                             device=(base.device_type, base.device_id), owner=base)
-    v = base.T[:T] if isinstance(base, np.ndarray) else base.t()[:T]
-    return v.reshape(tuple(tok) + (cols,))
+    if isinstance(base, np.ndarray):
+        return base.T[:T].reshape(tuple(tok) + (cols,))
+    # torch: the view made by strides, not by slicing [:T] of the T_pad columns, whose bound
+    # T <= T_pad torch.export cannot prove for a symbolic T (it refused every dynamic export)
+    return base.as_strided(tuple(tok) + (cols,), _col_strides(tok, tp))
 
 
 def _col_strides(tok, tp):
