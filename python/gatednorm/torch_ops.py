@@ -54,16 +54,31 @@ _LIB = "gatednorm"
 Tensor = torch.Tensor
 
 
+def _concrete(v):
+    """An int option as a Python int: under torch.compile an int argument that changes between
+    calls (a group size, a W4A16 weight's meta) reaches a fake as a symbolic int, which the
+    options' checks and caches cannot take; int() specializes on it (one graph a value, as the
+    options of every other op are compiled in)."""
+    return v if v is None or type(v) is int else int(v)
+
+
 def _fake_quant(x, dims, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout):
     """q and scales as the wrapper allocates them (its own code: the same dtypes, shapes and
-    strides; sizes may be symbolic), its options checked by its own rule."""
-    _, fmt, sfmt, g = ops_fp8._quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, False)
+    strides; sizes may be symbolic), its options checked by its own rule, and the group size
+    checked against the row (a trace then fails where the call would)."""
+    _, fmt, sfmt, g = ops_fp8._quant_fields(_concrete(group_size), fp8_format, fp8_max, amax_floor, scale_format,
+                                            scale_layout, False)
+    if dims is None:
+        dims = (tuple(x.shape[:-1]), x.shape[-1]) if x.dim() else ((), 0)
+    if g > 0 and dims[1] % g != 0:
+        from ._ffi import argument_error
+        raise argument_error("group_size: %d does not divide the row's %s elements" % (g, dims[1]))
     return ops_fp8._new_quant(x, None, None, fmt, sfmt, g, scale_layout, dims)
 
 
-def _fake_16(x, dtype):
+def _fake_16(x, dtype, name="y_dtype"):
     # A bf16 / fp16 / fp32 output shaped as x (y, a copy), its dtype checked as the wrapper does.
-    dt = ops_fp8._float_out_dtype(dtype, "y_dtype", "y", None, None) if dtype is not None else None
+    dt = ops_fp8._float_out_dtype(dtype, name, "the output", None, None) if dtype is not None else None
     return x.new_empty(x.shape, dtype=x.dtype if dt is None else dtype)
 
 
@@ -79,7 +94,7 @@ def rmsnorm_gated(x: Tensor, z: Optional[Tensor], weight: Tensor, eps: float = 1
 @rmsnorm_gated.register_fake
 def _(x, z, weight, eps=1e-6, norm_before_gate=True, activation="silu", weight_offset=0.0, group_size=None,
       out_dtype=None):
-    return x.new_empty(x.shape, dtype=out_dtype or x.dtype)
+    return _fake_16(x, out_dtype, "out_dtype")
 
 
 @torch.library.custom_op(_LIB + "::rmsnorm_gated_fp8", mutates_args=())
@@ -99,8 +114,8 @@ def rmsnorm_gated_fp8(x: Tensor, z: Optional[Tensor], weight: Tensor, eps: float
 def _(x, z, weight, eps=1e-6, norm_before_gate=True, activation="silu", weight_offset=0.0, group_size=128,
       fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32", scale_layout="row",
       quantize_rounded=False, head_dim=None):
-    return _fake_quant(x, ops_fp8._token_dims(x.shape, head_dim), group_size, fp8_format, fp8_max, amax_floor,
-                       scale_format, scale_layout)
+    return _fake_quant(x, ops_fp8._token_dims(x.shape, _concrete(head_dim)), group_size, fp8_format, fp8_max,
+                       amax_floor, scale_format, scale_layout)
 
 
 @torch.library.custom_op(_LIB + "::rmsnorm_gated_fp8_copy", mutates_args=())
@@ -109,23 +124,25 @@ def rmsnorm_gated_fp8_copy(x: Tensor, z: Optional[Tensor], weight: Tensor, eps: 
                            group_size: int = 128, fp8_format: str = "e4m3fn", fp8_max: Optional[float] = None,
                            amax_floor: float = 1e-10, scale_format: str = "fp32", scale_layout: str = "row",
                            quantize_rounded: bool = False, head_dim: Optional[int] = None,
-                           copy_dtype: torch.dtype = torch.bfloat16) -> tuple[Tensor, Tensor, Tensor]:
+                           copy_dtype: Optional[torch.dtype] = None) -> tuple[Tensor, Tensor, Tensor]:
+    # copy_dtype None: x's dtype (as the norms' y_dtype; the function's None means "no copy")
     q, s, y = ops_fp8.rmsnorm_gated_fp8(x, z, weight, eps=eps, norm_before_gate=norm_before_gate,
                                         activation=activation, weight_offset=weight_offset, group_size=group_size,
                                         fp8_format=fp8_format, fp8_max=fp8_max, amax_floor=amax_floor,
                                         scale_format=scale_format, scale_layout=scale_layout,
-                                        quantize_rounded=quantize_rounded, head_dim=head_dim, copy_dtype=copy_dtype)
+                                        quantize_rounded=quantize_rounded, head_dim=head_dim,
+                                        copy_dtype=x.dtype if copy_dtype is None else copy_dtype)
     return q, s, y
 
 
 @rmsnorm_gated_fp8_copy.register_fake
 def _(x, z, weight, eps=1e-6, norm_before_gate=True, activation="silu", weight_offset=0.0, group_size=128,
       fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32", scale_layout="row",
-      quantize_rounded=False, head_dim=None, copy_dtype=torch.bfloat16):
-    ops_fp8._float_out_dtype(copy_dtype, "copy_dtype", "the copy", None, None)
-    q, s = _fake_quant(x, ops_fp8._token_dims(x.shape, head_dim), group_size, fp8_format, fp8_max, amax_floor,
-                       scale_format, scale_layout)
-    return q, s, x.new_empty(x.shape, dtype=copy_dtype)
+      quantize_rounded=False, head_dim=None, copy_dtype=None):
+    y = _fake_16(x, copy_dtype, "copy_dtype")
+    q, s = _fake_quant(x, ops_fp8._token_dims(x.shape, _concrete(head_dim)), group_size, fp8_format, fp8_max,
+                       amax_floor, scale_format, scale_layout)
+    return q, s, y
 
 
 # ------------------------------------------------------------ RMSNorm / add-RMSNorm (§3)
@@ -140,10 +157,22 @@ def _(x, weight, eps=1e-6, weight_offset=0.0, y_dtype=None):
     return _fake_16(x, y_dtype)
 
 
+def _unaliased(x, residual):
+    """x, or a copy of it where it shares memory with residual.  An op's arguments are values:
+    add_rmsnorm(r, r, w) is r + r, stored in r.  The function refuses the overlap (it would
+    read what it writes); compiled, whether x arrives as r itself depends on the backend
+    (aot_eager passes a copy, inductor's reinplacing r), so the op makes the copy itself and
+    every mode computes the same."""
+    if x.untyped_storage().data_ptr() == residual.untyped_storage().data_ptr() and x.numel() and residual.numel():
+        return x.clone()
+    return x
+
+
 @torch.library.custom_op(_LIB + "::add_rmsnorm", mutates_args=("residual",))
 def add_rmsnorm(x: Tensor, residual: Tensor, weight: Tensor, eps: float = 1e-6, weight_offset: float = 0.0,
                 y_dtype: Optional[torch.dtype] = None) -> Tensor:
-    return ops_fp8.add_rmsnorm(x, residual, weight, eps=eps, weight_offset=weight_offset, y_dtype=y_dtype).y
+    return ops_fp8.add_rmsnorm(_unaliased(x, residual), residual, weight, eps=eps, weight_offset=weight_offset,
+                               y_dtype=y_dtype).y
 
 
 @add_rmsnorm.register_fake
@@ -155,7 +184,7 @@ def _norm_fp8(x, residual, weight, eps, weight_offset, group_size, fp8_format, f
               scale_layout, quantize_rounded, y, y_dtype):
     # One call of the Python function with fp8=True (and y when asked): its NormOutputs.
     f = ops_fp8.rmsnorm if residual is None else ops_fp8.add_rmsnorm
-    args = (x,) if residual is None else (x, residual)
+    args = (x,) if residual is None else (_unaliased(x, residual), residual)
     return f(*args, weight, eps=eps, weight_offset=weight_offset, y=y, y_dtype=y_dtype, fp8=True,
              group_size=group_size, fp8_format=fp8_format, fp8_max=fp8_max, amax_floor=amax_floor,
              scale_format=scale_format, scale_layout=scale_layout, quantize_rounded=quantize_rounded)
@@ -288,8 +317,9 @@ def _host_tensor(a):
 
 
 def _w4a16_params(meta):
-    """gatednorm_w4a16_params holding ``meta`` (made once per distinct meta)."""
-    key = tuple(meta)
+    """gatednorm_w4a16_params holding ``meta`` (made once per distinct meta); each value range
+    checked here, naming meta[i] (n, k and group_size >= 0, the others int32)."""
+    key = tuple(_concrete(v) for v in meta)
     prm = _W4A16_PARAMS.get(key)
     if prm is None:
         from . import _call
@@ -298,8 +328,14 @@ def _w4a16_params(meta):
         if len(key) != len(_W4A16_META):
             raise argument_error("meta: expected %d ints (%s; gatednorm.torch_ops.w4a16_args makes them), got %d"
                                  % (len(_W4A16_META), ", ".join(_W4A16_META), len(key)))
-        prm = _GEMM.params(**{f: _call.integer("meta[%d] (%s)" % (i, f), v)
-                              for i, (f, v) in enumerate(zip(_W4A16_META, key))})
+        fields = {}
+        for i, (f, v) in enumerate(zip(_W4A16_META, key)):
+            v = _call.integer("meta[%d] (%s)" % (i, f), v)
+            lo, hi = (0, 2 ** 63 - 1) if f in ("n", "k", "group_size") else (-2 ** 31, 2 ** 31 - 1)
+            if not lo <= v <= hi:
+                raise argument_error("meta[%d] (%s): %d is outside [%d, %d]" % (i, f, v, lo, hi))
+            fields[f] = v
+        prm = _GEMM.params(**fields)
         if len(_W4A16_PARAMS) >= 256:
             _W4A16_PARAMS.clear()
         _W4A16_PARAMS[key] = prm
@@ -323,8 +359,15 @@ def w4a16_matmul(a: Tensor, qweight: Tensor, scales: Optional[Tensor], zeros: Op
 
 @w4a16_matmul.register_fake
 def _(a, qweight, scales, zeros, perm, meta, bias=None, out_dtype=None):
+    # The checks that fix the output's shape and dtype, so a trace fails where the call would.
+    from ._ffi import argument_error
     prm = _w4a16_params(meta)
-    ops_fp8._float_out_dtype(out_dtype, "out_dtype", "the output", None, None)
+    if a.dim() != 2 or a.shape[1] != prm.k:
+        raise argument_error("a: expected [M, K] with K = %d (the weight's), got shape %s" % (prm.k, tuple(a.shape)))
+    if a.dtype not in (torch.bfloat16, torch.float16):
+        raise argument_error("a: dtype %s; activations are bf16 or fp16" % a.dtype)
+    if out_dtype is not None:
+        ops_fp8._float_out_dtype(out_dtype, "out_dtype", "the output", None, None)
     return a.new_empty((a.shape[0], prm.n), dtype=out_dtype or a.dtype)
 
 
