@@ -1340,6 +1340,73 @@ def test_torch_cpu_custom_ops_residual_aliasing_any_backend(rng):
                 assert torch.equal(got[1].view(torch.uint8), want.q.view(torch.uint8)) and torch.equal(got[2], want.scales)
 
 
+def test_torch_cpu_allreduce_custom_ops(rng):
+    """torch.ops.gatednorm.allreduce_add_rmsnorm{,_fp8,_fp8_copy} on two CPU ranks (threads of
+    one process): eager and under a fullgraph compile, each rank's outputs and residual equal
+    what its AllReduceGroup.add_rmsnorm gives for the same inputs, bit for bit; a handle of no
+    live group is named."""
+    torch = _torch_cpu()
+    import threading
+
+    import gatednorm.torch_ops as tops
+    from gatednorm import AllReduceGroup
+
+    W, T, H = 2, 3, 256
+    groups = AllReduceGroup.in_process(W, "cpu", max_tokens=8, hidden=H, dtype="bfloat16")
+    handles = [tops.group_handle(g) for g in groups]
+    assert handles == [tops.group_handle(g) for g in groups] and len(set(handles)) == W
+    ops = torch.ops.gatednorm
+    w = torch.rand(H, generator=torch.Generator().manual_seed(9)) + 0.5
+    xs = [torch.randn(T, H, generator=torch.Generator().manual_seed(10 + r)).to(torch.bfloat16) for r in range(W)]
+    r0 = torch.randn(T, H, generator=torch.Generator().manual_seed(20)).to(torch.bfloat16)
+    kw = dict(scale_layout="col_pad4", quantize_rounded=True)
+    cases = [("allreduce_add_rmsnorm", dict(), dict()), ("allreduce_add_rmsnorm_fp8", kw, dict(fp8=True, y=False, **kw)),
+             ("allreduce_add_rmsnorm_fp8_copy", kw, dict(fp8=True, **kw))]
+    compiled = {name: torch.compile(lambda x, r, h, name=name, k=k: getattr(ops, name)(x, r, w, h, **k),
+                                    fullgraph=True, backend="aot_eager") for name, k, _ in cases}
+    results, errs = [dict() for _ in range(W)], []
+
+    def rank(i):
+        try:
+            for name, k, fkw in cases:
+                for how in ("eager", "compiled"):
+                    res = r0.clone()
+                    f = compiled[name] if how == "compiled" else (lambda x, r, h: getattr(ops, name)(x, r, w, h, **k))
+                    got = f(xs[i], res, handles[i])
+                    ref_res = r0.clone()
+                    want = groups[i].add_rmsnorm(xs[i], ref_res, w, **fkw)
+                    results[i][(name, how)] = (got if isinstance(got, tuple) else (got,), res, want, ref_res)
+        except BaseException as e:  # pragma: no cover - reported below
+            errs.append(e)
+
+    torch._dynamo.reset()
+    threads = [threading.Thread(target=rank, args=(i,)) for i in range(W)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errs, errs
+    for i in range(W):
+        for name, _, fkw in cases:
+            for how in ("eager", "compiled"):
+                got, res, want, ref_res = results[i][(name, how)]
+                expect = [v for v in (want.y, want.q, want.scales) if v is not None]
+                assert len(got) == len(expect)
+                for g, e in zip(got, expect):
+                    assert g.dtype == e.dtype and g.stride() == e.stride()
+                    assert torch.equal(_torch_bits(g), _torch_bits(e)), (i, name, how)
+                assert torch.equal(_torch_bits(res), _torch_bits(ref_res)) and not torch.equal(res, r0)
+    with pytest.raises(gatednorm.GatedNormError, match=r"^group: 123456 names no live AllReduceGroup"):
+        ops.allreduce_add_rmsnorm(xs[0], r0.clone(), w, 123456)
+    with pytest.raises(gatednorm.GatedNormError, match=r"^group: expected a gatednorm.AllReduceGroup"):
+        tops.group_handle(object())
+    del groups, results
+    import gc
+    gc.collect()
+    with pytest.raises(gatednorm.GatedNormError, match=r"names no live AllReduceGroup"):
+        ops.allreduce_add_rmsnorm(xs[0], r0.clone(), w, handles[0])
+
+
 def test_torch_cpu_custom_ops_export_dynamic_tokens(rng):
     """torch.export with a dynamic token count (the docs promise export): the col_pad4 fakes
     once sliced [:T] from T_pad4 columns, a bound export cannot prove, so every dynamic export

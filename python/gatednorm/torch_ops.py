@@ -22,6 +22,10 @@ never imports it) registers
                                         scale_format, scale_layout) -> (q, scales)
     torch.ops.gatednorm.w4a16_matmul(a, qweight, scales, zeros, perm, meta, bias, out_dtype) -> out
         (the weight's parts from w4a16_args(w), below)
+    torch.ops.gatednorm.allreduce_add_rmsnorm(x, residual, weight, group, eps, weight_offset, y_dtype) -> y
+    torch.ops.gatednorm.allreduce_add_rmsnorm_fp8(... as add_rmsnorm_fp8, group after weight) -> (q, scales)
+    torch.ops.gatednorm.allreduce_add_rmsnorm_fp8_copy(..., y_dtype) -> (y, q, scales)
+        (AllReduceGroup.add_rmsnorm; group: the int group_handle(g) gives, below)
 
 with the keyword defaults of the Python functions they call (docs/ops.md); the add_rmsnorm
 ops update ``residual`` in place and declare it mutated.  An op's outputs are fixed by its
@@ -33,13 +37,14 @@ function, and its fake implementation allocates what the function allocates (dty
 symbolic token counts and the scale layouts' strides: the wrappers' own allocation code), so
 the compiler sees the op as one opaque node (docs/frameworks.md).  No autograd, as the
 functions: the outputs are marked non-differentiable (a weight that is an nn.Parameter
-compiles), and the add_rmsnorm ops refuse a residual that requires grad under grad mode.
-The all-reduce is not registered.
+compiles), and the ops that mutate a residual refuse one that requires grad under grad mode.
 """
 
 from __future__ import annotations
 
 from typing import Optional
+
+import weakref
 
 import numpy as np
 import torch
@@ -48,7 +53,8 @@ from . import ops, ops_fp8
 
 __all__ = ["rmsnorm_gated", "rmsnorm_gated_fp8", "rmsnorm_gated_fp8_copy", "rmsnorm", "add_rmsnorm", "rmsnorm_fp8",
            "rmsnorm_fp8_copy", "add_rmsnorm_fp8", "add_rmsnorm_fp8_copy", "group_quant_fp8",
-           "w4a16_matmul", "w4a16_args"]
+           "w4a16_matmul", "w4a16_args", "allreduce_add_rmsnorm", "allreduce_add_rmsnorm_fp8",
+           "allreduce_add_rmsnorm_fp8_copy", "group_handle"]
 
 _LIB = "gatednorm"
 Tensor = torch.Tensor
@@ -371,6 +377,97 @@ def _(a, qweight, scales, zeros, perm, meta, bias=None, out_dtype=None):
     return a.new_empty((a.shape[0], prm.n), dtype=out_dtype or a.dtype)
 
 
+# ------------------------------------------------------------ all-reduce + add-RMSNorm (§5)
+# A custom op takes no Python object, so an AllReduceGroup is named by a handle: an int that
+# group_handle gives each group once (a counter, never reused: an id() could name a later
+# group after the first was collected), resolved at each call while the group lives.
+_GROUPS: dict = {}
+_NEXT_HANDLE = [1]
+
+
+def group_handle(group) -> int:
+    """The int that names AllReduceGroup ``group`` in the allreduce_add_rmsnorm ops (the same
+    int every time for one group; it stops naming it once the group is collected)."""
+    from .allreduce import AllReduceGroup
+
+    if not isinstance(group, AllReduceGroup):
+        from ._ffi import argument_error
+        raise argument_error("group: expected a gatednorm.AllReduceGroup, got %s" % type(group).__name__)
+    h = group.__dict__.get("_torch_handle")
+    if h is None:
+        h = group._torch_handle = _NEXT_HANDLE[0]
+        _NEXT_HANDLE[0] += 1
+        _GROUPS[h] = weakref.ref(group, lambda _, h=h: _GROUPS.pop(h, None))
+    return h
+
+
+def _group(handle):
+    ref = _GROUPS.get(_concrete(handle))
+    g = None if ref is None else ref()
+    if g is None:
+        from ._ffi import argument_error
+        raise argument_error("group: %r names no live AllReduceGroup (gatednorm.torch_ops.group_handle(g) makes "
+                             "the handle; it ends with the group)" % (handle,))
+    return g
+
+
+def _allreduce_norm(x, residual, weight, group, eps, weight_offset, fp8, y, y_dtype, group_size=128, fp8_format="e4m3fn",
+                    fp8_max=None, amax_floor=1e-10, scale_format="fp32", scale_layout="row", quantize_rounded=False):
+    return _group(group).add_rmsnorm(_unaliased(x, residual), residual, weight, eps=eps, weight_offset=weight_offset,
+                                     y=y, y_dtype=y_dtype, fp8=fp8, group_size=group_size, fp8_format=fp8_format,
+                                     fp8_max=fp8_max, amax_floor=amax_floor, scale_format=scale_format,
+                                     scale_layout=scale_layout, quantize_rounded=quantize_rounded)
+
+
+@torch.library.custom_op(_LIB + "::allreduce_add_rmsnorm", mutates_args=("residual",))
+def allreduce_add_rmsnorm(x: Tensor, residual: Tensor, weight: Tensor, group: int, eps: float = 1e-6,
+                          weight_offset: float = 0.0, y_dtype: Optional[torch.dtype] = None) -> Tensor:
+    return _allreduce_norm(x, residual, weight, group, eps, weight_offset, False, True, y_dtype).y
+
+
+@torch.library.custom_op(_LIB + "::allreduce_add_rmsnorm_fp8", mutates_args=("residual",))
+def allreduce_add_rmsnorm_fp8(x: Tensor, residual: Tensor, weight: Tensor, group: int, eps: float = 1e-6,
+                              weight_offset: float = 0.0, group_size: int = 128, fp8_format: str = "e4m3fn",
+                              fp8_max: Optional[float] = None, amax_floor: float = 1e-10, scale_format: str = "fp32",
+                              scale_layout: str = "row", quantize_rounded: bool = False) -> tuple[Tensor, Tensor]:
+    r = _allreduce_norm(x, residual, weight, group, eps, weight_offset, True, False, None, group_size, fp8_format,
+                        fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded)
+    return r.q, r.scales
+
+
+@torch.library.custom_op(_LIB + "::allreduce_add_rmsnorm_fp8_copy", mutates_args=("residual",))
+def allreduce_add_rmsnorm_fp8_copy(x: Tensor, residual: Tensor, weight: Tensor, group: int, eps: float = 1e-6,
+                                   weight_offset: float = 0.0, group_size: int = 128, fp8_format: str = "e4m3fn",
+                                   fp8_max: Optional[float] = None, amax_floor: float = 1e-10,
+                                   scale_format: str = "fp32", scale_layout: str = "row",
+                                   quantize_rounded: bool = False, y_dtype: Optional[torch.dtype] = None
+                                   ) -> tuple[Tensor, Tensor, Tensor]:
+    r = _allreduce_norm(x, residual, weight, group, eps, weight_offset, True, True, y_dtype, group_size, fp8_format,
+                        fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded)
+    return r.y, r.q, r.scales
+
+
+@allreduce_add_rmsnorm.register_fake
+def _(x, residual, weight, group, eps=1e-6, weight_offset=0.0, y_dtype=None):
+    _group(group)
+    return _fake_16(x, y_dtype)
+
+
+@allreduce_add_rmsnorm_fp8.register_fake
+def _(x, residual, weight, group, eps=1e-6, weight_offset=0.0, group_size=128, fp8_format="e4m3fn", fp8_max=None,
+      amax_floor=1e-10, scale_format="fp32", scale_layout="row", quantize_rounded=False):
+    _group(group)
+    return _fake_norm_quant(x, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout)
+
+
+@allreduce_add_rmsnorm_fp8_copy.register_fake
+def _(x, residual, weight, group, eps=1e-6, weight_offset=0.0, group_size=128, fp8_format="e4m3fn", fp8_max=None,
+      amax_floor=1e-10, scale_format="fp32", scale_layout="row", quantize_rounded=False, y_dtype=None):
+    _group(group)
+    y = _fake_16(x, y_dtype)
+    return (y,) + tuple(_fake_norm_quant(x, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout))
+
+
 # ------------------------------------------------------------ autograd: none, as the functions
 def _no_grad_setup(ctx, inputs, output):
     # As the functions: the outputs never require grad (so AOTAutograd traces no backward).
@@ -404,7 +501,8 @@ def _refusing_autograd(name):
 try:  # private hooks of torch 2.x; without them the default (an op that does not refuse) stays
     _BELOW_AUTOGRAD = torch._C._AutoDispatchBelowAutograd
     _IMPL = torch.library.Library(_LIB, "IMPL")
-    for _name in ("add_rmsnorm", "add_rmsnorm_fp8", "add_rmsnorm_fp8_copy"):
+    for _name in ("add_rmsnorm", "add_rmsnorm_fp8", "add_rmsnorm_fp8_copy", "allreduce_add_rmsnorm",
+                  "allreduce_add_rmsnorm_fp8", "allreduce_add_rmsnorm_fp8_copy"):
         _IMPL.impl(_name, _refusing_autograd(_name), "Autograd", allow_override=True)
 except (AttributeError, RuntimeError, TypeError):  # pragma: no cover - another torch
     pass
