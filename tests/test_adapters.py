@@ -1346,10 +1346,9 @@ def test_torch_cpu_allreduce_custom_ops(rng):
     what its AllReduceGroup.add_rmsnorm gives for the same inputs, bit for bit; a handle of no
     live group is named."""
     torch = _torch_cpu()
-    import threading
-
     import gatednorm.torch_ops as tops
     from gatednorm import AllReduceGroup
+    from gatednorm.testing import in_threads
 
     W, T, H = 2, 3, 256
     groups = AllReduceGroup.in_process(W, "cpu", max_tokens=8, hidden=H, dtype="bfloat16")
@@ -1364,28 +1363,20 @@ def test_torch_cpu_allreduce_custom_ops(rng):
              ("allreduce_add_rmsnorm_fp8_copy", kw, dict(fp8=True, **kw))]
     compiled = {name: torch.compile(lambda x, r, h, name=name, k=k: getattr(ops, name)(x, r, w, h, **k),
                                     fullgraph=True, backend="aot_eager") for name, k, _ in cases}
-    results, errs = [dict() for _ in range(W)], []
+    results = [dict() for _ in range(W)]
 
     def rank(i):
-        try:
-            for name, k, fkw in cases:
-                for how in ("eager", "compiled"):
-                    res = r0.clone()
-                    f = compiled[name] if how == "compiled" else (lambda x, r, h: getattr(ops, name)(x, r, w, h, **k))
-                    got = f(xs[i], res, handles[i])
-                    ref_res = r0.clone()
-                    want = groups[i].add_rmsnorm(xs[i], ref_res, w, **fkw)
-                    results[i][(name, how)] = (got if isinstance(got, tuple) else (got,), res, want, ref_res)
-        except BaseException as e:  # pragma: no cover - reported below
-            errs.append(e)
+        for name, k, fkw in cases:
+            for how in ("eager", "compiled"):
+                res = r0.clone()
+                f = compiled[name] if how == "compiled" else (lambda x, r, h: getattr(ops, name)(x, r, w, h, **k))
+                got = f(xs[i], res, handles[i])
+                ref_res = r0.clone()
+                want = groups[i].add_rmsnorm(xs[i], ref_res, w, **fkw)
+                results[i][(name, how)] = (got if isinstance(got, tuple) else (got,), res, want, ref_res)
 
     torch._dynamo.reset()
-    threads = [threading.Thread(target=rank, args=(i,)) for i in range(W)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errs, errs
+    in_threads(W, rank, timeout=120)
     for i in range(W):
         for name, _, fkw in cases:
             for how in ("eager", "compiled"):

@@ -28,14 +28,13 @@ import os
 import struct
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
 
 import gatednorm
-from gatednorm import AllReduceGroup, GatedNormError, _dtypes
+from gatednorm import AllReduceGroup, GatedNormError, _dtypes, testing
 from test_add_rmsnorm import same_values
 
 H = 256
@@ -318,23 +317,7 @@ def test_dead_peer_fails_the_call_at_once(algorithm):
 
 
 # --------------------------------------------------------------------- ranks as threads
-def in_threads(W, body):
-    """body(r) on W threads at once (each rank's call waits for its peers); re-raises what any
-    of them raised."""
-    errs = []
-
-    def guarded(r):
-        try:
-            body(r)
-        except BaseException as e:  # pragma: no cover
-            errs.append(e)
-
-    th = [threading.Thread(target=guarded, args=(r,)) for r in range(W)]
-    for t in th:
-        t.start()
-    for t in th:
-        t.join(60)
-    assert not errs, errs
+in_threads = testing.in_threads  # body(r) on W threads at once, each rank's call waiting for its peers
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

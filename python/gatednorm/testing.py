@@ -11,7 +11,7 @@ from ._array import DeviceArray, from_pointer
 
 __all__ = ["randn", "poison_value", "mirror", "to_numpy", "backend_device", "available_backends", "host_descriptor",
            "POISON_CODE", "POISON_VALUE", "POISON_E8M0", "poison_codes", "poison_scales", "new_scales", "scale_values",
-           "fp8_scales_ok", "fp8_codes_ok"]
+           "fp8_scales_ok", "fp8_codes_ok", "in_threads"]
 
 
 def host_descriptor(ptr: int, shape, strides, code: int = 2, bits: int = 32):
@@ -168,3 +168,24 @@ def fp8_codes_ok(q, y_ref, s_got, fmt, fp8_max, G):
         target = np.clip(yg / s_got[..., None], -fmax, fmax)
     cmp = reference.compare(qg[~nan], target[~nan], getattr(_dtypes, _FP8_DT[fmt]))
     return bool(cmp.ok), repr(cmp)
+
+
+def in_threads(n, body, timeout=60.0):
+    """body(i) on n threads at once (all-reduce ranks of one process, whose calls wait for
+    their peers); re-raises what any of them raised."""
+    import threading
+
+    errs = []
+
+    def guarded(i):
+        try:
+            body(i)
+        except BaseException as e:  # pragma: no cover - re-raised below
+            errs.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not errs, errs
