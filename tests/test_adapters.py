@@ -1340,6 +1340,32 @@ def test_torch_cpu_custom_ops_residual_aliasing_any_backend(rng):
                 assert torch.equal(got[1].view(torch.uint8), want.q.view(torch.uint8)) and torch.equal(got[2], want.scales)
 
 
+def test_torch_cpu_w4a16_linear_module(rng):
+    """torch_ops.W4A16Linear: x [..., K] -> [..., N] with the bits of gatednorm.w4a16_matmul on
+    the flattened rows (bias included, act-order weight included), eager, compiled and
+    exported with a dynamic token count; its buffers are the weight's parts."""
+    torch = _torch_cpu()
+    import gatednorm.torch_ops as tops
+
+    n, k = 80, 256
+    base = gatednorm.W4A16Weight.from_float(rng.standard_normal((n, k)).astype(np.float32), group_size=64)
+    act_order = gatednorm.W4A16Weight(base.q, base.scales, base.zeros, perm=rng.permutation(k))
+    bias = torch.randn(n)
+    for w in (base, act_order):
+        lin = tops.W4A16Linear(w, bias)
+        assert {name for name, _ in lin.named_buffers()} >= {"qweight", "scales", "bias"}
+        assert "in_features=256, out_features=80, group_size=64" in repr(lin)
+        x = torch.randn(2, 3, k).to(torch.bfloat16)
+        want = gatednorm.w4a16_matmul(x.reshape(6, k), w, bias).view(2, 3, n)
+        assert torch.equal(_torch_bits(lin(x)), _torch_bits(want))
+        torch._dynamo.reset()
+        assert torch.equal(_torch_bits(torch.compile(lin, fullgraph=True, backend="aot_eager")(x)), _torch_bits(want))
+        T = torch.export.Dim("T", min=1, max=4096)
+        ep = torch.export.export(lin, (x[0],), dynamic_shapes=({0: T},))
+        x5 = torch.randn(5, k).to(torch.bfloat16)
+        assert torch.equal(_torch_bits(ep.module()(x5)), _torch_bits(gatednorm.w4a16_matmul(x5, w, bias)))
+
+
 def test_torch_cpu_allreduce_custom_ops(rng):
     """torch.ops.gatednorm.allreduce_add_rmsnorm{,_fp8,_fp8_copy} on two CPU ranks (threads of
     one process): eager and under a fullgraph compile, each rank's outputs and residual equal

@@ -21,7 +21,7 @@ never imports it) registers
     torch.ops.gatednorm.group_quant_fp8(x, group_size, fp8_format, fp8_max, amax_floor,
                                         scale_format, scale_layout) -> (q, scales)
     torch.ops.gatednorm.w4a16_matmul(a, qweight, scales, zeros, perm, meta, bias, out_dtype) -> out
-        (the weight's parts from w4a16_args(w), below)
+        (the weight's parts from w4a16_args(w), below; W4A16Linear(w, bias) is the module)
     torch.ops.gatednorm.allreduce_add_rmsnorm(x, residual, weight, group, eps, weight_offset, y_dtype) -> y
     torch.ops.gatednorm.allreduce_add_rmsnorm_fp8(... as add_rmsnorm_fp8, group after weight) -> (q, scales)
     torch.ops.gatednorm.allreduce_add_rmsnorm_fp8_copy(..., y_dtype) -> (y, q, scales)
@@ -53,7 +53,7 @@ from . import ops, ops_fp8
 
 __all__ = ["rmsnorm_gated", "rmsnorm_gated_fp8", "rmsnorm_gated_fp8_copy", "rmsnorm", "add_rmsnorm", "rmsnorm_fp8",
            "rmsnorm_fp8_copy", "add_rmsnorm_fp8", "add_rmsnorm_fp8_copy", "group_quant_fp8",
-           "w4a16_matmul", "w4a16_args", "allreduce_add_rmsnorm", "allreduce_add_rmsnorm_fp8",
+           "w4a16_matmul", "w4a16_args", "W4A16Linear", "allreduce_add_rmsnorm", "allreduce_add_rmsnorm_fp8",
            "allreduce_add_rmsnorm_fp8_copy", "group_handle"]
 
 _LIB = "gatednorm"
@@ -375,6 +375,32 @@ def _(a, qweight, scales, zeros, perm, meta, bias=None, out_dtype=None):
     if out_dtype is not None:
         ops_fp8._float_out_dtype(out_dtype, "out_dtype", "the output", None, None)
     return a.new_empty((a.shape[0], prm.n), dtype=out_dtype or a.dtype)
+
+
+class W4A16Linear(torch.nn.Module):
+    """``nn.Linear``'s forward over a W4A16Weight: ``y = x @ dequant(W)^T (+ bias)`` for x
+    ``[..., K]`` bf16 / fp16 (leading dims flattened into M for the call and restored), through
+    the ``w4a16_matmul`` custom op, so it compiles and exports.  The weight's parts are the
+    module's buffers (``w4a16_args``; a GPU weight's tiled buffer shared, not copied), its
+    meta a plain attribute: ``state_dict`` holds the buffers, and loading one needs a module
+    made from a weight of the same shape, layout and device."""
+
+    def __init__(self, weight, bias=None):
+        super().__init__()
+        qweight, scales, zeros, perm, self.meta = w4a16_args(weight)
+        self.in_features, self.out_features = weight.k, weight.n
+        for name, t in (("qweight", qweight), ("scales", scales), ("zeros", zeros), ("perm", perm), ("bias", bias)):
+            self.register_buffer(name, t)
+
+    def forward(self, x):
+        lead = x.shape[:-1]
+        y = torch.ops.gatednorm.w4a16_matmul(x.reshape(-1, self.in_features), self.qweight, self.scales, self.zeros,
+                                             self.perm, self.meta, self.bias)
+        return y.view(*lead, self.out_features)
+
+    def extra_repr(self):
+        return "in_features=%d, out_features=%d, group_size=%d, bias=%s" % (
+            self.in_features, self.out_features, self.meta[3], self.bias is not None)
 
 
 # ------------------------------------------------------------ all-reduce + add-RMSNorm (§5)
