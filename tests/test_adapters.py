@@ -1424,6 +1424,61 @@ def test_torch_cpu_allreduce_custom_ops(rng):
         ops.allreduce_add_rmsnorm(xs[0], r0.clone(), w, handles[0])
 
 
+def test_torch_cpu_allreduce_ops_stay_in_step(rng):
+    """The all-reduce ops as collectives (review): (1) a compiled graph makes the call even when
+    its results go unused (dead-code elimination dropped it under aot_eager and inductor, so a
+    compiled rank's next call met an eager peer's current one); (2) a call the op refuses
+    before the library sees it (a residual requiring grad) counts in the group, as
+    AllReduceGroup.add_rmsnorm's own refusals do, so both ranks' next calls fail loudly
+    instead of pairing a later partial silently; (3) one handle a group under racing threads."""
+    torch = _torch_cpu()
+    import gatednorm.torch_ops as tops
+    from gatednorm import AllReduceGroup
+    from gatednorm.testing import in_threads
+
+    H = 256
+    w = torch.ones(H, dtype=torch.bfloat16)
+    (g,) = AllReduceGroup.in_process(1, "cpu", max_tokens=8, hidden=H)
+    h = tops.group_handle(g)
+
+    def unused(x, r):
+        torch.ops.gatednorm.allreduce_add_rmsnorm(x, r.clone(), w, h)
+        return x + 1
+
+    x, r = torch.randn(2, H).to(torch.bfloat16), torch.randn(2, H).to(torch.bfloat16)
+    for backend in ("aot_eager", "inductor"):
+        torch._dynamo.reset()
+        with torch._inductor.config.patch(force_disable_caches=True):  # no graph compiled before this fix
+            f = torch.compile(unused, backend=backend, fullgraph=True)
+            before = g._entry.c_calls
+            f(x, r)
+            f(x, r)
+        assert g._entry.c_calls - before == 2, backend
+
+    groups = AllReduceGroup.in_process(2, "cpu", max_tokens=8, hidden=H)
+    hs = [tops.group_handle(gr) for gr in groups]
+    errors = {}
+
+    def rank(i):
+        try:
+            if i == 0:
+                with pytest.raises(gatednorm.GatedNormError, match=r"^residual: a tensor that requires grad"):
+                    torch.ops.gatednorm.allreduce_add_rmsnorm(x, r.clone().requires_grad_(), w, hs[0])
+            with torch.no_grad():
+                torch.ops.gatednorm.allreduce_add_rmsnorm(x, r.clone(), w, hs[i])
+        except gatednorm.GatedNormError as e:
+            errors[i] = str(e)
+
+    in_threads(2, rank, timeout=60)
+    assert sorted(errors) == [0, 1] and all("meets" in m for m in errors.values()), errors
+
+    more = AllReduceGroup.in_process(2, "cpu", max_tokens=8, hidden=H)
+    got = [None] * 8
+    in_threads(8, lambda i: got.__setitem__(i, tops.group_handle(more[i % 2])))
+    assert len({got[i] for i in range(0, 8, 2)}) == 1 and len({got[i] for i in range(1, 8, 2)}) == 1
+    assert got[0] != got[1]
+
+
 def test_torch_cpu_custom_ops_export_dynamic_tokens(rng):
     """torch.export with a dynamic token count (the docs promise export): the col_pad4 fakes
     once sliced [:T] from T_pad4 columns, a bound export cannot prove, so every dynamic export

@@ -296,12 +296,22 @@ class AllReduceGroup:
                              False, entry=self._entry)
             except Exception:
                 if self._entry.c_calls == counted:
-                    # Refused here, before the library saw the call: make it count there too (a
-                    # call with no x, refused and counted), or this rank's next call would meet
-                    # the peers' current one and be summed with it.
-                    n = _ffi.ffi.NULL
-                    _ffi.lib().gatednorm_allreduce_add_rmsnorm(self._comm, n, n, n, n, n, n, n, n, n)
+                    self._null_call()
                 raise
+
+    def _null_call(self):
+        # A call refused before the library saw it, made to count there too (a call with no x,
+        # refused and counted), or this rank's next call would meet the peers' current one and
+        # be summed with it.  The caller holds _in_use and has seen the comm alive.
+        n = _ffi.ffi.NULL
+        _ffi.lib().gatednorm_allreduce_add_rmsnorm(self._comm, n, n, n, n, n, n, n, n, n)
+
+    def _count_refused(self):
+        """For callers that refuse a call before add_rmsnorm runs (gatednorm.torch_ops' ops):
+        the refusal counts in the library as add_rmsnorm's own do."""
+        with self._in_use:
+            if self._finalizer.alive:
+                self._null_call()
 
     def __enter__(self):
         return self

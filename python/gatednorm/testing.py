@@ -172,7 +172,9 @@ def fp8_codes_ok(q, y_ref, s_got, fmt, fp8_max, G):
 
 def in_threads(n, body, timeout=60.0):
     """body(i) on n threads at once (all-reduce ranks of one process, whose calls wait for
-    their peers); re-raises what any of them raised."""
+    their peers); re-raises the first exception any of them raised, and raises TimeoutError
+    naming the threads still running after ``timeout`` seconds (a rank left waiting is what an
+    out-of-step bug looks like; they are daemon threads, so the interpreter can still exit)."""
     import threading
 
     errs = []
@@ -180,12 +182,16 @@ def in_threads(n, body, timeout=60.0):
     def guarded(i):
         try:
             body(i)
-        except BaseException as e:  # pragma: no cover - re-raised below
-            errs.append(e)
+        except BaseException as e:  # re-raised below
+            errs.append((i, e))
 
-    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n)]
+    threads = [threading.Thread(target=guarded, args=(i,), daemon=True) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout)
-    assert not errs, errs
+    hung = [i for i, t in enumerate(threads) if t.is_alive()]
+    if errs:
+        raise errs[0][1]
+    if hung:
+        raise TimeoutError("in_threads: thread(s) %s still running after %g s" % (hung, timeout))

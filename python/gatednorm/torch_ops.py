@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import threading
 import weakref
 
 import numpy as np
@@ -409,6 +410,7 @@ class W4A16Linear(torch.nn.Module):
 # group after the first was collected), resolved at each call while the group lives.
 _GROUPS: dict = {}
 _NEXT_HANDLE = [1]
+_HANDLES_LOCK = threading.Lock()  # lookup-or-assign is one step: one handle a group, none shared
 
 
 def group_handle(group) -> int:
@@ -419,11 +421,12 @@ def group_handle(group) -> int:
     if not isinstance(group, AllReduceGroup):
         from ._ffi import argument_error
         raise argument_error("group: expected a gatednorm.AllReduceGroup, got %s" % type(group).__name__)
-    h = group.__dict__.get("_torch_handle")
-    if h is None:
-        h = group._torch_handle = _NEXT_HANDLE[0]
-        _NEXT_HANDLE[0] += 1
-        _GROUPS[h] = weakref.ref(group, lambda _, h=h: _GROUPS.pop(h, None))
+    with _HANDLES_LOCK:
+        h = group.__dict__.get("_torch_handle")
+        if h is None:
+            h = group._torch_handle = _NEXT_HANDLE[0]
+            _NEXT_HANDLE[0] += 1
+            _GROUPS[h] = weakref.ref(group, lambda _, h=h: _GROUPS.pop(h, None))
     return h
 
 
@@ -439,10 +442,15 @@ def _group(handle):
 
 def _allreduce_norm(x, residual, weight, group, eps, weight_offset, fp8, y, y_dtype, group_size=128, fp8_format="e4m3fn",
                     fp8_max=None, amax_floor=1e-10, scale_format="fp32", scale_layout="row", quantize_rounded=False):
-    return _group(group).add_rmsnorm(_unaliased(x, residual), residual, weight, eps=eps, weight_offset=weight_offset,
-                                     y=y, y_dtype=y_dtype, fp8=fp8, group_size=group_size, fp8_format=fp8_format,
-                                     fp8_max=fp8_max, amax_floor=amax_floor, scale_format=scale_format,
-                                     scale_layout=scale_layout, quantize_rounded=quantize_rounded)
+    g = _group(group)
+    try:
+        x = _unaliased(x, residual)
+    except Exception:
+        g._count_refused()  # refused before add_rmsnorm: counted as its own refusals are
+        raise
+    return g.add_rmsnorm(x, residual, weight, eps=eps, weight_offset=weight_offset, y=y, y_dtype=y_dtype, fp8=fp8,
+                         group_size=group_size, fp8_format=fp8_format, fp8_max=fp8_max, amax_floor=amax_floor,
+                         scale_format=scale_format, scale_layout=scale_layout, quantize_rounded=quantize_rounded)
 
 
 @torch.library.custom_op(_LIB + "::allreduce_add_rmsnorm", mutates_args=("residual",))
@@ -471,6 +479,16 @@ def allreduce_add_rmsnorm_fp8_copy(x: Tensor, residual: Tensor, weight: Tensor, 
     r = _allreduce_norm(x, residual, weight, group, eps, weight_offset, True, True, y_dtype, group_size, fp8_format,
                         fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded)
     return r.y, r.q, r.scales
+
+
+# Collectives: a compiled graph must make every call the eager program makes, even one whose
+# results go unused (dead-code elimination dropped such calls on the ranks that compiled,
+# pairing their next call with the peers' current one; review).
+for _op in (allreduce_add_rmsnorm, allreduce_add_rmsnorm_fp8, allreduce_add_rmsnorm_fp8_copy):
+    try:  # torch.fx's registry of side-effectful ops (torch 2.x)
+        torch.fx.node.has_side_effect(_op._opoverload)
+    except AttributeError:  # pragma: no cover - another torch
+        pass
 
 
 @allreduce_add_rmsnorm.register_fake
@@ -512,10 +530,15 @@ for _op in (rmsnorm_gated, rmsnorm_gated_fp8, rmsnorm_gated_fp8_copy, rmsnorm, r
 def _refusing_autograd(name):
     """An Autograd kernel for mutating op ``name`` (register_autograd refuses ops that mutate):
     it refuses what the function refuses (a residual that requires grad, with grad mode on)
-    and otherwise runs the op below autograd, so its outputs need no grad."""
+    and otherwise runs the op below autograd, so its outputs need no grad.  An all-reduce op's
+    refusal counts in its group, as AllReduceGroup.add_rmsnorm's own refusals do."""
+    collective = name.startswith("allreduce_")
+
     def kernel(x, residual, *args, **kwargs):
         if torch.is_grad_enabled() and residual.requires_grad:
             from ._ffi import argument_error
+            if collective:
+                _group(kwargs["group"] if "group" in kwargs else args[1])._count_refused()
             raise argument_error("residual: a tensor that requires grad, written with torch's grad mode on: "
                                  "gatednorm records no autograd; call it under torch.no_grad() or "
                                  "torch.inference_mode()")
