@@ -42,10 +42,9 @@ compiles), and the ops that mutate a residual refuse one that requires grad unde
 
 from __future__ import annotations
 
-from typing import Optional
-
 import threading
 import weakref
+from typing import Optional
 
 import numpy as np
 import torch
@@ -484,9 +483,9 @@ def allreduce_add_rmsnorm_fp8_copy(x: Tensor, residual: Tensor, weight: Tensor, 
 # Collectives: a compiled graph must make every call the eager program makes, even one whose
 # results go unused (dead-code elimination dropped such calls on the ranks that compiled,
 # pairing their next call with the peers' current one; review).
-for _op in (allreduce_add_rmsnorm, allreduce_add_rmsnorm_fp8, allreduce_add_rmsnorm_fp8_copy):
+for _name in ("allreduce_add_rmsnorm", "allreduce_add_rmsnorm_fp8", "allreduce_add_rmsnorm_fp8_copy"):
     try:  # torch.fx's registry of side-effectful ops (torch 2.x)
-        torch.fx.node.has_side_effect(_op._opoverload)
+        torch.fx.node.has_side_effect(getattr(torch.ops.gatednorm, _name).default)
     except AttributeError:  # pragma: no cover - another torch
         pass
 
@@ -523,7 +522,7 @@ def _no_backward(ctx, *grads):
 
 
 for _op in (rmsnorm_gated, rmsnorm_gated_fp8, rmsnorm_gated_fp8_copy, rmsnorm, rmsnorm_fp8, rmsnorm_fp8_copy,
-            group_quant_fp8, w4a16_matmul):  # the add_rmsnorm ops mutate: register_autograd refuses them (below)
+            group_quant_fp8, w4a16_matmul):  # ops that mutate a residual: register_autograd refuses them (below)
     _op.register_autograd(_no_backward, setup_context=_no_grad_setup)
 
 
