@@ -174,3 +174,76 @@ def test_jit_pure_callback_fp8(rng):
     target = np.clip(y / s[..., None], -448, 448).reshape(T, H * D)
     cmp = reference.compare(q.astype(np.float64), target, _dtypes.float8_e4m3fn)
     assert cmp.ok, cmp
+
+
+# ----------------------------------------------------------------- gatednorm.jax_ops (XLA FFI)
+def _bits(a):
+    a = np.asarray(a)
+    return a.view({1: np.uint8, 2: np.uint16, 4: np.uint32}[a.dtype.itemsize])
+
+
+def _same(got, want):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype and got.shape == want.shape, (got.dtype, want.dtype, got.shape, want.shape)
+    assert np.array_equal(_bits(got), _bits(want))
+
+
+@pytest.mark.parametrize("dt", list(DT))
+def test_jax_ops_in_jit_match_the_functions(rng, dt):
+    """gatednorm.jax_ops inside jax.jit: one XLA custom call an op, on XLA's buffers; every op
+    and output set gives the numpy function's bits (which the other tests hold to the float64
+    reference), the input residual untouched and the sum returned."""
+    jo = pytest.importorskip("gatednorm.jax_ops")
+    x, z, w = inputs(rng, dt)
+    jx, jz, jw = to_jax(x, z, w)
+    kw = dict(eps=1e-5, weight_offset=0.5)
+    _same(jax.jit(lambda a, b: jo.rmsnorm_gated(a, b, jw, out_dtype=jnp.float32, **kw))(jx, jz),
+          gatednorm.rmsnorm_gated(x, z, w, out_dtype=np.float32, **kw))
+    _same(jax.jit(lambda a: jo.rmsnorm_gated(a, None, jw, norm_before_gate=False))(jx),
+          gatednorm.rmsnorm_gated(x, None, w, norm_before_gate=False))
+    fkw = dict(group_size=32, scale_format="ue8m0", quantize_rounded=True)
+    for got, want in zip(jax.jit(lambda a, b: jo.rmsnorm_gated_fp8(a, b, jw, copy_dtype=jnp.float16, **fkw))(jx, jz),
+                         gatednorm.rmsnorm_gated_fp8(x, z, w, copy_dtype=np.float16, **fkw)):
+        _same(got, want)
+    h = x.reshape(4, -1)
+    r = randn(rng, h.shape, h.dtype)
+    wh = randn(rng, h.shape[-1:], np.float32, scale=0.5, shift=1.0)
+    jh, jr, jwh = to_jax(h, r, wh)
+    for fp8, y in ((False, True), (True, True), (True, False)):
+        okw = dict(fp8=fp8, y=y, fp8_format="e4m3fnuz", scale_format="e8m0_packed", group_size=64)
+        got = jax.jit(lambda a, b: jo.add_rmsnorm(a, b, jwh, **okw))(jh, jr)
+        r_np = r.copy()
+        want = gatednorm.add_rmsnorm(h, r_np, wh, **okw)
+        for g_, w_ in zip(got, want):
+            assert (g_ is None) == (w_ is None)
+            if g_ is not None:
+                _same(g_, w_)
+        assert np.array_equal(_bits(jr), _bits(r))  # the operand is a value: untouched
+        got = jax.jit(lambda a: jo.rmsnorm(a, jwh, **okw))(jh)
+        want = gatednorm.rmsnorm(h, wh, **okw)
+        for g_, w_ in zip(got, want):
+            assert (g_ is None) == (w_ is None)
+            if g_ is not None:
+                _same(g_, w_)
+    for got, want in zip(jax.jit(lambda a: jo.group_quant_fp8(a, group_size=64, scale_format="e8m0"))(jh),
+                         gatednorm.group_quant_fp8(h, group_size=64, scale_format="e8m0")):
+        _same(got, want)
+
+
+def test_jax_ops_errors_and_vmap(rng):
+    """A refusal inside jit is an XLA error carrying the library's message naming the argument;
+    bad options are refused at trace time by the functions' own checks; column scale layouts
+    are refused by name; under vmap the calls run one element at a time with the same bits."""
+    jo = pytest.importorskip("gatednorm.jax_ops")
+    x, z, w = inputs(rng, "bf16")
+    jx, jz, jw = to_jax(x, z, w)
+    with pytest.raises(Exception, match=r"INVALID_ARGUMENT: rmsnorm_gated: weight: expected shape \[64\]"):
+        jax.jit(lambda a: jo.rmsnorm_gated(a, None, jw[:32]))(jx).block_until_ready()
+    with pytest.raises(gatednorm.GatedNormError, match=r"^activation:"):
+        jo.rmsnorm_gated(jx, jz, jw, activation="tanh")
+    with pytest.raises(gatednorm.GatedNormError, match=r"^scale_layout: 'col'"):
+        jo.group_quant_fp8(jx.reshape(4, -1), scale_layout="col")
+    with pytest.raises(gatednorm.GatedNormError, match=r"^y: no output requested"):
+        jo.rmsnorm(jx, jw, y=False)
+    batched = jax.jit(jax.vmap(lambda a, b: jo.rmsnorm_gated(a, b, jw)))(jx, jz)
+    _same(batched, np.stack([gatednorm.rmsnorm_gated(x[i], z[i], w) for i in range(x.shape[0])]))
