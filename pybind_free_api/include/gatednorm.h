@@ -63,7 +63,7 @@ extern "C" {
 #endif
 
 #define GATEDNORM_VERSION_MAJOR 0
-#define GATEDNORM_VERSION_MINOR 2
+#define GATEDNORM_VERSION_MINOR 3
 #define GATEDNORM_VERSION_PATCH 0
 
 /* Fixed capacity of a tensor descriptor, so no pointer lifetimes cross the ABI. */
@@ -94,7 +94,7 @@ GATEDNORM_API const char *gatednorm_last_kernel(void);
 /* (major << 16) | (minor << 8) | patch of the loaded library. */
 GATEDNORM_API uint32_t gatednorm_version(void);
 /* Backend, GPU targets and compiler the library was built with, e.g.
- * "gatednorm 0.2.0; cpu; cuda 13.0 (80,90a); GNU 12.2.0". */
+ * "gatednorm 0.3.0; cpu; cuda 13.0 (80,90a); GNU 12.2.0". */
 GATEDNORM_API const char *gatednorm_build_info(void);
 
 /* ---------------------------------------------------------------- tensor descriptor */
@@ -551,6 +551,21 @@ GATEDNORM_API gatednorm_status gatednorm_comm_set_algorithm(gatednorm_comm *comm
  * device memory, so the call can be captured in a graph and replayed.  Calls on one comm must
  * be ordered (one stream, or the host's call order on the CPU). */
 GATEDNORM_API gatednorm_status gatednorm_allreduce_add_rmsnorm(gatednorm_comm *comm, const gatednorm_tensor *x, const gatednorm_tensor *residual, const gatednorm_tensor *weight, const gatednorm_tensor *residual_out, const gatednorm_tensor *y, const gatednorm_tensor *q, const gatednorm_tensor *scales, const gatednorm_add_rmsnorm_params *params, void *stream);
+
+/* ------------------------------------------------------------ XLA FFI handlers (JAX)
+ * XLA_FFI_Handler functions of XLA's FFI C API (major version 0), through which
+ * gatednorm.jax_ops runs the ops as XLA custom calls inside jax.jit, with no Python at run
+ * time: register _host for platform "cpu" and _gpu for the GPU's ("CUDA" / "ROCM"; the
+ * stream and device ordinal come from XLA).  A call carries three attributes: entry (int64:
+ * 0 rmsnorm_gated, 1 rmsnorm_gated_fp8, 2 add_rmsnorm, 3 group_quant_fp8), slots (int64
+ * array, one per tensor argument of that entry: i >= 0 operand i, -1 NULL, -2 - j result j)
+ * and params (uint8 array: the entry's params struct, empty for the defaults).  Buffers are
+ * dense and row-major.  add_rmsnorm given the same buffer as residual and residual_out (an
+ * aliased result) runs in place.  Returns NULL, or an XLA error made through the call
+ * frame's API carrying the entry's name and gatednorm_last_error(); answers XLA's metadata
+ * query (API 0.1, no traits).  NULL call_frame: NULL. */
+GATEDNORM_API void *gatednorm_xla_ffi_host(void *call_frame);
+GATEDNORM_API void *gatednorm_xla_ffi_gpu(void *call_frame);
 
 #ifdef __cplusplus
 }

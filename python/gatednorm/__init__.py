@@ -57,7 +57,7 @@ __all__ = [
     "get_library",
 ]
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 def _pkg() -> _Path:

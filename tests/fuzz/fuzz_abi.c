@@ -3662,6 +3662,148 @@ typedef struct {
     uint64_t accepted, rejected;
 } entry_t;
 
+/* ------------------------------------------------------------- XLA FFI handlers
+ * gatednorm_xla_ffi_host / _gpu take a call frame of XLA's FFI C API (major version 0).  The
+ * layout is declared here independently of xla_ffi.cpp (from the API's published header):
+ * frames are built with honest buffers for rmsnorm_gated and then, in some cases, one lie
+ * (an entry, a slot, an attribute, a rank or dtype XLA would never send, a params blob too
+ * large, a bad shape) the handler must refuse through the frame's error_create, writing
+ * nothing; honest frames must give the direct C call's bits. */
+typedef struct xla_ext { size_t struct_size; int type; struct xla_ext *next; } xla_ext;
+typedef struct { size_t struct_size; xla_ext *ext; int major, minor; } xla_version;
+typedef struct { size_t struct_size; xla_ext *ext; const char *message; int errc; } xla_error_args;
+typedef struct {
+    size_t struct_size; xla_ext *ext; xla_version version; const void *internal;
+    void *(*error_create)(xla_error_args *);
+    void *unused[16];
+    void *(*device_ordinal_get)(void *);
+} xla_api;
+typedef struct { size_t struct_size; xla_ext *ext; int dtype; void *data; int64_t rank; int64_t *dims; } xla_buffer;
+typedef struct { const char *ptr; size_t len; } xla_span;
+typedef struct { int dtype; void *value; } xla_scalar;
+typedef struct { int dtype; size_t size; void *data; } xla_array;
+typedef struct { size_t struct_size; xla_ext *ext; int64_t size; int *types; void **items; } xla_list;
+typedef struct { size_t struct_size; xla_ext *ext; int64_t size; int *types; xla_span **names; void **attrs; } xla_attrs;
+typedef struct {
+    size_t struct_size; xla_ext *ext; const xla_api *api; void *ctx; int stage;
+    xla_list args, rets; xla_attrs attrs; void *future;
+} xla_frame;
+typedef struct { size_t struct_size; xla_version version; uint32_t traits; int64_t state_type_id; } xla_metadata;
+typedef struct { xla_ext base; xla_metadata *metadata; } xla_metadata_ext;
+
+static char g_xla_message[1024];
+static int g_xla_errc;
+static int g_xla_error_token;  /* its address: the "error" the fake API returns */
+static void *xla_error_create(xla_error_args *a) {
+    if (!a || a->struct_size != sizeof(xla_error_args) || !a->message) die("xla handler: a malformed error_create call");
+    snprintf(g_xla_message, sizeof g_xla_message, "%s", a->message);
+    g_xla_errc = a->errc;
+    return &g_xla_error_token;
+}
+
+static int fuzz_xla_ffi(rng_t *r) {
+    const int64_t T = between(r, 1, 5), H = between(r, 1, 3), D = 8 * between(r, 1, 8);
+    const int64_t n = T * H * D;
+    const int with_z = pct(r, 70);
+    unsigned char *x = buf_new((size_t)n * 2), *z = buf_new((size_t)n * 2), *w = buf_new((size_t)D * 4);
+    unsigned char *out = buf_new((size_t)n * 2), *want = buf_new((size_t)n * 2);
+    for (int64_t i = 0; i < n; ++i) {  /* finite bf16 values in [-4, 4) */
+        const uint16_t bx = (uint16_t)(0x3c00u + below(r, 0x0300u)) | (uint16_t)(below(r, 2) << 15);
+        const uint16_t bz = (uint16_t)(0x3c00u + below(r, 0x0300u)) | (uint16_t)(below(r, 2) << 15);
+        memcpy(x + 2 * i, &bx, 2);
+        memcpy(z + 2 * i, &bz, 2);
+    }
+    for (int64_t i = 0; i < D; ++i) { const float v = 0.5f + (float)below(r, 1000) / 1000.0f; memcpy(w + 4 * i, &v, 4); }
+    memset(out, 0x7f, (size_t)n * 2);
+
+    int64_t xdims[3] = {T, H, D}, wdims[1] = {D};
+    xla_buffer bx = {sizeof(xla_buffer), NULL, 16, x, 3, xdims}, bz = {sizeof(xla_buffer), NULL, 16, z, 3, xdims};
+    xla_buffer bw = {sizeof(xla_buffer), NULL, 11, w, 1, wdims}, bo = {sizeof(xla_buffer), NULL, 16, out, 3, xdims};
+    void *args[3] = {&bx, with_z ? (void *)&bz : (void *)&bw, &bw};
+    int arg_types[3] = {1, 1, 1}, ret_types[1] = {1};
+    void *rets[1] = {&bo};
+    int64_t entry = 0;
+    int64_t slots[4] = {0, with_z ? 1 : -1, with_z ? 2 : 1, -2};
+    gatednorm_rmsnorm_gated_params prm;
+    gatednorm_rmsnorm_gated_params_init(&prm, sizeof prm);
+    prm.eps = 1e-5f;
+    unsigned char params[600];
+    size_t params_size = pct(r, 20) ? 0 : sizeof prm;
+    memcpy(params, &prm, sizeof prm);
+    xla_scalar a_entry = {5, &entry};
+    xla_array a_slots = {5, 4, slots}, a_params = {6, params_size, params};
+    xla_span names[3] = {{"entry", 5}, {"params", 6}, {"slots", 5}};
+    xla_span *name_ptrs[3] = {&names[0], &names[1], &names[2]};
+    int attr_types[3] = {3, 1, 1};
+    void *attrs[3] = {&a_entry, &a_params, &a_slots};
+    xla_api api;
+    memset(&api, 0, sizeof api);
+    api.struct_size = sizeof api;
+    api.error_create = xla_error_create;
+    xla_frame f = {sizeof(xla_frame), NULL, &api, NULL, 3, {sizeof(xla_list), NULL, with_z ? 3 : 2, arg_types, args},
+                   {sizeof(xla_list), NULL, 1, ret_types, rets}, {sizeof(xla_attrs), NULL, 3, attr_types, name_ptrs, attrs}, NULL};
+    if (!with_z) args[1] = &bw;
+
+    /* At most one lie; `refuse`: the handler must answer with an error and write nothing. */
+    int refuse = 1, quiet = 0;
+    xla_metadata md;
+    xla_metadata_ext mext;
+    int64_t bigdims[10] = {1, 1, 1, 1, 1, 1, 1, 1, T * H, D};
+    switch (below(r, 16)) {
+        case 0: entry = pct(r, 50) ? 4 : -1; break;
+        case 1: a_slots.size = 3; break;
+        case 2: slots[(int)below(r, 4)] = pct(r, 50) ? 7 : -9; break;
+        case 3: a_params.size = 600; break;
+        case 4: a_entry.dtype = 4; break;
+        case 5: names[(int)below(r, 3)].len = 3; break;
+        case 6: bx.rank = 10; bx.dims = bigdims; break;
+        case 7: bo.dtype = 12; break;                       /* f64 out: the entry refuses it */
+        case 8: bx.dtype = 99; break;                        /* no such element type */
+        case 9: wdims[0] = D + 8; break;                     /* weight shape: the entry names it */
+        case 10: f.stage = (int)below(r, 3); refuse = 0; quiet = 1; break;   /* not EXECUTE: nothing done */
+        case 11:
+            memset(&md, 0, sizeof md);
+            mext.base.struct_size = sizeof mext; mext.base.type = 1; mext.base.next = NULL; mext.metadata = &md;
+            f.ext = &mext.base; refuse = 0; quiet = 1;
+            break;
+        default: refuse = 0; break;
+    }
+    if (!refuse && !quiet) buf_allow(out, (size_t)n * 2);
+    g_xla_message[0] = 0;
+    bufs_snapshot();
+    void *err = gatednorm_xla_ffi_host(&f);
+    bufs_check("gatednorm_xla_ffi_host");
+    if (refuse) {
+        if (err != &g_xla_error_token || !g_xla_message[0]) die("xla handler accepted a lying frame (case of seed)");
+        if (!strstr(g_xla_message, "slots") && !strstr(g_xla_message, "entry") && !strstr(g_xla_message, "attributes") &&
+            !strstr(g_xla_message, "params") && !strstr(g_xla_message, "x:") && !strstr(g_xla_message, "out:") &&
+            !strstr(g_xla_message, "weight:"))
+            die("xla handler's refusal names no argument: %s", g_xla_message);
+        return 0;
+    }
+    if (err) die("xla handler refused an honest frame: %s", g_xla_message);
+    if (quiet) {
+        if (f.ext && (md.version.major != 0 || md.version.minor < 1)) die("xla handler's metadata: version %d.%d", md.version.major, md.version.minor);
+        return 1;
+    }
+    gatednorm_tensor tx, tz, tw, tw2;
+    memset(&tx, 0, sizeof tx);
+    tx.data = x; tx.device.device_type = GATEDNORM_DEVICE_TYPE_CPU; tx.ndim = 3;
+    tx.dtype.code = GATEDNORM_DTYPE_CODE_BFLOAT; tx.dtype.bits = 16; tx.dtype.lanes = 1;
+    tx.shape[0] = T; tx.shape[1] = H; tx.shape[2] = D; tx.strides[0] = H * D; tx.strides[1] = D; tx.strides[2] = 1;
+    tz = tx; tz.data = z;
+    gatednorm_tensor to = tx; to.data = want;
+    memset(&tw, 0, sizeof tw);
+    tw.data = w; tw.device = tx.device; tw.ndim = 1; tw.dtype.code = GATEDNORM_DTYPE_CODE_FLOAT; tw.dtype.bits = 32;
+    tw.dtype.lanes = 1; tw.shape[0] = D; tw.strides[0] = 1;
+    tw2 = tw;
+    buf_allow(want, (size_t)n * 2);
+    if (gatednorm_rmsnorm_gated(&tx, with_z ? &tz : NULL, &tw2, &to, params_size ? &prm : NULL, NULL) != GATEDNORM_STATUS_SUCCESS)
+        die("direct rmsnorm_gated refused what the handler took: %s", gatednorm_last_error());
+    if (memcmp(out, want, (size_t)n * 2) != 0) die("xla handler's output differs from the direct call's");
+    return 1;
+}
+
 /* Every entry point of gatednorm.h has a generator here.  A new op (gatednorm_rmsnorm_gated_fp8,
  * gatednorm_rmsnorm, gatednorm_add_rmsnorm, gatednorm_group_quant_fp8, the W4A16 calls) adds
  * one row: its generator builds honest descriptors (and lies only that validation must refuse)
@@ -3689,6 +3831,7 @@ static entry_t kEntries[] = {
     {"gatednorm_status_string", 1, fuzz_status_string, 0, 0},
     {"gatednorm_version/build_info", 1, fuzz_version, 0, 0},
     {"gatednorm_comm_set_algorithm", 2, fuzz_comm_set_algorithm, 0, 0},
+    {"gatednorm_xla_ffi_host", 4, fuzz_xla_ffi, 0, 0},
     {"gatednorm_*_num_threads, last_kernel, comm_buffer_open/close/unlink, comm_max_input_bytes", 2, fuzz_runtime_rest, 0, 0},
 };
 enum { N_ENTRIES = sizeof kEntries / sizeof kEntries[0] };

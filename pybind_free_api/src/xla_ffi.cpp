@@ -1,0 +1,320 @@
+// XLA FFI handlers: the library's ops as XLA custom calls (gatednorm.jax_ops), in C so that a
+// call inside jax.jit takes no Python and no GIL at run time.  One handler per platform kind
+// (host, GPU) reads a call's three attributes -- entry (which C entry), slots (each of its
+// tensor arguments: an operand, a result or NULL) and params (the params struct's bytes, built
+// and checked by the Python wrapper's own option code) -- turns XLA's buffers into descriptors
+// and calls the entry, whose validation then applies as for any caller.
+//
+// XLA's FFI C API (major version 0) is a stable binary interface; the structs below are this
+// file's declarations of the parts the handler reads, in the API's layout (enums are C ints;
+// fields of the API table it does not call are kept as opaque pointers for their offsets).
+// The handler reports API version 0.1: it reads nothing added later without checking the
+// table's struct_size first.
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <algorithm>
+
+#include "gatednorm.h"
+
+namespace {
+
+struct XlaExtension {
+    size_t struct_size;
+    int type;
+    XlaExtension *next;
+};
+struct XlaApiVersion {
+    size_t struct_size;
+    XlaExtension *extension_start;
+    int major_version;
+    int minor_version;
+};
+struct XlaErrorCreateArgs {
+    size_t struct_size;
+    XlaExtension *extension_start;
+    const char *message;
+    int errc;
+};
+struct XlaStreamGetArgs {
+    size_t struct_size;
+    XlaExtension *extension_start;
+    void *ctx;
+    void *stream;  // out
+};
+struct XlaDeviceOrdinalGetArgs {
+    size_t struct_size;
+    XlaExtension *extension_start;
+    void *ctx;
+    int32_t device_ordinal;  // out
+};
+struct XlaApi {
+    size_t struct_size;
+    XlaExtension *extension_start;
+    XlaApiVersion api_version;
+    const void *internal_api;
+    void *(*error_create)(XlaErrorCreateArgs *);
+    void *error_get_message, *error_destroy, *handler_register;
+    void *(*stream_get)(XlaStreamGetArgs *);
+    void *type_register, *execution_context_get, *state_set, *state_get, *device_memory_allocate,
+        *device_memory_free, *thread_pool_schedule, *thread_pool_num_threads, *future_create,
+        *future_set_available, *future_set_error, *run_id_get;
+    void *(*device_ordinal_get)(XlaDeviceOrdinalGetArgs *);
+};
+struct XlaBuffer {
+    size_t struct_size;
+    XlaExtension *extension_start;
+    int dtype;
+    void *data;
+    int64_t rank;
+    int64_t *dims;
+};
+struct XlaByteSpan {
+    const char *ptr;
+    size_t len;
+};
+struct XlaScalar {
+    int dtype;
+    void *value;
+};
+struct XlaArray {
+    int dtype;
+    size_t size;
+    void *data;
+};
+struct XlaList {  // XLA_FFI_Args and XLA_FFI_Rets: the same layout
+    size_t struct_size;
+    XlaExtension *extension_start;
+    int64_t size;
+    int *types;
+    void **items;
+};
+struct XlaAttrs {
+    size_t struct_size;
+    XlaExtension *extension_start;
+    int64_t size;
+    int *types;
+    XlaByteSpan **names;
+    void **attrs;
+};
+struct XlaCallFrame {
+    size_t struct_size;
+    XlaExtension *extension_start;
+    const XlaApi *api;
+    void *ctx;
+    int stage;
+    XlaList args;
+    XlaList rets;
+    XlaAttrs attrs;
+    void *future;
+};
+struct XlaMetadata {
+    size_t struct_size;
+    XlaApiVersion api_version;
+    uint32_t traits;
+    int64_t state_type_id;
+};
+struct XlaMetadataExtension {
+    XlaExtension extension_base;
+    XlaMetadata *metadata;
+};
+
+constexpr int kMetadataExtension = 1, kExecute = 3;
+constexpr int kAttrArray = 1, kAttrScalar = 3;
+constexpr int kXlaS64 = 5, kXlaU8 = 6;
+constexpr int kErrInvalidArgument = 3, kErrUnimplemented = 12, kErrInternal = 13;
+
+// XLA element types (xla_data.proto's PrimitiveType) -> the library's dtype; code 0xff: none.
+gatednorm_dtype dtype_of(int xla) {
+    constexpr uint8_t kInt = GATEDNORM_DTYPE_CODE_INT, kUint = GATEDNORM_DTYPE_CODE_UINT,
+                      kFloat = GATEDNORM_DTYPE_CODE_FLOAT, kBool = 6;  // DLPack's kDLBool
+    switch (xla) {  // unlisted types get code 0xff: refused here, by name
+        case 16: return {GATEDNORM_DTYPE_CODE_BFLOAT, 16, 1};
+        case 10: return {kFloat, 16, 1};
+        case 11: return {kFloat, 32, 1};
+        case 12: return {kFloat, 64, 1};  // the entries refuse these by name and dtype
+        case 1: return {kBool, 8, 1};
+        case 2: return {kInt, 8, 1};
+        case 3: return {kInt, 16, 1};
+        case 4: return {kInt, 32, 1};
+        case 5: return {kInt, 64, 1};
+        case 6: return {kUint, 8, 1};
+        case 7: return {kUint, 16, 1};
+        case 8: return {kUint, 32, 1};
+        case 9: return {kUint, 64, 1};
+        case 20: return {GATEDNORM_DTYPE_CODE_FLOAT8_E4M3FN, 8, 1};
+        case 25: return {GATEDNORM_DTYPE_CODE_FLOAT8_E4M3FNUZ, 8, 1};
+        case 33: return {GATEDNORM_DTYPE_CODE_FLOAT8_E8M0FNU, 8, 1};
+        default: return {0xff, 0, 0};
+    }
+}
+
+struct Entry {
+    const char *name;
+    int tensors;
+    const char *slot_names[7];
+};
+// By the `entry` attribute: the C entries gatednorm.jax_ops calls, with their tensor arguments.
+constexpr Entry kEntries[] = {
+    {"rmsnorm_gated", 4, {"x", "z", "weight", "out"}},
+    {"rmsnorm_gated_fp8", 6, {"x", "z", "weight", "q", "scales", "y_copy"}},
+    {"add_rmsnorm", 7, {"x", "residual", "weight", "residual_out", "y", "q", "scales"}},
+    {"group_quant_fp8", 3, {"x", "q", "scales"}},
+};
+constexpr int kEntryCount = int(sizeof kEntries / sizeof kEntries[0]);
+
+void *xla_error(const XlaCallFrame *f, int errc, const char *message) {
+    if (!f->api || !f->api->error_create) return nullptr;  // nothing to report through
+    XlaErrorCreateArgs a{sizeof(XlaErrorCreateArgs), nullptr, message, errc};
+    return f->api->error_create(&a);  // XLA copies the message
+}
+
+struct Message {
+    char text[640];
+};
+
+void *refuse(const XlaCallFrame *f, const char *what) {
+    Message m;
+    snprintf(m.text, sizeof m.text, "gatednorm XLA call: %s", what);
+    return xla_error(f, kErrInvalidArgument, m.text);
+}
+
+const void *find_attr(const XlaCallFrame *f, const char *name, int type) {
+    const size_t n = strlen(name);
+    for (int64_t i = 0; i < f->attrs.size; ++i) {
+        const XlaByteSpan *s = f->attrs.names[i];
+        if (s && s->len == n && memcmp(s->ptr, name, n) == 0) return f->attrs.types[i] == type ? f->attrs.attrs[i] : nullptr;
+    }
+    return nullptr;
+}
+
+void *handle(XlaCallFrame *f, bool gpu) {
+    for (XlaExtension *e = f->extension_start; e; e = e->next) {
+        if (e->type == kMetadataExtension) {  // XLA's question: which API version, which traits
+            XlaMetadata *md = reinterpret_cast<XlaMetadataExtension *>(e)->metadata;
+            md->api_version.major_version = 0;
+            md->api_version.minor_version = 1;
+            md->traits = 0;
+            return nullptr;
+        }
+    }
+    if (f->stage != kExecute) return nullptr;
+
+    const auto *entry_attr = static_cast<const XlaScalar *>(find_attr(f, "entry", kAttrScalar));
+    const auto *slots_attr = static_cast<const XlaArray *>(find_attr(f, "slots", kAttrArray));
+    const auto *params_attr = static_cast<const XlaArray *>(find_attr(f, "params", kAttrArray));
+    if (!entry_attr || entry_attr->dtype != kXlaS64 || !slots_attr || slots_attr->dtype != kXlaS64 || !params_attr ||
+        params_attr->dtype != kXlaU8)
+        return refuse(f, "attributes: expected entry (int64), slots (int64 array) and params (uint8 array)");
+    const int64_t e = *static_cast<const int64_t *>(entry_attr->value);
+    if (e < 0 || e >= kEntryCount) return refuse(f, "entry: not a gatednorm entry");
+    const Entry &entry = kEntries[e];
+    if (slots_attr->size != size_t(entry.tensors)) return refuse(f, "slots: not one per tensor argument of the entry");
+    const int64_t *slots = static_cast<const int64_t *>(slots_attr->data);
+
+    // The params struct, copied out of the attribute's storage (no alignment is promised there).
+    alignas(16) unsigned char params[512];
+    if (params_attr->size > sizeof params) return refuse(f, "params: larger than any params struct");
+    memcpy(params, params_attr->data, params_attr->size);
+
+    void *stream = nullptr;
+    gatednorm_device device{GATEDNORM_DEVICE_TYPE_CPU, 0};
+    if (gpu) {
+        if (!f->api || !f->api->stream_get) return xla_error(f, kErrInternal, "gatednorm XLA call: no XLA stream API");
+        XlaStreamGetArgs s{sizeof(XlaStreamGetArgs), nullptr, f->ctx, nullptr};
+        if (void *err = f->api->stream_get(&s)) return err;
+        stream = s.stream;
+        device.device_type = gatednorm_gpu_device_type();
+        const size_t ordinal_end = offsetof(XlaApi, device_ordinal_get) + sizeof(void *);
+        XlaDeviceOrdinalGetArgs d{sizeof(XlaDeviceOrdinalGetArgs), nullptr, f->ctx, 0};
+        if (f->api->struct_size >= ordinal_end && f->api->device_ordinal_get && !f->api->device_ordinal_get(&d)) {
+            device.device_id = d.device_ordinal;
+        }
+    }
+
+    gatednorm_tensor descs[7];
+    const gatednorm_tensor *tensors[7];
+    for (int i = 0; i < entry.tensors; ++i) {
+        const int64_t code = slots[i];
+        tensors[i] = nullptr;
+        if (code == -1) continue;
+        const XlaList &list = code >= 0 ? f->args : f->rets;
+        const int64_t k = code >= 0 ? code : -(code + 2);
+        Message m;
+        if (k < 0 || k >= list.size || !list.items[k] || list.types[k] != 1) {
+            snprintf(m.text, sizeof m.text, "slots[%d] (%s): %lld names no buffer", i, entry.slot_names[i], (long long)code);
+            return refuse(f, m.text);
+        }
+        const XlaBuffer *b = static_cast<const XlaBuffer *>(list.items[k]);
+        gatednorm_tensor &t = descs[i];
+        memset(&t, 0, sizeof t);
+        t.data = b->data;
+        t.device = device;
+        t.dtype = dtype_of(b->dtype);
+        if (t.dtype.code == 0xff) {
+            snprintf(m.text, sizeof m.text, "%s: XLA element type %d, which gatednorm does not take", entry.slot_names[i],
+                     b->dtype);
+            return refuse(f, m.text);
+        }
+        if (b->rank < 0 || b->rank > GATEDNORM_MAX_DIMS) {
+            snprintf(m.text, sizeof m.text, "%s: %lld dims; at most %d are supported", entry.slot_names[i],
+                     (long long)b->rank, GATEDNORM_MAX_DIMS);
+            return refuse(f, m.text);
+        }
+        t.ndim = int32_t(b->rank);
+        int64_t stride = 1;
+        for (int d = t.ndim - 1; d >= 0; --d) {  // XLA's default layout: dense, row-major
+            t.shape[d] = b->dims[d];
+            t.strides[d] = stride;
+            stride *= std::max<int64_t>(b->dims[d], 1);
+        }
+        tensors[i] = &t;
+    }
+    // add_rmsnorm with the residual donated to the stored sum (input_output_aliases): the same
+    // buffer, so the in-place form (no residual_out) updates it.
+    if (e == 2 && tensors[1] && tensors[3] && tensors[1]->data == tensors[3]->data) tensors[3] = nullptr;
+
+    const void *p = params_attr->size ? params : nullptr;
+    gatednorm_status st = GATEDNORM_STATUS_INTERNAL;
+    switch (e) {
+        case 0:
+            st = gatednorm_rmsnorm_gated(tensors[0], tensors[1], tensors[2], tensors[3],
+                                         static_cast<const gatednorm_rmsnorm_gated_params *>(p), stream);
+            break;
+        case 1:
+            st = gatednorm_rmsnorm_gated_fp8(tensors[0], tensors[1], tensors[2], tensors[3], tensors[4], tensors[5],
+                                             static_cast<const gatednorm_rmsnorm_gated_fp8_params *>(p), stream);
+            break;
+        case 2:
+            st = gatednorm_add_rmsnorm(tensors[0], tensors[1], tensors[2], tensors[3], tensors[4], tensors[5], tensors[6],
+                                       static_cast<const gatednorm_add_rmsnorm_params *>(p), stream);
+            break;
+        case 3:
+            st = gatednorm_group_quant_fp8(tensors[0], tensors[1], tensors[2],
+                                           static_cast<const gatednorm_group_quant_fp8_params *>(p), stream);
+            break;
+    }
+    if (st == GATEDNORM_STATUS_SUCCESS) return nullptr;
+    Message m;
+    snprintf(m.text, sizeof m.text, "%s: %s [%s]", entry.name, gatednorm_last_error(), gatednorm_status_string(st));
+    const int errc = st == GATEDNORM_STATUS_INVALID_ARGUMENT ? kErrInvalidArgument
+                     : st == GATEDNORM_STATUS_UNSUPPORTED    ? kErrUnimplemented
+                                                             : kErrInternal;
+    return xla_error(f, errc, m.text);
+}
+
+}  // namespace
+
+extern "C" {
+
+GATEDNORM_API void *gatednorm_xla_ffi_host(void *call_frame) {
+    return call_frame ? handle(static_cast<XlaCallFrame *>(call_frame), false) : nullptr;
+}
+
+GATEDNORM_API void *gatednorm_xla_ffi_gpu(void *call_frame) {
+    return call_frame ? handle(static_cast<XlaCallFrame *>(call_frame), true) : nullptr;
+}
+
+}  // extern "C"
