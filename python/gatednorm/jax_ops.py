@@ -32,6 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+if not hasattr(jax, "ffi") or not hasattr(jax.ffi, "ffi_call"):  # jax.ffi: jax 0.5 and later
+    raise ImportError("gatednorm.jax_ops needs jax.ffi (jax >= 0.5); this jax is %s" % jax.__version__)
+
 from . import _dtypes, _ffi, ops, ops_fp8
 from ._ffi import argument_error, ffi
 
