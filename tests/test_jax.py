@@ -251,6 +251,12 @@ def test_jax_ops_errors_and_vmap(rng):
         (r"^x: expected a JAX array", lambda: jo.group_quant_fp8([1.0, 2.0])),
         (r"^residual: required", lambda: jo.add_rmsnorm(jx, None, jw)),
         (r"^add_rmsnorm: residual", lambda: jo.add_rmsnorm(jx.reshape(4, -1), jx.reshape(4, -1)[:, :64], jw)),
+        # leading dims checked on the real shapes (review: zeroed, x[0, 64] with z[5, 64] passed)
+        (r"^z: shape \[5, 64\] does not lead with x's tokens \(x is \[4, 64\]\)",
+         lambda: jo.rmsnorm_gated(jx[:, 0], jnp.zeros((5, 64), jx.dtype), jw)),
+        (r"^z: shape \[5, 64\] does not lead with x's tokens \(x is \[0, 64\]\)",
+         lambda: jo.rmsnorm_gated(jx[:0, 0], jnp.zeros((5, 64), jx.dtype), jw)),
+        (r"^z: shape \[64\] does not lead", lambda: jo.rmsnorm_gated(jx[:, 0], jw.astype(jx.dtype), jw)),
     ]
     for pattern, call in cases:
         with pytest.raises(gatednorm.GatedNormError, match=pattern):

@@ -559,11 +559,13 @@ GATEDNORM_API gatednorm_status gatednorm_allreduce_add_rmsnorm(gatednorm_comm *c
  * stream and device ordinal come from XLA).  A call carries three attributes: entry (int64:
  * 0 rmsnorm_gated, 1 rmsnorm_gated_fp8, 2 add_rmsnorm, 3 group_quant_fp8), slots (int64
  * array, one per tensor argument of that entry: i >= 0 operand i, -1 NULL, -2 - j result j)
- * and params (uint8 array: the entry's params struct, empty for the defaults).  Buffers are
- * dense and row-major.  add_rmsnorm given the same buffer as residual and residual_out (an
+ * and params (uint8 array: the entry's params struct, exactly its struct_size bytes (at most
+ * 4096), or empty for the defaults).  Buffers are dense and row-major.  The GPU handler takes
+ * the device from XLA's device ordinal (or, without that API, from the operands' memory).  add_rmsnorm given the same buffer as residual and residual_out (an
  * aliased result) runs in place.  Returns NULL, or an XLA error made through the call
  * frame's API carrying the entry's name and gatednorm_last_error(); answers XLA's metadata
- * query (API 0.1, no traits).  NULL call_frame: NULL. */
+ * query (API 0.1, no traits).  NULL call_frame: NULL; a frame without XLA's API table can
+ * report nothing (XLA always passes one). */
 GATEDNORM_API void *gatednorm_xla_ffi_host(void *call_frame);
 GATEDNORM_API void *gatednorm_xla_ffi_gpu(void *call_frame);
 

@@ -124,7 +124,8 @@ struct XlaMetadataExtension {
 constexpr int kMetadataExtension = 1, kExecute = 3;
 constexpr int kAttrArray = 1, kAttrScalar = 3;
 constexpr int kXlaS64 = 5, kXlaU8 = 6;
-constexpr int kErrInvalidArgument = 3, kErrUnimplemented = 12, kErrInternal = 13;
+constexpr int kErrInvalidArgument = 3, kErrResourceExhausted = 8, kErrFailedPrecondition = 9, kErrUnimplemented = 12,
+              kErrInternal = 13;
 
 // XLA element types (xla_data.proto's PrimitiveType) -> the library's dtype; code 0xff: none.
 gatednorm_dtype dtype_of(int xla) {
@@ -183,17 +184,23 @@ void *refuse(const XlaCallFrame *f, const char *what) {
 
 const void *find_attr(const XlaCallFrame *f, const char *name, int type) {
     const size_t n = strlen(name);
+    if (f->attrs.size > 0 && (!f->attrs.names || !f->attrs.types || !f->attrs.attrs)) return nullptr;
     for (int64_t i = 0; i < f->attrs.size; ++i) {
         const XlaByteSpan *s = f->attrs.names[i];
-        if (s && s->len == n && memcmp(s->ptr, name, n) == 0) return f->attrs.types[i] == type ? f->attrs.attrs[i] : nullptr;
+        if (s && s->ptr && s->len == n && memcmp(s->ptr, name, n) == 0)
+            return f->attrs.types[i] == type ? f->attrs.attrs[i] : nullptr;
     }
     return nullptr;
 }
+
+// A list of buffers (args or rets) the frame claims: its arrays present when it has items.
+bool list_ok(const XlaList &l) { return l.size == 0 || (l.size > 0 && l.types && l.items); }
 
 void *handle(XlaCallFrame *f, bool gpu) {
     for (XlaExtension *e = f->extension_start; e; e = e->next) {
         if (e->type == kMetadataExtension) {  // XLA's question: which API version, which traits
             XlaMetadata *md = reinterpret_cast<XlaMetadataExtension *>(e)->metadata;
+            if (!md) return refuse(f, "metadata extension: no metadata to fill");
             md->api_version.major_version = 0;
             md->api_version.minor_version = 1;
             md->traits = 0;
@@ -205,19 +212,30 @@ void *handle(XlaCallFrame *f, bool gpu) {
     const auto *entry_attr = static_cast<const XlaScalar *>(find_attr(f, "entry", kAttrScalar));
     const auto *slots_attr = static_cast<const XlaArray *>(find_attr(f, "slots", kAttrArray));
     const auto *params_attr = static_cast<const XlaArray *>(find_attr(f, "params", kAttrArray));
-    if (!entry_attr || entry_attr->dtype != kXlaS64 || !slots_attr || slots_attr->dtype != kXlaS64 || !params_attr ||
-        params_attr->dtype != kXlaU8)
+    if (!entry_attr || entry_attr->dtype != kXlaS64 || !entry_attr->value || !slots_attr || slots_attr->dtype != kXlaS64 ||
+        (slots_attr->size && !slots_attr->data) || !params_attr || params_attr->dtype != kXlaU8 ||
+        (params_attr->size && !params_attr->data))
         return refuse(f, "attributes: expected entry (int64), slots (int64 array) and params (uint8 array)");
+    if (!list_ok(f->args) || !list_ok(f->rets)) return refuse(f, "slots: the frame's operand or result list is malformed");
     const int64_t e = *static_cast<const int64_t *>(entry_attr->value);
     if (e < 0 || e >= kEntryCount) return refuse(f, "entry: not a gatednorm entry");
     const Entry &entry = kEntries[e];
     if (slots_attr->size != size_t(entry.tensors)) return refuse(f, "slots: not one per tensor argument of the entry");
     const int64_t *slots = static_cast<const int64_t *>(slots_attr->data);
 
-    // The params struct, copied out of the attribute's storage (no alignment is promised there).
-    alignas(16) unsigned char params[512];
-    if (params_attr->size > sizeof params) return refuse(f, "params: larger than any params struct");
-    memcpy(params, params_attr->data, params_attr->size);
+    // The params struct, copied out of the attribute's storage (no alignment is promised there):
+    // empty (the defaults) or exactly the struct_size it states, at most the 4096 bytes any
+    // params_init accepts, so the entry reads only bytes the attribute holds.
+    alignas(16) unsigned char params[4096];
+    const size_t psize = params_attr->size;
+    if (psize) {
+        uint32_t stated = 0;
+        if (psize >= sizeof stated) memcpy(&stated, params_attr->data, sizeof stated);
+        if (psize < sizeof stated || stated != psize || psize > sizeof params)
+            return refuse(f, "params: not a params struct (its bytes must be exactly the struct_size it states, at "
+                             "most 4096)");
+        memcpy(params, params_attr->data, psize);
+    }
 
     void *stream = nullptr;
     gatednorm_device device{GATEDNORM_DEVICE_TYPE_CPU, 0};
@@ -228,9 +246,12 @@ void *handle(XlaCallFrame *f, bool gpu) {
         stream = s.stream;
         device.device_type = gatednorm_gpu_device_type();
         const size_t ordinal_end = offsetof(XlaApi, device_ordinal_get) + sizeof(void *);
-        XlaDeviceOrdinalGetArgs d{sizeof(XlaDeviceOrdinalGetArgs), nullptr, f->ctx, 0};
-        if (f->api->struct_size >= ordinal_end && f->api->device_ordinal_get && !f->api->device_ordinal_get(&d)) {
+        if (f->api->struct_size >= ordinal_end && f->api->device_ordinal_get) {
+            XlaDeviceOrdinalGetArgs d{sizeof(XlaDeviceOrdinalGetArgs), nullptr, f->ctx, 0};
+            if (void *err = f->api->device_ordinal_get(&d)) return err;
             device.device_id = d.device_ordinal;
+        } else {  // an XLA without the ordinal API: the device that holds the operands
+            device.device_id = -1;
         }
     }
 
@@ -263,20 +284,34 @@ void *handle(XlaCallFrame *f, bool gpu) {
                      (long long)b->rank, GATEDNORM_MAX_DIMS);
             return refuse(f, m.text);
         }
+        if (b->rank > 0 && !b->dims) {
+            snprintf(m.text, sizeof m.text, "%s: a buffer of rank %lld without dims", entry.slot_names[i], (long long)b->rank);
+            return refuse(f, m.text);
+        }
         t.ndim = int32_t(b->rank);
         int64_t stride = 1;
         for (int d = t.ndim - 1; d >= 0; --d) {  // XLA's default layout: dense, row-major
             t.shape[d] = b->dims[d];
             t.strides[d] = stride;
-            stride *= std::max<int64_t>(b->dims[d], 1);
+            if (__builtin_mul_overflow(stride, std::max<int64_t>(b->dims[d], 1), &stride)) {
+                snprintf(m.text, sizeof m.text, "%s: shape too large (its element count overflows int64)", entry.slot_names[i]);
+                return refuse(f, m.text);
+            }
         }
         tensors[i] = &t;
+    }
+    if (device.device_id < 0) {  // the GPU of the operands (XLA's stream is on it)
+        gatednorm_device d{0, 0};
+        if (!tensors[0] || gatednorm_pointer_device(tensors[0]->data, &d) != GATEDNORM_STATUS_SUCCESS)
+            return xla_error(f, kErrInternal, "gatednorm XLA call: cannot tell which GPU holds the operands");
+        for (int i = 0; i < entry.tensors; ++i)
+            if (tensors[i]) descs[i].device.device_id = d.device_id;
     }
     // add_rmsnorm with the residual donated to the stored sum (input_output_aliases): the same
     // buffer, so the in-place form (no residual_out) updates it.
     if (e == 2 && tensors[1] && tensors[3] && tensors[1]->data == tensors[3]->data) tensors[3] = nullptr;
 
-    const void *p = params_attr->size ? params : nullptr;
+    const void *p = psize ? params : nullptr;
     gatednorm_status st = GATEDNORM_STATUS_INTERNAL;
     switch (e) {
         case 0:
@@ -301,6 +336,8 @@ void *handle(XlaCallFrame *f, bool gpu) {
     snprintf(m.text, sizeof m.text, "%s: %s [%s]", entry.name, gatednorm_last_error(), gatednorm_status_string(st));
     const int errc = st == GATEDNORM_STATUS_INVALID_ARGUMENT ? kErrInvalidArgument
                      : st == GATEDNORM_STATUS_UNSUPPORTED    ? kErrUnimplemented
+                     : st == GATEDNORM_STATUS_OUT_OF_MEMORY  ? kErrResourceExhausted
+                     : st == GATEDNORM_STATUS_NO_DEVICE      ? kErrFailedPrecondition
                                                              : kErrInternal;
     return xla_error(f, errc, m.text);
 }

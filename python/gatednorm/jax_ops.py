@@ -16,11 +16,13 @@ the C entry on XLA's buffers and, on a GPU, XLA's stream: no Python, no GIL and 
 trip at run time.  Scales are row-major (JAX arrays have no strides; other layouts are
 refused by name).  Under ``jax.vmap`` the calls run one batch element at a time.
 
-Errors come at trace time: the wrapper checks its options with the functions' own code and
-then makes the C entry validate the call on host stand-ins of the operands and results with
-no tokens (their token dims 0, everything else as traced), so a bad shape, dtype or option
-is a GatedNormError naming the argument before anything runs; XLA skips a custom call whose
-results are empty, which would otherwise check nothing.
+Errors come at trace time: the wrapper checks its options with the functions' own code,
+that every argument but the weight leads with x's tokens, and then makes the C entry validate
+the call on host stand-ins of the operands and results with no tokens (their first dim 0,
+everything else as traced), so a bad shape, dtype or option is a GatedNormError naming the
+argument before anything runs; XLA skips a custom call whose results are empty, which would
+otherwise check nothing.  What only a GPU can refuse (a launch too large, device errors)
+comes at run time, as an XLA error carrying the library's message.
 """
 
 from __future__ import annotations
@@ -111,15 +113,20 @@ class _Call:
     def run(self, prm, aliases=None):
         """Validates the call on token-less host stand-ins (the C entry's own checks, named
         errors), then makes it: the results, in order."""
-        tokens = self.avals[0][0]
-        zero_tokens = len(tokens) >= 2  # a 1-D x is one token: its stand-ins keep their (small) shapes
+        x_shape = self.avals[0][0]
+        zero_tokens = len(x_shape) >= 2  # a 1-D x is one token: its stand-ins keep their (small) shapes
         stand_ins = []
         for i, av in enumerate(self.avals):
             if av is None:
                 stand_ins.append(None)
                 continue
             shape, dt = av
-            if zero_tokens and i != self.weight_slot and shape:
+            if zero_tokens and i != self.weight_slot:
+                # Every argument but the weight leads with x's tokens: checked here on the real
+                # shapes (zeroing them would hide a mismatch, or make it read as another one).
+                if len(shape) < 2 or shape[0] != x_shape[0]:
+                    raise argument_error("%s: shape %s does not lead with x's tokens (x is %s)"
+                                         % (self.checker.names[i], list(shape), list(x_shape)))
                 shape = (0,) + shape[1:]
             stand_ins.append(np.zeros(shape, dt))
         self.checker.call(None, *stand_ins, params=prm)

@@ -3701,6 +3701,39 @@ static void *xla_error_create(xla_error_args *a) {
     return &g_xla_error_token;
 }
 
+/* The attributes and API table of one fake call, and the frame over them (its operand and
+ * result lists filled by the generator). */
+typedef struct {
+    xla_scalar entry;
+    xla_array slots, params;
+    xla_span names[3];
+    xla_span *name_ptrs[3];
+    int types[3];
+    void *attrs[3];
+    xla_api api;
+    xla_frame f;
+} xla_call;
+static void xla_call_init(xla_call *c, int64_t *entry, int64_t *slots, size_t nslots, void *params, size_t psize) {
+    memset(c, 0, sizeof *c);
+    c->entry.dtype = 5, c->entry.value = entry;
+    c->slots.dtype = 5, c->slots.size = nslots, c->slots.data = slots;
+    c->params.dtype = 6, c->params.size = psize, c->params.data = params;
+    const char *names[3] = {"entry", "params", "slots"};  /* sorted, as XLA passes them */
+    void *attrs[3] = {&c->entry, &c->params, &c->slots};
+    for (int i = 0; i < 3; ++i) {
+        c->names[i].ptr = names[i], c->names[i].len = strlen(names[i]);
+        c->name_ptrs[i] = &c->names[i];
+        c->types[i] = i == 0 ? 3 : 1;
+        c->attrs[i] = attrs[i];
+    }
+    c->api.struct_size = sizeof c->api;
+    c->api.error_create = xla_error_create;
+    c->f.struct_size = sizeof c->f, c->f.api = &c->api, c->f.stage = 3;
+    c->f.args.struct_size = c->f.rets.struct_size = sizeof(xla_list);
+    c->f.attrs.struct_size = sizeof(xla_attrs), c->f.attrs.size = 3;
+    c->f.attrs.types = c->types, c->f.attrs.names = c->name_ptrs, c->f.attrs.attrs = c->attrs;
+}
+
 static int fuzz_xla_ffi(rng_t *r) {
     const int64_t T = between(r, 1, 5), H = between(r, 1, 3), D = 8 * between(r, 1, 8);
     const int64_t n = T * H * D;
@@ -3730,48 +3763,44 @@ static int fuzz_xla_ffi(rng_t *r) {
     unsigned char params[600];
     size_t params_size = pct(r, 20) ? 0 : sizeof prm;
     memcpy(params, &prm, sizeof prm);
-    xla_scalar a_entry = {5, &entry};
-    xla_array a_slots = {5, 4, slots}, a_params = {6, params_size, params};
-    xla_span names[3] = {{"entry", 5}, {"params", 6}, {"slots", 5}};
-    xla_span *name_ptrs[3] = {&names[0], &names[1], &names[2]};
-    int attr_types[3] = {3, 1, 1};
-    void *attrs[3] = {&a_entry, &a_params, &a_slots};
-    xla_api api;
-    memset(&api, 0, sizeof api);
-    api.struct_size = sizeof api;
-    api.error_create = xla_error_create;
-    xla_frame f = {sizeof(xla_frame), NULL, &api, NULL, 3, {sizeof(xla_list), NULL, with_z ? 3 : 2, arg_types, args},
-                   {sizeof(xla_list), NULL, 1, ret_types, rets}, {sizeof(xla_attrs), NULL, 3, attr_types, name_ptrs, attrs}, NULL};
-    if (!with_z) args[1] = &bw;
+    static xla_call c;
+    xla_call_init(&c, &entry, slots, 4, params, params_size);
+    xla_frame *f = &c.f;
+    f->args.size = with_z ? 3 : 2, f->args.types = arg_types, f->args.items = args;
+    f->rets.size = 1, f->rets.types = ret_types, f->rets.items = rets;
 
     /* At most one lie; `refuse`: the handler must answer with an error and write nothing. */
     int refuse = 1, quiet = 0;
     xla_metadata md;
     xla_metadata_ext mext;
     int64_t bigdims[10] = {1, 1, 1, 1, 1, 1, 1, 1, T * H, D};
-    switch (below(r, 16)) {
+    switch (below(r, 20)) {
         case 0: entry = pct(r, 50) ? 4 : -1; break;
-        case 1: a_slots.size = 3; break;
+        case 1: c.slots.size = 3; break;
         case 2: slots[(int)below(r, 4)] = pct(r, 50) ? 7 : -9; break;
-        case 3: a_params.size = 600; break;
-        case 4: a_entry.dtype = 4; break;
-        case 5: names[(int)below(r, 3)].len = 3; break;
+        case 3: c.params.size = 600; break;
+        case 4: c.entry.dtype = 4; break;
+        case 5: c.names[(int)below(r, 3)].len = 3; break;
         case 6: bx.rank = 10; bx.dims = bigdims; break;
         case 7: bo.dtype = 12; break;                       /* f64 out: the entry refuses it */
         case 8: bx.dtype = 99; break;                        /* no such element type */
         case 9: wdims[0] = D + 8; break;                     /* weight shape: the entry names it */
-        case 10: f.stage = (int)below(r, 3); refuse = 0; quiet = 1; break;   /* not EXECUTE: nothing done */
+        case 10: f->stage = (int)below(r, 3); refuse = 0; quiet = 1; break;   /* not EXECUTE: nothing done */
         case 11:
             memset(&md, 0, sizeof md);
             mext.base.struct_size = sizeof mext; mext.base.type = 1; mext.base.next = NULL; mext.metadata = &md;
-            f.ext = &mext.base; refuse = 0; quiet = 1;
+            f->ext = &mext.base; refuse = 0; quiet = 1;
             break;
+        case 12: c.params.size = 2; break;                   /* no struct_size to read */
+        case 13: { const uint32_t lie = (uint32_t)sizeof prm + 8; memcpy(params, &lie, 4); c.params.size = sizeof prm; break; }
+        case 14: f->attrs.names = NULL; break;
+        case 15: bx.dims = NULL; break;
         default: refuse = 0; break;
     }
     if (!refuse && !quiet) buf_allow(out, (size_t)n * 2);
     g_xla_message[0] = 0;
     bufs_snapshot();
-    void *err = gatednorm_xla_ffi_host(&f);
+    void *err = gatednorm_xla_ffi_host(f);
     bufs_check("gatednorm_xla_ffi_host");
     if (refuse) {
         if (err != &g_xla_error_token || !g_xla_message[0]) die("xla handler accepted a lying frame (case of seed)");
@@ -3783,7 +3812,7 @@ static int fuzz_xla_ffi(rng_t *r) {
     }
     if (err) die("xla handler refused an honest frame: %s", g_xla_message);
     if (quiet) {
-        if (f.ext && (md.version.major != 0 || md.version.minor < 1)) die("xla handler's metadata: version %d.%d", md.version.major, md.version.minor);
+        if (f->ext && (md.version.major != 0 || md.version.minor < 1)) die("xla handler's metadata: version %d.%d", md.version.major, md.version.minor);
         return 1;
     }
     gatednorm_tensor tx, tz, tw, tw2;
@@ -3801,6 +3830,62 @@ static int fuzz_xla_ffi(rng_t *r) {
     if (gatednorm_rmsnorm_gated(&tx, with_z ? &tz : NULL, &tw2, &to, params_size ? &prm : NULL, NULL) != GATEDNORM_STATUS_SUCCESS)
         die("direct rmsnorm_gated refused what the handler took: %s", gatednorm_last_error());
     if (memcmp(out, want, (size_t)n * 2) != 0) die("xla handler's output differs from the direct call's");
+    return 1;
+}
+
+/* add_rmsnorm through the handler: residual_out the residual's own buffer (XLA's aliased
+ * result: the in-place form) or another one, with y; the direct call's bits either way. */
+static int fuzz_xla_ffi_add(rng_t *r) {
+    const int64_t T = between(r, 1, 4), H = 8 * between(r, 32, 64);  /* hidden 256..512: the row kernel */
+    const int64_t n = T * H;
+    const int aliased = pct(r, 50);
+    unsigned char *x = buf_new((size_t)n * 2), *res = buf_new((size_t)n * 2), *w = buf_new((size_t)H * 4);
+    unsigned char *res_out = buf_new((size_t)n * 2), *y = buf_new((size_t)n * 2);
+    unsigned char *res_want = buf_new((size_t)n * 2), *y_want = buf_new((size_t)n * 2);
+    for (int64_t i = 0; i < n; ++i) {
+        const uint16_t a = (uint16_t)(0x3c00u + below(r, 0x0300u)) | (uint16_t)(below(r, 2) << 15);
+        const uint16_t b = (uint16_t)(0x3c00u + below(r, 0x0300u)) | (uint16_t)(below(r, 2) << 15);
+        memcpy(x + 2 * i, &a, 2);
+        memcpy(res + 2 * i, &b, 2);
+    }
+    for (int64_t i = 0; i < H; ++i) { const float v = 0.5f + (float)below(r, 1000) / 1000.0f; memcpy(w + 4 * i, &v, 4); }
+    memcpy(res_want, res, (size_t)n * 2);
+    memset(res_out, 0x7f, (size_t)n * 2);
+    memset(y, 0x7f, (size_t)n * 2);
+    int64_t dims[2] = {T, H}, wdims[1] = {H};
+    xla_buffer bx = {sizeof(xla_buffer), NULL, 16, x, 2, dims}, br = {sizeof(xla_buffer), NULL, 16, res, 2, dims};
+    xla_buffer bw = {sizeof(xla_buffer), NULL, 11, w, 1, wdims};
+    xla_buffer bro = {sizeof(xla_buffer), NULL, 16, aliased ? res : res_out, 2, dims}, by = {sizeof(xla_buffer), NULL, 16, y, 2, dims};
+    void *args[3] = {&bx, &br, &bw}, *rets[2] = {&bro, &by};
+    int types[3] = {1, 1, 1};
+    int64_t entry = 2, slots[7] = {0, 1, 2, -2, -3, -1, -1};
+    gatednorm_add_rmsnorm_params prm;
+    gatednorm_add_rmsnorm_params_init(&prm, sizeof prm);
+    static xla_call c;
+    xla_call_init(&c, &entry, slots, 7, &prm, sizeof prm);
+    c.f.args.size = 3, c.f.args.types = types, c.f.args.items = args;
+    c.f.rets.size = 2, c.f.rets.types = types, c.f.rets.items = rets;
+    buf_allow(aliased ? res : res_out, (size_t)n * 2);
+    buf_allow(y, (size_t)n * 2);
+    bufs_snapshot();
+    if (gatednorm_xla_ffi_host(&c.f)) die("xla handler refused an honest add_rmsnorm frame: %s", g_xla_message);
+    bufs_check("gatednorm_xla_ffi_host (add_rmsnorm)");
+    gatednorm_tensor tx, tr, tw, ty;
+    memset(&tx, 0, sizeof tx);
+    tx.data = x; tx.device.device_type = GATEDNORM_DEVICE_TYPE_CPU; tx.ndim = 2;
+    tx.dtype.code = GATEDNORM_DTYPE_CODE_BFLOAT; tx.dtype.bits = 16; tx.dtype.lanes = 1;
+    tx.shape[0] = T; tx.shape[1] = H; tx.strides[0] = H; tx.strides[1] = 1;
+    tr = tx; tr.data = res_want;
+    ty = tx; ty.data = y_want;
+    memset(&tw, 0, sizeof tw);
+    tw.data = w; tw.device = tx.device; tw.ndim = 1; tw.dtype.code = GATEDNORM_DTYPE_CODE_FLOAT; tw.dtype.bits = 32;
+    tw.dtype.lanes = 1; tw.shape[0] = H; tw.strides[0] = 1;
+    buf_allow(res_want, (size_t)n * 2);
+    buf_allow(y_want, (size_t)n * 2);
+    if (gatednorm_add_rmsnorm(&tx, &tr, &tw, NULL, &ty, NULL, NULL, &prm, NULL) != GATEDNORM_STATUS_SUCCESS)
+        die("direct add_rmsnorm refused what the handler took: %s", gatednorm_last_error());
+    if (memcmp(aliased ? res : res_out, res_want, (size_t)n * 2) || memcmp(y, y_want, (size_t)n * 2))
+        die("xla handler's add_rmsnorm (%s) differs from the direct call's", aliased ? "in place" : "residual_out");
     return 1;
 }
 
@@ -3832,6 +3917,7 @@ static entry_t kEntries[] = {
     {"gatednorm_version/build_info", 1, fuzz_version, 0, 0},
     {"gatednorm_comm_set_algorithm", 2, fuzz_comm_set_algorithm, 0, 0},
     {"gatednorm_xla_ffi_host", 4, fuzz_xla_ffi, 0, 0},
+    {"gatednorm_xla_ffi_host (add_rmsnorm, aliased)", 2, fuzz_xla_ffi_add, 0, 0},
     {"gatednorm_*_num_threads, last_kernel, comm_buffer_open/close/unlink, comm_max_input_bytes", 2, fuzz_runtime_rest, 0, 0},
 };
 enum { N_ENTRIES = sizeof kEntries / sizeof kEntries[0] };
