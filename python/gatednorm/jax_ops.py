@@ -68,7 +68,7 @@ def _register():
         lib = _ffi.lib()
         targets = [("cpu", lib.gatednorm_xla_ffi_host)]
         if device_count() > 0:
-            gpu = "ROCM" if lib.gatednorm_gpu_device_type() == _ffi.lib().GATEDNORM_DEVICE_TYPE_ROCM else "CUDA"
+            gpu = "ROCM" if lib.gatednorm_gpu_device_type() == lib.GATEDNORM_DEVICE_TYPE_ROCM else "CUDA"
             targets.append((gpu, lib.gatednorm_xla_ffi_gpu))
         for platform, fn in targets:
             capsule = jax.ffi.pycapsule(ctypes.c_void_p(int(ffi.cast("uintptr_t", fn))))
