@@ -307,9 +307,6 @@ void *handle(XlaCallFrame *f, bool gpu) {
         for (int i = 0; i < entry.tensors; ++i)
             if (tensors[i]) descs[i].device.device_id = d.device_id;
     }
-    // add_rmsnorm with the residual donated to the stored sum (input_output_aliases): the same
-    // buffer, so the in-place form (no residual_out) updates it.
-    if (e == 2 && tensors[1] && tensors[3] && tensors[1]->data == tensors[3]->data) tensors[3] = nullptr;
 
     const void *p = psize ? params : nullptr;
     gatednorm_status st = GATEDNORM_STATUS_INTERNAL;

@@ -147,8 +147,7 @@ def _row_layout(scale_layout):
 
 
 def _quant_shapes(tok, row, fmt, sfmt, g):
-    k = row // g if g > 0 else 0
-    cols = (k + 3) // 4 if sfmt == 3 else k
+    cols = ops_fp8._scale_cols(row, sfmt, g)
     q_dt = _jnp_dtype(getattr(_dtypes, ops_fp8._Q_NAMES[fmt]))
     s_dt = _jnp_dtype(getattr(_dtypes, ops_fp8._SCALE_NAMES[sfmt]))
     return (tuple(tok) + (row,), q_dt), (tuple(tok) + (cols,), s_dt)
@@ -222,21 +221,15 @@ def rmsnorm(x, weight, *, eps=1e-6, weight_offset=0.0, y=True, y_dtype=None, fp8
 
 def _norm(x, residual, weight, eps, weight_offset, y, y_dtype, fp8, group_size, fp8_format, fp8_max, amax_floor,
           scale_format, scale_layout, quantize_rounded):
-    from ._call import flag
-
     if weight is None:
         raise argument_error("weight: required (the [hidden] norm weight); got None")
-    want_y, want_q = flag("y", y) == 1, flag("fp8", fp8) == 1
-    if not want_y and not want_q:
-        raise argument_error("y: no output requested (y=False without fp8=True)")
+    want_y, want_q = ops_fp8._norm_wants(y, fp8)
     if want_q:
         _row_layout(scale_layout)
     base = ops_fp8._ADD_ENTRY if residual is not None else ops_fp8._RMSNORM_ENTRY
     prm, fmt, sfmt, g = ops_fp8._norm_options(base, eps, weight_offset, False, group_size, fp8_format, fp8_max,
                                               amax_floor, scale_format, scale_layout, quantize_rounded)
-    ydt = ops_fp8._float_out_dtype(y_dtype, "y_dtype", "y", None, None)
-    if ydt is not None and not want_y:
-        raise argument_error("y_dtype: given with y=False (no y is written)")
+    ydt = ops_fp8._norm_y_dtype(y_dtype, want_y)
     shape = _x(x).shape
     tok, row = tuple(shape[:-1]), (shape[-1] if len(shape) else 0)
     c = _Call(_ADD, base.with_outputs(ops_fp8._OUT_OF_PLACE_OUTPUTS) if residual is not None else base,

@@ -227,10 +227,32 @@ def _new_quant(x, q, scales, fmt, sfmt, g, scale_layout, dims=None):
         if q is None:
             q = _call.empty_like(x, tok + (row,), getattr(_dtypes, _Q_NAMES[fmt]))
         if scales is None:
-            k = row // g if g > 0 else 0
-            cols = (k + 3) // 4 if sfmt == 3 else k
-            scales = _new_scales(x, tok, cols, getattr(_dtypes, _SCALE_NAMES[sfmt]), scale_layout)
+            scales = _new_scales(x, tok, _scale_cols(row, sfmt, g), getattr(_dtypes, _SCALE_NAMES[sfmt]), scale_layout)
     return q, scales
+
+
+def _scale_cols(row, sfmt, g):
+    """A token's scale columns: its row // G groups, four to an int32 word when packed E8M0."""
+    k = row // g if g > 0 else 0
+    return (k + 3) // 4 if sfmt == 3 else k
+
+
+def _norm_wants(y, fp8, y_out=None, q=None, scales=None):
+    """Which outputs a norm call makes, checked (the Python functions' and jax_ops' one rule):
+    (want_y, want_q)."""
+    want_y = _call.flag("y", y) == 1 or y_out is not None
+    want_q = _call.flag("fp8", fp8) == 1 or q is not None or scales is not None
+    if not want_y and not want_q:
+        raise argument_error("y: no output requested (y=False without fp8=True)")
+    return want_y, want_q
+
+
+def _norm_y_dtype(y_dtype, want_y, y_out=None):
+    """y's dtype (None: x's), checked against y_out and against a call that writes no y."""
+    ydt = _float_out_dtype(y_dtype, "y_dtype", "y", y_out, "y_out")
+    if ydt is not None and not want_y:  # it would be ignored; quantize_rounded rounds to x's dtype then
+        raise argument_error("y_dtype: given with y=False (no y is written)")
+    return ydt
 
 
 def add_rmsnorm(x, residual, weight, *, eps=1e-6, weight_offset=0.0, residual_out=None, y=True, y_dtype=None,
@@ -277,17 +299,12 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
           amax_floor, scale_format, scale_layout, quantize_rounded, q, scales, y_out, stream, pdl, entry=_ADD_ENTRY):
     if weight is None:
         raise argument_error("weight: required (the [hidden] norm weight); got None")
-    want_y = _call.flag("y", y) == 1 or y_out is not None
-    want_q = _call.flag("fp8", fp8) == 1 or q is not None or scales is not None
-    if not want_y and not want_q:
-        raise argument_error("y: no output requested (y=False without fp8=True)")
+    want_y, want_q = _norm_wants(y, fp8, y_out, q, scales)
     opts = (eps, weight_offset, pdl, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout,
             quantize_rounded)
     key = _call.options_key(opts, (weight_offset, amax_floor))
     prm, fmt, sfmt, g = _call.memo_get(_NORM_OPTIONS, key) or _call.memo_put(_NORM_OPTIONS, key, _norm_options(entry, *opts))
-    ydt = _float_out_dtype(y_dtype, "y_dtype", "y", y_out, "y_out")
-    if ydt is not None and not want_y:  # it would be ignored; quantize_rounded rounds to x's dtype then
-        raise argument_error("y_dtype: given with y=False (no y is written)")
+    ydt = _norm_y_dtype(y_dtype, want_y, y_out)
     if residual_out is not None:
         if residual is None:
             raise argument_error("residual_out: given without a residual (there is no sum to store)")

@@ -237,34 +237,36 @@ def add_rmsnorm_fp8_copy(x: Tensor, residual: Tensor, weight: Tensor, eps: float
     return r.y, r.q, r.scales
 
 
-def _fake_norm_quant(x, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout):
-    return _fake_quant(x, None, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout)
+def _fake_norm_fp8(x, y_dtype, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, copy):
+    """The norms' FP8 outputs as their ops return them: (q, scales), or (y, q, scales) with
+    ``copy`` (every rmsnorm / add_rmsnorm / all-reduce FP8 op's fake)."""
+    y = _fake_16(x, y_dtype) if copy else None  # y_dtype checked before the quant options
+    q, s = _fake_quant(x, None, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout)
+    return (y, q, s) if copy else (q, s)
 
 
 @rmsnorm_fp8.register_fake
 def _(x, weight, eps=1e-6, weight_offset=0.0, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10,
       scale_format="fp32", scale_layout="row", quantize_rounded=False):
-    return _fake_norm_quant(x, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout)
+    return _fake_norm_fp8(x, None, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, False)
 
 
 @rmsnorm_fp8_copy.register_fake
 def _(x, weight, eps=1e-6, weight_offset=0.0, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10,
       scale_format="fp32", scale_layout="row", quantize_rounded=False, y_dtype=None):
-    y = _fake_16(x, y_dtype)
-    return (y,) + tuple(_fake_norm_quant(x, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout))
+    return _fake_norm_fp8(x, y_dtype, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, True)
 
 
 @add_rmsnorm_fp8.register_fake
 def _(x, residual, weight, eps=1e-6, weight_offset=0.0, group_size=128, fp8_format="e4m3fn", fp8_max=None,
       amax_floor=1e-10, scale_format="fp32", scale_layout="row", quantize_rounded=False):
-    return _fake_norm_quant(x, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout)
+    return _fake_norm_fp8(x, None, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, False)
 
 
 @add_rmsnorm_fp8_copy.register_fake
 def _(x, residual, weight, eps=1e-6, weight_offset=0.0, group_size=128, fp8_format="e4m3fn", fp8_max=None,
       amax_floor=1e-10, scale_format="fp32", scale_layout="row", quantize_rounded=False, y_dtype=None):
-    y = _fake_16(x, y_dtype)
-    return (y,) + tuple(_fake_norm_quant(x, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout))
+    return _fake_norm_fp8(x, y_dtype, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, True)
 
 
 # ------------------------------------------------------------ group quant (§3)
@@ -500,15 +502,14 @@ def _(x, residual, weight, group, eps=1e-6, weight_offset=0.0, y_dtype=None):
 def _(x, residual, weight, group, eps=1e-6, weight_offset=0.0, group_size=128, fp8_format="e4m3fn", fp8_max=None,
       amax_floor=1e-10, scale_format="fp32", scale_layout="row", quantize_rounded=False):
     _group(group)
-    return _fake_norm_quant(x, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout)
+    return _fake_norm_fp8(x, None, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, False)
 
 
 @allreduce_add_rmsnorm_fp8_copy.register_fake
 def _(x, residual, weight, group, eps=1e-6, weight_offset=0.0, group_size=128, fp8_format="e4m3fn", fp8_max=None,
       amax_floor=1e-10, scale_format="fp32", scale_layout="row", quantize_rounded=False, y_dtype=None):
     _group(group)
-    y = _fake_16(x, y_dtype)
-    return (y,) + tuple(_fake_norm_quant(x, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout))
+    return _fake_norm_fp8(x, y_dtype, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, True)
 
 
 # ------------------------------------------------------------ autograd: none, as the functions
