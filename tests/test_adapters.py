@@ -1576,3 +1576,63 @@ def test_torch_cpu_custom_ops_dynamic_tokens_and_parameters(rng):
     with pytest.raises(gatednorm.GatedNormError, match=r"^residual: a tensor that requires grad"):
         ops.add_rmsnorm(x, r, p)
 
+
+def test_torch_cpu_flush_denormal_caller_keeps_subnormals(rng):
+    """A thread that flushes subnormals (torch.set_flush_denormal(True): FTZ / DAZ on x86)
+    gets the same bits from the CPU backend as one that does not, every op included (the host
+    arithmetic runs under the IEEE defaults, then the thread's own settings come back): tiny
+    and pooled gated norms, add-RMSNorm (+ FP8) with a subnormal residual sum, W4A16 with
+    subnormal dequantized weights, the CPU all-reduce's rank sums (ranks as
+    threads, each flushing)."""
+    torch = _torch_cpu()
+    from gatednorm import AllReduceGroup
+    from gatednorm.testing import in_threads
+
+    tiny = 1e-39
+    cases = {}
+    w_tiny = np.full(64, tiny, np.float32)  # made before the flush: numpy's own conversion would flush it
+    for rows in (2, 4096):
+        x = rng.standard_normal((rows, 64)).astype(np.float32)
+        cases["gated%d" % rows] = lambda x=x: gatednorm.rmsnorm_gated(x, None, w_tiny)
+    xb = np.full((3, 256), tiny, np.float32).astype(_dtypes.bfloat16)
+    cases["add"] = lambda: gatednorm.add_rmsnorm(xb, xb.copy(), np.ones(256, np.float32), fp8=True).residual
+    k, n = 64, 32
+    wq = gatednorm.W4A16Weight(rng.integers(0, 256, (n, k // 2), dtype=np.uint8), np.full((n, 2), 2.0 ** -130, np.float32),
+                               rng.integers(0, 16, (n, 2), dtype=np.uint8))
+    eye = np.eye(k, dtype=np.float32).astype(_dtypes.bfloat16)
+    cases["w4a16"] = lambda: gatednorm.w4a16_matmul(eye, wq, out_dtype=np.float32)
+    want = {name: np.array(f()) for name, f in cases.items()}
+    for name, v in want.items():
+        assert np.count_nonzero(v) > 0 and (np.abs(v.astype(np.float32)) < 2.0 ** -126).any(), name
+    assert torch.set_flush_denormal(True), "no flush-to-zero control on this CPU"
+    try:
+        assert float(torch.tensor([tiny]) * 1.0) == 0.0  # the thread flushes now
+        for name, f in cases.items():
+            got = np.array(f())
+            assert np.array_equal(got.view(np.uint8), want[name].view(np.uint8)), name
+        assert float(torch.tensor([tiny]) * 1.0) == 0.0  # and still does after the calls
+    finally:
+        torch.set_flush_denormal(False)
+    # the CPU all-reduce: each rank's thread flushing, partial sums subnormal
+    W, T, H = 2, 2, 256
+    xs = [np.full((T, H), tiny * (r + 1), np.float32).astype(_dtypes.bfloat16) for r in range(W)]
+
+    def run(flush):
+        groups = AllReduceGroup.in_process(W, "cpu", max_tokens=4, hidden=H, dtype="bfloat16")
+        out = [None] * W
+
+        def rank(i):
+            torch.set_flush_denormal(flush)  # this thread's own setting
+            res = np.zeros((T, H), _dtypes.bfloat16)
+            groups[i].add_rmsnorm(xs[i], res, np.ones(H, np.float32), y=False, fp8=True)
+            out[i] = res
+
+        in_threads(W, rank, timeout=60)
+        for g in groups:
+            g.close()
+        return out
+
+    plain, flushed = run(False), run(True)
+    assert np.count_nonzero(plain[0].astype(np.float32)) == T * H
+    for a, b in zip(plain, flushed):
+        assert np.array_equal(a.view(np.uint16), b.view(np.uint16))

@@ -292,3 +292,37 @@ def test_jax_ops_donated_residual_and_reload(rng):
     jo2 = importlib.reload(jo)
     _same(g(jh, jnp.asarray(r)).y, want.y)
     _same(jax.jit(lambda a, b: jo2.add_rmsnorm(a, b, jw).y)(jh, jnp.asarray(r)), want.y)
+
+
+def _subnormal_case(rng, rows):
+    """fp32 x and a weight of 1e-39 (subnormal): every output of the norm is subnormal."""
+    x = randn(rng, (rows, 64), np.float32)
+    w = np.full(64, 1e-39, np.float32)
+    return x, w
+
+
+def test_jax_ops_keep_subnormals(rng):
+    """XLA's CPU threads flush subnormals to zero (FTZ / DAZ), and the custom call runs on
+    one: outputs that should be subnormal came out 0, and a pool first started from such a
+    thread left its workers flushing for every later call.  The library runs host arithmetic
+    under the IEEE defaults whatever the thread set: the jitted ops give the numpy functions'
+    bits, and a direct call after the pool was (re)started inside a custom call keeps its
+    subnormals."""
+    jo = pytest.importorskip("gatednorm.jax_ops")
+    tiny = np.float32(2.0 ** -126)
+    x, w = _subnormal_case(rng, 4)
+    want = gatednorm.rmsnorm_gated(x, None, w)
+    assert np.count_nonzero(want) > 0.9 * want.size and (np.abs(want) < tiny).all()  # a few underflow to 0
+    _same(jax.jit(lambda a, b: jo.rmsnorm_gated(a, None, b))(*to_jax(x, w)), want)
+    # the pool's workers (re)started from inside a custom call, then a direct call
+    threads = gatednorm.get_num_threads()
+    try:
+        gatednorm.set_num_threads(2)  # stops the workers: the next parallel call starts them
+        big, wb = _subnormal_case(rng, 4096)
+        want_big = gatednorm.rmsnorm_gated(big, None, wb)
+        gatednorm.set_num_threads(2)
+        _same(jax.jit(lambda a, b: jo.rmsnorm_gated(a, None, b))(*to_jax(big, wb)), want_big)
+        _same(gatednorm.rmsnorm_gated(big, None, wb), want_big)
+        assert np.count_nonzero(want_big) > 0.9 * want_big.size
+    finally:
+        gatednorm.set_num_threads(threads)
