@@ -1253,6 +1253,8 @@ def test_torch_cpu_w4a16_custom_op(rng):
     M with one graph, and the bits of gatednorm.w4a16_matmul on the same numpy arrays; bad
     meta and out_dtype named."""
     torch = _torch_cpu()
+    import torch._dynamo.testing  # a submodule torch does not import itself: the test runs alone too
+
     import gatednorm.torch_ops as tops
 
     n, k = 96, 256
@@ -1530,6 +1532,8 @@ def test_torch_cpu_custom_ops_dynamic_tokens_and_parameters(rng):
     weight that is an nn.Parameter compiles without no_grad (the ops' outputs are marked
     non-differentiable) while add_rmsnorm refuses a residual that requires grad, by name."""
     torch = _torch_cpu()
+    import torch._dynamo.testing  # a submodule torch does not import itself: the test runs alone too
+
     import gatednorm.torch_ops  # noqa: F401
 
     ops = torch.ops.gatednorm
@@ -1597,8 +1601,8 @@ def test_torch_cpu_flush_denormal_caller_keeps_subnormals(rng):
     xb = np.full((3, 256), tiny, np.float32).astype(_dtypes.bfloat16)
     cases["add"] = lambda: gatednorm.add_rmsnorm(xb, xb.copy(), np.ones(256, np.float32), fp8=True).residual
     k, n = 64, 32
-    wq = gatednorm.W4A16Weight(rng.integers(0, 256, (n, k // 2), dtype=np.uint8), np.full((n, 2), 2.0 ** -130, np.float32),
-                               rng.integers(0, 16, (n, 2), dtype=np.uint8))
+    wq = gatednorm.W4A16Weight(rng.integers(0, 256, (n, k // 2), dtype=np.uint8),
+                               np.full((n, 2), 2.0 ** -130, np.float32), rng.integers(0, 16, (n, 2), dtype=np.uint8))
     eye = np.eye(k, dtype=np.float32).astype(_dtypes.bfloat16)
     cases["w4a16"] = lambda: gatednorm.w4a16_matmul(eye, wq, out_dtype=np.float32)
     want = {name: np.array(f()) for name, f in cases.items()}

@@ -103,7 +103,7 @@ def test_library_lookup(monkeypatch, tmp_path):
     with pytest.raises(GatedNormError) as ei:
         _ffi.library_path()
     assert "GATEDNORM_LIBRARY" in ei.value.message
-    for n in ("libgatednorm.so.0.3.0", "libgatednorm.so.0", "libgatednorm.so"):
+    for n in ("libgatednorm.so.0.4.0", "libgatednorm.so.0", "libgatednorm.so"):
         (pkg / "lib" / n).write_text("")
     assert _ffi.library_path() == str(pkg / "lib" / "libgatednorm.so")
     monkeypatch.setenv("GATEDNORM_LIBRARY", str(tmp_path / "nope.so"))

@@ -294,6 +294,70 @@ def test_jax_ops_donated_residual_and_reload(rng):
     _same(jax.jit(lambda a, b: jo2.add_rmsnorm(a, b, jw).y)(jh, jnp.asarray(r)), want.y)
 
 
+@pytest.mark.parametrize("dt", ["bf16", "fp16"])
+def test_jax_ops_w4a16_in_jit(rng, dt):
+    """jax_ops.w4a16_matmul inside jax.jit, its weight a W4A16Arrays passed as a jit argument
+    (the arrays traced, meta static): within the float64 reference's bound and the bits of
+    gatednorm.w4a16_matmul for plain (asym / sym, G = 32 / per channel), host-tiled and
+    act-order weights, with a bias and an fp32 output; one compile serves two weights of one
+    meta; M = 0 and vmap work; errors come at trace time naming the argument."""
+    jo = pytest.importorskip("gatednorm.jax_ops")
+    adt = _dtypes.bfloat16 if dt == "bf16" else _dtypes.float16
+    n, k = 48, 256
+    f = jax.jit(lambda a, w, b: jo.w4a16_matmul(a, w, b, out_dtype=jnp.float32))
+    f_nobias = jax.jit(lambda a, w: jo.w4a16_matmul(a, w))
+    for g, sym, perm in ((32, False, False), (256, True, False), (64, False, True)):
+        w = gatednorm.W4A16Weight.from_float(randn(rng, (n, k), np.float32), group_size=g, symmetric=sym)
+        if perm:
+            w = gatednorm.W4A16Weight(w.q, w.scales, w.zeros, perm=rng.permutation(k))
+        a = randn(rng, (5, k), adt)
+        bias = randn(rng, (n,), np.float32)
+        a_eff = a[:, w.perm] if perm else a
+        want = gatednorm.w4a16_matmul(a, w, bias, out_dtype=np.float32)
+        ref = reference.w4a16_matmul(a_eff, w.q, w.scales, w.zeros, bias)
+        tol = reference.w4a16_tolerance(a_eff, w.q, w.scales, w.zeros, bias, np.float32, ref)
+        ja, jb = to_jax(a, bias)
+        for weight in (w, w.prepack_host("cuda_mma", adt)):
+            wj = jo.w4a16_weight(weight)
+            assert wj.meta[0] == (0 if weight is w else 1)
+            got = f(ja, wj, jb)
+            _same(got, want)
+            assert (np.abs(np.asarray(got, np.float64) - ref) <= tol).all()
+            _same(f_nobias(ja, wj), gatednorm.w4a16_matmul(a, weight))
+            # M = 0 (an empty batch): checked at trace time, an empty result
+            assert f_nobias(ja[:0], wj).shape == (0, n)
+    # a second weight of the same meta reuses the compiled function (meta is the static part)
+    w2 = gatednorm.W4A16Weight.from_float(randn(rng, (n, k), np.float32), group_size=32)
+    a = randn(rng, (3, k), adt)
+    g2 = jax.jit(lambda a, w: jo.w4a16_matmul(a, w))
+    _same(g2(jnp.asarray(a), jo.w4a16_weight(w2)), gatednorm.w4a16_matmul(a, w2))
+    w3 = gatednorm.W4A16Weight.from_float(randn(rng, (n, k), np.float32), group_size=32)
+    _same(g2(jnp.asarray(a), jo.w4a16_weight(w3)), gatednorm.w4a16_matmul(a, w3))
+    assert g2._cache_size() == 1
+    batched = jax.jit(jax.vmap(lambda a: jo.w4a16_matmul(a, jo.w4a16_weight(w2))))(jnp.asarray(a)[:, None])
+    _same(batched[:, 0], gatednorm.w4a16_matmul(a, w2))
+    wj = jo.w4a16_weight(w2)
+    ja = jnp.asarray(a)
+    cases = [
+        (r"^a: expected \[M, K\] with K = 256", lambda: jo.w4a16_matmul(ja[:, :128], wj)),
+        (r"^a: expected \[M, K\]", lambda: jo.w4a16_matmul(ja[0], wj)),
+        (r"^w4a16_gemm: a: dtype float32", lambda: jo.w4a16_matmul(ja.astype(jnp.float32), wj)),
+        (r"^w4a16_gemm: bias: expected shape \[N\] = \[48\]", lambda: jo.w4a16_matmul(ja, wj, jnp.zeros((47,)))),
+        (r"^w4a16_gemm: bias: expected shape \[N\] = \[48\]", lambda: jo.w4a16_matmul(ja[:0], wj, jnp.zeros((47,)))),
+        (r"^out_dtype:", lambda: jo.w4a16_matmul(ja, wj, out_dtype=jnp.int8)),
+        (r"^w: expected a gatednorm.jax_ops.W4A16Arrays", lambda: jo.w4a16_matmul(ja, w2)),
+        (r"^meta\[1\] \(n\): -1 is outside",
+         lambda: jo.w4a16_matmul(ja, jo.W4A16Arrays(wj.qweight, wj.scales, wj.zeros, None, (0, -1) + wj.meta[2:]))),
+        (r"^w4a16_gemm: params.group_size: 32, but scales \[48, 4\]",
+         lambda: jo.w4a16_matmul(ja, jo.W4A16Arrays(wj.qweight, wj.scales[:, :4], wj.zeros, None, wj.meta))),
+    ]
+    for pattern, call in cases:
+        with pytest.raises(gatednorm.GatedNormError, match=pattern):
+            jax.jit(call)()
+    with pytest.raises(gatednorm.GatedNormError, match=r"^w: expected a gatednorm.W4A16Weight"):
+        jo.w4a16_weight(wj)
+
+
 def _subnormal_case(rng, rows):
     """fp32 x and a weight of 1e-39 (subnormal): every output of the norm is subnormal."""
     x = randn(rng, (rows, 64), np.float32)
@@ -303,17 +367,28 @@ def _subnormal_case(rng, rows):
 
 def test_jax_ops_keep_subnormals(rng):
     """XLA's CPU threads flush subnormals to zero (FTZ / DAZ), and the custom call runs on
-    one: outputs that should be subnormal came out 0, and a pool first started from such a
-    thread left its workers flushing for every later call.  The library runs host arithmetic
-    under the IEEE defaults whatever the thread set: the jitted ops give the numpy functions'
-    bits, and a direct call after the pool was (re)started inside a custom call keeps its
-    subnormals."""
+    one: outputs that should be subnormal came out 0 (so did a W4A16 weight's subnormal
+    dequantized values), and a pool first started from such a thread left its workers
+    flushing for every later call.  The library runs host arithmetic under the IEEE defaults
+    whatever the thread set: the jitted ops give the numpy functions' bits, and a direct call
+    after the pool was (re)started inside a custom call keeps its subnormals."""
     jo = pytest.importorskip("gatednorm.jax_ops")
     tiny = np.float32(2.0 ** -126)
     x, w = _subnormal_case(rng, 4)
     want = gatednorm.rmsnorm_gated(x, None, w)
     assert np.count_nonzero(want) > 0.9 * want.size and (np.abs(want) < tiny).all()  # a few underflow to 0
     _same(jax.jit(lambda a, b: jo.rmsnorm_gated(a, None, b))(*to_jax(x, w)), want)
+    # W4A16: scales of 2^-130 make every dequantized weight (q - z) * s subnormal; a = I
+    k, n = 64, 32
+    q = rng.integers(0, 256, (n, k // 2), dtype=np.uint8)
+    z = rng.integers(0, 16, (n, k // 32), dtype=np.uint8)
+    s = np.full((n, k // 32), 2.0 ** -130, np.float32)
+    wq = gatednorm.W4A16Weight(q, s, z)
+    eye = np.eye(k, dtype=np.float32).astype(_dtypes.bfloat16)  # bf16 holds subnormal scales (fp16 rounds them to 0)
+    want = gatednorm.w4a16_matmul(eye, wq, out_dtype=np.float32)
+    assert np.count_nonzero(want) > want.size // 2
+    _same(jax.jit(lambda a, ww: jo.w4a16_matmul(a, ww, out_dtype=jnp.float32))(jnp.asarray(eye), jo.w4a16_weight(wq)),
+          want)
     # the pool's workers (re)started from inside a custom call, then a direct call
     threads = gatednorm.get_num_threads()
     try:

@@ -67,7 +67,7 @@ extern "C" {
 #endif
 
 #define GATEDNORM_VERSION_MAJOR 0
-#define GATEDNORM_VERSION_MINOR 3
+#define GATEDNORM_VERSION_MINOR 4
 #define GATEDNORM_VERSION_PATCH 0
 
 /* Fixed capacity of a tensor descriptor, so no pointer lifetimes cross the ABI. */
@@ -98,7 +98,7 @@ GATEDNORM_API const char *gatednorm_last_kernel(void);
 /* (major << 16) | (minor << 8) | patch of the loaded library. */
 GATEDNORM_API uint32_t gatednorm_version(void);
 /* Backend, GPU targets and compiler the library was built with, e.g.
- * "gatednorm 0.3.0; cpu; cuda 13.0 (80,90a); GNU 12.2.0". */
+ * "gatednorm 0.4.0; cpu; cuda 13.0 (80,90a); GNU 12.2.0". */
 GATEDNORM_API const char *gatednorm_build_info(void);
 
 /* ---------------------------------------------------------------- tensor descriptor */
@@ -561,13 +561,15 @@ GATEDNORM_API gatednorm_status gatednorm_allreduce_add_rmsnorm(gatednorm_comm *c
  * gatednorm.jax_ops runs the ops as XLA custom calls inside jax.jit, with no Python at run
  * time: register _host for platform "cpu" and _gpu for the GPU's ("CUDA" / "ROCM"; the
  * stream and device ordinal come from XLA).  A call carries three attributes: entry (int64:
- * 0 rmsnorm_gated, 1 rmsnorm_gated_fp8, 2 add_rmsnorm, 3 group_quant_fp8), slots (int64
- * array, one per tensor argument of that entry: i >= 0 operand i, -1 NULL, -2 - j result j)
- * and params (uint8 array: the entry's params struct, exactly its struct_size bytes (at most
- * 4096), or empty for the defaults).  Buffers are dense and row-major.  The GPU handler takes
- * the device from XLA's device ordinal (or, without that API, from the operands' memory).  add_rmsnorm given the same buffer as residual and residual_out (an
- * aliased result) runs in place.  Returns NULL, or an XLA error made through the call
- * frame's API carrying the entry's name and gatednorm_last_error(); answers XLA's metadata
+ * 0 rmsnorm_gated, 1 rmsnorm_gated_fp8, 2 add_rmsnorm, 3 group_quant_fp8, 4 w4a16_gemm (since
+ * 0.4)), slots (int64 array, one per tensor argument of that entry: i >= 0 operand i, -1
+ * NULL, -2 - j result j) and params (uint8 array: the entry's params struct, exactly its
+ * struct_size bytes (at most 4096), or empty for the defaults).  Buffers are dense and
+ * row-major.  The GPU handler takes the device from XLA's device ordinal (or, without that
+ * API, from the operands' memory).  add_rmsnorm given the same buffer as residual and
+ * residual_out (an aliased result) runs in place; w4a16_gemm's workspace is a result the
+ * caller discards.  Returns NULL, or an XLA error made through the call frame's API carrying
+ * the entry's name and gatednorm_last_error(); answers XLA's metadata
  * query (API 0.1, no traits).  NULL call_frame: NULL; a frame without XLA's API table can
  * report nothing (XLA always passes one). */
 GATEDNORM_API void *gatednorm_xla_ffi_host(void *call_frame);

@@ -163,6 +163,7 @@ constexpr Entry kEntries[] = {
     {"rmsnorm_gated_fp8", 6, {"x", "z", "weight", "q", "scales", "y_copy"}},
     {"add_rmsnorm", 7, {"x", "residual", "weight", "residual_out", "y", "q", "scales"}},
     {"group_quant_fp8", 3, {"x", "q", "scales"}},
+    {"w4a16_gemm", 7, {"a", "qweight", "scales", "zeros", "bias", "out", "workspace"}},
 };
 constexpr int kEntryCount = int(sizeof kEntries / sizeof kEntries[0]);
 
@@ -327,6 +328,10 @@ void *handle(XlaCallFrame *f, bool gpu) {
             st = gatednorm_group_quant_fp8(tensors[0], tensors[1], tensors[2],
                                            static_cast<const gatednorm_group_quant_fp8_params *>(p), stream);
             break;
+        case 4:
+            st = gatednorm_w4a16_gemm(tensors[0], tensors[1], tensors[2], tensors[3], tensors[4], tensors[5], tensors[6],
+                                      static_cast<const gatednorm_w4a16_params *>(p), stream);
+            break;
     }
     if (st == GATEDNORM_STATUS_SUCCESS) return nullptr;
     Message m;
@@ -343,6 +348,8 @@ void *handle(XlaCallFrame *f, bool gpu) {
 
 extern "C" {
 
+// XLA's CPU threads flush subnormals; the CPU backend sets the IEEE defaults for its own
+// arithmetic whatever the calling thread's settings (cpu_fenv.h).
 GATEDNORM_API void *gatednorm_xla_ffi_host(void *call_frame) {
     return call_frame ? handle(static_cast<XlaCallFrame *>(call_frame), false) : nullptr;
 }

@@ -6,9 +6,12 @@ jax; ``import gatednorm`` never imports it) gives
     rmsnorm(x, weight, ..., fp8=False)                -> NormOutputs(y, q, scales, None)
     add_rmsnorm(x, residual, weight, ..., fp8=False)  -> NormOutputs(y, q, scales, residual)
     group_quant_fp8(x, ...)                           -> (q, scales)
+    w4a16_matmul(a, w4a16_weight(W), bias, ...)       -> out
 
 with the keywords of the functions of the same names (docs/ops.md) minus output arrays,
-``stream`` and ``pdl``.  JAX arrays are values, so add_rmsnorm returns the new residual, in
+``stream``, ``pdl`` and the W4A16 workspace.  ``w4a16_weight`` turns a W4A16Weight into a
+W4A16Arrays pytree (its arrays leaves, its params static), so a weight passes through
+``jax.jit`` as an argument.  JAX arrays are values, so add_rmsnorm returns the new residual, in
 the residual's own buffer when the caller donates it (``jax.jit(..., donate_argnums=...)``):
 the custom call aliases the two.  Each op is one XLA custom call (``jax.ffi.ffi_call``) to
 the library's C handler (``gatednorm_xla_ffi_host`` / ``_gpu`` in gatednorm.h), which runs
@@ -37,15 +40,16 @@ import numpy as np
 if not hasattr(jax, "ffi") or not hasattr(jax.ffi, "ffi_call"):  # jax.ffi: jax 0.5 and later
     raise ImportError("gatednorm.jax_ops needs jax.ffi (jax >= 0.5); this jax is %s" % jax.__version__)
 
-from . import _dtypes, _ffi, ops, ops_fp8
+from . import _dtypes, _ffi, ops, ops_fp8, w4a16
 from ._ffi import argument_error, ffi
 
-__all__ = ["rmsnorm_gated", "rmsnorm_gated_fp8", "rmsnorm", "add_rmsnorm", "group_quant_fp8", "TARGET"]
+__all__ = ["rmsnorm_gated", "rmsnorm_gated_fp8", "rmsnorm", "add_rmsnorm", "group_quant_fp8", "w4a16_weight",
+           "W4A16Arrays", "w4a16_matmul", "TARGET"]
 
 TARGET = "gatednorm_call"
 
 # The C entries the handler calls, by the `entry` attribute (gatednorm.h's table).
-_GATED, _GATED_FP8, _ADD, _GQ = range(4)
+_GATED, _GATED_FP8, _ADD, _GQ, _W4A16 = range(5)
 _NULL_SLOT = -1  # a slot code: >= 0 operand i, <= -2 result -(code + 2)
 
 
@@ -82,11 +86,12 @@ def _register():
 
 class _Call:
     """One custom call being built, in the C entry's argument order: each tensor argument is
-    an operand (a traced array), a result (shape, dtype) or NULL.  ``weight_slot``: the one
-    argument not shaped by the tokens (the norm weight)."""
+    an operand (a traced array), a result (shape, dtype) or NULL.  ``untokened``: the slots of
+    arguments not shaped by the tokens (a norm weight; a W4A16 weight's parts, bias and
+    workspace); every other argument leads with x's (a's) tokens."""
 
-    def __init__(self, entry, checker, weight_slot=None):
-        self.entry, self.checker, self.weight_slot = entry, checker, weight_slot
+    def __init__(self, entry, checker, untokened=()):
+        self.entry, self.checker, self.untokened = entry, checker, untokened
         self.codes, self.operands, self.results, self.avals = [], [], [], []
 
     def operand(self, a):
@@ -121,7 +126,7 @@ class _Call:
                 stand_ins.append(None)
                 continue
             shape, dt = av
-            if zero_tokens and i != self.weight_slot:
+            if zero_tokens and i not in self.untokened:
                 # Every argument but the weight leads with x's tokens: checked here on the real
                 # shapes (zeroing them would hide a mismatch, or make it read as another one).
                 if len(shape) < 2 or shape[0] != x_shape[0]:
@@ -169,7 +174,7 @@ def rmsnorm_gated(x, z, weight, *, eps=1e-6, norm_before_gate=True, activation="
         raise argument_error("weight: required (the [D] norm weight); got None")
     prm = ops._params(eps, norm_before_gate, activation, weight_offset, group_size, False)
     odt = ops_fp8._float_out_dtype(out_dtype, "out_dtype", "the output", None, None)
-    c = _Call(_GATED, ops._RMSNORM_GATED, weight_slot=2)
+    c = _Call(_GATED, ops._RMSNORM_GATED, untokened=(2,))
     for a in (_x(x), z, weight):
         c.operand(a)
     c.result(x.shape, x.dtype if odt is None else _jnp_dtype(odt))
@@ -190,7 +195,7 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
     cdt = ops_fp8._float_out_dtype(copy_dtype, "copy_dtype", "the copy", None, None)
     tok, row = ops_fp8._token_dims(_x(x).shape, hd)
     (qs, qdt), (ss, sdt) = _quant_shapes(tok, row, fmt, sfmt, g)
-    c = _Call(_GATED_FP8, ops_fp8._ENTRY, weight_slot=2)
+    c = _Call(_GATED_FP8, ops_fp8._ENTRY, untokened=(2,))
     for a in (x, z, weight):
         c.operand(a)
     c.result(qs, qdt)
@@ -233,7 +238,7 @@ def _norm(x, residual, weight, eps, weight_offset, y, y_dtype, fp8, group_size, 
     shape = _x(x).shape
     tok, row = tuple(shape[:-1]), (shape[-1] if len(shape) else 0)
     c = _Call(_ADD, base.with_outputs(ops_fp8._OUT_OF_PLACE_OUTPUTS) if residual is not None else base,
-              weight_slot=2)
+              untokened=(2,))
     c.operand(x)
     c.operand(residual)  # the sum goes to residual_out, aliased to residual's buffer
     c.operand(weight)
@@ -262,3 +267,89 @@ def group_quant_fp8(x, *, group_size=128, fp8_format="e4m3fn", fp8_max=None, ama
     c.result(qs, qdt)
     c.result(ss, sdt)
     return tuple(c.run(prm))
+
+
+# ---------------------------------------------------------------------------- W4A16 (§4)
+@jax.tree_util.register_pytree_node_class
+class W4A16Arrays:
+    """A W4A16Weight's parts as JAX arrays, as the C GEMM reads them (``w4a16_weight`` makes
+    one): ``qweight``, ``scales``, ``zeros`` (None where the weight has none: zeros of a
+    symmetric weight; scales and zeros of a tiled one), ``perm`` (int32 ``[K]`` for act-order
+    weights, else None) and ``meta``, the weight's params as the ints
+    ``gatednorm.w4a16.META_FIELDS`` names.  A pytree: the arrays are its leaves and ``meta``
+    its static part, so it passes through ``jax.jit`` as an argument (a model's params)."""
+
+    def __init__(self, qweight, scales, zeros, perm, meta):
+        self.qweight, self.scales, self.zeros, self.perm = qweight, scales, zeros, perm
+        self.meta = tuple(int(v) for v in meta)
+
+    def tree_flatten(self):
+        return (self.qweight, self.scales, self.zeros, self.perm), self.meta
+
+    @classmethod
+    def tree_unflatten(cls, meta, children):
+        return cls(*children, meta)
+
+    def __repr__(self):
+        return "W4A16Arrays(%s)" % ", ".join("%s=%d" % fm for fm in zip(w4a16.META_FIELDS, self.meta))
+
+
+def w4a16_weight(w, device=None) -> W4A16Arrays:
+    """W4A16Weight ``w`` as JAX arrays for ``w4a16_matmul``: a host weight's arrays (plain, or
+    tiled by ``prepack_host``) copied to ``device`` (a jax.Device; None: JAX's default), a GPU
+    weight's tiled buffer (``w.to("cuda:0")``) shared through DLPack on its GPU."""
+    if not isinstance(w, w4a16.W4A16Weight):
+        raise argument_error("w: expected a gatednorm.W4A16Weight, got %s" % type(w).__name__)
+    meta = w4a16.weight_meta(w)
+    packed = w._packed
+    if packed is None:
+        parts = [None if a is None else jax.device_put(a, device) for a in (w.q, w.scales, w.zeros)]
+    elif isinstance(packed, np.ndarray):
+        parts = [jax.device_put(packed, device), None, None]
+    else:  # a DeviceArray on a GPU: its buffer, not a copy
+        parts = [jax.dlpack.from_dlpack(packed), None, None]
+    perm = None if w.perm is None else jax.device_put(w.perm.astype(np.int32), device)
+    return W4A16Arrays(*parts, perm, meta)
+
+
+def _workspace_bytes(prm, m):
+    """The split-K workspace a tiled weight's GEMM of m rows needs: the most any of this
+    host's GPUs asks (the device the call lands on is XLA's choice; the host needs none)."""
+    if prm.layout != w4a16.TILED:
+        return 0
+    from . import device_count
+
+    lib = _ffi.lib()
+    need = ffi.new("size_t *")
+    most = 0
+    for i in range(device_count()):
+        dev = ffi.new("gatednorm_device *", (lib.gatednorm_gpu_device_type(), i))
+        _ffi.check(lib.gatednorm_w4a16_workspace_size(prm, m, dev[0], need), "gatednorm_w4a16_workspace_size")
+        most = max(most, int(need[0]))
+    return most
+
+
+def w4a16_matmul(a, w, bias=None, *, out_dtype=None):
+    """gatednorm.w4a16_matmul (docs/ops.md §4) as one XLA custom call: ``a @ dequant(W)
+    (+ bias)`` for ``a [M, K]`` bf16 / fp16 and ``w`` a W4A16Arrays (``w4a16_weight``);
+    returns ``[M, N]`` of ``out_dtype`` (default a's).  Act-order weights: a's columns are
+    taken in the weight's order (``w.perm``) first.  A tiled weight's GPU workspace is a
+    result of the call, dropped."""
+    if not isinstance(w, W4A16Arrays):
+        raise argument_error("w: expected a gatednorm.jax_ops.W4A16Arrays (jax_ops.w4a16_weight(W4A16Weight)), got %s"
+                             % type(w).__name__)
+    prm = w4a16.params_from_meta(w.meta)
+    odt = ops_fp8._float_out_dtype(out_dtype, "out_dtype", "the output", None, None)
+    shape = _x(a).shape
+    if len(shape) != 2 or shape[1] != prm.k:
+        raise argument_error("a: expected [M, K] with K = %d (the weight's), got shape %s" % (prm.k, list(shape)))
+    if w.perm is not None:
+        a = jnp.take(a, w.perm, axis=1)
+    m = shape[0]
+    c = _Call(_W4A16, w4a16._GEMM, untokened=(1, 2, 3, 4, 6))
+    for part in (a, w.qweight, w.scales, w.zeros, bias):
+        c.operand(part)
+    c.result((m, prm.n), a.dtype if odt is None else _jnp_dtype(odt))
+    ws = _workspace_bytes(prm, m)
+    c.result((ws,) if ws else None, np.uint8)
+    return c.run(prm)[0]

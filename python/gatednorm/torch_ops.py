@@ -284,13 +284,8 @@ def _(x, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, sc
 
 # ------------------------------------------------------------ W4A16 (§4)
 # A custom op's arguments are tensors and scalars, so the op takes a W4A16Weight as the C
-# GEMM does: its (qweight, scales, zeros) in its layout, and the params fields as a list of
-# ints (layout, n, k, group_size, symmetric, dtype, layout_version, target), the C layer's
-# checks of layout, version and target included.  w4a16_args makes both from a weight.
-_W4A16_META = ("layout", "n", "k", "group_size", "symmetric", "dtype", "layout_version", "target")
-_W4A16_PARAMS: dict = {}
-
-
+# GEMM does: its (qweight, scales, zeros) in its layout and its params as eight ints
+# (w4a16.META_FIELDS).  w4a16_args makes both from a weight.
 def w4a16_args(w) -> tuple:
     """``(qweight, scales, zeros, perm, meta)`` for ``torch.ops.gatednorm.w4a16_matmul(a, *args,
     bias=None, out_dtype=None)`` from a ``gatednorm.W4A16Weight``: torch tensors on the
@@ -303,15 +298,14 @@ def w4a16_args(w) -> tuple:
     if not isinstance(w, w4a16.W4A16Weight):
         from ._ffi import argument_error
         raise argument_error("w: expected a gatednorm.W4A16Weight, got %s" % type(w).__name__)
+    meta = list(w4a16.weight_meta(w))
     if w._packed is None:
         qweight, scales, zeros = (None if a is None else _host_tensor(a) for a in (w.q, w.scales, w.zeros))
-        meta = [w4a16.PLAIN, w.n, w.k, w.group_size, 1 if w.symmetric else 0, 0, 0, 0]
         device = "cpu"
     else:
         packed = w._packed
         qweight = _host_tensor(packed) if isinstance(packed, np.ndarray) else torch.from_dlpack(packed)
         scales = zeros = None
-        meta = [int(getattr(w._params, f)) for f in _W4A16_META]
         device = qweight.device
     perm = None if w.perm is None else torch.tensor(w.perm, dtype=torch.int64, device=device)
     return qweight, scales, zeros, perm, meta
@@ -325,29 +319,8 @@ def _host_tensor(a):
 
 
 def _w4a16_params(meta):
-    """gatednorm_w4a16_params holding ``meta`` (made once per distinct meta); each value range
-    checked here, naming meta[i] (n, k and group_size >= 0, the others int32)."""
-    key = tuple(_concrete(v) for v in meta)
-    prm = _W4A16_PARAMS.get(key)
-    if prm is None:
-        from . import _call
-        from ._ffi import argument_error
-        from .w4a16 import _GEMM
-        if len(key) != len(_W4A16_META):
-            raise argument_error("meta: expected %d ints (%s; gatednorm.torch_ops.w4a16_args makes them), got %d"
-                                 % (len(_W4A16_META), ", ".join(_W4A16_META), len(key)))
-        fields = {}
-        for i, (f, v) in enumerate(zip(_W4A16_META, key)):
-            v = _call.integer("meta[%d] (%s)" % (i, f), v)
-            lo, hi = (0, 2 ** 63 - 1) if f in ("n", "k", "group_size") else (-2 ** 31, 2 ** 31 - 1)
-            if not lo <= v <= hi:
-                raise argument_error("meta[%d] (%s): %d is outside [%d, %d]" % (i, f, v, lo, hi))
-            fields[f] = v
-        prm = _GEMM.params(**fields)
-        if len(_W4A16_PARAMS) >= 256:
-            _W4A16_PARAMS.clear()
-        _W4A16_PARAMS[key] = prm
-    return prm
+    from .w4a16 import params_from_meta
+    return params_from_meta(meta, _concrete)
 
 
 @torch.library.custom_op(_LIB + "::w4a16_matmul", mutates_args=())

@@ -567,6 +567,45 @@ def _apply_perm(a, w):
                          "permutation, W4A16Weight(*w.to_plain())")
 
 
+# A framework op (torch_ops, jax_ops) cannot take a W4A16Weight: it takes the weight's parts
+# as the C GEMM reads them and its params as a tuple of ints in this order.  The C layer
+# checks layout, version and target as for any caller.
+META_FIELDS = ("layout", "n", "k", "group_size", "symmetric", "dtype", "layout_version", "target")
+_META_PARAMS: dict = {}
+
+
+def weight_meta(w) -> tuple:
+    """The params of W4A16Weight ``w`` as the ints META_FIELDS names: a plain weight's from
+    its shape, a tiled one's as prepack completed them."""
+    if w._packed is None:
+        return (PLAIN, w.n, w.k, w.group_size, 1 if w.symmetric else 0, 0, 0, 0)
+    return tuple(int(getattr(w._params, f)) for f in META_FIELDS)
+
+
+def params_from_meta(meta, concrete=int):
+    """gatednorm_w4a16_params holding ``meta`` (one struct per distinct meta, kept); each value
+    range checked here, naming meta[i] (n, k and group_size >= 0, the others int32).
+    ``concrete`` makes each value a Python int (torch_ops' specializes symbolic ints)."""
+    key = tuple(v if type(v) is int else concrete(v) for v in meta)
+    prm = _META_PARAMS.get(key)
+    if prm is None:
+        if len(key) != len(META_FIELDS):
+            raise argument_error("meta: expected %d ints (%s), got %d" % (len(META_FIELDS), ", ".join(META_FIELDS),
+                                                                          len(key)))
+        fields = {}
+        for i, (f, v) in enumerate(zip(META_FIELDS, key)):
+            v = _call.integer("meta[%d] (%s)" % (i, f), v)
+            lo, hi = (0, 2 ** 63 - 1) if f in ("n", "k", "group_size") else (-2 ** 31, 2 ** 31 - 1)
+            if not lo <= v <= hi:
+                raise argument_error("meta[%d] (%s): %d is outside [%d, %d]" % (i, f, v, lo, hi))
+            fields[f] = v
+        prm = _GEMM.params(**fields)
+        if len(_META_PARAMS) >= 256:
+            _META_PARAMS.clear()
+        _META_PARAMS[key] = prm
+    return prm
+
+
 def _pdl_params(w):
     """w's tiled params with pdl = 1, made once per weight."""
     p = ffi.new("gatednorm_w4a16_params *")

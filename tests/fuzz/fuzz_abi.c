@@ -3775,7 +3775,7 @@ static int fuzz_xla_ffi(rng_t *r) {
     xla_metadata_ext mext;
     int64_t bigdims[10] = {1, 1, 1, 1, 1, 1, 1, 1, T * H, D};
     switch (below(r, 20)) {
-        case 0: entry = pct(r, 50) ? 4 : -1; break;
+        case 0: entry = pct(r, 50) ? 5 : -1; break;        /* 0..4 are entries */
         case 1: c.slots.size = 3; break;
         case 2: slots[(int)below(r, 4)] = pct(r, 50) ? 7 : -9; break;
         case 3: c.params.size = 600; break;
@@ -3889,6 +3889,88 @@ static int fuzz_xla_ffi_add(rng_t *r) {
     return 1;
 }
 
+/* w4a16_gemm through the handler (entry 4): a PLAIN weight, zeros, bias and a workspace result
+ * now and then; honest frames give the direct call's bits, one lie (a slot count, a scales
+ * shape, a dtype) is refused naming it, writing nothing. */
+static int fuzz_xla_ffi_w4a16(rng_t *r) {
+    const int64_t M = between(r, 1, 4), N = between(r, 1, 24), G = 32, ng = between(r, 1, 4), K = G * ng;
+    const int has_z = pct(r, 60), has_b = pct(r, 40), has_ws = pct(r, 30);
+    unsigned char *a = buf_new((size_t)(M * K) * 2), *q = buf_new((size_t)(N * K / 2)), *sc = buf_new((size_t)(N * ng) * 4);
+    unsigned char *ze = buf_new((size_t)(N * ng)), *bias = buf_new((size_t)N * 4), *ws = buf_new(64);
+    unsigned char *out = buf_new((size_t)(M * N) * 2), *want = buf_new((size_t)(M * N) * 2);
+    for (int64_t i = 0; i < M * K; ++i) {
+        const uint16_t b = (uint16_t)(0x3c00u + below(r, 0x0300u)) | (uint16_t)(below(r, 2) << 15);
+        memcpy(a + 2 * i, &b, 2);
+    }
+    for (int64_t i = 0; i < N * K / 2; ++i) q[i] = (unsigned char)below(r, 256);
+    for (int64_t i = 0; i < N * ng; ++i) {
+        const float v = 0.01f + (float)below(r, 1000) / 10000.0f;
+        memcpy(sc + 4 * i, &v, 4);
+        ze[i] = (unsigned char)below(r, 16);
+    }
+    for (int64_t i = 0; i < N; ++i) { const float v = (float)below(r, 2000) / 1000.0f - 1.0f; memcpy(bias + 4 * i, &v, 4); }
+    memset(out, 0x7f, (size_t)(M * N) * 2);
+    int64_t adims[2] = {M, K}, qdims[2] = {N, K / 2}, sdims[2] = {N, ng}, bdims[1] = {N}, odims[2] = {M, N}, wdims[1] = {64};
+    xla_buffer ba = {sizeof(xla_buffer), NULL, 16, a, 2, adims}, bq = {sizeof(xla_buffer), NULL, 6, q, 2, qdims};
+    xla_buffer bs = {sizeof(xla_buffer), NULL, 11, sc, 2, sdims}, bz = {sizeof(xla_buffer), NULL, 6, ze, 2, sdims};
+    xla_buffer bb = {sizeof(xla_buffer), NULL, 11, bias, 1, bdims}, bo = {sizeof(xla_buffer), NULL, 16, out, 2, odims};
+    xla_buffer bw = {sizeof(xla_buffer), NULL, 6, ws, 1, wdims};
+    void *args[5], *rets[2] = {&bo, &bw};
+    int types[5] = {1, 1, 1, 1, 1};
+    int64_t slots[7] = {0, 1, 2, -1, -1, -2, has_ws ? -3 : -1}, nargs = 3;
+    args[0] = &ba, args[1] = &bq, args[2] = &bs;
+    if (has_z) slots[3] = nargs, args[nargs++] = &bz;
+    if (has_b) slots[4] = nargs, args[nargs++] = &bb;
+    gatednorm_w4a16_params prm;
+    gatednorm_w4a16_params_init(&prm, sizeof prm);
+    int64_t entry = 4;
+    static xla_call c;
+    xla_call_init(&c, &entry, slots, 7, &prm, sizeof prm);
+    c.f.args.size = nargs, c.f.args.types = types, c.f.args.items = args;
+    c.f.rets.size = has_ws ? 2 : 1, c.f.rets.types = types, c.f.rets.items = rets;
+    int refuse = 1;
+    int64_t bad_sdims[2] = {N + 1, ng};
+    switch (below(r, 8)) {
+        case 0: c.slots.size = 4; break;                      /* the rmsnorm_gated slot count */
+        case 1: bs.dims = bad_sdims; break;                   /* scales [N + 1, K/G]: the entry names it */
+        case 2: ba.dtype = 11; break;                         /* f32 activations: refused by name */
+        case 3: bq.dtype = 16; break;                         /* bf16 qweight */
+        default: refuse = 0; break;
+    }
+    buf_allow(ws, 64);
+    if (!refuse) buf_allow(out, (size_t)(M * N) * 2);
+    g_xla_message[0] = 0;
+    bufs_snapshot();
+    void *err = gatednorm_xla_ffi_host(&c.f);
+    bufs_check("gatednorm_xla_ffi_host (w4a16_gemm)");
+    if (refuse) {
+        if (err != &g_xla_error_token || !g_xla_message[0]) die("xla handler accepted a lying w4a16 frame");
+        if (!strstr(g_xla_message, "slots") && !strstr(g_xla_message, "scales") && !strstr(g_xla_message, "a:") &&
+            !strstr(g_xla_message, "qweight") && !strstr(g_xla_message, "params"))
+            die("xla handler's w4a16 refusal names no argument: %s", g_xla_message);
+        return 0;
+    }
+    if (err) die("xla handler refused an honest w4a16 frame: %s", g_xla_message);
+    gatednorm_tensor ta, tq, ts, tz, tb, to;
+    memset(&ta, 0, sizeof ta);
+    ta.device.device_type = GATEDNORM_DEVICE_TYPE_CPU, ta.dtype.lanes = 1, ta.ndim = 2;
+    tq = ts = tz = to = ta;
+    ta.data = a, ta.dtype.code = GATEDNORM_DTYPE_CODE_BFLOAT, ta.dtype.bits = 16;
+    ta.shape[0] = M, ta.shape[1] = K, ta.strides[0] = K, ta.strides[1] = 1;
+    tq.data = q, tq.dtype.code = GATEDNORM_DTYPE_CODE_UINT, tq.dtype.bits = 8;
+    tq.shape[0] = N, tq.shape[1] = K / 2, tq.strides[0] = K / 2, tq.strides[1] = 1;
+    ts.data = sc, ts.dtype.code = GATEDNORM_DTYPE_CODE_FLOAT, ts.dtype.bits = 32;
+    ts.shape[0] = N, ts.shape[1] = ng, ts.strides[0] = ng, ts.strides[1] = 1;
+    tz = ts, tz.data = ze, tz.dtype.code = GATEDNORM_DTYPE_CODE_UINT, tz.dtype.bits = 8;
+    tb = ts, tb.data = bias, tb.ndim = 1, tb.shape[0] = N, tb.strides[0] = 1;
+    to = ta, to.data = want, to.shape[1] = N, to.strides[0] = N;
+    buf_allow(want, (size_t)(M * N) * 2);
+    if (gatednorm_w4a16_gemm(&ta, &tq, &ts, has_z ? &tz : NULL, has_b ? &tb : NULL, &to, NULL, &prm, NULL) != GATEDNORM_STATUS_SUCCESS)
+        die("direct w4a16_gemm refused what the handler took: %s", gatednorm_last_error());
+    if (memcmp(out, want, (size_t)(M * N) * 2) != 0) die("xla handler's w4a16_gemm differs from the direct call's");
+    return 1;
+}
+
 /* Every entry point of gatednorm.h has a generator here.  A new op (gatednorm_rmsnorm_gated_fp8,
  * gatednorm_rmsnorm, gatednorm_add_rmsnorm, gatednorm_group_quant_fp8, the W4A16 calls) adds
  * one row: its generator builds honest descriptors (and lies only that validation must refuse)
@@ -3918,6 +4000,7 @@ static entry_t kEntries[] = {
     {"gatednorm_comm_set_algorithm", 2, fuzz_comm_set_algorithm, 0, 0},
     {"gatednorm_xla_ffi_host", 4, fuzz_xla_ffi, 0, 0},
     {"gatednorm_xla_ffi_host (add_rmsnorm, aliased)", 2, fuzz_xla_ffi_add, 0, 0},
+    {"gatednorm_xla_ffi_host (w4a16_gemm)", 2, fuzz_xla_ffi_w4a16, 0, 0},
     {"gatednorm_*_num_threads, last_kernel, comm_buffer_open/close/unlink, comm_max_input_bytes", 2, fuzz_runtime_rest, 0, 0},
 };
 enum { N_ENTRIES = sizeof kEntries / sizeof kEntries[0] };
