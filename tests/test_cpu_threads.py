@@ -119,3 +119,56 @@ def test_set_num_threads_from_python():
         assert gatednorm.get_num_threads() >= 1
     finally:
         gatednorm.set_num_threads(before)
+
+
+# fesetround's FE_UPWARD by machine (glibc's <fenv.h>); FE_TONEAREST is 0 on both.
+_FE_UPWARD = {"x86_64": 0x800, "AMD64": 0x800, "aarch64": 0x400000, "arm64": 0x400000}
+
+
+def test_caller_rounding_mode_is_not_used(rng):
+    """A thread in another rounding mode (here fesetround(FE_UPWARD) through libm) gets the
+    bits a round-to-nearest thread gets, from every op, pooled and inline, and keeps its mode
+    afterwards: the host arithmetic runs under the IEEE defaults (cpu_fenv.h)."""
+    import ctypes
+    import ctypes.util
+    import platform
+
+    upward = _FE_UPWARD.get(platform.machine())
+    name = ctypes.util.find_library("m")
+    if upward is None or name is None:
+        pytest.skip("no known FE_UPWARD / libm on %s" % platform.machine())
+    libm = ctypes.CDLL(name)
+    bf16 = gatednorm._dtypes.bfloat16
+    x = rng.standard_normal((4096, 64)).astype(np.float32)
+    z = rng.standard_normal((4096, 64)).astype(np.float32)
+    w = (rng.standard_normal(64) + 1).astype(np.float32)
+    xs, zs = x[:3], z[:3]
+    h = rng.standard_normal((5, 256)).astype(bf16)
+    r = rng.standard_normal((5, 256)).astype(bf16)
+    wh = (rng.standard_normal(256) + 1).astype(np.float32)
+    wq = gatednorm.W4A16Weight.from_float(rng.standard_normal((64, 128)).astype(np.float32), group_size=32)
+    a = rng.standard_normal((3, 128)).astype(bf16)
+    ops = {
+        "gated pooled": lambda: gatednorm.rmsnorm_gated(x, z, w),
+        "gated inline": lambda: gatednorm.rmsnorm_gated(xs, zs, w),
+        "gated fp8": lambda: gatednorm.rmsnorm_gated_fp8(xs, zs, w, group_size=32, copy_dtype=np.float32),
+        "add fp8": lambda: gatednorm.add_rmsnorm(h, r.copy(), wh, fp8=True, y_dtype=np.float32),
+        "w4a16": lambda: gatednorm.w4a16_matmul(a, wq, out_dtype=np.float32),
+    }
+
+    def bits(v):
+        if isinstance(v, tuple):
+            return tuple(bits(e) for e in v if e is not None)
+        return np.ascontiguousarray(v).view(np.uint8).tobytes()
+
+    want = {k: bits(f()) for k, f in ops.items()}
+    one = np.float32(1.0)
+    assert libm.fegetround() == 0
+    assert libm.fesetround(upward) == 0
+    try:
+        assert one + np.float32(2.0 ** -30) > one  # numpy now rounds up on this thread
+        for k, f in ops.items():
+            assert bits(f()) == want[k], k
+        assert libm.fegetround() == upward  # the thread's mode is its own again
+    finally:
+        libm.fesetround(0)
