@@ -172,3 +172,58 @@ def test_caller_rounding_mode_is_not_used(rng):
         assert libm.fegetround() == upward  # the thread's mode is its own again
     finally:
         libm.fesetround(0)
+
+
+TRAP_SCRIPT = r"""
+import ctypes, ctypes.util, hashlib
+import numpy as np
+import gatednorm
+
+bf16 = gatednorm._dtypes.bfloat16
+rng = np.random.default_rng(3)
+x = rng.standard_normal((64, 128)).astype(np.float32)
+x[1] = np.inf; x[2] = np.nan; x[3] = 3e38; x[4, 5] = -np.inf   # rows that overflow, inf * 0, NaN
+z = (rng.standard_normal((64, 128)) * 50).astype(np.float32); z[5] = -1000.0
+w = (rng.standard_normal(128) + 1).astype(np.float32)
+xb = x.astype(bf16)
+r = rng.standard_normal((64, 128)).astype(bf16)
+wq = gatednorm.W4A16Weight.from_float(rng.standard_normal((32, 128)).astype(np.float32), group_size=32)
+a = xb[:3].copy(); a[1, 3] = np.inf
+
+def run():
+    h = hashlib.sha256()
+    outs = [gatednorm.rmsnorm_gated(x, z, w),
+            gatednorm.rmsnorm_gated(x, z, w, norm_before_gate=False, activation="sigmoid"),
+            *gatednorm.rmsnorm_gated_fp8(x, z, w, group_size=64, copy_dtype=np.float32),
+            *[v for v in gatednorm.add_rmsnorm(xb, r.copy(), w, fp8=True, scale_format="ue8m0") if v is not None],
+            *gatednorm.group_quant_fp8(x, group_size=32),
+            gatednorm.w4a16_matmul(a, wq, out_dtype=np.float32)]
+    for v in outs:
+        h.update(np.ascontiguousarray(v).view(np.uint8).tobytes())
+    return h.hexdigest()
+
+want = run()
+libm = ctypes.CDLL(ctypes.util.find_library("m"))
+if libm.feenableexcept(0x01 | 0x04 | 0x08 | 0x10) == -1:   # invalid, divide-by-zero, overflow, underflow
+    print("no traps")
+else:
+    got = run()
+    libm.fedisableexcept(0x3d)
+    print("same" if got == want else "differ")
+"""
+
+
+def test_caller_fp_traps_do_not_fire():
+    """A C caller debugging with feenableexcept (invalid, divide-by-zero, overflow, underflow
+    trapped) and inputs whose documented results are NaN / Inf (an infinite row: inf * 0, a
+    NaN row, a row whose squares overflow): every op returns the untrapped bits instead of
+    killing the process with SIGFPE (it did), as the host arithmetic masks every exception
+    (cpu_fenv.h).  In a child process: a trap ends it."""
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("trap enables through glibc's feenableexcept: x86-64 only")
+    res = subprocess.run([sys.executable, "-c", TRAP_SCRIPT], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, GATEDNORM_NUM_THREADS="2"))
+    assert res.returncode == 0, "child died (%d): %s" % (res.returncode, res.stderr[-2000:])
+    assert res.stdout.strip() == "same", res.stdout + res.stderr[-2000:]

@@ -31,10 +31,11 @@
  *     library's CPU pool (gatednorm_set_num_threads) and are complete when the call returns;
  *     `stream` is then ignored.  GPU tensors run asynchronously on `stream` (NULL = the
  *     default stream); a call never synchronizes and never allocates device memory.
- *   - Host arithmetic follows IEEE defaults (round to nearest even, subnormals kept) whatever
- *     the calling thread set (flush-to-zero, denormals-are-zero, another rounding mode: XLA's
- *     CPU threads, torch.set_flush_denormal, fast-math code); the thread's settings are put
- *     back on return.  Results are then the same bits from any thread.
+ *   - Host arithmetic follows IEEE defaults (round to nearest even, subnormals kept, every
+ *     exception masked) whatever the calling thread set (flush-to-zero, denormals-are-zero,
+ *     another rounding mode, feenableexcept traps: XLA's CPU threads, torch.set_flush_denormal,
+ *     fast-math code, a debugging C caller); the thread's settings are put back on return.
+ *     Results are then the same bits from any thread, and NaN / Inf inputs never trap.
  *   - params == NULL means every option at its default.
  *   - Options structs begin with uint32_t struct_size and are filled by
  *     gatednorm_<op>_params_init(&p, sizeof p) through the caller's pointer (never returned

@@ -1,11 +1,14 @@
 // The CPU backend's arithmetic runs under the IEEE defaults whatever the calling thread set:
-// round to nearest even, subnormals kept (no flush-to-zero, no denormals-are-zero).  Threads
-// do arrive with other settings: XLA's CPU threads (gatednorm.jax_ops' handler runs on them)
-// flush subnormals, as do torch.set_flush_denormal(True) and libraries built with fast-math;
-// and a thread inherits the control state of the thread that created it, so a pool started
-// from such a thread would flush for good.  Under those settings an output that should be
-// subnormal came out 0, and differently for the rows the caller's thread took and those a
-// worker took.  The scope sets the defaults for the host computation and puts the caller's
+// round to nearest even, subnormals kept (no flush-to-zero, no denormals-are-zero), every
+// floating-point exception masked.  Threads do arrive with other settings: XLA's CPU threads
+// (gatednorm.jax_ops' handler runs on them) flush subnormals, as do
+// torch.set_flush_denormal(True) and libraries built with fast-math; a C caller debugging
+// with feenableexcept traps overflow or invalid operations, which the documented NaN / Inf
+// propagation raises (an infinite input row: inf * 0); and a thread inherits the control
+// state of the thread that created it, so a pool started from such a thread would keep it.
+// Under those settings an output that should be subnormal came out 0 (and differently for
+// the rows the caller's thread took and those a worker took), or the process died of
+// SIGFPE.  The scope sets the defaults for the host computation and puts the caller's
 // settings back afterwards (with any exception flags raised meanwhile).
 #pragma once
 
@@ -23,15 +26,20 @@ namespace gn {
 
 #if defined(GN_FENV_MXCSR)
 using FpControl = unsigned;
-// MXCSR: FTZ (bit 15), DAZ (bit 6), rounding control (bits 13-14); bits 0-5 are the sticky flags.
+// MXCSR: FTZ (bit 15), DAZ (bit 6) and rounding control (bits 13-14) cleared, the exception
+// masks (bits 7-12) set; bits 0-5 are the sticky flags.
 constexpr FpControl kNonIeeeControl = 0x8000u | 0x0040u | 0x6000u;
+constexpr FpControl kIeeeMasks = 0x1f80u;
 constexpr FpControl kStickyFlags = 0x3fu;
 inline FpControl fp_control_get() { return _mm_getcsr(); }
 inline void fp_control_set(FpControl v) { _mm_setcsr(v); }
 #elif defined(GN_FENV_FPCR)
 using FpControl = uint64_t;
-// FPCR: FZ (bit 24), RMode (bits 22-23), FZ16 (bit 19); the flags live in FPSR, untouched.
-constexpr FpControl kNonIeeeControl = (FpControl(1) << 24) | (FpControl(3) << 22) | (FpControl(1) << 19);
+// FPCR: FZ (bit 24), RMode (bits 22-23), FZ16 (bit 19) and the trap enables (IOE, DZE, OFE,
+// UFE, IXE: bits 8-12; IDE: bit 15) cleared; the flags live in FPSR, untouched.
+constexpr FpControl kNonIeeeControl =
+    (FpControl(1) << 24) | (FpControl(3) << 22) | (FpControl(1) << 19) | (FpControl(0x1f) << 8) | (FpControl(1) << 15);
+constexpr FpControl kIeeeMasks = 0;
 constexpr FpControl kStickyFlags = 0;
 inline FpControl fp_control_get() {
     FpControl v;
@@ -40,9 +48,10 @@ inline FpControl fp_control_get() {
 }
 inline void fp_control_set(FpControl v) { __asm__ __volatile__("msr fpcr, %0" : : "r"(v)); }
 #else
-// Elsewhere only the rounding mode can be set portably (no flush-to-zero control in <cfenv>).
+// Elsewhere only the rounding mode can be set portably (no flush-to-zero or trap control in
+// <cfenv>).
 using FpControl = int;
-constexpr FpControl kNonIeeeControl = 0, kStickyFlags = 0;
+constexpr FpControl kNonIeeeControl = 0, kIeeeMasks = 0, kStickyFlags = 0;
 inline FpControl fp_control_get() { return std::fegetround(); }
 inline void fp_control_set(FpControl v) { std::fesetround(v); }
 #endif
@@ -60,8 +69,8 @@ public:
 
 private:
 #if defined(GN_FENV_MXCSR) || defined(GN_FENV_FPCR)
-    static FpControl ieee(FpControl c) { return c & ~kNonIeeeControl; }
-    bool changes() const { return (saved_ & kNonIeeeControl) != 0; }
+    static FpControl ieee(FpControl c) { return (c & ~kNonIeeeControl) | kIeeeMasks; }
+    bool changes() const { return ieee(saved_) != saved_; }
 #else
     static FpControl ieee(FpControl) { return FE_TONEAREST; }
     bool changes() const { return saved_ != FE_TONEAREST; }
