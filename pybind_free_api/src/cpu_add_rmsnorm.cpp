@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "backend.h"
-#include "cpu_fenv.h"
 #include "cpu_pool.h"
 #include "cpu_quant.h"
 #include "cpu_rows.h"
@@ -16,7 +15,6 @@
 namespace gn {
 
 gatednorm_status cpu_add_rmsnorm(const AddRmsnormProblem &p) {
-    IeeeFloatScope ieee;  // IEEE defaults for the host arithmetic, whatever the caller set (cpu_fenv.h)
     note_kernel("cpu");
     const int64_t H = p.hidden;
     const QuantFp8Spec &qs = p.quant;

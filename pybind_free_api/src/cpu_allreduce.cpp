@@ -38,7 +38,6 @@
 #include <unistd.h>
 
 #include "backend.h"
-#include "cpu_fenv.h"
 #include "numerics.h"
 
 namespace gn {
@@ -259,7 +258,6 @@ gatednorm_status cpu_comm_usable(const CommState &c) {
 }
 
 gatednorm_status cpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem p, bool two_shot) {
-    IeeeFloatScope ieee;  // IEEE defaults for the host arithmetic, whatever the caller set (cpu_fenv.h)
     const int xs = dtype_size(p.x_dtype);
     const size_t row = size_t(p.hidden) * xs;
     char *buf = c.buffers[c.rank];

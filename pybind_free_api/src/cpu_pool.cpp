@@ -138,7 +138,7 @@ private:
         }
         if (int(workers_.size()) == want) return true;
         stop_workers();
-        // Started from inside a host backend function, under its IeeeFloatScope: a thread
+        // Started from inside an entry point, under guarded()'s IeeeFloatScope: a thread
         // inherits its creator's floating-point control state, so the workers keep the IEEE
         // defaults even when the pool is started by a thread that flushes subnormals
         // (cpu_fenv.h; an XLA thread calling through gatednorm.jax_ops, say).

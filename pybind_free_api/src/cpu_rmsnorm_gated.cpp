@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "backend.h"
-#include "cpu_fenv.h"
 #include "cpu_pool.h"
 #include "cpu_rows.h"
 #include "numerics.h"
@@ -117,7 +116,6 @@ const Bf16RowsFn bf16_rows_dispatch_short = pick_bf16_rows(true);
 }  // namespace
 
 gatednorm_status cpu_rmsnorm_gated(const RmsnormGatedProblem &p) {
-    IeeeFloatScope ieee;  // IEEE defaults for the host arithmetic, whatever the caller set (cpu_fenv.h)
     note_kernel("cpu");
     const int64_t D = p.dim, H = p.heads;
     const int xs = dtype_size(p.x.dtype), zs = dtype_size(p.z.dtype), os = dtype_size(p.out.dtype);

@@ -5,7 +5,6 @@
 #include <vector>
 
 #include "backend.h"
-#include "cpu_fenv.h"
 #include "cpu_pool.h"
 #include "cpu_quant.h"
 #include "cpu_rows.h"
@@ -14,7 +13,6 @@
 namespace gn {
 
 gatednorm_status cpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr) {
-    IeeeFloatScope ieee;  // IEEE defaults for the host arithmetic, whatever the caller set (cpu_fenv.h)
     note_kernel("cpu");
     const RmsnormGatedProblem &p = pr.norm;
     const QuantFp8Spec &qs = pr.quant;

@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "backend.h"
-#include "cpu_fenv.h"
 #include "cpu_pool.h"
 #include "numerics.h"
 #include "w4a16_layout.h"
@@ -78,7 +77,6 @@ void dequantize(const W4a16Weight &w, int dt, std::vector<float> *out) {
 }  // namespace
 
 gatednorm_status cpu_w4a16_gemm(const W4a16GemmProblem &p) {
-    IeeeFloatScope ieee;  // IEEE defaults for the host arithmetic, whatever the caller set (cpu_fenv.h)
     note_kernel("cpu");
     const int64_t N = p.w.n, K = p.w.k, M = p.m;
     const int dt = p.a_dtype;
@@ -117,7 +115,6 @@ gatednorm_status cpu_w4a16_gemm(const W4a16GemmProblem &p) {
 }
 
 gatednorm_status cpu_w4a16_prepack(const W4a16PrepackProblem &p) {
-    IeeeFloatScope ieee;  // IEEE defaults for the host arithmetic, whatever the caller set (cpu_fenv.h)
     W4Tiled t;
     w4_tiled_geometry(p.w.n, p.w.k, p.w.group, p.w.symmetric, &t);  // validated by the API
     const W4Plain w = plain_of(p.w);

@@ -184,6 +184,7 @@ GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_fp8(const gatednorm_tenso
 }
 
 GATEDNORM_API gatednorm_status gatednorm_fp8_encode(const float *values, uint8_t *codes, size_t count, int32_t format, float fp8_max) {
+    IeeeFloatScope ieee;  // compares on NaN values and fp8_max: no caller's trap fires (cpu_fenv.h)
     if (format != GATEDNORM_FP8_FORMAT_E4M3FN && format != GATEDNORM_FP8_FORMAT_E4M3FNUZ)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "format: expected E4M3FN (0) or E4M3FNUZ (1), got %d", format);
     const float fmax = fp8_format_max(format);

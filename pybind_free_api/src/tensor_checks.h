@@ -6,6 +6,7 @@
 #include <string>
 
 #include "backend.h"
+#include "cpu_fenv.h"
 
 // Returns from the enclosing function with the status of a failed check.
 #define GN_TRY(expr)                                                            \
@@ -82,8 +83,11 @@ gatednorm_status check_norm_weight(const gatednorm_tensor &w, int64_t dim, const
 
 // Runs an entry's checked body so that no C++ exception crosses the C ABI: out of host
 // memory and anything unexpected become statuses whose message starts with the op's name.
+// The body (checks, host arithmetic, launches) runs under the IEEE defaults whatever the
+// calling thread set (cpu_fenv.h); the thread's settings come back on return.
 template <class F>
 gatednorm_status guarded(const char *op, F &&f) {
+    IeeeFloatScope ieee;
     try {
         return f();
     } catch (const std::bad_alloc &) {

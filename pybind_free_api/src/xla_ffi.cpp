@@ -348,8 +348,8 @@ void *handle(XlaCallFrame *f, bool gpu) {
 
 extern "C" {
 
-// XLA's CPU threads flush subnormals; the CPU backend sets the IEEE defaults for its own
-// arithmetic whatever the calling thread's settings (cpu_fenv.h).
+// XLA's CPU threads flush subnormals; every entry runs under the IEEE defaults whatever the
+// calling thread's settings (guarded(), cpu_fenv.h).
 GATEDNORM_API void *gatednorm_xla_ffi_host(void *call_frame) {
     return call_frame ? handle(static_cast<XlaCallFrame *>(call_frame), false) : nullptr;
 }

@@ -48,8 +48,12 @@
  *
  * It is meant for a CPU-only build: with a GPU backend it keeps garbage handles and host
  * memory away from the GPU runtime, but has not been run there. */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* feenableexcept (glibc), for the fixed case under floating-point traps */
+#endif
 #include <gatednorm.h>
 
+#include <fenv.h>
 #include <float.h>
 #include <limits.h>
 #include <math.h>
@@ -3495,6 +3499,46 @@ static void fixed_cases(void) {
                 die("op %d: status %d: %s", k, (int)st, gatednorm_last_error());
         }
     }
+#if defined(__GLIBC__) && (defined(__x86_64__) || defined(__i386__))
+    /* A caller trapping invalid / divide-by-zero / overflow (feenableexcept): NaN options are
+     * refused by name and NaN / inf rows computed as documented, no SIGFPE (the library's
+     * compares and inf * 0 trapped; cpu_fenv.h); the caller's traps are back afterwards.
+     * Everything the driver itself computes is done before the traps go on. */
+    g_entry = "fixed case: NaN / inf under the caller's floating-point traps";
+    {
+        float x8[8] = {INFINITY, 1, 1, 1, 1, 1, 1, 1}, y8[8], sc[1] = {0}, vals[3] = {NAN, INFINITY, 1e-45f};
+        uint8_t q8[8], codes[3];
+        const int64_t s8[1] = {8}, st1[1] = {1}, s1[1] = {1};
+        const gatednorm_tensor tx = f32_desc(x8, 1, s8, st1), ty = f32_desc(y8, 1, s8, st1), ts = f32_desc(sc, 1, s1, st1);
+        gatednorm_tensor tq = f32_desc(q8, 1, s8, st1);
+        tq.dtype.code = GATEDNORM_DTYPE_CODE_FLOAT8_E4M3FN, tq.dtype.bits = 8;
+        gatednorm_rmsnorm_gated_params pn = p;
+        pn.eps = NAN;
+        gatednorm_group_quant_fp8_params pq;
+        if (gatednorm_group_quant_fp8_params_init(&pq, sizeof pq) != GATEDNORM_STATUS_SUCCESS) die("params_init: %s", gatednorm_last_error());
+        pq.quant.group_size = 8;
+        gatednorm_group_quant_fp8_params pqn = pq;
+        pqn.quant.fp8_max = NAN;
+        const int traps = FE_INVALID | FE_DIVBYZERO | FE_OVERFLOW;
+        if (feenableexcept(traps) == -1) die("feenableexcept failed");
+        const gatednorm_status s_eps = gatednorm_rmsnorm_gated(&tx, NULL, &tw, &ty, &pn, NULL);
+        const gatednorm_status s_row = gatednorm_rmsnorm_gated(&tx, NULL, &tw, &ty, &p, NULL);
+        const gatednorm_status s_max = gatednorm_group_quant_fp8(&tx, &tq, &ts, &pqn, NULL);
+        const gatednorm_status s_q = gatednorm_group_quant_fp8(&tx, &tq, &ts, &pq, NULL);
+        const gatednorm_status s_enc = gatednorm_fp8_encode(vals, codes, 3, GATEDNORM_FP8_FORMAT_E4M3FN, 0.0f);
+        const int still = fegetexcept();
+        fedisableexcept(traps);
+        if (s_eps != GATEDNORM_STATUS_INVALID_ARGUMENT || s_max != GATEDNORM_STATUS_INVALID_ARGUMENT)
+            die("NaN options under traps: statuses %d, %d", (int)s_eps, (int)s_max);
+        if (s_row != GATEDNORM_STATUS_SUCCESS || s_q != GATEDNORM_STATUS_SUCCESS || s_enc != GATEDNORM_STATUS_SUCCESS)
+            die("NaN / inf data under traps: statuses %d, %d, %d", (int)s_row, (int)s_q, (int)s_enc);
+        for (int i = 0; i < 8; ++i)  /* an inf in the row: rstd 0, inf * 0 = NaN first, 1 * 0 = 0 after */
+            if (i ? y8[i] != 0.0f : !isnan(y8[i])) die("y[%d] = %g under traps", i, (double)y8[i]);
+        if (!isnan(sc[0]) || codes[0] != 0x7f || codes[1] != 0x7e || codes[2] != 0x00)
+            die("group scale %g, codes 0x%02x 0x%02x 0x%02x under traps", (double)sc[0], codes[0], codes[1], codes[2]);
+        if ((still & traps) != traps) die("the caller's traps were not restored (0x%x)", still);
+    }
+#endif
     /* Stream calls with a handle on a build with no GPU backend: the message named nothing. */
     g_entry = "fixed case: stream handles on a CPU-only build";
     if (!g_gpu_type) {
