@@ -966,6 +966,10 @@ def test_c_comm_entry_points():
     nb = ffi.new("size_t *")
     err(lib.gatednorm_comm_buffer_size(9, 1024, nb), "world_size:")
     err(lib.gatednorm_comm_buffer_size(2, 0, nb), "max_input_bytes:")
+    err(lib.gatednorm_comm_buffer_size(1, (1 << 40) + 1, nb), "max_input_bytes:")  # the cap itself, + 1
+    w9 = lib.GATEDNORM_COMM_MAX_WORLD_SIZE + 1  # one past: buffers[8] would be written past the array
+    err(lib.gatednorm_comm_create(0, w9, ffi.new("void *[]", [ffi.NULL] * w9), 1 << 20, cpu, ffi.new("gatednorm_comm **")),
+        "world_size:")
     err(lib.gatednorm_comm_buffer_size(2, 1024, ffi.NULL), "bytes:")
     assert lib.gatednorm_comm_buffer_size(2, 1000, nb) == 0
     size = int(nb[0])
@@ -1002,6 +1006,54 @@ def test_c_comm_entry_points():
     assert lib.gatednorm_comm_destroy(cp[0]) == 0
     for b in bufs:
         assert lib.gatednorm_comm_buffer_free(cpu, b) == 0
+
+
+def test_c_allreduce_size_limit_and_pdl_at_the_bound():
+    """On a one-rank CPU comm: x of the rank's slot + 2 bytes (the bound itself: accepting it
+    wrote 2 bytes into the next slot) is refused naming x, one that fits is taken; params.pdl
+    = 1 (no stream ordering for the flag protocol) is refused by name."""
+    from gatednorm import _ffi
+    from gatednorm._ffi import ffi
+    from gatednorm.testing import host_descriptor as desc
+
+    lib = _ffi.lib()
+    cpu = ffi.new("gatednorm_device *", {"device_type": 1, "device_id": 0})[0]
+    nb = ffi.new("size_t *")
+    assert lib.gatednorm_comm_buffer_size(1, 1000, nb) == 0
+    pp, h = ffi.new("void **"), ffi.new("uint8_t[64]")
+    assert lib.gatednorm_comm_buffer_alloc(cpu, nb[0], pp, h) == 0
+    cp = ffi.new("gatednorm_comm **")
+    assert lib.gatednorm_comm_create(0, 1, ffi.new("void *[]", [pp[0]]), nb[0], cpu, cp) == 0
+    mb = ffi.new("size_t *")
+    assert lib.gatednorm_comm_max_input_bytes(cp[0], mb) == 0
+    limit = int(mb[0])
+
+    def call(tokens, hidden, pdl=0):
+        x = np.full(tokens * hidden, 0x3f80, np.uint16)  # bf16 ones
+        w = np.ones(hidden, np.float32)
+        y = np.full(tokens * hidden, 0x7fc0, np.uint16)
+        p = ffi.new("gatednorm_add_rmsnorm_params *")
+        assert lib.gatednorm_add_rmsnorm_params_init(p, ffi.sizeof(p[0])) == 0
+        p.pdl = pdl
+        st = lib.gatednorm_allreduce_add_rmsnorm(cp[0], desc(x.ctypes.data, (tokens, hidden), (hidden, 1), 4, 16), ffi.NULL,
+                                                 desc(w.ctypes.data, (hidden,), (1,)), ffi.NULL,
+                                                 desc(y.ctypes.data, (tokens, hidden), (hidden, 1), 4, 16), ffi.NULL, ffi.NULL,
+                                                 p, ffi.NULL)
+        return st, ffi.string(lib.gatednorm_last_error()).decode(), y
+
+    try:
+        st, msg, y = call(limit // 2 + 1, 1)
+        assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT and msg.startswith("x:"), msg
+        assert (y == 0x7fc0).all()
+        st, msg, y = call(limit // 2, 1)
+        assert st == 0, msg
+        assert (y == 0x3f80).all()  # one rank: x itself, normalized per token of one element (weight 1)
+        st, msg, y = call(2, 8, pdl=1)
+        assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT and msg.startswith("params.pdl:"), msg
+        assert (y == 0x7fc0).all()
+    finally:
+        assert lib.gatednorm_comm_destroy(cp[0]) == 0
+        assert lib.gatednorm_comm_buffer_free(cpu, pp[0]) == 0
 
 
 def test_buffers_out_of_rank_order_are_refused():

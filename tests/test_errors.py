@@ -625,3 +625,113 @@ def test_zero_is_not_none(call, match):
     x, w = np.ones((2, 256), np.float32), np.ones(256, np.float32)
     with pytest.raises(gatednorm.InvalidArgumentError, match=match):
         call(x, w)
+
+
+# ------------------------------------------- C ABI bounds a mutation review found untested
+# Each test is the input that told a weakened check from the real one (a mutant that no test
+# or fuzz seed killed): the bound itself, not a value far past it.
+def test_nine_dims_are_refused_at_the_c_entry():
+    """ndim = 9 (one past GATEDNORM_MAX_DIMS): the 9th dim would be read from strides[0] and
+    byte_offset, and a group view writes past its stack array. Python refuses 10 dims first,
+    so this goes to the C entry directly."""
+    x, w, o = np.ones(8, np.float32), np.ones(1, np.float32), poisoned((8,))
+    tx = _desc(x.ctypes.data, (1,) * 7 + (8,), (1,) * 8)
+    to = _desc(o.ctypes.data, (1,) * 7 + (8,), (1,) * 8)
+    tx.ndim = to.ndim = 9
+    st, msg = _c_call(tx, _desc(w.ctypes.data, (1,), (1,)), to)
+    assert st < 0 and msg.startswith("x:") and "ndim 9" in msg, msg
+    assert np.isnan(o).all()
+
+
+def test_negative_shape_is_refused_at_the_c_entry():
+    x, w, o = np.ones(8, np.float32), np.ones(8, np.float32), poisoned((8,))
+    st, msg = _c_call(_desc(x.ctypes.data, (-3, 8), (0, 1)), _desc(w.ctypes.data, (8,), (1,)),
+                      _desc(o.ctypes.data, (-3, 8), (0, 1)))
+    assert st < 0 and msg.startswith("x:") and "negative" in msg, msg
+    assert np.isnan(o).all()
+
+
+@pytest.mark.parametrize("shape,strides", [((4, 1), (1, -2 ** 63)), ((4, 1), (1, 5)), ((1, 8), (-2 ** 63, 1)),
+                                           ((1, 8), (0, 1)), ((1, 8), (-3, 1)), ((2, 1, 8), (8, 2 ** 40, 1))])
+def test_unit_dim_strides_fast_and_full_paths_agree(shape, strides):
+    """The contiguous host fast path must accept nothing the full checks refuse (and give the
+    same bits when both accept): odd strides of unit dims (INT64_MIN, which the full checks
+    refuse as they cannot take its magnitude; 0, negative, huge), forced down the full path by
+    a group view of the whole last dim (the same computation)."""
+    n = int(np.prod(shape))
+    x = (np.arange(n, dtype=np.float32) % 7 + 1)
+    w = np.ones(shape[-1], np.float32)
+    outs, results = [], []
+    for group in (0, shape[-1]):
+        o = poisoned((n,))
+        st, msg = _c_call(_desc(x.ctypes.data, shape, strides), _desc(w.ctypes.data, (shape[-1],), (1,)),
+                          _desc(o.ctypes.data, shape, strides), group_size=group)
+        results.append((st, msg.split(":")[0] if st else ""))
+        outs.append(o)
+    assert results[0] == results[1], results
+    if results[0][0] == 0:
+        assert np.array_equal(outs[0], outs[1])
+    else:
+        assert results[0][1] == "x" and np.isnan(outs[0]).all()
+
+
+def test_y_copy_rows_overlapping_each_other_are_refused():
+    """gated FP8's y_copy with a token stride of 0 (every row one memory): refused by name."""
+    from gatednorm._ffi import ffi
+
+    lib = gatednorm._ffi.lib()
+    d = 128
+    x, w = np.ones((4, d), np.float32), np.ones(d, np.float32)
+    q, s, y = np.zeros((4, d), np.uint8), np.zeros((4, 1), np.float32), poisoned((d,))
+    tq = _desc(q.ctypes.data, (4, d), (d, 1), bits=8)
+    tq.dtype.code = 10  # float8_e4m3fn
+    p = ffi.new("gatednorm_rmsnorm_gated_fp8_params *")
+    assert lib.gatednorm_rmsnorm_gated_fp8_params_init(p, ffi.sizeof(p[0])) == 0
+    st = lib.gatednorm_rmsnorm_gated_fp8(_desc(x.ctypes.data, (4, d), (d, 1)), ffi.NULL, _desc(w.ctypes.data, (d,), (1,)), tq,
+                                         _desc(s.ctypes.data, (4, 1), (1, 1)), _desc(y.ctypes.data, (4, d), (0, 1)), p, ffi.NULL)
+    msg = ffi.string(lib.gatednorm_last_error()).decode()
+    assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT and msg.startswith("y_copy:"), msg
+    assert np.isnan(y).all() and not q.any()
+
+
+def _w4_call(a, q, s, bias, out):
+    from gatednorm._ffi import ffi
+
+    lib = gatednorm._ffi.lib()
+    p = ffi.new("gatednorm_w4a16_params *")
+    assert lib.gatednorm_w4a16_params_init(p, ffi.sizeof(p[0])) == 0
+    st = lib.gatednorm_w4a16_gemm(a, q, s, ffi.NULL, ffi.NULL if bias is None else bias, out, ffi.NULL, p, ffi.NULL)
+    return st, ffi.string(lib.gatednorm_last_error()).decode()
+
+
+def _w4_desc(ptr, shape, strides, code, bits):
+    t = _desc(ptr, shape, strides, bits=bits)
+    t.dtype.code = code
+    return t
+
+
+def test_w4a16_n_at_exactly_2_31_is_refused():
+    """N = 2^31 exactly (the bound itself; a broadcast qweight, no memory behind it) with
+    M = 0: refused naming qweight (accepting it sent the CPU path dequantizing 16 GiB)."""
+    qb, sb, ab, ob = np.zeros(16, np.uint8), np.ones(4, np.float32), np.ones(4, np.uint16), np.zeros(4, np.float32)
+    q = _w4_desc(qb.ctypes.data, (2 ** 31, 1), (0, 1), 1, 8)
+    s = _desc(sb.ctypes.data, (2 ** 31, 1), (0, 0))
+    st, msg = _w4_call(_w4_desc(ab.ctypes.data, (0, 2), (2, 1), 4, 16), q, s, None,
+                       _desc(ob.ctypes.data, (0, 2 ** 31), (2 ** 31, 1)))
+    assert st < 0 and msg.startswith("qweight:") and "2^31" in msg, msg
+
+
+@pytest.mark.parametrize("which", ["qweight", "bias"])
+def test_w4a16_strided_qweight_or_bias_is_refused(which):
+    """A plain qweight whose last dim is strided (q[:, ::2]) or a strided bias: each read as
+    if contiguous (a wrong product; a stride 0 reads past one element) unless refused."""
+    rng = np.random.default_rng(0)
+    qb = rng.integers(0, 256, (4, 32), dtype=np.uint8)
+    sb, bb = np.ones((4, 1), np.float32), np.arange(8, dtype=np.float32)
+    ab, ob = np.full((1, 32), 0x3f80, np.uint16), poisoned((1, 4))
+    q = _w4_desc(qb.ctypes.data, (4, 16), (32, 2) if which == "qweight" else (32, 1), 1, 8)
+    bias = _desc(bb.ctypes.data, (4,), (2,)) if which == "bias" else None
+    st, msg = _w4_call(_w4_desc(ab.ctypes.data, (1, 32), (32, 1), 4, 16), q, _desc(sb.ctypes.data, (4, 1), (1, 1)), bias,
+                       _desc(ob.ctypes.data, (1, 4), (4, 1)))
+    assert st < 0 and msg.startswith(which + ":"), msg
+    assert np.isnan(ob).all()

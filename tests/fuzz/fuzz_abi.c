@@ -3797,14 +3797,14 @@ static int fuzz_xla_ffi(rng_t *r) {
     xla_buffer bx = {sizeof(xla_buffer), NULL, 16, x, 3, xdims}, bz = {sizeof(xla_buffer), NULL, 16, z, 3, xdims};
     xla_buffer bw = {sizeof(xla_buffer), NULL, 11, w, 1, wdims}, bo = {sizeof(xla_buffer), NULL, 16, out, 3, xdims};
     void *args[3] = {&bx, with_z ? (void *)&bz : (void *)&bw, &bw};
-    int arg_types[3] = {1, 1, 1}, ret_types[1] = {1};
-    void *rets[1] = {&bo};
+    int arg_types[3] = {1, 1, 1}, ret_types[2] = {1, 1};
+    void *rets[2] = {&bo, &bo};  /* the second item lies past rets.size (1): never a buffer of the call */
     int64_t entry = 0;
-    int64_t slots[4] = {0, with_z ? 1 : -1, with_z ? 2 : 1, -2};
+    int64_t slots[5] = {0, with_z ? 1 : -1, with_z ? 2 : 1, -2, -2};
     gatednorm_rmsnorm_gated_params prm;
     gatednorm_rmsnorm_gated_params_init(&prm, sizeof prm);
     prm.eps = 1e-5f;
-    unsigned char params[600];
+    static unsigned char params[5008];
     size_t params_size = pct(r, 20) ? 0 : sizeof prm;
     memcpy(params, &prm, sizeof prm);
     static xla_call c;
@@ -3813,14 +3813,17 @@ static int fuzz_xla_ffi(rng_t *r) {
     f->args.size = with_z ? 3 : 2, f->args.types = arg_types, f->args.items = args;
     f->rets.size = 1, f->rets.types = ret_types, f->rets.items = rets;
 
-    /* At most one lie; `refuse`: the handler must answer with an error and write nothing. */
+    /* At most one lie; `refuse`: the handler must answer with an error and write nothing;
+     * `expect`: what its message must then say, where one bound decides (a mutation review
+     * found the off-by-one forms of these checks passing: entry 5, rank 9, 5 slots, ...). */
     int refuse = 1, quiet = 0;
+    const char *expect = NULL;
     xla_metadata md;
     xla_metadata_ext mext;
     int64_t bigdims[10] = {1, 1, 1, 1, 1, 1, 1, 1, T * H, D};
-    switch (below(r, 20)) {
-        case 0: entry = pct(r, 50) ? 5 : -1; break;        /* 0..4 are entries */
-        case 1: c.slots.size = 3; break;
+    switch (below(r, 26)) {
+        case 0: entry = pct(r, 50) ? 5 : -1; expect = "entry:"; break;        /* 0..4 are entries */
+        case 1: c.slots.size = 3; expect = "slots:"; break;
         case 2: slots[(int)below(r, 4)] = pct(r, 50) ? 7 : -9; break;
         case 3: c.params.size = 600; break;
         case 4: c.entry.dtype = 4; break;
@@ -3839,6 +3842,17 @@ static int fuzz_xla_ffi(rng_t *r) {
         case 13: { const uint32_t lie = (uint32_t)sizeof prm + 8; memcpy(params, &lie, 4); c.params.size = sizeof prm; break; }
         case 14: f->attrs.names = NULL; break;
         case 15: bx.dims = NULL; break;
+        case 16: {  /* a params blob past the handler's 4096-byte copy, stating its own size */
+            const uint32_t big = 5000;
+            memcpy(params, &big, 4);
+            c.params.size = 5000;
+            expect = "params:";
+            break;
+        }
+        case 17: slots[3] = -3; expect = "names no buffer"; break;          /* result 1 of a 1-item list */
+        case 18: arg_types[0] = 2; expect = "slots[0]"; break;              /* a token, not a buffer */
+        case 19: bx.rank = 9; bx.dims = bigdims + 1; expect = "9 dims"; break;   /* one past 8 */
+        case 20: c.slots.size = 5; expect = "slots:"; break;                /* one slot too many */
         default: refuse = 0; break;
     }
     if (!refuse && !quiet) buf_allow(out, (size_t)n * 2);
@@ -3848,6 +3862,7 @@ static int fuzz_xla_ffi(rng_t *r) {
     bufs_check("gatednorm_xla_ffi_host");
     if (refuse) {
         if (err != &g_xla_error_token || !g_xla_message[0]) die("xla handler accepted a lying frame (case of seed)");
+        if (expect && !strstr(g_xla_message, expect)) die("xla handler's refusal says \"%s\", not \"%s\"", g_xla_message, expect);
         if (!strstr(g_xla_message, "slots") && !strstr(g_xla_message, "entry") && !strstr(g_xla_message, "attributes") &&
             !strstr(g_xla_message, "params") && !strstr(g_xla_message, "x:") && !strstr(g_xla_message, "out:") &&
             !strstr(g_xla_message, "weight:"))
