@@ -316,6 +316,38 @@ def test_dead_peer_fails_the_call_at_once(algorithm):
         assert elapsed < 10.0, elapsed
 
 
+TIMEOUT_SCRIPT = r"""
+import sys, time
+import numpy as np
+import gatednorm
+from gatednorm import AllReduceGroup
+groups = AllReduceGroup.in_process(2, "cpu", max_tokens=4, hidden=128, dtype="float32")
+x = np.ones((2, 128), np.float32)
+t0 = time.perf_counter()
+try:
+    groups[0].add_rmsnorm(x, x.copy(), np.ones(128, np.float32))  # rank 1 never calls
+    print("returned")
+except gatednorm.GatedNormError as e:
+    print("%.3f %s" % (time.perf_counter() - t0, e))
+"""
+
+
+@pytest.mark.parametrize("value,wait", [("0.75", 0.75), ("1.5", 1.5), ("2", 2.0)])
+def test_comm_timeout_is_read_as_decimal_seconds(value, wait):
+    """GATEDNORM_COMM_TIMEOUT_S as decimal seconds, fractions included (the library parses it
+    itself: atof followed a process's comma locale), in a child process (read once): a rank
+    whose peer (alive, in the same process) never calls gives up after that wait, naming it."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", TIMEOUT_SCRIPT], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, GATEDNORM_COMM_TIMEOUT_S=value))
+    assert res.returncode == 0, res.stderr[-2000:]
+    elapsed, _, msg = res.stdout.strip().partition(" ")
+    assert "GATEDNORM_COMM_TIMEOUT_S" in msg and "rank 1" in msg, res.stdout
+    assert wait <= float(elapsed) < wait + 5.0, (elapsed, wait)
+
+
 # --------------------------------------------------------------------- ranks as threads
 in_threads = testing.in_threads  # body(r) on W threads at once, each rank's call waiting for its peers
 

@@ -196,10 +196,32 @@ gatednorm_status check_in_step(const CommState &c, uint64_t e) {
 
 }  // namespace
 
+namespace {
+// Seconds as a plain decimal number ("600", "0.5"), read without the C library: atof follows
+// the process's LC_NUMERIC, so an engine that called setlocale(LC_ALL, "") in a comma locale
+// read "0.5" as 0 (the default wait) and ranks could disagree.  0 for anything else.
+double parse_seconds(const char *v) {
+    double t = 0.0, unit = 1.0;
+    bool digits = false, dot = false;
+    for (; *v; ++v) {
+        if (*v >= '0' && *v <= '9') {
+            digits = true;
+            if (dot) t += (*v - '0') * (unit *= 0.1);
+            else t = t * 10.0 + (*v - '0');
+        } else if (*v == '.' && !dot) {
+            dot = true;
+        } else {
+            return 0.0;
+        }
+    }
+    return digits ? t : 0.0;
+}
+}  // namespace
+
 double comm_wait_seconds() {
     static const double s = [] {
         const char *v = getenv("GATEDNORM_COMM_TIMEOUT_S");
-        const double t = v ? atof(v) : 0.0;
+        const double t = v ? parse_seconds(v) : 0.0;
         return t > 0.0 && t < 1e7 ? t : 600.0;  // as PyTorch's collective watchdog: a slow rank is not a lost one
     }();
     return s;
