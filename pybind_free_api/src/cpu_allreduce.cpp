@@ -194,9 +194,6 @@ gatednorm_status check_in_step(const CommState &c, uint64_t e) {
     return GATEDNORM_STATUS_SUCCESS;
 }
 
-}  // namespace
-
-namespace {
 // Seconds as a plain decimal number ("600", "0.5"), read without the C library: atof follows
 // the process's LC_NUMERIC, so an engine that called setlocale(LC_ALL, "") in a comma locale
 // read "0.5" as 0 (the default wait) and ranks could disagree.  0 for anything else.
@@ -216,6 +213,7 @@ double parse_seconds(const char *v) {
     }
     return digits ? t : 0.0;
 }
+
 }  // namespace
 
 double comm_wait_seconds() {

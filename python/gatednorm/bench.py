@@ -1554,16 +1554,13 @@ class W4A16Bench(OpBench):
     @staticmethod
     def _workspace(torch, dev, w, m):
         """The split-K workspace the library asks for at M (preallocated: graphs allocate nothing)."""
-        from . import _ffi
         from ._array import DeviceArray
+        from .w4a16 import workspace_bytes
 
         if not isinstance(w._packed, DeviceArray):
             return None
-        lib = _ffi._lib or _ffi.load()
-        need = _ffi.ffi.new("size_t *")
-        d = _ffi.ffi.new("gatednorm_device *", (w._packed.device_type, w._packed.device_id))
-        _ffi.check(lib.gatednorm_w4a16_workspace_size(w._params, m, d[0], need), "gatednorm_w4a16_workspace_size")
-        return torch.empty(max(int(need[0]), 16), device=dev, dtype=torch.uint8) if need[0] else None
+        need = workspace_bytes(w._params, m, (w._packed.device_type, w._packed.device_id))
+        return torch.empty(max(need, 16), device=dev, dtype=torch.uint8) if need else None
 
     def ours(self, gatednorm, case, mode="out", stream=None):
         a, w, out, ws = case["a"], case["b"].ours, case["out"], case["ws"]

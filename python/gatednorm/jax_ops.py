@@ -127,7 +127,7 @@ class _Call:
                 continue
             shape, dt = av
             if zero_tokens and i not in self.untokened:
-                # Every argument but the weight leads with x's tokens: checked here on the real
+                # Every tokened argument leads with x's tokens: checked here on the real
                 # shapes (zeroing them would hide a mismatch, or make it read as another one).
                 if len(shape) < 2 or shape[0] != x_shape[0]:
                     raise argument_error("%s: shape %s does not lead with x's tokens (x is %s)"
@@ -319,14 +319,8 @@ def _workspace_bytes(prm, m):
         return 0
     from . import device_count
 
-    lib = _ffi.lib()
-    need = ffi.new("size_t *")
-    most = 0
-    for i in range(device_count()):
-        dev = ffi.new("gatednorm_device *", (lib.gatednorm_gpu_device_type(), i))
-        _ffi.check(lib.gatednorm_w4a16_workspace_size(prm, m, dev[0], need), "gatednorm_w4a16_workspace_size")
-        most = max(most, int(need[0]))
-    return most
+    gpu = _ffi.lib().gatednorm_gpu_device_type()
+    return max((w4a16.workspace_bytes(prm, m, (gpu, i)) for i in range(device_count())), default=0)
 
 
 def w4a16_matmul(a, w, bias=None, *, out_dtype=None):

@@ -675,10 +675,17 @@ def gemm(a, ad, n, weight, prm, bias, out, out_dtype, workspace, stream):
     if workspace is None and prm.layout == TILED:
         dev = _call.device_of(weight[0], "qweight")
         if dev[0] != _runtime.CPU:  # the host backend needs none
-            lib = _ffi._lib or _ffi.load()
-            need = ffi.new("size_t *")
-            device = ffi.new("gatednorm_device *", dev)
-            _ffi.check(lib.gatednorm_w4a16_workspace_size(prm, m, device[0], need), "gatednorm_w4a16_workspace_size")
-            if need[0]:
-                workspace = _call.empty_like(ad, (int(need[0]),), np.uint8)
+            need = workspace_bytes(prm, m, dev)
+            if need:
+                workspace = _call.empty_like(ad, (need,), np.uint8)
     return _GEMM(stream, a, *weight, bias, out, workspace, params=prm)[0]
+
+
+def workspace_bytes(prm, m, device) -> int:
+    """Bytes of workspace a GEMM of m rows with params ``prm`` needs on ``device`` (a
+    (device type, id) pair): gatednorm_w4a16_workspace_size."""
+    lib = _ffi._lib or _ffi.load()
+    need = ffi.new("size_t *")
+    dev = ffi.new("gatednorm_device *", device)
+    _ffi.check(lib.gatednorm_w4a16_workspace_size(prm, m, dev[0], need), "gatednorm_w4a16_workspace_size")
+    return int(need[0])
