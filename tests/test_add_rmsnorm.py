@@ -14,6 +14,7 @@ residual_out too.  What is asserted:
 
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -407,7 +408,7 @@ def test_residual_store_is_rne_everywhere(be, rd):
     NaN, never inf). No other test reached fp16's overflow edge or a NaN stored to fp16
     (mutation review)."""
     rng = np.random.default_rng(11)
-    big = 65504.0 if rd == "fp16" else float(np.finfo(DT["bf16"]).max)
+    big = 65504.0 if rd == "fp16" else float(ml_dtypes.finfo(DT["bf16"]).max)
     specials = np.array([big, -big, big * (1 + 2 ** -12), 65519.99, 65520.0, np.nan, -np.nan, np.inf, -np.inf, 2 ** -24,
                          2 ** -25, 3 * 2 ** -26, 6.1e-5, 1.5 * 2 ** -15, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -11,
                          1 + 3 * 2 ** -11, -0.0], np.float32)

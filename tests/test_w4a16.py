@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import warnings
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -557,7 +558,7 @@ def _dequant_sweep(dtype, symmetric, g, k, stride):
     dt = DT[dtype]
     s = np.arange(0, 1 << 16, stride, dtype=np.uint32).astype(np.uint16).view(dt)
     s = s[np.isfinite(s.astype(np.float32))].astype(np.float64)
-    s = s[np.abs(s) * 15 <= float(np.finfo(dt).max)]
+    s = s[np.abs(s) * 15 <= float(ml_dtypes.finfo(dt).max)]
     zs = [8] if symmetric else list(range(16))
     ps, pz = np.repeat(s, len(zs)), np.tile(np.array(zs, np.float64), s.size)
     per_col = k // g
