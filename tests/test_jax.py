@@ -242,7 +242,7 @@ def test_jax_ops_errors_and_vmap(rng):
         (r"^rmsnorm_gated: weight: expected shape \[64\]", lambda: jo.rmsnorm_gated(jx[:0], None, jw[:32])),
         (r"^activation:", lambda: jo.rmsnorm_gated(jx, jz, jw, activation="tanh")),
         (r"eps", lambda: jo.rmsnorm_gated(jx, jz, jw, eps=-1.0)),
-        (r"^scale_layout: 'col'", lambda: jo.group_quant_fp8(jx.reshape(4, -1), scale_layout="col")),
+        (r"^scale_layout: expected one of 'row', 'col', 'col_pad4', got 'column'", lambda: jo.group_quant_fp8(jx.reshape(4, -1), scale_layout="column")),
         (r"group_size", lambda: jo.group_quant_fp8(jx.reshape(4, -1)[:0], group_size=100)),
         (r"fp8_max", lambda: jo.group_quant_fp8(jx.reshape(4, -1), fp8_format="e4m3fnuz", fp8_max=448.0)),
         (r"^y: no output requested", lambda: jo.rmsnorm(jx, jw, y=False)),
@@ -263,6 +263,61 @@ def test_jax_ops_errors_and_vmap(rng):
             jax.jit(call)()
     batched = jax.jit(jax.vmap(lambda a, b: jo.rmsnorm_gated(a, b, jw)))(jx, jz)
     _same(batched, np.stack([gatednorm.rmsnorm_gated(x[i], z[i], w) for i in range(x.shape[0])]))
+
+
+def _col_buffer(s, layout):
+    """The column-major buffer under a numpy function's [T..., K] scales view: [K, T] for
+    "col", [K, T4] for "col_pad4" with the padding 0 (what jax_ops returns)."""
+    k = s.shape[-1]
+    cols = np.ascontiguousarray(s.reshape(-1, k).T)
+    t = cols.shape[1]
+    pad = (t + 3) // 4 * 4 - t if layout == "col_pad4" else 0
+    return np.concatenate([cols, np.zeros((k, pad), cols.dtype)], axis=1)
+
+
+@pytest.mark.parametrize("layout", ["col", "col_pad4"])
+@pytest.mark.parametrize("sfmt", ["fp32", "e8m0_packed"])
+def test_jax_ops_column_scales(rng, layout, sfmt):
+    """Column-major scales inside jax.jit come back as their buffer ([K, T] or [K, T4], T the
+    tokens' product), holding the numpy functions' scales at [k, t] and 0 in col_pad4's
+    padding, for every op with FP8 outputs, tokens of several dims and T not a multiple of 4;
+    q is unchanged.  The C entry writes through a strided view of XLA's buffer (the handler's
+    `views` attribute), so its own checks of the scales apply to the view."""
+    jo = pytest.importorskip("gatednorm.jax_ops")
+    g = 32 if sfmt == "e8m0_packed" else 64
+    kw = dict(scale_layout=layout, scale_format=sfmt, group_size=g)
+    for shape in ((5, 2, 128), (2, 3, 2, 128)):  # T = 5; tokens [2, 3]
+        x, z = randn(rng, shape, DT["bf16"]), randn(rng, shape, DT["bf16"])
+        w = randn(rng, shape[-1:], np.float32, scale=0.5, shift=1.0)
+        jx, jz, jw = to_jax(x, z, w)
+        jq, js = jax.jit(lambda a, b: jo.rmsnorm_gated_fp8(a, b, jw, **kw))(jx, jz)
+        q, s = gatednorm.rmsnorm_gated_fp8(x, z, w, **kw)
+        _same(jq, q)
+        _same(js, _col_buffer(s, layout))
+        # a group spanning both heads of a token: one scale a token
+        jq, js = jax.jit(lambda a, b: jo.rmsnorm_gated_fp8(a, b, jw, **dict(kw, group_size=256)))(jx, jz)
+        q, s = gatednorm.rmsnorm_gated_fp8(x, z, w, **dict(kw, group_size=256))
+        _same(js, _col_buffer(s, layout))
+        h = x.reshape(shape[:-2] + (-1,))
+        r = randn(rng, h.shape, h.dtype)
+        wh = randn(rng, h.shape[-1:], np.float32, scale=0.5, shift=1.0)
+        jh, jr, jwh = to_jax(h, r, wh)
+        got = jax.jit(lambda a, b: jo.add_rmsnorm(a, b, jwh, fp8=True, **kw))(jh, jr)
+        want = gatednorm.add_rmsnorm(h, r.copy(), wh, fp8=True, **kw)
+        _same(got.y, want.y), _same(got.q, want.q), _same(got.residual, want.residual)
+        _same(got.scales, _col_buffer(want.scales, layout))
+        got = jax.jit(lambda a: jo.rmsnorm(a, jwh, fp8=True, y=False, **kw))(jh)
+        want = gatednorm.rmsnorm(h, wh, fp8=True, y=False, **kw)
+        assert got.y is None
+        _same(got.q, want.q), _same(got.scales, _col_buffer(want.scales, layout))
+        jq, js = jax.jit(lambda a: jo.group_quant_fp8(a, **kw))(jh)
+        q, s = gatednorm.group_quant_fp8(h, **kw)
+        _same(jq, q), _same(js, _col_buffer(s, layout))
+    # no tokens: [K, 0] (col_pad4: [K, 0] too), checked at trace time all the same
+    jq, js = jax.jit(lambda a: jo.group_quant_fp8(a, **kw))(jnp.zeros((0, 256), jnp.bfloat16))
+    assert jq.shape == (0, 256) and js.shape == ((2 if sfmt == "e8m0_packed" else 4), 0)
+    with pytest.raises(gatednorm.GatedNormError, match=r"^group_quant_fp8: group_size: 100 does not divide"):
+        jax.jit(lambda a: jo.group_quant_fp8(a, **dict(kw, group_size=100)))(jnp.zeros((3, 256), jnp.bfloat16))
 
 
 def test_jax_ops_donated_residual_and_reload(rng):

@@ -68,7 +68,7 @@ extern "C" {
 #endif
 
 #define GATEDNORM_VERSION_MAJOR 0
-#define GATEDNORM_VERSION_MINOR 4
+#define GATEDNORM_VERSION_MINOR 5
 #define GATEDNORM_VERSION_PATCH 0
 
 /* Fixed capacity of a tensor descriptor, so no pointer lifetimes cross the ABI. */
@@ -566,7 +566,10 @@ GATEDNORM_API gatednorm_status gatednorm_allreduce_add_rmsnorm(gatednorm_comm *c
  * 0.4)), slots (int64 array, one per tensor argument of that entry: i >= 0 operand i, -1
  * NULL, -2 - j result j) and params (uint8 array: the entry's params struct, exactly its
  * struct_size bytes (at most 4096), or empty for the defaults).  Buffers are dense and
- * row-major.  The GPU handler takes the device from XLA's device ordinal (or, without that
+ * row-major; an optional fourth attribute, views (int64 array, since 0.5: records slot, ndim,
+ * shape[ndim], strides[ndim] in elements), makes a slot's tensor that strided view of its
+ * buffer (jax_ops' column-major scales), refused unless it lies inside the buffer with
+ * strides >= 0, one view a slot.  The GPU handler takes the device from XLA's device ordinal (or, without that
  * API, from the operands' memory).  add_rmsnorm given the same buffer as residual and
  * residual_out (an aliased result) runs in place; w4a16_gemm's workspace is a result the
  * caller discards.  Returns NULL, or an XLA error made through the call frame's API carrying

@@ -197,6 +197,76 @@ const void *find_attr(const XlaCallFrame *f, const char *name, int type) {
 // A list of buffers (args or rets) the frame claims: its arrays present when it has items.
 bool list_ok(const XlaList &l) { return l.size == 0 || (l.size > 0 && l.types && l.items); }
 
+// The optional `views` attribute (int64 array, since 0.5): records [slot, ndim, shape...,
+// strides...] (strides in elements) that describe a slot's tensor as a strided view of its
+// buffer instead of the buffer's dense row-major shape: jax_ops' column-major scales, whose
+// buffer is [groups, T] (or [groups, T padded to 4]) and whose tensor is [T..., groups].  A
+// view must lie inside its buffer (every element it reaches, offsets >= 0), one view a slot;
+// the entry's own checks (shapes, overlap) then apply to the view as to any caller's tensor.
+void *apply_views(const XlaCallFrame *f, const Entry &entry, gatednorm_tensor *descs, const gatednorm_tensor **tensors) {
+    const auto *attr = static_cast<const XlaArray *>(find_attr(f, "views", kAttrArray));
+    if (!attr) {
+        // find_attr found entry, slots and params, so the attribute lists are there to read.
+        for (int64_t i = 0; i < f->attrs.size; ++i) {  // present under another type: a lie, not "no views"
+            const XlaByteSpan *s = f->attrs.names[i];
+            if (s && s->ptr && s->len == 5 && memcmp(s->ptr, "views", 5) == 0) return refuse(f, "views: expected an int64 array");
+        }
+        return nullptr;
+    }
+    if (attr->dtype != kXlaS64 || (attr->size && !attr->data)) return refuse(f, "views: expected an int64 array");
+    const int64_t *v = static_cast<const int64_t *>(attr->data);
+    const size_t n = attr->size;
+    bool seen[7] = {};
+    Message m;
+    for (size_t at = 0; at < n;) {
+        if (n - at < 2) return refuse(f, "views: a record is cut short (slot, ndim, shape..., strides...)");
+        const int64_t slot = v[at], ndim = v[at + 1];
+        if (slot < 0 || slot >= entry.tensors || !tensors[slot] || seen[slot]) {
+            snprintf(m.text, sizeof m.text, "views: slot %lld names no buffer of the call, or is viewed twice", (long long)slot);
+            return refuse(f, m.text);
+        }
+        const char *name = entry.slot_names[slot];
+        if (ndim < 0 || ndim > GATEDNORM_MAX_DIMS || size_t(2 * ndim) > n - at - 2) {
+            snprintf(m.text, sizeof m.text, "views: %s's record: ndim %lld (at most %d) or cut short", name, (long long)ndim,
+                     GATEDNORM_MAX_DIMS);
+            return refuse(f, m.text);
+        }
+        const int64_t *shape = v + at + 2, *strides = shape + ndim;
+        gatednorm_tensor &t = descs[slot];
+        int64_t elements = 1;  // the buffer's (its dims' product fit int64: checked as they were read)
+        for (int d = 0; d < t.ndim; ++d) elements *= t.shape[d];
+        int64_t last = 0;  // the view's largest offset
+        bool empty = false;
+        for (int64_t d = 0; d < ndim; ++d) {
+            if (shape[d] < 0 || strides[d] < 0) {
+                snprintf(m.text, sizeof m.text, "views: %s: a negative extent or stride", name);
+                return refuse(f, m.text);
+            }
+            if (shape[d] == 0) empty = true;
+        }
+        for (int64_t d = 0; d < ndim && !empty; ++d) {
+            int64_t reach;
+            if (__builtin_mul_overflow(shape[d] - 1, strides[d], &reach) || __builtin_add_overflow(last, reach, &last)) {
+                snprintf(m.text, sizeof m.text, "views: %s: the view's offsets overflow int64", name);
+                return refuse(f, m.text);
+            }
+        }
+        if (!empty && last >= elements) {
+            snprintf(m.text, sizeof m.text, "views: %s: the view reaches element %lld of a buffer of %lld", name, (long long)last,
+                     (long long)elements);
+            return refuse(f, m.text);
+        }
+        t.ndim = int32_t(ndim);
+        for (int d = 0; d < GATEDNORM_MAX_DIMS; ++d) {
+            t.shape[d] = d < ndim ? shape[d] : 0;
+            t.strides[d] = d < ndim ? strides[d] : 0;
+        }
+        seen[slot] = true;
+        at += size_t(2 + 2 * ndim);
+    }
+    return nullptr;
+}
+
 void *handle(XlaCallFrame *f, bool gpu) {
     for (XlaExtension *e = f->extension_start; e; e = e->next) {
         if (e->type == kMetadataExtension) {  // XLA's question: which API version, which traits
@@ -301,6 +371,7 @@ void *handle(XlaCallFrame *f, bool gpu) {
         }
         tensors[i] = &t;
     }
+    if (void *err = apply_views(f, entry, descs, tensors)) return err;
     if (device.device_id < 0) {  // the GPU of the operands (XLA's stream is on it)
         gatednorm_device d{0, 0};
         if (!tensors[0] || gatednorm_pointer_device(tensors[0]->data, &d) != GATEDNORM_STATUS_SUCCESS)

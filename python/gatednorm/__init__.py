@@ -57,7 +57,7 @@ __all__ = [
     "get_library",
 ]
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 
 def _pkg() -> _Path:

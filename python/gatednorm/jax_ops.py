@@ -16,8 +16,10 @@ the residual's own buffer when the caller donates it (``jax.jit(..., donate_argn
 the custom call aliases the two.  Each op is one XLA custom call (``jax.ffi.ffi_call``) to
 the library's C handler (``gatednorm_xla_ffi_host`` / ``_gpu`` in gatednorm.h), which runs
 the C entry on XLA's buffers and, on a GPU, XLA's stream: no Python, no GIL and no host round
-trip at run time.  Scales are row-major (JAX arrays have no strides; other layouts are
-refused by name).  Under ``jax.vmap`` the calls run one batch element at a time.
+trip at run time.  JAX arrays have no strides, so column-major scales come back as their
+buffer: ``scale_layout="col"`` ``[K, T]``, ``"col_pad4"`` ``[K, T4]`` (T the tokens'
+product, T4 rounded up to 4, the padding 0).  Under ``jax.vmap`` the calls run one batch
+element at a time.
 
 Errors come at trace time: the wrapper checks its options with the functions' own code,
 that every argument but the weight leads with x's tokens, and then makes the C entry validate
@@ -93,6 +95,7 @@ class _Call:
     def __init__(self, entry, checker, untokened=()):
         self.entry, self.checker, self.untokened = entry, checker, untokened
         self.codes, self.operands, self.results, self.avals = [], [], [], []
+        self.views, self.aliases = [], {}
 
     def operand(self, a):
         if a is None:
@@ -106,14 +109,25 @@ class _Call:
             self.operands.append(a)
             self.avals.append((tuple(a.shape), np.dtype(a.dtype)))
 
-    def result(self, shape, dtype=None):
+    def result(self, shape, dtype=None, view=None, zeroed=False):
+        """A result buffer of ``shape``; ``view`` (shape, strides in elements): the C entry's
+        tensor is that strided view of the buffer (the handler's ``views`` attribute), checked
+        at trace time as that view; ``zeroed``: the buffer starts as zeros (a zeros operand
+        aliased to it), so elements the entry does not write (col_pad4's padding) are 0."""
         if shape is None:
             self.codes.append(_NULL_SLOT)
             self.avals.append(None)
-        else:
-            self.codes.append(-(len(self.results) + 2))
-            self.results.append(jax.ShapeDtypeStruct(tuple(shape), dtype))
-            self.avals.append((tuple(shape), np.dtype(dtype)))
+            return
+        slot, index = len(self.codes), len(self.results)
+        self.codes.append(-(index + 2))
+        self.results.append(jax.ShapeDtypeStruct(tuple(shape), dtype))
+        self.avals.append((tuple(view[0] if view else shape), np.dtype(dtype)))
+        if view is not None:
+            vshape, vstrides = view
+            self.views += [slot, len(vshape)] + [int(d) for d in vshape] + [int(st) for st in vstrides]
+        if zeroed:
+            self.aliases[len(self.operands)] = index
+            self.operands.append(jnp.zeros(tuple(shape), dtype))
 
     def run(self, prm, aliases=None):
         """Validates the call on token-less host stand-ins (the C entry's own checks, named
@@ -137,25 +151,37 @@ class _Call:
         self.checker.call(None, *stand_ins, params=prm)
         _register()
         params = np.frombuffer(ffi.buffer(prm), np.uint8).copy()
+        if self.aliases:
+            aliases = {**(aliases or {}), **self.aliases}
         call = jax.ffi.ffi_call(TARGET, self.results, vmap_method="sequential", input_output_aliases=aliases)
-        return call(*self.operands, entry=np.int64(self.entry), slots=np.asarray(self.codes, np.int64), params=params)
+        attrs = dict(entry=np.int64(self.entry), slots=np.asarray(self.codes, np.int64), params=params)
+        if self.views:
+            attrs["views"] = np.asarray(self.views, np.int64)
+        return call(*self.operands, **attrs)
 
 
 def _jnp_dtype(dt):
     return jnp.dtype(np.dtype(dt))
 
 
-def _row_layout(scale_layout):
-    if scale_layout != "row":
-        raise argument_error("scale_layout: %r; JAX arrays have no strides, so gatednorm.jax_ops writes row-major "
-                             "scales only ('row'; transpose them in JAX)" % (scale_layout,))
-
-
-def _quant_shapes(tok, row, fmt, sfmt, g):
+def _quant_results(c, tok, row, fmt, sfmt, g, layout, want=True):
+    """q and scales as results of call ``c`` (NULL slots unless ``want``).  JAX arrays have no
+    strides, so a column-major layout comes back as its buffer itself: "col" ``[K, T]``,
+    "col_pad4" ``[K, T4]`` (T4 = T rounded up to 4, the padding 0), T the product of the token
+    dims; the C entry writes it through a ``[T..., K]`` view with the numpy functions' strides."""
     cols = ops_fp8._scale_cols(row, sfmt, g)
     q_dt = _jnp_dtype(getattr(_dtypes, ops_fp8._Q_NAMES[fmt]))
     s_dt = _jnp_dtype(getattr(_dtypes, ops_fp8._SCALE_NAMES[sfmt]))
-    return (tuple(tok) + (row,), q_dt), (tuple(tok) + (cols,), s_dt)
+    tok = tuple(tok)
+    c.result(tok + (row,) if want else None, q_dt)
+    if not want or layout == "row":
+        c.result(tok + (cols,) if want else None, s_dt)
+        return
+    T = 1
+    for d in tok:
+        T *= int(d)
+    tp = (T + 3) // 4 * 4 if layout == "col_pad4" else T
+    c.result((cols, tp), s_dt, view=(tok + (cols,), ops_fp8._col_strides(tok, tp)), zeroed=tp != T)
 
 
 def _x(x):
@@ -188,18 +214,15 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
     or (q, scales, y) with ``copy_dtype``."""
     if weight is None:
         raise argument_error("weight: required (the [D] norm weight); got None")
-    _row_layout(scale_layout)
     prm, fmt, sfmt, g, hd = ops_fp8._gated_options(group_size, fp8_format, fp8_max, amax_floor, scale_format,
                                                    scale_layout, quantize_rounded, head_dim, norm_before_gate,
                                                    activation, eps, weight_offset, False)
     cdt = ops_fp8._float_out_dtype(copy_dtype, "copy_dtype", "the copy", None, None)
     tok, row = ops_fp8._token_dims(_x(x).shape, hd)
-    (qs, qdt), (ss, sdt) = _quant_shapes(tok, row, fmt, sfmt, g)
     c = _Call(_GATED_FP8, ops_fp8._ENTRY, untokened=(2,))
     for a in (x, z, weight):
         c.operand(a)
-    c.result(qs, qdt)
-    c.result(ss, sdt)
+    _quant_results(c, tok, row, fmt, sfmt, g, scale_layout)
     c.result(None if cdt is None else x.shape, None if cdt is None else _jnp_dtype(cdt))
     return tuple(c.run(prm))
 
@@ -229,8 +252,6 @@ def _norm(x, residual, weight, eps, weight_offset, y, y_dtype, fp8, group_size, 
     if weight is None:
         raise argument_error("weight: required (the [hidden] norm weight); got None")
     want_y, want_q = ops_fp8._norm_wants(y, fp8)
-    if want_q:
-        _row_layout(scale_layout)
     base = ops_fp8._ADD_ENTRY if residual is not None else ops_fp8._RMSNORM_ENTRY
     prm, fmt, sfmt, g = ops_fp8._norm_options(base, eps, weight_offset, False, group_size, fp8_format, fp8_max,
                                               amax_floor, scale_format, scale_layout, quantize_rounded)
@@ -244,9 +265,7 @@ def _norm(x, residual, weight, eps, weight_offset, y, y_dtype, fp8, group_size, 
     c.operand(weight)
     c.result(None if residual is None else residual.shape, None if residual is None else residual.dtype)
     c.result(shape if want_y else None, (x.dtype if ydt is None else _jnp_dtype(ydt)) if want_y else None)
-    (qs, qdt), (ss, sdt) = _quant_shapes(tok, row, fmt, sfmt, g)
-    c.result(qs if want_q else None, qdt)
-    c.result(ss if want_q else None, sdt)
+    _quant_results(c, tok, row, fmt, sfmt, g, scale_layout, want_q)
     outs = list(c.run(prm, aliases={1: 0} if residual is not None else None))
     res = outs.pop(0) if residual is not None else None
     yv = outs.pop(0) if want_y else None
@@ -257,15 +276,12 @@ def _norm(x, residual, weight, eps, weight_offset, y, y_dtype, fp8, group_size, 
 def group_quant_fp8(x, *, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32",
                     scale_layout="row"):
     """gatednorm.group_quant_fp8 (docs/ops.md §3) as one XLA custom call; returns (q, scales)."""
-    _row_layout(scale_layout)
     prm, fmt, sfmt, g = ops_fp8._gq_options(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout,
                                             False)
     shape = _x(x).shape
-    (qs, qdt), (ss, sdt) = _quant_shapes(tuple(shape[:-1]), shape[-1] if len(shape) else 0, fmt, sfmt, g)
     c = _Call(_GQ, ops_fp8._GQ_ENTRY)
     c.operand(x)
-    c.result(qs, qdt)
-    c.result(ss, sdt)
+    _quant_results(c, tuple(shape[:-1]), shape[-1] if len(shape) else 0, fmt, sfmt, g, scale_layout)
     return tuple(c.run(prm))
 
 

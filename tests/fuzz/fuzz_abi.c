@@ -3749,11 +3749,11 @@ static void *xla_error_create(xla_error_args *a) {
  * result lists filled by the generator). */
 typedef struct {
     xla_scalar entry;
-    xla_array slots, params;
-    xla_span names[3];
-    xla_span *name_ptrs[3];
-    int types[3];
-    void *attrs[3];
+    xla_array slots, params, views;
+    xla_span names[4];
+    xla_span *name_ptrs[4];
+    int types[4];
+    void *attrs[4];
     xla_api api;
     xla_frame f;
 } xla_call;
@@ -3776,6 +3776,15 @@ static void xla_call_init(xla_call *c, int64_t *entry, int64_t *slots, size_t ns
     c->f.args.struct_size = c->f.rets.struct_size = sizeof(xla_list);
     c->f.attrs.struct_size = sizeof(xla_attrs), c->f.attrs.size = 3;
     c->f.attrs.types = c->types, c->f.attrs.names = c->name_ptrs, c->f.attrs.attrs = c->attrs;
+}
+/* The optional fourth attribute, views (int64 records: slot, ndim, shape..., strides...). */
+static void xla_call_add_views(xla_call *c, int64_t *views, size_t n) {
+    c->views.dtype = 5, c->views.size = n, c->views.data = views;
+    c->names[3].ptr = "views", c->names[3].len = 5;
+    c->name_ptrs[3] = &c->names[3];
+    c->types[3] = 1;
+    c->attrs[3] = &c->views;
+    c->f.attrs.size = 4;
 }
 
 static int fuzz_xla_ffi(rng_t *r) {
@@ -3948,6 +3957,87 @@ static int fuzz_xla_ffi_add(rng_t *r) {
     return 1;
 }
 
+/* group_quant_fp8 through the handler (entry 3) with column-major scales, as jax_ops sends
+ * them: the scales result is a [K, T'] buffer (T' = T, or T rounded up to 4) and a `views`
+ * record makes the entry's tensor its [T, K] view, strides (1, T').  Honest frames give the
+ * direct call's bits on a strided scales tensor (the padding untouched); one lie about the
+ * views (cut short, a slot out of range or viewed twice, ndim 9, a negative stride, offsets
+ * that overflow or reach past the buffer, a view that overlaps itself, the wrong attribute
+ * type) is refused naming views or scales, writing nothing. */
+static int fuzz_xla_ffi_views(rng_t *r) {
+    const int64_t T = between(r, 1, 6), K = between(r, 1, 4), G = 32, row = G * K;
+    const int64_t tp = pct(r, 50) ? (T + 3) / 4 * 4 : T;
+    unsigned char *x = buf_new((size_t)(T * row) * 2), *q = buf_new((size_t)(T * row)), *s = buf_new((size_t)(K * tp) * 4);
+    unsigned char *q_want = buf_new((size_t)(T * row)), *s_want = buf_new((size_t)(K * tp) * 4);
+    for (int64_t i = 0; i < T * row; ++i) {
+        const uint16_t b = (uint16_t)(0x3c00u + below(r, 0x0300u)) | (uint16_t)(below(r, 2) << 15);
+        memcpy(x + 2 * i, &b, 2);
+    }
+    memset(q, 0x35, (size_t)(T * row));
+    memset(s, 0x7f, (size_t)(K * tp) * 4);
+    memcpy(q_want, q, (size_t)(T * row));
+    memcpy(s_want, s, (size_t)(K * tp) * 4);
+    int64_t xdims[2] = {T, row}, sdims[2] = {K, tp};
+    xla_buffer bx = {sizeof(xla_buffer), NULL, 16, x, 2, xdims}, bq = {sizeof(xla_buffer), NULL, 20, q, 2, xdims};
+    xla_buffer bs = {sizeof(xla_buffer), NULL, 11, s, 2, sdims};
+    void *args[1] = {&bx}, *rets[2] = {&bq, &bs};
+    int types[2] = {1, 1};
+    int64_t entry = 3, slots[3] = {0, -2, -3};
+    int64_t views[16] = {2, 2, T, K, 1, tp};
+    gatednorm_group_quant_fp8_params prm;
+    gatednorm_group_quant_fp8_params_init(&prm, sizeof prm);
+    prm.quant.group_size = G;
+    static xla_call c;
+    xla_call_init(&c, &entry, slots, 3, &prm, sizeof prm);
+    c.f.args.size = 1, c.f.args.types = types, c.f.args.items = args;
+    c.f.rets.size = 2, c.f.rets.types = types, c.f.rets.items = rets;
+    xla_call_add_views(&c, views, 6);
+    int refuse = 1;
+    const char *expect = "views:";
+    switch (below(r, 16)) {
+        case 0: c.views.size = 5; break;                                         /* cut short */
+        case 1: views[0] = 3; break;                                             /* slot past the entry's 3 */
+        case 2: views[0] = -1; break;
+        case 3: slots[2] = -1; expect = "views: slot 2"; break;                  /* a NULL slot viewed */
+        case 4: memcpy(views + 6, views, 6 * sizeof *views); c.views.size = 12; expect = "viewed twice"; break;
+        case 5: views[1] = 9; break;                                             /* ndim past 8 */
+        case 6: views[4] = -1; expect = "negative"; break;
+        case 7: views[2] = tp + 1; expect = "reaches element"; break;           /* one column past the buffer */
+        case 8: views[5] = INT64_MAX / 2 + 1; views[3] = K + 2; expect = "overflow"; break;   /* (K + 1) * that > INT64_MAX */
+        case 9: c.views.dtype = 4; break;                                        /* int32 records */
+        case 10:                                                                 /* T tokens on one scale row */
+            if (T < 2) { refuse = 0; break; }
+            views[4] = 0; expect = "scales:"; break;
+        default: refuse = 0; break;
+    }
+    if (!refuse) buf_allow(q, (size_t)(T * row)), buf_allow(s, (size_t)(K * tp) * 4);
+    g_xla_message[0] = 0;
+    bufs_snapshot();
+    void *err = gatednorm_xla_ffi_host(&c.f);
+    bufs_check("gatednorm_xla_ffi_host (views)");
+    if (refuse) {
+        if (err != &g_xla_error_token || !g_xla_message[0]) die("xla handler accepted a lying views frame");
+        if (!strstr(g_xla_message, expect)) die("xla handler's views refusal says \"%s\", not \"%s\"", g_xla_message, expect);
+        return 0;
+    }
+    if (err) die("xla handler refused an honest views frame: %s", g_xla_message);
+    gatednorm_tensor tx, tq, ts;
+    memset(&tx, 0, sizeof tx);
+    tx.data = x; tx.device.device_type = GATEDNORM_DEVICE_TYPE_CPU; tx.ndim = 2;
+    tx.dtype.code = GATEDNORM_DTYPE_CODE_BFLOAT; tx.dtype.bits = 16; tx.dtype.lanes = 1;
+    tx.shape[0] = T; tx.shape[1] = row; tx.strides[0] = row; tx.strides[1] = 1;
+    tq = tx; tq.data = q_want; tq.dtype.code = GATEDNORM_DTYPE_CODE_FLOAT8_E4M3FN; tq.dtype.bits = 8;
+    ts = tx; ts.data = s_want; ts.dtype.code = GATEDNORM_DTYPE_CODE_FLOAT; ts.dtype.bits = 32;
+    ts.shape[1] = K; ts.strides[0] = 1; ts.strides[1] = tp;
+    buf_allow(q_want, (size_t)(T * row));
+    buf_allow(s_want, (size_t)(K * tp) * 4);
+    if (gatednorm_group_quant_fp8(&tx, &tq, &ts, &prm, NULL) != GATEDNORM_STATUS_SUCCESS)
+        die("direct group_quant_fp8 refused what the handler took: %s", gatednorm_last_error());
+    if (memcmp(q, q_want, (size_t)(T * row)) || memcmp(s, s_want, (size_t)(K * tp) * 4))
+        die("xla handler's column-major scales differ from the direct call's");
+    return 1;
+}
+
 /* w4a16_gemm through the handler (entry 4): a PLAIN weight, zeros, bias and a workspace result
  * now and then; honest frames give the direct call's bits, one lie (a slot count, a scales
  * shape, a dtype) is refused naming it, writing nothing. */
@@ -4060,6 +4150,7 @@ static entry_t kEntries[] = {
     {"gatednorm_xla_ffi_host", 4, fuzz_xla_ffi, 0, 0},
     {"gatednorm_xla_ffi_host (add_rmsnorm, aliased)", 2, fuzz_xla_ffi_add, 0, 0},
     {"gatednorm_xla_ffi_host (w4a16_gemm)", 2, fuzz_xla_ffi_w4a16, 0, 0},
+    {"gatednorm_xla_ffi_host (column-major scales view)", 2, fuzz_xla_ffi_views, 0, 0},
     {"gatednorm_*_num_threads, last_kernel, comm_buffer_open/close/unlink, comm_max_input_bytes", 2, fuzz_runtime_rest, 0, 0},
 };
 enum { N_ENTRIES = sizeof kEntries / sizeof kEntries[0] };
