@@ -313,6 +313,12 @@ def test_jax_ops_column_scales(rng, layout, sfmt):
         jq, js = jax.jit(lambda a: jo.group_quant_fp8(a, **kw))(jh)
         q, s = gatednorm.group_quant_fp8(h, **kw)
         _same(jq, q), _same(js, _col_buffer(s, layout))
+    # under vmap each element has its own buffer: [B, K, T(4)]
+    xb = randn(rng, (3, 5, 256), DT["bf16"])
+    jq, js = jax.jit(jax.vmap(lambda a: jo.group_quant_fp8(a, **kw)))(jnp.asarray(xb))
+    for i in range(3):
+        q, s = gatednorm.group_quant_fp8(xb[i], **kw)
+        _same(jq[i], q), _same(js[i], _col_buffer(s, layout))
     # no tokens: [K, 0] (col_pad4: [K, 0] too), checked at trace time all the same
     jq, js = jax.jit(lambda a: jo.group_quant_fp8(a, **kw))(jnp.zeros((0, 256), jnp.bfloat16))
     assert jq.shape == (0, 256) and js.shape == ((2 if sfmt == "e8m0_packed" else 4), 0)
