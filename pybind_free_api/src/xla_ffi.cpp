@@ -233,7 +233,7 @@ void *apply_views(const XlaCallFrame *f, const Entry &entry, gatednorm_tensor *d
         }
         const int64_t *shape = v + at + 2, *strides = shape + ndim;
         gatednorm_tensor &t = descs[slot];
-        int64_t elements = 1;  // the buffer's (its dims' product fit int64: checked as they were read)
+        int64_t elements = 1;  // the buffer's (its dims are >= 0 and their product fits int64: checked as read)
         for (int d = 0; d < t.ndim; ++d) elements *= t.shape[d];
         int64_t last = 0;  // the view's largest offset
         bool empty = false;
@@ -362,6 +362,10 @@ void *handle(XlaCallFrame *f, bool gpu) {
         t.ndim = int32_t(b->rank);
         int64_t stride = 1;
         for (int d = t.ndim - 1; d >= 0; --d) {  // XLA's default layout: dense, row-major
+            if (b->dims[d] < 0) {  // refused here: a view (apply_views) would hide it from the entry's checks
+                snprintf(m.text, sizeof m.text, "%s: dim %d is negative (%lld)", entry.slot_names[i], d, (long long)b->dims[d]);
+                return refuse(f, m.text);
+            }
             t.shape[d] = b->dims[d];
             t.strides[d] = stride;
             if (__builtin_mul_overflow(stride, std::max<int64_t>(b->dims[d], 1), &stride)) {

@@ -3963,7 +3963,8 @@ static int fuzz_xla_ffi_add(rng_t *r) {
  * direct call's bits on a strided scales tensor (the padding untouched); one lie about the
  * views (cut short, a slot out of range or viewed twice, ndim 9, a negative stride, offsets
  * that overflow or reach past the buffer, a view that overlaps itself, the wrong attribute
- * type) is refused naming views or scales, writing nothing. */
+ * type, negative buffer dims whose product is the view's need: a review found the view hid
+ * them from the entry's checks) is refused naming views or scales, writing nothing. */
 static int fuzz_xla_ffi_views(rng_t *r) {
     const int64_t T = between(r, 1, 6), K = between(r, 1, 4), G = 32, row = G * K;
     const int64_t tp = pct(r, 50) ? (T + 3) / 4 * 4 : T;
@@ -4005,6 +4006,7 @@ static int fuzz_xla_ffi_views(rng_t *r) {
         case 7: views[2] = tp + 1; expect = "reaches element"; break;           /* one column past the buffer */
         case 8: views[5] = INT64_MAX / 2 + 1; views[3] = K + 2; expect = "overflow"; break;   /* (K + 1) * that > INT64_MAX */
         case 9: c.views.dtype = 4; break;                                        /* int32 records */
+        case 11: sdims[0] = -1; sdims[1] = -K * tp; expect = "scales: dim"; break;  /* dims < 0 whose product is right */
         case 10:                                                                 /* T tokens on one scale row */
             if (T < 2) { refuse = 0; break; }
             views[4] = 0; expect = "scales:"; break;
