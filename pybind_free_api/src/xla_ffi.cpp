@@ -183,13 +183,19 @@ void *refuse(const XlaCallFrame *f, const char *what) {
     return xla_error(f, kErrInvalidArgument, m.text);
 }
 
-const void *find_attr(const XlaCallFrame *f, const char *name, int type) {
+// The attribute `name` of attribute type `type`, or nullptr; *other_type (if given) says
+// whether one of that name is there under another type (a lie, not an absent attribute).
+const void *find_attr(const XlaCallFrame *f, const char *name, int type, bool *other_type = nullptr) {
     const size_t n = strlen(name);
+    if (other_type) *other_type = false;
     if (f->attrs.size > 0 && (!f->attrs.names || !f->attrs.types || !f->attrs.attrs)) return nullptr;
     for (int64_t i = 0; i < f->attrs.size; ++i) {
         const XlaByteSpan *s = f->attrs.names[i];
-        if (s && s->ptr && s->len == n && memcmp(s->ptr, name, n) == 0)
-            return f->attrs.types[i] == type ? f->attrs.attrs[i] : nullptr;
+        if (s && s->ptr && s->len == n && memcmp(s->ptr, name, n) == 0) {
+            if (f->attrs.types[i] == type) return f->attrs.attrs[i];
+            if (other_type) *other_type = true;
+            return nullptr;
+        }
     }
     return nullptr;
 }
@@ -204,16 +210,10 @@ bool list_ok(const XlaList &l) { return l.size == 0 || (l.size > 0 && l.types &&
 // view must lie inside its buffer (every element it reaches, offsets >= 0), one view a slot;
 // the entry's own checks (shapes, overlap) then apply to the view as to any caller's tensor.
 void *apply_views(const XlaCallFrame *f, const Entry &entry, gatednorm_tensor *descs, const gatednorm_tensor **tensors) {
-    const auto *attr = static_cast<const XlaArray *>(find_attr(f, "views", kAttrArray));
-    if (!attr) {
-        // find_attr found entry, slots and params, so the attribute lists are there to read.
-        for (int64_t i = 0; i < f->attrs.size; ++i) {  // present under another type: a lie, not "no views"
-            const XlaByteSpan *s = f->attrs.names[i];
-            if (s && s->ptr && s->len == 5 && memcmp(s->ptr, "views", 5) == 0) return refuse(f, "views: expected an int64 array");
-        }
-        return nullptr;
-    }
-    if (attr->dtype != kXlaS64 || (attr->size && !attr->data)) return refuse(f, "views: expected an int64 array");
+    bool other_type;
+    const auto *attr = static_cast<const XlaArray *>(find_attr(f, "views", kAttrArray, &other_type));
+    if (!attr && !other_type) return nullptr;
+    if (!attr || attr->dtype != kXlaS64 || (attr->size && !attr->data)) return refuse(f, "views: expected an int64 array");
     const int64_t *v = static_cast<const int64_t *>(attr->data);
     const size_t n = attr->size;
     bool seen[7] = {};

@@ -177,10 +177,7 @@ def _quant_results(c, tok, row, fmt, sfmt, g, layout, want=True):
     if not want or layout == "row":
         c.result(tok + (cols,) if want else None, s_dt)
         return
-    T = 1
-    for d in tok:
-        T *= int(d)
-    tp = (T + 3) // 4 * 4 if layout == "col_pad4" else T
+    T, tp = ops_fp8._scale_columns(tok, layout)
     c.result((cols, tp), s_dt, view=(tok + (cols,), ops_fp8._col_strides(tok, tp)), zeroed=tp != T)
 
 

@@ -78,13 +78,19 @@ def _token_dims(shape, head_dim):
     return shape[:-1], shape[-1]
 
 
+def _scale_columns(tok, layout):
+    """(T, T_pad): the tokens' count and the columns of a column-major scales buffer [cols,
+    T_pad] (col_pad4 rounds T up to a multiple of 4)."""
+    T = math.prod(tok)
+    return T, ((T + 3) // 4 * 4 if layout == "col_pad4" else T)
+
+
 def _new_scales(x, tok, cols, dt, layout):
     """scales [tok..., cols] in ``layout``: row-major, column-major ([cols, T] transposed), or
     column-major with T padded to a multiple of 4 (the first T columns of [cols, T_pad])."""
-    T = math.prod(tok)
     if layout == "row":
         return _call.empty_like(x, tuple(tok) + (cols,), dt)
-    tp = (T + 3) // 4 * 4 if layout == "col_pad4" else T
+    T, tp = _scale_columns(tok, layout)
     base = _call.empty_like(x, (cols, tp), dt)
     if isinstance(base, DeviceArray):
         return from_pointer(base.data_ptr, tuple(tok) + (cols,), dt, strides=_col_strides(tok, tp),
