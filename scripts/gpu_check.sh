@@ -8,7 +8,7 @@
 #                                    [--extra-bench "..."] [--pytest-k EXPR]
 #   --tune         also builds and runs scripts/tune_rmsnorm_gated.cu (launch-shape A/B)
 #   --skip         comma list of steps not to run: pytest, check, c_consumer, bench
-#   --profile      Nsight Compute on ours and FLA at each T:H (scripts/profile_small_t.py), to ncu.txt
+#   --profile      Nsight Compute on ours and FLA at each T:H of gated RMSNorm (scripts/profile_cases.py), to ncu.txt
 #   --alloc-probe  scripts/alloc_probe.py at each T:H (torch-allocated against cudaMalloc'd
 #                  inputs, ours and FLA), into the log
 #   --pytest-k     run only the GPU tests pytest's -k EXPR selects
@@ -113,7 +113,7 @@ fi
 skipped() { case "$skip" in *",$1,"*) record "$1" skipped; return 0 ;; esac; return 1; }
 
 if [ -n "$profile" ]; then
-  step "Nsight Compute: ours and FLA (scripts/profile_small_t.py)"
+  step "Nsight Compute: ours and FLA (scripts/profile_cases.py)"
   metrics=gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread
   metrics=$metrics,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed
   metrics=$metrics,sm__warps_active.avg.pct_of_peak_sustained_active,lts__t_sector_hit_rate.pct
@@ -121,7 +121,7 @@ if [ -n "$profile" ]; then
   for shape in $profile; do
     echo "### T:H = $shape" >> "$out/ncu.txt"
     ncu --clock-control none --profile-from-start off --metrics "$metrics" \
-      python3 scripts/profile_small_t.py "${shape%%:*}" "${shape##*:}" >> "$out/ncu.txt" 2>&1 || record profile FAIL
+      python3 scripts/profile_cases.py "gated:$shape" "fla_gated:$shape" >> "$out/ncu.txt" 2>&1 || record profile FAIL
   done
   grep -E "^###|gn::|layer_norm|duration|grid_size|block_size|registers|dram__|warps_active|hit_rate|long_score|ctas" "$out/ncu.txt" | head -n 200
 fi
