@@ -1,7 +1,9 @@
 """Host-call latency probe (GPU): Python wall time per call of gatednorm.rmsnorm_gated on
 [1, 24, 128] bf16 inputs, beside torch.add(out=) on the same tensors, in one process.
 Loops of N calls, median of 7; synchronized outside the timed loops.  A quick look for a
-GPU run; `gatednorm bench --host` is the reported measurement."""
+GPU run; `gatednorm bench --host` is the reported measurement.  Options: --attrs (reading
+one torch tensor, piece by piece), --alloc (the no-out= calls that make several outputs,
+beside new_empty), --profile (cProfile of the out= call)."""
 import statistics
 import sys
 import time
@@ -79,6 +81,23 @@ def main():
             t = min(timeit.repeat(f, number=20000, repeat=5)) / 20000 * 1e9
             print("  %-22s %7.0f ns" % (k, t))
         sc.busy = False
+    if "--alloc" in sys.argv:  # the no-out= calls of the ops that make several outputs, piece by piece
+        h = 4096
+        xa, ra = (torch.randn(1, h, device=dev, dtype=torch.bfloat16) for _ in range(2))
+        wa, ya = torch.ones(h, device=dev, dtype=torch.bfloat16), torch.empty(1, h, device=dev, dtype=torch.bfloat16)
+        qa, sa = torch.empty(1, h, device=dev, dtype=torch.float8_e4m3fn), torch.empty(1, h // 128, device=dev)
+        probes = {
+            "torch.add(out=) [1, 4096]": lambda: torch.add(xa, ra, out=ya),
+            "new_empty bf16 / fp8 / f32": lambda: (xa.new_empty((1, h)), xa.new_empty((1, h), dtype=torch.float8_e4m3fn),
+                                                   xa.new_empty((1, 32), dtype=torch.float32)),
+            "add_rmsnorm FP8 out=": lambda: gatednorm.add_rmsnorm(xa, ra, wa, fp8=True, y_out=ya, q=qa, scales=sa),
+            "add_rmsnorm FP8 no out": lambda: gatednorm.add_rmsnorm(xa, ra, wa, fp8=True),
+            "group_quant out=": lambda: gatednorm.group_quant_fp8(xa, q=qa, scales=sa),
+            "group_quant no out": lambda: gatednorm.group_quant_fp8(xa),
+        }
+        with torch.inference_mode():
+            for k, f in probes.items():
+                print("  %-28s %7.2f us" % (k, per_call(f)))
     if "--profile" in sys.argv:
         import cProfile
         import pstats

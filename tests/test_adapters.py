@@ -1137,6 +1137,32 @@ def test_torch_cpu_outputs_under_autograd(rng):
     assert not gatednorm.rmsnorm_gated(x, None, torch.ones(64, requires_grad=True)).requires_grad
 
 
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+def test_torch_cpu_fresh_outputs_follow_each_call(rng):
+    """Outputs made for torch inputs (ops_fp8's no-out= path, whose torch dtypes are cached by
+    the dtype asked for and by x's dtype) take each call's dtypes, whatever came before: y of
+    x's dtype or of y_dtype given as a name, a numpy dtype or a torch dtype, q of the format;
+    an x numpy has no dtype for is refused naming x, then and on a second call."""
+    torch = _torch_cpu()
+    xs = {dt: torch.randn(3, 256).to(dt) for dt in (torch.bfloat16, torch.float16, torch.float32)}
+    w = torch.ones(256)
+    with torch.inference_mode():
+        for _ in range(2):
+            for dt, x in xs.items():
+                out = gatednorm.rmsnorm(x, w, fp8=True, y=True)
+                assert out.y.dtype == dt and out.q.dtype == torch.float8_e4m3fn and out.scales.dtype == torch.float32
+                for y_dtype, want in (("fp32", torch.float32), (np.dtype(np.float16), torch.float16),
+                                      (torch.bfloat16, torch.bfloat16)):
+                    assert gatednorm.rmsnorm(x, w, y_dtype=y_dtype).y.dtype == want
+                out = gatednorm.add_rmsnorm(x, x.clone(), w, fp8=True, fp8_format="e4m3fnuz", scale_format="e8m0")
+                assert out.q.dtype == torch.float8_e4m3fnuz and out.scales.dtype == torch.uint8 and out.y.dtype == dt
+            for _ in range(2):
+                with pytest.raises(gatednorm.GatedNormError, match=r"\bx: dtype complex32 not supported"):
+                    gatednorm.rmsnorm(torch.zeros(3, 256, dtype=torch.complex32), w)
+            with pytest.raises(gatednorm.GatedNormError, match=r"\by_dtype: "):
+                gatednorm.rmsnorm(xs[torch.float32], w, y_dtype="fp7")
+
+
 def test_torch_cpu_unreadable_layouts_and_fp8_names(rng):
     """A sparse tensor raised torch's own RuntimeError, naming nothing; an FP8 dtype the op does
     not take was named "dtype code 12 bits 8" (review): both name the argument and the thing."""
