@@ -61,36 +61,17 @@ __device__ __forceinline__ float chunk_squares(const uint32_t *words) {
     return s;
 }
 
-// The spans' partials (each span's lanes hold its sum, `v`) added in span order by one
-// thread, which hands the total to the block through shared memory: the last step of both
-// row sums below.  At few rows a row's whole block runs on one SM and the kernel is as much
-// issue- as latency-bound (ncu, run 108: [1, 7168] add+FP8+bf16 issues 12152 warp
-// instructions on one SM, 60% of its issue slots): every warp adding the partials itself was
-// ~3 instructions a span a warp, 17% of that row's instructions and 32% of rmsnorm's.  The
-// adds stay in span order (no reassociation), so the bits are those every thread computed.
+// The spans' partials (each span's lanes hold its sum, `v`) added in span order, by every
+// thread: the last step of both row sums below.
 template <int LANES>
 __device__ __forceinline__ float sum_span_partials(float v, int hidden) {
-    __shared__ alignas(16) float partial[kMaxSpans];
-    __shared__ float total;
+    __shared__ float partial[kMaxSpans];
     if (threadIdx.x % LANES == 0) partial[threadIdx.x / LANES] = v;
     __syncthreads();
-    if (threadIdx.x == 0) {
-        const int spans = (hidden + kSpan - 1) / kSpan;
-        const float4 *quad = reinterpret_cast<const float4 *>(partial);
-        float s = 0.0f;
-        int i = 0;
-        for (; i + 4 <= spans; i += 4) {  // 16-byte reads, all in flight before the adds
-            const float4 p = quad[i / 4];
-            s += p.x;
-            s += p.y;
-            s += p.z;
-            s += p.w;
-        }
-        for (; i < spans; ++i) s += partial[i];
-        total = s;
-    }
-    __syncthreads();
-    return total;
+    const int spans = (hidden + kSpan - 1) / kSpan;
+    float s = 0.0f;
+    for (int i = 0; i < spans; ++i) s += partial[i];
+    return s;
 }
 
 template <int XDT, int VEC>
