@@ -589,6 +589,15 @@ def test_options_memo_keeps_types_and_zero_signs(rng):
         minus = call(weight_offset=-0.0).view(np.uint8)
         assert (plus & 0x7F == 0).all() and (minus & 0x7F == 0).all()
         assert ((plus ^ minus) == 0x80).all()
+        # numpy zeros: -0.0 equals and hashes as 0.0, and a review found np.float64(-0.0)
+        # served from np.float64(0.0)'s memo entry (only Python floats kept their sign)
+        for zero, neg in ((np.float64(0.0), np.float64(-0.0)), (np.float32(0.0), np.float32(-0.0))):
+            assert (call(weight_offset=zero).view(np.uint8) == plus).all()
+            assert (call(weight_offset=neg).view(np.uint8) == minus).all()
+    y0 = np.full((2, 128), -0.0, np.float32)
+    for zero, neg in ((0.0, -0.0), (np.float64(0.0), np.float64(-0.0)), (np.float32(0.0), np.float32(-0.0))):
+        assert not np.signbit(gatednorm.rmsnorm_gated(np.ones((2, 128), np.float32), None, y0[0], weight_offset=zero)).any()
+        assert np.signbit(gatednorm.rmsnorm_gated(np.ones((2, 128), np.float32), None, y0[0], weight_offset=neg)).all()
     with pytest.raises(gatednorm.InvalidArgumentError, match="amax_floor"):
         gatednorm.group_quant_fp8(x.reshape(6, 128), amax_floor=0.0)
 

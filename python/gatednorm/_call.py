@@ -996,7 +996,17 @@ def options_key(opts: tuple, signed_zeros: tuple = ()):
     sign (a -0.0 weight offset is not 0.0: w + -0.0 keeps a -0.0 weight's sign).  An
     unhashable option makes the lookup raise TypeError: the wrapper then checks its options
     the slow way, which names the bad one."""
-    return opts + tuple(map(type, opts)) + tuple(math.copysign(1.0, v) if type(v) is float else v for v in signed_zeros)
+    return opts + tuple(map(type, opts)) + tuple(math.copysign(1.0, v) if type(v) is float else _zero_sign(v)
+                                                 for v in signed_zeros)
+
+
+def _zero_sign(v):
+    """A signed zero's sign for any real number type (numpy floats, Decimal: their -0 equals and
+    hashes as 0, a review found numpy's -0.0 offset memoized as +0.0), else v itself."""
+    try:
+        return math.copysign(1.0, v)
+    except TypeError:
+        return v
 
 
 def memo_get(memo: dict, key):
