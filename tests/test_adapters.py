@@ -1137,6 +1137,31 @@ def test_torch_cpu_outputs_under_autograd(rng):
     assert not gatednorm.rmsnorm_gated(x, None, torch.ones(64, requires_grad=True)).requires_grad
 
 
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+def test_torch_cpu_negative_bit_and_nested_are_refused(rng):
+    """A tensor with its negative bit set holds -x in memory (``c.conj().imag`` makes one
+    through public API): it was read raw, every sign flipped (review). Refused as an input
+    and as an output, naming the argument, the output unwritten; resolve_neg() is accepted.
+    A nested tensor raised torch's own RuntimeError (its shape is unreadable)."""
+    torch = _torch_cpu()
+    c = torch.complex(torch.zeros(4, 64), torch.from_numpy(rng.standard_normal((4, 64)).astype(np.float32)))
+    xi = c.conj().imag
+    assert xi.is_neg()
+    w = torch.ones(64)
+    with pytest.raises(gatednorm.GatedNormError, match=r"\bx: a torch tensor with its negative bit set"):
+        gatednorm.rmsnorm_gated(xi, None, w)
+    want = gatednorm.rmsnorm_gated(xi.resolve_neg(), None, w)
+    assert torch.equal(want, gatednorm.rmsnorm_gated(-c.imag, None, w))
+    out_c = torch.complex(torch.zeros(4, 64), torch.full((4, 64), 7.0))
+    out = out_c.conj().imag  # reads -7.0
+    with pytest.raises(gatednorm.GatedNormError, match=r"\bout: a torch tensor with its negative bit set"):
+        gatednorm.rmsnorm_gated(xi.resolve_neg(), None, w, out=out)
+    assert (out_c.imag == 7.0).all()
+    nested = torch.nested.nested_tensor([torch.randn(2, 64), torch.randn(3, 64)])
+    with pytest.raises(gatednorm.GatedNormError, match=r"\bx: a torch tensor of layout"):
+        gatednorm.rmsnorm_gated(nested, None, w)
+
+
 @pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
 def test_torch_cpu_fresh_outputs_follow_each_call(rng):
     """Outputs made for torch inputs (ops_fp8's no-out= path, whose torch dtypes are cached by

@@ -289,12 +289,15 @@ def _from_torch(x, name, writable, sc, i, s, hold):
     dev = x.get_device()  # -1 on the CPU; one call instead of is_cuda + get_device
     if dl is None or (dev < 0 and not x.is_cpu):  # other dtypes or devices: what DLPack says
         return _from_dlpack(x, name, writable, sc, i, s, hold)
-    shape = x.shape
     try:
+        shape = x.shape  # a nested tensor raises here
         ptr = x.data_ptr()
     except RuntimeError as e:  # no strided storage (sparse, nested, ...): torch's own error names no argument
         _fail(name, "a torch tensor of layout %s, whose data cannot be read as a strided array (%s)"
               % (x.layout, str(e).split("\n")[0]))
+    if x.is_neg():  # its memory holds -x (a lazy negation): read raw it flips every sign (review)
+        _fail(name, "a torch tensor with its negative bit set (a lazy negation, e.g. from .conj().imag): its "
+                    "memory holds the values negated; pass %s.resolve_neg()" % name)
     _rank(name, len(shape)).pack_into(sc.mv, i * _DESC_BYTES, ptr, gpu if dev >= 0 else 1, dev if dev >= 0 else 0,
                                       len(shape), dl[0], dl[1], 1, *shape, *x.stride(), 0)
     return sc.ptrs[i]
