@@ -272,3 +272,34 @@ def test_plain_weight_with_gpu_activations_names_w():
     with pytest.raises(gatednorm.InvalidArgumentError) as ei:
         gatednorm.w4a16_matmul(a, w)
     assert ei.value.message.startswith("w: a plain (host) weight, but a is on cuda:0"), ei.value.message
+
+
+class _FailingFinaliser:
+    """Its finaliser makes a failing library call of its own (as a pool handle's might)."""
+    def __del__(self):
+        try:
+            gatednorm.rmsnorm_gated(np.ones((2, 3), np.float32), None, np.ones(5, np.float32))
+        except GatedNormError:
+            pass
+
+
+class _OneShotProducer:
+    """A DLPack producer handing out a fresh view per export, the capsule its only holder."""
+    def __init__(self, a):
+        self.a = a
+
+    def __dlpack__(self, **kw):
+        return from_pointer(self.a.ctypes.data, self.a.shape, self.a.dtype, device="cpu",
+                            owner=_FailingFinaliser()).__dlpack__(**kw)
+
+    def __dlpack_device__(self):
+        return (1, 0)
+
+
+def test_error_message_is_the_failed_calls_own():
+    """The library's message of a failed call is read before the consumed DLPack tensors are
+    released: a deleter (here a finaliser it triggers) that calls the library and fails put
+    its own message, naming another argument, in the error (review)."""
+    x, w = np.ones((4, 8), np.float32), np.ones(8, np.float32)
+    with pytest.raises(GatedNormError, match=r"z: shape \[4, 9\] does not match x's \[4, 8\]"):
+        gatednorm.rmsnorm_gated(x, _OneShotProducer(np.ones((4, 9), np.float32)), w)

@@ -687,8 +687,8 @@ class Entry:
         return Entry(self.function, self.params_type, self.names, outputs, c_names=self.c_names,
                      params_keywords=self._params_keywords, label=self.short)
 
-    def _raise_error(self, status, function):
-        _ffi.raise_error(status, function, self._rename)
+    def _raise_error(self, status, function, message=None):
+        _ffi.raise_error(status, function, self._rename, message)
 
     def _compile_and_call(self, *args, **kw):
         """``call`` until the first call: compiles it (``_compile``, a few ms an entry that
@@ -879,13 +879,16 @@ class Entry:
                   "        if sp is None:",
                   "            sp = stream_ptr(s)",
                   "        st = fn(%s, sp)" % targs,
+                  # the message read before `release`: a producer's deleter (or what it
+                  # frees) may call the library, whose own failure would replace it (review)
+                  "        msg = last_error() if st else None",
                   "    finally:",
                   "        if sc is not None:",
                   "            sc.busy = False",
                   "        if hold:",
                   "            release(hold)",
                   "    if st:",
-                  "        raise_error(st, SHORT)"]
+                  "        raise_error(st, SHORT, msg)"]
         # A DeviceArray output records its pending write once the launch succeeded.
         lines += ["    if w%d is not None:\n        w%d.stream = s" % (i, i) for i, w in enumerate(self.writable) if w]
         lines += [
@@ -895,7 +898,7 @@ class Entry:
                    stream_handle=_runtime.stream_handle, NULL=_NULL, DA=DeviceArray, own_tensor=own_tensor,
                    wait_pending=_wait_pending, New=New, ADAPTER=_type_adapter.get, adapter_for=_adapter_for,
                    SLOTTED=_SLOTTED, scratch_busy=_scratch_busy, STREAMS=_stream_ptrs, stream_ptr=_stream_ptr,
-                   release=release, raise_error=self._raise_error, SHORT=self.short,
+                   release=release, raise_error=self._raise_error, SHORT=self.short, last_error=_ffi.last_error_message,
                    NDARRAY=np.ndarray, FB=_from_buffer, FBW=_from_writable, FN=self._first_call, CA=_CHAR_ARRAY,
                    NPD=_np_descs, FB_ERRORS=_FB_ERRORS,
                    from_numpy=_from_numpy, np_desc=_np_desc, from_cai=_from_cai, read_only=_read_only_output)

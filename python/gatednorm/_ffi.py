@@ -137,15 +137,21 @@ _STATUS_NAMES = {
 INVALID_ARGUMENT = -1
 
 
-def raise_error(status: int, function: str | None = None, rename=None):
+def last_error_message() -> str:
+    """This thread's last-error message from the library ("" before it is loaded)."""
+    if _lib is None:
+        return ""
+    try:
+        return ffi.string(_lib.gatednorm_last_error()).decode("utf-8", "replace")
+    except Exception:  # pragma: no cover
+        return ""
+
+
+def raise_error(status: int, function: str | None = None, rename=None, message: str | None = None):
     """Raise GatedNormError for a failed call, carrying the library's last-error message
-    (through ``rename``, where a wrapper's keywords differ from the C argument names)."""
-    msg = ""
-    if _lib is not None:
-        try:
-            msg = ffi.string(_lib.gatednorm_last_error()).decode("utf-8", "replace")
-        except Exception:  # pragma: no cover
-            msg = ""
+    (``message`` where the caller read it already; through ``rename``, where a wrapper's
+    keywords differ from the C argument names)."""
+    msg = last_error_message() if message is None else message
     if rename is not None:
         msg = rename(msg)
     raise GatedNormError(status, msg, function)
