@@ -303,3 +303,20 @@ def test_error_message_is_the_failed_calls_own():
     x, w = np.ones((4, 8), np.float32), np.ones(8, np.float32)
     with pytest.raises(GatedNormError, match=r"z: shape \[4, 9\] does not match x's \[4, 8\]"):
         gatednorm.rmsnorm_gated(x, _OneShotProducer(np.ones((4, 9), np.float32)), w)
+
+
+@pytest.mark.parametrize("ptr", [3.9, 4096.0, "4096", b"4096", True, np.float64(4096.0), 4096 + 0j])
+def test_from_pointer_refuses_what_is_no_address(ptr):
+    """int() takes floats, strings and bools (3.9 became address 3, "4096" 4096, True stayed
+    the view's pointer; review): refused naming ptr."""
+    with pytest.raises(GatedNormError, match=r"^ptr: an address is an int"):
+        from_pointer(ptr, (4,), "float32", device="cpu")
+
+
+def test_from_pointer_takes_integers_and_int_like_objects():
+    a = np.arange(4, dtype=np.float32)
+    class Pointer:  # hip-python's Pointer: an object with __int__
+        def __int__(self):
+            return a.ctypes.data
+    for ptr in (a.ctypes.data, np.int64(a.ctypes.data), np.uint64(a.ctypes.data), ctypes.c_void_p(a.ctypes.data), Pointer()):
+        np.testing.assert_array_equal(from_pointer(ptr, (4,), "float32", device="cpu", owner=a).numpy(), a)

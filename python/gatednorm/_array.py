@@ -9,6 +9,7 @@ It exports ``__dlpack__``/``__dlpack_device__`` and, for GPU memory,
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -515,8 +516,13 @@ def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> De
     the view shares that array's stream ordering: library writes through either are waited
     for before the other is read on another stream or copied to the host.
     """
-    if isinstance(ptr, int):
+    if type(ptr) is int:
         addr = ptr
+    elif isinstance(ptr, (bool, str, bytes, bytearray)) or (isinstance(ptr, numbers.Number)
+                                                          and not isinstance(ptr, numbers.Integral)):
+        # int() would take them (3.9 -> 3, "4096" -> 4096, True -> 1): none is an address (review)
+        raise argument_error("ptr: an address is an int (or an object with __int__, e.g. hip-python's Pointer); "
+                             "got %s %r" % (type(ptr).__name__, ptr))
     else:
         try:
             addr = int(ptr)
