@@ -409,6 +409,11 @@ def test_jax_ops_w4a16_in_jit(rng, dt):
         (r"^w: expected a gatednorm.jax_ops.W4A16Arrays", lambda: jo.w4a16_matmul(ja, w2)),
         (r"^meta\[1\] \(n\): -1 is outside",
          lambda: jo.w4a16_matmul(ja, jo.W4A16Arrays(wj.qweight, wj.scales, wj.zeros, None, (0, -1) + wj.meta[2:]))),
+        # a float or a string was converted before the check (48.9 -> 48, '48' -> 48; review)
+        (r"^meta\[1\] \(n\): expected an integer, got 48.9",
+         lambda: jo.w4a16_matmul(ja, jo.W4A16Arrays(wj.qweight, wj.scales, wj.zeros, None, (0, 48.9) + wj.meta[2:]))),
+        (r"^meta\[2\] \(k\): expected an integer, got '256'",
+         lambda: jo.w4a16_matmul(ja, jo.W4A16Arrays(wj.qweight, wj.scales, wj.zeros, None, wj.meta[:2] + ("256",) + wj.meta[3:]))),
         (r"^w4a16_gemm: params.group_size: 32, but scales \[48, 4\]",
          lambda: jo.w4a16_matmul(ja, jo.W4A16Arrays(wj.qweight, wj.scales[:, :4], wj.zeros, None, wj.meta))),
     ]

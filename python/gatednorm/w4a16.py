@@ -582,11 +582,29 @@ def weight_meta(w) -> tuple:
     return tuple(int(getattr(w._params, f)) for f in META_FIELDS)
 
 
-def params_from_meta(meta, concrete=int):
+def _meta_name(i):
+    return "meta[%d] (%s)" % (i, META_FIELDS[i]) if i < len(META_FIELDS) else "meta[%d]" % i
+
+
+def meta_ints(meta) -> tuple:
+    """``meta`` as a tuple of Python ints, each checked as an integer naming meta[i] (no float,
+    bool or string converted); its length and ranges are params_from_meta's to check."""
+    try:
+        items = tuple(meta)
+    except TypeError:
+        raise argument_error("meta: expected %d ints (%s), got %r" % (len(META_FIELDS), ", ".join(META_FIELDS), meta)) from None
+    return tuple(v if type(v) is int else _call.integer(_meta_name(i), v) for i, v in enumerate(items))
+
+
+def params_from_meta(meta, concrete=None):
     """gatednorm_w4a16_params holding ``meta`` (one struct per distinct meta, kept); each value
-    range checked here, naming meta[i] (n, k and group_size >= 0, the others int32).
-    ``concrete`` makes each value a Python int (torch_ops' specializes symbolic ints)."""
-    key = tuple(v if type(v) is int else concrete(v) for v in meta)
+    checked here, naming meta[i] (an integer: no float, bool or string is converted; n, k and
+    group_size >= 0, the others int32).  ``concrete``: makes each non-int value a Python int
+    first (torch_ops' specializes symbolic ints)."""
+    if concrete is None:
+        key = meta_ints(meta)
+    else:
+        key = tuple(v if type(v) is int else concrete(v) for v in meta)
     prm = _META_PARAMS.get(key)
     if prm is None:
         if len(key) != len(META_FIELDS):
@@ -594,7 +612,7 @@ def params_from_meta(meta, concrete=int):
                                                                           len(key)))
         fields = {}
         for i, (f, v) in enumerate(zip(META_FIELDS, key)):
-            v = _call.integer("meta[%d] (%s)" % (i, f), v)
+            v = _call.integer(_meta_name(i), v)
             lo, hi = (0, 2 ** 63 - 1) if f in ("n", "k", "group_size") else (-2 ** 31, 2 ** 31 - 1)
             if not lo <= v <= hi:
                 raise argument_error("meta[%d] (%s): %d is outside [%d, %d]" % (i, f, v, lo, hi))
