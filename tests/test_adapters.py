@@ -1047,6 +1047,13 @@ def test_malformed_producers_are_refused_naming_the_argument(xzw):
     refused("x: __cuda_array_interface__ stream", CAIDict(x, stream="abc"), z, w)
     refused("x: no output can be made like it", CAIDict(x, shape=(-4,) + x.shape[1:]), z, w)
     refused("z: __array_interface__ with a mask", x, ArrayIface(z, mask=np.zeros(z.shape, bool)), w)
+
+    class RaisingIface:  # a property that raises: its RuntimeError escaped, naming nothing (review)
+        @property
+        def __array_interface__(self):
+            raise RuntimeError("boom")
+
+    refused("z: bad __array_interface__: RuntimeError: boom", x, RaisingIface(), w)
     out = np.full(SHAPE, NAN, np.float32)
     gatednorm.rmsnorm_gated(x, ArrayIface(z), w, out=out)  # the same interface without a mask: fine
     check_result(out, x, z, w)

@@ -501,7 +501,10 @@ def _from_own(x, name, writable, sc, i, s, hold):
 
 
 def _from_array_iface(x, name, writable, sc, i, s, hold):
-    iface = getattr(x, "__array_interface__", None)
+    try:
+        iface = getattr(x, "__array_interface__", None)
+    except Exception as e:  # a property that raises: its error named no argument (review)
+        raise argument_error("%s: bad __array_interface__: %s: %s" % (name, type(e).__name__, e)) from None
     if isinstance(iface, dict) and iface.get("mask") is not None:  # np.asarray would drop it
         _fail(name, "__array_interface__ with a mask is not supported (the mask would be ignored)")
     try:
