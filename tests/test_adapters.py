@@ -1115,8 +1115,8 @@ def test_torch_cpu_outputs_under_autograd(rng):
     """gatednorm records no autograd: with grad mode on, a tensor it would write that requires
     grad is refused naming the argument, unwritten (the write slipped past autograd: wrong
     gradients, silently; review); any other tensor it writes has its version counter bumped,
-    so a backward that saved it raises as after torch's own in-place ops; under no_grad both
-    are written as asked."""
+    so a backward that saved it raises as after torch's own in-place ops; under no_grad a
+    tensor that requires grad is written as asked."""
     torch = _torch_cpu()
     x = torch.from_numpy(rng.standard_normal((4, 64)).astype(np.float32))
     w = torch.ones(64)
@@ -1193,6 +1193,40 @@ def test_torch_cpu_fresh_outputs_follow_each_call(rng):
                     gatednorm.rmsnorm(torch.zeros(3, 256, dtype=torch.complex32), w)
             with pytest.raises(gatednorm.GatedNormError, match=r"\by_dtype: "):
                 gatednorm.rmsnorm(xs[torch.float32], w, y_dtype="fp7")
+
+
+def test_torch_cpu_written_tensors_bump_their_version_once_after_success(rng):
+    """Every torch tensor the library writes gets one version bump, as torch's in-place ops
+    give it, in every grad mode (no_grad and inference_mode too: a tensor saved for backward
+    and overwritten there was used silently; review), and only once the call succeeded (a
+    refused call bumped it). The bump went through torch's hook given the tensor, which
+    iterates it: one bump a row (O(T) views)."""
+    torch = _torch_cpu()
+    x = torch.from_numpy(rng.standard_normal((6, 64)).astype(np.float32))
+    w = torch.ones(64)
+    a = torch.randn(6, 64, requires_grad=True)
+    for mode in (torch.no_grad, torch.inference_mode):
+        c = torch.randn(6, 64)
+        loss = (a * c).sum()  # mul saved c
+        v = c._version
+        with mode():
+            gatednorm.rmsnorm_gated(x, None, w, out=c)
+        assert c._version == v + 1  # one bump for six rows
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()
+        with mode(), pytest.raises(gatednorm.GatedNormError, match=r"\bweight: "):
+            gatednorm.rmsnorm_gated(x, None, torch.ones(63), out=c)
+        assert c._version == v + 1  # refused: not bumped
+    r = torch.randn(6, 64)
+    v = r._version
+    with torch.no_grad():
+        gatednorm.add_rmsnorm(x, r, w)  # the residual, written in place
+    assert r._version == v + 1
+    with torch.inference_mode():  # inference tensors have no counter; new outputs are not bumped
+        y = gatednorm.rmsnorm_gated(torch.randn(6, 64), None, torch.ones(64))
+        assert y.is_inference()
+    y = gatednorm.rmsnorm_gated(x, None, w)
+    assert y._version == 0
 
 
 def test_torch_cpu_unreadable_layouts_and_fp8_names(rng):

@@ -217,6 +217,23 @@ def test_devicearray_subclass_read_only_output_is_refused():
 
 
 
+def test_devicearray_subclass_output_records_its_write_only_after_success():
+    """A DeviceArray subclass output (the adapter path, not the exact-type one) had its pending
+    stream recorded while its argument was read, so a refused call left a pending write that
+    made later reads wait (review): recorded once the call succeeded, as for DeviceArray."""
+    class Sub(DeviceArray):
+        __slots__ = ()
+    buf = np.full((2, 8), np.nan, np.float32)
+    v = from_pointer(buf.ctypes.data, buf.shape, buf.dtype, device="cpu", owner=buf)
+    s = Sub._view(v._ptr, v._shape, v._estrides, v._dtype, v._devtype, v._devid, buf, v._sync)
+    x = np.ones((2, 8), np.float32)
+    with pytest.raises(gatednorm.InvalidArgumentError, match=r"\bweight: "):
+        gatednorm.rmsnorm_gated(x, None, np.ones(7, np.float32), out=s)
+    assert s._sync.stream is None and np.isnan(buf).all()
+    gatednorm.rmsnorm_gated(x, None, np.ones(8, np.float32), out=s)
+    assert s._sync.stream == 0 and not np.isnan(buf).any()
+
+
 def test_torch_cpu_bool_dtype_is_known():
     torch = pytest.importorskip("torch")
     b = torch.zeros((2, 8), dtype=torch.bool)

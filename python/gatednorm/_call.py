@@ -250,7 +250,7 @@ def _from_numpy_strided(a, name):
     return t
 
 
-_torch_state = None  # (dtype table, gpu device type, current-stream function, is_grad_enabled, _increment_version)
+_torch_state = None  # (dtype table, gpu device type, current-stream function, is_grad_enabled, _torch_bump)
 
 
 def _torch():
@@ -260,31 +260,40 @@ def _torch():
         gpu = _runtime.ROCM if getattr(torch.version, "hip", None) else _runtime.CUDA
         raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)
         cur = raw if raw is not None else (lambda i: torch.cuda.current_stream(i).cuda_stream)
-        # _increment_version: torch's own hook (torch.autograd.graph.increment_version calls it);
-        # a torch without it gets no bump (the requires-grad refusal still holds)
-        bump = getattr(torch._C, "_increment_version", None) or (lambda t: None)
-        _torch_state = (_dtypes.torch_dtype_table(torch), gpu, cur, torch._C.is_grad_enabled, bump)
+        # _increment_version: torch's own hook (torch.autograd.graph.increment_version calls
+        # it), given a list: given a tensor it iterates it, making a view of every row (T
+        # bumps, ~3 us at [1, 24, 128], O(T) beyond; review); a torch without it gets no bump
+        global _torch_bump
+        _torch_bump = getattr(torch._C, "_increment_version", None) or (lambda ts: None)
+        _torch_state = (_dtypes.torch_dtype_table(torch), gpu, cur, torch._C.is_grad_enabled, _torch_bump)
     return _torch_state
 
 
-def _torch_output_under_grad(x, name, bump):
+_torch_bump = None  # torch._C._increment_version once _torch() ran: takes a list of tensors
+
+
+def _torch_output_under_grad(x, name):
     """A tensor the call writes while torch records autograd: gatednorm has none, so one that
-    requires grad is refused (its graph would miss the write: wrong gradients, silently), and
-    any other has its version counter bumped, as torch's own in-place ops do, so a backward
-    that saved it raises instead of using the new values.  (Under no_grad / inference_mode
-    nothing is checked or bumped: a call's host time stays what #11 measures.)"""
+    requires grad is refused (its graph would miss the write: wrong gradients, silently)."""
     if x.requires_grad:
         _fail(name, "a tensor that requires grad, written with torch's grad mode on: gatednorm records no autograd "
                     "(its outputs never require grad); call it under torch.no_grad() or torch.inference_mode(), "
                     "or pass a tensor that does not require grad")
-    if not x.is_inference():
-        bump(x)
+
+
+def _torch_written(tensors):
+    """After a call that wrote these torch tensors: their version counters bumped, as torch's
+    own in-place ops do in every grad mode, so a backward that saved one raises instead of
+    using the new values (an inference tensor has no counter: the hook passes it over).  Once
+    the call succeeded, not before: a refused call leaves them as they were (review).  One
+    hook call for all of a call's outputs."""
+    _torch_bump(tensors)  # set: they were read through _from_torch, which ran _torch()
 
 
 def _from_torch(x, name, writable, sc, i, s, hold):
-    table, gpu, _, grad_on, bump = _torch_state or _torch()
+    table, gpu, _, grad_on, _ = _torch_state or _torch()
     if writable and grad_on():
-        _torch_output_under_grad(x, name, bump)
+        _torch_output_under_grad(x, name)
     dl = table.get(x.dtype)
     dev = x.get_device()  # -1 on the CPU; one call instead of is_cuda + get_device
     if dl is None or (dev < 0 and not x.is_cpu):  # other dtypes or devices: what DLPack says
@@ -495,9 +504,7 @@ def _from_own(x, name, writable, sc, i, s, hold):
     ps = sync.stream
     if ps is not None and ps != s:  # written on another stream and not yet waited for
         _wait_pending(x, sync)
-    if writable:
-        sync.stream = s
-    return t
+    return t  # a written one's pending stream is recorded by Entry.call once the call succeeded
 
 
 def _from_array_iface(x, name, writable, sc, i, s, hold):
@@ -576,6 +583,8 @@ def convert(x, name: str, s: int, hold: list, writable: bool):
     _ensure_layout()
     sc = _Scratch()
     t = _adapter_for(x)(x, name, writable, sc, 0, s, hold)
+    if writable and isinstance(x, DeviceArray):  # the caller writes it next (Entry.call: after success)
+        x._sync.stream = s
     if t is sc.ptrs[0]:
         t = ffi.new("gatednorm_tensor *", t[0])
     return t
@@ -828,6 +837,7 @@ class Entry:
                  "    hold = []",
                  "    try:"]
         lines += ["        w%d = None" % i for i, w in enumerate(self.writable) if w]
+        lines += ["        g%d = a%d" % (i, i) for i, w in enumerate(self.writable) if w]
         for i, (name, w) in enumerate(zip(self.names, self.writable)):
             prev_a = "(%s,)" % ", ".join("a%d" % j for j in range(i)) if i else "()"
             prev_t = "(%s,)" % ", ".join("t%d" % j for j in range(i)) if i else "()"
@@ -874,6 +884,9 @@ class Entry:
                           "                t0 = f(a0, %r, %r, sc, 0, s, hold)" % (name, w)]
             else:
                 lines += ["            t%d = f(a%d, %r, %r, sc, %d, s, hold)" % (i, i, name, w, i)]
+            if w:  # a DeviceArray subclass: its pending write recorded after success, as DA's
+                lines += ["            if f is FROM_OWN:",
+                          "                w%d = a%d._sync" % (i, i)]
         targs = ", ".join("t%d" % i for i in range(n))
         if self.params_type is not None:
             targs += ", NULL if params is None else params"
@@ -892,12 +905,22 @@ class Entry:
                   "            release(hold)",
                   "    if st:",
                   "        raise_error(st, SHORT, msg)"]
-        # A DeviceArray output records its pending write once the launch succeeded.
+        # A DeviceArray output records its pending write once the launch succeeded; a torch
+        # output's version counter is bumped then (_torch_written).
         lines += ["    if w%d is not None:\n        w%d.stream = s" % (i, i) for i, w in enumerate(self.writable) if w]
+        outs = [i for i, w in enumerate(self.writable) if w]
+        if outs:  # g: as given (a New's output is fresh: nothing to bump)
+            lines += ["    bt = None"]
+            for i in outs:
+                lines += ["    if g%d is a%d and KINDS.get(type(a%d)) == TORCH:" % (i, i, i),
+                          "        bt = [a%d] if bt is None else bt + [a%d]" % (i, i)]
+            lines += ["    if bt is not None:", "        torch_written(bt)"]
         lines += [
 
                   "    return [%s]" % ", ".join("a%d" % j for j in self._out_index)]
-        env = dict(E=self, KINDS=_kind_cache, NUMPY=NUMPY, OWN=OWN, resolve_stream=resolve_stream,
+        env = dict(E=self, KINDS=_kind_cache, NUMPY=NUMPY, OWN=OWN, TORCH=TORCH, torch_written=_torch_written,
+                   FROM_OWN=_from_own,
+                   resolve_stream=resolve_stream,
                    stream_handle=_runtime.stream_handle, NULL=_NULL, DA=DeviceArray, own_tensor=own_tensor,
                    wait_pending=_wait_pending, New=New, ADAPTER=_type_adapter.get, adapter_for=_adapter_for,
                    SLOTTED=_SLOTTED, scratch_busy=_scratch_busy, STREAMS=_stream_ptrs, stream_ptr=_stream_ptr,
