@@ -82,6 +82,21 @@ def test_gptq(rng, version, dtype):
     np.testing.assert_array_equal(w.dequantize(DT[dtype]), expected_w16(q, z, s, g, DT[dtype]))
 
 
+def test_gptq_config_group_size_above_k_is_per_channel(rng):
+    """A layer narrower than the config's group size (K = 64 at group_size 128): quantizers
+    write ceil(K / G) = 1 group, per channel; passing the config's group_size refused it as a
+    partial group (review). Read as G = K, what it is; two groups there still refused."""
+    n, k = 16, 64
+    q, z, s = rand_quant(rng, n, k, k, zlo=1)
+    args = (pack8(q.T, 0), pack8((z - 1).T, 1), s.T)
+    w = gatednorm.W4A16Weight.from_gptq(*args, group_size=128)
+    assert w.group_size == k
+    np.testing.assert_array_equal(w.dequantize(BF16), expected_w16(q, z, s, k, BF16))
+    q2, z2, s2 = rand_quant(rng, n, k, k // 2, zlo=1)
+    with pytest.raises(gatednorm.GatedNormError, match="^group_size: K = 64 is not a multiple of 128"):
+        gatednorm.W4A16Weight.from_gptq(pack8(q2.T, 0), pack8((z2 - 1).T, 1), s2.T, group_size=128)
+
+
 def test_gptq_v1_zero_point_0_borrows_word_wise(rng):
     """A v1 zero point of 0, as GPTQModel writes it (whole-int32 subtraction: the slot holds
     15 and the slot above is one lower), reads back exactly (it raised, saying version=2)."""
@@ -854,6 +869,32 @@ def test_bad_k_and_shapes(rng):
     _expect_error(lambda: gatednorm.w4a16_matmul(a, w, np.ones(31, np.float32), out=out), "bias", out)
     with pytest.raises(gatednorm.GatedNormError, match="w: expected a gatednorm.W4A16Weight"):
         gatednorm.w4a16_matmul(a, object())
+
+
+def test_scales_that_overflow_fp16_are_refused_for_fp16_activations(rng):
+    """A finite bf16 scale beyond fp16's range (1e5) became inf when rounded for fp16
+    activations: its group dequantized to inf and the outputs to NaN (review). Refused naming
+    scales wherever fp16 is asked (dequantize, the GEMM, prepack), out untouched; bf16 fine."""
+    q, z, s = rand_quant(rng, 8, 64, 32, sdtype=BF16)
+    s[3, 1] = 1e5
+    plain = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8)  # low nibble first
+    w = gatednorm.W4A16Weight(plain, s, z.astype(np.uint8))
+    for call in (lambda: w.dequantize("float16"), lambda: w.prepack_host("cuda_mma", "float16")):
+        with pytest.raises(gatednorm.GatedNormError, match=r"^scales: scale at \(3, 1\) .* overflows float16"):
+            call()
+    out = np.empty((2, 8), F16)
+    _expect_error(lambda: gatednorm.w4a16_matmul(np.ones((2, 64), F16), w, out=out), "scales: scale at", out)
+    assert np.isfinite(w.dequantize("bfloat16")).all()
+    assert np.isfinite(gatednorm.w4a16_matmul(np.ones((2, 64), BF16), w).astype(np.float32)).all()
+
+
+def test_odd_k_names_the_argument_it_came_from(rng):
+    """An odd K (two codes a byte) was reported as "K: ...", naming no argument (review)."""
+    ws = np.zeros((8, 255 // 8 + 1), np.int32)  # packed along K: ceil(255 / 8) words a row
+    with pytest.raises(gatednorm.GatedNormError, match=r"^weight_shape: K = 255 is odd"):
+        gatednorm.W4A16Weight.from_compressed_tensors(ws, np.ones((8, 1), np.float32), weight_shape=[8, 255])
+    with pytest.raises(gatednorm.GatedNormError, match=r"^W: K = 63 is odd"):
+        gatednorm.W4A16Weight.from_float(rng.standard_normal((8, 63)).astype(np.float32), -1, False)
 
 
 def test_k_not_multiple_of_group_rejected(rng):

@@ -45,7 +45,8 @@ def _native(x):
 
 def _checkpoint_groups(k, ngroups, group_size, name):
     """G of a checkpoint whose scales hold ``ngroups`` groups over K, with the quantization
-    config's ``group_size`` when given (-1 or K: per channel).  Quantizers write ceil(K / G)
+    config's ``group_size`` when given (-1 or K: per channel; above K, one group: per channel,
+    as a quantizer writes ceil(K / G) = 1 group there).  Quantizers write ceil(K / G)
     groups, a partial last one when G does not divide K, which this layout cannot hold: such a
     weight is refused, never read with G = K / ngroups (K = 960 at G = 128 has 8 groups, which
     read as G = 120 misplaced 224 of every 1600 weights).  Without group_size, a G that is not
@@ -55,6 +56,8 @@ def _checkpoint_groups(k, ngroups, group_size, name):
         g = k if g == -1 else g
         if g < 1:
             raise argument_error("group_size: expected a positive group size or -1 (per channel), got %r" % (group_size,))
+        if g > k and ngroups == 1:  # ceil(K / G) = 1 group: the config's G over a narrow layer is per channel (review)
+            g = k
         if k % g:
             raise argument_error("group_size: K = %d is not a multiple of %d: the checkpoint's last group is partial "
                                  "(ceil(K/G) groups), which this library's layout cannot hold" % (k, g))
@@ -109,11 +112,12 @@ def _act_order(codes, g_idx, groups, name):
     return codes[:, order], order
 
 
-def _pack_plain(codes):
-    """int codes [N, K] (0..15) -> plain uint8 [N, K/2], low nibble first."""
+def _pack_plain(codes, name):
+    """int codes [N, K] (0..15) -> plain uint8 [N, K/2], low nibble first; ``name``: the
+    argument K came from, for the error."""
     codes = np.asarray(codes, np.uint8)
     if codes.shape[1] % 2:
-        raise argument_error("K: %d is odd; the plain layout packs two codes per byte" % codes.shape[1])
+        raise argument_error("%s: K = %d is odd; the plain layout packs two codes per byte" % (name, codes.shape[1]))
     return (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
 
 
@@ -296,7 +300,7 @@ class W4A16Weight:
         if not np.isfinite(s).all():
             raise argument_error("W: a group's scale overflows float32 (|W| up to %g): such weights have no W4A16 form"
                                  % np.abs(w).max())
-        return cls(_pack_plain(q.reshape(n, k).astype(np.uint8)), s, z)
+        return cls(_pack_plain(q.reshape(n, k).astype(np.uint8), "W"), s, z)
 
     @classmethod
     def from_gptq(cls, qweight, qzeros, scales, g_idx=None, version=1, symmetric=None, group_size=None):
@@ -316,12 +320,14 @@ class W4A16Weight:
         * ``version=2`` (``checkpoint_format: gptq_v2``: GPTQModel with ``format="gptq_v2"``,
           asymmetric optimum exports): qzeros store ``z``.
 
-        The version is never guessed: pass ``2`` when the checkpoint's quantization config
-        (``quantize_config.json``, or ``quantization_config`` in ``config.json``) says
-        ``checkpoint_format: gptq_v2``, else ``1`` (vLLM's rule).  A checkpoint read under the
-        other version has every zero point off by one, so the symptoms that can be seen are
-        checked: ``version=1`` decoding every zero point to 9 (v2's symmetric 0x88888888) and
-        ``version=2`` decoding every one to 7 (v1's symmetric 0x77777777) warn.  For a
+        The tensors cannot say their version, and the library does not guess it: ``version``
+        is 1 unless given (vLLM's rule: 2 exactly where the checkpoint's quantization config,
+        ``quantize_config.json`` or ``quantization_config`` in ``config.json``, says
+        ``checkpoint_format: gptq_v2``), so pass ``version=2`` for those.  A checkpoint read
+        under the other version has every zero point off by one; only some of that shows, and
+        it warns: ``version=1`` decoding every zero point to 9 (v2's symmetric 0x88888888),
+        ``version=2`` decoding every one to 7 (v1's symmetric 0x77777777).  An asymmetric v2
+        checkpoint read as v1 shows nothing: its config is the only witness.  For a
         symmetric checkpoint pass ``symmetric=quantize_config["sym"]``: ``True`` requires every
         zero point to be 8 (so a symmetric checkpoint under the wrong version raises) and drops
         them; None keeps them.
@@ -360,8 +366,10 @@ class W4A16Weight:
                 warnings.warn("from_gptq(version=1): %d zero-point slots of qzeros hold 15, a zero point of 0 "
                               "stored as z - 1 with a borrow from the slot above (GPTQModel's v1 writer); decoded "
                               "word-wise, which inverts that writer, while readers adding 1 slot by slot (vLLM's "
-                              "GPTQ kernels, AutoGPTQ) read those int32s differently. If the checkpoint's "
-                              "checkpoint_format is gptq_v2, pass version=2" % borrowed, stacklevel=2)
+                              "GPTQ kernels, AutoGPTQ) read those int32s differently. A writer that ORs z - 1 into "
+                              "the word (AutoGPTQ's pack) instead set every slot above to 15, which no reader can "
+                              "undo: such a checkpoint is wrong in those slots whatever reads it. If the "
+                              "checkpoint's checkpoint_format is gptq_v2, pass version=2" % borrowed, stacklevel=2)
         z = zs[:, :n].astype(np.int64)
         if version == 1 and np.all(z == 9):
             warnings.warn("from_gptq(version=1): every zero point is 9, as a symmetric GPTQ v2 checkpoint (qzeros "
@@ -377,7 +385,7 @@ class W4A16Weight:
             if not np.all(z_nk == 8):
                 raise argument_error("symmetric: True, but the zero points are not all 8")
             z_nk = None
-        return cls(_pack_plain(codes), s_nk, z_nk, perm=perm)
+        return cls(_pack_plain(codes, "qweight"), s_nk, z_nk, perm=perm)
 
     @classmethod
     def from_awq(cls, qweight, qzeros, scales, group_size=None):
@@ -402,7 +410,7 @@ class W4A16Weight:
         z = unpack(qzeros, "qzeros")
         if z.shape != s.shape:
             raise argument_error("qzeros: expected [K/G, N/8] = [%d, %d], got %s" % (s.shape[0], n // 8, np.shape(qzeros)))
-        return cls(_pack_plain(codes.T), np.ascontiguousarray(s.T), np.ascontiguousarray(z.T))
+        return cls(_pack_plain(codes.T, "qweight"), np.ascontiguousarray(s.T), np.ascontiguousarray(z.T))
 
     @classmethod
     def from_compressed_tensors(cls, weight_packed, weight_scale, weight_zero_point=None, weight_shape=None,
@@ -440,7 +448,7 @@ class W4A16Weight:
                                  % ((n + 7) // 8, s.shape[1], np.shape(weight_zero_point)))
             z = np.ascontiguousarray(zp[:n])
         codes, perm = _act_order(codes, weight_g_idx, s.shape[1], "weight_g_idx")
-        return cls(_pack_plain(codes), s, z, perm=perm)
+        return cls(_pack_plain(codes, "weight_shape"), s, z, perm=perm)
 
     # ---------------------------------------------------------------------------- views
     def to_plain(self):
@@ -455,12 +463,29 @@ class W4A16Weight:
         ``a @ w.dequantize()`` is the GEMM's exact-math result."""
         from .reference import w4a16_dequantize
 
-        w = w4a16_dequantize(self.q, self.scales, self.zeros, _act_dtype(dtype)).astype(np.float32)
+        dt = _act_dtype(dtype)
+        self._check_scales_fit(dt)
+        w = w4a16_dequantize(self.q, self.scales, self.zeros, dt).astype(np.float32)
         if self.perm is not None:
             out = np.empty_like(w)
             out[self.perm] = w
             w = out
         return w
+
+    def _check_scales_fit(self, dt):
+        """Refuse, naming scales, a weight whose scales overflow the activations' dtype when
+        rounded into it (a bf16 or fp32 scale past fp16's 65504 with fp16 activations: every
+        weight of its group inf, its outputs NaN; import had checked only that they are finite
+        in fp32; review).  Once per weight and dtype."""
+        fits = self.__dict__.setdefault("_scales_fit", {})
+        if dt.name not in fits:
+            with np.errstate(over="ignore"):  # the overflow is what is looked for
+                ok = np.isfinite(np.asarray(self.scales, np.float32).astype(dt))
+            if not ok.all():
+                bad = tuple(int(i) for i in np.argwhere(~ok)[0])
+                raise argument_error("scales: scale at %s (%s) overflows %s, the activations' dtype it is rounded to: its "
+                                     "group would dequantize to inf" % (bad, self.scales[bad], dt.name))
+            fits[dt.name] = True
 
     def _describe(self, params):
         params.n, params.k, params.group_size = self.n, self.k, self.group_size
@@ -474,6 +499,7 @@ class W4A16Weight:
         dt = _act_dtype(dtype)  # checked on the CPU too, where the plain layout serves both
         if dev is None:
             return self._copy()
+        self._check_scales_fit(dt)
         lib = _ffi._lib or _ffi.load()
         q = DeviceArray.from_numpy(self.q, device=dev)
         s = DeviceArray.from_numpy(self.scales, device=dev)
@@ -499,6 +525,7 @@ class W4A16Weight:
         """The tiled layout made on the host for ``target`` (a TARGETS name): a host weight
         the CPU backend reads back (what the tests use to check the layout without a GPU)."""
         dt = _act_dtype(dtype)
+        self._check_scales_fit(dt)
         lib = _ffi._lib or _ffi.load()
         prm = _new_params(lib)
         prm.dtype = _W4DT_NAMES[dt.name]
@@ -676,6 +703,9 @@ def w4a16_matmul(a, w, bias=None, out=None, *, out_dtype=None, workspace=None, s
         if dev[0] != _runtime.CPU:  # the C layer would say only that the devices differ
             raise argument_error("w: a plain (host) weight, but a is on %s; prepack it for the GPU with "
                                  "w.to(%r) first" % (_runtime.device_str(*dev), _runtime.device_str(*dev)))
+        adt = _call.dtype_of(ad, "a")
+        if adt is not None and adt.name in _W4DT_NAMES:  # others: the C call names a's dtype
+            w._check_scales_fit(adt)
         return gemm(a, ad, w.n, (w.q, w.scales, w.zeros), _GEMM.params(), bias, out, out_dtype, workspace, stream)
     prm = (w._params_pdl or _pdl_params(w)) if use_pdl else w._params
     return gemm(a, ad, w.n, (w._packed, None, None), prm, bias, out, out_dtype, workspace, stream)
