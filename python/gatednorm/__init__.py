@@ -57,7 +57,7 @@ __all__ = [
     "get_library",
 ]
 
-__version__ = "0.5.0"
+__version__ = "0.5.1"
 
 
 def _pkg() -> _Path:
