@@ -1434,6 +1434,56 @@ def test_torch_cpu_custom_ops_residual_aliasing_any_backend(rng):
                 assert torch.equal(got[1].view(torch.uint8), want.q.view(torch.uint8)) and torch.equal(got[2], want.scales)
 
 
+def test_torch_cpu_custom_ops_weight_or_buffer_aliasing_any_backend(rng):
+    """A weight that is a row of the residual, and an x and residual that are two storages over
+    one buffer: the function refuses both overlaps, and the custom op computed or refused by
+    backend (eager and inductor refused, aot_eager's copies computed; review). The op copies
+    what meets the residual's memory (by address ranges), so every backend computes what the
+    copies compute."""
+    torch = _torch_cpu()
+    import gatednorm.torch_ops  # noqa: F401
+
+    ops = torch.ops.gatednorm
+    H = 256
+    r0 = torch.randn(4, H, generator=torch.Generator().manual_seed(5)) + 3.0
+    buf0 = torch.randn(5 * H, generator=torch.Generator().manual_seed(6)).numpy()
+    want_res = r0.clone()
+    want = gatednorm.add_rmsnorm(torch.ones(4, H), want_res, r0[0].clone())
+    arr = buf0.copy()
+    want_res2 = torch.from_numpy(arr[:4 * H].copy()).view(4, H)
+    want2 = gatednorm.add_rmsnorm(torch.from_numpy(arr[H:].copy()).view(4, H), want_res2, torch.ones(H))
+    for backend in (None, "aot_eager"):
+        torch._dynamo.reset()
+        call = (lambda f: f) if backend is None else (lambda f: torch.compile(f, fullgraph=True, backend=backend))
+        r = r0.clone()
+        y = call(lambda t: ops.add_rmsnorm(torch.ones(4, H), t, t[0]))(r)
+        assert torch.equal(r, want_res) and torch.equal(y, want.y), backend
+        arr = buf0.copy()
+        x, r = torch.from_numpy(arr[H:]).view(4, H), torch.from_numpy(arr[:4 * H]).view(4, H)
+        y = call(lambda a, b: ops.add_rmsnorm(a, b, torch.ones(H)))(x, r)
+        assert torch.equal(r, want_res2) and torch.equal(y, want2.y), backend
+
+
+def test_torch_cpu_w4a16_linear_refuses_scales_that_overflow_its_dtype(rng):
+    """W4A16Linear goes through the op over raw parts, which has no scale check: a scale past
+    fp16's range gave NaN outputs where w4a16_matmul refuses (review). Judged on the weight
+    when the module is made, raised for fp16 inputs, eager and compiled; bf16 inputs run."""
+    torch = _torch_cpu()
+    from gatednorm import torch_ops
+
+    q = rng.integers(0, 256, (8, 64), dtype=np.uint8)  # plain: two codes a byte, K = 128
+    w = gatednorm.W4A16Weight(q, np.full((8, 1), 1e5, np.float32), None)
+    lin = torch_ops.W4A16Linear(w)
+    x = torch.randn(2, 128)
+    with pytest.raises(gatednorm.GatedNormError, match=r"^scales: .* overflows float16"):
+        lin(x.to(torch.float16))
+    assert torch.isfinite(lin(x.to(torch.bfloat16)).float()).all()
+    compiled = torch.compile(lin, fullgraph=True, backend="eager")
+    with pytest.raises(Exception, match=r"scales: .* overflows float16"):  # torch wraps what tracing raises
+        compiled(x.to(torch.float16))
+    assert torch.isfinite(compiled(x.to(torch.bfloat16)).float()).all()
+
+
 def test_torch_cpu_w4a16_linear_module(rng):
     """torch_ops.W4A16Linear: x [..., K] -> [..., N] with the bits of gatednorm.w4a16_matmul on
     the flattened rows (bias included, act-order weight included), eager, compiled and

@@ -49,7 +49,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import ops, ops_fp8
+from . import _dtypes, ops, ops_fp8
+from ._ffi import GatedNormError
 
 __all__ = ["rmsnorm_gated", "rmsnorm_gated_fp8", "rmsnorm_gated_fp8_copy", "rmsnorm", "add_rmsnorm", "rmsnorm_fp8",
            "rmsnorm_fp8_copy", "add_rmsnorm_fp8", "add_rmsnorm_fp8_copy", "group_quant_fp8",
@@ -163,22 +164,39 @@ def _(x, weight, eps=1e-6, weight_offset=0.0, y_dtype=None):
     return _fake_16(x, y_dtype)
 
 
-def _unaliased(x, residual):
-    """x, or a copy of it where it shares memory with residual.  An op's arguments are values:
-    add_rmsnorm(r, r, w) is r + r, stored in r.  The function refuses the overlap (it would
-    read what it writes); compiled, whether x arrives as r itself depends on the backend
-    (aot_eager passes a copy, inductor's reinplacing r), so the op makes the copy itself and
-    every mode computes the same."""
-    if x.untyped_storage().data_ptr() == residual.untyped_storage().data_ptr() and x.numel() and residual.numel():
-        return x.clone()
-    return x
+def _span(t):
+    """[first, last) byte addresses tensor t's elements can touch (empty: None)."""
+    if t.numel() == 0:
+        return None
+    size = t.element_size()
+    lo = hi = t.data_ptr()
+    for n, st in zip(t.shape, t.stride()):
+        if st < 0:
+            lo += (n - 1) * st * size
+        else:
+            hi += (n - 1) * st * size
+    return lo, hi + size
+
+
+def _unaliased(t, residual):
+    """t (x or the weight), or a copy of it where its memory meets residual's.  An op's
+    arguments are values: add_rmsnorm(r, r, w) is r + r, stored in r.  The function refuses
+    the overlap (it would read what it writes); compiled, whether t arrives as r itself
+    depends on the backend (aot_eager passes a copy, inductor's reinplacing r), so the op
+    makes the copy itself and every mode computes the same.  By address ranges, not storage
+    identity: two storages over one buffer (from_numpy of two slices) met unseen, and the
+    weight was not checked at all (review)."""
+    a, b = _span(t), _span(residual)
+    if a is not None and b is not None and a[0] < b[1] and b[0] < a[1]:
+        return t.clone()
+    return t
 
 
 @torch.library.custom_op(_LIB + "::add_rmsnorm", mutates_args=("residual",))
 def add_rmsnorm(x: Tensor, residual: Tensor, weight: Tensor, eps: float = 1e-6, weight_offset: float = 0.0,
                 y_dtype: Optional[torch.dtype] = None) -> Tensor:
-    return ops_fp8.add_rmsnorm(_unaliased(x, residual), residual, weight, eps=eps, weight_offset=weight_offset,
-                               y_dtype=y_dtype).y
+    return ops_fp8.add_rmsnorm(_unaliased(x, residual), residual, _unaliased(weight, residual), eps=eps,
+                               weight_offset=weight_offset, y_dtype=y_dtype).y
 
 
 @add_rmsnorm.register_fake
@@ -191,6 +209,7 @@ def _norm_fp8(x, residual, weight, eps, weight_offset, group_size, fp8_format, f
     # One call of the Python function with fp8=True (and y when asked): its NormOutputs.
     f = ops_fp8.rmsnorm if residual is None else ops_fp8.add_rmsnorm
     args = (x,) if residual is None else (_unaliased(x, residual), residual)
+    weight = weight if residual is None else _unaliased(weight, residual)
     return f(*args, weight, eps=eps, weight_offset=weight_offset, y=y, y_dtype=y_dtype, fp8=True,
              group_size=group_size, fp8_format=fp8_format, fp8_max=fp8_max, amax_floor=amax_floor,
              scale_format=scale_format, scale_layout=scale_layout, quantize_rounded=quantize_rounded)
@@ -366,8 +385,23 @@ class W4A16Linear(torch.nn.Module):
         self.in_features, self.out_features = weight.k, weight.n
         for name, t in (("qweight", qweight), ("scales", scales), ("zeros", zeros), ("perm", perm), ("bias", bias)):
             self.register_buffer(name, t)
+        # The activation dtypes the scales fit, judged here on the weight (w4a16_matmul's check;
+        # the op over raw parts has none: a scale past fp16's range gave NaN outputs; review).
+        self._fits = {}
+        for dt in (torch.bfloat16, torch.float16):
+            try:
+                weight._check_scales_fit(np.dtype(_dtypes.bfloat16) if dt is torch.bfloat16 else np.dtype(np.float16))
+                self._fits[dt] = None
+            except GatedNormError as e:
+                self._fits[dt] = e
 
     def forward(self, x):
+        err = self._fits.get(x.dtype)  # x's dtype is static under compile: no graph break
+        if err is not None:
+            if torch.compiler.is_compiling():  # dynamo cannot trace a raise; torch._check can
+                msg = err.message  # a string constant for the message closure
+                torch._check(False, lambda: msg)
+            raise err
         lead = x.shape[:-1]
         y = torch.ops.gatednorm.w4a16_matmul(x.reshape(-1, self.in_features), self.qweight, self.scales, self.zeros,
                                              self.perm, self.meta, self.bias)
@@ -418,7 +452,7 @@ def _allreduce_norm(x, residual, weight, group, eps, weight_offset, fp8, y, y_dt
                     fp8_max=None, amax_floor=1e-10, scale_format="fp32", scale_layout="row", quantize_rounded=False):
     g = _group(group)
     try:
-        x = _unaliased(x, residual)
+        x, weight = _unaliased(x, residual), _unaliased(weight, residual)
     except Exception:
         g._count_refused()  # refused before add_rmsnorm: counted as its own refusals are
         raise
