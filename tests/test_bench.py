@@ -16,6 +16,9 @@ import time
 import numpy as np
 import pytest
 
+import gatednorm
+from gatednorm import bench
+
 FAKE_GPU = Path(__file__).parent / "fake_gpu"
 
 
@@ -589,3 +592,60 @@ def test_compile_static_is_opt_in(tmp_path):
         assert "faster than compile or compile_static at every T" in proc.stdout
     proc, _ = _fake_gpu_run(tmp_path, *flags, "--peers", "no_such_peer")
     assert proc.returncode != 0 and "--peers: no_such_peer not declared" in proc.stderr
+
+
+def _unsampled_row(T, seed):
+    picked = set(bench._sample(T, seed).tolist())
+    return next(i for i in range(T) if i not in picked)
+
+
+def test_ours_verdict_scans_every_output_whole(rng):
+    """A row of scales, of the bf16 copy or of the residual left unwritten, in a row the
+    sampled check does not read, passed ours' check (only the first output was scanned whole;
+    review): every poisoned output is scanned, and the stored residual is compared whole."""
+    op = bench.OPS["group_quant_fp8"]
+    T = 4096
+    c = op.make_numpy_inputs("col", (T,), rng)
+    op.poison(c)
+    op.ours(gatednorm, c)()
+    assert op.ours_verdict(c)[1]
+    c["scales"][_unsampled_row(T, T), :] = np.nan
+    assert not op.ours_verdict(c)[1]
+
+    op = bench.OPS["rmsnorm_gated_fp8"]
+    T, H = 2048, 24
+    c = op.make_numpy_inputs("dual_bf16", (T, H), rng)
+    op.poison(c)
+    op.ours(gatednorm, c)()
+    assert op.ours_verdict(c)[1]
+    c["y"][_unsampled_row(T, T * 1000 + H)] = np.nan
+    assert not op.ours_verdict(c)[1]
+
+    op = bench.OPS["add_rmsnorm"]
+    T, h = 2048, 2048
+    c = op.make_numpy_inputs("fp8_bf16", (T, h), rng)
+    op.poison(c)
+    op.ours(gatednorm, c)()
+    assert op.ours_verdict(c)[1]
+    i = _unsampled_row(T, T * 10000 + h)
+    c["residual"][i] = c["residual0"][i]  # the sum not stored in one row
+    assert not op.ours_verdict(c)[1]
+
+
+def test_target_line_fails_on_a_row_whose_check_failed():
+    """A target line judged a fast row whose output failed its check as a pass (review)."""
+    rows = [{"variant": "v", "T": 1, "x": 2.0, "ours_ok": True}, {"variant": "v", "T": 2, "x": 3.0, "ours_ok": False}]
+    t = bench._worst("x >= 1", "test", rows, lambda r: r["x"], 1.0)
+    assert t["pass"] is False and "ours failed its check at variant=v T=2" in t["shown"]
+
+
+def test_kernel_hooks_are_cleared_while_the_bench_runs_and_put_back(monkeypatch):
+    """A mode's hook variable stayed set after its call and after the run; one set before the
+    run reached the timed calls (review)."""
+    monkeypatch.setenv("GATEDNORM_ROW_VEC", "16")
+    seen = []
+    f = bench._with_kernel_env("GATEDNORM_ROW_VEC", "vec8", lambda: seen.append(os.environ.get("GATEDNORM_ROW_VEC")))
+    monkeypatch.setattr(bench, "_run", lambda *a: (seen.append(os.environ.get("GATEDNORM_ROW_VEC")), f(),
+                                                   seen.append(os.environ.get("GATEDNORM_ROW_VEC"))))
+    bench.run(cpu=True)
+    assert seen == [None, "8", None] and os.environ["GATEDNORM_ROW_VEC"] == "16"

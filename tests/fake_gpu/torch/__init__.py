@@ -279,6 +279,14 @@ class Tensor:
     def __neg__(self):
         return _compute(np.negative, self)
 
+    def __eq__(self, o):
+        return Tensor(np.equal(self._a, _np_of(o)), self._dev)
+
+    __hash__ = object.__hash__
+
+    def item(self):
+        return self._a.item()
+
 
 # ------------------------------------------------------------------------ factories
 class Generator:
@@ -348,6 +356,10 @@ def matmul(a, b):
 
 def rsqrt(t):
     return _compute(lambda a: 1.0 / np.sqrt(a), t)
+
+
+def equal(a, b):
+    return builtins.bool(a._a.shape == b._a.shape and np.array_equal(a._a, b._a))
 
 
 def isnan(t):
