@@ -599,36 +599,32 @@ def _unsampled_row(T, seed):
     return next(i for i in range(T) if i not in picked)
 
 
-def test_ours_verdict_scans_every_output_whole(rng):
+def _unset_scales_row(c, i):
+    c["scales"][i, :] = np.nan
+
+
+def _unset_y_row(c, i):
+    c["y"][i] = np.nan
+
+
+def _unstored_residual_row(c, i):
+    c["residual"][i] = c["residual0"][i]  # the sum not stored in one row
+
+
+@pytest.mark.parametrize("name, variant, shape, seed, corrupt", [
+    ("group_quant_fp8", "col", (4096,), 4096, _unset_scales_row),
+    ("rmsnorm_gated_fp8", "dual_bf16", (2048, 24), 2048 * 1000 + 24, _unset_y_row),
+    ("add_rmsnorm", "fp8_bf16", (2048, 2048), 2048 * 10000 + 2048, _unstored_residual_row)])
+def test_ours_verdict_scans_every_output_whole(rng, name, variant, shape, seed, corrupt):
     """A row of scales, of the bf16 copy or of the residual left unwritten, in a row the
     sampled check does not read, passed ours' check (only the first output was scanned whole;
     review): every poisoned output is scanned, and the stored residual is compared whole."""
-    op = bench.OPS["group_quant_fp8"]
-    T = 4096
-    c = op.make_numpy_inputs("col", (T,), rng)
+    op = bench.OPS[name]
+    c = op.make_numpy_inputs(variant, shape, rng)
     op.poison(c)
     op.ours(gatednorm, c)()
     assert op.ours_verdict(c)[1]
-    c["scales"][_unsampled_row(T, T), :] = np.nan
-    assert not op.ours_verdict(c)[1]
-
-    op = bench.OPS["rmsnorm_gated_fp8"]
-    T, H = 2048, 24
-    c = op.make_numpy_inputs("dual_bf16", (T, H), rng)
-    op.poison(c)
-    op.ours(gatednorm, c)()
-    assert op.ours_verdict(c)[1]
-    c["y"][_unsampled_row(T, T * 1000 + H)] = np.nan
-    assert not op.ours_verdict(c)[1]
-
-    op = bench.OPS["add_rmsnorm"]
-    T, h = 2048, 2048
-    c = op.make_numpy_inputs("fp8_bf16", (T, h), rng)
-    op.poison(c)
-    op.ours(gatednorm, c)()
-    assert op.ours_verdict(c)[1]
-    i = _unsampled_row(T, T * 10000 + h)
-    c["residual"][i] = c["residual0"][i]  # the sum not stored in one row
+    corrupt(c, _unsampled_row(shape[0], seed))
     assert not op.ours_verdict(c)[1]
 
 
