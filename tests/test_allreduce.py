@@ -28,13 +28,14 @@ import os
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import pytest
 
 import gatednorm
-from gatednorm import AllReduceGroup, GatedNormError, _dtypes, testing
+from gatednorm import AllReduceGroup, GatedNormError, _dtypes, ops_fp8, testing
 from test_add_rmsnorm import same_values
 
 H = 256
@@ -571,8 +572,12 @@ def test_same_refused_call_on_every_rank_keeps_them_in_step():
     assert same_values(outs[0].y, outs[1].y) and same_values(outs[0].residual, 2 * x)
 
 
-@pytest.mark.parametrize("how", ["refused", "refused_in_python", "bad_layout", "tokens", "dtype", "empty"])
-def test_ranks_out_of_step_fail_together(how):
+class _Interrupt(BaseException):
+    """A KeyboardInterrupt stand-in (pytest treats a real one as the user's)."""
+
+
+@pytest.mark.parametrize("how", ["refused", "refused_in_python", "bad_layout", "tokens", "dtype", "empty", "interrupted"])
+def test_ranks_out_of_step_fail_together(how, monkeypatch):
     """Regression: a call refused (or empty, or of other shapes) on one rank only paired the
     ranks' next calls wrongly with no error (rank 0 got its x plus rank 1's x of the call
     before); now every rank's call fails naming the mismatch, and the comm refuses later calls.
@@ -606,6 +611,18 @@ def test_ranks_out_of_step_fail_together(how):
         if r == 0 and how == "bad_layout":
             with pytest.raises(GatedNormError, match="scale_layout"):
                 g[0].add_rmsnorm(x, np.zeros_like(x), w, fp8=True, scale_layout="diagonal")
+        if r == 0 and how == "interrupted":  # a BaseException before the library call went uncounted (review)
+            me, wants = threading.get_ident(), ops_fp8._norm_wants
+
+            def interrupted_here(*a, **k):  # only on this rank's thread
+                if threading.get_ident() == me:
+                    raise _Interrupt()
+                return wants(*a, **k)
+
+            with monkeypatch.context() as m:
+                m.setattr(ops_fp8, "_norm_wants", interrupted_here)
+                with pytest.raises(_Interrupt):
+                    g[0].add_rmsnorm(x, np.zeros_like(x), w)
         if r == 0 and how == "empty":
             g[0].add_rmsnorm(x[:0], np.zeros_like(x[:0]), w)
         if r == 0 and how == "tokens":

@@ -453,8 +453,8 @@ def _allreduce_norm(x, residual, weight, group, eps, weight_offset, fp8, y, y_dt
     g = _group(group)
     try:
         x, weight = _unaliased(x, residual), _unaliased(weight, residual)
-    except Exception:
-        g._count_refused()  # refused before add_rmsnorm: counted as its own refusals are
+    except BaseException:
+        g._count_refused()  # refused before add_rmsnorm (even by KeyboardInterrupt): counted as its own refusals are
         raise
     return g.add_rmsnorm(x, residual, weight, eps=eps, weight_offset=weight_offset, y=y, y_dtype=y_dtype, fp8=fp8,
                          group_size=group_size, fp8_format=fp8_format, fp8_max=fp8_max, amax_floor=amax_floor,
