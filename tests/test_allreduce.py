@@ -29,6 +29,7 @@ import struct
 import subprocess
 import sys
 import threading
+import textwrap
 import time
 
 import numpy as np
@@ -1179,3 +1180,31 @@ def test_gpu_comm_create_checks_buffer_headers(requires_gpu):
     finally:
         for b in bufs:
             assert lib.gatednorm_comm_buffer_free(dev, b) == 0
+
+
+def test_cpu_buffer_larger_than_dev_shm_is_refused_not_sigbus(tmp_path):
+    """A comm buffer /dev/shm has no room for was created (ftruncate reserves nothing) and the
+    first write past the free space killed the process with SIGBUS (review): refused at alloc,
+    naming bytes. Run under a private 64 MiB /dev/shm (a container's default), which needs a
+    mount namespace (root and unshare)."""
+    import shutil
+
+    if not shutil.which("unshare") or os.geteuid() != 0:
+        pytest.skip("needs root and unshare(1) for a private, small /dev/shm")
+    script = tmp_path / "small_shm.py"
+    script.write_text(textwrap.dedent("""
+        from gatednorm import AllReduceGroup, GatedNormError
+        try:
+            AllReduceGroup.in_process(1, "cpu", max_tokens=4096, hidden=4096, dtype="bfloat16")
+            print("built")
+        except GatedNormError as e:
+            print("refused:", e)
+    """))
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("unshare -m is not permitted here: %s" % probe.stderr.decode(errors="replace").strip())
+    cmd = "mount -t tmpfs -o size=64m tmpfs /dev/shm && exec %s %s" % (sys.executable, script)
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", cmd], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "refused: comm_buffer_alloc: bytes: shared memory (/dev/shm) has no room" in proc.stdout, proc.stdout

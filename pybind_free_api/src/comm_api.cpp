@@ -64,6 +64,20 @@ gatednorm_status host_map(const char *name, bool create, size_t bytes, void **bu
         shm_unlink(name);
         return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "bytes: could not size shared memory \"%s\" to %zu bytes: %s", name, bytes, strerror(err));
     }
+#if defined(__linux__)
+    // ftruncate only sets the size: a /dev/shm too small for it (a container's 64 MiB) made the
+    // first write past the free space kill the process with SIGBUS (review).  Reserve the pages
+    // now, so that no room is an error here; a file system that cannot reserve keeps ftruncate's.
+    if (create) {
+        const int err = posix_fallocate(fd, 0, off_t(bytes));
+        if (err != 0 && err != EINVAL && err != EOPNOTSUPP) {
+            close(fd);
+            shm_unlink(name);
+            return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "bytes: shared memory (/dev/shm) has no room for %zu bytes of \"%s\": %s",
+                        bytes, name, strerror(err));
+        }
+    }
+#endif
     if (!create) {
         struct stat st;
         if (fstat(fd, &st) != 0 || size_t(st.st_size) < kCommHeader) {
@@ -77,7 +91,8 @@ gatednorm_status host_map(const char *name, bool create, size_t bytes, void **bu
     close(fd);
     if (p == MAP_FAILED) {
         if (create) shm_unlink(name);
-        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "bytes: mmap of %zu bytes of \"%s\" failed: %s", bytes, name, strerror(err));
+        return fail(GATEDNORM_STATUS_OUT_OF_MEMORY, "%s: mmap of %zu bytes of \"%s\" failed: %s", create ? "bytes" : "handle", bytes, name,
+                    strerror(err));
     }
     if (!create && (static_cast<uint64_t *>(p)[0] != kCommMagic || static_cast<uint64_t *>(p)[1] != bytes)) {
         munmap(p, bytes);
