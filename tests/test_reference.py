@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -127,6 +128,23 @@ def test_compare_infinite_reference_allows_only_itself():
     assert not reference.compare(np.array([5.0, -np.inf], np.float32), inf).ok
     assert not reference.compare(np.array([-np.inf, np.inf], np.float32), inf).ok
     assert not reference.compare(np.array([np.nan, -np.inf], np.float32), inf).ok
+
+
+@pytest.mark.parametrize("dt", ["float16", "bfloat16"])
+def test_compare_overflow_of_the_output_dtype_is_infinity(dt):
+    """A finite reference past the output dtype's overflow edge (max + half an ulp: 65520 for
+    fp16) rounds to an infinity of its sign, which compare refused (only the reference's own
+    infinities passed; review): accepted there, the max finite too where the fp32 error lets
+    the value fall below the edge, never the other sign or well below the edge."""
+    top = float(ml_dtypes.finfo(getattr(_dtypes, dt)).max)
+    half = {"float16": 16.0, "bfloat16": 2.0 ** 119}[dt]
+    D = getattr(_dtypes, dt)
+    past, at, below = np.array([top + 3 * half]), np.array([top + half * 0.999]), np.array([top * 0.99])
+    assert reference.compare(np.array([np.inf], D), past).ok and not reference.compare(np.array([top], D), past).ok
+    assert reference.compare(np.array([-np.inf], D), -past).ok and not reference.compare(np.array([-np.inf], D), past).ok
+    assert reference.compare(np.array([np.inf], D), at).ok and reference.compare(np.array([top], D), at).ok
+    assert not reference.compare(np.array([np.inf], D), below).ok
+    assert reference.compare(np.array([np.inf], D), past).max_ulp == 0.0
 
 
 def test_fp32_range():
