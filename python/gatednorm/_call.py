@@ -527,8 +527,9 @@ def _from_probe(x, name, writable, sc, i, s, hold):
     if k == PROBE:  # none of the protocols whole (e.g. __dlpack__ without __dlpack_device__)
         tp = type(x)
         if tp.__module__.split(".")[0] in _IMMUTABLE_MODULES and "Tracer" in tp.__name__:
-            _fail(name, "a jax tracer (%s): inside jax.jit, vmap or grad an array has no data yet; call gatednorm "
-                        "from jax.pure_callback (docs/frameworks.md)" % tp.__name__)
+            _fail(name, "a jax tracer (%s): inside jax.jit, vmap or grad an array has no data yet; use "
+                        "gatednorm.jax_ops (the same functions as XLA custom calls), or call gatednorm from "
+                        "jax.pure_callback (slower; docs/frameworks.md)" % tp.__name__)
         _fail(name, "%s has __dlpack__ but no __dlpack_device__ (DLPack asks for both), and no array interface"
               % tp.__name__)
     return _ADAPTERS[k](x, name, writable, sc, i, s, hold)

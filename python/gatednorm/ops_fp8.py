@@ -278,7 +278,7 @@ def add_rmsnorm(x, residual, weight, *, eps=1e-6, weight_offset=0.0, residual_ou
     without y), so q agrees bit for bit with an unfused norm -> quant pipeline.
 
     x, residual: ``[tokens..., hidden]``, bf16/fp16/fp32, strided rows allowed (last dim
-    contiguous); weight ``[hidden]``, any float dtype.
+    contiguous); weight ``[hidden]``, bf16 / fp16 / fp32 (whatever x's dtype).
 
     Returns:
         NormOutputs(y, q, scales, residual): what was not asked is None; ``residual`` is the
