@@ -250,7 +250,7 @@ def _from_numpy_strided(a, name):
     return t
 
 
-_torch_state = None  # (dtype table, gpu device type, current-stream function, is_grad_enabled, _torch_bump)
+_torch_state = None  # (dtype table, gpu device type, current-stream function, is_grad_enabled, version bump of a list)
 
 
 def _torch():
@@ -263,13 +263,9 @@ def _torch():
         # _increment_version: torch's own hook (torch.autograd.graph.increment_version calls
         # it), given a list: given a tensor it iterates it, making a view of every row (T
         # bumps, ~3 us at [1, 24, 128], O(T) beyond; review); a torch without it gets no bump
-        global _torch_bump
-        _torch_bump = getattr(torch._C, "_increment_version", None) or (lambda ts: None)
-        _torch_state = (_dtypes.torch_dtype_table(torch), gpu, cur, torch._C.is_grad_enabled, _torch_bump)
+        bump = getattr(torch._C, "_increment_version", None) or (lambda ts: None)
+        _torch_state = (_dtypes.torch_dtype_table(torch), gpu, cur, torch._C.is_grad_enabled, bump)
     return _torch_state
-
-
-_torch_bump = None  # torch._C._increment_version once _torch() ran: takes a list of tensors
 
 
 def _torch_output_under_grad(x, name):
@@ -287,7 +283,7 @@ def _torch_written(tensors):
     using the new values (an inference tensor has no counter: the hook passes it over).  Once
     the call succeeded, not before: a refused call leaves them as they were (review).  One
     hook call for all of a call's outputs."""
-    _torch_bump(tensors)  # set: they were read through _from_torch, which ran _torch()
+    _torch_state[4](tensors)  # set: they were read through _from_torch, which ran _torch()
 
 
 def _from_torch(x, name, writable, sc, i, s, hold):

@@ -997,9 +997,7 @@ class RMSNormGatedFP8Bench(OpBench):
         if len(result) > 2 and case["y"] is not None:
             cmp = reference.compare(_fetch(_as2d(result[2], T), idx).astype(bfloat16).reshape(y_ref.shape), y_ref)
             ok = ok and (bool(cmp.ok) if ours else cmp.max_ulp <= 2.0)
-        if ours:
-            ok = ok and not _any_nan(result[0])
-        return worst, ok
+        return worst, ok  # ours' outputs are scanned whole by ours_verdict
 
     def peer_args(self, case):
         return case["x"], case["z"], case["w"], case.get("y") is not None
@@ -1239,10 +1237,8 @@ class AddRMSNormBench(OpBench):
                                    ref["y"], ref["scales"], ours)
             ok = ok and qok
             worst = max(worst, qw) if qw == qw else float("nan")
-        if ours:
-            ok = ok and not _any_nan(result[0]) and (case["q"] is None or not _any_nan(result[-2]))
-            if rs is not None:
-                ok = ok and _residual_stored(x, case["residual0"], result[1])
+        if ours and rs is not None:  # the poisoned outputs are scanned whole by ours_verdict; the residual here
+            ok = ok and _residual_stored(x, case["residual0"], result[1])
         return worst, bool(ok)
 
     def peer_args(self, case):
@@ -1378,9 +1374,7 @@ class GroupQuantBench(OpBench):
         _, s_ref = reference.group_quant_fp8(xs, group_size=GROUP)
         worst, ok = _check_quant(_fetch(result[0], idx), _decode_scales(_fetch(result[1], idx), GQ_HIDDEN // GROUP),
                                  reference.as_float64(xs), s_ref, ours)
-        if ours:
-            ok = ok and not _any_nan(result[0])
-        return worst, ok
+        return worst, ok  # ours' outputs are scanned whole by ours_verdict
 
     def peer_args(self, case):
         return (case["x"],)

@@ -390,7 +390,7 @@ class W4A16Linear(torch.nn.Module):
         self._fits = {}
         for dt in (torch.bfloat16, torch.float16):
             try:
-                weight._check_scales_fit(np.dtype(_dtypes.bfloat16) if dt is torch.bfloat16 else np.dtype(np.float16))
+                weight._check_scales_fit(_dtypes.to_numpy_dtype(dt))
                 self._fits[dt] = None
             except GatedNormError as e:
                 self._fits[dt] = e

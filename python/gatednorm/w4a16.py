@@ -638,8 +638,7 @@ def params_from_meta(meta, concrete=None):
             raise argument_error("meta: expected %d ints (%s), got %d" % (len(META_FIELDS), ", ".join(META_FIELDS),
                                                                           len(key)))
         fields = {}
-        for i, (f, v) in enumerate(zip(META_FIELDS, key)):
-            v = _call.integer(_meta_name(i), v)
+        for i, (f, v) in enumerate(zip(META_FIELDS, key)):  # Python ints already (meta_ints / concrete)
             lo, hi = (0, 2 ** 63 - 1) if f in ("n", "k", "group_size") else (-2 ** 31, 2 ** 31 - 1)
             if not lo <= v <= hi:
                 raise argument_error("meta[%d] (%s): %d is outside [%d, %d]" % (i, f, v, lo, hi))
