@@ -12,7 +12,10 @@
 //            hipIpcMemHandle_t hipIpcGetMemHandle hipIpcOpenMemHandle hipIpcCloseMemHandle
 //            hipIpcMemLazyEnablePeerAccess (the all-reduce's peer buffers; on HIP only,
 //            hipExtMallocWithFlags hipDeviceMallocUncached: fine-grained memory for them)
-//            hipOccupancyMaxActiveBlocksPerMultiprocessor (whether ranks sharing a GPU fit)
+//            hipOccupancyMaxActiveBlocksPerMultiprocessor (whether ranks sharing a GPU fit;
+//            a resident grid's size)
+//            gn_prefer_shared (CUDA only, with GN_HAS_COPY_ASYNC: a kernel's L1 /
+//            shared-memory split, all the shared memory)
 //            hipHostMalloc hipHostMallocMapped hipHostGetDevicePointer hipHostFree (the
 //            all-reduce's abort word, host memory its kernel writes)
 //   device:  gn_shfl_xor (shuffle within groups of `width` <= 32 lanes, all lanes active)
@@ -23,6 +26,9 @@
 //            gn_load_b128_hint, gn_store_b128_hint (16-byte accesses with a cache hint, below)
 //            gn_load_b128_stream (16-byte read-once load, predicated: W4A16 weights),
 //            gn_load_b128_stream_all (the same unpredicated)
+//            gn_copy_async_b128, gn_copy_async_commit, gn_copy_async_wait<N> (CUDA only:
+//            GN_HAS_COPY_ASYNC; 16-byte global -> shared copies that hold no register while
+//            in flight, below)
 //   launch:  gn_launch (plain, or PDL where asked for and available), gn_device_has_pdl,
 //            gn_launch_pdl (CUDA only: GN_HAS_PDL)
 //
@@ -176,6 +182,43 @@ __device__ __forceinline__ uint4 gn_load_b128_stream(const void *p, bool ok) {
                  : "+r"(r.x), "+r"(r.y), "+r"(r.z), "+r"(r.w) : "r"(int(ok)), "l"(p));
 #endif
     return r;
+}
+
+// Asynchronous 16-byte copies from global into this thread's own shared memory (sm_80's
+// cp.async.cg: through L2 only, no register held while the copy is in flight), so a thread
+// can keep several rows' loads outstanding while it computes on an earlier one.  A copy with
+// !ok reads nothing and fills the 16 bytes with zeros.  Copies issued since the last commit
+// form one group; gn_copy_async_wait<N> returns once at most N of this thread's groups are
+// pending, and the completed copies are then visible to this thread (no barrier is needed
+// when each thread reads only what it copied).  Below sm_80: a plain load and store.  CUDA
+// only: on AMD a kernel that holds its loads in LDS costs occupancy (64 KB a CU on gfx90a /
+// gfx942) and the copies would be synchronous, so the one kernel using them is not built there.
+#define GN_HAS_COPY_ASYNC 1
+__device__ __forceinline__ void gn_copy_async_b128(void *smem, const void *gmem, bool ok) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    *static_cast<uint4 *>(smem) = ok ? *static_cast<const uint4 *>(gmem) : make_uint4(0u, 0u, 0u, 0u);
+#else
+    const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(gmem), "r"(ok ? 16 : 0) : "memory");
+#endif
+}
+__device__ __forceinline__ void gn_copy_async_commit() {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void gn_copy_async_wait() {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+#endif
+}
+
+// Ask for the largest shared-memory carveout for `kernel` (a hint CUDA may override; the
+// default, no preference, need not give a kernel holding 24 KB a block its full occupancy).
+template <class Kernel>
+inline hipError_t gn_prefer_shared(Kernel kernel) {
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, int(cudaSharedmemCarveoutMaxShared));
 }
 
 #define GN_HAS_PDL 1

@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <atomic>
+
 #include "backend.h"
 #include "device_guard.h"
 #include "fp8_quant.h"
@@ -142,36 +144,28 @@ __device__ __forceinline__ float lane_sumsq(const uint32_t (&xw)[N], const uint3
     return ss;
 }
 
-// A lane of the vec kernel: one team (TEAM lanes: HPT heads of one token) of the block's
-// kFp8Block / TEAM consecutive teams.
-template <int XDT, int TEAM, int GATE, int E>
-__device__ __forceinline__ void fp8_vec_team(const Fp8Args &a) {
-    static_assert(E == 4 || E == 8 || E == 16, "half, one or two 16-byte chunks a lane");
-    constexpr int VEC = E, NW = E / 2;  // elements and 32-bit words of x (z) a lane holds
-    constexpr int kTeamsPerBlock = kFp8Block / TEAM;
-    const int lane = threadIdx.x % TEAM;
-    const int hh = lane >> a.lpr_log2, col = (lane & ((1 << a.lpr_log2) - 1)) * VEC;
-    const bool col_ok = col < a.dim;
+// Where a vec-kernel lane's team sits: its token t and head h, and whether the lane holds
+// elements (ok: a team before the end, a column before D).  Teams past the end (the last
+// block's) index as the last team, and write nothing.
+struct Fp8Lane {
+    int32_t t, h;
+    bool ok;
+};
 
-    // Teams past the end (the last block's) index as the last team, and write nothing.
-    const uint32_t team = blockIdx.x * kTeamsPerBlock + threadIdx.x / TEAM;
-    const bool ok = team < uint32_t(a.teams) && col_ok;
+__device__ __forceinline__ Fp8Lane fp8_lane_at(const Fp8Args &a, uint32_t team, int hh, bool col_ok) {
     const uint32_t tm = team < uint32_t(a.teams) ? team : uint32_t(a.teams - 1);
     const uint32_t tt = a.segs == 1 ? tm : fast_div(tm, a.segs_div);
-    const int32_t t = int32_t(tt);
-    const int32_t h = int32_t(tm - tt * uint32_t(a.segs)) * a.hpt + hh;
-    uint32_t xw[NW], zw[NW];
-#pragma unroll
-    for (int i = 0; i < NW; ++i) xw[i] = zw[i] = 0u;
-    pdl_entry(a);
-    // x and z first (the DRAM round trips everything waits on), then the weight's raw bits.
-    if (ok) {
-        load_words(a.x + int64_t(t) * a.x_st + int64_t(h) * a.x_sh + col * 2, xw);
-        if constexpr (GATE != kGateNone) load_words(a.z + int64_t(t) * a.z_st + int64_t(h) * a.z_sh + col * 2, zw);
-    }
-    RawChunk<VEC> wraw{};
-    if (col_ok) wraw = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype), a.weight_dtype);
+    return {int32_t(tt), int32_t(tm - tt * uint32_t(a.segs)) * a.hpt + hh, team < uint32_t(a.teams) && col_ok};
+}
 
+// The rest of a vec-kernel lane once its x and z words are in registers: the sum of squares
+// over the head, y, the copy, the group amax, the codes and the scale.
+template <int XDT, int TEAM, int GATE, int E>
+__device__ __forceinline__ void fp8_vec_finish(const Fp8Args &a, int lane, int col, const Fp8Lane &at,
+                                               const uint32_t (&xw)[E / 2], const uint32_t (&zw)[E / 2], const RawChunk<E> &wraw) {
+    constexpr int VEC = E, NW = E / 2;
+    const int32_t t = at.t, h = at.h;
+    const bool ok = at.ok;
     const int act = a.activation;
     float ss;
     if constexpr (E == 4) {
@@ -244,6 +238,31 @@ __device__ __forceinline__ void fp8_vec_team(const Fp8Args &a) {
     if (first) store_scale(a.qa, t, k, scale);
 }
 
+// A lane of the vec kernel: one team (TEAM lanes: HPT heads of one token) of the block's
+// kFp8Block / TEAM consecutive teams.
+template <int XDT, int TEAM, int GATE, int E>
+__device__ __forceinline__ void fp8_vec_team(const Fp8Args &a) {
+    static_assert(E == 4 || E == 8 || E == 16, "half, one or two 16-byte chunks a lane");
+    constexpr int VEC = E, NW = E / 2;  // elements and 32-bit words of x (z) a lane holds
+    constexpr int kTeamsPerBlock = kFp8Block / TEAM;
+    const int lane = threadIdx.x % TEAM;
+    const int hh = lane >> a.lpr_log2, col = (lane & ((1 << a.lpr_log2) - 1)) * VEC;
+    const bool col_ok = col < a.dim;
+    const Fp8Lane at = fp8_lane_at(a, blockIdx.x * kTeamsPerBlock + threadIdx.x / TEAM, hh, col_ok);
+    uint32_t xw[NW], zw[NW];
+#pragma unroll
+    for (int i = 0; i < NW; ++i) xw[i] = zw[i] = 0u;
+    pdl_entry(a);
+    // x and z first (the DRAM round trips everything waits on), then the weight's raw bits.
+    if (at.ok) {
+        load_words(a.x + int64_t(at.t) * a.x_st + int64_t(at.h) * a.x_sh + col * 2, xw);
+        if constexpr (GATE != kGateNone) load_words(a.z + int64_t(at.t) * a.z_st + int64_t(at.h) * a.z_sh + col * 2, zw);
+    }
+    RawChunk<VEC> wraw{};
+    if (col_ok) wraw = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype), a.weight_dtype);
+    fp8_vec_finish<XDT, TEAM, GATE, E>(a, lane, col, at, xw, zw, wraw);
+}
+
 template <int XDT, int TEAM, int E>
 __global__ void GN_LAUNCH_BOUNDS(kFp8Block, kFp8Resident<E>) rmsnorm_gated_fp8_vec_kernel(const Fp8Args a) {
     // The gate's place is the one run-time choice worth a copy of the body: it decides
@@ -252,6 +271,86 @@ __global__ void GN_LAUNCH_BOUNDS(kFp8Block, kFp8Resident<E>) rmsnorm_gated_fp8_v
     else if (a.norm_before_gate) fp8_vec_team<XDT, TEAM, kGateAfter, E>(a);
     else fp8_vec_team<XDT, TEAM, kGateFirst, E>(a);
 }
+
+#if defined(GN_HAS_COPY_ASYNC)
+// ---- pipelined vec kernel (opt-in while it is measured: GATEDNORM_FP8_PIPE)
+// The vec kernel's lane work on a resident grid, each block taking block-sized rounds of
+// teams in turn, with the x and z chunks of its next STAGES - 1 rounds already in flight:
+// copied asynchronously into the thread's own slots of a shared-memory ring, which hold no
+// register while the copy is on its way.  Why: at T >= 4096 the vec kernel is 85-88% of a
+// copy of the same bytes (run 83), and more resident warps (more loads in flight) was the
+// one change that moved it (runs 53-54); a lane's loads are in flight only until its long
+// epilogue starts, so a third to a half of the SM's warps hold none.  Here every thread
+// keeps STAGES - 1 rounds outstanding through its epilogue.  Each thread reads only the
+// slots it copied into, so no barrier; an empty group past the last round keeps the wait
+// count uniform.  Same lane arithmetic as the vec kernel (fp8_vec_finish), so the same bits.
+template <int E>
+constexpr int kPipeChunks = E / 8;  // 16-byte chunks of x (and of z) a lane holds
+
+template <int XDT, int TEAM, int GATE, int E, int STAGES>
+__device__ __forceinline__ void fp8_pipe_team(const Fp8Args &a, uint4 *ring) {
+    static_assert(E == 8 || E == 16, "one or two 16-byte chunks a lane");
+    static_assert(STAGES >= 2, "a round in flight while one is finished");
+    constexpr int VEC = E, NW = E / 2, CH = kPipeChunks<E>;
+    constexpr int kTeamsPerBlock = kFp8Block / TEAM;
+    const int lane = threadIdx.x % TEAM;
+    const int hh = lane >> a.lpr_log2, col = (lane & ((1 << a.lpr_log2) - 1)) * VEC;
+    const bool col_ok = col < a.dim;
+    const uint32_t sub = threadIdx.x / TEAM;
+    const uint32_t rounds = (uint32_t(a.teams) + kTeamsPerBlock - 1) / kTeamsPerBlock;
+    // Slot s, array r (0: x, 1: z), chunk c of this thread: consecutive threads' 16 bytes
+    // adjacent, so a warp's slot accesses are conflict-free.
+    auto slot = [&](int s, int r, int c) -> uint4 * { return ring + ((s * 2 + r) * CH + c) * kFp8Block + threadIdx.x; };
+    auto issue = [&](uint32_t round, int s) {
+        if (round < rounds) {
+            const Fp8Lane at = fp8_lane_at(a, round * kTeamsPerBlock + sub, hh, col_ok);
+            const char *xp = at.ok ? a.x + int64_t(at.t) * a.x_st + int64_t(at.h) * a.x_sh + col * 2 : a.x;
+#pragma unroll
+            for (int c = 0; c < CH; ++c) gn_copy_async_b128(slot(s, 0, c), xp + 16 * c, at.ok);
+            if constexpr (GATE != kGateNone) {
+                const char *zp = at.ok ? a.z + int64_t(at.t) * a.z_st + int64_t(at.h) * a.z_sh + col * 2 : a.z;
+#pragma unroll
+                for (int c = 0; c < CH; ++c) gn_copy_async_b128(slot(s, 1, c), zp + 16 * c, at.ok);
+            }
+        }
+        gn_copy_async_commit();
+    };
+    pdl_entry(a);
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) issue(blockIdx.x + uint32_t(s) * gridDim.x, s);
+    int s = 0;  // the slot of round `round`
+    for (uint32_t round = blockIdx.x; round < rounds; round += gridDim.x) {
+        // The slot refilled is the one the previous round's words came from (already used).
+        issue(round + uint32_t(STAGES - 1) * gridDim.x, s == 0 ? STAGES - 1 : s - 1);
+        RawChunk<VEC> wraw{};
+        if (col_ok) wraw = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype), a.weight_dtype);
+        gn_copy_async_wait<STAGES - 1>();  // this round's group has landed
+        uint32_t xw[NW], zw[NW];
+#pragma unroll
+        for (int c = 0; c < CH; ++c) {
+            const uint4 v = *slot(s, 0, c);
+            xw[4 * c] = v.x; xw[4 * c + 1] = v.y; xw[4 * c + 2] = v.z; xw[4 * c + 3] = v.w;
+            if constexpr (GATE != kGateNone) {
+                const uint4 g = *slot(s, 1, c);
+                zw[4 * c] = g.x; zw[4 * c + 1] = g.y; zw[4 * c + 2] = g.z; zw[4 * c + 3] = g.w;
+            } else {
+                zw[4 * c] = zw[4 * c + 1] = zw[4 * c + 2] = zw[4 * c + 3] = 0u;
+            }
+        }
+        fp8_vec_finish<XDT, TEAM, GATE, E>(a, lane, col, fp8_lane_at(a, round * kTeamsPerBlock + sub, hh, col_ok), xw, zw, wraw);
+        s = s + 1 == STAGES ? 0 : s + 1;
+    }
+    gn_copy_async_wait<0>();  // nothing left in flight into the block's shared memory at exit
+}
+
+template <int XDT, int TEAM, int E, int STAGES>
+__global__ void GN_LAUNCH_BOUNDS(kFp8Block, kFp8Resident<E>) rmsnorm_gated_fp8_pipe_kernel(const Fp8Args a) {
+    __shared__ uint4 ring[STAGES * 2 * kPipeChunks<E> * kFp8Block];
+    if (a.z == nullptr) fp8_pipe_team<XDT, TEAM, kGateNone, E, STAGES>(a, ring);
+    else if (a.norm_before_gate) fp8_pipe_team<XDT, TEAM, kGateAfter, E, STAGES>(a, ring);
+    else fp8_pipe_team<XDT, TEAM, kGateFirst, E, STAGES>(a, ring);
+}
+#endif  // GN_HAS_COPY_ASYNC
 
 // ---- generic kernel
 constexpr int kGenericLanes = 32;
@@ -486,6 +585,56 @@ hipError_t launch_vec(const Fp8Args &a, int team, int elems, hipStream_t s, bool
     return launch_vec_team<XDT, 32, 8>(a, s, pdl);
 }
 
+#if defined(GN_HAS_COPY_ASYNC)
+// GATEDNORM_FP8_PIPE = 2, 3 or 4 (read at each call, like the lane-width hook): the
+// pipelined vec kernel with that many ring slots where the vec kernel takes E = 16; unset or
+// anything else, the vec kernel.  Opt-in until a GPU run measures it (perf log, run 109).
+int pipe_stages() {
+    const char *v = getenv("GATEDNORM_FP8_PIPE");
+    if (!v || !v[0] || v[1]) return 0;
+    return v[0] >= '2' && v[0] <= '4' ? v[0] - '0' : 0;
+}
+
+constexpr int kPipeDevices = 64;
+
+// The pipelined kernel on a resident grid: as many blocks as the device keeps resident
+// (asked once a device), fewer where the problem has fewer rounds.
+template <int XDT, int TEAM, int STAGES>
+hipError_t launch_pipe_team(const Fp8Args &a, int device, hipStream_t s, bool pdl) {
+    static std::atomic<int> resident[kPipeDevices];  // 0: not asked yet
+    const auto kernel = rmsnorm_gated_fp8_pipe_kernel<XDT, TEAM, 16, STAGES>;
+    const bool cached = device >= 0 && device < kPipeDevices;
+    int blocks = cached ? resident[device].load(std::memory_order_relaxed) : 0;
+    if (blocks == 0) {
+        int per_sm = 0, sms = 0;
+        hipError_t err = gn_prefer_shared(kernel);
+        if (err == hipSuccess) err = hipOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFp8Block, 0);
+        if (err == hipSuccess) err = hipDeviceGetAttribute(&sms, hipDeviceAttributeMultiprocessorCount, device);
+        if (err != hipSuccess) return err;
+        blocks = per_sm * sms > 0 ? per_sm * sms : 1;
+        if (cached) resident[device].store(blocks, std::memory_order_relaxed);
+    }
+    const int64_t per_block = kFp8Block / TEAM;
+    const int64_t rounds = (int64_t(a.teams) + per_block - 1) / per_block;
+    return gn_launch(kernel, unsigned(rounds < blocks ? rounds : blocks), kFp8Block, s, a, pdl);
+}
+
+template <int XDT, int STAGES>
+hipError_t launch_pipe_stages(const Fp8Args &a, int team, int device, hipStream_t s, bool pdl) {
+    if (team == 4) return launch_pipe_team<XDT, 4, STAGES>(a, device, s, pdl);
+    if (team == 8) return launch_pipe_team<XDT, 8, STAGES>(a, device, s, pdl);
+    return launch_pipe_team<XDT, 16, STAGES>(a, device, s, pdl);
+}
+
+// team: lanes of 16 elements (4, 8 or 16).
+template <int XDT>
+hipError_t launch_pipe(const Fp8Args &a, int team, int stages, int device, hipStream_t s, bool pdl) {
+    if (stages == 2) return launch_pipe_stages<XDT, 2>(a, team, device, s, pdl);
+    if (stages == 3) return launch_pipe_stages<XDT, 3>(a, team, device, s, pdl);
+    return launch_pipe_stages<XDT, 4>(a, team, device, s, pdl);
+}
+#endif  // GN_HAS_COPY_ASYNC
+
 }  // namespace
 
 gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr, void *stream_ptr) {
@@ -509,6 +658,15 @@ gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr, void *s
     Fp8Args a = make_args(pr, team, elems);
     a.pdl = pdl;
     hipError_t err;
+#if defined(GN_HAS_COPY_ASYNC)
+    const int stages = team && elems == 16 ? pipe_stages() : 0;
+    if (stages) {
+        err = p.x.dtype == kBF16 ? launch_pipe<kBF16>(a, team, stages, p.device_id, s, pdl)
+                                 : launch_pipe<kF16>(a, team, stages, p.device_id, s, pdl);
+    } else
+#else
+    const int stages = 0;  // the pipelined kernel is CUDA's (port.h: GN_HAS_COPY_ASYNC)
+#endif
     if (team) {
         err = p.x.dtype == kBF16 ? launch_vec<kBF16>(a, team, elems, s, pdl) : launch_vec<kF16>(a, team, elems, s, pdl);
     } else {
@@ -519,6 +677,9 @@ gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr, void *s
     const gatednorm_status st = check_launch("rmsnorm_gated_fp8");
     if (st == GATEDNORM_STATUS_SUCCESS)
         note_kernel(!team                                 ? "rmsnorm_gated_fp8.generic"
+                    : stages == 2 ? "rmsnorm_gated_fp8.pipe.e16.s2"
+                    : stages == 3 ? "rmsnorm_gated_fp8.pipe.e16.s3"
+                    : stages == 4 ? "rmsnorm_gated_fp8.pipe.e16.s4"
                     : elems == 16 ? "rmsnorm_gated_fp8.vec.e16"
                     : elems == 8  ? "rmsnorm_gated_fp8.vec.e8"
                                   : "rmsnorm_gated_fp8.vec.e4");

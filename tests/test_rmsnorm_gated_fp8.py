@@ -266,10 +266,43 @@ def test_lane_elems_ab_bit_equal(requires_gpu, monkeypatch, rng, T, H, D, G, gat
     if extra == "fp16_inf":
         x[T // 2, H - 1, D // 2] = np.inf
     outs = {}
+    monkeypatch.delenv("GATEDNORM_FP8_PIPE", raising=False)
     for elems in ("4", "8", "16"):  # each width's outputs poisoned and checked against the reference by run()
         monkeypatch.setenv("GATEDNORM_FP8_LANE_ELEMS", elems)
         outs[elems] = [None if r is None else r.tobytes() for r in run(Backend("gpu"), x, z, w, **kw)]
-    assert outs["4"] == outs["8"] == outs["16"]
+    # The pipelined kernel (GATEDNORM_FP8_PIPE: ring slots) where 16 elements a lane are
+    # legal, the vec kernel where they are not: the same bits either way.
+    for stages in ("2", "3", "4"):
+        monkeypatch.setenv("GATEDNORM_FP8_PIPE", stages)
+        outs["pipe" + stages] = [None if r is None else r.tobytes() for r in run(Backend("gpu"), x, z, w, **kw)]
+    monkeypatch.delenv("GATEDNORM_FP8_PIPE")
+    assert outs["4"] == outs["8"] == outs["16"] == outs["pipe2"] == outs["pipe3"] == outs["pipe4"]
+
+
+# The pipelined kernel where each block takes several rounds (a resident grid of at most
+# ~1200 blocks of 16 teams on an H200 against 6143 rounds here; the last one ragged), so the
+# ring wraps: bit for bit the vec kernel's E = 16 outputs, which run() checks against the
+# reference; each pipelined call writes into freshly poisoned outputs.
+@pytest.mark.parametrize("gate", GATES)
+def test_pipe_many_rounds_bit_equal(requires_gpu, monkeypatch, rng, gate):
+    gpu = Backend("gpu")
+    x, z, w = make_inputs(rng, (8191, 12, 128), "bf16", "bf16", gate != "none")
+    kw = opts(gate, group_size=128, copy_dtype="bf16")
+    monkeypatch.delenv("GATEDNORM_FP8_PIPE", raising=False)
+    monkeypatch.setenv("GATEDNORM_FP8_LANE_ELEMS", "16")
+    want = [r.tobytes() for r in run(gpu, x, z, w, **kw)]
+    assert gatednorm.last_kernel() == "rmsnorm_gated_fp8.vec.e16"
+    xd, zd, wd = gpu.put(x), None if z is None else gpu.put(z), gpu.put(w)
+    for stages in ("2", "3", "4"):
+        monkeypatch.setenv("GATEDNORM_FP8_PIPE", stages)
+        qd, sd = gpu.put(poison_codes((8191, 12 * 128), "e4m3fn")), gpu.put(np.full((8191, 12), POISON_VALUE, np.float32))
+        yd = gpu.put(np.full(x.shape, POISON_VALUE, DT["bf16"]))
+        gatednorm.rmsnorm_gated_fp8(xd, zd, wd, q=qd, scales=sd, y=yd, **{k: v for k, v in kw.items() if k != "copy_dtype"})
+        gatednorm.synchronize()
+        assert gatednorm.last_kernel() == "rmsnorm_gated_fp8.pipe.e16.s" + stages
+        got = [gpu.get(qd).tobytes(), gpu.get(sd).tobytes(), gpu.get(yd).tobytes()]
+        assert got == want, "stages %s: %s differ" % (stages, [n for n, a, b in zip(("q", "scales", "y"), got, want) if a != b])
+    monkeypatch.delenv("GATEDNORM_FP8_PIPE")
 
 
 # Which kernel the size rules pick (hip/rmsnorm_gated_fp8.hip, lane_elems), read back through

@@ -549,18 +549,23 @@ def _on_stream(f, stream, *args, **kw):
 # "lean" the lean loop with its runtime trip count where the plan takes a build with it compiled
 # in (w4a16), through an environment variable the launcher reads at each call.  The variable is set just
 # before the call (a graph captures the kernel chosen then) and cleared for every other mode.
+# "pipe2" / "pipe3" / "pipe4" set a hook of their own (GATEDNORM_FP8_PIPE, _KERNEL_ENV_NAMED): the
+# gated FP8 op's pipelined kernel with that many ring slots where its vec kernel takes 16 elements
+# a lane (opt-in while it is measured).
 _KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "e4": "4", "e8": "8", "e16": "16", "gemv": "gemv", "lean": "lean"}
+_KERNEL_ENV_NAMED = {"pipe2": ("GATEDNORM_FP8_PIPE", "2"), "pipe3": ("GATEDNORM_FP8_PIPE", "3"),
+                     "pipe4": ("GATEDNORM_FP8_PIPE", "4")}
 
 
 # Every kernel-choice hook the launchers read (a getenv a call): the bench owns them while it
 # runs (run() clears them and puts back what was set), and a mode's value holds only for its
 # own call (a review found the last mode's left set, reaching later calls and peers).
-_KERNEL_ENV_VARS = ("GATEDNORM_ROW_VEC", "GATEDNORM_FP8_LANE_ELEMS", "GATEDNORM_W4A16_KERNEL",
+_KERNEL_ENV_VARS = ("GATEDNORM_ROW_VEC", "GATEDNORM_FP8_LANE_ELEMS", "GATEDNORM_FP8_PIPE", "GATEDNORM_W4A16_KERNEL",
                     "GATEDNORM_W4A16_ROWS_PER_LAUNCH")
 
 
 def _with_kernel_env(name, mode, f):
-    value = _KERNEL_ENV_MODES.get(mode)
+    name, value = _KERNEL_ENV_NAMED.get(mode) or (name, _KERNEL_ENV_MODES.get(mode))
     if value is None:  # this mode sets nothing; the bench has cleared every hook
         return f
 
@@ -884,7 +889,7 @@ class RMSNormGatedFP8Bench(OpBench):
     variants = FP8_VARIANTS
     cpu_variants = ("row",)
     ours_modes = ("out",)
-    all_ours_modes = ("out", "pdl", "e4", "e8", "e16")
+    all_ours_modes = ("out", "pdl", "e4", "e8", "e16", "pipe2", "pipe3", "pipe4")
     copy_targets = (0.9,)
     outputs = ("q", "scales", "y")
     peers = {"eager": lambda torch: _gated_fp8_eager(torch),
