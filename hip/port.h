@@ -199,7 +199,8 @@ __device__ __forceinline__ void gn_copy_async_b128(void *smem, const void *gmem,
     *static_cast<uint4 *>(smem) = ok ? *static_cast<const uint4 *>(gmem) : make_uint4(0u, 0u, 0u, 0u);
 #else
     const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(gmem), "r"(ok ? 16 : 0) : "memory");
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(__cvta_generic_to_global(gmem)), "r"(ok ? 16 : 0)
+                 : "memory");
 #endif
 }
 __device__ __forceinline__ void gn_copy_async_commit() {

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import gatednorm
-from gatednorm import GatedNormError, _dtypes, _ffi, reference
+from gatednorm import GatedNormError, _dtypes, _ffi, _runtime, reference
 from gatednorm.testing import (POISON_CODE, POISON_E8M0, POISON_VALUE, fp8_codes_ok, fp8_scales_ok, mirror, new_scales,  # noqa: F401
                                poison_codes, poison_scales, randn, scale_values)
 
@@ -270,37 +270,49 @@ def test_lane_elems_ab_bit_equal(requires_gpu, monkeypatch, rng, T, H, D, G, gat
     for elems in ("4", "8", "16"):  # each width's outputs poisoned and checked against the reference by run()
         monkeypatch.setenv("GATEDNORM_FP8_LANE_ELEMS", elems)
         outs[elems] = [None if r is None else r.tobytes() for r in run(Backend("gpu"), x, z, w, **kw)]
-    # The pipelined kernel (GATEDNORM_FP8_PIPE: ring slots) where 16 elements a lane are
-    # legal, the vec kernel where they are not: the same bits either way.
+    took16 = gatednorm.last_kernel() == "rmsnorm_gated_fp8.vec.e16"
+    # The pipelined kernel (GATEDNORM_FP8_PIPE: ring slots; CUDA builds) where 16 elements a
+    # lane are legal, the vec kernel where they are not: the same bits either way.
     for stages in ("2", "3", "4"):
         monkeypatch.setenv("GATEDNORM_FP8_PIPE", stages)
         outs["pipe" + stages] = [None if r is None else r.tobytes() for r in run(Backend("gpu"), x, z, w, **kw)]
+        if took16 and _runtime.gpu_device_type() == _runtime.CUDA:
+            assert gatednorm.last_kernel() == "rmsnorm_gated_fp8.pipe.e16.s" + stages
     monkeypatch.delenv("GATEDNORM_FP8_PIPE")
     assert outs["4"] == outs["8"] == outs["16"] == outs["pipe2"] == outs["pipe3"] == outs["pipe4"]
 
 
-# The pipelined kernel where each block takes several rounds (a resident grid of at most
-# ~1200 blocks of 16 teams on an H200 against 6143 rounds here; the last one ragged), so the
-# ring wraps: bit for bit the vec kernel's E = 16 outputs, which run() checks against the
-# reference; each pipelined call writes into freshly poisoned outputs.
-@pytest.mark.parametrize("gate", GATES)
-def test_pipe_many_rounds_bit_equal(requires_gpu, monkeypatch, rng, gate):
+# The pipelined kernel (CUDA builds) where each block takes several rounds, so that its ring
+# wraps at every S: ~6000 rounds of 128 lanes against a resident grid of at most ~1200 blocks
+# on an H100 / H200 (the last round partial).  Teams of 8 lanes (D = 128), 4 (D = 64), 16 (D
+# = 256; and D = 128 with G = 256, a group over two heads), lanes past D (D = 96: 6 lanes of
+# a head's 8), fp16.  Bit for bit the vec kernel's E = 16 outputs, which run() checks against
+# the reference; each pipelined call writes into freshly poisoned outputs.
+@pytest.mark.parametrize("T,H,D,G,xd,gate", [(8191, 12, 128, 128, "bf16", "before"), (8191, 12, 128, 128, "bf16", "after"),
+                                             (8191, 12, 128, 128, "bf16", "none"), (8191, 24, 64, 64, "fp16", "before"),
+                                             (4099, 12, 256, 128, "bf16", "before"), (4099, 24, 128, 256, "bf16", "after"),
+                                             (8191, 16, 96, 96, "bf16", "before")])
+def test_pipe_many_rounds_bit_equal(requires_gpu, monkeypatch, rng, T, H, D, G, xd, gate):
+    if _runtime.gpu_device_type() != _runtime.CUDA:
+        pytest.skip("the pipelined kernel is built for CUDA only (hip/port.h: GN_HAS_COPY_ASYNC)")
     gpu = Backend("gpu")
-    x, z, w = make_inputs(rng, (8191, 12, 128), "bf16", "bf16", gate != "none")
-    kw = opts(gate, group_size=128, copy_dtype="bf16")
+    x, z, w = make_inputs(rng, (T, H, D), xd, "bf16", gate != "none")
+    kw = opts(gate, group_size=G)
     monkeypatch.delenv("GATEDNORM_FP8_PIPE", raising=False)
     monkeypatch.setenv("GATEDNORM_FP8_LANE_ELEMS", "16")
-    want = [r.tobytes() for r in run(gpu, x, z, w, **kw)]
+    q_ref, s_ref, y_ref = run(gpu, x, z, w, copy_dtype=xd, **kw)  # checked against the reference
     assert gatednorm.last_kernel() == "rmsnorm_gated_fp8.vec.e16"
-    xd, zd, wd = gpu.put(x), None if z is None else gpu.put(z), gpu.put(w)
+    want = [q_ref.tobytes(), np.asarray(s_ref, np.float64).tobytes(), y_ref.tobytes()]
+    xd_, zd, wd = gpu.put(x), None if z is None else gpu.put(z), gpu.put(w)
+    K = H * D // G
     for stages in ("2", "3", "4"):
         monkeypatch.setenv("GATEDNORM_FP8_PIPE", stages)
-        qd, sd = gpu.put(poison_codes((8191, 12 * 128), "e4m3fn")), gpu.put(np.full((8191, 12), POISON_VALUE, np.float32))
-        yd = gpu.put(np.full(x.shape, POISON_VALUE, DT["bf16"]))
-        gatednorm.rmsnorm_gated_fp8(xd, zd, wd, q=qd, scales=sd, y=yd, **{k: v for k, v in kw.items() if k != "copy_dtype"})
+        qd, sd = gpu.put(poison_codes((T, H * D), "e4m3fn")), gpu.put(np.full((T, K), POISON_VALUE, np.float32))
+        yd = gpu.put(np.full(x.shape, POISON_VALUE, DT[xd]))
+        gatednorm.rmsnorm_gated_fp8(xd_, zd, wd, q=qd, scales=sd, y=yd, **kw)
         gatednorm.synchronize()
         assert gatednorm.last_kernel() == "rmsnorm_gated_fp8.pipe.e16.s" + stages
-        got = [gpu.get(qd).tobytes(), gpu.get(sd).tobytes(), gpu.get(yd).tobytes()]
+        got = [gpu.get(qd).tobytes(), np.asarray(gpu.get(sd), np.float64).reshape(T, K).tobytes(), gpu.get(yd).tobytes()]
         assert got == want, "stages %s: %s differ" % (stages, [n for n, a, b in zip(("q", "scales", "y"), got, want) if a != b])
     monkeypatch.delenv("GATEDNORM_FP8_PIPE")
 

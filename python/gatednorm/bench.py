@@ -549,12 +549,12 @@ def _on_stream(f, stream, *args, **kw):
 # "lean" the lean loop with its runtime trip count where the plan takes a build with it compiled
 # in (w4a16), through an environment variable the launcher reads at each call.  The variable is set just
 # before the call (a graph captures the kernel chosen then) and cleared for every other mode.
-# "pipe2" / "pipe3" / "pipe4" set a hook of their own (GATEDNORM_FP8_PIPE, _KERNEL_ENV_NAMED): the
-# gated FP8 op's pipelined kernel with that many ring slots where its vec kernel takes 16 elements
-# a lane (opt-in while it is measured).
+# "pipe2" / "pipe3" / "pipe4" set hooks of their own (_KERNEL_ENV_NAMED): the gated FP8 op's
+# pipelined kernel with that many ring slots (GATEDNORM_FP8_PIPE; CUDA builds, opt-in while it is
+# measured), with 16 elements a lane forced so that it runs wherever E = 16 is legal (the pipe
+# replaces only E = 16's vec kernel).
 _KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "e4": "4", "e8": "8", "e16": "16", "gemv": "gemv", "lean": "lean"}
-_KERNEL_ENV_NAMED = {"pipe2": ("GATEDNORM_FP8_PIPE", "2"), "pipe3": ("GATEDNORM_FP8_PIPE", "3"),
-                     "pipe4": ("GATEDNORM_FP8_PIPE", "4")}
+_KERNEL_ENV_NAMED = {"pipe%d" % n: (("GATEDNORM_FP8_PIPE", str(n)), ("GATEDNORM_FP8_LANE_ELEMS", "16")) for n in (2, 3, 4)}
 
 
 # Every kernel-choice hook the launchers read (a getenv a call): the bench owns them while it
@@ -565,16 +565,18 @@ _KERNEL_ENV_VARS = ("GATEDNORM_ROW_VEC", "GATEDNORM_FP8_LANE_ELEMS", "GATEDNORM_
 
 
 def _with_kernel_env(name, mode, f):
-    name, value = _KERNEL_ENV_NAMED.get(mode) or (name, _KERNEL_ENV_MODES.get(mode))
-    if value is None:  # this mode sets nothing; the bench has cleared every hook
+    value = _KERNEL_ENV_MODES.get(mode)
+    hooks = _KERNEL_ENV_NAMED.get(mode) or ((() if value is None else ((name, value),)))
+    if not hooks:  # this mode sets nothing; the bench has cleared every hook
         return f
 
     def call(*args, **kw):
-        os.environ[name] = value
+        os.environ.update(hooks)
         try:
             return f(*args, **kw)
         finally:
-            os.environ.pop(name, None)
+            for var, _ in hooks:
+                os.environ.pop(var, None)
     return call
 
 
