@@ -13,11 +13,17 @@
 //  - flat kernel (group_quant_fp8 only, where the row kernel's layout rules hold at 16
 //    elements a lane): no row sum, so no block a row; 256-lane blocks over all rows' lanes,
 //    the row kernel's quantize_chunk, the same bits (run 54: 2-3% faster from T = 1024).
+//  - pipelined row kernel (opt-in, GATEDNORM_ROW_PIPE=2|3, CUDA only, bf16 at VEC 8 or at VEC
+//    16 with weight and copy of x's dtype, until a GPU run measures it): the row kernel's lane
+//    work (add_row_finish) on a resident grid, each block's next rows' x / residual chunks on
+//    their way as cp.async copies into the thread's own slots of a shared-memory ring.
 //  - generic kernel: any other size, dtype mix or alignment; 256 threads per row, the sum in
 //    one pass (which also stores the rounded residual), then groups handed to 32-lane teams
 //    that re-read the stored row (amax pass, then codes and y).
 #include <stdlib.h>
 #include <string.h>
+
+#include <atomic>
 
 #include "add_rmsnorm_kernels.h"
 #include "backend.h"
@@ -129,6 +135,53 @@ __device__ __forceinline__ RawChunk<VEC> load_weight_chunk(const char *p, int dt
     return r;
 }
 
+// The rest of a row-kernel lane once its x (and residual) words are in registers: the stored
+// row, the row sum, y, the copy and the FP8 outputs.  `wraw`: the weight's raw bits (at `wp`)
+// where they were loaded beside x (kLateWeight<MINB, VEC> false), else read here after the
+// row sum.
+// Every thread of the block calls it (the row sum's barrier, the group shuffles).
+template <int MINB, int VEC>
+constexpr bool kLateWeight = MINB > 1 && VEC == 16;
+
+template <int XDT, int VEC, bool RES, bool QUANT, bool SAME, int MINB>
+__device__ __forceinline__ void add_row_finish(const AddArgs &a, int64_t t, int col, bool ok, const uint32_t (&xw)[VEC / 2],
+                                               const uint32_t (&rw)[VEC / 2], const char *wp, RawChunk<VEC> &wraw) {
+    constexpr int W = VEC / 2;  // 32-bit words of a 16-bit chunk
+    // The row as stored: x, or x + residual rounded to the residual's dtype (x's here).
+    uint32_t sw[W];
+    if constexpr (RES) {  // the sum in fp32, rounded, stored
+#pragma unroll
+        for (int i = 0; i < W; ++i) {
+            const float lo = word_element<XDT>(xw, 2 * i) + word_element<XDT>(rw, 2 * i);
+            const float hi = word_element<XDT>(xw, 2 * i + 1) + word_element<XDT>(rw, 2 * i + 1);
+            sw[i] = XDT == kBF16 ? pack_bf16x2(lo, hi) : pack_f16x2(lo, hi);
+        }
+        if (ok) store_words(a.res_out + t * a.res_out_st + col * 2, sw);
+    } else {
+#pragma unroll
+        for (int i = 0; i < W; ++i) sw[i] = xw[i];
+    }
+    float y[VEC];
+    if (a.normalize) {
+        const float rstd = rsqrtf(fmaf(row_sum_squares<XDT, VEC>(sw, a.hidden), a.inv_hidden, a.eps));
+        if (kLateWeight<MINB, VEC> && ok) wraw = load_weight_chunk<VEC, SAME>(wp, a.weight_dtype);
+        float w[VEC];
+        if constexpr (SAME) widen_chunk<XDT>(wraw, a.weight_offset, w);
+        else widen_chunk_as(wraw, a.weight_dtype, a.weight_offset, w);
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) y[k] = word_element<XDT>(sw, k) * rstd * w[k];
+    } else {
+#pragma unroll
+        for (int k = 0; k < VEC; ++k) y[k] = word_element<XDT>(sw, k);
+    }
+    if (a.y && ok) {
+        char *yp = a.y + t * a.y_st + col * dtype_size(a.y_dtype);
+        if constexpr (SAME) store_vec<XDT, VEC>(yp, y);
+        else store_vec_as(yp, a.y_dtype, y);
+    }
+    if constexpr (QUANT) quantize_chunk<VEC>(a, t, col, ok, y);
+}
+
 // RES (a residual is added), QUANT (FP8 outputs) and SAME (weight and copy of x's dtype) are
 // compiled in, and the row is held as its 16-bit words, widened at each use: every variant
 // then fits 32 registers at VEC 16 without spills (ptxas -v; it was 56 with run-time dtypes
@@ -153,45 +206,77 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, MINB * kMaxRowThreads) add_rmsn
     // The weight's raw bits, loaded beside x (one DRAM wait a thread) except in the 32-register
     // build, where they would spill: there they are read after the row sum, from L2 (every
     // row reads the same weight), which other resident blocks hide.
-    constexpr bool kLateWeight = MINB > 1 && VEC == 16;
     RawChunk<VEC> wraw{};
     const char *wp = static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype);
-    if (!kLateWeight && ok && a.normalize) wraw = load_weight_chunk<VEC, SAME>(wp, a.weight_dtype);
-
-    // The row as stored: x, or x + residual rounded to the residual's dtype (x's here).
-    uint32_t sw[W];
-    if constexpr (RES) {  // the sum in fp32, rounded, stored
-#pragma unroll
-        for (int i = 0; i < W; ++i) {
-            const float lo = word_element<XDT>(xw, 2 * i) + word_element<XDT>(rw, 2 * i);
-            const float hi = word_element<XDT>(xw, 2 * i + 1) + word_element<XDT>(rw, 2 * i + 1);
-            sw[i] = XDT == kBF16 ? pack_bf16x2(lo, hi) : pack_f16x2(lo, hi);
-        }
-        if (ok) store_words(a.res_out + t * a.res_out_st + col * 2, sw);
-    } else {
-#pragma unroll
-        for (int i = 0; i < W; ++i) sw[i] = xw[i];
-    }
-    float y[VEC];
-    if (a.normalize) {
-        const float rstd = rsqrtf(fmaf(row_sum_squares<XDT, VEC>(sw, a.hidden), a.inv_hidden, a.eps));
-        if (kLateWeight && ok) wraw = load_weight_chunk<VEC, SAME>(wp, a.weight_dtype);
-        float w[VEC];
-        if constexpr (SAME) widen_chunk<XDT>(wraw, a.weight_offset, w);
-        else widen_chunk_as(wraw, a.weight_dtype, a.weight_offset, w);
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) y[k] = word_element<XDT>(sw, k) * rstd * w[k];
-    } else {
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) y[k] = word_element<XDT>(sw, k);
-    }
-    if (a.y && ok) {
-        char *yp = a.y + t * a.y_st + col * dtype_size(a.y_dtype);
-        if constexpr (SAME) store_vec<XDT, VEC>(yp, y);
-        else store_vec_as(yp, a.y_dtype, y);
-    }
-    if constexpr (QUANT) quantize_chunk<VEC>(a, t, col, ok, y);
+    if (!kLateWeight<MINB, VEC> && ok && a.normalize) wraw = load_weight_chunk<VEC, SAME>(wp, a.weight_dtype);
+    add_row_finish<XDT, VEC, RES, QUANT, SAME, MINB>(a, t, col, ok, xw, rw, wp, wraw);
 }
+
+#if defined(GN_HAS_COPY_ASYNC)
+// The row kernel pipelined (opt-in while it is measured: GATEDNORM_ROW_PIPE), as the gated FP8
+// op's pipelined kernel (hip/rmsnorm_gated_fp8.hip has the why): a resident grid, each block
+// taking rows in turn, the x (and residual) chunks of its next STAGES - 1 rows on their way as
+// cp.async copies into the thread's own slots of a shared-memory ring (dynamic: STAGES x
+// arrays x VEC / 8 chunks x the block's threads, 16 bytes each).  The same lane arithmetic
+// (add_row_finish), so the same bits.  One more barrier a row: the row sum's span partials
+// (shared) must be read by every thread before the next row's are written.
+// Registers: the row kernel's 32 (2 blocks of 1024 an SM) except VEC 16 with FP8 outputs,
+// which spills 20-24 bytes there (the ring's addresses): 1024 (no cap under 64; the
+// occupancy query sizes the grid).
+template <bool QUANT, int VEC>
+constexpr int kPipeMinBlocks = QUANT && VEC == 16 ? 1 : 2;
+
+template <int XDT, int VEC, bool RES, bool QUANT, bool SAME, int STAGES>
+__global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, (kPipeMinBlocks<QUANT, VEC> * kMaxRowThreads)) add_rmsnorm_row_pipe_kernel(const AddArgs a) {
+    static_assert(STAGES >= 2, "a row in flight while one is finished");
+    extern __shared__ uint4 ring[];
+    constexpr int W = VEC / 2, CH = VEC / 8, kArrays = RES ? 2 : 1;
+    const int col = threadIdx.x * VEC;
+    const bool ok = col < a.hidden;
+    const uint32_t rows = uint32_t(a.rows), nt = blockDim.x;
+    const char *wp = static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype);
+    auto slot = [&](int s, int r, int c) -> uint4 * { return ring + ((s * kArrays + r) * CH + c) * nt + threadIdx.x; };
+    auto issue = [&](uint32_t t, int s) {
+        if (t < rows) {
+            const char *xp = ok ? a.x + int64_t(t) * a.x_st + col * 2 : a.x;
+#pragma unroll
+            for (int c = 0; c < CH; ++c) gn_copy_async_b128(slot(s, 0, c), xp + 16 * c, ok);
+            if constexpr (RES) {
+                const char *rp = ok ? a.res + int64_t(t) * a.res_st + col * 2 : a.res;
+#pragma unroll
+                for (int c = 0; c < CH; ++c) gn_copy_async_b128(slot(s, 1, c), rp + 16 * c, ok);
+            }
+        }
+        gn_copy_async_commit();  // an empty group past the last row keeps the wait count uniform
+    };
+    pdl_entry(a);
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) issue(blockIdx.x + uint32_t(s) * gridDim.x, s);
+    int s = 0;  // the slot of row t
+    for (uint32_t t = blockIdx.x; t < rows; t += gridDim.x) {
+        issue(t + uint32_t(STAGES - 1) * gridDim.x, s == 0 ? STAGES - 1 : s - 1);  // the slot row t - grid used
+        RawChunk<VEC> wraw{};
+        if (!kLateWeight<kPipeMinBlocks<QUANT, VEC>, VEC> && ok && a.normalize) wraw = load_weight_chunk<VEC, SAME>(wp, a.weight_dtype);
+        gn_copy_async_wait<STAGES - 1>();  // row t's group has landed
+        uint32_t xw[W], rw[W];
+#pragma unroll
+        for (int c = 0; c < CH; ++c) {
+            const uint4 v = *slot(s, 0, c);
+            xw[4 * c] = v.x; xw[4 * c + 1] = v.y; xw[4 * c + 2] = v.z; xw[4 * c + 3] = v.w;
+            if constexpr (RES) {
+                const uint4 r = *slot(s, 1, c);
+                rw[4 * c] = r.x; rw[4 * c + 1] = r.y; rw[4 * c + 2] = r.z; rw[4 * c + 3] = r.w;
+            } else {
+                rw[4 * c] = rw[4 * c + 1] = rw[4 * c + 2] = rw[4 * c + 3] = 0u;
+            }
+        }
+        add_row_finish<XDT, VEC, RES, QUANT, SAME, kPipeMinBlocks<QUANT, VEC>>(a, t, col, ok, xw, rw, wp, wraw);
+        __syncthreads();  // every thread past the span partials before the next row writes them
+        s = s + 1 == STAGES ? 0 : s + 1;
+    }
+    gn_copy_async_wait<0>();
+}
+#endif  // GN_HAS_COPY_ASYNC
 
 // add_rmsnorm with an fp32 residual beside 16-bit x (an engine keeping its residual stream in
 // fp32): VEC 8, the stored row held as 8 floats (x + residual in fp32 is the stored value: no
@@ -394,6 +479,91 @@ const char *kernel_name(bool normalize, int vec, bool same) {
     return kNames[normalize][vec == 0 ? 0 : vec == 8 ? 1 : same ? 2 : 3];
 }
 
+#if defined(GN_HAS_COPY_ASYNC)
+// GATEDNORM_ROW_PIPE = 2 or 3 (read at each call, like GATEDNORM_ROW_VEC): the pipelined row
+// kernel with that many ring slots where the row kernel runs bf16 at VEC 8, or at VEC 16 with
+// weight and copy of x's dtype; unset or anything else, the row kernel.  Opt-in until a GPU
+// run measures it (perf log, run 109).
+int row_pipe_stages() {
+    const char *v = getenv("GATEDNORM_ROW_PIPE");
+    if (!v || !v[0] || v[1]) return 0;
+    return v[0] == '2' || v[0] == '3' ? v[0] - '0' : 0;
+}
+
+constexpr int kPipeDevices = 64;
+
+// One instantiation on a resident grid: as many blocks of `block` threads as the device
+// keeps resident with this ring (asked once a device and block size), fewer for few rows.
+// *launched false (nothing done) where the ring is more shared memory than a block may have.
+template <int VEC, bool RES, bool QUANT, bool SAME, int STAGES>
+hipError_t launch_row_pipe_as(const AddArgs &a, unsigned block, int device, hipStream_t s, bool pdl, bool *launched) {
+    const auto kernel = add_rmsnorm_row_pipe_kernel<kBF16, VEC, RES, QUANT, SAME, STAGES>;
+    constexpr unsigned kMaxRing = STAGES * (RES ? 2 : 1) * (VEC / 8) * kMaxRowThreads * 16;
+    const unsigned smem = STAGES * (RES ? 2 : 1) * (VEC / 8) * block * 16;
+    // Per device: the dynamic shared memory a block may have (0: not asked yet), and the last
+    // block size asked with its resident blocks (block << 32 | blocks).
+    static std::atomic<int> smem_limit[kPipeDevices];
+    static std::atomic<uint64_t> resident[kPipeDevices];
+    *launched = false;
+    if (device < 0 || device >= kPipeDevices) return hipSuccess;
+    int limit = smem_limit[device].load(std::memory_order_acquire);
+    if (limit == 0) {
+        int most = 0;
+        hipError_t err = gn_max_dynamic_shared(device, &most);
+        const int allowed = int(kMaxRing) < most ? int(kMaxRing) : most;
+        if (err == hipSuccess) err = gn_allow_dynamic_shared(kernel, allowed);  // once, for every block size
+        if (err == hipSuccess) err = gn_prefer_shared(kernel);
+        if (err != hipSuccess) return err;
+        limit = allowed;
+        smem_limit[device].store(limit, std::memory_order_release);
+    }
+    if (int(smem) > limit) return hipSuccess;
+    uint64_t r = resident[device].load(std::memory_order_relaxed);
+    if (r >> 32 != block) {
+        int per_sm = 0, sms = 0;
+        hipError_t err = hipOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, int(block), smem);
+        if (err == hipSuccess) err = hipDeviceGetAttribute(&sms, hipDeviceAttributeMultiprocessorCount, device);
+        if (err != hipSuccess) return err;
+        if (per_sm < 1) return hipSuccess;  // fits no SM: the row kernel instead
+        r = uint64_t(block) << 32 | uint32_t(per_sm * sms);
+        resident[device].store(r, std::memory_order_relaxed);
+    }
+    const uint32_t blocks = uint32_t(r), rows = uint32_t(a.rows);
+    *launched = true;
+    return gn_launch_smem(kernel, rows < blocks ? rows : blocks, block, smem, s, a, pdl);
+}
+
+template <int VEC, bool SAME, int STAGES>
+hipError_t launch_row_pipe_stages(const AddArgs &a, unsigned block, int device, hipStream_t s, bool pdl, bool *launched) {
+    if (a.res) return a.has_quant ? launch_row_pipe_as<VEC, true, true, SAME, STAGES>(a, block, device, s, pdl, launched)
+                                  : launch_row_pipe_as<VEC, true, false, SAME, STAGES>(a, block, device, s, pdl, launched);
+    return a.has_quant ? launch_row_pipe_as<VEC, false, true, SAME, STAGES>(a, block, device, s, pdl, launched)
+                       : launch_row_pipe_as<VEC, false, false, SAME, STAGES>(a, block, device, s, pdl, launched);
+}
+
+// The pipelined row kernel for a bf16 problem the row kernel takes at `vec` (8, or 16 with
+// `same` dtypes: the builds the row kernel runs at 32 registers); *launched false where it
+// does not apply or its ring does not fit (the caller launches the row kernel).
+hipError_t launch_row_pipe(const AddArgs &a, int vec, bool same, int stages, int device, hipStream_t s, bool pdl, bool *launched) {
+    *launched = false;
+    if (a.x_dtype != kBF16 || (vec == 16 && !same)) return hipSuccess;
+    const unsigned lanes = unsigned(a.hidden / vec);
+    const unsigned block = (lanes + kShuffleGroup - 1) / kShuffleGroup * kShuffleGroup;
+    if (vec == 8) return stages == 2 ? launch_row_pipe_stages<8, false, 2>(a, block, device, s, pdl, launched)
+                                     : launch_row_pipe_stages<8, false, 3>(a, block, device, s, pdl, launched);
+    return stages == 2 ? launch_row_pipe_stages<16, true, 2>(a, block, device, s, pdl, launched)
+                       : launch_row_pipe_stages<16, true, 3>(a, block, device, s, pdl, launched);
+}
+
+const char *pipe_kernel_name(bool normalize, int vec, int stages) {
+    static const char *const kNames[2][2][2] = {
+        {{"group_quant_fp8.row.vec8.pipe2", "group_quant_fp8.row.vec8.pipe3"},
+         {"group_quant_fp8.row.vec16.pipe2", "group_quant_fp8.row.vec16.pipe3"}},
+        {{"add_rmsnorm.row.vec8.pipe2", "add_rmsnorm.row.vec8.pipe3"}, {"add_rmsnorm.row.vec16.pipe2", "add_rmsnorm.row.vec16.pipe3"}}};
+    return kNames[normalize][vec == 16][stages == 3];
+}
+#endif  // GN_HAS_COPY_ASYNC
+
 }  // namespace
 
 AddArgs make_add_args(const AddRmsnormProblem &p, int vec) {
@@ -435,6 +605,7 @@ AddArgs make_add_args(const AddRmsnormProblem &p, int vec) {
     a.eps = p.eps;
     a.weight_offset = p.weight_offset;
     a.inv_hidden = 1.0f / float(p.hidden);
+    a.rows = int32_t(p.tokens);
     return a;
 }
 
@@ -481,12 +652,27 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
     AddArgs a = make_add_args(p, vec);
     a.pdl = pdl;
     const unsigned grid = unsigned(p.tokens);
-    hipError_t err;
+    hipError_t err = hipSuccess;
     const bool same = same_dtypes(p);
-    if (vec) err = p.x_dtype == kBF16 ? launch_row<kBF16>(a, vec, same, grid, s, pdl) : launch_row<kF16>(a, vec, same, grid, s, pdl);
-    else err = gn_launch(add_rmsnorm_generic_kernel, grid, kGenericThreads, s, a, pdl);
+    bool piped = false;
+#if defined(GN_HAS_COPY_ASYNC)
+    const int stages = vec ? row_pipe_stages() : 0;
+    if (stages) err = launch_row_pipe(a, vec, same, stages, p.device_id, s, pdl, &piped);
+#endif
+    if (piped || err != hipSuccess) {
+    } else if (vec) {
+        err = p.x_dtype == kBF16 ? launch_row<kBF16>(a, vec, same, grid, s, pdl) : launch_row<kF16>(a, vec, same, grid, s, pdl);
+    } else {
+        err = gn_launch(add_rmsnorm_generic_kernel, grid, kGenericThreads, s, a, pdl);
+    }
     if (err != hipSuccess) return launch_fail(err, p.normalize ? "add_rmsnorm" : "group_quant_fp8", "x");
     const gatednorm_status st = check_launch(p.normalize ? "add_rmsnorm" : "group_quant_fp8");
+#if defined(GN_HAS_COPY_ASYNC)
+    if (st == GATEDNORM_STATUS_SUCCESS && piped) {
+        note_kernel(pipe_kernel_name(p.normalize, vec, stages));
+        return st;
+    }
+#endif
     if (st == GATEDNORM_STATUS_SUCCESS) note_kernel(kernel_name(p.normalize, vec, same));
     return st;
 }

@@ -14,8 +14,9 @@
 //            hipExtMallocWithFlags hipDeviceMallocUncached: fine-grained memory for them)
 //            hipOccupancyMaxActiveBlocksPerMultiprocessor (whether ranks sharing a GPU fit;
 //            a resident grid's size)
-//            gn_prefer_shared (CUDA only, with GN_HAS_COPY_ASYNC: a kernel's L1 /
-//            shared-memory split, all the shared memory)
+//            gn_prefer_shared, gn_max_dynamic_shared, gn_allow_dynamic_shared,
+//            gn_launch_smem (CUDA only, with GN_HAS_COPY_ASYNC: a kernel's L1 / shared-memory
+//            split, all the shared memory; dynamic shared memory past 48 KB; a launch with it)
 //            hipHostMalloc hipHostMallocMapped hipHostGetDevicePointer hipHostFree (the
 //            all-reduce's abort word, host memory its kernel writes)
 //   device:  gn_shfl_xor (shuffle within groups of `width` <= 32 lanes, all lanes active)
@@ -222,6 +223,35 @@ inline hipError_t gn_prefer_shared(Kernel kernel) {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, int(cudaSharedmemCarveoutMaxShared));
 }
 
+// The most dynamic shared memory a block may ask for on `device` (past the 48 KB default,
+// once gn_allow_dynamic_shared raised the kernel's limit): 227 KB on sm_90, 163 KB on sm_80.
+inline hipError_t gn_max_dynamic_shared(int device, int *bytes) {
+    return cudaDeviceGetAttribute(bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+}
+template <class Kernel>
+inline hipError_t gn_allow_dynamic_shared(Kernel kernel, int bytes) {
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+}
+
+// kernel<<<grid, block, smem, stream>>>(args), with programmatic dependent launch where asked
+// for (as gn_launch; `smem` bytes of dynamic shared memory).
+template <class Args>
+hipError_t gn_launch_smem(void (*kernel)(Args), dim3 grid, dim3 block, unsigned smem, hipStream_t stream, const Args &args,
+                          bool pdl) {
+    if (grid.x > 0x7FFFFFFFu || grid.y > 65535u || grid.z > 65535u) return cudaErrorInvalidConfiguration;
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cfg.attrs = &attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, args);
+}
+
 #define GN_HAS_PDL 1
 // Whether kernels may be launched with PDL on `device` (the current device; asked once per
 // device, hip/runtime.hip): compute capability >= 9.0 and the code this build runs there
@@ -233,16 +263,7 @@ bool gn_device_has_pdl(int device);
 // attribute; kernel must wait for the prior grid (gn_wait_prior_grid) before touching memory.
 template <class Args>
 cudaError_t gn_launch_pdl(void (*kernel)(Args), dim3 grid, dim3 block, cudaStream_t stream, const Args &args) {
-    cudaLaunchAttribute attr{};
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.stream = stream;
-    cfg.attrs = &attr;
-    cfg.numAttrs = 1;
-    return cudaLaunchKernelEx(&cfg, kernel, args);
+    return gn_launch_smem(kernel, grid, block, 0, stream, args, true);
 }
 
 #else  // HIP (AMD)

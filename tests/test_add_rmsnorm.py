@@ -21,6 +21,8 @@ import pytest
 import gatednorm
 from gatednorm import GatedNormError, _dtypes, reference
 from gatednorm.testing import randn
+
+from conftest import Backend
 from test_rmsnorm_gated_fp8 import (DT, FP8, NAN_CODE, POISON_VALUE, SCALE_DT, check_q, check_scales, encode_rule, new_scales,
                                     poison_codes, scale_values)
 
@@ -485,6 +487,54 @@ def test_group_quant_many_rows(be, rng, monkeypatch, T, H, xd, vec):
     x[T // 3] *= 300.0
     x[T - 1, 7] = np.nan
     check_group_quant(be, x, 128, "fp32", "col")
+
+
+# The pipelined row kernel (GATEDNORM_ROW_PIPE: ring slots; CUDA builds, bf16, VEC 8 or VEC 16
+# with weight and copy of x's dtype) where each block takes several rows, so that its ring
+# wraps at 2 and 3 slots (a resident grid of ~260-1060 blocks at these sizes on an H100 / H200
+# against 2053-4099 rows), a row with another scale and a NaN row among them.  Bit for bit the
+# row kernel's outputs at the same VEC, which run() checks against the reference; each
+# pipelined call writes into freshly poisoned outputs (and a fresh copy of the residual).
+@pytest.mark.parametrize("T,H,vec", [(4099, 4096, "8"), (4099, 4096, "16"), (2053, 7168, "16")])
+@pytest.mark.parametrize("variant", ["rmsnorm", "add", "add_fp8_copy", "rmsnorm_fp8"])
+def test_row_pipe_bit_equal(requires_gpu, monkeypatch, rng, T, H, vec, variant):
+    if gatednorm._runtime.gpu_device_type() != gatednorm._runtime.CUDA:
+        pytest.skip("the pipelined row kernel is built for CUDA only (hip/port.h: GN_HAS_COPY_ASYNC)")
+    if H == 7168 and variant != "add_fp8_copy":
+        pytest.skip("hidden 7168: the FP8 build (its own register budget) is the case")
+    gpu = Backend("gpu")
+    residual = variant.startswith("add")
+    x, r, w = inputs(rng, (T, H), "bf16", "bf16", "bf16", residual=residual)
+    x[T // 3] *= 300.0
+    x[T - 2, 5] = np.nan
+    fp8, y = "fp8" in variant, variant != "rmsnorm_fp8"
+    kw = dict(fp8=True, group_size=128) if fp8 else {}
+    monkeypatch.delenv("GATEDNORM_ROW_PIPE", raising=False)
+    monkeypatch.setenv("GATEDNORM_ROW_VEC", vec)
+    want_y, want_q, want_s, want_r = run(gpu, x, r, w, in_place=False, y=y, **kw)  # against the reference
+    assert gatednorm.last_kernel() == "add_rmsnorm.row.vec%s" % vec  # rmsnorm's launches are add_rmsnorm's entry's
+    K = H // 128
+    for stages in ("2", "3"):
+        monkeypatch.setenv("GATEDNORM_ROW_PIPE", stages)
+        outs = dict(y_out=gpu.put(np.full(x.shape, POISON_VALUE, DT["bf16"])) if y else None)
+        if fp8:
+            outs.update(q=gpu.put(poison_codes(x.shape, "e4m3fn")), scales=gpu.put(np.full((T, K), POISON_VALUE, np.float32)))
+        if residual:
+            rd = gpu.put(r)
+            res_out = gpu.put(np.full(r.shape, POISON_VALUE, DT["bf16"]))
+            got = gatednorm.add_rmsnorm(gpu.put(x), rd, gpu.put(w), residual_out=res_out, y=y, **outs, **kw)
+        else:
+            got = gatednorm.rmsnorm(gpu.put(x), gpu.put(w), y=y, **outs, **kw)
+        gatednorm.synchronize()
+        assert gatednorm.last_kernel() == "add_rmsnorm.row.vec%s.pipe%s" % (vec, stages)
+        for name, a, b in (("y", got.y, want_y), ("residual", got.residual, want_r), ("q", got.q, want_q)):
+            if b is None:
+                assert a is None, name
+            else:
+                assert gpu.get(a).tobytes() == b.tobytes(), "stages %s: %s differs" % (stages, name)
+        if fp8:
+            assert np.asarray(gpu.get(got.scales), np.float64).reshape(T, K).tobytes() == np.asarray(want_s, np.float64).tobytes()
+    monkeypatch.delenv("GATEDNORM_ROW_PIPE")
 
 
 @pytest.mark.parametrize("shape", [(2, 0, 256), (0, 3, 256), (0, 256)])

@@ -554,14 +554,17 @@ def _on_stream(f, stream, *args, **kw):
 # measured), with 16 elements a lane forced so that it runs wherever E = 16 is legal (the pipe
 # replaces only E = 16's vec kernel).
 _KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "e4": "4", "e8": "8", "e16": "16", "gemv": "gemv", "lean": "lean"}
+# "rpipe2" / "rpipe3" (add_rmsnorm, rmsnorm): the row kernel pipelined with that many ring slots
+# (GATEDNORM_ROW_PIPE; CUDA builds, bf16, at the VEC the size rules pick; opt-in while measured).
 _KERNEL_ENV_NAMED = {"pipe%d" % n: (("GATEDNORM_FP8_PIPE", str(n)), ("GATEDNORM_FP8_LANE_ELEMS", "16")) for n in (2, 3, 4)}
+_KERNEL_ENV_NAMED.update({"rpipe%d" % n: (("GATEDNORM_ROW_PIPE", str(n)),) for n in (2, 3)})
 
 
 # Every kernel-choice hook the launchers read (a getenv a call): the bench owns them while it
 # runs (run() clears them and puts back what was set), and a mode's value holds only for its
 # own call (a review found the last mode's left set, reaching later calls and peers).
-_KERNEL_ENV_VARS = ("GATEDNORM_ROW_VEC", "GATEDNORM_FP8_LANE_ELEMS", "GATEDNORM_FP8_PIPE", "GATEDNORM_W4A16_KERNEL",
-                    "GATEDNORM_W4A16_ROWS_PER_LAUNCH")
+_KERNEL_ENV_VARS = ("GATEDNORM_ROW_VEC", "GATEDNORM_ROW_PIPE", "GATEDNORM_FP8_LANE_ELEMS", "GATEDNORM_FP8_PIPE",
+                    "GATEDNORM_W4A16_KERNEL", "GATEDNORM_W4A16_ROWS_PER_LAUNCH")
 
 
 def _with_kernel_env(name, mode, f):
@@ -1131,7 +1134,7 @@ class AddRMSNormBench(OpBench):
     variants = ADD_VARIANTS
     cpu_variants = ("fp8_bf16", "plain")
     ours_modes = ("out",)
-    all_ours_modes = ("out", "pdl", "vec8", "vec16")
+    all_ours_modes = ("out", "pdl", "vec8", "vec16", "rpipe2", "rpipe3")
     copy_targets = (0.85, 0.9, 0.95)
     outputs = ("y", "q", "scales")
     not_read = ("residual0",)
