@@ -645,3 +645,15 @@ def test_kernel_hooks_are_cleared_while_the_bench_runs_and_put_back(monkeypatch)
                                                    seen.append(os.environ.get("GATEDNORM_ROW_VEC"))))
     bench.run(cpu=True)
     assert seen == [None, "8", None] and os.environ["GATEDNORM_ROW_VEC"] == "16"
+
+
+def test_host_call_is_the_issues_call():
+    """The host row of rmsnorm_gated times `rmsnorm_gated(x, z, w, out=o)` as issue #11 names
+    it, eps left at its default: which must then be the EPS every other row uses."""
+    import inspect
+
+    assert inspect.signature(gatednorm.rmsnorm_gated).parameters["eps"].default == bench.EPS
+    op = bench.OPS["rmsnorm_gated"]
+    case = op.host_case(False)
+    call = op.host_call(gatednorm, case, True)
+    assert call.keywords == {"out": case["out"]} and call.args == (case["x"], case["z"], case["w"])
