@@ -137,3 +137,52 @@ def test_output_made_without_out(rng):
         gatednorm.rmsnorm_gated(x, z, w[:4])
     with pytest.raises(gatednorm.InvalidArgumentError, match="(^|: )z: "):
         gatednorm.rmsnorm_gated(x, z[:2], w)
+
+
+def test_packed_entry_is_the_same_call(rng):
+    """gatednorm_rmsnorm_gated_packed: the same checks and bits as gatednorm_rmsnorm_gated,
+    its arguments in one struct; a NULL struct is refused naming args."""
+    from gatednorm import ops
+    from gatednorm._ffi import ffi
+
+    lib = gatednorm._ffi.lib()
+    assert lib.gatednorm_rmsnorm_gated_packed(ffi.NULL) == lib.GATEDNORM_STATUS_INVALID_ARGUMENT
+    assert ffi.string(lib.gatednorm_last_error()).decode().startswith("args: ")
+    x, z, w = _inputs(rng, (3, 8), BF16)
+    outs = [np.full(x.shape, np.nan, BF16) for _ in range(2)]
+    prm = ops._RMSNORM_GATED.params(eps=1e-5)
+    from gatednorm import _call
+
+    hold = []
+    t = [_call.convert(a, n, 0, hold, n == "out") for a, n in ((x, "x"), (z, "z"), (w, "weight"))]
+    for k, out in enumerate(outs):
+        to = _call.convert(out, "out", 0, hold, True)
+        if k:
+            st = lib.gatednorm_rmsnorm_gated_packed(ffi.new("gatednorm_rmsnorm_gated_args *", (*t, to, prm, ffi.NULL)))
+        else:
+            st = lib.gatednorm_rmsnorm_gated(*t, to, prm, ffi.NULL)
+        assert st == 0
+    assert np.array_equal(outs[0].view(np.uint16), outs[1].view(np.uint16))
+    bad = _call.convert(w[:4], "weight", 0, hold, False)
+    st = lib.gatednorm_rmsnorm_gated_packed(ffi.new("gatednorm_rmsnorm_gated_args *", (t[0], t[1], bad, to, prm, ffi.NULL)))
+    assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT
+    assert ffi.string(lib.gatednorm_last_error()).decode().startswith("weight: ")
+
+
+def test_packed_cache_follows_params_and_arrays(rng):
+    """The all-numpy out= path's one cache entry per (addresses, params): another eps on the
+    same arrays, or other arrays, is another entry; a cleared cache is refilled."""
+    from gatednorm import ops
+
+    cache = ops._RMSNORM_GATED._packed_cache
+    x, z, w = _inputs(rng, (2, 8), BF16)
+    out = np.full(x.shape, np.nan, BF16)
+    for eps in (1e-6, 1e-1, 1e-6):
+        res = gatednorm.rmsnorm_gated(x, z, w, eps=eps, out=out)
+        assert res is out
+        assert reference.compare(out, reference.rmsnorm_gated(x, z, w, eps=eps), BF16).ok
+    n = len(cache)
+    assert n >= 2
+    cache.clear()
+    gatednorm.rmsnorm_gated(x, z, w, out=out)
+    assert len(cache) == 1

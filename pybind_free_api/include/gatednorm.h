@@ -68,8 +68,8 @@ extern "C" {
 #endif
 
 #define GATEDNORM_VERSION_MAJOR 0
-#define GATEDNORM_VERSION_MINOR 5
-#define GATEDNORM_VERSION_PATCH 1
+#define GATEDNORM_VERSION_MINOR 6
+#define GATEDNORM_VERSION_PATCH 0
 
 /* Fixed capacity of a tensor descriptor, so no pointer lifetimes cross the ABI. */
 #define GATEDNORM_MAX_DIMS 8
@@ -232,6 +232,19 @@ GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_params_init(gatednorm_rms
  * weight: [D], any of the three dtypes, contiguous.
  * Runs on the device of the tensors (all must match); asynchronous on stream for a GPU. */
 GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated(const gatednorm_tensor *x, const gatednorm_tensor *z, const gatednorm_tensor *weight, const gatednorm_tensor *out, const gatednorm_rmsnorm_gated_params *params, void *stream);
+
+/* gatednorm_rmsnorm_gated with its arguments in one struct (the same names, meanings and
+ * checks), for bindings that pay per argument passed (cffi's ABI mode: ~40 ns an argument;
+ * the Python package's numpy path passes one pointer).  args NULL is refused, naming args. */
+typedef struct gatednorm_rmsnorm_gated_args {
+    const gatednorm_tensor *x;
+    const gatednorm_tensor *z;
+    const gatednorm_tensor *weight;
+    const gatednorm_tensor *out;
+    const gatednorm_rmsnorm_gated_params *params;
+    void *stream;
+} gatednorm_rmsnorm_gated_args;
+GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_packed(const gatednorm_rmsnorm_gated_args *args);
 
 
 /* ------------------------------------------ §2 gated RMSNorm + FP8 per-group quantization */

@@ -195,4 +195,11 @@ GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated(const gatednorm_tensor *x
     return guarded("rmsnorm_gated", [&] { return rmsnorm_gated_checked(x, z, weight, out, params, stream); });
 }
 
+GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated_packed(const gatednorm_rmsnorm_gated_args *a) {
+    return guarded("rmsnorm_gated", [&] {
+        if (!a) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "args: must not be NULL");
+        return rmsnorm_gated_checked(a->x, a->z, a->weight, a->out, a->params, a->stream);
+    });
+}
+
 }  // extern "C"

@@ -225,6 +225,25 @@ def _np_desc(a, name, buf):
     return t
 
 
+def _packed_args(entry, arrays, bufs, params):
+    """An all-numpy call's arguments as one ``<function>_args`` struct (``Entry(packed=True)``):
+    each array's descriptor (``_np_desc``, in order, so the first bad one is named) and
+    ``params``, with a NULL stream, entered in the entry's cache under the arrays' addresses
+    (this call's buffers) and ``params``, with each array's shape and dtype, which a hit
+    must match as ``_np_descs``'s do.  Returns (struct, descriptors): the struct holds raw
+    pointers, so the caller keeps the descriptors until the library returned."""
+    ts = tuple(_np_desc(a, name, b) for a, name, b in zip(arrays, entry.names, bufs))
+    pk = ffi.new(entry.function + "_args *", ts + (params, _NULL))
+    cache = entry._packed_cache
+    if len(cache) >= 1024:
+        cache.clear()
+    # The key keeps plain `void *` addresses (a buffer would pin its array) and params itself
+    # (alive while the entry is, so no other params struct can have its address).
+    cache[tuple(ffi.cast("void *", b) for b in bufs) + (params,)] = (
+        tuple(a.shape for a in arrays) + tuple(a.dtype for a in arrays) + (pk, ts))
+    return pk, ts
+
+
 def _from_numpy(a, name, writable, sc, i, s, hold):
     try:
         # C-contiguous: the buffer protocol hands over the address (and refuses a read-only
@@ -663,8 +682,14 @@ class Entry:
     ``gatednorm_``; rmsnorm calls add_rmsnorm's entry under its own)."""
 
     def __init__(self, function: str, params_type: str | None, names: tuple, outputs: tuple = (), compile_now: bool = False,
-                 c_names: dict | None = None, params_keywords: bool = False, label: str | None = None):
+                 c_names: dict | None = None, params_keywords: bool = False, label: str | None = None,
+                 packed: bool = False):
         self.function = function
+        # packed: the library has ``<function>_packed(const <function>_args *)``, the same call
+        # with its arguments in one struct: the all-numpy out= path passes one pointer, made
+        # once per addresses and params (cffi's ABI mode costs ~40 ns an argument passed).
+        self.packed = packed
+        self._packed_cache: dict = {}
         self.c_names = dict(c_names or {})
         self._params_keywords = params_keywords
         self._variants: dict = {}
@@ -694,7 +719,7 @@ class Entry:
 
     def _variant(self, outputs):
         return Entry(self.function, self.params_type, self.names, outputs, c_names=self.c_names,
-                     params_keywords=self._params_keywords, label=self.short)
+                     params_keywords=self._params_keywords, label=self.short, packed=self.packed)
 
     def _raise_error(self, status, function, message=None):
         _ffi.raise_error(status, function, self._rename, message)
@@ -733,12 +758,19 @@ class Entry:
         """The function to call, bound as the compiled call's ``FN`` (until then ``FN`` is
         ``_first_call``)."""
         fn = self._fn or self._load()
+        if self.packed:
+            self._env["PFN"] = getattr(_ffi.lib(), self.function + "_packed")
         self._env["FN"] = fn
         return fn
 
     def _first_call(self, *args):
         """``FN`` before the entry is loaded: loads it and makes the call."""
         return self._ready()(*args)
+
+    def _first_packed(self, args):
+        """``PFN`` (a packed entry's ``<function>_packed``) before the entry is loaded."""
+        self._ready()
+        return self._env["PFN"](args)
 
     def params(self, **fields):
         """A params struct: the library's defaults with ``fields`` set (values already
@@ -806,10 +838,25 @@ class Entry:
         lines += [ind + "except FB_ERRORS:",
                   ind + "    pass",
                   ind + "else:"]
-        for i in range(n):
-            lines += self._np_desc_lines(ind + "    ", i)
-        lines += [ind + "    st = FN(%s, NULL)" % fn_args,
-                  ind + "    if st:",
+        if self.packed:
+            # One lookup for all arrays (and params): the struct of the call's arguments, made
+            # for these addresses, shapes and dtypes (_packed_args); `keep` holds its
+            # descriptors until the library returned (a cache cleared meanwhile drops them).
+            bs = ", ".join("b%d" % i for i in range(n))
+            lines += [ind + "    try:",
+                      ind + "        %s, pk, keep = PACKED[%s, params]" % (
+                          ", ".join(["s%d" % i for i in range(n)] + ["d%d" % i for i in range(n)]), bs),
+                      ind + "    except KeyError:",
+                      ind + "        s0 = None",
+                      ind + "    if %s:" % " or ".join(["s%d != a%d.shape" % (i, i) for i in range(n)]
+                                                      + ["d%d is not a%d.dtype" % (i, i) for i in range(n)]),
+                      ind + "        pk, keep = packed_args(E, (%s,), (%s,), params)" % (args, bs),
+                      ind + "    st = PFN(pk)"]
+        else:
+            for i in range(n):
+                lines += self._np_desc_lines(ind + "    ", i)
+            lines += [ind + "    st = FN(%s, NULL)" % fn_args]
+        lines += [ind + "    if st:",
                   ind + "        raise_error(st, SHORT)",
                   ind + "    " + ret]
         if outputs:
@@ -923,7 +970,8 @@ class Entry:
                    SLOTTED=_SLOTTED, scratch_busy=_scratch_busy, STREAMS=_stream_ptrs, stream_ptr=_stream_ptr,
                    release=release, raise_error=self._raise_error, SHORT=self.short, last_error=_ffi.last_error_message,
                    NDARRAY=np.ndarray, FB=_from_buffer, FBW=_from_writable, FN=self._first_call, CA=_CHAR_ARRAY,
-                   NPD=_np_descs, FB_ERRORS=_FB_ERRORS,
+                   NPD=_np_descs, FB_ERRORS=_FB_ERRORS, PACKED=self._packed_cache, packed_args=_packed_args,
+                   PFN=self._first_packed,
                    from_numpy=_from_numpy, np_desc=_np_desc, from_cai=_from_cai, read_only=_read_only_output)
         exec(compile("\n".join(lines), "<gatednorm entry %s>" % self.function, "exec"), env)
         if outputs:

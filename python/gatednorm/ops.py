@@ -16,7 +16,8 @@ _OUT_DTYPES = ("bfloat16", "float16", "float32")  # what the norm can write
 _params_cache: dict = {}  # _call.options_key of the options -> params struct (see _params)
 _eps_params: dict = {}  # eps (> 0) -> params struct with every other option at its default
 _RMSNORM_GATED = _call.Entry("gatednorm_rmsnorm_gated", "gatednorm_rmsnorm_gated_params",
-                             ("x", "z", "weight", "out"), outputs=("out",), compile_now=True, params_keywords=True)
+                             ("x", "z", "weight", "out"), outputs=("out",), compile_now=True, params_keywords=True,
+                             packed=True)
 _CALL = _RMSNORM_GATED.call
 # The defaults as objects: `activation is _SILU` and `weight_offset is _ZERO` hold for an
 # option left at its default (and for the literal "silu", which Python interns), without a

@@ -1295,10 +1295,14 @@ static int fuzz_rmsnorm_gated(rng_t *r) {
     /* ---- the call */
     set_sentinel();
     bufs_snapshot();
-    const gatednorm_status st = gatednorm_rmsnorm_gated(X->present ? &X->t : NULL, Z->present ? &Z->t : NULL, W->present ? &W->t : NULL,
-                                                        O->present ? &O->t : NULL,
-                                                        C.params_null ? NULL : (const gatednorm_rmsnorm_gated_params *)(void *)C.params_buf,
-                                                        C.stream);
+    /* every other case through the packed entry (the same call in one struct), no draw from r */
+    static unsigned packed_turn;
+    const gatednorm_rmsnorm_gated_args args = {X->present ? &X->t : NULL, Z->present ? &Z->t : NULL, W->present ? &W->t : NULL,
+                                               O->present ? &O->t : NULL,
+                                               C.params_null ? NULL : (const gatednorm_rmsnorm_gated_params *)(void *)C.params_buf,
+                                               C.stream};
+    const gatednorm_status st = (++packed_turn & 1) ? gatednorm_rmsnorm_gated_packed(&args)
+                                                    : gatednorm_rmsnorm_gated(args.x, args.z, args.weight, args.out, args.params, args.stream);
     if (st == GATEDNORM_STATUS_SUCCESS) {
         if (C.must_reject) die("accepted a call it must refuse");
         if (C.open) ++g_rstats.open_accepted;
