@@ -508,9 +508,13 @@ hipError_t launch_row_pipe_as(const AddArgs &a, unsigned block, int device, hipS
     if (device < 0 || device >= kPipeDevices) return hipSuccess;
     int limit = smem_limit[device].load(std::memory_order_acquire);
     if (limit == 0) {
-        int most = 0;
+        // The device's opt-in maximum less the kernel's static shared memory (the span
+        // partials): CUDA refuses a limit past that (review: an A100 with the VEC 16 ring at 3
+        // slots, sm_86 / 89 at 2, failed every call instead of taking the row kernel).
+        int most = 0, fixed = 0;
         hipError_t err = gn_max_dynamic_shared(device, &most);
-        const int allowed = int(kMaxRing) < most ? int(kMaxRing) : most;
+        if (err == hipSuccess) err = gn_static_shared(kernel, &fixed);
+        const int allowed = int(kMaxRing) < most - fixed ? int(kMaxRing) : most - fixed;
         if (err == hipSuccess) err = gn_allow_dynamic_shared(kernel, allowed);  // once, for every block size
         if (err == hipSuccess) err = gn_prefer_shared(kernel);
         if (err != hipSuccess) return err;

@@ -14,7 +14,7 @@
 //            hipExtMallocWithFlags hipDeviceMallocUncached: fine-grained memory for them)
 //            hipOccupancyMaxActiveBlocksPerMultiprocessor (whether ranks sharing a GPU fit;
 //            a resident grid's size)
-//            gn_prefer_shared, gn_max_dynamic_shared, gn_allow_dynamic_shared,
+//            gn_prefer_shared, gn_max_dynamic_shared, gn_allow_dynamic_shared, gn_static_shared,
 //            gn_launch_smem (CUDA only, with GN_HAS_COPY_ASYNC: a kernel's L1 / shared-memory
 //            split, all the shared memory; dynamic shared memory past 48 KB; a launch with it)
 //            hipHostMalloc hipHostMallocMapped hipHostGetDevicePointer hipHostFree (the
@@ -231,6 +231,15 @@ inline hipError_t gn_max_dynamic_shared(int device, int *bytes) {
 template <class Kernel>
 inline hipError_t gn_allow_dynamic_shared(Kernel kernel, int bytes) {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+}
+// The kernel's static shared memory (its __shared__ arrays): the dynamic limit a block may
+// be allowed is the device's opt-in maximum less this.
+template <class Kernel>
+inline hipError_t gn_static_shared(Kernel kernel, int *bytes) {
+    cudaFuncAttributes f{};
+    const cudaError_t err = cudaFuncGetAttributes(&f, kernel);
+    *bytes = int(f.sharedSizeBytes);
+    return err;
 }
 
 // kernel<<<grid, block, smem, stream>>>(args), with programmatic dependent launch where asked

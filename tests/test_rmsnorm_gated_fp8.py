@@ -331,6 +331,7 @@ def test_pipe_many_rounds_bit_equal(requires_gpu, monkeypatch, rng, T, H, D, G, 
                                                  (4, 8, 128, "fp32", "rmsnorm_gated_fp8.generic")])
 def test_kernel_choice(be, rng, monkeypatch, T, H, D, xd, gpu_kernel):
     monkeypatch.delenv("GATEDNORM_FP8_LANE_ELEMS", raising=False)
+    monkeypatch.delenv("GATEDNORM_FP8_PIPE", raising=False)  # (the suite may run under it: names differ)
     x, z, w = make_inputs(rng, (T, H, D), xd, "bf16")
     gatednorm.rmsnorm_gated_fp8(be.put(x), be.put(z), be.put(w), group_size=72 if D == 72 else 128)
     if be.name == "gpu":
