@@ -167,22 +167,33 @@ def test_packed_entry_is_the_same_call(rng):
     st = lib.gatednorm_rmsnorm_gated_packed(ffi.new("gatednorm_rmsnorm_gated_args *", (t[0], t[1], bad, to, prm, ffi.NULL)))
     assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT
     assert ffi.string(lib.gatednorm_last_error()).decode().startswith("weight: ")
+    _call.release(hold)
 
 
-def test_packed_cache_follows_params_and_arrays(rng):
-    """The all-numpy out= path's one cache entry per (addresses, params): another eps on the
-    same arrays, or other arrays, is another entry; a cleared cache is refilled."""
-    from gatednorm import ops
+def test_packed_cache_after_repeats(rng):
+    """The all-numpy out= path's packed structs, one per (addresses, params): made the fourth
+    time the same arguments come (_call._PACK_AFTER; before, the six-argument call, and only a
+    count kept), then used (the packed entry called); another eps on the same arrays is
+    another entry; results equal the reference throughout."""
+    from gatednorm import _call, ops
 
-    cache = ops._RMSNORM_GATED._packed_cache
+    entry = ops._RMSNORM_GATED
+    cache, seen = entry._packed_cache, entry._packed_seen
     x, z, w = _inputs(rng, (2, 8), BF16)
     out = np.full(x.shape, np.nan, BF16)
-    for eps in (1e-6, 1e-1, 1e-6):
-        res = gatednorm.rmsnorm_gated(x, z, w, eps=eps, out=out)
-        assert res is out
-        assert reference.compare(out, reference.rmsnorm_gated(x, z, w, eps=eps), BF16).ok
-    n = len(cache)
-    assert n >= 2
+    gatednorm.rmsnorm_gated(x, z, w, out=out)  # the entry loaded (PFN bound) before counting
     cache.clear()
-    gatednorm.rmsnorm_gated(x, z, w, out=out)
-    assert len(cache) == 1
+    seen.clear()
+    packed_calls = []
+    pfn = entry._env["PFN"]
+    entry._env["PFN"] = lambda args: packed_calls.append(1) or pfn(args)
+    try:
+        assert _call._PACK_AFTER == 4
+        for eps, entries in zip([1e-6] * 5 + [1e-1] * 5, (0, 0, 0, 1, 1, 1, 1, 1, 2, 2)):
+            out[...] = np.nan
+            assert gatednorm.rmsnorm_gated(x, z, w, eps=eps, out=out) is out
+            assert reference.compare(out, reference.rmsnorm_gated(x, z, w, eps=eps), BF16).ok
+            assert len(cache) == entries, eps  # made at each eps's fourth call
+        assert len(packed_calls) == 2  # each eps's fifth call
+    finally:
+        entry._env["PFN"] = pfn

@@ -235,13 +235,41 @@ def _packed_args(entry, arrays, bufs, params):
     ts = tuple(_np_desc(a, name, b) for a, name, b in zip(arrays, entry.names, bufs))
     pk = ffi.new(entry.function + "_args *", ts + (params, _NULL))
     cache = entry._packed_cache
-    if len(cache) >= 1024:
-        cache.clear()
     # The key keeps plain `void *` addresses (a buffer would pin its array) and params itself
     # (alive while the entry is, so no other params struct can have its address).
     cache[tuple(ffi.cast("void *", b) for b in bufs) + (params,)] = (
         tuple(a.shape for a in arrays) + tuple(a.dtype for a in arrays) + (pk, ts))
     return pk, ts
+
+
+# A packed struct costs ~3-5 us to make and saves ~0.2 us a call: made once the same
+# arguments came _PACK_AFTER times, kept while the cache has room (no clear-all: a program
+# cycling through more combinations than it holds would remake them on every call, review),
+# and the cache dropped only when _SEEN_MAX new argument keys have come since (the program's
+# arguments have moved on).
+_PACK_AFTER = 4
+_PACKED_MAX = 1024
+_SEEN_MAX = 4096
+
+
+def _packed_seen(entry, key, arrays, bufs, params):
+    """After a packed entry's six-argument call on a cache miss: counts the arguments'
+    ``key`` (this call's buffers and params; only its hash is kept, which pins nothing, and
+    a collision merely makes a struct early) and makes their struct (``_packed_args``) at
+    the _PACK_AFTER-th time while the cache has room."""
+    seen = entry._packed_seen
+    h = hash(key)
+    n = seen.get(h, 0) + 1
+    if n < _PACK_AFTER:
+        if len(seen) >= _SEEN_MAX:
+            seen.clear()
+            if len(entry._packed_cache) >= _PACKED_MAX:
+                entry._packed_cache.clear()
+        seen[h] = n
+        return
+    del seen[h]
+    if len(entry._packed_cache) < _PACKED_MAX or key in entry._packed_cache:  # (a key's arrays reshaped)
+        _packed_args(entry, arrays, bufs, params)
 
 
 def _from_numpy(a, name, writable, sc, i, s, hold):
@@ -689,7 +717,10 @@ class Entry:
         # with its arguments in one struct: the all-numpy out= path passes one pointer, made
         # once per addresses and params (cffi's ABI mode costs ~40 ns an argument passed).
         self.packed = packed
+        if packed and type(self)._bind is not Entry._bind:  # the packed call passes the raw symbol
+            raise TypeError("%s: a packed entry cannot bind arguments (_bind)" % function)
         self._packed_cache: dict = {}
+        self._packed_seen: dict = {}  # hash of an argument key -> times seen (_packed_seen)
         self.c_names = dict(c_names or {})
         self._params_keywords = params_keywords
         self._variants: dict = {}
@@ -842,16 +873,24 @@ class Entry:
             # One lookup for all arrays (and params): the struct of the call's arguments, made
             # for these addresses, shapes and dtypes (_packed_args); `keep` holds its
             # descriptors until the library returned (a cache cleared meanwhile drops them).
+            # A miss makes the six-argument call and counts the arguments (_packed_seen: a
+            # struct is made once they recur, while the cache has room).
             bs = ", ".join("b%d" % i for i in range(n))
-            lines += [ind + "    try:",
-                      ind + "        %s, pk, keep = PACKED[%s, params]" % (
-                          ", ".join(["s%d" % i for i in range(n)] + ["d%d" % i for i in range(n)]), bs),
+            lines += [ind + "    key = (%s, params)" % bs,
+                      ind + "    try:",
+                      ind + "        %s, pk, keep = PACKED[key]" % (
+                          ", ".join(["s%d" % i for i in range(n)] + ["d%d" % i for i in range(n)])),
                       ind + "    except KeyError:",
                       ind + "        s0 = None",
                       ind + "    if %s:" % " or ".join(["s%d != a%d.shape" % (i, i) for i in range(n)]
-                                                      + ["d%d is not a%d.dtype" % (i, i) for i in range(n)]),
-                      ind + "        pk, keep = packed_args(E, (%s,), (%s,), params)" % (args, bs),
-                      ind + "    st = PFN(pk)"]
+                                                      + ["d%d is not a%d.dtype" % (i, i) for i in range(n)])]
+            for i in range(n):
+                lines += self._np_desc_lines(ind + "        ", i)
+            lines += [ind + "        st = FN(%s, NULL)" % fn_args,
+                      ind + "        if not st:",
+                      ind + "            packed_seen(E, key, (%s,), (%s,), params)" % (args, bs),
+                      ind + "    else:",
+                      ind + "        st = PFN(pk)"]
         else:
             for i in range(n):
                 lines += self._np_desc_lines(ind + "    ", i)
@@ -970,7 +1009,7 @@ class Entry:
                    SLOTTED=_SLOTTED, scratch_busy=_scratch_busy, STREAMS=_stream_ptrs, stream_ptr=_stream_ptr,
                    release=release, raise_error=self._raise_error, SHORT=self.short, last_error=_ffi.last_error_message,
                    NDARRAY=np.ndarray, FB=_from_buffer, FBW=_from_writable, FN=self._first_call, CA=_CHAR_ARRAY,
-                   NPD=_np_descs, FB_ERRORS=_FB_ERRORS, PACKED=self._packed_cache, packed_args=_packed_args,
+                   NPD=_np_descs, FB_ERRORS=_FB_ERRORS, PACKED=self._packed_cache, packed_seen=_packed_seen,
                    PFN=self._first_packed,
                    from_numpy=_from_numpy, np_desc=_np_desc, from_cai=_from_cai, read_only=_read_only_output)
         exec(compile("\n".join(lines), "<gatednorm entry %s>" % self.function, "exec"), env)

@@ -1295,14 +1295,17 @@ static int fuzz_rmsnorm_gated(rng_t *r) {
     /* ---- the call */
     set_sentinel();
     bufs_snapshot();
-    /* every other case through the packed entry (the same call in one struct), no draw from r */
-    static unsigned packed_turn;
+    /* odd cases through the packed entry (the same call in one struct): chosen by the case's
+     * number, not by a count of earlier cases, so `--case K` replays case K as it ran, and
+     * named in g_entry for the failure message; no draw from r */
+    const int packed = (int)(g_case & 1);
+    g_entry = packed ? "rmsnorm_gated (through gatednorm_rmsnorm_gated_packed)" : "rmsnorm_gated";
     const gatednorm_rmsnorm_gated_args args = {X->present ? &X->t : NULL, Z->present ? &Z->t : NULL, W->present ? &W->t : NULL,
                                                O->present ? &O->t : NULL,
                                                C.params_null ? NULL : (const gatednorm_rmsnorm_gated_params *)(void *)C.params_buf,
                                                C.stream};
-    const gatednorm_status st = (++packed_turn & 1) ? gatednorm_rmsnorm_gated_packed(&args)
-                                                    : gatednorm_rmsnorm_gated(args.x, args.z, args.weight, args.out, args.params, args.stream);
+    const gatednorm_status st = packed ? gatednorm_rmsnorm_gated_packed(&args)
+                                       : gatednorm_rmsnorm_gated(args.x, args.z, args.weight, args.out, args.params, args.stream);
     if (st == GATEDNORM_STATUS_SUCCESS) {
         if (C.must_reject) die("accepted a call it must refuse");
         if (C.open) ++g_rstats.open_accepted;
@@ -3386,6 +3389,12 @@ static void fixed_cases(void) {
     gatednorm_rmsnorm_gated_params p;
     gatednorm_status st;
     if (gatednorm_rmsnorm_gated_params_init(&p, sizeof p) != GATEDNORM_STATUS_SUCCESS) die("params_init: %s", gatednorm_last_error());
+
+    /* The packed entry with no struct: refused naming args (the fuzzer always passes one). */
+    g_entry = "fixed case: gatednorm_rmsnorm_gated_packed(NULL)";
+    st = gatednorm_rmsnorm_gated_packed(NULL);
+    if (st != GATEDNORM_STATUS_INVALID_ARGUMENT || strncmp(gatednorm_last_error(), "args: ", 6) != 0)
+        die("status %d, message '%s'", (int)st, gatednorm_last_error());
 
     /* An empty [0, 2^40, 2^40, 8] whose last two leading dims merge: their extents multiply
      * past int64 (collapse_rows). */
