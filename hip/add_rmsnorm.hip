@@ -13,10 +13,10 @@
 //  - flat kernel (group_quant_fp8 only, where the row kernel's layout rules hold at 16
 //    elements a lane): no row sum, so no block a row; 256-lane blocks over all rows' lanes,
 //    the row kernel's quantize_chunk, the same bits (run 54: 2-3% faster from T = 1024).
-//  - pipelined row kernel (opt-in, GATEDNORM_ROW_PIPE=2|3, CUDA only, bf16 at VEC 8 or at VEC
-//    16 with weight and copy of x's dtype, until a GPU run measures it): the row kernel's lane
-//    work (add_row_finish) on a resident grid, each block's next rows' x / residual chunks on
-//    their way as cp.async copies into the thread's own slots of a shared-memory ring.
+//  - pipelined row and flat kernels (opt-in, GATEDNORM_ROW_PIPE=2|3, CUDA only; the row kernel
+//    bf16 at VEC 8 or at VEC 16 with weight and copy of x's dtype; until a GPU run measures
+//    them): the same lane work on a resident grid, each block's next rows' (rounds') chunks
+//    on their way as cp.async copies into the thread's own slots of a shared-memory ring.
 //  - generic kernel: any other size, dtype mix or alignment; 256 threads per row, the sum in
 //    one pass (which also stores the rounded residual), then groups handed to 32-lane teams
 //    that re-read the stored row (amax pass, then codes and y).
@@ -343,6 +343,63 @@ __global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 2048) group_quant_flat_kernel(const
     quantize_chunk<kFlatVec>(a, t, col, ok, y);
 }
 
+#if defined(GN_HAS_COPY_ASYNC)
+// The flat kernel pipelined (GATEDNORM_ROW_PIPE, as the row kernel's): a resident grid, each
+// block taking rounds of kFlatBlock lanes in turn with the next STAGES - 1 rounds' 32 bytes a
+// lane in flight in the thread's own ring slots; the same lane work, so the same bits.  Why:
+// at [4096, 7168] the flat kernel is 97% of a copy of its bytes and 88% of the ceiling (the
+// issue asks 90%; the copy reaches 90.3%, run 83): what is left is its loads' idle time
+// while lanes quantize.  1536 resident threads (40 registers): at the flat kernel's 2048 (32)
+// the ring's addresses spilled 4-12 bytes; with the loads in flight in the ring, fewer
+// threads hold as many bytes in flight.
+template <int XDT, int STAGES>
+__global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 1536) group_quant_flat_pipe_kernel(const AddArgs a) {
+    static_assert(STAGES >= 2, "a round in flight while one is finished");
+    __shared__ uint4 ring[STAGES * 2 * kFlatBlock];
+    const uint32_t lanes = uint32_t(a.flat_lanes), rounds = (lanes + kFlatBlock - 1) / kFlatBlock;
+    auto slot = [&](int s, int c) -> uint4 * { return ring + (s * 2 + c) * kFlatBlock + threadIdx.x; };
+    // Lane g of round r: row t, column col (lanes past the end as the last lane, writing nothing).
+    auto lane_at = [&](uint32_t r, uint32_t &t, int &col) -> bool {
+        const uint32_t g = r * kFlatBlock + threadIdx.x;
+        const uint32_t gc = g < lanes ? g : lanes - 1;
+        t = fast_div(gc, a.flat_lpr_div);
+        col = int(gc - t * uint32_t(a.flat_lpr)) * kFlatVec;
+        return g < lanes;
+    };
+    auto issue = [&](uint32_t r, int s) {
+        if (r < rounds) {
+            uint32_t t;
+            int col;
+            const bool ok = lane_at(r, t, col);
+            const char *xp = ok ? a.x + int64_t(t) * a.x_st + col * 2 : a.x;
+            gn_copy_async_b128(slot(s, 0), xp, ok);
+            gn_copy_async_b128(slot(s, 1), xp + 16, ok);
+        }
+        gn_copy_async_commit();  // an empty group past the last round keeps the wait count uniform
+    };
+    pdl_entry(a);
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) issue(blockIdx.x + uint32_t(s) * gridDim.x, s);
+    int s = 0;  // the slot of round r
+    for (uint32_t r = blockIdx.x; r < rounds; r += gridDim.x) {
+        issue(r + uint32_t(STAGES - 1) * gridDim.x, s == 0 ? STAGES - 1 : s - 1);  // the slot round r - grid used
+        gn_copy_async_wait<STAGES - 1>();
+        uint32_t xw[kFlatVec / 2];
+        const uint4 v0 = *slot(s, 0), v1 = *slot(s, 1);
+        xw[0] = v0.x; xw[1] = v0.y; xw[2] = v0.z; xw[3] = v0.w; xw[4] = v1.x; xw[5] = v1.y; xw[6] = v1.z; xw[7] = v1.w;
+        uint32_t t;
+        int col;
+        const bool ok = lane_at(r, t, col);
+        float y[kFlatVec];
+#pragma unroll
+        for (int k = 0; k < kFlatVec; ++k) y[k] = word_element<XDT>(xw, k);
+        quantize_chunk<kFlatVec>(a, t, col, ok, y);
+        s = s + 1 == STAGES ? 0 : s + 1;
+    }
+    gn_copy_async_wait<0>();
+}
+#endif  // GN_HAS_COPY_ASYNC
+
 // ---- generic kernel
 __global__ void __launch_bounds__(kGenericThreads) add_rmsnorm_generic_kernel(const AddArgs a) {
     pdl_entry(a);
@@ -516,7 +573,6 @@ hipError_t launch_row_pipe_as(const AddArgs &a, unsigned block, int device, hipS
         if (err == hipSuccess) err = gn_static_shared(kernel, &fixed);
         const int allowed = int(kMaxRing) < most - fixed ? int(kMaxRing) : most - fixed;
         if (err == hipSuccess) err = gn_allow_dynamic_shared(kernel, allowed);  // once, for every block size
-        if (err == hipSuccess) err = gn_prefer_shared(kernel);
         if (err != hipSuccess) return err;
         limit = allowed;
         smem_limit[device].store(limit, std::memory_order_release);
@@ -524,12 +580,11 @@ hipError_t launch_row_pipe_as(const AddArgs &a, unsigned block, int device, hipS
     if (int(smem) > limit) return hipSuccess;
     uint64_t r = resident[device].load(std::memory_order_relaxed);
     if (r >> 32 != block) {
-        int per_sm = 0, sms = 0;
-        hipError_t err = hipOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, int(block), smem);
-        if (err == hipSuccess) err = hipDeviceGetAttribute(&sms, hipDeviceAttributeMultiprocessorCount, device);
+        int blocks = 0;
+        const hipError_t err = gn_resident_blocks(kernel, int(block), int(smem), device, &blocks);
         if (err != hipSuccess) return err;
-        if (per_sm < 1) return hipSuccess;  // fits no SM: the row kernel instead
-        r = uint64_t(block) << 32 | uint32_t(per_sm * sms);
+        if (blocks < 1) return hipSuccess;  // fits no SM: the row kernel instead
+        r = uint64_t(block) << 32 | uint32_t(blocks);
         resident[device].store(r, std::memory_order_relaxed);
     }
     const uint32_t blocks = uint32_t(r), rows = uint32_t(a.rows);
@@ -557,6 +612,24 @@ hipError_t launch_row_pipe(const AddArgs &a, int vec, bool same, int stages, int
                                      : launch_row_pipe_stages<8, false, 3>(a, block, device, s, pdl, launched);
     return stages == 2 ? launch_row_pipe_stages<16, true, 2>(a, block, device, s, pdl, launched)
                        : launch_row_pipe_stages<16, true, 3>(a, block, device, s, pdl, launched);
+}
+
+// The flat kernel pipelined on a resident grid (as many blocks as the device keeps resident,
+// asked once a device), fewer for few lanes.
+template <int XDT, int STAGES>
+hipError_t launch_flat_pipe_as(const AddArgs &a, int device, hipStream_t s, bool pdl) {
+    static std::atomic<int> resident[kPipeDevices];
+    const auto kernel = group_quant_flat_pipe_kernel<XDT, STAGES>;
+    int blocks = 0;
+    const hipError_t err = gn_resident_blocks_cached(kernel, kFlatBlock, device, resident, &blocks);
+    if (err != hipSuccess) return err;
+    const uint32_t rounds = uint32_t((int64_t(a.flat_lanes) + kFlatBlock - 1) / kFlatBlock);
+    return gn_launch(kernel, rounds < uint32_t(blocks) ? rounds : uint32_t(blocks), kFlatBlock, s, a, pdl);
+}
+
+hipError_t launch_flat_pipe(const AddArgs &a, int stages, int device, hipStream_t s, bool pdl) {
+    if (a.x_dtype == kBF16) return stages == 2 ? launch_flat_pipe_as<kBF16, 2>(a, device, s, pdl) : launch_flat_pipe_as<kBF16, 3>(a, device, s, pdl);
+    return stages == 2 ? launch_flat_pipe_as<kF16, 2>(a, device, s, pdl) : launch_flat_pipe_as<kF16, 3>(a, device, s, pdl);
 }
 
 const char *pipe_kernel_name(bool normalize, int vec, int stages) {
@@ -634,11 +707,22 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
         a.flat_lanes = int32_t(p.tokens * a.flat_lpr);
         a.flat_lpr_div = make_fast_div(uint32_t(a.flat_lpr));
         const unsigned grid = unsigned((int64_t(a.flat_lanes) + kFlatBlock - 1) / kFlatBlock);
-        const hipError_t err = p.x_dtype == kBF16 ? gn_launch(group_quant_flat_kernel<kBF16>, grid, kFlatBlock, s, a, pdl)
-                                                  : gn_launch(group_quant_flat_kernel<kF16>, grid, kFlatBlock, s, a, pdl);
+#if defined(GN_HAS_COPY_ASYNC)
+        const int stages = row_pipe_stages();
+#else
+        const int stages = 0;
+#endif
+        hipError_t err;
+#if defined(GN_HAS_COPY_ASYNC)
+        if (stages) err = launch_flat_pipe(a, stages, p.device_id, s, pdl);
+        else
+#endif
+            err = p.x_dtype == kBF16 ? gn_launch(group_quant_flat_kernel<kBF16>, grid, kFlatBlock, s, a, pdl)
+                                     : gn_launch(group_quant_flat_kernel<kF16>, grid, kFlatBlock, s, a, pdl);
         if (err != hipSuccess) return launch_fail(err, "group_quant_fp8", "x");
         const gatednorm_status st = check_launch("group_quant_fp8");
-        if (st == GATEDNORM_STATUS_SUCCESS) note_kernel("group_quant_fp8.flat");
+        if (st == GATEDNORM_STATUS_SUCCESS)
+            note_kernel(stages == 2 ? "group_quant_fp8.flat.pipe2" : stages == 3 ? "group_quant_fp8.flat.pipe3" : "group_quant_fp8.flat");
         return st;
     }
     if (res32_row(p)) {

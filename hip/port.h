@@ -14,8 +14,8 @@
 //            hipExtMallocWithFlags hipDeviceMallocUncached: fine-grained memory for them)
 //            hipOccupancyMaxActiveBlocksPerMultiprocessor (whether ranks sharing a GPU fit;
 //            a resident grid's size)
-//            gn_prefer_shared, gn_max_dynamic_shared, gn_allow_dynamic_shared, gn_static_shared,
-//            gn_launch_smem (CUDA only, with GN_HAS_COPY_ASYNC: a kernel's L1 / shared-memory
+//            gn_prefer_shared, gn_resident_blocks(_cached), gn_max_dynamic_shared,
+//            gn_allow_dynamic_shared, gn_static_shared, gn_launch_smem (CUDA only, with GN_HAS_COPY_ASYNC: a kernel's L1 / shared-memory
 //            split, all the shared memory; dynamic shared memory past 48 KB; a launch with it)
 //            hipHostMalloc hipHostMallocMapped hipHostGetDevicePointer hipHostFree (the
 //            all-reduce's abort word, host memory its kernel writes)
@@ -221,6 +221,33 @@ __device__ __forceinline__ void gn_copy_async_wait() {
 template <class Kernel>
 inline hipError_t gn_prefer_shared(Kernel kernel) {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, int(cudaSharedmemCarveoutMaxShared));
+}
+
+// The blocks of `block` threads with `smem` bytes of dynamic shared memory that `kernel` keeps
+// resident on `device` in all (occupancy x multiprocessors; 0 where none fits), the largest
+// shared carveout asked first: a resident grid's size.
+template <class Kernel>
+inline hipError_t gn_resident_blocks(Kernel kernel, int block, int smem, int device, int *blocks) {
+    int per_sm = 0, sms = 0;
+    hipError_t err = gn_prefer_shared(kernel);
+    if (err == hipSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block, smem);
+    if (err == hipSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    *blocks = err == hipSuccess ? per_sm * sms : 0;
+    return err;
+}
+
+// The same for a kernel launched at one block size without dynamic shared memory, asked once
+// a device: `cache` is the kernel's own (zero-initialised; 0 = not asked yet); at least 1.
+template <class Kernel, int N>
+inline hipError_t gn_resident_blocks_cached(Kernel kernel, int block, int device, std::atomic<int> (&cache)[N], int *blocks) {
+    const bool cached = device >= 0 && device < N;
+    *blocks = cached ? cache[device].load(std::memory_order_relaxed) : 0;
+    if (*blocks > 0) return hipSuccess;
+    const hipError_t err = gn_resident_blocks(kernel, block, 0, device, blocks);
+    if (err != hipSuccess) return err;
+    if (*blocks < 1) *blocks = 1;
+    if (cached) cache[device].store(*blocks, std::memory_order_relaxed);
+    return hipSuccess;
 }
 
 // The most dynamic shared memory a block may ask for on `device` (past the 48 KB default,

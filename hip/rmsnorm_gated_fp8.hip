@@ -601,19 +601,11 @@ constexpr int kPipeDevices = 64;
 // (asked once a device), fewer where the problem has fewer rounds.
 template <int XDT, int TEAM, int STAGES>
 hipError_t launch_pipe_team(const Fp8Args &a, int device, hipStream_t s, bool pdl) {
-    static std::atomic<int> resident[kPipeDevices];  // 0: not asked yet
+    static std::atomic<int> resident[kPipeDevices];
     const auto kernel = rmsnorm_gated_fp8_pipe_kernel<XDT, TEAM, 16, STAGES>;
-    const bool cached = device >= 0 && device < kPipeDevices;
-    int blocks = cached ? resident[device].load(std::memory_order_relaxed) : 0;
-    if (blocks == 0) {
-        int per_sm = 0, sms = 0;
-        hipError_t err = gn_prefer_shared(kernel);
-        if (err == hipSuccess) err = hipOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFp8Block, 0);
-        if (err == hipSuccess) err = hipDeviceGetAttribute(&sms, hipDeviceAttributeMultiprocessorCount, device);
-        if (err != hipSuccess) return err;
-        blocks = per_sm * sms > 0 ? per_sm * sms : 1;
-        if (cached) resident[device].store(blocks, std::memory_order_relaxed);
-    }
+    int blocks = 0;
+    const hipError_t err = gn_resident_blocks_cached(kernel, kFp8Block, device, resident, &blocks);
+    if (err != hipSuccess) return err;
     const int64_t per_block = kFp8Block / TEAM;
     const int64_t rounds = (int64_t(a.teams) + per_block - 1) / per_block;
     return gn_launch(kernel, unsigned(rounds < blocks ? rounds : blocks), kFp8Block, s, a, pdl);

@@ -543,6 +543,42 @@ def test_row_pipe_bit_equal(requires_gpu, monkeypatch, rng, T, H, vec, variant):
     monkeypatch.delenv("GATEDNORM_ROW_PIPE")
 
 
+# The flat group-quant kernel pipelined (GATEDNORM_ROW_PIPE; CUDA builds) where each block
+# takes several rounds of 256 lanes (~800 resident blocks on an H100 / H200 against 4096-11480
+# rounds), so that its ring wraps: bit for bit the flat kernel's codes and column-major
+# scales, which are checked against the reference; a NaN row and a row of another scale
+# among them; fresh poisoned outputs for each call.
+@pytest.mark.parametrize("T,H,xd", [(4099, 7168, "bf16"), (8191, 2048, "fp16")])
+def test_group_quant_pipe_bit_equal(requires_gpu, monkeypatch, rng, T, H, xd):
+    if gatednorm._runtime.gpu_device_type() != gatednorm._runtime.CUDA:
+        pytest.skip("the pipelined kernels are built for CUDA only (hip/port.h: GN_HAS_COPY_ASYNC)")
+    gpu = Backend("gpu")
+    monkeypatch.delenv("GATEDNORM_ROW_VEC", raising=False)
+    x = randn(rng, (T, H), DT[xd])
+    x[T // 3] *= 300.0
+    x[T - 1, 7] = np.nan
+    K = H // 128
+    got = {}
+    for stages in (None, "2", "3"):
+        if stages is None:
+            monkeypatch.delenv("GATEDNORM_ROW_PIPE", raising=False)
+        else:
+            monkeypatch.setenv("GATEDNORM_ROW_PIPE", stages)
+        s0, sbase = new_scales((T,), K, "fp32", "col")
+        qd, sd = gpu.put(poison_codes(x.shape, "e4m3fn")), gpu.put(s0, sbase)
+        gatednorm.group_quant_fp8(gpu.put(x), group_size=128, q=qd, scales=sd)
+        gatednorm.synchronize()
+        assert gatednorm.last_kernel() == ("group_quant_fp8.flat" if stages is None else "group_quant_fp8.flat.pipe" + stages)
+        q, sv = gpu.get(qd), scale_values(gpu.get(sd), "fp32", K)
+        if stages is None:  # the flat kernel's outputs against the reference
+            _, sr = reference.group_quant_fp8(x, group_size=128, scale_format="fp32")
+            check_scales(sv, sr, "fp32")
+            check_q(q, x.astype(np.float64), sv, "e4m3fn", None, 128)
+        got[stages] = (q.tobytes(), np.asarray(sv, np.float64).tobytes())
+    monkeypatch.delenv("GATEDNORM_ROW_PIPE")
+    assert got["2"] == got[None] and got["3"] == got[None]
+
+
 @pytest.mark.parametrize("shape", [(2, 0, 256), (0, 3, 256), (0, 256)])
 @pytest.mark.parametrize("layout,sf", [("row", "fp32"), ("col", "ue8m0"), ("col_pad4", "e8m0_packed")])
 def test_empty_token_dims(be, shape, layout, sf):

@@ -556,8 +556,9 @@ def _on_stream(f, stream, *args, **kw):
 # measured), with 16 elements a lane forced so that it runs wherever E = 16 is legal (the pipe
 # replaces only E = 16's vec kernel).
 _KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "e4": "4", "e8": "8", "e16": "16", "gemv": "gemv", "lean": "lean"}
-# "rpipe2" / "rpipe3" (add_rmsnorm, rmsnorm): the row kernel pipelined with that many ring slots
-# (GATEDNORM_ROW_PIPE; CUDA builds, bf16, at the VEC the size rules pick; opt-in while measured).
+# "rpipe2" / "rpipe3" (add_rmsnorm, rmsnorm, group_quant_fp8): the row kernel (bf16, at the VEC the
+# size rules pick) or the flat group-quant kernel pipelined with that many ring slots
+# (GATEDNORM_ROW_PIPE; CUDA builds; opt-in while measured).
 _KERNEL_ENV_NAMED = {"pipe%d" % n: (("GATEDNORM_FP8_PIPE", str(n)), ("GATEDNORM_FP8_LANE_ELEMS", "16")) for n in (2, 3, 4)}
 _KERNEL_ENV_NAMED.update({"rpipe%d" % n: (("GATEDNORM_ROW_PIPE", str(n)),) for n in (2, 3)})
 
@@ -1328,7 +1329,7 @@ class GroupQuantBench(OpBench):
     variants = ("col",)
     cpu_variants = ("col",)
     ours_modes = ("out",)
-    all_ours_modes = ("out", "pdl", "vec8", "vec16")
+    all_ours_modes = ("out", "pdl", "vec8", "vec16", "rpipe2", "rpipe3")
     copy_targets = (0.9,)
     outputs = ("q", "scales")
     peers = {"eager": lambda torch: _gq_eager(torch),
