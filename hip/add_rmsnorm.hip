@@ -537,10 +537,11 @@ const char *kernel_name(bool normalize, int vec, bool same) {
 }
 
 #if defined(GN_HAS_COPY_ASYNC)
-// GATEDNORM_ROW_PIPE = 2 or 3 (read at each call, like GATEDNORM_ROW_VEC): the pipelined row
-// kernel with that many ring slots where the row kernel runs bf16 at VEC 8, or at VEC 16 with
-// weight and copy of x's dtype; unset or anything else, the row kernel.  Opt-in until a GPU
-// run measures it (perf log, run 109).
+// GATEDNORM_ROW_PIPE = 2 or 3 (read at each call, like GATEDNORM_ROW_VEC): with that many
+// ring slots, the pipelined row kernel where the row kernel runs bf16 at VEC 8, or at VEC 16
+// with weight and copy of x's dtype, and the pipelined flat kernel wherever group_quant_fp8
+// takes the flat one (bf16 or fp16); unset or anything else, the usual kernels.  Opt-in until
+// a GPU run measures them (perf log, run 109).
 int row_pipe_stages() {
     const char *v = getenv("GATEDNORM_ROW_PIPE");
     if (!v || !v[0] || v[1]) return 0;

@@ -544,7 +544,7 @@ def test_row_pipe_bit_equal(requires_gpu, monkeypatch, rng, T, H, vec, variant):
 
 
 # The flat group-quant kernel pipelined (GATEDNORM_ROW_PIPE; CUDA builds) where each block
-# takes several rounds of 256 lanes (~800 resident blocks on an H100 / H200 against 4096-11480
+# takes several rounds of 256 lanes (~800 resident blocks on an H100 / H200 against 4096-7174
 # rounds), so that its ring wraps: bit for bit the flat kernel's codes and column-major
 # scales, which are checked against the reference; a NaN row and a row of another scale
 # among them; fresh poisoned outputs for each call.
