@@ -267,7 +267,7 @@ def _packed_seen(entry, key, arrays, bufs, params):
                 entry._packed_cache.clear()
         seen[h] = n
         return
-    del seen[h]
+    seen.pop(h, None)  # (pop: another thread may have taken it meanwhile)
     if len(entry._packed_cache) < _PACKED_MAX or key in entry._packed_cache:  # (a key's arrays reshaped)
         _packed_args(entry, arrays, bufs, params)
 
@@ -715,7 +715,8 @@ class Entry:
         self.function = function
         # packed: the library has ``<function>_packed(const <function>_args *)``, the same call
         # with its arguments in one struct: the all-numpy out= path passes one pointer, made
-        # once per addresses and params (cffi's ABI mode costs ~40 ns an argument passed).
+        # once the same addresses and params recur (_packed_seen; cffi's ABI mode costs ~40 ns
+        # an argument passed).
         self.packed = packed
         if packed and type(self)._bind is not Entry._bind:  # the packed call passes the raw symbol
             raise TypeError("%s: a packed entry cannot bind arguments (_bind)" % function)
