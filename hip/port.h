@@ -12,11 +12,11 @@
 //            hipIpcMemHandle_t hipIpcGetMemHandle hipIpcOpenMemHandle hipIpcCloseMemHandle
 //            hipIpcMemLazyEnablePeerAccess (the all-reduce's peer buffers; on HIP only,
 //            hipExtMallocWithFlags hipDeviceMallocUncached: fine-grained memory for them)
-//            hipOccupancyMaxActiveBlocksPerMultiprocessor (whether ranks sharing a GPU fit;
-//            a resident grid's size)
+//            hipOccupancyMaxActiveBlocksPerMultiprocessor (whether ranks sharing a GPU fit)
 //            gn_prefer_shared, gn_resident_blocks(_cached), gn_max_dynamic_shared,
-//            gn_allow_dynamic_shared, gn_static_shared, gn_launch_smem (CUDA only, with GN_HAS_COPY_ASYNC: a kernel's L1 / shared-memory
-//            split, all the shared memory; dynamic shared memory past 48 KB; a launch with it)
+//            gn_allow_dynamic_shared, gn_static_shared (CUDA only, with GN_HAS_COPY_ASYNC: a
+//            kernel's L1 / shared-memory split; a resident grid's size; dynamic shared memory
+//            past 48 KB)
 //            hipHostMalloc hipHostMallocMapped hipHostGetDevicePointer hipHostFree (the
 //            all-reduce's abort word, host memory its kernel writes)
 //   device:  gn_shfl_xor (shuffle within groups of `width` <= 32 lanes, all lanes active)
@@ -31,7 +31,8 @@
 //            GN_HAS_COPY_ASYNC; 16-byte global -> shared copies that hold no register while
 //            in flight, below)
 //   launch:  gn_launch (plain, or PDL where asked for and available), gn_device_has_pdl,
-//            gn_launch_pdl (CUDA only: GN_HAS_PDL)
+//            gn_launch_pdl (CUDA only: GN_HAS_PDL), gn_launch_smem (CUDA only: a launch with
+//            dynamic shared memory, PDL where asked)
 //
 // No code depends on the warp width (64 on CDNA, 32 on RDNA and NVIDIA): reductions work
 // in groups of at most 32 lanes, which divides both.
@@ -193,7 +194,7 @@ __device__ __forceinline__ uint4 gn_load_b128_stream(const void *p, bool ok) {
 // pending, and the completed copies are then visible to this thread (no barrier is needed
 // when each thread reads only what it copied).  Below sm_80: a plain load and store.  CUDA
 // only: on AMD a kernel that holds its loads in LDS costs occupancy (64 KB a CU on gfx90a /
-// gfx942) and the copies would be synchronous, so the one kernel using them is not built there.
+// gfx942) and the copies would be synchronous, so the kernels using them are not built there.
 #define GN_HAS_COPY_ASYNC 1
 __device__ __forceinline__ void gn_copy_async_b128(void *smem, const void *gmem, bool ok) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800

@@ -18,6 +18,9 @@
 //    interleaved) measured no faster than one at full occupancy (run 33): the epilogue's
 //    instructions, not latency, are the cost, hence E = 16.  The
 //    gate's place is compiled in (it decides which loads and exponentials exist).
+//  - pipelined vec kernel (opt-in, GATEDNORM_FP8_PIPE=2|3|4, CUDA only, where the vec kernel
+//    takes E = 16; until a GPU run measures it): the same lane work on a resident grid, the
+//    next rounds' x / z in flight as cp.async copies into the thread's shared-memory ring.
 //  - generic kernel: every other shape and dtype mix; a team of 32 lanes per segment (a head
 //    when G <= D, the G / D heads of a group otherwise), passes over the segment through the
 //    cache (sum of squares, group amax, then y again to write).  Correct everywhere, slower.

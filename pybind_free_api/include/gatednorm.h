@@ -235,7 +235,7 @@ GATEDNORM_API gatednorm_status gatednorm_rmsnorm_gated(const gatednorm_tensor *x
 
 /* gatednorm_rmsnorm_gated with its arguments in one struct (the same names, meanings and
  * checks), for bindings that pay per argument passed (cffi's ABI mode: ~40 ns an argument;
- * the Python package's numpy path passes one pointer).  args NULL is refused, naming args. */
+ * the Python package's all-numpy out= call passes one pointer once the same arrays recur).  args NULL is refused, naming args. */
 typedef struct gatednorm_rmsnorm_gated_args {
     const gatednorm_tensor *x;
     const gatednorm_tensor *z;
