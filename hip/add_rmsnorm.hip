@@ -258,17 +258,11 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, (kPipeMinBlocks<QUANT, VEC> * k
         RawChunk<VEC> wraw{};
         if (!kLateWeight<kPipeMinBlocks<QUANT, VEC>, VEC> && ok && a.normalize) wraw = load_weight_chunk<VEC, SAME>(wp, a.weight_dtype);
         gn_copy_async_wait<STAGES - 1>();  // row t's group has landed
-        uint32_t xw[W], rw[W];
+        uint32_t xw[W], rw[W] = {};
 #pragma unroll
         for (int c = 0; c < CH; ++c) {
-            const uint4 v = *slot(s, 0, c);
-            xw[4 * c] = v.x; xw[4 * c + 1] = v.y; xw[4 * c + 2] = v.z; xw[4 * c + 3] = v.w;
-            if constexpr (RES) {
-                const uint4 r = *slot(s, 1, c);
-                rw[4 * c] = r.x; rw[4 * c + 1] = r.y; rw[4 * c + 2] = r.z; rw[4 * c + 3] = r.w;
-            } else {
-                rw[4 * c] = rw[4 * c + 1] = rw[4 * c + 2] = rw[4 * c + 3] = 0u;
-            }
+            unpack_b128(*slot(s, 0, c), xw + 4 * c);
+            if constexpr (RES) unpack_b128(*slot(s, 1, c), rw + 4 * c);
         }
         add_row_finish<XDT, VEC, RES, QUANT, SAME, kPipeMinBlocks<QUANT, VEC>>(a, t, col, ok, xw, rw, wp, wraw);
         __syncthreads();  // every thread past the span partials before the next row writes them
@@ -327,13 +321,20 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, kMaxRowThreads) add_rmsnorm_row
 // 1792 lanes an SM); here an SM holds 2048, in blocks small enough that the last wave is short.
 constexpr int kFlatVec = 16, kFlatBlock = 256;
 
-template <int XDT>
-__global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 2048) group_quant_flat_kernel(const AddArgs a) {
-    const uint32_t g = blockIdx.x * kFlatBlock + threadIdx.x;
+// Flat lane g: row t and column col (a lane past the end as the last lane); whether it is a lane.
+__device__ __forceinline__ bool flat_lane_at(const AddArgs &a, uint32_t g, uint32_t &t, int &col) {
     const bool ok = g < uint32_t(a.flat_lanes);
     const uint32_t gc = ok ? g : uint32_t(a.flat_lanes - 1);
-    const uint32_t t = fast_div(gc, a.flat_lpr_div);
-    const int col = int(gc - t * uint32_t(a.flat_lpr)) * kFlatVec;
+    t = fast_div(gc, a.flat_lpr_div);
+    col = int(gc - t * uint32_t(a.flat_lpr)) * kFlatVec;
+    return ok;
+}
+
+template <int XDT>
+__global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 2048) group_quant_flat_kernel(const AddArgs a) {
+    uint32_t t;
+    int col;
+    const bool ok = flat_lane_at(a, blockIdx.x * kFlatBlock + threadIdx.x, t, col);
     pdl_entry(a);
     uint32_t xw[kFlatVec / 2];
     load_words(a.x + int64_t(t) * a.x_st + col * 2, xw);
@@ -356,21 +357,13 @@ template <int XDT, int STAGES>
 __global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 1536) group_quant_flat_pipe_kernel(const AddArgs a) {
     static_assert(STAGES >= 2, "a round in flight while one is finished");
     __shared__ uint4 ring[STAGES * 2 * kFlatBlock];
-    const uint32_t lanes = uint32_t(a.flat_lanes), rounds = (lanes + kFlatBlock - 1) / kFlatBlock;
+    const uint32_t rounds = (uint32_t(a.flat_lanes) + kFlatBlock - 1) / kFlatBlock;
     auto slot = [&](int s, int c) -> uint4 * { return ring + (s * 2 + c) * kFlatBlock + threadIdx.x; };
-    // Lane g of round r: row t, column col (lanes past the end as the last lane, writing nothing).
-    auto lane_at = [&](uint32_t r, uint32_t &t, int &col) -> bool {
-        const uint32_t g = r * kFlatBlock + threadIdx.x;
-        const uint32_t gc = g < lanes ? g : lanes - 1;
-        t = fast_div(gc, a.flat_lpr_div);
-        col = int(gc - t * uint32_t(a.flat_lpr)) * kFlatVec;
-        return g < lanes;
-    };
     auto issue = [&](uint32_t r, int s) {
         if (r < rounds) {
             uint32_t t;
             int col;
-            const bool ok = lane_at(r, t, col);
+            const bool ok = flat_lane_at(a, r * kFlatBlock + threadIdx.x, t, col);
             const char *xp = ok ? a.x + int64_t(t) * a.x_st + col * 2 : a.x;
             gn_copy_async_b128(slot(s, 0), xp, ok);
             gn_copy_async_b128(slot(s, 1), xp + 16, ok);
@@ -385,11 +378,11 @@ __global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 1536) group_quant_flat_pipe_kernel(
         issue(r + uint32_t(STAGES - 1) * gridDim.x, s == 0 ? STAGES - 1 : s - 1);  // the slot round r - grid used
         gn_copy_async_wait<STAGES - 1>();
         uint32_t xw[kFlatVec / 2];
-        const uint4 v0 = *slot(s, 0), v1 = *slot(s, 1);
-        xw[0] = v0.x; xw[1] = v0.y; xw[2] = v0.z; xw[3] = v0.w; xw[4] = v1.x; xw[5] = v1.y; xw[6] = v1.z; xw[7] = v1.w;
+        unpack_b128(*slot(s, 0), xw);
+        unpack_b128(*slot(s, 1), xw + 4);
         uint32_t t;
         int col;
-        const bool ok = lane_at(r, t, col);
+        const bool ok = flat_lane_at(a, r * kFlatBlock + threadIdx.x, t, col);  // recomputed, as the FP8 pipe's
         float y[kFlatVec];
 #pragma unroll
         for (int k = 0; k < kFlatVec; ++k) y[k] = word_element<XDT>(xw, k);
@@ -542,13 +535,7 @@ const char *kernel_name(bool normalize, int vec, bool same) {
 // with weight and copy of x's dtype, and the pipelined flat kernel wherever group_quant_fp8
 // takes the flat one (bf16 or fp16); unset or anything else, the usual kernels.  Opt-in until
 // a GPU run measures them (perf log, run 109).
-int row_pipe_stages() {
-    const char *v = getenv("GATEDNORM_ROW_PIPE");
-    if (!v || !v[0] || v[1]) return 0;
-    return v[0] == '2' || v[0] == '3' ? v[0] - '0' : 0;
-}
-
-constexpr int kPipeDevices = 64;
+int row_pipe_stages() { return hook_digit("GATEDNORM_ROW_PIPE", 2, 3); }
 
 // One instantiation on a resident grid: as many blocks of `block` threads as the device
 // keeps resident with this ring (asked once a device and block size), fewer for few rows.
@@ -560,10 +547,10 @@ hipError_t launch_row_pipe_as(const AddArgs &a, unsigned block, int device, hipS
     const unsigned smem = STAGES * (RES ? 2 : 1) * (VEC / 8) * block * 16;
     // Per device: the dynamic shared memory a block may have (0: not asked yet), and the last
     // block size asked with its resident blocks (block << 32 | blocks).
-    static std::atomic<int> smem_limit[kPipeDevices];
-    static std::atomic<uint64_t> resident[kPipeDevices];
+    static std::atomic<int> smem_limit[kCachedDevices];
+    static std::atomic<uint64_t> resident[kCachedDevices];
     *launched = false;
-    if (device < 0 || device >= kPipeDevices) return hipSuccess;
+    if (device < 0 || device >= kCachedDevices) return hipSuccess;
     int limit = smem_limit[device].load(std::memory_order_acquire);
     if (limit == 0) {
         // The device's opt-in maximum less the kernel's static shared memory (the span
@@ -619,7 +606,7 @@ hipError_t launch_row_pipe(const AddArgs &a, int vec, bool same, int stages, int
 // asked once a device), fewer for few lanes.
 template <int XDT, int STAGES>
 hipError_t launch_flat_pipe_as(const AddArgs &a, int device, hipStream_t s, bool pdl) {
-    static std::atomic<int> resident[kPipeDevices];
+    static std::atomic<int> resident[kCachedDevices];
     const auto kernel = group_quant_flat_pipe_kernel<XDT, STAGES>;
     int blocks = 0;
     const hipError_t err = gn_resident_blocks_cached(kernel, kFlatBlock, device, resident, &blocks);

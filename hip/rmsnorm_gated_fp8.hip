@@ -328,18 +328,14 @@ __device__ __forceinline__ void fp8_pipe_team(const Fp8Args &a, uint4 *ring) {
         RawChunk<VEC> wraw{};
         if (col_ok) wraw = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype), a.weight_dtype);
         gn_copy_async_wait<STAGES - 1>();  // this round's group has landed
-        uint32_t xw[NW], zw[NW];
+        uint32_t xw[NW], zw[NW] = {};
 #pragma unroll
         for (int c = 0; c < CH; ++c) {
-            const uint4 v = *slot(s, 0, c);
-            xw[4 * c] = v.x; xw[4 * c + 1] = v.y; xw[4 * c + 2] = v.z; xw[4 * c + 3] = v.w;
-            if constexpr (GATE != kGateNone) {
-                const uint4 g = *slot(s, 1, c);
-                zw[4 * c] = g.x; zw[4 * c + 1] = g.y; zw[4 * c + 2] = g.z; zw[4 * c + 3] = g.w;
-            } else {
-                zw[4 * c] = zw[4 * c + 1] = zw[4 * c + 2] = zw[4 * c + 3] = 0u;
-            }
+            unpack_b128(*slot(s, 0, c), xw + 4 * c);
+            if constexpr (GATE != kGateNone) unpack_b128(*slot(s, 1, c), zw + 4 * c);
         }
+        // The lane's place recomputed (a few integer ops), not carried from its issue: S - 1
+        // rounds' places held in registers would cost the occupancy the ring is for.
         fp8_vec_finish<XDT, TEAM, GATE, E>(a, lane, col, fp8_lane_at(a, round * kTeamsPerBlock + sub, hh, col_ok), xw, zw, wraw);
         s = s + 1 == STAGES ? 0 : s + 1;
     }
@@ -592,19 +588,13 @@ hipError_t launch_vec(const Fp8Args &a, int team, int elems, hipStream_t s, bool
 // GATEDNORM_FP8_PIPE = 2, 3 or 4 (read at each call, like the lane-width hook): the
 // pipelined vec kernel with that many ring slots where the vec kernel takes E = 16; unset or
 // anything else, the vec kernel.  Opt-in until a GPU run measures it (perf log, run 109).
-int pipe_stages() {
-    const char *v = getenv("GATEDNORM_FP8_PIPE");
-    if (!v || !v[0] || v[1]) return 0;
-    return v[0] >= '2' && v[0] <= '4' ? v[0] - '0' : 0;
-}
-
-constexpr int kPipeDevices = 64;
+int pipe_stages() { return hook_digit("GATEDNORM_FP8_PIPE", 2, 4); }
 
 // The pipelined kernel on a resident grid: as many blocks as the device keeps resident
 // (asked once a device), fewer where the problem has fewer rounds.
 template <int XDT, int TEAM, int STAGES>
 hipError_t launch_pipe_team(const Fp8Args &a, int device, hipStream_t s, bool pdl) {
-    static std::atomic<int> resident[kPipeDevices];
+    static std::atomic<int> resident[kCachedDevices];
     const auto kernel = rmsnorm_gated_fp8_pipe_kernel<XDT, TEAM, 16, STAGES>;
     int blocks = 0;
     const hipError_t err = gn_resident_blocks_cached(kernel, kFp8Block, device, resident, &blocks);

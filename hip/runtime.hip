@@ -18,9 +18,8 @@
 __global__ void gn_pdl_probe_kernel() {}
 
 bool gn_device_has_pdl(int device) {
-    constexpr int kCached = 64;
-    static std::atomic<int> state[kCached] = {};  // 0: not asked yet, 1: no, 2: yes
-    if (device < 0 || device >= kCached) return false;
+    static std::atomic<int> state[gn::kCachedDevices] = {};  // 0: not asked yet, 1: no, 2: yes
+    if (device < 0 || device >= gn::kCachedDevices) return false;
     int s = state[device].load(std::memory_order_relaxed);
     if (s == 0) {
         cudaFuncAttributes fa;

@@ -26,7 +26,6 @@ struct DeviceFacts {
     int wave = 32;
     char arch[64] = {};
 };
-constexpr int kCachedDevices = 64;
 
 gatednorm_status device_facts(int device, DeviceFacts *f) {
     // ready: 0 empty, 1 being filled by the thread that claimed it, 2 filled.  Only that thread

@@ -205,16 +205,22 @@ def test_row_vec_wide_group_no_bit(be, rng, monkeypatch, H):
     check_row_vec_changes_no_bit(be, rng, monkeypatch, H, dict(fp8=True, group_size=512, y_dtype="fp32"))
 
 
+def set_hook(monkeypatch, name, value):
+    """A kernel-choice hook (an environment variable the launcher reads at each call) set to
+    value, or cleared for None (the size rules' choice)."""
+    if value is None:
+        monkeypatch.delenv(name, raising=False)
+    else:
+        monkeypatch.setenv(name, value)
+
+
 def check_row_vec_changes_no_bit(be, rng, monkeypatch, H, kw):
     x, r, w = inputs(rng, (9, H), "bf16", "bf16", "bf16" if kw.get("y_dtype") == "bf16" else "fp32")
     x *= 300  # sums that lose bits when rounded to bf16
     fp8 = kw.get("fp8", False)
     got = {}
     for vec in (None, "8", "16"):
-        if vec is None:
-            monkeypatch.delenv("GATEDNORM_ROW_VEC", raising=False)
-        else:
-            monkeypatch.setenv("GATEDNORM_ROW_VEC", vec)
+        set_hook(monkeypatch, "GATEDNORM_ROW_VEC", vec)
         y, q, s, r_st = run(be, x, r, w, in_place=False, **kw)
         y2, q2, s2, _ = run(be, r_st, None, w, **kw)
         assert y.tobytes() == y2.tobytes(), "add_rmsnorm's y is not rmsnorm's on the stored residual (GATEDNORM_ROW_VEC=%s)" % vec
@@ -560,10 +566,7 @@ def test_group_quant_pipe_bit_equal(requires_gpu, monkeypatch, rng, T, H, xd):
     K = H // 128
     got = {}
     for stages in (None, "2", "3"):
-        if stages is None:
-            monkeypatch.delenv("GATEDNORM_ROW_PIPE", raising=False)
-        else:
-            monkeypatch.setenv("GATEDNORM_ROW_PIPE", stages)
+        set_hook(monkeypatch, "GATEDNORM_ROW_PIPE", stages)
         s0, sbase = new_scales((T,), K, "fp32", "col")
         qd, sd = gpu.put(poison_codes(x.shape, "e4m3fn")), gpu.put(s0, sbase)
         gatednorm.group_quant_fp8(gpu.put(x), group_size=128, q=qd, scales=sd)
