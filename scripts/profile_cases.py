@@ -6,6 +6,7 @@ investigations).  Not part of the library.
 
     python3 scripts/profile_cases.py CASE ...
     CASE = gated:T:H | fla_gated:T:H          gated RMSNorm [T, H, 128] (ours / FLA's rms_norm_gated)
+         | gated_fp8:T:H                       ours fused with FP8 (G = 128, row-major scales)
          | [liger_]VARIANT:T:HIDDEN            VARIANT: rmsnorm, plain (add-RMSNorm), fp8_bf16
                                                (add-RMSNorm + FP8 G = 128 + bf16 copy), group_quant
 """
@@ -35,6 +36,14 @@ def gated(T, H, fla):
     return lambda: rms_norm_gated(x, z, w, None, activation="swish", eps=EPS)
 
 
+def gated_fp8(T, H):
+    x, z = randn(T, H, D, seed=T * 7 + H), randn(T, H, D, seed=T * 7 + H + 1)
+    w = (1 + 0.1 * randn(D, seed=1).float()).to(torch.bfloat16)
+    q = torch.empty(T, H * D, device="cuda", dtype=torch.float8_e4m3fn)
+    scales = torch.empty(T, H * D // G, device="cuda", dtype=torch.float32)
+    return lambda: gatednorm.rmsnorm_gated_fp8(x, z, w, eps=EPS, group_size=G, q=q, scales=scales)
+
+
 def add_norm(variant, T, H, liger):
     x, r = randn(T, H, seed=T * 7 + H), randn(T, H, seed=T * 7 + H + 1)
     w = (1 + 0.1 * randn(H, seed=1).float()).to(torch.bfloat16)
@@ -59,6 +68,8 @@ def make(case):
     T, H = int(T), int(H)
     if name in ("gated", "fla_gated"):
         return gated(T, H, name == "fla_gated")
+    if name == "gated_fp8":
+        return gated_fp8(T, H)
     liger = name.startswith("liger_")
     variant = name[6:] if liger else name
     if variant not in ("rmsnorm", "plain", "fp8_bf16", "group_quant"):
