@@ -216,13 +216,18 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, MINB * kMaxRowThreads) add_rmsn
 // The row kernel pipelined (opt-in while it is measured: GATEDNORM_ROW_PIPE), as the gated FP8
 // op's pipelined kernel (hip/rmsnorm_gated_fp8.hip has the why): a resident grid, each block
 // taking rows in turn, the x (and residual) chunks of its next STAGES - 1 rows on their way as
-// cp.async copies into the thread's own slots of a shared-memory ring (dynamic: STAGES x
-// arrays x VEC / 8 chunks x the block's threads, 16 bytes each).  The same lane arithmetic
-// (add_row_finish), so the same bits.  One more barrier a row: the row sum's span partials
-// (shared) must be read by every thread before the next row's are written.
+// cp.async copies into a shared-memory ring (dynamic: STAGES x arrays x VEC / 8 chunks x the
+// block's threads, 16 bytes each), a warp's copied together by whole-sector instructions (run
+// 109: lanes copying their own two chunks at VEC 16 cost 1.2-1.5x; port.h's
+// gn_copy_async_warp has the why).  The same lane arithmetic (add_row_finish), so the same
+// bits.  One more barrier a row: the row sum's span partials (shared) must be read by every
+// thread before the next row's are written; it also orders every lane's reads of a slot
+// before the warp refills it.
 // Registers: the row kernel's 32 (2 blocks of 1024 an SM) except VEC 16 with FP8 outputs,
 // which spills 20-24 bytes there (the ring's addresses): 1024 (no cap under 64; the
-// occupancy query sizes the grid).
+// occupancy query sizes the grid).  At 32, rmsnorm at VEC 16 with 3 stages spills 4 bytes
+// (an opt-in form under measurement; at 64 it would also change occupancy and the weight's
+// timing, two things more than the copies).
 template <bool QUANT, int VEC>
 constexpr int kPipeMinBlocks = QUANT && VEC == 16 ? 1 : 2;
 
@@ -235,17 +240,18 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, (kPipeMinBlocks<QUANT, VEC> * k
     const bool ok = col < a.hidden;
     const uint32_t rows = uint32_t(a.rows), nt = blockDim.x;
     const char *wp = static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype);
-    auto slot = [&](int s, int r, int c) -> uint4 * { return ring + ((s * kArrays + r) * CH + c) * nt + threadIdx.x; };
+    // Slot s, array r (0: x, 1: residual): CH chunks a thread, adjacent, its warp's 32 x CH
+    // together (copied by whole-sector instructions: gn_copy_async_warp; the block is a whole
+    // number of 32-lane groups).
+    auto plane = [&](int s, int r) -> uint4 * { return ring + (s * kArrays + r) * CH * nt; };
     auto issue = [&](uint32_t t, int s) {
-        if (t < rows) {
-            const char *xp = ok ? a.x + int64_t(t) * a.x_st + col * 2 : a.x;
-#pragma unroll
-            for (int c = 0; c < CH; ++c) gn_copy_async_b128(slot(s, 0, c), xp + 16 * c, ok);
-            if constexpr (RES) {
-                const char *rp = ok ? a.res + int64_t(t) * a.res_st + col * 2 : a.res;
-#pragma unroll
-                for (int c = 0; c < CH; ++c) gn_copy_async_b128(slot(s, 1, c), rp + 16 * c, ok);
-            }
+        if (t < rows) {  // the same for the whole block
+            // The warp's lanes hold one contiguous span of the row: its chunks past hidden read
+            // nothing (hidden is a multiple of VEC: chunks_fit).
+            const int warp0 = int(threadIdx.x & ~31u), span = a.hidden - warp0 * VEC;
+            const int chunks = span <= 0 ? 0 : span / 8;
+            gn_copy_async_warp_span<CH>(plane(s, 0) + warp0 * CH, a.x + int64_t(t) * a.x_st + warp0 * VEC * 2, chunks);
+            if constexpr (RES) gn_copy_async_warp_span<CH>(plane(s, 1) + warp0 * CH, a.res + int64_t(t) * a.res_st + warp0 * VEC * 2, chunks);
         }
         gn_copy_async_commit();  // an empty group past the last row keeps the wait count uniform
     };
@@ -258,12 +264,15 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, (kPipeMinBlocks<QUANT, VEC> * k
         RawChunk<VEC> wraw{};
         if (!kLateWeight<kPipeMinBlocks<QUANT, VEC>, VEC> && ok && a.normalize) wraw = load_weight_chunk<VEC, SAME>(wp, a.weight_dtype);
         gn_copy_async_wait<STAGES - 1>();  // row t's group has landed
+        gn_copy_async_warp_sync<CH>();      // ... for every lane of the warp
         uint32_t xw[W], rw[W] = {};
 #pragma unroll
         for (int c = 0; c < CH; ++c) {
-            unpack_b128(*slot(s, 0, c), xw + 4 * c);
-            if constexpr (RES) unpack_b128(*slot(s, 1, c), rw + 4 * c);
+            unpack_b128(plane(s, 0)[threadIdx.x * CH + c], xw + 4 * c);
+            if constexpr (RES) unpack_b128(plane(s, 1)[threadIdx.x * CH + c], rw + 4 * c);
         }
+        // (no barrier here before the slot's refill: the __syncthreads closing the row orders
+        // every lane's reads before the next row's copies)
         add_row_finish<XDT, VEC, RES, QUANT, SAME, kPipeMinBlocks<QUANT, VEC>>(a, t, col, ok, xw, rw, wp, wraw);
         __syncthreads();  // every thread past the span partials before the next row writes them
         s = s + 1 == STAGES ? 0 : s + 1;
@@ -347,7 +356,9 @@ __global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 2048) group_quant_flat_kernel(const
 #if defined(GN_HAS_COPY_ASYNC)
 // The flat kernel pipelined (GATEDNORM_ROW_PIPE, as the row kernel's): a resident grid, each
 // block taking rounds of kFlatBlock lanes in turn with the next STAGES - 1 rounds' 32 bytes a
-// lane in flight in the thread's own ring slots; the same lane work, so the same bits.  Why:
+// lane in flight in a shared-memory ring, copied a warp at a time by whole-sector
+// instructions (run 109 measured lanes copying their own two chunks 1.7x slower than the flat
+// kernel: port.h's gn_copy_async_warp); the same lane work, so the same bits.  Why:
 // at [4096, 7168] the flat kernel is 97% of a copy of its bytes and 88% of the ceiling (the
 // issue asks 90%; the copy reaches 90.3%, run 83): what is left is its loads' idle time
 // while lanes quantize.  1536 resident threads (40 registers): at the flat kernel's 2048 (32)
@@ -358,15 +369,16 @@ __global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 1536) group_quant_flat_pipe_kernel(
     static_assert(STAGES >= 2, "a round in flight while one is finished");
     __shared__ uint4 ring[STAGES * 2 * kFlatBlock];
     const uint32_t rounds = (uint32_t(a.flat_lanes) + kFlatBlock - 1) / kFlatBlock;
-    auto slot = [&](int s, int c) -> uint4 * { return ring + (s * 2 + c) * kFlatBlock + threadIdx.x; };
+    // Slot s: two chunks a thread, adjacent, its warp's 64 together (copied by whole-sector
+    // instructions: gn_copy_async_warp).
+    auto slot = [&](int s) -> uint4 * { return ring + s * 2 * kFlatBlock; };
+    const uint32_t warp0 = threadIdx.x - threadIdx.x % 32;
     auto issue = [&](uint32_t r, int s) {
-        if (r < rounds) {
+        if (r < rounds) {  // the same for the whole block
             uint32_t t;
             int col;
             const bool ok = flat_lane_at(a, r * kFlatBlock + threadIdx.x, t, col);
-            const char *xp = ok ? a.x + int64_t(t) * a.x_st + col * 2 : a.x;
-            gn_copy_async_b128(slot(s, 0), xp, ok);
-            gn_copy_async_b128(slot(s, 1), xp + 16, ok);
+            gn_copy_async_warp<2>(slot(s) + warp0 * 2, ok ? a.x + int64_t(t) * a.x_st + col * 2 : a.x, ok);
         }
         gn_copy_async_commit();  // an empty group past the last round keeps the wait count uniform
     };
@@ -377,9 +389,11 @@ __global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 1536) group_quant_flat_pipe_kernel(
     for (uint32_t r = blockIdx.x; r < rounds; r += gridDim.x) {
         issue(r + uint32_t(STAGES - 1) * gridDim.x, s == 0 ? STAGES - 1 : s - 1);  // the slot round r - grid used
         gn_copy_async_wait<STAGES - 1>();
+        gn_copy_async_warp_sync<2>();  // the warp's copies have all landed
         uint32_t xw[kFlatVec / 2];
-        unpack_b128(*slot(s, 0), xw);
-        unpack_b128(*slot(s, 1), xw + 4);
+        unpack_b128(slot(s)[threadIdx.x * 2], xw);
+        unpack_b128(slot(s)[threadIdx.x * 2 + 1], xw + 4);
+        gn_copy_async_warp_sync<2>();  // every lane's reads of slot s before the warp refills it
         uint32_t t;
         int col;
         const bool ok = flat_lane_at(a, r * kFlatBlock + threadIdx.x, t, col);  // recomputed, as the FP8 pipe's

@@ -29,7 +29,9 @@
 //            gn_load_b128_stream_all (the same unpredicated)
 //            gn_copy_async_b128, gn_copy_async_commit, gn_copy_async_wait<N> (CUDA only:
 //            GN_HAS_COPY_ASYNC; 16-byte global -> shared copies that hold no register while
-//            in flight, below)
+//            in flight, below), gn_copy_async_warp<CH>, gn_copy_async_warp_span<CH>,
+//            gn_copy_async_warp_sync<CH> (a warp's lanes' chunks copied by whole-sector
+//            instructions)
 //   launch:  gn_launch (plain, or PDL where asked for and available), gn_device_has_pdl,
 //            gn_launch_pdl (CUDA only: GN_HAS_PDL), gn_launch_smem (CUDA only: a launch with
 //            dynamic shared memory, PDL where asked)
@@ -215,6 +217,53 @@ __device__ __forceinline__ void gn_copy_async_wait() {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 #endif
+}
+
+// The copies of a warp whose lanes each own CH (1 or 2) adjacent 16-byte chunks at their own
+// `p` (a lane's 16 * CH contiguous bytes, as the kernels' lanes hold them), made so that each
+// instruction covers 32 consecutive chunks of the warp's instead of every lane's c-th chunk:
+// where the lanes' bytes are contiguous, every instruction reads whole sectors.  Why: with
+// CH = 2, a lane copying its own chunks reads 16 bytes at a 32-byte stride, half of each
+// sector, and cp.async.cg does not pass through L1, which would serve the other half to the
+// next instruction: L2 may send every sector twice.  Run 109 measured the pipes with two
+// chunks a lane 1.2-1.95x slower than plain loads, those with one within 1.15x
+// (scripts/copy_probe.cu tests the cause on a bare stream).  Chunk c of lane l lands at
+// warp_slots[l * CH + c]; each copy takes its owner's address and `ok` by shuffle.  All 32
+// lanes of the warp call it together (this path is CUDA only, where a warp is 32 lanes); a
+// lane reads another lane's chunks only after gn_copy_async_wait and __syncwarp, and a slot
+// is refilled only after a __syncwarp past every lane's reads of it.
+template <int CH>
+__device__ __forceinline__ void gn_copy_async_warp(uint4 *warp_slots, const char *p, bool ok) {
+    static_assert(CH == 1 || CH == 2, "one or two chunks a lane");
+    const int lane = threadIdx.x % 32;
+    if constexpr (CH == 1) {
+        gn_copy_async_b128(warp_slots + lane, p, ok);
+    } else {
+#pragma unroll
+        for (int i = 0; i < CH; ++i) {
+            const int j = i * 32 + lane, owner = j / CH;  // the warp's chunk j is chunk j % CH of lane `owner`
+            const auto src = reinterpret_cast<const char *>(__shfl_sync(0xffffffffu, reinterpret_cast<unsigned long long>(p), owner));
+            const bool src_ok = __shfl_sync(0xffffffffu, int(ok), owner) != 0;
+            gn_copy_async_b128(warp_slots + j, src + 16 * (j % CH), src_ok);
+        }
+    }
+}
+// The same where the warp's chunks are known to be contiguous (a row's span): the 32 x CH
+// chunks from `warp_src`, the first `chunks` of them read, zeros past; no shuffles.
+template <int CH>
+__device__ __forceinline__ void gn_copy_async_warp_span(uint4 *warp_slots, const char *warp_src, int chunks) {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int i = 0; i < CH; ++i) {
+        const int j = i * 32 + lane;
+        gn_copy_async_b128(warp_slots + j, j < chunks ? warp_src + 16 * j : warp_src, j < chunks);
+    }
+}
+// The barrier a lane needs between gn_copy_async_wait and reading chunks other lanes copied
+// (and between those reads and the slot's refill): none with one chunk a lane.
+template <int CH>
+__device__ __forceinline__ void gn_copy_async_warp_sync() {
+    if constexpr (CH > 1) __syncwarp();
 }
 
 // Ask for the largest shared-memory carveout for `kernel` (a hint CUDA may override; the

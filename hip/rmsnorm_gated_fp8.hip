@@ -279,13 +279,15 @@ __global__ void GN_LAUNCH_BOUNDS(kFp8Block, kFp8Resident<E>) rmsnorm_gated_fp8_v
 // ---- pipelined vec kernel (opt-in while it is measured: GATEDNORM_FP8_PIPE)
 // The vec kernel's lane work on a resident grid, each block taking block-sized rounds of
 // teams in turn, with the x and z chunks of its next STAGES - 1 rounds already in flight:
-// copied asynchronously into the thread's own slots of a shared-memory ring, which hold no
-// register while the copy is on its way.  Why: at T >= 4096 the vec kernel is 85-88% of a
-// copy of the same bytes (run 83), and more resident warps (more loads in flight) was the
-// one change that moved it (runs 53-54); a lane's loads are in flight only until its long
-// epilogue starts, so a third to a half of the SM's warps hold none.  Here every thread
-// keeps STAGES - 1 rounds outstanding through its epilogue.  Each thread reads only the
-// slots it copied into, so no barrier; an empty group past the last round keeps the wait
+// copied asynchronously into a shared-memory ring, which holds no register while the copy is
+// on its way.  Why: at T >= 4096 the vec kernel is 85-88% of a copy of the same bytes (run
+// 83), and more resident warps (more loads in flight) was the one change that moved it (runs
+// 53-54); a lane's loads are in flight only until its long epilogue starts, so a third to a
+// half of the SM's warps hold none.  Here every thread keeps STAGES - 1 rounds outstanding
+// through its epilogue.  Run 109 measured the first form, each lane copying its own two
+// chunks, 1.65-1.95x slower than the vec kernel; the copies are now made a warp at a time by
+// whole-sector instructions (port.h's gn_copy_async_warp has the why), with a warp barrier
+// after the wait and one after the reads.  An empty group past the last round keeps the wait
 // count uniform.  Same lane arithmetic as the vec kernel (fp8_vec_finish), so the same bits.
 template <int E>
 constexpr int kPipeChunks = E / 8;  // 16-byte chunks of x (and of z) a lane holds
@@ -301,19 +303,18 @@ __device__ __forceinline__ void fp8_pipe_team(const Fp8Args &a, uint4 *ring) {
     const bool col_ok = col < a.dim;
     const uint32_t sub = threadIdx.x / TEAM;
     const uint32_t rounds = (uint32_t(a.teams) + kTeamsPerBlock - 1) / kTeamsPerBlock;
-    // Slot s, array r (0: x, 1: z), chunk c of this thread: consecutive threads' 16 bytes
-    // adjacent, so a warp's slot accesses are conflict-free.
-    auto slot = [&](int s, int r, int c) -> uint4 * { return ring + ((s * 2 + r) * CH + c) * kFp8Block + threadIdx.x; };
+    // Slot s, array r (0: x, 1: z): CH chunks a thread, a thread's adjacent, its warp's 32 x CH
+    // together (gn_copy_async_warp copies them by whole-sector instructions).
+    const uint32_t warp0 = threadIdx.x - threadIdx.x % 32;
+    auto plane = [&](int s, int r) -> uint4 * { return ring + (s * 2 + r) * CH * kFp8Block; };
     auto issue = [&](uint32_t round, int s) {
-        if (round < rounds) {
+        if (round < rounds) {  // the same for the whole block: every lane of a warp copies together
             const Fp8Lane at = fp8_lane_at(a, round * kTeamsPerBlock + sub, hh, col_ok);
             const char *xp = at.ok ? a.x + int64_t(at.t) * a.x_st + int64_t(at.h) * a.x_sh + col * 2 : a.x;
-#pragma unroll
-            for (int c = 0; c < CH; ++c) gn_copy_async_b128(slot(s, 0, c), xp + 16 * c, at.ok);
+            gn_copy_async_warp<CH>(plane(s, 0) + warp0 * CH, xp, at.ok);
             if constexpr (GATE != kGateNone) {
                 const char *zp = at.ok ? a.z + int64_t(at.t) * a.z_st + int64_t(at.h) * a.z_sh + col * 2 : a.z;
-#pragma unroll
-                for (int c = 0; c < CH; ++c) gn_copy_async_b128(slot(s, 1, c), zp + 16 * c, at.ok);
+                gn_copy_async_warp<CH>(plane(s, 1) + warp0 * CH, zp, at.ok);
             }
         }
         gn_copy_async_commit();
@@ -328,12 +329,14 @@ __device__ __forceinline__ void fp8_pipe_team(const Fp8Args &a, uint4 *ring) {
         RawChunk<VEC> wraw{};
         if (col_ok) wraw = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype), a.weight_dtype);
         gn_copy_async_wait<STAGES - 1>();  // this round's group has landed
+        gn_copy_async_warp_sync<CH>();      // ... for every lane of the warp
         uint32_t xw[NW], zw[NW] = {};
 #pragma unroll
         for (int c = 0; c < CH; ++c) {
-            unpack_b128(*slot(s, 0, c), xw + 4 * c);
-            if constexpr (GATE != kGateNone) unpack_b128(*slot(s, 1, c), zw + 4 * c);
+            unpack_b128(plane(s, 0)[threadIdx.x * CH + c], xw + 4 * c);
+            if constexpr (GATE != kGateNone) unpack_b128(plane(s, 1)[threadIdx.x * CH + c], zw + 4 * c);
         }
+        gn_copy_async_warp_sync<CH>();  // every lane's reads of slot s before the warp refills it
         // The lane's place recomputed (a few integer ops), not carried from its issue: S - 1
         // rounds' places held in registers would cost the occupancy the ring is for.
         fp8_vec_finish<XDT, TEAM, GATE, E>(a, lane, col, fp8_lane_at(a, round * kTeamsPerBlock + sub, hh, col_ok), xw, zw, wraw);
