@@ -553,14 +553,17 @@ def test_row_pipe_bit_equal(requires_gpu, monkeypatch, rng, T, H, vec, variant):
 # takes several rounds of 256 lanes (~800 resident blocks on an H100 / H200 against 4096-7174
 # rounds), so that its ring wraps: bit for bit the flat kernel's codes and column-major
 # scales, which are checked against the reference; a NaN row and a row of another scale
-# among them; fresh poisoned outputs for each call.
-@pytest.mark.parametrize("T,H,xd", [(4099, 7168, "bf16"), (8191, 2048, "fp16")])
-def test_group_quant_pipe_bit_equal(requires_gpu, monkeypatch, rng, T, H, xd):
+# among them; fresh poisoned outputs for each call.  Hidden 2176 (136 lanes a row) with rows
+# 40 elements apart: a warp's 32 lanes straddle two rows whose bytes are not adjacent (the
+# pipe's warp copies take each owner's address).
+@pytest.mark.parametrize("T,H,xd,pad", [(4099, 7168, "bf16", 0), (8191, 2048, "fp16", 0), (4099, 2176, "bf16", 40)])
+def test_group_quant_pipe_bit_equal(requires_gpu, monkeypatch, rng, T, H, xd, pad):
     if gatednorm._runtime.gpu_device_type() != gatednorm._runtime.CUDA:
         pytest.skip("the pipelined kernels are built for CUDA only (hip/port.h: GN_HAS_COPY_ASYNC)")
     gpu = Backend("gpu")
     monkeypatch.delenv("GATEDNORM_ROW_VEC", raising=False)
-    x = randn(rng, (T, H), DT[xd])
+    x_base = randn(rng, (T, H + pad), DT[xd])
+    x = x_base[:, :H]
     x[T // 3] *= 300.0
     x[T - 1, 7] = np.nan
     K = H // 128
@@ -569,7 +572,7 @@ def test_group_quant_pipe_bit_equal(requires_gpu, monkeypatch, rng, T, H, xd):
         set_hook(monkeypatch, "GATEDNORM_ROW_PIPE", stages)
         s0, sbase = new_scales((T,), K, "fp32", "col")
         qd, sd = gpu.put(poison_codes(x.shape, "e4m3fn")), gpu.put(s0, sbase)
-        gatednorm.group_quant_fp8(gpu.put(x), group_size=128, q=qd, scales=sd)
+        gatednorm.group_quant_fp8(gpu.put(x, x_base), group_size=128, q=qd, scales=sd)
         gatednorm.synchronize()
         assert gatednorm.last_kernel() == ("group_quant_fp8.flat" if stages is None else "group_quant_fp8.flat.pipe" + stages)
         q, sv = gpu.get(qd), scale_values(gpu.get(sd), "fp32", K)
