@@ -14,9 +14,10 @@
 //    elements a lane): no row sum, so no block a row; 256-lane blocks over all rows' lanes,
 //    the row kernel's quantize_chunk, the same bits (run 54: 2-3% faster from T = 1024).
 //  - pipelined row and flat kernels (opt-in, GATEDNORM_ROW_PIPE=2|3, CUDA only; the row kernel
-//    bf16 at VEC 8 or at VEC 16 with weight and copy of x's dtype; until a GPU run measures
-//    them): the same lane work on a resident grid, each block's next rows' (rounds') chunks
-//    on their way as cp.async copies into the thread's own slots of a shared-memory ring.
+//    bf16 at VEC 8 or at VEC 16 with weight and copy of x's dtype; run 109 measured their
+//    first form slower, the present one is not yet measured): the same lane work on a
+//    resident grid, each block's next rows' (rounds') chunks on their way as cp.async copies
+//    into a shared-memory ring, a warp's chunks copied together by whole-sector instructions.
 //  - generic kernel: any other size, dtype mix or alignment; 256 threads per row, the sum in
 //    one pass (which also stores the rounded residual), then groups handed to 32-lane teams
 //    that re-read the stored row (amax pass, then codes and y).
@@ -240,9 +241,9 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, (kPipeMinBlocks<QUANT, VEC> * k
     const bool ok = col < a.hidden;
     const uint32_t rows = uint32_t(a.rows), nt = blockDim.x;
     const char *wp = static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype);
-    // Slot s, array r (0: x, 1: residual): CH chunks a thread, adjacent, its warp's 32 x CH
-    // together (copied by whole-sector instructions: gn_copy_async_warp; the block is a whole
-    // number of 32-lane groups).
+    // Slot s, array r (0: x, 1: residual): its warp's 32 x CH chunks together (copied by
+    // whole-sector instructions: gn_copy_async_warp_span, gn_copy_async_warp_slot; the block
+    // is a whole number of 32-lane groups).
     auto plane = [&](int s, int r) -> uint4 * { return ring + (s * kArrays + r) * CH * nt; };
     auto issue = [&](uint32_t t, int s) {
         if (t < rows) {  // the same for the whole block
@@ -268,8 +269,9 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, (kPipeMinBlocks<QUANT, VEC> * k
         uint32_t xw[W], rw[W] = {};
 #pragma unroll
         for (int c = 0; c < CH; ++c) {
-            unpack_b128(plane(s, 0)[threadIdx.x * CH + c], xw + 4 * c);
-            if constexpr (RES) unpack_b128(plane(s, 1)[threadIdx.x * CH + c], rw + 4 * c);
+            const uint32_t at = (threadIdx.x & ~31u) * CH + gn_copy_async_warp_slot<CH>(c);
+            unpack_b128(plane(s, 0)[at], xw + 4 * c);
+            if constexpr (RES) unpack_b128(plane(s, 1)[at], rw + 4 * c);
         }
         // (no barrier here before the slot's refill: the __syncthreads closing the row orders
         // every lane's reads before the next row's copies)
@@ -369,8 +371,8 @@ __global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 1536) group_quant_flat_pipe_kernel(
     static_assert(STAGES >= 2, "a round in flight while one is finished");
     __shared__ uint4 ring[STAGES * 2 * kFlatBlock];
     const uint32_t rounds = (uint32_t(a.flat_lanes) + kFlatBlock - 1) / kFlatBlock;
-    // Slot s: two chunks a thread, adjacent, its warp's 64 together (copied by whole-sector
-    // instructions: gn_copy_async_warp).
+    // Slot s: its warp's 64 chunks together (copied by whole-sector instructions:
+    // gn_copy_async_warp, which says where each lane's sit).
     auto slot = [&](int s) -> uint4 * { return ring + s * 2 * kFlatBlock; };
     const uint32_t warp0 = threadIdx.x - threadIdx.x % 32;
     auto issue = [&](uint32_t r, int s) {
@@ -391,8 +393,8 @@ __global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 1536) group_quant_flat_pipe_kernel(
         gn_copy_async_wait<STAGES - 1>();
         gn_copy_async_warp_sync<2>();  // the warp's copies have all landed
         uint32_t xw[kFlatVec / 2];
-        unpack_b128(slot(s)[threadIdx.x * 2], xw);
-        unpack_b128(slot(s)[threadIdx.x * 2 + 1], xw + 4);
+        unpack_b128(slot(s)[warp0 * 2 + gn_copy_async_warp_slot<2>(0)], xw);
+        unpack_b128(slot(s)[warp0 * 2 + gn_copy_async_warp_slot<2>(1)], xw + 4);
         gn_copy_async_warp_sync<2>();  // every lane's reads of slot s before the warp refills it
         uint32_t t;
         int col;

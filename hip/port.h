@@ -30,8 +30,8 @@
 //            gn_copy_async_b128, gn_copy_async_commit, gn_copy_async_wait<N> (CUDA only:
 //            GN_HAS_COPY_ASYNC; 16-byte global -> shared copies that hold no register while
 //            in flight, below), gn_copy_async_warp<CH>, gn_copy_async_warp_span<CH>,
-//            gn_copy_async_warp_sync<CH> (a warp's lanes' chunks copied by whole-sector
-//            instructions)
+//            gn_copy_async_warp_slot<CH>, gn_copy_async_warp_sync<CH> (a warp's lanes'
+//            chunks copied by whole-sector instructions)
 //   launch:  gn_launch (plain, or PDL where asked for and available), gn_device_has_pdl,
 //            gn_launch_pdl (CUDA only: GN_HAS_PDL), gn_launch_smem (CUDA only: a launch with
 //            dynamic shared memory, PDL where asked)
@@ -188,7 +188,7 @@ __device__ __forceinline__ uint4 gn_load_b128_stream(const void *p, bool ok) {
     return r;
 }
 
-// Asynchronous 16-byte copies from global into this thread's own shared memory (sm_80's
+// Asynchronous 16-byte copies from global into shared memory (sm_80's
 // cp.async.cg: through L2 only, no register held while the copy is in flight), so a thread
 // can keep several rows' loads outstanding while it computes on an earlier one.  A copy with
 // !ok reads nothing and fills the 16 bytes with zeros.  Copies issued since the last commit
@@ -231,7 +231,20 @@ __device__ __forceinline__ void gn_copy_async_wait() {
 // warp_slots[l * CH + c]; each copy takes its owner's address and `ok` by shuffle.  All 32
 // lanes of the warp call it together (this path is CUDA only, where a warp is 32 lanes); a
 // lane reads another lane's chunks only after gn_copy_async_wait and __syncwarp, and a slot
-// is refilled only after a __syncwarp past every lane's reads of it.
+// is refilled only after a __syncwarp past every lane's reads of it.  The lane reads its
+// chunk c at warp_slots[gn_copy_async_warp_slot<CH>(c)].
+// Slots: the warp's chunk j (chunk j % CH of lane j / CH) at j with one chunk a lane; with
+// two, a lane's pair swapped in every other group of 4 lanes (j ^ bit 3 of j), so that each
+// 8 lanes' 16-byte reads (2l + c, 32 bytes apart, would fall twice on the same banks) and the
+// copies' writes fall in 8 different 16-byte bank groups.
+template <int CH>
+__device__ __forceinline__ int gn_copy_async_warp_place(int j) {
+    return CH == 1 ? j : j ^ ((j >> 3) & 1);
+}
+template <int CH>
+__device__ __forceinline__ int gn_copy_async_warp_slot(int c) {
+    return gn_copy_async_warp_place<CH>(int(threadIdx.x % 32) * CH + c);
+}
 template <int CH>
 __device__ __forceinline__ void gn_copy_async_warp(uint4 *warp_slots, const char *p, bool ok) {
     static_assert(CH == 1 || CH == 2, "one or two chunks a lane");
@@ -244,7 +257,7 @@ __device__ __forceinline__ void gn_copy_async_warp(uint4 *warp_slots, const char
             const int j = i * 32 + lane, owner = j / CH;  // the warp's chunk j is chunk j % CH of lane `owner`
             const auto src = reinterpret_cast<const char *>(__shfl_sync(0xffffffffu, reinterpret_cast<unsigned long long>(p), owner));
             const bool src_ok = __shfl_sync(0xffffffffu, int(ok), owner) != 0;
-            gn_copy_async_b128(warp_slots + j, src + 16 * (j % CH), src_ok);
+            gn_copy_async_b128(warp_slots + gn_copy_async_warp_place<CH>(j), src + 16 * (j % CH), src_ok);
         }
     }
 }
@@ -252,11 +265,12 @@ __device__ __forceinline__ void gn_copy_async_warp(uint4 *warp_slots, const char
 // chunks from `warp_src`, the first `chunks` of them read, zeros past; no shuffles.
 template <int CH>
 __device__ __forceinline__ void gn_copy_async_warp_span(uint4 *warp_slots, const char *warp_src, int chunks) {
+    static_assert(CH == 1 || CH == 2, "one or two chunks a lane");
     const int lane = threadIdx.x % 32;
 #pragma unroll
     for (int i = 0; i < CH; ++i) {
         const int j = i * 32 + lane;
-        gn_copy_async_b128(warp_slots + j, j < chunks ? warp_src + 16 * j : warp_src, j < chunks);
+        gn_copy_async_b128(warp_slots + gn_copy_async_warp_place<CH>(j), j < chunks ? warp_src + 16 * j : warp_src, j < chunks);
     }
 }
 // The barrier a lane needs between gn_copy_async_wait and reading chunks other lanes copied

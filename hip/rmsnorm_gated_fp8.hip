@@ -19,8 +19,9 @@
 //    instructions, not latency, are the cost, hence E = 16.  The
 //    gate's place is compiled in (it decides which loads and exponentials exist).
 //  - pipelined vec kernel (opt-in, GATEDNORM_FP8_PIPE=2|3|4, CUDA only, where the vec kernel
-//    takes E = 16; until a GPU run measures it): the same lane work on a resident grid, the
-//    next rounds' x / z in flight as cp.async copies into the thread's shared-memory ring.
+//    takes E = 16; run 109 measured its first form slower, the present one is not yet
+//    measured): the same lane work on a resident grid, the next rounds' x / z in flight as
+//    cp.async copies into a shared-memory ring, each warp's by whole-sector instructions.
 //  - generic kernel: every other shape and dtype mix; a team of 32 lanes per segment (a head
 //    when G <= D, the G / D heads of a group otherwise), passes over the segment through the
 //    cache (sum of squares, group amax, then y again to write).  Correct everywhere, slower.
@@ -303,8 +304,8 @@ __device__ __forceinline__ void fp8_pipe_team(const Fp8Args &a, uint4 *ring) {
     const bool col_ok = col < a.dim;
     const uint32_t sub = threadIdx.x / TEAM;
     const uint32_t rounds = (uint32_t(a.teams) + kTeamsPerBlock - 1) / kTeamsPerBlock;
-    // Slot s, array r (0: x, 1: z): CH chunks a thread, a thread's adjacent, its warp's 32 x CH
-    // together (gn_copy_async_warp copies them by whole-sector instructions).
+    // Slot s, array r (0: x, 1: z): its warp's 32 x CH chunks together (gn_copy_async_warp
+    // copies them by whole-sector instructions and says where each lane's sit).
     const uint32_t warp0 = threadIdx.x - threadIdx.x % 32;
     auto plane = [&](int s, int r) -> uint4 * { return ring + (s * 2 + r) * CH * kFp8Block; };
     auto issue = [&](uint32_t round, int s) {
@@ -333,8 +334,8 @@ __device__ __forceinline__ void fp8_pipe_team(const Fp8Args &a, uint4 *ring) {
         uint32_t xw[NW], zw[NW] = {};
 #pragma unroll
         for (int c = 0; c < CH; ++c) {
-            unpack_b128(plane(s, 0)[threadIdx.x * CH + c], xw + 4 * c);
-            if constexpr (GATE != kGateNone) unpack_b128(plane(s, 1)[threadIdx.x * CH + c], zw + 4 * c);
+            unpack_b128(plane(s, 0)[warp0 * CH + gn_copy_async_warp_slot<CH>(c)], xw + 4 * c);
+            if constexpr (GATE != kGateNone) unpack_b128(plane(s, 1)[warp0 * CH + gn_copy_async_warp_slot<CH>(c)], zw + 4 * c);
         }
         gn_copy_async_warp_sync<CH>();  // every lane's reads of slot s before the warp refills it
         // The lane's place recomputed (a few integer ops), not carried from its issue: S - 1

@@ -286,9 +286,12 @@ def test_lane_elems_ab_bit_equal(requires_gpu, monkeypatch, rng, T, H, D, G, gat
 # wraps at every S: ~6000 rounds of 128 lanes against a resident grid of at most ~1200 blocks
 # on an H100 / H200 (the last round partial).  Teams of 8 lanes (D = 128), 4 (D = 64), 16 (D
 # = 256; and D = 128 with G = 256, a group over two heads), lanes past D (D = 96: 6 lanes of
-# a head's 8), fp16.  Bit for bit the vec kernel's E = 16 outputs, which run() checks against
-# the reference; each pipelined call writes into freshly poisoned outputs.
+# a head's 8), fp16; H = 13: the last round ends inside a warp (the warp's copies take
+# each owner lane's address and ok, so lanes past the end read zeros).  Bit for bit the vec
+# kernel's E = 16 outputs, which run() checks against the reference; each pipelined call
+# writes into freshly poisoned outputs.
 @pytest.mark.parametrize("T,H,D,G,xd,gate", [(8191, 12, 128, 128, "bf16", "before"), (8191, 12, 128, 128, "bf16", "after"),
+                                             (8191, 13, 128, 128, "bf16", "before"),
                                              (8191, 12, 128, 128, "bf16", "none"), (8191, 24, 64, 64, "fp16", "before"),
                                              (4099, 12, 256, 128, "bf16", "before"), (4099, 24, 128, 256, "bf16", "after"),
                                              (8191, 16, 96, 96, "bf16", "before")])
