@@ -227,12 +227,12 @@ __device__ __forceinline__ void gn_copy_async_wait() {
 // sector, and cp.async.cg does not pass through L1, which would serve the other half to the
 // next instruction: L2 may send every sector twice.  Run 109 measured the pipes with two
 // chunks a lane 1.2-1.95x slower than plain loads, those with one within 1.15x
-// (scripts/copy_probe.cu tests the cause on a bare stream).  Chunk c of lane l lands at
-// warp_slots[l * CH + c]; each copy takes its owner's address and `ok` by shuffle.  All 32
+// (scripts/copy_probe.cu tests the cause on a bare stream).  Each copy takes its owner's
+// address and `ok` by shuffle; chunk c of a lane lands at its
+// warp_slots[gn_copy_async_warp_slot<CH>(c)] (the placing is below).  All 32
 // lanes of the warp call it together (this path is CUDA only, where a warp is 32 lanes); a
 // lane reads another lane's chunks only after gn_copy_async_wait and __syncwarp, and a slot
-// is refilled only after a __syncwarp past every lane's reads of it.  The lane reads its
-// chunk c at warp_slots[gn_copy_async_warp_slot<CH>(c)].
+// is refilled only after a __syncwarp past every lane's reads of it.
 // Slots: the warp's chunk j (chunk j % CH of lane j / CH) at j with one chunk a lane; with
 // two, a lane's pair swapped in every other group of 4 lanes (j ^ bit 3 of j), so that each
 // 8 lanes' 16-byte reads (2l + c, 32 bytes apart, would fall twice on the same banks) and the

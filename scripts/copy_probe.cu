@@ -23,7 +23,9 @@
 //   ring3 L2    .L2::128B prefetch hint on the copies;  ring3 ca  copies through L1 (.ca)
 //   ring3 warp  lane layout, but each warp copies its 1 KB of a round with whole-sector
 //               instructions into the ring, then each lane reads its own 32 bytes back after
-//               a warp barrier (the fix the lane-layout finding would call for)
+//               a warp barrier: the library's re-laid pipes (port.h gn_copy_async_warp_span,
+//               as the row pipe; "shfl": gn_copy_async_warp, each copy taking its owner
+//               lane's address by shuffle, as the FP8 and flat pipes)
 // Each is timed as the benchmark times the library (tuner_common.h: a CUDA graph of 16
 // launches over 4 rotated sets of 64 MiB, median of 20 replays).  Checked first, untimed, on
 // a poisoned destination: copy variants word for word against their source, every variant's
@@ -153,28 +155,29 @@ __device__ __forceinline__ void copy16(uint4 *smem, const uint4 *gmem) {
     }
 }
 
-// STAGES = 1: no round ahead (copy, wait, use).  WARP: the lane layout copied a warp's 1 KB
-// at a time with whole-sector instructions, each lane then reading its own 32 bytes (a warp
-// barrier between the copies landing and the reads, and between the reads and the slot's
-// refill).
-template <int LAYOUT, int STAGES, int HINT, bool WARP = false>
+// STAGES = 1: no round ahead (copy, wait, use).  WARP 1 / 2: the lane layout copied a warp's
+// 1 KB at a time by the library's port.h helpers (1: gn_copy_async_warp_span, the warp's
+// bytes known contiguous; 2: gn_copy_async_warp, owners' addresses by shuffle), each lane
+// then reading its own 32 bytes (a warp barrier between the copies landing and the reads,
+// and between the reads and the slot's refill); HINT is 0 there.
+template <int LAYOUT, int STAGES, int HINT, int WARP = 0>
 __global__ void __launch_bounds__(kBlock) ring_kernel(Args a) {
-    static_assert(!WARP || LAYOUT == kLane, "the warp copy re-lays the lane layout");
+    static_assert(!WARP || (LAYOUT == kLane && HINT == 0), "the warp copy re-lays the lane layout with port.h's copy");
     __shared__ uint4 ring[STAGES * kChunks * kBlock];
-    const int lane = threadIdx.x % kWarp, warp0 = threadIdx.x - lane;
-    // Slot s, chunk c of this thread: per-thread slots, or (WARP) the warp's 1 KB in the lane
-    // layout's order, so that chunk c of lane l is at its 2l + c.
+    const int warp0 = threadIdx.x - threadIdx.x % kWarp;
+    // Slot s, chunk c of this thread: per-thread slots, or (WARP) where port.h places it
+    // among its warp's.
     auto slot = [&](int s, int c) -> uint4 * {
-        if constexpr (WARP) return &ring[s * kChunks * kBlock + warp0 * kChunks + lane * kChunks + c];
+        if constexpr (WARP) return &ring[s * kChunks * kBlock + warp0 * kChunks + gn_copy_async_warp_slot<kChunks>(c)];
         return &ring[(s * kChunks + c) * kBlock + threadIdx.x];
     };
     auto issue = [&](uint32_t r, int s) {
         if (r < kRounds) {
-            if constexpr (WARP) {
-                // Instruction c: the warp's 16-byte words c * 32 + lane, contiguous.
-                const uint4 *base = &a.src[(size_t(r) * kBlock + warp0) * kChunks];
-#pragma unroll
-                for (int c = 0; c < kChunks; ++c) copy16<HINT>(&ring[s * kChunks * kBlock + warp0 * kChunks + c * kWarp + lane], base + c * kWarp + lane);
+            uint4 *warp_slots = &ring[s * kChunks * kBlock + warp0 * kChunks];
+            if constexpr (WARP == 1) {
+                gn_copy_async_warp_span<kChunks>(warp_slots, reinterpret_cast<const char *>(&a.src[(size_t(r) * kBlock + warp0) * kChunks]), kWarp * kChunks);
+            } else if constexpr (WARP == 2) {
+                gn_copy_async_warp<kChunks>(warp_slots, reinterpret_cast<const char *>(&a.src[chunk_index<LAYOUT>(r, 0)]), true);
             } else {
 #pragma unroll
                 for (int c = 0; c < kChunks; ++c) copy16<HINT>(slot(s, c), &a.src[chunk_index<LAYOUT>(r, c)]);
@@ -273,7 +276,8 @@ int main() {
         {"ring3 spread", ring_kernel<kSpread, 3, 0>, true},
         {"ring3 L2 lane", ring_kernel<kLane, 3, 1>, true},
         {"ring3 ca lane", ring_kernel<kLane, 3, 2>, true},
-        {"ring3 warp lane", ring_kernel<kLane, 3, 0, true>, true},
+        {"ring3 warp lane", ring_kernel<kLane, 3, 0, 1>, true},
+        {"ring3 warp shfl lane", ring_kernel<kLane, 3, 0, 2>, true},
     };
     const int calls = 4 * kSets;
     bool wrong = false;
