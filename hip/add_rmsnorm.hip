@@ -234,7 +234,6 @@ constexpr int kPipeMinBlocks = QUANT && VEC == 16 ? 1 : 2;
 
 template <int XDT, int VEC, bool RES, bool QUANT, bool SAME, int STAGES>
 __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, (kPipeMinBlocks<QUANT, VEC> * kMaxRowThreads)) add_rmsnorm_row_pipe_kernel(const AddArgs a) {
-    static_assert(STAGES >= 2, "a row in flight while one is finished");
     extern __shared__ uint4 ring[];
     constexpr int W = VEC / 2, CH = VEC / 8, kArrays = RES ? 2 : 1;
     const int col = threadIdx.x * VEC;
@@ -248,7 +247,9 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, (kPipeMinBlocks<QUANT, VEC> * k
     auto issue = [&](uint32_t t, int s) {
         if (t < rows) {  // the same for the whole block
             // The warp's lanes hold one contiguous span of the row: its chunks past hidden read
-            // nothing (hidden is a multiple of VEC: chunks_fit).
+            // nothing (hidden is a multiple of VEC: chunks_fit).  span > 0 always (the block
+            // is hidden / VEC lanes rounded up to 32); the clamp stays because without it
+            // ptxas spilled 12 bytes, not 4, at VEC 16 with 3 stages.
             const int warp0 = int(threadIdx.x & ~31u), span = a.hidden - warp0 * VEC;
             const int chunks = span <= 0 ? 0 : span / 8;
             gn_copy_async_warp_span<CH>(plane(s, 0) + warp0 * CH, a.x + int64_t(t) * a.x_st + warp0 * VEC * 2, chunks);
@@ -257,11 +258,7 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, (kPipeMinBlocks<QUANT, VEC> * k
         gn_copy_async_commit();  // an empty group past the last row keeps the wait count uniform
     };
     pdl_entry(a);
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) issue(blockIdx.x + uint32_t(s) * gridDim.x, s);
-    int s = 0;  // the slot of row t
-    for (uint32_t t = blockIdx.x; t < rows; t += gridDim.x) {
-        issue(t + uint32_t(STAGES - 1) * gridDim.x, s == 0 ? STAGES - 1 : s - 1);  // the slot row t - grid used
+    gn_copy_async_rounds<STAGES>(blockIdx.x, gridDim.x, rows, issue, [&](uint32_t t, int s) {
         RawChunk<VEC> wraw{};
         if (!kLateWeight<kPipeMinBlocks<QUANT, VEC>, VEC> && ok && a.normalize) wraw = load_weight_chunk<VEC, SAME>(wp, a.weight_dtype);
         gn_copy_async_wait<STAGES - 1>();  // row t's group has landed
@@ -277,9 +274,7 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, (kPipeMinBlocks<QUANT, VEC> * k
         // every lane's reads before the next row's copies)
         add_row_finish<XDT, VEC, RES, QUANT, SAME, kPipeMinBlocks<QUANT, VEC>>(a, t, col, ok, xw, rw, wp, wraw);
         __syncthreads();  // every thread past the span partials before the next row writes them
-        s = s + 1 == STAGES ? 0 : s + 1;
-    }
-    gn_copy_async_wait<0>();
+    });
 }
 #endif  // GN_HAS_COPY_ASYNC
 
@@ -368,7 +363,6 @@ __global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 2048) group_quant_flat_kernel(const
 // threads hold as many bytes in flight.
 template <int XDT, int STAGES>
 __global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 1536) group_quant_flat_pipe_kernel(const AddArgs a) {
-    static_assert(STAGES >= 2, "a round in flight while one is finished");
     __shared__ uint4 ring[STAGES * 2 * kFlatBlock];
     const uint32_t rounds = (uint32_t(a.flat_lanes) + kFlatBlock - 1) / kFlatBlock;
     // Slot s: its warp's 64 chunks together (copied by whole-sector instructions:
@@ -385,11 +379,7 @@ __global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 1536) group_quant_flat_pipe_kernel(
         gn_copy_async_commit();  // an empty group past the last round keeps the wait count uniform
     };
     pdl_entry(a);
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) issue(blockIdx.x + uint32_t(s) * gridDim.x, s);
-    int s = 0;  // the slot of round r
-    for (uint32_t r = blockIdx.x; r < rounds; r += gridDim.x) {
-        issue(r + uint32_t(STAGES - 1) * gridDim.x, s == 0 ? STAGES - 1 : s - 1);  // the slot round r - grid used
+    gn_copy_async_rounds<STAGES>(blockIdx.x, gridDim.x, rounds, issue, [&](uint32_t r, int s) {
         gn_copy_async_wait<STAGES - 1>();
         gn_copy_async_warp_sync<2>();  // the warp's copies have all landed
         uint32_t xw[kFlatVec / 2];
@@ -403,9 +393,7 @@ __global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 1536) group_quant_flat_pipe_kernel(
 #pragma unroll
         for (int k = 0; k < kFlatVec; ++k) y[k] = word_element<XDT>(xw, k);
         quantize_chunk<kFlatVec>(a, t, col, ok, y);
-        s = s + 1 == STAGES ? 0 : s + 1;
-    }
-    gn_copy_async_wait<0>();
+    });
 }
 #endif  // GN_HAS_COPY_ASYNC
 
@@ -623,12 +611,8 @@ hipError_t launch_row_pipe(const AddArgs &a, int vec, bool same, int stages, int
 template <int XDT, int STAGES>
 hipError_t launch_flat_pipe_as(const AddArgs &a, int device, hipStream_t s, bool pdl) {
     static std::atomic<int> resident[kCachedDevices];
-    const auto kernel = group_quant_flat_pipe_kernel<XDT, STAGES>;
-    int blocks = 0;
-    const hipError_t err = gn_resident_blocks_cached(kernel, kFlatBlock, device, resident, &blocks);
-    if (err != hipSuccess) return err;
-    const uint32_t rounds = uint32_t((int64_t(a.flat_lanes) + kFlatBlock - 1) / kFlatBlock);
-    return gn_launch(kernel, rounds < uint32_t(blocks) ? rounds : uint32_t(blocks), kFlatBlock, s, a, pdl);
+    return gn_launch_resident(group_quant_flat_pipe_kernel<XDT, STAGES>, kFlatBlock, device, resident,
+                              (int64_t(a.flat_lanes) + kFlatBlock - 1) / kFlatBlock, s, a, pdl);
 }
 
 hipError_t launch_flat_pipe(const AddArgs &a, int stages, int device, hipStream_t s, bool pdl) {

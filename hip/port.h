@@ -31,10 +31,12 @@
 //            GN_HAS_COPY_ASYNC; 16-byte global -> shared copies that hold no register while
 //            in flight, below), gn_copy_async_warp<CH>, gn_copy_async_warp_span<CH>,
 //            gn_copy_async_warp_slot<CH>, gn_copy_async_warp_sync<CH> (a warp's lanes'
-//            chunks copied by whole-sector instructions)
+//            chunks copied by whole-sector instructions), gn_copy_async_rounds<STAGES> (a
+//            ring's loop over a resident grid's rounds)
 //   launch:  gn_launch (plain, or PDL where asked for and available), gn_device_has_pdl,
 //            gn_launch_pdl (CUDA only: GN_HAS_PDL), gn_launch_smem (CUDA only: a launch with
-//            dynamic shared memory, PDL where asked)
+//            dynamic shared memory, PDL where asked), gn_launch_resident (CUDA only: a
+//            resident grid)
 //
 // No code depends on the warp width (64 on CDNA, 32 on RDNA and NVIDIA): reductions work
 // in groups of at most 32 lanes, which divides both.
@@ -273,6 +275,25 @@ __device__ __forceinline__ void gn_copy_async_warp_span(uint4 *warp_slots, const
         gn_copy_async_b128(warp_slots + gn_copy_async_warp_place<CH>(j), j < chunks ? warp_src + 16 * j : warp_src, j < chunks);
     }
 }
+// The ring's loop over a resident grid's rounds first, first + step, ... < end, with each
+// block's next STAGES - 1 rounds in flight: issue(round, slot) copies a round into a ring slot
+// and commits (a round past the end commits an empty group, which keeps the wait count
+// uniform); use(round, slot) waits for its round (gn_copy_async_wait<STAGES - 1>) and uses
+// it.  The slot refilled each round is the one the round before used.  Nothing is left in
+// flight at the end.
+template <int STAGES, class Issue, class Use>
+__device__ __forceinline__ void gn_copy_async_rounds(uint32_t first, uint32_t step, uint32_t end, Issue &&issue, Use &&use) {
+    static_assert(STAGES >= 2, "a round in flight while one is used");
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) issue(first + uint32_t(s) * step, s);
+    int s = 0;  // the slot of round r
+    for (uint32_t r = first; r < end; r += step) {
+        issue(r + uint32_t(STAGES - 1) * step, s == 0 ? STAGES - 1 : s - 1);
+        use(r, s);
+        s = s + 1 == STAGES ? 0 : s + 1;
+    }
+    gn_copy_async_wait<0>();
+}
 // The barrier a lane needs between gn_copy_async_wait and reading chunks other lanes copied
 // (and between those reads and the slot's refill): none with one chunk a lane.
 template <int CH>
@@ -335,10 +356,11 @@ inline hipError_t gn_static_shared(Kernel kernel, int *bytes) {
 
 // kernel<<<grid, block, smem, stream>>>(args), with programmatic dependent launch where asked
 // for (as gn_launch; `smem` bytes of dynamic shared memory).
+inline bool gn_launch_fits(dim3 grid, dim3 block);  // (below, for both platforms)
 template <class Args>
 hipError_t gn_launch_smem(void (*kernel)(Args), dim3 grid, dim3 block, unsigned smem, hipStream_t stream, const Args &args,
                           bool pdl) {
-    if (grid.x > 0x7FFFFFFFu || grid.y > 65535u || grid.z > 65535u) return cudaErrorInvalidConfiguration;
+    if (!gn_launch_fits(grid, block)) return cudaErrorInvalidConfiguration;
     cudaLaunchAttribute attr{};
     attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr.val.programmaticStreamSerializationAllowed = 1;
@@ -454,3 +476,17 @@ hipError_t gn_launch(void (*kernel)(Args), dim3 grid, dim3 block, hipStream_t st
     kernel<<<grid, block, 0, stream>>>(args);
     return hipSuccess;
 }
+
+#if defined(GN_HAS_COPY_ASYNC)
+// `kernel` on a resident grid: as many blocks of `block` threads as `device` keeps resident
+// (asked once a device; `cache` is the kernel's own, as gn_resident_blocks_cached's), fewer
+// where there are fewer `rounds` of work.
+template <class Args, int N>
+hipError_t gn_launch_resident(void (*kernel)(Args), unsigned block, int device, std::atomic<int> (&cache)[N], int64_t rounds,
+                              hipStream_t stream, const Args &args, bool pdl) {
+    int blocks = 0;
+    const hipError_t err = gn_resident_blocks_cached(kernel, int(block), device, cache, &blocks);
+    if (err != hipSuccess) return err;
+    return gn_launch(kernel, unsigned(rounds < blocks ? rounds : blocks), block, stream, args, pdl);
+}
+#endif

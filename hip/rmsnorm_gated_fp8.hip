@@ -296,7 +296,6 @@ constexpr int kPipeChunks = E / 8;  // 16-byte chunks of x (and of z) a lane hol
 template <int XDT, int TEAM, int GATE, int E, int STAGES>
 __device__ __forceinline__ void fp8_pipe_team(const Fp8Args &a, uint4 *ring) {
     static_assert(E == 8 || E == 16, "one or two 16-byte chunks a lane");
-    static_assert(STAGES >= 2, "a round in flight while one is finished");
     constexpr int VEC = E, NW = E / 2, CH = kPipeChunks<E>;
     constexpr int kTeamsPerBlock = kFp8Block / TEAM;
     const int lane = threadIdx.x % TEAM;
@@ -321,12 +320,7 @@ __device__ __forceinline__ void fp8_pipe_team(const Fp8Args &a, uint4 *ring) {
         gn_copy_async_commit();
     };
     pdl_entry(a);
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) issue(blockIdx.x + uint32_t(s) * gridDim.x, s);
-    int s = 0;  // the slot of round `round`
-    for (uint32_t round = blockIdx.x; round < rounds; round += gridDim.x) {
-        // The slot refilled is the one the previous round's words came from (already used).
-        issue(round + uint32_t(STAGES - 1) * gridDim.x, s == 0 ? STAGES - 1 : s - 1);
+    gn_copy_async_rounds<STAGES>(blockIdx.x, gridDim.x, rounds, issue, [&](uint32_t round, int s) {
         RawChunk<VEC> wraw{};
         if (col_ok) wraw = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype), a.weight_dtype);
         gn_copy_async_wait<STAGES - 1>();  // this round's group has landed
@@ -341,9 +335,7 @@ __device__ __forceinline__ void fp8_pipe_team(const Fp8Args &a, uint4 *ring) {
         // The lane's place recomputed (a few integer ops), not carried from its issue: S - 1
         // rounds' places held in registers would cost the occupancy the ring is for.
         fp8_vec_finish<XDT, TEAM, GATE, E>(a, lane, col, fp8_lane_at(a, round * kTeamsPerBlock + sub, hh, col_ok), xw, zw, wraw);
-        s = s + 1 == STAGES ? 0 : s + 1;
-    }
-    gn_copy_async_wait<0>();  // nothing left in flight into the block's shared memory at exit
+    });
 }
 
 template <int XDT, int TEAM, int E, int STAGES>
@@ -599,13 +591,9 @@ int pipe_stages() { return hook_digit("GATEDNORM_FP8_PIPE", 2, 4); }
 template <int XDT, int TEAM, int STAGES>
 hipError_t launch_pipe_team(const Fp8Args &a, int device, hipStream_t s, bool pdl) {
     static std::atomic<int> resident[kCachedDevices];
-    const auto kernel = rmsnorm_gated_fp8_pipe_kernel<XDT, TEAM, 16, STAGES>;
-    int blocks = 0;
-    const hipError_t err = gn_resident_blocks_cached(kernel, kFp8Block, device, resident, &blocks);
-    if (err != hipSuccess) return err;
     const int64_t per_block = kFp8Block / TEAM;
-    const int64_t rounds = (int64_t(a.teams) + per_block - 1) / per_block;
-    return gn_launch(kernel, unsigned(rounds < blocks ? rounds : blocks), kFp8Block, s, a, pdl);
+    return gn_launch_resident(rmsnorm_gated_fp8_pipe_kernel<XDT, TEAM, 16, STAGES>, kFp8Block, device, resident,
+                              (int64_t(a.teams) + per_block - 1) / per_block, s, a, pdl);
 }
 
 template <int XDT, int STAGES>

@@ -572,7 +572,7 @@ _KERNEL_ENV_VARS = ("GATEDNORM_ROW_VEC", "GATEDNORM_ROW_PIPE", "GATEDNORM_FP8_LA
 
 def _with_kernel_env(name, mode, f):
     value = _KERNEL_ENV_MODES.get(mode)
-    hooks = _KERNEL_ENV_NAMED.get(mode) or ((() if value is None else ((name, value),)))
+    hooks = _KERNEL_ENV_NAMED.get(mode) or (() if value is None else ((name, value),))
     if not hooks:  # this mode sets nothing; the bench has cleared every hook
         return f
 
