@@ -7,8 +7,6 @@
 #                                    [--profile "T:H ..."] [--alloc-probe "T:H ..."]
 #                                    [--extra-bench "..."] [--pytest-k EXPR]
 #   --tune         also builds and runs scripts/tune_rmsnorm_gated.cu (launch-shape A/B)
-#   --copy-probe   also builds and runs scripts/copy_probe.cu (plain loads against a cp.async
-#                  ring on a bare stream), to copy_probe.txt
 #   --skip         comma list of steps not to run: pytest, check, c_consumer, bench
 #   --profile      Nsight Compute on ours and FLA at each T:H of gated RMSNorm (scripts/profile_cases.py), to ncu.txt
 #   --alloc-probe  scripts/alloc_probe.py at each T:H (torch-allocated against cudaMalloc'd
@@ -21,9 +19,8 @@
 #   --extra-bench  a second `gatednorm bench` with these arguments after the first (table in
 #                  the log, figures in bench_extra.json)
 # Files written: gpu_check.log, sass.txt, pytest.log (unless skipped), bench.{md,json,png},
-# report.md, and tune.txt / copy_probe.txt / ncu.txt / bench_extra.json with --tune /
-# --copy-probe / --profile / --extra-bench: the device tool brings back at most 8, so not
-# all of them with pytest.
+# report.md, and tune.txt / ncu.txt / bench_extra.json with --tune / --profile /
+# --extra-bench: the device tool brings back at most 8, so not all three with pytest.
 #
 # Python packages the host lacks (cffi, pycparser, fla-core, einops, gemlite) come as
 # wheels placed in .whl/ beforehand, installed to /tmp/site.
@@ -32,7 +29,6 @@ out=${1:?usage: scripts/gpu_check.sh OUTDIR [--quick] [--bench-args ARGS]}
 shift
 quick=""
 tune=""
-copy_probe=""
 bench_args=""
 skip=""
 profile=""
@@ -44,7 +40,6 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick="--quick" ;;
     --tune) tune=1 ;;
-    --copy-probe) copy_probe=1 ;;
     --bench-args) bench_args="${2:?--bench-args needs a value}"; shift ;;
     --skip) skip=",${2:?--skip needs a value},"; shift ;;
     --profile) profile="${2:?--profile needs a value}"; shift ;;
@@ -113,12 +108,6 @@ if [ -n "$tune" ]; then
   step "launch-shape A/B (scripts/tune_rmsnorm_gated.cu)"
   if nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include -Ipybind_free_api/src \
        scripts/tune_rmsnorm_gated.cu -o /tmp/tune && /tmp/tune | tee "$out/tune.txt"; then record tune ok; else record tune FAIL; fi
-fi
-
-if [ -n "$copy_probe" ]; then
-  step "load-path probe (scripts/copy_probe.cu)"
-  if nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include -Ipybind_free_api/src \
-       scripts/copy_probe.cu -o /tmp/copy_probe && /tmp/copy_probe | tee "$out/copy_probe.txt"; then record copy_probe ok; else record copy_probe FAIL; fi
 fi
 
 skipped() { case "$skip" in *",$1,"*) record "$1" skipped; return 0 ;; esac; return 1; }
