@@ -13,18 +13,11 @@
 //  - flat kernel (group_quant_fp8 only, where the row kernel's layout rules hold at 16
 //    elements a lane): no row sum, so no block a row; 256-lane blocks over all rows' lanes,
 //    the row kernel's quantize_chunk, the same bits (run 54: 2-3% faster from T = 1024).
-//  - pipelined row and flat kernels (opt-in, GATEDNORM_ROW_PIPE=2|3, CUDA only; the row kernel
-//    bf16 at VEC 8 or at VEC 16 with weight and copy of x's dtype; run 109 measured their
-//    first form slower, the present one is not yet measured): the same lane work on a
-//    resident grid, each block's next rows' (rounds') chunks on their way as cp.async copies
-//    into a shared-memory ring, a warp's chunks copied together by whole-sector instructions.
 //  - generic kernel: any other size, dtype mix or alignment; 256 threads per row, the sum in
 //    one pass (which also stores the rounded residual), then groups handed to 32-lane teams
 //    that re-read the stored row (amax pass, then codes and y).
 #include <stdlib.h>
 #include <string.h>
-
-#include <atomic>
 
 #include "add_rmsnorm_kernels.h"
 #include "backend.h"
@@ -213,71 +206,6 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, MINB * kMaxRowThreads) add_rmsn
     add_row_finish<XDT, VEC, RES, QUANT, SAME, MINB>(a, t, col, ok, xw, rw, wp, wraw);
 }
 
-#if defined(GN_HAS_COPY_ASYNC)
-// The row kernel pipelined (opt-in while it is measured: GATEDNORM_ROW_PIPE), as the gated FP8
-// op's pipelined kernel (hip/rmsnorm_gated_fp8.hip has the why): a resident grid, each block
-// taking rows in turn, the x (and residual) chunks of its next STAGES - 1 rows on their way as
-// cp.async copies into a shared-memory ring (dynamic: STAGES x arrays x VEC / 8 chunks x the
-// block's threads, 16 bytes each), a warp's copied together by whole-sector instructions (run
-// 109: lanes copying their own two chunks at VEC 16 cost 1.2-1.5x; port.h's
-// gn_copy_async_warp has the why).  The same lane arithmetic (add_row_finish), so the same
-// bits.  One more barrier a row: the row sum's span partials (shared) must be read by every
-// thread before the next row's are written; it also orders every lane's reads of a slot
-// before the warp refills it.
-// Registers: the row kernel's 32 (2 blocks of 1024 an SM) except VEC 16 with FP8 outputs,
-// which spills 20-24 bytes there (the ring's addresses): 1024 (no cap under 64; the
-// occupancy query sizes the grid).  At 32, rmsnorm at VEC 16 with 3 stages spills 4 bytes
-// (an opt-in form under measurement; at 64 it would also change occupancy and the weight's
-// timing, two things more than the copies).
-template <bool QUANT, int VEC>
-constexpr int kPipeMinBlocks = QUANT && VEC == 16 ? 1 : 2;
-
-template <int XDT, int VEC, bool RES, bool QUANT, bool SAME, int STAGES>
-__global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, (kPipeMinBlocks<QUANT, VEC> * kMaxRowThreads)) add_rmsnorm_row_pipe_kernel(const AddArgs a) {
-    extern __shared__ uint4 ring[];
-    constexpr int W = VEC / 2, CH = VEC / 8, kArrays = RES ? 2 : 1;
-    const int col = threadIdx.x * VEC;
-    const bool ok = col < a.hidden;
-    const uint32_t rows = uint32_t(a.rows), nt = blockDim.x;
-    const char *wp = static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype);
-    // Slot s, array r (0: x, 1: residual): its warp's 32 x CH chunks together (copied by
-    // whole-sector instructions: gn_copy_async_warp_span, gn_copy_async_warp_slot; the block
-    // is a whole number of 32-lane groups).
-    auto plane = [&](int s, int r) -> uint4 * { return ring + (s * kArrays + r) * CH * nt; };
-    auto issue = [&](uint32_t t, int s) {
-        if (t < rows) {  // the same for the whole block
-            // The warp's lanes hold one contiguous span of the row: its chunks past hidden read
-            // nothing (hidden is a multiple of VEC: chunks_fit).  span > 0 always (the block
-            // is hidden / VEC lanes rounded up to 32); the clamp stays because without it
-            // ptxas spilled 12 bytes, not 4, at VEC 16 with 3 stages.
-            const int warp0 = int(threadIdx.x & ~31u), span = a.hidden - warp0 * VEC;
-            const int chunks = span <= 0 ? 0 : span / 8;
-            gn_copy_async_warp_span<CH>(plane(s, 0) + warp0 * CH, a.x + int64_t(t) * a.x_st + warp0 * VEC * 2, chunks);
-            if constexpr (RES) gn_copy_async_warp_span<CH>(plane(s, 1) + warp0 * CH, a.res + int64_t(t) * a.res_st + warp0 * VEC * 2, chunks);
-        }
-        gn_copy_async_commit();  // an empty group past the last row keeps the wait count uniform
-    };
-    pdl_entry(a);
-    gn_copy_async_rounds<STAGES>(blockIdx.x, gridDim.x, rows, issue, [&](uint32_t t, int s) {
-        RawChunk<VEC> wraw{};
-        if (!kLateWeight<kPipeMinBlocks<QUANT, VEC>, VEC> && ok && a.normalize) wraw = load_weight_chunk<VEC, SAME>(wp, a.weight_dtype);
-        gn_copy_async_wait<STAGES - 1>();  // row t's group has landed
-        gn_copy_async_warp_sync<CH>();      // ... for every lane of the warp
-        uint32_t xw[W], rw[W] = {};
-#pragma unroll
-        for (int c = 0; c < CH; ++c) {
-            const uint32_t at = (threadIdx.x & ~31u) * CH + gn_copy_async_warp_slot<CH>(c);
-            unpack_b128(plane(s, 0)[at], xw + 4 * c);
-            if constexpr (RES) unpack_b128(plane(s, 1)[at], rw + 4 * c);
-        }
-        // (no barrier here before the slot's refill: the __syncthreads closing the row orders
-        // every lane's reads before the next row's copies)
-        add_row_finish<XDT, VEC, RES, QUANT, SAME, kPipeMinBlocks<QUANT, VEC>>(a, t, col, ok, xw, rw, wp, wraw);
-        __syncthreads();  // every thread past the span partials before the next row writes them
-    });
-}
-#endif  // GN_HAS_COPY_ASYNC
-
 // add_rmsnorm with an fp32 residual beside 16-bit x (an engine keeping its residual stream in
 // fp32): VEC 8, the stored row held as 8 floats (x + residual in fp32 is the stored value: no
 // rounding), the residual read and written as two 16-byte words a lane.  The generic kernel
@@ -349,53 +277,6 @@ __global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 2048) group_quant_flat_kernel(const
     for (int k = 0; k < kFlatVec; ++k) y[k] = word_element<XDT>(xw, k);
     quantize_chunk<kFlatVec>(a, t, col, ok, y);
 }
-
-#if defined(GN_HAS_COPY_ASYNC)
-// The flat kernel pipelined (GATEDNORM_ROW_PIPE, as the row kernel's): a resident grid, each
-// block taking rounds of kFlatBlock lanes in turn with the next STAGES - 1 rounds' 32 bytes a
-// lane in flight in a shared-memory ring, copied a warp at a time by whole-sector
-// instructions (run 109 measured lanes copying their own two chunks 1.7x slower than the flat
-// kernel: port.h's gn_copy_async_warp); the same lane work, so the same bits.  Why:
-// at [4096, 7168] the flat kernel is 97% of a copy of its bytes and 88% of the ceiling (the
-// issue asks 90%; the copy reaches 90.3%, run 83): what is left is its loads' idle time
-// while lanes quantize.  1536 resident threads (40 registers): at the flat kernel's 2048 (32)
-// the ring's addresses spilled 4-12 bytes; with the loads in flight in the ring, fewer
-// threads hold as many bytes in flight.
-template <int XDT, int STAGES>
-__global__ void GN_LAUNCH_BOUNDS(kFlatBlock, 1536) group_quant_flat_pipe_kernel(const AddArgs a) {
-    __shared__ uint4 ring[STAGES * 2 * kFlatBlock];
-    const uint32_t rounds = (uint32_t(a.flat_lanes) + kFlatBlock - 1) / kFlatBlock;
-    // Slot s: its warp's 64 chunks together (copied by whole-sector instructions:
-    // gn_copy_async_warp, which says where each lane's sit).
-    auto slot = [&](int s) -> uint4 * { return ring + s * 2 * kFlatBlock; };
-    const uint32_t warp0 = threadIdx.x - threadIdx.x % 32;
-    auto issue = [&](uint32_t r, int s) {
-        if (r < rounds) {  // the same for the whole block
-            uint32_t t;
-            int col;
-            const bool ok = flat_lane_at(a, r * kFlatBlock + threadIdx.x, t, col);
-            gn_copy_async_warp<2>(slot(s) + warp0 * 2, ok ? a.x + int64_t(t) * a.x_st + col * 2 : a.x, ok);
-        }
-        gn_copy_async_commit();  // an empty group past the last round keeps the wait count uniform
-    };
-    pdl_entry(a);
-    gn_copy_async_rounds<STAGES>(blockIdx.x, gridDim.x, rounds, issue, [&](uint32_t r, int s) {
-        gn_copy_async_wait<STAGES - 1>();
-        gn_copy_async_warp_sync<2>();  // the warp's copies have all landed
-        uint32_t xw[kFlatVec / 2];
-        unpack_b128(slot(s)[warp0 * 2 + gn_copy_async_warp_slot<2>(0)], xw);
-        unpack_b128(slot(s)[warp0 * 2 + gn_copy_async_warp_slot<2>(1)], xw + 4);
-        gn_copy_async_warp_sync<2>();  // every lane's reads of slot s before the warp refills it
-        uint32_t t;
-        int col;
-        const bool ok = flat_lane_at(a, r * kFlatBlock + threadIdx.x, t, col);  // recomputed, as the FP8 pipe's
-        float y[kFlatVec];
-#pragma unroll
-        for (int k = 0; k < kFlatVec; ++k) y[k] = word_element<XDT>(xw, k);
-        quantize_chunk<kFlatVec>(a, t, col, ok, y);
-    });
-}
-#endif  // GN_HAS_COPY_ASYNC
 
 // ---- generic kernel
 __global__ void __launch_bounds__(kGenericThreads) add_rmsnorm_generic_kernel(const AddArgs a) {
@@ -533,102 +414,6 @@ const char *kernel_name(bool normalize, int vec, bool same) {
     return kNames[normalize][vec == 0 ? 0 : vec == 8 ? 1 : same ? 2 : 3];
 }
 
-#if defined(GN_HAS_COPY_ASYNC)
-// GATEDNORM_ROW_PIPE = 2 or 3 (read at each call, like GATEDNORM_ROW_VEC): with that many
-// ring slots, the pipelined row kernel where the row kernel runs bf16 at VEC 8, or at VEC 16
-// with weight and copy of x's dtype, and the pipelined flat kernel wherever group_quant_fp8
-// takes the flat one (bf16 or fp16); unset or anything else, the usual kernels.  Opt-in until
-// a GPU run measures them (perf log, run 109).
-int row_pipe_stages() { return hook_digit("GATEDNORM_ROW_PIPE", 2, 3); }
-
-// One instantiation on a resident grid: as many blocks of `block` threads as the device
-// keeps resident with this ring (asked once a device and block size), fewer for few rows.
-// *launched false (nothing done) where the ring is more shared memory than a block may have.
-template <int VEC, bool RES, bool QUANT, bool SAME, int STAGES>
-hipError_t launch_row_pipe_as(const AddArgs &a, unsigned block, int device, hipStream_t s, bool pdl, bool *launched) {
-    const auto kernel = add_rmsnorm_row_pipe_kernel<kBF16, VEC, RES, QUANT, SAME, STAGES>;
-    constexpr unsigned kMaxRing = STAGES * (RES ? 2 : 1) * (VEC / 8) * kMaxRowThreads * 16;
-    const unsigned smem = STAGES * (RES ? 2 : 1) * (VEC / 8) * block * 16;
-    // Per device: the dynamic shared memory a block may have (0: not asked yet), and the last
-    // block size asked with its resident blocks (block << 32 | blocks).
-    static std::atomic<int> smem_limit[kCachedDevices];
-    static std::atomic<uint64_t> resident[kCachedDevices];
-    *launched = false;
-    if (device < 0 || device >= kCachedDevices) return hipSuccess;
-    int limit = smem_limit[device].load(std::memory_order_acquire);
-    if (limit == 0) {
-        // The device's opt-in maximum less the kernel's static shared memory (the span
-        // partials): CUDA refuses a limit past that (review: an A100 with the VEC 16 ring at 3
-        // slots, sm_86 / 89 at 2, failed every call instead of taking the row kernel).
-        int most = 0, fixed = 0;
-        hipError_t err = gn_max_dynamic_shared(device, &most);
-        if (err == hipSuccess) err = gn_static_shared(kernel, &fixed);
-        const int allowed = int(kMaxRing) < most - fixed ? int(kMaxRing) : most - fixed;
-        if (err == hipSuccess) err = gn_allow_dynamic_shared(kernel, allowed);  // once, for every block size
-        if (err != hipSuccess) return err;
-        limit = allowed;
-        smem_limit[device].store(limit, std::memory_order_release);
-    }
-    if (int(smem) > limit) return hipSuccess;
-    uint64_t r = resident[device].load(std::memory_order_relaxed);
-    if (r >> 32 != block) {
-        int blocks = 0;
-        const hipError_t err = gn_resident_blocks(kernel, int(block), int(smem), device, &blocks);
-        if (err != hipSuccess) return err;
-        if (blocks < 1) return hipSuccess;  // fits no SM: the row kernel instead
-        r = uint64_t(block) << 32 | uint32_t(blocks);
-        resident[device].store(r, std::memory_order_relaxed);
-    }
-    const uint32_t blocks = uint32_t(r), rows = uint32_t(a.rows);
-    *launched = true;
-    return gn_launch_smem(kernel, rows < blocks ? rows : blocks, block, smem, s, a, pdl);
-}
-
-template <int VEC, bool SAME, int STAGES>
-hipError_t launch_row_pipe_stages(const AddArgs &a, unsigned block, int device, hipStream_t s, bool pdl, bool *launched) {
-    if (a.res) return a.has_quant ? launch_row_pipe_as<VEC, true, true, SAME, STAGES>(a, block, device, s, pdl, launched)
-                                  : launch_row_pipe_as<VEC, true, false, SAME, STAGES>(a, block, device, s, pdl, launched);
-    return a.has_quant ? launch_row_pipe_as<VEC, false, true, SAME, STAGES>(a, block, device, s, pdl, launched)
-                       : launch_row_pipe_as<VEC, false, false, SAME, STAGES>(a, block, device, s, pdl, launched);
-}
-
-// The pipelined row kernel for a bf16 problem the row kernel takes at `vec` (8, or 16 with
-// `same` dtypes: the builds the row kernel runs at 32 registers); *launched false where it
-// does not apply or its ring does not fit (the caller launches the row kernel).
-hipError_t launch_row_pipe(const AddArgs &a, int vec, bool same, int stages, int device, hipStream_t s, bool pdl, bool *launched) {
-    *launched = false;
-    if (a.x_dtype != kBF16 || (vec == 16 && !same)) return hipSuccess;
-    const unsigned lanes = unsigned(a.hidden / vec);
-    const unsigned block = (lanes + kShuffleGroup - 1) / kShuffleGroup * kShuffleGroup;
-    if (vec == 8) return stages == 2 ? launch_row_pipe_stages<8, false, 2>(a, block, device, s, pdl, launched)
-                                     : launch_row_pipe_stages<8, false, 3>(a, block, device, s, pdl, launched);
-    return stages == 2 ? launch_row_pipe_stages<16, true, 2>(a, block, device, s, pdl, launched)
-                       : launch_row_pipe_stages<16, true, 3>(a, block, device, s, pdl, launched);
-}
-
-// The flat kernel pipelined on a resident grid (as many blocks as the device keeps resident,
-// asked once a device), fewer for few lanes.
-template <int XDT, int STAGES>
-hipError_t launch_flat_pipe_as(const AddArgs &a, int device, hipStream_t s, bool pdl) {
-    static std::atomic<int> resident[kCachedDevices];
-    return gn_launch_resident(group_quant_flat_pipe_kernel<XDT, STAGES>, kFlatBlock, device, resident,
-                              (int64_t(a.flat_lanes) + kFlatBlock - 1) / kFlatBlock, s, a, pdl);
-}
-
-hipError_t launch_flat_pipe(const AddArgs &a, int stages, int device, hipStream_t s, bool pdl) {
-    if (a.x_dtype == kBF16) return stages == 2 ? launch_flat_pipe_as<kBF16, 2>(a, device, s, pdl) : launch_flat_pipe_as<kBF16, 3>(a, device, s, pdl);
-    return stages == 2 ? launch_flat_pipe_as<kF16, 2>(a, device, s, pdl) : launch_flat_pipe_as<kF16, 3>(a, device, s, pdl);
-}
-
-const char *pipe_kernel_name(bool normalize, int vec, int stages) {
-    static const char *const kNames[2][2][2] = {
-        {{"group_quant_fp8.row.vec8.pipe2", "group_quant_fp8.row.vec8.pipe3"},
-         {"group_quant_fp8.row.vec16.pipe2", "group_quant_fp8.row.vec16.pipe3"}},
-        {{"add_rmsnorm.row.vec8.pipe2", "add_rmsnorm.row.vec8.pipe3"}, {"add_rmsnorm.row.vec16.pipe2", "add_rmsnorm.row.vec16.pipe3"}}};
-    return kNames[normalize][vec == 16][stages == 3];
-}
-#endif  // GN_HAS_COPY_ASYNC
-
 }  // namespace
 
 AddArgs make_add_args(const AddRmsnormProblem &p, int vec) {
@@ -670,7 +455,6 @@ AddArgs make_add_args(const AddRmsnormProblem &p, int vec) {
     a.eps = p.eps;
     a.weight_offset = p.weight_offset;
     a.inv_hidden = 1.0f / float(p.hidden);
-    a.rows = int32_t(p.tokens);
     return a;
 }
 
@@ -695,22 +479,11 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
         a.flat_lanes = int32_t(p.tokens * a.flat_lpr);
         a.flat_lpr_div = make_fast_div(uint32_t(a.flat_lpr));
         const unsigned grid = unsigned((int64_t(a.flat_lanes) + kFlatBlock - 1) / kFlatBlock);
-#if defined(GN_HAS_COPY_ASYNC)
-        const int stages = row_pipe_stages();
-#else
-        const int stages = 0;
-#endif
-        hipError_t err;
-#if defined(GN_HAS_COPY_ASYNC)
-        if (stages) err = launch_flat_pipe(a, stages, p.device_id, s, pdl);
-        else
-#endif
-            err = p.x_dtype == kBF16 ? gn_launch(group_quant_flat_kernel<kBF16>, grid, kFlatBlock, s, a, pdl)
-                                     : gn_launch(group_quant_flat_kernel<kF16>, grid, kFlatBlock, s, a, pdl);
+        const hipError_t err = p.x_dtype == kBF16 ? gn_launch(group_quant_flat_kernel<kBF16>, grid, kFlatBlock, s, a, pdl)
+                                                  : gn_launch(group_quant_flat_kernel<kF16>, grid, kFlatBlock, s, a, pdl);
         if (err != hipSuccess) return launch_fail(err, "group_quant_fp8", "x");
         const gatednorm_status st = check_launch("group_quant_fp8");
-        if (st == GATEDNORM_STATUS_SUCCESS)
-            note_kernel(stages == 2 ? "group_quant_fp8.flat.pipe2" : stages == 3 ? "group_quant_fp8.flat.pipe3" : "group_quant_fp8.flat");
+        if (st == GATEDNORM_STATUS_SUCCESS) note_kernel("group_quant_fp8.flat");
         return st;
     }
     if (res32_row(p)) {
@@ -728,27 +501,12 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
     AddArgs a = make_add_args(p, vec);
     a.pdl = pdl;
     const unsigned grid = unsigned(p.tokens);
-    hipError_t err = hipSuccess;
+    hipError_t err;
     const bool same = same_dtypes(p);
-    bool piped = false;
-#if defined(GN_HAS_COPY_ASYNC)
-    const int stages = vec ? row_pipe_stages() : 0;
-    if (stages) err = launch_row_pipe(a, vec, same, stages, p.device_id, s, pdl, &piped);
-#endif
-    if (piped || err != hipSuccess) {
-    } else if (vec) {
-        err = p.x_dtype == kBF16 ? launch_row<kBF16>(a, vec, same, grid, s, pdl) : launch_row<kF16>(a, vec, same, grid, s, pdl);
-    } else {
-        err = gn_launch(add_rmsnorm_generic_kernel, grid, kGenericThreads, s, a, pdl);
-    }
+    if (vec) err = p.x_dtype == kBF16 ? launch_row<kBF16>(a, vec, same, grid, s, pdl) : launch_row<kF16>(a, vec, same, grid, s, pdl);
+    else err = gn_launch(add_rmsnorm_generic_kernel, grid, kGenericThreads, s, a, pdl);
     if (err != hipSuccess) return launch_fail(err, p.normalize ? "add_rmsnorm" : "group_quant_fp8", "x");
     const gatednorm_status st = check_launch(p.normalize ? "add_rmsnorm" : "group_quant_fp8");
-#if defined(GN_HAS_COPY_ASYNC)
-    if (st == GATEDNORM_STATUS_SUCCESS && piped) {
-        note_kernel(pipe_kernel_name(p.normalize, vec, stages));
-        return st;
-    }
-#endif
     if (st == GATEDNORM_STATUS_SUCCESS) note_kernel(kernel_name(p.normalize, vec, same));
     return st;
 }

@@ -24,7 +24,6 @@ struct AddArgs {
     int32_t flat_lanes;    // flat group-quant kernel: lanes of kFlatVec elements in all (< 2^31)
     int32_t flat_lpr;      // ... and a row's lanes (hidden / kFlatVec)
     FastDiv flat_lpr_div;
-    int32_t rows;          // tokens (< 2^31, checked): the pipelined row kernel's loop bound
 };
 
 constexpr int kMaxRowThreads = 1024;

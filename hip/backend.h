@@ -5,7 +5,6 @@
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
 #include "gatednorm.h"
 
 namespace gn {
@@ -13,14 +12,6 @@ namespace gn {
 // The GPU backend's per-device caches (launch facts asked once a device) hold this many
 // devices; a device past them is asked at every call, or refused where the cache is needed.
 constexpr int kCachedDevices = 64;
-
-// A kernel-choice hook read at each call (the tests' and the bench's, not API): environment
-// variable `name` when it is one digit in [lo, hi], else 0.
-inline int hook_digit(const char *name, int lo, int hi) {
-    const char *v = getenv(name);
-    if (!v || v[0] < '0' || v[0] > '9' || v[1]) return 0;
-    return v[0] - '0' >= lo && v[0] - '0' <= hi ? v[0] - '0' : 0;
-}
 
 // A [T, H, D] view of rows with strides in elements; D is contiguous.
 struct RowsView {

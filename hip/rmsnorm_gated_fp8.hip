@@ -18,17 +18,11 @@
 //    interleaved) measured no faster than one at full occupancy (run 33): the epilogue's
 //    instructions, not latency, are the cost, hence E = 16.  The
 //    gate's place is compiled in (it decides which loads and exponentials exist).
-//  - pipelined vec kernel (opt-in, GATEDNORM_FP8_PIPE=2|3|4, CUDA only, where the vec kernel
-//    takes E = 16; run 109 measured its first form slower, the present one is not yet
-//    measured): the same lane work on a resident grid, the next rounds' x / z in flight as
-//    cp.async copies into a shared-memory ring, each warp's by whole-sector instructions.
 //  - generic kernel: every other shape and dtype mix; a team of 32 lanes per segment (a head
 //    when G <= D, the G / D heads of a group otherwise), passes over the segment through the
 //    cache (sum of squares, group amax, then y again to write).  Correct everywhere, slower.
 #include <stdlib.h>
 #include <string.h>
-
-#include <atomic>
 
 #include "backend.h"
 #include "device_guard.h"
@@ -276,77 +270,6 @@ __global__ void GN_LAUNCH_BOUNDS(kFp8Block, kFp8Resident<E>) rmsnorm_gated_fp8_v
     else fp8_vec_team<XDT, TEAM, kGateFirst, E>(a);
 }
 
-#if defined(GN_HAS_COPY_ASYNC)
-// ---- pipelined vec kernel (opt-in while it is measured: GATEDNORM_FP8_PIPE)
-// The vec kernel's lane work on a resident grid, each block taking block-sized rounds of
-// teams in turn, with the x and z chunks of its next STAGES - 1 rounds already in flight:
-// copied asynchronously into a shared-memory ring, which holds no register while the copy is
-// on its way.  Why: at T >= 4096 the vec kernel is 85-88% of a copy of the same bytes (run
-// 83), and more resident warps (more loads in flight) was the one change that moved it (runs
-// 53-54); a lane's loads are in flight only until its long epilogue starts, so a third to a
-// half of the SM's warps hold none.  Here every thread keeps STAGES - 1 rounds outstanding
-// through its epilogue.  Run 109 measured the first form, each lane copying its own two
-// chunks, 1.65-1.95x slower than the vec kernel; the copies are now made a warp at a time by
-// whole-sector instructions (port.h's gn_copy_async_warp has the why), with a warp barrier
-// after the wait and one after the reads.  An empty group past the last round keeps the wait
-// count uniform.  Same lane arithmetic as the vec kernel (fp8_vec_finish), so the same bits.
-template <int E>
-constexpr int kPipeChunks = E / 8;  // 16-byte chunks of x (and of z) a lane holds
-
-template <int XDT, int TEAM, int GATE, int E, int STAGES>
-__device__ __forceinline__ void fp8_pipe_team(const Fp8Args &a, uint4 *ring) {
-    static_assert(E == 8 || E == 16, "one or two 16-byte chunks a lane");
-    constexpr int VEC = E, NW = E / 2, CH = kPipeChunks<E>;
-    constexpr int kTeamsPerBlock = kFp8Block / TEAM;
-    const int lane = threadIdx.x % TEAM;
-    const int hh = lane >> a.lpr_log2, col = (lane & ((1 << a.lpr_log2) - 1)) * VEC;
-    const bool col_ok = col < a.dim;
-    const uint32_t sub = threadIdx.x / TEAM;
-    const uint32_t rounds = (uint32_t(a.teams) + kTeamsPerBlock - 1) / kTeamsPerBlock;
-    // Slot s, array r (0: x, 1: z): its warp's 32 x CH chunks together (gn_copy_async_warp
-    // copies them by whole-sector instructions and says where each lane's sit).
-    const uint32_t warp0 = threadIdx.x - threadIdx.x % 32;
-    auto plane = [&](int s, int r) -> uint4 * { return ring + (s * 2 + r) * CH * kFp8Block; };
-    auto issue = [&](uint32_t round, int s) {
-        if (round < rounds) {  // the same for the whole block: every lane of a warp copies together
-            const Fp8Lane at = fp8_lane_at(a, round * kTeamsPerBlock + sub, hh, col_ok);
-            const char *xp = at.ok ? a.x + int64_t(at.t) * a.x_st + int64_t(at.h) * a.x_sh + col * 2 : a.x;
-            gn_copy_async_warp<CH>(plane(s, 0) + warp0 * CH, xp, at.ok);
-            if constexpr (GATE != kGateNone) {
-                const char *zp = at.ok ? a.z + int64_t(at.t) * a.z_st + int64_t(at.h) * a.z_sh + col * 2 : a.z;
-                gn_copy_async_warp<CH>(plane(s, 1) + warp0 * CH, zp, at.ok);
-            }
-        }
-        gn_copy_async_commit();
-    };
-    pdl_entry(a);
-    gn_copy_async_rounds<STAGES>(blockIdx.x, gridDim.x, rounds, issue, [&](uint32_t round, int s) {
-        RawChunk<VEC> wraw{};
-        if (col_ok) wraw = load_raw_chunk<VEC>(static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype), a.weight_dtype);
-        gn_copy_async_wait<STAGES - 1>();  // this round's group has landed
-        gn_copy_async_warp_sync<CH>();      // ... for every lane of the warp
-        uint32_t xw[NW], zw[NW] = {};
-#pragma unroll
-        for (int c = 0; c < CH; ++c) {
-            unpack_b128(plane(s, 0)[warp0 * CH + gn_copy_async_warp_slot<CH>(c)], xw + 4 * c);
-            if constexpr (GATE != kGateNone) unpack_b128(plane(s, 1)[warp0 * CH + gn_copy_async_warp_slot<CH>(c)], zw + 4 * c);
-        }
-        gn_copy_async_warp_sync<CH>();  // every lane's reads of slot s before the warp refills it
-        // The lane's place recomputed (a few integer ops), not carried from its issue: S - 1
-        // rounds' places held in registers would cost the occupancy the ring is for.
-        fp8_vec_finish<XDT, TEAM, GATE, E>(a, lane, col, fp8_lane_at(a, round * kTeamsPerBlock + sub, hh, col_ok), xw, zw, wraw);
-    });
-}
-
-template <int XDT, int TEAM, int E, int STAGES>
-__global__ void GN_LAUNCH_BOUNDS(kFp8Block, kFp8Resident<E>) rmsnorm_gated_fp8_pipe_kernel(const Fp8Args a) {
-    __shared__ uint4 ring[STAGES * 2 * kPipeChunks<E> * kFp8Block];
-    if (a.z == nullptr) fp8_pipe_team<XDT, TEAM, kGateNone, E, STAGES>(a, ring);
-    else if (a.norm_before_gate) fp8_pipe_team<XDT, TEAM, kGateAfter, E, STAGES>(a, ring);
-    else fp8_pipe_team<XDT, TEAM, kGateFirst, E, STAGES>(a, ring);
-}
-#endif  // GN_HAS_COPY_ASYNC
-
 // ---- generic kernel
 constexpr int kGenericLanes = 32;
 
@@ -580,38 +503,6 @@ hipError_t launch_vec(const Fp8Args &a, int team, int elems, hipStream_t s, bool
     return launch_vec_team<XDT, 32, 8>(a, s, pdl);
 }
 
-#if defined(GN_HAS_COPY_ASYNC)
-// GATEDNORM_FP8_PIPE = 2, 3 or 4 (read at each call, like the lane-width hook): the
-// pipelined vec kernel with that many ring slots where the vec kernel takes E = 16; unset or
-// anything else, the vec kernel.  Opt-in until a GPU run measures it (perf log, run 109).
-int pipe_stages() { return hook_digit("GATEDNORM_FP8_PIPE", 2, 4); }
-
-// The pipelined kernel on a resident grid: as many blocks as the device keeps resident
-// (asked once a device), fewer where the problem has fewer rounds.
-template <int XDT, int TEAM, int STAGES>
-hipError_t launch_pipe_team(const Fp8Args &a, int device, hipStream_t s, bool pdl) {
-    static std::atomic<int> resident[kCachedDevices];
-    const int64_t per_block = kFp8Block / TEAM;
-    return gn_launch_resident(rmsnorm_gated_fp8_pipe_kernel<XDT, TEAM, 16, STAGES>, kFp8Block, device, resident,
-                              (int64_t(a.teams) + per_block - 1) / per_block, s, a, pdl);
-}
-
-template <int XDT, int STAGES>
-hipError_t launch_pipe_stages(const Fp8Args &a, int team, int device, hipStream_t s, bool pdl) {
-    if (team == 4) return launch_pipe_team<XDT, 4, STAGES>(a, device, s, pdl);
-    if (team == 8) return launch_pipe_team<XDT, 8, STAGES>(a, device, s, pdl);
-    return launch_pipe_team<XDT, 16, STAGES>(a, device, s, pdl);
-}
-
-// team: lanes of 16 elements (4, 8 or 16).
-template <int XDT>
-hipError_t launch_pipe(const Fp8Args &a, int team, int stages, int device, hipStream_t s, bool pdl) {
-    if (stages == 2) return launch_pipe_stages<XDT, 2>(a, team, device, s, pdl);
-    if (stages == 3) return launch_pipe_stages<XDT, 3>(a, team, device, s, pdl);
-    return launch_pipe_stages<XDT, 4>(a, team, device, s, pdl);
-}
-#endif  // GN_HAS_COPY_ASYNC
-
 }  // namespace
 
 gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr, void *stream_ptr) {
@@ -635,15 +526,6 @@ gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr, void *s
     Fp8Args a = make_args(pr, team, elems);
     a.pdl = pdl;
     hipError_t err;
-#if defined(GN_HAS_COPY_ASYNC)
-    const int stages = team && elems == 16 ? pipe_stages() : 0;
-    if (stages) {
-        err = p.x.dtype == kBF16 ? launch_pipe<kBF16>(a, team, stages, p.device_id, s, pdl)
-                                 : launch_pipe<kF16>(a, team, stages, p.device_id, s, pdl);
-    } else
-#else
-    const int stages = 0;  // the pipelined kernel is CUDA's (port.h: GN_HAS_COPY_ASYNC)
-#endif
     if (team) {
         err = p.x.dtype == kBF16 ? launch_vec<kBF16>(a, team, elems, s, pdl) : launch_vec<kF16>(a, team, elems, s, pdl);
     } else {
@@ -654,9 +536,6 @@ gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr, void *s
     const gatednorm_status st = check_launch("rmsnorm_gated_fp8");
     if (st == GATEDNORM_STATUS_SUCCESS)
         note_kernel(!team                                 ? "rmsnorm_gated_fp8.generic"
-                    : stages == 2 ? "rmsnorm_gated_fp8.pipe.e16.s2"
-                    : stages == 3 ? "rmsnorm_gated_fp8.pipe.e16.s3"
-                    : stages == 4 ? "rmsnorm_gated_fp8.pipe.e16.s4"
                     : elems == 16 ? "rmsnorm_gated_fp8.vec.e16"
                     : elems == 8  ? "rmsnorm_gated_fp8.vec.e8"
                                   : "rmsnorm_gated_fp8.vec.e4");

@@ -56,14 +56,6 @@ __device__ __forceinline__ void load_words(const char *p, uint32_t (&w)[N]) {
     }
 }
 
-// The four 32-bit words of a 16-byte value into w[0..3] (a shared-memory ring slot read back).
-__device__ __forceinline__ void unpack_b128(const uint4 &v, uint32_t *w) {
-    w[0] = v.x;
-    w[1] = v.y;
-    w[2] = v.z;
-    w[3] = v.w;
-}
-
 template <int N>
 __device__ __forceinline__ void store_words(char *p, const uint32_t (&w)[N]) {
     static_assert(N == 2 || N % 4 == 0, "8, 16 or 32 bytes");

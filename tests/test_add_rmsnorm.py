@@ -21,8 +21,6 @@ import pytest
 import gatednorm
 from gatednorm import GatedNormError, _dtypes, reference
 from gatednorm.testing import randn
-
-from conftest import Backend
 from test_rmsnorm_gated_fp8 import (DT, FP8, NAN_CODE, POISON_VALUE, SCALE_DT, check_q, check_scales, encode_rule, new_scales,
                                     poison_codes, scale_values)
 
@@ -172,7 +170,6 @@ def test_normalizes_the_stored_residual(be, rng, H):
 @pytest.mark.parametrize("fp8", [False, True])
 def test_fp32_residual(be, rng, monkeypatch, H, T, xd, gpu_kernel, fp8):
     monkeypatch.delenv("GATEDNORM_ROW_VEC", raising=False)
-    monkeypatch.delenv("GATEDNORM_ROW_PIPE", raising=False)  # (the suite may run under it: names differ)
     x, r, w = inputs(rng, (T, H), xd, "fp32", "bf16")
     G = 128 if H % 128 == 0 else 8
     y, _, _, r_st = run(be, x, r, w, in_place=False, y_dtype="fp32", fp8=fp8, group_size=G)
@@ -205,22 +202,16 @@ def test_row_vec_wide_group_no_bit(be, rng, monkeypatch, H):
     check_row_vec_changes_no_bit(be, rng, monkeypatch, H, dict(fp8=True, group_size=512, y_dtype="fp32"))
 
 
-def set_hook(monkeypatch, name, value):
-    """A kernel-choice hook (an environment variable the launcher reads at each call) set to
-    value, or cleared for None (the size rules' choice)."""
-    if value is None:
-        monkeypatch.delenv(name, raising=False)
-    else:
-        monkeypatch.setenv(name, value)
-
-
 def check_row_vec_changes_no_bit(be, rng, monkeypatch, H, kw):
     x, r, w = inputs(rng, (9, H), "bf16", "bf16", "bf16" if kw.get("y_dtype") == "bf16" else "fp32")
     x *= 300  # sums that lose bits when rounded to bf16
     fp8 = kw.get("fp8", False)
     got = {}
     for vec in (None, "8", "16"):
-        set_hook(monkeypatch, "GATEDNORM_ROW_VEC", vec)
+        if vec is None:
+            monkeypatch.delenv("GATEDNORM_ROW_VEC", raising=False)
+        else:
+            monkeypatch.setenv("GATEDNORM_ROW_VEC", vec)
         y, q, s, r_st = run(be, x, r, w, in_place=False, **kw)
         y2, q2, s2, _ = run(be, r_st, None, w, **kw)
         assert y.tobytes() == y2.tobytes(), "add_rmsnorm's y is not rmsnorm's on the stored residual (GATEDNORM_ROW_VEC=%s)" % vec
@@ -292,7 +283,6 @@ KERNEL_CHOICES = [
 @pytest.mark.parametrize("op,T,H,res,fp8,wd,misaligned,gpu_kernel", KERNEL_CHOICES)
 def test_kernel_choice(be, rng, monkeypatch, op, T, H, res, fp8, wd, misaligned, gpu_kernel):
     monkeypatch.delenv("GATEDNORM_ROW_VEC", raising=False)
-    monkeypatch.delenv("GATEDNORM_ROW_PIPE", raising=False)  # (the suite may run under it: names differ)
     x = randn(rng, (T, H), DT["bf16"])
     kw = dict(group_size=128 if H % 128 == 0 else 16)
     if op == "group_quant":
@@ -495,96 +485,6 @@ def test_group_quant_many_rows(be, rng, monkeypatch, T, H, xd, vec):
     x[T // 3] *= 300.0
     x[T - 1, 7] = np.nan
     check_group_quant(be, x, 128, "fp32", "col")
-
-
-# The pipelined row kernel (GATEDNORM_ROW_PIPE: ring slots; CUDA builds, bf16, VEC 8 or VEC 16
-# with weight and copy of x's dtype) where each block takes several rows, so that its ring
-# wraps at 2 and 3 slots (a resident grid of ~260-1060 blocks at these sizes on an H100 / H200
-# against 2053-4099 rows; 100 rows: fewer rows than blocks), hidden 2176 (lanes past hidden
-# in the last span, their slots zero-filled), a row with another scale and a NaN row among
-# them.  Hidden 2176 with every variant: a warp straddles hidden (its copies past hidden read
-# nothing) in each register build.  Bit for bit the row kernel's outputs at the same VEC,
-# which run() checks against the reference; each pipelined call writes into freshly poisoned
-# outputs ("add": the residual updated in place, a fresh copy of it each time;
-# "add_fp8_copy": a residual_out).
-@pytest.mark.parametrize("T,H,vec", [(4099, 4096, "8"), (4099, 4096, "16"), (2053, 7168, "16"), (4099, 2176, "8"),
-                                     (4099, 2176, "16"), (100, 4096, "8"), (100, 4096, "16")])
-@pytest.mark.parametrize("variant", ["rmsnorm", "add", "add_fp8_copy", "rmsnorm_fp8"])
-def test_row_pipe_bit_equal(requires_gpu, monkeypatch, rng, T, H, vec, variant):
-    if gatednorm._runtime.gpu_device_type() != gatednorm._runtime.CUDA:
-        pytest.skip("the pipelined row kernel is built for CUDA only (hip/port.h: GN_HAS_COPY_ASYNC)")
-    if (H == 7168 or T == 100) and variant != "add_fp8_copy":
-        pytest.skip("hidden 7168 (the FP8 build's own register budget) and 100 rows: one variant")
-    gpu = Backend("gpu")
-    residual = variant.startswith("add")
-    x, r, w = inputs(rng, (T, H), "bf16", "bf16", "bf16", residual=residual)
-    x[T // 3] *= 300.0
-    x[T - 2, 5] = np.nan
-    fp8, y = "fp8" in variant, variant != "rmsnorm_fp8"
-    kw = dict(fp8=True, group_size=128) if fp8 else {}
-    monkeypatch.delenv("GATEDNORM_ROW_PIPE", raising=False)
-    monkeypatch.setenv("GATEDNORM_ROW_VEC", vec)
-    want_y, want_q, want_s, want_r = run(gpu, x, r, w, in_place=False, y=y, **kw)  # against the reference
-    assert gatednorm.last_kernel() == "add_rmsnorm.row.vec%s" % vec  # rmsnorm's launches are add_rmsnorm's entry's
-    K = H // 128
-    for stages in ("2", "3"):
-        monkeypatch.setenv("GATEDNORM_ROW_PIPE", stages)
-        outs = dict(y_out=gpu.put(np.full(x.shape, POISON_VALUE, DT["bf16"])) if y else None)
-        if fp8:
-            outs.update(q=gpu.put(poison_codes(x.shape, "e4m3fn")), scales=gpu.put(np.full((T, K), POISON_VALUE, np.float32)))
-        if residual:
-            rd = gpu.put(r)
-            res_out = None if variant == "add" else gpu.put(np.full(r.shape, POISON_VALUE, DT["bf16"]))
-            got = gatednorm.add_rmsnorm(gpu.put(x), rd, gpu.put(w), residual_out=res_out, y=y, **outs, **kw)
-            assert got.residual is (rd if res_out is None else res_out)
-        else:
-            got = gatednorm.rmsnorm(gpu.put(x), gpu.put(w), y=y, **outs, **kw)
-        gatednorm.synchronize()
-        assert gatednorm.last_kernel() == "add_rmsnorm.row.vec%s.pipe%s" % (vec, stages)
-        for name, a, b in (("y", got.y, want_y), ("residual", got.residual, want_r), ("q", got.q, want_q)):
-            if b is None:
-                assert a is None, name
-            else:
-                assert gpu.get(a).tobytes() == b.tobytes(), "stages %s: %s differs" % (stages, name)
-        if fp8:
-            assert np.asarray(gpu.get(got.scales), np.float64).reshape(T, K).tobytes() == np.asarray(want_s, np.float64).tobytes()
-    monkeypatch.delenv("GATEDNORM_ROW_PIPE")
-
-
-# The flat group-quant kernel pipelined (GATEDNORM_ROW_PIPE; CUDA builds) where each block
-# takes several rounds of 256 lanes (~800 resident blocks on an H100 / H200 against 4096-7174
-# rounds), so that its ring wraps: bit for bit the flat kernel's codes and column-major
-# scales, which are checked against the reference; a NaN row and a row of another scale
-# among them; fresh poisoned outputs for each call.  Hidden 2176 (136 lanes a row) with rows
-# 40 elements apart: a warp's 32 lanes straddle two rows whose bytes are not adjacent (the
-# pipe's warp copies take each owner's address).
-@pytest.mark.parametrize("T,H,xd,pad", [(4099, 7168, "bf16", 0), (8191, 2048, "fp16", 0), (4099, 2176, "bf16", 40)])
-def test_group_quant_pipe_bit_equal(requires_gpu, monkeypatch, rng, T, H, xd, pad):
-    if gatednorm._runtime.gpu_device_type() != gatednorm._runtime.CUDA:
-        pytest.skip("the pipelined kernels are built for CUDA only (hip/port.h: GN_HAS_COPY_ASYNC)")
-    gpu = Backend("gpu")
-    monkeypatch.delenv("GATEDNORM_ROW_VEC", raising=False)
-    x_base = randn(rng, (T, H + pad), DT[xd])
-    x = x_base[:, :H]
-    x[T // 3] *= 300.0
-    x[T - 1, 7] = np.nan
-    K = H // 128
-    got = {}
-    for stages in (None, "2", "3"):
-        set_hook(monkeypatch, "GATEDNORM_ROW_PIPE", stages)
-        s0, sbase = new_scales((T,), K, "fp32", "col")
-        qd, sd = gpu.put(poison_codes(x.shape, "e4m3fn")), gpu.put(s0, sbase)
-        gatednorm.group_quant_fp8(gpu.put(x, x_base), group_size=128, q=qd, scales=sd)
-        gatednorm.synchronize()
-        assert gatednorm.last_kernel() == ("group_quant_fp8.flat" if stages is None else "group_quant_fp8.flat.pipe" + stages)
-        q, sv = gpu.get(qd), scale_values(gpu.get(sd), "fp32", K)
-        if stages is None:  # the flat kernel's outputs against the reference
-            _, sr = reference.group_quant_fp8(x, group_size=128, scale_format="fp32")
-            check_scales(sv, sr, "fp32")
-            check_q(q, x.astype(np.float64), sv, "e4m3fn", None, 128)
-        got[stages] = (q.tobytes(), np.asarray(sv, np.float64).tobytes())
-    monkeypatch.delenv("GATEDNORM_ROW_PIPE")
-    assert got["2"] == got[None] and got["3"] == got[None]
 
 
 @pytest.mark.parametrize("shape", [(2, 0, 256), (0, 3, 256), (0, 256)])

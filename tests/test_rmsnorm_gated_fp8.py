@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import gatednorm
-from gatednorm import GatedNormError, _dtypes, _ffi, _runtime, reference
+from gatednorm import GatedNormError, _dtypes, _ffi, reference
 from gatednorm.testing import (POISON_CODE, POISON_E8M0, POISON_VALUE, fp8_codes_ok, fp8_scales_ok, mirror, new_scales,  # noqa: F401
                                poison_codes, poison_scales, randn, scale_values)
 
@@ -266,58 +266,10 @@ def test_lane_elems_ab_bit_equal(requires_gpu, monkeypatch, rng, T, H, D, G, gat
     if extra == "fp16_inf":
         x[T // 2, H - 1, D // 2] = np.inf
     outs = {}
-    monkeypatch.delenv("GATEDNORM_FP8_PIPE", raising=False)
     for elems in ("4", "8", "16"):  # each width's outputs poisoned and checked against the reference by run()
         monkeypatch.setenv("GATEDNORM_FP8_LANE_ELEMS", elems)
         outs[elems] = [None if r is None else r.tobytes() for r in run(Backend("gpu"), x, z, w, **kw)]
-    took16 = gatednorm.last_kernel() == "rmsnorm_gated_fp8.vec.e16"
-    # The pipelined kernel (GATEDNORM_FP8_PIPE: ring slots; CUDA builds) where 16 elements a
-    # lane are legal, the vec kernel where they are not: the same bits either way.
-    for stages in ("2", "3", "4"):
-        monkeypatch.setenv("GATEDNORM_FP8_PIPE", stages)
-        outs["pipe" + stages] = [None if r is None else r.tobytes() for r in run(Backend("gpu"), x, z, w, **kw)]
-        if took16 and _runtime.gpu_device_type() == _runtime.CUDA:
-            assert gatednorm.last_kernel() == "rmsnorm_gated_fp8.pipe.e16.s" + stages
-    monkeypatch.delenv("GATEDNORM_FP8_PIPE")
-    assert outs["4"] == outs["8"] == outs["16"] == outs["pipe2"] == outs["pipe3"] == outs["pipe4"]
-
-
-# The pipelined kernel (CUDA builds) where each block takes several rounds, so that its ring
-# wraps at every S: ~6000 rounds of 128 lanes against a resident grid of at most ~1200 blocks
-# on an H100 / H200 (the last round partial).  Teams of 8 lanes (D = 128), 4 (D = 64), 16 (D
-# = 256; and D = 128 with G = 256, a group over two heads), lanes past D (D = 96: 6 lanes of
-# a head's 8), fp16; H = 13: the last round ends inside a warp (the warp's copies take
-# each owner lane's address and ok, so lanes past the end read zeros).  Bit for bit the vec
-# kernel's E = 16 outputs, which run() checks against the reference; each pipelined call
-# writes into freshly poisoned outputs.
-@pytest.mark.parametrize("T,H,D,G,xd,gate", [(8191, 12, 128, 128, "bf16", "before"), (8191, 12, 128, 128, "bf16", "after"),
-                                             (8191, 13, 128, 128, "bf16", "before"),
-                                             (8191, 12, 128, 128, "bf16", "none"), (8191, 24, 64, 64, "fp16", "before"),
-                                             (4099, 12, 256, 128, "bf16", "before"), (4099, 24, 128, 256, "bf16", "after"),
-                                             (8191, 16, 96, 96, "bf16", "before")])
-def test_pipe_many_rounds_bit_equal(requires_gpu, monkeypatch, rng, T, H, D, G, xd, gate):
-    if _runtime.gpu_device_type() != _runtime.CUDA:
-        pytest.skip("the pipelined kernel is built for CUDA only (hip/port.h: GN_HAS_COPY_ASYNC)")
-    gpu = Backend("gpu")
-    x, z, w = make_inputs(rng, (T, H, D), xd, "bf16", gate != "none")
-    kw = opts(gate, group_size=G)
-    monkeypatch.delenv("GATEDNORM_FP8_PIPE", raising=False)
-    monkeypatch.setenv("GATEDNORM_FP8_LANE_ELEMS", "16")
-    q_ref, s_ref, y_ref = run(gpu, x, z, w, copy_dtype=xd, **kw)  # checked against the reference
-    assert gatednorm.last_kernel() == "rmsnorm_gated_fp8.vec.e16"
-    want = [q_ref.tobytes(), np.asarray(s_ref, np.float64).tobytes(), y_ref.tobytes()]
-    xd_, zd, wd = gpu.put(x), None if z is None else gpu.put(z), gpu.put(w)
-    K = H * D // G
-    for stages in ("2", "3", "4"):
-        monkeypatch.setenv("GATEDNORM_FP8_PIPE", stages)
-        qd, sd = gpu.put(poison_codes((T, H * D), "e4m3fn")), gpu.put(np.full((T, K), POISON_VALUE, np.float32))
-        yd = gpu.put(np.full(x.shape, POISON_VALUE, DT[xd]))
-        gatednorm.rmsnorm_gated_fp8(xd_, zd, wd, q=qd, scales=sd, y=yd, **kw)
-        gatednorm.synchronize()
-        assert gatednorm.last_kernel() == "rmsnorm_gated_fp8.pipe.e16.s" + stages
-        got = [gpu.get(qd).tobytes(), np.asarray(gpu.get(sd), np.float64).reshape(T, K).tobytes(), gpu.get(yd).tobytes()]
-        assert got == want, "stages %s: %s differ" % (stages, [n for n, a, b in zip(("q", "scales", "y"), got, want) if a != b])
-    monkeypatch.delenv("GATEDNORM_FP8_PIPE")
+    assert outs["4"] == outs["8"] == outs["16"]
 
 
 # Which kernel the size rules pick (hip/rmsnorm_gated_fp8.hip, lane_elems), read back through
@@ -334,7 +286,6 @@ def test_pipe_many_rounds_bit_equal(requires_gpu, monkeypatch, rng, T, H, D, G, 
                                                  (4, 8, 128, "fp32", "rmsnorm_gated_fp8.generic")])
 def test_kernel_choice(be, rng, monkeypatch, T, H, D, xd, gpu_kernel):
     monkeypatch.delenv("GATEDNORM_FP8_LANE_ELEMS", raising=False)
-    monkeypatch.delenv("GATEDNORM_FP8_PIPE", raising=False)  # (the suite may run under it: names differ)
     x, z, w = make_inputs(rng, (T, H, D), xd, "bf16")
     gatednorm.rmsnorm_gated_fp8(be.put(x), be.put(z), be.put(w), group_size=72 if D == 72 else 128)
     if be.name == "gpu":

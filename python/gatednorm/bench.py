@@ -551,38 +551,27 @@ def _on_stream(f, stream, *args, **kw):
 # "lean" the lean loop with its runtime trip count where the plan takes a build with it compiled
 # in (w4a16), through an environment variable the launcher reads at each call.  The variable is set just
 # before the call (a graph captures the kernel chosen then) and cleared for every other mode.
-# "pipe2" / "pipe3" / "pipe4" set hooks of their own (_KERNEL_ENV_NAMED): the gated FP8 op's
-# pipelined kernel with that many ring slots (GATEDNORM_FP8_PIPE; CUDA builds, opt-in while it is
-# measured), with 16 elements a lane forced so that it runs wherever E = 16 is legal (the pipe
-# replaces only E = 16's vec kernel).
 _KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "e4": "4", "e8": "8", "e16": "16", "gemv": "gemv", "lean": "lean"}
-# "rpipe2" / "rpipe3" (add_rmsnorm, rmsnorm, group_quant_fp8): the row kernel (bf16, at the VEC the
-# size rules pick) or the flat group-quant kernel pipelined with that many ring slots
-# (GATEDNORM_ROW_PIPE; CUDA builds; opt-in while measured).
-_KERNEL_ENV_NAMED = {"pipe%d" % n: (("GATEDNORM_FP8_PIPE", str(n)), ("GATEDNORM_FP8_LANE_ELEMS", "16")) for n in (2, 3, 4)}
-_KERNEL_ENV_NAMED.update({"rpipe%d" % n: (("GATEDNORM_ROW_PIPE", str(n)),) for n in (2, 3)})
 
 
 # Every kernel-choice hook the launchers read (a getenv a call): the bench owns them while it
 # runs (run() clears them and puts back what was set), and a mode's value holds only for its
 # own call (a review found the last mode's left set, reaching later calls and peers).
-_KERNEL_ENV_VARS = ("GATEDNORM_ROW_VEC", "GATEDNORM_ROW_PIPE", "GATEDNORM_FP8_LANE_ELEMS", "GATEDNORM_FP8_PIPE",
-                    "GATEDNORM_W4A16_KERNEL", "GATEDNORM_W4A16_ROWS_PER_LAUNCH")
+_KERNEL_ENV_VARS = ("GATEDNORM_ROW_VEC", "GATEDNORM_FP8_LANE_ELEMS", "GATEDNORM_W4A16_KERNEL",
+                    "GATEDNORM_W4A16_ROWS_PER_LAUNCH")
 
 
 def _with_kernel_env(name, mode, f):
     value = _KERNEL_ENV_MODES.get(mode)
-    hooks = _KERNEL_ENV_NAMED.get(mode) or (() if value is None else ((name, value),))
-    if not hooks:  # this mode sets nothing; the bench has cleared every hook
+    if value is None:  # this mode sets nothing; the bench has cleared every hook
         return f
 
     def call(*args, **kw):
-        os.environ.update(hooks)
+        os.environ[name] = value
         try:
             return f(*args, **kw)
         finally:
-            for var, _ in hooks:
-                os.environ.pop(var, None)
+            os.environ.pop(name, None)
     return call
 
 
@@ -897,7 +886,7 @@ class RMSNormGatedFP8Bench(OpBench):
     variants = FP8_VARIANTS
     cpu_variants = ("row",)
     ours_modes = ("out",)
-    all_ours_modes = ("out", "pdl", "e4", "e8", "e16", "pipe2", "pipe3", "pipe4")
+    all_ours_modes = ("out", "pdl", "e4", "e8", "e16")
     copy_targets = (0.9,)
     outputs = ("q", "scales", "y")
     peers = {"eager": lambda torch: _gated_fp8_eager(torch),
@@ -1137,7 +1126,7 @@ class AddRMSNormBench(OpBench):
     variants = ADD_VARIANTS
     cpu_variants = ("fp8_bf16", "plain")
     ours_modes = ("out",)
-    all_ours_modes = ("out", "pdl", "vec8", "vec16", "rpipe2", "rpipe3")
+    all_ours_modes = ("out", "pdl", "vec8", "vec16")
     copy_targets = (0.85, 0.9, 0.95)
     outputs = ("y", "q", "scales")
     not_read = ("residual0",)
@@ -1329,7 +1318,7 @@ class GroupQuantBench(OpBench):
     variants = ("col",)
     cpu_variants = ("col",)
     ours_modes = ("out",)
-    all_ours_modes = ("out", "pdl", "vec8", "vec16", "rpipe2", "rpipe3")
+    all_ours_modes = ("out", "pdl", "vec8", "vec16")
     copy_targets = (0.9,)
     outputs = ("q", "scales")
     peers = {"eager": lambda torch: _gq_eager(torch),
