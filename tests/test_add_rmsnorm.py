@@ -372,16 +372,17 @@ def test_zero_and_nan_inf_rows(be, rng, bad, dt):
     assert np.isnan(q.astype(np.float32)[2].reshape(s.shape[1], -1)[np.isnan(s[2])]).all()
 
 
-def check_group_quant(be, x, G, sf, layout):
-    """group_quant_fp8 of x into poisoned q and scales of the layout, checked against the
-    reference: scales within fp32 rounding, codes within half a quantum."""
+def check_group_quant(be, x, G, sf, layout, x_base=None):
+    """group_quant_fp8 of x (a view of x_base, if given) into poisoned q and scales of the
+    layout, checked against the reference: scales within fp32 rounding, codes within half a
+    quantum."""
     _, sr = reference.group_quant_fp8(x, group_size=G, scale_format=sf)
     K = x.shape[1] // G
     cols = (K + 3) // 4 if sf == "e8m0_packed" else K
     s0, sbase = new_scales((x.shape[0],), cols, sf, layout)
     qd = be.put(poison_codes(x.shape, "e4m3fn"))
     sd = be.put(s0, sbase)
-    q, s = gatednorm.group_quant_fp8(be.put(x), group_size=G, scale_format=sf, q=qd, scales=sd)
+    q, s = gatednorm.group_quant_fp8(be.put(x, x_base), group_size=G, scale_format=sf, q=qd, scales=sd)
     assert q is qd and s is sd
     sv = scale_values(be.get(sd), sf, K)
     check_scales(sv, sr, sf)
@@ -475,16 +476,19 @@ def test_ue8m0_scale_is_held_at_2_127(be, sf):
 # group_quant_fp8 over more blocks than the GPU holds at once: the flat kernel (the default;
 # 4999 x 1024 leaves a partial last block) and the row kernel at VEC 8 and 16 (a block a
 # row, forced by the hook): every row's codes and column-major scales, a NaN row and a row of
-# another scale among them.
-@pytest.mark.parametrize("T,H,xd", [(1200, 7168, "bf16"), (4999, 1024, "fp16"), (333, 2176, "bf16")])
+# another scale among them.  Rows padded by 40 elements at hidden 2176 (136 flat lanes a row):
+# a warp of the flat kernel straddles two rows that are not adjacent in memory.
+@pytest.mark.parametrize("T,H,xd,pad", [(1200, 7168, "bf16", 0), (4999, 1024, "fp16", 0), (333, 2176, "bf16", 0),
+                                        (4099, 2176, "bf16", 40)])
 @pytest.mark.parametrize("vec", [None, "8", "16"])
-def test_group_quant_many_rows(be, rng, monkeypatch, T, H, xd, vec):
+def test_group_quant_many_rows(be, rng, monkeypatch, T, H, xd, pad, vec):
     if vec:
         monkeypatch.setenv("GATEDNORM_ROW_VEC", vec)
-    x = randn(rng, (T, H), DT[xd])
+    x_base = randn(rng, (T, H + pad), DT[xd])
+    x = x_base[:, :H]
     x[T // 3] *= 300.0
     x[T - 1, 7] = np.nan
-    check_group_quant(be, x, 128, "fp32", "col")
+    check_group_quant(be, x, 128, "fp32", "col", x_base)
 
 
 @pytest.mark.parametrize("shape", [(2, 0, 256), (0, 3, 256), (0, 256)])
