@@ -272,6 +272,23 @@ def test_lane_elems_ab_bit_equal(requires_gpu, monkeypatch, rng, T, H, D, G, gat
     assert outs["4"] == outs["8"] == outs["16"]
 
 
+# The vec kernel at 16 elements a lane over many blocks, against the reference: teams of 8
+# lanes (D = 128), 4 (D = 64), 16 (D = 256; and D = 128 with G = 256, a group over two heads),
+# lanes past D (D = 96: 6 lanes of a head's 8), fp16; H = 13: the last block ends inside a
+# warp; each gate order, the copy in x's dtype.
+@pytest.mark.parametrize("T,H,D,G,xd,gate", [(8191, 12, 128, 128, "bf16", "before"), (8191, 12, 128, 128, "bf16", "after"),
+                                             (8191, 13, 128, 128, "bf16", "before"),
+                                             (8191, 12, 128, 128, "bf16", "none"), (8191, 24, 64, 64, "fp16", "before"),
+                                             (4099, 12, 256, 128, "bf16", "before"), (4099, 24, 128, 256, "bf16", "after"),
+                                             (8191, 16, 96, 96, "bf16", "before")])
+def test_vec_e16_many_rows(requires_gpu, monkeypatch, rng, T, H, D, G, xd, gate):
+    x, z, w = make_inputs(rng, (T, H, D), xd, "bf16", gate != "none")
+    x[T // 3] *= 300.0
+    monkeypatch.setenv("GATEDNORM_FP8_LANE_ELEMS", "16")
+    run(Backend("gpu"), x, z, w, copy_dtype=xd, **opts(gate, group_size=G))  # checked against the reference
+    assert gatednorm.last_kernel() == "rmsnorm_gated_fp8.vec.e16"
+
+
 # Which kernel the size rules pick (hip/rmsnorm_gated_fp8.hip, lane_elems), read back through
 # gatednorm.last_kernel(): "cpu" for host arrays; on the GPU 4 elements a lane below 2048 rows
 # where a head takes at most 32 such lanes (not at D = 256), 8 up to 16384 rows, 16 from
