@@ -63,10 +63,19 @@ __device__ __forceinline__ float chunk_squares(const uint32_t *words) {
 
 // The spans' partials (each span's lanes hold its sum, `v`) added in span order, by every
 // thread: the last step of both row sums below.
-template <int LANES>
-__device__ __forceinline__ float sum_span_partials(float v, int hidden) {
+// TWO: each LANES-lane group holds two spans' sums, `v` of span 2g and `v_hi` of span 2g + 1
+// (the split VEC 16 layout).
+template <int LANES, bool TWO = false>
+__device__ __forceinline__ float sum_span_partials(float v, int hidden, float v_hi = 0.0f) {
     __shared__ float partial[kMaxSpans];
-    if (threadIdx.x % LANES == 0) partial[threadIdx.x / LANES] = v;
+    if (threadIdx.x % LANES == 0) {
+        if constexpr (TWO) {
+            partial[2 * (threadIdx.x / LANES)] = v;
+            partial[2 * (threadIdx.x / LANES) + 1] = v_hi;
+        } else {
+            partial[threadIdx.x / LANES] = v;
+        }
+    }
     __syncthreads();
     const int spans = (hidden + kSpan - 1) / kSpan;
     float s = 0.0f;
@@ -74,17 +83,23 @@ __device__ __forceinline__ float sum_span_partials(float v, int hidden) {
     return s;
 }
 
-template <int XDT, int VEC>
+template <int XDT, int VEC, bool SPLIT = false>
 __device__ __forceinline__ float row_sum_squares(const uint32_t (&r)[VEC / 2], int hidden) {
     static_assert(VEC == 8 || VEC == 16, "chunks of 8, one or two a lane");
     constexpr int kLanes = kSpan / VEC;  // lanes of a span
-    float v;
-    if constexpr (VEC == 8) {
-        v = span_butterfly<kLanes>(chunk_squares<XDT>(r));
+    if constexpr (SPLIT) {  // VEC 8's butterfly on each of the lane's two spans
+        const float lo = span_butterfly<kShuffleGroup>(chunk_squares<XDT>(r));
+        const float hi = span_butterfly<kShuffleGroup>(chunk_squares<XDT>(r + kChunk / 2));
+        return sum_span_partials<kShuffleGroup, true>(lo, hidden, hi);
     } else {
-        v = span_butterfly<kLanes>(chunk_squares<XDT>(r)) + span_butterfly<kLanes>(chunk_squares<XDT>(r + kChunk / 2));
+        float v;
+        if constexpr (VEC == 8) {
+            v = span_butterfly<kLanes>(chunk_squares<XDT>(r));
+        } else {
+            v = span_butterfly<kLanes>(chunk_squares<XDT>(r)) + span_butterfly<kLanes>(chunk_squares<XDT>(r + kChunk / 2));
+        }
+        return sum_span_partials<kLanes>(v, hidden);
     }
-    return sum_span_partials<kLanes>(v, hidden);
 }
 
 // The same sum for a lane holding its 8 stored values as floats (an fp32 residual, VEC 8):
@@ -120,12 +135,46 @@ __device__ __forceinline__ void quantize_chunk(const AddArgs &a, int64_t t, int 
     if ((col & (a.qa.group - 1)) == 0) store_scale(a.qa, t, col >> a.g_log2, scale);  // G: a power of two here
 }
 
-// A lane's VEC weights as raw bits; SAME: a 16-bit weight of x's dtype (half the words).
-template <int VEC, bool SAME>
-__device__ __forceinline__ RawChunk<VEC> load_weight_chunk(const char *p, int dtype) {
+// ---- the split VEC 16 layout (SPLIT, opt-in: GATEDNORM_ROW_VEC=16s)
+// VEC 16 as two VEC 8 chunks a lane: lane j of 32-lane group g holds chunk j of span 2g (`lo`)
+// and chunk j of span 2g + 1 (`hi`, kSpan elements on).  Each load and store is then one
+// 16-byte access a lane, 512 contiguous bytes a 32-lane group, where the contiguous layout's
+// 32 bytes a lane store half of every sector an instruction (run 110's probe: 3.07 against
+// 3.95 TB/s for a copy).  The sum of squares, the group lanes (G / 8) and every output are
+// VEC 8's, lane for lane, so the bits are VEC 8's by construction.  `ok` / `ok_hi`: each
+// chunk lies before hidden (an odd count of spans leaves the last group's hi chunks out).
+using Words4 = uint32_t[4];
+
+__device__ __forceinline__ Words4 &words_half(uint32_t (&w)[8], int h) { return *reinterpret_cast<Words4 *>(w + 4 * h); }
+__device__ __forceinline__ const Words4 &words_half(const uint32_t (&w)[8], int h) { return *reinterpret_cast<const Words4 *>(w + 4 * h); }
+
+// A lane's first element: VEC contiguous elements, or the split pair's lo chunk.
+template <int VEC, bool SPLIT>
+__device__ __forceinline__ int lane_col() {
+    if constexpr (SPLIT) return int(threadIdx.x / kShuffleGroup) * 2 * kSpan + int(threadIdx.x % kShuffleGroup) * kChunk;
+    return int(threadIdx.x) * VEC;
+}
+
+// A split lane's 16-bit words loaded from / stored to p (its first element): two 16-byte
+// chunks kSpan elements apart.
+__device__ __forceinline__ void load_split_words(const char *p, bool ok, bool ok_hi, uint32_t (&w)[8]) {
+    if (ok) load_words(p, words_half(w, 0));
+    if (ok_hi) load_words(p + kSpan * 2, words_half(w, 1));
+}
+__device__ __forceinline__ void store_split_words(char *p, bool ok, bool ok_hi, const uint32_t (&w)[8]) {
+    if (ok) store_words(p, words_half(w, 0));
+    if (ok_hi) store_words(p + kSpan * 2, words_half(w, 1));
+}
+
+// A lane's VEC weights as raw bits; SAME: a 16-bit weight of x's dtype (half the words; the
+// only build SPLIT has).
+template <int VEC, bool SAME, bool SPLIT = false>
+__device__ __forceinline__ RawChunk<VEC> load_weight_chunk(const char *p, int dtype, bool ok_hi = true) {
+    static_assert(!SPLIT || SAME, "the split layout reads a 16-bit weight");
     if constexpr (!SAME) return load_raw_chunk<VEC>(p, dtype);
     RawChunk<VEC> r{};
-    load_words(p, reinterpret_cast<uint32_t (&)[VEC / 2]>(r.w));
+    if constexpr (SPLIT) load_split_words(p, true, ok_hi, reinterpret_cast<uint32_t (&)[8]>(r.w));
+    else load_words(p, reinterpret_cast<uint32_t (&)[VEC / 2]>(r.w));
     return r;
 }
 
@@ -137,8 +186,34 @@ __device__ __forceinline__ RawChunk<VEC> load_weight_chunk(const char *p, int dt
 template <int MINB, int VEC>
 constexpr bool kLateWeight = MINB > 1 && VEC == 16;
 
-template <int XDT, int VEC, bool RES, bool QUANT, bool SAME, int MINB>
-__device__ __forceinline__ void add_row_finish(const AddArgs &a, int64_t t, int col, bool ok, const uint32_t (&xw)[VEC / 2],
+// The split layout's rest of a lane (add_row_finish's, below, for one chunk at a time): the
+// row sum, then each chunk's y, copy and FP8 outputs, so 8 floats are live where 16 spilled
+// at the 32-register cap.  y = stored * rstd * (weight + offset), as the other layouts.
+template <int XDT, int VEC, bool QUANT, int MINB>
+__device__ __forceinline__ void split_finish(const AddArgs &a, int64_t t, int col, bool ok, bool ok_hi, const uint32_t (&sw)[8],
+                                             const char *wp, RawChunk<VEC> &wraw) {
+    float rstd = 1.0f;
+    if (a.normalize) {
+        rstd = rsqrtf(fmaf(row_sum_squares<XDT, VEC, true>(sw, a.hidden), a.inv_hidden, a.eps));
+        if (kLateWeight<MINB, VEC> && ok) wraw = load_weight_chunk<VEC, true, true>(wp, a.weight_dtype, ok_hi);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+        const bool in = h ? ok_hi : ok;
+        const int c = col + h * kSpan;
+        float y[kChunk];
+#pragma unroll
+        for (int k = 0; k < kChunk; ++k) {
+            const float v = word_element<XDT>(sw, h * kChunk + k);
+            y[k] = a.normalize ? v * rstd * (word_element<XDT>(wraw.w, h * kChunk + k) + a.weight_offset) : v;
+        }
+        if (a.y && in) store_vec<XDT, kChunk>(a.y + t * a.y_st + c * 2, y);
+        if constexpr (QUANT) quantize_chunk<kChunk>(a, t, c, in, y);  // every lane (the group shuffles)
+    }
+}
+
+template <int XDT, int VEC, bool RES, bool QUANT, bool SAME, int MINB, bool SPLIT>
+__device__ __forceinline__ void add_row_finish(const AddArgs &a, int64_t t, int col, bool ok, bool ok_hi, const uint32_t (&xw)[VEC / 2],
                                                const uint32_t (&rw)[VEC / 2], const char *wp, RawChunk<VEC> &wraw) {
     constexpr int W = VEC / 2;  // 32-bit words of a 16-bit chunk
     // The row as stored: x, or x + residual rounded to the residual's dtype (x's here).
@@ -150,10 +225,15 @@ __device__ __forceinline__ void add_row_finish(const AddArgs &a, int64_t t, int 
             const float hi = word_element<XDT>(xw, 2 * i + 1) + word_element<XDT>(rw, 2 * i + 1);
             sw[i] = XDT == kBF16 ? pack_bf16x2(lo, hi) : pack_f16x2(lo, hi);
         }
-        if (ok) store_words(a.res_out + t * a.res_out_st + col * 2, sw);
+        if constexpr (SPLIT) store_split_words(a.res_out + t * a.res_out_st + col * 2, ok, ok_hi, sw);
+        else if (ok) store_words(a.res_out + t * a.res_out_st + col * 2, sw);
     } else {
 #pragma unroll
         for (int i = 0; i < W; ++i) sw[i] = xw[i];
+    }
+    if constexpr (SPLIT) {
+        split_finish<XDT, VEC, QUANT, MINB>(a, t, col, ok, ok_hi, sw, wp, wraw);
+        return;
     }
     float y[VEC];
     if (a.normalize) {
@@ -182,18 +262,23 @@ __device__ __forceinline__ void add_row_finish(const AddArgs &a, int64_t t, int 
 // and floats), so an SM holds 2048 lanes, twice VEC 8's bytes in flight.  MINB is the blocks
 // of kMaxRowThreads an SM must hold: 2 caps the registers at 32; VEC 16 with other dtypes
 // keeps MINB 1 (56 registers).
-template <int XDT, int VEC, bool RES, bool QUANT, bool SAME, int MINB>
+// SPLIT: VEC 16 in the split layout (above).
+template <int XDT, int VEC, bool RES, bool QUANT, bool SAME, int MINB, bool SPLIT = false>
 __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, MINB * kMaxRowThreads) add_rmsnorm_row_kernel(const AddArgs a) {
     constexpr int W = VEC / 2;  // 32-bit words of a 16-bit chunk
     const int64_t t = blockIdx.x;
-    const int col = threadIdx.x * VEC;
+    const int col = lane_col<VEC, SPLIT>();
     const bool ok = col < a.hidden;
+    const bool ok_hi = SPLIT ? col + kSpan < a.hidden : ok;
     pdl_entry(a);
 
     uint32_t xw[W], rw[W];
 #pragma unroll
     for (int i = 0; i < W; ++i) xw[i] = rw[i] = 0u;
-    if (ok) {
+    if constexpr (SPLIT) {
+        load_split_words(a.x + t * a.x_st + col * 2, ok, ok_hi, xw);
+        if constexpr (RES) load_split_words(a.res + t * a.res_st + col * 2, ok, ok_hi, rw);
+    } else if (ok) {
         load_words(a.x + t * a.x_st + col * 2, xw);
         if constexpr (RES) load_words(a.res + t * a.res_st + col * 2, rw);
     }
@@ -202,8 +287,8 @@ __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, MINB * kMaxRowThreads) add_rmsn
     // row reads the same weight), which other resident blocks hide.
     RawChunk<VEC> wraw{};
     const char *wp = static_cast<const char *>(a.weight) + col * dtype_size(a.weight_dtype);
-    if (!kLateWeight<MINB, VEC> && ok && a.normalize) wraw = load_weight_chunk<VEC, SAME>(wp, a.weight_dtype);
-    add_row_finish<XDT, VEC, RES, QUANT, SAME, MINB>(a, t, col, ok, xw, rw, wp, wraw);
+    if (!kLateWeight<MINB, VEC> && ok && a.normalize) wraw = load_weight_chunk<VEC, SAME, SPLIT>(wp, a.weight_dtype, ok_hi);
+    add_row_finish<XDT, VEC, RES, QUANT, SAME, MINB, SPLIT>(a, t, col, ok, ok_hi, xw, rw, wp, wraw);
 }
 
 // add_rmsnorm with an fp32 residual beside 16-bit x (an engine keeping its residual stream in
@@ -315,9 +400,12 @@ bool vec16_pays(const AddRmsnormProblem &p) {
 
 // GATEDNORM_ROW_VEC (8 or 16; else 0): the tests' and the bench's hook to run the row kernel
 // at either width (both serve some shapes by default), read at every call (the bench's modes
-// set it).
-int forced_row_vec() {
+// set it).  "16s": 16, in the split layout where VEC 16 is taken with weight and copy of x's
+// dtype (`split`; run 111's A/B decides whether it becomes the default).
+int forced_row_vec(bool &split) {
     const char *v = getenv("GATEDNORM_ROW_VEC");
+    split = v && !strcmp(v, "16s");
+    if (split) return 16;
     return v && (!strcmp(v, "8") || !strcmp(v, "16")) ? atoi(v) : 0;
 }
 
@@ -377,22 +465,30 @@ int row_vec(const AddRmsnormProblem &p, int forced) {
     return row_kernel_fits(p, other) ? other : 0;
 }
 
+// split: VEC 16's split layout (same dtypes only), a 32-lane group per two spans.
 template <int XDT, int VEC, bool RES, bool QUANT>
-hipError_t launch_row_as(const AddArgs &a, bool same, unsigned grid, hipStream_t s, bool pdl) {
+hipError_t launch_row_as(const AddArgs &a, bool same, bool split, unsigned grid, hipStream_t s, bool pdl) {
     const unsigned lanes = unsigned(a.hidden / VEC);
     const unsigned block = (lanes + kShuffleGroup - 1) / kShuffleGroup * kShuffleGroup;
     if constexpr (VEC == 8) {
         return gn_launch(add_rmsnorm_row_kernel<XDT, 8, RES, QUANT, false, 2>, grid, block, s, a, pdl);
     } else {
+        if (split) {
+            const unsigned pairs = unsigned((a.hidden + 2 * kSpan - 1) / (2 * kSpan));
+            return gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, true, 2, true>, grid, pairs * kShuffleGroup, s, a, pdl);
+        }
         if (same) return gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, true, 2>, grid, block, s, a, pdl);
         return gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, false, 1>, grid, block, s, a, pdl);
     }
 }
 
 template <int XDT, int VEC>
-hipError_t launch_row_vec(const AddArgs &a, bool same, unsigned grid, hipStream_t s, bool pdl) {
-    if (a.res) return a.has_quant ? launch_row_as<XDT, VEC, true, true>(a, same, grid, s, pdl) : launch_row_as<XDT, VEC, true, false>(a, same, grid, s, pdl);
-    return a.has_quant ? launch_row_as<XDT, VEC, false, true>(a, same, grid, s, pdl) : launch_row_as<XDT, VEC, false, false>(a, same, grid, s, pdl);
+hipError_t launch_row_vec(const AddArgs &a, bool same, bool split, unsigned grid, hipStream_t s, bool pdl) {
+    if (a.res)
+        return a.has_quant ? launch_row_as<XDT, VEC, true, true>(a, same, split, grid, s, pdl)
+                           : launch_row_as<XDT, VEC, true, false>(a, same, split, grid, s, pdl);
+    return a.has_quant ? launch_row_as<XDT, VEC, false, true>(a, same, split, grid, s, pdl)
+                       : launch_row_as<XDT, VEC, false, false>(a, same, split, grid, s, pdl);
 }
 
 template <int XDT>
@@ -402,16 +498,18 @@ hipError_t launch_row_res32(const AddArgs &a, unsigned grid, unsigned block, hip
 }
 
 template <int XDT>
-hipError_t launch_row(const AddArgs &a, int vec, bool same, unsigned grid, hipStream_t s, bool pdl) {
-    return vec == 8 ? launch_row_vec<XDT, 8>(a, same, grid, s, pdl) : launch_row_vec<XDT, 16>(a, same, grid, s, pdl);
+hipError_t launch_row(const AddArgs &a, int vec, bool same, bool split, unsigned grid, hipStream_t s, bool pdl) {
+    return vec == 8 ? launch_row_vec<XDT, 8>(a, same, false, grid, s, pdl) : launch_row_vec<XDT, 16>(a, same, split, grid, s, pdl);
 }
 
-// gatednorm_last_kernel's name of the launch: op, kernel, VEC, the 56-register build.
-const char *kernel_name(bool normalize, int vec, bool same) {
-    static const char *const kNames[2][4] = {
-        {"group_quant_fp8.generic", "group_quant_fp8.row.vec8", "group_quant_fp8.row.vec16", "group_quant_fp8.row.vec16.dtypes"},
-        {"add_rmsnorm.generic", "add_rmsnorm.row.vec8", "add_rmsnorm.row.vec16", "add_rmsnorm.row.vec16.dtypes"}};
-    return kNames[normalize][vec == 0 ? 0 : vec == 8 ? 1 : same ? 2 : 3];
+// gatednorm_last_kernel's name of the launch: op, kernel, VEC, the 56-register build, the
+// split layout.
+const char *kernel_name(bool normalize, int vec, bool same, bool split) {
+    static const char *const kNames[2][5] = {
+        {"group_quant_fp8.generic", "group_quant_fp8.row.vec8", "group_quant_fp8.row.vec16", "group_quant_fp8.row.vec16.dtypes",
+         "group_quant_fp8.row.vec16s"},
+        {"add_rmsnorm.generic", "add_rmsnorm.row.vec8", "add_rmsnorm.row.vec16", "add_rmsnorm.row.vec16.dtypes", "add_rmsnorm.row.vec16s"}};
+    return kNames[normalize][vec == 0 ? 0 : vec == 8 ? 1 : split ? 4 : same ? 2 : 3];
 }
 
 }  // namespace
@@ -471,7 +569,8 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
     const bool pdl = false;
 #endif
     const hipStream_t s = static_cast<hipStream_t>(stream_ptr);
-    const int forced = forced_row_vec();
+    bool force_split = false;
+    const int forced = forced_row_vec(force_split);
     if (flat_group_quant(p, forced)) {
         AddArgs a = make_add_args(p, kFlatVec);
         a.pdl = pdl;
@@ -498,16 +597,18 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
         return st;
     }
     const int vec = row_vec(p, forced);
-    AddArgs a = make_add_args(p, vec);
+    const bool same = same_dtypes(p);
+    // The split layout's chunks are VEC 8's: its layout rule (groups of G / 8 lanes) must hold.
+    const bool split = force_split && vec == 16 && same && chunks_fit(p, 8);
+    AddArgs a = make_add_args(p, split ? 8 : vec);
     a.pdl = pdl;
     const unsigned grid = unsigned(p.tokens);
     hipError_t err;
-    const bool same = same_dtypes(p);
-    if (vec) err = p.x_dtype == kBF16 ? launch_row<kBF16>(a, vec, same, grid, s, pdl) : launch_row<kF16>(a, vec, same, grid, s, pdl);
+    if (vec) err = p.x_dtype == kBF16 ? launch_row<kBF16>(a, vec, same, split, grid, s, pdl) : launch_row<kF16>(a, vec, same, split, grid, s, pdl);
     else err = gn_launch(add_rmsnorm_generic_kernel, grid, kGenericThreads, s, a, pdl);
     if (err != hipSuccess) return launch_fail(err, p.normalize ? "add_rmsnorm" : "group_quant_fp8", "x");
     const gatednorm_status st = check_launch(p.normalize ? "add_rmsnorm" : "group_quant_fp8");
-    if (st == GATEDNORM_STATUS_SUCCESS) note_kernel(kernel_name(p.normalize, vec, same));
+    if (st == GATEDNORM_STATUS_SUCCESS) note_kernel(kernel_name(p.normalize, vec, same, split));
     return st;
 }
 
