@@ -2,9 +2,10 @@
 // quantization (ops.md §3): launcher and kernels.  One block per token row.
 //  - row kernel (the fast path: 16-bit x, a residual of x's dtype or none, hidden % VEC == 0,
 //    256 <= hidden <= 16384, 16-byte aligned rows): hidden / VEC lanes, each holding VEC
-//    contiguous elements in registers (VEC = 8, one 16-byte load; VEC = 16 above 8192 and,
-//    where weight and copy share x's dtype, for many rows: preferred_vec), read once and
-//    written once.  The sum of squares reduces by xor-shuffles in groups of at most 32 lanes (32 divides every warp
+//    elements in registers (VEC = 8, one 16-byte load; VEC = 16 above 8192 and, where weight
+//    and copy share x's dtype, for many rows: preferred_vec), read once and written once.
+//    VEC 16 is contiguous, or without FP8 outputs two VEC 8 chunks a span apart (the split
+//    layout: 16-byte accesses a lane, split_pays).  The sum of squares reduces by xor-shuffles in groups of at most 32 lanes (32 divides every warp
 //    width) and then across 256-element spans in shared memory, in an order that does not
 //    depend on VEC (row_sum_squares); a group of G elements is G / VEC adjacent lanes, so
 //    its amax is fp8_quant.h's lane reduction and never leaves registers.
@@ -385,6 +386,7 @@ bool aligned(const void *p, unsigned n) { return (reinterpret_cast<uintptr_t>(p)
 //    everywhere (hidden 4096 T = 8192 67.7 / 72.4); with FP8 outputs 16 wins above hidden
 //    4096 (7168: T = 1024 21.7 / 20.6, T = 8192 141.8 / 137.9; 4096: 11.8 / 13.0 at 1024).
 // Small T keeps 8: more lanes, and the weight read beside x rather than after the row sum.
+// split_pays adds the rows where VEC 16's split layout is faster still (run 111).
 // The sum of squares' order does not depend on VEC (row_sum_squares), so add_rmsnorm still
 // gives the bits rmsnorm gives on the stored residual (tests/test_add_rmsnorm.py).
 bool same_dtypes(const AddRmsnormProblem &p) {
@@ -398,10 +400,24 @@ bool vec16_pays(const AddRmsnormProblem &p) {
     return p.has_quant && wide && p.tokens >= 128;
 }
 
+// Where VEC 16's split layout measured faster than both contiguous widths (run 111, H100, us,
+// out / split): no FP8 outputs, weight and copy of x's dtype (its only build), and
+//  - hidden 7168 from 128 rows: rmsnorm T = 128 3.68 / 3.58, 1024 11.59 / 10.42, 8192
+//    80.78 / 80.37; plain add-RMSNorm 4.88 / 4.76, 22.53 / 21.45, 159.4 / 159.3;
+//  - rmsnorm at hidden <= 4096 in the one-wave range: T = 1024 7.21 / 6.62 (at 8192 the
+//    contiguous VEC 16 stays ahead, 48.0 / 49.5; at 128 VEC 8, 2.96 / 3.04).
+// With FP8 outputs it was slower at T <= 1024 (e.g. [1024, 4096] 13.85 / 14.43) and even
+// above; at T = 1 the weight read after the row sum costs it (rmsnorm [1, 7168] 2.74 / 2.86).
+bool split_pays(const AddRmsnormProblem &p) {
+    if (!same_dtypes(p) || p.has_quant || p.hidden > 8192) return false;
+    if (p.hidden > 4096) return p.tokens >= 128;
+    return !p.res && p.tokens >= 512 && p.tokens < 2048;
+}
+
 // GATEDNORM_ROW_VEC (8 or 16; else 0): the tests' and the bench's hook to run the row kernel
 // at either width (both serve some shapes by default), read at every call (the bench's modes
-// set it).  "16s": 16, in the split layout where VEC 16 is taken with weight and copy of x's
-// dtype (`split`; run 111's A/B decides whether it becomes the default).
+// set it).  "16s": 16 in the split layout where VEC 16 is taken with weight and copy of x's
+// dtype (`split`); a forced "16" is the contiguous layout.
 int forced_row_vec(bool &split) {
     const char *v = getenv("GATEDNORM_ROW_VEC");
     split = v && !strcmp(v, "16s");
@@ -415,7 +431,7 @@ int preferred_vec(const AddRmsnormProblem &p, int forced) {
     if (H > 8192) return 16;
     const bool even16 = H % 16 == 0 && (!p.has_quant || p.quant.group % 16 == 0);
     if (forced) return forced == 16 && !even16 ? 8 : forced;
-    return even16 && vec16_pays(p) ? 16 : 8;
+    return even16 && (vec16_pays(p) || split_pays(p)) ? 16 : 8;
 }
 
 // Whether every lane's `vec`-element chunk can be read and written whole (16-bit rows and
@@ -599,7 +615,7 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
     const int vec = row_vec(p, forced);
     const bool same = same_dtypes(p);
     // The split layout's chunks are VEC 8's: its layout rule (groups of G / 8 lanes) must hold.
-    const bool split = force_split && vec == 16 && same && chunks_fit(p, 8);
+    const bool split = vec == 16 && same && chunks_fit(p, 8) && (forced ? force_split : split_pays(p));
     AddArgs a = make_add_args(p, split ? 8 : vec);
     a.pdl = pdl;
     const unsigned grid = unsigned(p.tokens);

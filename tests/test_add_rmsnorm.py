@@ -225,8 +225,8 @@ def check_row_vec_changes_no_bit(be, rng, monkeypatch, H, kw):
 
 
 # Many rows with weight and copy of x's dtype: on the GPU the row kernel's 32-register VEC 16
-# build (the weight read after the row sum), by default (hidden 7168 from 128 rows, except
-# plain add-RMSNorm) or forced.  Against the reference, every output combination, fp16 and bf16.
+# build (the weight read after the row sum), by default (hidden 7168 from 128 rows: split
+# without FP8 outputs, contiguous with them) or forced, contiguous or split.  Against the reference, every output combination, fp16 and bf16.
 @pytest.mark.parametrize("H", [2048, 4096, 7168])
 @pytest.mark.parametrize("xd", ["bf16", "fp16"])
 @pytest.mark.parametrize("variant", ["rmsnorm", "add", "add_fp8_copy", "rmsnorm_fp8"])
@@ -269,14 +269,23 @@ def test_misaligned_residual_same_bits(be, rng, H, T, fp8):
 # cannot go.  (op, T, hidden, residual, fp8, weight dtype, misaligned residual) -> GPU kernel.
 KERNEL_CHOICES = [
     ("rmsnorm", 9, 4096, False, False, "bf16", False, "add_rmsnorm.row.vec8"),
+    ("rmsnorm", 511, 4096, False, False, "bf16", False, "add_rmsnorm.row.vec8"),
+    ("rmsnorm", 512, 4096, False, False, "bf16", False, "add_rmsnorm.row.vec16s"),
+    ("rmsnorm", 2047, 4096, False, False, "bf16", False, "add_rmsnorm.row.vec16s"),
     ("rmsnorm", 2048, 4096, False, False, "bf16", False, "add_rmsnorm.row.vec16"),
+    ("rmsnorm", 1024, 4096, False, False, "fp32", False, "add_rmsnorm.row.vec8"),
     ("rmsnorm", 2048, 4096, False, False, "fp32", False, "add_rmsnorm.row.vec8"),
-    ("rmsnorm", 128, 7168, False, False, "bf16", False, "add_rmsnorm.row.vec16"),
+    ("rmsnorm", 1024, 4096, False, True, "bf16", False, "add_rmsnorm.row.vec8"),
+    ("rmsnorm", 128, 7168, False, False, "bf16", False, "add_rmsnorm.row.vec16s"),
+    ("rmsnorm", 128, 7168, False, True, "bf16", False, "add_rmsnorm.row.vec16"),
     ("rmsnorm", 127, 7168, False, False, "bf16", False, "add_rmsnorm.row.vec8"),
     ("rmsnorm", 9, 12288, False, False, "bf16", False, "add_rmsnorm.row.vec16"),
     ("rmsnorm", 9, 12288, False, False, "fp32", False, "add_rmsnorm.row.vec16.dtypes"),
     ("rmsnorm", 9, 20000, False, False, "bf16", False, "add_rmsnorm.generic"),
     ("add", 2048, 4096, True, False, "bf16", False, "add_rmsnorm.row.vec8"),
+    ("add", 1024, 4096, True, False, "bf16", False, "add_rmsnorm.row.vec8"),
+    ("add", 300, 7168, True, False, "bf16", False, "add_rmsnorm.row.vec16s"),
+    ("add", 300, 7168, True, False, "fp32", False, "add_rmsnorm.row.vec8"),
     ("add", 300, 4096, True, True, "bf16", False, "add_rmsnorm.row.vec8"),
     ("add", 300, 7168, True, True, "bf16", False, "add_rmsnorm.row.vec16"),
     ("add", 300, 7168, True, True, "bf16", True, "add_rmsnorm.generic"),
