@@ -68,7 +68,7 @@ __device__ __forceinline__ float chunk_squares(const uint32_t *words) {
 // (the split VEC 16 layout).
 template <int LANES, bool TWO = false>
 __device__ __forceinline__ float sum_span_partials(float v, int hidden, float v_hi = 0.0f) {
-    alignas(16) __shared__ float partial[kMaxSpans];
+    __shared__ float partial[kMaxSpans];
     if (threadIdx.x % LANES == 0) {
         if constexpr (TWO) {
             partial[2 * (threadIdx.x / LANES)] = v;
@@ -79,20 +79,8 @@ __device__ __forceinline__ float sum_span_partials(float v, int hidden, float v_
     }
     __syncthreads();
     const int spans = (hidden + kSpan - 1) / kSpan;
-    // Added one by one in span order, read four a shared load: the sum is a chain of `spans`
-    // dependent adds on every row's critical path, and one load a partial put a shared-memory
-    // round trip in each step (at T = 1 the row took ~14 ns a span longer than liger's, run 111).
-    const float4 *quads = reinterpret_cast<const float4 *>(partial);
     float s = 0.0f;
-    int i = 0;
-    for (; i + 4 <= spans; i += 4) {
-        const float4 q = quads[i / 4];
-        s += q.x;
-        s += q.y;
-        s += q.z;
-        s += q.w;
-    }
-    for (; i < spans; ++i) s += partial[i];
+    for (int i = 0; i < spans; ++i) s += partial[i];
     return s;
 }
 
