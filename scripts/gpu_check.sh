@@ -4,11 +4,14 @@
 # and the benchmark, and write the report to OUTDIR (at most 8 files, for the device tool).
 #
 #   bash scripts/gpu_check.sh OUTDIR [--quick] [--tune] [--bench-args "..."] [--skip STEPS]
-#                                    [--profile "T:H ..."] [--alloc-probe "T:H ..."]
+#                                    [--profile "T:H ..."] [--ncu-cases "CASE ..."] [--alloc-probe "T:H ..."]
 #                                    [--extra-bench "..."] [--pytest-k EXPR]
 #   --tune         also builds and runs scripts/tune_rmsnorm_gated.cu (launch-shape A/B)
 #   --skip         comma list of steps not to run: pytest, check, c_consumer, bench
 #   --profile      Nsight Compute on ours and FLA at each T:H of gated RMSNorm (scripts/profile_cases.py), to ncu.txt
+#   --ncu-cases    Nsight Compute with warp-state, scheduler, instruction and source-counter
+#                  (stall sampling) sections on scripts/profile_cases.py's CASEs as given (e.g.
+#                  "rmsnorm:1:7168 liger_rmsnorm:1:7168"), to ncu_cases.txt
 #   --alloc-probe  scripts/alloc_probe.py at each T:H (torch-allocated against cudaMalloc'd
 #                  inputs, ours and FLA), into the log
 #   --pytest-k     run only the GPU tests pytest's -k EXPR selects
@@ -19,8 +22,8 @@
 #   --extra-bench  a second `gatednorm bench` with these arguments after the first (table in
 #                  the log, figures in bench_extra.json)
 # Files written: gpu_check.log, sass.txt, pytest.log (unless skipped), bench.{md,json,png},
-# report.md, and tune.txt / ncu.txt / bench_extra.json with --tune / --profile /
-# --extra-bench: the device tool brings back at most 8, so not all three with pytest.
+# report.md, and tune.txt / ncu.txt / ncu_cases.txt / bench_extra.json with --tune /
+# --profile / --ncu-cases / --extra-bench: the device tool brings back at most 8 files.
 #
 # Python packages the host lacks (cffi, pycparser, fla-core, einops, gemlite) come as
 # wheels placed in .whl/ beforehand, installed to /tmp/site.
@@ -32,6 +35,7 @@ tune=""
 bench_args=""
 skip=""
 profile=""
+ncu_cases=""
 alloc_probe=""
 extra_bench=""
 pytest_k=""
@@ -43,6 +47,7 @@ while [ $# -gt 0 ]; do
     --bench-args) bench_args="${2:?--bench-args needs a value}"; shift ;;
     --skip) skip=",${2:?--skip needs a value},"; shift ;;
     --profile) profile="${2:?--profile needs a value}"; shift ;;
+    --ncu-cases) ncu_cases="${2:?--ncu-cases needs a value}"; shift ;;
     --alloc-probe) alloc_probe="${2:?--alloc-probe needs a value}"; shift ;;
     --extra-bench) extra_bench="${2:?--extra-bench needs a value}"; shift ;;
     --pytest-k) pytest_k="${2:?--pytest-k needs a value}"; shift ;;
@@ -124,6 +129,15 @@ if [ -n "$profile" ]; then
       python3 scripts/profile_cases.py "gated:$shape" "fla_gated:$shape" >> "$out/ncu.txt" 2>&1 || record profile FAIL
   done
   grep -E "^###|gn::|layer_norm|duration|grid_size|block_size|registers|dram__|warps_active|hit_rate|long_score|ctas" "$out/ncu.txt" | head -n 200
+fi
+
+if [ -n "$ncu_cases" ]; then
+  step "Nsight Compute, stall sampling: $ncu_cases (scripts/profile_cases.py)"
+  # shellcheck disable=SC2086
+  if timeout 300 ncu --clock-control none --profile-from-start off --section SpeedOfLight --section LaunchStats \
+       --section WarpStateStats --section SchedulerStats --section InstructionStats --section SourceCounters \
+       python3 scripts/profile_cases.py $ncu_cases > "$out/ncu_cases.txt" 2>&1; then record ncu_cases ok; else record ncu_cases FAIL; fi
+  grep -E "^  [^ ].*\(|Duration|Executed Instructions  |Warp Cycles Per Issued|Block Size" "$out/ncu_cases.txt" | head -n 60
 fi
 
 if [ -n "$alloc_probe" ]; then
