@@ -414,13 +414,19 @@ bool split_pays(const AddRmsnormProblem &p) {
     return !p.res && p.tokens >= 512 && p.tokens < 2048;
 }
 
+// Which build of the split layout runs: none (VEC 8 or contiguous VEC 16), the 32-register
+// one (the weight read after the row sum, 2048 lanes an SM), or, opt-in without FP8 outputs,
+// the one reading the weight beside x (up to 64 registers: a question for small T, where an
+// SM holds one row and the late weight is one more DRAM round trip on its chain; run 112).
+enum SplitBuild : int { kNoSplit = 0, kSplitLate = 1, kSplitEarly = 2 };
+
 // GATEDNORM_ROW_VEC (8 or 16; else 0): the tests' and the bench's hook to run the row kernel
 // at either width (both serve some shapes by default), read at every call (the bench's modes
-// set it).  "16s": 16 in the split layout where VEC 16 is taken with weight and copy of x's
-// dtype (`split`); a forced "16" is the contiguous layout.
-int forced_row_vec(bool &split) {
+// set it).  "16s" / "16se": 16 in the split layout (late / early weight) where VEC 16 is taken
+// with weight and copy of x's dtype (`split`); a forced "16" is the contiguous layout.
+int forced_row_vec(SplitBuild &split) {
     const char *v = getenv("GATEDNORM_ROW_VEC");
-    split = v && !strcmp(v, "16s");
+    split = !v ? kNoSplit : !strcmp(v, "16s") ? kSplitLate : !strcmp(v, "16se") ? kSplitEarly : kNoSplit;
     if (split) return 16;
     return v && (!strcmp(v, "8") || !strcmp(v, "16")) ? atoi(v) : 0;
 }
@@ -481,9 +487,10 @@ int row_vec(const AddRmsnormProblem &p, int forced) {
     return row_kernel_fits(p, other) ? other : 0;
 }
 
-// split: VEC 16's split layout (same dtypes only), a 32-lane group per two spans.
+// split: VEC 16's split layout (same dtypes only), a 32-lane group per two spans; its early
+// weight build only without FP8 outputs (the late one serves that hook there).
 template <int XDT, int VEC, bool RES, bool QUANT>
-hipError_t launch_row_as(const AddArgs &a, bool same, bool split, unsigned grid, hipStream_t s, bool pdl) {
+hipError_t launch_row_as(const AddArgs &a, bool same, SplitBuild split, unsigned grid, hipStream_t s, bool pdl) {
     const unsigned lanes = unsigned(a.hidden / VEC);
     const unsigned block = (lanes + kShuffleGroup - 1) / kShuffleGroup * kShuffleGroup;
     if constexpr (VEC == 8) {
@@ -491,6 +498,10 @@ hipError_t launch_row_as(const AddArgs &a, bool same, bool split, unsigned grid,
     } else {
         if (split) {
             const unsigned pairs = unsigned((a.hidden + 2 * kSpan - 1) / (2 * kSpan));
+            if constexpr (!QUANT) {
+                if (split == kSplitEarly)
+                    return gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, true, 1, true>, grid, pairs * kShuffleGroup, s, a, pdl);
+            }
             return gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, true, 2, true>, grid, pairs * kShuffleGroup, s, a, pdl);
         }
         if (same) return gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, true, 2>, grid, block, s, a, pdl);
@@ -499,7 +510,7 @@ hipError_t launch_row_as(const AddArgs &a, bool same, bool split, unsigned grid,
 }
 
 template <int XDT, int VEC>
-hipError_t launch_row_vec(const AddArgs &a, bool same, bool split, unsigned grid, hipStream_t s, bool pdl) {
+hipError_t launch_row_vec(const AddArgs &a, bool same, SplitBuild split, unsigned grid, hipStream_t s, bool pdl) {
     if (a.res)
         return a.has_quant ? launch_row_as<XDT, VEC, true, true>(a, same, split, grid, s, pdl)
                            : launch_row_as<XDT, VEC, true, false>(a, same, split, grid, s, pdl);
@@ -514,18 +525,19 @@ hipError_t launch_row_res32(const AddArgs &a, unsigned grid, unsigned block, hip
 }
 
 template <int XDT>
-hipError_t launch_row(const AddArgs &a, int vec, bool same, bool split, unsigned grid, hipStream_t s, bool pdl) {
-    return vec == 8 ? launch_row_vec<XDT, 8>(a, same, false, grid, s, pdl) : launch_row_vec<XDT, 16>(a, same, split, grid, s, pdl);
+hipError_t launch_row(const AddArgs &a, int vec, bool same, SplitBuild split, unsigned grid, hipStream_t s, bool pdl) {
+    return vec == 8 ? launch_row_vec<XDT, 8>(a, same, kNoSplit, grid, s, pdl) : launch_row_vec<XDT, 16>(a, same, split, grid, s, pdl);
 }
 
 // gatednorm_last_kernel's name of the launch: op, kernel, VEC, the 56-register build, the
-// split layout.
-const char *kernel_name(bool normalize, int vec, bool same, bool split) {
-    static const char *const kNames[2][5] = {
+// split layout's builds (late / early weight).
+const char *kernel_name(bool normalize, int vec, bool same, SplitBuild split) {
+    static const char *const kNames[2][6] = {
         {"group_quant_fp8.generic", "group_quant_fp8.row.vec8", "group_quant_fp8.row.vec16", "group_quant_fp8.row.vec16.dtypes",
-         "group_quant_fp8.row.vec16s"},
-        {"add_rmsnorm.generic", "add_rmsnorm.row.vec8", "add_rmsnorm.row.vec16", "add_rmsnorm.row.vec16.dtypes", "add_rmsnorm.row.vec16s"}};
-    return kNames[normalize][vec == 0 ? 0 : vec == 8 ? 1 : split ? 4 : same ? 2 : 3];
+         "group_quant_fp8.row.vec16s", "group_quant_fp8.row.vec16s"},
+        {"add_rmsnorm.generic", "add_rmsnorm.row.vec8", "add_rmsnorm.row.vec16", "add_rmsnorm.row.vec16.dtypes", "add_rmsnorm.row.vec16s",
+         "add_rmsnorm.row.vec16se"}};
+    return kNames[normalize][vec == 0 ? 0 : vec == 8 ? 1 : split ? 3 + split : same ? 2 : 3];
 }
 
 }  // namespace
@@ -585,7 +597,7 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
     const bool pdl = false;
 #endif
     const hipStream_t s = static_cast<hipStream_t>(stream_ptr);
-    bool force_split = false;
+    SplitBuild force_split = kNoSplit;
     const int forced = forced_row_vec(force_split);
     if (flat_group_quant(p, forced)) {
         AddArgs a = make_add_args(p, kFlatVec);
@@ -615,7 +627,9 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
     const int vec = row_vec(p, forced);
     const bool same = same_dtypes(p);
     // The split layout's chunks are VEC 8's: its layout rule (groups of G / 8 lanes) must hold.
-    const bool split = vec == 16 && same && chunks_fit(p, 8) && (forced ? force_split : split_pays(p));
+    SplitBuild split = kNoSplit;
+    if (vec == 16 && same && chunks_fit(p, 8)) split = forced ? force_split : split_pays(p) ? kSplitLate : kNoSplit;
+    if (split == kSplitEarly && p.has_quant) split = kSplitLate;  // no early build with FP8 outputs
     AddArgs a = make_add_args(p, split ? 8 : vec);
     a.pdl = pdl;
     const unsigned grid = unsigned(p.tokens);

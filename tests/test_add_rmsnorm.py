@@ -185,15 +185,17 @@ def test_fp32_residual(be, rng, monkeypatch, H, T, xd, gpu_kernel, fp8):
 # (row_sum_squares); GATEDNORM_ROW_VEC (read at each call) forces either where legal (16
 # needs hidden % 16 == 0).  VEC 16 has two builds: weight and copy of x's dtype (32
 # registers, the weight read after the row sum) and any other dtypes (the fp32 copy here);
-# "16s" forces the split layout (two 8-element chunks a lane, a span apart) where the first
-# build would run.  2176 and 4352 are odd counts of spans (2176's last one half full), so
+# "16s" / "16se" force the split layout (two 8-element chunks a lane, a span apart; the weight
+# read after / beside x, "16se" only without FP8 outputs) where the first build would run.  2176 and 4352 are odd counts of spans (2176's last one half full), so
 # the last 32 lanes' second chunks lie past hidden; 16384 is the widest row (1024 lanes).
 # On the CPU backends the variable changes nothing and the test checks the same equalities.
 @pytest.mark.parametrize("H", [2000, 2048, 2176, 4096, 4352, 5120, 7168, 12288, 16384])
-@pytest.mark.parametrize("variant", ["fp32_copy", "bf16_copy", "fp8"])
+@pytest.mark.parametrize("variant", ["fp32_copy", "bf16_copy", "fp8", "fp8_bf16_copy"])
 def test_row_vec_changes_no_bit(be, rng, monkeypatch, H, variant):
+    G = 128 if H % 128 == 0 else 16
     kw = {"fp32_copy": dict(y_dtype="fp32"), "bf16_copy": dict(y_dtype="bf16"),
-          "fp8": dict(fp8=True, quantize_rounded=True, group_size=128 if H % 128 == 0 else 16)}[variant]
+          "fp8": dict(fp8=True, quantize_rounded=True, group_size=G),  # an fp32 weight: no split build
+          "fp8_bf16_copy": dict(fp8=True, quantize_rounded=True, group_size=G, y_dtype="bf16")}[variant]
     check_row_vec_changes_no_bit(be, rng, monkeypatch, H, kw)
 
 
@@ -210,7 +212,7 @@ def check_row_vec_changes_no_bit(be, rng, monkeypatch, H, kw):
     x *= 300  # sums that lose bits when rounded to bf16
     fp8 = kw.get("fp8", False)
     got = {}
-    for vec in (None, "8", "16", "16s"):
+    for vec in (None, "8", "16", "16s", "16se"):
         if vec is None:
             monkeypatch.delenv("GATEDNORM_ROW_VEC", raising=False)
         else:
@@ -221,7 +223,9 @@ def check_row_vec_changes_no_bit(be, rng, monkeypatch, H, kw):
         if fp8:
             assert q.tobytes() == q2.tobytes() and s.tobytes() == s2.tobytes()
         got[vec] = (y.tobytes(), r_st.tobytes(), None if q is None else q.tobytes(), None if s is None else s.tobytes())
-    assert got["8"] == got[None] and got["16"] == got[None] and got["16s"] == got[None], "the forced VEC changed a bit"
+        if be.name == "gpu" and vec in ("16s", "16se") and kw.get("y_dtype") == "bf16":  # weight and copy of x's dtype
+            assert gatednorm.last_kernel() == "add_rmsnorm.row.vec" + ("16s" if fp8 else vec), (vec, gatednorm.last_kernel())
+    assert all(got[v] == got[None] for v in ("8", "16", "16s", "16se")), "the forced VEC changed a bit"
 
 
 # Many rows with weight and copy of x's dtype: on the GPU the row kernel's 32-register VEC 16
@@ -230,7 +234,7 @@ def check_row_vec_changes_no_bit(be, rng, monkeypatch, H, kw):
 @pytest.mark.parametrize("H", [2048, 4096, 7168])
 @pytest.mark.parametrize("xd", ["bf16", "fp16"])
 @pytest.mark.parametrize("variant", ["rmsnorm", "add", "add_fp8_copy", "rmsnorm_fp8"])
-@pytest.mark.parametrize("vec", [None, "16", "16s"])
+@pytest.mark.parametrize("vec", [None, "16", "16s", "16se"])
 def test_many_rows_same_dtypes(be, rng, monkeypatch, H, xd, variant, vec):
     if vec:
         monkeypatch.setenv("GATEDNORM_ROW_VEC", vec)
@@ -238,8 +242,8 @@ def test_many_rows_same_dtypes(be, rng, monkeypatch, H, xd, variant, vec):
     x[7] *= 1e3  # a row far from the others' scale
     kw = dict(fp8=True, group_size=128) if "fp8" in variant else {}
     run(be, x, r, w, in_place=False, y=variant != "rmsnorm_fp8", **kw)
-    if vec == "16s" and be.name == "gpu":  # the hook took the split layout
-        assert gatednorm.last_kernel() == "add_rmsnorm.row.vec16s"
+    if vec in ("16s", "16se") and be.name == "gpu":  # the hook took the split layout (no early build with FP8)
+        assert gatednorm.last_kernel() == "add_rmsnorm.row.vec" + ("16s" if "fp8" in variant else vec)
 
 
 # A misaligned input residual (rows 2 bytes past 16-byte alignment) sends add_rmsnorm to the

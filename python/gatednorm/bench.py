@@ -544,14 +544,15 @@ def _on_stream(f, stream, *args, **kw):
 
 
 # Kernel-choice modes of ours (the launchers' width hooks): "vec8" / "vec16" force the row kernel's VEC
-# (add_rmsnorm, rmsnorm, group_quant_fp8), "vec16s" its VEC 16 in the split layout, "e4" / "e8" / "e16" the elements a lane of the gated FP8
+# (add_rmsnorm, rmsnorm, group_quant_fp8), "vec16s" / "vec16se" its VEC 16 in the split layout
+# (weight read late / early), "e4" / "e8" / "e16" the elements a lane of the gated FP8
 # vec kernel owns (rmsnorm_gated_fp8), "gemv" the kernel the plan takes without the lean loop
 # (w4a16 where the lean loop applies, G = 128, M <= 16, no split, whole groups a warp: the gemv
 # kernel at M <= 8, the decode kernel at 9..16; elsewhere the column times the usual kernel),
 # "lean" the lean loop with its runtime trip count where the plan takes a build with it compiled
 # in (w4a16), through an environment variable the launcher reads at each call.  The variable is set just
 # before the call (a graph captures the kernel chosen then) and cleared for every other mode.
-_KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "vec16s": "16s", "e4": "4", "e8": "8", "e16": "16", "gemv": "gemv", "lean": "lean"}
+_KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "vec16s": "16s", "vec16se": "16se", "e4": "4", "e8": "8", "e16": "16", "gemv": "gemv", "lean": "lean"}
 
 
 # Every kernel-choice hook the launchers read (a getenv a call): the bench owns them while it
@@ -1126,7 +1127,7 @@ class AddRMSNormBench(OpBench):
     variants = ADD_VARIANTS
     cpu_variants = ("fp8_bf16", "plain")
     ours_modes = ("out",)
-    all_ours_modes = ("out", "pdl", "vec8", "vec16", "vec16s")
+    all_ours_modes = ("out", "pdl", "vec8", "vec16", "vec16s", "vec16se")
     copy_targets = (0.85, 0.9, 0.95)
     outputs = ("y", "q", "scales")
     not_read = ("residual0",)
@@ -1318,7 +1319,7 @@ class GroupQuantBench(OpBench):
     variants = ("col",)
     cpu_variants = ("col",)
     ours_modes = ("out",)
-    all_ours_modes = ("out", "pdl", "vec8", "vec16", "vec16s")
+    all_ours_modes = ("out", "pdl", "vec8", "vec16", "vec16s", "vec16se")
     copy_targets = (0.9,)
     outputs = ("q", "scales")
     peers = {"eager": lambda torch: _gq_eager(torch),
