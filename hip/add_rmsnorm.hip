@@ -5,8 +5,9 @@
 //    elements in registers (VEC = 8, one 16-byte load; VEC = 16 above 8192 and, where weight
 //    and copy share x's dtype, for many rows: preferred_vec), read once and written once.
 //    VEC 16 is contiguous, or without FP8 outputs two VEC 8 chunks a span apart (the split
-//    layout: 16-byte accesses a lane, split_pays).  The sum of squares reduces by xor-shuffles in groups of at most 32 lanes (32 divides every warp
-//    width) and then across 256-element spans in shared memory, in an order that does not
+//    layout: 16-byte accesses a lane, split_pays).  The sum of squares reduces by
+//    xor-shuffles in groups of at most 32 lanes (32 divides every warp width) and then
+//    across 256-element spans in shared memory, in an order that does not
 //    depend on VEC (row_sum_squares); a group of G elements is G / VEC adjacent lanes, so
 //    its amax is fp8_quant.h's lane reduction and never leaves registers.
 //  - fp32-residual row kernel (add_rmsnorm with an fp32 residual beside 16-bit x, hidden
@@ -136,13 +137,13 @@ __device__ __forceinline__ void quantize_chunk(const AddArgs &a, int64_t t, int 
     if ((col & (a.qa.group - 1)) == 0) store_scale(a.qa, t, col >> a.g_log2, scale);  // G: a power of two here
 }
 
-// ---- the split VEC 16 layout (SPLIT, opt-in: GATEDNORM_ROW_VEC=16s)
+// ---- the split VEC 16 layout (SPLIT: no FP8 outputs; by default where split_pays)
 // VEC 16 as two VEC 8 chunks a lane: lane j of 32-lane group g holds chunk j of span 2g (`lo`)
 // and chunk j of span 2g + 1 (`hi`, kSpan elements on).  Each load and store is then one
 // 16-byte access a lane, 512 contiguous bytes a 32-lane group, where the contiguous layout's
 // 32 bytes a lane store half of every sector an instruction (run 110's probe: 3.07 against
-// 3.95 TB/s for a copy).  The sum of squares, the group lanes (G / 8) and every output are
-// VEC 8's, lane for lane, so the bits are VEC 8's by construction.  `ok` / `ok_hi`: each
+// 3.95 TB/s for a copy).  The sum of squares and every output are VEC 8's, lane for lane, so
+// the bits are VEC 8's by construction.  `ok` / `ok_hi`: each
 // chunk lies before hidden (an odd count of spans leaves the last group's hi chunks out).
 using Words4 = uint32_t[4];
 
@@ -188,9 +189,10 @@ template <int MINB, int VEC>
 constexpr bool kLateWeight = MINB > 1 && VEC == 16;
 
 // The split layout's rest of a lane (add_row_finish's, below, for one chunk at a time): the
-// row sum, then each chunk's y, copy and FP8 outputs, so 8 floats are live where 16 spilled
-// at the 32-register cap.  y = stored * rstd * (weight + offset), as the other layouts.
-template <int XDT, int VEC, bool QUANT, int MINB>
+// row sum, then each chunk's y and copy.  y = stored * rstd * (weight + offset), as the
+// other layouts.  No FP8 outputs: slower than the contiguous layout with them (run 111),
+// and their builds spilled at the 32-register cap.
+template <int XDT, int VEC, int MINB>
 __device__ __forceinline__ void split_finish(const AddArgs &a, int64_t t, int col, bool ok, bool ok_hi, const uint32_t (&sw)[8],
                                              const char *wp, RawChunk<VEC> &wraw) {
     float rstd = 1.0f;
@@ -209,7 +211,6 @@ __device__ __forceinline__ void split_finish(const AddArgs &a, int64_t t, int co
             y[k] = a.normalize ? v * rstd * (word_element<XDT>(wraw.w, h * kChunk + k) + a.weight_offset) : v;
         }
         if (a.y && in) store_vec<XDT, kChunk>(a.y + t * a.y_st + c * 2, y);
-        if constexpr (QUANT) quantize_chunk<kChunk>(a, t, c, in, y);  // every lane (the group shuffles)
     }
 }
 
@@ -233,7 +234,7 @@ __device__ __forceinline__ void add_row_finish(const AddArgs &a, int64_t t, int 
         for (int i = 0; i < W; ++i) sw[i] = xw[i];
     }
     if constexpr (SPLIT) {
-        split_finish<XDT, VEC, QUANT, MINB>(a, t, col, ok, ok_hi, sw, wp, wraw);
+        split_finish<XDT, VEC, MINB>(a, t, col, ok, ok_hi, sw, wp, wraw);
         return;
     }
     float y[VEC];
@@ -266,6 +267,7 @@ __device__ __forceinline__ void add_row_finish(const AddArgs &a, int64_t t, int 
 // SPLIT: VEC 16 in the split layout (above).
 template <int XDT, int VEC, bool RES, bool QUANT, bool SAME, int MINB, bool SPLIT = false>
 __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, MINB * kMaxRowThreads) add_rmsnorm_row_kernel(const AddArgs a) {
+    static_assert(!SPLIT || (VEC == 16 && SAME && !QUANT), "the split layout: VEC 16, x's dtype throughout, no FP8 outputs");
     constexpr int W = VEC / 2;  // 32-bit words of a 16-bit chunk
     const int64_t t = blockIdx.x;
     const int col = lane_col<VEC, SPLIT>();
@@ -423,7 +425,7 @@ enum SplitBuild : int { kNoSplit = 0, kSplitLate = 1, kSplitEarly = 2 };
 // GATEDNORM_ROW_VEC (8 or 16; else 0): the tests' and the bench's hook to run the row kernel
 // at either width (both serve some shapes by default), read at every call (the bench's modes
 // set it).  "16s" / "16se": 16 in the split layout (late / early weight) where VEC 16 is taken
-// with weight and copy of x's dtype (`split`); a forced "16" is the contiguous layout.
+// with weight and copy of x's dtype and no FP8 outputs (else contiguous); "16": contiguous.
 int forced_row_vec(SplitBuild &split) {
     const char *v = getenv("GATEDNORM_ROW_VEC");
     split = !v ? kNoSplit : !strcmp(v, "16s") ? kSplitLate : !strcmp(v, "16se") ? kSplitEarly : kNoSplit;
@@ -487,8 +489,7 @@ int row_vec(const AddRmsnormProblem &p, int forced) {
     return row_kernel_fits(p, other) ? other : 0;
 }
 
-// split: VEC 16's split layout (same dtypes only), a 32-lane group per two spans; its early
-// weight build only without FP8 outputs (the late one serves that hook there).
+// split: VEC 16's split layout (same dtypes, no FP8 outputs), a 32-lane group per two spans.
 template <int XDT, int VEC, bool RES, bool QUANT>
 hipError_t launch_row_as(const AddArgs &a, bool same, SplitBuild split, unsigned grid, hipStream_t s, bool pdl) {
     const unsigned lanes = unsigned(a.hidden / VEC);
@@ -496,13 +497,13 @@ hipError_t launch_row_as(const AddArgs &a, bool same, SplitBuild split, unsigned
     if constexpr (VEC == 8) {
         return gn_launch(add_rmsnorm_row_kernel<XDT, 8, RES, QUANT, false, 2>, grid, block, s, a, pdl);
     } else {
-        if (split) {
-            const unsigned pairs = unsigned((a.hidden + 2 * kSpan - 1) / (2 * kSpan));
-            if constexpr (!QUANT) {
-                if (split == kSplitEarly)
-                    return gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, true, 1, true>, grid, pairs * kShuffleGroup, s, a, pdl);
+        if constexpr (!QUANT) {
+            if (split) {
+                const unsigned pairs = unsigned((a.hidden + 2 * kSpan - 1) / (2 * kSpan));
+                return split == kSplitEarly
+                           ? gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, false, true, 1, true>, grid, pairs * kShuffleGroup, s, a, pdl)
+                           : gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, false, true, 2, true>, grid, pairs * kShuffleGroup, s, a, pdl);
             }
-            return gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, true, 2, true>, grid, pairs * kShuffleGroup, s, a, pdl);
         }
         if (same) return gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, true, 2>, grid, block, s, a, pdl);
         return gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, false, 1>, grid, block, s, a, pdl);
@@ -530,14 +531,13 @@ hipError_t launch_row(const AddArgs &a, int vec, bool same, SplitBuild split, un
 }
 
 // gatednorm_last_kernel's name of the launch: op, kernel, VEC, the 56-register build, the
-// split layout's builds (late / early weight).
+// split layout's builds (late / early weight; never group quant, which has FP8 outputs).
 const char *kernel_name(bool normalize, int vec, bool same, SplitBuild split) {
-    static const char *const kNames[2][6] = {
-        {"group_quant_fp8.generic", "group_quant_fp8.row.vec8", "group_quant_fp8.row.vec16", "group_quant_fp8.row.vec16.dtypes",
-         "group_quant_fp8.row.vec16s", "group_quant_fp8.row.vec16s"},
-        {"add_rmsnorm.generic", "add_rmsnorm.row.vec8", "add_rmsnorm.row.vec16", "add_rmsnorm.row.vec16.dtypes", "add_rmsnorm.row.vec16s",
-         "add_rmsnorm.row.vec16se"}};
-    return kNames[normalize][vec == 0 ? 0 : vec == 8 ? 1 : split ? 3 + split : same ? 2 : 3];
+    if (split) return split == kSplitEarly ? "add_rmsnorm.row.vec16se" : "add_rmsnorm.row.vec16s";
+    static const char *const kNames[2][4] = {
+        {"group_quant_fp8.generic", "group_quant_fp8.row.vec8", "group_quant_fp8.row.vec16", "group_quant_fp8.row.vec16.dtypes"},
+        {"add_rmsnorm.generic", "add_rmsnorm.row.vec8", "add_rmsnorm.row.vec16", "add_rmsnorm.row.vec16.dtypes"}};
+    return kNames[normalize][vec == 0 ? 0 : vec == 8 ? 1 : same ? 2 : 3];
 }
 
 }  // namespace
@@ -626,11 +626,10 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
     }
     const int vec = row_vec(p, forced);
     const bool same = same_dtypes(p);
-    // The split layout's chunks are VEC 8's: its layout rule (groups of G / 8 lanes) must hold.
+    // The split layout: VEC 16 taken, x's dtype throughout, no FP8 outputs (its builds).
     SplitBuild split = kNoSplit;
-    if (vec == 16 && same && chunks_fit(p, 8)) split = forced ? force_split : split_pays(p) ? kSplitLate : kNoSplit;
-    if (split == kSplitEarly && p.has_quant) split = kSplitLate;  // no early build with FP8 outputs
-    AddArgs a = make_add_args(p, split ? 8 : vec);
+    if (vec == 16 && same && !p.has_quant) split = forced ? force_split : split_pays(p) ? kSplitLate : kNoSplit;
+    AddArgs a = make_add_args(p, vec);
     a.pdl = pdl;
     const unsigned grid = unsigned(p.tokens);
     hipError_t err;
