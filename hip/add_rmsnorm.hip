@@ -422,9 +422,9 @@ bool split_pays(const AddRmsnormProblem &p) {
 // SM holds one row and the late weight is one more DRAM round trip on its chain; run 112).
 enum SplitBuild : int { kNoSplit = 0, kSplitLate = 1, kSplitEarly = 2 };
 
-// GATEDNORM_ROW_VEC (8 or 16; else 0): the tests' and the bench's hook to run the row kernel
-// at either width (both serve some shapes by default), read at every call (the bench's modes
-// set it).  "16s" / "16se": 16 in the split layout (late / early weight) where VEC 16 is taken
+// GATEDNORM_ROW_VEC (8, 16, 16s, 16se; else 0): the tests' and the bench's hook to run the
+// row kernel at either width (both serve some shapes by default), read at every call (the
+// bench's modes set it).  "16s" / "16se": 16 in the split layout (late / early weight) where VEC 16 is taken
 // with weight and copy of x's dtype and no FP8 outputs (else contiguous); "16": contiguous.
 int forced_row_vec(SplitBuild &split) {
     const char *v = getenv("GATEDNORM_ROW_VEC");
