@@ -143,8 +143,8 @@ __device__ __forceinline__ void quantize_chunk(const AddArgs &a, int64_t t, int 
 // 16-byte access a lane, 512 contiguous bytes a 32-lane group, where the contiguous layout's
 // 32 bytes a lane store half of every sector an instruction (run 110's probe: 3.07 against
 // 3.95 TB/s for a copy).  The sum of squares and every output are VEC 8's, lane for lane, so
-// the bits are VEC 8's by construction.  `ok` / `ok_hi`: each
-// chunk lies before hidden (an odd count of spans leaves the last group's hi chunks out).
+// the bits are VEC 8's by construction.  `ok` / `ok_hi`: each chunk lies before hidden (an
+// odd count of spans leaves the last group's hi chunks out).
 using Words4 = uint32_t[4];
 
 __device__ __forceinline__ Words4 &words_half(uint32_t (&w)[8], int h) { return *reinterpret_cast<Words4 *>(w + 4 * h); }
@@ -633,7 +633,8 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
     a.pdl = pdl;
     const unsigned grid = unsigned(p.tokens);
     hipError_t err;
-    if (vec) err = p.x_dtype == kBF16 ? launch_row<kBF16>(a, vec, same, split, grid, s, pdl) : launch_row<kF16>(a, vec, same, split, grid, s, pdl);
+    if (vec)
+        err = p.x_dtype == kBF16 ? launch_row<kBF16>(a, vec, same, split, grid, s, pdl) : launch_row<kF16>(a, vec, same, split, grid, s, pdl);
     else err = gn_launch(add_rmsnorm_generic_kernel, grid, kGenericThreads, s, a, pdl);
     if (err != hipSuccess) return launch_fail(err, p.normalize ? "add_rmsnorm" : "group_quant_fp8", "x");
     const gatednorm_status st = check_launch(p.normalize ? "add_rmsnorm" : "group_quant_fp8");

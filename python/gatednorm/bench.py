@@ -545,8 +545,8 @@ def _on_stream(f, stream, *args, **kw):
 
 # Kernel-choice modes of ours (the launchers' width hooks): "vec8" / "vec16" force the row kernel's VEC
 # (add_rmsnorm, rmsnorm, group_quant_fp8), "vec16s" / "vec16se" its VEC 16 in the split layout
-# (weight read late / early; add_rmsnorm and rmsnorm without FP8 outputs), "e4" / "e8" / "e16" the elements a lane of the gated FP8
-# vec kernel owns (rmsnorm_gated_fp8), "gemv" the kernel the plan takes without the lean loop
+# (weight read late / early; add_rmsnorm and rmsnorm without FP8 outputs), "e4" / "e8" / "e16"
+# the elements a lane of the gated FP8 vec kernel owns (rmsnorm_gated_fp8), "gemv" the kernel the plan takes without the lean loop
 # (w4a16 where the lean loop applies, G = 128, M <= 16, no split, whole groups a warp: the gemv
 # kernel at M <= 8, the decode kernel at 9..16; elsewhere the column times the usual kernel),
 # "lean" the lean loop with its runtime trip count where the plan takes a build with it compiled
