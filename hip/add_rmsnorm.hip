@@ -387,8 +387,8 @@ bool aligned(const void *p, unsigned n) { return (reinterpret_cast<uintptr_t>(p)
 //  - a residual (two loads a lane at 8 already): plain add-RMSNorm 8 is as fast or faster
 //    everywhere (hidden 4096 T = 8192 67.7 / 72.4); with FP8 outputs 16 wins above hidden
 //    4096 (7168: T = 1024 21.7 / 20.6, T = 8192 141.8 / 137.9; 4096: 11.8 / 13.0 at 1024).
-// Small T keeps 8: more lanes, and the weight read beside x rather than after the row sum.
-// split_pays adds the rows where VEC 16's split layout is faster still (run 111).
+// Small T kept 8 (more lanes, the weight read beside x) until the split layout's early-weight build.
+// split_pays adds the rows where VEC 16's split layout is faster still (runs 111-112).
 // The sum of squares' order does not depend on VEC (row_sum_squares), so add_rmsnorm still
 // gives the bits rmsnorm gives on the stored residual (tests/test_add_rmsnorm.py).
 bool same_dtypes(const AddRmsnormProblem &p) {
@@ -402,25 +402,30 @@ bool vec16_pays(const AddRmsnormProblem &p) {
     return p.has_quant && wide && p.tokens >= 128;
 }
 
-// Where VEC 16's split layout measured faster than both contiguous widths (run 111, H100, us,
-// out / split): no FP8 outputs, weight and copy of x's dtype (its only build), and
-//  - hidden 7168 from 128 rows: rmsnorm T = 128 3.68 / 3.58, 1024 11.59 / 10.42, 8192
-//    80.78 / 80.37; plain add-RMSNorm 4.88 / 4.76, 22.53 / 21.45, 159.4 / 159.3;
-//  - rmsnorm at hidden <= 4096 in the one-wave range: T = 1024 7.21 / 6.62 (at 8192 the
-//    contiguous VEC 16 stays ahead, 48.0 / 49.5; at 128 VEC 8, 2.96 / 3.04).
-// With FP8 outputs it was slower at T <= 1024 (e.g. [1024, 4096] 13.85 / 14.43) and even
-// above; at T = 1 the weight read after the row sum costs it (rmsnorm [1, 7168] 2.74 / 2.86).
-bool split_pays(const AddRmsnormProblem &p) {
-    if (!same_dtypes(p) || p.has_quant || p.hidden > 8192) return false;
-    if (p.hidden > 4096) return p.tokens >= 128;
-    return !p.res && p.tokens >= 512 && p.tokens < 2048;
-}
-
 // Which build of the split layout runs: none (VEC 8 or contiguous VEC 16), the 32-register
-// one (the weight read after the row sum, 2048 lanes an SM), or, opt-in without FP8 outputs,
-// the one reading the weight beside x (up to 64 registers: a question for small T, where an
-// SM holds one row and the late weight is one more DRAM round trip on its chain; run 112).
+// one (the weight read after the row sum, 2048 lanes an SM), or the one reading the weight
+// beside x (43-46 registers: at small T an SM holds a row or two, and a weight read after
+// the row sum is one more DRAM round trip on the row's chain).
 enum SplitBuild : int { kNoSplit = 0, kSplitLate = 1, kSplitEarly = 2 };
+
+// Where VEC 16's split layout measured faster than both contiguous widths: no FP8 outputs
+// (slower with them at every T measured, run 111), weight and copy of x's dtype (its only
+// builds), hidden <= 8192, and
+//  - hidden 4096-8192 up to 256 rows: the early-weight build (run 112, H200, us, VEC 8 /
+//    early split / liger): rmsnorm [1, 4096] 2.33 / 2.22 / 2.14, [128, 4096] 2.84 / 2.71 /
+//    2.47, [1, 7168] 2.73 / 2.53 / 2.30, [128, 7168] 3.36 (late split) / 3.18 / 2.87; plain
+//    add [1, 7168] 2.94 / 2.70 / 2.59, [128, 7168] 4.23 (late) / 4.07 / 3.67.  From 1024
+//    rows its registers cost it (rmsnorm [1024, 7168] 9.15 late / 10.86 early);
+//  - the late-weight build (run 111, H100, us, before / split) at hidden 4097-8192 from 257
+//    rows (rmsnorm [1024, 7168] 11.59 / 10.42, plain add 22.53 / 21.45; at 8192 rows within
+//    1%), and rmsnorm at hidden <= 4096 in the one-wave range (T = 1024 7.21 / 6.62; at 8192
+//    the contiguous VEC 16 is as fast: H100 48.0 / 49.5, H200 36.12 / 35.31).
+SplitBuild split_pays(const AddRmsnormProblem &p) {
+    if (!same_dtypes(p) || p.has_quant || p.hidden > 8192) return kNoSplit;
+    if (p.hidden >= 4096 && p.tokens <= 256) return kSplitEarly;
+    if (p.hidden > 4096) return kSplitLate;
+    return !p.res && p.tokens >= 512 && p.tokens < 2048 ? kSplitLate : kNoSplit;
+}
 
 // GATEDNORM_ROW_VEC (8, 16, 16s, 16se; else 0): the tests' and the bench's hook to run the
 // row kernel at either width (both serve some shapes by default), read at every call (the
@@ -439,7 +444,7 @@ int preferred_vec(const AddRmsnormProblem &p, int forced) {
     if (H > 8192) return 16;
     const bool even16 = H % 16 == 0 && (!p.has_quant || p.quant.group % 16 == 0);
     if (forced) return forced == 16 && !even16 ? 8 : forced;
-    return even16 && (vec16_pays(p) || split_pays(p)) ? 16 : 8;
+    return even16 && (vec16_pays(p) || split_pays(p) != kNoSplit) ? 16 : 8;
 }
 
 // Whether every lane's `vec`-element chunk can be read and written whole (16-bit rows and
@@ -628,7 +633,7 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
     const bool same = same_dtypes(p);
     // The split layout: VEC 16 taken, x's dtype throughout, no FP8 outputs (its builds).
     SplitBuild split = kNoSplit;
-    if (vec == 16 && same && !p.has_quant) split = forced ? force_split : split_pays(p) ? kSplitLate : kNoSplit;
+    if (vec == 16 && same && !p.has_quant) split = forced ? force_split : split_pays(p);
     AddArgs a = make_add_args(p, vec);
     a.pdl = pdl;
     const unsigned grid = unsigned(p.tokens);
