@@ -279,6 +279,28 @@ def test_devicearray_capsule_lifetime():
     assert ref() is None and _dlpack.live_exports() == live
 
 
+def test_refused_capsule_keeps_the_consumers_error():
+    """A consumer that refuses our capsule drops it with its error pending (numpy: a GPU
+    tensor).  The user must get that error, not a SystemError, and the export must be freed
+    (the capsule destructor, written in Python, lost the error and leaked the tensor: found on
+    the GPU host, where np.from_dlpack of a GPU DeviceArray said "returned NULL without setting
+    an exception").  The tensor is labelled CUDA over host memory numpy never reads."""
+    buf = np.zeros(16, np.float32)
+
+    class GpuLabelled:
+        def __dlpack_device__(self):
+            return (2, 0)
+
+        def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+            return _dlpack.export(buf, buf.ctypes.data, 2, 0, (16,), (1,), 2, 32, max_version is not None)
+
+    live = _dlpack.live_exports()
+    with pytest.raises(Exception) as e:
+        np.from_dlpack(GpuLabelled())
+    assert not isinstance(e.value, SystemError) and "device" in str(e.value).lower(), repr(e.value)
+    assert _dlpack.live_exports() == live
+
+
 @needs_numpy_dlpack_1
 def test_devicearray_export_chain_release_does_not_deadlock():
     """Dropping the last consumer of an export whose owner is a view kept alive by another

@@ -7,6 +7,7 @@ API must be called with the GIL held, which cffi's ABI-mode calls would release)
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import threading
 
@@ -163,7 +164,13 @@ def _deleter_versioned(p):
 def _capsule_destructor(cap):
     """PyCapsule destructor: frees the tensor only if no consumer took it (name unchanged)."""
     try:
-        cap = _addr(cap)  # ctypes wants an int, not a cffi pointer
+        try:
+            cap = _addr(cap)  # ctypes wants an int, not a cffi pointer
+        except SystemError:
+            # Dropped with an error pending (_hold keeps this from happening where it can):
+            # CPython turned that error into this one at the first call, and it is lost; the
+            # tensor is still freed.
+            cap = _addr(cap)
         for name in (_ADDR_LEGACY, _ADDR_VERSIONED):
             if _raw_IsValid(cap, name):
                 _forget(_raw_GetPointer(cap, name))
@@ -203,12 +210,37 @@ def export(owner, data: int, device_type: int, device_id: int, shape, strides, c
     with _exported_lock:
         _exported[addr] = (m, shp, std, owner)
     try:
-        return _PyCapsule_New(addr, name, _DESTRUCTOR_ADDR)
+        cap = _PyCapsule_New(addr, name, _DESTRUCTOR_ADDR)
     except BaseException:
         _forget(addr)
         raise
+    _hold(cap)
+    return cap
+
+
+# The capsule last handed out, kept until the next export (or live_exports).  A consumer
+# that refuses a capsule drops it with its own error pending (numpy's "Unsupported device"
+# for a GPU tensor), and a destructor written in Python cannot run then: CPython turns the
+# pending error into a SystemError at the destructor's first call, the consumer returns
+# NULL without an exception, and the tensor leaked (found on the GPU host).  Held here, the
+# capsule's last reference goes at the next export, where no error is pending; a consumed
+# capsule (renamed) has nothing left to free.
+_held = [None]
+_held_lock = threading.Lock()
+
+
+def _hold(cap) -> None:
+    with _held_lock:
+        old, _held[0] = _held[0], cap
+    del old  # its destructor may run here (outside the lock: it may free an owner that exports)
+
+
+# Dropped before the interpreter's teardown, which a Python destructor cannot run in.
+atexit.register(_hold, None)
 
 
 def live_exports() -> int:
-    """Number of exported tensors not yet released (for tests)."""
+    """Number of exported tensors not yet released (for tests); the held capsule is dropped
+    first, so a capsule no one else holds counts as released."""
+    _hold(None)
     return len(_exported)

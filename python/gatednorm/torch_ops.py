@@ -371,6 +371,16 @@ def _(a, qweight, scales, zeros, perm, meta, bias=None, out_dtype=None):
     return a.new_empty((a.shape[0], prm.n), dtype=out_dtype or a.dtype)
 
 
+def _compiled_refusal(message: str):
+    """A function failing torch.compile's trace with ``message`` (torch._check(False, ...)).
+    Dynamo takes the message only from a lambda written in the traced code with no closure
+    (torch 2.9-2.10 refuse ``lambda: msg``: "Can't extract message from torch._check()"), so
+    the message is written into the lambda as a literal."""
+    env = {"torch": torch}
+    exec("def refuse():\n    torch._check(False, lambda: %r)\n" % (message,), env)
+    return env["refuse"]
+
+
 class W4A16Linear(torch.nn.Module):
     """``nn.Linear``'s forward over a W4A16Weight: ``y = x @ dequant(W)^T (+ bias)`` for x
     ``[..., K]`` bf16 / fp16 (leading dims flattened into M for the call and restored), through
@@ -393,15 +403,14 @@ class W4A16Linear(torch.nn.Module):
                 weight._check_scales_fit(_dtypes.to_numpy_dtype(dt))
                 self._fits[dt] = None
             except GatedNormError as e:
-                self._fits[dt] = e
+                self._fits[dt] = (e, _compiled_refusal(e.message))
 
     def forward(self, x):
         err = self._fits.get(x.dtype)  # x's dtype is static under compile: no graph break
         if err is not None:
             if torch.compiler.is_compiling():  # dynamo cannot trace a raise; torch._check can
-                msg = err.message  # a string constant for the message closure
-                torch._check(False, lambda: msg)
-            raise err
+                err[1]()
+            raise err[0]
         lead = x.shape[:-1]
         y = torch.ops.gatednorm.w4a16_matmul(x.reshape(-1, self.in_features), self.qweight, self.scales, self.zeros,
                                              self.perm, self.meta, self.bias)
