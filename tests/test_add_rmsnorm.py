@@ -229,10 +229,10 @@ def check_row_vec_changes_no_bit(be, rng, monkeypatch, H, kw):
     assert all(got[v] == got[None] for v in ("8", "16", "16s", "16se")), "the forced VEC changed a bit"
 
 
-# Many rows with weight and copy of x's dtype: on the GPU the row kernel's 32-register VEC 16
-# build (the weight read after the row sum), by default (hidden 7168 from 128 rows: split
-# without FP8 outputs, contiguous with them) or forced, contiguous or split.  Against the
-# reference, every output combination, fp16 and bf16.
+# Many rows (300) with weight and copy of x's dtype: on the GPU VEC 16, by default (hidden
+# 7168: the split layout's late-weight build without FP8 outputs, contiguous with them) or
+# forced (contiguous, split late or early weight).  Against the reference, every output
+# combination, fp16 and bf16.
 @pytest.mark.parametrize("H", [2048, 4096, 7168])
 @pytest.mark.parametrize("xd", ["bf16", "fp16"])
 @pytest.mark.parametrize("variant", ["rmsnorm", "add", "add_fp8_copy", "rmsnorm_fp8"])
