@@ -3,7 +3,7 @@
 //  - row kernel (the fast path: 16-bit x, a residual of x's dtype or none, hidden % VEC == 0,
 //    256 <= hidden <= 16384, 16-byte aligned rows): hidden / VEC lanes, each holding VEC
 //    elements in registers (VEC = 8, one 16-byte load; VEC = 16 above 8192 and, where weight
-//    and copy share x's dtype, for many rows: preferred_vec), read once and written once.
+//    and copy share x's dtype, for the shapes preferred_vec names), read once and written once.
 //    VEC 16 is contiguous, or without FP8 outputs two VEC 8 chunks a span apart (the split
 //    layout: 16-byte accesses a lane, split_pays).  The sum of squares reduces by
 //    xor-shuffles in groups of at most 32 lanes (32 divides every warp width) and then

@@ -180,8 +180,9 @@ def test_fp32_residual(be, rng, monkeypatch, H, T, xd, gpu_kernel, fp8):
 
 
 # GPU: the row kernel's VEC (8 or 16 elements a lane) changes no bit.  The GPU takes VEC 16
-# above hidden 8192 and, for many rows, where it measured faster (hip/add_rmsnorm.hip,
-# preferred_vec; 9 rows here: VEC 8 unless forced); the sum of squares has one order for both
+# above hidden 8192 and where it measured faster (hip/add_rmsnorm.hip, preferred_vec; 9 rows
+# here: the split layout's early-weight build by default at hidden 4096-8192 with weight and
+# copy of x's dtype and no FP8 outputs, else VEC 8 unless forced); the sum of squares has one order for both
 # (row_sum_squares); GATEDNORM_ROW_VEC (read at each call) forces either where legal (16
 # needs hidden % 16 == 0).  VEC 16 has two builds: weight and copy of x's dtype (32
 # registers, the weight read after the row sum) and any other dtypes (the fp32 copy here);

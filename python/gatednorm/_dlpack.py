@@ -167,7 +167,7 @@ def _capsule_destructor(cap):
         try:
             cap = _addr(cap)  # ctypes wants an int, not a cffi pointer
         except SystemError:
-            # Dropped with an error pending (_hold keeps this from happening where it can):
+            # Dropped with an error pending (_hold keeps that from happening where it can):
             # CPython turned that error into this one at the first call, and it is lost; the
             # tensor is still freed.
             cap = _addr(cap)
@@ -218,29 +218,44 @@ def export(owner, data: int, device_type: int, device_id: int, shape, strides, c
     return cap
 
 
-# The capsule last handed out, kept until the next export (or live_exports).  A consumer
-# that refuses a capsule drops it with its own error pending (numpy's "Unsupported device"
-# for a GPU tensor), and a destructor written in Python cannot run then: CPython turns the
-# pending error into a SystemError at the destructor's first call, the consumer returns
-# NULL without an exception, and the tensor leaked (found on the GPU host).  Held here, the
-# capsule's last reference goes at the next export, where no error is pending; a consumed
-# capsule (renamed) has nothing left to free.
-_held = [None]
-_held_lock = threading.Lock()
+# The capsules a thread handed out, kept until that thread's next export (or live_exports,
+# or exit).  A consumer that refuses a capsule drops it with its own error pending (numpy's
+# "Unsupported device" for a GPU tensor), and a destructor written in Python cannot run
+# then: CPython turns the pending error into a SystemError at the destructor's first call,
+# the consumer returns NULL without an exception, and the tensor leaked (found on the GPU
+# host).  Held here, a capsule's last reference goes at its thread's next export, where no
+# error is pending (the consumer refuses on the thread that asked for the capsule, so other
+# threads' exports never drop it); a consumed capsule (renamed) has nothing left to free.
+# An unconsumed capsule therefore keeps its memory until then.
+_tls = threading.local()
 
 
 def _hold(cap) -> None:
-    with _held_lock:
-        old, _held[0] = _held[0], cap
-    del old  # its destructor may run here (outside the lock: it may free an owner that exports)
+    """Holds ``cap`` (None: nothing) and drops what this thread held before.  A drop may run
+    a destructor that frees an owner whose finalizer exports again: such nested exports
+    only add their capsules, after this one, so none drops a capsule still being returned."""
+    held = _tls.__dict__.setdefault("held", [])
+    k = len(held)
+    if cap is not None:
+        held.append(cap)
+    if _tls.__dict__.get("dropping"):
+        return
+    _tls.dropping = True
+    try:
+        for _ in range(k):
+            old = held.pop(0)
+            del old  # its destructor may run here
+    finally:
+        _tls.dropping = False
 
 
-# Dropped before the interpreter's teardown, which a Python destructor cannot run in.
+# Dropped before the interpreter's teardown, which a Python destructor cannot run in (the
+# main thread's; another thread's go with its thread-local storage when it ends).
 atexit.register(_hold, None)
 
 
 def live_exports() -> int:
-    """Number of exported tensors not yet released (for tests); the held capsule is dropped
-    first, so a capsule no one else holds counts as released."""
+    """Number of exported tensors not yet released (for tests); this thread's held capsules
+    are dropped first, so a capsule no one else holds counts as released."""
     _hold(None)
     return len(_exported)

@@ -42,6 +42,7 @@ compiles), and the ops that mutate a residual refuse one that requires grad unde
 
 from __future__ import annotations
 
+import copy
 import threading
 import weakref
 from typing import Optional
@@ -371,14 +372,20 @@ def _(a, qweight, scales, zeros, perm, meta, bias=None, out_dtype=None):
     return a.new_empty((a.shape[0], prm.n), dtype=out_dtype or a.dtype)
 
 
-def _compiled_refusal(message: str):
-    """A function failing torch.compile's trace with ``message`` (torch._check(False, ...)).
-    Dynamo takes the message only from a lambda written in the traced code with no closure
-    (torch 2.9-2.10 refuse ``lambda: msg``: "Can't extract message from torch._check()"), so
-    the message is written into the lambda as a literal."""
-    env = {"torch": torch}
-    exec("def refuse():\n    torch._check(False, lambda: %r)\n" % (message,), env)
-    return env["refuse"]
+# message -> a function failing torch.compile's trace with it (_compiled_refusal)
+_REFUSALS: dict = {}
+
+
+def _compiled_refusal(message: str) -> None:
+    """Makes ``_REFUSALS[message]``: a function calling torch._check(False, ...) with
+    ``message``.  Dynamo takes the message only from a lambda written in the traced code with
+    no closure (torch 2.9-2.10 refuse ``lambda: msg``: "Can't extract message from
+    torch._check()"), so the message is written into the lambda as a literal.  Kept here, not
+    on the module, which must pickle (torch.save)."""
+    if message not in _REFUSALS:
+        env = {"torch": torch}
+        exec("def refuse():\n    torch._check(False, lambda: %r)\n" % (message,), env)
+        _REFUSALS[message] = env["refuse"]
 
 
 class W4A16Linear(torch.nn.Module):
@@ -403,14 +410,21 @@ class W4A16Linear(torch.nn.Module):
                 weight._check_scales_fit(_dtypes.to_numpy_dtype(dt))
                 self._fits[dt] = None
             except GatedNormError as e:
-                self._fits[dt] = (e, _compiled_refusal(e.message))
+                self._fits[dt] = e
+                _compiled_refusal(e.message)
+
+    def __setstate__(self, state):  # unpickled in another process: its refusals made again
+        super().__setstate__(state)
+        for e in self._fits.values():
+            if e is not None:
+                _compiled_refusal(e.message)
 
     def forward(self, x):
         err = self._fits.get(x.dtype)  # x's dtype is static under compile: no graph break
         if err is not None:
             if torch.compiler.is_compiling():  # dynamo cannot trace a raise; torch._check can
-                err[1]()
-            raise err[0]
+                _REFUSALS[err.message]()
+            raise copy.copy(err)  # a fresh one each call: a raised error keeps its traceback
         lead = x.shape[:-1]
         y = torch.ops.gatednorm.w4a16_matmul(x.reshape(-1, self.in_features), self.qweight, self.scales, self.zeros,
                                              self.perm, self.meta, self.bias)
