@@ -118,9 +118,9 @@ class DeviceArray:
     several Python threads at once, on different streams, are not ordered by it (one
     thread's record can replace another's); synchronize such threads yourself.
 
-    A ``__dlpack__`` capsule that no consumer takes keeps the memory alive until the same
-    thread's next export (a consumer refusing a capsule drops it with its error pending,
-    when the capsule's destructor, written in Python, cannot run without losing that error).
+    A ``__dlpack__`` capsule that no consumer takes keeps the memory alive until eight more
+    exports (a consumer refusing a capsule drops it with its error pending, when the
+    capsule's destructor, written in Python, cannot run without losing that error).
 
     The memory is freed (``cudaFree`` / ``hipFree``) when the last view goes.  Keep arrays
     alive across a CUDA/HIP graph capture: a free during a capture invalidates it (call

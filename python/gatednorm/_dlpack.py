@@ -218,44 +218,55 @@ def export(owner, data: int, device_type: int, device_id: int, shape, strides, c
     return cap
 
 
-# The capsules a thread handed out, kept until that thread's next export (or live_exports,
-# or exit).  A consumer that refuses a capsule drops it with its own error pending (numpy's
-# "Unsupported device" for a GPU tensor), and a destructor written in Python cannot run
-# then: CPython turns the pending error into a SystemError at the destructor's first call,
-# the consumer returns NULL without an exception, and the tensor leaked (found on the GPU
-# host).  Held here, a capsule's last reference goes at its thread's next export, where no
-# error is pending (the consumer refuses on the thread that asked for the capsule, so other
-# threads' exports never drop it); a consumed capsule (renamed) has nothing left to free.
-# An unconsumed capsule therefore keeps its memory until then.
-_tls = threading.local()
+# The last _HOLD_LAST capsules handed out are kept here.  A consumer that refuses a capsule
+# drops it with its own error pending (numpy's "Unsupported device" for a GPU tensor), and
+# a destructor written in Python cannot run then: CPython turns the pending error into a
+# SystemError at the destructor's first call, the consumer returns NULL without an
+# exception, and the tensor leaked (found on the GPU host).  Held, a capsule's last
+# reference goes _HOLD_LAST exports later (on any thread), where no error is pending: a
+# consumer refuses right after asking, so other threads would need that many exports in
+# between to drop it early.  A consumed capsule (renamed) has nothing left to free; an
+# unconsumed one keeps its memory until then.  Not thread-local: a thread's storage is torn
+# down where a destructor that exports again would leak (review).
+_HOLD_LAST = 8
+_held: list = []
+_held_lock = threading.Lock()
+_holding = [True]  # cleared at exit: capsules made during the teardown are not held
 
 
-def _hold(cap) -> None:
-    """Holds ``cap`` (None: nothing) and drops what this thread held before.  A drop may run
-    a destructor that frees an owner whose finalizer exports again: such nested exports
-    only add their capsules, after this one, so none drops a capsule still being returned."""
-    held = _tls.__dict__.setdefault("held", [])
-    k = len(held)
-    if cap is not None:
-        held.append(cap)
-    if _tls.__dict__.get("dropping"):
-        return
-    _tls.dropping = True
-    try:
-        for _ in range(k):
-            old = held.pop(0)
-            del old  # its destructor may run here
-    finally:
-        _tls.dropping = False
+def _hold(cap, keep: int = _HOLD_LAST) -> None:
+    """Holds ``cap`` (None: nothing) and drops all but the last ``keep`` held.  A drop may run
+    a destructor that frees an owner whose finalizer exports again: that export is held
+    after this one (the newest), so it never drops a capsule still being returned."""
+    with _held_lock:
+        if cap is not None and _holding[0]:
+            _held.append(cap)
+        n = max(len(_held) - keep, 0)
+        dropped = _held[:n]
+        del _held[:n]
+    del dropped  # destructors run here, outside the lock
 
 
-# Dropped before the interpreter's teardown, which a Python destructor cannot run in (the
-# main thread's; another thread's go with its thread-local storage when it ends).
-atexit.register(_hold, None)
+def _drop_held() -> None:
+    """Drops every held capsule, and those exported meanwhile by destructors' finalizers
+    (bounded: a chain of finalizers exporting forever is not waited for)."""
+    for _ in range(100):
+        if not _held:
+            return
+        _hold(None, 0)
+
+
+def _drop_at_exit() -> None:
+    # Before the interpreter's teardown, which a Python destructor cannot run in.
+    _holding[0] = False
+    _drop_held()
+
+
+atexit.register(_drop_at_exit)
 
 
 def live_exports() -> int:
-    """Number of exported tensors not yet released (for tests); this thread's held capsules
-    are dropped first, so a capsule no one else holds counts as released."""
-    _hold(None)
+    """Number of exported tensors not yet released (for tests); the held capsules are
+    dropped first, so a capsule no one else holds counts as released."""
+    _drop_held()
     return len(_exported)

@@ -388,6 +388,16 @@ def _compiled_refusal(message: str) -> None:
         _REFUSALS[message] = env["refuse"]
 
 
+def _rejudge_loaded_scales(module, incompatible_keys):
+    """W4A16Linear's load_state_dict post hook: the fits judged on the loaded scales (a plain
+    weight's; a tiled buffer carries the scales its prepack checked)."""
+    s = module.scales
+    if s is not None:
+        t = s.detach().cpu()
+        module._judge_scales(t.view(torch.int16).numpy().view(_dtypes.to_numpy_dtype(torch.bfloat16))
+                             if t.dtype == torch.bfloat16 else t.numpy())
+
+
 class W4A16Linear(torch.nn.Module):
     """``nn.Linear``'s forward over a W4A16Weight: ``y = x @ dequant(W)^T (+ bias)`` for x
     ``[..., K]`` bf16 / fp16 (leading dims flattened into M for the call and restored), through
@@ -403,15 +413,21 @@ class W4A16Linear(torch.nn.Module):
         for name, t in (("qweight", qweight), ("scales", scales), ("zeros", zeros), ("perm", perm), ("bias", bias)):
             self.register_buffer(name, t)
         # The activation dtypes the scales fit, judged here on the weight (w4a16_matmul's check;
-        # the op over raw parts has none: a scale past fp16's range gave NaN outputs; review).
+        # the op over raw parts has none: a scale past fp16's range gave NaN outputs; review),
+        # and again on a plain weight's scales when a state dict is loaded (a review: loaded
+        # scales that overflow fp16 gave NaN outputs, judged on the scales made with).
+        self._judge_scales(weight.scales)
+        self.register_load_state_dict_post_hook(_rejudge_loaded_scales)
+
+    def _judge_scales(self, scales):
+        from .w4a16 import scales_overflow
+
         self._fits = {}
         for dt in (torch.bfloat16, torch.float16):
-            try:
-                weight._check_scales_fit(_dtypes.to_numpy_dtype(dt))
-                self._fits[dt] = None
-            except GatedNormError as e:
-                self._fits[dt] = e
-                _compiled_refusal(e.message)
+            err = scales_overflow(scales, _dtypes.to_numpy_dtype(dt))
+            self._fits[dt] = err
+            if err is not None:
+                _compiled_refusal(err.message)
 
     def __setstate__(self, state):  # unpickled in another process: its refusals made again
         super().__setstate__(state)

@@ -202,6 +202,20 @@ def _group_size(group_size, k):
     return g
 
 
+def scales_overflow(scales, dt):
+    """The error naming the first of ``scales`` that overflows the activations' dtype ``dt``
+    when rounded into it, or None (a bf16 or fp32 scale past fp16's 65504 with fp16
+    activations: every weight of its group inf, its outputs NaN; import had checked only
+    that they are finite in fp32; review)."""
+    with np.errstate(over="ignore"):  # the overflow is what is looked for
+        ok = np.isfinite(np.asarray(scales, np.float32).astype(dt))
+    if ok.all():
+        return None
+    bad = tuple(int(i) for i in np.argwhere(~ok)[0])
+    return argument_error("scales: scale at %s (%s) overflows %s, the activations' dtype it is rounded to: its "
+                          "group would dequantize to inf" % (bad, scales[bad], dt.name))
+
+
 class W4A16Weight:
     """An int4 weight ``W [N, K]`` (N output features, K input features) for w4a16_matmul.
 
@@ -474,17 +488,12 @@ class W4A16Weight:
 
     def _check_scales_fit(self, dt):
         """Refuse, naming scales, a weight whose scales overflow the activations' dtype when
-        rounded into it (a bf16 or fp32 scale past fp16's 65504 with fp16 activations: every
-        weight of its group inf, its outputs NaN; import had checked only that they are finite
-        in fp32; review).  Once per weight and dtype."""
+        rounded into it (scales_overflow).  Once per weight and dtype."""
         fits = self.__dict__.setdefault("_scales_fit", {})
         if dt.name not in fits:
-            with np.errstate(over="ignore"):  # the overflow is what is looked for
-                ok = np.isfinite(np.asarray(self.scales, np.float32).astype(dt))
-            if not ok.all():
-                bad = tuple(int(i) for i in np.argwhere(~ok)[0])
-                raise argument_error("scales: scale at %s (%s) overflows %s, the activations' dtype it is rounded to: its "
-                                     "group would dequantize to inf" % (bad, self.scales[bad], dt.name))
+            err = scales_overflow(self.scales, dt)
+            if err is not None:
+                raise err
             fits[dt.name] = True
 
     def _describe(self, params):
