@@ -384,13 +384,34 @@ def test_held_capsules_released_across_threads_and_exit():
             t.start()
             t.join()
         assert _dlpack.live_exports() == live, (_dlpack.live_exports(), live)
+        import gc  # a collection inside the locks, whose finalizer exports (a review: it hung)
+        class Cycle:
+            def __init__(self):
+                self.me = self
+            def __del__(self):
+                _dlpack.export(None, buf.ctypes.data, 1, 0, (4,), (1,), 2, 32, False)
+        class Pad:
+            pass
+        keep = []
+        for threshold in range(1, 40):  # some collection falls inside a lock
+            gc.set_threshold(threshold)
+            for k in range(60):
+                gc.collect()
+                Cycle()
+                keep.extend(Pad() for _ in range(k))
+                _dlpack.export(None, buf.ctypes.data, 1, 0, (4,), (1,), 2, 32, False)
+        gc.set_threshold(700)
+        del keep
         _dlpack.export(Owner(2), buf.ctypes.data, 1, 0, (4,), (1,), 2, 32, False)  # held at exit
         print("released", flush=True)
     """)
     env = dict(os.environ, GATEDNORM_LIBRARY=_ffi.library_path(),
                PYTHONPATH=os.pathsep.join([str(Path(gatednorm.__file__).resolve().parents[1]),
                                            os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    try:
+        r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("an export from a finalizer run by a collection deadlocked")
     assert r.returncode == 0 and "released" in r.stdout and "late export" in r.stdout, (r.returncode, r.stdout + r.stderr)
 
 

@@ -888,6 +888,35 @@ def test_scales_that_overflow_fp16_are_refused_for_fp16_activations(rng):
     assert np.isfinite(gatednorm.w4a16_matmul(np.ones((2, 64), BF16), w).astype(np.float32)).all()
 
 
+@pytest.mark.parametrize("zeros", [True, False])
+def test_scales_whose_products_overflow_fp16_are_refused(rng, zeros):
+    """A scale that fits fp16 (1e4) while |q - z| times it does not (up to 15e4): the product
+    rounded into fp16 is inf, so the group dequantized to inf and the outputs to NaN; the
+    scale's own check let it through (review).  Refused exactly where the float64 reference's
+    dequantized weight is not finite, naming the group's scale; bf16 fine."""
+    q, z, s = rand_quant(rng, 8, 64, 32, sdtype=BF16)
+    if not zeros:
+        z[:] = 8
+    s[2, 1] = 5000.0
+    q[2, 32:64] = z[2, 1] + 3 if z[2, 1] <= 12 else z[2, 1] - 3  # |q - z| = 3 over the group: 15000 fits
+    s[5, 0] = 1e4
+    q[5, 0:32] = z[5, 0]  # all |q - z| = 0, one of 7 (7e4 overflows) below
+    q[5, 7] = z[5, 0] + 7 if z[5, 0] <= 8 else z[5, 0] - 7
+    plain = (q[:, 0::2] | (q[:, 1::2] << 4)).astype(np.uint8)
+    zz = z.astype(np.uint8) if zeros else None
+    with np.errstate(over="ignore"):
+        want = reference.w4a16_dequantize(plain, s, zz, "float16")  # [K, N]
+    assert not np.isfinite(want[:, 5]).all() and np.isfinite(want[:, 2]).all()  # the case is what it says
+    w = gatednorm.W4A16Weight(plain, s, zz)
+    with pytest.raises(gatednorm.GatedNormError, match=r"^scales: scale at \(5, 0\) .* largest \|code - zero point\| \(7\) "
+                                                       r"overflows float16"):
+        w.dequantize("float16")
+    s[5, 0] = 9000.0  # 7 x 9024 (its bf16) = 63168 fits
+    w = gatednorm.W4A16Weight(plain, s, zz)
+    assert np.array_equal(w.dequantize("float16"), reference.w4a16_dequantize(plain, s, zz, "float16"))
+    assert np.isfinite(w.dequantize("bfloat16")).all()
+
+
 def test_odd_k_names_the_argument_it_came_from(rng):
     """An odd K (two codes a byte) was reported as "K: ...", naming no argument (review)."""
     ws = np.zeros((8, 255 // 8 + 1), np.int32)  # packed along K: ceil(255 / 8) words a row

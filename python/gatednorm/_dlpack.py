@@ -129,7 +129,9 @@ _exported: dict = {}
 # Guards _exported.  Never hold it while a keep-alive tuple may be freed: dropping the owner
 # can free another exported tensor (an owner that is itself a view of a consumed export),
 # whose deleter or capsule destructor then takes this lock again on the same thread.
-_exported_lock = threading.Lock()
+# Re-entrant: a collection may run, inside it, a finalizer that exports (a review: a plain
+# lock hung the thread).
+_exported_lock = threading.RLock()
 
 
 def _addr(p) -> int:
@@ -230,7 +232,7 @@ def export(owner, data: int, device_type: int, device_id: int, shape, strides, c
 # down where a destructor that exports again would leak (review).
 _HOLD_LAST = 8
 _held: list = []
-_held_lock = threading.Lock()
+_held_lock = threading.RLock()  # re-entrant: a collection inside may run a finalizer that exports
 _holding = [True]  # cleared at exit: capsules made during the teardown are not held
 
 
@@ -238,12 +240,12 @@ def _hold(cap, keep: int = _HOLD_LAST) -> None:
     """Holds ``cap`` (None: nothing) and drops all but the last ``keep`` held.  A drop may run
     a destructor that frees an owner whose finalizer exports again: that export is held
     after this one (the newest), so it never drops a capsule still being returned."""
+    dropped = []
     with _held_lock:
         if cap is not None and _holding[0]:
             _held.append(cap)
-        n = max(len(_held) - keep, 0)
-        dropped = _held[:n]
-        del _held[:n]
+        while len(_held) > keep:  # (no object made here: no collection can run a finalizer midway)
+            dropped.append(_held.pop(0))
     del dropped  # destructors run here, outside the lock
 
 

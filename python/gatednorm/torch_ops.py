@@ -391,11 +391,11 @@ def _compiled_refusal(message: str) -> None:
 def _rejudge_loaded_scales(module, incompatible_keys):
     """W4A16Linear's load_state_dict post hook: the fits judged on the loaded scales (a plain
     weight's; a tiled buffer carries the scales its prepack checked)."""
-    s = module.scales
-    if s is not None:
-        t = s.detach().cpu()
-        module._judge_scales(t.view(torch.int16).numpy().view(_dtypes.to_numpy_dtype(torch.bfloat16))
-                             if t.dtype == torch.bfloat16 else t.numpy())
+    if module.scales is not None:
+        host = [None if t is None else t.detach().cpu() for t in (module.qweight, module.scales, module.zeros)]
+        host[1] = (host[1].view(torch.int16).numpy().view(_dtypes.to_numpy_dtype(torch.bfloat16))
+                   if host[1].dtype == torch.bfloat16 else host[1].numpy())
+        module._judge_scales(host[0].numpy(), host[1], None if host[2] is None else host[2].numpy())
 
 
 class W4A16Linear(torch.nn.Module):
@@ -416,15 +416,15 @@ class W4A16Linear(torch.nn.Module):
         # the op over raw parts has none: a scale past fp16's range gave NaN outputs; review),
         # and again on a plain weight's scales when a state dict is loaded (a review: loaded
         # scales that overflow fp16 gave NaN outputs, judged on the scales made with).
-        self._judge_scales(weight.scales)
+        self._judge_scales(weight.q, weight.scales, weight.zeros)
         self.register_load_state_dict_post_hook(_rejudge_loaded_scales)
 
-    def _judge_scales(self, scales):
+    def _judge_scales(self, q, scales, zeros):
         from .w4a16 import scales_overflow
 
         self._fits = {}
         for dt in (torch.bfloat16, torch.float16):
-            err = scales_overflow(scales, _dtypes.to_numpy_dtype(dt))
+            err = scales_overflow(q, scales, zeros, _dtypes.to_numpy_dtype(dt))
             self._fits[dt] = err
             if err is not None:
                 _compiled_refusal(err.message)

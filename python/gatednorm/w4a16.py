@@ -202,18 +202,40 @@ def _group_size(group_size, k):
     return g
 
 
-def scales_overflow(scales, dt):
-    """The error naming the first of ``scales`` that overflows the activations' dtype ``dt``
-    when rounded into it, or None (a bf16 or fp32 scale past fp16's 65504 with fp16
-    activations: every weight of its group inf, its outputs NaN; import had checked only
-    that they are finite in fp32; review)."""
-    with np.errstate(over="ignore"):  # the overflow is what is looked for
-        ok = np.isfinite(np.asarray(scales, np.float32).astype(dt))
-    if ok.all():
+def scales_overflow(q, scales, zeros, dt):
+    """The error naming the first group whose weights overflow the activations' dtype ``dt``
+    when dequantized, or None.  The scale is held in ``dt`` and ``(q - z) * s`` rounded once
+    into it (docs/ops.md section 4), so a group overflows where its scale does (a bf16 or
+    fp32 scale past fp16's 65504 with fp16 activations) or where its largest ``|q - z|``
+    (up to 15) times the scale does (a review: 1e4 passed the scale's own check); either way
+    its weights dequantize to inf and the outputs to NaN.  q: plain ``[N, K/2]``; zeros:
+    ``[N, K/G]`` codes or None (z = 8).  Only groups whose scale times 15 overflows are
+    unpacked."""
+    from .reference import int4_unpack
+
+    s32 = np.asarray(scales, np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # the overflow is what is looked for
+        s16 = s32.astype(dt).astype(np.float32)
+        rows, cols = np.nonzero(~np.isfinite((s16 * 15).astype(dt)))
+    if rows.size == 0:
         return None
-    bad = tuple(int(i) for i in np.argwhere(~ok)[0])
-    return argument_error("scales: scale at %s (%s) overflows %s, the activations' dtype it is rounded to: its "
-                          "group would dequantize to inf" % (bad, scales[bad], dt.name))
+    n, groups = s32.shape
+    codes = int4_unpack(np.asarray(q, np.uint8).reshape(n, groups, -1)[rows, cols])  # [candidates, G]
+    z = 8 if zeros is None else np.asarray(zeros, np.int64)[rows, cols, None] & 0xF
+    m = np.abs(codes - z).max(axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~np.isfinite((m * s16[rows, cols]).astype(dt))
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))  # rows, cols in C order: the first bad group
+    at = (int(rows[i]), int(cols[i]))
+    scale = np.asarray(scales)[at]
+    if np.isfinite(s16[at]):
+        why = "times its group's largest |code - zero point| (%d) overflows %s" % (m[i], dt.name)
+    else:
+        why = "overflows %s" % dt.name
+    return argument_error("scales: scale at %s (%s) %s, the activations' dtype it is rounded to: its group would "
+                          "dequantize to inf" % (at, scale, why))
 
 
 class W4A16Weight:
@@ -491,7 +513,7 @@ class W4A16Weight:
         rounded into it (scales_overflow).  Once per weight and dtype."""
         fits = self.__dict__.setdefault("_scales_fit", {})
         if dt.name not in fits:
-            err = scales_overflow(self.scales, dt)
+            err = scales_overflow(self.q, self.scales, self.zeros, dt)
             if err is not None:
                 raise err
             fits[dt.name] = True
