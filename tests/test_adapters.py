@@ -345,14 +345,20 @@ def test_devicearray_export_chain_release_does_not_deadlock():
         assert _dlpack.live_exports() == live, (_dlpack.live_exports(), live)
         print("released")
     """)
+    r = _run_exports_script(script, "releasing a chain of DLPack exports deadlocked")
+    assert r.returncode == 0 and "released" in r.stdout, r.stdout + r.stderr
+
+
+def _run_exports_script(script, hang_message):
+    """Runs ``script`` in a fresh interpreter on this library (exit and teardown included);
+    a run past 60 s fails the test with ``hang_message``."""
     env = dict(os.environ, GATEDNORM_LIBRARY=_ffi.library_path(),
                PYTHONPATH=os.pathsep.join([str(Path(gatednorm.__file__).resolve().parents[1]),
                                            os.environ.get("PYTHONPATH", "")]))
     try:
-        r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+        return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
-        pytest.fail("releasing a chain of DLPack exports deadlocked")
-    assert r.returncode == 0 and "released" in r.stdout, r.stdout + r.stderr
+        pytest.fail(hang_message)
 
 
 def test_held_capsules_released_across_threads_and_exit():
@@ -405,13 +411,7 @@ def test_held_capsules_released_across_threads_and_exit():
         _dlpack.export(Owner(2), buf.ctypes.data, 1, 0, (4,), (1,), 2, 32, False)  # held at exit
         print("released", flush=True)
     """)
-    env = dict(os.environ, GATEDNORM_LIBRARY=_ffi.library_path(),
-               PYTHONPATH=os.pathsep.join([str(Path(gatednorm.__file__).resolve().parents[1]),
-                                           os.environ.get("PYTHONPATH", "")]))
-    try:
-        r = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        pytest.fail("an export from a finalizer run by a collection deadlocked")
+    r = _run_exports_script(script, "an export from a finalizer run by a collection deadlocked")
     assert r.returncode == 0 and "released" in r.stdout and "late export" in r.stdout, (r.returncode, r.stdout + r.stderr)
 
 
