@@ -917,6 +917,17 @@ def test_scales_whose_products_overflow_fp16_are_refused(rng, zeros):
     assert np.isfinite(w.dequantize("bfloat16")).all()
 
 
+def test_product_overflow_check_with_an_odd_group_size():
+    """G = 3: bytes straddle groups, which the check's first unpacking of a group's bytes
+    alone could not take (a review: a ValueError where the weight was fine)."""
+    q = np.full((1, 3), 0xFF, np.uint8)  # K = 6, codes all 15
+    zeros = np.zeros((1, 2), np.uint8)  # |q - z| = 15
+    fine = gatednorm.W4A16Weight(q, np.array([[5000.0, 1.0]], np.float32))  # z = 8: 7 x 5000 fits
+    assert np.array_equal(fine.dequantize("float16"), reference.w4a16_dequantize(fine.q, fine.scales, None, "float16"))
+    with pytest.raises(gatednorm.GatedNormError, match=r"^scales: scale at \(0, 1\) .* \(15\) overflows float16"):
+        gatednorm.W4A16Weight(q, np.array([[1.0, 5000.0]], np.float32), zeros).dequantize("float16")
+
+
 def test_odd_k_names_the_argument_it_came_from(rng):
     """An odd K (two codes a byte) was reported as "K: ...", naming no argument (review)."""
     ws = np.zeros((8, 255 // 8 + 1), np.int32)  # packed along K: ceil(255 / 8) words a row

@@ -422,12 +422,11 @@ class W4A16Linear(torch.nn.Module):
     def _judge_scales(self, q, scales, zeros):
         from .w4a16 import scales_overflow
 
-        self._fits = {}
-        for dt in (torch.bfloat16, torch.float16):
-            err = scales_overflow(q, scales, zeros, _dtypes.to_numpy_dtype(dt))
-            self._fits[dt] = err
+        fits = {dt: scales_overflow(q, scales, zeros, _dtypes.to_numpy_dtype(dt)) for dt in (torch.bfloat16, torch.float16)}
+        for err in fits.values():
             if err is not None:
                 _compiled_refusal(err.message)
+        self._fits = fits  # whole or not at all: a failed judgement keeps the last one
 
     def __setstate__(self, state):  # unpickled in another process: its refusals made again
         super().__setstate__(state)

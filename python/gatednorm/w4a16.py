@@ -219,10 +219,14 @@ def scales_overflow(q, scales, zeros, dt):
         rows, cols = np.nonzero(~np.isfinite((s16 * 15).astype(dt)))
     if rows.size == 0:
         return None
-    n, groups = s32.shape
-    codes = int4_unpack(np.asarray(q, np.uint8).reshape(n, groups, -1)[rows, cols])  # [candidates, G]
-    z = 8 if zeros is None else np.asarray(zeros, np.int64)[rows, cols, None] & 0xF
-    m = np.abs(codes - z).max(axis=1)
+    groups = s32.shape[1]
+    q = np.asarray(q, np.uint8)
+    m = np.empty(rows.size, np.int64)  # each candidate group's largest |q - z|
+    for lo in range(0, rows.size, 256):  # whole rows unpacked (an odd G splits a byte), a few at a time
+        r, c = rows[lo:lo + 256], cols[lo:lo + 256]
+        codes = int4_unpack(q[r]).reshape(r.size, groups, -1)[np.arange(r.size), c]  # [candidates, G]
+        z = 8 if zeros is None else np.asarray(zeros, np.int64)[r, c, None] & 0xF
+        m[lo:lo + 256] = np.abs(codes - z).max(axis=1)
     with np.errstate(over="ignore", invalid="ignore"):
         bad = ~np.isfinite((m * s16[rows, cols]).astype(dt))
     if not bad.any():
