@@ -239,7 +239,8 @@ _holding = [True]  # cleared at exit: capsules made during the teardown are not 
 def _hold(cap, keep: int = _HOLD_LAST) -> None:
     """Holds ``cap`` (None: nothing) and drops all but the last ``keep`` held.  A drop may run
     a destructor that frees an owner whose finalizer exports again: that export is held
-    after this one (the newest), so it never drops a capsule still being returned."""
+    after this one (the newest), so the capsule being returned loses its hold only if such
+    finalizers export ``keep`` times or more (it stays alive: only the hold is lost)."""
     dropped = []
     with _held_lock:
         if cap is not None and _holding[0]:
