@@ -51,7 +51,6 @@ import numpy as np
 import torch
 
 from . import _dtypes, ops, ops_fp8
-from ._ffi import GatedNormError
 
 __all__ = ["rmsnorm_gated", "rmsnorm_gated_fp8", "rmsnorm_gated_fp8_copy", "rmsnorm", "add_rmsnorm", "rmsnorm_fp8",
            "rmsnorm_fp8_copy", "add_rmsnorm_fp8", "add_rmsnorm_fp8_copy", "group_quant_fp8",
