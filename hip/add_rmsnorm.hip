@@ -93,14 +93,11 @@ __device__ __forceinline__ float row_sum_squares(const uint32_t (&r)[VEC / 2], i
         const float lo = span_butterfly<kShuffleGroup>(chunk_squares<XDT>(r));
         const float hi = span_butterfly<kShuffleGroup>(chunk_squares<XDT>(r + kChunk / 2));
         return sum_span_partials<kShuffleGroup, true>(lo, hidden, hi);
+    } else if constexpr (VEC == 8) {
+        return sum_span_partials<kLanes>(span_butterfly<kLanes>(chunk_squares<XDT>(r)), hidden);
     } else {
-        float v;
-        if constexpr (VEC == 8) {
-            v = span_butterfly<kLanes>(chunk_squares<XDT>(r));
-        } else {
-            v = span_butterfly<kLanes>(chunk_squares<XDT>(r)) + span_butterfly<kLanes>(chunk_squares<XDT>(r + kChunk / 2));
-        }
-        return sum_span_partials<kLanes>(v, hidden);
+        return sum_span_partials<kLanes>(
+            span_butterfly<kLanes>(chunk_squares<XDT>(r)) + span_butterfly<kLanes>(chunk_squares<XDT>(r + kChunk / 2)), hidden);
     }
 }
 

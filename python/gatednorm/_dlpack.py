@@ -233,7 +233,7 @@ def export(owner, data: int, device_type: int, device_id: int, shape, strides, c
 _HOLD_LAST = 8
 _held: list = []
 _held_lock = threading.RLock()  # re-entrant: a collection inside may run a finalizer that exports
-_holding = [True]  # cleared at exit: capsules made during the teardown are not held
+_holding = True  # cleared at exit: capsules made during the teardown are not held
 
 
 def _hold(cap, keep: int = _HOLD_LAST) -> None:
@@ -243,7 +243,7 @@ def _hold(cap, keep: int = _HOLD_LAST) -> None:
     finalizers export ``keep`` times or more (it stays alive: only the hold is lost)."""
     dropped = []
     with _held_lock:
-        if cap is not None and _holding[0]:
+        if cap is not None and _holding:
             _held.append(cap)
         while len(_held) > keep:  # (no object made here: no collection can run a finalizer midway)
             dropped.append(_held.pop(0))
@@ -261,7 +261,8 @@ def _drop_held() -> None:
 
 def _drop_at_exit() -> None:
     # Before the interpreter's teardown, which a Python destructor cannot run in.
-    _holding[0] = False
+    global _holding
+    _holding = False
     _drop_held()
 
 

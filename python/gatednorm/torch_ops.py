@@ -390,11 +390,12 @@ def _compiled_refusal(message: str) -> None:
 def _rejudge_loaded_scales(module, incompatible_keys):
     """W4A16Linear's load_state_dict post hook: the fits judged on the loaded scales (a plain
     weight's; a tiled buffer carries the scales its prepack checked)."""
-    if module.scales is not None:
-        host = [None if t is None else t.detach().cpu() for t in (module.qweight, module.scales, module.zeros)]
-        host[1] = (host[1].view(torch.int16).numpy().view(_dtypes.to_numpy_dtype(torch.bfloat16))
-                   if host[1].dtype == torch.bfloat16 else host[1].numpy())
-        module._judge_scales(host[0].numpy(), host[1], None if host[2] is None else host[2].numpy())
+    if module.scales is None:
+        return
+    s = module.scales.detach().cpu()
+    scales = s.view(torch.int16).numpy().view(_dtypes.to_numpy_dtype(s.dtype)) if s.dtype == torch.bfloat16 else s.numpy()
+    zeros = None if module.zeros is None else module.zeros.detach().cpu().numpy()
+    module._judge_scales(module.qweight.detach().cpu().numpy(), scales, zeros)
 
 
 class W4A16Linear(torch.nn.Module):

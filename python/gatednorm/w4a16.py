@@ -221,12 +221,12 @@ def scales_overflow(q, scales, zeros, dt):
         return None
     groups = s32.shape[1]
     q = np.asarray(q, np.uint8)
+    z = np.full(rows.size, 8, np.int64) if zeros is None else np.asarray(zeros)[rows, cols].astype(np.int64) & 0xF
     m = np.empty(rows.size, np.int64)  # each candidate group's largest |q - z|
     for lo in range(0, rows.size, 256):  # whole rows unpacked (an odd G splits a byte), a few at a time
         r, c = rows[lo:lo + 256], cols[lo:lo + 256]
         codes = int4_unpack(q[r]).reshape(r.size, groups, -1)[np.arange(r.size), c]  # [candidates, G]
-        z = 8 if zeros is None else np.asarray(zeros, np.int64)[r, c, None] & 0xF
-        m[lo:lo + 256] = np.abs(codes - z).max(axis=1)
+        m[lo:lo + 256] = np.abs(codes - z[lo:lo + 256, None]).max(axis=1)
     with np.errstate(over="ignore", invalid="ignore"):
         bad = ~np.isfinite((m * s16[rows, cols]).astype(dt))
     if not bad.any():
