@@ -134,7 +134,7 @@ __device__ __forceinline__ void quantize_chunk(const AddArgs &a, int64_t t, int 
     if ((col & (a.qa.group - 1)) == 0) store_scale(a.qa, t, col >> a.g_log2, scale);  // G: a power of two here
 }
 
-// ---- the split VEC 16 layout (SPLIT: FP8 outputs only in the early-weight build; by default where split_pays)
+// ---- the split VEC 16 layout (SPLIT: no FP8 outputs; by default where split_pays)
 // VEC 16 as two VEC 8 chunks a lane: lane j of 32-lane group g holds chunk j of span 2g (`lo`)
 // and chunk j of span 2g + 1 (`hi`, kSpan elements on).  Each load and store is then one
 // 16-byte access a lane, 512 contiguous bytes a 32-lane group, where the contiguous layout's
@@ -186,15 +186,12 @@ template <int MINB, int VEC>
 constexpr bool kLateWeight = MINB > 1 && VEC == 16;
 
 // The split layout's rest of a lane (add_row_finish's, below, for one chunk at a time): the
-// row sum, then each chunk's y, copy and FP8 outputs.  y = stored * rstd * (weight + offset),
-// as the other layouts.  A chunk's FP8 outputs are VEC 8's (a group is G / 8 adjacent lanes
-// of one half, G <= 256 = a span, a.gl = G / 8), so the codes and scales are VEC 8's bits.
-// FP8 outputs only in the early-weight build (MINB 1): the late one spilled at the
-// 32-register cap, and was slower than the contiguous layout with them (run 111).
-template <int XDT, int VEC, bool QUANT, int MINB>
+// row sum, then each chunk's y and copy.  y = stored * rstd * (weight + offset), as the
+// other layouts.  No FP8 outputs: slower than the contiguous layout with them (run 111),
+// and their builds spilled at the 32-register cap.
+template <int XDT, int VEC, int MINB>
 __device__ __forceinline__ void split_finish(const AddArgs &a, int64_t t, int col, bool ok, bool ok_hi, const uint32_t (&sw)[8],
                                              const char *wp, RawChunk<VEC> &wraw) {
-    static_assert(!QUANT || MINB == 1, "FP8 outputs in the split layout: the early-weight build only");
     float rstd = 1.0f;
     if (a.normalize) {
         rstd = rsqrtf(fmaf(row_sum_squares<XDT, VEC, true>(sw, a.hidden), a.inv_hidden, a.eps));
@@ -211,7 +208,6 @@ __device__ __forceinline__ void split_finish(const AddArgs &a, int64_t t, int co
             y[k] = a.normalize ? v * rstd * (word_element<XDT>(wraw.w, h * kChunk + k) + a.weight_offset) : v;
         }
         if (a.y && in) store_vec<XDT, kChunk>(a.y + t * a.y_st + c * 2, y);
-        if constexpr (QUANT) quantize_chunk<kChunk>(a, t, c, in, y);  // every lane: the group shuffles
     }
 }
 
@@ -235,7 +231,7 @@ __device__ __forceinline__ void add_row_finish(const AddArgs &a, int64_t t, int 
         for (int i = 0; i < W; ++i) sw[i] = xw[i];
     }
     if constexpr (SPLIT) {
-        split_finish<XDT, VEC, QUANT, MINB>(a, t, col, ok, ok_hi, sw, wp, wraw);
+        split_finish<XDT, VEC, MINB>(a, t, col, ok, ok_hi, sw, wp, wraw);
         return;
     }
     float y[VEC];
@@ -268,8 +264,7 @@ __device__ __forceinline__ void add_row_finish(const AddArgs &a, int64_t t, int 
 // SPLIT: VEC 16 in the split layout (above).
 template <int XDT, int VEC, bool RES, bool QUANT, bool SAME, int MINB, bool SPLIT = false>
 __global__ void GN_LAUNCH_BOUNDS(kMaxRowThreads, MINB * kMaxRowThreads) add_rmsnorm_row_kernel(const AddArgs a) {
-    static_assert(!SPLIT || (VEC == 16 && SAME && (!QUANT || MINB == 1)),
-                  "the split layout: VEC 16, x's dtype throughout, FP8 outputs only in the early-weight build");
+    static_assert(!SPLIT || (VEC == 16 && SAME && !QUANT), "the split layout: VEC 16, x's dtype throughout, no FP8 outputs");
     constexpr int W = VEC / 2;  // 32-bit words of a 16-bit chunk
     const int64_t t = blockIdx.x;
     const int col = lane_col<VEC, SPLIT>();
@@ -410,12 +405,9 @@ bool vec16_pays(const AddRmsnormProblem &p) {
 // the row sum is one more DRAM round trip on the row's chain).
 enum SplitBuild : int { kNoSplit = 0, kSplitLate = 1, kSplitEarly = 2 };
 
-// Whether the split layout can hold the problem's FP8 groups: VEC 8's lanes within one half
-// (G <= 256 = a span; at most 32 lanes a group).
-bool split_quant_fits(const AddRmsnormProblem &p) { return !p.has_quant || p.quant.group <= kSpan; }
-
-// Where VEC 16's split layout measured faster than both contiguous widths: weight and copy
-// of x's dtype (its only builds), hidden <= 8192, and
+// Where VEC 16's split layout measured faster than both contiguous widths: no FP8 outputs
+// (slower with them at every T measured, run 111), weight and copy of x's dtype (its only
+// builds), hidden <= 8192, and
 //  - hidden 4096-8192 up to 256 rows: the early-weight build (run 112, H200, us, VEC 8 /
 //    early split / liger): rmsnorm [1, 4096] 2.33 / 2.22 / 2.14, [128, 4096] 2.84 / 2.71 /
 //    2.47, [1, 7168] 2.73 / 2.53 / 2.30, [128, 7168] 3.36 (late split) / 3.18 / 2.87; plain
@@ -425,13 +417,9 @@ bool split_quant_fits(const AddRmsnormProblem &p) { return !p.has_quant || p.qua
 //    rows (rmsnorm [1024, 7168] 11.59 / 10.42, plain add 22.53 / 21.45; at 8192 rows within
 //    1%), and rmsnorm at hidden <= 4096 in the one-wave range (T = 1024 7.21 / 6.62; at 8192
 //    the contiguous VEC 16 is as fast: H100 48.0 / 49.5, H200 36.12 / 35.31).
-// With FP8 outputs (groups of G <= 256), the early build at the same rows (run 113 measures
-// it: written before); the late build was slower with them at every T (run 111, 4-8 bytes
-// of spill at its 32-register cap).
 SplitBuild split_pays(const AddRmsnormProblem &p) {
-    if (!same_dtypes(p) || !split_quant_fits(p) || p.hidden > 8192) return kNoSplit;
+    if (!same_dtypes(p) || p.has_quant || p.hidden > 8192) return kNoSplit;
     if (p.hidden >= 4096 && p.tokens <= 256) return kSplitEarly;
-    if (p.has_quant) return kNoSplit;
     if (p.hidden > 4096) return kSplitLate;
     return !p.res && p.tokens >= 512 && p.tokens < 2048 ? kSplitLate : kNoSplit;
 }
@@ -503,8 +491,7 @@ int row_vec(const AddRmsnormProblem &p, int forced) {
     return row_kernel_fits(p, other) ? other : 0;
 }
 
-// split: VEC 16's split layout (same dtypes; with FP8 outputs the early build), a 32-lane
-// group per two spans.
+// split: VEC 16's split layout (same dtypes, no FP8 outputs), a 32-lane group per two spans.
 template <int XDT, int VEC, bool RES, bool QUANT>
 hipError_t launch_row_as(const AddArgs &a, bool same, SplitBuild split, unsigned grid, hipStream_t s, bool pdl) {
     const unsigned lanes = unsigned(a.hidden / VEC);
@@ -512,12 +499,13 @@ hipError_t launch_row_as(const AddArgs &a, bool same, SplitBuild split, unsigned
     if constexpr (VEC == 8) {
         return gn_launch(add_rmsnorm_row_kernel<XDT, 8, RES, QUANT, false, 2>, grid, block, s, a, pdl);
     } else {
-        if (split) {  // with FP8 outputs the early build only (gpu_add_rmsnorm asks for no other)
-            const unsigned pairs = unsigned((a.hidden + 2 * kSpan - 1) / (2 * kSpan));
-            if constexpr (QUANT) return gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, true, true, 1, true>, grid, pairs * kShuffleGroup, s, a, pdl);
-            return split == kSplitEarly
-                       ? gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, false, true, 1, true>, grid, pairs * kShuffleGroup, s, a, pdl)
-                       : gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, false, true, 2, true>, grid, pairs * kShuffleGroup, s, a, pdl);
+        if constexpr (!QUANT) {
+            if (split) {
+                const unsigned pairs = unsigned((a.hidden + 2 * kSpan - 1) / (2 * kSpan));
+                return split == kSplitEarly
+                           ? gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, false, true, 1, true>, grid, pairs * kShuffleGroup, s, a, pdl)
+                           : gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, false, true, 2, true>, grid, pairs * kShuffleGroup, s, a, pdl);
+            }
         }
         if (same) return gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, true, 2>, grid, block, s, a, pdl);
         return gn_launch(add_rmsnorm_row_kernel<XDT, 16, RES, QUANT, false, 1>, grid, block, s, a, pdl);
@@ -640,12 +628,10 @@ gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &p, void *stream_ptr) {
     }
     const int vec = row_vec(p, forced);
     const bool same = same_dtypes(p);
-    // The split layout: VEC 16 taken, x's dtype throughout; with FP8 outputs the early build
-    // and groups within a half (its builds).  Its FP8 groups are VEC 8's lanes.
+    // The split layout: VEC 16 taken, x's dtype throughout, no FP8 outputs (its builds).
     SplitBuild split = kNoSplit;
-    if (vec == 16 && same && split_quant_fits(p)) split = forced ? force_split : split_pays(p);
-    if (p.has_quant && split == kSplitLate) split = kNoSplit;
-    AddArgs a = make_add_args(p, split ? kChunk : vec);
+    if (vec == 16 && same && !p.has_quant) split = forced ? force_split : split_pays(p);
+    AddArgs a = make_add_args(p, vec);
     a.pdl = pdl;
     const unsigned grid = unsigned(p.tokens);
     hipError_t err;

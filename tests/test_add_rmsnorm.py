@@ -182,13 +182,13 @@ def test_fp32_residual(be, rng, monkeypatch, H, T, xd, gpu_kernel, fp8):
 # GPU: the row kernel's VEC (8 or 16 elements a lane) changes no bit.  The GPU takes VEC 16
 # above hidden 8192 and where it measured faster (hip/add_rmsnorm.hip, preferred_vec; 9 rows
 # here: the split layout's early-weight build by default at hidden 4096-8192 with weight and
-# copy of x's dtype, else VEC 8 unless forced); the sum of squares has one order for both
+# copy of x's dtype and no FP8 outputs, else VEC 8 unless forced); the sum of squares has one order for both
 # (row_sum_squares); GATEDNORM_ROW_VEC (read at each call) forces either where legal (16
 # needs hidden % 16 == 0).  VEC 16 has two builds: weight and copy of x's dtype (32
 # registers, the weight read after the row sum) and any other dtypes (the fp32 copy here);
 # "16s" / "16se" force the split layout (two 8-element chunks a lane, a span apart; the weight
-# read after / beside x) where the first build would run ("16s" without FP8 outputs only;
-# "16se" with them too, G <= 256: their groups are VEC 8's lanes), else the contiguous one.  2176 and 4352 are odd counts of spans (2176's last one half full), so
+# read after / beside x) where the first build would run without FP8 outputs, else the
+# contiguous one.  2176 and 4352 are odd counts of spans (2176's last one half full), so
 # the last 32 lanes' second chunks lie past hidden; 16384 is the widest row (1024 lanes).
 # On the CPU backends the variable changes nothing and the test checks the same equalities.
 @pytest.mark.parametrize("H", [2000, 2048, 2176, 4096, 4352, 5120, 7168, 12288, 16384])
@@ -226,14 +226,13 @@ def check_row_vec_changes_no_bit(be, rng, monkeypatch, H, kw):
             assert q.tobytes() == q2.tobytes() and s.tobytes() == s2.tobytes()
         got[vec] = (y.tobytes(), r_st.tobytes(), None if q is None else q.tobytes(), None if s is None else s.tobytes())
         if be.name == "gpu" and vec in ("16s", "16se") and kw.get("y_dtype") == "bf16":  # weight and copy of x's dtype
-            split = vec == "16se" or not fp8  # with FP8 outputs only the early build (G <= 256 here)
-            assert gatednorm.last_kernel() == "add_rmsnorm.row.vec" + (vec if split else "16"), (vec, gatednorm.last_kernel())
+            assert gatednorm.last_kernel() == "add_rmsnorm.row.vec" + ("16" if fp8 else vec), (vec, gatednorm.last_kernel())
     assert all(got[v] == got[None] for v in ("8", "16", "16s", "16se")), "the forced VEC changed a bit"
 
 
 # Many rows (300) with weight and copy of x's dtype: on the GPU VEC 16, by default (hidden
 # 7168: the split layout's late-weight build without FP8 outputs, contiguous with them) or
-# forced (contiguous, split late or early weight; with FP8 outputs the early one only).  Against the reference, every output
+# forced (contiguous, split late or early weight).  Against the reference, every output
 # combination, fp16 and bf16.
 @pytest.mark.parametrize("H", [2048, 4096, 7168])
 @pytest.mark.parametrize("xd", ["bf16", "fp16"])
@@ -246,9 +245,8 @@ def test_many_rows_same_dtypes(be, rng, monkeypatch, H, xd, variant, vec):
     x[7] *= 1e3  # a row far from the others' scale
     kw = dict(fp8=True, group_size=128) if "fp8" in variant else {}
     run(be, x, r, w, in_place=False, y=variant != "rmsnorm_fp8", **kw)
-    if vec in ("16s", "16se") and be.name == "gpu":  # the hook took the split layout (with FP8: the early build only)
-        split = vec == "16se" or "fp8" not in variant
-        assert gatednorm.last_kernel() == "add_rmsnorm.row.vec" + (vec if split else "16")
+    if vec in ("16s", "16se") and be.name == "gpu":  # the hook took the split layout (contiguous with FP8)
+        assert gatednorm.last_kernel() == "add_rmsnorm.row.vec" + ("16" if "fp8" in variant else vec)
 
 
 # A misaligned input residual (rows 2 bytes past 16-byte alignment) sends add_rmsnorm to the
@@ -291,10 +289,8 @@ KERNEL_CHOICES = [
     ("rmsnorm", 1024, 4096, False, True, "bf16", False, "add_rmsnorm.row.vec8"),
     ("rmsnorm", 128, 7168, False, False, "bf16", False, "add_rmsnorm.row.vec16se"),
     ("rmsnorm", 257, 7168, False, False, "bf16", False, "add_rmsnorm.row.vec16s"),
-    ("rmsnorm", 128, 7168, False, True, "bf16", False, "add_rmsnorm.row.vec16se"),
-    ("rmsnorm", 257, 7168, False, True, "bf16", False, "add_rmsnorm.row.vec16"),
-    ("rmsnorm", 127, 4096, False, True, "bf16", False, "add_rmsnorm.row.vec16se"),
-    ("rmsnorm", 127, 2048, False, True, "bf16", False, "add_rmsnorm.row.vec8"),
+    ("rmsnorm", 128, 7168, False, True, "bf16", False, "add_rmsnorm.row.vec16"),
+    ("rmsnorm", 127, 7168, False, True, "bf16", False, "add_rmsnorm.row.vec8"),
     ("rmsnorm", 127, 7168, False, False, "fp32", False, "add_rmsnorm.row.vec8"),
     ("rmsnorm", 9, 12288, False, False, "bf16", False, "add_rmsnorm.row.vec16"),
     ("rmsnorm", 9, 12288, False, False, "fp32", False, "add_rmsnorm.row.vec16.dtypes"),
@@ -306,9 +302,6 @@ KERNEL_CHOICES = [
     ("add", 300, 7168, True, False, "bf16", False, "add_rmsnorm.row.vec16s"),
     ("add", 300, 7168, True, False, "fp32", False, "add_rmsnorm.row.vec8"),
     ("add", 300, 4096, True, True, "bf16", False, "add_rmsnorm.row.vec8"),
-    ("add", 16, 7168, True, True, "bf16", False, "add_rmsnorm.row.vec16se"),
-    ("add", 256, 4096, True, True, "bf16", False, "add_rmsnorm.row.vec16se"),
-    ("add", 16, 7168, True, True, "fp32", False, "add_rmsnorm.row.vec8"),
     ("add", 300, 7168, True, True, "bf16", False, "add_rmsnorm.row.vec16"),
     ("add", 300, 7168, True, True, "bf16", True, "add_rmsnorm.generic"),
     ("group_quant", 9, 7168, False, True, None, False, "group_quant_fp8.flat"),

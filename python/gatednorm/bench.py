@@ -1319,7 +1319,7 @@ class GroupQuantBench(OpBench):
     variants = ("col",)
     cpu_variants = ("col",)
     ours_modes = ("out",)
-    all_ours_modes = ("out", "pdl", "vec8", "vec16")  # its default is the flat kernel, not a row layout
+    all_ours_modes = ("out", "pdl", "vec8", "vec16")  # FP8 outputs: no split layout
     copy_targets = (0.9,)
     outputs = ("q", "scales")
     peers = {"eager": lambda torch: _gq_eager(torch),
