@@ -408,21 +408,26 @@ enum SplitBuild : int { kNoSplit = 0, kSplitLate = 1, kSplitEarly = 2 };
 // Where VEC 16's split layout measured faster than both contiguous widths: no FP8 outputs
 // (slower with them at every T measured, run 111), weight and copy of x's dtype (its only
 // builds), hidden <= 8192, and
-//  - hidden 2048-8192 up to 512 rows: the early-weight build (run 112, H200, us, VEC 8 /
+//  - hidden 2048-8192 while one wave of the early-weight build holds every row, past which
+//    the late build's 32 registers (more blocks an SM) win: on a 132-SM GPU (48 registers
+//    a lane allocated, 42 warps an SM) 10 blocks an SM at hidden 2048, 4-5 at 4096-5120, 3 at
+//    7168, 2 at 8192, so up to 1024 / 512 / 256 rows.  Run 112 (H200, us, VEC 8 /
 //    early split / liger): rmsnorm [1, 4096] 2.33 / 2.22 / 2.14, [128, 4096] 2.84 / 2.71 /
 //    2.47, [1, 7168] 2.73 / 2.53 / 2.30, [128, 7168] 3.36 (late split) / 3.18 / 2.87; plain
 //    add [1, 7168] 2.94 / 2.70 / 2.59, [128, 7168] 4.23 (late) / 4.07 / 3.67.  Run 113
 //    (H100, us, before / early): hidden 2048 rmsnorm T = 1 / 256 / 512 1.99 / 1.95, 2.85 /
-//    2.68, 3.34 / 3.21, plain 2.22 / 2.18, 3.51 / 3.42, 4.66 / 4.58; rmsnorm [512, 5120]
-//    5.35 (late) / 4.96.  From 1024 rows its registers cost it (rmsnorm [1024, 7168] 9.15
-//    late / 10.86 early);
+//    2.68, 3.34 / 3.21, plain 2.22 / 2.18, 3.51 / 3.42, 4.66 / 4.58; rmsnorm [1024, 2048]
+//    4.53 (late) / 4.25; [512, 4096] 4.66 (late) / 4.42; [512, 5120] 5.35 (late) / 4.96;
+//    past one wave: [512, 7168] 6.11 (late) / 7.04, plain 10.72 / 11.18; [1024, 4096]
+//    6.58 / 6.63; H200 rmsnorm [1024, 7168] 9.15 late / 10.86 early;
 //  - the late-weight build (run 111, H100, us, before / split) at hidden 4097-8192 from 257
 //    rows (rmsnorm [1024, 7168] 11.59 / 10.42, plain add 22.53 / 21.45; at 8192 rows within
 //    1%), and rmsnorm at hidden <= 4096 in the one-wave range (T = 1024 7.21 / 6.62; at 8192
 //    the contiguous VEC 16 is as fast: H100 48.0 / 49.5, H200 36.12 / 35.31).
 SplitBuild split_pays(const AddRmsnormProblem &p) {
     if (!same_dtypes(p) || p.has_quant || p.hidden > 8192) return kNoSplit;
-    if (p.hidden >= 2048 && p.tokens <= 512) return kSplitEarly;
+    const int64_t early_rows = p.hidden <= 2048 ? 1024 : p.hidden <= 5120 ? 512 : 256;
+    if (p.hidden >= 2048 && p.tokens <= early_rows) return kSplitEarly;
     if (p.hidden > 4096) return kSplitLate;
     return !p.res && p.tokens >= 512 && p.tokens < 2048 ? kSplitLate : kNoSplit;
 }

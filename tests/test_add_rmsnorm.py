@@ -231,8 +231,9 @@ def check_row_vec_changes_no_bit(be, rng, monkeypatch, H, kw):
 
 
 # Many rows (300: more than one block an SM) with weight and copy of x's dtype: on the GPU
-# VEC 16, by default (the split layout's early-weight build without FP8 outputs, the
-# contiguous layout with them at 7168) or forced (contiguous, split late or early weight).  Against the reference, every output
+# VEC 16, by default (without FP8 outputs the split layout, its early-weight build at 2048
+# and 4096 and its late one at 7168; with them the contiguous layout at 7168) or forced
+# (contiguous, split late or early weight).  Against the reference, every output
 # combination, fp16 and bf16.
 @pytest.mark.parametrize("H", [2048, 4096, 7168])
 @pytest.mark.parametrize("xd", ["bf16", "fp16"])
@@ -291,8 +292,11 @@ KERNEL_CHOICES = [
     ("rmsnorm", 2048, 4096, False, False, "fp32", False, "add_rmsnorm.row.vec8"),
     ("rmsnorm", 1024, 4096, False, True, "bf16", False, "add_rmsnorm.row.vec8"),
     ("rmsnorm", 128, 7168, False, False, "bf16", False, "add_rmsnorm.row.vec16se"),
-    ("rmsnorm", 512, 7168, False, False, "bf16", False, "add_rmsnorm.row.vec16se"),
-    ("rmsnorm", 513, 7168, False, False, "bf16", False, "add_rmsnorm.row.vec16s"),
+    ("rmsnorm", 257, 7168, False, False, "bf16", False, "add_rmsnorm.row.vec16s"),
+    ("rmsnorm", 512, 5120, False, False, "bf16", False, "add_rmsnorm.row.vec16se"),
+    ("rmsnorm", 513, 5120, False, False, "bf16", False, "add_rmsnorm.row.vec16s"),
+    ("rmsnorm", 1024, 2048, False, False, "bf16", False, "add_rmsnorm.row.vec16se"),
+    ("rmsnorm", 1025, 2048, False, False, "bf16", False, "add_rmsnorm.row.vec16s"),
     ("rmsnorm", 128, 7168, False, True, "bf16", False, "add_rmsnorm.row.vec16"),
     ("rmsnorm", 127, 7168, False, True, "bf16", False, "add_rmsnorm.row.vec8"),
     ("rmsnorm", 127, 7168, False, False, "fp32", False, "add_rmsnorm.row.vec8"),
@@ -303,10 +307,10 @@ KERNEL_CHOICES = [
     ("add", 1024, 4096, True, False, "bf16", False, "add_rmsnorm.row.vec8"),
     ("add", 16, 4096, True, False, "bf16", False, "add_rmsnorm.row.vec16se"),
     ("add", 256, 7168, True, False, "bf16", False, "add_rmsnorm.row.vec16se"),
-    ("add", 300, 7168, True, False, "bf16", False, "add_rmsnorm.row.vec16se"),
-    ("add", 513, 7168, True, False, "bf16", False, "add_rmsnorm.row.vec16s"),
-    ("add", 512, 2048, True, False, "bf16", False, "add_rmsnorm.row.vec16se"),
-    ("add", 513, 2048, True, False, "bf16", False, "add_rmsnorm.row.vec8"),
+    ("add", 300, 7168, True, False, "bf16", False, "add_rmsnorm.row.vec16s"),
+    ("add", 512, 4096, True, False, "bf16", False, "add_rmsnorm.row.vec16se"),
+    ("add", 1024, 2048, True, False, "bf16", False, "add_rmsnorm.row.vec16se"),
+    ("add", 1025, 2048, True, False, "bf16", False, "add_rmsnorm.row.vec8"),
     ("add", 300, 7168, True, False, "fp32", False, "add_rmsnorm.row.vec8"),
     ("add", 300, 4096, True, True, "bf16", False, "add_rmsnorm.row.vec8"),
     ("add", 300, 7168, True, True, "bf16", False, "add_rmsnorm.row.vec16"),
