@@ -119,10 +119,12 @@ __device__ __forceinline__ void quantize_chunk(const AddArgs &a, int64_t t, int 
 #pragma unroll
         for (int k = 0; k < VEC; ++k) y[k] = round_to(y[k], a.round_dtype);
     }
-    // Lanes past hidden hold y = 0 and take part in the shuffles (whole groups of them).
+    // Lanes past hidden take part in the shuffles and form whole groups of their own (G
+    // divides hidden), which store nothing: their values (0, or NaN where rstd is infinite)
+    // never reach a group that stores, so no `ok` test in the max (an unsigned max each).
     uint32_t m = 0;
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) m = ok && abs_bits(y[k]) > m ? abs_bits(y[k]) : m;
+    for (int k = 0; k < VEC; ++k) m = max_bits(m, abs_bits(y[k]));
     m = lanes_max_bits<kShuffleGroup>(m, a.gl);
     if (!ok) return;
     const float scale = group_scale(a.qa, m);
@@ -406,7 +408,8 @@ bool vec16_pays(const AddRmsnormProblem &p) {
 enum SplitBuild : int { kNoSplit = 0, kSplitLate = 1, kSplitEarly = 2 };
 
 // Where VEC 16's split layout measured faster than both contiguous widths: no FP8 outputs
-// (slower with them at every T measured, run 111), weight and copy of x's dtype (its only
+// (slower with them at every T measured: the late build in run 111, the early one in run
+// 113, 0.2-0.35 us behind VEC 8 at T <= 16), weight and copy of x's dtype (its only
 // builds), hidden <= 8192, and
 //  - hidden 2048-8192 while one wave of the early-weight build holds every row, past which
 //    the late build's 32 registers (more blocks an SM) win: on a 132-SM GPU (48 registers
