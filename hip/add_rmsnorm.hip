@@ -120,8 +120,6 @@ __device__ __forceinline__ void quantize_chunk(const AddArgs &a, int64_t t, int 
         for (int k = 0; k < VEC; ++k) y[k] = round_to(y[k], a.round_dtype);
     }
     // Lanes past hidden hold y = 0 and take part in the shuffles (whole groups of them).
-    // (An unsigned max without the `ok` test, two instructions an element fewer, spilled
-    // the fp16 add + FP8 VEC 16 build at its 32-register cap: run 113's review.)
     uint32_t m = 0;
 #pragma unroll
     for (int k = 0; k < VEC; ++k) m = ok && abs_bits(y[k]) > m ? abs_bits(y[k]) : m;

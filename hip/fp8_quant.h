@@ -29,17 +29,13 @@ struct Fp8QuantArgs {
 // warp width).  Every lane of the warp must call it with the same `lanes`.  Every level up
 // to MAXL is unrolled and predicated, so no loop counter or branch sits in the reduction
 // chain when `lanes` is known only at run time.
-// A level past the group contributes 0 to an unsigned max (one max instruction a level; the
-// two compares and a select it took as `o < lanes && other > m`, run 113's SASS).
-__device__ __forceinline__ uint32_t max_bits(uint32_t a, uint32_t b) { return a > b ? a : b; }
-
 template <int MAXL>
 __device__ __forceinline__ uint32_t lanes_max_bits(uint32_t m, int lanes) {
     static_assert(MAXL <= 32 && (MAXL & (MAXL - 1)) == 0, "groups of <= 32 lanes");
 #pragma unroll
     for (int o = MAXL / 2; o > 0; o >>= 1) {
         const uint32_t other = f32_bits(gn_shfl_xor(f32_from_bits(m), o, 32));
-        m = max_bits(m, o < lanes ? other : 0u);
+        if (o < lanes && other > m) m = other;
     }
     return m;
 }
