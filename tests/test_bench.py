@@ -466,7 +466,7 @@ def test_host_row_that_raises_is_reported_and_fails_the_bench(monkeypatch):
 # ------------------------------------------------------------ the FP8 / add-RMSNorm / W4A16 ops
 NEW_OPS = {  # op -> the stand-in run's shape flags (tiny shapes: the stand-in computes in numpy)
     "rmsnorm_gated_fp8": ("--tokens", "1,32", "--heads", "24"),
-    "add_rmsnorm": ("--tokens", "1,16", "--hidden", "2048"),
+    "add_rmsnorm": ("--tokens", "1,16", "--hidden", "2048", "--ours-modes", "out,oop"),
     "group_quant_fp8": ("--tokens", "1,16"),
     "w4a16": ("--k", "256", "--n", "512", "--m", "1,4,16"),
 }
@@ -559,6 +559,27 @@ def test_add_rmsnorm_check_uses_the_residual_before_the_call():
         assert op.check(case, op.result(case), ours=True)[1]
     case["residual"][0, 0] += 1  # a residual the check was not told about fails it
     assert not op.check(case, op.result(case), ours=True)[1]
+
+
+def test_add_rmsnorm_out_of_place_mode_checks_residual_out():
+    """Mode "oop" stores the sum to the case's residual_out (one buffer, as the outputs) and
+    leaves the residual as it was: its check reads residual_out, a later "out" call's check
+    the residual again, and a residual_out the call did not write fails it (poisoned)."""
+    import gatednorm
+    from gatednorm import bench
+
+    op = bench.OPS["add_rmsnorm"]
+    assert "oop" in op.all_ours_modes and "residual_out" in op.outputs
+    case = op.make_numpy_inputs("fp8_bf16", (4, 2048), np.random.default_rng(1))
+    for mode in ("oop", "out", "oop"):
+        op.poison(case)
+        op.ours(gatednorm, case, mode)()
+        assert op.ours_verdict(case)[1], mode
+        assert (case["residual"] == case["residual0"]).all() == (mode == "oop")
+    op.poison(case)
+    op.ours(gatednorm, case, "oop")
+    case["oop"] = True  # as if the call had run: residual_out still holds its poison
+    assert not op.ours_verdict(case)[1]
 
 
 def test_compile_targets_take_the_faster_compile():

@@ -1127,9 +1127,9 @@ class AddRMSNormBench(OpBench):
     variants = ADD_VARIANTS
     cpu_variants = ("fp8_bf16", "plain")
     ours_modes = ("out",)
-    all_ours_modes = ("out", "pdl", "vec8", "vec16", "vec16s", "vec16se")
+    all_ours_modes = ("out", "pdl", "vec8", "vec16", "vec16s", "vec16se", "oop")
     copy_targets = (0.85, 0.9, 0.95)
-    outputs = ("y", "q", "scales")
+    outputs = ("y", "q", "scales", "residual_out")
     not_read = ("residual0",)
     peers = {"eager": lambda torch: _add_eager(torch),
              "compile": lambda torch: _compiled(torch, "add_rmsnorm", _add_eager(torch)),
@@ -1154,7 +1154,8 @@ class AddRMSNormBench(OpBench):
         x = randn((T, h))
         r = None if variant == "rmsnorm" else randn((T, h))
         case = {"variant": variant, "x": x, "residual": r, "residual0": None if r is None else _clone(r),
-                "w": None, "y": empty((T, h), bf16), "q": None, "scales": None}
+                "residual_out": None if r is None else empty((T, h), bf16),  # mode "oop"'s stored sum
+                "w": None, "y": empty((T, h), bf16), "q": None, "scales": None, "oop": False}
         if variant == "fp8_bf16":
             case["q"] = empty((T, h), fp8)
             case["scales"] = empty((h // GROUP, (T + 3) // 4 * 4), f32).T[:T]
@@ -1193,6 +1194,7 @@ class AddRMSNormBench(OpBench):
     def poison(self, case):
         if case["residual"] is not None:  # the residual as generated (ours' check adds into it)
             _copy_into(case["residual"], case["residual0"])
+            _fill_nan(case["residual_out"])
         _fill_nan(case["y"])
         if case["q"] is not None:
             _poison_q(case["q"])
@@ -1200,8 +1202,8 @@ class AddRMSNormBench(OpBench):
 
     def result(self, case):
         out = (case["y"],)
-        if case["residual"] is not None:
-            out += (case["residual"],)
+        if case["residual"] is not None:  # the stored sum: in place, or residual_out in mode "oop"
+            out += (case["residual_out"] if case["oop"] else case["residual"],)
         if case["q"] is not None:
             out += (case["q"], case["scales"])
         return out
@@ -1209,6 +1211,11 @@ class AddRMSNormBench(OpBench):
     def ours(self, gatednorm, case, mode="out", stream=None):
         x, r, w = case["x"], case["residual"], case["w"]
         kw = dict(eps=EPS, y_out=case["y"], pdl=mode == "pdl")
+        # "oop": the sum stored to residual_out, one buffer like the other outputs (a peer's
+        # out-of-place residual lands in its graph pool's one block), the residual unchanged.
+        case["oop"] = mode == "oop" and r is not None
+        if case["oop"]:
+            kw["residual_out"] = case["residual_out"]
         if case["q"] is not None:
             kw.update(fp8=True, group_size=GROUP, q=case["q"], scales=case["scales"])
         f = functools.partial(gatednorm.rmsnorm, x, w) if r is None else functools.partial(gatednorm.add_rmsnorm, x, r, w)
