@@ -586,6 +586,16 @@ def test_bad_inputs(rng):
     bad(lambda: gatednorm.group_quant_fp8(x, q=q[:2], scales=s), "q", outs)
     # y_dtype with y=False would be ignored (quantize_rounded then rounds to x's dtype): refused
     bad(lambda: A(x, r, w, q=q, scales=s, y=False, y_dtype="float16", quantize_rounded=True), "y_dtype", outs)
+    bad(lambda: A(x, r, w, y=False, y_out=y, q=q, scales=s), "y_out", outs)  # y=False, yet a y buffer
+    # an integer option past its C field's range is named as the caller spelled it (a review
+    # saw "quant__group_size: int too big to convert")
+    for g in (2**63, np.uint64(2**64 - 1)):
+        for call in (lambda: A(x, r, w, q=q, scales=s, y=False, group_size=g),
+                     lambda: gatednorm.group_quant_fp8(x, q=q, scales=s, group_size=g)):
+            before = [o.tobytes() for o in outs]
+            with pytest.raises(GatedNormError, match=r"^group_size: .* is out of range"):
+                call()
+            assert [o.tobytes() for o in outs] == before
     # a float option's message shows the value as given, not %g's six digits (448.0001 -> 448)
     before = [o.tobytes() for o in outs]
     with pytest.raises(GatedNormError, match="got 448.000092"):

@@ -822,8 +822,11 @@ class Entry:
                         setattr(getattr(p, head), tail, v)
                     else:
                         setattr(p, k, v)
-                except (TypeError, OverflowError) as e:
-                    raise argument_error("%s: %s (got %r)" % (k, e, v)) from None
+                except (TypeError, OverflowError) as e:  # named as the caller spelled it: quant__group_size -> group_size
+                    name = k.rpartition("__")[2]
+                    if isinstance(e, OverflowError):
+                        raise argument_error("%s: %r is out of range" % (name, v)) from None
+                    raise argument_error("%s: %s (got %r)" % (name, e, v)) from None
             if len(self._cache) > 256:
                 self._cache.clear()
             self._cache[key] = p

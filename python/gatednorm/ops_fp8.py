@@ -246,7 +246,9 @@ def _scale_cols(row, sfmt, g):
 def _norm_wants(y, fp8, y_out=None, q=None, scales=None):
     """Which outputs a norm call makes, checked (the Python functions' and jax_ops' one rule):
     (want_y, want_q)."""
-    want_y = _call.flag("y", y) == 1 or y_out is not None
+    want_y = _call.flag("y", y) == 1
+    if y_out is not None and not want_y:  # contradictory: writing it would ignore y=False
+        raise argument_error("y_out: given with y=False (no y is written)")
     want_q = _call.flag("fp8", fp8) == 1 or q is not None or scales is not None
     if not want_y and not want_q:
         raise argument_error("y: no output requested (y=False without fp8=True)")
