@@ -596,6 +596,12 @@ def test_bad_inputs(rng):
             with pytest.raises(GatedNormError, match=r"^group_size: .* is out of range"):
                 call()
             assert [o.tobytes() for o in outs] == before
+    # a finite float option past fp32's range is named with its value (it reached C as inf)
+    for kw in (dict(eps=1e300), dict(weight_offset=-1e39), dict(amax_floor=np.float64(1e40))):
+        before = [o.tobytes() for o in outs]
+        with pytest.raises(GatedNormError, match=r"^%s: .*beyond fp32's range" % next(iter(kw))):
+            A(x, r, w, q=q, scales=s, y=False, **kw)
+        assert [o.tobytes() for o in outs] == before
     # a float option's message shows the value as given, not %g's six digits (448.0001 -> 448)
     before = [o.tobytes() for o in outs]
     with pytest.raises(GatedNormError, match="got 448.000092"):

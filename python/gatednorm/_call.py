@@ -1160,16 +1160,23 @@ def flag(name, v) -> int:
     raise argument_error("%s: expected True or False, got %r" % (name, v))
 
 
+_FP32_MAX = float(np.finfo(np.float32).max)
+
+
 def real(name, v) -> float:
-    """A float from an int or float (numpy scalars too); bools, strings, None refused."""
-    if type(v) is float:
-        return v
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise argument_error("%s: expected a real number, got %r" % (name, v))
-    try:
-        return float(v)
-    except OverflowError:
-        raise argument_error("%s: %r is out of range" % (name, v)) from None
+    """A float from an int or float (numpy scalars too); bools, strings, None refused, and a
+    finite value past fp32's range (the C fields are floats: it would arrive as inf, and the
+    library's message would show inf, not the value given)."""
+    if type(v) is not float:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise argument_error("%s: expected a real number, got %r" % (name, v))
+        try:
+            v = float(v)
+        except OverflowError:
+            raise argument_error("%s: %r is out of range" % (name, v)) from None
+    if abs(v) > _FP32_MAX and v - v == 0.0:  # finite (inf - inf and NaN are NaN)
+        raise argument_error("%s: %r is beyond fp32's range (the library's options are fp32)" % (name, v))
+    return v
 
 
 def view_size(name, v) -> int:
