@@ -587,6 +587,8 @@ def test_bad_inputs(rng):
     # y_dtype with y=False would be ignored (quantize_rounded then rounds to x's dtype): refused
     bad(lambda: A(x, r, w, q=q, scales=s, y=False, y_dtype="float16", quantize_rounded=True), "y_dtype", outs)
     bad(lambda: A(x, r, w, y=False, y_out=y, q=q, scales=s), "y_out", outs)  # y=False, yet a y buffer
+    bad(lambda: A(x, r, w, y_out=y, quantize_rounded=True), "quantize_rounded", outs)  # no FP8 output to round for
+    bad(lambda: gatednorm.rmsnorm(x, w, y_out=y, quantize_rounded=np.True_), "quantize_rounded", outs)
     # an integer option past its C field's range is named as the caller spelled it (a review
     # saw "quant__group_size: int too big to convert")
     for g in (2**63, np.uint64(2**64 - 1)):

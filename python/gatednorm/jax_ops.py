@@ -248,7 +248,7 @@ def _norm(x, residual, weight, eps, weight_offset, y, y_dtype, fp8, group_size, 
           scale_format, scale_layout, quantize_rounded):
     if weight is None:
         raise argument_error("weight: required (the [hidden] norm weight); got None")
-    want_y, want_q = ops_fp8._norm_wants(y, fp8)
+    want_y, want_q = ops_fp8._norm_wants(y, fp8, quantize_rounded=quantize_rounded)
     base = ops_fp8._ADD_ENTRY if residual is not None else ops_fp8._RMSNORM_ENTRY
     prm, fmt, sfmt, g = ops_fp8._norm_options(base, eps, weight_offset, False, group_size, fp8_format, fp8_max,
                                               amax_floor, scale_format, scale_layout, quantize_rounded)

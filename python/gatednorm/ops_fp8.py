@@ -243,15 +243,18 @@ def _scale_cols(row, sfmt, g):
     return (k + 3) // 4 if sfmt == 3 else k
 
 
-def _norm_wants(y, fp8, y_out=None, q=None, scales=None):
+def _norm_wants(y, fp8, y_out=None, q=None, scales=None, quantize_rounded=False):
     """Which outputs a norm call makes, checked (the Python functions' and jax_ops' one rule):
-    (want_y, want_q)."""
+    (want_y, want_q).  An option that only an output not made would read is refused, not
+    ignored: y_out with y=False, quantize_rounded without FP8 outputs."""
     want_y = _call.flag("y", y) == 1
-    if y_out is not None and not want_y:  # contradictory: writing it would ignore y=False
+    if y_out is not None and not want_y:
         raise argument_error("y_out: given with y=False (no y is written)")
     want_q = _call.flag("fp8", fp8) == 1 or q is not None or scales is not None
     if not want_y and not want_q:
         raise argument_error("y: no output requested (y=False without fp8=True)")
+    if quantize_rounded is not False and not want_q and _call.flag("quantize_rounded", quantize_rounded):
+        raise argument_error("quantize_rounded: True without FP8 outputs (fp8=False and no q / scales)")
     return want_y, want_q
 
 
@@ -307,7 +310,7 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
           amax_floor, scale_format, scale_layout, quantize_rounded, q, scales, y_out, stream, pdl, entry=_ADD_ENTRY):
     if weight is None:
         raise argument_error("weight: required (the [hidden] norm weight); got None")
-    want_y, want_q = _norm_wants(y, fp8, y_out, q, scales)
+    want_y, want_q = _norm_wants(y, fp8, y_out, q, scales, quantize_rounded)
     opts = (eps, weight_offset, pdl, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout,
             quantize_rounded)
     key = _call.options_key(opts, (weight_offset, amax_floor))
