@@ -81,9 +81,36 @@ def test_leading_dims_that_do_not_reduce_to_tokens_heads(be, rng, which):
         expect_error(be, "out", plain, None, w, out_base.transpose(1, 0, 2, 3)[:, :, ::2], out_base=out_base)
 
 
+@pytest.mark.parametrize("which", ["z", "out", "together"])
+def test_the_tensor_whose_dims_do_not_reduce_is_named(be, rng, which):
+    """x reduces to [tokens, heads] alone (two of its three leading dims merge), z or out does
+    not: the error names that one, not x (a review saw x named).  "together": x and z each
+    reduce alone, at different dims, so not jointly: z is named."""
+    x = rng.standard_normal((2, 5, 4, D)).astype(np.float32)[:, :3]          # [2, 3, 4]: dims 1, 2 merge
+    odd = rng.standard_normal((2, 5, 6, D)).astype(np.float32)[:, :3, :4]     # no pair merges
+    w = np.ones(D, np.float32)
+    if which == "z":
+        expect_error(be, "z", x, odd, w, poisoned(x.shape))
+    elif which == "out":
+        out_base = poisoned((2, 5, 6, D))
+        expect_error(be, "out", x, None, w, out_base[:, :3, :4], out_base=out_base)
+    else:
+        z = rng.standard_normal((2, 3, 6, D)).astype(np.float32)[:, :, :4]   # dims 0, 1 merge; 1, 2 do not
+        expect_error(be, "z", x, z, w, poisoned(x.shape))
+
+
 def test_z_shape_mismatch(be, rng):
     x, z, w = _inputs(rng)
     expect_error(be, "z", x, z[:, :2], w, poisoned(x.shape))
+
+
+def test_z_and_out_of_another_shape_that_views_alike(be, rng):
+    """z and out must have x's shape as given: [T, H * D] views as [T, H, D] at group_size =
+    D too, and was accepted (a review)."""
+    x, z, w = _inputs(rng)
+    x2 = np.ascontiguousarray(x).reshape(T, H * D)
+    expect_error(be, "z", x2, np.ascontiguousarray(z), w, poisoned((T, H * D)), group_size=D)
+    expect_error(be, "out", x2, None, w, poisoned((T, H, D)), group_size=D)
 
 
 def test_z_rank_mismatch(be, rng):
@@ -262,7 +289,7 @@ def test_bad_stream(rng, stream):
     assert np.isnan(out).all()
 
 
-@pytest.mark.parametrize("od", [np.int32, "uint8", "fp8_e4m3fn"])
+@pytest.mark.parametrize("od", [np.int32, "uint8", "fp8_e4m3fn", np.dtype(np.float32).newbyteorder()])  # float32 by name, not native (a review)
 def test_new_out_of_unsupported_dtype(rng, od):
     """out_dtype for a new output names out_dtype (not the out it would have allocated)."""
     x, z, w = _inputs(rng)

@@ -666,6 +666,15 @@ def test_bad_copy_shape(be, rng):
     assert expect_error(be, "y", x, z, w, q, s, np.full((5, 3, 64), NAN, np.float32)).startswith("y: ")
 
 
+def test_copy_and_gate_of_another_shape_that_views_alike(be, rng):
+    """z and the copy must have x's shape as given: [5, 384] views as [5, 3, 128] at
+    head_dim = 128 too, and was accepted (a review)."""
+    x, z, w = make_inputs(rng, (5, 3, 128))
+    q, s = _outs()
+    assert expect_error(be, "y", x, z, w, q, s, np.full((5, 384), NAN, np.float32), head_dim=128).startswith("y: ")
+    assert expect_error(be, "z", x, z.reshape(5, 384), w, q, s, None, head_dim=128).startswith("z: ")
+
+
 def test_token_dims_that_do_not_merge(rng):
     base = randn(rng, (4, 6, 2, 128), _dtypes.bfloat16)
     x = base[:, :3]  # [4, 3, 2, 128] with token strides (1536, 256): they do not merge

@@ -128,11 +128,11 @@ gatednorm_status rmsnorm_gated_checked(const gatednorm_tensor *x, const gatednor
     if (z) {
         GN_TRY(float_dtype(*z, "z", &p.z.dtype));
         GN_TRY(rows_shape(*z, "z", prm.group_size, &zs));
-        GN_TRY(same_rows_shape(zs, "z", xs, "x"));
+        GN_TRY(same_shape(*z, "z", *x, "x"));
     }
     GN_TRY(float_dtype(*out, "out", &p.out.dtype));
     GN_TRY(rows_shape(*out, "out", prm.group_size, &os));
-    GN_TRY(same_rows_shape(os, "out", xs, "x"));
+    GN_TRY(same_shape(*out, "out", *x, "x"));
     const int64_t D = xs.shape[xs.ndim - 1];
 
     GN_TRY(check_norm_weight(*weight, D, "the normalized dim", &p.weight_dtype));

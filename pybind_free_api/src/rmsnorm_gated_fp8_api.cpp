@@ -77,12 +77,12 @@ gatednorm_status rmsnorm_gated_fp8_checked(const gatednorm_tensor *x, const gate
     if (z) {
         GN_TRY(float_dtype(*z, "z", &p.z.dtype));
         GN_TRY(rows_shape(*z, "z", prm.head_dim, &zs, "head_dim"));
-        GN_TRY(same_rows_shape(zs, "z", xs, "x"));
+        GN_TRY(same_shape(*z, "z", *x, "x"));
     }
     if (y) {
         GN_TRY(float_dtype(*y, "y_copy", &p.out.dtype));
         GN_TRY(rows_shape(*y, "y_copy", prm.head_dim, &ys, "head_dim"));
-        GN_TRY(same_rows_shape(ys, "y_copy", xs, "x"));
+        GN_TRY(same_shape(*y, "y_copy", *x, "x"));
     }
     const int64_t D = xs.shape[xs.ndim - 1];
     // head_dim split x's last dim into [H, D] (rows_shape leaves it whole when it is D)

@@ -306,6 +306,14 @@ gatednorm_status same_rows_shape(const RowsShape &got, const char *name, const R
                 want_name, dims_text(want.shape, want.ndim).c_str());
 }
 
+gatednorm_status same_shape(const gatednorm_tensor &got, const char *name, const gatednorm_tensor &want, const char *want_name) {
+    bool same = got.ndim == want.ndim;
+    for (int i = 0; same && i < got.ndim; ++i) same = got.shape[i] == want.shape[i];
+    if (same) return GATEDNORM_STATUS_SUCCESS;
+    return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: shape %s does not match %s's %s", name, dims_text(got.shape, got.ndim).c_str(),
+                want_name, dims_text(want.shape, want.ndim).c_str());
+}
+
 gatednorm_status collapse_rows(const RowsShape *const shapes[], const char *const names[], int n, RowsGeometry *g) {
     const RowsShape &ref = *shapes[0];
     const int lead = ref.ndim - 1;
@@ -340,9 +348,23 @@ gatednorm_status collapse_rows(const RowsShape *const shapes[], const char *cons
             if (ok) at = i;
         }
         if (at < 0) {
-            int blame = 0;
-            for (int k = 0; k < n; ++k)
-                if (!merges(k, 0)) { blame = k; break; }
+            // Named: the first tensor that does not reduce on its own (two or more pairs that
+            // do not merge), else (each reduces alone, not together) the one whose unmerged
+            // pair, added to those of the tensors before it, makes two.  A review saw x named
+            // for a z that did not reduce.
+            const auto unmerged = [&](int k) {
+                uint32_t bits = 0;
+                for (int i = 0; i + 1 < m; ++i)
+                    if (!merges(k, i)) bits |= 1u << i;
+                return bits;
+            };
+            int blame = -1;
+            for (int k = 0; k < n && blame < 0; ++k)
+                if (__builtin_popcount(unmerged(k)) >= 2) blame = k;
+            uint32_t seen = 0;
+            for (int k = 0; k < n && blame < 0; ++k)
+                if (__builtin_popcount(seen |= unmerged(k)) >= 2) blame = k;
+            if (blame < 0) blame = 0;
             return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
                         "%s: leading dims %s with strides %s do not reduce to [tokens, heads]: at most two of them may have "
                         "strides that do not merge (a dim merges with the next when its stride is the next dim's extent times "

@@ -104,6 +104,9 @@ gatednorm_status rows_shape(const gatednorm_tensor &t, const char *name, int64_t
                             const char *group_name = "group_size");  // the option that set group, for messages
 // "z: shape [3, 2, 64] does not match x's [3, 2, 128]"
 gatednorm_status same_rows_shape(const RowsShape &got, const char *name, const RowsShape &want, const char *want_name);
+// `got` has `want`'s shape as given, before any group or head view (two shapes that differ
+// can view alike: [4, 192] and [4, 3, 64] at G = 64).
+gatednorm_status same_shape(const gatednorm_tensor &got, const char *name, const gatednorm_tensor &want, const char *want_name);
 
 // Reduces the leading dims shared by `n` tensors of one logical shape to [tokens, heads]:
 // unit dims dropped, neighbours merged where every tensor's strides allow it.

@@ -114,8 +114,8 @@ def rmsnorm_gated(x, z, weight, *, eps=1e-6, norm_before_gate=True, activation=_
     if out is None:
         if out_dtype is not None:
             out_dtype = _call.dtype_arg(out_dtype, "out_dtype")
-            if out_dtype.name not in _OUT_DTYPES:  # refused before anything is allocated for it
-                raise argument_error("out_dtype: %s; the output must be bf16, fp16 or fp32" % out_dtype)
+            if out_dtype.name not in _OUT_DTYPES or not out_dtype.isnative:  # refused before anything is allocated
+                raise argument_error("out_dtype: %s; the output must be bf16, fp16 or fp32 (native byte order)" % out_dtype)
         return _CALL(stream, x, z, weight, _NEW_LIKE_X if out_dtype is None else _call.New(out_dtype), prm)[0]
     if out_dtype is not None:
         odt, given = _call.dtype_arg(out_dtype, "out_dtype"), _call.dtype_of(out, "out")
