@@ -74,3 +74,23 @@ def test_first_calls_from_many_threads_get_the_defaults():
 def test_first_calls_from_many_threads_compile_once():
     """Two threads compiling one entry's call left it going through _first_call on every call."""
     _run(FIRST_COMPILE)
+
+
+_FINALIZER_IN_CFFI_LOCK = r"""
+import gatednorm
+from gatednorm import _ffi
+a = gatednorm.DeviceArray((64,), "fp32", device="cpu")  # nothing freed yet: gatednorm_free never looked up
+# A finalizer can run inside cffi's own locked section (its type parse or first lookup of a
+# function, at any allocation a collection follows): held here, the drop runs the
+# allocation's finalizer as that collection would.  cffi's lock is not re-entrant.
+with _ffi.ffi._lock:
+    del a
+print("ok")
+"""
+
+
+def test_finalizer_inside_cffi_lock_does_not_hang():
+    """DeviceArray's allocation finalizer looked gatednorm_free up on first use, which takes
+    the FFI's lock: run by a collection inside cffi's locked type parse (a test run, session
+    30), the thread hung.  The library's load resolves what finalizers use."""
+    _run(_FINALIZER_IN_CFFI_LOCK)

@@ -298,20 +298,23 @@ gatednorm_status rows_shape(const gatednorm_tensor &t, const char *name, int64_t
     return GATEDNORM_STATUS_SUCCESS;
 }
 
-gatednorm_status same_rows_shape(const RowsShape &got, const char *name, const RowsShape &want, const char *want_name) {
-    bool same = got.ndim == want.ndim;
-    for (int i = 0; same && i < got.ndim; ++i) same = got.shape[i] == want.shape[i];
+namespace {
+// The one rule of both shape comparisons below: the same rank and extents.
+gatednorm_status same_dims(const int64_t *got, int got_ndim, const char *name, const int64_t *want, int want_ndim, const char *want_name) {
+    bool same = got_ndim == want_ndim;
+    for (int i = 0; same && i < got_ndim; ++i) same = got[i] == want[i];
     if (same) return GATEDNORM_STATUS_SUCCESS;
-    return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: shape %s does not match %s's %s", name, dims_text(got.shape, got.ndim).c_str(),
-                want_name, dims_text(want.shape, want.ndim).c_str());
+    return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: shape %s does not match %s's %s", name, dims_text(got, got_ndim).c_str(),
+                want_name, dims_text(want, want_ndim).c_str());
+}
+}  // namespace
+
+gatednorm_status same_rows_shape(const RowsShape &got, const char *name, const RowsShape &want, const char *want_name) {
+    return same_dims(got.shape, got.ndim, name, want.shape, want.ndim, want_name);
 }
 
 gatednorm_status same_shape(const gatednorm_tensor &got, const char *name, const gatednorm_tensor &want, const char *want_name) {
-    bool same = got.ndim == want.ndim;
-    for (int i = 0; same && i < got.ndim; ++i) same = got.shape[i] == want.shape[i];
-    if (same) return GATEDNORM_STATUS_SUCCESS;
-    return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: shape %s does not match %s's %s", name, dims_text(got.shape, got.ndim).c_str(),
-                want_name, dims_text(want.shape, want.ndim).c_str());
+    return same_dims(got.shape, got.ndim, name, want.shape, want.ndim, want_name);
 }
 
 gatednorm_status collapse_rows(const RowsShape *const shapes[], const char *const names[], int n, RowsGeometry *g) {

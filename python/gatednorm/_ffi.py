@@ -56,6 +56,10 @@ def _prebuilt_ffi():
 
 
 _lib = None  # the dlopen()ed library once loaded; hot paths read this global directly
+# Functions and types the finalizers use (load() resolves them before any finalizer can run).
+_FINALIZER_FUNCTIONS = ("gatednorm_free", "gatednorm_stream_destroy", "gatednorm_comm_destroy",
+                        "gatednorm_comm_buffer_close", "gatednorm_comm_buffer_free")
+_FINALIZER_TYPES = ("void *", "gatednorm_device *", "gatednorm_device")
 _lock = threading.Lock()
 _cdef_done = False
 
@@ -269,9 +273,19 @@ def load():
                 % (path, v >> 16, (v >> 8) & 0xFF, v & 0xFF, hdr_major, hdr_minor, hdr_major),
                 status=-2,
             )
+        # What the finalizers call (DeviceArray's allocation, Stream, the communicator's
+        # buffers), resolved now: a finalizer runs at any allocation, also inside cffi's own
+        # type parse or first lookup of a function, which hold the FFI's lock, and that lock
+        # is not re-entrant.  A finalizer's own first lookup there hung the thread (a test
+        # run, session 30); looked up once here, those are plain attribute reads.
+        for name in _FINALIZER_FUNCTIONS:
+            getattr(lib_, name)
+        for cdecl in _FINALIZER_TYPES:
+            ffi.typeof(cdecl)
         _lib = lib_
         _refresh_status_names()
         return _lib
+
 
 
 def lib():
