@@ -77,8 +77,14 @@ def test_first_calls_from_many_threads_compile_once():
 
 
 _FINALIZER_IN_CFFI_LOCK = r"""
+import sys
+# The in-line FFI (a source checkout's, or where the prebuilt _cffi_abi does not match the
+# header or the cffi run time): its header parse and first lookups hold a Python lock.  The
+# prebuilt one does both in C.
+sys.modules["gatednorm._cffi_abi"] = None
 import gatednorm
 from gatednorm import _ffi
+assert hasattr(_ffi.ffi, "_lock"), type(_ffi.ffi)
 a = gatednorm.DeviceArray((64,), "fp32", device="cpu")  # nothing freed yet: gatednorm_free never looked up
 # A finalizer can run inside cffi's own locked section (its type parse or first lookup of a
 # function, at any allocation a collection follows): held here, the drop runs the
