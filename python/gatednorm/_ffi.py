@@ -287,7 +287,6 @@ def load():
         return _lib
 
 
-
 def lib():
     """The loaded cffi library (loads it on first use)."""
     return _lib if _lib is not None else load()

@@ -223,10 +223,12 @@ def scales_overflow(q, scales, zeros, dt):
     q = np.asarray(q, np.uint8)
     z = np.full(rows.size, 8, np.int64) if zeros is None else np.asarray(zeros)[rows, cols].astype(np.int64) & 0xF
     m = np.empty(rows.size, np.int64)  # each candidate group's largest |q - z|
-    for lo in range(0, rows.size, 256):  # whole rows unpacked (an odd G splits a byte), a few at a time
-        r, c = rows[lo:lo + 256], cols[lo:lo + 256]
+    batch = 256  # whole rows unpacked (an odd G splits a byte), a few at a time
+    for lo in range(0, rows.size, batch):
+        part = slice(lo, lo + batch)
+        r, c = rows[part], cols[part]
         codes = int4_unpack(q[r]).reshape(r.size, groups, -1)[np.arange(r.size), c]  # [candidates, G]
-        m[lo:lo + 256] = np.abs(codes - z[lo:lo + 256, None]).max(axis=1)
+        m[part] = np.abs(codes - z[part, None]).max(axis=1)
     with np.errstate(over="ignore", invalid="ignore"):
         bad = ~np.isfinite((m * s16[rows, cols]).astype(dt))
     if not bad.any():
