@@ -113,17 +113,25 @@ __device__ __forceinline__ float row_sum_squares_f32(const float (&r)[8], int hi
 
 // The FP8 outputs of a lane's VEC values y of row t: group amax over the group's lanes, codes,
 // and the scale from the group's first lane.  Every lane calls it (the shuffles need them).
-template <int VEC>
+// LEAN: the lane's amax by lane_amax_bits and the G = 128 lane levels compiled in (fewer
+// instructions: the epilogue is issue-bound at small T); off only in the fp16 VEC 16 build
+// capped at 32 registers, which spills 4 bytes with either (ptxas -v).  The same bits.
+template <int VEC, bool LEAN = true>
 __device__ __forceinline__ void quantize_chunk(const AddArgs &a, int64_t t, int col, bool ok, float (&y)[VEC]) {
     if (a.quantize_rounded) {  // the value an unfused pipeline stored and re-read
 #pragma unroll
         for (int k = 0; k < VEC; ++k) y[k] = round_to(y[k], a.round_dtype);
     }
     // Lanes past hidden hold y = 0 and take part in the shuffles (whole groups of them).
-    uint32_t m = 0;
+    uint32_t m;
+    if constexpr (LEAN) {
+        m = lanes_max_bits_at<kShuffleGroup, 128 / VEC>(lane_amax_bits(y, ok), a.gl);
+    } else {
+        m = 0;
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) m = ok && abs_bits(y[k]) > m ? abs_bits(y[k]) : m;
-    m = lanes_max_bits<kShuffleGroup>(m, a.gl);
+        for (int k = 0; k < VEC; ++k) m = ok && abs_bits(y[k]) > m ? abs_bits(y[k]) : m;
+        m = lanes_max_bits<kShuffleGroup>(m, a.gl);
+    }
     if (!ok) return;
     const float scale = group_scale(a.qa, m);
     uint32_t codes[VEC / 4];
@@ -252,7 +260,7 @@ __device__ __forceinline__ void add_row_finish(const AddArgs &a, int64_t t, int 
         if constexpr (SAME) store_vec<XDT, VEC>(yp, y);
         else store_vec_as(yp, a.y_dtype, y);
     }
-    if constexpr (QUANT) quantize_chunk<VEC>(a, t, col, ok, y);
+    if constexpr (QUANT) quantize_chunk<VEC, !(VEC == 16 && XDT == kF16 && MINB == 2)>(a, t, col, ok, y);
 }
 
 // RES (a residual is added), QUANT (FP8 outputs) and SAME (weight and copy of x's dtype) are
@@ -566,17 +574,7 @@ AddArgs make_add_args(const AddRmsnormProblem &p, int vec) {
     a.res_out_st = p.res_out_st * dtype_size(p.res_dtype);
     a.y_st = p.y_st * dtype_size(p.y_dtype);
     if (p.has_quant) {
-        a.qa.q = qs.q;
-        a.qa.scales = qs.scales;
-        a.qa.q_st = qs.q_st;
-        a.qa.s_st_bytes = qs.s_st * (qs.scale_format == kScaleE8m0 ? 1 : 4);
-        a.qa.s_sk = qs.s_sk;
-        a.qa.group = int32_t(qs.group);
-        a.qa.groups = int32_t(qs.groups);
-        a.qa.format = qs.format;
-        a.qa.scale_format = qs.scale_format;
-        a.qa.fp8_max = qs.fp8_max;
-        a.qa.amax_floor = qs.amax_floor;
+        a.qa = fp8_quant_args(qs);
         a.gl = vec ? int32_t(qs.group / vec) : 1;
         while ((int64_t(1) << a.g_log2) < qs.group) ++a.g_log2;
     }

@@ -6,6 +6,7 @@
 #pragma once
 #include "port.h"  // first: under HIP it brings the runtime numerics.h's qualifiers need
 #include "numerics.h"
+#include "backend.h"
 
 namespace gn {
 
@@ -22,7 +23,26 @@ struct Fp8QuantArgs {
     int32_t scale_format; // ScaleFormat
     float fp8_max;
     float amax_floor;
+    int32_t fn448;        // format e4m3fn at fp8_max 448, the default: tested once a lane, not per value
 };
+
+// The kernel's form of a resolved spec (every kernel with FP8 outputs fills its arguments here).
+inline Fp8QuantArgs fp8_quant_args(const QuantFp8Spec &qs) {
+    Fp8QuantArgs qa{};
+    qa.q = qs.q;
+    qa.scales = qs.scales;
+    qa.q_st = qs.q_st;
+    qa.s_st_bytes = qs.s_st * (qs.scale_format == kScaleE8m0 ? 1 : 4);
+    qa.s_sk = qs.s_sk;
+    qa.group = int32_t(qs.group);
+    qa.groups = int32_t(qs.groups);
+    qa.format = qs.format;
+    qa.scale_format = qs.scale_format;
+    qa.fp8_max = qs.fp8_max;
+    qa.amax_floor = qs.amax_floor;
+    qa.fn448 = qs.format == kE4M3FN && qs.fp8_max == 448.0f;
+    return qa;
+}
 
 // Max of raw |y| bits over aligned groups of `lanes` adjacent lanes (a power of two <= MAXL
 // <= 32: such a group never straddles a warp of 32 or 64 lanes, so nothing depends on the
@@ -38,6 +58,43 @@ __device__ __forceinline__ uint32_t lanes_max_bits(uint32_t m, int lanes) {
         if (o < lanes && other > m) m = other;
     }
     return m;
+}
+
+// lanes_max_bits for the group width the kernel was compiled around (G = 128 at the lane's
+// VEC: 16 lanes at 8 elements, 8 at 16), with the width known: LANES / 2 .. 1 unpredicated,
+// a shuffle and one unsigned max a level.  The FP8 epilogues are issue-bound at small T
+// (run 113: 20 instructions a warp for the run-time levels, 8 here).  Same result: max is
+// max in any order.
+template <int MAXL, int LANES>
+__device__ __forceinline__ uint32_t lanes_max_bits_at(uint32_t m, int lanes) {
+    static_assert(LANES <= MAXL, "a group within the reduction's width");
+    if (lanes != LANES) return lanes_max_bits<MAXL>(m, lanes);  // uniform: one test a lane
+#pragma unroll
+    for (int o = LANES / 2; o > 0; o >>= 1) m = max(m, f32_bits(gn_shfl_xor(f32_from_bits(m), o, 32)));
+    return m;
+}
+
+// A lane's amax as raw |y| bits over its N values (0 where !ok): the bits of max |y[k]|, any
+// NaN among them giving bits >= 0x7f800000 as an infinity does (what group_scale tests).
+// NVIDIA sm_80+: max.NaN.f32 on |y| (one FMNMX.NAN a value, |.| an operand modifier) in
+// place of a compare and a select on the bits; a NaN comes back as the canonical NaN, whose
+// scale and codes are any NaN's.  Elsewhere the bits' unsigned max.
+template <int N>
+__device__ __forceinline__ uint32_t lane_amax_bits(const float (&y)[N], bool ok) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    float m = fabsf(y[0]);
+#pragma unroll
+    for (int k = 1; k < N; ++k) {
+        const float v = fabsf(y[k]);
+        asm("max.NaN.f32 %0, %0, %1;" : "+f"(m) : "f"(v));
+    }
+    return ok ? f32_bits(m) : 0u;
+#else
+    uint32_t m = 0;
+#pragma unroll
+    for (int k = 0; k < N; ++k) m = abs_bits(y[k]) > m ? abs_bits(y[k]) : m;
+    return ok ? m : 0u;
+#endif
 }
 
 // The group's scale from the amax bits the lanes of the group agree on.
@@ -69,7 +126,7 @@ __device__ __forceinline__ void encode_codes(const Fp8QuantArgs &a, const float 
     // the same call on purpose, each compiled with fp8_hw_convert's answer known, so inside
     // the hardware branch fp8_encode_x2's own test folds to the convert.
 #if defined(GN_FP8_FN_SATFINITE)
-    if (a.format == kE4M3FN && a.fp8_max == 448.0f) {  // the default: satfinite is the clamp
+    if (a.fn448) {  // the default: satfinite is the clamp
         encode_all([](float lo, float hi) { return fp8_encode_x2_fn448(lo, hi); });
         return;
     }

@@ -206,11 +206,7 @@ __device__ __forceinline__ void fp8_vec_finish(const Fp8Args &a, int lane, int c
         }
     }
     // Lanes past D (and teams past the end) count as zeros in the group's amax.
-    uint32_t m = 0;
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) m = abs_bits(y[k]) > m ? abs_bits(y[k]) : m;
-    if (!ok) m = 0;
-    m = lanes_max_bits<TEAM>(m, a.gl);
+    const uint32_t m = lanes_max_bits_at<TEAM, (128 / VEC < TEAM ? 128 / VEC : TEAM)>(lane_amax_bits(y, ok), a.gl);
     if (!ok) return;
 
     const float scale = group_scale(a.qa, m);
@@ -442,17 +438,7 @@ Fp8Args make_args(const RmsnormGatedFp8Problem &pr, int team, int elems) {
     a.z_sh = p.z.stride_h * zs;
     a.y_st = p.out.stride_t * ys;
     a.y_sh = p.out.stride_h * ys;
-    a.qa.q = qs.q;
-    a.qa.scales = qs.scales;
-    a.qa.q_st = qs.q_st;
-    a.qa.s_st_bytes = qs.s_st * (qs.scale_format == kScaleE8m0 ? 1 : 4);
-    a.qa.s_sk = qs.s_sk;
-    a.qa.group = int32_t(qs.group);
-    a.qa.groups = int32_t(qs.groups);
-    a.qa.format = qs.format;
-    a.qa.scale_format = qs.scale_format;
-    a.qa.fp8_max = qs.fp8_max;
-    a.qa.amax_floor = qs.amax_floor;
+    a.qa = fp8_quant_args(qs);
     a.dim = int32_t(p.dim);
     a.heads = int32_t(p.heads);
     a.hpt = qs.group > p.dim ? int32_t(qs.group / p.dim) : 1;
