@@ -114,8 +114,9 @@ __device__ __forceinline__ float row_sum_squares_f32(const float (&r)[8], int hi
 // The FP8 outputs of a lane's VEC values y of row t: group amax over the group's lanes, codes,
 // and the scale from the group's first lane.  Every lane calls it (the shuffles need them).
 // LEAN: the lane's amax by lane_amax_bits and the G = 128 lane levels compiled in (fewer
-// instructions: the epilogue is issue-bound at small T); off only in the fp16 VEC 16 build
-// capped at 32 registers, which spills 4 bytes with either (ptxas -v).  The same bits.
+// instructions: the epilogue is issue-bound at small T); off in the VEC 16 builds capped at
+// 32 registers, which spill 4-8 bytes with it (ptxas -v: fp16 on sm_90a, both dtypes on
+// sm_80).  The same bits either way.
 template <int VEC, bool LEAN = true>
 __device__ __forceinline__ void quantize_chunk(const AddArgs &a, int64_t t, int col, bool ok, float (&y)[VEC]) {
     if (a.quantize_rounded) {  // the value an unfused pipeline stored and re-read
@@ -260,7 +261,7 @@ __device__ __forceinline__ void add_row_finish(const AddArgs &a, int64_t t, int 
         if constexpr (SAME) store_vec<XDT, VEC>(yp, y);
         else store_vec_as(yp, a.y_dtype, y);
     }
-    if constexpr (QUANT) quantize_chunk<VEC, !(VEC == 16 && XDT == kF16 && MINB == 2)>(a, t, col, ok, y);
+    if constexpr (QUANT) quantize_chunk<VEC, !(VEC == 16 && MINB == 2)>(a, t, col, ok, y);
 }
 
 // RES (a residual is added), QUANT (FP8 outputs) and SAME (weight and copy of x's dtype) are

@@ -60,8 +60,9 @@ __device__ __forceinline__ uint32_t lanes_max_bits(uint32_t m, int lanes) {
     return m;
 }
 
-// lanes_max_bits for the group width the kernel was compiled around (G = 128 at the lane's
-// VEC: 16 lanes at 8 elements, 8 at 16), with the width known: LANES / 2 .. 1 unpredicated,
+// lanes_max_bits for the group width the kernel was compiled around (add_rmsnorm: G = 128 at
+// the lane's VEC, 16 lanes at 8 elements, 8 at 16; the gated kernel: that or its team, the
+// smaller), with the width known: LANES / 2 .. 1 unpredicated,
 // a shuffle and one unsigned max a level.  The FP8 epilogues are issue-bound at small T
 // (run 113: 20 instructions a warp for the run-time levels, 8 here).  Same result: max is
 // max in any order.
