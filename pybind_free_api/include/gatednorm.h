@@ -3,7 +3,8 @@
  * Rules this header keeps so that the Python layer can feed it to cffi unchanged
  * (after dropping preprocessor lines other than integer #defines):
  *   - C99, includes only <stddef.h> and <stdint.h>; no GPU runtime types (streams are void *).
- *   - every prototype is one GATEDNORM_API line; every #define is an integer literal.
+ *   - every prototype is one GATEDNORM_API line; every #define that cffi sees is an integer
+ *     literal (the include guard and GATEDNORM_API's definitions are dropped first).
  *   - enum values are explicit, prefixed with their enum's name, and only ever grow.
  *
  * Contract of every call:

@@ -141,7 +141,8 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
         quantize_rounded: quantize y rounded to the copy's dtype (x's without a copy), as an
             unfused norm -> bf16 -> quant pipeline does, bit for bit.
         copy_dtype: also return y rounded to this dtype (bf16/fp16/fp32); implied by ``y``.
-        q, scales, y: outputs to write (new ones of x's kind when None).
+        q, scales: outputs to write (new ones of x's kind when None).
+        y: the copy to write (asks for the copy; without it and without ``copy_dtype``, none).
 
     Returns:
         ``(q, scales)``, or ``(q, scales, y)`` when a copy is asked.  numpy inputs give
@@ -172,7 +173,7 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
 NormOutputs = collections.namedtuple("NormOutputs", ("y", "q", "scales", "residual"))
 NormOutputs.__doc__ = """What add_rmsnorm / rmsnorm return: ``y`` (None unless asked), ``q`` and
 ``scales`` (None unless fp8), ``residual`` (the stored sum x + residual: residual_out, or the
-residual updated in place; None for rmsnorm)."""
+residual updated in place; None for rmsnorm and for add_rmsnorm with no residual)."""
 
 # The wrappers' keyword for the C argument y is y_out (their y is the flag asking for it).
 _ADD_ARGS = dict(names=("x", "residual", "weight", "residual_out", "y_out", "q", "scales"),
