@@ -1282,3 +1282,61 @@ def test_weight_owns_its_arrays_and_checks_its_arguments():
     for shape in ((4, 0), (0, 8)):
         with pytest.raises(gatednorm.GatedNormError, match="q: expected uint8"):
             gatednorm.W4A16Weight(np.zeros(shape, np.uint8), np.ones((shape[0], 1), np.float32))
+
+
+def test_unpacked_gptq_qweight_warns_and_group_size_refuses_it(rng):
+    """GPTQ's K comes from qweight's rows, so an unpacked [K, N] qweight has a valid shape (K * 8,
+    scales read as G * 8) and was taken silently (review): it warns, naming the K it reads as,
+    and group_size= refuses it by the group count; a packed one does not warn."""
+    n, k, g = 16, 64, 32
+    codes = rng.integers(0, 16, (k, n)).astype(np.int32)
+    qzeros = np.full((k // g, n // 8), 0x77777777, np.int32)
+    scales = rng.random((k // g, n)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"from_gptq: every int32 of qweight holds a code in slot 0 only .* K = 512"):
+        gatednorm.W4A16Weight.from_gptq(codes, qzeros, scales)
+    with pytest.warns(UserWarning), pytest.raises(gatednorm.InvalidArgumentError, match=r"^scales: 2 groups, but K = 512"):
+        gatednorm.W4A16Weight.from_gptq(codes, qzeros, scales, group_size=g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = gatednorm.W4A16Weight.from_gptq(pack8(codes, 0), qzeros, scales, group_size=g)
+    assert (w.n, w.k) == (n, k)
+
+
+def test_to_cpu_checks_the_scales_fit_the_dtype():
+    """.to("cpu", "float16") returned a weight whose fp16 scales overflow (review): dequantize
+    and the GEMM refused it later; .to refuses it now, as for a GPU."""
+    w = gatednorm.W4A16Weight(np.zeros((4, 16), np.uint8), np.full((4, 2), 1e4, np.float32))
+    with pytest.raises(gatednorm.InvalidArgumentError, match=r"^scales: scale at \(0, 0\) .* overflows float16"):
+        w.to("cpu", "float16")
+    assert w.to("cpu", "bfloat16").n == 4
+
+
+@pytest.mark.parametrize("shape,g", [((0, 32), 32), ((4, 0), None)])
+def test_from_float_empty_weight_names_w(shape, g):
+    """An empty W was blamed on q or group_size, arguments the caller never passed (review)."""
+    with pytest.raises(gatednorm.InvalidArgumentError, match=r"^W: expected \[N, K\] with N, K >= 1"):
+        gatednorm.W4A16Weight.from_float(np.zeros(shape), g)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_from_float_group_whose_scale_underflows_float32(symmetric):
+    """A nonzero group whose float64 scale underflows float32 divided by zero and cast NaN to
+    codes (four RuntimeWarnings, review): it quantizes as an all-zero group, to 0."""
+    W = np.full((2, 32), 1e-46)
+    W[1] = np.linspace(-1, 1, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = gatednorm.W4A16Weight.from_float(W, 32, symmetric)
+    assert w.scales[0, 0] == 1.0 and not w.dequantize("float16")[:, 0].astype(np.float32).any()
+    if not symmetric:
+        assert w.zeros[0, 0] == 0
+
+
+@pytest.mark.parametrize("adt", [np.float64, np.float32, np.int32])
+def test_matmul_activation_dtype_error_names_what_it_takes(rng, adt):
+    """float64 activations were told "expected bfloat16, float16 or float32", float32 then
+    refused (review): every other dtype gets the GEMM's own message."""
+    w = gatednorm.W4A16Weight.from_float(rng.standard_normal((16, 32)), 32)
+    out = np.empty((1, 16), BF16)
+    _expect_error(lambda: gatednorm.w4a16_matmul(np.ones((1, 32), adt), w, out=out),
+                  r"a: dtype \w+; the W4A16 GEMM takes bfloat16 or float16 activations", out)

@@ -243,9 +243,9 @@ gatednorm_status gemm_checked(const gatednorm_tensor *a, const gatednorm_tensor 
     GN_TRY(read_params(params, &prm));
     W4a16GemmProblem p;
     GN_TRY(check_descriptor(a, "a"));
-    int adt;
-    GN_TRY(float_dtype(*a, "a", &adt));
-    if (adt == kF32) return invalid("a: dtype float32; the W4A16 GEMM takes bfloat16 or float16 activations");
+    int adt = -1;
+    if (float_dtype(*a, "a", &adt) != GATEDNORM_STATUS_SUCCESS || adt == kF32)  // one message for every other dtype
+        return invalid("a: dtype %s; the W4A16 GEMM takes bfloat16 or float16 activations", dtype_name(a->dtype).c_str());
     if (a->ndim != 2) return invalid("a: expected 2 dims [M, K], got %d", a->ndim);
     // An empty a or out (M = 0) addresses nothing: its strides are free (docs/c_abi.md).
     if (!is_empty(*a) && a->shape[1] > 1 && a->strides[1] != 1)

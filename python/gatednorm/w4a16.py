@@ -168,6 +168,12 @@ def _f32_scales(s):
         return s.astype(np.float32)
 
 
+def _unit_if_zero(s):
+    """An all-zero group's scale (or one that underflows float32) as 1: its codes are then the
+    zero point and it dequantizes to 0, with no division by zero on the way."""
+    return np.where(s > 0, s, np.float32(1.0))
+
+
 def _own(a, dtype=None):
     """A read-only C-contiguous copy of ``a`` (as ``dtype`` if given)."""
     a = np.array(a, dtype=dtype, order="C", copy=True)
@@ -323,19 +329,21 @@ class W4A16Weight:
             raise argument_error("W: expected [N, K], got %d dims" % w.ndim)
         symmetric = _call.flag("symmetric", symmetric) == 1
         n, k = w.shape
+        if n == 0 or k == 0:
+            raise argument_error("W: expected [N, K] with N, K >= 1, got %s" % (w.shape,))
         g = _group_size(group_size, k)
         if not np.isfinite(w).all():
             raise argument_error("W: holds NaN or Inf; a scale cannot represent them")
         wg = w.reshape(n, k // g, g)
         if symmetric:
             s = np.abs(wg).max(axis=2) / 7.0
-            s = _f32_scales(np.where(s > 0, s, 1.0))
+            s = _unit_if_zero(_f32_scales(s))
             q = np.clip(np.rint(wg / s.astype(np.float64)[..., None]) + 8, 0, 15)
             z = None
         else:
             lo, hi = np.minimum(wg.min(axis=2), 0.0), np.maximum(wg.max(axis=2), 0.0)
             s = (hi - lo) / 15.0
-            s = _f32_scales(np.where(s > 0, s, 1.0))
+            s = _unit_if_zero(_f32_scales(s))
             z = np.clip(np.rint(-lo / s.astype(np.float64)), 0, 15)
             q = np.clip(np.rint(wg / s.astype(np.float64)[..., None]) + z[..., None], 0, 15)
             z = z.astype(np.uint8)
@@ -391,6 +399,13 @@ class W4A16Weight:
         s = _scales(scales, "scales")
         n, k = codes.shape
         _transposed(n, qw.shape[0] if qw.ndim == 2 else -1, s, "qweight")  # [N, K/8] given for [K/8, N]
+        by_word = codes.reshape(n, k // 8, 8)
+        if not by_word[:, :, 1:].any() and by_word[:, :, 0].any():
+            # K is read from qweight's rows, so an unpacked [K, N] tensor has a valid shape (as
+            # K * 8, with scales giving G * 8): only its values show it.  group_size= refuses it.
+            warnings.warn("from_gptq: every int32 of qweight holds a code in slot 0 only (values 0..15), as an "
+                          "unpacked [K, N] tensor would; it reads as K = %d. Pass the packed [K/8, N] qweight "
+                          "(group_size= refuses the mismatch)" % k, stacklevel=2)
         if s.ndim != 2 or s.shape[1] != n or s.shape[0] < 1 or k % s.shape[0]:
             raise argument_error("scales: expected [K/G, N] = [K/G, %d] with K/G dividing K = %d, got %s" % (n, k, s.shape))
         ng = s.shape[0]
@@ -534,9 +549,9 @@ class W4A16Weight:
         tiled layout for that GPU and activations of ``dtype`` (bf16 / fp16)."""
         dev = _parse_device(device)
         dt = _act_dtype(dtype)  # checked on the CPU too, where the plain layout serves both
+        self._check_scales_fit(dt)  # as dequantize(dtype) and the GEMM would on the CPU
         if dev is None:
             return self._copy()
-        self._check_scales_fit(dt)
         lib = _ffi._lib or _ffi.load()
         q = DeviceArray.from_numpy(self.q, device=dev)
         s = DeviceArray.from_numpy(self.scales, device=dev)
