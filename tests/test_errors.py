@@ -173,11 +173,35 @@ def test_unsupported_dtype(be, rng, arg, bad):
     expect_error(be, arg, a["x"], a["z"], a["weight"], a["out"])
 
 
-def test_non_native_byte_order(rng):
+@pytest.mark.parametrize("strided", [False, True])
+def test_non_native_byte_order(rng, strided):
+    """Named, and said to be the byte order (it said "no DLPack equivalent", a review)."""
     x, z, w = _inputs(rng)
-    with pytest.raises(GatedNormError) as ei:
-        gatednorm.rmsnorm_gated(x.astype(">f4"), z, w)
+    xs = x.astype(">f4")
+    if strided:
+        xs = np.repeat(xs, 2, axis=-1)[..., ::2]
+    with pytest.raises(GatedNormError, match=r"^x: numpy dtype >f4 is byte-swapped") as ei:
+        gatednorm.rmsnorm_gated(xs, z, w)
     assert_names(ei.value, "x")
+
+
+@pytest.mark.parametrize("bad,match", [(1.0, r"^z: expected an array .* got float"), (True, r"^z: expected an array .* got bool"),
+                                       (np.float32(2), r"z: expected at least 1 dim"), (np.bool_(False), r"z: dtype bool not supported")])
+def test_a_float_or_bool_is_not_called_a_pointer(rng, bad, match):
+    """A float or bool where an array belongs was told to wrap a "bare pointer" (a review);
+    numpy's scalars are 0-d arrays, refused as such."""
+    x, z, w = _inputs(rng)
+    with pytest.raises(gatednorm.InvalidArgumentError, match=match):
+        gatednorm.rmsnorm_gated(x, bad, w)
+
+
+@pytest.mark.parametrize("layout", [np.array(["row", "col"]), np.array(["col"]), ["col"]])
+def test_scale_layout_array_is_refused_by_name(rng, layout):
+    """`in` on a tuple compared an array elementwise: a plain ValueError, or ["col"] taken as
+    "col" (a review)."""
+    x = rng.standard_normal((4, 256)).astype(np.float32)
+    with pytest.raises(gatednorm.InvalidArgumentError, match=r"^scale_layout: expected one of"):
+        gatednorm.group_quant_fp8(x, scale_layout=layout)
 
 
 # ------------------------------------------------------------------------------ pointers

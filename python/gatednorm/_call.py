@@ -205,6 +205,13 @@ _TENSOR_PTR = "gatednorm_tensor *"
 _np_descs: dict = {}
 
 
+def _no_dlpack_dtype(name, dt):
+    if dt.byteorder not in "=|" and dt.newbyteorder("=") in _NP_TO_DL:
+        _fail(name, "numpy dtype %s is byte-swapped; convert it to native order first (a.astype(a.dtype.newbyteorder('=')))"
+              % dt.str)
+    _fail(name, "numpy dtype %s has no DLPack equivalent" % dt.str)
+
+
 def _np_desc(a, name, buf):
     """The descriptor of C-contiguous numpy array ``a`` whose buffer (this call's) is ``buf``;
     made and entered in ``_np_descs`` when that has none for this address, shape and dtype."""
@@ -214,7 +221,7 @@ def _np_desc(a, name, buf):
         return d[2]
     dl = _NP_TO_DL.get(dt) or _dtypes.dl_lookup(dt)
     if dl is None:
-        _fail(name, "numpy dtype %s has no DLPack equivalent" % dt.str)
+        _no_dlpack_dtype(name, dt)
     _ensure_layout()  # an Entry's numpy fast path can come here before the entry loaded
     t = ffi.new(_TENSOR_PTR)
     _rank(name, len(shape)).pack_into(ffi.buffer(t), 0, 0, 1, 0, len(shape), dl[0], dl[1], 1, *shape, *_contig(shape), 0)
@@ -289,7 +296,7 @@ def _from_numpy(a, name, writable, sc, i, s, hold):
 def _from_numpy_strided(a, name):
     dl = _NP_TO_DL.get(a.dtype) or _dtypes.dl_lookup(a.dtype)
     if dl is None:
-        _fail(name, "numpy dtype %s has no DLPack equivalent" % a.dtype.str)
+        _no_dlpack_dtype(name, a.dtype)
     shape = a.shape
     t = ffi.new(_TENSOR_PTR)
     _rank(name, len(shape)).pack_into(ffi.buffer(t), 0, a.__array_interface__["data"][0], 1, 0, len(shape),
@@ -590,7 +597,7 @@ _SLOTTED = frozenset((_from_torch, _from_cai, _from_probe))  # adapters that pac
 
 
 def _not_an_array(x, name, writable, sc, i, s, hold):
-    if isinstance(x, int) or hasattr(x, "__int__"):
+    if (isinstance(x, int) or hasattr(x, "__int__")) and not isinstance(x, (bool, float, np.bool_, np.floating)):
         _fail(name, "got a bare pointer (%s); wrap it with gatednorm.from_pointer(ptr, shape, dtype)"
               % type(x).__name__)
     _fail(name, "expected an array (numpy, DLPack, __cuda_array_interface__, gatednorm.DeviceArray), "

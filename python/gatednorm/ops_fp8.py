@@ -204,7 +204,7 @@ def _float_out_dtype(dtype, name, what, given, given_name):
 
 
 def _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded):
-    if scale_layout not in SCALE_LAYOUTS:
+    if not isinstance(scale_layout, str) or scale_layout not in SCALE_LAYOUTS:  # (an array's `in` is elementwise)
         raise argument_error("scale_layout: expected one of %s, got %r" % (", ".join(map(repr, SCALE_LAYOUTS)), scale_layout))
     fmt = _call.choice("fp8_format", fp8_format, FP8_FORMATS)
     sfmt = _call.choice("scale_format", scale_format, SCALE_FORMATS)
