@@ -124,15 +124,8 @@ __device__ __forceinline__ void quantize_chunk(const AddArgs &a, int64_t t, int 
         for (int k = 0; k < VEC; ++k) y[k] = round_to(y[k], a.round_dtype);
     }
     // Lanes past hidden hold y = 0 and take part in the shuffles (whole groups of them).
-    uint32_t m;
-    if constexpr (LEAN) {
-        m = lanes_max_bits_at<kShuffleGroup, 128 / VEC>(lane_amax_bits(y, ok), a.gl);
-    } else {
-        m = 0;
-#pragma unroll
-        for (int k = 0; k < VEC; ++k) m = ok && abs_bits(y[k]) > m ? abs_bits(y[k]) : m;
-        m = lanes_max_bits<kShuffleGroup>(m, a.gl);
-    }
+    const uint32_t m = LEAN ? lanes_max_bits_at<kShuffleGroup, 128 / VEC>(lane_amax_bits(y, ok), a.gl)
+                            : lanes_max_bits<kShuffleGroup>(lane_amax_bits_u32(y, ok), a.gl);
     if (!ok) return;
     const float scale = group_scale(a.qa, m);
     uint32_t codes[VEC / 4];

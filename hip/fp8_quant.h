@@ -81,6 +81,16 @@ __device__ __forceinline__ uint32_t lanes_max_bits_at(uint32_t m, int lanes) {
 // place of a compare and a select on the bits; a NaN comes back as the canonical NaN, whose
 // scale and codes are any NaN's.  Elsewhere the bits' unsigned max.
 template <int N>
+__device__ __forceinline__ uint32_t lane_amax_bits_u32(const float (&y)[N], bool ok) {
+    // The bits' unsigned max.  `ok` tested a value (not once at the end): in add_rmsnorm's
+    // 32-register VEC 16 builds the other form spills (ptxas -v, sm_80 / sm_90a).
+    uint32_t m = 0;
+#pragma unroll
+    for (int k = 0; k < N; ++k) m = ok && abs_bits(y[k]) > m ? abs_bits(y[k]) : m;
+    return m;
+}
+
+template <int N>
 __device__ __forceinline__ uint32_t lane_amax_bits(const float (&y)[N], bool ok) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     float m = fabsf(y[0]);
@@ -91,10 +101,7 @@ __device__ __forceinline__ uint32_t lane_amax_bits(const float (&y)[N], bool ok)
     }
     return ok ? f32_bits(m) : 0u;
 #else
-    uint32_t m = 0;
-#pragma unroll
-    for (int k = 0; k < N; ++k) m = abs_bits(y[k]) > m ? abs_bits(y[k]) : m;
-    return ok ? m : 0u;
+    return lane_amax_bits_u32(y, ok);
 #endif
 }
 

@@ -19,6 +19,7 @@ _ACTIVATIONS = {"silu": 0, "swish": 0, "sigmoid": 1}
 FP8_FORMATS = {"e4m3fn": 0, "e4m3fnuz": 1}
 SCALE_FORMATS = {"fp32": 0, "ue8m0": 1, "e8m0": 2, "e8m0_packed": 3}
 SCALE_LAYOUTS = ("row", "col", "col_pad4")
+_SCALE_LAYOUT_KEYS = dict.fromkeys(SCALE_LAYOUTS)  # for _call.choice (a Python-side option: no C code)
 _Q_NAMES = ("float8_e4m3fn", "float8_e4m3fnuz")  # through _dtypes on use: ml_dtypes loads lazily
 _SCALE_NAMES = ("float32", "float32", "uint8", "int32")
 _ENTRY = _call.Entry("gatednorm_rmsnorm_gated_fp8", "gatednorm_rmsnorm_gated_fp8_params",
@@ -204,8 +205,7 @@ def _float_out_dtype(dtype, name, what, given, given_name):
 
 
 def _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded):
-    if not isinstance(scale_layout, str) or scale_layout not in SCALE_LAYOUTS:  # (an array's `in` is elementwise)
-        raise argument_error("scale_layout: expected one of %s, got %r" % (", ".join(map(repr, SCALE_LAYOUTS)), scale_layout))
+    _call.choice("scale_layout", scale_layout, _SCALE_LAYOUT_KEYS)  # refused as the enum options are
     fmt = _call.choice("fp8_format", fp8_format, FP8_FORMATS)
     sfmt = _call.choice("scale_format", scale_format, SCALE_FORMATS)
     g = _call.integer("group_size", group_size)
