@@ -786,3 +786,57 @@ def test_w4a16_strided_qweight_or_bias_is_refused(which):
                        _desc(ob.ctypes.data, (1, 4), (4, 1)))
     assert st < 0 and msg.startswith(which + ":"), msg
     assert np.isnan(ob).all()
+
+
+def _huge_view(dt, hidden):
+    """[2^40, hidden] of one element (stride 0): a valid input whose like-shaped outputs no
+    machine can hold."""
+    return np.lib.stride_tricks.as_strided(np.ones(1, dt), shape=(1 << 40, hidden), strides=(0, 0), writeable=False)
+
+
+@pytest.mark.parametrize("op, out_name, itemsize", [("rmsnorm_gated", "out", 4), ("rmsnorm_gated_fp8", "q", 1),
+                                                    ("rmsnorm", "y_out", 4), ("add_rmsnorm", "y_out", 4),
+                                                    ("rmsnorm_fp8_only", "q", 1), ("group_quant_fp8", "q", 1)])
+def test_output_too_large_to_allocate_is_named(op, out_name, itemsize):
+    """An output made like a huge broadcast input cannot be allocated: a GatedNormError with
+    the out-of-memory status naming that output, its size and what it was made like (a review:
+    numpy's bare MemoryError escaped), whatever the other arguments hold."""
+    x, w = _huge_view(np.float32, 128), np.ones(128, np.float32)
+    calls = {"rmsnorm_gated": lambda: gatednorm.rmsnorm_gated(x, x, w),
+             "rmsnorm_gated_fp8": lambda: gatednorm.rmsnorm_gated_fp8(x, x, w),
+             "rmsnorm": lambda: gatednorm.rmsnorm(x, w),
+             "add_rmsnorm": lambda: gatednorm.add_rmsnorm(x, x, w, residual_out=x),
+             "rmsnorm_fp8_only": lambda: gatednorm.rmsnorm(x, w, y=False, fp8=True),
+             "group_quant_fp8": lambda: gatednorm.group_quant_fp8(x)}
+    with pytest.raises(GatedNormError) as ei:
+        calls[op]()
+    e = ei.value
+    assert not isinstance(e, ValueError) and e.status == -5, (e.status, e.message)  # out of memory, not a bad argument
+    assert_names(e, out_name)
+    assert "made like x" in e.message and "%d bytes" % (itemsize * 128 << 40) in e.message, e.message
+
+
+def test_output_too_large_for_the_library_allocator_is_named():
+    """The same through a DeviceArray input (the output is the library's allocation)."""
+    base = gatednorm.DeviceArray((128,), np.float32)
+    x = from_pointer(base.data_ptr, (1 << 40, 128), np.float32, strides=(0, 1), device=(base.device_type, base.device_id),
+                     owner=base)
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(x, x, np.ones(128, np.float32))
+    assert ei.value.status == -5, ei.value.message
+    assert_names(ei.value, "out")
+
+
+@pytest.mark.parametrize("op, out_name", [("rmsnorm_gated", "out"), ("rmsnorm", "y_out"), ("group_quant_fp8", "q")])
+def test_torch_output_too_large_to_allocate_is_named(op, out_name):
+    """The same on torch tensors: torch's allocation error (a RuntimeError, naming nothing)
+    becomes the out-of-memory GatedNormError naming the output."""
+    torch = pytest.importorskip("torch")
+    x = torch.ones(1, 128).expand(1 << 40, 128)
+    w = torch.ones(128)
+    calls = {"rmsnorm_gated": lambda: gatednorm.rmsnorm_gated(x, x, w), "rmsnorm": lambda: gatednorm.rmsnorm(x, w),
+             "group_quant_fp8": lambda: gatednorm.group_quant_fp8(x)}
+    with pytest.raises(GatedNormError) as ei:
+        calls[op]()
+    assert ei.value.status == -5, ei.value.message
+    assert_names(ei.value, out_name)

@@ -966,7 +966,7 @@ class Entry:
             lines += [
                 "        else:",
                 "            if tp is New:",
-                "                a%d = a%d.make(%s[a%d.like], %s[a%d.like], E.names[a%d.like])" % (i, i, prev_a, i, prev_t, i, i),
+                "                a%d = a%d.make(%s[a%d.like], %s[a%d.like], E.names[a%d.like], %r)" % (i, i, prev_a, i, prev_t, i, i, name),
                 "                tp = type(a%d)" % i,
                 "            f = ADAPTER(tp) or adapter_for(a%d)" % i,
                 "            if sc is None and f in SLOTTED:",
@@ -1053,8 +1053,8 @@ class Entry:
                 prev_a = "(%s,)" % ", ".join("a%d" % j for j in range(i)) if i else "()"
                 prev_t = "(%s,)" % ", ".join("t%d" % j for j in range(i)) if i else "()"
                 lines += ["    if type(a%d) is New:" % i,
-                          "        a%d = a%d.make(%s[a%d.like], %s[a%d.like], E.names[a%d.like])"
-                          % (i, i, prev_a, i, prev_t, i, i)]
+                          "        a%d = a%d.make(%s[a%d.like], %s[a%d.like], E.names[a%d.like], %r)"
+                          % (i, i, prev_a, i, prev_t, i, i, self.names[i])]
             lines += ["    try:",
                       "        b%d = %s" % (i, "FBW(CA, a%d, True)" % i if w else "FB(a%d)" % i),
                       "    except FB_ERRORS:",
@@ -1087,25 +1087,61 @@ class New:
     def __init__(self, dtype=None, shape=None, like=0):
         self.dtype, self.shape, self.like = dtype, shape, like
 
-    def make(self, src, desc, src_name="x"):
+    def make(self, src, desc, src_name="x", out_name="out"):
         if src is None:  # nothing to allocate like: the argument is missing
             raise argument_error("%s: required (an array); got None" % src_name)
         k = kind_of(src)
         shape = self.shape
         dt = self.dtype
         if k == NUMPY:
-            return np.empty(src.shape if shape is None else shape, src.dtype if dt is None else dt)
+            shape = src.shape if shape is None else shape
+            try:
+                return np.empty(shape, src.dtype if dt is None else dt)
+            except (MemoryError, ValueError) as e:  # ValueError: past numpy's largest array
+                raise _unallocated(out_name, src_name, shape, src.dtype if dt is None else dt, e) from None
         if k == TORCH:
-            return src.new_empty(tuple(src.shape) if shape is None else shape,
-                                 dtype=src.dtype if dt is None else _dtypes.to_torch_dtype(sys.modules["torch"], dt))
+            shape = tuple(src.shape) if shape is None else shape
+            try:
+                return src.new_empty(shape, dtype=src.dtype if dt is None else _dtypes.to_torch_dtype(sys.modules["torch"], dt))
+            except RuntimeError as e:  # torch.OutOfMemoryError is one
+                raise _unallocated(out_name, src_name, shape, src.dtype if dt is None else dt, e) from None
         if shape is None:
             shape = tuple(desc.shape[0:desc.ndim])
         if dt is None:
             dt = _dtypes.np_of_dl((desc.dtype.code, desc.dtype.bits), _dtypes.float32)
         try:
             return _new_array(shape, dt, desc.device.device_type, desc.device.device_id)
-        except GatedNormError as e:  # x's metadata (shape, device) is what made it fail: name x
+        except GatedNormError as e:
+            if e.status == _OUT_OF_MEMORY:
+                raise _unallocated(out_name, src_name, shape, dt, e) from None
+            # else x's metadata (shape, device) is what made it fail: name x
             raise argument_error("%s: no output can be made like it: %s" % (src_name, e.message)) from None
+
+
+_OUT_OF_MEMORY = -5  # GATEDNORM_STATUS_OUT_OF_MEMORY
+
+
+def _unallocated(out_name, like_name, shape, dt, e) -> GatedNormError:
+    """The error for an output the call layer could not allocate (numpy's MemoryError, a
+    torch OOM, the library's own): it names the output, its size and what it was made like.
+    Raised before the library's checks of the other arguments: an output too large to make is
+    refused whatever they hold, and nothing has been written."""
+    try:
+        dt = np.dtype(dt)
+    except TypeError:  # a torch dtype: named and sized as torch says
+        pass
+    try:
+        size = math.prod(int(d) for d in shape)
+        what = "shape %s, %s, %s bytes" % (tuple(int(d) for d in shape), _dtype_label(dt), size * int(dt.itemsize))
+    except Exception:  # a dtype without itemsize (an old torch): say what is known
+        what = "shape %s, %s" % (tuple(shape), _dtype_label(dt))
+    reason = e.message if isinstance(e, GatedNormError) else "%s: %s" % (type(e).__name__, e)
+    return GatedNormError(_OUT_OF_MEMORY, "%s: cannot be allocated (%s, made like %s): %s" % (out_name, what, like_name, reason))
+
+
+def _dtype_label(dt) -> str:
+    """numpy's name for a numpy dtype (float32, bfloat16), torch's (torch.bfloat16) for torch's."""
+    return getattr(dt, "name", None) or str(dt)
 
 
 def _new_array(shape, dt, devtype, devid):
@@ -1310,12 +1346,17 @@ def _torch_empty(x, shape, dtype, dtype_name):
     return x.new_empty(tuple(x.shape) if shape is None else tuple(shape), dtype=tdt)
 
 
-def empty_like(x, shape=None, dtype=None, dtype_name="out_dtype", name="x"):
+def empty_like(x, shape=None, dtype=None, dtype_name="out_dtype", name="x", out="out"):
     """A new uninitialised array of x's kind on x's device: numpy for numpy, ``x.new_empty``
     for torch, else a DeviceArray.  ``shape`` None: x's; ``dtype`` None: x's (any dtype
-    numpy, ml_dtypes or torch names)."""
+    numpy, ml_dtypes or torch names).  ``out``: the output's name, for the error raised when
+    it cannot be allocated."""
     if type(x) is not _Described and kind_of(x) == TORCH:
-        return _torch_empty(x, shape, dtype, dtype_name)
+        try:
+            return _torch_empty(x, shape, dtype, dtype_name)
+        except RuntimeError as e:  # torch.OutOfMemoryError is one
+            raise _unallocated(out, name, tuple(x.shape) if shape is None else shape,
+                               x.dtype if dtype is None else dtype, e) from None
     if type(x) is _Described:
         k, xshape, xdt, devtype, devid = None, x.shape, x.dtype, x.devtype, x.devid
     else:
@@ -1329,6 +1370,15 @@ def empty_like(x, shape=None, dtype=None, dtype_name="out_dtype", name="x"):
     dt = xdt if dtype is None else dtype_arg(dtype, dtype_name)
     if dt is None:  # x has a dtype numpy does not know; the op will reject x by name
         dt = _dtypes.float32
-    if k == NUMPY:
-        return np.empty(shape, dt)
-    return _new_array(shape, dt, devtype, devid)
+    try:
+        if k == NUMPY:
+            return np.empty(shape, dt)
+        return _new_array(shape, dt, devtype, devid)
+    except (MemoryError, ValueError) as e:  # numpy's; ValueError: past its largest array
+        if k != NUMPY:
+            raise
+        raise _unallocated(out, name, shape, dt, e) from None
+    except GatedNormError as e:
+        if e.status != _OUT_OF_MEMORY:
+            raise
+        raise _unallocated(out, name, shape, dt, e) from None

@@ -90,9 +90,9 @@ def _new_scales(x, tok, cols, dt, layout):
     """scales [tok..., cols] in ``layout``: row-major, column-major ([cols, T] transposed), or
     column-major with T padded to a multiple of 4 (the first T columns of [cols, T_pad])."""
     if layout == "row":
-        return _call.empty_like(x, tuple(tok) + (cols,), dt)
+        return _call.empty_like(x, tuple(tok) + (cols,), dt, out="scales")
     T, tp = _scale_columns(tok, layout)
-    base = _call.empty_like(x, (cols, tp), dt)
+    base = _call.empty_like(x, (cols, tp), dt, out="scales")
     if isinstance(base, DeviceArray):
         return from_pointer(base.data_ptr, tuple(tok) + (cols,), dt, strides=_col_strides(tok, tp),
                             device=(base.device_type, base.device_id), owner=base)
@@ -165,7 +165,7 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
         shape = _call.shape_of(xd)
         q, scales = _new_quant(xd, q, scales, fmt, sfmt, g, scale_layout, _token_dims(shape, hd))
         if want_copy and y is None:
-            y = _call.empty_like(xd, shape, cdt)
+            y = _call.empty_like(xd, shape, cdt, out="y")
     _ENTRY.call(stream, x, z, weight, q, scales, y if want_copy else None, params=prm)
     return (q, scales, y) if want_copy else (q, scales)
 
@@ -232,7 +232,7 @@ def _new_quant(x, q, scales, fmt, sfmt, g, scale_layout, dims=None):
             dims = (tuple(shape[:-1]), shape[-1]) if shape else ((), 0)
         tok, row = dims
         if q is None:
-            q = _call.empty_like(x, tok + (row,), getattr(_dtypes, _Q_NAMES[fmt]))
+            q = _call.empty_like(x, tok + (row,), getattr(_dtypes, _Q_NAMES[fmt]), out="q")
         if scales is None:
             scales = _new_scales(x, tok, _scale_cols(row, sfmt, g), getattr(_dtypes, _SCALE_NAMES[sfmt]), scale_layout)
     return q, scales
@@ -325,7 +325,7 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
     if (want_y and y_out is None) or (want_q and (q is None or scales is None)):
         xd = _call.described(x)  # read once for every output made here
     if want_y and y_out is None:
-        y_out = _call.empty_like(xd, None, ydt, "y_dtype")
+        y_out = _call.empty_like(xd, None, ydt, "y_dtype", out="y_out")
     if want_q:
         q, scales = _new_quant(xd, q, scales, fmt, sfmt, g, scale_layout)
     entry.call(stream, x, residual, weight, residual_out, y_out if want_y else None, q if want_q else None,

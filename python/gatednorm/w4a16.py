@@ -776,7 +776,7 @@ def gemm(a, ad, n, weight, prm, bias, out, out_dtype, workspace, stream):
         if dev[0] != _runtime.CPU:  # the host backend needs none
             need = workspace_bytes(prm, m, dev)
             if need:
-                workspace = _call.empty_like(ad, (need,), np.uint8)
+                workspace = _call.empty_like(ad, (need,), np.uint8, name="a", out="workspace")
     return _GEMM(stream, a, *weight, bias, out, workspace, params=prm)[0]
 
 
