@@ -816,15 +816,49 @@ def test_output_too_large_to_allocate_is_named(op, out_name, itemsize):
     assert "made like x" in e.message and "%d bytes" % (itemsize * 128 << 40) in e.message, e.message
 
 
-def test_output_too_large_for_the_library_allocator_is_named():
-    """The same through a DeviceArray input (the output is the library's allocation)."""
+@pytest.mark.parametrize("rows", [1 << 40, 1 << 58])  # the allocator's refusal; past 2^63 bytes (a review)
+@pytest.mark.parametrize("op, out_name", [("rmsnorm_gated", "out"), ("rmsnorm", "y_out"), ("group_quant_fp8", "q")])
+def test_output_too_large_for_the_library_allocator_is_named(op, out_name, rows):
+    """The same through a DeviceArray input (the output is the library's allocation): at 2^58
+    rows the bytes pass 2^63, which DeviceArray refuses naming its own ``shape``."""
     base = gatednorm.DeviceArray((128,), np.float32)
-    x = from_pointer(base.data_ptr, (1 << 40, 128), np.float32, strides=(0, 1), device=(base.device_type, base.device_id),
+    x = from_pointer(base.data_ptr, (rows, 128), np.float32, strides=(0, 1), device=(base.device_type, base.device_id),
                      owner=base)
+    w = np.ones(128, np.float32)
+    calls = {"rmsnorm_gated": lambda: gatednorm.rmsnorm_gated(x, x, w), "rmsnorm": lambda: gatednorm.rmsnorm(x, w),
+             "group_quant_fp8": lambda: gatednorm.group_quant_fp8(x)}
     with pytest.raises(GatedNormError) as ei:
-        gatednorm.rmsnorm_gated(x, x, np.ones(128, np.float32))
+        calls[op]()
     assert ei.value.status == -5, ei.value.message
-    assert_names(ei.value, "out")
+    assert_names(ei.value, out_name)
+
+
+@pytest.mark.parametrize("op, name", [("rmsnorm_gated", "weight_offset"), ("add_rmsnorm", "weight_offset"),
+                                      ("group_quant_fp8", "amax_floor")])
+@pytest.mark.parametrize("value", [10 ** 400, -10 ** 400])
+def test_option_int_past_float_range_is_named(op, name, value):
+    """An int option past float's range: named as out of range (the options' memo key took
+    its zero sign first, and math.copysign's OverflowError escaped: a review)."""
+    x, w = np.ones((2, 128), np.float32), np.ones(128, np.float32)
+    calls = {"rmsnorm_gated": lambda: gatednorm.rmsnorm_gated(x, None, w, weight_offset=value),
+             "add_rmsnorm": lambda: gatednorm.add_rmsnorm(x, x.copy(), w, weight_offset=value),
+             "group_quant_fp8": lambda: gatednorm.group_quant_fp8(x, amax_floor=value)}
+    with pytest.raises(GatedNormError) as ei:
+        calls[op]()
+    assert_names(ei.value, name)
+
+
+@pytest.mark.parametrize("bad", [("f4", -1), "f4,("])
+def test_malformed_dtype_is_named(bad):
+    """A dtype numpy cannot parse (ValueError, SyntaxError from np.dtype) is named like any
+    non-dtype (a review: both escaped raw)."""
+    x, w = np.ones((2, 128), np.float32), np.ones(128, np.float32)
+    for call, name in ((lambda: gatednorm.rmsnorm_gated(x, None, w, out_dtype=bad), "out_dtype"),
+                       (lambda: gatednorm.rmsnorm(x, w, y_dtype=bad), "y_dtype"),
+                       (lambda: gatednorm.DeviceArray((2,), bad), "dtype")):
+        with pytest.raises(GatedNormError) as ei:
+            call()
+        assert_names(ei.value, name)
 
 
 @pytest.mark.parametrize("op, out_name", [("rmsnorm_gated", "out"), ("rmsnorm", "y_out"), ("group_quant_fp8", "q")])

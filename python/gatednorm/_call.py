@@ -1111,6 +1111,8 @@ class New:
             dt = _dtypes.np_of_dl((desc.dtype.code, desc.dtype.bits), _dtypes.float32)
         try:
             return _new_array(shape, dt, desc.device.device_type, desc.device.device_id)
+        except MemoryError as e:
+            raise _unallocated(out_name, src_name, shape, dt, e) from None
         except GatedNormError as e:
             if e.status == _OUT_OF_MEMORY:
                 raise _unallocated(out_name, src_name, shape, dt, e) from None
@@ -1145,6 +1147,10 @@ def _dtype_label(dt) -> str:
 
 
 def _new_array(shape, dt, devtype, devid):
+    """A DeviceArray output; MemoryError where its bytes pass what any device can hold (the
+    caller names the output; DeviceArray itself would name its own ``shape`` argument)."""
+    if all(type(d) is int and d >= 0 for d in shape) and math.prod(shape) * np.dtype(dt).itemsize >= 1 << 63:
+        raise MemoryError("%d bytes, past what any device can hold" % (math.prod(shape) * np.dtype(dt).itemsize))
     if devtype in _runtime.HOST_TYPES:
         devtype, devid = _runtime.CPU, 0
     else:  # e.g. CUDA-managed memory: plain memory of the GPU backend
@@ -1168,7 +1174,7 @@ def _zero_sign(v):
     hashes as 0, a review found numpy's -0.0 offset memoized as +0.0), else v itself."""
     try:
         return math.copysign(1.0, v)
-    except TypeError:
+    except (TypeError, OverflowError):  # OverflowError: an int past float's range, checked later by real()
         return v
 
 
@@ -1374,11 +1380,13 @@ def empty_like(x, shape=None, dtype=None, dtype_name="out_dtype", name="x", out=
         if k == NUMPY:
             return np.empty(shape, dt)
         return _new_array(shape, dt, devtype, devid)
-    except (MemoryError, ValueError) as e:  # numpy's; ValueError: past its largest array
-        if k != NUMPY:
+    except MemoryError as e:  # numpy's, or _new_array's: past what any device holds
+        raise _unallocated(out, name, shape, dt, e) from None
+    except GatedNormError as e:  # before ValueError: an InvalidArgumentError is one
+        if e.status != _OUT_OF_MEMORY:
             raise
         raise _unallocated(out, name, shape, dt, e) from None
-    except GatedNormError as e:
-        if e.status != _OUT_OF_MEMORY:
+    except ValueError as e:  # numpy: past its largest array
+        if k != NUMPY:
             raise
         raise _unallocated(out, name, shape, dt, e) from None

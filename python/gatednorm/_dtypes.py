@@ -198,7 +198,7 @@ def dtype_arg(dtype, name):
     """``to_numpy_dtype(dtype)``, or an InvalidArgumentError naming ``name``."""
     try:
         return to_numpy_dtype(dtype)
-    except TypeError:
+    except (TypeError, ValueError, SyntaxError):  # np.dtype(("f4", -1)): ValueError; np.dtype("f4,("): SyntaxError
         from ._ffi import argument_error
 
         raise argument_error("%s: not a dtype: %r" % (name, dtype)) from None
