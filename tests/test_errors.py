@@ -874,3 +874,32 @@ def test_torch_output_too_large_to_allocate_is_named(op, out_name):
         calls[op]()
     assert ei.value.status == -5, ei.value.message
     assert_names(ei.value, out_name)
+
+
+def test_descriptor_extents_and_strides_past_int64_are_named():
+    """A DeviceArray / from_pointer shape or stride past int64 raised struct.error when the call
+    layer packed its descriptor (a review): refused where it is given, by name."""
+    base = gatednorm.DeviceArray((8,), np.float32, device="cpu")
+    for call, name in ((lambda: gatednorm.DeviceArray((0, 1 << 70), np.float32, device="cpu"), "shape"),
+                       (lambda: from_pointer(base.data_ptr, (1 << 63, 4), np.float32, owner=base), "shape"),
+                       (lambda: from_pointer(base.data_ptr, (2, 4), np.float32, strides=(1 << 70, 1), owner=base), "strides"),
+                       (lambda: from_pointer(base.data_ptr, (2, 4), np.float32, strides=(-(1 << 63) - 1, 1), owner=base),
+                        "strides"),
+                       (lambda: base.view(element_strides=(1 << 70,)), "element_strides")):
+        with pytest.raises(GatedNormError) as ei:
+            call()
+        assert_names(ei.value, name)
+
+
+def test_from_pointer_refuses_a_float_array_as_address():
+    """A one-element float array has __int__ (np.array(4096.7) -> 4096) and was taken as an
+    address (a review); integer arrays are addresses as ints are."""
+    with pytest.raises(GatedNormError) as ei:
+        from_pointer(np.array(4096.7), (2,), "f4")
+    assert_names(ei.value, "ptr")
+    assert from_pointer(np.array(4096, np.int64), (2,), "f4").data_ptr == 4096
+    torch = pytest.importorskip("torch")
+    with pytest.raises(GatedNormError) as ei:
+        from_pointer(torch.tensor([4096.7]), (2,), "f4")
+    assert_names(ei.value, "ptr")
+    assert from_pointer(torch.tensor(4096), (2,), "f4").data_ptr == 4096

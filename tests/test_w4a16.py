@@ -1246,6 +1246,16 @@ def _gptq_parts(rng, n=16, k=64, g=32):
     # prepack_host named the C field (params.dtype: UNSET) for a dtype the activations cannot have
     (lambda p: gatednorm.W4A16Weight.from_float(np.ones((4, 64), np.float32), 32).prepack_host(dtype="float32"),
      "dtype: expected bfloat16 or float16 activations"),
+    # (a review of 2026-12-06) empty checkpoints named the constructor's q; a target past
+    # int32 raised cffi's OverflowError
+    (lambda p: gatednorm.W4A16Weight.from_gptq(np.zeros((16, 0), np.int32), np.zeros((4, 0), np.int32),
+                                               np.zeros((4, 0), np.float32)), r"qweight: expected int32 \[K/8, N\]"),
+    (lambda p: gatednorm.W4A16Weight.from_awq(np.zeros((0, 8), np.int32), np.zeros((1, 8), np.int32),
+                                              np.ones((1, 64), np.float32)), r"qweight: expected int32 \[K, N/8\]"),
+    (lambda p: gatednorm.W4A16Weight.from_float(np.ones((4, 64), np.float32), 32).prepack_host(target=1 << 40),
+     "target: 1099511627776 is not a target"),
+    (lambda p: gatednorm.W4A16Weight.from_float(np.ones((4, 64), np.float32), 32).prepack_host(target=np.int64(-(1 << 40))),
+     "target: -1099511627776 is not a target"),
 ])
 def test_importer_errors_name_their_argument(rng, call, match):
     with pytest.raises(gatednorm.InvalidArgumentError, match=match):
@@ -1340,3 +1350,12 @@ def test_matmul_activation_dtype_error_names_what_it_takes(rng, adt):
     out = np.empty((1, 16), BF16)
     _expect_error(lambda: gatednorm.w4a16_matmul(np.ones((1, 32), adt), w, out=out),
                   r"a: dtype \w+; the W4A16 GEMM takes bfloat16 or float16 activations", out)
+
+
+@pytest.mark.parametrize("odt", [">f4", ">f2"])
+def test_matmul_byte_swapped_out_dtype_is_refused_by_name(rng, odt):
+    """A byte-swapped out_dtype named out (which the caller did not pass) for numpy a and was
+    taken for torch a (a review): refused as out_dtype, before anything is allocated."""
+    w = gatednorm.W4A16Weight.from_float(rng.standard_normal((64, 128)), group_size=32)
+    with pytest.raises(gatednorm.InvalidArgumentError, match="out_dtype: .*native byte order"):
+        gatednorm.w4a16_matmul(np.ones((2, 128), ml_dtypes.bfloat16), w, out_dtype=odt)

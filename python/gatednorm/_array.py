@@ -89,7 +89,11 @@ def _int_tuple(values, name) -> tuple:
         raise argument_error("%s: expected an int or a sequence of ints, got %r" % (name, values)) from None
     if not all(_is_int(v) for v in vals):
         raise argument_error("%s: expected ints, got %r" % (name, values))
-    return tuple(int(v) for v in vals)
+    vals = tuple(int(v) for v in vals)
+    for v in vals:  # a descriptor holds int64 extents and strides (struct.error escaped past them)
+        if not -(1 << 63) <= v < 1 << 63:
+            raise argument_error("%s: %d does not fit int64" % (name, v))
+    return vals
 
 
 def _norm_shape(shape, name="shape") -> tuple:
@@ -510,6 +514,18 @@ def _is_readonly(owner) -> bool:
     return isinstance(owner, bytes)
 
 
+_INT_DTYPE_NAMES = frozenset(("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"))
+
+
+def _integer_typed(ptr) -> bool:
+    """Whether ``ptr`` has no dtype (an int, hip-python's Pointer, ctypes) or an integer one
+    (numpy's or torch's: torch.int64's name is its str's last part)."""
+    dt = getattr(ptr, "dtype", None)
+    if dt is None:
+        return True
+    return (getattr(dt, "name", None) or str(dt).rpartition(".")[2]) in _INT_DTYPE_NAMES
+
+
 def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> DeviceArray:
     """A non-owning DeviceArray over memory at address ``ptr``.
 
@@ -527,6 +543,9 @@ def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> De
         # int() would take them (3.9 -> 3, "4096" -> 4096, True -> 1): none is an address (review)
         raise argument_error("ptr: an address is an int (or an object with __int__, e.g. hip-python's Pointer); "
                              "got %s %r" % (type(ptr).__name__, ptr))
+    elif not _integer_typed(ptr):
+        # a float array or tensor of one element has __int__ too (np.array(4096.7) -> 4096: review)
+        raise argument_error("ptr: an address is an int; got %s of dtype %s" % (type(ptr).__name__, ptr.dtype))
     else:
         try:
             addr = int(ptr)

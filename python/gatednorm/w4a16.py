@@ -398,6 +398,8 @@ class W4A16Weight:
         codes = _unpack_int32(qw, 0, "qweight").T  # [N, K]
         s = _scales(scales, "scales")
         n, k = codes.shape
+        if n < 1 or k < 1:  # named here: the constructor would name its own q
+            raise argument_error("qweight: expected int32 [K/8, N] with K/8, N >= 1, got shape %s" % (qw.shape,))
         _transposed(n, qw.shape[0] if qw.ndim == 2 else -1, s, "qweight")  # [N, K/8] given for [K/8, N]
         by_word = codes.reshape(n, k // 8, 8)
         if not by_word[:, :, 1:].any() and by_word[:, :, 0].any():
@@ -459,6 +461,8 @@ class W4A16Weight:
 
         codes = unpack(qweight, "qweight")  # [K, N]
         k, n = codes.shape
+        if n < 1 or k < 1:  # named here: the constructor would name its own q
+            raise argument_error("qweight: expected int32 [K, N/8] with K, N/8 >= 1, got shape %s" % (np.shape(qweight),))
         s = _scales(scales, "scales")
         _transposed(n, 8 * np.shape(qweight)[0], s, "qweight")  # [N/8, K] given for [K, N/8]
         if s.ndim != 2 or s.shape[1] != n or s.shape[0] < 1 or k % s.shape[0]:
@@ -581,7 +585,10 @@ class W4A16Weight:
         lib = _ffi._lib or _ffi.load()
         prm = _new_params(lib)
         prm.dtype = _W4DT_NAMES[dt.name]
-        prm.target = _call.choice("target", target, TARGETS) if isinstance(target, str) else _call.integer("target", target)
+        t = _call.choice("target", target, TARGETS) if isinstance(target, str) else _call.integer("target", target)
+        if not -(1 << 31) <= t < 1 << 31:  # the field is an int32 enum; C names any other unknown value
+            raise argument_error("target: %d is not a target (%s)" % (t, ", ".join(TARGETS)))
+        prm.target = t
         self._describe(prm)
         size = ffi.new("size_t *")
         _ffi.check(lib.gatednorm_w4a16_prepacked_size(prm, size), "gatednorm_w4a16_prepacked_size")
@@ -740,8 +747,8 @@ def w4a16_matmul(a, w, bias=None, out=None, *, out_dtype=None, workspace=None, s
     use_pdl = _call.flag("pdl", pdl)
     if out_dtype is not None:
         out_dtype = _call.dtype_arg(out_dtype, "out_dtype")
-        if out_dtype.name not in ("bfloat16", "float16", "float32"):  # refused before anything is allocated
-            raise argument_error("out_dtype: %s; the output must be bf16, fp16 or fp32" % out_dtype)
+        if out_dtype.name not in ("bfloat16", "float16", "float32") or not out_dtype.isnative:  # refused before anything is allocated
+            raise argument_error("out_dtype: %s; the output must be bf16, fp16 or fp32 (native byte order)" % out_dtype)
         if out is not None:
             given = _call.dtype_of(out, "out")
             if given != out_dtype:
