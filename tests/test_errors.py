@@ -903,3 +903,47 @@ def test_from_pointer_refuses_a_float_array_as_address():
         from_pointer(torch.tensor([4096.7]), (2,), "f4")
     assert_names(ei.value, "ptr")
     assert from_pointer(torch.tensor(4096), (2,), "f4").data_ptr == 4096
+
+
+def test_device_array_methods_name_their_argument():
+    """DeviceArray's host copies, reshape, constructor and device parsing raised numpy's /
+    cffi's errors naming nothing (a review); each now names the argument."""
+    a = gatednorm.DeviceArray((6,), np.float32, device="cpu")
+    a.fill_(7.0)
+    for call, name in ((lambda: a.copy_(np.ones(5)), "src"), (lambda: a.fill_("x"), "value"),
+                       (lambda: a.fill_(10 ** 400), "value"), (lambda: a.reshape(2.5), "shape"),
+                       (lambda: a.reshape(None), "shape"),
+                       (lambda: gatednorm.DeviceArray((2,), "f4", device=gatednorm._ffi.ffi.new("int *")), "device")):
+        with pytest.raises(GatedNormError) as ei:
+            call()
+        assert_names(ei.value, name)
+    assert (a.numpy() == 7.0).all()  # nothing written by the refused copies
+
+    class BadDevice:
+        def __dlpack_device__(self):
+            return ("x", 0)
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.DeviceArray((2,), "f4", device=BadDevice())
+    assert_names(ei.value, "device")
+    with pytest.raises(GatedNormError) as ei:  # the library's refusal named its own bytes
+        gatednorm.DeviceArray((1 << 59,), np.float32, device="cpu")
+    assert ei.value.status == -5
+    assert_names(ei.value, "shape")
+
+
+def test_torch_without_strided_storage_is_named():
+    """Nested and sparse torch tensors raised torch's errors (NestedTensorImpl has no sizes;
+    as_strided of a sparse tensor) from the ops that make their outputs first (a review)."""
+    torch = pytest.importorskip("torch")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nested tensors are a prototype
+        nested = torch.nested.nested_tensor([torch.ones(2, 128), torch.ones(2, 128)])
+    sparse = torch.ones(8, 128).to_sparse()
+    w = torch.ones(128)
+    for call in (lambda: gatednorm.rmsnorm(nested, w), lambda: gatednorm.group_quant_fp8(nested),
+                 lambda: gatednorm.add_rmsnorm(nested, nested, w), lambda: gatednorm.rmsnorm_gated_fp8(nested, nested, w),
+                 lambda: gatednorm.rmsnorm(sparse, w, fp8=True, scale_layout="col"), lambda: gatednorm.rmsnorm(sparse, w)):
+        with pytest.raises(GatedNormError) as ei:
+            call()
+        assert_names(ei.value, "x")

@@ -1359,3 +1359,27 @@ def test_matmul_byte_swapped_out_dtype_is_refused_by_name(rng, odt):
     w = gatednorm.W4A16Weight.from_float(rng.standard_normal((64, 128)), group_size=32)
     with pytest.raises(gatednorm.InvalidArgumentError, match="out_dtype: .*native byte order"):
         gatednorm.w4a16_matmul(np.ones((2, 128), ml_dtypes.bfloat16), w, out_dtype=odt)
+
+
+def test_importers_name_torch_tensors_without_host_values(rng):
+    """Meta-device and fp8 torch tensors raised torch's errors from the importers (a review):
+    named as the argument, not convertible to numpy."""
+    torch = pytest.importorskip("torch")
+    with pytest.raises(gatednorm.InvalidArgumentError, match="W: not convertible to numpy"):
+        gatednorm.W4A16Weight.from_float(torch.empty(64, 128, device="meta"))
+    with pytest.raises(gatednorm.InvalidArgumentError, match="qweight: not convertible to numpy"):
+        gatednorm.W4A16Weight.from_gptq(torch.zeros(16, 64, dtype=torch.int32, device="meta"), None, None)
+    if hasattr(torch, "float8_e4m3fn"):
+        with pytest.raises(gatednorm.InvalidArgumentError, match="W: not convertible to numpy"):
+            gatednorm.W4A16Weight.from_float(torch.randn(64, 128).to(torch.float8_e4m3fn))
+
+
+def test_act_order_permuted_copy_too_large_is_named(rng):
+    """The act-order GEMM's permuted copy of a huge broadcast a raised numpy's bare MemoryError
+    (a review): the out-of-memory error names a and the copy."""
+    w0 = gatednorm.W4A16Weight.from_float(rng.standard_normal((64, 128)), group_size=32)
+    w = gatednorm.W4A16Weight(*w0.to_plain(), perm=rng.permutation(128))
+    a = np.lib.stride_tricks.as_strided(np.ones(1, ml_dtypes.bfloat16), shape=(1 << 40, 128), strides=(0, 0))
+    with pytest.raises(gatednorm.GatedNormError, match=r"a: the permuted copy a\[:, w.perm\] cannot be allocated") as ei:
+        gatednorm.w4a16_matmul(a, w)
+    assert ei.value.status == -5

@@ -14,8 +14,10 @@ import numbers
 import numpy as np
 
 from . import _dtypes, _ffi, _runtime
-from ._ffi import argument_error, check, ffi
+from ._ffi import GatedNormError, argument_error, check, ffi
 from ._runtime import CPU, HOST_TYPES
+
+_OUT_OF_MEMORY = -5  # GATEDNORM_STATUS_OUT_OF_MEMORY
 
 __all__ = ["DeviceArray", "from_pointer"]
 
@@ -141,7 +143,13 @@ class DeviceArray:
         nbytes = math.prod(shape) * dt.itemsize
         if nbytes >= 1 << 63:
             raise argument_error("shape: %s of %s is %d bytes, past what any device can hold" % (shape, dt, nbytes))
-        alloc = _Allocation(devtype, devid, nbytes)
+        try:
+            alloc = _Allocation(devtype, devid, nbytes)
+        except GatedNormError as e:  # the library names its own argument (bytes): name ours
+            if e.status != _OUT_OF_MEMORY:
+                raise
+            raise GatedNormError(e.status, "shape: %s of %s (%d bytes) cannot be allocated: %s"
+                                 % (shape, dt, nbytes, e.message)) from None
         self._init(alloc.ptr, shape, _contiguous_strides(shape), dt, devtype, devid, alloc, alloc)
 
     def _init(self, ptr, shape, estrides, dt, devtype, devid, base, sync):
@@ -328,7 +336,7 @@ class DeviceArray:
     def reshape(self, *shape) -> "DeviceArray":
         if len(shape) == 1 and not _is_int(shape[0]):
             shape = shape[0]
-        shape = list(shape)
+        shape = list(_int_tuple(shape, "shape"))
         if -1 in shape:
             i = shape.index(-1)
             rest = math.prod(n for j, n in enumerate(shape) if j != i)
@@ -403,7 +411,7 @@ class DeviceArray:
     def copy_(self, src) -> "DeviceArray":
         """Write a host array (broadcast to this shape, cast to this dtype) into this array."""
         self._writable()
-        src = np.broadcast_to(np.asarray(src).astype(self._dtype, copy=False), self._shape)
+        src = self._host_source(src, "src")
         if self.is_contiguous:
             self._copy_in_contiguous(np.ascontiguousarray(src))
             return self
@@ -426,7 +434,16 @@ class DeviceArray:
 
     def fill_(self, value) -> "DeviceArray":
         """Set every element to ``value`` (e.g. float('nan') to poison an output)."""
-        return self.copy_(np.asarray(value))
+        return self.copy_(self._host_source(value, "value"))
+
+    def _host_source(self, src, name):
+        """``src`` as a numpy array of this dtype broadcast to this shape, or an error naming
+        ``name`` (numpy's cast and broadcast errors name nothing)."""
+        try:
+            return np.broadcast_to(np.asarray(src).astype(self._dtype, copy=False), self._shape)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise argument_error("%s: cannot be written into a %s DeviceArray of shape %s (%s: %s)"
+                                 % (name, self._dtype, self._shape, type(e).__name__, e)) from None
 
     def _memset(self, byte: int):
         self._writable()

@@ -41,7 +41,8 @@ from ._array import DeviceArray
 from ._ffi import GatedNormError, argument_error, ffi
 from ._runtime import integer  # re-exported: the option checks' home is here
 
-__all__ = ["Entry", "New", "flag", "real", "integer", "choice", "empty_like", "kind_of", "resolve_stream", "convert"]
+__all__ = ["Entry", "New", "flag", "real", "integer", "choice", "empty_like", "unallocated", "kind_of", "resolve_stream",
+           "convert"]
 
 MAX_DIMS = 8
 NUMPY, OWN, TORCH, DLPACK, DLPACK_CAI, CAI, ARRAY_IFACE, PROBE, MASKED = range(9)
@@ -1098,13 +1099,13 @@ class New:
             try:
                 return np.empty(shape, src.dtype if dt is None else dt)
             except (MemoryError, ValueError) as e:  # ValueError: past numpy's largest array
-                raise _unallocated(out_name, src_name, shape, src.dtype if dt is None else dt, e) from None
+                raise unallocated(out_name, src_name, shape, src.dtype if dt is None else dt, e) from None
         if k == TORCH:
             shape = tuple(src.shape) if shape is None else shape
             try:
                 return src.new_empty(shape, dtype=src.dtype if dt is None else _dtypes.to_torch_dtype(sys.modules["torch"], dt))
             except RuntimeError as e:  # torch.OutOfMemoryError is one
-                raise _unallocated(out_name, src_name, shape, src.dtype if dt is None else dt, e) from None
+                raise unallocated(out_name, src_name, shape, src.dtype if dt is None else dt, e) from None
         if shape is None:
             shape = tuple(desc.shape[0:desc.ndim])
         if dt is None:
@@ -1112,10 +1113,10 @@ class New:
         try:
             return _new_array(shape, dt, desc.device.device_type, desc.device.device_id)
         except MemoryError as e:
-            raise _unallocated(out_name, src_name, shape, dt, e) from None
+            raise unallocated(out_name, src_name, shape, dt, e) from None
         except GatedNormError as e:
             if e.status == _OUT_OF_MEMORY:
-                raise _unallocated(out_name, src_name, shape, dt, e) from None
+                raise unallocated(out_name, src_name, shape, dt, e) from None
             # else x's metadata (shape, device) is what made it fail: name x
             raise argument_error("%s: no output can be made like it: %s" % (src_name, e.message)) from None
 
@@ -1123,22 +1124,24 @@ class New:
 _OUT_OF_MEMORY = -5  # GATEDNORM_STATUS_OUT_OF_MEMORY
 
 
-def _unallocated(out_name, like_name, shape, dt, e) -> GatedNormError:
+def unallocated(out_name, like_name, shape, dt, e, what=None) -> GatedNormError:
     """The error for an output the call layer could not allocate (numpy's MemoryError, a
-    torch OOM, the library's own): it names the output, its size and what it was made like.
-    Raised before the library's checks of the other arguments: an output too large to make is
-    refused whatever they hold, and nothing has been written."""
+    torch OOM, the library's own): it names the output (``what``: the thing made, where it is
+    not the output itself), its size and what it was made like.  Raised before the library's
+    checks of the other arguments: an output too large to make is refused whatever they
+    hold, and nothing has been written."""
     try:
         dt = np.dtype(dt)
     except TypeError:  # a torch dtype: named and sized as torch says
         pass
     try:
         size = math.prod(int(d) for d in shape)
-        what = "shape %s, %s, %s bytes" % (tuple(int(d) for d in shape), _dtype_label(dt), size * int(dt.itemsize))
+        size_text = "shape %s, %s, %s bytes" % (tuple(int(d) for d in shape), _dtype_label(dt), size * int(dt.itemsize))
     except Exception:  # a dtype without itemsize (an old torch): say what is known
-        what = "shape %s, %s" % (tuple(shape), _dtype_label(dt))
+        size_text = "shape %s, %s" % (tuple(shape), _dtype_label(dt))
     reason = e.message if isinstance(e, GatedNormError) else "%s: %s" % (type(e).__name__, e)
-    return GatedNormError(_OUT_OF_MEMORY, "%s: cannot be allocated (%s, made like %s): %s" % (out_name, what, like_name, reason))
+    return GatedNormError(_OUT_OF_MEMORY, "%s: %scannot be allocated (%s, made like %s): %s"
+                          % (out_name, what + " " if what else "", size_text, like_name, reason))
 
 
 def _dtype_label(dt) -> str:
@@ -1289,9 +1292,20 @@ def shape_of(x, name="x") -> tuple:
     if type(x) is _Described:
         return x.shape
     k = kind_of(x)
-    if k == NUMPY or k == OWN or k == TORCH:
+    if k == NUMPY or k == OWN:
         return tuple(x.shape)
+    if k == TORCH:
+        try:
+            return tuple(x.shape)
+        except RuntimeError:  # a nested tensor has no sizes
+            _not_strided(x, name)
     return _describe(x, name)[0]
+
+
+def _not_strided(x, name):
+    """Refuses torch tensor x, which has no strided storage (nested, sparse, mkldnn), by name."""
+    _fail(name, "a nested torch tensor, not a strided array" if x.is_nested
+          else "a torch tensor of layout %s, not a strided array" % x.layout)
 
 
 def device_of(x, name="x") -> tuple:
@@ -1358,10 +1372,12 @@ def empty_like(x, shape=None, dtype=None, dtype_name="out_dtype", name="x", out=
     numpy, ml_dtypes or torch names).  ``out``: the output's name, for the error raised when
     it cannot be allocated."""
     if type(x) is not _Described and kind_of(x) == TORCH:
+        if x.is_nested or x.layout is not sys.modules["torch"].strided:
+            _not_strided(x, name)  # new_empty would make a sparse output (named as the output), or x.shape raise
         try:
             return _torch_empty(x, shape, dtype, dtype_name)
         except RuntimeError as e:  # torch.OutOfMemoryError is one
-            raise _unallocated(out, name, tuple(x.shape) if shape is None else shape,
+            raise unallocated(out, name, tuple(x.shape) if shape is None else shape,
                                x.dtype if dtype is None else dtype, e) from None
     if type(x) is _Described:
         k, xshape, xdt, devtype, devid = None, x.shape, x.dtype, x.devtype, x.devid
@@ -1381,12 +1397,12 @@ def empty_like(x, shape=None, dtype=None, dtype_name="out_dtype", name="x", out=
             return np.empty(shape, dt)
         return _new_array(shape, dt, devtype, devid)
     except MemoryError as e:  # numpy's, or _new_array's: past what any device holds
-        raise _unallocated(out, name, shape, dt, e) from None
+        raise unallocated(out, name, shape, dt, e) from None
     except GatedNormError as e:  # before ValueError: an InvalidArgumentError is one
         if e.status != _OUT_OF_MEMORY:
             raise
-        raise _unallocated(out, name, shape, dt, e) from None
+        raise unallocated(out, name, shape, dt, e) from None
     except ValueError as e:  # numpy: past its largest array
         if k != NUMPY:
             raise
-        raise _unallocated(out, name, shape, dt, e) from None
+        raise unallocated(out, name, shape, dt, e) from None

@@ -157,11 +157,14 @@ def parse_device(device, name: str = "device") -> tuple:
         if not (0 <= t < 1 << 31 and 0 <= i < 1 << 31):
             raise argument_error("%s: device type and id must lie in [0, 2^31), got %r" % (name, device))
         return (t, i)
-    if isinstance(device, ffi.CData):
-        return (int(device.device_type), int(device.device_id))
-    if hasattr(device, "__dlpack_device__"):
-        t, i = device.__dlpack_device__()
-        return (int(t), int(i))
+    if isinstance(device, ffi.CData) or hasattr(device, "__dlpack_device__"):
+        try:
+            t, i = ((device.device_type, device.device_id) if isinstance(device, ffi.CData)
+                    else device.__dlpack_device__())
+            pair = (int(t), int(i))
+        except (AttributeError, TypeError, ValueError) as e:  # another struct; a malformed pair
+            raise argument_error("%s: no (device_type, device_id) in %r (%s: %s)" % (name, device, type(e).__name__, e)) from None
+        return parse_device(pair, name)  # the pair's range rule
     s = str(device).strip().lower()  # torch.device prints as 'cuda:0' / 'cpu'
     m = re.fullmatch(r"(cpu|cuda|gpu|rocm|hip)(?::(\d+))?", s)
     if not m:

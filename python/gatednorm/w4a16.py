@@ -126,10 +126,13 @@ def _np(x, name):
     if isinstance(x, np.ndarray):
         return x
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch
-        t = x.detach().cpu()
-        if str(t.dtype) == "torch.bfloat16":
-            return t.view(__import__("torch").int16).numpy().view(_dtypes.bfloat16)
-        return t.numpy()
+        try:
+            t = x.detach().cpu()
+            if str(t.dtype) == "torch.bfloat16":
+                return t.view(__import__("torch").int16).numpy().view(_dtypes.bfloat16)
+            return t.resolve_conj().resolve_neg().numpy()
+        except (RuntimeError, TypeError, NotImplementedError) as e:  # meta, sparse, nested, fp8 tensors
+            raise argument_error("%s: not convertible to numpy (%s: %s)" % (name, type(e).__name__, e)) from None
     try:
         return np.asarray(x)
     except Exception as e:
@@ -639,7 +642,10 @@ def _apply_perm(a, w):
         raise argument_error("a: expected [M, K] with K = %d (the weight's), got shape %s" % (w.k, tuple(shape)))
     kind = _call.kind_of(a)
     if kind == _call.NUMPY:
-        return np.ascontiguousarray(a[:, w.perm])
+        try:
+            return np.ascontiguousarray(a[:, w.perm])
+        except MemoryError as e:  # the permuted copy, named as the library's own outputs are
+            raise _call.unallocated("a", "a", shape, a.dtype, e, what="the permuted copy a[:, w.perm]") from None
     if kind == _call.TORCH:
         key = str(a.device)
         p = w._perm_dev.get(key)
@@ -647,7 +653,10 @@ def _apply_perm(a, w):
             torch = sys.modules["torch"]
             # a copy: w.perm is read-only, which torch.as_tensor warns about (it cannot say so)
             p = w._perm_dev[key] = torch.tensor(w.perm, device=a.device)
-        return a.index_select(1, p)
+        try:
+            return a.index_select(1, p)
+        except (RuntimeError, NotImplementedError) as e:  # torch's OOM is a RuntimeError; mkldnn a: NotImplementedError
+            raise _call.unallocated("a", "a", shape, a.dtype, e, what="the permuted copy a[:, w.perm]") from None
     raise argument_error("a: the weight is act-order (w.perm set) and w4a16_matmul permutes numpy and torch "
                          "activations only; permute a yourself (a[:, w.perm]) and multiply by the weight without its "
                          "permutation, W4A16Weight(*w.to_plain())")
