@@ -302,9 +302,9 @@ def test_out_dtype_mismatch(rng):
     assert np.isnan(out).all()
 
 
-@pytest.mark.parametrize("stream", [object(), 1.5, True, -1, 1 << 70])
+@pytest.mark.parametrize("stream", [object(), 1.5, True, -1, 1 << 70, "1", b"1", np.True_, np.float32(2)])
 def test_bad_stream(rng, stream):
-    """Not a stream, a float or bool (int() would take them), or an int that is no pointer."""
+    """Not a stream, a float, bool or string (int() would take them), or an int that is no pointer."""
     x, z, w = _inputs(rng)
     out = poisoned(x.shape)
     with pytest.raises(GatedNormError) as ei:

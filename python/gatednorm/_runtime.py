@@ -196,7 +196,7 @@ def stream_handle(stream) -> int:
 
 def _handle_of(stream) -> int:
     """The integer a stream object stands for (range not yet checked)."""
-    if isinstance(stream, (bool, float)):  # int() would take them, silently
+    if isinstance(stream, (bool, float, str, bytes, bytearray, np.bool_, np.floating)):  # int() would take them, silently
         raise argument_error("stream: expected a stream object or an integer handle, got %r" % (stream,))
     h = getattr(stream, "cuda_stream", None)
     if h is not None:
