@@ -1304,8 +1304,8 @@ def shape_of(x, name="x") -> tuple:
 
 def _not_strided(x, name):
     """Refuses torch tensor x, which has no strided storage (nested, sparse, mkldnn), by name."""
-    _fail(name, "a nested torch tensor, not a strided array" if x.is_nested
-          else "a torch tensor of layout %s, not a strided array" % x.layout)
+    _fail(name, "a nested torch tensor, not a strided array" if getattr(x, "is_nested", False)
+          else "a torch tensor of layout %s, not a strided array" % getattr(x, "layout", "?"))
 
 
 def device_of(x, name="x") -> tuple:
@@ -1372,7 +1372,7 @@ def empty_like(x, shape=None, dtype=None, dtype_name="out_dtype", name="x", out=
     numpy, ml_dtypes or torch names).  ``out``: the output's name, for the error raised when
     it cannot be allocated."""
     if type(x) is not _Described and kind_of(x) == TORCH:
-        if x.is_nested or x.layout is not sys.modules["torch"].strided:
+        if getattr(x, "is_nested", False) or getattr(x, "layout", None) is not getattr(sys.modules["torch"], "strided", None):
             _not_strided(x, name)  # new_empty would make a sparse output (named as the output), or x.shape raise
         try:
             return _torch_empty(x, shape, dtype, dtype_name)
