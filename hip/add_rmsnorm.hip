@@ -413,8 +413,12 @@ enum SplitBuild : int { kNoSplit = 0, kSplitLate = 1, kSplitEarly = 2 };
 // builds), hidden <= 8192, and
 //  - hidden 2048-8192 while one wave of the early-weight build holds every row, past which
 //    the late build's 32 registers (more blocks an SM) win: on a 132-SM GPU (48 registers
-//    a lane allocated, 42 warps an SM) 10 blocks an SM at hidden 2048, 4-5 at 4096-5120, 3 at
-//    7168, 2 at 8192, so up to 1024 / 512 / 256 rows.  Run 112 (H200, us, VEC 8 /
+//    a lane allocated, a quarter of the register file an SM sub-partition, whose warps a
+//    block spreads over four) 10 blocks an SM at hidden 2048, 4-5 at 4096-5120, 3 at 6144,
+//    2 at 7168-8192 (Nsight Compute's register limit at 7168: 2, run 115), so up to 1024 /
+//    512 / 384 / 256 rows.  Run 115 (H100, us, late / early): hidden 6144 rmsnorm T = 300 /
+//    384 4.51 / 4.30, 4.95 / 4.77, plain 6.40 / 6.34, 7.79 / 7.49, T = 512 5.41 / 5.99;
+//    hidden 7168 T = 300 / 384 4.91 / 5.77, 5.22 / 6.04 (past the wave).  Run 112 (H200, us, VEC 8 /
 //    early split / liger): rmsnorm [1, 4096] 2.33 / 2.22 / 2.14, [128, 4096] 2.84 / 2.71 /
 //    2.47, [1, 7168] 2.73 / 2.53 / 2.30, [128, 7168] 3.36 (late split) / 3.18 / 2.87; plain
 //    add [1, 7168] 2.94 / 2.70 / 2.59, [128, 7168] 4.23 (late) / 4.07 / 3.67.  Run 113
@@ -429,7 +433,7 @@ enum SplitBuild : int { kNoSplit = 0, kSplitLate = 1, kSplitEarly = 2 };
 //    the contiguous VEC 16 is as fast: H100 48.0 / 49.5, H200 36.12 / 35.31).
 SplitBuild split_pays(const AddRmsnormProblem &p) {
     if (!same_dtypes(p) || p.has_quant || p.hidden > 8192) return kNoSplit;
-    const int64_t early_rows = p.hidden <= 2048 ? 1024 : p.hidden <= 5120 ? 512 : 256;
+    const int64_t early_rows = p.hidden <= 2048 ? 1024 : p.hidden <= 5120 ? 512 : p.hidden <= 6144 ? 384 : 256;
     if (p.hidden >= 2048 && p.tokens <= early_rows) return kSplitEarly;
     if (p.hidden > 4096) return kSplitLate;
     return !p.res && p.tokens >= 512 && p.tokens < 2048 ? kSplitLate : kNoSplit;
