@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -302,7 +304,8 @@ def test_out_dtype_mismatch(rng):
     assert np.isnan(out).all()
 
 
-@pytest.mark.parametrize("stream", [object(), 1.5, True, -1, 1 << 70, "1", b"1", np.True_, np.float32(2)])
+@pytest.mark.parametrize("stream", [object(), 1.5, True, -1, 1 << 70, "1", b"1", np.True_, np.float32(2), np.array(0.5),
+                                    np.array(True), Decimal("3.9"), Fraction(7, 2)])
 def test_bad_stream(rng, stream):
     """Not a stream, a float, bool or string (int() would take them), or an int that is no pointer."""
     x, z, w = _inputs(rng)
@@ -947,3 +950,37 @@ def test_torch_without_strided_storage_is_named():
         with pytest.raises(GatedNormError) as ei:
             call()
         assert_names(ei.value, "x")
+
+
+def test_torch_refusing_to_allocate_is_named_by_its_cause():
+    """torch's RuntimeError while making an output is out of memory only when it says so (a
+    review: every RuntimeError read as -5, a sticky CUDA error included): else it names the
+    tensor the output was made like, with the device-error status for a device's error."""
+    torch = pytest.importorskip("torch")
+
+    class Refusing(torch.Tensor):
+        message = ""
+
+        def new_empty(self, *args, **kw):
+            raise RuntimeError(Refusing.message)
+
+    x = torch.ones(2, 128).as_subclass(Refusing)
+    w = torch.ones(128)
+    for message, status in (("CUDA error: an illegal memory access was encountered", -4), ("boom", -1),
+                            ("CUDA out of memory. Tried to allocate 2.00 GiB", -5)):
+        Refusing.message = message
+        for call, out_name in ((lambda: gatednorm.rmsnorm_gated(x, None, w), "out"),
+                               (lambda: gatednorm.rmsnorm(x, w), "y_out")):
+            with pytest.raises(GatedNormError) as ei:
+                call()
+            assert ei.value.status == status, ei.value.message
+            assert_names(ei.value, out_name if status == -5 else "x")
+
+
+def test_device_array_copy_from_a_grad_tensor_is_named():
+    """torch's refusal to hand out a tensor that requires grad escaped DeviceArray.copy_ raw."""
+    torch = pytest.importorskip("torch")
+    a = gatednorm.DeviceArray((2,), np.float32, device="cpu")
+    with pytest.raises(GatedNormError) as ei:
+        a.copy_(torch.ones(2, requires_grad=True))
+    assert_names(ei.value, "src")

@@ -1383,3 +1383,13 @@ def test_act_order_permuted_copy_too_large_is_named(rng):
     with pytest.raises(gatednorm.GatedNormError, match=r"a: the permuted copy a\[:, w.perm\] cannot be allocated") as ei:
         gatednorm.w4a16_matmul(a, w)
     assert ei.value.status == -5
+
+
+def test_act_order_mkldnn_a_is_named_not_out_of_memory(rng):
+    """An mkldnn a has no index_select: an argument error naming a, not out of memory (a
+    review: it read as the permuted copy failing to allocate)."""
+    torch = pytest.importorskip("torch")
+    w0 = gatednorm.W4A16Weight.from_float(rng.standard_normal((64, 128)), group_size=32)
+    w = gatednorm.W4A16Weight(*w0.to_plain(), perm=rng.permutation(128))
+    with pytest.raises(gatednorm.InvalidArgumentError, match="a: a torch tensor of layout .*, not a strided array"):
+        gatednorm.w4a16_matmul(torch.ones(2, 128).to_mkldnn(), w)

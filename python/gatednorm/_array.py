@@ -9,7 +9,6 @@ It exports ``__dlpack__``/``__dlpack_device__`` and, for GPU memory,
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
@@ -92,9 +91,9 @@ def _int_tuple(values, name) -> tuple:
     if not all(_is_int(v) for v in vals):
         raise argument_error("%s: expected ints, got %r" % (name, values))
     vals = tuple(int(v) for v in vals)
-    for v in vals:  # a descriptor holds int64 extents and strides (struct.error escaped past them)
-        if not -(1 << 63) <= v < 1 << 63:
-            raise argument_error("%s: %d does not fit int64" % (name, v))
+    # a descriptor holds int64 extents and strides (struct.error escaped past them)
+    if vals and (min(vals) < -(1 << 63) or max(vals) >= 1 << 63):
+        raise argument_error("%s: %d does not fit int64" % (name, max(vals, key=abs)))
     return vals
 
 
@@ -441,7 +440,7 @@ class DeviceArray:
         ``name`` (numpy's cast and broadcast errors name nothing)."""
         try:
             return np.broadcast_to(np.asarray(src).astype(self._dtype, copy=False), self._shape)
-        except (TypeError, ValueError, OverflowError) as e:
+        except (TypeError, ValueError, OverflowError, RuntimeError) as e:  # RuntimeError: torch's .numpy() refusals
             raise argument_error("%s: cannot be written into a %s DeviceArray of shape %s (%s: %s)"
                                  % (name, self._dtype, self._shape, type(e).__name__, e)) from None
 
@@ -531,18 +530,6 @@ def _is_readonly(owner) -> bool:
     return isinstance(owner, bytes)
 
 
-_INT_DTYPE_NAMES = frozenset(("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"))
-
-
-def _integer_typed(ptr) -> bool:
-    """Whether ``ptr`` has no dtype (an int, hip-python's Pointer, ctypes) or an integer one
-    (numpy's or torch's: torch.int64's name is its str's last part)."""
-    dt = getattr(ptr, "dtype", None)
-    if dt is None:
-        return True
-    return (getattr(dt, "name", None) or str(dt).rpartition(".")[2]) in _INT_DTYPE_NAMES
-
-
 def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> DeviceArray:
     """A non-owning DeviceArray over memory at address ``ptr``.
 
@@ -555,14 +542,11 @@ def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> De
     """
     if type(ptr) is int:
         addr = ptr
-    elif isinstance(ptr, (bool, str, bytes, bytearray)) or (isinstance(ptr, numbers.Number)
-                                                          and not isinstance(ptr, numbers.Integral)):
-        # int() would take them (3.9 -> 3, "4096" -> 4096, True -> 1): none is an address (review)
+    elif not _runtime.integer_like(ptr):
+        # int() would take them (3.9 -> 3, "4096" -> 4096, True -> 1, np.array(4096.7) -> 4096):
+        # none is an address (reviews)
         raise argument_error("ptr: an address is an int (or an object with __int__, e.g. hip-python's Pointer); "
                              "got %s %r" % (type(ptr).__name__, ptr))
-    elif not _integer_typed(ptr):
-        # a float array or tensor of one element has __int__ too (np.array(4096.7) -> 4096: review)
-        raise argument_error("ptr: an address is an int; got %s of dtype %s" % (type(ptr).__name__, ptr.dtype))
     else:
         try:
             addr = int(ptr)

@@ -41,8 +41,8 @@ from ._array import DeviceArray
 from ._ffi import GatedNormError, argument_error, ffi
 from ._runtime import integer  # re-exported: the option checks' home is here
 
-__all__ = ["Entry", "New", "flag", "real", "integer", "choice", "empty_like", "unallocated", "kind_of", "resolve_stream",
-           "convert"]
+__all__ = ["Entry", "New", "flag", "real", "integer", "choice", "empty_like", "unallocated", "torch_allocation_error",
+           "kind_of", "resolve_stream", "convert"]
 
 MAX_DIMS = 8
 NUMPY, OWN, TORCH, DLPACK, DLPACK_CAI, CAI, ARRAY_IFACE, PROBE, MASKED = range(9)
@@ -353,8 +353,9 @@ def _from_torch(x, name, writable, sc, i, s, hold):
         shape = x.shape  # a nested tensor raises here
         ptr = x.data_ptr()
     except RuntimeError as e:  # no strided storage (sparse, nested, ...): torch's own error names no argument
-        _fail(name, "a torch tensor of layout %s, whose data cannot be read as a strided array (%s)"
-              % (x.layout, str(e).split("\n")[0]))
+        _fail(name, "%s, whose data cannot be read as a strided array (%s)"
+              % ("a nested torch tensor" if getattr(x, "is_nested", False) else "a torch tensor of layout %s" % x.layout,
+                 str(e).split("\n")[0]))
     if x.is_neg():  # its memory holds -x (a lazy negation): read raw it flips every sign (review)
         _fail(name, "a torch tensor with its negative bit set (a lazy negation, e.g. from .conj().imag): its "
                     "memory holds the values negated; pass %s.resolve_neg()" % name)
@@ -1104,8 +1105,8 @@ class New:
             shape = tuple(src.shape) if shape is None else shape
             try:
                 return src.new_empty(shape, dtype=src.dtype if dt is None else _dtypes.to_torch_dtype(sys.modules["torch"], dt))
-            except RuntimeError as e:  # torch.OutOfMemoryError is one
-                raise unallocated(out_name, src_name, shape, src.dtype if dt is None else dt, e) from None
+            except RuntimeError as e:
+                raise torch_allocation_error(e, out_name, src_name, shape, src.dtype if dt is None else dt) from None
         if shape is None:
             shape = tuple(desc.shape[0:desc.ndim])
         if dt is None:
@@ -1122,6 +1123,7 @@ class New:
 
 
 _OUT_OF_MEMORY = -5  # GATEDNORM_STATUS_OUT_OF_MEMORY
+_DEVICE_ERROR = -4  # GATEDNORM_STATUS_DEVICE_ERROR
 
 
 def unallocated(out_name, like_name, shape, dt, e, what=None) -> GatedNormError:
@@ -1139,9 +1141,29 @@ def unallocated(out_name, like_name, shape, dt, e, what=None) -> GatedNormError:
         size_text = "shape %s, %s, %s bytes" % (tuple(int(d) for d in shape), _dtype_label(dt), size * int(dt.itemsize))
     except Exception:  # a dtype without itemsize (an old torch): say what is known
         size_text = "shape %s, %s" % (tuple(shape), _dtype_label(dt))
-    reason = e.message if isinstance(e, GatedNormError) else "%s: %s" % (type(e).__name__, e)
+    # the library's refusal, without the subjects DeviceArray and the allocator put before it
+    reason = e.message.rpartition("cannot be allocated: ")[2] if isinstance(e, GatedNormError) \
+        else "%s: %s" % (type(e).__name__, str(e).split("\n")[0])
     return GatedNormError(_OUT_OF_MEMORY, "%s: %scannot be allocated (%s, made like %s): %s"
                           % (out_name, what + " " if what else "", size_text, like_name, reason))
+
+
+# What torch's allocators say when memory runs out: the CUDA caching allocator (its
+# OutOfMemoryError), the CPU allocator ("DefaultCPUAllocator: can't allocate memory").
+_TORCH_OOM_TEXTS = ("out of memory", "can't allocate memory", "not enough memory")
+
+
+def torch_allocation_error(e, out_name, like_name, shape, dt, what=None) -> GatedNormError:
+    """The error for torch's RuntimeError while making an output like ``like_name``: out of
+    memory (``unallocated``) when it says so, else an error naming the tensor it was made like
+    (a sticky CUDA error, a subclass refusing new_empty: not a lack of memory)."""
+    text = str(e)
+    if type(e).__name__ == "OutOfMemoryError" or any(t in text for t in _TORCH_OOM_TEXTS):
+        return unallocated(out_name, like_name, shape, dt, e, what)
+    # a device's error (a sticky one from an earlier kernel) keeps that status
+    status = _DEVICE_ERROR if ("CUDA error" in text or "HIP error" in text) else -1
+    return argument_error("%s: no %s can be made like it: %s: %s"
+                          % (like_name, what or out_name, type(e).__name__, text.split("\n")[0]), status)
 
 
 def _dtype_label(dt) -> str:
@@ -1152,8 +1174,9 @@ def _dtype_label(dt) -> str:
 def _new_array(shape, dt, devtype, devid):
     """A DeviceArray output; MemoryError where its bytes pass what any device can hold (the
     caller names the output; DeviceArray itself would name its own ``shape`` argument)."""
-    if all(type(d) is int and d >= 0 for d in shape) and math.prod(shape) * np.dtype(dt).itemsize >= 1 << 63:
-        raise MemoryError("%d bytes, past what any device can hold" % (math.prod(shape) * np.dtype(dt).itemsize))
+    nbytes = math.prod(shape) * dt.itemsize  # dt: a numpy dtype (both callers); a negative extent: DeviceArray's
+    if nbytes >= 1 << 63:
+        raise MemoryError("%d bytes, past what any device can hold" % nbytes)
     if devtype in _runtime.HOST_TYPES:
         devtype, devid = _runtime.CPU, 0
     else:  # e.g. CUDA-managed memory: plain memory of the GPU backend
@@ -1302,6 +1325,16 @@ def shape_of(x, name="x") -> tuple:
     return _describe(x, name)[0]
 
 
+_TORCH_STRIDED = []
+
+
+def _torch_strided():
+    """torch.strided, looked up once."""
+    if not _TORCH_STRIDED:
+        _TORCH_STRIDED.append(getattr(sys.modules["torch"], "strided", None))
+    return _TORCH_STRIDED[0]
+
+
 def _not_strided(x, name):
     """Refuses torch tensor x, which has no strided storage (nested, sparse, mkldnn), by name."""
     _fail(name, "a nested torch tensor, not a strided array" if getattr(x, "is_nested", False)
@@ -1372,13 +1405,17 @@ def empty_like(x, shape=None, dtype=None, dtype_name="out_dtype", name="x", out=
     numpy, ml_dtypes or torch names).  ``out``: the output's name, for the error raised when
     it cannot be allocated."""
     if type(x) is not _Described and kind_of(x) == TORCH:
-        if getattr(x, "is_nested", False) or getattr(x, "layout", None) is not getattr(sys.modules["torch"], "strided", None):
+        try:
+            strided = x.layout is _torch_strided() and not x.is_nested
+        except AttributeError:  # a stand-in with neither (the bench's fake torch)
+            strided = True
+        if not strided:
             _not_strided(x, name)  # new_empty would make a sparse output (named as the output), or x.shape raise
         try:
             return _torch_empty(x, shape, dtype, dtype_name)
-        except RuntimeError as e:  # torch.OutOfMemoryError is one
-            raise unallocated(out, name, tuple(x.shape) if shape is None else shape,
-                               x.dtype if dtype is None else dtype, e) from None
+        except RuntimeError as e:
+            raise torch_allocation_error(e, out, name, tuple(x.shape) if shape is None else shape,
+                                         x.dtype if dtype is None else dtype) from None
     if type(x) is _Described:
         k, xshape, xdt, devtype, devid = None, x.shape, x.dtype, x.devtype, x.devid
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import operator
 import re
 
@@ -194,10 +195,23 @@ def stream_handle(stream) -> int:
     raise argument_error("stream: handle %d is not a pointer value (0 <= handle < 2**64)" % h)
 
 
+_INT_NAMES = frozenset(("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"))
+
+
+def integer_like(v) -> bool:
+    """Whether int(v) is v's value, not a conversion: no bool, string, non-integral number
+    (float, Decimal, Fraction, numpy floats), or array / tensor of a non-integer dtype
+    (hip-python's hipStream_t and other handle objects have no dtype)."""
+    if isinstance(v, (bool, np.bool_, str, bytes, bytearray)):
+        return False
+    if isinstance(v, numbers.Number):
+        return isinstance(v, numbers.Integral)
+    dt = getattr(v, "dtype", None)
+    return dt is None or (getattr(dt, "name", None) or str(dt).rpartition(".")[2]) in _INT_NAMES
+
+
 def _handle_of(stream) -> int:
     """The integer a stream object stands for (range not yet checked)."""
-    if isinstance(stream, (bool, float, str, bytes, bytearray, np.bool_, np.floating)):  # int() would take them, silently
-        raise argument_error("stream: expected a stream object or an integer handle, got %r" % (stream,))
     h = getattr(stream, "cuda_stream", None)
     if h is not None:
         return int(h)
@@ -210,6 +224,8 @@ def _handle_of(stream) -> int:
         return h
     if hasattr(stream, "value") and not hasattr(stream, "__int__"):  # ctypes.c_void_p
         return int(stream.value or 0)
+    if not integer_like(stream):  # int() would take them, silently truncated or parsed
+        raise argument_error("stream: expected a stream object or an integer handle, got %r" % (stream,))
     try:
         return int(stream)
     except (TypeError, ValueError):

@@ -655,8 +655,10 @@ def _apply_perm(a, w):
             p = w._perm_dev[key] = torch.tensor(w.perm, device=a.device)
         try:
             return a.index_select(1, p)
-        except (RuntimeError, NotImplementedError) as e:  # torch's OOM is a RuntimeError; mkldnn a: NotImplementedError
-            raise _call.unallocated("a", "a", shape, a.dtype, e, what="the permuted copy a[:, w.perm]") from None
+        except NotImplementedError:  # mkldnn, sparse: index_select has no kernel for its layout
+            raise argument_error("a: a torch tensor of layout %s, not a strided array" % a.layout) from None
+        except RuntimeError as e:  # out of memory, or named as made like a
+            raise _call.torch_allocation_error(e, "a", "a", shape, a.dtype, what="the permuted copy a[:, w.perm]") from None
     raise argument_error("a: the weight is act-order (w.perm set) and w4a16_matmul permutes numpy and torch "
                          "activations only; permute a yourself (a[:, w.perm]) and multiply by the weight without its "
                          "permutation, W4A16Weight(*w.to_plain())")
