@@ -827,7 +827,11 @@ def test_output_too_large_for_the_library_allocator_is_named(op, out_name, rows)
     base = gatednorm.DeviceArray((128,), np.float32)
     x = from_pointer(base.data_ptr, (rows, 128), np.float32, strides=(0, 1), device=(base.device_type, base.device_id),
                      owner=base)
-    w = np.ones(128, np.float32)
+    _assert_unallocated_named(op, out_name, x, np.ones(128, np.float32))
+
+
+def _assert_unallocated_named(op, out_name, x, w):
+    """``op`` on x (and w), whose output cannot be allocated: out of memory, naming it."""
     calls = {"rmsnorm_gated": lambda: gatednorm.rmsnorm_gated(x, x, w), "rmsnorm": lambda: gatednorm.rmsnorm(x, w),
              "group_quant_fp8": lambda: gatednorm.group_quant_fp8(x)}
     with pytest.raises(GatedNormError) as ei:
@@ -869,14 +873,7 @@ def test_torch_output_too_large_to_allocate_is_named(op, out_name):
     """The same on torch tensors: torch's allocation error (a RuntimeError, naming nothing)
     becomes the out-of-memory GatedNormError naming the output."""
     torch = pytest.importorskip("torch")
-    x = torch.ones(1, 128).expand(1 << 40, 128)
-    w = torch.ones(128)
-    calls = {"rmsnorm_gated": lambda: gatednorm.rmsnorm_gated(x, x, w), "rmsnorm": lambda: gatednorm.rmsnorm(x, w),
-             "group_quant_fp8": lambda: gatednorm.group_quant_fp8(x)}
-    with pytest.raises(GatedNormError) as ei:
-        calls[op]()
-    assert ei.value.status == -5, ei.value.message
-    assert_names(ei.value, out_name)
+    _assert_unallocated_named(op, out_name, torch.ones(1, 128).expand(1 << 40, 128), torch.ones(128))
 
 
 def test_descriptor_extents_and_strides_past_int64_are_named():
