@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 
 import gatednorm
-from gatednorm import AllReduceGroup, GatedNormError, _dtypes, ops_fp8, testing
+from gatednorm import AllReduceGroup, GatedNormError, _dtypes, from_pointer, ops_fp8, testing
 from test_add_rmsnorm import same_values
 
 H = 256
@@ -405,6 +405,28 @@ def test_single_rank_is_add_rmsnorm(algorithm):
     want = gatednorm.add_rmsnorm(x, res.copy(), w, fp8=True)
     for a, b in zip(got, want):
         assert bits_equal(np.asarray(a), np.asarray(b))
+
+
+def test_tensors_inside_the_comm_buffers_are_refused():
+    """No tensor of a call may lie in a comm buffer (a review: y over the buffer's header
+    was written, leaving the comm unusable and its segment unfreeable; x inside its own
+    exchange slot overlapped the copy into it): refused by name, nothing written, the comm
+    still usable."""
+    from gatednorm._ffi import ffi
+
+    (g,) = AllReduceGroup.in_process(1, "cpu", max_tokens=T, hidden=H)
+    base = int(ffi.cast("uintptr_t", g._buffers.buffers[0]))
+    header = bytes(ffi.buffer(ffi.cast("char *", base), 8192))
+    x, res, w = data(0, 0, 0, 1)
+    in_buffer = [from_pointer(base + off, (T, H), _dtypes.bfloat16, device="cpu") for off in (0, 4096 + 2 * 4096)]
+    for name, kw in (("y_out", dict(y_out=in_buffer[0])), ("x", dict()), ("residual_out", dict(residual_out=in_buffer[1]))):
+        args = (in_buffer[1] if name == "x" else x, res.copy(), w)
+        with pytest.raises(GatedNormError, match=r"%s: overlaps the communicator's buffers\[0\]" % name):
+            g.add_rmsnorm(*args, **kw)
+        assert bytes(ffi.buffer(ffi.cast("char *", base), 8192)) == header, "a refused call wrote the comm buffer"
+    got = g.add_rmsnorm(x, res.copy(), w)  # refused on every rank (the only one): still in step
+    want = gatednorm.add_rmsnorm(x, res.copy(), w)
+    assert bits_equal(np.asarray(got[0]), np.asarray(want[0]))
 
 
 # ------------------------------------------------------------- which algorithm "auto" runs

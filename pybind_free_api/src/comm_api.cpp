@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <initializer_list>
 #include <new>
+#include <utility>
 
 #include "backend.h"
 #include "numerics.h"
@@ -266,6 +268,20 @@ bool two_shot(const CommState &c, int64_t tokens) {
     }
 }
 
+// No tensor of a call may lie in any rank's comm buffer: the exchange writes this rank's
+// slots and header and reads the peers' (a review: y over the buffer's header made the comm
+// unusable and its shared-memory segment unfreeable; x inside a slot overlapped the copy in).
+gatednorm_status check_outside_buffers(const CommState &c, std::initializer_list<std::pair<const gatednorm_tensor *, const char *>> ts) {
+    for (const auto &t : ts) {
+        if (!t.first) continue;
+        for (int r = 0; r < c.world; ++r)
+            if (overlaps_bytes(*t.first, c.buffers[r], c.buffer_bytes))
+                return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: overlaps the communicator's buffers[%d] (rank %d's exchange memory)",
+                            t.second, r, r);
+    }
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
 gatednorm_status allreduce_checked(gatednorm_comm *comm, const gatednorm_tensor *x, const gatednorm_tensor *res, const gatednorm_tensor *weight,
                                    const gatednorm_tensor *res_out, const gatednorm_tensor *y, const gatednorm_tensor *q,
                                    const gatednorm_tensor *scales, const gatednorm_add_rmsnorm_params *params, void *stream) {
@@ -276,6 +292,8 @@ gatednorm_status allreduce_checked(gatednorm_comm *comm, const gatednorm_tensor 
     GN_TRY(add_rmsnorm_problem(x, res, weight, res_out, y, q, scales, params, p));
     if (p.pdl) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.pdl: must be 0 for the all-reduce (its flag protocol relies on stream order)");
     const CommState &c = comm->state;
+    GN_TRY(check_outside_buffers(c, {{x, "x"}, {res, "residual"}, {weight, "weight"}, {res_out, "residual_out"}, {y, "y"},
+                                     {q, "q"}, {scales, "scales"}}));
     const bool comm_host = c.device.device_type == GATEDNORM_DEVICE_TYPE_CPU;
     const bool x_host = is_host_device(x->device.device_type);
     if (comm_host != x_host || (!comm_host && x->device.device_id != c.device.device_id))

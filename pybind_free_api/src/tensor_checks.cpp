@@ -215,6 +215,13 @@ bool memory_overlaps(const gatednorm_tensor &a, const gatednorm_tensor &b) {
     return ea.lo < eb.hi && eb.lo < ea.hi;
 }
 
+bool overlaps_bytes(const gatednorm_tensor &t, const void *lo, size_t bytes) {
+    if (is_empty(t) || !bytes) return false;
+    const Extent e = extent(t);
+    const uintptr_t b = reinterpret_cast<uintptr_t>(lo);
+    return e.lo < b + bytes && b < e.hi;
+}
+
 bool same_view(const gatednorm_tensor &a, const gatednorm_tensor &b) {
     if (data_ptr(a) != data_ptr(b) || a.ndim != b.ndim || a.dtype.code != b.dtype.code || a.dtype.bits != b.dtype.bits) return false;
     for (int i = 0; i < a.ndim; ++i)

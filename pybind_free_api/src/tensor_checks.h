@@ -54,6 +54,8 @@ gatednorm_status check_no_self_overlap(const gatednorm_tensor &t, const char *na
 
 // Byte extents intersect?
 bool memory_overlaps(const gatednorm_tensor &a, const gatednorm_tensor &b);
+// t's byte extent intersects [lo, lo + bytes)?
+bool overlaps_bytes(const gatednorm_tensor &t, const void *lo, size_t bytes);
 // Same address, dtype, shape and strides: a legal in-place alias.
 bool same_view(const gatednorm_tensor &a, const gatednorm_tensor &b);
 
