@@ -13,10 +13,8 @@ import math
 import numpy as np
 
 from . import _dtypes, _ffi, _runtime
-from ._ffi import GatedNormError, argument_error, check, ffi
+from ._ffi import OUT_OF_MEMORY, GatedNormError, argument_error, check, ffi
 from ._runtime import CPU, HOST_TYPES
-
-_OUT_OF_MEMORY = -5  # GATEDNORM_STATUS_OUT_OF_MEMORY
 
 __all__ = ["DeviceArray", "from_pointer"]
 
@@ -145,7 +143,7 @@ class DeviceArray:
         try:
             alloc = _Allocation(devtype, devid, nbytes)
         except GatedNormError as e:  # the library names its own argument (bytes): name ours
-            if e.status != _OUT_OF_MEMORY:
+            if e.status != OUT_OF_MEMORY:
                 raise
             raise GatedNormError(e.status, "shape: %s of %s (%d bytes) cannot be allocated: %s"
                                  % (shape, dt, nbytes, e.message)) from None

@@ -38,7 +38,7 @@ import numpy as np
 
 from . import _dtypes, _ffi, _runtime
 from ._array import DeviceArray
-from ._ffi import GatedNormError, argument_error, ffi
+from ._ffi import DEVICE_ERROR, INVALID_ARGUMENT, OUT_OF_MEMORY, GatedNormError, argument_error, ffi
 from ._runtime import integer  # re-exported: the option checks' home is here
 
 __all__ = ["Entry", "New", "flag", "real", "integer", "choice", "empty_like", "unallocated", "torch_allocation_error",
@@ -353,9 +353,7 @@ def _from_torch(x, name, writable, sc, i, s, hold):
         shape = x.shape  # a nested tensor raises here
         ptr = x.data_ptr()
     except RuntimeError as e:  # no strided storage (sparse, nested, ...): torch's own error names no argument
-        _fail(name, "%s, whose data cannot be read as a strided array (%s)"
-              % ("a nested torch tensor" if getattr(x, "is_nested", False) else "a torch tensor of layout %s" % x.layout,
-                 str(e).split("\n")[0]))
+        _fail(name, "%s, whose data cannot be read as a strided array (%s)" % (_torch_layout_text(x), str(e).split("\n")[0]))
     if x.is_neg():  # its memory holds -x (a lazy negation): read raw it flips every sign (review)
         _fail(name, "a torch tensor with its negative bit set (a lazy negation, e.g. from .conj().imag): its "
                     "memory holds the values negated; pass %s.resolve_neg()" % name)
@@ -1096,15 +1094,13 @@ class New:
         shape = self.shape
         dt = self.dtype
         if k == NUMPY:
-            shape = src.shape if shape is None else shape
-            try:
-                return np.empty(shape, src.dtype if dt is None else dt)
-            except (MemoryError, ValueError) as e:  # ValueError: past numpy's largest array
-                raise unallocated(out_name, src_name, shape, src.dtype if dt is None else dt, e) from None
+            return _allocate(True, src.shape if shape is None else shape, src.dtype if dt is None else dt, None, None,
+                             out_name, src_name)
         if k == TORCH:
             shape = tuple(src.shape) if shape is None else shape
             try:
-                return src.new_empty(shape, dtype=src.dtype if dt is None else _dtypes.to_torch_dtype(sys.modules["torch"], dt))
+                tdt = src.dtype if dt is None else _dtypes.to_torch_dtype(sys.modules["torch"], dt)
+                return src.new_empty(shape, dtype=tdt)
             except RuntimeError as e:
                 raise torch_allocation_error(e, out_name, src_name, shape, src.dtype if dt is None else dt) from None
         if shape is None:
@@ -1112,18 +1108,31 @@ class New:
         if dt is None:
             dt = _dtypes.np_of_dl((desc.dtype.code, desc.dtype.bits), _dtypes.float32)
         try:
-            return _new_array(shape, dt, desc.device.device_type, desc.device.device_id)
-        except MemoryError as e:
-            raise unallocated(out_name, src_name, shape, dt, e) from None
+            return _allocate(False, shape, dt, desc.device.device_type, desc.device.device_id, out_name, src_name)
         except GatedNormError as e:
-            if e.status == _OUT_OF_MEMORY:
-                raise unallocated(out_name, src_name, shape, dt, e) from None
+            if e.status == OUT_OF_MEMORY:
+                raise
             # else x's metadata (shape, device) is what made it fail: name x
             raise argument_error("%s: no output can be made like it: %s" % (src_name, e.message)) from None
 
 
-_OUT_OF_MEMORY = -5  # GATEDNORM_STATUS_OUT_OF_MEMORY
-_DEVICE_ERROR = -4  # GATEDNORM_STATUS_DEVICE_ERROR
+def _allocate(host_numpy, shape, dt, devtype, devid, out_name, like_name):
+    """np.empty (``host_numpy``) or a DeviceArray on (devtype, devid); an allocation that
+    fails for want of memory raises ``unallocated``, naming the output."""
+    try:
+        if host_numpy:
+            return np.empty(shape, dt)
+        return _new_array(shape, dt, devtype, devid)
+    except MemoryError as e:  # numpy's, or _new_array's: past what any device holds
+        raise unallocated(out_name, like_name, shape, dt, e) from None
+    except GatedNormError as e:  # before ValueError: an InvalidArgumentError is one
+        if e.status != OUT_OF_MEMORY:
+            raise
+        raise unallocated(out_name, like_name, shape, dt, e) from None
+    except ValueError as e:  # numpy: past its largest array
+        if not host_numpy:
+            raise
+        raise unallocated(out_name, like_name, shape, dt, e) from None
 
 
 def unallocated(out_name, like_name, shape, dt, e, what=None) -> GatedNormError:
@@ -1144,7 +1153,7 @@ def unallocated(out_name, like_name, shape, dt, e, what=None) -> GatedNormError:
     # the library's refusal, without the subjects DeviceArray and the allocator put before it
     reason = e.message.rpartition("cannot be allocated: ")[2] if isinstance(e, GatedNormError) \
         else "%s: %s" % (type(e).__name__, str(e).split("\n")[0])
-    return GatedNormError(_OUT_OF_MEMORY, "%s: %scannot be allocated (%s, made like %s): %s"
+    return GatedNormError(OUT_OF_MEMORY, "%s: %scannot be allocated (%s, made like %s): %s"
                           % (out_name, what + " " if what else "", size_text, like_name, reason))
 
 
@@ -1161,7 +1170,7 @@ def torch_allocation_error(e, out_name, like_name, shape, dt, what=None) -> Gate
     if type(e).__name__ == "OutOfMemoryError" or any(t in text for t in _TORCH_OOM_TEXTS):
         return unallocated(out_name, like_name, shape, dt, e, what)
     # a device's error (a sticky one from an earlier kernel) keeps that status
-    status = _DEVICE_ERROR if ("CUDA error" in text or "HIP error" in text) else -1
+    status = DEVICE_ERROR if ("CUDA error" in text or "HIP error" in text) else INVALID_ARGUMENT
     return argument_error("%s: no %s can be made like it: %s: %s"
                           % (like_name, what or out_name, type(e).__name__, text.split("\n")[0]), status)
 
@@ -1337,8 +1346,15 @@ def _torch_strided():
 
 def _not_strided(x, name):
     """Refuses torch tensor x, which has no strided storage (nested, sparse, mkldnn), by name."""
-    _fail(name, "a nested torch tensor, not a strided array" if getattr(x, "is_nested", False)
-          else "a torch tensor of layout %s, not a strided array" % getattr(x, "layout", "?"))
+    _fail(name, "%s, not a strided array" % _torch_layout_text(x))
+
+
+def _torch_layout_text(x) -> str:
+    """What torch tensor x is, for a refusal of its storage: nested (whose layout reads
+    strided), else its layout."""
+    if getattr(x, "is_nested", False):
+        return "a nested torch tensor"
+    return "a torch tensor of layout %s" % getattr(x, "layout", "?")
 
 
 def device_of(x, name="x") -> tuple:
@@ -1429,17 +1445,4 @@ def empty_like(x, shape=None, dtype=None, dtype_name="out_dtype", name="x", out=
     dt = xdt if dtype is None else dtype_arg(dtype, dtype_name)
     if dt is None:  # x has a dtype numpy does not know; the op will reject x by name
         dt = _dtypes.float32
-    try:
-        if k == NUMPY:
-            return np.empty(shape, dt)
-        return _new_array(shape, dt, devtype, devid)
-    except MemoryError as e:  # numpy's, or _new_array's: past what any device holds
-        raise unallocated(out, name, shape, dt, e) from None
-    except GatedNormError as e:  # before ValueError: an InvalidArgumentError is one
-        if e.status != _OUT_OF_MEMORY:
-            raise
-        raise unallocated(out, name, shape, dt, e) from None
-    except ValueError as e:  # numpy: past its largest array
-        if k != NUMPY:
-            raise
-        raise unallocated(out, name, shape, dt, e) from None
+    return _allocate(k == NUMPY, shape, dt, devtype, devid, out, name)

@@ -139,6 +139,8 @@ _STATUS_NAMES = {
     -6: "internal error",
 }
 INVALID_ARGUMENT = -1
+DEVICE_ERROR = -4
+OUT_OF_MEMORY = -5
 
 
 def last_error_message() -> str:
