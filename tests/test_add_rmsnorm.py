@@ -142,6 +142,28 @@ def test_y_in_place_over_x(be, rng):
     assert same_values(be.get(rd), ref["residual"])
 
 
+def test_in_place_through_views_differing_in_unit_dim_strides(rng):
+    """y_out = x and residual_out = residual through views whose size-1 dims carry other
+    strides (torch's unsqueeze and DLPack exporters make such views of one buffer): the same
+    elements, so in place, accepted (a review's mutant comparing those strides too refused them
+    and passed every test)."""
+    T, H = 2, 256
+    x, r, w = inputs(rng, (T, 1, H))
+    ref = reference.add_rmsnorm(x, r, w)
+    def view(a, unit_stride):
+        return gatednorm.from_pointer(a.ctypes.data, a.shape, a.dtype, strides=(H, unit_stride, 1), device="cpu", owner=a)
+
+    xa, xb, ra, rb = view(x, H), view(x, 3), view(r, H), view(r, 5)
+    out = gatednorm.add_rmsnorm(xa, ra, w, y_out=xb, residual_out=rb)
+    assert out.y is xb and out.residual is rb
+    assert same_values(r, ref["residual"])
+    assert reference.compare(x, ref["y"], x.dtype).ok
+    x2 = inputs(rng, (T, 1, H), residual=False)[0]
+    ref2 = reference.rmsnorm(x2, w)
+    gatednorm.rmsnorm(view(x2, H), w, y_out=view(x2, 7))
+    assert reference.compare(x2, ref2["y"], x2.dtype).ok
+
+
 @pytest.mark.parametrize("H", [256, 4096, 1000])
 def test_normalizes_the_stored_residual(be, rng, H):
     """y equals what the unfused pipeline computes: add, round, store, then rmsnorm of it."""

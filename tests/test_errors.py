@@ -15,6 +15,7 @@ from gatednorm import GatedNormError, _dtypes, from_pointer, reference
 
 NAN = float("nan")
 T, H, D = 5, 3, 32
+BF16 = _dtypes.bfloat16
 
 
 def _inputs(rng, dt=np.float32):
@@ -439,6 +440,20 @@ def test_out_partly_overlapping_x(rng):
         gatednorm.rmsnorm_gated(xb[:T], None, np.ones(D, np.float32), out=xb[1:])
     assert_names(ei.value, "out")
     assert xb.tobytes() == before
+
+
+def test_out_of_another_dtype_at_x_address(rng):
+    """An fp32 out starting at a bf16 x's address, both contiguous (the fast path's shapes):
+    not the same view, so not in place: refused naming out, x untouched (a review's mutant
+    that took the same address as an alias passed every test but the fuzz driver)."""
+    buf = np.zeros(T * H * D * 2, np.float32)  # room for the fp32 out over the bf16 x
+    x = buf.view(BF16)[:T * H * D].reshape(T, H, D)
+    x[...] = rng.standard_normal((T, H, D)).astype(BF16)
+    before = buf.tobytes()
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm_gated(x, None, np.ones(D, np.float32), out=buf[:T * H * D].reshape(T, H, D))
+    assert_names(ei.value, "out")
+    assert buf.tobytes() == before
 
 
 def test_out_rows_overlapping_each_other(rng):

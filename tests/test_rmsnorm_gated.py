@@ -224,6 +224,21 @@ def test_group_size(be, rng, gate, D):
     assert y.tobytes() == y3.tobytes()
 
 
+def test_group_size_alone_after_a_default_call(be, rng):
+    """group_size as the only option, after a default call with the same eps: the wrapper's
+    cached-params shortcut for default options must not serve it (a review's mutant taking the
+    shortcut whatever group_size was passed every value test: they pass every option)."""
+    T, H, D = 6, 4, 32
+    x, z, w = make_inputs(rng, (T, H * D), "bf16", "bf16", "bf16", group_size=D)
+    ref = reference.rmsnorm_gated(x, z, w, **opts(group_size=D))
+    shaped = [a.reshape(T, H, D) for a in (x, z)]
+    for args, kw in (((*shaped, w), {}), ((x, z, w), {"group_size": D})):  # the default call first
+        outb = be.put(np.full(args[0].shape, NAN, x.dtype))
+        gatednorm.rmsnorm_gated(*(be.put(a) for a in args), out=outb, **kw)
+        cmp = reference.compare(be.get(outb).reshape(T, H * D), ref, x.dtype)
+        assert cmp.ok, cmp
+
+
 def _column_slice(rng, T, inner, extra, col0, dtype, fill=None):
     """(view [T, inner], base [T, inner + extra]): a column slice of a wider buffer."""
     if fill is None:

@@ -427,10 +427,10 @@ def _quantized(n, k, g, symmetric):
     return gatednorm.W4A16Weight.from_float(W.astype(np.float32), None if g == "channel" else g, symmetric)
 
 
-def run_gemm(wbe, rng, m, n, k, g, symmetric, dtype, out_dtype=None, bias=False):
+def run_gemm(wbe, rng, m, n, k, g, symmetric, dtype, out_dtype=None, bias=False, bias_dtype=F32):
     w = _quantized(n, k, g, symmetric)
     a = rng.standard_normal((m, k)).astype(DT[dtype])
-    b = rng.standard_normal(n).astype(np.float32) if bias else None
+    b = rng.standard_normal(n).astype(bias_dtype) if bias else None
     od = DT[dtype] if out_dtype is None else out_dtype
     out = put(wbe, np.full((m, n), np.nan, od))
     res = gatednorm.w4a16_matmul(put(wbe, a), place(wbe, w, DT[dtype]), put(wbe, b), out=out)
@@ -461,6 +461,15 @@ def test_gemm_fp32_out_and_bias(wbe, rng, dtype, m):
     16-bit rounding would show."""
     n, k = (24, 512) if wbe != "gpu" else (4096, 4096)
     run_gemm(wbe, rng, m, n, k, 128, False, dtype, out_dtype=F32, bias=True)
+
+
+@pytest.mark.parametrize("out_dtype", [BF16, F32], ids=["out_bf16", "out_fp32"])
+@pytest.mark.parametrize("bias_dtype", [BF16, F16, F32], ids=["bias_bf16", "bias_fp16", "bias_fp32"])
+def test_gemm_bias_dtypes(wbe, rng, bias_dtype, out_dtype):
+    """The bias in any float dtype beside any output dtype (a review's mutant read the bias at
+    the output's element size and passed: every bias was fp32, every biased output fp32)."""
+    n, k = (40, 256) if wbe != "gpu" else (200, 1024)
+    run_gemm(wbe, rng, 3, n, k, 128, False, "bf16", out_dtype=out_dtype, bias=True, bias_dtype=bias_dtype)
 
 
 @pytest.mark.parametrize("k,g", [(130, "channel"), (134, 67), (66, 2)])
@@ -973,6 +982,40 @@ def test_tiled_tag_mismatch(rng, field, value, match):
         assert not np.array_equal(ok, gatednorm.w4a16_matmul(a, w))
         return
     _expect_error(lambda: gatednorm.w4a16_matmul(a, bad, out=out), match, out)
+
+
+def test_plain_gemm_symmetric_flag_against_zeros(rng):
+    """params.symmetric must agree with the zeros the plain call is given: 1 with zeros, or 0
+    without, is refused naming zeros, nothing written (a review's mutant accepting the first
+    passed every test but the fuzz driver)."""
+    w = _plain(rng, g=32)
+    a = rng.standard_normal((2, 128)).astype(BF16)
+    out = np.empty((2, w.n), np.float32)
+    from gatednorm import w4a16 as W4
+    _expect_error(lambda: W4._GEMM(None, a, w.q, w.scales, w.zeros, None, out, None, params=W4._GEMM.params(symmetric=1)),
+                  "w4a16_gemm: zeros: given, but params.symmetric = 1", out)
+    _expect_error(lambda: W4._GEMM(None, a, w.q, w.scales, None, None, out, None, params=W4._GEMM.params(symmetric=0)),
+                  "w4a16_gemm: zeros: NULL, but params.symmetric = 0", out)
+
+
+@pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
+def test_plain_gemm_strided_scales_and_zeros(rng, symmetric):
+    """The plain layout's scales and zeros as column-major views (a GPTQ [K/G, N] tensor
+    transposed, as a caller of the C entry may pass them): the same bits as contiguous ones.
+    W4A16Weight copies to contiguous arrays, so only a direct call reaches these strides (a
+    review's mutants ignoring them passed every test but the fuzz driver)."""
+    w = _plain(rng, n=24, k=256, g=64, symmetric=symmetric)
+    a = rng.standard_normal((3, 256)).astype(BF16)
+    from gatednorm import w4a16 as W4
+    want = W4.gemm(a, a, w.n, (w.q, w.scales, w.zeros), W4._GEMM.params(), None, None, F32, None, None)
+    s_col = np.ascontiguousarray(w.scales.T).T
+    z_col = None if w.zeros is None else np.ascontiguousarray(w.zeros.T).T
+    assert s_col.strides != w.scales.strides
+    out = np.full((3, w.n), np.nan, np.float32)
+    W4.gemm(a, a, w.n, (w.q, s_col, z_col), W4._GEMM.params(), None, out, None, None, None)
+    assert out.tobytes() == want.tobytes()
+    ref = reference.w4a16_matmul(a, w.q, w.scales, w.zeros, None)
+    assert np.all(np.abs(out - ref) <= reference.w4a16_tolerance(a, w.q, w.scales, w.zeros, None, F32, ref))
 
 
 def test_misaligned_pointer(rng):
