@@ -150,6 +150,7 @@ def test_in_place_through_views_differing_in_unit_dim_strides(rng):
     T, H = 2, 256
     x, r, w = inputs(rng, (T, 1, H))
     ref = reference.add_rmsnorm(x, r, w)
+
     def view(a, unit_stride):
         return gatednorm.from_pointer(a.ctypes.data, a.shape, a.dtype, strides=(H, unit_stride, 1), device="cpu", owner=a)
 

@@ -19,6 +19,7 @@ import pytest
 
 import gatednorm
 from gatednorm import _dtypes, reference
+from gatednorm import w4a16 as W4
 from gatednorm._ffi import ffi
 from gatednorm.testing import host_descriptor as _host_desc
 
@@ -991,7 +992,6 @@ def test_plain_gemm_symmetric_flag_against_zeros(rng):
     w = _plain(rng, g=32)
     a = rng.standard_normal((2, 128)).astype(BF16)
     out = np.empty((2, w.n), np.float32)
-    from gatednorm import w4a16 as W4
     _expect_error(lambda: W4._GEMM(None, a, w.q, w.scales, w.zeros, None, out, None, params=W4._GEMM.params(symmetric=1)),
                   "w4a16_gemm: zeros: given, but params.symmetric = 1", out)
     _expect_error(lambda: W4._GEMM(None, a, w.q, w.scales, None, None, out, None, params=W4._GEMM.params(symmetric=0)),
@@ -1006,7 +1006,6 @@ def test_plain_gemm_strided_scales_and_zeros(rng, symmetric):
     review's mutants ignoring them passed every test but the fuzz driver)."""
     w = _plain(rng, n=24, k=256, g=64, symmetric=symmetric)
     a = rng.standard_normal((3, 256)).astype(BF16)
-    from gatednorm import w4a16 as W4
     want = W4.gemm(a, a, w.n, (w.q, w.scales, w.zeros), W4._GEMM.params(), None, None, F32, None, None)
     s_col = np.ascontiguousarray(w.scales.T).T
     z_col = None if w.zeros is None else np.ascontiguousarray(w.zeros.T).T
