@@ -416,10 +416,11 @@ enum SplitBuild : int { kNoSplit = 0, kSplitLate = 1, kSplitEarly = 2 };
 //    a lane allocated: an SM sub-partition's 16384 registers hold 10 warps, so 40 warps an
 //    SM, floor(40 / warps a block) blocks, a block being hidden / 512 warps) 10 blocks an SM
 //    at hidden 2048, 5 at 4096, 4 at 5120, 3 at 6144, 2 at 7168-8192 (Nsight Compute's
-//    register limit at 7168: 2, run 115), so up to 1024 / 512 / 384 / 256 rows.  Run 115 (H100, us, late / early): hidden 6144 rmsnorm T = 300 /
-//    384 4.51 / 4.30, 4.95 / 4.77, plain 6.40 / 6.34, 7.79 / 7.49, T = 512 5.41 / 5.99;
-//    hidden 7168 T = 300 / 384 4.91 / 5.77, 5.22 / 6.04 (past the wave).  Run 112 (H200, us, VEC 8 /
-//    early split / liger): rmsnorm [1, 4096] 2.33 / 2.22 / 2.14, [128, 4096] 2.84 / 2.71 /
+//    register limit at 7168: 2, run 115), so up to 1024 / 512 / 384 / 256 rows.  Run 115
+//    (H100, us, late / early): hidden 6144 rmsnorm T = 300 / 384 4.51 / 4.30, 4.95 / 4.77,
+//    plain 6.40 / 6.34, 7.79 / 7.49, T = 512 5.41 / 5.99; hidden 7168 T = 300 / 384 4.91 /
+//    5.77, 5.22 / 6.04 (past the wave); run 117 saw the rule take the faster build at 6144.
+//    Run 112 (H200, us, VEC 8 / early split / liger): rmsnorm [1, 4096] 2.33 / 2.22 / 2.14, [128, 4096] 2.84 / 2.71 /
 //    2.47, [1, 7168] 2.73 / 2.53 / 2.30, [128, 7168] 3.36 (late split) / 3.18 / 2.87; plain
 //    add [1, 7168] 2.94 / 2.70 / 2.59, [128, 7168] 4.23 (late) / 4.07 / 3.67.  Run 113
 //    (H100, us, before / early): hidden 2048 rmsnorm T = 1 / 256 / 512 1.99 / 1.95, 2.85 /
