@@ -219,13 +219,9 @@ __device__ __forceinline__ void add_row_finish(const AddArgs &a, int64_t t, int 
     constexpr int W = VEC / 2;  // 32-bit words of a 16-bit chunk
     // The row as stored: x, or x + residual rounded to the residual's dtype (x's here).
     uint32_t sw[W];
-    if constexpr (RES) {  // the sum in fp32, rounded, stored
+    if constexpr (RES) {  // the sum rounded to x's dtype (numerics.h's rule), stored
 #pragma unroll
-        for (int i = 0; i < W; ++i) {
-            const float lo = word_element<XDT>(xw, 2 * i) + word_element<XDT>(rw, 2 * i);
-            const float hi = word_element<XDT>(xw, 2 * i + 1) + word_element<XDT>(rw, 2 * i + 1);
-            sw[i] = XDT == kBF16 ? pack_bf16x2(lo, hi) : pack_f16x2(lo, hi);
-        }
+        for (int i = 0; i < W; ++i) sw[i] = add_rounded_x2<XDT>(xw[i], rw[i]);
         if constexpr (SPLIT) store_split_words(a.res_out + t * a.res_out_st + col * 2, ok, ok_hi, sw);
         else if (ok) store_words(a.res_out + t * a.res_out_st + col * 2, sw);
     } else {

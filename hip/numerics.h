@@ -102,6 +102,39 @@ GN_HD uint32_t pack_f16x2(float lo, float hi) {
 #endif
 }
 
+// Two pairs of 16-bit values (lo in bits 0-15) added and rounded to their dtype: the rule is
+// the sum in fp32, rounded once (RNE) to the dtype, which is what the CPU computes.  The
+// packed hardware add (NVIDIA sm_90 `add.rn.bf16x2` / `add.rn.f16x2`; sm_80 has no bf16x2
+// add, so `fma.rn.bf16x2` by 1.0, exact before its one rounding) rounds the exact sum once,
+// and that is the same value: rounding first to fp32 (24 bits) and then to a format of p <= 11
+// bits never differs from rounding once where 24 >= 2p + 2 (double rounding is innocuous for
+// + there; Figueroa, 1995), subnormal and overflowing results included.  Signed zeros agree
+// (-0 + +0 is +0 both ways); a NaN stays NaN (the hardware's canonical payload, as
+// pack_bf16x2).  One instruction where the fp32 route takes seven (four widenings, two adds,
+// a pack): add-RMSNorm's stored residual at small T is issue-bound.
+template <int DT>
+GN_HD uint32_t add_rounded_x2(uint32_t a, uint32_t b) {
+    static_assert(DT == kBF16 || DT == kF16, "16-bit pairs");
+#if defined(GN_HW_PACKED_CVT)
+    uint32_t r;
+    if constexpr (DT == kF16) {
+        asm("add.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+    } else {
+#if __CUDA_ARCH__ >= 900
+        asm("add.rn.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+#else
+        asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(0x3f803f80u), "r"(b));
+#endif
+    }
+    return r;
+#else
+    if constexpr (DT == kBF16)
+        return pack_bf16x2(bf16_to_f32(uint16_t(a)) + bf16_to_f32(uint16_t(b)), bf16_to_f32(uint16_t(a >> 16)) + bf16_to_f32(uint16_t(b >> 16)));
+    else
+        return pack_f16x2(f16_to_f32(uint16_t(a)) + f16_to_f32(uint16_t(b)), f16_to_f32(uint16_t(a >> 16)) + f16_to_f32(uint16_t(b >> 16)));
+#endif
+}
+
 GN_HD float load_as_f32(const void *p, int dt) {
     if (dt == kF32) return *static_cast<const float *>(p);
     uint16_t h = *static_cast<const uint16_t *>(p);

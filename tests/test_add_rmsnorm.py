@@ -495,6 +495,53 @@ def test_residual_store_is_rne_everywhere(be, rd):
     assert bad.size == 0, [(float(x[~nan][i]), hex(got.view(np.uint16)[~nan][i]), hex(want.view(np.uint16)[~nan][i])) for i in bad[:5]]
 
 
+# The row kernels add 16-bit x and residual pairs with the packed hardware add (numerics.h's
+# add_rounded_x2: one rounding of the exact sum, the same value as the fp32 sum rounded by
+# the double-rounding argument there).  Held to the fp32 rule bit for bit at every row width
+# and layout, with and without FP8 outputs (their builds differ): random bit patterns of both
+# (subnormals, exponents far apart, inf, NaN), exact ties at half an ulp of x and their
+# neighbours a few bits off, the overflow edge (max + max, max + half an ulp: a tie that
+# rounds to inf) and signed zeros.
+@pytest.mark.parametrize("rd", ["bf16", "fp16"])
+@pytest.mark.parametrize("vec,fp8", [(None, False), ("8", False), ("16", False), ("16s", False), ("16se", False), ("8", True),
+                                     ("16", True)])
+def test_residual_sum_of_16bit_pairs_is_rne(be, monkeypatch, rd, vec, fp8):
+    if vec:
+        monkeypatch.setenv("GATEDNORM_ROW_VEC", vec)
+    dt = DT[rd]
+    rng = np.random.default_rng(12)
+    T, H = 64, 2048
+    bits = lambda n: rng.integers(0, 1 << 16, n, dtype=np.uint32).astype(np.uint16).view(dt)
+    x, r = bits(T * H), bits(T * H)
+    # ties: r = +-half an ulp of x (a power of two), times 1 +- one unit of r's last place
+    n = T * H // 4
+    xs = rng.standard_normal(n).astype(np.float32) * np.exp2(rng.integers(-12, 12, n)).astype(np.float32)
+    xt = xs.astype(dt)
+    ulp = np.spacing(np.abs(xt)).astype(np.float32)
+    p = 8 if rd == "bf16" else 11
+    nudge = rng.choice(np.array([1.0, 1 + 2.0 ** (1 - p), 1 - 2.0 ** -p], np.float32), n)
+    rt = (ulp / 2 * nudge * rng.choice(np.array([1.0, -1.0], np.float32), n)).astype(dt)
+    x[:n], r[:n] = xt, rt
+    big = float(ml_dtypes.finfo(dt).max)
+    half_ulp_of_big = 16.0 if rd == "fp16" else 2.0 ** 119
+    edge = np.array([[big, big], [big, half_ulp_of_big], [big, -half_ulp_of_big],
+                     [-big, -big], [0.0, -0.0], [-0.0, -0.0], [-0.0, 0.0], [np.inf, -np.inf], [np.nan, 1.0], [1.0, -1.0]], np.float32)
+    x[n:n + len(edge)], r[n:n + len(edge)] = edge[:, 0].astype(dt), edge[:, 1].astype(dt)
+    x, r = x.reshape(T, H), r.reshape(T, H)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = (x.astype(np.float32) + r.astype(np.float32)).astype(dt)
+    out = gatednorm.add_rmsnorm(be.put(x), be.put(r), be.put(np.ones(H, dt)), fp8=fp8)  # residual in place
+    got = be.get(out.residual)
+    if be.name == "gpu":
+        assert gatednorm.last_kernel().startswith("add_rmsnorm.row.vec")
+    nan = np.isnan(want.astype(np.float32))
+    assert np.array_equal(np.isnan(got.astype(np.float32)), nan)
+    g, w = got.view(np.uint16)[~nan], want.view(np.uint16)[~nan]
+    bad = np.nonzero(g != w)[0]
+    xf, rf = x[~nan], r[~nan]
+    assert bad.size == 0, [(float(xf[i]), float(rf[i]), hex(g[i]), hex(w[i])) for i in bad[:5]]
+
+
 def test_residual_out_takes_a_read_only_residual(rng):
     """With residual_out the residual is read only, so a read-only array is taken (refused as
     an output before, review); in place it is refused naming residual, nothing written."""
