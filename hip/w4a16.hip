@@ -63,7 +63,7 @@ gatednorm_status device_facts(int device, DeviceFacts *f) {
     return GATEDNORM_STATUS_SUCCESS;
 }
 
-// How a GEMM is cut.  NVIDIA: M <= 8 with K % 64 == 0 takes the gemv kernel, other M <= 16
+// How a GEMM is cut.  NVIDIA: M <= 8 with K % 64 == 0 takes the gemv kernel, other M <= 64
 // the decode kernel (MT 8-row blocks, WN col tiles a warp), else the 64 x 64 mma kernel; at
 // M <= 16 the gemv kernel's lean loop replaces either where use_gemv_lean says.
 // AMD: 16-row blocks, one col tile a block.  Split-K
@@ -79,7 +79,11 @@ struct Plan {
     int gemv_warps = 8;  // NVIDIA gemv: warps a block, all on one col tile
     int64_t ctas = 0;
 };
-constexpr int kDecodeMaxM = 16;
+// The decode kernel takes M <= 64 (MT = 2 above 8 rows, ceil(M / 16) row blocks a col
+// tile); the lean loop M <= 16.  Above 16 rows, run 120 (H100, us, the decode kernel against
+// the 64 x 64 mma kernel): see make_plan.
+constexpr int kDecodeMaxM = 64;
+constexpr int kLeanMaxM = 16;
 constexpr int kMaxSplits = 16;
 
 // Split K across blocks when pl.ctas blocks leave multiprocessors idle: two blocks an SM,
@@ -213,7 +217,7 @@ static_assert(sizeof kLeanNames / sizeof kLeanNames[0] == kLeanCounts, "a name a
 constexpr bool lean_cpw_built(int mt, int cpw) { return mt == 1 || cpw == 8; }
 
 void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) {
-    if (m > kDecodeMaxM || t.group != 128 || t.k % kW4TileK) return;
+    if (m > kLeanMaxM || t.group != 128 || t.k % kW4TileK) return;
     Plan lean = gemv_plan(f, t.ntiles, t.kchunks);  // make_plan's own at M <= 8
     if (lean.nsplit != 1 || t.kchunks % (2 * lean.gemv_warps)) return;
     const char *v = getenv("GATEDNORM_W4A16_KERNEL");
@@ -225,6 +229,17 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
         for (const int c : kLeanCpw)
             if (cpw == c && lean_cpw_built(lean.mt, c)) lean.lean_cpw = c;
     *pl = lean;
+}
+
+// GATEDNORM_W4A16_KERNEL=mma (a test and bench hook, read at each call): the 64 x 64 mma
+// kernel for M 17..64 in place of the decode kernel, so tests and the bench compare the two.
+// Its plan needs no workspace.
+void use_mma_if_asked(Plan *pl, int64_t m) {
+    const char *v = getenv("GATEDNORM_W4A16_KERNEL");
+    if (m <= kLeanMaxM || !v || strcmp(v, "mma")) return;
+    Plan mma;
+    mma.decode = false;
+    *pl = mma;
 }
 
 const char *lean_kernel_name(int cpw) {
@@ -261,7 +276,7 @@ hipError_t launch_gemv_lean(const W4a16Args &a, const Plan &pl, hipStream_t s) {
 template <int DT, bool ZP, int MT>
 hipError_t launch_decode(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     constexpr int kLean = kW4DecodeBlocksPerSmLean;
-    const dim3 grid(unsigned((a.ntiles + pl.wn - 1) / pl.wn), unsigned(pl.nsplit), unsigned(pl.mblocks));
+    const dim3 grid(unsigned((a.ntiles + pl.wn - 1) / pl.wn * pl.mblocks), unsigned(pl.nsplit));
     const bool pdl = a.pdl != 0;
     if (pl.wn == 2) {
         if constexpr (MT == 1) return gn_launch(w4a16_decode_kernel<DT, ZP, MT, 2, 2, 1, kLean>, grid, kW4DecodeThreads, s, a, pdl);
@@ -316,7 +331,7 @@ int64_t rows_per_launch(const Plan &pl, int64_t m) {
 #endif
     if (pl.nsplit > 1) return m;  // split-K plans are for few row blocks (one window)
     int64_t rows = kW4MaxRowsPerLaunch;
-    if (m > kDecodeMaxM) {
+    if (m > kLeanMaxM) {
         if (const char *v = getenv("GATEDNORM_W4A16_ROWS_PER_LAUNCH")) {
             const long long asked = atoll(v);
             if (asked >= kW4RowBlock && asked % kW4RowBlock == 0 && asked < rows) rows = asked;
@@ -380,6 +395,7 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
     Plan pl = make_plan(f, p.m, p.w.n, p.w.k);
 #if defined(GN_PLATFORM_CUDA)
     use_gemv_lean(&pl, f, p.m, t);
+    use_mma_if_asked(&pl, p.m);
 #endif
     if (workspace_bytes(pl, p.m, p.w.n) > p.workspace_bytes)
         return fail(GATEDNORM_STATUS_INTERNAL, "workspace: the plan needs more than the size query said");

@@ -260,7 +260,9 @@ constexpr int kW4DecodeThreads = kW4DecodeWarps * 32;
 constexpr int kW4DecodeBlocksPerSm = 2;      // the launch bound: registers for two blocks an SM
 constexpr int kW4DecodeBlocksPerSmLean = 3;  // the 80-register builds (U = 2, no spills): three
 
-// grid: (ceil(ntiles / WN), nsplit, ceil(M / (8 MT))).  MT: 8-row blocks of M (1 or 2);
+// grid: (ceil(ntiles / WN) x row blocks, nsplit), the row block (8 MT rows; ceil(M / (8 MT))
+// of them) varying fastest: the blocks of one col tile's row blocks start together, so its
+// weight bytes come from DRAM once and from L2 for the others (M 17..64).  MT: 8-row blocks (1 or 2);
 // WN: col tiles per warp; U: k chunks per batch of loads (double-buffered); ACC: accumulator
 // sets (chunk u of a batch adds into set u % ACC, the sets summed in order at the end), so
 // that ACC mma chains run side by side (the library launches ACC = 1: 2 and 4 were no faster,
@@ -277,9 +279,13 @@ __global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(con
     // two-tile build spilled.
     gn_wait_prior_grid();
     const int g = lane >> 2, t = lane & 3;
-    const int ct0 = blockIdx.x * WN;
+    // MT = 1 is for M <= 8: one row block (and the 80-register two-tile build spills with the
+    // division below).
+    const int rblocks = MT == 1 ? 1 : (p.m + 8 * MT - 1) / (8 * MT);
+    const int tile_block = MT == 1 ? int(blockIdx.x) : int(blockIdx.x) / rblocks;
+    const int ct0 = tile_block * WN;
     const int split = blockIdx.y, nsplit = gridDim.y;
-    const int m0 = blockIdx.z * 8 * MT;
+    const int m0 = (int(blockIdx.x) - tile_block * rblocks) * 8 * MT;
     int c_lo, c_hi, w_lo, w_hi;
     w4_split_chunks(p, split, &c_lo, &c_hi);
     w4_split_range(c_lo, c_hi, warp, kW4DecodeWarps, &w_lo, &w_hi);

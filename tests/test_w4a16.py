@@ -491,7 +491,8 @@ def test_gemm_gpu_shapes(rng, requires_gpu, shape):
 # K tail; no split with a partial last col tile; many col tiles of short K; two col tiles a
 # warp with K of two chunks, so six of a block's eight warps have no chunk; 313 col tiles,
 # the last partial: the three-blocks-an-SM build of one col tile a warp; the gemv kernels'
-# lean loop with a partial last col tile), every M (M > 16 is the mma kernel).
+# lean loop with a partial last col tile), every M (M 17..64 the decode kernel's row blocks,
+# M > 64 the mma kernel).
 PLAN_SHAPES = [(24, 70016), (2120, 4224), (4104, 4224), (16904, 1152), (70016, 128), (5000, 1152), (4100, 2048)]
 
 
@@ -506,15 +507,35 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
 
 
 # Kernel names whose choice does not depend on the GPU's SM count (any GPU of < 500 SMs).
-# M <= 8 with K % 64 == 0 is the gemv kernel; a K tail (K % 64 = 32 at G = 32) or M > 8 the
-# decode kernel.
+# M <= 8 with K % 64 == 0 is the gemv kernel; a K tail (K % 64 = 32 at G = 32) or M 9..64 the
+# decode kernel; M > 64 the mma kernel.
 @pytest.mark.parametrize("m, n, k, g, kernel", [(1, 64, 8192, 128, "w4a16.gemv.splitk"), (8, 64, 8192, 128, "w4a16.gemv.splitk"),
                                                 (16, 64, 8192, 128, "w4a16.decode.splitk"),
                                                 (1, 70016, 128, 128, "w4a16.gemv"), (9, 70016, 128, 128, "w4a16.decode"),
-                                                (1, 70016, 96, 32, "w4a16.decode"), (17, 64, 128, 128, "w4a16.mma")])
+                                                (1, 70016, 96, 32, "w4a16.decode"), (17, 64, 128, 128, "w4a16.decode"),
+                                                (64, 64, 128, 128, "w4a16.decode"), (65, 64, 128, 128, "w4a16.mma")])
 def test_gpu_kernel_choice(rng, nvidia_gpu, m, n, k, g, kernel):
     run_gemm("gpu", rng, m, n, k, g, False, "bf16")
     assert gatednorm.last_kernel() == kernel
+
+
+# M 17..64: the decode kernel streams each col tile once a 16-row block, the blocks of one
+# col tile launched side by side (the last block partial at 17 / 33 / 50); against the
+# reference and against the 64 x 64 mma kernel (GATEDNORM_W4A16_KERNEL=mma, the kernel these
+# M took before), each in its own sum order, so each is held to the tolerance. N 4096 at K
+# 4096: no split; N 200 at K 1024: split-K with its workspace.
+@pytest.mark.parametrize("m", [17, 33, 50, 64])
+@pytest.mark.parametrize("n, k", [(4096, 4096), (200, 1024)])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_gpu_decode_rows_17_to_64(rng, nvidia_plan, monkeypatch, dtype, n, k, m):
+    w = _rand_plain(rng, n, k, False)
+    wg = w.to("gpu:0", DT[dtype])
+    a = rng.standard_normal((m, k)).astype(DT[dtype])
+    ag = put("gpu", a)
+    split = ".splitk" if n == 200 else ""
+    for hook, kernel in ((None, "w4a16.decode" + split), ("mma", "w4a16.mma")):
+        got = _gemm_with_hook(monkeypatch, hook, ag, wg, m, n, dtype, kernel)
+        _assert_ref_cols(rng, a, w, got, dtype)
 
 
 # M past one launch: the row blocks of the large-M kernels sit in a grid dimension of at most

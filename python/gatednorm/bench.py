@@ -550,9 +550,10 @@ def _on_stream(f, stream, *args, **kw):
 # (w4a16 where the lean loop applies, G = 128, M <= 16, no split, whole groups a warp: the gemv
 # kernel at M <= 8, the decode kernel at 9..16; elsewhere the column times the usual kernel),
 # "lean" the lean loop with its runtime trip count where the plan takes a build with it compiled
-# in (w4a16), through an environment variable the launcher reads at each call.  The variable is set just
+# in (w4a16), "mma" the 64 x 64 mma kernel at M 17..64 in place of the decode kernel (w4a16;
+# elsewhere the usual kernel), through an environment variable the launcher reads at each call.  The variable is set just
 # before the call (a graph captures the kernel chosen then) and cleared for every other mode.
-_KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "vec16s": "16s", "vec16se": "16se", "e4": "4", "e8": "8", "e16": "16", "gemv": "gemv", "lean": "lean"}
+_KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "vec16s": "16s", "vec16se": "16se", "e4": "4", "e8": "8", "e16": "16", "gemv": "gemv", "lean": "lean", "mma": "mma"}
 
 
 # Every kernel-choice hook the launchers read (a getenv a call): the bench owns them while it
@@ -1512,7 +1513,7 @@ class W4A16Bench(OpBench):
     has_host = False
     host_skip = "w4a16: the weight is a W4A16Weight object, not an array the host-call rows can convert"
     ours_modes = ("out", "pdl")
-    all_ours_modes = ("out", "pdl", "gemv", "lean")
+    all_ours_modes = ("out", "pdl", "gemv", "lean", "mma")
     copy_targets = (0.65, 0.8)
     outputs = ("out",)
     peers = {"tinygemm": _w4_tinygemm, "gemlite": _w4_gemlite, "cublas_dense": lambda torch: (lambda a, b: torch.matmul(a, b.dense))}
