@@ -80,9 +80,9 @@ struct Plan {
     int64_t ctas = 0;
 };
 // The decode kernel takes M <= 64 (MT = 2 above 8 rows, ceil(M / 16) row blocks a col
-// tile); the lean loop M <= 16.  Above 16 rows, run 120 (H100, us, the decode kernel against
-// the 64 x 64 mma kernel): see make_plan.
+// tile; make_plan says where above 48), the lean loop M <= 16.
 constexpr int kDecodeMaxM = 64;
+constexpr int kDecodeAlwaysM = 48;
 constexpr int kLeanMaxM = 16;
 constexpr int kMaxSplits = 16;
 
@@ -128,7 +128,16 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     const int64_t ntiles = (n + kW4TileN - 1) / kW4TileN, kchunks = (k + kW4TileK - 1) / kW4TileK;
     int64_t chunks_per_split_min = 8;  // every warp of a split gets a chunk
 #if defined(GN_PLATFORM_CUDA)
-    if (m > kDecodeMaxM) {
+    // M 17..64: each 16-row block of the decode kernel costs about its M = 16 time (the
+    // kernel is issue-bound; L2 serves the blocks after the first), so its time steps up a
+    // block at a time, while the 64 x 64 mma kernel's depends on its grid of ceil(N / 64)
+    // blocks filling the GPU.  Run 120 (H100, us, decode / mma; cuBLAS dense beside): M = 17
+    // 4096x6144 15.32 / 55.54 (20.62), 4096x4096 11.61 / 55.45 (14.06), 12288x4096 26.92 /
+    // 165.11 (38.34), 4096x24576 50.14 / 78.40 (66.50); M = 48 22.67 / 56.41, 17.46 / 56.50,
+    // 43.31 / 168.48, 75.88 / 79.87; M = 64 29.48 / 58.31, 21.81 / 58.33, 56.35 / 174.17,
+    // 98.86 / 81.40 (384 blocks of 64 columns: ~3 an SM).  So decode to 48 rows, and to 64
+    // unless the mma grid holds two blocks an SM.
+    if (m > kDecodeMaxM || (m > kDecodeAlwaysM && (n + 63) / 64 >= 2 * int64_t(f.sms))) {
         pl.decode = false;
         return pl;
     }

@@ -508,12 +508,14 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
 
 # Kernel names whose choice does not depend on the GPU's SM count (any GPU of < 500 SMs).
 # M <= 8 with K % 64 == 0 is the gemv kernel; a K tail (K % 64 = 32 at G = 32) or M 9..64 the
-# decode kernel; M > 64 the mma kernel.
+# decode kernel; M > 64 the mma kernel, and M 49..64 too where its grid of ceil(N / 64) blocks
+# holds two an SM (N 70016: 1094 blocks, two an SM of any GPU of < 500 SMs; N 64: one).
 @pytest.mark.parametrize("m, n, k, g, kernel", [(1, 64, 8192, 128, "w4a16.gemv.splitk"), (8, 64, 8192, 128, "w4a16.gemv.splitk"),
                                                 (16, 64, 8192, 128, "w4a16.decode.splitk"),
                                                 (1, 70016, 128, 128, "w4a16.gemv"), (9, 70016, 128, 128, "w4a16.decode"),
                                                 (1, 70016, 96, 32, "w4a16.decode"), (17, 64, 128, 128, "w4a16.decode"),
-                                                (64, 64, 128, 128, "w4a16.decode"), (65, 64, 128, 128, "w4a16.mma")])
+                                                (64, 64, 128, 128, "w4a16.decode"), (65, 64, 128, 128, "w4a16.mma"),
+                                                (49, 64, 128, 128, "w4a16.decode"), (49, 70016, 128, 128, "w4a16.mma")])
 def test_gpu_kernel_choice(rng, nvidia_gpu, m, n, k, g, kernel):
     run_gemm("gpu", rng, m, n, k, g, False, "bf16")
     assert gatednorm.last_kernel() == kernel
@@ -792,15 +794,16 @@ def test_gpu_gemv_lean_two_row_blocks(rng, nvidia_plan, monkeypatch, n, symmetri
 # ------------------------------------------------ programmatic dependent launch (pdl=True)
 # (m, n, k, g, n2, kernel of the first GEMM on a GPU of ~132 SMs, of the second or None): the
 # lean loop (M <= 8; M 9..16; many col tiles: several waves; a lean GEMM after a lean one),
-# gemv (G = 64; many col tiles), gemv split-K, decode (M > 8; K tail at M <= 8 and M > 8),
-# mma (M > 16).  The second GEMM (K = the first's N) has 512 outputs (few col tiles: a
+# gemv (G = 64; many col tiles), gemv split-K, decode (M > 8; K tail at M <= 8 and M > 8;
+# M 33: three row blocks), mma (M > 64).  The second GEMM (K = the first's N) has 512 outputs (few col tiles: a
 # split) unless n2 says otherwise.
 GEMV, DECODE, LEAN4, LEAN8, LEAN12 = "w4a16.gemv", "w4a16.decode", LEAN + ".cpw4", LEAN + ".cpw8", LEAN + ".cpw12"
 PDL_CASES = [(1, 4096, 4096, 128, 512, LEAN4, None), (9, 4096, 4096, 128, 512, LEAN, None), (4, 24576, 4096, 128, 512, LEAN8, None),
              (12, 6144, 4096, 128, 512, LEAN8, None), (1, 4096, 12288, 128, 512, LEAN12, None),
              (1, 4096, 4096, 128, 4096, LEAN4, LEAN4), (1, 4096, 4096, 64, 512, GEMV, None), (4, 24576, 4096, 64, 512, GEMV, None),
              (1, 64, 8192, 128, 512, "w4a16.gemv.splitk", None), (9, 4096, 4096, 64, 512, DECODE, None),
-             (3, 4096, 4128, 32, 512, DECODE, None), (10, 4096, 4128, 32, 512, DECODE, None), (33, 4096, 4096, 64, 512, "w4a16.mma", None)]
+             (3, 4096, 4128, 32, 512, DECODE, None), (10, 4096, 4128, 32, 512, DECODE, None), (33, 4096, 4096, 64, 512, DECODE, None),
+             (65, 4096, 4096, 64, 512, "w4a16.mma", None)]
 
 
 @pytest.mark.parametrize("m, n, k, g, n2, kernel1, kernel2", PDL_CASES)
