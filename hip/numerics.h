@@ -103,7 +103,8 @@ GN_HD uint32_t pack_f16x2(float lo, float hi) {
 }
 
 // Two pairs of 16-bit values (lo in bits 0-15) added and rounded to their dtype: the rule is
-// the sum in fp32, rounded once (RNE) to the dtype, which is what the CPU computes.  The
+// the sum in fp32, rounded once (RNE) to the dtype (f32_to_bf16 / f32_to_f16: what the CPU
+// backend and the generic kernels compute, and this function off NVIDIA).  The
 // packed hardware add (NVIDIA sm_90 `add.rn.bf16x2` / `add.rn.f16x2`; sm_80 has no bf16x2
 // add, so `fma.rn.bf16x2` by 1.0, exact before its one rounding) rounds the exact sum once,
 // and that is the same value: rounding first to fp32 (24 bits) and then to a format of p <= 11
@@ -111,7 +112,7 @@ GN_HD uint32_t pack_f16x2(float lo, float hi) {
 // + there; Figueroa, 1995), subnormal and overflowing results included.  Signed zeros agree
 // (-0 + +0 is +0 both ways); a NaN stays NaN (the hardware's canonical payload, as
 // pack_bf16x2).  One instruction where the fp32 route takes seven (four widenings, two adds,
-// a pack): add-RMSNorm's stored residual at small T is issue-bound.
+// a pack): add-RMSNorm's row kernels, 6% faster at [1024, 4096] (run 118).
 template <int DT>
 GN_HD uint32_t add_rounded_x2(uint32_t a, uint32_t b) {
     static_assert(DT == kBF16 || DT == kF16, "16-bit pairs");
