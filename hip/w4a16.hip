@@ -90,7 +90,7 @@ constexpr int kMaxSplits = 16;
 // at most kMaxSplits, every split at least `chunks_min` k chunks (a chunk for every warp).
 Plan split_k(Plan pl, const DeviceFacts &f, int64_t kchunks, int64_t chunks_min) {
     const int64_t want = 2 * int64_t(f.sms);
-    if (pl.ctas < f.sms) {
+    if (pl.ctas > 0 && pl.ctas < f.sms) {  // 0 blocks (M = 0): nothing to split
         int64_t s = (want + pl.ctas - 1) / pl.ctas;
         s = s < kMaxSplits ? s : kMaxSplits;
         const int64_t by_k = kchunks / chunks_min;
@@ -128,10 +128,11 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     const int64_t ntiles = (n + kW4TileN - 1) / kW4TileN, kchunks = (k + kW4TileK - 1) / kW4TileK;
     int64_t chunks_per_split_min = 8;  // every warp of a split gets a chunk
 #if defined(GN_PLATFORM_CUDA)
-    // M 17..64: each 16-row block of the decode kernel costs about its M = 16 time (the
-    // kernel is issue-bound; L2 serves the blocks after the first), so its time steps up a
-    // block at a time, while the 64 x 64 mma kernel's depends on its grid of ceil(N / 64)
-    // blocks filling the GPU.  Run 120 (H100, us, decode / mma; cuBLAS dense beside): M = 17
+    // M 17..64: each 16-row block of the decode kernel costs about its M = 16 time (each
+    // dequantizes its chunks again; L2 may serve the later blocks' weight reads, but the
+    // time says their own work sets it), so its time steps up a block at a time, while the
+    // 64 x 64 mma kernel's depends on its grid of ceil(N / 64) blocks filling the GPU.  The
+    // tiers below were tuned at M 1 and 16 only.  Run 120 (H100, us, decode / mma; cuBLAS dense beside): M = 17
     // 4096x6144 15.32 / 55.54 (20.62), 4096x4096 11.61 / 55.45 (14.06), 12288x4096 26.92 /
     // 165.11 (38.34), 4096x24576 50.14 / 78.40 (66.50); M = 48 22.67 / 56.41, 17.46 / 56.50,
     // 43.31 / 168.48, 75.88 / 79.87; M = 64 29.48 / 58.31, 21.81 / 58.33, 56.35 / 174.17,
@@ -324,7 +325,7 @@ hipError_t launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s, int wa
 // kernel (16) sit in a grid dimension of at most 65535 blocks (CUDA's y; AMD's z); more rows
 // run as launches over windows of rows, each the GEMM of its rows (such M fill every
 // multiprocessor: their plans have no split-K, and a split-K plan is never windowed).  The
-// decode and gemv kernels (CUDA, M <= 16) take M whole.  GATEDNORM_W4A16_ROWS_PER_LAUNCH (a
+// decode and gemv kernels (CUDA, M <= 64) take M whole.  GATEDNORM_W4A16_ROWS_PER_LAUNCH (a
 // test hook, read only where M > 16; a multiple of the row block) lowers the window, so
 // tests cross window edges at small M.
 #if defined(GN_PLATFORM_CUDA)

@@ -395,6 +395,8 @@ void add_diag(std::vector<Variant> &vs, int ntiles, int m, int n, const char *wh
 // 44: ACC = 2 / 4 within 1% of ACC = 1 (the mma chains are not the limit); ncu: 93
 // registers hold 16 warps an SM, no eligible warp 37% of cycles.  Run 45: BPS 3 (80
 // registers) gave the plan's middle band.
+// A 1-D grid of col tiles: one row block, so M <= 16 (the tuner's M are 1 and 16; the
+// library's grid at M 17..64 is col tiles x row blocks, hip/w4a16.hip launch_decode).
 template <int MT, int WN, int U, int ACC = 1, int BPS = kW4DecodeBlocksPerSm>
 void add_decode(std::vector<Variant> &vs, int ntiles) {
     const unsigned blocks = unsigned((ntiles + WN - 1) / WN);

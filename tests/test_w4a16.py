@@ -515,7 +515,8 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
                                                 (1, 70016, 128, 128, "w4a16.gemv"), (9, 70016, 128, 128, "w4a16.decode"),
                                                 (1, 70016, 96, 32, "w4a16.decode"), (17, 64, 128, 128, "w4a16.decode"),
                                                 (64, 64, 128, 128, "w4a16.decode"), (65, 64, 128, 128, "w4a16.mma"),
-                                                (49, 64, 128, 128, "w4a16.decode"), (49, 70016, 128, 128, "w4a16.mma")])
+                                                (49, 64, 128, 128, "w4a16.decode"), (49, 70016, 128, 128, "w4a16.mma"),
+                                                (48, 70016, 128, 128, "w4a16.decode")])
 def test_gpu_kernel_choice(rng, nvidia_gpu, m, n, k, g, kernel):
     run_gemm("gpu", rng, m, n, k, g, False, "bf16")
     assert gatednorm.last_kernel() == kernel
@@ -538,6 +539,27 @@ def test_gpu_decode_rows_17_to_64(rng, nvidia_plan, monkeypatch, dtype, n, k, m)
     for hook, kernel in ((None, "w4a16.decode" + split), ("mma", "w4a16.mma")):
         got = _gemm_with_hook(monkeypatch, hook, ag, wg, m, n, dtype, kernel)
         _assert_ref_cols(rng, a, w, got, dtype)
+
+
+# The M 49..64 rule's edge on this GPU: the mma kernel where its ceil(N / 64) blocks reach two
+# an SM, the decode kernel one block short of that (K 128: small weights).
+@pytest.mark.parametrize("m", [49, 64])
+def test_gpu_rows_49_to_64_take_mma_from_two_blocks_an_sm(rng, nvidia_gpu, m):
+    edge = 2 * _nvidia_sms()
+    for blocks, kernel in ((edge - 1, "w4a16.decode"), (edge, "w4a16.mma")):
+        run_gemm("gpu", rng, m, 64 * blocks, 128, 128, False, "bf16")
+        assert gatednorm.last_kernel() == kernel, (blocks, edge)
+
+
+@pytest.mark.parametrize("k, g", [(1024, 128), (1056, 32)])
+def test_gemm_zero_rows(wbe, k, g):
+    """M = 0: an empty [0, N] output. On a GPU with a K tail (the decode plan, not the gemv
+    kernel's) the plan split K over its zero blocks by dividing by their count: SIGFPE in the
+    workspace query w4a16_matmul makes, and in the GEMM (session 34's review)."""
+    n = 200
+    w = place(wbe, _quantized(n, k, g, False), BF16)
+    out = gatednorm.w4a16_matmul(put(wbe, np.zeros((0, k), BF16)), w)
+    assert tuple(get(out).shape) == (0, n)
 
 
 # M past one launch: the row blocks of the large-M kernels sit in a grid dimension of at most
