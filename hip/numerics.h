@@ -129,10 +129,9 @@ GN_HD uint32_t add_rounded_x2(uint32_t a, uint32_t b) {
     }
     return r;
 #else
-    if constexpr (DT == kBF16)
-        return pack_bf16x2(bf16_to_f32(uint16_t(a)) + bf16_to_f32(uint16_t(b)), bf16_to_f32(uint16_t(a >> 16)) + bf16_to_f32(uint16_t(b >> 16)));
-    else
-        return pack_f16x2(f16_to_f32(uint16_t(a)) + f16_to_f32(uint16_t(b)), f16_to_f32(uint16_t(a >> 16)) + f16_to_f32(uint16_t(b >> 16)));
+    const uint16_t a0 = uint16_t(a), a1 = uint16_t(a >> 16), b0 = uint16_t(b), b1 = uint16_t(b >> 16);
+    if constexpr (DT == kBF16) return pack_bf16x2(bf16_to_f32(a0) + bf16_to_f32(b0), bf16_to_f32(a1) + bf16_to_f32(b1));
+    else return pack_f16x2(f16_to_f32(a0) + f16_to_f32(b0), f16_to_f32(a1) + f16_to_f32(b1));
 #endif
 }
 

@@ -132,12 +132,12 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     // dequantizes its chunks again; L2 may serve the later blocks' weight reads, but the
     // time says their own work sets it), so its time steps up a block at a time, while the
     // 64 x 64 mma kernel's depends on its grid of ceil(N / 64) blocks filling the GPU.  The
-    // tiers below were tuned at M 1 and 16 only.  Run 120 (H100, us, decode / mma; cuBLAS dense beside): M = 17
-    // 4096x6144 15.32 / 55.54 (20.62), 4096x4096 11.61 / 55.45 (14.06), 12288x4096 26.92 /
-    // 165.11 (38.34), 4096x24576 50.14 / 78.40 (66.50); M = 48 22.67 / 56.41, 17.46 / 56.50,
-    // 43.31 / 168.48, 75.88 / 79.87; M = 64 29.48 / 58.31, 21.81 / 58.33, 56.35 / 174.17,
-    // 98.86 / 81.40 (384 blocks of 64 columns: ~3 an SM).  So decode to 48 rows, and to 64
-    // unless the mma grid holds two blocks an SM.
+    // tiers below were tuned at M 1 and 16 only.  Run 120 (H100, us, decode / mma; cuBLAS
+    // dense beside): M = 17 4096x6144 15.32 / 55.54 (20.62), 4096x4096 11.61 / 55.45
+    // (14.06), 12288x4096 26.92 / 165.11 (38.34), 4096x24576 50.14 / 78.40 (66.50); M = 48
+    // 22.67 / 56.41, 17.46 / 56.50, 43.31 / 168.48, 75.88 / 79.87; M = 64 29.48 / 58.31,
+    // 21.81 / 58.33, 56.35 / 174.17, 98.86 / 81.40 (384 blocks of 64 columns: ~3 an SM).  So
+    // decode to 48 rows, and to 64 unless the mma grid holds two blocks an SM.
     if (m > kDecodeMaxM || (m > kDecodeAlwaysM && (n + 63) / 64 >= 2 * int64_t(f.sms))) {
         pl.decode = false;
         return pl;

@@ -6,15 +6,17 @@
 //     w4a16_gemv_lean_kernel  M <= 16: the gemv kernel's loop on a diet, where G = 128, one
 //                          split and whole groups a warp (MT = 2 for M 9..16).
 //     w4a16_decode_kernel  other M <= 64 (make_plan: to 48, and to 64 unless the mma grid
-//                          fills the GPU twice; 16-row blocks above 16): weight-streaming.  The weight tile is mma.m16n8k16's A
+//                          fills the GPU twice; 16-row blocks above 16): weight-streaming.
+//                          The weight tile is mma.m16n8k16's A
 //                          operand (16 columns x 16 k), the activations its B operand (k x
 //                          8 rows), so no tensor-core work is spent on absent rows beyond 8
 //                          (or 16).  Each lane streams 16-byte tiles of its warp's columns;
 //                          the 8 warps of a block split K and sum in shared memory in a fixed
 //                          order; split-K across blocks writes fp32 partials to the caller's
 //                          workspace and w4a16_splitk_reduce_kernel sums them in split order.
-//     w4a16_mma_kernel     M > 64 (or 49..64, above): 64 x 64 output tiles, activations as the A operand and the
-//                          dequantized tile as B (correct; its speed is a later issue).
+//     w4a16_mma_kernel     M > 64 (or 49..64, above): 64 x 64 output tiles, activations as
+//                          the A operand and the dequantized tile as B (correct; its speed
+//                          is a later issue).
 //   AMD: w4a16_amd_kernel  one kernel for every M (16 rows a block): MFMA 16x16x16 on CDNA
 //                          (wave64), WMMA 16x16x16 on RDNA 3 (wave32), the weight tile as the
 //                          A operand again; dequantization in fp32 through numerics.h.

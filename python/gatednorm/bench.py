@@ -551,9 +551,11 @@ def _on_stream(f, stream, *args, **kw):
 # kernel at M <= 8, the decode kernel at 9..16; elsewhere the column times the usual kernel),
 # "lean" the lean loop with its runtime trip count where the plan takes a build with it compiled
 # in (w4a16), "mma" the 64 x 64 mma kernel at M 17..64 in place of the decode kernel (w4a16;
-# elsewhere the usual kernel), through an environment variable the launcher reads at each call.  The variable is set just
-# before the call (a graph captures the kernel chosen then) and cleared for every other mode.
-_KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "vec16s": "16s", "vec16se": "16se", "e4": "4", "e8": "8", "e16": "16", "gemv": "gemv", "lean": "lean", "mma": "mma"}
+# elsewhere the usual kernel), through an environment variable the launcher reads at each call.
+# The variable is set just before the call (a graph captures the kernel chosen then) and cleared
+# for every other mode.
+_KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "vec16s": "16s", "vec16se": "16se", "e4": "4", "e8": "8", "e16": "16",
+                     "gemv": "gemv", "lean": "lean", "mma": "mma"}
 
 
 # Every kernel-choice hook the launchers read (a getenv a call): the bench owns them while it
