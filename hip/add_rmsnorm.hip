@@ -416,9 +416,10 @@ enum SplitBuild : int { kNoSplit = 0, kSplitLate = 1, kSplitEarly = 2 };
 //    (H100, us, late / early): hidden 6144 rmsnorm T = 300 / 384 4.51 / 4.30, 4.95 / 4.77,
 //    plain 6.40 / 6.34, 7.79 / 7.49, T = 512 5.41 / 5.99; hidden 7168 T = 300 / 384 4.91 /
 //    5.77, 5.22 / 6.04 (past the wave); run 117 saw the rule take the faster build at 6144.
-//    Run 112 (H200, us, VEC 8 / early split / liger): rmsnorm [1, 4096] 2.33 / 2.22 / 2.14, [128, 4096] 2.84 / 2.71 /
-//    2.47, [1, 7168] 2.73 / 2.53 / 2.30, [128, 7168] 3.36 (late split) / 3.18 / 2.87; plain
-//    add [1, 7168] 2.94 / 2.70 / 2.59, [128, 7168] 4.23 (late) / 4.07 / 3.67.  Run 113
+//    Run 112 (H200, us, VEC 8 / early split / liger): rmsnorm [1, 4096] 2.33 / 2.22 /
+//    2.14, [128, 4096] 2.84 / 2.71 / 2.47, [1, 7168] 2.73 / 2.53 / 2.30, [128, 7168] 3.36
+//    (late split) / 3.18 / 2.87; plain add [1, 7168] 2.94 / 2.70 / 2.59, [128, 7168] 4.23
+//    (late) / 4.07 / 3.67.  Run 113
 //    (H100, us, before / early): hidden 2048 rmsnorm T = 1 / 256 / 512 1.99 / 1.95, 2.85 /
 //    2.68, 3.34 / 3.21, plain 2.22 / 2.18, 3.51 / 3.42, 4.66 / 4.58; rmsnorm [1024, 2048]
 //    4.53 (late) / 4.25; [512, 4096] 4.66 (late) / 4.42; [512, 5120] 5.35 (late) / 4.96;

@@ -245,8 +245,9 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
 // kernel for M 17..64 in place of the decode kernel, so tests and the bench compare the two.
 // Its plan needs no workspace.
 void use_mma_if_asked(Plan *pl, int64_t m) {
+    if (m <= kLeanMaxM) return;  // before the getenv: use_gemv_lean reads it at these M
     const char *v = getenv("GATEDNORM_W4A16_KERNEL");
-    if (m <= kLeanMaxM || !v || strcmp(v, "mma")) return;
+    if (!v || strcmp(v, "mma")) return;
     Plan mma;
     mma.decode = false;
     *pl = mma;
