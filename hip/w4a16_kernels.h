@@ -56,9 +56,11 @@ struct W4a16Args {
 // free slots while this grid still streamed (4096x6144: 10% slower than no PDL), and an L2
 // prefetch of the weight before the wait (safe: no data reaches the SM) cost 3-17%.  Both
 // hooks are no-ops without the launch attribute.
-__device__ __forceinline__ void w4_pdl_wait(const W4a16Args &p) {
-    if (p.pdl) gn_wait_prior_grid();
-}
+// The wait is unconditional: under `if (p.pdl)` ptxas (CUDA 13) issued the lean kernels'
+// first weight, scale and activation loads (all ld.global.nc, which it may move as reads of
+// memory nothing writes) above the branch, so with PDL they could read the previous grid's
+// output before it was written.  scripts/pdl_order_check.py checks every kernel's SASS.
+__device__ __forceinline__ void w4_pdl_wait(const W4a16Args &) { gn_wait_prior_grid(); }
 __device__ __forceinline__ void w4_pdl_release(const W4a16Args &p) {
     if (p.pdl) gn_allow_next_grid();
 }

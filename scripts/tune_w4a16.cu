@@ -19,10 +19,11 @@
 // modes of a leaner decode loop: the library's, the scale after the mma, no dequantization),
 // `bulk` (the gemv loop fed by TMA bulk copies; slower), `ring` (run 60: a persistent grid
 // streaming col tiles through a ring of bulk-copy stages, and its loads only; slower),
-// `persist` (run 90: the lean loop on a persistent grid prefetching across col tiles; even).
+// `persist` (run 90: the lean loop on a persistent grid prefetching across col tiles; even),
+// `fixed` (run 122: the lean kernel's parts alone, where the small shapes' fixed cost goes).
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include \
-//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | gemv | gemv-modes | bulk | ring | lean | lean-shape | persist | only KxN M NAME KS [MODE]]
+//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | gemv | gemv-modes | bulk | ring | lean | lean-shape | persist | fixed | only KxN M NAME KS [MODE]]
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -678,6 +679,77 @@ void add_lean_wn2(std::vector<Variant> &vs, int ntiles, int kchunks, int group) 
                   true, [=](const W4a16Args &a, cudaStream_t s) { lean_wn2_kernel<MT, NW, BPS, CPW><<<unsigned(ntiles / 2), NW * 32, 0, s>>>(a); }});
 }
 
+// ---- where the small shapes' fixed cost goes (mode `fixed`, run 122).  At 256 col tiles the
+// library's M = 1 time grows at the full ceiling a byte (run 119, H100: 4096x4096 5.24 us,
+// 12288x4096 10.75), so 4096x4096 is ~2.9 us of bytes and ~2.3 us of fixed cost, where a copy
+// of the same bytes has ~1 us.  The lean kernel's grid and addresses with parts taken away:
+// WHAT 1 its weight and scale loads only (XORed), 2 no loads (the epilogue only), 3 the
+// compute only (weights from registers, activations read as the library reads them), 4 an
+// empty block; and a read-only grid-stride kernel over the same bytes (a copy's grid).
+template <int NW, int BPS, int CPW, int WHAT>
+__global__ void __launch_bounds__(NW * 32, BPS) lean_diag_kernel(const W4a16Args p) {
+    constexpr int MT = 1, DT = kBF16, kEntry = W4Scale<DT, true>::kEntryBytes;
+    if constexpr (WHAT == 4) {
+        return;
+    } else {
+        __shared__ float red[NW][MT * 4][32];
+        const int warp = threadIdx.x >> 5, ct = blockIdx.x, lo = warp * CPW;
+        const uint8_t *wp, *sp;
+        const char *ap[MT];
+        float acc[MT][4];
+        w4_lean_start<MT, kEntry>(p, ct, lo, wp, sp, ap, acc);
+        if constexpr (WHAT == 1) {
+            uint32_t x = 0;
+#pragma unroll
+            for (int i = 0; i < CPW; ++i) {
+                const uint4 w = gn_load_b128_stream_all(wp + i * kW4TileBytes);
+                x ^= w.x ^ w.y ^ w.z ^ w.w;
+            }
+#pragma unroll
+            for (int i = 0; i < CPW; i += 2) {
+                W4Scale<DT, true> sq;
+                sq.load_entry(sp + i / 2 * (8 * kEntry));
+                x ^= sq.raw_s ^ sq.raw_z;
+            }
+            acc[0][0] = __uint_as_float(x & 0x3fffffffu);
+        } else if constexpr (WHAT == 3) {
+            const uint32_t seed = threadIdx.x * 0x9E3779B9u;
+            W4Scale<DT, true> sq;
+            sq.raw_s = 0x3c003c00u;
+            sq.raw_z = 0x43084308u;
+#pragma unroll
+            for (int i = 0; i < CPW; ++i) {
+                const uint4 w = make_uint4(seed + i, seed ^ i, seed * (i + 3), seed + 7 * i);
+                w4_lean_chunk<DT, true, MT>(acc, w, sq, ap, i * (kW4TileK * 2));
+            }
+        }
+        w4_gemv_finish<NW, NW, MT>(p, red, acc, warp, ct, warp, 0, 1);
+    }
+}
+template <int NW, int BPS, int CPW, int WHAT>
+void add_lean_diag(std::vector<Variant> &vs, int ntiles, int kchunks, int group) {
+    static const char *const kWhat[] = {"", "loads", "epilogue", "compute", "empty"};
+    if (group != 128 || kchunks != NW * CPW) return;
+    vs.push_back({std::string("diag.") + kWhat[WHAT] + ".NW" + std::to_string(NW) + ".B" + std::to_string(BPS) + ".CPW" + std::to_string(CPW), 0,
+                  false, [=](const W4a16Args &a, cudaStream_t s) { lean_diag_kernel<NW, BPS, CPW, WHAT><<<unsigned(ntiles), NW * 32, 0, s>>>(a); }});
+}
+// Every byte of the weight and scale area read once, 16 bytes a thread, grid-stride over
+// BLOCKS x SMs blocks of 512 threads; one store a thread only if its XOR is a magic value.
+__global__ void read_all_kernel(const uint4 *src, int64_t n16, uint32_t *sink) {
+    uint32_t x = 0;
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n16; i += int64_t(gridDim.x) * blockDim.x) {
+        const uint4 v = gn_load_b128_stream_all(src + i);
+        x ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    if (x == 0x9E3779B9u) *sink = x;
+}
+void add_read_all(std::vector<Variant> &vs, int64_t total_bytes, int sms, int blocks_per_sm) {
+    vs.push_back({"read.same-bytes.B" + std::to_string(blocks_per_sm), 0, false, [=](const W4a16Args &a, cudaStream_t s) {
+                      read_all_kernel<<<unsigned(sms * blocks_per_sm), 512, 0, s>>>(reinterpret_cast<const uint4 *>(a.w), total_bytes / 16,
+                                                                                     reinterpret_cast<uint32_t *>(a.out));
+                  }});
+}
+
 // The library's w4a16_gemv_kernel (run 56's mode 0) at NW warps a block, with split-K
 // across blocks (the library's reduce kernel after it) for few col tiles: more warps, more
 // bytes in flight an SM.
@@ -1040,6 +1112,9 @@ int main(int argc, char **argv) {
     // `persist` (run 90): the library's compiled-count lean builds beside a persistent grid of
     // them that prefetches the next col tile's first batch across the reduction
     const bool persist = !strcmp(mode, "persist");
+    // `fixed` (run 122): M = 1, the library's lean builds beside lean_diag_kernel's parts and a
+    // read of the same bytes
+    const bool fixed = !strcmp(mode, "fixed");
     auto wanted = [&](int k, int n, int m, const Variant &v) {
         return !only || (std::to_string(k) + "x" + std::to_string(n) == argv[2] && m == atoi(argv[3]) && v.name == argv[4] &&
                          v.ks == atoi(argv[5]));
@@ -1081,7 +1156,7 @@ int main(int argc, char **argv) {
 
     struct Shape { int k, n; };
     const std::vector<Shape> shapes = {{4096, 4096}, {4096, 6144}, {4096, 24576}, {12288, 4096}};
-    const std::vector<int> ms = quick || gemv || bulk || ring ? std::vector<int>{1} : std::vector<int>{1, 16};
+    const std::vector<int> ms = quick || gemv || bulk || ring || fixed ? std::vector<int>{1} : std::vector<int>{1, 16};
     for (const Shape sh : shapes) {
         W4Tiled t;
         w4_tiled_geometry(sh.n, sh.k, 128, false, &t);
@@ -1107,7 +1182,7 @@ int main(int argc, char **argv) {
             CHECK(cudaStreamSynchronize(s));
             std::vector<Variant> vs;
             const int nt = int(t.ntiles);
-            if (ring || lean_shape || persist) {  // no decode builds beside them
+            if (ring || lean_shape || persist || fixed) {  // no decode builds beside them
             } else if (bulk) {
                 add_decode<1, 1, 4>(vs, nt);
             } else if (m <= 8) {
@@ -1146,6 +1221,25 @@ int main(int argc, char **argv) {
                 add_lib_gemv<4, 2, 3>(vs, nt, 1, m, sh.n);
                 add_lean_gemv<1, 8, 4>(vs, nt, int(t.kchunks), int(t.group));
                 add_lean_gemv<1, 16, 2>(vs, nt, int(t.kchunks), int(t.group));
+            } else if (fixed) {
+                const int kc = int(t.kchunks), gr = int(t.group);
+                add_lean_full<1, 16, 2, 4>(vs, nt, kc, gr);   // K 4096, <= 2 x SMs col tiles: the library's
+                add_lean_full<1, 8, 4, 8>(vs, nt, kc, gr);    // K 4096, more col tiles: the library's
+                add_lean_full<1, 16, 2, 12>(vs, nt, kc, gr);  // K 12288: the library's
+                add_lean_diag<16, 2, 4, 1>(vs, nt, kc, gr);
+                add_lean_diag<16, 2, 4, 2>(vs, nt, kc, gr);
+                add_lean_diag<16, 2, 4, 3>(vs, nt, kc, gr);
+                add_lean_diag<16, 2, 4, 4>(vs, nt, kc, gr);
+                add_lean_diag<8, 4, 8, 1>(vs, nt, kc, gr);
+                add_lean_diag<8, 4, 8, 2>(vs, nt, kc, gr);
+                add_lean_diag<8, 4, 8, 3>(vs, nt, kc, gr);
+                add_lean_diag<8, 4, 8, 4>(vs, nt, kc, gr);
+                add_lean_diag<4, 8, 16, 4>(vs, nt, kc, gr);
+                add_lean_diag<16, 2, 12, 1>(vs, nt, kc, gr);
+                add_lean_diag<16, 2, 12, 2>(vs, nt, kc, gr);
+                add_lean_diag<16, 2, 12, 3>(vs, nt, kc, gr);
+                add_read_all(vs, t.total_bytes, sms, 4);
+                add_read_all(vs, t.total_bytes, sms, 8);
             } else if (persist) {
                 const int kc = int(t.kchunks), gr = int(t.group);
                 // each col-tile count in as few equal rounds as the resident blocks allow
