@@ -114,9 +114,9 @@ elif grep -qE "STACK [1-9]|LOCAL [1-9]| (LDL|STL)" "$out/sass.txt"; then record 
 # No kernel may touch global memory before its PDL wait (the compiler can hoist ld.global.nc
 # above a wait under a branch: session 35's W4A16 lean kernels).
 if pdl_order=$(python3 scripts/pdl_order_check.py "$lib" 2>&1); then
-  record "pdl order" "$(echo "$pdl_order" | tail -n 1)"
+  record "pdl order" "$(echo "$pdl_order" | tail -n 1 | sed 's/^pdl order: //')"
 else
-  record "pdl order" "FAIL ($(echo "$pdl_order" | tail -n 1); see sass.txt)"
+  record "pdl order" "FAIL ($(echo "$pdl_order" | tail -n 1 | sed 's/^pdl order: //'); see sass.txt)"
 fi
 echo "$pdl_order" | tee -a "$out/sass.txt"
 
