@@ -159,20 +159,21 @@ __device__ __forceinline__ uint4 gn_load_b128_stream_all(const void *p) {
     return *static_cast<const uint4 *>(p);
 #else
     uint4 r;
-    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    asm volatile("ld.global.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
     return r;
 #endif
 }
 
-// A 16-byte load of data read once (streamed W4A16 weights): through the read-only path,
-// not kept in L1 (the activations the kernel re-reads stay there), L2's 256-byte prefetch.
-// Predicated inside the asm (zeros where !ok).  sm_80 and later; plain below.
+// A 16-byte load of data read once (streamed W4A16 weights): not kept in L1 (the
+// activations the kernel re-reads stay there), L2's 256-byte prefetch.  Coherent, not .nc:
+// a PDL-launched kernel's weights may come from a prepack still running (hip/w4a16_kernels.h,
+// w4_pdl_wait).  Predicated inside the asm (zeros where !ok).  sm_80 and later; plain below.
 __device__ __forceinline__ uint4 gn_load_b128_stream(const void *p, bool ok) {
     uint4 r = make_uint4(0u, 0u, 0u, 0u);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
     if (ok) r = *static_cast<const uint4 *>(p);
 #else
-    asm volatile("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %4, 0;\n\t@q ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%5];\n\t}"
+    asm volatile("{\n\t.reg .pred q;\n\tsetp.ne.b32 q, %4, 0;\n\t@q ld.global.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%5];\n\t}"
                  : "+r"(r.x), "+r"(r.y), "+r"(r.z), "+r"(r.w) : "r"(int(ok)), "l"(p));
 #endif
     return r;

@@ -55,8 +55,11 @@ hipError_t launch(Kernel plain, Kernel with_pdl, unsigned grid, unsigned block, 
 template <int XDT, int ODT, int TPR, int CPT, int VEC = 8, int BLOCK = kBlockThreads,
           int MIN_BLOCKS = kMinBlocksPerSM<XDT, CPT>, int FLAGS = 0>
 hipError_t launch_vec(const RmsnormGatedArgs &a, const Launch &l) {
+    // The PDL build never reads through the read-only path: a PDL-launched kernel's x and z
+    // may still be being written by the previous grid when it starts, and the compiler may
+    // issue ld.global.nc above griddepcontrol.wait (it did so in W4A16's lean kernels).
     return launch(rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, VEC, FLAGS, BLOCK, MIN_BLOCKS>,
-                  rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, VEC, FLAGS | kPdlFlags, BLOCK, MIN_BLOCKS>,
+                  rmsnorm_gated_vec_kernel<XDT, ODT, TPR, CPT, VEC, kPdlFlags ? (FLAGS & ~kLoadNc) | kPdlFlags : FLAGS, BLOCK, MIN_BLOCKS>,
                   grid_for(a.rows, BLOCK / TPR), BLOCK, a, l);
 }
 

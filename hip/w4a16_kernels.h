@@ -56,13 +56,23 @@ struct W4a16Args {
 // free slots while this grid still streamed (4096x6144: 10% slower than no PDL), and an L2
 // prefetch of the weight before the wait (safe: no data reaches the SM) cost 3-17%.  Both
 // hooks are no-ops without the launch attribute.
-// The wait is unconditional: under `if (p.pdl)` ptxas (CUDA 13) issued the lean kernels'
-// first weight, scale and activation loads (all ld.global.nc, which it may move as reads of
-// memory nothing writes) above the branch, so with PDL they could read the previous grid's
-// output before it was written.  scripts/pdl_order_check.py checks every kernel's SASS.
+// The wait is unconditional, and every load coherent (w4_ld, gn_load_b128_stream): under
+// `if (p.pdl)` ptxas (CUDA 13) issued the lean kernels' first weight, scale and activation
+// loads, then ld.global.nc (which it may move as reads of memory nothing writes), above the
+// branch, so with PDL they could read the previous grid's output before it was written.
+// scripts/pdl_order_check.py checks every kernel's SASS for both.
 __device__ __forceinline__ void w4_pdl_wait(const W4a16Args &) { gn_wait_prior_grid(); }
 __device__ __forceinline__ void w4_pdl_release(const W4a16Args &p) {
     if (p.pdl) gn_allow_next_grid();
+}
+
+// A plain (coherent) load of the activations and scale entries.  Not __ldg: a non-coherent
+// load (ld.global.nc) promises that nothing writes the data while the kernel runs, which a
+// PDL-launched GEMM cannot promise (the previous grid may still be writing its activations),
+// and the compiler may issue such loads above griddepcontrol.wait.  Measured cost: run 123.
+template <typename T>
+__device__ __forceinline__ T w4_ld(const T *p) {
+    return *p;
 }
 
 // Chunks [lo, hi) of part `i` of `parts` of the range [lo0, hi0).
@@ -197,11 +207,11 @@ struct W4Scale {
     // The entry at `entry` (an address in the scale area).
     __device__ __forceinline__ void load_entry(const uint8_t *entry) {
         if constexpr (ZP) {
-            const uint2 v = __ldg(reinterpret_cast<const uint2 *>(entry));
+            const uint2 v = w4_ld(reinterpret_cast<const uint2 *>(entry));
             raw_s = v.x;
             raw_z = v.y;
         } else {
-            raw_s = __ldg(reinterpret_cast<const uint32_t *>(entry));
+            raw_s = w4_ld(reinterpret_cast<const uint32_t *>(entry));
         }
     }
     __device__ __forceinline__ void load(const W4a16Args &p, int ct, int gi, int g, bool ok) {
@@ -226,8 +236,8 @@ __device__ __forceinline__ void w4_load_act16(const W4a16Args &p, int row, int k
     uint4 lo = make_uint4(0u, 0u, 0u, 0u), hi = lo;
     if (row < p.m && k0 < p.k) {
         const uint4 *src = reinterpret_cast<const uint4 *>(p.a + int64_t(row) * p.a_sm + int64_t(k0) * 2);
-        lo = __ldg(src);
-        hi = __ldg(src + 1);
+        lo = w4_ld(src);
+        hi = w4_ld(src + 1);
     }
     out[0] = lo.x; out[1] = lo.y; out[2] = lo.z; out[3] = lo.w;
     out[4] = hi.x; out[5] = hi.y; out[6] = hi.z; out[7] = hi.w;
@@ -255,7 +265,7 @@ __device__ __forceinline__ void w4_chunk_mma_rows(float (&acc)[MT][4], const uin
 // through L1): the gemv kernels' step.
 template <int DT, bool ZP>
 __device__ __forceinline__ void w4_chunk_mma(float (&acc)[4], const uint4 &wq, const W4Scale<DT, ZP> &sc, const uint4 *act) {
-    const uint4 alo = __ldg(act), ahi = __ldg(act + 1);
+    const uint4 alo = w4_ld(act), ahi = w4_ld(act + 1);
     const uint32_t b[1][8] = {{alo.x, alo.y, alo.z, alo.w, ahi.x, ahi.y, ahi.z, ahi.w}};
     w4_chunk_mma_rows<DT, ZP, 1>(*reinterpret_cast<float(*)[1][4]>(&acc), wq, sc, b);
 }
@@ -504,7 +514,7 @@ __device__ __forceinline__ void w4_lean_chunk(float (&acc)[MT][4], const uint4 &
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
         const uint4 *src = reinterpret_cast<const uint4 *>(ap[mt] + offset);
-        const uint4 alo = __ldg(src), ahi = __ldg(src + 1);
+        const uint4 alo = w4_ld(src), ahi = w4_ld(src + 1);
         b[mt][0] = alo.x, b[mt][1] = alo.y, b[mt][2] = alo.z, b[mt][3] = alo.w;
         b[mt][4] = ahi.x, b[mt][5] = ahi.y, b[mt][6] = ahi.z, b[mt][7] = ahi.w;
     }

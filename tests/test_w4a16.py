@@ -254,7 +254,8 @@ def test_partial_last_group_is_never_read_as_another_group_size(rng):
     misplaced 224 of every 1600 weights without a word (review).  Without group_size a G that
     is not a power of two is refused; with the config's 128 the partial group is refused; a
     real G = 120 passes when named; -1 means per channel; big-endian packed tensors read as
-    native ones."""
+    native ones.  K = 128 at G = 96 has the shapes of G = 64 (2 groups): only a named
+    group_size refuses it (session 35's review), unnamed it reads as 64."""
     n, k = 16, 960
     q, z, s = rand_quant(rng, n, k, 120)  # 8 groups of 120: the shapes of the 8 groups of 128
     for f, args, kw in ((gatednorm.W4A16Weight.from_gptq, (pack8(q.T, 0), pack8(z.T, 1), s.T), dict(version=2)),
@@ -277,6 +278,11 @@ def test_partial_last_group_is_never_read_as_another_group_size(rng):
         be = gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0).astype(">i4"), pack8(z.T, 1).astype(">i4"), s.T, version=1)
         ne = gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), pack8(z.T, 1), s.T, version=1)
     np.testing.assert_array_equal(be.dequantize(BF16), ne.dequantize(BF16))
+    q, z, s = rand_quant(rng, n, 128, 64)
+    for g in (96, 80):
+        with pytest.raises(ValueError, match="group_size: K = 128 is not a multiple of %d" % g):
+            gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), pack8(z.T, 1), s.T, version=2, group_size=g)
+    assert gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), pack8(z.T, 1), s.T, version=2).group_size == 64
 
 
 def test_importers_refuse_wider_packed_tensors(rng):

@@ -50,7 +50,9 @@ def _checkpoint_groups(k, ngroups, group_size, name):
     groups, a partial last one when G does not divide K, which this layout cannot hold: such a
     weight is refused, never read with G = K / ngroups (K = 960 at G = 128 has 8 groups, which
     read as G = 120 misplaced 224 of every 1600 weights).  Without group_size, a G that is not
-    a power of two (nor K) is refused, since no quantizer writes one unasked."""
+    a power of two (nor K) is refused, since no quantizer writes one unasked; a G that does
+    not divide K can still look like a power of two (K = 128 at G = 96: 2 groups, read as
+    64), which only the config's group_size reveals (from_gptq's docstring says so)."""
     if group_size is not None:
         g = _call.integer("group_size", group_size)
         g = k if g == -1 else g
@@ -390,9 +392,11 @@ class W4A16Weight:
         g_idx whose groups do not all have G members is rejected.
 
         ``group_size`` (the config's; -1: per channel) checks the scales' group count against
-        it; without it G is K over that count, refused where it is not a power of two (a K
-        that is not a multiple of the group size leaves a partial last group, which this
-        layout cannot hold: such checkpoints are refused either way)."""
+        it.  Pass it: a K that is not a multiple of the group size leaves a partial last group
+        (quantizers write ceil(K / G) groups), which this layout cannot hold, and only the
+        config tells such a checkpoint apart from one of G = K / groups (K = 128 at G = 96
+        writes 2 groups, as G = 64 does).  With it such checkpoints are refused; without it G
+        is K over the group count, refused where that is not a power of two."""
         if isinstance(version, (bool, np.bool_)) or not isinstance(version, (int, np.integer)) or version not in (1, 2):
             raise argument_error("version: expected 1 (qzeros store z - 1) or 2 (checkpoint_format gptq_v2: z), got %r" % (version,))
         if symmetric is not None:
