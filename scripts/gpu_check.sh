@@ -111,8 +111,8 @@ lib=$(ls /tmp/gn/gatednorm/lib/libgatednorm.so.*.*.* 2>/dev/null | head -n 1)
 grep -E "^REG" "$out/sass.txt" | awk '{print $2}' | sort -n | uniq -c | sed 's/^/registers: /'
 if ! grep -qE "^REG" "$out/sass.txt"; then record sass "FAIL (no resource report: see sass.txt)"
 elif grep -qE "STACK [1-9]|LOCAL [1-9]| (LDL|STL)" "$out/sass.txt"; then record sass "local memory used (see sass.txt)"; else record sass "no stack, no local memory"; fi
-# No kernel may touch global memory before its PDL wait (the compiler can hoist ld.global.nc
-# above a wait under a branch: session 35's W4A16 lean kernels).
+# No PDL kernel may touch global memory before its wait, nor read through ld.global.nc,
+# which the compiler may issue above a wait (session 35's W4A16 lean kernels did).
 if pdl_order=$(python3 scripts/pdl_order_check.py "$lib" 2>&1); then
   record "pdl order" "$(echo "$pdl_order" | tail -n 1 | sed 's/^pdl order: //')"
 else

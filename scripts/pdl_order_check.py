@@ -16,8 +16,14 @@ the top of each kernel, or under a uniform `if (pdl)` with no memory access befo
 Kernels without a wait are not PDL kernels and are only counted.  Exit status 1 on any
 finding, or if no kernel has a wait.
 
-    python3 scripts/pdl_order_check.py LIB.so | FILE.cubin | FILE.sass
-(a .so or .cubin goes through `cuobjdump --dump-sass`; a text file is a cuobjdump or
+A `.ptx` file (nvcc -ptx; CI has nvcc but no disassembler) is checked the same way at the
+PTX level: a global or generic memory instruction before a kernel's first
+`griddepcontrol.wait`, and any `ld.global.nc` in a kernel with one.  The second is the one
+that matters before ptxas: a coherent load is not moved above the wait, a non-coherent one
+may be, so a PTX that passes cannot be scheduled into the session-35 defect.
+
+    python3 scripts/pdl_order_check.py LIB.so | FILE.cubin | FILE.sass | FILE.ptx ...
+(a .so or .cubin goes through `cuobjdump --dump-sass`; another text file is a cuobjdump or
 `nvdisasm -c` listing.)
 """
 import re
@@ -72,19 +78,71 @@ def findings(body):
     return out
 
 
-def main(argv):
-    if len(argv) != 2:
-        print(__doc__.strip().splitlines()[-3].strip(), file=sys.stderr)
-        return 2
-    path = argv[1]
+# PTX: an entry's name, its instructions (one a line, a predicate guard stripped), memory
+# instructions in the global or generic state space (ld.param / ld.shared / ld.local and the
+# like are not), and the non-coherent load.
+PTX_ENTRY = re.compile(r"\.entry\s+([\w$]+)\s*\(")
+PTX_MEMORY = re.compile(r"(ld|st|atom|red|prefetch|prefetchu|cp\.async|cp\.reduce\.async|tex|tld4|suld|sust|sured|suatom)"
+                        r"(?!\.(param|shared|local|const)\b)(\.[\w:]+)*$")
+PTX_NONCOHERENT = re.compile(r"ld\.global\.nc(\.[\w:]+)*$")
+
+
+def ptx_kernels(text):
+    """(name, [opcode, ...]) for each .entry of a PTX file, in order."""
+    name, ops = None, []
+    for line in text.splitlines():
+        m = PTX_ENTRY.search(line)
+        if m:
+            if name is not None:
+                yield name, ops
+            name, ops = m.group(1), []
+            continue
+        code = line.split("//", 1)[0].strip()
+        if name is None or not code or code.endswith(":") or code[0] in "{}.":
+            continue
+        words = code.replace("{", " ").split()
+        if words and words[0].startswith("@"):
+            words = words[1:]
+        if words:
+            ops.append(words[0].rstrip(";"))
+    if name is not None:
+        yield name, ops
+
+
+def ptx_findings(ops):
+    """As findings(), for one PTX entry's opcodes."""
+    if "griddepcontrol.wait" not in ops:
+        return None
+    first = ops.index("griddepcontrol.wait")
+    early = [o for o in ops[:first] if PTX_MEMORY.match(o)]
+    noncoherent = [o for o in ops if PTX_NONCOHERENT.match(o)]
+    out = []
+    if early:
+        out.append("%d global memory instruction(s) before the PDL wait, first: %s" % (len(early), early[0]))
+    if noncoherent:
+        out.append("%d non-coherent load(s) (ld.global.nc)" % len(noncoherent))
+    return out
+
+
+def listing(path):
+    """(name, findings or None) for each kernel in one file."""
+    if path.endswith(".ptx"):
+        with open(path) as f:
+            return [(name, ptx_findings(ops)) for name, ops in ptx_kernels(f.read())]
     if path.endswith((".so", ".cubin")) or ".so." in path:
         text = subprocess.run(["cuobjdump", "--dump-sass", path], check=True, capture_output=True, text=True).stdout
     else:
         with open(path) as f:
             text = f.read()
+    return [(name, findings(body)) for name, body in kernels(text)]
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__.strip().splitlines()[-3].strip(), file=sys.stderr)
+        return 2
     checked = bad = unwaited = 0
-    for name, body in kernels(text):
-        found = findings(body)
+    for name, found in (k for path in argv[1:] for k in listing(path)):
         if found is None:
             unwaited += 1
             continue
