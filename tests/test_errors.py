@@ -655,6 +655,28 @@ def test_thread_count_in_a_forked_child_while_the_parent_runs_a_parallel_region(
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
 
 
+def test_forked_child_is_not_held_by_the_parents_python_locks():
+    """Regression (session 35's review): a child forked while a parent thread held the
+    binding's load lock (its first call: header parse and dlopen) or an entry's compile lock
+    waited on it forever; os.register_at_fork gives the child fresh ones.  Here the test's own
+    thread holds both across the fork, as that thread would."""
+    import os
+    import signal
+
+    from gatednorm import _call, _ffi
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork on this platform")
+    with _ffi._lock, _call._COMPILE_LOCK:
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(10)
+            ok = _ffi._lock.acquire(timeout=5) and _call._COMPILE_LOCK.acquire(timeout=5)
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
 def _option_cases():
     bf = _dtypes.to_numpy_dtype("bfloat16")
     x, w = np.ones((2, 256), bf), np.ones(256, bf)

@@ -30,7 +30,10 @@ gatednorm_status cpu_add_rmsnorm(const AddRmsnormProblem &p) {
     // Row loops the compiler vectorizes (cpu_rows.h), each the same operation per element.
     auto tokens = [&](int64_t t0, int64_t t1) {
         thread_local std::vector<float> r, y;
-        if (r.size() < size_t(H)) r.resize(size_t(H)), y.resize(size_t(H));
+        // Each buffer on its own test: if the second resize threw (OUT_OF_MEMORY, a call the
+        // caller may retry), a shared test would leave y short for the next call on this thread.
+        if (r.size() < size_t(H)) r.resize(size_t(H));
+        if (y.size() < size_t(H)) y.resize(size_t(H));
         for (int64_t t = t0; t < t1; ++t) {
             load_row_f32(p.x + t * p.x_st * xs, p.x_dtype, H, r.data());
             if (p.res) {  // the sum in fp32, rounded to the residual's dtype, stored, and re-read

@@ -221,10 +221,11 @@ private:
 // daemon threads, detached C++ threads), and a destructor joining the workers then raced
 // that call (ThreadSanitizer: a condition variable destroyed while notified, a use after free).
 // The library is linked -z nodelete, so dlclose never unmaps the code its workers wait in.
-Pool &pool() {
-    static Pool &p = *new Pool;
-    return p;
-}
+// Made when the library loads, not on first use: a function-local static's guard, held by a
+// thread constructing the pool when another thread forked, left the child waiting on it
+// forever (session 35's review).  The constructor only registers the fork handler.
+Pool &g_pool = *new Pool;
+Pool &pool() { return g_pool; }
 
 void pool_after_fork() { pool().after_fork(); }
 

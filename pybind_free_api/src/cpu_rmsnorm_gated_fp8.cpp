@@ -29,7 +29,8 @@ gatednorm_status cpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &pr) {
     // Each row through gated_row_f32 (rmsnorm_gated's own row, so the copy has its bits).
     auto tokens = [&](int64_t t0, int64_t t1) {
         thread_local std::vector<float> u, g, y;
-        if (u.size() < size_t(D)) u.resize(size_t(D)), g.resize(size_t(D));
+        if (u.size() < size_t(D)) u.resize(size_t(D));  // each on its own test (cpu_add_rmsnorm.cpp)
+        if (g.size() < size_t(D)) g.resize(size_t(D));
         if (y.size() < size_t(R)) y.resize(size_t(R));
         for (int64_t t = t0; t < t1; ++t) {
             for (int64_t h = 0; h < H; ++h) {

@@ -29,6 +29,7 @@ Producer kinds, decided once per Python type (``kind_of``):
 from __future__ import annotations
 
 import math
+import os
 import struct
 import sys
 import threading
@@ -678,6 +679,15 @@ def _stream_ptr(s):
 
 # --------------------------------------------------------------------------------- entry
 _COMPILE_LOCK = threading.Lock()  # Entry._compile_and_call: one compile an entry
+
+
+def _new_compile_lock_in_child():
+    global _COMPILE_LOCK  # as _ffi._lock: a child forked mid-compile must not wait on it
+    _COMPILE_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_compile_lock_in_child)
 
 
 def _renamer(c_names: dict, params_keywords: bool):

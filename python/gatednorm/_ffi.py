@@ -64,6 +64,17 @@ _lock = threading.Lock()
 _cdef_done = False
 
 
+def _new_lock_in_child():
+    # A child forked while another thread held _lock (its first call: the header parse and
+    # dlopen) would wait on it forever (session 35's review); the child gets a free one.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
 def package_dir() -> Path:
     """Directory of the installed ``gatednorm`` package."""
     try:
