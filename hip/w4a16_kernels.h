@@ -61,7 +61,7 @@ struct W4a16Args {
 // loads, then ld.global.nc (which it may move as reads of memory nothing writes), above the
 // branch, so with PDL they could read the previous grid's output before it was written.
 // scripts/pdl_order_check.py checks every kernel's SASS for both.
-__device__ __forceinline__ void w4_pdl_wait(const W4a16Args &) { gn_wait_prior_grid(); }
+__device__ __forceinline__ void w4_pdl_wait() { gn_wait_prior_grid(); }
 __device__ __forceinline__ void w4_pdl_release(const W4a16Args &p) {
     if (p.pdl) gn_allow_next_grid();
 }
@@ -452,7 +452,7 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_kernel(const W4a16Arg
     w4_split_chunks(p, split, &c_lo, &c_hi);
     w4_split_range(c_lo, c_hi, kpart, KS, &lo, &hi);
     if (ct >= p.ntiles) hi = lo;  // past the last col tile: no chunks, but the block's sync below
-    w4_pdl_wait(p);
+    w4_pdl_wait();
     const uint8_t *wb = p.w + int64_t(ct) * p.kchunks * kW4TileBytes + lane * 16;
     const uint8_t *sb = p.se + (int64_t(ct) * p.ngroups * 8 + g) * kEntry;
     const char *ab = p.a + int64_t(min(g, p.m - 1)) * p.a_sm + 32 * t;
@@ -553,7 +553,7 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a
         w4_split_range(0, p.kchunks, warp, NW, &lo, &hi);
     }
     const int chunks = CPW > 0 ? CPW : hi - lo;  // even, from an even lo (the host's condition)
-    w4_pdl_wait(p);
+    w4_pdl_wait();
     const uint8_t *wp, *sp;
     const char *ap[MT];
     float acc[MT][4];
@@ -609,7 +609,7 @@ __global__ void __launch_bounds__(kW4MmaThreads) w4a16_mma_kernel(const W4a16Arg
     const int wm = warp >> 1, wn = warp & 1;
     const int mbase = blockIdx.y * 64 + wm * 32;
     const int ctbase = blockIdx.x * 4 + wn * 2;
-    w4_pdl_wait(p);
+    w4_pdl_wait();
     float acc[2][2][2][4];  // [m16 tile][col tile][column half][fragment]
 #pragma unroll
     for (int i = 0; i < 2; ++i)

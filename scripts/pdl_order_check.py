@@ -38,38 +38,81 @@ NONCOHERENT_LOAD = re.compile(r"LDG(\.[.\w]*)?\.CONSTANT(\.[.\w]*)?")
 INSTRUCTION = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(.*?);")
 HEADER = re.compile(r"(?:Function : (\S+))|(?:^\s*\.text\.(\S+):)")
 
+# PTX: memory instructions in the global or generic state space (ld.param / ld.shared /
+# ld.local and the like are not), and the non-coherent load.
+PTX_ENTRY = re.compile(r"\.entry\s+([\w$]+)\s*\(")
+PTX_MEMORY = re.compile(r"(ld|st|atom|red|prefetch|prefetchu|cp\.async|cp\.reduce\.async|tex|tld4|suld|sust|sured|suatom)"
+                        r"(?!\.(param|shared|local|const)\b)(\.[\w:]+)*")
+PTX_NONCOHERENT = re.compile(r"ld\.global\.nc(\.[\w:]+)*")
 
-def kernels(text):
-    """(name, [instruction text, ...]) for each function of a SASS listing, in order."""
+
+def strip_guard(words):
+    """An instruction's words past a predicate guard (`@P0`, `@!P1`, `@q`)."""
+    return words[1:] if words and words[0].startswith("@") else words
+
+
+def sass_header(line):
+    h = HEADER.search(line)
+    return (h.group(1) or h.group(2)) if h else None
+
+
+def sass_instruction(line):
+    """(opcode, text) of a SASS listing line, or None."""
+    m = INSTRUCTION.search(line)
+    if not m:
+        return None
+    text = m.group(1).strip()
+    words = strip_guard(text.split())
+    return (words[0], text) if words else None
+
+
+def ptx_header(line):
+    m = PTX_ENTRY.search(line)
+    return m.group(1) if m else None
+
+
+def ptx_instruction(line):
+    """(opcode, opcode) of a PTX line holding one instruction, or None (labels, directives, braces)."""
+    code = line.split("//", 1)[0].strip()
+    if not code or code.endswith(":") or code[0] in "{}.":
+        return None
+    words = strip_guard(code.replace("{", " ").split())
+    return (words[0].rstrip(";"),) * 2 if words else None
+
+
+# Each dialect: its function header, its instruction, the wait's opcode, the memory and the
+# non-coherent load opcodes.
+SASS = (sass_header, sass_instruction, "ACQBULK", MEMORY_OP, NONCOHERENT_LOAD)
+PTX = (ptx_header, ptx_instruction, "griddepcontrol.wait", PTX_MEMORY, PTX_NONCOHERENT)
+
+
+def functions(text, dialect):
+    """(name, [(opcode, text), ...]) for each function of a listing, in order."""
+    header, instruction = dialect[:2]
     name, body = None, []
     for line in text.splitlines():
-        h = HEADER.search(line)
+        h = header(line)
         if h:
             if name is not None:
                 yield name, body
-            name, body = h.group(1) or h.group(2), []
+            name, body = h, []
             continue
-        m = INSTRUCTION.search(line)
-        if m and name is not None:
-            body.append(m.group(1).strip())
+        ins = instruction(line) if name is not None else None
+        if ins:
+            body.append(ins)
     if name is not None:
         yield name, body
 
 
-def opcode(ins):
-    """The instruction's opcode, past a predicate guard (`@P0`, `@!P1`)."""
-    words = ins.split()
-    return words[1] if words[0].startswith("@") and len(words) > 1 else words[0]
-
-
-def findings(body):
-    """What is wrong with one function's instructions, or None if it has no wait."""
-    ops = [opcode(ins) for ins in body]
-    if "ACQBULK" not in ops:
+def findings(body, dialect):
+    """What is wrong with one function's (opcode, text) instructions, or None if it has no wait."""
+    wait, memory, noncoherent_load = dialect[2:]
+    ops = [op for op, _ in body]
+    if wait not in ops:
         return None
-    first = ops.index("ACQBULK")
-    early = [body[i] for i in range(first) if MEMORY_OP.fullmatch(ops[i])]
-    noncoherent = [body[i] for i in range(len(body)) if NONCOHERENT_LOAD.fullmatch(ops[i])]
+    first = ops.index(wait)
+    early = [text for op, text in body[:first] if memory.fullmatch(op)]
+    noncoherent = [text for op, text in body if noncoherent_load.fullmatch(op)]
     out = []
     if early:
         out.append("%d global memory instruction(s) before the PDL wait, first: %s" % (len(early), early[0]))
@@ -78,63 +121,15 @@ def findings(body):
     return out
 
 
-# PTX: an entry's name, its instructions (one a line, a predicate guard stripped), memory
-# instructions in the global or generic state space (ld.param / ld.shared / ld.local and the
-# like are not), and the non-coherent load.
-PTX_ENTRY = re.compile(r"\.entry\s+([\w$]+)\s*\(")
-PTX_MEMORY = re.compile(r"(ld|st|atom|red|prefetch|prefetchu|cp\.async|cp\.reduce\.async|tex|tld4|suld|sust|sured|suatom)"
-                        r"(?!\.(param|shared|local|const)\b)(\.[\w:]+)*$")
-PTX_NONCOHERENT = re.compile(r"ld\.global\.nc(\.[\w:]+)*$")
-
-
-def ptx_kernels(text):
-    """(name, [opcode, ...]) for each .entry of a PTX file, in order."""
-    name, ops = None, []
-    for line in text.splitlines():
-        m = PTX_ENTRY.search(line)
-        if m:
-            if name is not None:
-                yield name, ops
-            name, ops = m.group(1), []
-            continue
-        code = line.split("//", 1)[0].strip()
-        if name is None or not code or code.endswith(":") or code[0] in "{}.":
-            continue
-        words = code.replace("{", " ").split()
-        if words and words[0].startswith("@"):
-            words = words[1:]
-        if words:
-            ops.append(words[0].rstrip(";"))
-    if name is not None:
-        yield name, ops
-
-
-def ptx_findings(ops):
-    """As findings(), for one PTX entry's opcodes."""
-    if "griddepcontrol.wait" not in ops:
-        return None
-    first = ops.index("griddepcontrol.wait")
-    early = [o for o in ops[:first] if PTX_MEMORY.match(o)]
-    noncoherent = [o for o in ops if PTX_NONCOHERENT.match(o)]
-    out = []
-    if early:
-        out.append("%d global memory instruction(s) before the PDL wait, first: %s" % (len(early), early[0]))
-    if noncoherent:
-        out.append("%d non-coherent load(s) (ld.global.nc)" % len(noncoherent))
-    return out
-
-
 def listing(path):
     """(name, findings or None) for each kernel in one file."""
-    if path.endswith(".ptx"):
-        with open(path) as f:
-            return [(name, ptx_findings(ops)) for name, ops in ptx_kernels(f.read())]
     if path.endswith((".so", ".cubin")) or ".so." in path:
         text = subprocess.run(["cuobjdump", "--dump-sass", path], check=True, capture_output=True, text=True).stdout
     else:
         with open(path) as f:
             text = f.read()
-    return [(name, findings(body)) for name, body in kernels(text)]
+    dialect = PTX if path.endswith(".ptx") else SASS
+    return [(name, findings(body, dialect)) for name, body in functions(text, dialect)]
 
 
 def main(argv):
