@@ -227,3 +227,146 @@ def test_caller_fp_traps_do_not_fire():
                          env=dict(os.environ, GATEDNORM_NUM_THREADS="2"))
     assert res.returncode == 0, "child died (%d): %s" % (res.returncode, res.stderr[-2000:])
     assert res.stdout.strip() == "same", res.stdout + res.stderr[-2000:]
+
+
+RAW_FORK_SCRIPT = r"""
+import ctypes, os, sys, threading, time
+import numpy as np
+import gatednorm
+
+gatednorm.set_num_threads(4)
+rng = np.random.default_rng(0)
+x = rng.standard_normal((4096, 64)).astype(np.float32)
+z = rng.standard_normal((4096, 64)).astype(np.float32)
+w = np.ones(64, np.float32)
+want = gatednorm.rmsnorm_gated(x, z, w)
+busy_out, child_out = np.empty_like(want), np.empty_like(want)
+stop = threading.Event()
+
+def busy():  # parallel regions back to back: workers are being woken when the fork lands
+    while not stop.is_set():
+        gatednorm.rmsnorm_gated(x, z, w, out=busy_out)
+
+th = threading.Thread(target=busy); th.start()
+raw_fork = ctypes.PyDLL(None)._Fork   # PyDLL: the GIL stays held across the fork
+hung = wrong = 0
+for _ in range(int(sys.argv[1])):
+    pid = raw_fork()
+    if pid == 0:
+        for _ in range(2):
+            gatednorm.rmsnorm_gated(x, z, w, out=child_out)
+        os._exit(0 if child_out.tobytes() == want.tobytes() else 3)
+    t0 = time.monotonic()
+    while True:
+        p, status = os.waitpid(pid, os.WNOHANG)
+        if p:
+            wrong += os.waitstatus_to_exitcode(status) != 0
+            break
+        if time.monotonic() - t0 > 10:
+            hung += 1; os.kill(pid, 9); os.waitpid(pid, 0)
+            break
+        time.sleep(0.001)
+stop.set(); th.join()
+print("hung", hung, "wrong", wrong)
+"""
+
+
+def test_child_of_a_raw_fork_does_not_hang_in_the_pool():
+    """Regression (session 35's review, fixed in session 36): a child made by glibc's _Fork()
+    (no atfork handlers run, so the pool is not renewed) inherited condition variables whose
+    waiters were the parent's workers, and its first parallel region hung in
+    pthread_cond_broadcast (about 1 child in 10 while the parent was busy).  The pool now
+    renews itself on the first call in a new process.  The child calls into the pooled
+    path twice, with preallocated outputs (no malloc: the parent's busy thread may hold
+    malloc's lock, which _Fork does not reset either)."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or not hasattr(ctypes.PyDLL(None), "_Fork"):
+        pytest.skip("needs glibc >= 2.34's _Fork")
+    r = subprocess.run([sys.executable, "-c", RAW_FORK_SCRIPT, "60"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["hung", "0", "wrong", "0"], r.stdout + r.stderr[-2000:]
+
+
+AFFINITY_SCRIPT = r"""
+import os, threading
+import numpy as np
+import gatednorm
+
+process_cpus = os.sched_getaffinity(0)       # the main thread's mask: the process's
+pinned = min(process_cpus)
+x = np.random.default_rng(0).standard_normal((4096, 64)).astype(np.float32)
+w = np.ones(64, np.float32)
+
+def first_caller():  # a framework thread pinned to one core makes the library's first call
+    os.sched_setaffinity(0, {pinned})
+    print("threads", gatednorm.get_num_threads())
+    gatednorm.rmsnorm_gated(x, x, w)          # pooled: starts the workers from this thread
+
+t = threading.Thread(target=first_caller); t.start(); t.join()
+workers = []
+for tid in os.listdir("/proc/self/task"):
+    with open("/proc/self/task/%s/comm" % tid) as f:
+        if f.read().strip() == "gatednorm-cpu":
+            workers.append(sorted(os.sched_getaffinity(int(tid))))
+print("process", len(process_cpus))
+print("workers", len(workers), all(m == sorted(process_cpus) for m in workers))
+"""
+
+
+def test_pool_takes_the_process_cpus_not_the_first_callers():
+    """Regression (session 35's review, fixed in session 36): the pool's size and its
+    workers' CPUs came from whichever thread called first (a thread pinned to one core gave
+    a one-thread pool, or workers all on that core).  Now both come from the process's main
+    thread; the workers are named gatednorm-cpu."""
+    import platform
+
+    if platform.system() != "Linux":
+        pytest.skip("CPU affinity through /proc: Linux only")
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: a pinned caller and the process cannot differ")
+    env = {k: v for k, v in os.environ.items() if k != "GATEDNORM_NUM_THREADS"}
+    r = subprocess.run([sys.executable, "-c", AFFINITY_SCRIPT], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = dict(line.split(" ", 1) for line in r.stdout.strip().splitlines())
+    n = int(got["process"])
+    assert int(got["threads"]) == min(n, 256), r.stdout
+    assert got["workers"] == "%d True" % (min(n, 256) - 1), r.stdout
+
+
+def test_workers_exception_flags_reach_the_caller():
+    """Regression (session 35's review, fixed in session 36): the IEEE exception flags a
+    call raises are the caller's afterwards (cpu_fenv.h), but those raised in rows a pool
+    worker computed were lost, so fetestexcept after a call depended on which thread took the
+    one infinite row (inf * 0: FE_INVALID).  Now the workers hand theirs to the caller."""
+    import ctypes
+    import ctypes.util
+    import platform
+
+    fe_invalid = {"x86_64": 0x01, "AMD64": 0x01, "aarch64": 0x01, "arm64": 0x01}.get(platform.machine())
+    name = ctypes.util.find_library("m")
+    if fe_invalid is None or name is None:
+        pytest.skip("no known FE_INVALID / libm on %s" % platform.machine())
+    libm = ctypes.CDLL(name)
+    before = gatednorm.get_num_threads()
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4096, 64)).astype(np.float32)
+    w = np.ones(64, np.float32)
+    out = np.empty_like(x)
+    try:
+        gatednorm.set_num_threads(8)  # 8 parts: most of the rows are a worker's
+        raised = []
+        for row in range(0, 4096, 4096 // 24):
+            bad = x.copy()
+            bad[row] = np.inf  # rstd 0, inf * 0 = NaN: FE_INVALID wherever the row is computed
+            libm.feclearexcept(fe_invalid)
+            gatednorm.rmsnorm_gated(bad, None, w, out=out)
+            raised.append(bool(libm.fetestexcept(fe_invalid)))
+            assert np.isnan(out[row]).all() and not np.isnan(np.delete(out, row, 0)).any()
+        libm.feclearexcept(fe_invalid)
+        gatednorm.rmsnorm_gated(x, None, w, out=out)  # finite rows raise no invalid
+        assert not libm.fetestexcept(fe_invalid)
+        assert all(raised), raised
+    finally:
+        gatednorm.set_num_threads(before)

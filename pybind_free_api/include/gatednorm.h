@@ -22,7 +22,10 @@
  *     it runs on its own thread alone (no queueing), so up to callers + pool - 1 threads run.
  *     gatednorm_set_num_threads is process-wide, waits for a running parallel region, and
  *     applies to later calls.  A forked child may call the library whatever its parent was
- *     doing (it starts a fresh pool).  The pool is never destroyed: its workers end with the
+ *     doing (it starts a fresh pool; a child of _Fork() or a raw clone, which run no atfork
+ *     handlers, does so on its first call).  Its workers (named gatednorm-cpu) run on the
+ *     CPUs of the process's main thread, whatever the mask of the thread that started them.
+ *     The pool is never destroyed: its workers end with the
  *     process, and the library stays mapped after dlclose (linked -z nodelete on ELF), so
  *     a call still running at exit is not cut from under.  Each thread's row buffers only
  *     grow and live until the thread exits.  The pool holds at most 256 threads.
@@ -36,7 +39,9 @@
  *     exception masked) whatever the calling thread set (flush-to-zero, denormals-are-zero,
  *     another rounding mode, feenableexcept traps: XLA's CPU threads, torch.set_flush_denormal,
  *     fast-math code, a debugging C caller); the thread's settings are put back on return.
- *     Results are then the same bits from any thread, and NaN / Inf inputs never trap.
+ *     Results are then the same bits from any thread, and NaN / Inf inputs never trap.  The
+ *     exception flags the computation raised, on the calling thread or on the pool's workers,
+ *     are set on the calling thread afterwards (x86-64 and aarch64), as if it had done all of it.
  *   - params == NULL means every option at its default.
  *   - Options structs begin with uint32_t struct_size and are filled by
  *     gatednorm_<op>_params_init(&p, sizeof p) through the caller's pointer (never returned
@@ -182,7 +187,7 @@ GATEDNORM_API gatednorm_status gatednorm_stream_destroy(void *stream);
 GATEDNORM_API gatednorm_status gatednorm_device_synchronize(int32_t device_id);
 /* Threads of the CPU backend (host tensors): a pool owned by the library, the calling thread
  * included.  num_threads >= 1 sets it (at most 256: larger counts are taken as 256), 0 restores
- * the default: $GATEDNORM_NUM_THREADS if set, else the cores this process may run on.  Small calls run on the calling thread alone.
+ * the default: $GATEDNORM_NUM_THREADS if set, else the CPUs in the process's main thread's affinity mask.  Small calls run on the calling thread alone.
  * Results are bit-identical whatever the count. */
 GATEDNORM_API gatednorm_status gatednorm_set_num_threads(int32_t num_threads);
 GATEDNORM_API gatednorm_status gatednorm_get_num_threads(int32_t *num_threads);

@@ -9,7 +9,8 @@
 // Under those settings an output that should be subnormal came out 0 (and differently for
 // the rows the caller's thread took and those a worker took), or the process died of
 // SIGFPE.  The scope sets the defaults for the host computation and puts the caller's
-// settings back afterwards (with any exception flags raised meanwhile).
+// settings back afterwards (with any exception flags raised meanwhile, on the caller's thread
+// or, handed over by cpu_pool.cpp, on the pool's workers).
 #pragma once
 
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
@@ -33,6 +34,11 @@ constexpr FpControl kIeeeMasks = 0x1f80u;
 constexpr FpControl kStickyFlags = 0x3fu;
 inline FpControl fp_control_get() { return _mm_getcsr(); }
 inline void fp_control_set(FpControl v) { _mm_setcsr(v); }
+// The sticky exception flags on their own (the pool's workers hand theirs to the caller).
+using FpFlags = unsigned;
+inline FpFlags fp_flags_get() { return _mm_getcsr() & kStickyFlags; }
+inline void fp_flags_clear() { _mm_setcsr(_mm_getcsr() & ~kStickyFlags); }
+inline void fp_flags_raise(FpFlags f) { _mm_setcsr(_mm_getcsr() | (f & kStickyFlags)); }  // sets, never traps
 #elif defined(GN_FENV_FPCR)
 using FpControl = uint64_t;
 // FPCR: FZ (bit 24), RMode (bits 22-23), FZ16 (bit 19) and the trap enables (IOE, DZE, OFE,
@@ -47,6 +53,18 @@ inline FpControl fp_control_get() {
     return v;
 }
 inline void fp_control_set(FpControl v) { __asm__ __volatile__("msr fpcr, %0" : : "r"(v)); }
+// FPSR's cumulative flags: IOC, DZC, OFC, UFC, IXC (bits 0-4) and IDC (bit 7).
+using FpFlags = uint64_t;
+constexpr FpFlags kFpsrFlags = 0x9f;
+inline FpFlags fp_status_get() {
+    FpFlags v;
+    __asm__ __volatile__("mrs %0, fpsr" : "=r"(v));
+    return v;
+}
+inline void fp_status_set(FpFlags v) { __asm__ __volatile__("msr fpsr, %0" : : "r"(v)); }
+inline FpFlags fp_flags_get() { return fp_status_get() & kFpsrFlags; }
+inline void fp_flags_clear() { fp_status_set(fp_status_get() & ~kFpsrFlags); }
+inline void fp_flags_raise(FpFlags f) { fp_status_set(fp_status_get() | (f & kFpsrFlags)); }
 #else
 // Elsewhere only the rounding mode can be set portably (no flush-to-zero or trap control in
 // <cfenv>).
@@ -54,6 +72,12 @@ using FpControl = int;
 constexpr FpControl kNonIeeeControl = 0, kIeeeMasks = 0, kStickyFlags = 0;
 inline FpControl fp_control_get() { return std::fegetround(); }
 inline void fp_control_set(FpControl v) { std::fesetround(v); }
+// No portable way to set a flag without raising it (a trap the caller enabled would fire):
+// the workers' flags are not handed on here.
+using FpFlags = int;
+inline FpFlags fp_flags_get() { return 0; }
+inline void fp_flags_clear() {}
+inline void fp_flags_raise(FpFlags) {}
 #endif
 
 class IeeeFloatScope {

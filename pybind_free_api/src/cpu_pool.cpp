@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "cpu_fenv.h"
 #include "tensor_checks.h"
 
 namespace gn {
@@ -22,6 +23,17 @@ namespace gn {
 namespace {
 
 constexpr int kMaxThreads = 256;
+
+#if defined(__linux__)
+// The CPUs this process may run on: its main thread's mask (what taskset, numactl or a
+// cgroup gave the process), not the calling thread's.  The pool is made once and serves
+// every later caller, so the first caller's own pinning (a framework thread pinned to one
+// core) must not set its size or where its workers run.  Falls back to the caller's mask
+// if the main thread has exited.
+bool process_cpus(cpu_set_t *set) {
+    return sched_getaffinity(getpid(), sizeof *set, set) == 0 || sched_getaffinity(0, sizeof *set, set) == 0;
+}
+#endif
 
 int default_threads() {
     if (const char *env = getenv("GATEDNORM_NUM_THREADS")) {
@@ -31,7 +43,7 @@ int default_threads() {
     }
 #if defined(__linux__)
     cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    if (process_cpus(&set)) {
         const int n = CPU_COUNT(&set);
         if (n >= 1) return n > kMaxThreads ? kMaxThreads : n;
     }
@@ -64,27 +76,22 @@ public:
     }
 
     void set_threads(int n) {
+        while (!belongs_to_this_process()) std::this_thread::yield();  // another thread is renewing it
         std::lock_guard<std::mutex> g(dispatch_);
         stop_workers();
         configured_.store(n, std::memory_order_relaxed);
     }
 
     void after_fork() {
-        new (&dispatch_) std::mutex;
-        new (&m_) std::mutex;
-        new (&work_) std::condition_variable;
-        new (&idle_) std::condition_variable;
-        new std::vector<std::thread>(std::move(workers_));  // the parent's: never joined here
-        workers_.clear();
-        active_ = 0;
-        stop_ = false;
-        failure_ = nullptr;
-        owner_pid_ = getpid();
+        const pid_t pid = getpid();
+        claimed_pid_.store(pid, std::memory_order_relaxed);
+        renew(pid);
     }
 
     void run(int64_t n, int64_t cost, RangeFn fn, void *ctx) {
         if (n <= 0) return;
         if (cpu_work_is_tiny(n, cost)) return fn(ctx, 0, n);  // tiny: no thread is woken
+        if (!belongs_to_this_process()) return fn(ctx, 0, n);
         const int64_t by_work = int64_t(double(n) * double(cost < 1 ? 1 : cost) / double(kCpuMinWorkPerThread));
         // One parallel region at a time; a second concurrent caller (or a nested call from
         // a worker) does its own work on its own thread.
@@ -101,12 +108,17 @@ public:
             job_ = Job{fn, ctx, n, parts};
             next_.store(0, std::memory_order_relaxed);
             done_.store(0, std::memory_order_relaxed);
+            worker_flags_.store(0, std::memory_order_relaxed);
             ++generation_;
         }
         work_.notify_all();
         run_parts(job_);
         std::unique_lock<std::mutex> lk(m_);
         idle_.wait(lk, [&] { return done_.load(std::memory_order_acquire) == parts && active_ == 0; });
+        // The exception flags the workers' parts raised (an inf * 0 in their rows) become the
+        // caller's, as if it had computed every row itself: which thread took a row must not
+        // show in the caller's fetestexcept (cpu_fenv.h).
+        fp_flags_raise(FpFlags(worker_flags_.load(std::memory_order_relaxed)));
         // A part that threw (out of host memory for its row buffers) was caught where it ran,
         // so no worker died and every part finished before this frame (the job's context)
         // unwinds; the first exception goes on to the entry point, which turns it into a
@@ -126,18 +138,47 @@ private:
         int64_t n = 0, parts = 0;
     };
 
+    // Whether the pool's state was made in this process.  A child made by fork() renews it
+    // in the atfork handler; one made without the handlers (glibc's _Fork, a raw clone)
+    // inherits mutexes and condition variables whose waiters are the parent's threads: the
+    // first broadcast there waited for those waiters forever (pthread_cond_broadcast in
+    // __condvar_quiesce_and_switch_g1; session 36).  The first thread of such a child to get
+    // here renews the state; any other thread arriving meanwhile runs its call inline.
+    bool belongs_to_this_process() {
+        const pid_t pid = getpid();
+        if (ready_pid_.load(std::memory_order_acquire) == pid) return true;
+        pid_t claimed = claimed_pid_.load(std::memory_order_relaxed);
+        if (claimed == pid || !claimed_pid_.compare_exchange_strong(claimed, pid, std::memory_order_relaxed))
+            return false;
+        renew(pid);
+        return true;
+    }
+
+    // Fresh synchronization state and no workers (the parent's do not exist here).
+    void renew(pid_t pid) {
+        new (&dispatch_) std::mutex;
+        new (&m_) std::mutex;
+        new (&work_) std::condition_variable;
+        new (&idle_) std::condition_variable;
+        new std::vector<std::thread>(std::move(workers_));  // the parent's: never joined here
+        workers_.clear();
+        active_ = 0;
+        stop_ = false;
+        failure_ = nullptr;
+        ready_pid_.store(pid, std::memory_order_release);
+    }
+
     int threads_locked() { return threads(); }
 
     bool ensure_workers(int want) {
-        if (owner_pid_ != getpid()) {  // a forked child: the parent's workers do not exist here
-            new std::vector<std::thread>(std::move(workers_));  // leaked: never joined nor destroyed
-            workers_.clear();
-            owner_pid_ = getpid();
-            active_ = 0;
-            stop_ = false;
-        }
         if (int(workers_.size()) == want) return true;
         stop_workers();
+#if defined(__linux__)
+        // Workers run on the process's CPUs, not on those of the thread that happens to start
+        // them (a thread inherits its creator's mask: one caller pinned to a core put every
+        // worker on that core).
+        have_worker_cpus_ = process_cpus(&worker_cpus_);
+#endif
         // Started from inside an entry point, under guarded()'s IeeeFloatScope: a thread
         // inherits its creator's floating-point control state, so the workers keep the IEEE
         // defaults even when the pool is started by a thread that flushes subnormals
@@ -179,6 +220,10 @@ private:
     }
 
     void worker() {
+#if defined(__linux__)
+        if (have_worker_cpus_) (void)sched_setaffinity(0, sizeof worker_cpus_, &worker_cpus_);
+        (void)pthread_setname_np(pthread_self(), "gatednorm-cpu");  // for top -H, gdb, /proc
+#endif
         uint64_t seen;
         {
             std::lock_guard<std::mutex> lk(m_);
@@ -194,7 +239,9 @@ private:
                 j = job_;
                 ++active_;
             }
+            fp_flags_clear();  // a worker's flags from earlier jobs are not this caller's
             run_parts(j);
+            worker_flags_.fetch_or(uint64_t(fp_flags_get()), std::memory_order_relaxed);
             {
                 std::lock_guard<std::mutex> lk(m_);
                 --active_;
@@ -214,7 +261,14 @@ private:
     bool stop_ = false;
     std::atomic<int> configured_{0};
     std::exception_ptr failure_;  // the first part that threw in the current region (under m_)
-    pid_t owner_pid_ = getpid();
+    std::atomic<uint64_t> worker_flags_{0};  // exception flags the workers raised in this region
+    // The process the state belongs to (belongs_to_this_process): claimed by the thread that
+    // renews it, ready once renewed.
+    std::atomic<pid_t> claimed_pid_{getpid()}, ready_pid_{getpid()};
+#if defined(__linux__)
+    cpu_set_t worker_cpus_;  // set by the thread starting the workers, before it starts them
+    bool have_worker_cpus_ = false;
+#endif
 };
 
 // Never destroyed: a thread may still be inside a call when the process exits (Python

@@ -1,6 +1,6 @@
 // The CPU backend's thread pool: a few persistent workers owned by the library, sized by
-// GATEDNORM_NUM_THREADS (or gatednorm_set_num_threads) else the cores this process may run
-// on.  Work is split into contiguous ranges of items (rows of a norm, rows of M or blocks
+// GATEDNORM_NUM_THREADS (or gatednorm_set_num_threads) else the CPUs the process's main
+// thread may run on (where its workers run too).  Work is split into contiguous ranges of items (rows of a norm, rows of M or blocks
 // of N of a GEMM); the caller's thread takes a range too, and does all of it when the call
 // is small, when the pool is busy with another caller's work, or when only one thread is
 // configured.  Each item is computed entirely by one thread with the same code whatever the
