@@ -179,7 +179,7 @@ struct Message {
 
 void *refuse(const XlaCallFrame *f, const char *what) {
     Message m;
-    snprintf(m.text, sizeof m.text, "gatednorm XLA call: %s", what);
+    snprintf(m.text, sizeof m.text, "gatednorm XLA call: %.600s", what);  // a Message of its own may come in: cut it
     return xla_error(f, kErrInvalidArgument, m.text);
 }
 

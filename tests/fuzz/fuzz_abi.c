@@ -3382,6 +3382,76 @@ static gatednorm_tensor f32_desc(void *data, int ndim, const int64_t *shape, con
     return t;
 }
 
+#if defined(__GLIBC__) && (defined(__x86_64__) || defined(__aarch64__))
+/* The FP control register's flush bits: x86-64 MXCSR FTZ | DAZ, aarch64 FPCR FZ. */
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+static unsigned long long fp_control(void) { return _mm_getcsr(); }
+static void fp_control_set(unsigned long long v) { _mm_setcsr((unsigned)v); }
+static const unsigned long long kFlushBits = 0x8040;
+#else
+static unsigned long long fp_control(void) {
+    unsigned long long v;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(v));
+    return v;
+}
+static void fp_control_set(unsigned long long v) { __asm__ __volatile__("msr fpcr, %0" : : "r"(v)); }
+static const unsigned long long kFlushBits = 1ull << 24;
+#endif
+
+/* A caller that flushes subnormals and rounds upward gets the bits a default caller gets,
+ * and its control state back; the IEEE flags the computation raised are the caller's
+ * afterwards, from rows its own thread computed and rows the pool's workers computed (they
+ * were lost: session 36).  Each architecture's control register is set directly, so this
+ * runs the library's x86-64 (MXCSR) and aarch64 (FPCR / FPSR) code alike. */
+static void fixed_case_fp_state(void) {
+    enum { kRows = 4096, kCols = 64 };
+    g_entry = "fixed case: a flushing, upward-rounding caller; flags from the pool's workers";
+    float *x = malloc(sizeof(float) * kRows * kCols), *y0 = malloc(sizeof(float) * kRows * kCols),
+          *y1 = malloc(sizeof(float) * kRows * kCols), w[kCols];
+    if (!x || !y0 || !y1) die("out of host memory");
+    uint64_t st = 12345;
+    for (int i = 0; i < kRows * kCols; ++i) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)((int)(st >> 40) % 2001 - 1000) / 257.0f;
+    }
+    for (int j = 0; j < kCols; ++j) w[j] = j % 2 ? 3e-39f : 1.0f + j / 64.0f; /* subnormal y in odd columns */
+    const int64_t shape[2] = {kRows, kCols}, strides[2] = {kCols, 1}, ws[1] = {kCols}, w1[1] = {1};
+    const gatednorm_tensor tx = f32_desc(x, 2, shape, strides), t0 = f32_desc(y0, 2, shape, strides),
+                           t1 = f32_desc(y1, 2, shape, strides), tw = f32_desc(w, 1, ws, w1);
+    int32_t threads_before = 0;
+    if (gatednorm_get_num_threads(&threads_before) || gatednorm_set_num_threads(4)) die("set_num_threads: %s", gatednorm_last_error());
+    if (gatednorm_rmsnorm_gated(&tx, NULL, &tw, &t0, NULL, NULL)) die("default caller: %s", gatednorm_last_error());
+    int subnormal = 0;
+    for (int i = 0; i < kRows * kCols; ++i) subnormal += y0[i] != 0.0f && fabsf(y0[i]) < FLT_MIN;
+    if (subnormal < kRows) die("only %d subnormal outputs: the case tests nothing", subnormal);
+
+    const unsigned long long saved = fp_control();
+    if (fesetround(FE_UPWARD)) die("fesetround failed");
+    fp_control_set(fp_control() | kFlushBits);
+    const unsigned long long caller = fp_control();
+    const gatednorm_status s_flush = gatednorm_rmsnorm_gated(&tx, NULL, &tw, &t1, NULL, NULL);
+    const unsigned long long after = fp_control();
+    fp_control_set(saved);
+    if (s_flush) die("flushing caller: %s", gatednorm_last_error());
+    if (memcmp(y0, y1, sizeof(float) * kRows * kCols)) die("a flushing, upward-rounding caller got other bits");
+    if ((after & ~0x3full) != (caller & ~0x3full)) die("control state 0x%llx came back as 0x%llx", caller, after);
+
+    /* One infinite row, the last (a worker's part, unless the caller took it): rstd 0, inf * 0. */
+    for (int j = 0; j < kCols; ++j) x[(kRows - 1) * kCols + j] = INFINITY;
+    for (int rep = 0; rep < 8; ++rep) {
+        feclearexcept(FE_ALL_EXCEPT);
+        if (gatednorm_rmsnorm_gated(&tx, NULL, &tw, &t1, NULL, NULL)) die("inf row: %s", gatednorm_last_error());
+        const int raised = fetestexcept(FE_INVALID);
+        if (!isnan(y1[(kRows - 1) * kCols])) die("inf row: y = %g, not NaN", (double)y1[(kRows - 1) * kCols]);
+        if (!raised) die("inf * 0 in a pooled call left FE_INVALID clear (repeat %d)", rep);
+    }
+    feclearexcept(FE_ALL_EXCEPT);
+    if (gatednorm_set_num_threads(threads_before)) die("set_num_threads: %s", gatednorm_last_error());
+    free(x), free(y0), free(y1);
+}
+#endif
+
 static void fixed_cases(void) {
     float w[8] = {1, 1, 1, 1, 1, 1, 1, 1};
     const int64_t w_shape[1] = {8}, w_strides[1] = {1};
@@ -3551,6 +3621,9 @@ static void fixed_cases(void) {
             die("group scale %g, codes 0x%02x 0x%02x 0x%02x under traps", (double)sc[0], codes[0], codes[1], codes[2]);
         if ((still & traps) != traps) die("the caller's traps were not restored (0x%x)", still);
     }
+#endif
+#if defined(__GLIBC__) && (defined(__x86_64__) || defined(__aarch64__))
+    fixed_case_fp_state();
 #endif
     /* Stream calls with a handle on a build with no GPU backend: the message named nothing. */
     g_entry = "fixed case: stream handles on a CPU-only build";
