@@ -229,66 +229,6 @@ def test_caller_fp_traps_do_not_fire():
     assert res.stdout.strip() == "same", res.stdout + res.stderr[-2000:]
 
 
-RAW_FORK_SCRIPT = r"""
-import ctypes, os, sys, threading, time
-import numpy as np
-import gatednorm
-
-gatednorm.set_num_threads(4)
-rng = np.random.default_rng(0)
-x = rng.standard_normal((4096, 64)).astype(np.float32)
-z = rng.standard_normal((4096, 64)).astype(np.float32)
-w = np.ones(64, np.float32)
-want = gatednorm.rmsnorm_gated(x, z, w)
-busy_out, child_out = np.empty_like(want), np.empty_like(want)
-stop = threading.Event()
-
-def busy():  # parallel regions back to back: workers are being woken when the fork lands
-    while not stop.is_set():
-        gatednorm.rmsnorm_gated(x, z, w, out=busy_out)
-
-th = threading.Thread(target=busy); th.start()
-raw_fork = ctypes.PyDLL(None)._Fork   # PyDLL: the GIL stays held across the fork
-hung = wrong = 0
-for _ in range(int(sys.argv[1])):
-    pid = raw_fork()
-    if pid == 0:
-        for _ in range(2):
-            gatednorm.rmsnorm_gated(x, z, w, out=child_out)
-        os._exit(0 if child_out.tobytes() == want.tobytes() else 3)
-    t0 = time.monotonic()
-    while True:
-        p, status = os.waitpid(pid, os.WNOHANG)
-        if p:
-            wrong += os.waitstatus_to_exitcode(status) != 0
-            break
-        if time.monotonic() - t0 > 10:
-            hung += 1; os.kill(pid, 9); os.waitpid(pid, 0)
-            break
-        time.sleep(0.001)
-stop.set(); th.join()
-print("hung", hung, "wrong", wrong)
-"""
-
-
-def test_child_of_a_raw_fork_does_not_hang_in_the_pool():
-    """Regression (session 35's review, fixed in session 36): a child made by glibc's _Fork()
-    (no atfork handlers run, so the pool is not renewed) inherited condition variables whose
-    waiters were the parent's workers, and its first parallel region hung in
-    pthread_cond_broadcast (about 1 child in 10 while the parent was busy).  The pool now
-    renews itself on the first call in a new process.  The child calls into the pooled
-    path twice, with preallocated outputs (no malloc: the parent's busy thread may hold
-    malloc's lock, which _Fork does not reset either)."""
-    import ctypes
-    import platform
-
-    if platform.system() != "Linux" or not hasattr(ctypes.PyDLL(None), "_Fork"):
-        pytest.skip("needs glibc >= 2.34's _Fork")
-    r = subprocess.run([sys.executable, "-c", RAW_FORK_SCRIPT, "60"], capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.split() == ["hung", "0", "wrong", "0"], r.stdout + r.stderr[-2000:]
-
-
 AFFINITY_SCRIPT = r"""
 import os, threading
 import numpy as np

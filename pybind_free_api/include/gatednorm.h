@@ -22,13 +22,15 @@
  *     it runs on its own thread alone (no queueing), so up to callers + pool - 1 threads run.
  *     gatednorm_set_num_threads is process-wide, waits for a running parallel region, and
  *     applies to later calls.  A forked child may call the library whatever its parent was
- *     doing (it starts a fresh pool; a child of _Fork() or a raw clone, which run no atfork
- *     handlers, does so on its first call).  Its workers (named gatednorm-cpu) run on the
- *     CPUs of the process's main thread, whatever the mask of the thread that started them.
- *     The pool is never destroyed: its workers end with the
- *     process, and the library stays mapped after dlclose (linked -z nodelete on ELF), so
- *     a call still running at exit is not cut from under.  Each thread's row buffers only
- *     grow and live until the thread exits.  The pool holds at most 256 threads.
+ *     doing (it starts a fresh pool); a child of _Fork() or a raw clone, which run no atfork
+ *     handlers, runs its host calls on the calling thread alone (the parent's locks and
+ *     threads are not its own; each thread's first call there still allocates its row
+ *     buffers).  The pool's workers (named gatednorm-cpu) run on the CPUs of the process's
+ *     main thread, whatever the mask of the thread that started them.  The pool is never
+ *     destroyed: its workers end with the process, and the library stays mapped after
+ *     dlclose (linked -z nodelete on ELF), so a call still running at exit is not cut from
+ *     under.  Each thread's row buffers only grow and live until the thread exits.  The
+ *     pool holds at most 256 threads.
  *   - gatednorm_last_error() returns a thread-local buffer: valid until the next gatednorm
  *     call on the same thread (which may overwrite it) or the thread's exit.  Copy it to keep it.
  *   - Host tensors (device type CPU, CUDA_HOST, ROCM_HOST) run on the calling thread and the

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -28,8 +29,9 @@ constexpr int kMaxThreads = 256;
 // The CPUs this process may run on: its main thread's mask (what taskset, numactl or a
 // cgroup gave the process), not the calling thread's.  The pool is made once and serves
 // every later caller, so the first caller's own pinning (a framework thread pinned to one
-// core) must not set its size or where its workers run.  Falls back to the caller's mask
-// if the main thread has exited.
+// core) must not set its size or where its workers run.  A main thread that has exited
+// (pthread_exit) still answers with the mask it last had; the caller's mask is read only if
+// that query fails.
 bool process_cpus(cpu_set_t *set) {
     return sched_getaffinity(getpid(), sizeof *set, set) == 0 || sched_getaffinity(0, sizeof *set, set) == 0;
 }
@@ -54,6 +56,39 @@ int default_threads() {
 
 void pool_after_fork();
 
+// Whether the pool's state belongs to this process.  fork() runs pool_after_fork in the child
+// (an atfork handler), which renews the state; a child made without the handlers (glibc's
+// _Fork, a raw clone) inherits mutexes held by threads it does not have and condition
+// variables whose waiters are such threads: its first broadcast waited for them forever
+// (pthread_cond_broadcast in __condvar_quiesce_and_switch_g1, 1 child in 10 while the
+// parent was busy; session 36).  Such a child may not even start threads or allocate safely
+// (malloc's and the thread-stack cache's locks are not reset either), so it never touches
+// the pool: its host calls run on the calling thread.  The mark is a page the kernel zeroes
+// in every child (MADV_WIPEONFORK, Linux 4.14+), so a child whose pid equals the one that
+// set it (pid reuse, a new pid namespace) still reads as a child; without that page, the pid.
+class ProcessMark {
+public:
+    ProcessMark() : pid_(getpid()) {
+#if defined(__linux__) && defined(MADV_WIPEONFORK)
+        const long page = sysconf(_SC_PAGESIZE);
+        void *m = mmap(nullptr, size_t(page > 0 ? page : 4096), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m != MAP_FAILED && madvise(m, size_t(page > 0 ? page : 4096), MADV_WIPEONFORK) == 0)
+            page_ = new (m) std::atomic<uint32_t>(1u);  // never unmapped (the pool lives as long)
+        else if (m != MAP_FAILED)
+            munmap(m, size_t(page > 0 ? page : 4096));
+#endif
+    }
+    bool current() const { return page_ ? page_->load(std::memory_order_relaxed) == 1u : pid_ == getpid(); }
+    void set() {  // in fork()'s child, before it has a second thread
+        if (page_) page_->store(1u, std::memory_order_relaxed);
+        pid_ = getpid();
+    }
+
+private:
+    std::atomic<uint32_t> *page_ = nullptr;
+    pid_t pid_;
+};
+
 class Pool {
 public:
     Pool() {
@@ -76,22 +111,34 @@ public:
     }
 
     void set_threads(int n) {
-        while (!belongs_to_this_process()) std::this_thread::yield();  // another thread is renewing it
+        if (!mark_.current()) {  // a child of a raw fork: no workers to stop (see ProcessMark)
+            configured_.store(n, std::memory_order_relaxed);
+            return;
+        }
         std::lock_guard<std::mutex> g(dispatch_);
         stop_workers();
         configured_.store(n, std::memory_order_relaxed);
     }
 
+    // fork()'s child, alone: fresh synchronization state and no workers (the parent's do not
+    // exist here; their objects are abandoned, never joined nor destroyed, and nothing is
+    // allocated).
     void after_fork() {
-        const pid_t pid = getpid();
-        claimed_pid_.store(pid, std::memory_order_relaxed);
-        renew(pid);
+        new (&dispatch_) std::mutex;
+        new (&m_) std::mutex;
+        new (&work_) std::condition_variable;
+        new (&idle_) std::condition_variable;
+        new (&workers_) std::vector<std::thread>;
+        active_ = 0;
+        stop_ = false;
+        new (&failure_) std::exception_ptr;
+        mark_.set();
     }
 
     void run(int64_t n, int64_t cost, RangeFn fn, void *ctx) {
         if (n <= 0) return;
         if (cpu_work_is_tiny(n, cost)) return fn(ctx, 0, n);  // tiny: no thread is woken
-        if (!belongs_to_this_process()) return fn(ctx, 0, n);
+        if (!mark_.current()) return fn(ctx, 0, n);  // a child of a raw fork (ProcessMark)
         const int64_t by_work = int64_t(double(n) * double(cost < 1 ? 1 : cost) / double(kCpuMinWorkPerThread));
         // One parallel region at a time; a second concurrent caller (or a nested call from
         // a worker) does its own work on its own thread.
@@ -137,36 +184,6 @@ private:
         void *ctx = nullptr;
         int64_t n = 0, parts = 0;
     };
-
-    // Whether the pool's state was made in this process.  A child made by fork() renews it
-    // in the atfork handler; one made without the handlers (glibc's _Fork, a raw clone)
-    // inherits mutexes and condition variables whose waiters are the parent's threads: the
-    // first broadcast there waited for those waiters forever (pthread_cond_broadcast in
-    // __condvar_quiesce_and_switch_g1; session 36).  The first thread of such a child to get
-    // here renews the state; any other thread arriving meanwhile runs its call inline.
-    bool belongs_to_this_process() {
-        const pid_t pid = getpid();
-        if (ready_pid_.load(std::memory_order_acquire) == pid) return true;
-        pid_t claimed = claimed_pid_.load(std::memory_order_relaxed);
-        if (claimed == pid || !claimed_pid_.compare_exchange_strong(claimed, pid, std::memory_order_relaxed))
-            return false;
-        renew(pid);
-        return true;
-    }
-
-    // Fresh synchronization state and no workers (the parent's do not exist here).
-    void renew(pid_t pid) {
-        new (&dispatch_) std::mutex;
-        new (&m_) std::mutex;
-        new (&work_) std::condition_variable;
-        new (&idle_) std::condition_variable;
-        new std::vector<std::thread>(std::move(workers_));  // the parent's: never joined here
-        workers_.clear();
-        active_ = 0;
-        stop_ = false;
-        failure_ = nullptr;
-        ready_pid_.store(pid, std::memory_order_release);
-    }
 
     int threads_locked() { return threads(); }
 
@@ -262,9 +279,7 @@ private:
     std::atomic<int> configured_{0};
     std::exception_ptr failure_;  // the first part that threw in the current region (under m_)
     std::atomic<uint64_t> worker_flags_{0};  // exception flags the workers raised in this region
-    // The process the state belongs to (belongs_to_this_process): claimed by the thread that
-    // renews it, ready once renewed.
-    std::atomic<pid_t> claimed_pid_{getpid()}, ready_pid_{getpid()};
+    ProcessMark mark_;
 #if defined(__linux__)
     cpu_set_t worker_cpus_;  // set by the thread starting the workers, before it starts them
     bool have_worker_cpus_ = false;
