@@ -23,7 +23,7 @@
 // `fixed` (run 122: the lean kernel's parts alone, where the small shapes' fixed cost goes).
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include \
-//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | gemv | gemv-modes | bulk | ring | lean | lean-shape | persist | fixed | only KxN M NAME KS [MODE]]
+//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | gemv | gemv-modes | bulk | ring | lean | lean-shape | persist | fixed | act16 | only KxN M NAME KS [MODE]]
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -733,6 +733,58 @@ void add_lean_diag(std::vector<Variant> &vs, int ntiles, int kchunks, int group)
     vs.push_back({std::string("diag.") + kWhat[WHAT] + ".NW" + std::to_string(NW) + ".B" + std::to_string(BPS) + ".CPW" + std::to_string(CPW), 0,
                   false, [=](const W4a16Args &a, cudaStream_t s) { lean_diag_kernel<NW, BPS, CPW, WHAT><<<unsigned(ntiles), NW * 32, 0, s>>>(a); }});
 }
+// ---- where M = 16's cost over M = 1 goes (mode `act16`, run 126).  At M = 16 a warp's chunk
+// reads 2 KB of activations (16 rows x 64 k, through L1) against 512 bytes of weights, and
+// every col tile's block reads all 16 rows of the whole K (at 4096x4096 256 blocks x 128 KB
+// from L2).  The library's MT = 2 lean loop with the activations' source changed: WHAT 1 every
+// chunk reads the warp's first chunk's activations (2 KB a warp, L1-resident after the first
+// batch: the L2 -> SM traffic gone, the L1 wavefronts kept), WHAT 2 no activation loads (the
+// mma's B operand from registers: loads and L1 wavefronts gone).  Sums differ (unchecked).
+template <int NW, int BPS, int CPW, int WHAT>
+__global__ void __launch_bounds__(NW * 32, BPS) lean_act_diag_kernel(const W4a16Args p) {
+    constexpr int MT = 2, DT = kBF16, kEntry = W4Scale<DT, true>::kEntryBytes;
+    __shared__ float red[NW][MT * 4][32];
+    const int warp = threadIdx.x >> 5, ct = blockIdx.x, lo = warp * CPW;
+    const uint8_t *wp, *sp;
+    const char *ap[MT];
+    float acc[MT][4];
+    w4_lean_start<MT, kEntry>(p, ct, lo, wp, sp, ap, acc);
+    uint4 w0 = gn_load_b128_stream_all(wp), w1 = gn_load_b128_stream_all(wp + kW4TileBytes);
+    W4Scale<DT, true> sq;
+    sq.load_entry(sp);
+    uint32_t b[MT][8];
+    if constexpr (WHAT == 2) {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int k = 0; k < 8; ++k) b[mt][k] = 0x3c003c00u ^ (threadIdx.x * 0x9E3779B9u + 97u * k + 31u * mt);
+    }
+#pragma unroll
+    for (int i = 0; i < CPW; i += 2) {
+        const uint4 c0 = w0, c1 = w1;
+        const W4Scale<DT, true> sc = sq;
+        if (i + 2 < CPW) {
+            w0 = gn_load_b128_stream_all(wp + (i + 2) * kW4TileBytes);
+            w1 = gn_load_b128_stream_all(wp + (i + 3) * kW4TileBytes);
+            sq.load_entry(sp + (i + 2) / 2 * (8 * kEntry));
+        }
+        if constexpr (WHAT == 1) {
+            w4_lean_chunk<DT, true, MT>(acc, c0, sc, ap, 0);
+            w4_lean_chunk<DT, true, MT>(acc, c1, sc, ap, kW4TileK * 2);
+        } else {
+            w4_chunk_mma_rows<DT, true, MT>(acc, c0, sc, b);
+            w4_chunk_mma_rows<DT, true, MT>(acc, c1, sc, b);
+        }
+    }
+    w4_gemv_finish<NW, NW, MT>(p, red, acc, warp, ct, warp, 0, 1);
+}
+template <int NW, int BPS, int CPW, int WHAT>
+void add_lean_act_diag(std::vector<Variant> &vs, int ntiles, int kchunks, int group) {
+    static const char *const kWhat[] = {"", "act-l1", "act-regs"};
+    if (group != 128 || kchunks != NW * CPW) return;
+    vs.push_back({std::string("diag.") + kWhat[WHAT] + ".MT2.NW" + std::to_string(NW) + ".B" + std::to_string(BPS) + ".CPW" + std::to_string(CPW), 0,
+                  false, [=](const W4a16Args &a, cudaStream_t s) { lean_act_diag_kernel<NW, BPS, CPW, WHAT><<<unsigned(ntiles), NW * 32, 0, s>>>(a); }});
+}
 // Every byte of the weight and scale area read once, 16 bytes a thread, grid-stride over
 // BLOCKS x SMs blocks of 512 threads; one store a thread only if its XOR is a magic value.
 __global__ void read_all_kernel(const uint4 *src, int64_t n16, uint32_t *sink) {
@@ -1115,6 +1167,8 @@ int main(int argc, char **argv) {
     // `fixed` (run 122): M = 1, the library's lean builds beside lean_diag_kernel's parts and a
     // read of the same bytes
     const bool fixed = !strcmp(mode, "fixed");
+    // `act16` (run 126): M = 16, the library's lean builds beside lean_act_diag_kernel's
+    const bool act16 = !strcmp(mode, "act16");
     auto wanted = [&](int k, int n, int m, const Variant &v) {
         return !only || (std::to_string(k) + "x" + std::to_string(n) == argv[2] && m == atoi(argv[3]) && v.name == argv[4] &&
                          v.ks == atoi(argv[5]));
@@ -1156,7 +1210,9 @@ int main(int argc, char **argv) {
 
     struct Shape { int k, n; };
     const std::vector<Shape> shapes = {{4096, 4096}, {4096, 6144}, {4096, 24576}, {12288, 4096}};
-    const std::vector<int> ms = quick || gemv || bulk || ring || fixed ? std::vector<int>{1} : std::vector<int>{1, 16};
+    const std::vector<int> ms = quick || gemv || bulk || ring || fixed ? std::vector<int>{1}
+                                : act16                                ? std::vector<int>{16}
+                                                                       : std::vector<int>{1, 16};
     for (const Shape sh : shapes) {
         W4Tiled t;
         w4_tiled_geometry(sh.n, sh.k, 128, false, &t);
@@ -1182,7 +1238,7 @@ int main(int argc, char **argv) {
             CHECK(cudaStreamSynchronize(s));
             std::vector<Variant> vs;
             const int nt = int(t.ntiles);
-            if (ring || lean_shape || persist || fixed) {  // no decode builds beside them
+            if (ring || lean_shape || persist || fixed || act16) {  // no decode builds beside them
             } else if (bulk) {
                 add_decode<1, 1, 4>(vs, nt);
             } else if (m <= 8) {
@@ -1239,6 +1295,21 @@ int main(int argc, char **argv) {
                 add_lean_diag<16, 2, 12, 2>(vs, nt, kc, gr);
                 add_lean_diag<16, 2, 12, 3>(vs, nt, kc, gr);
                 add_read_all(vs, t.total_bytes, sms, 4);
+                add_read_all(vs, t.total_bytes, sms, 8);
+            } else if (act16) {
+                const int kc = int(t.kchunks), gr = int(t.group);
+                add_lean_full<2, 16, 2, 4>(vs, nt, kc, gr);   // the library's M = 16 builds
+                add_lean_full<2, 8, 4, 8>(vs, nt, kc, gr);
+                add_lean_full<2, 16, 2, 12>(vs, nt, kc, gr);
+                add_lean_act_diag<16, 2, 4, 1>(vs, nt, kc, gr);
+                add_lean_act_diag<16, 2, 4, 2>(vs, nt, kc, gr);
+                add_lean_act_diag<8, 4, 8, 1>(vs, nt, kc, gr);
+                add_lean_act_diag<8, 4, 8, 2>(vs, nt, kc, gr);
+                add_lean_act_diag<16, 2, 12, 1>(vs, nt, kc, gr);
+                add_lean_act_diag<16, 2, 12, 2>(vs, nt, kc, gr);
+                add_lean_full<1, 16, 2, 4>(vs, nt, kc, gr);   // the M = 1 builds on 16 rows (rows 8..15 unread)
+                add_lean_full<1, 8, 4, 8>(vs, nt, kc, gr);
+                add_lean_full<1, 16, 2, 12>(vs, nt, kc, gr);
                 add_read_all(vs, t.total_bytes, sms, 8);
             } else if (persist) {
                 const int kc = int(t.kchunks), gr = int(t.group);
