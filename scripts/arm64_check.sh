@@ -4,7 +4,8 @@
 # aarch64-linux-gnu toolchain, then run the driver under qemu-user.  Its fixed cases set the
 # FP control register directly (FPCR flush-to-zero, upward rounding) and test the exception
 # flags of pooled calls, so this runs cpu_fenv.h's aarch64 code (FPCR / FPSR), which no x86
-# build compiles, as well as every entry point's checks and results.
+# build compiles, as well as every entry point's checks and results; then the C consumer's
+# raw-fork test (children of _Fork() while the pool is busy) under the same emulator.
 #
 #   bash scripts/arm64_check.sh          # FUZZ_CASES (default 20000), FUZZ_SEED (default 1)
 #
@@ -39,4 +40,8 @@ file_out=$(od -An -tx1 -j18 -N2 "$build/fuzz_abi" | tr -d ' ')
 
 echo "== fuzz driver under qemu-aarch64"
 QEMU_LD_PREFIX=$sysroot qemu-aarch64 "$build/fuzz_abi" --seed "${FUZZ_SEED:-1}" --cases "${FUZZ_CASES:-20000}"
+echo "== _Fork() children of a busy pool under qemu-aarch64 (tests/c_consumer/raw_fork.c)"
+aarch64-linux-gnu-gcc -std=c99 -O2 -Ipybind_free_api/include tests/c_consumer/raw_fork.c -o "$build/raw_fork" \
+  -L"$build" -lgatednorm -lpthread -ldl -lm
+QEMU_LD_PREFIX=$sysroot LD_LIBRARY_PATH=$PWD/$build timeout 600 qemu-aarch64 "$build/raw_fork" 20
 echo "== aarch64 check passed in $((SECONDS - start)) s"

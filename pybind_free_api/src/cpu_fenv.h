@@ -41,10 +41,12 @@ inline void fp_flags_clear() { _mm_setcsr(_mm_getcsr() & ~kStickyFlags); }
 inline void fp_flags_raise(FpFlags f) { _mm_setcsr(_mm_getcsr() | (f & kStickyFlags)); }  // sets, never traps
 #elif defined(GN_FENV_FPCR)
 using FpControl = uint64_t;
-// FPCR: FZ (bit 24), RMode (bits 22-23), FZ16 (bit 19) and the trap enables (IOE, DZE, OFE,
-// UFE, IXE: bits 8-12; IDE: bit 15) cleared; the flags live in FPSR, untouched.
-constexpr FpControl kNonIeeeControl =
-    (FpControl(1) << 24) | (FpControl(3) << 22) | (FpControl(1) << 19) | (FpControl(0x1f) << 8) | (FpControl(1) << 15);
+// FPCR: FZ (bit 24), RMode (bits 22-23), FZ16 (bit 19), the trap enables (IOE, DZE, OFE,
+// UFE, IXE: bits 8-12; IDE: bit 15) and FEAT_AFP's NEP, AH and FIZ (bits 2, 1, 0: FIZ
+// flushes subnormal inputs; RES0, so cleared harmlessly, where the CPU lacks AFP) cleared;
+// the flags live in FPSR, untouched here.
+constexpr FpControl kNonIeeeControl = (FpControl(1) << 24) | (FpControl(3) << 22) | (FpControl(1) << 19) |
+                                      (FpControl(0x1f) << 8) | (FpControl(1) << 15) | FpControl(7);
 constexpr FpControl kIeeeMasks = 0;
 constexpr FpControl kStickyFlags = 0;
 inline FpControl fp_control_get() {

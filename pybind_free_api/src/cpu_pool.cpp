@@ -65,7 +65,9 @@ void pool_after_fork();
 // (malloc's and the thread-stack cache's locks are not reset either), so it never touches
 // the pool: its host calls run on the calling thread.  The mark is a page the kernel zeroes
 // in every child (MADV_WIPEONFORK, Linux 4.14+), so a child whose pid equals the one that
-// set it (pid reuse, a new pid namespace) still reads as a child; without that page, the pid.
+// set it (pid reuse, a new pid namespace) still reads as a child; and the pid, for where the
+// page is missing or not wiped (qemu-user 7.2 accepts the advice and ignores it: every raw
+// fork child hung there, a review of 11ed26d).
 class ProcessMark {
 public:
     ProcessMark() : pid_(getpid()) {
@@ -78,7 +80,7 @@ public:
             munmap(m, size_t(page > 0 ? page : 4096));
 #endif
     }
-    bool current() const { return page_ ? page_->load(std::memory_order_relaxed) == 1u : pid_ == getpid(); }
+    bool current() const { return (!page_ || page_->load(std::memory_order_relaxed) == 1u) && pid_ == getpid(); }
     void set() {  // in fork()'s child, before it has a second thread
         if (page_) page_->store(1u, std::memory_order_relaxed);
         pid_ = getpid();
@@ -191,17 +193,26 @@ private:
         if (int(workers_.size()) == want) return true;
         stop_workers();
 #if defined(__linux__)
-        // Workers run on the process's CPUs, not on those of the thread that happens to start
-        // them (a thread inherits its creator's mask: one caller pinned to a core put every
-        // worker on that core).
-        have_worker_cpus_ = process_cpus(&worker_cpus_);
+        cpu_set_t cpus;
+        const bool have_cpus = process_cpus(&cpus);
 #endif
         // Started from inside an entry point, under guarded()'s IeeeFloatScope: a thread
         // inherits its creator's floating-point control state, so the workers keep the IEEE
         // defaults even when the pool is started by a thread that flushes subnormals
         // (cpu_fenv.h; an XLA thread calling through gatednorm.jax_ops, say).
         try {
-            for (int i = 0; i < want; ++i) workers_.emplace_back([this] { worker(); });
+            for (int i = 0; i < want; ++i) {
+                workers_.emplace_back([this] { worker(); });
+#if defined(__linux__)
+                // Set here, by the thread starting them, so both hold when the call returns:
+                // workers run on the process's CPUs, not on those of this thread (a thread
+                // inherits its creator's mask: one caller pinned to a core put every worker
+                // on that core), and carry a name for top -H, gdb and /proc.
+                const pthread_t h = workers_.back().native_handle();
+                if (have_cpus) (void)pthread_setaffinity_np(h, sizeof cpus, &cpus);
+                (void)pthread_setname_np(h, "gatednorm-cpu");
+#endif
+            }
         } catch (...) {
             stop_workers();
             return false;
@@ -237,10 +248,6 @@ private:
     }
 
     void worker() {
-#if defined(__linux__)
-        if (have_worker_cpus_) (void)sched_setaffinity(0, sizeof worker_cpus_, &worker_cpus_);
-        (void)pthread_setname_np(pthread_self(), "gatednorm-cpu");  // for top -H, gdb, /proc
-#endif
         uint64_t seen;
         {
             std::lock_guard<std::mutex> lk(m_);
@@ -280,10 +287,6 @@ private:
     std::exception_ptr failure_;  // the first part that threw in the current region (under m_)
     std::atomic<uint64_t> worker_flags_{0};  // exception flags the workers raised in this region
     ProcessMark mark_;
-#if defined(__linux__)
-    cpu_set_t worker_cpus_;  // set by the thread starting the workers, before it starts them
-    bool have_worker_cpus_ = false;
-#endif
 };
 
 // Never destroyed: a thread may still be inside a call when the process exits (Python

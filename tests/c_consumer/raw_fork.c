@@ -4,7 +4,8 @@
  * pthread_cond_broadcast (session 35's review; about 1 child in 10-30 here).  Such a child
  * now runs its host calls on the calling thread (cpu_pool.cpp, ProcessMark).  The child makes
  * the calls from the forking thread with preallocated outputs; gatednorm_set_num_threads in
- * the child must return too.  Exit 77 (CTest: skipped) where the C library has no _Fork. */
+ * the child must return too.  Exit 77 (CTest: skipped) where the C library has no _Fork.
+ * argv[1]: the number of children (default 200; scripts/arm64_check.sh runs fewer under qemu). */
 #define _GNU_SOURCE
 #include <gatednorm.h>
 #include <dlfcn.h>
@@ -19,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { kRows = 4096, kCols = 64, kForks = 200 };
+enum { kRows = 4096, kCols = 64 };
 static float x[kRows * kCols], z[kRows * kCols], w[kCols], want[kRows * kCols];
 static float busy_out[2][kRows * kCols], child_out[kRows * kCols];
 static volatile int stop;
@@ -47,7 +48,9 @@ static void *busy(void *slot) {  /* parallel regions back to back: workers wakin
     return NULL;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    const int forks = argc > 1 ? atoi(argv[1]) : 200;
+    if (forks < 1) return 2;
     pid_t (*raw_fork)(void) = (pid_t(*)(void))dlsym(RTLD_DEFAULT, "_Fork");
     if (!raw_fork) {
         printf("skipped: no _Fork in this C library\n");
@@ -62,7 +65,7 @@ int main(void) {
     for (long i = 0; i < 2; ++i)
         if (pthread_create(&t[i], NULL, busy, (void *)i)) return 2;
     int hung = 0, wrong = 0;
-    for (int it = 0; it < kForks; ++it) {
+    for (int it = 0; it < forks; ++it) {
         const pid_t pid = raw_fork();
         if (pid < 0) return 2;
         if (pid == 0) {
@@ -91,6 +94,6 @@ int main(void) {
     stop = 1;
     for (int i = 0; i < 2; ++i) pthread_join(t[i], NULL);
     gatednorm_set_num_threads(before);
-    printf("_Fork children while the pool was busy: %d, hung %d, failed %d\n", kForks, hung, wrong);
+    printf("_Fork children while the pool was busy: %d, hung %d, failed %d\n", forks, hung, wrong);
     return hung || wrong;
 }
