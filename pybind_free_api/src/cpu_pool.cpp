@@ -59,9 +59,11 @@ void pool_after_fork();
 // Whether the pool's state belongs to this process.  fork() runs pool_after_fork in the child
 // (an atfork handler), which renews the state; a child made without the handlers (glibc's
 // _Fork, a raw clone) inherits mutexes held by threads it does not have and condition
-// variables whose waiters are such threads: its first broadcast waited for them forever
-// (pthread_cond_broadcast in __condvar_quiesce_and_switch_g1, 1 child in 10 while the
-// parent was busy; session 36).  Such a child may not even start threads or allocate safely
+// variables whose waiters are such threads, and the parent's worker handles: its first
+// parallel region could wait forever in pthread_cond_broadcast
+// (__condvar_quiesce_and_switch_g1; 1 child in 10-30 while the parent was busy), and a
+// set_num_threads there joined threads that do not exist (every such child hung; session
+// 36).  Such a child may not even start threads or allocate safely
 // (malloc's and the thread-stack cache's locks are not reset either), so it never touches
 // the pool: its host calls run on the calling thread.  The mark is a page the kernel zeroes
 // in every child (MADV_WIPEONFORK, Linux 4.14+), so a child whose pid equals the one that
