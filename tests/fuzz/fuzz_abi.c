@@ -3426,6 +3426,9 @@ static void fixed_case_fp_state(void) {
     for (int i = 0; i < kRows * kCols; ++i) subnormal += y0[i] != 0.0f && fabsf(y0[i]) < FLT_MIN;
     if (subnormal < kRows) die("only %d subnormal outputs: the case tests nothing", subnormal);
 
+    /* The flushing caller below starts the workers afresh (set_num_threads stopped them): a
+     * thread inherits its creator's FP state, so they must be started under the IEEE scope. */
+    if (gatednorm_set_num_threads(3)) die("set_num_threads: %s", gatednorm_last_error());
     const unsigned long long saved = fp_control();
     if (fesetround(FE_UPWARD)) die("fesetround failed");
     fp_control_set(fp_control() | kFlushBits);
