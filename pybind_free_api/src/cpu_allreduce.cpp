@@ -68,13 +68,15 @@ void mark_out_of_step(const CommState &c) {
 }
 uint64_t *gathered_flag(char *buffer) { return reinterpret_cast<uint64_t *>(buffer + kCommFlags + kCommGatheredOffset); }
 
-// This process's pid namespace (its inode; 0 where unknown), read once.
+// This process's pid namespace (its inode; 0 where unknown), read at each use (a stamp, a
+// peer check every ~10 ms of waiting, the stale-segment sweep): a value kept from the first
+// use would follow a child into a new pid namespace (clone with CLONE_NEWPID, unshare then
+// fork), whose stamp would then pair its own pids with the parent's namespace, and a peer
+// there could take a live rank for an exited one (a session-36 review).  A /proc that cannot
+// resolve this process (another namespace's mount) gives 0: unknown, never judged.
 uint64_t pid_namespace() {
-    static const uint64_t ns = [] {
-        struct stat st;
-        return stat("/proc/self/ns/pid", &st) == 0 ? uint64_t(st.st_ino) : uint64_t(0);
-    }();
-    return ns;
+    struct stat st;
+    return stat("/proc/self/ns/pid", &st) == 0 ? uint64_t(st.st_ino) : uint64_t(0);
 }
 
 // /proc/PID/stat's state (field 3) and start time (field 22, clock ticks since boot); false
