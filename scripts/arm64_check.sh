@@ -35,13 +35,13 @@ cmake -S . -B "$build" ${gen[@]+"${gen[@]}"} -DCMAKE_SYSTEM_NAME=Linux -DCMAKE_S
   -DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc -DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++ \
   -DCMAKE_BUILD_TYPE=Release -DGATEDNORM_GPU=OFF -DGATEDNORM_BUILD_FUZZ=ON >/dev/null
 cmake --build "$build" -j "${GATEDNORM_JOBS:-2}"
-file_out=$(od -An -tx1 -j18 -N2 "$build/fuzz_abi" | tr -d ' ')
-[ "$file_out" = "b700" ] || { echo "FAIL: $build/fuzz_abi is not an aarch64 ELF (e_machine $file_out)" >&2; exit 1; }
+machine=$(od -An -tx1 -j18 -N2 "$build/fuzz_abi" | tr -d ' ')  # ELF e_machine, little-endian: 0xb7 = aarch64
+[ "$machine" = "b700" ] || { echo "FAIL: $build/fuzz_abi is not an aarch64 ELF (e_machine bytes $machine)" >&2; exit 1; }
 
 echo "== fuzz driver under qemu-aarch64"
 QEMU_LD_PREFIX=$sysroot qemu-aarch64 "$build/fuzz_abi" --seed "${FUZZ_SEED:-1}" --cases "${FUZZ_CASES:-20000}"
 echo "== _Fork() children of a busy pool under qemu-aarch64 (tests/c_consumer/raw_fork.c)"
-aarch64-linux-gnu-gcc -std=c99 -O2 -Ipybind_free_api/include tests/c_consumer/raw_fork.c -o "$build/raw_fork" \
+aarch64-linux-gnu-gcc -std=c99 -O2 -Ipybind_free_api/include -Itests/c_consumer tests/c_consumer/raw_fork.c -o "$build/raw_fork" \
   -L"$build" -lgatednorm -lpthread -ldl -lm
 QEMU_LD_PREFIX=$sysroot LD_LIBRARY_PATH=$PWD/$build timeout 600 qemu-aarch64 "$build/raw_fork" 20
 echo "== aarch64 check passed in $((SECONDS - start)) s"

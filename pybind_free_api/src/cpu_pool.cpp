@@ -75,11 +75,12 @@ public:
     ProcessMark() : pid_(getpid()) {
 #if defined(__linux__) && defined(MADV_WIPEONFORK)
         const long page = sysconf(_SC_PAGESIZE);
-        void *m = mmap(nullptr, size_t(page > 0 ? page : 4096), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m != MAP_FAILED && madvise(m, size_t(page > 0 ? page : 4096), MADV_WIPEONFORK) == 0)
+        const size_t bytes = size_t(page > 0 ? page : 4096);
+        void *m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m != MAP_FAILED && madvise(m, bytes, MADV_WIPEONFORK) == 0)
             page_ = new (m) std::atomic<uint32_t>(1u);  // never unmapped (the pool lives as long)
         else if (m != MAP_FAILED)
-            munmap(m, size_t(page > 0 ? page : 4096));
+            munmap(m, bytes);
 #endif
     }
     bool current() const { return (!page_ || page_->load(std::memory_order_relaxed) == 1u) && pid_ == getpid(); }

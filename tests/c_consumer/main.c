@@ -7,25 +7,9 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { T = 3, H = 2, D = 16 };
+#include "f32_tensor.h"
 
-static gatednorm_tensor f32_tensor(float *data, int ndim, const int64_t *shape) {
-    gatednorm_tensor t;
-    memset(&t, 0, sizeof t);
-    t.data = data;
-    t.device.device_type = GATEDNORM_DEVICE_TYPE_CPU;
-    t.ndim = ndim;
-    t.dtype.code = GATEDNORM_DTYPE_CODE_FLOAT;
-    t.dtype.bits = 32;
-    t.dtype.lanes = 1;
-    int64_t stride = 1;
-    for (int i = ndim - 1; i >= 0; --i) {
-        t.shape[i] = shape[i];
-        t.strides[i] = stride;
-        stride *= shape[i];
-    }
-    return t;
-}
+enum { T = 3, H = 2, D = 16 };
 
 static double silu(double v) { return v / (1.0 + exp(-v)); }
 

@@ -20,26 +20,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "f32_tensor.h"
+
 enum { kRows = 4096, kCols = 64 };
 static float x[kRows * kCols], z[kRows * kCols], w[kCols], want[kRows * kCols];
 static float busy_out[2][kRows * kCols], child_out[kRows * kCols];
 static volatile int stop;
 
-static gatednorm_tensor f32(float *data, int ndim, const int64_t *shape) {
-    gatednorm_tensor t;
-    memset(&t, 0, sizeof t);
-    t.data = data;
-    t.device.device_type = GATEDNORM_DEVICE_TYPE_CPU;
-    t.ndim = ndim;
-    t.dtype.code = GATEDNORM_DTYPE_CODE_FLOAT, t.dtype.bits = 32, t.dtype.lanes = 1;
-    int64_t stride = 1;
-    for (int i = ndim - 1; i >= 0; --i) t.shape[i] = shape[i], t.strides[i] = stride, stride *= shape[i];
-    return t;
-}
-
 static int norm(float *out) {  /* 4096 x 64 fp32: large enough for the pool to split it */
     const int64_t s2[2] = {kRows, kCols}, s1[1] = {kCols};
-    const gatednorm_tensor tx = f32(x, 2, s2), tz = f32(z, 2, s2), tw = f32(w, 1, s1), to = f32(out, 2, s2);
+    const gatednorm_tensor tx = f32_tensor(x, 2, s2), tz = f32_tensor(z, 2, s2), tw = f32_tensor(w, 1, s1), to = f32_tensor(out, 2, s2);
     return gatednorm_rmsnorm_gated(&tx, &tz, &tw, &to, NULL, NULL);
 }
 
