@@ -400,27 +400,34 @@ __global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(con
 
 // The end of a gemv-style kernel (every thread of the block calls it): warp `warp`'s mma
 // sums acc[mt][r] = out[8 mt + 2 t + (r & 1), 16 ct + g + 8 (r >> 1)] (lane = 4 g + t; MT
-// 8-row blocks) go to shared memory, then the first warp of each col tile adds its KS warps'
-// sums in warp order (the same order every run) and emits them, or writes the split's partial.
+// 8-row blocks) go to shared memory; then each of the col tile's MT x 4 entries (one
+// fragment register of the 32 lanes) is added up by one of its KS warps (entry e by the warp
+// with kpart == e % KS), over the KS warps in warp order (the same order every run, whichever
+// warp adds it), and emitted, or written as the split's partial.  An entry whose rows
+// 8 mt + (r & 1) + {0, 2, 4, 6} all lie at or past M is skipped (a uniform branch).  Spread
+// over warps, the last step is MT x 4 times shorter than one warp adding every entry (at M =
+// 16 and 16 warps that warp read 128 partials a lane while the block held its SM).
 template <int NW, int KS, int MT>
 __device__ __forceinline__ void w4_gemv_finish(const W4a16Args &p, float (&red)[NW][MT * 4][32], const float (&acc)[MT][4], int warp,
                                                int ct, int kpart, int split, int nsplit) {
+    constexpr int kEntries = MT * 4;
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
         for (int r = 0; r < 4; ++r) red[warp][4 * mt + r][lane] = acc[mt][r];
     __syncthreads();
-    if (kpart != 0 || ct >= p.ntiles) return;
+    if (ct >= p.ntiles) return;
+    const int first = warp - kpart;  // the col tile's first warp
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
+    for (int e0 = 0; e0 < kEntries; e0 += KS) {
+        const int e = e0 + kpart, mt = e >> 2, r = e & 3;
+        if (e >= kEntries || 8 * mt + (r & 1) >= p.m) continue;
+        float s = 0.0f;
 #pragma unroll
-        for (int r = 0; r < 4; ++r) {
-            float s = 0.0f;
-#pragma unroll
-            for (int w = 0; w < KS; ++w) s += red[warp + w][4 * mt + r][lane];
-            w4_emit(p, split, nsplit, 8 * mt + 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), s);
-        }
+        for (int w = 0; w < KS; ++w) s += red[first + w][e][lane];
+        w4_emit(p, split, nsplit, 8 * mt + 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), s);
+    }
 }
 // One 8-row block (the gemv kernel's float[4] sums).
 template <int NW, int KS>

@@ -1337,6 +1337,7 @@ int main(int argc, char **argv) {
             } else if (lean_shape) {
                 const int kc = int(t.kchunks), gr = int(t.group);
                 if (m <= 8) {
+                    add_lean_full<1, 16, 2, 4>(vs, nt, kc, gr);   // K 4096, <= 2 x SMs col tiles: the library's
                     add_lean_full<1, 8, 4, 8>(vs, nt, kc, gr);    // K 4096: the library's
                     add_lean_full<1, 4, 8, 16>(vs, nt, kc, gr);
                     add_lean_full<1, 4, 6, 16>(vs, nt, kc, gr);
@@ -1346,6 +1347,7 @@ int main(int argc, char **argv) {
                     add_lean_full<1, 24, 1, 8>(vs, nt, kc, gr);
                     add_lean_full<1, 6, 5, 32>(vs, nt, kc, gr);
                 } else {
+                    add_lean_full<2, 16, 2, 4>(vs, nt, kc, gr);   // K 4096, <= 2 x SMs col tiles: the library's
                     add_lean_full<2, 8, 4, 8>(vs, nt, kc, gr);    // K 4096: the library's
                     add_lean_full<2, 4, 6, 16>(vs, nt, kc, gr);
                     add_lean_full<2, 4, 8, 16>(vs, nt, kc, gr);
