@@ -212,19 +212,51 @@ W4a16Args make_args(const W4a16GemmProblem &p, const W4Tiled &t, const Plan &pl)
 // (run 67).  Its plan needs no workspace, so the size query's plan (make_plan, which knows
 // no G) still covers the call.  Where each warp's chunk count is one of kLeanCpw, the build
 // with that trip count compiled in (10-14% faster again at M = 1, run 71's tuner): K 4096,
-// 8192, 12288 and 16384 on the 16-warp build, 2048, 4096, 6144 and 8192 on the 8-warp one.
+// 8192, 12288 and 16384 on the 16-warp build, 2048, 4096, 6144 and 8192 on the 8-warp one
+// (at M 9..16 only 8 chunks a warp there, plus use_two_row_block_warps' choices).
 // GATEDNORM_W4A16_KERNEL (a test and bench hook read at each call, not API): `gemv` keeps
-// make_plan's kernel, `lean` the lean loop's runtime trip count, so tests can compare the
-// loops bit for bit.
+// make_plan's kernel, `lean` the lean loop's runtime trip count on M <= 8's warps (so no
+// use_two_row_block_warps), so tests can compare the loops bit for bit.
 constexpr int kLeanCpw[] = {4, 8, 12, 16};
 // last_kernel()'s names of those builds (the runtime count's is "w4a16.gemv.lean")
 constexpr const char *kLeanNames[] = {"w4a16.gemv.lean.cpw4", "w4a16.gemv.lean.cpw8", "w4a16.gemv.lean.cpw12", "w4a16.gemv.lean.cpw16"};
 constexpr int kLeanCounts = int(sizeof kLeanCpw / sizeof kLeanCpw[0]);
 static_assert(sizeof kLeanNames / sizeof kLeanNames[0] == kLeanCounts, "a name a compiled count");
 
-// Whether a build with CPW compiled in exists at MT: MT = 2 only at 8 (its other counts
-// spill at the 64-register bound).  The plan and the launcher both ask this.
-constexpr bool lean_cpw_built(int mt, int cpw) { return mt == 1 || cpw == 8; }
+// M 9..16's builds with 16 chunks a warp and fewer warps a col tile (80 registers, no
+// spills; their launch bounds leave that many): 12 warps two blocks an SM, 4 warps six.
+constexpr int kLean12Warps = 12, kLean12BlocksPerSm = 2, kLean4Warps = 4, kLean4BlocksPerSm = 6;
+
+// Whether a build with CPW compiled in exists at MT for a block of `warps` warps: MT = 1 on
+// the 16- and 8-warp builds at every count of kLeanCpw; MT = 2 there only at 8 (its other
+// counts spill at the 64-register bound), and at 16 on the 12- and 4-warp builds.  The plan
+// asks this; the launcher (warps = 0: any) instantiates what it allows.
+constexpr bool lean_cpw_built(int mt, int cpw, int warps = 0) {
+    if (mt == 1 || cpw == 8) return warps == 0 || warps == kGemvWideWarps || warps == kW4DecodeWarps;
+    return cpw == 16 && (warps == 0 || warps == kLean12Warps || warps == kLean4Warps);
+}
+
+// M 9..16 (two 8-row blocks): the warps a col tile where the tuner measured better than
+// M <= 8's choice, each with its chunk count compiled in.  lean-shape, run 128 (H100, us,
+// M = 16, the spread finish), against the plan before:
+//  - K 4096 in the 16-warp tier (4096x4096, 256 col tiles): 8 warps of 8 chunks 5.66, where
+//    16 warps ran the runtime count (no MT = 2 build has 4 compiled in) 6.10;
+//  - K 12288 there (12288x4096): 12 warps of 16 chunks 11.34 against 16 warps' 12.40;
+//  - K 4096 past four 8-warp blocks an SM (4096x24576, 1536 col tiles): 4 warps of 16
+//    chunks 20.97 against 8 warps' 21.37.  Below that edge (4096x6144, 384 col tiles) 4
+//    warps leave too few an SM: 7.70 against 6.95.
+void use_two_row_block_warps(Plan *pl, const DeviceFacts &f, const W4Tiled &t) {
+    int warps = 0, cpw = 0;
+    if (pl->gemv_warps == kGemvWideWarps) {
+        if (t.kchunks == 8 * kW4DecodeWarps) warps = kW4DecodeWarps, cpw = 8;
+        else if (t.kchunks == 16 * kLean12Warps) warps = kLean12Warps, cpw = 16;
+    } else if (t.kchunks == 16 * kLean4Warps && t.ntiles > int64_t(kGemvBlocksPerSm) * f.sms) {
+        warps = kLean4Warps, cpw = 16;
+    }
+    if (!warps) return;
+    pl->gemv_warps = warps;
+    pl->lean_cpw = cpw;
+}
 
 void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) {
     if (m > kLeanMaxM || t.group != 128 || t.k % kW4TileK) return;
@@ -235,9 +267,11 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
     lean.gemv_lean = true;
     lean.mt = m <= 8 ? 1 : 2;
     const int64_t cpw = t.kchunks / lean.gemv_warps;
-    if (!(v && !strcmp(v, "lean")))
+    if (!(v && !strcmp(v, "lean"))) {
         for (const int c : kLeanCpw)
-            if (cpw == c && lean_cpw_built(lean.mt, c)) lean.lean_cpw = c;
+            if (cpw == c && lean_cpw_built(lean.mt, c, lean.gemv_warps)) lean.lean_cpw = c;
+        if (lean.mt == 2) use_two_row_block_warps(&lean, f, t);
+    }
     *pl = lean;
 }
 
@@ -262,13 +296,22 @@ const char *lean_kernel_name(int cpw) {
 template <int DT, bool ZP, int MT, int CPW>
 hipError_t launch_gemv_lean_cpw(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     const dim3 grid(unsigned(pl.ctas));
-    if (pl.gemv_warps == kGemvWideWarps)
-        return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, MT, kGemvWideWarps, 2, CPW>, grid, kGemvWideWarps * 32, s, a, a.pdl != 0);
-    return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, MT, kW4DecodeWarps, kGemvBlocksPerSm, CPW>, grid, kW4DecodeThreads, s, a, a.pdl != 0);
+    const bool pdl = a.pdl != 0;
+    if constexpr (MT == 2 && CPW == 16) {  // use_two_row_block_warps' 12- and 4-warp builds
+        if (pl.gemv_warps == kLean12Warps)
+            return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 2, kLean12Warps, kLean12BlocksPerSm, 16>, grid, kLean12Warps * 32, s, a, pdl);
+        if (pl.gemv_warps == kLean4Warps)
+            return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 2, kLean4Warps, kLean4BlocksPerSm, 16>, grid, kLean4Warps * 32, s, a, pdl);
+        return hipErrorInvalidConfiguration;  // no such build: the plan and lean_cpw_built disagree
+    } else {
+        if (pl.gemv_warps == kGemvWideWarps)
+            return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, MT, kGemvWideWarps, 2, CPW>, grid, kGemvWideWarps * 32, s, a, pdl);
+        return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, MT, kW4DecodeWarps, kGemvBlocksPerSm, CPW>, grid, kW4DecodeThreads, s, a, pdl);
+    }
 }
 
 // The build of the plan's compiled count (kLeanCpw[I..], those lean_cpw_built), else the
-// runtime count's.
+// runtime count's (16 or 8 warps: use_two_row_block_warps' choices always have a count).
 template <int DT, bool ZP, int MT, int I = 0>
 hipError_t launch_gemv_lean(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     if constexpr (I == kLeanCounts) {

@@ -603,8 +603,8 @@ __global__ void __launch_bounds__(NW * 32, BPS) lean_wn2_kernel(const W4a16Args 
 // last batch of this one is computed, so a block's loads never stop at a col tile's end (the
 // library's one-tile blocks drain their loads before the reduction and a new block starts
 // cold).  Same K ranges, order and reduction a col tile as the library's lean kernel, so the
-// same sums; the reduction buffer alternates between two halves so that warp 0's reads of
-// tile i cannot meet another warp's writes of tile i + 2 (the barrier of tile i + 1 orders them).
+// same sums; the reduction buffer alternates between two halves so that the finishing warps'
+// reads of tile i cannot meet another warp's writes of tile i + 2 (the barrier of tile i + 1 orders them).
 // SEL: the prefetch unconditional, from a selected address (the last col tile re-reads its own
 // first batch): which of the two forms ptxas fits without spills depends on the build.
 // Run 90: 0.4-0.8% faster at 4096x24576 M = 1 (three rounds of col tiles), 1-5% slower where
@@ -1347,11 +1347,11 @@ int main(int argc, char **argv) {
                     add_lean_full<1, 24, 1, 8>(vs, nt, kc, gr);
                     add_lean_full<1, 6, 5, 32>(vs, nt, kc, gr);
                 } else {
-                    add_lean_full<2, 16, 2, 4>(vs, nt, kc, gr);   // K 4096, <= 2 x SMs col tiles: the library's
+                    add_lean_full<2, 16, 2, 4>(vs, nt, kc, gr);   // K 4096: 16 warps, CPW 4 compiled (the library's MT 2 has no such build)
                     add_lean_full<2, 8, 4, 8>(vs, nt, kc, gr);    // K 4096: the library's
                     add_lean_full<2, 4, 6, 16>(vs, nt, kc, gr);
                     add_lean_full<2, 4, 8, 16>(vs, nt, kc, gr);
-                    add_lean_gemv<2, 16, 2>(vs, nt, kc, gr);      // K 12288: the library's
+                    add_lean_gemv<2, 16, 2>(vs, nt, kc, gr);      // the runtime count: the library's in the 16-warp tier before run 129
                     add_lean_full<2, 12, 3, 16>(vs, nt, kc, gr);
                     add_lean_full<2, 12, 2, 16>(vs, nt, kc, gr);
                 }

@@ -753,43 +753,78 @@ def test_gpu_gemv_lean_same_bits(rng, nvidia_plan, monkeypatch, n, symmetric, dt
             assert got.tobytes() == want.tobytes(), (kernel, pdl)
 
 
-# (N, K, chunks a warp): each trip count the lean loop has compiled in, on the 16-warp build
-# (N 4096: 256 col tiles) and the 8-warp one (N 6144), and a partial last col tile (N 4100);
-# on a GPU of ~132 SMs.  MT = 2 (M 9..16) has its count compiled in only at 8 (its other
-# builds spill at the 64-register bound): elsewhere M 9..16 runs the runtime count.
-LEAN_CPW_SHAPES = [(4096, 4096, 4), (4096, 8192, 8), (4096, 12288, 12), (4096, 16384, 16),
-                   (6144, 2048, 4), (6144, 4096, 8), (6144, 6144, 12), (6144, 8192, 16), (4100, 4096, 4)]
+def _lean_plan(m, n, k):
+    """The lean loop's kernel name at M (1..16) for [N, K] (G = 128, K % 64 == 0, no split) on
+    this GPU, and whether its warps are the runtime count's (GATEDNORM_W4A16_KERNEL=lean: M <=
+    8's warps), so that the two give the same bits: hip/w4a16.hip's use_gemv_lean and
+    use_two_row_block_warps, restated.  16 warps while the col tiles fit two blocks an SM, else
+    8; at M 9..16, K 4096 takes 8 warps in the 16-warp tier and 4 past four 8-warp blocks an
+    SM, K 12288 12 warps in the 16-warp tier."""
+    sms, ntiles, kchunks = _nvidia_sms(), (n + 15) // 16, k // 64
+    warps = 16 if ntiles <= 2 * sms else 8
+    if m > 8:
+        if warps == 16 and kchunks in (64, 192):
+            return LEAN + (".cpw8" if kchunks == 64 else ".cpw16"), False
+        if warps == 8 and kchunks == 64 and ntiles > 4 * sms:
+            return LEAN + ".cpw16", False
+    cpw = kchunks // warps
+    built = cpw in (4, 8, 12, 16) if m <= 8 else cpw == 8
+    return (LEAN + ".cpw%d" % cpw if built else LEAN), True
+
+
+# (N, K): each trip count the lean loop has compiled in, on the 16-warp build (N 4096: 256 col
+# tiles: 4, 8, 12, 16 chunks a warp) and the 8-warp one (N 6144), and a partial last col tile
+# (N 4100); on a GPU of ~132 SMs.  At M 9..16 K 4096 and 12288 on the 16-warp build take
+# other warps (their own K ranges, so their own bits: held to the reference).
+LEAN_CPW_SHAPES = [(4096, 4096), (4096, 8192), (4096, 12288), (4096, 16384),
+                   (6144, 2048), (6144, 4096), (6144, 6144), (6144, 8192), (4100, 4096)]
 
 
 @pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
-@pytest.mark.parametrize("n, k, cpw", LEAN_CPW_SHAPES)
-def test_gpu_gemv_lean_compiled_trip_count(rng, nvidia_plan, monkeypatch, n, k, cpw, symmetric):
-    """The builds with the trip count compiled in give the runtime count's bits, at M 1, 8, 9
-    and 16 in bf16 and fp16, and agree with the float64 reference (sampled columns)."""
+@pytest.mark.parametrize("n, k", LEAN_CPW_SHAPES)
+def test_gpu_gemv_lean_compiled_trip_count(rng, nvidia_plan, monkeypatch, n, k, symmetric):
+    """The builds with the trip count compiled in give the runtime count's bits where they
+    have its warps, at M 1, 8, 9 and 16 in bf16 and fp16, and agree with the float64
+    reference (sampled columns)."""
     w = _rand_plain(rng, n, k, symmetric)
     for dtype in ("bf16", "fp16"):
         wg = w.to("gpu:0", DT[dtype])
         for m in (1, 8, 9, 16):
             a = rng.standard_normal((m, k)).astype(DT[dtype])
             ag = put("gpu", a)
-            fixed = LEAN + ".cpw%d" % cpw if m <= 8 or cpw == 8 else LEAN
+            fixed, same_warps = _lean_plan(m, n, k)
             runtime = _gemm_with_hook(monkeypatch, "lean", ag, wg, m, n, dtype, LEAN)
             compiled = _gemm_with_hook(monkeypatch, None, ag, wg, m, n, dtype, fixed)
-            assert compiled.tobytes() == runtime.tobytes(), (dtype, m)
-            if m in (1, 16):
+            if same_warps:
+                assert compiled.tobytes() == runtime.tobytes(), (dtype, m)
+            else:
+                _assert_ref_cols(rng, a, w, runtime, dtype)
+            if m in (1, 16) or not same_warps:
                 _assert_ref_cols(rng, a, w, compiled, dtype)
 
 
-@pytest.mark.parametrize("n, k, g, kernel", [(4096, 4096, 64, "w4a16.gemv"), (64, 8192, 128, "w4a16.gemv.splitk"),
-                                             (4096, 4224, 128, "w4a16.gemv"), (4096, 3072, 128, "w4a16.gemv"),
-                                             (6144, 1536, 128, "w4a16.gemv"), (4096, 4096, 128, "w4a16.gemv.lean.cpw4")])
-def test_gpu_gemv_lean_where_it_applies(rng, nvidia_plan, monkeypatch, n, k, g, kernel):
-    """The lean loop at a bench shape; where its conditions fail (G = 64; a split; K
-    ranges not whole groups a warp: 66 chunks over 16 warps, and 48 / 24 chunks, whole ranges
-    of 3 over the 16- / 8-warp build) the gemv kernel runs, correctly."""
-    monkeypatch.delenv("GATEDNORM_W4A16_KERNEL", raising=False)
-    run_gemm("gpu", rng, 1, n, k, g, False, "bf16")
-    assert gatednorm.last_kernel() == kernel
+# M 9..16 with other warps than M <= 8's (use_two_row_block_warps), at the edges of its
+# rules: the 12-warp build at K 12288 while the col tiles fit two 16-warp blocks an SM, and
+# one col tile past that (the 8-warp tier: the runtime count); the 4-warp build at K 4096
+# one col tile past four 8-warp blocks an SM (the last one partial) and the 8-warp build at
+# the edge.  Each against the reference (sampled columns), every output written; the decode
+# kernel (GATEDNORM_W4A16_KERNEL=gemv) beside it, held to the same tolerance.
+@pytest.mark.parametrize("m", [9, 16])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
+@pytest.mark.parametrize("shape", ["k12288", "k12288_past_edge", "k4096_past_edge", "k4096_at_edge"])
+def test_gpu_gemv_lean_two_row_block_warps(rng, nvidia_plan, monkeypatch, shape, symmetric, dtype, m):
+    sms = _nvidia_sms()
+    n, k, kernel = {"k12288": (4096, 12288, LEAN + ".cpw16"), "k12288_past_edge": (16 * (2 * sms + 1), 12288, LEAN),
+                    "k4096_past_edge": (16 * 4 * sms + 8, 4096, LEAN + ".cpw16"),
+                    "k4096_at_edge": (16 * 4 * sms, 4096, LEAN + ".cpw8")}[shape]
+    assert _lean_plan(m, n, k)[0] == kernel
+    w = _rand_plain(rng, n, k, symmetric)
+    wg = w.to("gpu:0", DT[dtype])
+    a = rng.standard_normal((m, k)).astype(DT[dtype])
+    ag = put("gpu", a)
+    for hook, name in ((None, kernel), ("gemv", "w4a16.decode")):
+        _assert_ref_cols(rng, a, w, _gemm_with_hook(monkeypatch, hook, ag, wg, m, n, dtype, name), dtype)
 
 
 @pytest.mark.parametrize("m", [9, 16])
@@ -798,23 +833,22 @@ def test_gpu_gemv_lean_where_it_applies(rng, nvidia_plan, monkeypatch, n, k, g, 
 @pytest.mark.parametrize("n", [4096, 6144])
 def test_gpu_gemv_lean_two_row_blocks(rng, nvidia_plan, monkeypatch, n, symmetric, dtype, m):
     """M 9..16: the lean loop with two 8-row blocks (rows past M read row M - 1 and are never
-    written), the 16- and the 8-warp build (4 and 8 chunks a warp at K 4096: the runtime trip
-    count at 4, the compiled one at 8, where GATEDNORM_W4A16_KERNEL=lean gives the runtime
-    one); with GATEDNORM_W4A16_KERNEL=gemv the decode kernel; each against the reference
-    (sampled columns).  At
-    N 6144 (384 col tiles: the lean loop's 8-warp build and the decode kernel's one col tile a
-    warp, on GPUs of < 192 SMs) all three split K over 8 warps alike and add in warp order, so
-    their bits agree too."""
+    written) on 8 warps with 8 chunks each compiled in (N 4096: use_two_row_block_warps' choice
+    in the 16-warp tier; N 6144: the 8-warp tier's); with GATEDNORM_W4A16_KERNEL=lean the
+    runtime count on M <= 8's warps (16 at N 4096, 8 at N 6144); with =gemv the decode kernel;
+    each against the reference (sampled columns).  The 8-warp lean builds and the decode
+    kernel's one col tile a warp (N 4096 and 6144 on GPUs of < 192 SMs) split K over 8 warps
+    alike and add in warp order, so their bits agree too, and at N 6144 the runtime count's."""
     k = 4096
     w = _rand_plain(rng, n, k, symmetric)
     wg = w.to("gpu:0", DT[dtype])
     a = rng.standard_normal((m, k)).astype(DT[dtype])
     ag = put("gpu", a)
     got = {}
-    for hook, kernel in ((None, LEAN + (".cpw8" if n == 6144 else "")), ("lean", LEAN), ("gemv", "w4a16.decode")):
+    for hook, kernel in ((None, LEAN + ".cpw8"), ("lean", LEAN), ("gemv", "w4a16.decode")):
         got[hook] = _gemm_with_hook(monkeypatch, hook, ag, wg, m, n, dtype, kernel)
         _assert_ref_cols(rng, a, w, got[hook], dtype)
-    assert got[None].tobytes() == got["lean"].tobytes()
+    assert got[None].tobytes() == got["gemv"].tobytes()
     if n == 6144:
         assert got["lean"].tobytes() == got["gemv"].tobytes()
 
@@ -825,9 +859,11 @@ def test_gpu_gemv_lean_two_row_blocks(rng, nvidia_plan, monkeypatch, n, symmetri
 # gemv (G = 64; many col tiles), gemv split-K, decode (M > 8; K tail at M <= 8 and M > 8;
 # M 33: three row blocks), mma (M > 64).  The second GEMM (K = the first's N) has 512 outputs (few col tiles: a
 # split) unless n2 says otherwise.
-GEMV, DECODE, LEAN4, LEAN8, LEAN12 = "w4a16.gemv", "w4a16.decode", LEAN + ".cpw4", LEAN + ".cpw8", LEAN + ".cpw12"
-PDL_CASES = [(1, 4096, 4096, 128, 512, LEAN4, None), (9, 4096, 4096, 128, 512, LEAN, None), (4, 24576, 4096, 128, 512, LEAN8, None),
+GEMV, DECODE, LEAN4, LEAN8, LEAN12, LEAN16 = ("w4a16.gemv", "w4a16.decode", LEAN + ".cpw4", LEAN + ".cpw8", LEAN + ".cpw12",
+                                              LEAN + ".cpw16")
+PDL_CASES = [(1, 4096, 4096, 128, 512, LEAN4, None), (9, 4096, 4096, 128, 512, LEAN8, None), (4, 24576, 4096, 128, 512, LEAN8, None),
              (12, 6144, 4096, 128, 512, LEAN8, None), (1, 4096, 12288, 128, 512, LEAN12, None),
+             (16, 12288, 4096, 128, 4096, LEAN16, LEAN16), (9, 4096, 12288, 128, 512, LEAN16, None),
              (1, 4096, 4096, 128, 4096, LEAN4, LEAN4), (1, 4096, 4096, 64, 512, GEMV, None), (4, 24576, 4096, 64, 512, GEMV, None),
              (1, 64, 8192, 128, 512, "w4a16.gemv.splitk", None), (9, 4096, 4096, 64, 512, DECODE, None),
              (3, 4096, 4128, 32, 512, DECODE, None), (10, 4096, 4128, 32, 512, DECODE, None), (33, 4096, 4096, 64, 512, DECODE, None),
