@@ -405,8 +405,8 @@ __global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(con
 // with kpart == e % KS), over the KS warps in warp order (the same order every run, whichever
 // warp adds it), and emitted, or written as the split's partial.  An entry whose rows
 // 8 mt + (r & 1) + {0, 2, 4, 6} all lie at or past M is skipped (a uniform branch).  Spread
-// over warps, the last step is MT x 4 times shorter than one warp adding every entry (at M =
-// 16 and 16 warps that warp read 128 partials a lane while the block held its SM).
+// over warps, the last step is min(KS, MT x 4) times shorter than one warp adding every
+// entry (at M = 16 and 16 warps that warp read 128 partials a lane while the block held its SM).
 template <int NW, int KS, int MT>
 __device__ __forceinline__ void w4_gemv_finish(const W4a16Args &p, float (&red)[NW][MT * 4][32], const float (&acc)[MT][4], int warp,
                                                int ct, int kpart, int split, int nsplit) {
