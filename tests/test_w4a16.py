@@ -803,6 +803,18 @@ def test_gpu_gemv_lean_compiled_trip_count(rng, nvidia_plan, monkeypatch, n, k, 
                 _assert_ref_cols(rng, a, w, compiled, dtype)
 
 
+@pytest.mark.parametrize("n, k, g, kernel", [(4096, 4096, 64, "w4a16.gemv"), (64, 8192, 128, "w4a16.gemv.splitk"),
+                                             (4096, 4224, 128, "w4a16.gemv"), (4096, 3072, 128, "w4a16.gemv"),
+                                             (6144, 1536, 128, "w4a16.gemv"), (4096, 4096, 128, "w4a16.gemv.lean.cpw4")])
+def test_gpu_gemv_lean_where_it_applies(rng, nvidia_plan, monkeypatch, n, k, g, kernel):
+    """The lean loop at a bench shape; where its conditions fail (G = 64; a split; K
+    ranges not whole groups a warp: 66 chunks over 16 warps, and 48 / 24 chunks, whole ranges
+    of 3 over the 16- / 8-warp build) the gemv kernel runs, correctly."""
+    monkeypatch.delenv("GATEDNORM_W4A16_KERNEL", raising=False)
+    run_gemm("gpu", rng, 1, n, k, g, False, "bf16")
+    assert gatednorm.last_kernel() == kernel
+
+
 # M 9..16 with other warps than M <= 8's (use_two_row_block_warps), at the edges of its
 # rules: the 12-warp build at K 12288 while the col tiles fit two 16-warp blocks an SM, and
 # one col tile past that (the 8-warp tier: the runtime count); the 4-warp build at K 4096
