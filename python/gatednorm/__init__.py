@@ -57,7 +57,7 @@ __all__ = [
     "get_library",
 ]
 
-__version__ = "0.6.2"
+__version__ = "0.6.3"
 
 
 def _pkg() -> _Path:
