@@ -63,8 +63,9 @@ gatednorm_status device_facts(int device, DeviceFacts *f) {
     return GATEDNORM_STATUS_SUCCESS;
 }
 
-// How a GEMM is cut.  NVIDIA: M <= 8 with K % 64 == 0 takes the gemv kernel, other M <= 64
-// the decode kernel (MT 8-row blocks, WN col tiles a warp), else the 64 x 64 mma kernel; at
+// How a GEMM is cut.  NVIDIA: M <= 8 with K % 64 == 0 takes the gemv kernel, other M <= 48
+// (and M 49..64 while ceil(N / 64) < 2 x SMs) the decode kernel (MT 8-row blocks, WN col
+// tiles a warp), else the 64 x 64 mma kernel; at
 // M <= 16 the gemv kernel's lean loop replaces either where use_gemv_lean says.
 // AMD: 16-row blocks, one col tile a block.  Split-K
 // across blocks only when the blocks would leave multiprocessors idle: then each split

@@ -6,7 +6,8 @@
 //     w4a16_gemv_lean_kernel  M <= 16: the gemv kernel's loop on a diet, where G = 128, one
 //                          split and whole groups a warp (MT = 2 for M 9..16).
 //     w4a16_decode_kernel  other M <= 64 (make_plan: to 48, and to 64 unless the mma grid
-//                          fills the GPU twice; 16-row blocks above 16): weight-streaming.
+//                          fills the GPU twice; 16-row blocks, MT = 2, above 8 rows):
+//                          weight-streaming.
 //                          The weight tile is mma.m16n8k16's A
 //                          operand (16 columns x 16 k), the activations its B operand (k x
 //                          8 rows), so no tensor-core work is spent on absent rows beyond 8

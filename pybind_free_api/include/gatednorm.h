@@ -107,7 +107,7 @@ GATEDNORM_API const char *gatednorm_last_kernel(void);
 /* (major << 16) | (minor << 8) | patch of the loaded library. */
 GATEDNORM_API uint32_t gatednorm_version(void);
 /* Backend, GPU targets and compiler the library was built with, e.g.
- * "gatednorm 0.4.0; cpu; cuda 13.0 (80,90a); GNU 12.2.0". */
+ * "gatednorm 0.6.3; cpu; cuda 13.0 (80,90a); GNU 12.2.0". */
 GATEDNORM_API const char *gatednorm_build_info(void);
 
 /* ---------------------------------------------------------------- tensor descriptor */
