@@ -23,7 +23,7 @@
 // `fixed` (run 122: the lean kernel's parts alone, where the small shapes' fixed cost goes).
 //
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Ihip -Ipybind_free_api/include \
-//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | gemv | gemv-modes | bulk | ring | lean | lean-shape | persist | fixed | act16 | only KxN M NAME KS [MODE]]
+//        -Ipybind_free_api/src scripts/tune_w4a16.cu -o /tmp/tune_w4 && /tmp/tune_w4 [quick | gemv | gemv-modes | bulk | ring | lean | lean-shape | persist | fixed | act16 | rows | only KxN M NAME KS [MODE]]
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -408,6 +408,16 @@ void add_decode(std::vector<Variant> &vs, int ntiles) {
                   }});
 }
 
+// The same at M 17..64 on the library's grid: ceil(ntiles / WN) col-tile groups x ceil(M /
+// 16) row blocks, the row block varying fastest (hip/w4a16.hip launch_decode).
+template <int WN, int U, int BPS>
+void add_decode_rows(std::vector<Variant> &vs, int ntiles, int m) {
+    const unsigned blocks = unsigned((ntiles + WN - 1) / WN * ((m + 15) / 16));
+    vs.push_back({"decode.rows.WN" + std::to_string(WN) + ".U" + std::to_string(U) + ".B" + std::to_string(BPS), 0, true,
+                  [=](const W4a16Args &a, cudaStream_t s) {
+                      w4a16_decode_kernel<kBF16, true, 2, WN, U, 1, BPS><<<blocks, kW4DecodeThreads, 0, s>>>(a);
+                  }});
+}
 
 // ---- run 56: a leaner decode kernel for M <= 8 (K % 64 == 0), three numerics modes.
 // KS warps a col tile (8 / KS col tiles a block, each warp a contiguous K range: KS = 8 is
@@ -1169,6 +1179,10 @@ int main(int argc, char **argv) {
     const bool fixed = !strcmp(mode, "fixed");
     // `act16` (run 126): M = 16, the library's lean builds beside lean_act_diag_kernel's
     const bool act16 = !strcmp(mode, "act16");
+    // `rows` (run 131): M 24..64, the library's decode kernel on its row-block grid (each
+    // 16-row block dequantizes its chunks again) beside the lean loop with MT = 4 / 6 / 8
+    // 8-row blocks sharing each dequantized chunk (one block a col tile)
+    const bool rows = !strcmp(mode, "rows");
     auto wanted = [&](int k, int n, int m, const Variant &v) {
         return !only || (std::to_string(k) + "x" + std::to_string(n) == argv[2] && m == atoi(argv[3]) && v.name == argv[4] &&
                          v.ks == atoi(argv[5]));
@@ -1212,6 +1226,7 @@ int main(int argc, char **argv) {
     const std::vector<Shape> shapes = {{4096, 4096}, {4096, 6144}, {4096, 24576}, {12288, 4096}};
     const std::vector<int> ms = quick || gemv || bulk || ring || fixed ? std::vector<int>{1}
                                 : act16                                ? std::vector<int>{16}
+                                : rows                                 ? std::vector<int>{24, 32, 48, 64}
                                                                        : std::vector<int>{1, 16};
     for (const Shape sh : shapes) {
         W4Tiled t;
@@ -1238,7 +1253,11 @@ int main(int argc, char **argv) {
             CHECK(cudaStreamSynchronize(s));
             std::vector<Variant> vs;
             const int nt = int(t.ntiles);
-            if (ring || lean_shape || persist || fixed || act16) {  // no decode builds beside them
+            if (rows) {
+                add_decode_rows<1, 4, 2>(vs, nt, m);
+                add_decode_rows<1, 2, 3>(vs, nt, m);
+                add_decode_rows<2, 2, 2>(vs, nt, m);
+            } else if (ring || lean_shape || persist || fixed || act16) {  // no decode builds beside them
             } else if (bulk) {
                 add_decode<1, 1, 4>(vs, nt);
             } else if (m <= 8) {
@@ -1296,6 +1315,28 @@ int main(int argc, char **argv) {
                 add_lean_diag<16, 2, 12, 3>(vs, nt, kc, gr);
                 add_read_all(vs, t.total_bytes, sms, 4);
                 add_read_all(vs, t.total_bytes, sms, 8);
+            } else if (rows) {
+                const int kc = int(t.kchunks), gr = int(t.group);
+                if (m <= 32) {
+                    add_lean_full<4, 8, 2, 8>(vs, nt, kc, gr);    // K 4096
+                    add_lean_full<4, 8, 1, 8>(vs, nt, kc, gr);
+                    add_lean_full<4, 16, 1, 4>(vs, nt, kc, gr);
+                    add_lean_full<4, 4, 4, 16>(vs, nt, kc, gr);
+                    add_lean_full<4, 16, 1, 12>(vs, nt, kc, gr);  // K 12288
+                    add_lean_full<4, 12, 2, 16>(vs, nt, kc, gr);
+                    add_lean_full<4, 8, 2, 24>(vs, nt, kc, gr);
+                } else {
+                    if (m <= 48) {
+                        add_lean_full<6, 8, 1, 8>(vs, nt, kc, gr);
+                        add_lean_full<6, 4, 2, 16>(vs, nt, kc, gr);
+                        add_lean_full<6, 8, 1, 24>(vs, nt, kc, gr);
+                    }
+                    add_lean_full<8, 8, 1, 8>(vs, nt, kc, gr);    // K 4096
+                    add_lean_full<8, 4, 2, 16>(vs, nt, kc, gr);
+                    add_lean_full<8, 16, 1, 4>(vs, nt, kc, gr);
+                    add_lean_full<8, 16, 1, 12>(vs, nt, kc, gr);  // K 12288
+                    add_lean_full<8, 8, 1, 24>(vs, nt, kc, gr);
+                }
             } else if (act16) {
                 const int kc = int(t.kchunks), gr = int(t.group);
                 add_lean_full<2, 16, 2, 4>(vs, nt, kc, gr);   // the library's M = 16 builds
