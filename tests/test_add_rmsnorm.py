@@ -654,6 +654,10 @@ def test_bad_inputs(rng):
     bad(lambda: A(x.astype(np.int32), r, w, y_out=y), "x", outs)
     bad(lambda: A(x, r, w.astype(np.float64), y_out=y), "weight", outs)
     bad(lambda: A(x, r, w, y_out=y, eps=-1.0), "eps", outs)  # the keyword, not the C field params.eps
+    bad(lambda: A(x, r, w, y_out=y, eps=-1e-50), "eps", outs, r"^eps: .* got -1e-50")  # fp32 -0.0 passed C
+    # x missing: named as rmsnorm_gated names it, not as a NULL descriptor (a review of 2026-12-06)
+    bad(lambda: A(None, r, w, y_out=y), "x", outs, r"^x: required")
+    bad(lambda: gatednorm.rmsnorm(None, w, y_out=y), "x", outs, r"^x: required")
     bad(lambda: A(x, r, w, q=q, scales=s, scale_format="e8m0", y=False), "scales", outs)
     bad(lambda: gatednorm.rmsnorm(x, w, y=False), "y", outs)
     bad(lambda: gatednorm.group_quant_fp8(x, q=q, scales=s, group_size=100), "group_size", outs)

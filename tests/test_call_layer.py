@@ -67,6 +67,22 @@ def test_read_only_strided_out():
     assert np.isnan(base).all()
 
 
+def test_read_only_array_interface_out_is_not_called_numpy():
+    """An __array_interface__ producer's read-only output was refused as a "numpy array"
+    (a review of 2026-12-06): the message names what it is."""
+    x = np.ones((4, 8), np.float32)
+    w = np.ones(8, np.float32)
+    base = np.full((4, 8), np.nan, np.float32)
+    base.flags.writeable = False
+
+    class Producer:
+        __array_interface__ = base.__array_interface__
+
+    with pytest.raises(gatednorm.InvalidArgumentError, match=r"^out: read-only array \(its __array_interface__ says so\)"):
+        gatednorm.rmsnorm_gated(x, None, w, out=Producer())
+    assert np.isnan(base).all()
+
+
 
 @pytest.fixture
 def syncs(monkeypatch):

@@ -581,11 +581,23 @@ def test_q_not_contiguous(rng):
                                           ("amax_floor", 0.0, "amax_floor"),
                                           ("amax_floor", float("inf"), "amax_floor"), ("fp8_format", "e5m2", "fp8_format"),
                                           ("scale_format", "bf16", "scale_format"), ("quantize_rounded", 1, "quantize_rounded"),
-                                          ("eps", -1.0, "eps"), ("scale_layout", "diag", "scale_layout")])
+                                          ("eps", -1.0, "eps"), ("eps", -1e-50, "eps"),  # -1e-50: fp32 -0.0 passed C
+                                          ("scale_layout", "diag", "scale_layout")])
 def test_bad_options(be, rng, opt, val, name):
     x, z, w = make_inputs(rng, (5, 3, 128))
     q, s = _outs()
     expect_error(be, name, x, z, w, q, s, **{opt: val})
+
+
+def test_missing_x_is_named(rng):
+    """x=None said "x: descriptor is NULL" (C's words) where rmsnorm_gated says "x: required"
+    (a review of 2026-12-06); outputs untouched."""
+    _, z, w = make_inputs(rng, (5, 3, 128))
+    q, s = _outs()
+    before = (q.tobytes(), s.tobytes())
+    with pytest.raises(gatednorm.InvalidArgumentError, match=r"^x: required \(an array\); got None"):
+        gatednorm.rmsnorm_gated_fp8(None, z, w, q=q, scales=s)
+    assert (q.tobytes(), s.tobytes()) == before
 
 
 def test_options_memo_keeps_types_and_zero_signs(rng):

@@ -976,7 +976,8 @@ def test_bad_k_and_shapes(rng):
     a = rng.standard_normal((2, 128)).astype(BF16)
     bad_out = np.empty((2, 31), BF16)
     _expect_error(lambda: gatednorm.w4a16_matmul(a, w, out=bad_out), "out: expected shape", bad_out)
-    _expect_error(lambda: gatednorm.w4a16_matmul(a, w, np.ones(31, np.float32), out=out), "bias", out)
+    _expect_error(lambda: gatednorm.w4a16_matmul(a, w, np.ones(31, np.float32), out=out), r"bias: expected shape \[N\] = \[32\], got \[31\]", out)
+    _expect_error(lambda: gatednorm.w4a16_matmul(a, w, np.ones((1, 32), np.float32), out=out), r"bias: .* got 2 dims", out)
     with pytest.raises(gatednorm.GatedNormError, match="w: expected a gatednorm.W4A16Weight"):
         gatednorm.w4a16_matmul(a, object())
 
@@ -1394,6 +1395,10 @@ def _gptq_parts(rng, n=16, k=64, g=32):
                                                np.zeros((4, 0), np.float32)), r"qweight: expected int32 \[K/8, N\]"),
     (lambda p: gatednorm.W4A16Weight.from_awq(np.zeros((0, 8), np.int32), np.zeros((1, 8), np.int32),
                                               np.ones((1, 64), np.float32)), r"qweight: expected int32 \[K, N/8\]"),
+    # a weight_shape given as [K, N]: the message says which weight_shape the packed shape was
+    # derived from (a review of 2026-12-06 read it as blaming weight_packed alone)
+    (lambda p: gatednorm.W4A16Weight.from_compressed_tensors(np.zeros((16, 8), np.int32), np.ones((16, 1), np.float32),
+                                                             weight_shape=(64, 16)), r"from weight_shape \[N, K\] = \[64, 16\]"),
     (lambda p: gatednorm.W4A16Weight.from_float(np.ones((4, 64), np.float32), 32).prepack_host(target=1 << 40),
      "target: 1099511627776 is not a target"),
     (lambda p: gatednorm.W4A16Weight.from_float(np.ones((4, 64), np.float32), 32).prepack_host(target=np.int64(-(1 << 40))),

@@ -189,7 +189,9 @@ GATEDNORM_API gatednorm_status gatednorm_stream_destroy(void *stream);
 GATEDNORM_API gatednorm_status gatednorm_device_synchronize(int32_t device_id);
 /* Threads of the CPU backend (host tensors): a pool owned by the library, the calling thread
  * included.  num_threads >= 1 sets it (at most 256: larger counts are taken as 256), 0 restores
- * the default: $GATEDNORM_NUM_THREADS if set, else the CPUs in the process's main thread's affinity mask.  Small calls run on the calling thread alone.
+ * the default: $GATEDNORM_NUM_THREADS if it is a positive integer (any other value is ignored),
+ * else the CPUs in the process's main thread's affinity mask.  Small calls run on the calling
+ * thread alone.
  * Results are bit-identical whatever the count. */
 GATEDNORM_API gatednorm_status gatednorm_set_num_threads(int32_t num_threads);
 GATEDNORM_API gatednorm_status gatednorm_get_num_threads(int32_t *num_threads);

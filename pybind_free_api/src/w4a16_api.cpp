@@ -282,7 +282,8 @@ gatednorm_status gemm_checked(const gatednorm_tensor *a, const gatednorm_tensor 
         GN_TRY(check_descriptor(bias, "bias"));
         GN_TRY(float_dtype(*bias, "bias", &p.bias_dtype));
         if (bias->ndim != 1 || bias->shape[0] != N)
-            return invalid("bias: expected shape [N] = [%lld], got %d dims%s", (long long)N, bias->ndim, bias->ndim == 1 ? " of another length" : "");
+            return bias->ndim == 1 ? invalid("bias: expected shape [N] = [%lld], got [%lld]", (long long)N, (long long)bias->shape[0])
+                                   : invalid("bias: expected shape [N] = [%lld], got %d dims", (long long)N, bias->ndim);
         if (N > 1 && bias->strides[0] != 1) return invalid("bias: must be contiguous (stride 1), got stride %lld", (long long)bias->strides[0]);
     }
     GN_TRY(check_descriptor(out, "out"));

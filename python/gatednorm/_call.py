@@ -569,6 +569,8 @@ def _from_array_iface(x, name, writable, sc, i, s, hold):
         a = np.asarray(x)
     except Exception as e:  # a malformed __array_interface__
         raise argument_error("%s: bad __array_interface__: %s: %s" % (name, type(e).__name__, e)) from None
+    if writable and not a.flags.writeable:  # before _from_numpy, whose message says "numpy array"
+        _fail(name, "read-only array (its __array_interface__ says so)")
     hold.append(a)
     return _from_numpy(a, name, writable, sc, i, s, hold)
 
@@ -1270,6 +1272,16 @@ def real(name, v) -> float:
             raise argument_error("%s: %r is out of range" % (name, v)) from None
     if abs(v) > _FP32_MAX and v - v == 0.0:  # finite (inf - inf and NaN are NaN)
         raise argument_error("%s: %r is beyond fp32's range (the library's options are fp32)" % (name, v))
+    return v
+
+
+def eps(v) -> float:
+    """eps as real() takes it, and refused here if negative yet -0.0 in fp32 (C's check, which
+    refuses every other negative value naming the op, reads the fp32 field: -0.0 is a valid
+    eps there, but the caller gave a negative one)."""
+    v = real("eps", v)
+    if v < 0.0 and np.float32(v) == 0.0:
+        raise argument_error("eps: expected a finite value >= 0, got %r" % v)
     return v
 
 

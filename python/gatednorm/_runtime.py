@@ -51,8 +51,9 @@ _MAX_THREADS = 256  # the CPU pool's most (cpu_pool.cpp kMaxThreads; the C entry
 
 def set_num_threads(num_threads: int) -> None:
     """Threads of the CPU backend (host arrays; the calling thread included): ``n`` in 1..256
-    sets it, 0 restores the default ($GATEDNORM_NUM_THREADS if set, else the CPUs of the
-    process's main thread's affinity mask, at most 256; the workers run on those CPUs).  Results are bit-identical whatever the count."""
+    sets it, 0 restores the default ($GATEDNORM_NUM_THREADS if it is a positive integer, any
+    other value being ignored, else the CPUs of the process's main thread's affinity mask, at
+    most 256; the workers run on those CPUs).  Results are bit-identical whatever the count."""
     n = integer("num_threads", num_threads)
     if not 0 <= n <= _MAX_THREADS:
         raise _ffi.argument_error("num_threads: expected 0 (the default) or a count in 1..%d (the pool's most), got %d"

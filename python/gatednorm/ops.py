@@ -32,7 +32,7 @@ def _checked_params(eps, norm_before_gate, activation, weight_offset, group_size
     return _RMSNORM_GATED.params(
         norm_before_gate=_call.flag("norm_before_gate", norm_before_gate),
         activation=_call.choice("activation", activation, _ACTIVATIONS),
-        eps=_call.real("eps", eps),
+        eps=_call.eps(eps),
         weight_offset=_call.real("weight_offset", weight_offset),
         group_size=0 if group_size is None else _call.view_size("group_size", group_size),
         pdl=_call.flag("pdl", pdl))

@@ -45,7 +45,7 @@ def _gated_options(group_size, fp8_format, fp8_max, amax_floor, scale_format, sc
     prm = _ENTRY.params(
         norm_before_gate=_call.flag("norm_before_gate", norm_before_gate),
         activation=_call.choice("activation", activation, _ACTIVATIONS),
-        eps=_call.real("eps", eps), weight_offset=_call.real("weight_offset", weight_offset),
+        eps=_call.eps(eps), weight_offset=_call.real("weight_offset", weight_offset),
         pdl=_call.flag("pdl", pdl), head_dim=hd, **qf)
     return prm, fmt, sfmt, g, hd
 
@@ -54,7 +54,7 @@ def _norm_options(entry, eps, weight_offset, pdl, group_size, fp8_format, fp8_ma
                   scale_layout, quantize_rounded):
     """add_rmsnorm's / rmsnorm's options checked: (params, fp8 format code, scale format code, group size)."""
     qf, fmt, sfmt, g = _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded)
-    prm = entry.params(eps=_call.real("eps", eps), weight_offset=_call.real("weight_offset", weight_offset),
+    prm = entry.params(eps=_call.eps(eps), weight_offset=_call.real("weight_offset", weight_offset),
                        pdl=_call.flag("pdl", pdl), **qf)
     return prm, fmt, sfmt, g
 
@@ -137,8 +137,8 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
         scale_format: "fp32", "ue8m0" (fp32 powers of two), "e8m0" (uint8 exponent bytes) or
             "e8m0_packed" (int32 words of four exponent bytes, DeepGEMM's layout).
         scale_layout: layout of a new ``scales``: "row" ``[T, K]``, "col" (a ``[T, K]`` view of
-            a column-major ``[K, T]`` buffer) or "col_pad4" (of ``[K, T_pad4]``).  Ignored when
-            ``scales`` is given (any strides work).
+            a column-major ``[K, T]`` buffer) or "col_pad4" (of ``[K, T_pad4]``).  Not used when
+            ``scales`` is given (any strides work; the value is still checked).
         quantize_rounded: quantize y rounded to the copy's dtype (x's without a copy), as an
             unfused norm -> bf16 -> quant pipeline does, bit for bit.
         copy_dtype: also return y rounded to this dtype (bf16/fp16/fp32); implied by ``y``.
@@ -152,6 +152,8 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
     Raises:
         GatedNormError: naming the bad argument; outputs are then left untouched.
     """
+    if x is None:
+        raise argument_error("x: required (an array); got None")
     if weight is None:
         raise argument_error("weight: required (the [D] norm weight); got None")
     opts = (group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded, head_dim,
@@ -309,6 +311,8 @@ def rmsnorm(x, weight, *, eps=1e-6, weight_offset=0.0, y=True, y_dtype=None, fp8
 
 def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8, group_size, fp8_format, fp8_max,
           amax_floor, scale_format, scale_layout, quantize_rounded, q, scales, y_out, stream, pdl, entry=_ADD_ENTRY):
+    if x is None:
+        raise argument_error("x: required (an array); got None")
     if weight is None:
         raise argument_error("weight: required (the [hidden] norm weight); got None")
     want_y, want_q = _norm_wants(y, fp8, y_out, q, scales, quantize_rounded)

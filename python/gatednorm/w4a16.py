@@ -500,7 +500,8 @@ class W4A16Weight:
         n, k = (int(v) for v in shp)
         codes = _unpack_int32(_np(weight_packed, "weight_packed"), 1, "weight_packed")
         if codes.shape != (n, 8 * ((k + 7) // 8)):
-            raise argument_error("weight_packed: expected [N, ceil(K/8)] = [%d, %d], got %s" % (n, (k + 7) // 8, np.shape(weight_packed)))
+            raise argument_error("weight_packed: expected [N, ceil(K/8)] = [%d, %d] (from weight_shape [N, K] = [%d, %d]), got %s"
+                                 % (n, (k + 7) // 8, n, k, np.shape(weight_packed)))
         codes = codes[:, :k]
         s = _scales(weight_scale, "weight_scale")
         if s.ndim == 1 and s.shape[0] == n:  # one scale a row: per channel
