@@ -66,14 +66,15 @@ gatednorm_status device_facts(int device, DeviceFacts *f) {
 // How a GEMM is cut.  NVIDIA: M <= 8 with K % 64 == 0 takes the gemv kernel, other M <= 48
 // (and M 49..64 while ceil(N / 64) < 2 x SMs) the decode kernel (MT 8-row blocks, WN col
 // tiles a warp), else the 64 x 64 mma kernel; at
-// M <= 16 the gemv kernel's lean loop replaces either where use_gemv_lean says.
+// M <= 16 the gemv kernel's lean loop replaces either where use_gemv_lean says, and at M
+// 17..64 the lean loop with 4, 6 or 8 row blocks where use_lean_rows says.
 // AMD: 16-row blocks, one col tile a block.  Split-K
 // across blocks only when the blocks would leave multiprocessors idle: then each split
 // writes fp32 partials to the workspace and a second kernel sums them in split order.
 struct Plan {
     bool decode = true;
     bool gemv = false;  // NVIDIA gemv_plan: w4a16_gemv_kernel at M <= 8 (K % 64 == 0), or the lean loop
-    bool gemv_lean = false;  // w4a16_gemv_lean_kernel (M <= 16: use_gemv_lean), MT = mt
+    bool gemv_lean = false;  // w4a16_gemv_lean_kernel (M <= 16: use_gemv_lean; M 17..64: use_lean_rows), MT = mt
     int lean_cpw = 0;  // its chunks a warp where a build has them compiled in, else 0
     int mt = 1, wn = 1, mblocks = 1, nsplit = 1;
     int bps = 0;  // NVIDIA decode: the build's launch bound in blocks an SM (launch_decode)
@@ -276,6 +277,57 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
     *pl = lean;
 }
 
+// M 17..64: the lean loop with MT = 4, 6 or 8 row blocks of 8 (M <= 32, 48, 64) sharing each
+// dequantized chunk, one col tile a block, no split, where G = 128, K is 4096 (4 warps of 16
+// chunks, 4 blocks an SM at MT = 4, 2 above) or 12288 (8 warps of 24, 2 blocks an SM at MT =
+// 4, 1 above), and there are at least 256 col tiles (N >= 4096: what the tuner measured).
+// The decode kernel there re-dequantizes each chunk for every 16-row block.  Tuner `rows`,
+// run 131 (H100, us, the plan's decode build -> this rule): M = 32 4096x4096 11.94 -> 8.18,
+// 4096x6144 14.62 -> 10.18, 4096x24576 48.70 -> 35.49, 12288x4096 27.98 -> 17.90; M = 64
+// 21.23 -> 13.01, 27.61 -> 24.20, 93.82 (the mma kernel's shape in the library) -> 71.05,
+// 55.60 -> 33.77.  MT = 8 at M = 48 ran 7-14% slower than MT = 6.  MT 6 / 8 take up to 255
+// registers (no spills; launch bounds of 256 threads an SM).  GATEDNORM_W4A16_KERNEL=gemv
+// keeps make_plan's kernel (and =mma the mma kernel), so tests compare them.
+constexpr int kLeanRowsMaxM = 64;
+constexpr int64_t kLeanRowsMinTiles = 256;
+constexpr int kLeanRowsWarpsK4096 = 4, kLeanRowsCpwK4096 = 16, kLeanRowsWarpsK12288 = 8, kLeanRowsCpwK12288 = 24;
+constexpr const char *kLeanRowsNames[] = {"w4a16.lean.rows32", "w4a16.lean.rows48", "w4a16.lean.rows64"};  // MT 4, 6, 8
+
+void use_lean_rows(Plan *pl, int64_t m, const W4Tiled &t) {
+    if (m <= kLeanMaxM || m > kLeanRowsMaxM || t.group != 128 || t.k % kW4TileK || t.ntiles < kLeanRowsMinTiles) return;
+    int warps;
+    if (t.kchunks == int64_t(kLeanRowsWarpsK4096) * kLeanRowsCpwK4096) warps = kLeanRowsWarpsK4096;
+    else if (t.kchunks == int64_t(kLeanRowsWarpsK12288) * kLeanRowsCpwK12288) warps = kLeanRowsWarpsK12288;
+    else return;
+    const char *v = getenv("GATEDNORM_W4A16_KERNEL");
+    if (v && (!strcmp(v, "gemv") || !strcmp(v, "mma"))) return;
+    Plan lean;
+    lean.gemv_lean = true;
+    lean.mt = m <= 32 ? 4 : m <= 48 ? 6 : 8;
+    lean.gemv_warps = warps;
+    lean.lean_cpw = int(t.kchunks / warps);
+    lean.ctas = t.ntiles;
+    *pl = lean;
+}
+
+template <int DT, bool ZP>
+hipError_t launch_lean_rows(const W4a16Args &a, const Plan &pl, hipStream_t s) {
+    const dim3 grid(unsigned(pl.ctas));
+    const bool pdl = a.pdl != 0;
+    if (pl.gemv_warps == kLeanRowsWarpsK4096 && pl.lean_cpw == kLeanRowsCpwK4096) {
+        constexpr int W = kLeanRowsWarpsK4096, C = kLeanRowsCpwK4096;
+        if (pl.mt == 4) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 4, W, 4, C>, grid, W * 32, s, a, pdl);
+        if (pl.mt == 6) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 6, W, 2, C>, grid, W * 32, s, a, pdl);
+        if (pl.mt == 8) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 8, W, 2, C>, grid, W * 32, s, a, pdl);
+    } else if (pl.gemv_warps == kLeanRowsWarpsK12288 && pl.lean_cpw == kLeanRowsCpwK12288) {
+        constexpr int W = kLeanRowsWarpsK12288, C = kLeanRowsCpwK12288;
+        if (pl.mt == 4) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 4, W, 2, C>, grid, W * 32, s, a, pdl);
+        if (pl.mt == 6) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 6, W, 1, C>, grid, W * 32, s, a, pdl);
+        if (pl.mt == 8) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 8, W, 1, C>, grid, W * 32, s, a, pdl);
+    }
+    return hipErrorInvalidConfiguration;  // no such build: use_lean_rows and this launcher disagree
+}
+
 // GATEDNORM_W4A16_KERNEL=mma (a test and bench hook, read at each call): the 64 x 64 mma
 // kernel for M 17..64 in place of the decode kernel, so tests and the bench compare the two.
 // Its plan needs no workspace.
@@ -344,7 +396,10 @@ hipError_t launch_decode(const W4a16Args &a, const Plan &pl, hipStream_t s) {
 template <int DT, bool ZP>
 hipError_t launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     const bool pdl = a.pdl != 0;
-    if (pl.gemv_lean) return pl.mt == 1 ? launch_gemv_lean<DT, ZP, 1>(a, pl, s) : launch_gemv_lean<DT, ZP, 2>(a, pl, s);
+    if (pl.gemv_lean) {
+        if (pl.mt > 2) return launch_lean_rows<DT, ZP>(a, pl, s);
+        return pl.mt == 1 ? launch_gemv_lean<DT, ZP, 1>(a, pl, s) : launch_gemv_lean<DT, ZP, 2>(a, pl, s);
+    }
     if (pl.gemv) {
         const dim3 grid(unsigned(pl.ctas), unsigned(pl.nsplit));
         if (pl.gemv_warps == kGemvWideWarps)
@@ -450,6 +505,7 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
     Plan pl = make_plan(f, p.m, p.w.n, p.w.k);
 #if defined(GN_PLATFORM_CUDA)
     use_gemv_lean(&pl, f, p.m, t);
+    use_lean_rows(&pl, p.m, t);
     use_mma_if_asked(&pl, p.m);
 #endif
     if (workspace_bytes(pl, p.m, p.w.n) > p.workspace_bytes)
@@ -492,7 +548,7 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
     const gatednorm_status st = check_launch("w4a16_gemm");
 #if defined(GN_PLATFORM_CUDA)
     const char *name = !pl.decode     ? (windowed ? "w4a16.mma.windowed" : "w4a16.mma")
-                       : pl.gemv_lean ? lean_kernel_name(pl.lean_cpw)
+                       : pl.gemv_lean ? (pl.mt > 2 ? kLeanRowsNames[pl.mt / 2 - 2] : lean_kernel_name(pl.lean_cpw))
                        : pl.gemv      ? (pl.nsplit > 1 ? "w4a16.gemv.splitk" : "w4a16.gemv")
                        : pl.nsplit > 1 ? "w4a16.decode.splitk" : "w4a16.decode";
 #else

@@ -4,7 +4,8 @@
 //     w4a16_gemv_kernel    M <= 8, K % 64 == 0: the decode kernel's scheme without its
 //                          per-lane row and K guards, NW warps a block on one col tile.
 //     w4a16_gemv_lean_kernel  M <= 16: the gemv kernel's loop on a diet, where G = 128, one
-//                          split and whole groups a warp (MT = 2 for M 9..16).
+//                          split and whole groups a warp (MT = 2 for M 9..16); M 17..64 at
+//                          K 4096 / 12288 and N >= 4096 with MT = 4, 6 or 8 (use_lean_rows).
 //     w4a16_decode_kernel  other M <= 64 (make_plan: to 48, and to 64 unless the mma grid
 //                          fills the GPU twice; 16-row blocks, MT = 2, above 8 rows):
 //                          weight-streaming.
@@ -514,19 +515,44 @@ __device__ __forceinline__ void w4_lean_start(const W4a16Args &p, int ct, int lo
 }
 
 // One chunk of the lean loop: each of MT 8-row blocks' 16 activations at ap[mt] + offset
-// (two 16-byte loads through L1) against the chunk's weights, dequantized once.
+// (two 16-byte loads through L1) against the chunk's weights, dequantized once.  MT > 2 (M
+// 17..64): the chunk dequantized first (16 registers), then each row block's activations
+// loaded and used in turn, so that 8 activation registers live at a time, not 8 MT (MT = 4
+// spilled at 128 registers with all of them loaded first); the same mmas in the same order
+// for each row block, so the same sums.
 template <int DT, bool ZP, int MT>
 __device__ __forceinline__ void w4_lean_chunk(float (&acc)[MT][4], const uint4 &wq, const W4Scale<DT, ZP> &sc, const char *const (&ap)[MT],
                                               int offset) {
-    uint32_t b[MT][8];
+    if constexpr (MT > 2) {
+        const uint32_t slo = sc.s_lo(), shi = sc.s_hi(), zlo = sc.nz_lo(), zhi = sc.nz_hi();
+        uint32_t wa[4][4];
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-        const uint4 *src = reinterpret_cast<const uint4 *>(ap[mt] + offset);
-        const uint4 alo = w4_ld(src), ahi = w4_ld(src + 1);
-        b[mt][0] = alo.x, b[mt][1] = alo.y, b[mt][2] = alo.z, b[mt][3] = alo.w;
-        b[mt][4] = ahi.x, b[mt][5] = ahi.y, b[mt][6] = ahi.z, b[mt][7] = ahi.w;
+        for (int j = 0; j < 4; ++j) {
+            const uint32_t word = w4_word(wq, j);
+            wa[j][0] = w4_dequant2<DT>(word, zlo, slo);
+            wa[j][1] = w4_dequant2<DT>(word >> 4, zhi, shi);
+            wa[j][2] = w4_dequant2<DT>(word >> 8, zlo, slo);
+            wa[j][3] = w4_dequant2<DT>(word >> 12, zhi, shi);
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            const uint4 *src = reinterpret_cast<const uint4 *>(ap[mt] + offset);
+            const uint4 alo = w4_ld(src), ahi = w4_ld(src + 1);
+            const uint32_t b[8] = {alo.x, alo.y, alo.z, alo.w, ahi.x, ahi.y, ahi.z, ahi.w};
+#pragma unroll
+            for (int j = 0; j < 4; ++j) w4_mma<DT>(acc[mt], wa[j][0], wa[j][1], wa[j][2], wa[j][3], b[2 * j], b[2 * j + 1]);
+        }
+    } else {
+        uint32_t b[MT][8];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            const uint4 *src = reinterpret_cast<const uint4 *>(ap[mt] + offset);
+            const uint4 alo = w4_ld(src), ahi = w4_ld(src + 1);
+            b[mt][0] = alo.x, b[mt][1] = alo.y, b[mt][2] = alo.z, b[mt][3] = alo.w;
+            b[mt][4] = ahi.x, b[mt][5] = ahi.y, b[mt][6] = ahi.z, b[mt][7] = ahi.w;
+        }
+        w4_chunk_mma_rows<DT, ZP, MT>(acc, wq, sc, b);
     }
-    w4_chunk_mma_rows<DT, ZP, MT>(acc, wq, sc, b);
 }
 
 // The gemv kernel's loop on a diet (run 65, the tuner's lean.gemv: 13.7% fewer instructions

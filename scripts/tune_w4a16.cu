@@ -1325,6 +1325,10 @@ int main(int argc, char **argv) {
                     add_lean_full<4, 16, 1, 12>(vs, nt, kc, gr);  // K 12288
                     add_lean_full<4, 12, 2, 16>(vs, nt, kc, gr);
                     add_lean_full<4, 8, 2, 24>(vs, nt, kc, gr);
+                    // run 132: launch bounds without spills (the library's builds)
+                    add_lean_full<4, 4, 3, 16>(vs, nt, kc, gr);   // K 4096
+                    add_lean_full<4, 6, 2, 32>(vs, nt, kc, gr);   // K 12288
+                    add_lean_full<4, 4, 3, 48>(vs, nt, kc, gr);
                 } else {
                     if (m <= 48) {
                         add_lean_full<6, 8, 1, 8>(vs, nt, kc, gr);
