@@ -278,34 +278,34 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
 }
 
 // M 17..64: the lean loop with MT = 4, 6 or 8 row blocks of 8 (M <= 32, 48, 64) sharing each
-// dequantized chunk, one col tile a block, no split, where G = 128, K is 4096 (4 warps of 16
-// chunks, 4 blocks an SM at MT = 4, 2 above) or 12288 (8 warps of 24, 2 blocks an SM at MT =
-// 4, 1 above), and there are at least 256 col tiles (N >= 4096: what the tuner measured).
-// The decode kernel there re-dequantizes each chunk for every 16-row block.  Tuner `rows`,
-// run 131 (H100, us, the plan's decode build -> this rule): M = 32 4096x4096 11.94 -> 8.18,
-// 4096x6144 14.62 -> 10.18, 4096x24576 48.70 -> 35.49, 12288x4096 27.98 -> 17.90; M = 64
-// 21.23 -> 13.01, 27.61 -> 24.20, 93.82 (the mma kernel's shape in the library) -> 71.05,
-// 55.60 -> 33.77.  MT = 8 at M = 48 ran 7-14% slower than MT = 6.  MT 6 / 8 take up to 255
-// registers (no spills; launch bounds of 256 threads an SM).  GATEDNORM_W4A16_KERNEL=gemv
-// keeps make_plan's kernel (and =mma the mma kernel), so tests compare them.
+// dequantized chunk, one col tile a block, no split, where G = 128, K is 4096 or 12288, and
+// there are at least 256 col tiles (N >= 4096: what the tuner measured).  The decode kernel
+// there re-dequantizes each chunk for every 16-row block.  Tuner `rows`, run 131 (H100, us,
+// the plan's decode build -> the lean loop): M = 32 4096x4096 11.94 -> 8.18, 4096x6144
+// 14.62 -> 10.18, 4096x24576 48.70 -> 35.49, 12288x4096 27.98 -> 17.90; M = 64 21.23 ->
+// 13.01, 27.61 -> 24.20, 93.82 (the mma kernel's shape in the library) -> 71.05, 55.60 ->
+// 33.77.  MT = 8 at M = 48 ran 7-14% slower than MT = 6.  The builds, each without spills
+// (ptxas hoists every activation load of the unrolled loop: MT = 4 took 128 registers with
+// 4-28 bytes of spills at 4 blocks of 4 warps or 2 of 8, so it runs 3 of 4 and 2 of 6; MT 6
+// and 8 take 200-255 registers):
+//   K 4096:  4 warps of 16 chunks, 3 blocks an SM at MT = 4, 2 at MT 6 / 8;
+//   K 12288: MT = 4 6 warps of 32, 2 an SM; MT 6 / 8 8 warps of 24, 1 an SM.
+// GATEDNORM_W4A16_KERNEL=gemv keeps make_plan's kernel (and =mma the mma kernel), so tests
+// compare them.
 constexpr int kLeanRowsMaxM = 64;
 constexpr int64_t kLeanRowsMinTiles = 256;
-constexpr int kLeanRowsWarpsK4096 = 4, kLeanRowsCpwK4096 = 16, kLeanRowsWarpsK12288 = 8, kLeanRowsCpwK12288 = 24;
 constexpr const char *kLeanRowsNames[] = {"w4a16.lean.rows32", "w4a16.lean.rows48", "w4a16.lean.rows64"};  // MT 4, 6, 8
 
 void use_lean_rows(Plan *pl, int64_t m, const W4Tiled &t) {
     if (m <= kLeanMaxM || m > kLeanRowsMaxM || t.group != 128 || t.k % kW4TileK || t.ntiles < kLeanRowsMinTiles) return;
-    int warps;
-    if (t.kchunks == int64_t(kLeanRowsWarpsK4096) * kLeanRowsCpwK4096) warps = kLeanRowsWarpsK4096;
-    else if (t.kchunks == int64_t(kLeanRowsWarpsK12288) * kLeanRowsCpwK12288) warps = kLeanRowsWarpsK12288;
-    else return;
+    if (t.kchunks != 64 && t.kchunks != 192) return;  // K 4096, 12288
     const char *v = getenv("GATEDNORM_W4A16_KERNEL");
     if (v && (!strcmp(v, "gemv") || !strcmp(v, "mma"))) return;
     Plan lean;
     lean.gemv_lean = true;
     lean.mt = m <= 32 ? 4 : m <= 48 ? 6 : 8;
-    lean.gemv_warps = warps;
-    lean.lean_cpw = int(t.kchunks / warps);
+    lean.gemv_warps = t.kchunks == 64 ? 4 : lean.mt == 4 ? 6 : 8;
+    lean.lean_cpw = int(t.kchunks / lean.gemv_warps);
     lean.ctas = t.ntiles;
     *pl = lean;
 }
@@ -314,17 +314,13 @@ template <int DT, bool ZP>
 hipError_t launch_lean_rows(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     const dim3 grid(unsigned(pl.ctas));
     const bool pdl = a.pdl != 0;
-    if (pl.gemv_warps == kLeanRowsWarpsK4096 && pl.lean_cpw == kLeanRowsCpwK4096) {
-        constexpr int W = kLeanRowsWarpsK4096, C = kLeanRowsCpwK4096;
-        if (pl.mt == 4) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 4, W, 4, C>, grid, W * 32, s, a, pdl);
-        if (pl.mt == 6) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 6, W, 2, C>, grid, W * 32, s, a, pdl);
-        if (pl.mt == 8) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 8, W, 2, C>, grid, W * 32, s, a, pdl);
-    } else if (pl.gemv_warps == kLeanRowsWarpsK12288 && pl.lean_cpw == kLeanRowsCpwK12288) {
-        constexpr int W = kLeanRowsWarpsK12288, C = kLeanRowsCpwK12288;
-        if (pl.mt == 4) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 4, W, 2, C>, grid, W * 32, s, a, pdl);
-        if (pl.mt == 6) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 6, W, 1, C>, grid, W * 32, s, a, pdl);
-        if (pl.mt == 8) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 8, W, 1, C>, grid, W * 32, s, a, pdl);
-    }
+    const int w = pl.gemv_warps, c = pl.lean_cpw;
+    if (pl.mt == 4 && w == 4 && c == 16) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 4, 4, 3, 16>, grid, 4 * 32, s, a, pdl);
+    if (pl.mt == 6 && w == 4 && c == 16) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 6, 4, 2, 16>, grid, 4 * 32, s, a, pdl);
+    if (pl.mt == 8 && w == 4 && c == 16) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 8, 4, 2, 16>, grid, 4 * 32, s, a, pdl);
+    if (pl.mt == 4 && w == 6 && c == 32) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 4, 6, 2, 32>, grid, 6 * 32, s, a, pdl);
+    if (pl.mt == 6 && w == 8 && c == 24) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 6, 8, 1, 24>, grid, 8 * 32, s, a, pdl);
+    if (pl.mt == 8 && w == 8 && c == 24) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 8, 8, 1, 24>, grid, 8 * 32, s, a, pdl);
     return hipErrorInvalidConfiguration;  // no such build: use_lean_rows and this launcher disagree
 }
 

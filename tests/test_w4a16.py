@@ -515,14 +515,19 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
 # Kernel names whose choice does not depend on the GPU's SM count (any GPU of < 500 SMs).
 # M <= 8 with K % 64 == 0 is the gemv kernel; a K tail (K % 64 = 32 at G = 32) or M 9..64 the
 # decode kernel; M > 64 the mma kernel, and M 49..64 too where its grid of ceil(N / 64) blocks
-# holds two an SM (N 70016: 1094 blocks, two an SM of any GPU of < 500 SMs; N 64: one).
+# holds two an SM (N 70016: 1094 blocks, two an SM of any GPU of < 500 SMs; N 64: one).  M
+# 17..64 at G = 128, K 4096 or 12288 and >= 256 col tiles: the lean loop's row-block builds
+# (use_lean_rows); one col tile fewer, a K of 65 chunks or G = 64: the decode kernel.
 @pytest.mark.parametrize("m, n, k, g, kernel", [(1, 64, 8192, 128, "w4a16.gemv.splitk"), (8, 64, 8192, 128, "w4a16.gemv.splitk"),
                                                 (16, 64, 8192, 128, "w4a16.decode.splitk"),
                                                 (1, 70016, 128, 128, "w4a16.gemv"), (9, 70016, 128, 128, "w4a16.decode"),
                                                 (1, 70016, 96, 32, "w4a16.decode"), (17, 64, 128, 128, "w4a16.decode"),
                                                 (64, 64, 128, 128, "w4a16.decode"), (65, 64, 128, 128, "w4a16.mma"),
                                                 (49, 64, 128, 128, "w4a16.decode"), (49, 70016, 128, 128, "w4a16.mma"),
-                                                (48, 70016, 128, 128, "w4a16.decode")])
+                                                (48, 70016, 128, 128, "w4a16.decode"),
+                                                (17, 4096, 4096, 128, "w4a16.lean.rows32"), (33, 4096, 4096, 128, "w4a16.lean.rows48"),
+                                                (64, 4096, 12288, 128, "w4a16.lean.rows64"), (33, 4080, 4096, 128, "w4a16.decode"),
+                                                (40, 4096, 4160, 128, "w4a16.decode"), (48, 4096, 4096, 64, "w4a16.decode")])
 def test_gpu_kernel_choice(rng, nvidia_gpu, m, n, k, g, kernel):
     run_gemm("gpu", rng, m, n, k, g, False, "bf16")
     assert gatednorm.last_kernel() == kernel
@@ -532,7 +537,8 @@ def test_gpu_kernel_choice(rng, nvidia_gpu, m, n, k, g, kernel):
 # col tile launched side by side (the last block partial at 17 / 33 / 50); against the
 # reference and against the 64 x 64 mma kernel (GATEDNORM_W4A16_KERNEL=mma, the kernel these
 # M took before), each in its own sum order, so each is held to the tolerance. N 4096 at K
-# 4096: no split; N 200 at K 1024: split-K with its workspace.
+# 4096: no split, where the plan takes the lean loop's row blocks (use_lean_rows) and
+# GATEDNORM_W4A16_KERNEL=gemv the decode kernel; N 200 at K 1024: split-K with its workspace.
 @pytest.mark.parametrize("m", [17, 33, 50, 64])
 @pytest.mark.parametrize("n, k", [(4096, 4096), (200, 1024)])
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
@@ -541,10 +547,38 @@ def test_gpu_decode_rows_17_to_64(rng, nvidia_plan, monkeypatch, dtype, n, k, m)
     wg = w.to("gpu:0", DT[dtype])
     a = rng.standard_normal((m, k)).astype(DT[dtype])
     ag = put("gpu", a)
-    split = ".splitk" if n == 200 else ""
-    for hook, kernel in ((None, "w4a16.decode" + split), ("mma", "w4a16.mma")):
+    if n == 200:
+        hooks = ((None, "w4a16.decode.splitk"), ("mma", "w4a16.mma"))
+    else:
+        hooks = ((None, _lean_rows_name(m)), ("gemv", "w4a16.decode"), ("mma", "w4a16.mma"))
+    for hook, kernel in hooks:
         got = _gemm_with_hook(monkeypatch, hook, ag, wg, m, n, dtype, kernel)
         _assert_ref_cols(rng, a, w, got, dtype)
+
+
+def _lean_rows_name(m):
+    """The row-block build of the lean loop at M 17..64 (hip/w4a16.hip use_lean_rows: MT 4,
+    6 or 8 row blocks of 8 rows)."""
+    return "w4a16.lean.rows%d" % (32 if m <= 32 else 48 if m <= 48 else 64)
+
+
+# M 17..64 where use_lean_rows applies (G = 128, K 4096 on 4 warps of 16 chunks, K 12288 on
+# 8 warps of 24, >= 256 col tiles): MT 4, 6 or 8 row blocks share each dequantized chunk,
+# the last block partial at 17 / 33 / 50 (rows past M read row M - 1 and are never written).
+# N 4104: 257 col tiles, the last partial.  Against the float64 reference (sampled columns)
+# with every output written; the decode kernel (=gemv) beside it, in its own sum order, held
+# to the same tolerance.
+@pytest.mark.parametrize("m", [17, 32, 33, 48, 50, 64])
+@pytest.mark.parametrize("n, k", [(4096, 4096), (4104, 12288)])
+@pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_gpu_lean_rows(rng, nvidia_plan, monkeypatch, dtype, symmetric, n, k, m):
+    w = _rand_plain(rng, n, k, symmetric)
+    wg = w.to("gpu:0", DT[dtype])
+    a = rng.standard_normal((m, k)).astype(DT[dtype])
+    ag = put("gpu", a)
+    for hook, kernel in ((None, _lean_rows_name(m)), ("gemv", "w4a16.decode")):
+        _assert_ref_cols(rng, a, w, _gemm_with_hook(monkeypatch, hook, ag, wg, m, n, dtype, kernel), dtype)
 
 
 # The M 49..64 rule's edge on this GPU: the mma kernel where its ceil(N / 64) blocks reach two
@@ -867,7 +901,8 @@ def test_gpu_gemv_lean_two_row_blocks(rng, nvidia_plan, monkeypatch, n, symmetri
 
 # ------------------------------------------------ programmatic dependent launch (pdl=True)
 # (m, n, k, g, n2, kernel of the first GEMM on a GPU of ~132 SMs, of the second or None): the
-# lean loop (M <= 8; M 9..16; many col tiles: several waves; a lean GEMM after a lean one),
+# lean loop (M <= 8; M 9..16; many col tiles: several waves; a lean GEMM after a lean one;
+# M 17..64's row blocks, after one another and at K 12288),
 # gemv (G = 64; many col tiles), gemv split-K, decode (M > 8; K tail at M <= 8 and M > 8;
 # M 33: three row blocks), mma (M > 64).  The second GEMM (K = the first's N) has 512 outputs (few col tiles: a
 # split) unless n2 says otherwise.
@@ -879,7 +914,9 @@ PDL_CASES = [(1, 4096, 4096, 128, 512, LEAN4, None), (9, 4096, 4096, 128, 512, L
              (1, 4096, 4096, 128, 4096, LEAN4, LEAN4), (1, 4096, 4096, 64, 512, GEMV, None), (4, 24576, 4096, 64, 512, GEMV, None),
              (1, 64, 8192, 128, 512, "w4a16.gemv.splitk", None), (9, 4096, 4096, 64, 512, DECODE, None),
              (3, 4096, 4128, 32, 512, DECODE, None), (10, 4096, 4128, 32, 512, DECODE, None), (33, 4096, 4096, 64, 512, DECODE, None),
-             (65, 4096, 4096, 64, 512, "w4a16.mma", None)]
+             (65, 4096, 4096, 64, 512, "w4a16.mma", None),
+             (33, 4096, 4096, 128, 4096, "w4a16.lean.rows48", "w4a16.lean.rows48"),
+             (24, 4096, 12288, 128, 512, "w4a16.lean.rows32", None)]
 
 
 @pytest.mark.parametrize("m, n, k, g, n2, kernel1, kernel2", PDL_CASES)
