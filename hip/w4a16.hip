@@ -279,7 +279,7 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
 
 // M 17..64: the lean loop with MT = 4, 6 or 8 row blocks of 8 (M <= 32, 48, 64) sharing each
 // dequantized chunk, one col tile a block, no split, where G = 128, K is 4096 or 12288, and
-// there are at least 256 col tiles (N >= 4096: what the tuner measured).  The decode kernel
+// there are at least 256 col tiles (N > 4080; the tuner measured N 4096 to 24576).  The decode kernel
 // there re-dequantizes each chunk for every 16-row block.  Tuner `rows`, run 131 (H100, us,
 // the plan's decode build -> the lean loop): M = 32 4096x4096 11.94 -> 8.18, 4096x6144
 // 14.62 -> 10.18, 4096x24576 48.70 -> 35.49, 12288x4096 27.98 -> 17.90; M = 64 21.23 ->

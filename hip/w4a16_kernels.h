@@ -5,7 +5,7 @@
 //                          per-lane row and K guards, NW warps a block on one col tile.
 //     w4a16_gemv_lean_kernel  M <= 16: the gemv kernel's loop on a diet, where G = 128, one
 //                          split and whole groups a warp (MT = 2 for M 9..16); M 17..64 at
-//                          K 4096 / 12288 and N >= 4096 with MT = 4, 6 or 8 (use_lean_rows).
+//                          K 4096 / 12288 and N > 4080 with MT = 4, 6 or 8 (use_lean_rows).
 //     w4a16_decode_kernel  other M <= 64 (make_plan: to 48, and to 64 unless the mma grid
 //                          fills the GPU twice; 16-row blocks, MT = 2, above 8 rows):
 //                          weight-streaming.
@@ -516,10 +516,11 @@ __device__ __forceinline__ void w4_lean_start(const W4a16Args &p, int ct, int lo
 
 // One chunk of the lean loop: each of MT 8-row blocks' 16 activations at ap[mt] + offset
 // (two 16-byte loads through L1) against the chunk's weights, dequantized once.  MT > 2 (M
-// 17..64): the chunk dequantized first (16 registers), then each row block's activations
-// loaded and used in turn, so that 8 activation registers live at a time, not 8 MT (MT = 4
-// spilled at 128 registers with all of them loaded first); the same mmas in the same order
-// for each row block, so the same sums.
+// 17..64): written as the chunk dequantized first, then each row block's activations loaded
+// and used in turn, to let 8 activation registers live at a time rather than 8 MT; ptxas
+// hoists the unrolled loop's loads anyway (the register counts did not move, run 132's
+// plan), so the builds' launch bounds leave room for them.  The same mmas in the same order
+// for each row block as w4_chunk_mma_rows, so the same sums.
 template <int DT, bool ZP, int MT>
 __device__ __forceinline__ void w4_lean_chunk(float (&acc)[MT][4], const uint4 &wq, const W4Scale<DT, ZP> &sc, const char *const (&ap)[MT],
                                               int offset) {
@@ -567,7 +568,8 @@ __device__ __forceinline__ void w4_lean_chunk(float (&acc)[MT][4], const uint4 &
 // tuner measured it 4-19% faster than the decode kernel at M = 16 (run 66; the library 3-18%,
 // run 67).  An L2 prefetch hint 1-4 batches ahead moved it -4..+4% (run 67): not taken.
 // 56-64 registers, no spills (the symmetric MT = 2 builds spilled one register before
-// w4_mask_or's single LOP3).
+// w4_mask_or's single LOP3).  MT = 4, 6, 8 (M 17..64, hip/w4a16.hip's use_lean_rows: K 4096
+// or 12288, its own warps and compiled counts): the same loop, 158-255 registers, no spills.
 // CPW > 0: the host saw kchunks == NW x CPW, so each warp owns exactly CPW chunks from warp x
 // CPW (w4_split_range's range) and the loop unrolls whole: every load an immediate offset from
 // the start pointers, no counter, no pointer steps, no copies between batches.  Same ranges,

@@ -517,7 +517,7 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
 # decode kernel; M > 64 the mma kernel, and M 49..64 too where its grid of ceil(N / 64) blocks
 # holds two an SM (N 70016: 1094 blocks, two an SM of any GPU of < 500 SMs; N 64: one).  M
 # 17..64 at G = 128, K 4096 or 12288 and >= 256 col tiles: the lean loop's row-block builds
-# (use_lean_rows); one col tile fewer, a K of 65 chunks or G = 64: the decode kernel.
+# (use_lean_rows); one col tile fewer, a K of 66 chunks or G = 64: the decode kernel.
 @pytest.mark.parametrize("m, n, k, g, kernel", [(1, 64, 8192, 128, "w4a16.gemv.splitk"), (8, 64, 8192, 128, "w4a16.gemv.splitk"),
                                                 (16, 64, 8192, 128, "w4a16.decode.splitk"),
                                                 (1, 70016, 128, 128, "w4a16.gemv"), (9, 70016, 128, 128, "w4a16.decode"),
@@ -563,22 +563,26 @@ def _lean_rows_name(m):
 
 
 # M 17..64 where use_lean_rows applies (G = 128, K 4096 on 4 warps of 16 chunks, K 12288 on
-# 8 warps of 24, >= 256 col tiles): MT 4, 6 or 8 row blocks share each dequantized chunk,
-# the last block partial at 17 / 33 / 50 (rows past M read row M - 1 and are never written).
-# N 4104: 257 col tiles, the last partial.  Against the float64 reference (sampled columns)
-# with every output written; the decode kernel (=gemv) beside it, in its own sum order, held
-# to the same tolerance.
+# 6 warps of 32 at MT 4 and 8 of 24 above, >= 256 col tiles, whatever the SM count): MT 4, 6
+# or 8 row blocks share each dequantized chunk, the last block partial at 17 / 33 / 50 (rows
+# past M read row M - 1 and are never written).  N 4088 and 4104: 256 / 257 col tiles, the
+# last partial (4088: the rule's edge below N 4096).  Against the float64 reference on a
+# column of every col tile with every output written; make_plan's kernel (=gemv: the decode
+# kernel, or the mma kernel at M 49..64 where its ceil(N / 64) blocks hold two an SM) beside
+# it, in its own sum order, held to the same tolerance.
 @pytest.mark.parametrize("m", [17, 32, 33, 48, 50, 64])
-@pytest.mark.parametrize("n, k", [(4096, 4096), (4104, 12288)])
+@pytest.mark.parametrize("n, k", [(4096, 4096), (4088, 4096), (4104, 12288)])
 @pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
-def test_gpu_lean_rows(rng, nvidia_plan, monkeypatch, dtype, symmetric, n, k, m):
+def test_gpu_lean_rows(rng, nvidia_gpu, monkeypatch, dtype, symmetric, n, k, m):
     w = _rand_plain(rng, n, k, symmetric)
     wg = w.to("gpu:0", DT[dtype])
     a = rng.standard_normal((m, k)).astype(DT[dtype])
     ag = put("gpu", a)
-    for hook, kernel in ((None, _lean_rows_name(m)), ("gemv", "w4a16.decode")):
-        _assert_ref_cols(rng, a, w, _gemm_with_hook(monkeypatch, hook, ag, wg, m, n, dtype, kernel), dtype)
+    planned = "w4a16.mma" if m > 48 and (n + 63) // 64 >= 2 * _nvidia_sms() else "w4a16.decode"
+    for hook, kernel in ((None, _lean_rows_name(m)), ("gemv", planned)):
+        got = _gemm_with_hook(monkeypatch, hook, ag, wg, m, n, dtype, kernel)
+        _assert_ref_cols(rng, a, w, got, dtype, every_tile=True)
 
 
 # The M 49..64 rule's edge on this GPU: the mma kernel where its ceil(N / 64) blocks reach two
@@ -739,14 +743,18 @@ def _rand_plain(rng, n, k, symmetric, g=128):
     return gatednorm.W4A16Weight(q, s, z)
 
 
-def _assert_ref_cols(rng, a, w, got, dtype, ncols=512):
+def _assert_ref_cols(rng, a, w, got, dtype, ncols=512, every_tile=False):
     """``got`` ([M, N]) against the float64 reference on the first and last col tiles' 16
     columns each and ``ncols`` others drawn from the test's ``rng`` (each case its own): the
     reference of all N costs a float64 dequantization of the whole weight (1-4 s a case at
-    these sizes); each test that calls this also compares all N bit for bit with another
-    kernel's output where the two must agree."""
+    these sizes).  Where two kernels must agree bit for bit, callers also compare all N;
+    ``every_tile`` adds one random column of every 16-column col tile, for kernels with no
+    such twin (each col tile is one block's output)."""
     n = w.n
     pick = rng.choice(n, min(n, ncols), replace=False)
+    if every_tile:
+        starts = np.arange(0, n, 16)
+        pick = np.concatenate([pick, np.minimum(starts + rng.integers(0, 16, size=starts.size), n - 1)])
     cols = np.unique(np.concatenate([np.arange(min(16, n)), np.arange(max(0, n - 16), n), pick]))
     z = None if w.zeros is None else w.zeros[cols]
     ref = reference.w4a16_matmul(a, w.q[cols], w.scales[cols], z, None)
