@@ -565,9 +565,10 @@ def _lean_rows_name(m):
 # M 17..64 where use_lean_rows applies (G = 128, K 4096 on 4 warps of 16 chunks, K 12288 on
 # 6 warps of 32 at MT 4 and 8 of 24 above, >= 256 col tiles, whatever the SM count): MT 4, 6
 # or 8 row blocks share each dequantized chunk, the last block partial at 17 / 33 / 50 (rows
-# past M read row M - 1 and are never written).  N 4088 and 4104: 256 / 257 col tiles, the
-# last partial (4088: the rule's edge below N 4096).  Against the float64 reference on a
-# column of every col tile with every output written; make_plan's kernel (=gemv: the decode
+# past M read row M - 1 and are never written: the output, a view of a poisoned buffer with
+# 8 more rows and 16 more columns, shows any store past it).  N 4088 and 4104: 256 / 257 col
+# tiles, the last partial (4088: the rule's edge below N 4096).  Against the float64
+# reference on a column of every col tile with every output written; make_plan's kernel (=gemv: the decode
 # kernel, or the mma kernel at M 49..64 where its ceil(N / 64) blocks hold two an SM) beside
 # it, in its own sum order, held to the same tolerance.
 @pytest.mark.parametrize("m", [17, 32, 33, 48, 50, 64])
@@ -579,10 +580,20 @@ def test_gpu_lean_rows(rng, nvidia_gpu, monkeypatch, dtype, symmetric, n, k, m):
     wg = w.to("gpu:0", DT[dtype])
     a = rng.standard_normal((m, k)).astype(DT[dtype])
     ag = put("gpu", a)
+    # the row blocks' output as a view of a poisoned [M + 8, N + 16] buffer: a store past row M
+    # or column N would land in the poison
+    monkeypatch.delenv("GATEDNORM_W4A16_KERNEL", raising=False)
+    full = put("gpu", np.full((m + 8, n + 16), np.nan, DT[dtype]))
+    gatednorm.w4a16_matmul(ag, wg, out=full[:m, :n])
+    assert gatednorm.last_kernel() == _lean_rows_name(m)
+    whole = get(full)
+    assert not np.isnan(whole[:m, :n].astype(np.float32)).any(), "outputs left unwritten (still NaN)"
+    assert np.isnan(whole[m:].astype(np.float32)).all() and np.isnan(whole[:, n:].astype(np.float32)).all(), \
+        "stored past row M or column N"
+    _assert_ref_cols(rng, a, w, np.ascontiguousarray(whole[:m, :n]), dtype, every_tile=True)
     planned = "w4a16.mma" if m > 48 and (n + 63) // 64 >= 2 * _nvidia_sms() else "w4a16.decode"
-    for hook, kernel in ((None, _lean_rows_name(m)), ("gemv", planned)):
-        got = _gemm_with_hook(monkeypatch, hook, ag, wg, m, n, dtype, kernel)
-        _assert_ref_cols(rng, a, w, got, dtype, every_tile=True)
+    got = _gemm_with_hook(monkeypatch, "gemv", ag, wg, m, n, dtype, planned)
+    _assert_ref_cols(rng, a, w, got, dtype, every_tile=True)
 
 
 # The M 49..64 rule's edge on this GPU: the mma kernel where its ceil(N / 64) blocks reach two
