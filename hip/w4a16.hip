@@ -279,8 +279,8 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
 
 // M 17..64: the lean loop with MT = 4, 6 or 8 row blocks of 8 (M <= 32, 48, 64) sharing each
 // dequantized chunk, one col tile a block, no split, where G = 128, K is 4096 or 12288, and
-// there are at least 256 col tiles (N > 4080; the tuner measured N 4096 to 24576).  The decode kernel
-// there re-dequantizes each chunk for every 16-row block.  Tuner `rows`, run 131 (H100, us,
+// there are at least 256 col tiles (N > 4080; the tuner measured N 4096 to 24576).  The
+// decode kernel there re-dequantizes each chunk for every 16-row block.  Tuner `rows`, run 131 (H100, us,
 // the plan's decode build -> the lean loop): M = 32 4096x4096 11.94 -> 8.18, 4096x6144
 // 14.62 -> 10.18, 4096x24576 48.70 -> 35.49, 12288x4096 27.98 -> 17.90; M = 64 21.23 ->
 // 13.01, 27.61 -> 24.20, 93.82 (the mma kernel's shape in the library) -> 71.05, 55.60 ->
@@ -291,7 +291,7 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
 //   K 4096:  4 warps of 16 chunks, 3 blocks an SM at MT = 4, 2 at MT 6 / 8;
 //   K 12288: MT = 4 6 warps of 32, 2 an SM; MT 6 / 8 8 warps of 24, 1 an SM.
 // GATEDNORM_W4A16_KERNEL=gemv keeps make_plan's kernel (and =mma the mma kernel), so tests
-// compare them.
+// and the bench run both.
 constexpr int kLeanRowsMaxM = 64;
 constexpr int64_t kLeanRowsMinTiles = 256;
 constexpr const char *kLeanRowsNames[] = {"w4a16.lean.rows32", "w4a16.lean.rows48", "w4a16.lean.rows64"};  // MT 4, 6, 8
