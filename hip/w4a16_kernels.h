@@ -515,45 +515,22 @@ __device__ __forceinline__ void w4_lean_start(const W4a16Args &p, int ct, int lo
 }
 
 // One chunk of the lean loop: each of MT 8-row blocks' 16 activations at ap[mt] + offset
-// (two 16-byte loads through L1) against the chunk's weights, dequantized once.  MT > 2 (M
-// 17..64): written as the chunk dequantized first, then each row block's activations loaded
-// and used in turn, to let 8 activation registers live at a time rather than 8 MT; ptxas
-// hoists the unrolled loop's loads anyway (the register counts did not move, run 132's
-// plan), so the builds' launch bounds leave room for them.  The same mmas in the same order
-// for each row block as w4_chunk_mma_rows, so the same sums.
+// (two 16-byte loads through L1) against the chunk's weights, dequantized once.  At MT 4-8
+// (M 17..64) ptxas hoists every activation load of the unrolled loop whatever order the
+// source gives them (a form loading each row block's in turn took as many registers), so
+// the builds' launch bounds leave room for them (hip/w4a16.hip, use_lean_rows).
 template <int DT, bool ZP, int MT>
 __device__ __forceinline__ void w4_lean_chunk(float (&acc)[MT][4], const uint4 &wq, const W4Scale<DT, ZP> &sc, const char *const (&ap)[MT],
                                               int offset) {
-    if constexpr (MT > 2) {
-        const uint32_t slo = sc.s_lo(), shi = sc.s_hi(), zlo = sc.nz_lo(), zhi = sc.nz_hi();
-        uint32_t wa[4][4];
+    uint32_t b[MT][8];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const uint32_t word = w4_word(wq, j);
-            wa[j][0] = w4_dequant2<DT>(word, zlo, slo);
-            wa[j][1] = w4_dequant2<DT>(word >> 4, zhi, shi);
-            wa[j][2] = w4_dequant2<DT>(word >> 8, zlo, slo);
-            wa[j][3] = w4_dequant2<DT>(word >> 12, zhi, shi);
-        }
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-            const uint4 *src = reinterpret_cast<const uint4 *>(ap[mt] + offset);
-            const uint4 alo = w4_ld(src), ahi = w4_ld(src + 1);
-            const uint32_t b[8] = {alo.x, alo.y, alo.z, alo.w, ahi.x, ahi.y, ahi.z, ahi.w};
-#pragma unroll
-            for (int j = 0; j < 4; ++j) w4_mma<DT>(acc[mt], wa[j][0], wa[j][1], wa[j][2], wa[j][3], b[2 * j], b[2 * j + 1]);
-        }
-    } else {
-        uint32_t b[MT][8];
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-            const uint4 *src = reinterpret_cast<const uint4 *>(ap[mt] + offset);
-            const uint4 alo = w4_ld(src), ahi = w4_ld(src + 1);
-            b[mt][0] = alo.x, b[mt][1] = alo.y, b[mt][2] = alo.z, b[mt][3] = alo.w;
-            b[mt][4] = ahi.x, b[mt][5] = ahi.y, b[mt][6] = ahi.z, b[mt][7] = ahi.w;
-        }
-        w4_chunk_mma_rows<DT, ZP, MT>(acc, wq, sc, b);
+    for (int mt = 0; mt < MT; ++mt) {
+        const uint4 *src = reinterpret_cast<const uint4 *>(ap[mt] + offset);
+        const uint4 alo = w4_ld(src), ahi = w4_ld(src + 1);
+        b[mt][0] = alo.x, b[mt][1] = alo.y, b[mt][2] = alo.z, b[mt][3] = alo.w;
+        b[mt][4] = ahi.x, b[mt][5] = ahi.y, b[mt][6] = ahi.z, b[mt][7] = ahi.w;
     }
+    w4_chunk_mma_rows<DT, ZP, MT>(acc, wq, sc, b);
 }
 
 // The gemv kernel's loop on a diet (run 65, the tuner's lean.gemv: 13.7% fewer instructions
