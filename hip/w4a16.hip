@@ -290,22 +290,35 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
 // and 8 take 200-255 registers):
 //   K 4096:  4 warps of 16 chunks, 3 blocks an SM at MT = 4, 2 at MT 6 / 8;
 //   K 12288: MT = 4 6 warps of 32, 2 an SM; MT 6 / 8 8 warps of 24, 1 an SM.
-// GATEDNORM_W4A16_KERNEL=gemv keeps make_plan's kernel (and =mma the mma kernel), so tests
-// and the bench run both.
+// Any other K of whole groups a warp on 4 warps (kchunks a multiple of 8, at least 16 chunks:
+// K 1024, 2048, 5120, 17408, ...) runs K 4096's launch shape with the runtime trip count
+// (CPW = 0; `last_kernel()` adds ".anyk"), the loop stepping its pointers as at M <= 16.
+// GATEDNORM_W4A16_KERNEL=gemv keeps make_plan's kernel (and =mma the mma kernel), =lean takes
+// the runtime-count build at K 4096 / 12288 too (at K 4096 the same ranges, order and bits as
+// the compiled count), so tests and the bench run each beside the other.
 constexpr int kLeanRowsMaxM = 64;
 constexpr int64_t kLeanRowsMinTiles = 256;
+constexpr int kLeanRowsAnyKWarps = 4;
+constexpr int64_t kLeanRowsAnyKMinChunks = 16;
 constexpr const char *kLeanRowsNames[] = {"w4a16.lean.rows32", "w4a16.lean.rows48", "w4a16.lean.rows64"};  // MT 4, 6, 8
+constexpr const char *kLeanRowsAnyKNames[] = {"w4a16.lean.rows32.anyk", "w4a16.lean.rows48.anyk", "w4a16.lean.rows64.anyk"};
 
 void use_lean_rows(Plan *pl, int64_t m, const W4Tiled &t) {
     if (m <= kLeanMaxM || m > kLeanRowsMaxM || t.group != 128 || t.k % kW4TileK || t.ntiles < kLeanRowsMinTiles) return;
-    if (t.kchunks != 64 && t.kchunks != 192) return;  // K 4096, 12288
     const char *v = getenv("GATEDNORM_W4A16_KERNEL");
     if (v && (!strcmp(v, "gemv") || !strcmp(v, "mma"))) return;
+    const bool compiled = (t.kchunks == 64 || t.kchunks == 192) && !(v && !strcmp(v, "lean"));  // K 4096, 12288
+    if (!compiled && (t.kchunks % (2 * kLeanRowsAnyKWarps) || t.kchunks < kLeanRowsAnyKMinChunks)) return;
     Plan lean;
     lean.gemv_lean = true;
     lean.mt = m <= 32 ? 4 : m <= 48 ? 6 : 8;
-    lean.gemv_warps = t.kchunks == 64 ? 4 : lean.mt == 4 ? 6 : 8;
-    lean.lean_cpw = int(t.kchunks / lean.gemv_warps);
+    if (compiled) {
+        lean.gemv_warps = t.kchunks == 64 ? 4 : lean.mt == 4 ? 6 : 8;
+        lean.lean_cpw = int(t.kchunks / lean.gemv_warps);
+    } else {
+        lean.gemv_warps = kLeanRowsAnyKWarps;
+        lean.lean_cpw = 0;
+    }
     lean.ctas = t.ntiles;
     *pl = lean;
 }
@@ -321,6 +334,9 @@ hipError_t launch_lean_rows(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     if (pl.mt == 4 && w == 6 && c == 32) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 4, 6, 2, 32>, grid, 6 * 32, s, a, pdl);
     if (pl.mt == 6 && w == 8 && c == 24) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 6, 8, 1, 24>, grid, 8 * 32, s, a, pdl);
     if (pl.mt == 8 && w == 8 && c == 24) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 8, 8, 1, 24>, grid, 8 * 32, s, a, pdl);
+    if (pl.mt == 4 && w == 4 && c == 0) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 4, 4, 3, 0>, grid, 4 * 32, s, a, pdl);
+    if (pl.mt == 6 && w == 4 && c == 0) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 6, 4, 2, 0>, grid, 4 * 32, s, a, pdl);
+    if (pl.mt == 8 && w == 4 && c == 0) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 8, 4, 2, 0>, grid, 4 * 32, s, a, pdl);
     return hipErrorInvalidConfiguration;  // no such build: use_lean_rows and this launcher disagree
 }
 
@@ -544,7 +560,7 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
     const gatednorm_status st = check_launch("w4a16_gemm");
 #if defined(GN_PLATFORM_CUDA)
     const char *name = !pl.decode     ? (windowed ? "w4a16.mma.windowed" : "w4a16.mma")
-                       : pl.gemv_lean ? (pl.mt > 2 ? kLeanRowsNames[pl.mt / 2 - 2] : lean_kernel_name(pl.lean_cpw))
+                       : pl.gemv_lean ? (pl.mt > 2 ? (pl.lean_cpw ? kLeanRowsNames : kLeanRowsAnyKNames)[pl.mt / 2 - 2] : lean_kernel_name(pl.lean_cpw))
                        : pl.gemv      ? (pl.nsplit > 1 ? "w4a16.gemv.splitk" : "w4a16.gemv")
                        : pl.nsplit > 1 ? "w4a16.decode.splitk" : "w4a16.decode";
 #else

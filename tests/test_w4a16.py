@@ -498,7 +498,7 @@ def test_gemm_gpu_shapes(rng, requires_gpu, shape):
 # warp with K of two chunks, so six of a block's eight warps have no chunk; 313 col tiles,
 # the last partial: the three-blocks-an-SM build of one col tile a warp; the gemv kernels'
 # lean loop with a partial last col tile), every M (M 17..64 the decode kernel's row blocks,
-# M > 64 the mma kernel).
+# at (4100, 2048) the lean loop's with the runtime count; M > 64 the mma kernel).
 PLAN_SHAPES = [(24, 70016), (2120, 4224), (4104, 4224), (16904, 1152), (70016, 128), (5000, 1152), (4100, 2048)]
 
 
@@ -516,8 +516,10 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
 # M <= 8 with K % 64 == 0 is the gemv kernel; a K tail (K % 64 = 32 at G = 32) or M 9..64 the
 # decode kernel; M > 64 the mma kernel, and M 49..64 too where its grid of ceil(N / 64) blocks
 # holds two an SM (N 70016: 1094 blocks, two an SM of any GPU of < 500 SMs; N 64: one).  M
-# 17..64 at G = 128, K 4096 or 12288 and >= 256 col tiles: the lean loop's row-block builds
-# (use_lean_rows); one col tile fewer, a K of 66 chunks or G = 64: the decode kernel.
+# 17..64 at G = 128, >= 256 col tiles and K 4096 or 12288: the lean loop's row-block builds
+# (use_lean_rows), any other K of a multiple of 8 chunks from 16 (K 1024, 5120) their
+# runtime-count builds (".anyk"); one col tile fewer, a K of 66 chunks (no multiple of 8), 8
+# chunks (K 1024's half) or G = 64: the decode kernel.
 @pytest.mark.parametrize("m, n, k, g, kernel", [(1, 64, 8192, 128, "w4a16.gemv.splitk"), (8, 64, 8192, 128, "w4a16.gemv.splitk"),
                                                 (16, 64, 8192, 128, "w4a16.decode.splitk"),
                                                 (1, 70016, 128, 128, "w4a16.gemv"), (9, 70016, 128, 128, "w4a16.decode"),
@@ -527,7 +529,10 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
                                                 (48, 70016, 128, 128, "w4a16.decode"),
                                                 (17, 4096, 4096, 128, "w4a16.lean.rows32"), (33, 4096, 4096, 128, "w4a16.lean.rows48"),
                                                 (64, 4096, 12288, 128, "w4a16.lean.rows64"), (33, 4080, 4096, 128, "w4a16.decode"),
-                                                (40, 4096, 4224, 128, "w4a16.decode"), (48, 4096, 4096, 64, "w4a16.decode")])
+                                                (40, 4096, 4224, 128, "w4a16.decode"), (48, 4096, 4096, 64, "w4a16.decode"),
+                                                (17, 4096, 5120, 128, "w4a16.lean.rows32.anyk"),
+                                                (64, 4096, 1024, 128, "w4a16.lean.rows64.anyk"),
+                                                (40, 4096, 512, 128, "w4a16.decode"), (40, 4080, 5120, 128, "w4a16.decode")])
 def test_gpu_kernel_choice(rng, nvidia_gpu, m, n, k, g, kernel):
     run_gemm("gpu", rng, m, n, k, g, False, "bf16")
     assert gatednorm.last_kernel() == kernel
@@ -556,23 +561,26 @@ def test_gpu_decode_rows_17_to_64(rng, nvidia_plan, monkeypatch, dtype, n, k, m)
         _assert_ref_cols(rng, a, w, got, dtype)
 
 
-def _lean_rows_name(m):
+def _lean_rows_name(m, k=4096):
     """The row-block build of the lean loop at M 17..64 (hip/w4a16.hip use_lean_rows: MT 4,
-    6 or 8 row blocks of 8 rows)."""
-    return "w4a16.lean.rows%d" % (32 if m <= 32 else 48 if m <= 48 else 64)
+    6 or 8 row blocks of 8 rows; K other than 4096 / 12288 the runtime-count build)."""
+    return "w4a16.lean.rows%d%s" % (32 if m <= 32 else 48 if m <= 48 else 64, "" if k in (4096, 12288) else ".anyk")
 
 
 # M 17..64 where use_lean_rows applies (G = 128, K 4096 on 4 warps of 16 chunks, K 12288 on
-# 6 warps of 32 at MT 4 and 8 of 24 above, >= 256 col tiles, whatever the SM count): MT 4, 6
+# 6 warps of 32 at MT 4 and 8 of 24 above, any other K of 8n chunks from 16 on 4 warps with
+# the runtime trip count (K 5120: 20 chunks a warp; K 1024: 4), >= 256 col tiles, whatever
+# the SM count): MT 4, 6
 # or 8 row blocks share each dequantized chunk, the last block partial at 17 / 33 / 50 (rows
 # past M read row M - 1 and are never written: the output, a view of a poisoned buffer with
 # 8 more rows and 16 more columns, shows any store past it).  N 4088 and 4104: 256 / 257 col
 # tiles, the last partial (4088: the rule's edge below N 4096).  Against the float64
 # reference on a column of every col tile with every output written; make_plan's kernel (=gemv: the decode
 # kernel, or the mma kernel at M 49..64 where its ceil(N / 64) blocks hold two an SM) beside
-# it, in its own sum order, held to the same tolerance.
+# it, in its own sum order, held to the same tolerance.  At K 4096 the runtime-count build
+# (=lean) has the compiled count's ranges and order: the same bits.
 @pytest.mark.parametrize("m", [17, 32, 33, 48, 50, 64])
-@pytest.mark.parametrize("n, k", [(4096, 4096), (4088, 4096), (4104, 12288)])
+@pytest.mark.parametrize("n, k", [(4096, 4096), (4088, 4096), (4104, 12288), (4096, 5120), (4104, 1024)])
 @pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_gpu_lean_rows(rng, nvidia_gpu, monkeypatch, dtype, symmetric, n, k, m):
@@ -585,7 +593,7 @@ def test_gpu_lean_rows(rng, nvidia_gpu, monkeypatch, dtype, symmetric, n, k, m):
     monkeypatch.delenv("GATEDNORM_W4A16_KERNEL", raising=False)
     full = put("gpu", np.full((m + 8, n + 16), np.nan, DT[dtype]))
     gatednorm.w4a16_matmul(ag, wg, out=full[:m, :n])
-    assert gatednorm.last_kernel() == _lean_rows_name(m)
+    assert gatednorm.last_kernel() == _lean_rows_name(m, k)
     whole = get(full)
     assert not np.isnan(whole[:m, :n].astype(np.float32)).any(), "outputs left unwritten (still NaN)"
     assert np.isnan(whole[m:].astype(np.float32)).all() and np.isnan(whole[:, n:].astype(np.float32)).all(), \
@@ -594,6 +602,9 @@ def test_gpu_lean_rows(rng, nvidia_gpu, monkeypatch, dtype, symmetric, n, k, m):
     planned = "w4a16.mma" if m > 48 and (n + 63) // 64 >= 2 * _nvidia_sms() else "w4a16.decode"
     got = _gemm_with_hook(monkeypatch, "gemv", ag, wg, m, n, dtype, planned)
     _assert_ref_cols(rng, a, w, got, dtype, every_tile=True)
+    if k == 4096:
+        runtime = _gemm_with_hook(monkeypatch, "lean", ag, wg, m, n, dtype, _lean_rows_name(m, 0))
+        assert runtime.tobytes() == np.ascontiguousarray(whole[:m, :n]).tobytes()
 
 
 # The M 49..64 rule's edge on this GPU: the mma kernel where its ceil(N / 64) blocks reach two
@@ -921,7 +932,7 @@ def test_gpu_gemv_lean_two_row_blocks(rng, nvidia_plan, monkeypatch, n, symmetri
 # ------------------------------------------------ programmatic dependent launch (pdl=True)
 # (m, n, k, g, n2, kernel of the first GEMM on a GPU of ~132 SMs, of the second or None): the
 # lean loop (M <= 8; M 9..16; many col tiles: several waves; a lean GEMM after a lean one;
-# M 17..64's row blocks, after one another and at K 12288),
+# M 17..64's row blocks, after one another, at K 12288 and at K 5120 with the runtime count),
 # gemv (G = 64; many col tiles), gemv split-K, decode (M > 8; K tail at M <= 8 and M > 8;
 # M 33: three row blocks), mma (M > 64).  The second GEMM (K = the first's N) has 512 outputs (few col tiles: a
 # split) unless n2 says otherwise.
@@ -935,7 +946,8 @@ PDL_CASES = [(1, 4096, 4096, 128, 512, LEAN4, None), (9, 4096, 4096, 128, 512, L
              (3, 4096, 4128, 32, 512, DECODE, None), (10, 4096, 4128, 32, 512, DECODE, None), (33, 4096, 4096, 64, 512, DECODE, None),
              (65, 4096, 4096, 64, 512, "w4a16.mma", None),
              (33, 4096, 4096, 128, 4096, "w4a16.lean.rows48", "w4a16.lean.rows48"),
-             (24, 4096, 12288, 128, 512, "w4a16.lean.rows32", None)]
+             (24, 4096, 12288, 128, 512, "w4a16.lean.rows32", None),
+             (40, 5120, 5120, 128, 4096, "w4a16.lean.rows48.anyk", "w4a16.lean.rows48.anyk")]
 
 
 @pytest.mark.parametrize("m, n, k, g, n2, kernel1, kernel2", PDL_CASES)
