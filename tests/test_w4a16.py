@@ -518,8 +518,9 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
 # holds two an SM (N 70016: 1094 blocks, two an SM of any GPU of < 500 SMs; N 64: one).  M
 # 17..64 at G = 128, >= 256 col tiles and K 4096 or 12288: the lean loop's row-block builds
 # (use_lean_rows), any other K of a multiple of 8 chunks from 16 (K 1024, 5120) their
-# runtime-count builds (".anyk"); one col tile fewer, a K of 66 chunks (no multiple of 8), 8
-# chunks (K 1024's half) or G = 64: the decode kernel.
+# runtime-count builds (".anyk"); one col tile fewer, a K of 66 or 20 chunks (no multiple of
+# 8: 20 would give 4 warps 5 chunks each, ranges splitting a 128-k group), 8 chunks (K 1024's
+# half) or G = 64: the decode kernel.
 @pytest.mark.parametrize("m, n, k, g, kernel", [(1, 64, 8192, 128, "w4a16.gemv.splitk"), (8, 64, 8192, 128, "w4a16.gemv.splitk"),
                                                 (16, 64, 8192, 128, "w4a16.decode.splitk"),
                                                 (1, 70016, 128, 128, "w4a16.gemv"), (9, 70016, 128, 128, "w4a16.decode"),
@@ -532,7 +533,8 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
                                                 (40, 4096, 4224, 128, "w4a16.decode"), (48, 4096, 4096, 64, "w4a16.decode"),
                                                 (17, 4096, 5120, 128, "w4a16.lean.rows32.anyk"),
                                                 (64, 4096, 1024, 128, "w4a16.lean.rows64.anyk"),
-                                                (40, 4096, 512, 128, "w4a16.decode"), (40, 4080, 5120, 128, "w4a16.decode")])
+                                                (40, 4096, 512, 128, "w4a16.decode"), (40, 4096, 1280, 128, "w4a16.decode"),
+                                                (40, 4080, 5120, 128, "w4a16.decode")])
 def test_gpu_kernel_choice(rng, nvidia_gpu, m, n, k, g, kernel):
     run_gemm("gpu", rng, m, n, k, g, False, "bf16")
     assert gatednorm.last_kernel() == kernel
