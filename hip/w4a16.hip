@@ -278,8 +278,9 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
 }
 
 // M 17..64: the lean loop with MT = 4, 6 or 8 row blocks of 8 (M <= 32, 48, 64) sharing each
-// dequantized chunk, one col tile a block, no split, where G = 128, K is 4096 or 12288, and
-// there are at least 256 col tiles (N > 4080; the tuner measured N 4096 to 24576).  The
+// dequantized chunk, one col tile a block, no split, where G = 128, K is 4096 or 12288 (at
+// M <= 32 also other K, below), and there are at least 256 col tiles (N > 4080; the tuner
+// measured N 4096 to 24576).  The
 // decode kernel there re-dequantizes each chunk for every 16-row block.  Tuner `rows`, run 131 (H100, us,
 // the plan's decode build -> the lean loop): M = 32 4096x4096 11.94 -> 8.18, 4096x6144
 // 14.62 -> 10.18, 4096x24576 48.70 -> 35.49, 12288x4096 27.98 -> 17.90; M = 64 21.23 ->
@@ -290,25 +291,31 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
 // and 8 take 200-255 registers):
 //   K 4096:  4 warps of 16 chunks, 3 blocks an SM at MT = 4, 2 at MT 6 / 8;
 //   K 12288: MT = 4 6 warps of 32, 2 an SM; MT 6 / 8 8 warps of 24, 1 an SM.
-// Any other K of whole groups a warp on 4 warps (kchunks a multiple of 8, at least 16 chunks:
-// K 1024, 2048, 5120, 17408, ...) runs K 4096's launch shape with the runtime trip count
-// (CPW = 0; `last_kernel()` adds ".anyk"), the loop stepping its pointers as at M <= 16.
+// At M 17..32 any other K of whole groups a warp on 4 warps (kchunks a multiple of 8, at
+// least 16 chunks: K 1024, 2048, 5120, 17408, ...) runs K 4096's launch shape at MT = 4 with
+// the runtime trip count (CPW = 0; `last_kernel()`: "w4a16.lean.rows32.anyk"), the loop
+// stepping its pointers as at M <= 16.  Run 134 (H100, us, the decode kernel -> this build,
+// N 5120): M = 17 K 1024 6.02 -> 4.54, 2048 8.73 -> 6.59, 5120 15.08 -> 12.33, 17408 42.68 ->
+// 34.81; M = 32 6.35 -> 4.95, 9.14 -> 7.22, 17.17 -> 13.80, 44.45 -> 38.96.  Its MT 6 / 8
+// builds (M 33..64) ran 8-16% slower than the decode kernel at M = 48 and -5..+4% at 64, and
+// K 4096's compiled count is 15% faster than the runtime one at M = 32: so no such builds.
 // GATEDNORM_W4A16_KERNEL=gemv keeps make_plan's kernel (and =mma the mma kernel), =lean takes
-// the runtime-count build at K 4096 / 12288 too (at K 4096 the same ranges, order and bits as
-// the compiled count), so tests and the bench run each beside the other.
+// the runtime-count build at K 4096 / 12288 too (M <= 32; at K 4096 the same ranges, order
+// and bits as the compiled count), so tests and the bench run each beside the other.
 constexpr int kLeanRowsMaxM = 64;
 constexpr int64_t kLeanRowsMinTiles = 256;
+constexpr int kLeanRowsAnyKMaxM = 32;
 constexpr int kLeanRowsAnyKWarps = 4;
 constexpr int64_t kLeanRowsAnyKMinChunks = 16;
 constexpr const char *kLeanRowsNames[] = {"w4a16.lean.rows32", "w4a16.lean.rows48", "w4a16.lean.rows64"};  // MT 4, 6, 8
-constexpr const char *kLeanRowsAnyKNames[] = {"w4a16.lean.rows32.anyk", "w4a16.lean.rows48.anyk", "w4a16.lean.rows64.anyk"};
 
 void use_lean_rows(Plan *pl, int64_t m, const W4Tiled &t) {
     if (m <= kLeanMaxM || m > kLeanRowsMaxM || t.group != 128 || t.k % kW4TileK || t.ntiles < kLeanRowsMinTiles) return;
     const char *v = getenv("GATEDNORM_W4A16_KERNEL");
     if (v && (!strcmp(v, "gemv") || !strcmp(v, "mma"))) return;
-    const bool compiled = (t.kchunks == 64 || t.kchunks == 192) && !(v && !strcmp(v, "lean"));  // K 4096, 12288
-    if (!compiled && (t.kchunks % (2 * kLeanRowsAnyKWarps) || t.kchunks < kLeanRowsAnyKMinChunks)) return;
+    const bool any_k = m <= kLeanRowsAnyKMaxM && t.kchunks % (2 * kLeanRowsAnyKWarps) == 0 && t.kchunks >= kLeanRowsAnyKMinChunks;
+    const bool compiled = (t.kchunks == 64 || t.kchunks == 192) && !(any_k && v && !strcmp(v, "lean"));  // K 4096, 12288
+    if (!compiled && !any_k) return;
     Plan lean;
     lean.gemv_lean = true;
     lean.mt = m <= 32 ? 4 : m <= 48 ? 6 : 8;
@@ -335,8 +342,6 @@ hipError_t launch_lean_rows(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     if (pl.mt == 6 && w == 8 && c == 24) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 6, 8, 1, 24>, grid, 8 * 32, s, a, pdl);
     if (pl.mt == 8 && w == 8 && c == 24) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 8, 8, 1, 24>, grid, 8 * 32, s, a, pdl);
     if (pl.mt == 4 && w == 4 && c == 0) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 4, 4, 3, 0>, grid, 4 * 32, s, a, pdl);
-    if (pl.mt == 6 && w == 4 && c == 0) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 6, 4, 2, 0>, grid, 4 * 32, s, a, pdl);
-    if (pl.mt == 8 && w == 4 && c == 0) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 8, 4, 2, 0>, grid, 4 * 32, s, a, pdl);
     return hipErrorInvalidConfiguration;  // no such build: use_lean_rows and this launcher disagree
 }
 
@@ -560,7 +565,7 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
     const gatednorm_status st = check_launch("w4a16_gemm");
 #if defined(GN_PLATFORM_CUDA)
     const char *name = !pl.decode     ? (windowed ? "w4a16.mma.windowed" : "w4a16.mma")
-                       : pl.gemv_lean ? (pl.mt > 2 ? (pl.lean_cpw ? kLeanRowsNames : kLeanRowsAnyKNames)[pl.mt / 2 - 2] : lean_kernel_name(pl.lean_cpw))
+                       : pl.gemv_lean ? (pl.mt > 2 ? (pl.lean_cpw ? kLeanRowsNames[pl.mt / 2 - 2] : "w4a16.lean.rows32.anyk") : lean_kernel_name(pl.lean_cpw))
                        : pl.gemv      ? (pl.nsplit > 1 ? "w4a16.gemv.splitk" : "w4a16.gemv")
                        : pl.nsplit > 1 ? "w4a16.decode.splitk" : "w4a16.decode";
 #else

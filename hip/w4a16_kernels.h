@@ -5,7 +5,8 @@
 //                          per-lane row and K guards, NW warps a block on one col tile.
 //     w4a16_gemv_lean_kernel  M <= 16: the gemv kernel's loop on a diet, where G = 128, one
 //                          split and whole groups a warp (MT = 2 for M 9..16); M 17..64 at
-//                          K 4096 / 12288 and N > 4080 with MT = 4, 6 or 8 (use_lean_rows).
+//                          K 4096 / 12288 and N > 4080 with MT = 4, 6 or 8, at M 17..32 also
+//                          other K of whole groups a warp (use_lean_rows).
 //     w4a16_decode_kernel  other M <= 64 (make_plan: to 48, and to 64 unless the mma grid
 //                          fills the GPU twice; 16-row blocks, MT = 2, above 8 rows):
 //                          weight-streaming.
@@ -546,12 +547,13 @@ __device__ __forceinline__ void w4_lean_chunk(float (&acc)[MT][4], const uint4 &
 // run 67).  An L2 prefetch hint 1-4 batches ahead moved it -4..+4% (run 67): not taken.
 // 56-64 registers, no spills (the symmetric MT = 2 builds spilled one register before
 // w4_mask_or's single LOP3).  MT = 4, 6, 8 (M 17..64, hip/w4a16.hip's use_lean_rows: K 4096
-// or 12288, its own warps and compiled counts): the same loop, 158-255 registers, no spills.
+// or 12288, its own warps and compiled counts; MT = 4 on 4 warps with the runtime count at
+// other K): the same loop, 124-255 registers, no spills.
 // CPW > 0: the host saw kchunks == NW x CPW, so each warp owns exactly CPW chunks from warp x
 // CPW (w4_split_range's range) and the loop unrolls whole: every load an immediate offset from
 // the start pointers, no counter, no pointer steps, no copies between batches.  Same ranges,
 // order and bits as CPW = 0 (the runtime trip count); 10-14% faster at M = 1 and 2-8% at M =
-// 16 in the tuner (run 71, its lean.full).
+// 16 in the tuner (run 71, its lean.full), 15% at M = 32 (run 134, K 4096).
 template <int DT, bool ZP, int MT, int NW, int BPS, int CPW>
 __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a16Args p) {
     static_assert(CPW % 2 == 0, "whole 128-k groups a warp");
