@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
-from pathlib import Path
-
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -538,6 +538,11 @@ def test_new_op_gpu_path_on_stand_ins(tmp_path, op):
             assert row[f"{peer}_ok"] and row[f"{peer}_s"] > 0 and not row.get(f"{peer}_error"), (peer, row)
     assert rep["targets"] and all(t["source"].startswith("issue #1") for t in rep["targets"])
     assert "target (issue #1" in proc.stdout
+    # the check column's unit: W4A16's value is |err| over its tolerance, never called ulps
+    unit = "of tol" if op == "w4a16" else "ulp"
+    assert rep["ours_check_unit"] == unit and f"| ok (" in proc.stdout
+    checks = re.findall(r"\| ok \([0-9.]+ ([a-z ]+)\) \|", proc.stdout)
+    assert checks and set(checks) == {unit}, checks
     if decl.has_host:
         assert {r["op"] for r in report["host_latency"]} == {op}
         assert not any(r.get("error") for r in report["host_latency"])

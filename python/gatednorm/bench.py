@@ -176,6 +176,7 @@ class OpBench:
     has_cpu = True
     cpu_skip = ""            # why CPU mode does not time it (with has_cpu False)
     peer_check_unit = "ulp"  # what a peer's check value counts (the report's disagreement lines)
+    ours_check_unit = "ulp"  # what ours' check value counts (the table's check column)
     has_host = True
     host_targets = False     # whether issue #11's host-call targets apply (they are set on rmsnorm_gated)
     host_skip = ""           # why it has no host-call rows (with has_host False)
@@ -1501,7 +1502,7 @@ class W4A16Bench(OpBench):
     from a seeded rng; the copies hold the same values in distinct memory) and reused across
     M.  Peers: tinygemm (torch.ops.aten._weight_int4pack_mm), gemlite (A16Wn, 4-bit), cuBLAS dense bf16
     (torch.matmul of the dequantized weight).  Ours' check: sampled rows x columns within
-    reference.w4a16_tolerance ("ulp" column: worst |err| / tolerance); peers: relative error
+    reference.w4a16_tolerance (check column "of tol": worst |err| / tolerance); peers: relative error
     (worst |err| / max |ref|), printed for each peer after the table (above W4_PEER_REL: less
     accurate than a 16-bit GEMM; above W4_PEER_WIRING_REL: not the same GEMM, a failure)."""
 
@@ -1523,6 +1524,7 @@ class W4A16Bench(OpBench):
     outputs = ("out",)
     peers = {"tinygemm": _w4_tinygemm, "gemlite": _w4_gemlite, "cublas_dense": lambda torch: (lambda a, b: torch.matmul(a, b.dense))}
     peer_check_unit = f"relative error (max |err| / max |ref|; above {W4_PEER_WIRING_REL}: not the same GEMM)"
+    ours_check_unit = "of tol"  # worst |err| / reference.w4a16_tolerance, not ulps
     plot_x, plot_group, size_field = "M", "KxN", "M"
     axis_labels = {"M": "tokens M"}
 
@@ -2263,7 +2265,8 @@ def _bench_cpu_op(gatednorm, op, quick, variants, axes, peers_wanted):
                                 + " ".join(f"{a}={v}" for a, v in zip(op.axes, t.shape)),
                         "source": t.source, "value": sp, "pass": None if sp is None else bool(sp >= t.min_speedup)})
     return {"op": op.name, "title": op.title, "axes": list(op.axes), "variants": list(variants), "peers": names,
-            "ours_modes": ["out"], "missing": missing, "rows": rows, "peer_configs": {}, "targets": targets}
+            "ours_modes": ["out"], "missing": missing, "rows": rows, "peer_configs": {}, "targets": targets,
+            "ours_check_unit": op.ours_check_unit}
 
 
 # ------------------------------------------------------------------------------- report
@@ -2298,7 +2301,7 @@ def _render_op(report, rep) -> list:
                  *([_fmt_us(r.get("copy_same_s")), f"{r['copy_same_s'] / r['ours_s']:.0%}" if r.get("copy_same_s") else "-"]
                    if same else []),
                  *[("-" if _speedup(r["ours_s"], r.get(f"{p}_s")) is None else f"{_speedup(r['ours_s'], r[f'{p}_s']):.2f}") for p in peers],
-                 ("ok" if r["ours_ok"] else "FAIL") + f" ({r['ours_check_ulps']:.2f} ulp)"]
+                 ("ok" if r["ours_ok"] else "FAIL") + f" ({r['ours_check_ulps']:.2f} {rep.get('ours_check_unit', 'ulp')})"]
         lines.append("| " + " | ".join(cells) + " |")
     for p, why in rep.get("missing", {}).items():
         lines.append(f"missing peer {p}: {why}")
@@ -2558,7 +2561,7 @@ def _bench_gpu_op(gatednorm, gpu, op, variants, axes, peers, ours_modes, warmup)
     loaded, missing = gpu.peers_of(op)
     rep = {"op": op.name, "title": op.title, "axes": list(op.axes), "variants": list(variants), "peers": names,
            "ours_modes": list(modes), "missing": {p: missing[p] for p in names if p in missing}, "rows": [],
-           "peer_check_unit": op.peer_check_unit}
+           "peer_check_unit": op.peer_check_unit, "ours_check_unit": op.ours_check_unit}
     gpu.pretune(op, names, [(v, *s) for v in variants for s in shapes])
     if warmup and variants and shapes:
         # One untimed pass of the first shape.  The first shape a process timed came out
