@@ -133,7 +133,8 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
         fp8_format: "e4m3fn" (OCP: NVIDIA, MI350; max 448) or "e4m3fnuz" (MI300; max 240).
         fp8_max: values are clamped to +-fp8_max, then rounded (None: the format's max; 224 is
             common for fnuz); one that is no FP8 value may round up to the next code.
-        amax_floor: lower bound of amax (an all-zero group gets scale amax_floor / fp8_max).
+        amax_floor: lower bound of amax (an all-zero group gets scale amax_floor / fp8_max,
+            rounded up to a power of two with the UE8M0 formats).
         scale_format: "fp32", "ue8m0" (fp32 powers of two), "e8m0" (uint8 exponent bytes) or
             "e8m0_packed" (int32 words of four exponent bytes, DeepGEMM's layout).
         scale_layout: layout of a new ``scales``: "row" ``[T, K]``, "col" (a ``[T, K]`` view of
