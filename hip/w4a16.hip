@@ -309,12 +309,17 @@ constexpr int kLeanRowsAnyKWarps = 4;
 constexpr int64_t kLeanRowsAnyKMinChunks = 16;
 constexpr const char *kLeanRowsNames[] = {"w4a16.lean.rows32", "w4a16.lean.rows48", "w4a16.lean.rows64"};  // MT 4, 6, 8
 
+// last_kernel()'s name of a use_lean_rows plan (MT > 2)
+const char *lean_rows_name(const Plan &pl) { return pl.lean_cpw ? kLeanRowsNames[pl.mt / 2 - 2] : "w4a16.lean.rows32.anyk"; }
+
 void use_lean_rows(Plan *pl, int64_t m, const W4Tiled &t) {
     if (m <= kLeanMaxM || m > kLeanRowsMaxM || t.group != 128 || t.k % kW4TileK || t.ntiles < kLeanRowsMinTiles) return;
     const char *v = getenv("GATEDNORM_W4A16_KERNEL");
     if (v && (!strcmp(v, "gemv") || !strcmp(v, "mma"))) return;
+    const bool runtime_asked = v && !strcmp(v, "lean");
     const bool any_k = m <= kLeanRowsAnyKMaxM && t.kchunks % (2 * kLeanRowsAnyKWarps) == 0 && t.kchunks >= kLeanRowsAnyKMinChunks;
-    const bool compiled = (t.kchunks == 64 || t.kchunks == 192) && !(any_k && v && !strcmp(v, "lean"));  // K 4096, 12288
+    const bool counted = t.kchunks == 64 || t.kchunks == 192;  // K 4096, 12288
+    const bool compiled = counted && !(any_k && runtime_asked);
     if (!compiled && !any_k) return;
     Plan lean;
     lean.gemv_lean = true;
@@ -565,7 +570,7 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
     const gatednorm_status st = check_launch("w4a16_gemm");
 #if defined(GN_PLATFORM_CUDA)
     const char *name = !pl.decode     ? (windowed ? "w4a16.mma.windowed" : "w4a16.mma")
-                       : pl.gemv_lean ? (pl.mt > 2 ? (pl.lean_cpw ? kLeanRowsNames[pl.mt / 2 - 2] : "w4a16.lean.rows32.anyk") : lean_kernel_name(pl.lean_cpw))
+                       : pl.gemv_lean ? (pl.mt > 2 ? lean_rows_name(pl) : lean_kernel_name(pl.lean_cpw))
                        : pl.gemv      ? (pl.nsplit > 1 ? "w4a16.gemv.splitk" : "w4a16.gemv")
                        : pl.nsplit > 1 ? "w4a16.decode.splitk" : "w4a16.decode";
 #else
