@@ -298,7 +298,9 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
 // N 5120): M = 17 K 1024 6.02 -> 4.54, 2048 8.73 -> 6.59, 5120 15.08 -> 12.33, 17408 42.68 ->
 // 34.81; M = 32 6.35 -> 4.95, 9.14 -> 7.22, 17.17 -> 13.80, 44.45 -> 38.96.  Its MT 6 / 8
 // builds (M 33..64) ran 8-16% slower than the decode kernel at M = 48 and -5..+4% at 64, and
-// K 4096's compiled count is 15% faster than the runtime one at M = 32: so no such builds.
+// K 4096's compiled count is 15% faster than the runtime one at M = 32: so no such builds,
+// and K 5120 (80 chunks, the hidden size of Qwen3-14B / 32B: all their linears but the down
+// projection) has its count compiled in at MT = 4 (4 warps of 20 chunks, 161-162 registers).
 // GATEDNORM_W4A16_KERNEL=gemv keeps make_plan's kernel (and =mma the mma kernel), =lean takes
 // the runtime-count build at K 4096 / 12288 too (M <= 32; at K 4096 the same ranges, order
 // and bits as the compiled count), so tests and the bench run each beside the other.
@@ -318,14 +320,15 @@ void use_lean_rows(Plan *pl, int64_t m, const W4Tiled &t) {
     if (v && (!strcmp(v, "gemv") || !strcmp(v, "mma"))) return;
     const bool runtime_asked = v && !strcmp(v, "lean");
     const bool any_k = m <= kLeanRowsAnyKMaxM && t.kchunks % (2 * kLeanRowsAnyKWarps) == 0 && t.kchunks >= kLeanRowsAnyKMinChunks;
-    const bool counted = t.kchunks == 64 || t.kchunks == 192;  // K 4096, 12288
+    // K 4096, 12288; K 5120 (Qwen3-14B / 32B's hidden size) at M <= 32 only
+    const bool counted = t.kchunks == 64 || t.kchunks == 192 || (t.kchunks == 80 && m <= kLeanRowsAnyKMaxM);
     const bool compiled = counted && !(any_k && runtime_asked);
     if (!compiled && !any_k) return;
     Plan lean;
     lean.gemv_lean = true;
     lean.mt = m <= 32 ? 4 : m <= 48 ? 6 : 8;
     if (compiled) {
-        lean.gemv_warps = t.kchunks == 64 ? 4 : lean.mt == 4 ? 6 : 8;
+        lean.gemv_warps = t.kchunks != 192 ? 4 : lean.mt == 4 ? 6 : 8;
         lean.lean_cpw = int(t.kchunks / lean.gemv_warps);
     } else {
         lean.gemv_warps = kLeanRowsAnyKWarps;
@@ -346,6 +349,7 @@ hipError_t launch_lean_rows(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     if (pl.mt == 4 && w == 6 && c == 32) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 4, 6, 2, 32>, grid, 6 * 32, s, a, pdl);
     if (pl.mt == 6 && w == 8 && c == 24) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 6, 8, 1, 24>, grid, 8 * 32, s, a, pdl);
     if (pl.mt == 8 && w == 8 && c == 24) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 8, 8, 1, 24>, grid, 8 * 32, s, a, pdl);
+    if (pl.mt == 4 && w == 4 && c == 20) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 4, 4, 3, 20>, grid, 4 * 32, s, a, pdl);
     if (pl.mt == 4 && w == 4 && c == 0) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 4, 4, 3, 0>, grid, 4 * 32, s, a, pdl);
     return hipErrorInvalidConfiguration;  // no such build: use_lean_rows and this launcher disagree
 }
