@@ -166,9 +166,9 @@ gatednorm_status gpu_stream_destroy(void *stream);
 gatednorm_status gpu_device_synchronize(int32_t device_id);
 gatednorm_status gpu_rmsnorm_gated(const RmsnormGatedProblem &p, void *stream);
 // The gatednorm_w4a16_target of a device (0 with a message when it has none).
-gatednorm_status gpu_w4a16_target(int32_t device_id, int32_t *target);
+gatednorm_status gpu_w4a16_target(int32_t device_id, int32_t *target, const char *arg);  // arg: the argument blamed
 // Workspace bytes of a GEMM of m rows on a device (the launcher's split-K choice).
-gatednorm_status gpu_w4a16_workspace_size(int32_t device_id, int64_t m, int64_t n, int64_t k, int64_t group, size_t *bytes);
+gatednorm_status gpu_w4a16_workspace_size(int32_t device_id, int64_t m, int64_t n, int64_t k, int64_t group, size_t *bytes, const char *arg);
 gatednorm_status gpu_w4a16_prepack(const W4a16PrepackProblem &p, void *stream);
 gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream);
 gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &p, void *stream);

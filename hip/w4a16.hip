@@ -174,12 +174,15 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
 
 size_t workspace_bytes(const Plan &pl, int64_t m, int64_t n) { return pl.nsplit > 1 ? size_t(pl.nsplit) * size_t(m) * size_t(n) * 4 : 0; }
 
-gatednorm_status require_target(int device, DeviceFacts *f) {
+// arg: the argument whose device it is (the message names it first, as every failure does)
+gatednorm_status require_target(int device, DeviceFacts *f, const char *arg) {
+    if (device < 0 || device >= kCachedDevices)
+        return fail(GATEDNORM_STATUS_NO_DEVICE, "%s: on GPU %d; this library serves devices 0..%d", arg, device, kCachedDevices - 1);
     const gatednorm_status st = device_facts(device, f);
     if (st != GATEDNORM_STATUS_SUCCESS) return st;
     if (!f->target)
-        return fail(GATEDNORM_STATUS_UNSUPPORTED, "GPU %d (%s): no W4A16 kernels for this architecture (NVIDIA sm_80+, AMD gfx90a/gfx942/gfx950/gfx11xx)",
-                    device, f->arch);
+        return fail(GATEDNORM_STATUS_UNSUPPORTED,
+                    "%s: on GPU %d (%s), which has no W4A16 kernels (NVIDIA sm_80+, AMD gfx90a/gfx942/gfx950/gfx11xx)", arg, device, f->arch);
     return GATEDNORM_STATUS_SUCCESS;
 }
 
@@ -478,17 +481,17 @@ int64_t rows_per_launch(const Plan &pl, int64_t m) {
 
 }  // namespace
 
-gatednorm_status gpu_w4a16_target(int32_t device_id, int32_t *target) {
+gatednorm_status gpu_w4a16_target(int32_t device_id, int32_t *target, const char *arg) {
     DeviceFacts f;
-    GN_W4_TRY(require_target(device_id, &f));
+    GN_W4_TRY(require_target(device_id, &f, arg));
     *target = f.target;
     return GATEDNORM_STATUS_SUCCESS;
 }
 
-gatednorm_status gpu_w4a16_workspace_size(int32_t device_id, int64_t m, int64_t n, int64_t k, int64_t group, size_t *bytes) {
+gatednorm_status gpu_w4a16_workspace_size(int32_t device_id, int64_t m, int64_t n, int64_t k, int64_t group, size_t *bytes, const char *arg) {
     (void)group;
     DeviceFacts f;
-    GN_W4_TRY(require_target(device_id, &f));
+    GN_W4_TRY(require_target(device_id, &f, arg));
     *bytes = workspace_bytes(make_plan(f, m, n, k), m, n);
     return GATEDNORM_STATUS_SUCCESS;
 }
@@ -525,7 +528,7 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
         return fail(GATEDNORM_STATUS_UNSUPPORTED, "a: K = %lld; the GPU kernels read activations in 16-element pieces (K a multiple of 16)",
                     (long long)p.w.k);
     DeviceFacts f;
-    GN_W4_TRY(require_target(p.device_id, &f));
+    GN_W4_TRY(require_target(p.device_id, &f, "a"));
     W4Tiled t;
     w4_tiled_geometry(p.w.n, p.w.k, p.w.group, p.w.symmetric, &t);  // validated by the API
     Plan pl = make_plan(f, p.m, p.w.n, p.w.k);

@@ -11,6 +11,7 @@ reference.w4a16_tolerance, derived from K and the output dtype's ulp.
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 
 import ml_dtypes
@@ -1298,6 +1299,51 @@ def test_workspace_size_names_the_field_at_fault(fields, name):
     assert lib.gatednorm_w4a16_workspace_size(p, 1, cpu, nb) == lib.GATEDNORM_STATUS_INVALID_ARGUMENT
     assert _last_error(lib).startswith(name), _last_error(lib)
     assert nb[0] == 77
+
+
+# The query fails where the GEMM would: m, N, K past 2^31, K not a multiple of G (a review
+# of 2026-12-06 found it returning 0 bytes for any of them on the host).
+@pytest.mark.parametrize("m,fields,name", [
+    (1 << 31, dict(n=16, k=64, group_size=16), "m:"),
+    (1, dict(n=1 << 31, k=64, group_size=16), "params.n:"),
+    (1, dict(n=16, k=(1 << 62), group_size=16), "params.k:"),
+    (1, dict(n=16, k=96, group_size=64), "params.group_size:"),
+])
+def test_workspace_size_applies_the_gemms_limits(m, fields, name):
+    lib, p = _params(**fields)
+    cpu = ffi.new("gatednorm_device *", {"device_type": 1, "device_id": 0})[0]
+    nb = ffi.new("size_t *", 77)
+    assert lib.gatednorm_w4a16_workspace_size(p, m, cpu, nb) == lib.GATEDNORM_STATUS_INVALID_ARGUMENT
+    assert _last_error(lib).startswith(name), _last_error(lib)
+    assert nb[0] == 77
+
+
+def test_plain_qweight_of_2_62_bytes_a_row_is_refused_before_k_overflows():
+    """K = 2 x qweight.shape[1] was computed before its range check: [1, 2^62 + 1] overflowed
+    (undefined behaviour; the message blamed K/2 >= 1).  A broadcast view claims the extent with
+    no memory behind it."""
+    lib, p = _params()  # PLAIN, symmetric from zeros
+    buf = np.zeros(64, np.uint8)
+
+    def desc(shape, strides, code, bits):
+        t = ffi.new("gatednorm_tensor *")
+        t.data = ffi.cast("void *", buf.ctypes.data)
+        t.device.device_type, t.device.device_id = 1, 0
+        t.ndim = len(shape)
+        t.dtype.code, t.dtype.bits, t.dtype.lanes = code, bits, 1
+        for i, (n, st) in enumerate(zip(shape, strides)):
+            t.shape[i], t.strides[i] = n, st
+        return t
+    uint, bfloat = lib.GATEDNORM_DTYPE_CODE_UINT, lib.GATEDNORM_DTYPE_CODE_BFLOAT
+    q = desc((1, (1 << 62) + 1), (0, 0), uint, 8)
+    scales = desc((1, 1), (1, 1), bfloat, 16)
+    a = desc((1, 2), (2, 1), bfloat, 16)
+    out = desc((1, 1), (1, 1), bfloat, 16)
+    before = buf.copy()
+    st = lib.gatednorm_w4a16_gemm(a, q, scales, ffi.NULL, ffi.NULL, out, ffi.NULL, p, ffi.NULL)
+    assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT
+    assert re.match(r"qweight: .*below 2\^31", _last_error(lib)), _last_error(lib)
+    assert buf.tobytes() == before.tobytes()
 
 
 @pytest.mark.parametrize("n,k,name", [(16, 1 << 31, "params.k:"), (1 << 31, 64, "params.n:")])

@@ -414,7 +414,8 @@ GATEDNORM_API gatednorm_status gatednorm_w4a16_prepacked_size(const gatednorm_w4
 GATEDNORM_API gatednorm_status gatednorm_w4a16_prepack(const gatednorm_tensor *qweight, const gatednorm_tensor *scales, const gatednorm_tensor *zeros, const gatednorm_tensor *packed, gatednorm_w4a16_params *params, void *stream);
 
 /* Bytes of the workspace a GEMM of m rows with this weight needs on `device` (0: none; a
- * NULL workspace is then fine).  Depends on the device (its multiprocessor count) and on m,
+ * NULL workspace is then fine).  params: n, k, group_size (on a GPU those of a TILED weight);
+ * m, n, k below 2^31; it fails where the GEMM's checks of these would.  Depends on the device (its multiprocessor count) and on m,
  * not monotonically (a few rows may split K across blocks where more rows do not): a
  * workspace shared by GEMMs of several m needs the largest of their sizes. */
 GATEDNORM_API gatednorm_status gatednorm_w4a16_workspace_size(const gatednorm_w4a16_params *params, int64_t m, gatednorm_device device, size_t *bytes);

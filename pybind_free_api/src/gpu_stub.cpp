@@ -27,8 +27,8 @@ gatednorm_status gpu_stream_destroy(void *) { return no_gpu("stream"); }
 gatednorm_status gpu_device_synchronize(int32_t) { return no_gpu("device_id"); }
 gatednorm_status gpu_rmsnorm_gated(const RmsnormGatedProblem &, void *) { return no_gpu("x"); }
 gatednorm_status gpu_rmsnorm_gated_fp8(const RmsnormGatedFp8Problem &, void *) { return no_gpu("x"); }
-gatednorm_status gpu_w4a16_target(int32_t, int32_t *) { return no_gpu("device"); }
-gatednorm_status gpu_w4a16_workspace_size(int32_t, int64_t, int64_t, int64_t, int64_t, size_t *) { return no_gpu("device"); }
+gatednorm_status gpu_w4a16_target(int32_t, int32_t *, const char *arg) { return no_gpu(arg); }
+gatednorm_status gpu_w4a16_workspace_size(int32_t, int64_t, int64_t, int64_t, int64_t, size_t *, const char *arg) { return no_gpu(arg); }
 gatednorm_status gpu_w4a16_prepack(const W4a16PrepackProblem &, void *) { return no_gpu("qweight"); }
 gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &, void *) { return no_gpu("a"); }
 gatednorm_status gpu_add_rmsnorm(const AddRmsnormProblem &, void *) { return no_gpu("x"); }

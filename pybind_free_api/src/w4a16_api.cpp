@@ -98,8 +98,11 @@ gatednorm_status plain_weight(const gatednorm_tensor *q, const gatednorm_tensor 
     GN_TRY(check_descriptor(q, "qweight"));
     if (!is_uint8(*q)) return invalid("qweight: dtype %s; expected uint8 [N, K/2] (two 4-bit codes per byte)", dtype_name(q->dtype).c_str());
     if (q->ndim != 2) return invalid("qweight: expected 2 dims [N, K/2], got %d", q->ndim);
-    const int64_t N = q->shape[0], K = 2 * q->shape[1];
-    if (N < 1 || K < 2) return invalid("qweight: shape [%lld, %lld]; N and K/2 must be >= 1", (long long)N, (long long)q->shape[1]);
+    // K/2 range-checked before doubling (a broadcast qweight may claim any extent: 2 x 2^62 overflows)
+    const int64_t N = q->shape[0], half_k = q->shape[1];
+    if (N < 1 || half_k < 1) return invalid("qweight: shape [%lld, %lld]; N and K/2 must be >= 1", (long long)N, (long long)half_k);
+    if (half_k >= (int64_t(1) << 30)) return invalid("qweight: shape [%lld, %lld]; N and K must be below 2^31", (long long)N, (long long)half_k);
+    const int64_t K = 2 * half_k;
     // The CPU backend dequantizes N x K fp32 values (a broadcast qweight can claim any N, K
     // with no memory behind them): both below 2^31, as the TILED layout requires too.
     if (N >= (int64_t(1) << 31) || K >= (int64_t(1) << 31))
@@ -214,7 +217,7 @@ gatednorm_status prepack_checked(const gatednorm_tensor *q, const gatednorm_tens
             return invalid("params.target: NATIVE on the host; name the GPU target to pack for (CUDA_MMA = 1, AMD_MFMA = 2, AMD_WMMA = 3)");
     } else {
         int32_t native = 0;
-        GN_TRY(gpu_w4a16_target(q->device.device_id, &native));
+        GN_TRY(gpu_w4a16_target(q->device.device_id, &native, "qweight"));
         if (target != GATEDNORM_W4A16_TARGET_NATIVE && target != native)
             return invalid("params.target: %s, but %s is a %s device; a GPU packs for itself (pack on the host for another target)",
                            target_name(target), device_name(q->device).c_str(), target_name(native));
@@ -309,15 +312,16 @@ gatednorm_status gemm_checked(const gatednorm_tensor *a, const gatednorm_tensor 
         if (p.w.layout != GATEDNORM_W4A16_LAYOUT_TILED)
             return invalid("qweight: a PLAIN weight on %s; the GPU GEMM takes the TILED layout (gatednorm_w4a16_prepack)", device_name(a->device).c_str());
         int32_t native = 0;
-        GN_TRY(gpu_w4a16_target(a->device.device_id, &native));
+        GN_TRY(gpu_w4a16_target(a->device.device_id, &native, "a"));
         if (prm.target != native)
             return invalid("params.target: the weight was packed for %s, but %s is a %s device; prepack it for this device",
                            target_name(prm.target), device_name(a->device).c_str(), target_name(native));
         if (!aligned16(p.w.tiled)) return invalid("qweight: data %p is not 16-byte aligned", (const void *)p.w.tiled);
-        if (M > 0 && (!aligned16(data_ptr(*a)) || (a->strides[0] * 2) % 16))
+        // the row stride in elements a multiple of 8 (16 bytes); a unit dim's stride is never used
+        if (M > 0 && (!aligned16(data_ptr(*a)) || (M > 1 && a->strides[0] % 8)))
             return invalid("a: the GPU GEMM reads rows in 16-byte pieces: data %p and the row stride (%lld elements) must be 16-byte aligned",
                            (void *)data_ptr(*a), (long long)a->strides[0]);
-        GN_TRY(gpu_w4a16_workspace_size(a->device.device_id, M, N, K, p.w.group, &ws_need));
+        GN_TRY(gpu_w4a16_workspace_size(a->device.device_id, M, N, K, p.w.group, &ws_need, "a"));
     }
     if (ws) {
         GN_TRY(check_descriptor(ws, "workspace"));
@@ -382,17 +386,29 @@ GATEDNORM_API gatednorm_status gatednorm_w4a16_workspace_size(const gatednorm_w4
         if (prm.n < 1) return invalid("params.n: the workspace size needs N >= 1, got %lld", (long long)prm.n);
         if (prm.k < 2) return invalid("params.k: the workspace size needs K >= 2, got %lld", (long long)prm.k);
         if (prm.group_size < 1) return invalid("params.group_size: the workspace size needs G >= 1, got %lld", (long long)prm.group_size);
-        if (is_host_device(device.device_type)) {
+        // the GEMM's own limits, so the query fails where the GEMM would (and its sizes cannot overflow)
+        if (m >= (int64_t(1) << 31)) return invalid("m: %lld rows; at most 2^31 - 1", (long long)m);
+        if (is_host_device(device.device_type)) {  // a PLAIN weight of any G dividing K; no workspace
+            if (prm.n >= (int64_t(1) << 31)) return invalid("params.n: N = %lld; must be below 2^31", (long long)prm.n);
+            if (prm.k >= (int64_t(1) << 31)) return invalid("params.k: K = %lld; must be below 2^31", (long long)prm.k);
+            if (prm.k % prm.group_size)
+                return invalid("params.group_size: K = %lld is not a multiple of G = %lld", (long long)prm.k, (long long)prm.group_size);
             *bytes = 0;
             return GATEDNORM_STATUS_SUCCESS;
         }
+        // The GPU GEMM takes a TILED weight: the same checks as its params.  symmetric does not
+        // change the workspace: left unset (-1), it is not asked for.
+        gatednorm_w4a16_params geometry = prm;
+        if (geometry.symmetric == -1) geometry.symmetric = 0;
+        W4Tiled t;
+        GN_TRY(tiled_params(geometry, &t, "the workspace size"));
         gatednorm_tensor probe;
         memset(&probe, 0, sizeof probe);
         probe.device = device;
         bool host;
         GN_TRY(check_runnable(probe, "device", &host));
         size_t b = 0;
-        GN_TRY(gpu_w4a16_workspace_size(device.device_id, m, prm.n, prm.k, prm.group_size, &b));
+        GN_TRY(gpu_w4a16_workspace_size(device.device_id, m, prm.n, prm.k, prm.group_size, &b, "device"));
         *bytes = b;
         return GATEDNORM_STATUS_SUCCESS;
     });
