@@ -1324,21 +1324,12 @@ def test_plain_qweight_of_2_62_bytes_a_row_is_refused_before_k_overflows():
     no memory behind it."""
     lib, p = _params()  # PLAIN, symmetric from zeros
     buf = np.zeros(64, np.uint8)
-
-    def desc(shape, strides, code, bits):
-        t = ffi.new("gatednorm_tensor *")
-        t.data = ffi.cast("void *", buf.ctypes.data)
-        t.device.device_type, t.device.device_id = 1, 0
-        t.ndim = len(shape)
-        t.dtype.code, t.dtype.bits, t.dtype.lanes = code, bits, 1
-        for i, (n, st) in enumerate(zip(shape, strides)):
-            t.shape[i], t.strides[i] = n, st
-        return t
+    at = buf.ctypes.data
     uint, bfloat = lib.GATEDNORM_DTYPE_CODE_UINT, lib.GATEDNORM_DTYPE_CODE_BFLOAT
-    q = desc((1, (1 << 62) + 1), (0, 0), uint, 8)
-    scales = desc((1, 1), (1, 1), bfloat, 16)
-    a = desc((1, 2), (2, 1), bfloat, 16)
-    out = desc((1, 1), (1, 1), bfloat, 16)
+    q = _host_desc(at, (1, (1 << 62) + 1), (0, 0), uint, 8)
+    scales = _host_desc(at, (1, 1), (1, 1), bfloat, 16)
+    a = _host_desc(at, (1, 2), (2, 1), bfloat, 16)
+    out = _host_desc(at, (1, 1), (1, 1), bfloat, 16)
     before = buf.copy()
     st = lib.gatednorm_w4a16_gemm(a, q, scales, ffi.NULL, ffi.NULL, out, ffi.NULL, p, ffi.NULL)
     assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT
