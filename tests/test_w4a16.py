@@ -115,28 +115,45 @@ def test_gptq_v1_zero_point_0_borrows_word_wise(rng):
     np.testing.assert_array_equal(w.dequantize(BF16), expected_w16(q, z, s, g, BF16))
 
 
-def test_gptq_v2_labelled_v1_warns(rng):
+def test_gptq_v2_labelled_v1_warns_or_raises(rng):
     """A v2 checkpoint read as v1: asymmetric with a stored 15 warns (naming version=2);
-    symmetric (0x88888888 -> every zero point 9) warns, and symmetric=True refuses it."""
+    symmetric (0x88888888 -> every zero point 9, what GPTQModel v5+ writes under
+    checkpoint_format "gptq") raises naming version, with or without symmetric=True."""
     n, k, g = 16, 64, 32
     q, z, s = rand_quant(rng, n, k, g)
     z[3, 1] = 15  # v2 stores 15 for z = 15
     with pytest.warns(UserWarning, match="version=2"):
         gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), pack8(z.T, 1), s.T, version=1)
     sym_v2 = np.full((k // g, n // 8), 0x88888888, np.uint32).view(np.int32)
-    with pytest.warns(UserWarning, match="every zero point is 9.*version=2"):
-        gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), sym_v2, s.T, version=1)
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match="symmetric"):
-        gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), sym_v2, s.T, version=1, symmetric=True)
+    for symmetric in (None, True):
+        with pytest.raises(ValueError, match="^version: 1, but every zero point then decodes to 9.*pass version=2"):
+            gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), sym_v2, s.T, version=1, symmetric=symmetric)
     w = gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), sym_v2, s.T, version=2, symmetric=True)
     np.testing.assert_array_equal(w.dequantize(BF16), expected_w16(q, np.full((n, k // g), 8), s, g, BF16))
 
 
-def test_gptq_v1_symmetric_read_as_v2_warns(rng):
+def test_compressed_tensors_symmetric_flag_checks_the_zero_point(rng):
+    """symmetric= (the config's) makes a missing or an unexpected weight_zero_point an error
+    naming it (without it an asymmetric checkpoint missing its zero point read as symmetric)."""
+    n, k, g = 16, 64, 32
+    q, z, s = rand_quant(rng, n, k, g)
+    packed = pack8(q, 1)  # [N, K/8], codes stored as is (signed code + 8)
+    zp = pack8(z, 0)      # [N/8, K/G], packed along N
+    with pytest.raises(ValueError, match="^weight_zero_point: required with symmetric=False"):
+        gatednorm.W4A16Weight.from_compressed_tensors(packed, s, None, weight_shape=[n, k], symmetric=False)
+    with pytest.raises(ValueError, match="^weight_zero_point: given, but symmetric=True"):
+        gatednorm.W4A16Weight.from_compressed_tensors(packed, s, zp, weight_shape=[n, k], symmetric=True)
+    with pytest.raises(ValueError, match="^symmetric"):
+        gatednorm.W4A16Weight.from_compressed_tensors(packed, s, zp, weight_shape=[n, k], symmetric="no")
+    w = gatednorm.W4A16Weight.from_compressed_tensors(packed, s, zp, weight_shape=[n, k], symmetric=False)
+    np.testing.assert_array_equal(w.dequantize(BF16), expected_w16(q, z, s, g, BF16))
+
+
+def test_gptq_v1_symmetric_read_as_v2_raises(rng):
     n, k, g = 16, 64, 32
     q, _, s = rand_quant(rng, n, k, g)
     qzeros = np.full((k // g, n // 8), 0x77777777, np.int32)  # v1 symmetric: z - 1 = 7
-    with pytest.warns(UserWarning, match="version=1"):
+    with pytest.raises(ValueError, match="^version: 2, but every zero point then decodes to 7.*pass version=1"):
         gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), qzeros, s.T, version=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -378,11 +378,14 @@ class W4A16Weight:
         The tensors cannot say their version, and the library does not guess it: ``version``
         is 1 unless given (vLLM's rule: 2 exactly where the checkpoint's quantization config,
         ``quantize_config.json`` or ``quantization_config`` in ``config.json``, says
-        ``checkpoint_format: gptq_v2``), so pass ``version=2`` for those.  A checkpoint read
-        under the other version has every zero point off by one; only some of that shows, and
-        it warns: ``version=1`` decoding every zero point to 9 (v2's symmetric 0x88888888),
-        ``version=2`` decoding every one to 7 (v1's symmetric 0x77777777).  An asymmetric v2
-        checkpoint read as v1 shows nothing: its config is the only witness.  For a
+        ``checkpoint_format: gptq_v2``), so pass ``version=2`` for those.  The label can be
+        wrong: GPTQModel v5+ writes v2 zero points under ``checkpoint_format: gptq``
+        (Qwen/Qwen3.5-27B-GPTQ-Int4 holds 0x88888888).  A checkpoint read under the other
+        version has every zero point off by one; where that shows it raises, naming
+        ``version``: ``version=1`` decoding every zero point to 9 (v2's symmetric 0x88888888),
+        ``version=2`` decoding every one to 7 (v1's symmetric 0x77777777); an asymmetric v2
+        checkpoint read as v1 with a stored 15 warns.  Otherwise an asymmetric v2 checkpoint
+        read as v1 shows nothing: check its zero points against the config.  For a
         symmetric checkpoint pass ``symmetric=quantize_config["sym"]``: ``True`` requires every
         zero point to be 8 (so a symmetric checkpoint under the wrong version raises) and drops
         them; None keeps them.
@@ -437,13 +440,17 @@ class W4A16Weight:
                               "undo: such a checkpoint is wrong in those slots whatever reads it. If the "
                               "checkpoint's checkpoint_format is gptq_v2, pass version=2" % borrowed, stacklevel=2)
         z = zs[:, :n].astype(np.int64)
+        # Every zero point one off the symmetric 8 is the other version's symmetric layout (no
+        # quantizer writes one zero point 9 or 7 for every group and column): refused, as the
+        # weight would be wrong by one scale everywhere.  GPTQModel v5+ writes v2's zero points
+        # under checkpoint_format "gptq" (Qwen/Qwen3.5-27B-GPTQ-Int4), so the label misleads.
         if version == 1 and np.all(z == 9):
-            warnings.warn("from_gptq(version=1): every zero point is 9, as a symmetric GPTQ v2 checkpoint (qzeros "
-                          "0x88888888) reads under version=1; if it is v2 (checkpoint_format gptq_v2), pass "
-                          "version=2", stacklevel=2)
-        elif version == 2 and np.all(z == 7):
-            warnings.warn("from_gptq(version=2): every zero point is 7, as a symmetric GPTQ v1 checkpoint (qzeros "
-                          "0x77777777) reads under version=2; if it is v1, pass version=1", stacklevel=2)
+            raise argument_error("version: 1, but every zero point then decodes to 9: qzeros hold 0x88888888, the "
+                                 "symmetric GPTQ v2 layout (zero points stored as they are), which GPTQModel v5+ "
+                                 "also writes under checkpoint_format 'gptq'; pass version=2")
+        if version == 2 and np.all(z == 7):
+            raise argument_error("version: 2, but every zero point then decodes to 7: qzeros hold 0x77777777, the "
+                                 "symmetric GPTQ v1 layout (z - 1 stored); pass version=1")
         codes, perm = _act_order(codes, g_idx, ng, "g_idx")
         s_nk = np.ascontiguousarray(s.T)
         z_nk = np.ascontiguousarray(z.T).astype(np.uint8)
@@ -482,7 +489,7 @@ class W4A16Weight:
 
     @classmethod
     def from_compressed_tensors(cls, weight_packed, weight_scale, weight_zero_point=None, weight_shape=None,
-                                weight_g_idx=None, group_size=None):
+                                weight_g_idx=None, group_size=None, symmetric=None):
         """compressed-tensors ``pack-quantized`` int4 (e.g. RedHatAI ``*-quantized.w4a16``):
         weight_packed int32 ``[N, ceil(K/8)]`` packed along K, sequential slots, each holding
         the signed code + 8; weight_scale ``[N, K/G]``; weight_zero_point int32
@@ -491,7 +498,11 @@ class W4A16Weight:
         belongs to group ``weight_g_idx[k]``; reordered at import as GPTQ act-order, see
         from_gptq) or None.  Dequantization ``(stored - zp_stored) * s`` (symmetric:
         ``(stored - 8) * s``).  ``group_size`` (the config's ``group_size``; -1 or None with
-        ``strategy: channel``): as from_gptq's."""
+        ``strategy: channel``): as from_gptq's.  ``symmetric`` (the config's ``symmetric``):
+        False requires ``weight_zero_point`` (a checkpoint missing it would otherwise read as
+        symmetric, wrong in every group), True refuses one; None takes what is given.  The
+        zero point's orientation cannot be checked where K/G == ceil(N/8): a ``[K/G, N/8]``
+        tensor then has the expected shape; pass the checkpoint's tensor as stored."""
         if weight_shape is None:
             raise argument_error("weight_shape: required ([N, K])")
         shp = np.asarray(_np(weight_shape, "weight_shape")).reshape(-1)
@@ -509,6 +520,13 @@ class W4A16Weight:
         if s.ndim != 2 or s.shape[0] != n or s.shape[1] < 1 or k % s.shape[1]:
             raise argument_error("weight_scale: expected [N, K/G] = [%d, K/G] with K/G dividing K = %d, got %s" % (n, k, s.shape))
         _checkpoint_groups(k, s.shape[1], group_size, "weight_scale")
+        if symmetric is not None:
+            symmetric = _call.flag("symmetric", symmetric) == 1
+            if symmetric and weight_zero_point is not None:
+                raise argument_error("weight_zero_point: given, but symmetric=True (a symmetric checkpoint has none)")
+            if not symmetric and weight_zero_point is None:
+                raise argument_error("weight_zero_point: required with symmetric=False (the config's asymmetric "
+                                     "checkpoint stores one a group); got None")
         z = None
         if weight_zero_point is not None:
             zp = _unpack_int32(_np(weight_zero_point, "weight_zero_point"), 0, "weight_zero_point")  # [N (padded), K/G]
