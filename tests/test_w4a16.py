@@ -1354,6 +1354,21 @@ def test_plain_qweight_of_2_62_bytes_a_row_is_refused_before_k_overflows():
     assert buf.tobytes() == before.tobytes()
 
 
+def test_prepack_names_scales_when_they_give_a_g_the_tiled_layout_cannot_hold():
+    """G read from scales' shape (params.group_size left 0): the error names scales, not the
+    field the caller never set (review of 2026-12-06); nothing is written."""
+    lib, p = _params(dtype=1, target=1)
+    n, k, groups = 16, 64, 8  # G = 8: no tiled layout
+    qbuf, sbuf, packed = np.zeros((n, k // 2), np.uint8), np.ones((n, groups), BF16), np.full(4096, 0xAB, np.uint8)
+    q = _host_desc(qbuf.ctypes.data, qbuf.shape, (k // 2, 1), lib.GATEDNORM_DTYPE_CODE_UINT, 8)
+    sc = _host_desc(sbuf.ctypes.data, sbuf.shape, (groups, 1), lib.GATEDNORM_DTYPE_CODE_BFLOAT, 16)
+    pk = _host_desc(packed.ctypes.data, packed.shape, (1,), lib.GATEDNORM_DTYPE_CODE_UINT, 8)
+    st = lib.gatednorm_w4a16_prepack(q, sc, ffi.NULL, pk, p, ffi.NULL)
+    assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT
+    assert _last_error(lib).startswith("scales: 8 groups per row give G = 8"), _last_error(lib)
+    assert (packed == 0xAB).all() and p.group_size == 0 and p.layout == 0
+
+
 @pytest.mark.parametrize("n,k,name", [(16, 1 << 31, "params.k:"), (1 << 31, 64, "params.n:")])
 def test_prepacked_size_names_n_or_k_past_2_31(n, k, name):
     lib, p = _params(n=n, k=k, group_size=16, symmetric=1, dtype=1, target=1)

@@ -44,7 +44,8 @@
  *     Results are then the same bits from any thread, and NaN / Inf inputs never trap.  The
  *     exception flags the computation raised, on the calling thread or on the pool's workers,
  *     are set on the calling thread afterwards (x86-64 and aarch64), as if it had done all of it.
- *   - params == NULL means every option at its default.
+ *   - params == NULL means every option at its default (except where an entry reads or
+ *     writes the weight's description in params: the W4A16 prepack and size queries).
  *   - Options structs begin with uint32_t struct_size and are filled by
  *     gatednorm_<op>_params_init(&p, sizeof p) through the caller's pointer (never returned
  *     by value: a struct that grows would overrun the slot of a caller built against an older

@@ -200,6 +200,9 @@ gatednorm_status prepack_checked(const gatednorm_tensor *q, const gatednorm_tens
     want.group_size = p.w.group;
     want.symmetric = p.w.symmetric ? 1 : 0;
     W4Tiled t;
+    if (!prm.group_size && !w4_tiled_geometry(want.n, want.k, want.group_size, want.symmetric == 1, &t))  // G read from scales
+        return invalid("scales: %lld groups per row give G = %lld; the tiled layout takes a power of two >= 16 or G = K (per-channel, K = %lld)",
+                       (long long)(want.k / want.group_size), (long long)want.group_size, (long long)want.k);
     GN_TRY(tiled_params(want, &t, "prepack"));
     GN_TRY(check_descriptor(packed, "packed"));
     GN_TRY(check_bytes(*packed, "packed", size_t(t.total_bytes), "the tiled weight"));
