@@ -149,6 +149,15 @@ def test_compressed_tensors_symmetric_flag_checks_the_zero_point(rng):
     np.testing.assert_array_equal(w.dequantize(BF16), expected_w16(q, z, s, g, BF16))
 
 
+def test_awq_unpacked_qweight_is_named(rng):
+    """An unpacked int32 AWQ qweight [K, N] reads as N * 8 columns: refused naming qweight (it
+    blamed scales; docs/ops.md promises such tensors are refused by name)."""
+    n, k, g = 16, 64, 32
+    q, z, s = rand_quant(rng, n, k, g)
+    with pytest.raises(ValueError, match="^qweight: .*unpacked"):
+        gatednorm.W4A16Weight.from_awq(q.T.astype(np.int32), pack8(z.T, 1), s.T)
+
+
 def test_gptq_v1_symmetric_read_as_v2_raises(rng):
     n, k, g = 16, 64, 32
     q, _, s = rand_quant(rng, n, k, g)
