@@ -1286,6 +1286,10 @@ def test_gpu_target_and_alignment(rng, requires_gpu):
     with pytest.raises(gatednorm.GatedNormError, match="a: the GPU GEMM reads rows in 16-byte pieces"):
         gatednorm.w4a16_matmul(a_bad, wt, out=out)
     assert np.isnan(out.numpy().astype(np.float32)).all()
+    # one row: its stride is never used, so any is accepted (0.6.6; it was refused)
+    one = gatednorm.DeviceArray.from_numpy(np.full((1, 32), np.nan, BF16), device="gpu:0")
+    gatednorm.w4a16_matmul(dev[:1, :128], wt, out=one)
+    _assert_ref_cols(rng, np.ascontiguousarray(dev.numpy()[:1, :128]), w, one.numpy(), "bf16")
 
 
 def test_gpu_workspace_too_small(rng, requires_gpu):
