@@ -479,9 +479,12 @@ class W4A16Weight:
             raise argument_error("qweight: expected int32 [K, N/8] with K, N/8 >= 1, got shape %s" % (np.shape(qweight),))
         s = _scales(scales, "scales")
         _transposed(n, 8 * np.shape(qweight)[0], s, "qweight")  # [N/8, K] given for [K, N/8]
-        if s.ndim == 2 and s.shape[1] * 8 == n:  # an unpacked [K, N] qweight reads as N * 8 columns
-            raise argument_error("qweight: shape %s with scales of N = %d columns: an unpacked [K, N] tensor; expected "
-                                 "int32 [K, N/8], eight codes an int32 along N" % (np.shape(qweight), s.shape[1]))
+        if s.ndim == 2 and s.shape[1] * 8 == n:  # an unpacked [K, N] qweight reads as N * 8 columns ...
+            raw = np.asarray(_np(qweight, "qweight")).astype(np.int64)  # any byte order
+            if raw.any() and not (raw & ~np.int64(0xF)).any():  # ... and holds codes 0..15 (else: wrong scales)
+                raise argument_error("qweight: shape %s, every int32 a code 0..15, with scales of N = %d columns: an "
+                                     "unpacked [K, N] tensor; expected int32 [K, N/8], eight codes an int32 along N"
+                                     % (np.shape(qweight), s.shape[1]))
         if s.ndim != 2 or s.shape[1] != n or s.shape[0] < 1 or k % s.shape[0]:
             raise argument_error("scales: expected [K/G, N] = [K/G, %d], got %s" % (n, s.shape))
         _checkpoint_groups(k, s.shape[0], group_size, "scales")
