@@ -820,7 +820,7 @@ def gemm(a, ad, n, weight, prm, bias, out, out_dtype, workspace, stream):
         out = _call.empty_like(ad, (m, n), out_dtype, name="a")
     if workspace is None and prm.layout == TILED:
         dev = _call.device_of(weight[0], "qweight")
-        if dev[0] != _runtime.CPU:  # the host backend needs none
+        if dev[0] != _runtime.CPU and m < (1 << 31):  # the host backend needs none; past 2^31 rows the GEMM names a
             need = workspace_bytes(prm, m, dev)
             if need:
                 workspace = _call.empty_like(ad, (need,), np.uint8, name="a", out="workspace")

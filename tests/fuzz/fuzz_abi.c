@@ -3213,6 +3213,8 @@ static int fuzz_w4a16_prepack(rng_t *r) {
     if (pct(r, 40)) P.n = N;
     if (pct(r, 40)) P.k = K;
     if (pct(r, 40)) P.group_size = G;
+    /* G read from scales' shape (params.group_size left 0): the refusal names scales */
+    if (mut == P_BADG && P.group_size == 0) nc_must(BIT(N_SCALES), "scales give a group size the tiled layout cannot hold");
     if (mut == P_NATIVE) P.target = 0, nc_must(BIT(N_P_TARGET), "target NATIVE on the host");
     if (mut == P_UNSET) P.dtype = 0, nc_must(BIT(N_P_DTYPE), "dtype UNSET");
     if (mut == P_LAYOUT) P.layout = GATEDNORM_W4A16_LAYOUT_TILED, nc_must(BIT(N_P_LAYOUT), "prepack of a TILED weight");
@@ -3355,7 +3357,9 @@ static int fuzz_w4a16_sizes(rng_t *r) {
         if (pct(r, 15)) d = bad_device(r);
         else if (pct(r, 20)) d.device_type = GATEDNORM_DEVICE_TYPE_CUDA_HOST, d.device_id = (int32_t)between(r, -1, 3);
         const int host = d.device_type == GATEDNORM_DEVICE_TYPE_CPU || d.device_type == GATEDNORM_DEVICE_TYPE_CUDA_HOST;
-        must_ok = bytes && params && !size_mut && !fieldbad && m >= 0 && P.n >= 1 && P.k >= 2 && P.group_size >= 1 && host;
+        /* the GEMM's limits (m, N, K below 2^31, G dividing K) hold for the query too */
+        must_ok = bytes && params && !size_mut && !fieldbad && m >= 0 && m < ((int64_t)1 << 31) && P.n >= 1 && P.k >= 2 &&
+                  P.group_size >= 1 && P.n < ((int64_t)1 << 31) && P.k < ((int64_t)1 << 31) && P.k % P.group_size == 0 && host;
         if (!must_ok) nc_must(!bytes ? BIT(N_BYTES) : BIT(N_M) | BIT(N_DEVICE) | kW4ParamNames, "no workspace size");
         bufs_snapshot();
         st = gatednorm_w4a16_workspace_size((const gatednorm_w4a16_params *)params, m, d, bytes);
