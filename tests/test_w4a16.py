@@ -158,6 +158,20 @@ def test_awq_unpacked_qweight_is_named(rng):
         gatednorm.W4A16Weight.from_awq(q.T.astype(np.int32), pack8(z.T, 1), s.T)
 
 
+def test_g_idx_and_weight_shape_exactly_their_shapes(rng):
+    """g_idx exactly [K] and weight_shape exactly [N, K]: a [1, K] g_idx or a [[N], [K]]
+    weight_shape is refused by name, never flattened (docs/ops.md: exactly the shapes)."""
+    n, k, g = 16, 64, 32
+    q, z, s = rand_quant(rng, n, k, g)
+    with pytest.raises(ValueError, match=r"^g_idx: expected \[K\] = \[64\], got \(1, 64\)"):
+        gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), pack8(z.T, 1), s.T, g_idx=(np.arange(k) // g)[None].astype(np.int32),
+                                        version=2)
+    with pytest.raises(ValueError, match="^weight_shape: expected \\[N, K\\]"):
+        gatednorm.W4A16Weight.from_compressed_tensors(pack8(q, 1), s, pack8(z, 0), weight_shape=[[n], [k]])
+    w = gatednorm.W4A16Weight.from_compressed_tensors(pack8(q, 1), s, pack8(z, 0), weight_shape=[n, k])
+    np.testing.assert_array_equal(w.dequantize(BF16), expected_w16(q, z, s, g, BF16))
+
+
 def test_gptq_v1_symmetric_read_as_v2_raises(rng):
     n, k, g = 16, 64, 32
     q, _, s = rand_quant(rng, n, k, g)

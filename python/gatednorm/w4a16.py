@@ -101,9 +101,9 @@ def _act_order(codes, g_idx, groups, name):
     gi = _np(g_idx, name)
     if gi.dtype.kind not in "iu":
         raise argument_error("%s: expected integer group indices, got dtype %s" % (name, gi.dtype))
-    gi = gi.astype(np.int64).reshape(-1)
-    if gi.shape[0] != k:
+    if gi.shape != (k,):  # exactly [K]: a [1, K] tensor is refused, never flattened (docs/ops.md)
         raise argument_error("%s: expected [K] = [%d], got %s" % (name, k, gi.shape))
+    gi = gi.astype(np.int64)
     if np.any((gi < 0) | (gi >= groups)):
         raise argument_error("%s: group indices must lie in 0..%d" % (name, groups - 1))
     if np.array_equal(gi, np.arange(k) // g):
@@ -511,7 +511,7 @@ class W4A16Weight:
         tensor then has the expected shape; pass the checkpoint's tensor as stored."""
         if weight_shape is None:
             raise argument_error("weight_shape: required ([N, K])")
-        shp = np.asarray(_np(weight_shape, "weight_shape")).reshape(-1)
+        shp = np.asarray(_np(weight_shape, "weight_shape"))
         if shp.shape != (2,) or shp.dtype.kind not in "iu" or shp.min() < 1:
             raise argument_error("weight_shape: expected [N, K] (two positive integers), got %r" % (weight_shape,))
         n, k = (int(v) for v in shp)
