@@ -305,8 +305,8 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
 // and K 5120 (80 chunks, the hidden size of Qwen3-14B / 32B: all their linears but the down
 // projection) has its count compiled in at MT = 4 (4 warps of 20 chunks, 161-162 registers).
 // GATEDNORM_W4A16_KERNEL=gemv keeps make_plan's kernel (and =mma the mma kernel), =lean takes
-// the runtime-count build at K 4096 / 12288 too (M <= 32; at K 4096 the same ranges, order
-// and bits as the compiled count), so tests and the bench run each beside the other.
+// the runtime-count build at K 4096 / 12288 / 5120 too (M <= 32; at K 4096 and 5120 the same
+// ranges, order and bits as the compiled count), so tests and the bench run each beside the other.
 constexpr int kLeanRowsMaxM = 64;
 constexpr int64_t kLeanRowsMinTiles = 256;
 constexpr int kLeanRowsAnyKMaxM = 32;
