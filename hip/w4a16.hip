@@ -27,12 +27,14 @@ struct DeviceFacts {
     char arch[64] = {};
 };
 
-gatednorm_status device_facts(int device, DeviceFacts *f) {
+// arg: the argument whose device it is (the message names it first, as every failure does)
+gatednorm_status device_facts(int device, DeviceFacts *f, const char *arg) {
     // ready: 0 empty, 1 being filled by the thread that claimed it, 2 filled.  Only that thread
     // writes the entry; others use their own copy of the facts until it is filled.
     static std::atomic<int> ready[kCachedDevices] = {};
     static DeviceFacts facts[kCachedDevices];
-    if (device < 0 || device >= kCachedDevices) return fail(GATEDNORM_STATUS_NO_DEVICE, "device %d: out of range", device);
+    if (device < 0 || device >= kCachedDevices)
+        return fail(GATEDNORM_STATUS_NO_DEVICE, "%s: on GPU %d; this library serves devices 0..%d", arg, device, kCachedDevices - 1);
     if (ready[device].load(std::memory_order_acquire) == 2) {
         *f = facts[device];
         return GATEDNORM_STATUS_SUCCESS;
@@ -174,11 +176,8 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
 
 size_t workspace_bytes(const Plan &pl, int64_t m, int64_t n) { return pl.nsplit > 1 ? size_t(pl.nsplit) * size_t(m) * size_t(n) * 4 : 0; }
 
-// arg: the argument whose device it is (the message names it first, as every failure does)
 gatednorm_status require_target(int device, DeviceFacts *f, const char *arg) {
-    if (device < 0 || device >= kCachedDevices)
-        return fail(GATEDNORM_STATUS_NO_DEVICE, "%s: on GPU %d; this library serves devices 0..%d", arg, device, kCachedDevices - 1);
-    const gatednorm_status st = device_facts(device, f);
+    const gatednorm_status st = device_facts(device, f, arg);
     if (st != GATEDNORM_STATUS_SUCCESS) return st;
     if (!f->target)
         return fail(GATEDNORM_STATUS_UNSUPPORTED,

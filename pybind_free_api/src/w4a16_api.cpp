@@ -147,16 +147,23 @@ gatednorm_status plain_weight(const gatednorm_tensor *q, const gatednorm_tensor 
     return GATEDNORM_STATUS_SUCCESS;
 }
 
-// TILED: everything from params; returns the geometry.
-gatednorm_status tiled_params(const gatednorm_w4a16_params &prm, W4Tiled *t, const char *for_what) {
+// params' N, K and G as every GEMM takes them (N, K below 2^31, G dividing K; even_k: K even,
+// as a TILED weight needs).
+gatednorm_status shape_params(const gatednorm_w4a16_params &prm, const char *for_what, bool even_k) {
     if (prm.n < 1) return invalid("params.n: %s needs N >= 1, got %lld", for_what, (long long)prm.n);
     if (prm.k < 2) return invalid("params.k: %s needs K >= 2, got %lld", for_what, (long long)prm.k);
-    if (prm.k & 1) return invalid("params.k: K = %lld is odd; int4 weights pack two codes per byte along K", (long long)prm.k);
+    if (even_k && (prm.k & 1)) return invalid("params.k: K = %lld is odd; int4 weights pack two codes per byte along K", (long long)prm.k);
     if (prm.n >= (int64_t(1) << 31)) return invalid("params.n: N = %lld; must be below 2^31", (long long)prm.n);
     if (prm.k >= (int64_t(1) << 31)) return invalid("params.k: K = %lld; must be below 2^31", (long long)prm.k);
     if (prm.group_size < 1) return invalid("params.group_size: %s needs G >= 1, got %lld", for_what, (long long)prm.group_size);
     if (prm.k % prm.group_size)
         return invalid("params.group_size: K = %lld is not a multiple of G = %lld", (long long)prm.k, (long long)prm.group_size);
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
+// TILED: everything from params; returns the geometry.
+gatednorm_status tiled_params(const gatednorm_w4a16_params &prm, W4Tiled *t, const char *for_what) {
+    GN_TRY(shape_params(prm, for_what, true));
     if (prm.symmetric != 0 && prm.symmetric != 1) return invalid("params.symmetric: %s needs 0 or 1, got %d", for_what, prm.symmetric);
     if (!w4_tiled_geometry(prm.n, prm.k, prm.group_size, prm.symmetric == 1, t))
         return invalid("params.group_size: G = %lld; the tiled layout takes a power of two >= 16 or G = K (per-channel, K = %lld)",
@@ -385,17 +392,11 @@ GATEDNORM_API gatednorm_status gatednorm_w4a16_workspace_size(const gatednorm_w4
         if (!params) return invalid("params: NULL; the size needs params.n, k and group_size");
         gatednorm_w4a16_params prm;
         GN_TRY(read_params(params, &prm));
-        if (m < 0) return invalid("m: expected >= 0, got %lld", (long long)m);
-        if (prm.n < 1) return invalid("params.n: the workspace size needs N >= 1, got %lld", (long long)prm.n);
-        if (prm.k < 2) return invalid("params.k: the workspace size needs K >= 2, got %lld", (long long)prm.k);
-        if (prm.group_size < 1) return invalid("params.group_size: the workspace size needs G >= 1, got %lld", (long long)prm.group_size);
         // the GEMM's own limits, so the query fails where the GEMM would (and its sizes cannot overflow)
+        if (m < 0) return invalid("m: expected >= 0, got %lld", (long long)m);
         if (m >= (int64_t(1) << 31)) return invalid("m: %lld rows; at most 2^31 - 1", (long long)m);
         if (is_host_device(device.device_type)) {  // a PLAIN weight of any G dividing K; no workspace
-            if (prm.n >= (int64_t(1) << 31)) return invalid("params.n: N = %lld; must be below 2^31", (long long)prm.n);
-            if (prm.k >= (int64_t(1) << 31)) return invalid("params.k: K = %lld; must be below 2^31", (long long)prm.k);
-            if (prm.k % prm.group_size)
-                return invalid("params.group_size: K = %lld is not a multiple of G = %lld", (long long)prm.k, (long long)prm.group_size);
+            GN_TRY(shape_params(prm, "the workspace size", false));
             *bytes = 0;
             return GATEDNORM_STATUS_SUCCESS;
         }

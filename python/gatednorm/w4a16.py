@@ -473,14 +473,15 @@ class W4A16Weight:
             r, c8 = u.shape
             return u.reshape(r, c8 // 8, 8)[:, :, inv].reshape(r, c8)
 
-        codes = unpack(qweight, "qweight")  # [K, N]
+        qw = _np(qweight, "qweight")
+        codes = unpack(qw, "qweight")  # [K, N]
         k, n = codes.shape
         if n < 1 or k < 1:  # named here: the constructor would name its own q
             raise argument_error("qweight: expected int32 [K, N/8] with K, N/8 >= 1, got shape %s" % (np.shape(qweight),))
         s = _scales(scales, "scales")
         _transposed(n, 8 * np.shape(qweight)[0], s, "qweight")  # [N/8, K] given for [K, N/8]
         if s.ndim == 2 and s.shape[1] * 8 == n:  # an unpacked [K, N] qweight reads as N * 8 columns ...
-            raw = np.asarray(_np(qweight, "qweight")).astype(np.int64)  # any byte order
+            raw = np.asarray(qw).astype(np.int64)  # any byte order
             if raw.any() and not (raw & ~np.int64(0xF)).any():  # ... and holds codes 0..15 (else: wrong scales)
                 raise argument_error("qweight: shape %s, every int32 a code 0..15, with scales of N = %d columns: an "
                                      "unpacked [K, N] tensor; expected int32 [K, N/8], eight codes an int32 along N"
