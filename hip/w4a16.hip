@@ -78,6 +78,7 @@ struct Plan {
     bool gemv = false;  // NVIDIA gemv_plan: w4a16_gemv_kernel at M <= 8 (K % 64 == 0), or the lean loop
     bool gemv_lean = false;  // w4a16_gemv_lean_kernel (M <= 16: use_gemv_lean; M 17..64: use_lean_rows), MT = mt
     int lean_cpw = 0;  // its chunks a warp where a build has them compiled in, else 0
+    int row_groups = 1;  // use_lean_rows: blocks a col tile, 8 x mt rows each (2 at M 33..64 on MT 4 builds)
     int mt = 1, wn = 1, mblocks = 1, nsplit = 1;
     int bps = 0;  // NVIDIA decode: the build's launch bound in blocks an SM (launch_decode)
     int gemv_warps = 8;  // NVIDIA gemv: warps a block, all on one col tile
@@ -280,10 +281,10 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
 }
 
 // M 17..64: the lean loop with MT = 4, 6 or 8 row blocks of 8 (M <= 32, 48, 64) sharing each
-// dequantized chunk, one col tile a block, no split, where G = 128, K is 4096 or 12288 (at
-// M <= 32 also other K, below), and there are at least 256 col tiles (N > 4080; the tuner
-// measured N 4096 to 24576).  The
-// decode kernel there re-dequantizes each chunk for every 16-row block.  Tuner `rows`, run 131 (H100, us,
+// dequantized chunk, one col tile a block, no split, where G = 128, K is 4096 or 12288 (other
+// K of 8n chunks from 16 on MT 4 builds, below), and there are at least 256 col tiles (N >
+// 4080; the tuner measured N 4096 to 24576).  The decode kernel there re-dequantizes each
+// chunk for every 16-row block.  Tuner `rows`, run 131 (H100, us,
 // the plan's decode build -> the lean loop): M = 32 4096x4096 11.94 -> 8.18, 4096x6144
 // 14.62 -> 10.18, 4096x24576 48.70 -> 35.49, 12288x4096 27.98 -> 17.90; M = 64 21.23 ->
 // 13.01, 27.61 -> 24.20, 93.82 (the mma kernel's shape in the library) -> 71.05, 55.60 ->
@@ -300,43 +301,51 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
 // N 5120): M = 17 K 1024 6.02 -> 4.54, 2048 8.73 -> 6.59, 5120 15.08 -> 12.33, 17408 42.68 ->
 // 34.81; M = 32 6.35 -> 4.95, 9.14 -> 7.22, 17.17 -> 13.80, 44.45 -> 38.96.  Its MT 6 / 8
 // builds (M 33..64) ran 8-16% slower than the decode kernel at M = 48 and -5..+4% at 64, and
-// K 4096's compiled count is 15% faster than the runtime one at M = 32: so no such builds,
-// and K 5120 (80 chunks, the hidden size of Qwen3-14B / 32B: all their linears but the down
-// projection) has its count compiled in at MT = 4 (4 warps of 20 chunks, 161-162 registers).
+// K 4096's compiled count is 15% faster than the runtime one at M = 32: so no such builds.
+// K 5120 (80 chunks, the hidden size of Qwen3-14B / 32B: all their linears but the down
+// projection) has its count compiled in at MT = 4 (4 warps of 20 chunks, 161-162 registers;
+// run 136: 13% / 10% faster than the runtime count at M 17 / 32).  At M 33..64 these K run
+// the same MT = 4 builds on two blocks a col tile (row_groups 2: rows 0..31 and 32..63, side
+// by side in the grid so the second block's weight reads meet the first's in L2;
+// "w4a16.lean.rows32x2[.anyk]"), each block's sums those of a GEMM of its 32 rows alone.
 // GATEDNORM_W4A16_KERNEL=gemv keeps make_plan's kernel (and =mma the mma kernel), =lean takes
-// the runtime-count build at K 4096 / 12288 / 5120 too (M <= 32; at K 4096 and 5120 the same
-// ranges, order and bits as the compiled count), so tests and the bench run each beside the other.
+// the runtime-count MT = 4 build (two row groups above 32 rows) at K 4096 / 12288 / 5120 too
+// (at K 4096 and 5120 the same ranges, order and bits as the compiled counts, whatever MT:
+// each row block's sums are independent of the others'), so tests and the bench run each
+// beside the other.
 constexpr int kLeanRowsMaxM = 64;
 constexpr int64_t kLeanRowsMinTiles = 256;
-constexpr int kLeanRowsAnyKMaxM = 32;
 constexpr int kLeanRowsAnyKWarps = 4;
 constexpr int64_t kLeanRowsAnyKMinChunks = 16;
 constexpr const char *kLeanRowsNames[] = {"w4a16.lean.rows32", "w4a16.lean.rows48", "w4a16.lean.rows64"};  // MT 4, 6, 8
 
 // last_kernel()'s name of a use_lean_rows plan (MT > 2)
-const char *lean_rows_name(const Plan &pl) { return pl.lean_cpw ? kLeanRowsNames[pl.mt / 2 - 2] : "w4a16.lean.rows32.anyk"; }
+const char *lean_rows_name(const Plan &pl) {
+    if (pl.row_groups == 2) return pl.lean_cpw ? "w4a16.lean.rows32x2" : "w4a16.lean.rows32x2.anyk";
+    return pl.lean_cpw ? kLeanRowsNames[pl.mt / 2 - 2] : "w4a16.lean.rows32.anyk";
+}
 
 void use_lean_rows(Plan *pl, int64_t m, const W4Tiled &t) {
     if (m <= kLeanMaxM || m > kLeanRowsMaxM || t.group != 128 || t.k % kW4TileK || t.ntiles < kLeanRowsMinTiles) return;
     const char *v = getenv("GATEDNORM_W4A16_KERNEL");
     if (v && (!strcmp(v, "gemv") || !strcmp(v, "mma"))) return;
     const bool runtime_asked = v && !strcmp(v, "lean");
-    const bool any_k = m <= kLeanRowsAnyKMaxM && t.kchunks % (2 * kLeanRowsAnyKWarps) == 0 && t.kchunks >= kLeanRowsAnyKMinChunks;
-    // K 4096, 12288; K 5120 (Qwen3-14B / 32B's hidden size) at M <= 32 only
-    const bool counted = t.kchunks == 64 || t.kchunks == 192 || (t.kchunks == 80 && m <= kLeanRowsAnyKMaxM);
-    const bool compiled = counted && !(any_k && runtime_asked);
-    if (!compiled && !any_k) return;
     Plan lean;
     lean.gemv_lean = true;
-    lean.mt = m <= 32 ? 4 : m <= 48 ? 6 : 8;
-    if (compiled) {
-        lean.gemv_warps = t.kchunks != 192 ? 4 : lean.mt == 4 ? 6 : 8;
+    if ((t.kchunks == 64 || t.kchunks == 192) && !runtime_asked) {  // K 4096, 12288: counts compiled in
+        lean.mt = m <= 32 ? 4 : m <= 48 ? 6 : 8;
+        lean.gemv_warps = t.kchunks == 64 ? 4 : lean.mt == 4 ? 6 : 8;
         lean.lean_cpw = int(t.kchunks / lean.gemv_warps);
-    } else {
+    } else if (t.kchunks % (2 * kLeanRowsAnyKWarps) == 0 && t.kchunks >= kLeanRowsAnyKMinChunks) {
+        lean.mt = 4;  // 32 rows a block; at M 33..64 two blocks a col tile
+        lean.row_groups = m <= 32 ? 1 : 2;
         lean.gemv_warps = kLeanRowsAnyKWarps;
-        lean.lean_cpw = 0;
+        // K 5120 (Qwen3-14B / 32B's hidden size) has its count compiled in, other K the runtime count
+        lean.lean_cpw = t.kchunks == 80 && !runtime_asked ? 20 : 0;
+    } else {
+        return;
     }
-    lean.ctas = t.ntiles;
+    lean.ctas = t.ntiles * lean.row_groups;
     *pl = lean;
 }
 
@@ -345,6 +354,11 @@ hipError_t launch_lean_rows(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     const dim3 grid(unsigned(pl.ctas));
     const bool pdl = a.pdl != 0;
     const int w = pl.gemv_warps, c = pl.lean_cpw;
+    if (pl.row_groups == 2) {
+        if (pl.mt == 4 && w == 4 && c == 20) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 4, 4, 3, 20, 2>, grid, 4 * 32, s, a, pdl);
+        if (pl.mt == 4 && w == 4 && c == 0) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 4, 4, 3, 0, 2>, grid, 4 * 32, s, a, pdl);
+        return hipErrorInvalidConfiguration;  // no such build
+    }
     if (pl.mt == 4 && w == 4 && c == 16) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 4, 4, 3, 16>, grid, 4 * 32, s, a, pdl);
     if (pl.mt == 6 && w == 4 && c == 16) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 6, 4, 2, 16>, grid, 4 * 32, s, a, pdl);
     if (pl.mt == 8 && w == 4 && c == 16) return gn_launch(w4a16_gemv_lean_kernel<DT, ZP, 8, 4, 2, 16>, grid, 4 * 32, s, a, pdl);

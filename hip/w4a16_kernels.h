@@ -410,9 +410,10 @@ __global__ void __launch_bounds__(kW4DecodeThreads, BPS) w4a16_decode_kernel(con
 // 8 mt + (r & 1) + {0, 2, 4, 6} all lie at or past M is skipped (a uniform branch).  Spread
 // over warps, the last step is min(KS, MT x 4) times shorter than one warp adding every
 // entry (at M = 16 and 16 warps that warp read 128 partials a lane while the block held its SM).
+// row0: the block's first output row (the lean loop's second row group at M 33..64; else 0).
 template <int NW, int KS, int MT>
 __device__ __forceinline__ void w4_gemv_finish(const W4a16Args &p, float (&red)[NW][MT * 4][32], const float (&acc)[MT][4], int warp,
-                                               int ct, int kpart, int split, int nsplit) {
+                                               int ct, int kpart, int split, int nsplit, int row0 = 0) {
     constexpr int kEntries = MT * 4;
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 #pragma unroll
@@ -425,11 +426,11 @@ __device__ __forceinline__ void w4_gemv_finish(const W4a16Args &p, float (&red)[
 #pragma unroll
     for (int e0 = 0; e0 < kEntries; e0 += KS) {
         const int e = e0 + kpart, mt = e >> 2, r = e & 3;
-        if (e >= kEntries || 8 * mt + (r & 1) >= p.m) continue;
+        if (e >= kEntries || row0 + 8 * mt + (r & 1) >= p.m) continue;
         float s = 0.0f;
 #pragma unroll
         for (int w = 0; w < KS; ++w) s += red[first + w][e][lane];
-        w4_emit(p, split, nsplit, 8 * mt + 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), s);
+        w4_emit(p, split, nsplit, row0 + 8 * mt + 2 * t + (r & 1), 16 * ct + g + 8 * (r >> 1), s);
     }
 }
 // One 8-row block (the gemv kernel's float[4] sums).
@@ -504,13 +505,13 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_kernel(const W4a16Arg
 // and the accumulators, zeroed.
 template <int MT, int kEntry>
 __device__ __forceinline__ void w4_lean_start(const W4a16Args &p, int ct, int lo, const uint8_t *&wp, const uint8_t *&sp,
-                                              const char *(&ap)[MT], float (&acc)[MT][4]) {
+                                              const char *(&ap)[MT], float (&acc)[MT][4], int row0 = 0) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     wp = p.w + (int64_t(ct) * p.kchunks + lo) * kW4TileBytes + lane * 16;
     sp = p.se + ((int64_t(ct) * p.ngroups + (lo >> 1)) * 8 + g) * kEntry;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
-        ap[mt] = p.a + int64_t(min(8 * mt + g, p.m - 1)) * p.a_sm + 32 * t + int64_t(lo) * (kW4TileK * 2);
+        ap[mt] = p.a + int64_t(min(row0 + 8 * mt + g, p.m - 1)) * p.a_sm + 32 * t + int64_t(lo) * (kW4TileK * 2);
         acc[mt][0] = acc[mt][1] = acc[mt][2] = acc[mt][3] = 0.0f;
     }
 }
@@ -554,12 +555,17 @@ __device__ __forceinline__ void w4_lean_chunk(float (&acc)[MT][4], const uint4 &
 // the start pointers, no counter, no pointer steps, no copies between batches.  Same ranges,
 // order and bits as CPW = 0 (the runtime trip count); 10-14% faster at M = 1 and 2-8% at M =
 // 16 in the tuner (run 71, its lean.full), 15% at M = 32 (run 134, K 4096).
-template <int DT, bool ZP, int MT, int NW, int BPS, int CPW>
+// RG = 2 (M 33..64 at K other than 4096 / 12288, MT = 4): two blocks a col tile, side by side
+// in the grid (the row group varying fastest, so the second block's weight reads find the
+// first's in L2), rows 0..31 and 32..63; each row group's sums are those of a GEMM of its
+// rows alone on the RG = 1 build (same ranges, order, bits).
+template <int DT, bool ZP, int MT, int NW, int BPS, int CPW, int RG = 1>
 __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a16Args p) {
     static_assert(CPW % 2 == 0, "whole 128-k groups a warp");
     constexpr int kEntry = W4Scale<DT, ZP>::kEntryBytes;
     __shared__ float red[NW][MT * 4][32];
-    const int warp = threadIdx.x >> 5, ct = blockIdx.x;
+    const int warp = threadIdx.x >> 5;
+    const int ct = RG == 1 ? int(blockIdx.x) : int(blockIdx.x / RG), row0 = RG == 1 ? 0 : int(blockIdx.x % RG) * (8 * MT);
     int lo, hi;
     if constexpr (CPW > 0) {
         lo = warp * CPW;
@@ -572,7 +578,7 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a
     const uint8_t *wp, *sp;
     const char *ap[MT];
     float acc[MT][4];
-    w4_lean_start<MT, kEntry>(p, ct, lo, wp, sp, ap, acc);
+    w4_lean_start<MT, kEntry>(p, ct, lo, wp, sp, ap, acc, row0);
     uint4 w0 = make_uint4(0u, 0u, 0u, 0u), w1 = w0;
     W4Scale<DT, ZP> sq;
     if (chunks > 0) {
@@ -611,7 +617,7 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a
         }
     }
     w4_pdl_release(p);
-    w4_gemv_finish<NW, NW, MT>(p, red, acc, warp, ct, warp, 0, 1);
+    w4_gemv_finish<NW, NW, MT>(p, red, acc, warp, ct, warp, 0, 1, row0);
 }
 
 // M > 64 (and 49..64 where make_plan says): a 64 x 64 output tile per 128-thread block,

@@ -558,10 +558,11 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
 # decode kernel; M > 64 the mma kernel, and M 49..64 too where its grid of ceil(N / 64) blocks
 # holds two an SM (N 70016: 1094 blocks, two an SM of any GPU of < 500 SMs; N 64: one).  M
 # 17..64 at G = 128, >= 256 col tiles and K 4096 or 12288: the lean loop's row-block builds
-# (use_lean_rows), at M 17..32 K 5120 too (its count compiled in) and any other K of a
-# multiple of 8 chunks from 16 (K 1024, 2560) the runtime-count build (".anyk"); one col tile fewer, a K of 66 or 20 chunks (no multiple
-# of 8: 20 would give 4 warps 5 chunks each, ranges splitting a 128-k group), 8 chunks (K
-# 1024's half), such a K at M 33 or G = 64: the decode kernel.
+# (use_lean_rows), K 5120 too (its count compiled in) and any other K of a multiple of 8
+# chunks from 16 (K 1024, 2560) the runtime-count build (".anyk"), at M 33..64 on two row
+# groups ("rows32x2"); one col tile fewer, a K of 66 or 20 chunks (no multiple of 8: 20 would
+# give 4 warps 5 chunks each, ranges splitting a 128-k group), 8 chunks (K 1024's half), or
+# G = 64: the decode kernel.
 @pytest.mark.parametrize("m, n, k, g, kernel", [(1, 64, 8192, 128, "w4a16.gemv.splitk"), (8, 64, 8192, 128, "w4a16.gemv.splitk"),
                                                 (16, 64, 8192, 128, "w4a16.decode.splitk"),
                                                 (1, 70016, 128, 128, "w4a16.gemv"), (9, 70016, 128, 128, "w4a16.decode"),
@@ -575,7 +576,9 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
                                                 (17, 4096, 5120, 128, "w4a16.lean.rows32"),
                                                 (24, 4096, 2560, 128, "w4a16.lean.rows32.anyk"),
                                                 (32, 4096, 1024, 128, "w4a16.lean.rows32.anyk"),
-                                                (33, 4096, 5120, 128, "w4a16.decode"),
+                                                (33, 4096, 5120, 128, "w4a16.lean.rows32x2"),
+                                                (48, 4096, 2560, 128, "w4a16.lean.rows32x2.anyk"),
+                                                (64, 4096, 1024, 128, "w4a16.lean.rows32x2.anyk"),
                                                 (40, 4096, 512, 128, "w4a16.decode"), (40, 4096, 1280, 128, "w4a16.decode"),
                                                 (40, 4080, 5120, 128, "w4a16.decode")])
 def test_gpu_kernel_choice(rng, nvidia_gpu, m, n, k, g, kernel):
@@ -607,26 +610,33 @@ def test_gpu_decode_rows_17_to_64(rng, nvidia_plan, monkeypatch, dtype, n, k, m)
 
 
 def _lean_rows_name(m, k=4096):
-    """The row-block build of the lean loop at M 17..64 (hip/w4a16.hip use_lean_rows: MT 4,
-    6 or 8 row blocks of 8 rows; K other than 4096 / 12288 / 5120, at M <= 32, the
+    """The row-block build of the lean loop at M 17..64 (hip/w4a16.hip use_lean_rows: K 4096
+    / 12288 MT 4, 6 or 8 row blocks of 8 rows; other K MT 4, at M 33..64 on two row groups,
+    K 5120 with its count compiled in, other K (k = 0: the runtime count asked for) the
     runtime-count build)."""
-    return "w4a16.lean.rows%d%s" % (32 if m <= 32 else 48 if m <= 48 else 64, "" if k in (4096, 12288, 5120) else ".anyk")
+    if k in (4096, 12288):
+        return "w4a16.lean.rows%d" % (32 if m <= 32 else 48 if m <= 48 else 64)
+    return "w4a16.lean.rows32%s%s" % ("" if m <= 32 else "x2", "" if k == 5120 else ".anyk")
 
 
 # M 17..64 where use_lean_rows applies (G = 128, K 4096 on 4 warps of 16 chunks, K 12288 on
-# 6 warps of 32 at MT 4 and 8 of 24 above, at M <= 32 K 5120 on 4 warps of 20 and any other
-# K of 8n chunks from 16 on 4 warps with the runtime trip count (K 1024: 4 chunks a warp),
-# >= 256 col tiles, whatever the SM count): MT 4, 6
+# 6 warps of 32 at MT 4 and 8 of 24 above, K 5120 on 4 warps of 20 and any other K of 8n
+# chunks from 16 on 4 warps with the runtime trip count (K 1024: 4 chunks a warp), those at
+# M 33..64 on two row groups of 32 rows, >= 256 col tiles, whatever the SM count): MT 4, 6
 # or 8 row blocks share each dequantized chunk, the last block partial at 17 / 33 / 50 (rows
 # past M read row M - 1 and are never written: the output, a view of a poisoned buffer with
 # 8 more rows and 16 more columns, shows any store past it).  N 4088 and 4104: 256 / 257 col
 # tiles, the last partial (4088: the rule's edge below N 4096).  Against the float64
 # reference on a column of every col tile with every output written; make_plan's kernel (=gemv: the decode
 # kernel, or the mma kernel at M 49..64 where its ceil(N / 64) blocks hold two an SM) beside
-# it, in its own sum order, held to the same tolerance.  At K 4096 / 5120 and M <= 32 the
-# runtime-count build (=lean) has the compiled count's ranges and order: the same bits.
-LEAN_ROWS_CASES = ([(m, n, k) for n, k in [(4096, 4096), (4088, 4096), (4104, 12288)] for m in (17, 32, 33, 48, 50, 64)]
-                   + [(m, n, k) for n, k in [(4096, 5120), (4104, 1024)] for m in (17, 24, 32)])
+# it, in its own sum order, held to the same tolerance.  At K 4096 and 5120 the runtime-count
+# build (=lean: MT 4, two row groups above 32 rows) has the compiled count's ranges and order
+# (each row block's sums are independent of the other blocks'): the same bits.
+LEAN_ROWS_CASES = [(m, n, k) for n, k in [(4096, 4096), (4088, 4096), (4104, 12288), (4096, 5120), (4104, 1024)]
+                   for m in (17, 32, 33, 48, 50, 64)] + [(m, n, k) for n, k in [(4096, 5120), (4104, 1024)] for m in (24, 40)]
+# N 17024 (266 col tiles of 64: two an SM of a 132-SM GPU) at M 49..64: where make_plan takes the
+# mma kernel, the two-group MT 4 build replaces it (K 5120 compiled, K 1024 the runtime count)
+LEAN_ROWS_CASES += [(m, 17024, k) for k in (5120, 1024) for m in (50, 64)]
 
 
 @pytest.mark.parametrize("m, n, k", LEAN_ROWS_CASES)
@@ -651,9 +661,28 @@ def test_gpu_lean_rows(rng, nvidia_gpu, monkeypatch, dtype, symmetric, n, k, m):
     planned = "w4a16.mma" if m > 48 and (n + 63) // 64 >= 2 * _nvidia_sms() else "w4a16.decode"
     got = _gemm_with_hook(monkeypatch, "gemv", ag, wg, m, n, dtype, planned)
     _assert_ref_cols(rng, a, w, got, dtype, every_tile=True)
-    if k in (4096, 5120) and m <= 32:
+    if k in (4096, 5120):
         runtime = _gemm_with_hook(monkeypatch, "lean", ag, wg, m, n, dtype, _lean_rows_name(m, 0))
         assert runtime.tobytes() == np.ascontiguousarray(whole[:m, :n]).tobytes()
+
+
+# M 33..64 at K other than 4096 / 12288 (two row groups of the MT 4 build, rows 0..31 and
+# 32..M-1): each group's block runs the M <= 32 build's loop on its own rows, so its outputs
+# are bit for bit those of a GEMM of those rows alone (M 32 and M - 32 >= 17: the one-group
+# build with the same count), at K 5120 (compiled count) and K 1024 (runtime count), with the
+# second group full (64), partial (50) and of 17 rows (49).
+@pytest.mark.parametrize("m", [49, 50, 64])
+@pytest.mark.parametrize("n, k", [(4096, 5120), (4104, 1024)])
+def test_gpu_lean_rows_two_groups_are_two_gemms(rng, nvidia_gpu, monkeypatch, n, k, m):
+    w = _rand_plain(rng, n, k, False)
+    wg = w.to("gpu:0", BF16)
+    a = rng.standard_normal((m, k)).astype(BF16)
+    both = _gemm_with_hook(monkeypatch, None, put("gpu", a), wg, m, n, "bf16", _lean_rows_name(m, k))
+    first = _gemm_with_hook(monkeypatch, None, put("gpu", np.ascontiguousarray(a[:32])), wg, 32, n, "bf16", _lean_rows_name(32, k))
+    second = _gemm_with_hook(monkeypatch, None, put("gpu", np.ascontiguousarray(a[32:])), wg, m - 32, n, "bf16",
+                             _lean_rows_name(m - 32, k))
+    assert both[:32].tobytes() == first.tobytes()
+    assert both[32:].tobytes() == second.tobytes()
 
 
 # The M 49..64 rule's edge on this GPU: the mma kernel where its ceil(N / 64) blocks reach two
@@ -982,7 +1011,7 @@ def test_gpu_gemv_lean_two_row_blocks(rng, nvidia_plan, monkeypatch, n, symmetri
 # (m, n, k, g, n2, kernel of the first GEMM on a GPU of ~132 SMs, of the second or None): the
 # lean loop (M <= 8; M 9..16; many col tiles: several waves; a lean GEMM after a lean one;
 # M 17..64's row blocks, after one another, at K 12288, and K 2048's runtime count before K
-# 5120's compiled one),
+# 5120's compiled one, on one and on two row groups),
 # gemv (G = 64; many col tiles), gemv split-K, decode (M > 8; K tail at M <= 8 and M > 8;
 # M 33: three row blocks), mma (M > 64).  The second GEMM (K = the first's N) has 512 outputs (few col tiles: a
 # split) unless n2 says otherwise.
@@ -997,7 +1026,8 @@ PDL_CASES = [(1, 4096, 4096, 128, 512, LEAN4, None), (9, 4096, 4096, 128, 512, L
              (65, 4096, 4096, 64, 512, "w4a16.mma", None),
              (33, 4096, 4096, 128, 4096, "w4a16.lean.rows48", "w4a16.lean.rows48"),
              (24, 4096, 12288, 128, 512, "w4a16.lean.rows32", None),
-             (24, 5120, 2048, 128, 4096, "w4a16.lean.rows32.anyk", "w4a16.lean.rows32")]
+             (24, 5120, 2048, 128, 4096, "w4a16.lean.rows32.anyk", "w4a16.lean.rows32"),
+             (48, 5120, 2048, 128, 4096, "w4a16.lean.rows32x2.anyk", "w4a16.lean.rows32x2")]
 
 
 @pytest.mark.parametrize("m, n, k, g, n2, kernel1, kernel2", PDL_CASES)

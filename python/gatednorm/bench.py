@@ -550,10 +550,10 @@ def _on_stream(f, stream, *args, **kw):
 # the elements a lane of the gated FP8 vec kernel owns (rmsnorm_gated_fp8), "gemv" the kernel the plan takes without the lean loop
 # (w4a16 where the lean loop applies, G = 128, M <= 16, no split, whole groups a warp: the gemv
 # kernel at M <= 8, the decode kernel at 9..16; at M 17..64 where its row blocks apply (>= 256
-# col tiles; K 4096 / 12288, at M <= 32 any K of 8n chunks from 16): the decode kernel, or the
+# col tiles, any K of 8n chunks from 16): the decode kernel, or the
 # mma kernel where make_plan takes it; elsewhere the column times the usual kernel), "lean" the
 # lean loop with its runtime trip count where the plan takes a build with it compiled in
-# (w4a16; at M 33..64 the compiled build), "mma" the 64 x 64 mma kernel
+# (w4a16; at M 17..64 the 4-row-block build, on two row groups above 32 rows), "mma" the 64 x 64 mma kernel
 # at M 17..64 in place of the decode kernel or the lean loop's row blocks (w4a16; elsewhere
 # the usual kernel), through an environment variable the launcher reads at each call.
 # The variable is set just before the call (a graph captures the kernel chosen then) and cleared
