@@ -308,6 +308,10 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
 // the same MT = 4 builds on two blocks a col tile (row_groups 2: rows 0..31 and 32..63, side
 // by side in the grid so the second block's weight reads meet the first's in L2;
 // "w4a16.lean.rows32x2[.anyk]"), each block's sums those of a GEMM of its 32 rows alone.
+// Run 138 (H100, us, the decode kernel -> this, N 5120): M = 64 K 1024 10.20 -> 8.64, 2048
+// 15.26 -> 13.02, 5120 31.50 -> 23.41, 17408 96.03 -> 79.38; M = 33 / 48 0.97-1.07x (K 2048
+// at M = 48 the one loss, 11.83 -> 12.17: kept, one rule); at N 34816 (K 5120, where the
+// mma kernel had M 49..64) 174.96 -> 111.80 at M = 49, 179.81 -> 121.53 at 64.
 // GATEDNORM_W4A16_KERNEL=gemv keeps make_plan's kernel (and =mma the mma kernel), =lean takes
 // the runtime-count MT = 4 build (two row groups above 32 rows) at K 4096 / 12288 / 5120 too
 // (at K 4096 and 5120 the same ranges, order and bits as the compiled counts, whatever MT:
