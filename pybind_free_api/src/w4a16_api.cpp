@@ -161,14 +161,17 @@ gatednorm_status shape_params(const gatednorm_w4a16_params &prm, const char *for
     return GATEDNORM_STATUS_SUCCESS;
 }
 
-// TILED: everything from params; returns the geometry.
-gatednorm_status tiled_params(const gatednorm_w4a16_params &prm, W4Tiled *t, const char *for_what) {
+// TILED: everything from params; returns the geometry.  g_from_scales: G was read from the
+// shape of scales (prepack with params.group_size 0), so a G the layout cannot hold blames scales.
+gatednorm_status tiled_params(const gatednorm_w4a16_params &prm, W4Tiled *t, const char *for_what, bool g_from_scales = false) {
     GN_TRY(shape_params(prm, for_what, true));
     if (prm.symmetric != 0 && prm.symmetric != 1) return invalid("params.symmetric: %s needs 0 or 1, got %d", for_what, prm.symmetric);
-    if (!w4_tiled_geometry(prm.n, prm.k, prm.group_size, prm.symmetric == 1, t))
-        return invalid("params.group_size: G = %lld; the tiled layout takes a power of two >= 16 or G = K (per-channel, K = %lld)",
-                       (long long)prm.group_size, (long long)prm.k);
-    return GATEDNORM_STATUS_SUCCESS;
+    if (w4_tiled_geometry(prm.n, prm.k, prm.group_size, prm.symmetric == 1, t)) return GATEDNORM_STATUS_SUCCESS;
+    if (g_from_scales)
+        return invalid("scales: %lld groups per row give G = %lld; the tiled layout takes a power of two >= 16 or G = K (per-channel, K = %lld)",
+                       (long long)(prm.k / prm.group_size), (long long)prm.group_size, (long long)prm.k);
+    return invalid("params.group_size: G = %lld; the tiled layout takes a power of two >= 16 or G = K (per-channel, K = %lld)",
+                   (long long)prm.group_size, (long long)prm.k);
 }
 
 // The device a call runs on: host, or a GPU this build serves.  name: the tensor blamed.
@@ -207,10 +210,7 @@ gatednorm_status prepack_checked(const gatednorm_tensor *q, const gatednorm_tens
     want.group_size = p.w.group;
     want.symmetric = p.w.symmetric ? 1 : 0;
     W4Tiled t;
-    if (!prm.group_size && !w4_tiled_geometry(want.n, want.k, want.group_size, want.symmetric == 1, &t))  // G read from scales
-        return invalid("scales: %lld groups per row give G = %lld; the tiled layout takes a power of two >= 16 or G = K (per-channel, K = %lld)",
-                       (long long)(want.k / want.group_size), (long long)want.group_size, (long long)want.k);
-    GN_TRY(tiled_params(want, &t, "prepack"));
+    GN_TRY(tiled_params(want, &t, "prepack", prm.group_size == 0));
     GN_TRY(check_descriptor(packed, "packed"));
     GN_TRY(check_bytes(*packed, "packed", size_t(t.total_bytes), "the tiled weight"));
     GN_TRY(check_same_device(*s, "scales", *q, "qweight"));

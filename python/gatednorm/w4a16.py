@@ -481,7 +481,7 @@ class W4A16Weight:
         s = _scales(scales, "scales")
         _transposed(n, 8 * np.shape(qweight)[0], s, "qweight")  # [N/8, K] given for [K, N/8]
         if s.ndim == 2 and s.shape[1] * 8 == n:  # an unpacked [K, N] qweight reads as N * 8 columns ...
-            raw = np.asarray(qw).astype(np.int64)  # any byte order
+            raw = qw.astype(np.int64)  # any byte order
             if raw.any() and not (raw & ~np.int64(0xF)).any():  # ... and holds codes 0..15 (else: wrong scales)
                 raise argument_error("qweight: shape %s, every int32 a code 0..15, with scales of N = %d columns: an "
                                      "unpacked [K, N] tensor; expected int32 [K, N/8], eight codes an int32 along N"
