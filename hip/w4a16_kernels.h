@@ -559,13 +559,15 @@ __device__ __forceinline__ void w4_lean_chunk(float (&acc)[MT][4], const uint4 &
 // in the grid (the row group varying fastest, so the second block's weight reads find the
 // first's in L2), rows 0..31 and 32..63; each row group's sums are those of a GEMM of its
 // rows alone on the RG = 1 build (same ranges, order, bits).
-template <int DT, bool ZP, int MT, int NW, int BPS, int CPW, int RG = 1>
-__global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a16Args p) {
-    static_assert(CPW % 2 == 0, "whole 128-k groups a warp");
+// The lean loop of one block on MA of its row blocks (MA <= MT, the block's shared memory
+// sized for MT): the row blocks past M are not run at all, so a block of the second row
+// group at M 33..40 (or the one group at M 17..24) loads and multiplies for the rows it
+// has, not for 32.  Each row block's sums are the same whatever MA (a row block's mma chain
+// depends only on its own activations), so the bits are those of MA = MT.
+template <int DT, bool ZP, int MA, int MT, int NW, int CPW>
+__device__ __forceinline__ void w4_lean_rows_body(const W4a16Args &p, float (&red)[NW][MT * 4][32], int warp, int ct, int row0) {
+    static_assert(MA >= 1 && MA <= MT, "active row blocks within the build's");
     constexpr int kEntry = W4Scale<DT, ZP>::kEntryBytes;
-    __shared__ float red[NW][MT * 4][32];
-    const int warp = threadIdx.x >> 5;
-    const int ct = RG == 1 ? int(blockIdx.x) : int(blockIdx.x / RG), row0 = RG == 1 ? 0 : int(blockIdx.x % RG) * (8 * MT);
     int lo, hi;
     if constexpr (CPW > 0) {
         lo = warp * CPW;
@@ -574,11 +576,10 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a
         w4_split_range(0, p.kchunks, warp, NW, &lo, &hi);
     }
     const int chunks = CPW > 0 ? CPW : hi - lo;  // even, from an even lo (the host's condition)
-    w4_pdl_wait();
     const uint8_t *wp, *sp;
-    const char *ap[MT];
-    float acc[MT][4];
-    w4_lean_start<MT, kEntry>(p, ct, lo, wp, sp, ap, acc, row0);
+    const char *ap[MA];
+    float acc[MA][4];
+    w4_lean_start<MA, kEntry>(p, ct, lo, wp, sp, ap, acc, row0);
     uint4 w0 = make_uint4(0u, 0u, 0u, 0u), w1 = w0;
     W4Scale<DT, ZP> sq;
     if (chunks > 0) {
@@ -596,8 +597,8 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a
                 w1 = gn_load_b128_stream_all(wp + (i + 3) * kW4TileBytes);
                 sq.load_entry(sp + (i + 2) / 2 * (8 * kEntry));
             }
-            w4_lean_chunk<DT, ZP, MT>(acc, c0, sc, ap, i * (kW4TileK * 2));
-            w4_lean_chunk<DT, ZP, MT>(acc, c1, sc, ap, (i + 1) * (kW4TileK * 2));
+            w4_lean_chunk<DT, ZP, MA>(acc, c0, sc, ap, i * (kW4TileK * 2));
+            w4_lean_chunk<DT, ZP, MA>(acc, c1, sc, ap, (i + 1) * (kW4TileK * 2));
         }
     } else {  // stepped pointers (a separate loop: one loop for both, nvcc 13 left MT = 1 rolled at CPW >= 8)
         for (int i = 0; i < chunks; i += 2) {
@@ -610,14 +611,32 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a
                 w1 = gn_load_b128_stream_all(wp + kW4TileBytes);
                 sq.load_entry(sp);
             }
-            w4_lean_chunk<DT, ZP, MT>(acc, c0, sc, ap, 0);
-            w4_lean_chunk<DT, ZP, MT>(acc, c1, sc, ap, kW4TileK * 2);
+            w4_lean_chunk<DT, ZP, MA>(acc, c0, sc, ap, 0);
+            w4_lean_chunk<DT, ZP, MA>(acc, c1, sc, ap, kW4TileK * 2);
 #pragma unroll
-            for (int mt = 0; mt < MT; ++mt) ap[mt] += 2 * kW4TileK * 2;
+            for (int mt = 0; mt < MA; ++mt) ap[mt] += 2 * kW4TileK * 2;
         }
     }
     w4_pdl_release(p);
-    w4_gemv_finish<NW, NW, MT>(p, red, acc, warp, ct, warp, 0, 1, row0);
+    // MA row blocks' partials in the first NW x MA x 4 x 32 floats of the block's buffer
+    w4_gemv_finish<NW, NW, MA>(p, *reinterpret_cast<float(*)[NW][MA * 4][32]>(&red), acc, warp, ct, warp, 0, 1, row0);
+}
+
+template <int DT, bool ZP, int MT, int NW, int BPS, int CPW, int RG = 1>
+__global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a16Args p) {
+    static_assert(CPW % 2 == 0, "whole 128-k groups a warp");
+    __shared__ float red[NW][MT * 4][32];
+    const int warp = threadIdx.x >> 5;
+    const int ct = RG == 1 ? int(blockIdx.x) : int(blockIdx.x / RG), row0 = RG == 1 ? 0 : int(blockIdx.x % RG) * (8 * MT);
+    w4_pdl_wait();
+    if constexpr (MT == 4) {
+        // the row blocks this block has rows for (block-uniform: no divergence)
+        const int active = (p.m - row0 + 7) >> 3;
+        if (active <= 1) return w4_lean_rows_body<DT, ZP, 1, MT, NW, CPW>(p, red, warp, ct, row0);
+        if (active == 2) return w4_lean_rows_body<DT, ZP, 2, MT, NW, CPW>(p, red, warp, ct, row0);
+        if (active == 3) return w4_lean_rows_body<DT, ZP, 3, MT, NW, CPW>(p, red, warp, ct, row0);
+    }
+    w4_lean_rows_body<DT, ZP, MT, MT, NW, CPW>(p, red, warp, ct, row0);
 }
 
 // M > 64 (and 49..64 where make_plan says): a 64 x 64 output tile per 128-thread block,
