@@ -622,6 +622,10 @@ __device__ __forceinline__ void w4_lean_rows_body(const W4a16Args &p, float (&re
     w4_gemv_finish<NW, NW, MA>(p, *reinterpret_cast<float(*)[NW][MA * 4][32]>(&red), acc, warp, ct, warp, 0, 1, row0);
 }
 
+// The kernel: the lean loop (above) on its block's col tile and row group.  At MT = 4 a block
+// runs only the row blocks it has rows for (MA 1-3 at M 17..24, and in the second row group
+// at M 33..56), so the second group at M 33 costs a quarter of a full one's activation loads
+// and mma; the same bits (each row block's sums are its own chain).
 template <int DT, bool ZP, int MT, int NW, int BPS, int CPW, int RG = 1>
 __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a16Args p) {
     static_assert(CPW % 2 == 0, "whole 128-k groups a warp");
