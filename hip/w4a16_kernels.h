@@ -561,8 +561,8 @@ __device__ __forceinline__ void w4_lean_chunk(float (&acc)[MT][4], const uint4 &
 // rows alone on the RG = 1 build (same ranges, order, bits).
 // The lean loop of one block on MA of its row blocks (MA <= MT, the block's shared memory
 // sized for MT): the row blocks past M are not run at all, so a block of the second row
-// group at M 33..40 (or the one group at M 17..24) loads and multiplies for the rows it
-// has, not for 32.  Each row block's sums are the same whatever MA (a row block's mma chain
+// group at M 33..40 loads and multiplies for 8 rows, not 32 (the one group at M 17..24 for
+// 24).  Each row block's sums are the same whatever MA (a row block's mma chain
 // depends only on its own activations), so the bits are those of MA = MT.
 template <int DT, bool ZP, int MA, int MT, int NW, int CPW>
 __device__ __forceinline__ void w4_lean_rows_body(const W4a16Args &p, float (&red)[NW][MT * 4][32], int warp, int ct, int row0) {
@@ -623,9 +623,9 @@ __device__ __forceinline__ void w4_lean_rows_body(const W4a16Args &p, float (&re
 }
 
 // The kernel: the lean loop (above) on its block's col tile and row group.  At MT = 4 a block
-// runs only the row blocks it has rows for (MA 1-3 at M 17..24, and in the second row group
-// at M 33..56), so the second group at M 33 costs a quarter of a full one's activation loads
-// and mma; the same bits (each row block's sums are its own chain).
+// runs only the row blocks it has rows for (MA 3 at M 17..24; in the second row group MA 1,
+// 2, 3 at M 33..40, 41..48, 49..56), so the second group at M 33 costs a quarter of a full
+// one's activation loads and mma; the same bits (each row block's sums are its own chain).
 template <int DT, bool ZP, int MT, int NW, int BPS, int CPW, int RG = 1>
 __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a16Args p) {
     static_assert(CPW % 2 == 0, "whole 128-k groups a warp");
@@ -636,8 +636,10 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a
     if constexpr (MT == 4) {
         // the row blocks this block has rows for (block-uniform: no divergence)
         const int active = (p.m - row0 + 7) >> 3;
-        if (active <= 1) return w4_lean_rows_body<DT, ZP, 1, MT, NW, CPW>(p, red, warp, ct, row0);
-        if (active == 2) return w4_lean_rows_body<DT, ZP, 2, MT, NW, CPW>(p, red, warp, ct, row0);
+        if constexpr (RG == 2) {  // one group serves M 17..32 only (3 or 4 row blocks): no dead bodies' registers
+            if (active <= 1) return w4_lean_rows_body<DT, ZP, 1, MT, NW, CPW>(p, red, warp, ct, row0);
+            if (active == 2) return w4_lean_rows_body<DT, ZP, 2, MT, NW, CPW>(p, red, warp, ct, row0);
+        }
         if (active == 3) return w4_lean_rows_body<DT, ZP, 3, MT, NW, CPW>(p, red, warp, ct, row0);
     }
     w4_lean_rows_body<DT, ZP, MT, MT, NW, CPW>(p, red, warp, ct, row0);

@@ -637,6 +637,9 @@ LEAN_ROWS_CASES = [(m, n, k) for n, k in [(4096, 4096), (4088, 4096), (4104, 122
 # N 17024 (266 col tiles of 64: two an SM of a 132-SM GPU) at M 49..64: where make_plan takes the
 # mma kernel, the two-group MT 4 build replaces it (K 5120 compiled, K 1024 the runtime count)
 LEAN_ROWS_CASES += [(m, 17024, k) for k in (5120, 1024) for m in (50, 64)]
+# the MT 4 builds' active row blocks at their edges: M 25 (one group, 4 row blocks), 41 / 56 /
+# 57 (the second group's 2 / 3 / 4)
+LEAN_ROWS_CASES += [(m, n, k) for n, k in [(4096, 5120), (4104, 1024)] for m in (25, 41, 56, 57)]
 
 
 @pytest.mark.parametrize("m, n, k", LEAN_ROWS_CASES)
@@ -683,6 +686,28 @@ def test_gpu_lean_rows_two_groups_are_two_gemms(rng, nvidia_gpu, monkeypatch, n,
                              _lean_rows_name(m - 32, k))
     assert both[:32].tobytes() == first.tobytes()
     assert both[32:].tobytes() == second.tobytes()
+
+
+# MT 4 builds run only the row blocks a block has rows for (ceil((M - row0) / 8) < 4): those
+# rows' bits are the 4-row-block run's on the same activations (M 24 against 32 on one row
+# group; M 40 / 48 / 56, one / two / three row blocks in the second group, against 64: every
+# row block run is full, so its inputs are the longer GEMM's), on every MT 4 build: K 4096 /
+# 12288 / 5120 compiled (M <= 32; above, K 4096 / 12288 take the MT 6 / 8 builds), K 1024 and
+# (=lean) K 4096 / 12288 the runtime count.
+ACTIVE_BLOCK_CASES = ([(24, 32, n, k, None) for n, k in [(4096, 4096), (4104, 12288)]]
+                      + [(m, mf, n, k, hook) for m, mf in [(24, 32), (40, 64), (48, 64), (56, 64)]
+                         for n, k, hook in [(4096, 5120, None), (4104, 1024, None), (4096, 4096, "lean"), (4104, 12288, "lean")]])
+
+
+@pytest.mark.parametrize("m, m_full, n, k, hook", ACTIVE_BLOCK_CASES)
+def test_gpu_lean_rows_active_blocks_same_bits(rng, nvidia_gpu, monkeypatch, m, m_full, n, k, hook):
+    w = _rand_plain(rng, n, k, False)
+    wg = w.to("gpu:0", BF16)
+    a = rng.standard_normal((m_full, k)).astype(BF16)
+    kk = 0 if hook == "lean" else k
+    full = _gemm_with_hook(monkeypatch, hook, put("gpu", a), wg, m_full, n, "bf16", _lean_rows_name(m_full, kk))
+    part = _gemm_with_hook(monkeypatch, hook, put("gpu", np.ascontiguousarray(a[:m])), wg, m, n, "bf16", _lean_rows_name(m, kk))
+    assert part.tobytes() == np.ascontiguousarray(full[:m]).tobytes()
 
 
 # The M 49..64 rule's edge on this GPU: the mma kernel where its ceil(N / 64) blocks reach two
@@ -1027,7 +1052,8 @@ PDL_CASES = [(1, 4096, 4096, 128, 512, LEAN4, None), (9, 4096, 4096, 128, 512, L
              (33, 4096, 4096, 128, 4096, "w4a16.lean.rows48", "w4a16.lean.rows48"),
              (24, 4096, 12288, 128, 512, "w4a16.lean.rows32", None),
              (24, 5120, 2048, 128, 4096, "w4a16.lean.rows32.anyk", "w4a16.lean.rows32"),
-             (48, 5120, 2048, 128, 4096, "w4a16.lean.rows32x2.anyk", "w4a16.lean.rows32x2")]
+             (48, 5120, 2048, 128, 4096, "w4a16.lean.rows32x2.anyk", "w4a16.lean.rows32x2"),
+             (33, 5120, 2048, 128, 4096, "w4a16.lean.rows32x2.anyk", "w4a16.lean.rows32x2")]
 
 
 @pytest.mark.parametrize("m, n, k, g, n2, kernel1, kernel2", PDL_CASES)
