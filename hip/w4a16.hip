@@ -312,6 +312,10 @@ void use_gemv_lean(Plan *pl, const DeviceFacts &f, int64_t m, const W4Tiled &t) 
 // 15.26 -> 13.02, 5120 31.50 -> 23.41, 17408 96.03 -> 79.38; M = 33 / 48 0.97-1.07x (K 2048
 // at M = 48 the one loss, 11.83 -> 12.17: kept, one rule); at N 34816 (K 5120, where the
 // mma kernel had M 49..64) 174.96 -> 111.80 at M = 49, 179.81 -> 121.53 at 64.
+// A block runs only the row blocks it has rows for (hip/w4a16_kernels.h; same bits): run 140
+// (H100, us, N 5120, K 5120) M = 17 10.72 (run 136) -> 9.17, M = 33 22.04 (run 138) -> 20.05;
+// M 48 / 64 unchanged.  M = 33 still costs ~1.6x M = 32: 640 blocks over 396 slots, so the
+// second row group's blocks are a second wave whatever their rows.
 // GATEDNORM_W4A16_KERNEL=gemv keeps make_plan's kernel (and =mma the mma kernel), =lean takes
 // the runtime-count MT = 4 build (two row groups above 32 rows) at K 4096 / 12288 / 5120 too
 // (at K 4096 and 5120 the same ranges, order and bits as the compiled counts, whatever MT:
