@@ -631,7 +631,7 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a
     static_assert(CPW % 2 == 0, "whole 128-k groups a warp");
     __shared__ float red[NW][MT * 4][32];
     const int warp = threadIdx.x >> 5;
-    const int ct = RG == 1 ? int(blockIdx.x) : int(blockIdx.x / RG), row0 = RG == 1 ? 0 : int(blockIdx.x % RG) * (8 * MT);
+    const int ct = int(blockIdx.x / RG), row0 = int(blockIdx.x % RG) * (8 * MT);  // RG 1: the block's col tile, row 0
     w4_pdl_wait();
     if constexpr (MT == 4) {
         // the row blocks this block has rows for (block-uniform: no divergence)

@@ -669,6 +669,13 @@ def test_gpu_lean_rows(rng, nvidia_gpu, monkeypatch, dtype, symmetric, n, k, m):
         assert runtime.tobytes() == np.ascontiguousarray(whole[:m, :n]).tobytes()
 
 
+def _lean_rows_gemm(monkeypatch, hook, rows, wg, n, k):
+    """A bf16 GEMM of `rows` alone on the lean loop's row-block build for their M (k = 0: the
+    runtime count asked for), its output back on the host."""
+    m = rows.shape[0]
+    return _gemm_with_hook(monkeypatch, hook, put("gpu", np.ascontiguousarray(rows)), wg, m, n, "bf16", _lean_rows_name(m, k))
+
+
 # M 33..64 at K other than 4096 / 12288 (two row groups of the MT 4 build, rows 0..31 and
 # 32..M-1): each group's block runs the M <= 32 build's loop on its own rows, so its outputs
 # are bit for bit those of a GEMM of those rows alone (M 32 and M - 32 >= 17: the one-group
@@ -680,10 +687,9 @@ def test_gpu_lean_rows_two_groups_are_two_gemms(rng, nvidia_gpu, monkeypatch, n,
     w = _rand_plain(rng, n, k, False)
     wg = w.to("gpu:0", BF16)
     a = rng.standard_normal((m, k)).astype(BF16)
-    both = _gemm_with_hook(monkeypatch, None, put("gpu", a), wg, m, n, "bf16", _lean_rows_name(m, k))
-    first = _gemm_with_hook(monkeypatch, None, put("gpu", np.ascontiguousarray(a[:32])), wg, 32, n, "bf16", _lean_rows_name(32, k))
-    second = _gemm_with_hook(monkeypatch, None, put("gpu", np.ascontiguousarray(a[32:])), wg, m - 32, n, "bf16",
-                             _lean_rows_name(m - 32, k))
+    both = _lean_rows_gemm(monkeypatch, None, a, wg, n, k)
+    first = _lean_rows_gemm(monkeypatch, None, a[:32], wg, n, k)
+    second = _lean_rows_gemm(monkeypatch, None, a[32:], wg, n, k)
     assert both[:32].tobytes() == first.tobytes()
     assert both[32:].tobytes() == second.tobytes()
 
@@ -705,8 +711,8 @@ def test_gpu_lean_rows_active_blocks_same_bits(rng, nvidia_gpu, monkeypatch, m, 
     wg = w.to("gpu:0", BF16)
     a = rng.standard_normal((m_full, k)).astype(BF16)
     kk = 0 if hook == "lean" else k
-    full = _gemm_with_hook(monkeypatch, hook, put("gpu", a), wg, m_full, n, "bf16", _lean_rows_name(m_full, kk))
-    part = _gemm_with_hook(monkeypatch, hook, put("gpu", np.ascontiguousarray(a[:m])), wg, m, n, "bf16", _lean_rows_name(m, kk))
+    full = _lean_rows_gemm(monkeypatch, hook, a, wg, n, kk)
+    part = _lean_rows_gemm(monkeypatch, hook, a[:m], wg, n, kk)
     assert part.tobytes() == np.ascontiguousarray(full[:m]).tobytes()
 
 
