@@ -1775,3 +1775,28 @@ def test_act_order_mkldnn_a_is_named_not_out_of_memory(rng):
     w = gatednorm.W4A16Weight(*w0.to_plain(), perm=rng.permutation(128))
     with pytest.raises(gatednorm.InvalidArgumentError, match="a: a torch tensor of layout .*, not a strided array"):
         gatednorm.w4a16_matmul(torch.ones(2, 128).to_mkldnn(), w)
+
+
+@pytest.mark.parametrize("n,k,g", [(32, 128, 64), (64, 64, 32)])  # (64, 64): square, as q_proj / o_proj
+def test_awq_and_gptq_tensors_swapped_name_qweight(rng, n, k, g):
+    """AWQ and GPTQ checkpoints name their tensors alike (qweight, qzeros, scales), so an
+    engine reading the wrong quant_method hands one format's tensors to the other importer: the
+    error blamed the (right) scales (a hostile review); it names qweight and the other format.
+    Each format's tensors still import through their own importer."""
+    q, z, s = rand_quant(rng, n, k, g, zlo=1)
+
+    def awq_pack(x):  # x [rows, N]: slot i of column c holds n = 8c + AWQ_ORDER[i]
+        return pack8(x.reshape(x.shape[0], -1, 8)[:, :, AWQ_ORDER].reshape(x.shape), 1)
+
+    awq = (awq_pack(q.T), awq_pack(z.T), s.T)
+    gptq = (pack8(q.T, 0), pack8((z - 1).T, 1), s.T)
+    for args in (awq, awq[:2] + (s.T.astype(np.float32),)):
+        with pytest.raises(gatednorm.InvalidArgumentError, match=r"^qweight: .* packed along N, as AWQ's .*from_awq"):
+            gatednorm.W4A16Weight.from_gptq(*args)
+        with pytest.raises(gatednorm.InvalidArgumentError, match=r"^qweight: .* packed along N, as AWQ's"):
+            gatednorm.W4A16Weight.from_gptq(*args, group_size=g)
+    with pytest.raises(gatednorm.InvalidArgumentError, match=r"^qweight: .* packed along K, as GPTQ's .*from_gptq"):
+        gatednorm.W4A16Weight.from_awq(*gptq)
+    want = expected_w16(q, z, s, g, BF16)
+    np.testing.assert_array_equal(gatednorm.W4A16Weight.from_awq(*awq).dequantize(BF16), want)
+    np.testing.assert_array_equal(gatednorm.W4A16Weight.from_gptq(*gptq).dequantize(BF16), want)

@@ -410,6 +410,11 @@ class W4A16Weight:
         n, k = codes.shape
         if n < 1 or k < 1:  # named here: the constructor would name its own q
             raise argument_error("qweight: expected int32 [K/8, N] with K/8, N >= 1, got shape %s" % (qw.shape,))
+        if s.ndim == 2 and s.shape[1] == 8 * n and s.shape[0] != n:  # packed along N: AWQ's layout (or transposed)
+            raise argument_error("qweight: holds N = %d columns read as GPTQ's [K/8, N], but scales (%s, [K/G, N]) "
+                                 "have 8 times as many: it is packed along N, as AWQ's [K, N/8] qweight is (AWQ "
+                                 "checkpoints name their tensors as GPTQ's do: from_awq), or is it transposed?"
+                                 % (n, s.shape))
         _transposed(n, qw.shape[0] if qw.ndim == 2 else -1, s, "qweight")  # [N, K/8] given for [K/8, N]
         by_word = codes.reshape(n, k // 8, 8)
         if not by_word[:, :, 1:].any() and by_word[:, :, 0].any():
@@ -479,13 +484,18 @@ class W4A16Weight:
         if n < 1 or k < 1:  # named here: the constructor would name its own q
             raise argument_error("qweight: expected int32 [K, N/8] with K, N/8 >= 1, got shape %s" % (np.shape(qweight),))
         s = _scales(scales, "scales")
-        _transposed(n, 8 * np.shape(qweight)[0], s, "qweight")  # [N/8, K] given for [K, N/8]
         if s.ndim == 2 and s.shape[1] * 8 == n:  # an unpacked [K, N] qweight reads as N * 8 columns ...
             raw = qw.astype(np.int64)  # any byte order
-            if raw.any() and not (raw & ~np.int64(0xF)).any():  # ... and holds codes 0..15 (else: wrong scales)
+            if raw.any() and not (raw & ~np.int64(0xF)).any():  # ... and holds codes 0..15
                 raise argument_error("qweight: shape %s, every int32 a code 0..15, with scales of N = %d columns: an "
                                      "unpacked [K, N] tensor; expected int32 [K, N/8], eight codes an int32 along N"
                                      % (np.shape(qweight), s.shape[1]))
+            if s.shape[0] != n:  # ... as does GPTQ's [K/8, N], packed along K (scales [N, K/G]: theirs, below)
+                raise argument_error("qweight: holds N = %d columns read as AWQ's [K, N/8], but scales (%s, [K/G, N]) "
+                                     "have an eighth as many: it is packed along K, as GPTQ's [K/8, N] qweight is "
+                                     "(GPTQ checkpoints name their tensors as AWQ's do: from_gptq), or is it transposed?"
+                                     % (n, s.shape))
+        _transposed(n, 8 * np.shape(qweight)[0], s, "qweight")  # [N/8, K] given for [K, N/8]
         if s.ndim != 2 or s.shape[1] != n or s.shape[0] < 1 or k % s.shape[0]:
             raise argument_error("scales: expected [K/G, N] = [K/G, %d], got %s" % (n, s.shape))
         _checkpoint_groups(k, s.shape[0], group_size, "scales")
