@@ -1800,3 +1800,57 @@ def test_awq_and_gptq_tensors_swapped_name_qweight(rng, n, k, g):
     want = expected_w16(q, z, s, g, BF16)
     np.testing.assert_array_equal(gatednorm.W4A16Weight.from_awq(*awq).dequantize(BF16), want)
     np.testing.assert_array_equal(gatednorm.W4A16Weight.from_gptq(*gptq).dequantize(BF16), want)
+
+
+def test_importers_refuse_masked_arrays_and_none_by_name(rng):
+    """Masked arrays were taken by every importer and the constructor with their masks
+    ignored (a fully masked qweight imported), while w4a16_matmul refuses a masked `a` for
+    that reason; a None tensor said "got dtype object" (a hostile review).  Each argument
+    now names itself, as a masked or missing array."""
+    q, z, s = rand_quant(rng, 16, 64, 32, zlo=1)
+    gptq = [pack8(q.T, 0), pack8((z - 1).T, 1), s.T.copy()]
+    awq = [pack8(q.T.reshape(64, -1, 8)[:, :, AWQ_ORDER].reshape(64, 16), 1),
+           pack8(z.T.reshape(2, -1, 8)[:, :, AWQ_ORDER].reshape(2, 16), 1), s.T.copy()]
+    plain = list(gatednorm.W4A16Weight.from_gptq(*gptq).to_plain()[:3])
+    ct = [pack8(q, 1), s.copy(), pack8(z, 0)]
+    cases = [(gatednorm.W4A16Weight.from_gptq, gptq, ("qweight", "qzeros", "scales"), {}),
+             (gatednorm.W4A16Weight.from_awq, awq, ("qweight", "qzeros", "scales"), {}),
+             (gatednorm.W4A16Weight, plain, ("q", "scales", "zeros"), {}),
+             (lambda *a: gatednorm.W4A16Weight.from_compressed_tensors(*a, weight_shape=(16, 64)), ct,
+              ("weight_packed", "weight_scale", "weight_zero_point"), {})]
+    for make, args, names, kw in cases:
+        make(*args, **kw)  # as given: imports
+        for i, name in enumerate(names):
+            bad = list(args)
+            bad[i] = np.ma.masked_array(args[i], mask=np.ones(np.shape(args[i]), bool))
+            with pytest.raises(gatednorm.InvalidArgumentError, match=r"^%s: numpy masked arrays" % name):
+                make(*bad, **kw)
+    for make, args in ((gatednorm.W4A16Weight.from_gptq, gptq), (gatednorm.W4A16Weight.from_awq, awq)):
+        for i, name in enumerate(("qweight", "qzeros", "scales")):
+            bad = list(args)
+            bad[i] = None
+            with pytest.raises(gatednorm.InvalidArgumentError, match=r"^%s: required" % name):
+                make(*bad)
+    w = rng.standard_normal((8, 64))
+    with pytest.raises(gatednorm.InvalidArgumentError, match=r"^W: numpy masked arrays"):
+        gatednorm.W4A16Weight.from_float(np.ma.masked_array(w), group_size=32)
+    with pytest.raises(gatednorm.InvalidArgumentError, match=r"^g_idx: numpy masked arrays"):
+        gatednorm.W4A16Weight.from_gptq(*gptq, g_idx=np.ma.masked_array(np.arange(64) // 32))
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("group_size", [128, 65])
+def test_from_float_group_size_above_k_is_per_channel(rng, symmetric, group_size):
+    """from_float refused a group_size above K ("does not divide K"), so the usual
+    group_size=128 failed on a K = 64 layer, while the importers read a config's group_size
+    above K as one group, per channel, as GPTQ's quantizer groups such a layer (a hostile
+    review): the same weight as group_size=None, bit for bit."""
+    w = rng.standard_normal((24, 64))
+    got = gatednorm.W4A16Weight.from_float(w, group_size=group_size, symmetric=symmetric)
+    want = gatednorm.W4A16Weight.from_float(w, group_size=None, symmetric=symmetric)
+    assert got.group_size == 64
+    for a, b in zip(got.to_plain(), want.to_plain()):
+        if b is None:
+            assert a is None
+        else:
+            np.testing.assert_array_equal(a, b)

@@ -124,9 +124,15 @@ def _pack_plain(codes, name):
 
 
 def _np(x, name):
-    """numpy view of a host array (numpy, torch CPU, anything np.asarray takes)."""
+    """numpy view of a host array (numpy, torch CPU, anything np.asarray takes).  None and
+    masked arrays are refused by name (a mask would be ignored, as the GEMM refuses one)."""
     if isinstance(x, np.ndarray):
+        if isinstance(x, np.ma.MaskedArray):
+            raise argument_error("%s: numpy masked arrays are not supported (the mask would be ignored); pass "
+                                 "x.data or x.filled(value)" % name)
         return x
+    if x is None:
+        raise argument_error("%s: required (an array); got None" % name)
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch
         try:
             t = x.detach().cpu()
@@ -205,9 +211,12 @@ def _codes(z, name):
 
 def _group_size(group_size, k):
     """G from a group_size argument (None: per channel, G = K), checked to divide K (0 is
-    refused: it read as per-channel, a meaning no other group_size gives it)."""
+    refused: it read as per-channel, a meaning no other group_size gives it).  Above K it is
+    one group, per channel, as the importers read a config's group_size and as GPTQ's
+    quantizer groups a layer narrower than its group size (a model's group_size=128 on a
+    K = 64 layer)."""
     g = k if group_size is None else _call.integer("group_size", group_size)
-    g = k if g == -1 else g  # -1: per channel, as GPTQ / AWQ configs write it
+    g = k if g == -1 or g > k else g  # -1: per channel, as GPTQ / AWQ configs write it
     if g < 1 or k % g:
         raise argument_error("group_size: %r does not divide K = %d" % (group_size, k))
     return g
@@ -319,7 +328,8 @@ class W4A16Weight:
     def from_float(cls, w, group_size=128, symmetric=False):
         """Round-to-nearest quantization of a float weight ``W [N, K]`` (numpy or torch CPU).
 
-        Per group of ``group_size`` consecutive k (``group_size=None`` or K: per-channel):
+        Per group of ``group_size`` consecutive k (``group_size=None``, -1, K or above K:
+        per-channel, as GPTQ groups a layer narrower than its group size):
         symmetric: ``s = absmax / 7``, ``q = clamp(round(w / s) + 8, 0, 15)``; asymmetric,
         over the group's range widened to hold 0 (``lo = min(min, 0)``, ``hi = max(max, 0)``,
         as GPTQ's quantizer does, so that the zero point is a code and a group of one sign
