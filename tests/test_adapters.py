@@ -1907,3 +1907,20 @@ def test_torch_cpu_flush_denormal_caller_keeps_subnormals(rng):
     assert np.count_nonzero(plain[0].astype(np.float32)) == T * H
     for a, b in zip(plain, flushed):
         assert np.array_equal(a.view(np.uint16), b.view(np.uint16))
+
+
+def test_masked_array_advice_names_the_argument(xzw):
+    """The refusal advised "pass x.data or x.filled(value)" whatever the argument (out, z,
+    weight): it names the argument at fault (hostile review)."""
+    x, z, w = xzw
+    for kw, name in [(dict(out=np.ma.masked_array(np.full(SHAPE, NAN, np.float32))), "out"),
+                     (dict(z=np.ma.masked_array(z)), "z"), (dict(weight=np.ma.masked_array(w)), "weight")]:
+        a = dict(x=x, z=z, weight=w, out=None)
+        a.update(kw)
+        out_before = None if a["out"] is None else a["out"].data.tobytes()
+        with pytest.raises(gatednorm.InvalidArgumentError) as ei:
+            gatednorm.rmsnorm_gated(a["x"], a["z"], a["weight"], out=a["out"])
+        assert ei.value.message.startswith(name + ": numpy masked arrays are not supported"), ei.value.message
+        assert ei.value.message.endswith("pass %s.data or %s.filled(value)" % (name, name)), ei.value.message
+        if out_before is not None:
+            assert a["out"].data.tobytes() == out_before

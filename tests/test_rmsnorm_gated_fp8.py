@@ -589,6 +589,24 @@ def test_bad_options(be, rng, opt, val, name):
     expect_error(be, name, x, z, w, q, s, **{opt: val})
 
 
+@pytest.mark.parametrize("op", ["rmsnorm_gated_fp8", "group_quant_fp8", "rmsnorm"])
+@pytest.mark.parametrize("val", [1e-50, -1e-50])
+def test_amax_floor_below_fp32_range_shows_the_value_given(rng, op, val):
+    """An amax_floor below fp32's range is 0 in the C field, and the refusal said "got 0" for
+    the 1e-50 the caller gave: refused naming the value given; outputs untouched (hostile review)."""
+    x, z, w = make_inputs(rng, (5, 3, 128))
+    q, s = _outs()
+    before = (q.tobytes(), s.tobytes())
+    call = {"rmsnorm_gated_fp8": lambda: gatednorm.rmsnorm_gated_fp8(x, z, w, q=q, scales=s, amax_floor=val),
+            "group_quant_fp8": lambda: gatednorm.group_quant_fp8(x.reshape(5, 384), q=q, scales=s, amax_floor=val),
+            "rmsnorm": lambda: gatednorm.rmsnorm(x.reshape(5, 384), w.repeat(3), q=q, scales=s, y=False,
+                                                 amax_floor=val)}[op]
+    with pytest.raises(gatednorm.InvalidArgumentError) as ei:
+        call()
+    assert ei.value.message == "amax_floor: expected a finite value >= 1e-30, got %r" % val, ei.value.message
+    assert (q.tobytes(), s.tobytes()) == before
+
+
 def test_missing_x_is_named(rng):
     """x=None said "x: descriptor is NULL" (C's words) where rmsnorm_gated says "x: required"
     (a review of 2026-12-06); outputs untouched."""

@@ -211,7 +211,10 @@ def _no_dlpack_dtype(name, dt):
     if dt.byteorder not in "=|" and dt.newbyteorder("=") in _NP_TO_DL:
         _fail(name, "numpy dtype %s is byte-swapped; convert it to native order first (a.astype(a.dtype.newbyteorder('=')))"
               % dt.str)
-    _fail(name, "numpy dtype %s has no DLPack equivalent" % dt.str)
+    # named as numpy names it, with its type string where that differs: dt.str alone read
+    # "<f16" for float128 (an accepted dtype's name, float16) and "<f1" for ml_dtypes' float8_e5m2
+    label = str(dt) if str(dt) == dt.str else "%s (%s)" % (dt, dt.str)
+    _fail(name, "numpy dtype %s has no DLPack equivalent" % label)
 
 
 def _np_desc(a, name, buf):
@@ -589,7 +592,8 @@ def _from_probe(x, name, writable, sc, i, s, hold):
 
 
 def _from_masked(x, name, writable, sc, i, s, hold):
-    _fail(name, "numpy masked arrays are not supported (the mask would be ignored); pass x.data or x.filled(value)")
+    _fail(name, "numpy masked arrays are not supported (the mask would be ignored); pass %s.data or %s.filled(value)"
+          % (name, name))
 
 
 _ADAPTERS = {NUMPY: _from_numpy, OWN: _from_own, TORCH: _from_torch, DLPACK: _from_dlpack,

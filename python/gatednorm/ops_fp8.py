@@ -219,8 +219,11 @@ def _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, sca
         if not (fp8_max == 0.0 or fp8_max >= 1.0):
             raise argument_error("fp8_max: expected None or 0 (the format's max) or a value in [1, the format's max], "
                                  "got %r" % fp8_max)
+    af = _call.real("amax_floor", amax_floor)
+    if af != 0.0 and np.float32(af) == 0.0:  # below fp32's range: C would read (and report) 0, not the value given
+        raise argument_error("amax_floor: expected a finite value >= 1e-30, got %r" % af)
     fields = dict(quant__format=fmt, quant__fp8_max=0.0 if fp8_max is None else fp8_max,
-                  quant__amax_floor=_call.real("amax_floor", amax_floor), quant__scale_format=sfmt, quant__group_size=g,
+                  quant__amax_floor=af, quant__scale_format=sfmt, quant__group_size=g,
                   quant__quantize_rounded=_call.flag("quantize_rounded", quantize_rounded))
     return fields, fmt, sfmt, g
 
