@@ -129,7 +129,7 @@ def _np(x, name):
     if isinstance(x, np.ndarray):
         if isinstance(x, np.ma.MaskedArray):
             raise argument_error("%s: numpy masked arrays are not supported (the mask would be ignored); pass "
-                                 "x.data or x.filled(value)" % name)
+                                 "%s.data or %s.filled(value)" % (name, name, name))
         return x
     if x is None:
         raise argument_error("%s: required (an array); got None" % name)
