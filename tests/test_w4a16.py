@@ -1823,7 +1823,7 @@ def test_importers_refuse_masked_arrays_and_none_by_name(rng):
         for i, name in enumerate(names):
             bad = list(args)
             bad[i] = np.ma.masked_array(args[i], mask=np.ones(np.shape(args[i]), bool))
-            with pytest.raises(gatednorm.InvalidArgumentError, match=r"^%s: numpy masked arrays" % name):
+            with pytest.raises(gatednorm.InvalidArgumentError, match=r"^%s: numpy masked arrays .* pass %s\.data" % (name, name)):
                 make(*bad, **kw)
     for make, args in ((gatednorm.W4A16Weight.from_gptq, gptq), (gatednorm.W4A16Weight.from_awq, awq)):
         for i, name in enumerate(("qweight", "qzeros", "scales")):
