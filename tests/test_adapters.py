@@ -1924,3 +1924,98 @@ def test_masked_array_advice_names_the_argument(xzw):
         assert ei.value.message.endswith("pass %s.data or %s.filled(value)" % (name, name)), ei.value.message
         if out_before is not None:
             assert a["out"].data.tobytes() == out_before
+
+
+def test_dlpack_null_shape_and_disagreeing_device_are_refused_by_name(xzw):
+    """Regression (hostile review): a DLPack tensor of ndim > 0 with a NULL shape was read
+    through (a segfault), and a __dlpack_device__ naming another device than the capsule's
+    tensor was taken on the tensor's word (the stream passed to __dlpack__ was chosen for the
+    other device).  Both are refused naming the argument; each capsule's deleter runs once."""
+    x, z, w = xzw
+    ffi = _dlpack.dlffi
+    deleted = []
+
+    @ffi.callback("void(DLManagedTensorVersioned *)")
+    def deleter(p):
+        deleted.append(int(ffi.cast("uintptr_t", p)))
+
+    new_capsule = ctypes.pythonapi.PyCapsule_New
+    new_capsule.restype = ctypes.py_object
+    new_capsule.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    keep = []
+
+    def capsule(device=(1, 0), null_shape=False):
+        m = ffi.new("DLManagedTensorVersioned *")
+        m.version.major, m.deleter = 1, deleter
+        shape = ffi.new("int64_t[]", list(x.shape))
+        t = m.dl_tensor
+        t.data = ffi.cast("void *", x.ctypes.data)
+        t.device.device_type, t.device.device_id = device
+        t.ndim = x.ndim
+        t.dtype.code, t.dtype.bits, t.dtype.lanes = 2, 32, 1
+        t.shape = ffi.NULL if null_shape else shape
+        keep.append((m, shape))
+        return new_capsule(int(ffi.cast("uintptr_t", m)), b"dltensor_versioned", None), int(ffi.cast("uintptr_t", m))
+
+    class Producer:
+        def __init__(self, cap, device=(1, 0)):
+            self.cap, self.device = cap, device
+
+        def __dlpack__(self, **kw):
+            return self.cap
+
+        def __dlpack_device__(self):
+            return self.device
+
+    for kw, pdev, match in (({"null_shape": True}, (1, 0), "x: the DLPack tensor has 3 dims but a NULL shape"),
+                            ({"device": (2, 0)}, (1, 0), "x: __dlpack_device__ says device (1, 0), but its DLPack"),
+                            ({}, (2, 0), "x: __dlpack_device__ says device (2, 0), but its DLPack")):
+        cap, addr = capsule(**kw)
+        out = np.full(SHAPE, NAN, np.float32)
+        with pytest.raises(GatedNormError) as ei:
+            gatednorm.rmsnorm_gated(Producer(cap, pdev), z, w, out=out)
+        assert ei.value.message.startswith(match), ei.value.message
+        assert isinstance(ei.value, ValueError) and np.isnan(out).all()
+        assert deleted.count(addr) == 1
+    cap, addr = capsule()  # the same tensor, told truly: computed
+    out = np.full(SHAPE, NAN, np.float32)
+    gatednorm.rmsnorm_gated(Producer(cap), z, w, out=out)
+    check_result(out, x, z, w)
+    assert deleted.count(addr) == 1
+
+
+def test_devicearray_copies_and_pickles_own_their_memory(rng):
+    """Regression (hostile review): copy.deepcopy and pickle copied a DeviceArray's raw
+    pointer into a second owner of the same block, which freed it twice (abort) or read it
+    after the original freed it.  A deep copy or a loaded pickle is a new array with the
+    elements; copy.copy stays a view of the same memory; the block itself refuses copies."""
+    import copy
+    import pickle
+
+    src = rng.standard_normal((3, 8)).astype(np.float32)
+    code = textwrap.dedent("""
+        import copy, gc, pickle, numpy as np
+        from gatednorm import DeviceArray
+        a = DeviceArray.from_numpy(np.arange(24, dtype=np.float32).reshape(3, 8), device="cpu")
+        b = copy.deepcopy(a)
+        c = pickle.loads(pickle.dumps(a[:, ::2]))
+        del a
+        gc.collect()
+        DeviceArray.from_numpy(np.full(24, 7, np.float32), device="cpu")
+        assert (b.numpy() == np.arange(24).reshape(3, 8)).all()
+        assert (c.numpy() == np.arange(24).reshape(3, 8)[:, ::2]).all()
+        del b, c
+        gc.collect()
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stdout, r.stderr[-2000:])
+    a = DeviceArray.from_numpy(src, device="cpu")
+    d = copy.deepcopy(a)
+    assert d._ptr != a._ptr and np.array_equal(d.numpy(), src)
+    p = pickle.loads(pickle.dumps(a))
+    assert p._ptr != a._ptr and p.device == "cpu" and np.array_equal(p.numpy(), src)
+    s = copy.copy(a)
+    assert s._ptr == a._ptr and s._sync is a._sync
+    with pytest.raises(TypeError):
+        copy.deepcopy(a._base)

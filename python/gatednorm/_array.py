@@ -56,6 +56,10 @@ class _Allocation(_Pending):
         self.ptr = int(ffi.cast("uintptr_t", p[0]))
         self.device_type, self.device_id, self.nbytes = device_type, device_id, nbytes
 
+    def __reduce__(self):
+        # a copy (pickle, copy.deepcopy) would hold the same pointer and free it again
+        raise TypeError("a gatednorm memory block cannot be copied or pickled")
+
     def __del__(self):
         ptr, self.ptr = self.ptr, 0
         lib = _ffi._lib
@@ -180,6 +184,23 @@ class DeviceArray:
     @_stream.setter
     def _stream(self, s):
         self._sync.stream = s
+
+    # ------------------------------------------------------------------ copies
+    # The default copies of a __slots__ class copied the raw pointer: a deep copy or a
+    # pickled-and-loaded array then owned a second _Allocation of the same block and freed it
+    # twice (abort), or read it after the original freed it (review).
+    def __copy__(self) -> "DeviceArray":
+        """A view of the same memory (as before: a shallow copy shares it)."""
+        return DeviceArray._view(self._ptr, self._shape, self._estrides, self._dtype, self._devtype, self._devid,
+                                 self._base, self._sync)
+
+    def __deepcopy__(self, memo) -> "DeviceArray":
+        """A new array on the same device with a copy of the elements."""
+        return DeviceArray.from_numpy(self.numpy(), device=(self._devtype, self._devid))
+
+    def __reduce__(self):
+        """Pickled as its elements and device: loading makes a new array there."""
+        return (_rebuild, (self.numpy(), self._devtype, self._devid))
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -505,6 +526,11 @@ class DeviceArray:
             # None: nothing to wait for
             "stream": None if stream is None else (stream or 1),
         }
+
+
+def _rebuild(host, device_type, device_id) -> DeviceArray:
+    """A pickled DeviceArray: a new one on (device_type, device_id) holding ``host``."""
+    return DeviceArray.from_numpy(host, device=(device_type, device_id))
 
 
 #: typestrs that np.dtype() maps back to the same dtype (checked once per typestr)

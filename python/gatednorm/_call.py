@@ -417,7 +417,8 @@ def _from_dlpack(x, name, writable, sc, i, s, hold):
         _fail(name, "%s.%s arrays are immutable; pass a writable array (numpy, gatednorm.DeviceArray, ...) "
                     "and convert it afterwards" % (type(x).__module__, type(x).__name__))
     try:
-        devtype = int(x.__dlpack_device__()[0])
+        dev = x.__dlpack_device__()
+        devtype, devid = int(dev[0]), int(dev[1])
         sa = _dlpack_stream_arg(devtype, s)
         try:
             cap = x.__dlpack__(stream=sa, max_version=(1, 0))
@@ -433,12 +434,18 @@ def _from_dlpack(x, name, writable, sc, i, s, hold):
         _fail(name, "the DLPack producer marked this tensor %s" % (
             "read-only" if imp.flags & _dlpack.FLAG_READ_ONLY else "as a copy (writes would be lost)"))
     d = imp.t
+    if (d.device.device_type, d.device.device_id) != (devtype, devid):
+        # the stream handed to __dlpack__ was chosen for the device __dlpack_device__ named
+        _fail(name, "__dlpack_device__ says device (%d, %d), but its DLPack tensor is on (%d, %d)"
+              % (devtype, devid, d.device.device_type, d.device.device_id))
     if d.dtype.lanes != 1:
         _fail(name, "vector dtypes (lanes=%d) are not supported" % d.dtype.lanes)
     nd = d.ndim
     if nd < 0:
         _fail(name, "%d dims" % nd)
     pack = _rank(name, nd)
+    if nd and d.shape == ffi.NULL:  # read through, it crashed the process (review)
+        _fail(name, "the DLPack tensor has %d dims but a NULL shape" % nd)
     shape = tuple(d.shape[0:nd]) if nd else ()
     estrides = _contig(shape) if (not nd or d.strides == ffi.NULL) else tuple(d.strides[0:nd])
     ptr = int(ffi.cast("uintptr_t", d.data))
