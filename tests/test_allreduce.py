@@ -1230,3 +1230,26 @@ def test_cpu_buffer_larger_than_dev_shm_is_refused_not_sigbus(tmp_path):
                           env=dict(os.environ))
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert "refused: comm_buffer_alloc: bytes: shared memory (/dev/shm) has no room" in proc.stdout, proc.stdout
+
+
+def test_group_sizes_and_exchange_items_are_named():
+    """A review of 2026-12-07: max_tokens x hidden under 2^40 elements but over 2^40 bytes (fp32,
+    bf16) was refused by the library naming its own "max_input_bytes", no argument of the call;
+    an exchange returning ints had bytes(n) turn each into n zero bytes, refused as a rank
+    "with world_size 0", and one returning lists of ints packed them as bytes."""
+    for dtype, isz in (("float32", 4), ("bfloat16", 2)):
+        mt, hid = 1 << 21, (1 << 40) // (1 << 21) // isz + 1
+        assert mt * hid < 1 << 40  # under the element bound: the bytes bound is the one that must name it
+        for make in (lambda: AllReduceGroup(0, 1, lambda b: [b], max_tokens=mt, hidden=hid, dtype=dtype),
+                     lambda: AllReduceGroup.in_process(1, "cpu", max_tokens=mt, hidden=hid, dtype=dtype)):
+            with pytest.raises(gatednorm.InvalidArgumentError, match="max_tokens: .* past the 2\\^40 bytes"):
+                make()
+    with pytest.raises(gatednorm.InvalidArgumentError, match="exchange: must return a list of bytes"):
+        AllReduceGroup(0, 2, lambda b: [len(b), len(b)], max_tokens=4, hidden=H)
+    with pytest.raises(gatednorm.InvalidArgumentError, match="exchange: must return a list of bytes"):
+        AllReduceGroup(0, 1, lambda b: [list(b)], max_tokens=4, hidden=H)
+    for ok in (bytes, bytearray, memoryview):  # bytes-like items still do
+        with AllReduceGroup(0, 1, lambda b: [ok(b)], max_tokens=4, hidden=H, dtype="float32") as g:
+            out = g.add_rmsnorm(np.ones((2, H), np.float32), np.zeros((2, H), np.float32), np.ones(H, np.float32))
+            assert np.all(out.residual == 1.0)
+

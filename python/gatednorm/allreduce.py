@@ -83,7 +83,9 @@ def _algorithm(algorithm):
 def _exchanged(items, w):
     """The list an ``exchange`` call returned, checked: world_size items of bytes."""
     try:
-        items = [bytes(b) for b in items]
+        # memoryview, not bytes(): bytes(5) is five zero bytes and bytes([1, 2]) packs a list of
+        # ints, so an exchange returning ints or lists passed as a rank's item (review)
+        items = [memoryview(b).tobytes() for b in items]
     except TypeError as e:
         raise argument_error("exchange: must return a list of bytes objects, one a rank: %s" % e) from None
     if len(items) != w:
@@ -105,6 +107,9 @@ def _sizes(max_tokens, hidden, dtype):
     dt = _call.dtype_arg(dtype, "dtype")
     if dt not in (_dtypes.bfloat16, _dtypes.float16, _dtypes.float32):
         raise argument_error("dtype: %s; the activations must be bf16, fp16 or fp32" % dt)
+    if mt * h * dt.itemsize > 1 << 40:  # gatednorm_comm_buffer_size's bound, named by this call's argument (review)
+        raise argument_error("max_tokens: %d x hidden %d of %s is %d bytes, past the 2^40 bytes a communicator can size"
+                             % (mt, h, dt, mt * h * dt.itemsize))
     return mt, h, dt.itemsize
 
 
