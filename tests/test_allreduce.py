@@ -666,6 +666,60 @@ def test_ranks_out_of_step_fail_together(how, monkeypatch):
             g[r].check()
 
 
+OTHER_OPTIONS = {"eps": dict(eps=1e-3), "weight_offset": dict(weight_offset=1.0), "fp8_max": dict(fp8=True, fp8_max=224.0),
+                 "group_size": dict(fp8=True, group_size=64), "fp8_one_rank": dict(fp8=True),
+                 "quantize_rounded": dict(fp8=True, quantize_rounded=True), "amax_floor": dict(fp8=True, amax_floor=1e-4)}
+
+
+@pytest.mark.parametrize("how", sorted(OTHER_OPTIONS) + ["weight_dtype"])
+def test_ranks_with_other_options_fail_together(how):
+    """Ranks whose calls differ only in an option that changes the result (eps, weight_offset,
+    the weight's dtype, the FP8 settings, FP8 outputs on one rank only) computed different
+    results from one sum with no error (a hostile review, session 43: eps 1e-6 against 4).
+    The call signature carries a hash of those options: every rank's call fails naming them,
+    nothing is written, and the comm refuses later calls.  Outputs a rank alone asks for (y's
+    dtype) are its own choice: such calls pass, with the same residual on every rank."""
+    g = AllReduceGroup.in_process(2, "cpu", max_tokens=4, hidden=H, dtype="float32", algorithm="one_shot")
+    errs, kept = [None, None], [None, None]
+    fp8 = {"fp8": True} if how not in ("eps", "weight_offset", "weight_dtype", "fp8_one_rank") else {}
+
+    def body(r):
+        x = np.full((4, H), 1.5 + r, np.float32)
+        res = np.random.default_rng(r).standard_normal(x.shape).astype(np.float32)
+        w = np.ones(H, _dtypes.bfloat16 if (how == "weight_dtype" and r == 1) else np.float32)
+        kw = dict(fp8) if r == 0 else dict(OTHER_OPTIONS.get(how, fp8))
+        before = res.tobytes()
+        try:
+            g[r].add_rmsnorm(x, res, w, **kw)
+        except GatedNormError as e:
+            errs[r] = e
+            kept[r] = res.tobytes() == before
+
+    in_threads(2, body)
+    for r in range(2):
+        assert isinstance(errs[r], GatedNormError) and "differ in their options" in str(errs[r]), errs[r]
+        assert kept[r], "rank %d's residual written" % r
+        with pytest.raises(GatedNormError, match="comm: unusable"):
+            g[r].check()
+
+
+def test_ranks_with_other_y_dtypes_pass():
+    """y's dtype is each rank's own (not in the options hash): the calls pass, the residual
+    (the same sum) is the same on both ranks, and y is that sum's norm in each dtype."""
+    g = AllReduceGroup.in_process(2, "cpu", max_tokens=4, hidden=H, dtype="float32", algorithm="one_shot")
+    res = [np.random.default_rng(7).standard_normal((4, H)).astype(np.float32) for _ in range(2)]
+    ys = [None, None]
+
+    def body(r):
+        ys[r] = g[r].add_rmsnorm(np.full((4, H), 1.5 + r, np.float32), res[r], np.ones(H, np.float32),
+                                 y_dtype="bfloat16" if r else None).y
+
+    in_threads(2, body)
+    assert res[0].tobytes() == res[1].tobytes()
+    assert ys[1].dtype == _dtypes.bfloat16 and ys[0].dtype == np.float32
+    assert ys[0].astype(_dtypes.bfloat16).tobytes() == ys[1].tobytes()
+
+
 # ------------------------------------------------------------------ one GPU, ranks as streams
 def gpu_args(be, case, rep, r, W):
     """Every tensor of rank r's call on the GPU, outputs poisoned: allocated before any rank

@@ -510,8 +510,10 @@ GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8(const gatednorm_tensor 
  * found at once where the matched calls differ in the comm's call count (every call counts, refused and empty ones
  * and graph captures too; the count belongs to the comm), tokens, hidden, dtype or algorithm (CPU: the calls'
  * signatures, INVALID_ARGUMENT; GPU: a 16-bit tag in the exchange's flags, which holds the world size too and misses
- * a difference once in 65536, DEVICE_ERROR), and the comm is unusable; an extra call of the same shapes on one rank,
- * or one more replay of a captured graph, cannot be told from a matching one. */
+ * a difference once in 65536, DEVICE_ERROR), and the comm is unusable; on the CPU also where they differ in an
+ * option that changes the result (a 48-bit hash of eps, weight_offset, the weight's dtype, a residual or none and
+ * the FP8 settings, FP8 outputs asked on one rank only included; not y's presence or dtype); an extra call of the
+ * same shapes on one rank, or one more replay of a captured graph, cannot be told from a matching one. */
 #define GATEDNORM_COMM_HANDLE_BYTES 64
 #define GATEDNORM_COMM_MAX_WORLD_SIZE 8
 

@@ -19,12 +19,13 @@
 // share columns of it: disjoint bytes.  Each element is still summed by exactly one rank, in
 // rank order, with the one-shot arithmetic, so both algorithms give the same bits.
 // Out of step: before its ready flag each rank writes its call's signature (the comm's count
-// of calls made, refused ones too, the tokens, hidden, dtype and algorithm) into signature
+// of calls made, refused ones too, the tokens, hidden, dtype, algorithm and a hash of the
+// options that change the result: options_hash) into signature
 // slot e % 2 of its header, and after the acquire compares every peer's with its own (slot
 // e % 2 is rewritten only in call e + 2, which needs this rank's ready >= e + 1: the same
 // argument as the data slots').  A difference (a call refused or made on one rank only, or
-// with other shapes) fails the call on every rank, which also marks its header so that every
-// later call, on any rank, is refused; a timed-out wait marks it too.
+// with other shapes or options) fails the call on every rank, which also marks its header so
+// that every later call, on any rank, is refused; a timed-out wait marks it too.
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -185,13 +186,19 @@ gatednorm_status check_in_step(const CommState &c, uint64_t e) {
         const uint64_t *theirs = signature(c.buffers[r], e);
         if (!memcmp(mine, theirs, kSigWords * 8)) continue;
         mark_out_of_step(c);
+        if (!memcmp(mine, theirs, 3 * 8) && (mine[3] & 0xffff) == (theirs[3] & 0xffff))
+            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
+                        "comm: rank %d's call %llu and rank %d's differ in their options (eps, weight_offset, the weight's "
+                        "dtype, a residual or none, y's dtype or the FP8 settings): every rank must make the same calls "
+                        "with the same options; the communicator is unusable now",
+                        c.rank, (unsigned long long)mine[0], r);
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
                     "comm: rank %d's call %llu (%lld tokens x %lld, dtype code %llu%s) meets rank %d's call %llu (%lld x %lld, "
                     "dtype code %llu%s): every rank must make the same calls with the same shapes (one was refused or made on "
                     "one rank only?); the communicator is unusable now",
                     c.rank, (unsigned long long)mine[0], (long long)mine[1], (long long)mine[2], (unsigned long long)(mine[3] & 0xff),
-                    mine[3] >> 8 ? ", two-shot" : "", r, (unsigned long long)theirs[0], (long long)theirs[1], (long long)theirs[2],
-                    (unsigned long long)(theirs[3] & 0xff), theirs[3] >> 8 ? ", two-shot" : "");
+                    (mine[3] >> 8) & 1 ? ", two-shot" : "", r, (unsigned long long)theirs[0], (long long)theirs[1], (long long)theirs[2],
+                    (unsigned long long)(theirs[3] & 0xff), (theirs[3] >> 8) & 1 ? ", two-shot" : "");
     }
     return GATEDNORM_STATUS_SUCCESS;
 }
@@ -279,6 +286,38 @@ gatednorm_status cpu_comm_usable(const CommState &c) {
     return GATEDNORM_STATUS_SUCCESS;
 }
 
+// 48 bits of FNV-1a over the options that change a call's result: ranks that differ there
+// would compute different results from one sum (a hostile review, session 43: eps 1e-6 on
+// one rank and 4 on the other passed).  Not y's presence or dtype, nor where outputs go (a
+// rank's own choice; the values are the same); FP8 outputs on one rank only do differ (their
+// settings are hashed where asked).  The weight's values are not read (hidden elements a
+// call); its dtype is.
+uint64_t options_hash(const AddRmsnormProblem &p) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    auto mix = [&h](uint64_t v) {
+        for (int i = 0; i < 8; ++i, v >>= 8) h = (h ^ (v & 0xff)) * 0x100000001b3ull;
+    };
+    auto bits = [](float f) {
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        return uint64_t(u);
+    };
+    mix(bits(p.eps));
+    mix(bits(p.weight_offset));
+    mix(uint64_t(p.weight_dtype));
+    mix(p.res ? uint64_t(p.res_dtype) + 1 : 0);
+    mix(uint64_t(p.normalize));
+    if (p.has_quant) {
+        mix(uint64_t(p.quant.format) + 1);
+        mix(bits(p.quant.fp8_max));
+        mix(bits(p.quant.amax_floor));
+        mix(uint64_t(p.quant.scale_format));
+        mix(uint64_t(p.quant.group));
+        mix(p.quant.quantize_rounded ? uint64_t(p.round_dtype) + 1 : 0);
+    }
+    return h & 0xffffffffffffull;
+}
+
 gatednorm_status cpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem p, bool two_shot) {
     const int xs = dtype_size(p.x_dtype);
     const size_t row = size_t(p.hidden) * xs;
@@ -293,7 +332,7 @@ gatednorm_status cpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
     sig[0] = c.calls;
     sig[1] = uint64_t(p.tokens);
     sig[2] = uint64_t(p.hidden);
-    sig[3] = uint64_t(p.x_dtype) | (uint64_t(two_shot) << 8);
+    sig[3] = uint64_t(p.x_dtype) | (uint64_t(two_shot) << 8) | (options_hash(p) << 16);
     __atomic_store_n(own, e, __ATOMIC_RELEASE);  // publishes the partial and the signature
     double deadline = 0.0;  // the call's, set at its first wait
     gatednorm_status st = wait_peers(c, ready_flag, e, "partial", &deadline);
