@@ -196,3 +196,19 @@ def test_reference_quantize_rounded():
         assert np.array_equal(r["scales"], s2) and np.array_equal(r["q"].view(np.uint8), q2.view(np.uint8))
         plain = reference.add_rmsnorm(xr, None, np.ones(512, np.float32), fp8=True, y_dtype=yd)
         assert not np.array_equal(r["scales"], plain["scales"])
+
+
+def test_fp32_overflow_inside_y_is_an_infinity():
+    """ops.md §1 computes y = a * rstd * (w + weight_offset) in fp32, then the gate: a y past
+    fp32's range there is an infinity that a small gate cannot bring back, and w + offset is
+    itself an fp32 add (an audit found the reference finite in both cases, the library inf)."""
+    x = np.array([[1.0, 0.0, 0.0, 0.0]], np.float32)
+    z = np.full((1, 4), -20.0, np.float32)  # silu(-20) ~ -4e-8
+    w = np.full(4, 3e38, np.float32)  # a * rstd = 2: y = 6e38 before the gate
+    y = reference.rmsnorm_gated(x, z, w)
+    assert y[0, 0] == -np.inf and (y[0, 1:] == 0).all()
+    q, s, _ = reference.rmsnorm_gated_fp8(x.reshape(1, 1, 4), z.reshape(1, 1, 4), w, group_size=4)
+    assert np.isnan(s).all()
+    x2 = np.array([[1.0, 0.5, 0.5, 0.5]], np.float32)  # w + 1e38 = 4e38: inf in fp32
+    assert np.isinf(reference.rmsnorm_gated(x2, None, w, weight_offset=1e38)).all()
+    assert np.isinf(reference.rmsnorm(x2, w, weight_offset=1e38)["y"]).all()

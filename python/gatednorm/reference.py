@@ -79,13 +79,15 @@ def rmsnorm_gated(x, z=None, weight=None, *, eps=1e-6, norm_before_gate=True, ac
         if z64.shape != shape:
             raise ValueError("z: shape %s differs from x's %s" % (z64.shape, shape))
         a = act(z64.reshape(x64.shape))
-    w = as_float64(weight) + float(np.float32(weight_offset))
+    # w + weight_offset is an fp32 add (ops.md §1): past fp32's range it is an infinity
+    w = fp32_range(as_float64(weight) + float(np.float32(weight_offset)))
     if w.shape != (x64.shape[-1],):
         raise ValueError("weight: expected shape (%d,), got %s" % (x64.shape[-1], w.shape))
     u = x64 * a if (a is not None and not norm_before_gate) else x64
     with np.errstate(invalid="ignore", over="ignore"):  # NaN / Inf rows propagate (inf / inf: NaN)
         ms = np.mean(u * u, axis=-1, keepdims=True)
-        y = u / np.sqrt(ms + float(np.float32(eps))) * w
+        # the fp32 y of ops.md §1 overflows before a gate applied after the norm can shrink it
+        y = fp32_range(u / np.sqrt(ms + float(np.float32(eps))) * w)
     if a is not None and norm_before_gate:
         y = y * a
     return fp32_range(y).reshape(shape)
@@ -252,7 +254,7 @@ def add_rmsnorm(x, residual, weight, *, eps=1e-6, weight_offset=0.0, y_dtype=Non
         r = as_float64(r_st)
     else:
         r = as_float64(x)
-    w = as_float64(weight) + float(np.float32(weight_offset))
+    w = fp32_range(as_float64(weight) + float(np.float32(weight_offset)))  # an fp32 add
     with np.errstate(invalid="ignore", over="ignore"):
         ms = np.mean(r * r, axis=-1, keepdims=True)
         y = fp32_range(r / np.sqrt(ms + float(np.float32(eps))) * w)
