@@ -683,3 +683,69 @@ def test_host_call_is_the_issues_call():
     case = op.host_case(False)
     call = op.host_call(gatednorm, case, True)
     assert call.keywords == {"out": case["out"]} and call.args == (case["x"], case["z"], case["w"])
+
+
+def _bench_cli(*argv, timeout=120):
+    return subprocess.run([sys.executable, "-m", "gatednorm", "bench", *argv], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--op", ""], "--op: expected a comma list with no empty items"),
+    (["--op", "rmsnorm_gated,rmsnorm_gated"], "--op: rmsnorm_gated given twice"),
+    (["--op", "rmsnorm_gated", "--tokens", "1,1"], "--tokens: 1 given twice"),
+    (["--op", "rmsnorm_gated", "--tokens", "1,01"], "--tokens: a size given twice"),
+    (["--op", "rmsnorm_gated", "--tokens", ""], "--tokens: expected a comma list with no empty items"),
+    (["--op", "rmsnorm_gated", "--variants", "bf16,bf16"], "--variants: bf16 given twice"),
+    (["--op", "rmsnorm_gated", "--peers", ""], "--peers: expected a comma list with no empty items"),
+    (["--op", "rmsnorm_gated", "--k", "5"], "--k: no op selected has this axis"),
+    (["--ours-modes", "alloc"], "--ours-modes: alloc not a mode of rmsnorm_gated_fp8"),
+    (["--host", "--tokens", "5"], "--host: times no table, so --tokens would be ignored"),
+    (["--json", ""], "--json: expected a path"),
+])
+def test_bench_refuses_empty_repeated_and_unused_values(argv, message):
+    """Empty values meant the default, repeated ones timed a row twice, an axis of an op not
+    selected (or any table option with --host) did nothing: each is refused before timing."""
+    proc = _bench_cli("--cpu", "--quick", *argv)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "ours us" not in proc.stdout
+
+
+def test_bench_cpu_peer_can_be_named_and_gpu_options_are_not_dropped_silently():
+    proc = _bench_cli("--cpu", "--quick", "--op", "rmsnorm_gated", "--tokens", "1", "--heads", "24", "--peers",
+                      "numpy_eager", "--ours-modes", "alloc", "--no-warmup")
+    assert proc.returncode == 0, proc.stderr
+    assert "numpy_eager us" in proc.stdout  # it was refused as "not declared"
+    assert "--ours-modes, --no-warmup ignored in CPU mode" in proc.stderr
+
+
+def test_bench_json_write_failure_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
+    """A failed write (a full disk) is a one-line error naming --json, not a traceback after
+    the run; an existing file is kept whole, no temporary file is left."""
+    from gatednorm import bench
+
+    old = tmp_path / "r.json"
+    old.write_text('{"old": 1}')
+
+    def full(fd, *a, **kw):
+        class _F:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *e):
+                os.close(fd)
+
+            def write(self, text):
+                raise OSError(28, "No space left on device")
+        return _F()
+
+    monkeypatch.setattr(bench.os, "fdopen", full)
+    with pytest.raises(SystemExit, match="--json: cannot write .*No space left on device"):
+        bench._write_whole(str(old), "{}", "--json")
+    assert old.read_text() == '{"old": 1}' and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    monkeypatch.undo()
+    bench._write_whole(str(old), '{"new": 2}\n', "--json")
+    assert json.loads(old.read_text()) == {"new": 2} and sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    if os.path.exists("/dev/full"):
+        with pytest.raises(SystemExit, match="--json: cannot write /dev/full"):
+            bench._write_whole("/dev/full", "{}", "--json")

@@ -214,3 +214,13 @@ def test_a_library_that_cannot_load_is_a_message_not_a_traceback(tmp_path, comma
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "gatednorm %s: cannot load %s" % (command[0], not_a_library) in r.stderr
     assert "[library not loaded]" in r.stderr
+
+
+def test_interrupt_is_one_line(monkeypatch, capsys):
+    """Ctrl-C in a command: one line and 130 (128 + SIGINT), not a traceback."""
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_info", interrupted)
+    assert cli.main(["info"]) == 130
+    assert capsys.readouterr().err.strip() == "gatednorm info: interrupted"

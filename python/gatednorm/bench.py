@@ -34,6 +34,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -2495,6 +2496,11 @@ def _run(ops, quick, variants, axes, peers, ours_modes, launch_guard, warmup, cp
     report = dict(base)
     if torch is None:
         why = "CPU mode (--cpu): peers need CUDA" if cpu else "no GPU: peers need CUDA"
+        gpu_only = [f for f, on in (("--ours-modes", ours_modes), ("--no-launch-guard", not launch_guard),
+                                    ("--no-warmup", not warmup)) if on]
+        if gpu_only and table:  # GPU timing's options: say they did nothing (they were dropped silently)
+            print(f"bench: {', '.join(gpu_only)} ignored in CPU mode (GPU timing only; ours is called with out=)",
+                  file=sys.stderr)
         report.update({"mode": "cpu", "device": platform.processor() or platform.machine(), "ops": {}})
         if table:
             report["ceilings"] = _cpu_ceilings(quick)
@@ -2646,7 +2652,8 @@ def add_arguments(parser):
                         help="comma list of peers to time (default: each op's, without the opt-in ones; "
                              + "; ".join(f"{op.name}: {','.join(p for p in op.peers if p not in op.opt_in_peers)}"
                                          + (f" (opt-in: {','.join(op.opt_in_peers)})" if op.opt_in_peers else "")
-                                         for op in OPS.values() if op.peers) + ")")
+                                         for op in OPS.values() if op.peers)
+                             + "; in CPU mode: " + ",".join(sorted({p for op in OPS.values() for p in op.cpu_peers})) + ")")
     parser.add_argument("--ours-modes", metavar="MODE[,MODE]",
                         help="comma list of how ours is called; the first is the table's 'ours' (default: each op's; "
                              + "; ".join(f"{op.name}: {','.join(op.ours_modes)} of {','.join(op.all_ours_modes)}"
@@ -2664,36 +2671,99 @@ def _writable_path(path: str) -> bool:
     return os.path.isdir(folder) and os.access(folder, os.W_OK | os.X_OK)
 
 
-def main(args) -> int:
-    ints = lambda s: tuple(int(v) for v in s.split(",")) if s else None  # noqa: E731
+def _comma_list(flag, text):
+    """A comma list option's items: None where the option was not given; an empty item, an
+    empty list or an item given twice is refused (an empty value meant the default, and a
+    repeated T or variant timed the same row twice; review)."""
+    if text is None:
+        return None
+    items = [v.strip() for v in text.split(",")]
+    if not text.strip() or "" in items:
+        raise SystemExit(f"{flag}: expected a comma list with no empty items, got {text!r}")
+    twice = sorted({v for v in items if items.count(v) > 1})
+    if twice:
+        raise SystemExit(f"{flag}: {', '.join(twice)} given twice in {text!r}")
+    return tuple(items)
+
+
+def _write_whole(path, text, flag):
+    """Write ``text`` to ``path`` whole or not at all: a regular file (or a new name) through a
+    temporary file in its folder renamed over it, so that a full disk or an interrupt leaves
+    the old file or none, never a truncated one (open(path, "w") truncated first); anything
+    else (/dev/stdout, a pipe) directly.  A failure is one line naming the option."""
     try:
-        ops = select_ops(args.op.split(",") if args.op else None)
+        if os.path.exists(path) and not os.path.isfile(path):
+            with open(path, "w") as f:
+                f.write(text)
+            return
+        fd, tmp = tempfile.mkstemp(prefix=".gatednorm-bench-", dir=os.path.dirname(os.path.abspath(path)))
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError as e:
+        raise SystemExit(f"{flag}: cannot write {path}: {e.strerror or e}") from None
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def main(args) -> int:
+    names = _comma_list("--op", args.op)
+    try:
+        ops = select_ops(list(names) if names else None)
     except ValueError as e:
         raise SystemExit(f"--op: {e}") from None
-    variants = tuple(args.variants.split(",")) if args.variants else None
-    modes = tuple(args.ours_modes.split(",")) if args.ours_modes else None
-    peers = tuple(args.peers.split(",")) if args.peers else None
-    unknown_peers = [p for p in peers or () if not any(p in op.peers for op in ops)]
+    variants = _comma_list("--variants", args.variants)
+    modes = _comma_list("--ours-modes", args.ours_modes)
+    peers = _comma_list("--peers", args.peers)
+    # the CPU mode's peers (numpy_eager) are named as the GPU ones are (they were refused)
+    unknown_peers = [p for p in peers or () if not any(p in op.peers or p in op.cpu_peers for op in ops)]
     if unknown_peers:
         raise SystemExit(f"--peers: {', '.join(unknown_peers)} not declared by "
-                         + "; ".join(f"{op.name} ({', '.join(op.peers)})" for op in ops))
+                         + "; ".join(f"{op.name} ({', '.join([*op.peers, *op.cpu_peers])})" for op in ops))
     unknown = [v for v in variants or () if not any(v in op.variants for op in ops)]
     if unknown:
         raise SystemExit(f"--variants: {', '.join(unknown)} not declared by "
                          + "; ".join(f"{op.name} ({', '.join(op.variants)})" for op in ops))
     for op in ops:
-        if modes is not None and (not modes or [m for m in modes if m not in op.all_ours_modes]):
-            raise SystemExit(f"--ours-modes: expected a comma list of {op.all_ours_modes}, got {args.ours_modes!r}")
+        bad = [m for m in modes or () if m not in op.all_ours_modes]
+        if bad:  # every op selected is called in every mode asked for: name the op that has none
+            raise SystemExit(f"--ours-modes: {', '.join(bad)} not a mode of {op.name} ({', '.join(op.all_ours_modes)})"
+                             + ("" if args.op else "; --op picks the ops"))
     axes = {}
     for flag, (axis, _) in _axis_options().items():
+        text = getattr(args, f"axis_{axis}", None)
+        items = _comma_list(flag, text)
         try:
-            v = ints(getattr(args, f"axis_{axis}", None))
+            v = tuple(int(i) for i in items) if items else None
         except ValueError:
-            raise SystemExit(f"{flag}: expected a comma list of integers, got {getattr(args, f'axis_{axis}')!r}") from None
+            raise SystemExit(f"{flag}: expected a comma list of integers, got {text!r}") from None
         if v and min(v) < 1:  # a shape of no (or negative) size: refused before any timing
-            raise SystemExit(f"{flag}: expected positive integers, got {getattr(args, f'axis_{axis}')!r}")
+            raise SystemExit(f"{flag}: expected positive integers, got {text!r}")
+        if v and len(set(v)) < len(v):  # "1,01": the same size twice
+            raise SystemExit(f"{flag}: a size given twice in {text!r}")
+        if v and not any(flag == f for op in ops for f, _ in op.axis_options.values()):
+            raise SystemExit(f"{flag}: no op selected has this axis (ops: {', '.join(op.name for op in ops)})")
         if v:
             axes[axis] = v
+    if args.host:
+        given = [f for f, v in (("--variants", variants), ("--peers", peers), ("--ours-modes", modes)) if v] + \
+                [flag for flag, (axis, _) in _axis_options().items() if axis in axes]
+        if given:
+            raise SystemExit(f"--host: times no table, so {', '.join(given)} would be ignored")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is not None and not path.strip():
+            raise SystemExit(f"{flag}: expected a path, got {path!r}")
+    if args.json and args.plot and os.path.realpath(args.json) == os.path.realpath(args.plot):
+        raise SystemExit(f"--plot: the same file as --json ({args.json})")
     if args.plot and args.host:
         raise SystemExit("--plot: nothing to draw with --host (host-call latency only)")
     if args.plot:  # before minutes of timing, not after
@@ -2711,8 +2781,7 @@ def main(args) -> int:
                  table=not args.host)
     print(render_table(report))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(_json_safe(report), f, indent=1, allow_nan=False)
+        _write_whole(args.json, json.dumps(_json_safe(report), indent=1, allow_nan=False) + "\n", "--json")
     if args.plot:
         plot(report, args.plot)
     bad = failures(report)

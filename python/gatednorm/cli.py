@@ -559,6 +559,9 @@ def main(argv=None) -> int:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # pragma: no cover
         return 0
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's 128 + SIGINT, not a traceback
+        print("gatednorm %s: interrupted" % args.command, file=sys.stderr)
+        return 130
     except GatedNormError as e:  # the library missing or refusing: its message, not a traceback
         print("gatednorm %s: %s" % (args.command, e), file=sys.stderr)
         return 2
