@@ -353,3 +353,27 @@ def test_from_pointer_takes_integers_and_int_like_objects():
             return a.ctypes.data
     for ptr in (a.ctypes.data, np.int64(a.ctypes.data), np.uint64(a.ctypes.data), ctypes.c_void_p(a.ctypes.data), Pointer()):
         np.testing.assert_array_equal(from_pointer(ptr, (4,), "float32", device="cpu", owner=a).numpy(), a)
+
+
+def test_torch_cpu_jagged_nested_tensor_refused_by_name():
+    """A jagged nested tensor (layout=torch.jagged, a Python subclass whose shape holds a
+    nested int j1) as any argument: refused by name as the strided-only tensors are.  It
+    escaped as an AttributeError from torch's SymInt.__index__ (review); outputs untouched."""
+    torch = pytest.importorskip("torch")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        nj = torch.nested.nested_tensor([torch.randn(2, 64), torch.randn(3, 64)], layout=torch.jagged)
+    x, z, w = torch.randn(2, 5, 64), torch.randn(2, 5, 64), torch.randn(64)
+    out = torch.full((2, 5, 64), 7.0)
+    residual = torch.full((2, 5, 64), 7.0)
+    cases = [("x", lambda: gatednorm.rmsnorm_gated(nj, None, w)),
+             ("z", lambda: gatednorm.rmsnorm_gated(x, nj, w, out=out)),
+             ("out", lambda: gatednorm.rmsnorm_gated(x, z, w, out=nj)),
+             ("x", lambda: gatednorm.add_rmsnorm(nj, residual, w)),
+             ("residual", lambda: gatednorm.add_rmsnorm(x, nj, w))]
+    for name, call in cases:
+        with pytest.raises(gatednorm.InvalidArgumentError, match=r"\b%s: a nested torch tensor" % name):
+            call()
+    assert bool((out == 7.0).all()) and bool((residual == 7.0).all()) and out._version == 0

@@ -361,8 +361,16 @@ def _from_torch(x, name, writable, sc, i, s, hold):
     if x.is_neg():  # its memory holds -x (a lazy negation): read raw it flips every sign (review)
         _fail(name, "a torch tensor with its negative bit set (a lazy negation, e.g. from .conj().imag): its "
                     "memory holds the values negated; pass %s.resolve_neg()" % name)
-    _rank(name, len(shape)).pack_into(sc.mv, i * _DESC_BYTES, ptr, gpu if dev >= 0 else 1, dev if dev >= 0 else 0,
-                                      len(shape), dl[0], dl[1], 1, *shape, *x.stride(), 0)
+    try:
+        _rank(name, len(shape)).pack_into(sc.mv, i * _DESC_BYTES, ptr, gpu if dev >= 0 else 1, dev if dev >= 0 else 0,
+                                          len(shape), dl[0], dl[1], 1, *shape, *x.stride(), 0)
+    except GatedNormError:
+        raise
+    except Exception as e:  # a jagged nested tensor: its sizes (j1) and strides are no ints (AttributeError, review)
+        if getattr(x, "is_nested", False) or x.layout is not _torch_strided():
+            _not_strided(x, name)
+        _fail(name, "the sizes %s or strides of this torch tensor cannot be read as ints (%s: %s)"
+              % (tuple(shape), type(e).__name__, str(e).split("\n")[0]))
     return sc.ptrs[i]
 
 
