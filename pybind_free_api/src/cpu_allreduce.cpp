@@ -297,20 +297,15 @@ uint64_t options_hash(const AddRmsnormProblem &p) {
     auto mix = [&h](uint64_t v) {
         for (int i = 0; i < 8; ++i, v >>= 8) h = (h ^ (v & 0xff)) * 0x100000001b3ull;
     };
-    auto bits = [](float f) {
-        uint32_t u;
-        memcpy(&u, &f, 4);
-        return uint64_t(u);
-    };
-    mix(bits(p.eps));
-    mix(bits(p.weight_offset));
+    mix(f32_bits(p.eps));
+    mix(f32_bits(p.weight_offset));
     mix(uint64_t(p.weight_dtype));
     mix(p.res ? uint64_t(p.res_dtype) + 1 : 0);
     mix(uint64_t(p.normalize));
     if (p.has_quant) {
         mix(uint64_t(p.quant.format) + 1);
-        mix(bits(p.quant.fp8_max));
-        mix(bits(p.quant.amax_floor));
+        mix(f32_bits(p.quant.fp8_max));
+        mix(f32_bits(p.quant.amax_floor));
         mix(uint64_t(p.quant.scale_format));
         mix(uint64_t(p.quant.group));
         mix(p.quant.quantize_rounded ? uint64_t(p.round_dtype) + 1 : 0);

@@ -361,11 +361,10 @@ def _from_torch(x, name, writable, sc, i, s, hold):
     if x.is_neg():  # its memory holds -x (a lazy negation): read raw it flips every sign (review)
         _fail(name, "a torch tensor with its negative bit set (a lazy negation, e.g. from .conj().imag): its "
                     "memory holds the values negated; pass %s.resolve_neg()" % name)
+    pack = _rank(name, len(shape))
     try:
-        _rank(name, len(shape)).pack_into(sc.mv, i * _DESC_BYTES, ptr, gpu if dev >= 0 else 1, dev if dev >= 0 else 0,
-                                          len(shape), dl[0], dl[1], 1, *shape, *x.stride(), 0)
-    except GatedNormError:
-        raise
+        pack.pack_into(sc.mv, i * _DESC_BYTES, ptr, gpu if dev >= 0 else 1, dev if dev >= 0 else 0,
+                       len(shape), dl[0], dl[1], 1, *shape, *x.stride(), 0)
     except Exception as e:  # a jagged nested tensor: its sizes (j1) and strides are no ints (AttributeError, review)
         if getattr(x, "is_nested", False) or x.layout is not _torch_strided():
             _not_strided(x, name)
@@ -606,9 +605,14 @@ def _from_probe(x, name, writable, sc, i, s, hold):
     return _ADAPTERS[k](x, name, writable, sc, i, s, hold)
 
 
-def _from_masked(x, name, writable, sc, i, s, hold):
+def refuse_masked(name):
+    """The refusal of a numpy masked array as argument ``name`` (its mask would be ignored)."""
     _fail(name, "numpy masked arrays are not supported (the mask would be ignored); pass %s.data or %s.filled(value)"
           % (name, name))
+
+
+def _from_masked(x, name, writable, sc, i, s, hold):
+    refuse_masked(name)
 
 
 _ADAPTERS = {NUMPY: _from_numpy, OWN: _from_own, TORCH: _from_torch, DLPACK: _from_dlpack,

@@ -128,8 +128,7 @@ def _np(x, name):
     masked arrays are refused by name (a mask would be ignored, as the GEMM refuses one)."""
     if isinstance(x, np.ndarray):
         if isinstance(x, np.ma.MaskedArray):
-            raise argument_error("%s: numpy masked arrays are not supported (the mask would be ignored); pass "
-                                 "%s.data or %s.filled(value)" % (name, name, name))
+            _call.refuse_masked(name)
         return x
     if x is None:
         raise argument_error("%s: required (an array); got None" % name)
