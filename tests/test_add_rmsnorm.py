@@ -1,7 +1,8 @@
 """gatednorm.add_rmsnorm / rmsnorm / group_quant_fp8 (docs/ops.md §3) against the float64
 reference, on every backend (conftest's ``be``).
 
-Every output is poisoned first (NaN, the format's NaN code, 0xff scale bytes); a separate
+Every output is poisoned first with finite values no correct result holds (gatednorm.testing's
+POISON_*: 7.0, FP8 code 0x35, E8M0 byte 0x85), so a NaN group left unwritten fails; a separate
 residual_out too.  What is asserted:
   - the stored residual is bit for bit the fp32 sum rounded to the residual's dtype;
   - y within the project tolerance of the float64 norm of that stored value, and bit for bit
