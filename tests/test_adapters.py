@@ -1748,6 +1748,44 @@ def test_torch_cpu_allreduce_ops_stay_in_step(rng):
     assert got[0] != got[1]
 
 
+def test_torch_cpu_custom_ops_state_survives_reload():
+    """importlib.reload(gatednorm.torch_ops) (as IPython's autoreload does) made the module's
+    registries anew (review): the handle counter restarted, so a group made after the reload
+    got the handle of a live group made before it, and that group's calls ran on the new one
+    (a collective summed with the wrong peers, no error); and a W4A16Linear made before it
+    lost its compiled refusal (a KeyError, not the overflow named).  Run in a subprocess: a
+    reload re-registers the ops for the whole process."""
+    _torch_cpu()
+    code = textwrap.dedent("""
+        import importlib, numpy as np, torch
+        import gatednorm, gatednorm.torch_ops as tops
+        from gatednorm import AllReduceGroup
+        H = 256
+        (g1,) = AllReduceGroup.in_process(1, "cpu", max_tokens=8, hidden=H)
+        h1 = tops.group_handle(g1)
+        q = np.random.default_rng(0).integers(0, 256, (8, 64), dtype=np.uint8)
+        lin = tops.W4A16Linear(gatednorm.W4A16Weight(q, np.full((8, 1), 1e5, np.float32), None))
+        importlib.reload(tops)
+        (g2,) = AllReduceGroup.in_process(1, "cpu", max_tokens=8, hidden=H)
+        h2 = tops.group_handle(g2)
+        assert h2 != h1 and tops.group_handle(g1) == h1, (h1, h2)
+        before = (g1._entry.c_calls, g2._entry.c_calls)
+        x = torch.ones(2, H, dtype=torch.bfloat16)
+        with torch.no_grad():
+            torch.ops.gatednorm.allreduce_add_rmsnorm(x, torch.zeros_like(x), torch.ones(H), h1)
+        assert (g1._entry.c_calls - before[0], g2._entry.c_calls - before[1]) == (1, 0)
+        try:
+            torch.compile(lin, fullgraph=True, backend="eager")(torch.randn(2, 128).half())
+        except Exception as e:
+            assert "overflows float16" in str(e), str(e)[:1000]
+        else:
+            raise AssertionError("fp16 activations not refused")
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), (r.returncode, r.stdout[-2000:], r.stderr[-3000:])
+
+
 def test_torch_cpu_custom_ops_export_dynamic_tokens(rng):
     """torch.export with a dynamic token count (the docs promise export): the col_pad4 fakes
     once sliced [:T] from T_pad4 columns, a bound export cannot prove, so every dynamic export

@@ -371,8 +371,12 @@ def _(a, qweight, scales, zeros, perm, meta, bias=None, out_dtype=None):
     return a.new_empty((a.shape[0], prm.n), dtype=out_dtype or a.dtype)
 
 
-# message -> a function failing torch.compile's trace with it (_compiled_refusal)
-_REFUSALS: dict = {}
+# message -> a function failing torch.compile's trace with it (_compiled_refusal).  This
+# module's registries (this one, the group handles below) are kept across
+# importlib.reload (IPython's autoreload): objects made before a reload still name what they
+# registered (review: a reload emptied them; a W4A16Linear's compiled refusal failed on a
+# KeyError, and the restarted handle counter gave a new group a live group's handle).
+_REFUSALS: dict = globals().get("_REFUSALS", {})
 
 
 def _compiled_refusal(message: str) -> None:
@@ -454,9 +458,10 @@ class W4A16Linear(torch.nn.Module):
 # A custom op takes no Python object, so an AllReduceGroup is named by a handle: an int that
 # group_handle gives each group once (a counter, never reused: an id() could name a later
 # group after the first was collected), resolved at each call while the group lives.
-_GROUPS: dict = {}
-_NEXT_HANDLE = [1]
-_HANDLES_LOCK = threading.Lock()  # lookup-or-assign is one step: one handle a group, none shared
+_GROUPS: dict = globals().get("_GROUPS", {})  # kept across a reload, as _REFUSALS (above)
+_NEXT_HANDLE = globals().get("_NEXT_HANDLE", [1])
+# lookup-or-assign is one step: one handle a group, none shared
+_HANDLES_LOCK = globals().get("_HANDLES_LOCK") or threading.Lock()
 
 
 def group_handle(group) -> int:
