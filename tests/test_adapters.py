@@ -1748,6 +1748,38 @@ def test_torch_cpu_allreduce_ops_stay_in_step(rng):
     assert got[0] != got[1]
 
 
+def test_torch_cpu_custom_ops_fakes_refuse_the_group_sizes_the_call_refuses(rng):
+    """The FP8 fakes check the group size against the row so that a trace fails where the call
+    would; a group size below 1, and a gated group size that neither divides the head dim nor
+    is a multiple of it (192 over D = 128, H = 3), passed the fake (scales of 0 columns for
+    G <= 0): compiled and exported programs that fail at every run (review).  The fakes now
+    refuse them naming group_size, as the calls do."""
+    torch = _torch_cpu()
+    import gatednorm.torch_ops  # noqa: F401
+
+    ops = torch.ops.gatednorm
+    x = torch.randn(4, 256).to(torch.bfloat16)
+    x3 = torch.randn(4, 3, 128).to(torch.bfloat16)
+    w, w1 = torch.rand(256) + 0.5, torch.rand(128) + 0.5
+    cases = [(ops.group_quant_fp8, (x,), dict(group_size=g)) for g in (0, -128)]
+    cases += [(ops.rmsnorm_fp8, (x, w), dict(group_size=0)), (ops.add_rmsnorm_fp8_copy, (x, x.clone(), w), dict(group_size=-64)),
+              (ops.rmsnorm_gated_fp8, (x3, None, w1), dict(group_size=0)),
+              (ops.rmsnorm_gated_fp8, (x3, None, w1), dict(group_size=192)),
+              (ops.rmsnorm_gated_fp8_copy, (x3.reshape(4, 384), None, w1), dict(group_size=192, head_dim=128))]
+    for op, args, kw in cases:
+        with pytest.raises(gatednorm.GatedNormError, match=r"group_size: "):  # the call
+            op(*[a.clone() if a is not None else None for a in args], **kw)
+        with torch._subclasses.fake_tensor.FakeTensorMode() as mode:  # the trace
+            with pytest.raises(gatednorm.GatedNormError, match=r"^group_size: "):
+                op(*[mode.from_tensor(a) if a is not None else None for a in args], **kw)
+    for g, shaped in ((384, x3), (64, x3), (128, x3.reshape(4, 3, 2, 64))):  # what the call takes, the fake takes
+        wd = w1[:shaped.shape[-1]].contiguous()
+        want = ops.rmsnorm_gated_fp8(shaped, None, wd, group_size=g)[1]
+        with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+            got = ops.rmsnorm_gated_fp8(mode.from_tensor(shaped), None, mode.from_tensor(wd), group_size=g)[1]
+        assert got.shape == want.shape and got.stride() == want.stride()
+
+
 def test_torch_cpu_custom_ops_state_survives_reload():
     """importlib.reload(gatednorm.torch_ops) (as IPython's autoreload does) made the module's
     registries anew (review): the handle counter restarted, so a group made after the reload

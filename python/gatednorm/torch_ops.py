@@ -69,18 +69,33 @@ def _concrete(v):
     return v if v is None or type(v) is int else int(v)
 
 
-def _fake_quant(x, dims, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout):
+def _fake_quant(x, dims, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, head=None):
     """q and scales as the wrapper allocates them (its own code: the same dtypes, shapes and
     strides; sizes may be symbolic), its options checked by its own rule, and the group size
-    checked against the row (a trace then fails where the call would)."""
+    checked as the C entry checks it (a trace then fails where the call would): >= 1, dividing
+    the row, and dividing the gated ops' head dim ``head`` or a multiple of it.  A group size
+    below 1 or off the head dim once passed here (scales of no columns for G <= 0): compiled
+    and exported programs that failed at every run (review)."""
     _, fmt, sfmt, g = ops_fp8._quant_fields(_concrete(group_size), fp8_format, fp8_max, amax_floor, scale_format,
                                             scale_layout, False)
     if dims is None:
         dims = (tuple(x.shape[:-1]), x.shape[-1]) if x.dim() else ((), 0)
-    if g > 0 and dims[1] % g != 0:
-        from ._ffi import argument_error
+    from ._ffi import argument_error
+    if g < 1:
+        raise argument_error("group_size: expected >= 1, got %d" % g)
+    if head is not None and head % g != 0 and g % head != 0:
+        raise argument_error("group_size: %d must divide head_dim %s or be a multiple of it" % (g, head))
+    if dims[1] % g != 0:
         raise argument_error("group_size: %d does not divide the row's %s elements" % (g, dims[1]))
     return ops_fp8._new_quant(x, None, None, fmt, sfmt, g, scale_layout, dims)
+
+
+def _fake_gated_quant(x, head_dim, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout):
+    # rmsnorm_gated_fp8's q and scales: its token dims, and its head dim D (head_dim where
+    # given, else x's last dim), which the group size must divide or be a multiple of
+    hd = _concrete(head_dim)
+    return _fake_quant(x, ops_fp8._token_dims(x.shape, hd), group_size, fp8_format, fp8_max, amax_floor, scale_format,
+                       scale_layout, (hd or x.shape[-1]) if x.dim() else None)
 
 
 def _fake_16(x, dtype, name="y_dtype"):
@@ -121,8 +136,7 @@ def rmsnorm_gated_fp8(x: Tensor, z: Optional[Tensor], weight: Tensor, eps: float
 def _(x, z, weight, eps=1e-6, norm_before_gate=True, activation="silu", weight_offset=0.0, group_size=128,
       fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32", scale_layout="row",
       quantize_rounded=False, head_dim=None):
-    return _fake_quant(x, ops_fp8._token_dims(x.shape, _concrete(head_dim)), group_size, fp8_format, fp8_max,
-                       amax_floor, scale_format, scale_layout)
+    return _fake_gated_quant(x, head_dim, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout)
 
 
 @torch.library.custom_op(_LIB + "::rmsnorm_gated_fp8_copy", mutates_args=())
@@ -147,8 +161,7 @@ def _(x, z, weight, eps=1e-6, norm_before_gate=True, activation="silu", weight_o
       fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32", scale_layout="row",
       quantize_rounded=False, head_dim=None, copy_dtype=None):
     y = _fake_16(x, copy_dtype, "copy_dtype")
-    q, s = _fake_quant(x, ops_fp8._token_dims(x.shape, _concrete(head_dim)), group_size, fp8_format, fp8_max,
-                       amax_floor, scale_format, scale_layout)
+    q, s = _fake_gated_quant(x, head_dim, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout)
     return q, s, y
 
 
