@@ -1609,6 +1609,36 @@ def test_torch_cpu_w4a16_linear_refuses_scales_that_overflow_its_dtype(rng):
     assert torch.isfinite(lin(x.to(torch.float16)).float()).all()
 
 
+def test_torch_cpu_w4a16_linear_rejudges_scales_a_cast_changes(rng):
+    """A cast of the module (.half(), .to(torch.bfloat16): a model's usual casts) casts its
+    scales buffer, and the fits were still those judged on the scales it was made with
+    (review): .half() made scales past fp16's range inf, and bf16 activations, judged fit,
+    gave NaN outputs silently.  Judged again on the scales a cast leaves; a device move or a
+    cast that keeps the scales' dtype judges nothing anew."""
+    torch = _torch_cpu()
+    from gatednorm import torch_ops
+
+    q = rng.integers(0, 256, (8, 64), dtype=np.uint8)
+    x = torch.randn(2, 128)
+    lin = torch_ops.W4A16Linear(gatednorm.W4A16Weight(q, np.full((8, 1), 1e5, np.float32), None))
+    assert torch.isfinite(lin(x.to(torch.bfloat16)).float()).all()
+    lin.half()
+    assert lin.scales.dtype == torch.float16
+    for dt in (torch.bfloat16, torch.float16):
+        with pytest.raises(gatednorm.GatedNormError, match=r"^scales: .* overflows"):
+            lin(x.to(dt))
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match=r"scales: .* overflows"):
+        torch.compile(lin, fullgraph=True, backend="eager")(x.to(torch.bfloat16))
+    fitting = torch_ops.W4A16Linear(gatednorm.W4A16Weight(q, np.full((8, 1), 0.5, np.float32), None))
+    fits = fitting._fits
+    fitting.to("cpu").float()  # the scales' dtype kept: the judgement kept
+    assert fitting._fits is fits
+    fitting.to(torch.bfloat16)
+    assert fitting.scales.dtype == torch.bfloat16 and fitting._fits == {torch.bfloat16: None, torch.float16: None}
+    assert torch.isfinite(fitting(x.to(torch.float16)).float()).all()
+
+
 def test_torch_cpu_w4a16_linear_module(rng):
     """torch_ops.W4A16Linear: x [..., K] -> [..., N] with the bits of gatednorm.w4a16_matmul on
     the flattened rows (bias included, act-order weight included), eager, compiled and

@@ -445,6 +445,17 @@ class W4A16Linear(torch.nn.Module):
                 _compiled_refusal(err.message)
         self._fits = fits  # whole or not at all: a failed judgement keeps the last one
 
+    def _apply(self, fn, *args, **kwargs):
+        # A cast of the module (.half(), .to(torch.bfloat16)) casts the scales buffer too: the
+        # fits judged again on the scales it leaves (review: .half() made scales past fp16's
+        # range inf, and bf16 activations, judged fit on the scales made with, gave NaN).  A
+        # move that keeps their dtype judges nothing anew (no host copy of the weight).
+        dt = None if self.scales is None else self.scales.dtype
+        module = super()._apply(fn, *args, **kwargs)
+        if self.scales is not None and self.scales.dtype != dt:
+            _rejudge_loaded_scales(self, None)
+        return module
+
     def __setstate__(self, state):  # unpickled in another process: its refusals made again
         super().__setstate__(state)
         for e in self._fits.values():
