@@ -1506,6 +1506,26 @@ def test_torch_cpu_w4a16_custom_op(rng):
         tops.w4a16_args(w_f)
 
 
+def test_torch_cpu_w4a16_fake_refuses_activations_of_another_dtype_than_a_tiled_weights(rng):
+    """A tiled weight is prepacked for one activation dtype (meta[5]); w4a16_matmul's fake
+    took activations of the other (fp16 for a bf16 weight), so a trace passed where every
+    call fails (review).  The fake refuses them naming a, as the call does."""
+    torch = _torch_cpu()
+    import gatednorm.torch_ops as tops
+
+    base = gatednorm.W4A16Weight.from_float(rng.standard_normal((96, 256)).astype(np.float32), group_size=64)
+    for packed, other in (("bfloat16", torch.float16), ("float16", torch.bfloat16)):
+        args = tops.w4a16_args(base.prepack_host("cuda_mma", packed))
+        a, fits = torch.randn(3, 256).to(other), torch.randn(3, 256).to(getattr(torch, packed))
+        with pytest.raises(gatednorm.GatedNormError, match=r"a: dtype %s, but the weight" % str(other)[6:]):
+            torch.ops.gatednorm.w4a16_matmul(a, *args)
+        with torch._subclasses.fake_tensor.FakeTensorMode() as mode:
+            fake = [mode.from_tensor(t) if isinstance(t, torch.Tensor) else t for t in args]
+            with pytest.raises(gatednorm.GatedNormError, match=r"^a: dtype %s, but the weight" % str(other)[6:]):
+                torch.ops.gatednorm.w4a16_matmul(mode.from_tensor(a), *fake)
+            assert torch.ops.gatednorm.w4a16_matmul(mode.from_tensor(fits), *fake).shape == (3, 96)
+
+
 def test_torch_cpu_custom_ops_residual_aliasing_any_backend(rng):
     """add_rmsnorm(r, r, w) as a custom op is r + r stored in r, eager and compiled under
     aot_eager and inductor (whose reinplacing passed r itself as x, so the call refused the

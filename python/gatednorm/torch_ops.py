@@ -379,6 +379,12 @@ def _(a, qweight, scales, zeros, perm, meta, bias=None, out_dtype=None):
         raise argument_error("a: expected [M, K] with K = %d (the weight's), got shape %s" % (prm.k, tuple(a.shape)))
     if a.dtype not in (torch.bfloat16, torch.float16):
         raise argument_error("a: dtype %s; activations are bf16 or fp16" % a.dtype)
+    # a tiled weight is prepacked for one activation dtype (meta's dtype: 1 bf16, 2 fp16; 0 any),
+    # which the call holds a to (review: the fake took the other, a trace passing every call refused)
+    want = {1: torch.bfloat16, 2: torch.float16}.get(prm.dtype)
+    if want is not None and a.dtype != want:
+        raise argument_error("a: dtype %s, but the weight (meta[5], dtype) is for %s activations"
+                             % (str(a.dtype)[6:], str(want)[6:]))
     if out_dtype is not None:
         ops_fp8._float_out_dtype(out_dtype, "out_dtype", "the output", None, None)
     return a.new_empty((a.shape[0], prm.n), dtype=out_dtype or a.dtype)
