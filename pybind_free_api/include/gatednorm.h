@@ -78,7 +78,7 @@ extern "C" {
 
 #define GATEDNORM_VERSION_MAJOR 0
 #define GATEDNORM_VERSION_MINOR 6
-#define GATEDNORM_VERSION_PATCH 9
+#define GATEDNORM_VERSION_PATCH 10
 
 /* Fixed capacity of a tensor descriptor, so no pointer lifetimes cross the ABI. */
 #define GATEDNORM_MAX_DIMS 8
@@ -108,7 +108,7 @@ GATEDNORM_API const char *gatednorm_last_kernel(void);
 /* (major << 16) | (minor << 8) | patch of the loaded library. */
 GATEDNORM_API uint32_t gatednorm_version(void);
 /* Backend, GPU targets and compiler the library was built with, e.g.
- * "gatednorm 0.6.9; cpu; cuda 13.0 (80,90a); GNU 12.2.0". */
+ * "gatednorm 0.6.10; cpu; cuda 13.0 (80,90a); GNU 12.2.0". */
 GATEDNORM_API const char *gatednorm_build_info(void);
 
 /* ---------------------------------------------------------------- tensor descriptor */
