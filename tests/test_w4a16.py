@@ -1854,3 +1854,23 @@ def test_from_float_group_size_above_k_is_per_channel(rng, symmetric, group_size
             assert a is None
         else:
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_weight_copies_keep_its_arrays_read_only(rng, how):
+    """A hostile review (session 45): copy.deepcopy and pickle made the weight's arrays
+    writable, so a copy's to_plain() handed out its own arrays writable (the promise is
+    read-only).  Scales written past fp16's range after an fp16 GEMM judged them fit then
+    passed the cached judgement and gave NaN outputs, where the weight refuses them."""
+    import copy
+    import pickle
+
+    w = gatednorm.W4A16Weight(*gatednorm.W4A16Weight.from_float(rng.standard_normal((16, 64)), 32).to_plain(),
+                              perm=rng.permutation(64))
+    a = rng.standard_normal((3, 64)).astype(F16)
+    want = gatednorm.w4a16_matmul(a, w)  # judges (and caches) the fp16 fit
+    c = copy.deepcopy(w) if how == "deepcopy" else pickle.loads(pickle.dumps(w))
+    for arr in c.to_plain() + (c.perm,):
+        with pytest.raises(ValueError, match="read-only"):
+            arr[...] = 0
+    np.testing.assert_array_equal(gatednorm.w4a16_matmul(a, c), want)

@@ -313,6 +313,15 @@ class W4A16Weight:
         self._params_pdl = None  # the same with pdl = 1 (made on the first pdl=True call)
         self._perm_dev = {}   # device copies of perm (torch), by device
 
+    def __setstate__(self, state):
+        """copy.deepcopy and pickle: the copied arrays read-only again, as __init__ leaves them
+        (a review: a copy handed out its own arrays writable through to_plain, and scales
+        written past fp16's range after its fit was judged, _scales_fit, gave NaN outputs)."""
+        for name in ("q", "scales", "zeros", "perm"):
+            if state.get(name) is not None:
+                state[name].flags.writeable = False
+        self.__dict__.update(state)
+
     def __repr__(self):
         return "W4A16Weight(N=%d, K=%d, group_size=%d, %s, %s%s%s)" % (
             self.n, self.k, self.group_size, "symmetric" if self.symmetric else "asymmetric", self.device,
