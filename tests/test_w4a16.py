@@ -1874,3 +1874,24 @@ def test_weight_copies_keep_its_arrays_read_only(rng, how):
         with pytest.raises(ValueError, match="read-only"):
             arr[...] = 0
     np.testing.assert_array_equal(gatednorm.w4a16_matmul(a, c), want)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_tiled_weight_copies_and_pickles(rng, how, dtype):
+    """A hostile review (session 45): copy.deepcopy and pickle of a tiled weight raised cffi's
+    TypeError ("cannot pickle '_cffi_backend.__CDataOwn' object", its params struct), while a
+    plain weight and a DeviceArray (the GPU buffer) copy and pickle.  The copy is the same
+    tiled weight: same params, same bits, pdl=True too."""
+    import copy
+    import pickle
+
+    w = gatednorm.W4A16Weight(*gatednorm.W4A16Weight.from_float(rng.standard_normal((24, 128)), 64).to_plain(),
+                              perm=rng.permutation(128)).prepack_host("cuda_mma", DT[dtype])
+    a = rng.standard_normal((5, 128)).astype(DT[dtype])
+    want = gatednorm.w4a16_matmul(a, w, pdl=True)
+    c = copy.deepcopy(w) if how == "deepcopy" else pickle.loads(pickle.dumps(w))
+    assert repr(c) == repr(w) and c.layout == "tiled" and c.dtype == w.dtype
+    assert W4.weight_meta(c) == W4.weight_meta(w) and c._params is not w._params
+    for pdl in (False, True):
+        np.testing.assert_array_equal(gatednorm.w4a16_matmul(a, c, pdl=pdl), want)

@@ -313,10 +313,31 @@ class W4A16Weight:
         self._params_pdl = None  # the same with pdl = 1 (made on the first pdl=True call)
         self._perm_dev = {}   # device copies of perm (torch), by device
 
+    def __getstate__(self):
+        """copy and pickle: a tiled weight's params (a cffi struct, which neither deep-copies
+        nor pickles: a review found both raising cffi's TypeError) as its bytes; the pdl
+        variant and the device copies of perm are made again on use.  The packed buffer
+        copies as itself (a DeviceArray pickles as its elements and device)."""
+        state = dict(self.__dict__)
+        if state.get("_params") is not None:
+            state["_params"] = bytes(ffi.buffer(state["_params"]))
+        state["_params_pdl"], state["_perm_dev"] = None, {}
+        return state
+
     def __setstate__(self, state):
         """copy.deepcopy and pickle: the copied arrays read-only again, as __init__ leaves them
         (a review: a copy handed out its own arrays writable through to_plain, and scales
-        written past fp16's range after its fit was judged, _scales_fit, gave NaN outputs)."""
+        written past fp16's range after its fit was judged, _scales_fit, gave NaN outputs),
+        and the params struct rebuilt from __getstate__'s bytes."""
+        state = dict(state)
+        raw = state.get("_params")
+        if isinstance(raw, bytes):
+            prm = ffi.new("gatednorm_w4a16_params *")
+            if len(raw) != ffi.sizeof(prm[0]):  # a pickle of a library whose params have another layout
+                raise argument_error("state: the pickled weight's params are %d bytes, this library's %d; prepack "
+                                     "the weight again" % (len(raw), ffi.sizeof(prm[0])))
+            ffi.memmove(prm, raw, len(raw))
+            state["_params"] = prm
         for name in ("q", "scales", "zeros", "perm"):
             if state.get(name) is not None:
                 state[name].flags.writeable = False
