@@ -1676,6 +1676,17 @@ def test_weight_owns_its_arrays_and_checks_its_arguments():
             gatednorm.W4A16Weight(np.zeros(shape, np.uint8), np.ones((shape[0], 1), np.float32))
 
 
+def test_device_spec_takes_any_integer():
+    """.to(device): the docs' "an int" is any integer, numpy's too (np.int64(0) was refused as
+    the string "0", review); a negative index and a bool are refused by name."""
+    from gatednorm.w4a16 import _parse_device
+    assert _parse_device(np.int64(1)) == "gpu:1" and _parse_device(2) == "gpu:2" and _parse_device(np.uint8(0)) == "gpu:0"
+    assert _parse_device("cuda:3") == "gpu:3" and _parse_device("cpu") is None
+    for bad in (-1, np.int32(-2), True, np.bool_(False), "cuda:x", 1.0):
+        with pytest.raises(gatednorm.GatedNormError, match="device:"):
+            _parse_device(bad)
+
+
 def test_unpacked_gptq_qweight_warns_and_group_size_refuses_it(rng):
     """GPTQ's K comes from qweight's rows, so an unpacked [K, N] qweight has a valid shape (K * 8,
     scales read as G * 8) and was taken silently (review): it warns, naming the K it reads as,

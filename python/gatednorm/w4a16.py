@@ -14,6 +14,7 @@ each checkpoint format into the plain layout by that format's own dequantization
 
 from __future__ import annotations
 
+import operator
 import sys
 import warnings
 
@@ -700,8 +701,12 @@ def _parse_device(device):
     """None for the host, else a device spec DeviceArray accepts."""
     if device is None:
         return None
-    if isinstance(device, int) and not isinstance(device, bool):
-        return "gpu:%d" % device
+    if not isinstance(device, (bool, np.bool_, str)) and hasattr(type(device), "__index__"):
+        # an int: Python's or numpy's (str(np.int64(0)) is "0", which named no device; review)
+        idx = operator.index(device)
+        if idx < 0:
+            raise argument_error("device: a GPU index is >= 0, got %d" % idx)
+        return "gpu:%d" % idx
     s = str(device)
     if s in ("cpu", "host"):
         return None
