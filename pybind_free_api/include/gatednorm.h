@@ -505,7 +505,8 @@ GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8(const gatednorm_tensor 
  * for this device's work first), gatednorm_comm_buffer_free on one's own.
  * Every rank must make the same sequence of calls with the same shapes and options; a call
  * returns (CPU) or its kernels finish (GPU) only when every rank has made the matching call, or once a rank has
- * waited GATEDNORM_COMM_TIMEOUT_S and given up (gatednorm_comm_check): then that call's outputs, a residual updated
+ * waited the seconds the environment variable GATEDNORM_COMM_TIMEOUT_S gives (default 600; docs/allreduce.md)
+ * and given up (gatednorm_comm_check): then that call's outputs, a residual updated
  * in place and the outputs of calls enqueued since are not valid, and the comm is unusable.  Ranks out of step are
  * found at once where the matched calls differ in the comm's call count (every call counts, refused and empty ones
  * and graph captures too; the count belongs to the comm), tokens, hidden, dtype or algorithm (CPU: the calls'
