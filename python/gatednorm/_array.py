@@ -196,7 +196,7 @@ class DeviceArray:
 
     def __deepcopy__(self, memo) -> "DeviceArray":
         """A new array on the same device with a copy of the elements."""
-        return DeviceArray.from_numpy(self.numpy(), device=(self._devtype, self._devid))
+        return _rebuild(self.numpy(), self._devtype, self._devid)
 
     def __reduce__(self):
         """Pickled as its elements and device: loading makes a new array there."""

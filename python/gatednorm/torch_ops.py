@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from . import _dtypes, ops, ops_fp8
+from ._ffi import argument_error
 
 __all__ = ["rmsnorm_gated", "rmsnorm_gated_fp8", "rmsnorm_gated_fp8_copy", "rmsnorm", "add_rmsnorm", "rmsnorm_fp8",
            "rmsnorm_fp8_copy", "add_rmsnorm_fp8", "add_rmsnorm_fp8_copy", "group_quant_fp8",
@@ -80,7 +81,6 @@ def _fake_quant(x, dims, group_size, fp8_format, fp8_max, amax_floor, scale_form
                                             scale_layout, False)
     if dims is None:
         dims = (tuple(x.shape[:-1]), x.shape[-1]) if x.dim() else ((), 0)
-    from ._ffi import argument_error
     if g < 1:
         raise argument_error("group_size: expected >= 1, got %d" % g)
     if head is not None and head % g != 0 and g % head != 0:
@@ -328,7 +328,6 @@ def w4a16_args(w) -> tuple:
     from . import w4a16
 
     if not isinstance(w, w4a16.W4A16Weight):
-        from ._ffi import argument_error
         raise argument_error("w: expected a gatednorm.W4A16Weight, got %s" % type(w).__name__)
     meta = list(w4a16.weight_meta(w))
     if w._packed is None:
@@ -364,7 +363,6 @@ def w4a16_matmul(a: Tensor, qweight: Tensor, scales: Optional[Tensor], zeros: Op
     odt = ops_fp8._float_out_dtype(out_dtype, "out_dtype", "the output", None, None)
     if perm is not None:  # act-order: a's columns in the weight's order, as gatednorm.w4a16_matmul does
         if a.dim() != 2 or a.shape[1] != prm.k:
-            from ._ffi import argument_error
             raise argument_error("a: expected [M, K] with K = %d (the weight's), got shape %s" % (prm.k, tuple(a.shape)))
         a = a.index_select(1, perm)
     return w4a16.gemm(a, a, prm.n, (qweight, scales, zeros), prm, bias, None, odt, None, None)
@@ -373,7 +371,6 @@ def w4a16_matmul(a: Tensor, qweight: Tensor, scales: Optional[Tensor], zeros: Op
 @w4a16_matmul.register_fake
 def _(a, qweight, scales, zeros, perm, meta, bias=None, out_dtype=None):
     # The checks that fix the output's shape and dtype, so a trace fails where the call would.
-    from ._ffi import argument_error
     prm = _w4a16_params(meta)
     if a.dim() != 2 or a.shape[1] != prm.k:
         raise argument_error("a: expected [M, K] with K = %d (the weight's), got shape %s" % (prm.k, tuple(a.shape)))
@@ -381,7 +378,8 @@ def _(a, qweight, scales, zeros, perm, meta, bias=None, out_dtype=None):
         raise argument_error("a: dtype %s; activations are bf16 or fp16" % a.dtype)
     # a tiled weight is prepacked for one activation dtype (meta's dtype: 1 bf16, 2 fp16; 0 any),
     # which the call holds a to (review: the fake took the other, a trace passing every call refused)
-    want = {1: torch.bfloat16, 2: torch.float16}.get(prm.dtype)
+    from . import w4a16
+    want = next((getattr(torch, n) for n, code in w4a16._W4DT_NAMES.items() if code == prm.dtype), None)
     if want is not None and a.dtype != want:
         raise argument_error("a: dtype %s, but the weight (meta[5], dtype) is for %s activations"
                              % (str(a.dtype)[6:], str(want)[6:]))
@@ -500,7 +498,6 @@ def group_handle(group) -> int:
     from .allreduce import AllReduceGroup
 
     if not isinstance(group, AllReduceGroup):
-        from ._ffi import argument_error
         raise argument_error("group: expected a gatednorm.AllReduceGroup, got %s" % type(group).__name__)
     with _HANDLES_LOCK:
         h = group.__dict__.get("_torch_handle")
@@ -515,7 +512,6 @@ def _group(handle):
     ref = _GROUPS.get(_concrete(handle))
     g = None if ref is None else ref()
     if g is None:
-        from ._ffi import argument_error
         raise argument_error("group: %r names no live AllReduceGroup (gatednorm.torch_ops.group_handle(g) makes "
                              "the handle; it ends with the group)" % (handle,))
     return g
@@ -616,7 +612,6 @@ def _refusing_autograd(name):
 
     def kernel(x, residual, *args, **kwargs):
         if torch.is_grad_enabled() and residual.requires_grad:
-            from ._ffi import argument_error
             if collective:
                 _group(kwargs["group"] if "group" in kwargs else args[1])._count_refused()
             raise argument_error("residual: a tensor that requires grad, written with torch's grad mode on: "
