@@ -478,7 +478,9 @@ def test_registry_declares_the_new_ops():
     assert list(bench.OPS) == ["rmsnorm_gated", *NEW_OPS]
     g = bench.OPS["rmsnorm_gated_fp8"]
     assert g.variants == ("row", "col", "col_pad4", "ue8m0", "strided_z", "dual_bf16")
-    assert tuple(g.peers) == bench.FP8_GATED_PEERS == ("eager", "compile", "compile_static", "ours_unfused", "fla+compile_quant")
+    assert tuple(g.peers) == bench.FP8_GATED_PEERS == ("eager", "compile", "compile_static", "ours_unfused", "fla+compile_quant",
+                                                     "fla+static_quant")
+    assert g.opt_in_peers == ("compile_static", "fla+static_quant")
     assert g.shapes(gpu=True, quick=False, only={}) == [(T, H) for H in (24, 32) for T in (1, 32, 128, 1024, 4096, 16384)]
     n = 24 * 128
     assert g.bytes("row", (1, 24)) == 2 * n * 2 + 256 + n + 4 * 24
@@ -486,7 +488,8 @@ def test_registry_declares_the_new_ops():
     assert g.bytes("dual_bf16", (1, 24)) == g.bytes("row", (1, 24)) + 2 * n
     a = bench.OPS["add_rmsnorm"]
     assert a.variants == ("fp8_bf16", "plain", "rmsnorm")
-    assert tuple(a.peers) == bench.ADD_PEERS == ("eager", "compile", "compile_static", "liger")
+    assert tuple(a.peers) == bench.ADD_PEERS == ("eager", "compile", "compile_static", "liger", "liger+static_quant")
+    assert a.opt_in_peers == ("compile_static", "liger+static_quant")
     assert a.shapes(gpu=True, quick=False, only={}) == [(T, h) for h in (2048, 4096, 5120, 7168)
                                                          for T in (1, 16, 128, 1024, 8192, 32768)]
     assert a.bytes("rmsnorm", (2, 2048)) == 2 * 4096 + 4096 + 2 * 4096
@@ -498,10 +501,12 @@ def test_registry_declares_the_new_ops():
     assert tuple(w.peers) == ("tinygemm", "gemlite", "cublas_dense") and not w.has_cpu and w.cpu_skip
     assert len(w.shapes(gpu=True, quick=False, only={})) == 4 * 7
     assert w.shapes(gpu=True, quick=False, only={"K": (12288,), "M": (1,)}) == [(12288, 4096, 1)]
-    # weights + a bf16 scale and zero a group, then the activations read and the output written
-    assert w.bytes("asym_bf16", (4096, 4096, 1)) == 4096 * 4096 // 2 + 4 * 4096 * 32 + 2 * 4096 + 2 * 4096
-    assert w.bytes("asym_bf16", (4096, 6144, 256)) == 4096 * 6144 // 2 + 4 * 6144 * 32 + 2 * 256 * 4096 + 2 * 256 * 6144
-    assert w.row_fields((4096, 6144, 256))["weight_bytes"] == 4096 * 6144 // 2 + 4 * 6144 * 32  # the M = 1 lines' bytes
+    # the format's weights (int4 codes, a bf16 scale and a 4-bit zero a group: 2.5 bytes a
+    # group, not ours' 16-bit zero words), then the activations read and the output written
+    wb = lambda K, N: K * N // 2 + 2 * N * (K // 128) + N * (K // 128) // 2  # noqa: E731
+    assert w.bytes("asym_bf16", (4096, 4096, 1)) == wb(4096, 4096) + 2 * 4096 + 2 * 4096
+    assert w.bytes("asym_bf16", (4096, 6144, 256)) == wb(4096, 6144) + 2 * 256 * 4096 + 2 * 256 * 6144
+    assert w.row_fields((4096, 6144, 256))["weight_bytes"] == wb(4096, 6144) == 13_074_432  # the M = 1 lines' bytes
     for op in bench.OPS.values():  # --quick is a subset of the full grid on the GPU
         assert set(op.shapes(gpu=True, quick=True, only={})) <= set(op.shapes(gpu=True, quick=False, only={}))
 
@@ -598,6 +603,77 @@ def test_compile_targets_take_the_faster_compile():
     assert bench._vs_compile({"ours_s": 0.5}) is None
 
 
+def test_composed_peer_targets_take_the_faster_quant_compile():
+    """FLA + quant and liger + quant are judged against the faster of their dynamic- and
+    static-shape compiled quant where both ran (a dynamic quant tuned at T = 1 is slow at
+    large T: the bench review), and the target's label names the ones that ran."""
+    from gatednorm import bench
+
+    fla = bench._vs_fastest(*bench.FLA_QUANT_PEERS)
+    assert fla({"ours_s": 1.0, "fla+compile_quant_s": 4.0, "fla+static_quant_s": 2.0}) == 2.0
+    assert fla({"ours_s": 1.0, "fla+compile_quant_s": 4.0}) == 4.0
+    assert fla({"ours_s": 1.0}) is None
+    liger = bench._vs_fastest(*bench.LIGER_QUANT_PEERS)
+    assert liger({"ours_s": 1.0, "liger_s": 1.5, "liger+static_quant_s": 1.25}) == 1.25
+    rows = [{"liger_s": 1.0}, {"liger+static_quant_s": 1.0}]
+    assert bench._peers_run(rows, bench.LIGER_QUANT_PEERS) == "liger or liger+static_quant"
+    assert bench._peers_run(rows[:1], bench.LIGER_QUANT_PEERS) == "liger"
+    assert bench._peers_run([{}], bench.FLA_QUANT_PEERS) == "fla+compile_quant"
+
+
+def test_warmup_pass_checks_count():
+    """The untimed warm-up pass is every peer's first call (a compile, an autotune): its
+    check results fail the bench like any row's (the review: they were dropped)."""
+    from gatednorm import bench
+
+    row = {"variant": "row", "T": 1, "H": 24, "ours_ok": True, "eager_ok": True}
+    rep = {"axes": ["T", "H"], "peers": ["eager"], "rows": [dict(row)], "warmup": dict(row)}
+    assert bench.failures({"ops": {"rmsnorm_gated_fp8": rep}}) == []
+    rep["warmup"]["eager_ok"] = False
+    assert bench.failures({"ops": {"rmsnorm_gated_fp8": rep}}) == [
+        "peer eager failed at rmsnorm_gated_fp8 row T=1 H=24 (the untimed warm-up pass)"]
+    rep["warmup"].update(eager_ok=True, ours_ok=False)
+    assert bench.failures({"ops": {"rmsnorm_gated_fp8": rep}}) == [
+        "ours disagrees with the reference at rmsnorm_gated_fp8 row T=1 H=24 (the untimed warm-up pass)"]
+
+
+def test_cpu_mode_judges_nothing_on_a_wrong_result(monkeypatch):
+    """CPU mode: a row where ours fails its check passes no target, and a peer that
+    miscomputes is not timed (no speed-up is printed against a wrong result)."""
+    from gatednorm import bench
+
+    op = bench.OPS["rmsnorm_gated"]
+    ours, peer = op.ours, op.cpu_peers["numpy_eager"]
+
+    def wrong_ours(gatednorm, case, mode="out", stream=None):
+        f = ours(gatednorm, case, mode, stream)
+
+        def call():
+            r = f()
+            case["out"][..., :64] = 0  # half of every row wrong, every row written
+            return r
+
+        return call
+
+    monkeypatch.setattr(op, "cpu_targets", (bench.CpuTarget("bf16", (32, 24), "numpy_eager", 1e-6, "test"),))
+    monkeypatch.setattr(op, "ours", wrong_ours)
+    rep = bench.run(ops=["rmsnorm_gated"], quick=True, cpu=True, host=False, axes={"T": (32,), "H": (24,)})
+    r = rep["ops"]["rmsnorm_gated"]
+    assert not r["rows"][0]["ours_ok"] and r["targets"][0]["pass"] is None
+    assert any("ours disagrees" in f for f in bench.failures(rep))
+    monkeypatch.setattr(op, "ours", ours)
+
+    def wrong_peer():
+        f = peer()
+        return lambda *a: f(*a) * 2
+
+    monkeypatch.setitem(op.cpu_peers, "numpy_eager", wrong_peer)
+    rep = bench.run(ops=["rmsnorm_gated"], quick=True, cpu=True, host=False, axes={"T": (32,), "H": (24,)})
+    row = rep["ops"]["rmsnorm_gated"]["rows"][0]
+    assert row["ours_ok"] and row["numpy_eager_ok"] is False and row["numpy_eager_s"] is None
+    assert rep["ops"]["rmsnorm_gated"]["targets"][0]["pass"] is None
+
+
 def test_compile_static_is_opt_in(tmp_path):
     """The static-shape compile (a compile per shape and variant) runs only when asked for:
     a default run leaves it out; --peers picks it, and the "x compile" targets then name both
@@ -605,7 +681,7 @@ def test_compile_static_is_opt_in(tmp_path):
     from gatednorm import bench
 
     for name in ("rmsnorm_gated_fp8", "add_rmsnorm", "group_quant_fp8"):
-        assert bench.OPS[name].opt_in_peers == ("compile_static",)
+        assert bench.OPS[name].opt_in_peers[0] == "compile_static"
     flags = ("--quick", "--op", "rmsnorm_gated_fp8", "--variants", "row", *NEW_OPS["rmsnorm_gated_fp8"])
     proc, report = _fake_gpu_run(tmp_path, *flags)
     assert proc.returncode == 0, proc.stdout + proc.stderr
