@@ -302,7 +302,13 @@ def _dead_peer_worker(rank, W, algorithm, conn):
             msg = None
         except GatedNormError as e:
             msg = str(e)
-        conn.send(("done", (time.perf_counter() - t0, msg)))
+        elapsed = time.perf_counter() - t0
+        try:
+            g.check()
+            check = None
+        except GatedNormError as e:
+            check = (type(e).__name__, str(e))
+        conn.send(("done", (elapsed, msg, check)))
     except BaseException as e:  # pragma: no cover - reported by the parent
         conn.send(("error", repr(e)))
 
@@ -313,9 +319,13 @@ def test_dead_peer_fails_the_call_at_once(algorithm):
     it, instead of after the whole wait (600 s by default, GATEDNORM_COMM_TIMEOUT_S)."""
     outs = run_processes(3, algorithm, _dead_peer_worker)
     for r in (0, 1):
-        elapsed, msg = outs[r]
+        elapsed, msg, check = outs[r]
         assert msg is not None and "rank 2's process" in msg and "has exited" in msg, msg
         assert elapsed < 10.0, elapsed
+        # check() (and every later call) keeps the cause and the status: a lost peer, not calls
+        # out of step (a review, session 45: it said "out of step", INVALID_ARGUMENT)
+        assert check is not None and check[0] == "GatedNormError" and "found rank 2's process exited" in check[1], check
+        assert check[1].endswith("[device error]"), check
 
 
 TIMEOUT_SCRIPT = r"""
@@ -1214,6 +1224,101 @@ def test_buffers_out_of_rank_order_are_refused():
         groups[0].check()
     g2._comm, g2._entry = old, _CommEntry(old)
     lib.gatednorm_comm_destroy(cp[0])
+
+
+def test_ranks_of_other_world_sizes_fail_together():
+    """A C caller's rank built for W = 2 among ranks built for W = 3 summed two partials while
+    they summed three, and every rank reported success (a review, session 45): the CPU call's
+    signature holds the world size (the GPU's tag did), so every rank fails naming both,
+    and nothing is written."""
+    from gatednorm import _ffi
+    from gatednorm._ffi import ffi
+    from gatednorm.allreduce import _CommEntry
+
+    lib = _ffi.lib()
+    W, H = 3, 64
+    groups = AllReduceGroup.in_process(W, "cpu", max_tokens=4, hidden=H, dtype="float32", algorithm="one_shot")
+    bufs = groups[0]._buffers.buffers
+    cpu = ffi.new("gatednorm_device *", {"device_type": lib.GATEDNORM_DEVICE_TYPE_CPU, "device_id": 0})[0]
+    cp = ffi.new("gatednorm_comm **")
+    assert lib.gatednorm_comm_create(0, 2, ffi.new("void *[]", [bufs[0], bufs[1]]), groups[0].buffer_bytes, cpu, cp) == 0
+    g0 = groups[0]
+    old = g0._comm
+    g0._comm, g0._entry = cp[0], _CommEntry(cp[0])
+    errs, kept = [None] * W, [None] * W
+
+    def body(r):
+        res = np.zeros((2, H), np.float32)
+        try:
+            groups[r].add_rmsnorm(np.full((2, H), r + 1.0, np.float32), res, np.ones(H, np.float32))
+        except GatedNormError as e:
+            errs[r] = str(e)
+        kept[r] = not res.any()
+
+    try:
+        in_threads(W, body)
+        # rank 0 (W = 2) meets rank 1's signature itself; ranks 1 and 2 may find it first or
+        # stop on rank 0's give-up (its cause in their message), or be refused at entry
+        assert errs[0] and "world 2) meets rank 1's call 1" in errs[0] and "world 3" in errs[0], errs
+        assert all(e and ("world 2" in e or "out of step" in e) for e in errs), errs
+        assert kept == [True] * W, kept
+        for g in groups:
+            with pytest.raises(GatedNormError, match="unusable"):
+                g.check()
+    finally:
+        g0._comm, g0._entry = old, _CommEntry(old)
+        lib.gatednorm_comm_destroy(cp[0])
+
+
+_CPU_GIVE_UP = r"""
+import sys, threading, time
+import numpy as np
+from gatednorm import AllReduceGroup, GatedNormError, _ffi
+from gatednorm._ffi import ffi
+from gatednorm.allreduce import _CommEntry
+lib = _ffi.lib()
+W, H = 3, 64
+groups = AllReduceGroup.in_process(W, "cpu", max_tokens=4, hidden=H, dtype="float32", algorithm="two_shot")
+bufs = groups[0]._buffers.buffers
+cpu = ffi.new("gatednorm_device *", {"device_type": lib.GATEDNORM_DEVICE_TYPE_CPU, "device_id": 0})[0]
+cp = ffi.new("gatednorm_comm **")
+# rank 0's list out of rank order: it fails its claim check at once; ranks 1 and 2 (lists
+# right) pass theirs, sum their shares and wait for rank 0's reduced share
+assert lib.gatednorm_comm_create(0, W, ffi.new("void *[]", [bufs[0], bufs[2], bufs[1]]), groups[0].buffer_bytes, cpu, cp) == 0
+assert lib.gatednorm_comm_set_algorithm(cp[0], lib.GATEDNORM_ALLREDUCE_ALGORITHM_TWO_SHOT) == 0
+groups[0]._comm, groups[0]._entry = cp[0], _CommEntry(cp[0])
+out = [None] * W
+def body(r):
+    t0 = time.perf_counter()
+    try:
+        groups[r].add_rmsnorm(np.ones((2, H), np.float32), np.zeros((2, H), np.float32), np.ones(H, np.float32))
+        msg = None
+    except GatedNormError as e:
+        msg = str(e)
+    out[r] = (time.perf_counter() - t0, msg)
+ts = [threading.Thread(target=body, args=(r,)) for r in range(W)]
+for t in ts: t.start()
+for t in ts: t.join()
+print(repr(out))
+"""
+
+
+def test_a_cpu_rank_that_gives_up_stops_its_peers_at_once():
+    """Two-shot, three ranks: rank 0 fails its check (its buffer list out of rank order) while
+    ranks 1 and 2, whose checks pass, wait for its reduced share.  They waited the whole
+    GATEDNORM_COMM_TIMEOUT_S (600 s by default), then named the wrong cause (a review, session
+    45); a waiting rank now polls its peers' give-up marks and stops at once, naming rank 0
+    and what it found, with its status (calls out of step: INVALID_ARGUMENT)."""
+    env = dict(os.environ, GATEDNORM_COMM_TIMEOUT_S="60")
+    out = subprocess.run([sys.executable, "-c", _CPU_GIVE_UP], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    res = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    assert res[0][1] and "buffers[1]: rank 0's list puts there the buffer of another rank" in res[0][1], res
+    for r in (1, 2):
+        elapsed, msg = res[r]
+        assert msg and "rank 0 had given up on it (it found the ranks out of step" in msg, res
+        assert msg.endswith("[invalid argument]"), msg
+        assert elapsed < 10.0, res
 
 
 def test_gpu_comm_create_checks_buffer_headers(requires_gpu):

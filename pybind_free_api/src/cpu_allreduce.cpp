@@ -54,8 +54,9 @@ uint64_t *ready_flag(char *buffer) { return reinterpret_cast<uint64_t *>(buffer 
 
 // In the CPU header, past the magic, size and name (bytes 0-63): the owner's pid, pid-namespace
 // inode and start time (0 where unknown; cpu_comm_stamp_owner), rank + 1 of the comm that uses
-// the buffer as its own (cpu_comm_claim), this rank's out-of-step mark (the call count at which
-// it found the ranks out of step; 0: never) and two call signatures.
+// the buffer as its own (cpu_comm_claim), this rank's give-up mark (0: never; else the call
+// count at which it gave up, low 48 bits, why (kGaveUp*) in bits 48-55 and the peer it names
+// in 56-63) and two call signatures.
 constexpr size_t kOwnerPid = 64, kOwnerRank = 88, kStepMark = 128, kStepSig = 192;
 static_assert(kOwnerPid + 24 <= kOwnerRank && kOwnerRank + 8 <= kStepMark, "the header words do not overlap");
 constexpr int kSigWords = 4;
@@ -63,9 +64,57 @@ static_assert(kStepSig + 2 * kSigWords * 8 <= kCommFlags, "the signatures fit th
 uint64_t *step_mark(char *buffer) { return reinterpret_cast<uint64_t *>(buffer + kStepMark); }
 uint64_t *signature(char *buffer, uint64_t e) { return reinterpret_cast<uint64_t *>(buffer + kStepSig) + (e & 1) * kSigWords; }
 
-void mark_out_of_step(const CommState &c) {
+// Why a rank gave up, as the GPU's abort word keeps it (hip/allreduce.hip), so that
+// gatednorm_comm_check and every later call report the cause and the peer, with the status
+// of the call that failed (a review, session 45: they all said "out of step", INVALID_ARGUMENT,
+// after a peer had died).
+static_assert(GATEDNORM_COMM_MAX_WORLD_SIZE < 128 && GATEDNORM_COMM_MAX_WORLD_SIZE <= 256,
+              "a rank fits the mark's 8 peer bits and the signature's 7 world bits");
+constexpr uint64_t kGaveUpOutOfStep = 1, kGaveUpTimedOut = 2, kGaveUpPeerExited = 3, kGaveUpPeerGaveUp = 4;
+
+// The first give-up of this rank's comm is the one kept (a later one follows from it).  Its
+// store is what a waiting peer polls (wait_peers): so a rank's failure reaches the others at
+// once, not at their timeout.
+void mark_gave_up(const CommState &c, uint64_t why, int peer) {
     uint64_t *m = step_mark(c.buffers[c.rank]);
-    if (!__atomic_load_n(m, __ATOMIC_RELAXED)) __atomic_store_n(m, c.calls, __ATOMIC_RELEASE);
+    const uint64_t v = (c.calls & 0xffffffffffffull) | why << 48 | uint64_t(peer & 0xff) << 56;
+    uint64_t zero = 0;
+    __atomic_compare_exchange_n(m, &zero, v, false, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+}
+
+// A peer (not this rank) that has given up on the comm, or -1: its mark is read with acquire.
+int peer_gave_up(const CommState &c) {
+    for (int r = 0; r < c.world; ++r)
+        if (r != c.rank && __atomic_load_n(step_mark(c.buffers[r]), __ATOMIC_ACQUIRE)) return r;
+    return -1;
+}
+
+// What a mark says its rank found, after "it " (e.g. "found rank 2's process exited").
+void mark_cause(uint64_t m, char *text, size_t cap) {
+    const int peer = int(m >> 56);
+    switch (m >> 48 & 0xff) {
+        case kGaveUpTimedOut:
+            snprintf(text, cap, "waited %.3g s for rank %d and gave up (lost, killed, or out of step; GATEDNORM_COMM_TIMEOUT_S "
+                     "sets the wait)", comm_wait_seconds(), peer);
+            break;
+        case kGaveUpPeerExited: snprintf(text, cap, "found rank %d's process exited", peer); break;
+        case kGaveUpPeerGaveUp: snprintf(text, cap, "stopped because rank %d had given up", peer); break;
+        default:
+            snprintf(text, cap, "found the ranks out of step (rank %d's call was refused, made on one rank only, or had "
+                     "other shapes, options, world size or buffer order)", peer);
+    }
+}
+
+gatednorm_status fail_peer_gave_up(const CommState &c, int q, const char *what, uint64_t e) {
+    char cause[256];
+    const uint64_t m = __atomic_load_n(step_mark(c.buffers[q]), __ATOMIC_ACQUIRE);
+    mark_cause(m, cause, sizeof cause);
+    mark_gave_up(c, kGaveUpPeerGaveUp, q);
+    // the status of the cause: calls out of step are the caller's mistake on every rank
+    return fail((m >> 48 & 0xff) == kGaveUpOutOfStep ? GATEDNORM_STATUS_INVALID_ARGUMENT : GATEDNORM_STATUS_DEVICE_ERROR,
+                "comm: rank %d stopped at call %llu (its %s exchange): rank %d had given up on it (it %s); the "
+                "communicator is unusable now",
+                c.rank, (unsigned long long)e, what, q, cause);
 }
 uint64_t *gathered_flag(char *buffer) { return reinterpret_cast<uint64_t *>(buffer + kCommFlags + kCommGatheredOffset); }
 
@@ -126,8 +175,9 @@ bool peer_exited(const char *b) {
 
 // Waits (acquire) until every peer's flag (flag_of(buffer)) reaches e: spinning, then yielding,
 // then sleeping.  It gives up, naming the peer and `what`, once the call's deadline (*deadline,
-// set at its first wait: comm_wait_seconds() for the whole call, not each peer) has passed, or
-// at once when the peer's process has exited (checked every ~10 ms of waiting).
+// set at its first wait: comm_wait_seconds() for the whole call, not each peer) has passed, at
+// once when the peer's process has exited, or when any peer has given up (both checked every
+// ~10 ms of waiting; check_no_peer_gave_up after the wait).
 template <typename FlagOf>
 gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, const char *what, double *deadline) {
     for (int r = 0; r < c.world; ++r) {
@@ -141,17 +191,20 @@ gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, cons
                 if (*deadline == 0.0) *deadline = t + comm_wait_seconds();
                 if (t >= next_check) {
                     next_check = t + 0.01;
+                    // the awaited peer's own exit first: the cause, where a peer's mark may only echo it
                     if (peer_exited(c.buffers[r]) && __atomic_load_n(f, __ATOMIC_ACQUIRE) < e) {
-                        mark_out_of_step(c);
+                        mark_gave_up(c, kGaveUpPeerExited, r);
                         return fail(GATEDNORM_STATUS_DEVICE_ERROR,
                                     "comm: rank %d's process (pid %llu) has exited before its %s of call %llu; the communicator "
                                     "is unusable now (make a new one over new buffers)",
                                     r, (unsigned long long)reinterpret_cast<const uint64_t *>(c.buffers[r] + kOwnerPid)[0], what,
                                     (unsigned long long)e);
                     }
+                    const int q = peer_gave_up(c);
+                    if (q >= 0) return fail_peer_gave_up(c, q, what, e);
                 }
                 if (t > *deadline) {
-                    mark_out_of_step(c);
+                    mark_gave_up(c, kGaveUpTimedOut, r);
                     return fail(GATEDNORM_STATUS_DEVICE_ERROR,
                                 "comm: rank %d waited %.3g s for rank %d's %s of call %llu (every rank must make the same calls "
                                 "with the same algorithm; GATEDNORM_COMM_TIMEOUT_S sets the wait); the communicator is unusable now",
@@ -168,6 +221,13 @@ gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, cons
     return GATEDNORM_STATUS_SUCCESS;
 }
 
+// After a wait that saw every flag (and the signatures judged: this rank's own finding comes
+// first): any peer's give-up fails this call too, where the rank once completed it alone.
+gatednorm_status check_no_peer_gave_up(const CommState &c, const char *what, uint64_t e) {
+    const int q = peer_gave_up(c);
+    return q >= 0 ? fail_peer_gave_up(c, q, what, e) : GATEDNORM_STATUS_SUCCESS;
+}
+
 // Every peer's signature of epoch e against this rank's (after the acquire of their ready),
 // and every peer's buffer claimed by that peer's rank (a C caller's list out of rank order, or
 // a peer's buffer passed as one's own, would pair the wrong partials without a word).
@@ -177,7 +237,7 @@ gatednorm_status check_in_step(const CommState &c, uint64_t e) {
         if (r == c.rank) continue;
         const uint64_t claimed = __atomic_load_n(reinterpret_cast<const uint64_t *>(c.buffers[r] + kOwnerRank), __ATOMIC_ACQUIRE);
         if (claimed != uint64_t(r) + 1) {
-            mark_out_of_step(c);
+            mark_gave_up(c, kGaveUpOutOfStep, r);
             return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
                         "buffers[%d]: rank %d's list puts there the buffer %s (every rank must pass the buffers in rank "
                         "order, its own at its rank); the communicator is unusable now",
@@ -185,20 +245,21 @@ gatednorm_status check_in_step(const CommState &c, uint64_t e) {
         }
         const uint64_t *theirs = signature(c.buffers[r], e);
         if (!memcmp(mine, theirs, kSigWords * 8)) continue;
-        mark_out_of_step(c);
+        mark_gave_up(c, kGaveUpOutOfStep, r);
         if (!memcmp(mine, theirs, 3 * 8) && (mine[3] & 0xffff) == (theirs[3] & 0xffff))
             return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
                         "comm: rank %d's call %llu and rank %d's differ in their options (eps, weight_offset, the weight's "
-                        "dtype, a residual or none, y's dtype or the FP8 settings): every rank must make the same calls "
-                        "with the same options; the communicator is unusable now",
+                        "dtype, a residual or none, or the FP8 settings, the dtype quantize_rounded rounds to among them): "
+                        "every rank must make the same calls with the same options; the communicator is unusable now",
                         c.rank, (unsigned long long)mine[0], r);
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
-                    "comm: rank %d's call %llu (%lld tokens x %lld, dtype code %llu%s) meets rank %d's call %llu (%lld x %lld, "
-                    "dtype code %llu%s): every rank must make the same calls with the same shapes (one was refused or made on "
-                    "one rank only?); the communicator is unusable now",
+                    "comm: rank %d's call %llu (%lld tokens x %lld, dtype code %llu, world %llu%s) meets rank %d's call %llu "
+                    "(%lld x %lld, dtype code %llu, world %llu%s): every rank must make the same calls with the same shapes, on "
+                    "comms of one world size (one was refused or made on one rank only?); the communicator is unusable now",
                     c.rank, (unsigned long long)mine[0], (long long)mine[1], (long long)mine[2], (unsigned long long)(mine[3] & 0xff),
-                    (mine[3] >> 8) & 1 ? ", two-shot" : "", r, (unsigned long long)theirs[0], (long long)theirs[1], (long long)theirs[2],
-                    (unsigned long long)(theirs[3] & 0xff), (theirs[3] >> 8) & 1 ? ", two-shot" : "");
+                    (unsigned long long)(mine[3] >> 9 & 0x7f), (mine[3] >> 8) & 1 ? ", two-shot" : "", r,
+                    (unsigned long long)theirs[0], (long long)theirs[1], (long long)theirs[2], (unsigned long long)(theirs[3] & 0xff),
+                    (unsigned long long)(theirs[3] >> 9 & 0x7f), (theirs[3] >> 8) & 1 ? ", two-shot" : "");
     }
     return GATEDNORM_STATUS_SUCCESS;
 }
@@ -274,16 +335,22 @@ void cpu_comm_claim(char *own, int rank) {
     __atomic_store_n(reinterpret_cast<uint64_t *>(own + kOwnerRank), uint64_t(rank) + 1, __ATOMIC_RELEASE);
 }
 
+// The first rank's mark that names a cause (one that gave up because a peer did only follows
+// it): its cause, its peer, and the status the failed call returned (INVALID_ARGUMENT for
+// calls out of step, a caller's mistake; DEVICE_ERROR for a lost or exited peer).
 gatednorm_status cpu_comm_usable(const CommState &c) {
+    int at = -1;
+    uint64_t m = 0;
     for (int r = 0; r < c.world; ++r) {
-        const uint64_t m = __atomic_load_n(step_mark(c.buffers[r]), __ATOMIC_ACQUIRE);
-        if (m)
-            return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
-                        "comm: unusable: rank %d found the ranks out of step at its call %llu (a call refused, timed out or "
-                        "made on one rank only); make a new communicator over new buffers",
-                        r, (unsigned long long)m);
+        const uint64_t v = __atomic_load_n(step_mark(c.buffers[r]), __ATOMIC_ACQUIRE);
+        if (v && (at < 0 || ((m >> 48 & 0xff) == kGaveUpPeerGaveUp && (v >> 48 & 0xff) != kGaveUpPeerGaveUp))) at = r, m = v;
     }
-    return GATEDNORM_STATUS_SUCCESS;
+    if (at < 0) return GATEDNORM_STATUS_SUCCESS;
+    char cause[256];
+    mark_cause(m, cause, sizeof cause);
+    return fail((m >> 48 & 0xff) == kGaveUpOutOfStep ? GATEDNORM_STATUS_INVALID_ARGUMENT : GATEDNORM_STATUS_DEVICE_ERROR,
+                "comm: unusable: rank %d at its call %llu %s; make a new communicator over new buffers", at,
+                (unsigned long long)(m & 0xffffffffffffull), cause);
 }
 
 // 48 bits of FNV-1a over the options that change a call's result: ranks that differ there
@@ -298,7 +365,7 @@ uint64_t options_hash(const AddRmsnormProblem &p) {
         for (int i = 0; i < 8; ++i, v >>= 8) h = (h ^ (v & 0xff)) * 0x100000001b3ull;
     };
     mix(f32_bits(p.eps));
-    mix(f32_bits(p.weight_offset));
+    mix(f32_bits(p.weight_offset + 0.0f));  // -0 and +0 give the same results: one hash (RNE: -0 + 0 = +0)
     mix(uint64_t(p.weight_dtype));
     mix(p.res ? uint64_t(p.res_dtype) + 1 : 0);
     mix(uint64_t(p.normalize));
@@ -327,12 +394,15 @@ gatednorm_status cpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
     sig[0] = c.calls;
     sig[1] = uint64_t(p.tokens);
     sig[2] = uint64_t(p.hidden);
-    sig[3] = uint64_t(p.x_dtype) | (uint64_t(two_shot) << 8) | (options_hash(p) << 16);
+    // the world size too: a rank built for W = 2 among W = 3 ones summed other partials and
+    // every rank reported success (a review, session 45; the GPU's tag holds it)
+    sig[3] = uint64_t(p.x_dtype) | (uint64_t(two_shot) << 8) | (uint64_t(c.world) << 9) | (options_hash(p) << 16);
     __atomic_store_n(own, e, __ATOMIC_RELEASE);  // publishes the partial and the signature
     double deadline = 0.0;  // the call's, set at its first wait
     gatednorm_status st = wait_peers(c, ready_flag, e, "partial", &deadline);
     if (st != GATEDNORM_STATUS_SUCCESS) return st;
     st = check_in_step(c, e);
+    if (st == GATEDNORM_STATUS_SUCCESS) st = check_no_peer_gave_up(c, "partial", e);
     if (st != GATEDNORM_STATUS_SUCCESS) return st;
 
     // One-shot: every column; two-shot: this rank's share.
@@ -350,6 +420,7 @@ gatednorm_status cpu_allreduce_add_rmsnorm(const CommState &c, AddRmsnormProblem
     if (two_shot) {
         __atomic_store_n(gathered_flag(buf), e, __ATOMIC_RELEASE);
         st = wait_peers(c, gathered_flag, e, "reduced share", &deadline);
+        if (st == GATEDNORM_STATUS_SUCCESS) st = check_no_peer_gave_up(c, "reduced share", e);
         if (st != GATEDNORM_STATUS_SUCCESS) return st;
         for (int q = 0; q < c.world; ++q) {
             if (q == c.rank) continue;

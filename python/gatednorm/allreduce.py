@@ -256,7 +256,9 @@ class AllReduceGroup:
 
     def check(self):
         """Raises GatedNormError if this rank's communicator is unusable: a CPU rank found the
-        ranks out of step or waited past GATEDNORM_COMM_TIMEOUT_S (600 s by default); a GPU
+        ranks out of step (InvalidArgumentError), waited past GATEDNORM_COMM_TIMEOUT_S (600 s
+        by default), found a peer's process exited or a peer give up (the first cause,
+        naming the ranks); a GPU
         exchange kernel found a peer's call out of step (docs/allreduce.md), waited that long
         for a peer, or saw a peer give up, and returned (that
         call's outputs, a residual updated in place, and those of calls made since, are not
