@@ -786,6 +786,51 @@ def test_y_copy_rows_overlapping_each_other_are_refused():
     assert np.isnan(y).all() and not q.any()
 
 
+def test_c_add_rmsnorm_refuses_quantize_rounded_without_fp8_outputs():
+    """The C entry refused nothing when quantize_rounded = 1 came without q and scales (Python
+    refused it; docs/ops.md §3 says both refuse it): it wrote y and ignored the flag (a
+    review, session 45).  Now it names the field, and y is left as it was."""
+    from gatednorm._ffi import ffi
+
+    lib = gatednorm._ffi.lib()
+    d = 256
+    x, w, y = np.ones((4, d), np.float32), np.ones(d, np.float32), poisoned((4, d))
+    p = ffi.new("gatednorm_add_rmsnorm_params *")
+    assert lib.gatednorm_add_rmsnorm_params_init(p, ffi.sizeof(p[0])) == 0
+    p.quant.quantize_rounded = 1
+    tx, tw, ty = _desc(x.ctypes.data, (4, d), (d, 1)), _desc(w.ctypes.data, (d,), (1,)), _desc(y.ctypes.data, (4, d), (d, 1))
+    st = lib.gatednorm_add_rmsnorm(tx, ffi.NULL, tw, ffi.NULL, ty, ffi.NULL, ffi.NULL, p, ffi.NULL)
+    msg = ffi.string(lib.gatednorm_last_error()).decode()
+    assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT and msg.startswith("params.quant.quantize_rounded:"), msg
+    assert np.isnan(y).all()
+    p.quant.quantize_rounded = 0  # the same call without the flag runs
+    assert lib.gatednorm_add_rmsnorm(tx, ffi.NULL, tw, ffi.NULL, ty, ffi.NULL, ffi.NULL, p, ffi.NULL) == 0
+    assert np.isfinite(y).all()
+
+
+def test_negative_zero_fp8_max_is_a_negative_bound():
+    """fp8_max 0 asks for the format's max; -0 was read as that too while -1e-50 was refused
+    as out of range (a review, session 45): -0 is now refused by name, in Python and in both C
+    entries that take it, and nothing is written."""
+    from gatednorm._ffi import ffi
+
+    lib = gatednorm._ffi.lib()
+    x = np.ones((2, 128), np.float32)
+    q, s = np.zeros((2, 128), _dtypes.float8_e4m3fn), poisoned((2, 1))
+    with pytest.raises(GatedNormError, match="^fp8_max: "):
+        gatednorm.group_quant_fp8(x, q=q, scales=s, fp8_max=-0.0)
+    assert np.isnan(s).all() and not q.view(np.uint8).any()
+    q2, s2 = gatednorm.group_quant_fp8(x, fp8_max=0.0)  # +0: the format's max
+    assert float(s2.max()) == pytest.approx(1.0 / 448.0)
+    v, codes = np.ones(4, np.float32), np.zeros(4, np.uint8)
+    st = lib.gatednorm_fp8_encode(ffi.cast("float *", v.ctypes.data), ffi.cast("uint8_t *", codes.ctypes.data), 4,
+                                  lib.GATEDNORM_FP8_FORMAT_E4M3FN, -0.0)
+    msg = ffi.string(lib.gatednorm_last_error()).decode()
+    assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT and msg.startswith("fp8_max:") and not codes.any(), msg
+    assert lib.gatednorm_fp8_encode(ffi.cast("float *", v.ctypes.data), ffi.cast("uint8_t *", codes.ctypes.data), 4,
+                                    lib.GATEDNORM_FP8_FORMAT_E4M3FN, 0.0) == 0 and codes.all()
+
+
 def _w4_call(a, q, s, bias, out):
     from gatednorm._ffi import ffi
 

@@ -158,6 +158,11 @@ gatednorm_status gn::add_rmsnorm_problem(const gatednorm_tensor *x, const gatedn
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: given without %s (FP8 output needs both q and scales)", q ? "q" : "scales",
                     q ? "scales" : "q");
     if (!y && !q) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "y: no output requested (give y, or q and scales, or both)");
+    // As Python refuses it (docs/ops.md §3): a flag that could only act on FP8 outputs, given
+    // without them, is a caller's mistake that ignoring would hide (a review, session 45).
+    if (!q && prm.quant.quantize_rounded)
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
+                    "params.quant.quantize_rounded: 1 without q and scales (no FP8 output to quantize)");
     if (res_out && !res)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "residual_out: given without a residual (there is no sum to store)");
 

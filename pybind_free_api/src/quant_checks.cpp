@@ -21,13 +21,24 @@ gatednorm_quant_fp8 quant_fp8_defaults() {
     return b;
 }
 
+gatednorm_status check_fp8_max(float fp8_max, int format, const char *name, float *resolved) {
+    const float fmax = fp8_format_max(format);
+    if (fp8_max == 0.0f && !signbit(fp8_max)) {
+        *resolved = fmax;
+        return GATEDNORM_STATUS_SUCCESS;
+    }
+    if (!(fp8_max >= 1.0f && fp8_max <= fmax))
+        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "%s: expected 0 (the format's max) or a value in [1, %g], got %.9g", name,
+                    double(fmax), double(fp8_max));
+    *resolved = fp8_max;
+    return GATEDNORM_STATUS_SUCCESS;
+}
+
 gatednorm_status read_quant_block(const gatednorm_quant_fp8 &b, QuantFp8Spec *spec) {
     if (b.format != GATEDNORM_FP8_FORMAT_E4M3FN && b.format != GATEDNORM_FP8_FORMAT_E4M3FNUZ)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.quant.format: expected E4M3FN (0) or E4M3FNUZ (1), got %d", b.format);
-    const float fmax = fp8_format_max(b.format);
-    if (b.fp8_max != 0.0f && !(b.fp8_max >= 1.0f && b.fp8_max <= fmax))
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.quant.fp8_max: expected 0 (the format's max) or a value in [1, %g], got %.9g",
-                    double(fmax), double(b.fp8_max));
+    float fp8_max = 0.0f;
+    GN_TRY(check_fp8_max(b.fp8_max, b.format, "params.quant.fp8_max", &fp8_max));
     // >= 1e-30: every scale (>= floor / 448) is then a normal fp32, whose UE8M0 rounding
     // and E8M0 exponent byte are plain bit operations.
     if (!(b.amax_floor >= 1e-30f) || isinf(b.amax_floor))
@@ -44,7 +55,7 @@ gatednorm_status read_quant_block(const gatednorm_quant_fp8 &b, QuantFp8Spec *sp
         if (b.reserved[i] != 0)
             return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "params.quant.reserved[%d]: must be 0, got %d", i, b.reserved[i]);
     spec->format = b.format;
-    spec->fp8_max = b.fp8_max != 0.0f ? b.fp8_max : fmax;
+    spec->fp8_max = fp8_max;
     spec->amax_floor = b.amax_floor;
     spec->scale_format = b.scale_format;
     spec->group = b.group_size;

@@ -10,6 +10,10 @@ namespace gn {
 // scales, G = 128).
 gatednorm_quant_fp8 quant_fp8_defaults();
 
+// fp8_max against `format` (0 = the format's max: +0 only, -0 is a negative bound; else a
+// value in [1, the format's max]); the bound to clamp at in *resolved.  Errors name `name`.
+gatednorm_status check_fp8_max(float fp8_max, int format, const char *name, float *resolved);
+
 // Checks the block (errors name "params.quant.<field>") and copies its options into spec.
 gatednorm_status read_quant_block(const gatednorm_quant_fp8 &b, QuantFp8Spec *spec);
 

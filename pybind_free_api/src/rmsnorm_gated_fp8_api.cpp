@@ -187,13 +187,10 @@ GATEDNORM_API gatednorm_status gatednorm_fp8_encode(const float *values, uint8_t
     IeeeFloatScope ieee;  // compares on NaN values and fp8_max: no caller's trap fires (cpu_fenv.h)
     if (format != GATEDNORM_FP8_FORMAT_E4M3FN && format != GATEDNORM_FP8_FORMAT_E4M3FNUZ)
         return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "format: expected E4M3FN (0) or E4M3FNUZ (1), got %d", format);
-    const float fmax = fp8_format_max(format);
-    if (fp8_max != 0.0f && !(fp8_max >= 1.0f && fp8_max <= fmax))
-        return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "fp8_max: expected 0 (the format's max) or a value in [1, %g], got %.9g", double(fmax),
-                    double(fp8_max));
+    float m = 0.0f;
+    GN_TRY(check_fp8_max(fp8_max, format, "fp8_max", &m));
     if (count && !values) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "values: NULL");
     if (count && !codes) return fail(GATEDNORM_STATUS_INVALID_ARGUMENT, "codes: NULL");
-    const float m = fp8_max != 0.0f ? fp8_max : fmax;
     for (size_t i = 0; i < count; ++i) codes[i] = fp8_encode(values[i], format, m);
     return GATEDNORM_STATUS_SUCCESS;
 }

@@ -216,7 +216,7 @@ def _quant_fields(group_size, fp8_format, fp8_max, amax_floor, scale_format, sca
         fp8_max = _call.real("fp8_max", fp8_max)
         # Checked here too: a value below fp32's range would store as 0, which the C layer
         # reads as "the format's max" (as None, or an explicit 0, ask).
-        if not (fp8_max == 0.0 or fp8_max >= 1.0):
+        if not ((fp8_max == 0.0 and not np.signbit(fp8_max)) or fp8_max >= 1.0):  # -0: a negative bound
             raise argument_error("fp8_max: expected None or 0 (the format's max) or a value in [1, the format's max], "
                                  "got %r" % fp8_max)
     af = _call.real("amax_floor", amax_floor)

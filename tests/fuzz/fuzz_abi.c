@@ -1921,7 +1921,7 @@ static void quant_block(rng_t *r, const qopt_t *o, int f, gatednorm_quant_fp8 *b
     switch (f) {
         case QF_FORMAT: { static const int32_t v[] = {2, -1, 7, INT32_MIN}; b->format = PICK(r, v); break; }
         case QF_FMAX: {
-            const float v[] = {0.5f, -1.0f, NAN, INFINITY, 1e-3f};
+            const float v[] = {0.5f, -1.0f, NAN, INFINITY, 1e-3f, -0.0f}; /* -0: a negative bound, not "the format's" */
             b->fp8_max = pct(r, 30) ? (o->fmt ? 241.0f : 449.0f) : PICK(r, v);
             break;
         }
@@ -2497,6 +2497,8 @@ static int fuzz_add_rmsnorm(rng_t *r) {
         }
     }
     const void *params = defaults && pct(r, 50) ? NULL : params_buffer(r, &P, sizeof P, mut == AR_SIZE);
+    /* quantize_rounded with no FP8 output to quantize: refused (ops.md §3; the C entry as Python since 0.6.11) */
+    if (params && !has_q && P.quant.quantize_rounded == 1) nc_must(BIT(kQfName[QF_QR]), "quantize_rounded without q");
     {
         char qt[256];
         quant_text(qt, sizeof qt, &P.quant);
@@ -2823,7 +2825,7 @@ static int fuzz_fp8_encode(rng_t *r) {
     uint8_t *cp = c;
     nameset_t blame = 0;
     if (pct(r, 6)) { static const int32_t bf[] = {2, -1, 99}; fmt = PICK(r, bf); blame |= BIT(N_FORMAT); }
-    if (pct(r, 6)) { const float bm[] = {0.5f, 449.0f, NAN, -1.0f, INFINITY}; fmax = PICK(r, bm); if (fmt == 1 && fmax == 449.0f) fmax = 241.0f; blame |= BIT(N_FP8MAX); }
+    if (pct(r, 6)) { const float bm[] = {0.5f, 449.0f, NAN, -1.0f, INFINITY, -0.0f}; fmax = PICK(r, bm); if (fmt == 1 && fmax == 449.0f) fmax = 241.0f; blame |= BIT(N_FP8MAX); }
     if (pct(r, 5)) { vp = NULL; if (n) blame |= BIT(N_VALUES); }
     if (pct(r, 5)) { cp = NULL; if (n) blame |= BIT(N_CODES); }
     if (blame) nc_must(blame, "a bad argument");
