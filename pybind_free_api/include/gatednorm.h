@@ -78,7 +78,7 @@ extern "C" {
 
 #define GATEDNORM_VERSION_MAJOR 0
 #define GATEDNORM_VERSION_MINOR 6
-#define GATEDNORM_VERSION_PATCH 10
+#define GATEDNORM_VERSION_PATCH 11
 
 /* Fixed capacity of a tensor descriptor, so no pointer lifetimes cross the ABI. */
 #define GATEDNORM_MAX_DIMS 8
@@ -422,8 +422,9 @@ GATEDNORM_API gatednorm_status gatednorm_w4a16_prepack(const gatednorm_tensor *q
 GATEDNORM_API gatednorm_status gatednorm_w4a16_workspace_size(const gatednorm_w4a16_params *params, int64_t m, gatednorm_device device, size_t *bytes);
 
 /* out = a @ dequant(W) (+ bias).
- * a:         [M, K] bf16 / fp16, last dim contiguous, any row stride; M < 2^31.  GPU: data and
- *            rows 16-byte aligned, K a multiple of 16 (else UNSUPPORTED).
+ * a:         [M, K] bf16 / fp16, last dim contiguous, any row stride; M < 2^31.  GPU: data (and,
+ *            for M > 1, the row stride) 16-byte aligned, else INVALID_ARGUMENT; K a multiple of 16,
+ *            else UNSUPPORTED.
  * qweight, scales, zeros: the weight in params->layout (see above).  GPU: TILED, 16-byte aligned.
  * bias:      NULL or [N], bf16 / fp16 / fp32, contiguous.
  * out:       [M, N] bf16 / fp16 / fp32, last dim contiguous, any row stride; overlaps no input.
@@ -442,7 +443,8 @@ typedef struct gatednorm_add_rmsnorm_params {
     float weight_offset;      /* y uses (weight + weight_offset); default 0 */
     int32_t pdl;              /* as gatednorm_rmsnorm_gated_params (default 0) */
     int32_t reserved[4];      /* must be 0 */
-    gatednorm_quant_fp8 quant; /* used when q is given; quantize_rounded rounds y to y's dtype (x's without y) */
+    gatednorm_quant_fp8 quant; /* used when q is given; quantize_rounded rounds y to y's dtype (x's without y), and
+                                * is refused without q (a bad value of another field is refused either way) */
 } gatednorm_add_rmsnorm_params;
 
 GATEDNORM_API gatednorm_status gatednorm_add_rmsnorm_params_init(gatednorm_add_rmsnorm_params *params, size_t size);
@@ -510,7 +512,7 @@ GATEDNORM_API gatednorm_status gatednorm_group_quant_fp8(const gatednorm_tensor 
  * in place and the outputs of calls enqueued since are not valid, and the comm is unusable.  Ranks out of step are
  * found at once where the matched calls differ in the comm's call count (every call counts, refused and empty ones
  * and graph captures too; the count belongs to the comm), tokens, hidden, dtype or algorithm (CPU: the calls'
- * signatures, INVALID_ARGUMENT; GPU: a 16-bit tag in the exchange's flags, which holds the world size too and misses
+ * signatures, which hold the world size too, INVALID_ARGUMENT; GPU: a 16-bit tag in the exchange's flags, which holds the world size too and misses
  * a difference once in 65536, DEVICE_ERROR), and the comm is unusable; on the CPU also where they differ in an
  * option that changes the result (a 48-bit hash of eps, weight_offset, the weight's dtype, a residual or none and
  * the FP8 settings, FP8 outputs asked on one rank only included; not y's presence or dtype); an extra call of the
@@ -543,8 +545,9 @@ GATEDNORM_API gatednorm_status gatednorm_comm_buffer_free(gatednorm_device devic
  * them is refused (GATEDNORM_STATUS_UNSUPPORTED naming buffers) rather than left to hang. */
 GATEDNORM_API gatednorm_status gatednorm_comm_create(int32_t rank, int32_t world_size, void *const *buffers, size_t buffer_bytes, gatednorm_device device, gatednorm_comm **comm);
 GATEDNORM_API gatednorm_status gatednorm_comm_destroy(gatednorm_comm *comm);
-/* SUCCESS while comm is usable; else why not (a CPU rank found the ranks out of step or waited
- * past GATEDNORM_COMM_TIMEOUT_S; a GPU exchange kernel found a peer's call out of step, waited
+/* SUCCESS while comm is usable; else why not (a CPU rank found the ranks out of step,
+ * INVALID_ARGUMENT, or waited past GATEDNORM_COMM_TIMEOUT_S, found a peer's process exited or
+ * a peer gave up, DEVICE_ERROR: the first cause, naming the ranks; a GPU exchange kernel found a peer's call out of step, waited
  * that long for a peer, or saw a peer give up, and returned, its call's outputs not valid), the same error every later call on comm
  * returns.  A GPU kernel that gives up is only seen by the host after it ran: check here after
  * synchronizing (e.g. after replaying a CUDA graph, whose calls check nothing). */
