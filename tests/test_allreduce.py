@@ -1282,11 +1282,14 @@ groups = AllReduceGroup.in_process(W, "cpu", max_tokens=4, hidden=H, dtype="floa
 bufs = groups[0]._buffers.buffers
 cpu = ffi.new("gatednorm_device *", {"device_type": lib.GATEDNORM_DEVICE_TYPE_CPU, "device_id": 0})[0]
 cp = ffi.new("gatednorm_comm **")
-# rank 0's list out of rank order: it fails its claim check at once; ranks 1 and 2 (lists
-# right) pass theirs, sum their shares and wait for rank 0's reduced share
-assert lib.gatednorm_comm_create(0, W, ffi.new("void *[]", [bufs[0], bufs[2], bufs[1]]), groups[0].buffer_bytes, cpu, cp) == 0
+# the root rank's list out of rank order (two of the others swapped): it fails its claim
+# check at once; the other ranks (lists right) pass theirs, sum their shares and wait for
+# its reduced share
+root = int(sys.argv[1])
+order = [bufs[1], bufs[0], bufs[2]] if root == 2 else [bufs[0], bufs[2], bufs[1]]
+assert lib.gatednorm_comm_create(root, W, ffi.new("void *[]", order), groups[0].buffer_bytes, cpu, cp) == 0
 assert lib.gatednorm_comm_set_algorithm(cp[0], lib.GATEDNORM_ALLREDUCE_ALGORITHM_TWO_SHOT) == 0
-groups[0]._comm, groups[0]._entry = cp[0], _CommEntry(cp[0])
+groups[root]._comm, groups[root]._entry = cp[0], _CommEntry(cp[0])
 out = [None] * W
 def body(r):
     t0 = time.perf_counter()
@@ -1303,20 +1306,23 @@ print(repr(out))
 """
 
 
-def test_a_cpu_rank_that_gives_up_stops_its_peers_at_once():
-    """Two-shot, three ranks: rank 0 fails its check (its buffer list out of rank order) while
-    ranks 1 and 2, whose checks pass, wait for its reduced share.  They waited the whole
+@pytest.mark.parametrize("root", [0, 2])
+def test_a_cpu_rank_that_gives_up_stops_its_peers_at_once(root):
+    """Two-shot, three ranks: the root rank fails its check (its buffer list out of rank order)
+    while the others, whose checks pass, wait for its reduced share.  They waited the whole
     GATEDNORM_COMM_TIMEOUT_S (600 s by default), then named the wrong cause (a review, session
-    45); a waiting rank now polls its peers' give-up marks and stops at once, naming rank 0
-    and what it found, with its status (calls out of step: INVALID_ARGUMENT)."""
+    45); a waiting rank now polls its peers' give-up marks and stops at once, naming the root
+    and what it found, with its status (calls out of step: INVALID_ARGUMENT), also where it
+    meets another waiting rank's mark first (root 2: rank 0 scans rank 1 before it)."""
     env = dict(os.environ, GATEDNORM_COMM_TIMEOUT_S="60")
-    out = subprocess.run([sys.executable, "-c", _CPU_GIVE_UP], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", _CPU_GIVE_UP, str(root)], env=env, capture_output=True, text=True,
+                         timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     res = ast.literal_eval(out.stdout.strip().splitlines()[-1])
-    assert res[0][1] and "buffers[1]: rank 0's list puts there the buffer of another rank" in res[0][1], res
-    for r in (1, 2):
+    assert res[root][1] and "rank %d's list puts there the buffer of another rank" % root in res[root][1], res
+    for r in {0, 1, 2} - {root}:
         elapsed, msg = res[r]
-        assert msg and "rank 0 had given up on it (it found the ranks out of step" in msg, res
+        assert msg and "rank %d had given up on it (it found the ranks out of step" % root in msg, res
         assert msg.endswith("[invalid argument]"), msg
         assert elapsed < 10.0, res
 

@@ -54,8 +54,8 @@ uint64_t *ready_flag(char *buffer) { return reinterpret_cast<uint64_t *>(buffer 
 
 // In the CPU header, past the magic, size and name (bytes 0-63): the owner's pid, pid-namespace
 // inode and start time (0 where unknown; cpu_comm_stamp_owner), rank + 1 of the comm that uses
-// the buffer as its own (cpu_comm_claim), this rank's give-up mark (0: never; else the call
-// count at which it gave up, low 48 bits, why (kGaveUp*) in bits 48-55 and the peer it names
+// the buffer as its own (cpu_comm_claim), this rank's give-up mark (0: never; else the epoch
+// of the call it gave up on, low 48 bits, why (kGaveUp*) in bits 48-55 and the peer it names
 // in 56-63) and two call signatures.
 constexpr size_t kOwnerPid = 64, kOwnerRank = 88, kStepMark = 128, kStepSig = 192;
 static_assert(kOwnerPid + 24 <= kOwnerRank && kOwnerRank + 8 <= kStepMark, "the header words do not overlap");
@@ -74,19 +74,31 @@ constexpr uint64_t kGaveUpOutOfStep = 1, kGaveUpTimedOut = 2, kGaveUpPeerExited 
 
 // The first give-up of this rank's comm is the one kept (a later one follows from it).  Its
 // store is what a waiting peer polls (wait_peers): so a rank's failure reaches the others at
-// once, not at their timeout.
-void mark_gave_up(const CommState &c, uint64_t why, int peer) {
+// once, not at their timeout.  It follows the rank's flag of epoch e (published first), so a
+// peer that sees the mark (acquire) sees that flag too.
+void mark_gave_up(const CommState &c, uint64_t e, uint64_t why, int peer) {
     uint64_t *m = step_mark(c.buffers[c.rank]);
-    const uint64_t v = (c.calls & 0xffffffffffffull) | why << 48 | uint64_t(peer & 0xff) << 56;
+    const uint64_t v = (e & 0xffffffffffffull) | why << 48 | uint64_t(peer & 0xff) << 56;
     uint64_t zero = 0;
     __atomic_compare_exchange_n(m, &zero, v, false, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
 }
 
-// A peer (not this rank) that has given up on the comm, or -1: its mark is read with acquire.
-int peer_gave_up(const CommState &c) {
-    for (int r = 0; r < c.world; ++r)
-        if (r != c.rank && __atomic_load_n(step_mark(c.buffers[r]), __ATOMIC_ACQUIRE)) return r;
-    return -1;
+// A peer (not this rank) that gave up at or before epoch e, or -1, preferring one whose mark
+// names a cause over one that only stopped because another did (whose mark, read with
+// acquire, is then visible too: the echo read it before writing its own).  A mark of a later
+// epoch is a peer's next call: this one has every byte it needs, and its next call is refused
+// at entry (cpu_comm_usable) — failing it would move the disagreement onto a healthy call (a
+// review, session 45).
+int peer_gave_up(const CommState &c, uint64_t e) {
+    int found = -1;
+    for (int r = 0; r < c.world; ++r) {
+        if (r == c.rank) continue;
+        const uint64_t m = __atomic_load_n(step_mark(c.buffers[r]), __ATOMIC_ACQUIRE);
+        if (!m || (m & 0xffffffffffffull) > (e & 0xffffffffffffull)) continue;
+        if ((m >> 48 & 0xff) != kGaveUpPeerGaveUp) return r;
+        if (found < 0) found = r;
+    }
+    return found;
 }
 
 // What a mark says its rank found, after "it " (e.g. "found rank 2's process exited").
@@ -100,8 +112,8 @@ void mark_cause(uint64_t m, char *text, size_t cap) {
         case kGaveUpPeerExited: snprintf(text, cap, "found rank %d's process exited", peer); break;
         case kGaveUpPeerGaveUp: snprintf(text, cap, "stopped because rank %d had given up", peer); break;
         default:
-            snprintf(text, cap, "found the ranks out of step (rank %d's call was refused, made on one rank only, or had "
-                     "other shapes, options, world size or buffer order)", peer);
+            snprintf(text, cap, "found the ranks out of step at rank %d (a call refused or made on one rank only, other "
+                     "shapes, options or world size, or a buffer list out of rank order)", peer);
     }
 }
 
@@ -109,7 +121,7 @@ gatednorm_status fail_peer_gave_up(const CommState &c, int q, const char *what, 
     char cause[256];
     const uint64_t m = __atomic_load_n(step_mark(c.buffers[q]), __ATOMIC_ACQUIRE);
     mark_cause(m, cause, sizeof cause);
-    mark_gave_up(c, kGaveUpPeerGaveUp, q);
+    mark_gave_up(c, e, kGaveUpPeerGaveUp, q);
     // the status of the cause: calls out of step are the caller's mistake on every rank
     return fail((m >> 48 & 0xff) == kGaveUpOutOfStep ? GATEDNORM_STATUS_INVALID_ARGUMENT : GATEDNORM_STATUS_DEVICE_ERROR,
                 "comm: rank %d stopped at call %llu (its %s exchange): rank %d had given up on it (it %s); the "
@@ -193,18 +205,20 @@ gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, cons
                     next_check = t + 0.01;
                     // the awaited peer's own exit first: the cause, where a peer's mark may only echo it
                     if (peer_exited(c.buffers[r]) && __atomic_load_n(f, __ATOMIC_ACQUIRE) < e) {
-                        mark_gave_up(c, kGaveUpPeerExited, r);
+                        mark_gave_up(c, e, kGaveUpPeerExited, r);
                         return fail(GATEDNORM_STATUS_DEVICE_ERROR,
                                     "comm: rank %d's process (pid %llu) has exited before its %s of call %llu; the communicator "
                                     "is unusable now (make a new one over new buffers)",
                                     r, (unsigned long long)reinterpret_cast<const uint64_t *>(c.buffers[r] + kOwnerPid)[0], what,
                                     (unsigned long long)e);
                     }
-                    const int q = peer_gave_up(c);
-                    if (q >= 0) return fail_peer_gave_up(c, q, what, e);
+                    // only while the flag is still missing: a peer publishes its flag before any
+                    // mark, so one whose flag came meanwhile goes on to this rank's own finding
+                    const int q = peer_gave_up(c, e);
+                    if (q >= 0 && __atomic_load_n(f, __ATOMIC_ACQUIRE) < e) return fail_peer_gave_up(c, q, what, e);
                 }
                 if (t > *deadline) {
-                    mark_gave_up(c, kGaveUpTimedOut, r);
+                    mark_gave_up(c, e, kGaveUpTimedOut, r);
                     return fail(GATEDNORM_STATUS_DEVICE_ERROR,
                                 "comm: rank %d waited %.3g s for rank %d's %s of call %llu (every rank must make the same calls "
                                 "with the same algorithm; GATEDNORM_COMM_TIMEOUT_S sets the wait); the communicator is unusable now",
@@ -224,7 +238,7 @@ gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, cons
 // After a wait that saw every flag (and the signatures judged: this rank's own finding comes
 // first): any peer's give-up fails this call too, where the rank once completed it alone.
 gatednorm_status check_no_peer_gave_up(const CommState &c, const char *what, uint64_t e) {
-    const int q = peer_gave_up(c);
+    const int q = peer_gave_up(c, e);
     return q >= 0 ? fail_peer_gave_up(c, q, what, e) : GATEDNORM_STATUS_SUCCESS;
 }
 
@@ -237,7 +251,7 @@ gatednorm_status check_in_step(const CommState &c, uint64_t e) {
         if (r == c.rank) continue;
         const uint64_t claimed = __atomic_load_n(reinterpret_cast<const uint64_t *>(c.buffers[r] + kOwnerRank), __ATOMIC_ACQUIRE);
         if (claimed != uint64_t(r) + 1) {
-            mark_gave_up(c, kGaveUpOutOfStep, r);
+            mark_gave_up(c, e, kGaveUpOutOfStep, r);
             return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
                         "buffers[%d]: rank %d's list puts there the buffer %s (every rank must pass the buffers in rank "
                         "order, its own at its rank); the communicator is unusable now",
@@ -245,7 +259,7 @@ gatednorm_status check_in_step(const CommState &c, uint64_t e) {
         }
         const uint64_t *theirs = signature(c.buffers[r], e);
         if (!memcmp(mine, theirs, kSigWords * 8)) continue;
-        mark_gave_up(c, kGaveUpOutOfStep, r);
+        mark_gave_up(c, e, kGaveUpOutOfStep, r);
         if (!memcmp(mine, theirs, 3 * 8) && (mine[3] & 0xffff) == (theirs[3] & 0xffff))
             return fail(GATEDNORM_STATUS_INVALID_ARGUMENT,
                         "comm: rank %d's call %llu and rank %d's differ in their options (eps, weight_offset, the weight's "
