@@ -674,6 +674,41 @@ def test_cpu_mode_judges_nothing_on_a_wrong_result(monkeypatch):
     assert rep["ops"]["rmsnorm_gated"]["targets"][0]["pass"] is None
 
 
+def test_a_peer_must_return_what_ours_writes(monkeypatch):
+    """A peer's outputs are checked for count and dtype before its values: check() casts
+    before it compares, so a gated FP8 peer with no bf16 copy, or a gated norm writing an
+    fp32 y (twice the bytes), passed (the bench review, session 45).  Such a peer now fails
+    the bench and is not timed."""
+    from gatednorm import bench
+
+    bf, f8, f32 = bench.bfloat16, bench._dtypes.float8_e4m3fn, np.float32
+    x = np.zeros((2, 24, 128), bf)
+    g8 = bench.OPS["rmsnorm_gated_fp8"]
+    q, s, y = np.zeros((2, 3072), f8), np.zeros((2, 24), f32), np.zeros((2, 24, 128), bf)
+    bench._check_peer_outputs(g8, {"x": x, "y": y}, (q, s, y))
+    bench._check_peer_outputs(g8, {"x": x, "y": None}, (q, s))
+    for bad in ((q, s), (q, s, y.astype(f32)), (q.astype(f32), s, y)):
+        with pytest.raises(ValueError, match="expected"):
+            bench._check_peer_outputs(g8, {"x": x, "y": y}, bad)
+    with pytest.raises(ValueError, match=r"\('float32',\), expected \('bfloat16',\)"):
+        bench._check_peer_outputs(bench.OPS["rmsnorm_gated"], {"x": x}, y.astype(f32))
+    a = bench.OPS["add_rmsnorm"]
+    x2 = np.zeros((2, 256), bf)
+    bench._check_peer_outputs(a, {"x": x2, "residual": x2, "variant": "plain"}, (x2, x2))
+    bench._check_peer_outputs(a, {"x": x2, "residual": None, "variant": "rmsnorm"}, (x2,))
+    with pytest.raises(ValueError):  # fp8_bf16 without its bf16 sum
+        bench._check_peer_outputs(a, {"x": x2, "residual": x2, "variant": "fp8_bf16"}, (x2, q, s))
+
+    # in a run: a CPU peer returning fp32 fails the bench, untimed
+    op = bench.OPS["rmsnorm_gated"]
+    peer = op.cpu_peers["numpy_eager"]
+    monkeypatch.setitem(op.cpu_peers, "numpy_eager", lambda: (lambda *a, f=peer(): f(*a).astype(np.float32)))
+    rep = bench.run(ops=["rmsnorm_gated"], quick=True, cpu=True, host=False, axes={"T": (32,), "H": (24,)})
+    row = rep["ops"]["rmsnorm_gated"]["rows"][0]
+    assert row["numpy_eager_s"] is None and "expected ('bfloat16',)" in row["numpy_eager_error"], row
+    assert any("peer numpy_eager failed" in f for f in bench.failures(rep))
+
+
 def test_compile_static_is_opt_in(tmp_path):
     """The static-shape compile (a compile per shape and variant) runs only when asked for:
     a default run leaves it out; --peers picks it, and the "x compile" targets then name both

@@ -242,6 +242,13 @@ class OpBench:
     def check(self, case, result, ours: bool) -> tuple:
         raise NotImplementedError
 
+    def peer_outputs(self, case):
+        """The dtypes (names, as torch and numpy both spell them: "bfloat16", "float8_e4m3fn",
+        "float32") of the outputs a peer must return for ``case``, in order: a peer returning
+        fewer, more or wider ones computes another op (a review, session 45: check() casts
+        before it compares, so an fp32 y or a missing bf16 copy passed).  None: not checked."""
+        return None
+
     def peer_args(self, case) -> tuple:
         raise NotImplementedError
 
@@ -509,6 +516,9 @@ class RMSNormGatedBench(OpBench):
             return cmp.max_ulp, bool(cmp.ok) and not _has_nan(result)
         return cmp.max_ulp, bool(cmp.max_ulp <= 2.0)
 
+    def peer_outputs(self, case):
+        return _dtype_names(case["x"])  # y in x's dtype
+
     def peer_args(self, case):
         return case["x"], case["z"], case["w"]
 
@@ -618,6 +628,20 @@ def _torch_quant_fn(torch):
         return q.reshape(T, R), scale.reshape(T, R // GROUP)
 
     return quant
+
+
+def _dtype_names(result) -> tuple:
+    """Each output's dtype name ("torch.bfloat16" and numpy's bfloat16 both "bfloat16")."""
+    items = result if isinstance(result, (tuple, list)) else (result,)
+    return tuple(str(getattr(a, "dtype", type(a).__name__)).rsplit(".", 1)[-1] for a in items)
+
+
+def _check_peer_outputs(op, case, result):
+    """Raises ValueError (the peer is then reported as failed and not timed) where a peer's
+    outputs are not the ones op.peer_outputs asks for."""
+    want = op.peer_outputs(case)
+    if want is not None and _dtype_names(result) != tuple(want):
+        raise ValueError(f"returned outputs of dtypes {_dtype_names(result)}, expected {tuple(want)} (what ours writes)")
 
 
 def _np_quant(y):
@@ -1027,6 +1051,9 @@ class RMSNormGatedFP8Bench(OpBench):
             ok = ok and (bool(cmp.ok) if ours else cmp.max_ulp <= 2.0)
         return worst, ok  # ours' outputs are scanned whole by ours_verdict
 
+    def peer_outputs(self, case):  # the peers' scales are row-major fp32 in every variant (their quant's)
+        return ("float8_e4m3fn", "float32") + (_dtype_names(case["x"]) if case.get("y") is not None else ())
+
     def peer_args(self, case):
         return case["x"], case["z"], case["w"], case.get("y") is not None
 
@@ -1281,6 +1308,11 @@ class AddRMSNormBench(OpBench):
             ok = ok and _residual_stored(x, case["residual0"], result[1])
         return worst, bool(ok)
 
+    def peer_outputs(self, case):  # y; the sum but in rmsnorm; then q and fp32 scales in fp8_bf16
+        xt = _dtype_names(case["x"])
+        variant = case.get("variant", "fp8_bf16")
+        return xt + (() if variant == "rmsnorm" else xt) + (("float8_e4m3fn", "float32") if variant == "fp8_bf16" else ())
+
     def peer_args(self, case):
         return case["x"], case["residual"], case["w"], case.get("variant", "fp8_bf16")  # host case: the headline
 
@@ -1416,6 +1448,9 @@ class GroupQuantBench(OpBench):
         worst, ok = _check_quant(_fetch(result[0], idx), _decode_scales(_fetch(result[1], idx), GQ_HIDDEN // GROUP),
                                  reference.as_float64(xs), s_ref, ours)
         return worst, ok  # ours' outputs are scanned whole by ours_verdict
+
+    def peer_outputs(self, case):
+        return ("float8_e4m3fn", "float32")
 
     def peer_args(self, case):
         return (case["x"],)
@@ -1675,6 +1710,9 @@ class W4A16Bench(OpBench):
             return worst, bool(worst <= 1.0 and not np.isnan(got).any() and not _any_nan(result))
         rel = float(np.max(err) / max(np.max(np.abs(ref)), 1e-30))
         return rel, bool(rel <= W4_PEER_WIRING_REL)
+
+    def peer_outputs(self, case):
+        return _dtype_names(case["a"])  # out in the activations' dtype
 
     def peer_args(self, case):
         return case["a"], case["b"]
@@ -2020,6 +2058,7 @@ class _Gpu:
                 with peer.scope(key, row), torch.inference_mode():
                     y = peer.fn(*op.peer_args(case))
                     torch.cuda.synchronize()
+                    _check_peer_outputs(op, case, y)
                     pu, pok = op.check(case, y, ours=False)
                     row[f"{name}_check_ulps"], row[f"{name}_ok"] = pu, pok
                     # a peer computing something else is reported (and fails the bench), not timed:
@@ -2276,7 +2315,9 @@ def _bench_cpu_op(gatednorm, op, quick, variants, axes, peers_wanted):
                     continue
                 fn = functools.partial(peers[name], *op.peer_args(case))
                 try:
-                    row[f"{name}_check_ulps"], row[f"{name}_ok"] = op.check(case, fn(), ours=False)
+                    y = fn()
+                    _check_peer_outputs(op, case, y)
+                    row[f"{name}_check_ulps"], row[f"{name}_ok"] = op.check(case, y, ours=False)
                     # a peer that miscomputes is not timed (the GPU path's rule): no speed-up
                     # is ever printed against a wrong result
                     row[f"{name}_s"] = _cpu_time(fn) if row[f"{name}_ok"] else None
