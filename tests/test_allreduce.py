@@ -37,6 +37,7 @@ import pytest
 
 import gatednorm
 from gatednorm import AllReduceGroup, GatedNormError, _dtypes, from_pointer, ops_fp8, testing
+from gatednorm._ffi import InvalidArgumentError
 from test_add_rmsnorm import same_values
 
 H = 256
@@ -1262,8 +1263,8 @@ def test_ranks_of_other_world_sizes_fail_together():
         assert errs[0] and "world 2) meets rank 1's call 1" in errs[0] and "world 3" in errs[0], errs
         assert all(e and ("world 2" in e or "out of step" in e) for e in errs), errs
         assert kept == [True] * W, kept
-        for g in groups:
-            with pytest.raises(GatedNormError, match="unusable"):
+        for g in groups:  # rank 0's mark names the cause (it met rank 1's signature)
+            with pytest.raises(InvalidArgumentError, match="unusable: rank 0 at its call 1 found the ranks out of step at rank 1 "):
                 g.check()
     finally:
         g0._comm, g0._entry = old, _CommEntry(old)
@@ -1325,6 +1326,90 @@ def test_a_cpu_rank_that_gives_up_stops_its_peers_at_once(root):
         assert msg and "rank %d had given up on it (it found the ranks out of step" % root in msg, res
         assert msg.endswith("[invalid argument]"), msg
         assert elapsed < 10.0, res
+
+
+def test_check_after_a_give_up_reports_the_cause_not_the_echo():
+    """After the root-at-rank-2 give-up above, every rank's check() (and so every later call)
+    reports the rank that found the cause, what it found and its status (calls out of step:
+    InvalidArgumentError), not an echo of it (a mutation review, session 45)."""
+    script = _CPU_GIVE_UP.replace("print(repr(out))", """
+chk = []
+for g in groups:
+    try:
+        g.check()
+        chk.append(None)
+    except GatedNormError as e:
+        chk.append((type(e).__name__, str(e)))
+print(repr(out))
+print(repr(chk))""")
+    env = dict(os.environ, GATEDNORM_COMM_TIMEOUT_S="60")
+    out = subprocess.run([sys.executable, "-c", script, "2"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    chk = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    for c in chk:
+        assert c and c[0] == "InvalidArgumentError", chk
+        assert "rank 2 at its call 1 found the ranks out of step at rank 0" in c[1] and c[1].endswith("[invalid argument]"), chk
+
+
+def test_check_after_a_timeout_keeps_its_cause_and_status():
+    """A rank that timed out: check() names the peer it waited for and returns DEVICE_ERROR
+    (a plain GatedNormError), not "out of step" (INVALID_ARGUMENT) as before session 45."""
+    script = TIMEOUT_SCRIPT + """
+try:
+    groups[0].check()
+except gatednorm.GatedNormError as e:
+    print("CHECK", type(e).__name__, e)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, GATEDNORM_COMM_TIMEOUT_S="0.5"))
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("CHECK")]
+    assert lines, out.stdout + out.stderr
+    assert lines[0].startswith("CHECK GatedNormError ") and "waited 0.5 s for rank 1" in lines[0], lines
+    assert lines[0].endswith("[device error]"), lines
+
+
+def test_a_mark_of_a_later_call_does_not_fail_this_one():
+    """A peer's give-up mark at a later epoch (its next call) is left to that call's entry
+    check: a call whose data all arrive completes (a review, session 45: a healthy call failed
+    for a peer's next one).  The mark is written into rank 1's header by hand while rank 0
+    waits, and cleared before rank 1 calls."""
+    import ctypes
+
+    from gatednorm._ffi import ffi
+
+    g = AllReduceGroup.in_process(2, "cpu", max_tokens=4, hidden=64, dtype="float32", algorithm="one_shot")
+    mark = ctypes.c_uint64.from_address(int(ffi.cast("uintptr_t", g[0]._buffers.buffers[1])) + 128)
+    errs = [None, None]
+
+    def call(r):
+        try:
+            g[r].add_rmsnorm(np.ones((2, 64), np.float32), np.zeros((2, 64), np.float32), np.ones(64, np.float32))
+        except GatedNormError as e:
+            errs[r] = str(e)
+
+    t = threading.Thread(target=call, args=(0,))
+    t.start()
+    time.sleep(0.3)  # rank 0 waits for rank 1's partial of call 1
+    mark.value = 1000 | (1 << 48)  # "rank 1 found the ranks out of step at its call 1000"
+    time.sleep(0.1)  # ~10 of rank 0's polls
+    mark.value = 0
+    call(1)
+    t.join()
+    assert errs == [None, None], errs
+
+
+def test_signed_zero_weight_offsets_agree_across_ranks():
+    """weight_offset -0 on one rank and +0 on the other give the same results: the options
+    hash takes them as one (they were "differ in their options")."""
+    g = AllReduceGroup.in_process(2, "cpu", max_tokens=4, hidden=64, dtype="float32", algorithm="one_shot")
+    outs = [None, None]
+
+    def body(r):
+        outs[r] = g[r].add_rmsnorm(np.full((2, 64), 1.0 + r, np.float32), np.zeros((2, 64), np.float32),
+                                   np.ones(64, np.float32), weight_offset=-0.0 if r else 0.0)
+
+    in_threads(2, body)
+    assert np.array_equal(outs[0].y, outs[1].y)
 
 
 def test_gpu_comm_create_checks_buffer_headers(requires_gpu):

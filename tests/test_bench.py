@@ -621,6 +621,67 @@ def test_composed_peer_targets_take_the_faster_quant_compile():
     assert bench._peers_run([{}], bench.FLA_QUANT_PEERS) == "fla+compile_quant"
 
 
+def _target(targets, fragment):
+    return next(t for t in targets if fragment in t["what"])
+
+
+def test_composed_peer_lines_are_judged_on_the_faster_quant():
+    """The issue lines themselves (not only the helper) take the faster of the dynamic and
+    static compiled quant: #12's FLA line and #13's liger + quant line (a mutation review)."""
+    from gatednorm import bench
+
+    row = {"variant": "row", "T": 1024, "H": 24, "ours_s": 1.0, "ours_ok": True, "bytes": 1, "ours_GBps": 1.0,
+           "fla+compile_quant_s": 4.0, "fla+static_quant_s": 2.0}
+    t = _target(bench.OPS["rmsnorm_gated_fp8"].gpu_targets([row], 1.0)[0], "fla+compile_quant or fla+static_quant")
+    assert t["value"] == 2.0
+    row = {"variant": "fp8_bf16", "T": 1024, "hidden": 4096, "ours_s": 1.0, "ours_ok": True, "bytes": 1, "ours_GBps": 1.0,
+           "liger_s": 1.5, "liger+static_quant_s": 1.25}
+    t = _target(bench.OPS["add_rmsnorm"].gpu_targets([row], 1.0)[0], "liger or liger+static_quant")
+    assert t["value"] == 1.25
+
+
+def test_a_failed_base_row_judges_no_ratio():
+    """A ratio line whose base row failed its check judges nothing: the variants' 'within 5%'
+    lines and W4A16's 'M = 4 within 10% of M = 1'."""
+    from gatednorm import bench
+
+    rows = [{"variant": "row", "T": 1, "H": 24, "ours_s": 1.0, "bytes": 10, "ours_ok": False},
+            {"variant": "col", "T": 1, "H": 24, "ours_s": 1.0, "bytes": 10, "ours_ok": True}]
+    (t,) = bench._variant_scaling(rows, "row", ("T", "H"), "src")
+    assert t["value"] is None and t["pass"] is None
+    rows = [{"variant": "asym_bf16", "K": 4096, "N": 4096, "M": m, "ours_s": 1.0, "ours_ok": m == 4, "weight_bytes": 1,
+             "ours_check_ulps": 0.1} for m in (1, 4)]
+    assert _target(bench.OPS["w4a16"].gpu_targets(rows, 1.0)[0], "M = 4 within 10%")["value"] is None
+
+
+def test_gpu_warmup_row_is_kept_and_counted():
+    """_bench_gpu_op keeps the warm-up pass's row, and a peer failing only there (its first
+    call) fails the run."""
+    from gatednorm import bench
+
+    op = bench.OPS["rmsnorm_gated"]
+    calls = []
+
+    class FakeGpu:
+        quick = True
+
+        def peers_of(self, op):
+            return {}, {}
+
+        def pretune(self, *a):
+            pass
+
+        def bench_shape(self, gatednorm, op, variant, shape, names, modes):
+            calls.append(shape)
+            row = {"variant": variant, **dict(zip(op.axes, shape)), "ours_s": 1e-6, "ours_ok": True}
+            row.update({f"{p}_ok": len(calls) > 1 for p in names}, **{f"{p}_s": 1e-6 for p in names})
+            return row
+
+    rep = bench._bench_gpu_op(None, FakeGpu(), op, op.variants[:1], {"T": (1,), "H": (24,)}, ["eager"], ("out",), True)
+    assert rep["warmup"]["eager_ok"] is False and all(r["eager_ok"] for r in rep["rows"])
+    assert any("(the untimed warm-up pass)" in f for f in bench.failures({"ops": {op.name: rep}}))
+
+
 def test_warmup_pass_checks_count():
     """The untimed warm-up pass is every peer's first call (a compile, an autotune): its
     check results fail the bench like any row's (the review: they were dropped)."""

@@ -829,6 +829,20 @@ def test_negative_zero_fp8_max_is_a_negative_bound():
     assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT and msg.startswith("fp8_max:") and not codes.any(), msg
     assert lib.gatednorm_fp8_encode(ffi.cast("float *", v.ctypes.data), ffi.cast("uint8_t *", codes.ctypes.data), 4,
                                     lib.GATEDNORM_FP8_FORMAT_E4M3FN, 0.0) == 0 and codes.all()
+    # the params block's field, read by every op with FP8 outputs (here group quant's C entry)
+    p = ffi.new("gatednorm_group_quant_fp8_params *")
+    assert lib.gatednorm_group_quant_fp8_params_init(p, ffi.sizeof(p[0])) == 0
+    p.quant.fp8_max = -0.0
+    qb = np.zeros((2, 128), np.uint8)
+    tq = _desc(qb.ctypes.data, (2, 128), (128, 1), bits=8)
+    tq.dtype.code = 10  # float8_e4m3fn
+    tx, ts = _desc(x.ctypes.data, (2, 128), (128, 1)), _desc(s.ctypes.data, (2, 1), (1, 1))
+    st = lib.gatednorm_group_quant_fp8(tx, tq, ts, p, ffi.NULL)
+    msg = ffi.string(lib.gatednorm_last_error()).decode()
+    assert st == lib.GATEDNORM_STATUS_INVALID_ARGUMENT and msg.startswith("params.quant.fp8_max:"), msg
+    assert np.isnan(s).all() and not qb.any()
+    p.quant.fp8_max = 0.0
+    assert lib.gatednorm_group_quant_fp8(tx, tq, ts, p, ffi.NULL) == 0 and qb.any()
 
 
 def _w4_call(a, q, s, bias, out):
