@@ -1193,24 +1193,41 @@ def test_c_allreduce_size_limit_and_pdl_at_the_bound():
         assert lib.gatednorm_comm_buffer_free(cpu, pp[0]) == 0
 
 
+# A C caller's comm for groups[rank] (a CPU AllReduceGroup.in_process list), built over
+# `order` (indices into the group's buffers) for `rank` of `world`, in place of the group's
+# own; the comm pointer is returned and swap_back(groups, rank, comm) restores the group's.
+# Source text: the in-process tests exec it, the subprocess scripts begin with it.
+_COMM_SWAP = r"""
+from gatednorm import _ffi as _swap_ffi
+from gatednorm.allreduce import _CommEntry as _SwapEntry
+def swap_in_comm(groups, rank, world, order, algorithm=None):
+    lib, ffi = _swap_ffi.lib(), _swap_ffi.ffi
+    bufs = groups[0]._buffers.buffers
+    cpu = ffi.new("gatednorm_device *", {"device_type": lib.GATEDNORM_DEVICE_TYPE_CPU, "device_id": 0})[0]
+    cp = ffi.new("gatednorm_comm **")
+    assert lib.gatednorm_comm_create(rank, world, ffi.new("void *[]", [bufs[i] for i in order]), groups[0].buffer_bytes,
+                                     cpu, cp) == 0
+    if algorithm is not None:
+        assert lib.gatednorm_comm_set_algorithm(cp[0], algorithm) == 0
+    g = groups[rank]
+    g._swapped_out = g._comm
+    g._comm, g._entry = cp[0], _SwapEntry(cp[0])
+    return cp[0]
+def swap_back(groups, rank, comm):
+    g = groups[rank]
+    g._comm, g._entry = g._swapped_out, _SwapEntry(g._swapped_out)
+    _swap_ffi.lib().gatednorm_comm_destroy(comm)
+"""
+exec(_COMM_SWAP)
+
+
 def test_buffers_out_of_rank_order_are_refused():
     """A C caller's buffer list out of rank order (rank 2 passing [B, A, C]) paired the wrong
     partials without a word (review); each comm now claims its own buffer for its rank and a
     call checks every peer's claim: rank 2's call names buffers[0], and the comm is unusable."""
-    from gatednorm import _ffi
-    from gatednorm._ffi import ffi
-    from gatednorm.allreduce import _CommEntry
-
-    lib = _ffi.lib()
     W = 3
     groups = AllReduceGroup.in_process(W, "cpu", max_tokens=4, hidden=64, dtype="float32")
-    bufs = groups[0]._buffers.buffers
-    cpu = ffi.new("gatednorm_device *", {"device_type": lib.GATEDNORM_DEVICE_TYPE_CPU, "device_id": 0})[0]
-    cp = ffi.new("gatednorm_comm **")
-    assert lib.gatednorm_comm_create(2, W, ffi.new("void *[]", [bufs[1], bufs[0], bufs[2]]), groups[0].buffer_bytes, cpu, cp) == 0
-    g2 = groups[2]
-    old = g2._comm
-    g2._comm, g2._entry = cp[0], _CommEntry(cp[0])
+    comm = swap_in_comm(groups, 2, W, [1, 0, 2])
     errs = [None] * W
 
     def body(r):
@@ -1223,8 +1240,7 @@ def test_buffers_out_of_rank_order_are_refused():
     assert errs[2] and "buffers[0]: rank 2's list puts there the buffer of another rank" in errs[2], errs
     with pytest.raises(GatedNormError, match="unusable"):
         groups[0].check()
-    g2._comm, g2._entry = old, _CommEntry(old)
-    lib.gatednorm_comm_destroy(cp[0])
+    swap_back(groups, 2, comm)
 
 
 def test_ranks_of_other_world_sizes_fail_together():
@@ -1232,20 +1248,9 @@ def test_ranks_of_other_world_sizes_fail_together():
     they summed three, and every rank reported success (a review, session 45): the CPU call's
     signature holds the world size (the GPU's tag did), so every rank fails naming both,
     and nothing is written."""
-    from gatednorm import _ffi
-    from gatednorm._ffi import ffi
-    from gatednorm.allreduce import _CommEntry
-
-    lib = _ffi.lib()
     W, H = 3, 64
     groups = AllReduceGroup.in_process(W, "cpu", max_tokens=4, hidden=H, dtype="float32", algorithm="one_shot")
-    bufs = groups[0]._buffers.buffers
-    cpu = ffi.new("gatednorm_device *", {"device_type": lib.GATEDNORM_DEVICE_TYPE_CPU, "device_id": 0})[0]
-    cp = ffi.new("gatednorm_comm **")
-    assert lib.gatednorm_comm_create(0, 2, ffi.new("void *[]", [bufs[0], bufs[1]]), groups[0].buffer_bytes, cpu, cp) == 0
-    g0 = groups[0]
-    old = g0._comm
-    g0._comm, g0._entry = cp[0], _CommEntry(cp[0])
+    comm = swap_in_comm(groups, 0, 2, [0, 1])
     errs, kept = [None] * W, [None] * W
 
     def body(r):
@@ -1267,30 +1272,20 @@ def test_ranks_of_other_world_sizes_fail_together():
             with pytest.raises(InvalidArgumentError, match="unusable: rank 0 at its call 1 found the ranks out of step at rank 1 "):
                 g.check()
     finally:
-        g0._comm, g0._entry = old, _CommEntry(old)
-        lib.gatednorm_comm_destroy(cp[0])
+        swap_back(groups, 0, comm)
 
 
-_CPU_GIVE_UP = r"""
+_CPU_GIVE_UP = _COMM_SWAP + r"""
 import sys, threading, time
 import numpy as np
 from gatednorm import AllReduceGroup, GatedNormError, _ffi
-from gatednorm._ffi import ffi
-from gatednorm.allreduce import _CommEntry
-lib = _ffi.lib()
 W, H = 3, 64
 groups = AllReduceGroup.in_process(W, "cpu", max_tokens=4, hidden=H, dtype="float32", algorithm="two_shot")
-bufs = groups[0]._buffers.buffers
-cpu = ffi.new("gatednorm_device *", {"device_type": lib.GATEDNORM_DEVICE_TYPE_CPU, "device_id": 0})[0]
-cp = ffi.new("gatednorm_comm **")
 # the root rank's list out of rank order (two of the others swapped): it fails its claim
 # check at once; the other ranks (lists right) pass theirs, sum their shares and wait for
 # its reduced share
 root = int(sys.argv[1])
-order = [bufs[1], bufs[0], bufs[2]] if root == 2 else [bufs[0], bufs[2], bufs[1]]
-assert lib.gatednorm_comm_create(root, W, ffi.new("void *[]", order), groups[0].buffer_bytes, cpu, cp) == 0
-assert lib.gatednorm_comm_set_algorithm(cp[0], lib.GATEDNORM_ALLREDUCE_ALGORITHM_TWO_SHOT) == 0
-groups[root]._comm, groups[root]._entry = cp[0], _CommEntry(cp[0])
+swap_in_comm(groups, root, W, [1, 0, 2] if root == 2 else [0, 2, 1], _ffi.lib().GATEDNORM_ALLREDUCE_ALGORITHM_TWO_SHOT)
 out = [None] * W
 def body(r):
     t0 = time.perf_counter()

@@ -76,35 +76,49 @@ constexpr uint64_t kGaveUpOutOfStep = 1, kGaveUpTimedOut = 2, kGaveUpPeerExited 
 // store is what a waiting peer polls (wait_peers): so a rank's failure reaches the others at
 // once, not at their timeout.  It follows the rank's flag of epoch e (published first), so a
 // peer that sees the mark (acquire) sees that flag too.
+constexpr uint64_t kMarkEpochMask = 0xffffffffffffull;
+uint64_t mark_epoch(uint64_t m) { return m & kMarkEpochMask; }
+uint64_t mark_why(uint64_t m) { return m >> 48 & 0xff; }
+int mark_peer(uint64_t m) { return int(m >> 56); }
+// The status of the call that failed for the mark's cause: calls out of step are the
+// caller's mistake (on every rank), a lost or exited peer the device's.
+gatednorm_status mark_status(uint64_t m) {
+    return mark_why(m) == kGaveUpOutOfStep ? GATEDNORM_STATUS_INVALID_ARGUMENT : GATEDNORM_STATUS_DEVICE_ERROR;
+}
+
 void mark_gave_up(const CommState &c, uint64_t e, uint64_t why, int peer) {
     uint64_t *m = step_mark(c.buffers[c.rank]);
-    const uint64_t v = (e & 0xffffffffffffull) | why << 48 | uint64_t(peer & 0xff) << 56;
+    const uint64_t v = (e & kMarkEpochMask) | why << 48 | uint64_t(peer & 0xff) << 56;
     uint64_t zero = 0;
     __atomic_compare_exchange_n(m, &zero, v, false, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
 }
 
-// A peer (not this rank) that gave up at or before epoch e, or -1, preferring one whose mark
-// names a cause over one that only stopped because another did (whose mark, read with
-// acquire, is then visible too: the echo read it before writing its own).  A mark of a later
-// epoch is a peer's next call: this one has every byte it needs, and its next call is refused
-// at entry (cpu_comm_usable) — failing it would move the disagreement onto a healthy call (a
-// review, session 45).
-int peer_gave_up(const CommState &c, uint64_t e) {
+// A rank (other than `skip`) that gave up at or before epoch max_e, or -1, its mark in *mark;
+// one whose mark names a cause before one that only stopped because another did (whose mark,
+// read with acquire, is then visible too: the echo read it before writing its own).
+int rank_gave_up(const CommState &c, int skip, uint64_t max_e, uint64_t *mark) {
     int found = -1;
     for (int r = 0; r < c.world; ++r) {
-        if (r == c.rank) continue;
+        if (r == skip) continue;
         const uint64_t m = __atomic_load_n(step_mark(c.buffers[r]), __ATOMIC_ACQUIRE);
-        if (!m || (m & 0xffffffffffffull) > (e & 0xffffffffffffull)) continue;
-        if ((m >> 48 & 0xff) != kGaveUpPeerGaveUp) return r;
-        if (found < 0) found = r;
+        if (!m || mark_epoch(m) > max_e) continue;
+        const bool cause = mark_why(m) != kGaveUpPeerGaveUp;
+        if (found < 0 || cause) found = r, *mark = m;
+        if (cause) break;
     }
     return found;
 }
 
+// A peer that gave up at or before this call's epoch e.  A mark of a later epoch is a peer's
+// next call: this one has every byte it needs, and its next call is refused at entry
+// (cpu_comm_usable) — failing it would move the disagreement onto a healthy call (a review,
+// session 45).
+int peer_gave_up(const CommState &c, uint64_t e, uint64_t *mark) { return rank_gave_up(c, c.rank, mark_epoch(e), mark); }
+
 // What a mark says its rank found, after "it " (e.g. "found rank 2's process exited").
 void mark_cause(uint64_t m, char *text, size_t cap) {
-    const int peer = int(m >> 56);
-    switch (m >> 48 & 0xff) {
+    const int peer = mark_peer(m);
+    switch (mark_why(m)) {
         case kGaveUpTimedOut:
             snprintf(text, cap, "waited %.3g s for rank %d and gave up (lost, killed, or out of step; GATEDNORM_COMM_TIMEOUT_S "
                      "sets the wait)", comm_wait_seconds(), peer);
@@ -117,13 +131,12 @@ void mark_cause(uint64_t m, char *text, size_t cap) {
     }
 }
 
-gatednorm_status fail_peer_gave_up(const CommState &c, int q, const char *what, uint64_t e) {
+// Peer q gave up (its mark m): this rank stops too, with the status of q's cause.
+gatednorm_status fail_peer_gave_up(const CommState &c, int q, uint64_t m, const char *what, uint64_t e) {
     char cause[256];
-    const uint64_t m = __atomic_load_n(step_mark(c.buffers[q]), __ATOMIC_ACQUIRE);
     mark_cause(m, cause, sizeof cause);
     mark_gave_up(c, e, kGaveUpPeerGaveUp, q);
-    // the status of the cause: calls out of step are the caller's mistake on every rank
-    return fail((m >> 48 & 0xff) == kGaveUpOutOfStep ? GATEDNORM_STATUS_INVALID_ARGUMENT : GATEDNORM_STATUS_DEVICE_ERROR,
+    return fail(mark_status(m),
                 "comm: rank %d stopped at call %llu (its %s exchange): rank %d had given up on it (it %s); the "
                 "communicator is unusable now",
                 c.rank, (unsigned long long)e, what, q, cause);
@@ -214,8 +227,9 @@ gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, cons
                     }
                     // only while the flag is still missing: a peer publishes its flag before any
                     // mark, so one whose flag came meanwhile goes on to this rank's own finding
-                    const int q = peer_gave_up(c, e);
-                    if (q >= 0 && __atomic_load_n(f, __ATOMIC_ACQUIRE) < e) return fail_peer_gave_up(c, q, what, e);
+                    uint64_t m = 0;
+                    const int q = peer_gave_up(c, e, &m);
+                    if (q >= 0 && __atomic_load_n(f, __ATOMIC_ACQUIRE) < e) return fail_peer_gave_up(c, q, m, what, e);
                 }
                 if (t > *deadline) {
                     mark_gave_up(c, e, kGaveUpTimedOut, r);
@@ -238,8 +252,9 @@ gatednorm_status wait_peers(const CommState &c, FlagOf flag_of, uint64_t e, cons
 // After a wait that saw every flag (and the signatures judged: this rank's own finding comes
 // first): any peer's give-up fails this call too, where the rank once completed it alone.
 gatednorm_status check_no_peer_gave_up(const CommState &c, const char *what, uint64_t e) {
-    const int q = peer_gave_up(c, e);
-    return q >= 0 ? fail_peer_gave_up(c, q, what, e) : GATEDNORM_STATUS_SUCCESS;
+    uint64_t m = 0;
+    const int q = peer_gave_up(c, e, &m);
+    return q >= 0 ? fail_peer_gave_up(c, q, m, what, e) : GATEDNORM_STATUS_SUCCESS;
 }
 
 // Every peer's signature of epoch e against this rank's (after the acquire of their ready),
@@ -349,22 +364,16 @@ void cpu_comm_claim(char *own, int rank) {
     __atomic_store_n(reinterpret_cast<uint64_t *>(own + kOwnerRank), uint64_t(rank) + 1, __ATOMIC_RELEASE);
 }
 
-// The first rank's mark that names a cause (one that gave up because a peer did only follows
-// it): its cause, its peer, and the status the failed call returned (INVALID_ARGUMENT for
-// calls out of step, a caller's mistake; DEVICE_ERROR for a lost or exited peer).
+// Any rank's mark, this one's included, of any epoch (the first naming a cause): its cause,
+// its peer, and the status the failed call returned.
 gatednorm_status cpu_comm_usable(const CommState &c) {
-    int at = -1;
     uint64_t m = 0;
-    for (int r = 0; r < c.world; ++r) {
-        const uint64_t v = __atomic_load_n(step_mark(c.buffers[r]), __ATOMIC_ACQUIRE);
-        if (v && (at < 0 || ((m >> 48 & 0xff) == kGaveUpPeerGaveUp && (v >> 48 & 0xff) != kGaveUpPeerGaveUp))) at = r, m = v;
-    }
+    const int at = rank_gave_up(c, -1, kMarkEpochMask, &m);
     if (at < 0) return GATEDNORM_STATUS_SUCCESS;
     char cause[256];
     mark_cause(m, cause, sizeof cause);
-    return fail((m >> 48 & 0xff) == kGaveUpOutOfStep ? GATEDNORM_STATUS_INVALID_ARGUMENT : GATEDNORM_STATUS_DEVICE_ERROR,
-                "comm: unusable: rank %d at its call %llu %s; make a new communicator over new buffers", at,
-                (unsigned long long)(m & 0xffffffffffffull), cause);
+    return fail(mark_status(m), "comm: unusable: rank %d at its call %llu %s; make a new communicator over new buffers", at,
+                (unsigned long long)mark_epoch(m), cause);
 }
 
 // 48 bits of FNV-1a over the options that change a call's result: ranks that differ there
