@@ -197,3 +197,121 @@ def test_packed_cache_after_repeats(rng):
         assert len(packed_calls) == 2  # each eps's fifth call
     finally:
         entry._env["PFN"] = pfn
+
+
+# ------------------------------------------------ the FP8 / add-RMSNorm ops' host paths
+# Session 46: their numpy calls with None arguments (optional outputs, no residual) now take
+# the numpy fast path of the call layer, and a call with every option but eps (and fp8) at its
+# default takes one lookup instead of the option checks.  Both must be the checked call.
+
+def _fresh(v):
+    """v as a new object of the same value and type: an option passed so takes the checks
+    (the fast paths test the defaults by identity)."""
+    return float(repr(v)) if type(v) is float else "".join(list(v))
+
+
+def _op_call(op, x, r, w, eps, slow):
+    """One call of ``op`` on fresh NaN-poisoned outputs (and a copy of the residual): its
+    outputs as a tuple of arrays.  ``slow`` passes amax_floor (and weight_offset) as fresh
+    objects of the default values."""
+    kw = {"amax_floor": _fresh(1e-10)} if slow else {}
+    h = x.shape[-1]
+    q = np.full(x.shape, np.nan, _dtypes.float8_e4m3fn)
+    scales = np.full(x.shape[:-1] + (h // 128,), np.nan, np.float32)
+    y = np.full(x.shape, np.nan, x.dtype)
+    if op == "group_quant_fp8":
+        return gatednorm.group_quant_fp8(x, q=q, scales=scales, **kw)
+    if slow:
+        kw["weight_offset"] = _fresh(0.0)
+    if op == "rmsnorm_gated_fp8":
+        xg, zg = x.reshape(x.shape[0], -1, 128), r.reshape(x.shape[0], -1, 128)
+        return gatednorm.rmsnorm_gated_fp8(xg, zg, w[:128], eps=eps, q=q, scales=scales, **kw)
+    if op == "rmsnorm":
+        return tuple(a for a in gatednorm.rmsnorm(x, w, eps=eps, fp8=True, q=q, scales=scales, y_out=y, **kw)
+                     if a is not None)
+    res = r.copy()
+    out = gatednorm.add_rmsnorm(x, res, w, eps=eps, fp8=True, q=q, scales=scales, y_out=y, **kw)
+    assert out.residual is res
+    return tuple(out)
+
+
+@pytest.mark.parametrize("op", ["add_rmsnorm", "rmsnorm", "rmsnorm_gated_fp8", "group_quant_fp8"])
+def test_default_options_fast_path_is_the_checked_call(rng, op):
+    """Calls with default options (the fast path once an eps has been checked) give the bits
+    of the same options passed as other objects (the checks), for eps values changing from
+    call to call (a memo keyed wrong would reuse another eps's params), -0.0 among them;
+    a NaN or negative eps is refused every time, naming eps, with nothing written."""
+    x, r, w = _inputs(rng, (3, 256), BF16)
+    x *= 4
+    for eps in (1e-6, 0.5, 1e-6, 0.0, 2.0, 0.5, -0.0, 0.0):
+        fast, slow = _op_call(op, x, r, w, eps, False), _op_call(op, x, r, w, eps, True)
+        assert len(fast) == len(slow) >= 2
+        for f, s in zip(fast, slow):
+            assert f.dtype == s.dtype and f.tobytes() == s.tobytes(), (op, eps)
+        if op != "group_quant_fp8":  # y's scale follows eps: 0.5 and 2.0 are far from 1e-6
+            got = fast[0].astype(np.float32) if op != "rmsnorm_gated_fp8" else None
+            if got is not None:
+                want = reference.add_rmsnorm(x, r if op == "add_rmsnorm" else None, w, eps=eps)["y"]
+                assert reference.compare(got.astype(BF16), want, BF16).ok, (op, eps)
+    if op == "group_quant_fp8":
+        return
+    for bad in (float("nan"), -1e-3):
+        for _ in range(2):
+            q = np.full(x.shape, np.nan, _dtypes.float8_e4m3fn)
+            with pytest.raises(gatednorm.InvalidArgumentError, match="(^|: )eps: "):
+                if op == "rmsnorm_gated_fp8":
+                    gatednorm.rmsnorm_gated_fp8(x.reshape(3, 2, 128), r.reshape(3, 2, 128), w[:128], eps=bad, q=q)
+                elif op == "rmsnorm":
+                    gatednorm.rmsnorm(x, w, eps=bad, fp8=True, q=q)
+                else:
+                    gatednorm.add_rmsnorm(x, r.copy(), w, eps=bad, fp8=True, q=q)
+            assert np.isnan(q.astype(np.float32)).all()
+
+
+def test_fast_paths_take_numpy_bools_and_refuse_what_the_checks_refuse(rng):
+    """fp8=np.True_ (not the bool object) takes the checks and gives the same bits; with the
+    defaults memoized, outputs the checks never looked at are still judged by the library
+    (a y_out of another shape, a read-only q), naming them, and nothing is written."""
+    x, r, w = _inputs(rng, (2, 256), BF16)
+    y1, y2 = (np.full(x.shape, np.nan, BF16) for _ in range(2))
+    q1, q2 = (np.full(x.shape, np.nan, _dtypes.float8_e4m3fn) for _ in range(2))
+    gatednorm.rmsnorm(x, w, fp8=True, q=q1, y_out=y1)
+    gatednorm.rmsnorm(x, w, fp8=np.True_, q=q2, y_out=y2)
+    assert y1.tobytes() == y2.tobytes() and q1.tobytes() == q2.tobytes()
+    bad_y = np.full((3, 256), np.nan, BF16)
+    with pytest.raises(gatednorm.InvalidArgumentError, match="(^|: )y_out: "):
+        gatednorm.rmsnorm(x, w, fp8=True, q=q1, y_out=bad_y)
+    assert np.isnan(bad_y.astype(np.float32)).all()
+    ro = np.full(x.shape, np.nan, _dtypes.float8_e4m3fn)
+    ro.flags.writeable = False
+    y3 = np.full(x.shape, np.nan, BF16)
+    with pytest.raises(gatednorm.InvalidArgumentError, match="(^|: )q: "):
+        gatednorm.add_rmsnorm(x, r.copy(), w, fp8=True, q=ro, y_out=y3)
+    assert np.isnan(y3.astype(np.float32)).all()
+
+
+def test_unpacked_entry_descriptors_follow_the_arrays(rng):
+    """The numpy fast path of the entries with optional arguments (None passed as NULL):
+    a descriptor is reused only for the address, shape and dtype of this call, as the
+    packed entry's (test_reshaped_in_place, test_dtype_changed_at_same_address)."""
+    x, _, w = _inputs(rng, (1, 512))
+    y = np.full(x.shape, np.nan, F32)
+
+    def check(xa, wa, ya):
+        gatednorm.rmsnorm(xa, wa, y_out=ya)
+        assert reference.compare(ya, reference.rmsnorm(xa, wa)["y"], ya.dtype).ok
+
+    check(x, w, y)
+    for a in (x, y):  # the same memory as [2, 256]
+        a.shape = (2, 256)
+    y[...] = np.nan
+    check(x, np.ascontiguousarray(w[:256]), y)
+    xh, yh = x.view(np.float16), y.view(np.float16)  # same addresses, other dtype: [2, 512] fp16
+    xh[...] = rng.standard_normal(xh.shape).astype(np.float16)
+    yh[...] = np.nan
+    wh = (1.0 + 0.1 * rng.standard_normal(512)).astype(np.float16)
+    check(xh, wh, yh)
+    yh[...] = np.nan
+    with pytest.raises(gatednorm.InvalidArgumentError, match="(^|: )weight: "):
+        gatednorm.rmsnorm(xh, np.ascontiguousarray(w[:256]), y_out=yh)  # [256] for rows of 512
+    assert np.isnan(yh).all()

@@ -22,6 +22,9 @@ SCALE_LAYOUTS = ("row", "col", "col_pad4")
 _SCALE_LAYOUT_KEYS = dict.fromkeys(SCALE_LAYOUTS)  # for _call.choice (a Python-side option: no C code)
 _Q_NAMES = ("float8_e4m3fn", "float8_e4m3fnuz")  # through _dtypes on use: ml_dtypes loads lazily
 _SCALE_NAMES = ("float32", "float32", "uint8", "int32")
+# The wrappers' option defaults, one object each: their fast paths test the options by
+# identity (an option passed explicitly, even with the default's value, takes the checks).
+_ZERO, _G128, _E4M3FN, _AMAX_FLOOR, _FP32, _ROW, _SILU = 0.0, 128, "e4m3fn", 1e-10, "fp32", "row", "silu"
 _ENTRY = _call.Entry("gatednorm_rmsnorm_gated_fp8", "gatednorm_rmsnorm_gated_fp8_params",
                      ("x", "z", "weight", "q", "scales", "y"), outputs=("q", "scales", "y"), c_names={"y_copy": "y"},
                      params_keywords=True)
@@ -34,6 +37,20 @@ _ENTRY = _call.Entry("gatednorm_rmsnorm_gated_fp8", "gatednorm_rmsnorm_gated_fp8
 _GATED_OPTIONS: dict = {}
 _NORM_OPTIONS: dict = {}
 _GQ_OPTIONS: dict = {}
+# The checked options of a call whose options are all defaults but eps, keyed on eps (and
+# the entry): one lookup where the checks and options_key cost ~1-2 us a call (session 46).
+# Entered only after the checks passed, for an eps that is not NaN and not -0.0 (which
+# would find +0.0's entry).
+_GATED_DEFAULTS: dict = {}  # eps -> _GATED_OPTIONS' value
+_NORM_DEFAULTS: dict = {}  # (entry, eps) -> _NORM_OPTIONS' value
+_GQ_DEFAULTS: dict = {}  # None -> _GQ_OPTIONS' value (no eps)
+
+
+def _remember_defaults(memo, key, eps, checked):
+    if eps == eps and math.copysign(1.0, eps) > 0:
+        if len(memo) > 64:
+            memo.clear()
+        memo[key] = checked
 
 
 def _gated_options(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded, head_dim,
@@ -111,9 +128,9 @@ def _col_strides(tok, tp):
     return tuple(reversed(st)) + (tp,)
 
 
-def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activation="silu",
-                      weight_offset=0.0, head_dim=None, group_size=128, fp8_format="e4m3fn", fp8_max=None,
-                      amax_floor=1e-10, scale_format="fp32", scale_layout="row", quantize_rounded=False,
+def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activation=_SILU,
+                      weight_offset=_ZERO, head_dim=None, group_size=_G128, fp8_format=_E4M3FN, fp8_max=None,
+                      amax_floor=_AMAX_FLOOR, scale_format=_FP32, scale_layout=_ROW, quantize_rounded=False,
                       copy_dtype=None, q=None, scales=None, y=None, stream=None, pdl=False):
     """Gated RMSNorm fused with FP8 per-group quantization (docs/ops.md §2)::
 
@@ -157,10 +174,19 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
         raise argument_error("x: required (an array); got None")
     if weight is None:
         raise argument_error("weight: required (the [D] norm weight); got None")
-    opts = (group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded, head_dim,
-            norm_before_gate, activation, eps, weight_offset, pdl)
-    key = _call.options_key(opts, (weight_offset, amax_floor))
-    prm, fmt, sfmt, g, hd = _call.memo_get(_GATED_OPTIONS, key) or _call.memo_put(_GATED_OPTIONS, key, _gated_options(*opts))
+    fast = (norm_before_gate is True and activation is _SILU and weight_offset is _ZERO and head_dim is None
+            and group_size is _G128 and fp8_format is _E4M3FN and fp8_max is None and amax_floor is _AMAX_FLOOR
+            and scale_format is _FP32 and scale_layout is _ROW and quantize_rounded is False and pdl is False
+            and type(eps) is float)
+    checked = fast and _GATED_DEFAULTS.get(eps)
+    if not checked:
+        opts = (group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded, head_dim,
+                norm_before_gate, activation, eps, weight_offset, pdl)
+        key = _call.options_key(opts, (weight_offset, amax_floor))
+        checked = _call.memo_get(_GATED_OPTIONS, key) or _call.memo_put(_GATED_OPTIONS, key, _gated_options(*opts))
+        if fast:
+            _remember_defaults(_GATED_DEFAULTS, eps, eps, checked)
+    prm, fmt, sfmt, g, hd = checked
     cdt = _float_out_dtype(copy_dtype, "copy_dtype", "the copy", y, "y")
     want_copy = copy_dtype is not None or y is not None
     if q is None or scales is None or (want_copy and y is None):
@@ -273,9 +299,9 @@ def _norm_y_dtype(y_dtype, want_y, y_out=None):
     return ydt
 
 
-def add_rmsnorm(x, residual, weight, *, eps=1e-6, weight_offset=0.0, residual_out=None, y=True, y_dtype=None,
-                fp8=False, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32",
-                scale_layout="row", quantize_rounded=False, q=None, scales=None, y_out=None, stream=None, pdl=False):
+def add_rmsnorm(x, residual, weight, *, eps=1e-6, weight_offset=_ZERO, residual_out=None, y=True, y_dtype=None,
+                fp8=False, group_size=_G128, fp8_format=_E4M3FN, fp8_max=None, amax_floor=_AMAX_FLOOR, scale_format=_FP32,
+                scale_layout=_ROW, quantize_rounded=False, q=None, scales=None, y_out=None, stream=None, pdl=False):
     """Fused add-RMSNorm (docs/ops.md §3), optionally with FP8 per-group outputs::
 
         r  = x + residual     in fp32, rounded to residual's dtype and stored (residual_out, or
@@ -303,8 +329,8 @@ def add_rmsnorm(x, residual, weight, *, eps=1e-6, weight_offset=0.0, residual_ou
                  amax_floor, scale_format, scale_layout, quantize_rounded, q, scales, y_out, stream, pdl)
 
 
-def rmsnorm(x, weight, *, eps=1e-6, weight_offset=0.0, y=True, y_dtype=None, fp8=False, group_size=128,
-            fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32", scale_layout="row",
+def rmsnorm(x, weight, *, eps=1e-6, weight_offset=_ZERO, y=True, y_dtype=None, fp8=False, group_size=_G128,
+            fp8_format=_E4M3FN, fp8_max=None, amax_floor=_AMAX_FLOOR, scale_format=_FP32, scale_layout=_ROW,
             quantize_rounded=False, q=None, scales=None, y_out=None, stream=None, pdl=False):
     """RMSNorm over the last dim (docs/ops.md §3 without a residual), optionally with FP8
     per-group outputs: as add_rmsnorm without residual.  Returns NormOutputs (residual None)."""
@@ -319,12 +345,27 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
         raise argument_error("x: required (an array); got None")
     if weight is None:
         raise argument_error("weight: required (the [hidden] norm weight); got None")
-    want_y, want_q = _norm_wants(y, fp8, y_out, q, scales, quantize_rounded)
-    opts = (eps, weight_offset, pdl, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout,
-            quantize_rounded)
-    key = _call.options_key(opts, (weight_offset, amax_floor))
-    prm, fmt, sfmt, g = _call.memo_get(_NORM_OPTIONS, key) or _call.memo_put(_NORM_OPTIONS, key, _norm_options(entry, *opts))
-    ydt = _norm_y_dtype(y_dtype, want_y, y_out)
+    # The usual call: y asked (the default), every option but eps and fp8 at its default
+    # (_NORM_DEFAULTS).  Nothing the slow path refuses can pass here: y=True makes y
+    # wanted, and with these options no output is required that is not there.
+    fast = (y is True and y_dtype is None and weight_offset is _ZERO and group_size is _G128 and pdl is False
+            and fp8_format is _E4M3FN and fp8_max is None and amax_floor is _AMAX_FLOOR and scale_format is _FP32
+            and scale_layout is _ROW and quantize_rounded is False and (fp8 is False or fp8 is True)
+            and type(eps) is float and (entry is _ADD_ENTRY or entry is _RMSNORM_ENTRY))  # not a comm's entry: held here
+    hit = fast and _NORM_DEFAULTS.get((entry, eps))
+    if hit:
+        prm, fmt, sfmt, g = hit
+        want_y, want_q, ydt = True, fp8 is True or q is not None or scales is not None, None
+    else:
+        want_y, want_q = _norm_wants(y, fp8, y_out, q, scales, quantize_rounded)
+        opts = (eps, weight_offset, pdl, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout,
+                quantize_rounded)
+        key = _call.options_key(opts, (weight_offset, amax_floor))
+        checked = _call.memo_get(_NORM_OPTIONS, key) or _call.memo_put(_NORM_OPTIONS, key, _norm_options(entry, *opts))
+        prm, fmt, sfmt, g = checked
+        ydt = _norm_y_dtype(y_dtype, want_y, y_out)
+        if fast:
+            _remember_defaults(_NORM_DEFAULTS, (entry, eps), eps, checked)
     if residual_out is not None:
         if residual is None:
             raise argument_error("residual_out: given without a residual (there is no sum to store)")
@@ -342,14 +383,21 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
     return NormOutputs(y_out if want_y else None, q if want_q else None, scales if want_q else None, res)
 
 
-def group_quant_fp8(x, *, group_size=128, fp8_format="e4m3fn", fp8_max=None, amax_floor=1e-10, scale_format="fp32",
-                    scale_layout="row", q=None, scales=None, stream=None, pdl=False):
+def group_quant_fp8(x, *, group_size=_G128, fp8_format=_E4M3FN, fp8_max=None, amax_floor=_AMAX_FLOOR, scale_format=_FP32,
+                    scale_layout=_ROW, q=None, scales=None, stream=None, pdl=False):
     """§2's per-group FP8 quantization of an existing bf16/fp16/fp32 tensor x
     ``[tokens..., hidden]`` (docs/ops.md §3, "Standalone group quantization"); options as
     gatednorm.rmsnorm_gated_fp8.  Returns ``(q, scales)``."""
-    opts = (group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, pdl)
-    key = _call.options_key(opts, (amax_floor,))
-    prm, fmt, sfmt, g = _call.memo_get(_GQ_OPTIONS, key) or _call.memo_put(_GQ_OPTIONS, key, _gq_options(*opts))
+    fast = (group_size is _G128 and fp8_format is _E4M3FN and fp8_max is None and amax_floor is _AMAX_FLOOR
+            and scale_format is _FP32 and scale_layout is _ROW and pdl is False)
+    checked = fast and _GQ_DEFAULTS.get(None)
+    if not checked:
+        opts = (group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, pdl)
+        key = _call.options_key(opts, (amax_floor,))
+        checked = _call.memo_get(_GQ_OPTIONS, key) or _call.memo_put(_GQ_OPTIONS, key, _gq_options(*opts))
+        if fast:
+            _remember_defaults(_GQ_DEFAULTS, None, 1.0, checked)
+    prm, fmt, sfmt, g = checked
     q, scales = _new_quant(_call.described(x) if q is None or scales is None else x, q, scales, fmt, sfmt, g, scale_layout)
     _GQ_ENTRY.call(stream, x, q, scales, params=prm)
     return q, scales
