@@ -1393,15 +1393,16 @@ def test_a_mark_of_a_later_call_does_not_fail_this_one():
     assert errs == [None, None], errs
 
 
-def test_signed_zero_weight_offsets_agree_across_ranks():
-    """weight_offset -0 on one rank and +0 on the other give the same results: the options
-    hash takes them as one (they were "differ in their options")."""
+@pytest.mark.parametrize("option", ["weight_offset", "eps"])
+def test_signed_zeros_agree_across_ranks(option):
+    """weight_offset (or eps) -0 on one rank and +0 on the other give the same results: the
+    options hash takes them as one (they were "differ in their options"; eps: session 46)."""
     g = AllReduceGroup.in_process(2, "cpu", max_tokens=4, hidden=64, dtype="float32", algorithm="one_shot")
     outs = [None, None]
 
     def body(r):
         outs[r] = g[r].add_rmsnorm(np.full((2, 64), 1.0 + r, np.float32), np.zeros((2, 64), np.float32),
-                                   np.ones(64, np.float32), weight_offset=-0.0 if r else 0.0)
+                                   np.ones(64, np.float32), **{option: -0.0 if r else 0.0})
 
     in_threads(2, body)
     assert np.array_equal(outs[0].y, outs[1].y)

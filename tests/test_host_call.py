@@ -5,6 +5,7 @@ what the full checks give.  CPU only."""
 from __future__ import annotations
 
 import gc
+import math
 
 import numpy as np
 import pytest
@@ -315,3 +316,31 @@ def test_unpacked_entry_descriptors_follow_the_arrays(rng):
     with pytest.raises(gatednorm.InvalidArgumentError, match="(^|: )weight: "):
         gatednorm.rmsnorm(xh, np.ascontiguousarray(w[:256]), y_out=yh)  # [256] for rows of 512
     assert np.isnan(yh).all()
+
+
+@pytest.mark.parametrize("op", ["rmsnorm", "rmsnorm_gated_fp8"])
+def test_params_keep_the_callers_eps_sign(rng, monkeypatch, op):
+    """eps -0.0 and +0.0 compute alike, but the params passed keep the caller's sign in any
+    order of calls: neither the default-options memo nor the option memo hands one the
+    other's struct (a review, session 46: -0.0 after +0.0 reached C as +0.0, which the CPU
+    all-reduce's options hash then told apart)."""
+    from gatednorm import ops_fp8
+
+    entry = ops_fp8._RMSNORM_ENTRY if op == "rmsnorm" else ops_fp8._ENTRY
+    x, z, w = _inputs(rng, (2, 256))
+    if op == "rmsnorm":
+        call = lambda eps: gatednorm.rmsnorm(x, w, eps=eps)  # noqa: E731
+    else:
+        call = lambda eps: gatednorm.rmsnorm_gated_fp8(x.reshape(2, 2, 128), z.reshape(2, 2, 128), w[:128], eps=eps)  # noqa: E731
+    call(0.5)
+    seen = []
+    real_call = entry.call
+
+    def spy(*args, params=None):
+        seen.append(math.copysign(1.0, params.eps))
+        return real_call(*args, params=params)
+
+    monkeypatch.setattr(entry, "call", spy)
+    for eps in (0.0, -0.0, 0.0, -0.0, 0.5, -0.0):
+        call(eps)
+    assert seen == [1.0, -1.0, 1.0, -1.0, 1.0, -1.0]

@@ -387,8 +387,10 @@ uint64_t options_hash(const AddRmsnormProblem &p) {
     auto mix = [&h](uint64_t v) {
         for (int i = 0; i < 8; ++i, v >>= 8) h = (h ^ (v & 0xff)) * 0x100000001b3ull;
     };
-    mix(f32_bits(p.eps));
-    mix(f32_bits(p.weight_offset + 0.0f));  // -0 and +0 give the same results: one hash (RNE: -0 + 0 = +0)
+    // -0 and +0 give the same results: one hash (RNE: -0 + 0 = +0); a rank given eps -0 and
+    // one given +0 were "out of step" (a review, session 46)
+    mix(f32_bits(p.eps + 0.0f));
+    mix(f32_bits(p.weight_offset + 0.0f));
     mix(uint64_t(p.weight_dtype));
     mix(p.res ? uint64_t(p.res_dtype) + 1 : 0);
     mix(uint64_t(p.normalize));

@@ -39,15 +39,15 @@ _NORM_OPTIONS: dict = {}
 _GQ_OPTIONS: dict = {}
 # The checked options of a call whose options are all defaults but eps, keyed on eps (and
 # the entry): one lookup where the checks and options_key cost ~1-2 us a call (session 46).
-# Entered only after the checks passed, for an eps that is not NaN and not -0.0 (which
-# would find +0.0's entry).
+# Entered only after the checks passed, for an eps > 0 (as ops.py's _eps_params: not NaN,
+# and no 0.0 that -0.0 would find).
 _GATED_DEFAULTS: dict = {}  # eps -> _GATED_OPTIONS' value
 _NORM_DEFAULTS: dict = {}  # (entry, eps) -> _NORM_OPTIONS' value
 _GQ_DEFAULTS: dict = {}  # None -> _GQ_OPTIONS' value (no eps)
 
 
 def _remember_defaults(memo, key, eps, checked):
-    if eps == eps and math.copysign(1.0, eps) > 0:
+    if eps > 0.0:  # no NaN, and no 0.0 that a -0.0 would find (the checked path keeps its sign)
         if len(memo) > 64:
             memo.clear()
         memo[key] = checked
@@ -182,7 +182,7 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
     if not checked:
         opts = (group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded, head_dim,
                 norm_before_gate, activation, eps, weight_offset, pdl)
-        key = _call.options_key(opts, (weight_offset, amax_floor))
+        key = _call.options_key(opts, (eps, weight_offset, amax_floor))
         checked = _call.memo_get(_GATED_OPTIONS, key) or _call.memo_put(_GATED_OPTIONS, key, _gated_options(*opts))
         if fast:
             _remember_defaults(_GATED_DEFAULTS, eps, eps, checked)
@@ -360,7 +360,7 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
         want_y, want_q = _norm_wants(y, fp8, y_out, q, scales, quantize_rounded)
         opts = (eps, weight_offset, pdl, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout,
                 quantize_rounded)
-        key = _call.options_key(opts, (weight_offset, amax_floor))
+        key = _call.options_key(opts, (eps, weight_offset, amax_floor))
         checked = _call.memo_get(_NORM_OPTIONS, key) or _call.memo_put(_NORM_OPTIONS, key, _norm_options(entry, *opts))
         prm, fmt, sfmt, g = checked
         ydt = _norm_y_dtype(y_dtype, want_y, y_out)
