@@ -351,7 +351,7 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
     fast = (y is True and y_dtype is None and weight_offset is _ZERO and group_size is _G128 and pdl is False
             and fp8_format is _E4M3FN and fp8_max is None and amax_floor is _AMAX_FLOOR and scale_format is _FP32
             and scale_layout is _ROW and quantize_rounded is False and (fp8 is False or fp8 is True)
-            and type(eps) is float and (entry is _ADD_ENTRY or entry is _RMSNORM_ENTRY))  # not a comm's entry: held here
+            and type(eps) is float and (entry is _ADD_ENTRY or entry is _RMSNORM_ENTRY))  # a comm's entry is not kept here
     hit = fast and _NORM_DEFAULTS.get((entry, eps))
     if hit:
         prm, fmt, sfmt, g = hit
@@ -396,7 +396,7 @@ def group_quant_fp8(x, *, group_size=_G128, fp8_format=_E4M3FN, fp8_max=None, am
         key = _call.options_key(opts, (amax_floor,))
         checked = _call.memo_get(_GQ_OPTIONS, key) or _call.memo_put(_GQ_OPTIONS, key, _gq_options(*opts))
         if fast:
-            _remember_defaults(_GQ_DEFAULTS, None, 1.0, checked)
+            _GQ_DEFAULTS[None] = checked  # one key: no eps
     prm, fmt, sfmt, g = checked
     q, scales = _new_quant(_call.described(x) if q is None or scales is None else x, q, scales, fmt, sfmt, g, scale_layout)
     _GQ_ENTRY.call(stream, x, q, scales, params=prm)
