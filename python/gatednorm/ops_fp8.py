@@ -39,18 +39,17 @@ _NORM_OPTIONS: dict = {}
 _GQ_OPTIONS: dict = {}
 # The checked options of a call whose options are all defaults but eps, keyed on eps (and
 # the entry): one lookup where the checks and options_key cost ~1-2 us a call (session 46).
-# Entered only after the checks passed, for an eps > 0 (as ops.py's _eps_params: not NaN,
-# and no 0.0 that -0.0 would find).
+# Entered (through _call.memo_put) only after the checks passed, for an eps > 0 (as ops.py's
+# _eps_params: not NaN, and no 0.0 that -0.0 would find).
 _GATED_DEFAULTS: dict = {}  # eps -> _GATED_OPTIONS' value
 _NORM_DEFAULTS: dict = {}  # (entry, eps) -> _NORM_OPTIONS' value
 _GQ_DEFAULTS: dict = {}  # None -> _GQ_OPTIONS' value (no eps)
 
 
-def _remember_defaults(memo, key, eps, checked):
-    if eps > 0.0:  # no NaN, and no 0.0 that a -0.0 would find (the checked path keeps its sign)
-        if len(memo) > 64:
-            memo.clear()
-        memo[key] = checked
+def _quant_defaults(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, pdl):
+    """Whether every FP8 option (and pdl) is its default object: the fast paths' common test."""
+    return (group_size is _G128 and fp8_format is _E4M3FN and fp8_max is None and amax_floor is _AMAX_FLOOR
+            and scale_format is _FP32 and scale_layout is _ROW and pdl is False)
 
 
 def _gated_options(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded, head_dim,
@@ -175,17 +174,16 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
     if weight is None:
         raise argument_error("weight: required (the [D] norm weight); got None")
     fast = (norm_before_gate is True and activation is _SILU and weight_offset is _ZERO and head_dim is None
-            and group_size is _G128 and fp8_format is _E4M3FN and fp8_max is None and amax_floor is _AMAX_FLOOR
-            and scale_format is _FP32 and scale_layout is _ROW and quantize_rounded is False and pdl is False
-            and type(eps) is float)
+            and quantize_rounded is False and type(eps) is float
+            and _quant_defaults(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, pdl))
     checked = fast and _GATED_DEFAULTS.get(eps)
     if not checked:
         opts = (group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded, head_dim,
                 norm_before_gate, activation, eps, weight_offset, pdl)
         key = _call.options_key(opts, (eps, weight_offset, amax_floor))
         checked = _call.memo_get(_GATED_OPTIONS, key) or _call.memo_put(_GATED_OPTIONS, key, _gated_options(*opts))
-        if fast:
-            _remember_defaults(_GATED_DEFAULTS, eps, eps, checked)
+        if fast and eps > 0.0:  # no NaN, and no 0.0 that a -0.0 would find (the checked path keeps its sign)
+            _call.memo_put(_GATED_DEFAULTS, eps, checked)
     prm, fmt, sfmt, g, hd = checked
     cdt = _float_out_dtype(copy_dtype, "copy_dtype", "the copy", y, "y")
     want_copy = copy_dtype is not None or y is not None
@@ -348,10 +346,10 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
     # The usual call: y asked (the default), every option but eps and fp8 at its default
     # (_NORM_DEFAULTS).  Nothing the slow path refuses can pass here: y=True makes y
     # wanted, and with these options no output is required that is not there.
-    fast = (y is True and y_dtype is None and weight_offset is _ZERO and group_size is _G128 and pdl is False
-            and fp8_format is _E4M3FN and fp8_max is None and amax_floor is _AMAX_FLOOR and scale_format is _FP32
-            and scale_layout is _ROW and quantize_rounded is False and (fp8 is False or fp8 is True)
-            and type(eps) is float and (entry is _ADD_ENTRY or entry is _RMSNORM_ENTRY))  # a comm's entry is not kept here
+    fast = (y is True and y_dtype is None and weight_offset is _ZERO and quantize_rounded is False
+            and (fp8 is False or fp8 is True) and type(eps) is float
+            and (entry is _ADD_ENTRY or entry is _RMSNORM_ENTRY)  # a comm's entry is not kept here
+            and _quant_defaults(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, pdl))
     hit = fast and _NORM_DEFAULTS.get((entry, eps))
     if hit:
         prm, fmt, sfmt, g = hit
@@ -364,8 +362,8 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
         checked = _call.memo_get(_NORM_OPTIONS, key) or _call.memo_put(_NORM_OPTIONS, key, _norm_options(entry, *opts))
         prm, fmt, sfmt, g = checked
         ydt = _norm_y_dtype(y_dtype, want_y, y_out)
-        if fast:
-            _remember_defaults(_NORM_DEFAULTS, (entry, eps), eps, checked)
+        if fast and eps > 0.0:  # as rmsnorm_gated_fp8's
+            _call.memo_put(_NORM_DEFAULTS, (entry, eps), checked)
     if residual_out is not None:
         if residual is None:
             raise argument_error("residual_out: given without a residual (there is no sum to store)")
@@ -388,8 +386,7 @@ def group_quant_fp8(x, *, group_size=_G128, fp8_format=_E4M3FN, fp8_max=None, am
     """§2's per-group FP8 quantization of an existing bf16/fp16/fp32 tensor x
     ``[tokens..., hidden]`` (docs/ops.md §3, "Standalone group quantization"); options as
     gatednorm.rmsnorm_gated_fp8.  Returns ``(q, scales)``."""
-    fast = (group_size is _G128 and fp8_format is _E4M3FN and fp8_max is None and amax_floor is _AMAX_FLOOR
-            and scale_format is _FP32 and scale_layout is _ROW and pdl is False)
+    fast = _quant_defaults(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, pdl)
     checked = fast and _GQ_DEFAULTS.get(None)
     if not checked:
         opts = (group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, pdl)
