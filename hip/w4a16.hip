@@ -79,6 +79,7 @@ struct Plan {
     bool gemv_lean = false;  // w4a16_gemv_lean_kernel (M <= 16: use_gemv_lean; M 17..64: use_lean_rows), MT = mt
     int lean_cpw = 0;  // its chunks a warp where a build has them compiled in, else 0
     int row_groups = 1;  // use_lean_rows: blocks a col tile, 8 x mt rows each (2 at M 33..64 on MT 4 builds)
+    bool wide = false;  // NVIDIA, not decode: w4a16_mma_wide_kernel (64 x 128 tiles) in place of the 64 x 64 one
     int mt = 1, wn = 1, mblocks = 1, nsplit = 1;
     int bps = 0;  // NVIDIA decode: the build's launch bound in blocks an SM (launch_decode)
     int gemv_warps = 8;  // NVIDIA gemv: warps a block, all on one col tile
@@ -128,6 +129,15 @@ Plan gemv_plan(const DeviceFacts &f, int64_t ntiles, int64_t kchunks) {
 }
 #endif
 
+#if defined(GN_PLATFORM_CUDA)
+// M > 64: the 64 x 128 mma kernel where its grid (ceil(N / 128) x ceil(M / 64) blocks) gives
+// every multiprocessor one at least, else the 64 x 64 one (twice the blocks).  A first rule,
+// to be measured (the bench's `mma` / `wide` modes force either).
+bool wide_grid_fills(const DeviceFacts &f, int64_t ntiles, int64_t m) {
+    return (ntiles + kW4WideTiles - 1) / kW4WideTiles * ((m + kW4WideRows - 1) / kW4WideRows) >= int64_t(f.sms);
+}
+#endif
+
 Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     Plan pl;
     const int64_t ntiles = (n + kW4TileN - 1) / kW4TileN, kchunks = (k + kW4TileK - 1) / kW4TileK;
@@ -145,6 +155,7 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     // decode to 48 rows, and to 64 unless the mma grid holds two blocks an SM.
     if (m > kDecodeMaxM || (m > kDecodeAlwaysM && (n + 63) / 64 >= 2 * int64_t(f.sms))) {
         pl.decode = false;
+        pl.wide = m > kDecodeMaxM && wide_grid_fills(f, ntiles, m);
         return pl;
     }
     pl.mt = m <= 8 ? 1 : 2;
@@ -378,15 +389,16 @@ hipError_t launch_lean_rows(const W4a16Args &a, const Plan &pl, hipStream_t s) {
     return hipErrorInvalidConfiguration;  // no such build: use_lean_rows and this launcher disagree
 }
 
-// GATEDNORM_W4A16_KERNEL=mma (a test and bench hook, read at each call): the 64 x 64 mma
-// kernel for M 17..64 in place of the decode kernel, so tests and the bench compare the two.
-// Its plan needs no workspace.
+// GATEDNORM_W4A16_KERNEL=mma / =wide (a test and bench hook, read at each call): the 64 x 64
+// / the 64 x 128 mma kernel at any M > 16, in place of the planned kernel, so tests and the
+// bench compare them.  Their plans need no workspace.
 void use_mma_if_asked(Plan *pl, int64_t m) {
     if (m <= kLeanMaxM) return;  // before the getenv: use_gemv_lean reads it at these M
     const char *v = getenv("GATEDNORM_W4A16_KERNEL");
-    if (!v || strcmp(v, "mma")) return;
+    if (!v || (strcmp(v, "mma") && strcmp(v, "wide"))) return;
     Plan mma;
     mma.decode = false;
+    mma.wide = v[0] == 'w';
     *pl = mma;
 }
 
@@ -456,6 +468,10 @@ hipError_t launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s) {
             return gn_launch(w4a16_gemv_kernel<DT, ZP, kGemvWideWarps, 2, 2, kGemvWideWarps>, grid, kGemvWideWarps * 32, s, a, pdl);
         return gn_launch(w4a16_gemv_kernel<DT, ZP, kW4DecodeWarps, 2, kGemvBlocksPerSm>, grid, kW4DecodeThreads, s, a, pdl);
     }
+    if (!pl.decode && pl.wide) {
+        const dim3 grid(unsigned((a.ntiles + kW4WideTiles - 1) / kW4WideTiles), unsigned((a.m + kW4WideRows - 1) / kW4WideRows));
+        return gn_launch(w4a16_mma_wide_kernel<DT, ZP>, grid, kW4WideThreads, s, a, pdl);
+    }
     if (!pl.decode) {
         const dim3 grid(unsigned((a.ntiles + 3) / 4), unsigned((a.m + 63) / 64));
         return gn_launch(w4a16_mma_kernel<DT, ZP>, grid, kW4MmaThreads, s, a, pdl);
@@ -480,6 +496,7 @@ hipError_t launch_gemm(const W4a16Args &a, const Plan &pl, hipStream_t s, int wa
 // tests cross window edges at small M.
 #if defined(GN_PLATFORM_CUDA)
 constexpr int64_t kW4RowBlock = 64;
+static_assert(kW4RowBlock == kW4WideRows && kW4RowBlock == 64, "windows of whole row blocks of both mma kernels");
 #else
 constexpr int64_t kW4RowBlock = 16;
 #endif
@@ -597,7 +614,8 @@ gatednorm_status gpu_w4a16_gemm(const W4a16GemmProblem &p, void *stream_ptr) {
     }
     const gatednorm_status st = check_launch("w4a16_gemm");
 #if defined(GN_PLATFORM_CUDA)
-    const char *name = !pl.decode     ? (windowed ? "w4a16.mma.windowed" : "w4a16.mma")
+    const char *name = !pl.decode     ? (pl.wide ? (windowed ? "w4a16.mma.wide.windowed" : "w4a16.mma.wide")
+                                                 : (windowed ? "w4a16.mma.windowed" : "w4a16.mma"))
                        : pl.gemv_lean ? (pl.mt > 2 ? lean_rows_name(pl) : lean_kernel_name(pl.lean_cpw))
                        : pl.gemv      ? (pl.nsplit > 1 ? "w4a16.gemv.splitk" : "w4a16.gemv")
                        : pl.nsplit > 1 ? "w4a16.decode.splitk" : "w4a16.decode";

@@ -18,8 +18,11 @@
 //                          order; split-K across blocks writes fp32 partials to the caller's
 //                          workspace and w4a16_splitk_reduce_kernel sums them in split order.
 //     w4a16_mma_kernel     M > 64 (or 49..64, above): 64 x 64 output tiles, activations as
-//                          the A operand and the dequantized tile as B (correct; its speed
-//                          is a later issue).
+//                          the A operand and the dequantized tile as B.
+//     w4a16_mma_wide_kernel  M > 64 where its grid gives every SM a block: 64 x 128 tiles,
+//                          each warp 64 x 32 (a dequantized pair feeds twice the mmas), the
+//                          activations staged in shared memory by cp.async; the same sums in
+//                          the same order as w4a16_mma_kernel (the same bits).
 //   AMD: w4a16_amd_kernel  one kernel for every M (16 rows a block): MFMA 16x16x16 on CDNA
 //                          (wave64), WMMA 16x16x16 on RDNA 3 (wave32), the weight tile as the
 //                          A operand again; dequantization in fp32 through numerics.h.
@@ -712,6 +715,164 @@ __global__ void __launch_bounds__(kW4MmaThreads) w4a16_mma_kernel(const W4a16Arg
 #pragma unroll
                 for (int r = 0; r < 4; ++r)
                     w4_emit(p, 0, 1, mbase + 16 * i + g + 8 * (r >> 1), 16 * (ctbase + c) + 8 * h + 2 * t + (r & 1), acc[i][c][h][r]);
+}
+
+// cp.async (sm_80+): a 16-byte global -> shared copy that bypasses L1 (.cg), zero-filled
+// where `ok` is false (source size 0: nothing is read, and `gmem` must only be a valid
+// address).  Coherent (through L2): a PDL kernel issues these after its wait.
+__device__ __forceinline__ void w4_cp_async16(void *smem, const void *gmem, bool ok) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(gmem), "r"(ok ? 16 : 0) : "memory");
+#else
+    (void)smem; (void)gmem; (void)ok;
+    __trap();
+#endif
+}
+__device__ __forceinline__ void w4_cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void w4_cp_async_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+#endif
+}
+
+// M > 64 where its grid fills the GPU (make_plan): a 64 x 128 output tile per 128-thread
+// block, each warp 64 rows x 2 col tiles.  Against w4a16_mma_kernel (64 x 64, each warp 32 x
+// 32 reading its activations from global memory): each dequantized weight pair feeds twice
+// the mmas (the kernel is issue-bound: ~7 instructions an mma there, ~3.5 here), the block's
+// activations come through shared memory once for its four warps (a 3-stage cp.async ring,
+// rows padded to 144 bytes so the 16-byte fragment reads hit 32 distinct banks), and the
+// next chunk's weights and scales are loaded into registers before this chunk's mmas.
+constexpr int kW4WideThreads = 128;
+constexpr int kW4WideRows = 64;                         // rows a block
+constexpr int kW4WideTiles = 8;                         // col tiles a block (2 a warp)
+constexpr int kW4WideStages = 3;
+constexpr int kW4WideRowBytes = kW4TileK * 2 + 16;      // a row's 64-element chunk + padding
+constexpr int kW4WideStageBytes = kW4WideRows * kW4WideRowBytes;
+template <int DT, bool ZP>
+__global__ void __launch_bounds__(kW4WideThreads, 3) w4a16_mma_wide_kernel(const W4a16Args p) {
+    __shared__ __align__(16) uint8_t sa[kW4WideStages * kW4WideStageBytes];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int m0 = blockIdx.y * kW4WideRows;
+    const int ctbase = blockIdx.x * kW4WideTiles + 2 * warp;
+    const int kchunks = p.kchunks;
+    w4_pdl_wait();
+    // Chunk kc's activations into stage `st`: 64 rows x 8 pieces of 16 bytes, 4 a thread;
+    // rows past M and pieces past K (K is a multiple of 16: a piece is all in or all out)
+    // are zero-filled.
+    auto stage_in = [&](int st, int kc) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int q = threadIdx.x + kW4WideThreads * i, row = q >> 3, piece = q & 7;
+            const int k = kc * kW4TileK + 8 * piece;
+            const bool ok = m0 + row < p.m && k < p.k;
+            const char *src = ok ? p.a + int64_t(m0 + row) * p.a_sm + int64_t(k) * 2 : p.a;
+            w4_cp_async16(sa + st * kW4WideStageBytes + row * kW4WideRowBytes + piece * 16, src, ok);
+        }
+    };
+    stage_in(0, 0);
+    w4_cp_async_commit();
+    if (kchunks > 1) stage_in(1, 1);
+    w4_cp_async_commit();
+
+    float acc[4][2][2][4];  // [m16 tile][col tile][column half][fragment]
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int c = 0; c < 2; ++c)
+#pragma unroll
+            for (int h = 0; h < 2; ++h) acc[i][c][h][0] = acc[i][c][h][1] = acc[i][c][h][2] = acc[i][c][h][3] = 0.0f;
+    bool tile_ok[2];
+    uint4 wq[2];
+    W4Scale<DT, ZP> sc[2];
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+        tile_ok[c] = ctbase + c < p.ntiles;
+        wq[c] = gn_load_b128_stream(p.w + int64_t(ctbase + c) * kchunks * kW4TileBytes + lane * 16, tile_ok[c]);
+        sc[c].load(p, ctbase + c, (16 * t) >> p.gshift, g, tile_ok[c]);
+    }
+    for (int kc = 0; kc < kchunks; ++kc) {
+        // The next chunk's weights and scales first: in flight during this chunk's mmas.
+        uint4 wq_next[2];
+        W4Scale<DT, ZP> sc_next[2];
+        const bool more = kc + 1 < kchunks;
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+            wq_next[c] = gn_load_b128_stream(p.w + (int64_t(ctbase + c) * kchunks + kc + 1) * kW4TileBytes + lane * 16, more && tile_ok[c]);
+            sc_next[c].load(p, ctbase + c, ((kc + 1) * kW4TileK + 16 * t) >> p.gshift, g, more && tile_ok[c]);
+        }
+        // Stage kc has landed (only chunk kc + 1's group may still be in flight), for every
+        // thread once past the barrier, which also orders the last chunk's reads of the
+        // stage refilled next before its refill.
+        w4_cp_async_wait<1>();
+        __syncthreads();
+        if (kc + 2 < kchunks) stage_in((kc + 2) % kW4WideStages, kc + 2);
+        w4_cp_async_commit();  // (an empty group past the end keeps the count uniform)
+
+        const uint8_t *rows = sa + (kc % kW4WideStages) * kW4WideStageBytes + 32 * t;
+        uint32_t slo[2], shi[2], zlo[2], zhi[2];
+#pragma unroll
+        for (int c = 0; c < 2; ++c) slo[c] = sc[c].s_lo(), shi[c] = sc[c].s_hi(), zlo[c] = sc[c].nz_lo(), zhi[c] = sc[c].nz_hi();
+#pragma unroll
+        for (int jp = 0; jp < 2; ++jp) {
+            // Lane t holds k 16 t .. 16 t + 15 of the chunk (the layout's k order); one
+            // 16-byte read gives rows g and g + 8 of m16 tile i their words of steps 2 jp
+            // and 2 jp + 1.
+            uint4 af[4][2];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int h = 0; h < 2; ++h)
+                    af[i][h] = *reinterpret_cast<const uint4 *>(rows + (16 * i + g + 8 * h) * kW4WideRowBytes + 16 * jp);
+#pragma unroll
+            for (int jj = 0; jj < 2; ++jj) {
+                const int j = 2 * jp + jj;
+                uint32_t b[2][4];
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                    const uint32_t word = w4_word(wq[c], j);
+                    b[c][0] = w4_dequant2<DT>(word, zlo[c], slo[c]);
+                    b[c][1] = w4_dequant2<DT>(word >> 4, zhi[c], shi[c]);
+                    b[c][2] = w4_dequant2<DT>(word >> 8, zlo[c], slo[c]);
+                    b[c][3] = w4_dequant2<DT>(word >> 12, zhi[c], shi[c]);
+                }
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const uint32_t a0 = jj ? af[i][0].z : af[i][0].x, a2 = jj ? af[i][0].w : af[i][0].y;  // row g
+                    const uint32_t a1 = jj ? af[i][1].z : af[i][1].x, a3 = jj ? af[i][1].w : af[i][1].y;  // row g + 8
+#pragma unroll
+                    for (int c = 0; c < 2; ++c) {
+                        w4_mma<DT>(acc[i][c][0], a0, a1, a2, a3, b[c][0], b[c][2]);  // columns g
+                        w4_mma<DT>(acc[i][c][1], a0, a1, a2, a3, b[c][1], b[c][3]);  // columns g + 8
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+            wq[c] = wq_next[c];
+            sc[c] = sc_next[c];
+        }
+    }
+    w4_cp_async_wait<0>();  // nothing left in flight at exit (only empty groups remain)
+    w4_pdl_release(p);
+    // acc[i][c][h][r] is out[m0 + 16 i + g + 8 (r >> 1), 16 (ctbase + c) + 8 h + 2 t + (r & 1)]
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int c = 0; c < 2; ++c)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int r = 0; r < 4; ++r)
+                    w4_emit(p, 0, 1, m0 + 16 * i + g + 8 * (r >> 1), 16 * (ctbase + c) + 8 * h + 2 * t + (r & 1), acc[i][c][h][r]);
 }
 
 #else

@@ -580,7 +580,8 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
                                                 (48, 4096, 2560, 128, "w4a16.lean.rows32x2.anyk"),
                                                 (64, 4096, 1024, 128, "w4a16.lean.rows32x2.anyk"),
                                                 (40, 4096, 512, 128, "w4a16.decode"), (40, 4096, 1280, 128, "w4a16.decode"),
-                                                (40, 4080, 5120, 128, "w4a16.decode")])
+                                                (40, 4080, 5120, 128, "w4a16.decode"),
+                                                (1024, 4096, 256, 128, "w4a16.mma.wide"), (256, 4096, 256, 128, "w4a16.mma")])
 def test_gpu_kernel_choice(rng, nvidia_gpu, m, n, k, g, kernel):
     run_gemm("gpu", rng, m, n, k, g, False, "bf16")
     assert gatednorm.last_kernel() == kernel
@@ -724,6 +725,49 @@ def test_gpu_rows_49_to_64_take_mma_from_two_blocks_an_sm(rng, nvidia_gpu, m):
     for blocks, kernel in ((edge - 1, "w4a16.decode"), (edge, "w4a16.mma")):
         run_gemm("gpu", rng, m, 64 * blocks, 128, 128, False, "bf16")
         assert gatednorm.last_kernel() == kernel, (blocks, edge)
+
+
+# M > 64: the 64 x 128 mma kernel (w4a16_mma_wide_kernel) where its grid of ceil(N / 128) x
+# ceil(M / 64) blocks gives every SM one, the 64 x 64 kernel one col block short of that.
+@pytest.mark.parametrize("m", [65, 128])
+def test_gpu_rows_past_64_take_wide_mma_from_one_block_an_sm(rng, nvidia_gpu, m):
+    col_blocks = -(-_nvidia_sms() // 2)  # two row blocks: 2 * col_blocks >= SMs > 2 * (col_blocks - 1)
+    for blocks, kernel in ((col_blocks - 1, "w4a16.mma"), (col_blocks, "w4a16.mma.wide")):
+        run_gemm("gpu", rng, m, 128 * blocks, 128, 128, False, "bf16")
+        assert gatednorm.last_kernel() == kernel, (blocks, col_blocks)
+
+
+# The 64 x 128 mma kernel (GATEDNORM_W4A16_KERNEL=wide forces it at any M > 16): row tails (17
+# rows of a 64-row block; 65, 130, 257: a partial last block), N tails (200: 13 col tiles, a
+# block of 8 and one of 5; 4144: a last block of 3), K past the last whole 64-element chunk by
+# 16 / 32 / 48 (G 16, 32, per-channel) and K of one chunk, sym / asym, both dtypes.  Its sums
+# run in the 64 x 64 kernel's order (chunk by chunk, 16 k an mma, one accumulator an output),
+# so the two agree bit for bit on every output; both against the reference on a column of
+# every col tile, and nothing stored past [M, N] of a poisoned buffer.
+WIDE_CASES = [(65, 200, 1024, 128), (130, 4144, 1056, 32), (17, 200, 64, 64), (300, 4096, 4096, 128),
+              (64, 4144, 1072, "channel"), (257, 200, 1040, 16)]
+
+
+@pytest.mark.parametrize("m, n, k, g", WIDE_CASES)
+@pytest.mark.parametrize("symmetric", [False, True], ids=["asym", "sym"])
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_gpu_mma_wide(rng, nvidia_gpu, monkeypatch, dtype, symmetric, m, n, k, g):
+    w = _rand_plain(rng, n, k, symmetric, k if g == "channel" else g)
+    wg = w.to("gpu:0", DT[dtype])
+    a = rng.standard_normal((m, k)).astype(DT[dtype])
+    ag = put("gpu", a)
+    monkeypatch.setenv("GATEDNORM_W4A16_KERNEL", "wide")
+    full = put("gpu", np.full((m + 8, n + 16), np.nan, DT[dtype]))
+    gatednorm.w4a16_matmul(ag, wg, out=full[:m, :n])
+    assert gatednorm.last_kernel() == "w4a16.mma.wide"
+    whole = get(full)
+    assert np.isnan(whole[m:].astype(np.float32)).all() and np.isnan(whole[:, n:].astype(np.float32)).all(), \
+        "stored past row M or column N"
+    got = np.ascontiguousarray(whole[:m, :n])
+    assert not np.isnan(got.astype(np.float32)).any(), "outputs left unwritten (still NaN)"
+    _assert_ref_cols(rng, a, w, got, dtype, every_tile=True)
+    narrow = _gemm_with_hook(monkeypatch, "mma", ag, wg, m, n, dtype, "w4a16.mma")
+    assert got.tobytes() == narrow.tobytes()
 
 
 @pytest.mark.parametrize("k, g", [(1024, 128), (1056, 32)])
@@ -1044,7 +1088,7 @@ def test_gpu_gemv_lean_two_row_blocks(rng, nvidia_plan, monkeypatch, n, symmetri
 # M 17..64's row blocks, after one another, at K 12288, and K 2048's runtime count before K
 # 5120's compiled one, on one and on two row groups),
 # gemv (G = 64; many col tiles), gemv split-K, decode (M > 8; K tail at M <= 8 and M > 8;
-# M 33: three row blocks), mma (M > 64).  The second GEMM (K = the first's N) has 512 outputs (few col tiles: a
+# M 33: three row blocks), mma (M > 64), the 64 x 128 mma after itself.  The second GEMM (K = the first's N) has 512 outputs (few col tiles: a
 # split) unless n2 says otherwise.
 GEMV, DECODE, LEAN4, LEAN8, LEAN12, LEAN16 = ("w4a16.gemv", "w4a16.decode", LEAN + ".cpw4", LEAN + ".cpw8", LEAN + ".cpw12",
                                               LEAN + ".cpw16")
@@ -1055,6 +1099,7 @@ PDL_CASES = [(1, 4096, 4096, 128, 512, LEAN4, None), (9, 4096, 4096, 128, 512, L
              (1, 64, 8192, 128, 512, "w4a16.gemv.splitk", None), (9, 4096, 4096, 64, 512, DECODE, None),
              (3, 4096, 4128, 32, 512, DECODE, None), (10, 4096, 4128, 32, 512, DECODE, None), (33, 4096, 4096, 64, 512, DECODE, None),
              (65, 4096, 4096, 64, 512, "w4a16.mma", None),
+             (1024, 4096, 1024, 128, 4096, "w4a16.mma.wide", "w4a16.mma.wide"),
              (33, 4096, 4096, 128, 4096, "w4a16.lean.rows48", "w4a16.lean.rows48"),
              (24, 4096, 12288, 128, 512, "w4a16.lean.rows32", None),
              (24, 5120, 2048, 128, 4096, "w4a16.lean.rows32.anyk", "w4a16.lean.rows32"),

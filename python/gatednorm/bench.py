@@ -564,13 +564,13 @@ def _on_stream(f, stream, *args, **kw):
 # col tiles, any K of 8n chunks from 16): the decode kernel, or the
 # mma kernel where make_plan takes it; elsewhere the column times the usual kernel), "lean" the
 # lean loop with its runtime trip count where the plan takes a build with it compiled in
-# (w4a16; at M 17..64 the 4-row-block build, on two row groups above 32 rows), "mma" the 64 x 64 mma kernel
-# at M 17..64 in place of the decode kernel or the lean loop's row blocks (w4a16; elsewhere
+# (w4a16; at M 17..64 the 4-row-block build, on two row groups above 32 rows), "mma" / "wide" the
+# 64 x 64 / 64 x 128 mma kernel at any M > 16 in place of the planned kernel (w4a16; at M <= 16
 # the usual kernel), through an environment variable the launcher reads at each call.
 # The variable is set just before the call (a graph captures the kernel chosen then) and cleared
 # for every other mode.
 _KERNEL_ENV_MODES = {"vec8": "8", "vec16": "16", "vec16s": "16s", "vec16se": "16se", "e4": "4", "e8": "8", "e16": "16",
-                     "gemv": "gemv", "lean": "lean", "mma": "mma"}
+                     "gemv": "gemv", "lean": "lean", "mma": "mma", "wide": "wide"}
 
 
 # Every kernel-choice hook the launchers read (a getenv a call): the bench owns them while it
@@ -1578,7 +1578,7 @@ class W4A16Bench(OpBench):
     has_host = False
     host_skip = "w4a16: the weight is a W4A16Weight object, not an array the host-call rows can convert"
     ours_modes = ("out", "pdl")
-    all_ours_modes = ("out", "pdl", "gemv", "lean", "mma")
+    all_ours_modes = ("out", "pdl", "gemv", "lean", "mma", "wide")
     copy_targets = (0.65, 0.8)
     outputs = ("out",)
     peers = {"tinygemm": _w4_tinygemm, "gemlite": _w4_gemlite, "cublas_dense": lambda torch: (lambda a, b: torch.matmul(a, b.dense))}
