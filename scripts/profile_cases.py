@@ -9,7 +9,10 @@ investigations).  Not part of the library.
          | gated_fp8:T:H                       ours fused with FP8 (G = 128, row-major scales)
          | [liger_]VARIANT:T:HIDDEN            VARIANT: rmsnorm, plain (add-RMSNorm), fp8_bf16
                                                (add-RMSNorm + FP8 G = 128 + bf16 copy), group_quant
+         | w4a16:M:N:K[:KERNEL]                the W4A16 GEMM (G = 128 asym bf16, random codes),
+                                               KERNEL a GATEDNORM_W4A16_KERNEL value (mma, wide, ...)
 """
+import os
 import sys
 
 import torch
@@ -63,7 +66,30 @@ def add_norm(variant, T, H, liger):
     return calls[variant]
 
 
+def w4a16(m, n, k, kernel):
+    import numpy as np
+
+    rng = np.random.default_rng(m + n + k)
+    q = rng.integers(0, 256, (n, k // 2), dtype=np.uint8)
+    s = rng.uniform(0.002, 0.05, (n, k // G)).astype(np.float32)
+    z = rng.integers(0, 16, (n, k // G), dtype=np.uint8)
+    w = gatednorm.W4A16Weight(q, s, z).to("gpu:0", gatednorm._dtypes.bfloat16)
+    a = randn(m, k, seed=m * 7 + k)
+    out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+
+    def call():  # the hook is read at each call (host side, outside the profiled kernel)
+        if kernel:
+            os.environ["GATEDNORM_W4A16_KERNEL"] = kernel
+        else:
+            os.environ.pop("GATEDNORM_W4A16_KERNEL", None)
+        gatednorm.w4a16_matmul(a, w, out=out)
+    return call
+
+
 def make(case):
+    if case.startswith("w4a16:"):
+        parts = case.split(":")
+        return w4a16(int(parts[1]), int(parts[2]), int(parts[3]), parts[4] if len(parts) > 4 else None)
     name, T, H = case.split(":")
     T, H = int(T), int(H)
     if name in ("gated", "fla_gated"):
