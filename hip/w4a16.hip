@@ -67,7 +67,8 @@ gatednorm_status device_facts(int device, DeviceFacts *f, const char *arg) {
 
 // How a GEMM is cut.  NVIDIA: M <= 8 with K % 64 == 0 takes the gemv kernel, other M <= 48
 // (and M 49..64 while ceil(N / 64) < 2 x SMs) the decode kernel (MT 8-row blocks, WN col
-// tiles a warp), else the 64 x 64 mma kernel; at
+// tiles a warp), else the 64 x 64 mma kernel (M 49..64) or the 64 x 128 one (M > 64: faster
+// than the 64 x 64 one in 23 of 24 rows at M 128..4096, runs 152-153); at
 // M <= 16 the gemv kernel's lean loop replaces either where use_gemv_lean says, and at M
 // 17..64 the lean loop with 4, 6 or 8 row blocks where use_lean_rows says.
 // AMD: 16-row blocks, one col tile a block.  Split-K
@@ -79,7 +80,7 @@ struct Plan {
     bool gemv_lean = false;  // w4a16_gemv_lean_kernel (M <= 16: use_gemv_lean; M 17..64: use_lean_rows), MT = mt
     int lean_cpw = 0;  // its chunks a warp where a build has them compiled in, else 0
     int row_groups = 1;  // use_lean_rows: blocks a col tile, 8 x mt rows each (2 at M 33..64 on MT 4 builds)
-    bool wide = false;  // NVIDIA, not decode: w4a16_mma_wide_kernel (64 x 128 tiles) in place of the 64 x 64 one
+    bool wide = false;  // NVIDIA, not decode: w4a16_mma_wide_kernel (64 x 128 tiles; M > 64) in place of the 64 x 64 one
     int mt = 1, wn = 1, mblocks = 1, nsplit = 1;
     int bps = 0;  // NVIDIA decode: the build's launch bound in blocks an SM (launch_decode)
     int gemv_warps = 8;  // NVIDIA gemv: warps a block, all on one col tile
@@ -129,15 +130,6 @@ Plan gemv_plan(const DeviceFacts &f, int64_t ntiles, int64_t kchunks) {
 }
 #endif
 
-#if defined(GN_PLATFORM_CUDA)
-// M > 64: the 64 x 128 mma kernel where its grid (ceil(N / 128) x ceil(M / 64) blocks) gives
-// every multiprocessor one at least, else the 64 x 64 one (twice the blocks).  A first rule,
-// to be measured (the bench's `mma` / `wide` modes force either).
-bool wide_grid_fills(const DeviceFacts &f, int64_t ntiles, int64_t m) {
-    return (ntiles + kW4WideTiles - 1) / kW4WideTiles * ((m + kW4WideRows - 1) / kW4WideRows) >= int64_t(f.sms);
-}
-#endif
-
 Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     Plan pl;
     const int64_t ntiles = (n + kW4TileN - 1) / kW4TileN, kchunks = (k + kW4TileK - 1) / kW4TileK;
@@ -155,7 +147,7 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     // decode to 48 rows, and to 64 unless the mma grid holds two blocks an SM.
     if (m > kDecodeMaxM || (m > kDecodeAlwaysM && (n + 63) / 64 >= 2 * int64_t(f.sms))) {
         pl.decode = false;
-        pl.wide = m > kDecodeMaxM && wide_grid_fills(f, ntiles, m);
+        pl.wide = m > kDecodeMaxM;
         return pl;
     }
     pl.mt = m <= 8 ? 1 : 2;

@@ -17,9 +17,9 @@
 //                          the 8 warps of a block split K and sum in shared memory in a fixed
 //                          order; split-K across blocks writes fp32 partials to the caller's
 //                          workspace and w4a16_splitk_reduce_kernel sums them in split order.
-//     w4a16_mma_kernel     M > 64 (or 49..64, above): 64 x 64 output tiles, activations as
-//                          the A operand and the dequantized tile as B.
-//     w4a16_mma_wide_kernel  M > 64 where its grid gives every SM a block: 64 x 128 tiles,
+//     w4a16_mma_kernel     M 49..64 (above): 64 x 64 output tiles, activations as the A
+//                          operand and the dequantized tile as B.
+//     w4a16_mma_wide_kernel  M > 64: 64 x 128 tiles,
 //                          each warp 64 x 32 (a dequantized pair feeds twice the mmas), the
 //                          activations staged in shared memory by cp.async; the same sums in
 //                          the same order as w4a16_mma_kernel (the same bits).
@@ -648,7 +648,8 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a
     w4_lean_rows_body<DT, ZP, MT, MT, NW, CPW>(p, red, warp, ct, row0);
 }
 
-// M > 64 (and 49..64 where make_plan says): a 64 x 64 output tile per 128-thread block,
+// M 49..64 where make_plan says (and any M > 16 under GATEDNORM_W4A16_KERNEL=mma): a 64 x 64
+// output tile per 128-thread block,
 // warps 2 x 2 of 32 x 32.
 constexpr int kW4MmaThreads = 128;
 template <int DT, bool ZP>
@@ -742,10 +743,11 @@ __device__ __forceinline__ void w4_cp_async_wait() {
 #endif
 }
 
-// M > 64 where its grid fills the GPU (make_plan): a 64 x 128 output tile per 128-thread
-// block, each warp 64 rows x 2 col tiles.  Against w4a16_mma_kernel (64 x 64, each warp 32 x
+// M > 64 (make_plan): a 64 x 128 output tile per 128-thread block, each warp 64 rows x 2
+// col tiles.  Against w4a16_mma_kernel (64 x 64, each warp 32 x
 // 32 reading its activations from global memory): each dequantized weight pair feeds twice
-// the mmas (the kernel is issue-bound: ~7 instructions an mma there, ~3.5 here), the block's
+// the mmas (~20% fewer instructions an mma in the SASS, which sets both kernels' time: run
+// 153's profile; 1.06-1.26x faster at M 128..4096, runs 152-153), the block's
 // activations come through shared memory once for its four warps (a 3-stage cp.async ring,
 // rows padded to 144 bytes so the 16-byte fragment reads hit 32 distinct banks), and the
 // next chunk's weights and scales are loaded into registers before this chunk's mmas.

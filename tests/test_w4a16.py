@@ -555,8 +555,9 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
 
 # Kernel names whose choice does not depend on the GPU's SM count (any GPU of < 500 SMs).
 # M <= 8 with K % 64 == 0 is the gemv kernel; a K tail (K % 64 = 32 at G = 32) or M 9..64 the
-# decode kernel; M > 64 the mma kernel, and M 49..64 too where its grid of ceil(N / 64) blocks
-# holds two an SM (N 70016: 1094 blocks, two an SM of any GPU of < 500 SMs; N 64: one).  M
+# decode kernel; M > 64 the 64 x 128 mma kernel ("w4a16.mma.wide"), and M 49..64 the 64 x 64
+# one where its grid of ceil(N / 64) blocks holds two an SM (N 70016: 1094 blocks, two an SM of
+# any GPU of < 500 SMs; N 64: one).  M
 # 17..64 at G = 128, >= 256 col tiles and K 4096 or 12288: the lean loop's row-block builds
 # (use_lean_rows), K 5120 too (its count compiled in) and any other K of a multiple of 8
 # chunks from 16 (K 1024, 2560) the runtime-count build (".anyk"), at M 33..64 on two row
@@ -567,7 +568,7 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
                                                 (16, 64, 8192, 128, "w4a16.decode.splitk"),
                                                 (1, 70016, 128, 128, "w4a16.gemv"), (9, 70016, 128, 128, "w4a16.decode"),
                                                 (1, 70016, 96, 32, "w4a16.decode"), (17, 64, 128, 128, "w4a16.decode"),
-                                                (64, 64, 128, 128, "w4a16.decode"), (65, 64, 128, 128, "w4a16.mma"),
+                                                (64, 64, 128, 128, "w4a16.decode"), (65, 64, 128, 128, "w4a16.mma.wide"),
                                                 (49, 64, 128, 128, "w4a16.decode"), (49, 70016, 128, 128, "w4a16.mma"),
                                                 (48, 70016, 128, 128, "w4a16.decode"),
                                                 (17, 4096, 4096, 128, "w4a16.lean.rows32"), (33, 4096, 4096, 128, "w4a16.lean.rows48"),
@@ -581,7 +582,8 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
                                                 (64, 4096, 1024, 128, "w4a16.lean.rows32x2.anyk"),
                                                 (40, 4096, 512, 128, "w4a16.decode"), (40, 4096, 1280, 128, "w4a16.decode"),
                                                 (40, 4080, 5120, 128, "w4a16.decode"),
-                                                (1024, 4096, 256, 128, "w4a16.mma.wide"), (256, 4096, 256, 128, "w4a16.mma")])
+                                                (1024, 4096, 256, 128, "w4a16.mma.wide"), (256, 4096, 256, 128, "w4a16.mma.wide"),
+                                                (65, 70016, 128, 128, "w4a16.mma.wide"), (64, 70016, 128, 128, "w4a16.mma")])
 def test_gpu_kernel_choice(rng, nvidia_gpu, m, n, k, g, kernel):
     run_gemm("gpu", rng, m, n, k, g, False, "bf16")
     assert gatednorm.last_kernel() == kernel
@@ -727,20 +729,11 @@ def test_gpu_rows_49_to_64_take_mma_from_two_blocks_an_sm(rng, nvidia_gpu, m):
         assert gatednorm.last_kernel() == kernel, (blocks, edge)
 
 
-# M > 64: the 64 x 128 mma kernel (w4a16_mma_wide_kernel) where its grid of ceil(N / 128) x
-# ceil(M / 64) blocks gives every SM one, the 64 x 64 kernel one col block short of that.
-@pytest.mark.parametrize("m", [65, 128])
-def test_gpu_rows_past_64_take_wide_mma_from_one_block_an_sm(rng, nvidia_gpu, m):
-    col_blocks = -(-_nvidia_sms() // 2)  # two row blocks: 2 * col_blocks >= SMs > 2 * (col_blocks - 1)
-    for blocks, kernel in ((col_blocks - 1, "w4a16.mma"), (col_blocks, "w4a16.mma.wide")):
-        run_gemm("gpu", rng, m, 128 * blocks, 128, 128, False, "bf16")
-        assert gatednorm.last_kernel() == kernel, (blocks, col_blocks)
-
-
-# The 64 x 128 mma kernel (GATEDNORM_W4A16_KERNEL=wide forces it at any M > 16): row tails (17
-# rows of a 64-row block; 65, 130, 257: a partial last block), N tails (200: 13 col tiles, a
-# block of 8 and one of 5; 4144: a last block of 3), K past the last whole 64-element chunk by
-# 16 / 32 / 48 (G 16, 32, per-channel) and K of one chunk, sym / asym, both dtypes.  Its sums
+# The 64 x 128 mma kernel (every M > 64; GATEDNORM_W4A16_KERNEL=wide forces it at any M > 16):
+# row tails (17 rows of a 64-row block; 65, 130, 257: a partial last block), N tails (200: 13
+# col tiles, a block of 8 and one of 5; 4144: a last block of 3), K past the last whole
+# 64-element chunk by 16 / 32 / 48 (G 16, 32, per-channel) and K of one chunk, sym / asym,
+# both dtypes.  Its sums
 # run in the 64 x 64 kernel's order (chunk by chunk, 16 k an mma, one accumulator an output),
 # so the two agree bit for bit on every output; both against the reference on a column of
 # every col tile, and nothing stored past [M, N] of a poisoned buffer.
@@ -1088,8 +1081,9 @@ def test_gpu_gemv_lean_two_row_blocks(rng, nvidia_plan, monkeypatch, n, symmetri
 # M 17..64's row blocks, after one another, at K 12288, and K 2048's runtime count before K
 # 5120's compiled one, on one and on two row groups),
 # gemv (G = 64; many col tiles), gemv split-K, decode (M > 8; K tail at M <= 8 and M > 8;
-# M 33: three row blocks), mma (M > 64), the 64 x 128 mma after itself.  The second GEMM (K = the first's N) has 512 outputs (few col tiles: a
-# split) unless n2 says otherwise.
+# M 33: three row blocks), the 64 x 128 mma (M > 64; after itself too), the 64 x 64 one
+# (M 49..64).  The second GEMM (K = the first's N) has 512 outputs (few col tiles: a split)
+# unless n2 says otherwise.
 GEMV, DECODE, LEAN4, LEAN8, LEAN12, LEAN16 = ("w4a16.gemv", "w4a16.decode", LEAN + ".cpw4", LEAN + ".cpw8", LEAN + ".cpw12",
                                               LEAN + ".cpw16")
 PDL_CASES = [(1, 4096, 4096, 128, 512, LEAN4, None), (9, 4096, 4096, 128, 512, LEAN8, None), (4, 24576, 4096, 128, 512, LEAN8, None),
@@ -1098,7 +1092,7 @@ PDL_CASES = [(1, 4096, 4096, 128, 512, LEAN4, None), (9, 4096, 4096, 128, 512, L
              (1, 4096, 4096, 128, 4096, LEAN4, LEAN4), (1, 4096, 4096, 64, 512, GEMV, None), (4, 24576, 4096, 64, 512, GEMV, None),
              (1, 64, 8192, 128, 512, "w4a16.gemv.splitk", None), (9, 4096, 4096, 64, 512, DECODE, None),
              (3, 4096, 4128, 32, 512, DECODE, None), (10, 4096, 4128, 32, 512, DECODE, None), (33, 4096, 4096, 64, 512, DECODE, None),
-             (65, 4096, 4096, 64, 512, "w4a16.mma", None),
+             (65, 4096, 4096, 64, 512, "w4a16.mma.wide", None), (49, 70016, 128, 128, 512, "w4a16.mma", None),
              (1024, 4096, 1024, 128, 4096, "w4a16.mma.wide", "w4a16.mma.wide"),
              (33, 4096, 4096, 128, 4096, "w4a16.lean.rows48", "w4a16.lean.rows48"),
              (24, 4096, 12288, 128, 512, "w4a16.lean.rows32", None),

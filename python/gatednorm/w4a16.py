@@ -838,8 +838,8 @@ def w4a16_matmul(a, w, bias=None, out=None, *, out_dtype=None, workspace=None, s
     Returns ``out``.  Raises GatedNormError naming the bad argument; ``out`` is then untouched.
 
     Speed: the NVIDIA kernels are built for decode (M = 1 streams the weight at 57-89% of
-    copy bandwidth on an H100).  Above M = 64 a correct but untuned 64 x 64 mma kernel runs:
-    at M = 256-4096 it took 3.3-4.4x the time of cuBLAS's dense bf16 GEMM (H100,
+    copy bandwidth on an H100).  Above M = 64 a tensor-core kernel not yet tuned for large M
+    runs: at M = 1024-4096 it takes 3.1-3.7x the time of cuBLAS's dense bf16 GEMM (H100,
     docs/w4a16.md), so for prefill-sized M a dense GEMM on the dequantized weight, made
     once, is faster (``w.dequantize(dtype)`` is float32 holding exact ``dtype`` values:
     cast it losslessly).
