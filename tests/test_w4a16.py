@@ -732,13 +732,13 @@ def test_gpu_rows_49_to_64_take_mma_from_two_blocks_an_sm(rng, nvidia_gpu, m):
 # The 64 x 128 mma kernel (every M > 64; GATEDNORM_W4A16_KERNEL=wide forces it at any M > 16):
 # row tails (17 rows of a 64-row block; 65, 130, 257: a partial last block), N tails (200: 13
 # col tiles, a block of 8 and one of 5; 4144: a last block of 3), K past the last whole
-# 64-element chunk by 16 / 32 / 48 (G 16, 32, per-channel) and K of one chunk, sym / asym,
-# both dtypes.  Its sums
+# 64-element chunk by 16 / 32 / 48 (G 16, 32, per-channel), K of one, two and three chunks
+# (the ring's first stages; a review's ask), sym / asym, both dtypes.  Its sums
 # run in the 64 x 64 kernel's order (chunk by chunk, 16 k an mma, one accumulator an output),
 # so the two agree bit for bit on every output; both against the reference on a column of
 # every col tile, and nothing stored past [M, N] of a poisoned buffer.
 WIDE_CASES = [(65, 200, 1024, 128), (130, 4144, 1056, 32), (17, 200, 64, 64), (300, 4096, 4096, 128),
-              (64, 4144, 1072, "channel"), (257, 200, 1040, 16)]
+              (64, 4144, 1072, "channel"), (257, 200, 1040, 16), (65, 200, 128, 64), (65, 200, 160, 32)]
 
 
 @pytest.mark.parametrize("m, n, k, g", WIDE_CASES)
