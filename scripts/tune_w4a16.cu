@@ -123,17 +123,7 @@ __device__ __forceinline__ void w4_cp_async_ca(void *dst, const void *src, int b
     __trap();
 #endif
 }
-__device__ __forceinline__ void w4_cp_async_commit() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;" ::: "memory");
-#endif
-}
-template <int PENDING>
-__device__ __forceinline__ void w4_cp_async_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;" :: "n"(PENDING) : "memory");
-#endif
-}
+// (commit and wait: the library's w4_cp_async_commit / w4_cp_async_wait, hip/w4a16_kernels.h)
 
 constexpr int kW4StreamWarps = 8;
 constexpr int kW4StreamThreads = kW4StreamWarps * 32;
