@@ -648,6 +648,38 @@ __global__ void __launch_bounds__(NW * 32, BPS) w4a16_gemv_lean_kernel(const W4a
     w4_lean_rows_body<DT, ZP, MT, MT, NW, CPW>(p, red, warp, ct, row0);
 }
 
+// The mma kernels' pieces.  One word of a lane's col tile (w4_word) dequantized: columns g
+// and g + 8 at two k pairs, as mma.m16n8k16's B operand takes them (b[0], b[2]: columns g;
+// b[1], b[3]: columns g + 8).
+template <int DT>
+__device__ __forceinline__ void w4_dequant_b(uint32_t word, uint32_t zlo, uint32_t slo, uint32_t zhi, uint32_t shi, uint32_t (&b)[4]) {
+    b[0] = w4_dequant2<DT>(word, zlo, slo);
+    b[1] = w4_dequant2<DT>(word >> 4, zhi, shi);
+    b[2] = w4_dequant2<DT>(word >> 8, zlo, slo);
+    b[3] = w4_dequant2<DT>(word >> 12, zhi, shi);
+}
+// An m16 tile's A operand (a0, a2: row g; a1, a3: row g + 8) against one col tile's B.
+template <int DT>
+__device__ __forceinline__ void w4_mma_col_tile(float (&acc)[2][4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                const uint32_t (&b)[4]) {
+    w4_mma<DT>(acc[0], a0, a1, a2, a3, b[0], b[2]);  // columns g
+    w4_mma<DT>(acc[1], a0, a1, a2, a3, b[1], b[3]);  // columns g + 8
+}
+// The epilogue of a warp's MI m16 tiles x 2 col tiles: acc[i][c][h][r] is
+// out[m0 + 16 i + g + 8 (r >> 1), 16 (ctbase + c) + 8 h + 2 t + (r & 1)].
+template <int MI>
+__device__ __forceinline__ void w4_mma_emit(const W4a16Args &p, const float (&acc)[MI][2][2][4], int m0, int ctbase, int g, int t) {
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int c = 0; c < 2; ++c)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int r = 0; r < 4; ++r)
+                    w4_emit(p, 0, 1, m0 + 16 * i + g + 8 * (r >> 1), 16 * (ctbase + c) + 8 * h + 2 * t + (r & 1), acc[i][c][h][r]);
+}
+
 // M 49..64 where make_plan says (and any M > 16 under GATEDNORM_W4A16_KERNEL=mma): a 64 x 64
 // output tile per 128-thread block,
 // warps 2 x 2 of 32 x 32.
@@ -688,34 +720,16 @@ __global__ void __launch_bounds__(kW4MmaThreads) w4a16_mma_kernel(const W4a16Arg
         for (int j = 0; j < 4; ++j) {
             uint32_t b[2][4];
 #pragma unroll
-            for (int c = 0; c < 2; ++c) {
-                const uint32_t word = w4_word(wq[c], j);
-                b[c][0] = w4_dequant2<DT>(word, sc[c].nz_lo(), sc[c].s_lo());
-                b[c][1] = w4_dequant2<DT>(word >> 4, sc[c].nz_hi(), sc[c].s_hi());
-                b[c][2] = w4_dequant2<DT>(word >> 8, sc[c].nz_lo(), sc[c].s_lo());
-                b[c][3] = w4_dequant2<DT>(word >> 12, sc[c].nz_hi(), sc[c].s_hi());
-            }
+            for (int c = 0; c < 2; ++c) w4_dequant_b<DT>(w4_word(wq[c], j), sc[c].nz_lo(), sc[c].s_lo(), sc[c].nz_hi(), sc[c].s_hi(), b[c]);
 #pragma unroll
             for (int i = 0; i < 2; ++i)
 #pragma unroll
-                for (int c = 0; c < 2; ++c) {
-                    const uint32_t a0 = act[i][0][2 * j], a1 = act[i][1][2 * j], a2 = act[i][0][2 * j + 1], a3 = act[i][1][2 * j + 1];
-                    w4_mma<DT>(acc[i][c][0], a0, a1, a2, a3, b[c][0], b[c][2]);  // columns g
-                    w4_mma<DT>(acc[i][c][1], a0, a1, a2, a3, b[c][1], b[c][3]);  // columns g + 8
-                }
+                for (int c = 0; c < 2; ++c)
+                    w4_mma_col_tile<DT>(acc[i][c], act[i][0][2 * j], act[i][1][2 * j], act[i][0][2 * j + 1], act[i][1][2 * j + 1], b[c]);
         }
     }
     w4_pdl_release(p);
-    // acc[i][c][h][r] is out[mbase + 16 i + g + 8 (r >> 1), 16 (ctbase + c) + 8 h + 2 t + (r & 1)]
-#pragma unroll
-    for (int i = 0; i < 2; ++i)
-#pragma unroll
-        for (int c = 0; c < 2; ++c)
-#pragma unroll
-            for (int h = 0; h < 2; ++h)
-#pragma unroll
-                for (int r = 0; r < 4; ++r)
-                    w4_emit(p, 0, 1, mbase + 16 * i + g + 8 * (r >> 1), 16 * (ctbase + c) + 8 * h + 2 * t + (r & 1), acc[i][c][h][r]);
+    w4_mma_emit<2>(p, acc, mbase, ctbase, g, t);
 }
 
 // cp.async (sm_80+): a 16-byte global -> shared copy that bypasses L1 (.cg), zero-filled
@@ -838,22 +852,13 @@ __global__ void __launch_bounds__(kW4WideThreads, 3) w4a16_mma_wide_kernel(const
                 const int j = 2 * jp + jj;
                 uint32_t b[2][4];
 #pragma unroll
-                for (int c = 0; c < 2; ++c) {
-                    const uint32_t word = w4_word(wq[c], j);
-                    b[c][0] = w4_dequant2<DT>(word, zlo[c], slo[c]);
-                    b[c][1] = w4_dequant2<DT>(word >> 4, zhi[c], shi[c]);
-                    b[c][2] = w4_dequant2<DT>(word >> 8, zlo[c], slo[c]);
-                    b[c][3] = w4_dequant2<DT>(word >> 12, zhi[c], shi[c]);
-                }
+                for (int c = 0; c < 2; ++c) w4_dequant_b<DT>(w4_word(wq[c], j), zlo[c], slo[c], zhi[c], shi[c], b[c]);
 #pragma unroll
                 for (int i = 0; i < 4; ++i) {
                     const uint32_t a0 = jj ? af[i][0].z : af[i][0].x, a2 = jj ? af[i][0].w : af[i][0].y;  // row g
                     const uint32_t a1 = jj ? af[i][1].z : af[i][1].x, a3 = jj ? af[i][1].w : af[i][1].y;  // row g + 8
 #pragma unroll
-                    for (int c = 0; c < 2; ++c) {
-                        w4_mma<DT>(acc[i][c][0], a0, a1, a2, a3, b[c][0], b[c][2]);  // columns g
-                        w4_mma<DT>(acc[i][c][1], a0, a1, a2, a3, b[c][1], b[c][3]);  // columns g + 8
-                    }
+                    for (int c = 0; c < 2; ++c) w4_mma_col_tile<DT>(acc[i][c], a0, a1, a2, a3, b[c]);
                 }
             }
         }
@@ -865,16 +870,7 @@ __global__ void __launch_bounds__(kW4WideThreads, 3) w4a16_mma_wide_kernel(const
     }
     w4_cp_async_wait<0>();  // nothing left in flight at exit (only empty groups remain)
     w4_pdl_release(p);
-    // acc[i][c][h][r] is out[m0 + 16 i + g + 8 (r >> 1), 16 (ctbase + c) + 8 h + 2 t + (r & 1)]
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int c = 0; c < 2; ++c)
-#pragma unroll
-            for (int h = 0; h < 2; ++h)
-#pragma unroll
-                for (int r = 0; r < 4; ++r)
-                    w4_emit(p, 0, 1, m0 + 16 * i + g + 8 * (r >> 1), 16 * (ctbase + c) + 8 * h + 2 * t + (r & 1), acc[i][c][h][r]);
+    w4_mma_emit<4>(p, acc, m0, ctbase, g, t);
 }
 
 #else
