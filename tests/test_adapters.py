@@ -1118,6 +1118,69 @@ def test_from_pointer_over_read_only_memory_is_read_only():
     assert (buf == 2.0).all()
 
 
+def test_from_pointer_over_other_read_only_owners_is_read_only(tmp_path):
+    """Regression (review of 2026-12-07): only numpy, memoryview and bytes owners were asked
+    whether they refuse writes, so a view over a read-only mmap was writable and fill_ crashed
+    the process (SIGSEGV); an owner whose __array_interface__ marks its data read-only was
+    written.  Any buffer-protocol owner and the array interfaces' read-only flag count now."""
+    import mmap
+
+    path = tmp_path / "ro.bin"
+    path.write_bytes(bytes(4096))
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        addr = np.frombuffer(mm, np.uint8).ctypes.data
+        v = from_pointer(addr, (1024,), "float32", device="cpu", owner=mm)
+        with pytest.raises(GatedNormError, match="read-only"):
+            v.fill_(1.0)
+        del v
+        gc.collect()
+
+    class ReadOnlyInterface:
+        def __init__(self):
+            self.a = np.zeros((1, 16), np.float32)
+            self.a.flags.writeable = False
+
+        @property
+        def __array_interface__(self):
+            return self.a.__array_interface__
+
+    owner = ReadOnlyInterface()
+    v = from_pointer(owner.a.ctypes.data, (1, 16), "float32", device="cpu", owner=owner)
+    with pytest.raises(GatedNormError) as ei:
+        gatednorm.rmsnorm(np.ones((1, 16), np.float32), np.ones(16, np.float32), y_out=v)
+    assert "read-only memory cannot be an output" in ei.value.message
+    assert not owner.a.any()
+    rw = bytearray(64)  # a writable buffer-protocol owner: writes go through
+    from_pointer(np.frombuffer(rw, np.uint8).ctypes.data, (16,), "float32", device="cpu", owner=rw).fill_(2.0)
+    assert (np.frombuffer(rw, np.float32) == 2.0).all()
+
+
+def test_from_pointer_keeps_its_pointer_object_beside_an_owner():
+    """The docstring's promise (the ptr object is kept alive by the view) held only without
+    ``owner``: with both, the pointer object, which may hold memory of its own, was dropped
+    (a review).  ``.base`` stays the owner."""
+    class Holder:  # owns the memory its address points into
+        def __init__(self):
+            self.buf = np.arange(4, dtype=np.float32)
+
+        def __int__(self):
+            return self.buf.ctypes.data
+
+        __index__ = __int__
+
+    owner = DeviceArray((4,), np.float32, device="cpu")
+    holder = Holder()
+    alive = weakref.ref(holder)
+    v = from_pointer(holder, (4,), "float32", device="cpu", owner=owner)
+    del holder
+    gc.collect()
+    assert alive() is not None and v.base is owner and v[1:].base is owner
+    np.testing.assert_array_equal(v.numpy(), np.arange(4, dtype=np.float32))
+    del v
+    gc.collect()
+    assert alive() is None
+
+
 def test_malformed_producers_are_refused_naming_the_argument(xzw):
     """A review of 2026-12-04: an object with __dlpack__ but no __dlpack_device__ recursed
     until RecursionError; a bad CAI stream was blamed on x whatever argument carried it; an x

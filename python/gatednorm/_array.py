@@ -70,12 +70,22 @@ class _Allocation(_Pending):
                 pass
 
 
-def _contiguous_strides(shape) -> tuple:
+def _c_strides(shape) -> tuple:
     st, acc = [], 1
     for n in reversed(shape):
         st.append(acc)
         acc *= max(int(n), 1)
     return tuple(reversed(st))
+
+
+def _contiguous_strides(shape, name="shape") -> tuple:
+    """C-contiguous element strides of ``shape`` for a new array or view; each must fit
+    int64 (a descriptor's), which a zero-size shape with huge other extents need not (its
+    byte count is 0; such strides escaped as struct.error / OverflowError: review)."""
+    st = _c_strides(shape)
+    if st and st[0] >= 1 << 63:
+        raise argument_error("%s: %s has C-contiguous strides past int64" % (name, shape))
+    return st
 
 
 def _is_int(v) -> bool:
@@ -140,10 +150,13 @@ class DeviceArray:
     def __init__(self, shape, dtype=np.float32, device=None):
         shape = _norm_shape(shape)
         dt = _dtypes.dtype_arg(dtype, "dtype")
+        if _dtypes.dl_lookup(dt) is None:  # before the allocation (it was made, then refused: review)
+            raise argument_error("dtype: %s has no DLPack code" % dt)
         devtype, devid = _runtime.parse_device(device)
         nbytes = math.prod(shape) * dt.itemsize
         if nbytes >= 1 << 63:
             raise argument_error("shape: %s of %s is %d bytes, past what any device can hold" % (shape, dt, nbytes))
+        estrides = _contiguous_strides(shape)
         try:
             alloc = _Allocation(devtype, devid, nbytes)
         except GatedNormError as e:  # the library names its own argument (bytes): name ours
@@ -151,7 +164,7 @@ class DeviceArray:
                 raise
             raise GatedNormError(e.status, "shape: %s of %s (%d bytes) cannot be allocated: %s"
                                  % (shape, dt, nbytes, e.message)) from None
-        self._init(alloc.ptr, shape, _contiguous_strides(shape), dt, devtype, devid, alloc, alloc)
+        self._init(alloc.ptr, shape, estrides, dt, devtype, devid, alloc, alloc)
 
     def _init(self, ptr, shape, estrides, dt, devtype, devid, base, sync):
         self._ptr = ptr
@@ -265,9 +278,11 @@ class DeviceArray:
 
     @property
     def base(self):
-        """The DeviceArray (or other object) this view was made over with from_pointer(...,
-        owner=...), else None."""
+        """What a from_pointer view keeps alive: its ``owner`` (a DeviceArray or other object),
+        else its ``ptr`` (an int or pointer object); None for an array that owns its memory."""
         b = self._base
+        if isinstance(b, _OwnerAndPointer):
+            return b.owner
         return None if isinstance(b, _Allocation) else b
 
     @property
@@ -284,7 +299,7 @@ class DeviceArray:
 
     @property
     def is_contiguous(self) -> bool:
-        return all(n <= 1 or s == c for n, s, c in zip(self._shape, self._estrides, _contiguous_strides(self._shape)))
+        return all(n <= 1 or s == c for n, s, c in zip(self._shape, self._estrides, _c_strides(self._shape)))
 
     def __len__(self):
         if not self._shape:
@@ -313,6 +328,9 @@ class DeviceArray:
                 m = len(range(start, stop, step))
                 if m:
                     ptr += start * s * isz
+                if not -(1 << 63) <= s * step < 1 << 63:  # a descriptor's int64 (a step of 2^61 on a stride of 4)
+                    raise argument_error("key: step %d on axis %d gives an element stride of %d, past int64"
+                                         % (step, d, s * step))
                 shape.append(m)
                 strides.append(s * step)
             else:
@@ -545,20 +563,46 @@ def _consumer_stream(stream, devtype) -> int:
 
 
 def _is_readonly(owner) -> bool:
-    """Whether ``owner`` is a buffer that refuses writes (numpy's writeable flag, a
-    read-only memoryview, bytes)."""
+    """Whether ``owner`` is memory that refuses writes: numpy's writeable flag, a read-only
+    buffer (bytes, a read-only memoryview or mmap, any buffer-protocol object exporting
+    read-only), or an array interface marking its data read-only.  (Before: only numpy,
+    memoryview and bytes were asked, so a view over a read-only mmap was writable and a
+    write through it crashed the process: review.)"""
     if isinstance(owner, np.ndarray):
         return not owner.flags.writeable
-    if isinstance(owner, memoryview):
-        return owner.readonly
-    return isinstance(owner, bytes)
+    if isinstance(owner, (bytes, memoryview)):
+        return isinstance(owner, bytes) or owner.readonly
+    try:
+        with memoryview(owner) as mv:
+            return mv.readonly
+    except (TypeError, BufferError, ValueError):
+        pass  # no buffer protocol (or no export now): its array interfaces, if any
+    for attr in ("__array_interface__", "__cuda_array_interface__"):
+        try:
+            data = getattr(owner, attr).get("data")
+        except Exception:  # absent, or not a dict
+            continue
+        if isinstance(data, (tuple, list)) and len(data) > 1 and data[1]:
+            return True
+    return False
+
+
+class _OwnerAndPointer:
+    """A from_pointer view's base when both ``owner`` and a pointer object are given: both
+    kept alive (the pointer object may hold memory of its own; before, only the owner was
+    kept, against the docstring: review)."""
+
+    __slots__ = ("owner", "ptr")
+
+    def __init__(self, owner, ptr):
+        self.owner, self.ptr = owner, ptr
 
 
 def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> DeviceArray:
     """A non-owning DeviceArray over memory at address ``ptr``.
 
     ``ptr``: an int, or anything int() accepts (hip-python ``Pointer``, ...); the object is
-    kept alive by the view.  ``strides`` are in ELEMENTS (None: C-contiguous).  ``device``:
+    kept alive by the view, as ``owner`` is.  ``strides`` are in ELEMENTS (None: C-contiguous).  ``device``:
     as for DeviceArray, or None to ask the library where ``ptr`` lives (a NULL pointer is
     taken as CPU, and the ops will then reject it by name).  With a DeviceArray ``owner``,
     the view shares that array's stream ordering: library writes through either are waited
@@ -584,7 +628,7 @@ def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> De
     shape = _norm_shape(shape)
     dt = _dtypes.dtype_arg(dtype, "dtype")
     if strides is None:
-        estrides = _contiguous_strides(shape)
+        estrides = _contiguous_strides(shape)  # (a zero-size shape's may not fit int64: named)
     else:
         estrides = _int_tuple(strides, "strides")
         if len(estrides) != len(shape):
@@ -600,4 +644,10 @@ def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> De
         sync = owner._sync
     else:
         sync = _Pending(readonly=_is_readonly(owner))
-    return DeviceArray._view(addr, shape, estrides, dt, devtype, devid, owner if owner is not None else ptr, sync)
+    if owner is None:
+        base = ptr
+    elif type(ptr) is int:
+        base = owner
+    else:
+        base = _OwnerAndPointer(owner, ptr)
+    return DeviceArray._view(addr, shape, estrides, dt, devtype, devid, base, sync)
