@@ -758,13 +758,13 @@ __device__ __forceinline__ void w4_cp_async_wait() {
 }
 
 // M > 64 (make_plan): a 64 x 128 output tile per 128-thread block, each warp 64 rows x 2
-// col tiles.  Against w4a16_mma_kernel (64 x 64, each warp 32 x
-// 32 reading its activations from global memory): each dequantized weight pair feeds twice
-// the mmas (~20% fewer instructions an mma in the SASS, which sets both kernels' time: run
-// 153's profile; 1.06-1.26x faster at M 128..4096, runs 152-153), the block's
-// activations come through shared memory once for its four warps (a 3-stage cp.async ring,
-// rows padded to 144 bytes so the 16-byte fragment reads hit 32 distinct banks), and the
-// next chunk's weights and scales are loaded into registers before this chunk's mmas.
+// col tiles.  Against w4a16_mma_kernel (64 x 64, each warp 32 x 32 reading its activations
+// from global memory): each dequantized weight pair feeds twice the mmas (~20% fewer
+// instructions an mma in the SASS, which sets both kernels' time: run 153's profile;
+// 1.06-1.26x faster at M 128..4096, runs 152-153), the block's activations come through
+// shared memory once for its four warps (a 3-stage cp.async ring, rows padded to 144 bytes
+// so the 16-byte fragment reads hit 32 distinct banks), and the next chunk's weights and
+// scales are loaded into registers before this chunk's mmas.
 constexpr int kW4WideThreads = 128;
 constexpr int kW4WideRows = 64;                         // rows a block
 constexpr int kW4WideTiles = 8;                         // col tiles a block (2 a warp)
