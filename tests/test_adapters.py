@@ -510,6 +510,26 @@ def test_devicearray_views_and_writes(rng):
         da[6]
 
 
+def test_devicearray_refusals_name_what_was_given():
+    """A review (2026-12-07): reshape of a strided view named view()'s `element_strides`,
+    from_numpy of an array without a DLPack dtype named a `dtype` it does not take, an array
+    index beside an ellipsis raised numpy's "truth value is ambiguous" and two ellipses were
+    read as one.  A byte-swapped array is copied by value, in native order."""
+    da = DeviceArray.from_numpy(np.arange(10, dtype=np.float32), device="cpu")
+    with pytest.raises(GatedNormError) as ei:
+        da[::2].reshape(5, 1)
+    assert ei.value.message.startswith("self: reshape takes a contiguous array")
+    with pytest.raises(GatedNormError) as ei:
+        DeviceArray.from_numpy(np.array(["a"]), device="cpu")
+    assert ei.value.message.startswith("arr: numpy dtype <U1")
+    with pytest.raises(IndexError, match="only integers, slices and"):
+        da[np.array([0, 1]), ...]
+    with pytest.raises(IndexError, match="single ellipsis"):
+        da[..., ...]
+    swapped = DeviceArray.from_numpy(np.arange(4, dtype=">f4"), device="cpu")
+    assert swapped.dtype == np.float32 and swapped.numpy().tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
 def test_devicearray_memory_is_freed_with_last_view():
     da = DeviceArray((1000,), np.float32, device="cpu")
     ref = weakref.ref(da._base)

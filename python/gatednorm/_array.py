@@ -228,8 +228,13 @@ class DeviceArray:
 
     @classmethod
     def from_numpy(cls, arr, device=None) -> "DeviceArray":
-        """A contiguous copy of a numpy array (bf16/fp8 through ml_dtypes) on ``device``."""
+        """A contiguous copy of a numpy array (bf16/fp8 through ml_dtypes) on ``device``; a
+        byte-swapped one is copied in native order."""
         arr = np.asarray(arr)
+        if arr.dtype.byteorder not in "=|":  # the values, not the bytes: a device array is native
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        if _dtypes.dl_lookup(arr.dtype) is None:  # named as this call's argument (it said "dtype": review)
+            raise argument_error("arr: numpy dtype %s has no DLPack code" % arr.dtype)
         if not arr.flags.c_contiguous:  # (np.ascontiguousarray would make a 0-d array 1-d)
             arr = arr.copy(order="C")
         a = cls(arr.shape, arr.dtype, device)
@@ -314,8 +319,11 @@ class DeviceArray:
     def __getitem__(self, key) -> "DeviceArray":
         if not isinstance(key, tuple):
             key = (key,)
-        if any(k is Ellipsis for k in key):
-            i = key.index(Ellipsis)
+        ellipses = [j for j, k in enumerate(key) if k is Ellipsis]  # (key.index compared arrays with ==: review)
+        if len(ellipses) > 1:
+            raise IndexError("an index can only have a single ellipsis ('...')")
+        if ellipses:
+            i = ellipses[0]
             key = key[:i] + (slice(None),) * (len(self._shape) - len(key) + 1) + key[i + 1:]
         if len(key) > len(self._shape):
             raise IndexError("too many indices for a %d-d DeviceArray" % len(self._shape))
@@ -377,6 +385,9 @@ class DeviceArray:
             i = shape.index(-1)
             rest = math.prod(n for j, n in enumerate(shape) if j != i)
             shape[i] = self.size // max(rest, 1)
+        if not self.is_contiguous:  # (view's own message named its element_strides, which reshape has not: review)
+            raise argument_error("self: reshape takes a contiguous array; this one has strides %s (copy it first, "
+                                 "or view(shape, element_strides=...))" % (self.strides,))
         return self.view(tuple(shape))
 
     # ------------------------------------------------------------------ host transfers
