@@ -613,8 +613,9 @@ def from_pointer(ptr, shape, dtype, strides=None, device=None, owner=None) -> De
     """A non-owning DeviceArray over memory at address ``ptr``.
 
     ``ptr``: an int, or anything int() accepts (hip-python ``Pointer``, ...); the object is
-    kept alive by the view, as ``owner`` is.  ``strides`` are in ELEMENTS (None: C-contiguous).  ``device``:
-    as for DeviceArray, or None to ask the library where ``ptr`` lives (a NULL pointer is
+    kept alive by the view, as ``owner`` is (over a read-only owner the view is read-only).
+    ``strides`` are in ELEMENTS (None: C-contiguous).  ``device``: as for DeviceArray, or
+    None to ask the library where ``ptr`` lives (a NULL pointer is
     taken as CPU, and the ops will then reject it by name).  With a DeviceArray ``owner``,
     the view shares that array's stream ordering: library writes through either are waited
     for before the other is read on another stream or copied to the host.
