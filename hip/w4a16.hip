@@ -390,7 +390,7 @@ void use_mma_if_asked(Plan *pl, int64_t m) {
     if (!v || (strcmp(v, "mma") && strcmp(v, "wide"))) return;
     Plan mma;
     mma.decode = false;
-    mma.wide = v[0] == 'w';
+    mma.wide = strcmp(v, "wide") == 0;
     *pl = mma;
 }
 

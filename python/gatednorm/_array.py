@@ -581,8 +581,10 @@ def _is_readonly(owner) -> bool:
     write through it crashed the process: review.)"""
     if isinstance(owner, np.ndarray):
         return not owner.flags.writeable
-    if isinstance(owner, (bytes, memoryview)):
-        return isinstance(owner, bytes) or owner.readonly
+    if isinstance(owner, bytes):
+        return True
+    if isinstance(owner, memoryview):
+        return owner.readonly
     try:
         with memoryview(owner) as mv:
             return mv.readonly
