@@ -43,7 +43,7 @@ _GQ_OPTIONS: dict = {}
 # _eps_params: not NaN, and no 0.0 that -0.0 would find).
 _GATED_DEFAULTS: dict = {}  # eps -> _GATED_OPTIONS' value
 _NORM_DEFAULTS: dict = {}  # (entry, eps) -> _NORM_OPTIONS' value
-_GQ_DEFAULTS: dict = {}  # None -> _GQ_OPTIONS' value (no eps)
+_GQ_DEFAULTS: dict = {}  # None -> _GQ_OPTIONS' value (no eps: one entry, set directly)
 
 
 def _quant_defaults(group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, pdl):
