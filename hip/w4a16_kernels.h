@@ -732,18 +732,7 @@ __global__ void __launch_bounds__(kW4MmaThreads) w4a16_mma_kernel(const W4a16Arg
     w4_mma_emit<2>(p, acc, mbase, ctbase, g, t);
 }
 
-// cp.async (sm_80+): a 16-byte global -> shared copy that bypasses L1 (.cg), zero-filled
-// where `ok` is false (source size 0: nothing is read, and `gmem` must only be a valid
-// address).  Coherent (through L2): a PDL kernel issues these after its wait.
-__device__ __forceinline__ void w4_cp_async16(void *smem, const void *gmem, bool ok) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(gmem), "r"(ok ? 16 : 0) : "memory");
-#else
-    (void)smem; (void)gmem; (void)ok;
-    __trap();
-#endif
-}
+// cp.async (sm_80+) group accounting: the wide kernel's ring (and the tuner's).
 __device__ __forceinline__ void w4_cp_async_commit() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     asm volatile("cp.async.commit_group;" ::: "memory");
@@ -757,20 +746,48 @@ __device__ __forceinline__ void w4_cp_async_wait() {
 #endif
 }
 
+// cp.async of one 4-byte word (sm_80+; .cg takes 16 bytes only, so this one goes through
+// L1), zero-filled where `ok` is false (source size 0: nothing is read).  KEEP_ALL: every
+// word is read (no predicate).
+template <bool KEEP_ALL>
+__device__ __forceinline__ void w4_cp_async4(unsigned smem_addr, const void *gmem, bool ok) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if constexpr (KEEP_ALL)
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(smem_addr), "l"(gmem) : "memory");
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem_addr), "l"(gmem), "r"(ok ? 4 : 0) : "memory");
+#else
+    (void)smem_addr; (void)gmem; (void)ok;
+    __trap();
+#endif
+}
+
 // M > 64 (make_plan): a 64 x 128 output tile per 128-thread block, each warp 64 rows x 2
 // col tiles.  Against w4a16_mma_kernel (64 x 64, each warp 32 x 32 reading its activations
 // from global memory): each dequantized weight pair feeds twice the mmas (~20% fewer
 // instructions an mma in the SASS, which sets both kernels' time: run 153's profile;
 // 1.06-1.26x faster at M 128..4096, runs 152-153), the block's activations come through
-// shared memory once for its four warps (a 3-stage cp.async ring, rows padded to 144 bytes
-// so the 16-byte fragment reads hit 32 distinct banks), and the next chunk's weights and
-// scales are loaded into registers before this chunk's mmas.
+// shared memory once for its four warps (a 3-stage cp.async ring), and the next chunk's
+// weights and scales are loaded into registers before this chunk's mmas.
+//
+// The ring holds each chunk in the mma's A-fragment order, so one 16-byte shared read is
+// one mma's A operand as it stands: for m16 tile i, step j (k 4 j .. 4 j + 3 of each lane's
+// 16) and lane (g, t), the quad {row g word w, row g + 8 word w, row g word w + 1, row g + 8
+// word w + 1} with w = 8 t + 2 j (a word: two 16-bit elements of a row's chunk).  Stored row
+// by row (16-byte pieces of one row), a quad took two rows' reads and ptxas rebuilt it with
+// four register moves before nearly every mma (run 154's SASS: 235 moves a chunk beside 64
+// mmas, 41% of the loop).  The copy is by word (cp.async of 4 bytes) and swizzled: quad
+// (i, j, g, t) sits at slot (4 g + t) ^ 2 j of its (i, j) block of 32, so both a warp's
+// copy of rows g and g + 8 (16 words each) and its fragment reads hit 32 distinct banks.
+// Rows past M are read as row M - 1 (their sums are never stored; an mma's rows do not
+// mix), words past K as zeros.
 constexpr int kW4WideThreads = 128;
 constexpr int kW4WideRows = 64;                         // rows a block
 constexpr int kW4WideTiles = 8;                         // col tiles a block (2 a warp)
 constexpr int kW4WideStages = 3;
-constexpr int kW4WideRowBytes = kW4TileK * 2 + 16;      // a row's 64-element chunk + padding
-constexpr int kW4WideStageBytes = kW4WideRows * kW4WideRowBytes;
+constexpr int kW4WideStageBytes = kW4WideRows * kW4TileK * 2;  // 64 rows x 64 elements
+// Byte offset of quad (i, j, g, t) in a stage.
+__device__ __forceinline__ int w4_wide_quad(int i, int j, int g, int t) { return i * 2048 + j * 512 + (((4 * g + t) ^ (2 * j)) << 4); }
 template <int DT, bool ZP>
 __global__ void __launch_bounds__(kW4WideThreads, 3) w4a16_mma_wide_kernel(const W4a16Args p) {
     __shared__ __align__(16) uint8_t sa[kW4WideStages * kW4WideStageBytes];
@@ -780,23 +797,51 @@ __global__ void __launch_bounds__(kW4WideThreads, 3) w4a16_mma_wide_kernel(const
     const int ctbase = blockIdx.x * kW4WideTiles + 2 * warp;
     const int kchunks = p.kchunks;
     w4_pdl_wait();
-    // Chunk kc's activations into stage `st`: 64 rows x 8 pieces of 16 bytes, 4 a thread;
-    // rows past M and pieces past K (K is a multiple of 16: a piece is all in or all out)
-    // are zero-filled.
-    auto stage_in = [&](int st, int kc) {
+    // The copy: warp w stages m16 tile w, one copy rows g and g + 8 (lanes 0-15 / 16-31:
+    // `half`) at one half of the chunk (words 16 hw + `word`), so a thread reads words
+    // `word` and 16 + `word` of 8 rows: one pointer a row, stepped a chunk at a time.
+    const int half = lane >> 4, word = lane & 15;
+    const char *src[8];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const int q = threadIdx.x + kW4WideThreads * i, row = q >> 3, piece = q & 7;
-            const int k = kc * kW4TileK + 8 * piece;
-            const bool ok = m0 + row < p.m && k < p.k;
-            const char *src = ok ? p.a + int64_t(m0 + row) * p.a_sm + int64_t(k) * 2 : p.a;
-            w4_cp_async16(sa + st * kW4WideStageBytes + row * kW4WideRowBytes + piece * 16, src, ok);
+    for (int r = 0; r < 8; ++r) src[r] = p.a + int64_t(min(m0 + 16 * warp + r + 8 * half, p.m - 1)) * p.a_sm + 4 * word;
+    // Its destinations: quad (warp, j, r, t) with t = 2 hw + word / 8, j = word % 8 / 2, at
+    // position 2 e + half (e = word % 2); only bit 2 of the slot depends on r, so an even
+    // and an odd base serve all 8 rows with immediate offsets.
+    const int cj = (word & 7) >> 1, ce = word & 1;
+    const unsigned sa_addr = static_cast<unsigned>(__cvta_generic_to_shared(sa));
+    unsigned dst[2][2];  // [hw][row parity]
+#pragma unroll
+    for (int hw = 0; hw < 2; ++hw)
+#pragma unroll
+        for (int par = 0; par < 2; ++par)
+            dst[hw][par] = sa_addr + w4_wide_quad(warp, cj, par, 2 * hw + (word >> 3)) + 4 * (2 * ce + half);
+    auto stage_in = [&](int st, int kc) {
+        const int64_t kbytes = int64_t(kc) * (kW4TileK * 2);
+        const unsigned so = unsigned(st * kW4WideStageBytes);
+        if ((kc + 1) * kW4TileK <= p.k) {
+#pragma unroll
+            for (int r = 0; r < 8; ++r)
+#pragma unroll
+                for (int hw = 0; hw < 2; ++hw)
+                    w4_cp_async4<true>(dst[hw][r & 1] + so + 64 * (r & ~1), src[r] + kbytes + 64 * hw, true);
+        } else {  // the last chunk of a K that is not a multiple of 64
+#pragma unroll
+            for (int hw = 0; hw < 2; ++hw) {
+                const bool ok = kc * kW4TileK + 2 * (16 * hw + word) < p.k;
+#pragma unroll
+                for (int r = 0; r < 8; ++r)
+                    w4_cp_async4<false>(dst[hw][r & 1] + so + 64 * (r & ~1), ok ? src[r] + kbytes + 64 * hw : p.a, ok);
+            }
         }
     };
     stage_in(0, 0);
     w4_cp_async_commit();
     if (kchunks > 1) stage_in(1, 1);
     w4_cp_async_commit();
+    // This lane's fragment reads: quad (i, j, g, t) of the stage being read.
+    int rd[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) rd[j] = w4_wide_quad(0, j, g, t);
 
     float acc[4][2][2][4];  // [m16 tile][col tile][column half][fragment]
 #pragma unroll
@@ -814,6 +859,7 @@ __global__ void __launch_bounds__(kW4WideThreads, 3) w4a16_mma_wide_kernel(const
         wq[c] = gn_load_b128_stream(p.w + int64_t(ctbase + c) * kchunks * kW4TileBytes + lane * 16, tile_ok[c]);
         sc[c].load(p, ctbase + c, (16 * t) >> p.gshift, g, tile_ok[c]);
     }
+    int st_read = 0, st_fill = 2;  // stages of chunk kc and kc + 2
     for (int kc = 0; kc < kchunks; ++kc) {
         // The next chunk's weights and scales first: in flight during this chunk's mmas.
         uint4 wq_next[2];
@@ -829,44 +875,33 @@ __global__ void __launch_bounds__(kW4WideThreads, 3) w4a16_mma_wide_kernel(const
         // stage refilled next before its refill.
         w4_cp_async_wait<1>();
         __syncthreads();
-        if (kc + 2 < kchunks) stage_in((kc + 2) % kW4WideStages, kc + 2);
+        if (kc + 2 < kchunks) stage_in(st_fill, kc + 2);
         w4_cp_async_commit();  // (an empty group past the end keeps the count uniform)
 
-        const uint8_t *rows = sa + (kc % kW4WideStages) * kW4WideStageBytes + 32 * t;
+        const uint8_t *stage = sa + st_read * kW4WideStageBytes;
         uint32_t slo[2], shi[2], zlo[2], zhi[2];
 #pragma unroll
         for (int c = 0; c < 2; ++c) slo[c] = sc[c].s_lo(), shi[c] = sc[c].s_hi(), zlo[c] = sc[c].nz_lo(), zhi[c] = sc[c].nz_hi();
 #pragma unroll
-        for (int jp = 0; jp < 2; ++jp) {
-            // Lane t holds k 16 t .. 16 t + 15 of the chunk (the layout's k order); one
-            // 16-byte read gives rows g and g + 8 of m16 tile i their words of steps 2 jp
-            // and 2 jp + 1.
-            uint4 af[4][2];
+        for (int j = 0; j < 4; ++j) {
+            uint4 af[4];  // [m16 tile]: the A operand of step j
+#pragma unroll
+            for (int i = 0; i < 4; ++i) af[i] = *reinterpret_cast<const uint4 *>(stage + rd[j] + i * 2048);
+            uint32_t b[2][4];
+#pragma unroll
+            for (int c = 0; c < 2; ++c) w4_dequant_b<DT>(w4_word(wq[c], j), zlo[c], slo[c], zhi[c], shi[c], b[c]);
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
-                for (int h = 0; h < 2; ++h)
-                    af[i][h] = *reinterpret_cast<const uint4 *>(rows + (16 * i + g + 8 * h) * kW4WideRowBytes + 16 * jp);
-#pragma unroll
-            for (int jj = 0; jj < 2; ++jj) {
-                const int j = 2 * jp + jj;
-                uint32_t b[2][4];
-#pragma unroll
-                for (int c = 0; c < 2; ++c) w4_dequant_b<DT>(w4_word(wq[c], j), zlo[c], slo[c], zhi[c], shi[c], b[c]);
-#pragma unroll
-                for (int i = 0; i < 4; ++i) {
-                    const uint32_t a0 = jj ? af[i][0].z : af[i][0].x, a2 = jj ? af[i][0].w : af[i][0].y;  // row g
-                    const uint32_t a1 = jj ? af[i][1].z : af[i][1].x, a3 = jj ? af[i][1].w : af[i][1].y;  // row g + 8
-#pragma unroll
-                    for (int c = 0; c < 2; ++c) w4_mma_col_tile<DT>(acc[i][c], a0, a1, a2, a3, b[c]);
-                }
-            }
+                for (int c = 0; c < 2; ++c) w4_mma_col_tile<DT>(acc[i][c], af[i].x, af[i].y, af[i].z, af[i].w, b[c]);
         }
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
             wq[c] = wq_next[c];
             sc[c] = sc_next[c];
         }
+        st_read = st_read == kW4WideStages - 1 ? 0 : st_read + 1;
+        st_fill = st_fill == kW4WideStages - 1 ? 0 : st_fill + 1;
     }
     w4_cp_async_wait<0>();  // nothing left in flight at exit (only empty groups remain)
     w4_pdl_release(p);
