@@ -747,8 +747,9 @@ __device__ __forceinline__ void w4_cp_async_wait() {
 }
 
 // cp.async of one 4-byte word (sm_80+; .cg takes 16 bytes only, so this one goes through
-// L1), zero-filled where `ok` is false (source size 0: nothing is read).  KEEP_ALL: every
-// word is read (no predicate).
+// L1, as w4_ld's loads do: safe under PDL since it is issued after the wait, and nothing
+// else in the grid writes the activations), zero-filled where `ok` is false (source size 0:
+// nothing is read).  KEEP_ALL: every word is read (no predicate).
 template <bool KEEP_ALL>
 __device__ __forceinline__ void w4_cp_async4(unsigned smem_addr, const void *gmem, bool ok) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -805,8 +806,8 @@ __global__ void __launch_bounds__(kW4WideThreads, 3) w4a16_mma_wide_kernel(const
 #pragma unroll
     for (int r = 0; r < 8; ++r) src[r] = p.a + int64_t(min(m0 + 16 * warp + r + 8 * half, p.m - 1)) * p.a_sm + 4 * word;
     // Its destinations: quad (warp, j, r, t) with t = 2 hw + word / 8, j = word % 8 / 2, at
-    // position 2 e + half (e = word % 2); only bit 2 of the slot depends on r, so an even
-    // and an odd base serve all 8 rows with immediate offsets.
+    // position 2 e + half (e = word % 2); of the slot's bits that r sets (2-4) only bit 2
+    // meets the swizzle, so an even and an odd base serve all 8 rows with immediate offsets.
     const int cj = (word & 7) >> 1, ce = word & 1;
     const unsigned sa_addr = static_cast<unsigned>(__cvta_generic_to_shared(sa));
     unsigned dst[2][2];  // [hw][row parity]
