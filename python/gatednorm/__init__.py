@@ -57,7 +57,7 @@ __all__ = [
     "get_library",
 ]
 
-__version__ = "0.6.13"
+__version__ = "0.6.14"
 
 
 def _pkg() -> _Path:
