@@ -2,14 +2,17 @@
 # One device call for a kernel A/B that also tests the working tree, with two builds, not three:
 # scripts/ab_trees.sh bench (builds the working tree and ab_trees/* side by side, benches each),
 # then the working tree's build (/tmp/ab/work) runs the pytest selection, memcheck and racecheck
-# of $SANITIZE_K's cases, and its SASS of one function goes to OUTDIR.
+# of the GPU cases of $SANITIZE_FILES (default tests/test_w4a16.py) that $SANITIZE_K selects,
+# and its SASS of one function goes to OUTDIR.
 #   bash scripts/ab_then_tests.sh OUTDIR "BENCH ARGS" "PYTEST -k EXPR" [SASS FUNCTION]
+# rc 1 when the A/B (a build, a bench's result check), pytest or a sanitizer failed.
 set -uo pipefail
 out=${1:?OUTDIR}; bench=${2:?BENCH ARGS}; sel=${3:?PYTEST -k EXPR}; fun=${4:-}
 mkdir -p "$out" && out=$(cd "$out" && pwd) || exit 1
 cd "$(dirname "$0")/.." || exit 1
-timeout "${AB_TIMEOUT:-300}" bash scripts/ab_trees.sh bench "$out" "$bench"
-echo "ab_trees rc $?"
+bad=0
+timeout "${AB_TIMEOUT:-300}" bash scripts/ab_trees.sh bench "$out" "$bench" || bad=1
+echo "ab_trees: $([ "$bad" = 0 ] && echo ok || echo FAILED)"
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/ab/work:/tmp/site:$PWD/.whl/src
 unset GATEDNORM_LIBRARY
 lib=/tmp/ab/work/gatednorm/lib/libgatednorm.so
@@ -17,9 +20,11 @@ lib=/tmp/ab/work/gatednorm/lib/libgatednorm.so
 [ -n "$fun" ] && cuobjdump -sass -fun "$fun" "$lib" 2>/dev/null | head -4000 > "$out/fun.sass"
 for tool in memcheck racecheck; do
   timeout "${SANITIZE_TIMEOUT:-200}" compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 20 \
-    python3 -m pytest -q -p no:cacheprovider -x -k "gpu ${SANITIZE_K:+and ($SANITIZE_K)}" tests/test_w4a16.py > "$out/sanitize_$tool.txt" 2>&1 &
+    python3 -m pytest -q -p no:cacheprovider -x -k "gpu ${SANITIZE_K:+and ($SANITIZE_K)}" ${SANITIZE_FILES:-tests/test_w4a16.py} > "$out/sanitize_$tool.txt" 2>&1 &
 done
-python3 -m pytest -q -p no:cacheprovider -rs -k "$sel" tests > "$out/pytest.log" 2>&1
-echo "pytest rc $?"; tail -n 3 "$out/pytest.log"
-wait
+sanitizers=$(jobs -p)
+python3 -m pytest -q -p no:cacheprovider -rs -k "$sel" tests > "$out/pytest.log" 2>&1 || bad=1
+tail -n 3 "$out/pytest.log"
+for pid in $sanitizers; do wait "$pid" || bad=1; done
 for tool in memcheck racecheck; do echo "$tool:"; grep -E "passed|failed|SUMMARY" "$out/sanitize_$tool.txt" | tail -3; done
+exit "$bad"
