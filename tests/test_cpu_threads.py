@@ -247,9 +247,16 @@ def first_caller():  # a framework thread pinned to one core makes the library's
 t = threading.Thread(target=first_caller); t.start(); t.join()
 workers = []
 for tid in os.listdir("/proc/self/task"):
-    with open("/proc/self/task/%s/comm" % tid) as f:
-        if f.read().strip() == "gatednorm-cpu":
-            workers.append(sorted(os.sched_getaffinity(int(tid))))
+    # A task listed here may be gone by the time it is read: first_caller's OS thread can
+    # outlive its join() by a moment (CI saw it once).  The pool's workers never exit, so a
+    # task that vanished was not one of them.
+    try:
+        with open("/proc/self/task/%s/comm" % tid) as f:
+            name = f.read().strip()
+    except FileNotFoundError:
+        continue
+    if name == "gatednorm-cpu":
+        workers.append(sorted(os.sched_getaffinity(int(tid))))
 print("process", len(process_cpus))
 print("workers", len(workers), all(m == sorted(process_cpus) for m in workers))
 """
