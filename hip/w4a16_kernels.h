@@ -746,17 +746,17 @@ __device__ __forceinline__ void w4_cp_async_wait() {
 #endif
 }
 
-// cp.async of one 4-byte word (sm_80+; .cg takes 16 bytes only, so this one goes through
-// L1, as w4_ld's loads do: safe under PDL since it is issued after the wait, and nothing
-// else in the grid writes the activations), zero-filled where `ok` is false (source size 0:
-// nothing is read).  KEEP_ALL: every word is read (no predicate).
-template <bool KEEP_ALL>
-__device__ __forceinline__ void w4_cp_async4(unsigned smem_addr, const void *gmem, bool ok) {
+// cp.async of SIZE (4, 8 or 16) bytes through L1 (sm_80+; .ca: the wide kernel copies 4-byte
+// words, which .cg does not take; as w4_ld's loads, safe under PDL since it is issued after
+// the wait, and nothing else in the grid writes what it reads), zero-filled where `ok` is
+// false (source size 0: nothing is read).  KEEP_ALL: always read (no source-size operand).
+template <int SIZE, bool KEEP_ALL = false>
+__device__ __forceinline__ void w4_cp_async_ca(unsigned smem_addr, const void *gmem, bool ok) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     if constexpr (KEEP_ALL)
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(smem_addr), "l"(gmem) : "memory");
+        asm volatile("cp.async.ca.shared.global [%0], [%1], %2;" ::"r"(smem_addr), "l"(gmem), "n"(SIZE) : "memory");
     else
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(smem_addr), "l"(gmem), "r"(ok ? 4 : 0) : "memory");
+        asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" ::"r"(smem_addr), "l"(gmem), "n"(SIZE), "r"(ok ? SIZE : 0) : "memory");
 #else
     (void)smem_addr; (void)gmem; (void)ok;
     __trap();
@@ -824,14 +824,14 @@ __global__ void __launch_bounds__(kW4WideThreads, 3) w4a16_mma_wide_kernel(const
             for (int r = 0; r < 8; ++r)
 #pragma unroll
                 for (int hw = 0; hw < 2; ++hw)
-                    w4_cp_async4<true>(dst[hw][r & 1] + so + 64 * (r & ~1), src[r] + kbytes + 64 * hw, true);
+                    w4_cp_async_ca<4, true>(dst[hw][r & 1] + so + 64 * (r & ~1), src[r] + kbytes + 64 * hw, true);
         } else {  // the last chunk of a K that is not a multiple of 64
 #pragma unroll
             for (int hw = 0; hw < 2; ++hw) {
                 const bool ok = kc * kW4TileK + 2 * (16 * hw + word) < p.k;
 #pragma unroll
                 for (int r = 0; r < 8; ++r)
-                    w4_cp_async4<false>(dst[hw][r & 1] + so + 64 * (r & ~1), ok ? src[r] + kbytes + 64 * hw : p.a, ok);
+                    w4_cp_async_ca<4>(dst[hw][r & 1] + so + 64 * (r & ~1), ok ? src[r] + kbytes + 64 * hw : p.a, ok);
             }
         }
     };
@@ -839,7 +839,8 @@ __global__ void __launch_bounds__(kW4WideThreads, 3) w4a16_mma_wide_kernel(const
     w4_cp_async_commit();
     if (kchunks > 1) stage_in(1, 1);
     w4_cp_async_commit();
-    // This lane's fragment reads: quad (i, j, g, t) of the stage being read.
+    // This lane's fragment offsets of m16 tile 0 (tile i: + 2048 i), made once: written as
+    // w4_wide_quad(i, j, g, t) in the loop they cost 6 more instructions in it (local SASS).
     int rd[4];
 #pragma unroll
     for (int j = 0; j < 4; ++j) rd[j] = w4_wide_quad(0, j, g, t);
@@ -860,7 +861,7 @@ __global__ void __launch_bounds__(kW4WideThreads, 3) w4a16_mma_wide_kernel(const
         wq[c] = gn_load_b128_stream(p.w + int64_t(ctbase + c) * kchunks * kW4TileBytes + lane * 16, tile_ok[c]);
         sc[c].load(p, ctbase + c, (16 * t) >> p.gshift, g, tile_ok[c]);
     }
-    int st_read = 0, st_fill = 2;  // stages of chunk kc and kc + 2
+    int st_read = 0;  // chunk kc's stage; chunk kc + 2 refills the one before it
     for (int kc = 0; kc < kchunks; ++kc) {
         // The next chunk's weights and scales first: in flight during this chunk's mmas.
         uint4 wq_next[2];
@@ -876,7 +877,7 @@ __global__ void __launch_bounds__(kW4WideThreads, 3) w4a16_mma_wide_kernel(const
         // stage refilled next before its refill.
         w4_cp_async_wait<1>();
         __syncthreads();
-        if (kc + 2 < kchunks) stage_in(st_fill, kc + 2);
+        if (kc + 2 < kchunks) stage_in(st_read == 0 ? kW4WideStages - 1 : st_read - 1, kc + 2);
         w4_cp_async_commit();  // (an empty group past the end keeps the count uniform)
 
         const uint8_t *stage = sa + st_read * kW4WideStageBytes;
@@ -902,7 +903,6 @@ __global__ void __launch_bounds__(kW4WideThreads, 3) w4a16_mma_wide_kernel(const
             sc[c] = sc_next[c];
         }
         st_read = st_read == kW4WideStages - 1 ? 0 : st_read + 1;
-        st_fill = st_fill == kW4WideStages - 1 ? 0 : st_fill + 1;
     }
     w4_cp_async_wait<0>();  // nothing left in flight at exit (only empty groups remain)
     w4_pdl_release(p);

@@ -103,8 +103,8 @@ __global__ void copy_kernel(const uint4 *src, uint4 *dst, int64_t n) {
 // activations), ks warps a col tile splitting K.  Correct (every variant matched the
 // reference) but slower than the library's register-batch kernel at every shape and M.
 // cp.async (sm_80+): 16 or 8 bytes global -> shared, in flight without holding registers;
-// `bytes` < size zero-fills the rest (0: nothing is read).  .cg for the weights (read once:
-// L2 only), .ca for activations and scales (every warp of the GPU re-reads them: L1 keeps them).
+// a copy not `ok` zero-fills (nothing is read).  .cg for the weights (read once: L2 only),
+// .ca for activations and scales (every warp of the GPU re-reads them: L1 keeps them).
 __device__ __forceinline__ uint32_t w4_smem_addr(const void *p) { return uint32_t(__cvta_generic_to_shared(p)); }
 __device__ __forceinline__ void w4_cp_async16_cg(void *dst, const void *src) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -114,16 +114,7 @@ __device__ __forceinline__ void w4_cp_async16_cg(void *dst, const void *src) {
     __trap();
 #endif
 }
-template <int SIZE>
-__device__ __forceinline__ void w4_cp_async_ca(void *dst, const void *src, int bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" :: "r"(w4_smem_addr(dst)), "l"(src), "n"(SIZE), "r"(bytes) : "memory");
-#else
-    (void)dst; (void)src; (void)bytes;
-    __trap();
-#endif
-}
-// (commit and wait: the library's w4_cp_async_commit / w4_cp_async_wait, hip/w4a16_kernels.h)
+// (the .ca copies, commit and wait: the library's w4_cp_async_ca / _commit / _wait, hip/w4a16_kernels.h)
 
 constexpr int kW4StreamWarps = 8;
 constexpr int kW4StreamThreads = kW4StreamWarps * 32;
@@ -169,8 +160,8 @@ __global__ void __launch_bounds__(kW4StreamThreads) w4a16_stream_kernel(const W4
     auto issue = [&](int kc, uint8_t *st) {
         const int k0 = kc * kW4TileK + 16 * t;
         w4_cp_async16_cg(st + Stage::kWeights + lane * 16, wsrc + int64_t(kc) * kW4TileBytes);
-        w4_cp_async_ca<Stage::kEntry>(st + Stage::kScales + lane * Stage::kEntry,
-                                      ssrc + int64_t(k0 >> p.gshift) * 8 * Stage::kEntry, Stage::kEntry);
+        w4_cp_async_ca<Stage::kEntry, true>(w4_smem_addr(st + Stage::kScales + lane * Stage::kEntry),
+                                            ssrc + int64_t(k0 >> p.gshift) * 8 * Stage::kEntry, true);
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
             const int r = g + 8 * mt;
@@ -178,8 +169,8 @@ __global__ void __launch_bounds__(kW4StreamThreads) w4a16_stream_kernel(const W4
                 const bool real = r < p.m && k0 < p.k;
                 const char *src = p.a + (real ? int64_t(r) * p.a_sm + int64_t(k0) * 2 : 0);
                 uint8_t *dst = st + Stage::kActs + r * (kW4TileK * 2) + t * 32;
-                w4_cp_async_ca<16>(dst, src, real ? 16 : 0);
-                w4_cp_async_ca<16>(dst + 16, src + (real ? 16 : 0), real ? 16 : 0);
+                w4_cp_async_ca<16>(w4_smem_addr(dst), src, real);
+                w4_cp_async_ca<16>(w4_smem_addr(dst + 16), src + (real ? 16 : 0), real);
             }
         }
     };
@@ -278,13 +269,13 @@ __global__ void __launch_bounds__(kW4StreamThreads) diag_stream_kernel(const W4a
     auto issue = [&](int kc, uint8_t *st) {
         const int k0 = kc * kW4TileK + 16 * t;
         w4_cp_async16_cg(st + Stage::kWeights + lane * 16, wsrc + int64_t(kc) * kW4TileBytes);
-        w4_cp_async_ca<Stage::kEntry>(st + Stage::kScales + lane * Stage::kEntry, ssrc + int64_t(k0 >> p.gshift) * 8 * Stage::kEntry, Stage::kEntry);
+        w4_cp_async_ca<Stage::kEntry, true>(w4_smem_addr(st + Stage::kScales + lane * Stage::kEntry), ssrc + int64_t(k0 >> p.gshift) * 8 * Stage::kEntry, true);
         if (g == 0) {
             const bool real = k0 < p.k;
             const char *src = p.a + (real ? int64_t(k0) * 2 : 0);
             uint8_t *dst = st + Stage::kActs + t * 32;
-            w4_cp_async_ca<16>(dst, src, real ? 16 : 0);
-            w4_cp_async_ca<16>(dst + 16, src + (real ? 16 : 0), real ? 16 : 0);
+            w4_cp_async_ca<16>(w4_smem_addr(dst), src, real);
+            w4_cp_async_ca<16>(w4_smem_addr(dst + 16), src + (real ? 16 : 0), real);
         }
     };
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
