@@ -18,9 +18,10 @@ unset GATEDNORM_LIBRARY
 lib=/tmp/ab/work/gatednorm/lib/libgatednorm.so
 [ -f "$lib" ] || { echo "no build at $lib"; exit 1; }
 [ -n "$fun" ] && cuobjdump -sass -fun "$fun" "$lib" 2>/dev/null | head -4000 > "$out/fun.sass"
+export SANITIZE_TIMEOUT=${SANITIZE_TIMEOUT:-200}
 for tool in memcheck racecheck; do
-  timeout "${SANITIZE_TIMEOUT:-200}" compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 20 \
-    python3 -m pytest -q -p no:cacheprovider -x -k "gpu ${SANITIZE_K:+and ($SANITIZE_K)}" ${SANITIZE_FILES:-tests/test_w4a16.py} > "$out/sanitize_$tool.txt" 2>&1 &
+  # shellcheck disable=SC2086
+  bash scripts/sanitize_gpu_tests.sh "$tool" "$out/sanitize_$tool.txt" ${SANITIZE_FILES:-tests/test_w4a16.py} &
 done
 sanitizers=$(jobs -p)
 python3 -m pytest -q -p no:cacheprovider -rs -k "$sel" tests > "$out/pytest.log" 2>&1 || bad=1

@@ -165,8 +165,7 @@ if [ -n "$sanitize" ]; then
   step "compute-sanitizer memcheck + racecheck: $sanitize (GPU cases), in the background"
   for tool in memcheck racecheck; do
     # shellcheck disable=SC2086
-    timeout "${SANITIZE_TIMEOUT:-240}" compute-sanitizer --tool "$tool" --error-exitcode 9 --print-limit 20 \
-      python3 -m pytest -q -p no:cacheprovider -x -k "gpu ${SANITIZE_K:+and ($SANITIZE_K)}" $sanitize > "$out/sanitize_$tool.txt" 2>&1 &
+    bash scripts/sanitize_gpu_tests.sh "$tool" "$out/sanitize_$tool.txt" $sanitize &
     sanitize_pids+=("$tool:$!")  # written under $out as it runs: a call cut short still brings it back
   done
 fi
