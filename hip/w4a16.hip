@@ -67,8 +67,8 @@ gatednorm_status device_facts(int device, DeviceFacts *f, const char *arg) {
 
 // How a GEMM is cut.  NVIDIA: M <= 8 with K % 64 == 0 takes the gemv kernel, other M <= 48
 // (and M 49..64 while ceil(N / 64) < 2 x SMs) the decode kernel (MT 8-row blocks, WN col
-// tiles a warp), else the 64 x 64 mma kernel (M 49..64) or the 64 x 128 one (M > 64: faster
-// than the 64 x 64 one in 23 of 24 rows at M 128..4096, runs 152-153); at
+// tiles a warp), else the 64 x 128 mma kernel (faster than the 64 x 64 one, which only
+// GATEDNORM_W4A16_KERNEL=mma takes: runs 152-153, 155-156); at
 // M <= 16 the gemv kernel's lean loop replaces either where use_gemv_lean says, and at M
 // 17..64 the lean loop with 4, 6 or 8 row blocks where use_lean_rows says.
 // AMD: 16-row blocks, one col tile a block.  Split-K
@@ -144,10 +144,14 @@ Plan make_plan(const DeviceFacts &f, int64_t m, int64_t n, int64_t k) {
     // (14.06), 12288x4096 26.92 / 165.11 (38.34), 4096x24576 50.14 / 78.40 (66.50); M = 48
     // 22.67 / 56.41, 17.46 / 56.50, 43.31 / 168.48, 75.88 / 79.87; M = 64 29.48 / 58.31,
     // 21.81 / 58.33, 56.35 / 174.17, 98.86 / 81.40 (384 blocks of 64 columns: ~3 an SM).  So
-    // decode to 48 rows, and to 64 unless the mma grid holds two blocks an SM.
+    // decode to 48 rows, and to 64 unless the mma grid holds two blocks an SM.  There the
+    // 64 x 128 kernel (a block an SM at least; the same bits as the 64 x 64 one): run 156
+    // (H100, 4096x24576, us) M = 49 / 64 63.87 / 64.33 against the 64 x 64 kernel's 79.67 /
+    // 80.92.  (At G = 128 and K 4096 there the lean loop's row blocks come first, 65.26 /
+    // 71.76: use_lean_rows; at K 5120 they were 1.48-1.56x the 64 x 64 kernel, run 138.)
     if (m > kDecodeMaxM || (m > kDecodeAlwaysM && (n + 63) / 64 >= 2 * int64_t(f.sms))) {
         pl.decode = false;
-        pl.wide = m > kDecodeMaxM;
+        pl.wide = true;
         return pl;
     }
     pl.mt = m <= 8 ? 1 : 2;

@@ -17,9 +17,10 @@
 //                          the 8 warps of a block split K and sum in shared memory in a fixed
 //                          order; split-K across blocks writes fp32 partials to the caller's
 //                          workspace and w4a16_splitk_reduce_kernel sums them in split order.
-//     w4a16_mma_kernel     M 49..64 (above): 64 x 64 output tiles, activations as the A
-//                          operand and the dequantized tile as B.
-//     w4a16_mma_wide_kernel  M > 64: 64 x 128 tiles,
+//     w4a16_mma_kernel     GATEDNORM_W4A16_KERNEL=mma only (the reference order of the one
+//                          below): 64 x 64 output tiles, activations as the A operand and
+//                          the dequantized tile as B.
+//     w4a16_mma_wide_kernel  M > 64, and M 49..64 where make_plan says: 64 x 128 tiles,
 //                          each warp 64 x 32 (a dequantized pair feeds twice the mmas), the
 //                          activations staged in shared memory by cp.async; the same sums in
 //                          the same order as w4a16_mma_kernel (the same bits).
@@ -680,8 +681,8 @@ __device__ __forceinline__ void w4_mma_emit(const W4a16Args &p, const float (&ac
                     w4_emit(p, 0, 1, m0 + 16 * i + g + 8 * (r >> 1), 16 * (ctbase + c) + 8 * h + 2 * t + (r & 1), acc[i][c][h][r]);
 }
 
-// M 49..64 where make_plan says (and any M > 16 under GATEDNORM_W4A16_KERNEL=mma): a 64 x 64
-// output tile per 128-thread block,
+// Any M > 16 under GATEDNORM_W4A16_KERNEL=mma (the plan takes the 64 x 128 kernel, which sums
+// in this one's order: tests compare the two bit for bit): a 64 x 64 output tile per 128-thread block,
 // warps 2 x 2 of 32 x 32.
 constexpr int kW4MmaThreads = 128;
 template <int DT, bool ZP>

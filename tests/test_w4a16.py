@@ -555,9 +555,9 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
 
 # Kernel names whose choice does not depend on the GPU's SM count (any GPU of < 500 SMs).
 # M <= 8 with K % 64 == 0 is the gemv kernel; a K tail (K % 64 = 32 at G = 32) or M 9..64 the
-# decode kernel; M > 64 the 64 x 128 mma kernel ("w4a16.mma.wide"), and M 49..64 the 64 x 64
-# one where its grid of ceil(N / 64) blocks holds two an SM (N 70016: 1094 blocks, two an SM of
-# any GPU of < 500 SMs; N 64: one).  M
+# decode kernel; M > 64 the 64 x 128 mma kernel ("w4a16.mma.wide"), and M 49..64 too where
+# ceil(N / 64) blocks hold two an SM (N 70016: 1094 blocks, two an SM of any GPU of < 500 SMs;
+# N 64: one).  M
 # 17..64 at G = 128, >= 256 col tiles and K 4096 or 12288: the lean loop's row-block builds
 # (use_lean_rows), K 5120 too (its count compiled in) and any other K of a multiple of 8
 # chunks from 16 (K 1024, 2560) the runtime-count build (".anyk"), at M 33..64 on two row
@@ -569,7 +569,7 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
                                                 (1, 70016, 128, 128, "w4a16.gemv"), (9, 70016, 128, 128, "w4a16.decode"),
                                                 (1, 70016, 96, 32, "w4a16.decode"), (17, 64, 128, 128, "w4a16.decode"),
                                                 (64, 64, 128, 128, "w4a16.decode"), (65, 64, 128, 128, "w4a16.mma.wide"),
-                                                (49, 64, 128, 128, "w4a16.decode"), (49, 70016, 128, 128, "w4a16.mma"),
+                                                (49, 64, 128, 128, "w4a16.decode"), (49, 70016, 128, 128, "w4a16.mma.wide"),
                                                 (48, 70016, 128, 128, "w4a16.decode"),
                                                 (17, 4096, 4096, 128, "w4a16.lean.rows32"), (33, 4096, 4096, 128, "w4a16.lean.rows48"),
                                                 (64, 4096, 12288, 128, "w4a16.lean.rows64"), (33, 4080, 4096, 128, "w4a16.decode"),
@@ -583,7 +583,7 @@ def test_gemm_gpu_plan_paths(rng, requires_gpu, monkeypatch, shape, m):
                                                 (40, 4096, 512, 128, "w4a16.decode"), (40, 4096, 1280, 128, "w4a16.decode"),
                                                 (40, 4080, 5120, 128, "w4a16.decode"),
                                                 (1024, 4096, 256, 128, "w4a16.mma.wide"), (256, 4096, 256, 128, "w4a16.mma.wide"),
-                                                (65, 70016, 128, 128, "w4a16.mma.wide"), (64, 70016, 128, 128, "w4a16.mma")])
+                                                (65, 70016, 128, 128, "w4a16.mma.wide"), (64, 70016, 128, 128, "w4a16.mma.wide")])
 def test_gpu_kernel_choice(rng, nvidia_gpu, m, n, k, g, kernel):
     run_gemm("gpu", rng, m, n, k, g, False, "bf16")
     assert gatednorm.last_kernel() == kernel
@@ -664,7 +664,7 @@ def test_gpu_lean_rows(rng, nvidia_gpu, monkeypatch, dtype, symmetric, n, k, m):
     assert np.isnan(whole[m:].astype(np.float32)).all() and np.isnan(whole[:, n:].astype(np.float32)).all(), \
         "stored past row M or column N"
     _assert_ref_cols(rng, a, w, np.ascontiguousarray(whole[:m, :n]), dtype, every_tile=True)
-    planned = "w4a16.mma" if m > 48 and (n + 63) // 64 >= 2 * _nvidia_sms() else "w4a16.decode"
+    planned = "w4a16.mma.wide" if m > 48 and (n + 63) // 64 >= 2 * _nvidia_sms() else "w4a16.decode"
     got = _gemm_with_hook(monkeypatch, "gemv", ag, wg, m, n, dtype, planned)
     _assert_ref_cols(rng, a, w, got, dtype, every_tile=True)
     if k in (4096, 5120):
@@ -719,12 +719,12 @@ def test_gpu_lean_rows_active_blocks_same_bits(rng, nvidia_gpu, monkeypatch, m, 
     assert part.tobytes() == np.ascontiguousarray(full[:m]).tobytes()
 
 
-# The M 49..64 rule's edge on this GPU: the mma kernel where its ceil(N / 64) blocks reach two
-# an SM, the decode kernel one block short of that (K 128: small weights).
+# The M 49..64 rule's edge on this GPU: the 64 x 128 mma kernel where ceil(N / 64) blocks reach
+# two an SM, the decode kernel one block short of that (K 128: small weights).
 @pytest.mark.parametrize("m", [49, 64])
 def test_gpu_rows_49_to_64_take_mma_from_two_blocks_an_sm(rng, nvidia_gpu, m):
     edge = 2 * _nvidia_sms()
-    for blocks, kernel in ((edge - 1, "w4a16.decode"), (edge, "w4a16.mma")):
+    for blocks, kernel in ((edge - 1, "w4a16.decode"), (edge, "w4a16.mma.wide")):
         run_gemm("gpu", rng, m, 64 * blocks, 128, 128, False, "bf16")
         assert gatednorm.last_kernel() == kernel, (blocks, edge)
 
@@ -1092,7 +1092,7 @@ PDL_CASES = [(1, 4096, 4096, 128, 512, LEAN4, None), (9, 4096, 4096, 128, 512, L
              (1, 4096, 4096, 128, 4096, LEAN4, LEAN4), (1, 4096, 4096, 64, 512, GEMV, None), (4, 24576, 4096, 64, 512, GEMV, None),
              (1, 64, 8192, 128, 512, "w4a16.gemv.splitk", None), (9, 4096, 4096, 64, 512, DECODE, None),
              (3, 4096, 4128, 32, 512, DECODE, None), (10, 4096, 4128, 32, 512, DECODE, None), (33, 4096, 4096, 64, 512, DECODE, None),
-             (65, 4096, 4096, 64, 512, "w4a16.mma.wide", None), (49, 70016, 128, 128, 512, "w4a16.mma", None),
+             (65, 4096, 4096, 64, 512, "w4a16.mma.wide", None), (49, 70016, 128, 128, 512, "w4a16.mma.wide", None),
              (1024, 4096, 1024, 128, 4096, "w4a16.mma.wide", "w4a16.mma.wide"),
              (33, 4096, 4096, 128, 4096, "w4a16.lean.rows48", "w4a16.lean.rows48"),
              (24, 4096, 12288, 128, 512, "w4a16.lean.rows32", None),
