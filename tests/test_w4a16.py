@@ -324,6 +324,23 @@ def test_partial_last_group_is_never_read_as_another_group_size(rng):
         with pytest.raises(ValueError, match="group_size: K = 128 is not a multiple of %d" % g):
             gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), pack8(z.T, 1), s.T, version=2, group_size=g)
     assert gatednorm.W4A16Weight.from_gptq(pack8(q.T, 0), pack8(z.T, 1), s.T, version=2).group_size == 64
+    # K = 576 at G = 128 (SmolLM2-135M's hidden size): ceil(576 / 128) = 5 groups, the last 64
+    # wide, as GPTQ quantizers write them; 5 does not divide 576, and the refusal says it is a
+    # partial group, not a malformed scales tensor (review).
+    k, ng = 576, 5
+    q = rng.integers(0, 16, (n, k))
+    z = rng.integers(0, 16, (n, ng))
+    s = rng.uniform(0.002, 0.05, (n, ng)).astype(F16)
+    gptq, awq = (pack8(q.T, 0), pack8(z.T, 1), s.T), (pack8(q.T, 1), pack8(z.T, 1), s.T)  # (AWQ's slot order: no matter here)
+    for f, args, kw in ((gatednorm.W4A16Weight.from_gptq, gptq, dict(version=2)),
+                        (gatednorm.W4A16Weight.from_awq, awq, {}),
+                        (gatednorm.W4A16Weight.from_compressed_tensors, (pack8(q, 1), s, pack8(z, 0)),
+                         dict(weight_shape=[n, k]))):
+        scales = "weight_scale" if f.__name__ == "from_compressed_tensors" else "scales"
+        with pytest.raises(ValueError, match="%s: 5 groups over K = 576, which they do not divide.*partial" % scales):
+            f(*args, **kw)
+        with pytest.raises(ValueError, match="group_size: K = 576 is not a multiple of 128.*partial"):
+            f(*args, group_size=128, **kw)
 
 
 def test_importers_refuse_wider_packed_tensors(rng):

@@ -67,6 +67,10 @@ def _checkpoint_groups(k, ngroups, group_size, name):
         if ngroups != k // g:
             raise argument_error("%s: %d groups, but K = %d at group_size %d has %d" % (name, ngroups, k, g, k // g))
         return g
+    if k % ngroups:  # the config's G names it above; unnamed, say what the shapes show
+        raise argument_error("%s: %d groups over K = %d, which they do not divide: a quantizer writes ceil(K/G) "
+                             "groups, so the last group is partial (K not a multiple of the group size), which this "
+                             "library's layout cannot hold" % (name, ngroups, k))
     g = k // ngroups
     if g != k and g & (g - 1):
         raise argument_error("%s: %d groups over K = %d would be groups of %d, which no quantizer writes unasked (a K "
@@ -463,8 +467,8 @@ class W4A16Weight:
             warnings.warn("from_gptq: every int32 of qweight holds a code in slot 0 only (values 0..15), as an "
                           "unpacked [K, N] tensor would; it reads as K = %d. Pass the packed [K/8, N] qweight "
                           "(group_size= refuses the mismatch)" % k, stacklevel=2)
-        if s.ndim != 2 or s.shape[1] != n or s.shape[0] < 1 or k % s.shape[0]:
-            raise argument_error("scales: expected [K/G, N] = [K/G, %d] with K/G dividing K = %d, got %s" % (n, k, s.shape))
+        if s.ndim != 2 or s.shape[1] != n or s.shape[0] < 1:  # groups not dividing K: _checkpoint_groups says why
+            raise argument_error("scales: expected [K/G, N] = [K/G, %d] (K = %d), got %s" % (n, k, s.shape))
         ng = s.shape[0]
         _checkpoint_groups(k, ng, group_size, "scales")
         qz = _native(_np(qzeros, "qzeros"))
@@ -536,7 +540,7 @@ class W4A16Weight:
                                      "(GPTQ checkpoints name their tensors as AWQ's do: from_gptq), or is it transposed?"
                                      % (n, s.shape))
         _transposed(n, 8 * np.shape(qweight)[0], s, "qweight")  # [N/8, K] given for [K, N/8]
-        if s.ndim != 2 or s.shape[1] != n or s.shape[0] < 1 or k % s.shape[0]:
+        if s.ndim != 2 or s.shape[1] != n or s.shape[0] < 1:  # groups not dividing K: _checkpoint_groups says why
             raise argument_error("scales: expected [K/G, N] = [K/G, %d], got %s" % (n, s.shape))
         _checkpoint_groups(k, s.shape[0], group_size, "scales")
         z = unpack(qzeros, "qzeros")
@@ -574,8 +578,8 @@ class W4A16Weight:
         s = _scales(weight_scale, "weight_scale")
         if s.ndim == 1 and s.shape[0] == n:  # one scale a row: per channel
             s = s.reshape(n, 1)
-        if s.ndim != 2 or s.shape[0] != n or s.shape[1] < 1 or k % s.shape[1]:
-            raise argument_error("weight_scale: expected [N, K/G] = [%d, K/G] with K/G dividing K = %d, got %s" % (n, k, s.shape))
+        if s.ndim != 2 or s.shape[0] != n or s.shape[1] < 1:  # groups not dividing K: _checkpoint_groups says why
+            raise argument_error("weight_scale: expected [N, K/G] = [%d, K/G] (K = %d), got %s" % (n, k, s.shape))
         _checkpoint_groups(k, s.shape[1], group_size, "weight_scale")
         if symmetric is not None:
             symmetric = _call.flag("symmetric", symmetric) == 1
