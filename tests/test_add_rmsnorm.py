@@ -21,7 +21,7 @@ import pytest
 
 import gatednorm
 from gatednorm import GatedNormError, _dtypes, reference
-from gatednorm.testing import randn
+from gatednorm.testing import poison_scales, randn
 from test_rmsnorm_gated_fp8 import (DT, FP8, NAN_CODE, POISON_VALUE, SCALE_DT, check_q, check_scales, encode_rule, new_scales,
                                     poison_codes, scale_values)
 
@@ -467,6 +467,42 @@ def test_group_quant_fp8(be, rng):
     # new outputs
     q, s = gatednorm.group_quant_fp8(be.put(x), group_size=G)
     assert tuple(be.get(q).shape) == x.shape and tuple(be.get(s).shape) == (9, 10)
+
+
+def test_group_quant_consumer_scale_buffers(be, rng):
+    """Scale buffers consumers allocate beyond the three named layouts (a review): E8M0 bytes
+    column-major with T padded to 16 (16-byte columns: DeepGEMM's TMA rule pads T to 16 /
+    element size, and col_pad4's 4 suits only 4-byte scales), and a batched [B, K, M_pad]
+    buffer (M padded a batch, as DeepGEMM's grouped layouts and vLLM's batched TMA-aligned
+    scales are; a [B, M, hidden] x's tokens flatten to one T, so that buffer is filled a
+    batch at a time, through each batch's slice: docs/ops.md).  Each against the float64
+    reference; the padding keeps its poison."""
+    G, T, H = 64, 5, 256
+    K = H // G
+    for sf, pad in (("e8m0", 16), ("fp32", 4), ("e8m0_packed", 4)):
+        x = randn(rng, (T, H), DT["bf16"])
+        cols = (K + 3) // 4 if sf == "e8m0_packed" else K
+        base = poison_scales((cols, pad * ((T + pad - 1) // pad)), sf)
+        sd = be.put(base.T[:T], base)
+        qd = be.put(poison_codes(x.shape, "e4m3fn"))
+        q, s = gatednorm.group_quant_fp8(be.put(x), group_size=G, scale_format=sf, q=qd, scales=sd)
+        assert q is qd and s is sd
+        sv = scale_values(be.get(sd), sf, K)
+        check_scales(sv, reference.group_quant_fp8(x, group_size=G, scale_format=sf)[1], sf)
+        check_q(be.get(qd), x.astype(np.float64), sv, "e4m3fn", None, G)
+        padding = be.get_base(sd, base)[:, T:]
+        assert padding.size and (padding.view(np.uint8) == poison_scales(padding.shape, sf).view(np.uint8)).all(), sf
+    B, M = 3, 3
+    x = randn(rng, (B, M, H), DT["bf16"])
+    base = poison_scales((B, K, 4), "fp32")  # [B, K, M_pad]
+    _, ref = reference.group_quant_fp8(x.reshape(B * M, H), group_size=G)
+    for b in range(B):
+        sd, qd = be.put(base[b].T[:M], base), be.put(poison_codes((M, H), "e4m3fn"))
+        gatednorm.group_quant_fp8(be.put(x[b]), group_size=G, q=qd, scales=sd)
+        sv = be.get(sd).astype(np.float64)
+        check_scales(sv, ref[b * M:(b + 1) * M], "fp32")
+        check_q(be.get(qd), x[b].astype(np.float64), sv, "e4m3fn", None, G)
+    assert (be.get_base(sd, base)[:, :, M:] == poison_scales((1,), "fp32")[0]).all()
 
 
 @pytest.mark.parametrize("rd", ["fp16", "bf16"])

@@ -154,8 +154,9 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
         scale_format: "fp32", "ue8m0" (fp32 powers of two), "e8m0" (uint8 exponent bytes) or
             "e8m0_packed" (int32 words of four exponent bytes, DeepGEMM's layout).
         scale_layout: layout of a new ``scales``: "row" ``[T, K]``, "col" (a ``[T, K]`` view of
-            a column-major ``[K, T]`` buffer) or "col_pad4" (of ``[K, T_pad4]``).  Not used when
-            ``scales`` is given (any strides work; the value is still checked).
+            a column-major ``[K, T]`` buffer) or "col_pad4" (of ``[K, T_pad4]``: 16-byte columns
+            for 4-byte scales).  Not used when ``scales`` is given (any strides work, e.g.
+            E8M0 bytes in a ``[K, T_pad16]`` buffer; the value is still checked).
         quantize_rounded: quantize y rounded to the copy's dtype (x's without a copy), as an
             unfused norm -> bf16 -> quant pipeline does, bit for bit.
         copy_dtype: also return y rounded to this dtype (bf16/fp16/fp32); implied by ``y``.
