@@ -78,7 +78,7 @@ extern "C" {
 
 #define GATEDNORM_VERSION_MAJOR 0
 #define GATEDNORM_VERSION_MINOR 6
-#define GATEDNORM_VERSION_PATCH 14
+#define GATEDNORM_VERSION_PATCH 15
 
 /* Fixed capacity of a tensor descriptor, so no pointer lifetimes cross the ABI. */
 #define GATEDNORM_MAX_DIMS 8

@@ -57,7 +57,7 @@ __all__ = [
     "get_library",
 ]
 
-__version__ = "0.6.14"
+__version__ = "0.6.15"
 
 
 def _pkg() -> _Path:
