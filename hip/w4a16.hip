@@ -68,7 +68,7 @@ gatednorm_status device_facts(int device, DeviceFacts *f, const char *arg) {
 // How a GEMM is cut.  NVIDIA: M <= 8 with K % 64 == 0 takes the gemv kernel, other M <= 48
 // (and M 49..64 while ceil(N / 64) < 2 x SMs) the decode kernel (MT 8-row blocks, WN col
 // tiles a warp), else the 64 x 128 mma kernel (faster than the 64 x 64 one, which only
-// GATEDNORM_W4A16_KERNEL=mma takes: runs 152-153, 155-156); at
+// GATEDNORM_W4A16_KERNEL=mma takes: runs 152-153, 155-157); at
 // M <= 16 the gemv kernel's lean loop replaces either where use_gemv_lean says, and at M
 // 17..64 the lean loop with 4, 6 or 8 row blocks where use_lean_rows says.
 // AMD: 16-row blocks, one col tile a block.  Split-K
