@@ -1238,14 +1238,21 @@ def _new_array(shape, dt, devtype, devid):
 
 
 # ------------------------------------------------------------------------- option memos
-def options_key(opts: tuple, signed_zeros: tuple = ()):
+# Option types with no signed zero (strings, None, bools, ints): their values alone key them.
+_UNSIGNED_OPTION_TYPES = frozenset((str, type(None), bool, int))
+
+
+def options_key(opts: tuple):
     """A dict key for a wrapper's raw option values, equal only for options of the same
-    values and types (True, 1 and 1.0 apart) and, for the floats in ``signed_zeros``, the same
-    sign (a -0.0 weight offset is not 0.0: w + -0.0 keeps a -0.0 weight's sign).  An
-    unhashable option makes the lookup raise TypeError: the wrapper then checks its options
-    the slow way, which names the bad one."""
+    values and types (True, 1 and 1.0 apart) and, for every real option, the same sign of
+    zero: -0.0 equals and hashes as 0.0, yet a -0.0 weight offset is not 0.0 (w + -0.0
+    keeps a -0.0 weight's sign) and a -0.0 fp8_max is refused where 0.0 means the format's
+    largest value (a per-call list of such options missed fp8_max: review, session 50).
+    The types in the key fix which positions carry a sign.  An unhashable option makes the
+    lookup raise TypeError: the wrapper then checks its options the slow way, which names
+    the bad one."""
     return opts + tuple(map(type, opts)) + tuple(math.copysign(1.0, v) if type(v) is float else _zero_sign(v)
-                                                 for v in signed_zeros)
+                                                 for v in opts if type(v) not in _UNSIGNED_OPTION_TYPES)
 
 
 def _zero_sign(v):

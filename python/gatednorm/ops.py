@@ -42,7 +42,7 @@ def _params(eps, norm_before_gate, activation, weight_offset, group_size, pdl):
     """The params struct of these options, remembered by their values and types
     (_call.options_key: 1.0 or 1 never passes as True; a -0.0 eps or weight offset is its own)."""
     opts = (eps, norm_before_gate, activation, weight_offset, group_size, pdl)
-    key = _call.options_key(opts, (eps, weight_offset))
+    key = _call.options_key(opts)
     prm = _call.memo_get(_params_cache, key) or _call.memo_put(_params_cache, key, _checked_params(*opts))
     if (type(eps) is float and eps > 0.0 and norm_before_gate is True and activation is _SILU
             and weight_offset is _ZERO and group_size is None and pdl is False):

@@ -181,7 +181,7 @@ def rmsnorm_gated_fp8(x, z, weight, *, eps=1e-6, norm_before_gate=True, activati
     if not checked:
         opts = (group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, quantize_rounded, head_dim,
                 norm_before_gate, activation, eps, weight_offset, pdl)
-        key = _call.options_key(opts, (eps, weight_offset, amax_floor, fp8_max))
+        key = _call.options_key(opts)
         checked = _call.memo_get(_GATED_OPTIONS, key) or _call.memo_put(_GATED_OPTIONS, key, _gated_options(*opts))
         if fast and eps > 0.0:  # no NaN, and no 0.0 that a -0.0 would find (the checked path keeps its sign)
             _call.memo_put(_GATED_DEFAULTS, eps, checked)
@@ -359,7 +359,7 @@ def _norm(x, residual, weight, eps, weight_offset, residual_out, y, y_dtype, fp8
         want_y, want_q = _norm_wants(y, fp8, y_out, q, scales, quantize_rounded)
         opts = (eps, weight_offset, pdl, group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout,
                 quantize_rounded)
-        key = _call.options_key(opts, (eps, weight_offset, amax_floor, fp8_max))
+        key = _call.options_key(opts)
         checked = _call.memo_get(_NORM_OPTIONS, key) or _call.memo_put(_NORM_OPTIONS, key, _norm_options(entry, *opts))
         prm, fmt, sfmt, g = checked
         ydt = _norm_y_dtype(y_dtype, want_y, y_out)
@@ -391,7 +391,7 @@ def group_quant_fp8(x, *, group_size=_G128, fp8_format=_E4M3FN, fp8_max=None, am
     checked = fast and _GQ_DEFAULTS.get(None)
     if not checked:
         opts = (group_size, fp8_format, fp8_max, amax_floor, scale_format, scale_layout, pdl)
-        key = _call.options_key(opts, (amax_floor, fp8_max))
+        key = _call.options_key(opts)
         checked = _call.memo_get(_GQ_OPTIONS, key) or _call.memo_put(_GQ_OPTIONS, key, _gq_options(*opts))
         if fast:
             _GQ_DEFAULTS[None] = checked  # one key: no eps
