@@ -780,6 +780,27 @@ def test_gpu_mma_wide(rng, nvidia_gpu, monkeypatch, dtype, symmetric, m, n, k, g
     assert got.tobytes() == narrow.tobytes()
 
 
+# Activation rows a negative stride apart (a reversed view) through the 64 x 128 kernel, whose
+# copy forms each row's address from the stride (run 158 tried int32 row offsets there):
+# against the same rows made contiguous, bit for bit, and the reference.
+def test_gpu_mma_wide_negative_row_stride(rng, nvidia_gpu, monkeypatch):
+    k, n, g, m = 256, 200, 128, 130
+    w = _rand_plain(rng, n, k, False, g)
+    wg = w.to("gpu:0", BF16)
+    a = rng.standard_normal((m, k)).astype(BF16)
+    ag = put("gpu", np.ascontiguousarray(a[::-1]))[::-1]
+    assert ag.element_strides[0] == -k
+    monkeypatch.delenv("GATEDNORM_W4A16_KERNEL", raising=False)
+    out = put("gpu", np.full((m, n), np.nan, BF16))
+    gatednorm.w4a16_matmul(ag, wg, out=out)
+    assert gatednorm.last_kernel() == "w4a16.mma.wide"
+    got = get(out)
+    assert not np.isnan(got.astype(np.float32)).any(), "outputs left unwritten (still NaN)"
+    _assert_ref_cols(rng, a, w, got, "bf16", every_tile=True)
+    same = _gemm_with_hook(monkeypatch, None, put("gpu", a), wg, m, n, "bf16", "w4a16.mma.wide")
+    assert got.tobytes() == same.tobytes()
+
+
 @pytest.mark.parametrize("k, g", [(1024, 128), (1056, 32)])
 def test_gemm_zero_rows(wbe, k, g):
     """M = 0: an empty [0, N] output. On a GPU with a K tail (the decode plan, not the gemv
