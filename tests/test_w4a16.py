@@ -501,12 +501,17 @@ def run_gemm(wbe, rng, m, n, k, g, symmetric, dtype, out_dtype=None, bias=False,
     res = gatednorm.w4a16_matmul(put(wbe, a), place(wbe, w, DT[dtype]), put(wbe, b), out=out)
     assert res is out
     got = get(out)
+    _assert_near_reference(got, a, w, b, od)
+    return got
+
+
+def _assert_near_reference(got, a, w, b, out_dtype):
+    """Every output written (no poison NaN left) and within the float64 reference's tolerance."""
     assert not np.isnan(got.astype(np.float32)).any(), "outputs left unwritten (still NaN)"
     ref = reference.w4a16_matmul(a, w.q, w.scales, w.zeros, b)
-    tol = reference.w4a16_tolerance(a, w.q, w.scales, w.zeros, b, od, ref)
+    tol = reference.w4a16_tolerance(a, w.q, w.scales, w.zeros, b, out_dtype, ref)
     err = np.abs(got.astype(np.float64) - ref)
     assert np.all(err <= tol), "max err %g (tol there %g)" % (err.max(), tol.flat[np.argmax(err - tol)])
-    return got
 
 
 @pytest.mark.parametrize("m", M_LIST)
@@ -806,11 +811,7 @@ def test_gemm_row_strides(wbe, rng, monkeypatch, rows, m):
     out = put(wbe, np.full((m, n), np.nan, BF16))
     gatednorm.w4a16_matmul(av, wp, out=out)
     got = get(out)
-    assert not np.isnan(got.astype(np.float32)).any(), "outputs left unwritten (still NaN)"
-    ref = reference.w4a16_matmul(a, w.q, w.scales, w.zeros, None)
-    tol = reference.w4a16_tolerance(a, w.q, w.scales, w.zeros, None, BF16, ref)
-    err = np.abs(got.astype(np.float64) - ref)
-    assert np.all(err <= tol), "max err %g (tol there %g)" % (err.max(), tol.flat[np.argmax(err - tol)])
+    _assert_near_reference(got, a, w, None, BF16)
     same = put(wbe, np.full((m, n), np.nan, BF16))
     gatednorm.w4a16_matmul(put(wbe, a), wp, out=same)
     assert got.tobytes() == get(same).tobytes()
